@@ -1,0 +1,17 @@
+// Package gateway holds the gRPC services of a node and the router behind
+// them.
+//
+//   - KVServer: the public KV API. Handlers are thin: validate against Limits
+//     (InvalidArgument naming the limit), map client keys into the user span
+//     (so clients can never address the system span), route, map back.
+//   - Router: finds the range of an internal key through a range cache filled
+//     from meta records (the meta range's descriptor comes from the node),
+//     sends one command per range (requests of one range are atomic
+//     together), tries replicas starting with the last one that served, and
+//     retries on NOT_LEASEHOLDER, unreachable nodes and stale descriptors
+//     (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and re-split) until the
+//     deadline. Writes carry a proposal ID reused by retries, which replicas
+//     deduplicate. Scans are streamed range by range in bounded chunks.
+//   - InternalServer / AdminServer: peer and operator RPCs.
+//   - ToStatus: the one table mapping errors to gRPC status codes.
+package gateway

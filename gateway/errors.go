@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// RangeError is a replica-reported error surfacing from the router.
+type RangeError struct{ E *rspb.RangeError }
+
+func (e *RangeError) Error() string { return e.E.Message }
+
+// errorCodes is the one table from replica error codes to gRPC status codes.
+var errorCodes = map[rspb.RangeError_Code]codes.Code{
+	rspb.RangeError_UNKNOWN:             codes.Internal,
+	rspb.RangeError_NOT_LEASEHOLDER:     codes.Unavailable,
+	rspb.RangeError_RANGE_KEY_MISMATCH:  codes.Unavailable,
+	rspb.RangeError_RANGE_NOT_FOUND:     codes.NotFound,
+	rspb.RangeError_INVALID_ARGUMENT:    codes.InvalidArgument,
+	rspb.RangeError_FAILED_PRECONDITION: codes.FailedPrecondition,
+	rspb.RangeError_UNAVAILABLE:         codes.Unavailable,
+	rspb.RangeError_AMBIGUOUS:           codes.Unknown,
+	rspb.RangeError_BELOW_GC_THRESHOLD:  codes.FailedPrecondition,
+}
+
+// ToStatus converts any error of the gateway into a gRPC status error. It is
+// the only place where errors become status codes.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var re *RangeError
+	if errors.As(err, &re) {
+		c, ok := errorCodes[re.E.Code]
+		if !ok {
+			c = codes.Internal
+		}
+		return status.Error(c, re.E.Message)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func invalidf(format string, args ...any) error {
+	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// NodeBackend is what the node offers to the internal and admin services.
+type NodeBackend interface {
+	LocalStore
+	NodeDescriptor() *rspb.NodeDescriptor
+	ClusterID() string
+	Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error
+	Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitResponse, error)
+	Ranges() []*rspb.RangeInfo
+}
+
+// InternalServer serves peers: range batches, node info, bootstrap.
+type InternalServer struct {
+	rspb.UnimplementedInternalServer
+	node NodeBackend
+}
+
+// NewInternalServer returns the internal service.
+func NewInternalServer(node NodeBackend) *InternalServer { return &InternalServer{node: node} }
+
+// RangeBatch runs a batch on a local replica.
+func (s *InternalServer) RangeBatch(ctx context.Context, r *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	return s.node.Send(ctx, r), nil
+}
+
+// NodeInfo describes this node.
+func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb.NodeInfoResponse, error) {
+	return &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID()}, nil
+}
+
+// Bootstrap makes this node a member of a new cluster.
+func (s *InternalServer) Bootstrap(ctx context.Context, r *rspb.BootstrapRequest) (*rspb.BootstrapResponse, error) {
+	if err := s.node.Bootstrap(ctx, r); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &rspb.BootstrapResponse{}, nil
+}
+
+// AdminServer is the operator API.
+type AdminServer struct {
+	rspb.UnimplementedAdminServer
+	node NodeBackend
+}
+
+// NewAdminServer returns the admin service.
+func NewAdminServer(node NodeBackend) *AdminServer { return &AdminServer{node: node} }
+
+// Init bootstraps a cluster from this node and its join list.
+func (s *AdminServer) Init(ctx context.Context, r *rspb.InitRequest) (*rspb.InitResponse, error) {
+	resp, err := s.node.Init(ctx, r)
+	return resp, ToStatus(err)
+}
+
+// Ranges lists the replicas on this node.
+func (s *AdminServer) Ranges(context.Context, *rspb.RangesRequest) (*rspb.RangesResponse, error) {
+	return &rspb.RangesResponse{Ranges: s.node.Ranges()}, nil
+}

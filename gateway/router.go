@@ -1,0 +1,508 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+)
+
+// Resolver tells the router about the cluster.
+type Resolver interface {
+	// NodeAddress returns the gRPC address of a node.
+	NodeAddress(nodeID uint64) (string, bool)
+	// MetaRange returns the descriptor of the meta range.
+	MetaRange() *rspb.RangeDescriptor
+}
+
+// LocalStore is the node's own store, called without gRPC.
+type LocalStore interface {
+	NodeID() uint64
+	Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse
+}
+
+const (
+	attemptTimeout = 4 * time.Second
+	minBackoff     = 20 * time.Millisecond
+	maxBackoff     = 500 * time.Millisecond
+	// DefaultTimeout bounds a client request without a deadline.
+	DefaultTimeout = 30 * time.Second
+)
+
+// Router sends requests on internal keys to the ranges holding them: it
+// finds ranges through a cache filled from meta, tries replicas (last known
+// good first), and retries on NOT_LEASEHOLDER, unreachable nodes and stale
+// descriptors until the context expires.
+type Router struct {
+	resolver Resolver
+	local    LocalStore
+	clock    *leases.Clock
+	log      *slog.Logger
+	cache    rangeCache
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	leaders map[uint64]uint64 // range ID -> node that last served it
+}
+
+// NewRouter returns a router.
+func NewRouter(resolver Resolver, local LocalStore, clock *leases.Clock, log *slog.Logger) *Router {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Router{resolver: resolver, local: local, clock: clock, log: log,
+		conns: map[string]*grpc.ClientConn{}, leaders: map[uint64]uint64{}}
+}
+
+// Close releases connections.
+func (r *Router) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		_ = c.Close()
+	}
+	r.conns = map[string]*grpc.ClientConn{}
+}
+
+func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	r.conns[addr] = c
+	return c, nil
+}
+
+// sendToNode sends one range request to one node's replica.
+func (r *Router) sendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	if r.local != nil && nodeID == r.local.NodeID() {
+		return r.local.Send(ctx, req), nil
+	}
+	addr, ok := r.resolver.NodeAddress(nodeID)
+	if !ok {
+		return nil, fmt.Errorf("no address known for node n%d", nodeID)
+	}
+	c, err := r.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return rspb.NewInternalClient(c).RangeBatch(ctx, req)
+}
+
+// errStaleDescriptor means every replica of a cached descriptor denied
+// having the range: the caller looks it up again.
+var errStaleDescriptor = errors.New("stale range descriptor")
+
+// sendToRange tries the replicas of desc until one answers. Routing errors
+// are retried here; a RANGE_KEY_MISMATCH is returned for the caller to
+// re-split the request.
+func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	backoff := minBackoff
+	var lastErr error
+	for {
+		order := r.replicaOrder(desc)
+		notFound := 0
+		for i := 0; i < len(order); i++ {
+			nodeID := order[i]
+			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			resp, err := r.sendToNode(actx, nodeID, req)
+			cancel()
+			if err != nil {
+				lastErr = fmt.Errorf("n%d: %w", nodeID, err)
+				r.forgetLeader(desc.RangeId, nodeID)
+				if ctx.Err() != nil {
+					return nil, r.giveUp(ctx, desc, lastErr)
+				}
+				continue
+			}
+			if resp.Error == nil {
+				r.setLeader(desc.RangeId, nodeID)
+				if resp.Timestamp != nil && r.clock != nil {
+					r.clock.Update(ranges.TSFromProto(resp.Timestamp))
+				}
+				return resp, nil
+			}
+			lastErr = &RangeError{E: resp.Error}
+			switch resp.Error.Code {
+			case rspb.RangeError_NOT_LEASEHOLDER:
+				if h := resp.Error.LeaderNodeId; h != 0 && h != nodeID && !contains(order[i+1:], h) {
+					order = append(order[:i+1], append([]uint64{h}, order[i+1:]...)...)
+				}
+			case rspb.RangeError_RANGE_NOT_FOUND:
+				notFound++
+			case rspb.RangeError_UNAVAILABLE:
+			case rspb.RangeError_RANGE_KEY_MISMATCH:
+				return nil, lastErr
+			default:
+				return resp, nil
+			}
+		}
+		if notFound == len(order) {
+			return nil, errStaleDescriptor
+		}
+		select {
+		case <-ctx.Done():
+			return nil, r.giveUp(ctx, desc, lastErr)
+		case <-time.After(backoff):
+		}
+		if backoff *= 2; backoff > maxBackoff {
+			backoff = maxBackoff
+		}
+	}
+}
+
+func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error) error {
+	return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE,
+		Message: fmt.Sprintf("range r%d unavailable: %v (last error: %v)", desc.RangeId, ctx.Err(), last)}}
+}
+
+func contains(s []uint64, x uint64) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// replicaOrder lists the nodes to try: the last one that served, then the
+// local node, then the rest in descriptor order.
+func (r *Router) replicaOrder(desc *rspb.RangeDescriptor) []uint64 {
+	r.mu.Lock()
+	leader := r.leaders[desc.RangeId]
+	r.mu.Unlock()
+	var local uint64
+	if r.local != nil {
+		local = r.local.NodeID()
+	}
+	out := make([]uint64, 0, len(desc.Replicas))
+	add := func(n uint64) {
+		if n != 0 && !contains(out, n) {
+			for _, rep := range desc.Replicas {
+				if rep.NodeId == n {
+					out = append(out, n)
+					return
+				}
+			}
+		}
+	}
+	add(leader)
+	add(local)
+	for _, rep := range desc.Replicas {
+		add(rep.NodeId)
+	}
+	return out
+}
+
+func (r *Router) setLeader(rangeID, nodeID uint64) {
+	r.mu.Lock()
+	r.leaders[rangeID] = nodeID
+	r.mu.Unlock()
+}
+
+func (r *Router) forgetLeader(rangeID, nodeID uint64) {
+	r.mu.Lock()
+	if r.leaders[rangeID] == nodeID {
+		delete(r.leaders, rangeID)
+	}
+	r.mu.Unlock()
+}
+
+// LookupRange returns the descriptor of the range containing key (or, with
+// inclusiveEnd, the range containing the largest key below key).
+func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool) (*rspb.RangeDescriptor, error) {
+	meta := r.resolver.MetaRange()
+	if meta == nil {
+		return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE, Message: "node is not part of an initialized cluster (run `rangestore init`)"}}
+	}
+	inMeta := bytes.Compare(key, meta.EndKey) < 0 || (inclusiveEnd && bytes.Equal(key, meta.EndKey))
+	if inMeta {
+		return meta, nil
+	}
+	if d := r.cache.lookup(key, inclusiveEnd); d != nil {
+		return d, nil
+	}
+	start := keys.MetaLookupStart(key)
+	if inclusiveEnd {
+		start = keys.MetaKey(key)
+	}
+	req := &rspb.RangeRequest{RangeId: meta.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
+		Scan: &rspb.ScanRequest{StartKey: start, EndKey: keys.MetaSpanEnd, Limit: 1}}}}}
+	resp, err := r.sendToRange(ctx, meta, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != nil {
+		return nil, &RangeError{E: resp.Error}
+	}
+	kvs := resp.Responses[0].GetScan().GetKvs()
+	if len(kvs) == 0 {
+		return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: fmt.Sprintf("no range holds key %q", key)}}
+	}
+	d := &rspb.RangeDescriptor{}
+	if err := proto.Unmarshal(kvs[0].Value, d); err != nil {
+		return nil, fmt.Errorf("meta record %q: %w", kvs[0].Key, err)
+	}
+	r.cache.insert(d)
+	return d, nil
+}
+
+// piece is one request (or the part of a span request) for one range.
+type piece struct {
+	idx int // index of the original request
+	req *rspb.RequestUnion
+}
+
+// Send runs requests on internal keys: requests are grouped by range, each
+// group is one atomic range command, groups run in parallel. Responses come
+// back in request order; span requests are merged across ranges.
+func (r *Router) Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
+	out := make([]*rspb.ResponseUnion, len(reqs))
+	pieces := make([]piece, len(reqs))
+	for i, q := range reqs {
+		pieces[i] = piece{idx: i, req: q}
+	}
+	parts, err := r.sendPieces(ctx, pieces)
+	if err != nil {
+		return nil, err
+	}
+	for i, q := range reqs {
+		out[i] = mergeResponses(q, parts[i])
+	}
+	return out, nil
+}
+
+// sendPieces resolves each piece to ranges (splitting spans), sends one
+// command per range and collects the partial responses per original index,
+// in range order.
+func (r *Router) sendPieces(ctx context.Context, pieces []piece) (map[int][]rangedResp, error) {
+	type group struct {
+		desc   *rspb.RangeDescriptor
+		pieces []piece
+	}
+	var groups []*group
+	byRange := map[uint64]*group{}
+	for _, p := range pieces {
+		split, err := r.splitByRange(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, sp := range split {
+			g := byRange[sp.desc.RangeId]
+			if g == nil {
+				g = &group{desc: sp.desc}
+				byRange[sp.desc.RangeId] = g
+				groups = append(groups, g)
+			}
+			g.pieces = append(g.pieces, sp.piece)
+		}
+	}
+	results := make([]map[int][]rangedResp, len(groups))
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for gi, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces)
+		}()
+	}
+	wg.Wait()
+	merged := map[int][]rangedResp{}
+	for gi := range groups {
+		if errs[gi] != nil {
+			return nil, errs[gi]
+		}
+		for idx, rs := range results[gi] {
+			merged[idx] = append(merged[idx], rs...)
+		}
+	}
+	return merged, nil
+}
+
+type rangedResp struct {
+	start []byte // start key of the range that answered (for ordering)
+	resp  *rspb.ResponseUnion
+}
+
+// sendGroup sends the pieces for one range as one command; on a stale
+// descriptor it re-resolves them (they may now span several ranges).
+func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece) (map[int][]rangedResp, error) {
+	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: newProposalID()}
+	for _, p := range pieces {
+		req.Requests = append(req.Requests, p.req)
+	}
+	if !ranges.IsReadOnly(req.Requests) && r.clock != nil {
+		req.Timestamp = ranges.TSToProto(r.clock.Now())
+	}
+	resp, err := r.sendToRange(ctx, desc, req)
+	var re *RangeError
+	if errors.Is(err, errStaleDescriptor) || (errors.As(err, &re) && re.E.Code == rspb.RangeError_RANGE_KEY_MISMATCH) {
+		r.cache.evict(desc)
+		if re != nil && re.E.RangeDescriptor != nil {
+			r.cache.insert(re.E.RangeDescriptor)
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return r.sendPieces(ctx, pieces)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != nil {
+		return nil, &RangeError{E: resp.Error}
+	}
+	if len(resp.Responses) != len(pieces) {
+		return nil, fmt.Errorf("r%d answered %d of %d requests", desc.RangeId, len(resp.Responses), len(pieces))
+	}
+	out := map[int][]rangedResp{}
+	for i, p := range pieces {
+		rr := resp.Responses[i]
+		if sc := rr.GetScan(); sc != nil && len(sc.ResumeKey) > 0 {
+			if err := r.finishScan(ctx, desc, p.req.GetScan(), sc); err != nil {
+				return nil, err
+			}
+		}
+		out[p.idx] = append(out[p.idx], rangedResp{start: desc.StartKey, resp: rr})
+	}
+	return out, nil
+}
+
+// finishScan pages a scan piece that stopped at the per-response byte limit.
+func (r *Router) finishScan(ctx context.Context, desc *rspb.RangeDescriptor, s *rspb.ScanRequest, acc *rspb.ScanResponse) error {
+	for len(acc.ResumeKey) > 0 && (s.Limit == 0 || int64(len(acc.Kvs)) < s.Limit) {
+		next := proto.Clone(s).(*rspb.ScanRequest)
+		if s.Reverse {
+			next.EndKey = acc.ResumeKey
+		} else {
+			next.StartKey = acc.ResumeKey
+		}
+		if s.Limit > 0 {
+			next.Limit = s.Limit - int64(len(acc.Kvs))
+		}
+		resps, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: next}}})
+		if err != nil {
+			return err
+		}
+		more := resps[0].GetScan()
+		acc.Kvs = append(acc.Kvs, more.Kvs...)
+		acc.ResumeKey = more.ResumeKey
+	}
+	acc.ResumeKey = nil
+	return nil
+}
+
+type rangedPiece struct {
+	desc  *rspb.RangeDescriptor
+	piece piece
+}
+
+// splitByRange resolves a request to the range(s) holding it, clipping span
+// requests at range boundaries.
+func (r *Router) splitByRange(ctx context.Context, p piece) ([]rangedPiece, error) {
+	start, end, point := ranges.RequestSpan(p.req)
+	if point {
+		d, err := r.LookupRange(ctx, start, false)
+		if err != nil {
+			return nil, err
+		}
+		return []rangedPiece{{desc: d, piece: p}}, nil
+	}
+	var out []rangedPiece
+	for cur := start; bytes.Compare(cur, end) < 0; {
+		d, err := r.LookupRange(ctx, cur, false)
+		if err != nil {
+			return nil, err
+		}
+		s, e := cur, end
+		if bytes.Compare(d.EndKey, e) < 0 {
+			e = d.EndKey
+		}
+		out = append(out, rangedPiece{desc: d, piece: piece{idx: p.idx, req: clipSpan(p.req, s, e)}})
+		cur = d.EndKey
+	}
+	return out, nil
+}
+
+func clipSpan(q *rspb.RequestUnion, s, e []byte) *rspb.RequestUnion {
+	switch v := q.Value.(type) {
+	case *rspb.RequestUnion_Scan:
+		c := proto.Clone(v.Scan).(*rspb.ScanRequest)
+		c.StartKey, c.EndKey = s, e
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: c}}
+	case *rspb.RequestUnion_DeleteRange:
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_DeleteRange{DeleteRange: &rspb.DeleteRangeRequest{StartKey: s, EndKey: e}}}
+	}
+	return q
+}
+
+// mergeResponses folds the per-range parts of one request into one response.
+func mergeResponses(q *rspb.RequestUnion, parts []rangedResp) *rspb.ResponseUnion {
+	if len(parts) == 1 && q.GetScan() == nil {
+		return parts[0].resp
+	}
+	switch v := q.Value.(type) {
+	case *rspb.RequestUnion_Scan:
+		// Order the parts by range start (reverse scans: descending).
+		sortParts(parts, v.Scan.Reverse)
+		out := &rspb.ScanResponse{}
+		for _, p := range parts {
+			out.Kvs = append(out.Kvs, p.resp.GetScan().GetKvs()...)
+		}
+		if v.Scan.Limit > 0 && int64(len(out.Kvs)) > v.Scan.Limit {
+			out.Kvs = out.Kvs[:v.Scan.Limit]
+		}
+		return &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: out}}
+	case *rspb.RequestUnion_DeleteRange:
+		out := &rspb.DeleteRangeResponse{}
+		for _, p := range parts {
+			d := p.resp.GetDeleteRange()
+			out.Deleted += d.GetDeleted()
+			if ranges.TSFromProto(out.CommitTimestamp).Less(ranges.TSFromProto(d.GetCommitTimestamp())) {
+				out.CommitTimestamp = d.GetCommitTimestamp()
+			}
+		}
+		return &rspb.ResponseUnion{Value: &rspb.ResponseUnion_DeleteRange{DeleteRange: out}}
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return parts[0].resp
+}
+
+func sortParts(parts []rangedResp, reverse bool) {
+	for i := 1; i < len(parts); i++ {
+		for j := i; j > 0; j-- {
+			c := bytes.Compare(parts[j-1].start, parts[j].start)
+			if (!reverse && c > 0) || (reverse && c < 0) {
+				parts[j-1], parts[j] = parts[j], parts[j-1]
+			}
+		}
+	}
+}
+
+func newProposalID() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}

@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+)
+
+// scanChunkKVs bounds the number of pairs in one streamed Scan message.
+const scanChunkKVs = 1000
+
+// KVServer implements the public KV service on top of a Router. Handlers
+// only validate, map client keys into the user span, route, and map back.
+type KVServer struct {
+	rspb.UnimplementedKVServer
+	router   *Router
+	limits   Limits
+	clock    *leases.Clock
+	nodeID   func() uint64
+	draining atomic.Bool
+}
+
+// NewKVServer returns the KV service.
+func NewKVServer(router *Router, limits Limits, clock *leases.Clock, nodeID func() uint64) *KVServer {
+	return &KVServer{router: router, limits: limits, clock: clock, nodeID: nodeID}
+}
+
+// Drain makes every later call fail with Unavailable.
+func (s *KVServer) Drain() { s.draining.Store(true) }
+
+func (s *KVServer) begin(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if s.draining.Load() {
+		return nil, nil, status.Error(codes.Unavailable, fmt.Sprintf("node n%d is shutting down", s.nodeID()))
+	}
+	if _, ok := ctx.Deadline(); ok {
+		ctx, cancel := context.WithCancel(ctx)
+		return ctx, cancel, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
+	return ctx, cancel, nil
+}
+
+// checkAsOf refuses reads in the future: a future timestamp could miss
+// writes that commit later below it.
+func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
+	if ts == nil {
+		return nil
+	}
+	t := ranges.TSFromProto(ts)
+	if t.IsEmpty() || t.WallTime < 0 {
+		return invalidf("%s: as_of timestamp %s is not a valid timestamp", what, t)
+	}
+	if now := s.clock.Now(); now.Less(t) {
+		return invalidf("%s: as_of timestamp %s is in the future (now %s)", what, t, now)
+	}
+	return nil
+}
+
+// run validates, maps and routes client requests.
+func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
+	ctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	if err := s.limits.checkBatch(reqs); err != nil {
+		return nil, err
+	}
+	internal := make([]*rspb.RequestUnion, len(reqs))
+	for i, q := range reqs {
+		if g := q.GetGet(); g != nil {
+			if err := s.checkAsOf("get", g.AsOf); err != nil {
+				return nil, err
+			}
+		}
+		if sc := q.GetScan(); sc != nil {
+			if err := s.checkAsOf("scan", sc.AsOf); err != nil {
+				return nil, err
+			}
+		}
+		internal[i] = toInternal(q)
+	}
+	resps, err := s.router.Send(ctx, internal)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	for _, r := range resps {
+		toClient(r)
+	}
+	return resps, nil
+}
+
+func one[T any](s *KVServer, ctx context.Context, q *rspb.RequestUnion, get func(*rspb.ResponseUnion) T) (T, error) {
+	var zero T
+	resps, err := s.run(ctx, []*rspb.RequestUnion{q})
+	if err != nil {
+		return zero, err
+	}
+	return get(resps[0]), nil
+}
+
+// Get reads one key.
+func (s *KVServer) Get(ctx context.Context, r *rspb.GetRequest) (*rspb.GetResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: r}}, (*rspb.ResponseUnion).GetGet)
+}
+
+// Put writes one key.
+func (s *KVServer) Put(ctx context.Context, r *rspb.PutRequest) (*rspb.PutResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_Put{Put: r}}, (*rspb.ResponseUnion).GetPut)
+}
+
+// Delete deletes one key.
+func (s *KVServer) Delete(ctx context.Context, r *rspb.DeleteRequest) (*rspb.DeleteResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_Delete{Delete: r}}, (*rspb.ResponseUnion).GetDelete)
+}
+
+// ConditionalPut writes if the current value matches.
+func (s *KVServer) ConditionalPut(ctx context.Context, r *rspb.ConditionalPutRequest) (*rspb.ConditionalPutResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: r}}, (*rspb.ResponseUnion).GetConditionalPut)
+}
+
+// Increment adds to an integer value.
+func (s *KVServer) Increment(ctx context.Context, r *rspb.IncrementRequest) (*rspb.IncrementResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_Increment{Increment: r}}, (*rspb.ResponseUnion).GetIncrement)
+}
+
+// DeleteRange deletes every key in a span.
+func (s *KVServer) DeleteRange(ctx context.Context, r *rspb.DeleteRangeRequest) (*rspb.DeleteRangeResponse, error) {
+	return one(s, ctx, &rspb.RequestUnion{Value: &rspb.RequestUnion_DeleteRange{DeleteRange: r}}, (*rspb.ResponseUnion).GetDeleteRange)
+}
+
+// Batch runs several requests.
+func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.BatchResponse, error) {
+	resps, err := s.run(ctx, r.Requests)
+	if err != nil {
+		return nil, err
+	}
+	return &rspb.BatchResponse{Responses: resps}, nil
+}
+
+// Scan streams the keys of a span in chunks.
+func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
+	ctx, cancel, err := s.begin(stream.Context())
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if _, err := s.limits.checkRequest(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}); err != nil {
+		return err
+	}
+	if err := s.checkAsOf("scan", r.AsOf); err != nil {
+		return err
+	}
+	in := toInternal(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}).GetScan()
+	err = s.router.ScanStream(ctx, in, func(kvs []*rspb.KeyValue) error {
+		for len(kvs) > 0 {
+			n := min(len(kvs), scanChunkKVs)
+			chunk := &rspb.ScanResponse{Kvs: kvs[:n]}
+			toClient(&rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: chunk}})
+			if err := stream.Send(chunk); err != nil {
+				return err
+			}
+			kvs = kvs[n:]
+		}
+		return nil
+	})
+	return ToStatus(err)
+}
+
+// toInternal maps a client request's keys into the user span.
+func toInternal(q *rspb.RequestUnion) *rspb.RequestUnion {
+	switch v := q.Value.(type) {
+	case *rspb.RequestUnion_Get:
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey(v.Get.Key), AsOf: v.Get.AsOf}}}
+	case *rspb.RequestUnion_Put:
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: keys.UserKey(v.Put.Key), Value: v.Put.Value}}}
+	case *rspb.RequestUnion_Delete:
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Delete{Delete: &rspb.DeleteRequest{Key: keys.UserKey(v.Delete.Key)}}}
+	case *rspb.RequestUnion_ConditionalPut:
+		c := v.ConditionalPut
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
+			Key: keys.UserKey(c.Key), Value: c.Value, ExpectedValue: c.ExpectedValue, ExpectAbsent: c.ExpectAbsent}}}
+	case *rspb.RequestUnion_Increment:
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Increment{Increment: &rspb.IncrementRequest{Key: keys.UserKey(v.Increment.Key), Delta: v.Increment.Delta}}}
+	case *rspb.RequestUnion_Scan:
+		st, en := keys.UserSpan(v.Scan.StartKey, v.Scan.EndKey)
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: st, EndKey: en,
+			Limit: v.Scan.Limit, Reverse: v.Scan.Reverse, AsOf: v.Scan.AsOf, KeysOnly: v.Scan.KeysOnly}}}
+	case *rspb.RequestUnion_DeleteRange:
+		st, en := keys.UserSpan(v.DeleteRange.StartKey, v.DeleteRange.EndKey)
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_DeleteRange{DeleteRange: &rspb.DeleteRangeRequest{StartKey: st, EndKey: en}}}
+	}
+	return q
+}
+
+// toClient strips the user prefix from keys in a response, in place.
+func toClient(r *rspb.ResponseUnion) {
+	strip := func(x *rspb.KeyValue) {
+		if x != nil {
+			if k, err := keys.ClientKey(x.Key); err == nil {
+				x.Key = k
+			}
+		}
+	}
+	if g := r.GetGet(); g != nil {
+		strip(g.Kv)
+	}
+	if sc := r.GetScan(); sc != nil {
+		for _, x := range sc.Kvs {
+			strip(x)
+		}
+		sc.ResumeKey = nil
+	}
+}

@@ -1,0 +1,67 @@
+// Package kv is the MVCC storage layer of a node: one shared Pebble v2
+// database holding the data of many Raft ranges, each owning a span of user
+// keys. kv knows nothing about Raft or ranges; it provides the Engine,
+// indexed write Batches, point-in-time Snapshots, raw (non-versioned) keys and
+// MVCC operations over a key span at an HLC Timestamp.
+//
+// # Key layout
+//
+// The first byte of every engine (Pebble) key identifies its kind:
+//
+//	0x01 LocalPrefix  raw keys owned by callers (range-local state such as
+//	                  Raft logs or applied indexes). kv never interprets them;
+//	                  use Batch.PutRaw/DeleteRaw/DeleteRawRange and GetRaw.
+//	0x02 DataPrefix   MVCC data keys.
+//
+// An MVCC engine key is
+//
+//	0x02 | escaped(userKey) | 0x00 0x01 | ^WallTime (8 bytes BE) | ^Logical (4 bytes BE)
+//
+// where escaping replaces every 0x00 byte of the user key with 0x00 0xFF. The
+// 0x00 0x01 terminator sorts below any escaped 0x00 (0x00 0xFF) and below any
+// other byte, so:
+//
+//   - encoded keys sort exactly like user keys (bytewise), including when one
+//     user key is a prefix of another;
+//   - all versions of a user key are contiguous and share the prefix
+//     0x02|escaped(userKey)|0x00 0x01 (see EncodeDataSpanStart);
+//   - the bit-inverted big-endian timestamp makes NEWER versions sort FIRST,
+//     so a SeekGE to EncodeMVCCKey(k, readTS) lands on the newest version of
+//     k at or below readTS.
+//
+// A user key span [start, end) maps to the engine span
+// [EncodeDataSpanStart(start), EncodeDataSpanStart(end)); end == nil maps to
+// DataEnd() (the byte 0x03), the end of the data keyspace. Spans with start >
+// end are rejected with ErrInvalidSpan; start == end is empty.
+//
+// # Versions and values
+//
+// Every stored version has a non-empty, non-negative timestamp and a user
+// key of at least one byte. The Pebble value carries a 1-byte tag: 0 is a
+// tombstone (the key is deleted as of that timestamp; no payload), 1 is a
+// live value followed by its bytes (possibly none). Writing the same key at
+// the same timestamp overwrites that version. kv does not enforce write
+// monotonicity: callers that need it check MVCCGetNewestVersion first and
+// write strictly above it.
+//
+// # Reads
+//
+// A read at readTS sees, for each key, the newest version with timestamp <=
+// readTS; if that version is a tombstone the key is absent. Reads through a
+// Batch see its uncommitted writes over the engine; a Snapshot is a
+// consistent point-in-time view. Returned keys and values are always copies
+// and never alias Pebble memory.
+//
+// # Garbage collection
+//
+// MVCCGarbageCollect with threshold T removes, per key, every version that no
+// read at a timestamp >= T can observe: among versions with timestamp <= T it
+// keeps only the newest, and removes even that one if it is a tombstone.
+// Versions above T are never touched. Hence any read at a timestamp >= T
+// returns the same result before and after GC.
+//
+// # Concurrency
+//
+// Engine is safe for concurrent use. Batch and iterators are not; Snapshot
+// reads may be concurrent with each other but must not race with Close.
+package kv

@@ -1,0 +1,246 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/rangestore/rangestore/gateway"
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+)
+
+// Config configures one node.
+type Config struct {
+	StoreDir   string   // data directory (created if missing)
+	ListenAddr string   // gRPC address (host:port; port 0 picks one)
+	RaftAddr   string   // Dragonboat transport address; must stay the same across restarts
+	HTTPAddr   string   // Prometheus /metrics and /healthz; empty disables
+	Join       []string // gRPC addresses of the other initial nodes (used by init)
+	Locality   []*rspb.LocalityTier
+	Logger     *slog.Logger
+	Clock      *leases.Clock
+	Limits     gateway.Limits
+
+	// Raft timing (see ranges.StoreConfig); zero values take its defaults.
+	RaftRTTMillisecond uint64
+	ElectionRTT        uint64
+	HeartbeatRTT       uint64
+}
+
+// Node is one rangestore process: store, gateway, gRPC and HTTP servers.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	eng      *kv.Engine
+	store    *ranges.Store
+	router   *gateway.Router
+	kvServer *gateway.KVServer
+	grpc     *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+	http     *http.Server
+	httpLis  net.Listener
+	registry *prometheus.Registry
+
+	stopOnce sync.Once
+}
+
+// Start opens the node's storage, restarts its replicas and serves.
+func Start(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = leases.NewClock(nil, 0)
+	}
+	if cfg.Limits == (gateway.Limits{}) {
+		cfg.Limits = gateway.DefaultLimits
+	}
+	if cfg.StoreDir == "" || cfg.ListenAddr == "" || cfg.RaftAddr == "" {
+		return nil, errors.New("node: store dir, listen address and raft address are required")
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen on %s: %w", cfg.ListenAddr, err)
+	}
+	n.lis = lis
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStorage()
+			_ = lis.Close()
+		}
+	}()
+	n.eng, err = kv.Open(filepath.Join(cfg.StoreDir, "data"), kv.Options{Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("node: open storage: %w", err)
+	}
+	n.store, err = ranges.NewStore(ranges.StoreConfig{
+		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger,
+		Metrics:        ranges.NewMetrics(n.registry),
+		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger)
+	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
+	rpcm := gateway.NewRPCMetrics(n.registry)
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
+		grpc.ChainUnaryInterceptor(rpcm.Unary), grpc.ChainStreamInterceptor(rpcm.Stream))
+	rspb.RegisterKVServer(n.grpc, n.kvServer)
+	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
+	rspb.RegisterAdminServer(n.grpc, gateway.NewAdminServer(n))
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(rspb.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	go func() {
+		if err := n.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+	if cfg.HTTPAddr != "" {
+		hl, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			n.grpc.Stop()
+			return nil, fmt.Errorf("node: listen on %s: %w", cfg.HTTPAddr, err)
+		}
+		n.httpLis = hl
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = n.http.Serve(hl) }()
+	}
+	ok = true
+	n.log.Info("node started", "node", n.store.NodeID(), "addr", n.Addr(), "raft", cfg.RaftAddr, "http", n.HTTPAddr(), "store", cfg.StoreDir)
+	return n, nil
+}
+
+// Addr is the gRPC address the node serves on.
+func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// HTTPAddr is the metrics address ("" when disabled).
+func (n *Node) HTTPAddr() string {
+	if n.httpLis == nil {
+		return ""
+	}
+	return n.httpLis.Addr().String()
+}
+
+// Store returns the node's store.
+func (n *Node) Store() *ranges.Store { return n.store }
+
+// Registry returns the node's metrics registry.
+func (n *Node) Registry() *prometheus.Registry { return n.registry }
+
+// NodeID returns the node's ID (0 before init).
+func (n *Node) NodeID() uint64 { return n.store.NodeID() }
+
+// Send runs a range request on the local store.
+func (n *Node) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	return n.store.Send(ctx, req)
+}
+
+// NodeDescriptor describes this node.
+func (n *Node) NodeDescriptor() *rspb.NodeDescriptor {
+	return &rspb.NodeDescriptor{NodeId: n.store.NodeID(), Address: n.Addr(), RaftAddress: n.cfg.RaftAddr,
+		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr()}
+}
+
+// ClusterID is the cluster's ID ("" before init).
+func (n *Node) ClusterID() string {
+	if c := n.store.ClusterRecord(); c != nil {
+		return c.ClusterId
+	}
+	return ""
+}
+
+// NodeAddress resolves a node ID to its gRPC address (gateway.Resolver).
+func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
+	if c := n.store.ClusterRecord(); c != nil {
+		for _, d := range c.Nodes {
+			if d.NodeId == nodeID {
+				return d.Address, true
+			}
+		}
+	}
+	return "", false
+}
+
+// MetaRange is the meta range's descriptor (gateway.Resolver).
+func (n *Node) MetaRange() *rspb.RangeDescriptor {
+	if c := n.store.ClusterRecord(); c != nil {
+		return c.MetaRange
+	}
+	return nil
+}
+
+// Ranges lists local replicas.
+func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }
+
+// Bootstrap joins this node to a new cluster (called by init).
+func (n *Node) Bootstrap(_ context.Context, req *rspb.BootstrapRequest) error {
+	return n.store.Bootstrap(req, BootstrapData(req))
+}
+
+// Stop drains and stops the node: new requests get Unavailable, in-flight
+// ones finish (bounded), then replicas, Raft and storage close.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		n.kvServer.Drain()
+		n.health.Shutdown()
+		done := make(chan struct{})
+		go func() { n.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			n.grpc.Stop()
+		}
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.http.Shutdown(ctx)
+			cancel()
+		}
+		n.router.Close()
+		n.closeStorage()
+		n.log.Info("node stopped", "node", n.NodeID())
+	})
+}
+
+func (n *Node) closeStorage() {
+	if n.store != nil {
+		n.store.Close()
+	}
+	if n.eng != nil {
+		if err := n.eng.Close(); err != nil {
+			n.log.Error("closing storage", "err", err)
+		}
+	}
+}

@@ -1,0 +1,245 @@
+package ranges
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// DefaultScanChunkBytes bounds one scan response from a replica; the gateway
+// pages through larger results.
+const DefaultScanChunkBytes = 1 << 20
+
+// evalError is a deterministic, per-command failure: the command applies
+// nothing and reports the error to its proposer.
+type evalError struct{ err *rspb.RangeError }
+
+func (e *evalError) Error() string { return e.err.Message }
+
+func failf(code rspb.RangeError_Code, format string, args ...any) error {
+	return &evalError{err: rangeErr(code, fmt.Sprintf(format, args...))}
+}
+
+// RequestSpan returns the key span a request touches: [key, key\x00) for
+// point requests, [start, end) for span requests.
+func RequestSpan(r *rspb.RequestUnion) (start, end []byte, point bool) {
+	switch v := r.Value.(type) {
+	case *rspb.RequestUnion_Get:
+		return v.Get.Key, nil, true
+	case *rspb.RequestUnion_Put:
+		return v.Put.Key, nil, true
+	case *rspb.RequestUnion_Delete:
+		return v.Delete.Key, nil, true
+	case *rspb.RequestUnion_ConditionalPut:
+		return v.ConditionalPut.Key, nil, true
+	case *rspb.RequestUnion_Increment:
+		return v.Increment.Key, nil, true
+	case *rspb.RequestUnion_Scan:
+		return v.Scan.StartKey, v.Scan.EndKey, false
+	case *rspb.RequestUnion_DeleteRange:
+		return v.DeleteRange.StartKey, v.DeleteRange.EndKey, false
+	}
+	return nil, nil, true
+}
+
+// IsReadOnly reports whether every request only reads.
+func IsReadOnly(reqs []*rspb.RequestUnion) bool {
+	for _, r := range reqs {
+		switch r.Value.(type) {
+		case *rspb.RequestUnion_Get, *rspb.RequestUnion_Scan:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// checkSpans verifies that every request lies within the descriptor.
+func checkSpans(desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion) error {
+	for _, r := range reqs {
+		if r.Value == nil {
+			return failf(rspb.RangeError_INVALID_ARGUMENT, "empty request in batch")
+		}
+		s, e, point := RequestSpan(r)
+		if len(s) == 0 {
+			return failf(rspb.RangeError_INVALID_ARGUMENT, "empty key is not allowed")
+		}
+		var ok bool
+		if point {
+			ok = bytes.Compare(s, desc.StartKey) >= 0 && bytes.Compare(s, desc.EndKey) < 0
+		} else {
+			ok = bytes.Compare(s, desc.StartKey) >= 0 && bytes.Compare(e, desc.EndKey) <= 0 && bytes.Compare(s, e) <= 0
+		}
+		if !ok {
+			return &evalError{err: &rspb.RangeError{
+				Code:            rspb.RangeError_RANGE_KEY_MISMATCH,
+				Message:         fmt.Sprintf("key %q is outside range r%d [%q, %q)", s, desc.RangeId, desc.StartKey, desc.EndKey),
+				RangeDescriptor: desc,
+			}}
+		}
+	}
+	return nil
+}
+
+// evalWrite applies the requests of one command to b at ts. Reads inside the
+// command see the command's earlier writes. On error the caller discards b.
+func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb.ResponseUnion, error) {
+	out := make([]*rspb.ResponseUnion, 0, len(reqs))
+	tsp := TSToProto(ts)
+	for _, r := range reqs {
+		switch v := r.Value.(type) {
+		case *rspb.RequestUnion_Get:
+			res, err := evalGet(b, v.Get, kv.MaxTimestamp)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
+		case *rspb.RequestUnion_Scan:
+			res, err := evalScan(b, v.Scan, kv.MaxTimestamp, 0)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: res}})
+		case *rspb.RequestUnion_Put:
+			if err := b.PutMVCC(v.Put.Key, ts, v.Put.Value); err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Put{Put: &rspb.PutResponse{CommitTimestamp: tsp}}})
+		case *rspb.RequestUnion_Delete:
+			_, found, err := kv.MVCCGet(b, v.Delete.Key, kv.MaxTimestamp)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				if err := b.DeleteMVCC(v.Delete.Key, ts); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Delete{Delete: &rspb.DeleteResponse{CommitTimestamp: tsp, Existed: found}}})
+		case *rspb.RequestUnion_ConditionalPut:
+			c := v.ConditionalPut
+			cur, found, err := kv.MVCCGet(b, c.Key, kv.MaxTimestamp)
+			if err != nil {
+				return nil, err
+			}
+			ok := (c.ExpectAbsent && !found) || (!c.ExpectAbsent && found && bytes.Equal(cur.Value, c.ExpectedValue))
+			res := &rspb.ConditionalPutResponse{Succeeded: ok}
+			if ok {
+				if err := b.PutMVCC(c.Key, ts, c.Value); err != nil {
+					return nil, err
+				}
+				res.CommitTimestamp = tsp
+			} else {
+				res.ActualExists = found
+				res.ActualValue = cur.Value
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_ConditionalPut{ConditionalPut: res}})
+		case *rspb.RequestUnion_Increment:
+			inc := v.Increment
+			cur, found, err := kv.MVCCGet(b, inc.Key, kv.MaxTimestamp)
+			if err != nil {
+				return nil, err
+			}
+			var n int64
+			if found {
+				n, err = strconv.ParseInt(string(cur.Value), 10, 64)
+				if err != nil {
+					return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %q: its value %q is not a decimal integer", inc.Key, truncate(cur.Value))
+				}
+			}
+			if (inc.Delta > 0 && n > math.MaxInt64-inc.Delta) || (inc.Delta < 0 && n < math.MinInt64-inc.Delta) {
+				return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %q: %d + %d overflows int64", inc.Key, n, inc.Delta)
+			}
+			n += inc.Delta
+			if err := b.PutMVCC(inc.Key, ts, []byte(strconv.FormatInt(n, 10))); err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Increment{Increment: &rspb.IncrementResponse{NewValue: n, CommitTimestamp: tsp}}})
+		case *rspb.RequestUnion_DeleteRange:
+			deleted, _, err := kv.MVCCDeleteRange(b, v.DeleteRange.StartKey, v.DeleteRange.EndKey, ts, 0)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_DeleteRange{DeleteRange: &rspb.DeleteRangeResponse{Deleted: int64(len(deleted)), CommitTimestamp: tsp}}})
+		default:
+			return nil, failf(rspb.RangeError_INVALID_ARGUMENT, "unknown request type %T", r.Value)
+		}
+	}
+	return out, nil
+}
+
+// evalRead serves read-only requests from r at readTS.
+func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*rspb.ResponseUnion, error) {
+	out := make([]*rspb.ResponseUnion, 0, len(reqs))
+	for _, req := range reqs {
+		switch v := req.Value.(type) {
+		case *rspb.RequestUnion_Get:
+			ts := readTS
+			if v.Get.AsOf != nil {
+				ts = TSFromProto(v.Get.AsOf)
+			}
+			res, err := evalGet(r, v.Get, ts)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
+		case *rspb.RequestUnion_Scan:
+			ts := readTS
+			if v.Scan.AsOf != nil {
+				ts = TSFromProto(v.Scan.AsOf)
+			}
+			res, err := evalScan(r, v.Scan, ts, DefaultScanChunkBytes)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: res}})
+		default:
+			return nil, failf(rspb.RangeError_INVALID_ARGUMENT, "request %T is not a read", req.Value)
+		}
+	}
+	return out, nil
+}
+
+func evalGet(r kv.Reader, g *rspb.GetRequest, ts kv.Timestamp) (*rspb.GetResponse, error) {
+	x, found, err := kv.MVCCGet(r, g.Key, ts)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return &rspb.GetResponse{}, nil
+	}
+	return &rspb.GetResponse{Found: true, Kv: kvToProto(x, false)}, nil
+}
+
+func evalScan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, maxBytes int64) (*rspb.ScanResponse, error) {
+	kvs, resume, err := kv.MVCCScan(r, s.StartKey, s.EndKey, ts, kv.ScanOptions{Limit: int(s.Limit), Reverse: s.Reverse, MaxBytes: maxBytes})
+	if err != nil {
+		return nil, err
+	}
+	res := &rspb.ScanResponse{ResumeKey: resume, Kvs: make([]*rspb.KeyValue, 0, len(kvs))}
+	for _, x := range kvs {
+		res.Kvs = append(res.Kvs, kvToProto(x, s.KeysOnly))
+	}
+	return res, nil
+}
+
+func truncate(b []byte) []byte {
+	if len(b) > 32 {
+		return append(append([]byte(nil), b[:32]...), "…"...)
+	}
+	return b
+}
+
+// asRangeError extracts a deterministic evaluation error.
+func asRangeError(err error) (*rspb.RangeError, bool) {
+	var ee *evalError
+	if errors.As(err, &ee) {
+		return ee.err, true
+	}
+	return nil, false
+}

@@ -1,0 +1,510 @@
+package ranges
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+const (
+	// DedupWindow is how long a proposal can be retried: its dedup record is
+	// kept at least this long (by command timestamps, so deterministically),
+	// and a proposal older than this when it applies is refused as ambiguous.
+	DedupWindow = 5 * time.Minute
+	// dedupPruneEvery is how often (in log entries) expired dedup records are
+	// range-deleted.
+	dedupPruneEvery = 512
+
+	resultOK uint64 = 1
+)
+
+// errReplicaClosed is returned by Lookup after Close.
+var errReplicaClosed = errors.New("ranges: replica closed")
+
+// ReadQuery is the Lookup argument: read-only requests at a timestamp.
+type ReadQuery struct {
+	Requests []*rspb.RequestUnion
+	ReadTS   kv.Timestamp // empty = latest
+}
+
+// stateMachine is one replica's IOnDiskStateMachine over the node's shared
+// Pebble engine. Its state is: the range's data span (MVCC keys), its
+// replicated range-local keys (descriptor, max write timestamp, GC threshold,
+// dedup records) and this replica's applied index. All writes of one entry,
+// together with the applied index, commit in one Pebble batch.
+type stateMachine struct {
+	eng       *kv.Engine
+	rangeID   uint64
+	replicaID uint64
+	onApply   func(rangeID uint64, desc *rspb.RangeDescriptor)
+
+	desc    atomic.Pointer[rspb.RangeDescriptor]
+	applied atomic.Uint64
+	closed  atomic.Bool
+
+	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
+	maxWriteTS  kv.Timestamp
+	gcThreshold kv.Timestamp
+}
+
+var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
+
+func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onApply func(uint64, *rspb.RangeDescriptor)) *stateMachine {
+	return &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onApply: onApply}
+}
+
+func (s *stateMachine) loadState(r kv.Reader) error {
+	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixDescriptor)); err != nil {
+		return err
+	} else if ok {
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(v, d); err != nil {
+			return fmt.Errorf("ranges: r%d descriptor: %w", s.rangeID, err)
+		}
+		s.desc.Store(d)
+	}
+	mw, err := readTS(r, rangeStateKey(s.rangeID, suffixMaxWriteTS))
+	if err != nil {
+		return err
+	}
+	gc, err := readTS(r, rangeStateKey(s.rangeID, suffixGCThreshold))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.maxWriteTS, s.gcThreshold = mw, gc
+	s.mu.Unlock()
+	return nil
+}
+
+func readTS(r kv.Reader, key []byte) (kv.Timestamp, error) {
+	v, ok, err := r.GetRaw(key)
+	if err != nil || !ok {
+		return kv.Timestamp{}, err
+	}
+	return decodeTS(v)
+}
+
+// Open returns the applied index that is durable in Pebble (0 for a new
+// replica: its replica-keyed applied index does not exist yet).
+func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
+	if err := s.loadState(s.eng); err != nil {
+		return 0, err
+	}
+	v, ok, err := s.eng.GetRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied))
+	if err != nil {
+		return 0, err
+	}
+	var idx uint64
+	if ok {
+		if idx, err = decodeUint64(v); err != nil {
+			return 0, err
+		}
+	}
+	s.applied.Store(idx)
+	if d := s.desc.Load(); d != nil && s.onApply != nil {
+		s.onApply(s.rangeID, d)
+	}
+	return idx, nil
+}
+
+// Update applies committed entries. Each entry commits in its own Pebble
+// batch (data + dedup record + applied index), so a command that fails
+// evaluation writes nothing but the applied index. Errors returned here are
+// I/O failures only: they crash the process by Dragonboat's contract.
+func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	for i := range entries {
+		if err := s.applyOne(&entries[i]); err != nil {
+			return nil, err
+		}
+	}
+	return entries, nil
+}
+
+func (s *stateMachine) applyOne(e *sm.Entry) error {
+	b := s.eng.NewBatch()
+	defer func() { _ = b.Close() }()
+	res, dk, err := s.applyEntry(b, e)
+	if err != nil {
+		return err
+	}
+	if res != nil && res.Error != nil {
+		// Nothing of a failed command is kept: start over with an empty
+		// batch that records only the dedup result and the applied index.
+		_ = b.Close()
+		b = s.eng.NewBatch()
+	}
+	if dk != nil {
+		data, err := proto.Marshal(res)
+		if err != nil {
+			return err
+		}
+		if err := b.PutRaw(dk, data); err != nil {
+			return err
+		}
+	}
+	if e.Index%dedupPruneEvery == 0 {
+		s.mu.RLock()
+		wall := s.maxWriteTS.WallTime - int64(DedupWindow)
+		s.mu.RUnlock()
+		if wall > 0 {
+			start, end := dedupSpanBefore(s.rangeID, wall)
+			if err := b.DeleteRawRange(start, end); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(e.Index)); err != nil {
+		return err
+	}
+	if err := b.Commit(false); err != nil {
+		return err
+	}
+	s.applied.Store(e.Index)
+	if res != nil {
+		data, err := proto.Marshal(res)
+		if err != nil {
+			return err
+		}
+		e.Result = sm.Result{Value: resultOK, Data: data}
+	}
+	return nil
+}
+
+// applyEntry evaluates one entry into b. It returns the result to hand to the
+// proposer and the key of the dedup record to write (nil for none), or an
+// error only for storage failures.
+func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, []byte, error) {
+	if len(e.Cmd) == 0 {
+		return nil, nil, nil
+	}
+	cmd := &rspb.RaftCommand{}
+	if err := proto.Unmarshal(e.Cmd, cmd); err != nil {
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "malformed command: "+err.Error())}, nil, nil
+	}
+	desc := s.desc.Load()
+	if desc == nil {
+		// Replicas get their descriptor at bootstrap or from a snapshot,
+		// both before any command applies; keep the invariant loud.
+		return nil, nil, fmt.Errorf("ranges: r%d replica %d applied entry %d without a descriptor", s.rangeID, s.replicaID, e.Index)
+	}
+	proposedTS := TSFromProto(cmd.Timestamp)
+	var dk []byte
+	if len(cmd.ProposalId) > 0 {
+		dk = dedupKey(s.rangeID, proposedTS.WallTime, cmd.ProposalId)
+		if v, ok, err := b.GetRaw(dk); err != nil {
+			return nil, nil, err
+		} else if ok {
+			prev := &rspb.RaftResult{}
+			if err := proto.Unmarshal(v, prev); err != nil {
+				return nil, nil, err
+			}
+			return prev, nil, nil
+		}
+	}
+	s.mu.RLock()
+	maxWrite := s.maxWriteTS
+	s.mu.RUnlock()
+	if dk != nil && proposedTS.WallTime < maxWrite.WallTime-int64(DedupWindow) {
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_AMBIGUOUS,
+			fmt.Sprintf("proposal expired: it is older than the %s retry window; it may or may not have applied earlier", DedupWindow))}, nil, nil
+	}
+	commitTS := proposedTS
+	if !maxWrite.Less(commitTS) {
+		commitTS = maxWrite.Next()
+	}
+	var res *rspb.RaftResult
+	var err error
+	if cmd.Gc != nil {
+		res, err = s.applyGC(b, desc, TSFromProto(cmd.Gc.Threshold))
+	} else {
+		res, err = s.applyRequests(b, desc, cmd.Requests, commitTS)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.Error == nil && cmd.Gc == nil && !IsReadOnly(cmd.Requests) {
+		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(commitTS)); err != nil {
+			return nil, nil, err
+		}
+		s.mu.Lock()
+		s.maxWriteTS = commitTS
+		s.mu.Unlock()
+	}
+	return res, dk, nil
+}
+
+func (s *stateMachine) applyRequests(b *kv.Batch, desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion, ts kv.Timestamp) (*rspb.RaftResult, error) {
+	if err := checkSpans(desc, reqs); err != nil {
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RaftResult{Error: re}, nil
+		}
+		return nil, err
+	}
+	resps, err := evalWrite(b, reqs, ts)
+	if err != nil {
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RaftResult{Error: re}, nil
+		}
+		return nil, err
+	}
+	return &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}, nil
+}
+
+func (s *stateMachine) applyGC(b *kv.Batch, desc *rspb.RangeDescriptor, threshold kv.Timestamp) (*rspb.RaftResult, error) {
+	s.mu.RLock()
+	cur := s.gcThreshold
+	s.mu.RUnlock()
+	if !cur.Less(threshold) {
+		return &rspb.RaftResult{}, nil
+	}
+	if _, err := kv.MVCCGarbageCollect(b, b, desc.StartKey, desc.EndKey, threshold); err != nil {
+		return nil, err
+	}
+	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixGCThreshold), encodeTS(threshold)); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.gcThreshold = threshold
+	s.mu.Unlock()
+	return &rspb.RaftResult{}, nil
+}
+
+// Lookup serves read-only requests from local state. It runs concurrently
+// with Update; a Pebble snapshot gives the requests one consistent view.
+func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
+	if s.closed.Load() {
+		return nil, errReplicaClosed
+	}
+	rq, ok := q.(*ReadQuery)
+	if !ok {
+		return nil, fmt.Errorf("ranges: unknown query %T", q)
+	}
+	desc := s.desc.Load()
+	if desc == nil {
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("replica of r%d has no data yet", s.rangeID))}, nil
+	}
+	if err := checkSpans(desc, rq.Requests); err != nil {
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RaftResult{Error: re}, nil
+		}
+		return nil, err
+	}
+	s.mu.RLock()
+	gc, maxWrite := s.gcThreshold, s.maxWriteTS
+	s.mu.RUnlock()
+	readTS := rq.ReadTS
+	if readTS.IsEmpty() {
+		readTS = kv.MaxTimestamp
+	}
+	for _, r := range rq.Requests {
+		ts := readTS
+		if g := r.GetGet(); g != nil && g.AsOf != nil {
+			ts = TSFromProto(g.AsOf)
+		}
+		if sc := r.GetScan(); sc != nil && sc.AsOf != nil {
+			ts = TSFromProto(sc.AsOf)
+		}
+		if !gc.IsEmpty() && ts.LessEq(gc) {
+			return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_BELOW_GC_THRESHOLD,
+				fmt.Sprintf("read at %s is at or below the GC threshold %s of r%d", ts, gc, s.rangeID))}, nil
+		}
+	}
+	snap := s.eng.NewSnapshot()
+	defer snap.Close()
+	resps, err := evalRead(snap, rq.Requests, readTS)
+	if err != nil {
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RaftResult{Error: re}, nil
+		}
+		return nil, err
+	}
+	outTS := readTS
+	if outTS == kv.MaxTimestamp {
+		outTS = maxWrite
+	}
+	return &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(outTS)}, nil
+}
+
+// Sync makes every applied entry durable.
+func (s *stateMachine) Sync() error { return s.eng.Sync() }
+
+type snapshotCtx struct {
+	snap    *kv.Snapshot
+	desc    *rspb.RangeDescriptor
+	applied uint64
+}
+
+// PrepareSnapshot captures a consistent point: a Pebble snapshot plus the
+// descriptor and applied index (Update is excluded while this runs).
+func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
+	desc := s.desc.Load()
+	if desc == nil {
+		return nil, fmt.Errorf("ranges: r%d has no descriptor to snapshot", s.rangeID)
+	}
+	return &snapshotCtx{snap: s.eng.NewSnapshot(), desc: desc, applied: s.applied.Load()}, nil
+}
+
+// SaveSnapshot streams the range: a length-prefixed SnapshotHeader (the
+// descriptor, applied index and replicated range-local keys), then
+// length-prefixed (engine key, value) pairs of the data span, then a zero
+// length.
+func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan struct{}) error {
+	sc := c.(*snapshotCtx)
+	defer sc.snap.Close()
+	hdr := &rspb.SnapshotHeader{RangeDescriptor: sc.desc, AppliedIndex: sc.applied}
+	prefix := rangeStatePrefix(s.rangeID)
+	it, err := sc.snap.NewIter(prefix, prefixEnd(prefix))
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		hdr.Local = append(hdr.Local, &rspb.KeyValue{Key: append([]byte(nil), it.Key()...), Value: append([]byte(nil), it.Value()...)})
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	hb, err := proto.Marshal(hdr)
+	if err != nil {
+		return err
+	}
+	if err := writeFrame(bw, hb); err != nil {
+		return err
+	}
+	n := 0
+	err = kv.IterateDataSpan(sc.snap, sc.desc.StartKey, sc.desc.EndKey, func(k, v []byte) error {
+		n++
+		if n%1024 == 0 {
+			select {
+			case <-stopc:
+				return sm.ErrSnapshotStopped
+			default:
+			}
+		}
+		if err := writeFrame(bw, k); err != nil {
+			return err
+		}
+		return writeFrame(bw, v)
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeFrame(bw, nil); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// RecoverFromSnapshot atomically replaces the replica's state with the
+// snapshot's: it clears the old and new data spans and the range-local keys,
+// writes the snapshot, and sets the applied index, in one batch.
+func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	hb, err := readFrame(br)
+	if err != nil {
+		return err
+	}
+	hdr := &rspb.SnapshotHeader{}
+	if err := proto.Unmarshal(hb, hdr); err != nil {
+		return err
+	}
+	b := s.eng.NewBatch()
+	defer b.Close()
+	if old := s.desc.Load(); old != nil {
+		if err := kv.ClearDataSpan(b, old.StartKey, old.EndKey); err != nil {
+			return err
+		}
+	}
+	if err := kv.ClearDataSpan(b, hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey); err != nil {
+		return err
+	}
+	prefix := rangeStatePrefix(s.rangeID)
+	if err := b.DeleteRawRange(prefix, prefixEnd(prefix)); err != nil {
+		return err
+	}
+	for _, l := range hdr.Local {
+		if err := b.PutRaw(l.Key, l.Value); err != nil {
+			return err
+		}
+	}
+	for n := 0; ; n++ {
+		k, err := readFrame(br)
+		if err != nil {
+			return err
+		}
+		if len(k) == 0 {
+			break
+		}
+		v, err := readFrame(br)
+		if err != nil {
+			return err
+		}
+		if err := b.PutRaw(k, v); err != nil {
+			return err
+		}
+		if n%1024 == 0 {
+			select {
+			case <-stopc:
+				return sm.ErrSnapshotStopped
+			default:
+			}
+		}
+	}
+	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(hdr.AppliedIndex)); err != nil {
+		return err
+	}
+	if err := b.Commit(true); err != nil {
+		return err
+	}
+	s.applied.Store(hdr.AppliedIndex)
+	if err := s.loadState(s.eng); err != nil {
+		return err
+	}
+	if s.onApply != nil {
+		s.onApply(s.rangeID, s.desc.Load())
+	}
+	return nil
+}
+
+// Close marks the replica closed; the shared engine stays open.
+func (s *stateMachine) Close() error {
+	s.closed.Store(true)
+	return nil
+}
+
+func writeFrame(w *bufio.Writer, b []byte) error {
+	var hdr [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(hdr[:], uint64(len(b)))
+	if _, err := w.Write(hdr[:n]); err != nil {
+		return err
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+func readFrame(r *bufio.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("ranges: snapshot stream: %w", err)
+	}
+	if n > 1<<30 {
+		return nil, fmt.Errorf("ranges: snapshot stream: frame of %d bytes", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("ranges: snapshot stream: %w", err)
+	}
+	return buf, nil
+}

@@ -1,0 +1,481 @@
+package ranges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	dblogger "github.com/lni/dragonboat/v4/logger"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// DefaultRequestTimeout bounds one replica request when the caller's context
+// has no deadline.
+const DefaultRequestTimeout = 10 * time.Second
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	Dir         string // node directory; Dragonboat's files go to Dir/raft
+	RaftAddress string
+	Engine      *kv.Engine
+	Clock       *leases.Clock
+	Logger      *slog.Logger
+	Metrics     *Metrics // optional
+
+	// Raft timing: one tick is RTTMillisecond; elections after ElectionRTT
+	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 50 ms, 20 (1 s), 2.
+	RTTMillisecond uint64
+	ElectionRTT    uint64
+	HeartbeatRTT   uint64
+	// SnapshotEntries: take a (metadata-only) snapshot every N applied
+	// entries, keeping CompactionOverhead entries of log behind it.
+	SnapshotEntries    uint64
+	CompactionOverhead uint64
+}
+
+func (c *StoreConfig) setDefaults() {
+	if c.RTTMillisecond == 0 {
+		c.RTTMillisecond = 50
+	}
+	if c.ElectionRTT == 0 {
+		c.ElectionRTT = 20
+	}
+	if c.HeartbeatRTT == 0 {
+		c.HeartbeatRTT = 2
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.CompactionOverhead == 0 {
+		c.CompactionOverhead = 5000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = leases.NewClock(nil, 0)
+	}
+}
+
+// Store owns every replica on a node: one Dragonboat NodeHost and the node's
+// shared Pebble engine.
+type Store struct {
+	cfg StoreConfig
+	nh  *dragonboat.NodeHost
+	eng *kv.Engine
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	cluster  *rspb.ClusterRecord
+	sms      map[uint64]*stateMachine // by range ID
+	stopping atomic.Bool
+	closed   atomic.Bool
+}
+
+var quietOnce sync.Once
+
+// quietDragonboat keeps Dragonboat's own loggers to errors only.
+func quietDragonboat() {
+	quietOnce.Do(func() {
+		for _, name := range []string{"dragonboat", "raft", "rsm", "transport", "logdb", "raftpb", "config", "settings", "grpc", "registry", "tan", "gossip", "monkey"} {
+			dblogger.GetLogger(name).SetLevel(dblogger.ERROR)
+		}
+	})
+}
+
+// NewStore opens the NodeHost and restarts every replica recorded locally.
+func NewStore(cfg StoreConfig) (*Store, error) {
+	cfg.setDefaults()
+	quietDragonboat()
+	logdb := config.GetTinyMemLogDBConfig()
+	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
+	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
+	nhc := config.NodeHostConfig{
+		NodeHostDir:    filepath.Join(cfg.Dir, "raft"),
+		RTTMillisecond: cfg.RTTMillisecond,
+		RaftAddress:    cfg.RaftAddress,
+		Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine},
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
+	}
+	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{}}
+	if cfg.Metrics != nil {
+		cfg.Metrics.bindStore(s)
+	}
+	if err := s.loadAndStart(); err != nil {
+		nh.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) loadAndStart() error {
+	v, ok, err := s.eng.GetRaw(clusterRecordKey)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	rec := &rspb.ClusterRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil {
+		return fmt.Errorf("ranges: cluster record: %w", err)
+	}
+	s.mu.Lock()
+	s.cluster = rec
+	s.mu.Unlock()
+	recs, err := s.replicaRecords()
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := s.startReplica(r); err != nil {
+			return err
+		}
+	}
+	s.log.Info("store restarted", "node", rec.NodeId, "replicas", len(recs))
+	return nil
+}
+
+func (s *Store) replicaRecords() ([]*rspb.ReplicaRecord, error) {
+	p := replicaStatePrefix()
+	it, err := s.eng.NewIter(p, prefixEnd(p))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []*rspb.ReplicaRecord
+	for ok := it.First(); ok; ok = it.Next() {
+		_, _, suffix, err := parseReplicaStateKey(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		if string(suffix) != string(suffixRecord) {
+			continue
+		}
+		r := &rspb.ReplicaRecord{}
+		if err := proto.Unmarshal(it.Value(), r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (s *Store) replicaConfig(r *rspb.ReplicaRecord) config.Config {
+	return config.Config{
+		ShardID:             r.RangeId,
+		ReplicaID:           r.ReplicaId,
+		ElectionRTT:         s.cfg.ElectionRTT,
+		HeartbeatRTT:        s.cfg.HeartbeatRTT,
+		CheckQuorum:         true,
+		PreVote:             true,
+		SnapshotEntries:     s.cfg.SnapshotEntries,
+		CompactionOverhead:  s.cfg.CompactionOverhead,
+		OrderedConfigChange: true,
+		IsNonVoting:         r.JoinedNonVoting,
+	}
+}
+
+func (s *Store) startReplica(r *rspb.ReplicaRecord) error {
+	var members map[uint64]dragonboat.Target
+	join := false
+	if !s.nh.HasNodeInfo(r.RangeId, r.ReplicaId) {
+		// First start (or a crash before it): bootstrap exactly as recorded.
+		join = r.Join
+		if !join {
+			members = map[uint64]dragonboat.Target{}
+			for id, addr := range r.InitialMembers {
+				members[id] = addr
+			}
+		}
+	}
+	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
+		m := newStateMachine(s.eng, shardID, replicaID, nil)
+		s.mu.Lock()
+		s.sms[shardID] = m
+		s.mu.Unlock()
+		return m
+	}
+	err := s.nh.StartOnDiskReplica(members, join, create, s.replicaConfig(r))
+	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+		return fmt.Errorf("ranges: start replica r%d/%d: %w", r.RangeId, r.ReplicaId, err)
+	}
+	return nil
+}
+
+// ClusterRecord returns the node's bootstrap record (nil before bootstrap).
+func (s *Store) ClusterRecord() *rspb.ClusterRecord {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cluster
+}
+
+// NodeID returns this node's ID (0 before bootstrap).
+func (s *Store) NodeID() uint64 {
+	if c := s.ClusterRecord(); c != nil {
+		return c.NodeId
+	}
+	return 0
+}
+
+// BootstrapKV is one initial MVCC record written at bootstrap.
+type BootstrapKV struct{ Key, Value []byte }
+
+// Bootstrap writes this node's share of a new cluster — cluster record,
+// descriptors, replica records and the initial meta/system records of the
+// ranges it holds — in one synced batch, then starts its replicas. It is
+// idempotent for the same cluster ID.
+func (s *Store) Bootstrap(req *rspb.BootstrapRequest, initial []BootstrapKV) error {
+	if cur := s.ClusterRecord(); cur != nil {
+		if cur.ClusterId == req.ClusterId && cur.NodeId == req.NodeId {
+			return nil
+		}
+		return fmt.Errorf("node is already part of cluster %s as n%d", cur.ClusterId, cur.NodeId)
+	}
+	addrs := map[uint64]string{}
+	for _, n := range req.Nodes {
+		addrs[n.NodeId] = n.RaftAddress
+	}
+	var meta *rspb.RangeDescriptor
+	ts := TSFromProto(req.Timestamp)
+	b := s.eng.NewBatch()
+	defer b.Close()
+	var recs []*rspb.ReplicaRecord
+	for _, d := range req.Ranges {
+		if d.RangeId == MetaRangeID {
+			meta = d
+		}
+		var mine *rspb.ReplicaDescriptor
+		members := map[uint64]string{}
+		for _, r := range d.Replicas {
+			members[r.ReplicaId] = addrs[r.NodeId]
+			if r.NodeId == req.NodeId {
+				mine = r
+			}
+		}
+		if mine == nil {
+			continue
+		}
+		db, err := proto.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if err := b.PutRaw(rangeStateKey(d.RangeId, suffixDescriptor), db); err != nil {
+			return err
+		}
+		if err := b.PutRaw(rangeStateKey(d.RangeId, suffixMaxWriteTS), encodeTS(ts)); err != nil {
+			return err
+		}
+		for _, x := range initial {
+			if inSpan(x.Key, d.StartKey, d.EndKey) {
+				if err := b.PutMVCC(x.Key, ts, x.Value); err != nil {
+					return err
+				}
+			}
+		}
+		rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: mine.ReplicaId, InitialMembers: members}
+		rb, err := proto.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		if err := b.PutRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord), rb); err != nil {
+			return err
+		}
+		recs = append(recs, rec)
+	}
+	cr := &rspb.ClusterRecord{ClusterId: req.ClusterId, NodeId: req.NodeId, Nodes: req.Nodes, MetaRange: meta}
+	cb, err := proto.Marshal(cr)
+	if err != nil {
+		return err
+	}
+	if err := b.PutRaw(clusterRecordKey, cb); err != nil {
+		return err
+	}
+	if err := b.Commit(true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.cluster = cr
+	s.mu.Unlock()
+	for _, r := range recs {
+		if err := s.startReplica(r); err != nil {
+			return err
+		}
+	}
+	s.log.Info("store bootstrapped", "cluster", req.ClusterId, "node", req.NodeId, "replicas", len(recs))
+	return nil
+}
+
+func (s *Store) replica(rangeID uint64) *stateMachine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sms[rangeID]
+}
+
+// Descriptor returns the local replica's current descriptor of a range.
+func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
+	if m := s.replica(rangeID); m != nil {
+		return m.desc.Load()
+	}
+	return nil
+}
+
+// Send executes a batch addressed to one local replica. Failures are
+// reported as RangeError in the response, never as a Go error.
+func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	start := time.Now()
+	resp := s.send(ctx, req)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.observe(req, resp, time.Since(start))
+	}
+	if resp.Timestamp != nil {
+		s.cfg.Clock.Update(TSFromProto(resp.Timestamp))
+	}
+	return resp
+}
+
+func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	nodeID := s.NodeID()
+	if s.stopping.Load() {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", nodeID))}
+	}
+	m := s.replica(req.RangeId)
+	if m == nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))}
+	}
+	if len(req.Requests) == 0 {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	var (
+		out any
+		err error
+	)
+	if IsReadOnly(req.Requests) {
+		// Until leases land, reads are linearizable through ReadIndex.
+		out, err = s.nh.SyncRead(ctx, req.RangeId, &ReadQuery{Requests: req.Requests, ReadTS: TSFromProto(req.ReadTimestamp)})
+	} else {
+		cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: req.Timestamp, Requests: req.Requests}
+		if cmd.Timestamp == nil {
+			cmd.Timestamp = TSToProto(s.cfg.Clock.Now())
+		}
+		var data []byte
+		if data, err = proto.Marshal(cmd); err == nil {
+			var r sm.Result
+			r, err = s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(req.RangeId), data)
+			if err == nil {
+				res := &rspb.RaftResult{}
+				if uerr := proto.Unmarshal(r.Data, res); uerr != nil {
+					err = uerr
+				} else {
+					out = res
+				}
+			}
+		}
+	}
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(req.RangeId, err)}
+	}
+	res := out.(*rspb.RaftResult)
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+}
+
+func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
+	switch {
+	case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
+		errors.Is(err, dragonboat.ErrSystemBusy):
+		e := rangeErr(rspb.RangeError_NOT_LEASEHOLDER, fmt.Sprintf("r%d cannot serve on n%d right now: %v", rangeID, s.NodeID(), err))
+		e.LeaderNodeId = s.leaderNode(rangeID)
+		return e
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
+		errors.Is(err, context.Canceled), errors.Is(err, dragonboat.ErrAborted):
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err))
+	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, errReplicaClosed):
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", s.NodeID()))
+	case errors.Is(err, dragonboat.ErrShardNotFound):
+		return rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", rangeID, s.NodeID()))
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: command too large for the raft log", rangeID))
+	}
+	return rangeErr(rspb.RangeError_UNKNOWN, fmt.Sprintf("r%d: %v", rangeID, err))
+}
+
+// leaderNode maps the local view of a range's Raft leader to its node ID.
+func (s *Store) leaderNode(rangeID uint64) uint64 {
+	lid, _, ok, err := s.nh.GetLeaderID(rangeID)
+	if err != nil || !ok {
+		return 0
+	}
+	if d := s.Descriptor(rangeID); d != nil {
+		for _, r := range d.Replicas {
+			if r.ReplicaId == lid {
+				return r.NodeId
+			}
+		}
+	}
+	return 0
+}
+
+// Ranges describes every local replica.
+func (s *Store) Ranges() []*rspb.RangeInfo {
+	s.mu.RLock()
+	ids := make([]uint64, 0, len(s.sms))
+	for id := range s.sms {
+		ids = append(ids, id)
+	}
+	s.mu.RUnlock()
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	var out []*rspb.RangeInfo
+	for _, id := range ids {
+		m := s.replica(id)
+		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load()}
+		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
+			info.LeaderReplicaId, info.Term = lid, term
+			info.LeaderNodeId = s.leaderNode(id)
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// NumReplicas is the number of local replicas.
+func (s *Store) NumReplicas() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.sms)
+}
+
+// Drain makes the store refuse new requests with Unavailable.
+func (s *Store) Drain() { s.stopping.Store(true) }
+
+// Close stops every replica and the NodeHost. The engine is the caller's.
+func (s *Store) Close() {
+	s.stopping.Store(true)
+	if s.closed.CompareAndSwap(false, true) {
+		s.nh.Close()
+	}
+}
+
+func inSpan(k, start, end []byte) bool {
+	return string(k) >= string(start) && string(k) < string(end)
+}
