@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+func runKV(args []string) error {
+	fs := pflag.NewFlagSet("kv", pflag.ContinueOnError)
+	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	limit := fs.Int64("limit", 0, "scan: maximum number of keys (0 = all)")
+	reverse := fs.Bool("reverse", false, "scan: descending order")
+	keysOnly := fs.Bool("keys-only", false, "scan: print keys only")
+	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
+	fs.SetInterspersed(true)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	a := fs.Args()
+	if len(a) == 0 {
+		return errors.New("usage: kv get KEY | put KEY VALUE | del KEY | scan [START [END]] | incr KEY [DELTA]")
+	}
+	conn, err := dial(*host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := rspb.NewKVClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	need := func(n int, form string) error {
+		if len(a) != n {
+			return fmt.Errorf("usage: kv %s", form)
+		}
+		return nil
+	}
+	switch a[0] {
+	case "get":
+		if err := need(2, "get KEY"); err != nil {
+			return err
+		}
+		r, err := c.Get(ctx, &rspb.GetRequest{Key: []byte(a[1])})
+		if err != nil {
+			return err
+		}
+		if !r.Found {
+			return fmt.Errorf("key %q not found", a[1])
+		}
+		fmt.Println(string(r.Kv.Value))
+	case "put":
+		if err := need(3, "put KEY VALUE"); err != nil {
+			return err
+		}
+		r, err := c.Put(ctx, &rspb.PutRequest{Key: []byte(a[1]), Value: []byte(a[2])})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("OK %s\n", tsString(r.CommitTimestamp))
+	case "del":
+		if err := need(2, "del KEY"); err != nil {
+			return err
+		}
+		r, err := c.Delete(ctx, &rspb.DeleteRequest{Key: []byte(a[1])})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("deleted=%v %s\n", r.Existed, tsString(r.CommitTimestamp))
+	case "incr":
+		if len(a) != 2 && len(a) != 3 {
+			return errors.New("usage: kv incr KEY [DELTA]")
+		}
+		delta := int64(1)
+		if len(a) == 3 {
+			if delta, err = strconv.ParseInt(a[2], 10, 64); err != nil {
+				return fmt.Errorf("delta %q: %w", a[2], err)
+			}
+		}
+		r, err := c.Increment(ctx, &rspb.IncrementRequest{Key: []byte(a[1]), Delta: delta})
+		if err != nil {
+			return err
+		}
+		fmt.Println(r.NewValue)
+	case "scan":
+		if len(a) > 3 {
+			return errors.New("usage: kv scan [START [END]]")
+		}
+		req := &rspb.ScanRequest{Limit: *limit, Reverse: *reverse, KeysOnly: *keysOnly}
+		if len(a) > 1 {
+			req.StartKey = []byte(a[1])
+		}
+		if len(a) > 2 {
+			req.EndKey = []byte(a[2])
+		}
+		st, err := c.Scan(ctx, req)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		n := 0
+		for {
+			m, err := st.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			for _, x := range m.Kvs {
+				n++
+				if *keysOnly {
+					fmt.Fprintf(w, "%s\n", x.Key)
+				} else {
+					fmt.Fprintf(w, "%s\t%s\n", x.Key, x.Value)
+				}
+			}
+		}
+		_ = w.Flush()
+		fmt.Fprintf(os.Stderr, "(%d keys)\n", n)
+	default:
+		return fmt.Errorf("unknown kv command %q", a[0])
+	}
+	return nil
+}
+
+func tsString(ts *rspb.Timestamp) string {
+	if ts == nil {
+		return ""
+	}
+	return fmt.Sprintf("@%d.%09d,%d", ts.WallTime/1e9, ts.WallTime%1e9, ts.Logical)
+}
+
+func runRange(args []string) error {
+	fs := pflag.NewFlagSet("range", pflag.ContinueOnError)
+	host := fs.String("host", "127.0.0.1:26257", "gRPC address of the node to ask")
+	fs.SetInterspersed(true)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if a := fs.Args(); len(a) != 1 || a[0] != "list" {
+		return errors.New("usage: range list [--host HOST:PORT]")
+	}
+	conn, err := dial(*host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := rspb.NewAdminClient(conn).Ranges(ctx, &rspb.RangesRequest{})
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "RANGE\tSPAN\tREPLICAS\tLEADER\tTERM\tAPPLIED")
+	for _, ri := range r.Ranges {
+		d := ri.RangeDescriptor
+		if d == nil {
+			continue
+		}
+		reps := ""
+		for i, rep := range d.Replicas {
+			if i > 0 {
+				reps += ","
+			}
+			reps += fmt.Sprintf("n%d", rep.NodeId)
+		}
+		leader := "-"
+		if ri.LeaderNodeId != 0 {
+			leader = fmt.Sprintf("n%d", ri.LeaderNodeId)
+		}
+		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), reps, leader, ri.Term, ri.AppliedIndex)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// raftPortOffset: without --raft-addr, the Raft transport listens on the
+// gRPC port + this offset.
+const raftPortOffset = 10000
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func parseLocality(s string) ([]*rspb.LocalityTier, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []*rspb.LocalityTier
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("--locality: %q is not key=value", part)
+		}
+		out = append(out, &rspb.LocalityTier{Key: k, Value: v})
+	}
+	return out, nil
+}
+
+func defaultRaftAddr(listen string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen-addr %q: %w", listen, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 {
+		return "", fmt.Errorf("--listen-addr %q: a fixed port is needed to derive --raft-addr", listen)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+raftPortOffset)), nil
+}
+
+func runStart(args []string) error {
+	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
+	store := fs.String("store", "rangestore-data", "data directory")
+	listen := fs.String("listen-addr", "127.0.0.1:26257", "gRPC address for clients and peers")
+	raft := fs.String("raft-addr", "", fmt.Sprintf("Raft transport address (default: listen port + %d); must not change across restarts", raftPortOffset))
+	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "HTTP address for /metrics and /healthz (empty disables)")
+	join := fs.StringSlice("join", nil, "gRPC addresses of the initial nodes (comma-separated)")
+	locality := fs.String("locality", "", "locality tiers, e.g. region=eu,zone=a")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	loc, err := parseLocality(*locality)
+	if err != nil {
+		return err
+	}
+	if *raft == "" {
+		if *raft, err = defaultRaftAddr(*listen); err != nil {
+			return err
+		}
+	}
+	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
+		Join: *join, Locality: loc, Logger: log})
+	if err != nil {
+		return err
+	}
+	if n.NodeID() == 0 {
+		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s`\n", n.Addr(), n.Addr())
+	} else {
+		fmt.Fprintf(os.Stderr, "node n%d listening on %s (cluster %s)\n", n.NodeID(), n.Addr(), n.ClusterID())
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	n.Stop()
+	return nil
+}
+
+func dial(host string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(host, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+}
+
+func runInit(args []string) error {
+	fs := pflag.NewFlagSet("init", pflag.ContinueOnError)
+	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any initial node")
+	splits := fs.Int("initial-splits", 4, "number of split points in the user keyspace (spread over 0-9A-Za-z)")
+	splitAt := fs.StringSlice("split-at", nil, "explicit split keys (override --initial-splits)")
+	replicas := fs.Int("replicas", 0, "replicas per range (default min(3, nodes))")
+	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for the nodes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conn, err := dial(*host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	req := &rspb.InitRequest{InitialSplits: int32(*splits), ReplicationFactor: int32(*replicas)}
+	for _, k := range *splitAt {
+		req.SplitKeys = append(req.SplitKeys, []byte(k))
+	}
+	resp, err := rspb.NewAdminClient(conn).Init(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("cluster %s initialized: %d nodes, %d ranges\n", resp.ClusterId, len(resp.Nodes), len(resp.Ranges))
+	for _, n := range resp.Nodes {
+		fmt.Printf("  n%d  %s  raft %s\n", n.NodeId, n.Address, n.RaftAddress)
+	}
+	for _, d := range resp.Ranges {
+		fmt.Printf("  r%d  %s\n", d.RangeId, spanString(d))
+	}
+	return nil
+}
+
+// spanString renders a descriptor's span with client keys where possible.
+func spanString(d *rspb.RangeDescriptor) string {
+	return fmt.Sprintf("[%s, %s)", keyString(d.StartKey), keyString(d.EndKey))
+}
+
+func keyString(k []byte) string {
+	switch {
+	case len(k) == 0:
+		return "/Min"
+	case string(k) == string(keys.KeyMax):
+		return "/Max"
+	case string(k) == string(keys.SystemStart):
+		return "/System"
+	case keys.IsUserKey(k):
+		ck, _ := keys.ClientKey(k)
+		if len(ck) == 0 {
+			return "/User"
+		}
+		return fmt.Sprintf("/User/%q", ck)
+	}
+	return fmt.Sprintf("%q", k)
+}
