@@ -111,4 +111,3 @@ func demoWorkload(tc *node.TestCluster) error {
 	}
 	return nil
 }
-
