@@ -44,6 +44,10 @@ type StoreConfig struct {
 	// entries, keeping CompactionOverhead entries of log behind it.
 	SnapshotEntries    uint64
 	CompactionOverhead uint64
+	// GCTTL: versions shadowed longer than this are garbage collected, every
+	// GCInterval. Defaults: DefaultGCTTL, 10 minutes.
+	GCTTL      time.Duration
+	GCInterval time.Duration
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -61,6 +65,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.CompactionOverhead == 0 {
 		c.CompactionOverhead = 5000
+	}
+	if c.GCTTL == 0 {
+		c.GCTTL = DefaultGCTTL
+	}
+	if c.GCInterval == 0 {
+		c.GCInterval = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -83,6 +93,7 @@ type Store struct {
 	sms      map[uint64]*stateMachine // by range ID
 	stopping atomic.Bool
 	closed   atomic.Bool
+	stopc    chan struct{}
 }
 
 var quietOnce sync.Once
@@ -113,7 +124,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
 	}
-	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{}}
+	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{}, stopc: make(chan struct{})}
 	if cfg.Metrics != nil {
 		cfg.Metrics.bindStore(s)
 	}
@@ -121,6 +132,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		nh.Close()
 		return nil, err
 	}
+	go s.gcLoop(cfg.GCInterval, cfg.GCTTL)
 	return s, nil
 }
 
@@ -472,6 +484,7 @@ func (s *Store) Drain() { s.stopping.Store(true) }
 func (s *Store) Close() {
 	s.stopping.Store(true)
 	if s.closed.CompareAndSwap(false, true) {
+		close(s.stopc)
 		s.nh.Close()
 	}
 }

@@ -1,0 +1,110 @@
+package node
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+)
+
+// TestOps checks health, reflection and the Prometheus series a node serves.
+func TestOps(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{HTTP: true})
+	ctx := ctxT(t)
+	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.KV(0).Get(ctx, &rspb.GetRequest{Key: []byte("k")}); err != nil {
+		t.Fatal(err)
+	}
+
+	h, err := healthpb.NewHealthClient(tc.Conn(0)).Check(ctx, &healthpb.HealthCheckRequest{Service: "rangestore.v1.KV"})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", h, err)
+	}
+
+	rc, err := reflectionpb.NewServerReflectionClient(tc.Conn(0)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := rc.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	for _, s := range rr.GetListServicesResponse().GetService() {
+		services = append(services, s.Name)
+	}
+	for _, want := range []string{"rangestore.v1.KV", "rangestore.v1.Admin", "rangestore.v1.Internal", "grpc.health.v1.Health"} {
+		if !strings.Contains(strings.Join(services, " "), want) {
+			t.Errorf("reflection lists %v, missing %s", services, want)
+		}
+	}
+
+	resp, err := http.Get("http://" + tc.Node(0).HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{
+		`rangestore_grpc_requests_total{code="OK",method="/rangestore.v1.KV/Put"} 1`,
+		`rangestore_grpc_request_seconds_count{method="/rangestore.v1.KV/Get"}`,
+		`rangestore_raft_proposals_total{result="ok"}`,
+		`rangestore_replica_reads_total{result="ok"}`,
+		`rangestore_replicas 7`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// TestGCThreshold: after GC at a timestamp, as-of reads at or below it are
+// refused with FailedPrecondition, and the latest value stays readable.
+func TestGCThreshold(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{})
+	ctx := ctxT(t)
+	kvc := tc.KV(0)
+	p1, err := kvc.Put(ctx, &rspb.PutRequest{Key: []byte("g"), Value: []byte("v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := kvc.Put(ctx, &rspb.PutRequest{Key: []byte("g"), Value: []byte("v2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, err := kvc.Get(ctx, &rspb.GetRequest{Key: []byte("g"), AsOf: p1.CommitTimestamp}); err != nil || string(g.Kv.GetValue()) != "v1" {
+		t.Fatalf("as-of read before GC: %v %v", g, err)
+	}
+	// Find the range holding user key "g" and collect below p2.
+	var rangeID uint64
+	for _, d := range tc.Init.Ranges {
+		if string(d.StartKey) <= "ug" && "ug" < string(d.EndKey) {
+			rangeID = d.RangeId
+		}
+	}
+	threshold := ranges.TSFromProto(p2.CommitTimestamp).Prev()
+	if err := tc.Node(1).Store().GC(ctx, rangeID, threshold); err != nil {
+		t.Fatal(err)
+	}
+	_, err = kvc.Get(ctx, &rspb.GetRequest{Key: []byte("g"), AsOf: p1.CommitTimestamp})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "GC threshold") {
+		t.Fatalf("as-of read below GC threshold: %v", err)
+	}
+	g, err := kvc.Get(ctx, &rspb.GetRequest{Key: []byte("g")})
+	if err != nil || string(g.Kv.GetValue()) != "v2" {
+		t.Fatalf("latest read after GC: %v %v", g, err)
+	}
+}

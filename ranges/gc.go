@@ -1,0 +1,73 @@
+package ranges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// DefaultGCTTL is how long overwritten and deleted versions stay readable
+// (as-of reads) before GC may remove them.
+const DefaultGCTTL = 25 * time.Hour
+
+// GC raises the range's GC threshold to threshold (a replicated command):
+// versions shadowed at or below it are removed on every replica and reads at
+// or below it are refused from then on. A lower threshold is a no-op.
+func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) error {
+	if s.replica(rangeID) == nil {
+		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	data, err := proto.Marshal(&rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}})
+	if err != nil {
+		return err
+	}
+	r, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
+	if err != nil {
+		return errors.New(s.mapRaftError(rangeID, err).Message)
+	}
+	res := &rspb.RaftResult{}
+	if err := proto.Unmarshal(r.Data, res); err != nil {
+		return err
+	}
+	if res.Error != nil {
+		return errors.New(res.Error.Message)
+	}
+	return nil
+}
+
+// gcLoop periodically proposes GC, at now - GCTTL, for every range whose Raft
+// leader is local (so each range is collected by one node).
+func (s *Store) gcLoop(interval, ttl time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopc:
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Clock.Now()
+		threshold := kv.Timestamp{WallTime: now.WallTime - int64(ttl)}
+		for _, info := range s.Ranges() {
+			if info.RangeDescriptor == nil || info.LeaderNodeId != s.NodeID() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+			if err := s.GC(ctx, info.RangeDescriptor.RangeId, threshold); err != nil {
+				s.log.Warn("gc failed", "range", info.RangeDescriptor.RangeId, "err", err)
+			}
+			cancel()
+		}
+	}
+}
