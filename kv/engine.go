@@ -118,7 +118,7 @@ func (e *Engine) DB() *pebble.DB { return e.db }
 // uncommitted writes layered over the engine's current state. A Batch is not
 // safe for concurrent use.
 func (e *Engine) NewBatch() *Batch {
-	return &Batch{b: e.db.NewIndexedBatch()}
+	return &Batch{b: e.db.NewIndexedBatch(), db: e.db}
 }
 
 // NewSnapshot returns a consistent point-in-time view of the engine. The
@@ -184,7 +184,8 @@ func getRaw(get func([]byte) ([]byte, io.Closer, error), key []byte) ([]byte, bo
 // Batch is an indexed write batch. Reads through it see its own writes plus
 // the engine. It is not safe for concurrent use.
 type Batch struct {
-	b *pebble.Batch
+	b  *pebble.Batch
+	db *pebble.DB
 }
 
 // PutRaw sets a raw engine key.
@@ -279,6 +280,24 @@ func (b *Batch) Close() error {
 		return fmt.Errorf("kv: close batch: %w", err)
 	}
 	return nil
+}
+
+// Repr returns a copy of the batch's mutations in Pebble's batch encoding,
+// to be replayed elsewhere with ApplyRepr (e.g. a leaseholder's evaluated
+// writes, applied by every replica).
+func (b *Batch) Repr() []byte { return append([]byte(nil), b.b.Repr()...) }
+
+// ApplyRepr adds the mutations of an encoded batch (from Repr) to b.
+func (b *Batch) ApplyRepr(repr []byte) error {
+	if len(repr) == 0 {
+		return nil
+	}
+	tmp := b.db.NewBatch()
+	defer tmp.Close()
+	if err := tmp.SetRepr(append([]byte(nil), repr...)); err != nil {
+		return fmt.Errorf("kv: invalid batch representation: %w", err)
+	}
+	return b.b.Apply(tmp, nil)
 }
 
 // Empty reports whether the batch contains no writes.

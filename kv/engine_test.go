@@ -85,3 +85,47 @@ func TestConcurrentReadWrite(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchReprApply(t *testing.T) {
+	src, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	b := src.NewBatch()
+	ts := Timestamp{WallTime: 10}
+	if err := b.PutMVCC([]byte("a"), ts, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteMVCC([]byte("b"), ts); err != nil {
+		t.Fatal(err)
+	}
+	repr := b.Repr()
+	_ = b.Close()
+	d := dst.NewBatch()
+	if err := d.ApplyRepr(repr); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.PutRaw([]byte{LocalPrefix, 'x'}, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Close()
+	got, ok, err := MVCCGet(dst, []byte("a"), MaxTimestamp)
+	if err != nil || !ok || string(got.Value) != "1" || got.Timestamp != ts {
+		t.Fatalf("applied put: %+v %v %v", got, ok, err)
+	}
+	if ts2, ok, err := MVCCGetNewestVersion(dst, []byte("b")); err != nil || !ok || ts2 != ts {
+		t.Fatalf("applied tombstone: %v %v %v", ts2, ok, err)
+	}
+	if err := dst.NewBatch().ApplyRepr([]byte{1, 2}); err == nil {
+		t.Fatal("garbage repr accepted")
+	}
+}

@@ -43,6 +43,9 @@ type Config struct {
 	RaftRTTMillisecond uint64
 	ElectionRTT        uint64
 	HeartbeatRTT       uint64
+	// Node liveness: record TTL and heartbeat interval (zero = defaults).
+	LivenessTTL       time.Duration
+	HeartbeatInterval time.Duration
 }
 
 // Node is one rangestore process: store, gateway, gRPC and HTTP servers.
@@ -59,6 +62,7 @@ type Node struct {
 	http     *http.Server
 	httpLis  net.Listener
 	registry *prometheus.Registry
+	liveness *leases.Liveness
 
 	stopOnce sync.Once
 }
@@ -107,6 +111,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger)
+	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
+		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
+	n.store.SetLiveness(n.liveness)
+	n.liveness.Start()
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
@@ -228,6 +236,8 @@ func (n *Node) Stop() {
 			_ = n.http.Shutdown(ctx)
 			cancel()
 		}
+		n.liveness.Stop()
+		n.store.Close()
 		n.router.Close()
 		n.closeStorage()
 		n.log.Info("node stopped", "node", n.NodeID())
@@ -235,6 +245,9 @@ func (n *Node) Stop() {
 }
 
 func (n *Node) closeStorage() {
+	if n.liveness != nil {
+		n.liveness.Stop()
+	}
 	if n.store != nil {
 		n.store.Close()
 	}

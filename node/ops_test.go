@@ -52,21 +52,32 @@ func TestOps(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get("http://" + tc.Node(0).HTTPAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	scrape := func(i int) string {
+		resp, err := http.Get("http://" + tc.Node(i).HTTPAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
+	first := scrape(0)
 	for _, want := range []string{
 		`rangestore_grpc_requests_total{code="OK",method="/rangestore.v1.KV/Put"} 1`,
 		`rangestore_grpc_request_seconds_count{method="/rangestore.v1.KV/Get"}`,
-		`rangestore_raft_proposals_total{result="ok"}`,
-		`rangestore_replica_reads_total{result="ok"}`,
 		`rangestore_replicas 7`,
+		`rangestore_read_index_total 0`,
 	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", want)
+		if !strings.Contains(first, want) {
+			t.Errorf("/metrics of n%d lacks %q", tc.Node(0).NodeID(), want)
+		}
+	}
+	// Proposals and lease reads are counted where the lease is.
+	all := first + scrape(1) + scrape(2)
+	for _, want := range []string{`rangestore_raft_proposals_total{result="ok"}`, `rangestore_replica_reads_total{result="ok"}`,
+		`rangestore_lease_reads_total`, `rangestore_leases_total{kind="acquired"}`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no node's /metrics has %q", want)
 		}
 	}
 }
@@ -96,8 +107,18 @@ func TestGCThreshold(t *testing.T) {
 		}
 	}
 	threshold := ranges.TSFromProto(p2.CommitTimestamp).Prev()
-	if err := tc.Node(1).Store().GC(ctx, rangeID, threshold); err != nil {
-		t.Fatal(err)
+	// GC runs at the leaseholder; other nodes refuse it.
+	collected := 0
+	var gcErrs []error
+	for i := 0; i < tc.NumNodes(); i++ {
+		if err := tc.Node(i).Store().GC(ctx, rangeID, threshold); err != nil {
+			gcErrs = append(gcErrs, err)
+		} else {
+			collected++
+		}
+	}
+	if collected != 1 {
+		t.Fatalf("GC succeeded on %d nodes, want exactly the leaseholder; errors: %v", collected, gcErrs)
 	}
 	_, err = kvc.Get(ctx, &rspb.GetRequest{Key: []byte("g"), AsOf: p1.CommitTimestamp})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "GC threshold") {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -18,9 +16,12 @@ const DefaultGCTTL = 25 * time.Hour
 
 // GC raises the range's GC threshold to threshold (a replicated command):
 // versions shadowed at or below it are removed on every replica and reads at
-// or below it are refused from then on. A lower threshold is a no-op.
+// or below it are refused from then on. A lower threshold is a no-op. It runs
+// at the leaseholder (elsewhere it fails with the holder's identity), so when
+// it returns, reads served under the lease observe the new threshold.
 func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) error {
-	if s.replica(rangeID) == nil {
+	m, st := s.replica(rangeID), s.state(rangeID)
+	if m == nil || st == nil {
 		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -28,17 +29,13 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
 		defer cancel()
 	}
-	data, err := proto.Marshal(&rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}})
-	if err != nil {
-		return err
+	if _, rerr := s.ensureLease(ctx, m, st); rerr != nil {
+		return errors.New(rerr.Message)
 	}
-	r, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
-	if err != nil {
-		return errors.New(s.mapRaftError(rangeID, err).Message)
-	}
-	res := &rspb.RaftResult{}
-	if err := proto.Unmarshal(r.Data, res); err != nil {
-		return err
+	cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}
+	res, rerr := s.propose(ctx, rangeID, cmd)
+	if rerr != nil {
+		return errors.New(rerr.Message)
 	}
 	if res.Error != nil {
 		return errors.New(res.Error.Message)
@@ -46,8 +43,8 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 	return nil
 }
 
-// gcLoop periodically proposes GC, at now - GCTTL, for every range whose Raft
-// leader is local (so each range is collected by one node).
+// gcLoop periodically proposes GC, at now - GCTTL, for every range whose
+// lease is held here (so each range is collected by one node).
 func (s *Store) gcLoop(interval, ttl time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -60,7 +57,7 @@ func (s *Store) gcLoop(interval, ttl time.Duration) {
 		now := s.cfg.Clock.Now()
 		threshold := kv.Timestamp{WallTime: now.WallTime - int64(ttl)}
 		for _, info := range s.Ranges() {
-			if info.RangeDescriptor == nil || info.LeaderNodeId != s.NodeID() {
+			if info.RangeDescriptor == nil || info.Lease.GetNodeId() != s.NodeID() || !info.LeaseValid {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)

@@ -22,6 +22,7 @@ var (
 	suffixDescriptor  = []byte("desc")
 	suffixMaxWriteTS  = []byte("mwts")
 	suffixGCThreshold = []byte("gcth")
+	suffixLease       = []byte("lease")
 	suffixDedup       = []byte("dedup")
 	suffixApplied     = []byte("applied")
 	suffixRecord      = []byte("record")

@@ -13,7 +13,13 @@ type Metrics struct {
 	proposals *prometheus.CounterVec   // result
 	reads     *prometheus.CounterVec   // result
 	latency   *prometheus.HistogramVec // kind
-	reg       prometheus.Registerer
+	// leaseReads counts reads served from local state under a lease;
+	// readIndex counts ReadIndex (Raft read) calls, none of which are on
+	// the read path.
+	leaseReads prometheus.Counter
+	readIndex  prometheus.Counter
+	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
+	reg        prometheus.Registerer
 }
 
 // NewMetrics registers the store's series on reg.
@@ -29,9 +35,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rangestore_replica_request_seconds", Help: "Latency of batches at the replica, by kind (read or write).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 		}, []string{"kind"}),
+		leaseReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_lease_reads_total", Help: "Reads served by a leaseholder from local state, without consensus.",
+		}),
+		readIndex: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_read_index_total", Help: "Raft ReadIndex calls made by the store (the read path makes none).",
+		}),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_leases_total", Help: "Leases applied by this node's proposals, by kind (acquired, transferred, extended).",
+		}, []string{"kind"}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases)
 	return m
 }
 
@@ -53,4 +68,18 @@ func (m *Metrics) observe(req *rspb.RangeRequest, resp *rspb.RangeResponse, d ti
 	}
 	m.proposals.WithLabelValues(result).Inc()
 	m.latency.WithLabelValues("write").Observe(d.Seconds())
+}
+
+func (s *Store) metricsLease(next, prev *rspb.Lease) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	kind := "acquired"
+	switch {
+	case next.Sequence == prev.Sequence:
+		kind = "extended"
+	case next.NodeId != s.NodeID():
+		kind = "transferred"
+	}
+	s.cfg.Metrics.leases.WithLabelValues(kind).Inc()
 }

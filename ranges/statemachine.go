@@ -47,9 +47,10 @@ type stateMachine struct {
 	eng       *kv.Engine
 	rangeID   uint64
 	replicaID uint64
-	onApply   func(rangeID uint64, desc *rspb.RangeDescriptor)
+	onLease   func(rangeID uint64, lease *rspb.Lease) // called when a new lease applies (must not block)
 
 	desc    atomic.Pointer[rspb.RangeDescriptor]
+	lease   atomic.Pointer[rspb.Lease]
 	applied atomic.Uint64
 	closed  atomic.Bool
 
@@ -60,8 +61,10 @@ type stateMachine struct {
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 
-func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onApply func(uint64, *rspb.RangeDescriptor)) *stateMachine {
-	return &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onApply: onApply}
+func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onLease func(uint64, *rspb.Lease)) *stateMachine {
+	m := &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onLease: onLease}
+	m.lease.Store(&rspb.Lease{})
+	return m
 }
 
 func (s *stateMachine) loadState(r kv.Reader) error {
@@ -73,6 +76,17 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 			return fmt.Errorf("ranges: r%d descriptor: %w", s.rangeID, err)
 		}
 		s.desc.Store(d)
+	}
+	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixLease)); err != nil {
+		return err
+	} else if ok {
+		l := &rspb.Lease{}
+		if err := proto.Unmarshal(v, l); err != nil {
+			return fmt.Errorf("ranges: r%d lease: %w", s.rangeID, err)
+		}
+		s.lease.Store(l)
+	} else {
+		s.lease.Store(&rspb.Lease{})
 	}
 	mw, err := readTS(r, rangeStateKey(s.rangeID, suffixMaxWriteTS))
 	if err != nil {
@@ -113,9 +127,6 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		}
 	}
 	s.applied.Store(idx)
-	if d := s.desc.Load(); d != nil && s.onApply != nil {
-		s.onApply(s.rangeID, d)
-	}
 	return idx, nil
 }
 
@@ -216,25 +227,36 @@ func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, [
 	s.mu.RLock()
 	maxWrite := s.maxWriteTS
 	s.mu.RUnlock()
+	switch {
+	case cmd.RequestLease != nil:
+		res, err := s.applyRequestLease(b, cmd.RequestLease)
+		return res, nil, err
+	case cmd.Gc != nil:
+		res, err := s.applyGC(b, desc, TSFromProto(cmd.Gc.Threshold))
+		return res, nil, err
+	}
+	// A write evaluated by the leaseholder: apply it only under the lease it
+	// was evaluated with. A rejected command leaves no dedup record, so its
+	// retry (same proposal ID) can apply under the new lease.
+	if cur := s.lease.Load(); cmd.LeaseSequence != cur.Sequence {
+		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
+			Message: fmt.Sprintf("r%d: command proposed under lease %d, current lease is %d (n%d)", s.rangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)}}, nil, nil
+	}
 	if dk != nil && proposedTS.WallTime < maxWrite.WallTime-int64(DedupWindow) {
 		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_AMBIGUOUS,
-			fmt.Sprintf("proposal expired: it is older than the %s retry window; it may or may not have applied earlier", DedupWindow))}, nil, nil
+			fmt.Sprintf("proposal expired: it is older than the %s retry window; it may or may not have applied earlier", DedupWindow))}, dk, nil
 	}
-	commitTS := proposedTS
-	if !maxWrite.Less(commitTS) {
-		commitTS = maxWrite.Next()
+	res := cmd.Result
+	if res == nil {
+		res = &rspb.RaftResult{}
 	}
-	var res *rspb.RaftResult
-	var err error
-	if cmd.Gc != nil {
-		res, err = s.applyGC(b, desc, TSFromProto(cmd.Gc.Threshold))
-	} else {
-		res, err = s.applyRequests(b, desc, cmd.Requests, commitTS)
+	if res.Error != nil {
+		return res, dk, nil
 	}
-	if err != nil {
+	if err := b.ApplyRepr(cmd.WriteBatch); err != nil {
 		return nil, nil, err
 	}
-	if res.Error == nil && cmd.Gc == nil && !IsReadOnly(cmd.Requests) {
+	if commitTS := TSFromProto(res.Timestamp); maxWrite.Less(commitTS) {
 		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(commitTS)); err != nil {
 			return nil, nil, err
 		}
@@ -245,21 +267,42 @@ func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, [
 	return res, dk, nil
 }
 
-func (s *stateMachine) applyRequests(b *kv.Batch, desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion, ts kv.Timestamp) (*rspb.RaftResult, error) {
-	if err := checkSpans(desc, reqs); err != nil {
-		if re, ok := asRangeError(err); ok {
-			return &rspb.RaftResult{Error: re}, nil
-		}
-		return nil, err
+// applyRequestLease installs a new lease (or extends the current one) if
+// the current lease is still the one the proposer saw.
+func (s *stateMachine) applyRequestLease(b *kv.Batch, rl *rspb.RequestLeaseCommand) (*rspb.RaftResult, error) {
+	cur := s.lease.Load()
+	next := rl.Lease
+	reject := func(why string) (*rspb.RaftResult, error) {
+		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
+			Message: fmt.Sprintf("r%d: lease request rejected: %s", s.rangeID, why)}}, nil
 	}
-	resps, err := evalWrite(b, reqs, ts)
+	if next == nil || !proto.Equal(cur, orEmpty(rl.Prev)) {
+		return reject("the lease changed meanwhile")
+	}
+	extension := next.Sequence == cur.Sequence && next.ReplicaId == cur.ReplicaId && next.Epoch == 0 && cur.Epoch == 0 &&
+		!TSFromProto(next.Expiration).Less(TSFromProto(cur.Expiration))
+	if !extension && next.Sequence != cur.Sequence+1 {
+		return reject(fmt.Sprintf("sequence %d does not follow %d", next.Sequence, cur.Sequence))
+	}
+	data, err := proto.Marshal(next)
 	if err != nil {
-		if re, ok := asRangeError(err); ok {
-			return &rspb.RaftResult{Error: re}, nil
-		}
 		return nil, err
 	}
-	return &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}, nil
+	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixLease), data); err != nil {
+		return nil, err
+	}
+	s.lease.Store(next)
+	if s.onLease != nil && !extension {
+		s.onLease(s.rangeID, next)
+	}
+	return &rspb.RaftResult{}, nil
+}
+
+func orEmpty(l *rspb.Lease) *rspb.Lease {
+	if l == nil {
+		return &rspb.Lease{}
+	}
+	return l
 }
 
 func (s *stateMachine) applyGC(b *kv.Batch, desc *rspb.RangeDescriptor, threshold kv.Timestamp) (*rspb.RaftResult, error) {
@@ -472,8 +515,8 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if err := s.loadState(s.eng); err != nil {
 		return err
 	}
-	if s.onApply != nil {
-		s.onApply(s.rangeID, s.desc.Load())
+	if s.onLease != nil {
+		s.onLease(s.rangeID, s.lease.Load())
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ type StoreConfig struct {
 	Metrics     *Metrics // optional
 
 	// Raft timing: one tick is RTTMillisecond; elections after ElectionRTT
-	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 50 ms, 20 (1 s), 2.
+	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 50 ms, 10 (0.5 s), 2.
 	RTTMillisecond uint64
 	ElectionRTT    uint64
 	HeartbeatRTT   uint64
@@ -48,6 +48,10 @@ type StoreConfig struct {
 	// GCInterval. Defaults: DefaultGCTTL, 10 minutes.
 	GCTTL      time.Duration
 	GCInterval time.Duration
+	// ExpirationLeaseDuration is the length of meta/system range leases;
+	// LeaseInterval how often leases and leadership are tended.
+	ExpirationLeaseDuration time.Duration
+	LeaseInterval           time.Duration
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -55,7 +59,7 @@ func (c *StoreConfig) setDefaults() {
 		c.RTTMillisecond = 50
 	}
 	if c.ElectionRTT == 0 {
-		c.ElectionRTT = 20
+		c.ElectionRTT = 10
 	}
 	if c.HeartbeatRTT == 0 {
 		c.HeartbeatRTT = 2
@@ -65,6 +69,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.CompactionOverhead == 0 {
 		c.CompactionOverhead = 5000
+	}
+	if c.ExpirationLeaseDuration == 0 {
+		c.ExpirationLeaseDuration = DefaultExpirationLeaseDuration
+	}
+	if c.LeaseInterval == 0 {
+		c.LeaseInterval = 100 * time.Millisecond
 	}
 	if c.GCTTL == 0 {
 		c.GCTTL = DefaultGCTTL
@@ -91,6 +101,8 @@ type Store struct {
 	mu       sync.RWMutex
 	cluster  *rspb.ClusterRecord
 	sms      map[uint64]*stateMachine // by range ID
+	states   map[uint64]*replicaState // by range ID
+	liveness LivenessSource
 	stopping atomic.Bool
 	closed   atomic.Bool
 	stopc    chan struct{}
@@ -124,7 +136,8 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
 	}
-	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{}, stopc: make(chan struct{})}
+	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{},
+		states: map[uint64]*replicaState{}, stopc: make(chan struct{})}
 	if cfg.Metrics != nil {
 		cfg.Metrics.bindStore(s)
 	}
@@ -133,6 +146,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		return nil, err
 	}
 	go s.gcLoop(cfg.GCInterval, cfg.GCTTL)
+	go s.leaseLoop(cfg.LeaseInterval)
 	return s, nil
 }
 
@@ -218,9 +232,11 @@ func (s *Store) startReplica(r *rspb.ReplicaRecord) error {
 		}
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := newStateMachine(s.eng, shardID, replicaID, nil)
+		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
+		st := s.newReplicaState()
 		s.mu.Lock()
 		s.sms[shardID] = m
+		s.states[shardID] = st
 		s.mu.Unlock()
 		return m
 	}
@@ -379,37 +395,28 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
 		defer cancel()
 	}
-	var (
-		out any
-		err error
-	)
+	st := s.state(req.RangeId)
+	if m.desc.Load() == nil || st == nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
+	}
+	lease, rerr := s.ensureLease(ctx, m, st)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	if req.Timestamp != nil {
+		s.cfg.Clock.Update(TSFromProto(req.Timestamp))
+	}
 	if IsReadOnly(req.Requests) {
-		// Until leases land, reads are linearizable through ReadIndex.
-		out, err = s.nh.SyncRead(ctx, req.RangeId, &ReadQuery{Requests: req.Requests, ReadTS: TSFromProto(req.ReadTimestamp)})
-	} else {
-		cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: req.Timestamp, Requests: req.Requests}
-		if cmd.Timestamp == nil {
-			cmd.Timestamp = TSToProto(s.cfg.Clock.Now())
-		}
-		var data []byte
-		if data, err = proto.Marshal(cmd); err == nil {
-			var r sm.Result
-			r, err = s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(req.RangeId), data)
-			if err == nil {
-				res := &rspb.RaftResult{}
-				if uerr := proto.Unmarshal(r.Data, res); uerr != nil {
-					err = uerr
-				} else {
-					out = res
-				}
-			}
-		}
+		return s.serveRead(ctx, m, st, req)
 	}
-	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(req.RangeId, err)}
-	}
-	res := out.(*rspb.RaftResult)
-	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+	return s.serveWrite(ctx, m, st, lease, req)
+}
+
+// SetLiveness connects node liveness (needed for epoch leases).
+func (s *Store) SetLiveness(l LivenessSource) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.liveness = l
 }
 
 func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
@@ -460,7 +467,9 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 	var out []*rspb.RangeInfo
 	for _, id := range ids {
 		m := s.replica(id)
-		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load()}
+		l := m.lease.Load()
+		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
+			LeaseValid: s.leaseStatus(l, s.cfg.Clock.Now()) == leases.Valid}
 		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
 			info.LeaderReplicaId, info.Term = lid, term
 			info.LeaderNodeId = s.leaderNode(id)

@@ -33,6 +33,8 @@ var (
 	SystemStart = []byte{0x00, 's'}
 	// NodePrefix prefixes node descriptor records.
 	NodePrefix = []byte("\x00snode/")
+	// LivenessPrefix prefixes node liveness records.
+	LivenessPrefix = []byte("\x00sliveness/")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.
@@ -82,6 +84,12 @@ func MetaLookupStart(k []byte) []byte { return MetaKey(Next(k)) }
 // NodeKey is the system key of a node descriptor.
 func NodeKey(nodeID uint64) []byte {
 	out := append([]byte(nil), NodePrefix...)
+	return binary.BigEndian.AppendUint64(out, nodeID)
+}
+
+// LivenessKey is the system key of a node's liveness record.
+func LivenessKey(nodeID uint64) []byte {
+	out := append([]byte(nil), LivenessPrefix...)
 	return binary.BigEndian.AppendUint64(out, nodeID)
 }
 

@@ -756,20 +756,237 @@ func (x *RangeResponse) GetTimestamp() *Timestamp {
 	return nil
 }
 
-// RaftCommand is the replicated payload of one proposal.
+// Lease says which replica may serve a range. Epoch leases (user ranges)
+// are valid while the holder's liveness record has the same epoch and has not
+// expired; expiration leases (meta and system ranges) until expiration.
+type Lease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId     uint64                 `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Start         *Timestamp             `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`           // nothing below start may be served under it
+	Expiration    *Timestamp             `protobuf:"bytes,4,opt,name=expiration,proto3" json:"expiration,omitempty"` // expiration leases only
+	Epoch         int64                  `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`          // epoch leases only (0 for expiration leases)
+	Sequence      uint64                 `protobuf:"varint,6,opt,name=sequence,proto3" json:"sequence,omitempty"`    // +1 for every new lease; kept on extensions
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_internal_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Lease) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *Lease) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *Lease) GetStart() *Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *Lease) GetExpiration() *Timestamp {
+	if x != nil {
+		return x.Expiration
+	}
+	return nil
+}
+
+func (x *Lease) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Lease) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// Liveness is a node's liveness record in the system range.
+type Liveness struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Expiration    *Timestamp             `protobuf:"bytes,3,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	Draining      bool                   `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Liveness) Reset() {
+	*x = Liveness{}
+	mi := &file_internal_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Liveness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Liveness) ProtoMessage() {}
+
+func (x *Liveness) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
+func (*Liveness) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Liveness) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *Liveness) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Liveness) GetExpiration() *Timestamp {
+	if x != nil {
+		return x.Expiration
+	}
+	return nil
+}
+
+func (x *Liveness) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+// RequestLease installs lease if the range's current lease still equals
+// prev (the precondition that makes two acquisitions never both succeed).
+type RequestLeaseCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lease         *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	Prev          *Lease                 `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestLeaseCommand) Reset() {
+	*x = RequestLeaseCommand{}
+	mi := &file_internal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestLeaseCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestLeaseCommand) ProtoMessage() {}
+
+func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestLeaseCommand.ProtoReflect.Descriptor instead.
+func (*RequestLeaseCommand) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RequestLeaseCommand) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *RequestLeaseCommand) GetPrev() *Lease {
+	if x != nil {
+		return x.Prev
+	}
+	return nil
+}
+
+// RaftCommand is the replicated payload of one proposal. Writes are
+// evaluated by the leaseholder: write_batch holds the resulting engine
+// mutations (a Pebble batch representation) and result the responses; every
+// replica applies them only if lease_sequence is still the range's lease.
 type RaftCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProposalId    []byte                 `protobuf:"bytes,1,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
 	Timestamp     *Timestamp             `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	Requests      []*RequestUnion        `protobuf:"bytes,3,rep,name=requests,proto3" json:"requests,omitempty"`
 	Gc            *GCCommand             `protobuf:"bytes,4,opt,name=gc,proto3" json:"gc,omitempty"`
+	LeaseSequence uint64                 `protobuf:"varint,5,opt,name=lease_sequence,json=leaseSequence,proto3" json:"lease_sequence,omitempty"`
+	WriteBatch    []byte                 `protobuf:"bytes,6,opt,name=write_batch,json=writeBatch,proto3" json:"write_batch,omitempty"`
+	Result        *RaftResult            `protobuf:"bytes,7,opt,name=result,proto3" json:"result,omitempty"`
+	RequestLease  *RequestLeaseCommand   `protobuf:"bytes,8,opt,name=request_lease,json=requestLease,proto3" json:"request_lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RaftCommand) Reset() {
 	*x = RaftCommand{}
-	mi := &file_internal_proto_msgTypes[9]
+	mi := &file_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +998,7 @@ func (x *RaftCommand) String() string {
 func (*RaftCommand) ProtoMessage() {}
 
 func (x *RaftCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[9]
+	mi := &file_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1011,7 @@ func (x *RaftCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftCommand.ProtoReflect.Descriptor instead.
 func (*RaftCommand) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{9}
+	return file_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RaftCommand) GetProposalId() []byte {
@@ -825,6 +1042,34 @@ func (x *RaftCommand) GetGc() *GCCommand {
 	return nil
 }
 
+func (x *RaftCommand) GetLeaseSequence() uint64 {
+	if x != nil {
+		return x.LeaseSequence
+	}
+	return 0
+}
+
+func (x *RaftCommand) GetWriteBatch() []byte {
+	if x != nil {
+		return x.WriteBatch
+	}
+	return nil
+}
+
+func (x *RaftCommand) GetResult() *RaftResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *RaftCommand) GetRequestLease() *RequestLeaseCommand {
+	if x != nil {
+		return x.RequestLease
+	}
+	return nil
+}
+
 type GCCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Threshold     *Timestamp             `protobuf:"bytes,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
@@ -834,7 +1079,7 @@ type GCCommand struct {
 
 func (x *GCCommand) Reset() {
 	*x = GCCommand{}
-	mi := &file_internal_proto_msgTypes[10]
+	mi := &file_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +1091,7 @@ func (x *GCCommand) String() string {
 func (*GCCommand) ProtoMessage() {}
 
 func (x *GCCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[10]
+	mi := &file_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1104,7 @@ func (x *GCCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCCommand.ProtoReflect.Descriptor instead.
 func (*GCCommand) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{10}
+	return file_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GCCommand) GetThreshold() *Timestamp {
@@ -880,7 +1125,7 @@ type RaftResult struct {
 
 func (x *RaftResult) Reset() {
 	*x = RaftResult{}
-	mi := &file_internal_proto_msgTypes[11]
+	mi := &file_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1137,7 @@ func (x *RaftResult) String() string {
 func (*RaftResult) ProtoMessage() {}
 
 func (x *RaftResult) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[11]
+	mi := &file_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1150,7 @@ func (x *RaftResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftResult.ProtoReflect.Descriptor instead.
 func (*RaftResult) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{11}
+	return file_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftResult) GetResponses() []*ResponseUnion {
@@ -941,7 +1186,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1198,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1211,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{12}
+	return file_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetRangeDescriptor() *RangeDescriptor {
@@ -998,7 +1243,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1255,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1268,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{13}
+	return file_internal_proto_rawDescGZIP(), []int{16}
 }
 
 type NodeInfoResponse struct {
@@ -1036,7 +1281,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1293,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1306,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{14}
+	return file_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1091,7 +1336,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1348,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1361,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{15}
+	return file_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1162,7 +1407,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1419,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1432,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{16}
+	return file_internal_proto_rawDescGZIP(), []int{19}
 }
 
 type InitRequest struct {
@@ -1201,7 +1446,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1458,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1471,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{17}
+	return file_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InitRequest) GetInitialSplits() int32 {
@@ -1261,7 +1506,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1518,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1531,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{18}
+	return file_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -1318,7 +1563,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1575,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1588,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{19}
+	return file_internal_proto_rawDescGZIP(), []int{22}
 }
 
 type RangeInfo struct {
@@ -1353,13 +1598,15 @@ type RangeInfo struct {
 	LeaderNodeId    uint64                 `protobuf:"varint,3,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	Term            uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	AppliedIndex    uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Lease           *Lease                 `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	LeaseValid      bool                   `protobuf:"varint,7,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"` // as judged by this node now
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RangeInfo) Reset() {
 	*x = RangeInfo{}
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1618,7 @@ func (x *RangeInfo) String() string {
 func (*RangeInfo) ProtoMessage() {}
 
 func (x *RangeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1631,7 @@ func (x *RangeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeInfo.ProtoReflect.Descriptor instead.
 func (*RangeInfo) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{20}
+	return file_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RangeInfo) GetRangeDescriptor() *RangeDescriptor {
@@ -1422,6 +1669,20 @@ func (x *RangeInfo) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *RangeInfo) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+func (x *RangeInfo) GetLeaseValid() bool {
+	if x != nil {
+		return x.LeaseValid
+	}
+	return false
+}
+
 type RangesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*RangeInfo           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
@@ -1431,7 +1692,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1704,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1717,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{21}
+	return file_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -1536,13 +1797,38 @@ const file_internal_proto_rawDesc = "" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\xc9\x01\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\xdb\x01\n" +
+	"\x05Lease\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12.\n" +
+	"\x05start\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x05start\x128\n" +
+	"\n" +
+	"expiration\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\n" +
+	"expiration\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x03R\x05epoch\x12\x1a\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\"\x8f\x01\n" +
+	"\bLiveness\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x128\n" +
+	"\n" +
+	"expiration\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\n" +
+	"expiration\x12\x1a\n" +
+	"\bdraining\x18\x04 \x01(\bR\bdraining\"k\n" +
+	"\x13RequestLeaseCommand\x12*\n" +
+	"\x05lease\x18\x01 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12(\n" +
+	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\x8d\x03\n" +
 	"\vRaftCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\fR\n" +
 	"proposalId\x126\n" +
 	"\ttimestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x127\n" +
 	"\brequests\x18\x03 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12(\n" +
-	"\x02gc\x18\x04 \x01(\v2\x18.rangestore.v1.GCCommandR\x02gc\"C\n" +
+	"\x02gc\x18\x04 \x01(\v2\x18.rangestore.v1.GCCommandR\x02gc\x12%\n" +
+	"\x0elease_sequence\x18\x05 \x01(\x04R\rleaseSequence\x12\x1f\n" +
+	"\vwrite_batch\x18\x06 \x01(\fR\n" +
+	"writeBatch\x121\n" +
+	"\x06result\x18\a \x01(\v2\x19.rangestore.v1.RaftResultR\x06result\x12G\n" +
+	"\rrequest_lease\x18\b \x01(\v2\".rangestore.v1.RequestLeaseCommandR\frequestLease\"C\n" +
 	"\tGCCommand\x126\n" +
 	"\tthreshold\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\tthreshold\"\xb1\x01\n" +
 	"\n" +
@@ -1577,13 +1863,16 @@ const file_internal_proto_rawDesc = "" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x123\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\"\x0f\n" +
-	"\rRangesRequest\"\xe1\x01\n" +
+	"\rRangesRequest\"\xae\x02\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
 	"\x0eleader_node_id\x18\x03 \x01(\x04R\fleaderNodeId\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12#\n" +
-	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\"B\n" +
+	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12*\n" +
+	"\x05lease\x18\x06 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12\x1f\n" +
+	"\vlease_valid\x18\a \x01(\bR\n" +
+	"leaseValid\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges*'\n" +
 	"\vReplicaType\x12\t\n" +
@@ -1611,37 +1900,40 @@ func file_internal_proto_rawDescGZIP() []byte {
 }
 
 var file_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_internal_proto_goTypes = []any{
-	(ReplicaType)(0),          // 0: rangestore.v1.ReplicaType
-	(RangeError_Code)(0),      // 1: rangestore.v1.RangeError.Code
-	(*LocalityTier)(nil),      // 2: rangestore.v1.LocalityTier
-	(*NodeDescriptor)(nil),    // 3: rangestore.v1.NodeDescriptor
-	(*ReplicaDescriptor)(nil), // 4: rangestore.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),   // 5: rangestore.v1.RangeDescriptor
-	(*ClusterRecord)(nil),     // 6: rangestore.v1.ClusterRecord
-	(*ReplicaRecord)(nil),     // 7: rangestore.v1.ReplicaRecord
-	(*RangeError)(nil),        // 8: rangestore.v1.RangeError
-	(*RangeRequest)(nil),      // 9: rangestore.v1.RangeRequest
-	(*RangeResponse)(nil),     // 10: rangestore.v1.RangeResponse
-	(*RaftCommand)(nil),       // 11: rangestore.v1.RaftCommand
-	(*GCCommand)(nil),         // 12: rangestore.v1.GCCommand
-	(*RaftResult)(nil),        // 13: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),    // 14: rangestore.v1.SnapshotHeader
-	(*NodeInfoRequest)(nil),   // 15: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),  // 16: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),  // 17: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil), // 18: rangestore.v1.BootstrapResponse
-	(*InitRequest)(nil),       // 19: rangestore.v1.InitRequest
-	(*InitResponse)(nil),      // 20: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),     // 21: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),         // 22: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),    // 23: rangestore.v1.RangesResponse
-	nil,                       // 24: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	(*RequestUnion)(nil),      // 25: rangestore.v1.RequestUnion
-	(*Timestamp)(nil),         // 26: rangestore.v1.Timestamp
-	(*ResponseUnion)(nil),     // 27: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),          // 28: rangestore.v1.KeyValue
+	(ReplicaType)(0),            // 0: rangestore.v1.ReplicaType
+	(RangeError_Code)(0),        // 1: rangestore.v1.RangeError.Code
+	(*LocalityTier)(nil),        // 2: rangestore.v1.LocalityTier
+	(*NodeDescriptor)(nil),      // 3: rangestore.v1.NodeDescriptor
+	(*ReplicaDescriptor)(nil),   // 4: rangestore.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),     // 5: rangestore.v1.RangeDescriptor
+	(*ClusterRecord)(nil),       // 6: rangestore.v1.ClusterRecord
+	(*ReplicaRecord)(nil),       // 7: rangestore.v1.ReplicaRecord
+	(*RangeError)(nil),          // 8: rangestore.v1.RangeError
+	(*RangeRequest)(nil),        // 9: rangestore.v1.RangeRequest
+	(*RangeResponse)(nil),       // 10: rangestore.v1.RangeResponse
+	(*Lease)(nil),               // 11: rangestore.v1.Lease
+	(*Liveness)(nil),            // 12: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil), // 13: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),         // 14: rangestore.v1.RaftCommand
+	(*GCCommand)(nil),           // 15: rangestore.v1.GCCommand
+	(*RaftResult)(nil),          // 16: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),      // 17: rangestore.v1.SnapshotHeader
+	(*NodeInfoRequest)(nil),     // 18: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),    // 19: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),    // 20: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),   // 21: rangestore.v1.BootstrapResponse
+	(*InitRequest)(nil),         // 22: rangestore.v1.InitRequest
+	(*InitResponse)(nil),        // 23: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),       // 24: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),           // 25: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),      // 26: rangestore.v1.RangesResponse
+	nil,                         // 27: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	(*RequestUnion)(nil),        // 28: rangestore.v1.RequestUnion
+	(*Timestamp)(nil),           // 29: rangestore.v1.Timestamp
+	(*ResponseUnion)(nil),       // 30: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),            // 31: rangestore.v1.KeyValue
 }
 var file_internal_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -1649,47 +1941,55 @@ var file_internal_proto_depIdxs = []int32{
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	24, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	27, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 8: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	26, // 9: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	26, // 10: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 11: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	28, // 8: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	29, // 9: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	29, // 10: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	30, // 11: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
 	8,  // 12: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	26, // 13: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	26, // 14: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	25, // 15: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
-	12, // 16: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	26, // 17: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	27, // 18: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 19: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	26, // 20: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 21: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	28, // 22: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	3,  // 23: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	3,  // 24: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 25: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	26, // 26: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 27: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 28: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 29: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 30: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	9,  // 31: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	15, // 32: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	17, // 33: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	19, // 34: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	21, // 35: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	10, // 36: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	16, // 37: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	18, // 38: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	20, // 39: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	23, // 40: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	36, // [36:41] is the sub-list for method output_type
-	31, // [31:36] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	29, // 13: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	29, // 14: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	29, // 15: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	29, // 16: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	11, // 17: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	11, // 18: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	29, // 19: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	28, // 20: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
+	15, // 21: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	16, // 22: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
+	13, // 23: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	29, // 24: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	30, // 25: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 26: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	29, // 27: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	5,  // 28: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	31, // 29: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	3,  // 30: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	3,  // 31: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 32: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	29, // 33: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 34: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 35: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 36: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	11, // 37: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	25, // 38: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	9,  // 39: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	18, // 40: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	20, // 41: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	22, // 42: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	24, // 43: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	10, // 44: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	19, // 45: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	21, // 46: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	23, // 47: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	26, // 48: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	44, // [44:49] is the sub-list for method output_type
+	39, // [39:44] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_internal_proto_init() }
@@ -1704,7 +2004,7 @@ func file_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_proto_rawDesc), len(file_internal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

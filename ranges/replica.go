@@ -1,0 +1,425 @@
+package ranges
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// DefaultExpirationLeaseDuration is the length of expiration-based leases
+// (meta and system ranges); holders extend them once less than half is left.
+const DefaultExpirationLeaseDuration = 1500 * time.Millisecond
+
+// tsCacheEntries bounds each replica's timestamp cache.
+const tsCacheEntries = 50000
+
+// LivenessSource is what the store needs of node liveness.
+type LivenessSource interface {
+	Self() *rspb.Liveness
+	Get(ctx context.Context, nodeID uint64, fresh bool) (*rspb.Liveness, error)
+	Cached(nodeID uint64) *rspb.Liveness
+	IncrementEpoch(ctx context.Context, nodeID uint64) (*rspb.Liveness, error)
+}
+
+// replicaState is the leaseholder machinery of one local replica: span
+// latches, the timestamp cache, and lease acquisition / transfer state.
+type replicaState struct {
+	latches *latchManager
+	tscache *tsCache
+
+	acquireMu    sync.Mutex // one acquisition at a time per range
+	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)
+}
+
+func (s *Store) newReplicaState() *replicaState {
+	rs := &replicaState{latches: newLatchManager(), tscache: newTSCache(tsCacheEntries)}
+	// Anything this node served before a restart was below now + max offset.
+	now := s.cfg.Clock.Now()
+	rs.tscache.setLowWater(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.Clock.MaxOffset())})
+	return rs
+}
+
+func (s *Store) state(rangeID uint64) *replicaState {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.states[rangeID]
+}
+
+// onLease runs (on the apply goroutine) when a new lease applies locally.
+func (s *Store) onLease(rangeID uint64, l *rspb.Lease) {
+	if l == nil {
+		return
+	}
+	s.cfg.Clock.Update(TSFromProto(l.Start))
+	if l.NodeId == s.NodeID() {
+		if st := s.state(rangeID); st != nil {
+			st.tscache.setLowWater(TSFromProto(l.Start))
+		}
+	}
+}
+
+// usesExpirationLease: ranges below the user span (meta, system — which
+// node liveness itself depends on) use expiration leases.
+func usesExpirationLease(d *rspb.RangeDescriptor) bool {
+	return bytes.Compare(d.StartKey, keys.UserPrefix) < 0
+}
+
+// leaseStatus judges the range's current lease at now.
+func (s *Store) leaseStatus(l *rspb.Lease, now kv.Timestamp) leases.State {
+	var holder *rspb.Liveness
+	if leases.IsEpoch(l) && s.liveness != nil {
+		if l.NodeId == s.NodeID() {
+			holder = s.liveness.Self()
+		} else {
+			holder = s.liveness.Cached(l.NodeId)
+		}
+	}
+	return leases.Status(l, now, holder, s.cfg.Clock.MaxOffset())
+}
+
+func notLeaseholder(rangeID, hint uint64, format string, args ...any) *rspb.RangeError {
+	return &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: hint,
+		Message: fmt.Sprintf("r%d: ", rangeID) + fmt.Sprintf(format, args...)}
+}
+
+// ensureLease returns the lease under which this replica may serve now, or
+// the error telling the caller where to go. It acquires the lease when
+// nobody holds a valid one.
+func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaState) (*rspb.Lease, *rspb.RangeError) {
+	me := s.NodeID()
+	for attempt := 0; attempt < 3; attempt++ {
+		if t := st.transferring.Load(); t != 0 {
+			return nil, notLeaseholder(m.rangeID, t, "lease is being transferred to n%d", t)
+		}
+		l := m.lease.Load()
+		now := s.cfg.Clock.Now()
+		state := s.leaseStatus(l, now)
+		if l.NodeId == me && l.ReplicaId == m.replicaID {
+			if state == leases.Valid {
+				return l, nil
+			}
+		} else if l.Sequence != 0 {
+			switch state {
+			case leases.Valid, leases.Stasis:
+				return nil, notLeaseholder(m.rangeID, l.NodeId, "lease is held by n%d", l.NodeId)
+			case leases.Unknown:
+				// Learn the holder's liveness; if it is live, redirect.
+				if _, err := s.liveness.Get(ctx, l.NodeId, false); err != nil {
+					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
+				}
+				continue
+			}
+		}
+		if err := s.acquireLease(ctx, m, st, l); err != nil {
+			return nil, err
+		}
+	}
+	return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: could not obtain a valid lease", m.rangeID))
+}
+
+// acquireLease proposes a new lease for this replica, replacing prev. For an
+// epoch lease of another node, that node's record must have expired: its
+// epoch is incremented first, which ends all its leases.
+func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaState, prev *rspb.Lease) *rspb.RangeError {
+	st.acquireMu.Lock()
+	defer st.acquireMu.Unlock()
+	if cur := m.lease.Load(); !proto.Equal(cur, prev) {
+		return nil // someone (maybe us) changed it meanwhile; re-evaluate
+	}
+	desc := m.desc.Load()
+	if desc == nil {
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d has no data on n%d yet", m.rangeID, s.NodeID()))
+	}
+	if s.liveness == nil {
+		return rangeErr(rspb.RangeError_UNAVAILABLE, "node liveness is not running")
+	}
+	me := s.NodeID()
+	if leases.IsEpoch(prev) && prev.NodeId != me {
+		rec, err := s.liveness.Get(ctx, prev.NodeId, true)
+		if err != nil {
+			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, prev.NodeId, err))
+		}
+		if rec != nil && rec.Epoch == prev.Epoch {
+			if s.cfg.Clock.Now().LessEq(TSFromProto(rec.Expiration)) {
+				return notLeaseholder(m.rangeID, prev.NodeId, "lease is held by n%d (live)", prev.NodeId)
+			}
+			if _, err := s.liveness.IncrementEpoch(ctx, prev.NodeId); err != nil {
+				return notLeaseholder(m.rangeID, prev.NodeId, "cannot take over from n%d: %v", prev.NodeId, err)
+			}
+		}
+	}
+	now := s.cfg.Clock.Now()
+	next := &rspb.Lease{ReplicaId: m.replicaID, NodeId: me, Start: TSToProto(now), Sequence: prev.Sequence + 1}
+	if usesExpirationLease(desc) {
+		if prev.Sequence != 0 && prev.NodeId != me && !TSFromProto(prev.Expiration).Less(now) {
+			return notLeaseholder(m.rangeID, prev.NodeId, "expiration lease of n%d not expired yet", prev.NodeId)
+		}
+		next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
+	} else {
+		self := s.liveness.Self()
+		if self == nil || !now.Less(TSFromProto(self.Expiration)) {
+			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: n%d cannot take a lease: its liveness record is not live", m.rangeID, me))
+		}
+		next.Epoch = self.Epoch
+	}
+	return s.proposeLease(ctx, m, next, prev)
+}
+
+func (s *Store) proposeLease(ctx context.Context, m *stateMachine, next, prev *rspb.Lease) *rspb.RangeError {
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr != nil {
+		return rerr
+	}
+	if res.Error != nil {
+		return res.Error
+	}
+	s.metricsLease(next, prev)
+	return nil
+}
+
+// propose sends a command through Raft and decodes its result.
+func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftCommand) (*rspb.RaftResult, *rspb.RangeError) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
+	}
+	r, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
+	if err != nil {
+		return nil, s.mapRaftError(rangeID, err)
+	}
+	res := &rspb.RaftResult{}
+	if err := proto.Unmarshal(r.Data, res); err != nil {
+		return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
+	}
+	return res, nil
+}
+
+// serveRead serves read-only requests from local state under the lease,
+// without a Raft round trip: it waits for overlapping in-flight writes
+// (latches), records the read in the timestamp cache so no later write can
+// land at or below it, and reads a Pebble snapshot at the read timestamp.
+func (s *Store) serveRead(ctx context.Context, m *stateMachine, st *replicaState, req *rspb.RangeRequest) *rspb.RangeResponse {
+	now := s.cfg.Clock.Now()
+	readTS := TSFromProto(req.ReadTimestamp)
+	if readTS.IsEmpty() {
+		readTS = now
+	}
+	spans := requestSpans(req.Requests)
+	l, err := st.latches.acquire(ctx, spans, false)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	defer st.latches.release(l)
+	for i, r := range req.Requests {
+		ts := readTS
+		if g := r.GetGet(); g != nil && g.AsOf != nil {
+			ts = TSFromProto(g.AsOf)
+		}
+		if sc := r.GetScan(); sc != nil && sc.AsOf != nil {
+			ts = TSFromProto(sc.AsOf)
+		}
+		st.tscache.add(spans[i], ts)
+	}
+	// The lease must still be valid now that we hold the latches.
+	if lease := m.lease.Load(); lease.NodeId != s.NodeID() || s.leaseStatus(lease, s.cfg.Clock.Now()) != leases.Valid {
+		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, lease.NodeId, "lease changed while reading")}
+	}
+	out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS})
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.leaseReads.Inc()
+	}
+	res := out.(*rspb.RaftResult)
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(readTS)}
+}
+
+// serveWrite evaluates a write at the leaseholder under write latches, at a
+// timestamp above every read of its spans (timestamp cache) and every
+// earlier write of the range, then proposes the resulting engine batch
+// under the current lease and waits until it has applied locally.
+func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, req *rspb.RangeRequest) *rspb.RangeResponse {
+	spans := requestSpans(req.Requests)
+	l, err := st.latches.acquire(ctx, spans, true)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	defer st.latches.release(l)
+	if cur := m.lease.Load(); cur.Sequence != lease.Sequence || s.leaseStatus(cur, s.cfg.Clock.Now()) != leases.Valid {
+		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed while waiting for latches")}
+	}
+	desc := m.desc.Load()
+	if err := checkSpans(desc, req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
+	ts := s.cfg.Clock.Now()
+	for _, sp := range spans {
+		if hi := st.tscache.max(sp); !hi.Less(ts) {
+			ts = hi.Next()
+		}
+	}
+	m.mu.RLock()
+	if mw := m.maxWriteTS; !mw.Less(ts) {
+		ts = mw.Next()
+	}
+	m.mu.RUnlock()
+	if start := TSFromProto(lease.Start); ts.Less(start) {
+		ts = start
+	}
+	b := s.eng.NewBatch()
+	resps, err := evalWrite(b, req.Requests, ts)
+	if err != nil {
+		_ = b.Close()
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RangeResponse{Error: re}
+		}
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
+	}
+	repr := b.Repr()
+	_ = b.Close()
+	reqTS := req.Timestamp
+	if reqTS == nil {
+		reqTS = TSToProto(ts)
+	}
+	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, WriteBatch: repr,
+		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+}
+
+// TransferLease moves the lease of a range held here to the replica on
+// target. This replica stops serving first; the new lease starts at this
+// node's clock, above everything it served.
+func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error {
+	m, st := s.replica(rangeID), s.state(rangeID)
+	if m == nil || st == nil {
+		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
+	}
+	lease, rerr := s.ensureLease(ctx, m, st)
+	if rerr != nil {
+		return errors.New(rerr.Message)
+	}
+	if target == s.NodeID() {
+		return nil
+	}
+	var targetReplica uint64
+	for _, r := range m.desc.Load().Replicas {
+		if r.NodeId == target && r.Type == rspb.ReplicaType_VOTER {
+			targetReplica = r.ReplicaId
+		}
+	}
+	if targetReplica == 0 {
+		return fmt.Errorf("r%d has no voter on n%d", rangeID, target)
+	}
+	st.acquireMu.Lock()
+	defer st.acquireMu.Unlock()
+	if !st.transferring.CompareAndSwap(0, target) {
+		return fmt.Errorf("r%d: a lease transfer is already in progress", rangeID)
+	}
+	defer st.transferring.Store(0)
+	// Wait for in-flight requests: take a write latch over the whole range.
+	desc := m.desc.Load()
+	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	if err != nil {
+		return err
+	}
+	defer st.latches.release(l)
+	now := s.cfg.Clock.Now()
+	next := &rspb.Lease{ReplicaId: targetReplica, NodeId: target, Start: TSToProto(now), Sequence: lease.Sequence + 1}
+	if usesExpirationLease(desc) {
+		next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
+	} else {
+		rec, err := s.liveness.Get(ctx, target, true)
+		if err != nil {
+			return err
+		}
+		if rec == nil || !now.Less(TSFromProto(rec.Expiration)) {
+			return fmt.Errorf("n%d is not live", target)
+		}
+		next.Epoch = rec.Epoch
+	}
+	if rerr := s.proposeLease(ctx, m, next, lease); rerr != nil {
+		return errors.New(rerr.Message)
+	}
+	return nil
+}
+
+// leaseLoop keeps leases and Raft leadership together and leases fresh:
+// a Raft leader without a valid lease anywhere acquires it; a Raft leader
+// that is not the leaseholder hands leadership to the leaseholder; a holder
+// of an expiration lease extends it once less than half remains.
+func (s *Store) leaseLoop(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopc:
+			return
+		case <-t.C:
+		}
+		if s.NodeID() == 0 || s.liveness == nil {
+			continue
+		}
+		s.mu.RLock()
+		ids := make([]uint64, 0, len(s.sms))
+		for id := range s.sms {
+			ids = append(ids, id)
+		}
+		s.mu.RUnlock()
+		for _, id := range ids {
+			s.tendLease(id)
+		}
+	}
+}
+
+func (s *Store) tendLease(rangeID uint64) {
+	m, st := s.replica(rangeID), s.state(rangeID)
+	if m == nil || st == nil || m.desc.Load() == nil || s.stopping.Load() {
+		return
+	}
+	leaderID, _, ok, err := s.nh.GetLeaderID(rangeID)
+	if err != nil || !ok {
+		return
+	}
+	l := m.lease.Load()
+	now := s.cfg.Clock.Now()
+	state := s.leaseStatus(l, now)
+	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	switch {
+	case mine && state == leases.Valid && !leases.IsEpoch(l):
+		remaining := TSFromProto(l.Expiration).WallTime - now.WallTime
+		if remaining < int64(s.cfg.ExpirationLeaseDuration)/2 && st.transferring.Load() == 0 {
+			next := proto.Clone(l).(*rspb.Lease)
+			next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
+			st.acquireMu.Lock()
+			if proto.Equal(m.lease.Load(), l) {
+				_ = s.proposeLease(ctx, m, next, l)
+			}
+			st.acquireMu.Unlock()
+		}
+	case leaderID == m.replicaID && !mine && state == leases.Valid:
+		// Leadership follows the lease (the holder is a voter: leases only go to voters).
+		_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+	case leaderID == m.replicaID && state != leases.Valid && state != leases.Stasis:
+		_, _ = s.ensureLease(ctx, m, st)
+	}
+}
