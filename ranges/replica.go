@@ -38,7 +38,7 @@ type replicaState struct {
 	latches *latchManager
 	tscache *tsCache
 
-	acquireMu    sync.Mutex // one acquisition at a time per range
+	acquireMu    sync.Mutex    // one acquisition at a time per range
 	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)
 }
 
