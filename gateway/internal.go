@@ -17,6 +17,7 @@ type NodeBackend interface {
 	Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error
 	Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitResponse, error)
 	Ranges() []*rspb.RangeInfo
+	TransferLease(ctx context.Context, rangeID, target uint64) error
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -64,4 +65,15 @@ func (s *AdminServer) Init(ctx context.Context, r *rspb.InitRequest) (*rspb.Init
 // Ranges lists the replicas on this node.
 func (s *AdminServer) Ranges(context.Context, *rspb.RangesRequest) (*rspb.RangesResponse, error) {
 	return &rspb.RangesResponse{Ranges: s.node.Ranges()}, nil
+}
+
+// TransferLease moves a range's lease.
+func (s *AdminServer) TransferLease(ctx context.Context, r *rspb.TransferLeaseRequest) (*rspb.TransferLeaseResponse, error) {
+	if err := s.node.TransferLease(ctx, r.RangeId, r.TargetNodeId); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &rspb.TransferLeaseResponse{}, nil
 }

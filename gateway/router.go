@@ -35,7 +35,9 @@ type LocalStore interface {
 }
 
 const (
-	attemptTimeout = 4 * time.Second
+	// attemptTimeout bounds one try at one replica; a write retried after
+	// it reuses its proposal ID, so a slow first try cannot apply twice.
+	attemptTimeout = 1500 * time.Millisecond
 	minBackoff     = 20 * time.Millisecond
 	maxBackoff     = 500 * time.Millisecond
 	// DefaultTimeout bounds a client request without a deadline.
@@ -53,17 +55,19 @@ type Router struct {
 	log      *slog.Logger
 	cache    rangeCache
 
+	dialOpts []grpc.DialOption
+
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	leaders map[uint64]uint64 // range ID -> node that last served it
 }
 
 // NewRouter returns a router.
-func NewRouter(resolver Resolver, local LocalStore, clock *leases.Clock, log *slog.Logger) *Router {
+func NewRouter(resolver Resolver, local LocalStore, clock *leases.Clock, log *slog.Logger, dialOpts ...grpc.DialOption) *Router {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Router{resolver: resolver, local: local, clock: clock, log: log,
+	return &Router{resolver: resolver, local: local, clock: clock, log: log, dialOpts: dialOpts,
 		conns: map[string]*grpc.ClientConn{}, leaders: map[uint64]uint64{}}
 }
 
@@ -83,8 +87,9 @@ func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := r.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))}, r.dialOpts...)
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

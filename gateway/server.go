@@ -55,7 +55,7 @@ func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
 		return nil
 	}
 	t := ranges.TSFromProto(ts)
-	if t.IsEmpty() || t.WallTime < 0 {
+	if t.IsEmpty() || t.WallTime < 0 || t.Logical < 0 {
 		return invalidf("%s: as_of timestamp %s is not a valid timestamp", what, t)
 	}
 	if now := s.clock.Now(); now.Less(t) {

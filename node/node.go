@@ -12,10 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lni/dragonboat/v4/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -46,6 +48,11 @@ type Config struct {
 	// Node liveness: record TTL and heartbeat interval (zero = defaults).
 	LivenessTTL       time.Duration
 	HeartbeatInterval time.Duration
+
+	// Testing hooks: a Raft transport and extra dial options for
+	// node-to-node gRPC (fault injection).
+	RaftTransport   config.TransportFactory
+	PeerDialOptions []grpc.DialOption
 }
 
 // Node is one rangestore process: store, gateway, gRPC and HTTP servers.
@@ -106,11 +113,12 @@ func Start(cfg Config) (*Node, error) {
 		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
+		TransportFactory: cfg.RaftTransport,
 	})
 	if err != nil {
 		return nil, err
 	}
-	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger)
+	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, cfg.PeerDialOptions...)
 	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
 		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
 	n.store.SetLiveness(n.liveness)
@@ -256,4 +264,29 @@ func (n *Node) closeStorage() {
 			n.log.Error("closing storage", "err", err)
 		}
 	}
+}
+
+// TransferLease moves a range's lease to target. If this node does not hold
+// the lease, the request is forwarded to the node that does.
+func (n *Node) TransferLease(ctx context.Context, rangeID, target uint64) error {
+	var holder uint64
+	for _, ri := range n.store.Ranges() {
+		if ri.RangeDescriptor.GetRangeId() == rangeID {
+			holder = ri.Lease.GetNodeId()
+		}
+	}
+	if holder == 0 || holder == n.NodeID() {
+		return n.store.TransferLease(ctx, rangeID, target)
+	}
+	addr, ok := n.NodeAddress(holder)
+	if !ok {
+		return fmt.Errorf("no address for leaseholder n%d of r%d", holder, rangeID)
+	}
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = rspb.NewAdminClient(c).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: target})
+	return err
 }

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/rangestore/rangestore/chaos/fault"
+	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -29,6 +31,14 @@ type TestClusterOptions struct {
 	// 300 ms elections) so tests fail over quickly.
 	RaftRTTMillisecond, ElectionRTT, HeartbeatRTT uint64
 	HTTP                                          bool // serve /metrics on a free port
+	// Network, when set, carries Raft and node-to-node gRPC traffic through
+	// a partition matrix (members are node indexes) over an in-process Raft
+	// transport.
+	Network *fault.Network
+	// Clocks, when set, are the nodes' physical clocks (one per node).
+	Clocks []*fault.Clock
+	// LivenessTTL / HeartbeatInterval override the liveness defaults.
+	LivenessTTL, HeartbeatInterval time.Duration
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -92,6 +102,15 @@ func StartTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			StoreDir: filepath.Join(tc.BaseDir, "n"+strconv.Itoa(i+1)), ListenAddr: ga, RaftAddr: ra,
 			Logger:             opts.Logger.With("node", i+1),
 			RaftRTTMillisecond: opts.RaftRTTMillisecond, ElectionRTT: opts.ElectionRTT, HeartbeatRTT: opts.HeartbeatRTT,
+			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
+		}
+		if opts.Network != nil {
+			opts.Network.Register(i, ga, ra)
+			cfg.RaftTransport = &fault.TransportFactory{Net: opts.Network}
+			cfg.PeerDialOptions = []grpc.DialOption{grpc.WithUnaryInterceptor(opts.Network.UnaryInterceptor(ga))}
+		}
+		if i < len(opts.Clocks) {
+			cfg.Clock = leases.NewClock(opts.Clocks[i].Now, 0)
 		}
 		if opts.HTTP {
 			if cfg.HTTPAddr, err = FreeAddr(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -94,13 +95,15 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb
 	for _, r := range reqs {
 		switch v := r.Value.(type) {
 		case *rspb.RequestUnion_Get:
-			res, err := evalGet(b, v.Get, kv.MaxTimestamp)
+			// Reads in a write batch see the batch's earlier writes: they
+			// read at the commit timestamp unless they ask for as_of.
+			res, err := evalGet(b, v.Get, asOfOr(v.Get.AsOf, ts))
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
 		case *rspb.RequestUnion_Scan:
-			res, err := evalScan(b, v.Scan, kv.MaxTimestamp, 0)
+			res, err := evalScan(b, v.Scan, asOfOr(v.Scan.AsOf, ts), 0)
 			if err != nil {
 				return nil, err
 			}
@@ -149,11 +152,11 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb
 			if found {
 				n, err = strconv.ParseInt(string(cur.Value), 10, 64)
 				if err != nil {
-					return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %q: its value %q is not a decimal integer", inc.Key, truncate(cur.Value))
+					return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %s: its value %q is not a decimal integer", keys.Pretty(inc.Key), truncate(cur.Value))
 				}
 			}
 			if (inc.Delta > 0 && n > math.MaxInt64-inc.Delta) || (inc.Delta < 0 && n < math.MinInt64-inc.Delta) {
-				return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %q: %d + %d overflows int64", inc.Key, n, inc.Delta)
+				return nil, failf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %s: %d + %d overflows int64", keys.Pretty(inc.Key), n, inc.Delta)
 			}
 			n += inc.Delta
 			if err := b.PutMVCC(inc.Key, ts, []byte(strconv.FormatInt(n, 10))); err != nil {
@@ -203,6 +206,13 @@ func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*r
 		}
 	}
 	return out, nil
+}
+
+func asOfOr(asOf *rspb.Timestamp, def kv.Timestamp) kv.Timestamp {
+	if asOf != nil {
+		return TSFromProto(asOf)
+	}
+	return def
 }
 
 func evalGet(r kv.Reader, g *rspb.GetRequest, ts kv.Timestamp) (*rspb.GetResponse, error) {

@@ -276,7 +276,7 @@ func (s *stateMachine) applyRequestLease(b *kv.Batch, rl *rspb.RequestLeaseComma
 		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
 			Message: fmt.Sprintf("r%d: lease request rejected: %s", s.rangeID, why)}}, nil
 	}
-	if next == nil || !proto.Equal(cur, orEmpty(rl.Prev)) {
+	if next == nil || next.Sequence == 0 || !proto.Equal(cur, orEmpty(rl.Prev)) {
 		return reject("the lease changed meanwhile")
 	}
 	extension := next.Sequence == cur.Sequence && next.ReplicaId == cur.ReplicaId && next.Epoch == 0 && cur.Epoch == 0 &&
@@ -344,6 +344,11 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 		}
 		return nil, err
 	}
+	// Snapshot first, then the GC threshold: a GC that commits in between
+	// raises the threshold we check (refusing more than needed), never the
+	// other way round (serving versions it already removed).
+	snap := s.eng.NewSnapshot()
+	defer snap.Close()
 	s.mu.RLock()
 	gc, maxWrite := s.gcThreshold, s.maxWriteTS
 	s.mu.RUnlock()
@@ -364,8 +369,6 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 				fmt.Sprintf("read at %s is at or below the GC threshold %s of r%d", ts, gc, s.rangeID))}, nil
 		}
 	}
-	snap := s.eng.NewSnapshot()
-	defer snap.Close()
 	resps, err := evalRead(snap, rq.Requests, readTS)
 	if err != nil {
 		if re, ok := asRangeError(err); ok {

@@ -52,6 +52,8 @@ type StoreConfig struct {
 	// LeaseInterval how often leases and leadership are tended.
 	ExpirationLeaseDuration time.Duration
 	LeaseInterval           time.Duration
+	// TransportFactory replaces Dragonboat's TCP transport (fault injection).
+	TransportFactory config.TransportFactory
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -130,7 +132,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		NodeHostDir:    filepath.Join(cfg.Dir, "raft"),
 		RTTMillisecond: cfg.RTTMillisecond,
 		RaftAddress:    cfg.RaftAddress,
-		Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine},
+		Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {

@@ -69,6 +69,15 @@ func ClientKey(k []byte) ([]byte, error) {
 // IsUserKey reports whether an internal key lies in the user span.
 func IsUserKey(k []byte) bool { return bytes.HasPrefix(k, UserPrefix) }
 
+// Pretty renders an internal key for messages: a user key as the client
+// wrote it, anything else as /System/… .
+func Pretty(k []byte) string {
+	if IsUserKey(k) {
+		return fmt.Sprintf("%q", k[len(UserPrefix):])
+	}
+	return fmt.Sprintf("/System/%q", k)
+}
+
 // MetaKey is the meta record key of the range whose end key is end.
 func MetaKey(end []byte) []byte {
 	out := make([]byte, 0, len(MetaPrefix)+len(end))

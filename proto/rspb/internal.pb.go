@@ -1727,6 +1727,94 @@ func (x *RangesResponse) GetRanges() []*RangeInfo {
 	return nil
 }
 
+type TransferLeaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	TargetNodeId  uint64                 `protobuf:"varint,2,opt,name=target_node_id,json=targetNodeId,proto3" json:"target_node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaseRequest) Reset() {
+	*x = TransferLeaseRequest{}
+	mi := &file_internal_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaseRequest) ProtoMessage() {}
+
+func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaseRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TransferLeaseRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *TransferLeaseRequest) GetTargetNodeId() uint64 {
+	if x != nil {
+		return x.TargetNodeId
+	}
+	return 0
+}
+
+type TransferLeaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaseResponse) Reset() {
+	*x = TransferLeaseResponse{}
+	mi := &file_internal_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaseResponse) ProtoMessage() {}
+
+func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_internal_proto_rawDescGZIP(), []int{26}
+}
+
 var File_internal_proto protoreflect.FileDescriptor
 
 const file_internal_proto_rawDesc = "" +
@@ -1874,7 +1962,11 @@ const file_internal_proto_rawDesc = "" +
 	"\vlease_valid\x18\a \x01(\bR\n" +
 	"leaseValid\"B\n" +
 	"\x0eRangesResponse\x120\n" +
-	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges*'\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
+	"\x14TransferLeaseRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
+	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\"\x17\n" +
+	"\x15TransferLeaseResponse*'\n" +
 	"\vReplicaType\x12\t\n" +
 	"\x05VOTER\x10\x00\x12\r\n" +
 	"\tNON_VOTER\x10\x012\xf0\x01\n" +
@@ -1882,10 +1974,11 @@ const file_internal_proto_rawDesc = "" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
-	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\x8f\x01\n" +
+	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\xeb\x01\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
-	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
+	"\rTransferLease\x12#.rangestore.v1.TransferLeaseRequest\x1a$.rangestore.v1.TransferLeaseResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_internal_proto_rawDescOnce sync.Once
@@ -1900,40 +1993,42 @@ func file_internal_proto_rawDescGZIP() []byte {
 }
 
 var file_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_internal_proto_goTypes = []any{
-	(ReplicaType)(0),            // 0: rangestore.v1.ReplicaType
-	(RangeError_Code)(0),        // 1: rangestore.v1.RangeError.Code
-	(*LocalityTier)(nil),        // 2: rangestore.v1.LocalityTier
-	(*NodeDescriptor)(nil),      // 3: rangestore.v1.NodeDescriptor
-	(*ReplicaDescriptor)(nil),   // 4: rangestore.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),     // 5: rangestore.v1.RangeDescriptor
-	(*ClusterRecord)(nil),       // 6: rangestore.v1.ClusterRecord
-	(*ReplicaRecord)(nil),       // 7: rangestore.v1.ReplicaRecord
-	(*RangeError)(nil),          // 8: rangestore.v1.RangeError
-	(*RangeRequest)(nil),        // 9: rangestore.v1.RangeRequest
-	(*RangeResponse)(nil),       // 10: rangestore.v1.RangeResponse
-	(*Lease)(nil),               // 11: rangestore.v1.Lease
-	(*Liveness)(nil),            // 12: rangestore.v1.Liveness
-	(*RequestLeaseCommand)(nil), // 13: rangestore.v1.RequestLeaseCommand
-	(*RaftCommand)(nil),         // 14: rangestore.v1.RaftCommand
-	(*GCCommand)(nil),           // 15: rangestore.v1.GCCommand
-	(*RaftResult)(nil),          // 16: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),      // 17: rangestore.v1.SnapshotHeader
-	(*NodeInfoRequest)(nil),     // 18: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),    // 19: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),    // 20: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),   // 21: rangestore.v1.BootstrapResponse
-	(*InitRequest)(nil),         // 22: rangestore.v1.InitRequest
-	(*InitResponse)(nil),        // 23: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),       // 24: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),           // 25: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),      // 26: rangestore.v1.RangesResponse
-	nil,                         // 27: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	(*RequestUnion)(nil),        // 28: rangestore.v1.RequestUnion
-	(*Timestamp)(nil),           // 29: rangestore.v1.Timestamp
-	(*ResponseUnion)(nil),       // 30: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),            // 31: rangestore.v1.KeyValue
+	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
+	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
+	(*LocalityTier)(nil),          // 2: rangestore.v1.LocalityTier
+	(*NodeDescriptor)(nil),        // 3: rangestore.v1.NodeDescriptor
+	(*ReplicaDescriptor)(nil),     // 4: rangestore.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),       // 5: rangestore.v1.RangeDescriptor
+	(*ClusterRecord)(nil),         // 6: rangestore.v1.ClusterRecord
+	(*ReplicaRecord)(nil),         // 7: rangestore.v1.ReplicaRecord
+	(*RangeError)(nil),            // 8: rangestore.v1.RangeError
+	(*RangeRequest)(nil),          // 9: rangestore.v1.RangeRequest
+	(*RangeResponse)(nil),         // 10: rangestore.v1.RangeResponse
+	(*Lease)(nil),                 // 11: rangestore.v1.Lease
+	(*Liveness)(nil),              // 12: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil),   // 13: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),           // 14: rangestore.v1.RaftCommand
+	(*GCCommand)(nil),             // 15: rangestore.v1.GCCommand
+	(*RaftResult)(nil),            // 16: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),        // 17: rangestore.v1.SnapshotHeader
+	(*NodeInfoRequest)(nil),       // 18: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 19: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),      // 20: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),     // 21: rangestore.v1.BootstrapResponse
+	(*InitRequest)(nil),           // 22: rangestore.v1.InitRequest
+	(*InitResponse)(nil),          // 23: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),         // 24: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),             // 25: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),        // 26: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),  // 27: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil), // 28: rangestore.v1.TransferLeaseResponse
+	nil,                           // 29: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	(*RequestUnion)(nil),          // 30: rangestore.v1.RequestUnion
+	(*Timestamp)(nil),             // 31: rangestore.v1.Timestamp
+	(*ResponseUnion)(nil),         // 32: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 33: rangestore.v1.KeyValue
 }
 var file_internal_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -1941,35 +2036,35 @@ var file_internal_proto_depIdxs = []int32{
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	27, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	29, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	28, // 8: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	29, // 9: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	29, // 10: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	30, // 11: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	30, // 8: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	31, // 9: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	31, // 10: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	32, // 11: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
 	8,  // 12: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	29, // 13: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	29, // 14: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	29, // 15: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	29, // 16: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	31, // 13: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	31, // 14: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	31, // 15: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	31, // 16: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
 	11, // 17: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
 	11, // 18: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	29, // 19: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	28, // 20: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
+	31, // 19: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	30, // 20: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
 	15, // 21: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
 	16, // 22: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
 	13, // 23: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	29, // 24: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	30, // 25: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	31, // 24: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	32, // 25: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
 	8,  // 26: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	29, // 27: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	31, // 27: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
 	5,  // 28: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	31, // 29: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	33, // 29: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
 	3,  // 30: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
 	3,  // 31: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 32: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	29, // 33: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	31, // 33: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
 	3,  // 34: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 35: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 36: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
@@ -1980,13 +2075,15 @@ var file_internal_proto_depIdxs = []int32{
 	20, // 41: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
 	22, // 42: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
 	24, // 43: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	10, // 44: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	19, // 45: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	21, // 46: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	23, // 47: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	26, // 48: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	44, // [44:49] is the sub-list for method output_type
-	39, // [39:44] is the sub-list for method input_type
+	27, // 44: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	10, // 45: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	19, // 46: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	21, // 47: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	23, // 48: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	26, // 49: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	28, // 50: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	45, // [45:51] is the sub-list for method output_type
+	39, // [39:45] is the sub-list for method input_type
 	39, // [39:39] is the sub-list for extension type_name
 	39, // [39:39] is the sub-list for extension extendee
 	0,  // [0:39] is the sub-list for field type_name
@@ -2004,7 +2101,7 @@ func file_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_proto_rawDesc), len(file_internal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

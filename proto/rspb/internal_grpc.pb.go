@@ -203,8 +203,9 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_Init_FullMethodName   = "/rangestore.v1.Admin/Init"
-	Admin_Ranges_FullMethodName = "/rangestore.v1.Admin/Ranges"
+	Admin_Init_FullMethodName          = "/rangestore.v1.Admin/Init"
+	Admin_Ranges_FullMethodName        = "/rangestore.v1.Admin/Ranges"
+	Admin_TransferLease_FullMethodName = "/rangestore.v1.Admin/TransferLease"
 )
 
 // AdminClient is the client API for Admin service.
@@ -215,6 +216,9 @@ const (
 type AdminClient interface {
 	Init(ctx context.Context, in *InitRequest, opts ...grpc.CallOption) (*InitResponse, error)
 	Ranges(ctx context.Context, in *RangesRequest, opts ...grpc.CallOption) (*RangesResponse, error)
+	// TransferLease moves a range's lease to the replica on target_node_id.
+	// Any node accepts it and forwards it to the current leaseholder.
+	TransferLease(ctx context.Context, in *TransferLeaseRequest, opts ...grpc.CallOption) (*TransferLeaseResponse, error)
 }
 
 type adminClient struct {
@@ -245,6 +249,16 @@ func (c *adminClient) Ranges(ctx context.Context, in *RangesRequest, opts ...grp
 	return out, nil
 }
 
+func (c *adminClient) TransferLease(ctx context.Context, in *TransferLeaseRequest, opts ...grpc.CallOption) (*TransferLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaseResponse)
+	err := c.cc.Invoke(ctx, Admin_TransferLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -253,6 +267,9 @@ func (c *adminClient) Ranges(ctx context.Context, in *RangesRequest, opts ...grp
 type AdminServer interface {
 	Init(context.Context, *InitRequest) (*InitResponse, error)
 	Ranges(context.Context, *RangesRequest) (*RangesResponse, error)
+	// TransferLease moves a range's lease to the replica on target_node_id.
+	// Any node accepts it and forwards it to the current leaseholder.
+	TransferLease(context.Context, *TransferLeaseRequest) (*TransferLeaseResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -268,6 +285,9 @@ func (UnimplementedAdminServer) Init(context.Context, *InitRequest) (*InitRespon
 }
 func (UnimplementedAdminServer) Ranges(context.Context, *RangesRequest) (*RangesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ranges not implemented")
+}
+func (UnimplementedAdminServer) TransferLease(context.Context, *TransferLeaseRequest) (*TransferLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLease not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -326,6 +346,24 @@ func _Admin_Ranges_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_TransferLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TransferLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TransferLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TransferLease(ctx, req.(*TransferLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -340,6 +378,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ranges",
 			Handler:    _Admin_Ranges_Handler,
+		},
+		{
+			MethodName: "TransferLease",
+			Handler:    _Admin_TransferLease_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,364 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+func planNodes(n int) []*rspb.NodeDescriptor {
+	out := make([]*rspb.NodeDescriptor, n)
+	for i := range out {
+		id := uint64(i + 1)
+		out[i] = &rspb.NodeDescriptor{NodeId: id, Address: fmt.Sprintf("127.0.0.1:%d", 26256+i), RaftAddress: fmt.Sprintf("127.0.0.1:%d", 27256+i)}
+	}
+	return out
+}
+
+func planSplits(ks ...string) [][]byte {
+	out := make([][]byte, len(ks))
+	for i, k := range ks {
+		out[i] = []byte(k)
+	}
+	return out
+}
+
+// planRender renders a plan one range per line: r<id> [start, end) n<ids>.
+func planRender(plan []*rspb.RangeDescriptor) string {
+	var b strings.Builder
+	for _, d := range plan {
+		var ns []string
+		for _, r := range d.Replicas {
+			ns = append(ns, fmt.Sprint(r.NodeId))
+		}
+		fmt.Fprintf(&b, "r%d [%q, %q) g%d n%s\n", d.RangeId, d.StartKey, d.EndKey, d.Generation, strings.Join(ns, ","))
+	}
+	return b.String()
+}
+
+// planCheckTiling verifies the structural invariants of any plan.
+func planCheckTiling(t *testing.T, plan []*rspb.RangeDescriptor, nodes []*rspb.NodeDescriptor, rf int) {
+	t.Helper()
+	if len(plan) < 3 {
+		t.Fatalf("plan has %d ranges, want at least meta, system and user", len(plan))
+	}
+	if !bytes.Equal(plan[0].StartKey, keys.KeyMin) || !bytes.Equal(plan[len(plan)-1].EndKey, keys.KeyMax) {
+		t.Fatalf("plan spans [%q, %q), want [%q, %q)", plan[0].StartKey, plan[len(plan)-1].EndKey, keys.KeyMin, keys.KeyMax)
+	}
+	if plan[0].RangeId != 1 || !bytes.Equal(plan[0].EndKey, keys.SystemStart) {
+		t.Fatalf("r1 = %v, want [KeyMin, SystemStart)", plan[0])
+	}
+	if plan[1].RangeId != 2 || !bytes.Equal(plan[1].StartKey, keys.SystemStart) || !bytes.Equal(plan[1].EndKey, keys.UserPrefix) {
+		t.Fatalf("r2 = %v, want [SystemStart, UserPrefix)", plan[1])
+	}
+	nodeIDs := map[uint64]bool{}
+	for _, n := range nodes {
+		nodeIDs[n.NodeId] = true
+	}
+	load := map[uint64]int{}
+	for i, d := range plan {
+		if d.RangeId != uint64(i+1) {
+			t.Fatalf("range #%d has ID %d", i, d.RangeId)
+		}
+		if bytes.Compare(d.StartKey, d.EndKey) >= 0 {
+			t.Fatalf("r%d is empty or inverted: [%q, %q)", d.RangeId, d.StartKey, d.EndKey)
+		}
+		if i > 0 && !bytes.Equal(plan[i-1].EndKey, d.StartKey) {
+			t.Fatalf("gap or overlap between r%d (end %q) and r%d (start %q)", plan[i-1].RangeId, plan[i-1].EndKey, d.RangeId, d.StartKey)
+		}
+		if d.Generation != 1 {
+			t.Errorf("r%d generation %d", d.RangeId, d.Generation)
+		}
+		if len(d.Replicas) != rf {
+			t.Fatalf("r%d has %d replicas, want %d", d.RangeId, len(d.Replicas), rf)
+		}
+		seen := map[uint64]bool{}
+		for j, r := range d.Replicas {
+			if !nodeIDs[r.NodeId] {
+				t.Fatalf("r%d has a replica on unknown node %d", d.RangeId, r.NodeId)
+			}
+			if seen[r.NodeId] {
+				t.Fatalf("r%d has two replicas on n%d", d.RangeId, r.NodeId)
+			}
+			seen[r.NodeId] = true
+			if r.ReplicaId != r.NodeId {
+				t.Errorf("r%d replica %d on n%d: replica ID must equal node ID", d.RangeId, r.ReplicaId, r.NodeId)
+			}
+			if r.Type != rspb.ReplicaType_VOTER {
+				t.Errorf("r%d replica on n%d is %v", d.RangeId, r.NodeId, r.Type)
+			}
+			if j > 0 && d.Replicas[j-1].NodeId >= r.NodeId {
+				t.Errorf("r%d replicas not sorted by node ID", d.RangeId)
+			}
+			load[r.NodeId]++
+		}
+	}
+	// Round-robin placement: every full turn over the nodes places rf
+	// replicas on each, so per-node counts differ by at most rf.
+	minL, maxL := len(plan)*rf+1, -1
+	for id := range nodeIDs {
+		minL, maxL = min(minL, load[id]), max(maxL, load[id])
+	}
+	if maxL-minL > rf {
+		t.Errorf("unbalanced placement: %v", load)
+	}
+	// Every key lands in exactly one range.
+	probes := [][]byte{keys.KeyMin, {0x00}, keys.MetaKey(keys.KeyMax), keys.SystemStart, keys.NodeKey(3), keys.UserPrefix, keys.UserKey([]byte("0")), keys.UserKey([]byte("M")), keys.UserKey([]byte("zzz")), keys.UserSpanEnd, {0xff}, {0xff, 0xfe, 0xff}}
+	for _, k := range probes {
+		n := 0
+		for _, d := range plan {
+			if keys.InSpan(k, d.StartKey, d.EndKey) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("key %q is in %d ranges", k, n)
+		}
+	}
+}
+
+func TestPlanRanges(t *testing.T) {
+	cases := []struct {
+		name   string
+		nodes  int
+		splits [][]byte
+		rf     int
+		wantRF int
+		want   string
+	}{
+		{"1 node no splits", 1, nil, 0, 1, `r1 ["", "\x00s") g1 n1
+r2 ["\x00s", "u") g1 n1
+r3 ["u", "\xff\xff") g1 n1
+`},
+		{"1 node default splits", 1, planSplits("C", "O", "b", "n"), 0, 1, `r1 ["", "\x00s") g1 n1
+r2 ["\x00s", "u") g1 n1
+r3 ["u", "uC") g1 n1
+r4 ["uC", "uO") g1 n1
+r5 ["uO", "ub") g1 n1
+r6 ["ub", "un") g1 n1
+r7 ["un", "\xff\xff") g1 n1
+`},
+		{"3 nodes unsorted splits", 3, planSplits("m", "c", "x"), 0, 3, `r1 ["", "\x00s") g1 n1,2,3
+r2 ["\x00s", "u") g1 n1,2,3
+r3 ["u", "uc") g1 n1,2,3
+r4 ["uc", "um") g1 n1,2,3
+r5 ["um", "ux") g1 n1,2,3
+r6 ["ux", "\xff\xff") g1 n1,2,3
+`},
+		{"3 nodes rf 1", 3, planSplits("k"), 1, 1, `r1 ["", "\x00s") g1 n1
+r2 ["\x00s", "u") g1 n2
+r3 ["u", "uk") g1 n3
+r4 ["uk", "\xff\xff") g1 n1
+`},
+		{"3 nodes rf 2", 3, planSplits("k"), 2, 2, `r1 ["", "\x00s") g1 n1,2
+r2 ["\x00s", "u") g1 n2,3
+r3 ["u", "uk") g1 n1,3
+r4 ["uk", "\xff\xff") g1 n1,2
+`},
+		{"5 nodes default rf", 5, planSplits("a", "b", "c"), 0, 3, `r1 ["", "\x00s") g1 n1,2,3
+r2 ["\x00s", "u") g1 n2,3,4
+r3 ["u", "ua") g1 n3,4,5
+r4 ["ua", "ub") g1 n1,4,5
+r5 ["ub", "uc") g1 n1,2,5
+r6 ["uc", "\xff\xff") g1 n1,2,3
+`},
+		{"5 nodes rf 5 binary splits", 5, planSplits("\x00", "\xff\xff", "\x00\x00"), 5, 5, `r1 ["", "\x00s") g1 n1,2,3,4,5
+r2 ["\x00s", "u") g1 n1,2,3,4,5
+r3 ["u", "u\x00") g1 n1,2,3,4,5
+r4 ["u\x00", "u\x00\x00") g1 n1,2,3,4,5
+r5 ["u\x00\x00", "u\xff\xff") g1 n1,2,3,4,5
+r6 ["u\xff\xff", "\xff\xff") g1 n1,2,3,4,5
+`},
+		{"5 nodes negative rf is default", 5, nil, -1, 3, `r1 ["", "\x00s") g1 n1,2,3
+r2 ["\x00s", "u") g1 n2,3,4
+r3 ["u", "\xff\xff") g1 n3,4,5
+`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := planNodes(tc.nodes)
+			splitsBefore := make([][]byte, len(tc.splits))
+			for i, s := range tc.splits {
+				splitsBefore[i] = append([]byte(nil), s...)
+			}
+			plan, err := PlanRanges(nodes, tc.splits, tc.rf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := planRender(plan); got != tc.want {
+				t.Fatalf("plan:\n%s\nwant:\n%s", got, tc.want)
+			}
+			planCheckTiling(t, plan, nodes, tc.wantRF)
+			for i := range tc.splits {
+				if !bytes.Equal(tc.splits[i], splitsBefore[i]) {
+					t.Fatalf("PlanRanges modified its split keys: %q", tc.splits)
+				}
+			}
+		})
+	}
+}
+
+func TestPlanRangesManySplits(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 4, 5, 7} {
+		for _, splits := range []int{0, 1, 4, 16, 61, 100} {
+			nodes := planNodes(n)
+			sk := keysDefaultSplits(splits)
+			plan, err := PlanRanges(nodes, sk, 0)
+			if err != nil {
+				t.Fatalf("%d nodes, %d splits: %v", n, splits, err)
+			}
+			if want := 3 + len(sk); len(plan) != want {
+				t.Fatalf("%d nodes, %d splits: %d ranges, want %d", n, splits, len(plan), want)
+			}
+			planCheckTiling(t, plan, nodes, min(3, n))
+		}
+	}
+}
+
+func keysDefaultSplits(n int) [][]byte { return keys.DefaultSplitKeys(n) }
+
+func TestPlanRangesErrors(t *testing.T) {
+	cases := []struct {
+		name   string
+		nodes  int
+		splits [][]byte
+		rf     int
+		want   string
+	}{
+		{"no nodes", 0, nil, 0, "no nodes"},
+		{"rf exceeds nodes", 1, nil, 3, "replication factor 3 exceeds the 1 nodes"},
+		{"rf exceeds 3 nodes", 3, nil, 4, "replication factor 4"},
+		{"duplicate split", 3, planSplits("a", "b", "a"), 0, `duplicate split key "a"`},
+		{"duplicate binary split", 3, planSplits("\x00", "\x00"), 0, `duplicate split key "\x00"`},
+		{"empty split", 3, planSplits("a", ""), 0, "empty split key"},
+		{"nil split", 3, [][]byte{nil}, 0, "empty split key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			plan, err := PlanRanges(planNodes(tc.nodes), tc.splits, tc.rf)
+			if err == nil {
+				t.Fatalf("no error; plan:\n%s", planRender(plan))
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+			if plan != nil {
+				t.Fatalf("error with a plan")
+			}
+		})
+	}
+}
+
+func TestBootstrapData(t *testing.T) {
+	nodes := planNodes(3)
+	plan, err := PlanRanges(nodes, planSplits("g", "p"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &rspb.BootstrapRequest{ClusterId: "c1", NodeId: 2, Nodes: nodes, Ranges: plan, Timestamp: &rspb.Timestamp{WallTime: 1}}
+	data := BootstrapData(req)
+	if len(data) != len(plan)+len(nodes) {
+		t.Fatalf("%d records, want %d", len(data), len(plan)+len(nodes))
+	}
+	seen := map[string]bool{}
+	metaCount, nodeCount := 0, 0
+	for _, x := range data {
+		if seen[string(x.Key)] {
+			t.Fatalf("duplicate key %q", x.Key)
+		}
+		seen[string(x.Key)] = true
+		// Every record lives in exactly one planned range: meta records in
+		// r1, node records in r2.
+		var owner *rspb.RangeDescriptor
+		for _, d := range plan {
+			if keys.InSpan(x.Key, d.StartKey, d.EndKey) {
+				owner = d
+			}
+		}
+		switch {
+		case bytes.HasPrefix(x.Key, keys.MetaPrefix):
+			metaCount++
+			if owner == nil || owner.RangeId != 1 {
+				t.Errorf("meta record %q not in r1 (owner %v)", x.Key, owner)
+			}
+		case bytes.HasPrefix(x.Key, keys.NodePrefix):
+			nodeCount++
+			if owner == nil || owner.RangeId != 2 {
+				t.Errorf("node record %q not in r2 (owner %v)", x.Key, owner)
+			}
+		default:
+			t.Errorf("unexpected record key %q", x.Key)
+		}
+	}
+	if metaCount != len(plan) || nodeCount != len(nodes) {
+		t.Fatalf("%d meta and %d node records, want %d and %d", metaCount, nodeCount, len(plan), len(nodes))
+	}
+	byKey := map[string][]byte{}
+	for _, x := range data {
+		byKey[string(x.Key)] = x.Value
+	}
+	for _, d := range plan {
+		v, ok := byKey[string(keys.MetaKey(d.EndKey))]
+		if !ok {
+			t.Fatalf("no meta record for r%d under %q", d.RangeId, keys.MetaKey(d.EndKey))
+		}
+		got := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(v, got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, d) {
+			t.Fatalf("meta record of r%d = %v, want %v", d.RangeId, got, d)
+		}
+	}
+	for _, n := range nodes {
+		v, ok := byKey[string(keys.NodeKey(n.NodeId))]
+		if !ok {
+			t.Fatalf("no node record for n%d", n.NodeId)
+		}
+		got := &rspb.NodeDescriptor{}
+		if err := proto.Unmarshal(v, got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, n) {
+			t.Fatalf("node record of n%d = %v, want %v", n.NodeId, got, n)
+		}
+	}
+	// The meta lookup for any key finds the record of the range holding it.
+	for _, k := range [][]byte{keys.KeyMin, keys.NodeKey(1), keys.UserKey([]byte("a")), keys.UserKey([]byte("g")), keys.UserKey([]byte("zz"))} {
+		start := string(keys.MetaLookupStart(k))
+		var first string
+		for key := range byKey {
+			if strings.HasPrefix(key, string(keys.MetaPrefix)) && key >= start && (first == "" || key < first) {
+				first = key
+			}
+		}
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(byKey[first], d); err != nil {
+			t.Fatal(err)
+		}
+		if !keys.InSpan(k, d.StartKey, d.EndKey) {
+			t.Errorf("meta lookup for %q found r%d [%q, %q)", k, d.RangeId, d.StartKey, d.EndKey)
+		}
+	}
+	// Every node derives the same data from the same request.
+	other := proto.Clone(req).(*rspb.BootstrapRequest)
+	other.NodeId = 3
+	data2 := BootstrapData(other)
+	if len(data2) != len(data) {
+		t.Fatalf("node 3 derives %d records, node 2 %d", len(data2), len(data))
+	}
+	for i := range data {
+		if !bytes.Equal(data[i].Key, data2[i].Key) || !bytes.Equal(data[i].Value, data2[i].Value) {
+			t.Fatalf("record %d differs between nodes: %q vs %q", i, data[i].Key, data2[i].Key)
+		}
+	}
+	if got := BootstrapData(&rspb.BootstrapRequest{}); len(got) != 0 {
+		t.Fatalf("empty request gives %d records", len(got))
+	}
+}
