@@ -115,9 +115,12 @@ var quietOnce sync.Once
 // quietDragonboat keeps Dragonboat's own loggers to errors only.
 func quietDragonboat() {
 	quietOnce.Do(func() {
-		for _, name := range []string{"dragonboat", "raft", "rsm", "transport", "logdb", "raftpb", "config", "settings", "grpc", "registry", "tan", "gossip", "monkey"} {
+		for _, name := range []string{"dragonboat", "raft", "rsm", "logdb", "raftpb", "config", "settings", "grpc", "registry", "tan", "gossip", "monkey"} {
 			dblogger.GetLogger(name).SetLevel(dblogger.ERROR)
 		}
+		// Connection failures to dead or partitioned peers are expected and
+		// retried; they would flood the log at ERROR.
+		dblogger.GetLogger("transport").SetLevel(dblogger.CRITICAL)
 	})
 }
 

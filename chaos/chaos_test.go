@@ -1,0 +1,61 @@
+package chaos
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// TestChaos runs CHAOS_HISTORIES histories (default 3) of CHAOS_DURATION
+// (default 20s) each, with at least one injected fault per history, and
+// fails on any non-linearizable history (saved as HTML under
+// CHAOS_OUT, default ./chaos-failures).
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos histories take a while")
+	}
+	histories := envInt("CHAOS_HISTORIES", 3)
+	dur := envDuration("CHAOS_DURATION", 20*time.Second)
+	out := os.Getenv("CHAOS_OUT")
+	if out == "" {
+		out = "chaos-failures"
+	}
+	seed := int64(envInt("CHAOS_SEED", int(time.Now().UnixNano()%1_000_000)))
+	violations, faults, ops, ambiguous := 0, 0, 0, 0
+	for h := 0; h < histories; h++ {
+		s := seed + int64(h)
+		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, OutDir: out, Logf: t.Logf})
+		if err != nil {
+			t.Fatalf("history %d (seed %d): %v", h, s, err)
+		}
+		if len(res.Faults) == 0 {
+			t.Fatalf("history %d (seed %d) injected no fault", h, s)
+		}
+		faults += len(res.Faults)
+		ops += res.Ops
+		ambiguous += res.Ambiguous
+		t.Logf("history %d seed %d: %d ops (%d ambiguous writes, %d of %d reads failed), faults %v, linearizable=%v",
+			h, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.Faults, res.Linearizable)
+		if !res.Linearizable {
+			violations++
+			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)
+		}
+	}
+	t.Logf("chaos: %d histories, %d faults, %d operations (%d ambiguous), %d violations", histories, faults, ops, ambiguous, violations)
+}
