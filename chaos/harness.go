@@ -158,7 +158,8 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		}()
 	}
 
-	// Faults: the first after a quarter of the run, then every 2-4 s.
+	// Faults: the first after a quarter of the run, then every 3.5-6 s, so a
+	// partition or stop outlasts the liveness TTL and leases move.
 	deadline := start.Add(o.Duration)
 	next := start.Add(o.Duration / 4)
 	stopped := -1
@@ -168,7 +169,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 			desc := injectFault(ctx, tc, net, clocks, rng, f, o.Keys, &stopped)
 			res.Faults = append(res.Faults, desc)
 			o.Logf("t=%.1fs fault: %s", time.Since(start).Seconds(), desc)
-			next = time.Now().Add(time.Duration(2000+rng.Intn(2000)) * time.Millisecond)
+			next = time.Now().Add(time.Duration(3500+rng.Intn(2500)) * time.Millisecond)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
