@@ -4,7 +4,7 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench clean
+.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-failover clean
 
 all: build
 
@@ -44,6 +44,11 @@ CHAOS_DURATION  ?= 15s
 chaos:
 	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_DURATION=$(CHAOS_DURATION) \
 		$(GO) test -count=1 -timeout 120m -run 'TestChaos$$' -v ./chaos/
+
+# Unavailability after kill -9 of a leaseholder (3 processes, default settings).
+FAILOVER_TRIALS ?= 20
+bench-failover:
+	$(GO) test -run '^$$' -bench LeaseholderKillFailover -benchtime $(FAILOVER_TRIALS)x -timeout 30m ./cmd/rangestore
 
 # Benchmarks arrive with the bench issue (bench/).
 bench:

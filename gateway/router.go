@@ -39,7 +39,7 @@ const (
 	// it reuses its proposal ID, so a slow first try cannot apply twice.
 	attemptTimeout = 1500 * time.Millisecond
 	minBackoff     = 20 * time.Millisecond
-	maxBackoff     = 500 * time.Millisecond
+	maxBackoff     = 100 * time.Millisecond
 	// DefaultTimeout bounds a client request without a deadline.
 	DefaultTimeout = 30 * time.Second
 )

@@ -1,8 +1,19 @@
-// Package leases holds the time and liveness machinery of rangestore.
+// Package leases holds the time and liveness machinery of rangestore
+// (DESIGN.md §5).
 //
-// Today it provides the hybrid logical clock (HLC) used to timestamp every
-// write: an injectable physical clock plus a logical counter, so timestamps
-// handed out by one node are strictly increasing and exceed every timestamp
-// the node has observed (Update). Node liveness, epoch and expiration leases
-// build on it (DESIGN.md §5).
+//   - Clock: a hybrid logical clock over an injectable physical clock with a
+//     configured maximum offset (default 500 ms). Timestamps it hands out are
+//     strictly increasing and exceed every timestamp observed via Update.
+//   - Liveness: each node's record (epoch, expiration) in the system range,
+//     extended every HeartbeatInterval by a conditional put on the exact
+//     bytes last seen; IncrementEpoch moves a node whose record has expired
+//     (by the caller's clock) to its next epoch, ending all its epoch leases.
+//   - Status: the pure validity rule for leases. An expiration lease is
+//     valid until expiration - max offset, in stasis until expiration, then
+//     expired; an epoch lease the same against its holder's liveness
+//     expiration, and expired as soon as the holder's epoch moved past it.
+//
+// Invariant: a node stops serving under a lease max offset before any other
+// node can consider it expired, so two nodes never serve the same range at
+// overlapping timestamps.
 package leases

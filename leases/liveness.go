@@ -18,8 +18,8 @@ import (
 
 // Defaults for node liveness.
 const (
-	DefaultLivenessTTL       = 2500 * time.Millisecond
-	DefaultHeartbeatInterval = 500 * time.Millisecond
+	DefaultLivenessTTL       = 2000 * time.Millisecond
+	DefaultHeartbeatInterval = 400 * time.Millisecond
 )
 
 // KV runs requests on internal keys (the gateway's router).

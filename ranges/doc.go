@@ -13,16 +13,35 @@
 //     index in one Pebble batch, so state and index never diverge; Open returns
 //     exactly that durable index (0 for a new replica ID), and Sync fsyncs the
 //     engine's WAL.
-//   - Commands carry a proposal ID and the proposer's timestamp. Update
+//   - Leases (DESIGN.md §5): user ranges have epoch leases (valid while the
+//     holder's liveness record keeps that epoch and has not expired), ranges
+//     below the user span expiration leases (liveness lives there). The lease
+//     is replicated range state; RequestLease applies only if the current
+//     lease still equals the one the proposer saw, so two acquisitions never
+//     both win. Taking over an epoch lease first increments the old holder's
+//     liveness epoch, which is only done once its record expired.
+//   - Writes are proposer-evaluated: the leaseholder takes span latches,
+//     picks a timestamp above the timestamp cache (every read it served on
+//     those spans), above the range's last write and the lease start,
+//     evaluates into a Pebble batch and proposes the batch with its lease
+//     sequence. Every replica applies it only if that lease is still current;
+//     otherwise it applies nothing and leaves no dedup record (NOT_LEASEHOLDER).
+//   - Reads are served by the leaseholder from a Pebble snapshot under read
+//     latches, without any Raft round trip (rangestore_read_index_total stays
+//     0), after recording the read in the timestamp cache. A holder stops
+//     serving max-offset before its lease expires (stasis).
+//   - Transfers: the holder stops serving (transferring flag + a write latch
+//     over the range), proposes the target's lease starting at its own clock,
+//     so the new lease starts after everything it served. A new holder's
+//     timestamp cache starts at the lease start; after a restart it starts at
+//     now + max offset.
+//   - Commands carry a proposal ID and the gateway's timestamp. Update
 //     deduplicates retried proposals (Dragonboat gives on-disk state machines
 //     no client sessions) for DedupWindow, refusing older proposals as
-//     ambiguous. The commit timestamp is max(proposal timestamp, previous
-//     write + 1 logical), so versions of a range are strictly increasing.
-//   - Evaluation is deterministic and happens at apply time on every replica;
-//     a command with any key outside the descriptor is rejected whole with
-//     RANGE_KEY_MISMATCH carrying the current descriptor.
-//   - Until leases land, reads go through ReadIndex (SyncRead) and are
-//     served from a Pebble snapshot by Lookup.
+//     ambiguous.
+//   - Raft leadership follows the lease (leaseLoop asks the Raft leader to
+//     hand leadership to a leaseholder that is another voter); a Raft leader
+//     that sees no valid lease acquires it, so failover needs no client.
 //   - A replica's restart record stores its initial members and its role
 //     ("joined as non-voter" forever), so a crash at any point of a replica's
 //     creation restarts it with the same arguments.

@@ -404,6 +404,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if m.desc.Load() == nil || st == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
+	// Malformed requests and keys outside the range are refused wherever
+	// they arrive, before looking at the lease.
+	if err := checkSpans(m.desc.Load(), req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
 	lease, rerr := s.ensureLease(ctx, m, st)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -146,8 +147,12 @@ func runRange(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if a := fs.Args(); len(a) != 1 || a[0] != "list" {
-		return errors.New("usage: range list [--host HOST:PORT]")
+	a := fs.Args()
+	if len(a) == 3 && a[0] == "transfer-lease" {
+		return transferLease(*host, a[1], a[2])
+	}
+	if len(a) != 1 || a[0] != "list" {
+		return errors.New("usage: range list | range transfer-lease RANGE NODE   [--host HOST:PORT]")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -161,7 +166,7 @@ func runRange(args []string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RANGE\tSPAN\tREPLICAS\tLEADER\tTERM\tAPPLIED")
+	fmt.Fprintln(w, "RANGE\tSPAN\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED")
 	for _, ri := range r.Ranges {
 		d := ri.RangeDescriptor
 		if d == nil {
@@ -178,7 +183,43 @@ func runRange(args []string) error {
 		if ri.LeaderNodeId != 0 {
 			leader = fmt.Sprintf("n%d", ri.LeaderNodeId)
 		}
-		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), reps, leader, ri.Term, ri.AppliedIndex)
+		holder, kind, epoch := "-", "-", "-"
+		if l := ri.Lease; l.GetSequence() != 0 {
+			holder = fmt.Sprintf("n%d", l.NodeId)
+			if !ri.LeaseValid {
+				holder += "(invalid)"
+			}
+			if l.Epoch != 0 {
+				kind, epoch = "epoch", fmt.Sprint(l.Epoch)
+			} else {
+				kind = "expiration"
+			}
+		}
+		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
 	}
 	return w.Flush()
+}
+
+// transferLease moves the lease of range r<ID> (or <ID>) to node n<ID>.
+func transferLease(host, rangeArg, nodeArg string) error {
+	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("range %q: want r<ID>", rangeArg)
+	}
+	nodeID, err := strconv.ParseUint(strings.TrimPrefix(nodeArg, "n"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("node %q: want n<ID>", nodeArg)
+	}
+	conn, err := dial(host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := rspb.NewAdminClient(conn).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID}); err != nil {
+		return err
+	}
+	fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +28,7 @@ var (
 	buildErr  error
 )
 
-func rangestoreBin(t *testing.T) string {
+func rangestoreBin(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "rangestore-bin-")
@@ -54,14 +55,16 @@ type proc struct {
 }
 
 type procCluster struct {
-	t     *testing.T
+	t     testing.TB
 	bin   string
 	dir   string
 	addrs []string
 	procs []*proc
 }
 
-func newProcCluster(t *testing.T, n int) *procCluster {
+func newProcCluster(t *testing.T, n int) *procCluster { return newProcClusterB(t, n) }
+
+func newProcClusterB(t testing.TB, n int) *procCluster {
 	t.Helper()
 	pc := &procCluster{t: t, bin: rangestoreBin(t), dir: t.TempDir()}
 	var raft []string
@@ -168,6 +171,20 @@ func (pc *procCluster) initCluster() {
 	if !strings.Contains(out, "initialized: 3 nodes, 7 ranges") {
 		pc.t.Fatalf("init output: %s", out)
 	}
+}
+
+// indexOfNodeID maps a node ID to its process index: init numbers nodes
+// 1..n in the order of their gRPC addresses.
+func (pc *procCluster) indexOfNodeID(id uint64) int {
+	sorted := append([]string(nil), pc.addrs...)
+	sort.Strings(sorted)
+	a := sorted[id-1]
+	for i, x := range pc.addrs {
+		if x == a {
+			return i
+		}
+	}
+	return -1
 }
 
 // rangeApplied returns, per range, the applied index reported by node i.

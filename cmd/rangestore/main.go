@@ -19,7 +19,7 @@ Usage:
   rangestore init   --host HOST:PORT [--initial-splits N | --split-at K1,K2,...]
   rangestore demo   [--nodes N] [--store DIR] [--duration D]
   rangestore kv get KEY | put KEY VALUE | del KEY | scan [START [END]] | incr KEY [DELTA]   [--host HOST:PORT]
-  rangestore range list [--host HOST:PORT]
+  rangestore range list | transfer-lease RANGE NODE   [--host HOST:PORT]
 
 Run "rangestore COMMAND --help" for the flags of a command.
 `
