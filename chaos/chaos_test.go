@@ -23,7 +23,10 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 // TestChaos runs CHAOS_HISTORIES histories (default 3) of CHAOS_DURATION
-// (default 20s) each, with at least one injected fault per history, and
+// (default 20s) each, alternating between an in-process cluster
+// (partitions, restarts, clock jumps, lease transfers) and one process per
+// node (kill -9 of leaseholders, lease transfers), with at least one
+// injected fault per history, and
 // fails on any non-linearizable history (saved as HTML under
 // CHAOS_OUT, default ./chaos-failures).
 func TestChaos(t *testing.T) {
@@ -40,7 +43,11 @@ func TestChaos(t *testing.T) {
 	violations, faults, ops, ambiguous := 0, 0, 0, 0
 	for h := 0; h < histories; h++ {
 		s := seed + int64(h)
-		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, OutDir: out, Logf: t.Logf})
+		mode := ModeInProcess
+		if h%2 == 1 {
+			mode = ModeProcess
+		}
+		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, OutDir: out, Logf: t.Logf})
 		if err != nil {
 			t.Fatalf("history %d (seed %d): %v", h, s, err)
 		}
@@ -50,8 +57,8 @@ func TestChaos(t *testing.T) {
 		faults += len(res.Faults)
 		ops += res.Ops
 		ambiguous += res.Ambiguous
-		t.Logf("history %d seed %d: %d ops (%d ambiguous writes, %d of %d reads failed), faults %v, linearizable=%v",
-			h, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.Faults, res.Linearizable)
+		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d of %d reads failed), faults %v, linearizable=%v",
+			h, mode, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.Faults, res.Linearizable)
 		if !res.Linearizable {
 			violations++
 			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)

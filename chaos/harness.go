@@ -24,10 +24,21 @@ const (
 	FaultRestart   = "restart"   // stop one node, restart it on the same data
 	FaultClock     = "clock"     // move one node's clock within the max offset
 	FaultTransfer  = "transfer"  // transfer a lease while clients run
+	FaultKill      = "kill9"     // SIGKILL the leaseholder's process, restart it later (process mode)
 )
 
-// AllFaults lists every fault kind.
-var AllFaults = []string{FaultPartition, FaultRestart, FaultClock, FaultTransfer}
+// Modes: an in-process cluster (partitions, restarts, clock jumps,
+// transfers) or one process per node (kill -9, transfers).
+const (
+	ModeInProcess = "inproc"
+	ModeProcess   = "proc"
+)
+
+// AllFaults lists the fault kinds of each mode.
+var AllFaults = map[string][]string{
+	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer},
+	ModeProcess:   {FaultKill, FaultKill, FaultTransfer},
+}
 
 // Options configure one history.
 type Options struct {
@@ -35,6 +46,7 @@ type Options struct {
 	Clients  int
 	Keys     []string // spread over at least two ranges
 	Seed     int64
+	Mode     string // ModeInProcess (default) or ModeProcess
 	Faults   []string
 	OutDir   string // where failing histories are saved as porcupine HTML
 	Logf     func(format string, args ...any)
@@ -60,22 +72,27 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if len(o.Keys) == 0 {
 		o.Keys = DefaultKeys
 	}
+	if o.Mode == "" {
+		o.Mode = ModeInProcess
+	}
 	if len(o.Faults) == 0 {
-		o.Faults = AllFaults
+		o.Faults = AllFaults[o.Mode]
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
 	rng := rand.New(rand.NewSource(o.Seed))
-	net := fault.NewNetwork()
-	clocks := []*fault.Clock{{}, {}, {}}
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	tc, err := node.StartTestCluster(sctx, node.TestClusterOptions{Network: net, Clocks: clocks})
-	cancel()
+	var tgt target
+	var err error
+	if o.Mode == ModeProcess {
+		tgt, err = newProcTarget(ctx)
+	} else {
+		tgt, err = newInProcTarget(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer tc.Close()
+	defer tgt.close()
 
 	start := time.Now()
 	var (
@@ -104,7 +121,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 				default:
 				}
 				k := o.Keys[crng.Intn(len(o.Keys))]
-				kvc := tc.KV(crng.Intn(tc.NumNodes()))
+				kvc := tgt.KV(crng.Intn(tgt.NumNodes()))
 				in := Input{Key: k}
 				call := time.Since(start).Nanoseconds()
 				octx, ocancel := context.WithTimeout(ctx, 3*time.Second)
@@ -162,22 +179,18 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	// partition or stop outlasts the liveness TTL and leases move.
 	deadline := start.Add(o.Duration)
 	next := start.Add(o.Duration / 4)
-	stopped := -1
 	for time.Now().Before(deadline) {
 		if time.Now().After(next) {
 			f := o.Faults[rng.Intn(len(o.Faults))]
-			desc := injectFault(ctx, tc, net, clocks, rng, f, o.Keys, &stopped)
+			desc := tgt.inject(ctx, rng, f, o.Keys)
 			res.Faults = append(res.Faults, desc)
 			o.Logf("t=%.1fs fault: %s", time.Since(start).Seconds(), desc)
 			next = time.Now().Add(time.Duration(3500+rng.Intn(2500)) * time.Millisecond)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	net.Heal()
-	if stopped >= 0 {
-		if err := tc.RestartNode(stopped); err != nil {
-			return nil, err
-		}
+	if err := tgt.recover(); err != nil {
+		return nil, err
 	}
 	close(stop)
 	wg.Wait()
@@ -205,49 +218,21 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
-func injectFault(ctx context.Context, tc *node.TestCluster, net *fault.Network, clocks []*fault.Clock, rng *rand.Rand, f string, ks []string, stopped *int) string {
-	n := tc.NumNodes()
-	// Undo the previous disruptive fault first so at most one node is out.
-	net.Heal()
-	if *stopped >= 0 {
-		if err := tc.RestartNode(*stopped); err != nil {
-			return "restart failed: " + err.Error()
-		}
-		*stopped = -1
-	}
-	switch f {
-	case FaultPartition:
-		victim := leaseholderIndex(tc, ks[rng.Intn(len(ks))], rng)
-		net.Isolate(victim, []int{0, 1, 2})
-		return fmt.Sprintf("partition: isolated node index %d", victim)
-	case FaultRestart:
-		victim := leaseholderIndex(tc, ks[rng.Intn(len(ks))], rng)
-		tc.StopNode(victim)
-		*stopped = victim
-		return fmt.Sprintf("restart: stopped node index %d", victim)
-	case FaultClock:
-		victim := rng.Intn(n)
-		off := time.Duration(rng.Intn(400)-200) * time.Millisecond // pairwise < 500 ms max offset
-		clocks[victim].SetOffset(off)
-		return fmt.Sprintf("clock: node index %d offset %v", victim, off)
-	default:
-		k := ks[rng.Intn(len(ks))]
-		holder := leaseholderIndex(tc, k, rng)
-		target := (holder + 1 + rng.Intn(n-1)) % n
-		rangeID := rangeIDOf(tc, k)
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := rspb.NewAdminClient(tc.Conn(holder)).TransferLease(tctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: tc.Node(target).NodeID()})
-		if err != nil {
-			return fmt.Sprintf("transfer: r%d to node index %d failed: %v", rangeID, target, err)
-		}
-		return fmt.Sprintf("transfer: r%d from node index %d to %d", rangeID, holder, target)
-	}
+// target is a cluster under test with its fault injectors.
+type target interface {
+	NumNodes() int
+	KV(i int) rspb.KVClient
+	// inject undoes the previous disruptive fault (so at most one node is
+	// out at a time), injects a fault of the given kind and describes it.
+	inject(ctx context.Context, rng *rand.Rand, kind string, keys []string) string
+	// recover undoes every fault.
+	recover() error
+	close()
 }
 
-func rangeIDOf(tc *node.TestCluster, k string) uint64 {
+func rangeIDOf(ranges []*rspb.RangeDescriptor, k string) uint64 {
 	ik := string(keys.UserKey([]byte(k)))
-	for _, d := range tc.Init.Ranges {
+	for _, d := range ranges {
 		if string(d.StartKey) <= ik && ik < string(d.EndKey) {
 			return d.RangeId
 		}
@@ -255,24 +240,204 @@ func rangeIDOf(tc *node.TestCluster, k string) uint64 {
 	return 0
 }
 
-// leaseholderIndex is the index of the node holding the lease of k's range
-// (a random node if unknown).
-func leaseholderIndex(tc *node.TestCluster, k string, rng *rand.Rand) int {
-	rid := rangeIDOf(tc, k)
-	for i := 0; i < tc.NumNodes(); i++ {
-		n := tc.Node(i)
-		if n == nil {
+// leaseholderOf asks the reachable nodes who holds the lease of a range.
+func leaseholderOf(ctx context.Context, admins []rspb.AdminClient, rangeID uint64) uint64 {
+	for _, a := range admins {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		r, err := a.Ranges(actx, &rspb.RangesRequest{})
+		cancel()
+		if err != nil {
 			continue
 		}
-		for _, ri := range n.Ranges() {
-			if ri.RangeDescriptor.GetRangeId() == rid && ri.Lease.GetNodeId() != 0 {
-				for j := 0; j < tc.NumNodes(); j++ {
-					if m := tc.Node(j); m != nil && m.NodeID() == ri.Lease.NodeId {
-						return j
-					}
-				}
+		for _, ri := range r.Ranges {
+			if ri.RangeDescriptor.GetRangeId() == rangeID && ri.LeaseValid {
+				return ri.Lease.NodeId
 			}
 		}
 	}
-	return rng.Intn(tc.NumNodes())
+	return 0
+}
+
+func transfer(ctx context.Context, admin rspb.AdminClient, rangeID, from, to uint64) string {
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := admin.TransferLease(tctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: to}); err != nil {
+		return fmt.Sprintf("transfer: r%d n%d->n%d failed: %v", rangeID, from, to, err)
+	}
+	return fmt.Sprintf("transfer: r%d n%d->n%d", rangeID, from, to)
+}
+
+// inProcTarget is an in-process cluster behind a partition matrix with
+// adjustable clocks.
+type inProcTarget struct {
+	*node.TestCluster
+	net     *fault.Network
+	clocks  []*fault.Clock
+	stopped int
+}
+
+func newInProcTarget(ctx context.Context) (*inProcTarget, error) {
+	t := &inProcTarget{net: fault.NewNetwork(), clocks: []*fault.Clock{{}, {}, {}}, stopped: -1}
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(sctx, node.TestClusterOptions{Network: t.net, Clocks: t.clocks})
+	if err != nil {
+		return nil, err
+	}
+	t.TestCluster = tc
+	return t, nil
+}
+
+func (t *inProcTarget) admins() []rspb.AdminClient {
+	var out []rspb.AdminClient
+	for i := 0; i < t.NumNodes(); i++ {
+		out = append(out, rspb.NewAdminClient(t.Conn(i)))
+	}
+	return out
+}
+
+func (t *inProcTarget) indexOf(nodeID uint64, rng *rand.Rand) int {
+	for i := 0; i < t.NumNodes(); i++ {
+		if n := t.Node(i); n != nil && n.NodeID() == nodeID {
+			return i
+		}
+	}
+	return rng.Intn(t.NumNodes())
+}
+
+func (t *inProcTarget) recover() error {
+	t.net.Heal()
+	if t.stopped >= 0 {
+		if err := t.RestartNode(t.stopped); err != nil {
+			return err
+		}
+		t.stopped = -1
+	}
+	return nil
+}
+
+func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks []string) string {
+	if err := t.recover(); err != nil {
+		return "restart failed: " + err.Error()
+	}
+	rid := rangeIDOf(t.Init.Ranges, ks[rng.Intn(len(ks))])
+	holder := leaseholderOf(ctx, t.admins(), rid)
+	victim := t.indexOf(holder, rng)
+	switch kind {
+	case FaultPartition:
+		t.net.Isolate(victim, []int{0, 1, 2})
+		return fmt.Sprintf("partition: isolated n%d (leaseholder of r%d)", t.Node(victim).NodeID(), rid)
+	case FaultRestart:
+		id := t.Node(victim).NodeID()
+		t.StopNode(victim)
+		t.stopped = victim
+		return fmt.Sprintf("restart: stopped n%d (leaseholder of r%d)", id, rid)
+	case FaultClock:
+		v := rng.Intn(t.NumNodes())
+		off := time.Duration(rng.Intn(400)-200) * time.Millisecond // pairwise < 500 ms max offset
+		t.clocks[v].SetOffset(off)
+		return fmt.Sprintf("clock: n%d offset %v", t.Node(v).NodeID(), off)
+	default:
+		to := t.Node((victim + 1 + rng.Intn(t.NumNodes()-1)) % t.NumNodes()).NodeID()
+		return transfer(ctx, rspb.NewAdminClient(t.Conn(victim)), rid, holder, to)
+	}
+}
+
+func (t *inProcTarget) close() { t.Close() }
+
+// procTarget is one `rangestore start` process per node.
+type procTarget struct {
+	*ProcCluster
+	dir    string
+	ranges []*rspb.RangeDescriptor
+	killed int
+}
+
+func newProcTarget(ctx context.Context) (*procTarget, error) {
+	dir, err := os.MkdirTemp("", "rangestore-chaos-")
+	if err != nil {
+		return nil, err
+	}
+	pc, err := StartProcCluster(dir, 3)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	init, err := pc.Init(ictx, 4)
+	if err != nil {
+		pc.Close()
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	t := &procTarget{ProcCluster: pc, dir: dir, ranges: init.Ranges, killed: -1}
+	// Wait until every user range serves.
+	for _, d := range init.Ranges {
+		if !keys.IsUserKey(d.StartKey) {
+			continue
+		}
+		k := append([]byte{'0'}, d.StartKey[1:]...)
+		for {
+			gctx, gcancel := context.WithTimeout(ictx, 2*time.Second)
+			_, err := pc.KV(0).Get(gctx, &rspb.GetRequest{Key: k})
+			gcancel()
+			if err == nil {
+				break
+			}
+			if ictx.Err() != nil {
+				t.close()
+				return nil, fmt.Errorf("r%d not ready: %w", d.RangeId, err)
+			}
+		}
+	}
+	return t, nil
+}
+
+func (t *procTarget) admins() []rspb.AdminClient {
+	var out []rspb.AdminClient
+	for i := 0; i < t.NumNodes(); i++ {
+		if t.Running(i) {
+			out = append(out, rspb.NewAdminClient(t.Conn(i)))
+		}
+	}
+	return out
+}
+
+func (t *procTarget) recover() error {
+	if t.killed >= 0 {
+		if err := t.Start(t.killed); err != nil {
+			return err
+		}
+		t.killed = -1
+	}
+	return nil
+}
+
+func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks []string) string {
+	if err := t.recover(); err != nil {
+		return "restart failed: " + err.Error()
+	}
+	rid := rangeIDOf(t.ranges, ks[rng.Intn(len(ks))])
+	holder := leaseholderOf(ctx, t.admins(), rid)
+	victim := t.IndexOfNodeID(holder)
+	if victim < 0 {
+		victim = rng.Intn(t.NumNodes())
+	}
+	if kind == FaultKill {
+		t.Kill(victim)
+		t.killed = victim
+		if holder == 0 {
+			return fmt.Sprintf("kill9: SIGKILL process %d (no valid lease of r%d known)", victim, rid)
+		}
+		return fmt.Sprintf("kill9: SIGKILL process of n%d (leaseholder of r%d)", holder, rid)
+	}
+	n := t.NumNodes()
+	to := uint64((int(holder)+rng.Intn(n-1))%n + 1) // any node but the holder
+	return transfer(ctx, rspb.NewAdminClient(t.Conn(victim)), rid, holder, to)
+}
+
+func (t *procTarget) close() {
+	t.Close()
+	_ = os.RemoveAll(t.dir)
 }

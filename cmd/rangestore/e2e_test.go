@@ -5,136 +5,55 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/chaos"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
-// These tests run real `rangestore start` processes and kill them with
-// SIGKILL. They build the binary once per test binary run.
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-func rangestoreBin(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "rangestore-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "rangestore")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-type proc struct {
-	args []string
-	log  string
-	cmd  *exec.Cmd
-}
+// These tests run real `rangestore start` processes (chaos.ProcCluster) and
+// kill them with SIGKILL.
 
 type procCluster struct {
+	*chaos.ProcCluster
 	t     testing.TB
 	bin   string
-	dir   string
 	addrs []string
-	procs []*proc
 }
 
 func newProcCluster(t *testing.T, n int) *procCluster { return newProcClusterB(t, n) }
 
 func newProcClusterB(t testing.TB, n int) *procCluster {
 	t.Helper()
-	pc := &procCluster{t: t, bin: rangestoreBin(t), dir: t.TempDir()}
-	var raft []string
-	for i := 0; i < n; i++ {
-		a, err := node.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := node.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc.addrs = append(pc.addrs, a)
-		raft = append(raft, r)
+	c, err := chaos.StartProcCluster(t.TempDir(), n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := 0; i < n; i++ {
-		p := &proc{
-			args: []string{"start", "--store", filepath.Join(pc.dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.addrs[i],
-				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.addrs, ","), "--log-level", "warn"},
-			log: filepath.Join(pc.dir, fmt.Sprintf("n%d.log", i)),
-		}
-		pc.procs = append(pc.procs, p)
-		pc.start(i)
-	}
+	pc := &procCluster{ProcCluster: c, t: t, bin: c.Bin, addrs: c.Addrs}
 	t.Cleanup(func() {
-		for i := range pc.procs {
-			pc.kill(i)
-		}
 		if t.Failed() {
-			for _, p := range pc.procs {
-				b, _ := os.ReadFile(p.log)
-				t.Logf("--- %s (last 3000 bytes)\n%s", p.log, tail(b, 3000))
+			for i := 0; i < n; i++ {
+				t.Logf("--- process %d log (tail)\n%s", i, c.Log(i, 3000))
 			}
 		}
+		c.Close()
 	})
 	return pc
 }
 
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
+func (pc *procCluster) kill(i int) { pc.Kill(i) }
 
 func (pc *procCluster) start(i int) {
-	p := pc.procs[i]
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
+	if err := pc.Start(i); err != nil {
 		pc.t.Fatal(err)
 	}
-	p.cmd = exec.Command(pc.bin, p.args...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		pc.t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); _ = f.Close() }()
 }
 
-// kill sends SIGKILL: no shutdown code runs.
-func (pc *procCluster) kill(i int) {
-	p := pc.procs[i]
-	if p.cmd != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		for p.cmd.ProcessState == nil {
-			time.Sleep(10 * time.Millisecond) // reaped by the Wait goroutine
-		}
-		p.cmd = nil
-	}
-}
+func (pc *procCluster) indexOfNodeID(id uint64) int { return pc.IndexOfNodeID(id) }
 
 // cli runs the rangestore CLI and returns its stdout.
 func (pc *procCluster) cli(args ...string) (string, error) {
@@ -171,20 +90,6 @@ func (pc *procCluster) initCluster() {
 	if !strings.Contains(out, "initialized: 3 nodes, 7 ranges") {
 		pc.t.Fatalf("init output: %s", out)
 	}
-}
-
-// indexOfNodeID maps a node ID to its process index: init numbers nodes
-// 1..n in the order of their gRPC addresses.
-func (pc *procCluster) indexOfNodeID(id uint64) int {
-	sorted := append([]string(nil), pc.addrs...)
-	sort.Strings(sorted)
-	a := sorted[id-1]
-	for i, x := range pc.addrs {
-		if x == a {
-			return i
-		}
-	}
-	return -1
 }
 
 // rangeApplied returns, per range, the applied index reported by node i.
@@ -330,7 +235,7 @@ func TestProcessClusterCrashAllNoAckedWriteLost(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for i := range pc.procs {
+	for i := 0; i < pc.NumNodes(); i++ {
 		pc.kill(i)
 	}
 	close(stop)
@@ -343,7 +248,7 @@ func TestProcessClusterCrashAllNoAckedWriteLost(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes before kill -9 of all nodes", total)
 
-	for i := range pc.procs {
+	for i := 0; i < pc.NumNodes(); i++ {
 		pc.start(i)
 	}
 	// Read back every acknowledged key (retrying while elections run).

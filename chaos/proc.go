@@ -1,0 +1,209 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+var (
+	buildMu  sync.Mutex
+	builtBin string
+)
+
+// BuildBinary builds cmd/rangestore once per process and returns its path.
+func BuildBinary() (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if builtBin != "" {
+		return builtBin, nil
+	}
+	dir, err := os.MkdirTemp("", "rangestore-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "rangestore")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/rangestore/rangestore/cmd/rangestore").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	builtBin = bin
+	return bin, nil
+}
+
+// ProcCluster runs `rangestore start` processes on loopback; Kill sends
+// SIGKILL, so no shutdown code runs.
+type ProcCluster struct {
+	Bin   string
+	Dir   string
+	Addrs []string
+	procs []*proc
+	conns []*grpc.ClientConn
+}
+
+type proc struct {
+	args []string
+	log  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartProcCluster starts n processes (not yet initialized) under dir.
+func StartProcCluster(dir string, n int) (*ProcCluster, error) {
+	bin, err := BuildBinary()
+	if err != nil {
+		return nil, err
+	}
+	pc := &ProcCluster{Bin: bin, Dir: dir}
+	var raft []string
+	for i := 0; i < n; i++ {
+		a, err := node.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		r, err := node.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		pc.Addrs = append(pc.Addrs, a)
+		raft = append(raft, r)
+	}
+	for i := 0; i < n; i++ {
+		pc.procs = append(pc.procs, &proc{
+			args: []string{"start", "--store", filepath.Join(dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.Addrs[i],
+				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", "warn"},
+			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
+		})
+		if err := pc.Start(i); err != nil {
+			pc.Close()
+			return nil, err
+		}
+		c, err := grpc.NewClient(pc.Addrs[i], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			pc.Close()
+			return nil, err
+		}
+		pc.conns = append(pc.conns, c)
+	}
+	return pc, nil
+}
+
+// Start (re)starts process i.
+func (pc *ProcCluster) Start(i int) error {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return nil
+	}
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(pc.Bin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	done := p.done
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	return nil
+}
+
+// Kill sends SIGKILL to process i and waits for it to die.
+func (pc *ProcCluster) Kill(i int) {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.cmd = nil
+}
+
+// Running reports whether process i is running.
+func (pc *ProcCluster) Running(i int) bool {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
+// Log returns the tail of process i's log.
+func (pc *ProcCluster) Log(i int, n int) string {
+	b, _ := os.ReadFile(pc.procs[i].log)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// Init initializes the cluster through node 0 (retrying while nodes start).
+func (pc *ProcCluster) Init(ctx context.Context, splits int) (*rspb.InitResponse, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := rspb.NewAdminClient(pc.conns[0]).Init(actx, &rspb.InitRequest{InitialSplits: int32(splits)})
+		cancel()
+		if err == nil {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// IndexOfNodeID maps a node ID to its process index (init numbers nodes
+// 1..n in the order of their gRPC addresses).
+func (pc *ProcCluster) IndexOfNodeID(id uint64) int {
+	sorted := append([]string(nil), pc.Addrs...)
+	sort.Strings(sorted)
+	if id == 0 || int(id) > len(sorted) {
+		return -1
+	}
+	for i, x := range pc.Addrs {
+		if x == sorted[id-1] {
+			return i
+		}
+	}
+	return -1
+}
+
+// NumNodes is the number of processes.
+func (pc *ProcCluster) NumNodes() int { return len(pc.procs) }
+
+// Conn is a client connection to process i.
+func (pc *ProcCluster) Conn(i int) *grpc.ClientConn { return pc.conns[i] }
+
+// KV is a KV client of process i.
+func (pc *ProcCluster) KV(i int) rspb.KVClient { return rspb.NewKVClient(pc.conns[i]) }
+
+// Close kills every process and closes connections.
+func (pc *ProcCluster) Close() {
+	for _, c := range pc.conns {
+		_ = c.Close()
+	}
+	for i := range pc.procs {
+		pc.Kill(i)
+	}
+}
