@@ -46,14 +46,7 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 // gcLoop periodically proposes GC, at now - GCTTL, for every range whose
 // lease is held here (so each range is collected by one node).
 func (s *Store) gcLoop(interval, ttl time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopc:
-			return
-		case <-t.C:
-		}
+	s.every(interval, func() {
 		now := s.cfg.Clock.Now()
 		threshold := kv.Timestamp{WallTime: now.WallTime - int64(ttl)}
 		for _, info := range s.Ranges() {
@@ -65,6 +58,20 @@ func (s *Store) gcLoop(interval, ttl time.Duration) {
 				s.log.Warn("gc failed", "range", info.RangeDescriptor.RangeId, "err", err)
 			}
 			cancel()
+		}
+	})
+}
+
+// every runs fn every interval until the store closes.
+func (s *Store) every(interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopc:
+			return
+		case <-t.C:
+			fn()
 		}
 	}
 }

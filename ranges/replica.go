@@ -366,16 +366,9 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 // that is not the leaseholder hands leadership to the leaseholder; a holder
 // of an expiration lease extends it once less than half remains.
 func (s *Store) leaseLoop(interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopc:
-			return
-		case <-t.C:
-		}
+	s.every(interval, func() {
 		if s.NodeID() == 0 || s.liveness == nil {
-			continue
+			return
 		}
 		s.mu.RLock()
 		ids := make([]uint64, 0, len(s.sms))
@@ -386,7 +379,7 @@ func (s *Store) leaseLoop(interval time.Duration) {
 		for _, id := range ids {
 			s.tendLease(id)
 		}
-	}
+	})
 }
 
 func (s *Store) tendLease(rangeID uint64) {

@@ -107,23 +107,15 @@ func runKV(args []string) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		n := 0
-		for {
-			m, err := st.Recv()
-			if errors.Is(err, io.EOF) {
-				break
+		n, err := forEachScanned(st, func(x *rspb.KeyValue) {
+			if *keysOnly {
+				fmt.Fprintf(w, "%s\n", x.Key)
+			} else {
+				fmt.Fprintf(w, "%s\t%s\n", x.Key, x.Value)
 			}
-			if err != nil {
-				return err
-			}
-			for _, x := range m.Kvs {
-				n++
-				if *keysOnly {
-					fmt.Fprintf(w, "%s\n", x.Key)
-				} else {
-					fmt.Fprintf(w, "%s\t%s\n", x.Key, x.Value)
-				}
-			}
+		})
+		if err != nil {
+			return err
 		}
 		_ = w.Flush()
 		fmt.Fprintf(os.Stderr, "(%d keys)\n", n)
@@ -222,4 +214,23 @@ func transferLease(host, rangeArg, nodeArg string) error {
 	}
 	fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
 	return nil
+}
+
+// forEachScanned drains a Scan stream, calling fn for every pair, and
+// returns how many there were.
+func forEachScanned(st rspb.KV_ScanClient, fn func(*rspb.KeyValue)) (int, error) {
+	n := 0
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		for _, x := range m.Kvs {
+			n++
+			fn(x)
+		}
+	}
 }

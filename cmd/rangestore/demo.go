@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -92,19 +90,9 @@ func demoWorkload(tc *node.TestCluster) error {
 	if err != nil {
 		return err
 	}
-	n := 0
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		for _, x := range m.Kvs {
-			n++
-			fmt.Printf("  scan %-8s = %s\n", x.Key, x.Value)
-		}
+	n, err := forEachScanned(st, func(x *rspb.KeyValue) { fmt.Printf("  scan %-8s = %s\n", x.Key, x.Value) })
+	if err != nil {
+		return err
 	}
 	if n != len(words) {
 		return fmt.Errorf("scan returned %d keys, wrote %d", n, len(words))
