@@ -4,7 +4,7 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-failover clean
+.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-compare bench-failover clean
 
 all: build
 
@@ -33,8 +33,9 @@ demo:
 # protoc-gen-go-grpc: apt-get install protobuf-compiler; go install
 # google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc).
 proto:
-	cd proto && protoc -I. --go_out=rspb --go_opt=paths=source_relative \
-		--go-grpc_out=rspb --go-grpc_opt=paths=source_relative kv.proto internal.proto
+	cd proto && protoc -I. --go_out=. --go_opt=module=github.com/rangestore/rangestore/proto \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/rangestore/rangestore/proto \
+		rangestore/v1/kv.proto rangestore/v1/internal.proto
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
 # clock jumps, lease transfers). Tune with CHAOS_HISTORIES / CHAOS_DURATION /
@@ -50,9 +51,14 @@ FAILOVER_TRIALS ?= 20
 bench-failover:
 	$(GO) test -run '^$$' -bench LeaseholderKillFailover -benchtime $(FAILOVER_TRIALS)x -timeout 30m ./cmd/rangestore
 
-# Benchmarks arrive with the bench issue (bench/).
+# Go benchmarks: kv engine plus the load generator's own overhead (bench/).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./kv/...
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./kv/... ./bench/...
+
+# rangestore vs etcd (3 processes each) vs raw Dragonboat on this machine;
+# prints the table and rewrites the generated block of bench/RESULTS.md.
+bench-compare:
+	cd bench/compare && $(GO) run . --write-results ../RESULTS.md
 
 clean:
 	rm -rf bin

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -48,8 +49,9 @@ func (s *KVServer) begin(ctx context.Context) (context.Context, context.CancelFu
 	return ctx, cancel, nil
 }
 
-// checkAsOf refuses reads in the future: a future timestamp could miss
-// writes that commit later below it.
+// checkAsOf refuses reads in the future (beyond the max clock offset). A
+// read at a timestamp ahead of the leaseholder's clock is safe: it enters the
+// timestamp cache, so later writes commit above it.
 func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
 	if ts == nil {
 		return nil
@@ -58,9 +60,14 @@ func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
 	if t.IsEmpty() || t.WallTime < 0 || t.Logical < 0 {
 		return invalidf("%s: as_of timestamp %s is not a valid timestamp", what, t)
 	}
-	if now := s.clock.Now(); now.Less(t) {
-		return invalidf("%s: as_of timestamp %s is in the future (now %s)", what, t, now)
+	// Timestamps handed out by other nodes may be ahead of this clock by up
+	// to the max offset; beyond that the timestamp is in the future.
+	now := s.clock.Now()
+	limit := kv.Timestamp{WallTime: now.WallTime + int64(s.clock.MaxOffset())}
+	if limit.Less(t) {
+		return invalidf("%s: as_of timestamp %s is in the future (now %s, max clock offset %s)", what, t, now, s.clock.MaxOffset())
 	}
+	s.clock.Update(t)
 	return nil
 }
 

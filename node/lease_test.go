@@ -184,9 +184,12 @@ func TestLeaseTransfer(t *testing.T) {
 			}
 			return nil
 		})
-		if _, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: d.RangeId, TargetNodeId: target}); err != nil {
-			t.Fatalf("transfer to n%d: %v", target, err)
-		}
+		// The target must be live; on a loaded machine a heartbeat can lag,
+		// so retry until the deadline.
+		waitFor(t, 15*time.Second, fmt.Sprintf("transfer to n%d", target), func() error {
+			_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: d.RangeId, TargetNodeId: target})
+			return err
+		})
 		ti := indexOfNode(tc, target)
 		waitFor(t, 10*time.Second, "leadership follows the lease", func() error {
 			for _, ri := range tc.Node(ti).Ranges() {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
@@ -40,6 +41,13 @@ type replicaState struct {
 
 	acquireMu    sync.Mutex    // one acquisition at a time per range
 	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)
+	// lastLeaderTransfer is when Raft leadership was last asked to move
+	// to the leaseholder (unix nanos).
+	lastLeaderTransfer atomic.Int64
+}
+
+func (s *Store) electionTimeout() time.Duration {
+	return time.Duration(s.cfg.ElectionRTT*s.cfg.RTTMillisecond) * time.Millisecond
 }
 
 func (s *Store) newReplicaState() *replicaState {
@@ -182,12 +190,22 @@ func (s *Store) proposeLease(ctx context.Context, m *stateMachine, next, prev *r
 	if rerr != nil {
 		return rerr
 	}
-	if res.Error != nil {
+	if res.Error != nil && !proto.Equal(m.lease.Load(), next) {
+		// (A re-proposal of a request that already applied is rejected
+		// because the lease changed — to the one we asked for.)
 		return res.Error
 	}
 	s.metricsLease(next, prev)
 	return nil
 }
+
+// proposeRetry is how long one try of a proposal may take before it is
+// proposed again. Dragonboat silently drops proposals forwarded to a leader
+// that is transferring leadership or died, leaving the proposer waiting;
+// re-proposing the same bytes is safe because writes carry a proposal ID
+// (deduplicated at apply), lease requests carry their precondition and GC is
+// idempotent.
+const proposeRetry = 500 * time.Millisecond
 
 // propose sends a command through Raft and decodes its result.
 func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftCommand) (*rspb.RaftResult, *rspb.RangeError) {
@@ -195,15 +213,33 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 	if err != nil {
 		return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
 	}
-	r, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
-	if err != nil {
-		return nil, s.mapRaftError(rangeID, err)
+	retryable := len(cmd.ProposalId) > 0 || cmd.RequestLease != nil || cmd.Gc != nil
+	for {
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if retryable {
+			tctx, cancel = context.WithTimeout(ctx, proposeRetry)
+		}
+		r, err := s.nh.SyncPropose(tctx, s.nh.GetNoOPSession(rangeID), data)
+		cancel()
+		if err != nil {
+			if retryable && ctx.Err() == nil && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+				errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy)) {
+				if errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) {
+					select {
+					case <-ctx.Done():
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
+				continue
+			}
+			return nil, s.mapRaftError(rangeID, err)
+		}
+		res := &rspb.RaftResult{}
+		if err := proto.Unmarshal(r.Data, res); err != nil {
+			return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
+		}
+		return res, nil
 	}
-	res := &rspb.RaftResult{}
-	if err := proto.Unmarshal(r.Data, res); err != nil {
-		return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
-	}
-	return res, nil
 }
 
 // serveRead serves read-only requests from local state under the lease,
@@ -410,8 +446,13 @@ func (s *Store) tendLease(rangeID uint64) {
 			st.acquireMu.Unlock()
 		}
 	case leaderID == m.replicaID && !mine && state == leases.Valid:
-		// Leadership follows the lease (the holder is a voter: leases only go to voters).
-		_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+		// Leadership follows the lease (the holder is a voter: leases only
+		// go to voters). A transfer drops proposals while it runs, so ask
+		// at most once per election timeout.
+		if last := st.lastLeaderTransfer.Load(); time.Since(time.Unix(0, last)) > s.electionTimeout() {
+			st.lastLeaderTransfer.Store(time.Now().UnixNano())
+			_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+		}
 	case leaderID == m.replicaID && state != leases.Valid && state != leases.Stasis:
 		_, _ = s.ensureLease(ctx, m, st)
 	}

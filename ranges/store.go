@@ -444,6 +444,8 @@ func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
 		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", s.NodeID()))
 	case errors.Is(err, dragonboat.ErrShardNotFound):
 		return rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", rangeID, s.NodeID()))
+	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: deadline too close to run the request on n%d", rangeID, s.NodeID()))
 	case errors.Is(err, dragonboat.ErrPayloadTooBig):
 		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: command too large for the raft log", rangeID))
 	}

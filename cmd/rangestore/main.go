@@ -5,6 +5,7 @@
 //	rangestore demo  [--nodes 3] [--store DIR] [--duration D]
 //	rangestore kv get|put|del|scan|incr ... --host HOST:PORT
 //	rangestore range list --host HOST:PORT
+//	rangestore workload run kv|ycsb --hosts A,B,C
 package main
 
 import (
@@ -20,6 +21,7 @@ Usage:
   rangestore demo   [--nodes N] [--store DIR] [--duration D]
   rangestore kv get KEY | put KEY VALUE | del KEY | scan [START [END]] | incr KEY [DELTA]   [--host HOST:PORT]
   rangestore range list | transfer-lease RANGE NODE   [--host HOST:PORT]
+  rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
 
 Run "rangestore COMMAND --help" for the flags of a command.
 `
@@ -42,6 +44,8 @@ func main() {
 		err = runKV(args)
 	case "range":
 		err = runRange(args)
+	case "workload":
+		err = runWorkload(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

@@ -4,7 +4,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: internal.proto
+// source: rangestore/v1/internal.proto
 
 package rspb
 
@@ -53,11 +53,11 @@ func (x ReplicaType) String() string {
 }
 
 func (ReplicaType) Descriptor() protoreflect.EnumDescriptor {
-	return file_internal_proto_enumTypes[0].Descriptor()
+	return file_rangestore_v1_internal_proto_enumTypes[0].Descriptor()
 }
 
 func (ReplicaType) Type() protoreflect.EnumType {
-	return &file_internal_proto_enumTypes[0]
+	return &file_rangestore_v1_internal_proto_enumTypes[0]
 }
 
 func (x ReplicaType) Number() protoreflect.EnumNumber {
@@ -66,7 +66,7 @@ func (x ReplicaType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaType.Descriptor instead.
 func (ReplicaType) EnumDescriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{0}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{0}
 }
 
 type RangeError_Code int32
@@ -120,11 +120,11 @@ func (x RangeError_Code) String() string {
 }
 
 func (RangeError_Code) Descriptor() protoreflect.EnumDescriptor {
-	return file_internal_proto_enumTypes[1].Descriptor()
+	return file_rangestore_v1_internal_proto_enumTypes[1].Descriptor()
 }
 
 func (RangeError_Code) Type() protoreflect.EnumType {
-	return &file_internal_proto_enumTypes[1]
+	return &file_rangestore_v1_internal_proto_enumTypes[1]
 }
 
 func (x RangeError_Code) Number() protoreflect.EnumNumber {
@@ -133,7 +133,7 @@ func (x RangeError_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RangeError_Code.Descriptor instead.
 func (RangeError_Code) EnumDescriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{6, 0}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type LocalityTier struct {
@@ -146,7 +146,7 @@ type LocalityTier struct {
 
 func (x *LocalityTier) Reset() {
 	*x = LocalityTier{}
-	mi := &file_internal_proto_msgTypes[0]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +158,7 @@ func (x *LocalityTier) String() string {
 func (*LocalityTier) ProtoMessage() {}
 
 func (x *LocalityTier) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[0]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +171,7 @@ func (x *LocalityTier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalityTier.ProtoReflect.Descriptor instead.
 func (*LocalityTier) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{0}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *LocalityTier) GetKey() string {
@@ -201,7 +201,7 @@ type NodeDescriptor struct {
 
 func (x *NodeDescriptor) Reset() {
 	*x = NodeDescriptor{}
-	mi := &file_internal_proto_msgTypes[1]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +213,7 @@ func (x *NodeDescriptor) String() string {
 func (*NodeDescriptor) ProtoMessage() {}
 
 func (x *NodeDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[1]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +226,7 @@ func (x *NodeDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDescriptor.ProtoReflect.Descriptor instead.
 func (*NodeDescriptor) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{1}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *NodeDescriptor) GetNodeId() uint64 {
@@ -275,7 +275,7 @@ type ReplicaDescriptor struct {
 
 func (x *ReplicaDescriptor) Reset() {
 	*x = ReplicaDescriptor{}
-	mi := &file_internal_proto_msgTypes[2]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +287,7 @@ func (x *ReplicaDescriptor) String() string {
 func (*ReplicaDescriptor) ProtoMessage() {}
 
 func (x *ReplicaDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[2]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +300,7 @@ func (x *ReplicaDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDescriptor.ProtoReflect.Descriptor instead.
 func (*ReplicaDescriptor) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{2}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ReplicaDescriptor) GetNodeId() uint64 {
@@ -339,7 +339,7 @@ type RangeDescriptor struct {
 
 func (x *RangeDescriptor) Reset() {
 	*x = RangeDescriptor{}
-	mi := &file_internal_proto_msgTypes[3]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +351,7 @@ func (x *RangeDescriptor) String() string {
 func (*RangeDescriptor) ProtoMessage() {}
 
 func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[3]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +364,7 @@ func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeDescriptor.ProtoReflect.Descriptor instead.
 func (*RangeDescriptor) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{3}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RangeDescriptor) GetRangeId() uint64 {
@@ -415,7 +415,7 @@ type ClusterRecord struct {
 
 func (x *ClusterRecord) Reset() {
 	*x = ClusterRecord{}
-	mi := &file_internal_proto_msgTypes[4]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +427,7 @@ func (x *ClusterRecord) String() string {
 func (*ClusterRecord) ProtoMessage() {}
 
 func (x *ClusterRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[4]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +440,7 @@ func (x *ClusterRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRecord.ProtoReflect.Descriptor instead.
 func (*ClusterRecord) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{4}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ClusterRecord) GetClusterId() string {
@@ -486,7 +486,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_internal_proto_msgTypes[5]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +498,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[5]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +511,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{5}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplicaRecord) GetRangeId() uint64 {
@@ -562,7 +562,7 @@ type RangeError struct {
 
 func (x *RangeError) Reset() {
 	*x = RangeError{}
-	mi := &file_internal_proto_msgTypes[6]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +574,7 @@ func (x *RangeError) String() string {
 func (*RangeError) ProtoMessage() {}
 
 func (x *RangeError) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[6]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +587,7 @@ func (x *RangeError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeError.ProtoReflect.Descriptor instead.
 func (*RangeError) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{6}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RangeError) GetCode() RangeError_Code {
@@ -633,7 +633,7 @@ type RangeRequest struct {
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +645,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +658,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RangeRequest) GetRangeId() uint64 {
@@ -707,7 +707,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +719,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +732,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -773,7 +773,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +785,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +798,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Lease) GetReplicaId() uint64 {
@@ -856,7 +856,7 @@ type Liveness struct {
 
 func (x *Liveness) Reset() {
 	*x = Liveness{}
-	mi := &file_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +868,7 @@ func (x *Liveness) String() string {
 func (*Liveness) ProtoMessage() {}
 
 func (x *Liveness) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +881,7 @@ func (x *Liveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
 func (*Liveness) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Liveness) GetNodeId() uint64 {
@@ -924,7 +924,7 @@ type RequestLeaseCommand struct {
 
 func (x *RequestLeaseCommand) Reset() {
 	*x = RequestLeaseCommand{}
-	mi := &file_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +936,7 @@ func (x *RequestLeaseCommand) String() string {
 func (*RequestLeaseCommand) ProtoMessage() {}
 
 func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +949,7 @@ func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestLeaseCommand.ProtoReflect.Descriptor instead.
 func (*RequestLeaseCommand) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestLeaseCommand) GetLease() *Lease {
@@ -986,7 +986,7 @@ type RaftCommand struct {
 
 func (x *RaftCommand) Reset() {
 	*x = RaftCommand{}
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +998,7 @@ func (x *RaftCommand) String() string {
 func (*RaftCommand) ProtoMessage() {}
 
 func (x *RaftCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1011,7 @@ func (x *RaftCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftCommand.ProtoReflect.Descriptor instead.
 func (*RaftCommand) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RaftCommand) GetProposalId() []byte {
@@ -1079,7 +1079,7 @@ type GCCommand struct {
 
 func (x *GCCommand) Reset() {
 	*x = GCCommand{}
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1091,7 @@ func (x *GCCommand) String() string {
 func (*GCCommand) ProtoMessage() {}
 
 func (x *GCCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1104,7 @@ func (x *GCCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCCommand.ProtoReflect.Descriptor instead.
 func (*GCCommand) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GCCommand) GetThreshold() *Timestamp {
@@ -1125,7 +1125,7 @@ type RaftResult struct {
 
 func (x *RaftResult) Reset() {
 	*x = RaftResult{}
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1137,7 @@ func (x *RaftResult) String() string {
 func (*RaftResult) ProtoMessage() {}
 
 func (x *RaftResult) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1150,7 @@ func (x *RaftResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftResult.ProtoReflect.Descriptor instead.
 func (*RaftResult) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftResult) GetResponses() []*ResponseUnion {
@@ -1186,7 +1186,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1198,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1211,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetRangeDescriptor() *RangeDescriptor {
@@ -1243,7 +1243,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1255,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1268,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 type NodeInfoResponse struct {
@@ -1281,7 +1281,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1293,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1306,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1336,7 +1336,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1348,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1361,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1407,7 +1407,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1419,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1432,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 type InitRequest struct {
@@ -1446,7 +1446,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1458,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1471,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InitRequest) GetInitialSplits() int32 {
@@ -1506,7 +1506,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1518,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1531,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -1563,7 +1563,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1575,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1588,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 type RangeInfo struct {
@@ -1606,7 +1606,7 @@ type RangeInfo struct {
 
 func (x *RangeInfo) Reset() {
 	*x = RangeInfo{}
-	mi := &file_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1618,7 @@ func (x *RangeInfo) String() string {
 func (*RangeInfo) ProtoMessage() {}
 
 func (x *RangeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1631,7 @@ func (x *RangeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeInfo.ProtoReflect.Descriptor instead.
 func (*RangeInfo) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RangeInfo) GetRangeDescriptor() *RangeDescriptor {
@@ -1692,7 +1692,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1704,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1717,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -1737,7 +1737,7 @@ type TransferLeaseRequest struct {
 
 func (x *TransferLeaseRequest) Reset() {
 	*x = TransferLeaseRequest{}
-	mi := &file_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1749,7 @@ func (x *TransferLeaseRequest) String() string {
 func (*TransferLeaseRequest) ProtoMessage() {}
 
 func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1762,7 @@ func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TransferLeaseRequest) GetRangeId() uint64 {
@@ -1787,7 +1787,7 @@ type TransferLeaseResponse struct {
 
 func (x *TransferLeaseResponse) Reset() {
 	*x = TransferLeaseResponse{}
-	mi := &file_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1799,7 @@ func (x *TransferLeaseResponse) String() string {
 func (*TransferLeaseResponse) ProtoMessage() {}
 
 func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,14 +1812,14 @@ func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_internal_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
-var File_internal_proto protoreflect.FileDescriptor
+var File_rangestore_v1_internal_proto protoreflect.FileDescriptor
 
-const file_internal_proto_rawDesc = "" +
+const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x0einternal.proto\x12\rrangestore.v1\x1a\bkv.proto\"6\n" +
+	"\x1crangestore/v1/internal.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\"6\n" +
 	"\fLocalityTier\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\xc2\x01\n" +
@@ -1981,20 +1981,20 @@ const file_internal_proto_rawDesc = "" +
 	"\rTransferLease\x12#.rangestore.v1.TransferLeaseRequest\x1a$.rangestore.v1.TransferLeaseResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
-	file_internal_proto_rawDescOnce sync.Once
-	file_internal_proto_rawDescData []byte
+	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
+	file_rangestore_v1_internal_proto_rawDescData []byte
 )
 
-func file_internal_proto_rawDescGZIP() []byte {
-	file_internal_proto_rawDescOnce.Do(func() {
-		file_internal_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_internal_proto_rawDesc), len(file_internal_proto_rawDesc)))
+func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
+	file_rangestore_v1_internal_proto_rawDescOnce.Do(func() {
+		file_rangestore_v1_internal_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)))
 	})
-	return file_internal_proto_rawDescData
+	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
-var file_internal_proto_goTypes = []any{
+var file_rangestore_v1_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rangestore_v1_internal_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
 	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
 	(*LocalityTier)(nil),          // 2: rangestore.v1.LocalityTier
@@ -2030,7 +2030,7 @@ var file_internal_proto_goTypes = []any{
 	(*ResponseUnion)(nil),         // 32: rangestore.v1.ResponseUnion
 	(*KeyValue)(nil),              // 33: rangestore.v1.KeyValue
 }
-var file_internal_proto_depIdxs = []int32{
+var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	0,  // 1: rangestore.v1.ReplicaDescriptor.type:type_name -> rangestore.v1.ReplicaType
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
@@ -2089,28 +2089,28 @@ var file_internal_proto_depIdxs = []int32{
 	0,  // [0:39] is the sub-list for field type_name
 }
 
-func init() { file_internal_proto_init() }
-func file_internal_proto_init() {
-	if File_internal_proto != nil {
+func init() { file_rangestore_v1_internal_proto_init() }
+func file_rangestore_v1_internal_proto_init() {
+	if File_rangestore_v1_internal_proto != nil {
 		return
 	}
-	file_kv_proto_init()
+	file_rangestore_v1_kv_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_proto_rawDesc), len(file_internal_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      2,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
-		GoTypes:           file_internal_proto_goTypes,
-		DependencyIndexes: file_internal_proto_depIdxs,
-		EnumInfos:         file_internal_proto_enumTypes,
-		MessageInfos:      file_internal_proto_msgTypes,
+		GoTypes:           file_rangestore_v1_internal_proto_goTypes,
+		DependencyIndexes: file_rangestore_v1_internal_proto_depIdxs,
+		EnumInfos:         file_rangestore_v1_internal_proto_enumTypes,
+		MessageInfos:      file_rangestore_v1_internal_proto_msgTypes,
 	}.Build()
-	File_internal_proto = out.File
-	file_internal_proto_goTypes = nil
-	file_internal_proto_depIdxs = nil
+	File_rangestore_v1_internal_proto = out.File
+	file_rangestore_v1_internal_proto_goTypes = nil
+	file_rangestore_v1_internal_proto_depIdxs = nil
 }

@@ -4,7 +4,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             v3.21.12
-// source: internal.proto
+// source: rangestore/v1/internal.proto
 
 package rspb
 
@@ -199,7 +199,7 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "internal.proto",
+	Metadata: "rangestore/v1/internal.proto",
 }
 
 const (
@@ -385,5 +385,5 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "internal.proto",
+	Metadata: "rangestore/v1/internal.proto",
 }

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	dblogger "github.com/lni/dragonboat/v4/logger"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+)
+
+// The raw Dragonboat ceiling: three NodeHosts in this process, dbShards
+// shards replicated on all three, each replica an on-disk state machine in
+// its host's pebble/v2 DB (keys prefixed by the shard ID). Requests go
+// straight to each shard's leader host: no client RPC, no MVCC, no leases.
+const dbShards = 64
+
+type dbCluster struct {
+	hosts   []*dragonboat.NodeHost
+	dbs     []*pebble.DB
+	leaders [dbShards + 1]atomic.Int32 // host index of each shard's leader
+	stopc   chan struct{}
+	wg      sync.WaitGroup
+}
+
+var appliedKey = []byte("\xff\xffapplied")
+
+func shardKey(shard uint64, k []byte) []byte {
+	b := make([]byte, 8+len(k))
+	binary.BigEndian.PutUint64(b, shard)
+	copy(b[8:], k)
+	return b
+}
+
+// kvSM is one replica's state machine.
+type kvSM struct {
+	db    *pebble.DB
+	shard uint64
+}
+
+type getQuery struct{ key []byte }
+type scanQuery struct {
+	start []byte
+	limit int
+}
+
+func (s *kvSM) Open(<-chan struct{}) (uint64, error) {
+	v, closer, err := s.db.Get(shardKey(s.shard, appliedKey))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (s *kvSM) Update(es []sm.Entry) ([]sm.Entry, error) {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for i, e := range es {
+		if len(e.Cmd) < 2 {
+			continue
+		}
+		kl := int(binary.BigEndian.Uint16(e.Cmd))
+		_ = b.Set(shardKey(s.shard, e.Cmd[2:2+kl]), e.Cmd[2+kl:], nil)
+		es[i].Result = sm.Result{Value: 1}
+	}
+	var idx [8]byte
+	binary.BigEndian.PutUint64(idx[:], es[len(es)-1].Index)
+	_ = b.Set(shardKey(s.shard, appliedKey), idx[:], nil)
+	return es, b.Commit(pebble.NoSync)
+}
+
+func (s *kvSM) Lookup(q interface{}) (interface{}, error) {
+	switch q := q.(type) {
+	case getQuery:
+		_, closer, err := s.db.Get(shardKey(s.shard, q.key))
+		if errors.Is(err, pebble.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		closer.Close()
+		return true, nil
+	case scanQuery:
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: shardKey(s.shard, q.start), UpperBound: shardKey(s.shard, []byte("\xff"))})
+		if err != nil {
+			return nil, err
+		}
+		defer it.Close()
+		n := 0
+		for ok := it.First(); ok && n < q.limit; ok = it.Next() {
+			_ = it.Value()
+			n++
+		}
+		return n, nil
+	}
+	return nil, fmt.Errorf("unknown query %T", q)
+}
+
+func (s *kvSM) Sync() error                                                { return nil }
+func (s *kvSM) PrepareSnapshot() (interface{}, error)                      { return nil, nil }
+func (s *kvSM) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error { return nil }
+func (s *kvSM) RecoverFromSnapshot(io.Reader, <-chan struct{}) error       { return nil }
+func (s *kvSM) Close() error                                               { return nil }
+
+func startDragonboat(dir string) (*dbCluster, error) {
+	for _, n := range []string{"dragonboat", "raft", "rsm", "transport", "logdb", "raftpb", "config", "settings", "grpc", "registry"} {
+		dblogger.GetLogger(n).SetLevel(dblogger.ERROR)
+	}
+	c := &dbCluster{stopc: make(chan struct{})}
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, a)
+	}
+	members := map[uint64]string{1: addrs[0], 2: addrs[1], 3: addrs[2]}
+	for i := 0; i < 3; i++ {
+		db, err := pebble.Open(filepath.Join(dir, fmt.Sprintf("db-h%d-sm", i+1)), &pebble.Options{})
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c.dbs = append(c.dbs, db)
+		logdb := config.GetTinyMemLogDBConfig()
+		logdb.Shards = 1
+		engine := config.GetDefaultEngineConfig()
+		engine.ExecShards = 1
+		nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
+			NodeHostDir:    filepath.Join(dir, fmt.Sprintf("db-h%d", i+1)),
+			RTTMillisecond: 5,
+			RaftAddress:    addrs[i],
+			Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine},
+		})
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c.hosts = append(c.hosts, nh)
+		for shard := uint64(1); shard <= dbShards; shard++ {
+			cfg := config.Config{ShardID: shard, ReplicaID: uint64(i + 1), ElectionRTT: 200, HeartbeatRTT: 20, CheckQuorum: true}
+			create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine { return &kvSM{db: db, shard: shardID} }
+			if err := nh.StartOnDiskReplica(members, false, create, cfg); err != nil {
+				c.close()
+				return nil, fmt.Errorf("start shard %d on host %d: %w", shard, i+1, err)
+			}
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !c.refreshLeaders() {
+		if time.Now().After(deadline) {
+			c.close()
+			return nil, errors.New("dragonboat: not every shard elected a leader in 60s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stopc:
+				return
+			case <-t.C:
+				c.refreshLeaders()
+			}
+		}
+	}()
+	return c, nil
+}
+
+// refreshLeaders updates the leader table; it reports whether every shard
+// has a leader.
+func (c *dbCluster) refreshLeaders() bool {
+	all := true
+	for shard := uint64(1); shard <= dbShards; shard++ {
+		found := false
+		for _, nh := range c.hosts {
+			id, _, ok, err := nh.GetLeaderID(shard)
+			if err == nil && ok && id >= 1 && id <= 3 {
+				c.leaders[shard].Store(int32(id - 1))
+				found = true
+				break
+			}
+		}
+		all = all && found
+	}
+	return all
+}
+
+func (c *dbCluster) close() {
+	select {
+	case <-c.stopc:
+	default:
+		close(c.stopc)
+	}
+	c.wg.Wait()
+	for _, nh := range c.hosts {
+		nh.Close()
+	}
+	for _, db := range c.dbs {
+		_ = db.Close()
+	}
+}
+
+func shardOf(key []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(key)
+	return h.Sum64()%dbShards + 1
+}
+
+func (c *dbCluster) leaderHost(shard uint64) *dragonboat.NodeHost {
+	return c.hosts[c.leaders[shard].Load()]
+}
+
+func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 5*time.Second)
+}
+
+// Get is a linearizable read (ReadIndex via SyncRead on the leader).
+func (c *dbCluster) Get(ctx context.Context, key []byte) (bool, error) {
+	shard := shardOf(key)
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	v, err := c.leaderHost(shard).SyncRead(ctx, shard, getQuery{key: key})
+	if err != nil {
+		return false, err
+	}
+	return v.(bool), nil
+}
+
+func (c *dbCluster) Put(ctx context.Context, key, value []byte) error {
+	shard := shardOf(key)
+	cmd := make([]byte, 2+len(key)+len(value))
+	binary.BigEndian.PutUint16(cmd, uint16(len(key)))
+	copy(cmd[2:], key)
+	copy(cmd[2+len(key):], value)
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	nh := c.leaderHost(shard)
+	_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(shard), cmd)
+	return err
+}
+
+// Scan reads up to limit keys from start within start's shard (shards are
+// hash partitions here), linearizably.
+func (c *dbCluster) Scan(ctx context.Context, start []byte, limit int) (int, error) {
+	shard := shardOf(start)
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	v, err := c.leaderHost(shard).SyncRead(ctx, shard, scanQuery{start: start, limit: limit})
+	if err != nil {
+		return 0, err
+	}
+	return v.(int), nil
+}
+
+func (c *dbCluster) Close() error { return nil }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rangestore/rangestore/bench"
+)
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// procGroup is a set of child processes stopped together.
+type procGroup struct {
+	cmds []*exec.Cmd
+	logs []string
+}
+
+func (g *procGroup) start(logPath, bin string, args ...string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return err
+	}
+	go func() { _ = cmd.Wait(); f.Close() }()
+	g.cmds = append(g.cmds, cmd)
+	g.logs = append(g.logs, logPath)
+	return nil
+}
+
+// stop sends SIGTERM, waits up to 10 s, then SIGKILLs.
+func (g *procGroup) stop() {
+	if g == nil {
+		return
+	}
+	for _, c := range g.cmds {
+		_ = c.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, c := range g.cmds {
+		for time.Now().Before(deadline) && c.ProcessState == nil {
+			if err := c.Process.Signal(syscall.Signal(0)); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = c.Process.Kill()
+	}
+}
+
+// alive reports an error naming the first child that has exited.
+func (g *procGroup) alive() error {
+	for i, c := range g.cmds {
+		if err := c.Process.Signal(syscall.Signal(0)); err != nil {
+			b, _ := os.ReadFile(g.logs[i])
+			return fmt.Errorf("process %d (%s) exited; log tail:\n%s", i, g.logs[i], tailBytes(b, 2000))
+		}
+	}
+	return nil
+}
+
+func tailBytes(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// buildRangestore builds src/cmd/rangestore into dir.
+func buildRangestore(src, dir string) (string, error) {
+	bin := filepath.Join(dir, "rangestore")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/rangestore")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/rangestore in %s: %v\n%s", src, err, out)
+	}
+	return bin, nil
+}
+
+// startRangestore starts three `rangestore start` processes and initializes
+// them with splits user-range split points.
+func startRangestore(bin, dir string, splits int) (*procGroup, []string, error) {
+	var addrs, rafts []string
+	for i := 0; i < 3; i++ {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, nil, err
+		}
+		r, err := freeAddr()
+		if err != nil {
+			return nil, nil, err
+		}
+		addrs, rafts = append(addrs, a), append(rafts, r)
+	}
+	g := &procGroup{}
+	for i := 0; i < 3; i++ {
+		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, "start",
+			"--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", addrs[i],
+			"--raft-addr", rafts[i], "--http-addr", "", "--join", strings.Join(addrs, ","), "--log-level", "warn")
+		if err != nil {
+			g.stop()
+			return nil, nil, err
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := exec.Command(bin, "init", "--host", addrs[0], "--initial-splits", fmt.Sprint(splits), "--timeout", "20s").CombinedOutput()
+		if err == nil {
+			first := strings.SplitN(string(out), "\n", 2)[0]
+			fmt.Fprintf(os.Stderr, "rangestore: %s\n", first)
+			break
+		}
+		if aerr := g.alive(); aerr != nil || time.Now().After(deadline) {
+			g.stop()
+			return nil, nil, fmt.Errorf("rangestore init: %v\n%s%v", err, out, aerr)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return g, addrs, nil
+}
+
+// waitServing polls until a read of every 97th key succeeds through d.
+func waitServing(ctx context.Context, d bench.Driver, spec bench.Spec) error {
+	for i := uint64(0); i < spec.Keys; i += 97 {
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := d.Get(cctx, bench.KeyName(i, spec.KeySize))
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("cluster not serving: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}

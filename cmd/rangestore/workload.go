@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/rangestore/rangestore/bench"
+)
+
+const workloadUsage = `usage: rangestore workload run kv|ycsb [flags]
+
+  kv    point reads (--read-percent), scans (--scan-percent, --scan-length), the rest overwrites
+  ycsb  YCSB core workload --workload A|B|C|D|E|F (zipfian unless --distribution is given)
+
+Examples:
+  rangestore workload run kv --hosts 127.0.0.1:26257 --read-percent 95 --concurrency 64 --duration 30s
+  rangestore workload run ycsb --workload B --hosts A,B,C --json out.json --plot out.svg`
+
+// runWorkload runs a closed-loop load against a running cluster; the logic
+// lives in package bench.
+func runWorkload(args []string) error {
+	fs := pflag.NewFlagSet("workload", pflag.ContinueOnError)
+	hosts := fs.StringSlice("hosts", []string{"127.0.0.1:26257"}, "gRPC addresses of the nodes to spread requests over (comma-separated)")
+	driver := fs.String("driver", "rangestore", "client driver (this binary drives rangestore; etcd is driven by bench/compare)")
+	duration := fs.Duration("duration", 10*time.Second, "measured time (after the warm-up)")
+	warmup := fs.Duration("warmup", time.Second, "warm-up time, not counted in the summary")
+	concurrency := fs.Int("concurrency", 64, "closed-loop workers, one request in flight each")
+	readPct := fs.Float64("read-percent", 50, "kv: percent of point reads")
+	scanPct := fs.Float64("scan-percent", 0, "kv: percent of scans")
+	scanLen := fs.Int("scan-length", bench.DefaultScanLength, "kv: keys per scan")
+	keySize := fs.Int("key-size", bench.DefaultKeySize, "key size in bytes")
+	valueSize := fs.Int("value-size", bench.DefaultValueSize, "value size in bytes")
+	keys := fs.Uint64("keys", bench.DefaultKeys, "key space size (keys preloaded and drawn from)")
+	dist := fs.String("distribution", "", "key distribution: uniform, zipfian, sequential (default: uniform for kv, zipfian for ycsb)")
+	ycsb := fs.String("workload", "A", "ycsb: core workload A-F")
+	preload := fs.Bool("preload", true, "write the whole key space before the run")
+	preloadConc := fs.Int("preload-concurrency", 16, "workers for --preload")
+	jsonOut := fs.String("json", "", "write the result as JSON to FILE (- = stdout)")
+	plot := fs.String("plot", "", "write a throughput/p99 plot over time to FILE.svg")
+	seed := fs.Int64("seed", 1, "random seed")
+	connsPerHost := fs.Int("conns-per-host", 1, "gRPC connections per host")
+	quiet := fs.Bool("quiet", false, "no per-second progress lines")
+	fs.SetInterspersed(true)
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, workloadUsage)
+		fmt.Fprintln(os.Stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	a := fs.Args()
+	if len(a) != 2 || a[0] != "run" {
+		return errors.New(workloadUsage)
+	}
+	if *driver != "rangestore" {
+		return fmt.Errorf("--driver %q: this binary drives rangestore only; use bench/compare for etcd", *driver)
+	}
+	var spec bench.Spec
+	var err error
+	switch a[1] {
+	case "kv":
+		spec, err = bench.KVSpec(*readPct, *scanPct, *scanLen)
+	case "ycsb":
+		spec, err = bench.YCSBSpec(*ycsb)
+	default:
+		return fmt.Errorf("unknown workload %q (want kv or ycsb)", a[1])
+	}
+	if err != nil {
+		return err
+	}
+	spec.Keys, spec.KeySize, spec.ValueSize = *keys, *keySize, *valueSize
+	if *dist != "" {
+		spec.Distribution = *dist
+	}
+	w, err := bench.NewWorkload(spec)
+	if err != nil {
+		return err
+	}
+	var hs []string
+	for _, h := range *hosts {
+		if h = strings.TrimSpace(h); h != "" {
+			hs = append(hs, h)
+		}
+	}
+	d, err := bench.NewRangestoreDriver(hs, *connsPerHost)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *preload {
+		t0 := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err := bench.Preload(pctx, d, spec, *preloadConc, *seed)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "preloaded %d keys in %s\n", spec.Keys, time.Since(t0).Round(time.Millisecond))
+	}
+	opts := bench.Options{Concurrency: *concurrency, Warmup: *warmup, Duration: *duration, Seed: *seed}
+	if !*quiet {
+		opts.Progress = os.Stderr
+	}
+	res, err := bench.Run(ctx, d, w, opts)
+	if res == nil {
+		return err
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "interrupted: %v\n", err)
+	}
+	res.Driver = *driver
+	if err := bench.WriteSummary(os.Stdout, res); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := bench.WriteJSONFile(*jsonOut, res); err != nil {
+			return err
+		}
+	}
+	if *plot != "" {
+		if err := bench.WriteSVGFile(*plot, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
