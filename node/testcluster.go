@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,8 +65,19 @@ func FreeAddr() (string, error) {
 }
 
 // StartTestCluster starts the nodes, initializes the cluster and waits
-// until every range answers.
+// until every range answers. Free ports are picked before binding, so
+// another process can take one in between; such a start is retried with
+// fresh ports.
 func StartTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluster, error) {
+	for attempt := 0; ; attempt++ {
+		tc, err := startTestCluster(ctx, opts)
+		if err == nil || attempt == 4 || opts.BaseDir != "" || !strings.Contains(err.Error(), "address already in use") {
+			return tc, err
+		}
+	}
+}
+
+func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluster, error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}

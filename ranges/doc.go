@@ -9,8 +9,10 @@
 //     (descriptor, max write timestamp, GC threshold, dedup records) and travels
 //     in snapshots; 'p'+rangeID+replicaID+… is this replica's applied index and
 //     its restart record; 'n'… is node state (cluster record).
-//   - Every applied entry commits its writes, its dedup record and the applied
-//     index in one Pebble batch, so state and index never diverge; Open returns
+//   - The entries of one Update call commit their writes, dedup records and
+//     the applied index in one Pebble batch, so state and index never
+//     diverge; lease, max write timestamp and GC threshold become visible in
+//     memory only after that commit. Open returns
 //     exactly that durable index (0 for a new replica ID), and Sync fsyncs the
 //     engine's WAL.
 //   - Leases (DESIGN.md §5): user ranges have epoch leases (valid while the

@@ -41,7 +41,7 @@ type ReadQuery struct {
 // stateMachine is one replica's IOnDiskStateMachine over the node's shared
 // Pebble engine. Its state is: the range's data span (MVCC keys), its
 // replicated range-local keys (descriptor, max write timestamp, GC threshold,
-// dedup records) and this replica's applied index. All writes of one entry,
+// dedup records) and this replica's applied index. All writes of one Update call,
 // together with the applied index, commit in one Pebble batch.
 type stateMachine struct {
 	eng       *kv.Engine
@@ -130,73 +130,85 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	return idx, nil
 }
 
-// Update applies committed entries. Each entry commits in its own Pebble
-// batch (data + dedup record + applied index), so a command that fails
-// evaluation writes nothing but the applied index. Errors returned here are
-// I/O failures only: they crash the process by Dragonboat's contract.
+// applyState is the replica state as of the entries applied so far in one
+// Update call. It is published (made visible to readers and the
+// leaseholder) only after the batch holding those entries has committed, so
+// nobody acts on a lease or timestamp whose preceding writes are not yet
+// readable.
+type applyState struct {
+	lease    *rspb.Lease
+	maxWrite kv.Timestamp
+	gc       kv.Timestamp
+}
+
+// Update applies committed entries: all of them, their dedup records and the
+// last applied index go into one Pebble batch and one commit. Commands that
+// are refused (stale lease, expired proposal) write nothing but their dedup
+// record. Errors returned here are I/O failures only: they crash the process
+// by Dragonboat's contract.
 func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	if len(entries) == 0 {
+		return entries, nil
+	}
+	b := s.eng.NewBatch()
+	defer func() { _ = b.Close() }()
+	s.mu.RLock()
+	st := applyState{lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold}
+	s.mu.RUnlock()
+	prevLease := st.lease
 	for i := range entries {
-		if err := s.applyOne(&entries[i]); err != nil {
+		e := &entries[i]
+		res, dk, err := s.applyEntry(b, &st, e)
+		if err != nil {
 			return nil, err
+		}
+		if e.Index%dedupPruneEvery == 0 {
+			if wall := st.maxWrite.WallTime - int64(DedupWindow); wall > 0 {
+				start, end := dedupSpanBefore(s.rangeID, wall)
+				if err := b.DeleteRawRange(start, end); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if res == nil {
+			continue
+		}
+		data, err := proto.Marshal(res)
+		if err != nil {
+			return nil, err
+		}
+		if dk != nil {
+			if err := b.PutRaw(dk, data); err != nil {
+				return nil, err
+			}
+		}
+		e.Result = sm.Result{Value: resultOK, Data: data}
+	}
+	last := entries[len(entries)-1].Index
+	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(last)); err != nil {
+		return nil, err
+	}
+	if err := b.Commit(false); err != nil {
+		return nil, err
+	}
+	// Publish.
+	s.mu.Lock()
+	s.maxWriteTS, s.gcThreshold = st.maxWrite, st.gc
+	s.mu.Unlock()
+	s.applied.Store(last)
+	if st.lease != prevLease {
+		s.lease.Store(st.lease)
+		if s.onLease != nil && st.lease.Sequence != prevLease.Sequence {
+			s.onLease(s.rangeID, st.lease)
 		}
 	}
 	return entries, nil
 }
 
-func (s *stateMachine) applyOne(e *sm.Entry) error {
-	b := s.eng.NewBatch()
-	defer func() { _ = b.Close() }()
-	res, dk, err := s.applyEntry(b, e)
-	if err != nil {
-		return err
-	}
-	if res != nil && res.Error != nil {
-		// Nothing of a failed command is kept: start over with an empty
-		// batch that records only the dedup result and the applied index.
-		_ = b.Close()
-		b = s.eng.NewBatch()
-	}
-	if dk != nil {
-		data, err := proto.Marshal(res)
-		if err != nil {
-			return err
-		}
-		if err := b.PutRaw(dk, data); err != nil {
-			return err
-		}
-	}
-	if e.Index%dedupPruneEvery == 0 {
-		s.mu.RLock()
-		wall := s.maxWriteTS.WallTime - int64(DedupWindow)
-		s.mu.RUnlock()
-		if wall > 0 {
-			start, end := dedupSpanBefore(s.rangeID, wall)
-			if err := b.DeleteRawRange(start, end); err != nil {
-				return err
-			}
-		}
-	}
-	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(e.Index)); err != nil {
-		return err
-	}
-	if err := b.Commit(false); err != nil {
-		return err
-	}
-	s.applied.Store(e.Index)
-	if res != nil {
-		data, err := proto.Marshal(res)
-		if err != nil {
-			return err
-		}
-		e.Result = sm.Result{Value: resultOK, Data: data}
-	}
-	return nil
-}
-
 // applyEntry evaluates one entry into b. It returns the result to hand to the
 // proposer and the key of the dedup record to write (nil for none), or an
 // error only for storage failures.
-func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, []byte, error) {
+func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rspb.RaftResult, []byte, error) {
 	if len(e.Cmd) == 0 {
 		return nil, nil, nil
 	}
@@ -224,21 +236,19 @@ func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, [
 			return prev, nil, nil
 		}
 	}
-	s.mu.RLock()
-	maxWrite := s.maxWriteTS
-	s.mu.RUnlock()
+	maxWrite := st.maxWrite
 	switch {
 	case cmd.RequestLease != nil:
-		res, err := s.applyRequestLease(b, cmd.RequestLease)
+		res, err := s.applyRequestLease(b, st, cmd.RequestLease)
 		return res, nil, err
 	case cmd.Gc != nil:
-		res, err := s.applyGC(b, desc, TSFromProto(cmd.Gc.Threshold))
+		res, err := s.applyGC(b, st, desc, TSFromProto(cmd.Gc.Threshold))
 		return res, nil, err
 	}
 	// A write evaluated by the leaseholder: apply it only under the lease it
 	// was evaluated with. A rejected command leaves no dedup record, so its
 	// retry (same proposal ID) can apply under the new lease.
-	if cur := s.lease.Load(); cmd.LeaseSequence != cur.Sequence {
+	if cur := st.lease; cmd.LeaseSequence != cur.Sequence {
 		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
 			Message: fmt.Sprintf("r%d: command proposed under lease %d, current lease is %d (n%d)", s.rangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)}}, nil, nil
 	}
@@ -260,17 +270,15 @@ func (s *stateMachine) applyEntry(b *kv.Batch, e *sm.Entry) (*rspb.RaftResult, [
 		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(commitTS)); err != nil {
 			return nil, nil, err
 		}
-		s.mu.Lock()
-		s.maxWriteTS = commitTS
-		s.mu.Unlock()
+		st.maxWrite = commitTS
 	}
 	return res, dk, nil
 }
 
 // applyRequestLease installs a new lease (or extends the current one) if
 // the current lease is still the one the proposer saw.
-func (s *stateMachine) applyRequestLease(b *kv.Batch, rl *rspb.RequestLeaseCommand) (*rspb.RaftResult, error) {
-	cur := s.lease.Load()
+func (s *stateMachine) applyRequestLease(b *kv.Batch, st *applyState, rl *rspb.RequestLeaseCommand) (*rspb.RaftResult, error) {
+	cur := st.lease
 	next := rl.Lease
 	reject := func(why string) (*rspb.RaftResult, error) {
 		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
@@ -291,10 +299,7 @@ func (s *stateMachine) applyRequestLease(b *kv.Batch, rl *rspb.RequestLeaseComma
 	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixLease), data); err != nil {
 		return nil, err
 	}
-	s.lease.Store(next)
-	if s.onLease != nil && !extension {
-		s.onLease(s.rangeID, next)
-	}
+	st.lease = next
 	return &rspb.RaftResult{}, nil
 }
 
@@ -305,10 +310,8 @@ func orEmpty(l *rspb.Lease) *rspb.Lease {
 	return l
 }
 
-func (s *stateMachine) applyGC(b *kv.Batch, desc *rspb.RangeDescriptor, threshold kv.Timestamp) (*rspb.RaftResult, error) {
-	s.mu.RLock()
-	cur := s.gcThreshold
-	s.mu.RUnlock()
+func (s *stateMachine) applyGC(b *kv.Batch, st *applyState, desc *rspb.RangeDescriptor, threshold kv.Timestamp) (*rspb.RaftResult, error) {
+	cur := st.gc
 	if !cur.Less(threshold) {
 		return &rspb.RaftResult{}, nil
 	}
@@ -318,9 +321,7 @@ func (s *stateMachine) applyGC(b *kv.Batch, desc *rspb.RangeDescriptor, threshol
 	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixGCThreshold), encodeTS(threshold)); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.gcThreshold = threshold
-	s.mu.Unlock()
+	st.gc = threshold
 	return &rspb.RaftResult{}, nil
 }
 
