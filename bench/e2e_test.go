@@ -17,20 +17,7 @@ func TestRangestoreEndToEnd(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	var hosts []string
-	for i := 0; i < tc.NumNodes(); i++ {
-		hosts = append(hosts, tc.Addr(i))
-	}
-	d, err := NewRangestoreDriver(hosts, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := startClusterDriver(ctx, t, node.TestClusterOptions{})
 
 	spec, _ := KVSpec(60, 20, 5)
 	spec.Keys = 300
@@ -71,4 +58,25 @@ func TestRangestoreEndToEnd(t *testing.T) {
 	if len(res.Timeline) < 4 {
 		t.Errorf("%d timeline samples", len(res.Timeline))
 	}
+}
+
+// startClusterDriver starts an in-process cluster and a rangestore driver
+// over all its nodes; both are closed when the test ends.
+func startClusterDriver(ctx context.Context, t testing.TB, opts node.TestClusterOptions) *RangestoreDriver {
+	t.Helper()
+	tc, err := node.StartTestCluster(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
+	var hosts []string
+	for i := 0; i < tc.NumNodes(); i++ {
+		hosts = append(hosts, tc.Addr(i))
+	}
+	d, err := NewRangestoreDriver(hosts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
 }

@@ -57,20 +57,7 @@ func TestProfileInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// A real node's Raft timing (50 ms ticks), as `rangestore start` uses.
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{InitialSplits: 63, RaftRTTMillisecond: 50, ElectionRTT: 20, HeartbeatRTT: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	var hosts []string
-	for i := 0; i < tc.NumNodes(); i++ {
-		hosts = append(hosts, tc.Addr(i))
-	}
-	d, err := NewRangestoreDriver(hosts, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := startClusterDriver(ctx, t, node.TestClusterOptions{InitialSplits: 63, RaftRTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 2})
 	if err := Preload(ctx, d, spec, 32, 1); err != nil {
 		t.Fatal(err)
 	}
