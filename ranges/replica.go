@@ -431,7 +431,9 @@ func (s *Store) tendLease(rangeID uint64) {
 	now := s.cfg.Clock.Now()
 	state := s.leaseStatus(l, now)
 	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Short: ranges are tended one after another, and a liveness read
+	// blocked on a recovering system range must not hold up the others.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	switch {
 	case mine && state == leases.Valid && !leases.IsEpoch(l):
