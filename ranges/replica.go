@@ -114,7 +114,7 @@ func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaSta
 		now := s.cfg.Clock.Now()
 		state := s.leaseStatus(l, now)
 		if l.NodeId == me && l.ReplicaId == m.replicaID {
-			if state == leases.Valid {
+			if state == leases.Valid && s.ownLeaseUsable(l) {
 				return l, nil
 			}
 		} else if l.Sequence != 0 {
@@ -134,6 +134,16 @@ func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaSta
 		}
 	}
 	return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: could not obtain a valid lease", m.rangeID))
+}
+
+// ownLeaseUsable: a lease this node acquired before its current process
+// started is never served under. After a crash the replica may not yet have
+// re-applied committed entries (or may have lost unsynced applied state) and
+// the latches and timestamp cache of the old process are gone; re-acquiring
+// through Raft makes the new lease visible only after every earlier entry has
+// applied locally.
+func (s *Store) ownLeaseUsable(l *rspb.Lease) bool {
+	return !TSFromProto(l.Start).Less(s.startTS)
 }
 
 // acquireLease proposes a new lease for this replica, replacing prev. For an
@@ -430,7 +440,7 @@ func (s *Store) tendLease(rangeID uint64) {
 	l := m.lease.Load()
 	now := s.cfg.Clock.Now()
 	state := s.leaseStatus(l, now)
-	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID
+	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID && s.ownLeaseUsable(l)
 	// Short: ranges are tended one after another, and a liveness read
 	// blocked on a recovering system range must not hold up the others.
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -447,7 +457,7 @@ func (s *Store) tendLease(rangeID uint64) {
 			}
 			st.acquireMu.Unlock()
 		}
-	case leaderID == m.replicaID && !mine && state == leases.Valid:
+	case leaderID == m.replicaID && !mine && state == leases.Valid && l.NodeId != s.NodeID():
 		// Leadership follows the lease (the holder is a voter: leases only
 		// go to voters). A transfer drops proposals while it runs, so ask
 		// at most once per election timeout.
@@ -455,7 +465,8 @@ func (s *Store) tendLease(rangeID uint64) {
 			st.lastLeaderTransfer.Store(time.Now().UnixNano())
 			_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
 		}
-	case leaderID == m.replicaID && state != leases.Valid && state != leases.Stasis:
+	case leaderID == m.replicaID && (l.NodeId == s.NodeID() && !mine || state != leases.Valid && state != leases.Stasis):
+		// No usable lease (none, expired, or ours from before a restart).
 		_, _ = s.ensureLease(ctx, m, st)
 	}
 }

@@ -108,6 +108,9 @@ type Store struct {
 	stopping atomic.Bool
 	closed   atomic.Bool
 	stopc    chan struct{}
+	// startTS is when this store (process incarnation) started: leases it
+	// holds from before are re-acquired, never served under.
+	startTS kv.Timestamp
 }
 
 var quietOnce sync.Once
@@ -142,7 +145,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
 	}
 	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{},
-		states: map[uint64]*replicaState{}, stopc: make(chan struct{})}
+		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now()}
 	if cfg.Metrics != nil {
 		cfg.Metrics.bindStore(s)
 	}
