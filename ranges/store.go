@@ -484,8 +484,9 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 	for _, id := range ids {
 		m := s.replica(id)
 		l := m.lease.Load()
+		state := s.leaseStatus(l, s.cfg.Clock.Now())
 		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
-			LeaseValid: s.leaseStatus(l, s.cfg.Clock.Now()) == leases.Valid}
+			LeaseValid: state == leases.Valid, LeaseState: state.String()}
 		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
 			info.LeaderReplicaId, info.Term = lid, term
 			info.LeaderNodeId = s.leaderNode(id)

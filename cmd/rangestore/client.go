@@ -179,7 +179,7 @@ func runRange(args []string) error {
 		if l := ri.Lease; l.GetSequence() != 0 {
 			holder = fmt.Sprintf("n%d", l.NodeId)
 			if !ri.LeaseValid {
-				holder += "(invalid)"
+				holder += "(" + ri.LeaseState + ")"
 			}
 			if l.Epoch != 0 {
 				kind, epoch = "epoch", fmt.Sprint(l.Epoch)

@@ -1600,6 +1600,7 @@ type RangeInfo struct {
 	AppliedIndex    uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Lease           *Lease                 `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
 	LeaseValid      bool                   `protobuf:"varint,7,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"` // as judged by this node now
+	LeaseState      string                 `protobuf:"bytes,8,opt,name=lease_state,json=leaseState,proto3" json:"lease_state,omitempty"`  // valid, stasis, expired, unknown (holder's liveness not known here), none
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1681,6 +1682,13 @@ func (x *RangeInfo) GetLeaseValid() bool {
 		return x.LeaseValid
 	}
 	return false
+}
+
+func (x *RangeInfo) GetLeaseState() string {
+	if x != nil {
+		return x.LeaseState
+	}
+	return ""
 }
 
 type RangesResponse struct {
@@ -1951,7 +1959,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x123\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\"\x0f\n" +
-	"\rRangesRequest\"\xae\x02\n" +
+	"\rRangesRequest\"\xcf\x02\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -1960,7 +1968,9 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12*\n" +
 	"\x05lease\x18\x06 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12\x1f\n" +
 	"\vlease_valid\x18\a \x01(\bR\n" +
-	"leaseValid\"B\n" +
+	"leaseValid\x12\x1f\n" +
+	"\vlease_state\x18\b \x01(\tR\n" +
+	"leaseState\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
