@@ -1,7 +1,6 @@
 package leases
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/rangestore/rangestore/kv"
@@ -82,21 +81,4 @@ func Status(l *rspb.Lease, now kv.Timestamp, holder *rspb.Liveness, maxOffset ti
 		return Stasis
 	}
 	return Expired
-}
-
-// CanServeAt reports whether a holder whose lease is Valid now may serve a
-// read at readTS: not above now (the future is not closed) and, for
-// historical reads, at any time (everything below the lease start was
-// applied before the lease).
-func CanServeAt(readTS, now kv.Timestamp) bool { return readTS.LessEq(now) }
-
-// Describe renders a lease for humans.
-func Describe(l *rspb.Lease) string {
-	if l == nil || l.Sequence == 0 {
-		return "none"
-	}
-	if IsEpoch(l) {
-		return fmt.Sprintf("epoch n%d (replica %d) epoch=%d seq=%d start=%s", l.NodeId, l.ReplicaId, l.Epoch, l.Sequence, ts(l.Start))
-	}
-	return fmt.Sprintf("expiration n%d (replica %d) until %s seq=%d start=%s", l.NodeId, l.ReplicaId, ts(l.Expiration), l.Sequence, ts(l.Start))
 }

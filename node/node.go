@@ -244,10 +244,8 @@ func (n *Node) Stop() {
 			_ = n.http.Shutdown(ctx)
 			cancel()
 		}
-		n.liveness.Stop()
-		n.store.Close()
+		n.closeStorage() // liveness first: its heartbeats use the router
 		n.router.Close()
-		n.closeStorage()
 		n.log.Info("node stopped", "node", n.NodeID())
 	})
 }

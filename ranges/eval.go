@@ -70,11 +70,9 @@ func checkSpans(desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion) error {
 		if len(s) == 0 {
 			return failf(rspb.RangeError_INVALID_ARGUMENT, "empty key is not allowed")
 		}
-		var ok bool
-		if point {
-			ok = bytes.Compare(s, desc.StartKey) >= 0 && bytes.Compare(s, desc.EndKey) < 0
-		} else {
-			ok = bytes.Compare(s, desc.StartKey) >= 0 && bytes.Compare(e, desc.EndKey) <= 0 && bytes.Compare(s, e) <= 0
+		ok := keys.InSpan(s, desc.StartKey, desc.EndKey)
+		if !point {
+			ok = keys.ContainsSpan(s, e, desc.StartKey, desc.EndKey)
 		}
 		if !ok {
 			return &evalError{err: &rspb.RangeError{
@@ -182,21 +180,13 @@ func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*r
 	for _, req := range reqs {
 		switch v := req.Value.(type) {
 		case *rspb.RequestUnion_Get:
-			ts := readTS
-			if v.Get.AsOf != nil {
-				ts = TSFromProto(v.Get.AsOf)
-			}
-			res, err := evalGet(r, v.Get, ts)
+			res, err := evalGet(r, v.Get, readTimestamp(req, readTS))
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
 		case *rspb.RequestUnion_Scan:
-			ts := readTS
-			if v.Scan.AsOf != nil {
-				ts = TSFromProto(v.Scan.AsOf)
-			}
-			res, err := evalScan(r, v.Scan, ts, DefaultScanChunkBytes)
+			res, err := evalScan(r, v.Scan, readTimestamp(req, readTS), DefaultScanChunkBytes)
 			if err != nil {
 				return nil, err
 			}
@@ -211,6 +201,18 @@ func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*r
 func asOfOr(asOf *rspb.Timestamp, def kv.Timestamp) kv.Timestamp {
 	if asOf != nil {
 		return TSFromProto(asOf)
+	}
+	return def
+}
+
+// readTimestamp is the timestamp a read request reads at: its own as_of, or
+// the batch's read timestamp def. Non-read requests get def.
+func readTimestamp(r *rspb.RequestUnion, def kv.Timestamp) kv.Timestamp {
+	switch v := r.Value.(type) {
+	case *rspb.RequestUnion_Get:
+		return asOfOr(v.Get.AsOf, def)
+	case *rspb.RequestUnion_Scan:
+		return asOfOr(v.Scan.AsOf, def)
 	}
 	return def
 }

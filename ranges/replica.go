@@ -269,14 +269,7 @@ func (s *Store) serveRead(ctx context.Context, m *stateMachine, st *replicaState
 	}
 	defer st.latches.release(l)
 	for i, r := range req.Requests {
-		ts := readTS
-		if g := r.GetGet(); g != nil && g.AsOf != nil {
-			ts = TSFromProto(g.AsOf)
-		}
-		if sc := r.GetScan(); sc != nil && sc.AsOf != nil {
-			ts = TSFromProto(sc.AsOf)
-		}
-		st.tscache.add(spans[i], ts)
+		st.tscache.add(spans[i], readTimestamp(r, readTS))
 	}
 	// The lease must still be valid now that we hold the latches.
 	if lease := m.lease.Load(); lease.NodeId != s.NodeID() || s.leaseStatus(lease, s.cfg.Clock.Now()) != leases.Valid {

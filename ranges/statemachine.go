@@ -358,14 +358,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 		readTS = kv.MaxTimestamp
 	}
 	for _, r := range rq.Requests {
-		ts := readTS
-		if g := r.GetGet(); g != nil && g.AsOf != nil {
-			ts = TSFromProto(g.AsOf)
-		}
-		if sc := r.GetScan(); sc != nil && sc.AsOf != nil {
-			ts = TSFromProto(sc.AsOf)
-		}
-		if !gc.IsEmpty() && ts.LessEq(gc) {
+		if ts := readTimestamp(r, readTS); !gc.IsEmpty() && ts.LessEq(gc) {
 			return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_BELOW_GC_THRESHOLD,
 				fmt.Sprintf("read at %s is at or below the GC threshold %s of r%d", ts, gc, s.rangeID))}, nil
 		}

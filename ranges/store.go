@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -319,7 +320,7 @@ func (s *Store) Bootstrap(req *rspb.BootstrapRequest, initial []BootstrapKV) err
 			return err
 		}
 		for _, x := range initial {
-			if inSpan(x.Key, d.StartKey, d.EndKey) {
+			if keys.InSpan(x.Key, d.StartKey, d.EndKey) {
 				if err := b.PutMVCC(x.Key, ts, x.Value); err != nil {
 					return err
 				}
@@ -503,9 +504,6 @@ func (s *Store) NumReplicas() int {
 	return len(s.sms)
 }
 
-// Drain makes the store refuse new requests with Unavailable.
-func (s *Store) Drain() { s.stopping.Store(true) }
-
 // Close stops every replica and the NodeHost. The engine is the caller's.
 func (s *Store) Close() {
 	s.stopping.Store(true)
@@ -513,8 +511,4 @@ func (s *Store) Close() {
 		close(s.stopc)
 		s.nh.Close()
 	}
-}
-
-func inSpan(k, start, end []byte) bool {
-	return string(k) >= string(start) && string(k) < string(end)
 }
