@@ -56,14 +56,16 @@ type ProcCluster struct {
 
 type proc struct {
 	args []string
+	env  []string // extra environment for the next start
 	log  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// StartProcCluster starts n processes (not yet initialized) under dir.
-func StartProcCluster(dir string, n int) (*ProcCluster, error) {
+// StartProcCluster starts n processes (not yet initialized) under dir,
+// each with the extra environment variables env (KEY=VALUE).
+func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
 	bin, err := BuildBinary()
 	if err != nil {
 		return nil, err
@@ -87,6 +89,7 @@ func StartProcCluster(dir string, n int) (*ProcCluster, error) {
 			args: []string{"start", "--store", filepath.Join(dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.Addrs[i],
 				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", "warn"},
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
+			env: env,
 		})
 		if err := pc.Start(i); err != nil {
 			pc.Close()
@@ -108,7 +111,12 @@ func (pc *ProcCluster) Start(i int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
-		return nil
+		select {
+		case <-p.done: // it died on its own; start it again
+			p.cmd = nil
+		default:
+			return nil
+		}
 	}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -116,6 +124,9 @@ func (pc *ProcCluster) Start(i int) error {
 	}
 	cmd := exec.Command(pc.Bin, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
 		return err
@@ -144,7 +155,23 @@ func (pc *ProcCluster) Running(i int) bool {
 	p := pc.procs[i]
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.cmd != nil
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// SetEnv sets the extra environment of process i's next start.
+func (pc *ProcCluster) SetEnv(i int, env ...string) {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.env = env
 }
 
 // Log returns the tail of process i's log.

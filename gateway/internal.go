@@ -6,6 +6,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -18,6 +19,8 @@ type NodeBackend interface {
 	Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitResponse, error)
 	Ranges() []*rspb.RangeInfo
 	TransferLease(ctx context.Context, rangeID, target uint64) error
+	// SplitRange splits the range holding the internal key at it.
+	SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -76,4 +79,19 @@ func (s *AdminServer) TransferLease(ctx context.Context, r *rspb.TransferLeaseRe
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return &rspb.TransferLeaseResponse{}, nil
+}
+
+// SplitRange splits the range containing a client key at that key.
+func (s *AdminServer) SplitRange(ctx context.Context, r *rspb.SplitRangeRequest) (*rspb.SplitRangeResponse, error) {
+	if len(r.Key) == 0 {
+		return nil, invalidf("split key must not be empty")
+	}
+	if len(r.Key) > DefaultLimits.MaxKeySize {
+		return nil, invalidf("split key of %d bytes exceeds max_key_size %d", len(r.Key), DefaultLimits.MaxKeySize)
+	}
+	res, err := s.node.SplitRange(ctx, keys.UserKey(r.Key))
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.SplitRangeResponse{Left: res.Left, Right: res.Right}, nil
 }

@@ -47,10 +47,17 @@ func overlaps(a, b *rspb.RangeDescriptor) bool {
 	return bytes.Compare(a.StartKey, b.EndKey) < 0 && bytes.Compare(b.StartKey, a.EndKey) < 0
 }
 
-// insert adds d, dropping every entry it overlaps.
+// insert adds d, dropping every entry it overlaps, unless an overlapping
+// entry is newer (higher generation: splits and merges raise it above every
+// descriptor they replace), in which case d is stale and ignored.
 func (c *rangeCache) insert(d *rspb.RangeDescriptor) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, x := range c.descs {
+		if overlaps(x, d) && x.Generation > d.Generation {
+			return
+		}
+	}
 	out := c.descs[:0:0]
 	for _, x := range c.descs {
 		if !overlaps(x, d) {

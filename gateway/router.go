@@ -252,23 +252,111 @@ func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool)
 	}
 	req := &rspb.RangeRequest{RangeId: meta.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
 		Scan: &rspb.ScanRequest{StartKey: start, EndKey: keys.MetaSpanEnd, Limit: 1}}}}}
-	resp, err := r.sendToRange(ctx, meta, req)
-	if err != nil {
-		return nil, err
+	for depth := 0; ; depth++ {
+		resp, err := r.sendToRange(ctx, meta, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.Error != nil {
+			return nil, &RangeError{E: resp.Error}
+		}
+		kvs := resp.Responses[0].GetScan().GetKvs()
+		if len(kvs) == 0 {
+			return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: fmt.Sprintf("no range holds key %q", key)}}
+		}
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(kvs[0].Value, d); err != nil {
+			return nil, fmt.Errorf("meta record %q: %w", kvs[0].Key, err)
+		}
+		contained := bytes.Compare(d.StartKey, key) <= 0
+		if inclusiveEnd {
+			contained = bytes.Compare(d.StartKey, key) < 0
+		}
+		if contained {
+			r.cache.insert(d)
+			if c := r.cache.lookup(key, inclusiveEnd); c != nil && c.Generation > d.Generation {
+				return c, nil // a newer descriptor learned from a replica
+			}
+			return d, nil
+		}
+		// A gap: the record covering key is being rewritten (a split's
+		// meta update is in progress, or awaits repair). Wait for it.
+		if werr := r.waitRetry(ctx, depth+1); werr != nil {
+			return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE,
+				Message: fmt.Sprintf("meta has no record covering key %s (a split is being recorded): %v", keys.Pretty(key), werr)}}
+		}
 	}
-	if resp.Error != nil {
-		return nil, &RangeError{E: resp.Error}
+}
+
+// staleRoute reports whether err says desc is out of date (every replica
+// denied the range, or a key is outside it); it updates the cache from the
+// error: the replica's descriptor and its hints for the keys' new ranges.
+func (r *Router) staleRoute(desc *rspb.RangeDescriptor, err error) bool {
+	var re *RangeError
+	if errors.Is(err, errStaleDescriptor) {
+		r.cache.evict(desc)
+		return true
 	}
-	kvs := resp.Responses[0].GetScan().GetKvs()
-	if len(kvs) == 0 {
-		return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: fmt.Sprintf("no range holds key %q", key)}}
+	if !errors.As(err, &re) || re.E.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+		return false
 	}
-	d := &rspb.RangeDescriptor{}
-	if err := proto.Unmarshal(kvs[0].Value, d); err != nil {
-		return nil, fmt.Errorf("meta record %q: %w", kvs[0].Key, err)
+	r.cache.evict(desc)
+	if re.E.RangeDescriptor != nil {
+		r.cache.insert(re.E.RangeDescriptor)
 	}
-	r.cache.insert(d)
-	return d, nil
+	for _, d := range re.E.LocalDescriptors {
+		r.cache.insert(d)
+	}
+	return true
+}
+
+// waitRetry backs off before the depth-th re-resolution of a stale route.
+func (r *Router) waitRetry(ctx context.Context, depth int) error {
+	d := time.Duration(depth) * minBackoff
+	if d > maxBackoff {
+		d = maxBackoff
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d == 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// AdminSplit splits the range containing key (an internal key) at key,
+// following the range's lease and any concurrent change of the range.
+func (r *Router) AdminSplit(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error) {
+	for depth := 0; ; depth++ {
+		d, err := r.LookupRange(ctx, key, false)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key}})
+		if r.staleRoute(d, err) {
+			if werr := r.waitRetry(ctx, depth); werr != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.Error != nil {
+			return nil, &RangeError{E: resp.Error}
+		}
+		if resp.AdminSplit.GetLeft() != nil {
+			r.cache.insert(resp.AdminSplit.Left)
+			r.cache.insert(resp.AdminSplit.Right)
+		}
+		return resp.AdminSplit, nil
+	}
 }
 
 // piece is one request (or the part of a span request) for one range.
@@ -300,6 +388,11 @@ func (r *Router) Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.R
 // command per range and collects the partial responses per original index,
 // in range order.
 func (r *Router) sendPieces(ctx context.Context, pieces []piece) (map[int][]rangedResp, error) {
+	return r.sendPiecesDepth(ctx, pieces, 0)
+}
+
+// sendPiecesDepth is sendPieces after depth re-resolutions (stale routes).
+func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int) (map[int][]rangedResp, error) {
 	type group struct {
 		desc   *rspb.RangeDescriptor
 		pieces []piece
@@ -328,7 +421,7 @@ func (r *Router) sendPieces(ctx context.Context, pieces []piece) (map[int][]rang
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces)
+			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces, depth)
 		}()
 	}
 	wg.Wait()
@@ -351,7 +444,7 @@ type rangedResp struct {
 
 // sendGroup sends the pieces for one range as one command; on a stale
 // descriptor it re-resolves them (they may now span several ranges).
-func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece) (map[int][]rangedResp, error) {
+func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece, depth int) (map[int][]rangedResp, error) {
 	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: newProposalID()}
 	for _, p := range pieces {
 		req.Requests = append(req.Requests, p.req)
@@ -360,16 +453,14 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 		req.Timestamp = ranges.TSToProto(r.clock.Now())
 	}
 	resp, err := r.sendToRange(ctx, desc, req)
-	var re *RangeError
-	if errors.Is(err, errStaleDescriptor) || (errors.As(err, &re) && re.E.Code == rspb.RangeError_RANGE_KEY_MISMATCH) {
-		r.cache.evict(desc)
-		if re != nil && re.E.RangeDescriptor != nil {
-			r.cache.insert(re.E.RangeDescriptor)
-		}
-		if ctx.Err() != nil {
+	if r.staleRoute(desc, err) {
+		// The range changed (split): re-resolve the pieces, which may now
+		// span several ranges. Nothing of this command applied: a replica
+		// answers a retried write that did apply from its dedup record.
+		if werr := r.waitRetry(ctx, depth); werr != nil {
 			return nil, err
 		}
-		return r.sendPieces(ctx, pieces)
+		return r.sendPiecesDepth(ctx, pieces, depth+1)
 	}
 	if err != nil {
 		return nil, err

@@ -70,9 +70,14 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 // same request.
 func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	var out []ranges.BootstrapKV
+	var maxID uint64
 	for _, d := range req.Ranges {
 		b, _ := proto.Marshal(d)
 		out = append(out, ranges.BootstrapKV{Key: keys.MetaKey(d.EndKey), Value: b})
+		maxID = max(maxID, d.RangeId)
+	}
+	if maxID > 0 {
+		out = append(out, ranges.BootstrapKV{Key: keys.RangeIDGeneratorKey, Value: ranges.RangeIDCounterValue(maxID)})
 	}
 	for _, nd := range req.Nodes {
 		b, _ := proto.Marshal(nd)

@@ -53,6 +53,8 @@ type Config struct {
 	// node-to-node gRPC (fault injection).
 	RaftTransport   config.TransportFactory
 	PeerDialOptions []grpc.DialOption
+	// CrashPoint is called at named steps of splits (fault tests).
+	CrashPoint func(name string)
 }
 
 // Node is one rangestore process: store, gateway, gRPC and HTTP servers.
@@ -113,7 +115,7 @@ func Start(cfg Config) (*Node, error) {
 		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
-		TransportFactory: cfg.RaftTransport,
+		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
 	})
 	if err != nil {
 		return nil, err
@@ -122,6 +124,7 @@ func Start(cfg Config) (*Node, error) {
 	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
 		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
 	n.store.SetLiveness(n.liveness)
+	n.store.SetSender(n.router)
 	n.liveness.Start()
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
@@ -287,4 +290,15 @@ func (n *Node) TransferLease(ctx context.Context, rangeID, target uint64) error 
 	defer c.Close()
 	_, err = rspb.NewAdminClient(c).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: target})
 	return err
+}
+
+// SplitRange splits the range holding an internal key at that key; the
+// router takes the request to the range's leaseholder.
+func (n *Node) SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, gateway.DefaultTimeout)
+		defer cancel()
+	}
+	return n.router.AdminSplit(ctx, key)
 }

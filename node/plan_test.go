@@ -263,8 +263,8 @@ func TestBootstrapData(t *testing.T) {
 	}
 	req := &rspb.BootstrapRequest{ClusterId: "c1", NodeId: 2, Nodes: nodes, Ranges: plan, Timestamp: &rspb.Timestamp{WallTime: 1}}
 	data := BootstrapData(req)
-	if len(data) != len(plan)+len(nodes) {
-		t.Fatalf("%d records, want %d", len(data), len(plan)+len(nodes))
+	if len(data) != len(plan)+len(nodes)+1 {
+		t.Fatalf("%d records, want %d", len(data), len(plan)+len(nodes)+1)
 	}
 	seen := map[string]bool{}
 	metaCount, nodeCount := 0, 0
@@ -291,6 +291,10 @@ func TestBootstrapData(t *testing.T) {
 			nodeCount++
 			if owner == nil || owner.RangeId != 2 {
 				t.Errorf("node record %q not in r2 (owner %v)", x.Key, owner)
+			}
+		case bytes.Equal(x.Key, keys.RangeIDGeneratorKey):
+			if owner == nil || owner.RangeId != 2 || string(x.Value) != fmt.Sprint(len(plan)) {
+				t.Errorf("range ID counter %q = %q (owner %v), want %d in r2", x.Key, x.Value, owner, len(plan))
 			}
 		default:
 			t.Errorf("unexpected record key %q", x.Key)

@@ -19,7 +19,11 @@ type Metrics struct {
 	leaseReads prometheus.Counter
 	readIndex  prometheus.Counter
 	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
-	reg        prometheus.Registerer
+	// Range lifecycle.
+	splits           prometheus.Counter
+	splitCompactions prometheus.Counter
+	metaUpdates      prometheus.Counter
+	reg              prometheus.Registerer
 }
 
 // NewMetrics registers the store's series on reg.
@@ -44,9 +48,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rangestore_leases_total", Help: "Leases applied by this node's proposals, by kind (acquired, transferred, extended).",
 		}, []string{"kind"}),
+		splits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_range_splits_total", Help: "Splits proposed by this node (as leaseholder of the parent).",
+		}),
+		splitCompactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_split_log_compactions_total", Help: "New right-hand replicas whose initial Raft log was compacted away (so laggards get snapshots).",
+		}),
+		metaUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_meta_updates_total", Help: "Meta records written by this node (after splits, or repairs).",
+		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.splitCompactions, m.metaUpdates)
 	return m
 }
 

@@ -303,6 +303,7 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 	desc := m.desc.Load()
 	if err := checkSpans(desc, req.Requests); err != nil {
 		re, _ := asRangeError(err)
+		s.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
 	ts := s.cfg.Clock.Now()
@@ -334,7 +335,7 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 	if reqTS == nil {
 		reqTS = TSToProto(ts)
 	}
-	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, WriteBatch: repr,
+	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation, WriteBatch: repr,
 		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr != nil {

@@ -48,6 +48,7 @@ type stateMachine struct {
 	rangeID   uint64
 	replicaID uint64
 	onLease   func(rangeID uint64, lease *rspb.Lease) // called when a new lease applies (must not block)
+	onSplit   func(split *splitApplied)               // called after a split committed (must not block)
 
 	desc    atomic.Pointer[rspb.RangeDescriptor]
 	lease   atomic.Pointer[rspb.Lease]
@@ -136,9 +137,11 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 // nobody acts on a lease or timestamp whose preceding writes are not yet
 // readable.
 type applyState struct {
+	desc     *rspb.RangeDescriptor
 	lease    *rspb.Lease
 	maxWrite kv.Timestamp
 	gc       kv.Timestamp
+	splits   []*splitApplied
 }
 
 // Update applies committed entries: all of them, their dedup records and the
@@ -153,7 +156,7 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	b := s.eng.NewBatch()
 	defer func() { _ = b.Close() }()
 	s.mu.RLock()
-	st := applyState{lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold}
+	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold}
 	s.mu.RUnlock()
 	prevLease := st.lease
 	for i := range entries {
@@ -192,6 +195,7 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		return nil, err
 	}
 	// Publish.
+	s.desc.Store(st.desc)
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = st.maxWrite, st.gc
 	s.mu.Unlock()
@@ -200,6 +204,11 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.lease.Store(st.lease)
 		if s.onLease != nil && st.lease.Sequence != prevLease.Sequence {
 			s.onLease(s.rangeID, st.lease)
+		}
+	}
+	for _, sp := range st.splits {
+		if s.onSplit != nil {
+			s.onSplit(sp)
 		}
 	}
 	return entries, nil
@@ -216,7 +225,7 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	if err := proto.Unmarshal(e.Cmd, cmd); err != nil {
 		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "malformed command: "+err.Error())}, nil, nil
 	}
-	desc := s.desc.Load()
+	desc := st.desc
 	if desc == nil {
 		// Replicas get their descriptor at bootstrap or from a snapshot,
 		// both before any command applies; keep the invariant loud.
@@ -245,12 +254,17 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		res, err := s.applyGC(b, st, desc, TSFromProto(cmd.Gc.Threshold))
 		return res, nil, err
 	}
-	// A write evaluated by the leaseholder: apply it only under the lease it
-	// was evaluated with. A rejected command leaves no dedup record, so its
-	// retry (same proposal ID) can apply under the new lease.
-	if cur := st.lease; cmd.LeaseSequence != cur.Sequence {
-		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
-			Message: fmt.Sprintf("r%d: command proposed under lease %d, current lease is %d (n%d)", s.rangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)}}, nil, nil
+	if rej := s.checkEvaluatedUnder(st, cmd); rej != nil {
+		// Rejected commands leave no dedup record, so a retry with the same
+		// proposal ID can apply under the new lease or descriptor.
+		return rej, nil, nil
+	}
+	if cmd.Split != nil {
+		res, err := s.applySplit(b, st, cmd.Split)
+		if err != nil || res.Error != nil {
+			return res, nil, err
+		}
+		return res, dk, nil
 	}
 	if dk != nil && proposedTS.WallTime < maxWrite.WallTime-int64(DedupWindow) {
 		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_AMBIGUOUS,
@@ -273,6 +287,21 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		st.maxWrite = commitTS
 	}
 	return res, dk, nil
+}
+
+// checkEvaluatedUnder refuses a command evaluated by the leaseholder (a
+// write or a split) unless the lease and the descriptor generation it was
+// evaluated under are still current.
+func (s *stateMachine) checkEvaluatedUnder(st *applyState, cmd *rspb.RaftCommand) *rspb.RaftResult {
+	if cur := st.lease; cmd.LeaseSequence != cur.Sequence {
+		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
+			Message: fmt.Sprintf("r%d: command proposed under lease %d, current lease is %d (n%d)", s.rangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)}}
+	}
+	if cmd.Generation != st.desc.Generation {
+		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: st.desc,
+			Message: fmt.Sprintf("r%d changed (generation %d, command evaluated at %d); retry", s.rangeID, st.desc.Generation, cmd.Generation)}}
+	}
+	return nil
 }
 
 // applyRequestLease installs a new lease (or extends the current one) if

@@ -198,7 +198,7 @@ func (h *smtHarness) evaluate(proposalID string, ts kv.Timestamp, reqs ...*rspb.
 	if proposalTS.IsEmpty() {
 		proposalTS = commitTS
 	}
-	cmd := &rspb.RaftCommand{Timestamp: TSToProto(proposalTS), LeaseSequence: h.sm.lease.Load().Sequence, WriteBatch: b.Repr(),
+	cmd := &rspb.RaftCommand{Timestamp: TSToProto(proposalTS), LeaseSequence: h.sm.lease.Load().Sequence, Generation: h.sm.desc.Load().GetGeneration(), WriteBatch: b.Repr(),
 		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(commitTS)}}
 	if proposalID != "" {
 		cmd.ProposalId = []byte(proposalID)

@@ -55,6 +55,12 @@ type StoreConfig struct {
 	LeaseInterval           time.Duration
 	// TransportFactory replaces Dragonboat's TCP transport (fault injection).
 	TransportFactory config.TransportFactory
+	// CrashPoint, when set, is called at named points of multi-step
+	// operations (splits); fault tests make it kill the process.
+	CrashPoint func(name string)
+	// MetaCheckInterval is how often a leaseholder checks that meta
+	// describes its ranges (repairing it after a crash mid-split).
+	MetaCheckInterval time.Duration
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -78,6 +84,9 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.LeaseInterval == 0 {
 		c.LeaseInterval = 100 * time.Millisecond
+	}
+	if c.MetaCheckInterval == 0 {
+		c.MetaCheckInterval = 3 * time.Second
 	}
 	if c.GCTTL == 0 {
 		c.GCTTL = DefaultGCTTL
@@ -106,6 +115,7 @@ type Store struct {
 	sms      map[uint64]*stateMachine // by range ID
 	states   map[uint64]*replicaState // by range ID
 	liveness LivenessSource
+	sender   Sender
 	stopping atomic.Bool
 	closed   atomic.Bool
 	stopc    chan struct{}
@@ -156,6 +166,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	go s.gcLoop(cfg.GCInterval, cfg.GCTTL)
 	go s.leaseLoop(cfg.LeaseInterval)
+	go s.metaLoop(cfg.MetaCheckInterval)
 	return s, nil
 }
 
@@ -181,6 +192,9 @@ func (s *Store) loadAndStart() error {
 	for _, r := range recs {
 		if err := s.startReplica(r); err != nil {
 			return err
+		}
+		if r.PendingLogCompaction {
+			go s.compactNewShard(r)
 		}
 	}
 	s.log.Info("store restarted", "node", rec.NodeId, "replicas", len(recs))
@@ -228,6 +242,19 @@ func (s *Store) replicaConfig(r *rspb.ReplicaRecord) config.Config {
 }
 
 func (s *Store) startReplica(r *rspb.ReplicaRecord) error {
+	return s.startReplicaWith(r, kv.Timestamp{})
+}
+
+// crashPoint calls the configured crash hook (fault tests).
+func (s *Store) crashPoint(name string) {
+	if s.cfg.CrashPoint != nil {
+		s.cfg.CrashPoint(name)
+	}
+}
+
+// startReplicaWith starts a local replica; its timestamp cache starts at
+// lowWater if that is above the default (now + max offset).
+func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) error {
 	var members map[uint64]dragonboat.Target
 	join := false
 	if !s.nh.HasNodeInfo(r.RangeId, r.ReplicaId) {
@@ -242,7 +269,11 @@ func (s *Store) startReplica(r *rspb.ReplicaRecord) error {
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
+		m.onSplit = s.onSplit
 		st := s.newReplicaState()
+		if !lowWater.IsEmpty() {
+			st.tscache.setLowWater(lowWater)
+		}
 		s.mu.Lock()
 		s.sms[shardID] = m
 		s.states[shardID] = st
@@ -396,7 +427,7 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if m == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))}
 	}
-	if len(req.Requests) == 0 {
+	if len(req.Requests) == 0 && req.AdminSplit == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -408,10 +439,23 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if m.desc.Load() == nil || st == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
+	if req.AdminSplit != nil {
+		lease, rerr := s.ensureLease(ctx, m, st)
+		if rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+		return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+	}
+	// A retried write that already applied answers from its dedup record,
+	// even if the range has split since and the keys are now elsewhere.
+	if res := s.dedupResult(m, req); res != nil {
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
 	if err := checkSpans(m.desc.Load(), req.Requests); err != nil {
 		re, _ := asRangeError(err)
+		s.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
 	lease, rerr := s.ensureLease(ctx, m, st)
@@ -425,6 +469,46 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		return s.serveRead(ctx, m, st, req)
 	}
 	return s.serveWrite(ctx, m, st, lease, req)
+}
+
+// dedupResult returns the recorded result of a write that already applied
+// with this proposal ID, or nil.
+func (s *Store) dedupResult(m *stateMachine, req *rspb.RangeRequest) *rspb.RaftResult {
+	if len(req.ProposalId) == 0 || req.Timestamp == nil || IsReadOnly(req.Requests) {
+		return nil
+	}
+	v, ok, err := s.eng.GetRaw(dedupKey(m.rangeID, TSFromProto(req.Timestamp).WallTime, req.ProposalId))
+	if err != nil || !ok {
+		return nil
+	}
+	res := &rspb.RaftResult{}
+	if proto.Unmarshal(v, res) != nil {
+		return nil
+	}
+	return res
+}
+
+// addLocalDescriptors adds to a RANGE_KEY_MISMATCH the descriptors of other
+// local replicas holding the requests' keys, so the gateway learns about a
+// split before meta shows it.
+func (s *Store) addLocalDescriptors(re *rspb.RangeError, reqs []*rspb.RequestUnion) {
+	if re == nil || re.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+		return
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, m := range s.sms {
+		d := m.desc.Load()
+		if d == nil || d.RangeId == re.GetRangeDescriptor().GetRangeId() {
+			continue
+		}
+		for _, r := range reqs {
+			if k, _, _ := RequestSpan(r); keys.InSpan(k, d.StartKey, d.EndKey) {
+				re.LocalDescriptors = append(re.LocalDescriptors, d)
+				break
+			}
+		}
+	}
 }
 
 // SetLiveness connects node liveness (needed for epoch leases).

@@ -143,8 +143,11 @@ func runRange(args []string) error {
 	if len(a) == 3 && a[0] == "transfer-lease" {
 		return transferLease(*host, a[1], a[2])
 	}
+	if len(a) == 2 && a[0] == "split" {
+		return splitRange(*host, a[1])
+	}
 	if len(a) != 1 || a[0] != "list" {
-		return errors.New("usage: range list | range transfer-lease RANGE NODE   [--host HOST:PORT]")
+		return errors.New("usage: range list | range split KEY | range transfer-lease RANGE NODE   [--host HOST:PORT]")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -213,6 +216,27 @@ func transferLease(host, rangeArg, nodeArg string) error {
 		return err
 	}
 	fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
+	return nil
+}
+
+// splitRange splits the range holding a client key at that key.
+func splitRange(host, key string) error {
+	conn, err := dial(host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := rspb.NewAdminClient(conn).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(key)})
+	if err != nil {
+		return err
+	}
+	if r.Left == nil {
+		fmt.Printf("r%d already starts at %q\n", r.Right.GetRangeId(), key)
+		return nil
+	}
+	fmt.Printf("split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
 	return nil
 }
 

@@ -27,9 +27,9 @@ type procCluster struct {
 
 func newProcCluster(t *testing.T, n int) *procCluster { return newProcClusterB(t, n) }
 
-func newProcClusterB(t testing.TB, n int) *procCluster {
+func newProcClusterB(t testing.TB, n int, env ...string) *procCluster {
 	t.Helper()
-	c, err := chaos.StartProcCluster(t.TempDir(), n)
+	c, err := chaos.StartProcCluster(t.TempDir(), n, env...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,7 @@ func runStart(args []string) error {
 		}
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
-		Join: *join, Locality: loc, Logger: log})
+		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log)})
 	if err != nil {
 		return err
 	}
@@ -164,4 +164,22 @@ func keyString(k []byte) string {
 		return fmt.Sprintf("/User/%q", ck)
 	}
 	return fmt.Sprintf("%q", k)
+}
+
+// crashPointFromEnv is a fault-testing knob: with RANGESTORE_CRASH_AT=name
+// the process kills itself with SIGKILL the first time it reaches the named
+// point of a multi-step operation (see ranges.StoreConfig.CrashPoint).
+func crashPointFromEnv(log *slog.Logger) func(string) {
+	at := os.Getenv("RANGESTORE_CRASH_AT")
+	if at == "" {
+		return nil
+	}
+	log.Warn("fault injection armed: this process will kill itself", "at", at)
+	return func(name string) {
+		if name == at {
+			fmt.Fprintf(os.Stderr, "RANGESTORE_CRASH_AT=%s reached: SIGKILL\n", name)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
 }

@@ -35,6 +35,9 @@ var (
 	NodePrefix = []byte("\x00snode/")
 	// LivenessPrefix prefixes node liveness records.
 	LivenessPrefix = []byte("\x00sliveness/")
+	// RangeIDGeneratorKey holds the highest range ID allocated so far (a
+	// decimal counter, incremented by splits).
+	RangeIDGeneratorKey = []byte("\x00srange-id")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.

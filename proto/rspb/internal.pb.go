@@ -480,8 +480,13 @@ type ReplicaRecord struct {
 	InitialMembers  map[uint64]string      `protobuf:"bytes,3,rep,name=initial_members,json=initialMembers,proto3" json:"initial_members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // replica ID -> raft address (bootstrap only)
 	Join            bool                   `protobuf:"varint,4,opt,name=join,proto3" json:"join,omitempty"`
 	JoinedNonVoting bool                   `protobuf:"varint,5,opt,name=joined_non_voting,json=joinedNonVoting,proto3" json:"joined_non_voting,omitempty"` // must restart with IsNonVoting=true forever
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// created_by_split: the replica was created by applying a split. Until its
+	// log has been compacted (pending_log_compaction cleared), every start
+	// compacts it, so a replica without the split's data gets a snapshot.
+	CreatedBySplit       bool `protobuf:"varint,6,opt,name=created_by_split,json=createdBySplit,proto3" json:"created_by_split,omitempty"`
+	PendingLogCompaction bool `protobuf:"varint,7,opt,name=pending_log_compaction,json=pendingLogCompaction,proto3" json:"pending_log_compaction,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ReplicaRecord) Reset() {
@@ -549,6 +554,20 @@ func (x *ReplicaRecord) GetJoinedNonVoting() bool {
 	return false
 }
 
+func (x *ReplicaRecord) GetCreatedBySplit() bool {
+	if x != nil {
+		return x.CreatedBySplit
+	}
+	return false
+}
+
+func (x *ReplicaRecord) GetPendingLogCompaction() bool {
+	if x != nil {
+		return x.PendingLogCompaction
+	}
+	return false
+}
+
 // RangeError is a routing or evaluation error reported by a replica.
 type RangeError struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -556,8 +575,12 @@ type RangeError struct {
 	Message         string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	LeaderNodeId    uint64                 `protobuf:"varint,3,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,4,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// local_descriptors: on RANGE_KEY_MISMATCH, the answering node's current
+	// descriptors of the ranges holding the request's keys (e.g. the right
+	// side of a split the meta records may not show yet).
+	LocalDescriptors []*RangeDescriptor `protobuf:"bytes,5,rep,name=local_descriptors,json=localDescriptors,proto3" json:"local_descriptors,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RangeError) Reset() {
@@ -618,6 +641,121 @@ func (x *RangeError) GetRangeDescriptor() *RangeDescriptor {
 	return nil
 }
 
+func (x *RangeError) GetLocalDescriptors() []*RangeDescriptor {
+	if x != nil {
+		return x.LocalDescriptors
+	}
+	return nil
+}
+
+// AdminSplitRequest splits the range containing split_key (an internal key)
+// so that split_key starts the new right-hand range.
+type AdminSplitRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SplitKey []byte                 `protobuf:"bytes,1,opt,name=split_key,json=splitKey,proto3" json:"split_key,omitempty"`
+	// expected_generation: when non-zero, split only if the range still has
+	// this descriptor generation (load/size splits decided on a stale view).
+	ExpectedGeneration uint64 `protobuf:"varint,2,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AdminSplitRequest) Reset() {
+	*x = AdminSplitRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminSplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminSplitRequest) ProtoMessage() {}
+
+func (x *AdminSplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminSplitRequest.ProtoReflect.Descriptor instead.
+func (*AdminSplitRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AdminSplitRequest) GetSplitKey() []byte {
+	if x != nil {
+		return x.SplitKey
+	}
+	return nil
+}
+
+func (x *AdminSplitRequest) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+type AdminSplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *RangeDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *RangeDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminSplitResponse) Reset() {
+	*x = AdminSplitResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminSplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminSplitResponse) ProtoMessage() {}
+
+func (x *AdminSplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminSplitResponse.ProtoReflect.Descriptor instead.
+func (*AdminSplitResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AdminSplitResponse) GetLeft() *RangeDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *AdminSplitResponse) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
 // RangeRequest is a batch of requests addressed to one range. Keys are
 // internal keys.
 type RangeRequest struct {
@@ -627,13 +765,14 @@ type RangeRequest struct {
 	ProposalId    []byte                 `protobuf:"bytes,3,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`          // unique per logical write; retries reuse it
 	Timestamp     *Timestamp             `protobuf:"bytes,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`                              // proposer's clock: lower bound of the commit timestamp
 	ReadTimestamp *Timestamp             `protobuf:"bytes,5,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"` // for read-only requests (empty = latest)
+	AdminSplit    *AdminSplitRequest     `protobuf:"bytes,6,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`          // instead of requests: split the range
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +784,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +797,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RangeRequest) GetRangeId() uint64 {
@@ -696,18 +835,26 @@ func (x *RangeRequest) GetReadTimestamp() *Timestamp {
 	return nil
 }
 
+func (x *RangeRequest) GetAdminSplit() *AdminSplitRequest {
+	if x != nil {
+		return x.AdminSplit
+	}
+	return nil
+}
+
 type RangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Responses     []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
 	Error         *RangeError            `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	Timestamp     *Timestamp             `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // commit timestamp of writes, or read timestamp
+	AdminSplit    *AdminSplitResponse    `protobuf:"bytes,4,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +866,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +879,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -756,6 +903,13 @@ func (x *RangeResponse) GetTimestamp() *Timestamp {
 	return nil
 }
 
+func (x *RangeResponse) GetAdminSplit() *AdminSplitResponse {
+	if x != nil {
+		return x.AdminSplit
+	}
+	return nil
+}
+
 // Lease says which replica may serve a range. Epoch leases (user ranges)
 // are valid while the holder's liveness record has the same epoch and has not
 // expired; expiration leases (meta and system ranges) until expiration.
@@ -773,7 +927,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +939,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +952,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Lease) GetReplicaId() uint64 {
@@ -856,7 +1010,7 @@ type Liveness struct {
 
 func (x *Liveness) Reset() {
 	*x = Liveness{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1022,7 @@ func (x *Liveness) String() string {
 func (*Liveness) ProtoMessage() {}
 
 func (x *Liveness) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1035,7 @@ func (x *Liveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
 func (*Liveness) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Liveness) GetNodeId() uint64 {
@@ -924,7 +1078,7 @@ type RequestLeaseCommand struct {
 
 func (x *RequestLeaseCommand) Reset() {
 	*x = RequestLeaseCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1090,7 @@ func (x *RequestLeaseCommand) String() string {
 func (*RequestLeaseCommand) ProtoMessage() {}
 
 func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1103,7 @@ func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestLeaseCommand.ProtoReflect.Descriptor instead.
 func (*RequestLeaseCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RequestLeaseCommand) GetLease() *Lease {
@@ -980,13 +1134,18 @@ type RaftCommand struct {
 	WriteBatch    []byte                 `protobuf:"bytes,6,opt,name=write_batch,json=writeBatch,proto3" json:"write_batch,omitempty"`
 	Result        *RaftResult            `protobuf:"bytes,7,opt,name=result,proto3" json:"result,omitempty"`
 	RequestLease  *RequestLeaseCommand   `protobuf:"bytes,8,opt,name=request_lease,json=requestLease,proto3" json:"request_lease,omitempty"`
+	// generation: the descriptor generation the command was evaluated under.
+	// Writes and splits apply only if it is still current, so nothing
+	// evaluated before a split lands on the wrong side of it.
+	Generation    uint64        `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
+	Split         *SplitCommand `protobuf:"bytes,10,opt,name=split,proto3" json:"split,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RaftCommand) Reset() {
 	*x = RaftCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1157,7 @@ func (x *RaftCommand) String() string {
 func (*RaftCommand) ProtoMessage() {}
 
 func (x *RaftCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1170,7 @@ func (x *RaftCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftCommand.ProtoReflect.Descriptor instead.
 func (*RaftCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftCommand) GetProposalId() []byte {
@@ -1070,6 +1229,82 @@ func (x *RaftCommand) GetRequestLease() *RequestLeaseCommand {
 	return nil
 }
 
+func (x *RaftCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RaftCommand) GetSplit() *SplitCommand {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+// SplitCommand shrinks the range to left and creates right, on the same
+// replicas, from the same data, in the same batch.
+type SplitCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *RangeDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *RangeDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	RightMembers  map[uint64]string      `protobuf:"bytes,3,rep,name=right_members,json=rightMembers,proto3" json:"right_members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // replica ID -> raft address (the right side's initial members)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitCommand) Reset() {
+	*x = SplitCommand{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitCommand) ProtoMessage() {}
+
+func (x *SplitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitCommand.ProtoReflect.Descriptor instead.
+func (*SplitCommand) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SplitCommand) GetLeft() *RangeDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitCommand) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+func (x *SplitCommand) GetRightMembers() map[uint64]string {
+	if x != nil {
+		return x.RightMembers
+	}
+	return nil
+}
+
 type GCCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Threshold     *Timestamp             `protobuf:"bytes,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
@@ -1079,7 +1314,7 @@ type GCCommand struct {
 
 func (x *GCCommand) Reset() {
 	*x = GCCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1326,7 @@ func (x *GCCommand) String() string {
 func (*GCCommand) ProtoMessage() {}
 
 func (x *GCCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1339,7 @@ func (x *GCCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCCommand.ProtoReflect.Descriptor instead.
 func (*GCCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GCCommand) GetThreshold() *Timestamp {
@@ -1125,7 +1360,7 @@ type RaftResult struct {
 
 func (x *RaftResult) Reset() {
 	*x = RaftResult{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1372,7 @@ func (x *RaftResult) String() string {
 func (*RaftResult) ProtoMessage() {}
 
 func (x *RaftResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1385,7 @@ func (x *RaftResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftResult.ProtoReflect.Descriptor instead.
 func (*RaftResult) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RaftResult) GetResponses() []*ResponseUnion {
@@ -1186,7 +1421,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1433,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1446,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetRangeDescriptor() *RangeDescriptor {
@@ -1243,7 +1478,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1490,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1503,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 type NodeInfoResponse struct {
@@ -1281,7 +1516,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1528,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1541,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1336,7 +1571,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1583,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1596,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1407,7 +1642,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1654,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1667,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 type InitRequest struct {
@@ -1446,7 +1681,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1693,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1706,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InitRequest) GetInitialSplits() int32 {
@@ -1506,7 +1741,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1753,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1766,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -1557,13 +1792,14 @@ func (x *InitResponse) GetRanges() []*RangeDescriptor {
 
 type RangesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeIds      []uint64               `protobuf:"varint,1,rep,packed,name=range_ids,json=rangeIds,proto3" json:"range_ids,omitempty"` // empty = all local ranges
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1811,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1824,14 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RangesRequest) GetRangeIds() []uint64 {
+	if x != nil {
+		return x.RangeIds
+	}
+	return nil
 }
 
 type RangeInfo struct {
@@ -1607,7 +1850,7 @@ type RangeInfo struct {
 
 func (x *RangeInfo) Reset() {
 	*x = RangeInfo{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1862,7 @@ func (x *RangeInfo) String() string {
 func (*RangeInfo) ProtoMessage() {}
 
 func (x *RangeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1875,7 @@ func (x *RangeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeInfo.ProtoReflect.Descriptor instead.
 func (*RangeInfo) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RangeInfo) GetRangeDescriptor() *RangeDescriptor {
@@ -1700,7 +1943,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1955,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1968,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -1745,7 +1988,7 @@ type TransferLeaseRequest struct {
 
 func (x *TransferLeaseRequest) Reset() {
 	*x = TransferLeaseRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2000,7 @@ func (x *TransferLeaseRequest) String() string {
 func (*TransferLeaseRequest) ProtoMessage() {}
 
 func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2013,7 @@ func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeaseRequest) GetRangeId() uint64 {
@@ -1795,7 +2038,7 @@ type TransferLeaseResponse struct {
 
 func (x *TransferLeaseResponse) Reset() {
 	*x = TransferLeaseResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2050,7 @@ func (x *TransferLeaseResponse) String() string {
 func (*TransferLeaseResponse) ProtoMessage() {}
 
 func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2063,103 @@ func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{29}
+}
+
+type SplitRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRangeRequest) Reset() {
+	*x = SplitRangeRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRangeRequest) ProtoMessage() {}
+
+func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
+func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SplitRangeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type SplitRangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *RangeDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *RangeDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRangeResponse) Reset() {
+	*x = SplitRangeResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRangeResponse) ProtoMessage() {}
+
+func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
+func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitRangeResponse) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
 }
 
 var File_rangestore_v1_internal_proto protoreflect.FileDescriptor
@@ -1856,23 +2195,26 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x123\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x12=\n" +
 	"\n" +
-	"meta_range\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\"\xa7\x02\n" +
+	"meta_range\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\"\x87\x03\n" +
 	"\rReplicaRecord\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12Y\n" +
 	"\x0finitial_members\x18\x03 \x03(\v20.rangestore.v1.ReplicaRecord.InitialMembersEntryR\x0einitialMembers\x12\x12\n" +
 	"\x04join\x18\x04 \x01(\bR\x04join\x12*\n" +
-	"\x11joined_non_voting\x18\x05 \x01(\bR\x0fjoinedNonVoting\x1aA\n" +
+	"\x11joined_non_voting\x18\x05 \x01(\bR\x0fjoinedNonVoting\x12(\n" +
+	"\x10created_by_split\x18\x06 \x01(\bR\x0ecreatedBySplit\x124\n" +
+	"\x16pending_log_compaction\x18\a \x01(\bR\x14pendingLogCompaction\x1aA\n" +
 	"\x13InitialMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x03\n" +
 	"\n" +
 	"RangeError\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.rangestore.v1.RangeError.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
 	"\x0eleader_node_id\x18\x03 \x01(\x04R\fleaderNodeId\x12I\n" +
-	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xbc\x01\n" +
+	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12K\n" +
+	"\x11local_descriptors\x18\x05 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x10localDescriptors\"\xbc\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fNOT_LEASEHOLDER\x10\x01\x12\x16\n" +
@@ -1882,18 +2224,28 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13FAILED_PRECONDITION\x10\x05\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x06\x12\r\n" +
 	"\tAMBIGUOUS\x10\a\x12\x16\n" +
-	"\x12BELOW_GC_THRESHOLD\x10\b\"\xfc\x01\n" +
+	"\x12BELOW_GC_THRESHOLD\x10\b\"a\n" +
+	"\x11AdminSplitRequest\x12\x1b\n" +
+	"\tsplit_key\x18\x01 \x01(\fR\bsplitKey\x12/\n" +
+	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"~\n" +
+	"\x12AdminSplitResponse\x122\n" +
+	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"\xbf\x02\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
 	"\vproposal_id\x18\x03 \x01(\fR\n" +
 	"proposalId\x126\n" +
 	"\ttimestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12?\n" +
-	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\"\xb4\x01\n" +
+	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12A\n" +
+	"\vadmin_split\x18\x06 \x01(\v2 .rangestore.v1.AdminSplitRequestR\n" +
+	"adminSplit\"\xf8\x01\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\xdb\x01\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12B\n" +
+	"\vadmin_split\x18\x04 \x01(\v2!.rangestore.v1.AdminSplitResponseR\n" +
+	"adminSplit\"\xdb\x01\n" +
 	"\x05Lease\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
@@ -1913,7 +2265,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\bdraining\x18\x04 \x01(\bR\bdraining\"k\n" +
 	"\x13RequestLeaseCommand\x12*\n" +
 	"\x05lease\x18\x01 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12(\n" +
-	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\x8d\x03\n" +
+	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\xe0\x03\n" +
 	"\vRaftCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\fR\n" +
 	"proposalId\x126\n" +
@@ -1924,7 +2276,19 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\vwrite_batch\x18\x06 \x01(\fR\n" +
 	"writeBatch\x121\n" +
 	"\x06result\x18\a \x01(\v2\x19.rangestore.v1.RaftResultR\x06result\x12G\n" +
-	"\rrequest_lease\x18\b \x01(\v2\".rangestore.v1.RequestLeaseCommandR\frequestLease\"C\n" +
+	"\rrequest_lease\x18\b \x01(\v2\".rangestore.v1.RequestLeaseCommandR\frequestLease\x12\x1e\n" +
+	"\n" +
+	"generation\x18\t \x01(\x04R\n" +
+	"generation\x121\n" +
+	"\x05split\x18\n" +
+	" \x01(\v2\x1b.rangestore.v1.SplitCommandR\x05split\"\x8d\x02\n" +
+	"\fSplitCommand\x122\n" +
+	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\x12R\n" +
+	"\rright_members\x18\x03 \x03(\v2-.rangestore.v1.SplitCommand.RightMembersEntryR\frightMembers\x1a?\n" +
+	"\x11RightMembersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
 	"\tGCCommand\x126\n" +
 	"\tthreshold\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\tthreshold\"\xb1\x01\n" +
 	"\n" +
@@ -1958,8 +2322,9 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x123\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
-	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\"\x0f\n" +
-	"\rRangesRequest\"\xcf\x02\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\",\n" +
+	"\rRangesRequest\x12\x1b\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xcf\x02\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -1976,7 +2341,12 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\"\x17\n" +
-	"\x15TransferLeaseResponse*'\n" +
+	"\x15TransferLeaseResponse\"%\n" +
+	"\x11SplitRangeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
+	"\x12SplitRangeResponse\x122\n" +
+	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right*'\n" +
 	"\vReplicaType\x12\t\n" +
 	"\x05VOTER\x10\x00\x12\r\n" +
 	"\tNON_VOTER\x10\x012\xf0\x01\n" +
@@ -1984,11 +2354,13 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
-	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\xeb\x01\n" +
+	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\xbe\x02\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
-	"\rTransferLease\x12#.rangestore.v1.TransferLeaseRequest\x1a$.rangestore.v1.TransferLeaseResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\rTransferLease\x12#.rangestore.v1.TransferLeaseRequest\x1a$.rangestore.v1.TransferLeaseResponse\x12Q\n" +
+	"\n" +
+	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
@@ -2003,7 +2375,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
 	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
@@ -2014,31 +2386,37 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*ClusterRecord)(nil),         // 6: rangestore.v1.ClusterRecord
 	(*ReplicaRecord)(nil),         // 7: rangestore.v1.ReplicaRecord
 	(*RangeError)(nil),            // 8: rangestore.v1.RangeError
-	(*RangeRequest)(nil),          // 9: rangestore.v1.RangeRequest
-	(*RangeResponse)(nil),         // 10: rangestore.v1.RangeResponse
-	(*Lease)(nil),                 // 11: rangestore.v1.Lease
-	(*Liveness)(nil),              // 12: rangestore.v1.Liveness
-	(*RequestLeaseCommand)(nil),   // 13: rangestore.v1.RequestLeaseCommand
-	(*RaftCommand)(nil),           // 14: rangestore.v1.RaftCommand
-	(*GCCommand)(nil),             // 15: rangestore.v1.GCCommand
-	(*RaftResult)(nil),            // 16: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),        // 17: rangestore.v1.SnapshotHeader
-	(*NodeInfoRequest)(nil),       // 18: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 19: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),      // 20: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),     // 21: rangestore.v1.BootstrapResponse
-	(*InitRequest)(nil),           // 22: rangestore.v1.InitRequest
-	(*InitResponse)(nil),          // 23: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),         // 24: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),             // 25: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),        // 26: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),  // 27: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil), // 28: rangestore.v1.TransferLeaseResponse
-	nil,                           // 29: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	(*RequestUnion)(nil),          // 30: rangestore.v1.RequestUnion
-	(*Timestamp)(nil),             // 31: rangestore.v1.Timestamp
-	(*ResponseUnion)(nil),         // 32: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 33: rangestore.v1.KeyValue
+	(*AdminSplitRequest)(nil),     // 9: rangestore.v1.AdminSplitRequest
+	(*AdminSplitResponse)(nil),    // 10: rangestore.v1.AdminSplitResponse
+	(*RangeRequest)(nil),          // 11: rangestore.v1.RangeRequest
+	(*RangeResponse)(nil),         // 12: rangestore.v1.RangeResponse
+	(*Lease)(nil),                 // 13: rangestore.v1.Lease
+	(*Liveness)(nil),              // 14: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil),   // 15: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),           // 16: rangestore.v1.RaftCommand
+	(*SplitCommand)(nil),          // 17: rangestore.v1.SplitCommand
+	(*GCCommand)(nil),             // 18: rangestore.v1.GCCommand
+	(*RaftResult)(nil),            // 19: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),        // 20: rangestore.v1.SnapshotHeader
+	(*NodeInfoRequest)(nil),       // 21: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 22: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),      // 23: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),     // 24: rangestore.v1.BootstrapResponse
+	(*InitRequest)(nil),           // 25: rangestore.v1.InitRequest
+	(*InitResponse)(nil),          // 26: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),         // 27: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),             // 28: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),        // 29: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),  // 30: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil), // 31: rangestore.v1.TransferLeaseResponse
+	(*SplitRangeRequest)(nil),     // 32: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),    // 33: rangestore.v1.SplitRangeResponse
+	nil,                           // 34: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 35: rangestore.v1.SplitCommand.RightMembersEntry
+	(*RequestUnion)(nil),          // 36: rangestore.v1.RequestUnion
+	(*Timestamp)(nil),             // 37: rangestore.v1.Timestamp
+	(*ResponseUnion)(nil),         // 38: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 39: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -2046,57 +2424,70 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	29, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	34, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	30, // 8: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	31, // 9: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	31, // 10: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	32, // 11: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 12: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	31, // 13: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	31, // 14: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	31, // 15: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	31, // 16: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	11, // 17: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	11, // 18: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	31, // 19: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	30, // 20: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
-	15, // 21: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	16, // 22: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
-	13, // 23: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	31, // 24: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	32, // 25: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 26: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	31, // 27: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 28: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	33, // 29: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	3,  // 30: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	3,  // 31: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 32: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	31, // 33: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 34: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 35: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 36: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	11, // 37: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
-	25, // 38: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	9,  // 39: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	18, // 40: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	20, // 41: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	22, // 42: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	24, // 43: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	27, // 44: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	10, // 45: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	19, // 46: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	21, // 47: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	23, // 48: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	26, // 49: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	28, // 50: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	45, // [45:51] is the sub-list for method output_type
-	39, // [39:45] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	5,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 9: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 10: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	36, // 11: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	37, // 12: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	37, // 13: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	9,  // 14: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
+	38, // 15: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 16: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	37, // 17: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	10, // 18: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	37, // 19: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	37, // 20: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	37, // 21: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	13, // 22: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	13, // 23: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	37, // 24: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	36, // 25: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
+	18, // 26: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	19, // 27: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
+	15, // 28: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	17, // 29: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	5,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	35, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	37, // 33: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	38, // 34: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 35: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	37, // 36: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	5,  // 37: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	39, // 38: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	3,  // 39: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	3,  // 40: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 41: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	37, // 42: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 43: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 44: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 45: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	13, // 46: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	28, // 47: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	5,  // 48: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 49: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	11, // 50: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	21, // 51: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	23, // 52: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	25, // 53: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	27, // 54: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	30, // 55: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	32, // 56: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	12, // 57: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	22, // 58: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	24, // 59: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	26, // 60: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	29, // 61: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	31, // 62: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	33, // 63: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	57, // [57:64] is the sub-list for method output_type
+	50, // [50:57] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -2111,7 +2502,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

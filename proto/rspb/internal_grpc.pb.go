@@ -206,6 +206,7 @@ const (
 	Admin_Init_FullMethodName          = "/rangestore.v1.Admin/Init"
 	Admin_Ranges_FullMethodName        = "/rangestore.v1.Admin/Ranges"
 	Admin_TransferLease_FullMethodName = "/rangestore.v1.Admin/TransferLease"
+	Admin_SplitRange_FullMethodName    = "/rangestore.v1.Admin/SplitRange"
 )
 
 // AdminClient is the client API for Admin service.
@@ -219,6 +220,8 @@ type AdminClient interface {
 	// TransferLease moves a range's lease to the replica on target_node_id.
 	// Any node accepts it and forwards it to the current leaseholder.
 	TransferLease(ctx context.Context, in *TransferLeaseRequest, opts ...grpc.CallOption) (*TransferLeaseResponse, error)
+	// SplitRange splits the range containing key (a client key) at key.
+	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 }
 
 type adminClient struct {
@@ -259,6 +262,16 @@ func (c *adminClient) TransferLease(ctx context.Context, in *TransferLeaseReques
 	return out, nil
 }
 
+func (c *adminClient) SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitRangeResponse)
+	err := c.cc.Invoke(ctx, Admin_SplitRange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -270,6 +283,8 @@ type AdminServer interface {
 	// TransferLease moves a range's lease to the replica on target_node_id.
 	// Any node accepts it and forwards it to the current leaseholder.
 	TransferLease(context.Context, *TransferLeaseRequest) (*TransferLeaseResponse, error)
+	// SplitRange splits the range containing key (a client key) at key.
+	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -288,6 +303,9 @@ func (UnimplementedAdminServer) Ranges(context.Context, *RangesRequest) (*Ranges
 }
 func (UnimplementedAdminServer) TransferLease(context.Context, *TransferLeaseRequest) (*TransferLeaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLease not implemented")
+}
+func (UnimplementedAdminServer) SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitRange not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -364,6 +382,24 @@ func _Admin_TransferLease_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SplitRange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitRangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SplitRange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SplitRange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SplitRange(ctx, req.(*SplitRangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -382,6 +418,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLease",
 			Handler:    _Admin_TransferLease_Handler,
+		},
+		{
+			MethodName: "SplitRange",
+			Handler:    _Admin_SplitRange_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// splitCrashPoints are the steps of a split where a process can die (see
+// ranges.StoreConfig.CrashPoint): before the split is proposed; on every
+// replica right after the split committed locally, before the right-hand
+// replica started; after it started, before its log was compacted; at the
+// proposer after the split applied, before meta was updated; and between
+// the left and right meta records.
+var splitCrashPoints = []string{"split-before-propose", "split-applied", "split-rhs-started", "split-before-meta", "split-between-meta"}
+
+// TestSplitCrashPoints kills processes (SIGKILL, from inside, at the
+// injected point) during a split while writers run, restarts them and
+// checks: every acknowledged write is there with its value, a scan returns
+// every key exactly once, meta tiles the keyspace exactly once (after the
+// leaseholders repaired it), every range in meta has its replicas, and the
+// cluster splits again afterwards.
+func TestSplitCrashPoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	for _, point := range splitCrashPoints {
+		t.Run(point, func(t *testing.T) { testSplitCrash(t, point) })
+	}
+}
+
+func testSplitCrash(t *testing.T, point string) {
+	pc := newProcClusterB(t, 3, "RANGESTORE_CRASH_AT="+point)
+	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	var mu sync.Mutex
+	acked := map[string]string{}
+	put := func(i int, k, v string) error {
+		actx, c := context.WithTimeout(ctx, 3*time.Second)
+		defer c()
+		_, err := pc.KV(i%3).Put(actx, &rspb.PutRequest{Key: []byte(k), Value: []byte(v)})
+		if err == nil {
+			mu.Lock()
+			acked[k] = v
+			mu.Unlock()
+		}
+		return err
+	}
+	for i := 0; i < 100; i++ {
+		k := fmt.Sprintf("k%03d", i*2)
+		for put(i, k, "v0-"+k) != nil {
+			if ctx.Err() != nil {
+				t.Fatal("initial writes did not complete")
+			}
+		}
+	}
+	// Writers keep going through the crash and the restart.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := fmt.Sprintf("k%03d", (n*4+w)%200)
+				_ = put(n+w, k, fmt.Sprintf("v%d-%d", w, n))
+			}
+		}()
+	}
+	// Split through node 1; the leaseholder (or every replica) dies at the
+	// crash point, so the call may fail.
+	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+	_, splitErr := rspb.NewAdminClient(pc.Conn(1)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte("k100")})
+	scancel()
+	t.Logf("split call: %v", splitErr)
+	died := waitUntil(20*time.Second, func() bool {
+		for i := 0; i < 3; i++ {
+			if !pc.Running(i) {
+				return true
+			}
+		}
+		return false
+	})
+	if !died {
+		t.Fatalf("no process reached crash point %s", point)
+	}
+	time.Sleep(200 * time.Millisecond) // let the other replicas reach the point too
+	dead := 0
+	restarted := map[int]bool{}
+	for i := 0; i < 3; i++ {
+		pc.SetEnv(i)
+		if !pc.Running(i) {
+			dead++
+			restarted[i] = true
+			pc.start(i)
+		}
+	}
+	t.Logf("%d process(es) died at %s and were restarted", dead, point)
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+
+	// Meta converges to an exact tiling (repair runs every few seconds).
+	var descs []*rspb.RangeDescriptor
+	var lastErr error
+	if !waitUntil(60*time.Second, func() bool {
+		descs, lastErr = readMeta(ctx, pc)
+		if lastErr == nil {
+			lastErr = tiles(descs)
+		}
+		return lastErr == nil
+	}) {
+		t.Fatalf("meta after restart: %v", lastErr)
+	}
+	split := false
+	for _, d := range descs {
+		if bytes.Equal(d.StartKey, keys.UserKey([]byte("k100"))) {
+			split = true
+		}
+	}
+	t.Logf("meta: %d ranges, split at k100 happened: %v", len(descs), split)
+	// Every range in meta has a replica on every node.
+	if !waitUntil(30*time.Second, func() bool {
+		for i := 0; i < 3; i++ {
+			r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			have := map[uint64]bool{}
+			for _, ri := range r.Ranges {
+				have[ri.RangeDescriptor.GetRangeId()] = true
+			}
+			for _, d := range descs {
+				if !have[d.RangeId] {
+					lastErr = fmt.Errorf("n%d has no replica of r%d", i+1, d.RangeId)
+					return false
+				}
+			}
+		}
+		return true
+	}) {
+		t.Fatal(lastErr)
+	}
+	// Every acknowledged write is there. Each key has one writer writing
+	// "v<w>-<n>" with increasing n, so the value read must be the last
+	// acknowledged one or a later (unacknowledged but applied) attempt.
+	mu.Lock()
+	want := map[string]string{}
+	for k, v := range acked {
+		want[k] = v
+	}
+	mu.Unlock()
+	got := map[string]string{}
+	if !waitUntil(60*time.Second, func() bool {
+		got, lastErr = scanAll(ctx, pc, 0)
+		return lastErr == nil
+	}) {
+		t.Fatalf("scan after restart: %v", lastErr)
+	}
+	if len(got) != 200 && len(got) != len(want) {
+		t.Fatalf("scan returned %d keys, want 200 (acked %d)", len(got), len(want))
+	}
+	for k, v := range want {
+		g, ok := got[k]
+		if !ok {
+			t.Fatalf("acknowledged key %s is missing after the crash", k)
+		}
+		if seqOf(g) < seqOf(v) {
+			t.Fatalf("key %s: read %q, older than the acknowledged %q", k, g, v)
+		}
+	}
+	// Point reads through every node agree with the scan.
+	for i := 0; i < 3; i++ {
+		for k, v := range got {
+			g, err := pc.KV(i).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+			if err != nil || !g.Found || string(g.Kv.Value) != v {
+				t.Fatalf("get %s via n%d = %v %v, scan saw %q", k, i+1, g, err, v)
+			}
+		}
+	}
+	if err := put(0, "after", "x"); err != nil {
+		t.Fatal(err)
+	}
+	// The survivors are still armed: restart them one at a time, unarmed.
+	for i := 0; i < 3; i++ {
+		if restarted[i] {
+			continue
+		}
+		pc.kill(i)
+		pc.start(i)
+		if !waitUntil(60*time.Second, func() bool { _, err := scanAll(ctx, pc, i); return err == nil }) {
+			t.Fatalf("node %d does not serve after its restart", i)
+		}
+	}
+	// The cluster still splits (both at a new key and, if the first split
+	// did not happen, at k100).
+	for _, k := range []string{"k050", "k100", "k150"} {
+		if _, err := rspb.NewAdminClient(pc.Conn(2)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(k)}); err != nil {
+			t.Fatalf("split at %s after restart: %v", k, err)
+		}
+	}
+	descs, err := readMeta(ctx, pc)
+	if err == nil {
+		err = tiles(descs)
+	}
+	if err != nil {
+		t.Fatalf("meta after more splits: %v", err)
+	}
+	got2, err := scanAll(ctx, pc, 1)
+	if err != nil || len(got2) != len(got)+1 {
+		t.Fatalf("scan after more splits: %d keys (want %d), %v", len(got2), len(got)+1, err)
+	}
+}
+
+// seqOf is n of a value "v<w>-<n>" (-1 for the initial "v0-<key>").
+func seqOf(v string) int {
+	var w, n int
+	if _, err := fmt.Sscanf(v, "v%d-%d", &w, &n); err != nil {
+		return -1
+	}
+	return n
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readMeta reads every meta record from the meta range's leaseholder
+// (trying each node's replica of r1).
+func readMeta(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor, error) {
+	var last error
+	for i := 0; i < 3; i++ {
+		if !pc.Running(i) {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := rspb.NewInternalClient(pc.Conn(i)).RangeBatch(actx, &rspb.RangeRequest{RangeId: 1, Requests: []*rspb.RequestUnion{{
+			Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}}})
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		if resp.Error != nil {
+			last = errors.New(resp.Error.Message)
+			continue
+		}
+		var out []*rspb.RangeDescriptor
+		for _, kv := range resp.Responses[0].GetScan().GetKvs() {
+			d := &rspb.RangeDescriptor{}
+			if err := proto.Unmarshal(kv.Value, d); err != nil {
+				return nil, err
+			}
+			if !bytes.Equal(kv.Key, keys.MetaKey(d.EndKey)) {
+				return nil, fmt.Errorf("meta record %q holds r%d ending at %q", kv.Key, d.RangeId, d.EndKey)
+			}
+			out = append(out, d)
+		}
+		return out, nil
+	}
+	return nil, last
+}
+
+// tiles checks that meta descriptors (sorted by end key) cover the keyspace
+// exactly once.
+func tiles(descs []*rspb.RangeDescriptor) error {
+	prev := keys.KeyMin
+	seen := map[uint64]bool{}
+	for _, d := range descs {
+		if !bytes.Equal(d.StartKey, prev) {
+			return fmt.Errorf("r%d starts at %q but the previous range ends at %q", d.RangeId, d.StartKey, prev)
+		}
+		if seen[d.RangeId] {
+			return fmt.Errorf("r%d twice", d.RangeId)
+		}
+		seen[d.RangeId] = true
+		prev = d.EndKey
+	}
+	if !bytes.Equal(prev, keys.KeyMax) {
+		return fmt.Errorf("last range ends at %q", prev)
+	}
+	return nil
+}
+
+// scanAll scans the whole user span through node i and fails on a key seen
+// twice or out of order.
+func scanAll(ctx context.Context, pc *procCluster, i int) (map[string]string, error) {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := pc.KV(i).Scan(actx, &rspb.ScanRequest{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var prev []byte
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range m.Kvs {
+			if prev != nil && bytes.Compare(kv.Key, prev) <= 0 {
+				return nil, fmt.Errorf("scan returned %q after %q (duplicate or out of order)", kv.Key, prev)
+			}
+			prev = append([]byte(nil), kv.Key...)
+			out[string(kv.Key)] = string(kv.Value)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// metaRecords reads every meta record (descriptors keyed by end key) through
+// node i's router.
+func metaRecords(ctx context.Context, t *testing.T, tc *TestCluster, i int) []*rspb.RangeDescriptor {
+	t.Helper()
+	resps, err := tc.Node(i).router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
+		Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
+	if err != nil {
+		t.Fatalf("scan meta: %v", err)
+	}
+	var out []*rspb.RangeDescriptor
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(kv.Value, d); err != nil {
+			t.Fatalf("meta record %q: %v", kv.Key, err)
+		}
+		if !bytes.Equal(kv.Key, keys.MetaKey(d.EndKey)) {
+			t.Fatalf("meta record %q holds a descriptor ending at %q", kv.Key, d.EndKey)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// checkMetaCovers fails unless the meta records tile [KeyMin, KeyMax)
+// exactly once, and returns them.
+func checkMetaCovers(ctx context.Context, t *testing.T, tc *TestCluster) []*rspb.RangeDescriptor {
+	t.Helper()
+	descs := metaRecords(ctx, t, tc, 0)
+	if err := metaTiles(descs); err != nil {
+		t.Fatal(err)
+	}
+	return descs
+}
+
+// metaTiles checks that descriptors sorted by end key cover the keyspace
+// exactly once, with distinct range IDs.
+func metaTiles(descs []*rspb.RangeDescriptor) error {
+	prev := keys.KeyMin
+	seen := map[uint64]bool{}
+	for _, d := range descs {
+		if !bytes.Equal(d.StartKey, prev) {
+			return fmt.Errorf("meta: r%d starts at %q, previous range ends at %q (gap or overlap)", d.RangeId, d.StartKey, prev)
+		}
+		if seen[d.RangeId] {
+			return fmt.Errorf("meta: r%d appears twice", d.RangeId)
+		}
+		seen[d.RangeId] = true
+		prev = d.EndKey
+	}
+	if !bytes.Equal(prev, keys.KeyMax) {
+		return fmt.Errorf("meta: last range ends at %q, not KeyMax", prev)
+	}
+	return nil
+}
+
+func TestManualSplit(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1})
+	ctx := ctxT(t)
+	kv := tc.KV(0)
+	var all []string
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		all = append(all, k)
+		if _, err := kv.Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(checkMetaCovers(ctx, t, tc))
+	admin := rspb.NewAdminClient(tc.Conn(1))
+	res, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
+	if err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	if !bytes.Equal(res.Left.EndKey, keys.UserKey([]byte("k030"))) || !bytes.Equal(res.Right.StartKey, res.Left.EndKey) || res.Right.RangeId == res.Left.RangeId {
+		t.Fatalf("split result: %v", res)
+	}
+	// Splitting at the same key again is a no-op.
+	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
+		t.Fatalf("repeat split: %v", err)
+	}
+	descs := checkMetaCovers(ctx, t, tc)
+	if len(descs) != before+1 {
+		t.Fatalf("meta has %d ranges, want %d", len(descs), before+1)
+	}
+	// Every node reads every key through every node; writes land on both sides.
+	for n := 0; n < 3; n++ {
+		for _, k := range all {
+			g, err := tc.KV(n).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+			if err != nil || !g.Found || string(g.Kv.Value) != "v"+k {
+				t.Fatalf("get %s via n%d: %v %v", k, n+1, g, err)
+			}
+		}
+		if _, err := tc.KV(n).Increment(ctx, &rspb.IncrementRequest{Key: []byte("k029x"), Delta: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tc.KV(n).Increment(ctx, &rspb.IncrementRequest{Key: []byte("k030x"), Delta: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The right side is a raft group of its own on all three nodes.
+	waitFor(t, 10*time.Second, "right-hand replicas", func() error {
+		for n := 0; n < 3; n++ {
+			d := tc.Node(n).store.Descriptor(res.Right.RangeId)
+			if d == nil {
+				return fmt.Errorf("n%d has no replica of r%d", n+1, res.Right.RangeId)
+			}
+		}
+		return nil
+	})
+	// Scan across the split.
+	st, err := kv.Scan(ctx, &rspb.ScanRequest{StartKey: []byte("k000"), EndKey: []byte("k999")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			break
+		}
+		n += len(m.Kvs)
+	}
+	if n != 62 {
+		t.Fatalf("scan found %d keys, want 62", n)
+	}
+}

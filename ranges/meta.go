@@ -1,0 +1,100 @@
+package ranges
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// metaLoop keeps meta consistent with the ranges this node leads: a split
+// updates meta after it applied, from the proposer, so a crash in between
+// leaves meta behind. Every interval the leaseholder of each range reads
+// the meta record at its end key and, if it is missing or older (lower
+// generation), writes its descriptor (fixMeta). The record of the parent
+// at the old end key keeps covering the right side until then, and the
+// gateway learns the right side from RANGE_KEY_MISMATCH hints meanwhile.
+func (s *Store) metaLoop(interval time.Duration) {
+	s.every(interval, func() {
+		if s.NodeID() == 0 || s.stopping.Load() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		defer cancel()
+		_ = s.checkMeta(ctx)
+	})
+}
+
+// heldDescriptors returns the descriptors of the local replicas whose lease
+// this node holds and may serve under, sorted by start key.
+func (s *Store) heldDescriptors() []*rspb.RangeDescriptor {
+	s.mu.RLock()
+	sms := make([]*stateMachine, 0, len(s.sms))
+	for _, m := range s.sms {
+		sms = append(sms, m)
+	}
+	s.mu.RUnlock()
+	now := s.cfg.Clock.Now()
+	var out []*rspb.RangeDescriptor
+	for _, m := range sms {
+		d, l := m.desc.Load(), m.lease.Load()
+		if d == nil || l.NodeId != s.NodeID() || l.ReplicaId != m.replicaID || !s.ownLeaseUsable(l) {
+			continue
+		}
+		if s.leaseStatus(l, now) != leases.Valid {
+			continue
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return string(out[i].StartKey) < string(out[j].StartKey) })
+	return out
+}
+
+// checkMeta reads the meta records of every range led here in one batch and
+// repairs those that are missing or older than the local descriptor. It
+// returns the number of records repaired.
+func (s *Store) checkMeta(ctx context.Context) int {
+	snd := s.getSender()
+	if snd == nil {
+		return 0
+	}
+	descs := s.heldDescriptors()
+	if len(descs) == 0 {
+		return 0
+	}
+	reqs := make([]*rspb.RequestUnion, len(descs))
+	for i, d := range descs {
+		reqs[i] = &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.MetaKey(d.EndKey)}}}
+	}
+	resps, err := snd.Send(ctx, reqs)
+	if err != nil {
+		s.log.Debug("meta check: reading meta failed", "err", err)
+		return 0
+	}
+	fixed := 0
+	for i, d := range descs {
+		g := resps[i].GetGet()
+		if g.GetFound() {
+			cur := &rspb.RangeDescriptor{}
+			if proto.Unmarshal(g.GetKv().GetValue(), cur) == nil && cur.RangeId == d.RangeId && cur.Generation >= d.Generation {
+				continue
+			}
+		}
+		wrote, err := s.fixMeta(ctx, snd, d)
+		if err != nil {
+			s.log.Warn("meta repair failed", "range", d.RangeId, "err", err)
+			continue
+		}
+		if !wrote {
+			continue
+		}
+		s.log.Info("meta record repaired", "range", d.RangeId, "end", keys.Pretty(d.EndKey), "generation", d.Generation)
+		fixed++
+	}
+	return fixed
+}

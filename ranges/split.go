@@ -1,0 +1,387 @@
+package ranges
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Sender runs requests on internal keys anywhere in the cluster (the
+// gateway's router). The store uses it for meta records and ID allocation.
+type Sender interface {
+	Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error)
+}
+
+// SetSender connects the cluster-wide sender (needed for splits and meta
+// repair).
+func (s *Store) SetSender(snd Sender) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sender = snd
+}
+
+func (s *Store) getSender() Sender {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sender
+}
+
+// splitApplied is what a committed split hands to the store: the new left
+// descriptor, and the record of this node's right-hand replica (nil if this
+// replica is not one of the right side's initial members).
+type splitApplied struct {
+	parent   *stateMachine
+	left     *rspb.RangeDescriptor
+	right    *rspb.RangeDescriptor
+	rhsLocal *rspb.ReplicaRecord
+}
+
+// applySplit shrinks the range to the left descriptor and creates the right
+// range's replicated state (descriptor, a copy of the lease, max write
+// timestamp and GC threshold) and, if this replica is one of its members,
+// its replica record, all in the batch of this entry. The data of the right
+// side is already in the shared engine.
+func (s *stateMachine) applySplit(b *kv.Batch, st *applyState, sp *rspb.SplitCommand) (*rspb.RaftResult, error) {
+	desc := st.desc
+	l, r := sp.Left, sp.Right
+	reject := func(why string) (*rspb.RaftResult, error) {
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d: split refused: %s", s.rangeID, why))}, nil
+	}
+	switch {
+	case l == nil || r == nil:
+		return reject("missing descriptors")
+	case l.RangeId != s.rangeID || r.RangeId == s.rangeID || r.RangeId == 0:
+		return reject("bad range IDs")
+	case !bytes.Equal(l.StartKey, desc.StartKey) || !bytes.Equal(r.EndKey, desc.EndKey) || !bytes.Equal(l.EndKey, r.StartKey):
+		return reject("descriptors do not partition the range")
+	case bytes.Compare(l.StartKey, l.EndKey) >= 0 || bytes.Compare(r.StartKey, r.EndKey) >= 0:
+		return reject("empty side")
+	case l.Generation != desc.Generation+1 || r.Generation != l.Generation:
+		return reject("bad generations")
+	}
+	if v, ok, err := b.GetRaw(rangeStateKey(r.RangeId, suffixDescriptor)); err != nil {
+		return nil, err
+	} else if ok {
+		// Cannot happen with allocated IDs; never overwrite another range.
+		other := &rspb.RangeDescriptor{}
+		_ = proto.Unmarshal(v, other)
+		return reject(fmt.Sprintf("range r%d already exists here as [%s, %s)", r.RangeId, keys.Pretty(other.StartKey), keys.Pretty(other.EndKey)))
+	}
+	put := func(key []byte, m proto.Message) error {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			return err
+		}
+		return b.PutRaw(key, data)
+	}
+	if err := put(rangeStateKey(s.rangeID, suffixDescriptor), l); err != nil {
+		return nil, err
+	}
+	if err := put(rangeStateKey(r.RangeId, suffixDescriptor), r); err != nil {
+		return nil, err
+	}
+	// The right side starts under the same lease (same holder, same replica
+	// numbering): whoever served the parent's span keeps serving it.
+	if err := put(rangeStateKey(r.RangeId, suffixLease), st.lease); err != nil {
+		return nil, err
+	}
+	if err := b.PutRaw(rangeStateKey(r.RangeId, suffixMaxWriteTS), encodeTS(st.maxWrite)); err != nil {
+		return nil, err
+	}
+	if !st.gc.IsEmpty() {
+		if err := b.PutRaw(rangeStateKey(r.RangeId, suffixGCThreshold), encodeTS(st.gc)); err != nil {
+			return nil, err
+		}
+	}
+	out := &splitApplied{parent: s, left: l, right: r}
+	if _, member := sp.RightMembers[s.replicaID]; member {
+		rec := &rspb.ReplicaRecord{RangeId: r.RangeId, ReplicaId: s.replicaID, InitialMembers: sp.RightMembers,
+			CreatedBySplit: true, PendingLogCompaction: true}
+		if err := put(replicaStateKey(r.RangeId, s.replicaID, suffixRecord), rec); err != nil {
+			return nil, err
+		}
+		out.rhsLocal = rec
+	}
+	st.desc = l
+	st.splits = append(st.splits, out)
+	return &rspb.RaftResult{}, nil
+}
+
+// onSplit runs on the parent's apply goroutine after a split committed. The
+// right-hand replica is started from another goroutine (starting a shard
+// inside Update can deadlock on the apply workers).
+func (s *Store) onSplit(sp *splitApplied) {
+	if sp.rhsLocal == nil {
+		return
+	}
+	// The right side's timestamp cache starts above every read the parent
+	// served on its span (the split held a latch over the whole range, so
+	// none is in flight).
+	low := s.cfg.Clock.Now()
+	low.WallTime += int64(s.cfg.Clock.MaxOffset())
+	if pst := s.state(sp.left.RangeId); pst != nil {
+		if hi := pst.tscache.max(span{start: sp.right.StartKey, end: sp.right.EndKey}); low.Less(hi) {
+			low = hi
+		}
+	}
+	s.crashPoint("split-applied")
+	go s.startSplitRHS(sp.rhsLocal, low)
+}
+
+// startSplitRHS starts a right-hand replica created by a split, then
+// compacts its Raft log: every entry of the new shard up to now is dropped,
+// so any replica of it that did not get the data from the split (a parent
+// replica that skipped the split through a snapshot, a replica added later)
+// is caught up by a snapshot, never by replaying the log from index 1 over
+// an empty span.
+func (s *Store) startSplitRHS(rec *rspb.ReplicaRecord, lowWater kv.Timestamp) {
+	if s.stopping.Load() {
+		return
+	}
+	if err := s.startReplicaWith(rec, lowWater); err != nil {
+		s.log.Error("starting right-hand replica of a split", "range", rec.RangeId, "err", err)
+		return
+	}
+	s.crashPoint("split-rhs-started")
+	s.compactNewShard(rec)
+}
+
+// compactNewShard requests a snapshot of a new shard with no log kept behind
+// it, retrying until the shard has applied its first entries, then clears
+// the record's pending flag (a restart before that compacts again).
+func (s *Store) compactNewShard(rec *rspb.ReplicaRecord) {
+	rangeID := rec.RangeId
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && !s.stopping.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		idx, err := s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+		cancel()
+		if err == nil && idx > 0 {
+			if s.cfg.Metrics != nil {
+				s.cfg.Metrics.splitCompactions.Inc()
+			}
+			done := proto.Clone(rec).(*rspb.ReplicaRecord)
+			done.PendingLogCompaction = false
+			if err := s.putRecord(done); err != nil {
+				s.log.Warn("recording log compaction", "range", rangeID, "err", err)
+			}
+			return
+		}
+		if errors.Is(err, dragonboat.ErrShardNotFound) || errors.Is(err, dragonboat.ErrClosed) {
+			return
+		}
+		select {
+		case <-s.stopc:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	s.log.Warn("could not compact the log of a new right-hand range", "range", rangeID)
+}
+
+// adminSplit splits the range at key: it allocates the right side's range
+// ID, stops the range's traffic with a write latch over all of it, proposes
+// the split under the current lease and descriptor generation, and then
+// records both sides in meta.
+func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, req *rspb.AdminSplitRequest) *rspb.RangeResponse {
+	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
+		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
+	}
+	desc := m.desc.Load()
+	key := req.SplitKey
+	if bytes.Equal(key, desc.StartKey) {
+		// Already split there (e.g. a retry of a split that succeeded).
+		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Right: desc}}
+	}
+	if !keys.InSpan(key, desc.StartKey, desc.EndKey) {
+		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
+			Message: fmt.Sprintf("split key %s is outside r%d", keys.Pretty(key), m.rangeID)}}
+	}
+	if !keys.IsUserKey(desc.StartKey) || !keys.IsUserKey(key) {
+		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span split", m.rangeID)
+	}
+	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the split was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)
+	}
+	snd := s.getSender()
+	if snd == nil {
+		return fail(rspb.RangeError_UNAVAILABLE, "splits need the cluster sender, which is not connected")
+	}
+	members, err := s.nh.SyncGetShardMembership(ctx, m.rangeID)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	if len(members.NonVotings) > 0 || len(members.Witnesses) > 0 {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has non-voting replicas; splitting such ranges is not supported yet", m.rangeID)
+	}
+	rhsID, err := s.allocateRangeID(ctx, snd)
+	if err != nil {
+		return fail(rspb.RangeError_UNAVAILABLE, "r%d: allocating a range ID for the split: %v", m.rangeID, err)
+	}
+
+	// Stop the range's traffic: in-flight requests finish, new ones wait and
+	// then see the new descriptor.
+	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	defer st.latches.release(l)
+	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
+		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the split")}
+	}
+	if cur := m.desc.Load(); cur.Generation != desc.Generation {
+		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: cur,
+			Message: fmt.Sprintf("r%d changed while preparing the split; retry", m.rangeID)}}
+	}
+	left := proto.Clone(desc).(*rspb.RangeDescriptor)
+	left.EndKey = append([]byte(nil), key...)
+	left.Generation++
+	right := &rspb.RangeDescriptor{RangeId: rhsID, StartKey: append([]byte(nil), key...), EndKey: desc.EndKey, Generation: left.Generation}
+	rightMembers := map[uint64]string{}
+	for _, r := range desc.Replicas {
+		addr, ok := members.Nodes[r.ReplicaId]
+		if !ok || r.Type != rspb.ReplicaType_VOTER {
+			return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: replica %d in the descriptor is not a voter of the raft group", m.rangeID, r.ReplicaId)
+		}
+		rightMembers[r.ReplicaId] = addr
+		right.Replicas = append(right.Replicas, proto.Clone(r).(*rspb.ReplicaDescriptor))
+	}
+	if len(rightMembers) != len(members.Nodes) {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: descriptor and raft membership differ", m.rangeID)
+	}
+	sort.Slice(right.Replicas, func(i, j int) bool { return right.Replicas[i].ReplicaId < right.Replicas[j].ReplicaId })
+	pid := make([]byte, 16)
+	_, _ = rand.Read(pid)
+	cmd := &rspb.RaftCommand{ProposalId: pid, Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers}}
+	s.crashPoint("split-before-propose")
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	if res.Error != nil {
+		return &rspb.RangeResponse{Error: res.Error}
+	}
+	s.crashPoint("split-before-meta")
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.splits.Inc()
+	}
+	s.log.Info("range split", "range", m.rangeID, "key", keys.Pretty(key), "right", rhsID)
+	// Meta: left first (it adds a record; the old record at the parent's end
+	// key keeps covering the right side until it is replaced), then right.
+	// A crash in between is repaired by the meta loop.
+	if _, err := s.fixMeta(ctx, snd, left); err != nil {
+		s.log.Warn("meta update after split failed; the meta loop will repair it", "range", m.rangeID, "err", err)
+	} else {
+		s.crashPoint("split-between-meta")
+		if _, err := s.fixMeta(ctx, snd, right); err != nil {
+			s.log.Warn("meta update after split failed; the meta loop will repair it", "range", rhsID, "err", err)
+		}
+	}
+	// Give the local right-hand replica a moment to start, so a client
+	// following up on the split finds it.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && s.replica(rhsID) == nil; {
+		select {
+		case <-ctx.Done():
+			deadline = time.Now()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}
+}
+
+// allocateRangeID takes the next range ID from the cluster-wide counter.
+func (s *Store) allocateRangeID(ctx context.Context, snd Sender) (uint64, error) {
+	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Increment{
+		Increment: &rspb.IncrementRequest{Key: keys.RangeIDGeneratorKey, Delta: 1}}}})
+	if err != nil {
+		return 0, err
+	}
+	n := resps[0].GetIncrement().GetNewValue()
+	if n <= int64(SystemRangeID) {
+		return 0, fmt.Errorf("range ID counter returned %d (not initialized at bootstrap?)", n)
+	}
+	return uint64(n), nil
+}
+
+// RangeIDCounterValue is the initial value of the range ID counter for a
+// cluster bootstrapped with the given highest range ID.
+func RangeIDCounterValue(maxID uint64) []byte { return []byte(strconv.FormatUint(maxID, 10)) }
+
+// fixMeta makes the meta record at d's end key describe d, unless it already
+// describes d or a newer descriptor (higher generation: a later split or
+// merge). It uses a conditional put on the exact bytes it read, so two
+// repairers never overwrite a newer record with an older one.
+func (s *Store) fixMeta(ctx context.Context, snd Sender, d *rspb.RangeDescriptor) (wrote bool, err error) {
+	want, err := proto.Marshal(d)
+	if err != nil {
+		return false, err
+	}
+	mk := keys.MetaKey(d.EndKey)
+	for attempt := 0; attempt < 5; attempt++ {
+		resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: mk}}}})
+		if err != nil {
+			return false, err
+		}
+		g := resps[0].GetGet()
+		cput := &rspb.ConditionalPutRequest{Key: mk, Value: want}
+		if g.GetFound() {
+			val := g.GetKv().GetValue()
+			cur := &rspb.RangeDescriptor{}
+			if err := proto.Unmarshal(val, cur); err != nil {
+				return false, fmt.Errorf("meta record %s: %w", keys.Pretty(mk), err)
+			}
+			if cur.Generation > d.Generation || proto.Equal(cur, d) {
+				return false, nil
+			}
+			if cur.Generation == d.Generation && cur.RangeId == d.RangeId {
+				return false, nil // same generation, e.g. differing only in replica order
+			}
+			cput.ExpectedValue = val
+		} else {
+			cput.ExpectAbsent = true
+		}
+		resps, err = snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: cput}}})
+		if err != nil {
+			return false, err
+		}
+		if resps[0].GetConditionalPut().GetSucceeded() {
+			if s.cfg.Metrics != nil {
+				s.cfg.Metrics.metaUpdates.Inc()
+			}
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("meta record %s kept changing", keys.Pretty(mk))
+}
+
+// putRecord durably rewrites a local replica record, unless the replica was
+// removed meanwhile (its record is gone).
+func (s *Store) putRecord(rec *rspb.ReplicaRecord) error {
+	key := replicaStateKey(rec.RangeId, rec.ReplicaId, suffixRecord)
+	if _, ok, err := s.eng.GetRaw(key); err != nil || !ok {
+		return err
+	}
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b := s.eng.NewBatch()
+	defer func() { _ = b.Close() }()
+	if err := b.PutRaw(key, data); err != nil {
+		return err
+	}
+	return b.Commit(true)
+}
