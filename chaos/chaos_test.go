@@ -66,3 +66,36 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos: %d histories, %d faults, %d operations (%d ambiguous), %d violations", histories, faults, ops, ambiguous, violations)
 }
+
+// TestSplitsUnderLoad (issue 4, acceptance 1): a loader fills ranges of at
+// most 64 KiB so they split at least 20 times while porcupine clients
+// read, write and CAS keys in those ranges, with lease transfers and
+// restarts injected; the history must be linearizable and every loaded
+// key must read back through every node.
+func TestSplitsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a while")
+	}
+	seed := int64(envInt("CHAOS_SEED", int(time.Now().UnixNano()%1_000_000)))
+	out := os.Getenv("CHAOS_OUT")
+	if out == "" {
+		out = "chaos-failures"
+	}
+	res, err := RunHistory(context.Background(), Options{Duration: envDuration("CHAOS_DURATION", 20*time.Second), Seed: seed,
+		Mode: ModeInProcess, Faults: []string{FaultTransfer, FaultRestart}, RangeMaxBytes: 64 << 10, OutDir: out, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	splits := res.RangesAfter - res.RangesBefore
+	t.Logf("seed %d: %d ops (%d ambiguous), faults %v; %d splits (%d -> %d ranges); %d loaded keys, %d wrong; linearizable=%v",
+		seed, res.Ops, res.Ambiguous, res.Faults, splits, res.RangesBefore, res.RangesAfter, res.Loaded, res.LoadedWrong, res.Linearizable)
+	if splits < 20 {
+		t.Errorf("only %d splits happened, want >= 20", splits)
+	}
+	if res.LoadedWrong > 0 {
+		t.Errorf("%d of %d loaded keys read back wrong, e.g. %q", res.LoadedWrong, res.Loaded, res.WrongSamples)
+	}
+	if !res.Linearizable {
+		t.Errorf("history (seed %d) is NOT linearizable: %s", seed, res.Visualization)
+	}
+}

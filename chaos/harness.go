@@ -25,6 +25,7 @@ const (
 	FaultClock     = "clock"     // move one node's clock within the max offset
 	FaultTransfer  = "transfer"  // transfer a lease while clients run
 	FaultKill      = "kill9"     // SIGKILL the leaseholder's process, restart it later (process mode)
+	FaultNone      = "none"      // no fault (histories that exercise something else, e.g. splits)
 )
 
 // Modes: an in-process cluster (partitions, restarts, clock jumps,
@@ -50,6 +51,10 @@ type Options struct {
 	Faults   []string
 	OutDir   string // where failing histories are saved as porcupine HTML
 	Logf     func(format string, args ...any)
+	// RangeMaxBytes, when set (in-process mode), makes ranges split above
+	// that size, and a loader writes 1 KiB values over the whole keyspace
+	// while the clients run, so ranges keep splitting under them.
+	RangeMaxBytes int64
 }
 
 // Result describes one checked history.
@@ -58,6 +63,10 @@ type Result struct {
 	Faults                             []string
 	Linearizable                       bool
 	Visualization                      string // HTML file of a failing history
+	// With RangeMaxBytes: ranges in meta before and after, loaded keys
+	// (acknowledged) and how many of them read back wrong afterwards.
+	RangesBefore, RangesAfter, Loaded, LoadedWrong int
+	WrongSamples                                   []string
 }
 
 // DefaultKeys fall into five user ranges of a default cluster.
@@ -87,7 +96,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if o.Mode == ModeProcess {
 		tgt, err = newProcTarget(ctx)
 	} else {
-		tgt, err = newInProcTarget(ctx)
+		tgt, err = newInProcTarget(ctx, o.RangeMaxBytes)
 	}
 	if err != nil {
 		return nil, err
@@ -175,6 +184,20 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		}()
 	}
 
+	var loader *loader
+	if o.RangeMaxBytes > 0 {
+		it, ok := tgt.(*inProcTarget)
+		if !ok {
+			return nil, fmt.Errorf("chaos: RangeMaxBytes needs the in-process mode")
+		}
+		descs, err := it.Node(0).MetaRanges(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.RangesBefore = len(descs)
+		loader = startLoader(ctx, tgt, o.Seed)
+	}
+
 	// Faults: the first after a quarter of the run, then every 3.5-6 s, so a
 	// partition or stop outlasts the liveness TTL and leases move.
 	deadline := start.Add(o.Duration)
@@ -194,6 +217,12 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	}
 	close(stop)
 	wg.Wait()
+	if loader != nil {
+		if err := loader.finish(ctx, tgt, res); err != nil {
+			return nil, err
+		}
+		o.Logf("splits: %d ranges before, %d after; %d loaded keys, %d read back wrong", res.RangesBefore, res.RangesAfter, res.Loaded, res.LoadedWrong)
+	}
 	end := time.Since(start).Nanoseconds() + 1
 	for i := range ops {
 		if ops[i].Return < 0 {
@@ -276,11 +305,15 @@ type inProcTarget struct {
 	stopped int
 }
 
-func newInProcTarget(ctx context.Context) (*inProcTarget, error) {
+func newInProcTarget(ctx context.Context, rangeMaxBytes int64) (*inProcTarget, error) {
 	t := &inProcTarget{net: fault.NewNetwork(), clocks: []*fault.Clock{{}, {}, {}}, stopped: -1}
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(sctx, node.TestClusterOptions{Network: t.net, Clocks: t.clocks})
+	opts := node.TestClusterOptions{Network: t.net, Clocks: t.clocks}
+	if rangeMaxBytes > 0 {
+		opts.RangeMaxBytes, opts.SplitCheckInterval, opts.MetaCheckInterval = rangeMaxBytes, 200*time.Millisecond, time.Second
+	}
+	tc, err := node.StartTestCluster(sctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +357,8 @@ func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, 
 	holder := leaseholderOf(ctx, t.admins(), rid)
 	victim := t.indexOf(holder, rng)
 	switch kind {
+	case FaultNone:
+		return "none"
 	case FaultPartition:
 		t.net.Isolate(victim, []int{0, 1, 2})
 		return fmt.Sprintf("partition: isolated n%d (leaseholder of r%d)", t.Node(victim).NodeID(), rid)

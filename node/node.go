@@ -21,9 +21,11 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
@@ -53,6 +55,12 @@ type Config struct {
 	// node-to-node gRPC (fault injection).
 	RaftTransport   config.TransportFactory
 	PeerDialOptions []grpc.DialOption
+	// Split queue and meta repair (see ranges.StoreConfig; zero = defaults).
+	RangeMaxBytes      int64
+	LoadSplitQPS       float64
+	LoadSplitDuration  time.Duration
+	SplitCheckInterval time.Duration
+	MetaCheckInterval  time.Duration
 	// CrashPoint is called at named steps of splits (fault tests).
 	CrashPoint func(name string)
 }
@@ -116,6 +124,8 @@ func Start(cfg Config) (*Node, error) {
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
+		RangeMaxBytes: cfg.RangeMaxBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
+		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -301,4 +311,23 @@ func (n *Node) SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResp
 		defer cancel()
 	}
 	return n.router.AdminSplit(ctx, key)
+}
+
+// MetaRanges reads every meta record (the cluster's range descriptors, in
+// key order) through this node's router.
+func (n *Node) MetaRanges(ctx context.Context) ([]*rspb.RangeDescriptor, error) {
+	resps, err := n.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
+		Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
+	if err != nil {
+		return nil, err
+	}
+	var out []*rspb.RangeDescriptor
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(kv.Value, d); err != nil {
+			return nil, fmt.Errorf("meta record %q: %w", kv.Key, err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }

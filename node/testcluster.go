@@ -40,6 +40,11 @@ type TestClusterOptions struct {
 	Clocks []*fault.Clock
 	// LivenessTTL / HeartbeatInterval override the liveness defaults.
 	LivenessTTL, HeartbeatInterval time.Duration
+	// Split queue and meta repair settings (zero = node defaults).
+	RangeMaxBytes                         int64
+	LoadSplitQPS                          float64
+	LoadSplitDuration, SplitCheckInterval time.Duration
+	MetaCheckInterval                     time.Duration
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -115,6 +120,8 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			Logger:             opts.Logger.With("node", i+1),
 			RaftRTTMillisecond: opts.RaftRTTMillisecond, ElectionRTT: opts.ElectionRTT, HeartbeatRTT: opts.HeartbeatRTT,
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
+			RangeMaxBytes: opts.RangeMaxBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
+			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)

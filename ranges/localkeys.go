@@ -23,6 +23,7 @@ var (
 	suffixMaxWriteTS  = []byte("mwts")
 	suffixGCThreshold = []byte("gcth")
 	suffixLease       = []byte("lease")
+	suffixSize        = []byte("size")
 	suffixDedup       = []byte("dedup")
 	suffixApplied     = []byte("applied")
 	suffixRecord      = []byte("record")

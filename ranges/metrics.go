@@ -21,6 +21,8 @@ type Metrics struct {
 	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
 	// Range lifecycle.
 	splits           prometheus.Counter
+	splitsBy         *prometheus.CounterVec // reason: size, load
+	hotKeys          prometheus.Counter
 	splitCompactions prometheus.Counter
 	metaUpdates      prometheus.Counter
 	reg              prometheus.Registerer
@@ -54,12 +56,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		splitCompactions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_split_log_compactions_total", Help: "New right-hand replicas whose initial Raft log was compacted away (so laggards get snapshots).",
 		}),
+		splitsBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_split_queue_splits_total", Help: "Splits made by the split queue, by reason (size, load).",
+		}, []string{"reason"}),
+		hotKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_hot_keys_total", Help: "Times a range's load was found concentrated on one key (reported, not split).",
+		}),
 		metaUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_meta_updates_total", Help: "Meta records written by this node (after splits, or repairs).",
 		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.splitCompactions, m.metaUpdates)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
 	return m
 }
 

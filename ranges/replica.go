@@ -38,6 +38,7 @@ type LivenessSource interface {
 type replicaState struct {
 	latches *latchManager
 	tscache *tsCache
+	split   *splitTracking
 
 	acquireMu    sync.Mutex    // one acquisition at a time per range
 	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)

@@ -105,6 +105,10 @@ func (s *stateMachine) applySplit(b *kv.Batch, st *applyState, sp *rspb.SplitCom
 			return nil, err
 		}
 	}
+	if err := b.PutRaw(rangeStateKey(r.RangeId, suffixSize), encodeUint64(uint64(max(sp.RightBytes, 0)))); err != nil {
+		return nil, err
+	}
+	st.size = max(sp.LeftBytes, 0)
 	out := &splitApplied{parent: s, left: l, right: r}
 	if _, member := sp.RightMembers[s.replicaID]; member {
 		rec := &rspb.ReplicaRecord{RangeId: r.RangeId, ReplicaId: s.replicaID, InitialMembers: sp.RightMembers,
@@ -226,6 +230,17 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	if len(members.NonVotings) > 0 || len(members.Witnesses) > 0 {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has non-voting replicas; splitting such ranges is not supported yet", m.rangeID)
 	}
+	// Measure both sides (before stopping traffic: an estimate either way).
+	snap := s.eng.NewSnapshot()
+	leftBytes, err := spanBytes(snap, desc.StartKey, key)
+	var rightBytes int64
+	if err == nil {
+		rightBytes, err = spanBytes(snap, key, desc.EndKey)
+	}
+	_ = snap.Close()
+	if err != nil {
+		return fail(rspb.RangeError_UNKNOWN, "r%d: measuring the split: %v", m.rangeID, err)
+	}
 	rhsID, err := s.allocateRangeID(ctx, snd)
 	if err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "r%d: allocating a range ID for the split: %v", m.rangeID, err)
@@ -265,7 +280,8 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	pid := make([]byte, 16)
 	_, _ = rand.Read(pid)
 	cmd := &rspb.RaftCommand{ProposalId: pid, Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers}}
+		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers,
+			LeftBytes: leftBytes, RightBytes: rightBytes}}
 	s.crashPoint("split-before-propose")
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr != nil {

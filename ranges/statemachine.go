@@ -58,6 +58,9 @@ type stateMachine struct {
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
 	gcThreshold kv.Timestamp
+	// size is the replicated estimate of the range's data bytes: writes add
+	// the size of their batch, a split sets both sides to measured values.
+	size atomic.Int64
 }
 
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
@@ -100,6 +103,17 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = mw, gc
 	s.mu.Unlock()
+	var size int64
+	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixSize)); err != nil {
+		return err
+	} else if ok {
+		u, err := decodeUint64(v)
+		if err != nil {
+			return err
+		}
+		size = int64(u)
+	}
+	s.size.Store(size)
 	return nil
 }
 
@@ -141,6 +155,7 @@ type applyState struct {
 	lease    *rspb.Lease
 	maxWrite kv.Timestamp
 	gc       kv.Timestamp
+	size     int64
 	splits   []*splitApplied
 }
 
@@ -156,7 +171,8 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	b := s.eng.NewBatch()
 	defer func() { _ = b.Close() }()
 	s.mu.RLock()
-	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold}
+	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold, size: s.size.Load()}
+	prevSize := st.size
 	s.mu.RUnlock()
 	prevLease := st.lease
 	for i := range entries {
@@ -188,6 +204,11 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		e.Result = sm.Result{Value: resultOK, Data: data}
 	}
 	last := entries[len(entries)-1].Index
+	if st.size != prevSize {
+		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixSize), encodeUint64(uint64(max(st.size, 0)))); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(last)); err != nil {
 		return nil, err
 	}
@@ -196,6 +217,7 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	}
 	// Publish.
 	s.desc.Store(st.desc)
+	s.size.Store(st.size)
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = st.maxWrite, st.gc
 	s.mu.Unlock()
@@ -280,6 +302,7 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	if err := b.ApplyRepr(cmd.WriteBatch); err != nil {
 		return nil, nil, err
 	}
+	st.size += int64(len(cmd.WriteBatch))
 	if commitTS := TSFromProto(res.Timestamp); maxWrite.Less(commitTS) {
 		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(commitTS)); err != nil {
 			return nil, nil, err

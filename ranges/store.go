@@ -23,6 +23,12 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
+// Split thresholds (StoreConfig.RangeMaxBytes, LoadSplitQPS).
+const (
+	DefaultRangeMaxBytes int64   = 64 << 20
+	DefaultLoadSplitQPS  float64 = 2500
+)
+
 // DefaultRequestTimeout bounds one replica request when the caller's context
 // has no deadline.
 const DefaultRequestTimeout = 10 * time.Second
@@ -58,6 +64,16 @@ type StoreConfig struct {
 	// CrashPoint, when set, is called at named points of multi-step
 	// operations (splits); fault tests make it kill the process.
 	CrashPoint func(name string)
+	// RangeMaxBytes: a range whose data grows above this splits at its byte
+	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
+	RangeMaxBytes int64
+	// LoadSplitQPS: a range served above this many requests/s for
+	// LoadSplitDuration splits at a key balancing the load (0 =
+	// DefaultLoadSplitQPS, negative = never). SplitCheckInterval is how
+	// often the split queue looks at each range.
+	LoadSplitQPS       float64
+	LoadSplitDuration  time.Duration
+	SplitCheckInterval time.Duration
 	// MetaCheckInterval is how often a leaseholder checks that meta
 	// describes its ranges (repairing it after a crash mid-split).
 	MetaCheckInterval time.Duration
@@ -84,6 +100,18 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.LeaseInterval == 0 {
 		c.LeaseInterval = 100 * time.Millisecond
+	}
+	if c.RangeMaxBytes == 0 {
+		c.RangeMaxBytes = DefaultRangeMaxBytes
+	}
+	if c.LoadSplitQPS == 0 {
+		c.LoadSplitQPS = DefaultLoadSplitQPS
+	}
+	if c.LoadSplitDuration == 0 {
+		c.LoadSplitDuration = 10 * time.Second
+	}
+	if c.SplitCheckInterval == 0 {
+		c.SplitCheckInterval = time.Second
 	}
 	if c.MetaCheckInterval == 0 {
 		c.MetaCheckInterval = 3 * time.Second
@@ -167,6 +195,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	go s.gcLoop(cfg.GCInterval, cfg.GCTTL)
 	go s.leaseLoop(cfg.LeaseInterval)
 	go s.metaLoop(cfg.MetaCheckInterval)
+	go s.splitLoop(cfg.SplitCheckInterval)
 	return s, nil
 }
 
@@ -271,6 +300,7 @@ func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) e
 		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
 		m.onSplit = s.onSplit
 		st := s.newReplicaState()
+		st.split = s.newSplitTracking(shardID)
 		if !lowWater.IsEmpty() {
 			st.tscache.setLowWater(lowWater)
 		}
@@ -465,6 +495,7 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if req.Timestamp != nil {
 		s.cfg.Clock.Update(TSFromProto(req.Timestamp))
 	}
+	st.split.recordLoad(time.Now(), req.Requests)
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
 	}
@@ -571,7 +602,13 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 		l := m.lease.Load()
 		state := s.leaseStatus(l, s.cfg.Clock.Now())
 		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
-			LeaseValid: state == leases.Valid, LeaseState: state.String()}
+			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load()}
+		if st := s.state(id); st != nil && st.split != nil && st.split.load != nil {
+			info.Qps = st.split.load.QPS(time.Now())
+			if hk := st.split.hotKey.Load(); hk != nil {
+				info.HotKey = *hk
+			}
+		}
 		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
 			info.LeaderReplicaId, info.Term = lid, term
 			info.LeaderNodeId = s.leaderNode(id)

@@ -104,14 +104,19 @@ func testSplitCrash(t *testing.T, point string) {
 	time.Sleep(200 * time.Millisecond) // let the other replicas reach the point too
 	dead := 0
 	restarted := map[int]bool{}
-	for i := 0; i < 3; i++ {
-		pc.SetEnv(i)
-		if !pc.Running(i) {
-			dead++
-			restarted[i] = true
-			pc.start(i)
+	// revive restarts, unarmed, every process that died (replicas that
+	// apply the split later reach the point later).
+	revive := func() {
+		for i := 0; i < 3; i++ {
+			pc.SetEnv(i)
+			if !pc.Running(i) {
+				dead++
+				restarted[i] = true
+				pc.start(i)
+			}
 		}
 	}
+	revive()
 	t.Logf("%d process(es) died at %s and were restarted", dead, point)
 	time.Sleep(time.Second)
 	close(stop)
@@ -121,6 +126,7 @@ func testSplitCrash(t *testing.T, point string) {
 	var descs []*rspb.RangeDescriptor
 	var lastErr error
 	if !waitUntil(60*time.Second, func() bool {
+		revive()
 		descs, lastErr = readMeta(ctx, pc)
 		if lastErr == nil {
 			lastErr = tiles(descs)
@@ -138,6 +144,7 @@ func testSplitCrash(t *testing.T, point string) {
 	t.Logf("meta: %d ranges, split at k100 happened: %v", len(descs), split)
 	// Every range in meta has a replica on every node.
 	if !waitUntil(30*time.Second, func() bool {
+		revive()
 		for i := 0; i < 3; i++ {
 			r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
 			if err != nil {

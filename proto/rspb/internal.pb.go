@@ -1250,6 +1250,8 @@ type SplitCommand struct {
 	Left          *RangeDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
 	Right         *RangeDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
 	RightMembers  map[uint64]string      `protobuf:"bytes,3,rep,name=right_members,json=rightMembers,proto3" json:"right_members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // replica ID -> raft address (the right side's initial members)
+	LeftBytes     int64                  `protobuf:"varint,4,opt,name=left_bytes,json=leftBytes,proto3" json:"left_bytes,omitempty"`                                                                                    // size estimates of the two sides (measured by the proposer)
+	RightBytes    int64                  `protobuf:"varint,5,opt,name=right_bytes,json=rightBytes,proto3" json:"right_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1303,6 +1305,20 @@ func (x *SplitCommand) GetRightMembers() map[uint64]string {
 		return x.RightMembers
 	}
 	return nil
+}
+
+func (x *SplitCommand) GetLeftBytes() int64 {
+	if x != nil {
+		return x.LeftBytes
+	}
+	return 0
+}
+
+func (x *SplitCommand) GetRightBytes() int64 {
+	if x != nil {
+		return x.RightBytes
+	}
+	return 0
 }
 
 type GCCommand struct {
@@ -1842,8 +1858,11 @@ type RangeInfo struct {
 	Term            uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	AppliedIndex    uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	Lease           *Lease                 `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
-	LeaseValid      bool                   `protobuf:"varint,7,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"` // as judged by this node now
-	LeaseState      string                 `protobuf:"bytes,8,opt,name=lease_state,json=leaseState,proto3" json:"lease_state,omitempty"`  // valid, stasis, expired, unknown (holder's liveness not known here), none
+	LeaseValid      bool                   `protobuf:"varint,7,opt,name=lease_valid,json=leaseValid,proto3" json:"lease_valid,omitempty"`    // as judged by this node now
+	LeaseState      string                 `protobuf:"bytes,8,opt,name=lease_state,json=leaseState,proto3" json:"lease_state,omitempty"`     // valid, stasis, expired, unknown (holder's liveness not known here), none
+	ApproxBytes     int64                  `protobuf:"varint,9,opt,name=approx_bytes,json=approxBytes,proto3" json:"approx_bytes,omitempty"` // replicated size estimate of the range's data
+	Qps             float64                `protobuf:"fixed64,10,opt,name=qps,proto3" json:"qps,omitempty"`                                  // requests/s served here as leaseholder (last full second)
+	HotKey          []byte                 `protobuf:"bytes,11,opt,name=hot_key,json=hotKey,proto3" json:"hot_key,omitempty"`                // a single key dominating the load (cannot be split), if any
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1932,6 +1951,27 @@ func (x *RangeInfo) GetLeaseState() string {
 		return x.LeaseState
 	}
 	return ""
+}
+
+func (x *RangeInfo) GetApproxBytes() int64 {
+	if x != nil {
+		return x.ApproxBytes
+	}
+	return 0
+}
+
+func (x *RangeInfo) GetQps() float64 {
+	if x != nil {
+		return x.Qps
+	}
+	return 0
+}
+
+func (x *RangeInfo) GetHotKey() []byte {
+	if x != nil {
+		return x.HotKey
+	}
+	return nil
 }
 
 type RangesResponse struct {
@@ -2281,11 +2321,15 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"generation\x18\t \x01(\x04R\n" +
 	"generation\x121\n" +
 	"\x05split\x18\n" +
-	" \x01(\v2\x1b.rangestore.v1.SplitCommandR\x05split\"\x8d\x02\n" +
+	" \x01(\v2\x1b.rangestore.v1.SplitCommandR\x05split\"\xcd\x02\n" +
 	"\fSplitCommand\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
 	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\x12R\n" +
-	"\rright_members\x18\x03 \x03(\v2-.rangestore.v1.SplitCommand.RightMembersEntryR\frightMembers\x1a?\n" +
+	"\rright_members\x18\x03 \x03(\v2-.rangestore.v1.SplitCommand.RightMembersEntryR\frightMembers\x12\x1d\n" +
+	"\n" +
+	"left_bytes\x18\x04 \x01(\x03R\tleftBytes\x12\x1f\n" +
+	"\vright_bytes\x18\x05 \x01(\x03R\n" +
+	"rightBytes\x1a?\n" +
 	"\x11RightMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
@@ -2324,7 +2368,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\",\n" +
 	"\rRangesRequest\x12\x1b\n" +
-	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xcf\x02\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\x9d\x03\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -2335,7 +2379,11 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\vlease_valid\x18\a \x01(\bR\n" +
 	"leaseValid\x12\x1f\n" +
 	"\vlease_state\x18\b \x01(\tR\n" +
-	"leaseState\"B\n" +
+	"leaseState\x12!\n" +
+	"\fapprox_bytes\x18\t \x01(\x03R\vapproxBytes\x12\x10\n" +
+	"\x03qps\x18\n" +
+	" \x01(\x01R\x03qps\x12\x17\n" +
+	"\ahot_key\x18\v \x01(\fR\x06hotKey\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +

@@ -1,0 +1,179 @@
+package ranges
+
+import (
+	"bytes"
+	"context"
+	"math/rand"
+	"sync/atomic"
+	"time"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/loadsplit"
+)
+
+// splitTracking is a replica's input to the split queue.
+type splitTracking struct {
+	load *loadsplit.Decider // nil when load-based splitting is off
+	// scannedAt is the size estimate at the last size scan that found no
+	// split was needed; the range is scanned again only after it grew.
+	scannedAt atomic.Int64
+	// hotKey is the last single hot key reported (for `range list`).
+	hotKey atomic.Pointer[[]byte]
+}
+
+func (s *Store) newSplitTracking(rangeID uint64) *splitTracking {
+	t := &splitTracking{}
+	if s.cfg.LoadSplitQPS > 0 {
+		t.load = loadsplit.NewDecider(loadsplit.Config{QPSThreshold: s.cfg.LoadSplitQPS, Duration: s.cfg.LoadSplitDuration},
+			rand.New(rand.NewSource(int64(rangeID)*7919+time.Now().UnixNano())))
+	}
+	return t
+}
+
+// recordLoad notes requests served here as leaseholder.
+func (t *splitTracking) recordLoad(now time.Time, reqs []*rspb.RequestUnion) {
+	if t == nil || t.load == nil {
+		return
+	}
+	for _, r := range reqs {
+		start, end, point := RequestSpan(r)
+		if point {
+			end = nil
+		}
+		t.load.Record(now, start, end)
+	}
+}
+
+// splitLoop is the split queue: every interval the leaseholder of each user
+// range checks its size (split at the byte midpoint above RangeMaxBytes)
+// and its load (split at the key the load decider found; a single hot key
+// is reported, not split).
+func (s *Store) splitLoop(interval time.Duration) {
+	s.every(interval, func() {
+		if s.NodeID() == 0 || s.stopping.Load() || s.getSender() == nil {
+			return
+		}
+		for _, d := range s.heldDescriptors() {
+			if !keys.IsUserKey(d.StartKey) {
+				continue
+			}
+			s.maybeSplit(d.RangeId)
+		}
+	})
+}
+
+func (s *Store) maybeSplit(rangeID uint64) {
+	m, st := s.replica(rangeID), s.state(rangeID)
+	if m == nil || st == nil || st.split == nil {
+		return
+	}
+	desc := m.desc.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	if maxBytes := s.cfg.RangeMaxBytes; maxBytes > 0 {
+		size := m.size.Load()
+		if size > maxBytes && size > st.split.scannedAt.Load()+maxBytes/8 {
+			key, total, err := s.sizeSplitKey(desc)
+			switch {
+			case err != nil:
+				s.log.Warn("size split: scanning range", "range", rangeID, "err", err)
+			case key == nil || total <= maxBytes:
+				// The estimate overcounts (overwrites, deletions): remember
+				// and wait for growth before scanning again.
+				st.split.scannedAt.Store(size)
+			default:
+				if s.splitAt(ctx, desc, key, "size") {
+					return
+				}
+			}
+		}
+	}
+	if t := st.split.load; t != nil {
+		if key, ok := t.MaybeSplitKey(now); ok {
+			if s.splitAt(ctx, desc, key, "load") {
+				t.Reset()
+			}
+			return
+		}
+		if key, share, ok := t.HotKey(now); ok {
+			prev := st.split.hotKey.Load()
+			if prev == nil || !bytes.Equal(*prev, key) {
+				s.log.Warn("hot key: load is concentrated on one key and cannot be split", "range", rangeID,
+					"key", keys.Pretty(key), "share", share, "qps", t.QPS(now))
+				if s.cfg.Metrics != nil {
+					s.cfg.Metrics.hotKeys.Inc()
+				}
+			}
+			st.split.hotKey.Store(&key)
+		} else {
+			st.split.hotKey.Store(nil)
+		}
+	}
+}
+
+// splitAt splits the range at key through the normal path (lease, latches,
+// the generation the decision was made on).
+func (s *Store) splitAt(ctx context.Context, desc *rspb.RangeDescriptor, key []byte, reason string) bool {
+	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, ExpectedGeneration: desc.Generation}})
+	if resp.Error != nil {
+		s.log.Info("split attempt failed", "range", desc.RangeId, "reason", reason, "key", keys.Pretty(key), "err", resp.Error.Message)
+		return false
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.splitsBy.WithLabelValues(reason).Inc()
+	}
+	s.log.Info("range split by the split queue", "range", desc.RangeId, "reason", reason, "key", keys.Pretty(key),
+		"right", resp.AdminSplit.GetRight().GetRangeId())
+	return true
+}
+
+// sizeSplitKey scans the range's data and returns the first key at or
+// after the byte midpoint (never the range's first key) and the total
+// size. Versions of one key stay together.
+func (s *Store) sizeSplitKey(desc *rspb.RangeDescriptor) ([]byte, int64, error) {
+	snap := s.eng.NewSnapshot()
+	defer snap.Close()
+	total, err := spanBytes(snap, desc.StartKey, desc.EndKey)
+	if err != nil || total == 0 {
+		return nil, total, err
+	}
+	var acc int64
+	var key, last []byte
+	errStop := errStopIter
+	err = kv.IterateDataSpan(snap, desc.StartKey, desc.EndKey, func(k, v []byte) error {
+		uk, _, err := kv.DecodeMVCCKey(k)
+		if err != nil {
+			return err
+		}
+		if acc >= total/2 && last != nil && !bytes.Equal(uk, last) && bytes.Compare(uk, desc.StartKey) > 0 {
+			key = uk
+			return errStop
+		}
+		acc += int64(len(k) + len(v))
+		last = uk
+		return nil
+	})
+	if err != nil && err != errStop {
+		return nil, total, err
+	}
+	return key, total, nil
+}
+
+type stopIter struct{}
+
+func (stopIter) Error() string { return "stop" }
+
+var errStopIter error = stopIter{}
+
+// spanBytes is the size of the data in [start, end): engine keys plus values.
+func spanBytes(r kv.Reader, start, end []byte) (int64, error) {
+	var n int64
+	err := kv.IterateDataSpan(r, start, end, func(k, v []byte) error {
+		n += int64(len(k) + len(v))
+		return nil
+	})
+	return n, err
+}
