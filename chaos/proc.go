@@ -166,6 +166,17 @@ func (pc *ProcCluster) Running(i int) bool {
 	}
 }
 
+// Pid is the process ID of process i (0 if it is not running).
+func (pc *ProcCluster) Pid(i int) int {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // SetEnv sets the extra environment of process i's next start.
 func (pc *ProcCluster) SetEnv(i int, env ...string) {
 	p := pc.procs[i]

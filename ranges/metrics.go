@@ -21,6 +21,7 @@ type Metrics struct {
 	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
 	// Range lifecycle.
 	splits           prometheus.Counter
+	wakeups          prometheus.Counter
 	splitsBy         *prometheus.CounterVec // reason: size, load
 	hotKeys          prometheus.Counter
 	splitCompactions prometheus.Counter
@@ -56,6 +57,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		splitCompactions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_split_log_compactions_total", Help: "New right-hand replicas whose initial Raft log was compacted away (so laggards get snapshots).",
 		}),
+		wakeups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_raft_wakeups_total", Help: "Quiesced ranges woken by a ReadIndex (a proposal or a lease takeover found no live leader); not part of the read path.",
+		}),
 		splitsBy: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rangestore_split_queue_splits_total", Help: "Splits made by the split queue, by reason (size, load).",
 		}, []string{"reason"}),
@@ -67,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
 	return m
 }
 

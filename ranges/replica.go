@@ -45,6 +45,8 @@ type replicaState struct {
 	// lastLeaderTransfer is when Raft leadership was last asked to move
 	// to the leaseholder (unix nanos).
 	lastLeaderTransfer atomic.Int64
+	// lastWake is when the replica last woke its quiesced shard (unix nanos).
+	lastWake atomic.Int64
 }
 
 func (s *Store) electionTimeout() time.Duration {
@@ -233,6 +235,11 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 		r, err := s.nh.SyncPropose(tctx, s.nh.GetNoOPSession(rangeID), data)
 		cancel()
 		if err != nil {
+			if errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dragonboat.ErrShardNotReady) {
+				// A quiesced follower is not woken by proposals (its dead
+				// leader would never be replaced): wake it.
+				s.wake(rangeID)
+			}
 			if retryable && ctx.Err() == nil && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
 				errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy)) {
 				if errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) {
@@ -251,6 +258,35 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 		}
 		return res, nil
 	}
+}
+
+// wake makes a quiesced shard active again: a local ReadIndex wakes it (a
+// proposal does not), so heartbeats resume and, if its leader died, an
+// election follows. It is rate-limited per replica and never waits.
+func (s *Store) wake(rangeID uint64) {
+	if !s.cfg.Quiesce {
+		return
+	}
+	st := s.state(rangeID)
+	if st == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := st.lastWake.Load()
+	if now-last < int64(s.electionTimeout()) || !st.lastWake.CompareAndSwap(last, now) {
+		return
+	}
+	rs, err := s.nh.ReadIndex(rangeID, 2*s.electionTimeout())
+	if err != nil {
+		return
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.wakeups.Inc()
+	}
+	go func() {
+		<-rs.ResultC()
+		rs.Release()
+	}()
 }
 
 // serveRead serves read-only requests from local state under the lease,
@@ -429,12 +465,17 @@ func (s *Store) tendLease(rangeID uint64) {
 		return
 	}
 	leaderID, _, ok, err := s.nh.GetLeaderID(rangeID)
-	if err != nil || !ok {
-		return
-	}
 	l := m.lease.Load()
 	now := s.cfg.Clock.Now()
 	state := s.leaseStatus(l, now)
+	if err == nil && (!ok || state == leases.Expired || state == leases.None) && leaderID != m.replicaID {
+		// No known leader, or nobody may serve: if the shard is quiesced
+		// (its leader may be dead) nothing happens until it is woken.
+		s.wake(rangeID)
+	}
+	if err != nil || !ok {
+		return
+	}
 	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID && s.ownLeaseUsable(l)
 	// Short: ranges are tended one after another, and a liveness read
 	// blocked on a recovering system range must not hold up the others.

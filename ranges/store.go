@@ -47,6 +47,10 @@ type StoreConfig struct {
 	RTTMillisecond uint64
 	ElectionRTT    uint64
 	HeartbeatRTT   uint64
+	// Quiesce lets idle ranges stop heartbeating (Dragonboat quiesce); a
+	// quiesced range is woken by a ReadIndex when a proposal times out or
+	// its lease has no live holder.
+	Quiesce bool
 	// SnapshotEntries: take a (metadata-only) snapshot every N applied
 	// entries, keeping CompactionOverhead entries of log behind it.
 	SnapshotEntries    uint64
@@ -267,6 +271,7 @@ func (s *Store) replicaConfig(r *rspb.ReplicaRecord) config.Config {
 		CompactionOverhead:  s.cfg.CompactionOverhead,
 		OrderedConfigChange: true,
 		IsNonVoting:         r.JoinedNonVoting,
+		Quiesce:             s.cfg.Quiesce,
 	}
 }
 

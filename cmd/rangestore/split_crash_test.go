@@ -182,8 +182,9 @@ func testSplitCrash(t *testing.T, point string) {
 	}) {
 		t.Fatalf("scan after restart: %v", lastErr)
 	}
-	if len(got) != 200 && len(got) != len(want) {
-		t.Fatalf("scan returned %d keys, want 200 (acked %d)", len(got), len(want))
+	// (Keys written without acknowledgement may exist too; all are k000-k199.)
+	if len(got) < len(want) || len(got) > 200 {
+		t.Fatalf("scan returned %d keys, want between %d (acknowledged) and 200", len(got), len(want))
 	}
 	for k, v := range want {
 		g, ok := got[k]

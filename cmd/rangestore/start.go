@@ -19,6 +19,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 // raftPortOffset: without --raft-addr, the Raft transport listens on the
@@ -69,6 +70,8 @@ func runStart(args []string) error {
 	join := fs.StringSlice("join", nil, "gRPC addresses of the initial nodes (comma-separated)")
 	locality := fs.String("locality", "", "locality tiers, e.g. region=eu,zone=a")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	rangeMax := fs.Int64("range-max-bytes", ranges.DefaultRangeMaxBytes, "split a range once its data exceeds this many bytes (negative: never)")
+	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -86,7 +89,8 @@ func runStart(args []string) error {
 		}
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
-		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log)})
+		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
+		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS})
 	if err != nil {
 		return err
 	}

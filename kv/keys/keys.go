@@ -123,25 +123,38 @@ func ContainsSpan(s, e, start, end []byte) bool {
 }
 
 // DefaultSplitKeys picks n split points (client keys) spread evenly over the
-// alphanumeric alphabet, so that typical ASCII keys land in different ranges.
+// alphanumeric alphabet, so that typical ASCII keys land in different ranges:
+// single characters for up to 61 points, two characters (up to 3,843 points)
+// beyond that.
 func DefaultSplitKeys(n int) [][]byte {
 	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	if n <= 0 {
 		return nil
 	}
+	width := 1
+	space := len(alphabet)
+	if n >= len(alphabet) {
+		width, space = 2, len(alphabet)*len(alphabet)
+	}
+	if n >= space {
+		n = space - 1
+	}
 	var out [][]byte
-	seen := map[byte]bool{}
+	seen := map[int]bool{}
 	for i := 1; i <= n; i++ {
-		idx := i * len(alphabet) / (n + 1)
-		if idx >= len(alphabet) {
-			idx = len(alphabet) - 1
+		idx := i * space / (n + 1)
+		if idx >= space {
+			idx = space - 1
 		}
-		c := alphabet[idx]
-		if seen[c] {
+		if seen[idx] {
 			continue
 		}
-		seen[c] = true
-		out = append(out, []byte{c})
+		seen[idx] = true
+		if width == 1 {
+			out = append(out, []byte{alphabet[idx]})
+		} else {
+			out = append(out, []byte{alphabet[idx/len(alphabet)], alphabet[idx%len(alphabet)]})
+		}
 	}
 	return out
 }

@@ -209,18 +209,18 @@ func TestDefaultSplitKeys(t *testing.T) {
 	if ks := DefaultSplitKeys(1); len(ks) != 1 || string(ks[0]) != "V" {
 		t.Fatalf("DefaultSplitKeys(1) = %q", ks)
 	}
-	for n := 1; n <= 100; n++ {
+	for _, n := range append(seq(1, 100), 500, 997, 3843) {
 		ks := DefaultSplitKeys(n)
 		if len(ks) == 0 || len(ks) > n {
 			t.Fatalf("DefaultSplitKeys(%d) has %d keys", n, len(ks))
 		}
-		if n <= 61 && len(ks) != n {
+		if len(ks) != n {
 			t.Fatalf("DefaultSplitKeys(%d) has %d keys, want %d", n, len(ks), n)
 		}
 		seen := map[string]bool{}
 		for i, k := range ks {
-			if len(k) != 1 {
-				t.Fatalf("DefaultSplitKeys(%d)[%d] = %q is not one byte", n, i, k)
+			if want := 1 + min(n/62, 1); len(k) != want {
+				t.Fatalf("DefaultSplitKeys(%d)[%d] = %q is not %d byte(s)", n, i, k, want)
 			}
 			if seen[string(k)] {
 				t.Fatalf("DefaultSplitKeys(%d) has duplicate %q", n, k)
@@ -298,4 +298,12 @@ func TestMetaKeysInMetaSpan(t *testing.T) {
 			t.Fatalf("layout boundary %q is not below %q", order[i-1], order[i])
 		}
 	}
+}
+
+func seq(a, b int) []int {
+	var out []int
+	for i := a; i <= b; i++ {
+		out = append(out, i)
+	}
+	return out
 }

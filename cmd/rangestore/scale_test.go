@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// TestScaleRanges is the many-ranges benchmark (issue 4, acceptance 3; `make
+// bench-scale`): RANGESTORE_SCALE_RANGES ranges (e.g. 1000) on three
+// `rangestore start` processes. It reports the time from init until every
+// range has a valid lease, each process's idle CPU (share of one core, over
+// RANGESTORE_SCALE_WINDOW after ranges quiesced) and RSS, the time to
+// restart all three processes until every lease is valid again, and how
+// long the ranges led by a SIGKILLed node take to get valid leases elsewhere
+// (quiesced ranges must be woken for that). Skipped unless the variable is
+// set: it takes minutes.
+func TestScaleRanges(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("RANGESTORE_SCALE_RANGES"))
+	if n < 4 {
+		t.Skip("set RANGESTORE_SCALE_RANGES (e.g. 1000) to run the many-ranges benchmark")
+	}
+	window := 20 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("RANGESTORE_SCALE_WINDOW")); err == nil {
+		window = d
+	}
+	pc := newProcClusterB(t, 3)
+	start := time.Now()
+	// init makes meta + system + (splits+1) user ranges.
+	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", strconv.Itoa(n-3), "--timeout", "5m")
+	initDone := time.Since(start)
+	if err := waitAllLeases(pc, n, []int{0, 1, 2}, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	startup := time.Since(start)
+	t.Logf("scale: %d ranges: init returned after %.1fs, every range had a valid lease after %.1fs", n, initDone.Seconds(), startup.Seconds())
+
+	idle := func(label string) []float64 {
+		time.Sleep(30 * time.Second) // idle ranges quiesce after 10 s of election ticks
+		var cpus []float64
+		before := make([]float64, 3)
+		for i := 0; i < 3; i++ {
+			before[i] = procCPUSeconds(t, pc.Pid(i))
+		}
+		time.Sleep(window)
+		total := 0.0
+		var parts []string
+		for i := 0; i < 3; i++ {
+			c := (procCPUSeconds(t, pc.Pid(i)) - before[i]) / window.Seconds()
+			cpus = append(cpus, c)
+			total += c
+			parts = append(parts, fmt.Sprintf("n%d %.1f%% / %d MiB RSS", i+1, 100*c, procRSSMiB(t, pc.Pid(i))))
+		}
+		t.Logf("scale: %s idle CPU over %s: %s; total %.1f%% of one core", label, window, strings.Join(parts, ", "), 100*total)
+		return cpus
+	}
+	cpus := idle("after init")
+
+	// Restart every process: time until all leases are valid again.
+	for i := 0; i < 3; i++ {
+		pc.kill(i)
+	}
+	rs := time.Now()
+	for i := 0; i < 3; i++ {
+		pc.start(i)
+	}
+	if err := waitAllLeases(pc, n, []int{0, 1, 2}, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	restart := time.Since(rs)
+	t.Logf("scale: restart of all 3 processes: every range had a valid lease after %.1fs", restart.Seconds())
+	cpus2 := idle("after restart")
+
+	// SIGKILL one node; ranges whose leases it held (quiesced) move.
+	time.Sleep(time.Second)
+	held := leasesHeld(pc, 0)
+	ks := time.Now()
+	pc.kill(0)
+	if err := waitAllLeases(pc, n, []int{1, 2}, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scale: after SIGKILL of n1 (holding %d leases of quiesced ranges) every range had a valid lease on the survivors after %.1fs",
+		held, time.Since(ks).Seconds())
+	pc.start(0)
+	t.Logf("scale summary: ranges=%d startup=%.1fs restart=%.1fs idleCPU(after init)=%.1f%%+%.1f%%+%.1f%% idleCPU(after restart)=%.1f%%+%.1f%%+%.1f%% of one core",
+		n, startup.Seconds(), restart.Seconds(), 100*cpus[0], 100*cpus[1], 100*cpus[2], 100*cpus2[0], 100*cpus2[1], 100*cpus2[2])
+}
+
+// waitAllLeases waits until each of the given nodes lists n ranges, each
+// with a lease it judges valid.
+func waitAllLeases(pc *procCluster, n int, nodes []int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, i := range nodes {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
+			cancel()
+			if err != nil {
+				ok, last = false, err.Error()
+				break
+			}
+			valid := 0
+			for _, ri := range r.Ranges {
+				if ri.LeaseValid {
+					valid++
+				}
+			}
+			if len(r.Ranges) != n || valid != n {
+				ok, last = false, fmt.Sprintf("n%d: %d ranges, %d with a valid lease", i+1, len(r.Ranges), valid)
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("leases not all valid after %s: %s", d, last)
+}
+
+// leasesHeld counts the leases held by process i's node (as it reports).
+func leasesHeld(pc *procCluster, i int) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := rspb.NewInternalClient(pc.Conn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	if err != nil {
+		return -1
+	}
+	r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, ri := range r.Ranges {
+		if ri.Lease.GetNodeId() == info.Node.GetNodeId() {
+			n++
+		}
+	}
+	return n
+}
+
+// procCPUSeconds is the user+system CPU time of a process.
+func procCPUSeconds(t *testing.T, pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func procRSSMiB(t *testing.T, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.Atoi(strings.Fields(line)[1])
+			return kb / 1024
+		}
+	}
+	return 0
+}
