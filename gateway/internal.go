@@ -21,6 +21,9 @@ type NodeBackend interface {
 	TransferLease(ctx context.Context, rangeID, target uint64) error
 	// SplitRange splits the range holding the internal key at it.
 	SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error)
+	// MergeRange merges the range holding the internal key with its right
+	// neighbour.
+	MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -94,4 +97,17 @@ func (s *AdminServer) SplitRange(ctx context.Context, r *rspb.SplitRangeRequest)
 		return nil, ToStatus(err)
 	}
 	return &rspb.SplitRangeResponse{Left: res.Left, Right: res.Right}, nil
+}
+
+// MergeRange merges the range containing a client key with its right
+// neighbour.
+func (s *AdminServer) MergeRange(ctx context.Context, r *rspb.MergeRangeRequest) (*rspb.MergeRangeResponse, error) {
+	if len(r.Key) > DefaultLimits.MaxKeySize {
+		return nil, invalidf("key of %d bytes exceeds max_key_size %d", len(r.Key), DefaultLimits.MaxKeySize)
+	}
+	res, err := s.node.MergeRange(ctx, keys.UserKey(r.Key))
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.MergeRangeResponse{Merged: res.Merged}, nil
 }

@@ -332,13 +332,13 @@ func (r *Router) waitRetry(ctx context.Context, depth int) error {
 
 // AdminSplit splits the range containing key (an internal key) at key,
 // following the range's lease and any concurrent change of the range.
-func (r *Router) AdminSplit(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error) {
+func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb.AdminSplitResponse, error) {
 	for depth := 0; ; depth++ {
 		d, err := r.LookupRange(ctx, key, false)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key}})
+		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky}})
 		if r.staleRoute(d, err) {
 			if werr := r.waitRetry(ctx, depth); werr != nil {
 				return nil, err
@@ -601,4 +601,43 @@ func newProposalID() []byte {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return b
+}
+
+// SendToRange sends one request to a range, trying its replicas and
+// following NOT_LEASEHOLDER redirects until one answers.
+func (r *Router) SendToRange(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	return r.sendToRange(ctx, desc, req)
+}
+
+// SendToNode sends one request to one node's replica.
+func (r *Router) SendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	return r.sendToNode(actx, nodeID, req)
+}
+
+// AdminMerge merges the range containing key (an internal key) with its
+// right neighbour.
+func (r *Router) AdminMerge(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error) {
+	for depth := 0; ; depth++ {
+		d, err := r.LookupRange(ctx, key, false)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminMerge: &rspb.AdminMergeRequest{}})
+		if r.staleRoute(d, err) {
+			if werr := r.waitRetry(ctx, depth); werr != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.Error != nil {
+			return nil, &RangeError{E: resp.Error}
+		}
+		r.cache.insert(resp.AdminMerge.Merged)
+		return resp.AdminMerge, nil
+	}
 }

@@ -54,7 +54,7 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 	bounds = append(bounds, keys.KeyMax)
 	var out []*rspb.RangeDescriptor
 	for i := 0; i+1 < len(bounds); i++ {
-		d := &rspb.RangeDescriptor{RangeId: uint64(i + 1), StartKey: bounds[i], EndKey: bounds[i+1], Generation: 1}
+		d := &rspb.RangeDescriptor{RangeId: uint64(i + 1), StartKey: bounds[i], EndKey: bounds[i+1], Generation: 1, Sticky: true}
 		for j := 0; j < rf; j++ {
 			nd := nodes[(i+j)%len(nodes)]
 			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: nd.NodeId, ReplicaId: nd.NodeId})

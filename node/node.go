@@ -57,6 +57,7 @@ type Config struct {
 	PeerDialOptions []grpc.DialOption
 	// Split queue and meta repair (see ranges.StoreConfig; zero = defaults).
 	RangeMaxBytes      int64
+	RangeMinBytes      int64
 	LoadSplitQPS       float64
 	LoadSplitDuration  time.Duration
 	SplitCheckInterval time.Duration
@@ -124,7 +125,7 @@ func Start(cfg Config) (*Node, error) {
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
-		RangeMaxBytes: cfg.RangeMaxBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
+		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 	})
 	if err != nil {
@@ -310,7 +311,7 @@ func (n *Node) SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResp
 		ctx, cancel = context.WithTimeout(ctx, gateway.DefaultTimeout)
 		defer cancel()
 	}
-	return n.router.AdminSplit(ctx, key)
+	return n.router.AdminSplit(ctx, key, true)
 }
 
 // MetaRanges reads every meta record (the cluster's range descriptors, in
@@ -330,4 +331,15 @@ func (n *Node) MetaRanges(ctx context.Context) ([]*rspb.RangeDescriptor, error) 
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// MergeRange merges the range holding an internal key with its right
+// neighbour, at the left range's leaseholder.
+func (n *Node) MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, gateway.DefaultTimeout)
+		defer cancel()
+	}
+	return n.router.AdminMerge(ctx, key)
 }

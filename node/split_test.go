@@ -139,3 +139,105 @@ func TestManualSplit(t *testing.T) {
 		t.Fatalf("scan found %d keys, want 62", n)
 	}
 }
+
+func TestManualMerge(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1})
+	ctx := ctxT(t)
+	kv := tc.KV(0)
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		if _, err := kv.Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := rspb.NewAdminClient(tc.Conn(1))
+	sp, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(checkMetaCovers(ctx, t, tc))
+	// Writes through the right side before the merge are kept.
+	if _, err := tc.KV(2).Put(ctx, &rspb.PutRequest{Key: []byte("k045"), Value: []byte("before-merge")}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := rspb.NewAdminClient(tc.Conn(2)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
+	if err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	if m.Merged.RangeId != sp.Left.RangeId || !bytes.Equal(m.Merged.EndKey, sp.Right.EndKey) || m.Merged.Generation <= sp.Right.Generation {
+		t.Fatalf("merged descriptor %v (split was %v / %v)", m.Merged, sp.Left, sp.Right)
+	}
+	descs := checkMetaCovers(ctx, t, tc)
+	if len(descs) != before-1 {
+		t.Fatalf("meta has %d ranges after the merge, want %d", len(descs), before-1)
+	}
+	waitFor(t, 10*time.Second, "right-hand replicas removed", func() error {
+		for n := 0; n < 3; n++ {
+			if d := tc.Node(n).store.Descriptor(sp.Right.RangeId); d != nil {
+				return fmt.Errorf("n%d still has r%d", n+1, sp.Right.RangeId)
+			}
+		}
+		return nil
+	})
+	for n := 0; n < 3; n++ {
+		for i := 0; i < 60; i++ {
+			k := fmt.Sprintf("k%03d", i)
+			want := "v" + k
+			if k == "k045" {
+				want = "before-merge"
+			}
+			g, err := tc.KV(n).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+			if err != nil || !g.Found || string(g.Kv.Value) != want {
+				t.Fatalf("get %s via n%d after merge: %v %v", k, n+1, g, err)
+			}
+		}
+		if _, err := tc.KV(n).Increment(ctx, &rspb.IncrementRequest{Key: []byte("k050x"), Delta: 1}); err != nil {
+			t.Fatalf("write after merge via n%d: %v", n+1, err)
+		}
+	}
+	// The merged range splits again at the same key.
+	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
+		t.Fatalf("split after merge: %v", err)
+	}
+	if n := len(checkMetaCovers(ctx, t, tc)); n != before {
+		t.Fatalf("meta has %d ranges after splitting again, want %d", n, before)
+	}
+}
+
+// TestMergeQueue: small ranges split by load/size (not sticky) merge back
+// once below range_min_bytes, while a writer keeps writing.
+func TestMergeQueue(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, RangeMaxBytes: 4 << 20, RangeMinBytes: 1 << 20,
+		SplitCheckInterval: 100 * time.Millisecond, MetaCheckInterval: 500 * time.Millisecond})
+	ctx := ctxT(t)
+	before := len(checkMetaCovers(ctx, t, tc))
+	for _, k := range []string{"m1", "m2", "m3"} {
+		if _, err := tc.Node(0).router.AdminSplit(ctx, keys.UserKey([]byte(k)), false); err != nil {
+			t.Fatalf("split at %s: %v", k, err)
+		}
+	}
+	written := 0
+	waitFor(t, 20*time.Second, "merge queue", func() error {
+		k := fmt.Sprintf("m%d-%d", written%4, written)
+		if _, err := tc.KV(written%3).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("x")}); err != nil {
+			return err
+		}
+		written++
+		descs := metaRecords(ctx, t, tc, 0)
+		if err := metaTiles(descs); err != nil {
+			return err
+		}
+		if len(descs) != before {
+			return fmt.Errorf("%d ranges, want %d", len(descs), before)
+		}
+		return nil
+	})
+	for i := 0; i < written; i++ {
+		k := fmt.Sprintf("m%d-%d", i%4, i)
+		g, err := tc.KV((i+1)%3).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+		if err != nil || !g.Found {
+			t.Fatalf("get %s after merges: %v %v", k, g, err)
+		}
+	}
+	t.Logf("ranges merged back to %d; %d writes during the merges all read back", before, written)
+}

@@ -41,7 +41,7 @@ type TestClusterOptions struct {
 	// LivenessTTL / HeartbeatInterval override the liveness defaults.
 	LivenessTTL, HeartbeatInterval time.Duration
 	// Split queue and meta repair settings (zero = node defaults).
-	RangeMaxBytes                         int64
+	RangeMaxBytes, RangeMinBytes          int64
 	LoadSplitQPS                          float64
 	LoadSplitDuration, SplitCheckInterval time.Duration
 	MetaCheckInterval                     time.Duration
@@ -120,7 +120,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			Logger:             opts.Logger.With("node", i+1),
 			RaftRTTMillisecond: opts.RaftRTTMillisecond, ElectionRTT: opts.ElectionRTT, HeartbeatRTT: opts.HeartbeatRTT,
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
-			RangeMaxBytes: opts.RangeMaxBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
+			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
 		}
 		if opts.Network != nil {

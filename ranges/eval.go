@@ -131,7 +131,13 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb
 			ok := (c.ExpectAbsent && !found) || (!c.ExpectAbsent && found && bytes.Equal(cur.Value, c.ExpectedValue))
 			res := &rspb.ConditionalPutResponse{Succeeded: ok}
 			if ok {
-				if err := b.PutMVCC(c.Key, ts, c.Value); err != nil {
+				if c.Delete {
+					if found {
+						if err := b.DeleteMVCC(c.Key, ts); err != nil {
+							return nil, err
+						}
+					}
+				} else if err := b.PutMVCC(c.Key, ts, c.Value); err != nil {
 					return nil, err
 				}
 				res.CommitTimestamp = tsp

@@ -24,6 +24,7 @@ var (
 	suffixGCThreshold = []byte("gcth")
 	suffixLease       = []byte("lease")
 	suffixSize        = []byte("size")
+	suffixFrozen      = []byte("frozen")
 	suffixDedup       = []byte("dedup")
 	suffixApplied     = []byte("applied")
 	suffixRecord      = []byte("record")
@@ -54,6 +55,12 @@ func dedupSpanBefore(rangeID uint64, wall int64) (start, end []byte) {
 }
 
 func replicaStatePrefix() []byte { return []byte{kv.LocalPrefix, replicaStateTag} }
+
+// replicaStateRangePrefix prefixes the replica state of every local replica
+// of one range.
+func replicaStateRangePrefix(rangeID uint64) []byte {
+	return binary.BigEndian.AppendUint64(replicaStatePrefix(), rangeID)
+}
 
 func replicaStateKey(rangeID, replicaID uint64, suffix []byte) []byte {
 	k := binary.BigEndian.AppendUint64(replicaStatePrefix(), rangeID)

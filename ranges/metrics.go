@@ -21,6 +21,7 @@ type Metrics struct {
 	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
 	// Range lifecycle.
 	splits           prometheus.Counter
+	merges           prometheus.Counter
 	wakeups          prometheus.Counter
 	splitsBy         *prometheus.CounterVec // reason: size, load
 	hotKeys          prometheus.Counter
@@ -57,11 +58,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		splitCompactions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_split_log_compactions_total", Help: "New right-hand replicas whose initial Raft log was compacted away (so laggards get snapshots).",
 		}),
+		merges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_range_merges_total", Help: "Merges proposed by this node (as leaseholder of the left range).",
+		}),
 		wakeups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_raft_wakeups_total", Help: "Quiesced ranges woken by a ReadIndex (a proposal or a lease takeover found no live leader); not part of the read path.",
 		}),
 		splitsBy: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rangestore_split_queue_splits_total", Help: "Splits made by the split queue, by reason (size, load).",
+			Name: "rangestore_split_queue_splits_total", Help: "Splits and merges made by the split queue, by reason (size, load, merge).",
 		}, []string{"reason"}),
 		hotKeys: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_hot_keys_total", Help: "Times a range's load was found concentrated on one key (reported, not split).",
@@ -71,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
 	return m
 }
 

@@ -3,7 +3,6 @@ package ranges
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"sort"
@@ -22,6 +21,10 @@ import (
 // gateway's router). The store uses it for meta records and ID allocation.
 type Sender interface {
 	Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error)
+	// SendToRange sends a request to a range's leaseholder (following
+	// redirects); SendToNode to one node's replica.
+	SendToRange(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest) (*rspb.RangeResponse, error)
+	SendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeRequest) (*rspb.RangeResponse, error)
 }
 
 // SetSender connects the cluster-wide sender (needed for splits and meta
@@ -263,7 +266,8 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	left := proto.Clone(desc).(*rspb.RangeDescriptor)
 	left.EndKey = append([]byte(nil), key...)
 	left.Generation++
-	right := &rspb.RangeDescriptor{RangeId: rhsID, StartKey: append([]byte(nil), key...), EndKey: desc.EndKey, Generation: left.Generation}
+	right := &rspb.RangeDescriptor{RangeId: rhsID, StartKey: append([]byte(nil), key...), EndKey: desc.EndKey, Generation: left.Generation,
+		Sticky: req.Sticky}
 	rightMembers := map[uint64]string{}
 	for _, r := range desc.Replicas {
 		addr, ok := members.Nodes[r.ReplicaId]
@@ -277,9 +281,7 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: descriptor and raft membership differ", m.rangeID)
 	}
 	sort.Slice(right.Replicas, func(i, j int) bool { return right.Replicas[i].ReplicaId < right.Replicas[j].ReplicaId })
-	pid := make([]byte, 16)
-	_, _ = rand.Read(pid)
-	cmd := &rspb.RaftCommand{ProposalId: pid, Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers,
 			LeftBytes: leftBytes, RightBytes: rightBytes}}
 	s.crashPoint("split-before-propose")

@@ -91,6 +91,9 @@ func (s *Store) maybeSplit(rangeID uint64) {
 			}
 		}
 	}
+	if s.maybeMerge(ctx, m, st, desc, now) {
+		return
+	}
 	if t := st.split.load; t != nil {
 		if key, ok := t.MaybeSplitKey(now); ok {
 			if s.splitAt(ctx, desc, key, "load") {
@@ -112,6 +115,39 @@ func (s *Store) maybeSplit(rangeID uint64) {
 			st.split.hotKey.Store(nil)
 		}
 	}
+}
+
+// maybeMerge merges the range with its right neighbour when a merge into it
+// was started and not finished (the neighbour is frozen for it), or when
+// both are small and idle enough (RangeMinBytes).
+func (s *Store) maybeMerge(ctx context.Context, m *stateMachine, st *replicaState, desc *rspb.RangeDescriptor, now time.Time) bool {
+	rm := s.localRangeStartingAt(desc.EndKey)
+	if rm == nil {
+		return false
+	}
+	rd := rm.desc.Load()
+	unfinished := rm.frozen.Load() == desc.RangeId
+	if !unfinished {
+		minBytes, maxBytes := s.cfg.RangeMinBytes, s.cfg.RangeMaxBytes
+		size, rsize := m.size.Load(), rm.size.Load()
+		switch {
+		case minBytes <= 0 || size >= minBytes || rsize >= minBytes || (maxBytes > 0 && size+rsize >= maxBytes/2):
+			return false
+		case !keys.IsUserKey(rd.StartKey) || rd.Sticky || rm.frozen.Load() != 0 || !sameNodes(desc, rd):
+			return false
+		case st.split.load != nil && st.split.load.QPS(now) >= s.cfg.LoadSplitQPS/2:
+			return false
+		}
+	}
+	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: desc.Generation}})
+	if resp.Error != nil {
+		s.log.Info("merge attempt failed", "left", desc.RangeId, "right", rd.RangeId, "err", resp.Error.Message)
+		return false
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.splitsBy.WithLabelValues("merge").Inc()
+	}
+	return true
 }
 
 // splitAt splits the range at key through the normal path (lease, latches,

@@ -49,6 +49,20 @@ type stateMachine struct {
 	replicaID uint64
 	onLease   func(rangeID uint64, lease *rspb.Lease) // called when a new lease applies (must not block)
 	onSplit   func(split *splitApplied)               // called after a split committed (must not block)
+	onMerge   func(merge *mergeApplied)               // called after a merge committed (must not block)
+	// onSnapshot is called after a snapshot replaced the replica's state
+	// (its span may now cover ranges subsumed meanwhile).
+	onSnapshot func(m *stateMachine)
+	// local finds another local replica's state machine (merges).
+	local func(rangeID uint64) *stateMachine
+
+	// applyMu is held for each Update; a merge takes the subsumed right
+	// replica's applyMu to mark it merged, after which its Update writes
+	// nothing (its state was deleted with the merge).
+	applyMu sync.Mutex
+	merged  atomic.Bool
+	// frozen is the range this one is being merged into (0 = not frozen).
+	frozen atomic.Uint64
 
 	desc    atomic.Pointer[rspb.RangeDescriptor]
 	lease   atomic.Pointer[rspb.Lease]
@@ -114,6 +128,15 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 		size = int64(u)
 	}
 	s.size.Store(size)
+	var frozen uint64
+	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixFrozen)); err != nil {
+		return err
+	} else if ok {
+		if frozen, err = decodeUint64(v); err != nil {
+			return err
+		}
+	}
+	s.frozen.Store(frozen)
 	return nil
 }
 
@@ -156,7 +179,9 @@ type applyState struct {
 	maxWrite kv.Timestamp
 	gc       kv.Timestamp
 	size     int64
+	frozen   uint64
 	splits   []*splitApplied
+	merges   []*mergeApplied
 }
 
 // Update applies committed entries: all of them, their dedup records and the
@@ -168,10 +193,17 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if len(entries) == 0 {
 		return entries, nil
 	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if s.merged.Load() {
+		// Subsumed by a merge: this replica's state is gone and it is being
+		// stopped; nothing may be written for it any more.
+		return entries, nil
+	}
 	b := s.eng.NewBatch()
 	defer func() { _ = b.Close() }()
 	s.mu.RLock()
-	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold, size: s.size.Load()}
+	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold, size: s.size.Load(), frozen: s.frozen.Load()}
 	prevSize := st.size
 	s.mu.RUnlock()
 	prevLease := st.lease
@@ -212,12 +244,23 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(last)); err != nil {
 		return nil, err
 	}
+	// A merge marks the subsumed local replica merged before committing, so
+	// it never writes again after its state is deleted.
+	for _, mg := range st.merges {
+		if r := s.localReplica(mg.right.RangeId); r != nil {
+			r.applyMu.Lock()
+			r.merged.Store(true)
+			r.applyMu.Unlock()
+			mg.rightSM = r
+		}
+	}
 	if err := b.Commit(false); err != nil {
 		return nil, err
 	}
 	// Publish.
 	s.desc.Store(st.desc)
 	s.size.Store(st.size)
+	s.frozen.Store(st.frozen)
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = st.maxWrite, st.gc
 	s.mu.Unlock()
@@ -231,6 +274,11 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	for _, sp := range st.splits {
 		if s.onSplit != nil {
 			s.onSplit(sp)
+		}
+	}
+	for _, mg := range st.merges {
+		if s.onMerge != nil {
+			s.onMerge(mg)
 		}
 	}
 	return entries, nil
@@ -268,6 +316,12 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		}
 	}
 	maxWrite := st.maxWrite
+	if st.frozen != 0 && cmd.Freeze == nil {
+		// Frozen for a merge: nothing changes any more (not even the lease:
+		// the merge needs none here).
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+			fmt.Sprintf("r%d is being merged into r%d", s.rangeID, st.frozen))}, nil, nil
+	}
 	switch {
 	case cmd.RequestLease != nil:
 		res, err := s.applyRequestLease(b, st, cmd.RequestLease)
@@ -280,6 +334,19 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		// Rejected commands leave no dedup record, so a retry with the same
 		// proposal ID can apply under the new lease or descriptor.
 		return rej, nil, nil
+	}
+	if cmd.Freeze != nil || cmd.Merge != nil {
+		var res *rspb.RaftResult
+		var err error
+		if cmd.Freeze != nil {
+			res, err = s.applyFreeze(b, st, cmd.Freeze)
+		} else {
+			res, err = s.applyMerge(b, st, cmd.Merge)
+		}
+		if err != nil || res.Error != nil {
+			return res, nil, err
+		}
+		return res, dk, nil
 	}
 	if cmd.Split != nil {
 		res, err := s.applySplit(b, st, cmd.Split)
@@ -567,7 +634,18 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if s.onLease != nil {
 		s.onLease(s.rangeID, s.lease.Load())
 	}
+	if s.onSnapshot != nil {
+		s.onSnapshot(s)
+	}
 	return nil
+}
+
+// localReplica returns another local replica's state machine, or nil.
+func (s *stateMachine) localReplica(rangeID uint64) *stateMachine {
+	if s.local == nil {
+		return nil
+	}
+	return s.local(rangeID)
 }
 
 // Close marks the replica closed; the shared engine stays open.

@@ -71,6 +71,11 @@ type StoreConfig struct {
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
 	RangeMaxBytes int64
+	// RangeMinBytes: a range (and its right neighbour) smaller than this,
+	// together below half of RangeMaxBytes, with replicas on the same
+	// nodes and a start key not chosen by an operator, merge (0 = a quarter
+	// of RangeMaxBytes, negative = never).
+	RangeMinBytes int64
 	// LoadSplitQPS: a range served above this many requests/s for
 	// LoadSplitDuration splits at a key balancing the load (0 =
 	// DefaultLoadSplitQPS, negative = never). SplitCheckInterval is how
@@ -107,6 +112,9 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.RangeMaxBytes == 0 {
 		c.RangeMaxBytes = DefaultRangeMaxBytes
+	}
+	if c.RangeMinBytes == 0 {
+		c.RangeMinBytes = c.RangeMaxBytes / 4
 	}
 	if c.LoadSplitQPS == 0 {
 		c.LoadSplitQPS = DefaultLoadSplitQPS
@@ -303,7 +311,7 @@ func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) e
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
-		m.onSplit = s.onSplit
+		m.onSplit, m.onMerge, m.onSnapshot, m.local = s.onSplit, s.onMerge, s.onSnapshot, s.replica
 		st := s.newReplicaState()
 		st.split = s.newSplitTracking(shardID)
 		if !lowWater.IsEmpty() {
@@ -459,10 +467,26 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", nodeID))}
 	}
 	m := s.replica(req.RangeId)
-	if m == nil {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))}
+	if m == nil || m.merged.Load() {
+		re := rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))
+		// If another local range holds the keys (the range was merged into
+		// it), say so: the gateway then need not wait for meta.
+		if s.addLocalDescriptors(re, req.Requests); len(re.LocalDescriptors) > 0 {
+			re.Code = rspb.RangeError_RANGE_KEY_MISMATCH
+		}
+		return &rspb.RangeResponse{Error: re}
 	}
-	if len(req.Requests) == 0 && req.AdminSplit == nil {
+	if req.AdminFreeze != nil {
+		st := s.state(req.RangeId)
+		if st == nil {
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d is starting", req.RangeId, nodeID))}
+		}
+		return s.adminFreeze(ctx, m, st, req.AdminFreeze)
+	}
+	if f := m.frozen.Load(); f != 0 {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
+	}
+	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -480,6 +504,13 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return &rspb.RangeResponse{Error: rerr}
 		}
 		return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+	}
+	if req.AdminMerge != nil {
+		lease, rerr := s.ensureLease(ctx, m, st)
+		if rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
 	}
 	// A retried write that already applied answers from its dedup record,
 	// even if the range has split since and the keys are now elsewhere.
@@ -528,14 +559,14 @@ func (s *Store) dedupResult(m *stateMachine, req *rspb.RangeRequest) *rspb.RaftR
 // local replicas holding the requests' keys, so the gateway learns about a
 // split before meta shows it.
 func (s *Store) addLocalDescriptors(re *rspb.RangeError, reqs []*rspb.RequestUnion) {
-	if re == nil || re.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+	if re == nil || (re.Code != rspb.RangeError_RANGE_KEY_MISMATCH && re.Code != rspb.RangeError_RANGE_NOT_FOUND) {
 		return
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, m := range s.sms {
 		d := m.desc.Load()
-		if d == nil || d.RangeId == re.GetRangeDescriptor().GetRangeId() {
+		if d == nil || d.RangeId == re.GetRangeDescriptor().GetRangeId() || m.merged.Load() {
 			continue
 		}
 		for _, r := range reqs {

@@ -146,8 +146,11 @@ func runRange(args []string) error {
 	if len(a) == 2 && a[0] == "split" {
 		return splitRange(*host, a[1])
 	}
+	if len(a) == 2 && a[0] == "merge" {
+		return mergeRange(*host, a[1])
+	}
 	if len(a) != 1 || a[0] != "list" {
-		return errors.New("usage: range list | range split KEY | range transfer-lease RANGE NODE   [--host HOST:PORT]")
+		return errors.New("usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE   [--host HOST:PORT]")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -237,6 +240,24 @@ func splitRange(host, key string) error {
 		return nil
 	}
 	fmt.Printf("split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
+	return nil
+}
+
+// mergeRange merges the range holding a client key with its right
+// neighbour.
+func mergeRange(host, key string) error {
+	conn, err := dial(host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := rspb.NewAdminClient(conn).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(key)})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
 	return nil
 }
 

@@ -327,12 +327,16 @@ func (x *ReplicaDescriptor) GetType() ReplicaType {
 // RangeDescriptor describes the key span [start_key, end_key) of a range and
 // its replicas. Keys here are internal (system span or mapped user span).
 type RangeDescriptor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
-	StartKey      []byte                 `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
-	EndKey        []byte                 `protobuf:"bytes,3,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
-	Replicas      []*ReplicaDescriptor   `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	Generation    uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"` // bumped by every split/merge/membership change
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RangeId    uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	StartKey   []byte                 `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	EndKey     []byte                 `protobuf:"bytes,3,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	Replicas   []*ReplicaDescriptor   `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Generation uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"` // bumped by every split/merge/membership change
+	// sticky: the range's start key was chosen by an operator (init or a
+	// manual split); the merge queue never merges the range into its left
+	// neighbour.
+	Sticky        bool `protobuf:"varint,6,opt,name=sticky,proto3" json:"sticky,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +404,13 @@ func (x *RangeDescriptor) GetGeneration() uint64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *RangeDescriptor) GetSticky() bool {
+	if x != nil {
+		return x.Sticky
+	}
+	return false
 }
 
 // ClusterRecord is persisted on every node at bootstrap.
@@ -656,8 +667,11 @@ type AdminSplitRequest struct {
 	// expected_generation: when non-zero, split only if the range still has
 	// this descriptor generation (load/size splits decided on a stale view).
 	ExpectedGeneration uint64 `protobuf:"varint,2,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// sticky: the new boundary was chosen by an operator; the merge queue
+	// leaves it alone.
+	Sticky        bool `protobuf:"varint,3,opt,name=sticky,proto3" json:"sticky,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminSplitRequest) Reset() {
@@ -702,6 +716,13 @@ func (x *AdminSplitRequest) GetExpectedGeneration() uint64 {
 		return x.ExpectedGeneration
 	}
 	return 0
+}
+
+func (x *AdminSplitRequest) GetSticky() bool {
+	if x != nil {
+		return x.Sticky
+	}
+	return false
 }
 
 type AdminSplitResponse struct {
@@ -756,6 +777,221 @@ func (x *AdminSplitResponse) GetRight() *RangeDescriptor {
 	return nil
 }
 
+// AdminFreezeRequest (sent to the right-hand range of a merge) stops the
+// range for good: once its freeze applied, it serves nothing and refuses
+// every command until the left neighbour merge_into subsumes it.
+type AdminFreezeRequest struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	MergeInto          uint64                 `protobuf:"varint,1,opt,name=merge_into,json=mergeInto,proto3" json:"merge_into,omitempty"`
+	ExpectedGeneration uint64                 `protobuf:"varint,2,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AdminFreezeRequest) Reset() {
+	*x = AdminFreezeRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminFreezeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminFreezeRequest) ProtoMessage() {}
+
+func (x *AdminFreezeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminFreezeRequest.ProtoReflect.Descriptor instead.
+func (*AdminFreezeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AdminFreezeRequest) GetMergeInto() uint64 {
+	if x != nil {
+		return x.MergeInto
+	}
+	return 0
+}
+
+func (x *AdminFreezeRequest) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+type AdminFreezeResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FreezeIndex     uint64                 `protobuf:"varint,1,opt,name=freeze_index,json=freezeIndex,proto3" json:"freeze_index,omitempty"` // raft index at which the freeze applied
+	ServedBelow     *Timestamp             `protobuf:"bytes,2,opt,name=served_below,json=servedBelow,proto3" json:"served_below,omitempty"`  // every read/write the range served is below this
+	Bytes           int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`                                // size estimate of the frozen range
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,4,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AdminFreezeResponse) Reset() {
+	*x = AdminFreezeResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminFreezeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminFreezeResponse) ProtoMessage() {}
+
+func (x *AdminFreezeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminFreezeResponse.ProtoReflect.Descriptor instead.
+func (*AdminFreezeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AdminFreezeResponse) GetFreezeIndex() uint64 {
+	if x != nil {
+		return x.FreezeIndex
+	}
+	return 0
+}
+
+func (x *AdminFreezeResponse) GetServedBelow() *Timestamp {
+	if x != nil {
+		return x.ServedBelow
+	}
+	return nil
+}
+
+func (x *AdminFreezeResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *AdminFreezeResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+// AdminMergeRequest (sent to the left-hand range) subsumes the right
+// neighbour, whose replicas must be on the same nodes.
+type AdminMergeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// expected_generation: when non-zero, merge only if the range still has
+	// this descriptor generation (merge queue decisions).
+	ExpectedGeneration uint64 `protobuf:"varint,1,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *AdminMergeRequest) Reset() {
+	*x = AdminMergeRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminMergeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminMergeRequest) ProtoMessage() {}
+
+func (x *AdminMergeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminMergeRequest.ProtoReflect.Descriptor instead.
+func (*AdminMergeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AdminMergeRequest) GetExpectedGeneration() uint64 {
+	if x != nil {
+		return x.ExpectedGeneration
+	}
+	return 0
+}
+
+type AdminMergeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Merged        *RangeDescriptor       `protobuf:"bytes,1,opt,name=merged,proto3" json:"merged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminMergeResponse) Reset() {
+	*x = AdminMergeResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminMergeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminMergeResponse) ProtoMessage() {}
+
+func (x *AdminMergeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminMergeResponse.ProtoReflect.Descriptor instead.
+func (*AdminMergeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AdminMergeResponse) GetMerged() *RangeDescriptor {
+	if x != nil {
+		return x.Merged
+	}
+	return nil
+}
+
 // RangeRequest is a batch of requests addressed to one range. Keys are
 // internal keys.
 type RangeRequest struct {
@@ -766,13 +1002,15 @@ type RangeRequest struct {
 	Timestamp     *Timestamp             `protobuf:"bytes,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`                              // proposer's clock: lower bound of the commit timestamp
 	ReadTimestamp *Timestamp             `protobuf:"bytes,5,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"` // for read-only requests (empty = latest)
 	AdminSplit    *AdminSplitRequest     `protobuf:"bytes,6,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`          // instead of requests: split the range
+	AdminFreeze   *AdminFreezeRequest    `protobuf:"bytes,7,opt,name=admin_freeze,json=adminFreeze,proto3" json:"admin_freeze,omitempty"`
+	AdminMerge    *AdminMergeRequest     `protobuf:"bytes,8,opt,name=admin_merge,json=adminMerge,proto3" json:"admin_merge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1022,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1035,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RangeRequest) GetRangeId() uint64 {
@@ -842,19 +1080,35 @@ func (x *RangeRequest) GetAdminSplit() *AdminSplitRequest {
 	return nil
 }
 
+func (x *RangeRequest) GetAdminFreeze() *AdminFreezeRequest {
+	if x != nil {
+		return x.AdminFreeze
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetAdminMerge() *AdminMergeRequest {
+	if x != nil {
+		return x.AdminMerge
+	}
+	return nil
+}
+
 type RangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Responses     []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
 	Error         *RangeError            `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	Timestamp     *Timestamp             `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // commit timestamp of writes, or read timestamp
 	AdminSplit    *AdminSplitResponse    `protobuf:"bytes,4,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`
+	AdminFreeze   *AdminFreezeResponse   `protobuf:"bytes,5,opt,name=admin_freeze,json=adminFreeze,proto3" json:"admin_freeze,omitempty"`
+	AdminMerge    *AdminMergeResponse    `protobuf:"bytes,6,opt,name=admin_merge,json=adminMerge,proto3" json:"admin_merge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1120,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1133,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -910,6 +1164,20 @@ func (x *RangeResponse) GetAdminSplit() *AdminSplitResponse {
 	return nil
 }
 
+func (x *RangeResponse) GetAdminFreeze() *AdminFreezeResponse {
+	if x != nil {
+		return x.AdminFreeze
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetAdminMerge() *AdminMergeResponse {
+	if x != nil {
+		return x.AdminMerge
+	}
+	return nil
+}
+
 // Lease says which replica may serve a range. Epoch leases (user ranges)
 // are valid while the holder's liveness record has the same epoch and has not
 // expired; expiration leases (meta and system ranges) until expiration.
@@ -927,7 +1195,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1207,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1220,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Lease) GetReplicaId() uint64 {
@@ -1010,7 +1278,7 @@ type Liveness struct {
 
 func (x *Liveness) Reset() {
 	*x = Liveness{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1290,7 @@ func (x *Liveness) String() string {
 func (*Liveness) ProtoMessage() {}
 
 func (x *Liveness) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1303,7 @@ func (x *Liveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
 func (*Liveness) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Liveness) GetNodeId() uint64 {
@@ -1078,7 +1346,7 @@ type RequestLeaseCommand struct {
 
 func (x *RequestLeaseCommand) Reset() {
 	*x = RequestLeaseCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1358,7 @@ func (x *RequestLeaseCommand) String() string {
 func (*RequestLeaseCommand) ProtoMessage() {}
 
 func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1371,7 @@ func (x *RequestLeaseCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestLeaseCommand.ProtoReflect.Descriptor instead.
 func (*RequestLeaseCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RequestLeaseCommand) GetLease() *Lease {
@@ -1137,15 +1405,17 @@ type RaftCommand struct {
 	// generation: the descriptor generation the command was evaluated under.
 	// Writes and splits apply only if it is still current, so nothing
 	// evaluated before a split lands on the wrong side of it.
-	Generation    uint64        `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
-	Split         *SplitCommand `protobuf:"bytes,10,opt,name=split,proto3" json:"split,omitempty"`
+	Generation    uint64         `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
+	Split         *SplitCommand  `protobuf:"bytes,10,opt,name=split,proto3" json:"split,omitempty"`
+	Freeze        *FreezeCommand `protobuf:"bytes,11,opt,name=freeze,proto3" json:"freeze,omitempty"`
+	Merge         *MergeCommand  `protobuf:"bytes,12,opt,name=merge,proto3" json:"merge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RaftCommand) Reset() {
 	*x = RaftCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1427,7 @@ func (x *RaftCommand) String() string {
 func (*RaftCommand) ProtoMessage() {}
 
 func (x *RaftCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1440,7 @@ func (x *RaftCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftCommand.ProtoReflect.Descriptor instead.
 func (*RaftCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RaftCommand) GetProposalId() []byte {
@@ -1243,6 +1513,136 @@ func (x *RaftCommand) GetSplit() *SplitCommand {
 	return nil
 }
 
+func (x *RaftCommand) GetFreeze() *FreezeCommand {
+	if x != nil {
+		return x.Freeze
+	}
+	return nil
+}
+
+func (x *RaftCommand) GetMerge() *MergeCommand {
+	if x != nil {
+		return x.Merge
+	}
+	return nil
+}
+
+// FreezeCommand marks the range as about to be subsumed by merge_into.
+type FreezeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MergeInto     uint64                 `protobuf:"varint,1,opt,name=merge_into,json=mergeInto,proto3" json:"merge_into,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeCommand) Reset() {
+	*x = FreezeCommand{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeCommand) ProtoMessage() {}
+
+func (x *FreezeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeCommand.ProtoReflect.Descriptor instead.
+func (*FreezeCommand) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FreezeCommand) GetMergeInto() uint64 {
+	if x != nil {
+		return x.MergeInto
+	}
+	return 0
+}
+
+// MergeCommand widens the range over right (frozen, with replicas on the
+// same nodes, every one of which has applied the freeze). The right side's
+// data is already in each node's engine.
+type MergeCommand struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Right            *RangeDescriptor       `protobuf:"bytes,1,opt,name=right,proto3" json:"right,omitempty"`
+	Merged           *RangeDescriptor       `protobuf:"bytes,2,opt,name=merged,proto3" json:"merged,omitempty"`
+	RightServedBelow *Timestamp             `protobuf:"bytes,3,opt,name=right_served_below,json=rightServedBelow,proto3" json:"right_served_below,omitempty"` // raises the merged range's max write timestamp
+	RightBytes       int64                  `protobuf:"varint,4,opt,name=right_bytes,json=rightBytes,proto3" json:"right_bytes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *MergeCommand) Reset() {
+	*x = MergeCommand{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeCommand) ProtoMessage() {}
+
+func (x *MergeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeCommand.ProtoReflect.Descriptor instead.
+func (*MergeCommand) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MergeCommand) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+func (x *MergeCommand) GetMerged() *RangeDescriptor {
+	if x != nil {
+		return x.Merged
+	}
+	return nil
+}
+
+func (x *MergeCommand) GetRightServedBelow() *Timestamp {
+	if x != nil {
+		return x.RightServedBelow
+	}
+	return nil
+}
+
+func (x *MergeCommand) GetRightBytes() int64 {
+	if x != nil {
+		return x.RightBytes
+	}
+	return 0
+}
+
 // SplitCommand shrinks the range to left and creates right, on the same
 // replicas, from the same data, in the same batch.
 type SplitCommand struct {
@@ -1258,7 +1658,7 @@ type SplitCommand struct {
 
 func (x *SplitCommand) Reset() {
 	*x = SplitCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1670,7 @@ func (x *SplitCommand) String() string {
 func (*SplitCommand) ProtoMessage() {}
 
 func (x *SplitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1683,7 @@ func (x *SplitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitCommand.ProtoReflect.Descriptor instead.
 func (*SplitCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SplitCommand) GetLeft() *RangeDescriptor {
@@ -1330,7 +1730,7 @@ type GCCommand struct {
 
 func (x *GCCommand) Reset() {
 	*x = GCCommand{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1742,7 @@ func (x *GCCommand) String() string {
 func (*GCCommand) ProtoMessage() {}
 
 func (x *GCCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1755,7 @@ func (x *GCCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCCommand.ProtoReflect.Descriptor instead.
 func (*GCCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GCCommand) GetThreshold() *Timestamp {
@@ -1376,7 +1776,7 @@ type RaftResult struct {
 
 func (x *RaftResult) Reset() {
 	*x = RaftResult{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1788,7 @@ func (x *RaftResult) String() string {
 func (*RaftResult) ProtoMessage() {}
 
 func (x *RaftResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1801,7 @@ func (x *RaftResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftResult.ProtoReflect.Descriptor instead.
 func (*RaftResult) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RaftResult) GetResponses() []*ResponseUnion {
@@ -1437,7 +1837,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1849,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1862,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotHeader) GetRangeDescriptor() *RangeDescriptor {
@@ -1494,7 +1894,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1906,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1919,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{25}
 }
 
 type NodeInfoResponse struct {
@@ -1532,7 +1932,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1944,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1957,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1587,7 +1987,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1999,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +2012,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1658,7 +2058,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2070,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2083,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 type InitRequest struct {
@@ -1697,7 +2097,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +2109,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +2122,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InitRequest) GetInitialSplits() int32 {
@@ -1757,7 +2157,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +2169,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +2182,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -1815,7 +2215,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +2227,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[25]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +2240,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RangesRequest) GetRangeIds() []uint64 {
@@ -1869,7 +2269,7 @@ type RangeInfo struct {
 
 func (x *RangeInfo) Reset() {
 	*x = RangeInfo{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2281,7 @@ func (x *RangeInfo) String() string {
 func (*RangeInfo) ProtoMessage() {}
 
 func (x *RangeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[26]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2294,7 @@ func (x *RangeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeInfo.ProtoReflect.Descriptor instead.
 func (*RangeInfo) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RangeInfo) GetRangeDescriptor() *RangeDescriptor {
@@ -1983,7 +2383,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2395,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[27]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2408,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -2028,7 +2428,7 @@ type TransferLeaseRequest struct {
 
 func (x *TransferLeaseRequest) Reset() {
 	*x = TransferLeaseRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2440,7 @@ func (x *TransferLeaseRequest) String() string {
 func (*TransferLeaseRequest) ProtoMessage() {}
 
 func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[28]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2453,7 @@ func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TransferLeaseRequest) GetRangeId() uint64 {
@@ -2078,7 +2478,7 @@ type TransferLeaseResponse struct {
 
 func (x *TransferLeaseResponse) Reset() {
 	*x = TransferLeaseResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2490,7 @@ func (x *TransferLeaseResponse) String() string {
 func (*TransferLeaseResponse) ProtoMessage() {}
 
 func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[29]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2503,95 @@ func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{35}
+}
+
+type MergeRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeRangeRequest) Reset() {
+	*x = MergeRangeRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeRangeRequest) ProtoMessage() {}
+
+func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
+func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *MergeRangeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type MergeRangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Merged        *RangeDescriptor       `protobuf:"bytes,1,opt,name=merged,proto3" json:"merged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeRangeResponse) Reset() {
+	*x = MergeRangeResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeRangeResponse) ProtoMessage() {}
+
+func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
+func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
+	if x != nil {
+		return x.Merged
+	}
+	return nil
 }
 
 type SplitRangeRequest struct {
@@ -2115,7 +2603,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2615,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[30]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2628,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{30}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -2160,7 +2648,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2660,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[31]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2673,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{31}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -2220,7 +2708,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12.\n" +
-	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\"\xc0\x01\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\"\xd8\x01\n" +
 	"\x0fRangeDescriptor\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
 	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
@@ -2228,7 +2716,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\breplicas\x18\x04 \x03(\v2 .rangestore.v1.ReplicaDescriptorR\breplicas\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x05 \x01(\x04R\n" +
-	"generation\"\xbb\x01\n" +
+	"generation\x12\x16\n" +
+	"\x06sticky\x18\x06 \x01(\bR\x06sticky\"\xbb\x01\n" +
 	"\rClusterRecord\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -2264,13 +2753,27 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13FAILED_PRECONDITION\x10\x05\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x06\x12\r\n" +
 	"\tAMBIGUOUS\x10\a\x12\x16\n" +
-	"\x12BELOW_GC_THRESHOLD\x10\b\"a\n" +
+	"\x12BELOW_GC_THRESHOLD\x10\b\"y\n" +
 	"\x11AdminSplitRequest\x12\x1b\n" +
 	"\tsplit_key\x18\x01 \x01(\fR\bsplitKey\x12/\n" +
-	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"~\n" +
+	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\x12\x16\n" +
+	"\x06sticky\x18\x03 \x01(\bR\x06sticky\"~\n" +
 	"\x12AdminSplitResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"\xbf\x02\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"d\n" +
+	"\x12AdminFreezeRequest\x12\x1d\n" +
+	"\n" +
+	"merge_into\x18\x01 \x01(\x04R\tmergeInto\x12/\n" +
+	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"\xd6\x01\n" +
+	"\x13AdminFreezeResponse\x12!\n" +
+	"\ffreeze_index\x18\x01 \x01(\x04R\vfreezeIndex\x12;\n" +
+	"\fserved_below\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\vservedBelow\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12I\n" +
+	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"D\n" +
+	"\x11AdminMergeRequest\x12/\n" +
+	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"L\n" +
+	"\x12AdminMergeResponse\x126\n" +
+	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"\xc8\x03\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -2279,13 +2782,19 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\ttimestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12?\n" +
 	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12A\n" +
 	"\vadmin_split\x18\x06 \x01(\v2 .rangestore.v1.AdminSplitRequestR\n" +
-	"adminSplit\"\xf8\x01\n" +
+	"adminSplit\x12D\n" +
+	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestR\vadminFreeze\x12A\n" +
+	"\vadmin_merge\x18\b \x01(\v2 .rangestore.v1.AdminMergeRequestR\n" +
+	"adminMerge\"\x83\x03\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
 	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12B\n" +
 	"\vadmin_split\x18\x04 \x01(\v2!.rangestore.v1.AdminSplitResponseR\n" +
-	"adminSplit\"\xdb\x01\n" +
+	"adminSplit\x12E\n" +
+	"\fadmin_freeze\x18\x05 \x01(\v2\".rangestore.v1.AdminFreezeResponseR\vadminFreeze\x12B\n" +
+	"\vadmin_merge\x18\x06 \x01(\v2!.rangestore.v1.AdminMergeResponseR\n" +
+	"adminMerge\"\xdb\x01\n" +
 	"\x05Lease\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
@@ -2305,7 +2814,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\bdraining\x18\x04 \x01(\bR\bdraining\"k\n" +
 	"\x13RequestLeaseCommand\x12*\n" +
 	"\x05lease\x18\x01 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12(\n" +
-	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\xe0\x03\n" +
+	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\xc9\x04\n" +
 	"\vRaftCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\fR\n" +
 	"proposalId\x126\n" +
@@ -2321,7 +2830,18 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"generation\x18\t \x01(\x04R\n" +
 	"generation\x121\n" +
 	"\x05split\x18\n" +
-	" \x01(\v2\x1b.rangestore.v1.SplitCommandR\x05split\"\xcd\x02\n" +
+	" \x01(\v2\x1b.rangestore.v1.SplitCommandR\x05split\x124\n" +
+	"\x06freeze\x18\v \x01(\v2\x1c.rangestore.v1.FreezeCommandR\x06freeze\x121\n" +
+	"\x05merge\x18\f \x01(\v2\x1b.rangestore.v1.MergeCommandR\x05merge\".\n" +
+	"\rFreezeCommand\x12\x1d\n" +
+	"\n" +
+	"merge_into\x18\x01 \x01(\x04R\tmergeInto\"\xe5\x01\n" +
+	"\fMergeCommand\x124\n" +
+	"\x05right\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\x126\n" +
+	"\x06merged\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12F\n" +
+	"\x12right_served_below\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x10rightServedBelow\x12\x1f\n" +
+	"\vright_bytes\x18\x04 \x01(\x03R\n" +
+	"rightBytes\"\xcd\x02\n" +
 	"\fSplitCommand\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
 	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\x12R\n" +
@@ -2390,6 +2910,10 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\"\x17\n" +
 	"\x15TransferLeaseResponse\"%\n" +
+	"\x11MergeRangeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"L\n" +
+	"\x12MergeRangeResponse\x126\n" +
+	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"%\n" +
 	"\x11SplitRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
@@ -2402,13 +2926,15 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
-	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\xbe\x02\n" +
+	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse2\x91\x03\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
 	"\rTransferLease\x12#.rangestore.v1.TransferLeaseRequest\x1a$.rangestore.v1.TransferLeaseResponse\x12Q\n" +
 	"\n" +
-	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponse\x12Q\n" +
+	"\n" +
+	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
@@ -2423,7 +2949,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_internal_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
 	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
@@ -2436,35 +2962,43 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*RangeError)(nil),            // 8: rangestore.v1.RangeError
 	(*AdminSplitRequest)(nil),     // 9: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),    // 10: rangestore.v1.AdminSplitResponse
-	(*RangeRequest)(nil),          // 11: rangestore.v1.RangeRequest
-	(*RangeResponse)(nil),         // 12: rangestore.v1.RangeResponse
-	(*Lease)(nil),                 // 13: rangestore.v1.Lease
-	(*Liveness)(nil),              // 14: rangestore.v1.Liveness
-	(*RequestLeaseCommand)(nil),   // 15: rangestore.v1.RequestLeaseCommand
-	(*RaftCommand)(nil),           // 16: rangestore.v1.RaftCommand
-	(*SplitCommand)(nil),          // 17: rangestore.v1.SplitCommand
-	(*GCCommand)(nil),             // 18: rangestore.v1.GCCommand
-	(*RaftResult)(nil),            // 19: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),        // 20: rangestore.v1.SnapshotHeader
-	(*NodeInfoRequest)(nil),       // 21: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 22: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),      // 23: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),     // 24: rangestore.v1.BootstrapResponse
-	(*InitRequest)(nil),           // 25: rangestore.v1.InitRequest
-	(*InitResponse)(nil),          // 26: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),         // 27: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),             // 28: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),        // 29: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),  // 30: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil), // 31: rangestore.v1.TransferLeaseResponse
-	(*SplitRangeRequest)(nil),     // 32: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),    // 33: rangestore.v1.SplitRangeResponse
-	nil,                           // 34: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	nil,                           // 35: rangestore.v1.SplitCommand.RightMembersEntry
-	(*RequestUnion)(nil),          // 36: rangestore.v1.RequestUnion
-	(*Timestamp)(nil),             // 37: rangestore.v1.Timestamp
-	(*ResponseUnion)(nil),         // 38: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 39: rangestore.v1.KeyValue
+	(*AdminFreezeRequest)(nil),    // 11: rangestore.v1.AdminFreezeRequest
+	(*AdminFreezeResponse)(nil),   // 12: rangestore.v1.AdminFreezeResponse
+	(*AdminMergeRequest)(nil),     // 13: rangestore.v1.AdminMergeRequest
+	(*AdminMergeResponse)(nil),    // 14: rangestore.v1.AdminMergeResponse
+	(*RangeRequest)(nil),          // 15: rangestore.v1.RangeRequest
+	(*RangeResponse)(nil),         // 16: rangestore.v1.RangeResponse
+	(*Lease)(nil),                 // 17: rangestore.v1.Lease
+	(*Liveness)(nil),              // 18: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil),   // 19: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),           // 20: rangestore.v1.RaftCommand
+	(*FreezeCommand)(nil),         // 21: rangestore.v1.FreezeCommand
+	(*MergeCommand)(nil),          // 22: rangestore.v1.MergeCommand
+	(*SplitCommand)(nil),          // 23: rangestore.v1.SplitCommand
+	(*GCCommand)(nil),             // 24: rangestore.v1.GCCommand
+	(*RaftResult)(nil),            // 25: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),        // 26: rangestore.v1.SnapshotHeader
+	(*NodeInfoRequest)(nil),       // 27: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 28: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),      // 29: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),     // 30: rangestore.v1.BootstrapResponse
+	(*InitRequest)(nil),           // 31: rangestore.v1.InitRequest
+	(*InitResponse)(nil),          // 32: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),         // 33: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),             // 34: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),        // 35: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),  // 36: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil), // 37: rangestore.v1.TransferLeaseResponse
+	(*MergeRangeRequest)(nil),     // 38: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),    // 39: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),     // 40: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),    // 41: rangestore.v1.SplitRangeResponse
+	nil,                           // 42: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 43: rangestore.v1.SplitCommand.RightMembersEntry
+	(*Timestamp)(nil),             // 44: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),          // 45: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 46: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 47: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -2472,70 +3006,85 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	34, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	42, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 9: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 10: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	36, // 11: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	37, // 12: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	37, // 13: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	9,  // 14: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
-	38, // 15: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 16: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	37, // 17: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	10, // 18: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
-	37, // 19: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	37, // 20: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	37, // 21: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	13, // 22: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	13, // 23: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	37, // 24: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	36, // 25: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
-	18, // 26: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	19, // 27: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
-	15, // 28: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	17, // 29: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
-	5,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	35, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	37, // 33: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	38, // 34: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 35: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	37, // 36: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 37: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	39, // 38: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	3,  // 39: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	3,  // 40: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 41: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	37, // 42: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 43: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 44: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 45: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	13, // 46: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
-	28, // 47: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	5,  // 48: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 49: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	11, // 50: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	21, // 51: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	23, // 52: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	25, // 53: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	27, // 54: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	30, // 55: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	32, // 56: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	12, // 57: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	22, // 58: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	24, // 59: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	26, // 60: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	29, // 61: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	31, // 62: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	33, // 63: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	57, // [57:64] is the sub-list for method output_type
-	50, // [50:57] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	44, // 11: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	5,  // 12: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 13: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	45, // 14: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	44, // 15: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	44, // 16: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	9,  // 17: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
+	11, // 18: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
+	13, // 19: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
+	46, // 20: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 21: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	44, // 22: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	10, // 23: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	12, // 24: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
+	14, // 25: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
+	44, // 26: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	44, // 27: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	44, // 28: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	17, // 29: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	17, // 30: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	44, // 31: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	45, // 32: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
+	24, // 33: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	25, // 34: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
+	19, // 35: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	23, // 36: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	21, // 37: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
+	22, // 38: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
+	5,  // 39: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 40: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	44, // 41: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	5,  // 42: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 43: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	43, // 44: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	44, // 45: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	46, // 46: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 47: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	44, // 48: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	5,  // 49: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	47, // 50: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	3,  // 51: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	3,  // 52: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 53: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	44, // 54: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 55: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 56: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 57: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	17, // 58: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	34, // 59: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	5,  // 60: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 61: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 62: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	15, // 63: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	27, // 64: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	29, // 65: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	31, // 66: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	33, // 67: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	36, // 68: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	40, // 69: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	38, // 70: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	16, // 71: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	28, // 72: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	30, // 73: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	32, // 74: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	35, // 75: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	37, // 76: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	41, // 77: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	39, // 78: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	71, // [71:79] is the sub-list for method output_type
+	63, // [63:71] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -2550,7 +3099,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -574,12 +574,14 @@ func (x *ScanResponse) GetResumeKey() []byte {
 
 // ConditionalPut writes value only if the key's current value equals
 // expected_value, or, with expect_absent, only if the key has no live value.
+// With delete, a successful condition deletes the key instead.
 type ConditionalPutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	ExpectedValue []byte                 `protobuf:"bytes,3,opt,name=expected_value,json=expectedValue,proto3" json:"expected_value,omitempty"`
 	ExpectAbsent  bool                   `protobuf:"varint,4,opt,name=expect_absent,json=expectAbsent,proto3" json:"expect_absent,omitempty"`
+	Delete        bool                   `protobuf:"varint,5,opt,name=delete,proto3" json:"delete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +640,13 @@ func (x *ConditionalPutRequest) GetExpectedValue() []byte {
 func (x *ConditionalPutRequest) GetExpectAbsent() bool {
 	if x != nil {
 		return x.ExpectAbsent
+	}
+	return false
+}
+
+func (x *ConditionalPutRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
 	}
 	return false
 }
@@ -1375,12 +1384,13 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\fScanResponse\x12)\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x17.rangestore.v1.KeyValueR\x03kvs\x12\x1d\n" +
 	"\n" +
-	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\x8b\x01\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xa3\x01\n" +
 	"\x15ConditionalPutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12%\n" +
 	"\x0eexpected_value\x18\x03 \x01(\fR\rexpectedValue\x12#\n" +
-	"\rexpect_absent\x18\x04 \x01(\bR\fexpectAbsent\"\xc3\x01\n" +
+	"\rexpect_absent\x18\x04 \x01(\bR\fexpectAbsent\x12\x16\n" +
+	"\x06delete\x18\x05 \x01(\bR\x06delete\"\xc3\x01\n" +
 	"\x16ConditionalPutResponse\x12\x1c\n" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12#\n" +
 	"\ractual_exists\x18\x02 \x01(\bR\factualExists\x12!\n" +

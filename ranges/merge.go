@@ -1,0 +1,411 @@
+package ranges
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Merges (DESIGN.md §4). The left range L subsumes its right neighbour R,
+// whose replicas are on the same nodes:
+//
+//  1. R is frozen: a replicated FreezeCommand after which R serves nothing
+//     and applies nothing but no-ops. Its leaseholder reports a timestamp
+//     above everything R served.
+//  2. L's leaseholder waits until every replica of R has applied the freeze
+//     (each answers a freeze probe once it has), so every node's engine
+//     holds all of R's data.
+//  3. L proposes a MergeCommand: applying it widens L over R's span, raises
+//     L's max write timestamp above what R served, moves R's dedup records
+//     under L and deletes R's range and replica state (not its data) in the
+//     same batch; the local R replica is then stopped.
+//
+// A freeze is never undone: a frozen R is merged later if step 2 or 3 did
+// not happen (the merge queue finishes it), so R is never left frozen for
+// good while L's leaseholder runs.
+
+// mergeApplied is what a committed merge hands to the store.
+type mergeApplied struct {
+	merged  *rspb.RangeDescriptor
+	right   *rspb.RangeDescriptor
+	rightSM *stateMachine // the local replica of right, marked merged (nil if none)
+}
+
+// applyFreeze marks the range frozen for a merge into cmd.MergeInto.
+func (s *stateMachine) applyFreeze(b *kv.Batch, st *applyState, f *rspb.FreezeCommand) (*rspb.RaftResult, error) {
+	switch {
+	case f.MergeInto == 0:
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "freeze without a merge target")}, nil
+	case st.frozen == f.MergeInto:
+		return &rspb.RaftResult{}, nil
+	case st.frozen != 0:
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION,
+			fmt.Sprintf("r%d is already frozen for a merge into r%d", s.rangeID, st.frozen))}, nil
+	}
+	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixFrozen), encodeUint64(f.MergeInto)); err != nil {
+		return nil, err
+	}
+	st.frozen = f.MergeInto
+	return &rspb.RaftResult{}, nil
+}
+
+// applyMerge widens the range over the frozen right neighbour.
+func (s *stateMachine) applyMerge(b *kv.Batch, st *applyState, mg *rspb.MergeCommand) (*rspb.RaftResult, error) {
+	desc, r, merged := st.desc, mg.Right, mg.Merged
+	reject := func(why string) (*rspb.RaftResult, error) {
+		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d: merge refused: %s", s.rangeID, why))}, nil
+	}
+	switch {
+	case r == nil || merged == nil:
+		return reject("missing descriptors")
+	case !bytes.Equal(r.StartKey, desc.EndKey) || r.RangeId == s.rangeID:
+		return reject("not the right neighbour")
+	case merged.RangeId != s.rangeID || !bytes.Equal(merged.StartKey, desc.StartKey) || !bytes.Equal(merged.EndKey, r.EndKey):
+		return reject("merged descriptor does not cover both ranges")
+	case merged.Generation != max(desc.Generation, r.Generation)+1:
+		return reject("bad generation")
+	}
+	// R's dedup records move under L, so a retried write that applied on R
+	// is still answered from its record.
+	dp := rangeStateKey(r.RangeId, suffixDedup)
+	it, err := b.NewIter(dp, prefixEnd(dp))
+	if err != nil {
+		return nil, err
+	}
+	type kvPair struct{ k, v []byte }
+	var moved []kvPair
+	for ok := it.First(); ok; ok = it.Next() {
+		k := append(rangeStateKey(s.rangeID, suffixDedup), it.Key()[len(dp):]...)
+		moved = append(moved, kvPair{k, append([]byte(nil), it.Value()...)})
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	for _, p := range moved {
+		if err := b.PutRaw(p.k, p.v); err != nil {
+			return nil, err
+		}
+	}
+	rp := rangeStatePrefix(r.RangeId)
+	if err := b.DeleteRawRange(rp, prefixEnd(rp)); err != nil {
+		return nil, err
+	}
+	pp := replicaStateRangePrefix(r.RangeId)
+	if err := b.DeleteRawRange(pp, prefixEnd(pp)); err != nil {
+		return nil, err
+	}
+	data, err := proto.Marshal(merged)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.PutRaw(rangeStateKey(s.rangeID, suffixDescriptor), data); err != nil {
+		return nil, err
+	}
+	if rs := TSFromProto(mg.RightServedBelow); st.maxWrite.Less(rs) {
+		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(rs)); err != nil {
+			return nil, err
+		}
+		st.maxWrite = rs
+	}
+	st.size += max(mg.RightBytes, 0)
+	st.desc = merged
+	st.merges = append(st.merges, &mergeApplied{merged: merged, right: r})
+	return &rspb.RaftResult{}, nil
+}
+
+// onMerge runs after a merge committed: the subsumed local replica is
+// stopped and forgotten (its state was deleted in the merge's batch).
+func (s *Store) onMerge(mg *mergeApplied) {
+	go s.removeSubsumed(mg.right.RangeId, mg.rightSM)
+}
+
+// removeSubsumed stops a local replica whose range was merged away (or
+// overwritten by a wider snapshot) and drops it from the store.
+func (s *Store) removeSubsumed(rangeID uint64, m *stateMachine) {
+	s.mu.Lock()
+	if m == nil || s.sms[rangeID] == m {
+		delete(s.sms, rangeID)
+		delete(s.states, rangeID)
+	}
+	s.mu.Unlock()
+	for i := 0; i < 50 && !s.stopping.Load(); i++ {
+		err := s.nh.StopShard(rangeID)
+		if err == nil || isShardGone(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.log.Info("replica of a merged range removed", "range", rangeID)
+}
+
+// freezeProbe answers a freeze request at a replica that has already
+// applied the freeze: any replica, no lease needed.
+func (s *Store) freezeInfo(m *stateMachine, st *replicaState) *rspb.AdminFreezeResponse {
+	d := m.desc.Load()
+	served := s.cfg.Clock.Now()
+	served.WallTime += int64(s.cfg.Clock.MaxOffset())
+	if hi := st.tscache.max(span{start: d.StartKey, end: d.EndKey}); served.Less(hi) {
+		served = hi
+	}
+	m.mu.RLock()
+	if served.Less(m.maxWriteTS) {
+		served = m.maxWriteTS
+	}
+	m.mu.RUnlock()
+	return &rspb.AdminFreezeResponse{FreezeIndex: m.applied.Load(), ServedBelow: TSToProto(served.Next()), Bytes: m.size.Load(), RangeDescriptor: d}
+}
+
+// adminFreeze freezes this range for a merge into req.MergeInto. A replica
+// that already applied that freeze answers at once (merge step 2 probes
+// every replica this way).
+func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaState, req *rspb.AdminFreezeRequest) *rspb.RangeResponse {
+	if f := m.frozen.Load(); f != 0 {
+		if f != req.MergeInto {
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d is frozen for a merge into r%d", m.rangeID, f))}
+		}
+		return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+	}
+	lease, rerr := s.ensureLease(ctx, m, st)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	desc := m.desc.Load()
+	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d changed (generation %d, expected %d)", m.rangeID, desc.Generation, g))}
+	}
+	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	defer st.latches.release(l)
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	if res.Error != nil {
+		return &rspb.RangeResponse{Error: res.Error}
+	}
+	s.crashPoint("merge-frozen")
+	return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+}
+
+// adminMerge merges this range (L, led here) with its right neighbour.
+func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, req *rspb.AdminMergeRequest) *rspb.RangeResponse {
+	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
+		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
+	}
+	desc := m.desc.Load()
+	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the merge was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)
+	}
+	if !keys.IsUserKey(desc.StartKey) {
+		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span merge", m.rangeID)
+	}
+	snd := s.getSender()
+	if snd == nil {
+		return fail(rspb.RangeError_UNAVAILABLE, "merges need the cluster sender, which is not connected")
+	}
+	rm := s.localRangeStartingAt(desc.EndKey)
+	if rm == nil {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has no right neighbour with a replica on n%d (merges need colocated replicas)", m.rangeID, s.NodeID())
+	}
+	right := rm.desc.Load()
+	if !keys.IsUserKey(right.StartKey) {
+		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d cannot be merged", right.RangeId)
+	}
+	if !sameNodes(desc, right) {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d and r%d have replicas on different nodes", m.rangeID, right.RangeId)
+	}
+	// 1. Freeze the right side (through its leaseholder).
+	fr, err := snd.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
+		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, ExpectedGeneration: right.Generation}})
+	if err != nil {
+		return fail(rspb.RangeError_UNAVAILABLE, "freezing r%d: %v", right.RangeId, err)
+	}
+	if fr.Error != nil {
+		return &rspb.RangeResponse{Error: fr.Error}
+	}
+	frozen := fr.AdminFreeze
+	right = frozen.RangeDescriptor
+	if !bytes.Equal(right.StartKey, desc.EndKey) || !sameNodes(desc, right) {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed before it froze", right.RangeId)
+	}
+	// 2. Every replica of the right side has applied the freeze.
+	for _, rep := range right.Replicas {
+		for {
+			pr, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: right.RangeId,
+				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID}})
+			if err == nil && pr.Error == nil && pr.AdminFreeze.GetFreezeIndex() >= frozen.FreezeIndex {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fail(rspb.RangeError_UNAVAILABLE, "waiting for r%d's replica on n%d to apply the freeze: %v", right.RangeId, rep.NodeId, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	s.crashPoint("merge-before-propose")
+	// 3. Subsume it.
+	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	if err != nil {
+		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	}
+	defer st.latches.release(l)
+	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
+		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the merge")}
+	}
+	if cur := m.desc.Load(); cur.Generation != desc.Generation {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed while preparing the merge; retry", m.rangeID)
+	}
+	merged := proto.Clone(desc).(*rspb.RangeDescriptor)
+	merged.EndKey = right.EndKey
+	merged.Generation = max(desc.Generation, right.Generation) + 1
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+		Generation: desc.Generation, Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	if res.Error != nil {
+		return &rspb.RangeResponse{Error: res.Error}
+	}
+	// Reads on the right's span here start above everything it served.
+	st.tscache.add(span{start: right.StartKey, end: right.EndKey}, TSFromProto(frozen.ServedBelow))
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.merges.Inc()
+	}
+	s.log.Info("ranges merged", "left", m.rangeID, "right", right.RangeId, "span", fmt.Sprintf("[%s, %s)", keys.Pretty(merged.StartKey), keys.Pretty(merged.EndKey)))
+	s.crashPoint("merge-before-meta")
+	if _, err := s.fixMeta(ctx, snd, merged); err != nil {
+		s.log.Warn("meta update after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
+	} else if err := s.cleanMeta(ctx, snd, merged); err != nil {
+		s.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
+	}
+	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged}}
+}
+
+// cleanMeta deletes meta records strictly inside d's span (ending before
+// d's end) that are older than d: the records of ranges d subsumed.
+func (s *Store) cleanMeta(ctx context.Context, snd Sender, d *rspb.RangeDescriptor) error {
+	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
+		StartKey: keys.MetaKey(keys.Next(d.StartKey)), EndKey: keys.MetaKey(d.EndKey)}}}})
+	if err != nil {
+		return err
+	}
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		cur := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(kv.Value, cur); err != nil {
+			return err
+		}
+		if cur.Generation >= d.Generation {
+			continue
+		}
+		if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
+			Key: kv.Key, ExpectedValue: kv.Value, Delete: true}}}}); err != nil {
+			return err
+		}
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.metaUpdates.Inc()
+		}
+	}
+	return nil
+}
+
+// localRangeStartingAt returns the local replica whose range starts at key.
+func (s *Store) localRangeStartingAt(key []byte) *stateMachine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, m := range s.sms {
+		if d := m.desc.Load(); d != nil && bytes.Equal(d.StartKey, key) && !m.merged.Load() {
+			return m
+		}
+	}
+	return nil
+}
+
+func sameNodes(a, b *rspb.RangeDescriptor) bool {
+	if len(a.Replicas) != len(b.Replicas) {
+		return false
+	}
+	nodes := map[uint64]bool{}
+	for _, r := range a.Replicas {
+		nodes[r.NodeId] = true
+	}
+	for _, r := range b.Replicas {
+		if !nodes[r.NodeId] {
+			return false
+		}
+	}
+	return true
+}
+
+func isShardGone(err error) bool {
+	return errors.Is(err, dragonboat.ErrShardNotFound) || errors.Is(err, dragonboat.ErrClosed)
+}
+
+func newID() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// onSnapshot runs after a replica installed a snapshot. If its new span
+// covers other local replicas (ranges it subsumed by merges this replica
+// did not apply), those are stale: the snapshot already replaced their data;
+// their state is deleted and they are stopped.
+func (s *Store) onSnapshot(m *stateMachine) {
+	d := m.desc.Load()
+	if d == nil {
+		return
+	}
+	s.mu.RLock()
+	var stale []*stateMachine
+	for id, o := range s.sms {
+		od := o.desc.Load()
+		if id == m.rangeID || od == nil || o.merged.Load() {
+			continue
+		}
+		if bytes.Compare(od.StartKey, d.EndKey) < 0 && bytes.Compare(d.StartKey, od.EndKey) < 0 && od.Generation < d.Generation {
+			stale = append(stale, o)
+		}
+	}
+	s.mu.RUnlock()
+	for _, o := range stale {
+		s.destroySubsumed(o)
+	}
+}
+
+// destroySubsumed deletes a stale local replica's range and replica state
+// (never data: that belongs to the range now covering it) and stops it.
+func (s *Store) destroySubsumed(o *stateMachine) {
+	o.applyMu.Lock()
+	o.merged.Store(true)
+	b := s.eng.NewBatch()
+	rp, pp := rangeStatePrefix(o.rangeID), replicaStateRangePrefix(o.rangeID)
+	err := b.DeleteRawRange(rp, prefixEnd(rp))
+	if err == nil {
+		err = b.DeleteRawRange(pp, prefixEnd(pp))
+	}
+	if err == nil {
+		err = b.Commit(true)
+	}
+	_ = b.Close()
+	o.applyMu.Unlock()
+	if err != nil {
+		s.log.Error("deleting the state of a subsumed replica", "range", o.rangeID, "err", err)
+	}
+	go s.removeSubsumed(o.rangeID, o)
+}
