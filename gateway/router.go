@@ -154,6 +154,9 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 				}
 			case rspb.RangeError_RANGE_NOT_FOUND:
 				notFound++
+				for _, d := range resp.Error.LocalDescriptors {
+					r.cache.insert(d) // e.g. the range that subsumed this one
+				}
 			case rspb.RangeError_UNAVAILABLE:
 			case rspb.RangeError_RANGE_KEY_MISMATCH:
 				return nil, lastErr

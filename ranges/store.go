@@ -469,11 +469,9 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	m := s.replica(req.RangeId)
 	if m == nil || m.merged.Load() {
 		re := rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))
-		// If another local range holds the keys (the range was merged into
-		// it), say so: the gateway then need not wait for meta.
-		if s.addLocalDescriptors(re, req.Requests); len(re.LocalDescriptors) > 0 {
-			re.Code = rspb.RangeError_RANGE_KEY_MISMATCH
-		}
+		// Name the local ranges holding the keys (the range may have been
+		// merged into one): the gateway then need not wait for meta.
+		s.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
 	if req.AdminFreeze != nil {

@@ -35,13 +35,33 @@ func TestSplitCrashPoints(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	for _, point := range splitCrashPoints {
-		t.Run(point, func(t *testing.T) { testSplitCrash(t, point) })
+		t.Run(point, func(t *testing.T) { testSplitCrash(t, point, false) })
 	}
 }
 
-func testSplitCrash(t *testing.T, point string) {
+// mergeCrashPoints: after the right range froze; after every replica
+// applied the freeze, before the merge was proposed; after the merge
+// applied, before meta was updated.
+var mergeCrashPoints = []string{"merge-frozen", "merge-before-propose", "merge-before-meta"}
+
+// TestMergeCrashPoints is TestSplitCrashPoints for a merge of the ranges on
+// either side of k100 (a frozen right range must be merged after the
+// restart, never left frozen).
+func TestMergeCrashPoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	for _, point := range mergeCrashPoints {
+		t.Run(point, func(t *testing.T) { testSplitCrash(t, point, true) })
+	}
+}
+
+func testSplitCrash(t *testing.T, point string, merge bool) {
 	pc := newProcClusterB(t, 3, "RANGESTORE_CRASH_AT="+point)
 	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "1")
+	if merge {
+		pc.cliRetry(60*time.Second, "range", "split", "--host", pc.addrs[0], "k100")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -87,9 +107,14 @@ func testSplitCrash(t *testing.T, point string) {
 	// Split through node 1; the leaseholder (or every replica) dies at the
 	// crash point, so the call may fail.
 	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
-	_, splitErr := rspb.NewAdminClient(pc.Conn(1)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte("k100")})
+	var opErr error
+	if merge {
+		_, opErr = rspb.NewAdminClient(pc.Conn(1)).MergeRange(sctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
+	} else {
+		_, opErr = rspb.NewAdminClient(pc.Conn(1)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte("k100")})
+	}
 	scancel()
-	t.Logf("split call: %v", splitErr)
+	t.Logf("split/merge call: %v", opErr)
 	died := waitUntil(20*time.Second, func() bool {
 		for i := 0; i < 3; i++ {
 			if !pc.Running(i) {
@@ -141,7 +166,28 @@ func testSplitCrash(t *testing.T, point string) {
 			split = true
 		}
 	}
-	t.Logf("meta: %d ranges, split at k100 happened: %v", len(descs), split)
+	t.Logf("meta: %d ranges, boundary at k100: %v", len(descs), split)
+	if merge {
+		// A started merge is finished (the right side never stays frozen).
+		if !waitUntil(60*time.Second, func() bool {
+			descs, lastErr = readMeta(ctx, pc)
+			if lastErr == nil {
+				lastErr = tiles(descs)
+			}
+			if lastErr != nil {
+				return false
+			}
+			for _, d := range descs {
+				if bytes.Equal(d.StartKey, keys.UserKey([]byte("k100"))) {
+					lastErr = errors.New("the merge queue has not finished the merge")
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Fatalf("merge after restart: %v", lastErr)
+		}
+	}
 	// Every range in meta has a replica on every node.
 	if !waitUntil(30*time.Second, func() bool {
 		revive()
