@@ -241,3 +241,34 @@ func TestMergeQueue(t *testing.T) {
 	}
 	t.Logf("ranges merged back to %d; %d writes during the merges all read back", before, written)
 }
+
+// TestFrozenRangeIsMerged: a right range frozen for a merge that was never
+// proposed (its proposer died) is merged by the left range's merge queue.
+func TestFrozenRangeIsMerged(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, SplitCheckInterval: 100 * time.Millisecond, MetaCheckInterval: 500 * time.Millisecond})
+	ctx := ctxT(t)
+	sp, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k100")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tc.Node(1).router.SendToRange(ctx, sp.Right, &rspb.RangeRequest{RangeId: sp.Right.RangeId,
+		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: sp.Left.RangeId}})
+	if err != nil || resp.Error != nil {
+		t.Fatalf("freeze: %v %v", resp, err)
+	}
+	waitFor(t, 20*time.Second, "frozen range merged by the queue", func() error {
+		descs := metaRecords(ctx, t, tc, 0)
+		if err := metaTiles(descs); err != nil {
+			return err
+		}
+		for _, d := range descs {
+			if d.RangeId == sp.Right.RangeId {
+				return fmt.Errorf("r%d still in meta", d.RangeId)
+			}
+		}
+		return nil
+	})
+	if _, err := tc.KV(2).Put(ctx, &rspb.PutRequest{Key: []byte("k200"), Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -148,8 +148,8 @@ func (s *Store) removeSubsumed(rangeID uint64, m *stateMachine) {
 	s.log.Info("replica of a merged range removed", "range", rangeID)
 }
 
-// freezeProbe answers a freeze request at a replica that has already
-// applied the freeze: any replica, no lease needed.
+// freezeInfo answers a freeze request at a replica that has applied the
+// freeze: any replica, no lease needed.
 func (s *Store) freezeInfo(m *stateMachine, st *replicaState) *rspb.AdminFreezeResponse {
 	d := m.desc.Load()
 	served := s.cfg.Clock.Now()
@@ -174,6 +174,9 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d is frozen for a merge into r%d", m.rangeID, f))}
 		}
 		return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+	}
+	if req.Probe {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", m.rangeID, s.NodeID()))}
 	}
 	lease, rerr := s.ensureLease(ctx, m, st)
 	if rerr != nil {
@@ -246,8 +249,8 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	for _, rep := range right.Replicas {
 		for {
 			pr, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: right.RangeId,
-				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID}})
-			if err == nil && pr.Error == nil && pr.AdminFreeze.GetFreezeIndex() >= frozen.FreezeIndex {
+				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, Probe: true}})
+			if err == nil && pr.Error == nil {
 				break
 			}
 			select {

@@ -1,6 +1,7 @@
 package ranges
 
 import (
+	"bytes"
 	"context"
 	"sort"
 	"time"
@@ -20,6 +21,7 @@ import (
 // at the old end key keeps covering the right side until then, and the
 // gateway learns the right side from RANGE_KEY_MISMATCH hints meanwhile.
 func (s *Store) metaLoop(interval time.Duration) {
+	n := 0
 	s.every(interval, func() {
 		if s.NodeID() == 0 || s.stopping.Load() {
 			return
@@ -27,7 +29,50 @@ func (s *Store) metaLoop(interval time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
 		defer cancel()
 		_ = s.checkMeta(ctx)
+		// Less often: records left inside ranges led here by merges whose
+		// proposer died before cleaning them up.
+		if n++; n%5 == 1 {
+			s.cleanInnerMeta(ctx)
+		}
 	})
+}
+
+// cleanInnerMeta scans meta once and deletes every record that ends strictly
+// inside a range led here and is older than it.
+func (s *Store) cleanInnerMeta(ctx context.Context) {
+	snd := s.getSender()
+	descs := s.heldDescriptors() // sorted by start key, not overlapping
+	if snd == nil || len(descs) == 0 {
+		return
+	}
+	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
+		StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
+	if err != nil {
+		return
+	}
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		end := kv.Key[len(keys.MetaPrefix):]
+		i := sort.Search(len(descs), func(i int) bool { return bytes.Compare(descs[i].EndKey, end) > 0 })
+		if i == len(descs) {
+			continue
+		}
+		d := descs[i]
+		if bytes.Compare(d.StartKey, end) >= 0 || bytes.Equal(d.EndKey, end) {
+			continue // not strictly inside d
+		}
+		cur := &rspb.RangeDescriptor{}
+		if proto.Unmarshal(kv.Value, cur) != nil || cur.Generation >= d.Generation {
+			continue
+		}
+		if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
+			Key: kv.Key, ExpectedValue: kv.Value, Delete: true}}}}); err != nil {
+			return
+		}
+		s.log.Info("stale meta record removed", "end", keys.Pretty(end), "range", cur.RangeId, "inside", d.RangeId)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.metaUpdates.Inc()
+		}
+	}
 }
 
 // heldDescriptors returns the descriptors of the local replicas whose lease

@@ -141,7 +141,7 @@ func (s *Store) maybeMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: desc.Generation}})
 	if resp.Error != nil {
-		s.log.Info("merge attempt failed", "left", desc.RangeId, "right", rd.RangeId, "err", resp.Error.Message)
+		s.log.Warn("merge attempt failed", "left", desc.RangeId, "right", rd.RangeId, "err", resp.Error.Message)
 		return false
 	}
 	if s.cfg.Metrics != nil {

@@ -636,7 +636,8 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 		l := m.lease.Load()
 		state := s.leaseStatus(l, s.cfg.Clock.Now())
 		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
-			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load()}
+			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load(),
+			FrozenInto: m.frozen.Load()}
 		if st := s.state(id); st != nil && st.split != nil && st.split.load != nil {
 			info.Qps = st.split.load.QPS(time.Now())
 			if hk := st.split.hotKey.Load(); hk != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -57,7 +59,14 @@ func TestMergeCrashPoints(t *testing.T) {
 }
 
 func testSplitCrash(t *testing.T, point string, merge bool) {
-	pc := newProcClusterB(t, 3, "RANGESTORE_CRASH_AT="+point)
+	env := []string{"RANGESTORE_CRASH_AT=" + point}
+	onceFile := filepath.Join(t.TempDir(), "crash-once")
+	if merge {
+		// One crash only (survivors finishing the merge must not die at the
+		// same point); armed right before the merge.
+		env = append(env, "RANGESTORE_CRASH_ONCE_FILE="+onceFile)
+	}
+	pc := newProcClusterB(t, 3, env...)
 	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "1")
 	if merge {
 		pc.cliRetry(60*time.Second, "range", "split", "--host", pc.addrs[0], "k100")
@@ -109,6 +118,9 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
 	var opErr error
 	if merge {
+		if err := os.WriteFile(onceFile, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		_, opErr = rspb.NewAdminClient(pc.Conn(1)).MergeRange(sctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
 	} else {
 		_, opErr = rspb.NewAdminClient(pc.Conn(1)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte("k100")})
@@ -185,6 +197,15 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 			}
 			return true
 		}) {
+			for i := 0; i < 3; i++ {
+				r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
+				if err != nil {
+					continue
+				}
+				for _, ri := range r.Ranges {
+					t.Logf("n%d: %v", i+1, ri)
+				}
+			}
 			t.Fatalf("merge after restart: %v", lastErr)
 		}
 	}

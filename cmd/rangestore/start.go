@@ -178,9 +178,13 @@ func crashPointFromEnv(log *slog.Logger) func(string) {
 	if at == "" {
 		return nil
 	}
-	log.Warn("fault injection armed: this process will kill itself", "at", at)
+	// With RANGESTORE_CRASH_ONCE_FILE, only the process that removes that
+	// file (created by the test when it wants the crash) dies: one crash
+	// per file across the cluster.
+	once := os.Getenv("RANGESTORE_CRASH_ONCE_FILE")
+	log.Warn("fault injection armed: this process will kill itself", "at", at, "once_file", once)
 	return func(name string) {
-		if name == at {
+		if name == at && (once == "" || os.Remove(once) == nil) {
 			fmt.Fprintf(os.Stderr, "RANGESTORE_CRASH_AT=%s reached: SIGKILL\n", name)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}

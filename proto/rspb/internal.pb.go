@@ -784,8 +784,11 @@ type AdminFreezeRequest struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	MergeInto          uint64                 `protobuf:"varint,1,opt,name=merge_into,json=mergeInto,proto3" json:"merge_into,omitempty"`
 	ExpectedGeneration uint64                 `protobuf:"varint,2,opt,name=expected_generation,json=expectedGeneration,proto3" json:"expected_generation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// probe: only report whether this replica has applied the freeze (it
+	// answers an error otherwise); never proposes.
+	Probe         bool `protobuf:"varint,3,opt,name=probe,proto3" json:"probe,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminFreezeRequest) Reset() {
@@ -830,6 +833,13 @@ func (x *AdminFreezeRequest) GetExpectedGeneration() uint64 {
 		return x.ExpectedGeneration
 	}
 	return 0
+}
+
+func (x *AdminFreezeRequest) GetProbe() bool {
+	if x != nil {
+		return x.Probe
+	}
+	return false
 }
 
 type AdminFreezeResponse struct {
@@ -2263,6 +2273,7 @@ type RangeInfo struct {
 	ApproxBytes     int64                  `protobuf:"varint,9,opt,name=approx_bytes,json=approxBytes,proto3" json:"approx_bytes,omitempty"` // replicated size estimate of the range's data
 	Qps             float64                `protobuf:"fixed64,10,opt,name=qps,proto3" json:"qps,omitempty"`                                  // requests/s served here as leaseholder (last full second)
 	HotKey          []byte                 `protobuf:"bytes,11,opt,name=hot_key,json=hotKey,proto3" json:"hot_key,omitempty"`                // a single key dominating the load (cannot be split), if any
+	FrozenInto      uint64                 `protobuf:"varint,12,opt,name=frozen_into,json=frozenInto,proto3" json:"frozen_into,omitempty"`   // non-zero: frozen for a merge into this range
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -2372,6 +2383,13 @@ func (x *RangeInfo) GetHotKey() []byte {
 		return x.HotKey
 	}
 	return nil
+}
+
+func (x *RangeInfo) GetFrozenInto() uint64 {
+	if x != nil {
+		return x.FrozenInto
+	}
+	return 0
 }
 
 type RangesResponse struct {
@@ -2760,11 +2778,12 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x06sticky\x18\x03 \x01(\bR\x06sticky\"~\n" +
 	"\x12AdminSplitResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"d\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"z\n" +
 	"\x12AdminFreezeRequest\x12\x1d\n" +
 	"\n" +
 	"merge_into\x18\x01 \x01(\x04R\tmergeInto\x12/\n" +
-	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\"\xd6\x01\n" +
+	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\x12\x14\n" +
+	"\x05probe\x18\x03 \x01(\bR\x05probe\"\xd6\x01\n" +
 	"\x13AdminFreezeResponse\x12!\n" +
 	"\ffreeze_index\x18\x01 \x01(\x04R\vfreezeIndex\x12;\n" +
 	"\fserved_below\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\vservedBelow\x12\x14\n" +
@@ -2888,7 +2907,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\",\n" +
 	"\rRangesRequest\x12\x1b\n" +
-	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\x9d\x03\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xbe\x03\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -2903,7 +2922,9 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\fapprox_bytes\x18\t \x01(\x03R\vapproxBytes\x12\x10\n" +
 	"\x03qps\x18\n" +
 	" \x01(\x01R\x03qps\x12\x17\n" +
-	"\ahot_key\x18\v \x01(\fR\x06hotKey\"B\n" +
+	"\ahot_key\x18\v \x01(\fR\x06hotKey\x12\x1f\n" +
+	"\vfrozen_into\x18\f \x01(\x04R\n" +
+	"frozenInto\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
