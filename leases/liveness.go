@@ -103,6 +103,11 @@ func (l *Liveness) loop() {
 			if err := l.Heartbeat(ctx); err != nil {
 				l.cfg.Logger.Debug("liveness heartbeat failed", "err", err)
 			}
+			// Keep every node's record fresh in the cache: leases of other
+			// holders are judged (and idle ranges kept quiet) from it.
+			if err := l.refreshAll(ctx); err != nil {
+				l.cfg.Logger.Debug("reading liveness records failed", "err", err)
+			}
 			cancel()
 		}
 		select {
@@ -230,6 +235,24 @@ func (l *Liveness) read(ctx context.Context, nodeID uint64) (*rspb.Liveness, []b
 	}
 	l.remember(nodeID, rec, g.Kv.Value)
 	return rec, g.Kv.Value, nil
+}
+
+// refreshAll reads every node's liveness record (one scan) into the cache.
+func (l *Liveness) refreshAll(ctx context.Context) error {
+	end := append([]byte(nil), keys.LivenessPrefix...)
+	end[len(end)-1]++
+	resps, err := l.db.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: keys.LivenessPrefix, EndKey: end}}}})
+	if err != nil {
+		return err
+	}
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		rec := &rspb.Liveness{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			return err
+		}
+		l.remember(rec.NodeId, rec, kv.Value)
+	}
+	return nil
 }
 
 func (l *Liveness) remember(nodeID uint64, rec *rspb.Liveness, raw []byte) {

@@ -260,11 +260,30 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 	}
 }
 
+// replicaLive reports whether the node of a replica of m's range has a
+// live liveness record as far as this node knows (unknown counts as live).
+func (s *Store) replicaLive(m *stateMachine, replicaID uint64) bool {
+	d := m.desc.Load()
+	if d == nil || s.liveness == nil {
+		return true
+	}
+	for _, r := range d.Replicas {
+		if r.ReplicaId == replicaID {
+			rec := s.liveness.Cached(r.NodeId)
+			if rec == nil {
+				return true
+			}
+			return s.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
+		}
+	}
+	return true
+}
+
 // wake makes a quiesced shard active again: a local ReadIndex wakes it (a
 // proposal does not), so heartbeats resume and, if its leader died, an
 // election follows. It is rate-limited per replica and never waits.
 func (s *Store) wake(rangeID uint64) {
-	if !s.cfg.Quiesce {
+	if s.cfg.DisableQuiesce {
 		return
 	}
 	st := s.state(rangeID)
@@ -442,19 +461,28 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 // a Raft leader without a valid lease anywhere acquires it; a Raft leader
 // that is not the leaseholder hands leadership to the leaseholder; a holder
 // of an expiration lease extends it once less than half remains.
+//
+// Expiration leases (meta, system) are tended every interval; epoch leases,
+// which need nothing while their holder is live, every fifth interval, so
+// thousands of idle ranges cost little.
 func (s *Store) leaseLoop(interval time.Duration) {
+	round := 0
 	s.every(interval, func() {
 		if s.NodeID() == 0 || s.liveness == nil {
 			return
 		}
+		round++
 		s.mu.RLock()
-		ids := make([]uint64, 0, len(s.sms))
-		for id := range s.sms {
-			ids = append(ids, id)
+		ms := make([]*stateMachine, 0, len(s.sms))
+		for _, m := range s.sms {
+			ms = append(ms, m)
 		}
 		s.mu.RUnlock()
-		for _, id := range ids {
-			s.tendLease(id)
+		for _, m := range ms {
+			if d := m.desc.Load(); d != nil && !usesExpirationLease(d) && round%5 != 0 {
+				continue
+			}
+			s.tendLease(m.rangeID)
 		}
 	})
 }
@@ -468,9 +496,9 @@ func (s *Store) tendLease(rangeID uint64) {
 	l := m.lease.Load()
 	now := s.cfg.Clock.Now()
 	state := s.leaseStatus(l, now)
-	if err == nil && (!ok || state == leases.Expired || state == leases.None) && leaderID != m.replicaID {
-		// No known leader, or nobody may serve: if the shard is quiesced
-		// (its leader may be dead) nothing happens until it is woken.
+	if err == nil && leaderID != m.replicaID && (!ok || state == leases.Expired || state == leases.None || !s.replicaLive(m, leaderID)) {
+		// No known leader, nobody may serve, or the leader's node is dead:
+		// a quiesced shard stays that way until it is woken.
 		s.wake(rangeID)
 	}
 	if err != nil || !ok {

@@ -43,14 +43,16 @@ type StoreConfig struct {
 	Metrics     *Metrics // optional
 
 	// Raft timing: one tick is RTTMillisecond; elections after ElectionRTT
-	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 50 ms, 10 (0.5 s), 2.
+	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 200 ms, 5 (1 s),
+	// 1: every replica costs CPU per tick even when quiesced, so ticks are
+	// long (thousands of ranges per node).
 	RTTMillisecond uint64
 	ElectionRTT    uint64
 	HeartbeatRTT   uint64
-	// Quiesce lets idle ranges stop heartbeating (Dragonboat quiesce); a
-	// quiesced range is woken by a ReadIndex when a proposal times out or
-	// its lease has no live holder.
-	Quiesce bool
+	// Idle ranges quiesce (Dragonboat quiesce: no heartbeats) unless
+	// DisableQuiesce; a quiesced range is woken by a ReadIndex when a
+	// proposal times out or its lease or leader has no live holder.
+	DisableQuiesce bool
 	// SnapshotEntries: take a (metadata-only) snapshot every N applied
 	// entries, keeping CompactionOverhead entries of log behind it.
 	SnapshotEntries    uint64
@@ -90,13 +92,13 @@ type StoreConfig struct {
 
 func (c *StoreConfig) setDefaults() {
 	if c.RTTMillisecond == 0 {
-		c.RTTMillisecond = 50
+		c.RTTMillisecond = 200
 	}
 	if c.ElectionRTT == 0 {
-		c.ElectionRTT = 10
+		c.ElectionRTT = 5
 	}
 	if c.HeartbeatRTT == 0 {
-		c.HeartbeatRTT = 2
+		c.HeartbeatRTT = 1
 	}
 	if c.SnapshotEntries == 0 {
 		c.SnapshotEntries = 10000
@@ -279,7 +281,7 @@ func (s *Store) replicaConfig(r *rspb.ReplicaRecord) config.Config {
 		CompactionOverhead:  s.cfg.CompactionOverhead,
 		OrderedConfigChange: true,
 		IsNonVoting:         r.JoinedNonVoting,
-		Quiesce:             s.cfg.Quiesce,
+		Quiesce:             !s.cfg.DisableQuiesce,
 	}
 }
 

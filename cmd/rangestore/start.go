@@ -75,6 +75,10 @@ func runStart(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	*store = fromOrigCwd(*store)
+	if err := reexecWithSoftSettings(*store); err != nil {
+		return fmt.Errorf("applying raft soft settings: %w", err)
+	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
