@@ -47,6 +47,29 @@
 //   - A replica's restart record stores its initial members and its role
 //     ("joined as non-voter" forever), so a crash at any point of a replica's
 //     creation restarts it with the same arguments.
+//   - Splits (split.go) are one replicated command evaluated under the lease
+//     and the descriptor generation: applying it shrinks the left
+//     descriptor and writes the right range's descriptor, lease copy,
+//     timestamps, size and this node's replica record in the same batch;
+//     the right replica then starts from another goroutine and compacts its
+//     log, so a replica without the split's data is caught up by snapshot.
+//     Writes carry the generation they were evaluated at: nothing evaluated
+//     before a split applies after it. Both sides get generation+1; a
+//     descriptor always has a higher generation than every descriptor it
+//     replaced (merges: max+1), which is how meta repair, the gateway cache
+//     and snapshots tell newer from older.
+//   - Meta records are written after the split by the proposer (left record
+//     first, so every key is always covered) and repaired by leaseholders
+//     (meta.go: missing or older records at their end key, stale records
+//     inside their span), with conditional writes on the exact bytes read.
+//   - Merges (merge.go): freeze the right neighbour (it serves nothing from
+//     then on, forever), wait until every replica of it applied the freeze,
+//     then subsume it in one batch on the left; replicas must be colocated.
+//     A frozen range is always merged eventually (the merge queue finishes
+//     it). The split queue (splitqueue.go) splits by size and load and
+//     merges small, idle, non-sticky neighbours.
+//   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
+//     proposal times out or when its lease or Raft leader has no live node.
 package ranges
 
 // MetaRangeID and SystemRangeID are the fixed IDs of the bootstrap ranges.

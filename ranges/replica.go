@@ -479,7 +479,8 @@ func (s *Store) leaseLoop(interval time.Duration) {
 		}
 		s.mu.RUnlock()
 		for _, m := range ms {
-			if d := m.desc.Load(); d != nil && !usesExpirationLease(d) && round%5 != 0 {
+			// Epoch leases (or none yet): every fifth round.
+			if l := m.lease.Load(); round%5 != 0 && (l.Sequence == 0 || leases.IsEpoch(l)) {
 				continue
 			}
 			s.tendLease(m.rangeID)
@@ -492,19 +493,22 @@ func (s *Store) tendLease(rangeID uint64) {
 	if m == nil || st == nil || m.desc.Load() == nil || s.stopping.Load() {
 		return
 	}
-	leaderID, _, ok, err := s.nh.GetLeaderID(rangeID)
+	leaderID, ok := s.leaderOf(rangeID)
 	l := m.lease.Load()
 	now := s.cfg.Clock.Now()
 	state := s.leaseStatus(l, now)
-	if err == nil && leaderID != m.replicaID && (!ok || state == leases.Expired || state == leases.None || !s.replicaLive(m, leaderID)) {
+	if leaderID != m.replicaID && (!ok || state == leases.Expired || state == leases.None || !s.replicaLive(m, leaderID)) {
 		// No known leader, nobody may serve, or the leader's node is dead:
 		// a quiesced shard stays that way until it is woken.
 		s.wake(rangeID)
 	}
-	if err != nil || !ok {
+	if !ok {
 		return
 	}
 	mine := l.NodeId == s.NodeID() && l.ReplicaId == m.replicaID && s.ownLeaseUsable(l)
+	if leaderID != m.replicaID && !mine {
+		return // a follower without the lease: nothing to do (the common case)
+	}
 	// Short: ranges are tended one after another, and a liveness read
 	// blocked on a recovering system range must not hold up the others.
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)

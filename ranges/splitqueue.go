@@ -55,16 +55,34 @@ func (s *Store) splitLoop(interval time.Duration) {
 		if s.NodeID() == 0 || s.stopping.Load() || s.getSender() == nil {
 			return
 		}
-		for _, d := range s.heldDescriptors() {
+		held := s.heldDescriptors()
+		if len(held) == 0 {
+			return
+		}
+		byStart := s.localByStart()
+		for _, d := range held {
 			if !keys.IsUserKey(d.StartKey) {
 				continue
 			}
-			s.maybeSplit(d.RangeId)
+			s.maybeSplit(d.RangeId, byStart)
 		}
 	})
 }
 
-func (s *Store) maybeSplit(rangeID uint64) {
+// localByStart indexes the local replicas by start key.
+func (s *Store) localByStart() map[string]*stateMachine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]*stateMachine, len(s.sms))
+	for _, m := range s.sms {
+		if d := m.desc.Load(); d != nil && !m.merged.Load() {
+			out[string(d.StartKey)] = m
+		}
+	}
+	return out
+}
+
+func (s *Store) maybeSplit(rangeID uint64, byStart map[string]*stateMachine) {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil || st.split == nil {
 		return
@@ -91,7 +109,7 @@ func (s *Store) maybeSplit(rangeID uint64) {
 			}
 		}
 	}
-	if s.maybeMerge(ctx, m, st, desc, now) {
+	if s.maybeMerge(ctx, m, st, desc, now, byStart[string(desc.EndKey)]) {
 		return
 	}
 	if t := st.split.load; t != nil {
@@ -120,8 +138,7 @@ func (s *Store) maybeSplit(rangeID uint64) {
 // maybeMerge merges the range with its right neighbour when a merge into it
 // was started and not finished (the neighbour is frozen for it), or when
 // both are small and idle enough (RangeMinBytes).
-func (s *Store) maybeMerge(ctx context.Context, m *stateMachine, st *replicaState, desc *rspb.RangeDescriptor, now time.Time) bool {
-	rm := s.localRangeStartingAt(desc.EndKey)
+func (s *Store) maybeMerge(ctx context.Context, m *stateMachine, st *replicaState, desc *rspb.RangeDescriptor, now time.Time, rm *stateMachine) bool {
 	if rm == nil {
 		return false
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
 	dblogger "github.com/lni/dragonboat/v4/logger"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"google.golang.org/protobuf/proto"
@@ -164,6 +165,28 @@ type Store struct {
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp
+	// leaders caches each local shard's Raft leader as reported by
+	// Dragonboat's leader events (range ID -> raftio.LeaderInfo), so the
+	// lease loop over thousands of ranges needs no NodeHost calls.
+	leaders sync.Map
+}
+
+// leaderListener receives Dragonboat's leader events; it must not block.
+type leaderListener Store
+
+func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	(*Store)(l).leaders.Store(info.ShardID, info)
+}
+
+// leaderOf returns the local view of a range's Raft leader (ok=false when
+// none is known).
+func (s *Store) leaderOf(rangeID uint64) (replicaID uint64, ok bool) {
+	if v, found := s.leaders.Load(rangeID); found {
+		info := v.(raftio.LeaderInfo)
+		return info.LeaderID, info.LeaderID != 0
+	}
+	lid, _, ok, err := s.nh.GetLeaderID(rangeID)
+	return lid, ok && err == nil
 }
 
 var quietOnce sync.Once
@@ -187,18 +210,20 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	logdb := config.GetTinyMemLogDBConfig()
 	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
 	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
+	s := &Store{cfg: cfg, log: cfg.Logger, sms: map[uint64]*stateMachine{},
+		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now()}
 	nhc := config.NodeHostConfig{
-		NodeHostDir:    filepath.Join(cfg.Dir, "raft"),
-		RTTMillisecond: cfg.RTTMillisecond,
-		RaftAddress:    cfg.RaftAddress,
-		Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
+		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
+		RTTMillisecond:    cfg.RTTMillisecond,
+		RaftAddress:       cfg.RaftAddress,
+		RaftEventListener: (*leaderListener)(s),
+		Expert:            config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
 	}
-	s := &Store{cfg: cfg, nh: nh, eng: cfg.Engine, log: cfg.Logger, sms: map[uint64]*stateMachine{},
-		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now()}
+	s.nh, s.eng = nh, cfg.Engine
 	if cfg.Metrics != nil {
 		cfg.Metrics.bindStore(s)
 	}

@@ -145,7 +145,11 @@ func runInit(args []string) error {
 	for _, n := range resp.Nodes {
 		fmt.Printf("  n%d  %s  raft %s\n", n.NodeId, n.Address, n.RaftAddress)
 	}
-	for _, d := range resp.Ranges {
+	for i, d := range resp.Ranges {
+		if i == 20 && len(resp.Ranges) > 21 {
+			fmt.Printf("  … %d more (rangestore range list)\n", len(resp.Ranges)-20)
+			break
+		}
 		fmt.Printf("  r%d  %s\n", d.RangeId, spanString(d))
 	}
 	return nil
