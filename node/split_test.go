@@ -272,3 +272,76 @@ func TestFrozenRangeIsMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSkippedSplitGetsSnapshot is the divergence trap of research §7: a
+// node whose replica of the parent was down during a split and then caught
+// up by a snapshot of the (now narrower) parent never applied the split, so
+// it has no right-hand replica. It creates one from meta, empty, and that
+// replica must be caught up by a snapshot (the right side's log was
+// compacted when it started), never by replaying the log from index 1 over
+// an empty span: the keys written before the split must be there.
+func TestSkippedSplitGetsSnapshot(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, MetaCheckInterval: 300 * time.Millisecond})
+	ctx := ctxT(t)
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lagging := 2
+	laggingID := tc.Node(lagging).NodeID()
+	tc.StopNode(lagging)
+	sp, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes on both sides after the split.
+	for _, k := range []string{"k010", "k040"} {
+		if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("after-split")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Drop the parent's log past the split on the live replicas, so the
+	// lagging replica of the parent can only catch up by snapshot.
+	for i := 0; i < 2; i++ {
+		if _, err := tc.Node(i).Store().CompactRaftLog(ctx, sp.Left.RangeId); err != nil {
+			t.Fatalf("compacting r%d on node %d: %v", sp.Left.RangeId, i, err)
+		}
+	}
+	if err := tc.RestartNode(lagging); err != nil {
+		t.Fatal(err)
+	}
+	st := tc.Node(lagging).Store()
+	waitFor(t, 30*time.Second, "lagging node has both sides", func() error {
+		l := st.Descriptor(sp.Left.RangeId)
+		if l == nil || l.Generation < sp.Left.Generation {
+			return fmt.Errorf("parent replica still at %v", l)
+		}
+		r := st.Descriptor(sp.Right.RangeId)
+		if r == nil {
+			return fmt.Errorf("no replica of r%d with data yet", sp.Right.RangeId)
+		}
+		return nil
+	})
+	// Serve the right side from the formerly lagging node: every key, old
+	// and new, must be there.
+	waitFor(t, 20*time.Second, "lease transfer to the lagging node", func() error {
+		_, err := rspb.NewAdminClient(tc.Conn(0)).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: sp.Right.RangeId, TargetNodeId: laggingID})
+		return err
+	})
+	for i := 30; i < 60; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		want := "v" + k
+		if k == "k040" {
+			want = "after-split"
+		}
+		g, err := tc.KV(lagging).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+		if err != nil || !g.Found || string(g.Kv.Value) != want {
+			t.Fatalf("get %s from the right side led by the formerly lagging node: %v %v", k, g, err)
+		}
+	}
+	if l := st.Ranges(); len(l) == 0 {
+		t.Fatal("no ranges")
+	}
+}

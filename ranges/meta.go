@@ -3,6 +3,8 @@ package ranges
 import (
 	"bytes"
 	"context"
+
+	"github.com/lni/dragonboat/v4"
 	"sort"
 	"time"
 
@@ -33,6 +35,7 @@ func (s *Store) metaLoop(interval time.Duration) {
 		// proposer died before cleaning them up.
 		if n++; n%5 == 1 {
 			s.cleanInnerMeta(ctx)
+			s.repairMissingReplicas(ctx)
 		}
 	})
 }
@@ -142,4 +145,95 @@ func (s *Store) checkMeta(ctx context.Context) int {
 		fixed++
 	}
 	return fixed
+}
+
+// repairMissingReplicas creates the local replicas that meta says this node
+// has but it does not: the right side of a split this node's replica of the
+// parent skipped by installing a later snapshot of the parent. Such a
+// replica starts empty, with the range's members, and is caught up by a
+// snapshot: the right side's log was compacted when it started (every one
+// of its replicas compacts its log right after the split), so it is never
+// replayed from index 1 over an empty span. A range is skipped while any
+// local replica overlaps it (the parent has yet to apply the split, or the
+// range was merged into a local one).
+func (s *Store) repairMissingReplicas(ctx context.Context) int {
+	snd := s.getSender()
+	cr := s.ClusterRecord()
+	if snd == nil || cr == nil {
+		return 0
+	}
+	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
+		StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
+	if err != nil {
+		return 0
+	}
+	addrs := map[uint64]string{}
+	for _, n := range cr.Nodes {
+		addrs[n.NodeId] = n.RaftAddress
+	}
+	me := s.NodeID()
+	created := 0
+	for _, kv := range resps[0].GetScan().GetKvs() {
+		d := &rspb.RangeDescriptor{}
+		if proto.Unmarshal(kv.Value, d) != nil || !keys.IsUserKey(d.StartKey) {
+			continue
+		}
+		var mine *rspb.ReplicaDescriptor
+		members := map[uint64]string{}
+		for _, r := range d.Replicas {
+			members[r.ReplicaId] = addrs[r.NodeId]
+			if r.NodeId == me {
+				mine = r
+			}
+		}
+		if mine == nil || mine.Type != rspb.ReplicaType_VOTER || s.replica(d.RangeId) != nil || s.overlapsLocal(d) {
+			continue
+		}
+		rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: mine.ReplicaId, InitialMembers: members}
+		data, err := proto.Marshal(rec)
+		if err != nil {
+			continue
+		}
+		b := s.eng.NewBatch()
+		err = b.PutRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord), data)
+		if err == nil {
+			err = b.Commit(true)
+		}
+		_ = b.Close()
+		if err == nil {
+			err = s.startReplica(rec)
+		}
+		if err != nil {
+			s.log.Warn("creating a missing replica", "range", d.RangeId, "err", err)
+			continue
+		}
+		s.log.Info("created missing replica (it will get a snapshot)", "range", d.RangeId, "replica", mine.ReplicaId)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.replicasRepaired.Inc()
+		}
+		created++
+	}
+	return created
+}
+
+// overlapsLocal reports whether any local replica's span overlaps d's.
+func (s *Store) overlapsLocal(d *rspb.RangeDescriptor) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, m := range s.sms {
+		od := m.desc.Load()
+		if od == nil || m.merged.Load() {
+			continue
+		}
+		if bytes.Compare(od.StartKey, d.EndKey) < 0 && bytes.Compare(d.StartKey, od.EndKey) < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// CompactRaftLog takes a snapshot of a local replica and drops its whole
+// Raft log behind it (replicas that need older entries get a snapshot).
+func (s *Store) CompactRaftLog(ctx context.Context, rangeID uint64) (uint64, error) {
+	return s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
 }

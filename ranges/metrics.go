@@ -27,6 +27,7 @@ type Metrics struct {
 	hotKeys          prometheus.Counter
 	splitCompactions prometheus.Counter
 	metaUpdates      prometheus.Counter
+	replicasRepaired prometheus.Counter
 	reg              prometheus.Registerer
 }
 
@@ -70,12 +71,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		hotKeys: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_hot_keys_total", Help: "Times a range's load was found concentrated on one key (reported, not split).",
 		}),
+		replicasRepaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_replicas_created_from_meta_total", Help: "Missing local replicas (a split skipped through a snapshot) created empty and caught up by snapshot.",
+		}),
 		metaUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_meta_updates_total", Help: "Meta records written by this node (after splits, or repairs).",
 		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired)
 	return m
 }
 

@@ -175,7 +175,11 @@ func (s *Store) compactNewShard(rec *rspb.ReplicaRecord) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		idx, err := s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
 		cancel()
-		if err == nil && idx > 0 {
+		// The first entries are the bootstrap membership, which an empty
+		// replica of the range creates for itself too: the compaction must
+		// reach past them, or such a replica is sent the entries after them
+		// (a replay over an empty span) instead of a snapshot.
+		if err == nil && idx > uint64(len(rec.InitialMembers)) {
 			if s.cfg.Metrics != nil {
 				s.cfg.Metrics.splitCompactions.Inc()
 			}
