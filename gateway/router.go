@@ -336,12 +336,28 @@ func (r *Router) waitRetry(ctx context.Context, depth int) error {
 // AdminSplit splits the range containing key (an internal key) at key,
 // following the range's lease and any concurrent change of the range.
 func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb.AdminSplitResponse, error) {
+	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest) { rr.AdminSplit = &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky} })
+	if err != nil {
+		return nil, err
+	}
+	if resp.AdminSplit.GetLeft() != nil {
+		r.cache.insert(resp.AdminSplit.Left)
+		r.cache.insert(resp.AdminSplit.Right)
+	}
+	return resp.AdminSplit, nil
+}
+
+// adminAt sends an admin request to the leaseholder of the range holding
+// key, re-resolving the range while it changes.
+func (r *Router) adminAt(ctx context.Context, key []byte, fill func(*rspb.RangeRequest)) (*rspb.RangeResponse, error) {
 	for depth := 0; ; depth++ {
 		d, err := r.LookupRange(ctx, key, false)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky}})
+		req := &rspb.RangeRequest{RangeId: d.RangeId}
+		fill(req)
+		resp, err := r.sendToRange(ctx, d, req)
 		if r.staleRoute(d, err) {
 			if werr := r.waitRetry(ctx, depth); werr != nil {
 				return nil, err
@@ -354,11 +370,7 @@ func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb
 		if resp.Error != nil {
 			return nil, &RangeError{E: resp.Error}
 		}
-		if resp.AdminSplit.GetLeft() != nil {
-			r.cache.insert(resp.AdminSplit.Left)
-			r.cache.insert(resp.AdminSplit.Right)
-		}
-		return resp.AdminSplit, nil
+		return resp, nil
 	}
 }
 
@@ -622,25 +634,10 @@ func (r *Router) SendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeR
 // AdminMerge merges the range containing key (an internal key) with its
 // right neighbour.
 func (r *Router) AdminMerge(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error) {
-	for depth := 0; ; depth++ {
-		d, err := r.LookupRange(ctx, key, false)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := r.sendToRange(ctx, d, &rspb.RangeRequest{RangeId: d.RangeId, AdminMerge: &rspb.AdminMergeRequest{}})
-		if r.staleRoute(d, err) {
-			if werr := r.waitRetry(ctx, depth); werr != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if resp.Error != nil {
-			return nil, &RangeError{E: resp.Error}
-		}
-		r.cache.insert(resp.AdminMerge.Merged)
-		return resp.AdminMerge, nil
+	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest) { rr.AdminMerge = &rspb.AdminMergeRequest{} })
+	if err != nil {
+		return nil, err
 	}
+	r.cache.insert(resp.AdminMerge.Merged)
+	return resp.AdminMerge, nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -176,4 +177,26 @@ func waitNodeInfo(ctx context.Context, c rspb.InternalClient) (*rspb.NodeInfoRes
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// CheckMetaTiles checks that meta descriptors, in meta order (by end key),
+// cover the keyspace exactly once: each starts where the previous ended, the
+// last ends at KeyMax, and no range appears twice.
+func CheckMetaTiles(descs []*rspb.RangeDescriptor) error {
+	prev := keys.KeyMin
+	seen := map[uint64]bool{}
+	for _, d := range descs {
+		if !bytes.Equal(d.StartKey, prev) {
+			return fmt.Errorf("meta: r%d starts at %s but the previous range ends at %s (gap or overlap)", d.RangeId, keys.Pretty(d.StartKey), keys.Pretty(prev))
+		}
+		if seen[d.RangeId] {
+			return fmt.Errorf("meta: r%d appears twice", d.RangeId)
+		}
+		seen[d.RangeId] = true
+		prev = d.EndKey
+	}
+	if !bytes.Equal(prev, keys.KeyMax) {
+		return fmt.Errorf("meta: the last range ends at %s, not at the end of the keyspace", keys.Pretty(prev))
+	}
+	return nil
 }

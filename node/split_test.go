@@ -41,31 +41,10 @@ func metaRecords(ctx context.Context, t *testing.T, tc *TestCluster, i int) []*r
 func checkMetaCovers(ctx context.Context, t *testing.T, tc *TestCluster) []*rspb.RangeDescriptor {
 	t.Helper()
 	descs := metaRecords(ctx, t, tc, 0)
-	if err := metaTiles(descs); err != nil {
+	if err := CheckMetaTiles(descs); err != nil {
 		t.Fatal(err)
 	}
 	return descs
-}
-
-// metaTiles checks that descriptors sorted by end key cover the keyspace
-// exactly once, with distinct range IDs.
-func metaTiles(descs []*rspb.RangeDescriptor) error {
-	prev := keys.KeyMin
-	seen := map[uint64]bool{}
-	for _, d := range descs {
-		if !bytes.Equal(d.StartKey, prev) {
-			return fmt.Errorf("meta: r%d starts at %q, previous range ends at %q (gap or overlap)", d.RangeId, d.StartKey, prev)
-		}
-		if seen[d.RangeId] {
-			return fmt.Errorf("meta: r%d appears twice", d.RangeId)
-		}
-		seen[d.RangeId] = true
-		prev = d.EndKey
-	}
-	if !bytes.Equal(prev, keys.KeyMax) {
-		return fmt.Errorf("meta: last range ends at %q, not KeyMax", prev)
-	}
-	return nil
 }
 
 func TestManualSplit(t *testing.T) {
@@ -224,7 +203,7 @@ func TestMergeQueue(t *testing.T) {
 		}
 		written++
 		descs := metaRecords(ctx, t, tc, 0)
-		if err := metaTiles(descs); err != nil {
+		if err := CheckMetaTiles(descs); err != nil {
 			return err
 		}
 		if len(descs) != before {
@@ -258,7 +237,7 @@ func TestFrozenRangeIsMerged(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "frozen range merged by the queue", func() error {
 		descs := metaRecords(ctx, t, tc, 0)
-		if err := metaTiles(descs); err != nil {
+		if err := CheckMetaTiles(descs); err != nil {
 			return err
 		}
 		for _, d := range descs {

@@ -123,6 +123,22 @@ func (s *stateMachine) applyMerge(b *kv.Batch, st *applyState, mg *rspb.MergeCom
 	return &rspb.RaftResult{}, nil
 }
 
+// subsume runs on the left range's apply goroutine before a merge commits:
+// the right range is never started again by this process, and a running
+// replica of it is marked merged (its Update writes nothing from now on).
+func (s *Store) subsume(rangeID uint64) *stateMachine {
+	s.startMu.Lock()
+	s.subsumed[rangeID] = true
+	s.startMu.Unlock()
+	r := s.replica(rangeID)
+	if r != nil {
+		r.applyMu.Lock()
+		r.merged.Store(true)
+		r.applyMu.Unlock()
+	}
+	return r
+}
+
 // onMerge runs after a merge committed: the subsumed local replica is
 // stopped and forgotten (its state was deleted in the merge's batch).
 func (s *Store) onMerge(mg *mergeApplied) {
@@ -172,6 +188,15 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 	if f := m.frozen.Load(); f != 0 {
 		if f != req.MergeInto {
 			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d is frozen for a merge into r%d", m.rangeID, f))}
+		}
+		if req.Probe {
+			// Make everything this replica applied (all of the range's
+			// writes: nothing applies after the freeze) durable before the
+			// merge may be proposed: after a crash, the merge must not be
+			// re-applied ahead of writes this replica would still replay.
+			if err := s.eng.Sync(); err != nil {
+				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: syncing before the merge: %v", m.rangeID, err))}
+			}
 		}
 		return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
 	}
@@ -262,17 +287,11 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	s.crashPoint("merge-before-propose")
 	// 3. Subsume it.
-	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
-	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	release, rerr := s.holdRange(ctx, m, st, lease, desc, "merge")
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
 	}
-	defer st.latches.release(l)
-	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
-		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the merge")}
-	}
-	if cur := m.desc.Load(); cur.Generation != desc.Generation {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed while preparing the merge; retry", m.rangeID)
-	}
+	defer release()
 	merged := proto.Clone(desc).(*rspb.RangeDescriptor)
 	merged.EndKey = right.EndKey
 	merged.Generation = max(desc.Generation, right.Generation) + 1
@@ -394,8 +413,8 @@ func (s *Store) onSnapshot(m *stateMachine) {
 // destroySubsumed deletes a stale local replica's range and replica state
 // (never data: that belongs to the range now covering it) and stops it.
 func (s *Store) destroySubsumed(o *stateMachine) {
+	s.subsume(o.rangeID)
 	o.applyMu.Lock()
-	o.merged.Store(true)
 	b := s.eng.NewBatch()
 	rp, pp := rangeStatePrefix(o.rangeID), replicaStateRangePrefix(o.rangeID)
 	err := b.DeleteRawRange(rp, prefixEnd(rp))

@@ -255,18 +255,11 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 
 	// Stop the range's traffic: in-flight requests finish, new ones wait and
 	// then see the new descriptor.
-	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
-	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+	release, rerr := s.holdRange(ctx, m, st, lease, desc, "split")
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
 	}
-	defer st.latches.release(l)
-	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
-		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the split")}
-	}
-	if cur := m.desc.Load(); cur.Generation != desc.Generation {
-		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: cur,
-			Message: fmt.Sprintf("r%d changed while preparing the split; retry", m.rangeID)}}
-	}
+	defer release()
 	left := proto.Clone(desc).(*rspb.RangeDescriptor)
 	left.EndKey = append([]byte(nil), key...)
 	left.Generation++
@@ -322,6 +315,28 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 		}
 	}
 	return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}
+}
+
+// holdRange stops a range's traffic for an admin command (split, merge):
+// it takes a write latch over the whole range, so in-flight requests finish
+// and new ones wait (and then see the new descriptor), and checks that the
+// lease and descriptor are still the ones the command was prepared with.
+func (s *Store) holdRange(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, desc *rspb.RangeDescriptor, what string) (func(), *rspb.RangeError) {
+	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	if err != nil {
+		return nil, s.mapRaftError(m.rangeID, err)
+	}
+	release := func() { st.latches.release(l) }
+	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
+		release()
+		return nil, notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the %s", what)
+	}
+	if cur := m.desc.Load(); cur.Generation != desc.Generation {
+		release()
+		return nil, &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: cur,
+			Message: fmt.Sprintf("r%d changed while preparing the %s; retry", m.rangeID, what)}
+	}
+	return release, nil
 }
 
 // allocateRangeID takes the next range ID from the cluster-wide counter.

@@ -53,8 +53,10 @@ type stateMachine struct {
 	// onSnapshot is called after a snapshot replaced the replica's state
 	// (its span may now cover ranges subsumed meanwhile).
 	onSnapshot func(m *stateMachine)
-	// local finds another local replica's state machine (merges).
-	local func(rangeID uint64) *stateMachine
+	// subsume marks a local range as merged away (so it is never started
+	// again and its running replica writes nothing more) and returns its
+	// state machine if it runs here (merges).
+	subsume func(rangeID uint64) *stateMachine
 
 	// applyMu is held for each Update; a merge takes the subsumed right
 	// replica's applyMu to mark it merged, after which its Update writes
@@ -247,11 +249,8 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	// A merge marks the subsumed local replica merged before committing, so
 	// it never writes again after its state is deleted.
 	for _, mg := range st.merges {
-		if r := s.localReplica(mg.right.RangeId); r != nil {
-			r.applyMu.Lock()
-			r.merged.Store(true)
-			r.applyMu.Unlock()
-			mg.rightSM = r
+		if s.subsume != nil {
+			mg.rightSM = s.subsume(mg.right.RangeId)
 		}
 	}
 	if err := b.Commit(false); err != nil {
@@ -638,14 +637,6 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 		s.onSnapshot(s)
 	}
 	return nil
-}
-
-// localReplica returns another local replica's state machine, or nil.
-func (s *stateMachine) localReplica(rangeID uint64) *stateMachine {
-	if s.local == nil {
-		return nil
-	}
-	return s.local(rangeID)
 }
 
 // Close marks the replica closed; the shared engine stays open.

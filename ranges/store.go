@@ -165,6 +165,10 @@ type Store struct {
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp
+	// startMu orders replica starts with merges: subsumed holds the ranges
+	// merged away while this process runs.
+	startMu  sync.Mutex
+	subsumed map[uint64]bool
 	// leaders caches each local shard's Raft leader as reported by
 	// Dragonboat's leader events (range ID -> raftio.LeaderInfo), so the
 	// lease loop over thousands of ranges needs no NodeHost calls.
@@ -210,7 +214,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	logdb := config.GetTinyMemLogDBConfig()
 	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
 	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
-	s := &Store{cfg: cfg, log: cfg.Logger, sms: map[uint64]*stateMachine{},
+	s := &Store{cfg: cfg, log: cfg.Logger, sms: map[uint64]*stateMachine{}, subsumed: map[uint64]bool{},
 		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now()}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
@@ -324,6 +328,13 @@ func (s *Store) crashPoint(name string) {
 // startReplicaWith starts a local replica; its timestamp cache starts at
 // lowWater if that is above the default (now + max offset).
 func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) error {
+	// A merge applying meanwhile waits for this start (and then stops the
+	// replica); a replica already merged away is not started.
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if s.subsumed[r.RangeId] {
+		return nil
+	}
 	var members map[uint64]dragonboat.Target
 	join := false
 	if !s.nh.HasNodeInfo(r.RangeId, r.ReplicaId) {
@@ -338,7 +349,7 @@ func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) e
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
-		m.onSplit, m.onMerge, m.onSnapshot, m.local = s.onSplit, s.onMerge, s.onSnapshot, s.replica
+		m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
 		st := s.newReplicaState()
 		st.split = s.newSplitTracking(shardID)
 		if !lowWater.IsEmpty() {

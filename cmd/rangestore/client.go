@@ -208,44 +208,46 @@ func transferLease(host, rangeArg, nodeArg string) error {
 	if err != nil {
 		return fmt.Errorf("node %q: want n<ID>", nodeArg)
 	}
-	conn, err := dial(host)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := rspb.NewAdminClient(conn).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID}); err != nil {
-		return err
-	}
-	fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
-	return nil
+	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+		if _, err := a.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID}); err != nil {
+			return err
+		}
+		fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
+		return nil
+	})
 }
 
 // splitRange splits the range holding a client key at that key.
 func splitRange(host, key string) error {
-	conn, err := dial(host)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := rspb.NewAdminClient(conn).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(key)})
-	if err != nil {
-		return err
-	}
-	if r.Left == nil {
-		fmt.Printf("r%d already starts at %q\n", r.Right.GetRangeId(), key)
+	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+		r, err := a.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(key)})
+		if err != nil {
+			return err
+		}
+		if r.Left == nil {
+			fmt.Printf("r%d already starts at %q\n", r.Right.GetRangeId(), key)
+			return nil
+		}
+		fmt.Printf("split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
 		return nil
-	}
-	fmt.Printf("split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
-	return nil
+	})
 }
 
 // mergeRange merges the range holding a client key with its right
 // neighbour.
 func mergeRange(host, key string) error {
+	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+		r, err := a.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(key)})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
+		return nil
+	})
+}
+
+// withAdmin runs one admin call against host with a 30 s deadline.
+func withAdmin(host string, call func(context.Context, rspb.AdminClient) error) error {
 	conn, err := dial(host)
 	if err != nil {
 		return err
@@ -253,12 +255,7 @@ func mergeRange(host, key string) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := rspb.NewAdminClient(conn).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(key)})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
-	return nil
+	return call(ctx, rspb.NewAdminClient(conn))
 }
 
 // forEachScanned drains a Scan stream, calling fn for every pair, and

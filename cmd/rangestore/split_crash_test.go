@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -166,7 +167,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 		revive()
 		descs, lastErr = readMeta(ctx, pc)
 		if lastErr == nil {
-			lastErr = tiles(descs)
+			lastErr = node.CheckMetaTiles(descs)
 		}
 		return lastErr == nil
 	}) {
@@ -184,7 +185,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 		if !waitUntil(60*time.Second, func() bool {
 			descs, lastErr = readMeta(ctx, pc)
 			if lastErr == nil {
-				lastErr = tiles(descs)
+				lastErr = node.CheckMetaTiles(descs)
 			}
 			if lastErr != nil {
 				return false
@@ -294,7 +295,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	}
 	descs, err := readMeta(ctx, pc)
 	if err == nil {
-		err = tiles(descs)
+		err = node.CheckMetaTiles(descs)
 	}
 	if err != nil {
 		t.Fatalf("meta after more splits: %v", err)
@@ -361,27 +362,6 @@ func readMeta(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor, er
 		return out, nil
 	}
 	return nil, last
-}
-
-// tiles checks that meta descriptors (sorted by end key) cover the keyspace
-// exactly once.
-func tiles(descs []*rspb.RangeDescriptor) error {
-	prev := keys.KeyMin
-	seen := map[uint64]bool{}
-	for _, d := range descs {
-		if !bytes.Equal(d.StartKey, prev) {
-			return fmt.Errorf("r%d starts at %q but the previous range ends at %q", d.RangeId, d.StartKey, prev)
-		}
-		if seen[d.RangeId] {
-			return fmt.Errorf("r%d twice", d.RangeId)
-		}
-		seen[d.RangeId] = true
-		prev = d.EndKey
-	}
-	if !bytes.Equal(prev, keys.KeyMax) {
-		return fmt.Errorf("last range ends at %q", prev)
-	}
-	return nil
 }
 
 // scanAll scans the whole user span through node i and fails on a key seen
