@@ -210,9 +210,22 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 			t.Fatalf("merge after restart: %v", lastErr)
 		}
 	}
-	// Every range in meta has a replica on every node.
-	if !waitUntil(30*time.Second, func() bool {
+	// Meta agrees with the replicas (the leaseholders repair it): every node
+	// has a replica of every range in meta, with the same span, and no
+	// replica of a range meta does not list.
+	if !waitUntil(60*time.Second, func() bool {
 		revive()
+		descs, lastErr = readMeta(ctx, pc)
+		if lastErr == nil {
+			lastErr = node.CheckMetaTiles(descs)
+		}
+		if lastErr != nil {
+			return false
+		}
+		inMeta := map[uint64]*rspb.RangeDescriptor{}
+		for _, d := range descs {
+			inMeta[d.RangeId] = d
+		}
 		for i := 0; i < 3; i++ {
 			r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(ctx, &rspb.RangesRequest{})
 			if err != nil {
@@ -221,7 +234,13 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 			}
 			have := map[uint64]bool{}
 			for _, ri := range r.Ranges {
-				have[ri.RangeDescriptor.GetRangeId()] = true
+				d := ri.RangeDescriptor
+				have[d.GetRangeId()] = true
+				m := inMeta[d.GetRangeId()]
+				if m == nil || !bytes.Equal(m.StartKey, d.StartKey) || !bytes.Equal(m.EndKey, d.EndKey) {
+					lastErr = fmt.Errorf("n%d has r%d [%q, %q), meta says %v", i+1, d.GetRangeId(), d.GetStartKey(), d.GetEndKey(), m)
+					return false
+				}
 			}
 			for _, d := range descs {
 				if !have[d.RangeId] {
@@ -234,6 +253,13 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	}) {
 		t.Fatal(lastErr)
 	}
+	split = false
+	for _, d := range descs {
+		if bytes.Equal(d.StartKey, keys.UserKey([]byte("k100"))) {
+			split = true
+		}
+	}
+	t.Logf("meta agrees with every replica: %d ranges, boundary at k100: %v", len(descs), split)
 	// Every acknowledged write is there. Each key has one writer writing
 	// "v<w>-<n>" with increasing n, so the value read must be the last
 	// acknowledged one or a later (unacknowledged but applied) attempt.
