@@ -189,6 +189,15 @@ func (s *Store) repairMissingReplicas(ctx context.Context) int {
 		if mine == nil || mine.Type != rspb.ReplicaType_VOTER || s.replica(d.RangeId) != nil || s.overlapsLocal(d) {
 			continue
 		}
+		if _, ok, err := s.eng.GetRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord)); err != nil || ok {
+			continue // being created by a split that just applied here
+		}
+		// An empty replica is safe only if no other replica can replay the
+		// range's log from its start to it: every one must report its
+		// initial log compacted.
+		if !s.othersCompacted(ctx, snd, d, me) {
+			continue
+		}
 		rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: mine.ReplicaId, InitialMembers: members}
 		data, err := proto.Marshal(rec)
 		if err != nil {
@@ -214,6 +223,35 @@ func (s *Store) repairMissingReplicas(ctx context.Context) int {
 		created++
 	}
 	return created
+}
+
+// othersCompacted asks every other replica of d whether its initial Raft log
+// was compacted (so a new empty replica can only be caught up by snapshot).
+func (s *Store) othersCompacted(ctx context.Context, snd Sender, d *rspb.RangeDescriptor, me uint64) bool {
+	for _, r := range d.Replicas {
+		if r.NodeId == me {
+			continue
+		}
+		resp, err := snd.SendToNode(ctx, r.NodeId, &rspb.RangeRequest{RangeId: d.RangeId, AdminLogCompacted: true})
+		if err != nil || resp.Error != nil || !resp.LogCompacted {
+			return false
+		}
+	}
+	return true
+}
+
+// logCompacted reports whether this replica was created by a split and has
+// since compacted its initial log.
+func (s *Store) logCompacted(m *stateMachine) bool {
+	v, ok, err := s.eng.GetRaw(replicaStateKey(m.rangeID, m.replicaID, suffixRecord))
+	if err != nil || !ok {
+		return false
+	}
+	rec := &rspb.ReplicaRecord{}
+	if proto.Unmarshal(v, rec) != nil {
+		return false
+	}
+	return rec.CreatedBySplit && !rec.PendingLogCompaction
 }
 
 // overlapsLocal reports whether any local replica's span overlaps d's.

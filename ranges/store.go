@@ -512,6 +512,9 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		s.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
+	if req.AdminLogCompacted {
+		return &rspb.RangeResponse{LogCompacted: s.logCompacted(m)}
+	}
 	if req.AdminFreeze != nil {
 		st := s.state(req.RangeId)
 		if st == nil {

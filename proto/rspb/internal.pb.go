@@ -1014,8 +1014,12 @@ type RangeRequest struct {
 	AdminSplit    *AdminSplitRequest     `protobuf:"bytes,6,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`          // instead of requests: split the range
 	AdminFreeze   *AdminFreezeRequest    `protobuf:"bytes,7,opt,name=admin_freeze,json=adminFreeze,proto3" json:"admin_freeze,omitempty"`
 	AdminMerge    *AdminMergeRequest     `protobuf:"bytes,8,opt,name=admin_merge,json=adminMerge,proto3" json:"admin_merge,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// admin_log_compacted: does this node's replica of the range (created by
+	// a split) have its initial Raft log compacted? Answered in
+	// log_compacted, by any replica, without a lease.
+	AdminLogCompacted bool `protobuf:"varint,9,opt,name=admin_log_compacted,json=adminLogCompacted,proto3" json:"admin_log_compacted,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *RangeRequest) Reset() {
@@ -1104,6 +1108,13 @@ func (x *RangeRequest) GetAdminMerge() *AdminMergeRequest {
 	return nil
 }
 
+func (x *RangeRequest) GetAdminLogCompacted() bool {
+	if x != nil {
+		return x.AdminLogCompacted
+	}
+	return false
+}
+
 type RangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Responses     []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
@@ -1112,6 +1123,7 @@ type RangeResponse struct {
 	AdminSplit    *AdminSplitResponse    `protobuf:"bytes,4,opt,name=admin_split,json=adminSplit,proto3" json:"admin_split,omitempty"`
 	AdminFreeze   *AdminFreezeResponse   `protobuf:"bytes,5,opt,name=admin_freeze,json=adminFreeze,proto3" json:"admin_freeze,omitempty"`
 	AdminMerge    *AdminMergeResponse    `protobuf:"bytes,6,opt,name=admin_merge,json=adminMerge,proto3" json:"admin_merge,omitempty"`
+	LogCompacted  bool                   `protobuf:"varint,7,opt,name=log_compacted,json=logCompacted,proto3" json:"log_compacted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1186,6 +1198,13 @@ func (x *RangeResponse) GetAdminMerge() *AdminMergeResponse {
 		return x.AdminMerge
 	}
 	return nil
+}
+
+func (x *RangeResponse) GetLogCompacted() bool {
+	if x != nil {
+		return x.LogCompacted
+	}
+	return false
 }
 
 // Lease says which replica may serve a range. Epoch leases (user ranges)
@@ -2792,7 +2811,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x11AdminMergeRequest\x12/\n" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"L\n" +
 	"\x12AdminMergeResponse\x126\n" +
-	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"\xc8\x03\n" +
+	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"\xf8\x03\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -2804,7 +2823,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"adminSplit\x12D\n" +
 	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestR\vadminFreeze\x12A\n" +
 	"\vadmin_merge\x18\b \x01(\v2 .rangestore.v1.AdminMergeRequestR\n" +
-	"adminMerge\"\x83\x03\n" +
+	"adminMerge\x12.\n" +
+	"\x13admin_log_compacted\x18\t \x01(\bR\x11adminLogCompacted\"\xa8\x03\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
@@ -2813,7 +2833,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"adminSplit\x12E\n" +
 	"\fadmin_freeze\x18\x05 \x01(\v2\".rangestore.v1.AdminFreezeResponseR\vadminFreeze\x12B\n" +
 	"\vadmin_merge\x18\x06 \x01(\v2!.rangestore.v1.AdminMergeResponseR\n" +
-	"adminMerge\"\xdb\x01\n" +
+	"adminMerge\x12#\n" +
+	"\rlog_compacted\x18\a \x01(\bR\flogCompacted\"\xdb\x01\n" +
 	"\x05Lease\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
