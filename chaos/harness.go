@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,9 +172,15 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 					reads.Add(1)
 				}
 				if err != nil {
+					// Back off a little, as a real client does (a stopped
+					// node would otherwise be hammered at full speed).
+					time.Sleep(20 * time.Millisecond)
 					if in.Op == "get" {
 						failedReads.Add(1) // a failed read has no effect: leave it out
 						continue
+					}
+					if strings.Contains(err.Error(), "Error while dialing") {
+						continue // never sent (no connection): no effect
 					}
 					out.Unknown = true
 					ambiguous.Add(1)
