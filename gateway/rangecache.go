@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -44,7 +45,7 @@ func (c *rangeCache) lookup(key []byte, inclusiveEnd bool) *rspb.RangeDescriptor
 }
 
 func overlaps(a, b *rspb.RangeDescriptor) bool {
-	return bytes.Compare(a.StartKey, b.EndKey) < 0 && bytes.Compare(b.StartKey, a.EndKey) < 0
+	return keys.Overlaps(a.StartKey, a.EndKey, b.StartKey, b.EndKey)
 }
 
 // insert adds d, dropping every entry it overlaps, unless an overlapping

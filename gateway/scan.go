@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"errors"
 
 	"google.golang.org/protobuf/proto"
 
@@ -46,9 +45,7 @@ func (r *Router) ScanStream(ctx context.Context, s *rspb.ScanRequest, emit func(
 		}
 		req := &rspb.RangeRequest{RangeId: d.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: chunk}}}}
 		resp, err := r.sendToRange(ctx, d, req)
-		var re *RangeError
-		if errors.Is(err, errStaleDescriptor) || (errors.As(err, &re) && re.E.Code == rspb.RangeError_RANGE_KEY_MISMATCH) {
-			r.cache.evict(d)
+		if r.staleRoute(d, err) {
 			if ctx.Err() != nil {
 				return err
 			}

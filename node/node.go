@@ -22,11 +22,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv"
-	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
@@ -322,20 +320,7 @@ func (n *Node) SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResp
 // MetaRanges reads every meta record (the cluster's range descriptors, in
 // key order) through this node's router.
 func (n *Node) MetaRanges(ctx context.Context) ([]*rspb.RangeDescriptor, error) {
-	resps, err := n.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
-		Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
-	if err != nil {
-		return nil, err
-	}
-	var out []*rspb.RangeDescriptor
-	for _, kv := range resps[0].GetScan().GetKvs() {
-		d := &rspb.RangeDescriptor{}
-		if err := proto.Unmarshal(kv.Value, d); err != nil {
-			return nil, fmt.Errorf("meta record %q: %w", kv.Key, err)
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return ranges.MetaDescriptors(ctx, n.router)
 }
 
 // MergeRange merges the range holding an internal key with its right

@@ -245,7 +245,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	if snd == nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "merges need the cluster sender, which is not connected")
 	}
-	rm := s.localRangeStartingAt(desc.EndKey)
+	rm := s.localByStart()[string(desc.EndKey)]
 	if rm == nil {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has no right neighbour with a replica on n%d (merges need colocated replicas)", m.rangeID, s.NodeID())
 	}
@@ -322,37 +322,13 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 // cleanMeta deletes meta records strictly inside d's span (ending before
 // d's end) that are older than d: the records of ranges d subsumed.
 func (s *Store) cleanMeta(ctx context.Context, snd Sender, d *rspb.RangeDescriptor) error {
-	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
-		StartKey: keys.MetaKey(keys.Next(d.StartKey)), EndKey: keys.MetaKey(d.EndKey)}}}})
+	recs, err := scanMeta(ctx, snd, keys.MetaKey(keys.Next(d.StartKey)), keys.MetaKey(d.EndKey))
 	if err != nil {
 		return err
 	}
-	for _, kv := range resps[0].GetScan().GetKvs() {
-		cur := &rspb.RangeDescriptor{}
-		if err := proto.Unmarshal(kv.Value, cur); err != nil {
+	for _, rec := range recs {
+		if err := s.deleteStaleMeta(ctx, snd, rec, d); err != nil {
 			return err
-		}
-		if cur.Generation >= d.Generation {
-			continue
-		}
-		if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
-			Key: kv.Key, ExpectedValue: kv.Value, Delete: true}}}}); err != nil {
-			return err
-		}
-		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.metaUpdates.Inc()
-		}
-	}
-	return nil
-}
-
-// localRangeStartingAt returns the local replica whose range starts at key.
-func (s *Store) localRangeStartingAt(key []byte) *stateMachine {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, m := range s.sms {
-		if d := m.desc.Load(); d != nil && bytes.Equal(d.StartKey, key) && !m.merged.Load() {
-			return m
 		}
 	}
 	return nil
@@ -400,7 +376,7 @@ func (s *Store) onSnapshot(m *stateMachine) {
 		if id == m.rangeID || od == nil || o.merged.Load() {
 			continue
 		}
-		if bytes.Compare(od.StartKey, d.EndKey) < 0 && bytes.Compare(d.StartKey, od.EndKey) < 0 && od.Generation < d.Generation {
+		if keys.Overlaps(od.StartKey, od.EndKey, d.StartKey, d.EndKey) && od.Generation < d.Generation {
 			stale = append(stale, o)
 		}
 	}

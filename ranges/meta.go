@@ -3,11 +3,11 @@ package ranges
 import (
 	"bytes"
 	"context"
-
-	"github.com/lni/dragonboat/v4"
+	"fmt"
 	"sort"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
@@ -31,30 +31,88 @@ func (s *Store) metaLoop(interval time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
 		defer cancel()
 		_ = s.checkMeta(ctx)
-		// Less often: records left inside ranges led here by merges whose
-		// proposer died before cleaning them up.
-		if n++; n%5 == 1 {
-			s.cleanInnerMeta(ctx)
-			s.repairMissingReplicas(ctx)
+		// Less often, from one scan of meta: records left inside ranges led
+		// here by merges whose proposer died before cleaning them up, and
+		// replicas meta says this node should have.
+		if n++; n%5 != 1 {
+			return
 		}
+		snd := s.getSender()
+		if snd == nil {
+			return
+		}
+		recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+		if err != nil {
+			s.log.Debug("meta check: scanning meta failed", "err", err)
+			return
+		}
+		s.cleanInnerMeta(ctx, snd, recs)
+		s.repairMissingReplicas(ctx, snd, recs)
 	})
 }
 
-// cleanInnerMeta scans meta once and deletes every record that ends strictly
-// inside a range led here and is older than it.
-func (s *Store) cleanInnerMeta(ctx context.Context) {
-	snd := s.getSender()
-	descs := s.heldDescriptors() // sorted by start key, not overlapping
-	if snd == nil || len(descs) == 0 {
-		return
-	}
-	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
-		StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
+// metaRecord is one meta record as read: its key, its exact bytes (for
+// conditional writes) and the descriptor they hold.
+type metaRecord struct {
+	key, raw []byte
+	desc     *rspb.RangeDescriptor
+}
+
+// scanMeta reads the meta records with keys in [start, end).
+func scanMeta(ctx context.Context, snd leases.KV, start, end []byte) ([]metaRecord, error) {
+	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: start, EndKey: end}}}})
 	if err != nil {
-		return
+		return nil, err
 	}
-	for _, kv := range resps[0].GetScan().GetKvs() {
-		end := kv.Key[len(keys.MetaPrefix):]
+	kvs := resps[0].GetScan().GetKvs()
+	out := make([]metaRecord, 0, len(kvs))
+	for _, kv := range kvs {
+		d := &rspb.RangeDescriptor{}
+		if err := proto.Unmarshal(kv.Value, d); err != nil {
+			return nil, fmt.Errorf("meta record %s: %w", keys.Pretty(kv.Key), err)
+		}
+		out = append(out, metaRecord{key: kv.Key, raw: kv.Value, desc: d})
+	}
+	return out, nil
+}
+
+// MetaDescriptors reads every meta record: the cluster's range
+// descriptors, in key order.
+func MetaDescriptors(ctx context.Context, snd leases.KV) ([]*rspb.RangeDescriptor, error) {
+	recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*rspb.RangeDescriptor, len(recs))
+	for i, r := range recs {
+		out[i] = r.desc
+	}
+	return out, nil
+}
+
+// deleteStaleMeta deletes a meta record that ends strictly inside d and is
+// older than d (a range d subsumed), unless it changed since it was read.
+func (s *Store) deleteStaleMeta(ctx context.Context, snd Sender, rec metaRecord, d *rspb.RangeDescriptor) error {
+	if rec.desc.Generation >= d.Generation {
+		return nil
+	}
+	if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
+		Key: rec.key, ExpectedValue: rec.raw, Delete: true}}}}); err != nil {
+		return err
+	}
+	s.log.Info("stale meta record removed", "end", keys.Pretty(rec.desc.EndKey), "range", rec.desc.RangeId, "inside", d.RangeId)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.metaUpdates.Inc()
+	}
+	return nil
+}
+
+// cleanInnerMeta deletes every record that ends strictly inside a range led
+// here and is older than it.
+func (s *Store) cleanInnerMeta(ctx context.Context, snd Sender, recs []metaRecord) {
+	descs := s.heldDescriptors() // sorted by start key, not overlapping
+	for _, rec := range recs {
+		end := rec.key[len(keys.MetaPrefix):]
 		i := sort.Search(len(descs), func(i int) bool { return bytes.Compare(descs[i].EndKey, end) > 0 })
 		if i == len(descs) {
 			continue
@@ -63,17 +121,8 @@ func (s *Store) cleanInnerMeta(ctx context.Context) {
 		if bytes.Compare(d.StartKey, end) >= 0 || bytes.Equal(d.EndKey, end) {
 			continue // not strictly inside d
 		}
-		cur := &rspb.RangeDescriptor{}
-		if proto.Unmarshal(kv.Value, cur) != nil || cur.Generation >= d.Generation {
-			continue
-		}
-		if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
-			Key: kv.Key, ExpectedValue: kv.Value, Delete: true}}}}); err != nil {
+		if err := s.deleteStaleMeta(ctx, snd, rec, d); err != nil {
 			return
-		}
-		s.log.Info("stale meta record removed", "end", keys.Pretty(end), "range", cur.RangeId, "inside", d.RangeId)
-		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.metaUpdates.Inc()
 		}
 	}
 }
@@ -156,15 +205,9 @@ func (s *Store) checkMeta(ctx context.Context) int {
 // replayed from index 1 over an empty span. A range is skipped while any
 // local replica overlaps it (the parent has yet to apply the split, or the
 // range was merged into a local one).
-func (s *Store) repairMissingReplicas(ctx context.Context) int {
-	snd := s.getSender()
+func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []metaRecord) int {
 	cr := s.ClusterRecord()
-	if snd == nil || cr == nil {
-		return 0
-	}
-	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
-		StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}})
-	if err != nil {
+	if cr == nil {
 		return 0
 	}
 	addrs := map[uint64]string{}
@@ -173,9 +216,9 @@ func (s *Store) repairMissingReplicas(ctx context.Context) int {
 	}
 	me := s.NodeID()
 	created := 0
-	for _, kv := range resps[0].GetScan().GetKvs() {
-		d := &rspb.RangeDescriptor{}
-		if proto.Unmarshal(kv.Value, d) != nil || !keys.IsUserKey(d.StartKey) {
+	for _, mr := range recs {
+		d := mr.desc
+		if !keys.IsUserKey(d.StartKey) {
 			continue
 		}
 		var mine *rspb.ReplicaDescriptor
@@ -260,10 +303,7 @@ func (s *Store) overlapsLocal(d *rspb.RangeDescriptor) bool {
 	defer s.mu.RUnlock()
 	for _, m := range s.sms {
 		od := m.desc.Load()
-		if od == nil || m.merged.Load() {
-			continue
-		}
-		if bytes.Compare(od.StartKey, d.EndKey) < 0 && bytes.Compare(d.StartKey, od.EndKey) < 0 {
+		if od != nil && !m.merged.Load() && keys.Overlaps(od.StartKey, od.EndKey, d.StartKey, d.EndKey) {
 			return true
 		}
 	}

@@ -45,7 +45,6 @@ func (s *Store) getSender() Sender {
 // descriptor, and the record of this node's right-hand replica (nil if this
 // replica is not one of the right side's initial members).
 type splitApplied struct {
-	parent   *stateMachine
 	left     *rspb.RangeDescriptor
 	right    *rspb.RangeDescriptor
 	rhsLocal *rspb.ReplicaRecord
@@ -112,7 +111,7 @@ func (s *stateMachine) applySplit(b *kv.Batch, st *applyState, sp *rspb.SplitCom
 		return nil, err
 	}
 	st.size = max(sp.LeftBytes, 0)
-	out := &splitApplied{parent: s, left: l, right: r}
+	out := &splitApplied{left: l, right: r}
 	if _, member := sp.RightMembers[s.replicaID]; member {
 		rec := &rspb.ReplicaRecord{RangeId: r.RangeId, ReplicaId: s.replicaID, InitialMembers: sp.RightMembers,
 			CreatedBySplit: true, PendingLogCompaction: true}
@@ -173,7 +172,7 @@ func (s *Store) compactNewShard(rec *rspb.ReplicaRecord) {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) && !s.stopping.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		idx, err := s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+		idx, err := s.CompactRaftLog(ctx, rangeID)
 		cancel()
 		// The first entries are the bootstrap membership, which an empty
 		// replica of the range creates for itself too: the compaction must

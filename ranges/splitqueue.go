@@ -3,6 +3,7 @@ package ranges
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand"
 	"sync/atomic"
 	"time"
@@ -195,7 +196,6 @@ func (s *Store) sizeSplitKey(desc *rspb.RangeDescriptor) ([]byte, int64, error) 
 	}
 	var acc int64
 	var key, last []byte
-	errStop := errStopIter
 	err = kv.IterateDataSpan(snap, desc.StartKey, desc.EndKey, func(k, v []byte) error {
 		uk, _, err := kv.DecodeMVCCKey(k)
 		if err != nil {
@@ -203,23 +203,20 @@ func (s *Store) sizeSplitKey(desc *rspb.RangeDescriptor) ([]byte, int64, error) 
 		}
 		if acc >= total/2 && last != nil && !bytes.Equal(uk, last) && bytes.Compare(uk, desc.StartKey) > 0 {
 			key = uk
-			return errStop
+			return errStopIter
 		}
 		acc += int64(len(k) + len(v))
 		last = uk
 		return nil
 	})
-	if err != nil && err != errStop {
+	if err != nil && err != errStopIter {
 		return nil, total, err
 	}
 	return key, total, nil
 }
 
-type stopIter struct{}
-
-func (stopIter) Error() string { return "stop" }
-
-var errStopIter error = stopIter{}
+// errStopIter ends an iteration early.
+var errStopIter = errors.New("stop")
 
 // spanBytes is the size of the data in [start, end): engine keys plus values.
 func spanBytes(r kv.Reader, start, end []byte) (int64, error) {

@@ -119,27 +119,26 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = mw, gc
 	s.mu.Unlock()
-	var size int64
-	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixSize)); err != nil {
+	size, err := readUint64(r, rangeStateKey(s.rangeID, suffixSize))
+	if err != nil {
 		return err
-	} else if ok {
-		u, err := decodeUint64(v)
-		if err != nil {
-			return err
-		}
-		size = int64(u)
 	}
-	s.size.Store(size)
-	var frozen uint64
-	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixFrozen)); err != nil {
+	frozen, err := readUint64(r, rangeStateKey(s.rangeID, suffixFrozen))
+	if err != nil {
 		return err
-	} else if ok {
-		if frozen, err = decodeUint64(v); err != nil {
-			return err
-		}
 	}
+	s.size.Store(int64(size))
 	s.frozen.Store(frozen)
 	return nil
+}
+
+// readUint64 reads a uint64 raw key (0 if absent).
+func readUint64(r kv.Reader, key []byte) (uint64, error) {
+	v, ok, err := r.GetRaw(key)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return decodeUint64(v)
 }
 
 func readTS(r kv.Reader, key []byte) (kv.Timestamp, error) {
@@ -334,23 +333,19 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		// proposal ID can apply under the new lease or descriptor.
 		return rej, nil, nil
 	}
-	if cmd.Freeze != nil || cmd.Merge != nil {
+	if cmd.Split != nil || cmd.Freeze != nil || cmd.Merge != nil {
 		var res *rspb.RaftResult
 		var err error
-		if cmd.Freeze != nil {
+		switch {
+		case cmd.Split != nil:
+			res, err = s.applySplit(b, st, cmd.Split)
+		case cmd.Freeze != nil:
 			res, err = s.applyFreeze(b, st, cmd.Freeze)
-		} else {
+		default:
 			res, err = s.applyMerge(b, st, cmd.Merge)
 		}
 		if err != nil || res.Error != nil {
-			return res, nil, err
-		}
-		return res, dk, nil
-	}
-	if cmd.Split != nil {
-		res, err := s.applySplit(b, st, cmd.Split)
-		if err != nil || res.Error != nil {
-			return res, nil, err
+			return res, nil, err // refused: no dedup record
 		}
 		return res, dk, nil
 	}

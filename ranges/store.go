@@ -537,17 +537,13 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if m.desc.Load() == nil || st == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
-	if req.AdminSplit != nil {
+	if req.AdminSplit != nil || req.AdminMerge != nil {
 		lease, rerr := s.ensureLease(ctx, m, st)
 		if rerr != nil {
 			return &rspb.RangeResponse{Error: rerr}
 		}
-		return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
-	}
-	if req.AdminMerge != nil {
-		lease, rerr := s.ensureLease(ctx, m, st)
-		if rerr != nil {
-			return &rspb.RangeResponse{Error: rerr}
+		if req.AdminSplit != nil {
+			return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
 		}
 		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
 	}

@@ -122,6 +122,11 @@ func ContainsSpan(s, e, start, end []byte) bool {
 	return bytes.Compare(s, start) >= 0 && bytes.Compare(e, end) <= 0 && bytes.Compare(s, e) <= 0
 }
 
+// Overlaps reports whether the spans [s1, e1) and [s2, e2) share a key.
+func Overlaps(s1, e1, s2, e2 []byte) bool {
+	return bytes.Compare(s1, e2) < 0 && bytes.Compare(s2, e1) < 0
+}
+
 // DefaultSplitKeys picks n split points (client keys) spread evenly over the
 // alphanumeric alphabet, so that typical ASCII keys land in different ranges:
 // single characters for up to 61 points, two characters (up to 3,843 points)
