@@ -245,3 +245,46 @@ func (pc *ProcCluster) Close() {
 		pc.Kill(i)
 	}
 }
+
+// SetArg sets a flag (e.g. "--listen-addr") of process i's next start to
+// value; remove drops the flag instead.
+func (pc *ProcCluster) SetArg(i int, flag, value string, remove bool) {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var args []string
+	found := false
+	for j := 0; j < len(p.args); j++ {
+		if p.args[j] == flag && j+1 < len(p.args) {
+			j++
+			if !remove && !found {
+				args = append(args, flag, value)
+				found = true
+			}
+			continue
+		}
+		args = append(args, p.args[j])
+	}
+	if !remove && !found {
+		args = append(args, flag, value)
+	}
+	p.args = args
+}
+
+// WaitExit waits up to d for process i to exit on its own and reports
+// whether it did.
+func (pc *ProcCluster) WaitExit(i int, d time.Duration) bool {
+	p := pc.procs[i]
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
@@ -81,6 +82,9 @@ type Node struct {
 	registry *prometheus.Registry
 	liveness *leases.Liveness
 
+	stopping atomic.Bool
+	loopStop chan struct{} // the readiness and address loop (ready.go)
+	loopDone chan struct{}
 	stopOnce sync.Once
 }
 
@@ -144,11 +148,13 @@ func Start(cfg Config) (*Node, error) {
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
 	rspb.RegisterAdminServer(n.grpc, gateway.NewAdminServer(n))
+	// Health is readiness (ready.go): NOT_SERVING until the loop finds the
+	// node initialized, live and with quorum for its ranges.
 	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.grpc, n.health)
+	healthpb.RegisterHealthServer(n.grpc, readyHealth{Server: n.health, n: n})
 	reflection.Register(n.grpc)
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(rspb.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	n.health.SetServingStatus(rspb.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	go func() {
 		if err := n.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			n.log.Error("grpc server stopped", "err", err)
@@ -163,7 +169,8 @@ func Start(cfg Config) (*Node, error) {
 		n.httpLis = hl
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }) // liveness
+		mux.HandleFunc("/readyz", n.serveReadyz)
 		// Profiles (CPU, heap, goroutines) for diagnosing a live node.
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -171,6 +178,14 @@ func Start(cfg Config) (*Node, error) {
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.http.Serve(hl) }()
 	}
+	if err := n.updateOwnAddress(); err != nil {
+		n.grpc.Stop()
+		if n.http != nil {
+			_ = n.http.Close()
+		}
+		return nil, err
+	}
+	n.startLoop()
 	ok = true
 	n.log.Info("node started", "node", n.store.NodeID(), "addr", n.Addr(), "raft", cfg.RaftAddr, "http", n.HTTPAddr(), "store", cfg.StoreDir)
 	return n, nil
@@ -247,6 +262,8 @@ func (n *Node) Bootstrap(_ context.Context, req *rspb.BootstrapRequest) error {
 // ones finish (bounded), then replicas, Raft and storage close.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
+		n.stopping.Store(true)
+		n.stopLoop()
 		n.kvServer.Drain()
 		n.health.Shutdown()
 		done := make(chan struct{})

@@ -173,6 +173,11 @@ type Store struct {
 	// Dragonboat's leader events (range ID -> raftio.LeaderInfo), so the
 	// lease loop over thousands of ranges needs no NodeHost calls.
 	leaders sync.Map
+	// noLeaderSince: range ID -> time.Time since which the local replica
+	// knows no leader (QuorumProblems).
+	noLeaderSince sync.Map
+	// clusterMu serializes rewrites of the cluster record after bootstrap.
+	clusterMu sync.Mutex
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -180,6 +185,7 @@ type leaderListener Store
 
 func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	(*Store)(l).leaders.Store(info.ShardID, info)
+	(*Store)(l).noteLeader(info.ShardID, info.LeaderID)
 }
 
 // leaderOf returns the local view of a range's Raft leader (ok=false when
@@ -223,9 +229,16 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		RaftEventListener: (*leaderListener)(s),
 		Expert:            config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
+	if err := checkRaftAddress(cfg.Engine, cfg.RaftAddress); err != nil {
+		return nil, err
+	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return nil, fmt.Errorf("ranges: start raft node host at %s: %w", cfg.RaftAddress, err)
+	}
+	if err := recordRaftAddress(cfg.Engine, cfg.RaftAddress); err != nil {
+		nh.Close()
+		return nil, err
 	}
 	s.nh, s.eng = nh, cfg.Engine
 	if cfg.Metrics != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -61,6 +62,33 @@ func defaultRaftAddr(listen string) (string, error) {
 	return net.JoinHostPort(host, strconv.Itoa(p+raftPortOffset)), nil
 }
 
+// raftAddrChangedHint rewords a changed Raft address in terms of the flags:
+// a new --listen-addr is fine, but without --raft-addr it moves the derived
+// Raft address too.
+func raftAddrChangedHint(err error, listen string, derived bool) error {
+	var rc *ranges.RaftAddressChangedError
+	if !errors.As(err, &rc) {
+		return err
+	}
+	port := func(a string) string {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			return p
+		}
+		return a
+	}
+	who := "this data directory"
+	if rc.NodeID != 0 {
+		who = fmt.Sprintf("this data directory (n%d)", rc.NodeID)
+	}
+	if derived {
+		return fmt.Errorf("the Raft address changed from %s (port %s) to %s (port %s, derived from --listen-addr %s + %d): "+
+			"%s keeps the Raft address it was created with. To move the gRPC address, keep the Raft address: --raft-addr %s",
+			rc.Old, port(rc.Old), rc.New, port(rc.New), listen, raftPortOffset, who, rc.Old)
+	}
+	return fmt.Errorf("--raft-addr %s (port %s) differs from %s (port %s), the Raft address %s was created with; "+
+		"it cannot change across restarts: use --raft-addr %s", rc.New, port(rc.New), rc.Old, port(rc.Old), who, rc.Old)
+}
+
 func runStart(args []string) error {
 	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
 	store := fs.String("store", "rangestore-data", "data directory")
@@ -87,7 +115,8 @@ func runStart(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *raft == "" {
+	derived := *raft == ""
+	if derived {
 		if *raft, err = defaultRaftAddr(*listen); err != nil {
 			return err
 		}
@@ -96,7 +125,7 @@ func runStart(args []string) error {
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS})
 	if err != nil {
-		return err
+		return raftAddrChangedHint(err, *listen, derived)
 	}
 	if n.NodeID() == 0 {
 		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s`\n", n.Addr(), n.Addr())
