@@ -57,8 +57,8 @@ func TestChaos(t *testing.T) {
 		faults += len(res.Faults)
 		ops += res.Ops
 		ambiguous += res.Ambiguous
-		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d of %d reads failed), faults %v, linearizable=%v",
-			h, mode, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.Faults, res.Linearizable)
+		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d of %d reads failed, %d conditional deletes, %d succeeded), faults %v, linearizable=%v",
+			h, mode, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.CondDeletes, res.CondDeletesOK, res.Faults, res.Linearizable)
 		if !res.Linearizable {
 			violations++
 			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)

@@ -68,13 +68,16 @@ type Result struct {
 	// (acknowledged) and how many of them read back wrong afterwards.
 	RangesBefore, RangesAfter, Loaded, LoadedWrong int
 	WrongSamples                                   []string
+	// Conditional deletes recorded, and how many of them succeeded.
+	CondDeletes, CondDeletesOK int
 }
 
 // DefaultKeys fall into five user ranges of a default cluster.
 var DefaultKeys = []string{"A1", "D1", "P1", "c1", "o1", "A2", "P2", "o2"}
 
 // RunHistory starts a 3-node in-process cluster, runs clients doing
-// get/put/cas while injecting faults, and checks the history with porcupine.
+// get/put/cas/conditional delete while injecting faults, and checks the
+// history with porcupine.
 func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if o.Clients == 0 {
 		o.Clients = 6
@@ -115,7 +118,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		mu.Unlock()
 	}
 	res := &Result{}
-	var ambiguous, failedReads, reads atomic.Int64
+	var ambiguous, failedReads, reads, cdels, cdelsOK atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for c := 0; c < o.Clients; c++ {
@@ -146,11 +149,33 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 						out = Output{Found: g.Found, Value: string(g.GetKv().GetValue())}
 						if g.Found {
 							seen[k] = out.Value
+						} else {
+							delete(seen, k)
 						}
 					}
 				case p < 7:
 					in.Op, in.Value = "put", fmt.Sprintf("c%d-%d", c, seq)
 					_, err = kvc.Put(octx, &rspb.PutRequest{Key: []byte(k), Value: []byte(in.Value)})
+				case p < 8:
+					// Conditional delete: delete the key if it still holds
+					// the value this client last saw (or, if it saw none,
+					// if it is absent: a no-op that still checks).
+					in.Op, in.Expected = "cdel", seen[k]
+					var r *rspb.ConditionalPutResponse
+					req := &rspb.ConditionalPutRequest{Key: []byte(k), ExpectedValue: []byte(in.Expected), Delete: true}
+					if in.Expected == "" {
+						req.ExpectAbsent, in.Absent = true, true
+					}
+					r, err = kvc.ConditionalPut(octx, req)
+					if err == nil {
+						out.OK = r.Succeeded
+						switch {
+						case r.Succeeded || !r.ActualExists:
+							delete(seen, k)
+						default:
+							seen[k] = string(r.ActualValue)
+						}
+					}
 				default:
 					in.Op, in.Value, in.Expected = "cas", fmt.Sprintf("c%d-%d", c, seq), seen[k]
 					var r *rspb.ConditionalPutResponse
@@ -170,6 +195,12 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 				ret := time.Since(start).Nanoseconds()
 				if in.Op == "get" {
 					reads.Add(1)
+				}
+				if in.Op == "cdel" && !(err != nil && strings.Contains(err.Error(), "Error while dialing")) {
+					cdels.Add(1)
+					if err == nil && out.OK {
+						cdelsOK.Add(1)
+					}
 				}
 				if err != nil {
 					// Back off a little, as a real client does (a stopped
@@ -238,6 +269,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Ops, res.Ambiguous = len(ops), int(ambiguous.Load())
 	res.Reads, res.FailedReads = int(reads.Load()), int(failedReads.Load())
+	res.CondDeletes, res.CondDeletesOK = int(cdels.Load()), int(cdelsOK.Load())
 	model := KVModel.ToModel()
 	check, info := porcupine.CheckOperationsVerbose(model, ops, 2*time.Minute)
 	res.Linearizable = check == porcupine.Ok

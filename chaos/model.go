@@ -9,19 +9,19 @@ import (
 
 // Input is one client operation on a key.
 type Input struct {
-	Op       string // "get", "put", "cas"
+	Op       string // "get", "put", "cas", "cdel"
 	Key      string
 	Value    string // put/cas: new value
-	Expected string // cas: expected current value
-	Absent   bool   // cas: expects the key to be absent
+	Expected string // cas/cdel: expected current value
+	Absent   bool   // cas/cdel: expects the key to be absent
 }
 
 // Output is what the client observed.
 type Output struct {
 	Found   bool   // get: key exists
 	Value   string // get: value read
-	OK      bool   // cas: condition held and the write applied
-	Unknown bool   // put/cas: failed with an error: may or may not have applied
+	OK      bool   // cas/cdel: condition held and the write applied
+	Unknown bool   // put/cas/cdel: failed with an error: may or may not have applied
 }
 
 // register is the model state of one key.
@@ -30,7 +30,9 @@ type register struct {
 	Value string
 }
 
-// KVModel is a per-key register model with get, put and compare-and-set.
+// KVModel is a per-key register model with get, put, compare-and-set and
+// conditional delete (ConditionalPut with delete: a successful condition
+// leaves the key absent).
 // Writes whose outcome is unknown may or may not have taken effect (the
 // model branches), at any point after their call (their return time is the
 // end of the history).
@@ -67,12 +69,15 @@ var KVModel = porcupine.NondeterministicModel{
 				return []interface{}{s, next}
 			}
 			return []interface{}{next}
-		case "cas":
+		case "cas", "cdel":
 			holds := s.Found && s.Value == in.Expected
 			if in.Absent {
 				holds = !s.Found
 			}
 			next := register{Found: true, Value: in.Value}
+			if in.Op == "cdel" {
+				next = register{}
+			}
 			switch {
 			case out.Unknown && holds:
 				return []interface{}{s, next}
@@ -109,6 +114,9 @@ var KVModel = porcupine.NondeterministicModel{
 			exp := in.Expected
 			if in.Absent {
 				exp = "absent"
+			}
+			if in.Op == "cdel" {
+				return fmt.Sprintf("cdel(%s, if %s) -> %s", in.Key, exp, r)
 			}
 			return fmt.Sprintf("cas(%s, %s -> %s) -> %s", in.Key, exp, in.Value, r)
 		}

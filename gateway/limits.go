@@ -80,6 +80,9 @@ func (l Limits) checkRequest(r *rspb.RequestUnion) (int, error) {
 		if c.ExpectAbsent && len(c.ExpectedValue) > 0 {
 			return 0, invalidf("conditional_put: expect_absent and expected_value are mutually exclusive")
 		}
+		if c.Delete && len(c.Value) > 0 {
+			return 0, invalidf("conditional_put: value must be empty with delete (a successful condition deletes the key)")
+		}
 		return len(c.Key) + len(c.Value) + len(c.ExpectedValue), l.checkValue("conditional_put expected", c.ExpectedValue)
 	case *rspb.RequestUnion_Increment:
 		return len(v.Increment.Key), l.checkKey("increment", v.Increment.Key)

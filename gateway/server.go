@@ -194,7 +194,7 @@ func toInternal(q *rspb.RequestUnion) *rspb.RequestUnion {
 	case *rspb.RequestUnion_ConditionalPut:
 		c := v.ConditionalPut
 		return &rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
-			Key: keys.UserKey(c.Key), Value: c.Value, ExpectedValue: c.ExpectedValue, ExpectAbsent: c.ExpectAbsent}}}
+			Key: keys.UserKey(c.Key), Value: c.Value, ExpectedValue: c.ExpectedValue, ExpectAbsent: c.ExpectAbsent, Delete: c.Delete}}}
 	case *rspb.RequestUnion_Increment:
 		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Increment{Increment: &rspb.IncrementRequest{Key: keys.UserKey(v.Increment.Key), Delta: v.Increment.Delta}}}
 	case *rspb.RequestUnion_Scan:

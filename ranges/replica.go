@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	sm "github.com/lni/dragonboat/v4/statemachine"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
@@ -232,7 +233,7 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 		if retryable {
 			tctx, cancel = context.WithTimeout(ctx, proposeRetry)
 		}
-		r, err := s.nh.SyncPropose(tctx, s.nh.GetNoOPSession(rangeID), data)
+		r, err := s.syncPropose(tctx, rangeID, data)
 		cancel()
 		if err != nil {
 			if errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dragonboat.ErrShardNotReady) {
@@ -257,6 +258,52 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 			return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
 		}
 		return res, nil
+	}
+}
+
+// syncPropose proposes data and waits for its result or for ctx. The Raft
+// proposal timeout is not ctx's deadline: Dragonboat refuses a timeout
+// below one Raft tick (ErrTimeoutTooSmall), so a client deadline shorter
+// than a tick (200 ms under `start`) made every write fail although the
+// write itself takes a few ms. The proposal gets at least two ticks; the
+// caller's deadline is enforced by waiting on ctx. When ctx ends first the
+// command may still apply: the caller reports an ambiguous result, and a
+// retry with the same proposal ID is deduplicated at apply.
+func (s *Store) syncPropose(ctx context.Context, rangeID uint64, data []byte) (sm.Result, error) {
+	timeout := DefaultRequestTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if ctx.Err() != nil {
+		return sm.Result{}, ctx.Err()
+	}
+	if min := 2 * time.Duration(s.cfg.RTTMillisecond) * time.Millisecond; timeout < min {
+		timeout = min
+	}
+	rs, err := s.nh.Propose(s.nh.GetNoOPSession(rangeID), data, timeout)
+	if err != nil {
+		return sm.Result{}, err
+	}
+	select {
+	case r := <-rs.AppliedC():
+		switch {
+		case r.Completed():
+			rs.Release()
+			return r.GetResult(), nil
+		case r.Rejected():
+			return sm.Result{}, dragonboat.ErrRejected
+		case r.Timeout():
+			return sm.Result{}, dragonboat.ErrTimeout
+		case r.Terminated():
+			return sm.Result{}, dragonboat.ErrShardClosed
+		case r.Dropped():
+			return sm.Result{}, dragonboat.ErrShardNotReady
+		case r.Aborted():
+			return sm.Result{}, dragonboat.ErrAborted
+		}
+		return sm.Result{}, fmt.Errorf("r%d: unexpected proposal result %v", rangeID, r)
+	case <-ctx.Done():
+		return sm.Result{}, ctx.Err()
 	}
 }
 

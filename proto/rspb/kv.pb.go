@@ -574,7 +574,8 @@ func (x *ScanResponse) GetResumeKey() []byte {
 
 // ConditionalPut writes value only if the key's current value equals
 // expected_value, or, with expect_absent, only if the key has no live value.
-// With delete, a successful condition deletes the key instead.
+// With delete, a successful condition deletes the key instead (value must
+// then be empty).
 type ConditionalPutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
