@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,38 @@ func TestStopHandsOffLeases(t *testing.T) {
 		if err != nil {
 			t.Fatalf("put %s after the graceful stop: %v", k, err)
 		}
+	}
+}
+
+// TestDrainingNodeTakesNoLease: once a node marks itself draining (store
+// and liveness record), a lease transfer to it is refused naming the
+// reason.
+func TestDrainingNodeTakesNoLease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := StartTestCluster(ctx, TestClusterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	d := tc.Node(2)
+	did := d.NodeID()
+	d.store.SetDraining(true)
+	if err := d.liveness.SetDraining(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	var rangeID uint64
+	for _, ri := range tc.Node(0).Ranges() {
+		if ri.Lease.GetNodeId() != did && ri.RangeDescriptor.RangeId > 2 {
+			rangeID = ri.RangeDescriptor.RangeId
+			break
+		}
+	}
+	if rangeID == 0 {
+		t.Fatal("no user range led elsewhere")
+	}
+	err = tc.Node(0).TransferLease(ctx, rangeID, did)
+	if err == nil || !strings.Contains(err.Error(), "draining") {
+		t.Fatalf("transfer of r%d to draining n%d: %v, want a refusal naming draining", rangeID, did, err)
 	}
 }
