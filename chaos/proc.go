@@ -150,6 +150,29 @@ func (pc *ProcCluster) Kill(i int) {
 	p.cmd = nil
 }
 
+// Terminate sends SIGTERM to process i (a graceful stop) and waits for it
+// to exit; after timeout it sends SIGKILL. It reports whether the process
+// exited on its own.
+func (pc *ProcCluster) Terminate(i int, timeout time.Duration) bool {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return true
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	graceful := true
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		graceful = false
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	p.cmd = nil
+	return graceful
+}
+
 // Running reports whether process i is running.
 func (pc *ProcCluster) Running(i int) bool {
 	p := pc.procs[i]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -54,6 +55,9 @@ type Liveness struct {
 	records map[uint64]cachedRecord
 	stopc   chan struct{}
 	done    chan struct{}
+	// draining: heartbeats mark the record draining (the node is shutting
+	// down: no lease goes to it, and it takes none).
+	draining atomic.Bool
 }
 
 type cachedRecord struct {
@@ -144,7 +148,7 @@ func (l *Liveness) Heartbeat(ctx context.Context) error {
 			}
 			cur, raw = rec, r
 		}
-		next := &rspb.Liveness{NodeId: id, Epoch: 1}
+		next := &rspb.Liveness{NodeId: id, Epoch: 1, Draining: l.draining.Load()}
 		if cur != nil {
 			next.Epoch = cur.Epoch
 		}
@@ -170,6 +174,16 @@ func (l *Liveness) Heartbeat(ctx context.Context) error {
 	}
 	return errors.New("liveness heartbeat: record keeps changing")
 }
+
+// SetDraining marks this node draining (or not) in its record at once, and
+// in every later heartbeat.
+func (l *Liveness) SetDraining(ctx context.Context, draining bool) error {
+	l.draining.Store(draining)
+	return l.Heartbeat(ctx)
+}
+
+// Draining reports whether this node marks itself draining.
+func (l *Liveness) Draining() bool { return l.draining.Load() }
 
 // Get returns a node's record: from the cache if it is still live there,
 // else read from the system range (fresh forces the read).

@@ -64,7 +64,13 @@ type Config struct {
 	MetaCheckInterval  time.Duration
 	// CrashPoint is called at named steps of splits (fault tests).
 	CrashPoint func(name string)
+	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
+	// DefaultDrainTimeout, negative = no handoff).
+	DrainTimeout time.Duration
 }
+
+// DefaultDrainTimeout bounds the lease handoff of a graceful stop.
+const DefaultDrainTimeout = 10 * time.Second
 
 // Node is one rangestore process: store, gateway, gRPC and HTTP servers.
 type Node struct {
@@ -258,12 +264,25 @@ func (n *Node) Bootstrap(_ context.Context, req *rspb.BootstrapRequest) error {
 	return n.store.Bootstrap(req, BootstrapData(req))
 }
 
-// Stop drains and stops the node: new requests get Unavailable, in-flight
-// ones finish (bounded), then replicas, Raft and storage close.
-func (n *Node) Stop() {
+// Stop drains and stops the node, in this order:
+//  1. the node marks itself draining (store and liveness record): it takes
+//     no new lease, and no lease or Raft leadership is moved to it;
+//  2. every lease it holds moves, with its range's Raft leadership, to
+//     another live replica, bounded by Config.DrainTimeout; requests for
+//     those ranges meanwhile get NOT_LEASEHOLDER naming the new holder,
+//     and client requests arriving here are still forwarded;
+//  3. new client requests get Unavailable, in-flight ones finish (bounded);
+//  4. the HTTP server, liveness heartbeats, replicas, Raft and storage close.
+func (n *Node) Stop() { n.stop(true) }
+
+func (n *Node) stop(handoff bool) {
 	n.stopOnce.Do(func() {
-		n.stopping.Store(true)
+		n.stopping.Store(true) // readiness and gRPC health say "shutting down" from here on
 		n.stopLoop()
+		n.updateHealth()
+		if handoff && n.cfg.DrainTimeout >= 0 && n.NodeID() != 0 {
+			n.drainLeases()
+		}
 		n.kvServer.Drain()
 		n.health.Shutdown()
 		done := make(chan struct{})
@@ -282,6 +301,83 @@ func (n *Node) Stop() {
 		n.router.Close()
 		n.log.Info("node stopped", "node", n.NodeID())
 	})
+}
+
+// drainLeases is steps 1 and 2 of Stop.
+func (n *Node) drainLeases() {
+	timeout := n.cfg.DrainTimeout
+	if timeout == 0 {
+		timeout = DefaultDrainTimeout
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	n.store.SetDraining(true)
+	// Recorded before any handoff, so that other nodes' lease loops do not
+	// hand Raft leadership back (a failure here only makes that likelier).
+	hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := n.liveness.SetDraining(hctx, true); err != nil {
+		n.log.Warn("drain: could not mark the liveness record draining", "err", err)
+	}
+	hcancel()
+	peers := newPeerConns(n)
+	defer peers.close()
+	n.store.SetPeerApplied(peers.applied)
+	moved, left := n.store.DrainLeases(ctx)
+	l := n.log.Info
+	if left > 0 {
+		l = n.log.Warn
+	}
+	l(fmt.Sprintf("drained: transferred %d leases in %d ms, %d left", moved, time.Since(start).Milliseconds(), left),
+		"node", n.NodeID(), "timeout", timeout)
+}
+
+// peerConns are a drain's connections to the other nodes.
+type peerConns struct {
+	n     *Node
+	mu    sync.Mutex
+	conns map[uint64]*grpc.ClientConn
+}
+
+func newPeerConns(n *Node) *peerConns { return &peerConns{n: n, conns: map[uint64]*grpc.ClientConn{}} }
+
+// applied asks a node for the applied index of its replica of a range.
+func (p *peerConns) applied(ctx context.Context, nodeID, rangeID uint64) (uint64, error) {
+	p.mu.Lock()
+	c, ok := p.conns[nodeID]
+	if !ok {
+		addr, found := p.n.NodeAddress(nodeID)
+		if !found {
+			p.mu.Unlock()
+			return 0, fmt.Errorf("no address for n%d", nodeID)
+		}
+		var err error
+		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, p.n.cfg.PeerDialOptions...)...)
+		if err != nil {
+			p.mu.Unlock()
+			return 0, err
+		}
+		p.conns[nodeID] = c
+	}
+	p.mu.Unlock()
+	r, err := rspb.NewAdminClient(c).Ranges(ctx, &rspb.RangesRequest{RangeIds: []uint64{rangeID}})
+	if err != nil {
+		return 0, err
+	}
+	for _, ri := range r.Ranges {
+		if ri.RangeDescriptor.GetRangeId() == rangeID {
+			return ri.AppliedIndex, nil
+		}
+	}
+	return 0, fmt.Errorf("n%d has no replica of r%d", nodeID, rangeID)
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
 }
 
 func (n *Node) closeStorage() {

@@ -45,6 +45,9 @@ type TestClusterOptions struct {
 	LoadSplitQPS                          float64
 	LoadSplitDuration, SplitCheckInterval time.Duration
 	MetaCheckInterval                     time.Duration
+	// DrainTimeout bounds a StopNode's lease handoff (0 = 3 s; Close
+	// stops every node without one).
+	DrainTimeout time.Duration
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -95,6 +98,9 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 	if opts.RaftRTTMillisecond == 0 {
 		opts.RaftRTTMillisecond, opts.ElectionRTT, opts.HeartbeatRTT = 20, 15, 2
 	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 3 * time.Second
+	}
 	tc := &TestCluster{opts: opts}
 	if opts.BaseDir == "" {
 		d, err := os.MkdirTemp("", "rangestore-cluster-")
@@ -122,6 +128,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
+			DrainTimeout: opts.DrainTimeout,
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)
@@ -221,14 +228,16 @@ func (tc *TestCluster) Conn(i int) *grpc.ClientConn { return tc.conns[i] }
 // KV is a KV client talking to node i.
 func (tc *TestCluster) KV(i int) rspb.KVClient { return rspb.NewKVClient(tc.conns[i]) }
 
-// StopNode stops node i gracefully.
-func (tc *TestCluster) StopNode(i int) {
+// StopNode stops node i gracefully (handing off its leases).
+func (tc *TestCluster) StopNode(i int) { tc.stopNode(i, true) }
+
+func (tc *TestCluster) stopNode(i int, handoff bool) {
 	tc.mu.Lock()
 	n := tc.nodes[i]
 	tc.nodes[i] = nil
 	tc.mu.Unlock()
 	if n != nil {
-		n.Stop()
+		n.stop(handoff)
 	}
 }
 
@@ -253,7 +262,7 @@ func (tc *TestCluster) Close() {
 	var wg sync.WaitGroup
 	for i := range tc.nodes {
 		wg.Add(1)
-		go func() { defer wg.Done(); tc.StopNode(i) }()
+		go func() { defer wg.Done(); tc.stopNode(i, false) }() // the whole cluster: no handoff
 	}
 	wg.Wait()
 	if tc.ownDir {

@@ -22,6 +22,10 @@
 //     lease still equals the one the proposer saw, so two acquisitions never
 //     both win. Taking over an epoch lease first increments the old holder's
 //     liveness epoch, which is only done once its record expired.
+//   - Draining (drain.go): a stopping node takes no lease and hands each of
+//     its leases to a live, non-draining voter, Raft leadership first, with
+//     the range latched and the target caught up; requests meeting a
+//     transfer wait for it and are then redirected.
 //   - Writes are proposer-evaluated: the leaseholder takes span latches,
 //     picks a timestamp above the timestamp cache (every read it served on
 //     those spans), above the range's last write and the lease start,

@@ -43,6 +43,8 @@ type replicaState struct {
 
 	acquireMu    sync.Mutex    // one acquisition at a time per range
 	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)
+	// transferDone is closed when the transfer in progress ends.
+	transferDone atomic.Pointer[chan struct{}]
 	// lastLeaderTransfer is when Raft leadership was last asked to move
 	// to the leaseholder (unix nanos).
 	lastLeaderTransfer atomic.Int64
@@ -100,6 +102,21 @@ func (s *Store) leaseStatus(l *rspb.Lease, now kv.Timestamp) leases.State {
 	return leases.Status(l, now, holder, s.cfg.Clock.MaxOffset())
 }
 
+// drainHint names a node to send a draining replica's requests to: the
+// Raft leader if it is elsewhere, else another voter.
+func (s *Store) drainHint(m *stateMachine) uint64 {
+	me := s.NodeID()
+	if n := s.leaderNode(m.rangeID); n != 0 && n != me {
+		return n
+	}
+	for _, r := range m.desc.Load().GetReplicas() {
+		if r.NodeId != me && r.Type == rspb.ReplicaType_VOTER {
+			return r.NodeId
+		}
+	}
+	return 0
+}
+
 func notLeaseholder(rangeID, hint uint64, format string, args ...any) *rspb.RangeError {
 	return &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: hint,
 		Message: fmt.Sprintf("r%d: ", rangeID) + fmt.Sprintf(format, args...)}
@@ -112,6 +129,16 @@ func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaSta
 	me := s.NodeID()
 	for attempt := 0; attempt < 3; attempt++ {
 		if t := st.transferring.Load(); t != 0 {
+			// Wait for its outcome: answered at once, the caller would
+			// bounce between the two nodes, backing off, until the new
+			// holder has the lease.
+			if done := st.transferDone.Load(); done != nil {
+				select {
+				case <-*done:
+					continue
+				case <-ctx.Done():
+				}
+			}
 			return nil, notLeaseholder(m.rangeID, t, "lease is being transferred to n%d", t)
 		}
 		l := m.lease.Load()
@@ -132,6 +159,11 @@ func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaSta
 				}
 				continue
 			}
+		}
+		if s.draining.Load() && l.NodeId != me {
+			// A draining node takes no new lease (its own, from before a
+			// restart, it may renew, to hand it off).
+			return nil, notLeaseholder(m.rangeID, s.drainHint(m), "n%d is draining and takes no leases", me)
 		}
 		if err := s.acquireLease(ctx, m, st, l); err != nil {
 			return nil, err
@@ -451,6 +483,14 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 // target. This replica stops serving first; the new lease starts at this
 // node's clock, above everything it served.
 func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error {
+	return s.transferLease(ctx, rangeID, target, false)
+}
+
+// transferLease is TransferLease; with lead, the range's Raft leadership
+// moves to target first (bounded): after the lease, it would move while
+// the new leaseholder proposes, and a leader in transfer silently drops
+// proposals forwarded to it, stalling them until re-proposed.
+func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead bool) error {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil {
 		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
@@ -461,6 +501,18 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 	}
 	if target == s.NodeID() {
 		return nil
+	}
+	// A draining node takes no lease; for an epoch lease the target must be
+	// live (its current epoch goes into the lease).
+	if s.liveness == nil {
+		return errors.New("node liveness is not running")
+	}
+	rec, err := s.liveness.Get(ctx, target, true)
+	if err != nil {
+		return err
+	}
+	if rec.GetDraining() {
+		return fmt.Errorf("n%d is draining and takes no leases", target)
 	}
 	var targetReplica uint64
 	for _, r := range m.desc.Load().Replicas {
@@ -476,7 +528,13 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 	if !st.transferring.CompareAndSwap(0, target) {
 		return fmt.Errorf("r%d: a lease transfer is already in progress", rangeID)
 	}
-	defer st.transferring.Store(0)
+	done := make(chan struct{})
+	st.transferDone.Store(&done)
+	defer func() {
+		st.transferring.Store(0)
+		st.transferDone.Store(nil)
+		close(done)
+	}()
 	// Wait for in-flight requests: take a write latch over the whole range.
 	desc := m.desc.Load()
 	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
@@ -484,15 +542,19 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 		return err
 	}
 	defer st.latches.release(l)
+	if lead {
+		// Leadership first, while nothing of the range is in flight here.
+		s.waitPeerApplied(ctx, m, target, 500*time.Millisecond)
+		s.moveLeader(ctx, m, targetReplica, 2*s.electionTimeout())
+	}
+	if cur := m.lease.Load(); !proto.Equal(cur, lease) {
+		return fmt.Errorf("r%d: the lease changed during the transfer", rangeID)
+	}
 	now := s.cfg.Clock.Now()
 	next := &rspb.Lease{ReplicaId: targetReplica, NodeId: target, Start: TSToProto(now), Sequence: lease.Sequence + 1}
 	if usesExpirationLease(desc) {
 		next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
 	} else {
-		rec, err := s.liveness.Get(ctx, target, true)
-		if err != nil {
-			return err
-		}
 		if rec == nil || !now.Less(TSFromProto(rec.Expiration)) {
 			return fmt.Errorf("n%d is not live", target)
 		}
@@ -578,7 +640,11 @@ func (s *Store) tendLease(rangeID uint64) {
 		// at most once per election timeout.
 		if last := st.lastLeaderTransfer.Load(); time.Since(time.Unix(0, last)) > s.electionTimeout() {
 			st.lastLeaderTransfer.Store(time.Now().UnixNano())
-			_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+			// Not to a draining holder: it is handing its leases off,
+			// leadership first (see transferLease).
+			if rec, err := s.liveness.Get(ctx, l.NodeId, true); err == nil && !rec.GetDraining() {
+				_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+			}
 		}
 	case leaderID == m.replicaID && (l.NodeId == s.NodeID() && !mine || state != leases.Valid && state != leases.Stasis):
 		// No usable lease (none, expired, or ours from before a restart).

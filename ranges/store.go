@@ -161,7 +161,10 @@ type Store struct {
 	sender   Sender
 	stopping atomic.Bool
 	closed   atomic.Bool
-	stopc    chan struct{}
+	draining atomic.Bool // see SetDraining
+	// peerApplied: see SetPeerApplied.
+	peerApplied PeerApplied
+	stopc       chan struct{}
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp

@@ -100,8 +100,15 @@ func runStart(args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rangeMax := fs.Int64("range-max-bytes", ranges.DefaultRangeMaxBytes, "split a range once its data exceeds this many bytes (negative: never)")
 	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
+	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *drainTimeout < 0 {
+		return fmt.Errorf("--drain-timeout %v: must not be negative", *drainTimeout)
+	}
+	if *drainTimeout == 0 {
+		*drainTimeout = -1 // node.Config: negative = no handoff
 	}
 	*store = fromOrigCwd(*store)
 	if err := reexecWithSoftSettings(*store); err != nil {
@@ -123,7 +130,7 @@ func runStart(args []string) error {
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
-		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS})
+		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}

@@ -1,0 +1,202 @@
+package ranges
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Draining (a graceful stop): the store takes no new leases, and every
+// lease it holds moves, with the range's Raft leadership, to another live
+// replica before the node stops, so a planned restart costs no wait for
+// lease expiration or an election.
+
+// drainConcurrency bounds the ranges handed off at once.
+const drainConcurrency = 8
+
+// SetDraining makes the store refuse to take leases (acquisitions and
+// transfers to it), or lifts that.
+func (s *Store) SetDraining(draining bool) { s.draining.Store(draining) }
+
+// Draining reports whether the store is draining.
+func (s *Store) Draining() bool { return s.draining.Load() }
+
+// DrainLeases moves every lease held here, and the Raft leadership of every
+// local range led here, to other live, non-draining voters, until none is
+// left or ctx ends. Each lease moves after its leadership, while the range
+// is latched here, so no proposal is dropped by a leader in transfer. It
+// returns the leases moved and those left (no target, or out of time).
+func (s *Store) DrainLeases(ctx context.Context) (moved, left int) {
+	var movedN atomic.Int64
+	for {
+		held, todo := s.drainWork()
+		if len(todo) == 0 || ctx.Err() != nil {
+			return int(movedN.Load()), held
+		}
+		sem := make(chan struct{}, drainConcurrency)
+		var wg sync.WaitGroup
+		progress := atomic.Bool{}
+		for _, w := range todo {
+			if w.targetNode == 0 {
+				continue // no live, non-draining voter to take it (yet)
+			}
+			progress.Store(true)
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if w.holds {
+					if err := s.transferLease(ctx, w.m.rangeID, w.targetNode, true); err != nil {
+						s.log.Debug("drain: lease transfer failed", "range", w.m.rangeID, "target", w.targetNode, "err", err)
+						return
+					}
+					movedN.Add(1)
+					return
+				}
+				s.moveLeader(ctx, w.m, w.targetReplica, 2*s.electionTimeout())
+			}()
+		}
+		wg.Wait()
+		if !progress.Load() {
+			return int(movedN.Load()), held // nowhere to move the rest
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+type drainItem struct {
+	m                         *stateMachine
+	holds                     bool // the lease (else: only Raft leadership)
+	targetNode, targetReplica uint64
+}
+
+// drainWork lists the local ranges whose lease or Raft leadership is still
+// here, each with the replica to hand it to (0 when none qualifies).
+func (s *Store) drainWork() (held int, out []drainItem) {
+	me := s.NodeID()
+	s.mu.RLock()
+	ms := make([]*stateMachine, 0, len(s.sms))
+	for _, m := range s.sms {
+		ms = append(ms, m)
+	}
+	s.mu.RUnlock()
+	now := s.cfg.Clock.Now()
+	for _, m := range ms {
+		if m.merged.Load() || m.desc.Load() == nil {
+			continue
+		}
+		l := m.lease.Load()
+		holds := l.NodeId == me && l.Sequence != 0 && s.leaseStatus(l, now) != leases.Expired
+		leader, ok := s.leaderOf(m.rangeID)
+		leads := ok && leader == m.replicaID
+		if !holds && !leads {
+			continue
+		}
+		if holds {
+			held++
+		}
+		it := drainItem{m: m, holds: holds}
+		// Leadership alone goes to the leaseholder when it qualifies.
+		prefer := leader
+		if !holds && l.NodeId != me {
+			prefer = l.ReplicaId
+		}
+		it.targetNode, it.targetReplica = s.drainTarget(m, prefer)
+		out = append(out, it)
+	}
+	return held, out
+}
+
+// drainTarget picks the voter (other than this node) to hand a range to:
+// one whose node is live and not draining, the preferred replica (the Raft
+// leader: certainly up to date) if it qualifies.
+func (s *Store) drainTarget(m *stateMachine, prefer uint64) (nodeID, replicaID uint64) {
+	me := s.NodeID()
+	now := s.cfg.Clock.Now()
+	for _, r := range m.desc.Load().Replicas {
+		if r.NodeId == me || r.Type != rspb.ReplicaType_VOTER || s.liveness == nil {
+			continue
+		}
+		rec := s.liveness.Cached(r.NodeId)
+		if rec == nil || rec.Draining || !now.Less(TSFromProto(rec.Expiration)) {
+			continue
+		}
+		if r.ReplicaId == prefer || nodeID == 0 {
+			nodeID, replicaID = r.NodeId, r.ReplicaId
+		}
+	}
+	return nodeID, replicaID
+}
+
+// PeerApplied returns the applied index of a range's replica on another
+// node (the node layer asks that node).
+type PeerApplied func(ctx context.Context, nodeID, rangeID uint64) (uint64, error)
+
+// SetPeerApplied connects the lookup used before a drain's leadership
+// transfers.
+func (s *Store) SetPeerApplied(f PeerApplied) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.peerApplied = f
+}
+
+// waitPeerApplied waits (at most bound) until the replica on node has
+// applied everything this one has. A Raft follower skips the campaign a
+// leadership transfer asks of it while it has committed entries left to
+// apply, and the transfer then stalls, dropping proposals, for an election
+// timeout; with the range latched here no new entry comes meanwhile.
+func (s *Store) waitPeerApplied(ctx context.Context, m *stateMachine, node uint64, bound time.Duration) {
+	s.mu.RLock()
+	f := s.peerApplied
+	s.mu.RUnlock()
+	if f == nil {
+		return
+	}
+	want := m.applied.Load()
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	for {
+		if got, err := f(ctx, node, m.rangeID); err == nil && got >= want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// moveLeader asks Raft to hand the range's leadership to replica to, and
+// waits (at most bound) until this replica no longer leads. Dragonboat's
+// transfer is fire-and-forget and abandoned after an election timeout, so
+// it is asked again (a request is ignored while one runs).
+func (s *Store) moveLeader(ctx context.Context, m *stateMachine, to uint64, bound time.Duration) bool {
+	deadline := time.Now().Add(bound)
+	var asked time.Time
+	for {
+		// Raft's own view, not the event-fed cache (events lag).
+		if lid, _, ok, err := s.nh.GetLeaderID(m.rangeID); err == nil && ok && lid != m.replicaID {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		if time.Since(asked) > 100*time.Millisecond {
+			asked = time.Now()
+			_ = s.nh.RequestLeaderTransfer(m.rangeID, to) // ignored while one runs
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
