@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,6 +20,9 @@ type NodeBackend interface {
 	Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitResponse, error)
 	Ranges() []*rspb.RangeInfo
 	TransferLease(ctx context.Context, rangeID, target uint64) error
+	// TransferLeaseTo is TransferLease that also reports whether target
+	// held the lease already.
+	TransferLeaseTo(ctx context.Context, rangeID, target uint64) (alreadyHeld bool, err error)
 	// SplitRange splits the range holding the internal key at it.
 	SplitRange(ctx context.Context, key []byte) (*rspb.AdminSplitResponse, error)
 	// MergeRange merges the range holding the internal key with its right
@@ -68,20 +72,42 @@ func (s *AdminServer) Init(ctx context.Context, r *rspb.InitRequest) (*rspb.Init
 	return resp, ToStatus(err)
 }
 
-// Ranges lists the replicas on this node.
-func (s *AdminServer) Ranges(context.Context, *rspb.RangesRequest) (*rspb.RangesResponse, error) {
-	return &rspb.RangesResponse{Ranges: s.node.Ranges()}, nil
+// Ranges lists the replicas on this node (those of range_ids, if given).
+func (s *AdminServer) Ranges(_ context.Context, r *rspb.RangesRequest) (*rspb.RangesResponse, error) {
+	if s.node.ClusterID() == "" {
+		return nil, status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`)")
+	}
+	all := s.node.Ranges()
+	if len(r.RangeIds) == 0 {
+		return &rspb.RangesResponse{Ranges: all}, nil
+	}
+	want := make(map[uint64]bool, len(r.RangeIds))
+	for _, id := range r.RangeIds {
+		want[id] = true
+	}
+	out := &rspb.RangesResponse{}
+	for _, ri := range all {
+		if want[ri.RangeDescriptor.GetRangeId()] {
+			out.Ranges = append(out.Ranges, ri)
+		}
+	}
+	return out, nil
 }
 
 // TransferLease moves a range's lease.
 func (s *AdminServer) TransferLease(ctx context.Context, r *rspb.TransferLeaseRequest) (*rspb.TransferLeaseResponse, error) {
-	if err := s.node.TransferLease(ctx, r.RangeId, r.TargetNodeId); err != nil {
+	held, err := s.node.TransferLeaseTo(ctx, r.RangeId, r.TargetNodeId)
+	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return nil, err
 		}
+		var re *RangeError
+		if errors.As(err, &re) {
+			return nil, ToStatus(err)
+		}
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return &rspb.TransferLeaseResponse{}, nil
+	return &rspb.TransferLeaseResponse{AlreadyHeld: held}, nil
 }
 
 // SplitRange splits the range containing a client key at that key.
@@ -102,6 +128,9 @@ func (s *AdminServer) SplitRange(ctx context.Context, r *rspb.SplitRangeRequest)
 // MergeRange merges the range containing a client key with its right
 // neighbour.
 func (s *AdminServer) MergeRange(ctx context.Context, r *rspb.MergeRangeRequest) (*rspb.MergeRangeResponse, error) {
+	if len(r.Key) == 0 {
+		return nil, invalidf("merge key must not be empty")
+	}
 	if len(r.Key) > DefaultLimits.MaxKeySize {
 		return nil, invalidf("key of %d bytes exceeds max_key_size %d", len(r.Key), DefaultLimits.MaxKeySize)
 	}
@@ -109,5 +138,5 @@ func (s *AdminServer) MergeRange(ctx context.Context, r *rspb.MergeRangeRequest)
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &rspb.MergeRangeResponse{Merged: res.Merged}, nil
+	return &rspb.MergeRangeResponse{Merged: res.Merged, Absorbed: res.Absorbed}, nil
 }

@@ -19,10 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv"
@@ -181,6 +183,8 @@ func Start(cfg Config) (*Node, error) {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.http.Serve(hl) }()
 	}
@@ -394,29 +398,81 @@ func (n *Node) closeStorage() {
 	}
 }
 
-// TransferLease moves a range's lease to target. If this node does not hold
-// the lease, the request is forwarded to the node that does.
+// TransferLease moves a range's lease to target (see TransferLeaseTo).
 func (n *Node) TransferLease(ctx context.Context, rangeID, target uint64) error {
+	_, err := n.TransferLeaseTo(ctx, rangeID, target)
+	return err
+}
+
+// TransferLeaseTo moves a range's lease to target and reports whether
+// target held it already. Any node accepts it: a node with a replica of the
+// range forwards it to the leaseholder it knows of; a node without one looks
+// the range up in meta and forwards it to a replica (the target's first).
+// Unknown ranges and nodes are NotFound.
+func (n *Node) TransferLeaseTo(ctx context.Context, rangeID, target uint64) (bool, error) {
+	if _, ok := n.NodeAddress(target); !ok {
+		return false, status.Errorf(codes.NotFound, "node n%d not found", target)
+	}
 	var holder uint64
+	local := false
 	for _, ri := range n.store.Ranges() {
 		if ri.RangeDescriptor.GetRangeId() == rangeID {
-			holder = ri.Lease.GetNodeId()
+			local, holder = true, ri.Lease.GetNodeId()
 		}
 	}
-	if holder == 0 || holder == n.NodeID() {
-		return n.store.TransferLease(ctx, rangeID, target)
+	if local && (holder == 0 || holder == n.NodeID()) {
+		if err := n.store.TransferLease(ctx, rangeID, target); err != nil {
+			return false, err
+		}
+		return holder == target, nil
 	}
-	addr, ok := n.NodeAddress(holder)
+	var via []uint64
+	if local {
+		via = []uint64{holder}
+	} else {
+		descs, err := n.MetaRanges(ctx)
+		if err != nil {
+			return false, fmt.Errorf("looking up r%d in meta: %w", rangeID, err)
+		}
+		for _, d := range descs {
+			if d.RangeId != rangeID {
+				continue
+			}
+			for _, r := range d.Replicas {
+				if r.NodeId == target {
+					via = append([]uint64{target}, via...)
+				} else {
+					via = append(via, r.NodeId)
+				}
+			}
+		}
+		if len(via) == 0 {
+			return false, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
+		}
+	}
+	var err error
+	for _, id := range via {
+		var held bool
+		if held, err = n.forwardTransferLease(ctx, id, rangeID, target); err == nil || status.Code(err) != codes.Unavailable {
+			return held, err
+		}
+	}
+	return false, err
+}
+
+// forwardTransferLease asks node id to transfer the lease.
+func (n *Node) forwardTransferLease(ctx context.Context, id, rangeID, target uint64) (bool, error) {
+	addr, ok := n.NodeAddress(id)
 	if !ok {
-		return fmt.Errorf("no address for leaseholder n%d of r%d", holder, rangeID)
+		return false, fmt.Errorf("no address for n%d, a replica of r%d", id, rangeID)
 	}
 	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
-	_, err = rspb.NewAdminClient(c).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: target})
-	return err
+	resp, err := rspb.NewAdminClient(c).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: target})
+	return resp.GetAlreadyHeld(), err
 }
 
 // SplitRange splits the range holding an internal key at that key; the

@@ -89,6 +89,9 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
+	if opts.Nodes < 0 {
+		return nil, fmt.Errorf("test cluster: %d nodes", opts.Nodes)
+	}
 	if opts.InitialSplits == 0 && opts.SplitKeys == nil {
 		opts.InitialSplits = 4
 	}

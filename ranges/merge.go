@@ -245,6 +245,9 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	if snd == nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "merges need the cluster sender, which is not connected")
 	}
+	if bytes.Compare(desc.EndKey, keys.UserSpanEnd) >= 0 {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d is the last range; nothing to merge", m.rangeID)
+	}
 	rm := s.localByStart()[string(desc.EndKey)]
 	if rm == nil {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has no right neighbour with a replica on n%d (merges need colocated replicas)", m.rangeID, s.NodeID())
@@ -316,7 +319,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	} else if err := s.cleanMeta(ctx, snd, merged); err != nil {
 		s.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
 	}
-	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged}}
+	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}
 }
 
 // cleanMeta deletes meta records strictly inside d's span (ending before

@@ -5,31 +5,53 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 func runKV(args []string) error {
-	fs := pflag.NewFlagSet("kv", pflag.ContinueOnError)
+	fs := newFlagSet("kv")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
 	limit := fs.Int64("limit", 0, "scan: maximum number of keys (0 = all)")
 	reverse := fs.Bool("reverse", false, "scan: descending order")
 	keysOnly := fs.Bool("keys-only", false, "scan: print keys only")
 	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
-	fs.SetInterspersed(true)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	a := fs.Args()
 	if len(a) == 0 {
-		return errors.New("usage: kv get KEY | put KEY VALUE | del KEY | scan [START [END]] | incr KEY [DELTA]")
+		return usagef("kv", "missing sub-command (get, put, del, scan or incr)")
+	}
+	need := func(n int, form string) error {
+		if len(a) != n {
+			return usagef("kv", "usage: kv %s", form)
+		}
+		return nil
+	}
+	switch a[0] {
+	case "get", "del":
+		if err := need(2, a[0]+" KEY"); err != nil {
+			return err
+		}
+	case "put":
+		if err := need(3, "put KEY VALUE"); err != nil {
+			return err
+		}
+	case "incr":
+		if len(a) != 2 && len(a) != 3 {
+			return usagef("kv", "usage: kv incr KEY [DELTA]")
+		}
+	case "scan":
+		if len(a) > 3 {
+			return usagef("kv", "usage: kv scan [START [END]]")
+		}
+	default:
+		return usagef("kv", "unknown kv command %q (want get, put, del, scan or incr)", a[0])
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -39,17 +61,8 @@ func runKV(args []string) error {
 	c := rspb.NewKVClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	need := func(n int, form string) error {
-		if len(a) != n {
-			return fmt.Errorf("usage: kv %s", form)
-		}
-		return nil
-	}
 	switch a[0] {
 	case "get":
-		if err := need(2, "get KEY"); err != nil {
-			return err
-		}
 		r, err := c.Get(ctx, &rspb.GetRequest{Key: []byte(a[1])})
 		if err != nil {
 			return err
@@ -57,44 +70,32 @@ func runKV(args []string) error {
 		if !r.Found {
 			return fmt.Errorf("key %q not found", a[1])
 		}
-		fmt.Println(string(r.Kv.Value))
+		fmt.Fprintln(stdout, string(r.Kv.Value))
 	case "put":
-		if err := need(3, "put KEY VALUE"); err != nil {
-			return err
-		}
 		r, err := c.Put(ctx, &rspb.PutRequest{Key: []byte(a[1]), Value: []byte(a[2])})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("OK %s\n", tsString(r.CommitTimestamp))
+		fmt.Fprintf(stdout, "OK %s\n", tsString(r.CommitTimestamp))
 	case "del":
-		if err := need(2, "del KEY"); err != nil {
-			return err
-		}
 		r, err := c.Delete(ctx, &rspb.DeleteRequest{Key: []byte(a[1])})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("deleted=%v %s\n", r.Existed, tsString(r.CommitTimestamp))
+		fmt.Fprintf(stdout, "deleted=%v %s\n", r.Existed, tsString(r.CommitTimestamp))
 	case "incr":
-		if len(a) != 2 && len(a) != 3 {
-			return errors.New("usage: kv incr KEY [DELTA]")
-		}
 		delta := int64(1)
 		if len(a) == 3 {
 			if delta, err = strconv.ParseInt(a[2], 10, 64); err != nil {
-				return fmt.Errorf("delta %q: %w", a[2], err)
+				return fmt.Errorf("delta %q is not an integer: %w", a[2], err)
 			}
 		}
 		r, err := c.Increment(ctx, &rspb.IncrementRequest{Key: []byte(a[1]), Delta: delta})
 		if err != nil {
 			return err
 		}
-		fmt.Println(r.NewValue)
+		fmt.Fprintln(stdout, r.NewValue)
 	case "scan":
-		if len(a) > 3 {
-			return errors.New("usage: kv scan [START [END]]")
-		}
 		req := &rspb.ScanRequest{Limit: *limit, Reverse: *reverse, KeysOnly: *keysOnly}
 		if len(a) > 1 {
 			req.StartKey = []byte(a[1])
@@ -106,21 +107,19 @@ func runKV(args []string) error {
 		if err != nil {
 			return err
 		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		n, err := forEachScanned(st, func(x *rspb.KeyValue) {
 			if *keysOnly {
-				fmt.Fprintf(w, "%s\n", x.Key)
+				fmt.Fprintf(w, "%s\n", quoted(x.Key))
 			} else {
-				fmt.Fprintf(w, "%s\t%s\n", x.Key, x.Value)
+				fmt.Fprintf(w, "%s\t%s\n", quoted(x.Key), quoted(x.Value))
 			}
 		})
 		if err != nil {
 			return err
 		}
 		_ = w.Flush()
-		fmt.Fprintf(os.Stderr, "(%d keys)\n", n)
-	default:
-		return fmt.Errorf("unknown kv command %q", a[0])
+		fmt.Fprintf(stderr, "(%s)\n", plural(n, "key", "keys"))
 	}
 	return nil
 }
@@ -133,24 +132,25 @@ func tsString(ts *rspb.Timestamp) string {
 }
 
 func runRange(args []string) error {
-	fs := pflag.NewFlagSet("range", pflag.ContinueOnError)
+	fs := newFlagSet("range")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of the node to ask")
-	fs.SetInterspersed(true)
-	if err := fs.Parse(args); err != nil {
+	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key and frozen_into")
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	a := fs.Args()
-	if len(a) == 3 && a[0] == "transfer-lease" {
+	switch {
+	case len(a) == 3 && a[0] == "transfer-lease":
 		return transferLease(*host, a[1], a[2])
-	}
-	if len(a) == 2 && a[0] == "split" {
+	case len(a) == 2 && a[0] == "split":
 		return splitRange(*host, a[1])
-	}
-	if len(a) == 2 && a[0] == "merge" {
+	case len(a) == 2 && a[0] == "merge":
 		return mergeRange(*host, a[1])
-	}
-	if len(a) != 1 || a[0] != "list" {
-		return errors.New("usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE   [--host HOST:PORT]")
+	case len(a) == 1 && a[0] == "list":
+	case len(a) == 0:
+		return usagef("range", "missing sub-command (list, split, merge or transfer-lease)")
+	default:
+		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -163,8 +163,12 @@ func runRange(args []string) error {
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RANGE\tSPAN\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED")
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	header := "RANGE\tSPAN\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED"
+	if *verbose {
+		header += "\tBYTES\tQPS\tHOT-KEY\tFROZEN"
+	}
+	fmt.Fprintln(w, header)
 	for _, ri := range r.Ranges {
 		d := ri.RangeDescriptor
 		if d == nil {
@@ -193,7 +197,18 @@ func runRange(args []string) error {
 				kind = "expiration"
 			}
 		}
-		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
+		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", d.RangeId, spanString(d), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
+		if *verbose {
+			hot, frozen := "-", "-"
+			if len(ri.HotKey) > 0 {
+				hot = keyString(ri.HotKey)
+			}
+			if ri.FrozenInto != 0 {
+				frozen = fmt.Sprintf("into r%d", ri.FrozenInto)
+			}
+			fmt.Fprintf(w, "\t%d\t%.1f\t%s\t%s", ri.ApproxBytes, ri.Qps, hot, frozen)
+		}
+		fmt.Fprintln(w)
 	}
 	return w.Flush()
 }
@@ -202,17 +217,22 @@ func runRange(args []string) error {
 func transferLease(host, rangeArg, nodeArg string) error {
 	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
 	if err != nil {
-		return fmt.Errorf("range %q: want r<ID>", rangeArg)
+		return usagef("range", "range %q: want r<ID>", rangeArg)
 	}
 	nodeID, err := strconv.ParseUint(strings.TrimPrefix(nodeArg, "n"), 10, 64)
 	if err != nil {
-		return fmt.Errorf("node %q: want n<ID>", nodeArg)
+		return usagef("range", "node %q: want n<ID>", nodeArg)
 	}
 	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
-		if _, err := a.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID}); err != nil {
+		r, err := a.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID})
+		if err != nil {
 			return err
 		}
-		fmt.Printf("lease of r%d transferred to n%d\n", rangeID, nodeID)
+		if r.AlreadyHeld {
+			fmt.Fprintf(stdout, "n%d already holds r%d\n", nodeID, rangeID)
+			return nil
+		}
+		fmt.Fprintf(stdout, "lease of r%d transferred to n%d\n", rangeID, nodeID)
 		return nil
 	})
 }
@@ -225,10 +245,10 @@ func splitRange(host, key string) error {
 			return err
 		}
 		if r.Left == nil {
-			fmt.Printf("r%d already starts at %q\n", r.Right.GetRangeId(), key)
+			fmt.Fprintf(stdout, "r%d already starts at %q\n", r.Right.GetRangeId(), key)
 			return nil
 		}
-		fmt.Printf("split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
+		fmt.Fprintf(stdout, "split r%d at %q: r%d %s, r%d %s\n", r.Left.RangeId, key, r.Left.RangeId, spanString(r.Left), r.Right.RangeId, spanString(r.Right))
 		return nil
 	})
 }
@@ -241,7 +261,11 @@ func mergeRange(host, key string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
+		if ab := r.Absorbed; ab != nil {
+			fmt.Fprintf(stdout, "merged r%d into r%d: r%d %s\n", ab.RangeId, r.Merged.RangeId, r.Merged.RangeId, spanString(r.Merged))
+			return nil
+		}
+		fmt.Fprintf(stdout, "merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
 		return nil
 	})
 }

@@ -5,24 +5,37 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 func runDemo(args []string) error {
-	fs := pflag.NewFlagSet("demo", pflag.ContinueOnError)
+	fs := newFlagSet("demo")
 	nodes := fs.Int("nodes", 3, "number of in-process nodes")
 	store := fs.String("store", "", "base data directory (default: a temporary directory, removed on exit)")
 	splits := fs.Int("initial-splits", 4, "split points in the user keyspace")
 	duration := fs.Duration("duration", 0, "stop after this long (0 = run until interrupted)")
 	logLevel := fs.String("log-level", "warn", "node log level")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("demo", "unexpected argument %q", fs.Arg(0))
+	}
+	if *nodes < 1 {
+		return usagef("demo", "--nodes %d: need at least 1 node", *nodes)
+	}
+	if *splits < 0 {
+		return usagef("demo", "--initial-splits %d: must not be negative", *splits)
+	}
+	if *duration < 0 {
+		return usagef("demo", "--duration %s: must not be negative", *duration)
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
@@ -42,33 +55,42 @@ func runDemo(args []string) error {
 		return err
 	}
 	defer tc.Close()
-	fmt.Printf("rangestore demo: %d nodes, %d ranges, cluster %s (ready in %s)\n", tc.NumNodes(), len(tc.Init.Ranges), tc.Init.ClusterId, time.Since(start).Round(time.Millisecond))
-	fmt.Printf("data: %s\n", tc.BaseDir)
+	fmt.Fprintf(stdout, "rangestore demo: %s, %s, cluster %s (ready in %s)\n", plural(tc.NumNodes(), "node", "nodes"),
+		plural(len(tc.Init.Ranges), "range", "ranges"), tc.Init.ClusterId, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "data: %s\n", tc.BaseDir)
+	byID := make([]*node.Node, 0, tc.NumNodes())
 	for i := 0; i < tc.NumNodes(); i++ {
-		n := tc.Node(i)
-		fmt.Printf("  n%d  grpc %s  metrics http://%s/metrics\n", n.NodeID(), n.Addr(), n.HTTPAddr())
+		byID = append(byID, tc.Node(i))
+	}
+	sort.Slice(byID, func(i, j int) bool { return byID[i].NodeID() < byID[j].NodeID() })
+	for _, n := range byID {
+		fmt.Fprintf(stdout, "  n%d  grpc %s  metrics http://%s/metrics\n", n.NodeID(), n.Addr(), n.HTTPAddr())
 	}
 	for _, d := range tc.Init.Ranges {
-		fmt.Printf("  r%d  %s\n", d.RangeId, spanString(d))
+		fmt.Fprintf(stdout, "  r%d  %s\n", d.RangeId, spanString(d))
 	}
 	if err := demoWorkload(tc); err != nil {
 		return fmt.Errorf("demo workload: %w", err)
 	}
-	fmt.Printf("\ntry:\n  rangestore kv put --host %s hello world\n  rangestore kv scan --host %s\n  rangestore range list --host %s\n", tc.Addr(0), tc.Addr(1), tc.Addr(2))
+	// The hints use the nodes round-robin (there may be only one).
+	self := selfCommand()
+	fmt.Fprintf(stdout, "\ntry:\n  %s kv put --host %s hello world\n  %s kv scan --host %s\n  %s range list --host %s\n",
+		self, byID[0].Addr(), self, byID[1%len(byID)].Addr(), self, byID[2%len(byID)].Addr())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	var timeout <-chan time.Time
 	if *duration > 0 {
 		timeout = time.After(*duration)
-		fmt.Printf("\nrunning for %s (Ctrl-C stops earlier)\n", *duration)
+		fmt.Fprintf(stdout, "\nrunning for %s (Ctrl-C stops earlier)\n", *duration)
 	} else {
-		fmt.Println("\nrunning until Ctrl-C")
+		fmt.Fprintln(stdout, "\nrunning until Ctrl-C")
 	}
 	select {
 	case <-sig:
 	case <-timeout:
 	}
-	fmt.Println("stopping")
+	fmt.Fprintln(stdout, "stopping")
 	return nil
 }
 
@@ -77,20 +99,20 @@ func runDemo(args []string) error {
 func demoWorkload(tc *node.TestCluster) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	fmt.Println("\nwriting through each node, then scanning the whole keyspace:")
+	fmt.Fprintln(stdout, "\nwriting through each node, then scanning the whole keyspace:")
 	words := []string{"Apple", "Dragon", "Pebble", "cherry", "raft", "zebra"}
 	for i, w := range words {
 		r, err := tc.KV(i%tc.NumNodes()).Put(ctx, &rspb.PutRequest{Key: []byte(w), Value: []byte(fmt.Sprintf("value-%d", i))})
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  put %-8s via n%d  %s\n", w, tc.Node(i%tc.NumNodes()).NodeID(), tsString(r.CommitTimestamp))
+		fmt.Fprintf(stdout, "  put %-8s via n%d  %s\n", w, tc.Node(i%tc.NumNodes()).NodeID(), tsString(r.CommitTimestamp))
 	}
 	st, err := tc.KV(0).Scan(ctx, &rspb.ScanRequest{})
 	if err != nil {
 		return err
 	}
-	n, err := forEachScanned(st, func(x *rspb.KeyValue) { fmt.Printf("  scan %-8s = %s\n", x.Key, x.Value) })
+	n, err := forEachScanned(st, func(x *rspb.KeyValue) { fmt.Fprintf(stdout, "  scan %-8s = %s\n", x.Key, x.Value) })
 	if err != nil {
 		return err
 	}
@@ -98,4 +120,15 @@ func demoWorkload(tc *node.TestCluster) error {
 		return fmt.Errorf("scan returned %d keys, wrote %d", n, len(words))
 	}
 	return nil
+}
+
+// selfCommand is how the user can run this binary again: "go run
+// ./cmd/rangestore" when it was built by go run (a temporary binary), else
+// the path it was started with.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err == nil && strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return "go run ./cmd/rangestore"
+	}
+	return os.Args[0]
 }

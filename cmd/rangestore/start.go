@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -90,7 +89,7 @@ func raftAddrChangedHint(err error, listen string, derived bool) error {
 }
 
 func runStart(args []string) error {
-	fs := pflag.NewFlagSet("start", pflag.ContinueOnError)
+	fs := newFlagSet("start")
 	store := fs.String("store", "rangestore-data", "data directory")
 	listen := fs.String("listen-addr", "127.0.0.1:26257", "gRPC address for clients and peers")
 	raft := fs.String("raft-addr", "", fmt.Sprintf("Raft transport address (default: listen port + %d); must not change across restarts", raftPortOffset))
@@ -101,18 +100,21 @@ func runStart(args []string) error {
 	rangeMax := fs.Int64("range-max-bytes", ranges.DefaultRangeMaxBytes, "split a range once its data exceeds this many bytes (negative: never)")
 	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usagef("start", "unexpected argument %q", fs.Arg(0))
+	}
+	// Validate every flag before the store directory is created.
 	if *drainTimeout < 0 {
-		return fmt.Errorf("--drain-timeout %v: must not be negative", *drainTimeout)
+		return usagef("start", "--drain-timeout %v: must not be negative", *drainTimeout)
 	}
 	if *drainTimeout == 0 {
 		*drainTimeout = -1 // node.Config: negative = no handoff
 	}
-	*store = fromOrigCwd(*store)
-	if err := reexecWithSoftSettings(*store); err != nil {
-		return fmt.Errorf("applying raft soft settings: %w", err)
+	if err := checkStartAddrs(*listen, *raft, *httpAddr, *join); err != nil {
+		return err
 	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
@@ -127,6 +129,10 @@ func runStart(args []string) error {
 		if *raft, err = defaultRaftAddr(*listen); err != nil {
 			return err
 		}
+	}
+	*store = fromOrigCwd(*store)
+	if err := reexecWithSoftSettings(*store); err != nil {
+		return fmt.Errorf("--store %s: %w", *store, err)
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
@@ -153,14 +159,31 @@ func dial(host string) (*grpc.ClientConn, error) {
 }
 
 func runInit(args []string) error {
-	fs := pflag.NewFlagSet("init", pflag.ContinueOnError)
+	fs := newFlagSet("init")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any initial node")
 	splits := fs.Int("initial-splits", 4, "number of split points in the user keyspace (spread over 0-9A-Za-z)")
 	splitAt := fs.StringSlice("split-at", nil, "explicit split keys (override --initial-splits)")
 	replicas := fs.Int("replicas", 0, "replicas per range (default min(3, nodes))")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for the nodes")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("init", "unexpected argument %q", fs.Arg(0))
+	}
+	if *splits < 0 {
+		return usagef("init", "--initial-splits %d: must not be negative", *splits)
+	}
+	if *replicas < 0 {
+		return usagef("init", "--replicas %d: must be at least 1 (or 0 for the default min(3, nodes))", *replicas)
+	}
+	for _, k := range *splitAt {
+		if k == "" {
+			return usagef("init", "--split-at: split keys must not be empty")
+		}
+	}
+	if fs.Changed("split-at") && len(*splitAt) == 0 {
+		return usagef("init", "--split-at: no split keys given")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -177,16 +200,16 @@ func runInit(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("cluster %s initialized: %d nodes, %d ranges\n", resp.ClusterId, len(resp.Nodes), len(resp.Ranges))
+	fmt.Fprintf(stdout, "cluster %s initialized: %s, %s\n", resp.ClusterId, plural(len(resp.Nodes), "node", "nodes"), plural(len(resp.Ranges), "range", "ranges"))
 	for _, n := range resp.Nodes {
-		fmt.Printf("  n%d  %s  raft %s\n", n.NodeId, n.Address, n.RaftAddress)
+		fmt.Fprintf(stdout, "  n%d  %s  raft %s\n", n.NodeId, n.Address, n.RaftAddress)
 	}
 	for i, d := range resp.Ranges {
 		if i == 20 && len(resp.Ranges) > 21 {
-			fmt.Printf("  … %d more (rangestore range list)\n", len(resp.Ranges)-20)
+			fmt.Fprintf(stdout, "  … %d more (rangestore range list)\n", len(resp.Ranges)-20)
 			break
 		}
-		fmt.Printf("  r%d  %s\n", d.RangeId, spanString(d))
+		fmt.Fprintf(stdout, "  r%d  %s\n", d.RangeId, spanString(d))
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -10,14 +9,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/rangestore/rangestore/bench"
 )
 
-const workloadUsage = `usage: rangestore workload run kv|ycsb [flags]
-
-  kv    point reads (--read-percent), scans (--scan-percent, --scan-length), the rest overwrites
+const workloadUsage = `  kv    point reads (--read-percent), scans (--scan-percent, --scan-length), the rest overwrites
   ycsb  YCSB core workload --workload A|B|C|D|E|F (zipfian unless --distribution is given)
 
 Examples:
@@ -27,7 +22,7 @@ Examples:
 // runWorkload runs a closed-loop load against a running cluster; the logic
 // lives in package bench.
 func runWorkload(args []string) error {
-	fs := pflag.NewFlagSet("workload", pflag.ContinueOnError)
+	fs := newFlagSet("workload")
 	hosts := fs.StringSlice("hosts", []string{"127.0.0.1:26257"}, "gRPC addresses of the nodes to spread requests over (comma-separated)")
 	driver := fs.String("driver", "rangestore", "client driver (this binary drives rangestore; etcd is driven by bench/compare)")
 	duration := fs.Duration("duration", 10*time.Second, "measured time (after the warm-up)")
@@ -48,18 +43,31 @@ func runWorkload(args []string) error {
 	seed := fs.Int64("seed", 1, "random seed")
 	connsPerHost := fs.Int("conns-per-host", 1, "gRPC connections per host")
 	quiet := fs.Bool("quiet", false, "no per-second progress lines")
-	fs.SetInterspersed(true)
-	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, workloadUsage)
-		fmt.Fprintln(os.Stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	a := fs.Args()
 	if len(a) != 2 || a[0] != "run" {
-		return errors.New(workloadUsage)
+		return usagef("workload", "usage: workload run kv|ycsb [flags]")
+	}
+	// Every flag is checked before anything is dialled or preloaded.
+	switch {
+	case *duration <= 0:
+		return usagef("workload", "--duration %s: must be positive", *duration)
+	case *warmup < 0:
+		return usagef("workload", "--warmup %s: must not be negative", *warmup)
+	case *concurrency < 1:
+		return usagef("workload", "--concurrency %d: need at least 1 worker", *concurrency)
+	case *preloadConc < 1:
+		return usagef("workload", "--preload-concurrency %d: need at least 1 worker", *preloadConc)
+	case *connsPerHost < 1:
+		return usagef("workload", "--conns-per-host %d: need at least 1", *connsPerHost)
+	case *scanLen < 1:
+		return usagef("workload", "--scan-length %d: need at least 1", *scanLen)
+	case *keySize < 1:
+		return usagef("workload", "--key-size %d: need at least 1 byte", *keySize)
+	case *valueSize < 1:
+		return usagef("workload", "--value-size %d: need at least 1 byte", *valueSize)
 	}
 	if *driver != "rangestore" {
 		return fmt.Errorf("--driver %q: this binary drives rangestore only; use bench/compare for etcd", *driver)
@@ -88,8 +96,14 @@ func runWorkload(args []string) error {
 	var hs []string
 	for _, h := range *hosts {
 		if h = strings.TrimSpace(h); h != "" {
+			if err := checkHostPort("--hosts", h); err != nil {
+				return err
+			}
 			hs = append(hs, h)
 		}
+	}
+	if len(hs) == 0 {
+		return usagef("workload", "--hosts: no address given")
 	}
 	d, err := bench.NewRangestoreDriver(hs, *connsPerHost)
 	if err != nil {

@@ -961,6 +961,7 @@ func (x *AdminMergeRequest) GetExpectedGeneration() uint64 {
 type AdminMergeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Merged        *RangeDescriptor       `protobuf:"bytes,1,opt,name=merged,proto3" json:"merged,omitempty"`
+	Absorbed      *RangeDescriptor       `protobuf:"bytes,2,opt,name=absorbed,proto3" json:"absorbed,omitempty"` // the right range, as it was when it froze
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -998,6 +999,13 @@ func (*AdminMergeResponse) Descriptor() ([]byte, []int) {
 func (x *AdminMergeResponse) GetMerged() *RangeDescriptor {
 	if x != nil {
 		return x.Merged
+	}
+	return nil
+}
+
+func (x *AdminMergeResponse) GetAbsorbed() *RangeDescriptor {
+	if x != nil {
+		return x.Absorbed
 	}
 	return nil
 }
@@ -2509,6 +2517,7 @@ func (x *TransferLeaseRequest) GetTargetNodeId() uint64 {
 
 type TransferLeaseResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	AlreadyHeld   bool                   `protobuf:"varint,1,opt,name=already_held,json=alreadyHeld,proto3" json:"already_held,omitempty"` // target_node_id held the lease already
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2541,6 +2550,13 @@ func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
 	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TransferLeaseResponse) GetAlreadyHeld() bool {
+	if x != nil {
+		return x.AlreadyHeld
+	}
+	return false
 }
 
 type MergeRangeRequest struct {
@@ -2590,6 +2606,7 @@ func (x *MergeRangeRequest) GetKey() []byte {
 type MergeRangeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Merged        *RangeDescriptor       `protobuf:"bytes,1,opt,name=merged,proto3" json:"merged,omitempty"`
+	Absorbed      *RangeDescriptor       `protobuf:"bytes,2,opt,name=absorbed,proto3" json:"absorbed,omitempty"` // the right neighbour that was merged in
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2627,6 +2644,13 @@ func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
 	if x != nil {
 		return x.Merged
+	}
+	return nil
+}
+
+func (x *MergeRangeResponse) GetAbsorbed() *RangeDescriptor {
+	if x != nil {
+		return x.Absorbed
 	}
 	return nil
 }
@@ -2809,9 +2833,10 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12I\n" +
 	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"D\n" +
 	"\x11AdminMergeRequest\x12/\n" +
-	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"L\n" +
+	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
-	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"\xf8\x03\n" +
+	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xf8\x03\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -2950,12 +2975,14 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
-	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\"\x17\n" +
-	"\x15TransferLeaseResponse\"%\n" +
+	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\":\n" +
+	"\x15TransferLeaseResponse\x12!\n" +
+	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"%\n" +
 	"\x11MergeRangeRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"L\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"\x88\x01\n" +
 	"\x12MergeRangeResponse\x126\n" +
-	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\"%\n" +
+	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"%\n" +
 	"\x11SplitRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
@@ -3057,76 +3084,78 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	44, // 11: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
 	5,  // 12: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 13: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	45, // 14: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	44, // 15: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	44, // 16: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	9,  // 17: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
-	11, // 18: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
-	13, // 19: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	46, // 20: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 21: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	44, // 22: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	10, // 23: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
-	12, // 24: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
-	14, // 25: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	44, // 26: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	44, // 27: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	44, // 28: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	17, // 29: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	17, // 30: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	44, // 31: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	45, // 32: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
-	24, // 33: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	25, // 34: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
-	19, // 35: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	23, // 36: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
-	21, // 37: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
-	22, // 38: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
-	5,  // 39: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 40: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	44, // 41: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
-	5,  // 42: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 43: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	43, // 44: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	44, // 45: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	46, // 46: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 47: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	44, // 48: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 49: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	47, // 50: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	3,  // 51: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	3,  // 52: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 53: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	44, // 54: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 55: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 56: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 57: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	17, // 58: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
-	34, // 59: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	5,  // 60: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 61: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 62: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	15, // 63: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	27, // 64: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	29, // 65: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	31, // 66: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	33, // 67: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	36, // 68: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	40, // 69: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	38, // 70: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	16, // 71: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	28, // 72: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	30, // 73: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	32, // 74: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	35, // 75: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	37, // 76: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	41, // 77: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	39, // 78: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	71, // [71:79] is the sub-list for method output_type
-	63, // [63:71] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	5,  // 14: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	45, // 15: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	44, // 16: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	44, // 17: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	9,  // 18: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
+	11, // 19: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
+	13, // 20: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
+	46, // 21: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 22: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	44, // 23: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	10, // 24: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	12, // 25: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
+	14, // 26: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
+	44, // 27: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	44, // 28: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	44, // 29: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	17, // 30: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	17, // 31: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	44, // 32: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	45, // 33: rangestore.v1.RaftCommand.requests:type_name -> rangestore.v1.RequestUnion
+	24, // 34: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	25, // 35: rangestore.v1.RaftCommand.result:type_name -> rangestore.v1.RaftResult
+	19, // 36: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	23, // 37: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	21, // 38: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
+	22, // 39: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
+	5,  // 40: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 41: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	44, // 42: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	5,  // 43: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 44: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	43, // 45: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	44, // 46: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	46, // 47: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 48: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	44, // 49: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	5,  // 50: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	47, // 51: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	3,  // 52: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	3,  // 53: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 54: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	44, // 55: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 56: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	5,  // 57: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 58: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	17, // 59: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	34, // 60: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	5,  // 61: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 62: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 63: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 64: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	15, // 65: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	27, // 66: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	29, // 67: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	31, // 68: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	33, // 69: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	36, // 70: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	40, // 71: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	38, // 72: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	16, // 73: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	28, // 74: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	30, // 75: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	32, // 76: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	35, // 77: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	37, // 78: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	41, // 79: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	39, // 80: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	73, // [73:81] is the sub-list for method output_type
+	65, // [65:73] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }

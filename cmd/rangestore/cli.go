@@ -1,0 +1,319 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/spf13/pflag"
+)
+
+// Output of the commands (variables so that tests could redirect them).
+var (
+	stdout io.Writer = os.Stdout
+	stderr io.Writer = os.Stderr
+)
+
+// command is one top-level command of the CLI. Its forms are its usage
+// lines, without the leading "rangestore "; the top-level usage, the
+// command's --help and (checked by a test) the package doc list them.
+type command struct {
+	name    string
+	forms   []string
+	summary string
+	details string // printed by --help after the forms
+}
+
+// runner returns the function that runs a command (a switch rather than a
+// field of commands: the run functions use the table for their help).
+func runner(name string) func(args []string) error {
+	switch name {
+	case "start":
+		return runStart
+	case "init":
+		return runInit
+	case "demo":
+		return runDemo
+	case "kv":
+		return runKV
+	case "range":
+		return runRange
+	case "workload":
+		return runWorkload
+	}
+	return nil
+}
+
+const dashNote = `Negative numbers are taken as arguments (kv incr cnt -1, kv put k -5); put -- before
+any other argument that starts with "-" (kv put -- -key value).`
+
+var commands = []command{
+	{name: "start", summary: "run a node",
+		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]"}},
+	{name: "init", summary: "initialize a new cluster from its started nodes (once)",
+		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"}},
+	{name: "demo", summary: "run an in-process cluster with sample data",
+		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]"}},
+	{name: "kv", summary: "read and write keys through any node (--host)",
+		forms: []string{
+			"kv get KEY [--host HOST:PORT]",
+			"kv put KEY VALUE",
+			"kv del KEY",
+			"kv scan [START [END]] [--limit N] [--reverse] [--keys-only]",
+			"kv incr KEY [DELTA]",
+		},
+		details: "Keys and values that are not printable are shown Go-quoted (\"\\xff\\n\").\n" + dashNote},
+	{name: "range", summary: "inspect and manage ranges (--host: the node to ask)",
+		forms: []string{
+			"range list [--verbose] [--host HOST:PORT]",
+			"range split KEY",
+			"range merge KEY",
+			"range transfer-lease RANGE NODE",
+		},
+		details: "list shows the ranges with a replica on the asked node. split splits the range holding KEY at KEY;\n" +
+			"merge merges the range holding KEY with its right neighbour; transfer-lease moves the lease of\n" +
+			"RANGE (r7) to NODE (n2), asked of any node."},
+	{name: "workload", summary: "drive load against a running cluster",
+		forms:   []string{"workload run kv|ycsb [--hosts A,B,C] [flags]"},
+		details: workloadUsage},
+}
+
+func findCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// topUsage is the top-level usage text.
+func topUsage() string {
+	var b strings.Builder
+	b.WriteString("rangestore: a multi-raft range store\n\nUsage:\n")
+	for _, c := range commands {
+		for _, f := range c.forms {
+			fmt.Fprintf(&b, "  rangestore %s\n", f)
+		}
+	}
+	b.WriteString("\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\n" + dashNote + "\n")
+	b.WriteString("Run \"rangestore COMMAND --help\" (or \"rangestore help COMMAND\") for the flags of a command.\n")
+	return b.String()
+}
+
+// printCommandHelp prints a command's forms, details and flags.
+func printCommandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "%s\n\nUsage:\n", c.summary)
+	for _, f := range c.forms {
+		fmt.Fprintf(w, "  rangestore %s\n", f)
+	}
+	if c.details != "" {
+		fmt.Fprintf(w, "\n%s\n", c.details)
+	}
+	if fs != nil && fs.HasFlags() {
+		fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
+	}
+}
+
+// usageError is a mistake in the command line: exit 2 with a pointer to
+// the command's --help.
+type usageError struct {
+	cmd string
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+
+func usagef(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, err: fmt.Errorf(format, args...)}
+}
+
+// newFlagSet returns the flag set of a command. pflag itself prints
+// nothing: parseFlags prints help on --help, and run reports errors.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// negPlaceholder stands in for a negative number while pflag parses: it
+// holds a NUL byte, which no command-line argument can contain.
+const negPlaceholder = "\x00neg"
+
+// parseFlags parses a command's flags. Arguments that are negative numbers
+// ("-1", "-2.5") are positional, not flags (unless they are the value of
+// the flag before them). --help prints the command's help to stdout and
+// returns pflag.ErrHelp (exit 0).
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	var negs []string
+	in := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			in = append(in, args[i:]...)
+			break
+		}
+		if takesValue(fs, a) && i+1 < len(args) {
+			in = append(in, a, args[i+1])
+			i++
+			continue
+		}
+		if isNegativeNumber(a) {
+			in = append(in, negPlaceholder+strconv.Itoa(len(negs)))
+			negs = append(negs, a)
+			continue
+		}
+		in = append(in, a)
+	}
+	err := fs.Parse(in)
+	if errors.Is(err, pflag.ErrHelp) {
+		if c := findCommand(fs.Name()); c != nil {
+			printCommandHelp(stdout, c, fs)
+		}
+		return err
+	}
+	if err != nil {
+		return &usageError{cmd: fs.Name(), err: err}
+	}
+	if len(negs) > 0 {
+		rest := fs.Args()
+		for i, a := range rest {
+			if strings.HasPrefix(a, negPlaceholder) {
+				n, _ := strconv.Atoi(a[len(negPlaceholder):])
+				rest[i] = negs[n]
+			}
+		}
+	}
+	return nil
+}
+
+func isNegativeNumber(a string) bool {
+	if len(a) < 2 || a[0] != '-' || (a[1] < '0' || a[1] > '9') && a[1] != '.' {
+		return false
+	}
+	_, err := strconv.ParseFloat(a, 64)
+	return err == nil
+}
+
+// takesValue reports whether a is a flag given without "=" whose value is
+// the next argument ("--limit 5", "-n 5").
+func takesValue(fs *pflag.FlagSet, a string) bool {
+	var f *pflag.Flag
+	switch {
+	case strings.HasPrefix(a, "--") && len(a) > 2 && !strings.Contains(a, "="):
+		f = fs.Lookup(a[2:])
+	case len(a) == 2 && a[0] == '-' && a[1] != '-':
+		f = fs.ShorthandLookup(a[1:])
+	}
+	return f != nil && f.NoOptDefVal == ""
+}
+
+// run runs the command line (without the program name) and returns the
+// exit code: 0 success or help, 1 failure, 2 usage error.
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage())
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		if len(args) > 1 {
+			if c := findCommand(args[1]); c != nil {
+				return run([]string{c.name, "--help"})
+			}
+			fmt.Fprintf(stderr, "rangestore: unknown command %q\n\n%s", args[1], topUsage())
+			return 2
+		}
+		fmt.Fprint(stdout, topUsage())
+		return 0
+	}
+	c := findCommand(args[0])
+	if c == nil {
+		fmt.Fprintf(stderr, "rangestore: unknown command %q\n\n%s", args[0], topUsage())
+		return 2
+	}
+	err := runner(c.name)(args[1:])
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "rangestore %s: %v\nRun \"rangestore %s --help\" for usage.\n", c.name, err, c.name)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "rangestore %s: %v\n", c.name, err)
+		return 1
+	}
+}
+
+// quoted prints b as is when it is printable UTF-8 without spaces that
+// would break a table, and Go-quoted (%q) otherwise.
+func quoted(b []byte) string {
+	if !utf8.Valid(b) {
+		return strconv.Quote(string(b))
+	}
+	for _, r := range string(b) {
+		if !strconv.IsPrint(r) || r == ' ' {
+			return strconv.Quote(string(b))
+		}
+	}
+	if len(b) > 0 && b[0] == '"' {
+		return strconv.Quote(string(b))
+	}
+	return string(b)
+}
+
+// plural returns "1 key" or "n keys".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// checkHostPort validates a HOST:PORT flag value.
+func checkHostPort(flag, v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", flag, v, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%s %q: port %q is not a number 0-65535", flag, v, port)
+	}
+	_ = host
+	return nil
+}
+
+// checkStartAddrs validates start's address flags before anything is
+// created.
+func checkStartAddrs(listen, raft, httpAddr string, join []string) error {
+	if err := checkHostPort("--listen-addr", listen); err != nil {
+		return err
+	}
+	if raft != "" {
+		if err := checkHostPort("--raft-addr", raft); err != nil {
+			return err
+		}
+	}
+	if httpAddr != "" {
+		if err := checkHostPort("--http-addr", httpAddr); err != nil {
+			return err
+		}
+	}
+	for _, j := range join {
+		if err := checkHostPort("--join", j); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,471 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"go/parser"
+	"go/token"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/chaos"
+	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// These tests run the built rangestore binary (one build per test process)
+// the way a user does, so they hold for the real exit codes and output.
+
+type cliResult struct {
+	code        int
+	out, errOut string
+}
+
+func (r cliResult) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.out, r.errOut)
+}
+
+// runBin runs the rangestore binary with args (and extra environment) and
+// a deadline.
+func runBin(t *testing.T, env []string, args ...string) cliResult {
+	t.Helper()
+	bin, err := chaos.BuildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	r := cliResult{out: out.String(), errOut: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("rangestore %s: %v", strings.Join(args, " "), err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("rangestore %s did not finish in time\n%s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+// TestCLIHelp: --help and -h of every command exit 0 and print the
+// command's usage on stdout, without "pflag: help requested"; kv and range
+// list their sub-commands; no arguments prints the usage (exit 2).
+func TestCLIHelp(t *testing.T) {
+	subs := map[string][]string{
+		"start":    {"rangestore start --store DIR"},
+		"init":     {"rangestore init", "--replicas"},
+		"demo":     {"rangestore demo", "--nodes"},
+		"kv":       {"kv get KEY", "kv put KEY VALUE", "kv del KEY", "kv scan", "kv incr KEY", "--host"},
+		"range":    {"range list", "range split KEY", "range merge KEY", "range transfer-lease RANGE NODE", "--host"},
+		"workload": {"workload run kv|ycsb", "--duration"},
+	}
+	for cmd, want := range subs {
+		for _, h := range []string{"--help", "-h"} {
+			r := runBin(t, nil, cmd, h)
+			if r.code != 0 || strings.Contains(r.out+r.errOut, "help requested") {
+				t.Errorf("rangestore %s %s: %s", cmd, h, r)
+				continue
+			}
+			for _, w := range want {
+				if !strings.Contains(r.out, w) {
+					t.Errorf("rangestore %s %s: stdout lacks %q: %s", cmd, h, w, r)
+				}
+			}
+		}
+	}
+	r := runBin(t, nil, "help", "kv")
+	if r.code != 0 || !strings.Contains(r.out, "kv incr KEY") {
+		t.Errorf("rangestore help kv: %s", r)
+	}
+	r = runBin(t, nil)
+	if r.code != 2 || !strings.Contains(r.errOut, "Usage:") {
+		t.Errorf("rangestore without arguments: %s", r)
+	}
+	r = runBin(t, nil, "kv", "--nosuchflag")
+	if r.code != 2 || !strings.Contains(r.errOut, "unknown flag: --nosuchflag") || !strings.Contains(r.errOut, "rangestore kv --help") {
+		t.Errorf("rangestore kv --nosuchflag: %s", r)
+	}
+}
+
+// TestCLIUsageListsEverything: the top-level usage names every command and
+// sub-command.
+func TestCLIUsageListsEverything(t *testing.T) {
+	r := runBin(t, nil, "--help")
+	if r.code != 0 {
+		t.Fatalf("rangestore --help: %s", r)
+	}
+	for _, w := range []string{"rangestore start", "rangestore init", "--replicas N", "rangestore demo",
+		"kv get", "kv put", "kv del", "kv scan", "kv incr", "range list", "range split", "range merge",
+		"range transfer-lease", "workload run", "-- "} {
+		if !strings.Contains(r.out, w) {
+			t.Errorf("top-level usage lacks %q:\n%s", w, r.out)
+		}
+	}
+}
+
+// TestCLIUsageMatchesDocComment: the "rangestore ..." lines of the package
+// doc comment are those of the top-level usage.
+func TestCLIUsageMatchesDocComment(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "main.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(text string) []string {
+		var lines []string
+		for _, l := range strings.Split(text, "\n") {
+			l = strings.Join(strings.Fields(l), " ")
+			if strings.HasPrefix(l, "rangestore ") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	doc := norm(f.Doc.Text())
+	r := runBin(t, nil, "--help")
+	usage := norm(r.out)
+	if len(doc) == 0 || strings.Join(doc, "\n") != strings.Join(usage, "\n") {
+		t.Fatalf("doc comment and usage differ:\ndoc:\n%s\nusage:\n%s", strings.Join(doc, "\n"), strings.Join(usage, "\n"))
+	}
+}
+
+// TestCLIDemoNodes: --nodes below 1 is refused before anything is created;
+// --nodes 1 and 2 run and print hints that name existing nodes only, with
+// the nodes listed in ID order and a command that can be run as printed.
+func TestCLIDemoNodes(t *testing.T) {
+	for _, n := range []string{"0", "-2"} {
+		tmp := t.TempDir()
+		r := runBin(t, []string{"TMPDIR=" + tmp}, "demo", "--nodes", n)
+		if r.code == 0 || strings.Contains(r.errOut, "panic") || !strings.Contains(r.errOut, "--nodes") {
+			t.Errorf("demo --nodes %s: %s", n, r)
+		}
+		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+			t.Errorf("demo --nodes %s left %v behind", n, ents)
+		}
+	}
+	bin, _ := chaos.BuildBinary()
+	for _, n := range []int{1, 2} {
+		r := runBin(t, nil, "demo", "--nodes", fmt.Sprint(n), "--duration", "10ms")
+		if r.code != 0 || strings.Contains(r.errOut, "panic") {
+			t.Fatalf("demo --nodes %d: %s", n, r)
+		}
+		want := fmt.Sprintf("%d nodes,", n)
+		if n == 1 {
+			want = "1 node,"
+		}
+		if !strings.Contains(r.out, want) {
+			t.Errorf("demo --nodes %d: no %q in %s", n, want, r.out)
+		}
+		// Node lines in ID order, and the hints' hosts among them.
+		nodeLine := regexp.MustCompile(`(?m)^  n(\d+)  grpc (\S+)`)
+		addrs := map[string]bool{}
+		prev := ""
+		for _, m := range nodeLine.FindAllStringSubmatch(r.out, -1) {
+			if m[1] <= prev {
+				t.Errorf("demo --nodes %d lists n%s after n%s", n, m[1], prev)
+			}
+			prev = m[1]
+			addrs[m[2]] = true
+		}
+		if len(addrs) != n {
+			t.Fatalf("demo --nodes %d: %d node lines: %s", n, len(addrs), r.out)
+		}
+		_, hints, ok := strings.Cut(r.out, "try:\n")
+		if !ok {
+			t.Fatalf("no hints: %s", r.out)
+		}
+		hintHost := regexp.MustCompile(`(?m)^  (\S+) .*--host (\S+)`)
+		found := hintHost.FindAllStringSubmatch(hints, -1)
+		if len(found) < 3 {
+			t.Fatalf("demo --nodes %d hints: %s", n, hints)
+		}
+		for _, m := range found {
+			if m[1] != bin || !addrs[m[2]] {
+				t.Errorf("demo --nodes %d hint %q: want %s and one of %v", n, m[0], bin, addrs)
+			}
+		}
+	}
+}
+
+// TestCLIStartValidatesFlagsFirst: a bad --log-level, --locality or
+// address is refused before the store directory is created.
+func TestCLIStartValidatesFlagsFirst(t *testing.T) {
+	cases := map[string][]string{
+		"--log-level":   {"--log-level", "loud"},
+		"--locality":    {"--locality", "region"},
+		"--listen-addr": {"--listen-addr", "nope"},
+		"--http-addr":   {"--http-addr", "nope"},
+		"--raft-addr":   {"--raft-addr", "nope"},
+		"--join":        {"--join", "127.0.0.1:1,nope"},
+	}
+	listen, err := node.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, args := range cases {
+		store := filepath.Join(t.TempDir(), "store")
+		r := runBin(t, nil, append([]string{"start", "--store", store, "--listen-addr", listen, "--http-addr", ""}, args...)...)
+		if r.code == 0 || !strings.Contains(r.errOut, flag) {
+			t.Errorf("start %v: %s", args, r)
+		}
+		if _, err := os.Stat(store); err == nil {
+			t.Errorf("start %v created %s before refusing", args, store)
+		}
+	}
+}
+
+// TestCLIWorkloadValidatesFirst: workload refuses bad flags before it
+// dials or preloads anything.
+func TestCLIWorkloadValidatesFirst(t *testing.T) {
+	dead, err := node.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, args := range map[string][]string{
+		"--duration":    {"--hosts", dead, "--duration", "0"},
+		"--concurrency": {"--hosts", dead, "--concurrency", "0"},
+		"--hosts":       {"--hosts", ","},
+	} {
+		r := runBin(t, nil, append([]string{"workload", "run", "kv"}, args...)...)
+		if r.code == 0 || !strings.Contains(r.errOut, flag) || strings.Contains(r.errOut, "preload") {
+			t.Errorf("workload %v: %s", args, r)
+		}
+	}
+}
+
+// TestCLIAgainstCluster: one in-process 3-node cluster for the kv and range
+// commands: negative numbers as arguments, quoting in scan, plurals, the
+// merge messages, range list --verbose, NotFound codes, the Admin.Ranges
+// filter and the pprof handlers.
+func TestCLIAgainstCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, HTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	h := tc.Addr(0)
+	ok := func(args ...string) string {
+		t.Helper()
+		r := runBin(t, nil, append([]string{args[0], "--host", h}, args[1:]...)...)
+		if r.code != 0 {
+			t.Fatalf("rangestore %v: %s", args, r)
+		}
+		return r.out
+	}
+	fail := func(want string, args ...string) {
+		t.Helper()
+		r := runBin(t, nil, append([]string{args[0], "--host", h}, args[1:]...)...)
+		if r.code == 0 || !strings.Contains(r.errOut, want) {
+			t.Errorf("rangestore %q: want an error with %q: %s", args, want, r)
+		}
+	}
+	// Negative numbers are arguments, not flags.
+	ok("kv", "put", "neg", "-5")
+	if out := ok("kv", "get", "neg"); out != "-5\n" {
+		t.Errorf("get neg = %q", out)
+	}
+	ok("kv", "incr", "cnt", "10")
+	if out := ok("kv", "incr", "cnt", "-1"); out != "9\n" {
+		t.Errorf("incr cnt -1 = %q", out)
+	}
+	if r := runBin(t, nil, "kv", "incr", "--host", h, "cnt", "-2.5"); r.code == 0 || !strings.Contains(r.errOut, "-2.5") {
+		t.Errorf("incr cnt -2.5: %s", r)
+	}
+	// -- still ends the flags.
+	ok("kv", "put", "--", "-dash", "v")
+	if out := ok("kv", "get", "--", "-dash"); out != "v\n" {
+		t.Errorf("get -dash = %q", out)
+	}
+	// Scan output: one line per pair, non-printable data quoted, plurals.
+	ok("kv", "put", "tab\tkey", "new\nline")
+	ok("kv", "put", "\xff\xfe", "bad\xc3")
+	r := runBin(t, nil, "kv", "scan", "--host", h, "t", "u")
+	if r.code != 0 || r.out != "\"tab\\tkey\"  \"new\\nline\"\n" || !strings.Contains(r.errOut, "(1 key)") {
+		t.Errorf("scan [t,u): %s", r)
+	}
+	r = runBin(t, nil, "kv", "scan", "--host", h, "\xff")
+	if r.code != 0 || r.out != "\"\\xff\\xfe\"  \"bad\\xc3\"\n" {
+		t.Errorf("scan [\\xff,): %s", r)
+	}
+	r = runBin(t, nil, "kv", "scan", "--host", h, "cnt", "negz")
+	if r.code != 0 || r.out != "cnt  9\nneg  -5\n" || !strings.Contains(r.errOut, "(2 keys)") {
+		t.Errorf("scan [cnt,negz): %s", r)
+	}
+
+	// Merges: an empty key is refused like split's; the last range says so;
+	// the output names the absorbed range.
+	fail("InvalidArgument", "range", "merge", "")
+	fail("is the last range; nothing to merge", "range", "merge", "zzz")
+	split := ok("range", "split", "mm")
+	m := regexp.MustCompile(`^split r(\d+) at "mm": r\d+ \S+ \S+, r(\d+) `).FindStringSubmatch(split)
+	if m == nil {
+		t.Fatalf("split output %q", split)
+	}
+	// Meta catches up asynchronously on other gateways; retry briefly.
+	want := fmt.Sprintf("merged r%s into r%s", m[2], m[1])
+	var out string
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		r := runBin(t, nil, "range", "merge", "--host", h, "ma")
+		out = r.out
+		if r.code == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.HasPrefix(out, want) {
+		t.Errorf("merge output %q, want it to start with %q", out, want)
+	}
+
+	// NotFound for unknown ranges and nodes.
+	fail("code = NotFound", "range", "transfer-lease", "r999", "n1")
+	fail("code = NotFound", "range", "transfer-lease", "r1", "n9")
+
+	// range list --verbose shows frozen_into and approximate bytes.
+	list := ok("range", "list", "--verbose")
+	if !strings.Contains(list, "FROZEN") || !strings.Contains(list, "BYTES") {
+		t.Errorf("range list --verbose:\n%s", list)
+	}
+	// Admin.Ranges honours range_ids.
+	rr, err := rspb.NewAdminClient(tc.Conn(0)).Ranges(ctx, &rspb.RangesRequest{RangeIds: []uint64{1}})
+	if err != nil || len(rr.Ranges) != 1 || rr.Ranges[0].RangeDescriptor.GetRangeId() != 1 {
+		t.Errorf("Ranges{range_ids:[1]}: %v, %d ranges", err, len(rr.GetRanges()))
+	}
+
+	// pprof: every handler the index links.
+	for _, p := range []string{"cmdline", "symbol", "trace?seconds=0.1"} {
+		resp, err := http.Get("http://" + tc.Node(0).HTTPAddr() + "/debug/pprof/" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("/debug/pprof/%s: %s", p, resp.Status)
+		}
+	}
+}
+
+// TestCLIRangeProcessCluster: three `start` processes. Before init, range
+// list says the node is not initialized and init refuses bad flags; after
+// `init --replicas 2`, transfer-lease asked of a node without a replica of
+// the range is forwarded, and a transfer to the holder says so.
+func TestCLIRangeProcessCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	pc := newProcCluster(t, 3)
+	// Wait until the node answers (processes are starting).
+	var r cliResult
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		r = runBin(t, nil, "range", "list", "--host", pc.addrs[0])
+		if !strings.Contains(r.errOut, "Unavailable") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r.code == 0 || !strings.Contains(r.errOut, "not initialized") {
+		t.Errorf("range list before init: %s", r)
+	}
+	for flag, args := range map[string][]string{
+		"--replicas":       {"--replicas", "-1"},
+		"--split-at":       {"--split-at", ""},
+		"--initial-splits": {"--initial-splits", "-1"},
+	} {
+		r := runBin(t, nil, append([]string{"init", "--host", pc.addrs[0]}, args...)...)
+		if r.code == 0 || !strings.Contains(r.errOut, flag) {
+			t.Errorf("init %v: %s", args, r)
+		}
+	}
+	out := pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--replicas", "2")
+	if !strings.Contains(out, "initialized: 3 nodes") {
+		t.Fatalf("init: %s", out)
+	}
+	// Find a user range and a node without a replica of it.
+	type rng struct{ id, holder string }
+	onNode := make([]map[string]rng, 3)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := range onNode {
+		for {
+			onNode[i] = map[string]rng{}
+			list := pc.cliRetry(30*time.Second, "range", "list", "--host", pc.addrs[i])
+			allHeld := true
+			for _, line := range strings.Split(strings.TrimSpace(list), "\n")[1:] {
+				f := strings.Fields(line)
+				if strings.Contains(f[1], "/User") {
+					onNode[i][f[0]] = rng{f[0], f[4]}
+					if !strings.HasPrefix(f[4], "n") || strings.Contains(f[4], "(") {
+						allHeld = false
+					}
+				}
+			}
+			if allHeld || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	asked, rangeID, holder := -1, "", ""
+	for i := 0; i < 3 && asked < 0; i++ {
+		for j := 0; j < 3 && asked < 0; j++ {
+			for id, x := range onNode[j] {
+				if _, here := onNode[i][id]; !here && x.holder != "-" {
+					asked, rangeID, holder = i, id, x.holder
+					break
+				}
+			}
+		}
+	}
+	if asked < 0 {
+		t.Fatalf("every node holds every user range: %v", onNode)
+	}
+	r = runBin(t, nil, "range", "transfer-lease", rangeID, holder, "--host", pc.addrs[asked])
+	if r.code != 0 || r.out != fmt.Sprintf("%s already holds %s\n", holder, rangeID) {
+		t.Errorf("transfer-lease %s %s asked of node %d: %s", rangeID, holder, asked, r)
+	}
+	// The other replica of the range.
+	other := ""
+	for i := 0; i < 3; i++ {
+		if _, here := onNode[i][rangeID]; here {
+			if id := nodeIDAt(t, pc, i); id != holder {
+				other = id
+			}
+		}
+	}
+	if other == "" {
+		t.Fatalf("no second replica of %s", rangeID)
+	}
+	r = runBin(t, nil, "range", "transfer-lease", rangeID, other, "--host", pc.addrs[asked])
+	if r.code != 0 || r.out != fmt.Sprintf("lease of %s transferred to %s\n", rangeID, other) {
+		t.Errorf("transfer-lease %s %s asked of node %d: %s", rangeID, other, asked, r)
+	}
+}
+
+// nodeIDAt returns "n<ID>" of the process at index i.
+func nodeIDAt(t *testing.T, pc *procCluster, i int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ni, err := rspb.NewInternalClient(pc.Conn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("n%d", ni.Node.NodeId)
+}
