@@ -114,6 +114,27 @@ func (c *Clock) Update(remote kv.Timestamp) error {
 	return nil
 }
 
+// UpdateWait is Update for a timestamp this node chose itself, such as a
+// write pushed above the clock by a timestamp cache low water (which may be
+// up to the max offset above the clock): rather than jump past physical +
+// max offset it waits, at most the max offset, until the physical clock
+// allows ts, then updates. Anything further ahead is refused like Update.
+func (c *Clock) UpdateWait(ctx context.Context, ts kv.Timestamp) error {
+	for {
+		over := time.Duration(ts.WallTime - c.physical() - int64(c.maxOffset))
+		if over <= 0 || over > c.maxOffset {
+			return c.Update(ts)
+		}
+		timer := time.NewTimer(over + time.Microsecond)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return c.Update(ts)
+		case <-timer.C:
+		}
+	}
+}
+
 // Check refuses (and reports, like Update) a timestamp more than the max
 // offset ahead of the physical clock, without changing the clock.
 func (c *Clock) Check(ts kv.Timestamp) error {

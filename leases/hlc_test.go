@@ -311,3 +311,28 @@ func TestClockWaitFor(t *testing.T) {
 		t.Fatalf("WaitFor moved the clock %v ahead of physical", off)
 	}
 }
+
+// TestClockUpdateWait: a locally chosen timestamp up to the max offset past
+// the limit is waited for, then observed; the clock never runs more than
+// the max offset ahead of the physical clock meanwhile.
+func TestClockUpdateWait(t *testing.T) {
+	c := NewClock(nil, 100*time.Millisecond)
+	ts := kv.Timestamp{WallTime: c.PhysicalNow() + int64(150*time.Millisecond), Logical: 2}
+	start := time.Now()
+	if err := c.UpdateWait(context.Background(), ts); err != nil {
+		t.Fatalf("UpdateWait 150ms ahead with max offset 100ms: %v", err)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Fatalf("UpdateWait returned after %v: it did not wait for the physical clock", waited)
+	}
+	if got := c.Now(); !ts.Less(got) {
+		t.Fatalf("Now %s does not exceed %s after UpdateWait", got, ts)
+	}
+	if off := c.Offset(); off > c.MaxOffset() {
+		t.Fatalf("offset %v beyond the max offset", off)
+	}
+	var jump *ClockJumpError
+	if err := c.UpdateWait(context.Background(), kv.Timestamp{WallTime: c.PhysicalNow() + int64(time.Second)}); !errors.As(err, &jump) {
+		t.Fatalf("UpdateWait 1s ahead: %v, want a ClockJumpError at once", err)
+	}
+}

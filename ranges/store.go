@@ -494,9 +494,12 @@ func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		s.cfg.Metrics.observe(req, resp, time.Since(start))
 	}
 	if resp.Timestamp != nil {
-		// Bounded by physical + max offset: a refused jump is reported by
-		// the clock and does not move it.
-		_ = s.cfg.Clock.Update(TSFromProto(resp.Timestamp))
+		// The clock must reach what this replica served or committed before
+		// the reply (read-your-writes). A write pushed above the clock by a
+		// timestamp cache low water (now + max offset after a split, merge
+		// or restart) may be beyond physical + max offset: the reply waits
+		// for the physical clock instead of moving the clock past it.
+		_ = s.cfg.Clock.UpdateWait(ctx, TSFromProto(resp.Timestamp))
 	}
 	return resp
 }
