@@ -114,11 +114,12 @@ func (c *Clock) Update(remote kv.Timestamp) error {
 	return nil
 }
 
-// UpdateWait is Update for a timestamp this node chose itself, such as a
-// write pushed above the clock by a timestamp cache low water (which may be
-// up to the max offset above the clock): rather than jump past physical +
-// max offset it waits, at most the max offset, until the physical clock
-// allows ts, then updates. Anything further ahead is refused like Update.
+// UpdateWait is Update for a timestamp up to twice the max offset ahead of
+// the physical clock: a write this node pushed above its clock by a
+// timestamp cache low water (now + max offset), or a peer's timestamp when
+// the peer's physical clock runs ahead. Rather than jump past physical + max
+// offset it waits, at most the max offset, until the physical clock allows
+// ts, then updates. Anything further ahead is refused like Update.
 func (c *Clock) UpdateWait(ctx context.Context, ts kv.Timestamp) error {
 	for {
 		over := time.Duration(ts.WallTime - c.physical() - int64(c.maxOffset))
@@ -137,8 +138,14 @@ func (c *Clock) UpdateWait(ctx context.Context, ts kv.Timestamp) error {
 
 // Check refuses (and reports, like Update) a timestamp more than the max
 // offset ahead of the physical clock, without changing the clock.
-func (c *Clock) Check(ts kv.Timestamp) error {
-	if phys := c.physical(); ts.WallTime > phys+int64(c.maxOffset) {
+func (c *Clock) Check(ts kv.Timestamp) error { return c.CheckPeer(ts, 0) }
+
+// CheckPeer is Check with extra slack, for a peer's timestamp that
+// UpdateWait will wait for: a peer's physical clock may run up to the max
+// offset ahead of this one, so UpdateWait accepts up to twice the max offset
+// ahead of the physical clock (CheckPeer(ts, MaxOffset())).
+func (c *Clock) CheckPeer(ts kv.Timestamp, extra time.Duration) error {
+	if phys := c.physical(); ts.WallTime > phys+int64(c.maxOffset+extra) {
 		return c.refuse(ts, phys)
 	}
 	return nil

@@ -264,17 +264,23 @@ func TestClockRefusedJumpReported(t *testing.T) {
 	if err := c.Check(kv.Timestamp{WallTime: hlcStart + int64(time.Second), Logical: 9}); err != nil {
 		t.Fatalf("Check refused a timestamp at the bound: %v", err)
 	}
+	if err := c.CheckPeer(kv.Timestamp{WallTime: hlcStart + int64(2*time.Second)}, time.Second); err != nil {
+		t.Fatalf("CheckPeer refused a peer timestamp within twice the max offset: %v", err)
+	}
+	if err := c.CheckPeer(kv.Timestamp{WallTime: hlcStart + int64(2*time.Second) + 1}, time.Second); err == nil {
+		t.Fatalf("CheckPeer accepted a peer timestamp beyond twice the max offset")
+	}
 	if got := c.Now(); got != before.Next() {
 		t.Fatalf("refused updates moved the clock: Now %s after %s", got, before)
 	}
 	if got := c.Offset(); got != 500*time.Millisecond {
 		t.Fatalf("Offset %v after refused jumps, want 500ms", got)
 	}
-	if got := c.RefusedJumps(); got != 4 {
-		t.Fatalf("RefusedJumps %d, want 4", got)
+	if got := c.RefusedJumps(); got != 5 {
+		t.Fatalf("RefusedJumps %d, want 5", got)
 	}
 	if n := strings.Count(logs.String(), "refused a clock jump"); n != 1 {
-		t.Fatalf("%d warnings for 4 refusals in one interval, want 1:\n%s", n, logs.String())
+		t.Fatalf("%d warnings for 5 refusals in one interval, want 1:\n%s", n, logs.String())
 	}
 	m.set(hlcStart + int64(time.Second))
 	if got := c.Offset(); got != 0 {

@@ -537,6 +537,13 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
+	// Observe the request's timestamps, reads included: every later lease
+	// start from this node, and so every write under a later lease, is
+	// above them. One from a peer whose physical clock runs ahead is waited
+	// for, so the clock never passes physical + max offset.
+	if err := s.cfg.Clock.UpdateWait(ctx, reqTS); err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %v", req.RangeId, nodeID, err))}
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
@@ -572,12 +579,6 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	// Observe the request's timestamps (checked above to be within physical
-	// + max offset), reads included: every later lease start from this
-	// node, and so every write under a later lease, is above them.
-	if err := s.cfg.Clock.Update(reqTS); err != nil {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %v", req.RangeId, nodeID, err))}
-	}
 	st.split.recordLoad(time.Now(), req.Requests)
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
@@ -586,10 +587,11 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 }
 
 // checkTimestamps refuses a request carrying a timestamp (batch timestamp,
-// read timestamp, as_of) more than the max clock offset ahead of this
-// node's physical clock: it would drag the clock, the timestamp cache and
-// every later write of the range into the future. It returns the latest of
-// them otherwise.
+// read timestamp, as_of) further ahead of this node's physical clock than a
+// peer's clock may run (max offset between physical clocks + max offset of
+// its HLC): it would drag the clock, the timestamp cache and every later
+// write of the range into the future. It returns the latest of them
+// otherwise, for UpdateWait.
 func (s *Store) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.RangeError) {
 	var latest kv.Timestamp
 	check := func(field string, p *rspb.Timestamp) *rspb.RangeError {
@@ -597,7 +599,7 @@ func (s *Store) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.Ran
 			return nil
 		}
 		ts := TSFromProto(p)
-		if err := s.cfg.Clock.Check(ts); err != nil {
+		if err := s.cfg.Clock.CheckPeer(ts, s.cfg.Clock.MaxOffset()); err != nil {
 			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, s.NodeID(), field, err))
 		}
 		if latest.Less(ts) {
