@@ -142,7 +142,11 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 			if resp.Error == nil {
 				r.setLeader(desc.RangeId, nodeID)
 				if resp.Timestamp != nil && r.clock != nil {
-					r.clock.Update(ranges.TSFromProto(resp.Timestamp))
+					// A reply from a leaseholder whose physical clock
+					// runs ahead is waited for (at most the max offset),
+					// so the clock never passes physical + max offset;
+					// anything further is refused, counted and logged.
+					_ = r.clock.UpdateWait(ctx, ranges.TSFromProto(resp.Timestamp))
 				}
 				return resp, nil
 			}

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,10 +51,12 @@ func (s *KVServer) begin(ctx context.Context) (context.Context, context.CancelFu
 	return ctx, cancel, nil
 }
 
-// checkAsOf refuses reads in the future (beyond the max clock offset). A
-// read at a timestamp ahead of the leaseholder's clock is safe: it enters the
-// timestamp cache, so later writes commit above it.
-func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
+// checkAsOf refuses reads in the future beyond the max clock offset, and
+// waits until this node's clock has reached an as_of ahead of it (at most
+// the max offset). A client timestamp never moves the clock: a read at a
+// timestamp the clock has reached is safe, since it enters the
+// leaseholder's timestamp cache and later writes commit above it.
+func (s *KVServer) checkAsOf(ctx context.Context, what string, ts *rspb.Timestamp) error {
 	if ts == nil {
 		return nil
 	}
@@ -62,12 +66,15 @@ func (s *KVServer) checkAsOf(what string, ts *rspb.Timestamp) error {
 	}
 	// Timestamps handed out by other nodes may be ahead of this clock by up
 	// to the max offset; beyond that the timestamp is in the future.
-	now := s.clock.Now()
-	limit := kv.Timestamp{WallTime: now.WallTime + int64(s.clock.MaxOffset())}
-	if limit.Less(t) {
-		return invalidf("%s: as_of timestamp %s is in the future (now %s, max clock offset %s)", what, t, now, s.clock.MaxOffset())
+	if err := s.clock.WaitFor(ctx, t); err != nil {
+		var jump *leases.ClockJumpError
+		if errors.As(err, &jump) {
+			return invalidf("%s: as_of timestamp %s is in the future: %v ahead of n%d's physical clock %s, beyond the max clock offset %v (limit %s)",
+				what, t, time.Duration(t.WallTime-jump.Physical), s.nodeID(), kv.Timestamp{WallTime: jump.Physical}, jump.MaxOffset,
+				kv.Timestamp{WallTime: jump.Physical + int64(jump.MaxOffset)})
+		}
+		return ToStatus(err)
 	}
-	s.clock.Update(t)
 	return nil
 }
 
@@ -84,12 +91,12 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.
 	internal := make([]*rspb.RequestUnion, len(reqs))
 	for i, q := range reqs {
 		if g := q.GetGet(); g != nil {
-			if err := s.checkAsOf("get", g.AsOf); err != nil {
+			if err := s.checkAsOf(ctx, "get", g.AsOf); err != nil {
 				return nil, err
 			}
 		}
 		if sc := q.GetScan(); sc != nil {
-			if err := s.checkAsOf("scan", sc.AsOf); err != nil {
+			if err := s.checkAsOf(ctx, "scan", sc.AsOf); err != nil {
 				return nil, err
 			}
 		}
@@ -163,7 +170,7 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 	if _, err := s.limits.checkRequest(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}); err != nil {
 		return err
 	}
-	if err := s.checkAsOf("scan", r.AsOf); err != nil {
+	if err := s.checkAsOf(ctx, "scan", r.AsOf); err != nil {
 		return err
 	}
 	in := toInternal(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}).GetScan()

@@ -4,6 +4,10 @@
 //   - Clock: a hybrid logical clock over an injectable physical clock with a
 //     configured maximum offset (default 500 ms). Timestamps it hands out are
 //     strictly increasing and exceed every timestamp observed via Update.
+//     Update refuses (counts and logs) a timestamp more than the max offset
+//     ahead of the physical clock, so no client or peer can push the clock,
+//     and the liveness and lease expirations measured by it, into the
+//     future; WaitFor and UpdateWait wait for the physical clock instead.
 //   - Liveness: each node's record (epoch, expiration) in the system range,
 //     extended every HeartbeatInterval by a conditional put on the exact
 //     bytes last seen; IncrementEpoch moves a node whose record has expired

@@ -1,7 +1,12 @@
 package leases
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,7 +118,7 @@ func TestClockUpdate(t *testing.T) {
 	}{
 		{"remote ahead wall", 0, kv.Timestamp{WallTime: hlcStart + 500}, kv.Timestamp{WallTime: hlcStart + 500, Logical: 1}},
 		{"remote ahead logical", 0, kv.Timestamp{WallTime: hlcStart, Logical: 7}, kv.Timestamp{WallTime: hlcStart, Logical: 8}},
-		{"remote far ahead", 0, kv.Timestamp{WallTime: hlcStart + int64(time.Hour), Logical: 3}, kv.Timestamp{WallTime: hlcStart + int64(time.Hour), Logical: 4}},
+		{"remote ahead by the max offset", 0, kv.Timestamp{WallTime: hlcStart + int64(time.Second), Logical: 3}, kv.Timestamp{WallTime: hlcStart + int64(time.Second), Logical: 4}},
 		{"remote behind", 0, kv.Timestamp{WallTime: hlcStart - 100, Logical: 9}, kv.Timestamp{WallTime: hlcStart, Logical: 1}},
 		{"remote equal", 0, kv.Timestamp{WallTime: hlcStart}, kv.Timestamp{WallTime: hlcStart, Logical: 1}},
 		{"physical passes remote", 1000, kv.Timestamp{WallTime: hlcStart + 500, Logical: 2}, kv.Timestamp{WallTime: hlcStart + 1000}},
@@ -185,5 +190,155 @@ func TestClockConcurrentNowUnique(t *testing.T) {
 	}
 	if len(seen) != goroutines*per {
 		t.Fatalf("%d distinct timestamps, want %d", len(seen), goroutines*per)
+	}
+}
+
+// TestClockUpdateBoundedByPhysical: a remote timestamp more than the max
+// offset ahead of the physical clock must not move the clock (issue 9 item
+// 2: 200 reads at "HLC + 490 ms" moved every node 78 s ahead, and one
+// Internal call with timestamp 9e18 moved them to the year 2255).
+func TestClockUpdateBoundedByPhysical(t *testing.T) {
+	c, m := hlcNew(t) // max offset 1 s
+	maxOff := int64(c.MaxOffset())
+	edge := kv.Timestamp{WallTime: hlcStart + maxOff, Logical: 5}
+	c.Update(edge) // exactly at the bound: accepted
+	if got := c.Now(); !edge.Less(got) {
+		t.Fatalf("Now %s does not exceed the accepted remote %s", got, edge)
+	}
+	for _, remote := range []kv.Timestamp{
+		{WallTime: hlcStart + maxOff + 1},
+		{WallTime: hlcStart + int64(time.Hour)},
+		{WallTime: 9e18},
+	} {
+		c.Update(remote)
+		if got := c.Now(); got.WallTime > hlcStart+maxOff {
+			t.Fatalf("Update(%s) moved the clock to %s: %v past physical %d + max offset %v",
+				remote, got, time.Duration(got.WallTime-hlcStart-maxOff), hlcStart, c.MaxOffset())
+		}
+	}
+	// The ratchet: each remote just under "HLC + max offset".
+	for i := 0; i < 500; i++ {
+		now := c.Now()
+		c.Update(kv.Timestamp{WallTime: now.WallTime + maxOff - int64(10*time.Millisecond)})
+		if got := c.Now(); got.WallTime-m.now() > maxOff {
+			t.Fatalf("ratchet step %d: HLC %s is %v ahead of physical (max offset %v)",
+				i, got, time.Duration(got.WallTime-m.now()), c.MaxOffset())
+		}
+	}
+	// Once physical time catches up, the same remote is accepted.
+	m.set(hlcStart + 2*maxOff)
+	later := kv.Timestamp{WallTime: hlcStart + 3*maxOff}
+	c.Update(later)
+	if got := c.Now(); !later.Less(got) {
+		t.Fatalf("Now %s does not exceed remote %s accepted within the bound", got, later)
+	}
+}
+
+// TestClockRefusedJumpReported: a refused jump returns a ClockJumpError
+// naming the timestamp and the bound, leaves the clock (and Offset) as it
+// was, is counted, and is logged at most once per interval.
+func TestClockRefusedJumpReported(t *testing.T) {
+	c, m := hlcNew(t)
+	var logs bytes.Buffer
+	c.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := c.Update(kv.Timestamp{WallTime: hlcStart + int64(500*time.Millisecond)}); err != nil {
+		t.Fatalf("Update within the max offset: %v", err)
+	}
+	if got := c.Offset(); got != 500*time.Millisecond {
+		t.Fatalf("Offset %v, want 500ms", got)
+	}
+	before := c.Now()
+	for i := 0; i < 3; i++ {
+		err := c.Update(kv.Timestamp{WallTime: 9e18})
+		var jump *ClockJumpError
+		if !errors.As(err, &jump) || jump.Physical != hlcStart || jump.MaxOffset != time.Second {
+			t.Fatalf("Update(9e18) = %v, want a ClockJumpError at physical %d", err, hlcStart)
+		}
+		if !strings.Contains(err.Error(), "max clock offset 1s") {
+			t.Fatalf("error does not name the bound: %v", err)
+		}
+	}
+	if err := c.Check(kv.Timestamp{WallTime: hlcStart + int64(time.Second) + 1}); err == nil {
+		t.Fatalf("Check accepted a timestamp 1ns beyond the bound")
+	}
+	if err := c.Check(kv.Timestamp{WallTime: hlcStart + int64(time.Second), Logical: 9}); err != nil {
+		t.Fatalf("Check refused a timestamp at the bound: %v", err)
+	}
+	if err := c.CheckPeer(kv.Timestamp{WallTime: hlcStart + int64(2*time.Second)}, time.Second); err != nil {
+		t.Fatalf("CheckPeer refused a peer timestamp within twice the max offset: %v", err)
+	}
+	if err := c.CheckPeer(kv.Timestamp{WallTime: hlcStart + int64(2*time.Second) + 1}, time.Second); err == nil {
+		t.Fatalf("CheckPeer accepted a peer timestamp beyond twice the max offset")
+	}
+	if got := c.Now(); got != before.Next() {
+		t.Fatalf("refused updates moved the clock: Now %s after %s", got, before)
+	}
+	if got := c.Offset(); got != 500*time.Millisecond {
+		t.Fatalf("Offset %v after refused jumps, want 500ms", got)
+	}
+	if got := c.RefusedJumps(); got != 5 {
+		t.Fatalf("RefusedJumps %d, want 5", got)
+	}
+	if n := strings.Count(logs.String(), "refused a clock jump"); n != 1 {
+		t.Fatalf("%d warnings for 5 refusals in one interval, want 1:\n%s", n, logs.String())
+	}
+	m.set(hlcStart + int64(time.Second))
+	if got := c.Offset(); got != 0 {
+		t.Fatalf("Offset %v once physical passed the HLC, want 0", got)
+	}
+}
+
+// TestClockWaitFor: a timestamp ahead of the clock (within the max offset)
+// is waited for, not jumped to; one beyond the bound is refused at once.
+func TestClockWaitFor(t *testing.T) {
+	c := NewClock(nil, 200*time.Millisecond)
+	ctx := context.Background()
+	target := kv.Timestamp{WallTime: c.PhysicalNow() + int64(100*time.Millisecond), Logical: 3}
+	start := time.Now()
+	if err := c.WaitFor(ctx, target); err != nil {
+		t.Fatalf("WaitFor within the max offset: %v", err)
+	}
+	if got := c.Now(); !target.Less(got) {
+		t.Fatalf("Now %s after WaitFor(%s)", got, target)
+	}
+	if waited := time.Since(start); waited < 90*time.Millisecond {
+		t.Fatalf("WaitFor returned after %v for a timestamp 100ms ahead: the clock jumped", waited)
+	}
+	var jump *ClockJumpError
+	if err := c.WaitFor(ctx, kv.Timestamp{WallTime: c.PhysicalNow() + int64(time.Second)}); !errors.As(err, &jump) {
+		t.Fatalf("WaitFor 1s ahead with max offset 200ms: %v, want a ClockJumpError", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if err := c.WaitFor(cctx, kv.Timestamp{WallTime: c.PhysicalNow() + int64(150*time.Millisecond)}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFor past the context deadline: %v", err)
+	}
+	if off := c.Offset(); off > 0 {
+		t.Fatalf("WaitFor moved the clock %v ahead of physical", off)
+	}
+}
+
+// TestClockUpdateWait: a locally chosen timestamp up to the max offset past
+// the limit is waited for, then observed; the clock never runs more than
+// the max offset ahead of the physical clock meanwhile.
+func TestClockUpdateWait(t *testing.T) {
+	c := NewClock(nil, 100*time.Millisecond)
+	ts := kv.Timestamp{WallTime: c.PhysicalNow() + int64(150*time.Millisecond), Logical: 2}
+	start := time.Now()
+	if err := c.UpdateWait(context.Background(), ts); err != nil {
+		t.Fatalf("UpdateWait 150ms ahead with max offset 100ms: %v", err)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Fatalf("UpdateWait returned after %v: it did not wait for the physical clock", waited)
+	}
+	if got := c.Now(); !ts.Less(got) {
+		t.Fatalf("Now %s does not exceed %s after UpdateWait", got, ts)
+	}
+	if off := c.Offset(); off > c.MaxOffset() {
+		t.Fatalf("offset %v beyond the max offset", off)
+	}
+	var jump *ClockJumpError
+	if err := c.UpdateWait(context.Background(), kv.Timestamp{WallTime: c.PhysicalNow() + int64(time.Second)}); !errors.As(err, &jump) {
+		t.Fatalf("UpdateWait 1s ahead: %v, want a ClockJumpError at once", err)
 	}
 }

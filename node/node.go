@@ -115,6 +115,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Clock.SetLogger(cfg.Logger)
+	registerClockMetrics(n.registry, cfg.Clock)
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen on %s: %w", cfg.ListenAddr, err)
@@ -199,6 +201,19 @@ func Start(cfg Config) (*Node, error) {
 	ok = true
 	n.log.Info("node started", "node", n.store.NodeID(), "addr", n.Addr(), "raft", cfg.RaftAddr, "http", n.HTTPAddr(), "store", cfg.StoreDir)
 	return n, nil
+}
+
+// registerClockMetrics exports how far the HLC runs ahead of the physical
+// clock and how many timestamps beyond the max offset it refused.
+func registerClockMetrics(reg *prometheus.Registry, c *leases.Clock) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rangestore_clock_offset_seconds",
+			Help: "How far the node's hybrid logical clock runs ahead of its physical clock (HLC - physical); at most the max clock offset."},
+			func() float64 { return c.Offset().Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rangestore_clock_jumps_refused_total",
+			Help: "Client or peer timestamps refused because they were more than the max clock offset ahead of the physical clock."},
+			func() float64 { return float64(c.RefusedJumps()) }),
+	)
 }
 
 // Addr is the gRPC address the node serves on.

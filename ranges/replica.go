@@ -75,7 +75,9 @@ func (s *Store) onLease(rangeID uint64, l *rspb.Lease) {
 	if l == nil {
 		return
 	}
-	s.cfg.Clock.Update(TSFromProto(l.Start))
+	// A lease start beyond physical + max offset (never proposed by a node
+	// whose clock is bounded) leaves the clock alone; the clock reports it.
+	_ = s.cfg.Clock.Update(TSFromProto(l.Start))
 	if l.NodeId == s.NodeID() {
 		if st := s.state(rangeID); st != nil {
 			st.tscache.setLowWater(TSFromProto(l.Start))

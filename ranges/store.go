@@ -510,7 +510,12 @@ func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		s.cfg.Metrics.observe(req, resp, time.Since(start))
 	}
 	if resp.Timestamp != nil {
-		s.cfg.Clock.Update(TSFromProto(resp.Timestamp))
+		// The clock must reach what this replica served or committed before
+		// the reply (read-your-writes). A write pushed above the clock by a
+		// timestamp cache low water (now + max offset after a split, merge
+		// or restart) may be beyond physical + max offset: the reply waits
+		// for the physical clock instead of moving the clock past it.
+		_ = s.cfg.Clock.UpdateWait(ctx, TSFromProto(resp.Timestamp))
 	}
 	return resp
 }
@@ -543,6 +548,17 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	}
 	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
+	}
+	reqTS, rerr := s.checkTimestamps(req)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	// Observe the request's timestamps, reads included: every later lease
+	// start from this node, and so every write under a later lease, is
+	// above them. One from a peer whose physical clock runs ahead is waited
+	// for, so the clock never passes physical + max offset.
+	if err := s.cfg.Clock.UpdateWait(ctx, reqTS); err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %v", req.RangeId, nodeID, err))}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -579,14 +595,53 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	if req.Timestamp != nil {
-		s.cfg.Clock.Update(TSFromProto(req.Timestamp))
-	}
 	st.split.recordLoad(time.Now(), req.Requests)
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
 	}
 	return s.serveWrite(ctx, m, st, lease, req)
+}
+
+// checkTimestamps refuses a request carrying a timestamp (batch timestamp,
+// read timestamp, as_of) further ahead of this node's physical clock than a
+// peer's clock may run (max offset between physical clocks + max offset of
+// its HLC): it would drag the clock, the timestamp cache and every later
+// write of the range into the future. It returns the latest of them
+// otherwise, for UpdateWait.
+func (s *Store) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.RangeError) {
+	var latest kv.Timestamp
+	check := func(field string, p *rspb.Timestamp) *rspb.RangeError {
+		if p == nil {
+			return nil
+		}
+		ts := TSFromProto(p)
+		if err := s.cfg.Clock.CheckPeer(ts, s.cfg.Clock.MaxOffset()); err != nil {
+			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, s.NodeID(), field, err))
+		}
+		if latest.Less(ts) {
+			latest = ts
+		}
+		return nil
+	}
+	if re := check("timestamp", req.Timestamp); re != nil {
+		return latest, re
+	}
+	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
+		return latest, re
+	}
+	for i, r := range req.Requests {
+		var asOf *rspb.Timestamp
+		switch v := r.Value.(type) {
+		case *rspb.RequestUnion_Get:
+			asOf = v.Get.AsOf
+		case *rspb.RequestUnion_Scan:
+			asOf = v.Scan.AsOf
+		}
+		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
+			return latest, re
+		}
+	}
+	return latest, nil
 }
 
 // dedupResult returns the recorded result of a write that already applied
