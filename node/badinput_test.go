@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -362,5 +364,67 @@ func TestKVBadInput(t *testing.T) {
 	// The unknown range maps to NotFound in the gateway's one table.
 	if c := status.Code(gateway.ToStatus(&gateway.RangeError{E: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: "range r999 not found"}})); c != codes.NotFound {
 		t.Fatalf("RANGE_NOT_FOUND maps to %v", c)
+	}
+}
+
+// logBuffer collects a cluster's log lines (safe for concurrent writers).
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRangeIDCounterValidated: a range-ID counter set to a value that
+// cannot be incremented, or behind the existing range IDs, makes splits
+// fail at once with an error naming the counter (not hang until the
+// deadline), and the refused split is logged.
+func TestRangeIDCounterValidated(t *testing.T) {
+	logs := &logBuffer{}
+	tc := startCluster(t, TestClusterOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := ctxT(t)
+	n := tc.Node(0)
+	setCounter := func(v string) {
+		t.Helper()
+		if _, err := n.router.Send(ctx, []*rspb.RequestUnion{badPutU(keys.RangeIDGeneratorKey, []byte(v))}); err != nil {
+			t.Fatalf("setting the range-ID counter to %s: %v", v, err)
+		}
+	}
+	split := func(key string) error {
+		sctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		_, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte(key)})
+		return err
+	}
+	for _, c := range []struct{ value, split, msg string }{
+		{"18446744073709551615", "Q1", "range-id"},
+		{"9223372036854775807", "Q2", "overflows"},
+		{"2", "Q3", "below"},
+	} {
+		setCounter(c.value)
+		start := time.Now()
+		err := split(c.split)
+		took := time.Since(start)
+		if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), c.msg) || took > 5*time.Second {
+			t.Fatalf("counter %s: split got %v %q after %s, want FailedPrecondition naming %q at once", c.value, st.Code(), st.Message(), took.Round(time.Millisecond), c.msg)
+		}
+	}
+	if !strings.Contains(logs.String(), "split refused") {
+		t.Fatalf("no log line for the refused splits")
+	}
+	// A sane counter splits again.
+	setCounter("1000")
+	if err := split("Q4"); err != nil {
+		t.Fatalf("split after repairing the counter: %v", err)
 	}
 }

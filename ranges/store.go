@@ -543,7 +543,11 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return &rspb.RangeResponse{Error: rerr}
 		}
 		if req.AdminSplit != nil {
-			return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+			resp := s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+				s.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
+			}
+			return resp
 		}
 		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
 	}
