@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv/keys"
@@ -426,5 +427,131 @@ func TestRangeIDCounterValidated(t *testing.T) {
 	setCounter("1000")
 	if err := split("Q4"); err != nil {
 		t.Fatalf("split after repairing the counter: %v", err)
+	}
+}
+
+// leaseholderCall sends a range request through the Internal service of
+// each node in turn until one answers other than NOT_LEASEHOLDER (or
+// "has no data yet"), with generous message limits on the client side.
+func leaseholderCall(ctx context.Context, t *testing.T, tc *TestCluster, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	t.Helper()
+	for {
+		var resp *rspb.RangeResponse
+		var err error
+		for i := 0; i < tc.NumNodes(); i++ {
+			resp, err = rspb.NewInternalClient(tc.Conn(i)).RangeBatch(ctx, req,
+				grpc.MaxCallSendMsgSize(128<<20), grpc.MaxCallRecvMsgSize(128<<20))
+			if err != nil || resp.Error == nil || (resp.Error.Code != rspb.RangeError_NOT_LEASEHOLDER && resp.Error.Code != rspb.RangeError_UNAVAILABLE) {
+				return resp, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return resp, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TestReplicaEnforcesLimits: requests arriving at a replica through the
+// Internal service (skipping the gateway's checks) are held to the same
+// size limits, are refused with InvalidArgument naming the limit and change
+// nothing; the gRPC message limit is sized to the limits; read responses
+// stay within max_batch_bytes.
+func TestReplicaEnforcesLimits(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{})
+	ctx := ctxT(t)
+	var rd *rspb.RangeDescriptor // the range starting at client key "C"
+	for _, d := range tc.Init.Ranges {
+		if bytes.Equal(d.StartKey, keys.UserKey([]byte("C"))) {
+			rd = d
+		}
+	}
+	big := func(n int) []byte { return bytes.Repeat([]byte("x"), n) }
+	lim := gateway.DefaultLimits
+	uk := func(s string) []byte { return keys.UserKey([]byte(s)) }
+	write := func(reqs ...*rspb.RequestUnion) *rspb.RangeRequest {
+		return &rspb.RangeRequest{RangeId: rd.RangeId, ProposalId: []byte(fmt.Sprintf("limits-%d", time.Now().UnixNano())),
+			Timestamp: &rspb.Timestamp{WallTime: time.Now().UnixNano()}, Requests: reqs}
+	}
+	gets := func(n int) []*rspb.RequestUnion {
+		out := make([]*rspb.RequestUnion, n)
+		for i := range out {
+			out[i] = badGetU(uk(fmt.Sprintf("C-%04d", i)), nil)
+		}
+		return out
+	}
+	var manyPuts []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		manyPuts = append(manyPuts, badPutU(uk(fmt.Sprintf("C-mb%d", i)), big(lim.MaxValueSize)))
+	}
+	for _, c := range []struct {
+		name string
+		req  *rspb.RangeRequest
+		msg  string
+	}{
+		{"value over max_value_size", write(badPutU(uk("C-big"), big(lim.MaxValueSize+1))), "max_value_size"},
+		{"key over max_key_size", write(badPutU(uk("C-"+string(big(lim.MaxKeySize+64))), []byte("v"))), "max_key_size"},
+		{"conditional put value over max_value_size", write(&rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{
+			ConditionalPut: &rspb.ConditionalPutRequest{Key: uk("C-big"), ExpectAbsent: true, Value: big(2 * lim.MaxValueSize)}}}), "max_value_size"},
+		{"get key over max_key_size", &rspb.RangeRequest{RangeId: rd.RangeId, Requests: []*rspb.RequestUnion{badGetU(uk("C-"+string(big(lim.MaxKeySize+64))), nil)}}, "max_key_size"},
+		{"batch over max_batch_requests", &rspb.RangeRequest{RangeId: rd.RangeId, Requests: gets(lim.MaxBatchRequests + 1)}, "max_batch_requests"},
+		{"batch over max_batch_bytes", write(manyPuts...), "max_batch_bytes"},
+	} {
+		resp, err := leaseholderCall(ctx, t, tc, c.req)
+		if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_INVALID_ARGUMENT || !strings.Contains(resp.Error.Message, c.msg) {
+			t.Fatalf("%s: got %v / %.300v, want INVALID_ARGUMENT naming %s", c.name, err, resp.GetError(), c.msg)
+		}
+	}
+	// Nothing was stored.
+	g, err := tc.KV(0).Get(ctx, &rspb.GetRequest{Key: []byte("C-big")})
+	if err != nil || g.Found {
+		t.Fatalf("refused value was stored: %v %v", g, err)
+	}
+	// 60 MB does not even reach the replica: the message limit is sized to
+	// the limits.
+	_, err = leaseholderCall(ctx, t, tc, write(badPutU(uk("C-huge"), big(60_000_000))))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("60 MB internal request: got %v, want ResourceExhausted", err)
+	}
+	if max := MaxMessageSize(lim); max > 4*lim.MaxBatchBytes {
+		t.Fatalf("max message size %d is not sized to max_batch_bytes %d", max, lim.MaxBatchBytes)
+	}
+
+	// Read responses are bounded: five 1 MiB values fill more than
+	// max_batch_bytes.
+	for i := 0; i < 5; i++ {
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(fmt.Sprintf("C-r%d", i)), Value: big(lim.MaxValueSize)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var scans []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		scans = append(scans, badScanU(&rspb.ScanRequest{StartKey: uk("C-r"), EndKey: uk("C-s")}))
+	}
+	resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: rd.RangeId, Requests: scans})
+	if err != nil || resp.Error != nil {
+		t.Fatalf("scans: %v %v", err, resp.GetError())
+	}
+	if n := proto.Size(resp); n > lim.MaxBatchBytes+lim.MaxValueSize+lim.MaxKeySize+64<<10 {
+		t.Fatalf("5 scans answered %d bytes, more than max_batch_bytes (%d) allows", n, lim.MaxBatchBytes)
+	}
+	for _, r := range resp.Responses {
+		if s := r.GetScan(); len(s.Kvs) < 5 && len(s.ResumeKey) == 0 {
+			t.Fatalf("a truncated scan has no resume key")
+		}
+	}
+	var rgets []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		rgets = append(rgets, badGetU(uk(fmt.Sprintf("C-r%d", i)), nil))
+	}
+	resp, err = leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: rd.RangeId, Requests: rgets})
+	if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_INVALID_ARGUMENT || !strings.Contains(resp.Error.Message, "max_batch_bytes") {
+		t.Fatalf("5 gets of 1 MiB: got %v / %v, want INVALID_ARGUMENT naming max_batch_bytes", err, resp.GetError())
+	}
+	// Through the gateway, a scan of all of them still pages through.
+	sr, err := tc.KV(0).Batch(ctx, &rspb.BatchRequest{Requests: []*rspb.RequestUnion{badScanU(&rspb.ScanRequest{StartKey: []byte("C-r"), EndKey: []byte("C-s"), KeysOnly: true})}})
+	if err != nil || len(sr.Responses[0].GetScan().Kvs) != 5 {
+		t.Fatalf("gateway scan: %v %v", err, sr)
 	}
 }

@@ -126,11 +126,15 @@ func Start(cfg Config) (*Node, error) {
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
+		Limits: ranges.Limits(cfg.Limits),
 	})
 	if err != nil {
 		return nil, err
 	}
-	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, cfg.PeerDialOptions...)
+	maxMsg := MaxMessageSize(cfg.Limits)
+	peerOpts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
+		cfg.PeerDialOptions...)
+	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, peerOpts...)
 	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
 		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
 	n.store.SetLiveness(n.liveness)
@@ -139,7 +143,7 @@ func Start(cfg Config) (*Node, error) {
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
+		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 		grpc.ChainUnaryInterceptor(rpcm.Unary), grpc.ChainStreamInterceptor(rpcm.Stream))
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
@@ -333,3 +337,8 @@ func (n *Node) MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResp
 	}
 	return n.router.AdminMerge(ctx, key)
 }
+
+// MaxMessageSize is the gRPC message limit of a node with limits l, for
+// its server and its peer clients: every request within the limits and
+// every replica response fits (ranges.MaxMessageSize).
+func MaxMessageSize(l gateway.Limits) int { return ranges.MaxMessageSize(ranges.Limits(l)) }

@@ -331,7 +331,7 @@ func (s *Store) serveRead(ctx context.Context, m *stateMachine, st *replicaState
 	if lease := m.lease.Load(); lease.NodeId != s.NodeID() || s.leaseStatus(lease, s.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, lease.NodeId, "lease changed while reading")}
 	}
-	out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS})
+	out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: s.cfg.Limits.responseBudget()})
 	if err != nil {
 		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
 	}
@@ -377,7 +377,7 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 		ts = start
 	}
 	b := s.eng.NewBatch()
-	resps, err := evalWrite(b, req.Requests, ts)
+	resps, err := evalWrite(b, req.Requests, ts, s.cfg.Limits.responseBudget())
 	if err != nil {
 		_ = b.Close()
 		if re, ok := asRangeError(err); ok {

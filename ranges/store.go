@@ -89,6 +89,9 @@ type StoreConfig struct {
 	// MetaCheckInterval is how often a leaseholder checks that meta
 	// describes its ranges (repairing it after a crash mid-split).
 	MetaCheckInterval time.Duration
+	// Limits bound every request a replica accepts and every read response
+	// it builds (zero = DefaultLimits).
+	Limits Limits
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -139,6 +142,9 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Limits == (Limits{}) {
+		c.Limits = DefaultLimits
 	}
 	if c.Clock == nil {
 		c.Clock = leases.NewClock(nil, 0)
@@ -558,6 +564,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
+	// Size limits hold here too: the Internal service reaches replicas
+	// without the gateway's checks.
+	if err := s.cfg.Limits.check(req.RangeId, req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
 	if err := checkSpans(m.desc.Load(), req.Requests); err != nil {
 		re, _ := asRangeError(err)
 		s.addLocalDescriptors(re, req.Requests)
