@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -553,5 +555,85 @@ func TestReplicaEnforcesLimits(t *testing.T) {
 	sr, err := tc.KV(0).Batch(ctx, &rspb.BatchRequest{Requests: []*rspb.RequestUnion{badScanU(&rspb.ScanRequest{StartKey: []byte("C-r"), EndKey: []byte("C-s"), KeysOnly: true})}})
 	if err != nil || len(sr.Responses[0].GetScan().Kvs) != 5 {
 		t.Fatalf("gateway scan: %v %v", err, sr)
+	}
+}
+
+// TestBootstrapValidated: a node waiting for init accepts Bootstrap only
+// with a valid layout (meta, system and user ranges tiling the keyspace,
+// replicas on known nodes) and with the membership of its join list; every
+// refused request leaves it uninitialized.
+func TestBootstrapValidated(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	ga, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "127.0.0.1:1" // a join-list peer that never answers
+	n, err := Start(Config{StoreDir: dir, ListenAddr: ga, RaftAddr: ra, Join: []string{ga, other},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	c, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	internal := rspb.NewInternalClient(c)
+
+	self := &rspb.NodeDescriptor{NodeId: 1, Address: ga, RaftAddress: ra}
+	peer := &rspb.NodeDescriptor{NodeId: 2, Address: other, RaftAddress: "127.0.0.1:2"}
+	stranger := &rspb.NodeDescriptor{NodeId: 2, Address: "127.0.0.1:9", RaftAddress: "127.0.0.1:10"}
+	plan := func(nodes ...*rspb.NodeDescriptor) []*rspb.RangeDescriptor {
+		p, err := PlanRanges(nodes, [][]byte{[]byte("m")}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	req := func(nodes []*rspb.NodeDescriptor, rs []*rspb.RangeDescriptor) *rspb.BootstrapRequest {
+		return &rspb.BootstrapRequest{ClusterId: "evil-cluster", NodeId: 1, Nodes: nodes, Ranges: rs,
+			Timestamp: &rspb.Timestamp{WallTime: time.Now().UnixNano()}}
+	}
+	one := []*rspb.RangeDescriptor{{RangeId: 1, StartKey: keys.KeyMin, EndKey: keys.KeyMax, Generation: 1,
+		Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}}}
+	gap := plan(self, peer)
+	gap[len(gap)-1].StartKey = keys.UserKey([]byte("n")) // [m, n) is missing
+	badReplica := plan(self, peer)
+	badReplica[3].Replicas[0].NodeId = 7
+	dupID := plan(self, peer)
+	dupID[3].RangeId = dupID[2].RangeId
+	for _, c := range []struct {
+		name string
+		req  *rspb.BootstrapRequest
+		msg  string
+	}{
+		{"one range over the keyspace", req([]*rspb.NodeDescriptor{self, peer}, one), "system range"},
+		{"gap in the user span", req([]*rspb.NodeDescriptor{self, peer}, gap), "gap"},
+		{"replica on an unknown node", req([]*rspb.NodeDescriptor{self, peer}, badReplica), "n7"},
+		{"duplicate range ID", req([]*rspb.NodeDescriptor{self, peer}, dupID), "twice"},
+		{"no ranges", req([]*rspb.NodeDescriptor{self, peer}, nil), "0 ranges"},
+		{"membership without the join list's peer", req([]*rspb.NodeDescriptor{self}, plan(self)), other},
+		{"membership with a stranger", req([]*rspb.NodeDescriptor{self, stranger}, plan(self, stranger)), "127.0.0.1:9"},
+		{"not naming this node", req([]*rspb.NodeDescriptor{{NodeId: 1, Address: ga, RaftAddress: "127.0.0.1:3"}, peer},
+			plan(&rspb.NodeDescriptor{NodeId: 1}, peer)), "raft address"},
+	} {
+		_, err := internal.Bootstrap(ctx, c.req)
+		if st := status.Convert(err); err == nil || st.Code() != codes.InvalidArgument && st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), c.msg) {
+			t.Errorf("%s: got %v, want InvalidArgument or PermissionDenied naming %q", c.name, err, c.msg)
+		}
+		if id := n.ClusterID(); id != "" {
+			t.Fatalf("%s: the node joined cluster %q", c.name, id)
+		}
+	}
+	// The request init would send is accepted.
+	if _, err := internal.Bootstrap(ctx, req([]*rspb.NodeDescriptor{self, peer}, plan(self, peer))); err != nil {
+		t.Fatalf("valid bootstrap refused: %v", err)
 	}
 }

@@ -242,8 +242,17 @@ func (n *Node) MetaRange() *rspb.RangeDescriptor {
 // Ranges lists local replicas.
 func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }
 
-// Bootstrap joins this node to a new cluster (called by init).
-func (n *Node) Bootstrap(_ context.Context, req *rspb.BootstrapRequest) error {
+// Bootstrap joins this node to a new cluster (called by init). The request
+// must lay out a valid cluster and name the membership of this node's join
+// list (ValidateBootstrap).
+func (n *Node) Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error {
+	if cur := n.store.ClusterRecord(); cur != nil && cur.ClusterId == req.ClusterId && cur.NodeId == req.NodeId {
+		return nil // a retry of the bootstrap that made this node
+	}
+	if err := n.validateBootstrap(ctx, req); err != nil {
+		n.log.Warn("bootstrap request refused", "cluster", req.ClusterId, "err", err)
+		return err
+	}
 	return n.store.Bootstrap(req, BootstrapData(req))
 }
 
