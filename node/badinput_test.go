@@ -637,3 +637,81 @@ func TestBootstrapValidated(t *testing.T) {
 		t.Fatalf("valid bootstrap refused: %v", err)
 	}
 }
+
+// TestFreezeValidatedAndRolledBack: a freeze must name the adjacent left
+// neighbour (admin_freeze{merge_into: 999} is refused and changes
+// nothing), and a freeze whose merge can no longer happen (its target was
+// merged away meanwhile) is rolled back after the freeze timeout, so the
+// range serves again.
+func TestFreezeValidatedAndRolledBack(t *testing.T) {
+	logs := &logBuffer{}
+	tc := startCluster(t, TestClusterOptions{SplitCheckInterval: time.Hour, FreezeTimeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := ctxT(t)
+	rangeAt := func(k string) *rspb.RangeDescriptor {
+		for _, d := range tc.Init.Ranges {
+			if bytes.Equal(d.StartKey, keys.UserKey([]byte(k))) {
+				return d
+			}
+		}
+		t.Fatalf("no range starts at %q", k)
+		return nil
+	}
+	r3, r4, r5 := rangeAt(""), rangeAt("C"), rangeAt("O")
+	freeze := func(into uint64) *rspb.RangeResponse {
+		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for _, into := range []uint64{999, r3.RangeId, r5.RangeId} {
+		if resp := freeze(into); resp.Error == nil || resp.Error.Code != rspb.RangeError_FAILED_PRECONDITION || !strings.Contains(resp.Error.Message, "left neighbour") {
+			t.Fatalf("freeze of r%d for a merge into r%d: got %v, want FAILED_PRECONDITION (not the left neighbour)", r5.RangeId, into, resp)
+		}
+	}
+	frozenOn := func(i int) uint64 {
+		for _, ri := range tc.Node(i).Ranges() {
+			if ri.RangeDescriptor.GetRangeId() == r5.RangeId {
+				return ri.FrozenInto
+			}
+		}
+		return 0
+	}
+	for i := 0; i < tc.NumNodes(); i++ {
+		if f := frozenOn(i); f != 0 {
+			t.Fatalf("a refused freeze froze r%d on n%d (into r%d)", r5.RangeId, i+1, f)
+		}
+	}
+	// A valid freeze for r4, then r4 is merged into r3: r5's merge can
+	// never happen.
+	if resp := freeze(r4.RangeId); resp.Error != nil {
+		t.Fatalf("freeze of r%d for its left neighbour r%d: %v", r5.RangeId, r4.RangeId, resp.Error)
+	}
+	if _, err := rspb.NewAdminClient(tc.Conn(0)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("A")}); err != nil {
+		t.Fatalf("merging r%d into r%d: %v", r4.RangeId, r3.RangeId, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(pctx, 2*time.Second)
+		_, err := tc.KV(1).Put(actx, &rspb.PutRequest{Key: []byte("P-after-thaw"), Value: []byte("v")})
+		acancel()
+		if err == nil {
+			break
+		}
+		if pctx.Err() != nil {
+			t.Fatalf("r%d, frozen for a merge into r%d which was merged away, still refuses writes: %v", r5.RangeId, r4.RangeId, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "freeze rolled back") {
+		t.Fatalf("the rollback was not logged")
+	}
+	// The thawed range merges normally with its new left neighbour.
+	if _, err := rspb.NewAdminClient(tc.Conn(0)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("A")}); err != nil {
+		t.Fatalf("merging r%d into r%d after the rollback: %v", r5.RangeId, r3.RangeId, err)
+	}
+	if g, err := tc.KV(2).Get(ctx, &rspb.GetRequest{Key: []byte("P-after-thaw")}); err != nil || !g.Found {
+		t.Fatalf("write after the rollback lost by the merge: %v %v", g, err)
+	}
+}

@@ -61,6 +61,9 @@ type Config struct {
 	LoadSplitDuration  time.Duration
 	SplitCheckInterval time.Duration
 	MetaCheckInterval  time.Duration
+	// FreezeTimeout: a range frozen this long for a merge that can no
+	// longer happen is thawed (ranges.StoreConfig; zero = default).
+	FreezeTimeout time.Duration
 	// CrashPoint is called at named steps of splits (fault tests).
 	CrashPoint func(name string)
 }
@@ -126,7 +129,7 @@ func Start(cfg Config) (*Node, error) {
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
-		Limits: ranges.Limits(cfg.Limits),
+		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,
 	})
 	if err != nil {
 		return nil, err

@@ -45,6 +45,8 @@ type TestClusterOptions struct {
 	LoadSplitQPS                          float64
 	LoadSplitDuration, SplitCheckInterval time.Duration
 	MetaCheckInterval                     time.Duration
+	// FreezeTimeout: see ranges.StoreConfig (zero = default).
+	FreezeTimeout time.Duration
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -122,6 +124,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
+			FreezeTimeout: opts.FreezeTimeout,
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)

@@ -47,6 +47,12 @@ type replicaState struct {
 	lastLeaderTransfer atomic.Int64
 	// lastWake is when the replica last woke its quiesced shard (unix nanos).
 	lastWake atomic.Int64
+	// frozenSince is when this process first saw the range frozen (unix
+	// nanos, 0 = not frozen); lastFrozenCheck when it last warned and
+	// checked the freeze; thawing is set while a rollback check runs.
+	frozenSince     atomic.Int64
+	lastFrozenCheck atomic.Int64
+	thawing         atomic.Bool
 }
 
 func (s *Store) electionTimeout() time.Duration {
@@ -479,6 +485,7 @@ func (s *Store) leaseLoop(interval time.Duration) {
 		}
 		s.mu.RUnlock()
 		for _, m := range ms {
+			s.watchFrozen(m)
 			// Epoch leases (or none yet): every fifth round.
 			if l := m.lease.Load(); round%5 != 0 && (l.Sequence == 0 || leases.IsEpoch(l)) {
 				continue

@@ -89,6 +89,11 @@ type StoreConfig struct {
 	// MetaCheckInterval is how often a leaseholder checks that meta
 	// describes its ranges (repairing it after a crash mid-split).
 	MetaCheckInterval time.Duration
+	// FreezeTimeout: a range frozen this long for a merge is checked: if
+	// its merge can no longer happen (the range it was to merge into no
+	// longer exists), the freeze is rolled back (merge.go). Default
+	// DefaultFreezeTimeout.
+	FreezeTimeout time.Duration
 	// Limits bound every request a replica accepts and every read response
 	// it builds (zero = DefaultLimits).
 	Limits Limits
@@ -142,6 +147,9 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.FreezeTimeout == 0 {
+		c.FreezeTimeout = DefaultFreezeTimeout
 	}
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits

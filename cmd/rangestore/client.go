@@ -164,7 +164,7 @@ func runRange(args []string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RANGE\tSPAN\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED")
+	fmt.Fprintln(w, "RANGE\tSPAN\tSTATE\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED")
 	for _, ri := range r.Ranges {
 		d := ri.RangeDescriptor
 		if d == nil {
@@ -193,9 +193,18 @@ func runRange(args []string) error {
 				kind = "expiration"
 			}
 		}
-		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
+		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", d.RangeId, spanString(d), rangeState(ri), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, ri := range r.Ranges {
+		if ri.FrozenInto != 0 {
+			fmt.Fprintf(os.Stderr, "warning: r%d is frozen for a merge into r%d: it serves nothing until the merge completes or is rolled back\n",
+				ri.RangeDescriptor.GetRangeId(), ri.FrozenInto)
+		}
+	}
+	return nil
 }
 
 // transferLease moves the lease of range r<ID> (or <ID>) to node n<ID>.
@@ -275,4 +284,13 @@ func forEachScanned(st rspb.KV_ScanClient, fn func(*rspb.KeyValue)) (int, error)
 			fn(x)
 		}
 	}
+}
+
+// rangeState is the STATE column of `range list`: "ok", or
+// "frozen->rN" for a range frozen for a merge into rN (it serves nothing).
+func rangeState(ri *rspb.RangeInfo) string {
+	if ri.FrozenInto != 0 {
+		return fmt.Sprintf("frozen->r%d", ri.FrozenInto)
+	}
+	return "ok"
 }
