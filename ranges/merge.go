@@ -256,6 +256,9 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 // anything else would leave the range frozen for a merge that never comes.
 func (s *Store) checkMergeTarget(m *stateMachine, into uint64) *rspb.RangeError {
 	desc := m.desc.Load()
+	if desc == nil {
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", m.rangeID, s.NodeID()))
+	}
 	if into == 0 {
 		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: freeze without a merge target (merge_into 0)", m.rangeID))
 	}
@@ -528,6 +531,9 @@ func (s *Store) maybeThaw(m *stateMachine, into uint64) {
 		return
 	}
 	desc := m.desc.Load()
+	if desc == nil {
+		return
+	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: m.lease.Load().Sequence,
 		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
