@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,6 +57,10 @@ type Router struct {
 	cache    rangeCache
 
 	dialOpts []grpc.DialOption
+
+	// lastUnknownWarn rate-limits the warning about meta records naming
+	// unknown nodes (unix nanos).
+	lastUnknownWarn atomic.Int64
 
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
@@ -311,7 +316,10 @@ func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool)
 		if bad := r.unknownNode(d); contained && bad != 0 {
 			// A meta record naming a node this cluster does not have: not
 			// cached; meta repair may replace it meanwhile.
-			r.log.Warn("meta record names an unknown node", "range", d.RangeId, "node", bad, "record", keys.Pretty(kvs[0].Key))
+			if now := time.Now().UnixNano(); now-r.lastUnknownWarn.Load() > int64(time.Second) {
+				r.lastUnknownWarn.Store(now)
+				r.log.Warn("meta record names an unknown node", "range", d.RangeId, "node", bad, "record", keys.Pretty(kvs[0].Key))
+			}
 			if werr := r.waitRetry(ctx, depth+1); werr != nil {
 				return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE,
 					Message: fmt.Sprintf("meta record of r%d for key %s names node n%d, which this node does not know: %v", d.RangeId, keys.Pretty(key), bad, werr)}}
