@@ -16,6 +16,10 @@ type RangeError struct{ E *rspb.RangeError }
 
 func (e *RangeError) Error() string { return e.E.Message }
 
+// RangeErr returns the replica's error (lets packages below the gateway
+// tell a replica's verdict from a transport failure).
+func (e *RangeError) RangeErr() *rspb.RangeError { return e.E }
+
 // errorCodes is the one table from replica error codes to gRPC status codes.
 var errorCodes = map[rspb.RangeError_Code]codes.Code{
 	rspb.RangeError_UNKNOWN:             codes.Internal,

@@ -52,6 +52,9 @@ func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb
 // Bootstrap makes this node a member of a new cluster.
 func (s *InternalServer) Bootstrap(ctx context.Context, r *rspb.BootstrapRequest) (*rspb.BootstrapResponse, error) {
 	if err := s.node.Bootstrap(ctx, r); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err // an invalid request (InvalidArgument, PermissionDenied)
+		}
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return &rspb.BootstrapResponse{}, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 // Limits bound what one request may carry. Violations are InvalidArgument
@@ -15,13 +16,9 @@ type Limits struct {
 	MaxBatchBytes    int // keys + values of one Batch or write
 }
 
-// DefaultLimits are the limits of a default node.
-var DefaultLimits = Limits{
-	MaxKeySize:       4 << 10,
-	MaxValueSize:     1 << 20,
-	MaxBatchRequests: 1000,
-	MaxBatchBytes:    4 << 20,
-}
+// DefaultLimits are the limits of a default node (the replicas enforce
+// the same ones: ranges.DefaultLimits).
+var DefaultLimits = Limits(ranges.DefaultLimits)
 
 func (l Limits) checkKey(what string, k []byte) error {
 	if len(k) == 0 {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,6 +58,10 @@ type Router struct {
 
 	dialOpts []grpc.DialOption
 
+	// lastUnknownWarn rate-limits the warning about meta records naming
+	// unknown nodes (unix nanos).
+	lastUnknownWarn atomic.Int64
+
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	leaders map[uint64]uint64 // range ID -> node that last served it
@@ -104,13 +109,35 @@ func (r *Router) sendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeR
 	}
 	addr, ok := r.resolver.NodeAddress(nodeID)
 	if !ok {
-		return nil, fmt.Errorf("no address known for node n%d", nodeID)
+		return nil, &unknownNodeError{nodeID: nodeID}
 	}
 	c, err := r.conn(addr)
 	if err != nil {
 		return nil, err
 	}
 	return rspb.NewInternalClient(c).RangeBatch(ctx, req)
+}
+
+// unknownNodeError: a descriptor names a node this router cannot resolve
+// (a forged or corrupt meta record); the descriptor is not used.
+type unknownNodeError struct{ nodeID uint64 }
+
+func (e *unknownNodeError) Error() string {
+	return fmt.Sprintf("no address known for node n%d", e.nodeID)
+}
+
+// unknownNode returns the first node of desc that the router cannot
+// resolve (0 if it can resolve them all).
+func (r *Router) unknownNode(desc *rspb.RangeDescriptor) uint64 {
+	for _, rep := range desc.Replicas {
+		if r.local != nil && rep.NodeId == r.local.NodeID() {
+			continue
+		}
+		if _, ok := r.resolver.NodeAddress(rep.NodeId); !ok {
+			return rep.NodeId
+		}
+	}
+	return 0
 }
 
 // errStaleDescriptor means every replica of a cached descriptor denied
@@ -134,6 +161,10 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 			if err != nil {
 				lastErr = fmt.Errorf("n%d: %w", nodeID, err)
 				r.forgetLeader(desc.RangeId, nodeID)
+				var une *unknownNodeError
+				if errors.As(err, &une) {
+					notFound++ // as stale as a replica denying the range
+				}
 				if ctx.Err() != nil {
 					return nil, r.giveUp(ctx, desc, lastErr)
 				}
@@ -251,7 +282,14 @@ func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool)
 		return meta, nil
 	}
 	if d := r.cache.lookup(key, inclusiveEnd); d != nil {
-		return d, nil
+		if bad := r.unknownNode(d); bad == 0 {
+			return d, nil
+		} else {
+			// Never route by a descriptor naming an unknown node: drop it
+			// and read meta again.
+			r.log.Warn("dropping a cached range descriptor that names an unknown node", "range", d.RangeId, "node", bad, "generation", d.Generation)
+			r.cache.evict(d)
+		}
 	}
 	start := keys.MetaLookupStart(key)
 	if inclusiveEnd {
@@ -278,6 +316,19 @@ func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool)
 		contained := bytes.Compare(d.StartKey, key) <= 0
 		if inclusiveEnd {
 			contained = bytes.Compare(d.StartKey, key) < 0
+		}
+		if bad := r.unknownNode(d); contained && bad != 0 {
+			// A meta record naming a node this cluster does not have: not
+			// cached; meta repair may replace it meanwhile.
+			if now := time.Now().UnixNano(); now-r.lastUnknownWarn.Load() > int64(time.Second) {
+				r.lastUnknownWarn.Store(now)
+				r.log.Warn("meta record names an unknown node", "range", d.RangeId, "node", bad, "record", keys.Pretty(kvs[0].Key))
+			}
+			if werr := r.waitRetry(ctx, depth+1); werr != nil {
+				return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE,
+					Message: fmt.Sprintf("meta record of r%d for key %s names node n%d, which this node does not know: %v", d.RangeId, keys.Pretty(key), bad, werr)}}
+			}
+			continue
 		}
 		if contained {
 			r.cache.insert(d)

@@ -22,6 +22,9 @@ type ScanOptions struct {
 	// MaxBytes stops the scan once at least this many key+value bytes have
 	// been returned; 0 means no limit.
 	MaxBytes int64
+	// KeyOverhead is added to MaxBytes' count for every key returned (the
+	// encoding cost of a key/value in a response).
+	KeyOverhead int64
 	// Reverse iterates from end-1 down to start.
 	Reverse bool
 }
@@ -307,7 +310,7 @@ func MVCCScan(r Reader, start, end []byte, readTS Timestamp, opts ScanOptions) (
 	resume, err = scanVisible(r, start, end, readTS, opts.Reverse, func(kv KeyValue) (bool, error) {
 		kv.Value = cloneBytes(kv.Value)
 		kvs = append(kvs, kv)
-		nbytes += int64(len(kv.Key) + len(kv.Value))
+		nbytes += int64(len(kv.Key)+len(kv.Value)) + opts.KeyOverhead
 		return (opts.Limit > 0 && len(kvs) >= opts.Limit) ||
 			(opts.MaxBytes > 0 && nbytes >= opts.MaxBytes), nil
 	})

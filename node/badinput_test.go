@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv/keys"
@@ -362,5 +367,351 @@ func TestKVBadInput(t *testing.T) {
 	// The unknown range maps to NotFound in the gateway's one table.
 	if c := status.Code(gateway.ToStatus(&gateway.RangeError{E: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: "range r999 not found"}})); c != codes.NotFound {
 		t.Fatalf("RANGE_NOT_FOUND maps to %v", c)
+	}
+}
+
+// logBuffer collects a cluster's log lines (safe for concurrent writers).
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRangeIDCounterValidated: a range-ID counter set to a value that
+// cannot be incremented, or behind the existing range IDs, makes splits
+// fail at once with an error naming the counter (not hang until the
+// deadline), and the refused split is logged.
+func TestRangeIDCounterValidated(t *testing.T) {
+	logs := &logBuffer{}
+	tc := startCluster(t, TestClusterOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := ctxT(t)
+	n := tc.Node(0)
+	setCounter := func(v string) {
+		t.Helper()
+		if _, err := n.router.Send(ctx, []*rspb.RequestUnion{badPutU(keys.RangeIDGeneratorKey, []byte(v))}); err != nil {
+			t.Fatalf("setting the range-ID counter to %s: %v", v, err)
+		}
+	}
+	split := func(key string) error {
+		sctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+		defer cancel()
+		_, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte(key)})
+		return err
+	}
+	for _, c := range []struct{ value, split, msg string }{
+		{"18446744073709551615", "Q1", "range-id"},
+		{"9223372036854775807", "Q2", "overflows"},
+		{"2", "Q3", "below"},
+	} {
+		setCounter(c.value)
+		start := time.Now()
+		err := split(c.split)
+		took := time.Since(start)
+		if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), c.msg) || took > 5*time.Second {
+			t.Fatalf("counter %s: split got %v %q after %s, want FailedPrecondition naming %q at once", c.value, st.Code(), st.Message(), took.Round(time.Millisecond), c.msg)
+		}
+	}
+	if !strings.Contains(logs.String(), "split refused") {
+		t.Fatalf("no log line for the refused splits")
+	}
+	// A sane counter splits again.
+	setCounter("1000")
+	if err := split("Q4"); err != nil {
+		t.Fatalf("split after repairing the counter: %v", err)
+	}
+}
+
+// leaseholderCall sends a range request through the Internal service of
+// each node in turn until one answers other than NOT_LEASEHOLDER (or
+// "has no data yet"), with generous message limits on the client side.
+func leaseholderCall(ctx context.Context, t *testing.T, tc *TestCluster, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	t.Helper()
+	for {
+		var resp *rspb.RangeResponse
+		var err error
+		for i := 0; i < tc.NumNodes(); i++ {
+			resp, err = rspb.NewInternalClient(tc.Conn(i)).RangeBatch(ctx, req,
+				grpc.MaxCallSendMsgSize(128<<20), grpc.MaxCallRecvMsgSize(128<<20))
+			if err != nil || resp.Error == nil || (resp.Error.Code != rspb.RangeError_NOT_LEASEHOLDER && resp.Error.Code != rspb.RangeError_UNAVAILABLE) {
+				return resp, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return resp, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TestReplicaEnforcesLimits: requests arriving at a replica through the
+// Internal service (skipping the gateway's checks) are held to the same
+// size limits, are refused with InvalidArgument naming the limit and change
+// nothing; the gRPC message limit is sized to the limits; read responses
+// stay within max_batch_bytes.
+func TestReplicaEnforcesLimits(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{})
+	ctx := ctxT(t)
+	var rd *rspb.RangeDescriptor // the range starting at client key "C"
+	for _, d := range tc.Init.Ranges {
+		if bytes.Equal(d.StartKey, keys.UserKey([]byte("C"))) {
+			rd = d
+		}
+	}
+	big := func(n int) []byte { return bytes.Repeat([]byte("x"), n) }
+	lim := gateway.DefaultLimits
+	uk := func(s string) []byte { return keys.UserKey([]byte(s)) }
+	write := func(reqs ...*rspb.RequestUnion) *rspb.RangeRequest {
+		return &rspb.RangeRequest{RangeId: rd.RangeId, ProposalId: []byte(fmt.Sprintf("limits-%d", time.Now().UnixNano())),
+			Timestamp: &rspb.Timestamp{WallTime: time.Now().UnixNano()}, Requests: reqs}
+	}
+	gets := func(n int) []*rspb.RequestUnion {
+		out := make([]*rspb.RequestUnion, n)
+		for i := range out {
+			out[i] = badGetU(uk(fmt.Sprintf("C-%04d", i)), nil)
+		}
+		return out
+	}
+	var manyPuts []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		manyPuts = append(manyPuts, badPutU(uk(fmt.Sprintf("C-mb%d", i)), big(lim.MaxValueSize)))
+	}
+	for _, c := range []struct {
+		name string
+		req  *rspb.RangeRequest
+		msg  string
+	}{
+		{"value over max_value_size", write(badPutU(uk("C-big"), big(lim.MaxValueSize+1))), "max_value_size"},
+		{"key over max_key_size", write(badPutU(uk("C-"+string(big(lim.MaxKeySize+64))), []byte("v"))), "max_key_size"},
+		{"conditional put value over max_value_size", write(&rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{
+			ConditionalPut: &rspb.ConditionalPutRequest{Key: uk("C-big"), ExpectAbsent: true, Value: big(2 * lim.MaxValueSize)}}}), "max_value_size"},
+		{"get key over max_key_size", &rspb.RangeRequest{RangeId: rd.RangeId, Requests: []*rspb.RequestUnion{badGetU(uk("C-"+string(big(lim.MaxKeySize+64))), nil)}}, "max_key_size"},
+		{"batch over max_batch_requests", &rspb.RangeRequest{RangeId: rd.RangeId, Requests: gets(lim.MaxBatchRequests + 1)}, "max_batch_requests"},
+		{"batch over max_batch_bytes", write(manyPuts...), "max_batch_bytes"},
+	} {
+		resp, err := leaseholderCall(ctx, t, tc, c.req)
+		if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_INVALID_ARGUMENT || !strings.Contains(resp.Error.Message, c.msg) {
+			t.Fatalf("%s: got %v / %.300v, want INVALID_ARGUMENT naming %s", c.name, err, resp.GetError(), c.msg)
+		}
+	}
+	// Nothing was stored.
+	g, err := tc.KV(0).Get(ctx, &rspb.GetRequest{Key: []byte("C-big")})
+	if err != nil || g.Found {
+		t.Fatalf("refused value was stored: %v %v", g, err)
+	}
+	// 60 MB does not even reach the replica: the message limit is sized to
+	// the limits.
+	_, err = leaseholderCall(ctx, t, tc, write(badPutU(uk("C-huge"), big(60_000_000))))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("60 MB internal request: got %v, want ResourceExhausted", err)
+	}
+	if max := MaxMessageSize(lim); max > 4*lim.MaxBatchBytes {
+		t.Fatalf("max message size %d is not sized to max_batch_bytes %d", max, lim.MaxBatchBytes)
+	}
+
+	// Read responses are bounded: five 1 MiB values fill more than
+	// max_batch_bytes.
+	for i := 0; i < 5; i++ {
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(fmt.Sprintf("C-r%d", i)), Value: big(lim.MaxValueSize)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var scans []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		scans = append(scans, badScanU(&rspb.ScanRequest{StartKey: uk("C-r"), EndKey: uk("C-s")}))
+	}
+	resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: rd.RangeId, Requests: scans})
+	if err != nil || resp.Error != nil {
+		t.Fatalf("scans: %v %v", err, resp.GetError())
+	}
+	if n := proto.Size(resp); n > lim.MaxBatchBytes+lim.MaxValueSize+lim.MaxKeySize+64<<10 {
+		t.Fatalf("5 scans answered %d bytes, more than max_batch_bytes (%d) allows", n, lim.MaxBatchBytes)
+	}
+	for _, r := range resp.Responses {
+		if s := r.GetScan(); len(s.Kvs) < 5 && len(s.ResumeKey) == 0 {
+			t.Fatalf("a truncated scan has no resume key")
+		}
+	}
+	var rgets []*rspb.RequestUnion
+	for i := 0; i < 5; i++ {
+		rgets = append(rgets, badGetU(uk(fmt.Sprintf("C-r%d", i)), nil))
+	}
+	resp, err = leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: rd.RangeId, Requests: rgets})
+	if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_INVALID_ARGUMENT || !strings.Contains(resp.Error.Message, "max_batch_bytes") {
+		t.Fatalf("5 gets of 1 MiB: got %v / %v, want INVALID_ARGUMENT naming max_batch_bytes", err, resp.GetError())
+	}
+	// Through the gateway, a scan of all of them still pages through.
+	sr, err := tc.KV(0).Batch(ctx, &rspb.BatchRequest{Requests: []*rspb.RequestUnion{badScanU(&rspb.ScanRequest{StartKey: []byte("C-r"), EndKey: []byte("C-s"), KeysOnly: true})}})
+	if err != nil || len(sr.Responses[0].GetScan().Kvs) != 5 {
+		t.Fatalf("gateway scan: %v %v", err, sr)
+	}
+}
+
+// TestBootstrapValidated: a node waiting for init accepts Bootstrap only
+// with a valid layout (meta, system and user ranges tiling the keyspace,
+// replicas on known nodes) and with the membership of its join list; every
+// refused request leaves it uninitialized.
+func TestBootstrapValidated(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	ga, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "127.0.0.1:1" // a join-list peer that never answers
+	n, err := Start(Config{StoreDir: dir, ListenAddr: ga, RaftAddr: ra, Join: []string{ga, other},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	c, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	internal := rspb.NewInternalClient(c)
+
+	self := &rspb.NodeDescriptor{NodeId: 1, Address: ga, RaftAddress: ra}
+	peer := &rspb.NodeDescriptor{NodeId: 2, Address: other, RaftAddress: "127.0.0.1:2"}
+	stranger := &rspb.NodeDescriptor{NodeId: 2, Address: "127.0.0.1:9", RaftAddress: "127.0.0.1:10"}
+	plan := func(nodes ...*rspb.NodeDescriptor) []*rspb.RangeDescriptor {
+		p, err := PlanRanges(nodes, [][]byte{[]byte("m")}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	req := func(nodes []*rspb.NodeDescriptor, rs []*rspb.RangeDescriptor) *rspb.BootstrapRequest {
+		return &rspb.BootstrapRequest{ClusterId: "evil-cluster", NodeId: 1, Nodes: nodes, Ranges: rs,
+			Timestamp: &rspb.Timestamp{WallTime: time.Now().UnixNano()}}
+	}
+	one := []*rspb.RangeDescriptor{{RangeId: 1, StartKey: keys.KeyMin, EndKey: keys.KeyMax, Generation: 1,
+		Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}}}
+	gap := plan(self, peer)
+	gap[len(gap)-1].StartKey = keys.UserKey([]byte("n")) // [m, n) is missing
+	badReplica := plan(self, peer)
+	badReplica[3].Replicas[0].NodeId = 7
+	dupID := plan(self, peer)
+	dupID[3].RangeId = dupID[2].RangeId
+	for _, c := range []struct {
+		name string
+		req  *rspb.BootstrapRequest
+		msg  string
+	}{
+		{"one range over the keyspace", req([]*rspb.NodeDescriptor{self, peer}, one), "system range"},
+		{"gap in the user span", req([]*rspb.NodeDescriptor{self, peer}, gap), "gap"},
+		{"replica on an unknown node", req([]*rspb.NodeDescriptor{self, peer}, badReplica), "n7"},
+		{"duplicate range ID", req([]*rspb.NodeDescriptor{self, peer}, dupID), "twice"},
+		{"no ranges", req([]*rspb.NodeDescriptor{self, peer}, nil), "0 ranges"},
+		{"membership without the join list's peer", req([]*rspb.NodeDescriptor{self}, plan(self)), other},
+		{"membership with a stranger", req([]*rspb.NodeDescriptor{self, stranger}, plan(self, stranger)), "127.0.0.1:9"},
+		{"not naming this node", req([]*rspb.NodeDescriptor{{NodeId: 1, Address: ga, RaftAddress: "127.0.0.1:3"}, peer},
+			plan(&rspb.NodeDescriptor{NodeId: 1}, peer)), "raft address"},
+	} {
+		_, err := internal.Bootstrap(ctx, c.req)
+		if st := status.Convert(err); err == nil || st.Code() != codes.InvalidArgument && st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), c.msg) {
+			t.Errorf("%s: got %v, want InvalidArgument or PermissionDenied naming %q", c.name, err, c.msg)
+		}
+		if id := n.ClusterID(); id != "" {
+			t.Fatalf("%s: the node joined cluster %q", c.name, id)
+		}
+	}
+	// The request init would send is accepted.
+	if _, err := internal.Bootstrap(ctx, req([]*rspb.NodeDescriptor{self, peer}, plan(self, peer))); err != nil {
+		t.Fatalf("valid bootstrap refused: %v", err)
+	}
+}
+
+// TestFreezeValidatedAndRolledBack: a freeze must name the adjacent left
+// neighbour (admin_freeze{merge_into: 999} is refused and changes
+// nothing), and a freeze whose merge can no longer happen (its target was
+// merged away meanwhile) is rolled back after the freeze timeout, so the
+// range serves again.
+func TestFreezeValidatedAndRolledBack(t *testing.T) {
+	logs := &logBuffer{}
+	tc := startCluster(t, TestClusterOptions{SplitCheckInterval: time.Hour, FreezeTimeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := ctxT(t)
+	rangeAt := func(k string) *rspb.RangeDescriptor {
+		for _, d := range tc.Init.Ranges {
+			if bytes.Equal(d.StartKey, keys.UserKey([]byte(k))) {
+				return d
+			}
+		}
+		t.Fatalf("no range starts at %q", k)
+		return nil
+	}
+	r3, r4, r5 := rangeAt(""), rangeAt("C"), rangeAt("O")
+	freeze := func(into uint64) *rspb.RangeResponse {
+		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for _, into := range []uint64{999, r3.RangeId, r5.RangeId} {
+		if resp := freeze(into); resp.Error == nil || resp.Error.Code != rspb.RangeError_FAILED_PRECONDITION || !strings.Contains(resp.Error.Message, "left neighbour") {
+			t.Fatalf("freeze of r%d for a merge into r%d: got %v, want FAILED_PRECONDITION (not the left neighbour)", r5.RangeId, into, resp)
+		}
+	}
+	frozenOn := func(i int) uint64 {
+		for _, ri := range tc.Node(i).Ranges() {
+			if ri.RangeDescriptor.GetRangeId() == r5.RangeId {
+				return ri.FrozenInto
+			}
+		}
+		return 0
+	}
+	for i := 0; i < tc.NumNodes(); i++ {
+		if f := frozenOn(i); f != 0 {
+			t.Fatalf("a refused freeze froze r%d on n%d (into r%d)", r5.RangeId, i+1, f)
+		}
+	}
+	// A valid freeze for r4, then r4 is merged into r3: r5's merge can
+	// never happen.
+	if resp := freeze(r4.RangeId); resp.Error != nil {
+		t.Fatalf("freeze of r%d for its left neighbour r%d: %v", r5.RangeId, r4.RangeId, resp.Error)
+	}
+	if _, err := rspb.NewAdminClient(tc.Conn(0)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("A")}); err != nil {
+		t.Fatalf("merging r%d into r%d: %v", r4.RangeId, r3.RangeId, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 25*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(pctx, 2*time.Second)
+		_, err := tc.KV(1).Put(actx, &rspb.PutRequest{Key: []byte("P-after-thaw"), Value: []byte("v")})
+		acancel()
+		if err == nil {
+			break
+		}
+		if pctx.Err() != nil {
+			t.Fatalf("r%d, frozen for a merge into r%d which was merged away, still refuses writes: %v", r5.RangeId, r4.RangeId, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "freeze rolled back") {
+		t.Fatalf("the rollback was not logged")
+	}
+	// The thawed range merges normally with its new left neighbour.
+	if _, err := rspb.NewAdminClient(tc.Conn(0)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("A")}); err != nil {
+		t.Fatalf("merging r%d into r%d after the rollback: %v", r5.RangeId, r3.RangeId, err)
+	}
+	if g, err := tc.KV(2).Get(ctx, &rspb.GetRequest{Key: []byte("P-after-thaw")}); err != nil || !g.Found {
+		t.Fatalf("write after the rollback lost by the merge: %v %v", g, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"time"
 
@@ -199,4 +200,180 @@ func CheckMetaTiles(descs []*rspb.RangeDescriptor) error {
 		return fmt.Errorf("meta: the last range ends at %s, not at the end of the keyspace", keys.Pretty(prev))
 	}
 	return nil
+}
+
+// validateBootstrap checks a bootstrap request before anything is written:
+// its layout (ValidateLayout) and its membership, which must be this
+// node's: the request names this node (its Raft address) and exactly the
+// nodes of its join list, so a caller cannot make a waiting node join a
+// cluster of its own making.
+func (n *Node) validateBootstrap(ctx context.Context, req *rspb.BootstrapRequest) error {
+	if err := ValidateLayout(req); err != nil {
+		return status.Error(codes.InvalidArgument, "bootstrap: "+err.Error())
+	}
+	var self *rspb.NodeDescriptor
+	for _, d := range req.Nodes {
+		if d.NodeId == req.NodeId {
+			self = d
+		}
+	}
+	if self.RaftAddress != n.cfg.RaftAddr {
+		return status.Errorf(codes.PermissionDenied, "bootstrap: n%d has raft address %s, but this node's raft address is %s", req.NodeId, self.RaftAddress, n.cfg.RaftAddr)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	own := []string{n.Addr(), n.cfg.ListenAddr, n.cfg.RaftAddr}
+	if !anyAddrMatch(rctx, self.Address, own) {
+		return status.Errorf(codes.PermissionDenied, "bootstrap: n%d has address %s, which is not this node's address %s", req.NodeId, self.Address, n.Addr())
+	}
+	for _, d := range req.Nodes {
+		if d.NodeId != req.NodeId && !anyAddrMatch(rctx, d.Address, n.cfg.Join) {
+			return status.Errorf(codes.PermissionDenied, "bootstrap: n%d at %s is not in this node's join list %v", d.NodeId, d.Address, n.cfg.Join)
+		}
+	}
+	for _, j := range n.cfg.Join {
+		if anyAddrMatch(rctx, j, own) {
+			continue
+		}
+		found := false
+		for _, d := range req.Nodes {
+			if d.NodeId != req.NodeId && addrMatch(rctx, j, d.Address) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return status.Errorf(codes.PermissionDenied, "bootstrap: join list address %s is not a member of the requested cluster", j)
+		}
+	}
+	return nil
+}
+
+// ValidateLayout checks a bootstrap request's layout: a cluster ID; nodes
+// with distinct non-zero IDs and addresses, one of them the request's node;
+// the meta range [/Min, /System) as r1, the system range
+// [/System, /User) as r2, and user ranges tiling [/User, /Max) exactly,
+// with distinct range IDs, positive generations and replicas (distinct
+// non-zero replica IDs) on distinct known nodes.
+func ValidateLayout(req *rspb.BootstrapRequest) error {
+	if req.ClusterId == "" {
+		return errors.New("empty cluster ID")
+	}
+	if req.Timestamp == nil || req.Timestamp.WallTime <= 0 {
+		return errors.New("missing timestamp")
+	}
+	nodes := map[uint64]bool{}
+	addrs := map[string]bool{}
+	for _, d := range req.Nodes {
+		switch {
+		case d.NodeId == 0:
+			return errors.New("node descriptor with node ID 0")
+		case nodes[d.NodeId]:
+			return fmt.Errorf("node n%d appears twice", d.NodeId)
+		case d.Address == "" || d.RaftAddress == "":
+			return fmt.Errorf("node n%d has no address or raft address", d.NodeId)
+		case addrs[d.Address] || addrs["raft "+d.RaftAddress]:
+			return fmt.Errorf("node n%d's address %s or raft address %s is used twice", d.NodeId, d.Address, d.RaftAddress)
+		}
+		nodes[d.NodeId], addrs[d.Address], addrs["raft "+d.RaftAddress] = true, true, true
+	}
+	if !nodes[req.NodeId] {
+		return fmt.Errorf("node n%d is not among the request's nodes", req.NodeId)
+	}
+	rs := append([]*rspb.RangeDescriptor(nil), req.Ranges...)
+	sort.Slice(rs, func(i, j int) bool { return bytes.Compare(rs[i].StartKey, rs[j].StartKey) < 0 })
+	if len(rs) < 3 {
+		return fmt.Errorf("%d ranges: a layout needs the meta range, the system range and at least one user range", len(rs))
+	}
+	if rs[0].RangeId != ranges.MetaRangeID || !bytes.Equal(rs[0].EndKey, keys.SystemStart) {
+		return fmt.Errorf("the layout must begin with the meta range r%d [%s, %s) and then the system range; it begins with r%d [%s, %s)",
+			ranges.MetaRangeID, keys.Pretty(keys.KeyMin), keys.Pretty(keys.SystemStart), rs[0].RangeId, keys.Pretty(rs[0].StartKey), keys.Pretty(rs[0].EndKey))
+	}
+	if rs[1].RangeId != ranges.SystemRangeID || !bytes.Equal(rs[1].StartKey, keys.SystemStart) || !bytes.Equal(rs[1].EndKey, keys.UserPrefix) {
+		return fmt.Errorf("the second range must be the system range r%d [%s, %s)", ranges.SystemRangeID, keys.Pretty(keys.SystemStart), keys.Pretty(keys.UserPrefix))
+	}
+	if err := CheckMetaTiles(rs); err != nil {
+		return err
+	}
+	for _, d := range rs {
+		if d.RangeId == 0 || d.Generation == 0 || bytes.Compare(d.StartKey, d.EndKey) >= 0 {
+			return fmt.Errorf("r%d: invalid range ID, generation or empty span", d.RangeId)
+		}
+		if len(d.Replicas) == 0 {
+			return fmt.Errorf("r%d has no replicas", d.RangeId)
+		}
+		repNodes, repIDs := map[uint64]bool{}, map[uint64]bool{}
+		for _, r := range d.Replicas {
+			switch {
+			case !nodes[r.NodeId]:
+				return fmt.Errorf("r%d has a replica on n%d, which is not among the request's nodes", d.RangeId, r.NodeId)
+			case r.ReplicaId == 0 || repIDs[r.ReplicaId] || repNodes[r.NodeId]:
+				return fmt.Errorf("r%d: replica IDs and nodes must be distinct and non-zero", d.RangeId)
+			case r.Type != rspb.ReplicaType_VOTER:
+				return fmt.Errorf("r%d: initial replicas must be voters", d.RangeId)
+			}
+			repNodes[r.NodeId], repIDs[r.ReplicaId] = true, true
+		}
+	}
+	return nil
+}
+
+// anyAddrMatch reports whether a matches one of the addresses in list.
+func anyAddrMatch(ctx context.Context, a string, list []string) bool {
+	for _, b := range list {
+		if addrMatch(ctx, a, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrMatch reports whether two host:port addresses name the same endpoint:
+// the same port, and the same host, or hosts resolving to a common IP, or
+// an unspecified host (":26257", "0.0.0.0") on either side.
+func addrMatch(ctx context.Context, a, b string) bool {
+	if a == b {
+		return true
+	}
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	ipsA, ipsB := resolveHost(ctx, ha), resolveHost(ctx, hb)
+	for _, x := range ipsA {
+		if x.IsUnspecified() {
+			return true
+		}
+		for _, y := range ipsB {
+			if y.IsUnspecified() || x.Equal(y) {
+				return true
+			}
+		}
+	}
+	for _, y := range ipsB {
+		if y.IsUnspecified() {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveHost returns a host's IPs ("" is the unspecified address).
+func resolveHost(ctx context.Context, h string) []net.IP {
+	if h == "" {
+		return []net.IP{net.IPv4zero}
+	}
+	if ip := net.ParseIP(h); ip != nil {
+		return []net.IP{ip}
+	}
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, h)
+	if err != nil {
+		return nil
+	}
+	out := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.IP
+	}
+	return out
 }

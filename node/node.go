@@ -64,6 +64,9 @@ type Config struct {
 	LoadSplitDuration  time.Duration
 	SplitCheckInterval time.Duration
 	MetaCheckInterval  time.Duration
+	// FreezeTimeout: a range frozen this long for a merge that can no
+	// longer happen is thawed (ranges.StoreConfig; zero = default).
+	FreezeTimeout time.Duration
 	// CrashPoint is called at named steps of splits (fault tests).
 	CrashPoint func(name string)
 	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
@@ -140,11 +143,15 @@ func Start(cfg Config) (*Node, error) {
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
+		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,
 	})
 	if err != nil {
 		return nil, err
 	}
-	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, cfg.PeerDialOptions...)
+	maxMsg := MaxMessageSize(cfg.Limits)
+	peerOpts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
+		cfg.PeerDialOptions...)
+	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, peerOpts...)
 	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
 		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
 	n.store.SetLiveness(n.liveness)
@@ -153,7 +160,7 @@ func Start(cfg Config) (*Node, error) {
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
+		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
 		grpc.ChainUnaryInterceptor(rpcm.Unary), grpc.ChainStreamInterceptor(rpcm.Stream))
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
@@ -278,8 +285,17 @@ func (n *Node) MetaRange() *rspb.RangeDescriptor {
 // Ranges lists local replicas.
 func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }
 
-// Bootstrap joins this node to a new cluster (called by init).
-func (n *Node) Bootstrap(_ context.Context, req *rspb.BootstrapRequest) error {
+// Bootstrap joins this node to a new cluster (called by init). The request
+// must lay out a valid cluster and name the membership of this node's join
+// list (ValidateBootstrap).
+func (n *Node) Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error {
+	if cur := n.store.ClusterRecord(); cur != nil && cur.ClusterId == req.ClusterId && cur.NodeId == req.NodeId {
+		return nil // a retry of the bootstrap that made this node
+	}
+	if err := n.validateBootstrap(ctx, req); err != nil {
+		n.log.Warn("bootstrap request refused", "cluster", req.ClusterId, "err", err)
+		return err
+	}
 	return n.store.Bootstrap(req, BootstrapData(req))
 }
 
@@ -517,3 +533,8 @@ func (n *Node) MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResp
 	}
 	return n.router.AdminMerge(ctx, key)
 }
+
+// MaxMessageSize is the gRPC message limit of a node with limits l, for
+// its server and its peer clients: every request within the limits and
+// every replica response fits (ranges.MaxMessageSize).
+func MaxMessageSize(l gateway.Limits) int { return ranges.MaxMessageSize(ranges.Limits(l)) }

@@ -48,6 +48,8 @@ type TestClusterOptions struct {
 	// DrainTimeout bounds a StopNode's lease handoff (0 = 3 s; Close
 	// stops every node without one).
 	DrainTimeout time.Duration
+	// FreezeTimeout: see ranges.StoreConfig (zero = default).
+	FreezeTimeout time.Duration
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -132,6 +134,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
 			DrainTimeout: opts.DrainTimeout,
+			FreezeTimeout: opts.FreezeTimeout,
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)

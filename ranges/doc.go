@@ -69,8 +69,9 @@
 //   - Merges (merge.go): freeze the right neighbour (it serves nothing from
 //     then on, forever), wait until every replica of it applied the freeze,
 //     then subsume it in one batch on the left; replicas must be colocated.
-//     A frozen range is always merged eventually (the merge queue finishes
-//     it). The split queue (splitqueue.go) splits by size and load and
+//     A frozen range is merged eventually (the merge queue finishes it);
+//     a freeze must name the adjacent left neighbour, and one whose target
+//     was merged away or never existed is rolled back after FreezeTimeout. The split queue (splitqueue.go) splits by size and load and
 //     merges small, idle, non-sticky neighbours.
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.

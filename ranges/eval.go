@@ -85,11 +85,66 @@ func checkSpans(desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion) error {
 	return nil
 }
 
+// readBudget bounds the key/value bytes of one replica response
+// (Limits.responseBudget; kvResponseOverhead charged per key).
+type readBudget struct{ total, used int64 }
+
+func newReadBudget(total int64) *readBudget {
+	if total <= 0 {
+		total = DefaultLimits.responseBudget()
+	}
+	return &readBudget{total: total}
+}
+
+func (b *readBudget) left() int64 { return b.total - b.used }
+
+// chargeGet charges a point read; over the budget it is an error (a batch
+// of point reads cannot be paged).
+func (b *readBudget) chargeGet(res *rspb.GetResponse) error {
+	b.used += int64(len(res.GetKv().GetKey())+len(res.GetKv().GetValue())) + kvResponseOverhead
+	if b.used > b.total {
+		return errResponseTooLarge(b.used, b.total)
+	}
+	return nil
+}
+
+// scan runs a scan within what is left of the budget (and at most chunk
+// bytes if chunk > 0): once the budget is spent, a scan returns nothing and
+// resumes where it starts, so the caller pages through the rest.
+func (b *readBudget) scan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, chunk int64) (*rspb.ScanResponse, error) {
+	maxBytes := b.left()
+	if chunk > 0 {
+		maxBytes = min(maxBytes, chunk)
+	}
+	if maxBytes <= 0 {
+		resume := s.StartKey
+		if s.Reverse {
+			resume = s.EndKey
+		}
+		if len(resume) > 0 {
+			return &rspb.ScanResponse{ResumeKey: resume}, nil
+		}
+		maxBytes = 1 // (an open end cannot be a resume key: one key)
+	}
+	res, err := evalScan(r, s, ts, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range res.Kvs {
+		b.used += int64(len(x.Key)+len(x.Value)) + kvResponseOverhead
+	}
+	b.used += int64(len(res.ResumeKey))
+	return res, nil
+}
+
 // evalWrite applies the requests of one command to b at ts. Reads inside the
-// command see the command's earlier writes. On error the caller discards b.
-func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb.ResponseUnion, error) {
+// command see the command's earlier writes; their results must fit the
+// response budget (a write batch is atomic and cannot be paged). On error
+// the caller discards b.
+func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
 	out := make([]*rspb.ResponseUnion, 0, len(reqs))
 	tsp := TSToProto(ts)
+	rb := newReadBudget(budget)
 	for _, r := range reqs {
 		switch v := r.Value.(type) {
 		case *rspb.RequestUnion_Get:
@@ -99,11 +154,17 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb
 			if err != nil {
 				return nil, err
 			}
+			if err := rb.chargeGet(res); err != nil {
+				return nil, err
+			}
 			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
 		case *rspb.RequestUnion_Scan:
-			res, err := evalScan(b, v.Scan, asOfOr(v.Scan.AsOf, ts), 0)
+			res, err := rb.scan(b, v.Scan, asOfOr(v.Scan.AsOf, ts), 0)
 			if err != nil {
 				return nil, err
+			}
+			if len(res.ResumeKey) > 0 && (v.Scan.Limit == 0 || int64(len(res.Kvs)) < v.Scan.Limit) {
+				return nil, failf(rspb.RangeError_INVALID_ARGUMENT, "scan in a write batch returns more than max_batch_bytes of %d: scan outside the write batch, or with a limit", rb.total)
 			}
 			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: res}})
 		case *rspb.RequestUnion_Put:
@@ -180,9 +241,12 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp) ([]*rspb
 	return out, nil
 }
 
-// evalRead serves read-only requests from r at readTS.
-func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*rspb.ResponseUnion, error) {
+// evalRead serves read-only requests from r at readTS. The response stays
+// within budget bytes (0 = the default limits): scans stop early with a
+// resume key, point reads beyond it are an error.
+func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
 	out := make([]*rspb.ResponseUnion, 0, len(reqs))
+	rb := newReadBudget(budget)
 	for _, req := range reqs {
 		switch v := req.Value.(type) {
 		case *rspb.RequestUnion_Get:
@@ -190,9 +254,12 @@ func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp) ([]*r
 			if err != nil {
 				return nil, err
 			}
+			if err := rb.chargeGet(res); err != nil {
+				return nil, err
+			}
 			out = append(out, &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Get{Get: res}})
 		case *rspb.RequestUnion_Scan:
-			res, err := evalScan(r, v.Scan, readTimestamp(req, readTS), DefaultScanChunkBytes)
+			res, err := rb.scan(r, v.Scan, readTimestamp(req, readTS), DefaultScanChunkBytes)
 			if err != nil {
 				return nil, err
 			}
@@ -235,7 +302,7 @@ func evalGet(r kv.Reader, g *rspb.GetRequest, ts kv.Timestamp) (*rspb.GetRespons
 }
 
 func evalScan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, maxBytes int64) (*rspb.ScanResponse, error) {
-	kvs, resume, err := kv.MVCCScan(r, s.StartKey, s.EndKey, ts, kv.ScanOptions{Limit: int(s.Limit), Reverse: s.Reverse, MaxBytes: maxBytes})
+	kvs, resume, err := kv.MVCCScan(r, s.StartKey, s.EndKey, ts, kv.ScanOptions{Limit: int(s.Limit), Reverse: s.Reverse, MaxBytes: maxBytes, KeyOverhead: kvResponseOverhead})
 	if err != nil {
 		return nil, err
 	}

@@ -30,9 +30,17 @@ import (
 //     under L and deletes R's range and replica state (not its data) in the
 //     same batch; the local R replica is then stopped.
 //
-// A freeze is never undone: a frozen R is merged later if step 2 or 3 did
-// not happen (the merge queue finishes it), so R is never left frozen for
-// good while L's leaseholder runs.
+// A freeze names L, which must be R's left neighbour with a replica on R's
+// leaseholder's node when the freeze is evaluated (checkMergeTarget); only
+// the range a freeze names can subsume R (its probes must find R frozen for
+// it). A frozen R is merged later if step 2 or 3 did not happen (the merge
+// queue finishes it: roll forward). Only if R stays frozen past
+// FreezeTimeout and L can no longer merge it — L has no replica on the node
+// of R's Raft leader and no meta record, so L was merged away or never
+// existed, and since merges need colocated replicas and a subsuming L
+// stops R's replica on every node where it applies, L never subsumed R —
+// is the freeze rolled back, by a replicated thaw (a FreezeCommand with
+// merge_into 0, which only the store proposes).
 
 // mergeApplied is what a committed merge hands to the store.
 type mergeApplied struct {
@@ -45,7 +53,14 @@ type mergeApplied struct {
 func (s *stateMachine) applyFreeze(b *kv.Batch, st *applyState, f *rspb.FreezeCommand) (*rspb.RaftResult, error) {
 	switch {
 	case f.MergeInto == 0:
-		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "freeze without a merge target")}, nil
+		// The thaw: a rollback of a freeze whose merge cannot happen.
+		if st.frozen != 0 {
+			if err := b.DeleteRaw(rangeStateKey(s.rangeID, suffixFrozen)); err != nil {
+				return nil, err
+			}
+			st.frozen = 0
+		}
+		return &rspb.RaftResult{}, nil
 	case st.frozen == f.MergeInto:
 		return &rspb.RaftResult{}, nil
 	case st.frozen != 0:
@@ -203,6 +218,9 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 	if req.Probe {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", m.rangeID, s.NodeID()))}
 	}
+	if rerr := s.checkMergeTarget(m, req.MergeInto); rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
 	lease, rerr := s.ensureLease(ctx, m, st)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -216,6 +234,9 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
 	}
 	defer st.latches.release(l)
+	if rerr := s.checkMergeTarget(m, req.MergeInto); rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
@@ -227,6 +248,34 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 	}
 	s.crashPoint("merge-frozen")
 	return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+}
+
+// checkMergeTarget refuses a freeze unless into is the range's left
+// neighbour as this node knows it: a local replica (merges need colocated
+// replicas) of a range ending where this one starts. A freeze naming
+// anything else would leave the range frozen for a merge that never comes.
+func (s *Store) checkMergeTarget(m *stateMachine, into uint64) *rspb.RangeError {
+	desc := m.desc.Load()
+	if desc == nil {
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", m.rangeID, s.NodeID()))
+	}
+	if into == 0 {
+		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: freeze without a merge target (merge_into 0)", m.rangeID))
+	}
+	lm := s.replica(into)
+	var ld *rspb.RangeDescriptor
+	if lm != nil && !lm.merged.Load() {
+		ld = lm.desc.Load()
+	}
+	if ld == nil || !bytes.Equal(ld.EndKey, desc.StartKey) {
+		where := "no replica of it on this node"
+		if ld != nil {
+			where = fmt.Sprintf("it spans [%s, %s)", keys.Pretty(ld.StartKey), keys.Pretty(ld.EndKey))
+		}
+		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d cannot be frozen for a merge into r%d: r%d is not its left neighbour (%s; r%d starts at %s)",
+			m.rangeID, into, into, where, m.rangeID, keys.Pretty(desc.StartKey)))
+	}
+	return nil
 }
 
 // adminMerge merges this range (L, led here) with its right neighbour.
@@ -409,4 +458,94 @@ func (s *Store) destroySubsumed(o *stateMachine) {
 		s.log.Error("deleting the state of a subsumed replica", "range", o.rangeID, "err", err)
 	}
 	go s.removeSubsumed(o.rangeID, o)
+}
+
+// DefaultFreezeTimeout is how long a range may stay frozen for a merge
+// before its merge is checked (StoreConfig.FreezeTimeout).
+const DefaultFreezeTimeout = time.Minute
+
+// watchFrozen runs from the lease loop for every local replica: it tracks
+// how long the range has been frozen here, warns while it stays frozen past
+// FreezeTimeout, and then (at R's Raft leader, one check at a time) rolls
+// the freeze back if its merge can no longer happen (maybeThaw).
+func (s *Store) watchFrozen(m *stateMachine) {
+	st := s.state(m.rangeID)
+	if st == nil || m.merged.Load() {
+		return
+	}
+	into := m.frozen.Load()
+	now := time.Now()
+	if into == 0 {
+		st.frozenSince.Store(0)
+		return
+	}
+	since := st.frozenSince.Load()
+	if since == 0 {
+		st.frozenSince.Store(now.UnixNano())
+		return
+	}
+	age := now.Sub(time.Unix(0, since))
+	if age < s.cfg.FreezeTimeout {
+		return
+	}
+	last := st.lastFrozenCheck.Load()
+	if now.UnixNano()-last < int64(s.cfg.FreezeTimeout/2) || !st.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.log.Warn("range frozen for a merge that has not completed", "range", m.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	if leader, ok := s.leaderOf(m.rangeID); !ok || leader != m.replicaID || s.stopping.Load() {
+		return
+	}
+	if !st.thawing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer st.thawing.Store(false)
+		s.maybeThaw(m, into)
+	}()
+}
+
+// maybeThaw rolls back m's freeze for a merge into `into` if that merge can
+// no longer happen: into has no replica here (a range that subsumes m must
+// have one on every node of m) and no meta record. Otherwise the merge may
+// still come, and the freeze stays (roll forward).
+func (s *Store) maybeThaw(m *stateMachine, into uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	targetLocal := func() bool {
+		lm := s.replica(into)
+		return lm != nil && !lm.merged.Load()
+	}
+	snd := s.getSender()
+	if targetLocal() || snd == nil {
+		return
+	}
+	recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+	if err != nil {
+		s.log.Debug("frozen range: reading meta failed", "range", m.rangeID, "err", err)
+		return
+	}
+	for _, r := range recs {
+		if r.desc.RangeId == into {
+			return // it exists elsewhere: its merge may still come
+		}
+	}
+	if targetLocal() || m.frozen.Load() != into || m.merged.Load() || s.stopping.Load() {
+		return
+	}
+	desc := m.desc.Load()
+	if desc == nil {
+		return
+	}
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: m.lease.Load().Sequence,
+		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{}}
+	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	if rerr == nil && res.Error != nil {
+		rerr = res.Error
+	}
+	if rerr != nil {
+		s.log.Warn("rolling back a freeze failed; will retry", "range", m.rangeID, "into", into, "err", rerr.Message)
+		return
+	}
+	s.log.Warn("freeze rolled back: the range it was to merge into no longer exists", "range", m.rangeID, "into", into)
 }

@@ -50,6 +50,12 @@ type replicaState struct {
 	lastLeaderTransfer atomic.Int64
 	// lastWake is when the replica last woke its quiesced shard (unix nanos).
 	lastWake atomic.Int64
+	// frozenSince is when this process first saw the range frozen (unix
+	// nanos, 0 = not frozen); lastFrozenCheck when it last warned and
+	// checked the freeze; thawing is set while a rollback check runs.
+	frozenSince     atomic.Int64
+	lastFrozenCheck atomic.Int64
+	thawing         atomic.Bool
 }
 
 func (s *Store) electionTimeout() time.Duration {
@@ -412,7 +418,7 @@ func (s *Store) serveRead(ctx context.Context, m *stateMachine, st *replicaState
 	if lease := m.lease.Load(); lease.NodeId != s.NodeID() || s.leaseStatus(lease, s.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, lease.NodeId, "lease changed while reading")}
 	}
-	out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS})
+	out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: s.cfg.Limits.responseBudget()})
 	if err != nil {
 		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
 	}
@@ -458,7 +464,7 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 		ts = start
 	}
 	b := s.eng.NewBatch()
-	resps, err := evalWrite(b, req.Requests, ts)
+	resps, err := evalWrite(b, req.Requests, ts, s.cfg.Limits.responseBudget())
 	if err != nil {
 		_ = b.Close()
 		if re, ok := asRangeError(err); ok {
@@ -590,6 +596,7 @@ func (s *Store) leaseLoop(interval time.Duration) {
 		}
 		s.mu.RUnlock()
 		for _, m := range ms {
+			s.watchFrozen(m)
 			// Epoch leases (or none yet): every fifth round.
 			if l := m.lease.Load(); round%5 != 0 && (l.Sequence == 0 || leases.IsEpoch(l)) {
 				continue

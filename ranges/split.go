@@ -249,7 +249,12 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	rhsID, err := s.allocateRangeID(ctx, snd)
 	if err != nil {
-		return fail(rspb.RangeError_UNAVAILABLE, "r%d: allocating a range ID for the split: %v", m.rangeID, err)
+		code := rspb.RangeError_UNAVAILABLE
+		var bad *errBadRangeIDCounter
+		if errors.As(err, &bad) {
+			code = rspb.RangeError_FAILED_PRECONDITION
+		}
+		return fail(code, "r%d: allocating a range ID for the split: %v", m.rangeID, err)
 	}
 
 	// Stop the range's traffic: in-flight requests finish, new ones wait and
@@ -338,18 +343,52 @@ func (s *Store) holdRange(ctx context.Context, m *stateMachine, st *replicaState
 	return release, nil
 }
 
-// allocateRangeID takes the next range ID from the cluster-wide counter.
+// errBadRangeIDCounter: the range-ID counter cannot give a usable ID (not
+// an integer, overflowing, or behind the existing ranges). Retrying does
+// not help; an operator must repair the counter.
+type errBadRangeIDCounter struct{ msg string }
+
+func (e *errBadRangeIDCounter) Error() string { return e.msg }
+
+// allocateRangeID takes the next range ID from the cluster-wide counter and
+// checks it: it must be above every range ID this node has and every range
+// ID in meta (a counter set back would reuse an existing range's ID).
 func (s *Store) allocateRangeID(ctx context.Context, snd Sender) (uint64, error) {
+	counter := keys.Pretty(keys.RangeIDGeneratorKey)
 	resps, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Increment{
 		Increment: &rspb.IncrementRequest{Key: keys.RangeIDGeneratorKey, Delta: 1}}}})
 	if err != nil {
+		var re interface{ RangeErr() *rspb.RangeError }
+		if errors.As(err, &re) && re.RangeErr().GetCode() == rspb.RangeError_FAILED_PRECONDITION {
+			// Not a decimal integer, or incrementing it overflows.
+			return 0, &errBadRangeIDCounter{fmt.Sprintf("range-ID counter %s is unusable: %v", counter, err)}
+		}
 		return 0, err
 	}
 	n := resps[0].GetIncrement().GetNewValue()
 	if n <= int64(SystemRangeID) {
-		return 0, fmt.Errorf("range ID counter returned %d (not initialized at bootstrap?)", n)
+		return 0, &errBadRangeIDCounter{fmt.Sprintf("range-ID counter %s returned %d, below the first range ID after the system range (not initialized at bootstrap, or reset)", counter, n)}
 	}
-	return uint64(n), nil
+	id := uint64(n)
+	highest := uint64(0)
+	s.mu.RLock()
+	for rid := range s.sms {
+		highest = max(highest, rid)
+	}
+	s.mu.RUnlock()
+	if highest < id {
+		recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+		if err != nil {
+			return 0, fmt.Errorf("checking range ID r%d against meta: %w", id, err)
+		}
+		for _, r := range recs {
+			highest = max(highest, r.desc.RangeId)
+		}
+	}
+	if id <= highest {
+		return 0, &errBadRangeIDCounter{fmt.Sprintf("range-ID counter %s gave r%d, at or below the highest existing range ID r%d: the counter is behind (was it reset?); set it to at least %d", counter, id, highest, highest)}
+	}
+	return id, nil
 }
 
 // RangeIDCounterValue is the initial value of the range ID counter for a

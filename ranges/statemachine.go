@@ -36,6 +36,9 @@ var errReplicaClosed = errors.New("ranges: replica closed")
 type ReadQuery struct {
 	Requests []*rspb.RequestUnion
 	ReadTS   kv.Timestamp // empty = latest
+	// MaxResponseBytes bounds the response's keys and values (0 = the
+	// default limits' max_batch_bytes).
+	MaxResponseBytes int64
 }
 
 // stateMachine is one replica's IOnDiskStateMachine over the node's shared
@@ -476,7 +479,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 				fmt.Sprintf("read at %s is at or below the GC threshold %s of r%d", ts, gc, s.rangeID))}, nil
 		}
 	}
-	resps, err := evalRead(snap, rq.Requests, readTS)
+	resps, err := evalRead(snap, rq.Requests, readTS, rq.MaxResponseBytes)
 	if err != nil {
 		if re, ok := asRangeError(err); ok {
 			return &rspb.RaftResult{Error: re}, nil

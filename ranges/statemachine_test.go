@@ -186,7 +186,7 @@ func (h *smtHarness) evaluate(proposalID string, ts kv.Timestamp, reqs ...*rspb.
 	h.sm.mu.RUnlock()
 	b := h.eng.NewBatch()
 	defer func() { _ = b.Close() }()
-	resps, err := evalWrite(b, reqs, commitTS)
+	resps, err := evalWrite(b, reqs, commitTS, 0)
 	if err != nil {
 		re, ok := asRangeError(err)
 		if !ok {

@@ -89,6 +89,14 @@ type StoreConfig struct {
 	// MetaCheckInterval is how often a leaseholder checks that meta
 	// describes its ranges (repairing it after a crash mid-split).
 	MetaCheckInterval time.Duration
+	// FreezeTimeout: a range frozen this long for a merge is checked: if
+	// its merge can no longer happen (the range it was to merge into no
+	// longer exists), the freeze is rolled back (merge.go). Default
+	// DefaultFreezeTimeout.
+	FreezeTimeout time.Duration
+	// Limits bound every request a replica accepts and every read response
+	// it builds (zero = DefaultLimits).
+	Limits Limits
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -139,6 +147,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.FreezeTimeout == 0 {
+		c.FreezeTimeout = DefaultFreezeTimeout
+	}
+	if c.Limits == (Limits{}) {
+		c.Limits = DefaultLimits
 	}
 	if c.Clock == nil {
 		c.Clock = leases.NewClock(nil, 0)
@@ -575,7 +589,11 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return &rspb.RangeResponse{Error: rerr}
 		}
 		if req.AdminSplit != nil {
-			return s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+			resp := s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+				s.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
+			}
+			return resp
 		}
 		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
 	}
@@ -586,6 +604,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
+	// Size limits hold here too: the Internal service reaches replicas
+	// without the gateway's checks.
+	if err := s.cfg.Limits.check(req.RangeId, req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
 	if err := checkSpans(m.desc.Load(), req.Requests); err != nil {
 		re, _ := asRangeError(err)
 		s.addLocalDescriptors(re, req.Requests)

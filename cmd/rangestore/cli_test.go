@@ -338,9 +338,9 @@ func TestCLIAgainstCluster(t *testing.T) {
 	fail("code = NotFound", "range", "transfer-lease", "r999", "n1")
 	fail("code = NotFound", "range", "transfer-lease", "r1", "n9")
 
-	// range list --verbose shows frozen_into and approximate bytes.
+	// range list shows the state (frozen_into); --verbose adds approximate bytes.
 	list := ok("range", "list", "--verbose")
-	if !strings.Contains(list, "FROZEN") || !strings.Contains(list, "BYTES") {
+	if !strings.Contains(list, "STATE") || !strings.Contains(list, "BYTES") {
 		t.Errorf("range list --verbose:\n%s", list)
 	}
 	// Admin.Ranges honours range_ids.

@@ -164,9 +164,9 @@ func runRange(args []string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	header := "RANGE\tSPAN\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED"
+	header := "RANGE\tSPAN\tSTATE\tREPLICAS\tLEASEHOLDER\tLEASE\tEPOCH\tRAFT-LEADER\tTERM\tAPPLIED"
 	if *verbose {
-		header += "\tBYTES\tQPS\tHOT-KEY\tFROZEN"
+		header += "\tBYTES\tQPS\tHOT-KEY"
 	}
 	fmt.Fprintln(w, header)
 	for _, ri := range r.Ranges {
@@ -197,20 +197,26 @@ func runRange(args []string) error {
 				kind = "expiration"
 			}
 		}
-		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", d.RangeId, spanString(d), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
+		fmt.Fprintf(w, "r%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d", d.RangeId, spanString(d), rangeState(ri), reps, holder, kind, epoch, leader, ri.Term, ri.AppliedIndex)
 		if *verbose {
-			hot, frozen := "-", "-"
+			hot := "-"
 			if len(ri.HotKey) > 0 {
 				hot = keyString(ri.HotKey)
 			}
-			if ri.FrozenInto != 0 {
-				frozen = fmt.Sprintf("into r%d", ri.FrozenInto)
-			}
-			fmt.Fprintf(w, "\t%d\t%.1f\t%s\t%s", ri.ApproxBytes, ri.Qps, hot, frozen)
+			fmt.Fprintf(w, "\t%d\t%.1f\t%s", ri.ApproxBytes, ri.Qps, hot)
 		}
 		fmt.Fprintln(w)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, ri := range r.Ranges {
+		if ri.FrozenInto != 0 {
+			fmt.Fprintf(stderr, "warning: r%d is frozen for a merge into r%d: it serves nothing until the merge completes or is rolled back\n",
+				ri.RangeDescriptor.GetRangeId(), ri.FrozenInto)
+		}
+	}
+	return nil
 }
 
 // transferLease moves the lease of range r<ID> (or <ID>) to node n<ID>.
@@ -299,4 +305,13 @@ func forEachScanned(st rspb.KV_ScanClient, fn func(*rspb.KeyValue)) (int, error)
 			fn(x)
 		}
 	}
+}
+
+// rangeState is the STATE column of `range list`: "ok", or
+// "frozen->rN" for a range frozen for a merge into rN (it serves nothing).
+func rangeState(ri *rspb.RangeInfo) string {
+	if ri.FrozenInto != 0 {
+		return fmt.Sprintf("frozen->r%d", ri.FrozenInto)
+	}
+	return "ok"
 }

@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// rtNode is a one-node cluster for router tests: it resolves only itself
+// (n1), and its store serves meta scans from one record and gets on r3.
+type rtNode struct {
+	meta     *rspb.RangeDescriptor
+	record   *rspb.RangeDescriptor // the meta record of the user range
+	metaHits atomic.Int64
+}
+
+func (n *rtNode) NodeAddress(nodeID uint64) (string, bool) { return "", false }
+func (n *rtNode) MetaRange() *rspb.RangeDescriptor         { return n.meta }
+func (n *rtNode) NodeID() uint64                           { return 1 }
+
+func (n *rtNode) Send(_ context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	switch req.RangeId {
+	case n.meta.RangeId:
+		n.metaHits.Add(1)
+		b, _ := proto.Marshal(n.record)
+		kv := &rspb.KeyValue{Key: keys.MetaKey(n.record.EndKey), Value: b}
+		return &rspb.RangeResponse{Responses: []*rspb.ResponseUnion{{Value: &rspb.ResponseUnion_Scan{Scan: &rspb.ScanResponse{Kvs: []*rspb.KeyValue{kv}}}}}}
+	case n.record.RangeId:
+		return &rspb.RangeResponse{Responses: []*rspb.ResponseUnion{{Value: &rspb.ResponseUnion_Get{Get: &rspb.GetResponse{}}}}}
+	}
+	return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: "not here"}}
+}
+
+// TestRouterDropsDescriptorWithUnknownNode: a cached descriptor naming a
+// node the router cannot resolve (a forged meta record, since removed) is
+// dropped and meta is read again, instead of retrying the unknown node
+// until the deadline.
+func TestRouterDropsDescriptorWithUnknownNode(t *testing.T) {
+	n := &rtNode{
+		meta:   &rspb.RangeDescriptor{RangeId: 1, StartKey: keys.KeyMin, EndKey: keys.SystemStart, Generation: 1, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+		record: &rspb.RangeDescriptor{RangeId: 3, StartKey: keys.UserPrefix, EndKey: keys.KeyMax, Generation: 1, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+	}
+	r := NewRouter(n, n, nil, nil)
+	defer r.Close()
+	forged := &rspb.RangeDescriptor{RangeId: 3, StartKey: keys.UserPrefix, EndKey: keys.KeyMax, Generation: 999,
+		Replicas: []*rspb.ReplicaDescriptor{{NodeId: 9, ReplicaId: 9}}}
+	r.cache.insert(forged)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("A"))}}}})
+	if err != nil {
+		t.Fatalf("get through a cache holding a descriptor with unknown node n9: %v (after %s)", err, time.Since(start).Round(time.Millisecond))
+	}
+	if d := r.cache.lookup(keys.UserKey([]byte("A")), false); d == nil || d.Generation != 1 {
+		t.Fatalf("cache holds %v, want the meta record (generation 1)", d)
+	}
+	if n.metaHits.Load() == 0 {
+		t.Fatalf("meta was not read again")
+	}
+
+	// A meta record naming an unknown node is not cached and the error
+	// names the node.
+	n.record = forged
+	r2 := NewRouter(n, n, nil, nil)
+	defer r2.Close()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	_, err = r2.Send(ctx2, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("A"))}}}})
+	if err == nil || !strings.Contains(err.Error(), "n9") {
+		t.Fatalf("forged meta record: got %v, want an error naming n9", err)
+	}
+	if d := r2.cache.lookup(keys.UserKey([]byte("A")), false); d != nil {
+		t.Fatalf("descriptor with an unknown node was cached: %v", d)
+	}
+}
