@@ -133,7 +133,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
-			DrainTimeout: opts.DrainTimeout,
+			DrainTimeout:  opts.DrainTimeout,
 			FreezeTimeout: opts.FreezeTimeout,
 		}
 		if opts.Network != nil {
