@@ -409,9 +409,11 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 			allHeld := true
 			for _, line := range strings.Split(strings.TrimSpace(list), "\n")[1:] {
 				f := strings.Fields(line)
+				// LEASEHOLDER is followed by LEASE EPOCH RAFT-LEADER TERM APPLIED.
+				lh := f[len(f)-6]
 				if strings.Contains(f[1], "/User") {
-					onNode[i][f[0]] = rng{f[0], f[4]}
-					if !strings.HasPrefix(f[4], "n") || strings.Contains(f[4], "(") {
+					onNode[i][f[0]] = rng{f[0], lh}
+					if !strings.HasPrefix(lh, "n") || strings.Contains(lh, "(") {
 						allHeld = false
 					}
 				}
