@@ -48,6 +48,9 @@ type TestClusterOptions struct {
 	// DrainTimeout bounds a StopNode's lease handoff (0 = 3 s; Close
 	// stops every node without one).
 	DrainTimeout time.Duration
+	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
+	// node's index): tests use it to delay steps.
+	CrashPoint func(node int, name string)
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -132,6 +135,9 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
 			DrainTimeout: opts.DrainTimeout,
+		}
+		if cp := opts.CrashPoint; cp != nil {
+			cfg.CrashPoint = func(name string) { cp(i, name) }
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)
