@@ -161,6 +161,9 @@ func Start(cfg Config) (*Node, error) {
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
+		// Stop returns only once every handler did: none uses the store
+		// after it closes.
+		grpc.WaitForHandlers(true),
 		grpc.ChainUnaryInterceptor(rpcm.Unary), grpc.ChainStreamInterceptor(rpcm.Stream))
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
@@ -325,7 +328,8 @@ func (n *Node) stop(handoff bool) {
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			n.grpc.Stop()
+			n.grpc.Stop() // cancels the handlers left and waits for them
+			<-done
 		}
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -50,6 +50,9 @@ type TestClusterOptions struct {
 	DrainTimeout time.Duration
 	// FreezeTimeout: see ranges.StoreConfig (zero = default).
 	FreezeTimeout time.Duration
+	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
+	// node's index): tests use it to delay steps.
+	CrashPoint func(node int, name string)
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -135,6 +138,9 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
 			DrainTimeout:  opts.DrainTimeout,
 			FreezeTimeout: opts.FreezeTimeout,
+		}
+		if cp := opts.CrashPoint; cp != nil {
+			cfg.CrashPoint = func(name string) { cp(i, name) }
 		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)

@@ -45,7 +45,7 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 
 // gcLoop periodically proposes GC, at now - GCTTL, for every range whose
 // lease is held here (so each range is collected by one node).
-func (s *Store) gcLoop(interval, ttl time.Duration) {
+func (s *Store) gcLoop(ctx context.Context, interval, ttl time.Duration) {
 	s.every(interval, func() {
 		now := s.cfg.Clock.Now()
 		threshold := kv.Timestamp{WallTime: now.WallTime - int64(ttl)}
@@ -53,7 +53,7 @@ func (s *Store) gcLoop(interval, ttl time.Duration) {
 			if info.RangeDescriptor == nil || info.Lease.GetNodeId() != s.NodeID() || !info.LeaseValid {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+			ctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 			if err := s.GC(ctx, info.RangeDescriptor.RangeId, threshold); err != nil {
 				s.log.Warn("gc failed", "range", info.RangeDescriptor.RangeId, "err", err)
 			}

@@ -157,7 +157,7 @@ func (s *Store) subsume(rangeID uint64) *stateMachine {
 // onMerge runs after a merge committed: the subsumed local replica is
 // stopped and forgotten (its state was deleted in the merge's batch).
 func (s *Store) onMerge(mg *mergeApplied) {
-	go s.removeSubsumed(mg.right.RangeId, mg.rightSM)
+	s.tasks.run(func(context.Context) { s.removeSubsumed(mg.right.RangeId, mg.rightSM) })
 }
 
 // removeSubsumed stops a local replica whose range was merged away (or
@@ -297,9 +297,9 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	if bytes.Compare(desc.EndKey, keys.UserSpanEnd) >= 0 {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d is the last range; nothing to merge", m.rangeID)
 	}
-	rm := s.localByStart()[string(desc.EndKey)]
-	if rm == nil {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has no right neighbour with a replica on n%d (merges need colocated replicas)", m.rangeID, s.NodeID())
+	rm, rerr := s.rightNeighbour(ctx, snd, desc)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
 	}
 	right := rm.desc.Load()
 	if !keys.IsUserKey(right.StartKey) {
@@ -457,7 +457,7 @@ func (s *Store) destroySubsumed(o *stateMachine) {
 	if err != nil {
 		s.log.Error("deleting the state of a subsumed replica", "range", o.rangeID, "err", err)
 	}
-	go s.removeSubsumed(o.rangeID, o)
+	s.tasks.run(func(context.Context) { s.removeSubsumed(o.rangeID, o) })
 }
 
 // DefaultFreezeTimeout is how long a range may stay frozen for a merge

@@ -22,13 +22,13 @@ import (
 // generation), writes its descriptor (fixMeta). The record of the parent
 // at the old end key keeps covering the right side until then, and the
 // gateway learns the right side from RANGE_KEY_MISMATCH hints meanwhile.
-func (s *Store) metaLoop(interval time.Duration) {
+func (s *Store) metaLoop(ctx context.Context, interval time.Duration) {
 	n := 0
 	s.every(interval, func() {
 		if s.NodeID() == 0 || s.stopping.Load() {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		ctx, cancel := context.WithTimeout(ctx, interval)
 		defer cancel()
 		_ = s.checkMeta(ctx)
 		// Less often, from one scan of meta: records left inside ranges led

@@ -389,10 +389,13 @@ func (s *Store) wake(rangeID uint64) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.wakeups.Inc()
 	}
-	go func() {
-		<-rs.ResultC()
-		rs.Release()
-	}()
+	s.tasks.run(func(ctx context.Context) {
+		select {
+		case <-rs.ResultC():
+			rs.Release()
+		case <-ctx.Done():
+		}
+	})
 }
 
 // serveRead serves read-only requests from local state under the lease,
@@ -629,7 +632,7 @@ func (s *Store) tendLease(rangeID uint64) {
 	}
 	// Short: ranges are tended one after another, and a liveness read
 	// blocked on a recovering system range must not hold up the others.
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(s.tasks.ctx, 500*time.Millisecond)
 	defer cancel()
 	switch {
 	case mine && state == leases.Valid && !leases.IsEpoch(l):

@@ -143,7 +143,7 @@ func (s *Store) onSplit(sp *splitApplied) {
 		}
 	}
 	s.crashPoint("split-applied")
-	go s.startSplitRHS(sp.rhsLocal, low)
+	s.tasks.run(func(ctx context.Context) { s.startSplitRHS(ctx, sp.rhsLocal, low) })
 }
 
 // startSplitRHS starts a right-hand replica created by a split, then
@@ -152,7 +152,7 @@ func (s *Store) onSplit(sp *splitApplied) {
 // replica that skipped the split through a snapshot, a replica added later)
 // is caught up by a snapshot, never by replaying the log from index 1 over
 // an empty span.
-func (s *Store) startSplitRHS(rec *rspb.ReplicaRecord, lowWater kv.Timestamp) {
+func (s *Store) startSplitRHS(ctx context.Context, rec *rspb.ReplicaRecord, lowWater kv.Timestamp) {
 	if s.stopping.Load() {
 		return
 	}
@@ -161,17 +161,17 @@ func (s *Store) startSplitRHS(rec *rspb.ReplicaRecord, lowWater kv.Timestamp) {
 		return
 	}
 	s.crashPoint("split-rhs-started")
-	s.compactNewShard(rec)
+	s.compactNewShard(ctx, rec)
 }
 
 // compactNewShard requests a snapshot of a new shard with no log kept behind
 // it, retrying until the shard has applied its first entries, then clears
 // the record's pending flag (a restart before that compacts again).
-func (s *Store) compactNewShard(rec *rspb.ReplicaRecord) {
+func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord) {
 	rangeID := rec.RangeId
 	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) && !s.stopping.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for time.Now().Before(deadline) && stopCtx.Err() == nil {
+		ctx, cancel := context.WithTimeout(stopCtx, 5*time.Second)
 		idx, err := s.CompactRaftLog(ctx, rangeID)
 		cancel()
 		// The first entries are the bootstrap membership, which an empty
@@ -309,14 +309,11 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 			s.log.Warn("meta update after split failed; the meta loop will repair it", "range", rhsID, "err", err)
 		}
 	}
-	// Give the local right-hand replica a moment to start, so a client
-	// following up on the split finds it.
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && s.replica(rhsID) == nil; {
-		select {
-		case <-ctx.Done():
-			deadline = time.Now()
-		case <-time.After(5 * time.Millisecond):
-		}
+	// Wait (bounded by ctx) until the local right-hand replica has loaded
+	// its descriptor, so a client following up on the split (a merge of
+	// the two sides, a request) finds it here.
+	if err := s.waitReady(ctx, rhsID); err != nil {
+		s.log.Warn("split: the right-hand replica is not loaded yet", "range", rhsID, "err", err)
 	}
 	return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}
 }

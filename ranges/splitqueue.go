@@ -51,7 +51,7 @@ func (t *splitTracking) recordLoad(now time.Time, reqs []*rspb.RequestUnion) {
 // range checks its size (split at the byte midpoint above RangeMaxBytes)
 // and its load (split at the key the load decider found; a single hot key
 // is reported, not split).
-func (s *Store) splitLoop(interval time.Duration) {
+func (s *Store) splitLoop(ctx context.Context, interval time.Duration) {
 	s.every(interval, func() {
 		if s.NodeID() == 0 || s.stopping.Load() || s.getSender() == nil {
 			return
@@ -65,7 +65,10 @@ func (s *Store) splitLoop(interval time.Duration) {
 			if !keys.IsUserKey(d.StartKey) {
 				continue
 			}
-			s.maybeSplit(d.RangeId, byStart)
+			if ctx.Err() != nil {
+				return
+			}
+			s.maybeSplit(ctx, d.RangeId, byStart)
 		}
 	})
 }
@@ -83,18 +86,19 @@ func (s *Store) localByStart() map[string]*stateMachine {
 	return out
 }
 
-func (s *Store) maybeSplit(rangeID uint64, byStart map[string]*stateMachine) {
+func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[string]*stateMachine) {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil || st.split == nil {
 		return
 	}
 	desc := m.desc.Load()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	now := time.Now()
 	if maxBytes := s.cfg.RangeMaxBytes; maxBytes > 0 {
 		size := m.size.Load()
 		if size > maxBytes && size > st.split.scannedAt.Load()+maxBytes/8 {
+			s.crashPoint("size-split-scan")
 			key, total, err := s.sizeSplitKey(desc)
 			switch {
 			case err != nil:

@@ -73,6 +73,12 @@ type stateMachine struct {
 	lease   atomic.Pointer[rspb.Lease]
 	applied atomic.Uint64
 	closed  atomic.Bool
+	// ready is closed once Open has loaded the replica's state (descriptor,
+	// lease): see Store.waitReady. beforeOpen, when set, is called first
+	// (a testing hook).
+	ready      chan struct{}
+	readyOnce  sync.Once
+	beforeOpen func()
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -85,7 +91,7 @@ type stateMachine struct {
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 
 func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onLease func(uint64, *rspb.Lease)) *stateMachine {
-	m := &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onLease: onLease}
+	m := &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onLease: onLease, ready: make(chan struct{})}
 	m.lease.Store(&rspb.Lease{})
 	return m
 }
@@ -155,6 +161,9 @@ func readTS(r kv.Reader, key []byte) (kv.Timestamp, error) {
 // Open returns the applied index that is durable in Pebble (0 for a new
 // replica: its replica-keyed applied index does not exist yet).
 func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
+	if s.beforeOpen != nil {
+		s.beforeOpen()
+	}
 	if err := s.loadState(s.eng); err != nil {
 		return 0, err
 	}
@@ -169,6 +178,7 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		}
 	}
 	s.applied.Store(idx)
+	s.readyOnce.Do(func() { close(s.ready) })
 	return idx, nil
 }
 

@@ -179,6 +179,8 @@ type Store struct {
 	// peerApplied: see SetPeerApplied.
 	peerApplied PeerApplied
 	stopc       chan struct{}
+	// tasks owns every goroutine the store starts (see stopper).
+	tasks *stopper
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp
@@ -238,7 +240,8 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
 	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
 	s := &Store{cfg: cfg, log: cfg.Logger, sms: map[uint64]*stateMachine{}, subsumed: map[uint64]bool{},
-		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now()}
+		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now(),
+		tasks: newStopper()}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,
@@ -262,13 +265,14 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		cfg.Metrics.bindStore(s)
 	}
 	if err := s.loadAndStart(); err != nil {
+		s.tasks.stop()
 		nh.Close()
 		return nil, err
 	}
-	go s.gcLoop(cfg.GCInterval, cfg.GCTTL)
-	go s.leaseLoop(cfg.LeaseInterval)
-	go s.metaLoop(cfg.MetaCheckInterval)
-	go s.splitLoop(cfg.SplitCheckInterval)
+	s.tasks.run(func(ctx context.Context) { s.gcLoop(ctx, cfg.GCInterval, cfg.GCTTL) })
+	s.tasks.run(func(context.Context) { s.leaseLoop(cfg.LeaseInterval) })
+	s.tasks.run(func(ctx context.Context) { s.metaLoop(ctx, cfg.MetaCheckInterval) })
+	s.tasks.run(func(ctx context.Context) { s.splitLoop(ctx, cfg.SplitCheckInterval) })
 	return s, nil
 }
 
@@ -296,7 +300,7 @@ func (s *Store) loadAndStart() error {
 			return err
 		}
 		if r.PendingLogCompaction {
-			go s.compactNewShard(r)
+			s.tasks.run(func(ctx context.Context) { s.compactNewShard(ctx, r) })
 		}
 	}
 	s.log.Info("store restarted", "node", rec.NodeId, "replicas", len(recs))
@@ -380,6 +384,7 @@ func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) e
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
 		m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
+		m.beforeOpen = func() { s.crashPoint("replica-open") }
 		st := s.newReplicaState()
 		st.split = s.newSplitTracking(shardID)
 		if !lowWater.IsEmpty() {
@@ -797,6 +802,9 @@ func (s *Store) Close() {
 	s.stopping.Store(true)
 	if s.closed.CompareAndSwap(false, true) {
 		close(s.stopc)
+		// The store's goroutines use the NodeHost and the engine: all of
+		// them end before either closes.
+		s.tasks.stop()
 		s.nh.Close()
 	}
 }
