@@ -499,18 +499,20 @@ func (s *Store) watchFrozen(m *stateMachine) {
 	if !st.thawing.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
+	if !s.tasks.run(func(ctx context.Context) {
 		defer st.thawing.Store(false)
-		s.maybeThaw(m, into)
-	}()
+		s.maybeThaw(ctx, m, into)
+	}) {
+		st.thawing.Store(false)
+	}
 }
 
 // maybeThaw rolls back m's freeze for a merge into `into` if that merge can
 // no longer happen: into has no replica here (a range that subsumes m must
 // have one on every node of m) and no meta record. Otherwise the merge may
 // still come, and the freeze stays (roll forward).
-func (s *Store) maybeThaw(m *stateMachine, into uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	targetLocal := func() bool {
 		lm := s.replica(into)
