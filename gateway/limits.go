@@ -7,14 +7,11 @@ import (
 	"github.com/rangestore/rangestore/ranges"
 )
 
-// Limits bound what one request may carry. Violations are InvalidArgument
-// errors naming the limit and the offending value.
-type Limits struct {
-	MaxKeySize       int // bytes of a client key
-	MaxValueSize     int // bytes of a value
-	MaxBatchRequests int // requests in one Batch
-	MaxBatchBytes    int // keys + values of one Batch or write
-}
+// Limits bound what one request may carry: the same fields as
+// ranges.Limits, which the replicas enforce, with the gateway's checks of
+// client requests as methods. Violations are InvalidArgument errors naming
+// the limit and the offending value.
+type Limits ranges.Limits
 
 // DefaultLimits are the limits of a default node (the replicas enforce
 // the same ones: ranges.DefaultLimits).
