@@ -4,7 +4,7 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-compare bench-failover bench-scale clean
+.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-compare bench-failover bench-drain bench-scale clean
 
 all: build
 
@@ -50,6 +50,12 @@ chaos:
 FAILOVER_TRIALS ?= 20
 bench-failover:
 	$(GO) test -run '^$$' -bench LeaseholderKillFailover -benchtime $(FAILOVER_TRIALS)x -timeout 30m ./cmd/rangestore
+
+# Write unavailability of a graceful stop (SIGTERM under load; 3 processes):
+# p99 over DRAIN_TRIALS trials must stay below 200 ms.
+DRAIN_TRIALS ?= 10
+bench-drain:
+	RANGESTORE_DRAIN_TRIALS=$(DRAIN_TRIALS) $(GO) test -count=1 -run TestGracefulStopHandsOffLeases -v -timeout 30m ./cmd/rangestore
 
 # Many ranges on 3 processes: time until every lease is valid, idle CPU and
 # RSS per process, restart time, recovery of quiesced ranges after SIGKILL.

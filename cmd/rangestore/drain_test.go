@@ -20,14 +20,19 @@ import (
 // a successful write to its key, from the last success before SIGTERM until
 // a second after the process exited. Every trial restarts the node and
 // moves the leases back to it. The worst range of the worst trial (p99 of
-// the trials) must stay below 200 ms. Trials: 3, or
-// RANGESTORE_DRAIN_TRIALS.
+// the trials) must stay below 200 ms in the measurement run (`make
+// bench-drain`: RANGESTORE_DRAIN_TRIALS=10, nothing else running). In the
+// default run (3 trials, inside `make test`, where other packages' clusters
+// share the 2 cores) the bound is 1 s: still half of what a stop without
+// handoff costs (a lease expiration, 2 s or more), so the test fails
+// without the handoff, but not because a loaded machine delayed one write.
 func TestGracefulStopHandsOffLeases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	trials := 3
+	trials, bound := 3, time.Second
 	if s := os.Getenv("RANGESTORE_DRAIN_TRIALS"); s != "" {
+		bound = 200 * time.Millisecond
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			t.Fatalf("RANGESTORE_DRAIN_TRIALS=%q: want a positive integer", s)
@@ -215,7 +220,7 @@ func TestGracefulStopHandsOffLeases(t *testing.T) {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	p99 := sorted[len(sorted)-1] // max over ≤ 100 trials
 	t.Logf("graceful stop unavailability over %d trials: %v; p50 %v, p99 (max) %v", trials, worst, sorted[len(sorted)/2], p99)
-	if p99 >= 200*time.Millisecond {
-		t.Fatalf("p99 write unavailability of a graceful stop is %v, want < 200ms", p99)
+	if p99 >= bound {
+		t.Fatalf("p99 write unavailability of a graceful stop is %v, want < %v", p99, bound)
 	}
 }
