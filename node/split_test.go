@@ -68,9 +68,15 @@ func TestManualSplit(t *testing.T) {
 	if !bytes.Equal(res.Left.EndKey, keys.UserKey([]byte("k030"))) || !bytes.Equal(res.Right.StartKey, res.Left.EndKey) || res.Right.RangeId == res.Left.RangeId {
 		t.Fatalf("split result: %v", res)
 	}
-	// Splitting at the same key again is a no-op.
-	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
+	// Splitting at the same key again is a no-op, answered like the split
+	// (the router retries a split whose answer timed out: a retry that
+	// finds it done must still name both sides).
+	again, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
+	if err != nil {
 		t.Fatalf("repeat split: %v", err)
+	}
+	if again.Left.GetRangeId() != res.Left.RangeId || again.Right.GetRangeId() != res.Right.RangeId {
+		t.Fatalf("repeat split answered %v, the split %v", again, res)
 	}
 	descs := checkMetaCovers(ctx, t, tc)
 	if len(descs) != before+1 {

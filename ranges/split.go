@@ -212,8 +212,10 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	desc := m.desc.Load()
 	key := req.SplitKey
 	if bytes.Equal(key, desc.StartKey) {
-		// Already split there (e.g. a retry of a split that succeeded).
-		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Right: desc}}
+		// Already split there (e.g. a retry of a split that succeeded, whose
+		// first answer was lost to the router's per-attempt timeout): answer
+		// as the split did, with the left side when it is local.
+		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: s.localEndingAt(key), Right: desc}}
 	}
 	if !keys.InSpan(key, desc.StartKey, desc.EndKey) {
 		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,

@@ -86,6 +86,19 @@ func (s *Store) localByStart() map[string]*stateMachine {
 	return out
 }
 
+// localEndingAt returns the descriptor of the local replica whose range
+// ends at key (nil if none here).
+func (s *Store) localEndingAt(key []byte) *rspb.RangeDescriptor {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, m := range s.sms {
+		if d := m.desc.Load(); d != nil && !m.merged.Load() && bytes.Equal(d.EndKey, key) {
+			return d
+		}
+	}
+	return nil
+}
+
 func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[string]*stateMachine) {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil || st.split == nil {
