@@ -1,9 +1,12 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +21,9 @@ import (
 func TestStopHandsOffLeases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tc, err := StartTestCluster(ctx, TestClusterOptions{LivenessTTL: 10 * time.Second})
+	logs := &syncBuffer{}
+	tc, err := StartTestCluster(ctx, TestClusterOptions{LivenessTTL: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,6 +75,7 @@ func TestStopHandsOffLeases(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			t.Logf("drain log lines:\n%s", logs.grep("drain"))
 			t.Fatalf("%v after Stop returned, leases not handed off: %v", time.Since(start).Round(time.Millisecond), bad)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -116,4 +122,30 @@ func TestDrainingNodeTakesNoLease(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "draining") {
 		t.Fatalf("transfer of r%d to draining n%d: %v, want a refusal naming draining", rangeID, did, err)
 	}
+}
+
+// syncBuffer collects a test cluster's logs, to show the relevant lines
+// when a test fails.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// grep returns the lines containing s.
+func (b *syncBuffer) grep(s string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -1,10 +1,12 @@
 package node
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -26,10 +28,15 @@ func TestOps(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h, err := healthpb.NewHealthClient(tc.Conn(0)).Check(ctx, &healthpb.HealthCheckRequest{Service: "rangestore.v1.KV"})
-	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health: %v %v", h, err)
-	}
+	// Readiness follows liveness and Raft leadership, which may lag the
+	// first writes on a loaded machine: wait for it, naming what fails.
+	waitFor(t, 15*time.Second, "gRPC health SERVING", func() error {
+		h, err := healthpb.NewHealthClient(tc.Conn(0)).Check(ctx, &healthpb.HealthCheckRequest{Service: "rangestore.v1.KV"})
+		if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health: %v %v (readiness: %q)", h, err, tc.Node(0).Readiness())
+		}
+		return nil
+	})
 
 	rc, err := reflectionpb.NewServerReflectionClient(tc.Conn(0)).ServerReflectionInfo(ctx)
 	if err != nil {

@@ -33,7 +33,7 @@ func (s *Store) Draining() bool { return s.draining.Load() }
 func (s *Store) DrainLeases(ctx context.Context) (moved, left int) {
 	var movedN atomic.Int64
 	for {
-		held, todo := s.drainWork()
+		held, todo := s.drainWork(ctx)
 		if len(todo) == 0 || ctx.Err() != nil {
 			return int(movedN.Load()), held
 		}
@@ -80,7 +80,7 @@ type drainItem struct {
 
 // drainWork lists the local ranges whose lease or Raft leadership is still
 // here, each with the replica to hand it to (0 when none qualifies).
-func (s *Store) drainWork() (held int, out []drainItem) {
+func (s *Store) drainWork(ctx context.Context) (held int, out []drainItem) {
 	me := s.NodeID()
 	s.mu.RLock()
 	ms := make([]*stateMachine, 0, len(s.sms))
@@ -109,7 +109,7 @@ func (s *Store) drainWork() (held int, out []drainItem) {
 		if !holds && l.NodeId != me {
 			prefer = l.ReplicaId
 		}
-		it.targetNode, it.targetReplica = s.drainTarget(m, prefer)
+		it.targetNode, it.targetReplica = s.drainTarget(ctx, m, prefer)
 		out = append(out, it)
 	}
 	return held, out
@@ -117,16 +117,31 @@ func (s *Store) drainWork() (held int, out []drainItem) {
 
 // drainTarget picks the voter (other than this node) to hand a range to:
 // one whose node is live and not draining, the preferred replica (the Raft
-// leader: certainly up to date) if it qualifies.
-func (s *Store) drainTarget(m *stateMachine, prefer uint64) (nodeID, replicaID uint64) {
+// leader: certainly up to date) if it qualifies. Liveness comes from the
+// cache; a node whose cached record is missing or expired is read afresh
+// (a cache that missed refreshes under load must not make a live node look
+// dead and leave the lease behind).
+func (s *Store) drainTarget(ctx context.Context, m *stateMachine, prefer uint64) (nodeID, replicaID uint64) {
 	me := s.NodeID()
-	now := s.cfg.Clock.Now()
+	if s.liveness == nil {
+		return 0, 0
+	}
 	for _, r := range m.desc.Load().Replicas {
-		if r.NodeId == me || r.Type != rspb.ReplicaType_VOTER || s.liveness == nil {
+		if r.NodeId == me || r.Type != rspb.ReplicaType_VOTER {
 			continue
 		}
+		usable := func(rec *rspb.Liveness) bool {
+			return rec != nil && !rec.Draining && s.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
+		}
 		rec := s.liveness.Cached(r.NodeId)
-		if rec == nil || rec.Draining || !now.Less(TSFromProto(rec.Expiration)) {
+		if !usable(rec) {
+			fresh, err := s.liveness.Get(ctx, r.NodeId, true)
+			if err != nil {
+				s.log.Debug("drain: reading a liveness record failed", "node", r.NodeId, "err", err)
+			}
+			rec = fresh
+		}
+		if !usable(rec) {
 			continue
 		}
 		if r.ReplicaId == prefer || nodeID == 0 {
