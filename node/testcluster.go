@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -67,8 +68,21 @@ type TestCluster struct {
 	BaseDir string
 }
 
-// FreeAddr returns a loopback address with a currently free port.
+// FreeAddr returns a loopback address with a currently free port. The
+// port is picked at random below the kernel's ephemeral range (32768 and
+// up on Linux): a port from that range can be taken by any outgoing
+// connection between this check and the bind (a CI run lost a Raft port
+// that way), one below it only by another listener.
 func FreeAddr() (string, error) {
+	for attempt := 0; attempt < 100; attempt++ {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(12000+mrand.IntN(20000))))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
