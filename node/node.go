@@ -303,6 +303,7 @@ func (n *Node) Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error 
 }
 
 // Stop drains and stops the node, in this order:
+//  0. readiness (/readyz, gRPC health) reports "node is shutting down";
 //  1. the node marks itself draining (store and liveness record): it takes
 //     no new lease, and no lease or Raft leadership is moved to it;
 //  2. every lease it holds moves, with its range's Raft leadership, to
