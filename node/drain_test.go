@@ -1,12 +1,10 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +19,7 @@ import (
 func TestStopHandsOffLeases(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &logBuffer{}
 	tc, err := StartTestCluster(ctx, TestClusterOptions{LivenessTTL: 10 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -75,7 +73,7 @@ func TestStopHandsOffLeases(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Logf("drain log lines:\n%s", logs.grep("drain"))
+			t.Logf("drain log lines:\n%s", grepLines(logs.String(), "drain"))
 			t.Fatalf("%v after Stop returned, leases not handed off: %v", time.Since(start).Round(time.Millisecond), bad)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -124,25 +122,10 @@ func TestDrainingNodeTakesNoLease(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a test cluster's logs, to show the relevant lines
-// when a test fails.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// grep returns the lines containing s.
-func (b *syncBuffer) grep(s string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// grepLines returns the lines of text containing s.
+func grepLines(text, s string) string {
 	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
+	for _, l := range strings.Split(text, "\n") {
 		if strings.Contains(l, s) {
 			out = append(out, l)
 		}
