@@ -82,12 +82,7 @@ type drainItem struct {
 // here, each with the replica to hand it to (0 when none qualifies).
 func (s *Store) drainWork(ctx context.Context) (held int, out []drainItem) {
 	me := s.NodeID()
-	s.mu.RLock()
-	ms := make([]*stateMachine, 0, len(s.sms))
-	for _, m := range s.sms {
-		ms = append(ms, m)
-	}
-	s.mu.RUnlock()
+	ms := s.replicaList()
 	now := s.cfg.Clock.Now()
 	for _, m := range ms {
 		if m.merged.Load() || m.desc.Load() == nil {

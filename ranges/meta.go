@@ -130,12 +130,7 @@ func (s *Store) cleanInnerMeta(ctx context.Context, snd Sender, recs []metaRecor
 // heldDescriptors returns the descriptors of the local replicas whose lease
 // this node holds and may serve under, sorted by start key.
 func (s *Store) heldDescriptors() []*rspb.RangeDescriptor {
-	s.mu.RLock()
-	sms := make([]*stateMachine, 0, len(s.sms))
-	for _, m := range s.sms {
-		sms = append(sms, m)
-	}
-	s.mu.RUnlock()
+	sms := s.replicaList()
 	now := s.cfg.Clock.Now()
 	var out []*rspb.RangeDescriptor
 	for _, m := range sms {

@@ -186,12 +186,7 @@ func (s *Store) noteLeader(rangeID, leaderID uint64) {
 //     (at least 2 s), which covers an ordinary election.
 func (s *Store) QuorumProblems(live func(nodeID uint64) bool) (first string, n int) {
 	grace := max(2*time.Second, 3*s.electionTimeout())
-	s.mu.RLock()
-	ms := make([]*stateMachine, 0, len(s.sms))
-	for _, m := range s.sms {
-		ms = append(ms, m)
-	}
-	s.mu.RUnlock()
+	ms := s.replicaList()
 	var firstID uint64
 	for _, m := range ms {
 		d := m.desc.Load()

@@ -592,12 +592,7 @@ func (s *Store) leaseLoop(interval time.Duration) {
 			return
 		}
 		round++
-		s.mu.RLock()
-		ms := make([]*stateMachine, 0, len(s.sms))
-		for _, m := range s.sms {
-			ms = append(ms, m)
-		}
-		s.mu.RUnlock()
+		ms := s.replicaList()
 		for _, m := range ms {
 			s.watchFrozen(m)
 			// Epoch leases (or none yet): every fifth round.

@@ -86,6 +86,18 @@ func (s *Store) localByStart() map[string]*stateMachine {
 	return out
 }
 
+// replicaList returns the local replicas at this moment (a copy: callers
+// iterate without holding s.mu).
+func (s *Store) replicaList() []*stateMachine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*stateMachine, 0, len(s.sms))
+	for _, m := range s.sms {
+		out = append(out, m)
+	}
+	return out
+}
+
 // localEndingAt returns the descriptor of the local replica whose range
 // ends at key (nil if none here).
 func (s *Store) localEndingAt(key []byte) *rspb.RangeDescriptor {
