@@ -28,6 +28,7 @@ type Metrics struct {
 	splitCompactions prometheus.Counter
 	metaUpdates      prometheus.Counter
 	replicasRepaired prometheus.Counter
+	settling         prometheus.Gauge
 	reg              prometheus.Registerer
 }
 
@@ -77,9 +78,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		metaUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_meta_updates_total", Help: "Meta records written by this node (after splits, or repairs).",
 		}),
+		settling: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rangestore_proposals_settling", Help: "Commands whose caller gave up while they were still in the Raft log: their latches (or a transfer's refusal to serve) are held until they apply or can no longer apply.",
+		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.settling)
 	return m
 }
 

@@ -267,14 +267,30 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 	if err != nil {
 		return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
 	}
-	retryable := len(cmd.ProposalId) > 0 || cmd.RequestLease != nil || cmd.Gc != nil
+	res, rerr, _ := s.proposeData(ctx, rangeID, data, isRetryable(cmd))
+	return res, rerr
+}
+
+// isRetryable: a command that may be proposed again as the same bytes.
+func isRetryable(cmd *rspb.RaftCommand) bool {
+	return len(cmd.ProposalId) > 0 || cmd.RequestLease != nil || cmd.Gc != nil
+}
+
+// proposeData proposes data (re-proposing a retryable command every
+// proposeRetry until ctx ends) and decodes its result. inFlight reports an
+// error returned while some copy of the command was accepted by Raft and
+// none has a result: the command may still apply, at any later time, and
+// whoever proposed it must keep what it evaluated under (its latches, a
+// transfer's refusal to serve) until settle learns its fate.
+func (s *Store) proposeData(ctx context.Context, rangeID uint64, data []byte, retryable bool) (_ *rspb.RaftResult, _ *rspb.RangeError, inFlight bool) {
 	for {
 		tctx, cancel := ctx, context.CancelFunc(func() {})
 		if retryable {
 			tctx, cancel = context.WithTimeout(ctx, proposeRetry)
 		}
-		r, err := s.syncPropose(tctx, rangeID, data)
+		r, accepted, err := s.syncPropose(tctx, rangeID, data)
 		cancel()
+		inFlight = inFlight || accepted
 		if err != nil {
 			if errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dragonboat.ErrShardNotReady) {
 				// A quiesced follower is not woken by proposals (its dead
@@ -291,13 +307,71 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 				}
 				continue
 			}
-			return nil, s.mapRaftError(rangeID, err)
+			return nil, s.mapRaftError(rangeID, err), inFlight && !replicaGone(err)
 		}
 		res := &rspb.RaftResult{}
 		if err := proto.Unmarshal(r.Data, res); err != nil {
-			return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error())
+			return nil, rangeErr(rspb.RangeError_UNKNOWN, err.Error()), false
 		}
-		return res, nil
+		return res, nil, false
+	}
+}
+
+// replicaGone: the local replica (or the whole NodeHost) is closed; nothing
+// proposed through it will report back, and nothing is served here.
+func replicaGone(err error) bool {
+	return errors.Is(err, dragonboat.ErrShardClosed) || errors.Is(err, dragonboat.ErrClosed) ||
+		errors.Is(err, dragonboat.ErrShardNotFound) || errors.Is(err, errReplicaClosed)
+}
+
+// settle holds on to what an in-flight command was evaluated under until
+// its fate is known, then calls release. A proposal whose caller gave up
+// (deadline, cancellation, a Raft timeout) can still be committed later,
+// by this leader or by the next one that has it in its log. Releasing its
+// latches at once let the next write on the same keys evaluate against
+// state without it, and both applied: two increments answered the same
+// value, two conditional deletes of one value both succeeded.
+//
+// The fate is known when a copy of the command gets a result (it applied,
+// or was refused at apply: a refusal is permanent, since lease sequences
+// and generations only grow), or when decided reports that it can no
+// longer apply (the lease or descriptor it was evaluated under has been
+// replaced locally, so every earlier entry has applied here and every
+// later copy is refused), or when the replica or store closes. Meanwhile
+// the same bytes are proposed again every proposeRetry, deduplicated at
+// apply by their proposal ID, so a range that regains a quorum decides
+// soon; one that does not keeps the keys latched, as CockroachDB does.
+func (s *Store) settle(rangeID uint64, data []byte, decided func() bool, release func()) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.settling.Inc()
+	}
+	done := func() {
+		release()
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.settling.Dec()
+		}
+	}
+	ok := s.tasks.run(func(ctx context.Context) {
+		defer done()
+		for ctx.Err() == nil && !decided() {
+			tctx, cancel := context.WithTimeout(ctx, proposeRetry)
+			_, _, err := s.syncPropose(tctx, rangeID, data)
+			cancel()
+			if err == nil || replicaGone(err) {
+				return
+			}
+			s.wake(rangeID)
+			if !errors.Is(err, dragonboat.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				// Refused at once (no leader, busy): do not spin.
+				select {
+				case <-ctx.Done():
+				case <-time.After(proposeRetry / 10):
+				}
+			}
+		}
+	})
+	if !ok {
+		done() // the store is closing: nothing is served here any more
 	}
 }
 
@@ -307,43 +381,44 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 // than a tick (200 ms under `start`) made every write fail although the
 // write itself takes a few ms. The proposal gets at least two ticks; the
 // caller's deadline is enforced by waiting on ctx. When ctx ends first the
-// command may still apply: the caller reports an ambiguous result, and a
-// retry with the same proposal ID is deduplicated at apply.
-func (s *Store) syncPropose(ctx context.Context, rangeID uint64, data []byte) (sm.Result, error) {
+// command may still apply: the caller reports an ambiguous result (and
+// settles the command), and a retry with the same proposal ID is
+// deduplicated at apply. accepted reports that Raft took the proposal.
+func (s *Store) syncPropose(ctx context.Context, rangeID uint64, data []byte) (_ sm.Result, accepted bool, _ error) {
 	timeout := DefaultRequestTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	if ctx.Err() != nil {
-		return sm.Result{}, ctx.Err()
+		return sm.Result{}, false, ctx.Err()
 	}
 	if min := 2 * time.Duration(s.cfg.RTTMillisecond) * time.Millisecond; timeout < min {
 		timeout = min
 	}
 	rs, err := s.nh.Propose(s.nh.GetNoOPSession(rangeID), data, timeout)
 	if err != nil {
-		return sm.Result{}, err
+		return sm.Result{}, false, err
 	}
 	select {
 	case r := <-rs.AppliedC():
 		switch {
 		case r.Completed():
 			rs.Release()
-			return r.GetResult(), nil
+			return r.GetResult(), true, nil
 		case r.Rejected():
-			return sm.Result{}, dragonboat.ErrRejected
+			return sm.Result{}, true, dragonboat.ErrRejected
 		case r.Timeout():
-			return sm.Result{}, dragonboat.ErrTimeout
+			return sm.Result{}, true, dragonboat.ErrTimeout
 		case r.Terminated():
-			return sm.Result{}, dragonboat.ErrShardClosed
+			return sm.Result{}, true, dragonboat.ErrShardClosed
 		case r.Dropped():
-			return sm.Result{}, dragonboat.ErrShardNotReady
+			return sm.Result{}, true, dragonboat.ErrShardNotReady
 		case r.Aborted():
-			return sm.Result{}, dragonboat.ErrAborted
+			return sm.Result{}, true, dragonboat.ErrAborted
 		}
-		return sm.Result{}, fmt.Errorf("r%d: unexpected proposal result %v", rangeID, r)
+		return sm.Result{}, true, fmt.Errorf("r%d: unexpected proposal result %v", rangeID, r)
 	case <-ctx.Done():
-		return sm.Result{}, ctx.Err()
+		return sm.Result{}, true, ctx.Err()
 	}
 }
 
@@ -440,9 +515,15 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 	spans := requestSpans(req.Requests)
 	l, err := st.latches.acquire(ctx, spans, true)
 	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+			fmt.Sprintf("r%d: gave up waiting on n%d for an earlier write to the same keys (%v); this write was not proposed", m.rangeID, s.NodeID(), err))}
 	}
-	defer st.latches.release(l)
+	settling := false
+	defer func() {
+		if !settling {
+			st.latches.release(l)
+		}
+	}()
 	if cur := m.lease.Load(); cur.Sequence != lease.Sequence || s.leaseStatus(cur, s.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(m.rangeID, cur.NodeId, "lease changed while waiting for latches")}
 	}
@@ -483,11 +564,27 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation, WriteBatch: repr,
 		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
-	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
+	}
+	res, rerr, inFlight := s.proposeData(ctx, m.rangeID, data, isRetryable(cmd))
 	if rerr != nil {
+		if inFlight {
+			// The latches stay until the command's fate is known.
+			settling = true
+			s.settle(m.rangeID, data, func() bool { return evaluatedUnderReplaced(m, lease.Sequence, desc.Generation) },
+				func() { st.latches.release(l) })
+		}
 		return &rspb.RangeResponse{Error: rerr}
 	}
 	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+}
+
+// evaluatedUnderReplaced: the lease or descriptor a command was evaluated
+// under has been replaced on m, so no copy of it can apply any more.
+func evaluatedUnderReplaced(m *stateMachine, leaseSeq, generation uint64) bool {
+	return m.lease.Load().Sequence != leaseSeq || m.desc.Load().GetGeneration() != generation || m.closed.Load()
 }
 
 // TransferLease moves the lease of a range held here to the replica on
@@ -541,18 +638,26 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 	}
 	done := make(chan struct{})
 	st.transferDone.Store(&done)
-	defer func() {
+	var l *latch
+	finish := func() {
+		if l != nil {
+			st.latches.release(l)
+		}
 		st.transferring.Store(0)
 		st.transferDone.Store(nil)
 		close(done)
+	}
+	settling := false
+	defer func() {
+		if !settling {
+			finish()
+		}
 	}()
 	// Wait for in-flight requests: take a write latch over the whole range.
 	desc := m.desc.Load()
-	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
-	if err != nil {
+	if l, err = st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true); err != nil {
 		return err
 	}
-	defer st.latches.release(l)
 	if lead {
 		// Leadership first, while nothing of the range is in flight here.
 		s.waitPeerApplied(ctx, m, target, 500*time.Millisecond)
@@ -571,9 +676,27 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 		}
 		next.Epoch = rec.Epoch
 	}
-	if rerr := s.proposeLease(ctx, m, next, lease); rerr != nil {
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: lease}}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	res, rerr, inFlight := s.proposeData(ctx, m.rangeID, data, true)
+	if rerr != nil {
+		if inFlight {
+			// The target may get the lease at any later time, starting
+			// at next.Start: serving here meanwhile could answer a read
+			// the new holder has already overwritten. Keep refusing
+			// until the transfer applied or can no longer apply.
+			settling = true
+			s.settle(m.rangeID, data, func() bool { return m.lease.Load().Sequence != lease.Sequence || m.closed.Load() }, finish)
+		}
 		return errors.New(rerr.Message)
 	}
+	if res.Error != nil && !proto.Equal(m.lease.Load(), next) {
+		return errors.New(res.Error.Message)
+	}
+	s.metricsLease(next, lease)
 	return nil
 }
 
