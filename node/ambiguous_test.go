@@ -37,22 +37,7 @@ func TestAmbiguousWriteKeepsLatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := rangeOf(tc, k)
-	var holder int
-	// The proposals must enter the leaseholder's own log: wait until it is
-	// the Raft leader too (leadership follows the lease).
-	waitFor(t, 20*time.Second, "epoch lease and Raft leadership of the range on one node", func() error {
-		l := leaseOf(tc, 0, d.RangeId)
-		if l.GetSequence() == 0 || l.GetEpoch() == 0 {
-			return fmt.Errorf("no epoch lease yet: %v", l)
-		}
-		holder = indexOfNode(tc, l.NodeId)
-		for _, ri := range tc.Node(holder).Ranges() {
-			if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaderNodeId != l.NodeId {
-				return fmt.Errorf("lease on n%d, Raft leader n%d", l.NodeId, ri.LeaderNodeId)
-			}
-		}
-		return nil
-	})
+	holder := waitLeaderIsHolder(t, tc, d.RangeId)
 	lh := tc.Node(holder)
 	// A retry carries the proposal ID and the timestamp of the first try,
 	// as the gateway's retries do (the dedup record is keyed by both).
@@ -108,4 +93,90 @@ func TestAmbiguousWriteKeepsLatches(t *testing.T) {
 	if v1 == v2 || final != 4 || v1 < 3 || v2 < 3 {
 		t.Fatalf("two increments after 2 answered %d and %d, final value %d (want 3 and 4 in some order, final 4)", v1, v2, final)
 	}
+}
+
+// waitLeaderIsHolder waits until one node holds a range's epoch lease and
+// is its Raft leader (leadership follows the lease), so that proposals
+// enter the leaseholder's own log, and returns that node's index.
+func waitLeaderIsHolder(t *testing.T, tc *TestCluster, rangeID uint64) int {
+	t.Helper()
+	var holder int
+	waitFor(t, 20*time.Second, "epoch lease and Raft leadership of the range on one node", func() error {
+		l := leaseOf(tc, 0, rangeID)
+		if l.GetSequence() == 0 || l.GetEpoch() == 0 {
+			return fmt.Errorf("no epoch lease yet: %v", l)
+		}
+		holder = indexOfNode(tc, l.NodeId)
+		for _, ri := range tc.Node(holder).Ranges() {
+			if ri.RangeDescriptor.GetRangeId() == rangeID && ri.LeaderNodeId != l.NodeId {
+				return fmt.Errorf("lease on n%d, Raft leader n%d", l.NodeId, ri.LeaderNodeId)
+			}
+		}
+		return nil
+	})
+	return holder
+}
+
+// TestAmbiguousTransferStopsServing: a lease transfer whose caller gave up
+// while it was still in the Raft log may apply at any later time, and the
+// target's lease starts at the moment it was proposed. Until its fate is
+// known the old holder must not serve: a read it answered meanwhile could
+// miss a write the new holder has already acknowledged. Once the transfer
+// applies, the target holds the lease and serves.
+func TestAmbiguousTransferStopsServing(t *testing.T) {
+	net := fault.NewNetwork()
+	tc := startCluster(t, TestClusterOptions{Network: net, RaftRTTMillisecond: 20, ElectionRTT: 50, HeartbeatRTT: 2})
+	ctx := ctxT(t)
+	const k = "ambiguous-transfer"
+	kvtPut(t, ctx, tc.KV(0), k, "v1")
+	d := rangeOf(tc, k)
+	holder := waitLeaderIsHolder(t, tc, d.RangeId)
+	lh := tc.Node(holder)
+	target := tc.Node((holder + 1) % 3).NodeID()
+	// The transfer reads the target's liveness record first: with the
+	// system range's lease here too, that read is local and works while
+	// the holder is cut off.
+	if err := lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "system range lease on the holder", func() error {
+		if l := leaseOf(tc, holder, ranges.SystemRangeID); l.GetNodeId() != lh.NodeID() {
+			return fmt.Errorf("system range lease on n%d", l.GetNodeId())
+		}
+		return nil
+	})
+	read := func(timeout time.Duration) *rspb.RangeResponse {
+		c, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req := getReq(k)
+		req.RangeId = d.RangeId
+		return lh.Store().Send(c, req)
+	}
+	if r := read(5 * time.Second); r.Error != nil {
+		t.Fatalf("read on the holder before the transfer: %v", r.Error)
+	}
+
+	all := []int{0, 1, 2}
+	for _, i := range all {
+		net.Isolate(i, all)
+	}
+	c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	terr := lh.Store().TransferLease(c, d.RangeId, target)
+	cancel()
+	r := read(300 * time.Millisecond)
+	net.Heal()
+	t.Logf("during the partition: transfer: %v; read on the old holder: %v", terr, r.Error)
+	if terr == nil {
+		t.Fatal("transfer completed without a quorum")
+	}
+	if r.Error == nil {
+		t.Fatalf("the old holder served a read while its transfer to n%d could still apply: %v", target, r.Responses)
+	}
+	waitFor(t, 20*time.Second, "the transfer applies after the heal", func() error {
+		if l := leaseOf(tc, holder, d.RangeId); l.GetNodeId() != target {
+			return fmt.Errorf("lease on n%d, want n%d", l.GetNodeId(), target)
+		}
+		return nil
+	})
+	kvtWantValue(t, ctx, tc.KV(indexOfNode(tc, target)), k, "v1")
 }
