@@ -12,6 +12,10 @@
 //     (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and re-split) until the
 //     deadline. Writes carry a proposal ID reused by retries, which replicas
 //     deduplicate. Scans are streamed range by range in bounded chunks.
-//   - InternalServer / AdminServer: peer and operator RPCs.
-//   - ToStatus: the one table mapping errors to gRPC status codes.
+//   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
+//     through ToStatus.
+//   - ToStatus: the one table mapping errors to gRPC status codes. A
+//     replica's verdict travels as RangeError (ranges.Error, the one error
+//     type carrying a *rspb.RangeError) from the store, the node and the
+//     router alike, and keeps its code.
 package gateway

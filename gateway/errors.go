@@ -9,16 +9,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
 )
 
-// RangeError is a replica-reported error surfacing from the router.
-type RangeError struct{ E *rspb.RangeError }
-
-func (e *RangeError) Error() string { return e.E.Message }
-
-// RangeErr returns the replica's error (lets packages below the gateway
-// tell a replica's verdict from a transport failure).
-func (e *RangeError) RangeErr() *rspb.RangeError { return e.E }
+// RangeError is a replica's verdict as a Go error: the router's, the
+// store's and the node's all are this one type (ranges.Error), and ToStatus
+// maps its code through errorCodes.
+type RangeError = ranges.Error
 
 // errorCodes is the one table from replica error codes to gRPC status codes.
 var errorCodes = map[rspb.RangeError_Code]codes.Code{

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -101,14 +100,7 @@ func (s *AdminServer) Ranges(_ context.Context, r *rspb.RangesRequest) (*rspb.Ra
 func (s *AdminServer) TransferLease(ctx context.Context, r *rspb.TransferLeaseRequest) (*rspb.TransferLeaseResponse, error) {
 	held, err := s.node.TransferLeaseTo(ctx, r.RangeId, r.TargetNodeId)
 	if err != nil {
-		if _, ok := status.FromError(err); ok {
-			return nil, err
-		}
-		var re *RangeError
-		if errors.As(err, &re) {
-			return nil, ToStatus(err)
-		}
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, ToStatus(err)
 	}
 	return &rspb.TransferLeaseResponse{AlreadyHeld: held}, nil
 }

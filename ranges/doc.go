@@ -33,9 +33,10 @@
 //     sequence. Every replica applies it only if that lease is still current;
 //     otherwise it applies nothing and leaves no dedup record (NOT_LEASEHOLDER).
 //   - Reads are served by the leaseholder from a Pebble snapshot under read
-//     latches, without any Raft round trip (rangestore_read_index_total stays
-//     0), after recording the read in the timestamp cache. A holder stops
-//     serving max-offset before its lease expires (stasis).
+//     latches, without any Raft round trip (no ReadIndex: the store's only
+//     ReadIndex calls wake quiesced ranges, and rangestore_read_index_total
+//     counts each), after recording the read in the timestamp cache. A
+//     holder stops serving max-offset before its lease expires (stasis).
 //   - Transfers: the holder stops serving (transferring flag + a write latch
 //     over the range), proposes the target's lease starting at its own clock,
 //     so the new lease starts after everything it served. A new holder's
@@ -75,6 +76,15 @@
 //     merges small, idle, non-sticky neighbours.
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
+//   - The lease loop (replica.go) extends expiration leases, acquires a
+//     missing lease at the Raft leader and moves leadership to the
+//     leaseholder; each failure is counted (rangestore_lease_failures_total
+//     by op) and logged with range and reason, at most once per 10 s per
+//     range.
+//   - Errors: a replica's verdict is a *rspb.RangeError inside responses;
+//     where the store returns a Go error (TransferLease, GC) it is an *Error
+//     carrying that RangeError, so its code survives up to the gRPC status
+//     (gateway/errors.go maps codes in one table).
 package ranges
 
 // MetaRangeID and SystemRangeID are the fixed IDs of the bootstrap ranges.

@@ -117,8 +117,8 @@ func (s *Store) drainWork(ctx context.Context) (held int, out []drainItem) {
 // (a cache that missed refreshes under load must not make a live node look
 // dead and leave the lease behind).
 func (s *Store) drainTarget(ctx context.Context, m *stateMachine, prefer uint64) (nodeID, replicaID uint64) {
-	me := s.NodeID()
-	if s.liveness == nil {
+	me, lv := s.NodeID(), s.live()
+	if lv == nil {
 		return 0, 0
 	}
 	for _, r := range m.desc.Load().Replicas {
@@ -128,9 +128,9 @@ func (s *Store) drainTarget(ctx context.Context, m *stateMachine, prefer uint64)
 		usable := func(rec *rspb.Liveness) bool {
 			return rec != nil && !rec.Draining && s.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
 		}
-		rec := s.liveness.Cached(r.NodeId)
+		rec := lv.Cached(r.NodeId)
 		if !usable(rec) {
-			fresh, err := s.liveness.Get(ctx, r.NodeId, true)
+			fresh, err := lv.Get(ctx, r.NodeId, true)
 			if err != nil {
 				s.log.Debug("drain: reading a liveness record failed", "node", r.NodeId, "err", err)
 			}

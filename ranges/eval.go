@@ -16,14 +16,10 @@ import (
 // pages through larger results.
 const DefaultScanChunkBytes = 1 << 20
 
-// evalError is a deterministic, per-command failure: the command applies
-// nothing and reports the error to its proposer.
-type evalError struct{ err *rspb.RangeError }
-
-func (e *evalError) Error() string { return e.err.Message }
-
+// failf returns a deterministic, per-command evaluation failure (an
+// *Error): the command applies nothing and reports it to its proposer.
 func failf(code rspb.RangeError_Code, format string, args ...any) error {
-	return &evalError{err: rangeErr(code, fmt.Sprintf(format, args...))}
+	return errorf(code, format, args...)
 }
 
 // RequestSpan returns the key span a request touches: [key, key\x00) for
@@ -75,9 +71,10 @@ func checkSpans(desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion) error {
 			ok = keys.ContainsSpan(s, e, desc.StartKey, desc.EndKey)
 		}
 		if !ok {
-			return &evalError{err: &rspb.RangeError{
+			// Keys as the client wrote them (keys.Pretty), not internal.
+			return &Error{E: &rspb.RangeError{
 				Code:            rspb.RangeError_RANGE_KEY_MISMATCH,
-				Message:         fmt.Sprintf("key %q is outside range r%d [%q, %q)", s, desc.RangeId, desc.StartKey, desc.EndKey),
+				Message:         fmt.Sprintf("key %s is outside range r%d [%s, %s)", keys.Pretty(s), desc.RangeId, keys.Pretty(desc.StartKey), keys.Pretty(desc.EndKey)),
 				RangeDescriptor: desc,
 			}}
 		}
@@ -320,11 +317,12 @@ func truncate(b []byte) []byte {
 	return b
 }
 
-// asRangeError extracts a deterministic evaluation error.
+// asRangeError extracts a replica's verdict (in evaluation: a
+// deterministic evaluation error) from err.
 func asRangeError(err error) (*rspb.RangeError, bool) {
-	var ee *evalError
+	var ee *Error
 	if errors.As(err, &ee) {
-		return ee.err, true
+		return ee.E, true
 	}
 	return nil, false
 }

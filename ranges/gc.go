@@ -2,8 +2,6 @@ package ranges
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/rangestore/rangestore/kv"
@@ -18,11 +16,12 @@ const DefaultGCTTL = 25 * time.Hour
 // versions shadowed at or below it are removed on every replica and reads at
 // or below it are refused from then on. A lower threshold is a no-op. It runs
 // at the leaseholder (elsewhere it fails with the holder's identity), so when
-// it returns, reads served under the lease observe the new threshold.
+// it returns, reads served under the lease observe the new threshold. What a
+// replica refuses is an *Error carrying its code.
 func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) error {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil {
-		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
+		return errorf(rspb.RangeError_RANGE_NOT_FOUND, "range r%d not found on node n%d", rangeID, s.NodeID())
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -30,17 +29,14 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 		defer cancel()
 	}
 	if _, rerr := s.ensureLease(ctx, m, st); rerr != nil {
-		return errors.New(rerr.Message)
+		return wrapRangeError(rerr)
 	}
 	cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}
 	res, rerr := s.propose(ctx, rangeID, cmd)
 	if rerr != nil {
-		return errors.New(rerr.Message)
+		return wrapRangeError(rerr)
 	}
-	if res.Error != nil {
-		return errors.New(res.Error.Message)
-	}
-	return nil
+	return wrapRangeError(res.Error)
 }
 
 // gcLoop periodically proposes GC, at now - GCTTL, for every range whose

@@ -14,11 +14,14 @@ type Metrics struct {
 	reads     *prometheus.CounterVec   // result
 	latency   *prometheus.HistogramVec // kind
 	// leaseReads counts reads served from local state under a lease;
-	// readIndex counts ReadIndex (Raft read) calls, none of which are on
-	// the read path.
+	// readIndex counts every ReadIndex (Raft read) call the store makes:
+	// wake-ups of quiesced ranges, never reads.
 	leaseReads prometheus.Counter
 	readIndex  prometheus.Counter
 	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
+	// leaseFailures counts failed background lease operations (op:
+	// extend, acquire, leader_transfer).
+	leaseFailures *prometheus.CounterVec
 	// Range lifecycle.
 	splits           prometheus.Counter
 	merges           prometheus.Counter
@@ -49,8 +52,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rangestore_lease_reads_total", Help: "Reads served by a leaseholder from local state, without consensus.",
 		}),
 		readIndex: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rangestore_read_index_total", Help: "Raft ReadIndex calls made by the store (the read path makes none).",
+			Name: "rangestore_read_index_total", Help: "Raft ReadIndex calls made by the store: only to wake quiesced ranges (rangestore_raft_wakeups_total counts those that started); reads under a lease make none.",
 		}),
+		leaseFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_lease_failures_total", Help: "Failed background lease operations of the lease loop, by op (extend an expiration lease, acquire a lease, move Raft leadership to the leaseholder); each is also logged, rate-limited per range.",
+		}, []string{"op"}),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rangestore_leases_total", Help: "Leases applied by this node's proposals, by kind (acquired, transferred, extended).",
 		}, []string{"kind"}),
@@ -83,7 +89,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		reg: reg,
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.settling)
+	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
+		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
+	}
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.settling)
 	return m
 }
 

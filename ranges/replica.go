@@ -50,6 +50,10 @@ type replicaState struct {
 	lastLeaderTransfer atomic.Int64
 	// lastWake is when the replica last woke its quiesced shard (unix nanos).
 	lastWake atomic.Int64
+	// lastLeaseFailureLog is when a failed background lease operation was
+	// last logged (unix nanos); leaseFailuresUnlogged counts those since.
+	lastLeaseFailureLog   atomic.Int64
+	leaseFailuresUnlogged atomic.Int64
 	// frozenSince is when this process first saw the range frozen (unix
 	// nanos, 0 = not frozen); lastFrozenCheck when it last warned and
 	// checked the freeze; thawing is set while a rollback check runs.
@@ -100,11 +104,11 @@ func usesExpirationLease(d *rspb.RangeDescriptor) bool {
 // leaseStatus judges the range's current lease at now.
 func (s *Store) leaseStatus(l *rspb.Lease, now kv.Timestamp) leases.State {
 	var holder *rspb.Liveness
-	if leases.IsEpoch(l) && s.liveness != nil {
+	if lv := s.live(); leases.IsEpoch(l) && lv != nil {
 		if l.NodeId == s.NodeID() {
-			holder = s.liveness.Self()
+			holder = lv.Self()
 		} else {
-			holder = s.liveness.Cached(l.NodeId)
+			holder = lv.Cached(l.NodeId)
 		}
 	}
 	return leases.Status(l, now, holder, s.cfg.Clock.MaxOffset())
@@ -162,7 +166,11 @@ func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaSta
 				return nil, notLeaseholder(m.rangeID, l.NodeId, "lease is held by n%d", l.NodeId)
 			case leases.Unknown:
 				// Learn the holder's liveness; if it is live, redirect.
-				if _, err := s.liveness.Get(ctx, l.NodeId, false); err != nil {
+				lv := s.live()
+				if lv == nil {
+					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: node liveness is not running on n%d", m.rangeID, me))
+				}
+				if _, err := lv.Get(ctx, l.NodeId, false); err != nil {
 					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
 				}
 				continue
@@ -203,12 +211,13 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 	if desc == nil {
 		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d has no data on n%d yet", m.rangeID, s.NodeID()))
 	}
-	if s.liveness == nil {
+	lv := s.live()
+	if lv == nil {
 		return rangeErr(rspb.RangeError_UNAVAILABLE, "node liveness is not running")
 	}
 	me := s.NodeID()
 	if leases.IsEpoch(prev) && prev.NodeId != me {
-		rec, err := s.liveness.Get(ctx, prev.NodeId, true)
+		rec, err := lv.Get(ctx, prev.NodeId, true)
 		if err != nil {
 			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, prev.NodeId, err))
 		}
@@ -216,7 +225,7 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 			if s.cfg.Clock.Now().LessEq(TSFromProto(rec.Expiration)) {
 				return notLeaseholder(m.rangeID, prev.NodeId, "lease is held by n%d (live)", prev.NodeId)
 			}
-			if _, err := s.liveness.IncrementEpoch(ctx, prev.NodeId); err != nil {
+			if _, err := lv.IncrementEpoch(ctx, prev.NodeId); err != nil {
 				return notLeaseholder(m.rangeID, prev.NodeId, "cannot take over from n%d: %v", prev.NodeId, err)
 			}
 		}
@@ -229,7 +238,7 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 		}
 		next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
 	} else {
-		self := s.liveness.Self()
+		self := lv.Self()
 		if self == nil || !now.Less(TSFromProto(self.Expiration)) {
 			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: n%d cannot take a lease: its liveness record is not live", m.rangeID, me))
 		}
@@ -425,13 +434,13 @@ func (s *Store) syncPropose(ctx context.Context, rangeID uint64, data []byte) (_
 // replicaLive reports whether the node of a replica of m's range has a
 // live liveness record as far as this node knows (unknown counts as live).
 func (s *Store) replicaLive(m *stateMachine, replicaID uint64) bool {
-	d := m.desc.Load()
-	if d == nil || s.liveness == nil {
+	d, lv := m.desc.Load(), s.live()
+	if d == nil || lv == nil {
 		return true
 	}
 	for _, r := range d.Replicas {
 		if r.ReplicaId == replicaID {
-			rec := s.liveness.Cached(r.NodeId)
+			rec := lv.Cached(r.NodeId)
 			if rec == nil {
 				return true
 			}
@@ -457,7 +466,7 @@ func (s *Store) wake(rangeID uint64) {
 	if now-last < int64(s.electionTimeout()) || !st.lastWake.CompareAndSwap(last, now) {
 		return
 	}
-	rs, err := s.nh.ReadIndex(rangeID, 2*s.electionTimeout())
+	rs, err := s.readIndex(rangeID, 2*s.electionTimeout())
 	if err != nil {
 		return
 	}
@@ -471,6 +480,16 @@ func (s *Store) wake(rangeID uint64) {
 		case <-ctx.Done():
 		}
 	})
+}
+
+// readIndex is the one place the store asks Raft for a ReadIndex, and
+// counts every call (rangestore_read_index_total). Only wake uses it: reads
+// are served under the lease and never call it.
+func (s *Store) readIndex(rangeID uint64, timeout time.Duration) (*dragonboat.RequestState, error) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.readIndex.Inc()
+	}
+	return s.nh.ReadIndex(rangeID, timeout)
 }
 
 // serveRead serves read-only requests from local state under the lease,
@@ -589,7 +608,8 @@ func evaluatedUnderReplaced(m *stateMachine, leaseSeq, generation uint64) bool {
 
 // TransferLease moves the lease of a range held here to the replica on
 // target. This replica stops serving first; the new lease starts at this
-// node's clock, above everything it served.
+// node's clock, above everything it served. What a replica refuses is an
+// *Error carrying its code.
 func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error {
 	return s.transferLease(ctx, rangeID, target, false)
 }
@@ -601,26 +621,27 @@ func (s *Store) TransferLease(ctx context.Context, rangeID, target uint64) error
 func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead bool) error {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil {
-		return fmt.Errorf("range r%d not found on node n%d", rangeID, s.NodeID())
+		return errorf(rspb.RangeError_RANGE_NOT_FOUND, "range r%d not found on node n%d", rangeID, s.NodeID())
 	}
 	lease, rerr := s.ensureLease(ctx, m, st)
 	if rerr != nil {
-		return errors.New(rerr.Message)
+		return wrapRangeError(rerr)
 	}
 	if target == s.NodeID() {
 		return nil
 	}
 	// A draining node takes no lease; for an epoch lease the target must be
 	// live (its current epoch goes into the lease).
-	if s.liveness == nil {
-		return errors.New("node liveness is not running")
+	lv := s.live()
+	if lv == nil {
+		return errorf(rspb.RangeError_UNAVAILABLE, "node liveness is not running on n%d", s.NodeID())
 	}
-	rec, err := s.liveness.Get(ctx, target, true)
+	rec, err := lv.Get(ctx, target, true)
 	if err != nil {
 		return err
 	}
 	if rec.GetDraining() {
-		return fmt.Errorf("n%d is draining and takes no leases", target)
+		return errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d is draining and takes no leases", target)
 	}
 	var targetReplica uint64
 	for _, r := range m.desc.Load().Replicas {
@@ -629,12 +650,12 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 		}
 	}
 	if targetReplica == 0 {
-		return fmt.Errorf("r%d has no voter on n%d", rangeID, target)
+		return errorf(rspb.RangeError_FAILED_PRECONDITION, "r%d has no voter on n%d", rangeID, target)
 	}
 	st.acquireMu.Lock()
 	defer st.acquireMu.Unlock()
 	if !st.transferring.CompareAndSwap(0, target) {
-		return fmt.Errorf("r%d: a lease transfer is already in progress", rangeID)
+		return errorf(rspb.RangeError_UNAVAILABLE, "r%d: a lease transfer is already in progress", rangeID)
 	}
 	done := make(chan struct{})
 	st.transferDone.Store(&done)
@@ -664,7 +685,7 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 		s.moveLeader(ctx, m, targetReplica, 2*s.electionTimeout())
 	}
 	if cur := m.lease.Load(); !proto.Equal(cur, lease) {
-		return fmt.Errorf("r%d: the lease changed during the transfer", rangeID)
+		return errorf(rspb.RangeError_NOT_LEASEHOLDER, "r%d: the lease changed during the transfer", rangeID)
 	}
 	now := s.cfg.Clock.Now()
 	next := &rspb.Lease{ReplicaId: targetReplica, NodeId: target, Start: TSToProto(now), Sequence: lease.Sequence + 1}
@@ -672,7 +693,7 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 		next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
 	} else {
 		if rec == nil || !now.Less(TSFromProto(rec.Expiration)) {
-			return fmt.Errorf("n%d is not live", target)
+			return errorf(rspb.RangeError_UNAVAILABLE, "r%d: n%d is not live", rangeID, target)
 		}
 		next.Epoch = rec.Epoch
 	}
@@ -691,10 +712,10 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 			settling = true
 			s.settle(m.rangeID, data, func() bool { return m.lease.Load().Sequence != lease.Sequence || m.closed.Load() }, finish)
 		}
-		return errors.New(rerr.Message)
+		return wrapRangeError(rerr)
 	}
 	if res.Error != nil && !proto.Equal(m.lease.Load(), next) {
-		return errors.New(res.Error.Message)
+		return wrapRangeError(res.Error)
 	}
 	s.metricsLease(next, lease)
 	return nil
@@ -711,7 +732,7 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 func (s *Store) leaseLoop(interval time.Duration) {
 	round := 0
 	s.every(interval, func() {
-		if s.NodeID() == 0 || s.liveness == nil {
+		if s.NodeID() == 0 || s.live() == nil {
 			return
 		}
 		round++
@@ -760,7 +781,9 @@ func (s *Store) tendLease(rangeID uint64) {
 			next.Expiration = TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.ExpirationLeaseDuration)})
 			st.acquireMu.Lock()
 			if proto.Equal(m.lease.Load(), l) {
-				_ = s.proposeLease(ctx, m, next, l)
+				if rerr := s.proposeLease(ctx, m, next, l); rerr != nil {
+					s.leaseFailed(m, st, "extend", rerr.Code.String(), rerr.Message)
+				}
 			}
 			st.acquireMu.Unlock()
 		}
@@ -772,12 +795,42 @@ func (s *Store) tendLease(rangeID uint64) {
 			st.lastLeaderTransfer.Store(time.Now().UnixNano())
 			// Not to a draining holder: it is handing its leases off,
 			// leadership first (see transferLease).
-			if rec, err := s.liveness.Get(ctx, l.NodeId, true); err == nil && !rec.GetDraining() {
-				_ = s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId)
+			// (Liveness is connected: leaseLoop tends nothing before.)
+			rec, err := s.live().Get(ctx, l.NodeId, true)
+			if err != nil {
+				s.leaseFailed(m, st, "leader_transfer", "liveness", fmt.Sprintf("reading liveness of n%d: %v", l.NodeId, err))
+			} else if !rec.GetDraining() {
+				if err := s.nh.RequestLeaderTransfer(rangeID, l.ReplicaId); err != nil {
+					s.leaseFailed(m, st, "leader_transfer", "raft", fmt.Sprintf("to n%d: %v", l.NodeId, err))
+				}
 			}
 		}
 	case leaderID == m.replicaID && (l.NodeId == s.NodeID() && !mine || state != leases.Valid && state != leases.Stasis):
 		// No usable lease (none, expired, or ours from before a restart).
-		_, _ = s.ensureLease(ctx, m, st)
+		if _, rerr := s.ensureLease(ctx, m, st); rerr != nil {
+			s.leaseFailed(m, st, "acquire", rerr.Code.String(), rerr.Message)
+		}
 	}
+}
+
+// leaseFailureLogInterval: a range logs at most one failed background
+// lease operation per interval (each one is counted).
+const leaseFailureLogInterval = 10 * time.Second
+
+// leaseFailed records a failed background lease operation (op: extend,
+// acquire, leader_transfer): counted in rangestore_lease_failures_total,
+// and logged with the range and the reason, at most once per
+// leaseFailureLogInterval per range (saying how many went unlogged).
+func (s *Store) leaseFailed(m *stateMachine, st *replicaState, op, code, reason string) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.leaseFailures.WithLabelValues(op).Inc()
+	}
+	now := time.Now().UnixNano()
+	last := st.lastLeaseFailureLog.Load()
+	if now-last < int64(leaseFailureLogInterval) || !st.lastLeaseFailureLog.CompareAndSwap(last, now) {
+		st.leaseFailuresUnlogged.Add(1)
+		return
+	}
+	s.log.Warn("background lease operation failed", "range", m.rangeID, "op", op, "code", code, "reason", reason,
+		"unlogged_since_last", st.leaseFailuresUnlogged.Swap(0))
 }

@@ -171,7 +171,6 @@ type Store struct {
 	cluster  *rspb.ClusterRecord
 	sms      map[uint64]*stateMachine // by range ID
 	states   map[uint64]*replicaState // by range ID
-	liveness LivenessSource
 	sender   Sender
 	stopping atomic.Bool
 	closed   atomic.Bool
@@ -197,6 +196,8 @@ type Store struct {
 	noLeaderSince sync.Map
 	// clusterMu serializes rewrites of the cluster record after bootstrap.
 	clusterMu sync.Mutex
+	// liveness is node liveness (see SetLiveness, live).
+	liveness atomic.Pointer[livenessRef]
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -713,11 +714,23 @@ func (s *Store) addLocalDescriptors(re *rspb.RangeError, reqs []*rspb.RequestUni
 	}
 }
 
-// SetLiveness connects node liveness (needed for epoch leases).
+// livenessRef holds a LivenessSource for an atomic.Pointer.
+type livenessRef struct{ l LivenessSource }
+
+// SetLiveness connects node liveness (needed for epoch leases). It may be
+// called while the store runs: the lease loop, requests and the admin API
+// read it through live.
 func (s *Store) SetLiveness(l LivenessSource) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.liveness = l
+	s.liveness.Store(&livenessRef{l: l})
+}
+
+// live returns node liveness (nil until SetLiveness). Callers load it once
+// and use that value, not a second load, after a nil check.
+func (s *Store) live() LivenessSource {
+	if r := s.liveness.Load(); r != nil {
+		return r.l
+	}
+	return nil
 }
 
 func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
@@ -758,24 +771,30 @@ func (s *Store) leaderNode(rangeID uint64) uint64 {
 	return 0
 }
 
-// Ranges describes every local replica.
+// Ranges describes every local replica. The replicas are copied under the
+// lock: a merge may remove one meanwhile, which is then described as it
+// was a moment ago (never looked up again, and so never found missing).
 func (s *Store) Ranges() []*rspb.RangeInfo {
+	type local struct {
+		m  *stateMachine
+		st *replicaState
+	}
 	s.mu.RLock()
-	ids := make([]uint64, 0, len(s.sms))
-	for id := range s.sms {
-		ids = append(ids, id)
+	reps := make([]local, 0, len(s.sms))
+	for id, m := range s.sms {
+		reps = append(reps, local{m: m, st: s.states[id]})
 	}
 	s.mu.RUnlock()
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	sort.Slice(reps, func(i, j int) bool { return reps[i].m.rangeID < reps[j].m.rangeID })
 	var out []*rspb.RangeInfo
-	for _, id := range ids {
-		m := s.replica(id)
+	for _, r := range reps {
+		m, id := r.m, r.m.rangeID
 		l := m.lease.Load()
 		state := s.leaseStatus(l, s.cfg.Clock.Now())
 		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
 			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load(),
 			FrozenInto: m.frozen.Load()}
-		if st := s.state(id); st != nil && st.split != nil && st.split.load != nil {
+		if st := r.st; st != nil && st.split != nil && st.split.load != nil {
 			info.Qps = st.split.load.QPS(time.Now())
 			if hk := st.split.hotKey.Load(); hk != nil {
 				info.HotKey = *hk
