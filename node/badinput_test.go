@@ -340,14 +340,6 @@ func TestKVBadInput(t *testing.T) {
 		}, codes.Unavailable, "shutting down"},
 	}
 
-	// Known bugs: these rows are skipped while they still fail.
-	const negLogical = "gateway/server.go checkAsOf (line ~58) accepts an as_of with a negative logical; " +
-		"the MVCC read then fails and the client gets Internal \"kv: negative timestamp\""
-	knownBugs := map[string]string{
-		"get as_of negative logical":  negLogical,
-		"scan as_of negative logical": negLogical,
-	}
-
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
 			err := row.call(ctxT(t))
@@ -356,9 +348,6 @@ func TestKVBadInput(t *testing.T) {
 				t.Fatalf("not a gRPC status error: %v", err)
 			}
 			if st.Code() != row.code || !strings.Contains(st.Message(), row.msg) {
-				if bug := knownBugs[row.name]; bug != "" {
-					t.Skipf("BUG: %s (got %v %q)", bug, st.Code(), st.Message())
-				}
 				t.Fatalf("got %v %q, want %v containing %q", st.Code(), st.Message(), row.code, row.msg)
 			}
 		})
