@@ -75,6 +75,11 @@
 //     merges small, idle, non-sticky neighbours.
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
+//   - Time: every loop, poll, rate limit, local deadline and load recording
+//     reads StoreConfig.TimeSource (timeutil; the real clock by default,
+//     a ManualTimeSource in tests), never the time package. Context
+//     deadlines stay on the real clock. The load-split sampler of a range is
+//     seeded with its range ID.
 package ranges
 
 // MetaRangeID and SystemRangeID are the fixed IDs of the bootstrap ranges.

@@ -302,7 +302,7 @@ func (s *Store) proposeData(ctx context.Context, rangeID uint64, data []byte, re
 				if errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) {
 					select {
 					case <-ctx.Done():
-					case <-time.After(20 * time.Millisecond):
+					case <-s.cfg.TimeSource.After(20 * time.Millisecond):
 					}
 				}
 				continue
@@ -365,7 +365,7 @@ func (s *Store) settle(rangeID uint64, data []byte, decided func() bool, release
 				// Refused at once (no leader, busy): do not spin.
 				select {
 				case <-ctx.Done():
-				case <-time.After(proposeRetry / 10):
+				case <-s.cfg.TimeSource.After(proposeRetry / 10):
 				}
 			}
 		}
@@ -452,7 +452,7 @@ func (s *Store) wake(rangeID uint64) {
 	if st == nil {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := s.cfg.TimeSource.Now().UnixNano()
 	last := st.lastWake.Load()
 	if now-last < int64(s.electionTimeout()) || !st.lastWake.CompareAndSwap(last, now) {
 		return
@@ -768,8 +768,8 @@ func (s *Store) tendLease(rangeID uint64) {
 		// Leadership follows the lease (the holder is a voter: leases only
 		// go to voters). A transfer drops proposals while it runs, so ask
 		// at most once per election timeout.
-		if last := st.lastLeaderTransfer.Load(); time.Since(time.Unix(0, last)) > s.electionTimeout() {
-			st.lastLeaderTransfer.Store(time.Now().UnixNano())
+		if last := st.lastLeaderTransfer.Load(); s.cfg.TimeSource.Since(time.Unix(0, last)) > s.electionTimeout() {
+			st.lastLeaderTransfer.Store(s.cfg.TimeSource.Now().UnixNano())
 			// Not to a draining holder: it is handing its leases off,
 			// leadership first (see transferLease).
 			if rec, err := s.liveness.Get(ctx, l.NodeId, true); err == nil && !rec.GetDraining() {

@@ -28,7 +28,7 @@ func (s *Store) newSplitTracking(rangeID uint64) *splitTracking {
 	t := &splitTracking{}
 	if s.cfg.LoadSplitQPS > 0 {
 		t.load = loadsplit.NewDecider(loadsplit.Config{QPSThreshold: s.cfg.LoadSplitQPS, Duration: s.cfg.LoadSplitDuration},
-			rand.New(rand.NewSource(int64(rangeID)*7919+time.Now().UnixNano())))
+			rand.New(rand.NewSource(int64(rangeID))))
 	}
 	return t
 }
@@ -119,7 +119,7 @@ func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[stri
 	desc := m.desc.Load()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	now := time.Now()
+	now := s.cfg.TimeSource.Now()
 	if maxBytes := s.cfg.RangeMaxBytes; maxBytes > 0 {
 		size := m.size.Load()
 		if size > maxBytes && size > st.split.scannedAt.Load()+maxBytes/8 {
