@@ -72,7 +72,10 @@
 //     A frozen range is merged eventually (the merge queue finishes it);
 //     a freeze must name the adjacent left neighbour, and one whose target
 //     was merged away or never existed is rolled back after FreezeTimeout. The split queue (splitqueue.go) splits by size and load and
-//     merges small, idle, non-sticky neighbours.
+//     merges small, idle, non-sticky neighbours; what it does for a range,
+//     and why, is the pure decideSplit (splitdecision.go), tested against
+//     golden output (testdata/split_decision.*, regenerated with
+//     go test ./ranges/ -run TestSplitDecision -rewrite).
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
 //   - Time: every loop, poll, rate limit, local deadline and load recording
