@@ -21,7 +21,11 @@
 //     is replicated range state; RequestLease applies only if the current
 //     lease still equals the one the proposer saw, so two acquisitions never
 //     both win. Taking over an epoch lease first increments the old holder's
-//     liveness epoch, which is only done once its record expired.
+//     liveness epoch, which is only done once its record expired. What a
+//     replica does about the lease before serving (serve, redirect, wait for
+//     a transfer, learn the holder's liveness, acquire, increment the
+//     holder's epoch), and why, is the pure decideLease / decideTakeover
+//     (leasedecision.go; golden tests in testdata/lease_decision.*).
 //   - Draining (drain.go): a stopping node takes no lease and hands each of
 //     its leases to a live, non-draining voter, Raft leadership first, with
 //     the range latched and the target caught up; requests meeting a

@@ -136,45 +136,41 @@ func notLeaseholder(rangeID, hint uint64, format string, args ...any) *rspb.Rang
 func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaState) (*rspb.Lease, *rspb.RangeError) {
 	me := s.NodeID()
 	for attempt := 0; attempt < 3; attempt++ {
-		if t := st.transferring.Load(); t != 0 {
+		transferring := st.transferring.Load()
+		done := st.transferDone.Load()
+		l := m.lease.Load()
+		in := leaseInput{NodeID: me, ReplicaID: m.replicaID, Lease: l, StartTS: s.startTS,
+			Transferring: transferring, TransferWaitable: done != nil, Draining: s.draining.Load()}
+		if in.Transferring == 0 {
+			in.State = s.leaseStatus(l, s.cfg.Clock.Now())
+		}
+		if in.Draining {
+			in.DrainHint = s.drainHint(m)
+		}
+		switch d := decideLease(in); d.Action {
+		case leaseServe:
+			return l, nil
+		case leaseWaitTransfer:
 			// Wait for its outcome: answered at once, the caller would
 			// bounce between the two nodes, backing off, until the new
 			// holder has the lease.
-			if done := st.transferDone.Load(); done != nil {
-				select {
-				case <-*done:
-					continue
-				case <-ctx.Done():
-				}
-			}
-			return nil, notLeaseholder(m.rangeID, t, "lease is being transferred to n%d", t)
-		}
-		l := m.lease.Load()
-		now := s.cfg.Clock.Now()
-		state := s.leaseStatus(l, now)
-		if l.NodeId == me && l.ReplicaId == m.replicaID {
-			if state == leases.Valid && s.ownLeaseUsable(l) {
-				return l, nil
-			}
-		} else if l.Sequence != 0 {
-			switch state {
-			case leases.Valid, leases.Stasis:
-				return nil, notLeaseholder(m.rangeID, l.NodeId, "lease is held by n%d", l.NodeId)
-			case leases.Unknown:
-				// Learn the holder's liveness; if it is live, redirect.
-				if _, err := s.liveness.Get(ctx, l.NodeId, false); err != nil {
-					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
-				}
+			select {
+			case <-*done:
 				continue
+			case <-ctx.Done():
 			}
-		}
-		if s.draining.Load() && l.NodeId != me {
-			// A draining node takes no new lease (its own, from before a
-			// restart, it may renew, to hand it off).
-			return nil, notLeaseholder(m.rangeID, s.drainHint(m), "n%d is draining and takes no leases", me)
-		}
-		if err := s.acquireLease(ctx, m, st, l); err != nil {
-			return nil, err
+			return nil, notLeaseholder(m.rangeID, d.Hint, "lease is being transferred to n%d", d.Hint)
+		case leaseRedirect:
+			return nil, notLeaseholder(m.rangeID, d.Hint, "%s", d.Reason)
+		case leaseLearnLiveness:
+			// Learn the holder's liveness; if it is live, redirect.
+			if _, err := s.liveness.Get(ctx, l.NodeId, false); err != nil {
+				return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
+			}
+		case leaseAcquire:
+			if err := s.acquireLease(ctx, m, st, l); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: could not obtain a valid lease", m.rangeID))
@@ -212,10 +208,10 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 		if err != nil {
 			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, prev.NodeId, err))
 		}
-		if rec != nil && rec.Epoch == prev.Epoch {
-			if s.cfg.Clock.Now().LessEq(TSFromProto(rec.Expiration)) {
-				return notLeaseholder(m.rangeID, prev.NodeId, "lease is held by n%d (live)", prev.NodeId)
-			}
+		switch d := decideTakeover(prev, rec, s.cfg.Clock.Now()); d.Action {
+		case leaseRedirect:
+			return notLeaseholder(m.rangeID, d.Hint, "%s", d.Reason)
+		case leaseIncrementEpoch:
 			if _, err := s.liveness.IncrementEpoch(ctx, prev.NodeId); err != nil {
 				return notLeaseholder(m.rangeID, prev.NodeId, "cannot take over from n%d: %v", prev.NodeId, err)
 			}
