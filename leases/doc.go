@@ -1,8 +1,10 @@
 // Package leases holds the time and liveness machinery of rangestore
 // (DESIGN.md §5).
 //
-//   - Clock: a hybrid logical clock over an injectable physical clock with a
-//     configured maximum offset (default 500 ms). Timestamps it hands out are
+//   - Clock: a hybrid logical clock over an injectable physical clock (with
+//     NewClockFrom, a timeutil.TimeSource, whose timers its waits and the
+//     liveness heartbeat loop use too) with a configured maximum offset
+//     (default 500 ms). Timestamps it hands out are
 //     strictly increasing and exceed every timestamp observed via Update.
 //     Update refuses (counts and logs) a timestamp more than the max offset
 //     ahead of the physical clock, so no client or peer can push the clock,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // DefaultMaxOffset is the default bound on clock offset between nodes.
@@ -18,7 +19,12 @@ const DefaultMaxOffset = 500 * time.Millisecond
 type PhysicalClock func() int64
 
 // WallClock is the real physical clock.
-func WallClock() int64 { return time.Now().UnixNano() }
+func WallClock() int64 { return timeutil.DefaultTimeSource{}.Now().UnixNano() }
+
+// PhysicalClockOf reads the physical clock from ts.
+func PhysicalClockOf(ts timeutil.TimeSource) PhysicalClock {
+	return func() int64 { return ts.Now().UnixNano() }
+}
 
 // jumpWarnInterval rate-limits the warning about refused clock jumps.
 const jumpWarnInterval = 10 * time.Second
@@ -33,6 +39,7 @@ const jumpWarnInterval = 10 * time.Second
 // into the future.
 type Clock struct {
 	physical  PhysicalClock
+	ts        timeutil.TimeSource // timers for the waits on the physical clock
 	maxOffset time.Duration
 
 	mu   sync.Mutex
@@ -57,7 +64,8 @@ func (e *ClockJumpError) Error() string {
 		e.Remote, time.Duration(e.Remote.WallTime-e.Physical), kv.Timestamp{WallTime: e.Physical}, e.MaxOffset)
 }
 
-// NewClock returns an HLC over the given physical clock (nil = wall clock).
+// NewClock returns an HLC over the given physical clock (nil = wall clock);
+// it waits on real timers.
 func NewClock(physical PhysicalClock, maxOffset time.Duration) *Clock {
 	if physical == nil {
 		physical = WallClock
@@ -65,8 +73,24 @@ func NewClock(physical PhysicalClock, maxOffset time.Duration) *Clock {
 	if maxOffset <= 0 {
 		maxOffset = DefaultMaxOffset
 	}
-	return &Clock{physical: physical, maxOffset: maxOffset}
+	return &Clock{physical: physical, ts: timeutil.DefaultTimeSource{}, maxOffset: maxOffset}
 }
+
+// NewClockFrom returns an HLC whose physical clock, and the timers its
+// waits use, come from ts (nil = the real clock).
+func NewClockFrom(ts timeutil.TimeSource, maxOffset time.Duration) *Clock {
+	if ts == nil {
+		ts = timeutil.DefaultTimeSource{}
+	}
+	c := NewClock(PhysicalClockOf(ts), maxOffset)
+	c.ts = ts
+	return c
+}
+
+// TimeSource is the source of the clock's timers (the physical clock
+// itself for a clock made by NewClockFrom). Loops timed by this clock's
+// users (liveness heartbeats) take their tickers from it.
+func (c *Clock) TimeSource() timeutil.TimeSource { return c.ts }
 
 // MaxOffset returns the configured maximum clock offset.
 func (c *Clock) MaxOffset() time.Duration { return c.maxOffset }
@@ -126,12 +150,12 @@ func (c *Clock) UpdateWait(ctx context.Context, ts kv.Timestamp) error {
 		if over <= 0 || over > c.maxOffset {
 			return c.Update(ts)
 		}
-		timer := time.NewTimer(over + time.Microsecond)
+		timer := c.ts.NewTimer(over + time.Microsecond)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return c.Update(ts)
-		case <-timer.C:
+		case <-timer.C():
 		}
 	}
 }
@@ -167,12 +191,12 @@ func (c *Clock) WaitFor(ctx context.Context, ts kv.Timestamp) error {
 			return nil // the next Now() exceeds ts
 		}
 		d = min(d+time.Microsecond, c.maxOffset)
-		timer := time.NewTimer(d)
+		timer := c.ts.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return ctx.Err()
-		case <-timer.C:
+		case <-timer.C():
 		}
 	}
 }
@@ -191,7 +215,7 @@ func (c *Clock) RefusedJumps() uint64 { return c.refused.Load() }
 func (c *Clock) refuse(remote kv.Timestamp, phys int64) error {
 	c.refused.Add(1)
 	err := &ClockJumpError{Remote: remote, Physical: phys, MaxOffset: c.maxOffset}
-	now := time.Now().UnixNano()
+	now := c.ts.Now().UnixNano()
 	last := c.lastWarn.Load()
 	if now-last < int64(jumpWarnInterval) || !c.lastWarn.CompareAndSwap(last, now) {
 		c.unwarned.Add(1)

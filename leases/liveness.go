@@ -99,7 +99,7 @@ func (l *Liveness) Stop() {
 
 func (l *Liveness) loop() {
 	defer close(l.done)
-	t := time.NewTicker(l.cfg.HeartbeatInterval)
+	t := l.cfg.Clock.TimeSource().NewTicker(l.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
 		if l.cfg.NodeID() != 0 {
@@ -117,7 +117,7 @@ func (l *Liveness) loop() {
 		select {
 		case <-l.stopc:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // Config configures one node.
@@ -44,6 +45,9 @@ type Config struct {
 	Logger     *slog.Logger
 	Clock      *leases.Clock
 	Limits     gateway.Limits
+	// TimeSource drives the store's loops, waits, rate limits and load
+	// recording, and the HLC made when Clock is nil (default: the real clock).
+	TimeSource timeutil.TimeSource
 
 	// Raft timing (see ranges.StoreConfig); zero values take its defaults.
 	RaftRTTMillisecond uint64
@@ -105,7 +109,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = leases.NewClock(nil, 0)
+		cfg.Clock = leases.NewClockFrom(cfg.TimeSource, 0)
 	}
 	if cfg.Limits == (gateway.Limits{}) {
 		cfg.Limits = gateway.DefaultLimits
@@ -137,7 +141,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: open storage: %w", err)
 	}
 	n.store, err = ranges.NewStore(ranges.StoreConfig{
-		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger,
+		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger, TimeSource: cfg.TimeSource,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,

@@ -21,7 +21,11 @@
 //     is replicated range state; RequestLease applies only if the current
 //     lease still equals the one the proposer saw, so two acquisitions never
 //     both win. Taking over an epoch lease first increments the old holder's
-//     liveness epoch, which is only done once its record expired.
+//     liveness epoch, which is only done once its record expired. What a
+//     replica does about the lease before serving (serve, redirect, wait for
+//     a transfer, learn the holder's liveness, acquire, increment the
+//     holder's epoch), and why, is the pure decideLease / decideTakeover
+//     (leasedecision.go; golden tests in testdata/lease_decision.*).
 //   - Draining (drain.go): a stopping node takes no lease and hands each of
 //     its leases to a live, non-draining voter, Raft leadership first, with
 //     the range latched and the target caught up; requests meeting a
@@ -73,7 +77,10 @@
 //     A frozen range is merged eventually (the merge queue finishes it);
 //     a freeze must name the adjacent left neighbour, and one whose target
 //     was merged away or never existed is rolled back after FreezeTimeout. The split queue (splitqueue.go) splits by size and load and
-//     merges small, idle, non-sticky neighbours.
+//     merges small, idle, non-sticky neighbours; what it does for a range,
+//     and why, is the pure decideSplit (splitdecision.go), tested against
+//     golden output (testdata/split_decision.*, regenerated with
+//     go test ./ranges/ -run TestSplitDecision -rewrite).
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
 //   - The lease loop (replica.go) extends expiration leases, acquires a
@@ -85,6 +92,11 @@
 //     where the store returns a Go error (TransferLease, GC) it is an *Error
 //     carrying that RangeError, so its code survives up to the gRPC status
 //     (gateway/errors.go maps codes in one table).
+//   - Time: every loop, poll, rate limit, local deadline and load recording
+//     reads StoreConfig.TimeSource (timeutil; the real clock by default,
+//     a ManualTimeSource in tests), never the time package. Context
+//     deadlines stay on the real clock. The load-split sampler of a range is
+//     seeded with its range ID.
 package ranges
 
 // MetaRangeID and SystemRangeID are the fixed IDs of the bootstrap ranges.

@@ -67,7 +67,7 @@ func (s *Store) DrainLeases(ctx context.Context) (moved, left int) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -180,7 +180,7 @@ func (s *Store) waitPeerApplied(ctx context.Context, m *stateMachine, node uint6
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(2 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -190,23 +190,23 @@ func (s *Store) waitPeerApplied(ctx context.Context, m *stateMachine, node uint6
 // transfer is fire-and-forget and abandoned after an election timeout, so
 // it is asked again (a request is ignored while one runs).
 func (s *Store) moveLeader(ctx context.Context, m *stateMachine, to uint64, bound time.Duration) bool {
-	deadline := time.Now().Add(bound)
+	deadline := s.cfg.TimeSource.Now().Add(bound)
 	var asked time.Time
 	for {
 		// Raft's own view, not the event-fed cache (events lag).
 		if lid, _, ok, err := s.nh.GetLeaderID(m.rangeID); err == nil && ok && lid != m.replicaID {
 			return true
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if s.cfg.TimeSource.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		if time.Since(asked) > 100*time.Millisecond {
-			asked = time.Now()
+		if s.cfg.TimeSource.Since(asked) > 100*time.Millisecond {
+			asked = s.cfg.TimeSource.Now()
 			_ = s.nh.RequestLeaderTransfer(m.rangeID, to) // ignored while one runs
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(5 * time.Millisecond):
 		}
 	}
 }

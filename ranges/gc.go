@@ -60,13 +60,13 @@ func (s *Store) gcLoop(ctx context.Context, interval, ttl time.Duration) {
 
 // every runs fn every interval until the store closes.
 func (s *Store) every(interval time.Duration, fn func()) {
-	t := time.NewTicker(interval)
+	t := s.cfg.TimeSource.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stopc:
 			return
-		case <-t.C:
+		case <-t.C():
 			fn()
 		}
 	}

@@ -174,7 +174,7 @@ func (s *Store) removeSubsumed(rangeID uint64, m *stateMachine) {
 		if err == nil || isShardGone(err) {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-s.cfg.TimeSource.After(100 * time.Millisecond)
 	}
 	s.log.Info("replica of a merged range removed", "range", rangeID)
 }
@@ -333,7 +333,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 			select {
 			case <-ctx.Done():
 				return fail(rspb.RangeError_UNAVAILABLE, "waiting for r%d's replica on n%d to apply the freeze: %v", right.RangeId, rep.NodeId, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
+			case <-s.cfg.TimeSource.After(50 * time.Millisecond):
 			}
 		}
 	}
@@ -474,7 +474,7 @@ func (s *Store) watchFrozen(m *stateMachine) {
 		return
 	}
 	into := m.frozen.Load()
-	now := time.Now()
+	now := s.cfg.TimeSource.Now()
 	if into == 0 {
 		st.frozenSince.Store(0)
 		return

@@ -164,7 +164,7 @@ func (s *Store) LocalNodeDescriptors() (descs []*rspb.NodeDescriptor, ok bool, e
 // (called from Dragonboat's leader events, must not block).
 func (s *Store) noteLeader(rangeID, leaderID uint64) {
 	if leaderID == 0 {
-		s.noLeaderSince.LoadOrStore(rangeID, time.Now())
+		s.noLeaderSince.LoadOrStore(rangeID, s.cfg.TimeSource.Now())
 	} else {
 		s.noLeaderSince.Delete(rangeID)
 	}
@@ -207,7 +207,7 @@ func (s *Store) QuorumProblems(live func(nodeID uint64) bool) (first string, n i
 		if voters > 0 && 2*liveVoters <= voters {
 			why = fmt.Sprintf("r%d has no quorum (%d of %d voters on live nodes)", d.RangeId, liveVoters, voters)
 		} else if v, ok := s.noLeaderSince.Load(d.RangeId); ok {
-			if since := time.Since(v.(time.Time)); since > grace {
+			if since := s.cfg.TimeSource.Since(v.(time.Time)); since > grace {
 				why = fmt.Sprintf("r%d has no quorum (leader unknown for %s)", d.RangeId, since.Round(100*time.Millisecond))
 			}
 		}

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 func quorumTestStore(n int) *Store {
-	s := &Store{cfg: StoreConfig{RTTMillisecond: 200, ElectionRTT: 5}, sms: map[uint64]*stateMachine{}}
+	s := &Store{cfg: StoreConfig{RTTMillisecond: 200, ElectionRTT: 5, TimeSource: timeutil.NewManualTimeSource(time.Unix(1e9, 0))},
+		sms: map[uint64]*stateMachine{}}
 	for i := 1; i <= n; i++ {
 		m := &stateMachine{rangeID: uint64(i)}
 		d := &rspb.RangeDescriptor{RangeId: uint64(i)}
@@ -42,7 +44,12 @@ func TestQuorumProblems(t *testing.T) {
 	if _, n := s.QuorumProblems(all); n != 0 {
 		t.Fatalf("leader just lost: %d problems", n)
 	}
-	s.noLeaderSince.Store(uint64(7), time.Now().Add(-4*time.Second))
+	ts := s.cfg.TimeSource.(*timeutil.ManualTimeSource)
+	ts.Advance(1900 * time.Millisecond) // within the grace period (2 s)
+	if _, n := s.QuorumProblems(all); n != 0 {
+		t.Fatalf("leader unknown for 1.9s: %d problems", n)
+	}
+	ts.Advance(2100 * time.Millisecond)
 	if first, n := s.QuorumProblems(all); n != 1 || !strings.HasPrefix(first, "r7 has no quorum (leader unknown for 4") {
 		t.Fatalf("leader unknown for 4s: %d problems, first %q", n, first)
 	}

@@ -140,49 +140,45 @@ func notLeaseholder(rangeID, hint uint64, format string, args ...any) *rspb.Rang
 func (s *Store) ensureLease(ctx context.Context, m *stateMachine, st *replicaState) (*rspb.Lease, *rspb.RangeError) {
 	me := s.NodeID()
 	for attempt := 0; attempt < 3; attempt++ {
-		if t := st.transferring.Load(); t != 0 {
+		transferring := st.transferring.Load()
+		done := st.transferDone.Load()
+		l := m.lease.Load()
+		in := leaseInput{NodeID: me, ReplicaID: m.replicaID, Lease: l, StartTS: s.startTS,
+			Transferring: transferring, TransferWaitable: done != nil, Draining: s.draining.Load()}
+		if in.Transferring == 0 {
+			in.State = s.leaseStatus(l, s.cfg.Clock.Now())
+		}
+		if in.Draining {
+			in.DrainHint = s.drainHint(m)
+		}
+		switch d := decideLease(in); d.Action {
+		case leaseServe:
+			return l, nil
+		case leaseWaitTransfer:
 			// Wait for its outcome: answered at once, the caller would
 			// bounce between the two nodes, backing off, until the new
 			// holder has the lease.
-			if done := st.transferDone.Load(); done != nil {
-				select {
-				case <-*done:
-					continue
-				case <-ctx.Done():
-				}
-			}
-			return nil, notLeaseholder(m.rangeID, t, "lease is being transferred to n%d", t)
-		}
-		l := m.lease.Load()
-		now := s.cfg.Clock.Now()
-		state := s.leaseStatus(l, now)
-		if l.NodeId == me && l.ReplicaId == m.replicaID {
-			if state == leases.Valid && s.ownLeaseUsable(l) {
-				return l, nil
-			}
-		} else if l.Sequence != 0 {
-			switch state {
-			case leases.Valid, leases.Stasis:
-				return nil, notLeaseholder(m.rangeID, l.NodeId, "lease is held by n%d", l.NodeId)
-			case leases.Unknown:
-				// Learn the holder's liveness; if it is live, redirect.
-				lv := s.live()
-				if lv == nil {
-					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: node liveness is not running on n%d", m.rangeID, me))
-				}
-				if _, err := lv.Get(ctx, l.NodeId, false); err != nil {
-					return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
-				}
+			select {
+			case <-*done:
 				continue
+			case <-ctx.Done():
 			}
-		}
-		if s.draining.Load() && l.NodeId != me {
-			// A draining node takes no new lease (its own, from before a
-			// restart, it may renew, to hand it off).
-			return nil, notLeaseholder(m.rangeID, s.drainHint(m), "n%d is draining and takes no leases", me)
-		}
-		if err := s.acquireLease(ctx, m, st, l); err != nil {
-			return nil, err
+			return nil, notLeaseholder(m.rangeID, d.Hint, "lease is being transferred to n%d", d.Hint)
+		case leaseRedirect:
+			return nil, notLeaseholder(m.rangeID, d.Hint, "%s", d.Reason)
+		case leaseLearnLiveness:
+			// Learn the holder's liveness; if it is live, redirect.
+			lv := s.live()
+			if lv == nil {
+				return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: node liveness is not running on n%d", m.rangeID, me))
+			}
+			if _, err := lv.Get(ctx, l.NodeId, false); err != nil {
+				return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, l.NodeId, err))
+			}
+		case leaseAcquire:
+			if err := s.acquireLease(ctx, m, st, l); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: could not obtain a valid lease", m.rangeID))
@@ -221,10 +217,10 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 		if err != nil {
 			return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: reading liveness of n%d: %v", m.rangeID, prev.NodeId, err))
 		}
-		if rec != nil && rec.Epoch == prev.Epoch {
-			if s.cfg.Clock.Now().LessEq(TSFromProto(rec.Expiration)) {
-				return notLeaseholder(m.rangeID, prev.NodeId, "lease is held by n%d (live)", prev.NodeId)
-			}
+		switch d := decideTakeover(prev, rec, s.cfg.Clock.Now()); d.Action {
+		case leaseRedirect:
+			return notLeaseholder(m.rangeID, d.Hint, "%s", d.Reason)
+		case leaseIncrementEpoch:
 			if _, err := lv.IncrementEpoch(ctx, prev.NodeId); err != nil {
 				return notLeaseholder(m.rangeID, prev.NodeId, "cannot take over from n%d: %v", prev.NodeId, err)
 			}
@@ -311,7 +307,7 @@ func (s *Store) proposeData(ctx context.Context, rangeID uint64, data []byte, re
 				if errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) {
 					select {
 					case <-ctx.Done():
-					case <-time.After(20 * time.Millisecond):
+					case <-s.cfg.TimeSource.After(20 * time.Millisecond):
 					}
 				}
 				continue
@@ -374,7 +370,7 @@ func (s *Store) settle(rangeID uint64, data []byte, decided func() bool, release
 				// Refused at once (no leader, busy): do not spin.
 				select {
 				case <-ctx.Done():
-				case <-time.After(proposeRetry / 10):
+				case <-s.cfg.TimeSource.After(proposeRetry / 10):
 				}
 			}
 		}
@@ -461,7 +457,7 @@ func (s *Store) wake(rangeID uint64) {
 	if st == nil {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := s.cfg.TimeSource.Now().UnixNano()
 	last := st.lastWake.Load()
 	if now-last < int64(s.electionTimeout()) || !st.lastWake.CompareAndSwap(last, now) {
 		return
@@ -791,8 +787,8 @@ func (s *Store) tendLease(rangeID uint64) {
 		// Leadership follows the lease (the holder is a voter: leases only
 		// go to voters). A transfer drops proposals while it runs, so ask
 		// at most once per election timeout.
-		if last := st.lastLeaderTransfer.Load(); time.Since(time.Unix(0, last)) > s.electionTimeout() {
-			st.lastLeaderTransfer.Store(time.Now().UnixNano())
+		if last := st.lastLeaderTransfer.Load(); s.cfg.TimeSource.Since(time.Unix(0, last)) > s.electionTimeout() {
+			st.lastLeaderTransfer.Store(s.cfg.TimeSource.Now().UnixNano())
 			// Not to a draining holder: it is handing its leases off,
 			// leadership first (see transferLease).
 			// (Liveness is connected: leaseLoop tends nothing before.)
@@ -825,7 +821,7 @@ func (s *Store) leaseFailed(m *stateMachine, st *replicaState, op, code, reason 
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.leaseFailures.WithLabelValues(op).Inc()
 	}
-	now := time.Now().UnixNano()
+	now := s.cfg.TimeSource.Now().UnixNano()
 	last := st.lastLeaseFailureLog.Load()
 	if now-last < int64(leaseFailureLogInterval) || !st.lastLeaseFailureLog.CompareAndSwap(last, now) {
 		st.leaseFailuresUnlogged.Add(1)

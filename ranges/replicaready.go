@@ -35,7 +35,7 @@ func (s *Store) waitReady(ctx context.Context, rangeID uint64) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -65,7 +65,7 @@ func (s *Store) rightNeighbour(ctx context.Context, snd Sender, desc *rspb.Range
 		select {
 		case <-ctx.Done():
 			return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: its right neighbour r%d is not loaded on n%d yet: %v", desc.RangeId, right.RangeId, s.NodeID(), ctx.Err()))
-		case <-time.After(20 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -169,8 +169,8 @@ func (s *Store) startSplitRHS(ctx context.Context, rec *rspb.ReplicaRecord, lowW
 // the record's pending flag (a restart before that compacts again).
 func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord) {
 	rangeID := rec.RangeId
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) && stopCtx.Err() == nil {
+	deadline := s.cfg.TimeSource.Now().Add(time.Minute)
+	for s.cfg.TimeSource.Now().Before(deadline) && stopCtx.Err() == nil {
 		ctx, cancel := context.WithTimeout(stopCtx, 5*time.Second)
 		idx, err := s.CompactRaftLog(ctx, rangeID)
 		cancel()
@@ -195,7 +195,7 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 		select {
 		case <-s.stopc:
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-s.cfg.TimeSource.After(100 * time.Millisecond):
 		}
 	}
 	s.log.Warn("could not compact the log of a new right-hand range", "range", rangeID)

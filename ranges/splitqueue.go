@@ -28,7 +28,7 @@ func (s *Store) newSplitTracking(rangeID uint64) *splitTracking {
 	t := &splitTracking{}
 	if s.cfg.LoadSplitQPS > 0 {
 		t.load = loadsplit.NewDecider(loadsplit.Config{QPSThreshold: s.cfg.LoadSplitQPS, Duration: s.cfg.LoadSplitDuration},
-			rand.New(rand.NewSource(int64(rangeID)*7919+time.Now().UnixNano())))
+			rand.New(rand.NewSource(int64(rangeID))))
 	}
 	return t
 }
@@ -111,6 +111,9 @@ func (s *Store) localEndingAt(key []byte) *rspb.RangeDescriptor {
 	return nil
 }
 
+// maybeSplit is one round of the split queue for one range: it gathers
+// the facts, and runSplitDecisions decides (decideSplit) and acts through
+// the closures here.
 func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[string]*stateMachine) {
 	m, st := s.replica(rangeID), s.state(rangeID)
 	if m == nil || st == nil || st.split == nil {
@@ -119,73 +122,70 @@ func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[stri
 	desc := m.desc.Load()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	now := time.Now()
-	if maxBytes := s.cfg.RangeMaxBytes; maxBytes > 0 {
-		size := m.size.Load()
-		if size > maxBytes && size > st.split.scannedAt.Load()+maxBytes/8 {
+	now := s.cfg.TimeSource.Now()
+	in := splitInput{RangeID: rangeID, Size: m.size.Load(), ScannedAt: st.split.scannedAt.Load(),
+		MaxBytes: s.cfg.RangeMaxBytes, MinBytes: s.cfg.RangeMinBytes, LoadSplitQPS: s.cfg.LoadSplitQPS}
+	t := st.split.load
+	if t != nil {
+		l := &loadFacts{QPS: t.QPS(now)}
+		if key, ok := t.MaybeSplitKey(now); ok {
+			l.SplitKey = key
+		} else if key, share, ok := t.HotKey(now); ok {
+			l.HotKey, l.HotKeyShare = key, share
+		}
+		in.Load = l
+	}
+	rm := byStart[string(desc.EndKey)]
+	if rm != nil {
+		rd := rm.desc.Load()
+		in.Right = &neighbourFacts{RangeID: rd.RangeId, StartKey: rd.StartKey, Size: rm.size.Load(), Sticky: rd.Sticky,
+			FrozenInto: rm.frozen.Load(), Colocated: sameNodes(desc, rd)}
+	}
+	d := runSplitDecisions(in, splitActions{
+		scan: func() sizeScan {
 			s.crashPoint("size-split-scan")
 			key, total, err := s.sizeSplitKey(desc)
-			switch {
-			case err != nil:
+			if err != nil {
 				s.log.Warn("size split: scanning range", "range", rangeID, "err", err)
-			case key == nil || total <= maxBytes:
-				// The estimate overcounts (overwrites, deletions): remember
-				// and wait for growth before scanning again.
-				st.split.scannedAt.Store(size)
-			default:
-				if s.splitAt(ctx, desc, key, "size") {
-					return
-				}
 			}
-		}
-	}
-	if s.maybeMerge(ctx, m, st, desc, now, byStart[string(desc.EndKey)]) {
-		return
-	}
-	if t := st.split.load; t != nil {
-		if key, ok := t.MaybeSplitKey(now); ok {
-			if s.splitAt(ctx, desc, key, "load") {
+			return sizeScan{Key: key, Total: total, Err: err}
+		},
+		split: func(key []byte, by string) bool {
+			ok := s.splitAt(ctx, desc, key, by)
+			if ok && by == "load" {
 				t.Reset()
 			}
-			return
-		}
-		if key, share, ok := t.HotKey(now); ok {
-			prev := st.split.hotKey.Load()
-			if prev == nil || !bytes.Equal(*prev, key) {
-				s.log.Warn("hot key: load is concentrated on one key and cannot be split", "range", rangeID,
-					"key", keys.Pretty(key), "share", share, "qps", t.QPS(now))
-				if s.cfg.Metrics != nil {
-					s.cfg.Metrics.hotKeys.Inc()
-				}
+			return ok
+		},
+		merge: func() bool { return s.mergeRight(ctx, desc, rm.desc.Load()) },
+		note: func(d splitDecision) {
+			if d.NoteScanned {
+				st.split.scannedAt.Store(in.Size)
 			}
-			st.split.hotKey.Store(&key)
-		} else {
-			st.split.hotKey.Store(nil)
+			s.log.Debug("split queue", "range", rangeID, "action", d.Action.String(), "reason", d.Reason)
+		},
+	})
+	if d.Action != splitNone || t == nil {
+		return
+	}
+	if d.HotKey == nil {
+		st.split.hotKey.Store(nil)
+		return
+	}
+	key := d.HotKey
+	if prev := st.split.hotKey.Load(); prev == nil || !bytes.Equal(*prev, key) {
+		s.log.Warn("hot key: load is concentrated on one key and cannot be split", "range", rangeID,
+			"key", keys.Pretty(key), "share", in.Load.HotKeyShare, "qps", in.Load.QPS)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.hotKeys.Inc()
 		}
 	}
+	st.split.hotKey.Store(&key)
 }
 
-// maybeMerge merges the range with its right neighbour when a merge into it
-// was started and not finished (the neighbour is frozen for it), or when
-// both are small and idle enough (RangeMinBytes).
-func (s *Store) maybeMerge(ctx context.Context, m *stateMachine, st *replicaState, desc *rspb.RangeDescriptor, now time.Time, rm *stateMachine) bool {
-	if rm == nil {
-		return false
-	}
-	rd := rm.desc.Load()
-	unfinished := rm.frozen.Load() == desc.RangeId
-	if !unfinished {
-		minBytes, maxBytes := s.cfg.RangeMinBytes, s.cfg.RangeMaxBytes
-		size, rsize := m.size.Load(), rm.size.Load()
-		switch {
-		case minBytes <= 0 || size >= minBytes || rsize >= minBytes || (maxBytes > 0 && size+rsize >= maxBytes/2):
-			return false
-		case !keys.IsUserKey(rd.StartKey) || rd.Sticky || rm.frozen.Load() != 0 || !sameNodes(desc, rd):
-			return false
-		case st.split.load != nil && st.split.load.QPS(now) >= s.cfg.LoadSplitQPS/2:
-			return false
-		}
-	}
+// mergeRight asks this range (through the normal path) to merge its right
+// neighbour rd into it.
+func (s *Store) mergeRight(ctx context.Context, desc, rd *rspb.RangeDescriptor) bool {
 	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: desc.Generation}})
 	if resp.Error != nil {
 		s.log.Warn("merge attempt failed", "left", desc.RangeId, "right", rd.RangeId, "err", resp.Error.Message)

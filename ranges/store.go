@@ -22,6 +22,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // Split thresholds (StoreConfig.RangeMaxBytes, LoadSplitQPS).
@@ -42,6 +43,10 @@ type StoreConfig struct {
 	Clock       *leases.Clock
 	Logger      *slog.Logger
 	Metrics     *Metrics // optional
+	// TimeSource is the time every loop, wait, rate limit, deadline and
+	// load recorder of the store reads (default: the real clock; the HLC
+	// made when Clock is nil reads it too).
+	TimeSource timeutil.TimeSource
 
 	// Raft timing: one tick is RTTMillisecond; elections after ElectionRTT
 	// ticks, heartbeats every HeartbeatRTT ticks. Defaults: 200 ms, 5 (1 s),
@@ -154,8 +159,11 @@ func (c *StoreConfig) setDefaults() {
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits
 	}
+	if c.TimeSource == nil {
+		c.TimeSource = timeutil.DefaultTimeSource{}
+	}
 	if c.Clock == nil {
-		c.Clock = leases.NewClock(nil, 0)
+		c.Clock = leases.NewClockFrom(c.TimeSource, 0)
 	}
 }
 
@@ -524,10 +532,10 @@ func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
 // Send executes a batch addressed to one local replica. Failures are
 // reported as RangeError in the response, never as a Go error.
 func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
-	start := time.Now()
+	start := s.cfg.TimeSource.Now()
 	resp := s.send(ctx, req)
 	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.observe(req, resp, time.Since(start))
+		s.cfg.Metrics.observe(req, resp, s.cfg.TimeSource.Since(start))
 	}
 	if resp.Timestamp != nil {
 		// The clock must reach what this replica served or committed before
@@ -625,7 +633,7 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	st.split.recordLoad(time.Now(), req.Requests)
+	st.split.recordLoad(s.cfg.TimeSource.Now(), req.Requests)
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
 	}
@@ -795,7 +803,7 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load(),
 			FrozenInto: m.frozen.Load()}
 		if st := r.st; st != nil && st.split != nil && st.split.load != nil {
-			info.Qps = st.split.load.QPS(time.Now())
+			info.Qps = st.split.load.QPS(s.cfg.TimeSource.Now())
 			if hk := st.split.hotKey.Load(); hk != nil {
 				info.HotKey = *hk
 			}

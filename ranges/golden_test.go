@@ -1,0 +1,44 @@
+package ranges
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// rewrite regenerates the golden files under testdata/ instead of comparing
+// against them: go test ./ranges/ -run TestSplitDecision -rewrite
+var rewrite = flag.Bool("rewrite", false, "rewrite the golden files under testdata/ with the current output")
+
+// checkGolden compares got with testdata/name (or writes it with -rewrite).
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *rewrite {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -rewrite to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		gl, wl := bytes.Split(got, []byte("\n")), bytes.Split(want, []byte("\n"))
+		for i := 0; i < len(gl) || i < len(wl); i++ {
+			var g, w []byte
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if !bytes.Equal(g, w) {
+				t.Fatalf("%s differs from the output at line %d (rerun with -rewrite if the change is intended):\n got: %s\nwant: %s", path, i+1, g, w)
+			}
+		}
+	}
+}
