@@ -4,7 +4,20 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt proto demo chaos bench bench-compare bench-failover bench-drain bench-scale clean
+.PHONY: all build test test-race test-fast vet fmt lint proto checkgenerate demo chaos bench bench-compare bench-failover bench-drain bench-scale clean
+
+# Pinned tools. Go tools are installed with `go install` into a directory
+# named after their version under bin/tools, so that a version bump here
+# installs the new one. protoc comes from the system (Debian's
+# protobuf-compiler) and is only checked.
+TOOLS                      := $(CURDIR)/bin/tools
+GOLANGCI_LINT_VERSION      := v2.15.0
+PROTOC_VERSION             := 3.21.12
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOLANGCI_LINT      := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+PROTOC_GEN_GO      := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(TOOLS)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)/protoc-gen-go-grpc
 
 all: build
 
@@ -26,16 +39,45 @@ test:
 test-fast:
 	$(GO) test -count=1 -short $(PKGS)
 
+# staticcheck, errorlint, unused, govet, ineffassign, errcheck
+# (.golangci.yaml). The first run installs the pinned golangci-lint.
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	GOBIN=$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
 demo:
 	$(GO) run ./cmd/rangestore demo
 
-# Regenerate proto/rspb from proto/*.proto (needs protoc, protoc-gen-go,
-# protoc-gen-go-grpc: apt-get install protobuf-compiler; go install
-# google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc).
-proto:
-	cd proto && protoc -I. --go_out=. --go_opt=module=github.com/rangestore/rangestore/proto \
+# Regenerate proto/rspb from proto/rangestore/v1/*.proto with the pinned
+# protoc (apt-get install protobuf-compiler) and plugins (installed on first
+# use).
+proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	@v=$$(protoc --version 2>/dev/null); if [ "$$v" != "libprotoc $(PROTOC_VERSION)" ]; then \
+		echo "protoc $(PROTOC_VERSION) is required (apt-get install protobuf-compiler), found: $${v:-no protoc on PATH}" >&2; exit 1; fi
+	@v=$$($(PROTOC_GEN_GO) --version); if [ "$$v" != "protoc-gen-go $(PROTOC_GEN_GO_VERSION)" ]; then \
+		echo "$(PROTOC_GEN_GO) is $$v, want $(PROTOC_GEN_GO_VERSION)" >&2; exit 1; fi
+	@v=$$($(PROTOC_GEN_GO_GRPC) --version); if [ "$$v" != "protoc-gen-go-grpc $(PROTOC_GEN_GO_GRPC_VERSION:v%=%)" ]; then \
+		echo "$(PROTOC_GEN_GO_GRPC) is $$v, want $(PROTOC_GEN_GO_GRPC_VERSION)" >&2; exit 1; fi
+	cd proto && protoc -I. \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+		--go_out=. --go_opt=module=github.com/rangestore/rangestore/proto \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/rangestore/rangestore/proto \
 		rangestore/v1/kv.proto rangestore/v1/internal.proto
+
+# Fails if the committed generated code differs from what `make proto`
+# produces (a hand edit, or a .proto changed without regenerating).
+checkgenerate: proto
+	@git diff --exit-code -- proto/ || { echo "proto/: generated code is out of date or hand-edited; run make proto and commit the result" >&2; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard -- proto/); if [ -n "$$untracked" ]; then \
+		echo "make proto created files that are not committed:" >&2; echo "$$untracked" >&2; exit 1; fi
+
+$(PROTOC_GEN_GO):
+	GOBIN=$(@D) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(PROTOC_GEN_GO_GRPC):
+	GOBIN=$(@D) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
 # clock jumps, lease transfers). Tune with CHAOS_HISTORIES / CHAOS_DURATION /

@@ -55,7 +55,7 @@ func Preload(ctx context.Context, d Driver, spec Spec, concurrency int, seed int
 						break
 					}
 					if ctx.Err() != nil {
-						errc <- fmt.Errorf("preload key %d: %w (last error: %v)", first, ctx.Err(), err)
+						errc <- fmt.Errorf("preload key %d: %w (last error: %w)", first, ctx.Err(), err)
 						return
 					}
 					time.Sleep(time.Duration(min(attempt+1, 20)) * 50 * time.Millisecond)

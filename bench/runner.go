@@ -266,7 +266,7 @@ loop:
 	}
 	measured := end.Sub(start.Add(warmup))
 	if measured <= 0 {
-		return nil, fmt.Errorf("run ended during the warm-up: %v", ctx.Err())
+		return nil, fmt.Errorf("run ended during the warm-up: %w", ctx.Err())
 	}
 	res.DurationSec = measured.Seconds()
 	all := newHist()

@@ -38,7 +38,7 @@ func BuildBinary() (string, error) {
 	bin := filepath.Join(dir, "rangestore")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/rangestore/rangestore/cmd/rangestore").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	builtBin = bin
 	return bin, nil

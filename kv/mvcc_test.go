@@ -855,7 +855,7 @@ func TestIterateAndClearDataSpan(t *testing.T) {
 	// Early stop.
 	stop := errors.New("stop")
 	calls := 0
-	if err := IterateDataSpan(src, nil, nil, func(_, _ []byte) error { calls++; return stop }); err != stop || calls != 1 {
+	if err := IterateDataSpan(src, nil, nil, func(_, _ []byte) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
 		t.Errorf("early stop: err=%v calls=%d", err, calls)
 	}
 

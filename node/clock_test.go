@@ -109,7 +109,7 @@ func TestClockRatchetBounded(t *testing.T) {
 			for i := 0; i < perWorker; i++ {
 				p, err := kvc.Put(ctx, &rspb.PutRequest{Key: key, Value: []byte("x")})
 				if err != nil {
-					errs <- fmt.Errorf("worker %d put %d: %v", w, i, err)
+					errs <- fmt.Errorf("worker %d put %d: %w", w, i, err)
 					return
 				}
 				asOf := &rspb.Timestamp{WallTime: p.CommitTimestamp.WallTime + int64(edge)}
@@ -118,7 +118,7 @@ func TestClockRatchetBounded(t *testing.T) {
 					// (timestamp cache low water): beyond the bound.
 					refusedReads.Add(1)
 				} else if err != nil {
-					errs <- fmt.Errorf("worker %d get as_of %v: %v", w, asOf, err)
+					errs <- fmt.Errorf("worker %d get as_of %v: %w", w, asOf, err)
 					return
 				}
 			}

@@ -33,8 +33,11 @@ func TestOps(t *testing.T) {
 	// first writes on a loaded machine: wait for it, naming what fails.
 	waitFor(t, 15*time.Second, "gRPC health SERVING", func() error {
 		h, err := healthpb.NewHealthClient(tc.Conn(0)).Check(ctx, &healthpb.HealthCheckRequest{Service: "rangestore.v1.KV"})
-		if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("health: %v %v (readiness: %q)", h, err, tc.Node(0).Readiness())
+		if err != nil {
+			return fmt.Errorf("health: %w (readiness: %q)", err, tc.Node(0).Readiness())
+		}
+		if h.Status != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("health: %v (readiness: %q)", h.Status, tc.Node(0).Readiness())
 		}
 		return nil
 	})

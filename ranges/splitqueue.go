@@ -238,7 +238,7 @@ func (s *Store) sizeSplitKey(desc *rspb.RangeDescriptor) ([]byte, int64, error) 
 		last = uk
 		return nil
 	})
-	if err != nil && err != errStopIter {
+	if err != nil && !errors.Is(err, errStopIter) {
 		return nil, total, err
 	}
 	return key, total, nil

@@ -1344,8 +1344,12 @@ func TestStateMachineConcurrentLookup(t *testing.T) {
 					return
 				}
 				n, err := strconv.ParseInt(string(res.Responses[0].GetGet().Kv.GetValue()), 10, 64)
-				if err != nil || n < last {
-					errc <- fmt.Errorf("read %d after %d (%v)", n, last, err)
+				if err != nil {
+					errc <- fmt.Errorf("read after %d: %w", last, err)
+					return
+				}
+				if n < last {
+					errc <- fmt.Errorf("read %d after %d", n, last)
 					return
 				}
 				last = n

@@ -51,7 +51,7 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 			p, err := kvs[0].Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("o")})
 			cancel()
 			if err != nil {
-				return 0, fmt.Errorf("put %s: %v", k, err)
+				return 0, fmt.Errorf("put %s: %w", k, err)
 			}
 			worst = max(worst, time.Duration(p.CommitTimestamp.WallTime-time.Now().UnixNano()))
 		}
@@ -83,7 +83,7 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 				if status.Code(err) == codes.InvalidArgument {
 					refusedReads.Add(1) // beyond physical + max offset
 				} else if err != nil {
-					errs <- fmt.Errorf("attacker %d round %d: %v", w, i, err)
+					errs <- fmt.Errorf("attacker %d round %d: %w", w, i, err)
 					return
 				}
 			}

@@ -62,7 +62,7 @@ func (pc *procCluster) cli(args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if err != nil {
-		return out.String(), fmt.Errorf("rangestore %s: %v: %s", strings.Join(args, " "), err, errb.String())
+		return out.String(), fmt.Errorf("rangestore %s: %w: %s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String(), nil
 }
