@@ -1,6 +1,7 @@
 package timeutil
 
 import (
+	"errors"
 	"context"
 	"testing"
 	"time"
@@ -86,8 +87,8 @@ func TestSleep(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	select {
-	case <-done:
-		t.Fatal("Sleep returned before the time advanced")
+	case err := <-done:
+		t.Fatalf("Sleep returned (%v) before the time advanced", err)
 	default:
 	}
 	m.Advance(time.Minute)
@@ -96,7 +97,7 @@ func TestSleep(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Sleep(ctx, m, time.Minute); err != context.Canceled {
+	if err := Sleep(ctx, m, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Sleep on a cancelled context: %v", err)
 	}
 	if err := Sleep(context.Background(), DefaultTimeSource{}, time.Millisecond); err != nil {
