@@ -1,8 +1,8 @@
 package timeutil
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
