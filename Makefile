@@ -4,7 +4,7 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt lint proto checkgenerate demo chaos bench bench-compare bench-failover bench-drain bench-scale clean
+.PHONY: all build test test-race test-fast vet fmt lint proto checkgenerate demo stress chaos bench bench-compare bench-failover bench-drain bench-scale clean
 
 # Pinned tools. Go tools are installed with `go install` into a directory
 # named after their version under bin/tools, so that a version bump here
@@ -78,6 +78,15 @@ $(PROTOC_GEN_GO):
 
 $(PROTOC_GEN_GO_GRPC):
 	GOBIN=$(@D) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+# Every test of the cluster packages (in-process clusters in node/, real
+# processes in cmd/rangestore) STRESS_COUNT times; stops at the first
+# failure. 20 runs take about two hours on 2 cores: STRESS_RUN narrows it
+# to some tests, e.g. STRESS_RUN=TestMergeRightAfterSplit.
+STRESS_COUNT ?= 20
+STRESS_RUN   ?= .
+stress:
+	$(GO) test -count=$(STRESS_COUNT) -failfast -run '$(STRESS_RUN)' -timeout 300m ./node/ ./cmd/rangestore/
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
 # clock jumps, lease transfers). Tune with CHAOS_HISTORIES / CHAOS_DURATION /
