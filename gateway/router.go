@@ -687,12 +687,49 @@ func (r *Router) SendToNode(ctx context.Context, nodeID uint64, req *rspb.RangeR
 }
 
 // AdminMerge merges the range containing key (an internal key) with its
-// right neighbour.
+// right neighbour. Every attempt is pinned to the range as read from meta
+// when the call starts (its generation): an attempt whose answer was lost
+// (a merge waits for the neighbour's replicas, which can outlast one
+// attempt's timeout) may have merged, and a retry must not merge a second
+// neighbour. When the range's generation has moved, the call answers the
+// merge as done if the same range now reaches past the end it had, and
+// fails otherwise (the range changed under it; nothing more is merged).
 func (r *Router) AdminMerge(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error) {
-	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest) { rr.AdminMerge = &rspb.AdminMergeRequest{} })
-	if err != nil {
-		return nil, err
+	if d := r.cache.lookup(key, false); d != nil {
+		r.cache.evict(d) // pin what meta says now, not a cached descriptor
 	}
-	r.cache.insert(resp.AdminMerge.Merged)
-	return resp.AdminMerge, nil
+	var pin *rspb.RangeDescriptor
+	for depth := 0; ; depth++ {
+		d, err := r.LookupRange(ctx, key, false)
+		if err != nil {
+			return nil, err
+		}
+		if pin == nil {
+			pin = d
+		} else if d.Generation != pin.Generation {
+			if d.RangeId == pin.RangeId && bytes.Equal(d.StartKey, pin.StartKey) && bytes.Compare(d.EndKey, pin.EndKey) > 0 {
+				r.log.Info("merge answered from the range's new extent (an earlier attempt's answer was lost)", "range", d.RangeId, "generation", d.Generation)
+				return &rspb.AdminMergeResponse{Merged: d}, nil
+			}
+			return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_FAILED_PRECONDITION, RangeDescriptor: d,
+				Message: fmt.Sprintf("r%d changed while it was being merged (generation %d, now r%d at generation %d spanning [%s, %s)); check the ranges and retry",
+					pin.RangeId, pin.Generation, d.RangeId, d.Generation, keys.Pretty(d.StartKey), keys.Pretty(d.EndKey))}}
+		}
+		req := &rspb.RangeRequest{RangeId: d.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: pin.Generation}}
+		resp, err := r.sendToRange(ctx, d, req)
+		if r.staleRoute(d, err) {
+			if werr := r.waitRetry(ctx, depth); werr != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.Error != nil {
+			return nil, &RangeError{E: resp.Error}
+		}
+		r.cache.insert(resp.AdminMerge.Merged)
+		return resp.AdminMerge, nil
+	}
 }

@@ -285,7 +285,12 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	desc := m.desc.Load()
 	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the merge was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)
+		// The caller's descriptor is stale: RANGE_KEY_MISMATCH carries the
+		// current one, so a router can tell a merge an earlier attempt of
+		// its own made (the range grew past the end it pinned) from any
+		// other change.
+		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
+			Message: fmt.Sprintf("r%d changed since the merge was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)}}
 	}
 	if !keys.IsUserKey(desc.StartKey) {
 		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span merge", m.rangeID)
