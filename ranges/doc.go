@@ -71,6 +71,9 @@
 //     first, so every key is always covered) and repaired by leaseholders
 //     (meta.go: missing or older records at their end key, stale records
 //     inside their span), with conditional writes on the exact bytes read.
+//     What to write, delete or create (a replica meta names here but this
+//     node lacks) is decided by the pure functions of metadecision.go,
+//     tested against testdata/meta_decision.golden (-rewrite).
 //   - Merges (merge.go): freeze the right neighbour (it serves nothing from
 //     then on, forever), wait until every replica of it applied the freeze,
 //     then subsume it in one batch on the left; replicas must be colocated.

@@ -1,7 +1,6 @@
 package ranges
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -93,14 +92,15 @@ func MetaDescriptors(ctx context.Context, snd leases.KV) ([]*rspb.RangeDescripto
 // deleteStaleMeta deletes a meta record that ends strictly inside d and is
 // older than d (a range d subsumed), unless it changed since it was read.
 func (s *Store) deleteStaleMeta(ctx context.Context, snd Sender, rec metaRecord, d *rspb.RangeDescriptor) error {
-	if rec.desc.Generation >= d.Generation {
+	dec, _ := decideInnerRecord(rec.key[len(keys.MetaPrefix):], rec.desc, []*rspb.RangeDescriptor{d})
+	if dec.Action != metaDelete {
 		return nil
 	}
 	if _, err := snd.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
 		Key: rec.key, ExpectedValue: rec.raw, Delete: true}}}}); err != nil {
 		return err
 	}
-	s.log.Info("stale meta record removed", "end", keys.Pretty(rec.desc.EndKey), "range", rec.desc.RangeId, "inside", d.RangeId)
+	s.log.Info("stale meta record removed", "reason", dec.Reason)
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.metaUpdates.Inc()
 	}
@@ -112,14 +112,9 @@ func (s *Store) deleteStaleMeta(ctx context.Context, snd Sender, rec metaRecord,
 func (s *Store) cleanInnerMeta(ctx context.Context, snd Sender, recs []metaRecord) {
 	descs := s.heldDescriptors() // sorted by start key, not overlapping
 	for _, rec := range recs {
-		end := rec.key[len(keys.MetaPrefix):]
-		i := sort.Search(len(descs), func(i int) bool { return bytes.Compare(descs[i].EndKey, end) > 0 })
-		if i == len(descs) {
+		dec, d := decideInnerRecord(rec.key[len(keys.MetaPrefix):], rec.desc, descs)
+		if dec.Action != metaDelete {
 			continue
-		}
-		d := descs[i]
-		if bytes.Compare(d.StartKey, end) >= 0 || bytes.Equal(d.EndKey, end) {
-			continue // not strictly inside d
 		}
 		if err := s.deleteStaleMeta(ctx, snd, rec, d); err != nil {
 			return
@@ -170,12 +165,15 @@ func (s *Store) checkMeta(ctx context.Context) int {
 	}
 	fixed := 0
 	for i, d := range descs {
-		g := resps[i].GetGet()
-		if g.GetFound() {
-			cur := &rspb.RangeDescriptor{}
-			if proto.Unmarshal(g.GetKv().GetValue(), cur) == nil && cur.RangeId == d.RangeId && cur.Generation >= d.Generation {
-				continue
+		var cur *rspb.RangeDescriptor
+		if g := resps[i].GetGet(); g.GetFound() {
+			cur = &rspb.RangeDescriptor{}
+			if proto.Unmarshal(g.GetKv().GetValue(), cur) != nil {
+				cur = nil // unreadable: fixMeta reads it again and reports it
 			}
+		}
+		if cur != nil && decideMetaRecord(d, cur).Action == metaKeep {
+			continue
 		}
 		wrote, err := s.fixMeta(ctx, snd, d)
 		if err != nil {
@@ -213,9 +211,7 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 	created := 0
 	for _, mr := range recs {
 		d := mr.desc
-		if !keys.IsUserKey(d.StartKey) {
-			continue
-		}
+		f := missingReplicaFacts{Desc: d, NodeID: me}
 		var mine *rspb.ReplicaDescriptor
 		members := map[uint64]string{}
 		for _, r := range d.Replicas {
@@ -224,18 +220,25 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 				mine = r
 			}
 		}
-		if mine == nil || mine.Type != rspb.ReplicaType_VOTER || s.replica(d.RangeId) != nil || s.overlapsLocal(d) {
+		// The facts in the order the decision looks at them; the costly
+		// ones only when the earlier ones have not settled it.
+		f.LocalReplica = s.replica(d.RangeId) != nil
+		if mine != nil && !f.LocalReplica {
+			if f.OverlapsLocal = s.overlapsLocal(d); !f.OverlapsLocal {
+				_, ok, err := s.eng.GetRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord))
+				f.RecordOnDisk = ok || err != nil
+			}
+		}
+		action, reason := decideMissingReplica(f)
+		if action == missingAskCompaction {
+			compacted := s.othersCompacted(ctx, snd, d, me)
+			f.OthersCompacted = &compacted
+			action, reason = decideMissingReplica(f)
+		}
+		if action != missingCreate {
 			continue
 		}
-		if _, ok, err := s.eng.GetRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord)); err != nil || ok {
-			continue // being created by a split that just applied here
-		}
-		// An empty replica is safe only if no other replica can replay the
-		// range's log from its start to it: every one must report its
-		// initial log compacted.
-		if !s.othersCompacted(ctx, snd, d, me) {
-			continue
-		}
+		s.log.Info("creating a missing replica", "reason", reason)
 		rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: mine.ReplicaId, InitialMembers: members}
 		data, err := proto.Marshal(rec)
 		if err != nil {

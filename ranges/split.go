@@ -417,11 +417,8 @@ func (s *Store) fixMeta(ctx context.Context, snd Sender, d *rspb.RangeDescriptor
 			if err := proto.Unmarshal(val, cur); err != nil {
 				return false, fmt.Errorf("meta record %s: %w", keys.Pretty(mk), err)
 			}
-			if cur.Generation > d.Generation || proto.Equal(cur, d) {
+			if decideMetaRecord(d, cur).Action == metaKeep {
 				return false, nil
-			}
-			if cur.Generation == d.Generation && cur.RangeId == d.RangeId {
-				return false, nil // same generation, e.g. differing only in replica order
 			}
 			cput.ExpectedValue = val
 		} else {
