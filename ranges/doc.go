@@ -36,6 +36,11 @@
 //     evaluates into a Pebble batch and proposes the batch with its lease
 //     sequence. Every replica applies it only if that lease is still current;
 //     otherwise it applies nothing and leaves no dedup record (NOT_LEASEHOLDER).
+//     Whether a committed command applies (dedup, frozen, lease, generation,
+//     expiry, lease-request preconditions) is the pure checkApply
+//     (applycheck.go), tested against testdata/apply_check.golden (-rewrite).
+//     A write whose caller gave up while it was still in the Raft log keeps
+//     its latches until it applies or can no longer apply (settle).
 //   - Reads are served by the leaseholder from a Pebble snapshot under read
 //     latches, without any Raft round trip (no ReadIndex: the store's only
 //     ReadIndex calls wake quiesced ranges, and rangestore_read_index_total

@@ -314,24 +314,30 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	}
 	proposedTS := TSFromProto(cmd.Timestamp)
 	var dk []byte
+	var prev []byte
 	if len(cmd.ProposalId) > 0 {
 		dk = dedupKey(s.rangeID, proposedTS.WallTime, cmd.ProposalId)
-		if v, ok, err := b.GetRaw(dk); err != nil {
+		v, ok, err := b.GetRaw(dk)
+		if err != nil {
 			return nil, nil, err
-		} else if ok {
-			prev := &rspb.RaftResult{}
-			if err := proto.Unmarshal(v, prev); err != nil {
-				return nil, nil, err
-			}
-			return prev, nil, nil
+		}
+		if ok {
+			prev = v
 		}
 	}
-	maxWrite := st.maxWrite
-	if st.frozen != 0 && cmd.Freeze == nil {
-		// Frozen for a merge: nothing changes any more (not even the lease:
-		// the merge needs none here).
-		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
-			fmt.Sprintf("r%d is being merged into r%d", s.rangeID, st.frozen))}, nil, nil
+	chk := checkApply(cmd, applyFacts{RangeID: s.rangeID, Desc: desc, Lease: st.lease, FrozenInto: st.frozen,
+		MaxWrite: st.maxWrite, DedupWindow: DedupWindow, DedupHit: prev != nil})
+	switch chk.Verdict {
+	case applyAnswerDedup:
+		res := &rspb.RaftResult{}
+		if err := proto.Unmarshal(prev, res); err != nil {
+			return nil, nil, err
+		}
+		return res, nil, nil
+	case applyRefuse:
+		return &rspb.RaftResult{Error: chk.Err}, nil, nil
+	case applyRefuseRecorded:
+		return &rspb.RaftResult{Error: chk.Err}, dk, nil
 	}
 	switch {
 	case cmd.RequestLease != nil:
@@ -340,11 +346,6 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	case cmd.Gc != nil:
 		res, err := s.applyGC(b, st, desc, TSFromProto(cmd.Gc.Threshold))
 		return res, nil, err
-	}
-	if rej := s.checkEvaluatedUnder(st, cmd); rej != nil {
-		// Rejected commands leave no dedup record, so a retry with the same
-		// proposal ID can apply under the new lease or descriptor.
-		return rej, nil, nil
 	}
 	if cmd.Split != nil || cmd.Freeze != nil || cmd.Merge != nil {
 		var res *rspb.RaftResult
@@ -362,10 +363,7 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		}
 		return res, dk, nil
 	}
-	if dk != nil && proposedTS.WallTime < maxWrite.WallTime-int64(DedupWindow) {
-		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_AMBIGUOUS,
-			fmt.Sprintf("proposal expired: it is older than the %s retry window; it may or may not have applied earlier", DedupWindow))}, dk, nil
-	}
+	maxWrite := st.maxWrite
 	res := cmd.Result
 	if res == nil {
 		res = &rspb.RaftResult{}
@@ -386,38 +384,10 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	return res, dk, nil
 }
 
-// checkEvaluatedUnder refuses a command evaluated by the leaseholder (a
-// write or a split) unless the lease and the descriptor generation it was
-// evaluated under are still current.
-func (s *stateMachine) checkEvaluatedUnder(st *applyState, cmd *rspb.RaftCommand) *rspb.RaftResult {
-	if cur := st.lease; cmd.LeaseSequence != cur.Sequence {
-		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
-			Message: fmt.Sprintf("r%d: command proposed under lease %d, current lease is %d (n%d)", s.rangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)}}
-	}
-	if cmd.Generation != st.desc.Generation {
-		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: st.desc,
-			Message: fmt.Sprintf("r%d changed (generation %d, command evaluated at %d); retry", s.rangeID, st.desc.Generation, cmd.Generation)}}
-	}
-	return nil
-}
-
-// applyRequestLease installs a new lease (or extends the current one) if
-// the current lease is still the one the proposer saw.
+// applyRequestLease installs a new lease (or extends the current one).
 func (s *stateMachine) applyRequestLease(b *kv.Batch, st *applyState, rl *rspb.RequestLeaseCommand) (*rspb.RaftResult, error) {
-	cur := st.lease
+	// checkApply (checkLeaseRequest) admitted it.
 	next := rl.Lease
-	reject := func(why string) (*rspb.RaftResult, error) {
-		return &rspb.RaftResult{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: cur.NodeId,
-			Message: fmt.Sprintf("r%d: lease request rejected: %s", s.rangeID, why)}}, nil
-	}
-	if next == nil || next.Sequence == 0 || !proto.Equal(cur, orEmpty(rl.Prev)) {
-		return reject("the lease changed meanwhile")
-	}
-	extension := next.Sequence == cur.Sequence && next.ReplicaId == cur.ReplicaId && next.Epoch == 0 && cur.Epoch == 0 &&
-		!TSFromProto(next.Expiration).Less(TSFromProto(cur.Expiration))
-	if !extension && next.Sequence != cur.Sequence+1 {
-		return reject(fmt.Sprintf("sequence %d does not follow %d", next.Sequence, cur.Sequence))
-	}
 	data, err := proto.Marshal(next)
 	if err != nil {
 		return nil, err
