@@ -169,3 +169,62 @@ func TestReplicaIDsDistinctFromNodeIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyReplicaIDsLayout: a cluster bootstrapped as older versions did
+// (replica IDs equal to node IDs, no next_replica_id) serves, splits (both
+// sides read the missing counter as the largest replica ID + 1 and carry
+// it), merges and restarts a node.
+func TestLegacyReplicaIDsLayout(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{EditPlan: func(plan []*rspb.RangeDescriptor) {
+		for _, d := range plan {
+			d.NextReplicaId = 0
+			for _, r := range d.Replicas {
+				r.ReplicaId = r.NodeId
+			}
+		}
+	}})
+	ctx := ctxT(t)
+	const k = "legacy"
+	d := rangeOf(tc, k)
+	if d.NextReplicaId != 0 || replicaIDOn(d, 2) != 2 {
+		t.Fatalf("not a legacy layout: %v", d)
+	}
+	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, fmt.Sprintf("lease and leader of r%d", d.RangeId), func() error {
+		_, _, err := checkIDMapping(tc, d)
+		return err
+	})
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	sp, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(k + "5")})
+	if err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	for _, side := range []*rspb.RangeDescriptor{sp.Left, sp.Right} {
+		if side.NextReplicaId != 4 {
+			t.Errorf("r%d next_replica_id = %d after splitting a legacy descriptor, want 4", side.RangeId, side.NextReplicaId)
+		}
+	}
+	var m *rspb.MergeRangeResponse
+	waitFor(t, 15*time.Second, "merge", func() (err error) {
+		m, err = admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(k)})
+		return err
+	})
+	if m.Merged.NextReplicaId != 4 {
+		t.Errorf("merged r%d next_replica_id = %d, want 4", m.Merged.RangeId, m.Merged.NextReplicaId)
+	}
+	if err := tc.RestartNode(1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "write and read through the restarted node", func() error {
+		if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte(k + "9"), Value: []byte("w")}); err != nil {
+			return err
+		}
+		g, err := tc.KV(1).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+		if err == nil && !g.Found {
+			err = fmt.Errorf("%q not found", k)
+		}
+		return err
+	})
+}
