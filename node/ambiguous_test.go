@@ -136,14 +136,23 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 	// The transfer reads the target's liveness record first: with the
 	// system range's lease here too, that read is local and works while
 	// the holder is cut off.
-	if err := lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID()); err != nil {
-		t.Fatal(err)
-	}
+	// (A transfer racing an extension or acquisition is refused: retried.)
+	waitFor(t, 15*time.Second, "system range lease to the holder", func() error {
+		return lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID())
+	})
 	waitFor(t, 10*time.Second, "system range lease on the holder", func() error {
 		if l := leaseOf(tc, holder, ranges.SystemRangeID); l.GetNodeId() != lh.NodeID() {
 			return fmt.Errorf("system range lease on n%d", l.GetNodeId())
 		}
 		return nil
+	})
+	// The holder's router must know it: a liveness read it sends first to
+	// the system range's previous holder would be cut off below.
+	waitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
+		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := lh.liveness.Get(c, target, true)
+		return err
 	})
 	read := func(timeout time.Duration) *rspb.RangeResponse {
 		c, cancel := context.WithTimeout(ctx, timeout)

@@ -24,7 +24,9 @@ import (
 
 // PlanRanges lays out the initial ranges: the meta range, the system range
 // and the user span cut at the given client split keys, each replicated on
-// rf nodes (spread round-robin). Replica IDs equal node IDs.
+// rf nodes (spread round-robin, each range starting one node further).
+// Replica IDs are the range's own: 1..rf in placement order, so they are
+// in general not the node IDs; next_replica_id is rf+1.
 func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rspb.RangeDescriptor, error) {
 	if len(nodes) == 0 {
 		return nil, errors.New("no nodes")
@@ -56,10 +58,11 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 	bounds = append(bounds, keys.KeyMax)
 	var out []*rspb.RangeDescriptor
 	for i := 0; i+1 < len(bounds); i++ {
-		d := &rspb.RangeDescriptor{RangeId: uint64(i + 1), StartKey: bounds[i], EndKey: bounds[i+1], Generation: 1, Sticky: true}
+		d := &rspb.RangeDescriptor{RangeId: uint64(i + 1), StartKey: bounds[i], EndKey: bounds[i+1], Generation: 1, Sticky: true,
+			NextReplicaId: uint64(rf + 1)}
 		for j := 0; j < rf; j++ {
 			nd := nodes[(i+j)%len(nodes)]
-			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: nd.NodeId, ReplicaId: nd.NodeId})
+			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: nd.NodeId, ReplicaId: uint64(j + 1)})
 		}
 		sort.Slice(d.Replicas, func(a, b int) bool { return d.Replicas[a].NodeId < d.Replicas[b].NodeId })
 		out = append(out, d)
@@ -254,7 +257,8 @@ func (n *Node) validateBootstrap(ctx context.Context, req *rspb.BootstrapRequest
 // the meta range [/Min, /System) as r1, the system range
 // [/System, /User) as r2, and user ranges tiling [/User, /Max) exactly,
 // with distinct range IDs, positive generations and replicas (distinct
-// non-zero replica IDs) on distinct known nodes.
+// non-zero replica IDs, below next_replica_id when that is set) on
+// distinct known nodes. Replica IDs need not be node IDs.
 func ValidateLayout(req *rspb.BootstrapRequest) error {
 	if req.ClusterId == "" {
 		return errors.New("empty cluster ID")
@@ -313,6 +317,9 @@ func ValidateLayout(req *rspb.BootstrapRequest) error {
 				return fmt.Errorf("r%d: initial replicas must be voters", d.RangeId)
 			}
 			repNodes[r.NodeId], repIDs[r.ReplicaId] = true, true
+			if n := d.NextReplicaId; n != 0 && n <= r.ReplicaId {
+				return fmt.Errorf("r%d: next_replica_id %d is not above replica ID %d", d.RangeId, n, r.ReplicaId)
+			}
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -78,6 +79,9 @@ func planCheckTiling(t *testing.T, plan []*rspb.RangeDescriptor, nodes []*rspb.N
 		if len(d.Replicas) != rf {
 			t.Fatalf("r%d has %d replicas, want %d", d.RangeId, len(d.Replicas), rf)
 		}
+		if d.NextReplicaId != uint64(rf+1) {
+			t.Errorf("r%d next_replica_id = %d, want %d", d.RangeId, d.NextReplicaId, rf+1)
+		}
 		seen := map[uint64]bool{}
 		for j, r := range d.Replicas {
 			if !nodeIDs[r.NodeId] {
@@ -87,8 +91,10 @@ func planCheckTiling(t *testing.T, plan []*rspb.RangeDescriptor, nodes []*rspb.N
 				t.Fatalf("r%d has two replicas on n%d", d.RangeId, r.NodeId)
 			}
 			seen[r.NodeId] = true
-			if r.ReplicaId != r.NodeId {
-				t.Errorf("r%d replica %d on n%d: replica ID must equal node ID", d.RangeId, r.ReplicaId, r.NodeId)
+			// Replica IDs are 1..rf in placement order: round-robin from
+			// the range's own offset into the node list.
+			if want := placementReplicaID(nodes, i, rf, r.NodeId); r.ReplicaId != want {
+				t.Errorf("r%d replica on n%d has ID %d, want %d (its place in the round-robin)", d.RangeId, r.NodeId, r.ReplicaId, want)
 			}
 			if r.Type != rspb.ReplicaType_VOTER {
 				t.Errorf("r%d replica on n%d is %v", d.RangeId, r.NodeId, r.Type)
@@ -119,6 +125,65 @@ func planCheckTiling(t *testing.T, plan []*rspb.RangeDescriptor, nodes []*rspb.N
 		}
 		if n != 1 {
 			t.Errorf("key %q is in %d ranges", k, n)
+		}
+	}
+}
+
+// placementReplicaID is the replica ID PlanRanges gives range #i's replica
+// on node id: its position (from 1) in the round-robin starting at node
+// #i, or 0 when the range has no replica there.
+func placementReplicaID(nodes []*rspb.NodeDescriptor, i, rf int, id uint64) uint64 {
+	for j := 0; j < rf; j++ {
+		if nodes[(i+j)%len(nodes)].NodeId == id {
+			return uint64(j + 1)
+		}
+	}
+	return 0
+}
+
+// TestPlanRangesReplicaIDsAreNotNodeIDs: replica IDs are numbered per
+// range, so with several nodes most ranges have replicas whose ID is not
+// their node's ID, and the layout passes ValidateLayout.
+func TestPlanRangesReplicaIDsAreNotNodeIDs(t *testing.T) {
+	nodes := planNodes(3)
+	plan, err := PlanRanges(nodes, planSplits("g", "p"), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := map[uint64]bool{}
+	for _, d := range plan {
+		for _, r := range d.Replicas {
+			if r.ReplicaId != r.NodeId {
+				differ[d.RangeId] = true
+			}
+		}
+	}
+	// Range #i starts the round-robin at node #i mod 3: only r1 and r4
+	// start at n1, where replica IDs happen to equal node IDs.
+	want := map[uint64]bool{2: true, 3: true, 5: true}
+	if len(plan) != 5 || !maps.Equal(differ, want) {
+		t.Fatalf("ranges whose replica IDs differ from their node IDs: %v, want %v\n%v", differ, want, plan)
+	}
+	req := &rspb.BootstrapRequest{ClusterId: "c", NodeId: 1, Nodes: nodes, Ranges: plan, Timestamp: &rspb.Timestamp{WallTime: 1}}
+	if err := ValidateLayout(req); err != nil {
+		t.Fatalf("ValidateLayout refused PlanRanges' layout: %v", err)
+	}
+	// Still refused: two replicas with one ID, two replicas on one node, a
+	// zero ID, and a next_replica_id that would hand out a used ID.
+	for _, c := range []struct {
+		name    string
+		corrupt func(d *rspb.RangeDescriptor)
+		msg     string
+	}{
+		{"duplicate replica ID", func(d *rspb.RangeDescriptor) { d.Replicas[1].ReplicaId = d.Replicas[0].ReplicaId }, "replica IDs and nodes must be distinct"},
+		{"two replicas on one node", func(d *rspb.RangeDescriptor) { d.Replicas[1].NodeId = d.Replicas[0].NodeId }, "replica IDs and nodes must be distinct"},
+		{"replica ID 0", func(d *rspb.RangeDescriptor) { d.Replicas[2].ReplicaId = 0 }, "non-zero"},
+		{"next_replica_id not above the replica IDs", func(d *rspb.RangeDescriptor) { d.NextReplicaId = 3 }, "next_replica_id 3"},
+	} {
+		bad := proto.Clone(req).(*rspb.BootstrapRequest)
+		c.corrupt(bad.Ranges[3])
+		if err := ValidateLayout(bad); err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: ValidateLayout = %v, want an error containing %q", c.name, err, c.msg)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rangestore/rangestore/chaos/fault"
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -54,6 +55,10 @@ type TestClusterOptions struct {
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
+	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
+	// are bootstrapped directly with PlanRanges' layout as EditPlan leaves
+	// it (e.g. a layout as older versions wrote it).
+	EditPlan func(plan []*rspb.RangeDescriptor)
 }
 
 // TestCluster is a multi-node cluster in one process on loopback.
@@ -187,7 +192,13 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 		}
 		tc.conns = append(tc.conns, c)
 	}
-	init, err := rspb.NewAdminClient(tc.conns[0]).Init(ctx, &rspb.InitRequest{InitialSplits: int32(opts.InitialSplits), SplitKeys: opts.SplitKeys})
+	var init *rspb.InitResponse
+	var err error
+	if opts.EditPlan != nil {
+		init, err = tc.bootstrapEdited(ctx)
+	} else {
+		init, err = rspb.NewAdminClient(tc.conns[0]).Init(ctx, &rspb.InitRequest{InitialSplits: int32(opts.InitialSplits), SplitKeys: opts.SplitKeys})
+	}
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("init: %w", err)
@@ -198,6 +209,33 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 		return nil, err
 	}
 	return tc, nil
+}
+
+// bootstrapEdited bootstraps every node with PlanRanges' layout as
+// opts.EditPlan leaves it (the nodes are n1.. in start order).
+func (tc *TestCluster) bootstrapEdited(ctx context.Context) (*rspb.InitResponse, error) {
+	var nodes []*rspb.NodeDescriptor
+	for i, cfg := range tc.cfgs {
+		nodes = append(nodes, &rspb.NodeDescriptor{NodeId: uint64(i + 1), Address: cfg.ListenAddr, RaftAddress: cfg.RaftAddr})
+	}
+	splits := tc.opts.SplitKeys
+	if len(splits) == 0 {
+		splits = keys.DefaultSplitKeys(tc.opts.InitialSplits)
+	}
+	plan, err := PlanRanges(nodes, splits, 0)
+	if err != nil {
+		return nil, err
+	}
+	tc.opts.EditPlan(plan)
+	clusterID := fmt.Sprintf("test-%x", mrand.Uint64())
+	ts := &rspb.Timestamp{WallTime: time.Now().UnixNano()}
+	for i, c := range tc.conns {
+		req := &rspb.BootstrapRequest{ClusterId: clusterID, NodeId: uint64(i + 1), Nodes: nodes, Ranges: plan, Timestamp: ts}
+		if _, err := rspb.NewInternalClient(c).Bootstrap(ctx, req); err != nil {
+			return nil, fmt.Errorf("bootstrapping n%d: %w", i+1, err)
+		}
+	}
+	return &rspb.InitResponse{ClusterId: clusterID, Nodes: nodes, Ranges: plan}, nil
 }
 
 // WaitReady waits until every range serves a read through node 0's gateway

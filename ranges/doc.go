@@ -58,6 +58,17 @@
 //   - Raft leadership follows the lease (leaseLoop asks the Raft leader to
 //     hand leadership to a leaseholder that is another voter); a Raft leader
 //     that sees no valid lease acquires it, so failover needs no client.
+//   - Replica IDs (replicaids.go) are numbered per range (1, 2, … in the
+//     order PlanRanges places them) and are not node IDs: Dragonboat's
+//     members, the Raft leader, lease holders' ReplicaId and leadership
+//     transfers are in replica IDs, and a replica ID becomes a node ID only
+//     through the range's descriptor (leaderNode, replicaLive, drainTarget,
+//     transferLease). The descriptor's next_replica_id is the ID of the next
+//     new replica (IDs are never reused); a split's right side keeps the
+//     parent's replica IDs and counter, a merge keeps the left side's
+//     replicas and takes the larger counter. A descriptor written before
+//     next_replica_id existed has 0 there and is read as the largest
+//     replica ID + 1 (NextReplicaID), so older stores need no migration.
 //   - A replica's restart record stores its initial members and its role
 //     ("joined as non-voter" forever), so a crash at any point of a replica's
 //     creation restarts it with the same arguments.

@@ -352,6 +352,8 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	merged := proto.Clone(desc).(*rspb.RangeDescriptor)
 	merged.EndKey = right.EndKey
 	merged.Generation = max(desc.Generation, right.Generation) + 1
+	// The left side's replicas stay; no ID either side used is handed out again.
+	merged.NextReplicaId = max(NextReplicaID(desc), NextReplicaID(right))
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)

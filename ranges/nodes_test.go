@@ -16,7 +16,8 @@ func quorumTestStore(n int) *Store {
 		m := &stateMachine{rangeID: uint64(i)}
 		d := &rspb.RangeDescriptor{RangeId: uint64(i)}
 		for r := uint64(1); r <= 3; r++ {
-			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: r, ReplicaId: r})
+			// Replica IDs are not node IDs (n1 holds replica 2, …).
+			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: r, ReplicaId: r%3 + 1})
 		}
 		m.desc.Store(d)
 		s.sms[uint64(i)] = m

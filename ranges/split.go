@@ -269,8 +269,10 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	left := proto.Clone(desc).(*rspb.RangeDescriptor)
 	left.EndKey = append([]byte(nil), key...)
 	left.Generation++
+	left.NextReplicaId = NextReplicaID(desc)
+	// The right side keeps the parent's replica IDs and their counter.
 	right := &rspb.RangeDescriptor{RangeId: rhsID, StartKey: append([]byte(nil), key...), EndKey: desc.EndKey, Generation: left.Generation,
-		Sticky: req.Sticky}
+		Sticky: req.Sticky, NextReplicaId: left.NextReplicaId}
 	rightMembers := map[uint64]string{}
 	for _, r := range desc.Replicas {
 		addr, ok := members.Nodes[r.ReplicaId]

@@ -336,7 +336,13 @@ type RangeDescriptor struct {
 	// sticky: the range's start key was chosen by an operator (init or a
 	// manual split); the merge queue never merges the range into its left
 	// neighbour.
-	Sticky        bool `protobuf:"varint,6,opt,name=sticky,proto3" json:"sticky,omitempty"`
+	Sticky bool `protobuf:"varint,6,opt,name=sticky,proto3" json:"sticky,omitempty"`
+	// next_replica_id: the ID the range's next new replica gets. Replica IDs
+	// are per range, start at 1 and are never reused (a wiped replica comes
+	// back under a new ID); they are not node IDs. A descriptor written
+	// before this field existed has 0 here and is read as max(replica IDs)+1
+	// (ranges.NextReplicaID).
+	NextReplicaId uint64 `protobuf:"varint,7,opt,name=next_replica_id,json=nextReplicaId,proto3" json:"next_replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,6 +417,13 @@ func (x *RangeDescriptor) GetSticky() bool {
 		return x.Sticky
 	}
 	return false
+}
+
+func (x *RangeDescriptor) GetNextReplicaId() uint64 {
+	if x != nil {
+		return x.NextReplicaId
+	}
+	return 0
 }
 
 // ClusterRecord is persisted on every node at bootstrap.
@@ -2769,7 +2782,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12.\n" +
-	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\"\xd8\x01\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\"\x80\x02\n" +
 	"\x0fRangeDescriptor\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
 	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
@@ -2778,7 +2791,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x05 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06sticky\x18\x06 \x01(\bR\x06sticky\"\xbb\x01\n" +
+	"\x06sticky\x18\x06 \x01(\bR\x06sticky\x12&\n" +
+	"\x0fnext_replica_id\x18\a \x01(\x04R\rnextReplicaId\"\xbb\x01\n" +
 	"\rClusterRecord\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
