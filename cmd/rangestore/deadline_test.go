@@ -48,10 +48,12 @@ func TestProcessClusterShortDeadlineWrites(t *testing.T) {
 	}
 
 	// 10 writes per node and deadline. A write takes a few ms; on a loaded
-	// machine one may still miss 50 ms (a slow fsync, a descheduled
-	// process), so allow one miss in ten, and a second round of ten if the
-	// first falls short. Before the fix every one of them failed.
-	const attempts, minOK, rounds = 10, 9, 2
+	// machine some still miss 50 ms (a slow fsync, a descheduled process:
+	// a CI run beside other test runs had rounds of 4/10 and 6/10), so a
+	// round passes with 7 of 10, and a node gets up to 5 rounds. Before the
+	// fix every one of them failed: this is not a latency test (bench/ has
+	// those), it checks that a deadline below two Raft ticks is usable.
+	const attempts, minOK, rounds = 10, 7, 5
 	for _, d := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond} {
 		for i := range pc.addrs {
 			for r := 1; r <= rounds; r++ {
