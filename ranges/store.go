@@ -71,6 +71,11 @@ type StoreConfig struct {
 	// CrashPoint, when set, is called at named points of multi-step
 	// operations (splits); fault tests make it kill the process.
 	CrashPoint func(name string)
+	// TestingAckDelay, when positive, holds back the reply to a batch with
+	// an Increment of a user key that applied, for this long or until the
+	// caller gives up: a fault test uses it to make the caller retry a
+	// write that did apply (exactly-once across merges).
+	TestingAckDelay time.Duration
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
 	RangeMaxBytes int64
@@ -525,6 +530,12 @@ func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
 func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	start := time.Now()
 	resp := s.send(ctx, req)
+	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.observe(req, resp, time.Since(start))
 	}
@@ -629,6 +640,17 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		return s.serveRead(ctx, m, st, req)
 	}
 	return s.serveWrite(ctx, m, st, lease, req)
+}
+
+// hasIncrement reports whether a batch holds an Increment of a user key
+// (TestingAckDelay: range ID allocation increments a system key).
+func hasIncrement(reqs []*rspb.RequestUnion) bool {
+	for _, r := range reqs {
+		if inc := r.GetIncrement(); inc != nil && keys.IsUserKey(inc.Key) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkTimestamps refuses a request carrying a timestamp (batch timestamp,
