@@ -44,7 +44,10 @@
 //   - Commands carry a proposal ID and the gateway's timestamp. Update
 //     deduplicates retried proposals (Dragonboat gives on-disk state machines
 //     no client sessions) for DedupWindow, refusing older proposals as
-//     ambiguous.
+//     ambiguous. A replica answers a retry from its dedup record before any
+//     other check (frozen, key span, lease); a merge moves the right range's
+//     records under the left one, and a replica asked for a range merged
+//     away here names the range that subsumed it (RANGE_NOT_FOUND).
 //   - Raft leadership follows the lease (leaseLoop asks the Raft leader to
 //     hand leadership to a leaseholder that is another voter); a Raft leader
 //     that sees no valid lease acquires it, so failover needs no client.

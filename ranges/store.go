@@ -202,6 +202,9 @@ type Store struct {
 	noLeaderSince sync.Map
 	// clusterMu serializes rewrites of the cluster record after bootstrap.
 	clusterMu sync.Mutex
+	// mergedInto: range ID -> ID of the range whose merge subsumed it here
+	// (while this process runs; see subsumedBy).
+	mergedInto sync.Map
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -561,6 +564,9 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		// Name the local ranges holding the keys (the range may have been
 		// merged into one): the gateway then need not wait for meta.
 		s.addLocalDescriptors(re, req.Requests)
+		// And the range that subsumed it, which holds its dedup records: a
+		// retried write may go there with the same proposal ID.
+		re.RangeDescriptor = s.subsumedBy(req.RangeId)
 		return &rspb.RangeResponse{Error: re}
 	}
 	if req.AdminLogCompacted {
@@ -572,6 +578,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d is starting", req.RangeId, nodeID))}
 		}
 		return s.adminFreeze(ctx, m, st, req.AdminFreeze)
+	}
+	// A retried write that already applied answers from its dedup record,
+	// even if the range has split or frozen for a merge since (the keys are
+	// now elsewhere, or nothing is served here any more).
+	if res := s.dedupResult(m, req); res != nil {
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
 	}
 	if f := m.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
@@ -612,11 +624,6 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return resp
 		}
 		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
-	}
-	// A retried write that already applied answers from its dedup record,
-	// even if the range has split since and the keys are now elsewhere.
-	if res := s.dedupResult(m, req); res != nil {
-		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
 	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
