@@ -38,7 +38,7 @@ proto:
 		rangestore/v1/kv.proto rangestore/v1/internal.proto
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
-# clock jumps, lease transfers). Tune with CHAOS_HISTORIES / CHAOS_DURATION /
+# clock jumps, lease transfers, merges). Tune with CHAOS_HISTORIES / CHAOS_DURATION /
 # CHAOS_SEED; failing histories are saved as HTML under chaos/chaos-failures/.
 CHAOS_HISTORIES ?= 50
 CHAOS_DURATION  ?= 15s
