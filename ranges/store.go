@@ -72,9 +72,10 @@ type StoreConfig struct {
 	// operations (splits); fault tests make it kill the process.
 	CrashPoint func(name string)
 	// TestingAckDelay, when positive, holds back the reply to a batch with
-	// an Increment of a user key that applied, for this long or until the
-	// caller gives up: a fault test uses it to make the caller retry a
-	// write that did apply (exactly-once across merges).
+	// an Increment of a user key that was just applied (not one answered
+	// from its dedup record), for this long or until the caller gives up: a
+	// fault test uses it to make the caller retry a write that did apply
+	// (exactly-once across merges).
 	TestingAckDelay time.Duration
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
@@ -533,12 +534,6 @@ func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
 func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	start := time.Now()
 	resp := s.send(ctx, req)
-	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
-		select {
-		case <-ctx.Done():
-		case <-time.After(d):
-		}
-	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.observe(req, resp, time.Since(start))
 	}
@@ -646,7 +641,16 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
 	}
-	return s.serveWrite(ctx, m, st, lease, req)
+	resp := s.serveWrite(ctx, m, st, lease, req)
+	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
+		// Applied now (a retry answered from its dedup record returned
+		// above): the reply is held back, with the latches released.
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	return resp
 }
 
 // hasIncrement reports whether a batch holds an Increment of a user key
