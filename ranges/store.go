@@ -73,9 +73,9 @@ type StoreConfig struct {
 	CrashPoint func(name string)
 	// TestingAckDelay, when positive, holds back the reply to a batch with
 	// an Increment of a user key that was just applied (not one answered
-	// from its dedup record), for this long or until the caller gives up: a
-	// fault test uses it to make the caller retry a write that did apply
-	// (exactly-once across merges).
+	// from its dedup record) for this long; if the caller gives up first,
+	// the reply is lost (UNAVAILABLE). A fault test uses it to make the
+	// caller retry a write that did apply (exactly-once across merges).
 	TestingAckDelay time.Duration
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
@@ -644,9 +644,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	resp := s.serveWrite(ctx, m, st, lease, req)
 	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
 		// Applied now (a retry answered from its dedup record returned
-		// above): the reply is held back, with the latches released.
+		// above): the reply is held back, with the latches released, and
+		// lost if the caller gives up meanwhile.
 		select {
 		case <-ctx.Done():
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+				fmt.Sprintf("r%d: the reply to an applied write was held back until the caller gave up (testing ack delay)", req.RangeId))}
 		case <-time.After(d):
 		}
 	}

@@ -136,7 +136,7 @@ func TestIncrementExactlyOnceUnderMerges(t *testing.T) {
 		c()
 		// Let the retries of increments acknowledged late reach the
 		// merged range, then split the counter off again.
-		time.Sleep(time.Duration(500+rng.Intn(1000)) * time.Millisecond)
+		time.Sleep(time.Duration(300+rng.Intn(700)) * time.Millisecond)
 		octx, c = context.WithTimeout(ctx, 5*time.Second)
 		if _, err := admin(via).SplitRange(octx, &rspb.SplitRangeRequest{Key: []byte(counter(i))}); err == nil {
 			splits++
