@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +89,56 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	g, err := tc.KV(2).Get(ctx, &rspb.GetRequest{Key: []byte("k040")})
 	if err != nil || string(g.GetKv().GetValue()) != fmt.Sprint(want) {
 		t.Fatalf("k040 is %q (%v), want %d", g.GetKv().GetValue(), err, want)
+	}
+}
+
+// TestMergeWaitsForFrozenNeighbour: while a range is frozen for a merge
+// into its left neighbour, that neighbour is not merged into its own left
+// neighbour (the frozen range would be left frozen into a range that no
+// longer exists, serving nothing until FreezeTimeout); once the first
+// merge finished, the second one goes ahead.
+func TestMergeWaitsForFrozenNeighbour(t *testing.T) {
+	// No split queue: it would finish the frozen merge at once.
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, SplitCheckInterval: time.Hour})
+	ctx := ctxT(t)
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k060")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid, right := sp.Left, sp.Right
+	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
+		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: mid.RangeId, ExpectedGeneration: right.Generation}})
+	if err != nil || fr.Error != nil {
+		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, mid.RangeId, err, fr.GetError())
+	}
+	// Every replica of mid knows its neighbour froze into it.
+	for n := 0; n < 3; n++ {
+		waitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
+			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: mid.RangeId, Probe: true}})
+			if resp.Error != nil {
+				return fmt.Errorf("%s", resp.Error.Message)
+			}
+			return nil
+		})
+	}
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = admin.MergeRange(mctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "frozen for a merge into it") {
+		t.Fatalf("merging r%d into its left neighbour while r%d is frozen into it: got %v, want a refusal", mid.RangeId, right.RangeId, err)
+	}
+	// Finish the first merge; then the second one.
+	if _, err := admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k030")}); err != nil {
+		t.Fatalf("merge r%d into r%d: %v", right.RangeId, mid.RangeId, err)
+	}
+	if _, err := admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k000")}); err != nil {
+		t.Fatalf("merge after the first finished: %v", err)
+	}
+	if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte("k070"), Value: []byte("v")}); err != nil {
+		t.Fatalf("write in the formerly frozen span: %v", err)
 	}
 }
