@@ -129,7 +129,7 @@ func TestIncrementExactlyOnceUnderMerges(t *testing.T) {
 	for time.Now().Before(deadline) {
 		i := rng.Intn(n)
 		via := live(rng.Intn(3))
-		octx, c := context.WithTimeout(ctx, 5*time.Second)
+		octx, c := context.WithTimeout(ctx, 15*time.Second)
 		if _, err := admin(via).MergeRange(octx, &rspb.MergeRangeRequest{Key: []byte(filler(i))}); err == nil {
 			merges++
 		}
@@ -164,17 +164,22 @@ func TestIncrementExactlyOnceUnderMerges(t *testing.T) {
 
 	for i := 0; i < n; i++ {
 		var got int64
+		var lastErr error
 		if !waitUntil(30*time.Second, func() bool {
 			gctx, c := context.WithTimeout(ctx, 5*time.Second)
 			defer c()
 			resp, err := pc.KV(i%3).Get(gctx, &rspb.GetRequest{Key: []byte(counter(i))})
-			if err != nil {
+			if lastErr = err; err != nil {
 				return false
 			}
 			got, err = strconv.ParseInt(string(resp.GetKv().GetValue()), 10, 64)
 			return err == nil || !resp.Found
 		}) {
-			t.Fatalf("could not read %s", counter(i))
+			for j := 0; j < 3; j++ {
+				out, _ := pc.cli("range", "list", "--verbose", "--host", pc.addrs[j])
+				t.Logf("ranges on process %d:\n%s", j, out)
+			}
+			t.Fatalf("could not read %s: %v", counter(i), lastErr)
 		}
 		a, f := acked[i].Load(), failed[i].Load()
 		t.Logf("%s: %d (acknowledged %d, failed %d)", counter(i), got, a, f)
