@@ -92,51 +92,46 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	}
 }
 
-// TestMergeWaitsForFrozenNeighbour: while a range is frozen for a merge
-// into its left neighbour, that neighbour is not merged into its own left
-// neighbour (the frozen range would be left frozen into a range that no
-// longer exists, serving nothing until FreezeTimeout); once the first
-// merge finished, the second one goes ahead.
-func TestMergeWaitsForFrozenNeighbour(t *testing.T) {
+// TestSplitWaitsForFrozenNeighbour: while a range is frozen for a merge
+// into its left neighbour, that neighbour does not split (the merge needs
+// its end key: the frozen range would serve nothing for good, since its
+// merge target still exists and the freeze is never rolled back); once the
+// merge finished, the split goes ahead.
+func TestSplitWaitsForFrozenNeighbour(t *testing.T) {
 	// No split queue: it would finish the frozen merge at once.
 	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, SplitCheckInterval: time.Hour})
 	ctx := ctxT(t)
 	admin := rspb.NewAdminClient(tc.Conn(0))
-	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
-		t.Fatal(err)
-	}
 	sp, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k060")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mid, right := sp.Left, sp.Right
+	left, right := sp.Left, sp.Right
 	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: mid.RangeId, ExpectedGeneration: right.Generation}})
+		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}})
 	if err != nil || fr.Error != nil {
-		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, mid.RangeId, err, fr.GetError())
+		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, left.RangeId, err, fr.GetError())
 	}
-	// Every replica of mid knows its neighbour froze into it.
 	for n := 0; n < 3; n++ {
 		waitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
-			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: mid.RangeId, Probe: true}})
+			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}})
 			if resp.Error != nil {
 				return fmt.Errorf("%s", resp.Error.Message)
 			}
 			return nil
 		})
 	}
-	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err = admin.MergeRange(mctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = admin.SplitRange(sctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "frozen for a merge into it") {
-		t.Fatalf("merging r%d into its left neighbour while r%d is frozen into it: got %v, want a refusal", mid.RangeId, right.RangeId, err)
-	}
-	// Finish the first merge; then the second one.
-	if _, err := admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k030")}); err != nil {
-		t.Fatalf("merge r%d into r%d: %v", right.RangeId, mid.RangeId, err)
+		t.Fatalf("splitting r%d while r%d is frozen into it: got %v, want a refusal", left.RangeId, right.RangeId, err)
 	}
 	if _, err := admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k000")}); err != nil {
-		t.Fatalf("merge after the first finished: %v", err)
+		t.Fatalf("merge r%d into r%d: %v", right.RangeId, left.RangeId, err)
+	}
+	if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")}); err != nil {
+		t.Fatalf("split after the merge finished: %v", err)
 	}
 	if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte("k070"), Value: []byte("v")}); err != nil {
 		t.Fatalf("write in the formerly frozen span: %v", err)

@@ -297,15 +297,6 @@ func (s *Store) checkMergeTarget(m *stateMachine, into uint64) *rspb.RangeError 
 		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d cannot be frozen for a merge into r%d: r%d is not its left neighbour (%s; r%d starts at %s)",
 			m.rangeID, into, into, where, m.rangeID, keys.Pretty(desc.StartKey)))
 	}
-	// Merges of adjacent pairs do not overlap: a range frozen into a left
-	// neighbour that is then merged away itself stays frozen, serving
-	// nothing, until FreezeTimeout rolls it back.
-	if f := lm.frozen.Load(); f != 0 {
-		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d cannot be frozen for a merge into r%d: r%d is itself frozen for a merge into r%d", m.rangeID, into, into, f))
-	}
-	if rm := s.localByStart()[string(desc.EndKey)]; rm != nil && rm.frozen.Load() == m.rangeID {
-		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d cannot be frozen for a merge into r%d: its right neighbour r%d is frozen for a merge into it, which must finish first", m.rangeID, into, rm.rangeID))
-	}
 	return nil
 }
 

@@ -129,11 +129,23 @@ func TestIncrementExactlyOnceUnderMerges(t *testing.T) {
 	for time.Now().Before(deadline) {
 		i := rng.Intn(n)
 		via := live(rng.Intn(3))
-		octx, c := context.WithTimeout(ctx, 15*time.Second)
-		if _, err := admin(via).MergeRange(octx, &rspb.MergeRangeRequest{Key: []byte(filler(i))}); err == nil {
-			merges++
-		}
+		// No merge while another one is unfinished (its range frozen, the
+		// merge queue finishing it): merging its left side away would
+		// leave it frozen until the freeze timeout (a minute) rolls it back.
+		octx, c := context.WithTimeout(ctx, 5*time.Second)
+		rs, err := admin(via).Ranges(octx, &rspb.RangesRequest{})
 		c()
+		unfinished := err != nil
+		for _, r := range rs.GetRanges() {
+			unfinished = unfinished || r.FrozenInto != 0
+		}
+		if !unfinished {
+			octx, c = context.WithTimeout(ctx, 15*time.Second)
+			if _, err := admin(via).MergeRange(octx, &rspb.MergeRangeRequest{Key: []byte(filler(i))}); err == nil {
+				merges++
+			}
+			c()
+		}
 		// Let the retries of increments acknowledged late reach the
 		// merged range, then split the counter off again.
 		time.Sleep(time.Duration(300+rng.Intn(700)) * time.Millisecond)
