@@ -74,7 +74,8 @@
 //     then subsume it in one batch on the left; replicas must be colocated.
 //     A frozen range is merged eventually (the merge queue finishes it);
 //     a freeze must name the adjacent left neighbour, and one whose target
-//     was merged away or never existed is rolled back after FreezeTimeout. The split queue (splitqueue.go) splits by size and load and
+//     was merged away or never existed is rolled back after FreezeTimeout;
+//     the target does not split meanwhile (the merge needs its end key). The split queue (splitqueue.go) splits by size and load and
 //     merges small, idle, non-sticky neighbours.
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
