@@ -24,8 +24,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 
 // TestChaos runs CHAOS_HISTORIES histories (default 3) of CHAOS_DURATION
 // (default 20s) each, alternating between an in-process cluster
-// (partitions, restarts, clock jumps, lease transfers) and one process per
-// node (kill -9 of leaseholders, lease transfers), with at least one
+// (partitions, restarts, clock jumps, lease transfers, merges) and one
+// process per node (kill -9 of leaseholders, lease transfers, merges),
+// with at least one
 // injected fault per history, and
 // fails on any non-linearizable history (saved as HTML under
 // CHAOS_OUT, default ./chaos-failures).

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand"
@@ -26,6 +27,7 @@ const (
 	FaultClock     = "clock"     // move one node's clock within the max offset
 	FaultTransfer  = "transfer"  // transfer a lease while clients run
 	FaultKill      = "kill9"     // SIGKILL the leaseholder's process, restart it later (process mode)
+	FaultMerge     = "merge"     // merge a client key's range with its right neighbour, later split it off again
 	FaultNone      = "none"      // no fault (histories that exercise something else, e.g. splits)
 )
 
@@ -38,8 +40,8 @@ const (
 
 // AllFaults lists the fault kinds of each mode.
 var AllFaults = map[string][]string{
-	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer},
-	ModeProcess:   {FaultKill, FaultKill, FaultTransfer},
+	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer, FaultMerge},
+	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge},
 }
 
 // Options configure one history.
@@ -326,6 +328,74 @@ func leaseholderOf(ctx context.Context, admins []rspb.AdminClient, rangeID uint6
 	return 0
 }
 
+// merger runs merge faults: a merge of the range holding a client key with
+// its right neighbour, while the clients run; the next merge fault first
+// splits the absorbed range off again (so the keys keep spanning several
+// ranges, and the split runs on a range that just merged). ranges tracks
+// the cluster's descriptors for the other faults.
+type merger struct {
+	ranges []*rspb.RangeDescriptor
+	// absorbed is the start (user key) of the range the last merge absorbed.
+	absorbed []byte
+}
+
+func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, rng *rand.Rand, ks []string) string {
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var out []string
+	if m.absorbed != nil {
+		r, err := admin.SplitRange(mctx, &rspb.SplitRangeRequest{Key: m.absorbed})
+		if err != nil {
+			out = append(out, fmt.Sprintf("split %q failed: %v", m.absorbed, err))
+		} else {
+			m.replace(r.Left, r.Right)
+			out = append(out, fmt.Sprintf("split r%d at %q (r%d)", r.Left.RangeId, m.absorbed, r.Right.RangeId))
+		}
+		m.absorbed = nil
+	}
+	// A key whose range has a right neighbour (the last range has none).
+	var cands []string
+	for _, k := range ks {
+		for _, d := range m.ranges {
+			if keys.InSpan(keys.UserKey([]byte(k)), d.StartKey, d.EndKey) && bytes.Compare(d.EndKey, keys.UserSpanEnd) < 0 {
+				cands = append(cands, k)
+			}
+		}
+	}
+	if len(cands) == 0 {
+		cands = ks
+	}
+	k := cands[rng.Intn(len(cands))]
+	r, err := admin.MergeRange(mctx, &rspb.MergeRangeRequest{Key: []byte(k)})
+	if err != nil {
+		out = append(out, fmt.Sprintf("merge of the range holding %q failed: %v", k, err))
+	} else {
+		m.replace(r.Merged)
+		if ck, err := keys.ClientKey(r.Absorbed.StartKey); err == nil && len(ck) > 0 {
+			m.absorbed = ck
+		}
+		out = append(out, fmt.Sprintf("merged r%d into r%d (holding %q)", r.Absorbed.RangeId, r.Merged.RangeId, k))
+	}
+	return "merge: " + strings.Join(out, "; ")
+}
+
+// replace puts descriptors into m.ranges in place of those they overlap.
+func (m *merger) replace(ds ...*rspb.RangeDescriptor) {
+	var out []*rspb.RangeDescriptor
+	for _, o := range m.ranges {
+		keep := true
+		for _, d := range ds {
+			if keys.Overlaps(o.StartKey, o.EndKey, d.StartKey, d.EndKey) {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, o)
+		}
+	}
+	m.ranges = append(out, ds...)
+}
+
 func transfer(ctx context.Context, admin rspb.AdminClient, rangeID, from, to uint64) string {
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -342,6 +412,7 @@ type inProcTarget struct {
 	net     *fault.Network
 	clocks  []*fault.Clock
 	stopped int
+	merger  merger
 }
 
 func newInProcTarget(ctx context.Context, rangeMaxBytes int64) (*inProcTarget, error) {
@@ -357,6 +428,7 @@ func newInProcTarget(ctx context.Context, rangeMaxBytes int64) (*inProcTarget, e
 		return nil, err
 	}
 	t.TestCluster = tc
+	t.merger.ranges = tc.Init.Ranges
 	return t, nil
 }
 
@@ -392,12 +464,14 @@ func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, 
 	if err := t.recover(); err != nil {
 		return "restart failed: " + err.Error()
 	}
-	rid := rangeIDOf(t.Init.Ranges, ks[rng.Intn(len(ks))])
+	rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
 	holder := leaseholderOf(ctx, t.admins(), rid)
 	victim := t.indexOf(holder, rng)
 	switch kind {
 	case FaultNone:
 		return "none"
+	case FaultMerge:
+		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
 	case FaultPartition:
 		t.net.Isolate(victim, []int{0, 1, 2})
 		return fmt.Sprintf("partition: isolated n%d (leaseholder of r%d)", t.Node(victim).NodeID(), rid)
@@ -423,7 +497,7 @@ func (t *inProcTarget) close() { t.Close() }
 type procTarget struct {
 	*ProcCluster
 	dir    string
-	ranges []*rspb.RangeDescriptor
+	merger merger
 	killed int
 }
 
@@ -445,7 +519,7 @@ func newProcTarget(ctx context.Context) (*procTarget, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	t := &procTarget{ProcCluster: pc, dir: dir, ranges: init.Ranges, killed: -1}
+	t := &procTarget{ProcCluster: pc, dir: dir, merger: merger{ranges: init.Ranges}, killed: -1}
 	// Wait until every user range serves.
 	for _, d := range init.Ranges {
 		if !keys.IsUserKey(d.StartKey) {
@@ -492,7 +566,10 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 	if err := t.recover(); err != nil {
 		return "restart failed: " + err.Error()
 	}
-	rid := rangeIDOf(t.ranges, ks[rng.Intn(len(ks))])
+	if kind == FaultMerge {
+		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
+	}
+	rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
 	holder := leaseholderOf(ctx, t.admins(), rid)
 	victim := t.IndexOfNodeID(holder)
 	if victim < 0 {

@@ -10,8 +10,15 @@
 //     together), tries replicas starting with the last one that served, and
 //     retries on NOT_LEASEHOLDER, unreachable nodes and stale descriptors
 //     (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and re-split) until the
-//     deadline. Writes carry a proposal ID reused by retries, which replicas
-//     deduplicate. Scans are streamed range by range in bounded chunks.
+//     deadline. Writes carry a proposal ID and timestamp reused by retries,
+//     which replicas deduplicate; after a re-split the command keeps them
+//     while its requests still go to one range. A write that may have
+//     applied is only retried where its dedup record is (the range it was
+//     sent to, or the one that subsumed it by a merge, which replicas name
+//     in RANGE_NOT_FOUND); otherwise it fails as AMBIGUOUS. Scans are
+//     streamed range by range in bounded chunks. Admin merges are pinned
+//     to the range's generation at the call's start, so a retried merge
+//     never absorbs a second neighbour.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - ToStatus: the one table mapping errors to gRPC status codes. A

@@ -148,6 +148,13 @@ var errStaleDescriptor = errors.New("stale range descriptor")
 // are retried here; a RANGE_KEY_MISMATCH is returned for the caller to
 // re-split the request.
 func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest) (*rspb.RangeResponse, error) {
+	return r.sendWrite(ctx, desc, req, nil)
+}
+
+// sendWrite is sendToRange for a write followed by w (nil for none): it
+// notes attempts that may have applied, and the ranges that replicas name
+// as having subsumed desc's range (they hold its dedup records).
+func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *writeAttempt) (*rspb.RangeResponse, error) {
 	backoff := minBackoff
 	var lastErr error
 	for {
@@ -164,6 +171,8 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 				var une *unknownNodeError
 				if errors.As(err, &une) {
 					notFound++ // as stale as a replica denying the range
+				} else {
+					w.mayHaveApplied()
 				}
 				if ctx.Err() != nil {
 					return nil, r.giveUp(ctx, desc, lastErr)
@@ -192,7 +201,14 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 				for _, d := range resp.Error.LocalDescriptors {
 					r.cache.insert(d) // e.g. the range that subsumed this one
 				}
+				if d := resp.Error.RangeDescriptor; d != nil {
+					r.cache.insert(d)
+					w.heldBy(d.RangeId)
+				}
 			case rspb.RangeError_UNAVAILABLE:
+				// e.g. a proposal that did not complete in time: it may
+				// still apply.
+				w.mayHaveApplied()
 			case rspb.RangeError_RANGE_KEY_MISMATCH:
 				return nil, lastErr
 			default:
@@ -458,11 +474,58 @@ func (r *Router) Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.R
 // command per range and collects the partial responses per original index,
 // in range order.
 func (r *Router) sendPieces(ctx context.Context, pieces []piece) (map[int][]rangedResp, error) {
-	return r.sendPiecesDepth(ctx, pieces, 0)
+	return r.sendPiecesDepth(ctx, pieces, 0, nil)
+}
+
+// writeAttempt follows one range command across its retries. Its proposal
+// ID and timestamp key its dedup record, so a retry that keeps them is
+// answered from the record if the command applied. The record lives under
+// the range the command was sent to, and moves with merges into the range
+// that subsumes it, but not with splits.
+type writeAttempt struct {
+	id []byte
+	ts *rspb.Timestamp
+	// ambiguous: some attempt may have applied (a timeout, a transport
+	// error, an unfinished proposal).
+	ambiguous bool
+	// holders are the ranges whose replicas find the record: the ranges
+	// the command was sent to and those that subsumed them.
+	holders []uint64
+	// hintTries counts re-sends to a merged-away range, asking its
+	// replicas which range subsumed it.
+	hintTries int
+}
+
+func (w *writeAttempt) mayHaveApplied() {
+	if w != nil {
+		w.ambiguous = true
+	}
+}
+
+func (w *writeAttempt) heldBy(rangeID uint64) {
+	if w != nil && !contains(w.holders, rangeID) {
+		w.holders = append(w.holders, rangeID)
+	}
+}
+
+// maxHintTries bounds the re-sends to a merged-away range in search of the
+// range that subsumed it (a node names it once the merge has applied
+// there).
+const maxHintTries = 3
+
+// ambiguousError: a command that may have applied cannot be retried with
+// exactly-once semantics any more.
+func ambiguousError(w *writeAttempt, why string) error {
+	return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS,
+		Message: fmt.Sprintf("the write may or may not have applied: an attempt did not complete, and %s, so it cannot be retried without risking applying it twice (ranges that could answer from its record: %v)", why, w.holders)}}
 }
 
 // sendPiecesDepth is sendPieces after depth re-resolutions (stale routes).
-func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int) (map[int][]rangedResp, error) {
+// prev is the command these pieces were last sent as (nil at first): the
+// pieces keep its proposal ID and timestamp if they still form one command
+// for one range; if they do not and it may have applied, the result is
+// AMBIGUOUS.
+func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int, prev *writeAttempt) (map[int][]rangedResp, error) {
 	type group struct {
 		desc   *rspb.RangeDescriptor
 		pieces []piece
@@ -484,6 +547,17 @@ func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int)
 			g.pieces = append(g.pieces, sp.piece)
 		}
 	}
+	var reuse *writeAttempt
+	if prev != nil {
+		switch {
+		case len(groups) == 1 && (!prev.ambiguous || contains(prev.holders, groups[0].desc.RangeId)):
+			reuse = prev
+		case prev.ambiguous && len(groups) > 1:
+			return nil, ambiguousError(prev, fmt.Sprintf("its keys are now in %d ranges", len(groups)))
+		case prev.ambiguous:
+			return nil, ambiguousError(prev, fmt.Sprintf("its keys are now in r%d, which does not hold its record", groups[0].desc.RangeId))
+		}
+	}
 	results := make([]map[int][]rangedResp, len(groups))
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -491,7 +565,7 @@ func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces, depth)
+			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces, depth, reuse)
 		}()
 	}
 	wg.Wait()
@@ -512,25 +586,47 @@ type rangedResp struct {
 	resp  *rspb.ResponseUnion
 }
 
-// sendGroup sends the pieces for one range as one command; on a stale
-// descriptor it re-resolves them (they may now span several ranges).
-func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece, depth int) (map[int][]rangedResp, error) {
-	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: newProposalID()}
+// sendGroup sends the pieces for one range as one command (w: the command
+// they were sent as before, or nil); on a stale descriptor it re-resolves
+// them (they may now span several ranges).
+func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece, depth int, w *writeAttempt) (map[int][]rangedResp, error) {
+	var reqs []*rspb.RequestUnion
 	for _, p := range pieces {
-		req.Requests = append(req.Requests, p.req)
+		reqs = append(reqs, p.req)
 	}
-	if !ranges.IsReadOnly(req.Requests) && r.clock != nil {
-		req.Timestamp = ranges.TSToProto(r.clock.Now())
+	write := !ranges.IsReadOnly(reqs)
+	if w == nil {
+		w = &writeAttempt{id: newProposalID()}
+		if write && r.clock != nil {
+			w.ts = ranges.TSToProto(r.clock.Now())
+		}
 	}
-	resp, err := r.sendToRange(ctx, desc, req)
+	w.heldBy(desc.RangeId)
+	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: w.id, Timestamp: w.ts, Requests: reqs}
+	track := w
+	if !write {
+		track = nil // a read applies nothing: it is simply sent again
+	}
+	resp, err := r.sendWrite(ctx, desc, req, track)
+	for track != nil && track.ambiguous && errors.Is(err, errStaleDescriptor) && !r.subsumerKnown(track, desc) && track.hintTries < maxHintTries {
+		// Every replica denied the range (merged away) and none named the
+		// range that subsumed it yet: ask again before giving up on
+		// exactly-once.
+		track.hintTries++
+		if werr := r.waitRetry(ctx, depth+track.hintTries); werr != nil {
+			return nil, err
+		}
+		resp, err = r.sendWrite(ctx, desc, req, track)
+	}
 	if r.staleRoute(desc, err) {
-		// The range changed (split): re-resolve the pieces, which may now
-		// span several ranges. Nothing of this command applied: a replica
-		// answers a retried write that did apply from its dedup record.
+		// The range changed (split or merge): re-resolve the pieces, which
+		// may now span several ranges. A command that may have applied is
+		// sent again as the same command (same proposal ID and timestamp)
+		// to a range holding its dedup record, or reported AMBIGUOUS.
 		if werr := r.waitRetry(ctx, depth); werr != nil {
 			return nil, err
 		}
-		return r.sendPiecesDepth(ctx, pieces, depth+1)
+		return r.sendPiecesDepth(ctx, pieces, depth+1, w)
 	}
 	if err != nil {
 		return nil, err
@@ -552,6 +648,17 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 		out[p.idx] = append(out[p.idx], rangedResp{start: desc.StartKey, resp: rr})
 	}
 	return out, nil
+}
+
+// subsumerKnown: a replica named a range other than desc's that holds w's
+// dedup record.
+func (r *Router) subsumerKnown(w *writeAttempt, desc *rspb.RangeDescriptor) bool {
+	for _, id := range w.holders {
+		if id != desc.RangeId {
+			return true
+		}
+	}
+	return false
 }
 
 // finishScan pages a scan piece that stopped at the per-response byte limit.

@@ -73,6 +73,9 @@ type Config struct {
 	FreezeTimeout time.Duration
 	// CrashPoint is called at named steps of splits (fault tests).
 	CrashPoint func(name string)
+	// TestingAckDelay holds back the reply to an applied Increment (see
+	// ranges.StoreConfig.TestingAckDelay; fault tests only).
+	TestingAckDelay time.Duration
 	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
 	// DefaultDrainTimeout, negative = no handoff).
 	DrainTimeout time.Duration
@@ -144,7 +147,7 @@ func Start(cfg Config) (*Node, error) {
 		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger, TimeSource: cfg.TimeSource,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
-		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint,
+		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,

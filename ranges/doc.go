@@ -54,7 +54,10 @@
 //   - Commands carry a proposal ID and the gateway's timestamp. Update
 //     deduplicates retried proposals (Dragonboat gives on-disk state machines
 //     no client sessions) for DedupWindow, refusing older proposals as
-//     ambiguous.
+//     ambiguous. A replica answers a retry from its dedup record before any
+//     other check (frozen, key span, lease); a merge moves the right range's
+//     records under the left one, and a replica asked for a range merged
+//     away here names the range that subsumed it (RANGE_NOT_FOUND).
 //   - Raft leadership follows the lease (leaseLoop asks the Raft leader to
 //     hand leadership to a leaseholder that is another voter); a Raft leader
 //     that sees no valid lease acquires it, so failover needs no client.
@@ -95,7 +98,9 @@
 //     then subsume it in one batch on the left; replicas must be colocated.
 //     A frozen range is merged eventually (the merge queue finishes it);
 //     a freeze must name the adjacent left neighbour, and one whose target
-//     was merged away or never existed is rolled back after FreezeTimeout. The split queue (splitqueue.go) splits by size and load and
+//     was merged away or never existed is rolled back after FreezeTimeout;
+//     the target does not split meanwhile (the merge needs its end key).
+//     The split queue (splitqueue.go) splits by size and load and
 //     merges small, idle, non-sticky neighbours; what it does for a range,
 //     and why, is the pure decideSplit (splitdecision.go), tested against
 //     golden output (testdata/split_decision.*, regenerated with

@@ -157,7 +157,29 @@ func (s *Store) subsume(rangeID uint64) *stateMachine {
 // onMerge runs after a merge committed: the subsumed local replica is
 // stopped and forgotten (its state was deleted in the merge's batch).
 func (s *Store) onMerge(mg *mergeApplied) {
+	s.mergedInto.Store(mg.right.RangeId, mg.merged.RangeId)
 	s.tasks.run(func(context.Context) { s.removeSubsumed(mg.right.RangeId, mg.rightSM) })
+}
+
+// subsumedBy returns the local descriptor of the range that now holds the
+// dedup records of rangeID, which merges here moved into it (following
+// merges of merges), or nil if no merge here subsumed rangeID.
+func (s *Store) subsumedBy(rangeID uint64) *rspb.RangeDescriptor {
+	id := rangeID
+	for hops := 0; hops < 64; hops++ {
+		into, ok := s.mergedInto.Load(id)
+		if !ok {
+			break
+		}
+		id = into.(uint64)
+	}
+	if id == rangeID {
+		return nil
+	}
+	if m := s.replica(id); m != nil && !m.merged.Load() {
+		return m.desc.Load()
+	}
+	return nil
 }
 
 // removeSubsumed stops a local replica whose range was merged away (or

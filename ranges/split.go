@@ -227,6 +227,12 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the split was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)
 	}
+	if rm := s.localByStart()[string(desc.EndKey)]; rm != nil && rm.frozen.Load() == m.rangeID {
+		// The merge needs this range's current end key: after a split it
+		// could never apply, nor be rolled back (this range still exists),
+		// and the neighbour would serve nothing for good.
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d cannot split now: its right neighbour r%d is frozen for a merge into it, which must finish first", m.rangeID, rm.rangeID)
+	}
 	snd := s.getSender()
 	if snd == nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "splits need the cluster sender, which is not connected")

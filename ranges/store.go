@@ -76,6 +76,12 @@ type StoreConfig struct {
 	// CrashPoint, when set, is called at named points of multi-step
 	// operations (splits); fault tests make it kill the process.
 	CrashPoint func(name string)
+	// TestingAckDelay, when positive, holds back the reply to a batch with
+	// an Increment of a user key that was just applied (not one answered
+	// from its dedup record) for this long; if the caller gives up first,
+	// the reply is lost (UNAVAILABLE). A fault test uses it to make the
+	// caller retry a write that did apply (exactly-once across merges).
+	TestingAckDelay time.Duration
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
 	RangeMaxBytes int64
@@ -206,6 +212,9 @@ type Store struct {
 	clusterMu sync.Mutex
 	// liveness is node liveness (see SetLiveness, live).
 	liveness atomic.Pointer[livenessRef]
+	// mergedInto: range ID -> ID of the range whose merge subsumed it here
+	// (while this process runs; see subsumedBy).
+	mergedInto sync.Map
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -559,6 +568,9 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		// Name the local ranges holding the keys (the range may have been
 		// merged into one): the gateway then need not wait for meta.
 		s.addLocalDescriptors(re, req.Requests)
+		// And the range that subsumed it, which holds its dedup records: a
+		// retried write may go there with the same proposal ID.
+		re.RangeDescriptor = s.subsumedBy(req.RangeId)
 		return &rspb.RangeResponse{Error: re}
 	}
 	if req.AdminLogCompacted {
@@ -570,6 +582,12 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d is starting", req.RangeId, nodeID))}
 		}
 		return s.adminFreeze(ctx, m, st, req.AdminFreeze)
+	}
+	// A retried write that already applied answers from its dedup record,
+	// even if the range has split or frozen for a merge since (the keys are
+	// now elsewhere, or nothing is served here any more).
+	if res := s.dedupResult(m, req); res != nil {
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
 	}
 	if f := m.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
@@ -611,11 +629,6 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		}
 		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
 	}
-	// A retried write that already applied answers from its dedup record,
-	// even if the range has split since and the keys are now elsewhere.
-	if res := s.dedupResult(m, req); res != nil {
-		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
-	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
 	// Size limits hold here too: the Internal service reaches replicas
@@ -637,7 +650,30 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if IsReadOnly(req.Requests) {
 		return s.serveRead(ctx, m, st, req)
 	}
-	return s.serveWrite(ctx, m, st, lease, req)
+	resp := s.serveWrite(ctx, m, st, lease, req)
+	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
+		// Applied now (a retry answered from its dedup record returned
+		// above): the reply is held back, with the latches released, and
+		// lost if the caller gives up meanwhile.
+		select {
+		case <-ctx.Done():
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+				fmt.Sprintf("r%d: the reply to an applied write was held back until the caller gave up (testing ack delay)", req.RangeId))}
+		case <-time.After(d):
+		}
+	}
+	return resp
+}
+
+// hasIncrement reports whether a batch holds an Increment of a user key
+// (TestingAckDelay: range ID allocation increments a system key).
+func hasIncrement(reqs []*rspb.RequestUnion) bool {
+	for _, r := range reqs {
+		if inc := r.GetIncrement(); inc != nil && keys.IsUserKey(inc.Key) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkTimestamps refuses a request carrying a timestamp (batch timestamp,

@@ -136,7 +136,7 @@ func runStart(args []string) error {
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
-		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout})
+		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log)})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
@@ -235,6 +235,23 @@ func keyString(k []byte) string {
 		return fmt.Sprintf("/User/%q", ck)
 	}
 	return fmt.Sprintf("%q", k)
+}
+
+// ackDelayFromEnv is a fault-testing knob: RANGESTORE_TESTING_ACK_DELAY (a
+// duration) holds back the reply to every applied Increment (see
+// ranges.StoreConfig.TestingAckDelay).
+func ackDelayFromEnv(log *slog.Logger) time.Duration {
+	v := os.Getenv("RANGESTORE_TESTING_ACK_DELAY")
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		log.Warn("ignoring RANGESTORE_TESTING_ACK_DELAY: not a duration", "value", v)
+		return 0
+	}
+	log.Warn("fault injection armed: replies to increments are held back", "delay", d)
+	return d
 }
 
 // crashPointFromEnv is a fault-testing knob: with RANGESTORE_CRASH_AT=name

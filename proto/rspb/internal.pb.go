@@ -594,11 +594,14 @@ func (x *ReplicaRecord) GetPendingLogCompaction() bool {
 
 // RangeError is a routing or evaluation error reported by a replica.
 type RangeError struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Code            RangeError_Code        `protobuf:"varint,1,opt,name=code,proto3,enum=rangestore.v1.RangeError_Code" json:"code,omitempty"`
-	Message         string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	LeaderNodeId    uint64                 `protobuf:"varint,3,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
-	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,4,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Code         RangeError_Code        `protobuf:"varint,1,opt,name=code,proto3,enum=rangestore.v1.RangeError_Code" json:"code,omitempty"`
+	Message      string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	LeaderNodeId uint64                 `protobuf:"varint,3,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
+	// range_descriptor: on RANGE_KEY_MISMATCH, the replica's descriptor; on
+	// RANGE_NOT_FOUND, the range that subsumed this one by a merge (it holds
+	// this range's dedup records), when the answering node knows it.
+	RangeDescriptor *RangeDescriptor `protobuf:"bytes,4,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
 	// local_descriptors: on RANGE_KEY_MISMATCH, the answering node's current
 	// descriptors of the ranges holding the request's keys (e.g. the right
 	// side of a split the meta records may not show yet).
