@@ -312,7 +312,14 @@ func (s *Store) proposeData(ctx context.Context, rangeID uint64, data []byte, re
 				}
 				continue
 			}
-			return nil, s.mapRaftError(rangeID, err), inFlight && !replicaGone(err)
+			if inFlight && !replicaGone(err) {
+				// Some copy may still apply: whatever the last try ran
+				// into (no leader, busy), the caller must treat the command
+				// as possibly applied, never as refused (a router re-sends
+				// a NOT_LEASEHOLDER write elsewhere under a new proposal).
+				return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err)), true
+			}
+			return nil, s.mapRaftError(rangeID, err), false
 		}
 		res := &rspb.RaftResult{}
 		if err := proto.Unmarshal(r.Data, res); err != nil {
