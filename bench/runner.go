@@ -212,11 +212,13 @@ func Run(ctx context.Context, d Driver, w *Workload, opts Options) (*Result, err
 	var totalErrs [numOps]int64
 	kinds := w.Kinds()
 
-	collect := func(now time.Time, length time.Duration, final bool) {
+	// warm: the interval is one of the first warmTicks ticks (counted, not
+	// judged by the tick's time: a tick delivered late on a loaded machine
+	// still closes a warm-up interval).
+	collect := func(now time.Time, length time.Duration, warm bool) {
 		var iv [numOps]*hdrhistogram.Histogram
 		var ie [numOps]int64
 		rec.drain(&iv, &ie)
-		warm := now.Sub(start) <= warmup+time.Millisecond && !final
 		smp := Sample{T: now.Sub(start).Seconds(), Warmup: warm}
 		for _, k := range kinds {
 			s := Summarize(k.String(), iv[k], ie[k], length)
@@ -242,6 +244,7 @@ func Run(ctx context.Context, d Driver, w *Workload, opts Options) (*Result, err
 	tick := time.NewTicker(opts.Interval)
 	defer tick.Stop()
 	last := start
+	ticks := 0
 loop:
 	for {
 		select {
@@ -249,7 +252,8 @@ loop:
 			if !now.Before(deadline) {
 				break loop
 			}
-			collect(now, now.Sub(last), false)
+			ticks++
+			collect(now, now.Sub(last), ticks <= warmTicks)
 			last = now
 		case <-wctx.Done():
 			break loop
@@ -262,7 +266,7 @@ loop:
 		end = time.Now()
 	}
 	if end.After(last) {
-		collect(end, end.Sub(last), true)
+		collect(end, end.Sub(last), false)
 	}
 	measured := end.Sub(start.Add(warmup))
 	if measured <= 0 {

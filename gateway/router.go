@@ -407,7 +407,10 @@ func (r *Router) waitRetry(ctx context.Context, depth int) error {
 // AdminSplit splits the range containing key (an internal key) at key,
 // following the range's lease and any concurrent change of the range.
 func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb.AdminSplitResponse, error) {
-	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest) { rr.AdminSplit = &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky} })
+	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest, _ *rspb.RangeDescriptor) (*rspb.RangeResponse, error) {
+		rr.AdminSplit = &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky}
+		return nil, nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -419,15 +422,19 @@ func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb
 }
 
 // adminAt sends an admin request to the leaseholder of the range holding
-// key, re-resolving the range while it changes.
-func (r *Router) adminAt(ctx context.Context, key []byte, fill func(*rspb.RangeRequest)) (*rspb.RangeResponse, error) {
+// key, re-resolving the range while it changes. fill builds the request
+// for the range as resolved (d); it may instead end the call with an
+// answer or an error of its own.
+func (r *Router) adminAt(ctx context.Context, key []byte, fill func(req *rspb.RangeRequest, d *rspb.RangeDescriptor) (*rspb.RangeResponse, error)) (*rspb.RangeResponse, error) {
 	for depth := 0; ; depth++ {
 		d, err := r.LookupRange(ctx, key, false)
 		if err != nil {
 			return nil, err
 		}
 		req := &rspb.RangeRequest{RangeId: d.RangeId}
-		fill(req)
+		if done, err := fill(req, d); done != nil || err != nil {
+			return done, err
+		}
 		resp, err := r.sendToRange(ctx, d, req)
 		if r.staleRoute(d, err) {
 			if werr := r.waitRetry(ctx, depth); werr != nil {
@@ -806,37 +813,24 @@ func (r *Router) AdminMerge(ctx context.Context, key []byte) (*rspb.AdminMergeRe
 		r.cache.evict(d) // pin what meta says now, not a cached descriptor
 	}
 	var pin *rspb.RangeDescriptor
-	for depth := 0; ; depth++ {
-		d, err := r.LookupRange(ctx, key, false)
-		if err != nil {
-			return nil, err
-		}
+	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest, d *rspb.RangeDescriptor) (*rspb.RangeResponse, error) {
 		if pin == nil {
 			pin = d
 		} else if d.Generation != pin.Generation {
 			if d.RangeId == pin.RangeId && bytes.Equal(d.StartKey, pin.StartKey) && bytes.Compare(d.EndKey, pin.EndKey) > 0 {
 				r.log.Info("merge answered from the range's new extent (an earlier attempt's answer was lost)", "range", d.RangeId, "generation", d.Generation)
-				return &rspb.AdminMergeResponse{Merged: d}, nil
+				return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: d}}, nil
 			}
 			return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_FAILED_PRECONDITION, RangeDescriptor: d,
 				Message: fmt.Sprintf("r%d changed while it was being merged (generation %d, now r%d at generation %d spanning [%s, %s)); check the ranges and retry",
 					pin.RangeId, pin.Generation, d.RangeId, d.Generation, keys.Pretty(d.StartKey), keys.Pretty(d.EndKey))}}
 		}
-		req := &rspb.RangeRequest{RangeId: d.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: pin.Generation}}
-		resp, err := r.sendToRange(ctx, d, req)
-		if r.staleRoute(d, err) {
-			if werr := r.waitRetry(ctx, depth); werr != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if resp.Error != nil {
-			return nil, &RangeError{E: resp.Error}
-		}
-		r.cache.insert(resp.AdminMerge.Merged)
-		return resp.AdminMerge, nil
+		rr.AdminMerge = &rspb.AdminMergeRequest{ExpectedGeneration: pin.Generation}
+		return nil, nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	r.cache.insert(resp.AdminMerge.Merged)
+	return resp.AdminMerge, nil
 }

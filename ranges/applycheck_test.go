@@ -1,10 +1,7 @@
 package ranges
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,14 +63,8 @@ func parseLease(t *testing.T, s string) *rspb.Lease {
 // TestApplyCheck replays testdata/apply_check.json through checkApply and
 // compares the verdicts with testdata/apply_check.golden (-rewrite).
 func TestApplyCheck(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "apply_check.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cases []applyCase
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatal(err)
-	}
+	loadCases(t, "apply_check.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		f := applyFacts{RangeID: 7, Desc: &rspb.RangeDescriptor{RangeId: 7, Generation: c.State.Generation},

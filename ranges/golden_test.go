@@ -2,6 +2,7 @@ package ranges
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -11,6 +12,18 @@ import (
 // rewrite regenerates the golden files under testdata/ instead of comparing
 // against them: go test ./ranges/ -run TestSplitDecision -rewrite
 var rewrite = flag.Bool("rewrite", false, "rewrite the golden files under testdata/ with the current output")
+
+// loadCases reads the JSON test cases in testdata/name into cases.
+func loadCases(t *testing.T, name string, cases any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, cases); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
 
 // checkGolden compares got with testdata/name (or writes it with -rewrite).
 func checkGolden(t *testing.T, name string, got []byte) {

@@ -1,10 +1,7 @@
 package ranges
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -62,14 +59,8 @@ func parseState(t *testing.T, s string) leases.State {
 // decideLease or decideTakeover and compares action, hint and reason with
 // testdata/lease_decision.golden. Regenerate with -rewrite.
 func TestLeaseDecision(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "lease_decision.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cases []leaseCase
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatal(err)
-	}
+	loadCases(t, "lease_decision.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		var d leaseDecision

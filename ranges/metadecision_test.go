@@ -1,10 +1,7 @@
 package ranges
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,14 +83,8 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 // meta repair decisions and compares them with
 // testdata/meta_decision.golden. Regenerate with -rewrite.
 func TestMetaDecision(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "meta_decision.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cases metaCases
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatal(err)
-	}
+	loadCases(t, "meta_decision.json", &cases)
 	var out strings.Builder
 	out.WriteString("# The record at the end key of a range led here\n")
 	for _, c := range cases.Records {

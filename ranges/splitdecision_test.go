@@ -1,11 +1,8 @@
 package ranges
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,14 +94,8 @@ func (c splitCase) input(t *testing.T) splitInput {
 // decisions taken (action, key, reason, notes) and the actions performed
 // with testdata/split_decision.golden. Regenerate with -rewrite.
 func TestSplitDecision(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "split_decision.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cases []splitCase
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatal(err)
-	}
+	loadCases(t, "split_decision.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		fmt.Fprintf(&out, "== %s\n", c.Name)
