@@ -366,15 +366,27 @@ func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, rng *rand.R
 		cands = ks
 	}
 	k := cands[rng.Intn(len(cands))]
+	// The absorbed range starts where the merged one ended before (the
+	// answer names it only if the attempt that merged answered: a merge
+	// answered by a retry from the range's new extent does not).
+	var oldEnd []byte
+	for _, d := range m.ranges {
+		if keys.InSpan(keys.UserKey([]byte(k)), d.StartKey, d.EndKey) {
+			oldEnd = d.EndKey
+		}
+	}
 	r, err := admin.MergeRange(mctx, &rspb.MergeRangeRequest{Key: []byte(k)})
 	if err != nil {
 		out = append(out, fmt.Sprintf("merge of the range holding %q failed: %v", k, err))
 	} else {
 		m.replace(r.Merged)
-		if ck, err := keys.ClientKey(r.Absorbed.StartKey); err == nil && len(ck) > 0 {
+		if ab := r.GetAbsorbed(); ab != nil {
+			oldEnd = ab.StartKey
+		}
+		if ck, err := keys.ClientKey(oldEnd); err == nil && len(ck) > 0 && bytes.Compare(oldEnd, r.Merged.EndKey) < 0 {
 			m.absorbed = ck
 		}
-		out = append(out, fmt.Sprintf("merged r%d into r%d (holding %q)", r.Absorbed.RangeId, r.Merged.RangeId, k))
+		out = append(out, fmt.Sprintf("merged r%d into r%d (holding %q)", r.GetAbsorbed().GetRangeId(), r.Merged.RangeId, k))
 	}
 	return "merge: " + strings.Join(out, "; ")
 }

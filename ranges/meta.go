@@ -207,6 +207,15 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 	for _, n := range cr.Nodes {
 		addrs[n.NodeId] = n.RaftAddress
 	}
+	// Only once every local replica has loaded its state: a replica still
+	// opening (after a restart) has no descriptor yet, so its span would
+	// not count as overlapping, and it may be about to apply the very split
+	// that creates the range, with its data.
+	for _, m := range s.replicaList() {
+		if m.desc.Load() == nil && !m.merged.Load() {
+			return 0
+		}
+	}
 	me := s.NodeID()
 	created := 0
 	for _, mr := range recs {
