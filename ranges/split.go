@@ -164,6 +164,34 @@ func (s *Store) startSplitRHS(ctx context.Context, rec *rspb.ReplicaRecord, lowW
 	s.compactNewShard(ctx, rec)
 }
 
+// waitLogCompacted waits (up to 10 s) until a shard's Raft log no longer
+// holds entries up to idx. Dragonboat's snapshot request returns once the
+// snapshot is saved, but drops the log behind it later, from the shard's
+// own loop; until then a leader can still send those entries, so the
+// record must not yet say the log is compacted (an empty replica created
+// from meta on that word would be sent the entries instead of a snapshot:
+// "applied entry 5 without a descriptor").
+func (s *Store) waitLogCompacted(ctx context.Context, rangeID, idx uint64) bool {
+	deadline := s.cfg.TimeSource.Now().Add(10 * time.Second)
+	for {
+		lr, err := s.nh.GetLogReader(rangeID)
+		if err != nil {
+			return false
+		}
+		if first, _ := lr.GetRange(); first > idx {
+			return true
+		}
+		if !s.cfg.TimeSource.Now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-s.cfg.TimeSource.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // compactNewShard requests a snapshot of a new shard with no log kept behind
 // it, retrying until the shard has applied its first entries, then clears
 // the record's pending flag (a restart before that compacts again).
@@ -178,7 +206,7 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 		// replica of the range creates for itself too: the compaction must
 		// reach past them, or such a replica is sent the entries after them
 		// (a replay over an empty span) instead of a snapshot.
-		if err == nil && idx > uint64(len(rec.InitialMembers)) {
+		if err == nil && idx > uint64(len(rec.InitialMembers)) && s.waitLogCompacted(stopCtx, rangeID, idx) {
 			if s.cfg.Metrics != nil {
 				s.cfg.Metrics.splitCompactions.Inc()
 			}
