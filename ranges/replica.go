@@ -317,7 +317,7 @@ func (s *Store) proposeData(ctx context.Context, rangeID uint64, data []byte, re
 				// into (no leader, busy), the caller must treat the command
 				// as possibly applied, never as refused (a router re-sends
 				// a NOT_LEASEHOLDER write elsewhere under a new proposal).
-				return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err)), true
+				return nil, s.incompleteErr(rangeID, err), true
 			}
 			return nil, s.mapRaftError(rangeID, err), false
 		}

@@ -777,6 +777,13 @@ func (s *Store) live() LivenessSource {
 	return nil
 }
 
+// incompleteErr: a command was proposed but its outcome is unknown (the
+// caller gave up, Raft timed out, or a retry ran into no leader): it may
+// still apply.
+func (s *Store) incompleteErr(rangeID uint64, err error) *rspb.RangeError {
+	return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err))
+}
+
 func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
 	switch {
 	case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
@@ -786,7 +793,7 @@ func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
 		return e
 	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
 		errors.Is(err, context.Canceled), errors.Is(err, dragonboat.ErrAborted):
-		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err))
+		return s.incompleteErr(rangeID, err)
 	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, errReplicaClosed):
 		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", s.NodeID()))
 	case errors.Is(err, dragonboat.ErrShardNotFound):
