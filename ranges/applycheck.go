@@ -13,7 +13,7 @@ import (
 // Whether a committed command applies, without I/O: every replica runs
 // checkApply on the same replicated state in the same order, so all of
 // them reach the same verdict (CockroachDB's CheckForcedErr plays this
-// role). applyEntry (statemachine.go) looks up the dedup record, asks
+// role). applyEntry (replica_apply.go) looks up the dedup record, asks
 // checkApply, and performs the verdict. Tests replay verdicts from
 // testdata/apply_check.json against golden output.
 

@@ -1,5 +1,20 @@
 // Package ranges holds the Store (one per node) and its replicas.
 //
+// Layout: the Store (store.go) owns what is node-wide — the NodeHost, the
+// engine, config, liveness, bootstrap, the background loops — and one map
+// of Replicas. replica.go holds the Replica type and its lifecycle: it is
+// created when Dragonboat creates its shard's state machine, ready once
+// Dragonboat has opened it (admin commands wait for that), and removed by
+// a merge or a covering snapshot. A Replica holds its range and replica
+// IDs, its Store, the apply side (stateMachine, replica_apply.go:
+// Dragonboat's IOnDiskStateMachine) and the leaseholder state; each stage
+// of its work has a file: replica_send.go (request checks, reads,
+// writes), replica_lease.go (ensure, acquire, transfer, tend),
+// replica_proposal.go (propose, settle, wake, Raft errors),
+// replica_split.go and replica_merge.go (the admin commands and their
+// replicated commands). The pure decisions are leasedecision.go,
+// splitdecision.go, metadecision.go and applycheck.go.
+//
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
 //     range is one Dragonboat shard (shard ID = range ID) whose state machine
@@ -75,7 +90,7 @@
 //   - A replica's restart record stores its initial members and its role
 //     ("joined as non-voter" forever), so a crash at any point of a replica's
 //     creation restarts it with the same arguments.
-//   - Splits (split.go) are one replicated command evaluated under the lease
+//   - Splits (replica_split.go) are one replicated command evaluated under the lease
 //     and the descriptor generation: applying it shrinks the left
 //     descriptor and writes the right range's descriptor, lease copy,
 //     timestamps, size and this node's replica record in the same batch;
@@ -93,7 +108,7 @@
 //     What to write, delete or create (a replica meta names here but this
 //     node lacks) is decided by the pure functions of metadecision.go,
 //     tested against testdata/meta_decision.golden (-rewrite).
-//   - Merges (merge.go): freeze the right neighbour (it serves nothing from
+//   - Merges (replica_merge.go): freeze the right neighbour (it serves nothing from
 //     then on, forever), wait until every replica of it applied the freeze,
 //     then subsume it in one batch on the left; replicas must be colocated.
 //     A frozen range is merged eventually (the merge queue finishes it);
@@ -107,7 +122,7 @@
 //     go test ./ranges/ -run TestSplitDecision -rewrite).
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
-//   - The lease loop (replica.go) extends expiration leases, acquires a
+//   - The lease loop (replica_lease.go) extends expiration leases, acquires a
 //     missing lease at the Raft leader and moves leadership to the
 //     leaseholder; each failure is counted (rangestore_lease_failures_total
 //     by op) and logged with range and reason, at most once per 10 s per

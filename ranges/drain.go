@@ -51,14 +51,14 @@ func (s *Store) DrainLeases(ctx context.Context) (moved, left int) {
 				defer wg.Done()
 				defer func() { <-sem }()
 				if w.holds {
-					if err := s.transferLease(ctx, w.m.rangeID, w.targetNode, true); err != nil {
-						s.log.Debug("drain: lease transfer failed", "range", w.m.rangeID, "target", w.targetNode, "err", err)
+					if err := w.r.transferLease(ctx, w.targetNode, true); err != nil {
+						s.log.Debug("drain: lease transfer failed", "range", w.r.rangeID, "target", w.targetNode, "err", err)
 						return
 					}
 					movedN.Add(1)
 					return
 				}
-				s.moveLeader(ctx, w.m, w.targetReplica, 2*s.electionTimeout())
+				w.r.moveLeader(ctx, w.targetReplica, 2*s.electionTimeout())
 			}()
 		}
 		wg.Wait()
@@ -73,7 +73,7 @@ func (s *Store) DrainLeases(ctx context.Context) (moved, left int) {
 }
 
 type drainItem struct {
-	m                         *stateMachine
+	r                         *Replica
 	holds                     bool // the lease (else: only Raft leadership)
 	targetNode, targetReplica uint64
 }
@@ -82,29 +82,28 @@ type drainItem struct {
 // here, each with the replica to hand it to (0 when none qualifies).
 func (s *Store) drainWork(ctx context.Context) (held int, out []drainItem) {
 	me := s.NodeID()
-	ms := s.replicaList()
 	now := s.cfg.Clock.Now()
-	for _, m := range ms {
-		if m.merged.Load() || m.desc.Load() == nil {
+	for _, r := range s.replicaList() {
+		if r.sm.merged.Load() || r.desc() == nil {
 			continue
 		}
-		l := m.lease.Load()
+		l := r.lease()
 		holds := l.NodeId == me && l.Sequence != 0 && s.leaseStatus(l, now) != leases.Expired
-		leader, ok := s.leaderOf(m.rangeID)
-		leads := ok && leader == m.replicaID
+		leader, ok := s.leaderOf(r.rangeID)
+		leads := ok && leader == r.replicaID
 		if !holds && !leads {
 			continue
 		}
 		if holds {
 			held++
 		}
-		it := drainItem{m: m, holds: holds}
+		it := drainItem{r: r, holds: holds}
 		// Leadership alone goes to the leaseholder when it qualifies.
 		prefer := leader
 		if !holds && l.NodeId != me {
 			prefer = l.ReplicaId
 		}
-		it.targetNode, it.targetReplica = s.drainTarget(ctx, m, prefer)
+		it.targetNode, it.targetReplica = r.drainTarget(ctx, prefer)
 		out = append(out, it)
 	}
 	return held, out
@@ -116,31 +115,31 @@ func (s *Store) drainWork(ctx context.Context) (held int, out []drainItem) {
 // cache; a node whose cached record is missing or expired is read afresh
 // (a cache that missed refreshes under load must not make a live node look
 // dead and leave the lease behind).
-func (s *Store) drainTarget(ctx context.Context, m *stateMachine, prefer uint64) (nodeID, replicaID uint64) {
-	me, lv := s.NodeID(), s.live()
+func (r *Replica) drainTarget(ctx context.Context, prefer uint64) (nodeID, replicaID uint64) {
+	me, lv := r.store.NodeID(), r.store.live()
 	if lv == nil {
 		return 0, 0
 	}
-	for _, r := range m.desc.Load().Replicas {
-		if r.NodeId == me || r.Type != rspb.ReplicaType_VOTER {
+	for _, rep := range r.desc().Replicas {
+		if rep.NodeId == me || rep.Type != rspb.ReplicaType_VOTER {
 			continue
 		}
 		usable := func(rec *rspb.Liveness) bool {
-			return rec != nil && !rec.Draining && s.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
+			return rec != nil && !rec.Draining && r.store.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
 		}
-		rec := lv.Cached(r.NodeId)
+		rec := lv.Cached(rep.NodeId)
 		if !usable(rec) {
-			fresh, err := lv.Get(ctx, r.NodeId, true)
+			fresh, err := lv.Get(ctx, rep.NodeId, true)
 			if err != nil {
-				s.log.Debug("drain: reading a liveness record failed", "node", r.NodeId, "err", err)
+				r.store.log.Debug("drain: reading a liveness record failed", "node", rep.NodeId, "err", err)
 			}
 			rec = fresh
 		}
 		if !usable(rec) {
 			continue
 		}
-		if r.ReplicaId == prefer || nodeID == 0 {
-			nodeID, replicaID = r.NodeId, r.ReplicaId
+		if rep.ReplicaId == prefer || nodeID == 0 {
+			nodeID, replicaID = rep.NodeId, rep.ReplicaId
 		}
 	}
 	return nodeID, replicaID
@@ -163,24 +162,24 @@ func (s *Store) SetPeerApplied(f PeerApplied) {
 // leadership transfer asks of it while it has committed entries left to
 // apply, and the transfer then stalls, dropping proposals, for an election
 // timeout; with the range latched here no new entry comes meanwhile.
-func (s *Store) waitPeerApplied(ctx context.Context, m *stateMachine, node uint64, bound time.Duration) {
-	s.mu.RLock()
-	f := s.peerApplied
-	s.mu.RUnlock()
+func (r *Replica) waitPeerApplied(ctx context.Context, node uint64, bound time.Duration) {
+	r.store.mu.RLock()
+	f := r.store.peerApplied
+	r.store.mu.RUnlock()
 	if f == nil {
 		return
 	}
-	want := m.applied.Load()
+	want := r.sm.applied.Load()
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	for {
-		if got, err := f(ctx, node, m.rangeID); err == nil && got >= want {
+		if got, err := f(ctx, node, r.rangeID); err == nil && got >= want {
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.cfg.TimeSource.After(2 * time.Millisecond):
+		case <-r.store.cfg.TimeSource.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -189,24 +188,24 @@ func (s *Store) waitPeerApplied(ctx context.Context, m *stateMachine, node uint6
 // waits (at most bound) until this replica no longer leads. Dragonboat's
 // transfer is fire-and-forget and abandoned after an election timeout, so
 // it is asked again (a request is ignored while one runs).
-func (s *Store) moveLeader(ctx context.Context, m *stateMachine, to uint64, bound time.Duration) bool {
-	deadline := s.cfg.TimeSource.Now().Add(bound)
+func (r *Replica) moveLeader(ctx context.Context, to uint64, bound time.Duration) bool {
+	deadline := r.store.cfg.TimeSource.Now().Add(bound)
 	var asked time.Time
 	for {
 		// Raft's own view, not the event-fed cache (events lag).
-		if lid, _, ok, err := s.nh.GetLeaderID(m.rangeID); err == nil && ok && lid != m.replicaID {
+		if lid, _, ok, err := r.store.nh.GetLeaderID(r.rangeID); err == nil && ok && lid != r.replicaID {
 			return true
 		}
-		if s.cfg.TimeSource.Now().After(deadline) || ctx.Err() != nil {
+		if r.store.cfg.TimeSource.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		if s.cfg.TimeSource.Since(asked) > 100*time.Millisecond {
-			asked = s.cfg.TimeSource.Now()
-			_ = s.nh.RequestLeaderTransfer(m.rangeID, to) // ignored while one runs
+		if r.store.cfg.TimeSource.Since(asked) > 100*time.Millisecond {
+			asked = r.store.cfg.TimeSource.Now()
+			_ = r.store.nh.RequestLeaderTransfer(r.rangeID, to) // ignored while one runs
 		}
 		select {
 		case <-ctx.Done():
-		case <-s.cfg.TimeSource.After(5 * time.Millisecond):
+		case <-r.store.cfg.TimeSource.After(5 * time.Millisecond):
 		}
 	}
 }

@@ -19,8 +19,8 @@ const DefaultGCTTL = 25 * time.Hour
 // it returns, reads served under the lease observe the new threshold. What a
 // replica refuses is an *Error carrying its code.
 func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) error {
-	m, st := s.replica(rangeID), s.state(rangeID)
-	if m == nil || st == nil {
+	r := s.replica(rangeID)
+	if r == nil {
 		return errorf(rspb.RangeError_RANGE_NOT_FOUND, "range r%d not found on node n%d", rangeID, s.NodeID())
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -28,11 +28,11 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
 		defer cancel()
 	}
-	if _, rerr := s.ensureLease(ctx, m, st); rerr != nil {
+	if _, rerr := r.ensureLease(ctx); rerr != nil {
 		return wrapRangeError(rerr)
 	}
 	cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}
-	res, rerr := s.propose(ctx, rangeID, cmd)
+	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return wrapRangeError(rerr)
 	}

@@ -12,7 +12,7 @@ import (
 // I/O: decideLease (serve, redirect, wait for a transfer, learn the
 // holder's liveness, or acquire) and, when acquiring another node's epoch
 // lease, decideTakeover (redirect while the holder is live, else increment
-// its epoch). ensureLease and acquireLease (replica.go) gather the facts and
+// its epoch). ensureLease and acquireLease (replica_lease.go) gather the facts and
 // act. Tests replay testdata/lease_decision.json against golden output.
 
 // leaseAction is what the replica does next about the lease.

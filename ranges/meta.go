@@ -128,9 +128,9 @@ func (s *Store) heldDescriptors() []*rspb.RangeDescriptor {
 	sms := s.replicaList()
 	now := s.cfg.Clock.Now()
 	var out []*rspb.RangeDescriptor
-	for _, m := range sms {
-		d, l := m.desc.Load(), m.lease.Load()
-		if d == nil || l.NodeId != s.NodeID() || l.ReplicaId != m.replicaID || !s.ownLeaseUsable(l) {
+	for _, r := range sms {
+		d, l := r.desc(), r.lease()
+		if d == nil || l.NodeId != s.NodeID() || l.ReplicaId != r.replicaID || !s.ownLeaseUsable(l) {
 			continue
 		}
 		if s.leaseStatus(l, now) != leases.Valid {
@@ -211,8 +211,8 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 	// opening (after a restart) has no descriptor yet, so its span would
 	// not count as overlapping, and it may be about to apply the very split
 	// that creates the range, with its data.
-	for _, m := range s.replicaList() {
-		if m.desc.Load() == nil && !m.merged.Load() {
+	for _, r := range s.replicaList() {
+		if r.desc() == nil && !r.sm.merged.Load() {
 			return 0
 		}
 	}
@@ -292,8 +292,8 @@ func (s *Store) othersCompacted(ctx context.Context, snd Sender, d *rspb.RangeDe
 
 // logCompacted reports whether this replica was created by a split and has
 // since compacted its initial log.
-func (s *Store) logCompacted(m *stateMachine) bool {
-	v, ok, err := s.eng.GetRaw(replicaStateKey(m.rangeID, m.replicaID, suffixRecord))
+func (r *Replica) logCompacted() bool {
+	v, ok, err := r.store.eng.GetRaw(replicaStateKey(r.rangeID, r.replicaID, suffixRecord))
 	if err != nil || !ok {
 		return false
 	}
@@ -308,9 +308,9 @@ func (s *Store) logCompacted(m *stateMachine) bool {
 func (s *Store) overlapsLocal(d *rspb.RangeDescriptor) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, m := range s.sms {
-		od := m.desc.Load()
-		if od != nil && !m.merged.Load() && keys.Overlaps(od.StartKey, od.EndKey, d.StartKey, d.EndKey) {
+	for _, r := range s.replicas {
+		od := r.desc()
+		if od != nil && !r.sm.merged.Load() && keys.Overlaps(od.StartKey, od.EndKey, d.StartKey, d.EndKey) {
 			return true
 		}
 	}

@@ -135,9 +135,9 @@ func (s *Store) UpdateNodeDescriptor(d *rspb.NodeDescriptor) (changed bool, err 
 func (s *Store) LocalNodeDescriptors() (descs []*rspb.NodeDescriptor, ok bool, err error) {
 	start, end := keys.NodePrefix, prefixEnd(keys.NodePrefix)
 	s.mu.RLock()
-	for _, m := range s.sms {
-		d := m.desc.Load()
-		if d != nil && !m.merged.Load() && bytes.Compare(d.StartKey, start) <= 0 && bytes.Compare(end, d.EndKey) <= 0 {
+	for _, r := range s.replicas {
+		d := r.desc()
+		if d != nil && !r.sm.merged.Load() && bytes.Compare(d.StartKey, start) <= 0 && bytes.Compare(end, d.EndKey) <= 0 {
 			ok = true
 			break
 		}
@@ -188,9 +188,9 @@ func (s *Store) QuorumProblems(live func(nodeID uint64) bool) (first string, n i
 	grace := max(2*time.Second, 3*s.electionTimeout())
 	ms := s.replicaList()
 	var firstID uint64
-	for _, m := range ms {
-		d := m.desc.Load()
-		if d == nil || m.merged.Load() {
+	for _, r := range ms {
+		d := r.desc()
+		if d == nil || r.sm.merged.Load() {
 			continue
 		}
 		voters, liveVoters := 0, 0

@@ -11,7 +11,7 @@ import (
 
 func quorumTestStore(n int) *Store {
 	s := &Store{cfg: StoreConfig{RTTMillisecond: 200, ElectionRTT: 5, TimeSource: timeutil.NewManualTimeSource(time.Unix(1e9, 0))},
-		sms: map[uint64]*stateMachine{}}
+		replicas: map[uint64]*Replica{}}
 	for i := 1; i <= n; i++ {
 		m := &stateMachine{rangeID: uint64(i)}
 		d := &rspb.RangeDescriptor{RangeId: uint64(i)}
@@ -20,7 +20,7 @@ func quorumTestStore(n int) *Store {
 			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: r, ReplicaId: r%3 + 1})
 		}
 		m.desc.Store(d)
-		s.sms[uint64(i)] = m
+		s.replicas[uint64(i)] = &Replica{rangeID: uint64(i), store: s, sm: m}
 	}
 	return s
 }

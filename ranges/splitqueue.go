@@ -68,64 +68,27 @@ func (s *Store) splitLoop(ctx context.Context, interval time.Duration) {
 			if ctx.Err() != nil {
 				return
 			}
-			s.maybeSplit(ctx, d.RangeId, byStart)
+			if r := s.replica(d.RangeId); r != nil {
+				r.maybeSplit(ctx, byStart)
+			}
 		}
 	})
-}
-
-// localByStart indexes the local replicas by start key.
-func (s *Store) localByStart() map[string]*stateMachine {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[string]*stateMachine, len(s.sms))
-	for _, m := range s.sms {
-		if d := m.desc.Load(); d != nil && !m.merged.Load() {
-			out[string(d.StartKey)] = m
-		}
-	}
-	return out
-}
-
-// replicaList returns the local replicas at this moment (a copy: callers
-// iterate without holding s.mu).
-func (s *Store) replicaList() []*stateMachine {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]*stateMachine, 0, len(s.sms))
-	for _, m := range s.sms {
-		out = append(out, m)
-	}
-	return out
-}
-
-// localEndingAt returns the descriptor of the local replica whose range
-// ends at key (nil if none here).
-func (s *Store) localEndingAt(key []byte) *rspb.RangeDescriptor {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, m := range s.sms {
-		if d := m.desc.Load(); d != nil && !m.merged.Load() && bytes.Equal(d.EndKey, key) {
-			return d
-		}
-	}
-	return nil
 }
 
 // maybeSplit is one round of the split queue for one range: it gathers
 // the facts, and runSplitDecisions decides (decideSplit) and acts through
 // the closures here.
-func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[string]*stateMachine) {
-	m, st := s.replica(rangeID), s.state(rangeID)
-	if m == nil || st == nil || st.split == nil {
+func (r *Replica) maybeSplit(ctx context.Context, byStart map[string]*Replica) {
+	desc := r.desc()
+	if desc == nil {
 		return
 	}
-	desc := m.desc.Load()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	now := s.cfg.TimeSource.Now()
-	in := splitInput{RangeID: rangeID, Size: m.size.Load(), ScannedAt: st.split.scannedAt.Load(),
-		MaxBytes: s.cfg.RangeMaxBytes, MinBytes: s.cfg.RangeMinBytes, LoadSplitQPS: s.cfg.LoadSplitQPS}
-	t := st.split.load
+	now := r.store.cfg.TimeSource.Now()
+	in := splitInput{RangeID: r.rangeID, Size: r.sm.size.Load(), ScannedAt: r.split.scannedAt.Load(),
+		MaxBytes: r.store.cfg.RangeMaxBytes, MinBytes: r.store.cfg.RangeMinBytes, LoadSplitQPS: r.store.cfg.LoadSplitQPS}
+	t := r.split.load
 	if t != nil {
 		l := &loadFacts{QPS: t.QPS(now)}
 		if key, ok := t.MaybeSplitKey(now); ok {
@@ -137,50 +100,50 @@ func (s *Store) maybeSplit(ctx context.Context, rangeID uint64, byStart map[stri
 	}
 	rm := byStart[string(desc.EndKey)]
 	if rm != nil {
-		rd := rm.desc.Load()
-		in.Right = &neighbourFacts{RangeID: rd.RangeId, StartKey: rd.StartKey, Size: rm.size.Load(), Sticky: rd.Sticky,
-			FrozenInto: rm.frozen.Load(), Colocated: sameNodes(desc, rd)}
+		rd := rm.desc()
+		in.Right = &neighbourFacts{RangeID: rd.RangeId, StartKey: rd.StartKey, Size: rm.sm.size.Load(), Sticky: rd.Sticky,
+			FrozenInto: rm.sm.frozen.Load(), Colocated: sameNodes(desc, rd)}
 	}
 	d := runSplitDecisions(in, splitActions{
 		scan: func() sizeScan {
-			s.crashPoint("size-split-scan")
-			key, total, err := s.sizeSplitKey(desc)
+			r.store.crashPoint("size-split-scan")
+			key, total, err := r.store.sizeSplitKey(desc)
 			if err != nil {
-				s.log.Warn("size split: scanning range", "range", rangeID, "err", err)
+				r.store.log.Warn("size split: scanning range", "range", r.rangeID, "err", err)
 			}
 			return sizeScan{Key: key, Total: total, Err: err}
 		},
 		split: func(key []byte, by string) bool {
-			ok := s.splitAt(ctx, desc, key, by)
+			ok := r.store.splitAt(ctx, desc, key, by)
 			if ok && by == "load" {
 				t.Reset()
 			}
 			return ok
 		},
-		merge: func() bool { return s.mergeRight(ctx, desc, rm.desc.Load()) },
+		merge: func() bool { return r.store.mergeRight(ctx, desc, rm.desc()) },
 		note: func(d splitDecision) {
 			if d.NoteScanned {
-				st.split.scannedAt.Store(in.Size)
+				r.split.scannedAt.Store(in.Size)
 			}
-			s.log.Debug("split queue", "range", rangeID, "action", d.Action.String(), "reason", d.Reason)
+			r.store.log.Debug("split queue", "range", r.rangeID, "action", d.Action.String(), "reason", d.Reason)
 		},
 	})
 	if d.Action != splitNone || t == nil {
 		return
 	}
 	if d.HotKey == nil {
-		st.split.hotKey.Store(nil)
+		r.split.hotKey.Store(nil)
 		return
 	}
 	key := d.HotKey
-	if prev := st.split.hotKey.Load(); prev == nil || !bytes.Equal(*prev, key) {
-		s.log.Warn("hot key: load is concentrated on one key and cannot be split", "range", rangeID,
+	if prev := r.split.hotKey.Load(); prev == nil || !bytes.Equal(*prev, key) {
+		r.store.log.Warn("hot key: load is concentrated on one key and cannot be split", "range", r.rangeID,
 			"key", keys.Pretty(key), "share", in.Load.HotKeyShare, "qps", in.Load.QPS)
-		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.hotKeys.Inc()
+		if r.store.cfg.Metrics != nil {
+			r.store.cfg.Metrics.hotKeys.Inc()
 		}
 	}
-	st.split.hotKey.Store(&key)
+	r.split.hotKey.Store(&key)
 }
 
 // mergeRight asks this range (through the normal path) to merge its right

@@ -2,7 +2,6 @@ package ranges
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	dblogger "github.com/lni/dragonboat/v4/logger"
 	"github.com/lni/dragonboat/v4/raftio"
-	sm "github.com/lni/dragonboat/v4/statemachine"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
@@ -102,7 +100,7 @@ type StoreConfig struct {
 	MetaCheckInterval time.Duration
 	// FreezeTimeout: a range frozen this long for a merge is checked: if
 	// its merge can no longer happen (the range it was to merge into no
-	// longer exists), the freeze is rolled back (merge.go). Default
+	// longer exists), the freeze is rolled back (replica_merge.go). Default
 	// DefaultFreezeTimeout.
 	FreezeTimeout time.Duration
 	// Limits bound every request a replica accepts and every read response
@@ -183,8 +181,7 @@ type Store struct {
 
 	mu       sync.RWMutex
 	cluster  *rspb.ClusterRecord
-	sms      map[uint64]*stateMachine // by range ID
-	states   map[uint64]*replicaState // by range ID
+	replicas map[uint64]*Replica // by range ID
 	sender   Sender
 	stopping atomic.Bool
 	closed   atomic.Bool
@@ -257,9 +254,8 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	logdb := config.GetTinyMemLogDBConfig()
 	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
 	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
-	s := &Store{cfg: cfg, log: cfg.Logger, sms: map[uint64]*stateMachine{}, subsumed: map[uint64]bool{},
-		states: map[uint64]*replicaState{}, stopc: make(chan struct{}), startTS: cfg.Clock.Now(),
-		tasks: newStopper()}
+	s := &Store{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, subsumed: map[uint64]bool{},
+		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper()}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,
@@ -350,75 +346,11 @@ func (s *Store) replicaRecords() ([]*rspb.ReplicaRecord, error) {
 	return out, nil
 }
 
-func (s *Store) replicaConfig(r *rspb.ReplicaRecord) config.Config {
-	return config.Config{
-		ShardID:             r.RangeId,
-		ReplicaID:           r.ReplicaId,
-		ElectionRTT:         s.cfg.ElectionRTT,
-		HeartbeatRTT:        s.cfg.HeartbeatRTT,
-		CheckQuorum:         true,
-		PreVote:             true,
-		SnapshotEntries:     s.cfg.SnapshotEntries,
-		CompactionOverhead:  s.cfg.CompactionOverhead,
-		OrderedConfigChange: true,
-		IsNonVoting:         r.JoinedNonVoting,
-		Quiesce:             !s.cfg.DisableQuiesce,
-	}
-}
-
-func (s *Store) startReplica(r *rspb.ReplicaRecord) error {
-	return s.startReplicaWith(r, kv.Timestamp{})
-}
-
 // crashPoint calls the configured crash hook (fault tests).
 func (s *Store) crashPoint(name string) {
 	if s.cfg.CrashPoint != nil {
 		s.cfg.CrashPoint(name)
 	}
-}
-
-// startReplicaWith starts a local replica; its timestamp cache starts at
-// lowWater if that is above the default (now + max offset).
-func (s *Store) startReplicaWith(r *rspb.ReplicaRecord, lowWater kv.Timestamp) error {
-	// A merge applying meanwhile waits for this start (and then stops the
-	// replica); a replica already merged away is not started.
-	s.startMu.Lock()
-	defer s.startMu.Unlock()
-	if s.subsumed[r.RangeId] {
-		return nil
-	}
-	var members map[uint64]dragonboat.Target
-	join := false
-	if !s.nh.HasNodeInfo(r.RangeId, r.ReplicaId) {
-		// First start (or a crash before it): bootstrap exactly as recorded.
-		join = r.Join
-		if !join {
-			members = map[uint64]dragonboat.Target{}
-			for id, addr := range r.InitialMembers {
-				members[id] = addr
-			}
-		}
-	}
-	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := newStateMachine(s.eng, shardID, replicaID, s.onLease)
-		m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
-		m.beforeOpen = func() { s.crashPoint("replica-open") }
-		st := s.newReplicaState()
-		st.split = s.newSplitTracking(shardID)
-		if !lowWater.IsEmpty() {
-			st.tscache.setLowWater(lowWater)
-		}
-		s.mu.Lock()
-		s.sms[shardID] = m
-		s.states[shardID] = st
-		s.mu.Unlock()
-		return m
-	}
-	err := s.nh.StartOnDiskReplica(members, join, create, s.replicaConfig(r))
-	if err != nil && !errors.Is(err, dragonboat.ErrShardAlreadyExist) {
-		return fmt.Errorf("ranges: start replica r%d/%d: %w", r.RangeId, r.ReplicaId, err)
-	}
-	return nil
 }
 
 // ClusterRecord returns the node's bootstrap record (nil before bootstrap).
@@ -524,16 +456,10 @@ func (s *Store) Bootstrap(req *rspb.BootstrapRequest, initial []BootstrapKV) err
 	return nil
 }
 
-func (s *Store) replica(rangeID uint64) *stateMachine {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.sms[rangeID]
-}
-
 // Descriptor returns the local replica's current descriptor of a range.
 func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
-	if m := s.replica(rangeID); m != nil {
-		return m.desc.Load()
+	if r := s.replica(rangeID); r != nil {
+		return r.desc()
 	}
 	return nil
 }
@@ -562,8 +488,8 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if s.stopping.Load() {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", nodeID))}
 	}
-	m := s.replica(req.RangeId)
-	if m == nil || m.merged.Load() {
+	r := s.replica(req.RangeId)
+	if r == nil || r.sm.merged.Load() {
 		re := rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))
 		// Name the local ranges holding the keys (the range may have been
 		// merged into one): the gateway then need not wait for meta.
@@ -573,166 +499,7 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		re.RangeDescriptor = s.subsumedBy(req.RangeId)
 		return &rspb.RangeResponse{Error: re}
 	}
-	if req.AdminLogCompacted {
-		return &rspb.RangeResponse{LogCompacted: s.logCompacted(m)}
-	}
-	if req.AdminFreeze != nil {
-		st := s.state(req.RangeId)
-		if st == nil {
-			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d is starting", req.RangeId, nodeID))}
-		}
-		return s.adminFreeze(ctx, m, st, req.AdminFreeze)
-	}
-	// A retried write that already applied answers from its dedup record,
-	// even if the range has split or frozen for a merge since (the keys are
-	// now elsewhere, or nothing is served here any more).
-	if res := s.dedupResult(m, req); res != nil {
-		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
-	}
-	if f := m.frozen.Load(); f != 0 {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
-	}
-	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
-	}
-	reqTS, rerr := s.checkTimestamps(req)
-	if rerr != nil {
-		return &rspb.RangeResponse{Error: rerr}
-	}
-	// Observe the request's timestamps, reads included: every later lease
-	// start from this node, and so every write under a later lease, is
-	// above them. One from a peer whose physical clock runs ahead is waited
-	// for, so the clock never passes physical + max offset.
-	if err := s.cfg.Clock.UpdateWait(ctx, reqTS); err != nil {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %v", req.RangeId, nodeID, err))}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
-		defer cancel()
-	}
-	st := s.state(req.RangeId)
-	if m.desc.Load() == nil || st == nil {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
-	}
-	if req.AdminSplit != nil || req.AdminMerge != nil {
-		lease, rerr := s.ensureLease(ctx, m, st)
-		if rerr != nil {
-			return &rspb.RangeResponse{Error: rerr}
-		}
-		if req.AdminSplit != nil {
-			resp := s.adminSplit(ctx, m, st, lease, req.AdminSplit)
-			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
-				s.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
-			}
-			return resp
-		}
-		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
-	}
-	// Malformed requests and keys outside the range are refused wherever
-	// they arrive, before looking at the lease.
-	// Size limits hold here too: the Internal service reaches replicas
-	// without the gateway's checks.
-	if err := s.cfg.Limits.check(req.RangeId, req.Requests); err != nil {
-		re, _ := asRangeError(err)
-		return &rspb.RangeResponse{Error: re}
-	}
-	if err := checkSpans(m.desc.Load(), req.Requests); err != nil {
-		re, _ := asRangeError(err)
-		s.addLocalDescriptors(re, req.Requests)
-		return &rspb.RangeResponse{Error: re}
-	}
-	lease, rerr := s.ensureLease(ctx, m, st)
-	if rerr != nil {
-		return &rspb.RangeResponse{Error: rerr}
-	}
-	st.split.recordLoad(s.cfg.TimeSource.Now(), req.Requests)
-	if IsReadOnly(req.Requests) {
-		return s.serveRead(ctx, m, st, req)
-	}
-	resp := s.serveWrite(ctx, m, st, lease, req)
-	if d := s.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
-		// Applied now (a retry answered from its dedup record returned
-		// above): the reply is held back, with the latches released, and
-		// lost if the caller gives up meanwhile.
-		select {
-		case <-ctx.Done():
-			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
-				fmt.Sprintf("r%d: the reply to an applied write was held back until the caller gave up (testing ack delay)", req.RangeId))}
-		case <-time.After(d):
-		}
-	}
-	return resp
-}
-
-// hasIncrement reports whether a batch holds an Increment of a user key
-// (TestingAckDelay: range ID allocation increments a system key).
-func hasIncrement(reqs []*rspb.RequestUnion) bool {
-	for _, r := range reqs {
-		if inc := r.GetIncrement(); inc != nil && keys.IsUserKey(inc.Key) {
-			return true
-		}
-	}
-	return false
-}
-
-// checkTimestamps refuses a request carrying a timestamp (batch timestamp,
-// read timestamp, as_of) further ahead of this node's physical clock than a
-// peer's clock may run (max offset between physical clocks + max offset of
-// its HLC): it would drag the clock, the timestamp cache and every later
-// write of the range into the future. It returns the latest of them
-// otherwise, for UpdateWait.
-func (s *Store) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.RangeError) {
-	var latest kv.Timestamp
-	check := func(field string, p *rspb.Timestamp) *rspb.RangeError {
-		if p == nil {
-			return nil
-		}
-		ts := TSFromProto(p)
-		if err := s.cfg.Clock.CheckPeer(ts, s.cfg.Clock.MaxOffset()); err != nil {
-			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, s.NodeID(), field, err))
-		}
-		if latest.Less(ts) {
-			latest = ts
-		}
-		return nil
-	}
-	if re := check("timestamp", req.Timestamp); re != nil {
-		return latest, re
-	}
-	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
-		return latest, re
-	}
-	for i, r := range req.Requests {
-		var asOf *rspb.Timestamp
-		switch v := r.Value.(type) {
-		case *rspb.RequestUnion_Get:
-			asOf = v.Get.AsOf
-		case *rspb.RequestUnion_Scan:
-			asOf = v.Scan.AsOf
-		}
-		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
-			return latest, re
-		}
-	}
-	return latest, nil
-}
-
-// dedupResult returns the recorded result of a write that already applied
-// with this proposal ID, or nil.
-func (s *Store) dedupResult(m *stateMachine, req *rspb.RangeRequest) *rspb.RaftResult {
-	if len(req.ProposalId) == 0 || req.Timestamp == nil || IsReadOnly(req.Requests) {
-		return nil
-	}
-	v, ok, err := s.eng.GetRaw(dedupKey(m.rangeID, TSFromProto(req.Timestamp).WallTime, req.ProposalId))
-	if err != nil || !ok {
-		return nil
-	}
-	res := &rspb.RaftResult{}
-	if proto.Unmarshal(v, res) != nil {
-		return nil
-	}
-	return res
+	return r.send(ctx, req)
 }
 
 // addLocalDescriptors adds to a RANGE_KEY_MISMATCH the descriptors of other
@@ -744,9 +511,9 @@ func (s *Store) addLocalDescriptors(re *rspb.RangeError, reqs []*rspb.RequestUni
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, m := range s.sms {
-		d := m.desc.Load()
-		if d == nil || d.RangeId == re.GetRangeDescriptor().GetRangeId() || m.merged.Load() {
+	for _, rep := range s.replicas {
+		d := rep.desc()
+		if d == nil || d.RangeId == re.GetRangeDescriptor().GetRangeId() || rep.sm.merged.Load() {
 			continue
 		}
 		for _, r := range reqs {
@@ -777,83 +544,29 @@ func (s *Store) live() LivenessSource {
 	return nil
 }
 
-// incompleteErr: a command was proposed but its outcome is unknown (the
-// caller gave up, Raft timed out, or a retry ran into no leader): it may
-// still apply.
-func (s *Store) incompleteErr(rangeID uint64, err error) *rspb.RangeError {
-	return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: request did not complete on n%d (%v); a write may still apply, retry it with the same proposal id", rangeID, s.NodeID(), err))
-}
-
-func (s *Store) mapRaftError(rangeID uint64, err error) *rspb.RangeError {
-	switch {
-	case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
-		errors.Is(err, dragonboat.ErrSystemBusy):
-		e := rangeErr(rspb.RangeError_NOT_LEASEHOLDER, fmt.Sprintf("r%d cannot serve on n%d right now: %v", rangeID, s.NodeID(), err))
-		e.LeaderNodeId = s.leaderNode(rangeID)
-		return e
-	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
-		errors.Is(err, context.Canceled), errors.Is(err, dragonboat.ErrAborted):
-		return s.incompleteErr(rangeID, err)
-	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, errReplicaClosed):
-		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", s.NodeID()))
-	case errors.Is(err, dragonboat.ErrShardNotFound):
-		return rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", rangeID, s.NodeID()))
-	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
-		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: deadline too close to run the request on n%d", rangeID, s.NodeID()))
-	case errors.Is(err, dragonboat.ErrPayloadTooBig):
-		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: command too large for the raft log", rangeID))
-	}
-	return rangeErr(rspb.RangeError_UNKNOWN, fmt.Sprintf("r%d: %v", rangeID, err))
-}
-
-// leaderNode maps the local view of a range's Raft leader to its node ID.
-func (s *Store) leaderNode(rangeID uint64) uint64 {
-	lid, _, ok, err := s.nh.GetLeaderID(rangeID)
-	if err != nil || !ok {
-		return 0
-	}
-	if d := s.Descriptor(rangeID); d != nil {
-		for _, r := range d.Replicas {
-			if r.ReplicaId == lid {
-				return r.NodeId
-			}
-		}
-	}
-	return 0
-}
-
 // Ranges describes every local replica. The replicas are copied under the
 // lock: a merge may remove one meanwhile, which is then described as it
 // was a moment ago (never looked up again, and so never found missing).
 func (s *Store) Ranges() []*rspb.RangeInfo {
-	type local struct {
-		m  *stateMachine
-		st *replicaState
-	}
-	s.mu.RLock()
-	reps := make([]local, 0, len(s.sms))
-	for id, m := range s.sms {
-		reps = append(reps, local{m: m, st: s.states[id]})
-	}
-	s.mu.RUnlock()
-	sort.Slice(reps, func(i, j int) bool { return reps[i].m.rangeID < reps[j].m.rangeID })
+	reps := s.replicaList()
+	sort.Slice(reps, func(i, j int) bool { return reps[i].rangeID < reps[j].rangeID })
 	var out []*rspb.RangeInfo
 	for _, r := range reps {
-		m, id := r.m, r.m.rangeID
+		m, id := r.sm, r.rangeID
 		l := m.lease.Load()
 		state := s.leaseStatus(l, s.cfg.Clock.Now())
 		info := &rspb.RangeInfo{RangeDescriptor: m.desc.Load(), AppliedIndex: m.applied.Load(), Lease: l,
 			LeaseValid: state == leases.Valid, LeaseState: state.String(), ApproxBytes: m.size.Load(),
 			FrozenInto: m.frozen.Load()}
-		if st := r.st; st != nil && st.split != nil && st.split.load != nil {
-			info.Qps = st.split.load.QPS(s.cfg.TimeSource.Now())
-			if hk := st.split.hotKey.Load(); hk != nil {
+		if r.split.load != nil {
+			info.Qps = r.split.load.QPS(s.cfg.TimeSource.Now())
+			if hk := r.split.hotKey.Load(); hk != nil {
 				info.HotKey = *hk
 			}
 		}
 		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
 			info.LeaderReplicaId, info.Term = lid, term
-			info.LeaderNodeId = s.leaderNode(id)
+			info.LeaderNodeId = r.leaderNode()
 		}
 		out = append(out, info)
 	}
@@ -864,7 +577,7 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 func (s *Store) NumReplicas() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.sms)
+	return len(s.replicas)
 }
 
 // Close stops every replica and the NodeHost. The engine is the caller's.

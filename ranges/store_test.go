@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -42,15 +43,14 @@ func newTestStoreWith(t *testing.T, metrics *Metrics) *Store {
 
 // addFakeReplica registers a replica of range id that Dragonboat does not
 // run, holding an epoch lease of node 1 (so describing it reads liveness).
-func (s *Store) addFakeReplica(id uint64) *stateMachine {
-	m := newStateMachine(s.eng, id, 1, nil)
-	m.desc.Store(&rspb.RangeDescriptor{RangeId: id, StartKey: keys.UserKey([]byte{byte(id)}), EndKey: keys.UserKey([]byte{byte(id + 1)})})
-	m.lease.Store(&rspb.Lease{ReplicaId: 1, NodeId: 1, Epoch: 1, Sequence: 1})
+func (s *Store) addFakeReplica(id uint64) *Replica {
+	r := s.newReplica(id, 1, kv.Timestamp{})
+	r.sm.desc.Store(&rspb.RangeDescriptor{RangeId: id, StartKey: keys.UserKey([]byte{byte(id)}), EndKey: keys.UserKey([]byte{byte(id + 1)})})
+	r.sm.lease.Store(&rspb.Lease{ReplicaId: 1, NodeId: 1, Epoch: 1, Sequence: 1})
 	s.mu.Lock()
-	s.sms[id] = m
-	s.states[id] = s.newReplicaState()
+	s.replicas[id] = r
 	s.mu.Unlock()
-	return m
+	return r
 }
 
 // fakeLiveness is a LivenessSource that knows one record per node, live
@@ -94,7 +94,7 @@ func TestStoreRangesDuringMerge(t *testing.T) {
 			default:
 			}
 			for id := uint64(11); id < 14; id++ {
-				s.removeSubsumed(id, s.replica(id)) // as onMerge does
+				s.removeSubsumed(id, s.replica(id).sm) // as onMerge does
 				s.addFakeReplica(id)
 			}
 		}
@@ -145,7 +145,7 @@ func TestStoreLivenessSwap(t *testing.T) {
 				t.Errorf("r10 has no lease state")
 			}
 		}
-		s.replicaLive(s.replica(10), 1)
+		s.replica(10).replicaLive(1)
 	}
 	close(stop)
 	wg.Wait()
@@ -206,8 +206,8 @@ func newSingleNodeStore(t *testing.T, lv LivenessSource) (*Store, *prometheus.Re
 		t.Fatal(err)
 	}
 	waitForT(t, 20*time.Second, "r3 loaded and leading", func() error {
-		m := s.replica(userRangeID)
-		if m == nil || m.desc.Load() == nil {
+		r := s.replica(userRangeID)
+		if r == nil || r.desc() == nil {
 			return fmt.Errorf("not loaded")
 		}
 		if lid, ok := s.leaderOf(userRangeID); !ok || lid != 1 {
@@ -270,11 +270,11 @@ func TestLeaseFailuresCounted(t *testing.T) {
 	s, reg := newSingleNodeStore(t, fakeLiveness{expired: true})
 	waitForT(t, 20*time.Second, "a failed background acquisition counted", func() error {
 		if v := counterValue(t, reg, "rangestore_lease_failures_total", map[string]string{"op": "acquire"}); v == 0 {
-			return fmt.Errorf("rangestore_lease_failures_total{op=\"acquire\"} = 0 (lease %v)", s.replica(userRangeID).lease.Load())
+			return fmt.Errorf("rangestore_lease_failures_total{op=\"acquire\"} = 0 (lease %v)", s.replica(userRangeID).lease())
 		}
 		return nil
 	})
-	if l := s.replica(userRangeID).lease.Load(); l.Sequence != 0 {
+	if l := s.replica(userRangeID).lease(); l.Sequence != 0 {
 		t.Fatalf("a node with expired liveness acquired a lease: %v", l)
 	}
 }
@@ -314,8 +314,8 @@ func TestReadIndexCounted(t *testing.T) {
 	// A wake-up is a ReadIndex, and is counted as one.
 	before = counterValue(t, reg, "rangestore_read_index_total", nil)
 	wakes := counterValue(t, reg, "rangestore_raft_wakeups_total", nil)
-	s.state(userRangeID).lastWake.Store(0)
-	s.wake(userRangeID)
+	s.replica(userRangeID).lastWake.Store(0)
+	s.replica(userRangeID).wake()
 	if got := counterValue(t, reg, "rangestore_raft_wakeups_total", nil) - wakes; got != 1 {
 		t.Fatalf("wake made %v wake-ups, want 1", got)
 	}

@@ -63,20 +63,20 @@ func TestEveryRunsOnTheInjectedClock(t *testing.T) {
 func TestWatchFrozenTimesOutOnTheInjectedClock(t *testing.T) {
 	ts := timeutil.NewManualTimeSource(time.Unix(1e9, 0))
 	s := &Store{cfg: StoreConfig{TimeSource: ts, FreezeTimeout: time.Minute}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		sms: map[uint64]*stateMachine{}, states: map[uint64]*replicaState{}}
+		replicas: map[uint64]*Replica{}}
 	m := &stateMachine{rangeID: 5, replicaID: 1}
 	m.frozen.Store(4)
-	st := &replicaState{}
-	s.sms[5], s.states[5] = m, st
+	st := &Replica{rangeID: 5, replicaID: 1, store: s, sm: m}
+	s.replicas[5] = st
 	s.leaders.Store(uint64(5), raftio.LeaderInfo{ShardID: 5, LeaderID: 2}) // another replica leads: no thaw here
-	s.watchFrozen(m)                                                       // first sight: starts the timer
+	st.watchFrozen()                                                       // first sight: starts the timer
 	ts.Advance(59 * time.Second)
-	s.watchFrozen(m)
+	st.watchFrozen()
 	if st.lastFrozenCheck.Load() != 0 {
 		t.Fatal("frozen range checked before FreezeTimeout passed on the injected clock")
 	}
 	ts.Advance(time.Second)
-	s.watchFrozen(m) // not the leader: checked (warned), no thaw started
+	st.watchFrozen() // not the leader: checked (warned), no thaw started
 	if got, want := st.lastFrozenCheck.Load(), ts.Now().UnixNano(); got != want {
 		t.Fatalf("frozen range last checked at %d, want %d (after FreezeTimeout on the injected clock)", got, want)
 	}

@@ -73,11 +73,10 @@ type stateMachine struct {
 	lease   atomic.Pointer[rspb.Lease]
 	applied atomic.Uint64
 	closed  atomic.Bool
-	// ready is closed once Open has loaded the replica's state (descriptor,
-	// lease): see Store.waitReady. beforeOpen, when set, is called first
-	// (a testing hook).
-	ready      chan struct{}
-	readyOnce  sync.Once
+	// onOpen, when set, is called once Open has loaded the replica's state
+	// (descriptor, lease): it closes Replica.ready. beforeOpen, when set,
+	// is called first (a testing hook).
+	onOpen     func()
 	beforeOpen func()
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
@@ -91,7 +90,7 @@ type stateMachine struct {
 var _ sm.IOnDiskStateMachine = (*stateMachine)(nil)
 
 func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onLease func(uint64, *rspb.Lease)) *stateMachine {
-	m := &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onLease: onLease, ready: make(chan struct{})}
+	m := &stateMachine{eng: eng, rangeID: rangeID, replicaID: replicaID, onLease: onLease}
 	m.lease.Store(&rspb.Lease{})
 	return m
 }
@@ -178,7 +177,9 @@ func (s *stateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		}
 	}
 	s.applied.Store(idx)
-	s.readyOnce.Do(func() { close(s.ready) })
+	if s.onOpen != nil {
+		s.onOpen()
+	}
 	return idx, nil
 }
 

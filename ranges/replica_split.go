@@ -137,8 +137,8 @@ func (s *Store) onSplit(sp *splitApplied) {
 	// none is in flight).
 	low := s.cfg.Clock.Now()
 	low.WallTime += int64(s.cfg.Clock.MaxOffset())
-	if pst := s.state(sp.left.RangeId); pst != nil {
-		if hi := pst.tscache.max(span{start: sp.right.StartKey, end: sp.right.EndKey}); low.Less(hi) {
+	if parent := s.replica(sp.left.RangeId); parent != nil {
+		if hi := parent.tscache.max(span{start: sp.right.StartKey, end: sp.right.EndKey}); low.Less(hi) {
 			low = hi
 		}
 	}
@@ -233,47 +233,47 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 // ID, stops the range's traffic with a write latch over all of it, proposes
 // the split under the current lease and descriptor generation, and then
 // records both sides in meta.
-func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, req *rspb.AdminSplitRequest) *rspb.RangeResponse {
+func (r *Replica) adminSplit(ctx context.Context, lease *rspb.Lease, req *rspb.AdminSplitRequest) *rspb.RangeResponse {
 	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
 		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
 	}
-	desc := m.desc.Load()
+	desc := r.desc()
 	key := req.SplitKey
 	if bytes.Equal(key, desc.StartKey) {
 		// Already split there (e.g. a retry of a split that succeeded, whose
 		// first answer was lost to the router's per-attempt timeout): answer
 		// as the split did, with the left side when it is local.
-		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: s.localEndingAt(key), Right: desc}}
+		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: r.store.localEndingAt(key), Right: desc}}
 	}
 	if !keys.InSpan(key, desc.StartKey, desc.EndKey) {
 		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
-			Message: fmt.Sprintf("split key %s is outside r%d", keys.Pretty(key), m.rangeID)}}
+			Message: fmt.Sprintf("split key %s is outside r%d", keys.Pretty(key), r.rangeID)}}
 	}
 	if !keys.IsUserKey(desc.StartKey) || !keys.IsUserKey(key) {
-		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span split", m.rangeID)
+		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span split", r.rangeID)
 	}
 	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the split was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed since the split was decided (generation %d, expected %d)", r.rangeID, desc.Generation, g)
 	}
-	if rm := s.localByStart()[string(desc.EndKey)]; rm != nil && rm.frozen.Load() == m.rangeID {
+	if rm := r.store.localByStart()[string(desc.EndKey)]; rm != nil && rm.sm.frozen.Load() == r.rangeID {
 		// The merge needs this range's current end key: after a split it
 		// could never apply, nor be rolled back (this range still exists),
 		// and the neighbour would serve nothing for good.
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d cannot split now: its right neighbour r%d is frozen for a merge into it, which must finish first", m.rangeID, rm.rangeID)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d cannot split now: its right neighbour r%d is frozen for a merge into it, which must finish first", r.rangeID, rm.rangeID)
 	}
-	snd := s.getSender()
+	snd := r.store.getSender()
 	if snd == nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "splits need the cluster sender, which is not connected")
 	}
-	members, err := s.nh.SyncGetShardMembership(ctx, m.rangeID)
+	members, err := r.store.nh.SyncGetShardMembership(ctx, r.rangeID)
 	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
 	if len(members.NonVotings) > 0 || len(members.Witnesses) > 0 {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has non-voting replicas; splitting such ranges is not supported yet", m.rangeID)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has non-voting replicas; splitting such ranges is not supported yet", r.rangeID)
 	}
 	// Measure both sides (before stopping traffic: an estimate either way).
-	snap := s.eng.NewSnapshot()
+	snap := r.store.eng.NewSnapshot()
 	leftBytes, err := spanBytes(snap, desc.StartKey, key)
 	var rightBytes int64
 	if err == nil {
@@ -281,21 +281,21 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	_ = snap.Close()
 	if err != nil {
-		return fail(rspb.RangeError_UNKNOWN, "r%d: measuring the split: %v", m.rangeID, err)
+		return fail(rspb.RangeError_UNKNOWN, "r%d: measuring the split: %v", r.rangeID, err)
 	}
-	rhsID, err := s.allocateRangeID(ctx, snd)
+	rhsID, err := r.store.allocateRangeID(ctx, snd)
 	if err != nil {
 		code := rspb.RangeError_UNAVAILABLE
 		var bad *errBadRangeIDCounter
 		if errors.As(err, &bad) {
 			code = rspb.RangeError_FAILED_PRECONDITION
 		}
-		return fail(code, "r%d: allocating a range ID for the split: %v", m.rangeID, err)
+		return fail(code, "r%d: allocating a range ID for the split: %v", r.rangeID, err)
 	}
 
 	// Stop the range's traffic: in-flight requests finish, new ones wait and
 	// then see the new descriptor.
-	release, rerr := s.holdRange(ctx, m, st, lease, desc, "split")
+	release, rerr := r.holdRange(ctx, lease, desc, "split")
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
@@ -308,50 +308,50 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 	right := &rspb.RangeDescriptor{RangeId: rhsID, StartKey: append([]byte(nil), key...), EndKey: desc.EndKey, Generation: left.Generation,
 		Sticky: req.Sticky, NextReplicaId: left.NextReplicaId}
 	rightMembers := map[uint64]string{}
-	for _, r := range desc.Replicas {
-		addr, ok := members.Nodes[r.ReplicaId]
-		if !ok || r.Type != rspb.ReplicaType_VOTER {
-			return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: replica %d in the descriptor is not a voter of the raft group", m.rangeID, r.ReplicaId)
+	for _, rep := range desc.Replicas {
+		addr, ok := members.Nodes[rep.ReplicaId]
+		if !ok || rep.Type != rspb.ReplicaType_VOTER {
+			return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: replica %d in the descriptor is not a voter of the raft group", r.rangeID, rep.ReplicaId)
 		}
-		rightMembers[r.ReplicaId] = addr
-		right.Replicas = append(right.Replicas, proto.Clone(r).(*rspb.ReplicaDescriptor))
+		rightMembers[rep.ReplicaId] = addr
+		right.Replicas = append(right.Replicas, proto.Clone(rep).(*rspb.ReplicaDescriptor))
 	}
 	if len(rightMembers) != len(members.Nodes) {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: descriptor and raft membership differ", m.rangeID)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: descriptor and raft membership differ", r.rangeID)
 	}
 	sort.Slice(right.Replicas, func(i, j int) bool { return right.Replicas[i].ReplicaId < right.Replicas[j].ReplicaId })
-	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers,
 			LeftBytes: leftBytes, RightBytes: rightBytes}}
-	s.crashPoint("split-before-propose")
-	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	r.store.crashPoint("split-before-propose")
+	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
 	if res.Error != nil {
 		return &rspb.RangeResponse{Error: res.Error}
 	}
-	s.crashPoint("split-before-meta")
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.splits.Inc()
+	r.store.crashPoint("split-before-meta")
+	if r.store.cfg.Metrics != nil {
+		r.store.cfg.Metrics.splits.Inc()
 	}
-	s.log.Info("range split", "range", m.rangeID, "key", keys.Pretty(key), "right", rhsID)
+	r.store.log.Info("range split", "range", r.rangeID, "key", keys.Pretty(key), "right", rhsID)
 	// Meta: left first (it adds a record; the old record at the parent's end
 	// key keeps covering the right side until it is replaced), then right.
 	// A crash in between is repaired by the meta loop.
-	if _, err := s.fixMeta(ctx, snd, left); err != nil {
-		s.log.Warn("meta update after split failed; the meta loop will repair it", "range", m.rangeID, "err", err)
+	if _, err := r.store.fixMeta(ctx, snd, left); err != nil {
+		r.store.log.Warn("meta update after split failed; the meta loop will repair it", "range", r.rangeID, "err", err)
 	} else {
-		s.crashPoint("split-between-meta")
-		if _, err := s.fixMeta(ctx, snd, right); err != nil {
-			s.log.Warn("meta update after split failed; the meta loop will repair it", "range", rhsID, "err", err)
+		r.store.crashPoint("split-between-meta")
+		if _, err := r.store.fixMeta(ctx, snd, right); err != nil {
+			r.store.log.Warn("meta update after split failed; the meta loop will repair it", "range", rhsID, "err", err)
 		}
 	}
 	// Wait (bounded by ctx) until the local right-hand replica has loaded
 	// its descriptor, so a client following up on the split (a merge of
 	// the two sides, a request) finds it here.
-	if err := s.waitReady(ctx, rhsID); err != nil {
-		s.log.Warn("split: the right-hand replica is not loaded yet", "range", rhsID, "err", err)
+	if err := r.store.waitReady(ctx, rhsID); err != nil {
+		r.store.log.Warn("split: the right-hand replica is not loaded yet", "range", rhsID, "err", err)
 	}
 	return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}
 }
@@ -360,20 +360,20 @@ func (s *Store) adminSplit(ctx context.Context, m *stateMachine, st *replicaStat
 // it takes a write latch over the whole range, so in-flight requests finish
 // and new ones wait (and then see the new descriptor), and checks that the
 // lease and descriptor are still the ones the command was prepared with.
-func (s *Store) holdRange(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, desc *rspb.RangeDescriptor, what string) (func(), *rspb.RangeError) {
-	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+func (r *Replica) holdRange(ctx context.Context, lease *rspb.Lease, desc *rspb.RangeDescriptor, what string) (func(), *rspb.RangeError) {
+	l, err := r.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
 	if err != nil {
-		return nil, s.mapRaftError(m.rangeID, err)
+		return nil, r.mapRaftError(err)
 	}
-	release := func() { st.latches.release(l) }
-	if cur := m.lease.Load(); cur.Sequence != lease.Sequence {
+	release := func() { r.latches.release(l) }
+	if cur := r.lease(); cur.Sequence != lease.Sequence {
 		release()
-		return nil, notLeaseholder(m.rangeID, cur.NodeId, "lease changed before the %s", what)
+		return nil, notLeaseholder(r.rangeID, cur.NodeId, "lease changed before the %s", what)
 	}
-	if cur := m.desc.Load(); cur.Generation != desc.Generation {
+	if cur := r.desc(); cur.Generation != desc.Generation {
 		release()
 		return nil, &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: cur,
-			Message: fmt.Sprintf("r%d changed while preparing the %s; retry", m.rangeID, what)}
+			Message: fmt.Sprintf("r%d changed while preparing the %s; retry", r.rangeID, what)}
 	}
 	return release, nil
 }
@@ -407,7 +407,7 @@ func (s *Store) allocateRangeID(ctx context.Context, snd Sender) (uint64, error)
 	id := uint64(n)
 	highest := uint64(0)
 	s.mu.RLock()
-	for rid := range s.sms {
+	for rid := range s.replicas {
 		highest = max(highest, rid)
 	}
 	s.mu.RUnlock()

@@ -146,12 +146,13 @@ func (s *Store) subsume(rangeID uint64) *stateMachine {
 	s.subsumed[rangeID] = true
 	s.startMu.Unlock()
 	r := s.replica(rangeID)
-	if r != nil {
-		r.applyMu.Lock()
-		r.merged.Store(true)
-		r.applyMu.Unlock()
+	if r == nil {
+		return nil
 	}
-	return r
+	r.sm.applyMu.Lock()
+	r.sm.merged.Store(true)
+	r.sm.applyMu.Unlock()
+	return r.sm
 }
 
 // onMerge runs after a merge committed: the subsumed local replica is
@@ -176,118 +177,99 @@ func (s *Store) subsumedBy(rangeID uint64) *rspb.RangeDescriptor {
 	if id == rangeID {
 		return nil
 	}
-	if m := s.replica(id); m != nil && !m.merged.Load() {
-		return m.desc.Load()
+	if r := s.replica(id); r != nil && !r.sm.merged.Load() {
+		return r.desc()
 	}
 	return nil
 }
 
-// removeSubsumed stops a local replica whose range was merged away (or
-// overwritten by a wider snapshot) and drops it from the store.
-func (s *Store) removeSubsumed(rangeID uint64, m *stateMachine) {
-	s.mu.Lock()
-	if m == nil || s.sms[rangeID] == m {
-		delete(s.sms, rangeID)
-		delete(s.states, rangeID)
-	}
-	s.mu.Unlock()
-	for i := 0; i < 50 && !s.stopping.Load(); i++ {
-		err := s.nh.StopShard(rangeID)
-		if err == nil || isShardGone(err) {
-			break
-		}
-		<-s.cfg.TimeSource.After(100 * time.Millisecond)
-	}
-	s.log.Info("replica of a merged range removed", "range", rangeID)
-}
-
 // freezeInfo answers a freeze request at a replica that has applied the
 // freeze: any replica, no lease needed.
-func (s *Store) freezeInfo(m *stateMachine, st *replicaState) *rspb.AdminFreezeResponse {
-	d := m.desc.Load()
-	served := s.cfg.Clock.Now()
-	served.WallTime += int64(s.cfg.Clock.MaxOffset())
-	if hi := st.tscache.max(span{start: d.StartKey, end: d.EndKey}); served.Less(hi) {
+func (r *Replica) freezeInfo() *rspb.AdminFreezeResponse {
+	d := r.desc()
+	served := r.store.cfg.Clock.Now()
+	served.WallTime += int64(r.store.cfg.Clock.MaxOffset())
+	if hi := r.tscache.max(span{start: d.StartKey, end: d.EndKey}); served.Less(hi) {
 		served = hi
 	}
-	m.mu.RLock()
-	if served.Less(m.maxWriteTS) {
-		served = m.maxWriteTS
+	r.sm.mu.RLock()
+	if served.Less(r.sm.maxWriteTS) {
+		served = r.sm.maxWriteTS
 	}
-	m.mu.RUnlock()
-	return &rspb.AdminFreezeResponse{FreezeIndex: m.applied.Load(), ServedBelow: TSToProto(served.Next()), Bytes: m.size.Load(), RangeDescriptor: d}
+	r.sm.mu.RUnlock()
+	return &rspb.AdminFreezeResponse{FreezeIndex: r.sm.applied.Load(), ServedBelow: TSToProto(served.Next()), Bytes: r.sm.size.Load(), RangeDescriptor: d}
 }
 
 // adminFreeze freezes this range for a merge into req.MergeInto. A replica
 // that already applied that freeze answers at once (merge step 2 probes
 // every replica this way).
-func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaState, req *rspb.AdminFreezeRequest) *rspb.RangeResponse {
-	if f := m.frozen.Load(); f != 0 {
+func (r *Replica) adminFreeze(ctx context.Context, req *rspb.AdminFreezeRequest) *rspb.RangeResponse {
+	if f := r.sm.frozen.Load(); f != 0 {
 		if f != req.MergeInto {
-			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d is frozen for a merge into r%d", m.rangeID, f))}
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d is frozen for a merge into r%d", r.rangeID, f))}
 		}
 		if req.Probe {
 			// Make everything this replica applied (all of the range's
 			// writes: nothing applies after the freeze) durable before the
 			// merge may be proposed: after a crash, the merge must not be
 			// re-applied ahead of writes this replica would still replay.
-			if err := s.eng.Sync(); err != nil {
-				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: syncing before the merge: %v", m.rangeID, err))}
+			if err := r.store.eng.Sync(); err != nil {
+				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: syncing before the merge: %v", r.rangeID, err))}
 			}
 		}
-		return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+		return &rspb.RangeResponse{AdminFreeze: r.freezeInfo()}
 	}
 	if req.Probe {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", m.rangeID, s.NodeID()))}
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", r.rangeID, r.store.NodeID()))}
 	}
-	if rerr := s.checkMergeTarget(m, req.MergeInto); rerr != nil {
+	if rerr := r.checkMergeTarget(req.MergeInto); rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	lease, rerr := s.ensureLease(ctx, m, st)
+	lease, rerr := r.ensureLease(ctx)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	desc := m.desc.Load()
+	desc := r.desc()
 	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
-		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d changed (generation %d, expected %d)", m.rangeID, desc.Generation, g))}
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d changed (generation %d, expected %d)", r.rangeID, desc.Generation, g))}
 	}
-	l, err := st.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
+	l, err := r.latches.acquire(ctx, []span{{start: desc.StartKey, end: desc.EndKey}}, true)
 	if err != nil {
-		return &rspb.RangeResponse{Error: s.mapRaftError(m.rangeID, err)}
+		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
-	defer st.latches.release(l)
-	if rerr := s.checkMergeTarget(m, req.MergeInto); rerr != nil {
+	defer r.latches.release(l)
+	if rerr := r.checkMergeTarget(req.MergeInto); rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}
-	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
 	if res.Error != nil {
 		return &rspb.RangeResponse{Error: res.Error}
 	}
-	s.crashPoint("merge-frozen")
-	return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+	r.store.crashPoint("merge-frozen")
+	return &rspb.RangeResponse{AdminFreeze: r.freezeInfo()}
 }
 
 // checkMergeTarget refuses a freeze unless into is the range's left
 // neighbour as this node knows it: a local replica (merges need colocated
 // replicas) of a range ending where this one starts. A freeze naming
 // anything else would leave the range frozen for a merge that never comes.
-func (s *Store) checkMergeTarget(m *stateMachine, into uint64) *rspb.RangeError {
-	desc := m.desc.Load()
+func (r *Replica) checkMergeTarget(into uint64) *rspb.RangeError {
+	desc := r.desc()
 	if desc == nil {
-		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", m.rangeID, s.NodeID()))
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", r.rangeID, r.store.NodeID()))
 	}
 	if into == 0 {
-		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: freeze without a merge target (merge_into 0)", m.rangeID))
+		return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: freeze without a merge target (merge_into 0)", r.rangeID))
 	}
-	lm := s.replica(into)
+	lm := r.store.replica(into)
 	var ld *rspb.RangeDescriptor
-	if lm != nil && !lm.merged.Load() {
-		ld = lm.desc.Load()
+	if lm != nil && !lm.sm.merged.Load() {
+		ld = lm.desc()
 	}
 	if ld == nil || !bytes.Equal(ld.EndKey, desc.StartKey) {
 		where := "no replica of it on this node"
@@ -295,49 +277,49 @@ func (s *Store) checkMergeTarget(m *stateMachine, into uint64) *rspb.RangeError 
 			where = fmt.Sprintf("it spans [%s, %s)", keys.Pretty(ld.StartKey), keys.Pretty(ld.EndKey))
 		}
 		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d cannot be frozen for a merge into r%d: r%d is not its left neighbour (%s; r%d starts at %s)",
-			m.rangeID, into, into, where, m.rangeID, keys.Pretty(desc.StartKey)))
+			r.rangeID, into, into, where, r.rangeID, keys.Pretty(desc.StartKey)))
 	}
 	return nil
 }
 
 // adminMerge merges this range (L, led here) with its right neighbour.
-func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaState, lease *rspb.Lease, req *rspb.AdminMergeRequest) *rspb.RangeResponse {
+func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.AdminMergeRequest) *rspb.RangeResponse {
 	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
 		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
 	}
-	desc := m.desc.Load()
+	desc := r.desc()
 	if g := req.ExpectedGeneration; g != 0 && g != desc.Generation {
 		// The caller's descriptor is stale: RANGE_KEY_MISMATCH carries the
 		// current one, so a router can tell a merge an earlier attempt of
 		// its own made (the range grew past the end it pinned) from any
 		// other change.
 		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
-			Message: fmt.Sprintf("r%d changed since the merge was decided (generation %d, expected %d)", m.rangeID, desc.Generation, g)}}
+			Message: fmt.Sprintf("r%d changed since the merge was decided (generation %d, expected %d)", r.rangeID, desc.Generation, g)}}
 	}
 	if !keys.IsUserKey(desc.StartKey) {
-		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span merge", m.rangeID)
+		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is a system range; only ranges of the user span merge", r.rangeID)
 	}
-	snd := s.getSender()
+	snd := r.store.getSender()
 	if snd == nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "merges need the cluster sender, which is not connected")
 	}
 	if bytes.Compare(desc.EndKey, keys.UserSpanEnd) >= 0 {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d is the last range; nothing to merge", m.rangeID)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d is the last range; nothing to merge", r.rangeID)
 	}
-	rm, rerr := s.rightNeighbour(ctx, snd, desc)
+	rm, rerr := r.rightNeighbour(ctx, snd, desc)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	right := rm.desc.Load()
+	right := rm.desc()
 	if !keys.IsUserKey(right.StartKey) {
 		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d cannot be merged", right.RangeId)
 	}
 	if !sameNodes(desc, right) {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d and r%d have replicas on different nodes", m.rangeID, right.RangeId)
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d and r%d have replicas on different nodes", r.rangeID, right.RangeId)
 	}
 	// 1. Freeze the right side (through its leaseholder).
 	fr, err := snd.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, ExpectedGeneration: right.Generation}})
+		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, ExpectedGeneration: right.Generation}})
 	if err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "freezing r%d: %v", right.RangeId, err)
 	}
@@ -353,20 +335,20 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	for _, rep := range right.Replicas {
 		for {
 			pr, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: right.RangeId,
-				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, Probe: true}})
+				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, Probe: true}})
 			if err == nil && pr.Error == nil {
 				break
 			}
 			select {
 			case <-ctx.Done():
 				return fail(rspb.RangeError_UNAVAILABLE, "waiting for r%d's replica on n%d to apply the freeze: %v", right.RangeId, rep.NodeId, ctx.Err())
-			case <-s.cfg.TimeSource.After(50 * time.Millisecond):
+			case <-r.store.cfg.TimeSource.After(50 * time.Millisecond):
 			}
 		}
 	}
-	s.crashPoint("merge-before-propose")
+	r.store.crashPoint("merge-before-propose")
 	// 3. Subsume it.
-	release, rerr := s.holdRange(ctx, m, st, lease, desc, "merge")
+	release, rerr := r.holdRange(ctx, lease, desc, "merge")
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
@@ -376,9 +358,9 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	merged.Generation = max(desc.Generation, right.Generation) + 1
 	// The left side's replicas stay; no ID either side used is handed out again.
 	merged.NextReplicaId = max(NextReplicaID(desc), NextReplicaID(right))
-	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
 		Generation: desc.Generation, Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}
-	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
@@ -386,18 +368,57 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 		return &rspb.RangeResponse{Error: res.Error}
 	}
 	// Reads on the right's span here start above everything it served.
-	st.tscache.add(span{start: right.StartKey, end: right.EndKey}, TSFromProto(frozen.ServedBelow))
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.merges.Inc()
+	r.tscache.add(span{start: right.StartKey, end: right.EndKey}, TSFromProto(frozen.ServedBelow))
+	if r.store.cfg.Metrics != nil {
+		r.store.cfg.Metrics.merges.Inc()
 	}
-	s.log.Info("ranges merged", "left", m.rangeID, "right", right.RangeId, "span", fmt.Sprintf("[%s, %s)", keys.Pretty(merged.StartKey), keys.Pretty(merged.EndKey)))
-	s.crashPoint("merge-before-meta")
-	if _, err := s.fixMeta(ctx, snd, merged); err != nil {
-		s.log.Warn("meta update after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
-	} else if err := s.cleanMeta(ctx, snd, merged); err != nil {
-		s.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
+	r.store.log.Info("ranges merged", "left", r.rangeID, "right", right.RangeId, "span", fmt.Sprintf("[%s, %s)", keys.Pretty(merged.StartKey), keys.Pretty(merged.EndKey)))
+	r.store.crashPoint("merge-before-meta")
+	if _, err := r.store.fixMeta(ctx, snd, merged); err != nil {
+		r.store.log.Warn("meta update after merge failed; the meta loop will repair it", "range", r.rangeID, "err", err)
+	} else if err := r.store.cleanMeta(ctx, snd, merged); err != nil {
+		r.store.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", r.rangeID, "err", err)
 	}
 	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}
+}
+
+// rightNeighbour returns the local replica of the range starting at
+// desc.EndKey. A neighbour that meta says has a replica here, but that is
+// not loaded here yet (just split off, still opening), is waited for within
+// ctx; one without a replica here is a FAILED_PRECONDITION.
+func (r *Replica) rightNeighbour(ctx context.Context, snd Sender, desc *rspb.RangeDescriptor) (*Replica, *rspb.RangeError) {
+	for {
+		if rm := r.store.localByStart()[string(desc.EndKey)]; rm != nil {
+			return rm, nil
+		}
+		recs, err := scanMeta(ctx, snd, keys.MetaKey(keys.Next(desc.EndKey)), keys.MetaSpanEnd)
+		if err != nil {
+			return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: looking up its right neighbour in meta: %v", desc.RangeId, err))
+		}
+		// Meta records are keyed by end key: the first one after
+		// desc.EndKey covers it.
+		var right *rspb.RangeDescriptor
+		if len(recs) > 0 {
+			right = recs[0].desc
+		}
+		if right == nil || !hasReplicaOn(right, r.store.NodeID()) {
+			return nil, rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d has no right neighbour with a replica on n%d (merges need colocated replicas)", desc.RangeId, r.store.NodeID()))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: its right neighbour r%d is not loaded on n%d yet: %v", desc.RangeId, right.RangeId, r.store.NodeID(), ctx.Err()))
+		case <-r.store.cfg.TimeSource.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func hasReplicaOn(d *rspb.RangeDescriptor, nodeID uint64) bool {
+	for _, r := range d.Replicas {
+		if r.NodeId == nodeID {
+			return true
+		}
+	}
+	return false
 }
 
 // cleanMeta deletes meta records strictly inside d's span (ending before
@@ -452,13 +473,13 @@ func (s *Store) onSnapshot(m *stateMachine) {
 	}
 	s.mu.RLock()
 	var stale []*stateMachine
-	for id, o := range s.sms {
-		od := o.desc.Load()
-		if id == m.rangeID || od == nil || o.merged.Load() {
+	for id, o := range s.replicas {
+		od := o.desc()
+		if id == m.rangeID || od == nil || o.sm.merged.Load() {
 			continue
 		}
 		if keys.Overlaps(od.StartKey, od.EndKey, d.StartKey, d.EndKey) && od.Generation < d.Generation {
-			stale = append(stale, o)
+			stale = append(stale, o.sm)
 		}
 	}
 	s.mu.RUnlock()
@@ -497,42 +518,41 @@ const DefaultFreezeTimeout = time.Minute
 // how long the range has been frozen here, warns while it stays frozen past
 // FreezeTimeout, and then (at R's Raft leader, one check at a time) rolls
 // the freeze back if its merge can no longer happen (maybeThaw).
-func (s *Store) watchFrozen(m *stateMachine) {
-	st := s.state(m.rangeID)
-	if st == nil || m.merged.Load() {
+func (r *Replica) watchFrozen() {
+	if r.sm.merged.Load() {
 		return
 	}
-	into := m.frozen.Load()
-	now := s.cfg.TimeSource.Now()
+	into := r.sm.frozen.Load()
+	now := r.store.cfg.TimeSource.Now()
 	if into == 0 {
-		st.frozenSince.Store(0)
+		r.frozenSince.Store(0)
 		return
 	}
-	since := st.frozenSince.Load()
+	since := r.frozenSince.Load()
 	if since == 0 {
-		st.frozenSince.Store(now.UnixNano())
+		r.frozenSince.Store(now.UnixNano())
 		return
 	}
 	age := now.Sub(time.Unix(0, since))
-	if age < s.cfg.FreezeTimeout {
+	if age < r.store.cfg.FreezeTimeout {
 		return
 	}
-	last := st.lastFrozenCheck.Load()
-	if now.UnixNano()-last < int64(s.cfg.FreezeTimeout/2) || !st.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
+	last := r.lastFrozenCheck.Load()
+	if now.UnixNano()-last < int64(r.store.cfg.FreezeTimeout/2) || !r.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	s.log.Warn("range frozen for a merge that has not completed", "range", m.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
-	if leader, ok := s.leaderOf(m.rangeID); !ok || leader != m.replicaID || s.stopping.Load() {
+	r.store.log.Warn("range frozen for a merge that has not completed", "range", r.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	if leader, ok := r.store.leaderOf(r.rangeID); !ok || leader != r.replicaID || r.store.stopping.Load() {
 		return
 	}
-	if !st.thawing.CompareAndSwap(false, true) {
+	if !r.thawing.CompareAndSwap(false, true) {
 		return
 	}
-	if !s.tasks.run(func(ctx context.Context) {
-		defer st.thawing.Store(false)
-		s.maybeThaw(ctx, m, into)
+	if !r.store.tasks.run(func(ctx context.Context) {
+		defer r.thawing.Store(false)
+		r.maybeThaw(ctx, into)
 	}) {
-		st.thawing.Store(false)
+		r.thawing.Store(false)
 	}
 }
 
@@ -540,43 +560,43 @@ func (s *Store) watchFrozen(m *stateMachine) {
 // no longer happen: into has no replica here (a range that subsumes m must
 // have one on every node of m) and no meta record. Otherwise the merge may
 // still come, and the freeze stays (roll forward).
-func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
+func (r *Replica) maybeThaw(ctx context.Context, into uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	targetLocal := func() bool {
-		lm := s.replica(into)
-		return lm != nil && !lm.merged.Load()
+		lm := r.store.replica(into)
+		return lm != nil && !lm.sm.merged.Load()
 	}
-	snd := s.getSender()
+	snd := r.store.getSender()
 	if targetLocal() || snd == nil {
 		return
 	}
 	recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
 	if err != nil {
-		s.log.Debug("frozen range: reading meta failed", "range", m.rangeID, "err", err)
+		r.store.log.Debug("frozen range: reading meta failed", "range", r.rangeID, "err", err)
 		return
 	}
-	for _, r := range recs {
-		if r.desc.RangeId == into {
+	for _, rec := range recs {
+		if rec.desc.RangeId == into {
 			return // it exists elsewhere: its merge may still come
 		}
 	}
-	if targetLocal() || m.frozen.Load() != into || m.merged.Load() || s.stopping.Load() {
+	if targetLocal() || r.sm.frozen.Load() != into || r.sm.merged.Load() || r.store.stopping.Load() {
 		return
 	}
-	desc := m.desc.Load()
+	desc := r.desc()
 	if desc == nil {
 		return
 	}
-	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: m.lease.Load().Sequence,
+	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: r.lease().Sequence,
 		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{}}
-	res, rerr := s.propose(ctx, m.rangeID, cmd)
+	res, rerr := r.propose(ctx, cmd)
 	if rerr == nil && res.Error != nil {
 		rerr = res.Error
 	}
 	if rerr != nil {
-		s.log.Warn("rolling back a freeze failed; will retry", "range", m.rangeID, "into", into, "err", rerr.Message)
+		r.store.log.Warn("rolling back a freeze failed; will retry", "range", r.rangeID, "into", into, "err", rerr.Message)
 		return
 	}
-	s.log.Warn("freeze rolled back: the range it was to merge into no longer exists", "range", m.rangeID, "into", into)
+	r.store.log.Warn("freeze rolled back: the range it was to merge into no longer exists", "range", r.rangeID, "into", into)
 }

@@ -1,0 +1,297 @@
+package ranges
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// send serves a batch routed to this replica (Store.send): admin commands,
+// an answer from the dedup record, then the request checks (frozen,
+// timestamps, limits, key span), the lease, and the read or write.
+func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	nodeID := r.store.NodeID()
+	if req.AdminLogCompacted {
+		return &rspb.RangeResponse{LogCompacted: r.logCompacted()}
+	}
+	if req.AdminFreeze != nil || req.AdminSplit != nil || req.AdminMerge != nil {
+		// Admin commands act on the replica's loaded state: they wait
+		// (within the caller's deadline) until Dragonboat has opened it.
+		if rerr := r.waitOpened(ctx); rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+	}
+	if req.AdminFreeze != nil {
+		return r.adminFreeze(ctx, req.AdminFreeze)
+	}
+	// A retried write that already applied answers from its dedup record,
+	// even if the range has split or frozen for a merge since (the keys are
+	// now elsewhere, or nothing is served here any more).
+	if res := r.dedupResult(req); res != nil {
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+	}
+	if f := r.sm.frozen.Load(); f != 0 {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
+	}
+	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
+	}
+	reqTS, rerr := r.checkTimestamps(req)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	// Observe the request's timestamps, reads included: every later lease
+	// start from this node, and so every write under a later lease, is
+	// above them. One from a peer whose physical clock runs ahead is waited
+	// for, so the clock never passes physical + max offset.
+	if err := r.store.cfg.Clock.UpdateWait(ctx, reqTS); err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %v", req.RangeId, nodeID, err))}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	if r.desc() == nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
+	}
+	if req.AdminSplit != nil || req.AdminMerge != nil {
+		lease, rerr := r.ensureLease(ctx)
+		if rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+		if req.AdminSplit != nil {
+			resp := r.adminSplit(ctx, lease, req.AdminSplit)
+			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
+				r.store.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
+			}
+			return resp
+		}
+		return r.adminMerge(ctx, lease, req.AdminMerge)
+	}
+	// Malformed requests and keys outside the range are refused wherever
+	// they arrive, before looking at the lease.
+	// Size limits hold here too: the Internal service reaches replicas
+	// without the gateway's checks.
+	if err := r.store.cfg.Limits.check(req.RangeId, req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
+	if err := checkSpans(r.desc(), req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		r.store.addLocalDescriptors(re, req.Requests)
+		return &rspb.RangeResponse{Error: re}
+	}
+	lease, rerr := r.ensureLease(ctx)
+	if rerr != nil {
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	r.split.recordLoad(r.store.cfg.TimeSource.Now(), req.Requests)
+	if IsReadOnly(req.Requests) {
+		return r.serveRead(ctx, req)
+	}
+	resp := r.serveWrite(ctx, lease, req)
+	if d := r.store.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
+		// Applied now (a retry answered from its dedup record returned
+		// above): the reply is held back, with the latches released, and
+		// lost if the caller gives up meanwhile.
+		select {
+		case <-ctx.Done():
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+				fmt.Sprintf("r%d: the reply to an applied write was held back until the caller gave up (testing ack delay)", req.RangeId))}
+		case <-time.After(d):
+		}
+	}
+	return resp
+}
+
+// hasIncrement reports whether a batch holds an Increment of a user key
+// (TestingAckDelay: range ID allocation increments a system key).
+func hasIncrement(reqs []*rspb.RequestUnion) bool {
+	for _, r := range reqs {
+		if inc := r.GetIncrement(); inc != nil && keys.IsUserKey(inc.Key) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTimestamps refuses a request carrying a timestamp (batch timestamp,
+// read timestamp, as_of) further ahead of this node's physical clock than a
+// peer's clock may run (max offset between physical clocks + max offset of
+// its HLC): it would drag the clock, the timestamp cache and every later
+// write of the range into the future. It returns the latest of them
+// otherwise, for UpdateWait.
+func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.RangeError) {
+	var latest kv.Timestamp
+	check := func(field string, p *rspb.Timestamp) *rspb.RangeError {
+		if p == nil {
+			return nil
+		}
+		ts := TSFromProto(p)
+		if err := r.store.cfg.Clock.CheckPeer(ts, r.store.cfg.Clock.MaxOffset()); err != nil {
+			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, r.store.NodeID(), field, err))
+		}
+		if latest.Less(ts) {
+			latest = ts
+		}
+		return nil
+	}
+	if re := check("timestamp", req.Timestamp); re != nil {
+		return latest, re
+	}
+	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
+		return latest, re
+	}
+	for i, req := range req.Requests {
+		var asOf *rspb.Timestamp
+		switch v := req.Value.(type) {
+		case *rspb.RequestUnion_Get:
+			asOf = v.Get.AsOf
+		case *rspb.RequestUnion_Scan:
+			asOf = v.Scan.AsOf
+		}
+		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
+			return latest, re
+		}
+	}
+	return latest, nil
+}
+
+// dedupResult returns the recorded result of a write that already applied
+// with this proposal ID, or nil.
+func (r *Replica) dedupResult(req *rspb.RangeRequest) *rspb.RaftResult {
+	if len(req.ProposalId) == 0 || req.Timestamp == nil || IsReadOnly(req.Requests) {
+		return nil
+	}
+	v, ok, err := r.store.eng.GetRaw(dedupKey(r.rangeID, TSFromProto(req.Timestamp).WallTime, req.ProposalId))
+	if err != nil || !ok {
+		return nil
+	}
+	res := &rspb.RaftResult{}
+	if proto.Unmarshal(v, res) != nil {
+		return nil
+	}
+	return res
+}
+
+// serveRead serves read-only requests from local state under the lease,
+// without a Raft round trip: it waits for overlapping in-flight writes
+// (latches), records the read in the timestamp cache so no later write can
+// land at or below it, and reads a Pebble snapshot at the read timestamp.
+func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	now := r.store.cfg.Clock.Now()
+	readTS := TSFromProto(req.ReadTimestamp)
+	if readTS.IsEmpty() {
+		readTS = now
+	}
+	spans := requestSpans(req.Requests)
+	l, err := r.latches.acquire(ctx, spans, false)
+	if err != nil {
+		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
+	}
+	defer r.latches.release(l)
+	for i, req := range req.Requests {
+		r.tscache.add(spans[i], readTimestamp(req, readTS))
+	}
+	// The lease must still be valid now that we hold the latches.
+	if lease := r.lease(); lease.NodeId != r.store.NodeID() || r.store.leaseStatus(lease, r.store.cfg.Clock.Now()) != leases.Valid {
+		return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, lease.NodeId, "lease changed while reading")}
+	}
+	out, err := r.sm.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: r.store.cfg.Limits.responseBudget()})
+	if err != nil {
+		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
+	}
+	if r.store.cfg.Metrics != nil {
+		r.store.cfg.Metrics.leaseReads.Inc()
+	}
+	res := out.(*rspb.RaftResult)
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(readTS)}
+}
+
+// serveWrite evaluates a write at the leaseholder under write latches, at a
+// timestamp above every read of its spans (timestamp cache) and every
+// earlier write of the range, then proposes the resulting engine batch
+// under the current lease and waits until it has applied locally.
+func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.RangeRequest) *rspb.RangeResponse {
+	spans := requestSpans(req.Requests)
+	l, err := r.latches.acquire(ctx, spans, true)
+	if err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE,
+			fmt.Sprintf("r%d: gave up waiting on n%d for an earlier write to the same keys (%v); this write was not proposed", r.rangeID, r.store.NodeID(), err))}
+	}
+	settling := false
+	defer func() {
+		if !settling {
+			r.latches.release(l)
+		}
+	}()
+	if cur := r.lease(); cur.Sequence != lease.Sequence || r.store.leaseStatus(cur, r.store.cfg.Clock.Now()) != leases.Valid {
+		return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, cur.NodeId, "lease changed while waiting for latches")}
+	}
+	desc := r.desc()
+	if err := checkSpans(desc, req.Requests); err != nil {
+		re, _ := asRangeError(err)
+		r.store.addLocalDescriptors(re, req.Requests)
+		return &rspb.RangeResponse{Error: re}
+	}
+	ts := r.store.cfg.Clock.Now()
+	for _, sp := range spans {
+		if hi := r.tscache.max(sp); !hi.Less(ts) {
+			ts = hi.Next()
+		}
+	}
+	r.sm.mu.RLock()
+	if mw := r.sm.maxWriteTS; !mw.Less(ts) {
+		ts = mw.Next()
+	}
+	r.sm.mu.RUnlock()
+	if start := TSFromProto(lease.Start); ts.Less(start) {
+		ts = start
+	}
+	b := r.store.eng.NewBatch()
+	resps, err := evalWrite(b, req.Requests, ts, r.store.cfg.Limits.responseBudget())
+	if err != nil {
+		_ = b.Close()
+		if re, ok := asRangeError(err); ok {
+			return &rspb.RangeResponse{Error: re}
+		}
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
+	}
+	repr := b.Repr()
+	_ = b.Close()
+	reqTS := req.Timestamp
+	if reqTS == nil {
+		reqTS = TSToProto(ts)
+	}
+	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation, WriteBatch: repr,
+		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
+	}
+	res, rerr, inFlight := r.proposeData(ctx, data, isRetryable(cmd))
+	if rerr != nil {
+		if inFlight {
+			// The latches stay until the command's fate is known.
+			settling = true
+			r.settle(data, func() bool { return evaluatedUnderReplaced(r.sm, lease.Sequence, desc.Generation) },
+				func() { r.latches.release(l) })
+		}
+		return &rspb.RangeResponse{Error: rerr}
+	}
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+}
+
+// evaluatedUnderReplaced: the lease or descriptor a command was evaluated
+// under has been replaced on m, so no copy of it can apply any more.
+func evaluatedUnderReplaced(m *stateMachine, leaseSeq, generation uint64) bool {
+	return m.lease.Load().Sequence != leaseSeq || m.desc.Load().GetGeneration() != generation || m.closed.Load()
+}
