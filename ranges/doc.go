@@ -39,6 +39,9 @@
 //     Whether a committed command applies (dedup, frozen, lease, generation,
 //     expiry, lease-request preconditions) is the pure checkApply
 //     (applycheck.go), tested against testdata/apply_check.golden (-rewrite).
+//     The state machine as a whole (writes, leases, split, freeze, merge, GC,
+//     snapshots, restarts, duplicated entries) is driven by the scripts in
+//     testdata/apply/*.txt (TestApplyScript, apply_script_test.go; -rewrite).
 //     A write whose caller gave up while it was still in the Raft log keeps
 //     its latches until it applies or can no longer apply (settle).
 //   - Reads are served by the leaseholder from a Pebble snapshot under read

@@ -96,10 +96,17 @@ func smtNew(t *testing.T) *smtHarness {
 
 func smtOpen(t *testing.T, eng *kv.Engine, replicaID uint64) *smtHarness {
 	t.Helper()
+	return smtOpenRange(t, eng, smtRangeID, replicaID)
+}
+
+// smtOpenRange opens a state machine for replica replicaID of range
+// rangeID over eng.
+func smtOpenRange(t *testing.T, eng *kv.Engine, rangeID, replicaID uint64) *smtHarness {
+	t.Helper()
 	h := &smtHarness{t: t, eng: eng}
-	h.sm = newStateMachine(eng, smtRangeID, replicaID, func(rangeID uint64, l *rspb.Lease) {
-		if rangeID != smtRangeID {
-			t.Errorf("onLease for r%d", rangeID)
+	h.sm = newStateMachine(eng, rangeID, replicaID, func(id uint64, l *rspb.Lease) {
+		if id != rangeID {
+			t.Errorf("onLease for r%d on a replica of r%d", id, rangeID)
 		}
 		h.leaseMu.Lock()
 		h.leases = append(h.leases, l)
@@ -122,25 +129,36 @@ func smtMarshal(t *testing.T, cmd *rspb.RaftCommand) []byte {
 	return data
 }
 
-// applyAt applies one command at the given index and decodes its result.
-func (h *smtHarness) applyAt(index uint64, cmd *rspb.RaftCommand) *rspb.RaftResult {
+// update hands one command to Update at the given index and returns the
+// entry's result (Value 0: nothing was answered) or Update's error.
+func (h *smtHarness) update(index uint64, cmd *rspb.RaftCommand) (sm.Result, error) {
 	h.t.Helper()
 	out, err := h.sm.Update([]sm.Entry{{Index: index, Cmd: smtMarshal(h.t, cmd)}})
 	if err != nil {
-		h.t.Fatalf("Update(index %d): %v", index, err)
+		return sm.Result{}, err
 	}
 	if len(out) != 1 {
 		h.t.Fatalf("Update returned %d entries, want 1", len(out))
 	}
-	if out[0].Result.Value != resultOK {
-		h.t.Fatalf("entry %d: result value %d, want %d", index, out[0].Result.Value, resultOK)
-	}
-	res := &rspb.RaftResult{}
-	if err := proto.Unmarshal(out[0].Result.Data, res); err != nil {
-		h.t.Fatalf("entry %d: decode result: %v", index, err)
-	}
 	if index > h.index {
 		h.index = index
+	}
+	return out[0].Result, nil
+}
+
+// applyAt applies one command at the given index and decodes its result.
+func (h *smtHarness) applyAt(index uint64, cmd *rspb.RaftCommand) *rspb.RaftResult {
+	h.t.Helper()
+	r, err := h.update(index, cmd)
+	if err != nil {
+		h.t.Fatalf("Update(index %d): %v", index, err)
+	}
+	if r.Value != resultOK {
+		h.t.Fatalf("entry %d: result value %d, want %d", index, r.Value, resultOK)
+	}
+	res := &rspb.RaftResult{}
+	if err := proto.Unmarshal(r.Data, res); err != nil {
+		h.t.Fatalf("entry %d: decode result: %v", index, err)
 	}
 	return res
 }
@@ -230,7 +248,7 @@ func (h *smtHarness) write(ts kv.Timestamp, reqs ...*rspb.RequestUnion) *rspb.Ra
 // requestLease applies a RequestLease command.
 func (h *smtHarness) requestLease(next, prev *rspb.Lease) *rspb.RaftResult {
 	h.t.Helper()
-	return h.apply(&rspb.RaftCommand{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}})
+	return h.apply(leaseCommand(next, prev))
 }
 
 func (h *smtHarness) lookup(q *ReadQuery) *rspb.RaftResult {
