@@ -10,6 +10,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestRetriedWriteAnsweredAcrossMerge: a write that applied on a range is
@@ -48,7 +49,7 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 		t.Fatalf("freeze r%d: %v %v", right.RangeId, err, fr.GetError())
 	}
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on frozen r%d", n+1, right.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on frozen r%d", n+1, right.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, req)
 			if resp.Error != nil {
 				return fmt.Errorf("%v: %s", resp.Error.Code, resp.Error.Message)
@@ -68,14 +69,14 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	moved := retry(left.RangeId)
 	moved.ProposalId, moved.Timestamp = req.ProposalId, req.Timestamp
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d names r%d as the range that subsumed r%d", n+1, left.RangeId, right.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d names r%d as the range that subsumed r%d", n+1, left.RangeId, right.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, req)
 			if e := resp.Error; e == nil || e.Code != rspb.RangeError_RANGE_NOT_FOUND || e.RangeDescriptor.GetRangeId() != left.RangeId {
 				return fmt.Errorf("retry on r%d answered %v", right.RangeId, e)
 			}
 			return nil
 		})
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on r%d", n+1, left.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on r%d", n+1, left.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, moved)
 			if resp.Error != nil {
 				return fmt.Errorf("%v: %s", resp.Error.Code, resp.Error.Message)
@@ -113,7 +114,7 @@ func TestSplitWaitsForFrozenNeighbour(t *testing.T) {
 		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, left.RangeId, err, fr.GetError())
 	}
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
 			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}})
 			if resp.Error != nil {
 				return fmt.Errorf("%s", resp.Error.Message)

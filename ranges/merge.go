@@ -34,13 +34,18 @@ import (
 // leaseholder's node when the freeze is evaluated (checkMergeTarget); only
 // the range a freeze names can subsume R (its probes must find R frozen for
 // it). A frozen R is merged later if step 2 or 3 did not happen (the merge
-// queue finishes it: roll forward). Only if R stays frozen past
-// FreezeTimeout and L can no longer merge it — L has no replica on the node
-// of R's Raft leader and no meta record, so L was merged away or never
-// existed, and since merges need colocated replicas and a subsuming L
-// stops R's replica on every node where it applies, L never subsumed R —
-// is the freeze rolled back, by a replicated thaw (a FreezeCommand with
-// merge_into 0, which only the store proposes).
+// queue finishes it: roll forward). The freeze is rolled back, by a
+// replicated thaw (a FreezeCommand with merge_into 0, which only the store
+// proposes), only once L can no longer merge R:
+//   - at once, if a merge applied on the node of R's Raft leader subsumed L
+//     (mergedAwayHere: L applied its own freeze there first, so it either
+//     merged R there before, and R's replica there is marked merged, or
+//     never will);
+//   - otherwise (e.g. after a restart) once R stays frozen past
+//     FreezeTimeout and L has no replica on that node and no meta record:
+//     L was merged away or never existed, and since merges need colocated
+//     replicas and a subsuming L stops R's replica on every node where it
+//     applies, L never subsumed R.
 
 // mergeApplied is what a committed merge hands to the store.
 type mergeApplied struct {
@@ -180,6 +185,17 @@ func (s *Store) subsumedBy(rangeID uint64) *rspb.RangeDescriptor {
 		return m.desc.Load()
 	}
 	return nil
+}
+
+// mergedAwayHere reports whether a merge applied here (while this process
+// runs) subsumed rangeID. Such a range never merges anything again: every
+// replica of it applied its freeze before the merge was proposed, and a
+// frozen range applies no merge, so a merge of a right neighbour either
+// applied here before that freeze (and marked the neighbour's local replica
+// merged) or never will.
+func (s *Store) mergedAwayHere(rangeID uint64) bool {
+	_, ok := s.mergedInto.Load(rangeID)
+	return ok && !s.cfg.TestingForgetMerges
 }
 
 // removeSubsumed stops a local replica whose range was merged away (or
@@ -496,7 +512,8 @@ const DefaultFreezeTimeout = time.Minute
 // watchFrozen runs from the lease loop for every local replica: it tracks
 // how long the range has been frozen here, warns while it stays frozen past
 // FreezeTimeout, and then (at R's Raft leader, one check at a time) rolls
-// the freeze back if its merge can no longer happen (maybeThaw).
+// the freeze back if its merge can no longer happen (maybeThaw). It checks
+// at once when the merge target was merged away here.
 func (s *Store) watchFrozen(m *stateMachine) {
 	st := s.state(m.rangeID)
 	if st == nil || m.merged.Load() {
@@ -514,14 +531,21 @@ func (s *Store) watchFrozen(m *stateMachine) {
 		return
 	}
 	age := now.Sub(time.Unix(0, since))
-	if age < s.cfg.FreezeTimeout {
+	// A target merged away here can never merge m: no need to wait.
+	gone := s.mergedAwayHere(into)
+	if age < s.cfg.FreezeTimeout && !gone {
 		return
 	}
-	last := st.lastFrozenCheck.Load()
-	if now.UnixNano()-last < int64(s.cfg.FreezeTimeout/2) || !st.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
+	last, every := st.lastFrozenCheck.Load(), s.cfg.FreezeTimeout/2
+	if gone {
+		every = s.electionTimeout()
+	}
+	if now.UnixNano()-last < int64(every) || !st.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	s.log.Warn("range frozen for a merge that has not completed", "range", m.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	if !gone {
+		s.log.Warn("range frozen for a merge that has not completed", "range", m.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	}
 	if leader, ok := s.leaderOf(m.rangeID); !ok || leader != m.replicaID || s.stopping.Load() {
 		return
 	}
@@ -537,8 +561,9 @@ func (s *Store) watchFrozen(m *stateMachine) {
 }
 
 // maybeThaw rolls back m's freeze for a merge into `into` if that merge can
-// no longer happen: into has no replica here (a range that subsumes m must
-// have one on every node of m) and no meta record. Otherwise the merge may
+// no longer happen: into was merged away here, or it has no replica here (a
+// range that subsumes m must have one on every node of m) and no meta
+// record. Otherwise the merge may
 // still come, and the freeze stays (roll forward).
 func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -547,18 +572,22 @@ func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
 		lm := s.replica(into)
 		return lm != nil && !lm.merged.Load()
 	}
-	snd := s.getSender()
-	if targetLocal() || snd == nil {
-		return
-	}
-	recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
-	if err != nil {
-		s.log.Debug("frozen range: reading meta failed", "range", m.rangeID, "err", err)
-		return
-	}
-	for _, r := range recs {
-		if r.desc.RangeId == into {
-			return // it exists elsewhere: its merge may still come
+	why := "the range it was to merge into was merged away on this node"
+	if !s.mergedAwayHere(into) {
+		why = "the range it was to merge into no longer exists"
+		snd := s.getSender()
+		if targetLocal() || snd == nil {
+			return
+		}
+		recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+		if err != nil {
+			s.log.Debug("frozen range: reading meta failed", "range", m.rangeID, "err", err)
+			return
+		}
+		for _, r := range recs {
+			if r.desc.RangeId == into {
+				return // it exists elsewhere: its merge may still come
+			}
 		}
 	}
 	if targetLocal() || m.frozen.Load() != into || m.merged.Load() || s.stopping.Load() {
@@ -578,5 +607,5 @@ func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
 		s.log.Warn("rolling back a freeze failed; will retry", "range", m.rangeID, "into", into, "err", rerr.Message)
 		return
 	}
-	s.log.Warn("freeze rolled back: the range it was to merge into no longer exists", "range", m.rangeID, "into", into)
+	s.log.Warn("freeze rolled back: "+why, "range", m.rangeID, "into", into)
 }

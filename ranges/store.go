@@ -82,6 +82,11 @@ type StoreConfig struct {
 	// the reply is lost (UNAVAILABLE). A fault test uses it to make the
 	// caller retry a write that did apply (exactly-once across merges).
 	TestingAckDelay time.Duration
+	// TestingForgetMerges makes the store ignore what it knows in memory
+	// about merges applied here when deciding to roll back a freeze (as a
+	// store that restarted since would): a freeze whose target was merged
+	// away is then rolled back only by the FreezeTimeout check.
+	TestingForgetMerges bool
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
 	RangeMaxBytes int64
