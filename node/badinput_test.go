@@ -660,7 +660,7 @@ func testFreezeRolledBack(t *testing.T, freezeTimeout time.Duration, forget bool
 	}
 	r3, r4, r5 := rangeAt(""), rangeAt("C"), rangeAt("O")
 	freeze := func(into uint64) *rspb.RangeResponse {
-		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}})
+		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,7 +44,7 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	// Freeze the right range for a merge into the left one; every replica
 	// answers the retry from its record.
 	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}}})
 	if err != nil || fr.Error != nil {
 		t.Fatalf("freeze r%d: %v %v", right.RangeId, err, fr.GetError())
 	}
@@ -109,13 +109,13 @@ func TestSplitWaitsForFrozenNeighbour(t *testing.T) {
 	}
 	left, right := sp.Left, sp.Right
 	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}}})
 	if err != nil || fr.Error != nil {
 		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, left.RangeId, err, fr.GetError())
 	}
 	for n := 0; n < 3; n++ {
 		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
-			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}})
+			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}}})
 			if resp.Error != nil {
 				return fmt.Errorf("%s", resp.Error.Message)
 			}

@@ -238,7 +238,7 @@ func TestFrozenRangeIsMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := tc.Node(1).router.SendToRange(ctx, sp.Right, &rspb.RangeRequest{RangeId: sp.Right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: sp.Left.RangeId}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: sp.Left.RangeId}}})
 	if err != nil || resp.Error != nil {
 		t.Fatalf("freeze: %v %v", resp, err)
 	}

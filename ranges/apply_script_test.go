@@ -248,11 +248,11 @@ func (h *applyHarness) evaluator(d *datadriven.TestData, g *applyGroup) *applyRe
 // smtHarness.evaluate, which evaluates it into a write batch).
 
 func leaseCommand(next, prev *rspb.Lease) *rspb.RaftCommand {
-	return &rspb.RaftCommand{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}
+	return &rspb.RaftCommand{Command: &rspb.RaftCommand_RequestLease{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}}
 }
 
 func gcCommand(threshold kv.Timestamp) *rspb.RaftCommand {
-	return &rspb.RaftCommand{Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}
+	return &rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}}
 }
 
 // splitCommand builds the split of ev's range at key as adminSplit does:
@@ -284,13 +284,13 @@ func splitCommand(ev *applyReplica, id, key []byte, rightID uint64) *rspb.RaftCo
 	}
 	return &rspb.RaftCommand{ProposalId: id, Timestamp: TSToProto(ev.maxWrite()),
 		LeaseSequence: ev.sm.lease.Load().Sequence, Generation: desc.Generation,
-		Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: members, LeftBytes: leftBytes, RightBytes: rightBytes}}
+		Command: &rspb.RaftCommand_Split{Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: members, LeftBytes: leftBytes, RightBytes: rightBytes}}}
 }
 
 // freezeCommand builds the freeze of ev's range for a merge into into.
 func freezeCommand(ev *applyReplica, id []byte, into uint64) *rspb.RaftCommand {
 	return &rspb.RaftCommand{ProposalId: id, Timestamp: TSToProto(ev.maxWrite()),
-		LeaseSequence: ev.sm.lease.Load().Sequence, Generation: ev.sm.desc.Load().Generation, Freeze: &rspb.FreezeCommand{MergeInto: into}}
+		LeaseSequence: ev.sm.lease.Load().Sequence, Generation: ev.sm.desc.Load().Generation, Command: &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{MergeInto: into}}}
 }
 
 // mergeCommand builds the merge of ev's range with its frozen right
@@ -303,7 +303,7 @@ func mergeCommand(ev *applyReplica, id []byte, right *rspb.RangeDescriptor, serv
 	merged.NextReplicaId = max(NextReplicaID(desc), NextReplicaID(right))
 	return &rspb.RaftCommand{ProposalId: id, Timestamp: TSToProto(ev.maxWrite()),
 		LeaseSequence: ev.sm.lease.Load().Sequence, Generation: desc.Generation,
-		Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: TSToProto(servedBelow), RightBytes: rightBytes}}
+		Command: &rspb.RaftCommand_Merge{Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: TSToProto(servedBelow), RightBytes: rightBytes}}}
 }
 
 func (r *applyReplica) maxWrite() kv.Timestamp {

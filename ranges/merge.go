@@ -251,7 +251,7 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: syncing before the merge: %v", m.rangeID, err))}
 			}
 		}
-		return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminFreeze{AdminFreeze: s.freezeInfo(m, st)}}
 	}
 	if req.Probe {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", m.rangeID, s.NodeID()))}
@@ -276,7 +276,7 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 		return &rspb.RangeResponse{Error: rerr}
 	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -285,7 +285,7 @@ func (s *Store) adminFreeze(ctx context.Context, m *stateMachine, st *replicaSta
 		return &rspb.RangeResponse{Error: res.Error}
 	}
 	s.crashPoint("merge-frozen")
-	return &rspb.RangeResponse{AdminFreeze: s.freezeInfo(m, st)}
+	return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminFreeze{AdminFreeze: s.freezeInfo(m, st)}}
 }
 
 // checkMergeTarget refuses a freeze unless into is the range's left
@@ -353,14 +353,14 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	}
 	// 1. Freeze the right side (through its leaseholder).
 	fr, err := snd.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, ExpectedGeneration: right.Generation}}})
 	if err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "freezing r%d: %v", right.RangeId, err)
 	}
 	if fr.Error != nil {
 		return &rspb.RangeResponse{Error: fr.Error}
 	}
-	frozen := fr.AdminFreeze
+	frozen := fr.GetAdminFreeze()
 	right = frozen.RangeDescriptor
 	if !bytes.Equal(right.StartKey, desc.EndKey) || !sameNodes(desc, right) {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed before it froze", right.RangeId)
@@ -369,7 +369,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	for _, rep := range right.Replicas {
 		for {
 			pr, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: right.RangeId,
-				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, Probe: true}})
+				Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: m.rangeID, Probe: true}}})
 			if err == nil && pr.Error == nil {
 				break
 			}
@@ -393,7 +393,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	// The left side's replicas stay; no ID either side used is handed out again.
 	merged.NextReplicaId = max(NextReplicaID(desc), NextReplicaID(right))
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Merge{Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -413,7 +413,7 @@ func (s *Store) adminMerge(ctx context.Context, m *stateMachine, st *replicaStat
 	} else if err := s.cleanMeta(ctx, snd, merged); err != nil {
 		s.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", m.rangeID, "err", err)
 	}
-	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}
+	return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminMerge{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}}
 }
 
 // cleanMeta deletes meta records strictly inside d's span (ending before
@@ -598,7 +598,7 @@ func (s *Store) maybeThaw(ctx context.Context, m *stateMachine, into uint64) {
 		return
 	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(s.cfg.Clock.Now()), LeaseSequence: m.lease.Load().Sequence,
-		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{}}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr == nil && res.Error != nil {
 		rerr = res.Error

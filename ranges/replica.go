@@ -244,7 +244,7 @@ func (s *Store) acquireLease(ctx context.Context, m *stateMachine, st *replicaSt
 }
 
 func (s *Store) proposeLease(ctx context.Context, m *stateMachine, next, prev *rspb.Lease) *rspb.RangeError {
-	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, Command: &rspb.RaftCommand_RequestLease{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}}
 	res, rerr := s.propose(ctx, m.rangeID, cmd)
 	if rerr != nil {
 		return rerr
@@ -278,7 +278,7 @@ func (s *Store) propose(ctx context.Context, rangeID uint64, cmd *rspb.RaftComma
 
 // isRetryable: a command that may be proposed again as the same bytes.
 func isRetryable(cmd *rspb.RaftCommand) bool {
-	return len(cmd.ProposalId) > 0 || cmd.RequestLease != nil || cmd.Gc != nil
+	return len(cmd.ProposalId) > 0 || cmd.GetRequestLease() != nil || cmd.GetGc() != nil
 }
 
 // proposeData proposes data (re-proposing a retryable command every
@@ -584,8 +584,8 @@ func (s *Store) serveWrite(ctx context.Context, m *stateMachine, st *replicaStat
 	if reqTS == nil {
 		reqTS = TSToProto(ts)
 	}
-	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation, WriteBatch: repr,
-		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
+	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation,
+		Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: repr, Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}}}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
@@ -700,7 +700,7 @@ func (s *Store) transferLease(ctx context.Context, rangeID, target uint64, lead 
 		}
 		next.Epoch = rec.Epoch
 	}
-	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: lease}}
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, Command: &rspb.RaftCommand_RequestLease{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: lease}}}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return err

@@ -567,6 +567,14 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if s.stopping.Load() {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", nodeID))}
 	}
+	if req.Admin != nil && len(req.Requests) > 0 {
+		// The oneof admin holds one admin command; requests is repeated and
+		// cannot join it, so the exclusion is checked here.
+		pr := req.ProtoReflect()
+		admin := pr.WhichOneof(pr.Descriptor().Oneofs().ByName("admin")).Name()
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT,
+			fmt.Sprintf("r%d: a range request carries either requests or one admin command, not both (requests: %d, %s set)", req.RangeId, len(req.Requests), admin))}
+	}
 	m := s.replica(req.RangeId)
 	if m == nil || m.merged.Load() {
 		re := rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))
@@ -578,15 +586,15 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		re.RangeDescriptor = s.subsumedBy(req.RangeId)
 		return &rspb.RangeResponse{Error: re}
 	}
-	if req.AdminLogCompacted {
-		return &rspb.RangeResponse{LogCompacted: s.logCompacted(m)}
+	if req.GetAdminLogCompacted() {
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: s.logCompacted(m)}}
 	}
-	if req.AdminFreeze != nil {
+	if req.GetAdminFreeze() != nil {
 		st := s.state(req.RangeId)
 		if st == nil {
 			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d is starting", req.RangeId, nodeID))}
 		}
-		return s.adminFreeze(ctx, m, st, req.AdminFreeze)
+		return s.adminFreeze(ctx, m, st, req.GetAdminFreeze())
 	}
 	// A retried write that already applied answers from its dedup record,
 	// even if the range has split or frozen for a merge since (the keys are
@@ -597,7 +605,7 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if f := m.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
 	}
-	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
+	if len(req.Requests) == 0 && req.GetAdminSplit() == nil && req.GetAdminMerge() == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
 	}
 	reqTS, rerr := s.checkTimestamps(req)
@@ -620,19 +628,19 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	if m.desc.Load() == nil || st == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
-	if req.AdminSplit != nil || req.AdminMerge != nil {
+	if req.GetAdminSplit() != nil || req.GetAdminMerge() != nil {
 		lease, rerr := s.ensureLease(ctx, m, st)
 		if rerr != nil {
 			return &rspb.RangeResponse{Error: rerr}
 		}
-		if req.AdminSplit != nil {
-			resp := s.adminSplit(ctx, m, st, lease, req.AdminSplit)
+		if req.GetAdminSplit() != nil {
+			resp := s.adminSplit(ctx, m, st, lease, req.GetAdminSplit())
 			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
-				s.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
+				s.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.GetAdminSplit().SplitKey), "code", e.Code.String(), "reason", e.Message)
 			}
 			return resp
 		}
-		return s.adminMerge(ctx, m, st, lease, req.AdminMerge)
+		return s.adminMerge(ctx, m, st, lease, req.GetAdminMerge())
 	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
