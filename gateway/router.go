@@ -408,17 +408,17 @@ func (r *Router) waitRetry(ctx context.Context, depth int) error {
 // following the range's lease and any concurrent change of the range.
 func (r *Router) AdminSplit(ctx context.Context, key []byte, sticky bool) (*rspb.AdminSplitResponse, error) {
 	resp, err := r.adminAt(ctx, key, func(rr *rspb.RangeRequest, _ *rspb.RangeDescriptor) (*rspb.RangeResponse, error) {
-		rr.AdminSplit = &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky}
+		rr.Admin = &rspb.RangeRequest_AdminSplit{AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, Sticky: sticky}}
 		return nil, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if resp.AdminSplit.GetLeft() != nil {
-		r.cache.insert(resp.AdminSplit.Left)
-		r.cache.insert(resp.AdminSplit.Right)
+	if resp.GetAdminSplit().GetLeft() != nil {
+		r.cache.insert(resp.GetAdminSplit().Left)
+		r.cache.insert(resp.GetAdminSplit().Right)
 	}
-	return resp.AdminSplit, nil
+	return resp.GetAdminSplit(), nil
 }
 
 // adminAt sends an admin request to the leaseholder of the range holding
@@ -819,18 +819,18 @@ func (r *Router) AdminMerge(ctx context.Context, key []byte) (*rspb.AdminMergeRe
 		} else if d.Generation != pin.Generation {
 			if d.RangeId == pin.RangeId && bytes.Equal(d.StartKey, pin.StartKey) && bytes.Compare(d.EndKey, pin.EndKey) > 0 {
 				r.log.Info("merge answered from the range's new extent (an earlier attempt's answer was lost)", "range", d.RangeId, "generation", d.Generation)
-				return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: d}}, nil
+				return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminMerge{AdminMerge: &rspb.AdminMergeResponse{Merged: d}}}, nil
 			}
 			return nil, &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_FAILED_PRECONDITION, RangeDescriptor: d,
 				Message: fmt.Sprintf("r%d changed while it was being merged (generation %d, now r%d at generation %d spanning [%s, %s)); check the ranges and retry",
 					pin.RangeId, pin.Generation, d.RangeId, d.Generation, keys.Pretty(d.StartKey), keys.Pretty(d.EndKey))}}
 		}
-		rr.AdminMerge = &rspb.AdminMergeRequest{ExpectedGeneration: pin.Generation}
+		rr.Admin = &rspb.RangeRequest_AdminMerge{AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: pin.Generation}}
 		return nil, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	r.cache.insert(resp.AdminMerge.Merged)
-	return resp.AdminMerge, nil
+	r.cache.insert(resp.GetAdminMerge().Merged)
+	return resp.GetAdminMerge(), nil
 }

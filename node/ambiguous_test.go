@@ -12,6 +12,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestAmbiguousWriteKeepsLatches: a write whose caller gave up while its
@@ -70,7 +71,7 @@ func TestAmbiguousWriteKeepsLatches(t *testing.T) {
 
 	result := func(id string) int64 {
 		var v int64
-		waitFor(t, 20*time.Second, "retry of "+id, func() error {
+		timeutil.WaitFor(t, 20*time.Second, "retry of "+id, func() error {
 			r := inc(id, 2*time.Second)
 			if r.Error != nil {
 				return fmt.Errorf("%v", r.Error)
@@ -101,7 +102,7 @@ func TestAmbiguousWriteKeepsLatches(t *testing.T) {
 func waitLeaderIsHolder(t *testing.T, tc *TestCluster, rangeID uint64) int {
 	t.Helper()
 	var holder int
-	waitFor(t, 20*time.Second, "epoch lease and Raft leadership of the range on one node", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "epoch lease and Raft leadership of the range on one node", func() error {
 		l := leaseOf(tc, 0, rangeID)
 		if l.GetSequence() == 0 || l.GetEpoch() == 0 {
 			return fmt.Errorf("no epoch lease yet: %v", l)
@@ -137,10 +138,10 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 	// system range's lease here too, that read is local and works while
 	// the holder is cut off.
 	// (A transfer racing an extension or acquisition is refused: retried.)
-	waitFor(t, 15*time.Second, "system range lease to the holder", func() error {
+	timeutil.WaitFor(t, 15*time.Second, "system range lease to the holder", func() error {
 		return lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID())
 	})
-	waitFor(t, 10*time.Second, "system range lease on the holder", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "system range lease on the holder", func() error {
 		if l := leaseOf(tc, holder, ranges.SystemRangeID); l.GetNodeId() != lh.NodeID() {
 			return fmt.Errorf("system range lease on n%d", l.GetNodeId())
 		}
@@ -148,7 +149,7 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 	})
 	// The holder's router must know it: a liveness read it sends first to
 	// the system range's previous holder would be cut off below.
-	waitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
 		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
 		_, err := lh.liveness.Get(c, target, true)
@@ -181,7 +182,7 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 	if r.Error == nil {
 		t.Fatalf("the old holder served a read while its transfer to n%d could still apply: %v", target, r.Responses)
 	}
-	waitFor(t, 20*time.Second, "the transfer applies after the heal", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "the transfer applies after the heal", func() error {
 		if l := leaseOf(tc, holder, d.RangeId); l.GetNodeId() != target {
 			return fmt.Errorf("lease on n%d, want n%d", l.GetNodeId(), target)
 		}

@@ -627,14 +627,26 @@ func TestBootstrapValidated(t *testing.T) {
 	}
 }
 
-// TestFreezeValidatedAndRolledBack: a freeze must name the adjacent left
-// neighbour (admin_freeze{merge_into: 999} is refused and changes
-// nothing), and a freeze whose merge can no longer happen (its target was
-// merged away meanwhile) is rolled back after the freeze timeout, so the
-// range serves again.
+// TestFreezeValidatedAndRolledBack: a freeze must name the range's left
+// neighbour; a freeze whose target is merged away first is rolled back, so
+// the range serves again and merges with its new neighbour. Where the
+// target's merge applied on the node of the frozen range's leader, the
+// rollback comes at once (FreezeTimeout is an hour); after every node
+// restarted, the merge is no longer known in memory (TestingForgetMerges
+// stands for that), and it comes once the range stayed frozen past
+// FreezeTimeout and the target has no meta record.
 func TestFreezeValidatedAndRolledBack(t *testing.T) {
+	t.Run("merged-away-here", func(t *testing.T) {
+		testFreezeRolledBack(t, time.Hour, false, "the range it was to merge into was merged away on this node")
+	})
+	t.Run("merge-forgotten", func(t *testing.T) {
+		testFreezeRolledBack(t, 2*time.Second, true, "the range it was to merge into no longer exists")
+	})
+}
+
+func testFreezeRolledBack(t *testing.T, freezeTimeout time.Duration, forget bool, why string) {
 	logs := &logBuffer{}
-	tc := startCluster(t, TestClusterOptions{SplitCheckInterval: time.Hour, FreezeTimeout: 2 * time.Second,
+	tc := startCluster(t, TestClusterOptions{SplitCheckInterval: time.Hour, FreezeTimeout: freezeTimeout, TestingForgetMerges: forget,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	ctx := ctxT(t)
 	rangeAt := func(k string) *rspb.RangeDescriptor {
@@ -648,7 +660,7 @@ func TestFreezeValidatedAndRolledBack(t *testing.T) {
 	}
 	r3, r4, r5 := rangeAt(""), rangeAt("C"), rangeAt("O")
 	freeze := func(into uint64) *rspb.RangeResponse {
-		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}})
+		resp, err := leaseholderCall(ctx, t, tc, &rspb.RangeRequest{RangeId: r5.RangeId, Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: into}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -693,8 +705,8 @@ func TestFreezeValidatedAndRolledBack(t *testing.T) {
 			t.Fatalf("r%d, frozen for a merge into r%d which was merged away, still refuses writes: %v", r5.RangeId, r4.RangeId, err)
 		}
 	}
-	if !strings.Contains(logs.String(), "freeze rolled back") {
-		t.Fatalf("the rollback was not logged")
+	if !strings.Contains(logs.String(), "freeze rolled back: "+why) {
+		t.Fatalf("the rollback was not logged with %q", why)
 	}
 	// The thawed range merges normally with its new left neighbour.
 	if _, err := rspb.NewAdminClient(tc.Conn(0)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("A")}); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestAdminKeepsRangeErrorCodes: an Admin call that fails on a replica's
@@ -31,7 +32,7 @@ func TestAdminKeepsRangeErrorCodes(t *testing.T) {
 	}
 	d := rangeOf(tc, k)
 	var holder int
-	waitFor(t, 10*time.Second, "epoch lease of the range", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "epoch lease of the range", func() error {
 		l := leaseOf(tc, 0, d.RangeId)
 		if l.GetSequence() == 0 || l.GetEpoch() == 0 {
 			return fmt.Errorf("no epoch lease yet: %v", l)
@@ -46,7 +47,7 @@ func TestAdminKeepsRangeErrorCodes(t *testing.T) {
 	// Not before: a transfer started while the holder still served may
 	// leave its proposal in the holder's log, and the holder then refuses
 	// to serve until that proposal's fate is known.
-	waitFor(t, 30*time.Second, "the holder's own view of its lease: expired", func() error {
+	timeutil.WaitFor(t, 30*time.Second, "the holder's own view of its lease: expired", func() error {
 		for _, ri := range tc.Node(holder).Ranges() {
 			if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaseState != "expired" {
 				return fmt.Errorf("lease %v is %s", ri.Lease, ri.LeaseState)

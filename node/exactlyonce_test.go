@@ -10,6 +10,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestRetriedWriteAnsweredAcrossMerge: a write that applied on a range is
@@ -43,12 +44,12 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	// Freeze the right range for a merge into the left one; every replica
 	// answers the retry from its record.
 	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}}})
 	if err != nil || fr.Error != nil {
 		t.Fatalf("freeze r%d: %v %v", right.RangeId, err, fr.GetError())
 	}
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on frozen r%d", n+1, right.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on frozen r%d", n+1, right.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, req)
 			if resp.Error != nil {
 				return fmt.Errorf("%v: %s", resp.Error.Code, resp.Error.Message)
@@ -68,14 +69,14 @@ func TestRetriedWriteAnsweredAcrossMerge(t *testing.T) {
 	moved := retry(left.RangeId)
 	moved.ProposalId, moved.Timestamp = req.ProposalId, req.Timestamp
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d names r%d as the range that subsumed r%d", n+1, left.RangeId, right.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d names r%d as the range that subsumed r%d", n+1, left.RangeId, right.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, req)
 			if e := resp.Error; e == nil || e.Code != rspb.RangeError_RANGE_NOT_FOUND || e.RangeDescriptor.GetRangeId() != left.RangeId {
 				return fmt.Errorf("retry on r%d answered %v", right.RangeId, e)
 			}
 			return nil
 		})
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on r%d", n+1, left.RangeId), func() error {
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d answers the retry on r%d", n+1, left.RangeId), func() error {
 			resp := tc.Node(n).store.Send(ctx, moved)
 			if resp.Error != nil {
 				return fmt.Errorf("%v: %s", resp.Error.Code, resp.Error.Message)
@@ -108,13 +109,13 @@ func TestSplitWaitsForFrozenNeighbour(t *testing.T) {
 	}
 	left, right := sp.Left, sp.Right
 	fr, err := tc.Node(0).router.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, ExpectedGeneration: right.Generation}}})
 	if err != nil || fr.Error != nil {
 		t.Fatalf("freeze r%d into r%d: %v %v", right.RangeId, left.RangeId, err, fr.GetError())
 	}
 	for n := 0; n < 3; n++ {
-		waitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
-			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}})
+		timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("n%d applied the freeze", n+1), func() error {
+			resp := tc.Node(n).store.Send(ctx, &rspb.RangeRequest{RangeId: right.RangeId, Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: left.RangeId, Probe: true}}})
 			if resp.Error != nil {
 				return fmt.Errorf("%s", resp.Error.Message)
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // rangeOf returns the descriptor of the range holding client key k.
@@ -42,22 +43,6 @@ func indexOfNode(tc *TestCluster, nodeID uint64) int {
 	return -1
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func getReq(k string) *rspb.RangeRequest {
 	return &rspb.RangeRequest{Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte(k))}}}}}
 }
@@ -76,7 +61,7 @@ func TestStaleLeaseholderCannotServe(t *testing.T) {
 	}
 	d := rangeOf(tc, k)
 	var holder int
-	waitFor(t, 10*time.Second, "lease of the range", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "lease of the range", func() error {
 		l := leaseOf(tc, 0, d.RangeId)
 		if l.GetSequence() == 0 || l.GetEpoch() == 0 {
 			return fmt.Errorf("no epoch lease yet: %v", l)
@@ -91,7 +76,7 @@ func TestStaleLeaseholderCannotServe(t *testing.T) {
 
 	// The majority side takes over once the holder's liveness expires.
 	var p2 *rspb.PutResponse
-	waitFor(t, 20*time.Second, "write on the majority side", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "write on the majority side", func() error {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		var err error
@@ -126,7 +111,7 @@ func TestStaleLeaseholderCannotServe(t *testing.T) {
 	// Heal: the value is the majority's, everywhere.
 	net.Heal()
 	for i := 0; i < 3; i++ {
-		waitFor(t, 20*time.Second, fmt.Sprintf("read via n%d after heal", tc.Node(i).NodeID()), func() error {
+		timeutil.WaitFor(t, 20*time.Second, fmt.Sprintf("read via n%d after heal", tc.Node(i).NodeID()), func() error {
 			c, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			g, err := tc.KV(i).Get(c, &rspb.GetRequest{Key: []byte(k)})
@@ -172,7 +157,7 @@ func TestLeaseTransfer(t *testing.T) {
 	admin := rspb.NewAdminClient(tc.Conn(0))
 	for round := 0; round < 3; round++ {
 		var target uint64
-		waitFor(t, 10*time.Second, "current lease", func() error {
+		timeutil.WaitFor(t, 10*time.Second, "current lease", func() error {
 			l := leaseOf(tc, 0, d.RangeId)
 			if l.GetSequence() == 0 {
 				return fmt.Errorf("no lease")
@@ -186,12 +171,12 @@ func TestLeaseTransfer(t *testing.T) {
 		})
 		// The target must be live; on a loaded machine a heartbeat can lag,
 		// so retry until the deadline.
-		waitFor(t, 15*time.Second, fmt.Sprintf("transfer to n%d", target), func() error {
+		timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("transfer to n%d", target), func() error {
 			_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: d.RangeId, TargetNodeId: target})
 			return err
 		})
 		ti := indexOfNode(tc, target)
-		waitFor(t, 10*time.Second, "leadership follows the lease", func() error {
+		timeutil.WaitFor(t, 10*time.Second, "leadership follows the lease", func() error {
 			for _, ri := range tc.Node(ti).Ranges() {
 				if ri.RangeDescriptor.GetRangeId() == d.RangeId {
 					if ri.Lease.GetNodeId() != target || ri.LeaderNodeId != target {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestMergeRightAfterSplit merges two ranges right after the split that
@@ -31,7 +32,7 @@ func TestMergeRightAfterSplit(t *testing.T) {
 	left := rangeOf(tc, "k000")
 	leaseholder := func() int {
 		var idx int
-		waitFor(t, 10*time.Second, "lease of the left range", func() error {
+		timeutil.WaitFor(t, 10*time.Second, "lease of the left range", func() error {
 			l := leaseOf(tc, 0, left.RangeId)
 			if l.GetNodeId() == 0 {
 				return fmt.Errorf("no lease")
@@ -69,7 +70,7 @@ func TestMergeRightAfterSplit(t *testing.T) {
 		slow.Store(int64(other) + 1)
 		splitMerge(t, "k020", func() {
 			admin := rspb.NewAdminClient(tc.Conn(0))
-			waitFor(t, 15*time.Second, fmt.Sprintf("transfer to n%d", target), func() error {
+			timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("transfer to n%d", target), func() error {
 				_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: left.RangeId, TargetNodeId: target})
 				return err
 			})

@@ -76,6 +76,8 @@ type Config struct {
 	// TestingAckDelay holds back the reply to an applied Increment (see
 	// ranges.StoreConfig.TestingAckDelay; fault tests only).
 	TestingAckDelay time.Duration
+	// TestingForgetMerges: see ranges.StoreConfig (fault tests only).
+	TestingForgetMerges bool
 	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
 	// DefaultDrainTimeout, negative = no handoff).
 	DrainTimeout time.Duration
@@ -147,7 +149,7 @@ func Start(cfg Config) (*Node, error) {
 		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger, TimeSource: cfg.TimeSource,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
-		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay,
+		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay, TestingForgetMerges: cfg.TestingForgetMerges,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,

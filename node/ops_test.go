@@ -16,6 +16,7 @@ import (
 
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestOps checks health, reflection and the Prometheus series a node serves.
@@ -31,7 +32,7 @@ func TestOps(t *testing.T) {
 
 	// Readiness follows liveness and Raft leadership, which may lag the
 	// first writes on a loaded machine: wait for it, naming what fails.
-	waitFor(t, 15*time.Second, "gRPC health SERVING", func() error {
+	timeutil.WaitFor(t, 15*time.Second, "gRPC health SERVING", func() error {
 		h, err := healthpb.NewHealthClient(tc.Conn(0)).Check(ctx, &healthpb.HealthCheckRequest{Service: "rangestore.v1.KV"})
 		if err != nil {
 			return fmt.Errorf("health: %w (readiness: %q)", err, tc.Node(0).Readiness())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // replicaIDOn returns d's replica ID on node nodeID (0: none there).
@@ -90,7 +91,7 @@ func TestReplicaIDsDistinctFromNodeIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lease *rspb.Lease
-	waitFor(t, 15*time.Second, "lease and leader of r"+fmt.Sprint(d.RangeId), func() (err error) {
+	timeutil.WaitFor(t, 15*time.Second, "lease and leader of r"+fmt.Sprint(d.RangeId), func() (err error) {
 		lease, _, err = checkIDMapping(tc, d)
 		return err
 	})
@@ -102,11 +103,11 @@ func TestReplicaIDsDistinctFromNodeIDs(t *testing.T) {
 		if target == lease.NodeId {
 			continue
 		}
-		waitFor(t, 15*time.Second, fmt.Sprintf("transfer r%d to n%d", d.RangeId, target), func() error {
+		timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("transfer r%d to n%d", d.RangeId, target), func() error {
 			_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: d.RangeId, TargetNodeId: target})
 			return err
 		})
-		waitFor(t, 15*time.Second, fmt.Sprintf("r%d's lease and leadership on n%d", d.RangeId, target), func() error {
+		timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("r%d's lease and leadership on n%d", d.RangeId, target), func() error {
 			l, leader, err := checkIDMapping(tc, d)
 			switch {
 			case err != nil:
@@ -140,18 +141,18 @@ func TestReplicaIDsDistinctFromNodeIDs(t *testing.T) {
 		}
 	}
 	rightKey := append(append([]byte(nil), at...), "x"...)
-	waitFor(t, 15*time.Second, "write to the right side", func() error {
+	timeutil.WaitFor(t, 15*time.Second, "write to the right side", func() error {
 		_, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: rightKey, Value: []byte("r")})
 		return err
 	})
-	waitFor(t, 15*time.Second, fmt.Sprintf("lease and leader of r%d", sp.Right.RangeId), func() error {
+	timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("lease and leader of r%d", sp.Right.RangeId), func() error {
 		_, _, err := checkIDMapping(tc, sp.Right)
 		return err
 	})
 
 	// Merge back: the merged range is the left side, replica IDs and all.
 	var m *rspb.MergeRangeResponse
-	waitFor(t, 15*time.Second, "merge", func() (err error) {
+	timeutil.WaitFor(t, 15*time.Second, "merge", func() (err error) {
 		m, err = admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: user})
 		return err
 	})
@@ -192,7 +193,7 @@ func TestLegacyReplicaIDsLayout(t *testing.T) {
 	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, fmt.Sprintf("lease and leader of r%d", d.RangeId), func() error {
+	timeutil.WaitFor(t, 15*time.Second, fmt.Sprintf("lease and leader of r%d", d.RangeId), func() error {
 		_, _, err := checkIDMapping(tc, d)
 		return err
 	})
@@ -207,7 +208,7 @@ func TestLegacyReplicaIDsLayout(t *testing.T) {
 		}
 	}
 	var m *rspb.MergeRangeResponse
-	waitFor(t, 15*time.Second, "merge", func() (err error) {
+	timeutil.WaitFor(t, 15*time.Second, "merge", func() (err error) {
 		m, err = admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(k)})
 		return err
 	})
@@ -217,7 +218,7 @@ func TestLegacyReplicaIDsLayout(t *testing.T) {
 	if err := tc.RestartNode(1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "write and read through the restarted node", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "write and read through the restarted node", func() error {
 		if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte(k + "9"), Value: []byte("w")}); err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // metaRecords reads every meta record (descriptors keyed by end key) through
@@ -98,7 +99,7 @@ func TestManualSplit(t *testing.T) {
 		}
 	}
 	// The right side is a raft group of its own on all three nodes.
-	waitFor(t, 10*time.Second, "right-hand replicas", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "right-hand replicas", func() error {
 		for n := 0; n < 3; n++ {
 			d := tc.Node(n).store.Descriptor(res.Right.RangeId)
 			if d == nil {
@@ -156,7 +157,7 @@ func TestManualMerge(t *testing.T) {
 	if len(descs) != before-1 {
 		t.Fatalf("meta has %d ranges after the merge, want %d", len(descs), before-1)
 	}
-	waitFor(t, 10*time.Second, "right-hand replicas removed", func() error {
+	timeutil.WaitFor(t, 10*time.Second, "right-hand replicas removed", func() error {
 		for n := 0; n < 3; n++ {
 			if d := tc.Node(n).store.Descriptor(sp.Right.RangeId); d != nil {
 				return fmt.Errorf("n%d still has r%d", n+1, sp.Right.RangeId)
@@ -202,7 +203,7 @@ func TestMergeQueue(t *testing.T) {
 		}
 	}
 	written := 0
-	waitFor(t, 20*time.Second, "merge queue", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "merge queue", func() error {
 		k := fmt.Sprintf("m%d-%d", written%4, written)
 		if _, err := tc.KV(written%3).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("x")}); err != nil {
 			return err
@@ -237,11 +238,11 @@ func TestFrozenRangeIsMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := tc.Node(1).router.SendToRange(ctx, sp.Right, &rspb.RangeRequest{RangeId: sp.Right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: sp.Left.RangeId}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: sp.Left.RangeId}}})
 	if err != nil || resp.Error != nil {
 		t.Fatalf("freeze: %v %v", resp, err)
 	}
-	waitFor(t, 20*time.Second, "frozen range merged by the queue", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "frozen range merged by the queue", func() error {
 		descs := metaRecords(ctx, t, tc, 0)
 		if err := CheckMetaTiles(descs); err != nil {
 			return err
@@ -298,7 +299,7 @@ func TestSkippedSplitGetsSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := tc.Node(lagging).Store()
-	waitFor(t, 30*time.Second, "lagging node has both sides", func() error {
+	timeutil.WaitFor(t, 30*time.Second, "lagging node has both sides", func() error {
 		l := st.Descriptor(sp.Left.RangeId)
 		if l == nil || l.Generation < sp.Left.Generation {
 			return fmt.Errorf("parent replica still at %v", l)
@@ -311,7 +312,7 @@ func TestSkippedSplitGetsSnapshot(t *testing.T) {
 	})
 	// Serve the right side from the formerly lagging node: every key, old
 	// and new, must be there.
-	waitFor(t, 20*time.Second, "lease transfer to the lagging node", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "lease transfer to the lagging node", func() error {
 		_, err := rspb.NewAdminClient(tc.Conn(0)).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: sp.Right.RangeId, TargetNodeId: laggingID})
 		return err
 	})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestSplitCompactsRightLog: every replica of a split's right-hand side
@@ -39,7 +40,7 @@ func TestSplitCompactsRightLog(t *testing.T) {
 	if _, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k050")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the right side's replicas compact their initial log", func() error {
+	timeutil.WaitFor(t, 30*time.Second, "the right side's replicas compact their initial log", func() error {
 		if n := count() - before; n < float64(tc.NumNodes()) {
 			return fmt.Errorf("%v of %d replicas compacted", n, tc.NumNodes())
 		}

@@ -52,6 +52,8 @@ type TestClusterOptions struct {
 	DrainTimeout time.Duration
 	// FreezeTimeout: see ranges.StoreConfig (zero = default).
 	FreezeTimeout time.Duration
+	// TestingForgetMerges: see ranges.StoreConfig.
+	TestingForgetMerges bool
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
@@ -155,8 +157,9 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			LivenessTTL: opts.LivenessTTL, HeartbeatInterval: opts.HeartbeatInterval,
 			RangeMaxBytes: opts.RangeMaxBytes, RangeMinBytes: opts.RangeMinBytes, LoadSplitQPS: opts.LoadSplitQPS, LoadSplitDuration: opts.LoadSplitDuration,
 			SplitCheckInterval: opts.SplitCheckInterval, MetaCheckInterval: opts.MetaCheckInterval,
-			DrainTimeout:  opts.DrainTimeout,
-			FreezeTimeout: opts.FreezeTimeout,
+			DrainTimeout:        opts.DrainTimeout,
+			FreezeTimeout:       opts.FreezeTimeout,
+			TestingForgetMerges: opts.TestingForgetMerges,
 		}
 		if cp := opts.CrashPoint; cp != nil {
 			cfg.CrashPoint = func(name string) { cp(i, name) }

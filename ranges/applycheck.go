@@ -80,36 +80,50 @@ func checkApply(cmd *rspb.RaftCommand, f applyFacts) applyCheck {
 	if f.DedupHit {
 		return applyCheck{Verdict: applyAnswerDedup, Reason: "the proposal applied before: answer its recorded result"}
 	}
-	if f.FrozenInto != 0 && cmd.Freeze == nil {
+	if f.FrozenInto != 0 && cmd.GetFreeze() == nil {
 		// Frozen for a merge: nothing changes any more (not even the
 		// lease: the merge needs none here).
 		return refuse(rspb.RangeError_UNAVAILABLE, 0, nil, "r%d is being merged into r%d", f.RangeID, f.FrozenInto)
 	}
 	cur := f.Lease
-	switch {
-	case cmd.RequestLease != nil:
-		return checkLeaseRequest(f.RangeID, cur, cmd.RequestLease)
-	case cmd.Gc != nil:
+	switch c := cmd.Command.(type) {
+	case *rspb.RaftCommand_RequestLease:
+		return checkLeaseRequest(f.RangeID, cur, c.RequestLease)
+	case *rspb.RaftCommand_Gc:
 		return applyCheck{Verdict: applyProceed, Reason: "GC is idempotent and needs no lease"}
-	}
-	// Everything else was evaluated by a leaseholder under a lease and a
-	// descriptor generation: both must still be current.
-	if cmd.LeaseSequence != cur.Sequence {
-		return refuse(rspb.RangeError_NOT_LEASEHOLDER, cur.NodeId, nil,
-			"r%d: command proposed under lease %d, current lease is %d (n%d)", f.RangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId)
-	}
-	if cmd.Generation != f.Desc.Generation {
-		return refuse(rspb.RangeError_RANGE_KEY_MISMATCH, 0, f.Desc,
-			"r%d changed (generation %d, command evaluated at %d); retry", f.RangeID, f.Desc.Generation, cmd.Generation)
-	}
-	if cmd.Split != nil || cmd.Freeze != nil || cmd.Merge != nil {
+	case *rspb.RaftCommand_Split, *rspb.RaftCommand_Freeze, *rspb.RaftCommand_Merge:
+		if chk, ok := checkEvaluatedUnder(cmd, f); !ok {
+			return chk
+		}
 		return applyCheck{Verdict: applyProceed, Reason: "a range command under the current lease and generation (its own checks follow)"}
+	case *rspb.RaftCommand_Write:
+		if chk, ok := checkEvaluatedUnder(cmd, f); !ok {
+			return chk
+		}
+	default:
+		return refuse(rspb.RangeError_INVALID_ARGUMENT, 0, nil, "r%d: command has no body (%T)", f.RangeID, c)
 	}
 	if len(cmd.ProposalId) > 0 && TSFromProto(cmd.Timestamp).WallTime < f.MaxWrite.WallTime-int64(f.DedupWindow) {
 		msg := fmt.Sprintf("proposal expired: it is older than the %s retry window; it may or may not have applied earlier", f.DedupWindow)
 		return applyCheck{Verdict: applyRefuseRecorded, Reason: msg, Err: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS, Message: msg}}
 	}
 	return applyCheck{Verdict: applyProceed, Reason: "evaluated under the current lease and generation"}
+}
+
+// checkEvaluatedUnder: a write, split, freeze or merge was evaluated by a
+// leaseholder under a lease and a descriptor generation; both must still be
+// current. ok is false with the refusal otherwise.
+func checkEvaluatedUnder(cmd *rspb.RaftCommand, f applyFacts) (chk applyCheck, ok bool) {
+	cur := f.Lease
+	if cmd.LeaseSequence != cur.Sequence {
+		return refuse(rspb.RangeError_NOT_LEASEHOLDER, cur.NodeId, nil,
+			"r%d: command proposed under lease %d, current lease is %d (n%d)", f.RangeID, cmd.LeaseSequence, cur.Sequence, cur.NodeId), false
+	}
+	if cmd.Generation != f.Desc.Generation {
+		return refuse(rspb.RangeError_RANGE_KEY_MISMATCH, 0, f.Desc,
+			"r%d changed (generation %d, command evaluated at %d); retry", f.RangeID, f.Desc.Generation, cmd.Generation), false
+	}
+	return applyCheck{}, true
 }
 
 // checkLeaseRequest: a lease request applies only if the current lease is

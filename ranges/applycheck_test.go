@@ -77,20 +77,21 @@ func TestApplyCheck(t *testing.T) {
 		}
 		switch c.Cmd.Kind {
 		case "write":
-			cmd.WriteBatch = []byte{1}
+			cmd.Command = &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: []byte{1}}}
 		case "lease":
-			cmd.RequestLease = &rspb.RequestLeaseCommand{Lease: parseLease(t, c.Cmd.Next)}
+			rl := &rspb.RequestLeaseCommand{Lease: parseLease(t, c.Cmd.Next)}
 			if c.Cmd.Prev != "" {
-				cmd.RequestLease.Prev = parseLease(t, c.Cmd.Prev)
+				rl.Prev = parseLease(t, c.Cmd.Prev)
 			}
+			cmd.Command = &rspb.RaftCommand_RequestLease{RequestLease: rl}
 		case "gc":
-			cmd.Gc = &rspb.GCCommand{}
+			cmd.Command = &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{}}
 		case "split":
-			cmd.Split = &rspb.SplitCommand{}
+			cmd.Command = &rspb.RaftCommand_Split{Split: &rspb.SplitCommand{}}
 		case "freeze":
-			cmd.Freeze = &rspb.FreezeCommand{MergeInto: 6}
+			cmd.Command = &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{MergeInto: 6}}
 		case "merge":
-			cmd.Merge = &rspb.MergeCommand{}
+			cmd.Command = &rspb.RaftCommand_Merge{Merge: &rspb.MergeCommand{}}
 		default:
 			t.Fatalf("%s: unknown command kind %q", c.Name, c.Cmd.Kind)
 		}

@@ -54,6 +54,14 @@
 //     Whether a committed command applies (dedup, frozen, lease, generation,
 //     expiry, lease-request preconditions) is the pure checkApply
 //     (applycheck.go), tested against testdata/apply_check.golden (-rewrite).
+//     The state machine as a whole (writes, leases, split, freeze, merge, GC,
+//     snapshots, restarts, duplicated entries) is driven by the scripts in
+//     testdata/apply/*.txt (TestApplyScript, apply_script_test.go; -rewrite).
+//     A RaftCommand holds exactly one of write, request-lease, GC, split,
+//     freeze or merge (a oneof); decodeRaftCommand (raftcommand.go) is the
+//     apply path's one decoder and reads log entries written before the
+//     oneof (a write's body in top-level fields) as the same write
+//     (testdata/raft_command_52bb8a9.txt).
 //     A write whose caller gave up while it was still in the Raft log keeps
 //     its latches until it applies or can no longer apply (settle).
 //   - Reads are served by the leaseholder from a Pebble snapshot under read

@@ -31,7 +31,7 @@ func (s *Store) GC(ctx context.Context, rangeID uint64, threshold kv.Timestamp) 
 	if _, rerr := r.ensureLease(ctx); rerr != nil {
 		return wrapRangeError(rerr)
 	}
-	cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}
+	cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(threshold)}}}
 	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return wrapRangeError(rerr)

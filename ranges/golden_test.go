@@ -9,9 +9,15 @@ import (
 	"testing"
 )
 
-// rewrite regenerates the golden files under testdata/ instead of comparing
-// against them: go test ./ranges/ -run TestSplitDecision -rewrite
-var rewrite = flag.Bool("rewrite", false, "rewrite the golden files under testdata/ with the current output")
+// rewriting reports whether the golden files under testdata/ are to be
+// regenerated instead of compared against: go test ./ranges/ -run
+// TestSplitDecision -rewrite. The -rewrite flag is datadriven's (it
+// registers it, and the scripts of apply_script_test.go are rewritten by
+// it too).
+func rewriting() bool {
+	f := flag.Lookup("rewrite")
+	return f != nil && f.Value.String() == "true"
+}
 
 // loadCases reads the JSON test cases in testdata/name into cases.
 func loadCases(t *testing.T, name string, cases any) {
@@ -29,7 +35,7 @@ func loadCases(t *testing.T, name string, cases any) {
 func checkGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	path := filepath.Join("testdata", name)
-	if *rewrite {
+	if rewriting() {
 		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -282,8 +282,8 @@ func (s *Store) othersCompacted(ctx context.Context, snd Sender, d *rspb.RangeDe
 		if r.NodeId == me {
 			continue
 		}
-		resp, err := snd.SendToNode(ctx, r.NodeId, &rspb.RangeRequest{RangeId: d.RangeId, AdminLogCompacted: true})
-		if err != nil || resp.Error != nil || !resp.LogCompacted {
+		resp, err := snd.SendToNode(ctx, r.NodeId, &rspb.RangeRequest{RangeId: d.RangeId, Admin: &rspb.RangeRequest_AdminLogCompacted{AdminLogCompacted: true}})
+		if err != nil || resp.Error != nil || !resp.GetLogCompacted() {
 			return false
 		}
 	}

@@ -303,8 +303,8 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	if len(e.Cmd) == 0 {
 		return nil, nil, nil
 	}
-	cmd := &rspb.RaftCommand{}
-	if err := proto.Unmarshal(e.Cmd, cmd); err != nil {
+	cmd, err := decodeRaftCommand(e.Cmd)
+	if err != nil {
 		return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "malformed command: "+err.Error())}, nil, nil
 	}
 	desc := st.desc
@@ -340,42 +340,45 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 	case applyRefuseRecorded:
 		return &rspb.RaftResult{Error: chk.Err}, dk, nil
 	}
-	switch {
-	case cmd.RequestLease != nil:
-		res, err := s.applyRequestLease(b, st, cmd.RequestLease)
+	var w *rspb.WriteCommand
+	var res *rspb.RaftResult
+	switch c := cmd.Command.(type) {
+	case *rspb.RaftCommand_RequestLease:
+		res, err := s.applyRequestLease(b, st, c.RequestLease)
 		return res, nil, err
-	case cmd.Gc != nil:
-		res, err := s.applyGC(b, st, desc, TSFromProto(cmd.Gc.Threshold))
+	case *rspb.RaftCommand_Gc:
+		res, err := s.applyGC(b, st, desc, TSFromProto(c.Gc.Threshold))
 		return res, nil, err
+	case *rspb.RaftCommand_Split:
+		res, err = s.applySplit(b, st, c.Split)
+	case *rspb.RaftCommand_Freeze:
+		res, err = s.applyFreeze(b, st, c.Freeze)
+	case *rspb.RaftCommand_Merge:
+		res, err = s.applyMerge(b, st, c.Merge)
+	case *rspb.RaftCommand_Write:
+		w = c.Write
+	default:
+		// decodeRaftCommand makes every command without a case a write.
+		return nil, nil, fmt.Errorf("ranges: r%d replica %d entry %d: unknown command %T", s.rangeID, s.replicaID, e.Index, c)
 	}
-	if cmd.Split != nil || cmd.Freeze != nil || cmd.Merge != nil {
-		var res *rspb.RaftResult
-		var err error
-		switch {
-		case cmd.Split != nil:
-			res, err = s.applySplit(b, st, cmd.Split)
-		case cmd.Freeze != nil:
-			res, err = s.applyFreeze(b, st, cmd.Freeze)
-		default:
-			res, err = s.applyMerge(b, st, cmd.Merge)
-		}
+	if w == nil { // a split, freeze or merge
 		if err != nil || res.Error != nil {
 			return res, nil, err // refused: no dedup record
 		}
 		return res, dk, nil
 	}
 	maxWrite := st.maxWrite
-	res := cmd.Result
+	res = w.Result
 	if res == nil {
 		res = &rspb.RaftResult{}
 	}
 	if res.Error != nil {
 		return res, dk, nil
 	}
-	if err := b.ApplyRepr(cmd.WriteBatch); err != nil {
+	if err := b.ApplyRepr(w.WriteBatch); err != nil {
 		return nil, nil, err
 	}
-	st.size += int64(len(cmd.WriteBatch))
+	st.size += int64(len(w.WriteBatch))
 	if commitTS := TSFromProto(res.Timestamp); maxWrite.Less(commitTS) {
 		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixMaxWriteTS), encodeTS(commitTS)); err != nil {
 			return nil, nil, err

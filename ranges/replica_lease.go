@@ -193,7 +193,7 @@ func (r *Replica) acquireLease(ctx context.Context, prev *rspb.Lease) *rspb.Rang
 }
 
 func (r *Replica) proposeLease(ctx context.Context, next, prev *rspb.Lease) *rspb.RangeError {
-	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, Command: &rspb.RaftCommand_RequestLease{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}}}
 	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return rerr
@@ -298,7 +298,7 @@ func (r *Replica) transferLease(ctx context.Context, target uint64, lead bool) e
 		}
 		next.Epoch = rec.Epoch
 	}
-	cmd := &rspb.RaftCommand{Timestamp: next.Start, RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: lease}}
+	cmd := &rspb.RaftCommand{Timestamp: next.Start, Command: &rspb.RaftCommand_RequestLease{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: lease}}}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return err

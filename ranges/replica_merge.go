@@ -34,13 +34,18 @@ import (
 // leaseholder's node when the freeze is evaluated (checkMergeTarget); only
 // the range a freeze names can subsume R (its probes must find R frozen for
 // it). A frozen R is merged later if step 2 or 3 did not happen (the merge
-// queue finishes it: roll forward). Only if R stays frozen past
-// FreezeTimeout and L can no longer merge it — L has no replica on the node
-// of R's Raft leader and no meta record, so L was merged away or never
-// existed, and since merges need colocated replicas and a subsuming L
-// stops R's replica on every node where it applies, L never subsumed R —
-// is the freeze rolled back, by a replicated thaw (a FreezeCommand with
-// merge_into 0, which only the store proposes).
+// queue finishes it: roll forward). The freeze is rolled back, by a
+// replicated thaw (a FreezeCommand with merge_into 0, which only the store
+// proposes), only once L can no longer merge R:
+//   - at once, if a merge applied on the node of R's Raft leader subsumed L
+//     (mergedAwayHere: L applied its own freeze there first, so it either
+//     merged R there before, and R's replica there is marked merged, or
+//     never will);
+//   - otherwise (e.g. after a restart) once R stays frozen past
+//     FreezeTimeout and L has no replica on that node and no meta record:
+//     L was merged away or never existed, and since merges need colocated
+//     replicas and a subsuming L stops R's replica on every node where it
+//     applies, L never subsumed R.
 
 // mergeApplied is what a committed merge hands to the store.
 type mergeApplied struct {
@@ -183,6 +188,17 @@ func (s *Store) subsumedBy(rangeID uint64) *rspb.RangeDescriptor {
 	return nil
 }
 
+// mergedAwayHere reports whether a merge applied here (while this process
+// runs) subsumed rangeID. Such a range never merges anything again: every
+// replica of it applied its freeze before the merge was proposed, and a
+// frozen range applies no merge, so a merge of a right neighbour either
+// applied here before that freeze (and marked the neighbour's local replica
+// merged) or never will.
+func (s *Store) mergedAwayHere(rangeID uint64) bool {
+	_, ok := s.mergedInto.Load(rangeID)
+	return ok && !s.cfg.TestingForgetMerges
+}
+
 // freezeInfo answers a freeze request at a replica that has applied the
 // freeze: any replica, no lease needed.
 func (r *Replica) freezeInfo() *rspb.AdminFreezeResponse {
@@ -217,7 +233,7 @@ func (r *Replica) adminFreeze(ctx context.Context, req *rspb.AdminFreezeRequest)
 				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: syncing before the merge: %v", r.rangeID, err))}
 			}
 		}
-		return &rspb.RangeResponse{AdminFreeze: r.freezeInfo()}
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminFreeze{AdminFreeze: r.freezeInfo()}}
 	}
 	if req.Probe {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has not applied the freeze yet", r.rangeID, r.store.NodeID()))}
@@ -242,7 +258,7 @@ func (r *Replica) adminFreeze(ctx context.Context, req *rspb.AdminFreezeRequest)
 		return &rspb.RangeResponse{Error: rerr}
 	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{MergeInto: req.MergeInto}}}
 	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -251,7 +267,7 @@ func (r *Replica) adminFreeze(ctx context.Context, req *rspb.AdminFreezeRequest)
 		return &rspb.RangeResponse{Error: res.Error}
 	}
 	r.store.crashPoint("merge-frozen")
-	return &rspb.RangeResponse{AdminFreeze: r.freezeInfo()}
+	return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminFreeze{AdminFreeze: r.freezeInfo()}}
 }
 
 // checkMergeTarget refuses a freeze unless into is the range's left
@@ -319,14 +335,14 @@ func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	}
 	// 1. Freeze the right side (through its leaseholder).
 	fr, err := snd.SendToRange(ctx, right, &rspb.RangeRequest{RangeId: right.RangeId,
-		AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, ExpectedGeneration: right.Generation}})
+		Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, ExpectedGeneration: right.Generation}}})
 	if err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "freezing r%d: %v", right.RangeId, err)
 	}
 	if fr.Error != nil {
 		return &rspb.RangeResponse{Error: fr.Error}
 	}
-	frozen := fr.AdminFreeze
+	frozen := fr.GetAdminFreeze()
 	right = frozen.RangeDescriptor
 	if !bytes.Equal(right.StartKey, desc.EndKey) || !sameNodes(desc, right) {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d changed before it froze", right.RangeId)
@@ -335,7 +351,7 @@ func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	for _, rep := range right.Replicas {
 		for {
 			pr, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: right.RangeId,
-				AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, Probe: true}})
+				Admin: &rspb.RangeRequest_AdminFreeze{AdminFreeze: &rspb.AdminFreezeRequest{MergeInto: r.rangeID, Probe: true}}})
 			if err == nil && pr.Error == nil {
 				break
 			}
@@ -359,7 +375,7 @@ func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	// The left side's replicas stay; no ID either side used is handed out again.
 	merged.NextReplicaId = max(NextReplicaID(desc), NextReplicaID(right))
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Merge{Merge: &rspb.MergeCommand{Right: right, Merged: merged, RightServedBelow: frozen.ServedBelow, RightBytes: frozen.Bytes}}}
 	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -379,7 +395,7 @@ func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	} else if err := r.store.cleanMeta(ctx, snd, merged); err != nil {
 		r.store.log.Warn("meta cleanup after merge failed; the meta loop will repair it", "range", r.rangeID, "err", err)
 	}
-	return &rspb.RangeResponse{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}
+	return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminMerge{AdminMerge: &rspb.AdminMergeResponse{Merged: merged, Absorbed: right}}}
 }
 
 // rightNeighbour returns the local replica of the range starting at
@@ -517,7 +533,8 @@ const DefaultFreezeTimeout = time.Minute
 // watchFrozen runs from the lease loop for every local replica: it tracks
 // how long the range has been frozen here, warns while it stays frozen past
 // FreezeTimeout, and then (at R's Raft leader, one check at a time) rolls
-// the freeze back if its merge can no longer happen (maybeThaw).
+// the freeze back if its merge can no longer happen (maybeThaw). It checks
+// at once when the merge target was merged away here.
 func (r *Replica) watchFrozen() {
 	if r.sm.merged.Load() {
 		return
@@ -534,14 +551,21 @@ func (r *Replica) watchFrozen() {
 		return
 	}
 	age := now.Sub(time.Unix(0, since))
-	if age < r.store.cfg.FreezeTimeout {
+	// A target merged away here can never merge r: no need to wait.
+	gone := r.store.mergedAwayHere(into)
+	if age < r.store.cfg.FreezeTimeout && !gone {
 		return
 	}
-	last := r.lastFrozenCheck.Load()
-	if now.UnixNano()-last < int64(r.store.cfg.FreezeTimeout/2) || !r.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
+	last, every := r.lastFrozenCheck.Load(), r.store.cfg.FreezeTimeout/2
+	if gone {
+		every = r.store.electionTimeout()
+	}
+	if now.UnixNano()-last < int64(every) || !r.lastFrozenCheck.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	r.store.log.Warn("range frozen for a merge that has not completed", "range", r.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	if !gone {
+		r.store.log.Warn("range frozen for a merge that has not completed", "range", r.rangeID, "into", into, "frozen_for", age.Round(time.Second).String())
+	}
 	if leader, ok := r.store.leaderOf(r.rangeID); !ok || leader != r.replicaID || r.store.stopping.Load() {
 		return
 	}
@@ -557,8 +581,9 @@ func (r *Replica) watchFrozen() {
 }
 
 // maybeThaw rolls back m's freeze for a merge into `into` if that merge can
-// no longer happen: into has no replica here (a range that subsumes m must
-// have one on every node of m) and no meta record. Otherwise the merge may
+// no longer happen: into was merged away here, or it has no replica here (a
+// range that subsumes m must have one on every node of m) and no meta
+// record. Otherwise the merge may
 // still come, and the freeze stays (roll forward).
 func (r *Replica) maybeThaw(ctx context.Context, into uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -567,18 +592,22 @@ func (r *Replica) maybeThaw(ctx context.Context, into uint64) {
 		lm := r.store.replica(into)
 		return lm != nil && !lm.sm.merged.Load()
 	}
-	snd := r.store.getSender()
-	if targetLocal() || snd == nil {
-		return
-	}
-	recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
-	if err != nil {
-		r.store.log.Debug("frozen range: reading meta failed", "range", r.rangeID, "err", err)
-		return
-	}
-	for _, rec := range recs {
-		if rec.desc.RangeId == into {
-			return // it exists elsewhere: its merge may still come
+	why := "the range it was to merge into was merged away on this node"
+	if !r.store.mergedAwayHere(into) {
+		why = "the range it was to merge into no longer exists"
+		snd := r.store.getSender()
+		if targetLocal() || snd == nil {
+			return
+		}
+		recs, err := scanMeta(ctx, snd, keys.MetaPrefix, keys.MetaSpanEnd)
+		if err != nil {
+			r.store.log.Debug("frozen range: reading meta failed", "range", r.rangeID, "err", err)
+			return
+		}
+		for _, rec := range recs {
+			if rec.desc.RangeId == into {
+				return // it exists elsewhere: its merge may still come
+			}
 		}
 	}
 	if targetLocal() || r.sm.frozen.Load() != into || r.sm.merged.Load() || r.store.stopping.Load() {
@@ -589,7 +618,7 @@ func (r *Replica) maybeThaw(ctx context.Context, into uint64) {
 		return
 	}
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: r.lease().Sequence,
-		Generation: desc.Generation, Freeze: &rspb.FreezeCommand{}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{}}}
 	res, rerr := r.propose(ctx, cmd)
 	if rerr == nil && res.Error != nil {
 		rerr = res.Error
@@ -598,5 +627,5 @@ func (r *Replica) maybeThaw(ctx context.Context, into uint64) {
 		r.store.log.Warn("rolling back a freeze failed; will retry", "range", r.rangeID, "into", into, "err", rerr.Message)
 		return
 	}
-	r.store.log.Warn("freeze rolled back: the range it was to merge into no longer exists", "range", r.rangeID, "into", into)
+	r.store.log.Warn("freeze rolled back: "+why, "range", r.rangeID, "into", into)
 }

@@ -33,7 +33,7 @@ func (r *Replica) propose(ctx context.Context, cmd *rspb.RaftCommand) (*rspb.Raf
 
 // isRetryable: a command that may be proposed again as the same bytes.
 func isRetryable(cmd *rspb.RaftCommand) bool {
-	return len(cmd.ProposalId) > 0 || cmd.RequestLease != nil || cmd.Gc != nil
+	return len(cmd.ProposalId) > 0 || cmd.GetRequestLease() != nil || cmd.GetGc() != nil
 }
 
 // proposeData proposes data (re-proposing a retryable command every

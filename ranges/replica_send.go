@@ -18,18 +18,18 @@ import (
 // timestamps, limits, key span), the lease, and the read or write.
 func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	nodeID := r.store.NodeID()
-	if req.AdminLogCompacted {
-		return &rspb.RangeResponse{LogCompacted: r.logCompacted()}
+	if req.GetAdminLogCompacted() {
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.logCompacted()}}
 	}
-	if req.AdminFreeze != nil || req.AdminSplit != nil || req.AdminMerge != nil {
+	if req.GetAdminFreeze() != nil || req.GetAdminSplit() != nil || req.GetAdminMerge() != nil {
 		// Admin commands act on the replica's loaded state: they wait
 		// (within the caller's deadline) until Dragonboat has opened it.
 		if rerr := r.waitOpened(ctx); rerr != nil {
 			return &rspb.RangeResponse{Error: rerr}
 		}
 	}
-	if req.AdminFreeze != nil {
-		return r.adminFreeze(ctx, req.AdminFreeze)
+	if req.GetAdminFreeze() != nil {
+		return r.adminFreeze(ctx, req.GetAdminFreeze())
 	}
 	// A retried write that already applied answers from its dedup record,
 	// even if the range has split or frozen for a merge since (the keys are
@@ -40,7 +40,7 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if f := r.sm.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
 	}
-	if len(req.Requests) == 0 && req.AdminSplit == nil && req.AdminMerge == nil {
+	if len(req.Requests) == 0 && req.GetAdminSplit() == nil && req.GetAdminMerge() == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
 	}
 	reqTS, rerr := r.checkTimestamps(req)
@@ -62,19 +62,19 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if r.desc() == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
-	if req.AdminSplit != nil || req.AdminMerge != nil {
+	if req.GetAdminSplit() != nil || req.GetAdminMerge() != nil {
 		lease, rerr := r.ensureLease(ctx)
 		if rerr != nil {
 			return &rspb.RangeResponse{Error: rerr}
 		}
-		if req.AdminSplit != nil {
-			resp := r.adminSplit(ctx, lease, req.AdminSplit)
+		if req.GetAdminSplit() != nil {
+			resp := r.adminSplit(ctx, lease, req.GetAdminSplit())
 			if e := resp.Error; e != nil && e.Code != rspb.RangeError_NOT_LEASEHOLDER && e.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
-				r.store.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.AdminSplit.SplitKey), "code", e.Code.String(), "reason", e.Message)
+				r.store.log.Warn("split refused", "range", req.RangeId, "key", keys.Pretty(req.GetAdminSplit().SplitKey), "code", e.Code.String(), "reason", e.Message)
 			}
 			return resp
 		}
-		return r.adminMerge(ctx, lease, req.AdminMerge)
+		return r.adminMerge(ctx, lease, req.GetAdminMerge())
 	}
 	// Malformed requests and keys outside the range are refused wherever
 	// they arrive, before looking at the lease.
@@ -271,8 +271,8 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 	if reqTS == nil {
 		reqTS = TSToProto(ts)
 	}
-	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation, WriteBatch: repr,
-		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}
+	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation,
+		Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: repr, Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}}}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}

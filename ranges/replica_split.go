@@ -243,7 +243,7 @@ func (r *Replica) adminSplit(ctx context.Context, lease *rspb.Lease, req *rspb.A
 		// Already split there (e.g. a retry of a split that succeeded, whose
 		// first answer was lost to the router's per-attempt timeout): answer
 		// as the split did, with the left side when it is local.
-		return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: r.store.localEndingAt(key), Right: desc}}
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminSplit{AdminSplit: &rspb.AdminSplitResponse{Left: r.store.localEndingAt(key), Right: desc}}}
 	}
 	if !keys.InSpan(key, desc.StartKey, desc.EndKey) {
 		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
@@ -321,8 +321,8 @@ func (r *Replica) adminSplit(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	}
 	sort.Slice(right.Replicas, func(i, j int) bool { return right.Replicas[i].ReplicaId < right.Replicas[j].ReplicaId })
 	cmd := &rspb.RaftCommand{ProposalId: newID(), Timestamp: TSToProto(r.store.cfg.Clock.Now()), LeaseSequence: lease.Sequence,
-		Generation: desc.Generation, Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers,
-			LeftBytes: leftBytes, RightBytes: rightBytes}}
+		Generation: desc.Generation, Command: &rspb.RaftCommand_Split{Split: &rspb.SplitCommand{Left: left, Right: right, RightMembers: rightMembers,
+			LeftBytes: leftBytes, RightBytes: rightBytes}}}
 	r.store.crashPoint("split-before-propose")
 	res, rerr := r.propose(ctx, cmd)
 	if rerr != nil {
@@ -353,7 +353,7 @@ func (r *Replica) adminSplit(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	if err := r.store.waitReady(ctx, rhsID); err != nil {
 		r.store.log.Warn("split: the right-hand replica is not loaded yet", "range", rhsID, "err", err)
 	}
-	return &rspb.RangeResponse{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}
+	return &rspb.RangeResponse{Admin: &rspb.RangeResponse_AdminSplit{AdminSplit: &rspb.AdminSplitResponse{Left: left, Right: right}}}
 }
 
 // holdRange stops a range's traffic for an admin command (split, merge):

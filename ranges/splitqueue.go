@@ -149,7 +149,7 @@ func (r *Replica) maybeSplit(ctx context.Context, byStart map[string]*Replica) {
 // mergeRight asks this range (through the normal path) to merge its right
 // neighbour rd into it.
 func (s *Store) mergeRight(ctx context.Context, desc, rd *rspb.RangeDescriptor) bool {
-	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: desc.Generation}})
+	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, Admin: &rspb.RangeRequest_AdminMerge{AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: desc.Generation}}})
 	if resp.Error != nil {
 		s.log.Warn("merge attempt failed", "left", desc.RangeId, "right", rd.RangeId, "err", resp.Error.Message)
 		return false
@@ -163,7 +163,7 @@ func (s *Store) mergeRight(ctx context.Context, desc, rd *rspb.RangeDescriptor) 
 // splitAt splits the range at key through the normal path (lease, latches,
 // the generation the decision was made on).
 func (s *Store) splitAt(ctx context.Context, desc *rspb.RangeDescriptor, key []byte, reason string) bool {
-	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, ExpectedGeneration: desc.Generation}})
+	resp := s.Send(ctx, &rspb.RangeRequest{RangeId: desc.RangeId, Admin: &rspb.RangeRequest_AdminSplit{AdminSplit: &rspb.AdminSplitRequest{SplitKey: key, ExpectedGeneration: desc.Generation}}})
 	if resp.Error != nil {
 		s.log.Info("split attempt failed", "range", desc.RangeId, "reason", reason, "key", keys.Pretty(key), "err", resp.Error.Message)
 		return false
@@ -172,7 +172,7 @@ func (s *Store) splitAt(ctx context.Context, desc *rspb.RangeDescriptor, key []b
 		s.cfg.Metrics.splitsBy.WithLabelValues(reason).Inc()
 	}
 	s.log.Info("range split by the split queue", "range", desc.RangeId, "reason", reason, "key", keys.Pretty(key),
-		"right", resp.AdminSplit.GetRight().GetRangeId())
+		"right", resp.GetAdminSplit().GetRight().GetRangeId())
 	return true
 }
 

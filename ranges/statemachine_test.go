@@ -96,10 +96,17 @@ func smtNew(t *testing.T) *smtHarness {
 
 func smtOpen(t *testing.T, eng *kv.Engine, replicaID uint64) *smtHarness {
 	t.Helper()
+	return smtOpenRange(t, eng, smtRangeID, replicaID)
+}
+
+// smtOpenRange opens a state machine for replica replicaID of range
+// rangeID over eng.
+func smtOpenRange(t *testing.T, eng *kv.Engine, rangeID, replicaID uint64) *smtHarness {
+	t.Helper()
 	h := &smtHarness{t: t, eng: eng}
-	h.sm = newStateMachine(eng, smtRangeID, replicaID, func(rangeID uint64, l *rspb.Lease) {
-		if rangeID != smtRangeID {
-			t.Errorf("onLease for r%d", rangeID)
+	h.sm = newStateMachine(eng, rangeID, replicaID, func(id uint64, l *rspb.Lease) {
+		if id != rangeID {
+			t.Errorf("onLease for r%d on a replica of r%d", id, rangeID)
 		}
 		h.leaseMu.Lock()
 		h.leases = append(h.leases, l)
@@ -122,25 +129,36 @@ func smtMarshal(t *testing.T, cmd *rspb.RaftCommand) []byte {
 	return data
 }
 
-// applyAt applies one command at the given index and decodes its result.
-func (h *smtHarness) applyAt(index uint64, cmd *rspb.RaftCommand) *rspb.RaftResult {
+// update hands one command to Update at the given index and returns the
+// entry's result (Value 0: nothing was answered) or Update's error.
+func (h *smtHarness) update(index uint64, cmd *rspb.RaftCommand) (sm.Result, error) {
 	h.t.Helper()
 	out, err := h.sm.Update([]sm.Entry{{Index: index, Cmd: smtMarshal(h.t, cmd)}})
 	if err != nil {
-		h.t.Fatalf("Update(index %d): %v", index, err)
+		return sm.Result{}, err
 	}
 	if len(out) != 1 {
 		h.t.Fatalf("Update returned %d entries, want 1", len(out))
 	}
-	if out[0].Result.Value != resultOK {
-		h.t.Fatalf("entry %d: result value %d, want %d", index, out[0].Result.Value, resultOK)
-	}
-	res := &rspb.RaftResult{}
-	if err := proto.Unmarshal(out[0].Result.Data, res); err != nil {
-		h.t.Fatalf("entry %d: decode result: %v", index, err)
-	}
 	if index > h.index {
 		h.index = index
+	}
+	return out[0].Result, nil
+}
+
+// applyAt applies one command at the given index and decodes its result.
+func (h *smtHarness) applyAt(index uint64, cmd *rspb.RaftCommand) *rspb.RaftResult {
+	h.t.Helper()
+	r, err := h.update(index, cmd)
+	if err != nil {
+		h.t.Fatalf("Update(index %d): %v", index, err)
+	}
+	if r.Value != resultOK {
+		h.t.Fatalf("entry %d: result value %d, want %d", index, r.Value, resultOK)
+	}
+	res := &rspb.RaftResult{}
+	if err := proto.Unmarshal(r.Data, res); err != nil {
+		h.t.Fatalf("entry %d: decode result: %v", index, err)
 	}
 	return res
 }
@@ -198,8 +216,8 @@ func (h *smtHarness) evaluate(proposalID string, ts kv.Timestamp, reqs ...*rspb.
 	if proposalTS.IsEmpty() {
 		proposalTS = commitTS
 	}
-	cmd := &rspb.RaftCommand{Timestamp: TSToProto(proposalTS), LeaseSequence: h.sm.lease.Load().Sequence, Generation: h.sm.desc.Load().GetGeneration(), WriteBatch: b.Repr(),
-		Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(commitTS)}}
+	cmd := &rspb.RaftCommand{Timestamp: TSToProto(proposalTS), LeaseSequence: h.sm.lease.Load().Sequence, Generation: h.sm.desc.Load().GetGeneration(),
+		Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: b.Repr(), Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(commitTS)}}}}
 	if proposalID != "" {
 		cmd.ProposalId = []byte(proposalID)
 	}
@@ -230,7 +248,7 @@ func (h *smtHarness) write(ts kv.Timestamp, reqs ...*rspb.RequestUnion) *rspb.Ra
 // requestLease applies a RequestLease command.
 func (h *smtHarness) requestLease(next, prev *rspb.Lease) *rspb.RaftResult {
 	h.t.Helper()
-	return h.apply(&rspb.RaftCommand{RequestLease: &rspb.RequestLeaseCommand{Lease: next, Prev: prev}})
+	return h.apply(leaseCommand(next, prev))
 }
 
 func (h *smtHarness) lookup(q *ReadQuery) *rspb.RaftResult {
@@ -549,7 +567,7 @@ func TestStateMachineMaxWriteTimestamp(t *testing.T) {
 	// An applied result with an older timestamp (a write evaluated
 	// concurrently on another span) does not lower the max write timestamp.
 	older := h.mustEvaluate("", smtTS(0, 0), smtPut("ue", "old"))
-	older.Result.Timestamp = TSToProto(smtTS(15*time.Second, 0))
+	older.GetWrite().Result.Timestamp = TSToProto(smtTS(15*time.Second, 0))
 	if res := h.apply(older); res.Error != nil {
 		t.Fatal(res.Error)
 	}
@@ -562,10 +580,10 @@ func TestStateMachineMaxWriteTimestamp(t *testing.T) {
 
 	// Commands that write no data do not advance it: GC, lease, a result
 	// carrying an error, a command under a stale lease, an expired proposal.
-	h.apply(&rspb.RaftCommand{Timestamp: TSToProto(smtTS(time.Hour, 0)), Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(time.Second, 0))}})
+	h.apply(&rspb.RaftCommand{Timestamp: TSToProto(smtTS(time.Hour, 0)), Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(time.Second, 0))}}})
 	h.requestLease(&rspb.Lease{ReplicaId: 1, NodeId: 1, Sequence: 1, Epoch: 1, Start: TSToProto(smtTS(time.Hour, 0))}, nil)
 	failed := h.mustEvaluate("", smtTS(time.Hour, 0), smtPut("uf", "x"))
-	failed.Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "x"), Timestamp: TSToProto(smtTS(time.Hour, 0))}
+	failed.GetWrite().Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "x"), Timestamp: TSToProto(smtTS(time.Hour, 0))}
 	h.apply(failed)
 	stale := h.mustEvaluate("", smtTS(time.Hour, 0), smtPut("uf", "x"))
 	stale.LeaseSequence = 0
@@ -603,8 +621,8 @@ func TestStateMachineDedup(t *testing.T) {
 	// evaluates it again (now to 2). It applies once: the retry gets the
 	// original result.
 	retry := h.mustEvaluate("p-1", ts, smtInc("uk", 1))
-	if retry.Result.Responses[0].GetIncrement().NewValue != 2 {
-		t.Fatalf("re-evaluation: %v", retry.Result)
+	if retry.GetWrite().Result.Responses[0].GetIncrement().NewValue != 2 {
+		t.Fatalf("re-evaluation: %v", retry.GetWrite().Result)
 	}
 	r2 := h.applyAt(3, retry)
 	if !proto.Equal(r1, r2) {
@@ -639,7 +657,7 @@ func TestStateMachineDedup(t *testing.T) {
 
 	// A failed command's result is remembered too: its retry does not apply.
 	bad := h2.mustEvaluate("p-bad", smtTS(3*time.Second, 0), smtPut("ub", "y"))
-	bad.Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "failed at the leaseholder")}
+	bad.GetWrite().Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "failed at the leaseholder")}
 	e1 := h2.applyAt(7, bad)
 	smtWantCode(t, "failed command", e1, rspb.RangeError_FAILED_PRECONDITION)
 	e2 := h2.applyAt(8, h2.mustEvaluate("p-bad", smtTS(3*time.Second, 0), smtPut("ub", "y")))
@@ -816,7 +834,7 @@ func TestStateMachineRangeKeyMismatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd, re := h.evaluate(fmt.Sprint("m", i), smtTS(time.Duration(i+1)*time.Second, 0), tc.reqs...)
 			if re == nil {
-				t.Fatalf("evaluated to %v, want RANGE_KEY_MISMATCH", cmd.Result)
+				t.Fatalf("evaluated to %v, want RANGE_KEY_MISMATCH", cmd.GetWrite().GetResult())
 			}
 			if re.Code != rspb.RangeError_RANGE_KEY_MISMATCH {
 				t.Fatalf("error %v, want RANGE_KEY_MISMATCH", re)
@@ -840,7 +858,7 @@ func TestStateMachineFailedCommandAdvancesIndex(t *testing.T) {
 
 	// A command whose result carries an error: its batch is not applied.
 	failed := h.mustEvaluate("", smtTS(time.Second, 0), smtPut("uc", "written?"), smtDel("ub"))
-	failed.Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "evaluation failed")}
+	failed.GetWrite().Result = &rspb.RaftResult{Error: rangeErr(rspb.RangeError_FAILED_PRECONDITION, "evaluation failed")}
 	smtWantCode(t, "failed command", h.apply(failed), rspb.RangeError_FAILED_PRECONDITION)
 	// A command under a stale lease.
 	stale := h.mustEvaluate("", smtTS(2*time.Second, 0), smtPut("uc", "written?"))
@@ -880,7 +898,7 @@ func TestStateMachineCorruptWriteBatch(t *testing.T) {
 	h := smtNew(t)
 	h.write(smtTS(0, 0), smtPut("ub", "x"))
 	cmd := h.mustEvaluate("", smtTS(time.Second, 0), smtPut("uc", "y"))
-	cmd.WriteBatch = []byte{1, 2, 3}
+	cmd.GetWrite().WriteBatch = []byte{1, 2, 3}
 	if _, err := h.sm.Update([]sm.Entry{{Index: 2, Cmd: smtMarshal(t, cmd)}}); err == nil {
 		t.Fatal("Update with a corrupt write batch succeeded")
 	}
@@ -1029,7 +1047,7 @@ func TestStateMachineGC(t *testing.T) {
 
 	// GC at t3: ug@t1 is shadowed by ug@t2, uh's newest version <= t3 is a
 	// tombstone, ui@t1 is the newest visible version.
-	res := h.apply(&rspb.RaftCommand{Gc: &rspb.GCCommand{Threshold: TSToProto(t3)}})
+	res := h.apply(&rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(t3)}}})
 	if res.Error != nil {
 		t.Fatalf("gc: %v", res.Error)
 	}
@@ -1065,7 +1083,7 @@ func TestStateMachineGC(t *testing.T) {
 	}
 
 	// A lower threshold is a no-op: the threshold never goes back.
-	if res := h.apply(&rspb.RaftCommand{Gc: &rspb.GCCommand{Threshold: TSToProto(t1)}}); res.Error != nil {
+	if res := h.apply(&rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(t1)}}}); res.Error != nil {
 		t.Fatal(res.Error)
 	}
 	smtWantCode(t, "after lower GC", h.lookup(&ReadQuery{ReadTS: t2, Requests: []*rspb.RequestUnion{smtGet("ug")}}), rspb.RangeError_BELOW_GC_THRESHOLD)
@@ -1088,7 +1106,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	if r := src.requestLease(srcLease, nil); r.Error != nil {
 		t.Fatal(r.Error)
 	}
-	src.apply(&rspb.RaftCommand{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(1500*time.Millisecond, 0))}})
+	src.apply(&rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(1500*time.Millisecond, 0))}}})
 	src.write(smtTS(4*time.Second, 0), smtPut("ul", "l4"))
 	srcIndex := src.index
 
@@ -1104,7 +1122,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	smtWriteDesc(t, dstEng, prev)
 	dst := smtOpen(t, dstEng, 2)
 	dst.write(smtTS(time.Hour, 0), smtPut("ub", "stale"), smtPut("uk", "stale"), smtPut("ua", "stale"))
-	dst.apply(&rspb.RaftCommand{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(30*time.Minute, 0))}})
+	dst.apply(&rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(30*time.Minute, 0))}}})
 	dst.apply(dst.mustEvaluate("stale-p", smtTS(time.Hour+time.Second, 0), smtPut("uf", "f")))
 	dstLeaseA := &rspb.Lease{ReplicaId: 2, NodeId: 2, Epoch: 1, Sequence: 1}
 	dstLeaseB := &rspb.Lease{ReplicaId: 2, NodeId: 2, Epoch: 2, Sequence: 2}
@@ -1272,7 +1290,7 @@ func TestStateMachinePrepareSnapshotWithoutDescriptor(t *testing.T) {
 		t.Fatal("PrepareSnapshot without a descriptor succeeded")
 	}
 	// Applying a command without a descriptor is an invariant violation.
-	if _, err := s.Update([]sm.Entry{{Index: 1, Cmd: smtMarshal(t, &rspb.RaftCommand{Requests: []*rspb.RequestUnion{smtPut("ub", "x")}})}}); err == nil {
+	if _, err := s.Update([]sm.Entry{{Index: 1, Cmd: smtMarshal(t, &rspb.RaftCommand{Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{Requests: []*rspb.RequestUnion{smtPut("ub", "x")}}}})}}); err == nil {
 		t.Fatal("Update without a descriptor succeeded")
 	}
 }

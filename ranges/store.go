@@ -80,6 +80,11 @@ type StoreConfig struct {
 	// the reply is lost (UNAVAILABLE). A fault test uses it to make the
 	// caller retry a write that did apply (exactly-once across merges).
 	TestingAckDelay time.Duration
+	// TestingForgetMerges makes the store ignore what it knows in memory
+	// about merges applied here when deciding to roll back a freeze (as a
+	// store that restarted since would): a freeze whose target was merged
+	// away is then rolled back only by the FreezeTimeout check.
+	TestingForgetMerges bool
 	// RangeMaxBytes: a range whose data grows above this splits at its byte
 	// midpoint (0 = DefaultRangeMaxBytes, negative = never).
 	RangeMaxBytes int64
@@ -487,6 +492,14 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	nodeID := s.NodeID()
 	if s.stopping.Load() {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", nodeID))}
+	}
+	if req.Admin != nil && len(req.Requests) > 0 {
+		// The oneof admin holds one admin command; requests is repeated and
+		// cannot join it, so the exclusion is checked here.
+		pr := req.ProtoReflect()
+		admin := pr.WhichOneof(pr.Descriptor().Oneofs().ByName("admin")).Name()
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT,
+			fmt.Sprintf("r%d: a range request carries either requests or one admin command, not both (requests: %d, %s set)", req.RangeId, len(req.Requests), admin))}
 	}
 	r := s.replica(req.RangeId)
 	if r == nil || r.sm.merged.Load() {

@@ -16,6 +16,7 @@ import (
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // newTestStore opens a Store with a real NodeHost on loopback over an
@@ -205,7 +206,7 @@ func newSingleNodeStore(t *testing.T, lv LivenessSource) (*Store, *prometheus.Re
 	if err := s.Bootstrap(req, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitForT(t, 20*time.Second, "r3 loaded and leading", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "r3 loaded and leading", func() error {
 		r := s.replica(userRangeID)
 		if r == nil || r.desc() == nil {
 			return fmt.Errorf("not loaded")
@@ -216,21 +217,6 @@ func newSingleNodeStore(t *testing.T, lv LivenessSource) (*Store, *prometheus.Re
 		return nil
 	})
 	return s, reg
-}
-
-func waitForT(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // counterValue sums the series of counter name in reg whose labels include
@@ -268,7 +254,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[
 // failed attempt is counted (and logged), not dropped.
 func TestLeaseFailuresCounted(t *testing.T) {
 	s, reg := newSingleNodeStore(t, fakeLiveness{expired: true})
-	waitForT(t, 20*time.Second, "a failed background acquisition counted", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "a failed background acquisition counted", func() error {
 		if v := counterValue(t, reg, "rangestore_lease_failures_total", map[string]string{"op": "acquire"}); v == 0 {
 			return fmt.Errorf("rangestore_lease_failures_total{op=\"acquire\"} = 0 (lease %v)", s.replica(userRangeID).lease())
 		}
@@ -287,7 +273,7 @@ func TestReadIndexCounted(t *testing.T) {
 	const reads = 50
 	put := &rspb.RangeRequest{RangeId: userRangeID, ProposalId: []byte("read-index-put-1"), Timestamp: TSToProto(s.cfg.Clock.Now()),
 		Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: keys.UserKey([]byte("k")), Value: []byte("v")}}}}}
-	waitForT(t, 20*time.Second, "a write", func() error {
+	timeutil.WaitFor(t, 20*time.Second, "a write", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if resp := s.Send(ctx, put); resp.Error != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestProcessClockRatchetFailover (issue 9 item 2, acceptance): against
@@ -58,7 +59,7 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 		return worst, nil
 	}
 	var off0 time.Duration
-	pollUntil(t, 30*time.Second, "writes to every user range", func() (err error) { off0, err = offset(); return err })
+	timeutil.WaitFor(t, 30*time.Second, "writes to every user range", func() (err error) { off0, err = offset(); return err })
 
 	// Public API: 300 reads at the allowed edge, 30 attackers over 3 nodes.
 	const workers, perWorker = 30, 10
@@ -167,7 +168,7 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 		return -1, fmt.Errorf("no valid lease of %q's range", key)
 	}
 	var h int
-	pollUntil(t, 30*time.Second, "a valid lease", func() (err error) { h, err = holder(); return err })
+	timeutil.WaitFor(t, 30*time.Second, "a valid lease", func() (err error) { h, err = holder(); return err })
 	survivor := (h + 1) % 3
 	killed := time.Now()
 	pc.kill(h)
@@ -185,20 +186,4 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 	}
 	gap := time.Since(killed)
 	t.Logf("kill -9 of the leaseholder (process %d): writes resumed through process %d after %v", h, survivor, gap.Round(time.Millisecond))
-}
-
-// pollUntil polls cond until it returns nil or d passes.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -130,8 +130,10 @@ func TestIncrementExactlyOnceUnderMerges(t *testing.T) {
 		i := rng.Intn(n)
 		via := live(rng.Intn(3))
 		// No merge while another one is unfinished (its range frozen, the
-		// merge queue finishing it): merging its left side away would
-		// leave it frozen until the freeze timeout (a minute) rolls it back.
+		// merge queue finishing it): if its left side is merged away, the
+		// freeze is rolled back at once by a node that applied that merge,
+		// but one restarted by the kill -9 since may know nothing of it and
+		// wait for the freeze timeout (a minute).
 		octx, c := context.WithTimeout(ctx, 5*time.Second)
 		rs, err := admin(via).Ranges(octx, &rspb.RangesRequest{})
 		c()
