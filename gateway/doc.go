@@ -10,10 +10,10 @@
 //     from meta records (the meta range's descriptor comes from the node),
 //     sends one command per range (requests of one range are atomic
 //     together; span requests are clipped and their parts merged by their
-//     batcheval commands), tries replicas starting with the last one that served, and
-//     retries on NOT_LEASEHOLDER, unreachable nodes and stale descriptors
-//     (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and re-split) until the
-//     deadline. Writes carry a proposal ID and timestamp reused by retries,
+//     batcheval commands), tries replicas starting with the last one that
+//     served, and retries on NOT_LEASEHOLDER, unreachable nodes and stale
+//     descriptors (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and
+//     re-split) until the deadline. Writes carry a proposal ID and timestamp reused by retries,
 //     which replicas deduplicate; after a re-split the command keeps them
 //     while its requests still go to one range. A write that may have
 //     applied is only retried where its dedup record is (the range it was

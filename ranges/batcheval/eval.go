@@ -41,37 +41,29 @@ func (a *Args) readTS(asOf *rspb.Timestamp) kv.Timestamp {
 // response budget (a write batch is atomic and cannot be paged). On error
 // the caller discards b.
 func EvalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
-	a := &Args{Reader: b, Batch: b, Timestamp: ts, Budget: NewReadBudget(budget)}
-	out := make([]*rspb.ResponseUnion, 0, len(reqs))
-	for _, r := range reqs {
-		c, err := Lookup(r)
-		if err != nil {
-			return nil, err
-		}
-		res, err := c.Eval(a, r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, res)
-	}
-	return out, nil
+	return evalBatch(&Args{Reader: b, Batch: b, Timestamp: ts, Budget: NewReadBudget(budget)}, reqs)
 }
 
 // EvalRead serves read-only requests from r at readTS. The response stays
 // within budget bytes (0 = the default limits): scans stop early with a
 // resume key, point reads beyond it are an error.
 func EvalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
-	a := &Args{Reader: r, Timestamp: readTS, Budget: NewReadBudget(budget)}
+	return evalBatch(&Args{Reader: r, Timestamp: readTS, Budget: NewReadBudget(budget)}, reqs)
+}
+
+// evalBatch evaluates reqs in order against a; without a write batch,
+// only reads.
+func evalBatch(a *Args, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
 	out := make([]*rspb.ResponseUnion, 0, len(reqs))
-	for _, req := range reqs {
-		c, err := Lookup(req)
-		if err == nil && !c.ReadOnly() {
-			err = invalidf("request %T is not a read", req.Value)
+	for _, r := range reqs {
+		c, err := Lookup(r)
+		if err == nil && a.Batch == nil && !c.ReadOnly() {
+			err = invalidf("request %T is not a read", r.Value)
 		}
 		if err != nil {
 			return nil, err
 		}
-		res, err := c.Eval(a, req)
+		res, err := c.Eval(a, r)
 		if err != nil {
 			return nil, err
 		}
