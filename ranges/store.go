@@ -22,6 +22,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -718,11 +719,8 @@ func (s *Store) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.Ran
 	}
 	for i, r := range req.Requests {
 		var asOf *rspb.Timestamp
-		switch v := r.Value.(type) {
-		case *rspb.RequestUnion_Get:
-			asOf = v.Get.AsOf
-		case *rspb.RequestUnion_Scan:
-			asOf = v.Scan.AsOf
+		if c, err := batcheval.Lookup(r); err == nil {
+			asOf = c.AsOf(r)
 		}
 		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
 			return latest, re
