@@ -3,14 +3,17 @@
 //
 //   - KVServer: the public KV API. Handlers are thin: validate against Limits
 //     (InvalidArgument naming the limit), map client keys into the user span
-//     (so clients can never address the system span), route, map back.
+//     (so clients can never address the system span), route, map back. What
+//     each request type checks and how its keys map is its command in
+//     ranges/batcheval (no switch on request types here).
 //   - Router: finds the range of an internal key through a range cache filled
 //     from meta records (the meta range's descriptor comes from the node),
 //     sends one command per range (requests of one range are atomic
-//     together), tries replicas starting with the last one that served, and
-//     retries on NOT_LEASEHOLDER, unreachable nodes and stale descriptors
-//     (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and re-split) until the
-//     deadline. Writes carry a proposal ID and timestamp reused by retries,
+//     together; span requests are clipped and their parts merged by their
+//     batcheval commands), tries replicas starting with the last one that
+//     served, and retries on NOT_LEASEHOLDER, unreachable nodes and stale
+//     descriptors (RANGE_KEY_MISMATCH / RANGE_NOT_FOUND → refresh and
+//     re-split) until the deadline. Writes carry a proposal ID and timestamp reused by retries,
 //     which replicas deduplicate; after a re-split the command keeps them
 //     while its requests still go to one range. A write that may have
 //     applied is only retried where its dedup record is (the range it was

@@ -19,6 +19,7 @@ import (
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 )
 
 // Resolver tells the router about the cluster.
@@ -725,58 +726,36 @@ func (r *Router) splitByRange(ctx context.Context, p piece) ([]rangedPiece, erro
 }
 
 func clipSpan(q *rspb.RequestUnion, s, e []byte) *rspb.RequestUnion {
-	switch v := q.Value.(type) {
-	case *rspb.RequestUnion_Scan:
-		c := proto.Clone(v.Scan).(*rspb.ScanRequest)
-		c.StartKey, c.EndKey = s, e
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: c}}
-	case *rspb.RequestUnion_DeleteRange:
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_DeleteRange{DeleteRange: &rspb.DeleteRangeRequest{StartKey: s, EndKey: e}}}
+	c, err := batcheval.Lookup(q)
+	if err != nil {
+		return q
 	}
-	return q
+	return c.Clip(q, s, e)
 }
 
-// mergeResponses folds the per-range parts of one request into one response.
+// mergeResponses folds the per-range parts of one request into one
+// response (the request type's batcheval.Command.Merge).
 func mergeResponses(q *rspb.RequestUnion, parts []rangedResp) *rspb.ResponseUnion {
-	if len(parts) == 1 && q.GetScan() == nil {
-		return parts[0].resp
+	sortParts(parts)
+	resps := make([]*rspb.ResponseUnion, len(parts))
+	for i, p := range parts {
+		resps[i] = p.resp
 	}
-	switch v := q.Value.(type) {
-	case *rspb.RequestUnion_Scan:
-		// Order the parts by range start (reverse scans: descending).
-		sortParts(parts, v.Scan.Reverse)
-		out := &rspb.ScanResponse{}
-		for _, p := range parts {
-			out.Kvs = append(out.Kvs, p.resp.GetScan().GetKvs()...)
+	c, err := batcheval.Lookup(q)
+	if err != nil {
+		if len(resps) == 0 {
+			return nil
 		}
-		if v.Scan.Limit > 0 && int64(len(out.Kvs)) > v.Scan.Limit {
-			out.Kvs = out.Kvs[:v.Scan.Limit]
-		}
-		return &rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: out}}
-	case *rspb.RequestUnion_DeleteRange:
-		out := &rspb.DeleteRangeResponse{}
-		for _, p := range parts {
-			d := p.resp.GetDeleteRange()
-			out.Deleted += d.GetDeleted()
-			if ranges.TSFromProto(out.CommitTimestamp).Less(ranges.TSFromProto(d.GetCommitTimestamp())) {
-				out.CommitTimestamp = d.GetCommitTimestamp()
-			}
-		}
-		return &rspb.ResponseUnion{Value: &rspb.ResponseUnion_DeleteRange{DeleteRange: out}}
+		return resps[0]
 	}
-	if len(parts) == 0 {
-		return nil
-	}
-	return parts[0].resp
+	return c.Merge(q, resps)
 }
 
-func sortParts(parts []rangedResp, reverse bool) {
+// sortParts orders parts by the start key of the range that answered.
+func sortParts(parts []rangedResp) {
 	for i := 1; i < len(parts); i++ {
-		for j := i; j > 0; j-- {
-			c := bytes.Compare(parts[j-1].start, parts[j].start)
-			if (!reverse && c > 0) || (reverse && c < 0) {
-				parts[j-1], parts[j] = parts[j], parts[j-1]
-			}
+		for j := i; j > 0 && bytes.Compare(parts[j-1].start, parts[j].start) > 0; j-- {
+			parts[j-1], parts[j] = parts[j], parts[j-1]
 		}
 	}
 }

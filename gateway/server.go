@@ -11,10 +11,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/kv"
-	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 )
 
 // scanChunkKVs bounds the number of pairs in one streamed Scan message.
@@ -90,17 +90,14 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.
 	}
 	internal := make([]*rspb.RequestUnion, len(reqs))
 	for i, q := range reqs {
-		if g := q.GetGet(); g != nil {
-			if err := s.checkAsOf(ctx, "get", g.AsOf); err != nil {
-				return nil, err
-			}
+		c, err := batcheval.Lookup(q)
+		if err != nil { // (checkBatch refused these)
+			return nil, ToStatus(err)
 		}
-		if sc := q.GetScan(); sc != nil {
-			if err := s.checkAsOf(ctx, "scan", sc.AsOf); err != nil {
-				return nil, err
-			}
+		if err := s.checkAsOf(ctx, c.Name(), c.AsOf(q)); err != nil {
+			return nil, err
 		}
-		internal[i] = toInternal(q)
+		internal[i] = c.ToInternal(q)
 	}
 	resps, err := s.router.Send(ctx, internal)
 	if err != nil {
@@ -191,46 +188,12 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 
 // toInternal maps a client request's keys into the user span.
 func toInternal(q *rspb.RequestUnion) *rspb.RequestUnion {
-	switch v := q.Value.(type) {
-	case *rspb.RequestUnion_Get:
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey(v.Get.Key), AsOf: v.Get.AsOf}}}
-	case *rspb.RequestUnion_Put:
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: keys.UserKey(v.Put.Key), Value: v.Put.Value}}}
-	case *rspb.RequestUnion_Delete:
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Delete{Delete: &rspb.DeleteRequest{Key: keys.UserKey(v.Delete.Key)}}}
-	case *rspb.RequestUnion_ConditionalPut:
-		c := v.ConditionalPut
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_ConditionalPut{ConditionalPut: &rspb.ConditionalPutRequest{
-			Key: keys.UserKey(c.Key), Value: c.Value, ExpectedValue: c.ExpectedValue, ExpectAbsent: c.ExpectAbsent, Delete: c.Delete}}}
-	case *rspb.RequestUnion_Increment:
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Increment{Increment: &rspb.IncrementRequest{Key: keys.UserKey(v.Increment.Key), Delta: v.Increment.Delta}}}
-	case *rspb.RequestUnion_Scan:
-		st, en := keys.UserSpan(v.Scan.StartKey, v.Scan.EndKey)
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: st, EndKey: en,
-			Limit: v.Scan.Limit, Reverse: v.Scan.Reverse, AsOf: v.Scan.AsOf, KeysOnly: v.Scan.KeysOnly}}}
-	case *rspb.RequestUnion_DeleteRange:
-		st, en := keys.UserSpan(v.DeleteRange.StartKey, v.DeleteRange.EndKey)
-		return &rspb.RequestUnion{Value: &rspb.RequestUnion_DeleteRange{DeleteRange: &rspb.DeleteRangeRequest{StartKey: st, EndKey: en}}}
+	c, err := batcheval.Lookup(q)
+	if err != nil {
+		return q
 	}
-	return q
+	return c.ToInternal(q)
 }
 
 // toClient strips the user prefix from keys in a response, in place.
-func toClient(r *rspb.ResponseUnion) {
-	strip := func(x *rspb.KeyValue) {
-		if x != nil {
-			if k, err := keys.ClientKey(x.Key); err == nil {
-				x.Key = k
-			}
-		}
-	}
-	if g := r.GetGet(); g != nil {
-		strip(g.Kv)
-	}
-	if sc := r.GetScan(); sc != nil {
-		for _, x := range sc.Kvs {
-			strip(x)
-		}
-		sc.ResumeKey = nil
-	}
-}
+func toClient(r *rspb.ResponseUnion) { batcheval.ToClient(r) }

@@ -192,8 +192,6 @@ func argString(d *datadriven.TestData, key, def string) string {
 	return def
 }
 
-func hasArg(d *datadriven.TestData, key string) bool { return d.HasArg(key) }
-
 // argUint returns a numeric argument (def when absent and def != 0; a
 // missing argument without a default fails).
 func argUint(d *datadriven.TestData, key string, def uint64) uint64 {

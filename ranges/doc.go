@@ -135,6 +135,11 @@
 //     leaseholder; each failure is counted (rangestore_lease_failures_total
 //     by op) and logged with range and reason, at most once per 10 s per
 //     range.
+//   - Request types: what each one touches (its span, for latches and span
+//     checks), whether it reads or writes, what Limits bound of it and how it
+//     evaluates is its command in the batcheval registry (one file per type);
+//     eval.go and limits.go apply the registry to a batch and switch on no
+//     request type.
 //   - Errors: a replica's verdict is a *rspb.RangeError inside responses;
 //     where the store returns a Go error (TransferLease, GC) it is an *Error
 //     carrying that RangeError, so its code survives up to the gRPC status

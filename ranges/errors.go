@@ -4,21 +4,18 @@ import (
 	"fmt"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 )
 
 // Error is a replica's verdict, a *rspb.RangeError, as a Go error. Every
 // failure a replica reports keeps its code this way up to the API, where
 // the gateway maps codes to gRPC status codes in its one table
-// (gateway/errors.go; gateway.RangeError is this type). Evaluation returns
-// it for deterministic per-command failures (the command applies nothing);
-// the store's error-returning operations (lease transfers, GC) return it
-// for everything a replica refuses.
-type Error struct{ E *rspb.RangeError }
-
-func (e *Error) Error() string { return e.E.Message }
-
-// RangeErr returns the replica's error.
-func (e *Error) RangeErr() *rspb.RangeError { return e.E }
+// (gateway/errors.go; gateway.RangeError is this type). Evaluation
+// (batcheval, where the type is defined) returns it for deterministic
+// per-command failures (the command applies nothing); the store's
+// error-returning operations (lease transfers, GC) return it for
+// everything a replica refuses.
+type Error = batcheval.Error
 
 // errorf returns an *Error with code and a formatted message.
 func errorf(code rspb.RangeError_Code, format string, args ...any) error {

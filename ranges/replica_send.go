@@ -11,6 +11,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 )
 
 // send serves a batch routed to this replica (Store.send): admin commands,
@@ -150,13 +151,10 @@ func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.R
 	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
 		return latest, re
 	}
-	for i, req := range req.Requests {
+	for i, ru := range req.Requests {
 		var asOf *rspb.Timestamp
-		switch v := req.Value.(type) {
-		case *rspb.RequestUnion_Get:
-			asOf = v.Get.AsOf
-		case *rspb.RequestUnion_Scan:
-			asOf = v.Scan.AsOf
+		if c, err := batcheval.Lookup(ru); err == nil {
+			asOf = c.AsOf(ru)
 		}
 		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
 			return latest, re
@@ -198,8 +196,8 @@ func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.R
 		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
 	defer r.latches.release(l)
-	for i, req := range req.Requests {
-		r.tscache.add(spans[i], readTimestamp(req, readTS))
+	for i, ru := range req.Requests {
+		r.tscache.add(spans[i], readTimestamp(ru, readTS))
 	}
 	// The lease must still be valid now that we hold the latches.
 	if lease := r.lease(); lease.NodeId != r.store.NodeID() || r.store.leaseStatus(lease, r.store.cfg.Clock.Now()) != leases.Valid {
