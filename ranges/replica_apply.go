@@ -96,26 +96,17 @@ func newStateMachine(eng *kv.Engine, rangeID, replicaID uint64, onLease func(uin
 }
 
 func (s *stateMachine) loadState(r kv.Reader) error {
-	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixDescriptor)); err != nil {
+	d := &rspb.RangeDescriptor{}
+	if ok, err := s.readState(r, suffixDescriptor, d); err != nil {
 		return err
 	} else if ok {
-		d := &rspb.RangeDescriptor{}
-		if err := proto.Unmarshal(v, d); err != nil {
-			return fmt.Errorf("ranges: r%d descriptor: %w", s.rangeID, err)
-		}
 		s.desc.Store(d)
 	}
-	if v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffixLease)); err != nil {
+	l := &rspb.Lease{}
+	if _, err := s.readState(r, suffixLease, l); err != nil {
 		return err
-	} else if ok {
-		l := &rspb.Lease{}
-		if err := proto.Unmarshal(v, l); err != nil {
-			return fmt.Errorf("ranges: r%d lease: %w", s.rangeID, err)
-		}
-		s.lease.Store(l)
-	} else {
-		s.lease.Store(&rspb.Lease{})
 	}
+	s.lease.Store(l) // empty if the range has had no lease yet
 	mw, err := readTS(r, rangeStateKey(s.rangeID, suffixMaxWriteTS))
 	if err != nil {
 		return err
@@ -138,6 +129,19 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 	s.size.Store(int64(size))
 	s.frozen.Store(frozen)
 	return nil
+}
+
+// readState unmarshals the replica's range-local state key with suffix
+// into msg (ok=false, msg untouched, if absent).
+func (s *stateMachine) readState(r kv.Reader, suffix []byte, msg proto.Message) (ok bool, err error) {
+	v, ok, err := r.GetRaw(rangeStateKey(s.rangeID, suffix))
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := proto.Unmarshal(v, msg); err != nil {
+		return false, fmt.Errorf("ranges: r%d %s: %w", s.rangeID, suffix, err)
+	}
+	return true, nil
 }
 
 // readUint64 reads a uint64 raw key (0 if absent).
