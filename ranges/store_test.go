@@ -83,6 +83,29 @@ func TestStoreRangesDuringMerge(t *testing.T) {
 	for id := uint64(10); id < 14; id++ {
 		s.addFakeReplica(id)
 	}
+	repeatInBackground(t, func() {
+		for id := uint64(11); id < 14; id++ {
+			s.removeSubsumed(id, s.replica(id).sm) // as onMerge does
+			s.addFakeReplica(id)
+		}
+	})
+	deadline := time.Now().Add(2 * time.Second)
+	for n := 0; time.Now().Before(deadline); n++ {
+		infos := s.Ranges()
+		for _, ri := range infos {
+			if ri.RangeDescriptor == nil {
+				t.Fatalf("round %d: Ranges described a replica without a descriptor: %v", n, ri)
+			}
+		}
+		if len(infos) == 0 || infos[0].RangeDescriptor.RangeId != 10 {
+			t.Fatalf("round %d: Ranges lost r10, which no merge removed: %v", n, infos)
+		}
+	}
+}
+
+// repeatInBackground calls f over and over on another goroutine until the
+// test ends (its cleanup stops the loop and waits for it).
+func repeatInBackground(t *testing.T, f func()) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -93,31 +116,11 @@ func TestStoreRangesDuringMerge(t *testing.T) {
 			case <-stop:
 				return
 			default:
-			}
-			for id := uint64(11); id < 14; id++ {
-				s.removeSubsumed(id, s.replica(id).sm) // as onMerge does
-				s.addFakeReplica(id)
+				f()
 			}
 		}
 	}()
-	deadline := time.Now().Add(2 * time.Second)
-	for n := 0; time.Now().Before(deadline); n++ {
-		infos := s.Ranges()
-		for _, ri := range infos {
-			if ri.RangeDescriptor == nil {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("round %d: Ranges described a replica without a descriptor: %v", n, ri)
-			}
-		}
-		if len(infos) == 0 || infos[0].RangeDescriptor.RangeId != 10 {
-			close(stop)
-			wg.Wait()
-			t.Fatalf("round %d: Ranges lost r10, which no merge removed: %v", n, infos)
-		}
-	}
-	close(stop)
-	wg.Wait()
+	t.Cleanup(func() { close(stop); wg.Wait() })
 }
 
 // TestStoreLivenessSwap: liveness may be connected (SetLiveness) while the
@@ -125,20 +128,7 @@ func TestStoreRangesDuringMerge(t *testing.T) {
 func TestStoreLivenessSwap(t *testing.T) {
 	s := newTestStore(t)
 	s.addFakeReplica(10)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				s.SetLiveness(fakeLiveness{})
-			}
-		}
-	}()
+	repeatInBackground(t, func() { s.SetLiveness(fakeLiveness{}) })
 	deadline := time.Now().Add(300 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		for _, ri := range s.Ranges() {
@@ -148,8 +138,6 @@ func TestStoreLivenessSwap(t *testing.T) {
 		}
 		s.replica(10).replicaLive(1)
 	}
-	close(stop)
-	wg.Wait()
 }
 
 // TestCheckSpansNamesClientKeys: a key outside the range is named as the
