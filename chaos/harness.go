@@ -386,7 +386,11 @@ func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, rng *rand.R
 		if ck, err := keys.ClientKey(oldEnd); err == nil && len(ck) > 0 && bytes.Compare(oldEnd, r.Merged.EndKey) < 0 {
 			m.absorbed = ck
 		}
-		out = append(out, fmt.Sprintf("merged r%d into r%d (holding %q)", r.GetAbsorbed().GetRangeId(), r.Merged.RangeId, k))
+		absorbed := "its right neighbour (answered by a retry)"
+		if ab := r.GetAbsorbed(); ab != nil {
+			absorbed = fmt.Sprintf("r%d", ab.RangeId)
+		}
+		out = append(out, fmt.Sprintf("merged %s into r%d (holding %q)", absorbed, r.Merged.RangeId, k))
 	}
 	return "merge: " + strings.Join(out, "; ")
 }
