@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,30 +132,11 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 	const k = "ambiguous-transfer"
 	kvtPut(t, ctx, tc.KV(0), k, "v1")
 	d := rangeOf(tc, k)
-	holder := waitLeaderIsHolder(t, tc, d.RangeId)
-	lh := tc.Node(holder)
-	target := tc.Node((holder + 1) % 3).NodeID()
-	// The transfer reads the target's liveness record first: with the
-	// system range's lease here too, that read is local and works while
-	// the holder is cut off.
-	// (A transfer racing an extension or acquisition is refused: retried.)
-	timeutil.WaitFor(t, 15*time.Second, "system range lease to the holder", func() error {
-		return lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID())
-	})
-	timeutil.WaitFor(t, 10*time.Second, "system range lease on the holder", func() error {
-		if l := leaseOf(tc, holder, ranges.SystemRangeID); l.GetNodeId() != lh.NodeID() {
-			return fmt.Errorf("system range lease on n%d", l.GetNodeId())
-		}
-		return nil
-	})
-	// The holder's router must know it: a liveness read it sends first to
-	// the system range's previous holder would be cut off below.
-	timeutil.WaitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
-		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer cancel()
-		_, err := lh.liveness.Get(c, target, true)
-		return err
-	})
+	var (
+		holder int
+		lh     *Node
+		target uint64
+	)
 	read := func(timeout time.Duration) *rspb.RangeResponse {
 		c, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -162,25 +144,61 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 		req.RangeId = d.RangeId
 		return lh.Store().Send(c, req)
 	}
-	if r := read(5 * time.Second); r.Error != nil {
-		t.Fatalf("read on the holder before the transfer: %v", r.Error)
-	}
+	// The transfer reads the target's liveness record before it proposes:
+	// an attempt whose read did not get through (the system range's lease
+	// or the router's view of it moved meanwhile) proposed nothing, and is
+	// made again.
+	for attempt := 1; ; attempt++ {
+		holder = waitLeaderIsHolder(t, tc, d.RangeId)
+		lh = tc.Node(holder)
+		target = tc.Node((holder + 1) % 3).NodeID()
+		// With the system range's lease on the holder too, that read is
+		// local and works while the holder is cut off. (A transfer racing
+		// an extension or acquisition is refused: retried.)
+		timeutil.WaitFor(t, 15*time.Second, "system range lease to the holder", func() error {
+			return lh.TransferLease(ctx, ranges.SystemRangeID, lh.NodeID())
+		})
+		timeutil.WaitFor(t, 10*time.Second, "system range lease on the holder", func() error {
+			if l := leaseOf(tc, holder, ranges.SystemRangeID); l.GetNodeId() != lh.NodeID() {
+				return fmt.Errorf("system range lease on n%d", l.GetNodeId())
+			}
+			return nil
+		})
+		// The holder's router must know it: a liveness read it sends first
+		// to the system range's previous holder would be cut off below.
+		timeutil.WaitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
+			c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
+			_, err := lh.liveness.Get(c, target, true)
+			return err
+		})
+		if r := read(5 * time.Second); r.Error != nil {
+			t.Fatalf("read on the holder before the transfer: %v", r.Error)
+		}
 
-	all := []int{0, 1, 2}
-	for _, i := range all {
-		net.Isolate(i, all)
-	}
-	c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	terr := lh.Store().TransferLease(c, d.RangeId, target)
-	cancel()
-	r := read(300 * time.Millisecond)
-	net.Heal()
-	t.Logf("during the partition: transfer: %v; read on the old holder: %v", terr, r.Error)
-	if terr == nil {
-		t.Fatal("transfer completed without a quorum")
-	}
-	if r.Error == nil {
-		t.Fatalf("the old holder served a read while its transfer to n%d could still apply: %v", target, r.Responses)
+		all := []int{0, 1, 2}
+		for _, i := range all {
+			net.Isolate(i, all)
+		}
+		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		terr := lh.Store().TransferLease(c, d.RangeId, target)
+		cancel()
+		r := read(300 * time.Millisecond)
+		net.Heal()
+		t.Logf("attempt %d, during the partition: transfer: %v; read on the old holder: %v", attempt, terr, r.Error)
+		if terr == nil {
+			t.Fatal("transfer completed without a quorum")
+		}
+		if !strings.Contains(terr.Error(), "may still apply") {
+			if attempt == 5 {
+				t.Fatalf("in 5 attempts, no transfer got as far as proposing: %v", terr)
+			}
+			continue
+		}
+		if r.Error == nil {
+			t.Fatalf("the old holder served a read while its transfer to n%d could still apply: %v", target, r.Responses)
+		}
+		break
 	}
 	timeutil.WaitFor(t, 20*time.Second, "the transfer applies after the heal", func() error {
 		if l := leaseOf(tc, holder, d.RangeId); l.GetNodeId() != target {
