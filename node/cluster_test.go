@@ -21,8 +21,11 @@ func startCluster(t *testing.T, opts TestClusterOptions) *TestCluster {
 	return tc
 }
 
+// ctxT bounds a whole test's cluster calls (not any one call's latency).
+// 60 s: TestReplicaEnforcesLimits (5 MiB of puts, a 60 MB request) ran out
+// of 30 s on a machine running make stress and two CI runs at once.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
