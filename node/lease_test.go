@@ -34,6 +34,22 @@ func leaseOf(tc *TestCluster, i int, rangeID uint64) *rspb.Lease {
 	return nil
 }
 
+// leaseholderIndex waits until node 0 sees a lease of rangeID and returns
+// the index of its holder.
+func leaseholderIndex(t *testing.T, tc *TestCluster, rangeID uint64) int {
+	t.Helper()
+	var idx int
+	timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("lease of r%d", rangeID), func() error {
+		l := leaseOf(tc, 0, rangeID)
+		if l.GetNodeId() == 0 {
+			return fmt.Errorf("no lease")
+		}
+		idx = indexOfNode(tc, l.NodeId)
+		return nil
+	})
+	return idx
+}
+
 func indexOfNode(tc *TestCluster, nodeID uint64) int {
 	for i := 0; i < tc.NumNodes(); i++ {
 		if n := tc.Node(i); n != nil && n.NodeID() == nodeID {

@@ -30,18 +30,7 @@ func TestMergeRightAfterSplit(t *testing.T) {
 	}})
 	ctx := ctxT(t)
 	left := rangeOf(tc, "k000")
-	leaseholder := func() int {
-		var idx int
-		timeutil.WaitFor(t, 10*time.Second, "lease of the left range", func() error {
-			l := leaseOf(tc, 0, left.RangeId)
-			if l.GetNodeId() == 0 {
-				return fmt.Errorf("no lease")
-			}
-			idx = indexOfNode(tc, l.NodeId)
-			return nil
-		})
-		return idx
-	}
+	leaseholder := func() int { return leaseholderIndex(t, tc, left.RangeId) }
 	splitMerge := func(t *testing.T, at string, beforeMerge func()) {
 		admin := rspb.NewAdminClient(tc.Conn(0))
 		sp, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(at)})

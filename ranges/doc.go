@@ -5,7 +5,8 @@
 // of Replicas. replica.go holds the Replica type and its lifecycle: it is
 // created when Dragonboat creates its shard's state machine, ready once
 // Dragonboat has opened it (admin commands wait for that), and removed by
-// a merge or a covering snapshot. A Replica holds its range and replica
+// a merge, a covering snapshot, or the replica GC (an orphan of a range
+// merged away while this node missed the merge). A Replica holds its range and replica
 // IDs, its Store, the apply side (stateMachine, replica_apply.go:
 // Dragonboat's IOnDiskStateMachine) and the leaseholder state; each stage
 // of its work has a file: replica_send.go (request checks, reads,
@@ -13,7 +14,8 @@
 // replica_proposal.go (propose, settle, wake, Raft errors),
 // replica_split.go and replica_merge.go (the admin commands and their
 // replicated commands). The pure decisions are leasedecision.go,
-// splitdecision.go, metadecision.go and applycheck.go.
+// splitdecision.go, metadecision.go, replicagcdecision.go and
+// applycheck.go.
 //
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
@@ -116,6 +118,15 @@
 //     What to write, delete or create (a replica meta names here but this
 //     node lacks) is decided by the pure functions of metadecision.go,
 //     tested against testdata/meta_decision.golden (-rewrite).
+//   - Replica GC (replicagc.go), from the same meta scan, right before the
+//     missing-replica repair: a local replica of a range merged away while
+//     this node missed the merge (it caught up by a snapshot of another
+//     layout) is in no meta record, knows no leader, and would block the
+//     replicas of the ranges now covering its span. When decideReplicaGC
+//     (replicagcdecision.go, testdata/replica_gc.golden) finds it safe, it
+//     is destroyed with its data: state, replica record and MVCC data in
+//     one synced batch, then its shard is stopped and its Raft data
+//     removed (rangestore_replicas_gc_total).
 //   - Merges (replica_merge.go): freeze the right neighbour (it serves nothing from
 //     then on, forever), wait until every replica of it applied the freeze,
 //     then subsume it in one batch on the left; replicas must be colocated.

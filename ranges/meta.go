@@ -31,8 +31,9 @@ func (s *Store) metaLoop(ctx context.Context, interval time.Duration) {
 		defer cancel()
 		_ = s.checkMeta(ctx)
 		// Less often, from one scan of meta: records left inside ranges led
-		// here by merges whose proposer died before cleaning them up, and
-		// replicas meta says this node should have.
+		// here by merges whose proposer died before cleaning them up,
+		// orphaned replicas of ranges merged away (before the repair, which
+		// they would block), and replicas meta says this node should have.
 		if n++; n%5 != 1 {
 			return
 		}
@@ -46,6 +47,7 @@ func (s *Store) metaLoop(ctx context.Context, interval time.Duration) {
 			return
 		}
 		s.cleanInnerMeta(ctx, snd, recs)
+		s.collectOrphans(ctx, recs)
 		s.repairMissingReplicas(ctx, snd, recs)
 	})
 }

@@ -31,6 +31,7 @@ type Metrics struct {
 	splitCompactions prometheus.Counter
 	metaUpdates      prometheus.Counter
 	replicasRepaired prometheus.Counter
+	replicasGC       prometheus.Counter
 	settling         prometheus.Gauge
 	reg              prometheus.Registerer
 }
@@ -81,6 +82,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		replicasRepaired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_replicas_created_from_meta_total", Help: "Missing local replicas (a split skipped through a snapshot) created empty and caught up by snapshot.",
 		}),
+		replicasGC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_replicas_gc_total", Help: "Orphaned local replicas of ranges merged away (the merge was missed here) destroyed with their data by the replica GC.",
+		}),
 		metaUpdates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_meta_updates_total", Help: "Meta records written by this node (after splits, or repairs).",
 		}),
@@ -92,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.settling)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.settling)
 	return m
 }
 

@@ -508,22 +508,35 @@ func (s *Store) onSnapshot(m *stateMachine) {
 // (never data: that belongs to the range now covering it) and stops it.
 func (s *Store) destroySubsumed(o *stateMachine) {
 	s.subsume(o.rangeID)
-	o.applyMu.Lock()
-	b := s.eng.NewBatch()
-	rp, pp := rangeStatePrefix(o.rangeID), replicaStateRangePrefix(o.rangeID)
-	err := b.DeleteRawRange(rp, prefixEnd(rp))
-	if err == nil {
-		err = b.DeleteRawRange(pp, prefixEnd(pp))
-	}
-	if err == nil {
-		err = b.Commit(true)
-	}
-	_ = b.Close()
-	o.applyMu.Unlock()
-	if err != nil {
+	if err := s.deleteReplicaState(o, nil); err != nil {
 		s.log.Error("deleting the state of a subsumed replica", "range", o.rangeID, "err", err)
 	}
 	s.tasks.run(func(context.Context) { s.removeSubsumed(o.rangeID, o) })
+}
+
+// deleteReplicaState deletes a local replica's range-local and
+// replica-local state (its ReplicaRecord among it, so it is never started
+// again) and, if data is set, the MVCC data of data's span, in one synced
+// batch, under the replica's applyMu. The caller has marked the range
+// subsumed (s.subsume) first, so the replica applies nothing more.
+func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor) error {
+	o.applyMu.Lock()
+	defer o.applyMu.Unlock()
+	b := s.eng.NewBatch()
+	defer b.Close()
+	rp, pp := rangeStatePrefix(o.rangeID), replicaStateRangePrefix(o.rangeID)
+	if err := b.DeleteRawRange(rp, prefixEnd(rp)); err != nil {
+		return err
+	}
+	if err := b.DeleteRawRange(pp, prefixEnd(pp)); err != nil {
+		return err
+	}
+	if data != nil {
+		if err := kv.ClearDataSpan(b, data.StartKey, data.EndKey); err != nil {
+			return err
+		}
+	}
+	return b.Commit(true)
 }
 
 // DefaultFreezeTimeout is how long a range may stay frozen for a merge

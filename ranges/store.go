@@ -210,6 +210,9 @@ type Store struct {
 	// noLeaderSince: range ID -> time.Time since which the local replica
 	// knows no leader (QuorumProblems).
 	noLeaderSince sync.Map
+	// noLeaderSeen: range ID -> time.Time since which the replica GC has
+	// found the local replica without a known leader (replicagc.go).
+	noLeaderSeen sync.Map
 	// clusterMu serializes rewrites of the cluster record after bootstrap.
 	clusterMu sync.Mutex
 	// liveness is node liveness (see SetLiveness, live).

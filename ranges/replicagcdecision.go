@@ -1,0 +1,143 @@
+package ranges
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// replicaGCFacts is what decideReplicaGC looks at for one local replica.
+type replicaGCFacts struct {
+	Desc *rspb.RangeDescriptor // the local replica's descriptor
+	// Meta is every meta record, as one scan read them.
+	Meta []*rspb.RangeDescriptor
+	// Others are the descriptors of the other local replicas (loaded, not
+	// merged away).
+	Others []*rspb.RangeDescriptor
+	// AllLoaded: every local replica has loaded its descriptor.
+	AllLoaded bool
+	// LeaderKnown: the replica knows a Raft leader; otherwise NoLeaderFor
+	// is how long it has known none, and Grace how long that must last.
+	LeaderKnown        bool
+	NoLeaderFor, Grace time.Duration
+}
+
+// replicaGCAction is what to do with a local replica.
+type replicaGCAction int
+
+const (
+	// replicaGCKeep: the replica stays.
+	replicaGCKeep replicaGCAction = iota
+	// replicaGCDestroy: the replica is an orphan; it is destroyed with its
+	// data.
+	replicaGCDestroy
+)
+
+var replicaGCActionNames = [...]string{replicaGCKeep: "keep", replicaGCDestroy: "destroy"}
+
+func (a replicaGCAction) String() string {
+	if a >= 0 && int(a) < len(replicaGCActionNames) {
+		return replicaGCActionNames[a]
+	}
+	return fmt.Sprintf("replicaGCAction(%d)", int(a))
+}
+
+// decideReplicaGC decides whether a local replica R (range ID id, span S,
+// generation g) is the orphan of a range merged away while this node
+// missed the merge (it was down, and its replica of the left range caught
+// up later by a snapshot of a different layout, which covers nothing of
+// S). Nothing else ever removes such a replica: its range has no other
+// replica, so it never learns a leader, and it blocks the creation of the
+// replicas of the ranges now covering S (a missing replica is not created
+// over a local one). R is destroyed, with its data, only if all hold:
+//
+//  1. meta has no record of id. A range that still exists has a record
+//     (or, while its meta update lags after a split, it is covered by its
+//     parent's, see 2);
+//  2. the meta records overlapping S cover all of S, and every one of
+//     them has a generation above g: they were made after R by merges and
+//     splits that R took part in. A split's right-hand side whose record
+//     lags is covered by its parent's record, whose generation is lower
+//     than its own, or not covered at all: it is kept;
+//  3. no other local replica overlaps the span of any of those records,
+//     and no other local replica is behind meta (meta holds its range at
+//     a higher generation than the local one). Such a replica may still
+//     apply, from its log, the merge that subsumes R (which keeps R's data
+//     in place for it, as its own) or a snapshot covering S (which
+//     replaces R's data and removes R, destroySubsumed): deleting R's data
+//     under it would lose data. A local replica of a range now covering
+//     part of S holds its own data there, which deleting S would destroy.
+//     (Conservative: an adjacent orphan overlapping the same record also
+//     keeps R, until something else removes it);
+//  4. R has known no Raft leader for at least a grace period (a replica
+//     with a leader is part of a live range, or about to learn its fate
+//     from it), and every local replica has loaded its descriptor (one
+//     still opening has no span yet, so it could not count in 3).
+//
+// Then deleting S's data is safe: no local replica covers any part of S,
+// and the replicas here of the ranges now covering S do not exist yet: the
+// missing-replica repair creates them empty, from meta, and they are
+// caught up by a snapshot, never by replaying their log over S (its rules:
+// decideMissingReplica).
+func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
+	d := f.Desc
+	keep := func(format string, args ...any) (replicaGCAction, string) {
+		return replicaGCKeep, fmt.Sprintf(format, args...)
+	}
+	if !keys.IsUserKey(d.StartKey) {
+		return keep("%s is a system range (never merged)", spanOf(d))
+	}
+	if !f.AllLoaded {
+		return keep("a local replica has not loaded its descriptor yet (it could overlap %s)", spanOf(d))
+	}
+	var covering []*rspb.RangeDescriptor
+	for _, m := range f.Meta {
+		if m.RangeId == d.RangeId {
+			return keep("meta holds %s: the range exists", spanOf(m))
+		}
+		if keys.Overlaps(m.StartKey, m.EndKey, d.StartKey, d.EndKey) {
+			covering = append(covering, m)
+		}
+	}
+	sort.Slice(covering, func(i, j int) bool { return bytes.Compare(covering[i].StartKey, covering[j].StartKey) < 0 })
+	next := d.StartKey
+	for _, m := range covering {
+		if bytes.Compare(m.StartKey, next) > 0 {
+			break
+		}
+		if bytes.Compare(m.EndKey, next) > 0 {
+			next = m.EndKey
+		}
+	}
+	if bytes.Compare(next, d.EndKey) < 0 {
+		return keep("meta does not cover %s from %s on (a record lags)", spanOf(d), keys.Pretty(next))
+	}
+	for _, m := range covering {
+		if m.Generation <= d.Generation {
+			return keep("meta's %s over %s is not newer than it (a split's record may lag)", spanOf(m), spanOf(d))
+		}
+	}
+	for _, o := range f.Others {
+		for _, m := range covering {
+			if keys.Overlaps(o.StartKey, o.EndKey, m.StartKey, m.EndKey) {
+				return keep("the local %s overlaps meta's %s, which covers %s (it may still subsume it, or hold data there)", spanOf(o), spanOf(m), spanOf(d))
+			}
+		}
+		for _, m := range f.Meta {
+			if m.RangeId == o.RangeId && m.Generation > o.Generation {
+				return keep("the local %s is behind meta's %s (it may still apply a merge of %s)", spanOf(o), spanOf(m), spanOf(d))
+			}
+		}
+	}
+	if f.LeaderKnown {
+		return keep("%s knows a Raft leader", spanOf(d))
+	}
+	if f.NoLeaderFor < f.Grace {
+		return keep("%s has known no Raft leader for %s, less than %s", spanOf(d), f.NoLeaderFor, f.Grace)
+	}
+	return replicaGCDestroy, fmt.Sprintf("%s is in no meta record, meta's newer ranges over it have no replica here, and it has known no Raft leader for %s", spanOf(d), f.NoLeaderFor)
+}
