@@ -45,8 +45,11 @@ func (s *Store) collectOrphans(ctx context.Context, recs []metaRecord) int {
 	}
 	now := s.cfg.TimeSource.Now()
 	ids := make(map[uint64]bool, len(local))
-	for _, r := range local {
+	others := make([]replicaGCOther, len(local))
+	for i, r := range local {
 		ids[r.rangeID] = true
+		others[i].Desc = r.desc()
+		_, others[i].LeaderKnown = s.leaderOf(r.rangeID)
 	}
 	s.noLeaderSeen.Range(func(k, _ any) bool {
 		if !ids[k.(uint64)] {
@@ -55,15 +58,15 @@ func (s *Store) collectOrphans(ctx context.Context, recs []metaRecord) int {
 		return true
 	})
 	n := 0
-	for _, r := range local {
-		f.Desc, f.Others = r.desc(), f.Others[:0]
-		for _, o := range local {
-			if o != r {
-				f.Others = append(f.Others, o.desc())
+	for i, r := range local {
+		f.Desc, f.Others = others[i].Desc, f.Others[:0]
+		for j, o := range others {
+			if j != i {
+				f.Others = append(f.Others, o)
 			}
 		}
 		f.NoLeaderFor = 0
-		if _, f.LeaderKnown = s.leaderOf(r.rangeID); f.LeaderKnown {
+		if f.LeaderKnown = others[i].LeaderKnown; f.LeaderKnown {
 			s.noLeaderSeen.Delete(r.rangeID)
 		} else {
 			v, _ := s.noLeaderSeen.LoadOrStore(r.rangeID, now)

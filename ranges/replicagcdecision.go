@@ -15,15 +15,20 @@ type replicaGCFacts struct {
 	Desc *rspb.RangeDescriptor // the local replica's descriptor
 	// Meta is every meta record, as one scan read them.
 	Meta []*rspb.RangeDescriptor
-	// Others are the descriptors of the other local replicas (loaded, not
-	// merged away).
-	Others []*rspb.RangeDescriptor
+	// Others are the other local replicas (loaded, not merged away).
+	Others []replicaGCOther
 	// AllLoaded: every local replica has loaded its descriptor.
 	AllLoaded bool
 	// LeaderKnown: the replica knows a Raft leader; otherwise NoLeaderFor
 	// is how long it has known none, and Grace how long that must last.
 	LeaderKnown        bool
 	NoLeaderFor, Grace time.Duration
+}
+
+// replicaGCOther is another local replica, as decideReplicaGC sees it.
+type replicaGCOther struct {
+	Desc        *rspb.RangeDescriptor
+	LeaderKnown bool
 }
 
 // replicaGCAction is what to do with a local replica.
@@ -71,8 +76,11 @@ func (a replicaGCAction) String() string {
 //     replaces R's data and removes R, destroySubsumed): deleting R's data
 //     under it would lose data. A local replica of a range now covering
 //     part of S holds its own data there, which deleting S would destroy.
-//     (Conservative: an adjacent orphan overlapping the same record also
-//     keeps R, until something else removes it);
+//     Another orphan O (1 and 2 hold for it too, and it knows no leader)
+//     does not count: O's range was merged away, so every replica of it,
+//     this one included, had applied O's freeze (and everything before it)
+//     before the merge, and a frozen range applies nothing but no-ops; O's
+//     data lies outside S;
 //  4. R has known no Raft leader for at least a grace period (a replica
 //     with a leader is part of a live range, or about to learn its fate
 //     from it), and every local replica has loaded its descriptor (one
@@ -94,10 +102,43 @@ func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
 	if !f.AllLoaded {
 		return keep("a local replica has not loaded its descriptor yet (it could overlap %s)", spanOf(d))
 	}
+	covering, why := mergedAway(d, f.Meta)
+	if why != "" {
+		return replicaGCKeep, why
+	}
+	for _, o := range f.Others {
+		if !o.LeaderKnown {
+			if _, why := mergedAway(o.Desc, f.Meta); why == "" {
+				continue // another orphan: it applies nothing more
+			}
+		}
+		for _, m := range covering {
+			if keys.Overlaps(o.Desc.StartKey, o.Desc.EndKey, m.StartKey, m.EndKey) {
+				return keep("the local %s overlaps meta's %s, which covers %s (it may still subsume it, or hold data there)", spanOf(o.Desc), spanOf(m), spanOf(d))
+			}
+		}
+		for _, m := range f.Meta {
+			if m.RangeId == o.Desc.RangeId && m.Generation > o.Desc.Generation {
+				return keep("the local %s is behind meta's %s (it may still apply a merge of %s)", spanOf(o.Desc), spanOf(m), spanOf(d))
+			}
+		}
+	}
+	if f.LeaderKnown {
+		return keep("%s knows a Raft leader", spanOf(d))
+	}
+	if f.NoLeaderFor < f.Grace {
+		return keep("%s has known no Raft leader for %s, less than %s", spanOf(d), f.NoLeaderFor, f.Grace)
+	}
+	return replicaGCDestroy, fmt.Sprintf("%s is in no meta record, meta's newer ranges over it have no replica here, and it has known no Raft leader for %s", spanOf(d), f.NoLeaderFor)
+}
+
+// mergedAway checks conditions 1 and 2 of decideReplicaGC for d: it
+// returns the meta records overlapping d, or why d may still exist.
+func mergedAway(d *rspb.RangeDescriptor, meta []*rspb.RangeDescriptor) ([]*rspb.RangeDescriptor, string) {
 	var covering []*rspb.RangeDescriptor
-	for _, m := range f.Meta {
+	for _, m := range meta {
 		if m.RangeId == d.RangeId {
-			return keep("meta holds %s: the range exists", spanOf(m))
+			return nil, fmt.Sprintf("meta holds %s: the range exists", spanOf(m))
 		}
 		if keys.Overlaps(m.StartKey, m.EndKey, d.StartKey, d.EndKey) {
 			covering = append(covering, m)
@@ -114,30 +155,12 @@ func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
 		}
 	}
 	if bytes.Compare(next, d.EndKey) < 0 {
-		return keep("meta does not cover %s from %s on (a record lags)", spanOf(d), keys.Pretty(next))
+		return nil, fmt.Sprintf("meta does not cover %s from %s on (a record lags)", spanOf(d), keys.Pretty(next))
 	}
 	for _, m := range covering {
 		if m.Generation <= d.Generation {
-			return keep("meta's %s over %s is not newer than it (a split's record may lag)", spanOf(m), spanOf(d))
+			return nil, fmt.Sprintf("meta's %s over %s is not newer than it (a split's record may lag)", spanOf(m), spanOf(d))
 		}
 	}
-	for _, o := range f.Others {
-		for _, m := range covering {
-			if keys.Overlaps(o.StartKey, o.EndKey, m.StartKey, m.EndKey) {
-				return keep("the local %s overlaps meta's %s, which covers %s (it may still subsume it, or hold data there)", spanOf(o), spanOf(m), spanOf(d))
-			}
-		}
-		for _, m := range f.Meta {
-			if m.RangeId == o.RangeId && m.Generation > o.Generation {
-				return keep("the local %s is behind meta's %s (it may still apply a merge of %s)", spanOf(o), spanOf(m), spanOf(d))
-			}
-		}
-	}
-	if f.LeaderKnown {
-		return keep("%s knows a Raft leader", spanOf(d))
-	}
-	if f.NoLeaderFor < f.Grace {
-		return keep("%s has known no Raft leader for %s, less than %s", spanOf(d), f.NoLeaderFor, f.Grace)
-	}
-	return replicaGCDestroy, fmt.Sprintf("%s is in no meta record, meta's newer ranges over it have no replica here, and it has known no Raft leader for %s", spanOf(d), f.NoLeaderFor)
+	return covering, ""
 }

@@ -10,7 +10,8 @@ import (
 )
 
 // TestReplicaGCDecision replays testdata/replica_gc.json (descriptors
-// written as in meta_decision.json) through decideReplicaGC and compares
+// written as in meta_decision.json; an other local replica that knows a
+// Raft leader ends in " leader") through decideReplicaGC and compares
 // the result with testdata/replica_gc.golden. Regenerate with -rewrite.
 func TestReplicaGCDecision(t *testing.T) {
 	var cases struct {
@@ -43,7 +44,12 @@ func TestReplicaGCDecision(t *testing.T) {
 	}
 	var out strings.Builder
 	for _, c := range cases.Cases {
-		f := replicaGCFacts{Desc: parseDesc(t, c.Desc), Meta: descs(c.Meta), Others: descs(c.Others), AllLoaded: !c.NotLoaded,
+		var others []replicaGCOther
+		for _, o := range c.Others {
+			led := strings.HasSuffix(o, " leader")
+			others = append(others, replicaGCOther{Desc: parseDesc(t, strings.TrimSuffix(o, " leader")), LeaderKnown: led})
+		}
+		f := replicaGCFacts{Desc: parseDesc(t, c.Desc), Meta: descs(c.Meta), Others: others, AllLoaded: !c.NotLoaded,
 			LeaderKnown: c.LeaderKnown, NoLeaderFor: dur(c.NoLeaderFor), Grace: dur(c.Grace)}
 		a, reason := decideReplicaGC(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
