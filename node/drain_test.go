@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestStopHandsOffLeases: a node holding every lease (meta and system
@@ -102,19 +103,30 @@ func TestDrainingNodeTakesNoLease(t *testing.T) {
 	defer tc.Close()
 	d := tc.Node(2)
 	did := d.NodeID()
+	// A user range whose lease is held by another node (right after the
+	// start, leases may not be taken yet, or all be on n3: move one away).
+	var rangeID uint64
+	timeutil.WaitFor(t, 20*time.Second, "a user range leased to a node other than the one to drain", func() error {
+		var onDrained uint64
+		for _, ri := range tc.Node(0).Ranges() {
+			id, holder := ri.RangeDescriptor.GetRangeId(), ri.Lease.GetNodeId()
+			switch {
+			case id <= 2:
+			case holder != 0 && holder != did:
+				rangeID = id
+				return nil
+			case holder == did:
+				onDrained = id
+			}
+		}
+		if onDrained != 0 {
+			_ = tc.Node(0).TransferLease(ctx, onDrained, tc.Node(0).NodeID())
+		}
+		return fmt.Errorf("none yet")
+	})
 	d.store.SetDraining(true)
 	if err := d.liveness.SetDraining(ctx, true); err != nil {
 		t.Fatal(err)
-	}
-	var rangeID uint64
-	for _, ri := range tc.Node(0).Ranges() {
-		if ri.Lease.GetNodeId() != did && ri.RangeDescriptor.RangeId > 2 {
-			rangeID = ri.RangeDescriptor.RangeId
-			break
-		}
-	}
-	if rangeID == 0 {
-		t.Fatal("no user range led elsewhere")
 	}
 	err = tc.Node(0).TransferLease(ctx, rangeID, did)
 	if err == nil || !strings.Contains(err.Error(), "draining") {
