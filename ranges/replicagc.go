@@ -57,14 +57,10 @@ func (s *Store) collectOrphans(ctx context.Context, recs []metaRecord) int {
 		}
 		return true
 	})
+	f.Others = others // decideReplicaGC skips the replica's own entry
 	n := 0
 	for i, r := range local {
-		f.Desc, f.Others = others[i].Desc, f.Others[:0]
-		for j, o := range others {
-			if j != i {
-				f.Others = append(f.Others, o)
-			}
-		}
+		f.Desc = others[i].Desc
 		f.NoLeaderFor = 0
 		if f.LeaderKnown = others[i].LeaderKnown; f.LeaderKnown {
 			s.noLeaderSeen.Delete(r.rangeID)

@@ -15,7 +15,8 @@ type replicaGCFacts struct {
 	Desc *rspb.RangeDescriptor // the local replica's descriptor
 	// Meta is every meta record, as one scan read them.
 	Meta []*rspb.RangeDescriptor
-	// Others are the other local replicas (loaded, not merged away).
+	// Others are the local replicas (loaded, not merged away); Desc's own
+	// entry, if there, is skipped.
 	Others []replicaGCOther
 	// AllLoaded: every local replica has loaded its descriptor.
 	AllLoaded bool
@@ -107,6 +108,9 @@ func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
 		return replicaGCKeep, why
 	}
 	for _, o := range f.Others {
+		if o.Desc.RangeId == d.RangeId {
+			continue
+		}
 		if !o.LeaderKnown {
 			if _, why := mergedAway(o.Desc, f.Meta); why == "" {
 				continue // another orphan: it applies nothing more
