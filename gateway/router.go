@@ -40,8 +40,10 @@ const (
 	// attemptTimeout bounds one try at one replica; a write retried after
 	// it reuses its proposal ID, so a slow first try cannot apply twice.
 	attemptTimeout = 1500 * time.Millisecond
-	minBackoff     = 20 * time.Millisecond
-	maxBackoff     = 100 * time.Millisecond
+	// attemptBytes of a request add half an attemptTimeout to its tries.
+	attemptBytes = 256 << 10
+	minBackoff   = 20 * time.Millisecond
+	maxBackoff   = 100 * time.Millisecond
 	// DefaultTimeout bounds a client request without a deadline.
 	DefaultTimeout = 30 * time.Second
 )
@@ -158,13 +160,17 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *writeAttempt) (*rspb.RangeResponse, error) {
 	backoff := minBackoff
 	var lastErr error
+	size, timedOut := proto.Size(req), 0
 	for {
 		order := r.replicaOrder(desc)
 		notFound := 0
 		for i := 0; i < len(order); i++ {
 			nodeID := order[i]
-			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			actx, cancel := context.WithTimeout(ctx, attemptTimeoutFor(timedOut, size))
 			resp, err := r.sendToNode(actx, nodeID, req)
+			if errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+				timedOut++
+			}
 			cancel()
 			if err != nil {
 				lastErr = fmt.Errorf("n%d: %w", nodeID, err)
@@ -228,6 +234,24 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 			backoff = maxBackoff
 		}
 	}
+}
+
+// attemptTimeoutFor bounds try number timedOut (the tries of this request
+// that ran out of time so far) of a request of size bytes at one replica.
+// A try cut short by its timeout leaves its command in the Raft log, where
+// it is proposed again and holds its keys until it applies; the retry
+// waits behind it. A fixed 1.5 s cut 1 MiB writes on a loaded disk again
+// and again (one test's five puts took over a minute under two parallel
+// CI runs), so a request of attemptBytes or more gets half an
+// attemptTimeout more per attemptBytes, twice that once a try ran out of
+// time. Small requests keep the fixed bound: it is what finds a
+// partitioned leaseholder's successor quickly.
+func attemptTimeoutFor(timedOut, size int) time.Duration {
+	if size < attemptBytes {
+		return attemptTimeout
+	}
+	first := attemptTimeout + time.Duration(size/attemptBytes)*attemptTimeout/2
+	return first << min(timedOut, 1)
 }
 
 func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error) error {

@@ -82,3 +82,24 @@ func TestRouterDropsDescriptorWithUnknownNode(t *testing.T) {
 		t.Fatalf("descriptor with an unknown node was cached: %v", d)
 	}
 }
+
+// Large requests get longer tries (and twice that after one ran out of
+// time); small ones keep the fixed bound.
+func TestAttemptTimeoutFor(t *testing.T) {
+	for _, c := range []struct {
+		timedOut, size int
+		want           time.Duration
+	}{
+		{0, 100, attemptTimeout},
+		{5, 100, attemptTimeout},
+		{3, attemptBytes - 1, attemptTimeout},
+		{0, attemptBytes, 2250 * time.Millisecond},
+		{0, 1 << 20, 4500 * time.Millisecond},
+		{1, 1 << 20, 9 * time.Second},
+		{4, 1 << 20, 9 * time.Second},
+	} {
+		if got := attemptTimeoutFor(c.timedOut, c.size); got != c.want {
+			t.Errorf("attemptTimeoutFor(%d timed out, %d bytes) = %v, want %v", c.timedOut, c.size, got, c.want)
+		}
+	}
+}

@@ -33,6 +33,7 @@ type Metrics struct {
 	replicasRepaired prometheus.Counter
 	replicasGC       prometheus.Counter
 	settling         prometheus.Gauge
+	reproposals      prometheus.Counter
 	reg              prometheus.Registerer
 }
 
@@ -91,12 +92,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settling: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rangestore_proposals_settling", Help: "Commands whose caller gave up while they were still in the Raft log: their latches (or a transfer's refusal to serve) are held until they apply or can no longer apply.",
 		}),
+		reproposals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_raft_reproposals_total", Help: "Commands proposed again as the same bytes because a try got no result in time (its wait grows with the command's size and with each timed-out try).",
+		}),
 		reg: reg,
 	}
 	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.settling)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.settling, m.reproposals)
 	return m
 }
 
@@ -132,4 +136,11 @@ func (s *Store) metricsLease(next, prev *rspb.Lease) {
 		kind = "transferred"
 	}
 	s.cfg.Metrics.leases.WithLabelValues(kind).Inc()
+}
+
+// reproposal counts one command proposed again after a try timed out.
+func (m *Metrics) reproposal() {
+	if m != nil {
+		m.reproposals.Inc()
+	}
 }
