@@ -58,6 +58,12 @@ type Options struct {
 	// that size, and a loader writes 1 KiB values over the whole keyspace
 	// while the clients run, so ranges keep splitting under them.
 	RangeMaxBytes int64
+	// MinSplits, with RangeMaxBytes, keeps the history going past Duration
+	// (faults included) until the ranges in meta have grown by that many,
+	// for at most MaxDuration in all (default three times Duration): how
+	// far a loader gets in a fixed time depends on how loaded the machine is.
+	MinSplits   int
+	MaxDuration time.Duration
 }
 
 // Result describes one checked history.
@@ -242,7 +248,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	// partition or stop outlasts the liveness TTL and leases move.
 	deadline := start.Add(o.Duration)
 	next := start.Add(o.Duration / 4)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) || loader.wantsMoreSplits(ctx, tgt, o, start, res.RangesBefore) {
 		if time.Now().After(next) {
 			f := o.Faults[rng.Intn(len(o.Faults))]
 			desc := tgt.inject(ctx, rng, f, o.Keys)

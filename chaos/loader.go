@@ -18,6 +18,9 @@ type loader struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	acked map[string]string
+
+	lastSplitCheck time.Time // wantsMoreSplits, called from RunHistory's loop only
+	moreSplits     bool
 }
 
 const loaderAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -93,4 +96,33 @@ func (l *loader) finish(ctx context.Context, tgt target, res *Result) error {
 	}
 	res.RangesAfter = len(descs)
 	return nil
+}
+
+// wantsMoreSplits: the history has run its Duration, but the ranges have not
+// yet grown by o.MinSplits and o.MaxDuration has not passed. It looks at
+// meta at most once a second (between looks it answers as it did last).
+func (l *loader) wantsMoreSplits(ctx context.Context, tgt target, o Options, start time.Time, before int) bool {
+	if l == nil || o.MinSplits <= 0 {
+		return false
+	}
+	max := o.MaxDuration
+	if max <= 0 {
+		max = 3 * o.Duration
+	}
+	if time.Since(start) >= max {
+		return false
+	}
+	if time.Since(l.lastSplitCheck) < time.Second {
+		return l.moreSplits
+	}
+	l.lastSplitCheck = time.Now()
+	descs, err := tgt.(*inProcTarget).Node(0).MetaRanges(ctx)
+	if err != nil {
+		return true // e.g. during a restart: look again later (MaxDuration bounds it)
+	}
+	l.moreSplits = len(descs)-before < o.MinSplits
+	if !l.moreSplits {
+		o.Logf("t=%.1fs: %d splits, enough", time.Since(start).Seconds(), len(descs)-before)
+	}
+	return l.moreSplits
 }
