@@ -152,12 +152,21 @@ func Decide(r Range, nodes []Node) (Decision, error) {
 			status += " (" + describe(gone) + ")"
 		}
 		p, best := place(voters, nonVoters, sortedNodes(m))
-		if nv, ok := promotable(voters, nonVoters); ok && (best == nil || nv.div.compare(best.div) <= 0) {
+		nv, ok := promotable(voters, nonVoters)
+		if ok && (best == nil || nv.div.compare(best.div) <= 0) {
 			d.Action, d.Node, d.ReplicaID = ActionAddVoter, nv.node.ID, nv.replicaID
 			d.Priority = priority(tolerated, missing, rankAddVoter)
 			d.Reason = fmt.Sprintf("%s; promote the non-voter on n%d (replica %d, left by a half-done change): %s, as diverse as any new placement",
 				status, nv.node.ID, nv.replicaID, nv.div)
 			return d, nil
+		}
+		for _, r := range nonVoters {
+			switch {
+			case ok && r.node == nv.node:
+				status += fmt.Sprintf("; the non-voter on n%d is less diverse (%s)", r.node.ID, nv.div)
+			case !r.node.canTakeReplica():
+				status += fmt.Sprintf("; the non-voter on n%d is not promoted (%s)", r.node.ID, whyIneligible(r.node, false))
+			}
 		}
 		if p.Node == 0 {
 			d.Action = ActionNoTarget
@@ -295,7 +304,7 @@ func worst(from []replica, stay []*Node, leaseholder uint64) (replica, string) {
 		return ss[0].r, ""
 	}
 	_, why := cmp(ss[0], ss[1])
-	return ss[0].r, fmt.Sprintf(", over n%d: %s", ss[1].r.node.ID, why)
+	return ss[0].r, fmt.Sprintf(", chosen over n%d: %s", ss[1].r.node.ID, why)
 }
 
 // healthWord names a replica's health as its node's state.
