@@ -163,7 +163,7 @@ const (
 	suspect                   // not heard from lately: kept, not replaced yet
 	leaving                   // on a decommissioning node: replaced, then removed
 	lost                      // on a dead or decommissioned node: replaced, then removed
-	numHealthes               // the number of health values
+	numHealths               // the number of health values
 )
 
 func healthOf(n *Node) health {

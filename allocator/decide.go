@@ -129,7 +129,7 @@ func Decide(r Range, nodes []Node) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	var byHealth [numHealthes][]replica
+	var byHealth [numHealths][]replica
 	for _, v := range voters {
 		byHealth[v.health] = append(byHealth[v.health], v)
 	}
