@@ -159,10 +159,10 @@ func nodeMap(nodes []Node) (map[uint64]*Node, error) {
 type health int
 
 const (
-	healthy     health = iota // live or draining: kept
-	suspect                   // not heard from lately: kept, not replaced yet
-	leaving                   // on a decommissioning node: replaced, then removed
-	lost                      // on a dead or decommissioned node: replaced, then removed
+	healthy    health = iota // live or draining: kept
+	suspect                  // not heard from lately: kept, not replaced yet
+	leaving                  // on a decommissioning node: replaced, then removed
+	lost                     // on a dead or decommissioned node: replaced, then removed
 	numHealths               // the number of health values
 )
 
