@@ -23,18 +23,18 @@ func randomCluster(rng *rand.Rand, n int) []Node {
 			Replicas: rng.Intn(20),
 			Leases:   rng.Intn(10),
 		}
-		switch x := rng.Intn(10); {
-		case x == 0:
+		switch rng.Intn(10) {
+		case 0:
 			nodes[i].Liveness = Dead
-		case x == 1:
+		case 1:
 			nodes[i].Liveness = Suspect
 		}
-		switch x := rng.Intn(12); {
-		case x == 0:
+		switch rng.Intn(12) {
+		case 0:
 			nodes[i].Membership = Draining
-		case x == 1:
+		case 1:
 			nodes[i].Membership = Decommissioning
-		case x == 2:
+		case 2:
 			nodes[i].Membership = Decommissioned
 		}
 	}

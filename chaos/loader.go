@@ -116,9 +116,16 @@ func (l *loader) wantsMoreSplits(ctx context.Context, tgt target, o Options, sta
 		return l.moreSplits
 	}
 	l.lastSplitCheck = time.Now()
-	descs, err := tgt.(*inProcTarget).Node(0).MetaRanges(ctx)
+	it := tgt.(*inProcTarget)
+	var descs []*rspb.RangeDescriptor
+	err := fmt.Errorf("every node is stopped")
+	for i := 0; i < it.NumNodes() && err != nil; i++ {
+		if n := it.Node(i); n != nil { // nil while a restart fault has it stopped
+			descs, err = n.MetaRanges(ctx)
+		}
+	}
 	if err != nil {
-		return true // e.g. during a restart: look again later (MaxDuration bounds it)
+		return true // look again later (MaxDuration bounds it)
 	}
 	l.moreSplits = len(descs)-before < o.MinSplits
 	if !l.moreSplits {
