@@ -40,10 +40,7 @@ type Config struct {
 	ListenAddr string   // gRPC address (host:port; port 0 picks one)
 	RaftAddr   string   // Dragonboat transport address; must stay the same across restarts
 	HTTPAddr   string   // Prometheus /metrics and /healthz; empty disables
-	// Join lists gRPC addresses of other nodes: the other initial nodes
-	// (used by init) or, for a node with an empty store, nodes of a running
-	// cluster to join through (any subset of the live nodes; join.go).
-	Join     []string
+	Join       []string // gRPC addresses of the other initial nodes (init), or of running nodes to join through (empty store; join.go)
 	Locality   []*rspb.LocalityTier
 	Logger     *slog.Logger
 	Clock      *leases.Clock
@@ -111,11 +108,12 @@ type Node struct {
 	stopping atomic.Bool
 	loopStop chan struct{} // the readiness and address loop (ready.go)
 	loopDone chan struct{}
+	stopOnce sync.Once
+
 	// refreshKick asks the loop to refresh the node directory now.
 	refreshKick chan struct{}
 	// joinMu serializes becoming a member: init's Bootstrap and a join.
 	joinMu sync.Mutex
-	stopOnce sync.Once
 }
 
 // Start opens the node's storage, restarts its replicas and serves.
