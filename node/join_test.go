@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -249,4 +250,43 @@ func TestJoinOtherClusterStoreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Stop()
+}
+
+// TestJoinUpgradedCluster: a cluster from before joins (no node-ID counter,
+// not every node in the directory) gets its counter and the missing
+// directory records from the cluster record once, and the first join gets
+// the ID after the initial nodes.
+func TestJoinUpgradedCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := StartTestCluster(ctx, TestClusterOptions{InitialSplits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	n1 := tc.Node(0)
+	del := func(k []byte) *rspb.RequestUnion {
+		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Delete{Delete: &rspb.DeleteRequest{Key: k}}}
+	}
+	if _, err := n1.router.Send(ctx, []*rspb.RequestUnion{del(keys.NodeIDGeneratorKey), del(keys.NodeKey(2)), del(keys.NodeKey(3))}); err != nil {
+		t.Fatal(err)
+	}
+	i4, err := tc.AddNode(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tc.WaitJoined(ctx, i4); err != nil || id != 4 {
+		t.Fatalf("the first node joining an upgraded cluster got n%d (%v), want n4", id, err)
+	}
+	dir, err := n1.readDirectory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, d := range dir {
+		ids = append(ids, d.NodeId)
+	}
+	if fmt.Sprint(ids) != "[1 2 3 4]" {
+		t.Fatalf("directory records after the upgrade: %v, want n1..n4", ids)
+	}
 }

@@ -200,3 +200,29 @@ func nodeList(ids []uint64) string {
 	}
 	return s
 }
+
+// LivenessName is the CLI's word for a node's liveness.
+func LivenessName(l rspb.NodeLiveness) string {
+	switch l {
+	case rspb.NodeLiveness_NODE_LIVE:
+		return "live"
+	case rspb.NodeLiveness_NODE_SUSPECT:
+		return "suspect"
+	case rspb.NodeLiveness_NODE_DEAD:
+		return "dead"
+	}
+	return "unknown"
+}
+
+// MembershipName is the CLI's word for a node's membership state.
+func MembershipName(m rspb.MembershipState) string {
+	switch m {
+	case rspb.MembershipState_MEMBERSHIP_DRAINING:
+		return "draining"
+	case rspb.MembershipState_MEMBERSHIP_DECOMMISSIONING:
+		return "decommissioning"
+	case rspb.MembershipState_MEMBERSHIP_DECOMMISSIONED:
+		return "decommissioned"
+	}
+	return "active"
+}
