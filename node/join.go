@@ -381,6 +381,9 @@ func (n *Node) tryJoin(ctx context.Context, st *joinState) error {
 		}
 		rec, err := n.joinVia(ctx, addr, storeID, self)
 		if err != nil {
+			if _, ok := status.FromError(err); ok && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+				n.joinRefusals.Add(1)
+			}
 			last = fmt.Errorf("%s: %w", addr, err)
 			continue
 		}

@@ -3,12 +3,16 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/kv/keys"
@@ -310,4 +314,99 @@ func TestJoinUpgradedCluster(t *testing.T) {
 	if fmt.Sprint(ids) != "[1 2 3 4]" {
 		t.Fatalf("directory records after the upgrade: %v, want n1..n4", ids)
 	}
+}
+
+// TestJoinWaitsForInitBootstrap: a node waiting for init, whose join list
+// names nodes init has already bootstrapped, is not admitted as a new node
+// (its address is an initial node's that never started): it stays
+// unnumbered until init's bootstrap reaches it, and no node ID is burned.
+func TestJoinWaitsForInitBootstrap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	var cfgs []Config
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		ga, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ra, err := FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs = append(cfgs, Config{StoreDir: fmt.Sprintf("%s/n%d", dir, i+1), ListenAddr: ga, RaftAddr: ra,
+			Logger: quietLogger(), RaftRTTMillisecond: 20, ElectionRTT: 15, HeartbeatRTT: 2, DrainTimeout: -1})
+		addrs = append(addrs, ga)
+	}
+	var nodes []*Node
+	defer func() {
+		for _, n := range nodes {
+			n.Stop()
+		}
+	}()
+	var descs []*rspb.NodeDescriptor
+	for i := range cfgs {
+		cfgs[i].Join = addrs
+		n, err := Start(cfgs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+		descs = append(descs, &rspb.NodeDescriptor{NodeId: uint64(i + 1), Address: n.Addr(), RaftAddress: cfgs[i].RaftAddr})
+	}
+	plan, err := PlanRanges(descs, nil, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(id uint64) *rspb.BootstrapRequest {
+		return &rspb.BootstrapRequest{ClusterId: "c-init-race", NodeId: id, Nodes: descs, Ranges: plan, Timestamp: &rspb.Timestamp{WallTime: time.Now().UnixNano()}}
+	}
+	for _, i := range []int{0, 1} {
+		if err := nodes[i].Bootstrap(ctx, req(uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The third node's loop tries to join through n1/n2 every second; the
+	// same request by hand is refused for the reason the loop sees.
+	sid, err := nodes[2].Store().StoreID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic := rspb.NewInternalClient(connTo(t, addrs[0]))
+	waitFor(t, ctx, "join of an initial node refused", func() error {
+		_, err := ic.Join(ctx, &rspb.JoinRequest{StoreId: sid, Node: &rspb.NodeDescriptor{Address: addrs[2], RaftAddress: cfgs[2].RaftAddr}})
+		if status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "n3") && strings.Contains(err.Error(), "has not started yet") {
+			return nil
+		}
+		return fmt.Errorf("join of n3's store: %v", err)
+	})
+	waitFor(t, ctx, "the waiting node's own join tries refused", func() error {
+		if nodes[2].joinRefusals.Load() < 2 {
+			return fmt.Errorf("%d refusals", nodes[2].joinRefusals.Load())
+		}
+		return nil
+	})
+	if id := nodes[2].NodeID(); id != 0 {
+		t.Fatalf("the initial node joined as n%d before init bootstrapped it", id)
+	}
+	if err := nodes[2].Bootstrap(ctx, req(3)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ic.Join(ctx, &rspb.JoinRequest{StoreId: "after-init", Node: &rspb.NodeDescriptor{Address: "127.0.0.1:5", RaftAddress: "127.0.0.1:6"}})
+	if err != nil || r.Record.NodeId != 4 {
+		t.Fatalf("the first join after init: %v, %v (want n4: no ID burned)", r, err)
+	}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func connTo(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -114,6 +114,8 @@ type Node struct {
 	refreshKick chan struct{}
 	// joinMu serializes becoming a member: init's Bootstrap and a join.
 	joinMu sync.Mutex
+	// joinRefusals counts join tries refused by an initialized node.
+	joinRefusals atomic.Int64
 }
 
 // Start opens the node's storage, restarts its replicas and serves.
