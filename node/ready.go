@@ -48,6 +48,9 @@ func (n *Node) Readiness() string {
 	}
 	id := n.store.NodeID()
 	if id == 0 {
+		if len(n.cfg.Join) > 0 {
+			return "not initialized (waiting for `rangestore init`, or to join the cluster of a node in --join)"
+		}
 		return "not initialized (waiting for `rangestore init`)"
 	}
 	var probs []string
