@@ -105,6 +105,38 @@ func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
 	return pc, nil
 }
 
+// AddProc starts one more process on an empty store with the gRPC
+// addresses of the processes at the indexes in join as its --join list:
+// it joins the running cluster (`start --join`). It returns its index.
+func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
+	a, err := node.FreeAddr()
+	if err != nil {
+		return 0, err
+	}
+	r, err := node.FreeAddr()
+	if err != nil {
+		return 0, err
+	}
+	var joinAddrs []string
+	for _, j := range join {
+		joinAddrs = append(joinAddrs, pc.Addrs[j])
+	}
+	i := len(pc.procs)
+	pc.Addrs = append(pc.Addrs, a)
+	pc.procs = append(pc.procs, &proc{
+		args: []string{"start", "--store", filepath.Join(pc.Dir, fmt.Sprintf("n%d", i)), "--listen-addr", a,
+			"--raft-addr", r, "--http-addr", "", "--join", strings.Join(joinAddrs, ","), "--log-level", "warn"},
+		log: filepath.Join(pc.Dir, fmt.Sprintf("n%d.log", i)),
+		env: env,
+	})
+	c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	pc.conns = append(pc.conns, c)
+	return i, pc.Start(i)
+}
+
 // Start (re)starts process i.
 func (pc *ProcCluster) Start(i int) error {
 	p := pc.procs[i]

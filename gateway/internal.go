@@ -27,6 +27,12 @@ type NodeBackend interface {
 	// MergeRange merges the range holding the internal key with its right
 	// neighbour.
 	MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResponse, error)
+	// Join admits a node with an empty store into the cluster.
+	Join(ctx context.Context, req *rspb.JoinRequest) (*rspb.JoinResponse, error)
+	// NodeStats counts the local replicas, valid leases held and bytes.
+	NodeStats() (replicas, leases, bytes int64)
+	// NodeStatuses reports every node's status (nodeID 0) or one node's.
+	NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -45,7 +51,17 @@ func (s *InternalServer) RangeBatch(ctx context.Context, r *rspb.RangeRequest) (
 
 // NodeInfo describes this node.
 func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb.NodeInfoResponse, error) {
-	return &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID()}, nil
+	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID()}
+	if r.ClusterId != "" {
+		r.ReplicaCount, r.LeaseCount, r.Bytes = s.node.NodeStats()
+	}
+	return r, nil
+}
+
+// Join admits a node with an empty store into this node's cluster.
+func (s *InternalServer) Join(ctx context.Context, r *rspb.JoinRequest) (*rspb.JoinResponse, error) {
+	resp, err := s.node.Join(ctx, r)
+	return resp, ToStatus(err)
 }
 
 // Bootstrap makes this node a member of a new cluster.
@@ -118,6 +134,27 @@ func (s *AdminServer) SplitRange(ctx context.Context, r *rspb.SplitRangeRequest)
 		return nil, ToStatus(err)
 	}
 	return &rspb.SplitRangeResponse{Left: res.Left, Right: res.Right}, nil
+}
+
+// Nodes lists every node of the directory with its status.
+func (s *AdminServer) Nodes(ctx context.Context, _ *rspb.NodesRequest) (*rspb.NodesResponse, error) {
+	st, err := s.node.NodeStatuses(ctx, 0)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.NodesResponse{Nodes: st}, nil
+}
+
+// NodeStatus reports one node's status.
+func (s *AdminServer) NodeStatus(ctx context.Context, r *rspb.NodeStatusRequest) (*rspb.NodeStatusResponse, error) {
+	if r.NodeId == 0 {
+		return nil, invalidf("node_id must be set (n1 is 1)")
+	}
+	st, err := s.node.NodeStatuses(ctx, r.NodeId)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.NodeStatusResponse{Status: st[0]}, nil
 }
 
 // MergeRange merges the range containing a client key with its right

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -71,7 +72,8 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 }
 
 // BootstrapData is the initial MVCC content of a new cluster: a meta record
-// per range and a record per node. Every node derives the same data from the
+// per range, the range-ID counter, a directory record per node and the
+// node-ID counter at the highest initial node ID (joins continue from it). Every node derives the same data from the
 // same request.
 func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	var out []ranges.BootstrapKV
@@ -84,9 +86,14 @@ func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	if maxID > 0 {
 		out = append(out, ranges.BootstrapKV{Key: keys.RangeIDGeneratorKey, Value: ranges.RangeIDCounterValue(maxID)})
 	}
+	var maxNode uint64
 	for _, nd := range req.Nodes {
 		b, _ := proto.Marshal(nd)
 		out = append(out, ranges.BootstrapKV{Key: keys.NodeKey(nd.NodeId), Value: b})
+		maxNode = max(maxNode, nd.NodeId)
+	}
+	if maxNode > 0 {
+		out = append(out, ranges.BootstrapKV{Key: keys.NodeIDGeneratorKey, Value: []byte(strconv.FormatUint(maxNode, 10))})
 	}
 	return out
 }

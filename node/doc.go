@@ -9,5 +9,45 @@
 // system range and the initial user ranges, and sends every node the same
 // BootstrapRequest. Each node writes its share (cluster record, descriptors,
 // replica records, initial meta and node records) in one synced batch and
-// starts its replicas; the request is idempotent per cluster ID.
+// starts its replicas; the request is idempotent per cluster ID. Init also
+// writes a directory record per node (keys.NodeKey) and the node-ID counter
+// (keys.NodeIDGeneratorKey) at the highest initial node ID.
+//
+// Node directory: node descriptors (ID, gRPC, Raft and HTTP addresses,
+// locality) live in the system range. Each node caches the directory in its
+// cluster record (persisted, so a restart knows its peers before it can
+// read the system range); the node's loop refreshes it every second, and
+// at once when the router looks up a node ID it does not know. The router
+// resolves nodes through it (NodeAddress), the store finds peers' Raft
+// addresses in it, and the Admin API lists it (Nodes, NodeStatus: liveness
+// judged by decideNodeState, counts asked of each node). A cluster from
+// before joins (no counter) gets the counter, at its highest node ID, and
+// the missing directory records from the cluster record once
+// (ensureNodeCounter, at each node's start and before every join).
+//
+// Join protocol (join.go): a node started with an empty store and a join
+// list tries, every second, each listed node: NodeInfo says whether it
+// belongs to a cluster (if none does, the node keeps waiting for init, as
+// before); the first that does gets the Internal Join RPC with the node's
+// descriptor and its store ID, a random ID generated and persisted before
+// the first try. The answering node
+//  1. returns the ID of the store's join record (keys.NodeJoinKey) if
+//     there is one: a retry whose answer was lost gets the same ID;
+//  2. refuses an address of a live directory node (AlreadyExists) or of one
+//     that never wrote a liveness record (FailedPrecondition: an initial
+//     node awaiting init's bootstrap, which so never joins instead);
+//  3. increments the node-ID counter through the KV path (the ID must be
+//     above every directory node's, else the counter was set back) and
+//     writes the join record with a conditional put (a concurrent duplicate
+//     that loses takes the winner's ID; its own stays unused);
+//  4. writes the node's directory record and answers with the cluster
+//     record to persist: cluster ID, the new node ID, its directory, the
+//     meta range.
+//
+// The new node persists that record (ranges.Store.JoinCluster) and is a
+// member from then on: its liveness heartbeats write its record, and it
+// serves with no replica. A restart with its store just restarts (the
+// record holds its ID). A store of one cluster started with a join list of
+// another is refused at start, naming both cluster IDs (checkJoinClusters;
+// unreachable join addresses are skipped).
 package node

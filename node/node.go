@@ -40,7 +40,7 @@ type Config struct {
 	ListenAddr string   // gRPC address (host:port; port 0 picks one)
 	RaftAddr   string   // Dragonboat transport address; must stay the same across restarts
 	HTTPAddr   string   // Prometheus /metrics and /healthz; empty disables
-	Join       []string // gRPC addresses of the other initial nodes (used by init)
+	Join       []string // gRPC addresses of the other initial nodes (init), or of running nodes to join through (empty store; join.go)
 	Locality   []*rspb.LocalityTier
 	Logger     *slog.Logger
 	Clock      *leases.Clock
@@ -81,6 +81,9 @@ type Config struct {
 	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
 	// DefaultDrainTimeout, negative = no handoff).
 	DrainTimeout time.Duration
+	// TimeUntilStoreDead: a node whose liveness record has been expired
+	// this long is dead, before that suspect (0 = DefaultTimeUntilStoreDead).
+	TimeUntilStoreDead time.Duration
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -106,6 +109,13 @@ type Node struct {
 	loopStop chan struct{} // the readiness and address loop (ready.go)
 	loopDone chan struct{}
 	stopOnce sync.Once
+
+	// refreshKick asks the loop to refresh the node directory now.
+	refreshKick chan struct{}
+	// joinMu serializes becoming a member: init's Bootstrap and a join.
+	joinMu sync.Mutex
+	// joinRefusals counts join tries refused by an initialized node.
+	joinRefusals atomic.Int64
 }
 
 // Start opens the node's storage, restarts its replicas and serves.
@@ -122,10 +132,15 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.StoreDir == "" || cfg.ListenAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("node: store dir, listen address and raft address are required")
 	}
+	for _, j := range cfg.Join {
+		if err := checkHostPort(j); err != nil {
+			return nil, fmt.Errorf("node: join address %q: %v", j, err)
+		}
+	}
 	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), refreshKick: make(chan struct{}, 1)}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Clock.SetLogger(cfg.Logger)
 	registerClockMetrics(n.registry, cfg.Clock)
@@ -156,6 +171,11 @@ func Start(cfg Config) (*Node, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cr := n.store.ClusterRecord(); cr != nil && len(cfg.Join) > 0 {
+		if err := checkJoinClusters(context.Background(), cr, cfg.Join, []string{lis.Addr().String(), cfg.ListenAddr}, cfg.PeerDialOptions); err != nil {
+			return nil, err
+		}
 	}
 	maxMsg := MaxMessageSize(cfg.Limits)
 	peerOpts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
@@ -274,7 +294,8 @@ func (n *Node) ClusterID() string {
 	return ""
 }
 
-// NodeAddress resolves a node ID to its gRPC address (gateway.Resolver).
+// NodeAddress resolves a node ID to its gRPC address (gateway.Resolver)
+// through the cached directory; an unknown ID makes the loop refresh it.
 func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 	if c := n.store.ClusterRecord(); c != nil {
 		for _, d := range c.Nodes {
@@ -282,6 +303,7 @@ func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 				return d.Address, true
 			}
 		}
+		n.kickRefresh()
 	}
 	return "", false
 }
@@ -301,6 +323,8 @@ func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }
 // must lay out a valid cluster and name the membership of this node's join
 // list (ValidateBootstrap).
 func (n *Node) Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error {
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
 	if cur := n.store.ClusterRecord(); cur != nil && cur.ClusterId == req.ClusterId && cur.NodeId == req.NodeId {
 		return nil // a retry of the bootstrap that made this node
 	}

@@ -328,8 +328,8 @@ func TestBootstrapData(t *testing.T) {
 	}
 	req := &rspb.BootstrapRequest{ClusterId: "c1", NodeId: 2, Nodes: nodes, Ranges: plan, Timestamp: &rspb.Timestamp{WallTime: 1}}
 	data := BootstrapData(req)
-	if len(data) != len(plan)+len(nodes)+1 {
-		t.Fatalf("%d records, want %d", len(data), len(plan)+len(nodes)+1)
+	if len(data) != len(plan)+len(nodes)+2 {
+		t.Fatalf("%d records, want %d", len(data), len(plan)+len(nodes)+2)
 	}
 	seen := map[string]bool{}
 	metaCount, nodeCount := 0, 0
@@ -360,6 +360,10 @@ func TestBootstrapData(t *testing.T) {
 		case bytes.Equal(x.Key, keys.RangeIDGeneratorKey):
 			if owner == nil || owner.RangeId != 2 || string(x.Value) != fmt.Sprint(len(plan)) {
 				t.Errorf("range ID counter %q = %q (owner %v), want %d in r2", x.Key, x.Value, owner, len(plan))
+			}
+		case bytes.Equal(x.Key, keys.NodeIDGeneratorKey):
+			if owner == nil || owner.RangeId != 2 || string(x.Value) != fmt.Sprint(len(nodes)) {
+				t.Errorf("node ID counter %q = %q (owner %v), want %d in r2", x.Key, x.Value, owner, len(nodes))
 			}
 		default:
 			t.Errorf("unexpected record key %q", x.Key)

@@ -28,9 +28,13 @@ import (
 //
 // The same loop keeps node addresses current: a node restarted on a new
 // --listen-addr rewrites its descriptor in its cluster record and its node
-// record in the system range, and every node copies the node records' gRPC
-// addresses into its own cluster record, through which the router resolves
-// nodes (NodeAddress).
+// record in the system range, and every node copies the node records
+// (including nodes that joined since) into its own cluster record, its
+// cached directory, through which the router resolves nodes (NodeAddress)
+// and the store finds peers' Raft addresses. It refreshes every
+// nodeRefreshInterval and at once when an unknown node ID is looked up.
+// While the store is empty and the node has a join list, the loop also
+// tries to join a running cluster (join.go).
 const (
 	readyInterval       = 250 * time.Millisecond
 	nodeRefreshInterval = time.Second
@@ -44,6 +48,9 @@ func (n *Node) Readiness() string {
 	}
 	id := n.store.NodeID()
 	if id == 0 {
+		if len(n.cfg.Join) > 0 {
+			return "not initialized (waiting for `rangestore init`, or to join the cluster of a node in --join)"
+		}
 		return "not initialized (waiting for `rangestore init`)"
 	}
 	var probs []string
@@ -123,10 +130,27 @@ func (n *Node) loop() {
 	defer close(n.loopDone)
 	t := time.NewTicker(readyInterval)
 	defer t.Stop()
-	published := false
-	var lastRefresh time.Time
+	published, counted := false, false
+	var lastRefresh, lastJoin time.Time
+	var js joinState
 	for {
 		n.updateHealth()
+		if n.store.NodeID() == 0 && len(n.cfg.Join) > 0 && time.Since(lastJoin) >= joinInterval {
+			// An empty store with a join list: join a running cluster,
+			// or keep waiting for init while the listed nodes have none.
+			lastJoin = time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), joinCallTimeout+2*time.Second)
+			stop := n.loopStop
+			go func() { // the loop's stop cancels a try in flight
+				select {
+				case <-stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			_ = n.tryJoin(ctx, &js)
+			cancel()
+		}
 		if n.store.NodeID() != 0 && time.Since(lastRefresh) >= nodeRefreshInterval {
 			lastRefresh = time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), nodeRefreshInterval)
@@ -135,6 +159,15 @@ func (n *Node) loop() {
 					n.log.Debug("publishing the node record failed", "err", err)
 				} else {
 					published = true
+				}
+			}
+			if published && !counted {
+				// A cluster from before joins gets its counter and
+				// directory records once (join.go).
+				if err := n.ensureNodeCounter(ctx); err != nil {
+					n.log.Debug("checking the node-ID counter failed", "err", err)
+				} else {
+					counted = true
 				}
 			}
 			if err := n.refreshNodes(ctx); err != nil {
@@ -146,6 +179,10 @@ func (n *Node) loop() {
 		case <-n.loopStop:
 			return
 		case <-t.C:
+		case <-n.refreshKick:
+			if time.Since(lastRefresh) >= readyInterval {
+				lastRefresh = time.Time{}
+			}
 		}
 	}
 }
@@ -234,30 +271,15 @@ func (n *Node) publishSelf(ctx context.Context) error {
 	return err
 }
 
-// refreshNodes copies the other nodes' addresses from their node records
-// into this node's cluster record: from the local replica of the system
-// range when there is one (no routing needed, see
-// ranges.Store.LocalNodeDescriptors), else through the router.
+// refreshNodes copies the other nodes' descriptors from their directory
+// records into this node's cluster record (its cached directory), adding
+// nodes that joined: from the local replica of the system range when there
+// is one (no routing needed, see ranges.Store.LocalNodeDescriptors), else
+// through the router.
 func (n *Node) refreshNodes(ctx context.Context) error {
-	descs, ok, err := n.store.LocalNodeDescriptors()
+	descs, err := n.readDirectory(ctx)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		end := append([]byte(nil), keys.NodePrefix...)
-		end[len(end)-1]++
-		resps, err := n.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
-			StartKey: keys.NodePrefix, EndKey: end}}}})
-		if err != nil {
-			return err
-		}
-		for _, kv := range resps[0].GetScan().GetKvs() {
-			d := &rspb.NodeDescriptor{}
-			if err := proto.Unmarshal(kv.Value, d); err != nil {
-				return err
-			}
-			descs = append(descs, d)
-		}
 	}
 	me := n.store.NodeID()
 	for _, d := range descs {
@@ -269,7 +291,9 @@ func (n *Node) refreshNodes(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if changed {
+		if changed && old == "" {
+			n.log.Info("learned of a new node", "node", d.NodeId, "addr", d.Address, "raft", d.RaftAddress)
+		} else if changed {
 			n.log.Info("learned a new node address", "node", d.NodeId, "old", old, "new", d.Address)
 		}
 	}

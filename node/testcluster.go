@@ -336,3 +336,99 @@ func (tc *TestCluster) Close() {
 		_ = os.RemoveAll(tc.BaseDir)
 	}
 }
+
+// AddNode starts one more node, on an empty store, with the gRPC addresses
+// of the nodes at the indexes in join as its join list (all running nodes
+// when join is empty): it joins the running cluster (join.go). It returns
+// the new node's index at once; WaitJoined waits for its node ID.
+func (tc *TestCluster) AddNode(join ...int) (int, error) {
+	for attempt := 0; ; attempt++ {
+		i, err := tc.addNode(join)
+		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+			return i, err
+		}
+	}
+}
+
+func (tc *TestCluster) addNode(join []int) (int, error) {
+	tc.mu.Lock()
+	i := len(tc.cfgs)
+	cfg := tc.cfgs[0] // the cluster's settings; then this node's own
+	if len(join) == 0 {
+		for j, n := range tc.nodes {
+			if n != nil {
+				join = append(join, j)
+			}
+		}
+	}
+	tc.mu.Unlock()
+	ga, err := FreeAddr()
+	if err != nil {
+		return 0, err
+	}
+	ra, err := FreeAddr()
+	if err != nil {
+		return 0, err
+	}
+	cfg.StoreDir = filepath.Join(tc.BaseDir, "n"+strconv.Itoa(i+1))
+	cfg.ListenAddr, cfg.RaftAddr, cfg.HTTPAddr = ga, ra, ""
+	cfg.Logger = tc.opts.Logger.With("node", i+1)
+	cfg.Clock = nil
+	cfg.CrashPoint = nil
+	cfg.Join = nil
+	for _, j := range join {
+		cfg.Join = append(cfg.Join, tc.cfgs[j].ListenAddr)
+	}
+	if cp := tc.opts.CrashPoint; cp != nil {
+		cfg.CrashPoint = func(name string) { cp(i, name) }
+	}
+	if tc.opts.Network != nil {
+		tc.opts.Network.Register(i, ga, ra)
+		cfg.PeerDialOptions = []grpc.DialOption{grpc.WithUnaryInterceptor(tc.opts.Network.UnaryInterceptor(ga))}
+	}
+	if i < len(tc.opts.Clocks) {
+		cfg.Clock = leases.NewClock(tc.opts.Clocks[i].Now, 0)
+	}
+	if tc.opts.HTTP {
+		if cfg.HTTPAddr, err = FreeAddr(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := Start(cfg)
+	if err != nil {
+		_ = os.RemoveAll(cfg.StoreDir)
+		return 0, err
+	}
+	c, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		n.Stop()
+		return 0, err
+	}
+	tc.mu.Lock()
+	tc.cfgs = append(tc.cfgs, cfg)
+	tc.nodes = append(tc.nodes, n)
+	tc.conns = append(tc.conns, c)
+	tc.mu.Unlock()
+	return i, nil
+}
+
+// WaitJoined waits until node i has a node ID and a live liveness record,
+// and returns the ID.
+func (tc *TestCluster) WaitJoined(ctx context.Context, i int) (uint64, error) {
+	for {
+		if n := tc.Node(i); n != nil && n.NodeID() != 0 {
+			if self := n.liveness.Self(); self != nil {
+				return n.NodeID(), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			id := uint64(0)
+			if n := tc.Node(i); n != nil {
+				id = n.NodeID()
+			}
+			return 0, fmt.Errorf("node %d did not join (node ID %d): %w", i, id, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -25,7 +25,7 @@
 //   - Raw local keys (kv.LocalPrefix): 'r'+rangeID+… is replicated range state
 //     (descriptor, max write timestamp, GC threshold, dedup records) and travels
 //     in snapshots; 'p'+rangeID+replicaID+… is this replica's applied index and
-//     its restart record; 'n'… is node state (cluster record).
+//     its restart record; 'n'… is node state (cluster record, store ID).
 //   - The entries of one Update call commit their writes, dedup records and
 //     the applied index in one Pebble batch, so state and index never
 //     diverge; lease, max write timestamp and GC threshold become visible in

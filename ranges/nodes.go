@@ -2,8 +2,12 @@ package ranges
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"time"
 
@@ -83,10 +87,12 @@ func recordRaftAddress(eng *kv.Engine, addr string) error {
 	return b.Commit(true)
 }
 
-// UpdateNodeDescriptor replaces the descriptor of d.NodeId in this node's
-// cluster record (persisted, synced) when its gRPC or HTTP address differs,
-// and reports whether it did. Only nodes already in the record are updated;
-// the router resolves node addresses through it.
+// UpdateNodeDescriptor records d in this node's cluster record (persisted,
+// synced), the node's cached directory: it replaces the descriptor of
+// d.NodeId when its gRPC or HTTP address or locality differs, and adds a
+// node the record does not know yet (one that joined, d must then carry
+// its Raft address). It reports whether it changed the record. The router
+// resolves node addresses, and the store peers' Raft addresses, through it.
 func (s *Store) UpdateNodeDescriptor(d *rspb.NodeDescriptor) (changed bool, err error) {
 	if d.GetNodeId() == 0 || d.Address == "" {
 		return false, nil
@@ -98,32 +104,116 @@ func (s *Store) UpdateNodeDescriptor(d *rspb.NodeDescriptor) (changed bool, err 
 		return false, nil
 	}
 	next := proto.Clone(cur).(*rspb.ClusterRecord)
+	found := false
 	for _, nd := range next.Nodes {
 		if nd.NodeId != d.NodeId {
 			continue
 		}
-		if nd.Address == d.Address && nd.HttpAddress == d.HttpAddress {
+		found = true
+		if nd.Address == d.Address && nd.HttpAddress == d.HttpAddress && (d.Locality == nil || sameLocality(nd.Locality, d.Locality)) {
 			return false, nil
 		}
 		nd.Address, nd.HttpAddress = d.Address, d.HttpAddress
-		cb, err := proto.Marshal(next)
-		if err != nil {
-			return false, err
+		if d.Locality != nil {
+			nd.Locality = d.Locality
 		}
-		b := s.eng.NewBatch()
-		defer b.Close()
-		if err := b.PutRaw(clusterRecordKey, cb); err != nil {
-			return false, err
-		}
-		if err := b.Commit(true); err != nil {
-			return false, err
-		}
-		s.mu.Lock()
-		s.cluster = next
-		s.mu.Unlock()
-		return true, nil
 	}
-	return false, nil
+	if !found {
+		if d.RaftAddress == "" {
+			return false, nil
+		}
+		next.Nodes = append(next.Nodes, proto.Clone(d).(*rspb.NodeDescriptor))
+		sort.Slice(next.Nodes, func(i, j int) bool { return next.Nodes[i].NodeId < next.Nodes[j].NodeId })
+	}
+	if err := s.writeClusterRecord(next); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func sameLocality(a, b []*rspb.LocalityTier) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// writeClusterRecord persists rec (synced) and makes it current; callers
+// hold clusterMu.
+func (s *Store) writeClusterRecord(rec *rspb.ClusterRecord) error {
+	cb, err := proto.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b := s.eng.NewBatch()
+	defer b.Close()
+	if err := b.PutRaw(clusterRecordKey, cb); err != nil {
+		return err
+	}
+	if err := b.Commit(true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.cluster = rec
+	s.mu.Unlock()
+	return nil
+}
+
+// storeIDKey holds the store's random ID (StoreID).
+var storeIDKey = []byte{kv.LocalPrefix, nodeStateTag, 's', 't', 'o', 'r', 'e', 'i', 'd'}
+
+// StoreID returns this store's random ID, generated and persisted (synced)
+// on first use. A joining node sends it with every try, so that a retried
+// join gets the node ID of the first one.
+func (s *Store) StoreID() (string, error) {
+	s.clusterMu.Lock()
+	defer s.clusterMu.Unlock()
+	v, ok, err := s.eng.GetRaw(storeIDKey)
+	if err != nil || ok {
+		return string(v), err
+	}
+	idb := make([]byte, 16)
+	if _, err := rand.Read(idb); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(idb)
+	b := s.eng.NewBatch()
+	defer b.Close()
+	if err := b.PutRaw(storeIDKey, []byte(id)); err != nil {
+		return "", err
+	}
+	if err := b.Commit(true); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// JoinCluster makes this store, not yet part of any cluster, a member of
+// the cluster a join admitted it to: it persists rec as its cluster record
+// (synced). The store holds no replica yet; its node ID is rec.NodeId from
+// now on. It is idempotent for the same cluster and node ID.
+func (s *Store) JoinCluster(rec *rspb.ClusterRecord) error {
+	if rec.GetClusterId() == "" || rec.NodeId == 0 || rec.MetaRange == nil {
+		return errors.New("join: the cluster record lacks a cluster ID, node ID or meta range")
+	}
+	s.clusterMu.Lock()
+	defer s.clusterMu.Unlock()
+	if cur := s.ClusterRecord(); cur != nil {
+		if cur.ClusterId == rec.ClusterId && cur.NodeId == rec.NodeId {
+			return nil
+		}
+		return fmt.Errorf("node is already part of cluster %s as n%d", cur.ClusterId, cur.NodeId)
+	}
+	if err := s.writeClusterRecord(rec); err != nil {
+		return err
+	}
+	s.log.Info("store joined the cluster", "cluster", rec.ClusterId, "node", rec.NodeId, "nodes", len(rec.Nodes))
+	return nil
 }
 
 // LocalNodeDescriptors reads the node descriptor records (keys.NodePrefix)

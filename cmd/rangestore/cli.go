@@ -45,6 +45,8 @@ func runner(name string) func(args []string) error {
 		return runRange
 	case "workload":
 		return runWorkload
+	case "node":
+		return runNode
 	}
 	return nil
 }
@@ -54,7 +56,9 @@ any other argument that starts with "-" (kv put -- -key value).`
 
 var commands = []command{
 	{name: "start", summary: "run a node",
-		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]"}},
+		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]"},
+		details: "--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
+			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts."},
 	{name: "init", summary: "initialize a new cluster from its started nodes (once)",
 		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"}},
 	{name: "demo", summary: "run an in-process cluster with sample data",
@@ -78,6 +82,14 @@ var commands = []command{
 		details: "list shows the ranges with a replica on the asked node. split splits the range holding KEY at KEY;\n" +
 			"merge merges the range holding KEY with its right neighbour; transfer-lease moves the lease of\n" +
 			"RANGE (r7) to NODE (n2), asked of any node."},
+	{name: "node", summary: "list the cluster's nodes and show one node's status (--host: any node)",
+		forms: []string{
+			"node list [--host HOST:PORT]",
+			"node status NODE",
+		},
+		details: "list shows every node of the directory: addresses, locality, liveness (live; suspect: its liveness\n" +
+			"record expired less than --time-until-store-dead ago; dead; unknown: never started), epoch, membership\n" +
+			"(active, draining), and the replicas, valid leases and bytes the node reports. status shows NODE (n4)."},
 	{name: "workload", summary: "drive load against a running cluster",
 		forms:   []string{"workload run kv|ycsb [--hosts A,B,C] [flags]"},
 		details: workloadUsage},

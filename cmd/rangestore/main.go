@@ -12,6 +12,8 @@
 //	rangestore range split KEY
 //	rangestore range merge KEY
 //	rangestore range transfer-lease RANGE NODE
+//	rangestore node list [--host HOST:PORT]
+//	rangestore node status NODE
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
 //
 // "rangestore COMMAND --help" prints a command's flags. The command table

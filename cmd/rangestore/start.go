@@ -94,11 +94,12 @@ func runStart(args []string) error {
 	listen := fs.String("listen-addr", "127.0.0.1:26257", "gRPC address for clients and peers")
 	raft := fs.String("raft-addr", "", fmt.Sprintf("Raft transport address (default: listen port + %d); must not change across restarts", raftPortOffset))
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "HTTP address for /metrics and /healthz (empty disables)")
-	join := fs.StringSlice("join", nil, "gRPC addresses of the initial nodes (comma-separated)")
+	join := fs.StringSlice("join", nil, "gRPC addresses of the initial nodes, or of running nodes to join (comma-separated)")
 	locality := fs.String("locality", "", "locality tiers, e.g. region=eu,zone=a")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rangeMax := fs.Int64("range-max-bytes", ranges.DefaultRangeMaxBytes, "split a range once its data exceeds this many bytes (negative: never)")
 	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
+	deadAfter := fs.Duration("time-until-store-dead", node.DefaultTimeUntilStoreDead, "a node whose liveness record has been expired this long is dead (before that: suspect)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -109,6 +110,9 @@ func runStart(args []string) error {
 	// Validate every flag before the store directory is created.
 	if *drainTimeout < 0 {
 		return usagef("start", "--drain-timeout %v: must not be negative", *drainTimeout)
+	}
+	if *deadAfter <= 0 {
+		return usagef("start", "--time-until-store-dead %v: must be positive", *deadAfter)
 	}
 	if *drainTimeout == 0 {
 		*drainTimeout = -1 // node.Config: negative = no handoff
@@ -136,12 +140,13 @@ func runStart(args []string) error {
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
-		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log)})
+		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
+		TimeUntilStoreDead: *deadAfter})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
 	if n.NodeID() == 0 {
-		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s`\n", n.Addr(), n.Addr())
+		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s`, or to join a running cluster listed in --join\n", n.Addr(), n.Addr())
 	} else {
 		fmt.Fprintf(os.Stderr, "node n%d listening on %s (cluster %s)\n", n.NodeID(), n.Addr(), n.ClusterID())
 	}

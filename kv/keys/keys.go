@@ -38,6 +38,12 @@ var (
 	// RangeIDGeneratorKey holds the highest range ID allocated so far (a
 	// decimal counter, incremented by splits).
 	RangeIDGeneratorKey = []byte("\x00srange-id")
+	// NodeIDGeneratorKey holds the highest node ID allocated so far (a
+	// decimal counter, incremented by joins; IDs are never reused).
+	NodeIDGeneratorKey = []byte("\x00snode-id")
+	// NodeJoinPrefix prefixes join records: the node ID allocated to a
+	// joining store, keyed by its store ID (NodeJoinKey).
+	NodeJoinPrefix = []byte("\x00snode-join/")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.
@@ -97,6 +103,11 @@ func MetaLookupStart(k []byte) []byte { return MetaKey(Next(k)) }
 func NodeKey(nodeID uint64) []byte {
 	out := append([]byte(nil), NodePrefix...)
 	return binary.BigEndian.AppendUint64(out, nodeID)
+}
+
+// NodeJoinKey is the system key of the join record of a store.
+func NodeJoinKey(storeID string) []byte {
+	return append(append([]byte(nil), NodeJoinPrefix...), storeID...)
 }
 
 // LivenessKey is the system key of a node's liveness record.

@@ -1,5 +1,5 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge).
+// listing, lease transfer, manual split and merge, node list and status).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -28,6 +28,116 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// NodeLiveness is judged from a node's liveness record at the answering
+// node's clock: LIVE until its expiration, SUSPECT for less than the
+// time-until-store-dead after it, DEAD from then on; UNKNOWN when the node
+// has no liveness record (it has not started yet).
+type NodeLiveness int32
+
+const (
+	NodeLiveness_NODE_LIVENESS_UNKNOWN NodeLiveness = 0
+	NodeLiveness_NODE_LIVE             NodeLiveness = 1
+	NodeLiveness_NODE_SUSPECT          NodeLiveness = 2
+	NodeLiveness_NODE_DEAD             NodeLiveness = 3
+)
+
+// Enum value maps for NodeLiveness.
+var (
+	NodeLiveness_name = map[int32]string{
+		0: "NODE_LIVENESS_UNKNOWN",
+		1: "NODE_LIVE",
+		2: "NODE_SUSPECT",
+		3: "NODE_DEAD",
+	}
+	NodeLiveness_value = map[string]int32{
+		"NODE_LIVENESS_UNKNOWN": 0,
+		"NODE_LIVE":             1,
+		"NODE_SUSPECT":          2,
+		"NODE_DEAD":             3,
+	}
+)
+
+func (x NodeLiveness) Enum() *NodeLiveness {
+	p := new(NodeLiveness)
+	*p = x
+	return p
+}
+
+func (x NodeLiveness) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeLiveness) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (NodeLiveness) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_admin_proto_enumTypes[0]
+}
+
+func (x NodeLiveness) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeLiveness.Descriptor instead.
+func (NodeLiveness) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// MembershipState: ACTIVE, or DRAINING while its liveness record says so.
+// DECOMMISSIONING and DECOMMISSIONED are reserved for decommission.
+type MembershipState int32
+
+const (
+	MembershipState_MEMBERSHIP_ACTIVE          MembershipState = 0
+	MembershipState_MEMBERSHIP_DRAINING        MembershipState = 1
+	MembershipState_MEMBERSHIP_DECOMMISSIONING MembershipState = 2
+	MembershipState_MEMBERSHIP_DECOMMISSIONED  MembershipState = 3
+)
+
+// Enum value maps for MembershipState.
+var (
+	MembershipState_name = map[int32]string{
+		0: "MEMBERSHIP_ACTIVE",
+		1: "MEMBERSHIP_DRAINING",
+		2: "MEMBERSHIP_DECOMMISSIONING",
+		3: "MEMBERSHIP_DECOMMISSIONED",
+	}
+	MembershipState_value = map[string]int32{
+		"MEMBERSHIP_ACTIVE":          0,
+		"MEMBERSHIP_DRAINING":        1,
+		"MEMBERSHIP_DECOMMISSIONING": 2,
+		"MEMBERSHIP_DECOMMISSIONED":  3,
+	}
+)
+
+func (x MembershipState) Enum() *MembershipState {
+	p := new(MembershipState)
+	*p = x
+	return p
+}
+
+func (x MembershipState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MembershipState) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (MembershipState) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_admin_proto_enumTypes[1]
+}
+
+func (x MembershipState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MembershipState.Descriptor instead.
+func (MembershipState) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
 
 type InitRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -465,6 +575,294 @@ func (x *TransferLeaseResponse) GetAlreadyHeld() bool {
 	return false
 }
 
+type NodeStatus struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Node               *NodeDescriptor        `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Liveness           NodeLiveness           `protobuf:"varint,2,opt,name=liveness,proto3,enum=rangestore.v1.NodeLiveness" json:"liveness,omitempty"`
+	Epoch              int64                  `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LivenessExpiration *Timestamp             `protobuf:"bytes,4,opt,name=liveness_expiration,json=livenessExpiration,proto3" json:"liveness_expiration,omitempty"`
+	Membership         MembershipState        `protobuf:"varint,5,opt,name=membership,proto3,enum=rangestore.v1.MembershipState" json:"membership,omitempty"`
+	// Counts reported by the node itself; stats_error says why they are
+	// missing (node unreachable), and then they are 0.
+	ReplicaCount int64  `protobuf:"varint,6,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
+	LeaseCount   int64  `protobuf:"varint,7,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"`
+	Bytes        int64  `protobuf:"varint,8,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	StatsError   string `protobuf:"bytes,9,opt,name=stats_error,json=statsError,proto3" json:"stats_error,omitempty"`
+	// detail: why the liveness and membership are what they are, e.g.
+	// "liveness record expired 12s ago, less than the time-until-store-dead 5m0s".
+	Detail        string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatus) Reset() {
+	*x = NodeStatus{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatus) ProtoMessage() {}
+
+func (x *NodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
+func (*NodeStatus) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NodeStatus) GetNode() *NodeDescriptor {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetLiveness() NodeLiveness {
+	if x != nil {
+		return x.Liveness
+	}
+	return NodeLiveness_NODE_LIVENESS_UNKNOWN
+}
+
+func (x *NodeStatus) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLivenessExpiration() *Timestamp {
+	if x != nil {
+		return x.LivenessExpiration
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetMembership() MembershipState {
+	if x != nil {
+		return x.Membership
+	}
+	return MembershipState_MEMBERSHIP_ACTIVE
+}
+
+func (x *NodeStatus) GetReplicaCount() int64 {
+	if x != nil {
+		return x.ReplicaCount
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLeaseCount() int64 {
+	if x != nil {
+		return x.LeaseCount
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetStatsError() string {
+	if x != nil {
+		return x.StatsError
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type NodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodesRequest) Reset() {
+	*x = NodesRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodesRequest) ProtoMessage() {}
+
+func (x *NodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
+func (*NodesRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+type NodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeStatus          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"` // by node ID
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodesResponse) Reset() {
+	*x = NodesResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodesResponse) ProtoMessage() {}
+
+func (x *NodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
+func (*NodesResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NodesResponse) GetNodes() []*NodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type NodeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatusRequest) Reset() {
+	*x = NodeStatusRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatusRequest) ProtoMessage() {}
+
+func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
+func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodeStatusRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type NodeStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *NodeStatus            `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatusResponse) Reset() {
+	*x = NodeStatusResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatusResponse) ProtoMessage() {}
+
+func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
+func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *NodeStatusResponse) GetStatus() *NodeStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
 type MergeRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -474,7 +872,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +884,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +897,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -519,7 +917,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +929,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +942,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -570,7 +968,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +980,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +993,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -615,7 +1013,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +1025,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +1038,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -661,7 +1059,7 @@ var File_rangestore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x19rangestore/v1/admin.proto\x12\rrangestore.v1\x1a\x1drangestore/v1/persisted.proto\"\x82\x01\n" +
+	"\x19rangestore/v1/admin.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\x1a\x1drangestore/v1/persisted.proto\"\x82\x01\n" +
 	"\vInitRequest\x12%\n" +
 	"\x0einitial_splits\x18\x01 \x01(\x05R\rinitialSplits\x12\x1d\n" +
 	"\n" +
@@ -697,7 +1095,31 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\":\n" +
 	"\x15TransferLeaseResponse\x12!\n" +
-	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"%\n" +
+	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"\xae\x03\n" +
+	"\n" +
+	"NodeStatus\x121\n" +
+	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x127\n" +
+	"\bliveness\x18\x02 \x01(\x0e2\x1b.rangestore.v1.NodeLivenessR\bliveness\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x03R\x05epoch\x12I\n" +
+	"\x13liveness_expiration\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x12livenessExpiration\x12>\n" +
+	"\n" +
+	"membership\x18\x05 \x01(\x0e2\x1e.rangestore.v1.MembershipStateR\n" +
+	"membership\x12#\n" +
+	"\rreplica_count\x18\x06 \x01(\x03R\freplicaCount\x12\x1f\n" +
+	"\vlease_count\x18\a \x01(\x03R\n" +
+	"leaseCount\x12\x14\n" +
+	"\x05bytes\x18\b \x01(\x03R\x05bytes\x12\x1f\n" +
+	"\vstats_error\x18\t \x01(\tR\n" +
+	"statsError\x12\x16\n" +
+	"\x06detail\x18\n" +
+	" \x01(\tR\x06detail\"\x0e\n" +
+	"\fNodesRequest\"@\n" +
+	"\rNodesResponse\x12/\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x19.rangestore.v1.NodeStatusR\x05nodes\",\n" +
+	"\x11NodeStatusRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"G\n" +
+	"\x12NodeStatusResponse\x121\n" +
+	"\x06status\x18\x01 \x01(\v2\x19.rangestore.v1.NodeStatusR\x06status\"%\n" +
 	"\x11MergeRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"\x88\x01\n" +
 	"\x12MergeRangeResponse\x126\n" +
@@ -707,7 +1129,17 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right2\x91\x03\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right*Y\n" +
+	"\fNodeLiveness\x12\x19\n" +
+	"\x15NODE_LIVENESS_UNKNOWN\x10\x00\x12\r\n" +
+	"\tNODE_LIVE\x10\x01\x12\x10\n" +
+	"\fNODE_SUSPECT\x10\x02\x12\r\n" +
+	"\tNODE_DEAD\x10\x03*\x80\x01\n" +
+	"\x0fMembershipState\x12\x15\n" +
+	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
+	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
+	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xa8\x04\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -715,7 +1147,10 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponse\x12Q\n" +
 	"\n" +
-	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12B\n" +
+	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
+	"\n" +
+	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_admin_proto_rawDescOnce sync.Once
@@ -729,48 +1164,67 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_admin_proto_rawDescData
 }
 
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_rangestore_v1_admin_proto_goTypes = []any{
-	(*InitRequest)(nil),           // 0: rangestore.v1.InitRequest
-	(*InitResponse)(nil),          // 1: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),         // 2: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),             // 3: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),        // 4: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),  // 5: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil), // 6: rangestore.v1.TransferLeaseResponse
-	(*MergeRangeRequest)(nil),     // 7: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),    // 8: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),     // 9: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),    // 10: rangestore.v1.SplitRangeResponse
-	(*NodeDescriptor)(nil),        // 11: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),       // 12: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                 // 13: rangestore.v1.Lease
+	(NodeLiveness)(0),             // 0: rangestore.v1.NodeLiveness
+	(MembershipState)(0),          // 1: rangestore.v1.MembershipState
+	(*InitRequest)(nil),           // 2: rangestore.v1.InitRequest
+	(*InitResponse)(nil),          // 3: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),         // 4: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),             // 5: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),        // 6: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),  // 7: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil), // 8: rangestore.v1.TransferLeaseResponse
+	(*NodeStatus)(nil),            // 9: rangestore.v1.NodeStatus
+	(*NodesRequest)(nil),          // 10: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),         // 11: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),     // 12: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),    // 13: rangestore.v1.NodeStatusResponse
+	(*MergeRangeRequest)(nil),     // 14: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),    // 15: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),     // 16: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),    // 17: rangestore.v1.SplitRangeResponse
+	(*NodeDescriptor)(nil),        // 18: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),       // 19: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                 // 20: rangestore.v1.Lease
+	(*Timestamp)(nil),             // 21: rangestore.v1.Timestamp
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	11, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	12, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	12, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	13, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
-	3,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	12, // 5: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	12, // 6: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	12, // 7: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	12, // 8: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	0,  // 9: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	2,  // 10: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	5,  // 11: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	9,  // 12: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	7,  // 13: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	1,  // 14: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	4,  // 15: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	6,  // 16: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	10, // 17: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	8,  // 18: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	19, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	19, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	20, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	18, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
+	21, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	9,  // 9: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
+	9,  // 10: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
+	19, // 11: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	19, // 12: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	19, // 13: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	19, // 14: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 15: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 16: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 17: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	16, // 18: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	14, // 19: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	10, // 20: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	12, // 21: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	3,  // 22: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 23: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 24: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	17, // 25: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	15, // 26: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	11, // 27: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	13, // 28: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -778,19 +1232,21 @@ func file_rangestore_v1_admin_proto_init() {
 	if File_rangestore_v1_admin_proto != nil {
 		return
 	}
+	file_rangestore_v1_kv_proto_init()
 	file_rangestore_v1_persisted_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_rangestore_v1_admin_proto_goTypes,
 		DependencyIndexes: file_rangestore_v1_admin_proto_depIdxs,
+		EnumInfos:         file_rangestore_v1_admin_proto_enumTypes,
 		MessageInfos:      file_rangestore_v1_admin_proto_msgTypes,
 	}.Build()
 	File_rangestore_v1_admin_proto = out.File

@@ -1,5 +1,5 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge).
+// listing, lease transfer, manual split and merge, node list and status).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -32,6 +32,8 @@ const (
 	Admin_TransferLease_FullMethodName = "/rangestore.v1.Admin/TransferLease"
 	Admin_SplitRange_FullMethodName    = "/rangestore.v1.Admin/SplitRange"
 	Admin_MergeRange_FullMethodName    = "/rangestore.v1.Admin/MergeRange"
+	Admin_Nodes_FullMethodName         = "/rangestore.v1.Admin/Nodes"
+	Admin_NodeStatus_FullMethodName    = "/rangestore.v1.Admin/NodeStatus"
 )
 
 // AdminClient is the client API for Admin service.
@@ -49,6 +51,10 @@ type AdminClient interface {
 	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(ctx context.Context, in *MergeRangeRequest, opts ...grpc.CallOption) (*MergeRangeResponse, error)
+	// Nodes lists every node of the directory with its status.
+	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
+	// NodeStatus is one node's status (NotFound for an unknown node).
+	NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error)
 }
 
 type adminClient struct {
@@ -109,6 +115,26 @@ func (c *adminClient) MergeRange(ctx context.Context, in *MergeRangeRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodesResponse)
+	err := c.cc.Invoke(ctx, Admin_Nodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_NodeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -124,6 +150,10 @@ type AdminServer interface {
 	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error)
+	// Nodes lists every node of the directory with its status.
+	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
+	// NodeStatus is one node's status (NotFound for an unknown node).
+	NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -148,6 +178,12 @@ func (UnimplementedAdminServer) SplitRange(context.Context, *SplitRangeRequest) 
 }
 func (UnimplementedAdminServer) MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MergeRange not implemented")
+}
+func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
+}
+func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NodeStatus not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -260,6 +296,42 @@ func _Admin_MergeRange_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Nodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Nodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Nodes(ctx, req.(*NodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_NodeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).NodeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_NodeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).NodeStatus(ctx, req.(*NodeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,6 +358,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MergeRange",
 			Handler:    _Admin_MergeRange_Handler,
+		},
+		{
+			MethodName: "Nodes",
+			Handler:    _Admin_Nodes_Handler,
+		},
+		{
+			MethodName: "NodeStatus",
+			Handler:    _Admin_NodeStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

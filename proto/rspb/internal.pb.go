@@ -717,9 +717,13 @@ func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeInfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *NodeDescriptor        `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // node_id 0 until bootstrapped
-	ClusterId     string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Node      *NodeDescriptor        `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // node_id 0 until bootstrapped
+	ClusterId string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Local counts of the answering node's store (for `node status`).
+	ReplicaCount  int64 `protobuf:"varint,3,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
+	LeaseCount    int64 `protobuf:"varint,4,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"` // ranges whose valid lease this node holds
+	Bytes         int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`                             // sum of its replicas' approximate sizes
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,6 +770,27 @@ func (x *NodeInfoResponse) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *NodeInfoResponse) GetReplicaCount() int64 {
+	if x != nil {
+		return x.ReplicaCount
+	}
+	return 0
+}
+
+func (x *NodeInfoResponse) GetLeaseCount() int64 {
+	if x != nil {
+		return x.LeaseCount
+	}
+	return 0
+}
+
+func (x *NodeInfoResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
 }
 
 type BootstrapRequest struct {
@@ -880,6 +905,110 @@ func (*BootstrapResponse) Descriptor() ([]byte, []int) {
 	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
+// JoinRequest asks an initialized node to admit a node with an empty store
+// into its cluster. store_id is a random ID the new node generated and
+// persisted before its first try: a retry with the same store_id gets the
+// same node ID (the allocation is keyed by it), so a lost answer burns no
+// second ID.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StoreId       string                 `protobuf:"bytes,1,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	Node          *NodeDescriptor        `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"` // node_id 0; address, raft_address, http_address, locality
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JoinRequest) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNode() *NodeDescriptor {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// record: what the new node persists as its cluster record (cluster ID,
+	// its new node ID, the node directory as the answering node knows it,
+	// the meta range).
+	Record        *ClusterRecord `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JoinResponse) GetRecord() *ClusterRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
 var File_rangestore_v1_internal_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_internal_proto_rawDesc = "" +
@@ -932,11 +1061,15 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"adminMerge\x12%\n" +
 	"\rlog_compacted\x18\a \x01(\bH\x00R\flogCompactedB\a\n" +
 	"\x05admin\"\x11\n" +
-	"\x0fNodeInfoRequest\"d\n" +
+	"\x0fNodeInfoRequest\"\xc0\x01\n" +
 	"\x10NodeInfoResponse\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\xef\x01\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\x12#\n" +
+	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1f\n" +
+	"\vlease_count\x18\x04 \x01(\x03R\n" +
+	"leaseCount\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xef\x01\n" +
 	"\x10BootstrapRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -944,12 +1077,18 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x05nodes\x18\x03 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x04 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\x126\n" +
 	"\ttimestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\x13\n" +
-	"\x11BootstrapResponse2\xf0\x01\n" +
+	"\x11BootstrapResponse\"[\n" +
+	"\vJoinRequest\x12\x19\n" +
+	"\bstore_id\x18\x01 \x01(\tR\astoreId\x121\n" +
+	"\x04node\x18\x02 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\"D\n" +
+	"\fJoinResponse\x124\n" +
+	"\x06record\x18\x01 \x01(\v2\x1c.rangestore.v1.ClusterRecordR\x06record2\xb1\x02\n" +
 	"\bInternal\x12G\n" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
-	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse\x12?\n" +
+	"\x04Join\x12\x1a.rangestore.v1.JoinRequest\x1a\x1b.rangestore.v1.JoinResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
@@ -963,7 +1102,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),   // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),  // 1: rangestore.v1.AdminSplitResponse
@@ -977,47 +1116,54 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*NodeInfoResponse)(nil),    // 9: rangestore.v1.NodeInfoResponse
 	(*BootstrapRequest)(nil),    // 10: rangestore.v1.BootstrapRequest
 	(*BootstrapResponse)(nil),   // 11: rangestore.v1.BootstrapResponse
-	(*RangeDescriptor)(nil),     // 12: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),           // 13: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),        // 14: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),       // 15: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),          // 16: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),      // 17: rangestore.v1.NodeDescriptor
+	(*JoinRequest)(nil),         // 12: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),        // 13: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),     // 14: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),           // 15: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),        // 16: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),       // 17: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),          // 18: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),      // 19: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),       // 20: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	12, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	12, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	13, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	12, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	12, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	12, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	14, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	13, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	13, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	14, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	14, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	15, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	14, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	14, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	14, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	16, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	15, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	15, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	15, // 12: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	16, // 13: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	13, // 14: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	17, // 12: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	18, // 13: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	15, // 14: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 15: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
 	3,  // 16: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
 	5,  // 17: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	17, // 18: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	17, // 19: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	12, // 20: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	13, // 21: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	6,  // 22: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	8,  // 23: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	10, // 24: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	7,  // 25: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	9,  // 26: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	11, // 27: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	19, // 18: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	19, // 19: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	14, // 20: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	15, // 21: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	19, // 22: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	20, // 23: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 24: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	8,  // 25: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	10, // 26: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	12, // 27: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	7,  // 28: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	9,  // 29: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	11, // 30: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	13, // 31: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	28, // [28:32] is the sub-list for method output_type
+	24, // [24:28] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -1045,7 +1191,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Internal_RangeBatch_FullMethodName = "/rangestore.v1.Internal/RangeBatch"
 	Internal_NodeInfo_FullMethodName   = "/rangestore.v1.Internal/NodeInfo"
 	Internal_Bootstrap_FullMethodName  = "/rangestore.v1.Internal/Bootstrap"
+	Internal_Join_FullMethodName       = "/rangestore.v1.Internal/Join"
 )
 
 // InternalClient is the client API for Internal service.
@@ -43,6 +44,8 @@ type InternalClient interface {
 	RangeBatch(ctx context.Context, in *RangeRequest, opts ...grpc.CallOption) (*RangeResponse, error)
 	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResponse, error)
 	Bootstrap(ctx context.Context, in *BootstrapRequest, opts ...grpc.CallOption) (*BootstrapResponse, error)
+	// Join admits a new node into this node's (initialized) cluster.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 }
 
 type internalClient struct {
@@ -83,6 +86,16 @@ func (c *internalClient) Bootstrap(ctx context.Context, in *BootstrapRequest, op
 	return out, nil
 }
 
+func (c *internalClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Internal_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -92,6 +105,8 @@ type InternalServer interface {
 	RangeBatch(context.Context, *RangeRequest) (*RangeResponse, error)
 	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResponse, error)
 	Bootstrap(context.Context, *BootstrapRequest) (*BootstrapResponse, error)
+	// Join admits a new node into this node's (initialized) cluster.
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -110,6 +125,9 @@ func (UnimplementedInternalServer) NodeInfo(context.Context, *NodeInfoRequest) (
 }
 func (UnimplementedInternalServer) Bootstrap(context.Context, *BootstrapRequest) (*BootstrapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Bootstrap not implemented")
+}
+func (UnimplementedInternalServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -186,6 +204,24 @@ func _Internal_Bootstrap_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +240,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Bootstrap",
 			Handler:    _Internal_Bootstrap_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Internal_Join_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
