@@ -137,7 +137,7 @@ func validateJoinRequest(req *rspb.JoinRequest) error {
 			continue
 		}
 		if err := checkHostPort(f.v); err != nil {
-			return fmt.Errorf("%s %q: %v", f.name, f.v, err)
+			return fmt.Errorf("%s %q: %w", f.name, f.v, err)
 		}
 	}
 	for _, t := range req.Node.Locality {

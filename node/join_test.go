@@ -379,7 +379,7 @@ func TestJoinWaitsForInitBootstrap(t *testing.T) {
 		if status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "n3") && strings.Contains(err.Error(), "has not started yet") {
 			return nil
 		}
-		return fmt.Errorf("join of n3's store: %v", err)
+		return fmt.Errorf("join of n3's store: %w", err)
 	})
 	waitFor(t, ctx, "the waiting node's own join tries refused", func() error {
 		if nodes[2].joinRefusals.Load() < 2 {

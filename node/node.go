@@ -134,7 +134,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	for _, j := range cfg.Join {
 		if err := checkHostPort(j); err != nil {
-			return nil, fmt.Errorf("node: join address %q: %v", j, err)
+			return nil, fmt.Errorf("node: join address %q: %w", j, err)
 		}
 	}
 	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
