@@ -1,5 +1,5 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge).
+// listing, lease transfer, manual split and merge, replica changes).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -465,6 +465,206 @@ func (x *TransferLeaseResponse) GetAlreadyHeld() bool {
 	return false
 }
 
+type ChangeReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	AddNodeIds    []uint64               `protobuf:"varint,2,rep,packed,name=add_node_ids,json=addNodeIds,proto3" json:"add_node_ids,omitempty"`
+	RemoveNodeIds []uint64               `protobuf:"varint,3,rep,packed,name=remove_node_ids,json=removeNodeIds,proto3" json:"remove_node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasRequest) Reset() {
+	*x = ChangeReplicasRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasRequest) ProtoMessage() {}
+
+func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ChangeReplicasRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *ChangeReplicasRequest) GetAddNodeIds() []uint64 {
+	if x != nil {
+		return x.AddNodeIds
+	}
+	return nil
+}
+
+func (x *ChangeReplicasRequest) GetRemoveNodeIds() []uint64 {
+	if x != nil {
+		return x.RemoveNodeIds
+	}
+	return nil
+}
+
+type ChangeReplicasResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"` // after the changes
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResponse) Reset() {
+	*x = ChangeReplicasResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResponse) ProtoMessage() {}
+
+func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+type RelocateRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	VoterNodeIds  []uint64               `protobuf:"varint,2,rep,packed,name=voter_node_ids,json=voterNodeIds,proto3" json:"voter_node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelocateRangeRequest) Reset() {
+	*x = RelocateRangeRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelocateRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelocateRangeRequest) ProtoMessage() {}
+
+func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
+func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RelocateRangeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *RelocateRangeRequest) GetVoterNodeIds() []uint64 {
+	if x != nil {
+		return x.VoterNodeIds
+	}
+	return nil
+}
+
+type RelocateRangeResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RelocateRangeResponse) Reset() {
+	*x = RelocateRangeResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelocateRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelocateRangeResponse) ProtoMessage() {}
+
+func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
+func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
 type MergeRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -474,7 +674,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +686,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +699,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -519,7 +719,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +731,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +744,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -570,7 +770,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +782,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +795,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -615,7 +815,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +827,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +840,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -697,7 +897,19 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\":\n" +
 	"\x15TransferLeaseResponse\x12!\n" +
-	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"%\n" +
+	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"|\n" +
+	"\x15ChangeReplicasRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12 \n" +
+	"\fadd_node_ids\x18\x02 \x03(\x04R\n" +
+	"addNodeIds\x12&\n" +
+	"\x0fremove_node_ids\x18\x03 \x03(\x04R\rremoveNodeIds\"c\n" +
+	"\x16ChangeReplicasResponse\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"W\n" +
+	"\x14RelocateRangeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
+	"\x0evoter_node_ids\x18\x02 \x03(\x04R\fvoterNodeIds\"b\n" +
+	"\x15RelocateRangeResponse\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"%\n" +
 	"\x11MergeRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"\x88\x01\n" +
 	"\x12MergeRangeResponse\x126\n" +
@@ -707,7 +919,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right2\x91\x03\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right2\xcc\x04\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -715,7 +927,9 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponse\x12Q\n" +
 	"\n" +
-	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12]\n" +
+	"\x0eChangeReplicas\x12$.rangestore.v1.ChangeReplicasRequest\x1a%.rangestore.v1.ChangeReplicasResponse\x12Z\n" +
+	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_admin_proto_rawDescOnce sync.Once
@@ -729,48 +943,58 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_admin_proto_rawDescData
 }
 
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_rangestore_v1_admin_proto_goTypes = []any{
-	(*InitRequest)(nil),           // 0: rangestore.v1.InitRequest
-	(*InitResponse)(nil),          // 1: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),         // 2: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),             // 3: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),        // 4: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),  // 5: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil), // 6: rangestore.v1.TransferLeaseResponse
-	(*MergeRangeRequest)(nil),     // 7: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),    // 8: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),     // 9: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),    // 10: rangestore.v1.SplitRangeResponse
-	(*NodeDescriptor)(nil),        // 11: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),       // 12: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                 // 13: rangestore.v1.Lease
+	(*InitRequest)(nil),            // 0: rangestore.v1.InitRequest
+	(*InitResponse)(nil),           // 1: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),          // 2: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),              // 3: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),         // 4: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),   // 5: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil),  // 6: rangestore.v1.TransferLeaseResponse
+	(*ChangeReplicasRequest)(nil),  // 7: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil), // 8: rangestore.v1.ChangeReplicasResponse
+	(*RelocateRangeRequest)(nil),   // 9: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),  // 10: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),      // 11: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),     // 12: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),      // 13: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),     // 14: rangestore.v1.SplitRangeResponse
+	(*NodeDescriptor)(nil),         // 15: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),        // 16: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                  // 17: rangestore.v1.Lease
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	11, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	12, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	12, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	13, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	15, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	16, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	16, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	17, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	3,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	12, // 5: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	12, // 6: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	12, // 7: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	12, // 8: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	0,  // 9: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	2,  // 10: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	5,  // 11: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	9,  // 12: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	7,  // 13: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	1,  // 14: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	4,  // 15: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	6,  // 16: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	10, // 17: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	8,  // 18: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 5: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	16, // 6: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	16, // 7: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	16, // 8: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	16, // 9: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	16, // 10: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	0,  // 11: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	2,  // 12: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	5,  // 13: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	13, // 14: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	11, // 15: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	7,  // 16: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	9,  // 17: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	1,  // 18: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	4,  // 19: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	6,  // 20: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	14, // 21: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	12, // 22: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	8,  // 23: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	10, // 24: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -785,7 +1009,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

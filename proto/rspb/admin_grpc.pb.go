@@ -1,5 +1,5 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge).
+// listing, lease transfer, manual split and merge, replica changes).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -27,11 +27,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Init_FullMethodName          = "/rangestore.v1.Admin/Init"
-	Admin_Ranges_FullMethodName        = "/rangestore.v1.Admin/Ranges"
-	Admin_TransferLease_FullMethodName = "/rangestore.v1.Admin/TransferLease"
-	Admin_SplitRange_FullMethodName    = "/rangestore.v1.Admin/SplitRange"
-	Admin_MergeRange_FullMethodName    = "/rangestore.v1.Admin/MergeRange"
+	Admin_Init_FullMethodName           = "/rangestore.v1.Admin/Init"
+	Admin_Ranges_FullMethodName         = "/rangestore.v1.Admin/Ranges"
+	Admin_TransferLease_FullMethodName  = "/rangestore.v1.Admin/TransferLease"
+	Admin_SplitRange_FullMethodName     = "/rangestore.v1.Admin/SplitRange"
+	Admin_MergeRange_FullMethodName     = "/rangestore.v1.Admin/MergeRange"
+	Admin_ChangeReplicas_FullMethodName = "/rangestore.v1.Admin/ChangeReplicas"
+	Admin_RelocateRange_FullMethodName  = "/rangestore.v1.Admin/RelocateRange"
 )
 
 // AdminClient is the client API for Admin service.
@@ -49,6 +51,19 @@ type AdminClient interface {
 	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(ctx context.Context, in *MergeRangeRequest, opts ...grpc.CallOption) (*MergeRangeResponse, error)
+	// ChangeReplicas adds and removes replicas of one range (CockroachDB's
+	// AdminChangeReplicas): one replica at a time, the additions first, in
+	// order, then the removals. An added replica joins as a non-voter, gets
+	// a snapshot, catches up and is promoted to voter; a removed one loses
+	// the lease first if it holds it, and is then garbage-collected on its
+	// node. Refused (changing nothing) for unknown ranges or nodes, a node
+	// that holds a replica already or not at all, removing the last voter,
+	// and while another change of the range is in flight.
+	ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
+	// RelocateRange moves the range's voters to exactly voter_node_ids
+	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
+	// the others removed, and the lease goes to voter_node_ids[0].
+	RelocateRange(ctx context.Context, in *RelocateRangeRequest, opts ...grpc.CallOption) (*RelocateRangeResponse, error)
 }
 
 type adminClient struct {
@@ -109,6 +124,26 @@ func (c *adminClient) MergeRange(ctx context.Context, in *MergeRangeRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicasResponse)
+	err := c.cc.Invoke(ctx, Admin_ChangeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RelocateRange(ctx context.Context, in *RelocateRangeRequest, opts ...grpc.CallOption) (*RelocateRangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RelocateRangeResponse)
+	err := c.cc.Invoke(ctx, Admin_RelocateRange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -124,6 +159,19 @@ type AdminServer interface {
 	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error)
+	// ChangeReplicas adds and removes replicas of one range (CockroachDB's
+	// AdminChangeReplicas): one replica at a time, the additions first, in
+	// order, then the removals. An added replica joins as a non-voter, gets
+	// a snapshot, catches up and is promoted to voter; a removed one loses
+	// the lease first if it holds it, and is then garbage-collected on its
+	// node. Refused (changing nothing) for unknown ranges or nodes, a node
+	// that holds a replica already or not at all, removing the last voter,
+	// and while another change of the range is in flight.
+	ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error)
+	// RelocateRange moves the range's voters to exactly voter_node_ids
+	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
+	// the others removed, and the lease goes to voter_node_ids[0].
+	RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -148,6 +196,12 @@ func (UnimplementedAdminServer) SplitRange(context.Context, *SplitRangeRequest) 
 }
 func (UnimplementedAdminServer) MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MergeRange not implemented")
+}
+func (UnimplementedAdminServer) ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplicas not implemented")
+}
+func (UnimplementedAdminServer) RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RelocateRange not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -260,6 +314,42 @@ func _Admin_MergeRange_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ChangeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ChangeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ChangeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ChangeReplicas(ctx, req.(*ChangeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RelocateRange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RelocateRangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RelocateRange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RelocateRange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RelocateRange(ctx, req.(*RelocateRangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,6 +376,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MergeRange",
 			Handler:    _Admin_MergeRange_Handler,
+		},
+		{
+			MethodName: "ChangeReplicas",
+			Handler:    _Admin_ChangeReplicas_Handler,
+		},
+		{
+			MethodName: "RelocateRange",
+			Handler:    _Admin_RelocateRange_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
