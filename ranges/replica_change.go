@@ -513,3 +513,18 @@ func (s *Store) lookupRangeByID(ctx context.Context, snd Sender, rangeID uint64)
 	}
 	return nil, errorf(rspb.RangeError_RANGE_NOT_FOUND, "range r%d not found", rangeID)
 }
+
+// ReplicaRecordOf returns this node's replica record of a range (nil if
+// there is none).
+func (s *Store) ReplicaRecordOf(rangeID uint64) *rspb.ReplicaRecord {
+	recs, err := s.replicaRecords()
+	if err != nil {
+		return nil
+	}
+	for _, r := range recs {
+		if r.RangeId == rangeID {
+			return r
+		}
+	}
+	return nil
+}
