@@ -34,6 +34,7 @@ type metaCases struct {
 		LocalReplica    bool
 		OverlapsLocal   bool
 		RecordOnDisk    bool
+		RemovedHere     bool
 		OthersCompacted *bool
 	}
 }
@@ -133,7 +134,7 @@ func TestMetaDecision(t *testing.T) {
 	out.WriteString("\n# Replicas meta names on this node that it does not have\n")
 	for _, c := range cases.Missing {
 		f := missingReplicaFacts{Desc: parseDesc(t, c.Desc), NodeID: c.Node, LocalReplica: c.LocalReplica,
-			OverlapsLocal: c.OverlapsLocal, RecordOnDisk: c.RecordOnDisk, OthersCompacted: c.OthersCompacted}
+			OverlapsLocal: c.OverlapsLocal, RecordOnDisk: c.RecordOnDisk, RemovedHere: c.RemovedHere, OthersCompacted: c.OthersCompacted}
 		a, reason := decideMissingReplica(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
 	}

@@ -326,6 +326,9 @@ func (s *Store) createJoiningReplica(ctx context.Context, req *rspb.AdminCreateR
 		s.gcRemovedReplica(ctx, d)
 		return fail(rspb.RangeError_UNAVAILABLE, "n%d still holds replica %d of r%d (removed, awaiting replica GC)", me, r.replicaID, d.RangeId)
 	}
+	if _, gone, err := s.eng.GetRaw(replicaStateKey(d.RangeId, req.ReplicaId, suffixRemoved)); gone || err != nil {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "replica %d of r%d was removed from n%d before; replica IDs are never reused (err: %v)", req.ReplicaId, d.RangeId, me, err)
+	}
 	if s.overlapsLocal(d) {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "a local replica on n%d overlaps %s", me, spanOf(d))
 	}

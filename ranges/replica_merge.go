@@ -517,9 +517,9 @@ func (s *Store) destroySubsumed(o *stateMachine) {
 // deleteReplicaState deletes a local replica's range-local and
 // replica-local state (its ReplicaRecord among it, so it is never started
 // again) and, if data is set, the MVCC data of data's span, in one synced
-// batch, under the replica's applyMu. The caller has marked the range
+// batch, under the replica's applyMu (with what also adds to it). The caller has marked the range
 // subsumed (s.subsume) first, so the replica applies nothing more.
-func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor) error {
+func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor, also ...func(b *kv.Batch) error) error {
 	o.applyMu.Lock()
 	defer o.applyMu.Unlock()
 	b := s.eng.NewBatch()
@@ -533,6 +533,11 @@ func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor) 
 	}
 	if data != nil {
 		if err := kv.ClearDataSpan(b, data.StartKey, data.EndKey); err != nil {
+			return err
+		}
+	}
+	for _, f := range also {
+		if err := f(b); err != nil {
 			return err
 		}
 	}

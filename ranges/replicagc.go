@@ -8,6 +8,7 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 
+	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -137,14 +138,19 @@ func (s *Store) destroyOrphan(ctx context.Context, r *Replica, d *rspb.RangeDesc
 // on and may come back to this node later (under a new replica ID), so it
 // is not marked subsumed: its state machine is marked merged (it applies
 // and serves nothing from now on), its state, ReplicaRecord and data are
-// deleted in one synced batch, its shard is stopped (Dragonboat may have
+// deleted in one synced batch that also marks its replica ID removed here
+// (so the missing-replica repair, reading a meta record from before the
+// removal, never creates it again), its shard is stopped (Dragonboat may have
 // stopped it already, on applying its removal) and Dragonboat's data for
 // it removed.
 func (s *Store) destroyRemoved(ctx context.Context, r *Replica, d *rspb.RangeDescriptor, reason string) bool {
 	r.sm.applyMu.Lock()
 	r.sm.merged.Store(true)
 	r.sm.applyMu.Unlock()
-	if err := s.deleteReplicaState(r.sm, d); err != nil {
+	tombstone := func(b *kv.Batch) error {
+		return b.PutRaw(replicaStateKey(r.rangeID, r.replicaID, suffixRemoved), []byte{1})
+	}
+	if err := s.deleteReplicaState(r.sm, d, tombstone); err != nil {
 		s.log.Error("replica GC: deleting a removed replica", "range", r.rangeID, "err", err)
 		return false
 	}
