@@ -402,3 +402,59 @@ func TestPromotedReplicaRestarts(t *testing.T) {
 		t.Fatalf("write led by the restarted n%d: %v", addID, err)
 	}
 }
+
+// TestRemovedWhileDownCollected removes the replica of a stopped node: the
+// node learns nothing at the time (the leaseholder's word does not reach
+// it), and after its restart its replica GC finds the removal in meta and
+// destroys the replica with its data, for good (also across another
+// restart).
+func TestRemovedWhileDownCollected(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 1, SplitCheckInterval: time.Hour,
+		MetaCheckInterval: 100 * time.Millisecond})
+	ctx := ctxT(t)
+	putKeys(t, tc, 0, "k", 20)
+	d := rangeOf(tc, "k000")
+	victim := -1
+	for _, r := range d.Replicas {
+		if i := indexOfNode(tc, r.NodeId); i != 0 && victim < 0 {
+			victim = i
+		}
+	}
+	victimID := tc.Node(victim).NodeID()
+	// The victim holds no lease of the range (it is stopped meanwhile).
+	for _, r := range d.Replicas {
+		if r.NodeId != victimID {
+			if _, err := rspb.NewAdminClient(tc.Conn(0)).TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: d.RangeId, TargetNodeId: r.NodeId}); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	tc.StopNode(victim)
+	resp, err := rspb.NewAdminClient(tc.Conn(0)).ChangeReplicas(ctx, &rspb.ChangeReplicasRequest{RangeId: d.RangeId, RemoveNodeIds: []uint64{victimID}})
+	if err != nil {
+		t.Fatalf("remove the stopped n%d from r%d: %v", victimID, d.RangeId, err)
+	}
+	if len(resp.RangeDescriptor.Replicas) != 2 {
+		t.Fatalf("after the removal: %v", resp.RangeDescriptor)
+	}
+	if err := tc.RestartNode(victim); err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 30*time.Second, fmt.Sprintf("r%d's replica and data gone from the restarted n%d", d.RangeId, victimID), func() error {
+		if tc.Node(victim).Store().Descriptor(d.RangeId) != nil || tc.Node(victim).Store().ReplicaRecordOf(d.RangeId) != nil {
+			return fmt.Errorf("the replica is still there")
+		}
+		if n := spanDataKeys(t, tc, victim, d); n != 0 {
+			return fmt.Errorf("%d data keys left", n)
+		}
+		return nil
+	})
+	if err := tc.RestartNode(victim); err != nil {
+		t.Fatal(err)
+	}
+	checkKeys(t, tc, victim, "k", 20)
+	if tc.Node(victim).Store().Descriptor(d.RangeId) != nil || spanDataKeys(t, tc, victim, d) != 0 {
+		t.Fatalf("r%d came back on n%d after a restart", d.RangeId, victimID)
+	}
+}
