@@ -62,10 +62,20 @@ func (s *Store) NodeRaftAddress(nodeID uint64) (string, bool) {
 }
 
 // removedHere reports whether the replica's own descriptor no longer lists
-// it (a replica change removed it): it serves nothing from then on.
+// its replica ID (a replica change removed it): it serves nothing from then
+// on. A descriptor naming no replica at all (never written by a store:
+// every change keeps a voter) names nobody removed.
 func (r *Replica) removedHere() bool {
 	d := r.desc()
-	return d != nil && !hasReplicaID(d, r.store.NodeID(), r.replicaID)
+	if d == nil || len(d.Replicas) == 0 {
+		return false
+	}
+	for _, rep := range d.Replicas {
+		if rep.ReplicaId == r.replicaID {
+			return false
+		}
+	}
+	return true
 }
 
 // changeState is a replica's in-memory part of replica changes it leads.
