@@ -452,16 +452,19 @@ func (s *Store) cleanMeta(ctx context.Context, snd Sender, d *rspb.RangeDescript
 	return nil
 }
 
+// sameNodes reports whether a and b have voters on the same nodes and no
+// other replicas (merges need colocated voters).
 func sameNodes(a, b *rspb.RangeDescriptor) bool {
 	if len(a.Replicas) != len(b.Replicas) {
 		return false
 	}
 	nodes := map[uint64]bool{}
 	for _, r := range a.Replicas {
-		nodes[r.NodeId] = true
+		nodes[r.NodeId] = r.Type == rspb.ReplicaType_VOTER
 	}
 	for _, r := range b.Replicas {
-		if !nodes[r.NodeId] {
+		// A non-voter is a replica change in flight: no merge meanwhile.
+		if !nodes[r.NodeId] || r.Type != rspb.ReplicaType_VOTER {
 			return false
 		}
 	}
