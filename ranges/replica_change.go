@@ -155,6 +155,16 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 		return &rspb.RangeResponse{Error: re}
 	}
 	switch d.Step {
+	case changeDone, changeRefuse, changeStartReplica, changeAskCompaction:
+	default:
+		// A step that changes something: fault tests may stop the node
+		// before it (crash point "replica-change-<step>").
+		r.store.crashPoint("replica-change-" + d.Step.String())
+		if r.store.cfg.Metrics != nil {
+			r.store.cfg.Metrics.replicaChanges.WithLabelValues(d.Step.String()).Inc()
+		}
+	}
+	switch d.Step {
 	case changeDone:
 		out.Done = true
 		return answer()
