@@ -28,7 +28,8 @@ const (
 	// under next_replica_id (and bump it).
 	changeDescAddNonVoter
 	// changeAskCompaction: ask every voter to drop the range's first log
-	// entries (so the new replica gets a snapshot), then decide again.
+	// entries (so the new replica gets a snapshot), then decide again; if
+	// one still holds them, ask again later.
 	changeAskCompaction
 	// changeRaftAddNonVoter: add the replica to the Raft group as a
 	// non-voter.
@@ -178,7 +179,7 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 	case !nv && f.LogsCompacted == nil:
 		return dec(changeAskCompaction, id, "before replica %d joins, every voter's log must start past the range's first entries (it has no state to replay them on)", id)
 	case !nv && !*f.LogsCompacted:
-		return dec(changeRefuse, id, "a voter of r%d still holds the range's first log entries: replica %d would be sent them instead of a snapshot; retry", d.RangeId, id)
+		return dec(changeAskCompaction, id, "a voter of r%d still holds the range's first log entries: replica %d would be sent them instead of a snapshot; ask again", d.RangeId, id)
 	case !nv:
 		return dec(changeRaftAddNonVoter, id, "replica %d on n%d is a non-voter in the descriptor only: add it to the Raft group as a non-voter", id, f.NodeID)
 	case f.TargetApplied == nil:

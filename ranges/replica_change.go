@@ -206,7 +206,7 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 		}
 		return answer()
 	case changeAskCompaction:
-		return fail(rspb.RangeError_UNAVAILABLE, "r%d: %s", r.rangeID, d.Reason) // not reached: asked above
+		return answer() // a voter's log still holds the first entries: asked again
 	case changeRaftAddNonVoter:
 		if err := r.store.nh.SyncRequestAddNonVoting(ctx, r.rangeID, d.ReplicaID, addr, m.ConfigChangeID); err != nil {
 			return raftErr("adding a non-voter to Raft", err)
@@ -505,7 +505,8 @@ func (s *Store) runChange(ctx context.Context, snd Sender, desc *rspb.RangeDescr
 			return desc, nil
 		}
 		s.log.Debug("replica change step", "range", desc.RangeId, "op", op, "node", node, "step", cr.GetStep(), "reason", cr.GetReason())
-		if cr.GetStep() == changeStartReplica.String() && !s.sleep(ctx, 50*time.Millisecond) {
+		waiting := cr.GetStep() == changeStartReplica.String() || cr.GetStep() == changeAskCompaction.String()
+		if waiting && !s.sleep(ctx, 50*time.Millisecond) {
 			return desc, errorf(rspb.RangeError_UNAVAILABLE, "r%d: %s n%d: %v while %s", desc.RangeId, op, node, ctx.Err(), cr.GetReason())
 		}
 	}
