@@ -33,6 +33,11 @@ type NodeBackend interface {
 	NodeStats() (replicas, leases, bytes int64)
 	// NodeStatuses reports every node's status (nodeID 0) or one node's.
 	NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error)
+	// ChangeReplicas adds, then removes, replicas of a range (one at a
+	// time); RelocateRange moves its voters to exactly voters, the lease
+	// to voters[0].
+	ChangeReplicas(ctx context.Context, rangeID uint64, add, remove []uint64) (*rspb.RangeDescriptor, error)
+	RelocateRange(ctx context.Context, rangeID uint64, voters []uint64) (*rspb.RangeDescriptor, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -171,4 +176,58 @@ func (s *AdminServer) MergeRange(ctx context.Context, r *rspb.MergeRangeRequest)
 		return nil, ToStatus(err)
 	}
 	return &rspb.MergeRangeResponse{Merged: res.Merged, Absorbed: res.Absorbed}, nil
+}
+
+// checkNodeIDs refuses a node list with a zero or repeated ID.
+func checkNodeIDs(field string, ids []uint64, seen map[uint64]string) error {
+	for i, id := range ids {
+		if id == 0 {
+			return invalidf("%s[%d] must be a node ID (got 0)", field, i)
+		}
+		if other, dup := seen[id]; dup {
+			return invalidf("n%d is named twice (in %s and %s)", id, other, field)
+		}
+		seen[id] = field
+	}
+	return nil
+}
+
+// ChangeReplicas adds and removes replicas of a range.
+func (s *AdminServer) ChangeReplicas(ctx context.Context, r *rspb.ChangeReplicasRequest) (*rspb.ChangeReplicasResponse, error) {
+	if r.RangeId == 0 {
+		return nil, invalidf("range_id must be set")
+	}
+	if len(r.AddNodeIds)+len(r.RemoveNodeIds) == 0 {
+		return nil, invalidf("add_node_ids and remove_node_ids are both empty: name at least one node")
+	}
+	seen := map[uint64]string{}
+	if err := checkNodeIDs("add_node_ids", r.AddNodeIds, seen); err != nil {
+		return nil, err
+	}
+	if err := checkNodeIDs("remove_node_ids", r.RemoveNodeIds, seen); err != nil {
+		return nil, err
+	}
+	d, err := s.node.ChangeReplicas(ctx, r.RangeId, r.AddNodeIds, r.RemoveNodeIds)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.ChangeReplicasResponse{RangeDescriptor: d}, nil
+}
+
+// RelocateRange moves a range's voters to the given nodes.
+func (s *AdminServer) RelocateRange(ctx context.Context, r *rspb.RelocateRangeRequest) (*rspb.RelocateRangeResponse, error) {
+	if r.RangeId == 0 {
+		return nil, invalidf("range_id must be set")
+	}
+	if len(r.VoterNodeIds) == 0 {
+		return nil, invalidf("voter_node_ids must name at least one node (a range needs a voter)")
+	}
+	if err := checkNodeIDs("voter_node_ids", r.VoterNodeIds, map[uint64]string{}); err != nil {
+		return nil, err
+	}
+	d, err := s.node.RelocateRange(ctx, r.RangeId, r.VoterNodeIds)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.RelocateRangeResponse{RangeDescriptor: d}, nil
 }

@@ -572,6 +572,70 @@ func (n *Node) MergeRange(ctx context.Context, key []byte) (*rspb.AdminMergeResp
 	return n.router.AdminMerge(ctx, key)
 }
 
+// DefaultChangeReplicasTimeout bounds ChangeReplicas and RelocateRange
+// when the caller's context has no deadline.
+const DefaultChangeReplicasTimeout = 2 * time.Minute
+
+// ChangeReplicas adds the replicas on add, then removes those on remove,
+// one at a time (ranges.Store.ChangeReplicas). Unknown ranges are NotFound.
+func (n *Node) ChangeReplicas(ctx context.Context, rangeID uint64, add, remove []uint64) (*rspb.RangeDescriptor, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultChangeReplicasTimeout)
+		defer cancel()
+	}
+	return n.store.ChangeReplicas(ctx, rangeID, add, remove)
+}
+
+// RelocateRange moves a range's voters to exactly voters (the missing ones
+// added first, then the others removed) and its lease to voters[0].
+func (n *Node) RelocateRange(ctx context.Context, rangeID uint64, voters []uint64) (*rspb.RangeDescriptor, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultChangeReplicasTimeout)
+		defer cancel()
+	}
+	descs, err := n.MetaRanges(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "looking up r%d in meta: %v", rangeID, err)
+	}
+	var desc *rspb.RangeDescriptor
+	for _, d := range descs {
+		if d.RangeId == rangeID {
+			desc = d
+		}
+	}
+	if desc == nil {
+		return nil, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
+	}
+	want := map[uint64]bool{}
+	for _, id := range voters {
+		want[id] = true
+	}
+	var add, remove []uint64
+	have := map[uint64]bool{}
+	for _, rep := range desc.Replicas {
+		have[rep.NodeId] = rep.Type == rspb.ReplicaType_VOTER
+		if !want[rep.NodeId] {
+			remove = append(remove, rep.NodeId)
+		}
+	}
+	for _, id := range voters {
+		if !have[id] {
+			add = append(add, id)
+		}
+	}
+	if len(add)+len(remove) > 0 {
+		if desc, err = n.store.ChangeReplicas(ctx, rangeID, add, remove); err != nil {
+			return desc, err
+		}
+	}
+	if err := n.TransferLease(ctx, rangeID, voters[0]); err != nil {
+		return desc, fmt.Errorf("r%d relocated to %v, but moving its lease to n%d failed: %w", rangeID, voters, voters[0], err)
+	}
+	return desc, nil
+}
+
 // MaxMessageSize is the gRPC message limit of a node with limits l, for
 // its server and its peer clients: every request within the limits and
 // every replica response fits (ranges.MaxMessageSize).

@@ -91,7 +91,7 @@ func checkApply(cmd *rspb.RaftCommand, f applyFacts) applyCheck {
 		return checkLeaseRequest(f.RangeID, cur, c.RequestLease)
 	case *rspb.RaftCommand_Gc:
 		return applyCheck{Verdict: applyProceed, Reason: "GC is idempotent and needs no lease"}
-	case *rspb.RaftCommand_Split, *rspb.RaftCommand_Freeze, *rspb.RaftCommand_Merge:
+	case *rspb.RaftCommand_Split, *rspb.RaftCommand_Freeze, *rspb.RaftCommand_Merge, *rspb.RaftCommand_ChangeReplicas:
 		if chk, ok := checkEvaluatedUnder(cmd, f); !ok {
 			return chk
 		}
@@ -110,7 +110,7 @@ func checkApply(cmd *rspb.RaftCommand, f applyFacts) applyCheck {
 	return applyCheck{Verdict: applyProceed, Reason: "evaluated under the current lease and generation"}
 }
 
-// checkEvaluatedUnder: a write, split, freeze or merge was evaluated by a
+// checkEvaluatedUnder: a write, split, freeze, merge or replica change was evaluated by a
 // leaseholder under a lease and a descriptor generation; both must still be
 // current. ok is false with the refusal otherwise.
 func checkEvaluatedUnder(cmd *rspb.RaftCommand, f applyFacts) (chk applyCheck, ok bool) {

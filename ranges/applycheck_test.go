@@ -92,6 +92,8 @@ func TestApplyCheck(t *testing.T) {
 			cmd.Command = &rspb.RaftCommand_Freeze{Freeze: &rspb.FreezeCommand{MergeInto: 6}}
 		case "merge":
 			cmd.Command = &rspb.RaftCommand_Merge{Merge: &rspb.MergeCommand{}}
+		case "change-replicas":
+			cmd.Command = &rspb.RaftCommand_ChangeReplicas{ChangeReplicas: &rspb.ChangeReplicasCommand{}}
 		default:
 			t.Fatalf("%s: unknown command kind %q", c.Name, c.Cmd.Kind)
 		}

@@ -5,17 +5,18 @@
 // of Replicas. replica.go holds the Replica type and its lifecycle: it is
 // created when Dragonboat creates its shard's state machine, ready once
 // Dragonboat has opened it (admin commands wait for that), and removed by
-// a merge, a covering snapshot, or the replica GC (an orphan of a range
-// merged away while this node missed the merge). A Replica holds its range and replica
+// a merge, a covering snapshot, or the replica GC (a replica a replica
+// change removed, or an orphan of a range merged away while this node
+// missed the merge). A Replica holds its range and replica
 // IDs, its Store, the apply side (stateMachine, replica_apply.go:
 // Dragonboat's IOnDiskStateMachine) and the leaseholder state; each stage
 // of its work has a file: replica_send.go (request checks, reads,
 // writes), replica_lease.go (ensure, acquire, transfer, tend),
 // replica_proposal.go (propose, settle, wake, Raft errors),
-// replica_split.go and replica_merge.go (the admin commands and their
-// replicated commands). The pure decisions are leasedecision.go,
-// splitdecision.go, metadecision.go, replicagcdecision.go and
-// applycheck.go.
+// replica_split.go, replica_merge.go and replica_change.go (the admin
+// commands and their replicated commands). The pure decisions are
+// leasedecision.go, splitdecision.go, metadecision.go,
+// replicagcdecision.go, changedecision.go and applycheck.go.
 //
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
@@ -118,6 +119,31 @@
 //     What to write, delete or create (a replica meta names here but this
 //     node lacks) is decided by the pure functions of metadecision.go,
 //     tested against testdata/meta_decision.golden (-rewrite).
+//   - Replica changes (replica_change.go; Admin ChangeReplicas and
+//     RelocateRange): the store taking the request asks the range's
+//     leaseholder for one step after another (AdminChangeReplicasRequest)
+//     until the replica is added or removed; the leaseholder reads the
+//     descriptor and Dragonboat's membership (OrderedConfigChange, with its
+//     ConfigChangeID) and the pure decideReplicaChange (changedecision.go,
+//     testdata/replica_change.*) names the next step, so a change cut off
+//     anywhere is rolled forward by asking again, and one half done refuses
+//     any other. Adding: the descriptor gets a NON_VOTER under
+//     next_replica_id (a ChangeReplicasCommand: the whole next descriptor,
+//     generation+1, checked at apply by checkReplicaChange under the lease
+//     and generation it was proposed with), every voter's log is compacted
+//     past the range's first entries (a joiner has no state to replay them
+//     on: it must get a snapshot), Dragonboat adds the non-voter, the
+//     target node starts it (AdminCreateReplicaRequest: its ReplicaRecord,
+//     join + joined_non_voting, is written first, so it restarts as a
+//     non-voter forever), it receives a snapshot streamed from a Pebble
+//     snapshot, and once it applied the leaseholder's index of the time it
+//     joined, Dragonboat promotes it (same ID and address) and the
+//     descriptor records it as a VOTER. Removing: the lease moves to
+//     another voter if the replica holds it, the descriptor drops it, then
+//     Dragonboat does, and the node is told to collect it. Meta follows
+//     every descriptor change (fixMeta). A replica no longer in its own
+//     descriptor serves nothing (RANGE_NOT_FOUND). Changes of the meta
+//     range are refused (the cluster record names its replicas).
 //   - Replica GC (replicagc.go), from the same meta scan, right before the
 //     missing-replica repair: a local replica of a range merged away while
 //     this node missed the merge (it caught up by a snapshot of another
@@ -126,7 +152,13 @@
 //     (replicagcdecision.go, testdata/replica_gc.golden) finds it safe, it
 //     is destroyed with its data: state, replica record and MVCC data in
 //     one synced batch, then its shard is stopped and its Raft data
-//     removed (rangestore_replicas_gc_total).
+//     removed (rangestore_replicas_gc_total). A replica that the newest
+//     descriptor of its range known here (its own, or a newer meta record,
+//     or one a leaseholder sends after removing it) no longer lists is
+//     destroyed the same way (decideRemovedReplica), without marking the
+//     range subsumed (it may come back here under a new replica ID); its
+//     replica ID is marked removed on the node (a tombstone), so neither
+//     the missing-replica repair nor a new addition brings it back.
 //   - Merges (replica_merge.go): freeze the right neighbour (it serves nothing from
 //     then on, forever), wait until every replica of it applied the freeze,
 //     then subsume it in one batch on the left; replicas must be colocated.

@@ -28,6 +28,10 @@ var (
 	suffixDedup       = []byte("dedup")
 	suffixApplied     = []byte("applied")
 	suffixRecord      = []byte("record")
+	// suffixRemoved marks a replica ID a replica change removed from this
+	// node (written when its replica is destroyed): it is never created
+	// here again.
+	suffixRemoved = []byte("removed")
 
 	clusterRecordKey = []byte{kv.LocalPrefix, nodeStateTag, 'c', 'l', 'u', 's', 't', 'e', 'r'}
 )

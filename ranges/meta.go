@@ -238,6 +238,8 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 			if f.OverlapsLocal = s.overlapsLocal(d); !f.OverlapsLocal {
 				_, ok, err := s.eng.GetRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord))
 				f.RecordOnDisk = ok || err != nil
+				_, gone, err := s.eng.GetRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRemoved))
+				f.RemovedHere = gone || err != nil
 			}
 		}
 		action, reason := decideMissingReplica(f)

@@ -98,6 +98,7 @@ type missingReplicaFacts struct {
 	LocalReplica    bool  // a replica of this range is open here
 	OverlapsLocal   bool  // some local replica's span overlaps Desc's
 	RecordOnDisk    bool  // a replica record for it is on disk (a split just created it)
+	RemovedHere     bool  // this replica ID was removed from this node by a replica change
 	OthersCompacted *bool // every other replica's initial log was compacted (nil: not asked yet)
 }
 
@@ -148,6 +149,8 @@ func decideMissingReplica(f missingReplicaFacts) (missingReplicaAction, string) 
 		return missingSkip, fmt.Sprintf("%s is open here", spanOf(d))
 	case f.OverlapsLocal:
 		return missingSkip, fmt.Sprintf("a local replica overlaps %s (the parent has yet to apply the split, or it was merged into a local range)", spanOf(d))
+	case f.RemovedHere:
+		return missingSkip, fmt.Sprintf("replica %d of %s was removed from n%d (meta's record is older than the removal)", mine.ReplicaId, spanOf(d), f.NodeID)
 	case f.RecordOnDisk:
 		return missingSkip, fmt.Sprintf("replica %d of %s is being created by a split that just applied here", mine.ReplicaId, spanOf(d))
 	case f.OthersCompacted == nil:

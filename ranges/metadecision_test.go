@@ -34,6 +34,7 @@ type metaCases struct {
 		LocalReplica    bool
 		OverlapsLocal   bool
 		RecordOnDisk    bool
+		RemovedHere     bool
 		OthersCompacted *bool
 	}
 }
@@ -54,7 +55,7 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 	t.Helper()
 	f := strings.Fields(s)
 	if len(f) < 3 || !strings.HasPrefix(f[0], "r") || !strings.HasPrefix(f[1], "[") || !strings.HasSuffix(f[1], ")") || !strings.HasPrefix(f[2], "g") {
-		t.Fatalf("descriptor %q: want \"rID [start,end) gGEN [nodes]\"", s)
+		t.Fatalf("descriptor %q: want \"rID [start,end) gGEN [nodes [nextN]]\"", s)
 	}
 	id, err1 := strconv.ParseUint(f[0][1:], 10, 64)
 	gen, err2 := strconv.ParseUint(f[2][1:], 10, 64)
@@ -69,12 +70,29 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 			if strings.HasSuffix(n, "~") {
 				typ, n = rspb.ReplicaType_NON_VOTER, strings.TrimSuffix(n, "~")
 			}
+			// "n4:7" is node 4 with replica ID 7 (default: the position).
+			rid := uint64(i + 1)
+			if j := strings.IndexByte(n, ':'); j >= 0 {
+				id, err := strconv.ParseUint(n[j+1:], 10, 64)
+				if err != nil {
+					t.Fatalf("descriptor %q: replica ID in %q", s, n)
+				}
+				rid, n = id, n[:j]
+			}
 			node, err := strconv.ParseUint(strings.TrimPrefix(n, "n"), 10, 64)
 			if err != nil {
 				t.Fatalf("descriptor %q: node %q", s, n)
 			}
-			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: node, ReplicaId: uint64(i + 1), Type: typ})
+			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: node, ReplicaId: rid, Type: typ})
 		}
+	}
+	if len(f) > 4 {
+		// "next7": next_replica_id 7.
+		n, err := strconv.ParseUint(strings.TrimPrefix(f[4], "next"), 10, 64)
+		if err != nil || !strings.HasPrefix(f[4], "next") {
+			t.Fatalf("descriptor %q: want nextN after the replicas", s)
+		}
+		d.NextReplicaId = n
 	}
 	return d
 }
@@ -116,7 +134,7 @@ func TestMetaDecision(t *testing.T) {
 	out.WriteString("\n# Replicas meta names on this node that it does not have\n")
 	for _, c := range cases.Missing {
 		f := missingReplicaFacts{Desc: parseDesc(t, c.Desc), NodeID: c.Node, LocalReplica: c.LocalReplica,
-			OverlapsLocal: c.OverlapsLocal, RecordOnDisk: c.RecordOnDisk, OthersCompacted: c.OthersCompacted}
+			OverlapsLocal: c.OverlapsLocal, RecordOnDisk: c.RecordOnDisk, RemovedHere: c.RemovedHere, OthersCompacted: c.OthersCompacted}
 		a, reason := decideMissingReplica(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
 	}

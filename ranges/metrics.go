@@ -35,6 +35,10 @@ type Metrics struct {
 	settling         prometheus.Gauge
 	reproposals      prometheus.Counter
 	reg              prometheus.Registerer
+
+	// replicaChanges counts the steps of replica changes this node took as
+	// leaseholder (step: descriptor-add-non-voter, raft-promote, ...).
+	replicaChanges *prometheus.CounterVec
 }
 
 // NewMetrics registers the store's series on reg.
@@ -83,6 +87,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		replicasRepaired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_replicas_created_from_meta_total", Help: "Missing local replicas (a split skipped through a snapshot) created empty and caught up by snapshot.",
 		}),
+		replicaChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_replica_change_steps_total", Help: "Steps of replica changes (adding or removing a replica) taken by this node as leaseholder, by step.",
+		}, []string{"step"}),
 		replicasGC: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_replicas_gc_total", Help: "Orphaned local replicas of ranges merged away (the merge was missed here) destroyed with their data by the replica GC.",
 		}),
@@ -100,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.settling, m.reproposals)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals)
 	return m
 }
 

@@ -280,8 +280,8 @@ func (s *Store) QuorumProblems(live func(nodeID uint64) bool) (first string, n i
 	var firstID uint64
 	for _, r := range ms {
 		d := r.desc()
-		if d == nil || r.sm.merged.Load() {
-			continue
+		if d == nil || r.sm.merged.Load() || r.removedHere() {
+			continue // a removed replica knows no leader until it is collected
 		}
 		voters, liveVoters := 0, 0
 		for _, r := range d.Replicas {

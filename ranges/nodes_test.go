@@ -20,7 +20,7 @@ func quorumTestStore(n int) *Store {
 			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: r, ReplicaId: r%3 + 1})
 		}
 		m.desc.Store(d)
-		s.replicas[uint64(i)] = &Replica{rangeID: uint64(i), store: s, sm: m}
+		s.replicas[uint64(i)] = &Replica{rangeID: uint64(i), replicaID: 2, store: s, sm: m} // this node is n1
 	}
 	return s
 }

@@ -57,6 +57,8 @@ type Replica struct {
 	frozenSince     atomic.Int64
 	lastFrozenCheck atomic.Int64
 	thawing         atomic.Bool
+	// change: replica changes led by this replica (replica_change.go).
+	change changeState
 }
 
 // newReplica builds the replica of rangeID around a new state machine

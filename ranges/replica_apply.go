@@ -359,13 +359,15 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		res, err = s.applyFreeze(b, st, c.Freeze)
 	case *rspb.RaftCommand_Merge:
 		res, err = s.applyMerge(b, st, c.Merge)
+	case *rspb.RaftCommand_ChangeReplicas:
+		res, err = s.applyChangeReplicas(b, st, c.ChangeReplicas)
 	case *rspb.RaftCommand_Write:
 		w = c.Write
 	default:
 		// decodeRaftCommand makes every command without a case a write.
 		return nil, nil, fmt.Errorf("ranges: r%d replica %d entry %d: unknown command %T", s.rangeID, s.replicaID, e.Index, c)
 	}
-	if w == nil { // a split, freeze or merge
+	if w == nil { // a split, freeze, merge or replica change
 		if err != nil || res.Error != nil {
 			return res, nil, err // refused: no dedup record
 		}

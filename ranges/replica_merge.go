@@ -452,16 +452,19 @@ func (s *Store) cleanMeta(ctx context.Context, snd Sender, d *rspb.RangeDescript
 	return nil
 }
 
+// sameNodes reports whether a and b have voters on the same nodes and no
+// other replicas (merges need colocated voters).
 func sameNodes(a, b *rspb.RangeDescriptor) bool {
 	if len(a.Replicas) != len(b.Replicas) {
 		return false
 	}
 	nodes := map[uint64]bool{}
 	for _, r := range a.Replicas {
-		nodes[r.NodeId] = true
+		nodes[r.NodeId] = r.Type == rspb.ReplicaType_VOTER
 	}
 	for _, r := range b.Replicas {
-		if !nodes[r.NodeId] {
+		// A non-voter is a replica change in flight: no merge meanwhile.
+		if !nodes[r.NodeId] || r.Type != rspb.ReplicaType_VOTER {
 			return false
 		}
 	}
@@ -517,9 +520,9 @@ func (s *Store) destroySubsumed(o *stateMachine) {
 // deleteReplicaState deletes a local replica's range-local and
 // replica-local state (its ReplicaRecord among it, so it is never started
 // again) and, if data is set, the MVCC data of data's span, in one synced
-// batch, under the replica's applyMu. The caller has marked the range
+// batch, under the replica's applyMu (with what also adds to it). The caller has marked the range
 // subsumed (s.subsume) first, so the replica applies nothing more.
-func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor) error {
+func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor, also ...func(b *kv.Batch) error) error {
 	o.applyMu.Lock()
 	defer o.applyMu.Unlock()
 	b := s.eng.NewBatch()
@@ -533,6 +536,11 @@ func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor) 
 	}
 	if data != nil {
 		if err := kv.ClearDataSpan(b, data.StartKey, data.EndKey); err != nil {
+			return err
+		}
+	}
+	for _, f := range also {
+		if err := f(b); err != nil {
 			return err
 		}
 	}

@@ -22,7 +22,10 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if req.GetAdminLogCompacted() {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.logCompacted()}}
 	}
-	if req.GetAdminFreeze() != nil || req.GetAdminSplit() != nil || req.GetAdminMerge() != nil {
+	if req.GetAdminCompactLog() {
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.compactLogForJoin(ctx)}}
+	}
+	if req.GetAdminFreeze() != nil || req.GetAdminSplit() != nil || req.GetAdminMerge() != nil || req.GetAdminChangeReplicas() != nil {
 		// Admin commands act on the replica's loaded state: they wait
 		// (within the caller's deadline) until Dragonboat has opened it.
 		if rerr := r.waitOpened(ctx); rerr != nil {
@@ -41,7 +44,7 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if f := r.sm.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
 	}
-	if len(req.Requests) == 0 && req.GetAdminSplit() == nil && req.GetAdminMerge() == nil {
+	if len(req.Requests) == 0 && req.GetAdminSplit() == nil && req.GetAdminMerge() == nil && req.GetAdminChangeReplicas() == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, "empty batch")}
 	}
 	reqTS, rerr := r.checkTimestamps(req)
@@ -63,10 +66,13 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if r.desc() == nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d on n%d has no data yet", req.RangeId, nodeID))}
 	}
-	if req.GetAdminSplit() != nil || req.GetAdminMerge() != nil {
+	if req.GetAdminSplit() != nil || req.GetAdminMerge() != nil || req.GetAdminChangeReplicas() != nil {
 		lease, rerr := r.ensureLease(ctx)
 		if rerr != nil {
 			return &rspb.RangeResponse{Error: rerr}
+		}
+		if c := req.GetAdminChangeReplicas(); c != nil {
+			return r.adminChangeReplicas(ctx, lease, c)
 		}
 		if req.GetAdminSplit() != nil {
 			resp := r.adminSplit(ctx, lease, req.GetAdminSplit())

@@ -24,6 +24,9 @@ type replicaGCFacts struct {
 	// is how long it has known none, and Grace how long that must last.
 	LeaderKnown        bool
 	NoLeaderFor, Grace time.Duration
+	// NodeID is this node, ReplicaID the local replica's ID (0: not known,
+	// the removal rule does not apply).
+	NodeID, ReplicaID uint64
 }
 
 // replicaGCOther is another local replica, as decideReplicaGC sees it.
@@ -41,9 +44,12 @@ const (
 	// replicaGCDestroy: the replica is an orphan; it is destroyed with its
 	// data.
 	replicaGCDestroy
+	// replicaGCDestroyRemoved: a replica change removed the replica from
+	// its range; it is destroyed with its data (the range lives on).
+	replicaGCDestroyRemoved
 )
 
-var replicaGCActionNames = [...]string{replicaGCKeep: "keep", replicaGCDestroy: "destroy"}
+var replicaGCActionNames = [...]string{replicaGCKeep: "keep", replicaGCDestroy: "destroy", replicaGCDestroyRemoved: "destroy-removed"}
 
 func (a replicaGCAction) String() string {
 	if a >= 0 && int(a) < len(replicaGCActionNames) {
@@ -53,7 +59,8 @@ func (a replicaGCAction) String() string {
 }
 
 // decideReplicaGC decides whether a local replica R (range ID id, span S,
-// generation g) is the orphan of a range merged away while this node
+// generation g) was removed from its range (decideRemovedReplica), or is
+// the orphan of a range merged away while this node
 // missed the merge (it was down, and its replica of the left range caught
 // up later by a snapshot of a different layout, which covers nothing of
 // S). Nothing else ever removes such a replica: its range has no other
@@ -97,6 +104,9 @@ func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
 	keep := func(format string, args ...any) (replicaGCAction, string) {
 		return replicaGCKeep, fmt.Sprintf(format, args...)
 	}
+	if removed, action, reason := decideRemovedReplica(f); removed {
+		return action, reason
+	}
 	if !keys.IsUserKey(d.StartKey) {
 		return keep("%s is a system range (never merged)", spanOf(d))
 	}
@@ -134,6 +144,47 @@ func decideReplicaGC(f replicaGCFacts) (replicaGCAction, string) {
 		return keep("%s has known no Raft leader for %s, less than %s", spanOf(d), f.NoLeaderFor, f.Grace)
 	}
 	return replicaGCDestroy, fmt.Sprintf("%s is in no meta record, meta's newer ranges over it have no replica here, and it has known no Raft leader for %s", spanOf(d), f.NoLeaderFor)
+}
+
+// decideRemovedReplica: R (replica ReplicaID of range id on NodeID) was
+// removed by a replica change if the newest descriptor of id known here
+// (R's own, or a meta record of id with a higher generation) does not list
+// it. Generations only grow through committed changes, and a replica ID is
+// never reused, so R can never be part of the range again. It is then
+// destroyed with S's data unless another local replica overlaps S (its data
+// there would go too; that replica is newer than R's layout, and R waits
+// until it has settled) or a local replica has not loaded its descriptor
+// (it could overlap S). Its Raft membership does not matter: the leaseholder
+// removes it from the descriptor first and from Raft second, and a replica
+// that is no longer in the descriptor serves nothing (the lease is
+// elsewhere, and the store refuses requests for it); losing its state
+// removes a voter's copy the quorum no longer needs (its ID cannot return).
+// removed is false when the rule does not apply (R is listed, or its ID is
+// unknown): the orphan rules decide.
+func decideRemovedReplica(f replicaGCFacts) (removed bool, action replicaGCAction, reason string) {
+	d := f.Desc
+	if f.ReplicaID == 0 {
+		return false, replicaGCKeep, ""
+	}
+	newest, from := d, "its own"
+	for _, m := range f.Meta {
+		if m.RangeId == d.RangeId && m.Generation > newest.Generation {
+			newest, from = m, "meta's"
+		}
+	}
+	if hasReplicaID(newest, f.NodeID, f.ReplicaID) {
+		return false, replicaGCKeep, ""
+	}
+	what := fmt.Sprintf("replica %d of r%d on n%d is not in %s descriptor %s", f.ReplicaID, d.RangeId, f.NodeID, from, spanOf(newest))
+	if !f.AllLoaded {
+		return true, replicaGCKeep, what + ", but a local replica has not loaded its descriptor yet (it could overlap it)"
+	}
+	for _, o := range f.Others {
+		if o.Desc.RangeId != d.RangeId && keys.Overlaps(o.Desc.StartKey, o.Desc.EndKey, d.StartKey, d.EndKey) {
+			return true, replicaGCKeep, fmt.Sprintf("%s, but the local %s overlaps its span (its data would go too)", what, spanOf(o.Desc))
+		}
+	}
+	return true, replicaGCDestroyRemoved, what + ": it was removed from the range"
 }
 
 // mergedAway checks conditions 1 and 2 of decideReplicaGC for d: it

@@ -11,7 +11,8 @@ import (
 
 // TestReplicaGCDecision replays testdata/replica_gc.json (descriptors
 // written as in meta_decision.json; an other local replica that knows a
-// Raft leader ends in " leader") through decideReplicaGC and compares
+// Raft leader ends in " leader"; Node and Replica name the local replica
+// for the removal rule) through decideReplicaGC and compares
 // the result with testdata/replica_gc.golden. Regenerate with -rewrite.
 func TestReplicaGCDecision(t *testing.T) {
 	var cases struct {
@@ -22,6 +23,9 @@ func TestReplicaGCDecision(t *testing.T) {
 			NotLoaded          bool
 			LeaderKnown        bool
 			NoLeaderFor, Grace string
+			// Node, Replica: this node and the local replica's ID (0: the
+			// removal rule is not asked).
+			Node, Replica uint64
 		}
 	}
 	loadCases(t, "replica_gc.json", &cases)
@@ -50,7 +54,7 @@ func TestReplicaGCDecision(t *testing.T) {
 			others = append(others, replicaGCOther{Desc: parseDesc(t, strings.TrimSuffix(o, " leader")), LeaderKnown: led})
 		}
 		f := replicaGCFacts{Desc: parseDesc(t, c.Desc), Meta: descs(c.Meta), Others: others, AllLoaded: !c.NotLoaded,
-			LeaderKnown: c.LeaderKnown, NoLeaderFor: dur(c.NoLeaderFor), Grace: dur(c.Grace)}
+			LeaderKnown: c.LeaderKnown, NoLeaderFor: dur(c.NoLeaderFor), Grace: dur(c.Grace), NodeID: c.Node, ReplicaID: c.Replica}
 		a, reason := decideReplicaGC(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
 	}

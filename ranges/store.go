@@ -220,6 +220,9 @@ type Store struct {
 	// mergedInto: range ID -> ID of the range whose merge subsumed it here
 	// (while this process runs; see subsumedBy).
 	mergedInto sync.Map
+	// changing: range ID -> true while ChangeReplicas drives a change of
+	// it from this store.
+	changing sync.Map
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -504,7 +507,21 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT,
 			fmt.Sprintf("r%d: a range request carries either requests or one admin command, not both (requests: %d, %s set)", req.RangeId, len(req.Requests), admin))}
 	}
+	// Replica changes address a replica that may not exist (yet, or any
+	// more) here.
+	if c := req.GetAdminCreateReplica(); c != nil {
+		return s.createJoiningReplica(ctx, c)
+	}
+	if g := req.GetAdminReplicaGc(); g != nil {
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaGc{ReplicaGc: s.gcRemovedReplica(ctx, g.RangeDescriptor)}}
+	}
 	r := s.replica(req.RangeId)
+	if r != nil && !r.sm.merged.Load() && r.removedHere() {
+		// Removed by a replica change, not collected yet: it serves
+		// nothing (the router looks the range up again).
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_RANGE_NOT_FOUND,
+			fmt.Sprintf("replica %d of r%d on n%d was removed from the range", r.replicaID, req.RangeId, nodeID))}
+	}
 	if r == nil || r.sm.merged.Load() {
 		re := rangeErr(rspb.RangeError_RANGE_NOT_FOUND, fmt.Sprintf("range r%d not found on node n%d", req.RangeId, nodeID))
 		// Name the local ranges holding the keys (the range may have been

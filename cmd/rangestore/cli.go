@@ -78,10 +78,15 @@ var commands = []command{
 			"range split KEY",
 			"range merge KEY",
 			"range transfer-lease RANGE NODE",
+			"range add-replica RANGE NODE",
+			"range remove-replica RANGE NODE",
+			"range relocate RANGE NODE,NODE,...",
 		},
 		details: "list shows the ranges with a replica on the asked node. split splits the range holding KEY at KEY;\n" +
 			"merge merges the range holding KEY with its right neighbour; transfer-lease moves the lease of\n" +
-			"RANGE (r7) to NODE (n2), asked of any node."},
+			"RANGE (r7) to NODE (n2), asked of any node. add-replica adds a replica on NODE (it joins as a\n" +
+			"non-voter, gets a snapshot and is promoted); remove-replica removes NODE's replica (its node then\n" +
+			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first."},
 	{name: "node", summary: "list the cluster's nodes and show one node's status (--host: any node)",
 		forms: []string{
 			"node list [--host HOST:PORT]",

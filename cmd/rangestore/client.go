@@ -146,11 +146,13 @@ func runRange(args []string) error {
 		return splitRange(*host, a[1])
 	case len(a) == 2 && a[0] == "merge":
 		return mergeRange(*host, a[1])
+	case len(a) == 3 && (a[0] == "add-replica" || a[0] == "remove-replica" || a[0] == "relocate"):
+		return changeReplicas(*host, a[0], a[1], a[2])
 	case len(a) == 1 && a[0] == "list":
 	case len(a) == 0:
-		return usagef("range", "missing sub-command (list, split, merge or transfer-lease)")
+		return usagef("range", "missing sub-command (list, split, merge, transfer-lease, add-replica, remove-replica or relocate)")
 	default:
-		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE")
+		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE | range add-replica RANGE NODE | range remove-replica RANGE NODE | range relocate RANGE NODE,NODE,...")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -276,14 +278,70 @@ func mergeRange(host, key string) error {
 	})
 }
 
+// changeReplicas runs range add-replica / remove-replica RANGE NODE and
+// range relocate RANGE NODE,NODE,... (the lease goes to the first node).
+func changeReplicas(host, op, rangeArg, nodesArg string) error {
+	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
+	if err != nil || rangeID == 0 {
+		return usagef("range", "range %q: want r<ID>", rangeArg)
+	}
+	var nodes []uint64
+	for _, n := range strings.Split(nodesArg, ",") {
+		id, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(n), "n"), 10, 64)
+		if err != nil || id == 0 {
+			return usagef("range", "node %q: want n<ID>", n)
+		}
+		nodes = append(nodes, id)
+	}
+	if op != "relocate" && len(nodes) != 1 {
+		return usagef("range", "%s takes one node, got %q", op, nodesArg)
+	}
+	return withAdminFor(host, 2*time.Minute, func(ctx context.Context, a rspb.AdminClient) error {
+		var d *rspb.RangeDescriptor
+		switch op {
+		case "relocate":
+			r, err := a.RelocateRange(ctx, &rspb.RelocateRangeRequest{RangeId: rangeID, VoterNodeIds: nodes})
+			if err != nil {
+				return err
+			}
+			d = r.RangeDescriptor
+		default:
+			req := &rspb.ChangeReplicasRequest{RangeId: rangeID, AddNodeIds: nodes}
+			if op == "remove-replica" {
+				req = &rspb.ChangeReplicasRequest{RangeId: rangeID, RemoveNodeIds: nodes}
+			}
+			r, err := a.ChangeReplicas(ctx, req)
+			if err != nil {
+				return err
+			}
+			d = r.RangeDescriptor
+		}
+		var reps []string
+		for _, rep := range d.GetReplicas() {
+			s := fmt.Sprintf("n%d", rep.NodeId)
+			if rep.Type != rspb.ReplicaType_VOTER {
+				s += "(" + strings.ToLower(rep.Type.String()) + ")"
+			}
+			reps = append(reps, s)
+		}
+		fmt.Fprintf(stdout, "r%d %s: replicas %s (generation %d)\n", d.GetRangeId(), spanString(d), strings.Join(reps, ","), d.GetGeneration())
+		return nil
+	})
+}
+
 // withAdmin runs one admin call against host with a 30 s deadline.
 func withAdmin(host string, call func(context.Context, rspb.AdminClient) error) error {
+	return withAdminFor(host, 30*time.Second, call)
+}
+
+// withAdminFor runs one admin call against host with deadline d.
+func withAdminFor(host string, d time.Duration, call func(context.Context, rspb.AdminClient) error) error {
 	conn, err := dial(host)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return call(ctx, rspb.NewAdminClient(conn))
 }

@@ -12,6 +12,9 @@
 //	rangestore range split KEY
 //	rangestore range merge KEY
 //	rangestore range transfer-lease RANGE NODE
+//	rangestore range add-replica RANGE NODE
+//	rangestore range remove-replica RANGE NODE
+//	rangestore range relocate RANGE NODE,NODE,...
 //	rangestore node list [--host HOST:PORT]
 //	rangestore node status NODE
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]

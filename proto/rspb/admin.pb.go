@@ -1,5 +1,6 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge, node list and status).
+// listing, lease transfer, manual split and merge, replica changes, node
+// list and status).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -863,6 +864,206 @@ func (x *NodeStatusResponse) GetStatus() *NodeStatus {
 	return nil
 }
 
+type ChangeReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	AddNodeIds    []uint64               `protobuf:"varint,2,rep,packed,name=add_node_ids,json=addNodeIds,proto3" json:"add_node_ids,omitempty"`
+	RemoveNodeIds []uint64               `protobuf:"varint,3,rep,packed,name=remove_node_ids,json=removeNodeIds,proto3" json:"remove_node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasRequest) Reset() {
+	*x = ChangeReplicasRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasRequest) ProtoMessage() {}
+
+func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChangeReplicasRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *ChangeReplicasRequest) GetAddNodeIds() []uint64 {
+	if x != nil {
+		return x.AddNodeIds
+	}
+	return nil
+}
+
+func (x *ChangeReplicasRequest) GetRemoveNodeIds() []uint64 {
+	if x != nil {
+		return x.RemoveNodeIds
+	}
+	return nil
+}
+
+type ChangeReplicasResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"` // after the changes
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResponse) Reset() {
+	*x = ChangeReplicasResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResponse) ProtoMessage() {}
+
+func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+type RelocateRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	VoterNodeIds  []uint64               `protobuf:"varint,2,rep,packed,name=voter_node_ids,json=voterNodeIds,proto3" json:"voter_node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelocateRangeRequest) Reset() {
+	*x = RelocateRangeRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelocateRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelocateRangeRequest) ProtoMessage() {}
+
+func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
+func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RelocateRangeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *RelocateRangeRequest) GetVoterNodeIds() []uint64 {
+	if x != nil {
+		return x.VoterNodeIds
+	}
+	return nil
+}
+
+type RelocateRangeResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RelocateRangeResponse) Reset() {
+	*x = RelocateRangeResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelocateRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelocateRangeResponse) ProtoMessage() {}
+
+func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
+func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
 type MergeRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -872,7 +1073,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1085,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1098,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -917,7 +1118,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1130,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1143,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -968,7 +1169,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1181,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1194,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1013,7 +1214,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1226,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1239,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1119,7 +1320,19 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11NodeStatusRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"G\n" +
 	"\x12NodeStatusResponse\x121\n" +
-	"\x06status\x18\x01 \x01(\v2\x19.rangestore.v1.NodeStatusR\x06status\"%\n" +
+	"\x06status\x18\x01 \x01(\v2\x19.rangestore.v1.NodeStatusR\x06status\"|\n" +
+	"\x15ChangeReplicasRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12 \n" +
+	"\fadd_node_ids\x18\x02 \x03(\x04R\n" +
+	"addNodeIds\x12&\n" +
+	"\x0fremove_node_ids\x18\x03 \x03(\x04R\rremoveNodeIds\"c\n" +
+	"\x16ChangeReplicasResponse\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"W\n" +
+	"\x14RelocateRangeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
+	"\x0evoter_node_ids\x18\x02 \x03(\x04R\fvoterNodeIds\"b\n" +
+	"\x15RelocateRangeResponse\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"%\n" +
 	"\x11MergeRangeRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"\x88\x01\n" +
 	"\x12MergeRangeResponse\x126\n" +
@@ -1139,7 +1352,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xa8\x04\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xe3\x05\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -1147,7 +1360,9 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"SplitRange\x12 .rangestore.v1.SplitRangeRequest\x1a!.rangestore.v1.SplitRangeResponse\x12Q\n" +
 	"\n" +
-	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12B\n" +
+	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12]\n" +
+	"\x0eChangeReplicas\x12$.rangestore.v1.ChangeReplicasRequest\x1a%.rangestore.v1.ChangeReplicasResponse\x12Z\n" +
+	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12B\n" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
@@ -1165,66 +1380,76 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_rangestore_v1_admin_proto_goTypes = []any{
-	(NodeLiveness)(0),             // 0: rangestore.v1.NodeLiveness
-	(MembershipState)(0),          // 1: rangestore.v1.MembershipState
-	(*InitRequest)(nil),           // 2: rangestore.v1.InitRequest
-	(*InitResponse)(nil),          // 3: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),         // 4: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),             // 5: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),        // 6: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),  // 7: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil), // 8: rangestore.v1.TransferLeaseResponse
-	(*NodeStatus)(nil),            // 9: rangestore.v1.NodeStatus
-	(*NodesRequest)(nil),          // 10: rangestore.v1.NodesRequest
-	(*NodesResponse)(nil),         // 11: rangestore.v1.NodesResponse
-	(*NodeStatusRequest)(nil),     // 12: rangestore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),    // 13: rangestore.v1.NodeStatusResponse
-	(*MergeRangeRequest)(nil),     // 14: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),    // 15: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),     // 16: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),    // 17: rangestore.v1.SplitRangeResponse
-	(*NodeDescriptor)(nil),        // 18: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),       // 19: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                 // 20: rangestore.v1.Lease
-	(*Timestamp)(nil),             // 21: rangestore.v1.Timestamp
+	(NodeLiveness)(0),              // 0: rangestore.v1.NodeLiveness
+	(MembershipState)(0),           // 1: rangestore.v1.MembershipState
+	(*InitRequest)(nil),            // 2: rangestore.v1.InitRequest
+	(*InitResponse)(nil),           // 3: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),          // 4: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),              // 5: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),         // 6: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),   // 7: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil),  // 8: rangestore.v1.TransferLeaseResponse
+	(*NodeStatus)(nil),             // 9: rangestore.v1.NodeStatus
+	(*NodesRequest)(nil),           // 10: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),          // 11: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),      // 12: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 13: rangestore.v1.NodeStatusResponse
+	(*ChangeReplicasRequest)(nil),  // 14: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil), // 15: rangestore.v1.ChangeReplicasResponse
+	(*RelocateRangeRequest)(nil),   // 16: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),  // 17: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),      // 18: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),     // 19: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),      // 20: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),     // 21: rangestore.v1.SplitRangeResponse
+	(*NodeDescriptor)(nil),         // 22: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),        // 23: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                  // 24: rangestore.v1.Lease
+	(*Timestamp)(nil),              // 25: rangestore.v1.Timestamp
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	18, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	19, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	19, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	20, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	22, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	23, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	23, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	24, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	18, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	22, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	21, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	25, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	9,  // 9: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 10: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	19, // 11: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	19, // 12: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	19, // 13: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	19, // 14: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 15: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 16: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 17: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	16, // 18: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	14, // 19: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	10, // 20: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	12, // 21: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	3,  // 22: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 23: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 24: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	17, // 25: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	15, // 26: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	11, // 27: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	13, // 28: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 11: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 12: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 13: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	23, // 14: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	23, // 15: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	23, // 16: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 17: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 18: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 19: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	20, // 20: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	18, // 21: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	14, // 22: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	16, // 23: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	10, // 24: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	12, // 25: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	3,  // 26: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 27: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 28: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	21, // 29: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	19, // 30: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	15, // 31: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	17, // 32: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	11, // 33: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	13, // 34: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	26, // [26:35] is the sub-list for method output_type
+	17, // [17:26] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -1240,7 +1465,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

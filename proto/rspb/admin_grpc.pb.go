@@ -1,5 +1,6 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
-// listing, lease transfer, manual split and merge, node list and status).
+// listing, lease transfer, manual split and merge, replica changes, node
+// list and status).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -27,13 +28,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Init_FullMethodName          = "/rangestore.v1.Admin/Init"
-	Admin_Ranges_FullMethodName        = "/rangestore.v1.Admin/Ranges"
-	Admin_TransferLease_FullMethodName = "/rangestore.v1.Admin/TransferLease"
-	Admin_SplitRange_FullMethodName    = "/rangestore.v1.Admin/SplitRange"
-	Admin_MergeRange_FullMethodName    = "/rangestore.v1.Admin/MergeRange"
-	Admin_Nodes_FullMethodName         = "/rangestore.v1.Admin/Nodes"
-	Admin_NodeStatus_FullMethodName    = "/rangestore.v1.Admin/NodeStatus"
+	Admin_Init_FullMethodName           = "/rangestore.v1.Admin/Init"
+	Admin_Ranges_FullMethodName         = "/rangestore.v1.Admin/Ranges"
+	Admin_TransferLease_FullMethodName  = "/rangestore.v1.Admin/TransferLease"
+	Admin_SplitRange_FullMethodName     = "/rangestore.v1.Admin/SplitRange"
+	Admin_MergeRange_FullMethodName     = "/rangestore.v1.Admin/MergeRange"
+	Admin_ChangeReplicas_FullMethodName = "/rangestore.v1.Admin/ChangeReplicas"
+	Admin_RelocateRange_FullMethodName  = "/rangestore.v1.Admin/RelocateRange"
+	Admin_Nodes_FullMethodName          = "/rangestore.v1.Admin/Nodes"
+	Admin_NodeStatus_FullMethodName     = "/rangestore.v1.Admin/NodeStatus"
 )
 
 // AdminClient is the client API for Admin service.
@@ -51,6 +54,19 @@ type AdminClient interface {
 	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(ctx context.Context, in *MergeRangeRequest, opts ...grpc.CallOption) (*MergeRangeResponse, error)
+	// ChangeReplicas adds and removes replicas of one range (CockroachDB's
+	// AdminChangeReplicas): one replica at a time, the additions first, in
+	// order, then the removals. An added replica joins as a non-voter, gets
+	// a snapshot, catches up and is promoted to voter; a removed one loses
+	// the lease first if it holds it, and is then garbage-collected on its
+	// node. Refused (changing nothing) for unknown ranges or nodes, a node
+	// that holds a replica already or not at all, removing the last voter,
+	// and while another change of the range is in flight.
+	ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
+	// RelocateRange moves the range's voters to exactly voter_node_ids
+	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
+	// the others removed, and the lease goes to voter_node_ids[0].
+	RelocateRange(ctx context.Context, in *RelocateRangeRequest, opts ...grpc.CallOption) (*RelocateRangeResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -115,6 +131,26 @@ func (c *adminClient) MergeRange(ctx context.Context, in *MergeRangeRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicasResponse)
+	err := c.cc.Invoke(ctx, Admin_ChangeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RelocateRange(ctx context.Context, in *RelocateRangeRequest, opts ...grpc.CallOption) (*RelocateRangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RelocateRangeResponse)
+	err := c.cc.Invoke(ctx, Admin_RelocateRange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodesResponse)
@@ -150,6 +186,19 @@ type AdminServer interface {
 	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	// MergeRange merges the range containing key with its right neighbour.
 	MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error)
+	// ChangeReplicas adds and removes replicas of one range (CockroachDB's
+	// AdminChangeReplicas): one replica at a time, the additions first, in
+	// order, then the removals. An added replica joins as a non-voter, gets
+	// a snapshot, catches up and is promoted to voter; a removed one loses
+	// the lease first if it holds it, and is then garbage-collected on its
+	// node. Refused (changing nothing) for unknown ranges or nodes, a node
+	// that holds a replica already or not at all, removing the last voter,
+	// and while another change of the range is in flight.
+	ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error)
+	// RelocateRange moves the range's voters to exactly voter_node_ids
+	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
+	// the others removed, and the lease goes to voter_node_ids[0].
+	RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -178,6 +227,12 @@ func (UnimplementedAdminServer) SplitRange(context.Context, *SplitRangeRequest) 
 }
 func (UnimplementedAdminServer) MergeRange(context.Context, *MergeRangeRequest) (*MergeRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MergeRange not implemented")
+}
+func (UnimplementedAdminServer) ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplicas not implemented")
+}
+func (UnimplementedAdminServer) RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RelocateRange not implemented")
 }
 func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
@@ -296,6 +351,42 @@ func _Admin_MergeRange_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ChangeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ChangeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ChangeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ChangeReplicas(ctx, req.(*ChangeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RelocateRange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RelocateRangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RelocateRange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RelocateRange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RelocateRange(ctx, req.(*RelocateRangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodesRequest)
 	if err := dec(in); err != nil {
@@ -358,6 +449,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MergeRange",
 			Handler:    _Admin_MergeRange_Handler,
+		},
+		{
+			MethodName: "ChangeReplicas",
+			Handler:    _Admin_ChangeReplicas_Handler,
+		},
+		{
+			MethodName: "RelocateRange",
+			Handler:    _Admin_RelocateRange_Handler,
 		},
 		{
 			MethodName: "Nodes",

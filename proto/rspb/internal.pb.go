@@ -398,6 +398,10 @@ type RangeRequest struct {
 	//	*RangeRequest_AdminFreeze
 	//	*RangeRequest_AdminMerge
 	//	*RangeRequest_AdminLogCompacted
+	//	*RangeRequest_AdminChangeReplicas
+	//	*RangeRequest_AdminCreateReplica
+	//	*RangeRequest_AdminCompactLog
+	//	*RangeRequest_AdminReplicaGc
 	Admin         isRangeRequest_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -511,6 +515,42 @@ func (x *RangeRequest) GetAdminLogCompacted() bool {
 	return false
 }
 
+func (x *RangeRequest) GetAdminChangeReplicas() *AdminChangeReplicasRequest {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminChangeReplicas); ok {
+			return x.AdminChangeReplicas
+		}
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetAdminCreateReplica() *AdminCreateReplicaRequest {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminCreateReplica); ok {
+			return x.AdminCreateReplica
+		}
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetAdminCompactLog() bool {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminCompactLog); ok {
+			return x.AdminCompactLog
+		}
+	}
+	return false
+}
+
+func (x *RangeRequest) GetAdminReplicaGc() *AdminReplicaGCRequest {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminReplicaGc); ok {
+			return x.AdminReplicaGc
+		}
+	}
+	return nil
+}
+
 type isRangeRequest_Admin interface {
 	isRangeRequest_Admin()
 }
@@ -534,6 +574,33 @@ type RangeRequest_AdminLogCompacted struct {
 	AdminLogCompacted bool `protobuf:"varint,9,opt,name=admin_log_compacted,json=adminLogCompacted,proto3,oneof"`
 }
 
+type RangeRequest_AdminChangeReplicas struct {
+	// admin_change_replicas: take the next step of adding or removing one
+	// replica (at the leaseholder; see AdminChangeReplicasRequest).
+	AdminChangeReplicas *AdminChangeReplicasRequest `protobuf:"bytes,10,opt,name=admin_change_replicas,json=adminChangeReplicas,proto3,oneof"`
+}
+
+type RangeRequest_AdminCreateReplica struct {
+	// admin_create_replica: start a joining replica of the range on this
+	// node (no local replica of the range is needed).
+	AdminCreateReplica *AdminCreateReplicaRequest `protobuf:"bytes,11,opt,name=admin_create_replica,json=adminCreateReplica,proto3,oneof"`
+}
+
+type RangeRequest_AdminCompactLog struct {
+	// admin_compact_log: make sure this node's replica of the range no
+	// longer holds the range's first Raft log entries (compacting the log
+	// behind a snapshot if it does), so that a replica joining later is
+	// caught up by a snapshot. Answered in log_compacted, without a lease.
+	AdminCompactLog bool `protobuf:"varint,12,opt,name=admin_compact_log,json=adminCompactLog,proto3,oneof"`
+}
+
+type RangeRequest_AdminReplicaGc struct {
+	// admin_replica_gc: the range's descriptor after a replica was removed;
+	// the recipient checks whether its own replica is still in the range and
+	// destroys it if not (answered in replica_gc).
+	AdminReplicaGc *AdminReplicaGCRequest `protobuf:"bytes,13,opt,name=admin_replica_gc,json=adminReplicaGc,proto3,oneof"`
+}
+
 func (*RangeRequest_AdminSplit) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminFreeze) isRangeRequest_Admin() {}
@@ -541,6 +608,282 @@ func (*RangeRequest_AdminFreeze) isRangeRequest_Admin() {}
 func (*RangeRequest_AdminMerge) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminLogCompacted) isRangeRequest_Admin() {}
+
+func (*RangeRequest_AdminChangeReplicas) isRangeRequest_Admin() {}
+
+func (*RangeRequest_AdminCreateReplica) isRangeRequest_Admin() {}
+
+func (*RangeRequest_AdminCompactLog) isRangeRequest_Admin() {}
+
+func (*RangeRequest_AdminReplicaGc) isRangeRequest_Admin() {}
+
+// AdminChangeReplicasRequest asks the leaseholder for the next step of
+// adding (remove=false) or removing the replica of the range on node_id.
+// Each call takes at most one step, decided afresh from the descriptor and
+// Raft membership (ranges.decideReplicaChange), so a call repeated after a
+// crash or a lost answer rolls the change forward.
+type AdminChangeReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Remove        bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminChangeReplicasRequest) Reset() {
+	*x = AdminChangeReplicasRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminChangeReplicasRequest) ProtoMessage() {}
+
+func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*AdminChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AdminChangeReplicasRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *AdminChangeReplicasRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type AdminChangeReplicasResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Done            bool                   `protobuf:"varint,1,opt,name=done,proto3" json:"done,omitempty"`                                             // the change is complete (nothing was done this time)
+	Step            string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`                                              // the step taken (or "wait-catch-up")
+	Reason          string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`                                          // why
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,4,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"` // the descriptor after the step
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AdminChangeReplicasResponse) Reset() {
+	*x = AdminChangeReplicasResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminChangeReplicasResponse) ProtoMessage() {}
+
+func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*AdminChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AdminChangeReplicasResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *AdminChangeReplicasResponse) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *AdminChangeReplicasResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AdminChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+// AdminCreateReplicaRequest starts replica replica_id of the range on the
+// recipient as a joining non-voter: range_descriptor is the descriptor
+// naming it (as a NON_VOTER on the recipient). Idempotent.
+type AdminCreateReplicaRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	ReplicaId       uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AdminCreateReplicaRequest) Reset() {
+	*x = AdminCreateReplicaRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminCreateReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminCreateReplicaRequest) ProtoMessage() {}
+
+func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminCreateReplicaRequest.ProtoReflect.Descriptor instead.
+func (*AdminCreateReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AdminCreateReplicaRequest) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+func (x *AdminCreateReplicaRequest) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+type AdminCreateReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"` // 0 until it has received the range's state
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminCreateReplicaResponse) Reset() {
+	*x = AdminCreateReplicaResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminCreateReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminCreateReplicaResponse) ProtoMessage() {}
+
+func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminCreateReplicaResponse.ProtoReflect.Descriptor instead.
+func (*AdminCreateReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AdminCreateReplicaResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type AdminReplicaGCRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AdminReplicaGCRequest) Reset() {
+	*x = AdminReplicaGCRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminReplicaGCRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminReplicaGCRequest) ProtoMessage() {}
+
+func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminReplicaGCRequest.ProtoReflect.Descriptor instead.
+func (*AdminReplicaGCRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AdminReplicaGCRequest) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
 
 type RangeResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -553,6 +896,9 @@ type RangeResponse struct {
 	//	*RangeResponse_AdminFreeze
 	//	*RangeResponse_AdminMerge
 	//	*RangeResponse_LogCompacted
+	//	*RangeResponse_AdminChangeReplicas
+	//	*RangeResponse_AdminCreateReplica
+	//	*RangeResponse_ReplicaGc
 	Admin         isRangeResponse_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -560,7 +906,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +918,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +931,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -652,6 +998,33 @@ func (x *RangeResponse) GetLogCompacted() bool {
 	return false
 }
 
+func (x *RangeResponse) GetAdminChangeReplicas() *AdminChangeReplicasResponse {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeResponse_AdminChangeReplicas); ok {
+			return x.AdminChangeReplicas
+		}
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetAdminCreateReplica() *AdminCreateReplicaResponse {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeResponse_AdminCreateReplica); ok {
+			return x.AdminCreateReplica
+		}
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetReplicaGc() string {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeResponse_ReplicaGc); ok {
+			return x.ReplicaGc
+		}
+	}
+	return ""
+}
+
 type isRangeResponse_Admin interface {
 	isRangeResponse_Admin()
 }
@@ -672,6 +1045,18 @@ type RangeResponse_LogCompacted struct {
 	LogCompacted bool `protobuf:"varint,7,opt,name=log_compacted,json=logCompacted,proto3,oneof"`
 }
 
+type RangeResponse_AdminChangeReplicas struct {
+	AdminChangeReplicas *AdminChangeReplicasResponse `protobuf:"bytes,8,opt,name=admin_change_replicas,json=adminChangeReplicas,proto3,oneof"`
+}
+
+type RangeResponse_AdminCreateReplica struct {
+	AdminCreateReplica *AdminCreateReplicaResponse `protobuf:"bytes,9,opt,name=admin_create_replica,json=adminCreateReplica,proto3,oneof"`
+}
+
+type RangeResponse_ReplicaGc struct {
+	ReplicaGc string `protobuf:"bytes,10,opt,name=replica_gc,json=replicaGc,proto3,oneof"` // what the replica GC decided, and why
+}
+
 func (*RangeResponse_AdminSplit) isRangeResponse_Admin() {}
 
 func (*RangeResponse_AdminFreeze) isRangeResponse_Admin() {}
@@ -679,6 +1064,12 @@ func (*RangeResponse_AdminFreeze) isRangeResponse_Admin() {}
 func (*RangeResponse_AdminMerge) isRangeResponse_Admin() {}
 
 func (*RangeResponse_LogCompacted) isRangeResponse_Admin() {}
+
+func (*RangeResponse_AdminChangeReplicas) isRangeResponse_Admin() {}
+
+func (*RangeResponse_AdminCreateReplica) isRangeResponse_Admin() {}
+
+func (*RangeResponse_ReplicaGc) isRangeResponse_Admin() {}
 
 type NodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -688,7 +1079,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1091,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1104,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 type NodeInfoResponse struct {
@@ -730,7 +1121,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +1133,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1146,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -806,7 +1197,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1209,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1222,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -877,7 +1268,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1280,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1293,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -920,7 +1311,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1323,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1336,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -974,7 +1365,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1377,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1390,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1035,7 +1426,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\x89\x04\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xc8\x06\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -1048,8 +1439,29 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestH\x00R\vadminFreeze\x12C\n" +
 	"\vadmin_merge\x18\b \x01(\v2 .rangestore.v1.AdminMergeRequestH\x00R\n" +
 	"adminMerge\x120\n" +
-	"\x13admin_log_compacted\x18\t \x01(\bH\x00R\x11adminLogCompactedB\a\n" +
-	"\x05admin\"\xb9\x03\n" +
+	"\x13admin_log_compacted\x18\t \x01(\bH\x00R\x11adminLogCompacted\x12_\n" +
+	"\x15admin_change_replicas\x18\n" +
+	" \x01(\v2).rangestore.v1.AdminChangeReplicasRequestH\x00R\x13adminChangeReplicas\x12\\\n" +
+	"\x14admin_create_replica\x18\v \x01(\v2(.rangestore.v1.AdminCreateReplicaRequestH\x00R\x12adminCreateReplica\x12,\n" +
+	"\x11admin_compact_log\x18\f \x01(\bH\x00R\x0fadminCompactLog\x12P\n" +
+	"\x10admin_replica_gc\x18\r \x01(\v2$.rangestore.v1.AdminReplicaGCRequestH\x00R\x0eadminReplicaGcB\a\n" +
+	"\x05admin\"M\n" +
+	"\x1aAdminChangeReplicasRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"\xa8\x01\n" +
+	"\x1bAdminChangeReplicasResponse\x12\x12\n" +
+	"\x04done\x18\x01 \x01(\bR\x04done\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12I\n" +
+	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\x85\x01\n" +
+	"\x19AdminCreateReplicaRequest\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\x04R\treplicaId\"A\n" +
+	"\x1aAdminCreateReplicaResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"b\n" +
+	"\x15AdminReplicaGCRequest\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\x9b\x05\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
@@ -1059,7 +1471,12 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\fadmin_freeze\x18\x05 \x01(\v2\".rangestore.v1.AdminFreezeResponseH\x00R\vadminFreeze\x12D\n" +
 	"\vadmin_merge\x18\x06 \x01(\v2!.rangestore.v1.AdminMergeResponseH\x00R\n" +
 	"adminMerge\x12%\n" +
-	"\rlog_compacted\x18\a \x01(\bH\x00R\flogCompactedB\a\n" +
+	"\rlog_compacted\x18\a \x01(\bH\x00R\flogCompacted\x12`\n" +
+	"\x15admin_change_replicas\x18\b \x01(\v2*.rangestore.v1.AdminChangeReplicasResponseH\x00R\x13adminChangeReplicas\x12]\n" +
+	"\x14admin_create_replica\x18\t \x01(\v2).rangestore.v1.AdminCreateReplicaResponseH\x00R\x12adminCreateReplica\x12\x1f\n" +
+	"\n" +
+	"replica_gc\x18\n" +
+	" \x01(\tH\x00R\treplicaGcB\a\n" +
 	"\x05admin\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xc0\x01\n" +
 	"\x10NodeInfoResponse\x121\n" +
@@ -1102,68 +1519,81 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_rangestore_v1_internal_proto_goTypes = []any{
-	(*AdminSplitRequest)(nil),   // 0: rangestore.v1.AdminSplitRequest
-	(*AdminSplitResponse)(nil),  // 1: rangestore.v1.AdminSplitResponse
-	(*AdminFreezeRequest)(nil),  // 2: rangestore.v1.AdminFreezeRequest
-	(*AdminFreezeResponse)(nil), // 3: rangestore.v1.AdminFreezeResponse
-	(*AdminMergeRequest)(nil),   // 4: rangestore.v1.AdminMergeRequest
-	(*AdminMergeResponse)(nil),  // 5: rangestore.v1.AdminMergeResponse
-	(*RangeRequest)(nil),        // 6: rangestore.v1.RangeRequest
-	(*RangeResponse)(nil),       // 7: rangestore.v1.RangeResponse
-	(*NodeInfoRequest)(nil),     // 8: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),    // 9: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),    // 10: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),   // 11: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),         // 12: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),        // 13: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),     // 14: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),           // 15: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),        // 16: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),       // 17: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),          // 18: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),      // 19: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),       // 20: rangestore.v1.ClusterRecord
+	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
+	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
+	(*AdminFreezeRequest)(nil),          // 2: rangestore.v1.AdminFreezeRequest
+	(*AdminFreezeResponse)(nil),         // 3: rangestore.v1.AdminFreezeResponse
+	(*AdminMergeRequest)(nil),           // 4: rangestore.v1.AdminMergeRequest
+	(*AdminMergeResponse)(nil),          // 5: rangestore.v1.AdminMergeResponse
+	(*RangeRequest)(nil),                // 6: rangestore.v1.RangeRequest
+	(*AdminChangeReplicasRequest)(nil),  // 7: rangestore.v1.AdminChangeReplicasRequest
+	(*AdminChangeReplicasResponse)(nil), // 8: rangestore.v1.AdminChangeReplicasResponse
+	(*AdminCreateReplicaRequest)(nil),   // 9: rangestore.v1.AdminCreateReplicaRequest
+	(*AdminCreateReplicaResponse)(nil),  // 10: rangestore.v1.AdminCreateReplicaResponse
+	(*AdminReplicaGCRequest)(nil),       // 11: rangestore.v1.AdminReplicaGCRequest
+	(*RangeResponse)(nil),               // 12: rangestore.v1.RangeResponse
+	(*NodeInfoRequest)(nil),             // 13: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),            // 14: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),            // 15: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 16: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 17: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 18: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 19: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 20: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 21: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 22: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 23: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 24: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 25: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	14, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	14, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	15, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	14, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	14, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	14, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	16, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	15, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	15, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	19, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	19, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	20, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	19, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	19, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	19, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	21, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	20, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	20, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	17, // 12: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	18, // 13: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	15, // 14: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 15: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
-	3,  // 16: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
-	5,  // 17: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	19, // 18: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	19, // 19: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	14, // 20: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	15, // 21: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	19, // 22: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	20, // 23: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 24: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	8,  // 25: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	10, // 26: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	12, // 27: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	7,  // 28: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	9,  // 29: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	11, // 30: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	13, // 31: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	28, // [28:32] is the sub-list for method output_type
-	24, // [24:28] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	7,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
+	9,  // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
+	11, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
+	19, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	19, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	19, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	22, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	23, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	20, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
+	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
+	8,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
+	10, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
+	24, // 26: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	24, // 27: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	19, // 28: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	20, // 29: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	24, // 30: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	25, // 31: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 32: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	13, // 33: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	15, // 34: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	17, // 35: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	12, // 36: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	14, // 37: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	16, // 38: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	18, // 39: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	36, // [36:40] is the sub-list for method output_type
+	32, // [32:36] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -1178,12 +1608,19 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeRequest_AdminFreeze)(nil),
 		(*RangeRequest_AdminMerge)(nil),
 		(*RangeRequest_AdminLogCompacted)(nil),
+		(*RangeRequest_AdminChangeReplicas)(nil),
+		(*RangeRequest_AdminCreateReplica)(nil),
+		(*RangeRequest_AdminCompactLog)(nil),
+		(*RangeRequest_AdminReplicaGc)(nil),
 	}
-	file_rangestore_v1_internal_proto_msgTypes[7].OneofWrappers = []any{
+	file_rangestore_v1_internal_proto_msgTypes[12].OneofWrappers = []any{
 		(*RangeResponse_AdminSplit)(nil),
 		(*RangeResponse_AdminFreeze)(nil),
 		(*RangeResponse_AdminMerge)(nil),
 		(*RangeResponse_LogCompacted)(nil),
+		(*RangeResponse_AdminChangeReplicas)(nil),
+		(*RangeResponse_AdminCreateReplica)(nil),
+		(*RangeResponse_ReplicaGc)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1191,7 +1628,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -933,6 +933,7 @@ type RaftCommand struct {
 	//	*RaftCommand_Split
 	//	*RaftCommand_Freeze
 	//	*RaftCommand_Merge
+	//	*RaftCommand_ChangeReplicas
 	Command isRaftCommand_Command `protobuf_oneof:"command"`
 	// Deprecated: the write body of entries written before the oneof; read
 	// only by ranges.decodeRaftCommand.
@@ -1066,6 +1067,15 @@ func (x *RaftCommand) GetMerge() *MergeCommand {
 	return nil
 }
 
+func (x *RaftCommand) GetChangeReplicas() *ChangeReplicasCommand {
+	if x != nil {
+		if x, ok := x.Command.(*RaftCommand_ChangeReplicas); ok {
+			return x.ChangeReplicas
+		}
+	}
+	return nil
+}
+
 // Deprecated: Marked as deprecated in rangestore/v1/persisted.proto.
 func (x *RaftCommand) GetLegacyRequests() []*RequestUnion {
 	if x != nil {
@@ -1118,6 +1128,10 @@ type RaftCommand_Merge struct {
 	Merge *MergeCommand `protobuf:"bytes,12,opt,name=merge,proto3,oneof"`
 }
 
+type RaftCommand_ChangeReplicas struct {
+	ChangeReplicas *ChangeReplicasCommand `protobuf:"bytes,14,opt,name=change_replicas,json=changeReplicas,proto3,oneof"`
+}
+
 func (*RaftCommand_Write) isRaftCommand_Command() {}
 
 func (*RaftCommand_RequestLease) isRaftCommand_Command() {}
@@ -1129,6 +1143,8 @@ func (*RaftCommand_Split) isRaftCommand_Command() {}
 func (*RaftCommand_Freeze) isRaftCommand_Command() {}
 
 func (*RaftCommand_Merge) isRaftCommand_Command() {}
+
+func (*RaftCommand_ChangeReplicas) isRaftCommand_Command() {}
 
 // WriteCommand is an evaluated write: write_batch holds the resulting engine
 // mutations (a Pebble batch representation) and result the responses (or
@@ -1388,6 +1404,57 @@ func (x *SplitCommand) GetRightBytes() int64 {
 	return 0
 }
 
+// ChangeReplicasCommand replaces the range's replica list: next is the
+// whole descriptor after the change (same range ID and span, generation + 1,
+// a replica added with next_replica_id as its ID and the counter bumped, a
+// non-voter promoted, or a replica removed). It applies only under the
+// lease and generation it was proposed with (RaftCommand.generation); Raft
+// membership (Dragonboat's own) changes separately, in the order
+// ranges.decideReplicaChange gives.
+type ChangeReplicasCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Next          *RangeDescriptor       `protobuf:"bytes,1,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasCommand) Reset() {
+	*x = ChangeReplicasCommand{}
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasCommand) ProtoMessage() {}
+
+func (x *ChangeReplicasCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasCommand.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasCommand) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ChangeReplicasCommand) GetNext() *RangeDescriptor {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
 type GCCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Threshold     *Timestamp             `protobuf:"bytes,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
@@ -1397,7 +1464,7 @@ type GCCommand struct {
 
 func (x *GCCommand) Reset() {
 	*x = GCCommand{}
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[15]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1476,7 @@ func (x *GCCommand) String() string {
 func (*GCCommand) ProtoMessage() {}
 
 func (x *GCCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[15]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1489,7 @@ func (x *GCCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GCCommand.ProtoReflect.Descriptor instead.
 func (*GCCommand) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GCCommand) GetThreshold() *Timestamp {
@@ -1443,7 +1510,7 @@ type RaftResult struct {
 
 func (x *RaftResult) Reset() {
 	*x = RaftResult{}
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[16]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1522,7 @@ func (x *RaftResult) String() string {
 func (*RaftResult) ProtoMessage() {}
 
 func (x *RaftResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[16]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1535,7 @@ func (x *RaftResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftResult.ProtoReflect.Descriptor instead.
 func (*RaftResult) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RaftResult) GetResponses() []*ResponseUnion {
@@ -1504,7 +1571,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[17]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1583,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_persisted_proto_msgTypes[17]
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1596,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetRangeDescriptor() *RangeDescriptor {
@@ -1637,7 +1704,7 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\bdraining\x18\x04 \x01(\bR\bdraining\"k\n" +
 	"\x13RequestLeaseCommand\x12*\n" +
 	"\x05lease\x18\x01 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12(\n" +
-	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\xc6\x05\n" +
+	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\x97\x06\n" +
 	"\vRaftCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\fR\n" +
 	"proposalId\x126\n" +
@@ -1652,7 +1719,8 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x05split\x18\n" +
 	" \x01(\v2\x1b.rangestore.v1.SplitCommandH\x00R\x05split\x126\n" +
 	"\x06freeze\x18\v \x01(\v2\x1c.rangestore.v1.FreezeCommandH\x00R\x06freeze\x123\n" +
-	"\x05merge\x18\f \x01(\v2\x1b.rangestore.v1.MergeCommandH\x00R\x05merge\x12H\n" +
+	"\x05merge\x18\f \x01(\v2\x1b.rangestore.v1.MergeCommandH\x00R\x05merge\x12O\n" +
+	"\x0fchange_replicas\x18\x0e \x01(\v2$.rangestore.v1.ChangeReplicasCommandH\x00R\x0echangeReplicas\x12H\n" +
 	"\x0flegacy_requests\x18\x03 \x03(\v2\x1b.rangestore.v1.RequestUnionB\x02\x18\x01R\x0elegacyRequests\x120\n" +
 	"\x12legacy_write_batch\x18\x06 \x01(\fB\x02\x18\x01R\x10legacyWriteBatch\x12B\n" +
 	"\rlegacy_result\x18\a \x01(\v2\x19.rangestore.v1.RaftResultB\x02\x18\x01R\flegacyResultB\t\n" +
@@ -1681,7 +1749,9 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"rightBytes\x1a?\n" +
 	"\x11RightMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
+	"\x15ChangeReplicasCommand\x122\n" +
+	"\x04next\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04next\"C\n" +
 	"\tGCCommand\x126\n" +
 	"\tthreshold\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\tthreshold\"\xb1\x01\n" +
 	"\n" +
@@ -1710,34 +1780,35 @@ func file_rangestore_v1_persisted_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_persisted_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_rangestore_v1_persisted_proto_goTypes = []any{
-	(ReplicaType)(0),            // 0: rangestore.v1.ReplicaType
-	(RangeError_Code)(0),        // 1: rangestore.v1.RangeError.Code
-	(*LocalityTier)(nil),        // 2: rangestore.v1.LocalityTier
-	(*NodeDescriptor)(nil),      // 3: rangestore.v1.NodeDescriptor
-	(*ReplicaDescriptor)(nil),   // 4: rangestore.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),     // 5: rangestore.v1.RangeDescriptor
-	(*ClusterRecord)(nil),       // 6: rangestore.v1.ClusterRecord
-	(*ReplicaRecord)(nil),       // 7: rangestore.v1.ReplicaRecord
-	(*RangeError)(nil),          // 8: rangestore.v1.RangeError
-	(*Lease)(nil),               // 9: rangestore.v1.Lease
-	(*Liveness)(nil),            // 10: rangestore.v1.Liveness
-	(*RequestLeaseCommand)(nil), // 11: rangestore.v1.RequestLeaseCommand
-	(*RaftCommand)(nil),         // 12: rangestore.v1.RaftCommand
-	(*WriteCommand)(nil),        // 13: rangestore.v1.WriteCommand
-	(*FreezeCommand)(nil),       // 14: rangestore.v1.FreezeCommand
-	(*MergeCommand)(nil),        // 15: rangestore.v1.MergeCommand
-	(*SplitCommand)(nil),        // 16: rangestore.v1.SplitCommand
-	(*GCCommand)(nil),           // 17: rangestore.v1.GCCommand
-	(*RaftResult)(nil),          // 18: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),      // 19: rangestore.v1.SnapshotHeader
-	nil,                         // 20: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	nil,                         // 21: rangestore.v1.SplitCommand.RightMembersEntry
-	(*Timestamp)(nil),           // 22: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),        // 23: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),       // 24: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),            // 25: rangestore.v1.KeyValue
+	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
+	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
+	(*LocalityTier)(nil),          // 2: rangestore.v1.LocalityTier
+	(*NodeDescriptor)(nil),        // 3: rangestore.v1.NodeDescriptor
+	(*ReplicaDescriptor)(nil),     // 4: rangestore.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),       // 5: rangestore.v1.RangeDescriptor
+	(*ClusterRecord)(nil),         // 6: rangestore.v1.ClusterRecord
+	(*ReplicaRecord)(nil),         // 7: rangestore.v1.ReplicaRecord
+	(*RangeError)(nil),            // 8: rangestore.v1.RangeError
+	(*Lease)(nil),                 // 9: rangestore.v1.Lease
+	(*Liveness)(nil),              // 10: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil),   // 11: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),           // 12: rangestore.v1.RaftCommand
+	(*WriteCommand)(nil),          // 13: rangestore.v1.WriteCommand
+	(*FreezeCommand)(nil),         // 14: rangestore.v1.FreezeCommand
+	(*MergeCommand)(nil),          // 15: rangestore.v1.MergeCommand
+	(*SplitCommand)(nil),          // 16: rangestore.v1.SplitCommand
+	(*ChangeReplicasCommand)(nil), // 17: rangestore.v1.ChangeReplicasCommand
+	(*GCCommand)(nil),             // 18: rangestore.v1.GCCommand
+	(*RaftResult)(nil),            // 19: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),        // 20: rangestore.v1.SnapshotHeader
+	nil,                           // 21: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 22: rangestore.v1.SplitCommand.RightMembersEntry
+	(*Timestamp)(nil),             // 23: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),          // 24: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 25: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 26: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -1745,43 +1816,45 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	20, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	21, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	5,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
-	22, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	22, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	22, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	23, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	23, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	23, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
 	9,  // 12: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
 	9,  // 13: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	22, // 14: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	23, // 14: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
 	13, // 15: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
 	11, // 16: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	17, // 17: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	18, // 17: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
 	16, // 18: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
 	14, // 19: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
 	15, // 20: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
-	23, // 21: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
-	18, // 22: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	23, // 23: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
-	18, // 24: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
-	5,  // 25: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 26: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	22, // 27: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
-	5,  // 28: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 29: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	21, // 30: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	22, // 31: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	24, // 32: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 33: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	22, // 34: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 35: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 36: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	17, // 21: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
+	24, // 22: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	19, // 23: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
+	24, // 24: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	19, // 25: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
+	5,  // 26: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 27: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	23, // 28: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	5,  // 29: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	5,  // 30: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	22, // 31: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	5,  // 32: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
+	23, // 33: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	25, // 34: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	8,  // 35: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	23, // 36: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	5,  // 37: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	26, // 38: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }
@@ -1797,6 +1870,7 @@ func file_rangestore_v1_persisted_proto_init() {
 		(*RaftCommand_Split)(nil),
 		(*RaftCommand_Freeze)(nil),
 		(*RaftCommand_Merge)(nil),
+		(*RaftCommand_ChangeReplicas)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1804,7 +1878,7 @@ func file_rangestore_v1_persisted_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_persisted_proto_rawDesc), len(file_rangestore_v1_persisted_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// TestCLIChangeReplicas: range add-replica, remove-replica and relocate
+// against a 4-node cluster (each range on 3 nodes), and their usage and
+// refusal messages.
+func TestCLIChangeReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	h := tc.Addr(0)
+	var d *rspb.RangeDescriptor
+	for _, r := range tc.Init.Ranges {
+		if keys.InSpan(keys.UserKey([]byte("k")), r.StartKey, r.EndKey) {
+			d = r
+		}
+	}
+	has := map[uint64]bool{}
+	for _, r := range d.Replicas {
+		has[r.NodeId] = true
+	}
+	var missing uint64
+	for i := 0; i < tc.NumNodes(); i++ {
+		if id := tc.Node(i).NodeID(); !has[id] {
+			missing = id
+		}
+	}
+	rng := fmt.Sprintf("r%d", d.RangeId)
+	run := func(args ...string) cliResult {
+		return runBin(t, nil, append([]string{"range", "--host", h}, args...)...)
+	}
+	if r := run("add-replica", rng, fmt.Sprintf("n%d", missing)); r.code != 0 || !strings.Contains(r.out, fmt.Sprintf("n%d", missing)) {
+		t.Fatalf("add-replica: %s", r)
+	}
+	if r := run("add-replica", rng, fmt.Sprintf("n%d", missing)); r.code == 0 || !strings.Contains(r.errOut, "already holds replica") {
+		t.Errorf("add-replica again: %s", r)
+	}
+	first := d.Replicas[0].NodeId
+	if r := run("remove-replica", rng, fmt.Sprintf("n%d", first)); r.code != 0 || strings.Contains(r.out, fmt.Sprintf("n%d,", first)) {
+		t.Fatalf("remove-replica: %s", r)
+	}
+	target := fmt.Sprintf("n%d,n%d,n%d", d.Replicas[1].NodeId, first, missing)
+	if r := run("relocate", rng, target); r.code != 0 || !strings.Contains(r.out, "replicas ") {
+		t.Fatalf("relocate %s: %s", target, r)
+	}
+	if r := run("add-replica", rng, "n1,n2"); r.code == 0 || !strings.Contains(r.errOut, "takes one node") {
+		t.Errorf("add-replica with two nodes: %s", r)
+	}
+	if r := run("remove-replica", "rx", "n1"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
+		t.Errorf("remove-replica rx: %s", r)
+	}
+}
