@@ -143,8 +143,9 @@ func (r *Router) unknownNode(desc *rspb.RangeDescriptor) uint64 {
 	return 0
 }
 
-// errStaleDescriptor means every replica of a cached descriptor denied
-// having the range: the caller looks it up again.
+// errStaleDescriptor means every replica of a cached descriptor that
+// answered denied having the range (the others were unreachable): the
+// caller looks it up again.
 var errStaleDescriptor = errors.New("stale range descriptor")
 
 // sendToRange tries the replicas of desc until one answers. Routing errors
@@ -163,7 +164,7 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 	size, timedOut := proto.Size(req), 0
 	for {
 		order := r.replicaOrder(desc)
-		notFound := 0
+		notFound, unreachable := 0, 0
 		for i := 0; i < len(order); i++ {
 			nodeID := order[i]
 			actx, cancel := context.WithTimeout(ctx, attemptTimeoutFor(timedOut, size))
@@ -179,6 +180,7 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 				if errors.As(err, &une) {
 					notFound++ // as stale as a replica denying the range
 				} else {
+					unreachable++
 					w.mayHaveApplied()
 				}
 				if ctx.Err() != nil {
@@ -222,7 +224,11 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 				return resp, nil
 			}
 		}
-		if notFound == len(order) {
+		// Every replica that answered denied the range, and the others
+		// could not be reached: look the range up again. A merged-away
+		// range with a replica on a stopped node was otherwise retried
+		// from the cache until the deadline.
+		if notFound > 0 && notFound+unreachable == len(order) {
 			return nil, errStaleDescriptor
 		}
 		select {

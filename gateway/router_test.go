@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,11 +20,15 @@ type rtNode struct {
 	meta     *rspb.RangeDescriptor
 	record   *rspb.RangeDescriptor // the meta record of the user range
 	metaHits atomic.Int64
+	addrs    map[uint64]string // other nodes the router can resolve
 }
 
-func (n *rtNode) NodeAddress(nodeID uint64) (string, bool) { return "", false }
-func (n *rtNode) MetaRange() *rspb.RangeDescriptor         { return n.meta }
-func (n *rtNode) NodeID() uint64                           { return 1 }
+func (n *rtNode) NodeAddress(nodeID uint64) (string, bool) {
+	a, ok := n.addrs[nodeID]
+	return a, ok
+}
+func (n *rtNode) MetaRange() *rspb.RangeDescriptor { return n.meta }
+func (n *rtNode) NodeID() uint64                   { return 1 }
 
 func (n *rtNode) Send(_ context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	switch req.RangeId {
@@ -80,6 +85,40 @@ func TestRouterDropsDescriptorWithUnknownNode(t *testing.T) {
 	}
 	if d := r2.cache.lookup(keys.UserKey([]byte("A")), false); d != nil {
 		t.Fatalf("descriptor with an unknown node was cached: %v", d)
+	}
+}
+
+// TestRouterDropsDeniedDescriptorWithDownNode: a cached descriptor of a
+// range that was merged away, whose replicas either deny it or sit on a
+// stopped node, is dropped and meta read again. Before, the router kept
+// retrying it from the cache until the deadline (a stress run's split
+// after a merge, with the third node stopped).
+func TestRouterDropsDeniedDescriptorWithDownNode(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	_ = l.Close() // nothing listens there: connection refused
+	n := &rtNode{
+		meta:   &rspb.RangeDescriptor{RangeId: 1, StartKey: keys.KeyMin, EndKey: keys.SystemStart, Generation: 1, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+		record: &rspb.RangeDescriptor{RangeId: 3, StartKey: keys.UserPrefix, EndKey: keys.KeyMax, Generation: 4, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+		addrs:  map[uint64]string{2: down},
+	}
+	r := NewRouter(n, n, nil, nil)
+	defer r.Close()
+	// r7 was merged into r3: n1 denies it, n2 is stopped.
+	r.cache.insert(&rspb.RangeDescriptor{RangeId: 7, StartKey: keys.UserKey([]byte("M")), EndKey: keys.KeyMax, Generation: 3,
+		Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}, {NodeId: 2, ReplicaId: 2}}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if _, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("P"))}}}}); err != nil {
+		t.Fatalf("get through a cache holding merged-away r7 (n1 denies it, n2 is down): %v (after %s)", err, time.Since(start).Round(time.Millisecond))
+	}
+	if d := r.cache.lookup(keys.UserKey([]byte("P")), false); d == nil || d.RangeId != 3 {
+		t.Fatalf("cache holds %v, want r3 from meta", d)
 	}
 }
 

@@ -55,10 +55,17 @@ func TestOrphanReplicaCollected(t *testing.T) {
 	lagging := (lh + 1) % tc.NumNodes()
 	live := (lh + 2) % tc.NumNodes()
 	stopAt.Store(int64(lagging) + 1)
-	m, err := rspb.NewAdminClient(tc.Conn(lh)).MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("k000")})
-	if err != nil {
-		t.Fatalf("merge r%d into r%d: %v", orphan.RangeId, left.RangeId, err)
+	// Sent to the leaseholder's store under the test's whole deadline, not
+	// through the router: its tries end after 1.5 s, and stopping a node
+	// from the crash point outlasted one on a loaded machine (a stress run).
+	// The retried merge then waited for the stopped node to acknowledge the
+	// freeze until the deadline (FreezeTimeout is an hour here).
+	mresp := tc.Node(lh).Store().Send(ctx, &rspb.RangeRequest{RangeId: left.RangeId,
+		Admin: &rspb.RangeRequest_AdminMerge{AdminMerge: &rspb.AdminMergeRequest{ExpectedGeneration: left.Generation}}})
+	if mresp.Error != nil {
+		t.Fatalf("merge r%d into r%d: %v", orphan.RangeId, left.RangeId, mresp.Error)
 	}
+	m := mresp.GetAdminMerge()
 	select {
 	case <-stopped:
 	default:
