@@ -290,6 +290,10 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		if err := porcupine.VisualizePath(model, info, res.Visualization); err != nil {
 			return res, err
 		}
+		if pt, ok := tgt.(*procTarget); ok {
+			pt.keep = true
+			o.Logf("seed %d: the processes' stores and logs (n*.log) are kept in %s", o.Seed, pt.dir)
+		}
 	}
 	return res, nil
 }
@@ -521,6 +525,7 @@ type procTarget struct {
 	dir    string
 	merger merger
 	killed int
+	keep   bool // a failing history: its stores and logs stay for inspection
 }
 
 func newProcTarget(ctx context.Context) (*procTarget, error) {
@@ -612,5 +617,7 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 
 func (t *procTarget) close() {
 	t.Close()
-	_ = os.RemoveAll(t.dir)
+	if !t.keep {
+		_ = os.RemoveAll(t.dir)
+	}
 }

@@ -63,6 +63,15 @@ type proc struct {
 	done chan struct{}
 }
 
+// procLogLevel is the processes' --log-level: CHAOS_LOG_LEVEL, else warn
+// (info logs every lease, split and merge: useful to read a failure).
+func procLogLevel() string {
+	if l := os.Getenv("CHAOS_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
+}
+
 // StartProcCluster starts n processes (not yet initialized) under dir,
 // each with the extra environment variables env (KEY=VALUE).
 func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
@@ -87,7 +96,7 @@ func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
 	for i := 0; i < n; i++ {
 		pc.procs = append(pc.procs, &proc{
 			args: []string{"start", "--store", filepath.Join(dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.Addrs[i],
-				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", "warn"},
+				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", procLogLevel()},
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
 			env: env,
 		})
