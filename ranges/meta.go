@@ -253,20 +253,7 @@ func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []me
 		}
 		s.log.Info("creating a missing replica", "reason", reason)
 		rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: mine.ReplicaId, InitialMembers: members}
-		data, err := proto.Marshal(rec)
-		if err != nil {
-			continue
-		}
-		b := s.eng.NewBatch()
-		err = b.PutRaw(replicaStateKey(d.RangeId, mine.ReplicaId, suffixRecord), data)
-		if err == nil {
-			err = b.Commit(true)
-		}
-		_ = b.Close()
-		if err == nil {
-			err = s.startReplica(rec)
-		}
-		if err != nil {
+		if err := s.createReplica(rec); err != nil {
 			s.log.Warn("creating a missing replica", "range", d.RangeId, "err", err)
 			continue
 		}
@@ -325,4 +312,23 @@ func (s *Store) overlapsLocal(d *rspb.RangeDescriptor) bool {
 // Raft log behind it (replicas that need older entries get a snapshot).
 func (s *Store) CompactRaftLog(ctx context.Context, rangeID uint64) (uint64, error) {
 	return s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+}
+
+// createReplica persists rec (synced: a restart must start the replica
+// the same way, e.g. as a joined non-voter) and then starts the replica.
+func (s *Store) createReplica(rec *rspb.ReplicaRecord) error {
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b := s.eng.NewBatch()
+	err = b.PutRaw(replicaStateKey(rec.RangeId, rec.ReplicaId, suffixRecord), data)
+	if err == nil {
+		err = b.Commit(true)
+	}
+	_ = b.Close()
+	if err != nil {
+		return err
+	}
+	return s.startReplica(rec)
 }

@@ -353,20 +353,7 @@ func (s *Store) createJoiningReplica(ctx context.Context, req *rspb.AdminCreateR
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "a local replica on n%d overlaps %s", me, spanOf(d))
 	}
 	rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: req.ReplicaId, Join: true, JoinedNonVoting: true}
-	data, err := proto.Marshal(rec)
-	if err != nil {
-		return fail(rspb.RangeError_UNKNOWN, "%v", err)
-	}
-	b := s.eng.NewBatch()
-	err = b.PutRaw(replicaStateKey(d.RangeId, req.ReplicaId, suffixRecord), data)
-	if err == nil {
-		err = b.Commit(true)
-	}
-	_ = b.Close()
-	if err == nil {
-		err = s.startReplica(rec)
-	}
-	if err != nil {
+	if err := s.createReplica(rec); err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "starting replica %d of r%d on n%d: %v", req.ReplicaId, d.RangeId, me, err)
 	}
 	s.log.Info("replica change: joining replica started (it gets a snapshot)", "range", d.RangeId, "replica", req.ReplicaId)
