@@ -74,11 +74,64 @@ func procLogLevel() string {
 
 // StartProcCluster starts n processes (not yet initialized) under dir,
 // each with the extra environment variables env (KEY=VALUE).
+//
+// The ports come from node.FreeAddr, which closes its probe socket: another
+// program can take a port before the process binds it (a stress run lost
+// one process to "address already in use"). Such a start is retried on new
+// ports, up to three times, once every process has either said it is
+// listening or died.
 func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
 	bin, err := BuildBinary()
 	if err != nil {
 		return nil, err
 	}
+	for attempt := 1; ; attempt++ {
+		pc, err := startProcClusterOnce(bin, dir, n, env)
+		if err != nil {
+			return nil, err
+		}
+		lost := pc.lostPort(30 * time.Second)
+		if lost < 0 {
+			return pc, nil
+		}
+		pc.Close()
+		if attempt == 3 {
+			return nil, fmt.Errorf("chaos: process %d could not bind its ports in 3 attempts:\n%s", lost, pc.Log(lost, 2000))
+		}
+		for i := 0; i < n; i++ {
+			_ = os.RemoveAll(filepath.Join(dir, fmt.Sprintf("n%d", i)))
+			_ = os.Remove(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
+		}
+	}
+}
+
+// lostPort waits (at most d) until every process has printed that it
+// listens or has exited, and returns the index of one that exited because
+// a port was taken, or -1.
+func (pc *ProcCluster) lostPort(d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for i := range pc.procs {
+		for {
+			log := pc.Log(i, 1<<20)
+			if strings.Contains(log, "node listening on") {
+				break
+			}
+			if !pc.Running(i) {
+				if strings.Contains(log, "address already in use") {
+					return i
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				return -1 // slow to start: the caller's own waits decide
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return -1
+}
+
+func startProcClusterOnce(bin, dir string, n int, env []string) (*ProcCluster, error) {
 	pc := &ProcCluster{Bin: bin, Dir: dir}
 	var raft []string
 	for i := 0; i < n; i++ {
