@@ -204,11 +204,6 @@ func Start(cfg Config) (*Node, error) {
 	reflection.Register(n.grpc)
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	n.health.SetServingStatus(rspb.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	go func() {
-		if err := n.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			n.log.Error("grpc server stopped", "err", err)
-		}
-	}()
 	if cfg.HTTPAddr != "" {
 		hl, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -229,6 +224,13 @@ func Start(cfg Config) (*Node, error) {
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = n.http.Serve(hl) }()
 	}
+	// gRPC serves only once httpLis is set: NodeInfo (NodeDescriptor) reads
+	// it from handler goroutines.
+	go func() {
+		if err := n.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	}()
 	if err := n.updateOwnAddress(); err != nil {
 		n.grpc.Stop()
 		if n.http != nil {
