@@ -206,7 +206,7 @@ func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.R
 		r.tscache.add(spans[i], readTimestamp(ru, readTS))
 	}
 	// The lease must still be valid now that we hold the latches.
-	if lease := r.lease(); lease.NodeId != r.store.NodeID() || r.store.leaseStatus(lease, r.store.cfg.Clock.Now()) != leases.Valid {
+	if lease := r.lease(); lease.NodeId != r.store.NodeID() || lease.ReplicaId != r.replicaID || r.store.leaseStatus(lease, r.store.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, lease.NodeId, "lease changed while reading")}
 	}
 	out, err := r.sm.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: r.store.cfg.Limits.responseBudget()})
