@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -64,7 +65,7 @@ func parseLease(t *testing.T, s string) *rspb.Lease {
 // compares the verdicts with testdata/apply_check.golden (-rewrite).
 func TestApplyCheck(t *testing.T) {
 	var cases []applyCase
-	loadCases(t, "apply_check.json", &cases)
+	golden.LoadJSON(t, "apply_check.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		f := applyFacts{RangeID: 7, Desc: &rspb.RangeDescriptor{RangeId: 7, Generation: c.State.Generation},
@@ -110,5 +111,5 @@ func TestApplyCheck(t *testing.T) {
 			out.WriteString("\n")
 		}
 	}
-	checkGolden(t, "apply_check.golden", []byte(out.String()))
+	golden.Check(t, "apply_check.golden", []byte(out.String()))
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -36,7 +37,7 @@ func TestReplicaChangeDecision(t *testing.T) {
 			LeaseReplica    uint64
 		}
 	}
-	loadCases(t, "replica_change.json", &cases)
+	golden.LoadJSON(t, "replica_change.json", &cases)
 	var out strings.Builder
 	out.WriteString("# The next step of a replica change\n")
 	for _, c := range cases.Steps {
@@ -67,5 +68,5 @@ func TestReplicaChangeDecision(t *testing.T) {
 		}
 		fmt.Fprintf(&out, "== %s\n%s\n", c.Name, why)
 	}
-	checkGolden(t, "replica_change.golden", []byte(out.String()))
+	golden.Check(t, "replica_change.golden", []byte(out.String()))
 }

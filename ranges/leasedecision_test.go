@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -60,7 +61,7 @@ func parseState(t *testing.T, s string) leases.State {
 // testdata/lease_decision.golden. Regenerate with -rewrite.
 func TestLeaseDecision(t *testing.T) {
 	var cases []leaseCase
-	loadCases(t, "lease_decision.json", &cases)
+	golden.LoadJSON(t, "lease_decision.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		var d leaseDecision
@@ -88,5 +89,5 @@ func TestLeaseDecision(t *testing.T) {
 		}
 		fmt.Fprintf(&out, ": %s\n\n", d.Reason)
 	}
-	checkGolden(t, "lease_decision.golden", []byte(out.String()))
+	golden.Check(t, "lease_decision.golden", []byte(out.String()))
 }

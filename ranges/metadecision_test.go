@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -102,7 +103,7 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 // testdata/meta_decision.golden. Regenerate with -rewrite.
 func TestMetaDecision(t *testing.T) {
 	var cases metaCases
-	loadCases(t, "meta_decision.json", &cases)
+	golden.LoadJSON(t, "meta_decision.json", &cases)
 	var out strings.Builder
 	out.WriteString("# The record at the end key of a range led here\n")
 	for _, c := range cases.Records {
@@ -138,5 +139,5 @@ func TestMetaDecision(t *testing.T) {
 		a, reason := decideMissingReplica(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
 	}
-	checkGolden(t, "meta_decision.golden", []byte(out.String()))
+	golden.Check(t, "meta_decision.golden", []byte(out.String()))
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -28,7 +29,7 @@ func TestReplicaGCDecision(t *testing.T) {
 			Node, Replica uint64
 		}
 	}
-	loadCases(t, "replica_gc.json", &cases)
+	golden.LoadJSON(t, "replica_gc.json", &cases)
 	descs := func(ss []string) []*rspb.RangeDescriptor {
 		var out []*rspb.RangeDescriptor
 		for _, s := range ss {
@@ -58,5 +59,5 @@ func TestReplicaGCDecision(t *testing.T) {
 		a, reason := decideReplicaGC(f)
 		fmt.Fprintf(&out, "== %s\n%s: %s\n", c.Name, a, reason)
 	}
-	checkGolden(t, "replica_gc.golden", []byte(out.String()))
+	golden.Check(t, "replica_gc.golden", []byte(out.String()))
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv/keys"
 )
 
@@ -95,7 +96,7 @@ func (c splitCase) input(t *testing.T) splitInput {
 // with testdata/split_decision.golden. Regenerate with -rewrite.
 func TestSplitDecision(t *testing.T) {
 	var cases []splitCase
-	loadCases(t, "split_decision.json", &cases)
+	golden.LoadJSON(t, "split_decision.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
 		fmt.Fprintf(&out, "== %s\n", c.Name)
@@ -136,5 +137,5 @@ func TestSplitDecision(t *testing.T) {
 		})
 		fmt.Fprintf(&out, "=> %s\n\n", last.Action)
 	}
-	checkGolden(t, "split_decision.golden", []byte(out.String()))
+	golden.Check(t, "split_decision.golden", []byte(out.String()))
 }
