@@ -59,11 +59,7 @@ func directoryLists(tc *TestCluster, i int, id uint64, raft string) error {
 func TestJoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tc, err := StartTestCluster(ctx, TestClusterOptions{InitialSplits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1})
 
 	i4, err := tc.AddNode(1) // through n2 only, and not naming itself
 	if err != nil {
@@ -198,13 +194,9 @@ func TestJoin(t *testing.T) {
 func TestJoinBadInput(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := StartTestCluster(ctx, TestClusterOptions{InitialSplits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1})
 	admin := rspb.NewAdminClient(tc.Conn(0))
-	_, err = admin.NodeStatus(ctx, &rspb.NodeStatusRequest{NodeId: 9})
+	_, err := admin.NodeStatus(ctx, &rspb.NodeStatusRequest{NodeId: 9})
 	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "n9 not found: the directory lists n1, n2, n3") {
 		t.Fatalf("status of n9: %v", err)
 	}
@@ -284,11 +276,7 @@ func TestJoinOtherClusterStoreRefused(t *testing.T) {
 func TestJoinUpgradedCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := StartTestCluster(ctx, TestClusterOptions{InitialSplits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc := startCluster(t, TestClusterOptions{InitialSplits: 1})
 	n1 := tc.Node(0)
 	del := func(k []byte) *rspb.RequestUnion {
 		return &rspb.RequestUnion{Value: &rspb.RequestUnion_Delete{Delete: &rspb.DeleteRequest{Key: k}}}
