@@ -83,6 +83,59 @@ func (ReplicaType) EnumDescriptor() ([]byte, []int) {
 	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{0}
 }
 
+// LivenessMembership is a node's place in the cluster. ACTIVE (the zero
+// value, so records from before it existed read as active) holds replicas;
+// DECOMMISSIONING has its replicas moved away by the replicate queue and
+// takes no new ones; DECOMMISSIONED holds none and may not rejoin.
+type LivenessMembership int32
+
+const (
+	LivenessMembership_LIVENESS_ACTIVE          LivenessMembership = 0
+	LivenessMembership_LIVENESS_DECOMMISSIONING LivenessMembership = 1
+	LivenessMembership_LIVENESS_DECOMMISSIONED  LivenessMembership = 2
+)
+
+// Enum value maps for LivenessMembership.
+var (
+	LivenessMembership_name = map[int32]string{
+		0: "LIVENESS_ACTIVE",
+		1: "LIVENESS_DECOMMISSIONING",
+		2: "LIVENESS_DECOMMISSIONED",
+	}
+	LivenessMembership_value = map[string]int32{
+		"LIVENESS_ACTIVE":          0,
+		"LIVENESS_DECOMMISSIONING": 1,
+		"LIVENESS_DECOMMISSIONED":  2,
+	}
+)
+
+func (x LivenessMembership) Enum() *LivenessMembership {
+	p := new(LivenessMembership)
+	*p = x
+	return p
+}
+
+func (x LivenessMembership) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LivenessMembership) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_persisted_proto_enumTypes[1].Descriptor()
+}
+
+func (LivenessMembership) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_persisted_proto_enumTypes[1]
+}
+
+func (x LivenessMembership) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LivenessMembership.Descriptor instead.
+func (LivenessMembership) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{1}
+}
+
 type RangeError_Code int32
 
 const (
@@ -134,11 +187,11 @@ func (x RangeError_Code) String() string {
 }
 
 func (RangeError_Code) Descriptor() protoreflect.EnumDescriptor {
-	return file_rangestore_v1_persisted_proto_enumTypes[1].Descriptor()
+	return file_rangestore_v1_persisted_proto_enumTypes[2].Descriptor()
 }
 
 func (RangeError_Code) Type() protoreflect.EnumType {
-	return &file_rangestore_v1_persisted_proto_enumTypes[1]
+	return &file_rangestore_v1_persisted_proto_enumTypes[2]
 }
 
 func (x RangeError_Code) Number() protoreflect.EnumNumber {
@@ -778,11 +831,14 @@ func (x *Lease) GetSequence() uint64 {
 
 // Liveness is a node's liveness record in the system range.
 type Liveness struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Expiration    *Timestamp             `protobuf:"bytes,3,opt,name=expiration,proto3" json:"expiration,omitempty"`
-	Draining      bool                   `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Epoch      int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Expiration *Timestamp             `protobuf:"bytes,3,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	Draining   bool                   `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
+	// membership: whether the node is being (or has been) retired from the
+	// cluster. Changed only by the decommission commands; heartbeats keep it.
+	Membership    LivenessMembership `protobuf:"varint,5,opt,name=membership,proto3,enum=rangestore.v1.LivenessMembership" json:"membership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -843,6 +899,13 @@ func (x *Liveness) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *Liveness) GetMembership() LivenessMembership {
+	if x != nil {
+		return x.Membership
+	}
+	return LivenessMembership_LIVENESS_ACTIVE
 }
 
 // RequestLease installs lease if the range's current lease still equals
@@ -1694,14 +1757,17 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"expiration\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\n" +
 	"expiration\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x03R\x05epoch\x12\x1a\n" +
-	"\bsequence\x18\x06 \x01(\x04R\bsequence\"\x8f\x01\n" +
+	"\bsequence\x18\x06 \x01(\x04R\bsequence\"\xd2\x01\n" +
 	"\bLiveness\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x128\n" +
 	"\n" +
 	"expiration\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\n" +
 	"expiration\x12\x1a\n" +
-	"\bdraining\x18\x04 \x01(\bR\bdraining\"k\n" +
+	"\bdraining\x18\x04 \x01(\bR\bdraining\x12A\n" +
+	"\n" +
+	"membership\x18\x05 \x01(\x0e2!.rangestore.v1.LivenessMembershipR\n" +
+	"membership\"k\n" +
 	"\x13RequestLeaseCommand\x12*\n" +
 	"\x05lease\x18\x01 \x01(\v2\x14.rangestore.v1.LeaseR\x05lease\x12(\n" +
 	"\x04prev\x18\x02 \x01(\v2\x14.rangestore.v1.LeaseR\x04prev\"\x97\x06\n" +
@@ -1765,7 +1831,11 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x05local\x18\x03 \x03(\v2\x17.rangestore.v1.KeyValueR\x05local*'\n" +
 	"\vReplicaType\x12\t\n" +
 	"\x05VOTER\x10\x00\x12\r\n" +
-	"\tNON_VOTER\x10\x01B-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\tNON_VOTER\x10\x01*d\n" +
+	"\x12LivenessMembership\x12\x13\n" +
+	"\x0fLIVENESS_ACTIVE\x10\x00\x12\x1c\n" +
+	"\x18LIVENESS_DECOMMISSIONING\x10\x01\x12\x1b\n" +
+	"\x17LIVENESS_DECOMMISSIONED\x10\x02B-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_persisted_proto_rawDescOnce sync.Once
@@ -1779,82 +1849,84 @@ func file_rangestore_v1_persisted_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_persisted_proto_rawDescData
 }
 
-var file_rangestore_v1_persisted_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rangestore_v1_persisted_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_rangestore_v1_persisted_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
-	(RangeError_Code)(0),          // 1: rangestore.v1.RangeError.Code
-	(*LocalityTier)(nil),          // 2: rangestore.v1.LocalityTier
-	(*NodeDescriptor)(nil),        // 3: rangestore.v1.NodeDescriptor
-	(*ReplicaDescriptor)(nil),     // 4: rangestore.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),       // 5: rangestore.v1.RangeDescriptor
-	(*ClusterRecord)(nil),         // 6: rangestore.v1.ClusterRecord
-	(*ReplicaRecord)(nil),         // 7: rangestore.v1.ReplicaRecord
-	(*RangeError)(nil),            // 8: rangestore.v1.RangeError
-	(*Lease)(nil),                 // 9: rangestore.v1.Lease
-	(*Liveness)(nil),              // 10: rangestore.v1.Liveness
-	(*RequestLeaseCommand)(nil),   // 11: rangestore.v1.RequestLeaseCommand
-	(*RaftCommand)(nil),           // 12: rangestore.v1.RaftCommand
-	(*WriteCommand)(nil),          // 13: rangestore.v1.WriteCommand
-	(*FreezeCommand)(nil),         // 14: rangestore.v1.FreezeCommand
-	(*MergeCommand)(nil),          // 15: rangestore.v1.MergeCommand
-	(*SplitCommand)(nil),          // 16: rangestore.v1.SplitCommand
-	(*ChangeReplicasCommand)(nil), // 17: rangestore.v1.ChangeReplicasCommand
-	(*GCCommand)(nil),             // 18: rangestore.v1.GCCommand
-	(*RaftResult)(nil),            // 19: rangestore.v1.RaftResult
-	(*SnapshotHeader)(nil),        // 20: rangestore.v1.SnapshotHeader
-	nil,                           // 21: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	nil,                           // 22: rangestore.v1.SplitCommand.RightMembersEntry
-	(*Timestamp)(nil),             // 23: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),          // 24: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),         // 25: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 26: rangestore.v1.KeyValue
+	(LivenessMembership)(0),       // 1: rangestore.v1.LivenessMembership
+	(RangeError_Code)(0),          // 2: rangestore.v1.RangeError.Code
+	(*LocalityTier)(nil),          // 3: rangestore.v1.LocalityTier
+	(*NodeDescriptor)(nil),        // 4: rangestore.v1.NodeDescriptor
+	(*ReplicaDescriptor)(nil),     // 5: rangestore.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),       // 6: rangestore.v1.RangeDescriptor
+	(*ClusterRecord)(nil),         // 7: rangestore.v1.ClusterRecord
+	(*ReplicaRecord)(nil),         // 8: rangestore.v1.ReplicaRecord
+	(*RangeError)(nil),            // 9: rangestore.v1.RangeError
+	(*Lease)(nil),                 // 10: rangestore.v1.Lease
+	(*Liveness)(nil),              // 11: rangestore.v1.Liveness
+	(*RequestLeaseCommand)(nil),   // 12: rangestore.v1.RequestLeaseCommand
+	(*RaftCommand)(nil),           // 13: rangestore.v1.RaftCommand
+	(*WriteCommand)(nil),          // 14: rangestore.v1.WriteCommand
+	(*FreezeCommand)(nil),         // 15: rangestore.v1.FreezeCommand
+	(*MergeCommand)(nil),          // 16: rangestore.v1.MergeCommand
+	(*SplitCommand)(nil),          // 17: rangestore.v1.SplitCommand
+	(*ChangeReplicasCommand)(nil), // 18: rangestore.v1.ChangeReplicasCommand
+	(*GCCommand)(nil),             // 19: rangestore.v1.GCCommand
+	(*RaftResult)(nil),            // 20: rangestore.v1.RaftResult
+	(*SnapshotHeader)(nil),        // 21: rangestore.v1.SnapshotHeader
+	nil,                           // 22: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 23: rangestore.v1.SplitCommand.RightMembersEntry
+	(*Timestamp)(nil),             // 24: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),          // 25: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 26: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 27: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_persisted_proto_depIdxs = []int32{
-	2,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	3,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	0,  // 1: rangestore.v1.ReplicaDescriptor.type:type_name -> rangestore.v1.ReplicaType
-	4,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
-	3,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
-	5,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	21, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
-	1,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
-	5,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
-	23, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	23, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	23, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	9,  // 12: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	9,  // 13: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	23, // 14: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	13, // 15: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
-	11, // 16: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	18, // 17: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	16, // 18: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
-	14, // 19: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
-	15, // 20: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
-	17, // 21: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
-	24, // 22: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
-	19, // 23: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	24, // 24: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
-	19, // 25: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
-	5,  // 26: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 27: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	23, // 28: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
-	5,  // 29: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	5,  // 30: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	22, // 31: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	5,  // 32: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
-	23, // 33: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	25, // 34: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	8,  // 35: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	23, // 36: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	5,  // 37: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	26, // 38: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	5,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
+	4,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
+	6,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
+	22, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	2,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
+	6,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
+	24, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	24, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	24, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	1,  // 12: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
+	10, // 13: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	10, // 14: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	24, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	14, // 16: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
+	12, // 17: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	19, // 18: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	17, // 19: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	15, // 20: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
+	16, // 21: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
+	18, // 22: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
+	25, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	20, // 24: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
+	25, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	20, // 26: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
+	6,  // 27: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 28: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	24, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	6,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	23, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	6,  // 33: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
+	24, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	26, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	9,  // 36: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	24, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	6,  // 38: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	27, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }
@@ -1877,7 +1949,7 @@ func file_rangestore_v1_persisted_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_persisted_proto_rawDesc), len(file_rangestore_v1_persisted_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
