@@ -64,6 +64,11 @@ func TestChaos(t *testing.T) {
 			violations++
 			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)
 		}
+		t.Logf("history %d: replica consistency: %d ranges compared, %d skipped, %d diverged", h, res.ConsistencyCompared, len(res.ConsistencySkipped), len(res.Diverged))
+		if len(res.Diverged) > 0 {
+			violations++
+			t.Errorf("history %d (seed %d): replicas diverged: %v", h, s, res.Diverged)
+		}
 	}
 	t.Logf("chaos: %d histories, %d faults, %d operations (%d ambiguous), %d violations", histories, faults, ops, ambiguous, violations)
 }
@@ -103,6 +108,10 @@ func TestSplitsUnderLoad(t *testing.T) {
 		seed, res.Ops, res.Ambiguous, res.Faults, splits, res.RangesBefore, res.RangesAfter, res.Loaded, res.LoadedWrong, res.Linearizable)
 	if splits < 20 {
 		t.Errorf("only %d splits happened, want >= 20", splits)
+	}
+	t.Logf("replica consistency: %d ranges compared, %d skipped, %d diverged", res.ConsistencyCompared, len(res.ConsistencySkipped), len(res.Diverged))
+	if len(res.Diverged) > 0 {
+		t.Errorf("seed %d: replicas diverged: %v", seed, res.Diverged)
 	}
 	if res.LoadedWrong > 0 {
 		t.Errorf("%d of %d loaded keys read back wrong, e.g. %q", res.LoadedWrong, res.Loaded, res.WrongSamples)

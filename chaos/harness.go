@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"google.golang.org/grpc"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -78,6 +79,13 @@ type Result struct {
 	WrongSamples                                   []string
 	// Conditional deletes recorded, and how many of them succeeded.
 	CondDeletes, CondDeletesOK int
+	// The replica consistency check after the history (checkConsistency):
+	// ranges compared, ranges skipped (replicas never at one applied
+	// index), and ranges whose replicas differ (a failure, like a
+	// non-linearizable history).
+	ConsistencyCompared int
+	ConsistencySkipped  []string
+	Diverged            []string
 }
 
 // DefaultKeys fall into five user ranges of a default cluster.
@@ -269,6 +277,15 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		}
 		o.Logf("splits: %d ranges before, %d after; %d loaded keys, %d read back wrong", res.RangesBefore, res.RangesAfter, res.Loaded, res.LoadedWrong)
 	}
+	// Compare the replicas with the clients stopped and every fault undone.
+	cons, err := checkConsistency(ctx, tgt, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	res.ConsistencyCompared, res.ConsistencySkipped, res.Diverged = cons.Compared, cons.Skipped, cons.Diverged
+	for _, d := range cons.Diverged {
+		o.Logf("seed %d: replicas diverged: %s", o.Seed, d)
+	}
 	end := time.Since(start).Nanoseconds() + 1
 	for i := range ops {
 		if ops[i].Return < 0 {
@@ -284,13 +301,19 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if check == porcupine.Unknown {
 		return res, fmt.Errorf("linearizability check timed out on %d operations", len(ops))
 	}
+	if len(res.Diverged) > 0 {
+		if pt, ok := tgt.(*procTarget); ok && !pt.keep {
+			pt.keep = true
+			o.Logf("seed %d: the processes' stores and logs (n*.log) are kept in %s", o.Seed, pt.dir)
+		}
+	}
 	if !res.Linearizable && o.OutDir != "" {
 		_ = os.MkdirAll(o.OutDir, 0o755)
 		res.Visualization = filepath.Join(o.OutDir, fmt.Sprintf("history-seed%d.html", o.Seed))
 		if err := porcupine.VisualizePath(model, info, res.Visualization); err != nil {
 			return res, err
 		}
-		if pt, ok := tgt.(*procTarget); ok {
+		if pt, ok := tgt.(*procTarget); ok && !pt.keep {
 			pt.keep = true
 			o.Logf("seed %d: the processes' stores and logs (n*.log) are kept in %s", o.Seed, pt.dir)
 		}
@@ -302,6 +325,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 type target interface {
 	NumNodes() int
 	KV(i int) rspb.KVClient
+	Conn(i int) *grpc.ClientConn
 	// inject undoes the previous disruptive fault (so at most one node is
 	// out at a time), injects a fault of the given kind and describes it.
 	inject(ctx context.Context, rng *rand.Rand, kind string, keys []string) string

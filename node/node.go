@@ -271,6 +271,11 @@ func (n *Node) HTTPAddr() string {
 // Store returns the node's store.
 func (n *Node) Store() *ranges.Store { return n.store }
 
+// Engine is the node's Pebble engine. Writing through it bypasses Raft:
+// only tests that need a replica to diverge (the consistency check's own
+// test) and offline tools use it.
+func (n *Node) Engine() *kv.Engine { return n.eng }
+
 // Registry returns the node's metrics registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 

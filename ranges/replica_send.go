@@ -22,6 +22,13 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if req.GetAdminLogCompacted() {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.logCompacted()}}
 	}
+	if req.GetAdminDigest() {
+		d, rerr := r.digest()
+		if rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaDigest{ReplicaDigest: d}}
+	}
 	if req.GetAdminCompactLog() {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.compactLogForJoin(ctx)}}
 	}

@@ -402,6 +402,7 @@ type RangeRequest struct {
 	//	*RangeRequest_AdminCreateReplica
 	//	*RangeRequest_AdminCompactLog
 	//	*RangeRequest_AdminReplicaGc
+	//	*RangeRequest_AdminDigest
 	Admin         isRangeRequest_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -551,6 +552,15 @@ func (x *RangeRequest) GetAdminReplicaGc() *AdminReplicaGCRequest {
 	return nil
 }
 
+func (x *RangeRequest) GetAdminDigest() bool {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminDigest); ok {
+			return x.AdminDigest
+		}
+	}
+	return false
+}
+
 type isRangeRequest_Admin interface {
 	isRangeRequest_Admin()
 }
@@ -601,6 +611,14 @@ type RangeRequest_AdminReplicaGc struct {
 	AdminReplicaGc *AdminReplicaGCRequest `protobuf:"bytes,13,opt,name=admin_replica_gc,json=adminReplicaGc,proto3,oneof"`
 }
 
+type RangeRequest_AdminDigest struct {
+	// admin_digest: a digest of this node's replica of the range (its
+	// replicated state and data at its applied index), answered in
+	// replica_digest by any replica, without a lease. Replicas at the same
+	// applied index must have equal digests (the consistency check).
+	AdminDigest bool `protobuf:"varint,20,opt,name=admin_digest,json=adminDigest,proto3,oneof"`
+}
+
 func (*RangeRequest_AdminSplit) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminFreeze) isRangeRequest_Admin() {}
@@ -617,6 +635,104 @@ func (*RangeRequest_AdminCompactLog) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminReplicaGc) isRangeRequest_Admin() {}
 
+func (*RangeRequest_AdminDigest) isRangeRequest_Admin() {}
+
+// ReplicaDigest summarises one replica at one applied index: SHA-256 over
+// the MVCC data of its span (data_hash, data_keys engine keys) and over its
+// replicated range-local state (state_hash: descriptor, lease, GC threshold,
+// max write timestamp, stats, freeze, dedup records).
+type ReplicaDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ReplicaId     uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Generation    uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	DataHash      []byte                 `protobuf:"bytes,5,opt,name=data_hash,json=dataHash,proto3" json:"data_hash,omitempty"`
+	DataKeys      int64                  `protobuf:"varint,6,opt,name=data_keys,json=dataKeys,proto3" json:"data_keys,omitempty"`
+	StateHash     []byte                 `protobuf:"bytes,7,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaDigest) Reset() {
+	*x = ReplicaDigest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaDigest) ProtoMessage() {}
+
+func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
+func (*ReplicaDigest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReplicaDigest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaDigest) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ReplicaDigest) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReplicaDigest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReplicaDigest) GetDataHash() []byte {
+	if x != nil {
+		return x.DataHash
+	}
+	return nil
+}
+
+func (x *ReplicaDigest) GetDataKeys() int64 {
+	if x != nil {
+		return x.DataKeys
+	}
+	return 0
+}
+
+func (x *ReplicaDigest) GetStateHash() []byte {
+	if x != nil {
+		return x.StateHash
+	}
+	return nil
+}
+
 // AdminChangeReplicasRequest asks the leaseholder for the next step of
 // adding (remove=false) or removing the replica of the range on node_id.
 // Each call takes at most one step, decided afresh from the descriptor and
@@ -632,7 +748,7 @@ type AdminChangeReplicasRequest struct {
 
 func (x *AdminChangeReplicasRequest) Reset() {
 	*x = AdminChangeReplicasRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +760,7 @@ func (x *AdminChangeReplicasRequest) String() string {
 func (*AdminChangeReplicasRequest) ProtoMessage() {}
 
 func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +773,7 @@ func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdminChangeReplicasRequest) GetNodeId() uint64 {
@@ -686,7 +802,7 @@ type AdminChangeReplicasResponse struct {
 
 func (x *AdminChangeReplicasResponse) Reset() {
 	*x = AdminChangeReplicasResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +814,7 @@ func (x *AdminChangeReplicasResponse) String() string {
 func (*AdminChangeReplicasResponse) ProtoMessage() {}
 
 func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +827,7 @@ func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdminChangeReplicasResponse) GetDone() bool {
@@ -755,7 +871,7 @@ type AdminCreateReplicaRequest struct {
 
 func (x *AdminCreateReplicaRequest) Reset() {
 	*x = AdminCreateReplicaRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +883,7 @@ func (x *AdminCreateReplicaRequest) String() string {
 func (*AdminCreateReplicaRequest) ProtoMessage() {}
 
 func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +896,7 @@ func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AdminCreateReplicaRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -806,7 +922,7 @@ type AdminCreateReplicaResponse struct {
 
 func (x *AdminCreateReplicaResponse) Reset() {
 	*x = AdminCreateReplicaResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +934,7 @@ func (x *AdminCreateReplicaResponse) String() string {
 func (*AdminCreateReplicaResponse) ProtoMessage() {}
 
 func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +947,7 @@ func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdminCreateReplicaResponse) GetAppliedIndex() uint64 {
@@ -850,7 +966,7 @@ type AdminReplicaGCRequest struct {
 
 func (x *AdminReplicaGCRequest) Reset() {
 	*x = AdminReplicaGCRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +978,7 @@ func (x *AdminReplicaGCRequest) String() string {
 func (*AdminReplicaGCRequest) ProtoMessage() {}
 
 func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +991,7 @@ func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReplicaGCRequest.ProtoReflect.Descriptor instead.
 func (*AdminReplicaGCRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdminReplicaGCRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -899,6 +1015,7 @@ type RangeResponse struct {
 	//	*RangeResponse_AdminChangeReplicas
 	//	*RangeResponse_AdminCreateReplica
 	//	*RangeResponse_ReplicaGc
+	//	*RangeResponse_ReplicaDigest
 	Admin         isRangeResponse_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -906,7 +1023,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1035,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1048,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -1025,6 +1142,15 @@ func (x *RangeResponse) GetReplicaGc() string {
 	return ""
 }
 
+func (x *RangeResponse) GetReplicaDigest() *ReplicaDigest {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeResponse_ReplicaDigest); ok {
+			return x.ReplicaDigest
+		}
+	}
+	return nil
+}
+
 type isRangeResponse_Admin interface {
 	isRangeResponse_Admin()
 }
@@ -1057,6 +1183,10 @@ type RangeResponse_ReplicaGc struct {
 	ReplicaGc string `protobuf:"bytes,10,opt,name=replica_gc,json=replicaGc,proto3,oneof"` // what the replica GC decided, and why
 }
 
+type RangeResponse_ReplicaDigest struct {
+	ReplicaDigest *ReplicaDigest `protobuf:"bytes,20,opt,name=replica_digest,json=replicaDigest,proto3,oneof"`
+}
+
 func (*RangeResponse_AdminSplit) isRangeResponse_Admin() {}
 
 func (*RangeResponse_AdminFreeze) isRangeResponse_Admin() {}
@@ -1071,6 +1201,8 @@ func (*RangeResponse_AdminCreateReplica) isRangeResponse_Admin() {}
 
 func (*RangeResponse_ReplicaGc) isRangeResponse_Admin() {}
 
+func (*RangeResponse_ReplicaDigest) isRangeResponse_Admin() {}
+
 type NodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1079,7 +1211,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1223,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1236,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 type NodeInfoResponse struct {
@@ -1121,7 +1253,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1265,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1278,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1197,7 +1329,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1341,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1354,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1268,7 +1400,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1412,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1425,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -1311,7 +1443,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1455,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1468,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -1365,7 +1497,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1509,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1522,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1426,7 +1558,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xc8\x06\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xed\x06\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -1444,8 +1576,21 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	" \x01(\v2).rangestore.v1.AdminChangeReplicasRequestH\x00R\x13adminChangeReplicas\x12\\\n" +
 	"\x14admin_create_replica\x18\v \x01(\v2(.rangestore.v1.AdminCreateReplicaRequestH\x00R\x12adminCreateReplica\x12,\n" +
 	"\x11admin_compact_log\x18\f \x01(\bH\x00R\x0fadminCompactLog\x12P\n" +
-	"\x10admin_replica_gc\x18\r \x01(\v2$.rangestore.v1.AdminReplicaGCRequestH\x00R\x0eadminReplicaGcB\a\n" +
-	"\x05admin\"M\n" +
+	"\x10admin_replica_gc\x18\r \x01(\v2$.rangestore.v1.AdminReplicaGCRequestH\x00R\x0eadminReplicaGc\x12#\n" +
+	"\fadmin_digest\x18\x14 \x01(\bH\x00R\vadminDigestB\a\n" +
+	"\x05admin\"\xe5\x01\n" +
+	"\rReplicaDigest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12\x1b\n" +
+	"\tdata_hash\x18\x05 \x01(\fR\bdataHash\x12\x1b\n" +
+	"\tdata_keys\x18\x06 \x01(\x03R\bdataKeys\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\a \x01(\fR\tstateHash\"M\n" +
 	"\x1aAdminChangeReplicasRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
 	"\x06remove\x18\x02 \x01(\bR\x06remove\"\xa8\x01\n" +
@@ -1461,7 +1606,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x1aAdminCreateReplicaResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"b\n" +
 	"\x15AdminReplicaGCRequest\x12I\n" +
-	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\x9b\x05\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xe2\x05\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
@@ -1476,7 +1621,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x14admin_create_replica\x18\t \x01(\v2).rangestore.v1.AdminCreateReplicaResponseH\x00R\x12adminCreateReplica\x12\x1f\n" +
 	"\n" +
 	"replica_gc\x18\n" +
-	" \x01(\tH\x00R\treplicaGcB\a\n" +
+	" \x01(\tH\x00R\treplicaGc\x12E\n" +
+	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigestB\a\n" +
 	"\x05admin\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xc0\x01\n" +
 	"\x10NodeInfoResponse\x121\n" +
@@ -1519,7 +1665,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
@@ -1528,72 +1674,74 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminMergeRequest)(nil),           // 4: rangestore.v1.AdminMergeRequest
 	(*AdminMergeResponse)(nil),          // 5: rangestore.v1.AdminMergeResponse
 	(*RangeRequest)(nil),                // 6: rangestore.v1.RangeRequest
-	(*AdminChangeReplicasRequest)(nil),  // 7: rangestore.v1.AdminChangeReplicasRequest
-	(*AdminChangeReplicasResponse)(nil), // 8: rangestore.v1.AdminChangeReplicasResponse
-	(*AdminCreateReplicaRequest)(nil),   // 9: rangestore.v1.AdminCreateReplicaRequest
-	(*AdminCreateReplicaResponse)(nil),  // 10: rangestore.v1.AdminCreateReplicaResponse
-	(*AdminReplicaGCRequest)(nil),       // 11: rangestore.v1.AdminReplicaGCRequest
-	(*RangeResponse)(nil),               // 12: rangestore.v1.RangeResponse
-	(*NodeInfoRequest)(nil),             // 13: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),            // 14: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),            // 15: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),           // 16: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),                 // 17: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),                // 18: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),             // 19: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),                   // 20: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),                // 21: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 22: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 23: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 24: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 25: rangestore.v1.ClusterRecord
+	(*ReplicaDigest)(nil),               // 7: rangestore.v1.ReplicaDigest
+	(*AdminChangeReplicasRequest)(nil),  // 8: rangestore.v1.AdminChangeReplicasRequest
+	(*AdminChangeReplicasResponse)(nil), // 9: rangestore.v1.AdminChangeReplicasResponse
+	(*AdminCreateReplicaRequest)(nil),   // 10: rangestore.v1.AdminCreateReplicaRequest
+	(*AdminCreateReplicaResponse)(nil),  // 11: rangestore.v1.AdminCreateReplicaResponse
+	(*AdminReplicaGCRequest)(nil),       // 12: rangestore.v1.AdminReplicaGCRequest
+	(*RangeResponse)(nil),               // 13: rangestore.v1.RangeResponse
+	(*NodeInfoRequest)(nil),             // 14: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),            // 15: rangestore.v1.NodeInfoResponse
+	(*BootstrapRequest)(nil),            // 16: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 17: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 18: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 19: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 20: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 21: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 22: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 23: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 24: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 25: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 26: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	19, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	19, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	20, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	19, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	19, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	21, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	20, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	20, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	20, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	20, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	21, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	20, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	20, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	20, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	22, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	21, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	21, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	7,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
-	9,  // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
-	11, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	19, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	23, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	20, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	8,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
+	10, // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
+	12, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
+	20, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	20, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	20, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	24, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	21, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
 	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
 	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	8,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
-	10, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
-	24, // 26: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	24, // 27: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	19, // 28: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	20, // 29: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	24, // 30: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	25, // 31: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 32: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	13, // 33: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	15, // 34: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	17, // 35: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	12, // 36: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	14, // 37: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	16, // 38: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	18, // 39: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	36, // [36:40] is the sub-list for method output_type
-	32, // [32:36] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	9,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
+	11, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
+	7,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
+	25, // 27: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	25, // 28: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	20, // 29: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	21, // 30: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	25, // 31: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	26, // 32: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 33: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	14, // 34: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	16, // 35: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	18, // 36: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	13, // 37: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	15, // 38: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	17, // 39: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	19, // 40: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	37, // [37:41] is the sub-list for method output_type
+	33, // [33:37] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -1612,8 +1760,9 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeRequest_AdminCreateReplica)(nil),
 		(*RangeRequest_AdminCompactLog)(nil),
 		(*RangeRequest_AdminReplicaGc)(nil),
+		(*RangeRequest_AdminDigest)(nil),
 	}
-	file_rangestore_v1_internal_proto_msgTypes[12].OneofWrappers = []any{
+	file_rangestore_v1_internal_proto_msgTypes[13].OneofWrappers = []any{
 		(*RangeResponse_AdminSplit)(nil),
 		(*RangeResponse_AdminFreeze)(nil),
 		(*RangeResponse_AdminMerge)(nil),
@@ -1621,6 +1770,7 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeResponse_AdminChangeReplicas)(nil),
 		(*RangeResponse_AdminCreateReplica)(nil),
 		(*RangeResponse_ReplicaGc)(nil),
+		(*RangeResponse_ReplicaDigest)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1628,7 +1778,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
