@@ -48,6 +48,10 @@ func TestChaos(t *testing.T) {
 		if h%2 == 1 {
 			mode = ModeProcess
 		}
+		switch os.Getenv("CHAOS_MODE") { // one mode only (reproducing a failure)
+		case ModeProcess, ModeInProcess:
+			mode = os.Getenv("CHAOS_MODE")
+		}
 		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, OutDir: out, Logf: t.Logf})
 		if err != nil {
 			t.Fatalf("history %d (seed %d): %v", h, s, err)
