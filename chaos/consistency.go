@@ -46,11 +46,13 @@ func checkConsistency(ctx context.Context, tgt conner, settle time.Duration) (co
 		if c == nil {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := rspb.NewInternalClient(c).NodeInfo(cctx, &rspb.NodeInfoRequest{})
+		// A node restarted by the last recover may still be starting:
+		// wait for its connection.
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		info, err := rspb.NewInternalClient(c).NodeInfo(cctx, &rspb.NodeInfoRequest{}, grpc.WaitForReady(true))
 		if err == nil {
 			var rs *rspb.RangesResponse
-			rs, err = rspb.NewAdminClient(c).Ranges(cctx, &rspb.RangesRequest{})
+			rs, err = rspb.NewAdminClient(c).Ranges(cctx, &rspb.RangesRequest{}, grpc.WaitForReady(true))
 			if err == nil {
 				for _, ri := range rs.Ranges {
 					d := ri.RangeDescriptor
@@ -119,7 +121,7 @@ func digests(ctx context.Context, conns map[uint64]*grpc.ClientConn, d *rspb.Ran
 			return nil, fmt.Errorf("no connection to n%d", r.NodeId)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := rspb.NewInternalClient(c).RangeBatch(cctx, &rspb.RangeRequest{RangeId: d.RangeId, Admin: &rspb.RangeRequest_AdminDigest{AdminDigest: true}})
+		resp, err := rspb.NewInternalClient(c).RangeBatch(cctx, &rspb.RangeRequest{RangeId: d.RangeId, Admin: &rspb.RangeRequest_AdminDigest{AdminDigest: true}}, grpc.WaitForReady(true))
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("digest of r%d on n%d: %w", d.RangeId, r.NodeId, err)
