@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,6 +43,7 @@ func TestChaos(t *testing.T) {
 	}
 	seed := int64(envInt("CHAOS_SEED", int(time.Now().UnixNano()%1_000_000)))
 	violations, faults, ops, ambiguous := 0, 0, 0, 0
+	kinds := map[string]int{} // faults per kind (the text before the first colon)
 	for h := 0; h < histories; h++ {
 		s := seed + int64(h)
 		mode := ModeInProcess
@@ -60,6 +62,10 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("history %d (seed %d) injected no fault", h, s)
 		}
 		faults += len(res.Faults)
+		for _, f := range res.Faults {
+			kind, _, _ := strings.Cut(f, ":")
+			kinds[kind]++
+		}
 		ops += res.Ops
 		ambiguous += res.Ambiguous
 		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d of %d reads failed, %d conditional deletes, %d succeeded), faults %v, linearizable=%v",
@@ -74,7 +80,7 @@ func TestChaos(t *testing.T) {
 			t.Errorf("history %d (seed %d): replicas diverged: %v", h, s, res.Diverged)
 		}
 	}
-	t.Logf("chaos: %d histories, %d faults, %d operations (%d ambiguous), %d violations", histories, faults, ops, ambiguous, violations)
+	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous), %d violations", histories, faults, kinds, ops, ambiguous, violations)
 }
 
 // TestSplitsUnderLoad (issue 4, acceptance 1): a loader fills ranges of at

@@ -29,6 +29,7 @@ const (
 	FaultTransfer  = "transfer"  // transfer a lease while clients run
 	FaultKill      = "kill9"     // SIGKILL the leaseholder's process, restart it later (process mode)
 	FaultMerge     = "merge"     // merge a client key's range with its right neighbour, later split it off again
+	FaultReplicas  = "replicas"  // remove a replica of a client key's range from a node without the lease, then add it back there
 	FaultNone      = "none"      // no fault (histories that exercise something else, e.g. splits)
 )
 
@@ -41,8 +42,8 @@ const (
 
 // AllFaults lists the fault kinds of each mode.
 var AllFaults = map[string][]string{
-	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer, FaultMerge},
-	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge},
+	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer, FaultMerge, FaultReplicas},
+	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge, FaultReplicas},
 }
 
 // Options configure one history.
@@ -522,6 +523,8 @@ func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, 
 		return "none"
 	case FaultMerge:
 		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
+	case FaultReplicas:
+		return replicaFault(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, rid, nodeIDs(t.NumNodes()))
 	case FaultPartition:
 		t.net.Isolate(victim, []int{0, 1, 2})
 		return fmt.Sprintf("partition: isolated n%d (leaseholder of r%d)", t.Node(victim).NodeID(), rid)
@@ -619,6 +622,10 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 	}
 	if kind == FaultMerge {
 		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
+	}
+	if kind == FaultReplicas {
+		rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
+		return replicaFault(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, rid, nodeIDs(t.NumNodes()))
 	}
 	rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
 	holder := leaseholderOf(ctx, t.admins(), rid)
