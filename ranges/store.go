@@ -606,6 +606,11 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 	return out
 }
 
+// RunTask runs fn on a goroutine owned by the store's task group (the
+// node's background queues): Close cancels ctx and waits for fn to
+// return. It returns false, without calling fn, once Close has begun.
+func (s *Store) RunTask(fn func(ctx context.Context)) bool { return s.tasks.run(fn) }
+
 // NumReplicas is the number of local replicas.
 func (s *Store) NumReplicas() int {
 	s.mu.RLock()
