@@ -174,7 +174,7 @@ func Start(cfg Config) (*Node, error) {
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay, TestingForgetMerges: cfg.TestingForgetMerges,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
-		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,
+		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 	})
 	if err != nil {
 		return nil, err
