@@ -20,6 +20,14 @@ import (
 // queueInterval is the replicate queue interval of these tests.
 const queueInterval = 300 * time.Millisecond
 
+// ctxQueue bounds a whole queue test's cluster calls: longer than ctxT,
+// since a test waits up to 40 s for the queue more than once.
+func ctxQueue(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // checkReplication reads meta through node i and checks that every range
 // but the meta range (whose replicas cannot change yet) has exactly
 // factor voters, on distinct nodes of allowed (nil: any), and no
@@ -105,7 +113,7 @@ func registryValue(t *testing.T, reg *prometheus.Registry, name string, labels .
 // 3 voters on the 3 nodes, and the data is readable through a new node.
 func TestReplicateQueueUpReplicates(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{Nodes: 1, InitialSplits: 2, ReplicateQueueInterval: queueInterval, SplitCheckInterval: time.Hour})
-	ctx := ctxT(t)
+	ctx := ctxQueue(t)
 	putKeys(t, tc, 0, "u", 30)
 	if err := checkReplication(ctx, tc, 0, 1, nil); err != nil {
 		t.Fatalf("before the joins: %v", err)
@@ -148,7 +156,7 @@ func TestReplicateQueueUpReplicates(t *testing.T) {
 func TestReplicateQueueRepairsDeadNode(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 3, ReplicateQueueInterval: queueInterval,
 		TimeUntilStoreDead: 2 * time.Second, SplitCheckInterval: time.Hour})
-	ctx := ctxT(t)
+	ctx := ctxQueue(t)
 	putKeys(t, tc, 0, "d", 30)
 	// Stop the node with ID 4 (init numbers the nodes by address), which
 	// holds no replica of the meta range (n1-n3) but some of the others.
@@ -191,7 +199,7 @@ func TestReplicateQueueRepairsDeadNode(t *testing.T) {
 // refused naming the field, and leave the setting as it was.
 func TestReplicateQueueFactorChange(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{Nodes: 5, InitialSplits: 2, ReplicateQueueInterval: queueInterval, SplitCheckInterval: time.Hour})
-	ctx := ctxT(t)
+	ctx := ctxQueue(t)
 	putKeys(t, tc, 0, "f", 20)
 	admin := rspb.NewAdminClient(tc.Conn(1))
 	for _, bad := range []int32{2, 0, 4, -1, 11} {
@@ -234,7 +242,7 @@ func TestInitReplicasRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Stop()
-	ctx := ctxT(t)
+	ctx := ctxQueue(t)
 	for _, bad := range []int32{2, 4, -3, 11} {
 		_, err := n.Init(ctx, &rspb.InitRequest{ReplicationFactor: bad})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "replication_factor") {
