@@ -270,3 +270,62 @@ func TestInitReplicasRefused(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReplicateQueueLeavesUnavailableRanges: 5 nodes, 3 replicas per
+// range; n4 and n5 stop for good. The ranges with two voters on them lost
+// their quorum: they are counted unavailable (and under-replicated) and
+// left as they are; every other range is repaired onto n1-n3.
+func TestReplicateQueueLeavesUnavailableRanges(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 5, InitialSplits: 3, ReplicateQueueInterval: queueInterval,
+		TimeUntilStoreDead: 2 * time.Second, SplitCheckInterval: time.Hour})
+	ctx := ctxQueue(t)
+	lost := map[uint64]uint64{} // range ID -> generation at init
+	for _, d := range tc.Init.Ranges {
+		on := 0
+		for _, r := range d.Replicas {
+			if r.NodeId >= 4 {
+				on++
+			}
+		}
+		if on >= 2 {
+			lost[d.RangeId] = d.Generation
+		}
+	}
+	if len(lost) == 0 || len(lost) == len(tc.Init.Ranges) {
+		t.Fatalf("layout: %d of %d ranges would lose their quorum", len(lost), len(tc.Init.Ranges))
+	}
+	for _, id := range []uint64{4, 5} {
+		tc.StopNode(indexOfNode(tc, id))
+	}
+	reader := indexOfNode(tc, 1)
+	timeutil.WaitFor(t, 60*time.Second, "the available ranges repaired, the others left alone", func() error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		descs, err := tc.Node(reader).MetaRanges(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range descs {
+			if gen, ok := lost[d.RangeId]; ok {
+				if d.Generation != gen {
+					return fmt.Errorf("r%d lost its quorum but changed: %v", d.RangeId, d)
+				}
+				continue
+			}
+			voters := nodesOf(d, rspb.ReplicaType_VOTER)
+			for _, v := range voters {
+				if v >= 4 {
+					return fmt.Errorf("r%d: voters %v", d.RangeId, voters)
+				}
+			}
+			if len(voters) != 3 || len(d.Replicas) != 3 {
+				return fmt.Errorf("r%d: voters %v, %d replicas", d.RangeId, voters, len(d.Replicas))
+			}
+		}
+		u, a := metricSum(t, tc, "rangestore_ranges_underreplicated"), metricSum(t, tc, "rangestore_ranges_unavailable")
+		if u != float64(len(lost)) || a != float64(len(lost)) {
+			return fmt.Errorf("gauges: under-replicated %v, unavailable %v; want %d each", u, a, len(lost))
+		}
+		return nil
+	})
+}

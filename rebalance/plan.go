@@ -73,7 +73,9 @@ type Plan struct {
 //     error as its reason, and the pass goes on;
 //  3. the ranges whose lease this node holds and that need an add or a
 //     removal become steps, sorted by priority (the ranges that lost the
-//     most replicas first), then by range ID;
+//     most replicas first), then by range ID; a range whose voters on live
+//     nodes are fewer than a majority waits (its change could not commit
+//     while suspect voters are down);
 //  4. the steps are decided again in that order against counts that
 //     include the earlier steps (an add counts on its target, a removal
 //     is taken off), so that one pass spreads its additions instead of
@@ -144,6 +146,8 @@ func MakePlan(in Input) (Plan, error) {
 			why = r.Fixed
 		case !r.Mine:
 			why = "not acted on here: this node does not hold its lease"
+		default:
+			why = waitForQuorum(r.Desc, nodes, idx)
 		}
 		if why != "" {
 			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Decision: d, Why: why})
@@ -182,6 +186,27 @@ func MakePlan(in Input) (Plan, error) {
 	}
 	sort.SliceStable(p.Skips, func(i, j int) bool { return p.Skips[i].RangeID < p.Skips[j].RangeID })
 	return p, nil
+}
+
+// waitForQuorum returns why a change of desc must wait ("" if it need
+// not): it commits only with a majority of the voters, and fewer are on
+// live nodes (the allocator counts suspect voters for the quorum, since
+// their nodes may come back; until they do, a change would only hang).
+func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[uint64]int) string {
+	voters, live := 0, 0
+	for _, rep := range desc.GetReplicas() {
+		if rep.Type != rspb.ReplicaType_VOTER {
+			continue
+		}
+		voters++
+		if i, ok := idx[rep.NodeId]; ok && nodes[i].Liveness == allocator.Live {
+			live++
+		}
+	}
+	if need := voters/2 + 1; live < need {
+		return fmt.Sprintf("waiting: %d of %d voters are on live nodes, fewer than the %d a change needs to commit", live, voters, need)
+	}
+	return ""
 }
 
 // acts reports whether an action is a replica change.

@@ -13,8 +13,10 @@ import (
 // DefaultInterval is the time between two passes of a queue.
 const DefaultInterval = 10 * time.Second
 
-// DefaultStepTimeout bounds one replica change (one step of a plan).
-const DefaultStepTimeout = 2 * time.Minute
+// DefaultStepTimeout bounds one replica change (one step of a plan): a
+// step that cannot finish (its range lost its quorum meanwhile) holds up
+// the node's queue no longer than this.
+const DefaultStepTimeout = time.Minute
 
 // Config connects a queue to its node. Gather, Change and Current are the
 // queue's only I/O.
