@@ -26,13 +26,13 @@
 //     node), calls allocator.Decide for every range, and orders the
 //     ranges this node acts on by decision priority (the ranges closest to
 //     losing their quorum, then those missing the most voters, first),
-//     then by range ID. A range with fewer than a majority of its voters
-//     on live nodes waits: the allocator counts suspect voters for the
-//     quorum (their nodes may come back), but a change could not commit
-//     while they are down and would hold up the queue until it timed out.
-//     It re-decides each in that order against counts
+//     then by range ID, and re-decides each in that order against counts
 //     that include the earlier steps, so that one pass spreads its
-//     additions over the candidate nodes.
+//     additions over the candidate nodes. A range with fewer than a
+//     majority of its voters on live nodes waits: the allocator counts
+//     suspect voters for the quorum (their nodes may come back), but a
+//     change could not commit while they are down and would hold up the
+//     queue until the step timed out (DefaultStepTimeout).
 //  3. Each step runs one ChangeReplicas call (add the voter, promoting a
 //     leftover non-voter; or remove a voter or non-voter, the lease moved
 //     away first): one replica change per range per pass, one range at a
