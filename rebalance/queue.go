@@ -90,7 +90,7 @@ func (q *Queue) Run(ctx context.Context) {
 		case <-q.cfg.TimeSource.After(q.cfg.Interval):
 		case <-q.kick:
 		}
-		if _, err := q.Pass(ctx); err != nil && ctx.Err() == nil {
+		if _, err := q.Pass(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, errInactive) {
 			q.cfg.Logger.Info("replicate queue: pass failed; retried next interval", "err", err)
 		}
 	}
