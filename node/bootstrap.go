@@ -73,10 +73,10 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 }
 
 // BootstrapData is the initial MVCC content of a new cluster: a meta record
-// per range, the range-ID counter, a directory record per node and the
+// per range, the range-ID counter, a directory record per node, the
 // node-ID counter at the highest initial node ID (joins continue from it),
-// and the replication factor setting if the request has one. Every node derives the same data from the
-// same request.
+// and the replication factor setting if the request has one. Every node
+// derives the same data from the same request.
 func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	var out []ranges.BootstrapKV
 	var maxID uint64
