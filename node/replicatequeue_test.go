@@ -265,7 +265,7 @@ func TestInitReplicasRefused(t *testing.T) {
 	timeutil.WaitFor(t, 20*time.Second, "the factor setting reads 5", func() error {
 		f, err := n.ReplicationFactor(ctx)
 		if err != nil || f != 5 {
-			return fmt.Errorf("factor %d, %v", f, err)
+			return fmt.Errorf("factor %d, %w", f, err)
 		}
 		return nil
 	})
