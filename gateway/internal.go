@@ -38,6 +38,8 @@ type NodeBackend interface {
 	// to voters[0].
 	ChangeReplicas(ctx context.Context, rangeID uint64, add, remove []uint64) (*rspb.RangeDescriptor, error)
 	RelocateRange(ctx context.Context, rangeID uint64, voters []uint64) (*rspb.RangeDescriptor, error)
+	// SetReplicationFactor changes the replication factor setting.
+	SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetReplicationFactorResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -230,4 +232,11 @@ func (s *AdminServer) RelocateRange(ctx context.Context, r *rspb.RelocateRangeRe
 		return nil, ToStatus(err)
 	}
 	return &rspb.RelocateRangeResponse{RangeDescriptor: d}, nil
+}
+
+// SetReplicationFactor changes the cluster's replication factor setting
+// (validated by the node: odd, 1 to 9).
+func (s *AdminServer) SetReplicationFactor(ctx context.Context, r *rspb.SetReplicationFactorRequest) (*rspb.SetReplicationFactorResponse, error) {
+	resp, err := s.node.SetReplicationFactor(ctx, int(r.ReplicationFactor))
+	return resp, ToStatus(err)
 }

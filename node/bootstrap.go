@@ -21,6 +21,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/rebalance"
 )
 
 // PlanRanges lays out the initial ranges: the meta range, the system range
@@ -72,9 +73,10 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 }
 
 // BootstrapData is the initial MVCC content of a new cluster: a meta record
-// per range, the range-ID counter, a directory record per node and the
-// node-ID counter at the highest initial node ID (joins continue from it). Every node derives the same data from the
-// same request.
+// per range, the range-ID counter, a directory record per node, the
+// node-ID counter at the highest initial node ID (joins continue from it),
+// and the replication factor setting if the request has one. Every node
+// derives the same data from the same request.
 func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	var out []ranges.BootstrapKV
 	var maxID uint64
@@ -94,6 +96,9 @@ func BootstrapData(req *rspb.BootstrapRequest) []ranges.BootstrapKV {
 	}
 	if maxNode > 0 {
 		out = append(out, ranges.BootstrapKV{Key: keys.NodeIDGeneratorKey, Value: []byte(strconv.FormatUint(maxNode, 10))})
+	}
+	if req.ReplicationFactor > 0 {
+		out = append(out, ranges.BootstrapKV{Key: keys.ReplicationFactorKey, Value: rebalance.EncodeFactor(int(req.ReplicationFactor))})
 	}
 	return out
 }
@@ -150,7 +155,16 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 	if len(splits) == 0 {
 		splits = keys.DefaultSplitKeys(int(req.InitialSplits))
 	}
-	plan, err := PlanRanges(descs, splits, int(req.ReplicationFactor))
+	factor := int(req.ReplicationFactor)
+	if factor == 0 {
+		factor = rebalance.DefaultReplicationFactor
+	}
+	if err := rebalance.ValidateFactor(factor); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "replication_factor: %v", err)
+	}
+	// The initial ranges get as many voters as there are nodes, up to the
+	// factor; the replicate queue adds the rest as nodes join.
+	plan, err := PlanRanges(descs, splits, min(factor, len(descs)))
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -159,7 +173,8 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 	clusterID := hex.EncodeToString(idb)
 	ts := ranges.TSToProto(n.cfg.Clock.Now())
 	for _, d := range descs {
-		breq := &rspb.BootstrapRequest{ClusterId: clusterID, NodeId: d.NodeId, Nodes: descs, Ranges: plan, Timestamp: ts}
+		breq := &rspb.BootstrapRequest{ClusterId: clusterID, NodeId: d.NodeId, Nodes: descs, Ranges: plan, Timestamp: ts,
+			ReplicationFactor: int32(factor)}
 		var err error
 		if d.Address == self.Address {
 			err = n.Bootstrap(ctx, breq)
@@ -272,6 +287,11 @@ func ValidateLayout(req *rspb.BootstrapRequest) error {
 	}
 	if req.Timestamp == nil || req.Timestamp.WallTime <= 0 {
 		return errors.New("missing timestamp")
+	}
+	if f := req.ReplicationFactor; f != 0 {
+		if err := rebalance.ValidateFactor(int(f)); err != nil {
+			return fmt.Errorf("replication_factor: %w", err)
+		}
 	}
 	nodes := map[uint64]bool{}
 	addrs := map[string]bool{}

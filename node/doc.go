@@ -11,7 +11,23 @@
 // replica records, initial meta and node records) in one synced batch and
 // starts its replicas; the request is idempotent per cluster ID. Init also
 // writes a directory record per node (keys.NodeKey) and the node-ID counter
-// (keys.NodeIDGeneratorKey) at the highest initial node ID.
+// (keys.NodeIDGeneratorKey) at the highest initial node ID, and the
+// replication factor setting (keys.ReplicationFactorKey; init's
+// replication_factor, 3 by default, odd, 1 to 9). The initial ranges get
+// min(factor, nodes) voters; a cluster with no setting stored (from before
+// it, or bootstrapped without one) reads as 3.
+//
+// Replicate queue (replicate.go): every node runs one (package rebalance)
+// in its store's task group, every ReplicateQueueInterval (10 s; tests
+// pass their own, TestCluster none unless asked). The node supplies its
+// views: directory nodes with liveness classified at its clock with the
+// time-until-store-dead (no liveness record: suspect), membership from
+// Liveness.membership then the draining flag, every meta descriptor with
+// the leases its own replicas know, the factor setting; and carries steps
+// out through ranges.Store.ChangeReplicas, the same path as the Admin
+// ChangeReplicas RPC. SetReplicationFactor (Admin RPC, CLI cluster
+// set-replicas) validates and writes the setting and kicks the local
+// queue; a factor above the live active nodes is accepted.
 //
 // Node directory: node descriptors (ID, gRPC, Raft and HTTP addresses,
 // locality) live in the system range. Each node caches the directory in its

@@ -31,6 +31,7 @@ import (
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/rebalance"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -84,6 +85,9 @@ type Config struct {
 	// TimeUntilStoreDead: a node whose liveness record has been expired
 	// this long is dead, before that suspect (0 = DefaultTimeUntilStoreDead).
 	TimeUntilStoreDead time.Duration
+	// ReplicateQueueInterval is the time between passes of the replicate
+	// queue (0 = rebalance.DefaultInterval, negative = no queue).
+	ReplicateQueueInterval time.Duration
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -116,6 +120,9 @@ type Node struct {
 	joinMu sync.Mutex
 	// joinRefusals counts join tries refused by an initialized node.
 	joinRefusals atomic.Int64
+	// replicateQueue is the node's replicate queue (replicate.go; nil
+	// when disabled).
+	replicateQueue *rebalance.Queue
 }
 
 // Start opens the node's storage, restarts its replicas and serves.
@@ -167,7 +174,7 @@ func Start(cfg Config) (*Node, error) {
 		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay, TestingForgetMerges: cfg.TestingForgetMerges,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
-		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout,
+		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 	})
 	if err != nil {
 		return nil, err
@@ -239,6 +246,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.startLoop()
+	n.startReplicateQueue()
 	ok = true
 	n.log.Info("node started", "node", n.store.NodeID(), "addr", n.Addr(), "raft", cfg.RaftAddr, "http", n.HTTPAddr(), "store", cfg.StoreDir)
 	return n, nil

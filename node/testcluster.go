@@ -57,6 +57,13 @@ type TestClusterOptions struct {
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
+	// ReplicateQueueInterval: the nodes' replicate queue interval; 0 (the
+	// default) runs no queue, as the tests written before it expect.
+	ReplicateQueueInterval time.Duration
+	// TimeUntilStoreDead: see Config (0 = the node default).
+	TimeUntilStoreDead time.Duration
+	// ReplicationFactor is Init's replication_factor (0 = its default).
+	ReplicationFactor int
 	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
 	// are bootstrapped directly with PlanRanges' layout as EditPlan leaves
 	// it (e.g. a layout as older versions wrote it).
@@ -160,6 +167,11 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			DrainTimeout:        opts.DrainTimeout,
 			FreezeTimeout:       opts.FreezeTimeout,
 			TestingForgetMerges: opts.TestingForgetMerges,
+			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
+		}
+		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
+		if cfg.ReplicateQueueInterval == 0 {
+			cfg.ReplicateQueueInterval = -1
 		}
 		if cp := opts.CrashPoint; cp != nil {
 			cfg.CrashPoint = func(name string) { cp(i, name) }
@@ -200,7 +212,8 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 	if opts.EditPlan != nil {
 		init, err = tc.bootstrapEdited(ctx)
 	} else {
-		init, err = rspb.NewAdminClient(tc.conns[0]).Init(ctx, &rspb.InitRequest{InitialSplits: int32(opts.InitialSplits), SplitKeys: opts.SplitKeys})
+		init, err = rspb.NewAdminClient(tc.conns[0]).Init(ctx, &rspb.InitRequest{InitialSplits: int32(opts.InitialSplits), SplitKeys: opts.SplitKeys,
+			ReplicationFactor: int32(opts.ReplicationFactor)})
 	}
 	if err != nil {
 		tc.Close()

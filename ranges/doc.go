@@ -132,7 +132,9 @@
 //     generation+1, checked at apply by checkReplicaChange under the lease
 //     and generation it was proposed with), every voter's log is compacted
 //     past the range's first entries (a joiner has no state to replay them
-//     on: it must get a snapshot), Dragonboat adds the non-voter, the
+//     on: it must get a snapshot; a voter on a node dead for
+//     StoreConfig.TimeUntilStoreDead is not waited for, else a dead voter
+//     could never be replaced), Dragonboat adds the non-voter, the
 //     target node starts it (AdminCreateReplicaRequest: its ReplicaRecord,
 //     join + joined_non_voting, is written first, so it restarts as a
 //     non-voter forever), it receives a snapshot streamed from a Pebble

@@ -267,10 +267,21 @@ func (r *Replica) proposeDescriptor(ctx context.Context, lease *rspb.Lease, desc
 }
 
 // votersCompacted asks every voter's node to compact its log past the
-// range's first entries and reports whether all did.
+// range's first entries and reports whether all did. A voter on a dead
+// node (liveness record expired for the time until store dead) is not
+// asked: it cannot answer, and the replacement of a dead voter must not
+// wait for it. It cannot lead before it has caught up with the entry
+// adding the new replica; if it came back, caught up and were elected
+// before the new replica got its snapshot, it could send the first
+// entries instead (a window the repair's removal of the dead voter
+// closes).
 func (r *Replica) votersCompacted(ctx context.Context, snd Sender, desc *rspb.RangeDescriptor) bool {
 	for _, rep := range desc.Replicas {
 		if rep.Type != rspb.ReplicaType_VOTER {
+			continue
+		}
+		if r.store.nodeDead(rep.NodeId) {
+			r.store.log.Info("replica change: not asking a dead voter to compact its log", "range", r.rangeID, "node", rep.NodeId)
 			continue
 		}
 		resp, err := snd.SendToNode(ctx, rep.NodeId, &rspb.RangeRequest{RangeId: r.rangeID, Admin: &rspb.RangeRequest_AdminCompactLog{AdminCompactLog: true}})
@@ -497,6 +508,22 @@ func (s *Store) runChange(ctx context.Context, snd Sender, desc *rspb.RangeDescr
 			return desc, errorf(rspb.RangeError_UNAVAILABLE, "r%d: %s n%d: %v while %s", desc.RangeId, op, node, ctx.Err(), cr.GetReason())
 		}
 	}
+}
+
+// nodeDead reports whether a node's liveness record, as last seen here,
+// has been expired for at least the time until store dead (never this
+// node, nor one whose record is unknown).
+func (s *Store) nodeDead(nodeID uint64) bool {
+	l := s.live()
+	if l == nil || nodeID == s.NodeID() {
+		return false
+	}
+	rec := l.Cached(nodeID)
+	if rec == nil || rec.Expiration == nil {
+		return false
+	}
+	exp := TSFromProto(rec.Expiration)
+	return s.cfg.Clock.Now().WallTime-exp.WallTime >= int64(s.cfg.TimeUntilStoreDead)
 }
 
 // sleep waits d on the store's time source; false if ctx ended first.

@@ -108,6 +108,10 @@ type StoreConfig struct {
 	// longer exists), the freeze is rolled back (replica_merge.go). Default
 	// DefaultFreezeTimeout.
 	FreezeTimeout time.Duration
+	// TimeUntilStoreDead: a node whose liveness record has been expired
+	// this long is dead; a replica change does not wait for a dead voter
+	// to compact its log (votersCompacted). Zero = 5 minutes.
+	TimeUntilStoreDead time.Duration
 	// Limits bound every request a replica accepts and every read response
 	// it builds (zero = DefaultLimits).
 	Limits Limits
@@ -164,6 +168,9 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.FreezeTimeout == 0 {
 		c.FreezeTimeout = DefaultFreezeTimeout
+	}
+	if c.TimeUntilStoreDead <= 0 {
+		c.TimeUntilStoreDead = 5 * time.Minute
 	}
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits
@@ -605,6 +612,11 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 	}
 	return out
 }
+
+// RunTask runs fn on a goroutine owned by the store's task group (the
+// node's background queues): Close cancels ctx and waits for fn to
+// return. It returns false, without calling fn, once Close has begun.
+func (s *Store) RunTask(fn func(ctx context.Context)) bool { return s.tasks.run(fn) }
 
 // NumReplicas is the number of local replicas.
 func (s *Store) NumReplicas() int {

@@ -37,6 +37,8 @@ func runner(name string) func(args []string) error {
 		return runStart
 	case "init":
 		return runInit
+	case "cluster":
+		return runCluster
 	case "demo":
 		return runDemo
 	case "kv":
@@ -60,7 +62,13 @@ var commands = []command{
 		details: "--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
 			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts."},
 	{name: "init", summary: "initialize a new cluster from its started nodes (once)",
-		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"}},
+		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"},
+		details: "--replicas is the replication factor setting (odd, 1 to 9; default 3). The initial ranges get as many\n" +
+			"replicas as there are nodes, up to it; the replicate queue adds the rest as nodes join."},
+	{name: "cluster", summary: "change cluster settings (--host: any node)",
+		forms: []string{"cluster set-replicas N [--host HOST:PORT]"},
+		details: "set-replicas sets the replication factor (odd, 1 to 9). Each range's leaseholder adds or removes\n" +
+			"voters until the range has N; with fewer nodes able to hold replicas, ranges stay under-replicated."},
 	{name: "demo", summary: "run an in-process cluster with sample data",
 		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]"}},
 	{name: "kv", summary: "read and write keys through any node (--host)",

@@ -71,6 +71,7 @@ func TestCLIHelp(t *testing.T) {
 	subs := map[string][]string{
 		"start":    {"rangestore start --store DIR"},
 		"init":     {"rangestore init", "--replicas"},
+		"cluster":  {"cluster set-replicas N", "--host"},
 		"demo":     {"rangestore demo", "--nodes"},
 		"kv":       {"kv get KEY", "kv put KEY VALUE", "kv del KEY", "kv scan", "kv incr KEY", "--host"},
 		"range":    {"range list", "range split KEY", "range merge KEY", "range transfer-lease RANGE NODE", "--host"},
@@ -111,7 +112,7 @@ func TestCLIUsageListsEverything(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("rangestore --help: %s", r)
 	}
-	for _, w := range []string{"rangestore start", "rangestore init", "--replicas N", "rangestore demo",
+	for _, w := range []string{"rangestore start", "rangestore init", "--replicas N", "rangestore cluster set-replicas N", "rangestore demo",
 		"kv get", "kv put", "kv del", "kv scan", "kv incr", "range list", "range split", "range merge",
 		"range transfer-lease", "workload run", "-- "} {
 		if !strings.Contains(r.out, w) {
@@ -383,15 +384,17 @@ func TestCLIAgainstCluster(t *testing.T) {
 	}
 }
 
-// TestCLIRangeProcessCluster: three `start` processes. Before init, range
-// list says the node is not initialized and init refuses bad flags; after
-// `init --replicas 2`, transfer-lease asked of a node without a replica of
-// the range is forwarded, and a transfer to the holder says so.
+// TestCLIRangeProcessCluster: four `start` processes. Before init, range
+// list says the node is not initialized and init refuses bad flags (an
+// even --replicas too); after `init --replicas 3`, transfer-lease asked of
+// a node without a replica of the range is forwarded, and a transfer to
+// the holder says so.
 func TestCLIRangeProcessCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	pc := newProcCluster(t, 3)
+	const procs = 4
+	pc := newProcCluster(t, procs)
 	// Wait until the node answers (processes are starting).
 	var r cliResult
 	for deadline := time.Now().Add(60 * time.Second); ; {
@@ -414,13 +417,19 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 			t.Errorf("init %v: %s", args, r)
 		}
 	}
-	out := pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--replicas", "2")
-	if !strings.Contains(out, "initialized: 3 nodes") {
+	for _, bad := range []string{"2", "0", "11"} {
+		r := runBin(t, nil, "init", "--host", pc.addrs[0], "--replicas", bad)
+		if r.code == 0 || !strings.Contains(r.errOut, "--replicas "+bad) {
+			t.Errorf("init --replicas %s: %s", bad, r)
+		}
+	}
+	out := pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--replicas", "3")
+	if !strings.Contains(out, "initialized: 4 nodes") {
 		t.Fatalf("init: %s", out)
 	}
 	// Find a user range and a node without a replica of it.
 	type rng struct{ id, holder string }
-	onNode := make([]map[string]rng, 3)
+	onNode := make([]map[string]rng, procs)
 	deadline := time.Now().Add(30 * time.Second)
 	for i := range onNode {
 		for {
@@ -445,8 +454,8 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 		}
 	}
 	asked, rangeID, holder := -1, "", ""
-	for i := 0; i < 3 && asked < 0; i++ {
-		for j := 0; j < 3 && asked < 0; j++ {
+	for i := 0; i < procs && asked < 0; i++ {
+		for j := 0; j < procs && asked < 0; j++ {
 			for id, x := range onNode[j] {
 				if _, here := onNode[i][id]; !here && x.holder != "-" {
 					asked, rangeID, holder = i, id, x.holder
@@ -462,9 +471,9 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 	if r.code != 0 || r.out != fmt.Sprintf("%s already holds %s\n", holder, rangeID) {
 		t.Errorf("transfer-lease %s %s asked of node %d: %s", rangeID, holder, asked, r)
 	}
-	// The other replica of the range.
+	// Another replica of the range.
 	other := ""
-	for i := 0; i < 3; i++ {
+	for i := 0; i < procs; i++ {
 		if _, here := onNode[i][rangeID]; here {
 			if id := nodeIDAt(t, pc, i); id != holder {
 				other = id

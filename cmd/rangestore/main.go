@@ -2,6 +2,7 @@
 //
 //	rangestore start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]
 //	rangestore init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]
+//	rangestore cluster set-replicas N [--host HOST:PORT]
 //	rangestore demo [--nodes N] [--store DIR] [--duration D]
 //	rangestore kv get KEY [--host HOST:PORT]
 //	rangestore kv put KEY VALUE

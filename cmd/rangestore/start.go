@@ -20,6 +20,7 @@ import (
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/rebalance"
 )
 
 // raftPortOffset: without --raft-addr, the Raft transport listens on the
@@ -100,6 +101,7 @@ func runStart(args []string) error {
 	rangeMax := fs.Int64("range-max-bytes", ranges.DefaultRangeMaxBytes, "split a range once its data exceeds this many bytes (negative: never)")
 	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
 	deadAfter := fs.Duration("time-until-store-dead", node.DefaultTimeUntilStoreDead, "a node whose liveness record has been expired this long is dead (before that: suspect)")
+	queueInterval := fs.Duration("replicate-queue-interval", rebalance.DefaultInterval, "time between passes of the replicate queue (repair, up- and down-replication)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -113,6 +115,9 @@ func runStart(args []string) error {
 	}
 	if *deadAfter <= 0 {
 		return usagef("start", "--time-until-store-dead %v: must be positive", *deadAfter)
+	}
+	if *queueInterval <= 0 {
+		return usagef("start", "--replicate-queue-interval %v: must be positive", *queueInterval)
 	}
 	if *drainTimeout == 0 {
 		*drainTimeout = -1 // node.Config: negative = no handoff
@@ -141,7 +146,7 @@ func runStart(args []string) error {
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
-		TimeUntilStoreDead: *deadAfter})
+		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
@@ -168,7 +173,7 @@ func runInit(args []string) error {
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any initial node")
 	splits := fs.Int("initial-splits", 4, "number of split points in the user keyspace (spread over 0-9A-Za-z)")
 	splitAt := fs.StringSlice("split-at", nil, "explicit split keys (override --initial-splits)")
-	replicas := fs.Int("replicas", 0, "replicas per range (default min(3, nodes))")
+	replicas := fs.Int("replicas", rebalance.DefaultReplicationFactor, "replication factor setting: odd, 1 to 9 (the initial ranges get min(N, nodes) replicas)")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for the nodes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -179,8 +184,8 @@ func runInit(args []string) error {
 	if *splits < 0 {
 		return usagef("init", "--initial-splits %d: must not be negative", *splits)
 	}
-	if *replicas < 0 {
-		return usagef("init", "--replicas %d: must be at least 1 (or 0 for the default min(3, nodes))", *replicas)
+	if err := rebalance.ValidateFactor(*replicas); err != nil {
+		return usagef("init", "--replicas %d: %v", *replicas, err)
 	}
 	for _, k := range *splitAt {
 		if k == "" {

@@ -44,6 +44,10 @@ var (
 	// NodeJoinPrefix prefixes join records: the node ID allocated to a
 	// joining store, keyed by its store ID (NodeJoinKey).
 	NodeJoinPrefix = []byte("\x00snode-join/")
+	// ReplicationFactorKey holds the cluster's replication factor setting
+	// (a decimal number; written by init and by SetReplicationFactor,
+	// read by the replicate queue; absent in clusters from before it: 3).
+	ReplicationFactorKey = []byte("\x00ssetting/replication-factor")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.

@@ -141,10 +141,13 @@ func (MembershipState) EnumDescriptor() ([]byte, []int) {
 }
 
 type InitRequest struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	InitialSplits     int32                  `protobuf:"varint,1,opt,name=initial_splits,json=initialSplits,proto3" json:"initial_splits,omitempty"`             // number of split points in the user span
-	SplitKeys         [][]byte               `protobuf:"bytes,2,rep,name=split_keys,json=splitKeys,proto3" json:"split_keys,omitempty"`                          // explicit user-key split points (override)
-	ReplicationFactor int32                  `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"` // 0 = min(3, nodes)
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InitialSplits int32                  `protobuf:"varint,1,opt,name=initial_splits,json=initialSplits,proto3" json:"initial_splits,omitempty"` // number of split points in the user span
+	SplitKeys     [][]byte               `protobuf:"bytes,2,rep,name=split_keys,json=splitKeys,proto3" json:"split_keys,omitempty"`              // explicit user-key split points (override)
+	// replication_factor: the cluster's replication factor setting (odd,
+	// 1 to 9; 0 = 3). The initial ranges get min(factor, nodes) voters; the
+	// replicate queue adds the rest as nodes join.
+	ReplicationFactor int32 `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -1256,6 +1259,113 @@ func (x *SplitRangeResponse) GetRight() *RangeDescriptor {
 	return nil
 }
 
+type SetReplicationFactorRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ReplicationFactor int32                  `protobuf:"varint,1,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SetReplicationFactorRequest) Reset() {
+	*x = SetReplicationFactorRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicationFactorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicationFactorRequest) ProtoMessage() {}
+
+func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
+func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+type SetReplicationFactorResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Previous          int32                  `protobuf:"varint,1,opt,name=previous,proto3" json:"previous,omitempty"` // the setting before (3 if none was stored)
+	ReplicationFactor int32                  `protobuf:"varint,2,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	// live_active_nodes: nodes that could take a replica when the setting
+	// was written (live, active, not draining); fewer than the factor
+	// leaves the ranges under-replicated until more join.
+	LiveActiveNodes int32 `protobuf:"varint,3,opt,name=live_active_nodes,json=liveActiveNodes,proto3" json:"live_active_nodes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetReplicationFactorResponse) Reset() {
+	*x = SetReplicationFactorResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicationFactorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicationFactorResponse) ProtoMessage() {}
+
+func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
+func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetReplicationFactorResponse) GetPrevious() int32 {
+	if x != nil {
+		return x.Previous
+	}
+	return 0
+}
+
+func (x *SetReplicationFactorResponse) GetReplicationFactor() int32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
+}
+
+func (x *SetReplicationFactorResponse) GetLiveActiveNodes() int32 {
+	if x != nil {
+		return x.LiveActiveNodes
+	}
+	return 0
+}
+
 var File_rangestore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_admin_proto_rawDesc = "" +
@@ -1342,7 +1452,13 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right*Y\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"L\n" +
+	"\x1bSetReplicationFactorRequest\x12-\n" +
+	"\x12replication_factor\x18\x01 \x01(\x05R\x11replicationFactor\"\x95\x01\n" +
+	"\x1cSetReplicationFactorResponse\x12\x1a\n" +
+	"\bprevious\x18\x01 \x01(\x05R\bprevious\x12-\n" +
+	"\x12replication_factor\x18\x02 \x01(\x05R\x11replicationFactor\x12*\n" +
+	"\x11live_active_nodes\x18\x03 \x01(\x05R\x0fliveActiveNodes*Y\n" +
 	"\fNodeLiveness\x12\x19\n" +
 	"\x15NODE_LIVENESS_UNKNOWN\x10\x00\x12\r\n" +
 	"\tNODE_LIVE\x10\x01\x12\x10\n" +
@@ -1352,7 +1468,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xe3\x05\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd4\x06\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -1365,7 +1481,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12B\n" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
-	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
+	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_admin_proto_rawDescOnce sync.Once
@@ -1380,53 +1497,55 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_rangestore_v1_admin_proto_goTypes = []any{
-	(NodeLiveness)(0),              // 0: rangestore.v1.NodeLiveness
-	(MembershipState)(0),           // 1: rangestore.v1.MembershipState
-	(*InitRequest)(nil),            // 2: rangestore.v1.InitRequest
-	(*InitResponse)(nil),           // 3: rangestore.v1.InitResponse
-	(*RangesRequest)(nil),          // 4: rangestore.v1.RangesRequest
-	(*RangeInfo)(nil),              // 5: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),         // 6: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),   // 7: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil),  // 8: rangestore.v1.TransferLeaseResponse
-	(*NodeStatus)(nil),             // 9: rangestore.v1.NodeStatus
-	(*NodesRequest)(nil),           // 10: rangestore.v1.NodesRequest
-	(*NodesResponse)(nil),          // 11: rangestore.v1.NodesResponse
-	(*NodeStatusRequest)(nil),      // 12: rangestore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 13: rangestore.v1.NodeStatusResponse
-	(*ChangeReplicasRequest)(nil),  // 14: rangestore.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil), // 15: rangestore.v1.ChangeReplicasResponse
-	(*RelocateRangeRequest)(nil),   // 16: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),  // 17: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),      // 18: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),     // 19: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),      // 20: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),     // 21: rangestore.v1.SplitRangeResponse
-	(*NodeDescriptor)(nil),         // 22: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),        // 23: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                  // 24: rangestore.v1.Lease
-	(*Timestamp)(nil),              // 25: rangestore.v1.Timestamp
+	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
+	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
+	(*InitRequest)(nil),                  // 2: rangestore.v1.InitRequest
+	(*InitResponse)(nil),                 // 3: rangestore.v1.InitResponse
+	(*RangesRequest)(nil),                // 4: rangestore.v1.RangesRequest
+	(*RangeInfo)(nil),                    // 5: rangestore.v1.RangeInfo
+	(*RangesResponse)(nil),               // 6: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),         // 7: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil),        // 8: rangestore.v1.TransferLeaseResponse
+	(*NodeStatus)(nil),                   // 9: rangestore.v1.NodeStatus
+	(*NodesRequest)(nil),                 // 10: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),                // 11: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),            // 12: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),           // 13: rangestore.v1.NodeStatusResponse
+	(*ChangeReplicasRequest)(nil),        // 14: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 15: rangestore.v1.ChangeReplicasResponse
+	(*RelocateRangeRequest)(nil),         // 16: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 17: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 18: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 19: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 20: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 21: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 22: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 23: rangestore.v1.SetReplicationFactorResponse
+	(*NodeDescriptor)(nil),               // 24: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 25: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 26: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 27: rangestore.v1.Timestamp
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	22, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	23, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	23, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	24, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	24, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	25, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	25, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	26, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	22, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	24, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	25, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	27, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	9,  // 9: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 10: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	23, // 11: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 12: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 13: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	23, // 14: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	23, // 15: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	23, // 16: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	25, // 11: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 12: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 13: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	25, // 14: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	25, // 15: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	25, // 16: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
 	2,  // 17: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
 	4,  // 18: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
 	7,  // 19: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
@@ -1436,17 +1555,19 @@ var file_rangestore_v1_admin_proto_depIdxs = []int32{
 	16, // 23: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
 	10, // 24: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
 	12, // 25: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	3,  // 26: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 27: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 28: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	21, // 29: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	19, // 30: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	15, // 31: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	17, // 32: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	11, // 33: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	13, // 34: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	26, // [26:35] is the sub-list for method output_type
-	17, // [17:26] is the sub-list for method input_type
+	22, // 26: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	3,  // 27: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 28: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 29: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	21, // 30: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	19, // 31: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	15, // 32: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	17, // 33: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	11, // 34: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	13, // 35: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	23, // 36: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -1465,7 +1586,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

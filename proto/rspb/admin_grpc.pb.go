@@ -28,15 +28,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Init_FullMethodName           = "/rangestore.v1.Admin/Init"
-	Admin_Ranges_FullMethodName         = "/rangestore.v1.Admin/Ranges"
-	Admin_TransferLease_FullMethodName  = "/rangestore.v1.Admin/TransferLease"
-	Admin_SplitRange_FullMethodName     = "/rangestore.v1.Admin/SplitRange"
-	Admin_MergeRange_FullMethodName     = "/rangestore.v1.Admin/MergeRange"
-	Admin_ChangeReplicas_FullMethodName = "/rangestore.v1.Admin/ChangeReplicas"
-	Admin_RelocateRange_FullMethodName  = "/rangestore.v1.Admin/RelocateRange"
-	Admin_Nodes_FullMethodName          = "/rangestore.v1.Admin/Nodes"
-	Admin_NodeStatus_FullMethodName     = "/rangestore.v1.Admin/NodeStatus"
+	Admin_Init_FullMethodName                 = "/rangestore.v1.Admin/Init"
+	Admin_Ranges_FullMethodName               = "/rangestore.v1.Admin/Ranges"
+	Admin_TransferLease_FullMethodName        = "/rangestore.v1.Admin/TransferLease"
+	Admin_SplitRange_FullMethodName           = "/rangestore.v1.Admin/SplitRange"
+	Admin_MergeRange_FullMethodName           = "/rangestore.v1.Admin/MergeRange"
+	Admin_ChangeReplicas_FullMethodName       = "/rangestore.v1.Admin/ChangeReplicas"
+	Admin_RelocateRange_FullMethodName        = "/rangestore.v1.Admin/RelocateRange"
+	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
+	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
+	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
 )
 
 // AdminClient is the client API for Admin service.
@@ -71,6 +72,12 @@ type AdminClient interface {
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
 	NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error)
+	// SetReplicationFactor changes the cluster's replication factor setting
+	// (odd, 1 to 9; InvalidArgument otherwise, changing nothing). The
+	// replicate queue of each range's leaseholder carries the change out;
+	// a factor above the nodes that can hold replicas is accepted, and the
+	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
+	SetReplicationFactor(ctx context.Context, in *SetReplicationFactorRequest, opts ...grpc.CallOption) (*SetReplicationFactorResponse, error)
 }
 
 type adminClient struct {
@@ -171,6 +178,16 @@ func (c *adminClient) NodeStatus(ctx context.Context, in *NodeStatusRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) SetReplicationFactor(ctx context.Context, in *SetReplicationFactorRequest, opts ...grpc.CallOption) (*SetReplicationFactorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetReplicationFactorResponse)
+	err := c.cc.Invoke(ctx, Admin_SetReplicationFactor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -203,6 +220,12 @@ type AdminServer interface {
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
 	NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error)
+	// SetReplicationFactor changes the cluster's replication factor setting
+	// (odd, 1 to 9; InvalidArgument otherwise, changing nothing). The
+	// replicate queue of each range's leaseholder carries the change out;
+	// a factor above the nodes that can hold replicas is accepted, and the
+	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
+	SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -239,6 +262,9 @@ func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesRes
 }
 func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeStatus not implemented")
+}
+func (UnimplementedAdminServer) SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetReplicationFactor not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -423,6 +449,24 @@ func _Admin_NodeStatus_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetReplicationFactor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetReplicationFactorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetReplicationFactor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetReplicationFactor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetReplicationFactor(ctx, req.(*SetReplicationFactorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -465,6 +509,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeStatus",
 			Handler:    _Admin_NodeStatus_Handler,
+		},
+		{
+			MethodName: "SetReplicationFactor",
+			Handler:    _Admin_SetReplicationFactor_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1317,14 +1317,17 @@ func (x *NodeInfoResponse) GetBytes() int64 {
 }
 
 type BootstrapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the recipient's node ID
-	Nodes         []*NodeDescriptor      `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Ranges        []*RangeDescriptor     `protobuf:"bytes,4,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	Timestamp     *Timestamp             `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // timestamp of the initial meta/system records
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId    uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the recipient's node ID
+	Nodes     []*NodeDescriptor      `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Ranges    []*RangeDescriptor     `protobuf:"bytes,4,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Timestamp *Timestamp             `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // timestamp of the initial meta/system records
+	// replication_factor: the cluster setting written with the initial
+	// system records (0: none written; the cluster then reads as 3).
+	ReplicationFactor int32 `protobuf:"varint,6,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BootstrapRequest) Reset() {
@@ -1390,6 +1393,13 @@ func (x *BootstrapRequest) GetTimestamp() *Timestamp {
 		return x.Timestamp
 	}
 	return nil
+}
+
+func (x *BootstrapRequest) GetReplicationFactor() int32 {
+	if x != nil {
+		return x.ReplicationFactor
+	}
+	return 0
 }
 
 type BootstrapResponse struct {
@@ -1632,14 +1642,15 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1f\n" +
 	"\vlease_count\x18\x04 \x01(\x03R\n" +
 	"leaseCount\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xef\x01\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x9e\x02\n" +
 	"\x10BootstrapRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x123\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x04 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\x126\n" +
-	"\ttimestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\x13\n" +
+	"\ttimestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12-\n" +
+	"\x12replication_factor\x18\x06 \x01(\x05R\x11replicationFactor\"\x13\n" +
 	"\x11BootstrapResponse\"[\n" +
 	"\vJoinRequest\x12\x19\n" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x121\n" +

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/node"
+)
+
+// TestCLIClusterSetReplicas: cluster set-replicas refuses bad factors
+// (naming the argument, changing nothing), and sets a good one, noting
+// that 3 nodes cannot hold 5 replicas.
+func TestCLIClusterSetReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, InitialSplits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	h := tc.Addr(0)
+	for _, bad := range []string{"2", "0", "-1", "11", "x"} {
+		r := runBin(t, nil, "cluster", "set-replicas", bad, "--host", h)
+		if r.code == 0 || !strings.Contains(r.errOut, "set-replicas") || !strings.Contains(r.errOut, bad) {
+			t.Errorf("cluster set-replicas %s: %s", bad, r)
+		}
+	}
+	if f, err := tc.Node(1).ReplicationFactor(ctx); err != nil || f != 3 {
+		t.Fatalf("factor after the refusals: %d, %v", f, err)
+	}
+	r := runBin(t, nil, "cluster", "set-replicas", "5", "--host", h)
+	if r.code != 0 || !strings.Contains(r.out, "replication factor set to 5 (was 3)") || !strings.Contains(r.out, "only 3 live active nodes") {
+		t.Fatalf("cluster set-replicas 5: %s", r)
+	}
+	if f, err := tc.Node(2).ReplicationFactor(ctx); err != nil || f != 5 {
+		t.Fatalf("factor after set-replicas 5: %d, %v", f, err)
+	}
+	if r := runBin(t, nil, "cluster", "--host", h); r.code == 0 || !strings.Contains(r.errOut, "missing sub-command") {
+		t.Errorf("cluster without a sub-command: %s", r)
+	}
+}

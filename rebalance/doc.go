@@ -1,0 +1,64 @@
+// Package rebalance is the replicate queue: it keeps every range at the
+// replication factor, repairing ranges that lost replicas to dead nodes,
+// moving replicas off decommissioning nodes, and adding or removing voters
+// when the factor setting changes or nodes join. The allocator (package
+// allocator) decides; this package orders the decisions into a plan and
+// carries the plan out through the node's replica change path.
+//
+// Who acts: every node runs one queue (owned by its store's task group,
+// stopped when the store closes), and it acts only on the ranges whose
+// lease it holds, valid now. So each range is handled by one node at a
+// time. A lease that moves mid-pass moves the range to another queue: a
+// step is skipped unless, just before it runs, the local replica still
+// holds the lease and still has the descriptor generation the plan was
+// made from. A node that is draining or not initialized does nothing.
+//
+// A pass (Queue.Pass), every Config.Interval (10 s by default) and on
+// Kick (the node kicks it when the factor setting changes):
+//  1. Gather (the node's I/O) reads the views: every directory node with
+//     its liveness (allocator.ClassifyLiveness with the
+//     time-until-store-dead) and membership (Liveness.membership, then the
+//     draining flag), every range descriptor of meta with its leaseholder
+//     where this node knows it, and the replication factor setting.
+//  2. MakePlan (pure, golden-tested) counts each node's replicas (from
+//     the descriptors) and leases (approximate: from the leases this
+//     node's replicas know; a range without a replica here counts for no
+//     node), calls allocator.Decide for every range, and orders the
+//     ranges this node acts on by decision priority (the ranges closest to
+//     losing their quorum, then those missing the most voters, first),
+//     then by range ID, and re-decides each in that order against counts
+//     that include the earlier steps, so that one pass spreads its
+//     additions over the candidate nodes. A range with fewer than a
+//     majority of its voters on live nodes waits: the allocator counts
+//     suspect voters for the quorum (their nodes may come back), but a
+//     change could not commit while they are down and would hold up the
+//     queue until the step timed out (DefaultStepTimeout).
+//  3. Each step runs one ChangeReplicas call (add the voter, promoting a
+//     leftover non-voter; or remove a voter or non-voter, the lease moved
+//     away first): one replica change per range per pass, one range at a
+//     time. A repair is thus an add in one pass and the removal of the
+//     dead voter in a later one. A failed step is logged and counted; the
+//     next pass decides again from fresh views.
+//
+// Never acted on: a range that lost its quorum (Raft cannot change its
+// membership; counted unavailable), one with no target for a needed
+// voter, and the meta range, whose replicas the cluster record names
+// (RangeView.Fixed; counted, never changed).
+//
+// Gauges: rangestore_ranges_underreplicated and
+// rangestore_ranges_unavailable are set by the node with the lowest ID
+// that is live in its own view, over every range; every other node sets
+// them to 0, so the sum over the nodes counts each range once (two nodes
+// may both report for a pass while their views of liveness differ).
+// rangestore_replicate_queue_actions_total{action,result} counts steps
+// (result ok, error, or skipped), rangestore_replicate_queue_passes_total
+// passes.
+//
+// The replication factor setting (settings.go): odd, 1 to 9
+// (ValidateFactor), stored as a decimal at keys.ReplicationFactorKey;
+// nothing stored reads as DefaultReplicationFactor (3).
+//
+// Tests: testdata/plan.json and plan.golden (go test ./rebalance/ -run
+// TestMakePlan -rewrite regenerates the golden file); the queue against
+// real clusters is tested in node/replicatequeue_test.go.
+package rebalance

@@ -1,0 +1,247 @@
+package rebalance
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rangestore/rangestore/allocator"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// RangeView is one range as a pass sees it.
+type RangeView struct {
+	Desc *rspb.RangeDescriptor
+	// Leaseholder is the node the lease names as known here (0: unknown);
+	// it feeds the lease counts and the allocator's removal choice.
+	Leaseholder uint64
+	// Mine: this node holds the range's lease, valid now; only then does
+	// its queue act on the range.
+	Mine bool
+	// Fixed, when not empty, says why the range's replicas cannot change
+	// (the meta range, whose replicas the cluster record names): it is
+	// counted but never acted on.
+	Fixed string
+}
+
+// Input is everything one pass decides from.
+type Input struct {
+	Self   uint64           // this node
+	Nodes  []allocator.Node // every node of the directory; Replicas and Leases are filled by MakePlan
+	Ranges []RangeView      // every range of meta
+	Factor int              // the replication factor setting
+}
+
+// Step is one replica change the queue carries out: a ChangeReplicas
+// call adding Add or removing Remove (one node, one of them empty).
+type Step struct {
+	RangeID  uint64
+	Decision allocator.Decision
+	Add      []uint64
+	Remove   []uint64
+}
+
+// Skip is a range this node does not act on, with its decision and why.
+type Skip struct {
+	RangeID  uint64
+	Decision allocator.Decision
+	Why      string
+}
+
+// Plan is the outcome of one pass.
+type Plan struct {
+	// Steps: what this node carries out, in order (the highest allocator
+	// priority first, then the lowest range ID).
+	Steps []Step
+	// Skips: every other range, by range ID.
+	Skips []Skip
+	// Reporter: this node reports the cluster's gauges (it is the lowest
+	// live node ID in its view); the counts are over every range then,
+	// else 0.
+	Reporter        bool
+	UnderReplicated int
+	Unavailable     int
+	// Counts: replicas and leases per node as counted from the views.
+	Counts map[uint64][2]int
+}
+
+// MakePlan decides one pass (pure: same input, same plan):
+//  1. it counts each node's replicas (from every descriptor) and leases
+//     (from the leaseholders known here) into the node views;
+//  2. it asks allocator.Decide for every range; a range it cannot decide
+//     (a descriptor naming a node without a view) is skipped with the
+//     error as its reason, and the pass goes on;
+//  3. the ranges whose lease this node holds and that need an add or a
+//     removal become steps, sorted by priority (the ranges that lost the
+//     most replicas first), then by range ID; a range whose voters on live
+//     nodes are fewer than a majority waits (its change could not commit
+//     while suspect voters are down);
+//  4. the steps are decided again in that order against counts that
+//     include the earlier steps (an add counts on its target, a removal
+//     is taken off), so that one pass spreads its additions instead of
+//     sending them all to the node that was least loaded when it began.
+//
+// The gauges are reported by one node only, so that their sum over the
+// nodes counts every range once: the lowest node ID that is live in the
+// view. It counts every range under-replicated (fewer voters kept than
+// the factor) and every range unavailable (lost quorum).
+func MakePlan(in Input) (Plan, error) {
+	if err := allocator.ValidateFactor(in.Factor); err != nil {
+		return Plan{}, err
+	}
+	nodes := make([]allocator.Node, len(in.Nodes))
+	copy(nodes, in.Nodes)
+	idx := map[uint64]int{}
+	for i := range nodes {
+		idx[nodes[i].ID] = i
+		nodes[i].Replicas, nodes[i].Leases = 0, 0
+	}
+	for _, r := range in.Ranges {
+		for _, rep := range r.Desc.GetReplicas() {
+			if i, ok := idx[rep.NodeId]; ok {
+				nodes[i].Replicas++
+			}
+		}
+		if i, ok := idx[r.Leaseholder]; ok && r.Leaseholder != 0 {
+			nodes[i].Leases++
+		}
+	}
+	p := Plan{Counts: map[uint64][2]int{}}
+	for _, n := range nodes {
+		p.Counts[n.ID] = [2]int{n.Replicas, n.Leases}
+	}
+	var reporter uint64
+	for _, n := range nodes {
+		if n.Liveness == allocator.Live && (reporter == 0 || n.ID < reporter) {
+			reporter = n.ID
+		}
+	}
+	p.Reporter = reporter != 0 && reporter == in.Self
+
+	type pending struct {
+		view RangeView
+		d    allocator.Decision
+	}
+	var todo []pending
+	for _, r := range in.Ranges {
+		ar := allocator.Range{Desc: r.Desc, Factor: in.Factor, Leaseholder: r.Leaseholder}
+		d, err := allocator.Decide(ar, nodes)
+		if err != nil {
+			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Why: "cannot decide: " + err.Error()})
+			continue
+		}
+		if p.Reporter {
+			if d.UnderReplicated {
+				p.UnderReplicated++
+			}
+			if d.Action == allocator.ActionUnavailable {
+				p.Unavailable++
+			}
+		}
+		why := ""
+		switch {
+		case !acts(d.Action):
+			why = "nothing to do"
+		case r.Fixed != "":
+			why = r.Fixed
+		case !r.Mine:
+			why = "not acted on here: this node does not hold its lease"
+		default:
+			why = waitForQuorum(r.Desc, nodes, idx)
+		}
+		if why != "" {
+			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Decision: d, Why: why})
+			continue
+		}
+		todo = append(todo, pending{view: r, d: d})
+	}
+	sort.SliceStable(todo, func(i, j int) bool {
+		if todo[i].d.Priority != todo[j].d.Priority {
+			return todo[i].d.Priority > todo[j].d.Priority
+		}
+		return todo[i].view.Desc.RangeId < todo[j].view.Desc.RangeId
+	})
+	for _, t := range todo {
+		ar := allocator.Range{Desc: t.view.Desc, Factor: in.Factor, Leaseholder: t.view.Leaseholder}
+		d, err := allocator.Decide(ar, nodes)
+		if err != nil { // cannot happen: the same input decided above
+			return Plan{}, err
+		}
+		if !acts(d.Action) {
+			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: "nothing to do once the earlier steps are counted"})
+			continue
+		}
+		s := Step{RangeID: t.view.Desc.RangeId, Decision: d}
+		i := idx[d.Node]
+		if d.Action == allocator.ActionAddVoter {
+			s.Add = []uint64{d.Node}
+			if d.ReplicaID == 0 {
+				nodes[i].Replicas++
+			}
+		} else {
+			s.Remove = []uint64{d.Node}
+			nodes[i].Replicas--
+		}
+		p.Steps = append(p.Steps, s)
+	}
+	sort.SliceStable(p.Skips, func(i, j int) bool { return p.Skips[i].RangeID < p.Skips[j].RangeID })
+	return p, nil
+}
+
+// waitForQuorum returns why a change of desc must wait ("" if it need
+// not): it commits only with a majority of the voters, and fewer are on
+// live nodes (the allocator counts suspect voters for the quorum, since
+// their nodes may come back; until they do, a change would only hang).
+func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[uint64]int) string {
+	voters, live := 0, 0
+	for _, rep := range desc.GetReplicas() {
+		if rep.Type != rspb.ReplicaType_VOTER {
+			continue
+		}
+		voters++
+		if i, ok := idx[rep.NodeId]; ok && nodes[i].Liveness == allocator.Live {
+			live++
+		}
+	}
+	if need := voters/2 + 1; live < need {
+		return fmt.Sprintf("waiting: %d of %d voters are on live nodes, fewer than the %d a change needs to commit", live, voters, need)
+	}
+	return ""
+}
+
+// acts reports whether an action is a replica change.
+func acts(a allocator.Action) bool {
+	return a == allocator.ActionAddVoter || a == allocator.ActionRemoveVoter || a == allocator.ActionRemoveNonVoter
+}
+
+// String renders the plan, one line per step and skip (golden tests and
+// the queue's debug log).
+func (p Plan) String() string {
+	var b strings.Builder
+	ids := make([]uint64, 0, len(p.Counts))
+	for id := range p.Counts {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	b.WriteString("counts:")
+	for _, id := range ids {
+		fmt.Fprintf(&b, " n%d=%d/%d", id, p.Counts[id][0], p.Counts[id][1])
+	}
+	b.WriteString(" (replicas/leases)\n")
+	if p.Reporter {
+		fmt.Fprintf(&b, "gauges: under-replicated %d, unavailable %d\n", p.UnderReplicated, p.Unavailable)
+	} else {
+		b.WriteString("gauges: reported by another node\n")
+	}
+	for i, s := range p.Steps {
+		fmt.Fprintf(&b, "step %d: r%d %s n%d (priority %d): %s\n", i+1, s.RangeID, s.Decision.Action, s.Decision.Node, s.Decision.Priority, s.Decision.Reason)
+	}
+	for _, s := range p.Skips {
+		if s.Decision.Reason == "" {
+			fmt.Fprintf(&b, "skip r%d: %s\n", s.RangeID, s.Why)
+			continue
+		}
+		fmt.Fprintf(&b, "skip r%d: %s (%s: %s)\n", s.RangeID, s.Why, s.Decision.Action, s.Decision.Reason)
+	}
+	return b.String()
+}

@@ -1,0 +1,94 @@
+package rebalance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// TestPassSteps: a pass carries out its plan's steps in order, skips a
+// step whose range changed since the plan (lease moved, or a newer
+// descriptor), goes on after a failed step, and counts each outcome.
+func TestPassSteps(t *testing.T) {
+	in := Input{Self: 1, Factor: 3}
+	for _, s := range []string{"n1", "n2", "n3", "n4 dead"} {
+		in.Nodes = append(in.Nodes, parseNode(t, s))
+	}
+	// Every range lost one voter: same priority, by range ID.
+	for _, s := range []string{"r2 voters=n1,n2,n4 lh=n1 mine", "r3 voters=n1,n2,n4 lh=n1 mine", "r4 voters=n1,n3,n4 lh=n1 mine", "r5 voters=n1,n2,n4 lh=n1 mine"} {
+		v := parseRange(t, s)
+		v.Desc.Generation = 7
+		in.Ranges = append(in.Ranges, v)
+	}
+	var called []string
+	cur := map[uint64]struct {
+		gen  uint64
+		mine bool
+	}{2: {7, true}, 3: {7, false}, 4: {8, true}, 5: {7, true}}
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	q := New(Config{
+		Gather: func(context.Context) (Input, error) { return in, nil },
+		Current: func(id uint64) (*rspb.RangeDescriptor, bool) {
+			c := cur[id]
+			return &rspb.RangeDescriptor{RangeId: id, Generation: c.gen}, c.mine
+		},
+		Change: func(_ context.Context, id uint64, add, remove []uint64) error {
+			called = append(called, fmt.Sprintf("r%d+%v-%v", id, add, remove))
+			if id == 2 {
+				return errors.New("snapshot failed")
+			}
+			return nil
+		},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: m,
+	})
+	p, err := q.Pass(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) != 4 || p.Steps[0].RangeID != 2 {
+		t.Fatalf("plan:\n%s", p)
+	}
+	if got, want := fmt.Sprint(called), "[r2+[3]-[] r5+[3]-[]]"; got != want {
+		t.Fatalf("changes %s, want %s (r3's lease moved, r4's descriptor changed)\n%s", got, want, p)
+	}
+	for _, c := range []struct {
+		result string
+		want   float64
+	}{{"error", 1}, {"skipped", 2}, {"ok", 1}} {
+		if got := value(t, m.actions.WithLabelValues("add-voter", c.result)); got != c.want {
+			t.Errorf("add-voter %s: %v, want %v", c.result, got, c.want)
+		}
+	}
+	if got := value(t, m.underReplicated); got != 4 {
+		t.Errorf("under-replicated gauge %v, want 4", got)
+	}
+	// An inactive node does nothing and reports 0.
+	q.cfg.Active = func() bool { return false }
+	called = nil
+	if _, err := q.Pass(context.Background()); !errors.Is(err, errInactive) || len(called) != 0 {
+		t.Fatalf("inactive pass: %v, changes %v", err, called)
+	}
+	if got := value(t, m.underReplicated); got != 0 {
+		t.Errorf("under-replicated gauge of an inactive node %v, want 0", got)
+	}
+}
+
+// value reads a counter's or gauge's value.
+func value(t *testing.T, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+}
