@@ -1184,6 +1184,94 @@ func (x *NodeInfoResponse) GetBytes() int64 {
 	return 0
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+}
+
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeasesMoved   int64                  `protobuf:"varint,1,opt,name=leases_moved,json=leasesMoved,proto3" json:"leases_moved,omitempty"`
+	RangeIdsLeft  []uint64               `protobuf:"varint,2,rep,packed,name=range_ids_left,json=rangeIdsLeft,proto3" json:"range_ids_left,omitempty"` // ranges whose lease it still holds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DrainResponse) GetLeasesMoved() int64 {
+	if x != nil {
+		return x.LeasesMoved
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetRangeIdsLeft() []uint64 {
+	if x != nil {
+		return x.RangeIdsLeft
+	}
+	return nil
+}
+
 type BootstrapRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -1197,7 +1285,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1297,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1310,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1268,7 +1356,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1368,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1381,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -1311,7 +1399,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1411,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1424,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -1365,7 +1453,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1465,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1478,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1486,7 +1574,11 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1f\n" +
 	"\vlease_count\x18\x04 \x01(\x03R\n" +
 	"leaseCount\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xef\x01\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\fDrainRequest\"X\n" +
+	"\rDrainResponse\x12!\n" +
+	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\x12$\n" +
+	"\x0erange_ids_left\x18\x02 \x03(\x04R\frangeIdsLeft\"\xef\x01\n" +
 	"\x10BootstrapRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -1499,13 +1591,14 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x121\n" +
 	"\x04node\x18\x02 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\"D\n" +
 	"\fJoinResponse\x124\n" +
-	"\x06record\x18\x01 \x01(\v2\x1c.rangestore.v1.ClusterRecordR\x06record2\xb1\x02\n" +
+	"\x06record\x18\x01 \x01(\v2\x1c.rangestore.v1.ClusterRecordR\x06record2\xf5\x02\n" +
 	"\bInternal\x12G\n" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
 	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse\x12?\n" +
-	"\x04Join\x12\x1a.rangestore.v1.JoinRequest\x1a\x1b.rangestore.v1.JoinResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\x04Join\x12\x1a.rangestore.v1.JoinRequest\x1a\x1b.rangestore.v1.JoinResponse\x12B\n" +
+	"\x05Drain\x12\x1b.rangestore.v1.DrainRequest\x1a\x1c.rangestore.v1.DrainResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
@@ -1519,7 +1612,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
@@ -1536,61 +1629,65 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*RangeResponse)(nil),               // 12: rangestore.v1.RangeResponse
 	(*NodeInfoRequest)(nil),             // 13: rangestore.v1.NodeInfoRequest
 	(*NodeInfoResponse)(nil),            // 14: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),            // 15: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),           // 16: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),                 // 17: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),                // 18: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),             // 19: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),                   // 20: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),                // 21: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 22: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 23: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 24: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 25: rangestore.v1.ClusterRecord
+	(*DrainRequest)(nil),                // 15: rangestore.v1.DrainRequest
+	(*DrainResponse)(nil),               // 16: rangestore.v1.DrainResponse
+	(*BootstrapRequest)(nil),            // 17: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 18: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 19: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 20: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 21: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 22: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 23: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 24: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 25: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 26: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 27: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	19, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	19, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	20, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	19, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	19, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	21, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	20, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	20, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	21, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	21, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	22, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	21, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	21, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	21, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	23, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	22, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	22, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
 	7,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
 	9,  // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
 	11, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	19, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	19, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	23, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	20, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	21, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	21, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	21, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	24, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	25, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	22, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
 	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
 	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
 	8,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
 	10, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
-	24, // 26: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	24, // 27: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	19, // 28: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	20, // 29: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	24, // 30: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	25, // 31: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	26, // 26: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	26, // 27: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	21, // 28: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	22, // 29: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	26, // 30: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	27, // 31: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
 	6,  // 32: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
 	13, // 33: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	15, // 34: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	17, // 35: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	12, // 36: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	14, // 37: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	16, // 38: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	18, // 39: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	36, // [36:40] is the sub-list for method output_type
-	32, // [32:36] is the sub-list for method input_type
+	17, // 34: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	19, // 35: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	15, // 36: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	12, // 37: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	14, // 38: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	18, // 39: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	20, // 40: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	16, // 41: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	37, // [37:42] is the sub-list for method output_type
+	32, // [32:37] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -1628,7 +1725,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
