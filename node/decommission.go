@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -246,7 +247,7 @@ func (n *Node) readClusterView(ctx context.Context, withRanges bool) (*clusterVi
 		if v.descs, err = n.MetaRanges(ctx); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "reading the meta records: %v", err)
 		}
-		if v.meta != nil {
+		if v.meta != nil && !slices.ContainsFunc(v.descs, func(d *rspb.RangeDescriptor) bool { return d.RangeId == v.meta.RangeId }) {
 			v.descs = append([]*rspb.RangeDescriptor{v.meta}, v.descs...)
 		}
 	}
@@ -319,9 +320,6 @@ func (n *Node) checkDecommission(v *clusterView, leaving []uint64, factor int) e
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if !ok {
-		return status.Errorf(codes.FailedPrecondition, "refused: %s", reason)
-	}
 	rs := make([]allocator.Range, 0, len(v.descs))
 	for _, d := range v.descs {
 		rs = append(rs, allocator.Range{Desc: d, Factor: factor})
@@ -330,19 +328,27 @@ func (n *Node) checkDecommission(v *clusterView, leaving []uint64, factor int) e
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if len(short) == 0 {
+	if ok && len(short) == 0 {
 		return nil
 	}
-	var parts []string
+	msg := "refused: "
+	if !ok {
+		msg += reason
+	}
+	if len(short) > 0 {
+		if !ok {
+			msg += "; "
+		}
+		msg += fmt.Sprintf("%d ranges could not keep %d voters (replication factor %d)", len(short), factor, factor)
+	}
 	for i, s := range short {
 		if i == 3 {
-			parts = append(parts, fmt.Sprintf("and %d more ranges", len(short)-i))
+			msg += fmt.Sprintf("; and %d more", len(short)-i)
 			break
 		}
-		parts = append(parts, s.Reason)
+		msg += "; " + s.Reason
 	}
-	return status.Errorf(codes.FailedPrecondition, "refused: decommissioning %s would leave %d ranges without %d voters (replication factor %d): %s",
-		nodeList(sortedIDList(set)), len(short), factor, factor, strings.Join(parts, "; "))
+	return status.Error(codes.FailedPrecondition, msg)
 }
 
 func sortedKeys[V any](m map[uint64]V) []uint64 {
@@ -354,7 +360,6 @@ func sortedKeys[V any](m map[uint64]V) []uint64 {
 	return out
 }
 
-func sortedIDList(set map[uint64]bool) []uint64 { return sortedKeys(set) }
 
 // Decommission marks nodes decommissioning (finish: decommissioned) and
 // reports each one's progress; see Admin.Decommission. Every refusal is
@@ -374,23 +379,26 @@ func (n *Node) Decommission(ctx context.Context, ids []uint64, finish bool) ([]*
 		op = opFinish
 	}
 	decs := make([]membershipDecision, len(ids))
-	var moving []uint64
+	var refusal error
+	check := false // a node would leave: check the replication factor
 	for i, id := range ids {
 		if err := v.known(id); err != nil {
 			return nil, err
 		}
 		decs[i] = decideMembership(v.facts(op, id))
-		switch decs[i].Action {
-		case membershipRefuse:
-			return nil, status.Errorf(decs[i].Code, "refused: %s", decs[i].Reason)
-		case membershipSet:
-			moving = append(moving, id)
+		if decs[i].Action == membershipRefuse && refusal == nil {
+			refusal = status.Errorf(decs[i].Code, "refused: %s", decs[i].Reason)
 		}
+		check = check || decs[i].Action != membershipNoop
 	}
-	if op == opDecommission && len(moving) > 0 {
+	// The factor first: it names every range the request would leave short.
+	if op == opDecommission && check {
 		if err := n.checkDecommission(v, ids, replicationFactor(ctx)); err != nil {
 			return nil, err
 		}
+	}
+	if refusal != nil {
+		return nil, refusal
 	}
 	out := make([]*rspb.DecommissionNodeStatus, len(ids))
 	for i, id := range ids {
