@@ -360,7 +360,6 @@ func sortedKeys[V any](m map[uint64]V) []uint64 {
 	return out
 }
 
-
 // Decommission marks nodes decommissioning (finish: decommissioned) and
 // reports each one's progress; see Admin.Decommission. Every refusal is
 // found before anything is written.
