@@ -439,3 +439,61 @@ func TestDecommissionUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes during the decommission, none lost", len(acked))
 }
+
+// TestDecommissionDownNode: a stopped node is decommissioned on its behalf
+// (its record is changed by another node); restarted, it keeps the
+// membership, drains and takes no lease; recommissioned, it takes leases
+// again.
+func TestDecommissionDownNode(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 1, SplitCheckInterval: time.Hour})
+	ctx := ctxT(t)
+	victim := nonMetaIndex(tc)
+	vid := tc.Node(victim).NodeID()
+	gw := (victim + 1) % tc.NumNodes()
+	admin := rspb.NewAdminClient(tc.Conn(gw))
+	var its []uint64
+	for _, ri := range tc.Node(victim).Ranges() {
+		its = append(its, ri.RangeDescriptor.RangeId)
+	}
+	tc.StopNode(victim)
+	r, err := admin.Decommission(ctx, &rspb.DecommissionRequest{NodeIds: []uint64{vid}})
+	if err != nil {
+		t.Fatalf("decommission stopped n%d: %v", vid, err)
+	}
+	if st := r.Nodes[0]; st.Membership != rspb.MembershipState_MEMBERSHIP_DECOMMISSIONING || st.LeaseCount != -1 ||
+		!strings.Contains(st.Message, "drain: ") || st.ReplicaCount != int64(len(its)) {
+		t.Fatalf("decommission status of a stopped node: %v", st)
+	}
+	t.Logf("decommission of stopped n%d: %s", vid, r.Nodes[0].Message)
+	if m := membershipOf(t, tc, gw, vid); m != rspb.MembershipState_MEMBERSHIP_DECOMMISSIONING {
+		t.Fatalf("n%d is %v", vid, m)
+	}
+	if err := tc.RestartNode(victim); err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 20*time.Second, fmt.Sprintf("restarted n%d heartbeats, still decommissioning", vid), func() error {
+		self := tc.Node(victim).liveness.Self()
+		if self.GetMembership() != rspb.LivenessMembership_LIVENESS_DECOMMISSIONING || !tc.Node(victim).Store().Draining() {
+			return fmt.Errorf("self record %v, store draining %t", self, tc.Node(victim).Store().Draining())
+		}
+		return nil
+	})
+	_, err = admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: its[0], TargetNodeId: vid})
+	wantCode(t, "lease to the restarted decommissioning node", err, codes.FailedPrecondition, "it is decommissioning")
+	if held := tc.Node(victim).heldLeases(); len(held) != 0 {
+		t.Fatalf("restarted decommissioning n%d holds the leases of %v", vid, held)
+	}
+	if _, err := admin.Recommission(ctx, &rspb.RecommissionRequest{NodeId: vid}); err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 20*time.Second, fmt.Sprintf("recommissioned n%d takes a lease", vid), func() error {
+		if l := leaseOf(tc, victim, its[0]); l.GetNodeId() == vid {
+			return nil
+		}
+		_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: its[0], TargetNodeId: vid})
+		return fmt.Errorf("lease not on n%d yet (%v)", vid, err)
+	})
+	if m := membershipOf(t, tc, gw, vid); m != rspb.MembershipState_MEMBERSHIP_ACTIVE {
+		t.Fatalf("recommissioned n%d is %v", vid, m)
+	}
+}
