@@ -511,14 +511,16 @@ func (n *Node) heldLeases() []uint64 {
 
 // DrainSelf drains this node without stopping it (Internal.Drain): it
 // takes no new lease and moves the leases it holds away, retrying until
-// none is left or ctx ends. It returns the leases moved and the ranges
-// whose lease is left.
+// none is left or shortly before ctx ends (so that the answer naming the
+// leases left still reaches the caller in time). It returns the leases
+// moved and the ranges whose lease is left.
 func (n *Node) DrainSelf(ctx context.Context) (moved int64, left []uint64) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultDrainNodeTimeout)
-		defer cancel()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(DefaultDrainNodeTimeout)
 	}
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(-min(time.Second, time.Until(deadline)/10)))
+	defer cancel()
 	for {
 		m, _ := n.drain(ctx)
 		moved += int64(m)
@@ -528,7 +530,7 @@ func (n *Node) DrainSelf(ctx context.Context) (moved int64, left []uint64) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond): // a target may come up
+		case <-time.After(250 * time.Millisecond): // a target may come up
 		}
 	}
 }
@@ -571,8 +573,12 @@ func (n *Node) DrainNode(ctx context.Context, id uint64) (int64, error) {
 		}
 	}
 	if l := resp.RangeIdsLeft; len(l) > 0 {
-		return resp.LeasesMoved, status.Errorf(codes.DeadlineExceeded, "n%d still holds %d leases after %s (%s), %d moved: no live, non-draining voter took them in time",
-			id, len(l), time.Since(start).Round(time.Millisecond), rangeList(l), resp.LeasesMoved)
+		what := fmt.Sprintf("%d leases", len(l))
+		if len(l) == 1 {
+			what = "1 lease"
+		}
+		return resp.LeasesMoved, status.Errorf(codes.DeadlineExceeded, "n%d still holds %s after %s (%s), %d moved: no live, non-draining voter took them in time",
+			id, what, time.Since(start).Round(time.Millisecond), rangeList(l), resp.LeasesMoved)
 	}
 	return resp.LeasesMoved, nil
 }

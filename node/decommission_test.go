@@ -497,3 +497,37 @@ func TestDecommissionDownNode(t *testing.T) {
 		t.Fatalf("recommissioned n%d is %v", vid, m)
 	}
 }
+
+// TestDrainNodeTimeout: when no other voter of a range takes leases (the
+// meta range's other voters are drained), a drain ends at its deadline
+// with an error naming the range whose lease is left.
+func TestDrainNodeTimeout(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 1, SplitCheckInterval: time.Hour})
+	ctx := ctxT(t)
+	meta := tc.Node(0).MetaRange()
+	gw := nonMetaIndex(tc)
+	admin := rspb.NewAdminClient(tc.Conn(gw))
+	voters := nodesOf(meta, rspb.ReplicaType_VOTER)
+	for _, id := range voters[:2] {
+		if _, err := admin.DrainNode(ctx, &rspb.DrainNodeRequest{NodeId: id}); err != nil {
+			t.Fatalf("drain n%d: %v", id, err)
+		}
+	}
+	last := voters[2]
+	timeutil.WaitFor(t, 20*time.Second, fmt.Sprintf("n%d holds the meta lease", last), func() error {
+		if l := leaseOf(tc, indexOfNode(tc, last), meta.RangeId); l.GetNodeId() != last {
+			return fmt.Errorf("meta lease %v", l)
+		}
+		return nil
+	})
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err := admin.DrainNode(dctx, &rspb.DrainNodeRequest{NodeId: last})
+	wantCode(t, "drain the last meta voter", err, codes.DeadlineExceeded, fmt.Sprintf("n%d still holds", last), fmt.Sprintf("r%d", meta.RangeId),
+		"no live, non-draining voter took them in time")
+	t.Logf("drain n%d: %v", last, err)
+	checkKeys(t, tc, gw, "nothing", 0)
+	if _, err := tc.KV(gw).Put(ctx, &rspb.PutRequest{Key: []byte("after"), Value: []byte("v")}); err != nil {
+		t.Fatalf("write after the drains: %v", err)
+	}
+}
