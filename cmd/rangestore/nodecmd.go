@@ -170,7 +170,11 @@ func decommission(host string, ids []uint64, wait bool, timeout, poll time.Durat
 // changed since last.
 func printDecommissionProgress(nodes []*rspb.DecommissionNodeStatus, last map[uint64]string) {
 	for _, st := range nodes {
-		line := fmt.Sprintf("n%d: %d replicas left", st.NodeId, st.ReplicaCount)
+		word := "replicas"
+		if st.ReplicaCount == 1 {
+			word = "replica"
+		}
+		line := fmt.Sprintf("n%d: %d %s left", st.NodeId, st.ReplicaCount, word)
 		if len(st.RangeIds) > 0 {
 			ids := make([]string, len(st.RangeIds))
 			for i, id := range st.RangeIds {
