@@ -17,7 +17,9 @@
 //     classifies liveness with ClassifyLiveness from the liveness record's
 //     expiration, now and --time-until-store-dead: live before the
 //     expiration, suspect for the time until store dead after it, dead
-//     from then on.
+//     from then on. NodeView builds a Node from a node descriptor and
+//     liveness record that way, its Membership by MembershipOf (the
+//     record's membership, then its draining flag; no record: suspect).
 //   - Range: the descriptor (replicas with node, replica ID and type), the
 //     replication factor (odd, at least 1: ValidateFactor) and the
 //     leaseholder's node if known.

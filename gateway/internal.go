@@ -40,6 +40,15 @@ type NodeBackend interface {
 	RelocateRange(ctx context.Context, rangeID uint64, voters []uint64) (*rspb.RangeDescriptor, error)
 	// SetReplicationFactor changes the replication factor setting.
 	SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetReplicationFactorResponse, error)
+	// DrainSelf drains this node without stopping it: the leases moved and
+	// the ranges whose lease is left when ctx ends. DrainNode drains node
+	// id (this one or another) and fails naming the leases left.
+	DrainSelf(ctx context.Context) (moved int64, left []uint64)
+	DrainNode(ctx context.Context, id uint64) (moved int64, err error)
+	// Decommission marks nodes decommissioning (finish: decommissioned)
+	// and reports their progress; Recommission undoes an unfinished one.
+	Decommission(ctx context.Context, ids []uint64, finish bool) ([]*rspb.DecommissionNodeStatus, error)
+	Recommission(ctx context.Context, id uint64) (*rspb.RecommissionResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -69,6 +78,16 @@ func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb
 func (s *InternalServer) Join(ctx context.Context, r *rspb.JoinRequest) (*rspb.JoinResponse, error) {
 	resp, err := s.node.Join(ctx, r)
 	return resp, ToStatus(err)
+}
+
+// Drain drains this node without stopping it, until it holds no lease
+// or the call's deadline.
+func (s *InternalServer) Drain(ctx context.Context, _ *rspb.DrainRequest) (*rspb.DrainResponse, error) {
+	if s.node.ClusterID() == "" {
+		return nil, status.Error(codes.FailedPrecondition, "node not initialized: nothing to drain")
+	}
+	moved, left := s.node.DrainSelf(ctx)
+	return &rspb.DrainResponse{LeasesMoved: moved, RangeIdsLeft: left}, nil
 }
 
 // Bootstrap makes this node a member of a new cluster.
@@ -238,5 +257,41 @@ func (s *AdminServer) RelocateRange(ctx context.Context, r *rspb.RelocateRangeRe
 // (validated by the node: odd, 1 to 9).
 func (s *AdminServer) SetReplicationFactor(ctx context.Context, r *rspb.SetReplicationFactorRequest) (*rspb.SetReplicationFactorResponse, error) {
 	resp, err := s.node.SetReplicationFactor(ctx, int(r.ReplicationFactor))
+	return resp, ToStatus(err)
+}
+
+// DrainNode drains a node without stopping it.
+func (s *AdminServer) DrainNode(ctx context.Context, r *rspb.DrainNodeRequest) (*rspb.DrainNodeResponse, error) {
+	if r.NodeId == 0 {
+		return nil, invalidf("node_id must be set (n1 is 1)")
+	}
+	moved, err := s.node.DrainNode(ctx, r.NodeId)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.DrainNodeResponse{LeasesMoved: moved}, nil
+}
+
+// Decommission marks nodes decommissioning, or (finish) decommissioned.
+func (s *AdminServer) Decommission(ctx context.Context, r *rspb.DecommissionRequest) (*rspb.DecommissionResponse, error) {
+	if len(r.NodeIds) == 0 {
+		return nil, invalidf("node_ids must name at least one node")
+	}
+	if err := checkNodeIDs("node_ids", r.NodeIds, map[uint64]string{}); err != nil {
+		return nil, err
+	}
+	st, err := s.node.Decommission(ctx, r.NodeIds, r.Finish)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	return &rspb.DecommissionResponse{Nodes: st}, nil
+}
+
+// Recommission undoes an unfinished decommission.
+func (s *AdminServer) Recommission(ctx context.Context, r *rspb.RecommissionRequest) (*rspb.RecommissionResponse, error) {
+	if r.NodeId == 0 {
+		return nil, invalidf("node_id must be set (n1 is 1)")
+	}
+	resp, err := s.node.Recommission(ctx, r.NodeId)
 	return resp, ToStatus(err)
 }

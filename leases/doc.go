@@ -14,6 +14,10 @@
 //     extended every HeartbeatInterval by a conditional put on the exact
 //     bytes last seen; IncrementEpoch moves a node whose record has expired
 //     (by the caller's clock) to its next epoch, ending all its epoch leases.
+//     The record also carries the node's membership (active,
+//     decommissioning, decommissioned): SetMembership changes it by the same
+//     conditional put, from any node, and heartbeats keep it. TakesLeases
+//     says whether a lease may go to a node (not draining, active).
 //   - Status: the pure validity rule for leases. An expiration lease is
 //     valid until expiration - max offset, in stasis until expiration, then
 //     expired; an epoch lease the same against its holder's liveness

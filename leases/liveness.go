@@ -150,7 +150,8 @@ func (l *Liveness) Heartbeat(ctx context.Context) error {
 		}
 		next := &rspb.Liveness{NodeId: id, Epoch: 1, Draining: l.draining.Load()}
 		if cur != nil {
-			next.Epoch = cur.Epoch
+			// The membership is the operator's (SetMembership): kept.
+			next.Epoch, next.Membership = cur.Epoch, cur.Membership
 		}
 		now := l.cfg.Clock.Now()
 		next.Expiration = liveTS(kv.Timestamp{WallTime: now.WallTime + int64(l.cfg.TTL)})
@@ -184,6 +185,50 @@ func (l *Liveness) SetDraining(ctx context.Context, draining bool) error {
 
 // Draining reports whether this node marks itself draining.
 func (l *Liveness) Draining() bool { return l.draining.Load() }
+
+// TakesLeases reports whether a lease (or Raft leadership handed over
+// with one) may go to the node of rec: it has a record, is not draining,
+// and is not being or has not been decommissioned.
+func TakesLeases(rec *rspb.Liveness) bool {
+	return rec != nil && !rec.Draining && rec.Membership == rspb.LivenessMembership_LIVENESS_ACTIVE
+}
+
+// SetMembership changes a node's membership in its liveness record (any
+// node may do it for any other, which may be down) by a conditional put on
+// the record's exact bytes, retried while heartbeats change them. allowed
+// decides from the current record (nil: none) whether the change may
+// happen; its error is returned unchanged and nothing is written. A node
+// without a record gets one at epoch 1 that is already expired. It returns
+// the record written (or the current one, when it already had want).
+func (l *Liveness) SetMembership(ctx context.Context, nodeID uint64, want rspb.LivenessMembership, allowed func(cur *rspb.Liveness) error) (*rspb.Liveness, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		cur, raw, err := l.read(ctx, nodeID)
+		if err != nil {
+			return nil, err
+		}
+		if err := allowed(cur); err != nil {
+			return cur, err
+		}
+		if cur != nil && cur.Membership == want {
+			return cur, nil
+		}
+		next := &rspb.Liveness{NodeId: nodeID, Epoch: 1, Expiration: &rspb.Timestamp{}}
+		if cur != nil {
+			next = proto.Clone(cur).(*rspb.Liveness)
+		}
+		next.Membership = want
+		ok, _, _, err := l.cput(ctx, nodeID, next, raw)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			l.cfg.Logger.Info("liveness membership changed", "node", nodeID, "from", cur.GetMembership(), "to", want)
+			return next, nil
+		}
+		// A heartbeat (or another change) came first: judge again.
+	}
+	return nil, fmt.Errorf("liveness record of n%d keeps changing: membership not changed", nodeID)
+}
 
 // Get returns a node's record: from the cache if it is still live there,
 // else read from the system range (fresh forces the read).

@@ -66,4 +66,21 @@
 // record holds its ID). A store of one cluster started with a join list of
 // another is refused at start, naming both cluster IDs (checkJoinClusters;
 // unreachable join addresses are skipped).
+//
+// Drain, decommission, recommission (decommission.go): DrainNode asks a
+// node (Internal.Drain) to run the drain of a graceful stop without
+// stopping. A decommission is a conditional update of the target's
+// liveness record (membership ACTIVE -> DECOMMISSIONING -> DECOMMISSIONED,
+// recommission back to ACTIVE before the end), made by whichever node
+// serves the request, so the target may be down; the per-node rule is the
+// pure decideMembership (testdata/membership_decision.*), the replication
+// factor check the allocator's CanDecommission and Unplaceable over the
+// directory, liveness records and meta records. Every refusal is found
+// before anything is written. The replicate queue moves the replicas;
+// DECOMMISSIONED is written only once the meta records list none on the
+// node. Each node's loop follows its own membership
+// (watchOwnMembership): decommissioning or decommissioned it drains and
+// takes no lease (ranges refuses new replicas on it); decommissioned, it
+// sits idle, not ready, and logs once that it must join again with an
+// empty store; recommissioned, it takes leases again.
 package node

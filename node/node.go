@@ -123,6 +123,11 @@ type Node struct {
 	// replicateQueue is the node's replicate queue (replicate.go; nil
 	// when disabled).
 	replicateQueue *rebalance.Queue
+	// drainMu serializes drains (Stop, DrainNode, decommission).
+	drainMu sync.Mutex
+	// membershipDrained, idleLogged: the loop's memory of
+	// watchOwnMembership (decommission.go); only the loop uses them.
+	membershipDrained, idleLogged bool
 }
 
 // Start opens the node's storage, restarts its replicas and serves.
@@ -400,6 +405,22 @@ func (n *Node) drainLeases() {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	moved, left := n.drain(ctx)
+	l := n.log.Info
+	if left > 0 {
+		l = n.log.Warn
+	}
+	l(fmt.Sprintf("drained: transferred %d leases in %d ms, %d left", moved, time.Since(start).Milliseconds(), left),
+		"node", n.NodeID(), "timeout", timeout)
+}
+
+// drain marks the node draining (store and liveness record: it takes no
+// new lease) and moves the leases it holds away until none is left or ctx
+// ends (ranges.Store.DrainLeases); Stop, DrainNode and a decommission use
+// it. It returns the leases moved and left.
+func (n *Node) drain(ctx context.Context) (moved, left int) {
+	n.drainMu.Lock()
+	defer n.drainMu.Unlock()
 	n.store.SetDraining(true)
 	// Recorded before any handoff, so that other nodes' lease loops do not
 	// hand Raft leadership back (a failure here only makes that likelier).
@@ -411,13 +432,7 @@ func (n *Node) drainLeases() {
 	peers := newPeerConns(n)
 	defer peers.close()
 	n.store.SetPeerApplied(peers.applied)
-	moved, left := n.store.DrainLeases(ctx)
-	l := n.log.Info
-	if left > 0 {
-		l = n.log.Warn
-	}
-	l(fmt.Sprintf("drained: transferred %d leases in %d ms, %d left", moved, time.Since(start).Milliseconds(), left),
-		"node", n.NodeID(), "timeout", timeout)
+	return n.store.DrainLeases(ctx)
 }
 
 // peerConns are a drain's connections to the other nodes.

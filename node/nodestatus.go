@@ -35,8 +35,9 @@ type nodeState struct {
 //   - expired less than deadAfter ago: SUSPECT;
 //   - expired deadAfter ago or longer: DEAD.
 //
-// Membership is DRAINING while the record says draining, else ACTIVE (a
-// dead node's record keeps the flag it last had).
+// Membership is DECOMMISSIONING or DECOMMISSIONED as the record's
+// membership says, else DRAINING while the record says draining, else
+// ACTIVE (a dead node's record keeps the flag it last had).
 func decideNodeState(rec *rspb.Liveness, now int64, deadAfter time.Duration) nodeState {
 	if rec == nil {
 		return nodeState{Liveness: rspb.NodeLiveness_NODE_LIVENESS_UNKNOWN, Membership: rspb.MembershipState_MEMBERSHIP_ACTIVE,
@@ -54,7 +55,11 @@ func decideNodeState(rec *rspb.Liveness, now int64, deadAfter time.Duration) nod
 		st.Liveness, st.Reason = rspb.NodeLiveness_NODE_DEAD, fmt.Sprintf("liveness record (epoch %d) expired %s ago, at least the time-until-store-dead %s",
 			rec.Epoch, ago.Round(time.Millisecond), deadAfter)
 	}
-	if rec.Draining {
+	switch {
+	case rec.Membership != rspb.LivenessMembership_LIVENESS_ACTIVE:
+		st.Membership = membershipState(rec.Membership)
+		st.Reason += "; " + membershipWord(rec.Membership) + " (marked in its liveness record)"
+	case rec.Draining:
 		st.Membership = rspb.MembershipState_MEMBERSHIP_DRAINING
 		st.Reason += "; draining (marked in its liveness record)"
 	}

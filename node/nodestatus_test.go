@@ -18,6 +18,7 @@ func TestDecideNodeState(t *testing.T) {
 			Name, ExpiresIn, DeadAfter string
 			NoRecord, Draining         bool
 			Epoch                      int64
+			Membership                 string
 		}
 	}
 	golden.LoadJSON(t, "node_state.json", &cases)
@@ -34,7 +35,8 @@ func TestDecideNodeState(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", c.Name, err)
 			}
-			rec = &rspb.Liveness{NodeId: 4, Epoch: c.Epoch, Draining: c.Draining, Expiration: &rspb.Timestamp{WallTime: now + int64(in)}}
+			rec = &rspb.Liveness{NodeId: 4, Epoch: c.Epoch, Draining: c.Draining, Expiration: &rspb.Timestamp{WallTime: now + int64(in)},
+				Membership: rspb.LivenessMembership(rspb.LivenessMembership_value[c.Membership])}
 		}
 		st := decideNodeState(rec, now, deadAfter)
 		fmt.Fprintf(&out, "== %s\n%s %s: %s\n", c.Name, LivenessName(st.Liveness), MembershipName(st.Membership), st.Reason)

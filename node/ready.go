@@ -61,6 +61,8 @@ func (n *Node) Readiness() string {
 	case !now.Less(ranges.TSFromProto(self.Expiration)):
 		ago := time.Duration(now.WallTime - self.Expiration.WallTime)
 		probs = append(probs, fmt.Sprintf("liveness record of n%d not live (expired %s ago)", id, ago.Round(time.Millisecond)))
+	case self.Membership == rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
+		probs = append(probs, fmt.Sprintf("n%d is decommissioned: it serves no range (empty its store and start it with --join to use it again)", id))
 	}
 	live := func(nodeID uint64) bool {
 		if nodeID == id {
@@ -133,6 +135,17 @@ func (n *Node) loop() {
 	published, counted := false, false
 	var lastRefresh, lastJoin time.Time
 	var js joinState
+	// loopCtx ends when the loop is stopped (a drain it runs stops then).
+	loopCtx, loopCancel := context.WithCancel(context.Background())
+	defer loopCancel()
+	stopc := n.loopStop
+	go func() {
+		select {
+		case <-stopc:
+			loopCancel()
+		case <-loopCtx.Done():
+		}
+	}()
 	for {
 		n.updateHealth()
 		if n.store.NodeID() == 0 && len(n.cfg.Join) > 0 && time.Since(lastJoin) >= joinInterval {
@@ -174,6 +187,9 @@ func (n *Node) loop() {
 				n.log.Debug("reading node records failed", "err", err)
 			}
 			cancel()
+		}
+		if n.store.NodeID() != 0 {
+			n.watchOwnMembership(loopCtx)
 		}
 		select {
 		case <-n.loopStop:

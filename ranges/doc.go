@@ -44,10 +44,14 @@
 //     a transfer, learn the holder's liveness, acquire, increment the
 //     holder's epoch), and why, is the pure decideLease / decideTakeover
 //     (leasedecision.go; golden tests in testdata/lease_decision.*).
-//   - Draining (drain.go): a stopping node takes no lease and hands each of
-//     its leases to a live, non-draining voter, Raft leadership first, with
-//     the range latched and the target caught up; requests meeting a
-//     transfer wait for it and are then redirected.
+//   - Draining (drain.go): a stopping or drained node takes no lease and
+//     hands each of its leases to a live voter that takes leases (not
+//     draining, not decommissioning: leases.TakesLeases), Raft leadership
+//     first, with the range latched and the target caught up; requests
+//     meeting a transfer wait for it and are then redirected. A replica
+//     change adds no replica on a node that is decommissioning or
+//     decommissioned (by its liveness record), and such a node refuses to
+//     start a new replica.
 //   - Writes are proposer-evaluated: the leaseholder takes span latches,
 //     picks a timestamp above the timestamp cache (every read it served on
 //     those spans), above the range's last write and the lease start,

@@ -125,7 +125,7 @@ func (r *Replica) drainTarget(ctx context.Context, prefer uint64) (nodeID, repli
 			continue
 		}
 		usable := func(rec *rspb.Liveness) bool {
-			return rec != nil && !rec.Draining && r.store.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
+			return leases.TakesLeases(rec) && r.store.cfg.Clock.Now().Less(TSFromProto(rec.Expiration))
 		}
 		rec := lv.Cached(rep.NodeId)
 		if !usable(rec) {

@@ -363,6 +363,11 @@ func (s *Store) createJoiningReplica(ctx context.Context, req *rspb.AdminCreateR
 	if s.overlapsLocal(d) {
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "a local replica on n%d overlaps %s", me, spanOf(d))
 	}
+	if lv := s.live(); lv != nil {
+		if m := lv.Self().GetMembership(); m != rspb.LivenessMembership_LIVENESS_ACTIVE {
+			return fail(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: it is %s", me, membershipWord(m))
+		}
+	}
 	rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: req.ReplicaId, Join: true, JoinedNonVoting: true}
 	if err := s.createReplica(rec); err != nil {
 		return fail(rspb.RangeError_UNAVAILABLE, "starting replica %d of r%d on n%d: %v", req.ReplicaId, d.RangeId, me, err)
@@ -431,6 +436,11 @@ func (s *Store) ChangeReplicas(ctx context.Context, rangeID uint64, add, remove 
 			for _, rep := range desc.Replicas {
 				if rep.NodeId == n {
 					mine = rep
+				}
+			}
+			if i == 0 && mine == nil {
+				if why := s.takesNoReplicas(ctx, n); why != "" {
+					return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: %s", n, why)
 				}
 			}
 			switch {
@@ -565,4 +575,30 @@ func (s *Store) ReplicaRecordOf(rangeID uint64) *rspb.ReplicaRecord {
 		}
 	}
 	return nil
+}
+
+// takesNoReplicas says why node may not get a new replica ("" if it may):
+// its liveness record (read afresh) marks it decommissioning or
+// decommissioned. A record that cannot be read does not refuse: the
+// replica's start on the node checks its own record.
+func (s *Store) takesNoReplicas(ctx context.Context, node uint64) string {
+	lv := s.live()
+	if lv == nil {
+		return ""
+	}
+	rec, err := lv.Get(ctx, node, true)
+	if err != nil || rec.GetMembership() == rspb.LivenessMembership_LIVENESS_ACTIVE {
+		return ""
+	}
+	return "it is " + membershipWord(rec.GetMembership())
+}
+
+func membershipWord(m rspb.LivenessMembership) string {
+	switch m {
+	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONING:
+		return "decommissioning"
+	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
+		return "decommissioned"
+	}
+	return "active"
 }

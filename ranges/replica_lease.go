@@ -78,6 +78,19 @@ func (r *Replica) drainHint() uint64 {
 	return 0
 }
 
+// noLeasesWhy says why the node of rec takes no leases (leases.TakesLeases).
+func noLeasesWhy(rec *rspb.Liveness) string {
+	switch {
+	case rec == nil:
+		return "it has no liveness record"
+	case rec.Membership == rspb.LivenessMembership_LIVENESS_DECOMMISSIONING:
+		return "it is decommissioning"
+	case rec.Membership == rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
+		return "it is decommissioned"
+	}
+	return "it is draining"
+}
+
 func notLeaseholder(rangeID, hint uint64, format string, args ...any) *rspb.RangeError {
 	return &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, LeaderNodeId: hint,
 		Message: fmt.Sprintf("r%d: ", rangeID) + fmt.Sprintf(format, args...)}
@@ -241,8 +254,8 @@ func (r *Replica) transferLease(ctx context.Context, target uint64, lead bool) e
 	if err != nil {
 		return err
 	}
-	if rec.GetDraining() {
-		return errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d is draining and takes no leases", target)
+	if !leases.TakesLeases(rec) {
+		return errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no leases (%s)", target, noLeasesWhy(rec))
 	}
 	var targetReplica uint64
 	for _, rep := range r.desc().Replicas {
@@ -398,7 +411,7 @@ func (r *Replica) tendLease() {
 			rec, err := r.store.live().Get(ctx, l.NodeId, true)
 			if err != nil {
 				r.leaseFailed("leader_transfer", "liveness", fmt.Sprintf("reading liveness of n%d: %v", l.NodeId, err))
-			} else if !rec.GetDraining() {
+			} else if leases.TakesLeases(rec) {
 				if err := r.store.nh.RequestLeaderTransfer(r.rangeID, l.ReplicaId); err != nil {
 					r.leaseFailed("leader_transfer", "raft", fmt.Sprintf("to n%d: %v", l.NodeId, err))
 				}

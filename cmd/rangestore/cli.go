@@ -95,14 +95,23 @@ var commands = []command{
 			"RANGE (r7) to NODE (n2), asked of any node. add-replica adds a replica on NODE (it joins as a\n" +
 			"non-voter, gets a snapshot and is promoted); remove-replica removes NODE's replica (its node then\n" +
 			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first."},
-	{name: "node", summary: "list the cluster's nodes and show one node's status (--host: any node)",
+	{name: "node", summary: "list, show, drain, decommission and recommission nodes (--host: any node)",
 		forms: []string{
 			"node list [--host HOST:PORT]",
 			"node status NODE",
+			"node drain NODE [--timeout D]",
+			"node decommission NODE [NODE...] [--wait=false] [--timeout D] [--poll D]",
+			"node recommission NODE",
 		},
 		details: "list shows every node of the directory: addresses, locality, liveness (live; suspect: its liveness\n" +
 			"record expired less than --time-until-store-dead ago; dead; unknown: never started), epoch, membership\n" +
-			"(active, draining), and the replicas, valid leases and bytes the node reports. status shows NODE (n4)."},
+			"(active, draining, decommissioning, decommissioned), and the replicas, valid leases and bytes the node\n" +
+			"reports. status shows NODE (n4). drain makes a running NODE hand its leases to other nodes and take no\n" +
+			"new one until it restarts; it returns once NODE holds no lease. decommission retires nodes (which may\n" +
+			"be down): refused if the nodes left cannot hold the replication factor; it drains them, the replicate\n" +
+			"queue moves their replicas away while it prints the replicas left, and once none is left it marks them\n" +
+			"decommissioned (stopping them then leaves no range under-replicated). recommission undoes a\n" +
+			"decommission that has not finished."},
 	{name: "workload", summary: "drive load against a running cluster",
 		forms:   []string{"workload run kv|ycsb [--hosts A,B,C] [flags]"},
 		details: workloadUsage},

@@ -18,6 +18,9 @@
 //	rangestore range relocate RANGE NODE,NODE,...
 //	rangestore node list [--host HOST:PORT]
 //	rangestore node status NODE
+//	rangestore node drain NODE [--timeout D]
+//	rangestore node decommission NODE [NODE...] [--wait=false] [--timeout D] [--poll D]
+//	rangestore node recommission NODE
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
 //
 // "rangestore COMMAND --help" prints a command's flags. The command table

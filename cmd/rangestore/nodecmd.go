@@ -12,15 +12,64 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
-// runNode is `rangestore node list` and `rangestore node status N`.
+// runNode is `rangestore node list|status|drain|decommission|recommission`.
 func runNode(args []string) error {
 	fs := newFlagSet("node")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	timeout := fs.Duration("timeout", 0, "drain: how long to wait for the node to hand off its leases (default 30s); decommission: how long to wait for its replicas to move (default: no limit)")
+	wait := fs.Bool("wait", true, "decommission: wait until the nodes hold no replica, then mark them decommissioned")
+	poll := fs.Duration("poll", time.Second, "decommission: how often to report the replicas left")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	a := fs.Args()
 	switch {
+	case len(a) >= 1 && (a[0] == "drain" || a[0] == "recommission"):
+		if len(a) != 2 {
+			return usagef("node", "node %s takes one node (n4)", a[0])
+		}
+		id, err := parseNodeArg(a[1])
+		if err != nil {
+			return err
+		}
+		if a[0] == "recommission" {
+			return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+				r, err := c.Recommission(ctx, &rspb.RecommissionRequest{NodeId: id})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "n%d: %s: %s\n", id, node.MembershipName(r.Membership), r.Message)
+				return nil
+			})
+		}
+		d := *timeout
+		if d <= 0 {
+			d = node.DefaultDrainNodeTimeout
+		}
+		return withAdminFor(*host, d, func(ctx context.Context, c rspb.AdminClient) error {
+			r, err := c.DrainNode(ctx, &rspb.DrainNodeRequest{NodeId: id})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "n%d drained: %d leases moved, none left; it takes no new lease until it restarts\n", id, r.LeasesMoved)
+			return nil
+		})
+	case len(a) >= 1 && a[0] == "decommission":
+		if len(a) < 2 {
+			return usagef("node", "node decommission takes at least one node (n4 [n5 ...])")
+		}
+		var ids []uint64
+		for _, x := range a[1:] {
+			id, err := parseNodeArg(x)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if *poll <= 0 {
+			return usagef("node", "--poll %s: must be positive", *poll)
+		}
+		return decommission(*host, ids, *wait, *timeout, *poll)
 	case len(a) == 1 && a[0] == "list":
 		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.Nodes(ctx, &rspb.NodesRequest{})
@@ -30,9 +79,9 @@ func runNode(args []string) error {
 			return printNodes(r.Nodes)
 		})
 	case len(a) == 2 && a[0] == "status":
-		id, err := strconv.ParseUint(strings.TrimPrefix(a[1], "n"), 10, 64)
-		if err != nil || id == 0 {
-			return usagef("node", "node %q: want n<ID> (n1, n2, ...)", a[1])
+		id, err := parseNodeArg(a[1])
+		if err != nil {
+			return err
 		}
 		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.NodeStatus(ctx, &rspb.NodeStatusRequest{NodeId: id})
@@ -43,9 +92,109 @@ func runNode(args []string) error {
 			return nil
 		})
 	case len(a) == 0:
-		return usagef("node", "missing sub-command (list or status)")
+		return usagef("node", "missing sub-command (list, status, drain, decommission or recommission)")
 	default:
-		return usagef("node", "usage: node list | node status NODE")
+		return usagef("node", "usage: node list | node status NODE | node drain NODE | node decommission NODE [NODE...] | node recommission NODE")
+	}
+}
+
+func parseNodeArg(x string) (uint64, error) {
+	id, err := strconv.ParseUint(strings.TrimPrefix(x, "n"), 10, 64)
+	if err != nil || id == 0 {
+		return 0, usagef("node", "node %q: want n<ID> (n1, n2, ...)", x)
+	}
+	return id, nil
+}
+
+// decommission marks the nodes decommissioning and, with wait, reports
+// the replicas left on them every poll until none is, then marks them
+// decommissioned.
+func decommission(host string, ids []uint64, wait bool, timeout, poll time.Duration) error {
+	conn, err := dial(host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := rspb.NewAdminClient(conn)
+	ctx := context.Background()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	call := func(finish bool) (*rspb.DecommissionResponse, error) {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return c.Decommission(cctx, &rspb.DecommissionRequest{NodeIds: ids, Finish: finish})
+	}
+	r, err := call(false)
+	if err != nil {
+		return err
+	}
+	for _, st := range r.Nodes {
+		fmt.Fprintf(stdout, "n%d: %s: %s\n", st.NodeId, node.MembershipName(st.Membership), st.Message)
+	}
+	if !wait {
+		printDecommissionProgress(r.Nodes, map[uint64]string{})
+		return nil
+	}
+	last := map[uint64]string{}
+	for {
+		printDecommissionProgress(r.Nodes, last)
+		left := false
+		for _, st := range r.Nodes {
+			left = left || (st.ReplicaCount > 0 && st.Membership != rspb.MembershipState_MEMBERSHIP_DECOMMISSIONED)
+		}
+		if !left {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicas still on the nodes after %s: the replicate queue moves them; run node decommission again to keep waiting, or node recommission to stop", timeout)
+		case <-time.After(poll):
+		}
+		if r, err = call(false); err != nil {
+			return err
+		}
+	}
+	if r, err = call(true); err != nil {
+		return err
+	}
+	for _, st := range r.Nodes {
+		fmt.Fprintf(stdout, "n%d: %s\n", st.NodeId, node.MembershipName(st.Membership))
+	}
+	return nil
+}
+
+// printDecommissionProgress prints a line for each node whose progress
+// changed since last.
+func printDecommissionProgress(nodes []*rspb.DecommissionNodeStatus, last map[uint64]string) {
+	for _, st := range nodes {
+		word := "replicas"
+		if st.ReplicaCount == 1 {
+			word = "replica"
+		}
+		line := fmt.Sprintf("n%d: %d %s left", st.NodeId, st.ReplicaCount, word)
+		if len(st.RangeIds) > 0 {
+			ids := make([]string, len(st.RangeIds))
+			for i, id := range st.RangeIds {
+				ids[i] = fmt.Sprintf("r%d", id)
+			}
+			more := ""
+			if int64(len(ids)) < st.ReplicaCount {
+				more = ", ..."
+			}
+			line += " (" + strings.Join(ids, ", ") + more + ")"
+		}
+		if st.LeaseCount >= 0 {
+			line += fmt.Sprintf(", %d leases", st.LeaseCount)
+		} else {
+			line += ", leases unknown (node unreachable)"
+		}
+		if last[st.NodeId] != line {
+			last[st.NodeId] = line
+			fmt.Fprintln(stdout, line)
+		}
 	}
 }
 

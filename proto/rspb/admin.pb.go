@@ -1,6 +1,6 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
 // listing, lease transfer, manual split and merge, replica changes, node
-// list and status).
+// list and status, drain, decommission and recommission).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -86,8 +86,9 @@ func (NodeLiveness) EnumDescriptor() ([]byte, []int) {
 	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
-// MembershipState: ACTIVE, or DRAINING while its liveness record says so.
-// DECOMMISSIONING and DECOMMISSIONED are reserved for decommission.
+// MembershipState: from the node's liveness record: DECOMMISSIONING or
+// DECOMMISSIONED as its membership says (Decommission), else DRAINING while
+// it says draining, else ACTIVE.
 type MembershipState int32
 
 const (
@@ -867,6 +868,372 @@ func (x *NodeStatusResponse) GetStatus() *NodeStatus {
 	return nil
 }
 
+type DrainNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DrainNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type DrainNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeasesMoved   int64                  `protobuf:"varint,1,opt,name=leases_moved,json=leasesMoved,proto3" json:"leases_moved,omitempty"` // leases the node handed off (it holds none now)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeResponse) Reset() {
+	*x = DrainNodeResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeResponse) ProtoMessage() {}
+
+func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
+func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrainNodeResponse) GetLeasesMoved() int64 {
+	if x != nil {
+		return x.LeasesMoved
+	}
+	return 0
+}
+
+type DecommissionRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeIds []uint64               `protobuf:"varint,1,rep,packed,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	// finish: mark DECOMMISSIONED the nodes whose replicas are all gone.
+	Finish        bool `protobuf:"varint,2,opt,name=finish,proto3" json:"finish,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecommissionRequest) Reset() {
+	*x = DecommissionRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecommissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecommissionRequest) ProtoMessage() {}
+
+func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
+func (*DecommissionRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DecommissionRequest) GetNodeIds() []uint64 {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
+}
+
+func (x *DecommissionRequest) GetFinish() bool {
+	if x != nil {
+		return x.Finish
+	}
+	return false
+}
+
+// DecommissionNodeStatus is one node's decommission progress.
+type DecommissionNodeStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Membership    MembershipState        `protobuf:"varint,2,opt,name=membership,proto3,enum=rangestore.v1.MembershipState" json:"membership,omitempty"` // after the request
+	ReplicaCount  int64                  `protobuf:"varint,3,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`            // replicas on the node by the meta records
+	RangeIds      []uint64               `protobuf:"varint,4,rep,packed,name=range_ids,json=rangeIds,proto3" json:"range_ids,omitempty"`                 // the first of those ranges (at most 10)
+	LeaseCount    int64                  `protobuf:"varint,5,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"`                  // leases the node holds (-1: not reachable)
+	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`                                           // what the request did for this node, and why
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecommissionNodeStatus) Reset() {
+	*x = DecommissionNodeStatus{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecommissionNodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecommissionNodeStatus) ProtoMessage() {}
+
+func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecommissionNodeStatus.ProtoReflect.Descriptor instead.
+func (*DecommissionNodeStatus) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DecommissionNodeStatus) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *DecommissionNodeStatus) GetMembership() MembershipState {
+	if x != nil {
+		return x.Membership
+	}
+	return MembershipState_MEMBERSHIP_ACTIVE
+}
+
+func (x *DecommissionNodeStatus) GetReplicaCount() int64 {
+	if x != nil {
+		return x.ReplicaCount
+	}
+	return 0
+}
+
+func (x *DecommissionNodeStatus) GetRangeIds() []uint64 {
+	if x != nil {
+		return x.RangeIds
+	}
+	return nil
+}
+
+func (x *DecommissionNodeStatus) GetLeaseCount() int64 {
+	if x != nil {
+		return x.LeaseCount
+	}
+	return 0
+}
+
+func (x *DecommissionNodeStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type DecommissionResponse struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Nodes         []*DecommissionNodeStatus `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"` // in request order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecommissionResponse) Reset() {
+	*x = DecommissionResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecommissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecommissionResponse) ProtoMessage() {}
+
+func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
+func (*DecommissionResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DecommissionResponse) GetNodes() []*DecommissionNodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type RecommissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecommissionRequest) Reset() {
+	*x = RecommissionRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecommissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecommissionRequest) ProtoMessage() {}
+
+func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
+func (*RecommissionRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RecommissionRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type RecommissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Membership    MembershipState        `protobuf:"varint,1,opt,name=membership,proto3,enum=rangestore.v1.MembershipState" json:"membership,omitempty"` // after the request
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`                                           // what it did, e.g. "n4 is active: nothing to undo"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecommissionResponse) Reset() {
+	*x = RecommissionResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecommissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecommissionResponse) ProtoMessage() {}
+
+func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
+func (*RecommissionResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RecommissionResponse) GetMembership() MembershipState {
+	if x != nil {
+		return x.Membership
+	}
+	return MembershipState_MEMBERSHIP_ACTIVE
+}
+
+func (x *RecommissionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ChangeReplicasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -878,7 +1245,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1257,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1270,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -936,7 +1303,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1315,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1328,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -981,7 +1348,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1360,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1373,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -1032,7 +1399,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1411,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1424,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1076,7 +1443,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1455,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1468,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -1121,7 +1488,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1500,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1513,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -1172,7 +1539,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1551,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1564,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1217,7 +1584,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1596,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1609,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1268,7 +1635,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1647,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1660,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -1317,7 +1684,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1696,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1709,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -1430,7 +1797,33 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11NodeStatusRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"G\n" +
 	"\x12NodeStatusResponse\x121\n" +
-	"\x06status\x18\x01 \x01(\v2\x19.rangestore.v1.NodeStatusR\x06status\"|\n" +
+	"\x06status\x18\x01 \x01(\v2\x19.rangestore.v1.NodeStatusR\x06status\"+\n" +
+	"\x10DrainNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"6\n" +
+	"\x11DrainNodeResponse\x12!\n" +
+	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\"H\n" +
+	"\x13DecommissionRequest\x12\x19\n" +
+	"\bnode_ids\x18\x01 \x03(\x04R\anodeIds\x12\x16\n" +
+	"\x06finish\x18\x02 \x01(\bR\x06finish\"\xee\x01\n" +
+	"\x16DecommissionNodeStatus\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12>\n" +
+	"\n" +
+	"membership\x18\x02 \x01(\x0e2\x1e.rangestore.v1.MembershipStateR\n" +
+	"membership\x12#\n" +
+	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1b\n" +
+	"\trange_ids\x18\x04 \x03(\x04R\brangeIds\x12\x1f\n" +
+	"\vlease_count\x18\x05 \x01(\x03R\n" +
+	"leaseCount\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"S\n" +
+	"\x14DecommissionResponse\x12;\n" +
+	"\x05nodes\x18\x01 \x03(\v2%.rangestore.v1.DecommissionNodeStatusR\x05nodes\".\n" +
+	"\x13RecommissionRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\"p\n" +
+	"\x14RecommissionResponse\x12>\n" +
+	"\n" +
+	"membership\x18\x01 \x01(\x0e2\x1e.rangestore.v1.MembershipStateR\n" +
+	"membership\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"|\n" +
 	"\x15ChangeReplicasRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12 \n" +
 	"\fadd_node_ids\x18\x02 \x03(\x04R\n" +
@@ -1468,7 +1861,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd4\x06\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd6\b\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -1482,7 +1875,10 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
-	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponse\x12N\n" +
+	"\tDrainNode\x12\x1f.rangestore.v1.DrainNodeRequest\x1a .rangestore.v1.DrainNodeResponse\x12W\n" +
+	"\fDecommission\x12\".rangestore.v1.DecommissionRequest\x1a#.rangestore.v1.DecommissionResponse\x12W\n" +
+	"\fRecommission\x12\".rangestore.v1.RecommissionRequest\x1a#.rangestore.v1.RecommissionResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_admin_proto_rawDescOnce sync.Once
@@ -1497,7 +1893,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -1513,64 +1909,80 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*NodesResponse)(nil),                // 11: rangestore.v1.NodesResponse
 	(*NodeStatusRequest)(nil),            // 12: rangestore.v1.NodeStatusRequest
 	(*NodeStatusResponse)(nil),           // 13: rangestore.v1.NodeStatusResponse
-	(*ChangeReplicasRequest)(nil),        // 14: rangestore.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 15: rangestore.v1.ChangeReplicasResponse
-	(*RelocateRangeRequest)(nil),         // 16: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 17: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 18: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 19: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 20: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 21: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 22: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 23: rangestore.v1.SetReplicationFactorResponse
-	(*NodeDescriptor)(nil),               // 24: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 25: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 26: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 27: rangestore.v1.Timestamp
+	(*DrainNodeRequest)(nil),             // 14: rangestore.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),            // 15: rangestore.v1.DrainNodeResponse
+	(*DecommissionRequest)(nil),          // 16: rangestore.v1.DecommissionRequest
+	(*DecommissionNodeStatus)(nil),       // 17: rangestore.v1.DecommissionNodeStatus
+	(*DecommissionResponse)(nil),         // 18: rangestore.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),          // 19: rangestore.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),         // 20: rangestore.v1.RecommissionResponse
+	(*ChangeReplicasRequest)(nil),        // 21: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 22: rangestore.v1.ChangeReplicasResponse
+	(*RelocateRangeRequest)(nil),         // 23: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 24: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 25: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 26: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 27: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 28: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 29: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 30: rangestore.v1.SetReplicationFactorResponse
+	(*NodeDescriptor)(nil),               // 31: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 32: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 33: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 34: rangestore.v1.Timestamp
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	24, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	25, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	25, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	26, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	31, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	32, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	32, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	33, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	24, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	31, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	27, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	34, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	9,  // 9: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 10: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	25, // 11: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 12: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 13: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	25, // 14: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	25, // 15: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	25, // 16: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 17: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 18: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 19: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	20, // 20: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	18, // 21: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	14, // 22: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	16, // 23: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	10, // 24: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	12, // 25: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	22, // 26: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	3,  // 27: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 28: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 29: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	21, // 30: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	19, // 31: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	15, // 32: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	17, // 33: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	11, // 34: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	13, // 35: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	23, // 36: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 11: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	17, // 12: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
+	1,  // 13: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
+	32, // 14: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	32, // 15: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	32, // 16: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	32, // 17: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	32, // 18: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	32, // 19: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 20: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 21: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 22: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	27, // 23: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	25, // 24: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	21, // 25: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	23, // 26: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	10, // 27: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	12, // 28: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	29, // 29: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	14, // 30: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	16, // 31: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	19, // 32: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 33: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 34: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 35: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	28, // 36: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	26, // 37: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	22, // 38: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	24, // 39: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	11, // 40: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	13, // 41: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	30, // 42: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	15, // 43: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	18, // 44: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	20, // 45: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -1586,7 +1998,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,6 +1,6 @@
 // Public operator API of rangestore: the Admin service (cluster init, range
 // listing, lease transfer, manual split and merge, replica changes, node
-// list and status).
+// list and status, drain, decommission and recommission).
 //
 // Compatibility rule: stable for clients, like kv.proto: never renumber or
 // reuse a field, never change a field's type or meaning; add fields whose
@@ -38,6 +38,9 @@ const (
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
+	Admin_DrainNode_FullMethodName            = "/rangestore.v1.Admin/DrainNode"
+	Admin_Decommission_FullMethodName         = "/rangestore.v1.Admin/Decommission"
+	Admin_Recommission_FullMethodName         = "/rangestore.v1.Admin/Recommission"
 )
 
 // AdminClient is the client API for Admin service.
@@ -78,6 +81,26 @@ type AdminClient interface {
 	// a factor above the nodes that can hold replicas is accepted, and the
 	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
 	SetReplicationFactor(ctx context.Context, in *SetReplicationFactorRequest, opts ...grpc.CallOption) (*SetReplicationFactorResponse, error)
+	// DrainNode makes a running node move every lease it holds (with its
+	// ranges' Raft leadership) to other live voters and take no new lease,
+	// without stopping it; it stays drained until it restarts. Any node
+	// accepts it and asks the node (Internal.Drain). It returns once the node
+	// holds no lease; when the deadline comes first, DeadlineExceeded names
+	// the ranges whose lease is left. Unknown node: NotFound.
+	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
+	// Decommission marks nodes DECOMMISSIONING in their liveness records (the
+	// nodes may be down): they take no new replica or lease, drain, and the
+	// replicate queue moves their replicas away. Refused (FailedPrecondition,
+	// nothing changed) when the nodes left could not hold the replication
+	// factor, naming the ranges. With finish, nodes that hold no replica any
+	// more (by the meta records) are marked DECOMMISSIONED; a node still
+	// holding replicas refuses it. Repeating either is harmless: the response
+	// reports each node's state and the replicas left on it.
+	Decommission(ctx context.Context, in *DecommissionRequest, opts ...grpc.CallOption) (*DecommissionResponse, error)
+	// Recommission undoes an unfinished decommission (DECOMMISSIONING ->
+	// ACTIVE). A DECOMMISSIONED node cannot come back (FailedPrecondition):
+	// it must join again with an empty store. An active node: no change.
+	Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error)
 }
 
 type adminClient struct {
@@ -188,6 +211,36 @@ func (c *adminClient) SetReplicationFactor(ctx context.Context, in *SetReplicati
 	return out, nil
 }
 
+func (c *adminClient) DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_DrainNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Decommission(ctx context.Context, in *DecommissionRequest, opts ...grpc.CallOption) (*DecommissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecommissionResponse)
+	err := c.cc.Invoke(ctx, Admin_Decommission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Recommission(ctx context.Context, in *RecommissionRequest, opts ...grpc.CallOption) (*RecommissionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecommissionResponse)
+	err := c.cc.Invoke(ctx, Admin_Recommission_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -226,6 +279,26 @@ type AdminServer interface {
 	// a factor above the nodes that can hold replicas is accepted, and the
 	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
 	SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error)
+	// DrainNode makes a running node move every lease it holds (with its
+	// ranges' Raft leadership) to other live voters and take no new lease,
+	// without stopping it; it stays drained until it restarts. Any node
+	// accepts it and asks the node (Internal.Drain). It returns once the node
+	// holds no lease; when the deadline comes first, DeadlineExceeded names
+	// the ranges whose lease is left. Unknown node: NotFound.
+	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
+	// Decommission marks nodes DECOMMISSIONING in their liveness records (the
+	// nodes may be down): they take no new replica or lease, drain, and the
+	// replicate queue moves their replicas away. Refused (FailedPrecondition,
+	// nothing changed) when the nodes left could not hold the replication
+	// factor, naming the ranges. With finish, nodes that hold no replica any
+	// more (by the meta records) are marked DECOMMISSIONED; a node still
+	// holding replicas refuses it. Repeating either is harmless: the response
+	// reports each node's state and the replicas left on it.
+	Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error)
+	// Recommission undoes an unfinished decommission (DECOMMISSIONING ->
+	// ACTIVE). A DECOMMISSIONED node cannot come back (FailedPrecondition):
+	// it must join again with an empty store. An active node: no change.
+	Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -265,6 +338,15 @@ func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) 
 }
 func (UnimplementedAdminServer) SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetReplicationFactor not implemented")
+}
+func (UnimplementedAdminServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedAdminServer) Decommission(context.Context, *DecommissionRequest) (*DecommissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Decommission not implemented")
+}
+func (UnimplementedAdminServer) Recommission(context.Context, *RecommissionRequest) (*RecommissionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Recommission not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -467,6 +549,60 @@ func _Admin_SetReplicationFactor_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DrainNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DrainNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DrainNode(ctx, req.(*DrainNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Decommission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecommissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Decommission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Decommission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Decommission(ctx, req.(*DecommissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Recommission_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecommissionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Recommission(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Recommission_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Recommission(ctx, req.(*RecommissionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -513,6 +649,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetReplicationFactor",
 			Handler:    _Admin_SetReplicationFactor_Handler,
+		},
+		{
+			MethodName: "DrainNode",
+			Handler:    _Admin_DrainNode_Handler,
+		},
+		{
+			MethodName: "Decommission",
+			Handler:    _Admin_Decommission_Handler,
+		},
+		{
+			MethodName: "Recommission",
+			Handler:    _Admin_Recommission_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1316,6 +1316,94 @@ func (x *NodeInfoResponse) GetBytes() int64 {
 	return 0
 }
 
+type DrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+}
+
+type DrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeasesMoved   int64                  `protobuf:"varint,1,opt,name=leases_moved,json=leasesMoved,proto3" json:"leases_moved,omitempty"`
+	RangeIdsLeft  []uint64               `protobuf:"varint,2,rep,packed,name=range_ids_left,json=rangeIdsLeft,proto3" json:"range_ids_left,omitempty"` // ranges whose lease it still holds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DrainResponse) GetLeasesMoved() int64 {
+	if x != nil {
+		return x.LeasesMoved
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetRangeIdsLeft() []uint64 {
+	if x != nil {
+		return x.RangeIdsLeft
+	}
+	return nil
+}
+
 type BootstrapRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -1332,7 +1420,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1432,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1445,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1410,7 +1498,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1510,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1523,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -1453,7 +1541,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1553,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1566,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -1507,7 +1595,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1607,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1620,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1642,7 +1730,11 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1f\n" +
 	"\vlease_count\x18\x04 \x01(\x03R\n" +
 	"leaseCount\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x9e\x02\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\fDrainRequest\"X\n" +
+	"\rDrainResponse\x12!\n" +
+	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\x12$\n" +
+	"\x0erange_ids_left\x18\x02 \x03(\x04R\frangeIdsLeft\"\x9e\x02\n" +
 	"\x10BootstrapRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -1656,13 +1748,14 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\bstore_id\x18\x01 \x01(\tR\astoreId\x121\n" +
 	"\x04node\x18\x02 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\"D\n" +
 	"\fJoinResponse\x124\n" +
-	"\x06record\x18\x01 \x01(\v2\x1c.rangestore.v1.ClusterRecordR\x06record2\xb1\x02\n" +
+	"\x06record\x18\x01 \x01(\v2\x1c.rangestore.v1.ClusterRecordR\x06record2\xf5\x02\n" +
 	"\bInternal\x12G\n" +
 	"\n" +
 	"RangeBatch\x12\x1b.rangestore.v1.RangeRequest\x1a\x1c.rangestore.v1.RangeResponse\x12K\n" +
 	"\bNodeInfo\x12\x1e.rangestore.v1.NodeInfoRequest\x1a\x1f.rangestore.v1.NodeInfoResponse\x12N\n" +
 	"\tBootstrap\x12\x1f.rangestore.v1.BootstrapRequest\x1a .rangestore.v1.BootstrapResponse\x12?\n" +
-	"\x04Join\x12\x1a.rangestore.v1.JoinRequest\x1a\x1b.rangestore.v1.JoinResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\x04Join\x12\x1a.rangestore.v1.JoinRequest\x1a\x1b.rangestore.v1.JoinResponse\x12B\n" +
+	"\x05Drain\x12\x1b.rangestore.v1.DrainRequest\x1a\x1c.rangestore.v1.DrainResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_internal_proto_rawDescOnce sync.Once
@@ -1676,7 +1769,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
@@ -1694,62 +1787,66 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*RangeResponse)(nil),               // 13: rangestore.v1.RangeResponse
 	(*NodeInfoRequest)(nil),             // 14: rangestore.v1.NodeInfoRequest
 	(*NodeInfoResponse)(nil),            // 15: rangestore.v1.NodeInfoResponse
-	(*BootstrapRequest)(nil),            // 16: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),           // 17: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),                 // 18: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),                // 19: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),             // 20: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),                   // 21: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),                // 22: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 23: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 24: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 25: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 26: rangestore.v1.ClusterRecord
+	(*DrainRequest)(nil),                // 16: rangestore.v1.DrainRequest
+	(*DrainResponse)(nil),               // 17: rangestore.v1.DrainResponse
+	(*BootstrapRequest)(nil),            // 18: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 19: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 20: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 21: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 22: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 23: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 24: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 25: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 26: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 27: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 28: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	20, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	20, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	21, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	20, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	20, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	20, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	22, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	21, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	21, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	22, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	22, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	23, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	22, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	22, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	22, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	24, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	23, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	23, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
 	8,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
 	10, // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
 	12, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	20, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	20, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	20, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	24, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	21, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	22, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	22, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	22, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	26, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	23, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
 	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
 	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
 	9,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
 	11, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
 	7,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
-	25, // 27: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	25, // 28: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	20, // 29: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	21, // 30: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	25, // 31: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	26, // 32: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	27, // 27: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	27, // 28: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	22, // 29: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	23, // 30: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 31: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	28, // 32: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
 	6,  // 33: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
 	14, // 34: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	16, // 35: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	18, // 36: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	13, // 37: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	15, // 38: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	17, // 39: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	19, // 40: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	37, // [37:41] is the sub-list for method output_type
-	33, // [33:37] is the sub-list for method input_type
+	18, // 35: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	20, // 36: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	16, // 37: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	13, // 38: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	15, // 39: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	19, // 40: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	21, // 41: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	17, // 42: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	38, // [38:43] is the sub-list for method output_type
+	33, // [33:38] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -1789,7 +1886,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	Internal_NodeInfo_FullMethodName   = "/rangestore.v1.Internal/NodeInfo"
 	Internal_Bootstrap_FullMethodName  = "/rangestore.v1.Internal/Bootstrap"
 	Internal_Join_FullMethodName       = "/rangestore.v1.Internal/Join"
+	Internal_Drain_FullMethodName      = "/rangestore.v1.Internal/Drain"
 )
 
 // InternalClient is the client API for Internal service.
@@ -46,6 +47,10 @@ type InternalClient interface {
 	Bootstrap(ctx context.Context, in *BootstrapRequest, opts ...grpc.CallOption) (*BootstrapResponse, error)
 	// Join admits a new node into this node's (initialized) cluster.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// Drain makes this node drain without stopping (Admin.DrainNode): it
+	// takes no new lease and moves those it holds away, until none is left
+	// or the call's deadline.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type internalClient struct {
@@ -96,6 +101,16 @@ func (c *internalClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *internalClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, Internal_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -107,6 +122,10 @@ type InternalServer interface {
 	Bootstrap(context.Context, *BootstrapRequest) (*BootstrapResponse, error)
 	// Join admits a new node into this node's (initialized) cluster.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// Drain makes this node drain without stopping (Admin.DrainNode): it
+	// takes no new lease and moves those it holds away, until none is left
+	// or the call's deadline.
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -128,6 +147,9 @@ func (UnimplementedInternalServer) Bootstrap(context.Context, *BootstrapRequest)
 }
 func (UnimplementedInternalServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedInternalServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -222,6 +244,24 @@ func _Internal_Join_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -244,6 +284,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Join",
 			Handler:    _Internal_Join_Handler,
+		},
+		{
+			MethodName: "Drain",
+			Handler:    _Internal_Drain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
