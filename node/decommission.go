@@ -42,13 +42,6 @@ import (
 // sits idle: it serves no range, says so in its readiness and logs, once,
 // that it must join again with an empty store.
 
-// replicationFactor is the number of voters every range should have, for
-// the decommission check.
-//
-// TODO(merge): read the replication factor cluster setting of branch
-// i11-queue instead of the default.
-func replicationFactor(context.Context) int { return 3 }
-
 // DefaultDrainNodeTimeout bounds DrainNode when the caller set no deadline.
 const DefaultDrainNodeTimeout = 30 * time.Second
 
@@ -392,7 +385,11 @@ func (n *Node) Decommission(ctx context.Context, ids []uint64, finish bool) ([]*
 	}
 	// The factor first: it names every range the request would leave short.
 	if op == opDecommission && check {
-		if err := n.checkDecommission(v, ids, replicationFactor(ctx)); err != nil {
+		factor, err := n.ReplicationFactor(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "decommission: %v", err)
+		}
+		if err := n.checkDecommission(v, ids, factor); err != nil {
 			return nil, err
 		}
 	}

@@ -340,7 +340,7 @@ func TestDecommissionLifecycle(t *testing.T) {
 // branch i11-queue) runs in this tree's nodes: only the queue moves the
 // replicas of a decommissioning node.
 func replicateQueueMerged() bool {
-	return false // TODO(merge): true once rebalance/ (branch i11-queue) is merged and started by every node
+	return true
 }
 
 // TestDecommissionUnderLoad: 4 nodes, a writer running throughout;
@@ -351,7 +351,8 @@ func TestDecommissionUnderLoad(t *testing.T) {
 	if !replicateQueueMerged() {
 		t.Skip("needs the replicate queue (branch i11-queue)")
 	}
-	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 4, SplitCheckInterval: time.Hour})
+	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 4, SplitCheckInterval: time.Hour,
+		ReplicateQueueInterval: 300 * time.Millisecond, ReplicationFactor: 3})
 	ctx := ctxT(t)
 	victim := nonMetaIndex(tc)
 	vid := tc.Node(victim).NodeID()
