@@ -265,7 +265,7 @@ func TestDecommissionLifecycle(t *testing.T) {
 			return nil
 		}
 		_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: its[0], TargetNodeId: vid})
-		return fmt.Errorf("lease not on n%d yet (%v)", vid, err)
+		return fmt.Errorf("lease not on n%d yet (%w)", vid, err)
 	})
 
 	// Decommission again; a decommissioning node gets no new replica.
@@ -492,7 +492,7 @@ func TestDecommissionDownNode(t *testing.T) {
 			return nil
 		}
 		_, err := admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: its[0], TargetNodeId: vid})
-		return fmt.Errorf("lease not on n%d yet (%v)", vid, err)
+		return fmt.Errorf("lease not on n%d yet (%w)", vid, err)
 	})
 	if m := membershipOf(t, tc, gw, vid); m != rspb.MembershipState_MEMBERSHIP_ACTIVE {
 		t.Fatalf("recommissioned n%d is %v", vid, m)

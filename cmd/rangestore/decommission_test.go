@@ -84,7 +84,7 @@ func TestCLIDrainDecommission(t *testing.T) {
 	timeutil.WaitFor(t, 20*time.Second, vn+" decommissioning", func() error {
 		st, err := admin.NodeStatus(ctx, &rspb.NodeStatusRequest{NodeId: vid})
 		if err != nil || st.Status.Membership != rspb.MembershipState_MEMBERSHIP_DECOMMISSIONING {
-			return fmt.Errorf("%v %v", st, err)
+			return fmt.Errorf("%v %w", st, err)
 		}
 		return nil
 	})
