@@ -15,6 +15,8 @@ type NodeBackend interface {
 	LocalStore
 	NodeDescriptor() *rspb.NodeDescriptor
 	ClusterID() string
+	// MetaRange is the newest descriptor of the meta range the node knows.
+	MetaRange() *rspb.RangeDescriptor
 	Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error
 	Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitResponse, error)
 	Ranges() []*rspb.RangeInfo
@@ -70,6 +72,7 @@ func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb
 	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID()}
 	if r.ClusterId != "" {
 		r.ReplicaCount, r.LeaseCount, r.Bytes = s.node.NodeStats()
+		r.MetaRange = s.node.MetaRange()
 	}
 	return r, nil
 }

@@ -30,6 +30,14 @@ type Resolver interface {
 	MetaRange() *rspb.RangeDescriptor
 }
 
+// MetaRefresher is a Resolver that can look for a newer descriptor of the
+// meta range elsewhere (the node asks its peers) when every replica of the
+// one it has denies the range: the meta range's replicas moved while this
+// node did not follow. It reports whether it learned a newer one.
+type MetaRefresher interface {
+	RefreshMetaRange(ctx context.Context) bool
+}
+
 // LocalStore is the node's own store, called without gRPC.
 type LocalStore interface {
 	NodeID() uint64
@@ -344,8 +352,20 @@ func (r *Router) LookupRange(ctx context.Context, key []byte, inclusiveEnd bool)
 	}
 	req := &rspb.RangeRequest{RangeId: meta.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{
 		Scan: &rspb.ScanRequest{StartKey: start, EndKey: keys.MetaSpanEnd, Limit: 1}}}}}
+	refreshed := false
 	for depth := 0; ; depth++ {
 		resp, err := r.sendToRange(ctx, meta, req)
+		if errors.Is(err, errStaleDescriptor) && !refreshed {
+			// Every replica of this copy of the meta range's descriptor
+			// denies it: its replicas moved. Ask the peers, once.
+			refreshed = true
+			if mr, ok := r.resolver.(MetaRefresher); ok && mr.RefreshMetaRange(ctx) {
+				if m := r.resolver.MetaRange(); m != nil {
+					meta, req.RangeId = m, m.RangeId
+				}
+				continue
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -71,9 +71,6 @@ type membershipFacts struct {
 	// record's meta range; RangeIDs the first of their ranges.
 	Replicas int
 	RangeIDs []uint64
-	// HoldsMeta: the node holds a replica of the meta range, whose
-	// replicas cannot move yet (its replica set is in the cluster record).
-	HoldsMeta bool
 }
 
 // membershipAction is decideMembership's verdict.
@@ -135,8 +132,7 @@ func rangeList(ids []uint64) string {
 // decideMembership decides one node's membership change. The replication
 // factor check of a decommission spans nodes and is made apart
 // (checkDecommission); this is the per-node rule:
-//   - decommission: an active node becomes decommissioning unless it holds
-//     a replica of the meta range (which cannot move yet); a
+//   - decommission: an active node becomes decommissioning; a
 //     decommissioning or decommissioned one is left as it is;
 //   - finish: a decommissioning node holding no replica becomes
 //     decommissioned; one still holding replicas, or an active one, is
@@ -167,8 +163,6 @@ func decideMembership(f membershipFacts) membershipDecision {
 			return noop("n%d is already decommissioning: %s left on it", n, replicasPhrase(f.Replicas, f.RangeIDs))
 		case f.Current == decommissioned:
 			return noop("n%d is already decommissioned", n)
-		case f.HoldsMeta:
-			return refuse("n%d holds a replica of the meta range, whose replicas cannot move yet (the cluster record names them): it cannot be decommissioned", n)
 		}
 		if f.Replicas == 0 {
 			return set(decommissioning, "n%d is active: mark it decommissioning (it drains and takes no new replica; it holds no replica, so it can be marked decommissioned next)", n)
@@ -261,7 +255,7 @@ func (v *clusterView) known(id uint64) error {
 }
 
 // replicasOn counts node's replicas and names the first of their ranges.
-func (v *clusterView) replicasOn(node uint64) (count int, ids []uint64, meta bool) {
+func (v *clusterView) replicasOn(node uint64) (count int, ids []uint64) {
 	for _, d := range v.descs {
 		for _, r := range d.Replicas {
 			if r.NodeId != node {
@@ -271,17 +265,14 @@ func (v *clusterView) replicasOn(node uint64) (count int, ids []uint64, meta boo
 			if len(ids) < maxRangeIDs {
 				ids = append(ids, d.RangeId)
 			}
-			if v.meta != nil && d.RangeId == v.meta.RangeId {
-				meta = true
-			}
 		}
 	}
-	return count, ids, meta
+	return count, ids
 }
 
 func (v *clusterView) facts(op membershipOp, node uint64) membershipFacts {
 	f := membershipFacts{Op: op, NodeID: node, Current: v.recs[node].GetMembership()}
-	f.Replicas, f.RangeIDs, f.HoldsMeta = v.replicasOn(node)
+	f.Replicas, f.RangeIDs = v.replicasOn(node)
 	return f
 }
 
@@ -302,7 +293,7 @@ func (n *Node) checkDecommission(v *clusterView, leaving []uint64, factor int) e
 	views := make([]allocator.Node, 0, len(v.dir))
 	for _, id := range sortedKeys(v.dir) {
 		nv := allocator.NodeView(v.dir[id], v.recs[id], now, deadAfter)
-		nv.Replicas, _, _ = v.replicasOn(id)
+		nv.Replicas, _ = v.replicasOn(id)
 		views = append(views, nv)
 		if nv.Membership == allocator.Decommissioning && !set[id] {
 			set[id] = true
@@ -407,7 +398,7 @@ func (n *Node) Decommission(ctx context.Context, ids []uint64, finish bool) ([]*
 			}
 			st.Membership = membershipState(rec.GetMembership())
 		}
-		c, rids, _ := v.replicasOn(id)
+		c, rids := v.replicasOn(id)
 		st.ReplicaCount, st.RangeIds = int64(c), rids
 	}
 	// A node just marked decommissioning drains at once if it is up (it

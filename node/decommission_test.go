@@ -26,7 +26,6 @@ func TestDecideMembership(t *testing.T) {
 			Name, Op, Current string
 			Replicas          int
 			RangeIDs          []uint64
-			HoldsMeta         bool
 		}
 	}
 	golden.LoadJSON(t, "membership_decision.json", &cases)
@@ -39,7 +38,7 @@ func TestDecideMembership(t *testing.T) {
 			t.Fatalf("%s: bad op %q or membership %q", c.Name, c.Op, c.Current)
 		}
 		d := decideMembership(membershipFacts{Op: op, NodeID: 4, Current: rspb.LivenessMembership(cur),
-			Replicas: c.Replicas, RangeIDs: c.RangeIDs, HoldsMeta: c.HoldsMeta})
+			Replicas: c.Replicas, RangeIDs: c.RangeIDs})
 		fmt.Fprintf(&out, "== %s\n%s -> %s", c.Name, d.Action, membershipWord(d.Target))
 		if d.Action == membershipRefuse {
 			fmt.Fprintf(&out, " (%s)", d.Code)
@@ -122,8 +121,6 @@ func TestDecommissionRefusals(t *testing.T) {
 	wantCode(t, "twice", err, codes.InvalidArgument, fmt.Sprintf("n%d is named twice", free))
 	_, err = admin.Decommission(ctx, &rspb.DecommissionRequest{NodeIds: []uint64{free, 99}})
 	wantCode(t, "unknown", err, codes.NotFound, "node n99 not found", "the directory lists n1, n2, n3, n4")
-	_, err = admin.Decommission(ctx, &rspb.DecommissionRequest{NodeIds: []uint64{metaNode}})
-	wantCode(t, "meta holder", err, codes.FailedPrecondition, fmt.Sprintf("n%d holds a replica of the meta range", metaNode))
 	_, err = admin.Decommission(ctx, &rspb.DecommissionRequest{NodeIds: []uint64{free, other}})
 	wantCode(t, "too many", err, codes.FailedPrecondition, "leaves 2 nodes that can hold replicas", "1 fewer than the replication factor 3",
 		"could not keep 3 voters (replication factor 3)", "needs 3 voters")

@@ -98,7 +98,7 @@ func (n *Node) Join(ctx context.Context, req *rspb.JoinRequest) (*rspb.JoinRespo
 		return nil, status.Errorf(codes.Internal, "join: caching the node record of n%d: %v", id, err)
 	}
 	dir := n.Directory()
-	rec := &rspb.ClusterRecord{ClusterId: cr.ClusterId, NodeId: id, Nodes: dir, MetaRange: cr.MetaRange}
+	rec := &rspb.ClusterRecord{ClusterId: cr.ClusterId, NodeId: id, Nodes: dir, MetaRange: n.MetaRange()}
 	n.log.Info("node joined", "node", id, "addr", desc.Address, "raft", desc.RaftAddress, "store", req.StoreId, "retry", found)
 	return &rspb.JoinResponse{Record: rec}, nil
 }

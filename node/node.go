@@ -328,13 +328,9 @@ func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 	return "", false
 }
 
-// MetaRange is the meta range's descriptor (gateway.Resolver).
-func (n *Node) MetaRange() *rspb.RangeDescriptor {
-	if c := n.store.ClusterRecord(); c != nil {
-		return c.MetaRange
-	}
-	return nil
-}
+// MetaRange is the newest descriptor of the meta range this node knows
+// (gateway.Resolver; see ranges.Store.MetaDescriptor).
+func (n *Node) MetaRange() *rspb.RangeDescriptor { return n.store.MetaDescriptor() }
 
 // Ranges lists local replicas.
 func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }

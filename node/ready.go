@@ -186,6 +186,9 @@ func (n *Node) loop() {
 			if err := n.refreshNodes(ctx); err != nil {
 				n.log.Debug("reading node records failed", "err", err)
 			}
+			if err := n.refreshMetaRange(ctx); err != nil {
+				n.log.Debug("reading the meta range's record failed", "err", err)
+			}
 			cancel()
 		}
 		if n.store.NodeID() != 0 {

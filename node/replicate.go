@@ -12,7 +12,6 @@ import (
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
-	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/rebalance"
 )
 
@@ -97,9 +96,6 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	me := n.NodeID()
 	for _, d := range descs {
 		v := rebalance.RangeView{Desc: d}
-		if d.RangeId == ranges.MetaRangeID {
-			v.Fixed = "the meta range's replicas cannot change yet (the cluster record names them)"
-		}
 		if ri := local[d.RangeId]; ri != nil && ri.LeaseValid {
 			v.Leaseholder = ri.Lease.GetNodeId()
 			if v.Leaseholder == me {

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/proto/rspb"
-	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -44,9 +43,6 @@ func checkReplication(ctx context.Context, tc *TestCluster, i, factor int, allow
 		return err
 	}
 	for _, d := range descs {
-		if d.RangeId == ranges.MetaRangeID {
-			continue
-		}
 		voters := nodesOf(d, rspb.ReplicaType_VOTER)
 		seen := map[uint64]bool{}
 		for _, v := range voters {
@@ -109,7 +105,7 @@ func registryValue(t *testing.T, reg *prometheus.Registry, name string, labels .
 }
 
 // TestReplicateQueueUpReplicates: a 1-node cluster (factor 3 by default)
-// grows to 3 nodes by joins; the queue brings every range (but meta) to
+// grows to 3 nodes by joins; the queue brings every range (meta too) to
 // 3 voters on the 3 nodes, and the data is readable through a new node.
 func TestReplicateQueueUpReplicates(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{Nodes: 1, InitialSplits: 2, ReplicateQueueInterval: queueInterval, SplitCheckInterval: time.Hour})
@@ -137,15 +133,15 @@ func TestReplicateQueueUpReplicates(t *testing.T) {
 	}
 	timeutil.WaitFor(t, 40*time.Second, "every range on 3 voters", func() error { return checkReplication(ctx, tc, last, 3, nil) })
 	checkKeys(t, tc, last, "u", 30)
-	// Only the meta range, on one node, stays under-replicated.
-	timeutil.WaitFor(t, 10*time.Second, "the gauge counts the meta range only", func() error {
-		if got := metricSum(t, tc, "rangestore_ranges_underreplicated"); got != 1 {
-			return fmt.Errorf("gauge %v, want 1", got)
+	// The meta range too: nothing stays under-replicated.
+	timeutil.WaitFor(t, 10*time.Second, "the gauge counts no range", func() error {
+		if got := metricSum(t, tc, "rangestore_ranges_underreplicated"); got != 0 {
+			return fmt.Errorf("gauge %v, want 0", got)
 		}
 		return nil
 	})
-	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", "action=add-voter", "result=ok"); got < float64(2*(len(tc.Init.Ranges)-1)) {
-		t.Fatalf("add-voter actions: %v, want at least %d", got, 2*(len(tc.Init.Ranges)-1))
+	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", "action=add-voter", "result=ok"); got < float64(2*len(tc.Init.Ranges)) {
+		t.Fatalf("add-voter actions: %v, want at least %d", got, 2*len(tc.Init.Ranges))
 	}
 }
 

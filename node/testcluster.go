@@ -445,3 +445,13 @@ func (tc *TestCluster) WaitJoined(ctx context.Context, i int) (uint64, error) {
 		}
 	}
 }
+
+// IndexOfNodeID returns the index of the running node with ID id, or -1.
+func (tc *TestCluster) IndexOfNodeID(id uint64) int {
+	for i := 0; i < tc.NumNodes(); i++ {
+		if n := tc.Node(i); n != nil && n.NodeID() == id {
+			return i
+		}
+	}
+	return -1
+}

@@ -148,8 +148,9 @@
 //     another voter if the replica holds it, the descriptor drops it, then
 //     Dragonboat does, and the node is told to collect it. Meta follows
 //     every descriptor change (fixMeta). A replica no longer in its own
-//     descriptor serves nothing (RANGE_NOT_FOUND). Changes of the meta
-//     range are refused (the cluster record names its replicas).
+//     descriptor serves nothing (RANGE_NOT_FOUND). The meta range changes
+//     the same way; its descriptor is in its own meta record, and nodes
+//     follow it (MetaDescriptor, LearnMetaDescriptor; node/metadesc.go).
 //   - Replica GC (replicagc.go), from the same meta scan, right before the
 //     missing-replica repair: a local replica of a range merged away while
 //     this node missed the merge (it caught up by a snapshot of another

@@ -311,3 +311,44 @@ func (s *Store) QuorumProblems(live func(nodeID uint64) bool) (first string, n i
 	}
 	return first, n
 }
+
+// MetaDescriptor returns the newest descriptor of the meta range this node
+// knows: its own replica's, if it has one with a newer generation than the
+// cluster record's copy, else that copy (nil before bootstrap). The meta
+// range's replicas change like any range's; the router finds meta through
+// this descriptor, and a node that holds no replica of meta keeps its copy
+// current with LearnMetaDescriptor.
+func (s *Store) MetaDescriptor() *rspb.RangeDescriptor {
+	c := s.ClusterRecord()
+	if c == nil {
+		return nil
+	}
+	best := c.MetaRange
+	if r := s.replica(MetaRangeID); r != nil && !r.sm.merged.Load() {
+		if d := r.desc(); d != nil && (best == nil || d.Generation > best.Generation) {
+			best = d
+		}
+	}
+	return best
+}
+
+// LearnMetaDescriptor records d, a descriptor of the meta range, in the
+// cluster record (synced) if it is newer than the record's copy, and
+// reports whether it did.
+func (s *Store) LearnMetaDescriptor(d *rspb.RangeDescriptor) (bool, error) {
+	if d == nil || d.RangeId != MetaRangeID {
+		return false, nil
+	}
+	s.clusterMu.Lock()
+	defer s.clusterMu.Unlock()
+	cur := s.ClusterRecord()
+	if cur == nil || (cur.MetaRange != nil && cur.MetaRange.Generation >= d.Generation) {
+		return false, nil
+	}
+	next := proto.Clone(cur).(*rspb.ClusterRecord)
+	next.MetaRange = proto.Clone(d).(*rspb.RangeDescriptor)
+	if err := s.writeClusterRecord(next); err != nil {
+		return false, err
+	}
+	return true, nil
+}

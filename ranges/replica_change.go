@@ -92,9 +92,6 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
 		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
 	}
-	if r.rangeID == MetaRangeID {
-		return fail(rspb.RangeError_INVALID_ARGUMENT, "r%d is the meta range, whose replicas cannot change yet (the cluster record names them)", r.rangeID)
-	}
 	if !r.change.mu.TryLock() {
 		// A step cut off by its caller may still run; the caller retries.
 		return fail(rspb.RangeError_UNAVAILABLE, "r%d: a replica change step is still running on n%d", r.rangeID, r.store.NodeID())
@@ -408,9 +405,6 @@ func (s *Store) ChangeReplicas(ctx context.Context, rangeID uint64, add, remove 
 	snd := s.getSender()
 	if snd == nil {
 		return nil, errorf(rspb.RangeError_UNAVAILABLE, "replica changes need the cluster sender, which is not connected")
-	}
-	if rangeID == MetaRangeID {
-		return nil, errorf(rspb.RangeError_INVALID_ARGUMENT, "r%d is the meta range, whose replicas cannot change yet", rangeID)
 	}
 	desc, err := s.lookupRangeByID(ctx, snd, rangeID)
 	if err != nil {

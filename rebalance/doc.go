@@ -42,8 +42,8 @@
 //
 // Never acted on: a range that lost its quorum (Raft cannot change its
 // membership; counted unavailable), one with no target for a needed
-// voter, and the meta range, whose replicas the cluster record names
-// (RangeView.Fixed; counted, never changed).
+// voter, and one the node marks fixed (RangeView.Fixed; counted, never
+// changed). The meta range is acted on like any other.
 //
 // Gauges: rangestore_ranges_underreplicated and
 // rangestore_ranges_unavailable are set by the node with the lowest ID

@@ -18,9 +18,8 @@ type RangeView struct {
 	// Mine: this node holds the range's lease, valid now; only then does
 	// its queue act on the range.
 	Mine bool
-	// Fixed, when not empty, says why the range's replicas cannot change
-	// (the meta range, whose replicas the cluster record names): it is
-	// counted but never acted on.
+	// Fixed, when not empty, says why the range's replicas must not change
+	// now: it is counted but never acted on.
 	Fixed string
 }
 

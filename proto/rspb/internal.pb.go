@@ -1244,9 +1244,13 @@ type NodeInfoResponse struct {
 	Node      *NodeDescriptor        `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // node_id 0 until bootstrapped
 	ClusterId string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// Local counts of the answering node's store (for `node status`).
-	ReplicaCount  int64 `protobuf:"varint,3,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
-	LeaseCount    int64 `protobuf:"varint,4,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"` // ranges whose valid lease this node holds
-	Bytes         int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`                             // sum of its replicas' approximate sizes
+	ReplicaCount int64 `protobuf:"varint,3,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
+	LeaseCount   int64 `protobuf:"varint,4,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"` // ranges whose valid lease this node holds
+	Bytes        int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`                             // sum of its replicas' approximate sizes
+	// meta_range: the newest descriptor of the meta range the node knows
+	// (its own replica's, or its cluster record's): a node whose copy is
+	// stale (the meta range's replicas moved) learns the current one here.
+	MetaRange     *RangeDescriptor `protobuf:"bytes,6,opt,name=meta_range,json=metaRange,proto3" json:"meta_range,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1314,6 +1318,13 @@ func (x *NodeInfoResponse) GetBytes() int64 {
 		return x.Bytes
 	}
 	return 0
+}
+
+func (x *NodeInfoResponse) GetMetaRange() *RangeDescriptor {
+	if x != nil {
+		return x.MetaRange
+	}
+	return nil
 }
 
 type DrainRequest struct {
@@ -1722,7 +1733,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	" \x01(\tH\x00R\treplicaGc\x12E\n" +
 	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigestB\a\n" +
 	"\x05admin\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xc0\x01\n" +
+	"\x0fNodeInfoRequest\"\xff\x01\n" +
 	"\x10NodeInfoResponse\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1730,7 +1741,9 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\rreplica_count\x18\x03 \x01(\x03R\freplicaCount\x12\x1f\n" +
 	"\vlease_count\x18\x04 \x01(\x03R\n" +
 	"leaseCount\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12=\n" +
+	"\n" +
+	"meta_range\x18\x06 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\"\x0e\n" +
 	"\fDrainRequest\"X\n" +
 	"\rDrainResponse\x12!\n" +
 	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\x12$\n" +
@@ -1830,26 +1843,27 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	11, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
 	7,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
 	27, // 27: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	27, // 28: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	22, // 29: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	23, // 30: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 31: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	28, // 32: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 33: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	14, // 34: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	18, // 35: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	20, // 36: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	16, // 37: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
-	13, // 38: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	15, // 39: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	19, // 40: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	21, // 41: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	17, // 42: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
-	38, // [38:43] is the sub-list for method output_type
-	33, // [33:38] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	22, // 28: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
+	27, // 29: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	22, // 30: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	23, // 31: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 32: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	28, // 33: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 34: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	14, // 35: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	18, // 36: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	20, // 37: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	16, // 38: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	13, // 39: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	15, // 40: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	19, // 41: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	21, // 42: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	17, // 43: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	39, // [39:44] is the sub-list for method output_type
+	34, // [34:39] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
