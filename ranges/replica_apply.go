@@ -529,7 +529,7 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 	lw := &limitedWriter{w: w, l: s.snaps, stopc: stopc}
 	defer func() {
 		if s.snaps != nil {
-			s.snaps.metrics.snapshotDone(snapSend, lw.n, time.Since(start), err)
+			s.snaps.metrics.snapshotDone(snapSend, time.Since(start), err)
 		}
 	}()
 	hdr := &rspb.SnapshotHeader{RangeDescriptor: sc.desc, AppliedIndex: sc.applied}
@@ -592,10 +592,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 	}
 	defer release()
 	start := time.Now()
-	cr := &countingReader{r: r}
+	cr := &countingReader{r: r, l: s.snaps}
 	defer func() {
 		if s.snaps != nil {
-			s.snaps.metrics.snapshotDone(snapApply, cr.n, time.Since(start), err)
+			s.snaps.metrics.snapshotDone(snapApply, time.Since(start), err)
 		}
 	}()
 	br := bufio.NewReaderSize(cr, 256<<10)

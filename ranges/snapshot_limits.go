@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/rangestore/rangestore/timeutil"
@@ -138,6 +139,9 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.w.Write(p)
 	w.n += int64(n)
+	if w.l != nil {
+		w.l.metrics.snapshotBytes(snapSend, n)
+	}
 	return n, err
 }
 
@@ -145,11 +149,52 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 // RecoverFromSnapshot.
 type countingReader struct {
 	r io.Reader
+	l *snapshotLimits // may be nil
 	n int64
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.n += int64(n)
+	if r.l != nil {
+		r.l.metrics.snapshotBytes(snapApply, n)
+	}
 	return n, err
 }
+
+// snapshotEvents receives Dragonboat's system events (it must not block)
+// and counts the outcome of every snapshot stream this node sent: a stream
+// can fail after SaveSnapshot returned (a chunk lost on the connection),
+// which only these events report.
+type snapshotEvents struct {
+	m *Metrics // may be nil
+}
+
+var _ raftio.ISystemEventListener = snapshotEvents{}
+
+func (e snapshotEvents) SendSnapshotCompleted(raftio.SnapshotInfo) {
+	if e.m != nil {
+		e.m.snapshotsSent.Inc()
+	}
+}
+
+func (e snapshotEvents) SendSnapshotAborted(raftio.SnapshotInfo) {
+	if e.m != nil {
+		e.m.snapshotFailures.WithLabelValues(snapSend).Inc()
+	}
+}
+
+func (snapshotEvents) NodeHostShuttingDown()                       {}
+func (snapshotEvents) NodeUnloaded(raftio.NodeInfo)                {}
+func (snapshotEvents) NodeDeleted(raftio.NodeInfo)                 {}
+func (snapshotEvents) NodeReady(raftio.NodeInfo)                   {}
+func (snapshotEvents) MembershipChanged(raftio.NodeInfo)           {}
+func (snapshotEvents) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (snapshotEvents) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (snapshotEvents) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (snapshotEvents) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (snapshotEvents) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (snapshotEvents) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (snapshotEvents) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (snapshotEvents) LogCompacted(raftio.EntryInfo)               {}
+func (snapshotEvents) LogDBCompacted(raftio.EntryInfo)             {}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4/raftio"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -153,7 +154,8 @@ func TestLimitedWriterWaitsForTheRate(t *testing.T) {
 }
 
 // TestSnapshotMetrics: a sent and an applied snapshot are counted with
-// their bytes and durations; a failed apply counts as a failure only.
+// their bytes and durations; a failed apply counts as a failure only;
+// delivered and aborted streams are counted from Dragonboat's events.
 func TestSnapshotMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
@@ -178,6 +180,11 @@ func TestSnapshotMetrics(t *testing.T) {
 	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
+	// Dragonboat reports whether streams it sent were delivered.
+	ev := snapshotEvents{m: m}
+	ev.SendSnapshotCompleted(raftio.SnapshotInfo{})
+	ev.SendSnapshotAborted(raftio.SnapshotInfo{})
+	ev.SendSnapshotAborted(raftio.SnapshotInfo{})
 	n := float64(buf.Len())
 	for what, c := range map[string]struct {
 		got, want float64
@@ -187,7 +194,7 @@ func TestSnapshotMetrics(t *testing.T) {
 		"bytes sent":      {seriesValue(t, reg, "rangestore_snapshot_bytes_sent_total", nil), n},
 		"bytes received":  {seriesValue(t, reg, "rangestore_snapshot_bytes_received_total", nil), n + n - 3},
 		"apply failures":  {seriesValue(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapApply}), 1},
-		"send failures":   {seriesValue(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapSend}), 0},
+		"send failures":   {seriesValue(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapSend}), 2},
 		"send durations":  {seriesValue(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapSend}), 1},
 		"apply durations": {seriesValue(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapApply}), 1},
 		"apply in flight": {seriesValue(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": snapApply}), 0},

@@ -287,7 +287,9 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddress,
 		RaftEventListener: (*leaderListener)(s),
-		Expert:            config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
+		// Counts the outcome of snapshot streams (snapshot_limits.go).
+		SystemEventListener: snapshotEvents{m: cfg.Metrics},
+		Expert:              config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
 	if err := checkRaftAddress(cfg.Engine, cfg.RaftAddress); err != nil {
 		return nil, err
