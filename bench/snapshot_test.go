@@ -1,9 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync"
@@ -23,7 +23,8 @@ import (
 // TCP transport on loopback, on-disk Pebble) loads 64 MiB into one range
 // held by 3 nodes, then adds a replica on the fourth (ChangeReplicas), once
 // at the default --snapshot-rate and once unlimited. It prints, per run,
-// the sender's streaming rate (snapshot bytes / SaveSnapshot time), the
+// the streams Dragonboat delivered and aborted (an aborted one is sent
+// again), the sender's streaming rate (snapshot bytes / SaveSnapshot time), the
 // receiver's apply time (staging sstables + ingestion) and the whole add
 // (non-voter, snapshot, promotion). In-process rather than multi-process:
 // the snapshot path is the same (Pebble snapshot, Dragonboat chunks over
@@ -45,7 +46,7 @@ func TestSnapshotThroughput(t *testing.T) {
 		lines = append(lines, snapshotRun(t, r.name, r.rate))
 	}
 	t.Logf("snapshot of a 64 MiB range to a new replica (%d CPUs, %s):\n%s", runtime.NumCPU(), runtime.Version(),
-		"| rate setting | snapshot bytes | stream s | MiB/s streamed | apply s | add replica s |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"+
+		"| rate setting | snapshot bytes | streams delivered / aborted | stream s | MiB/s streamed | apply s | add replica s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"+
 			fmt.Sprint(lines[0], "\n", lines[1]))
 }
 
@@ -59,8 +60,11 @@ func snapshotRun(t *testing.T, name string, rate int64) string {
 	}
 	defer tc.Close()
 	// 64 MiB: 256 values of 256 KiB under "s", written by 8 clients.
+	// Random bytes (seeded), so Pebble's block compression does not shrink
+	// them.
 	const values, size = 256, 256 << 10
-	val := bytes.Repeat([]byte("v"), size)
+	val := make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(val)
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for w := 0; w < 8; w++ {
@@ -112,9 +116,11 @@ func snapshotRun(t *testing.T, name string, rate int64) string {
 		t.Fatalf("add n%d to r%d: %v", tc.Node(add).NodeID(), d.RangeId, err)
 	}
 	total := time.Since(start)
-	var sent, streamSecs, applySecs float64
+	var sent, streamSecs, applySecs, streams, aborted float64
 	for i := 0; i < tc.NumNodes(); i++ {
 		a := readSnapStats(t, tc.Node(i).Registry())
+		streams += a.streams - before[i].streams
+		aborted += a.aborted - before[i].aborted
 		sent += a.bytesSent - before[i].bytesSent
 		streamSecs += a.sendSecs - before[i].sendSecs
 		applySecs += a.applySecs - before[i].applySecs
@@ -122,7 +128,8 @@ func snapshotRun(t *testing.T, name string, rate int64) string {
 	if sent < values*size || streamSecs == 0 {
 		t.Fatalf("%s: %v snapshot bytes sent in %v s; want >= %d", name, sent, streamSecs, values*size)
 	}
-	line := fmt.Sprintf("| %s | %.1f MiB | %.2f | %.1f | %.2f | %.2f |", name, sent/(1<<20), streamSecs, sent/(1<<20)/streamSecs, applySecs, total.Seconds())
+	line := fmt.Sprintf("| %s | %.1f MiB | %.0f / %.0f | %.2f | %.1f | %.2f | %.2f |", name, sent/(1<<20), streams, aborted,
+		streamSecs, sent/(1<<20)/streamSecs, applySecs, total.Seconds())
 	t.Log(line)
 	if rate == 0 && sent/(1<<20)/streamSecs > float64(ranges.DefaultSnapshotRate>>20)*1.1 {
 		t.Errorf("%s: streamed faster than the default rate", name)
@@ -131,7 +138,7 @@ func snapshotRun(t *testing.T, name string, rate int64) string {
 }
 
 type snapStats struct {
-	bytesSent, sendSecs, applySecs float64
+	bytesSent, sendSecs, applySecs, streams, aborted float64
 }
 
 func readSnapStats(t *testing.T, reg *prometheus.Registry) snapStats {
@@ -152,6 +159,10 @@ func readSnapStats(t *testing.T, reg *prometheus.Registry) snapStats {
 			switch {
 			case mf.GetName() == "rangestore_snapshot_bytes_sent_total":
 				s.bytesSent += m.GetCounter().GetValue()
+			case mf.GetName() == "rangestore_snapshots_sent_total":
+				s.streams += m.GetCounter().GetValue()
+			case mf.GetName() == "rangestore_snapshot_failures_total" && dir == "send":
+				s.aborted += m.GetCounter().GetValue()
 			case mf.GetName() == "rangestore_snapshot_seconds" && dir == "send":
 				s.sendSecs += m.GetHistogram().GetSampleSum()
 			case mf.GetName() == "rangestore_snapshot_seconds" && dir == "apply":
