@@ -83,10 +83,14 @@ func TestSnapshotRetriedAfterCut(t *testing.T) {
 	d := rangeOf(tc, "s000")
 	add := missingNode(t, tc, d)
 	addID := tc.Node(add).NodeID()
-	want := spanDataKeys(t, tc, indexOfNode(tc, d.Replicas[0].NodeId), d)
-	if want < keys {
-		t.Fatalf("source holds %d keys of r%d, want >= %d", want, d.RangeId, keys)
-	}
+	// One version per key; wait until a replica has applied every write.
+	want := keys
+	timeutil.WaitFor(t, 20*time.Second, "a replica holding every key", func() error {
+		if n := spanDataKeys(t, tc, indexOfNode(tc, d.Replicas[0].NodeId), d); n != want {
+			return fmt.Errorf("n%d holds %d of %d keys of r%d", d.Replicas[0].NodeId, n, want, d.RangeId)
+		}
+		return nil
+	})
 	if n := spanDataKeys(t, tc, add, d); n != 0 {
 		t.Fatalf("n%d already holds %d keys of r%d", addID, n, d.RangeId)
 	}
