@@ -163,6 +163,8 @@
 //     leaves the new state with the snapshot's applied index, which is what
 //     Open answers. The new applied index travels in the same ingestion as
 //     the data, so Open never answers an index whose data is missing.
+//     (Crash point snapshot-before-ingest; TestSnapshotCrashBeforeIngest
+//     kills the receiving process there and checks the replicas' digests.)
 //     A stream cut mid-way never reaches RecoverFromSnapshot (Dragonboat
 //     applies only a complete, checksummed file) and Raft sends the
 //     snapshot again (TestSnapshotRetriedAfterCut).
