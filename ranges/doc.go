@@ -168,11 +168,12 @@
 //     A stream cut mid-way never reaches RecoverFromSnapshot (Dragonboat
 //     applies only a complete, checksummed file) and Raft sends the
 //     snapshot again (TestSnapshotRetriedAfterCut).
-//     Snapshots are a bounded resource of the node (our own limits;
-//     Dragonboat v4 has no rate limit, and its stream/worker counts are
-//     not per node knobs we set): SaveSnapshot first takes one of
-//     MaxSnapshotsInFlight send slots and RecoverFromSnapshot one of as
-//     many apply slots (a semaphore each, waits end on the stop channel),
+//     Snapshots are a bounded resource of the node (our own limits:
+//     Dragonboat v4 has no rate limit; its snapshot worker pool,
+//     SnapshotShards = 4 in NewStore, also caps saves, applies and Opens
+//     together, so a larger in-flight setting is capped by it):
+//     SaveSnapshot first takes one of MaxSnapshotsInFlight send slots and
+//     RecoverFromSnapshot one of as many apply slots (a semaphore each, waits end on the stop channel),
 //     and all sends of the node together write through one token bucket
 //     of SnapshotRate bytes/s (1 MiB burst; the rate applies to the
 //     sender only, received bytes are bounded by their senders' rates).
