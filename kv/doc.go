@@ -60,6 +60,18 @@
 // Versions above T are never touched. Hence any read at a timestamp >= T
 // returns the same result before and after GC.
 //
+// # Replacing spans by ingestion
+//
+// A Replacement (ingest.go) swaps the whole content of some key spans for
+// new keys without holding them in memory: the keys are written into one
+// sstable per merged span (each also carrying a range deletion of its span)
+// under <dir>/ingest-tmp, and Ingest links all of them into the database
+// in one step. Ingested keys share one sequence number above all existing
+// data, so each range deletion removes the old keys but not the new ones
+// of its own sstable; readers see the old state or the new, never a mix.
+// Until the ingestion is recorded in Pebble's manifest nothing is visible;
+// files left by a crash before that are removed by Open.
+//
 // # Concurrency
 //
 // Engine is safe for concurrent use. Batch and iterators are not; Snapshot

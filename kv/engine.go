@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -37,6 +38,13 @@ type Options struct {
 // for concurrent use.
 type Engine struct {
 	db *pebble.DB
+	// opts, fs and dir are what the database was opened with: sstables
+	// built for ingestion (ingest.go) are written there with its options.
+	opts *pebble.Options
+	fs   vfs.FS
+	dir  string
+	// ingestSeq numbers the files of ingestions.
+	ingestSeq atomic.Uint64
 }
 
 // pebbleLogger adapts Pebble's Logger interface to slog. With a nil slog
@@ -94,12 +102,21 @@ func Open(dir string, opts Options) (*Engine, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("kv: open %s: %w", dir, err)
 		}
+		popts.FS = vfs.Default
 	}
+	popts.EnsureDefaults()
 	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: open %s: %w", dir, err)
 	}
-	return &Engine{db: db}, nil
+	e := &Engine{db: db, opts: popts, fs: popts.FS, dir: dir}
+	// Files of an ingestion that a crash interrupted were never part of
+	// the database: drop them.
+	if err := e.fs.RemoveAll(e.ingestDir()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("kv: open %s: remove unfinished ingestions: %w", dir, err)
+	}
+	return e, nil
 }
 
 // Close closes the engine. All batches, snapshots and iterators must be

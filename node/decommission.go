@@ -158,10 +158,10 @@ func decideMembership(f membershipFacts) membershipDecision {
 	)
 	switch f.Op {
 	case opDecommission:
-		switch {
-		case f.Current == decommissioning:
+		switch f.Current {
+		case decommissioning:
 			return noop("n%d is already decommissioning: %s left on it", n, replicasPhrase(f.Replicas, f.RangeIDs))
-		case f.Current == decommissioned:
+		case decommissioned:
 			return noop("n%d is already decommissioned", n)
 		}
 		if f.Replicas == 0 {

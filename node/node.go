@@ -88,6 +88,12 @@ type Config struct {
 	// ReplicateQueueInterval is the time between passes of the replicate
 	// queue (0 = rebalance.DefaultInterval, negative = no queue).
 	ReplicateQueueInterval time.Duration
+	// SnapshotRate bounds the bytes/s of the range snapshots this node
+	// sends (0 = ranges.DefaultSnapshotRate, negative = unlimited);
+	// MaxSnapshotsInFlight bounds those it sends, and those it applies, at
+	// once (0 = ranges.DefaultMaxSnapshotsInFlight).
+	SnapshotRate         int64
+	MaxSnapshotsInFlight int
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -180,6 +186,7 @@ func Start(cfg Config) (*Node, error) {
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
+		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
 	})
 	if err != nil {
 		return nil, err

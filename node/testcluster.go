@@ -54,6 +54,9 @@ type TestClusterOptions struct {
 	FreezeTimeout time.Duration
 	// TestingForgetMerges: see ranges.StoreConfig.
 	TestingForgetMerges bool
+	// SnapshotRate, MaxSnapshotsInFlight: see Config (zero = defaults).
+	SnapshotRate         int64
+	MaxSnapshotsInFlight int
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
@@ -168,6 +171,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			FreezeTimeout:       opts.FreezeTimeout,
 			TestingForgetMerges: opts.TestingForgetMerges,
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
+			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {

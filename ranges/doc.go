@@ -151,6 +151,44 @@
 //     descriptor serves nothing (RANGE_NOT_FOUND). The meta range changes
 //     the same way; its descriptor is in its own meta record, and nodes
 //     follow it (MetaDescriptor, LearnMetaDescriptor; node/metadesc.go).
+//   - Snapshots (replica_apply.go, snapshot_limits.go). SaveSnapshot
+//     streams a Pebble snapshot of the range (header with descriptor,
+//     applied index and range-local keys, then the data span's keys); it
+//     never materialises the range. RecoverFromSnapshot writes what it
+//     reads into sstables (kv.Replacement: one per span to replace, each
+//     with a range deletion of its span: the old and new data spans, the
+//     range-local keys, this replica's applied-index key) and ingests them
+//     in one step, so memory stays bounded (a few blocks per sstable, not
+//     the range) and the replacement is all-or-nothing. Crash argument:
+//     Dragonboat records a received snapshot in its LogDB before it calls
+//     RecoverFromSnapshot and shrinks the snapshot file only after it
+//     returned and Sync ran. A crash before the ingestion is recorded in
+//     Pebble leaves the old data, descriptor and applied index (and stray
+//     files in ingest-tmp, removed when the engine opens); Open then
+//     answers the old applied index, below the snapshot's, and Dragonboat
+//     applies the still-full snapshot file again at start. A crash after it
+//     leaves the new state with the snapshot's applied index, which is what
+//     Open answers. The new applied index travels in the same ingestion as
+//     the data, so Open never answers an index whose data is missing.
+//     (Crash point snapshot-before-ingest; TestSnapshotCrashBeforeIngest
+//     kills the receiving process there and checks the replicas' digests.)
+//     A stream cut mid-way never reaches RecoverFromSnapshot (Dragonboat
+//     applies only a complete, checksummed file) and Raft sends the
+//     snapshot again (TestSnapshotRetriedAfterCut).
+//     Snapshots are a bounded resource of the node (our own limits:
+//     Dragonboat v4 has no rate limit; its snapshot worker pool,
+//     SnapshotShards = 4 in NewStore, also caps saves, applies and Opens
+//     together, so a larger in-flight setting is capped by it):
+//     SaveSnapshot first takes one of MaxSnapshotsInFlight send slots and
+//     RecoverFromSnapshot one of as many apply slots (a semaphore each, waits end on the stop channel),
+//     and all sends of the node together write through one token bucket
+//     of SnapshotRate bytes/s (1 MiB burst; the rate applies to the
+//     sender only, received bytes are bounded by their senders' rates).
+//     Metrics: rangestore_snapshots_sent_total and failures by direction
+//     come from Dragonboat's SendSnapshotCompleted/Aborted events (a
+//     stream can fail after SaveSnapshot returned), the bytes as they
+//     stream, rangestore_snapshot_seconds by direction, and
+//     rangestore_snapshots_in_flight.
 //   - Replica GC (replicagc.go), from the same meta scan, right before the
 //     missing-replica repair: a local replica of a range merged away while
 //     this node missed the merge (it caught up by a snapshot of another

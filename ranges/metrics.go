@@ -39,6 +39,15 @@ type Metrics struct {
 	// replicaChanges counts the steps of replica changes this node took as
 	// leaseholder (step: descriptor-add-non-voter, raft-promote, ...).
 	replicaChanges *prometheus.CounterVec
+
+	// Range snapshots (snapshot_limits.go): direction send or apply.
+	snapshotsSent     prometheus.Counter
+	snapshotsReceived prometheus.Counter
+	snapshotBytesSent prometheus.Counter
+	snapshotBytesRecv prometheus.Counter
+	snapshotSeconds   *prometheus.HistogramVec // direction
+	snapshotFailures  *prometheus.CounterVec   // direction
+	snapshotsInFlight *prometheus.GaugeVec     // direction
 }
 
 // NewMetrics registers the store's series on reg.
@@ -102,12 +111,40 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reproposals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_raft_reproposals_total", Help: "Commands proposed again as the same bytes because a try got no result in time (its wait grows with the command's size and with each timed-out try).",
 		}),
+		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_snapshots_sent_total", Help: "Range snapshots this node streamed to another replica that Dragonboat delivered in full (its SendSnapshotCompleted events).",
+		}),
+		snapshotsReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_snapshots_received_total", Help: "Range snapshots received and applied by this node's replicas.",
+		}),
+		snapshotBytesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_snapshot_bytes_sent_total", Help: "Bytes of range snapshots streamed by this node, counted as they are written (before Dragonboat's compression; also those of snapshots that failed).",
+		}),
+		snapshotBytesRecv: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_snapshot_bytes_received_total", Help: "Bytes of range snapshots read by this node's replicas to apply them (from the received file), counted as they are read.",
+		}),
+		snapshotSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rangestore_snapshot_seconds", Help: "Duration of range snapshots that succeeded, by direction: send (SaveSnapshot streaming one into Dragonboat, waits for the rate limit included) or apply (RecoverFromSnapshot staging and ingesting a received one); waits for a slot are not included.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}, []string{"direction"}),
+		snapshotFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_snapshot_failures_total", Help: "Range snapshots that failed, by direction: send (streams Dragonboat aborted: its SendSnapshotAborted events), apply (RecoverFromSnapshot errors, stops included); Raft sends them again.",
+		}, []string{"direction"}),
+		snapshotsInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rangestore_snapshots_in_flight", Help: "Range snapshots being sent or applied by this node now, by direction (bounded by --max-snapshots-in-flight each).",
+		}, []string{"direction"}),
 		reg: reg,
+	}
+	for _, d := range []string{snapSend, snapApply} {
+		m.snapshotSeconds.WithLabelValues(d)
+		m.snapshotFailures.WithLabelValues(d)
+		m.snapshotsInFlight.WithLabelValues(d)
 	}
 	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals)
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals,
+		m.snapshotsSent, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight)
 	return m
 }
 
@@ -150,4 +187,45 @@ func (m *Metrics) reproposal() {
 	if m != nil {
 		m.reproposals.Inc()
 	}
+}
+
+func (m *Metrics) snapshotInFlight(dir string, delta float64) {
+	if m != nil {
+		m.snapshotsInFlight.WithLabelValues(dir).Add(delta)
+	}
+}
+
+// snapshotBytes counts n bytes of a snapshot as they are sent or read
+// for applying (also those of snapshots that fail later).
+func (m *Metrics) snapshotBytes(dir string, n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	if dir == snapSend {
+		m.snapshotBytesSent.Add(float64(n))
+	} else {
+		m.snapshotBytesRecv.Add(float64(n))
+	}
+}
+
+// snapshotDone records the end of one SaveSnapshot (direction send: the
+// duration of a success; whether Dragonboat delivered the stream is
+// counted from its events, snapshotEvents) or RecoverFromSnapshot
+// (direction apply: a failure, or its count and duration).
+func (m *Metrics) snapshotDone(dir string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if dir == snapSend {
+		if err == nil {
+			m.snapshotSeconds.WithLabelValues(dir).Observe(d.Seconds())
+		}
+		return
+	}
+	if err != nil {
+		m.snapshotFailures.WithLabelValues(dir).Inc()
+		return
+	}
+	m.snapshotSeconds.WithLabelValues(dir).Observe(d.Seconds())
+	m.snapshotsReceived.Inc()
 }

@@ -76,7 +76,12 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	}
 	m := newStateMachine(s.eng, rangeID, replicaID, func(_ uint64, l *rspb.Lease) { r.leaseApplied(l) })
 	m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
+	m.snaps = s.snaps
 	m.beforeOpen = func() { s.crashPoint("replica-open") }
+	// A received snapshot staged in sstables, not yet ingested (fault
+	// tests: the replica must come back with its old state and apply the
+	// snapshot again).
+	m.beforeIngest = func() error { s.crashPoint("snapshot-before-ingest"); return nil }
 	m.onOpen = r.markReady
 	r.sm = m
 	return r

@@ -2,6 +2,7 @@ package ranges
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,6 +61,9 @@ type stateMachine struct {
 	// again and its running replica writes nothing more) and returns its
 	// state machine if it runs here (merges).
 	subsume func(rangeID uint64) *stateMachine
+	// snaps bounds and measures the snapshots this replica sends and
+	// applies (shared by the node's replicas; nil = unbounded).
+	snaps *snapshotLimits
 
 	// applyMu is held for each Update; a merge takes the subsumed right
 	// replica's applyMu to mark it merged, after which its Update writes
@@ -78,6 +82,10 @@ type stateMachine struct {
 	// is called first (a testing hook).
 	onOpen     func()
 	beforeOpen func()
+	// beforeIngest, when set, is called by RecoverFromSnapshot once the
+	// snapshot is staged, before it is ingested; an error aborts the
+	// recovery (a testing hook).
+	beforeIngest func() error
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -506,9 +514,24 @@ func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 // descriptor, applied index and replicated range-local keys), then
 // length-prefixed (engine key, value) pairs of the data span, then a zero
 // length.
-func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan struct{}) error {
+//
+// It first takes one of the node's send slots, and it writes at the node's
+// snapshot rate (snapshot_limits.go).
+func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan struct{}) (err error) {
 	sc := c.(*snapshotCtx)
 	defer sc.snap.Close()
+	release, err := s.snaps.acquire(snapSend, stopc)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	lw := &limitedWriter{w: w, l: s.snaps, stopc: stopc}
+	defer func() {
+		if s.snaps != nil {
+			s.snaps.metrics.snapshotDone(snapSend, time.Since(start), err)
+		}
+	}()
 	hdr := &rspb.SnapshotHeader{RangeDescriptor: sc.desc, AppliedIndex: sc.applied}
 	prefix := rangeStatePrefix(s.rangeID)
 	it, err := sc.snap.NewIter(prefix, prefixEnd(prefix))
@@ -521,7 +544,7 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 	if err := it.Close(); err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(w, 256<<10)
+	bw := bufio.NewWriterSize(lw, 256<<10)
 	hb, err := proto.Marshal(hdr)
 	if err != nil {
 		return err
@@ -554,10 +577,28 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 }
 
 // RecoverFromSnapshot atomically replaces the replica's state with the
-// snapshot's: it clears the old and new data spans and the range-local keys,
-// writes the snapshot, and sets the applied index, in one batch.
-func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) error {
-	br := bufio.NewReaderSize(r, 256<<10)
+// snapshot's, holding only a bounded part of it in memory: the snapshot's
+// keys are written into sstables that also delete everything in the old
+// and new data spans and the range-local keys, together with the new
+// applied index, and the sstables are ingested in one step (kv.Replacement).
+// A failure or crash before the ingestion changes nothing visible; see
+// doc.go (Snapshots) for why Dragonboat then applies the snapshot again.
+//
+// It first takes one of the node's apply slots (snapshot_limits.go).
+func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (err error) {
+	release, err := s.snaps.acquire(snapApply, stopc)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	cr := &countingReader{r: r, l: s.snaps}
+	defer func() {
+		if s.snaps != nil {
+			s.snaps.metrics.snapshotDone(snapApply, time.Since(start), err)
+		}
+	}()
+	br := bufio.NewReaderSize(cr, 256<<10)
 	hb, err := readFrame(br)
 	if err != nil {
 		return err
@@ -566,24 +607,36 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 	if err := proto.Unmarshal(hb, hdr); err != nil {
 		return err
 	}
-	b := s.eng.NewBatch()
-	defer b.Close()
-	if old := s.desc.Load(); old != nil {
-		if err := kv.ClearDataSpan(b, old.StartKey, old.EndKey); err != nil {
-			return err
-		}
+	if hdr.RangeDescriptor == nil {
+		return fmt.Errorf("ranges: r%d snapshot without a descriptor", s.rangeID)
 	}
-	if err := kv.ClearDataSpan(b, hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey); err != nil {
+	newLower, newUpper, err := kv.DataSpanBounds(hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey)
+	if err != nil {
 		return err
 	}
 	prefix := rangeStatePrefix(s.rangeID)
-	if err := b.DeleteRawRange(prefix, prefixEnd(prefix)); err != nil {
-		return err
-	}
-	for _, l := range hdr.Local {
-		if err := b.PutRaw(l.Key, l.Value); err != nil {
+	appliedKey := replicaStateKey(s.rangeID, s.replicaID, suffixApplied)
+	spans := []kv.Span{{Start: newLower, End: newUpper}, {Start: prefix, End: prefixEnd(prefix)},
+		{Start: appliedKey, End: append(append([]byte(nil), appliedKey...), 0)}}
+	if old := s.desc.Load(); old != nil {
+		oldLower, oldUpper, err := kv.DataSpanBounds(old.StartKey, old.EndKey)
+		if err != nil {
 			return err
 		}
+		spans = append(spans, kv.Span{Start: oldLower, End: oldUpper})
+	}
+	rep, err := s.eng.NewReplacement(spans...)
+	if err != nil {
+		return err
+	}
+	defer rep.Abort()
+	for _, l := range hdr.Local {
+		if err := rep.Set(l.Key, l.Value); err != nil {
+			return err
+		}
+	}
+	if err := rep.Set(appliedKey, encodeUint64(hdr.AppliedIndex)); err != nil {
+		return err
 	}
 	for n := 0; ; n++ {
 		k, err := readFrame(br)
@@ -597,7 +650,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 		if err != nil {
 			return err
 		}
-		if err := b.PutRaw(k, v); err != nil {
+		if err := rep.Set(k, v); err != nil {
 			return err
 		}
 		if n%1024 == 0 {
@@ -608,10 +661,12 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) e
 			}
 		}
 	}
-	if err := b.PutRaw(replicaStateKey(s.rangeID, s.replicaID, suffixApplied), encodeUint64(hdr.AppliedIndex)); err != nil {
-		return err
+	if s.beforeIngest != nil {
+		if err := s.beforeIngest(); err != nil {
+			return err
+		}
 	}
-	if err := b.Commit(true); err != nil {
+	if err := rep.Ingest(context.Background()); err != nil {
 		return err
 	}
 	s.applied.Store(hdr.AppliedIndex)

@@ -115,6 +115,12 @@ type StoreConfig struct {
 	// Limits bound every request a replica accepts and every read response
 	// it builds (zero = DefaultLimits).
 	Limits Limits
+	// SnapshotRate bounds the bytes per second of all range snapshots this
+	// node sends together (0 = DefaultSnapshotRate, negative = unlimited).
+	// MaxSnapshotsInFlight bounds the snapshots it sends at once, and
+	// separately those it applies at once (0 = DefaultMaxSnapshotsInFlight).
+	SnapshotRate         int64
+	MaxSnapshotsInFlight int
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -171,6 +177,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.TimeUntilStoreDead <= 0 {
 		c.TimeUntilStoreDead = 5 * time.Minute
+	}
+	if c.SnapshotRate == 0 {
+		c.SnapshotRate = DefaultSnapshotRate
+	}
+	if c.MaxSnapshotsInFlight <= 0 {
+		c.MaxSnapshotsInFlight = DefaultMaxSnapshotsInFlight
 	}
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits
@@ -230,6 +242,8 @@ type Store struct {
 	// changing: range ID -> true while ChangeReplicas drives a change of
 	// it from this store.
 	changing sync.Map
+	// snaps bounds the snapshots the node's replicas send and apply.
+	snaps *snapshotLimits
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -273,13 +287,16 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
 	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
 	s := &Store{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, subsumed: map[uint64]bool{},
-		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper()}
+		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper(),
+		snaps: newSnapshotLimits(cfg.SnapshotRate, cfg.MaxSnapshotsInFlight, cfg.TimeSource, cfg.Metrics)}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddress,
 		RaftEventListener: (*leaderListener)(s),
-		Expert:            config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
+		// Counts the outcome of snapshot streams (snapshot_limits.go).
+		SystemEventListener: snapshotEvents{m: cfg.Metrics},
+		Expert:              config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
 	if err := checkRaftAddress(cfg.Engine, cfg.RaftAddress); err != nil {
 		return nil, err

@@ -204,16 +204,18 @@ func TestCLIDemoNodes(t *testing.T) {
 	}
 }
 
-// TestCLIStartValidatesFlagsFirst: a bad --log-level, --locality or
-// address is refused before the store directory is created.
+// TestCLIStartValidatesFlagsFirst: a bad --log-level, --locality,
+// address or snapshot limit is refused before the store directory is created.
 func TestCLIStartValidatesFlagsFirst(t *testing.T) {
 	cases := map[string][]string{
-		"--log-level":   {"--log-level", "loud"},
-		"--locality":    {"--locality", "region"},
-		"--listen-addr": {"--listen-addr", "nope"},
-		"--http-addr":   {"--http-addr", "nope"},
-		"--raft-addr":   {"--raft-addr", "nope"},
-		"--join":        {"--join", "127.0.0.1:1,nope"},
+		"--log-level":               {"--log-level", "loud"},
+		"--locality":                {"--locality", "region"},
+		"--listen-addr":             {"--listen-addr", "nope"},
+		"--http-addr":               {"--http-addr", "nope"},
+		"--raft-addr":               {"--raft-addr", "nope"},
+		"--join":                    {"--join", "127.0.0.1:1,nope"},
+		"--snapshot-rate":           {"--snapshot-rate", "fast"},
+		"--max-snapshots-in-flight": {"--max-snapshots-in-flight", "0"},
 	}
 	listen, err := node.FreeAddr()
 	if err != nil {

@@ -102,6 +102,8 @@ func runStart(args []string) error {
 	loadQPS := fs.Float64("load-split-qps", ranges.DefaultLoadSplitQPS, "split a range served above this many requests/s for 10s (negative: never)")
 	deadAfter := fs.Duration("time-until-store-dead", node.DefaultTimeUntilStoreDead, "a node whose liveness record has been expired this long is dead (before that: suspect)")
 	queueInterval := fs.Duration("replicate-queue-interval", rebalance.DefaultInterval, "time between passes of the replicate queue (repair, up- and down-replication)")
+	snapRate := fs.String("snapshot-rate", "32MiB", "bytes/s of range snapshots this node sends, all together (units B, KiB, MiB, GiB, KB, MB, GB; 0: unlimited)")
+	snapInFlight := fs.Int("max-snapshots-in-flight", ranges.DefaultMaxSnapshotsInFlight, "range snapshots this node sends at once, and separately applies at once (1-64)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -121,6 +123,16 @@ func runStart(args []string) error {
 	}
 	if *drainTimeout == 0 {
 		*drainTimeout = -1 // node.Config: negative = no handoff
+	}
+	rate, err := parseByteRate(*snapRate)
+	if err != nil {
+		return usagef("start", "--snapshot-rate %q: %v", *snapRate, err)
+	}
+	if rate == 0 {
+		rate = -1 // node.Config: negative = unlimited
+	}
+	if *snapInFlight < 1 || *snapInFlight > 64 {
+		return usagef("start", "--max-snapshots-in-flight %d: must be between 1 and 64", *snapInFlight)
 	}
 	if err := checkStartAddrs(*listen, *raft, *httpAddr, *join); err != nil {
 		return err
@@ -146,7 +158,7 @@ func runStart(args []string) error {
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
-		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval})
+		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
