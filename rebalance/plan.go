@@ -186,16 +186,17 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		s := Step{RangeID: t.view.Desc.RangeId, Decision: d}
 		i := idx[d.Node]
-		if d.Action == allocator.ActionRebalance {
+		switch d.Action {
+		case allocator.ActionRebalance:
 			s.Add, s.Remove = []uint64{d.Node}, []uint64{d.From}
 			nodes[i].Replicas++
 			nodes[idx[d.From]].Replicas--
-		} else if d.Action == allocator.ActionAddVoter {
+		case allocator.ActionAddVoter:
 			s.Add = []uint64{d.Node}
 			if d.ReplicaID == 0 {
 				nodes[i].Replicas++
 			}
-		} else {
+		default:
 			s.Remove = []uint64{d.Node}
 			nodes[i].Replicas--
 		}
