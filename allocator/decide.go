@@ -30,6 +30,12 @@ const (
 	// that are not dead; Raft cannot change the membership of a range that
 	// has lost its quorum, so nothing is done (the queue counts it).
 	ActionUnavailable
+	// ActionRebalance: the range is fully and healthily replicated but one
+	// of its voters is on a node with too many replicas: add a voter on
+	// Decision.Node, then remove the voter Decision.ReplicaID on
+	// Decision.From (transferring the lease away first if it holds it).
+	// See balance.go for the rule. The lowest priority of all actions.
+	ActionRebalance
 )
 
 func (a Action) String() string {
@@ -46,6 +52,8 @@ func (a Action) String() string {
 		return "no-target"
 	case ActionUnavailable:
 		return "unavailable"
+	case ActionRebalance:
+		return "rebalance"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -56,9 +64,13 @@ type Decision struct {
 	// Node is the node to add a voter on or remove a replica from (0 for
 	// none, no-target and unavailable).
 	Node uint64
-	// ReplicaID is the replica to remove, or the non-voter to promote for
-	// an add (0 for a new replica).
+	// ReplicaID is the replica to remove (for a rebalance: the voter that
+	// moves), or the non-voter to promote for an add (0 for a new
+	// replica).
 	ReplicaID uint64
+	// From is the node a rebalance moves the voter ReplicaID off (0 for
+	// every other action).
+	From uint64
 	// Priority orders ranges in the replicate queue, the highest first; 0
 	// when there is nothing to do. See priority.
 	Priority int
@@ -211,6 +223,14 @@ func Decide(r Range, nodes []Node) (Decision, error) {
 		d.Reason = fmt.Sprintf("fully replicated (%d voters, factor %d) and n%d holds a non-voter (replica %d, %s), which the range does not keep (a half-done change): remove it",
 			kept, r.Factor, nv.node.ID, nv.desc.ReplicaId, healthWord(nv))
 		return d, nil
+	}
+	if len(byHealth[suspect]) == 0 {
+		if mv, ok := rebalance(voters, sortedNodes(m), r.Leaseholder); ok {
+			d.Action, d.Node, d.ReplicaID, d.From = ActionRebalance, mv.to.node.ID, mv.from.desc.ReplicaId, mv.from.node.ID
+			d.Priority = priorityRebalance
+			d.Reason = fmt.Sprintf("fully replicated: %d of %d voters kept; %s", kept, r.Factor, mv.reason)
+			return d, nil
+		}
 	}
 	d.Reason = fmt.Sprintf("fully replicated: %d of %d voters kept", kept, r.Factor)
 	if s := byHealth[suspect]; len(s) > 0 {

@@ -7,9 +7,9 @@
 // (rebalance/) gathers the views from liveness, the node directory and
 // meta, and carries the decision out through the range's Raft log.
 //
-// This is the first, simple placement rule of the membership work; the
-// full scorer (zone configs, constraints, disk fullness, count and load
-// balance with thresholds) grows from it.
+// This is the first, simple placement rule of the membership work, with
+// count-based rebalancing; the full scorer (zone configs, constraints,
+// disk fullness, load balance) grows from it.
 //
 // Inputs:
 //   - Node: ID, locality tiers (widest first, e.g. region=us,zone=a),
@@ -62,7 +62,19 @@
 //     leftover of a half-done change (the one on a dead node first). Read
 //     replicas will pass the non-voters a range keeps; this step then
 //     removes only the others.
-//  5. none.
+//  5. rebalance: the range is fully and healthily replicated (factor met,
+//     every voter on a live active node, no non-voter) and one of its
+//     voters is on a node holding too many replicas (balance.go): the
+//     mean is over the live active nodes; a voter moves from an overfull
+//     node (more than mean·1.1 and at least ⌈mean⌉+1 replicas) to one
+//     below the mean, or from one above the mean to an underfull node
+//     (fewer than mean·0.9 and at most ⌊mean⌋−1), never to a node that
+//     makes the range less diverse (Place's ranking picks the target).
+//     The source holds at least two more replicas than the target, so
+//     every move lowers the sum of the squared counts: moves terminate
+//     and never ping-pong. Decision.Node is the target, ReplicaID the
+//     voter that moves, From its node. Priority 1, below every repair.
+//  6. none.
 //
 // Priority orders the queue, the highest first, by how close the range
 // is to losing its quorum, then by how many voters it misses:
@@ -72,8 +84,8 @@
 // where tolerated is the voters on nodes that are not dead minus the
 // majority of the voters, missing is factor minus voters kept, and rank
 // orders the actions (add 40, remove a lost voter 30, a decommissioning
-// one 20, an extra one 10, a non-voter 5). Ranges with nothing to do
-// (none, no-target, unavailable) have priority 0.
+// one 20, an extra one 10, a non-voter 5). A rebalance has priority 1;
+// ranges with nothing to do (none, no-target, unavailable) have 0.
 //
 // Decommissioning (CanDecommission, Unplaceable): refused when fewer
 // nodes that can hold replicas (live, active or draining) would remain

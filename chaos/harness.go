@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -125,119 +123,8 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	defer tgt.close()
 
 	start := time.Now()
-	var (
-		mu  sync.Mutex
-		ops []porcupine.Operation
-	)
-	record := func(op porcupine.Operation) {
-		mu.Lock()
-		ops = append(ops, op)
-		mu.Unlock()
-	}
 	res := &Result{}
-	var ambiguous, failedReads, reads, cdels, cdelsOK atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for c := 0; c < o.Clients; c++ {
-		crng := rand.New(rand.NewSource(o.Seed*1000 + int64(c)))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			seen := map[string]string{}
-			for seq := 0; ; seq++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := o.Keys[crng.Intn(len(o.Keys))]
-				kvc := tgt.KV(crng.Intn(tgt.NumNodes()))
-				in := Input{Key: k}
-				call := time.Since(start).Nanoseconds()
-				octx, ocancel := context.WithTimeout(ctx, 3*time.Second)
-				var out Output
-				var err error
-				switch p := crng.Intn(10); {
-				case p < 4:
-					in.Op = "get"
-					var g *rspb.GetResponse
-					g, err = kvc.Get(octx, &rspb.GetRequest{Key: []byte(k)})
-					if err == nil {
-						out = Output{Found: g.Found, Value: string(g.GetKv().GetValue())}
-						if g.Found {
-							seen[k] = out.Value
-						} else {
-							delete(seen, k)
-						}
-					}
-				case p < 7:
-					in.Op, in.Value = "put", fmt.Sprintf("c%d-%d", c, seq)
-					_, err = kvc.Put(octx, &rspb.PutRequest{Key: []byte(k), Value: []byte(in.Value)})
-				case p < 8:
-					// Conditional delete: delete the key if it still holds
-					// the value this client last saw (or, if it saw none,
-					// if it is absent: a no-op that still checks).
-					in.Op, in.Expected = "cdel", seen[k]
-					var r *rspb.ConditionalPutResponse
-					req := &rspb.ConditionalPutRequest{Key: []byte(k), ExpectedValue: []byte(in.Expected), Delete: true}
-					if in.Expected == "" {
-						req.ExpectAbsent, in.Absent = true, true
-					}
-					r, err = kvc.ConditionalPut(octx, req)
-					if err == nil {
-						out.OK = r.Succeeded
-						switch {
-						case r.Succeeded || !r.ActualExists:
-							delete(seen, k)
-						default:
-							seen[k] = string(r.ActualValue)
-						}
-					}
-				default:
-					in.Op, in.Value, in.Expected = "cas", fmt.Sprintf("c%d-%d", c, seq), seen[k]
-					var r *rspb.ConditionalPutResponse
-					req := &rspb.ConditionalPutRequest{Key: []byte(k), Value: []byte(in.Value), ExpectedValue: []byte(in.Expected)}
-					if in.Expected == "" {
-						req.ExpectAbsent, in.Absent = true, true
-					}
-					r, err = kvc.ConditionalPut(octx, req)
-					if err == nil {
-						out.OK = r.Succeeded
-						if !r.Succeeded && r.ActualExists {
-							seen[k] = string(r.ActualValue)
-						}
-					}
-				}
-				ocancel()
-				ret := time.Since(start).Nanoseconds()
-				if in.Op == "get" {
-					reads.Add(1)
-				}
-				if in.Op == "cdel" && !(err != nil && strings.Contains(err.Error(), "Error while dialing")) {
-					cdels.Add(1)
-					if err == nil && out.OK {
-						cdelsOK.Add(1)
-					}
-				}
-				if err != nil {
-					// Back off a little, as a real client does (a stopped
-					// node would otherwise be hammered at full speed).
-					time.Sleep(20 * time.Millisecond)
-					if in.Op == "get" {
-						failedReads.Add(1) // a failed read has no effect: leave it out
-						continue
-					}
-					if strings.Contains(err.Error(), "Error while dialing") {
-						continue // never sent (no connection): no effect
-					}
-					out.Unknown = true
-					ambiguous.Add(1)
-					ret = -1 // patched to the end of the history
-				}
-				record(porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
-			}
-		}()
-	}
+	clients := startClients(ctx, tgt, o.Keys, o.Clients, o.Seed, start)
 
 	var loader *loader
 	if o.RangeMaxBytes > 0 {
@@ -270,8 +157,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if err := tgt.recover(); err != nil {
 		return nil, err
 	}
-	close(stop)
-	wg.Wait()
+	clients.stop()
 	if loader != nil {
 		if err := loader.finish(ctx, tgt, res); err != nil {
 			return nil, err
@@ -287,15 +173,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	for _, d := range cons.Diverged {
 		o.Logf("seed %d: replicas diverged: %s", o.Seed, d)
 	}
-	end := time.Since(start).Nanoseconds() + 1
-	for i := range ops {
-		if ops[i].Return < 0 {
-			ops[i].Return = end
-		}
-	}
-	res.Ops, res.Ambiguous = len(ops), int(ambiguous.Load())
-	res.Reads, res.FailedReads = int(reads.Load()), int(failedReads.Load())
-	res.CondDeletes, res.CondDeletesOK = int(cdels.Load()), int(cdelsOK.Load())
+	ops := clients.history(res)
 	model := KVModel.ToModel()
 	check, info := porcupine.CheckOperationsVerbose(model, ops, 2*time.Minute)
 	res.Linearizable = check == porcupine.Ok

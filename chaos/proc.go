@@ -52,6 +52,8 @@ type ProcCluster struct {
 	Addrs []string
 	procs []*proc
 	conns []*grpc.ClientConn
+	// extraArgs are `start` flags every process gets, AddProc's too.
+	extraArgs []string
 }
 
 type proc struct {
@@ -81,12 +83,19 @@ func procLogLevel() string {
 // ports, up to three times, once every process has either said it is
 // listening or died.
 func StartProcCluster(dir string, n int, env ...string) (*ProcCluster, error) {
+	return StartProcClusterArgs(dir, n, nil, env...)
+}
+
+// StartProcClusterArgs is StartProcCluster with extra `start` flags (e.g.
+// "--replicate-queue-interval", "500ms") for every process, those AddProc
+// starts later included.
+func StartProcClusterArgs(dir string, n int, args []string, env ...string) (*ProcCluster, error) {
 	bin, err := BuildBinary()
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		pc, err := startProcClusterOnce(bin, dir, n, env)
+		pc, err := startProcClusterOnce(bin, dir, n, args, env)
 		if err != nil {
 			return nil, err
 		}
@@ -131,8 +140,8 @@ func (pc *ProcCluster) lostPort(d time.Duration) int {
 	return -1
 }
 
-func startProcClusterOnce(bin, dir string, n int, env []string) (*ProcCluster, error) {
-	pc := &ProcCluster{Bin: bin, Dir: dir}
+func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcCluster, error) {
+	pc := &ProcCluster{Bin: bin, Dir: dir, extraArgs: args}
 	var raft []string
 	for i := 0; i < n; i++ {
 		a, err := node.FreeAddr()
@@ -148,8 +157,8 @@ func startProcClusterOnce(bin, dir string, n int, env []string) (*ProcCluster, e
 	}
 	for i := 0; i < n; i++ {
 		pc.procs = append(pc.procs, &proc{
-			args: []string{"start", "--store", filepath.Join(dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.Addrs[i],
-				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", procLogLevel()},
+			args: append([]string{"start", "--store", filepath.Join(dir, fmt.Sprintf("n%d", i)), "--listen-addr", pc.Addrs[i],
+				"--raft-addr", raft[i], "--http-addr", "", "--join", strings.Join(pc.Addrs, ","), "--log-level", procLogLevel()}, args...),
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
 			env: env,
 		})
@@ -186,8 +195,8 @@ func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
 	i := len(pc.procs)
 	pc.Addrs = append(pc.Addrs, a)
 	pc.procs = append(pc.procs, &proc{
-		args: []string{"start", "--store", filepath.Join(pc.Dir, fmt.Sprintf("n%d", i)), "--listen-addr", a,
-			"--raft-addr", r, "--http-addr", "", "--join", strings.Join(joinAddrs, ","), "--log-level", "warn"},
+		args: append([]string{"start", "--store", filepath.Join(pc.Dir, fmt.Sprintf("n%d", i)), "--listen-addr", a,
+			"--raft-addr", r, "--http-addr", "", "--join", strings.Join(joinAddrs, ","), "--log-level", "warn"}, pc.extraArgs...),
 		log: filepath.Join(pc.Dir, fmt.Sprintf("n%d.log", i)),
 		env: env,
 	})

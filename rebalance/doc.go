@@ -1,7 +1,10 @@
 // Package rebalance is the replicate queue: it keeps every range at the
 // replication factor, repairing ranges that lost replicas to dead nodes,
-// moving replicas off decommissioning nodes, and adding or removing voters
-// when the factor setting changes or nodes join. The allocator (package
+// moving replicas off decommissioning nodes, adding or removing voters
+// when the factor setting changes or nodes join, and, once a range is
+// fully replicated, moving voters from nodes holding too many replicas to
+// nodes holding too few (allocator.ActionRebalance: count-based, so that
+// nodes that join take their share). The allocator (package
 // allocator) decides; this package orders the decisions into a plan and
 // carries the plan out through the node's replica change path.
 //
@@ -33,11 +36,19 @@
 //     suspect voters for the quorum (their nodes may come back), but a
 //     change could not commit while they are down and would hold up the
 //     queue until the step timed out (DefaultStepTimeout).
+//     Rebalances come after every repair (priority 1) and are capped at
+//     RebalancesPerPass (one) per pass of each node: the counts go stale
+//     as other nodes' queues move replicas too, so each node moves one
+//     and decides again from fresh views.
 //  3. Each step runs one ChangeReplicas call (add the voter, promoting a
 //     leftover non-voter; or remove a voter or non-voter, the lease moved
 //     away first): one replica change per range per pass, one range at a
 //     time. A repair is thus an add in one pass and the removal of the
-//     dead voter in a later one. A failed step is logged and counted; the
+//     dead voter in a later one. A rebalance is one call that adds the
+//     target's voter and then removes the moving one (the lease moved
+//     away first if it holds it); if it stops between the two, the range
+//     is over-replicated and the next pass removes a voter as for a
+//     lowered factor. A failed step is logged and counted; the
 //     next pass decides again from fresh views.
 //
 // Never acted on: a range that lost its quorum (Raft cannot change its

@@ -32,7 +32,9 @@ type Input struct {
 }
 
 // Step is one replica change the queue carries out: a ChangeReplicas
-// call adding Add or removing Remove (one node, one of them empty).
+// call adding Add or removing Remove (one node, one of them empty), or,
+// for a rebalance, adding Add and then removing Remove (the lease moved
+// away first if the removed voter holds it).
 type Step struct {
 	RangeID  uint64
 	Decision allocator.Decision
@@ -77,8 +79,10 @@ type Plan struct {
 //     while suspect voters are down);
 //  4. the steps are decided again in that order against counts that
 //     include the earlier steps (an add counts on its target, a removal
-//     is taken off), so that one pass spreads its additions instead of
-//     sending them all to the node that was least loaded when it began.
+//     is taken off, a rebalance both), so that one pass spreads its
+//     additions instead of sending them all to the node that was least
+//     loaded when it began; rebalances (priority 1, after every repair)
+//     are capped at RebalancesPerPass, the others skipped as waiting.
 //
 // The gauges are reported by one node only, so that their sum over the
 // nodes counts every range once: the lowest node ID that is live in the
@@ -160,6 +164,7 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		return todo[i].view.Desc.RangeId < todo[j].view.Desc.RangeId
 	})
+	rebalances := 0
 	for _, t := range todo {
 		ar := allocator.Range{Desc: t.view.Desc, Factor: in.Factor, Leaseholder: t.view.Leaseholder}
 		d, err := allocator.Decide(ar, nodes)
@@ -170,14 +175,27 @@ func MakePlan(in Input) (Plan, error) {
 			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: "nothing to do once the earlier steps are counted"})
 			continue
 		}
+		if d.Action == allocator.ActionRebalance {
+			if rebalances == RebalancesPerPass {
+				p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d,
+					Why: fmt.Sprintf("waiting: at most %d rebalance per pass", RebalancesPerPass)})
+				continue
+			}
+			rebalances++
+		}
 		s := Step{RangeID: t.view.Desc.RangeId, Decision: d}
 		i := idx[d.Node]
-		if d.Action == allocator.ActionAddVoter {
+		switch d.Action {
+		case allocator.ActionRebalance:
+			s.Add, s.Remove = []uint64{d.Node}, []uint64{d.From}
+			nodes[i].Replicas++
+			nodes[idx[d.From]].Replicas--
+		case allocator.ActionAddVoter:
 			s.Add = []uint64{d.Node}
 			if d.ReplicaID == 0 {
 				nodes[i].Replicas++
 			}
-		} else {
+		default:
 			s.Remove = []uint64{d.Node}
 			nodes[i].Replicas--
 		}
@@ -210,8 +228,19 @@ func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[u
 
 // acts reports whether an action is a replica change.
 func acts(a allocator.Action) bool {
-	return a == allocator.ActionAddVoter || a == allocator.ActionRemoveVoter || a == allocator.ActionRemoveNonVoter
+	switch a {
+	case allocator.ActionAddVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
+		return true
+	}
+	return false
 }
+
+// RebalancesPerPass caps the rebalances (moves of a voter between live
+// nodes, allocator.ActionRebalance) one pass of one node carries out: the
+// counts a pass decides from go stale as soon as other nodes' queues move
+// replicas too, so each node moves one replica and decides again from
+// fresh views. Repairs are not capped.
+const RebalancesPerPass = 1
 
 // String renders the plan, one line per step and skip (golden tests and
 // the queue's debug log).
@@ -233,7 +262,11 @@ func (p Plan) String() string {
 		b.WriteString("gauges: reported by another node\n")
 	}
 	for i, s := range p.Steps {
-		fmt.Fprintf(&b, "step %d: r%d %s n%d (priority %d): %s\n", i+1, s.RangeID, s.Decision.Action, s.Decision.Node, s.Decision.Priority, s.Decision.Reason)
+		what := fmt.Sprintf("n%d", s.Decision.Node)
+		if s.Decision.Action == allocator.ActionRebalance {
+			what = fmt.Sprintf("n%d->n%d", s.Decision.From, s.Decision.Node)
+		}
+		fmt.Fprintf(&b, "step %d: r%d %s %s (priority %d): %s\n", i+1, s.RangeID, s.Decision.Action, what, s.Decision.Priority, s.Decision.Reason)
 	}
 	for _, s := range p.Skips {
 		if s.Decision.Reason == "" {

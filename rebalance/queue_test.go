@@ -92,3 +92,64 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 	}
 	return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 }
+
+// TestPassRebalance: a rebalance step is one ChangeReplicas call that adds
+// the target and then removes the voter that moves; a pass carries out
+// one, and the next pass, from views that include it, the next.
+func TestPassRebalance(t *testing.T) {
+	in := Input{Self: 1, Factor: 3}
+	for _, s := range []string{"n1", "n2", "n3", "n4"} {
+		in.Nodes = append(in.Nodes, parseNode(t, s))
+	}
+	for i := 2; i < 6; i++ {
+		in.Ranges = append(in.Ranges, parseRange(t, fmt.Sprintf("r%d voters=n1,n2,n3 lh=n1 mine", i)))
+	}
+	var called []string
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	q := New(Config{
+		Gather: func(context.Context) (Input, error) { return in, nil },
+		Current: func(id uint64) (*rspb.RangeDescriptor, bool) {
+			for _, r := range in.Ranges {
+				if r.Desc.RangeId == id {
+					return r.Desc, true
+				}
+			}
+			return nil, false
+		},
+		Change: func(_ context.Context, id uint64, add, remove []uint64) error {
+			called = append(called, fmt.Sprintf("r%d+%v-%v", id, add, remove))
+			// Carry the change out on the views, as the cluster would.
+			for _, r := range in.Ranges {
+				if r.Desc.RangeId != id {
+					continue
+				}
+				var reps []*rspb.ReplicaDescriptor
+				for _, rd := range r.Desc.Replicas {
+					if rd.NodeId != remove[0] {
+						reps = append(reps, rd)
+					}
+				}
+				r.Desc.Replicas = append(reps, &rspb.ReplicaDescriptor{NodeId: add[0], ReplicaId: r.Desc.NextReplicaId})
+				r.Desc.NextReplicaId++
+				r.Desc.Generation++
+			}
+			return nil
+		},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: m,
+	})
+	for i := 0; i < 5; i++ {
+		if _, err := q.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Counts 4/4/4/0, mean 3: n4 is below the mean until it holds 3; the
+	// fullest voter not holding the lease moves first (n2, then n3, n1...).
+	if got, want := fmt.Sprint(called), "[r2+[4]-[2] r3+[4]-[3] r4+[4]-[1]]"; got != want {
+		t.Fatalf("changes %s, want %s", got, want)
+	}
+	if got := value(t, m.actions.WithLabelValues("rebalance", "ok")); got != 3 {
+		t.Errorf("rebalance ok: %v, want 3", got)
+	}
+}
