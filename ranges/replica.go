@@ -77,6 +77,7 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	m := newStateMachine(s.eng, rangeID, replicaID, func(_ uint64, l *rspb.Lease) { r.leaseApplied(l) })
 	m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
 	m.beforeOpen = func() { s.crashPoint("replica-open") }
+	m.beforeRecover = func() { s.crashPoint("snapshot-recover") }
 	m.onOpen = r.markReady
 	r.sm = m
 	return r

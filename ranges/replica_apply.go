@@ -78,6 +78,9 @@ type stateMachine struct {
 	// is called first (a testing hook).
 	onOpen     func()
 	beforeOpen func()
+	// beforeRecover, when set, is called when a snapshot (received whole)
+	// is about to be applied (a testing hook: crash point).
+	beforeRecover func()
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -557,6 +560,9 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 // snapshot's: it clears the old and new data spans and the range-local keys,
 // writes the snapshot, and sets the applied index, in one batch.
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) error {
+	if s.beforeRecover != nil {
+		s.beforeRecover()
+	}
 	br := bufio.NewReaderSize(r, 256<<10)
 	hb, err := readFrame(br)
 	if err != nil {
