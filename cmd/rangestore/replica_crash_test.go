@@ -61,10 +61,13 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
+	began := time.Now()
+	since := func() float64 { return time.Since(began).Seconds() }
 	w := newAckedWriter(pc, 200)
 	if err := w.fill(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%.1fs: %d keys written", since(), w.nkeys)
 	stopWriters := w.run(ctx, 4)
 	defer stopWriters()
 
@@ -89,18 +92,24 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		}
 	}
 	want := []uint64{d.Replicas[1].NodeId, d.Replicas[2].NodeId, target}
-	t.Logf("r%d on %v: relocating to %v (n%d leaves)", d.RangeId, d.Replicas, want, d.Replicas[0].NodeId)
+	t.Logf("%.1fs: r%d on %v: relocating to %v (n%d leaves)", since(), d.RangeId, d.Replicas, want, d.Replicas[0].NodeId)
 
 	if err := os.WriteFile(onceFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	via := pc.indexOfNodeID(d.Replicas[2].NodeId) // a node that survives either way is not known: any will do
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-	_, opErr := rspb.NewAdminClient(pc.Conn(via)).RelocateRange(rctx, &rspb.RelocateRangeRequest{RangeId: d.RangeId, VoterNodeIds: want})
-	rcancel()
-	t.Logf("relocate call: %v", opErr)
+	// The call may hang on the dead process until its deadline: the test
+	// goes on as soon as a process died.
+	opDone := make(chan error, 1)
+	go func() {
+		rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer rcancel()
+		_, err := rspb.NewAdminClient(pc.Conn(via)).RelocateRange(rctx, &rspb.RelocateRangeRequest{RangeId: d.RangeId, VoterNodeIds: want})
+		opDone <- err
+	}()
+	defer func() { cancel(); <-opDone }()
 	died := -1
-	if !waitUntil(20*time.Second, func() bool {
+	if !waitUntil(25*time.Second, func() bool {
 		for i := 0; i < procs; i++ {
 			if !pc.Running(i) {
 				died = i
@@ -117,7 +126,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 			diedNode = id
 		}
 	}
-	t.Logf("n%d died at %s (target n%d); restarting it unarmed", diedNode, point, target)
+	t.Logf("%.1fs: n%d died at %s (target n%d); restarting it unarmed", since(), diedNode, point, target)
 	pc.SetEnv(died)
 	pc.start(died)
 
@@ -145,6 +154,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 			t.Fatalf("after the relocation r%d still has a non-voter: %v", d.RangeId, final.Replicas)
 		}
 	}
+	t.Logf("%.1fs: relocation re-run converged: %v", since(), final.Replicas)
 	time.Sleep(500 * time.Millisecond) // some writes after the restart too
 	stopWriters()
 
@@ -156,7 +166,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 	}) {
 		t.Fatalf("meta vs replicas after the restart: %v", lastErr)
 	}
-	t.Logf("meta agrees with every replica: %d ranges", len(descs))
+	t.Logf("%.1fs: meta agrees with every replica: %d ranges", since(), len(descs))
 	for _, m := range descs {
 		if m.RangeId == d.RangeId && !proto.Equal(m, final) && m.Generation < final.Generation {
 			t.Fatalf("meta holds r%d generation %d, older than the relocation's %d", m.RangeId, m.Generation, final.Generation)
@@ -165,9 +175,11 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 	if err := probeEveryRange(ctx, pc, descs); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%.1fs: every range takes a write and a read through every node", since())
 	if err := w.check(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("%.1fs: every acknowledged write is present (%d keys)", since(), w.nkeys)
 }
 
 // ackedWriter writes keys k000.. with values "v<w>-<n>" (one writer per
