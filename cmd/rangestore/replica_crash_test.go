@@ -130,6 +130,13 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 	pc.SetEnv(died)
 	pc.start(died)
 
+	// What the crash left (before anything finishes the change).
+	if waitUntil(30*time.Second, func() bool {
+		descs, err = readMetaAll(ctx, pc)
+		return err == nil
+	}) {
+		t.Logf("%.1fs: after the restart meta has r%d on %v", since(), d.RangeId, rangeOf(descs, "k100").GetReplicas())
+	}
 	// Re-running the same relocation finishes (or redoes) the change.
 	var final *rspb.RangeDescriptor
 	var lastErr error
