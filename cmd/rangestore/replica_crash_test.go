@@ -107,7 +107,10 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		_, err := rspb.NewAdminClient(pc.Conn(via)).RelocateRange(rctx, &rspb.RelocateRangeRequest{RangeId: d.RangeId, VoterNodeIds: want})
 		opDone <- err
 	}()
-	defer func() { cancel(); <-opDone }()
+	defer func() {
+		cancel()
+		t.Logf("the relocate call cut off by the crash returned: %v", <-opDone)
+	}()
 	died := -1
 	if !waitUntil(25*time.Second, func() bool {
 		for i := 0; i < procs; i++ {
@@ -311,7 +314,7 @@ func (w *ackedWriter) check(ctx context.Context) error {
 			g, err := w.pc.KV(i).Get(actx, &rspb.GetRequest{Key: []byte(k)})
 			c()
 			if err != nil || !g.Found || string(g.Kv.Value) != v {
-				return fmt.Errorf("get %q via process %d = %v %v, scan saw %q", k, i, g, err, v)
+				return fmt.Errorf("get %q via process %d = %v, scan saw %q: %w", k, i, g, v, err)
 			}
 		}
 	}
@@ -320,7 +323,7 @@ func (w *ackedWriter) check(ctx context.Context) error {
 
 // readMetaAll is readMeta asking every running process.
 func readMetaAll(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor, error) {
-	var last error = errors.New("no running process")
+	last := errors.New("no running process")
 	for i := 0; i < pc.NumNodes(); i++ {
 		if !pc.Running(i) {
 			continue
@@ -464,7 +467,7 @@ func probeEveryRange(ctx context.Context, pc *procCluster, descs []*rspb.RangeDe
 				}
 				g, gerr := pc.KV(i).Get(actx, &rspb.GetRequest{Key: k})
 				if gerr != nil || !g.Found || !bytes.Equal(g.Kv.Value, v) {
-					err = fmt.Errorf("read back %v %v", g, gerr)
+					err = fmt.Errorf("read back %v: %w", g, gerr)
 					return false
 				}
 				return true
