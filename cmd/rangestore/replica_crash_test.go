@@ -37,9 +37,10 @@ var replicaChangeCrashPoints = []string{
 }
 
 // TestReplicaChangeCrashPoints (issue 11, acceptance 4): four processes,
-// each range on three; a RelocateRange moving a range off one node onto
-// the fourth kills the process that reaches the crash point (SIGKILL from
-// inside) while writers run. After the restart: re-running the same
+// each range on three; a RelocateRange (sent to the range's leaseholder,
+// which drives it) moving a range off one node onto the fourth kills the
+// process that reaches the crash point (SIGKILL from inside) while writers
+// run. After the restart: re-running the same
 // relocation converges to the requested voters; meta agrees with the
 // descriptor of every replica on every node (and nodes hold exactly the
 // replicas meta names: the removed one is collected); every range takes a
@@ -97,7 +98,12 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 	if err := os.WriteFile(onceFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	via := pc.indexOfNodeID(d.Replicas[2].NodeId) // a node that survives either way is not known: any will do
+	// The call goes to the leaseholder, which drives the change (it runs
+	// every step but the snapshot): when it dies, nothing is left to finish
+	// the change but the re-run below (or the replicate queue).
+	lh := leaseholderOf(ctx, pc, d)
+	via := pc.indexOfNodeID(lh)
+	t.Logf("the relocation is sent to n%d (the leaseholder)", lh)
 	// The call may hang on the dead process until its deadline: the test
 	// goes on as soon as a process died.
 	opDone := make(chan error, 1)
@@ -477,4 +483,23 @@ func probeEveryRange(ctx context.Context, pc *procCluster, descs []*rspb.RangeDe
 		}
 	}
 	return nil
+}
+
+// leaseholderOf is the node holding a valid lease of d's range as its
+// replicas report it (the first voter if none reports one).
+func leaseholderOf(ctx context.Context, pc *procCluster, d *rspb.RangeDescriptor) uint64 {
+	for _, r := range d.Replicas {
+		actx, c := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := rspb.NewAdminClient(pc.Conn(pc.indexOfNodeID(r.NodeId))).Ranges(actx, &rspb.RangesRequest{RangeIds: []uint64{d.RangeId}})
+		c()
+		if err != nil {
+			continue
+		}
+		for _, ri := range resp.Ranges {
+			if ri.LeaseValid && ri.Lease.GetNodeId() != 0 {
+				return ri.Lease.GetNodeId()
+			}
+		}
+	}
+	return d.Replicas[0].NodeId
 }
