@@ -82,6 +82,7 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	// tests: the replica must come back with its old state and apply the
 	// snapshot again).
 	m.beforeIngest = func() error { s.crashPoint("snapshot-before-ingest"); return nil }
+	m.beforeRecover = func() { s.crashPoint("snapshot-recover") }
 	m.onOpen = r.markReady
 	r.sm = m
 	return r

@@ -86,6 +86,9 @@ type stateMachine struct {
 	// snapshot is staged, before it is ingested; an error aborts the
 	// recovery (a testing hook).
 	beforeIngest func() error
+	// beforeRecover, when set, is called when a snapshot (received whole)
+	// is about to be applied (a testing hook: crash point).
+	beforeRecover func()
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -586,6 +589,9 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 //
 // It first takes one of the node's apply slots (snapshot_limits.go).
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (err error) {
+	if s.beforeRecover != nil {
+		s.beforeRecover()
+	}
 	release, err := s.snaps.acquire(snapApply, stopc)
 	if err != nil {
 		return err

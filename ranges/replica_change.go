@@ -197,6 +197,9 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 			return &rspb.RangeResponse{Error: rerr}
 		}
 		r.store.log.Info("replica change: descriptor changed", "range", r.rangeID, "step", d.Step.String(), "generation", next.Generation, "reason", d.Reason)
+		// The descriptor changed, meta not yet: crash point
+		// "replica-change-<step>-before-meta".
+		r.store.crashPoint("replica-change-" + d.Step.String() + "-before-meta")
 		// Meta follows (the meta loop repairs it if this fails).
 		if _, err := r.store.fixMeta(ctx, snd, next); err != nil {
 			r.store.log.Warn("meta update after a replica change failed; the meta loop will repair it", "range", r.rangeID, "err", err)

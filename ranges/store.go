@@ -72,7 +72,8 @@ type StoreConfig struct {
 	// TransportFactory replaces Dragonboat's TCP transport (fault injection).
 	TransportFactory config.TransportFactory
 	// CrashPoint, when set, is called at named points of multi-step
-	// operations (splits); fault tests make it kill the process.
+	// operations (splits, merges, replica changes, snapshot application);
+	// fault tests make it kill the process.
 	CrashPoint func(name string)
 	// TestingAckDelay, when positive, holds back the reply to a batch with
 	// an Increment of a user key that was just applied (not one answered
