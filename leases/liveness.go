@@ -352,3 +352,15 @@ func (l *Liveness) cput(ctx context.Context, nodeID uint64, next *rspb.Liveness,
 	}
 	return false, actual, r.ActualValue, nil
 }
+
+// MembershipWord is the word for a membership in messages and logs:
+// active, decommissioning or decommissioned.
+func MembershipWord(m rspb.LivenessMembership) string {
+	switch m {
+	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONING:
+		return "decommissioning"
+	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
+		return "decommissioned"
+	}
+	return "active"
+}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/allocator"
+	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -93,16 +94,6 @@ type membershipDecision struct {
 	Target rspb.LivenessMembership
 	Code   codes.Code
 	Reason string
-}
-
-func membershipWord(m rspb.LivenessMembership) string {
-	switch m {
-	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONING:
-		return "decommissioning"
-	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
-		return "decommissioned"
-	}
-	return "active"
 }
 
 // replicasPhrase is "3 replicas (r2, r5, r9)" or "no replica".
@@ -214,7 +205,7 @@ type clusterView struct {
 
 func (n *Node) readClusterView(ctx context.Context, withRanges bool) (*clusterView, error) {
 	if n.store.ClusterRecord() == nil {
-		return nil, status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`, or start it with --join of a running cluster)")
+		return nil, errNotInitialized
 	}
 	v := &clusterView{dir: map[uint64]*rspb.NodeDescriptor{}, meta: n.MetaRange()}
 	dir, err := n.readDirectory(ctx)
@@ -452,7 +443,7 @@ func (n *Node) setMembership(ctx context.Context, v *clusterView, op membershipO
 	case err != nil:
 		return nil, status.Errorf(codes.Unavailable, "changing the membership of n%d: %v", id, err)
 	}
-	n.log.Info("node membership changed", "node", id, "op", op.String(), "membership", membershipWord(rec.GetMembership()))
+	n.log.Info("node membership changed", "node", id, "op", op.String(), "membership", leases.MembershipWord(rec.GetMembership()))
 	return rec, nil
 }
 
@@ -527,7 +518,7 @@ func (n *Node) DrainSelf(ctx context.Context) (moved int64, left []uint64) {
 // service) and returns the leases it moved; see Admin.DrainNode.
 func (n *Node) DrainNode(ctx context.Context, id uint64) (int64, error) {
 	if n.store.ClusterRecord() == nil {
-		return 0, status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`, or start it with --join of a running cluster)")
+		return 0, errNotInitialized
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -585,7 +576,7 @@ func (n *Node) watchOwnMembership(ctx context.Context) {
 	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONING, rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
 		if !n.membershipDrained {
 			n.membershipDrained = true
-			n.log.Info("this node is "+membershipWord(m)+": draining its leases; it takes no new lease or replica", "node", n.NodeID())
+			n.log.Info("this node is "+leases.MembershipWord(m)+": draining its leases; it takes no new lease or replica", "node", n.NodeID())
 			moved, left := n.drain(ctx)
 			n.log.Info(fmt.Sprintf("drained for decommission: transferred %d leases, %d left", moved, left), "node", n.NodeID())
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/internal/golden"
+	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
 )
@@ -39,7 +40,7 @@ func TestDecideMembership(t *testing.T) {
 		}
 		d := decideMembership(membershipFacts{Op: op, NodeID: 4, Current: rspb.LivenessMembership(cur),
 			Replicas: c.Replicas, RangeIDs: c.RangeIDs})
-		fmt.Fprintf(&out, "== %s\n%s -> %s", c.Name, d.Action, membershipWord(d.Target))
+		fmt.Fprintf(&out, "== %s\n%s -> %s", c.Name, d.Action, leases.MembershipWord(d.Target))
 		if d.Action == membershipRefuse {
 			fmt.Fprintf(&out, " (%s)", d.Code)
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -58,7 +59,7 @@ func decideNodeState(rec *rspb.Liveness, now int64, deadAfter time.Duration) nod
 	switch {
 	case rec.Membership != rspb.LivenessMembership_LIVENESS_ACTIVE:
 		st.Membership = membershipState(rec.Membership)
-		st.Reason += "; " + membershipWord(rec.Membership) + " (marked in its liveness record)"
+		st.Reason += "; " + leases.MembershipWord(rec.Membership) + " (marked in its liveness record)"
 	case rec.Draining:
 		st.Membership = rspb.MembershipState_MEMBERSHIP_DRAINING
 		st.Reason += "; draining (marked in its liveness record)"
@@ -80,6 +81,10 @@ func (n *Node) NodeStats() (replicas, leases, bytes int64) {
 	return replicas, leases, bytes
 }
 
+// errNotInitialized answers operator requests on a node that is not part
+// of a cluster yet.
+var errNotInitialized = status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`, or start it with --join of a running cluster)")
+
 // NodeStatuses reports the status of every node in the directory (nodeID
 // 0) or of one node (NotFound if the directory does not list it): the
 // directory and liveness records are read from the system range, the
@@ -87,7 +92,7 @@ func (n *Node) NodeStats() (replicas, leases, bytes int64) {
 // missing, with stats_error saying why).
 func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error) {
 	if n.store.ClusterRecord() == nil {
-		return nil, status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`, or start it with --join of a running cluster)")
+		return nil, errNotInitialized
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -171,7 +171,7 @@ func (n *Node) SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetR
 		return nil, status.Errorf(codes.InvalidArgument, "replication_factor: %v", err)
 	}
 	if n.store.ClusterRecord() == nil {
-		return nil, status.Error(codes.FailedPrecondition, "node not initialized (run `rangestore init`, or start it with --join of a running cluster)")
+		return nil, errNotInitialized
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -365,7 +366,7 @@ func (s *Store) createJoiningReplica(ctx context.Context, req *rspb.AdminCreateR
 	}
 	if lv := s.live(); lv != nil {
 		if m := lv.Self().GetMembership(); m != rspb.LivenessMembership_LIVENESS_ACTIVE {
-			return fail(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: it is %s", me, membershipWord(m))
+			return fail(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: it is %s", me, leases.MembershipWord(m))
 		}
 	}
 	rec := &rspb.ReplicaRecord{RangeId: d.RangeId, ReplicaId: req.ReplicaId, Join: true, JoinedNonVoting: true}
@@ -587,15 +588,5 @@ func (s *Store) takesNoReplicas(ctx context.Context, node uint64) string {
 	if err != nil || rec.GetMembership() == rspb.LivenessMembership_LIVENESS_ACTIVE {
 		return ""
 	}
-	return "it is " + membershipWord(rec.GetMembership())
-}
-
-func membershipWord(m rspb.LivenessMembership) string {
-	switch m {
-	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONING:
-		return "decommissioning"
-	case rspb.LivenessMembership_LIVENESS_DECOMMISSIONED:
-		return "decommissioned"
-	}
-	return "active"
+	return "it is " + leases.MembershipWord(rec.GetMembership())
 }
