@@ -33,7 +33,7 @@ fmt:
 # Full suite (unit, in-process cluster, multi-process kill -9), then the core
 # packages again under -race.
 test:
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
 test-fast:
