@@ -34,7 +34,7 @@ fmt:
 # packages again under -race.
 test:
 	$(GO) test -count=1 -timeout 25m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -race -timeout 25m $(RACE_PKGS)
 
 test-fast:
 	$(GO) test -count=1 -short $(PKGS)
