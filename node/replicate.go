@@ -24,6 +24,13 @@ const gatherTimeout = 10 * time.Second
 
 // startReplicateQueue starts the queue in the store's task group (Close
 // stops it), unless cfg.ReplicateQueueInterval is negative.
+// changeInFlightWindow: a range whose replica change took a step at this
+// leaseholder this recently has its non-voters left alone by the queue
+// (an operator's RelocateRange adds one and promotes it step by step; the
+// queue removing it meanwhile made the relocation start over, again and
+// again, in TestReplicaChangeCrashPoints under load).
+const changeInFlightWindow = 10 * time.Second
+
 func (n *Node) startReplicateQueue() {
 	if n.cfg.ReplicateQueueInterval < 0 {
 		return
@@ -102,6 +109,9 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 				v.Mine = true
 				if ld := ri.RangeDescriptor; ld.GetGeneration() > d.Generation {
 					v.Desc = ld
+				}
+				if n.store.ChangeInFlight(d.RangeId, changeInFlightWindow) {
+					v.ChangeInFlight = fmt.Sprintf("a replica change of r%d is being driven here (a step within %s): its non-voter is about to be promoted", d.RangeId, changeInFlightWindow)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -82,6 +83,9 @@ func (r *Replica) removedHere() bool {
 // changeState is a replica's in-memory part of replica changes it leads.
 type changeState struct {
 	mu sync.Mutex // one step at a time per range at this leaseholder
+	// lastStep is when a step of a change of this range last started here
+	// (unix nanoseconds; InChange).
+	lastStep atomic.Int64
 	// want: replica ID -> the applied index it must reach before its
 	// promotion (this replica's applied index when it joined Raft).
 	want sync.Map
@@ -93,6 +97,7 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 	fail := func(code rspb.RangeError_Code, format string, args ...any) *rspb.RangeResponse {
 		return &rspb.RangeResponse{Error: rangeErr(code, fmt.Sprintf(format, args...))}
 	}
+	r.change.lastStep.Store(r.store.cfg.TimeSource.Now().UnixNano())
 	if !r.change.mu.TryLock() {
 		// A step cut off by its caller may still run; the caller retries.
 		return fail(rspb.RangeError_UNAVAILABLE, "r%d: a replica change step is still running on n%d", r.rangeID, r.store.NodeID())
@@ -589,4 +594,17 @@ func (s *Store) takesNoReplicas(ctx context.Context, node uint64) string {
 		return ""
 	}
 	return "it is " + leases.MembershipWord(rec.GetMembership())
+}
+
+// ChangeInFlight reports whether a step of a replica change of rangeID
+// started at this node's replica (its leaseholder) within the last window:
+// a change is being driven, and its non-voter is about to be promoted (the
+// replicate queue leaves such a range's non-voters alone).
+func (s *Store) ChangeInFlight(rangeID uint64, window time.Duration) bool {
+	r := s.replica(rangeID)
+	if r == nil {
+		return false
+	}
+	last := r.change.lastStep.Load()
+	return last != 0 && s.cfg.TimeSource.Now().UnixNano()-last < int64(window)
 }

@@ -21,6 +21,11 @@ type RangeView struct {
 	// Fixed, when not empty, says why the range's replicas must not change
 	// now: it is counted but never acted on.
 	Fixed string
+	// ChangeInFlight, when not empty, says that a replica change of the
+	// range is being driven here (an operator's RelocateRange or
+	// ChangeReplicas, step by step): its non-voter is the change's own,
+	// about to be promoted, not a leftover, so it is not removed.
+	ChangeInFlight string
 }
 
 // Input is everything one pass decides from.
@@ -147,6 +152,8 @@ func MakePlan(in Input) (Plan, error) {
 			why = "nothing to do"
 		case r.Fixed != "":
 			why = r.Fixed
+		case d.Action == allocator.ActionRemoveNonVoter && r.ChangeInFlight != "":
+			why = r.ChangeInFlight
 		case !r.Mine:
 			why = "not acted on here: this node does not hold its lease"
 		default:

@@ -16,7 +16,7 @@ import (
 //
 // A node is "nID" followed by words: live, suspect, dead, draining,
 // decommissioning, decommissioned, and key=value locality tiers. A range
-// is "rID" followed by voters=n1,n2 [nonvoters=n4] [lh=nN] [mine]
+// is "rID" followed by voters=n1,n2 [nonvoters=n4] [lh=nN] [mine] [fixed] [changing]
 // [fixed]; replica IDs are given in order from 1.
 func TestMakePlan(t *testing.T) {
 	var cases struct {
@@ -151,7 +151,9 @@ func parseRange(t *testing.T, s string) RangeView {
 		case "mine":
 			v.Mine = true
 		case "fixed":
-			v.Fixed = "the meta range's replicas cannot change"
+			v.Fixed = "the range's replicas must not change now"
+		case "changing":
+			v.ChangeInFlight = "a replica change of this range is in flight here"
 		default:
 			t.Fatalf("range %q: unknown word %q", s, w)
 		}
