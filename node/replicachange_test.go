@@ -242,18 +242,27 @@ func TestChangeReplicasBadInput(t *testing.T) {
 
 	// Half an addition: the leaseholder takes only the first step.
 	putKeys(t, tc, 0, "k", 5)
-	lh := -1
-	timeutil.WaitFor(t, 10*time.Second, fmt.Sprintf("the leaseholder of r%d", d.RangeId), func() error {
+	// The leaseholder's answer may be a transient refusal (a shard not
+	// ready yet on a loaded machine, the lease moving): ask again, at the
+	// leaseholder as then known, until it takes the step.
+	var step *rspb.RangeResponse
+	timeutil.WaitFor(t, 20*time.Second, fmt.Sprintf("the first step of adding n%d to r%d at its leaseholder", addID, d.RangeId), func() error {
+		lh := -1
 		for i := 0; i < tc.NumNodes(); i++ {
 			if l := leaseOf(tc, i, d.RangeId); l.GetNodeId() != 0 {
 				lh = indexOfNode(tc, l.NodeId)
-				return nil
 			}
 		}
-		return fmt.Errorf("no lease seen")
+		if lh < 0 {
+			return fmt.Errorf("no lease seen")
+		}
+		step = tc.Node(lh).Send(ctx, &rspb.RangeRequest{RangeId: d.RangeId, Admin: &rspb.RangeRequest_AdminChangeReplicas{
+			AdminChangeReplicas: &rspb.AdminChangeReplicasRequest{NodeId: addID}}})
+		if e := step.Error; e != nil && (e.Code == rspb.RangeError_NOT_LEASEHOLDER || e.Code == rspb.RangeError_UNAVAILABLE) {
+			return fmt.Errorf("%v", e)
+		}
+		return nil
 	})
-	step := tc.Node(lh).Send(ctx, &rspb.RangeRequest{RangeId: d.RangeId, Admin: &rspb.RangeRequest_AdminChangeReplicas{
-		AdminChangeReplicas: &rspb.AdminChangeReplicasRequest{NodeId: addID}}})
 	if step.Error != nil || step.GetAdminChangeReplicas().GetStep() != "descriptor-add-non-voter" {
 		t.Fatalf("first step: %v", step)
 	}

@@ -178,8 +178,14 @@ func TestSnapshotRetriedAfterCut(t *testing.T) {
 	if got := snapMetric(t, reg, "rangestore_snapshots_received_total", nil); got < 1 {
 		t.Errorf("n%d received %v snapshots", addID, got)
 	}
-	if got := snapMetric(t, tc.Node(sender).Registry(), "rangestore_snapshots_sent_total", nil); got < 1 {
-		t.Errorf("sender sent %v snapshots in full", got)
+	// The snapshot sent again may come from another node (Raft
+	// leadership can move while the link is cut, on a loaded machine).
+	var sent float64
+	for i := 0; i < tc.NumNodes(); i++ {
+		sent += snapMetric(t, tc.Node(i).Registry(), "rangestore_snapshots_sent_total", nil)
+	}
+	if sent < 1 {
+		t.Errorf("no node sent a snapshot in full")
 	}
 	t.Logf("%d scans of n%d's span saw 0 or %d keys; sender n%d: %v bytes sent, %v failed sends", scans, addID, want,
 		tc.Node(sender).NodeID(), snapMetric(t, tc.Node(sender).Registry(), "rangestore_snapshot_bytes_sent_total", nil),
