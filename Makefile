@@ -91,8 +91,11 @@ stress:
 	$(GO) test -count=$(STRESS_COUNT) -failfast -run '$(STRESS_RUN)' -timeout 300m ./node/ ./cmd/rangestore/
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
-# clock jumps, lease transfers, merges). Tune with CHAOS_HISTORIES / CHAOS_DURATION / CHAOS_MODE (proc or inproc only) /
-# CHAOS_SEED; failing histories are saved as HTML under chaos/chaos-failures/.
+# clock jumps, kill -9, lease transfers, merges, replica removals,
+# relocations, decommissions: chaos.AllFaults). Tune with CHAOS_HISTORIES /
+# CHAOS_DURATION / CHAOS_MODE (proc or inproc only) / CHAOS_FAULTS
+# (kind,kind) / CHAOS_SEED; failing histories are saved as HTML under
+# chaos/chaos-failures/.
 CHAOS_HISTORIES ?= 50
 CHAOS_DURATION  ?= 15s
 chaos:

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,13 +25,11 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 // TestChaos runs CHAOS_HISTORIES histories (default 3) of CHAOS_DURATION
-// (default 20s) each, alternating between an in-process cluster
-// (partitions, restarts, clock jumps, lease transfers, merges) and one
-// process per node (kill -9 of leaseholders, lease transfers, merges),
-// with at least one
-// injected fault per history, and
-// fails on any non-linearizable history (saved as HTML under
-// CHAOS_OUT, default ./chaos-failures).
+// (default 20s) each, alternating between a 3-node in-process cluster
+// and 5 processes (AllFaults lists each mode's faults; CHAOS_MODE and
+// CHAOS_FAULTS narrow them), with at least one injected fault per
+// history, and fails on any non-linearizable history (saved as HTML
+// under CHAOS_OUT, default ./chaos-failures) or diverged replicas.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos histories take a while")
@@ -54,7 +53,15 @@ func TestChaos(t *testing.T) {
 		case ModeProcess, ModeInProcess:
 			mode = os.Getenv("CHAOS_MODE")
 		}
-		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, OutDir: out, Logf: t.Logf})
+		// CHAOS_FAULTS=kind,kind narrows the faults (the mode's kinds
+		// that are named; all of them when none is).
+		var only []string
+		for _, f := range AllFaults[mode] {
+			if slices.Contains(strings.Split(os.Getenv("CHAOS_FAULTS"), ","), f) {
+				only = append(only, f)
+			}
+		}
+		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, Faults: only, OutDir: out, Logf: t.Logf})
 		if err != nil {
 			t.Fatalf("history %d (seed %d): %v", h, s, err)
 		}

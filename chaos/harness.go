@@ -28,11 +28,20 @@ const (
 	FaultKill      = "kill9"     // SIGKILL the leaseholder's process, restart it later (process mode)
 	FaultMerge     = "merge"     // merge a client key's range with its right neighbour, later split it off again
 	FaultReplicas  = "replicas"  // remove a replica of a client key's range from a node without the lease, then add it back there
-	FaultNone      = "none"      // no fault (histories that exercise something else, e.g. splits)
+	// FaultRelocate moves a client key's range to a random 3 of the 5
+	// nodes (process mode).
+	FaultRelocate = "relocate"
+	// FaultDecommission decommissions a node (process mode) and waits
+	// until the replicate queue has moved its replicas away; the next
+	// fault recommissions it.
+	FaultDecommission = "decommission"
+	FaultNone         = "none" // no fault (histories that exercise something else, e.g. splits)
 )
 
-// Modes: an in-process cluster (partitions, restarts, clock jumps,
-// transfers) or one process per node (kill -9, transfers).
+// Modes: an in-process cluster of 3 nodes (partitions, restarts, clock
+// jumps, transfers, merges, replica removals) or one process per node, 5
+// nodes with replication factor 3 (kill -9, transfers, merges, replica
+// removals, relocations, decommissions).
 const (
 	ModeInProcess = "inproc"
 	ModeProcess   = "proc"
@@ -41,7 +50,7 @@ const (
 // AllFaults lists the fault kinds of each mode.
 var AllFaults = map[string][]string{
 	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer, FaultMerge, FaultReplicas},
-	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge, FaultReplicas},
+	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge, FaultReplicas, FaultRelocate, FaultDecommission},
 }
 
 // Options configure one history.
@@ -90,9 +99,9 @@ type Result struct {
 // DefaultKeys fall into five user ranges of a default cluster.
 var DefaultKeys = []string{"A1", "D1", "P1", "c1", "o1", "A2", "P2", "o2"}
 
-// RunHistory starts a 3-node in-process cluster, runs clients doing
-// get/put/cas/conditional delete while injecting faults, and checks the
-// history with porcupine.
+// RunHistory starts a cluster (3 nodes in process, or 5 processes),
+// runs clients doing get/put/cas/conditional delete while injecting
+// faults, and checks the history with porcupine.
 func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if o.Clients == 0 {
 		o.Clients = 6
@@ -252,7 +261,7 @@ type merger struct {
 	absorbed []byte
 }
 
-func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, rng *rand.Rand, ks []string) string {
+func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, admins []rspb.AdminClient, rng *rand.Rand, ks []string) string {
 	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var out []string
@@ -288,6 +297,11 @@ func (m *merger) inject(ctx context.Context, admin rspb.AdminClient, rng *rand.R
 			oldEnd = d.EndKey
 		}
 	}
+	if c := colocate(ctx, admin, admins, k); c != "" {
+		out = append(out, c)
+	}
+	mctx, cancel2 := context.WithTimeout(ctx, 10*time.Second) // the colocation may have taken a while
+	defer cancel2()
 	r, err := admin.MergeRange(mctx, &rspb.MergeRangeRequest{Key: []byte(k)})
 	if err != nil {
 		out = append(out, fmt.Sprintf("merge of the range holding %q failed: %v", k, err))
@@ -400,7 +414,7 @@ func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, 
 	case FaultNone:
 		return "none"
 	case FaultMerge:
-		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
+		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, ks)
 	case FaultReplicas:
 		return replicaFault(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, rid, nodeIDs(t.NumNodes()))
 	case FaultPartition:
@@ -430,15 +444,25 @@ type procTarget struct {
 	dir    string
 	merger merger
 	killed int
-	keep   bool // a failing history: its stores and logs stay for inspection
+	// decommissioning is the node a decommission fault left
+	// decommissioning (0: none); recover recommissions it.
+	decommissioning uint64
+	keep            bool // a failing history: its stores and logs stay for inspection
 }
+
+// procArgs are the `start` flags of a process-mode history: the replicate
+// queue passes every second (decommissions are emptied, replicas a fault
+// left short are repaired, counts are rebalanced within a history), and a
+// node whose liveness has expired for 10 s is dead (its replicas are
+// replaced).
+var procArgs = []string{"--replicate-queue-interval", "1s", "--time-until-store-dead", "10s"}
 
 func newProcTarget(ctx context.Context) (*procTarget, error) {
 	dir, err := os.MkdirTemp("", "rangestore-chaos-")
 	if err != nil {
 		return nil, err
 	}
-	pc, err := StartProcCluster(dir, 3)
+	pc, err := StartProcClusterArgs(dir, procNodes, procArgs)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -491,6 +515,12 @@ func (t *procTarget) recover() error {
 		}
 		t.killed = -1
 	}
+	if t.decommissioning != 0 {
+		if err := recommission(context.Background(), t.admins(), t.decommissioning, 30*time.Second); err != nil {
+			return err
+		}
+		t.decommissioning = 0
+	}
 	return nil
 }
 
@@ -499,13 +529,16 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 		return "restart failed: " + err.Error()
 	}
 	if kind == FaultMerge {
-		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), rng, ks)
-	}
-	if kind == FaultReplicas {
-		rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
-		return replicaFault(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, rid, nodeIDs(t.NumNodes()))
+		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, ks)
 	}
 	rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
+	admin := rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes())))
+	switch kind {
+	case FaultReplicas:
+		return replicaFault(ctx, admin, t.admins(), rng, rid, nodeIDs(t.NumNodes()))
+	case FaultRelocate:
+		return relocateFault(ctx, admin, t.admins(), rng, rid, nodeIDs(t.NumNodes()))
+	}
 	holder := leaseholderOf(ctx, t.admins(), rid)
 	victim := t.IndexOfNodeID(holder)
 	if victim < 0 {
@@ -519,9 +552,43 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 		}
 		return fmt.Sprintf("kill9: SIGKILL process of n%d (leaseholder of r%d)", holder, rid)
 	}
+	if kind == FaultDecommission {
+		id := uint64(rng.Intn(t.NumNodes()) + 1)
+		if holder != 0 && rng.Intn(2) == 0 {
+			id = holder // half the time the leaseholder of a client key's range
+		}
+		desc, marked := decommissionFault(ctx, rspb.NewAdminClient(t.Conn(t.otherThan(id, rng))), id)
+		if marked {
+			t.decommissioning = id
+		}
+		return desc
+	}
+	// A transfer to another voter of the range (any other node when the
+	// voters are not known).
 	n := t.NumNodes()
 	to := uint64((int(holder)+rng.Intn(n-1))%n + 1) // any node but the holder
+	if v := viewRanges(ctx, t.admins())[rid]; v != nil {
+		var others []uint64
+		for _, id := range voterNodes(v.desc) {
+			if id != holder {
+				others = append(others, id)
+			}
+		}
+		if len(others) > 0 {
+			to = others[rng.Intn(len(others))]
+		}
+	}
 	return transfer(ctx, rspb.NewAdminClient(t.Conn(victim)), rid, holder, to)
+}
+
+// otherThan is the index of a random process other than node id's.
+func (t *procTarget) otherThan(id uint64, rng *rand.Rand) int {
+	skip := t.IndexOfNodeID(id)
+	for {
+		if i := rng.Intn(t.NumNodes()); i != skip {
+			return i
+		}
+	}
 }
 
 func (t *procTarget) close() {

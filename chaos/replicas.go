@@ -15,8 +15,9 @@ import (
 // node that does not hold the lease, then added back on the same node
 // under a new replica ID (so it is caught up by a snapshot, and the
 // removed replica is garbage-collected there), while the clients run.
-// Ranges a failed fault left with fewer replicas than nodes get their
-// missing replicas back first, so merges (colocated voters) keep working.
+// Ranges a failed fault left with fewer voters than the replication factor
+// (or than nodes, on a smaller cluster) get their missing replicas back
+// first, on random nodes without one.
 
 // rangeView is what the reachable nodes know of one range.
 type rangeView struct {
@@ -66,12 +67,19 @@ func replicaFault(ctx context.Context, admin rspb.AdminClient, admins []rspb.Adm
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	want := min(chaosFactor, len(nodes))
 	for _, id := range ids {
 		d := views[id].desc
-		for _, n := range nodes {
+		missing := want - len(voterNodes(d))
+		for _, i := range rng.Perm(len(nodes)) {
+			n := nodes[i]
+			if missing <= 0 {
+				break
+			}
 			if hasNode(d, n) {
 				continue
 			}
+			missing--
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			_, err := admin.ChangeReplicas(cctx, &rspb.ChangeReplicasRequest{RangeId: id, AddNodeIds: []uint64{n}})
 			cancel()
