@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -122,7 +124,7 @@ func startClients(ctx context.Context, kvs kvNodes, keys []string, n int, seed i
 				if in.Op == "get" {
 					l.reads.Add(1)
 				}
-				if in.Op == "cdel" && !(err != nil && strings.Contains(err.Error(), "Error while dialing")) {
+				if in.Op == "cdel" && !neverSent(err) {
 					l.cdels.Add(1)
 					if err == nil && out.OK {
 						l.cdelsOK.Add(1)
@@ -136,8 +138,8 @@ func startClients(ctx context.Context, kvs kvNodes, keys []string, n int, seed i
 						l.failedReads.Add(1) // a failed read has no effect: leave it out
 						continue
 					}
-					if strings.Contains(err.Error(), "Error while dialing") {
-						continue // never sent (no connection): no effect
+					if neverSent(err) {
+						continue // no effect
 					}
 					out.Unknown = true
 					l.ambiguous.Add(1)
@@ -148,6 +150,20 @@ func startClients(ctx context.Context, kvs kvNodes, keys []string, n int, seed i
 		}()
 	}
 	return l
+}
+
+// neverSent: err is the client's own failure to connect to the node it
+// chose, so the request never left the client. gRPC says so with an
+// Unavailable status whose message is the connection error itself. A
+// node's answer that merely quotes a dial error (a gateway that could not
+// reach the leaseholder it had already sent an attempt to) does not count:
+// the write may have applied. Treating such answers as never sent once
+// dropped a conditional delete that had applied, so a later read of the
+// deleted key looked non-linearizable.
+func neverSent(err error) bool {
+	st, ok := status.FromError(err)
+	return err != nil && ok && st.Code() == codes.Unavailable &&
+		strings.HasPrefix(st.Message(), "connection error:") && strings.Contains(st.Message(), "Error while dialing")
 }
 
 // stop stops the clients and waits for them.

@@ -18,7 +18,9 @@
 //     while its requests still go to one range. A write that may have
 //     applied is only retried where its dedup record is (the range it was
 //     sent to, or the one that subsumed it by a merge, which replicas name
-//     in RANGE_NOT_FOUND); otherwise it fails as AMBIGUOUS. Scans are
+//     in RANGE_NOT_FOUND); otherwise it fails as AMBIGUOUS, and so does one
+//     that runs out of time (the last error, e.g. a leaseholder that
+//     could not be dialled, says nothing of an earlier attempt). Scans are
 //     streamed range by range in bounded chunks. Admin merges are pinned
 //     to the range's generation at the call's start, so a retried merge
 //     never absorbs a second neighbour.

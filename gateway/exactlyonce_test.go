@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
@@ -192,5 +195,46 @@ func TestRouterResplitsWriteThatDidNotApply(t *testing.T) {
 	}
 	if sent := n.requests(); len(sent) != 3 {
 		t.Fatalf("%d range commands sent, want 3 (one refused, then one per range)", len(sent))
+	}
+}
+
+// TestRouterDeadlineAfterMaybeAppliedIsAmbiguous: a write whose first
+// attempt may have applied (the leaseholder proposed it, then went away),
+// and whose retries fail until the deadline, is answered AMBIGUOUS (gRPC
+// Unknown), not UNAVAILABLE: a client reading UNAVAILABLE with a dial
+// error in it took the write for never sent, and a conditional delete that
+// had applied made a later read look non-linearizable. A read in the same
+// situation is UNAVAILABLE: it applies nothing.
+func TestRouterDeadlineAfterMaybeAppliedIsAmbiguous(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  *rspb.RequestUnion
+		want codes.Code
+	}{
+		{"write", incr("x"), codes.Unknown},
+		{"read", &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("x"))}}}, codes.Unavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newScriptNode()
+			n.setRecords(userRange(5, keys.UserPrefix, keys.KeyMax))
+			n.answer = func(req *rspb.RangeRequest, nth int) *rspb.RangeResponse {
+				if nth == 1 {
+					return &rspb.RangeResponse{Error: notCompleted}
+				}
+				return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_LEASEHOLDER, Message: "the lease is not valid here yet"}}
+			}
+			r := NewRouter(n, n, leases.NewClock(nil, 0), nil)
+			defer r.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_, err := r.Send(ctx, []*rspb.RequestUnion{tc.req})
+			st := status.Convert(ToStatus(err))
+			if st.Code() != tc.want || !strings.Contains(st.Message(), "r5") {
+				t.Fatalf("%s after the deadline: %v %q, want %v naming r5", tc.name, st.Code(), st.Message(), tc.want)
+			}
+			if tc.want == codes.Unknown && !strings.Contains(st.Message(), "may or may not have applied") {
+				t.Fatalf("the ambiguous answer does not say so: %q", st.Message())
+			}
+		})
 	}
 }

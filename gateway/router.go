@@ -192,7 +192,7 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 					w.mayHaveApplied()
 				}
 				if ctx.Err() != nil {
-					return nil, r.giveUp(ctx, desc, lastErr)
+					return nil, r.giveUp(ctx, desc, lastErr, w)
 				}
 				continue
 			}
@@ -241,7 +241,7 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 		}
 		select {
 		case <-ctx.Done():
-			return nil, r.giveUp(ctx, desc, lastErr)
+			return nil, r.giveUp(ctx, desc, lastErr, w)
 		case <-time.After(backoff):
 		}
 		if backoff *= 2; backoff > maxBackoff {
@@ -268,7 +268,17 @@ func attemptTimeoutFor(timedOut, size int) time.Duration {
 	return first << min(timedOut, 1)
 }
 
-func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error) error {
+// giveUp is the error of a command that ran out of time. A write that may
+// have applied (an attempt timed out, hit a transport error or an
+// unfinished proposal) is AMBIGUOUS, never UNAVAILABLE: the last error
+// alone (say, a node that could not be dialled) would read as if nothing
+// had been sent, while an earlier attempt may have been proposed by a
+// leaseholder that then died, and apply once its successor commits it.
+func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error, w *writeAttempt) error {
+	if w != nil && w.ambiguous {
+		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS,
+			Message: fmt.Sprintf("the write to range r%d may or may not have applied: %v before an attempt completed (last error: %v)", desc.RangeId, ctx.Err(), last)}}
+	}
 	return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_UNAVAILABLE,
 		Message: fmt.Sprintf("range r%d unavailable: %v (last error: %v)", desc.RangeId, ctx.Err(), last)}}
 }
