@@ -447,7 +447,10 @@ type procTarget struct {
 	// decommissioning is the node a decommission fault left
 	// decommissioning (0: none); recover recommissions it.
 	decommissioning uint64
-	keep            bool // a failing history: its stores and logs stay for inspection
+	// restarted is the process recover restarted last (-1: none): it may
+	// not listen yet, so faults go through another one.
+	restarted int
+	keep      bool // a failing history: its stores and logs stay for inspection
 }
 
 // procArgs are the `start` flags of a process-mode history: the replicate
@@ -475,7 +478,7 @@ func newProcTarget(ctx context.Context) (*procTarget, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	t := &procTarget{ProcCluster: pc, dir: dir, merger: merger{ranges: init.Ranges}, killed: -1}
+	t := &procTarget{ProcCluster: pc, dir: dir, merger: merger{ranges: init.Ranges}, killed: -1, restarted: -1}
 	// Wait until every user range serves.
 	for _, d := range init.Ranges {
 		if !keys.IsUserKey(d.StartKey) {
@@ -509,11 +512,12 @@ func (t *procTarget) admins() []rspb.AdminClient {
 }
 
 func (t *procTarget) recover() error {
+	t.restarted = -1
 	if t.killed >= 0 {
 		if err := t.Start(t.killed); err != nil {
 			return err
 		}
-		t.killed = -1
+		t.restarted, t.killed = t.killed, -1
 	}
 	if t.decommissioning != 0 {
 		if err := recommission(context.Background(), t.admins(), t.decommissioning, 30*time.Second); err != nil {
@@ -528,11 +532,11 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 	if err := t.recover(); err != nil {
 		return "restart failed: " + err.Error()
 	}
+	admin := rspb.NewAdminClient(t.Conn(t.otherThan(-1, rng)))
 	if kind == FaultMerge {
-		return t.merger.inject(ctx, rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes()))), t.admins(), rng, ks)
+		return t.merger.inject(ctx, admin, t.admins(), rng, ks)
 	}
 	rid := rangeIDOf(t.merger.ranges, ks[rng.Intn(len(ks))])
-	admin := rspb.NewAdminClient(t.Conn(rng.Intn(t.NumNodes())))
 	switch kind {
 	case FaultReplicas:
 		return replicaFault(ctx, admin, t.admins(), rng, rid, nodeIDs(t.NumNodes()))
@@ -557,7 +561,7 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 		if holder != 0 && rng.Intn(2) == 0 {
 			id = holder // half the time the leaseholder of a client key's range
 		}
-		desc, marked := decommissionFault(ctx, rspb.NewAdminClient(t.Conn(t.otherThan(id, rng))), id)
+		desc, marked := decommissionFault(ctx, rspb.NewAdminClient(t.Conn(t.otherThan(t.IndexOfNodeID(id), rng))), id)
 		if marked {
 			t.decommissioning = id
 		}
@@ -581,11 +585,11 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 	return transfer(ctx, rspb.NewAdminClient(t.Conn(victim)), rid, holder, to)
 }
 
-// otherThan is the index of a random process other than node id's.
-func (t *procTarget) otherThan(id uint64, rng *rand.Rand) int {
-	skip := t.IndexOfNodeID(id)
+// otherThan is the index of a random process other than skip and than
+// the one recover just restarted.
+func (t *procTarget) otherThan(skip int, rng *rand.Rand) int {
 	for {
-		if i := rng.Intn(t.NumNodes()); i != skip {
+		if i := rng.Intn(t.NumNodes()); i != skip && i != t.restarted {
 			return i
 		}
 	}
