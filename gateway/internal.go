@@ -51,6 +51,9 @@ type NodeBackend interface {
 	// and reports their progress; Recommission undoes an unfinished one.
 	Decommission(ctx context.Context, ids []uint64, finish bool) ([]*rspb.DecommissionNodeStatus, error)
 	Recommission(ctx context.Context, id uint64) (*rspb.RecommissionResponse, error)
+	// GossipAddr is where this node gossips its store descriptor ("" when
+	// it does not yet).
+	GossipAddr() string
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -69,7 +72,7 @@ func (s *InternalServer) RangeBatch(ctx context.Context, r *rspb.RangeRequest) (
 
 // NodeInfo describes this node.
 func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb.NodeInfoResponse, error) {
-	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID()}
+	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID(), GossipAddress: s.node.GossipAddr()}
 	if r.ClusterId != "" {
 		r.ReplicaCount, r.LeaseCount, r.Bytes = s.node.NodeStats()
 		r.MetaRange = s.node.MetaRange()

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/gateway"
+	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -94,6 +95,13 @@ type Config struct {
 	// once (0 = ranges.DefaultMaxSnapshotsInFlight).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// GossipAddr is where the node gossips its store descriptor (host:port,
+	// port 0 picks one; "" = the gRPC listener's host, any port; "-" = no
+	// gossip). GossipInterval and GossipTTL: see package gossip (0 =
+	// its defaults).
+	GossipAddr     string
+	GossipInterval time.Duration
+	GossipTTL      time.Duration
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -131,6 +139,9 @@ type Node struct {
 	replicateQueue *rebalance.Queue
 	// drainMu serializes drains (Stop, DrainNode, decommission).
 	drainMu sync.Mutex
+	// gossip spreads the store descriptors (gossip.go); nil until the
+	// node has an ID, and after Stop.
+	gossip atomic.Pointer[gossip.Gossip]
 	// membershipDrained, idleLogged: the loop's memory of
 	// watchOwnMembership (decommission.go); only the loop uses them.
 	membershipDrained, idleLogged bool
@@ -359,7 +370,8 @@ func (n *Node) Bootstrap(ctx context.Context, req *rspb.BootstrapRequest) error 
 }
 
 // Stop drains and stops the node, in this order:
-//  0. readiness (/readyz, gRPC health) reports "node is shutting down";
+//  0. readiness (/readyz, gRPC health) reports "node is shutting down",
+//     and the node leaves the gossip of store descriptors;
 //  1. the node marks itself draining (store and liveness record): it takes
 //     no new lease, and no lease or Raft leadership is moved to it;
 //  2. every lease it holds moves, with its range's Raft leadership, to
@@ -374,6 +386,7 @@ func (n *Node) stop(handoff bool) {
 	n.stopOnce.Do(func() {
 		n.stopping.Store(true) // readiness and gRPC health say "shutting down" from here on
 		n.stopLoop()
+		n.stopGossip() // the others forget this node's store at once
 		n.updateHealth()
 		if handoff && n.cfg.DrainTimeout >= 0 && n.NodeID() != 0 {
 			n.drainLeases()

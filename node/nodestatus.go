@@ -89,7 +89,8 @@ var errNotInitialized = status.Error(codes.FailedPrecondition, "node not initial
 // 0) or of one node (NotFound if the directory does not list it): the
 // directory and liveness records are read from the system range, the
 // counts asked of each node (briefly; an unreachable node's counts are
-// missing, with stats_error saying why).
+// missing, with stats_error saying why), and the store descriptor is the
+// one this node heard by gossip (none if not heard within the TTL).
 func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error) {
 	if n.store.ClusterRecord() == nil {
 		return nil, errNotInitialized
@@ -135,6 +136,7 @@ func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeSta
 		deadAfter = DefaultTimeUntilStoreDead
 	}
 	out := make([]*rspb.NodeStatus, len(ids))
+	stores := n.Stores()
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		d := byID[id]
@@ -142,6 +144,9 @@ func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeSta
 		st := decideNodeState(rec, now, deadAfter)
 		ns := &rspb.NodeStatus{Node: d, Liveness: st.Liveness, Membership: st.Membership, Detail: st.Reason,
 			Epoch: rec.GetEpoch(), LivenessExpiration: rec.GetExpiration()}
+		if e, ok := stores[id]; ok {
+			ns.Store, ns.StoreHeardMillisAgo = e.Desc, time.Since(e.Heard).Milliseconds()
+		}
 		out[i] = ns
 		if id == n.NodeID() {
 			ns.ReplicaCount, ns.LeaseCount, ns.Bytes = n.NodeStats()

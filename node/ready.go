@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/health"
@@ -133,7 +134,12 @@ func (n *Node) loop() {
 	t := time.NewTicker(readyInterval)
 	defer t.Stop()
 	published, counted := false, false
-	var lastRefresh, lastJoin time.Time
+	var lastRefresh, lastJoin, lastGossip time.Time
+	// The gossip join in flight (gossip.go): the loop waits for it when it
+	// stops.
+	var gossipWG sync.WaitGroup
+	defer gossipWG.Wait()
+	gossipJoining, gossipJoinDone := false, make(chan struct{}, 1)
 	var js joinState
 	// loopCtx ends when the loop is stopped (a drain it runs stops then).
 	loopCtx, loopCancel := context.WithCancel(context.Background())
@@ -194,6 +200,7 @@ func (n *Node) loop() {
 		if n.store.NodeID() != 0 {
 			n.watchOwnMembership(loopCtx)
 		}
+		n.maintainGossip(loopCtx, &lastGossip, &gossipWG, &gossipJoining, gossipJoinDone)
 		select {
 		case <-n.loopStop:
 			return

@@ -3,11 +3,11 @@ package main
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/rangestore/rangestore/internal/leakcheck"
 )
 
 // TestMain fails the package's tests if any goroutine is still running
 // once they have finished.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }

@@ -254,7 +254,16 @@ func printNodeStatus(ns *rspb.NodeStatus) {
 	fmt.Fprintf(stdout, "membership:  %s\n", node.MembershipName(ns.Membership))
 	if ns.StatsError != "" {
 		fmt.Fprintf(stdout, "replicas:    ? (%s)\nleases:      ?\nbytes:       ?\n", ns.StatsError)
-		return
+	} else {
+		fmt.Fprintf(stdout, "replicas:    %d\nleases:      %d\nbytes:       %d\n", ns.ReplicaCount, ns.LeaseCount, ns.Bytes)
 	}
-	fmt.Fprintf(stdout, "replicas:    %d\nleases:      %d\nbytes:       %d\n", ns.ReplicaCount, ns.LeaseCount, ns.Bytes)
+	if s := ns.Store; s != nil {
+		fmt.Fprintf(stdout, "store:       %s used, %s available of %s; %.1f queries/s as leaseholder (gossip %s, heard %.1fs ago)\n",
+			mib(s.UsedBytes), mib(s.AvailableBytes), mib(s.CapacityBytes), s.QueriesPerSecond, orDash(s.GossipAddress), float64(ns.StoreHeardMillisAgo)/1000)
+	} else {
+		fmt.Fprintf(stdout, "store:       ? (no store descriptor heard by gossip within its TTL)\n")
+	}
 }
+
+// mib formats bytes in MiB.
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

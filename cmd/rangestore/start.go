@@ -95,6 +95,7 @@ func runStart(args []string) error {
 	listen := fs.String("listen-addr", "127.0.0.1:26257", "gRPC address for clients and peers")
 	raft := fs.String("raft-addr", "", fmt.Sprintf("Raft transport address (default: listen port + %d); must not change across restarts", raftPortOffset))
 	httpAddr := fs.String("http-addr", "127.0.0.1:8080", "HTTP address for /metrics and /healthz (empty disables)")
+	gossipAddr := fs.String("gossip-addr", "", "address (TCP and UDP) to gossip the store descriptor on (empty: the --listen-addr host, any port; port 0 picks one)")
 	join := fs.StringSlice("join", nil, "gRPC addresses of the initial nodes, or of running nodes to join (comma-separated)")
 	locality := fs.String("locality", "", "locality tiers, e.g. region=eu,zone=a")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -137,6 +138,11 @@ func runStart(args []string) error {
 	if err := checkStartAddrs(*listen, *raft, *httpAddr, *join); err != nil {
 		return err
 	}
+	if *gossipAddr != "" {
+		if err := checkHostPort("--gossip-addr", *gossipAddr); err != nil {
+			return err
+		}
+	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
@@ -158,7 +164,8 @@ func runStart(args []string) error {
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
-		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight})
+		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
+		GossipAddr: *gossipAddr})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}

@@ -595,9 +595,13 @@ type NodeStatus struct {
 	StatsError   string `protobuf:"bytes,9,opt,name=stats_error,json=statsError,proto3" json:"stats_error,omitempty"`
 	// detail: why the liveness and membership are what they are, e.g.
 	// "liveness record expired 12s ago, less than the time-until-store-dead 5m0s".
-	Detail        string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Detail string `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	// store: the node's store descriptor as the answering node heard it by
+	// gossip (absent: not heard within the gossip TTL), and how long ago.
+	Store               *StoreDescriptor `protobuf:"bytes,11,opt,name=store,proto3" json:"store,omitempty"`
+	StoreHeardMillisAgo int64            `protobuf:"varint,12,opt,name=store_heard_millis_ago,json=storeHeardMillisAgo,proto3" json:"store_heard_millis_ago,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -700,6 +704,163 @@ func (x *NodeStatus) GetDetail() string {
 	return ""
 }
 
+func (x *NodeStatus) GetStore() *StoreDescriptor {
+	if x != nil {
+		return x.Store
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetStoreHeardMillisAgo() int64 {
+	if x != nil {
+		return x.StoreHeardMillisAgo
+	}
+	return 0
+}
+
+// StoreDescriptor is what a node gossips about its store (package gossip),
+// for the allocator and `node status`: it is republished every few
+// seconds, and forgotten when not heard within a TTL. It travels between
+// binaries of different versions: new fields only, zero meaning unknown.
+type StoreDescriptor struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Locality []*LocalityTier        `protobuf:"bytes,2,rep,name=locality,proto3" json:"locality,omitempty"`
+	// Bytes of the file system holding the store: its size, what is
+	// available to the store, and what the store's data uses.
+	CapacityBytes  int64 `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	AvailableBytes int64 `protobuf:"varint,4,opt,name=available_bytes,json=availableBytes,proto3" json:"available_bytes,omitempty"`
+	UsedBytes      int64 `protobuf:"varint,5,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	ReplicaCount   int64 `protobuf:"varint,6,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
+	LeaseCount     int64 `protobuf:"varint,7,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"` // valid leases held
+	// Requests per second served as leaseholder (all ranges), and the
+	// writes among them, averaged over the last seconds.
+	QueriesPerSecond float64 `protobuf:"fixed64,8,opt,name=queries_per_second,json=queriesPerSecond,proto3" json:"queries_per_second,omitempty"`
+	WritesPerSecond  float64 `protobuf:"fixed64,9,opt,name=writes_per_second,json=writesPerSecond,proto3" json:"writes_per_second,omitempty"`
+	// seq grows with every publication of one process; published_unix_nanos
+	// is the publisher's clock (shown, never compared with another clock).
+	Seq                uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
+	PublishedUnixNanos int64  `protobuf:"varint,11,opt,name=published_unix_nanos,json=publishedUnixNanos,proto3" json:"published_unix_nanos,omitempty"`
+	// gossip_address: where the node gossips (host:port).
+	GossipAddress string `protobuf:"bytes,12,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoreDescriptor) Reset() {
+	*x = StoreDescriptor{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoreDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoreDescriptor) ProtoMessage() {}
+
+func (x *StoreDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoreDescriptor.ProtoReflect.Descriptor instead.
+func (*StoreDescriptor) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StoreDescriptor) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetLocality() []*LocalityTier {
+	if x != nil {
+		return x.Locality
+	}
+	return nil
+}
+
+func (x *StoreDescriptor) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetAvailableBytes() int64 {
+	if x != nil {
+		return x.AvailableBytes
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetReplicaCount() int64 {
+	if x != nil {
+		return x.ReplicaCount
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetLeaseCount() int64 {
+	if x != nil {
+		return x.LeaseCount
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetQueriesPerSecond() float64 {
+	if x != nil {
+		return x.QueriesPerSecond
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetWritesPerSecond() float64 {
+	if x != nil {
+		return x.WritesPerSecond
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetPublishedUnixNanos() int64 {
+	if x != nil {
+		return x.PublishedUnixNanos
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
 type NodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -708,7 +869,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +881,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +894,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type NodesResponse struct {
@@ -745,7 +906,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +918,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +931,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeStatus {
@@ -789,7 +950,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +962,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +975,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeStatusRequest) GetNodeId() uint64 {
@@ -833,7 +994,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1006,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1019,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeStatusResponse) GetStatus() *NodeStatus {
@@ -877,7 +1038,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1050,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1063,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DrainNodeRequest) GetNodeId() uint64 {
@@ -921,7 +1082,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1094,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1107,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DrainNodeResponse) GetLeasesMoved() int64 {
@@ -967,7 +1128,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1140,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1153,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DecommissionRequest) GetNodeIds() []uint64 {
@@ -1024,7 +1185,7 @@ type DecommissionNodeStatus struct {
 
 func (x *DecommissionNodeStatus) Reset() {
 	*x = DecommissionNodeStatus{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1197,7 @@ func (x *DecommissionNodeStatus) String() string {
 func (*DecommissionNodeStatus) ProtoMessage() {}
 
 func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1210,7 @@ func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionNodeStatus.ProtoReflect.Descriptor instead.
 func (*DecommissionNodeStatus) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DecommissionNodeStatus) GetNodeId() uint64 {
@@ -1103,7 +1264,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1276,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1289,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DecommissionResponse) GetNodes() []*DecommissionNodeStatus {
@@ -1147,7 +1308,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1320,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1333,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RecommissionRequest) GetNodeId() uint64 {
@@ -1192,7 +1353,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1365,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1378,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecommissionResponse) GetMembership() MembershipState {
@@ -1245,7 +1406,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1418,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1431,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -1303,7 +1464,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1476,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1489,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1348,7 +1509,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1521,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1534,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -1399,7 +1560,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1572,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1585,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1443,7 +1604,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1616,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1629,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -1488,7 +1649,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1661,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1674,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -1539,7 +1700,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1712,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1725,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1584,7 +1745,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1757,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1770,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1635,7 +1796,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1808,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1821,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -1684,7 +1845,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1857,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1870,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -1773,7 +1934,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\":\n" +
 	"\x15TransferLeaseResponse\x12!\n" +
-	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"\xae\x03\n" +
+	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"\x99\x04\n" +
 	"\n" +
 	"NodeStatus\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x127\n" +
@@ -1790,7 +1951,25 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\vstats_error\x18\t \x01(\tR\n" +
 	"statsError\x12\x16\n" +
 	"\x06detail\x18\n" +
-	" \x01(\tR\x06detail\"\x0e\n" +
+	" \x01(\tR\x06detail\x124\n" +
+	"\x05store\x18\v \x01(\v2\x1e.rangestore.v1.StoreDescriptorR\x05store\x123\n" +
+	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\xdd\x03\n" +
+	"\x0fStoreDescriptor\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x127\n" +
+	"\blocality\x18\x02 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
+	"\x0ecapacity_bytes\x18\x03 \x01(\x03R\rcapacityBytes\x12'\n" +
+	"\x0favailable_bytes\x18\x04 \x01(\x03R\x0eavailableBytes\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x05 \x01(\x03R\tusedBytes\x12#\n" +
+	"\rreplica_count\x18\x06 \x01(\x03R\freplicaCount\x12\x1f\n" +
+	"\vlease_count\x18\a \x01(\x03R\n" +
+	"leaseCount\x12,\n" +
+	"\x12queries_per_second\x18\b \x01(\x01R\x10queriesPerSecond\x12*\n" +
+	"\x11writes_per_second\x18\t \x01(\x01R\x0fwritesPerSecond\x12\x10\n" +
+	"\x03seq\x18\n" +
+	" \x01(\x04R\x03seq\x120\n" +
+	"\x14published_unix_nanos\x18\v \x01(\x03R\x12publishedUnixNanos\x12%\n" +
+	"\x0egossip_address\x18\f \x01(\tR\rgossipAddress\"\x0e\n" +
 	"\fNodesRequest\"@\n" +
 	"\rNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.rangestore.v1.NodeStatusR\x05nodes\",\n" +
@@ -1893,7 +2072,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -1905,84 +2084,88 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*TransferLeaseRequest)(nil),         // 7: rangestore.v1.TransferLeaseRequest
 	(*TransferLeaseResponse)(nil),        // 8: rangestore.v1.TransferLeaseResponse
 	(*NodeStatus)(nil),                   // 9: rangestore.v1.NodeStatus
-	(*NodesRequest)(nil),                 // 10: rangestore.v1.NodesRequest
-	(*NodesResponse)(nil),                // 11: rangestore.v1.NodesResponse
-	(*NodeStatusRequest)(nil),            // 12: rangestore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),           // 13: rangestore.v1.NodeStatusResponse
-	(*DrainNodeRequest)(nil),             // 14: rangestore.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),            // 15: rangestore.v1.DrainNodeResponse
-	(*DecommissionRequest)(nil),          // 16: rangestore.v1.DecommissionRequest
-	(*DecommissionNodeStatus)(nil),       // 17: rangestore.v1.DecommissionNodeStatus
-	(*DecommissionResponse)(nil),         // 18: rangestore.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),          // 19: rangestore.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),         // 20: rangestore.v1.RecommissionResponse
-	(*ChangeReplicasRequest)(nil),        // 21: rangestore.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 22: rangestore.v1.ChangeReplicasResponse
-	(*RelocateRangeRequest)(nil),         // 23: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 24: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 25: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 26: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 27: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 28: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 29: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 30: rangestore.v1.SetReplicationFactorResponse
-	(*NodeDescriptor)(nil),               // 31: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 32: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 33: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 34: rangestore.v1.Timestamp
+	(*StoreDescriptor)(nil),              // 10: rangestore.v1.StoreDescriptor
+	(*NodesRequest)(nil),                 // 11: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),                // 12: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),            // 13: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),           // 14: rangestore.v1.NodeStatusResponse
+	(*DrainNodeRequest)(nil),             // 15: rangestore.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),            // 16: rangestore.v1.DrainNodeResponse
+	(*DecommissionRequest)(nil),          // 17: rangestore.v1.DecommissionRequest
+	(*DecommissionNodeStatus)(nil),       // 18: rangestore.v1.DecommissionNodeStatus
+	(*DecommissionResponse)(nil),         // 19: rangestore.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),          // 20: rangestore.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),         // 21: rangestore.v1.RecommissionResponse
+	(*ChangeReplicasRequest)(nil),        // 22: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 23: rangestore.v1.ChangeReplicasResponse
+	(*RelocateRangeRequest)(nil),         // 24: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 25: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 26: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 27: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 28: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 29: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 30: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 31: rangestore.v1.SetReplicationFactorResponse
+	(*NodeDescriptor)(nil),               // 32: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 33: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 34: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 35: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 36: rangestore.v1.LocalityTier
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	31, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	32, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	32, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	33, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	32, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	33, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	33, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	34, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	31, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	32, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	34, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	35, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	9,  // 9: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
-	9,  // 10: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	1,  // 11: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	17, // 12: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
-	1,  // 13: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	32, // 14: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	32, // 15: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	32, // 16: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	32, // 17: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	32, // 18: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	32, // 19: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 20: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 21: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 22: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	27, // 23: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	25, // 24: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	21, // 25: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	23, // 26: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	10, // 27: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	12, // 28: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	29, // 29: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	14, // 30: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	16, // 31: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	19, // 32: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 33: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 34: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 35: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	28, // 36: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	26, // 37: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	22, // 38: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	24, // 39: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	11, // 40: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	13, // 41: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	30, // 42: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	15, // 43: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	18, // 44: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	20, // 45: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	33, // [33:46] is the sub-list for method output_type
-	20, // [20:33] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	10, // 9: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
+	36, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	9,  // 11: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
+	9,  // 12: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
+	1,  // 13: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	18, // 14: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
+	1,  // 15: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
+	33, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	33, // 17: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	33, // 18: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	33, // 19: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	33, // 20: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	33, // 21: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 22: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 23: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 24: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	28, // 25: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	26, // 26: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	22, // 27: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	24, // 28: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	11, // 29: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	13, // 30: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	30, // 31: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	15, // 32: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	17, // 33: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	20, // 34: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 35: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 36: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 37: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	29, // 38: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	27, // 39: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	23, // 40: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	25, // 41: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	12, // 42: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	14, // 43: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	31, // 44: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	16, // 45: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	19, // 46: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	21, // 47: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	35, // [35:48] is the sub-list for method output_type
+	22, // [22:35] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -1998,7 +2181,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

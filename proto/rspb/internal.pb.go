@@ -1250,7 +1250,10 @@ type NodeInfoResponse struct {
 	// meta_range: the newest descriptor of the meta range the node knows
 	// (its own replica's, or its cluster record's): a node whose copy is
 	// stale (the meta range's replicas moved) learns the current one here.
-	MetaRange     *RangeDescriptor `protobuf:"bytes,6,opt,name=meta_range,json=metaRange,proto3" json:"meta_range,omitempty"`
+	MetaRange *RangeDescriptor `protobuf:"bytes,6,opt,name=meta_range,json=metaRange,proto3" json:"meta_range,omitempty"`
+	// gossip_address: where the node gossips (host:port; empty: not yet,
+	// e.g. before init), for others to join through.
+	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1325,6 +1328,13 @@ func (x *NodeInfoResponse) GetMetaRange() *RangeDescriptor {
 		return x.MetaRange
 	}
 	return nil
+}
+
+func (x *NodeInfoResponse) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
 }
 
 type DrainRequest struct {
@@ -1733,7 +1743,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	" \x01(\tH\x00R\treplicaGc\x12E\n" +
 	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigestB\a\n" +
 	"\x05admin\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xff\x01\n" +
+	"\x0fNodeInfoRequest\"\xa6\x02\n" +
 	"\x10NodeInfoResponse\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1743,7 +1753,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"leaseCount\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12=\n" +
 	"\n" +
-	"meta_range\x18\x06 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\"\x0e\n" +
+	"meta_range\x18\x06 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\x12%\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\"\x0e\n" +
 	"\fDrainRequest\"X\n" +
 	"\rDrainResponse\x12!\n" +
 	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\x12$\n" +

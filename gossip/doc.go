@@ -1,0 +1,31 @@
+// Package gossip spreads each node's store descriptor (locality,
+// capacity, used bytes, replica and lease counts, load) to every other
+// node, over hashicorp/memberlist (SWIM failure detection plus gossip).
+// The allocator reads the descriptors; nothing here decides anything.
+//
+// A whiteboard with a TTL: a node publishes its descriptor as its
+// memberlist metadata and publishes it again, with a higher sequence
+// number and a new publication time, every Config.Interval. Receivers
+// keep, per node ID, the newest descriptor they heard and when they heard
+// it (on their own clock: publication times of other clocks are only
+// shown). An entry is gone:
+//   - at once when its node leaves cleanly (Close: memberlist Leave);
+//   - when memberlist declares its node dead (SWIM probes and suspicion,
+//     a few seconds);
+//   - when it was not heard again within Config.TTL (a backstop: a node
+//     that stays a member but stopped publishing, e.g. a wedged process).
+//
+// Names: memberlist names each member "n<ID>-<incarnation>", the
+// incarnation being random per Start, so a restarted node (a new port, as
+// the gossip port is picked at start by default) never conflicts with the
+// dead entry of its previous process; by node ID, the newest descriptor
+// wins.
+//
+// Joining: Join takes any member's gossip address; the node package finds
+// them through its peers' NodeInfo. memberlist's event callbacks only
+// update the map under a mutex, so they never block its loops.
+//
+// Ownership: Start starts memberlist's goroutines and the publisher; Close
+// stops the publisher, leaves (bounded) and shuts memberlist down, and
+// returns once the publisher has exited.
+package gossip

@@ -1,0 +1,305 @@
+package gossip
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval = 2 * time.Second
+	DefaultTTL      = 10 * time.Second
+	// MaxDescriptorBytes is memberlist's bound on a member's metadata: a
+	// descriptor (its locality tiers, mostly) must fit.
+	MaxDescriptorBytes = memberlist.MetaMaxSize
+)
+
+// Config configures a node's gossip.
+type Config struct {
+	NodeID uint64
+	// BindAddr is the host:port memberlist listens on (TCP and UDP);
+	// port 0 picks a free one (Addr says which).
+	BindAddr string
+	// Describe returns this node's current descriptor; the publisher
+	// calls it every Interval (it sets node ID, sequence and time).
+	Describe func() *rspb.StoreDescriptor
+	Interval time.Duration // 0 = DefaultInterval
+	TTL      time.Duration // 0 = DefaultTTL; must exceed Interval
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// Entry is one node's descriptor as this node knows it.
+type Entry struct {
+	Desc  *rspb.StoreDescriptor
+	Heard time.Time // when this node last heard it (its own clock)
+}
+
+// Gossip is one node's membership in the gossip network.
+type Gossip struct {
+	cfg  Config
+	name string
+	ml   *memberlist.Memberlist
+
+	mu      sync.Mutex
+	local   []byte // the published descriptor (memberlist metadata)
+	seq     uint64
+	entries map[uint64]*entry // node ID -> newest descriptor heard
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type entry struct {
+	name  string // the member that published it
+	desc  *rspb.StoreDescriptor
+	heard time.Time
+}
+
+// Start joins nothing yet: it starts memberlist on cfg.BindAddr and the
+// publisher. Join connects it to the others.
+func Start(cfg Config) (*Gossip, error) {
+	if cfg.NodeID == 0 {
+		return nil, errors.New("gossip: node ID is required")
+	}
+	if cfg.Describe == nil {
+		return nil, errors.New("gossip: a Describe function is required")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL <= cfg.Interval {
+		return nil, fmt.Errorf("gossip: TTL %v must exceed the publishing interval %v", cfg.TTL, cfg.Interval)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: bind address %q: %w", cfg.BindAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("gossip: bind address %q: bad port", cfg.BindAddr)
+	}
+	if ip := net.ParseIP(host); ip == nil {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("gossip: bind address %q: %v", cfg.BindAddr, err)
+		}
+		host = ips[0].String()
+	}
+	var inc [8]byte
+	if _, err := rand.Read(inc[:]); err != nil {
+		return nil, err
+	}
+	g := &Gossip{cfg: cfg, name: fmt.Sprintf("n%d-%x", cfg.NodeID, binary.BigEndian.Uint64(inc[:])),
+		entries: map[uint64]*entry{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if err := g.describe(); err != nil {
+		return nil, err
+	}
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = g.name
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = "", 0
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*events)(g)
+	mc.Logger = log.New(&logWriter{log: cfg.Logger}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: start on %s: %w", cfg.BindAddr, err)
+	}
+	g.ml = ml
+	go g.publish()
+	return g, nil
+}
+
+// Addr is the host:port this node gossips on (give it to others' Join).
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join contacts the members at addrs (host:port); it succeeds if one
+// answered.
+func (g *Gossip) Join(addrs []string) (int, error) {
+	return g.ml.Join(addrs)
+}
+
+// Members is how many members memberlist sees alive, this node included.
+func (g *Gossip) Members() int { return g.ml.NumMembers() }
+
+// Stores returns the descriptors heard within the TTL, by node ID, this
+// node's own included.
+func (g *Gossip) Stores() map[uint64]Entry {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := map[uint64]Entry{}
+	for id, e := range g.entries {
+		if now.Sub(e.heard) < g.cfg.TTL {
+			out[id] = Entry{Desc: e.desc, Heard: e.heard}
+		}
+	}
+	return out
+}
+
+// Close stops publishing, tells the others this node leaves (bounded), and
+// shuts memberlist down.
+func (g *Gossip) Close() {
+	g.once.Do(func() {
+		close(g.stop)
+		<-g.done
+		if err := g.ml.Leave(time.Second); err != nil {
+			g.cfg.Logger.Debug("gossip: leave", "err", err)
+		}
+		_ = g.ml.Shutdown()
+	})
+}
+
+// publish republishes this node's descriptor every Interval.
+func (g *Gossip) publish() {
+	defer close(g.done)
+	t := time.NewTicker(g.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		if err := g.describe(); err != nil {
+			g.cfg.Logger.Warn("gossip: store descriptor not published", "err", err)
+			continue
+		}
+		if err := g.ml.UpdateNode(g.cfg.Interval); err != nil {
+			g.cfg.Logger.Debug("gossip: update", "err", err)
+		}
+	}
+}
+
+// describe takes a new descriptor from cfg.Describe as the local one.
+func (g *Gossip) describe() error {
+	d := proto.Clone(g.cfg.Describe()).(*rspb.StoreDescriptor)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq++
+	d.NodeId, d.Seq, d.PublishedUnixNanos = g.cfg.NodeID, g.seq, g.cfg.Now().UnixNano()
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxDescriptorBytes {
+		return fmt.Errorf("store descriptor of %d bytes exceeds memberlist's %d (locality too long?)", len(b), MaxDescriptorBytes)
+	}
+	g.local = b
+	g.entries[d.NodeId] = &entry{name: g.name, desc: d, heard: g.cfg.Now()}
+	return nil
+}
+
+// heard records a member's metadata (a join or an update).
+func (g *Gossip) heard(n *memberlist.Node) {
+	if n.Name == g.name || len(n.Meta) == 0 {
+		return
+	}
+	d := &rspb.StoreDescriptor{}
+	if err := proto.Unmarshal(n.Meta, d); err != nil || d.NodeId == 0 {
+		g.cfg.Logger.Warn("gossip: a member's descriptor does not parse", "member", n.Name, "err", err)
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if e := g.entries[d.NodeId]; e != nil && e.name == n.Name && e.desc.Seq > d.Seq {
+		return // an older publication of the same process
+	}
+	g.entries[d.NodeId] = &entry{name: n.Name, desc: d, heard: g.cfg.Now()}
+}
+
+// left forgets a member that left or died, unless a newer process of the
+// same node published since.
+func (g *Gossip) left(n *memberlist.Node) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, e := range g.entries {
+		if e.name == n.Name && n.Name != g.name {
+			delete(g.entries, id)
+		}
+	}
+}
+
+// delegate and events are Gossip's memberlist callbacks.
+type (
+	delegate Gossip
+	events   Gossip
+)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.local) > limit {
+		return nil
+	}
+	return bytes.Clone(d.local)
+}
+func (d *delegate) NotifyMsg([]byte)                  {}
+func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
+func (d *delegate) LocalState(bool) []byte            { return nil }
+func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}
+func (e *events) NotifyJoin(n *memberlist.Node)       { (*Gossip)(e).heard(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node)     { (*Gossip)(e).heard(n) }
+func (e *events) NotifyLeave(n *memberlist.Node)      { (*Gossip)(e).left(n) }
+
+// logWriter sends memberlist's log lines ("[DEBUG] memberlist: ...") to
+// slog at their level.
+type logWriter struct{ log *slog.Logger }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case strings.HasPrefix(line, "[DEBUG]"):
+		w.log.Debug(strings.TrimSpace(strings.TrimPrefix(line, "[DEBUG]")))
+	case strings.HasPrefix(line, "[INFO]"):
+		w.log.Debug(strings.TrimSpace(strings.TrimPrefix(line, "[INFO]")))
+	case strings.HasPrefix(line, "[WARN]"):
+		w.log.Warn(strings.TrimSpace(strings.TrimPrefix(line, "[WARN]")))
+	default:
+		w.log.Error(strings.TrimSpace(strings.TrimPrefix(line, "[ERR]")))
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*logWriter)(nil)
+
+// SortedIDs lists the node IDs of stores, ascending.
+func SortedIDs(stores map[uint64]Entry) []uint64 {
+	ids := make([]uint64, 0, len(stores))
+	for id := range stores {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}

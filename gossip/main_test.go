@@ -1,0 +1,13 @@
+package gossip
+
+import (
+	"testing"
+
+	"github.com/rangestore/rangestore/internal/leakcheck"
+)
+
+// TestMain fails the package's tests if any goroutine (memberlist's
+// included) is still running once they have finished.
+func TestMain(m *testing.M) {
+	leakcheck.Main(m)
+}

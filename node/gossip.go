@@ -1,0 +1,173 @@
+package node
+
+import (
+	"context"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/rangestore/rangestore/gossip"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Store descriptors by gossip (package gossip; issue 12 item 4): once the
+// node has an ID, its loop starts gossiping its store descriptor on
+// Config.GossipAddr (default: the gRPC listener's host, any port) and
+// keeps it joined: every gossipJoinInterval, if a node of the directory
+// is not heard, it asks the directory's nodes for their gossip addresses
+// (NodeInfo) and joins through those that answer, in a goroutine of its
+// own that the loop waits for when it stops. Stop leaves the gossip right
+// after the loop, before the leases move: the others forget the node at
+// once.
+
+// gossipJoinInterval is how often a node missing from the gossip is
+// looked for.
+const gossipJoinInterval = 5 * time.Second
+
+// gossipBindAddr is where the node gossips: Config.GossipAddr, else the
+// gRPC listener's host with any port.
+func (n *Node) gossipBindAddr() string {
+	if n.cfg.GossipAddr != "" {
+		return n.cfg.GossipAddr
+	}
+	host, _, err := net.SplitHostPort(n.Addr())
+	if err != nil {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, "0")
+}
+
+// GossipAddr is where this node gossips ("" before it has an ID).
+func (n *Node) GossipAddr() string {
+	if g := n.gossip.Load(); g != nil {
+		return g.Addr()
+	}
+	return ""
+}
+
+// Stores returns the store descriptors this node heard by gossip within
+// the TTL, its own included (empty before it has an ID).
+func (n *Node) Stores() map[uint64]gossip.Entry {
+	if g := n.gossip.Load(); g != nil {
+		return g.Stores()
+	}
+	return nil
+}
+
+// describeStore is this node's store descriptor: locality, file system
+// capacity and availability, the store's disk use, and what it holds and
+// serves.
+func (n *Node) describeStore() *rspb.StoreDescriptor {
+	d := &rspb.StoreDescriptor{Locality: n.cfg.Locality, GossipAddress: n.GossipAddr()}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(n.cfg.StoreDir, &fs); err == nil {
+		d.CapacityBytes = int64(fs.Blocks) * fs.Bsize
+		d.AvailableBytes = int64(fs.Bavail) * fs.Bsize
+	}
+	d.UsedBytes = int64(n.eng.DB().Metrics().DiskSpaceUsage())
+	me := n.NodeID()
+	for _, ri := range n.store.Ranges() {
+		d.ReplicaCount++
+		if ri.LeaseValid && ri.Lease.GetNodeId() == me {
+			d.LeaseCount++
+			d.QueriesPerSecond += ri.Qps
+		}
+	}
+	return d
+}
+
+// maintainGossip is the loop's step: start gossiping once the node has an
+// ID, and look for missing members every gossipJoinInterval.
+func (n *Node) maintainGossip(ctx context.Context, last *time.Time, wg *sync.WaitGroup, joining *bool, joinDone chan struct{}) {
+	id := n.store.NodeID()
+	if id == 0 || n.cfg.GossipAddr == "-" {
+		return
+	}
+	g := n.gossip.Load()
+	if g == nil {
+		var err error
+		g, err = gossip.Start(gossip.Config{NodeID: id, BindAddr: n.gossipBindAddr(), Describe: n.describeStore,
+			Interval: n.cfg.GossipInterval, TTL: n.cfg.GossipTTL, Logger: n.log})
+		if err != nil {
+			if time.Since(*last) >= gossipJoinInterval {
+				*last = time.Now()
+				n.log.Warn("gossip not started", "err", err)
+			}
+			return
+		}
+		n.gossip.Store(g)
+		n.log.Info("gossiping the store descriptor", "addr", g.Addr())
+	}
+	select {
+	case <-joinDone:
+		*joining = false
+	default:
+	}
+	if *joining || time.Since(*last) < gossipJoinInterval {
+		return
+	}
+	*last = time.Now()
+	heard := g.Stores()
+	var missing []*rspb.NodeDescriptor
+	for _, d := range n.Directory() {
+		if _, ok := heard[d.NodeId]; !ok && d.NodeId != id && d.Address != "" {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	*joining = true
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() { joinDone <- struct{}{} }()
+		n.joinGossip(ctx, g, missing)
+	}()
+}
+
+// joinGossip asks the missing nodes where they gossip and joins through
+// those that answer.
+func (n *Node) joinGossip(ctx context.Context, g *gossip.Gossip, missing []*rspb.NodeDescriptor) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var addrs []string
+	var wg sync.WaitGroup
+	for _, d := range missing {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := grpc.NewClient(d.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			info, err := rspb.NewInternalClient(c).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+			if err != nil || info.ClusterId != n.ClusterID() || info.GossipAddress == "" {
+				return
+			}
+			mu.Lock()
+			addrs = append(addrs, info.GossipAddress)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(addrs) == 0 {
+		return
+	}
+	if _, err := g.Join(addrs); err != nil {
+		n.log.Debug("joining the gossip failed", "addrs", addrs, "err", err)
+	}
+}
+
+// stopGossip leaves the gossip (Stop, after the loop stopped).
+func (n *Node) stopGossip() {
+	if g := n.gossip.Swap(nil); g != nil {
+		g.Close()
+	}
+}
