@@ -66,9 +66,9 @@
 //     every voter on a live active node, no non-voter) and one of its
 //     voters is on a node holding too many replicas (balance.go): the
 //     mean is over the live active nodes; a voter moves from an overfull
-//     node (more than mean·1.1 and at least ⌈mean⌉+1 replicas) to one
+//     node (more than mean + max(5 % of the mean, 2) replicas) to one
 //     below the mean, or from one above the mean to an underfull node
-//     (fewer than mean·0.9 and at most ⌊mean⌋−1), never to a node that
+//     (fewer than mean − max(5 % of the mean, 2)), never to a node that
 //     makes the range less diverse (Place's ranking picks the target).
 //     The source holds at least two more replicas than the target, so
 //     every move lowers the sum of the squared counts: moves terminate
