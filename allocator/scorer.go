@@ -746,7 +746,7 @@ func (s *scorer) moveDecision(from replica, to target, prio int, reason string) 
 	s.verdict[from.node.ID] = "leaves"
 	s.basis = s.others(from)
 	if from.node.ID == s.in.Leaseholder {
-		reason += fmt.Sprintf("; n%d holds the lease: transfer it first", from.node.ID)
+		reason += fmt.Sprintf("; n%d holds the lease: it goes to n%d with the voter", from.node.ID, to.node.ID)
 	}
 	return Decision{Action: moveAction(from), Node: to.node.ID, From: from.node.ID, ReplicaID: from.desc.ReplicaId, Priority: prio, Reason: reason}
 }
@@ -848,6 +848,10 @@ func (s *scorer) replacements(r replica) []target {
 			s.verdict[t.node.ID] = "refused: less diverse"
 			continue
 		}
+		if why := s.refuseLease(r, t.node); why != "" {
+			s.verdict[t.node.ID] = "refused: " + why
+			continue
+		}
 		out = append(out, t)
 	}
 	return out
@@ -927,7 +931,7 @@ func (s *scorer) countMove() (Decision, bool) {
 	}
 	before := s.violations(s.placement(nil, nil, false))
 	allowed := func(from replica, to *Node) bool {
-		if s.refusal(to, true) != "" {
+		if s.refusal(to, true) != "" || s.refuseLease(from, to) != "" {
 			return false
 		}
 		return s.violations(s.placement(&from, to, true)) <= before
@@ -954,7 +958,25 @@ func (s *scorer) countMove() (Decision, bool) {
 	s.check("ranges: n%d holds %d replicas (mean %.2f, over above %d, under below %d)",
 		mv.from.node.ID, mv.from.node.Replicas, s.counts.mean, s.counts.overfullAbove, s.counts.underfullBelow)
 	return Decision{Action: ActionRebalance, Node: mv.to.node.ID, From: mv.from.node.ID, ReplicaID: mv.from.desc.ReplicaId,
-		Priority: priorityBalance, Reason: "ranges: " + strings.TrimPrefix(mv.reason, "rebalance: ")}, true
+		Priority: priorityBalance, Reason: "ranges: " + strings.Replace(strings.TrimPrefix(mv.reason, "rebalance: "),
+			"transfer it first", fmt.Sprintf("it goes to n%d with the voter", mv.to.node.ID), 1)}, true
+}
+
+// refuseLease says why to cannot take r's place when r is the
+// leaseholder's voter, whose lease goes along: to must meet the lease
+// preferences as well and not turn hot with the range's load ("" if it
+// can, or r does not hold the lease).
+func (s *scorer) refuseLease(r replica, to *Node) string {
+	if r.node.ID != s.in.Leaseholder {
+		return ""
+	}
+	if s.prefLevel(to) > s.prefLevel(r.node) {
+		return "the lease would be less preferred"
+	}
+	if s.qpsMean > 0 && s.in.QPS > 0 && to.QPS+s.in.QPS > s.qpsHot {
+		return "the lease would make it hot"
+	}
+	return ""
 }
 
 // leaseOK reports whether n may hold a lease: live and active.
@@ -1091,13 +1113,16 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 		s.check("load: %s; no voter can take the lease, and no replica moves now", hot)
 		return Decision{}, false
 	}
-	// Replicas: move a voter (not the leaseholder's) to a cool node.
+	// Replicas: move a voter to a cool node: the leaseholder's own, the
+	// lease going with it (the hot store pays with its own replica
+	// count), else the one on the hottest other store (the lease follows
+	// in a later round). Neither store may leave the count thresholds.
 	var from *replica
 	var ts []target
 	for i := range s.voters {
 		v := s.voters[i]
-		if v.node == lh {
-			continue
+		if from != nil && from.node == lh {
+			break
 		}
 		saved := s.verdict
 		s.verdict = map[uint64]string{}
@@ -1110,7 +1135,7 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 			}
 		}
 		s.verdict = saved
-		if len(ok) > 0 && (from == nil || v.node.QPS > from.node.QPS) {
+		if len(ok) > 0 && (from == nil || v.node == lh || v.node.QPS > from.node.QPS) {
 			from, ts = &s.voters[i], ok
 		}
 	}
@@ -1133,10 +1158,14 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 			s.verdict[t.node.ID] = fmt.Sprintf("lost on qps (%.0f, %.0f)", t.node.QPS, ts[0].node.QPS)
 		}
 	}
+	follow := " for the lease to follow"
+	if from.node == lh {
+		follow = ""
+	}
 	s.check("load: %s; no voter can take the lease", hot)
 	return s.moveDecision(*from, ts[0], priorityBalance, fmt.Sprintf(
-		"load: %s and no voter can take the lease (%.0f qps): move n%d's voter (replica %d) to n%d (%.0f qps) for the lease to follow",
-		hot, q, from.node.ID, from.desc.ReplicaId, ts[0].node.ID, ts[0].node.QPS)), true
+		"load: %s and no voter can take the lease (%.0f qps): move n%d's voter (replica %d) to n%d (%.0f qps)%s",
+		hot, q, from.node.ID, from.desc.ReplicaId, ts[0].node.ID, ts[0].node.QPS, follow)), true
 }
 
 // workloadScore is how closely n's locality matches where the range's
@@ -1189,8 +1218,9 @@ func (s *scorer) followWorkload() (Decision, bool) {
 // leaseCount moves the lease from a store with too many leases to one
 // with too few, as balance.go does for replicas: from over to below the
 // mean, or from above the mean to under. It never goes against the
-// workload (a voter matching the requests worse by the margin) or makes a
-// store hot.
+// workload (a voter matching the requests worse by the margin) nor to a
+// store the range's load would bring above the mean QPS (so that it does
+// not undo what load balancing did).
 func (s *scorer) leaseCount() (Decision, bool) {
 	if s.in.Leaseholder == 0 {
 		return Decision{Reason: ""}, false
@@ -1212,8 +1242,10 @@ func (s *scorer) leaseCount() (Decision, bool) {
 			s.leaseVerd[n.ID] = "refused: farther from the workload"
 			continue
 		}
-		if s.qpsMean > 0 && s.in.QPS > 0 && n.QPS+s.in.QPS > s.qpsHot {
-			s.leaseVerd[n.ID] = "refused: would be hot"
+		if s.in.QPS > 0 && n.QPS+s.in.QPS > s.qpsMean {
+			// Counts never undo load: the lease goes only where its
+			// load keeps the store at or below the mean QPS.
+			s.leaseVerd[n.ID] = fmt.Sprintf("refused: %.0f+%.0f qps above the mean", n.QPS, s.in.QPS)
 			continue
 		}
 		if best == nil || n.Leases < best.Leases {
