@@ -230,6 +230,11 @@ func Score(in ScoreInput) (Recommendation, error) {
 	if in.QPS < 0 || math.IsNaN(in.QPS) {
 		return Recommendation{}, invalid("range QPS %v: must not be negative", in.QPS)
 	}
+	for i, r := range in.Requests {
+		if r.QPS < 0 || math.IsNaN(r.QPS) {
+			return Recommendation{}, invalid("request locality %d (%s): QPS %v must not be negative", i, formatLocality(r.Locality), r.QPS)
+		}
+	}
 	m, err := nodeMap(in.Nodes)
 	if err != nil {
 		return Recommendation{}, err
@@ -1154,8 +1159,10 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 	for i, t := range ts {
 		if i == 0 {
 			s.verdict[t.node.ID] = "target"
-		} else {
+		} else if t.node.QPS != ts[0].node.QPS {
 			s.verdict[t.node.ID] = fmt.Sprintf("lost on qps (%.0f, %.0f)", t.node.QPS, ts[0].node.QPS)
+		} else {
+			s.verdict[t.node.ID] = whyBeat(ts[0], t)
 		}
 	}
 	follow := " for the lease to follow"
