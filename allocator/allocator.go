@@ -106,6 +106,12 @@ type Node struct {
 	Membership Membership
 	Replicas   int // replicas the node holds, of all ranges
 	Leases     int // leases the node holds
+	// CapacityBytes and UsedBytes are the store's disk (0 capacity:
+	// unknown, never counted as full); QPS the requests per second its
+	// leaseholders serve. Only the scorer (Score) reads them.
+	CapacityBytes int64
+	UsedBytes     int64
+	QPS           float64
 }
 
 // canTakeReplica reports whether a new replica may be placed on n.

@@ -25,15 +25,20 @@ import (
 //	decide factor=N [leaseholder=nX]      one node line per node, one range line
 //	place                                 same input; prints the placement
 //	decommission factor=N leaving=nX,nY   node lines, any number of range lines
+//	score [leaseholder=nX] [qps=N]        the scorer (scorer_test.go)
+//	zone                                  zone config parsing (scorer_test.go)
 //
 // A node line is "nID [k=v,k=v] [live|suspect|dead]
 // [active|draining|decommissioning|decommissioned] [replicas=N]
-// [leases=N]" (live and active by default; the k=v list is the locality,
+// [leases=N] [qps=N] [disk=USED/CAPACITY]" (live and active by default; the k=v list is the locality,
 // widest tier first). A range line is "rID n1,n2,n3,n4~": the replicas in
 // order, replica ID = position + 1, a "~" suffix marks a non-voter.
 func TestAllocatorScripts(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
+			if d.Cmd == "score" || d.Cmd == "zone" {
+				return runScorerDirective(t, d)
+			}
 			nodes, ranges := parseInput(t, d.Input)
 			switch d.Cmd {
 			case "decide":
@@ -192,6 +197,12 @@ func parseNode(t *testing.T, f []string) Node {
 			n.Replicas = atoi(t, strings.TrimPrefix(w, "replicas="))
 		case strings.HasPrefix(w, "leases="):
 			n.Leases = atoi(t, strings.TrimPrefix(w, "leases="))
+		case strings.HasPrefix(w, "qps="):
+			n.QPS = float64(atoi(t, strings.TrimPrefix(w, "qps=")))
+		case strings.HasPrefix(w, "disk="):
+			// disk=USED/CAPACITY
+			u, c, _ := strings.Cut(strings.TrimPrefix(w, "disk="), "/")
+			n.UsedBytes, n.CapacityBytes = int64(atoi(t, u)), int64(atoi(t, c))
 		case strings.Contains(w, "="):
 			for _, kv := range strings.Split(w, ",") {
 				k, v, _ := strings.Cut(kv, "=")

@@ -12,12 +12,17 @@ import (
 //
 // The mean is the replicas held by the live, active nodes divided by their
 // number (draining, suspect, dead and leaving nodes are left out: they
-// take nothing new). A node is
+// take nothing new). With the margin max(mean·BalanceThreshold,
+// MinRangeRebalance) — 5 % of the mean and at least 2 replicas, as
+// CockroachDB's kv.allocator.range_rebalance_threshold — a node is
 //
-//   - overfull when it holds more than mean·(1+BalanceThreshold) and at
-//     least ⌈mean⌉+1 replicas;
-//   - underfull when it holds fewer than mean·(1−BalanceThreshold) and at
-//     most ⌊mean⌋−1.
+//   - overfull when it holds more than mean + margin replicas;
+//   - underfull when it holds fewer than mean − margin.
+//
+// (Until issue 12 the rule was 10 % and one replica; the scorer's
+// thresholds are the ones used now, so Decide's rebalances and the
+// scorer's agree. The wider absolute margin keeps small clusters from
+// moving replicas over a difference of 2 or 3.)
 //
 // A voter moves from node s to node t (live, active, without a replica of
 // the range) when s is overfull and t is below the mean, or s is above the
@@ -27,7 +32,7 @@ import (
 // terminate, and a replica never moves back and forth. Once none applies,
 // every live active node is within the thresholds of the mean give or
 // take one replica or has no range it could swap (the issue's acceptance,
-// 0.8× to 1.2× of the mean, follows for the cluster sizes it uses).
+// 0.8× to 1.2× of the mean, follows from a mean of 10 up).
 //
 // Locality diversity is never made worse: t must be at least as diverse
 // as s against the voters that stay (the Place ranking). Among the
@@ -37,8 +42,12 @@ import (
 // ID).
 
 // BalanceThreshold is the fraction of the mean a node's replica count may
-// differ from it before replicas move (see balance.go).
-const BalanceThreshold = 0.1
+// differ from it before replicas move, and MinRangeRebalance the least
+// number of replicas (see balance.go).
+const (
+	BalanceThreshold  = 0.05
+	MinRangeRebalance = 2
+)
 
 // priorityRebalance is the priority of a rebalance: below every repair
 // (the lowest of which is 1005) and above the idle ranges' 0.
@@ -74,18 +83,20 @@ func balanceBounds(all []*Node) (bounds, bool) {
 		return b, false
 	}
 	b.mean = float64(total) / float64(b.live)
-	// Overfull: count > mean·(1+t) and count >= ⌈mean⌉+1, that is count
-	// above max(⌊mean·(1+t)⌋, ⌈mean⌉).
-	b.overfullAbove = max(int(math.Floor(b.mean*(1+BalanceThreshold))), int(math.Ceil(b.mean)))
-	// Underfull: count < mean·(1−t) and count <= ⌊mean⌋−1, that is count
-	// below min(⌈mean·(1−t)⌉, ⌊mean⌋).
-	b.underfullBelow = min(int(math.Ceil(b.mean*(1-BalanceThreshold))), int(math.Floor(b.mean)))
+	margin := math.Max(b.mean*BalanceThreshold, MinRangeRebalance)
+	// Overfull: count > mean + margin, that is count above ⌊mean+margin⌋.
+	b.overfullAbove = int(math.Floor(b.mean + margin))
+	// Underfull: count < mean − margin, that is count below
+	// ⌈mean−margin⌉.
+	b.underfullBelow = int(math.Ceil(b.mean - margin))
 	return b, true
 }
 
 // rebalance returns the move for a fully replicated range with these
 // voters, if one applies; every voter must be on a live active node.
-func rebalance(voters []replica, all []*Node, leaseholder uint64) (move, bool) {
+// allowed, if not nil, refuses more targets (the scorer's constraints
+// and full disks).
+func rebalance(voters []replica, all []*Node, leaseholder uint64, allowed func(from replica, to *Node) bool) (move, bool) {
 	for _, v := range voters {
 		if v.health != healthy || !v.node.canTakeReplica() {
 			return move{}, false
@@ -135,6 +146,9 @@ func rebalance(voters []replica, all []*Node, leaseholder uint64) (move, bool) {
 			c := candidate{node: n, div: diversityOf(n, stay)}
 			if c.div.compare(fromDiv) > 0 {
 				continue // less diverse than the voter it replaces
+			}
+			if allowed != nil && !allowed(f, n) {
+				continue
 			}
 			if best == nil {
 				best = &c

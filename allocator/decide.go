@@ -36,6 +36,25 @@ const (
 	// Decision.From (transferring the lease away first if it holds it).
 	// See balance.go for the rule. The lowest priority of all actions.
 	ActionRebalance
+
+	// The actions below come from the scorer (Score) only; Decide never
+	// returns them.
+
+	// ActionAddNonVoter: add a non-voter on Decision.Node (the zone asks
+	// for more replicas than voters).
+	ActionAddNonVoter
+	// ActionReplaceVoter: a voter is on a dead, decommissioned or
+	// decommissioning node: add a voter on Decision.Node, then remove the
+	// voter Decision.ReplicaID on Decision.From.
+	ActionReplaceVoter
+	// ActionReplaceNonVoter: the same for a non-voter.
+	ActionReplaceNonVoter
+	// ActionRebalanceNonVoter: move the non-voter Decision.ReplicaID from
+	// Decision.From to Decision.Node (add, then remove).
+	ActionRebalanceNonVoter
+	// ActionTransferLease: transfer the lease from Decision.From (the
+	// leaseholder) to the voter on Decision.Node.
+	ActionTransferLease
 )
 
 func (a Action) String() string {
@@ -54,6 +73,16 @@ func (a Action) String() string {
 		return "unavailable"
 	case ActionRebalance:
 		return "rebalance"
+	case ActionAddNonVoter:
+		return "add-non-voter"
+	case ActionReplaceVoter:
+		return "replace-voter"
+	case ActionReplaceNonVoter:
+		return "replace-non-voter"
+	case ActionRebalanceNonVoter:
+		return "rebalance-non-voter"
+	case ActionTransferLease:
+		return "transfer-lease"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -225,7 +254,7 @@ func Decide(r Range, nodes []Node) (Decision, error) {
 		return d, nil
 	}
 	if len(byHealth[suspect]) == 0 {
-		if mv, ok := rebalance(voters, sortedNodes(m), r.Leaseholder); ok {
+		if mv, ok := rebalance(voters, sortedNodes(m), r.Leaseholder, nil); ok {
 			d.Action, d.Node, d.ReplicaID, d.From = ActionRebalance, mv.to.node.ID, mv.from.desc.ReplicaId, mv.from.node.ID
 			d.Priority = priorityRebalance
 			d.Reason = fmt.Sprintf("fully replicated: %d of %d voters kept; %s", kept, r.Factor, mv.reason)

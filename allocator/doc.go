@@ -7,9 +7,11 @@
 // (rebalance/) gathers the views from liveness, the node directory and
 // meta, and carries the decision out through the range's Raft log.
 //
-// This is the first, simple placement rule of the membership work, with
-// count-based rebalancing; the full scorer (zone configs, constraints,
-// disk fullness, load balance) grows from it.
+// Two entry points decide: Decide, the repair rule of the membership work
+// with count-based rebalancing (the replicate queue uses it today), and
+// Score, the scorer of issue 12, which takes a zone config and load too,
+// reuses Decide for repairs and returns one action with every candidate
+// scored criterion by criterion (see "Scorer" below).
 //
 // Inputs:
 //   - Node: ID, locality tiers (widest first, e.g. region=us,zone=a),
@@ -66,9 +68,9 @@
 //     every voter on a live active node, no non-voter) and one of its
 //     voters is on a node holding too many replicas (balance.go): the
 //     mean is over the live active nodes; a voter moves from an overfull
-//     node (more than mean·1.1 and at least ⌈mean⌉+1 replicas) to one
+//     node (more than mean + max(5 % of the mean, 2) replicas) to one
 //     below the mean, or from one above the mean to an underfull node
-//     (fewer than mean·0.9 and at most ⌊mean⌋−1), never to a node that
+//     (fewer than mean − max(5 % of the mean, 2)), never to a node that
 //     makes the range less diverse (Place's ranking picks the target).
 //     The source holds at least two more replicas than the target, so
 //     every move lowers the sum of the squared counts: moves terminate
@@ -87,6 +89,77 @@
 // one 20, an extra one 10, a non-voter 5). A rebalance has priority 1;
 // ranges with nothing to do (none, no-target, unavailable) have 0.
 //
+// Zone configs (zone.go): ZoneConfig is a plain value mapping field for
+// field onto a proto message (num_replicas, num_voters, constraints,
+// voter_constraints, lease_preferences, range_min_bytes, range_max_bytes,
+// gc_ttl; pointers and ...Set flags mark what a span sets, the rest is
+// inherited: InheritFrom, Resolve from DefaultZoneConfig: 3 replicas,
+// 16-64 MiB, 4 h). ParseZoneConfig reads the `zone set` flags: constraints
+// as "+region=eu,-zone=a", "[+region=eu]" or per replica count
+// `{"+region=eu": 2}` (required constraints only), lease preferences as
+// "[+region=us]" or "[[+region=us,+zone=a], [+region=us]]"; only
+// key=value locality tiers, no bare attributes. Validate refuses, naming
+// the field, num_replicas < 1, num_voters < 1 or above num_replicas, an
+// even voter count (as ValidateFactor), malformed or contradictory
+// constraints, per-replica counts above the replicas, an empty lease
+// preference, range_max_bytes under 64 KiB, min ≥ max, gc_ttl < 1 s.
+// Satisfiable lists "constraint not satisfiable: ..." for a valid config
+// the live nodes (active or draining) cannot meet; such a config is
+// accepted, and the scorer reports it per range and places nothing on a
+// node that breaks a constraint.
+//
+// Scorer (Score, scorer.go): input a range descriptor, its resolved zone
+// config, the leaseholder, the range's QPS and request localities, and
+// the store views (Node: also CapacityBytes, UsedBytes, QPS); output a
+// Recommendation: a Decision (Decide's fields, with the actions
+// add-non-voter, replace-voter, replace-non-voter, rebalance-non-voter
+// and transfer-lease added) and an Explanation: the checks made in order
+// with what each found, a replicas table (every node × valid,
+// constraints, disk, diversity, ranges, qps, and a verdict) and a lease
+// table (every voter × valid, preference, workload, leases, qps), which
+// String renders for `range explain`. The checks, the first that acts
+// wins:
+//  1. voter repair exactly as Decide (unavailable, add, replace = add then
+//     remove a dead/decommissioned/decommissioning voter, remove), the
+//     target ranked valid → constraints → disk not full (≤ 95 % used) →
+//     diversity → fewer replicas → lower QPS → lower ID; a non-voter is
+//     promoted only if it meets the voter constraints;
+//  2. non-voter repair to num_replicas − num_voters (priorities 900/800/
+//     700, below every voter repair);
+//  3. a replica breaking a constraint (or a per-replica count short) moves
+//     where fewer are unmet (priority 4); no move: the unsatisfiable
+//     lines are reported and the checks go on;
+//  4. a replica on a disk more than 95 % full moves (priority 3);
+//  5. the lease moves to a live active voter of an earlier lease
+//     preference (priority 2);
+//  6. a voter moves to a node that makes the range strictly more diverse,
+//     even a fuller one (priority 1);
+//  7. range counts: balance.go's rule, 5 % and at least 2 replicas;
+//  8. load: a leaseholder above 1.25× the mean QPS transfers the lease to
+//     the coolest voter that stays at or below that line and below the
+//     leaseholder; else
+//  9. a voter moves to a cool node (the leaseholder's own first, its lease
+//     going along; neither store may leave the count thresholds);
+//  10. follow the workload: the lease goes to the voter whose locality
+//     matches the request localities best (share of tiers, request
+//     weighted, 0..1) by at least 0.25 more than the leaseholder's;
+//  11. lease counts: from over (mean + max(5 %, 5 leases)) to below the
+//     mean, or from above the mean to under, never to a voter farther
+//     from the workload by the margin nor to a store the range's QPS
+//     would take above the mean QPS;
+//  12. none.
+//
+// Moves (3-9) wait while a replica is on a node that is not live and
+// active; lease checks still run. Only voters move for diversity, counts
+// and load. Moving the leaseholder's voter takes the lease to the target,
+// which (in checks 4 and 6-9) must then meet the lease preferences as
+// well and not turn hot.
+// Every move keeps or improves what the earlier checks looked at (no
+// less diverse target, no more unmet constraints, no full disk), and
+// every balance move lowers a spread (count: source at least 2 above the
+// target; QPS: target + range below the source), so applying actions one
+// at a time terminates (sim_test.go: no replica or lease goes back).
+//
 // Decommissioning (CanDecommission, Unplaceable): refused when fewer
 // nodes that can hold replicas (live, active or draining) would remain
 // than the factor; Unplaceable names each range that could not get its
@@ -98,7 +171,9 @@
 // repeated ID, an unknown node to decommission) is an error wrapping
 // ErrInvalid that names the problem.
 //
-// Tests: testdata/ holds golden scripts (allocator_test.go describes the
-// syntax); go test ./allocator/ -run TestAllocatorScripts -rewrite
-// regenerates the expected output.
+// Tests: testdata/ holds golden scripts (allocator_test.go and
+// scorer_test.go describe the syntax; testdata/score and testdata/zone
+// are the scorer's and the zone configs'); go test ./allocator/ -run
+// TestAllocatorScripts -rewrite regenerates the expected output.
+// sim_test.go simulates the scorer on 1,000 ranges with no Raft.
 package allocator

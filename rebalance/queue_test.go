@@ -101,7 +101,7 @@ func TestPassRebalance(t *testing.T) {
 	for _, s := range []string{"n1", "n2", "n3", "n4"} {
 		in.Nodes = append(in.Nodes, parseNode(t, s))
 	}
-	for i := 2; i < 6; i++ {
+	for i := 2; i < 10; i++ {
 		in.Ranges = append(in.Ranges, parseRange(t, fmt.Sprintf("r%d voters=n1,n2,n3 lh=n1 mine", i)))
 	}
 	var called []string
@@ -144,12 +144,13 @@ func TestPassRebalance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Counts 4/4/4/0, mean 3: n4 is below the mean until it holds 3; the
-	// fullest voter not holding the lease moves first (n2, then n3, n1...).
-	if got, want := fmt.Sprint(called), "[r2+[4]-[2] r3+[4]-[3] r4+[4]-[1]]"; got != want {
+	// Counts 8/8/8/0, mean 6: n4 is underfull (fewer than mean − 2) until
+	// it holds 4; the fullest voter moves first, the one not holding the
+	// lease among equals (n2, n3, then n1 at 8 against 7 and 7, then n2).
+	if got, want := fmt.Sprint(called), "[r2+[4]-[2] r3+[4]-[3] r4+[4]-[1] r5+[4]-[2]]"; got != want {
 		t.Fatalf("changes %s, want %s", got, want)
 	}
-	if got := value(t, m.actions.WithLabelValues("rebalance", "ok")); got != 3 {
-		t.Errorf("rebalance ok: %v, want 3", got)
+	if got := value(t, m.actions.WithLabelValues("rebalance", "ok")); got != 4 {
+		t.Errorf("rebalance ok: %v, want 4", got)
 	}
 }

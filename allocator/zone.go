@@ -1,0 +1,698 @@
+package allocator
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Zone configs: what a key span asks of its replicas. A ZoneConfig is a
+// plain value: a span's own config sets some fields and inherits the rest
+// from its parent (InheritFrom), ending at DefaultZoneConfig. Storing it
+// replicated and the `zone` CLI are the caller's; this file parses the CLI
+// syntax, validates, inherits and checks whether a config can be met by a
+// set of nodes.
+//
+// The type maps field for field onto a proto message: the scalar fields
+// are pointers (proto3 `optional`: nil = inherited), the lists carry a
+// companion ...Set flag (a list set to empty, "no constraints", differs
+// from one left to the parent).
+
+// ConstraintType says whether a constraint requires or prohibits a tier.
+type ConstraintType int
+
+const (
+	// Required: "+key=value", the node must have the tier.
+	Required ConstraintType = iota
+	// Prohibited: "-key=value", the node must not have it.
+	Prohibited
+)
+
+// Constraint is one "+key=value" or "-key=value": a locality tier a node
+// must (Required) or must not (Prohibited) have. Only key=value tiers are
+// supported (no bare node attributes such as "+ssd").
+type Constraint struct {
+	Type  ConstraintType
+	Key   string
+	Value string
+}
+
+func (c Constraint) String() string {
+	sign := "+"
+	if c.Type == Prohibited {
+		sign = "-"
+	}
+	return sign + c.Key + "=" + c.Value
+}
+
+// matches reports whether a node with these tiers has the constraint's
+// tier (whatever the constraint's type).
+func (c Constraint) matches(tiers []*rspb.LocalityTier) bool {
+	for _, t := range tiers {
+		if t.Key == c.Key && t.Value == c.Value {
+			return true
+		}
+	}
+	return false
+}
+
+// satisfiedBy reports whether a node with these tiers meets c.
+func (c Constraint) satisfiedBy(tiers []*rspb.LocalityTier) bool {
+	return c.matches(tiers) == (c.Type == Required)
+}
+
+// Conjunction is a set of constraints that hold together. NumReplicas 0
+// applies it to every replica; NumReplicas N > 0 asks that at least N
+// replicas meet it (per-replica-count constraints, which may only hold
+// required constraints: the other replicas are free).
+type Conjunction struct {
+	NumReplicas int32
+	Constraints []Constraint
+}
+
+// satisfiedBy reports whether a node with these tiers meets every
+// constraint of c; the first failing one is returned.
+func (c Conjunction) satisfiedBy(tiers []*rspb.LocalityTier) (bool, Constraint) {
+	for _, k := range c.Constraints {
+		if !k.satisfiedBy(tiers) {
+			return false, k
+		}
+	}
+	return true, Constraint{}
+}
+
+func (c Conjunction) String() string {
+	parts := make([]string, len(c.Constraints))
+	for i, k := range c.Constraints {
+		parts[i] = k.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// LeasePreference is one conjunction of constraints a leaseholder should
+// meet; a zone's preferences are tried in order, the first met wins.
+type LeasePreference struct {
+	Constraints []Constraint
+}
+
+func (p LeasePreference) String() string {
+	return "[" + Conjunction{Constraints: p.Constraints}.String() + "]"
+}
+
+// ZoneConfig is the replication config of a key span. Nil pointers and
+// unset lists are inherited from the parent config (InheritFrom).
+type ZoneConfig struct {
+	// NumReplicas is the total replica count: voters plus non-voters.
+	NumReplicas *int32
+	// NumVoters is the voter count (nil: NumReplicas); the rest are
+	// non-voters.
+	NumVoters *int32
+	// Constraints apply to every replica, voter or not.
+	Constraints    []Conjunction
+	ConstraintsSet bool
+	// VoterConstraints apply to voters only, on top of Constraints.
+	VoterConstraints    []Conjunction
+	VoterConstraintsSet bool
+	// LeasePreferences are tried in order for the leaseholder.
+	LeasePreferences    []LeasePreference
+	LeasePreferencesSet bool
+	RangeMinBytes       *int64
+	RangeMaxBytes       *int64
+	// GCTTLSeconds is how long old versions are kept.
+	GCTTLSeconds *int64
+}
+
+// Defaults of DefaultZoneConfig and limits of Validate.
+const (
+	DefaultNumReplicas   = 3
+	DefaultRangeMaxBytes = 64 << 20
+	DefaultRangeMinBytes = 16 << 20
+	DefaultGCTTLSeconds  = int64(4 * time.Hour / time.Second)
+	// MinRangeMaxBytes is the smallest range_max_bytes accepted.
+	MinRangeMaxBytes = 64 << 10
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// DefaultZoneConfig is the root every config inherits from: 3 replicas,
+// all voters, no constraints or lease preferences, ranges of 16-64 MiB,
+// old versions kept 4 h.
+func DefaultZoneConfig() ZoneConfig {
+	return ZoneConfig{
+		NumReplicas:         ptr(int32(DefaultNumReplicas)),
+		ConstraintsSet:      true,
+		VoterConstraintsSet: true,
+		LeasePreferencesSet: true,
+		RangeMinBytes:       ptr(int64(DefaultRangeMinBytes)),
+		RangeMaxBytes:       ptr(int64(DefaultRangeMaxBytes)),
+		GCTTLSeconds:        ptr(DefaultGCTTLSeconds),
+	}
+}
+
+// InheritFrom returns z with every field it leaves unset taken from
+// parent. NumVoters is inherited only when z sets neither it nor
+// NumReplicas (a span that sets num_replicas 5 alone gets 5 voters, not
+// its parent's voter count).
+func (z ZoneConfig) InheritFrom(parent ZoneConfig) ZoneConfig {
+	out := z
+	if out.NumVoters == nil && out.NumReplicas == nil {
+		out.NumVoters = parent.NumVoters
+	}
+	if out.NumReplicas == nil {
+		out.NumReplicas = parent.NumReplicas
+	}
+	if !out.ConstraintsSet {
+		out.Constraints, out.ConstraintsSet = parent.Constraints, parent.ConstraintsSet
+	}
+	if !out.VoterConstraintsSet {
+		out.VoterConstraints, out.VoterConstraintsSet = parent.VoterConstraints, parent.VoterConstraintsSet
+	}
+	if !out.LeasePreferencesSet {
+		out.LeasePreferences, out.LeasePreferencesSet = parent.LeasePreferences, parent.LeasePreferencesSet
+	}
+	if out.RangeMinBytes == nil {
+		out.RangeMinBytes = parent.RangeMinBytes
+	}
+	if out.RangeMaxBytes == nil {
+		out.RangeMaxBytes = parent.RangeMaxBytes
+	}
+	if out.GCTTLSeconds == nil {
+		out.GCTTLSeconds = parent.GCTTLSeconds
+	}
+	return out
+}
+
+// Resolve inherits z from the default config and validates the result.
+func (z ZoneConfig) Resolve() (ZoneConfig, error) {
+	r := z.InheritFrom(DefaultZoneConfig())
+	return r, r.Validate()
+}
+
+// Replicas is the total replica count (0 if unset).
+func (z ZoneConfig) Replicas() int {
+	if z.NumReplicas == nil {
+		return 0
+	}
+	return int(*z.NumReplicas)
+}
+
+// Voters is the voter count: NumVoters, or NumReplicas when unset.
+func (z ZoneConfig) Voters() int {
+	if z.NumVoters != nil {
+		return int(*z.NumVoters)
+	}
+	return z.Replicas()
+}
+
+// Validate checks a config as a whole, each field and between fields,
+// with an ErrInvalid error naming the field and the limit. A partial
+// config (some fields unset) is checked on the fields it sets; a resolved
+// one (InheritFrom the default) must set num_replicas.
+func (z ZoneConfig) Validate() error {
+	if z.NumReplicas != nil && *z.NumReplicas < 1 {
+		return invalid("num_replicas: must be at least 1 (got %d)", *z.NumReplicas)
+	}
+	if z.NumVoters != nil {
+		if *z.NumVoters < 1 {
+			return invalid("num_voters: must be at least 1 (got %d)", *z.NumVoters)
+		}
+		if z.NumReplicas != nil && *z.NumVoters > *z.NumReplicas {
+			return invalid("num_voters: %d is more than num_replicas %d", *z.NumVoters, *z.NumReplicas)
+		}
+	}
+	if v := z.Voters(); v > 0 && v%2 == 0 {
+		field := "num_replicas"
+		if z.NumVoters != nil {
+			field = "num_voters"
+		}
+		return invalid("%s: %d voters must be odd (%d voters tolerate no more failures than %d)", field, v, v, v-1)
+	}
+	if err := validateConjunctions("constraints", z.Constraints, z.Replicas()); err != nil {
+		return err
+	}
+	if err := validateConjunctions("voter_constraints", z.VoterConstraints, z.Voters()); err != nil {
+		return err
+	}
+	for i, p := range z.LeasePreferences {
+		if len(p.Constraints) == 0 {
+			return invalid("lease_preferences: preference %d is empty", i+1)
+		}
+		if err := validateConstraints("lease_preferences", p.Constraints); err != nil {
+			return err
+		}
+	}
+	if z.RangeMinBytes != nil && *z.RangeMinBytes < 0 {
+		return invalid("range_min_bytes: must not be negative (got %d)", *z.RangeMinBytes)
+	}
+	if z.RangeMaxBytes != nil && *z.RangeMaxBytes < MinRangeMaxBytes {
+		return invalid("range_max_bytes: must be at least %d (got %d)", MinRangeMaxBytes, *z.RangeMaxBytes)
+	}
+	if z.RangeMinBytes != nil && z.RangeMaxBytes != nil && *z.RangeMinBytes >= *z.RangeMaxBytes {
+		return invalid("range_min_bytes: %d must be less than range_max_bytes %d", *z.RangeMinBytes, *z.RangeMaxBytes)
+	}
+	if z.GCTTLSeconds != nil && *z.GCTTLSeconds < 1 {
+		return invalid("gc_ttl: must be at least 1 second (got %d)", *z.GCTTLSeconds)
+	}
+	return nil
+}
+
+func validateConjunctions(field string, cs []Conjunction, replicas int) error {
+	sum := 0
+	for _, c := range cs {
+		if c.NumReplicas < 0 {
+			return invalid("%s: replica count %d of %q must not be negative", field, c.NumReplicas, c.String())
+		}
+		if len(c.Constraints) == 0 {
+			return invalid("%s: a constraint set is empty", field)
+		}
+		if err := validateConstraints(field, c.Constraints); err != nil {
+			return err
+		}
+		if c.NumReplicas > 0 {
+			for _, k := range c.Constraints {
+				if k.Type == Prohibited {
+					return invalid("%s: %q: only required constraints (+) can apply to a number of replicas", field, k.String())
+				}
+			}
+			sum += int(c.NumReplicas)
+		}
+	}
+	if replicas > 0 && sum > replicas {
+		return invalid("%s: the per-replica counts add up to %d, more than the %d replicas", field, sum, replicas)
+	}
+	return nil
+}
+
+func validateConstraints(field string, ks []Constraint) error {
+	seen := make(map[string]ConstraintType)
+	for _, k := range ks {
+		if k.Key == "" || k.Value == "" {
+			return invalid("%s: malformed constraint %q: want +key=value or -key=value", field, k.String())
+		}
+		tier := k.Key + "=" + k.Value
+		if t, ok := seen[tier]; ok && t != k.Type {
+			return invalid("%s: %s is both required and prohibited", field, tier)
+		}
+		seen[tier] = k.Type
+	}
+	return nil
+}
+
+// ParseConstraint parses "+key=value" or "-key=value".
+func ParseConstraint(field, s string) (Constraint, error) {
+	s = strings.TrimSpace(s)
+	var c Constraint
+	switch {
+	case strings.HasPrefix(s, "+"):
+		c.Type = Required
+	case strings.HasPrefix(s, "-"):
+		c.Type = Prohibited
+	default:
+		return c, invalid("%s: malformed constraint %q: must start with + (required) or - (prohibited)", field, s)
+	}
+	k, v, ok := strings.Cut(s[1:], "=")
+	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+	if !ok || k == "" || v == "" {
+		return c, invalid("%s: malformed constraint %q: want +key=value or -key=value (locality tiers only)", field, s)
+	}
+	if strings.ContainsAny(k+v, "=,[]{}\" \t") {
+		return c, invalid("%s: malformed constraint %q: key and value must not contain = , [ ] { } quotes or spaces", field, s)
+	}
+	c.Key, c.Value = k, v
+	return c, nil
+}
+
+// parseConstraintList parses "+a=b,-c=d" (brackets already stripped);
+// empty gives none.
+func parseConstraintList(field, s string) ([]Constraint, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []Constraint
+	for _, part := range strings.Split(s, ",") {
+		c, err := ParseConstraint(field, part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// unbracket strips one pair of enclosing brackets open...close if s has
+// them; ok is false if it opens without closing or the reverse.
+func unbracket(s string, open, close byte) (inner string, had, ok bool) {
+	s = strings.TrimSpace(s)
+	hasOpen := len(s) > 0 && s[0] == open
+	hasClose := len(s) > 0 && s[len(s)-1] == close
+	if hasOpen != hasClose || (hasOpen && len(s) < 2) {
+		return s, false, false
+	}
+	if !hasOpen {
+		return s, false, true
+	}
+	return s[1 : len(s)-1], true, true
+}
+
+// ParseConstraints parses the CLI syntax of --constraints and
+// --voter-constraints (field names the flag in errors):
+//
+//	+region=eu,-zone=a            every replica meets all of them
+//	[+region=eu, -zone=a]         the same
+//	{"+region=eu": 2, "+region=us,+zone=a": 1}
+//	                              per-replica counts: at least 2 replicas
+//	                              in eu and 1 in us zone a
+//	"" or []                      no constraints
+//
+// Each result is validated as far as it goes alone (counts against
+// num_replicas are checked by ZoneConfig.Validate).
+func ParseConstraints(field, s string) ([]Conjunction, error) {
+	s = strings.TrimSpace(s)
+	if inner, had, ok := unbracket(s, '{', '}'); !ok {
+		return nil, invalid("%s: malformed %q: unbalanced { }", field, s)
+	} else if had {
+		return parseCountedConstraints(field, inner)
+	}
+	inner, _, ok := unbracket(s, '[', ']')
+	if !ok {
+		return nil, invalid("%s: malformed %q: unbalanced [ ]", field, s)
+	}
+	if strings.ContainsAny(inner, "[]{}") {
+		return nil, invalid("%s: malformed %q: want a list +k=v,-k=v or a map {\"+k=v\": N}", field, s)
+	}
+	ks, err := parseConstraintList(field, inner)
+	if err != nil || len(ks) == 0 {
+		return nil, err
+	}
+	cs := []Conjunction{{Constraints: ks}}
+	return cs, validateConjunctions(field, cs, 0)
+}
+
+// parseCountedConstraints parses the inside of {"+a=b,+c=d": 2, ...}.
+func parseCountedConstraints(field, s string) ([]Conjunction, error) {
+	var out []Conjunction
+	rest := strings.TrimSpace(s)
+	for rest != "" {
+		if rest[0] != '"' {
+			return nil, invalid("%s: malformed map entry %q: want \"+key=value,...\": count", field, rest)
+		}
+		end := strings.IndexByte(rest[1:], '"')
+		if end < 0 {
+			return nil, invalid("%s: malformed map entry %q: unterminated quote", field, rest)
+		}
+		key := rest[1 : 1+end]
+		rest = strings.TrimSpace(rest[2+end:])
+		if !strings.HasPrefix(rest, ":") {
+			return nil, invalid("%s: malformed map entry for %q: want \": count\"", field, key)
+		}
+		rest = strings.TrimSpace(rest[1:])
+		numEnd := strings.IndexByte(rest, ',')
+		num := rest
+		if numEnd >= 0 {
+			num, rest = rest[:numEnd], strings.TrimSpace(rest[numEnd+1:])
+		} else {
+			rest = ""
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 32)
+		if err != nil || n < 1 {
+			return nil, invalid("%s: replica count %q of %q: must be an integer of at least 1", field, strings.TrimSpace(num), key)
+		}
+		ks, err := parseConstraintList(field, key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Conjunction{NumReplicas: int32(n), Constraints: ks})
+	}
+	if len(out) == 0 {
+		return nil, invalid("%s: an empty map {} sets no count; use [] for no constraints", field)
+	}
+	return out, validateConjunctions(field, out, 0)
+}
+
+// ParseLeasePreferences parses --lease-preferences:
+//
+//	[+region=us]                       one preference
+//	[[+region=us,+zone=a], [+region=eu]]  tried in order
+//	+region=us                         one preference
+//	"" or []                           none
+func ParseLeasePreferences(s string) ([]LeasePreference, error) {
+	const field = "lease_preferences"
+	s = strings.TrimSpace(s)
+	inner, had, ok := unbracket(s, '[', ']')
+	if !ok {
+		return nil, invalid("%s: malformed %q: unbalanced [ ]", field, s)
+	}
+	inner = strings.TrimSpace(inner)
+	var groups []string
+	if had && strings.HasPrefix(inner, "[") {
+		rest := inner
+		for rest != "" {
+			if rest[0] != '[' {
+				return nil, invalid("%s: malformed %q: want [[+k=v,...], [+k=v,...]]", field, s)
+			}
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return nil, invalid("%s: malformed %q: unbalanced [ ]", field, s)
+			}
+			groups = append(groups, rest[1:end])
+			rest = strings.TrimSpace(rest[end+1:])
+			rest = strings.TrimSpace(strings.TrimPrefix(rest, ","))
+		}
+	} else {
+		groups = []string{inner}
+	}
+	var out []LeasePreference
+	for _, g := range groups {
+		if strings.ContainsAny(g, "[]{}") {
+			return nil, invalid("%s: malformed %q: want [[+k=v,...], [+k=v,...]]", field, s)
+		}
+		ks, err := parseConstraintList(field, g)
+		if err != nil {
+			return nil, err
+		}
+		if len(ks) == 0 {
+			if len(groups) == 1 {
+				return nil, nil
+			}
+			return nil, invalid("%s: preference %d is empty", field, len(out)+1)
+		}
+		if err := validateConstraints(field, ks); err != nil {
+			return nil, err
+		}
+		out = append(out, LeasePreference{Constraints: ks})
+	}
+	return out, nil
+}
+
+// ParseZoneConfig parses the CLI flags of `zone set` given as name=value
+// (num_replicas, num_voters, constraints, voter_constraints,
+// lease_preferences, range_min_bytes, range_max_bytes, gc_ttl as seconds
+// or a Go duration such as 4h); flags not given stay unset (inherited).
+// The result is validated as a partial config.
+func ParseZoneConfig(flags map[string]string) (ZoneConfig, error) {
+	var z ZoneConfig
+	names := make([]string, 0, len(flags))
+	for k := range flags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		v := strings.TrimSpace(flags[name])
+		var err error
+		switch name {
+		case "num_replicas", "num_voters":
+			var n int64
+			n, err = strconv.ParseInt(v, 10, 32)
+			if err != nil {
+				return z, invalid("%s: %q is not an integer", name, v)
+			}
+			if name == "num_replicas" {
+				z.NumReplicas = ptr(int32(n))
+			} else {
+				z.NumVoters = ptr(int32(n))
+			}
+		case "constraints":
+			z.Constraints, err = ParseConstraints(name, v)
+			z.ConstraintsSet = true
+		case "voter_constraints":
+			z.VoterConstraints, err = ParseConstraints(name, v)
+			z.VoterConstraintsSet = true
+		case "lease_preferences":
+			z.LeasePreferences, err = ParseLeasePreferences(v)
+			z.LeasePreferencesSet = true
+		case "range_min_bytes", "range_max_bytes":
+			var n int64
+			n, err = strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return z, invalid("%s: %q is not an integer", name, v)
+			}
+			if name == "range_min_bytes" {
+				z.RangeMinBytes = ptr(n)
+			} else {
+				z.RangeMaxBytes = ptr(n)
+			}
+		case "gc_ttl":
+			secs, perr := strconv.ParseInt(v, 10, 64)
+			if perr != nil {
+				d, derr := time.ParseDuration(v)
+				if derr != nil {
+					return z, invalid("gc_ttl: %q is neither seconds nor a duration like 4h", v)
+				}
+				secs = int64(d / time.Second)
+			}
+			z.GCTTLSeconds = ptr(secs)
+		default:
+			return z, invalid("%s: unknown zone config field (want num_replicas, num_voters, constraints, voter_constraints, lease_preferences, range_min_bytes, range_max_bytes or gc_ttl)", name)
+		}
+		if err != nil {
+			return z, err
+		}
+	}
+	return z, z.Validate()
+}
+
+// String prints the fields z sets in the CLI syntax, one name=value per
+// field, in the order of the type ("(inherits everything)" if none).
+func (z ZoneConfig) String() string {
+	var parts []string
+	if z.NumReplicas != nil {
+		parts = append(parts, fmt.Sprintf("num_replicas=%d", *z.NumReplicas))
+	}
+	if z.NumVoters != nil {
+		parts = append(parts, fmt.Sprintf("num_voters=%d", *z.NumVoters))
+	}
+	if z.ConstraintsSet {
+		parts = append(parts, "constraints="+formatConjunctions(z.Constraints))
+	}
+	if z.VoterConstraintsSet {
+		parts = append(parts, "voter_constraints="+formatConjunctions(z.VoterConstraints))
+	}
+	if z.LeasePreferencesSet {
+		ps := make([]string, len(z.LeasePreferences))
+		for i, p := range z.LeasePreferences {
+			ps[i] = p.String()
+		}
+		parts = append(parts, "lease_preferences=["+strings.Join(ps, ",")+"]")
+	}
+	if z.RangeMinBytes != nil {
+		parts = append(parts, fmt.Sprintf("range_min_bytes=%d", *z.RangeMinBytes))
+	}
+	if z.RangeMaxBytes != nil {
+		parts = append(parts, fmt.Sprintf("range_max_bytes=%d", *z.RangeMaxBytes))
+	}
+	if z.GCTTLSeconds != nil {
+		parts = append(parts, fmt.Sprintf("gc_ttl=%d", *z.GCTTLSeconds))
+	}
+	if len(parts) == 0 {
+		return "(inherits everything)"
+	}
+	return strings.Join(parts, " ")
+}
+
+func formatConjunctions(cs []Conjunction) string {
+	if len(cs) == 0 {
+		return "[]"
+	}
+	if len(cs) == 1 && cs[0].NumReplicas == 0 {
+		return "[" + cs[0].String() + "]"
+	}
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		if c.NumReplicas == 0 {
+			parts[i] = fmt.Sprintf("%q: all", c.String())
+		} else {
+			parts[i] = fmt.Sprintf("%q: %d", c.String(), c.NumReplicas)
+		}
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// Satisfiable checks a resolved config against the nodes that can hold
+// replicas (live, active or draining: a drain is temporary): it returns
+// one "constraint not satisfiable: ..." line per unmet need, none if the
+// config can be met. A config that is valid but not satisfiable is
+// accepted; ranges under it report these lines and get no replica on a
+// node that breaks a constraint.
+func Satisfiable(z ZoneConfig, nodes []Node) []string {
+	var usable []*Node
+	for i := range nodes {
+		n := &nodes[i]
+		if n.Liveness == Live && (n.Membership == Active || n.Membership == Draining) {
+			usable = append(usable, n)
+		}
+	}
+	var out []string
+	check := func(field string, cs []Conjunction, want int, what string) {
+		// Nodes meeting every all-replica conjunction of cs.
+		var ok []*Node
+		for _, n := range usable {
+			good := true
+			for _, c := range cs {
+				if c.NumReplicas == 0 {
+					if sat, _ := c.satisfiedBy(n.Locality); !sat {
+						good = false
+					}
+				}
+			}
+			if good {
+				ok = append(ok, n)
+			}
+		}
+		var all []string
+		for _, c := range cs {
+			if c.NumReplicas == 0 {
+				all = append(all, c.String())
+			}
+		}
+		if len(all) > 0 && len(ok) < want {
+			out = append(out, fmt.Sprintf("constraint not satisfiable: %s [%s]: %d %s wanted, %d live nodes meet it%s",
+				field, strings.Join(all, "] ["), want, what, len(ok), idsIn(ok)))
+		}
+		for _, c := range cs {
+			if c.NumReplicas == 0 {
+				continue
+			}
+			var m []*Node
+			for _, n := range ok {
+				if sat, _ := c.satisfiedBy(n.Locality); sat {
+					m = append(m, n)
+				}
+			}
+			if len(m) < int(c.NumReplicas) {
+				out = append(out, fmt.Sprintf("constraint not satisfiable: %s %q: %d %s wanted there, %d live nodes meet it%s",
+					field, c.String(), c.NumReplicas, what, len(m), idsIn(m)))
+			}
+		}
+	}
+	if len(usable) < z.Replicas() && z.Replicas() > 0 {
+		out = append(out, fmt.Sprintf("constraint not satisfiable: num_replicas %d: only %d live nodes can hold replicas%s",
+			z.Replicas(), len(usable), idsIn(usable)))
+	}
+	check("constraints", z.Constraints, z.Replicas(), "replicas")
+	if z.VoterConstraintsSet && len(z.VoterConstraints) > 0 {
+		// Voters also meet every all-replica constraint.
+		var vc []Conjunction
+		for _, c := range z.Constraints {
+			if c.NumReplicas == 0 {
+				vc = append(vc, c)
+			}
+		}
+		check("voter_constraints", append(vc, z.VoterConstraints...), z.Voters(), "voters")
+	}
+	return out
+}
+
+func idsIn(ns []*Node) string {
+	if len(ns) == 0 {
+		return ""
+	}
+	ids := make([]uint64, len(ns))
+	for i, n := range ns {
+		ids[i] = n.ID
+	}
+	return " (" + nodeList(ids) + ")"
+}
