@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -675,6 +676,15 @@ func (n *Node) RelocateRange(ctx context.Context, rangeID uint64, voters []uint6
 		if desc, err = n.store.ChangeReplicas(ctx, rangeID, add, remove); err != nil {
 			return desc, err
 		}
+	}
+	var got []uint64
+	for _, rep := range desc.GetReplicas() {
+		if rep.Type == rspb.ReplicaType_VOTER {
+			got = append(got, rep.NodeId)
+		}
+	}
+	if slices.Sort(got); len(got) != len(want) || slices.ContainsFunc(got, func(id uint64) bool { return !want[id] }) {
+		return desc, status.Errorf(codes.Aborted, "r%d has voters on %v after the relocation to %v: another replica change ran meanwhile", rangeID, got, voters)
 	}
 	if err := n.TransferLease(ctx, rangeID, voters[0]); err != nil {
 		return desc, fmt.Errorf("r%d relocated to %v, but moving its lease to n%d failed: %w", rangeID, voters, voters[0], err)

@@ -111,7 +111,7 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 					v.Desc = ld
 				}
 				if n.store.ChangeInFlight(d.RangeId, changeInFlightWindow) {
-					v.ChangeInFlight = fmt.Sprintf("a replica change of r%d is being driven here (a step within %s): its non-voter is about to be promoted", d.RangeId, changeInFlightWindow)
+					v.ChangeInFlight = fmt.Sprintf("a replica change of r%d is being driven here (a step within %s): what may be its intermediate state (a non-voter about to be promoted, a voter about to be removed) is left alone", d.RangeId, changeInFlightWindow)
 				}
 			}
 		}

@@ -152,7 +152,7 @@ func MakePlan(in Input) (Plan, error) {
 			why = "nothing to do"
 		case r.Fixed != "":
 			why = r.Fixed
-		case d.Action == allocator.ActionRemoveNonVoter && r.ChangeInFlight != "":
+		case r.ChangeInFlight != "" && midChange(d, nodes, idx):
 			why = r.ChangeInFlight
 		case !r.Mine:
 			why = "not acted on here: this node does not hold its lease"
@@ -283,4 +283,23 @@ func (p Plan) String() string {
 		fmt.Fprintf(&b, "skip r%d: %s (%s: %s)\n", s.RangeID, s.Why, s.Decision.Action, s.Decision.Reason)
 	}
 	return b.String()
+}
+
+// midChange: d would act on what may be the intermediate state of a
+// replica change in flight (an operator's relocation adds its voters
+// before it removes the others): a non-voter about to be promoted, a
+// voter beyond the factor on a live active node about to be removed by
+// the change itself, or a voter to move elsewhere. Acting on it undoes
+// the change (a relocation to n2,n3,n4 ended on n2,n3 when the queue
+// removed the freshly added n4 as an excess voter). Repairs (a voter
+// added, a lost one removed) go ahead.
+func midChange(d allocator.Decision, nodes []allocator.Node, idx map[uint64]int) bool {
+	switch d.Action {
+	case allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
+		return true
+	case allocator.ActionRemoveVoter:
+		i, ok := idx[d.Node]
+		return ok && nodes[i].Liveness == allocator.Live && nodes[i].Membership == allocator.Active
+	}
+	return false
 }
