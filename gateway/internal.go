@@ -54,6 +54,8 @@ type NodeBackend interface {
 	// GossipAddr is where this node gossips its store descriptor ("" when
 	// it does not yet).
 	GossipAddr() string
+	// ExplainRange says what the allocator would do with a range, and why.
+	ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -239,6 +241,15 @@ func (s *AdminServer) ChangeReplicas(ctx context.Context, r *rspb.ChangeReplicas
 		return nil, ToStatus(err)
 	}
 	return &rspb.ChangeReplicasResponse{RangeDescriptor: d}, nil
+}
+
+// ExplainRange says what the allocator would do with a range now, and why.
+func (s *AdminServer) ExplainRange(ctx context.Context, r *rspb.ExplainRangeRequest) (*rspb.ExplainRangeResponse, error) {
+	if r.RangeId == 0 {
+		return nil, invalidf("range_id: required")
+	}
+	resp, err := s.node.ExplainRange(ctx, r.RangeId)
+	return resp, ToStatus(err)
 }
 
 // RelocateRange moves a range's voters to the given nodes.

@@ -89,12 +89,15 @@ var commands = []command{
 			"range add-replica RANGE NODE",
 			"range remove-replica RANGE NODE",
 			"range relocate RANGE NODE,NODE,...",
+			"range explain RANGE",
 		},
 		details: "list shows the ranges with a replica on the asked node. split splits the range holding KEY at KEY;\n" +
 			"merge merges the range holding KEY with its right neighbour; transfer-lease moves the lease of\n" +
 			"RANGE (r7) to NODE (n2), asked of any node. add-replica adds a replica on NODE (it joins as a\n" +
 			"non-voter, gets a snapshot and is promoted); remove-replica removes NODE's replica (its node then\n" +
-			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first."},
+			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first.\n" +
+			"explain prints what the allocator would do with RANGE now and why (every candidate node scored\n" +
+			"criterion by criterion); it changes nothing."},
 	{name: "node", summary: "list, show, drain, decommission and recommission nodes (--host: any node)",
 		forms: []string{
 			"node list [--host HOST:PORT]",

@@ -148,11 +148,13 @@ func runRange(args []string) error {
 		return mergeRange(*host, a[1])
 	case len(a) == 3 && (a[0] == "add-replica" || a[0] == "remove-replica" || a[0] == "relocate"):
 		return changeReplicas(*host, a[0], a[1], a[2])
+	case len(a) == 2 && a[0] == "explain":
+		return explainRange(*host, a[1])
 	case len(a) == 1 && a[0] == "list":
 	case len(a) == 0:
-		return usagef("range", "missing sub-command (list, split, merge, transfer-lease, add-replica, remove-replica or relocate)")
+		return usagef("range", "missing sub-command (list, split, merge, transfer-lease, add-replica, remove-replica, relocate or explain)")
 	default:
-		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE | range add-replica RANGE NODE | range remove-replica RANGE NODE | range relocate RANGE NODE,NODE,...")
+		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE | range add-replica RANGE NODE | range remove-replica RANGE NODE | range relocate RANGE NODE,NODE,... | range explain RANGE")
 	}
 	conn, err := dial(*host)
 	if err != nil {
@@ -276,6 +278,32 @@ func mergeRange(host, key string) error {
 		fmt.Fprintf(stdout, "merged: r%d %s\n", r.Merged.RangeId, spanString(r.Merged))
 		return nil
 	})
+}
+
+// explainRange runs range explain RANGE: what the allocator would do with
+// the range now, and why.
+func explainRange(host, rangeArg string) error {
+	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
+	if err != nil || rangeID == 0 {
+		return usagef("range", "range %q: want r<ID>", rangeArg)
+	}
+	return withAdminFor(host, 15*time.Second, func(ctx context.Context, a rspb.AdminClient) error {
+		r, err := a.ExplainRange(ctx, &rspb.ExplainRangeRequest{RangeId: rangeID})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "r%d %s, leaseholder %s, %.1f queries/s\n", rangeID, spanString(r.RangeDescriptor), nodeOrNone(r.LeaseholderNodeId), r.QueriesPerSecond)
+		fmt.Fprintf(stdout, "inputs: %s\n", r.Inputs)
+		fmt.Fprintln(stdout, strings.TrimRight(r.Explanation, "\n"))
+		return nil
+	})
+}
+
+func nodeOrNone(id uint64) string {
+	if id == 0 {
+		return "none known"
+	}
+	return fmt.Sprintf("n%d", id)
 }
 
 // changeReplicas runs range add-replica / remove-replica RANGE NODE and

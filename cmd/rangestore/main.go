@@ -16,6 +16,7 @@
 //	rangestore range add-replica RANGE NODE
 //	rangestore range remove-replica RANGE NODE
 //	rangestore range relocate RANGE NODE,NODE,...
+//	rangestore range explain RANGE
 //	rangestore node list [--host HOST:PORT]
 //	rangestore node status NODE
 //	rangestore node drain NODE [--timeout D]

@@ -10,6 +10,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestCLIChangeReplicas: range add-replica, remove-replica and relocate
@@ -63,5 +64,59 @@ func TestCLIChangeReplicas(t *testing.T) {
 	}
 	if r := run("remove-replica", "rx", "n1"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
 		t.Errorf("remove-replica rx: %s", r)
+	}
+}
+
+// TestCLIRangeExplain: range explain prints the allocator's decision for a
+// range with its inputs (factor, gossiped stores) and the candidates
+// table; a range with a fourth voter (factor 3) is to lose one. Bad or
+// unknown ranges are refused, naming them.
+func TestCLIRangeExplain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	var d *rspb.RangeDescriptor
+	for _, r := range tc.Init.Ranges {
+		if keys.InSpan(keys.UserKey([]byte("k")), r.StartKey, r.EndKey) {
+			d = r
+		}
+	}
+	has := map[uint64]bool{}
+	for _, r := range d.Replicas {
+		has[r.NodeId] = true
+	}
+	var missing uint64
+	for i := 0; i < tc.NumNodes(); i++ {
+		if id := tc.Node(i).NodeID(); !has[id] {
+			missing = id
+		}
+	}
+	if _, err := tc.Node(0).ChangeReplicas(ctx, d.RangeId, []uint64{missing}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rng := fmt.Sprintf("r%d", d.RangeId)
+	var r cliResult
+	timeutil.WaitFor(t, 60*time.Second, "explain with every store heard and a valid lease", func() error {
+		r = runBin(t, nil, "range", "--host", tc.Addr(1), "explain", rng)
+		if r.code != 0 || !strings.Contains(r.out, "gossip from n1,n2,n3,n4") || strings.Contains(r.out, "no valid lease") {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	for _, want := range []string{"remove-voter", "over-replicated", "replication factor 3", fmt.Sprintf("n%d", missing)} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("explain %s does not say %q:\n%s", rng, want, r.out)
+		}
+	}
+	t.Logf("range explain %s:\n%s", rng, r.out)
+	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "rx"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
+		t.Errorf("explain rx: %s", r)
+	}
+	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "r999"); r.code == 0 || !strings.Contains(r.errOut, "r999 not found") {
+		t.Errorf("explain r999: %s", r)
 	}
 }

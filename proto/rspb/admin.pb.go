@@ -1499,6 +1499,161 @@ func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
 	return nil
 }
 
+type ExplainRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRangeRequest) Reset() {
+	*x = ExplainRangeRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRangeRequest) ProtoMessage() {}
+
+func (x *ExplainRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRangeRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRangeRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ExplainRangeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+type ExplainRangeResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	RangeDescriptor   *RangeDescriptor       `protobuf:"bytes,1,opt,name=range_descriptor,json=rangeDescriptor,proto3" json:"range_descriptor,omitempty"`
+	LeaseholderNodeId uint64                 `protobuf:"varint,2,opt,name=leaseholder_node_id,json=leaseholderNodeId,proto3" json:"leaseholder_node_id,omitempty"` // 0: no valid lease found
+	QueriesPerSecond  float64                `protobuf:"fixed64,3,opt,name=queries_per_second,json=queriesPerSecond,proto3" json:"queries_per_second,omitempty"`   // the leaseholder's figure (0 if unknown)
+	Action            string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`                                                   // e.g. "none", "add-voter", "rebalance"
+	TargetNodeId      uint64                 `protobuf:"varint,5,opt,name=target_node_id,json=targetNodeId,proto3" json:"target_node_id,omitempty"`                // the node the action adds to or acts on (0: none)
+	FromNodeId        uint64                 `protobuf:"varint,6,opt,name=from_node_id,json=fromNodeId,proto3" json:"from_node_id,omitempty"`                      // the node a move or transfer leaves (0: none)
+	Reason            string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// explanation: the whole decision as text (checks, candidates x criteria).
+	Explanation string `protobuf:"bytes,8,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// inputs: what the answering node used, e.g. "replication factor 3;
+	// store descriptors heard by gossip from n1,n2,n3".
+	Inputs        string `protobuf:"bytes,9,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRangeResponse) Reset() {
+	*x = ExplainRangeResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRangeResponse) ProtoMessage() {}
+
+func (x *ExplainRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRangeResponse.ProtoReflect.Descriptor instead.
+func (*ExplainRangeResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExplainRangeResponse) GetRangeDescriptor() *RangeDescriptor {
+	if x != nil {
+		return x.RangeDescriptor
+	}
+	return nil
+}
+
+func (x *ExplainRangeResponse) GetLeaseholderNodeId() uint64 {
+	if x != nil {
+		return x.LeaseholderNodeId
+	}
+	return 0
+}
+
+func (x *ExplainRangeResponse) GetQueriesPerSecond() float64 {
+	if x != nil {
+		return x.QueriesPerSecond
+	}
+	return 0
+}
+
+func (x *ExplainRangeResponse) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ExplainRangeResponse) GetTargetNodeId() uint64 {
+	if x != nil {
+		return x.TargetNodeId
+	}
+	return 0
+}
+
+func (x *ExplainRangeResponse) GetFromNodeId() uint64 {
+	if x != nil {
+		return x.FromNodeId
+	}
+	return 0
+}
+
+func (x *ExplainRangeResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExplainRangeResponse) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
+func (x *ExplainRangeResponse) GetInputs() string {
+	if x != nil {
+		return x.Inputs
+	}
+	return ""
+}
+
 type RelocateRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -1509,7 +1664,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1676,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1689,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -1560,7 +1715,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1727,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1740,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1604,7 +1759,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1771,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1784,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -1649,7 +1804,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1816,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1829,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -1700,7 +1855,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1867,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1880,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1745,7 +1900,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1912,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1925,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1796,7 +1951,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1963,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1976,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -1845,7 +2000,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2012,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2025,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2009,7 +2164,20 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"addNodeIds\x12&\n" +
 	"\x0fremove_node_ids\x18\x03 \x03(\x04R\rremoveNodeIds\"c\n" +
 	"\x16ChangeReplicasResponse\x12I\n" +
-	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"W\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"0\n" +
+	"\x13ExplainRangeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"\xf1\x02\n" +
+	"\x14ExplainRangeResponse\x12I\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12.\n" +
+	"\x13leaseholder_node_id\x18\x02 \x01(\x04R\x11leaseholderNodeId\x12,\n" +
+	"\x12queries_per_second\x18\x03 \x01(\x01R\x10queriesPerSecond\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12$\n" +
+	"\x0etarget_node_id\x18\x05 \x01(\x04R\ftargetNodeId\x12 \n" +
+	"\ffrom_node_id\x18\x06 \x01(\x04R\n" +
+	"fromNodeId\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12 \n" +
+	"\vexplanation\x18\b \x01(\tR\vexplanation\x12\x16\n" +
+	"\x06inputs\x18\t \x01(\tR\x06inputs\"W\n" +
 	"\x14RelocateRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0evoter_node_ids\x18\x02 \x03(\x04R\fvoterNodeIds\"b\n" +
@@ -2040,7 +2208,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd6\b\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xaf\t\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -2050,7 +2218,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12]\n" +
 	"\x0eChangeReplicas\x12$.rangestore.v1.ChangeReplicasRequest\x1a%.rangestore.v1.ChangeReplicasResponse\x12Z\n" +
-	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12B\n" +
+	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12W\n" +
+	"\fExplainRange\x12\".rangestore.v1.ExplainRangeRequest\x1a#.rangestore.v1.ExplainRangeResponse\x12B\n" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
@@ -2072,7 +2241,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -2098,74 +2267,79 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*RecommissionResponse)(nil),         // 21: rangestore.v1.RecommissionResponse
 	(*ChangeReplicasRequest)(nil),        // 22: rangestore.v1.ChangeReplicasRequest
 	(*ChangeReplicasResponse)(nil),       // 23: rangestore.v1.ChangeReplicasResponse
-	(*RelocateRangeRequest)(nil),         // 24: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 25: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 26: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 27: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 28: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 29: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 30: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 31: rangestore.v1.SetReplicationFactorResponse
-	(*NodeDescriptor)(nil),               // 32: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 33: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 34: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 35: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 36: rangestore.v1.LocalityTier
+	(*ExplainRangeRequest)(nil),          // 24: rangestore.v1.ExplainRangeRequest
+	(*ExplainRangeResponse)(nil),         // 25: rangestore.v1.ExplainRangeResponse
+	(*RelocateRangeRequest)(nil),         // 26: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 27: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 28: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 29: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 30: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 31: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 32: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 33: rangestore.v1.SetReplicationFactorResponse
+	(*NodeDescriptor)(nil),               // 34: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 35: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 36: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 37: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 38: rangestore.v1.LocalityTier
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	32, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	33, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	33, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	34, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	34, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	35, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	35, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	36, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	32, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	34, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	35, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	37, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	10, // 9: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	36, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	38, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	9,  // 11: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 12: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
 	1,  // 13: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	18, // 14: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
 	1,  // 15: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	33, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	33, // 17: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	33, // 18: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	33, // 19: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	33, // 20: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	33, // 21: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 22: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 23: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 24: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	28, // 25: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	26, // 26: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	22, // 27: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	24, // 28: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	11, // 29: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	13, // 30: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	30, // 31: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	15, // 32: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	17, // 33: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	20, // 34: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 35: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 36: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 37: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	29, // 38: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	27, // 39: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	23, // 40: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	25, // 41: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	12, // 42: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	14, // 43: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	31, // 44: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	16, // 45: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	19, // 46: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	21, // 47: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	35, // [35:48] is the sub-list for method output_type
-	22, // [22:35] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	35, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	35, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	35, // 18: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	35, // 19: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	35, // 20: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	35, // 21: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	35, // 22: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 23: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 24: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 25: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	30, // 26: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	28, // 27: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	22, // 28: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	26, // 29: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	24, // 30: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	11, // 31: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	13, // 32: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	32, // 33: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	15, // 34: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	17, // 35: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	20, // 36: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 37: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 38: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 39: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	31, // 40: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	29, // 41: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	23, // 42: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	27, // 43: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	25, // 44: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	12, // 45: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	14, // 46: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	33, // 47: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	16, // 48: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	19, // 49: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	21, // 50: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	37, // [37:51] is the sub-list for method output_type
+	23, // [23:37] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -2181,7 +2355,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

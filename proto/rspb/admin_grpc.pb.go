@@ -35,6 +35,7 @@ const (
 	Admin_MergeRange_FullMethodName           = "/rangestore.v1.Admin/MergeRange"
 	Admin_ChangeReplicas_FullMethodName       = "/rangestore.v1.Admin/ChangeReplicas"
 	Admin_RelocateRange_FullMethodName        = "/rangestore.v1.Admin/RelocateRange"
+	Admin_ExplainRange_FullMethodName         = "/rangestore.v1.Admin/ExplainRange"
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
@@ -71,6 +72,9 @@ type AdminClient interface {
 	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
 	// the others removed, and the lease goes to voter_node_ids[0].
 	RelocateRange(ctx context.Context, in *RelocateRangeRequest, opts ...grpc.CallOption) (*RelocateRangeResponse, error)
+	// ExplainRange says what the allocator would do with a range now and
+	// why: every candidate node scored criterion by criterion (read-only).
+	ExplainRange(ctx context.Context, in *ExplainRangeRequest, opts ...grpc.CallOption) (*ExplainRangeResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -181,6 +185,16 @@ func (c *adminClient) RelocateRange(ctx context.Context, in *RelocateRangeReques
 	return out, nil
 }
 
+func (c *adminClient) ExplainRange(ctx context.Context, in *ExplainRangeRequest, opts ...grpc.CallOption) (*ExplainRangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainRangeResponse)
+	err := c.cc.Invoke(ctx, Admin_ExplainRange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodesResponse)
@@ -269,6 +283,9 @@ type AdminServer interface {
 	// (CockroachDB's AdminRelocateRange): the missing ones are added, then
 	// the others removed, and the lease goes to voter_node_ids[0].
 	RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error)
+	// ExplainRange says what the allocator would do with a range now and
+	// why: every candidate node scored criterion by criterion (read-only).
+	ExplainRange(context.Context, *ExplainRangeRequest) (*ExplainRangeResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -329,6 +346,9 @@ func (UnimplementedAdminServer) ChangeReplicas(context.Context, *ChangeReplicasR
 }
 func (UnimplementedAdminServer) RelocateRange(context.Context, *RelocateRangeRequest) (*RelocateRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RelocateRange not implemented")
+}
+func (UnimplementedAdminServer) ExplainRange(context.Context, *ExplainRangeRequest) (*ExplainRangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExplainRange not implemented")
 }
 func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
@@ -495,6 +515,24 @@ func _Admin_RelocateRange_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ExplainRange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ExplainRange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ExplainRange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ExplainRange(ctx, req.(*ExplainRangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodesRequest)
 	if err := dec(in); err != nil {
@@ -637,6 +675,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RelocateRange",
 			Handler:    _Admin_RelocateRange_Handler,
+		},
+		{
+			MethodName: "ExplainRange",
+			Handler:    _Admin_ExplainRange_Handler,
 		},
 		{
 			MethodName: "Nodes",

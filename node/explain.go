@@ -1,0 +1,153 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/allocator"
+	"github.com/rangestore/rangestore/gossip"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// ExplainRange (Admin.ExplainRange, `range explain R`) runs the
+// allocator's scorer on one range with what this node can gather, and
+// changes nothing: the descriptor from meta, the leaseholder and the
+// range's QPS from its replicas' nodes, liveness and membership from the
+// liveness records, replica counts from meta, and capacity, disk use,
+// lease counts and load from the store descriptors heard by gossip. The
+// zone config is the default one with the replication factor setting as
+// its replica count (zone configs per span are not stored yet).
+func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error) {
+	if n.store.ClusterRecord() == nil {
+		return nil, errNotInitialized
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	descs, err := n.MetaRanges(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "reading meta: %v", err)
+	}
+	var desc *rspb.RangeDescriptor
+	for _, d := range descs {
+		if d.RangeId == rangeID {
+			desc = d
+		}
+	}
+	if desc == nil {
+		return nil, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
+	}
+	factor, err := n.ReplicationFactor(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	nodes, err := n.allocatorNodes(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	stores := n.Stores()
+	fillStoreViews(nodes, descs, stores)
+	holder, qps := n.leaseOf(ctx, desc)
+	zone := allocator.DefaultZoneConfig()
+	nr := int32(factor)
+	zone.NumReplicas = &nr
+	zone, err = zone.Resolve()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "zone config: %v", err)
+	}
+	rec, err := allocator.Score(allocator.ScoreInput{Desc: desc, Zone: zone, Leaseholder: holder, QPS: qps, Nodes: nodes})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "scoring r%d: %v", rangeID, err)
+	}
+	heard := gossip.SortedIDs(stores)
+	hs := make([]string, len(heard))
+	for i, id := range heard {
+		hs[i] = fmt.Sprintf("n%d", id)
+	}
+	inputs := fmt.Sprintf("replication factor %d (default zone config); store descriptors heard by gossip from %s", factor, orNone(strings.Join(hs, ",")))
+	if holder == 0 {
+		inputs += "; no valid lease found (no lease decision)"
+	}
+	return &rspb.ExplainRangeResponse{RangeDescriptor: desc, LeaseholderNodeId: holder, QueriesPerSecond: qps,
+		Action: rec.Action.String(), TargetNodeId: rec.Node, FromNodeId: rec.From, Reason: rec.Reason,
+		Explanation: rec.String(), Inputs: inputs}, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// fillStoreViews counts each node's replicas from meta and takes its
+// capacity, disk use, leases and load from its gossiped descriptor (a
+// node not heard keeps zeros: capacity unknown, never counted as full).
+func fillStoreViews(nodes []allocator.Node, descs []*rspb.RangeDescriptor, stores map[uint64]gossip.Entry) {
+	count := map[uint64]int{}
+	for _, d := range descs {
+		for _, r := range d.Replicas {
+			count[r.NodeId]++
+		}
+	}
+	for i := range nodes {
+		nodes[i].Replicas = count[nodes[i].ID]
+		if e, ok := stores[nodes[i].ID]; ok {
+			nodes[i].CapacityBytes, nodes[i].UsedBytes = e.Desc.CapacityBytes, e.Desc.UsedBytes
+			nodes[i].Leases, nodes[i].QPS = int(e.Desc.LeaseCount), e.Desc.QueriesPerSecond
+		}
+	}
+}
+
+// leaseOf asks the nodes of d's replicas for the range's valid lease and
+// the leaseholder's QPS figure (0, 0 if no replica answers with one).
+func (n *Node) leaseOf(ctx context.Context, d *rspb.RangeDescriptor) (holder uint64, qps float64) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, rep := range d.Replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var infos []*rspb.RangeInfo
+			if rep.NodeId == n.NodeID() {
+				infos = n.store.Ranges()
+			} else {
+				addr, ok := n.NodeAddress(rep.NodeId)
+				if !ok {
+					return
+				}
+				c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				r, err := rspb.NewAdminClient(c).Ranges(ctx, &rspb.RangesRequest{})
+				if err != nil {
+					return
+				}
+				infos = r.Ranges
+			}
+			for _, ri := range infos {
+				if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaseValid && ri.Lease.GetNodeId() == rep.NodeId {
+					mu.Lock()
+					holder, qps = rep.NodeId, ri.Qps
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return holder, qps
+}
