@@ -56,6 +56,8 @@ type NodeBackend interface {
 	GossipAddr() string
 	// ExplainRange says what the allocator would do with a range, and why.
 	ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error)
+	// AllocatorPlan lists the replica changes the queues would make now.
+	AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -249,6 +251,12 @@ func (s *AdminServer) ExplainRange(ctx context.Context, r *rspb.ExplainRangeRequ
 		return nil, invalidf("range_id: required")
 	}
 	resp, err := s.node.ExplainRange(ctx, r.RangeId)
+	return resp, ToStatus(err)
+}
+
+// AllocatorPlan lists the replica changes the queues would make now.
+func (s *AdminServer) AllocatorPlan(ctx context.Context, _ *rspb.AllocatorPlanRequest) (*rspb.AllocatorPlanResponse, error) {
+	resp, err := s.node.AllocatorPlan(ctx)
 	return resp, ToStatus(err)
 }
 

@@ -49,6 +49,8 @@ func runner(name string) func(args []string) error {
 		return runWorkload
 	case "node":
 		return runNode
+	case "allocator":
+		return runAllocator
 	}
 	return nil
 }
@@ -98,6 +100,11 @@ var commands = []command{
 			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first.\n" +
 			"explain prints what the allocator would do with RANGE now and why (every candidate node scored\n" +
 			"criterion by criterion); it changes nothing."},
+	{name: "allocator", summary: "what the replicate queues would do now (--host: any node)",
+		forms: []string{"allocator plan [--host HOST:PORT]"},
+		details: "plan lists the replica changes every node's replicate queue would make now, at the node holding\n" +
+			"each range's lease, with the allocator's reasons, and the ranges that need a change no queue makes\n" +
+			"now (and why); it changes nothing. `range explain RANGE` shows one range's decision in full."},
 	{name: "node", summary: "list, show, drain, decommission and recommission nodes (--host: any node)",
 		forms: []string{
 			"node list [--host HOST:PORT]",

@@ -17,6 +17,7 @@
 //	rangestore range remove-replica RANGE NODE
 //	rangestore range relocate RANGE NODE,NODE,...
 //	rangestore range explain RANGE
+//	rangestore allocator plan [--host HOST:PORT]
 //	rangestore node list [--host HOST:PORT]
 //	rangestore node status NODE
 //	rangestore node drain NODE [--timeout D]

@@ -69,8 +69,9 @@ func TestCLIChangeReplicas(t *testing.T) {
 
 // TestCLIRangeExplain: range explain prints the allocator's decision for a
 // range with its inputs (factor, gossiped stores) and the candidates
-// table; a range with a fourth voter (factor 3) is to lose one. Bad or
-// unknown ranges are refused, naming them.
+// table; a range with a fourth voter (factor 3) is to lose one, and
+// allocator plan lists that removal. Bad or unknown ranges are refused,
+// naming them.
 func TestCLIRangeExplain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -113,6 +114,15 @@ func TestCLIRangeExplain(t *testing.T) {
 		}
 	}
 	t.Logf("range explain %s:\n%s", rng, r.out)
+	// allocator plan lists the same removal, at the leaseholder.
+	p := runBin(t, nil, "allocator", "--host", tc.Addr(2), "plan")
+	if p.code != 0 || !strings.Contains(p.out, fmt.Sprintf("%s remove-voter", rng)) || !strings.Contains(p.out, "over-replicated") {
+		t.Errorf("allocator plan does not list the removal of %s's extra voter:\n%s", rng, p)
+	}
+	t.Logf("allocator plan:\n%s", p.out)
+	if p := runBin(t, nil, "allocator", "--host", tc.Addr(2), "explain"); p.code == 0 || !strings.Contains(p.errOut, "allocator plan") {
+		t.Errorf("allocator explain: %s", p)
+	}
 	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "rx"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
 		t.Errorf("explain rx: %s", r)
 	}

@@ -1654,6 +1654,212 @@ func (x *ExplainRangeResponse) GetInputs() string {
 	return ""
 }
 
+type AllocatorPlanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocatorPlanRequest) Reset() {
+	*x = AllocatorPlanRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocatorPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocatorPlanRequest) ProtoMessage() {}
+
+func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocatorPlanRequest.ProtoReflect.Descriptor instead.
+func (*AllocatorPlanRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+type PlannedChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the node whose queue would act (the leaseholder)
+	RangeId       uint64                 `protobuf:"varint,2,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Action        string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"` // e.g. "add-voter", "remove-voter", "rebalance"
+	TargetNodeId  uint64                 `protobuf:"varint,4,opt,name=target_node_id,json=targetNodeId,proto3" json:"target_node_id,omitempty"`
+	FromNodeId    uint64                 `protobuf:"varint,5,opt,name=from_node_id,json=fromNodeId,proto3" json:"from_node_id,omitempty"` // a rebalance's source (0 otherwise)
+	Priority      int64                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedChange) Reset() {
+	*x = PlannedChange{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedChange) ProtoMessage() {}
+
+func (x *PlannedChange) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedChange.ProtoReflect.Descriptor instead.
+func (*PlannedChange) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PlannedChange) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *PlannedChange) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *PlannedChange) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *PlannedChange) GetTargetNodeId() uint64 {
+	if x != nil {
+		return x.TargetNodeId
+	}
+	return 0
+}
+
+func (x *PlannedChange) GetFromNodeId() uint64 {
+	if x != nil {
+		return x.FromNodeId
+	}
+	return 0
+}
+
+func (x *PlannedChange) GetPriority() int64 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *PlannedChange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type AllocatorPlanResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Changes []*PlannedChange       `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"` // by node, then in the queue's order
+	// waiting: ranges that need a change no queue makes now, with why
+	// (e.g. "no node holds its lease", "waiting for a quorum").
+	Waiting         []string `protobuf:"bytes,2,rep,name=waiting,proto3" json:"waiting,omitempty"`
+	UnderReplicated int64    `protobuf:"varint,3,opt,name=under_replicated,json=underReplicated,proto3" json:"under_replicated,omitempty"`
+	Unavailable     int64    `protobuf:"varint,4,opt,name=unavailable,proto3" json:"unavailable,omitempty"`
+	Counts          string   `protobuf:"bytes,5,opt,name=counts,proto3" json:"counts,omitempty"` // replicas/leases per node, as counted
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AllocatorPlanResponse) Reset() {
+	*x = AllocatorPlanResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocatorPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocatorPlanResponse) ProtoMessage() {}
+
+func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocatorPlanResponse.ProtoReflect.Descriptor instead.
+func (*AllocatorPlanResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AllocatorPlanResponse) GetChanges() []*PlannedChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *AllocatorPlanResponse) GetWaiting() []string {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
+func (x *AllocatorPlanResponse) GetUnderReplicated() int64 {
+	if x != nil {
+		return x.UnderReplicated
+	}
+	return 0
+}
+
+func (x *AllocatorPlanResponse) GetUnavailable() int64 {
+	if x != nil {
+		return x.Unavailable
+	}
+	return 0
+}
+
+func (x *AllocatorPlanResponse) GetCounts() string {
+	if x != nil {
+		return x.Counts
+	}
+	return ""
+}
+
 type RelocateRangeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -1664,7 +1870,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1882,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1895,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -1715,7 +1921,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1933,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1946,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1759,7 +1965,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1977,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1990,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -1804,7 +2010,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2022,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2035,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -1855,7 +2061,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2073,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2086,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1900,7 +2106,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2118,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2131,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1951,7 +2157,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2169,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2182,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -2000,7 +2206,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2218,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2231,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2177,7 +2383,23 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"fromNodeId\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12 \n" +
 	"\vexplanation\x18\b \x01(\tR\vexplanation\x12\x16\n" +
-	"\x06inputs\x18\t \x01(\tR\x06inputs\"W\n" +
+	"\x06inputs\x18\t \x01(\tR\x06inputs\"\x16\n" +
+	"\x14AllocatorPlanRequest\"\xd7\x01\n" +
+	"\rPlannedChange\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x19\n" +
+	"\brange_id\x18\x02 \x01(\x04R\arangeId\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12$\n" +
+	"\x0etarget_node_id\x18\x04 \x01(\x04R\ftargetNodeId\x12 \n" +
+	"\ffrom_node_id\x18\x05 \x01(\x04R\n" +
+	"fromNodeId\x12\x1a\n" +
+	"\bpriority\x18\x06 \x01(\x03R\bpriority\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xce\x01\n" +
+	"\x15AllocatorPlanResponse\x126\n" +
+	"\achanges\x18\x01 \x03(\v2\x1c.rangestore.v1.PlannedChangeR\achanges\x12\x18\n" +
+	"\awaiting\x18\x02 \x03(\tR\awaiting\x12)\n" +
+	"\x10under_replicated\x18\x03 \x01(\x03R\x0funderReplicated\x12 \n" +
+	"\vunavailable\x18\x04 \x01(\x03R\vunavailable\x12\x16\n" +
+	"\x06counts\x18\x05 \x01(\tR\x06counts\"W\n" +
 	"\x14RelocateRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0evoter_node_ids\x18\x02 \x03(\x04R\fvoterNodeIds\"b\n" +
@@ -2208,7 +2430,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xaf\t\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\x8b\n" +
+	"\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -2219,7 +2442,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"MergeRange\x12 .rangestore.v1.MergeRangeRequest\x1a!.rangestore.v1.MergeRangeResponse\x12]\n" +
 	"\x0eChangeReplicas\x12$.rangestore.v1.ChangeReplicasRequest\x1a%.rangestore.v1.ChangeReplicasResponse\x12Z\n" +
 	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12W\n" +
-	"\fExplainRange\x12\".rangestore.v1.ExplainRangeRequest\x1a#.rangestore.v1.ExplainRangeResponse\x12B\n" +
+	"\fExplainRange\x12\".rangestore.v1.ExplainRangeRequest\x1a#.rangestore.v1.ExplainRangeResponse\x12Z\n" +
+	"\rAllocatorPlan\x12#.rangestore.v1.AllocatorPlanRequest\x1a$.rangestore.v1.AllocatorPlanResponse\x12B\n" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
@@ -2241,7 +2465,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -2269,77 +2493,83 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*ChangeReplicasResponse)(nil),       // 23: rangestore.v1.ChangeReplicasResponse
 	(*ExplainRangeRequest)(nil),          // 24: rangestore.v1.ExplainRangeRequest
 	(*ExplainRangeResponse)(nil),         // 25: rangestore.v1.ExplainRangeResponse
-	(*RelocateRangeRequest)(nil),         // 26: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 27: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 28: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 29: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 30: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 31: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 32: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 33: rangestore.v1.SetReplicationFactorResponse
-	(*NodeDescriptor)(nil),               // 34: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 35: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 36: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 37: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 38: rangestore.v1.LocalityTier
+	(*AllocatorPlanRequest)(nil),         // 26: rangestore.v1.AllocatorPlanRequest
+	(*PlannedChange)(nil),                // 27: rangestore.v1.PlannedChange
+	(*AllocatorPlanResponse)(nil),        // 28: rangestore.v1.AllocatorPlanResponse
+	(*RelocateRangeRequest)(nil),         // 29: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 30: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 31: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 32: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 33: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 34: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 35: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 36: rangestore.v1.SetReplicationFactorResponse
+	(*NodeDescriptor)(nil),               // 37: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 38: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 39: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 40: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 41: rangestore.v1.LocalityTier
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	34, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	35, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	35, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	36, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	37, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	38, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	38, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	39, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	34, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	37, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	37, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	40, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	10, // 9: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	38, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	41, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	9,  // 11: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 12: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
 	1,  // 13: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	18, // 14: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
 	1,  // 15: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	35, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	35, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	35, // 18: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	35, // 19: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	35, // 20: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	35, // 21: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	35, // 22: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 23: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 24: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 25: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	30, // 26: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	28, // 27: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	22, // 28: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	26, // 29: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	24, // 30: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
-	11, // 31: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	13, // 32: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	32, // 33: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	15, // 34: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	17, // 35: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	20, // 36: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 37: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 38: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 39: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	31, // 40: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	29, // 41: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	23, // 42: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	27, // 43: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	25, // 44: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	12, // 45: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	14, // 46: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	33, // 47: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	16, // 48: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	19, // 49: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	21, // 50: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	37, // [37:51] is the sub-list for method output_type
-	23, // [23:37] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	38, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	38, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	27, // 18: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
+	38, // 19: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	38, // 20: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	38, // 21: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	38, // 22: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	38, // 23: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 24: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 25: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 26: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	33, // 27: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	31, // 28: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	22, // 29: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	29, // 30: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	24, // 31: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	26, // 32: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
+	11, // 33: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	13, // 34: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	35, // 35: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	15, // 36: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	17, // 37: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	20, // 38: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 39: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 40: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 41: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	34, // 42: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	32, // 43: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	23, // 44: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	30, // 45: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	25, // 46: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	28, // 47: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	12, // 48: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	14, // 49: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	36, // 50: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	16, // 51: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	19, // 52: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	21, // 53: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	39, // [39:54] is the sub-list for method output_type
+	24, // [24:39] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -2355,7 +2585,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

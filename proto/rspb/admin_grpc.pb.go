@@ -36,6 +36,7 @@ const (
 	Admin_ChangeReplicas_FullMethodName       = "/rangestore.v1.Admin/ChangeReplicas"
 	Admin_RelocateRange_FullMethodName        = "/rangestore.v1.Admin/RelocateRange"
 	Admin_ExplainRange_FullMethodName         = "/rangestore.v1.Admin/ExplainRange"
+	Admin_AllocatorPlan_FullMethodName        = "/rangestore.v1.Admin/AllocatorPlan"
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
@@ -75,6 +76,10 @@ type AdminClient interface {
 	// ExplainRange says what the allocator would do with a range now and
 	// why: every candidate node scored criterion by criterion (read-only).
 	ExplainRange(ctx context.Context, in *ExplainRangeRequest, opts ...grpc.CallOption) (*ExplainRangeResponse, error)
+	// AllocatorPlan lists the replica changes the replicate queues of the
+	// cluster would make now, each at the node holding the range's lease
+	// (read-only; the answering node's view of meta, liveness and leases).
+	AllocatorPlan(ctx context.Context, in *AllocatorPlanRequest, opts ...grpc.CallOption) (*AllocatorPlanResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -195,6 +200,16 @@ func (c *adminClient) ExplainRange(ctx context.Context, in *ExplainRangeRequest,
 	return out, nil
 }
 
+func (c *adminClient) AllocatorPlan(ctx context.Context, in *AllocatorPlanRequest, opts ...grpc.CallOption) (*AllocatorPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AllocatorPlanResponse)
+	err := c.cc.Invoke(ctx, Admin_AllocatorPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodesResponse)
@@ -286,6 +301,10 @@ type AdminServer interface {
 	// ExplainRange says what the allocator would do with a range now and
 	// why: every candidate node scored criterion by criterion (read-only).
 	ExplainRange(context.Context, *ExplainRangeRequest) (*ExplainRangeResponse, error)
+	// AllocatorPlan lists the replica changes the replicate queues of the
+	// cluster would make now, each at the node holding the range's lease
+	// (read-only; the answering node's view of meta, liveness and leases).
+	AllocatorPlan(context.Context, *AllocatorPlanRequest) (*AllocatorPlanResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -349,6 +368,9 @@ func (UnimplementedAdminServer) RelocateRange(context.Context, *RelocateRangeReq
 }
 func (UnimplementedAdminServer) ExplainRange(context.Context, *ExplainRangeRequest) (*ExplainRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExplainRange not implemented")
+}
+func (UnimplementedAdminServer) AllocatorPlan(context.Context, *AllocatorPlanRequest) (*AllocatorPlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AllocatorPlan not implemented")
 }
 func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
@@ -533,6 +555,24 @@ func _Admin_ExplainRange_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AllocatorPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AllocatorPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AllocatorPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AllocatorPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AllocatorPlan(ctx, req.(*AllocatorPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodesRequest)
 	if err := dec(in); err != nil {
@@ -679,6 +719,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExplainRange",
 			Handler:    _Admin_ExplainRange_Handler,
+		},
+		{
+			MethodName: "AllocatorPlan",
+			Handler:    _Admin_AllocatorPlan_Handler,
 		},
 		{
 			MethodName: "Nodes",
