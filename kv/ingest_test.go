@@ -76,10 +76,10 @@ func TestReplacementIngest(t *testing.T) {
 	}
 }
 
-// TestReplacementAbort: an aborted replacement changes nothing and leaves
-// no files; a bad span is refused.
-func TestReplacementAbort(t *testing.T) {
-	e := newTestEngine(t)
+// replaceB writes b1=old to e and starts a replacement of [b, c) holding
+// b2=new.
+func replaceB(t *testing.T, e *Engine) *Replacement {
+	t.Helper()
 	putRaws(t, e, "b1", "old")
 	r, err := e.NewReplacement(Span{[]byte("b"), []byte("c")})
 	if err != nil {
@@ -88,6 +88,14 @@ func TestReplacementAbort(t *testing.T) {
 	if err := r.Set([]byte("b2"), []byte("new")); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// TestReplacementAbort: an aborted replacement changes nothing and leaves
+// no files; a bad span is refused.
+func TestReplacementAbort(t *testing.T) {
+	e := newTestEngine(t)
+	r := replaceB(t, e)
 	r.Abort()
 	if got, want := rawDump(t, e, "a", "z"), "b1=old "; got != want {
 		t.Fatalf("after abort: %q, want %q", got, want)
@@ -109,14 +117,7 @@ func TestReplacementCrashLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	putRaws(t, e, "b1", "old")
-	r, err := e.NewReplacement(Span{[]byte("b"), []byte("c")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Set([]byte("b2"), []byte("new")); err != nil {
-		t.Fatal(err)
-	}
+	r := replaceB(t, e)
 	// Finish the file as a crash just before the ingestion would leave it.
 	if err := r.ws[0].Close(); err != nil {
 		t.Fatal(err)

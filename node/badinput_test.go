@@ -554,14 +554,8 @@ func TestReplicaEnforcesLimits(t *testing.T) {
 func TestBootstrapValidated(t *testing.T) {
 	ctx := ctxT(t)
 	dir := t.TempDir()
-	ga, err := FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ra, err := FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ga := freeAddr(t)
+	ra := freeAddr(t)
 	other := "127.0.0.1:1" // a join-list peer that never answers
 	n, err := Start(Config{StoreDir: dir, ListenAddr: ga, RaftAddr: ra, Join: []string{ga, other},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -21,6 +21,17 @@ func startCluster(t *testing.T, opts TestClusterOptions) *TestCluster {
 	return tc
 }
 
+// freeAddr is a free loopback address (node.FreeAddr; the test fails if
+// there is none).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	a, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // ctxT bounds a whole test's cluster calls (not any one call's latency).
 // 60 s: TestReplicaEnforcesLimits (5 MiB of puts, a 60 MB request) ran out
 // of 30 s on a machine running make stress and two CI runs at once.

@@ -315,14 +315,8 @@ func TestJoinWaitsForInitBootstrap(t *testing.T) {
 	var cfgs []Config
 	var addrs []string
 	for i := 0; i < 3; i++ {
-		ga, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ra, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		ga := freeAddr(t)
+		ra := freeAddr(t)
 		cfgs = append(cfgs, Config{StoreDir: fmt.Sprintf("%s/n%d", dir, i+1), ListenAddr: ga, RaftAddr: ra,
 			Logger: quietLogger(), RaftRTTMillisecond: 20, ElectionRTT: 15, HeartbeatRTT: 2, DrainTimeout: -1})
 		addrs = append(addrs, ga)

@@ -29,18 +29,9 @@ func TestReadiness(t *testing.T) {
 	var cfgs []Config
 	var addrs []string
 	for i := 0; i < 3; i++ {
-		ga, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ra, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ha, err := FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
+		ga := freeAddr(t)
+		ra := freeAddr(t)
+		ha := freeAddr(t)
 		cfgs = append(cfgs, Config{StoreDir: filepath.Join(dir, fmt.Sprint("n", i+1)), ListenAddr: ga, RaftAddr: ra, HTTPAddr: ha,
 			RaftRTTMillisecond: 20, ElectionRTT: 15, HeartbeatRTT: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		addrs = append(addrs, ga)

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
 )
@@ -59,8 +59,8 @@ func checkReplication(ctx context.Context, tc *TestCluster, i, factor int, allow
 }
 
 // metricSum sums a series over the running nodes (label values ignored
-// unless labels is given, as name=value pairs).
-func metricSum(t *testing.T, tc *TestCluster, name string, labels ...string) float64 {
+// unless labels names some).
+func metricSum(t *testing.T, tc *TestCluster, name string, labels map[string]string) float64 {
 	t.Helper()
 	var sum float64
 	for i := 0; i < tc.NumNodes(); i++ {
@@ -68,38 +68,7 @@ func metricSum(t *testing.T, tc *TestCluster, name string, labels ...string) flo
 		if n == nil {
 			continue
 		}
-		sum += registryValue(t, n.Registry(), name, labels...)
-	}
-	return sum
-}
-
-func registryValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, l := range labels {
-				k, v, _ := strings.Cut(l, "=")
-				ok := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == k && lp.GetValue() == v {
-						ok = true
-					}
-				}
-				if !ok {
-					continue metrics
-				}
-			}
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
+		sum += metricstest.Sum(t, n.Registry(), name, labels)
 	}
 	return sum
 }
@@ -115,7 +84,7 @@ func TestReplicateQueueUpReplicates(t *testing.T) {
 		t.Fatalf("before the joins: %v", err)
 	}
 	timeutil.WaitFor(t, 10*time.Second, "the under-replicated gauge counts every range", func() error {
-		if got, want := metricSum(t, tc, "rangestore_ranges_underreplicated"), float64(len(tc.Init.Ranges)); got != want {
+		if got, want := metricSum(t, tc, "rangestore_ranges_underreplicated", nil), float64(len(tc.Init.Ranges)); got != want {
 			return fmt.Errorf("gauge %v, want %v", got, want)
 		}
 		return nil
@@ -135,12 +104,12 @@ func TestReplicateQueueUpReplicates(t *testing.T) {
 	checkKeys(t, tc, last, "u", 30)
 	// The meta range too: nothing stays under-replicated.
 	timeutil.WaitFor(t, 10*time.Second, "the gauge counts no range", func() error {
-		if got := metricSum(t, tc, "rangestore_ranges_underreplicated"); got != 0 {
+		if got := metricSum(t, tc, "rangestore_ranges_underreplicated", nil); got != 0 {
 			return fmt.Errorf("gauge %v, want 0", got)
 		}
 		return nil
 	})
-	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", "action=add-voter", "result=ok"); got < float64(2*len(tc.Init.Ranges)) {
+	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", map[string]string{"action": "add-voter", "result": "ok"}); got < float64(2*len(tc.Init.Ranges)) {
 		t.Fatalf("add-voter actions: %v, want at least %d", got, 2*len(tc.Init.Ranges))
 	}
 }
@@ -179,13 +148,13 @@ func TestReplicateQueueRepairsDeadNode(t *testing.T) {
 	checkKeys(t, tc, reader, "d", 30)
 	checkKeys(t, tc, reader, "e", 20)
 	timeutil.WaitFor(t, 10*time.Second, "the gauges at 0", func() error {
-		u, a := metricSum(t, tc, "rangestore_ranges_underreplicated"), metricSum(t, tc, "rangestore_ranges_unavailable")
+		u, a := metricSum(t, tc, "rangestore_ranges_underreplicated", nil), metricSum(t, tc, "rangestore_ranges_unavailable", nil)
 		if u != 0 || a != 0 {
 			return fmt.Errorf("under-replicated %v, unavailable %v", u, a)
 		}
 		return nil
 	})
-	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", "action=remove-voter", "result=ok"); got < float64(held) {
+	if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", map[string]string{"action": "remove-voter", "result": "ok"}); got < float64(held) {
 		t.Fatalf("remove-voter actions: %v, want at least %d", got, held)
 	}
 }
@@ -230,14 +199,8 @@ func TestReplicateQueueFactorChange(t *testing.T) {
 // the field and initializes nothing; a good one is stored as the setting.
 func TestInitReplicasRefused(t *testing.T) {
 	dir := t.TempDir()
-	ga, err := FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ra, err := FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ga := freeAddr(t)
+	ra := freeAddr(t)
 	n, err := Start(Config{StoreDir: filepath.Join(dir, "n1"), ListenAddr: ga, RaftAddr: ra, ReplicateQueueInterval: -1,
 		RaftRTTMillisecond: 20, ElectionRTT: 15, HeartbeatRTT: 2, Logger: quietLogger()})
 	if err != nil {
@@ -324,7 +287,7 @@ func TestReplicateQueueLeavesUnavailableRanges(t *testing.T) {
 				return fmt.Errorf("r%d: voters %v, %d replicas", d.RangeId, voters, len(d.Replicas))
 			}
 		}
-		u, a := metricSum(t, tc, "rangestore_ranges_underreplicated"), metricSum(t, tc, "rangestore_ranges_unavailable")
+		u, a := metricSum(t, tc, "rangestore_ranges_underreplicated", nil), metricSum(t, tc, "rangestore_ranges_unavailable", nil)
 		if u != float64(len(lost)) || a != float64(len(lost)) {
 			return fmt.Errorf("gauges: under-replicated %v, unavailable %v; want %d each", u, a, len(lost))
 		}

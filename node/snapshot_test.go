@@ -7,43 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/rangestore/rangestore/chaos/fault"
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
 )
-
-// snapMetric sums the series of name in node i's registry whose labels
-// include want (counter and gauge values).
-func snapMetric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
-}
 
 // countSpanKeys counts the engine keys of d's data span in eng.
 func countSpanKeys(eng *kv.Engine, d *rspb.RangeDescriptor) (int, error) {
@@ -135,8 +104,8 @@ func TestSnapshotRetriedAfterCut(t *testing.T) {
 	timeutil.WaitFor(t, 30*time.Second, "a snapshot streaming to the new node", func() error {
 		for i := 0; i < tc.NumNodes(); i++ {
 			reg := tc.Node(i).Registry()
-			if snapMetric(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": "send"}) > 0 &&
-				snapMetric(t, reg, "rangestore_snapshot_bytes_sent_total", nil) >= 1<<20 {
+			if metricstest.Sum(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": "send"}) > 0 &&
+				metricstest.Sum(t, reg, "rangestore_snapshot_bytes_sent_total", nil) >= 1<<20 {
 				sender = i
 				return nil
 			}
@@ -150,7 +119,7 @@ func TestSnapshotRetriedAfterCut(t *testing.T) {
 	})
 	net.Partition([]int{sender}, []int{add})
 	timeutil.WaitFor(t, 30*time.Second, "the sender's stream of the cut snapshot aborted", func() error {
-		if f := snapMetric(t, tc.Node(sender).Registry(), "rangestore_snapshot_failures_total", map[string]string{"direction": "send"}); f < 1 {
+		if f := metricstest.Sum(t, tc.Node(sender).Registry(), "rangestore_snapshot_failures_total", map[string]string{"direction": "send"}); f < 1 {
 			return fmt.Errorf("%v send failures", f)
 		}
 		return nil
@@ -175,19 +144,19 @@ func TestSnapshotRetriedAfterCut(t *testing.T) {
 		t.Fatalf("the reader saw part of r%d on n%d: key counts %v (want 0 or %d)", d.RangeId, addID, partial, want)
 	}
 	reg := tc.Node(add).Registry()
-	if got := snapMetric(t, reg, "rangestore_snapshots_received_total", nil); got < 1 {
+	if got := metricstest.Sum(t, reg, "rangestore_snapshots_received_total", nil); got < 1 {
 		t.Errorf("n%d received %v snapshots", addID, got)
 	}
 	// The snapshot sent again may come from another node (Raft
 	// leadership can move while the link is cut, on a loaded machine).
 	var sent float64
 	for i := 0; i < tc.NumNodes(); i++ {
-		sent += snapMetric(t, tc.Node(i).Registry(), "rangestore_snapshots_sent_total", nil)
+		sent += metricstest.Sum(t, tc.Node(i).Registry(), "rangestore_snapshots_sent_total", nil)
 	}
 	if sent < 1 {
 		t.Errorf("no node sent a snapshot in full")
 	}
 	t.Logf("%d scans of n%d's span saw 0 or %d keys; sender n%d: %v bytes sent, %v failed sends", scans, addID, want,
-		tc.Node(sender).NodeID(), snapMetric(t, tc.Node(sender).Registry(), "rangestore_snapshot_bytes_sent_total", nil),
-		snapMetric(t, tc.Node(sender).Registry(), "rangestore_snapshot_failures_total", map[string]string{"direction": "send"}))
+		tc.Node(sender).NodeID(), metricstest.Sum(t, tc.Node(sender).Registry(), "rangestore_snapshot_bytes_sent_total", nil),
+		metricstest.Sum(t, tc.Node(sender).Registry(), "rangestore_snapshot_failures_total", map[string]string{"direction": "send"}))
 }

@@ -16,6 +16,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
@@ -74,7 +75,7 @@ func TestSnapshotSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := seriesValue(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": snapSend}); got != 2 {
+	if got := metricstest.Sum(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": snapSend}); got != 2 {
 		t.Fatalf("send in flight %v, want 2", got)
 	}
 	stop := make(chan struct{})
@@ -104,7 +105,7 @@ func TestSnapshotSlots(t *testing.T) {
 	r3()
 	ra()
 	for _, d := range []string{snapSend, snapApply} {
-		if got := seriesValue(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": d}); got != 0 {
+		if got := metricstest.Sum(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": d}); got != 0 {
 			t.Errorf("%s in flight after release %v", d, got)
 		}
 	}
@@ -163,21 +164,14 @@ func TestSnapshotMetrics(t *testing.T) {
 	src := smtNew(t)
 	src.sm.snaps = lim
 	src.write(smtTS(time.Second, 0), smtPut("ub", "b1"), smtPut("uc", "c1"))
-	ctx, err := src.sm.PrepareSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := src.sm.SaveSnapshot(ctx, &buf, make(chan struct{})); err != nil {
-		t.Fatal(err)
-	}
+	snap := src.saveSnapshot()
 	dstEng := smtOpenEngine(t)
 	dst := smtOpen(t, dstEng, 2)
 	dst.sm.snaps = lim
-	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()[:buf.Len()-3]), make(chan struct{})); err == nil {
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap[:len(snap)-3]), make(chan struct{})); err == nil {
 		t.Fatal("recovery from a truncated stream succeeded")
 	}
-	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), make(chan struct{})); err != nil {
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap), make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
 	// Dragonboat reports whether streams it sent were delivered.
@@ -185,19 +179,19 @@ func TestSnapshotMetrics(t *testing.T) {
 	ev.SendSnapshotCompleted(raftio.SnapshotInfo{})
 	ev.SendSnapshotAborted(raftio.SnapshotInfo{})
 	ev.SendSnapshotAborted(raftio.SnapshotInfo{})
-	n := float64(buf.Len())
+	n := float64(len(snap))
 	for what, c := range map[string]struct {
 		got, want float64
 	}{
-		"sent":            {seriesValue(t, reg, "rangestore_snapshots_sent_total", nil), 1},
-		"received":        {seriesValue(t, reg, "rangestore_snapshots_received_total", nil), 1},
-		"bytes sent":      {seriesValue(t, reg, "rangestore_snapshot_bytes_sent_total", nil), n},
-		"bytes received":  {seriesValue(t, reg, "rangestore_snapshot_bytes_received_total", nil), n + n - 3},
-		"apply failures":  {seriesValue(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapApply}), 1},
-		"send failures":   {seriesValue(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapSend}), 2},
-		"send durations":  {seriesValue(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapSend}), 1},
-		"apply durations": {seriesValue(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapApply}), 1},
-		"apply in flight": {seriesValue(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": snapApply}), 0},
+		"sent":            {metricstest.Sum(t, reg, "rangestore_snapshots_sent_total", nil), 1},
+		"received":        {metricstest.Sum(t, reg, "rangestore_snapshots_received_total", nil), 1},
+		"bytes sent":      {metricstest.Sum(t, reg, "rangestore_snapshot_bytes_sent_total", nil), n},
+		"bytes received":  {metricstest.Sum(t, reg, "rangestore_snapshot_bytes_received_total", nil), n + n - 3},
+		"apply failures":  {metricstest.Sum(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapApply}), 1},
+		"send failures":   {metricstest.Sum(t, reg, "rangestore_snapshot_failures_total", map[string]string{"direction": snapSend}), 2},
+		"send durations":  {metricstest.Sum(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapSend}), 1},
+		"apply durations": {metricstest.Sum(t, reg, "rangestore_snapshot_seconds", map[string]string{"direction": snapApply}), 1},
+		"apply in flight": {metricstest.Sum(t, reg, "rangestore_snapshots_in_flight", map[string]string{"direction": snapApply}), 0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", what, c.got, c.want)
@@ -221,14 +215,7 @@ func TestRecoverAbortedBeforeIngest(t *testing.T) {
 		reqs = append(reqs, smtPut(fmt.Sprintf("ub%05d", i), "new"))
 	}
 	src.write(smtTS(time.Second, 0), reqs...)
-	ctx, err := src.sm.PrepareSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if err := src.sm.SaveSnapshot(ctx, &buf, make(chan struct{})); err != nil {
-		t.Fatal(err)
-	}
+	snap := src.saveSnapshot()
 
 	dir := t.TempDir()
 	dstEng, err := kv.Open(dir, kv.Options{})
@@ -253,7 +240,7 @@ func TestRecoverAbortedBeforeIngest(t *testing.T) {
 		}
 		return errors.New("injected failure before the ingestion")
 	}
-	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), make(chan struct{})); err == nil || !strings.Contains(err.Error(), "injected") {
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap), make(chan struct{})); err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("recovery with a failing hook: %v", err)
 	}
 	if staged != 1 {
@@ -282,7 +269,7 @@ func TestRecoverAbortedBeforeIngest(t *testing.T) {
 		t.Fatalf("Open after the failed recovery = %d, want the old %d", dst.index, oldApplied)
 	}
 	// Dragonboat applies the snapshot again: all of it arrives.
-	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), make(chan struct{})); err != nil {
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap), make(chan struct{})); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := smtRawData(t, dstEng, smtStart, smtEnd), smtRawData(t, src.eng, smtStart, smtEnd); !smtEqual(got, want) {
@@ -388,34 +375,4 @@ func (p *heapProbe) Read(b []byte) (int, error) {
 		p.heap = ms.HeapAlloc
 	}
 	return n, err
-}
-
-// seriesValue sums the series of name in reg whose labels include want:
-// counter and gauge values, histogram sample counts.
-func seriesValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return sum
 }

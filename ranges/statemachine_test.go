@@ -85,6 +85,21 @@ func (h *smtHarness) leaseCalls() []*rspb.Lease {
 	return append([]*rspb.Lease(nil), h.leases...)
 }
 
+// saveSnapshot prepares a snapshot of h's replica and returns its stream
+// as SaveSnapshot writes it.
+func (h *smtHarness) saveSnapshot() []byte {
+	h.t.Helper()
+	ctx, err := h.sm.PrepareSnapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := h.sm.SaveSnapshot(ctx, &buf, make(chan struct{})); err != nil {
+		h.t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // smtNew creates an engine holding range 5's descriptor and an opened
 // state machine (replica 1) over it.
 func smtNew(t *testing.T) *smtHarness {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -207,43 +208,13 @@ func newSingleNodeStore(t *testing.T, lv LivenessSource) (*Store, *prometheus.Re
 	return s, reg
 }
 
-// counterValue sums the series of counter name in reg whose labels include
-// want.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
 // TestLeaseFailuresCounted: the lease loop of a node whose own liveness
 // record has expired cannot acquire the lease of the range it leads; each
 // failed attempt is counted (and logged), not dropped.
 func TestLeaseFailuresCounted(t *testing.T) {
 	s, reg := newSingleNodeStore(t, fakeLiveness{expired: true})
 	timeutil.WaitFor(t, 20*time.Second, "a failed background acquisition counted", func() error {
-		if v := counterValue(t, reg, "rangestore_lease_failures_total", map[string]string{"op": "acquire"}); v == 0 {
+		if v := metricstest.Sum(t, reg, "rangestore_lease_failures_total", map[string]string{"op": "acquire"}); v == 0 {
 			return fmt.Errorf("rangestore_lease_failures_total{op=\"acquire\"} = 0 (lease %v)", s.replica(userRangeID).lease())
 		}
 		return nil
@@ -269,7 +240,7 @@ func TestReadIndexCounted(t *testing.T) {
 		}
 		return nil
 	})
-	before := counterValue(t, reg, "rangestore_read_index_total", nil)
+	before := metricstest.Sum(t, reg, "rangestore_read_index_total", nil)
 	for i := 0; i < reads; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		resp := s.Send(ctx, &rspb.RangeRequest{RangeId: userRangeID,
@@ -279,21 +250,21 @@ func TestReadIndexCounted(t *testing.T) {
 			t.Fatalf("read %d: %v %v", i, resp.Error, resp.Responses)
 		}
 	}
-	if got := counterValue(t, reg, "rangestore_read_index_total", nil) - before; got >= reads {
+	if got := metricstest.Sum(t, reg, "rangestore_read_index_total", nil) - before; got >= reads {
 		t.Errorf("%d reads made %v ReadIndex calls; reads under a lease make none", reads, got)
 	}
-	if got := counterValue(t, reg, "rangestore_lease_reads_total", nil); got < reads {
+	if got := metricstest.Sum(t, reg, "rangestore_lease_reads_total", nil); got < reads {
 		t.Errorf("rangestore_lease_reads_total = %v after %d reads", got, reads)
 	}
 	// A wake-up is a ReadIndex, and is counted as one.
-	before = counterValue(t, reg, "rangestore_read_index_total", nil)
-	wakes := counterValue(t, reg, "rangestore_raft_wakeups_total", nil)
+	before = metricstest.Sum(t, reg, "rangestore_read_index_total", nil)
+	wakes := metricstest.Sum(t, reg, "rangestore_raft_wakeups_total", nil)
 	s.replica(userRangeID).lastWake.Store(0)
 	s.replica(userRangeID).wake()
-	if got := counterValue(t, reg, "rangestore_raft_wakeups_total", nil) - wakes; got != 1 {
+	if got := metricstest.Sum(t, reg, "rangestore_raft_wakeups_total", nil) - wakes; got != 1 {
 		t.Fatalf("wake made %v wake-ups, want 1", got)
 	}
-	if got := counterValue(t, reg, "rangestore_read_index_total", nil) - before; got != 1 {
+	if got := metricstest.Sum(t, reg, "rangestore_read_index_total", nil) - before; got != 1 {
 		t.Errorf("a wake-up made one ReadIndex call; rangestore_read_index_total grew by %v", got)
 	}
 }

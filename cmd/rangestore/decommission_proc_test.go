@@ -26,13 +26,7 @@ func TestDecommissionUnderLoadProcesses(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	const procs = 4
-	pc := newProcClusterB(t, procs)
-	for i := 0; i < procs; i++ {
-		pc.SetArg(i, "--replicate-queue-interval", "1s", false)
-		pc.kill(i) // not initialized yet: restarted with the flag
-		pc.start(i)
-	}
-	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "6")
+	pc := newInitProcCluster(t, procs, 6, "--replicate-queue-interval", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	began := time.Now()
@@ -42,23 +36,12 @@ func TestDecommissionUnderLoadProcesses(t *testing.T) {
 	if err := w.fill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	descs, err := readMetaAll(ctx, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const victim = 3
+	descs, held := readMetaHeld(t, ctx, pc, victim)
 	vi := pc.indexOfNodeID(victim)
-	held := 0
-	for _, d := range descs {
-		for _, r := range d.Replicas {
-			if r.NodeId == victim {
-				held++
-			}
-		}
-	}
 	t.Logf("%.1fs: %d ranges, n%d holds %d replicas; load starts", since(), len(descs), victim, held)
 	load := startCheckedLoad(ctx, pc, 4, 30)
-	defer load.halt()
+	defer load.Stop()
 	stopWriters := w.run(ctx, 4)
 	var writersStopped atomic.Bool
 	defer func() {
@@ -100,12 +83,12 @@ func TestDecommissionUnderLoadProcesses(t *testing.T) {
 
 	stopWriters()
 	writersStopped.Store(true)
-	res := load.stop()
+	res := load.finish()
 	t.Logf("load: %d operations (%d ambiguous)", res.ops, res.ambiguous)
 	if res.check != porcupine.Ok {
 		t.Fatalf("the history is not linearizable (%v)", res.check)
 	}
-	if err := w.check(ctx); err != nil {
+	if _, err := w.check(ctx); err != nil {
 		t.Fatalf("acknowledged writes: %v", err)
 	}
 	t.Logf("%.1fs: the history is linearizable; every acknowledged write is there", since())

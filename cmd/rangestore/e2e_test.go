@@ -29,7 +29,14 @@ func newProcCluster(t *testing.T, n int) *procCluster { return newProcClusterB(t
 
 func newProcClusterB(t testing.TB, n int, env ...string) *procCluster {
 	t.Helper()
-	c, err := chaos.StartProcCluster(t.TempDir(), n, env...)
+	return newProcClusterArgs(t, n, nil, env...)
+}
+
+// newProcClusterArgs starts n processes with the extra `start` flags args
+// (e.g. "--replicate-queue-interval", "1s") and the environment env.
+func newProcClusterArgs(t testing.TB, n int, args []string, env ...string) *procCluster {
+	t.Helper()
+	c, err := chaos.StartProcClusterArgs(t.TempDir(), n, args, env...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +49,15 @@ func newProcClusterB(t testing.TB, n int, env ...string) *procCluster {
 		}
 		c.Close()
 	})
+	return pc
+}
+
+// newInitProcCluster starts n processes with the extra `start` flags args
+// and initializes the cluster with initialSplits splits.
+func newInitProcCluster(t testing.TB, n, initialSplits int, args ...string) *procCluster {
+	t.Helper()
+	pc := newProcClusterArgs(t, n, args)
+	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", fmt.Sprint(initialSplits))
 	return pc
 }
 

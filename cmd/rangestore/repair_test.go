@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,14 +33,7 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	const procs = 4
-	pc := newProcClusterB(t, procs)
-	for i := 0; i < procs; i++ {
-		pc.SetArg(i, "--time-until-store-dead", "10s", false)
-		pc.SetArg(i, "--replicate-queue-interval", "1s", false)
-		pc.kill(i) // not initialized yet: restarted with the flags
-		pc.start(i)
-	}
-	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "6")
+	pc := newInitProcCluster(t, procs, 6, "--time-until-store-dead", "10s", "--replicate-queue-interval", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	began := time.Now()
@@ -76,28 +68,17 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 	if err, _ := fillErr.Load().(error); err != nil {
 		t.Fatal(err)
 	}
-	descs, err := readMetaAll(ctx, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const victim = 2
+	descs, held := readMetaHeld(t, ctx, pc, victim)
 	vi := pc.indexOfNodeID(victim)
-	held := 0
-	for _, d := range descs {
-		for _, r := range d.Replicas {
-			if r.NodeId == victim {
-				held++
-			}
-		}
-	}
 	t.Logf("%.1fs: %d ranges, n%d holds %d replicas; load starts", since(), len(descs), victim, held)
 
 	load := startCheckedLoad(ctx, pc, 6, 30)
-	defer load.halt()
+	defer load.Stop()
 	time.Sleep(2 * time.Second)
 
 	// Kill n2 for good (until the GC part below).
-	load.setTargets(othersThan(procs, vi))
+	load.SetTargets(othersThan(procs, vi))
 	pc.kill(vi)
 	killed := time.Now()
 	t.Logf("%.1fs: n%d (process %d) SIGKILLed", since(), victim, vi)
@@ -177,8 +158,8 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		}
 	}
 	pc.start(vi)
-	load.setTargets(allProcs(procs))
-	load.readOnly(vi)
+	load.SetTargets(allProcs(procs))
+	load.PreferReads(vi)
 	t.Logf("%.1fs: n%d restarted with its old store; the load goes through it too", since(), victim)
 	var final []*rspb.RangeDescriptor
 	refused, refusals := 0, map[string]int{}
@@ -206,14 +187,7 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inMeta := 0
-	for _, d := range final {
-		for _, r := range d.Replicas {
-			if r.NodeId == victim {
-				inMeta++
-			}
-		}
-	}
+	inMeta := replicasOn(final, victim)
 	t.Logf("%.1fs: n%d holds %d replicas (held %d before the kill), meta names it in %d", since(), victim, len(r2.Ranges), held, inMeta)
 	t.Logf("%.1fs: n%d's removed replicas refused %d direct reads before they were collected (%v)", since(), victim, refused, refusals)
 	// The same direct read is answered by the range's leaseholder now (the
@@ -254,7 +228,7 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		}
 	}
 	t.Logf("%.1fs: all %d data keys read correctly through n%d", since(), len(data), victim)
-	res := load.stop()
+	res := load.finish()
 	t.Logf("load: %d operations (%d through n%d after its restart, %d ambiguous)", res.ops, res.viaVictim, victim, res.ambiguous)
 	if res.viaVictim == 0 {
 		t.Fatalf("no operation went through n%d after its restart", victim)
@@ -277,151 +251,32 @@ func othersThan(n, skip int) []int {
 
 func allProcs(n int) []int { return othersThan(n, -1) }
 
-// checkedLoad runs clients doing get, put and compare-and-set on a few
-// keys through the target processes and records a porcupine history
-// (chaos.KVModel).
-type checkedLoad struct {
-	pc        *procCluster
-	mu        sync.Mutex
-	targets   []int
-	readVia   int // a process also read through (-1: none)
-	ops       []porcupine.Operation
-	viaVictim int
-	ambiguous int
-	start     time.Time
-	stopc     chan struct{}
-	wg        sync.WaitGroup
-	once      sync.Once
-}
+// checkedLoad is a chaos.ClientLoad (get, put, compare-and-set and
+// conditional delete) on nkeys keys p00.. through the processes, whose
+// history is checked against chaos.KVModel when it stops.
+type checkedLoad struct{ *chaos.ClientLoad }
 
 type loadResult struct {
 	ops, viaVictim, ambiguous int
 	check                     porcupine.CheckResult
 }
 
-func startCheckedLoad(ctx context.Context, pc *procCluster, clients, nkeys int) *checkedLoad {
-	l := &checkedLoad{pc: pc, targets: allProcs(pc.NumNodes()), readVia: -1, start: time.Now(), stopc: make(chan struct{})}
-	for c := 0; c < clients; c++ {
-		l.wg.Add(1)
-		go l.client(ctx, c, nkeys)
+func startCheckedLoad(ctx context.Context, pc *procCluster, clients, nkeys int) checkedLoad {
+	ks := make([]string, nkeys)
+	for i := range ks {
+		ks[i] = fmt.Sprintf("p%02d", i)
 	}
-	return l
+	return checkedLoad{chaos.StartClients(ctx, pc, chaos.ClientOptions{Keys: ks, Clients: clients, Seed: 1,
+		Timeout: 5 * time.Second, Pause: 2 * time.Millisecond})}
 }
 
-func (l *checkedLoad) setTargets(t []int) {
-	l.mu.Lock()
-	l.targets = t
-	l.mu.Unlock()
-}
-
-// readOnly makes process i serve reads too (counted apart).
-func (l *checkedLoad) readOnly(i int) {
-	l.mu.Lock()
-	l.readVia = i
-	l.mu.Unlock()
-}
-
-func (l *checkedLoad) client(ctx context.Context, c, nkeys int) {
-	defer l.wg.Done()
-	rng := rand.New(rand.NewSource(int64(c) + 1))
-	seen := map[string]string{}
-	for seq := 0; ; seq++ {
-		select {
-		case <-l.stopc:
-			return
-		default:
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		k := fmt.Sprintf("p%02d", rng.Intn(nkeys))
-		p := rng.Intn(10)
-		l.mu.Lock()
-		via := l.targets[rng.Intn(len(l.targets))]
-		readVia := l.readVia
-		l.mu.Unlock()
-		if p < 4 && readVia >= 0 && rng.Intn(2) == 0 {
-			via = readVia
-		}
-		kvc := l.pc.KV(via)
-		in, out := chaos.Input{Key: k}, chaos.Output{}
-		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
-		call := time.Since(l.start).Nanoseconds()
-		var err error
-		switch {
-		case p < 4:
-			in.Op = "get"
-			var g *rspb.GetResponse
-			g, err = kvc.Get(octx, &rspb.GetRequest{Key: []byte(k)})
-			if err == nil {
-				out.Found = g.Found
-				if g.Found {
-					out.Value = string(g.Kv.Value)
-					seen[k] = out.Value
-				}
-			}
-		case p < 7:
-			in.Op, in.Value = "put", fmt.Sprintf("c%d-%d", c, seq)
-			_, err = kvc.Put(octx, &rspb.PutRequest{Key: []byte(k), Value: []byte(in.Value)})
-		default:
-			in.Op, in.Value, in.Expected = "cas", fmt.Sprintf("c%d-%d", c, seq), seen[k]
-			req := &rspb.ConditionalPutRequest{Key: []byte(k), Value: []byte(in.Value), ExpectedValue: []byte(in.Expected)}
-			if in.Expected == "" {
-				req.ExpectAbsent, in.Absent = true, true
-			}
-			var r *rspb.ConditionalPutResponse
-			r, err = kvc.ConditionalPut(octx, req)
-			if err == nil {
-				out.OK = r.Succeeded
-				if !r.Succeeded && r.ActualExists {
-					seen[k] = string(r.ActualValue)
-				}
-			}
-		}
-		ocancel()
-		ret := time.Since(l.start).Nanoseconds()
-		if err != nil {
-			time.Sleep(20 * time.Millisecond)
-			if in.Op == "get" || strings.Contains(err.Error(), "Error while dialing") {
-				continue // no effect
-			}
-			out.Unknown = true
-			ret = -1 // patched to the end of the history
-		}
-		l.mu.Lock()
-		l.ops = append(l.ops, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: out, Return: ret})
-		if out.Unknown {
-			l.ambiguous++
-		}
-		if via == readVia {
-			l.viaVictim++
-		}
-		l.mu.Unlock()
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// halt stops the clients (idempotent).
-func (l *checkedLoad) halt() {
-	l.once.Do(func() {
-		close(l.stopc)
-		l.wg.Wait()
-	})
-}
-
-// stop stops the clients and checks the history.
-func (l *checkedLoad) stop() loadResult {
-	l.halt()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	end := time.Since(l.start).Nanoseconds() + 1
-	for i := range l.ops {
-		if l.ops[i].Return < 0 {
-			l.ops[i].Return = end
-		}
-	}
-	check := porcupine.CheckOperationsTimeout(chaos.KVModel.ToModel(), l.ops, 2*time.Minute)
-	return loadResult{ops: len(l.ops), viaVictim: l.viaVictim, ambiguous: l.ambiguous, check: check}
+// finish stops the clients and checks the history; viaVictim counts the
+// operations through the node named by PreferReads.
+func (l checkedLoad) finish() loadResult {
+	l.Stop()
+	st := l.Stats()
+	check := porcupine.CheckOperationsTimeout(chaos.KVModel.ToModel(), l.History(), 2*time.Minute)
+	return loadResult{ops: st.Ops, viaVictim: st.ViaPreferred, ambiguous: st.Ambiguous, check: check}
 }
 
 // probeKey is a key of d's span to read directly (Internal.RangeBatch

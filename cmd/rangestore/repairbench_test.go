@@ -23,14 +23,7 @@ func TestRepairTimeManyReplicas(t *testing.T) {
 		t.Skip("a measurement: set RANGESTORE_REPAIR_BENCH=1")
 	}
 	const procs, splits = 4, 139
-	pc := newProcClusterB(t, procs)
-	for i := 0; i < procs; i++ {
-		pc.SetArg(i, "--time-until-store-dead", "10s", false)
-		pc.SetArg(i, "--replicate-queue-interval", "1s", false)
-		pc.kill(i)
-		pc.start(i)
-	}
-	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", fmt.Sprint(splits))
+	pc := newInitProcCluster(t, procs, splits, "--time-until-store-dead", "10s", "--replicate-queue-interval", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	descs, err := readMetaAll(ctx, pc)

@@ -192,7 +192,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		t.Fatal(err)
 	}
 	t.Logf("%.1fs: every range takes a write and a read through every node", since())
-	if err := w.check(ctx); err != nil {
+	if _, err := w.check(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%.1fs: every acknowledged write is present (%d keys)", since(), w.nkeys)
@@ -277,8 +277,9 @@ func (w *ackedWriter) run(ctx context.Context, writers int) func() {
 }
 
 // check: a scan returns every acknowledged key with its value or a later
-// attempt's, nothing but k000..; point reads through every node agree.
-func (w *ackedWriter) check(ctx context.Context) error {
+// attempt's, nothing but k000..; point reads through every node agree. It
+// returns what the scan read.
+func (w *ackedWriter) check(ctx context.Context) (map[string]string, error) {
 	w.mu.Lock()
 	want := map[string]string{}
 	for k, v := range w.acked {
@@ -291,7 +292,7 @@ func (w *ackedWriter) check(ctx context.Context) error {
 		got, lastErr = scanAll(ctx, w.pc, 0)
 		return lastErr == nil
 	}) {
-		return fmt.Errorf("scan: %w", lastErr)
+		return nil, fmt.Errorf("scan: %w", lastErr)
 	}
 	users := 0
 	for k := range got {
@@ -300,15 +301,15 @@ func (w *ackedWriter) check(ctx context.Context) error {
 		}
 	}
 	if users < len(want) || users > w.nkeys {
-		return fmt.Errorf("scan returned %d data keys, want between %d (acknowledged) and %d", users, len(want), w.nkeys)
+		return nil, fmt.Errorf("scan returned %d data keys, want between %d (acknowledged) and %d", users, len(want), w.nkeys)
 	}
 	for k, v := range want {
 		g, ok := got[k]
 		if !ok {
-			return fmt.Errorf("acknowledged key %s is missing", k)
+			return nil, fmt.Errorf("acknowledged key %s is missing", k)
 		}
 		if seqOf(g) < seqOf(v) {
-			return fmt.Errorf("key %s: read %q, older than the acknowledged %q", k, g, v)
+			return nil, fmt.Errorf("key %s: read %q, older than the acknowledged %q", k, g, v)
 		}
 	}
 	for i := 0; i < w.pc.NumNodes(); i++ {
@@ -320,14 +321,16 @@ func (w *ackedWriter) check(ctx context.Context) error {
 			g, err := w.pc.KV(i).Get(actx, &rspb.GetRequest{Key: []byte(k)})
 			c()
 			if err != nil || !g.Found || string(g.Kv.Value) != v {
-				return fmt.Errorf("get %q via process %d = %v, scan saw %q: %w", k, i, g, v, err)
+				return nil, fmt.Errorf("get %q via process %d = %v, scan saw %q: %w", k, i, g, v, err)
 			}
 		}
 	}
-	return nil
+	return got, nil
 }
 
-// readMetaAll is readMeta asking every running process.
+// readMetaAll reads every meta record from the meta range's leaseholder,
+// asking each running process's replica of r1 in turn; a record not keyed
+// by its range's end key is an error.
 func readMetaAll(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor, error) {
 	last := errors.New("no running process")
 	for i := 0; i < pc.NumNodes(); i++ {
@@ -352,11 +355,38 @@ func readMetaAll(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor,
 			if err := proto.Unmarshal(kv.Value, d); err != nil {
 				return nil, err
 			}
+			if !bytes.Equal(kv.Key, keys.MetaKey(d.EndKey)) {
+				return nil, fmt.Errorf("meta record %q holds r%d ending at %q", kv.Key, d.RangeId, d.EndKey)
+			}
 			out = append(out, d)
 		}
 		return out, nil
 	}
 	return nil, last
+}
+
+// readMetaHeld is readMetaAll (failing the test if meta cannot be read)
+// and the number of replicas meta places on node id.
+func readMetaHeld(t *testing.T, ctx context.Context, pc *procCluster, id uint64) ([]*rspb.RangeDescriptor, int) {
+	t.Helper()
+	descs, err := readMetaAll(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return descs, replicasOn(descs, id)
+}
+
+// replicasOn is the number of replicas descs place on node id.
+func replicasOn(descs []*rspb.RangeDescriptor, id uint64) int {
+	n := 0
+	for _, d := range descs {
+		for _, r := range d.Replicas {
+			if r.NodeId == id {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // rangeOf is the meta record of the range holding client key k.

@@ -8,11 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
@@ -75,45 +72,13 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	var mu sync.Mutex
-	acked := map[string]string{}
-	put := func(i int, k, v string) error {
-		actx, c := context.WithTimeout(ctx, 3*time.Second)
-		defer c()
-		_, err := pc.KV(i%3).Put(actx, &rspb.PutRequest{Key: []byte(k), Value: []byte(v)})
-		if err == nil {
-			mu.Lock()
-			acked[k] = v
-			mu.Unlock()
-		}
-		return err
-	}
-	for i := 0; i < 100; i++ {
-		k := fmt.Sprintf("k%03d", i*2)
-		for put(i, k, "v0-"+k) != nil {
-			if ctx.Err() != nil {
-				t.Fatal("initial writes did not complete")
-			}
-		}
+	w := newAckedWriter(pc, 200)
+	if err := w.fill(ctx); err != nil {
+		t.Fatal(err)
 	}
 	// Writers keep going through the crash and the restart.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k := fmt.Sprintf("k%03d", (n*4+w)%200)
-				_ = put(n+w, k, fmt.Sprintf("v%d-%d", w, n))
-			}
-		}()
-	}
+	stopWriters := w.run(ctx, 4)
+	defer stopWriters()
 	// Split through node 1; the leaseholder (or every replica) dies at the
 	// crash point, so the call may fail.
 	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
@@ -157,15 +122,14 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	revive()
 	t.Logf("%d process(es) died at %s and were restarted", dead, point)
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
+	stopWriters()
 
 	// Meta converges to an exact tiling (repair runs every few seconds).
 	var descs []*rspb.RangeDescriptor
 	var lastErr error
 	if !waitUntil(60*time.Second, func() bool {
 		revive()
-		descs, lastErr = readMeta(ctx, pc)
+		descs, lastErr = readMetaAll(ctx, pc)
 		if lastErr == nil {
 			lastErr = node.CheckMetaTiles(descs)
 		}
@@ -183,7 +147,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	if merge {
 		// A started merge is finished (the right side never stays frozen).
 		if !waitUntil(60*time.Second, func() bool {
-			descs, lastErr = readMeta(ctx, pc)
+			descs, lastErr = readMetaAll(ctx, pc)
 			if lastErr == nil {
 				lastErr = node.CheckMetaTiles(descs)
 			}
@@ -215,7 +179,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 	// replica of a range meta does not list.
 	if !waitUntil(60*time.Second, func() bool {
 		revive()
-		descs, lastErr = readMeta(ctx, pc)
+		descs, lastErr = readMetaAll(ctx, pc)
 		if lastErr == nil {
 			lastErr = node.CheckMetaTiles(descs)
 		}
@@ -260,45 +224,13 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 		}
 	}
 	t.Logf("meta agrees with every replica: %d ranges, boundary at k100: %v", len(descs), split)
-	// Every acknowledged write is there. Each key has one writer writing
-	// "v<w>-<n>" with increasing n, so the value read must be the last
-	// acknowledged one or a later (unacknowledged but applied) attempt.
-	mu.Lock()
-	want := map[string]string{}
-	for k, v := range acked {
-		want[k] = v
+	// Every acknowledged write is there, and reads through every node agree
+	// with a scan.
+	got, err := w.check(ctx)
+	if err != nil {
+		t.Fatalf("after the restart: %v", err)
 	}
-	mu.Unlock()
-	got := map[string]string{}
-	if !waitUntil(60*time.Second, func() bool {
-		got, lastErr = scanAll(ctx, pc, 0)
-		return lastErr == nil
-	}) {
-		t.Fatalf("scan after restart: %v", lastErr)
-	}
-	// (Keys written without acknowledgement may exist too; all are k000-k199.)
-	if len(got) < len(want) || len(got) > 200 {
-		t.Fatalf("scan returned %d keys, want between %d (acknowledged) and 200", len(got), len(want))
-	}
-	for k, v := range want {
-		g, ok := got[k]
-		if !ok {
-			t.Fatalf("acknowledged key %s is missing after the crash", k)
-		}
-		if seqOf(g) < seqOf(v) {
-			t.Fatalf("key %s: read %q, older than the acknowledged %q", k, g, v)
-		}
-	}
-	// Point reads through every node agree with the scan.
-	for i := 0; i < 3; i++ {
-		for k, v := range got {
-			g, err := pc.KV(i).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
-			if err != nil || !g.Found || string(g.Kv.Value) != v {
-				t.Fatalf("get %s via n%d = %v %v, scan saw %q", k, i+1, g, err, v)
-			}
-		}
-	}
-	if err := put(0, "after", "x"); err != nil {
+	if err := w.put(ctx, 0, "after", "x"); err != nil {
 		t.Fatal(err)
 	}
 	// The survivors are still armed: restart them one at a time, unarmed.
@@ -319,7 +251,7 @@ func testSplitCrash(t *testing.T, point string, merge bool) {
 			t.Fatalf("split at %s after restart: %v", k, err)
 		}
 	}
-	descs, err := readMeta(ctx, pc)
+	descs, err = readMetaAll(ctx, pc)
 	if err == nil {
 		err = node.CheckMetaTiles(descs)
 	}
@@ -352,42 +284,6 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// readMeta reads every meta record from the meta range's leaseholder
-// (trying each node's replica of r1).
-func readMeta(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor, error) {
-	var last error
-	for i := 0; i < 3; i++ {
-		if !pc.Running(i) {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := rspb.NewInternalClient(pc.Conn(i)).RangeBatch(actx, &rspb.RangeRequest{RangeId: 1, Requests: []*rspb.RequestUnion{{
-			Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}}})
-		cancel()
-		if err != nil {
-			last = err
-			continue
-		}
-		if resp.Error != nil {
-			last = errors.New(resp.Error.Message)
-			continue
-		}
-		var out []*rspb.RangeDescriptor
-		for _, kv := range resp.Responses[0].GetScan().GetKvs() {
-			d := &rspb.RangeDescriptor{}
-			if err := proto.Unmarshal(kv.Value, d); err != nil {
-				return nil, err
-			}
-			if !bytes.Equal(kv.Key, keys.MetaKey(d.EndKey)) {
-				return nil, fmt.Errorf("meta record %q holds r%d ending at %q", kv.Key, d.RangeId, d.EndKey)
-			}
-			out = append(out, d)
-		}
-		return out, nil
-	}
-	return nil, last
 }
 
 // scanAll scans the whole user span through node i and fails on a key seen
