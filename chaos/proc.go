@@ -59,6 +59,7 @@ type ProcCluster struct {
 type proc struct {
 	args []string
 	env  []string // extra environment for the next start
+	http string   // --http-addr given by ServeHTTP ("" = none)
 	log  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -413,4 +414,35 @@ func (pc *ProcCluster) WaitExit(i int, d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// ServeHTTP makes process i serve HTTP (/metrics, /healthz) on a free
+// loopback address from its next start on, and returns that address.
+// Processes serve none unless asked (`--http-addr ""`). Calling it again
+// returns the same address.
+func (pc *ProcCluster) ServeHTTP(i int) (string, error) {
+	p := pc.procs[i]
+	p.mu.Lock()
+	a := p.http
+	p.mu.Unlock()
+	if a != "" {
+		return a, nil
+	}
+	a, err := node.FreeAddr()
+	if err != nil {
+		return "", err
+	}
+	pc.SetArg(i, "--http-addr", a, false)
+	p.mu.Lock()
+	p.http = a
+	p.mu.Unlock()
+	return a, nil
+}
+
+// HTTPAddr is the HTTP address ServeHTTP gave process i ("" if none).
+func (pc *ProcCluster) HTTPAddr(i int) string {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.http
 }

@@ -38,6 +38,9 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 	for i := 0; i < procs; i++ {
 		pc.SetArg(i, "--time-until-store-dead", "10s", false)
 		pc.SetArg(i, "--replicate-queue-interval", "1s", false)
+		if _, err := pc.ServeHTTP(i); err != nil { // its /metrics: snapshot bytes sent
+			t.Fatal(err)
+		}
 		pc.kill(i) // not initialized yet: restarted with the flags
 		pc.start(i)
 	}
@@ -98,6 +101,10 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 
 	// Kill n2 for good (until the GC part below).
 	load.setTargets(othersThan(procs, vi))
+	sentBefore, err := snapshotsSentBy(ctx, pc, othersThan(procs, vi))
+	if err != nil {
+		t.Fatal(err)
+	}
 	pc.kill(vi)
 	killed := time.Now()
 	t.Logf("%.1fs: n%d (process %d) SIGKILLed", since(), victim, vi)
@@ -131,6 +138,11 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		t.Fatalf("repair after killing n%d: %v", victim, lastErr)
 	}
 	repairTime := time.Since(killed)
+	sentAfter, err := snapshotsSentBy(ctx, pc, othersThan(procs, vi))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := sentAfter.minus(sentBefore)
 	// Data moved: the replicated size estimate of every range that gained
 	// a replica (each got one snapshot of about that size).
 	before := map[uint64]bool{}
@@ -160,8 +172,11 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		}
 	}
 	movedRanges := len(counted)
-	t.Logf("%.1fs: every range has 3 live voters, none on n%d: repaired %.1fs after the kill (time-until-store-dead 10s); %d ranges re-replicated, about %d bytes of range data shipped by snapshot (sum of their size estimates: the processes serve no metrics endpoint here)",
-		since(), victim, repairTime.Seconds(), movedRanges, moved)
+	t.Logf("%.1fs: every range has 3 live voters, none on n%d: repaired in %.1f s after the kill (time-until-store-dead 10s); %s (%s of the live nodes, from the kill to full repair); %d ranges re-replicated, their size estimates sum to %.1f MiB",
+		since(), victim, repairTime.Seconds(), sent, metricSnapshotBytesSent, movedRanges, float64(moved)/(1<<20))
+	if movedRanges > 0 && sent.bytes <= 0 {
+		t.Fatalf("%d ranges were re-replicated but the live nodes' snapshot counters did not grow (a repair sends snapshots): %s", movedRanges, sent)
+	}
 	time.Sleep(time.Second) // load goes on after the repair
 
 	// n2 comes back with its old store: its removed replicas are collected
