@@ -95,6 +95,9 @@ type stateMachine struct {
 	// crash points inside the stream; see snapshotMidBytes).
 	midSend    func()
 	midRecover func()
+	// sending counts the SaveSnapshot calls running (streams of this
+	// replica's state to another replica).
+	sending atomic.Int32
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -550,6 +553,8 @@ func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan struct{}) (err error) {
 	sc := c.(*snapshotCtx)
 	defer sc.snap.Close()
+	s.sending.Add(1)
+	defer s.sending.Add(-1)
 	release, err := s.snaps.acquire(snapSend, stopc)
 	if err != nil {
 		return err

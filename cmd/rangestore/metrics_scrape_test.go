@@ -14,6 +14,7 @@ import (
 const (
 	metricSnapshotBytesSent = "rangestore_snapshot_bytes_sent_total"
 	metricSnapshotsSent     = "rangestore_snapshots_sent_total"
+	metricSnapshotsReceived = "rangestore_snapshots_received_total"
 )
 
 // scrapeMetrics reads the unlabelled series names from the /metrics page
@@ -67,17 +68,18 @@ func scrapeMetrics(ctx context.Context, addr string, names ...string) (map[strin
 }
 
 // snapshotTally is what a set of processes sent as range snapshots: bytes
-// streamed (failed streams included) and streams delivered in full.
+// streamed (failed streams included) and streams delivered in full; and
+// the snapshots their replicas applied.
 type snapshotTally struct {
-	bytes, sent float64
+	bytes, sent, received float64
 }
 
 func (a snapshotTally) minus(b snapshotTally) snapshotTally {
-	return snapshotTally{bytes: a.bytes - b.bytes, sent: a.sent - b.sent}
+	return snapshotTally{bytes: a.bytes - b.bytes, sent: a.sent - b.sent, received: a.received - b.received}
 }
 
 func (a snapshotTally) String() string {
-	return fmt.Sprintf("snapshots sent: %.0f, %.1f MiB", a.sent, a.bytes/(1<<20))
+	return fmt.Sprintf("snapshots sent: %.0f, %.1f MiB (applied: %.0f)", a.sent, a.bytes/(1<<20), a.received)
 }
 
 // snapshotsSentBy sums the snapshot counters of the processes at idx
@@ -86,12 +88,13 @@ func (a snapshotTally) String() string {
 func snapshotsSentBy(ctx context.Context, pc *procCluster, idx []int) (snapshotTally, error) {
 	var t snapshotTally
 	for _, i := range idx {
-		m, err := scrapeMetrics(ctx, pc.HTTPAddr(i), metricSnapshotBytesSent, metricSnapshotsSent)
+		m, err := scrapeMetrics(ctx, pc.HTTPAddr(i), metricSnapshotBytesSent, metricSnapshotsSent, metricSnapshotsReceived)
 		if err != nil {
 			return t, fmt.Errorf("process %d: %w", i, err)
 		}
 		t.bytes += m[metricSnapshotBytesSent]
 		t.sent += m[metricSnapshotsSent]
+		t.received += m[metricSnapshotsReceived]
 	}
 	return t, nil
 }

@@ -31,7 +31,13 @@ import (
 // descriptor, every range serves through every node, no acknowledged
 // write is missing) and that every replica of the moved range, the new
 // one included, has the same data and state digests at one applied
-// index. It logs the snapshot counters of every process.
+// index. It logs the snapshot counters of every process: after
+// snapshot-send-mid the target should apply one snapshot (two if the
+// leftover non-voter was removed and the move redone under a new replica
+// ID); a second full stream to the same replica was seen when the
+// restarted leaseholder took Raft leadership back from the replica
+// streaming in its place, which the lease loop no longer does while its
+// replica sends a snapshot (replica_lease.go).
 func TestSnapshotMidStreamCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -180,6 +186,12 @@ func (o crashOpts) checkAfter(ctx context.Context, t *testing.T, pc *procCluster
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("process %d: %s", i, s)
+		var id uint64
+		for n := uint64(1); n <= uint64(pc.NumNodes()); n++ {
+			if pc.indexOfNodeID(n) == i {
+				id = n
+			}
+		}
+		t.Logf("n%d (counters since its last start): %s", id, s)
 	}
 }
