@@ -163,6 +163,10 @@ func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcClus
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
 			env: env,
 		})
+		if err := pc.procs[i].freeHTTP(); err != nil {
+			pc.Close()
+			return nil, err
+		}
 		if err := pc.Start(i); err != nil {
 			pc.Close()
 			return nil, err
@@ -201,6 +205,9 @@ func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
 		log: filepath.Join(pc.Dir, fmt.Sprintf("n%d.log", i)),
 		env: env,
 	})
+	if err := pc.procs[i].freeHTTP(); err != nil {
+		return 0, err
+	}
 	c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, err
@@ -414,6 +421,32 @@ func (pc *ProcCluster) WaitExit(i int, d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// FreeLoopback as the value of "--http-addr" in the extra `start` flags
+// of StartProcClusterArgs makes every process, those AddProc starts
+// included, serve HTTP (/metrics, /healthz) on a free loopback address of
+// its own (HTTPAddr). Processes serve none otherwise.
+const FreeLoopback = "free-loopback"
+
+// freeHTTP gives the process a free loopback address if its flags ask
+// for one (FreeLoopback).
+func (p *proc) freeHTTP() error {
+	for j := len(p.args) - 2; j >= 0; j-- {
+		if p.args[j] != "--http-addr" {
+			continue
+		}
+		if p.args[j+1] != FreeLoopback {
+			return nil // the last one counts
+		}
+		a, err := node.FreeAddr()
+		if err != nil {
+			return err
+		}
+		p.args[j+1], p.http = a, a
+		return nil
+	}
+	return nil
 }
 
 // ServeHTTP makes process i serve HTTP (/metrics, /healthz) on a free

@@ -407,10 +407,10 @@ func (r *Replica) tendLease() {
 			// Not while this leader streams a snapshot of the range: the
 			// new leader would know nothing of the stream, find the
 			// receiver still without state and send the whole range again
-			// (seen after a crash mid-stream: the restarted leaseholder
-			// took leadership back from the replica streaming in its place,
-			// TestSnapshotMidStreamCrash). Leadership follows once the
-			// stream is over.
+			// (seen after a crash mid-stream, when the restarted
+			// leaseholder took leadership back from the replica streaming
+			// in its place; TestLeaderKeepsLeadershipWhileStreaming).
+			// Leadership follows once the stream is over.
 			break
 		}
 		if last := r.lastLeaderTransfer.Load(); r.store.cfg.TimeSource.Since(time.Unix(0, last)) > r.store.electionTimeout() {

@@ -101,13 +101,13 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 
 	// Kill n2 for good (until the GC part below).
 	load.setTargets(othersThan(procs, vi))
+	pc.kill(vi)
+	killed := time.Now()
+	t.Logf("%.1fs: n%d (process %d) SIGKILLed", since(), victim, vi)
 	sentBefore, err := snapshotsSentBy(ctx, pc, othersThan(procs, vi))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc.kill(vi)
-	killed := time.Now()
-	t.Logf("%.1fs: n%d (process %d) SIGKILLed", since(), victim, vi)
 
 	// Every range, the meta range too: three voters, none on n2.
 	var lastErr error
