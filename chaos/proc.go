@@ -59,6 +59,7 @@ type ProcCluster struct {
 type proc struct {
 	args []string
 	env  []string // extra environment for the next start
+	http string   // --http-addr given by ServeHTTP ("" = none)
 	log  string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -162,6 +163,10 @@ func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcClus
 			log: filepath.Join(dir, fmt.Sprintf("n%d.log", i)),
 			env: env,
 		})
+		if err := pc.procs[i].freeHTTP(); err != nil {
+			pc.Close()
+			return nil, err
+		}
 		if err := pc.Start(i); err != nil {
 			pc.Close()
 			return nil, err
@@ -200,6 +205,9 @@ func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
 		log: filepath.Join(pc.Dir, fmt.Sprintf("n%d.log", i)),
 		env: env,
 	})
+	if err := pc.procs[i].freeHTTP(); err != nil {
+		return 0, err
+	}
 	c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, err
@@ -413,4 +421,61 @@ func (pc *ProcCluster) WaitExit(i int, d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// FreeLoopback as the value of "--http-addr" in the extra `start` flags
+// of StartProcClusterArgs makes every process, those AddProc starts
+// included, serve HTTP (/metrics, /healthz) on a free loopback address of
+// its own (HTTPAddr). Processes serve none otherwise.
+const FreeLoopback = "free-loopback"
+
+// freeHTTP gives the process a free loopback address if its flags ask
+// for one (FreeLoopback).
+func (p *proc) freeHTTP() error {
+	for j := len(p.args) - 2; j >= 0; j-- {
+		if p.args[j] != "--http-addr" {
+			continue
+		}
+		if p.args[j+1] != FreeLoopback {
+			return nil // the last one counts
+		}
+		a, err := node.FreeAddr()
+		if err != nil {
+			return err
+		}
+		p.args[j+1], p.http = a, a
+		return nil
+	}
+	return nil
+}
+
+// ServeHTTP makes process i serve HTTP (/metrics, /healthz) on a free
+// loopback address from its next start on, and returns that address.
+// Processes serve none unless asked (`--http-addr ""`). Calling it again
+// returns the same address.
+func (pc *ProcCluster) ServeHTTP(i int) (string, error) {
+	p := pc.procs[i]
+	p.mu.Lock()
+	a := p.http
+	p.mu.Unlock()
+	if a != "" {
+		return a, nil
+	}
+	a, err := node.FreeAddr()
+	if err != nil {
+		return "", err
+	}
+	pc.SetArg(i, "--http-addr", a, false)
+	p.mu.Lock()
+	p.http = a
+	p.mu.Unlock()
+	return a, nil
+}
+
+// HTTPAddr is the HTTP address ServeHTTP gave process i ("" if none).
+func (pc *ProcCluster) HTTPAddr(i int) string {
+	p := pc.procs[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.http
 }

@@ -174,7 +174,14 @@
 //     kills the receiving process there and checks the replicas' digests.)
 //     A stream cut mid-way never reaches RecoverFromSnapshot (Dragonboat
 //     applies only a complete, checksummed file) and Raft sends the
-//     snapshot again (TestSnapshotRetriedAfterCut).
+//     snapshot again (TestSnapshotRetriedAfterCut). Crash points inside
+//     the stream (snapshotMidBytes): snapshot-send-mid kills the sender
+//     with chunks delivered and no tail (the receiver's partial
+//     .receiving directory is never applied), snapshot-receive-mid the
+//     receiver while it writes the complete received file into sstables
+//     (TestSnapshotMidStreamCrash). A leader streaming a snapshot keeps
+//     Raft leadership until the stream ends even if the lease is
+//     elsewhere: a new leader would send the whole range again.
 //     Snapshots are a bounded resource of the node (our own limits:
 //     Dragonboat v4 has no rate limit; its snapshot worker pool,
 //     SnapshotShards = 4 in NewStore, also caps saves, applies and Opens

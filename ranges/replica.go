@@ -83,6 +83,16 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	// snapshot again).
 	m.beforeIngest = func() error { s.crashPoint("snapshot-before-ingest"); return nil }
 	m.beforeRecover = func() { s.crashPoint("snapshot-recover") }
+	// Inside a snapshot stream (replica_apply.go, snapshotMidBytes). On
+	// the sender, the Raft leader dies with two chunks or more delivered
+	// and no tail chunk: the receiver holds a partial file in a
+	// .receiving directory that is never applied (dropped by Dragonboat's
+	// chunk GC after SnapshotChunkTimeoutTick without progress, or when the
+	// receiving replica restarts), and a new leader sends the snapshot
+	// again from its start. On the receiver, the whole stream arrived and
+	// part of it is written into unapplied sstables.
+	m.midSend = func() { s.crashPoint("snapshot-send-mid") }
+	m.midRecover = func() { s.crashPoint("snapshot-receive-mid") }
 	m.onOpen = r.markReady
 	r.sm = m
 	return r

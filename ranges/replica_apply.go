@@ -89,6 +89,15 @@ type stateMachine struct {
 	// beforeRecover, when set, is called when a snapshot (received whole)
 	// is about to be applied (a testing hook: crash point).
 	beforeRecover func()
+	// midSend and midRecover, when set, are called once per snapshot when
+	// SaveSnapshot has written, or RecoverFromSnapshot has read,
+	// snapshotMidBytes of a snapshot longer than that (testing hooks:
+	// crash points inside the stream; see snapshotMidBytes).
+	midSend    func()
+	midRecover func()
+	// sending counts the SaveSnapshot calls running (streams of this
+	// replica's state to another replica).
+	sending atomic.Int32
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -497,6 +506,27 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 // Sync makes every applied entry durable.
 func (s *stateMachine) Sync() error { return s.eng.Sync() }
 
+// snapshotMidBytes is where the crash points inside a snapshot stream
+// fire (snapshot-send-mid, snapshot-receive-mid): two of Dragonboat's
+// snapshot chunks (settings.SnapshotChunkSize, 2 MiB, uncompressed: the
+// store sets no SnapshotCompressionType) and a quarter MiB more.
+//
+// How Dragonboat moves an on-disk state machine's snapshot: SaveSnapshot
+// writes into a ChunkWriter (internal/rsm/chunkwriter.go) that cuts the
+// stream into 2 MiB blocks; each block becomes a chunk handed to the
+// snapshot job (internal/transport/job.go, a queue of 4), which sends it
+// on the job's own TCP connection while SaveSnapshot goes on writing.
+// Nothing is staged on the sender. The receiver's chunk tracker
+// (internal/transport/chunk.go) appends the chunks to a file in a
+// snapshot-<index>-<from>.receiving directory of the target replica's
+// snapshot directory; only the tail chunk makes it validate the
+// checksums, rename the directory to its final name and deliver an
+// InstallSnapshot message. The replica then records the snapshot in its
+// LogDB and calls RecoverFromSnapshot, which reads the complete, finished
+// file: on the receiving side the network stream is over before any of
+// our code runs.
+const snapshotMidBytes = 2*(2<<20) + 256<<10
+
 type snapshotCtx struct {
 	snap    *kv.Snapshot
 	desc    *rspb.RangeDescriptor
@@ -523,13 +553,15 @@ func (s *stateMachine) PrepareSnapshot() (interface{}, error) {
 func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan struct{}) (err error) {
 	sc := c.(*snapshotCtx)
 	defer sc.snap.Close()
+	s.sending.Add(1)
+	defer s.sending.Add(-1)
 	release, err := s.snaps.acquire(snapSend, stopc)
 	if err != nil {
 		return err
 	}
 	defer release()
 	start := time.Now()
-	lw := &limitedWriter{w: w, l: s.snaps, stopc: stopc}
+	lw := &limitedWriter{w: w, l: s.snaps, stopc: stopc, mid: s.midSend, midAt: snapshotMidBytes}
 	defer func() {
 		if s.snaps != nil {
 			s.snaps.metrics.snapshotDone(snapSend, time.Since(start), err)
@@ -644,6 +676,7 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 	if err := rep.Set(appliedKey, encodeUint64(hdr.AppliedIndex)); err != nil {
 		return err
 	}
+	midDone := false
 	for n := 0; ; n++ {
 		k, err := readFrame(br)
 		if err != nil {
@@ -658,6 +691,17 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 		}
 		if err := rep.Set(k, v); err != nil {
 			return err
+		}
+		if !midDone && cr.n >= snapshotMidBytes && s.midRecover != nil {
+			// Crash point snapshot-receive-mid: part of the snapshot file
+			// read and written into sstables (in the engine's ingest-tmp
+			// directory, removed when the engine opens), nothing ingested:
+			// the replica keeps its old state and applied index. The
+			// received file is complete and recorded in Dragonboat's LogDB
+			// (not yet shrunk), so the restarted replica applies it again
+			// from the start (as after snapshot-before-ingest).
+			midDone = true
+			s.midRecover()
 		}
 		if n%1024 == 0 {
 			select {

@@ -403,6 +403,16 @@ func (r *Replica) tendLease() {
 		// Leadership follows the lease (the holder is a voter: leases only
 		// go to voters). A transfer drops proposals while it runs, so ask
 		// at most once per election timeout.
+		if r.sm.sending.Load() > 0 {
+			// Not while this leader streams a snapshot of the range: the
+			// new leader would know nothing of the stream, find the
+			// receiver still without state and send the whole range again
+			// (seen after a crash mid-stream, when the restarted
+			// leaseholder took leadership back from the replica streaming
+			// in its place; TestLeaderKeepsLeadershipWhileStreaming).
+			// Leadership follows once the stream is over.
+			break
+		}
 		if last := r.lastLeaderTransfer.Load(); r.store.cfg.TimeSource.Since(time.Unix(0, last)) > r.store.electionTimeout() {
 			r.lastLeaderTransfer.Store(r.store.cfg.TimeSource.Now().UnixNano())
 			// Not to a draining holder: it is handing its leases off,

@@ -131,6 +131,10 @@ type limitedWriter struct {
 	l     *snapshotLimits
 	stopc <-chan struct{}
 	n     int64
+	// mid, when set, is called once, after a write brings n to midAt or
+	// more (crash point snapshot-send-mid).
+	mid   func()
+	midAt int64
 }
 
 func (w *limitedWriter) Write(p []byte) (int, error) {
@@ -141,6 +145,11 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 	w.n += int64(n)
 	if w.l != nil {
 		w.l.metrics.snapshotBytes(snapSend, n)
+	}
+	if w.mid != nil && w.n >= w.midAt && err == nil {
+		mid := w.mid
+		w.mid = nil
+		mid()
 	}
 	return n, err
 }

@@ -33,7 +33,9 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	const procs = 4
-	pc := newInitProcCluster(t, procs, 6, "--time-until-store-dead", "10s", "--replicate-queue-interval", "1s")
+	// Every process serves its /metrics on a loopback port: the snapshot
+	// bytes sent are read from them.
+	pc := newInitProcCluster(t, procs, 6, "--time-until-store-dead", "10s", "--replicate-queue-interval", "1s", "--http-addr", chaos.FreeLoopback)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	began := time.Now()
@@ -82,6 +84,10 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 	pc.kill(vi)
 	killed := time.Now()
 	t.Logf("%.1fs: n%d (process %d) SIGKILLed", since(), victim, vi)
+	sentBefore, err := snapshotsSentBy(ctx, pc, othersThan(procs, vi))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Every range, the meta range too: three voters, none on n2.
 	var lastErr error
@@ -112,6 +118,11 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		t.Fatalf("repair after killing n%d: %v", victim, lastErr)
 	}
 	repairTime := time.Since(killed)
+	sentAfter, err := snapshotsSentBy(ctx, pc, othersThan(procs, vi))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := sentAfter.minus(sentBefore)
 	// Data moved: the replicated size estimate of every range that gained
 	// a replica (each got one snapshot of about that size).
 	before := map[uint64]bool{}
@@ -141,8 +152,11 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		}
 	}
 	movedRanges := len(counted)
-	t.Logf("%.1fs: every range has 3 live voters, none on n%d: repaired %.1fs after the kill (time-until-store-dead 10s); %d ranges re-replicated, about %d bytes of range data shipped by snapshot (sum of their size estimates: the processes serve no metrics endpoint here)",
-		since(), victim, repairTime.Seconds(), movedRanges, moved)
+	t.Logf("%.1fs: every range has 3 live voters, none on n%d: repaired in %.1f s after the kill (time-until-store-dead 10s); %s (%s of the live nodes, from the kill to full repair); %d ranges re-replicated, their size estimates sum to %.1f MiB",
+		since(), victim, repairTime.Seconds(), sent, metricSnapshotBytesSent, movedRanges, float64(moved)/(1<<20))
+	if movedRanges > 0 && sent.bytes <= 0 {
+		t.Fatalf("%d ranges were re-replicated but the live nodes' snapshot counters did not grow (a repair sends snapshots): %s", movedRanges, sent)
+	}
 	time.Sleep(time.Second) // load goes on after the repair
 
 	// n2 comes back with its old store: its removed replicas are collected

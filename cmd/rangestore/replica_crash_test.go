@@ -50,14 +50,15 @@ func TestReplicaChangeCrashPoints(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	for _, point := range replicaChangeCrashPoints {
-		t.Run(point, func(t *testing.T) { testReplicaChangeCrash(t, point) })
+		t.Run(point, func(t *testing.T) { testReplicaChangeCrash(t, point, crashOpts{}) })
 	}
 }
 
-func testReplicaChangeCrash(t *testing.T, point string) {
+func testReplicaChangeCrash(t *testing.T, point string, opts crashOpts) {
 	const procs = 4
 	onceFile := filepath.Join(t.TempDir(), "crash-once")
 	pc := newProcClusterB(t, procs, "RANGESTORE_CRASH_AT="+point, "RANGESTORE_CRASH_ONCE_FILE="+onceFile)
+	opts.setUp(t, pc)
 	pc.cliRetry(60*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -69,6 +70,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		t.Fatal(err)
 	}
 	t.Logf("%.1fs: %d keys written", since(), w.nkeys)
+	opts.fill(ctx, t, pc, "k100")
 	stopWriters := w.run(ctx, 4)
 	defer stopWriters()
 
@@ -136,6 +138,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		}
 	}
 	t.Logf("%.1fs: n%d died at %s (target n%d); restarting it unarmed", since(), diedNode, point, target)
+	opts.checkCrash(t, pc, point, died, target)
 	pc.SetEnv(died)
 	pc.start(died)
 
@@ -196,6 +199,7 @@ func testReplicaChangeCrash(t *testing.T, point string) {
 		t.Fatal(err)
 	}
 	t.Logf("%.1fs: every acknowledged write is present (%d keys)", since(), w.nkeys)
+	opts.checkAfter(ctx, t, pc, final)
 }
 
 // ackedWriter writes keys k000.. with values "v<w>-<n>" (one writer per

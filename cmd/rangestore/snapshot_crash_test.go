@@ -117,10 +117,22 @@ func TestSnapshotCrashBeforeIngest(t *testing.T) {
 	}
 	// Every replica, the restarted one included, holds the same data and
 	// state at one applied index.
+	last, err := waitDigestsAgree(ctx, pc, nd, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("r%d digests after the restart: %s", d.RangeId, last)
+}
+
+// waitDigestsAgree waits (30 s) until every replica d names reports the
+// same data and state digests at one applied index, over at least
+// minKeys data keys (Internal RangeBatch AdminDigest), and returns the
+// digests as text.
+func waitDigestsAgree(ctx context.Context, pc *procCluster, d *rspb.RangeDescriptor, minKeys int64) (string, error) {
 	var last string
 	if !waitUntil(30*time.Second, func() bool {
 		var ds []*rspb.ReplicaDigest
-		for _, r := range nd.Replicas {
+		for _, r := range d.Replicas {
 			i := pc.indexOfNodeID(r.NodeId)
 			dctx, c := context.WithTimeout(ctx, 5*time.Second)
 			resp, err := rspb.NewInternalClient(pc.Conn(i)).RangeBatch(dctx, &rspb.RangeRequest{RangeId: d.RangeId,
@@ -138,13 +150,13 @@ func TestSnapshotCrashBeforeIngest(t *testing.T) {
 		}
 		for _, x := range ds {
 			if x.AppliedIndex != ds[0].AppliedIndex || !bytes.Equal(x.DataHash, ds[0].DataHash) ||
-				!bytes.Equal(x.StateHash, ds[0].StateHash) || x.DataKeys < 64 {
+				!bytes.Equal(x.StateHash, ds[0].StateHash) || x.DataKeys < minKeys {
 				return false
 			}
 		}
 		return true
 	}) {
-		t.Fatalf("replicas of r%d differ: %s", d.RangeId, last)
+		return last, fmt.Errorf("replicas of r%d differ: %s", d.RangeId, last)
 	}
-	t.Logf("r%d digests after the restart: %s", d.RangeId, last)
+	return last, nil
 }
