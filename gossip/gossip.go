@@ -108,8 +108,11 @@ func Start(cfg Config) (*Gossip, error) {
 	}
 	if ip := net.ParseIP(host); ip == nil {
 		ips, err := net.LookupIP(host)
-		if err != nil || len(ips) == 0 {
-			return nil, fmt.Errorf("gossip: bind address %q: %v", cfg.BindAddr, err)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: bind address %q: %w", cfg.BindAddr, err)
+		}
+		if len(ips) == 0 {
+			return nil, fmt.Errorf("gossip: bind address %q: the host has no address", cfg.BindAddr)
 		}
 		host = ips[0].String()
 	}
