@@ -91,8 +91,7 @@ func orNone(s string) string {
 }
 
 // fillStoreViews counts each node's replicas from meta and takes its
-// capacity, disk use, leases and load from its gossiped descriptor (a
-// node not heard keeps zeros: capacity unknown, never counted as full).
+// disk, leases and load from its gossiped descriptor.
 func fillStoreViews(nodes []allocator.Node, descs []*rspb.RangeDescriptor, stores map[uint64]gossip.Entry) {
 	count := map[uint64]int{}
 	for _, d := range descs {
@@ -100,11 +99,24 @@ func fillStoreViews(nodes []allocator.Node, descs []*rspb.RangeDescriptor, store
 			count[r.NodeId]++
 		}
 	}
+	fillDisks(nodes, stores)
 	for i := range nodes {
 		nodes[i].Replicas = count[nodes[i].ID]
 		if e, ok := stores[nodes[i].ID]; ok {
-			nodes[i].CapacityBytes, nodes[i].UsedBytes = e.Desc.CapacityBytes, e.Desc.UsedBytes
 			nodes[i].Leases, nodes[i].QPS = int(e.Desc.LeaseCount), e.Desc.QueriesPerSecond
+		}
+	}
+}
+
+// fillDisks takes each node's disk from its gossiped descriptor: the
+// file system's capacity, and as used what is not available to the store
+// (other data on the disk fills it too). A node not heard keeps zeros:
+// capacity unknown, never counted as full.
+func fillDisks(nodes []allocator.Node, stores map[uint64]gossip.Entry) {
+	for i := range nodes {
+		if e, ok := stores[nodes[i].ID]; ok && e.Desc.CapacityBytes > 0 {
+			nodes[i].CapacityBytes = e.Desc.CapacityBytes
+			nodes[i].UsedBytes = max(e.Desc.CapacityBytes-e.Desc.AvailableBytes, 0)
 		}
 	}
 }

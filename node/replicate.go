@@ -77,7 +77,9 @@ func (n *Node) leaseholderDescriptor(rangeID uint64) (*rspb.RangeDescriptor, boo
 //     for a range whose lease this node holds the local descriptor is used
 //     when it is newer than meta's. Lease counts are approximate: a range
 //     with no local replica counts for no node's leases;
-//   - the replication factor setting.
+//   - the replication factor setting;
+//   - each node's disk (capacity, and what is not available) from its
+//     store descriptor heard by gossip (unknown for a node not heard).
 func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	ctx, cancel := context.WithTimeout(ctx, gatherTimeout)
 	defer cancel()
@@ -91,6 +93,7 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	if err != nil {
 		return in, err
 	}
+	fillDisks(nodes, n.Stores()) // a store whose disk is more than 95 % full takes no new replica
 	in.Nodes = nodes
 	descs, err := n.MetaRanges(ctx)
 	if err != nil {

@@ -4,9 +4,13 @@
 // when the factor setting changes or nodes join, and, once a range is
 // fully replicated, moving voters from nodes holding too many replicas to
 // nodes holding too few (allocator.ActionRebalance: count-based, so that
-// nodes that join take their share). The allocator (package
-// allocator) decides; this package orders the decisions into a plan and
-// carries the plan out through the node's replica change path.
+// nodes that join take their share), and moving voters for locality
+// diversity and off full disks. The allocator's scorer (allocator.Score,
+// with the default zone config at the replication factor setting and no
+// load figures yet) decides; this package orders the decisions into a
+// plan and carries the plan out through the node's replica change path.
+// It carries out voter changes only: the scorer's lease transfers and
+// non-voter actions are listed as not carried out.
 //
 // Who acts: every node runs one queue (owned by its store's task group,
 // stopped when the store closes), and it acts only on the ranges whose
@@ -26,7 +30,7 @@
 //  2. MakePlan (pure, golden-tested) counts each node's replicas (from
 //     the descriptors) and leases (approximate: from the leases this
 //     node's replicas know; a range without a replica here counts for no
-//     node), calls allocator.Decide for every range, and orders the
+//     node), calls the scorer for every range, and orders the
 //     ranges this node acts on by decision priority (the ranges closest to
 //     losing their quorum, then those missing the most voters, first),
 //     then by range ID, and re-decides each in that order against counts

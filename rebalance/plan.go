@@ -74,7 +74,7 @@ type Plan struct {
 // MakePlan decides one pass (pure: same input, same plan):
 //  1. it counts each node's replicas (from every descriptor) and leases
 //     (from the leaseholders known here) into the node views;
-//  2. it asks allocator.Decide for every range; a range it cannot decide
+//  2. it asks the allocator's scorer (decide) for every range; a range it cannot decide
 //     (a descriptor naming a node without a view) is skipped with the
 //     error as its reason, and the pass goes on;
 //  3. the ranges whose lease this node holds and that need an add or a
@@ -132,8 +132,7 @@ func MakePlan(in Input) (Plan, error) {
 	}
 	var todo []pending
 	for _, r := range in.Ranges {
-		ar := allocator.Range{Desc: r.Desc, Factor: in.Factor, Leaseholder: r.Leaseholder}
-		d, err := allocator.Decide(ar, nodes)
+		d, err := decide(r, in.Factor, nodes)
 		if err != nil {
 			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Why: "cannot decide: " + err.Error()})
 			continue
@@ -148,6 +147,9 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		why := ""
 		switch {
+		case d.Action == allocator.ActionTransferLease || d.Action == allocator.ActionAddNonVoter ||
+			d.Action == allocator.ActionReplaceNonVoter || d.Action == allocator.ActionRebalanceNonVoter:
+			why = "not carried out: this queue moves voters only (lease rebalancing and read replicas come later)"
 		case !acts(d.Action):
 			why = "nothing to do"
 		case r.Fixed != "":
@@ -173,8 +175,7 @@ func MakePlan(in Input) (Plan, error) {
 	})
 	rebalances := 0
 	for _, t := range todo {
-		ar := allocator.Range{Desc: t.view.Desc, Factor: in.Factor, Leaseholder: t.view.Leaseholder}
-		d, err := allocator.Decide(ar, nodes)
+		d, err := decide(t.view, in.Factor, nodes)
 		if err != nil { // cannot happen: the same input decided above
 			return Plan{}, err
 		}
@@ -197,6 +198,11 @@ func MakePlan(in Input) (Plan, error) {
 			s.Add, s.Remove = []uint64{d.Node}, []uint64{d.From}
 			nodes[i].Replicas++
 			nodes[idx[d.From]].Replicas--
+		case allocator.ActionReplaceVoter:
+			// A replace adds the new voter; the lost or leaving one goes
+			// in a later pass (remove-voter), as for a repair.
+			s.Add = []uint64{d.Node}
+			nodes[i].Replicas++
 		case allocator.ActionAddVoter:
 			s.Add = []uint64{d.Node}
 			if d.ReplicaID == 0 {
@@ -233,10 +239,48 @@ func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[u
 	return ""
 }
 
-// acts reports whether an action is a replica change.
+// decide is the allocator's scorer on one range, with the default zone
+// config at the replication factor setting (zone configs per span are
+// not stored yet) and no load figures: the scorer's load rules have no
+// absolute floor yet, so a few requests per second would move leases
+// and replicas. Its lease actions (transfer-lease) and non-voter actions
+// are not carried out by this queue (acts): voters only, until lease
+// rebalancing and read replicas are built.
+func decide(r RangeView, factor int, nodes []allocator.Node) (allocator.Decision, error) {
+	zone := allocator.DefaultZoneConfig()
+	nr := int32(factor)
+	zone.NumReplicas = &nr
+	zone, err := zone.Resolve()
+	if err != nil {
+		return allocator.Decision{}, err
+	}
+	noLoad := make([]allocator.Node, len(nodes))
+	copy(noLoad, nodes)
+	for i := range noLoad {
+		noLoad[i].QPS = 0
+	}
+	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: leaseholderVoter(r), Nodes: noLoad})
+	if err != nil {
+		return allocator.Decision{}, err
+	}
+	return rec.Decision, nil
+}
+
+// leaseholderVoter is the range's leaseholder if it holds a voter of the
+// descriptor (a lease known here may be older than the descriptor), else 0.
+func leaseholderVoter(r RangeView) uint64 {
+	for _, rep := range r.Desc.GetReplicas() {
+		if rep.NodeId == r.Leaseholder && rep.Type == rspb.ReplicaType_VOTER {
+			return r.Leaseholder
+		}
+	}
+	return 0
+}
+
+// acts reports whether an action is a replica change this queue makes.
 func acts(a allocator.Action) bool {
 	switch a {
-	case allocator.ActionAddVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
+	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
 		return true
 	}
 	return false

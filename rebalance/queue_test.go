@@ -65,8 +65,8 @@ func TestPassSteps(t *testing.T) {
 		result string
 		want   float64
 	}{{"error", 1}, {"skipped", 2}, {"ok", 1}} {
-		if got := value(t, m.actions.WithLabelValues("add-voter", c.result)); got != c.want {
-			t.Errorf("add-voter %s: %v, want %v", c.result, got, c.want)
+		if got := value(t, m.actions.WithLabelValues("replace-voter", c.result)); got != c.want {
+			t.Errorf("replace-voter %s: %v, want %v", c.result, got, c.want)
 		}
 	}
 	if got := value(t, m.underReplicated); got != 4 {
