@@ -26,7 +26,9 @@ import (
 
 // PlanRanges lays out the initial ranges: the meta range, the system range
 // and the user span cut at the given client split keys, each replicated on
-// rf nodes (spread round-robin, each range starting one node further).
+// rf nodes (spread round-robin, each range starting one node further, each
+// replica preferring a node in a region, then a zone, no earlier replica of
+// the range is in: placeDiverse).
 // Replica IDs are the range's own: 1..rf in placement order, so they are
 // in general not the node IDs; next_replica_id is rf+1.
 func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rspb.RangeDescriptor, error) {
@@ -59,17 +61,66 @@ func PlanRanges(nodes []*rspb.NodeDescriptor, splitKeys [][]byte, rf int) ([]*rs
 	}
 	bounds = append(bounds, keys.KeyMax)
 	var out []*rspb.RangeDescriptor
+	held := map[uint64]int{} // replicas placed per node so far
 	for i := 0; i+1 < len(bounds); i++ {
 		d := &rspb.RangeDescriptor{RangeId: uint64(i + 1), StartKey: bounds[i], EndKey: bounds[i+1], Generation: 1, Sticky: true,
 			NextReplicaId: uint64(rf + 1)}
-		for j := 0; j < rf; j++ {
-			nd := nodes[(i+j)%len(nodes)]
+		for j, nd := range placeDiverse(nodes, i, rf, held) {
 			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: nd.NodeId, ReplicaId: uint64(j + 1)})
 		}
 		sort.Slice(d.Replicas, func(a, b int) bool { return d.Replicas[a].NodeId < d.Replicas[b].NodeId })
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// placeDiverse picks rf of nodes for initial range #i: each next replica
+// on the node that adds a locality tier value no chosen node has, at the
+// widest tier possible (a new region before a new zone of a used region);
+// among those (when nodes have localities), the one holding the fewest
+// replicas so far (held, updated), then the first in round-robin order
+// from node i. Without localities it is plain round-robin.
+func placeDiverse(nodes []*rspb.NodeDescriptor, i, rf int, held map[uint64]int) []*rspb.NodeDescriptor {
+	var chosen []*rspb.NodeDescriptor
+	used := make([]bool, len(nodes))
+	for len(chosen) < rf {
+		best, bestTier := -1, 0
+		for k := 0; k < len(nodes); k++ {
+			c := (i + k) % len(nodes)
+			if used[c] {
+				continue
+			}
+			tier := newTier(nodes[c], chosen)
+			fewer := best >= 0 && len(nodes[c].Locality) > 0 && tier == bestTier && held[nodes[c].NodeId] < held[nodes[best].NodeId]
+			if best < 0 || tier < bestTier || fewer {
+				best, bestTier = c, tier
+			}
+		}
+		used[best] = true
+		held[nodes[best].NodeId]++
+		chosen = append(chosen, nodes[best])
+	}
+	return chosen
+}
+
+// newTier is the widest tier at which n's locality differs from every
+// chosen node's (its tiers up to there name a place none of them is in);
+// len(tiers)+1 when it differs from none (or has no locality).
+func newTier(n *rspb.NodeDescriptor, chosen []*rspb.NodeDescriptor) int {
+	for t := range n.Locality {
+		shared := false
+		for _, c := range chosen {
+			same := len(c.Locality) > t
+			for u := 0; same && u <= t; u++ {
+				same = c.Locality[u].Key == n.Locality[u].Key && c.Locality[u].Value == n.Locality[u].Value
+			}
+			shared = shared || same
+		}
+		if !shared {
+			return t
+		}
+	}
+	return len(n.Locality) + 1
 }
 
 // BootstrapData is the initial MVCC content of a new cluster: a meta record

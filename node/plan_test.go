@@ -435,3 +435,40 @@ func TestBootstrapData(t *testing.T) {
 		t.Fatalf("empty request gives %d records", len(got))
 	}
 }
+
+// TestPlanRangesDiverse: with localities, every initial range has one
+// replica per region (3 regions of 2 nodes, factor 3), and the replicas
+// stay spread over the nodes; with 2 regions, the third replica goes to
+// the other zone of a used region, never to a node of a used zone.
+func TestPlanRangesDiverse(t *testing.T) {
+	for _, tc := range []struct {
+		regions []string
+		want    int // distinct regions per range
+	}{{[]string{"us", "us", "eu", "eu", "ap", "ap"}, 3}, {[]string{"us", "us", "us", "eu", "eu", "eu"}, 2}} {
+		nodes := planNodes(len(tc.regions))
+		for i, n := range nodes {
+			n.Locality = []*rspb.LocalityTier{{Key: "region", Value: tc.regions[i]}, {Key: "zone", Value: fmt.Sprintf("%s-%d", tc.regions[i], i%3)}}
+		}
+		plan, err := PlanRanges(nodes, planSplits("c", "f", "i", "l", "o", "r", "u"), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per := map[uint64]int{}
+		for _, d := range plan {
+			regions, zones := map[string]bool{}, map[string]bool{}
+			for _, r := range d.Replicas {
+				per[r.NodeId]++
+				loc := nodes[r.NodeId-1].Locality
+				regions[loc[0].Value], zones[loc[1].Value] = true, true
+			}
+			if len(regions) != tc.want || len(zones) != 3 {
+				t.Errorf("regions %v: r%d on %v: %d regions, %d zones, want %d and 3", tc.regions, d.RangeId, d.Replicas, len(regions), len(zones), tc.want)
+			}
+		}
+		for id, c := range per {
+			if c < 3 || c > 7 {
+				t.Errorf("regions %v: n%d holds %d of %d replicas: %v", tc.regions, id, c, 3*len(plan), per)
+			}
+		}
+	}
+}
