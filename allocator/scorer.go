@@ -33,6 +33,11 @@ const (
 	FollowWorkloadMargin = 0.25
 )
 
+// PriorityLeasePreference is the priority of a lease transfer to a
+// preferred voter (lease_preferences): the replicate queue carries out
+// these lease transfers, not yet those that balance lease counts or load.
+const PriorityLeasePreference = 2
+
 // Priorities of the scorer's own actions (repairs keep Decide's, which
 // are all above 1000): non-voter repairs, then constraint and disk moves,
 // then lease preferences, then balance.
@@ -42,7 +47,7 @@ const (
 	priorityRemoveNonVoter  = 700
 	priorityConstraint      = 4
 	priorityDiskFull        = 3
-	priorityLeasePreference = 2
+	priorityLeasePreference = PriorityLeasePreference
 	priorityBalance         = 1
 )
 

@@ -58,6 +58,10 @@ type NodeBackend interface {
 	ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error)
 	// AllocatorPlan lists the replica changes the queues would make now.
 	AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, error)
+	// SetZone, GetZone and ListZones manage zone configs.
+	SetZone(ctx context.Context, req *rspb.SetZoneRequest) (*rspb.SetZoneResponse, error)
+	GetZone(ctx context.Context, key []byte) (*rspb.GetZoneResponse, error)
+	ListZones(ctx context.Context) (*rspb.ListZonesResponse, error)
 }
 
 // InternalServer serves peers: range batches, node info, bootstrap.
@@ -257,6 +261,24 @@ func (s *AdminServer) ExplainRange(ctx context.Context, r *rspb.ExplainRangeRequ
 // AllocatorPlan lists the replica changes the queues would make now.
 func (s *AdminServer) AllocatorPlan(ctx context.Context, _ *rspb.AllocatorPlanRequest) (*rspb.AllocatorPlanResponse, error) {
 	resp, err := s.node.AllocatorPlan(ctx)
+	return resp, ToStatus(err)
+}
+
+// SetZone sets fields of a span's zone config.
+func (s *AdminServer) SetZone(ctx context.Context, r *rspb.SetZoneRequest) (*rspb.SetZoneResponse, error) {
+	resp, err := s.node.SetZone(ctx, r)
+	return resp, ToStatus(err)
+}
+
+// GetZone is the zone config a client key is under.
+func (s *AdminServer) GetZone(ctx context.Context, r *rspb.GetZoneRequest) (*rspb.GetZoneResponse, error) {
+	resp, err := s.node.GetZone(ctx, r.Key)
+	return resp, ToStatus(err)
+}
+
+// ListZones lists the zone config records.
+func (s *AdminServer) ListZones(ctx context.Context, _ *rspb.ListZonesRequest) (*rspb.ListZonesResponse, error) {
+	resp, err := s.node.ListZones(ctx)
 	return resp, ToStatus(err)
 }
 

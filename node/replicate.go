@@ -46,6 +46,7 @@ func (n *Node) startReplicateQueue() {
 			_, err := n.store.ChangeReplicas(ctx, rangeID, add, remove)
 			return err
 		},
+		Transfer:   n.TransferLease,
 		Logger:     n.log.With("queue", "replicate"),
 		Metrics:    rebalance.NewMetrics(n.registry),
 		TimeSource: n.cfg.TimeSource,
@@ -95,6 +96,10 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	}
 	fillDisks(nodes, n.Stores()) // a store whose disk is more than 95 % full takes no new replica
 	in.Nodes = nodes
+	zones, err := n.readZones(ctx)
+	if err != nil {
+		return in, fmt.Errorf("reading zone configs: %w", err)
+	}
 	descs, err := n.MetaRanges(ctx)
 	if err != nil {
 		return in, fmt.Errorf("reading meta: %w", err)
@@ -106,6 +111,13 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	me := n.NodeID()
 	for _, d := range descs {
 		v := rebalance.RangeView{Desc: d}
+		if len(zones) > 0 {
+			z, err := rangeZone(zones, d, factor)
+			if err != nil {
+				return in, fmt.Errorf("the zone config of r%d: %w", d.RangeId, err)
+			}
+			v.Zone = &z
+		}
 		if ri := local[d.RangeId]; ri != nil && ri.LeaseValid {
 			v.Leaseholder = ri.Lease.GetNodeId()
 			if v.Leaseholder == me {

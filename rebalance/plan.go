@@ -21,6 +21,9 @@ type RangeView struct {
 	// Fixed, when not empty, says why the range's replicas must not change
 	// now: it is counted but never acted on.
 	Fixed string
+	// Zone is the range's resolved zone config (nil: the default one at
+	// the replication factor setting).
+	Zone *allocator.ZoneConfig
 	// ChangeInFlight, when not empty, says that a replica change of the
 	// range is being driven here (an operator's RelocateRange or
 	// ChangeReplicas, step by step): its non-voter is the change's own,
@@ -45,6 +48,9 @@ type Step struct {
 	Decision allocator.Decision
 	Add      []uint64
 	Remove   []uint64
+	// Transfer, when set, is a lease transfer to that node instead (a
+	// zone's lease preferences).
+	Transfer uint64
 }
 
 // Skip is a range this node does not act on, with its decision and why.
@@ -147,9 +153,8 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		why := ""
 		switch {
-		case d.Action == allocator.ActionTransferLease || d.Action == allocator.ActionAddNonVoter ||
-			d.Action == allocator.ActionReplaceNonVoter || d.Action == allocator.ActionRebalanceNonVoter:
-			why = "not carried out: this queue moves voters only (lease rebalancing and read replicas come later)"
+		case notCarriedOut(d):
+			why = "not carried out: this queue moves voters, and leases to preferred nodes, only (lease count and load balancing, and read replicas, come later)"
 		case !acts(d.Action):
 			why = "nothing to do"
 		case r.Fixed != "":
@@ -179,7 +184,7 @@ func MakePlan(in Input) (Plan, error) {
 		if err != nil { // cannot happen: the same input decided above
 			return Plan{}, err
 		}
-		if !acts(d.Action) {
+		if !acts(d.Action) || notCarriedOut(d) {
 			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: "nothing to do once the earlier steps are counted"})
 			continue
 		}
@@ -198,6 +203,8 @@ func MakePlan(in Input) (Plan, error) {
 			s.Add, s.Remove = []uint64{d.Node}, []uint64{d.From}
 			nodes[i].Replicas++
 			nodes[idx[d.From]].Replicas--
+		case allocator.ActionTransferLease:
+			s.Transfer = d.Node
 		case allocator.ActionReplaceVoter:
 			// A replace adds the new voter; the lost or leaving one goes
 			// in a later pass (remove-voter), as for a repair.
@@ -247,12 +254,17 @@ func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[u
 // are not carried out by this queue (acts): voters only, until lease
 // rebalancing and read replicas are built.
 func decide(r RangeView, factor int, nodes []allocator.Node) (allocator.Decision, error) {
-	zone := allocator.DefaultZoneConfig()
-	nr := int32(factor)
-	zone.NumReplicas = &nr
-	zone, err := zone.Resolve()
-	if err != nil {
-		return allocator.Decision{}, err
+	var zone allocator.ZoneConfig
+	if r.Zone != nil {
+		zone = *r.Zone
+	} else {
+		zone = allocator.DefaultZoneConfig()
+		nr := int32(factor)
+		zone.NumReplicas = &nr
+		var err error
+		if zone, err = zone.Resolve(); err != nil {
+			return allocator.Decision{}, err
+		}
 	}
 	noLoad := make([]allocator.Node, len(nodes))
 	copy(noLoad, nodes)
@@ -277,10 +289,24 @@ func leaseholderVoter(r RangeView) uint64 {
 	return 0
 }
 
-// acts reports whether an action is a replica change this queue makes.
+// notCarriedOut: the scorer's lease transfers other than to a preferred
+// node, and its non-voter actions, which this queue does not make yet.
+func notCarriedOut(d allocator.Decision) bool {
+	switch d.Action {
+	case allocator.ActionTransferLease:
+		return d.Priority != allocator.PriorityLeasePreference
+	case allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter, allocator.ActionRebalanceNonVoter:
+		return true
+	}
+	return false
+}
+
+// acts reports whether an action is a change this queue makes (a lease
+// transfer only for lease preferences: see MakePlan).
 func acts(a allocator.Action) bool {
 	switch a {
-	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
+	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance,
+		allocator.ActionTransferLease:
 		return true
 	}
 	return false

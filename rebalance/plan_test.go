@@ -154,6 +154,21 @@ func parseRange(t *testing.T, s string) RangeView {
 			v.Fixed = "the range's replicas must not change now"
 		case "changing":
 			v.ChangeInFlight = "a replica change of this range is in flight here"
+		case "zone":
+			// zone=name:value;name:value (allocator.ParseZoneConfig fields,
+			// ':' for '='), resolved at factor 3.
+			fields := map[string]string{}
+			for _, f := range strings.Split(val, ";") {
+				k, fv, _ := strings.Cut(f, ":")
+				fields[k] = strings.ReplaceAll(fv, "~", "=")
+			}
+			z, err := allocator.ParseZoneConfig(fields)
+			if err != nil {
+				t.Fatalf("range %q: %v", s, err)
+			}
+			def := allocator.DefaultZoneConfig()
+			z = z.InheritFrom(def)
+			v.Zone = &z
 		default:
 			t.Fatalf("range %q: unknown word %q", s, w)
 		}

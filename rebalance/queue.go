@@ -38,7 +38,10 @@ type Config struct {
 	// moved to a node whose queue acts on the range instead.
 	Current func(rangeID uint64) (*rspb.RangeDescriptor, bool)
 	// Change carries out one replica change (ranges.Store.ChangeReplicas).
-	Change     func(ctx context.Context, rangeID uint64, add, remove []uint64) error
+	Change func(ctx context.Context, rangeID uint64, add, remove []uint64) error
+	// Transfer moves a range's lease to target (a zone's lease
+	// preferences; nil: such steps fail).
+	Transfer   func(ctx context.Context, rangeID, target uint64) error
 	Logger     *slog.Logger
 	Metrics    *Metrics
 	TimeSource timeutil.TimeSource
@@ -157,7 +160,16 @@ func (q *Queue) step(ctx context.Context, in Input, s Step) {
 	sctx, cancel := context.WithTimeout(ctx, q.cfg.StepTimeout)
 	defer cancel()
 	start := q.cfg.TimeSource.Now()
-	if err := q.cfg.Change(sctx, s.RangeID, s.Add, s.Remove); err != nil {
+	var err error
+	switch {
+	case s.Transfer != 0 && q.cfg.Transfer == nil:
+		err = errors.New("this queue cannot transfer leases (no Transfer)")
+	case s.Transfer != 0:
+		err = q.cfg.Transfer(sctx, s.RangeID, s.Transfer)
+	default:
+		err = q.cfg.Change(sctx, s.RangeID, s.Add, s.Remove)
+	}
+	if err != nil {
 		q.cfg.Metrics.actions.WithLabelValues(action, "error").Inc()
 		q.cfg.Logger.Warn("replicate queue: "+action+" failed; the next pass decides again", "range", s.RangeID, "node", s.Decision.Node, "err", err)
 		return

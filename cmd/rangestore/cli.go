@@ -51,6 +51,8 @@ func runner(name string) func(args []string) error {
 		return runNode
 	case "allocator":
 		return runAllocator
+	case "zone":
+		return runZone
 	}
 	return nil
 }
@@ -100,6 +102,19 @@ var commands = []command{
 			"deletes it); relocate moves the range's voters to exactly the NODEs, the lease to the first.\n" +
 			"explain prints what the allocator would do with RANGE now and why (every candidate node scored\n" +
 			"criterion by criterion); it changes nothing."},
+	{name: "zone", summary: "zone configs: replicas, constraints, lease preferences per key span (--host: any node)",
+		forms: []string{
+			"zone set SPAN [--num-replicas N] [--num-voters N] [--constraints C] [--voter-constraints C] [--lease-preferences P] [--range-min-bytes B] [--range-max-bytes B] [--gc-ttl D] [--dry-run]",
+			"zone get KEY",
+			"zone list",
+		},
+		details: "SPAN is default, START..END or START.. (client keys; END exclusive). set splits the ranges at the\n" +
+			"span's bounds and stores the fields given (the others are inherited from an enclosing span, then the\n" +
+			"default zone, whose replica count is the replication factor setting); the replicate queues move\n" +
+			"replicas and leases to match. Constraints: +key=value (required), -key=value (prohibited), or\n" +
+			"{\"+region=eu\":2} for a count; lease preferences: [+region=us] (first satisfiable wins). A valid\n" +
+			"config no node layout satisfies is stored and reported. --dry-run shows the allocator's first step\n" +
+			"per range without changing anything. get shows the resolved config a KEY is under."},
 	{name: "allocator", summary: "what the replicate queues would do now (--host: any node)",
 		forms: []string{"allocator plan [--host HOST:PORT]"},
 		details: "plan lists the replica changes every node's replicate queue would make now, at the node holding\n" +

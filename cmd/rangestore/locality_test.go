@@ -22,35 +22,10 @@ func TestRegionDiversityAndRepair(t *testing.T) {
 		t.Skip("multi-process test")
 	}
 	const procs = 6
-	pc := newProcClusterArgs(t, procs, []string{"--replicate-queue-interval", "1s", "--time-until-store-dead", "10s"})
-	regions := []string{"us", "eu", "ap"}
-	for i := 0; i < procs; i++ {
-		pc.SetArg(i, "--locality", fmt.Sprintf("region=%s,zone=%s-%c", regions[i/2], regions[i/2], 'a'+i%2), false)
-		pc.kill(i) // not initialized yet: restarted with its locality
-		pc.start(i)
-	}
-	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "10")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	pc, region := newRegionCluster(t, ctx, procs)
 	began := time.Now()
-	region := map[uint64]string{} // node ID -> region, from the directory
-	for len(region) < procs {
-		actx, c := context.WithTimeout(ctx, 3*time.Second)
-		r, err := rspb.NewAdminClient(pc.Conn(0)).Nodes(actx, &rspb.NodesRequest{})
-		c()
-		if err == nil {
-			for _, ns := range r.Nodes {
-				for _, tier := range ns.Node.GetLocality() {
-					if tier.Key == "region" {
-						region[ns.Node.NodeId] = tier.Value
-					}
-				}
-			}
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the directory never listed %d nodes with regions: %v", procs, region)
-		}
-	}
 	// Every range with three voters, one per region, on nodes in live.
 	diverse := func(live func(uint64) bool) ([]*rspb.RangeDescriptor, string) {
 		descs, err := readMetaAll(ctx, pc)
@@ -143,4 +118,39 @@ func TestRegionDiversityAndRepair(t *testing.T) {
 	}
 	t.Logf("repaired %.1f s after the kill (time-until-store-dead 10s), every replacement in region %s: %s",
 		time.Since(killed).Seconds(), region[victim], strings.Join(moved, " "))
+}
+
+// newRegionCluster starts procs processes in three regions (us, eu, ap;
+// two zones each, in process order), with the replicate queue every
+// second and a time-until-store-dead of 10 s, initializes them with 10
+// splits and returns the cluster and each node's region by node ID.
+func newRegionCluster(t *testing.T, ctx context.Context, procs int) (*procCluster, map[uint64]string) {
+	t.Helper()
+	pc := newProcClusterArgs(t, procs, []string{"--replicate-queue-interval", "1s", "--time-until-store-dead", "10s"})
+	regions := []string{"us", "eu", "ap"}
+	for i := 0; i < procs; i++ {
+		pc.SetArg(i, "--locality", fmt.Sprintf("region=%s,zone=%s-%c", regions[i*3/procs], regions[i*3/procs], 'a'+i%2), false)
+		pc.kill(i) // not initialized yet: restarted with its locality
+		pc.start(i)
+	}
+	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "10")
+	region := map[uint64]string{} // node ID -> region, from the directory
+	for len(region) < procs {
+		actx, c := context.WithTimeout(ctx, 3*time.Second)
+		r, err := rspb.NewAdminClient(pc.Conn(0)).Nodes(actx, &rspb.NodesRequest{})
+		c()
+		if err == nil {
+			for _, ns := range r.Nodes {
+				for _, tier := range ns.Node.GetLocality() {
+					if tier.Key == "region" {
+						region[ns.Node.NodeId] = tier.Value
+					}
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the directory never listed %d nodes with regions: %v", procs, region)
+		}
+	}
+	return pc, region
 }

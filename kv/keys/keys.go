@@ -48,6 +48,9 @@ var (
 	// (a decimal number; written by init and by SetReplicationFactor,
 	// read by the replicate queue; absent in clusters from before it: 3).
 	ReplicationFactorKey = []byte("\x00ssetting/replication-factor")
+	// ZonePrefix prefixes zone config records, keyed by the client key the
+	// record's span starts at (ZoneKey; the default zone at ZonePrefix).
+	ZonePrefix = []byte("\x00szone/")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.
@@ -177,4 +180,10 @@ func DefaultSplitKeys(n int) [][]byte {
 		}
 	}
 	return out
+}
+
+// ZoneKey is the key of the zone config record of the span of client keys
+// starting at start (empty: the default zone).
+func ZoneKey(start []byte) []byte {
+	return append(append([]byte(nil), ZonePrefix...), start...)
 }

@@ -1654,6 +1654,330 @@ func (x *ExplainRangeResponse) GetInputs() string {
 	return ""
 }
 
+type SetZoneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DefaultZone   bool                   `protobuf:"varint,1,opt,name=default_zone,json=defaultZone,proto3" json:"default_zone,omitempty"`                                             // the default zone (start_key and end_key unset)
+	StartKey      []byte                 `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`                                                       // client key, inclusive
+	EndKey        []byte                 `protobuf:"bytes,3,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`                                                             // client key, exclusive; empty: to the end
+	Fields        map[string]string      `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // e.g. "num_replicas" -> "5"
+	DryRun        bool                   `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetZoneRequest) Reset() {
+	*x = SetZoneRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetZoneRequest) ProtoMessage() {}
+
+func (x *SetZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetZoneRequest.ProtoReflect.Descriptor instead.
+func (*SetZoneRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetZoneRequest) GetDefaultZone() bool {
+	if x != nil {
+		return x.DefaultZone
+	}
+	return false
+}
+
+func (x *SetZoneRequest) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *SetZoneRequest) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *SetZoneRequest) GetFields() map[string]string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *SetZoneRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type SetZoneResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Record   *ZoneConfigRecord      `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`     // the record as written (or as it would be)
+	Resolved string                 `protobuf:"bytes,2,opt,name=resolved,proto3" json:"resolved,omitempty"` // the span's config with inherited fields
+	// unsatisfiable: "constraint not satisfiable: …" per problem with the
+	// nodes there are now (the config is stored anyway).
+	Unsatisfiable []string `protobuf:"bytes,3,rep,name=unsatisfiable,proto3" json:"unsatisfiable,omitempty"`
+	// changes: per range of the span, what the allocator would do first
+	// under the new config (dry_run) or will do (otherwise).
+	Changes       []string `protobuf:"bytes,4,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetZoneResponse) Reset() {
+	*x = SetZoneResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetZoneResponse) ProtoMessage() {}
+
+func (x *SetZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetZoneResponse.ProtoReflect.Descriptor instead.
+func (*SetZoneResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetZoneResponse) GetRecord() *ZoneConfigRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *SetZoneResponse) GetResolved() string {
+	if x != nil {
+		return x.Resolved
+	}
+	return ""
+}
+
+func (x *SetZoneResponse) GetUnsatisfiable() []string {
+	if x != nil {
+		return x.Unsatisfiable
+	}
+	return nil
+}
+
+func (x *SetZoneResponse) GetChanges() []string {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type GetZoneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // client key
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetZoneRequest) Reset() {
+	*x = GetZoneRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetZoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetZoneRequest) ProtoMessage() {}
+
+func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetZoneRequest.ProtoReflect.Descriptor instead.
+func (*GetZoneRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetZoneRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type GetZoneResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Record        *ZoneConfigRecord      `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"` // the record the key falls under (absent: only the default)
+	Resolved      string                 `protobuf:"bytes,2,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetZoneResponse) Reset() {
+	*x = GetZoneResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetZoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetZoneResponse) ProtoMessage() {}
+
+func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetZoneResponse.ProtoReflect.Descriptor instead.
+func (*GetZoneResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetZoneResponse) GetRecord() *ZoneConfigRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *GetZoneResponse) GetResolved() string {
+	if x != nil {
+		return x.Resolved
+	}
+	return ""
+}
+
+type ListZonesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListZonesRequest) Reset() {
+	*x = ListZonesRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListZonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListZonesRequest) ProtoMessage() {}
+
+func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListZonesRequest.ProtoReflect.Descriptor instead.
+func (*ListZonesRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+type ListZonesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*ZoneConfigRecord    `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"` // by start key, the default zone first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListZonesResponse) Reset() {
+	*x = ListZonesResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListZonesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListZonesResponse) ProtoMessage() {}
+
+func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListZonesResponse.ProtoReflect.Descriptor instead.
+func (*ListZonesResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListZonesResponse) GetRecords() []*ZoneConfigRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 type AllocatorPlanRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1662,7 +1986,7 @@ type AllocatorPlanRequest struct {
 
 func (x *AllocatorPlanRequest) Reset() {
 	*x = AllocatorPlanRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1998,7 @@ func (x *AllocatorPlanRequest) String() string {
 func (*AllocatorPlanRequest) ProtoMessage() {}
 
 func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +2011,7 @@ func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanRequest.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type PlannedChange struct {
@@ -1705,7 +2029,7 @@ type PlannedChange struct {
 
 func (x *PlannedChange) Reset() {
 	*x = PlannedChange{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2041,7 @@ func (x *PlannedChange) String() string {
 func (*PlannedChange) ProtoMessage() {}
 
 func (x *PlannedChange) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2054,7 @@ func (x *PlannedChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedChange.ProtoReflect.Descriptor instead.
 func (*PlannedChange) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PlannedChange) GetNodeId() uint64 {
@@ -1797,7 +2121,7 @@ type AllocatorPlanResponse struct {
 
 func (x *AllocatorPlanResponse) Reset() {
 	*x = AllocatorPlanResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +2133,7 @@ func (x *AllocatorPlanResponse) String() string {
 func (*AllocatorPlanResponse) ProtoMessage() {}
 
 func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2146,7 @@ func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanResponse.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AllocatorPlanResponse) GetChanges() []*PlannedChange {
@@ -1870,7 +2194,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +2206,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +2219,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -1921,7 +2245,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2257,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2270,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1965,7 +2289,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2301,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2314,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -2010,7 +2334,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2346,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2359,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -2061,7 +2385,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2397,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2410,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -2106,7 +2430,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2442,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2455,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -2157,7 +2481,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2493,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2506,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -2206,7 +2530,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2542,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2555,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2383,7 +2707,29 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"fromNodeId\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12 \n" +
 	"\vexplanation\x18\b \x01(\tR\vexplanation\x12\x16\n" +
-	"\x06inputs\x18\t \x01(\tR\x06inputs\"\x16\n" +
+	"\x06inputs\x18\t \x01(\tR\x06inputs\"\x80\x02\n" +
+	"\x0eSetZoneRequest\x12!\n" +
+	"\fdefault_zone\x18\x01 \x01(\bR\vdefaultZone\x12\x1b\n" +
+	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
+	"\aend_key\x18\x03 \x01(\fR\x06endKey\x12A\n" +
+	"\x06fields\x18\x04 \x03(\v2).rangestore.v1.SetZoneRequest.FieldsEntryR\x06fields\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x1a9\n" +
+	"\vFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x0fSetZoneResponse\x127\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.rangestore.v1.ZoneConfigRecordR\x06record\x12\x1a\n" +
+	"\bresolved\x18\x02 \x01(\tR\bresolved\x12$\n" +
+	"\runsatisfiable\x18\x03 \x03(\tR\runsatisfiable\x12\x18\n" +
+	"\achanges\x18\x04 \x03(\tR\achanges\"\"\n" +
+	"\x0eGetZoneRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"f\n" +
+	"\x0fGetZoneResponse\x127\n" +
+	"\x06record\x18\x01 \x01(\v2\x1f.rangestore.v1.ZoneConfigRecordR\x06record\x12\x1a\n" +
+	"\bresolved\x18\x02 \x01(\tR\bresolved\"\x12\n" +
+	"\x10ListZonesRequest\"N\n" +
+	"\x11ListZonesResponse\x129\n" +
+	"\arecords\x18\x01 \x03(\v2\x1f.rangestore.v1.ZoneConfigRecordR\arecords\"\x16\n" +
 	"\x14AllocatorPlanRequest\"\xd7\x01\n" +
 	"\rPlannedChange\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x19\n" +
@@ -2430,8 +2776,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\x8b\n" +
-	"\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xef\v\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -2443,7 +2788,10 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x0eChangeReplicas\x12$.rangestore.v1.ChangeReplicasRequest\x1a%.rangestore.v1.ChangeReplicasResponse\x12Z\n" +
 	"\rRelocateRange\x12#.rangestore.v1.RelocateRangeRequest\x1a$.rangestore.v1.RelocateRangeResponse\x12W\n" +
 	"\fExplainRange\x12\".rangestore.v1.ExplainRangeRequest\x1a#.rangestore.v1.ExplainRangeResponse\x12Z\n" +
-	"\rAllocatorPlan\x12#.rangestore.v1.AllocatorPlanRequest\x1a$.rangestore.v1.AllocatorPlanResponse\x12B\n" +
+	"\rAllocatorPlan\x12#.rangestore.v1.AllocatorPlanRequest\x1a$.rangestore.v1.AllocatorPlanResponse\x12H\n" +
+	"\aSetZone\x12\x1d.rangestore.v1.SetZoneRequest\x1a\x1e.rangestore.v1.SetZoneResponse\x12H\n" +
+	"\aGetZone\x12\x1d.rangestore.v1.GetZoneRequest\x1a\x1e.rangestore.v1.GetZoneResponse\x12N\n" +
+	"\tListZones\x12\x1f.rangestore.v1.ListZonesRequest\x1a .rangestore.v1.ListZonesResponse\x12B\n" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
@@ -2465,7 +2813,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -2493,83 +2841,101 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*ChangeReplicasResponse)(nil),       // 23: rangestore.v1.ChangeReplicasResponse
 	(*ExplainRangeRequest)(nil),          // 24: rangestore.v1.ExplainRangeRequest
 	(*ExplainRangeResponse)(nil),         // 25: rangestore.v1.ExplainRangeResponse
-	(*AllocatorPlanRequest)(nil),         // 26: rangestore.v1.AllocatorPlanRequest
-	(*PlannedChange)(nil),                // 27: rangestore.v1.PlannedChange
-	(*AllocatorPlanResponse)(nil),        // 28: rangestore.v1.AllocatorPlanResponse
-	(*RelocateRangeRequest)(nil),         // 29: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 30: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 31: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 32: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 33: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 34: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 35: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 36: rangestore.v1.SetReplicationFactorResponse
-	(*NodeDescriptor)(nil),               // 37: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 38: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 39: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 40: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 41: rangestore.v1.LocalityTier
+	(*SetZoneRequest)(nil),               // 26: rangestore.v1.SetZoneRequest
+	(*SetZoneResponse)(nil),              // 27: rangestore.v1.SetZoneResponse
+	(*GetZoneRequest)(nil),               // 28: rangestore.v1.GetZoneRequest
+	(*GetZoneResponse)(nil),              // 29: rangestore.v1.GetZoneResponse
+	(*ListZonesRequest)(nil),             // 30: rangestore.v1.ListZonesRequest
+	(*ListZonesResponse)(nil),            // 31: rangestore.v1.ListZonesResponse
+	(*AllocatorPlanRequest)(nil),         // 32: rangestore.v1.AllocatorPlanRequest
+	(*PlannedChange)(nil),                // 33: rangestore.v1.PlannedChange
+	(*AllocatorPlanResponse)(nil),        // 34: rangestore.v1.AllocatorPlanResponse
+	(*RelocateRangeRequest)(nil),         // 35: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 36: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 37: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 38: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 39: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 40: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 41: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 42: rangestore.v1.SetReplicationFactorResponse
+	nil,                                  // 43: rangestore.v1.SetZoneRequest.FieldsEntry
+	(*NodeDescriptor)(nil),               // 44: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 45: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 46: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 47: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 48: rangestore.v1.LocalityTier
+	(*ZoneConfigRecord)(nil),             // 49: rangestore.v1.ZoneConfigRecord
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	37, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	38, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	38, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	39, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	44, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	45, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	45, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	46, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	37, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	44, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	40, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	47, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	10, // 9: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	41, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	48, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	9,  // 11: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	9,  // 12: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
 	1,  // 13: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	18, // 14: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
 	1,  // 15: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	38, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	38, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	27, // 18: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
-	38, // 19: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	38, // 20: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	38, // 21: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	38, // 22: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	38, // 23: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 24: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 25: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 26: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	33, // 27: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	31, // 28: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	22, // 29: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	29, // 30: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	24, // 31: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
-	26, // 32: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
-	11, // 33: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	13, // 34: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	35, // 35: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	15, // 36: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	17, // 37: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	20, // 38: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 39: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 40: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 41: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	34, // 42: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	32, // 43: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	23, // 44: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	30, // 45: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	25, // 46: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	28, // 47: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
-	12, // 48: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	14, // 49: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	36, // 50: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	16, // 51: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	19, // 52: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	21, // 53: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	39, // [39:54] is the sub-list for method output_type
-	24, // [24:39] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	45, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	45, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	43, // 18: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
+	49, // 19: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	49, // 20: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	49, // 21: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
+	33, // 22: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
+	45, // 23: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	45, // 24: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	45, // 25: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	45, // 26: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	45, // 27: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 28: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 29: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	7,  // 30: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	39, // 31: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	37, // 32: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	22, // 33: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	35, // 34: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	24, // 35: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	32, // 36: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
+	26, // 37: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
+	28, // 38: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
+	30, // 39: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
+	11, // 40: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	13, // 41: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	41, // 42: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	15, // 43: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	17, // 44: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	20, // 45: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 46: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	6,  // 47: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	8,  // 48: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	40, // 49: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	38, // 50: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	23, // 51: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	36, // 52: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	25, // 53: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	34, // 54: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	27, // 55: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
+	29, // 56: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
+	31, // 57: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
+	12, // 58: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	14, // 59: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	42, // 60: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	16, // 61: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	19, // 62: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	21, // 63: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	46, // [46:64] is the sub-list for method output_type
+	28, // [28:46] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -2585,7 +2951,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,9 @@ const (
 	Admin_RelocateRange_FullMethodName        = "/rangestore.v1.Admin/RelocateRange"
 	Admin_ExplainRange_FullMethodName         = "/rangestore.v1.Admin/ExplainRange"
 	Admin_AllocatorPlan_FullMethodName        = "/rangestore.v1.Admin/AllocatorPlan"
+	Admin_SetZone_FullMethodName              = "/rangestore.v1.Admin/SetZone"
+	Admin_GetZone_FullMethodName              = "/rangestore.v1.Admin/GetZone"
+	Admin_ListZones_FullMethodName            = "/rangestore.v1.Admin/ListZones"
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
@@ -80,6 +83,18 @@ type AdminClient interface {
 	// cluster would make now, each at the node holding the range's lease
 	// (read-only; the answering node's view of meta, liveness and leases).
 	AllocatorPlan(ctx context.Context, in *AllocatorPlanRequest, opts ...grpc.CallOption) (*AllocatorPlanResponse, error)
+	// SetZone sets fields of the zone config of a span of client keys (or
+	// of the default zone): it splits the ranges at the span's bounds, then
+	// writes the record; the replicate queues carry it out. Invalid fields
+	// are refused (InvalidArgument naming the field), a span that partly
+	// overlaps another zone's is refused (FailedPrecondition); a valid
+	// config no node layout can satisfy is accepted and reported per range.
+	// dry_run changes nothing and says what the allocator would do first.
+	SetZone(ctx context.Context, in *SetZoneRequest, opts ...grpc.CallOption) (*SetZoneResponse, error)
+	// GetZone is the zone config a client key is under, resolved.
+	GetZone(ctx context.Context, in *GetZoneRequest, opts ...grpc.CallOption) (*GetZoneResponse, error)
+	// ListZones lists the zone config records.
+	ListZones(ctx context.Context, in *ListZonesRequest, opts ...grpc.CallOption) (*ListZonesResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -210,6 +225,36 @@ func (c *adminClient) AllocatorPlan(ctx context.Context, in *AllocatorPlanReques
 	return out, nil
 }
 
+func (c *adminClient) SetZone(ctx context.Context, in *SetZoneRequest, opts ...grpc.CallOption) (*SetZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetZoneResponse)
+	err := c.cc.Invoke(ctx, Admin_SetZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetZone(ctx context.Context, in *GetZoneRequest, opts ...grpc.CallOption) (*GetZoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetZoneResponse)
+	err := c.cc.Invoke(ctx, Admin_GetZone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListZones(ctx context.Context, in *ListZonesRequest, opts ...grpc.CallOption) (*ListZonesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListZonesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListZones_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodesResponse)
@@ -305,6 +350,18 @@ type AdminServer interface {
 	// cluster would make now, each at the node holding the range's lease
 	// (read-only; the answering node's view of meta, liveness and leases).
 	AllocatorPlan(context.Context, *AllocatorPlanRequest) (*AllocatorPlanResponse, error)
+	// SetZone sets fields of the zone config of a span of client keys (or
+	// of the default zone): it splits the ranges at the span's bounds, then
+	// writes the record; the replicate queues carry it out. Invalid fields
+	// are refused (InvalidArgument naming the field), a span that partly
+	// overlaps another zone's is refused (FailedPrecondition); a valid
+	// config no node layout can satisfy is accepted and reported per range.
+	// dry_run changes nothing and says what the allocator would do first.
+	SetZone(context.Context, *SetZoneRequest) (*SetZoneResponse, error)
+	// GetZone is the zone config a client key is under, resolved.
+	GetZone(context.Context, *GetZoneRequest) (*GetZoneResponse, error)
+	// ListZones lists the zone config records.
+	ListZones(context.Context, *ListZonesRequest) (*ListZonesResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
@@ -371,6 +428,15 @@ func (UnimplementedAdminServer) ExplainRange(context.Context, *ExplainRangeReque
 }
 func (UnimplementedAdminServer) AllocatorPlan(context.Context, *AllocatorPlanRequest) (*AllocatorPlanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AllocatorPlan not implemented")
+}
+func (UnimplementedAdminServer) SetZone(context.Context, *SetZoneRequest) (*SetZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetZone not implemented")
+}
+func (UnimplementedAdminServer) GetZone(context.Context, *GetZoneRequest) (*GetZoneResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetZone not implemented")
+}
+func (UnimplementedAdminServer) ListZones(context.Context, *ListZonesRequest) (*ListZonesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListZones not implemented")
 }
 func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
@@ -573,6 +639,60 @@ func _Admin_AllocatorPlan_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetZone(ctx, req.(*SetZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetZone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetZoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetZone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetZone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetZone(ctx, req.(*GetZoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListZones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListZonesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListZones(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListZones_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListZones(ctx, req.(*ListZonesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodesRequest)
 	if err := dec(in); err != nil {
@@ -723,6 +843,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AllocatorPlan",
 			Handler:    _Admin_AllocatorPlan_Handler,
+		},
+		{
+			MethodName: "SetZone",
+			Handler:    _Admin_SetZone_Handler,
+		},
+		{
+			MethodName: "GetZone",
+			Handler:    _Admin_GetZone_Handler,
+		},
+		{
+			MethodName: "ListZones",
+			Handler:    _Admin_ListZones_Handler,
 		},
 		{
 			MethodName: "Nodes",

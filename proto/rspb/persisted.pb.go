@@ -1683,6 +1683,73 @@ func (x *SnapshotHeader) GetLocal() []*KeyValue {
 	return nil
 }
 
+// ZoneConfigRecord is the zone config of a span of client keys, stored in
+// the system range at keys.ZoneKey(start_key) (`zone set`). fields holds
+// what the operator set, as the CLI writes it (name -> value, e.g.
+// "constraints" -> "[+region=eu]"; allocator.ParseZoneConfig reads it);
+// every field not set is inherited: from the default zone's record, then
+// from the built-in default with the replication factor setting as its
+// replica count. The default zone's record has empty start and end keys.
+type ZoneConfigRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StartKey      []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // client key, inclusive
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // client key, exclusive; empty: to the end of the keyspace
+	Fields        map[string]string      `protobuf:"bytes,3,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ZoneConfigRecord) Reset() {
+	*x = ZoneConfigRecord{}
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ZoneConfigRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ZoneConfigRecord) ProtoMessage() {}
+
+func (x *ZoneConfigRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ZoneConfigRecord.ProtoReflect.Descriptor instead.
+func (*ZoneConfigRecord) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ZoneConfigRecord) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *ZoneConfigRecord) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *ZoneConfigRecord) GetFields() map[string]string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
 var File_rangestore_v1_persisted_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_persisted_proto_rawDesc = "" +
@@ -1828,7 +1895,14 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x0eSnapshotHeader\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12-\n" +
-	"\x05local\x18\x03 \x03(\v2\x17.rangestore.v1.KeyValueR\x05local*'\n" +
+	"\x05local\x18\x03 \x03(\v2\x17.rangestore.v1.KeyValueR\x05local\"\xc8\x01\n" +
+	"\x10ZoneConfigRecord\x12\x1b\n" +
+	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\x12C\n" +
+	"\x06fields\x18\x03 \x03(\v2+.rangestore.v1.ZoneConfigRecord.FieldsEntryR\x06fields\x1a9\n" +
+	"\vFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*'\n" +
 	"\vReplicaType\x12\t\n" +
 	"\x05VOTER\x10\x00\x12\r\n" +
 	"\tNON_VOTER\x10\x01*d\n" +
@@ -1850,7 +1924,7 @@ func file_rangestore_v1_persisted_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_persisted_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rangestore_v1_persisted_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
 	(LivenessMembership)(0),       // 1: rangestore.v1.LivenessMembership
@@ -1874,12 +1948,14 @@ var file_rangestore_v1_persisted_proto_goTypes = []any{
 	(*GCCommand)(nil),             // 19: rangestore.v1.GCCommand
 	(*RaftResult)(nil),            // 20: rangestore.v1.RaftResult
 	(*SnapshotHeader)(nil),        // 21: rangestore.v1.SnapshotHeader
-	nil,                           // 22: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	nil,                           // 23: rangestore.v1.SplitCommand.RightMembersEntry
-	(*Timestamp)(nil),             // 24: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),          // 25: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),         // 26: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 27: rangestore.v1.KeyValue
+	(*ZoneConfigRecord)(nil),      // 22: rangestore.v1.ZoneConfigRecord
+	nil,                           // 23: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 24: rangestore.v1.SplitCommand.RightMembersEntry
+	nil,                           // 25: rangestore.v1.ZoneConfigRecord.FieldsEntry
+	(*Timestamp)(nil),             // 26: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),          // 27: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 28: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 29: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	3,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -1887,17 +1963,17 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	5,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	4,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	6,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	22, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	23, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	2,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	6,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
-	24, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	24, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	24, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	26, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	26, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	26, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 12: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
 	10, // 13: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
 	10, // 14: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	24, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	26, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
 	14, // 16: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
 	12, // 17: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
 	19, // 18: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
@@ -1905,28 +1981,29 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	15, // 20: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
 	16, // 21: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
 	18, // 22: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
-	25, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	27, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
 	20, // 24: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	25, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	27, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
 	20, // 26: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
 	6,  // 27: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 28: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	24, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	26, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
 	6,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	23, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	24, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
 	6,  // 33: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
-	24, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	26, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	26, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	28, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
 	9,  // 36: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	24, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	26, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
 	6,  // 38: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	27, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	29, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	25, // 40: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }
@@ -1950,7 +2027,7 @@ func file_rangestore_v1_persisted_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_persisted_proto_rawDesc), len(file_rangestore_v1_persisted_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
