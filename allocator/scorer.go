@@ -371,13 +371,7 @@ func (s *scorer) violations(voters, nonVoters []*Node) int {
 			if c.NumReplicas == 0 {
 				continue
 			}
-			matched := 0
-			for _, n := range ns {
-				if ok, _ := c.satisfiedBy(n.Locality); ok {
-					matched++
-				}
-			}
-			v += max(0, int(c.NumReplicas)-matched)
+			v += max(0, int(c.NumReplicas)-matching(c, ns))
 		}
 	}
 	count(s.in.Zone.Constraints, append(append([]*Node(nil), voters...), nonVoters...))
@@ -815,6 +809,17 @@ func (s *scorer) constraintMove() (Decision, bool) {
 		why, bestFrom.node.ID, kind(bestFrom), bestFrom.desc.ReplicaId, best.node.ID, best.violations)), true
 }
 
+// matching counts the nodes of ns that satisfy c.
+func matching(c Conjunction, ns []*Node) int {
+	matched := 0
+	for _, n := range ns {
+		if ok, _ := c.satisfiedBy(n.Locality); ok {
+			matched++
+		}
+	}
+	return matched
+}
+
 // unmetCounts names the per-replica-count constraints the range falls
 // short of: `+region=eu: 1 of 2 replicas`.
 func (s *scorer) unmetCounts() string {
@@ -825,12 +830,7 @@ func (s *scorer) unmetCounts() string {
 			if c.NumReplicas == 0 {
 				continue
 			}
-			matched := 0
-			for _, n := range ns {
-				if ok, _ := c.satisfiedBy(n.Locality); ok {
-					matched++
-				}
-			}
+			matched := matching(c, ns)
 			if matched < int(c.NumReplicas) {
 				parts = append(parts, fmt.Sprintf("%s %s: %d of %d", field, c, matched, c.NumReplicas))
 			}

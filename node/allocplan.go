@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/allocator"
@@ -27,13 +24,10 @@ import (
 // waiting. Changes in flight at other nodes are not known here: their
 // intermediate states may show as steps. Nothing is changed.
 func (n *Node) AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, error) {
-	if n.store.ClusterRecord() == nil {
-		return nil, errNotInitialized
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
+	ctx, cancel, err := n.operatorCtx(ctx, 15*time.Second)
+	defer cancel()
+	if err != nil {
+		return nil, err
 	}
 	in, err := n.gatherRebalance(ctx)
 	if err != nil {
@@ -101,39 +95,17 @@ func (n *Node) AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, 
 // leaseholders asks every node of the directory for the ranges whose
 // valid lease it holds (at most 2 s; an unreachable node holds none).
 func (n *Node) leaseholders(ctx context.Context) map[uint64]uint64 {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	out := map[uint64]uint64{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	var ids []uint64
 	for _, d := range n.Directory() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var infos []*rspb.RangeInfo
-			if d.NodeId == n.NodeID() {
-				infos = n.store.Ranges()
-			} else {
-				c, err := grpc.NewClient(d.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				r, err := rspb.NewAdminClient(c).Ranges(ctx, &rspb.RangesRequest{})
-				if err != nil {
-					return
-				}
-				infos = r.Ranges
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, ri := range infos {
-				if ri.LeaseValid && ri.Lease.GetNodeId() == d.NodeId {
-					out[ri.RangeDescriptor.GetRangeId()] = d.NodeId
-				}
-			}
-		}()
+		ids = append(ids, d.NodeId)
 	}
-	wg.Wait()
+	out := map[uint64]uint64{}
+	for id, infos := range n.rangeInfosOf(ctx, ids) {
+		for _, ri := range infos {
+			if ri.LeaseValid && ri.Lease.GetNodeId() == id {
+				out[ri.RangeDescriptor.GetRangeId()] = id
+			}
+		}
+	}
 	return out
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/allocator"
@@ -26,26 +23,14 @@ import (
 // zone config is the default one with the replication factor setting as
 // its replica count (zone configs per span are not stored yet).
 func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error) {
-	if n.store.ClusterRecord() == nil {
-		return nil, errNotInitialized
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
-	descs, err := n.MetaRanges(ctx)
+	ctx, cancel, err := n.operatorCtx(ctx, 10*time.Second)
+	defer cancel()
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "reading meta: %v", err)
+		return nil, err
 	}
-	var desc *rspb.RangeDescriptor
-	for _, d := range descs {
-		if d.RangeId == rangeID {
-			desc = d
-		}
-	}
-	if desc == nil {
-		return nil, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
+	desc, descs, err := n.metaDescriptor(ctx, rangeID)
+	if err != nil {
+		return nil, err
 	}
 	factor, err := n.ReplicationFactor(ctx)
 	if err != nil {
@@ -124,42 +109,16 @@ func fillDisks(nodes []allocator.Node, stores map[uint64]gossip.Entry) {
 // leaseOf asks the nodes of d's replicas for the range's valid lease and
 // the leaseholder's QPS figure (0, 0 if no replica answers with one).
 func (n *Node) leaseOf(ctx context.Context, d *rspb.RangeDescriptor) (holder uint64, qps float64) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	var ids []uint64
 	for _, rep := range d.Replicas {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var infos []*rspb.RangeInfo
-			if rep.NodeId == n.NodeID() {
-				infos = n.store.Ranges()
-			} else {
-				addr, ok := n.NodeAddress(rep.NodeId)
-				if !ok {
-					return
-				}
-				c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				r, err := rspb.NewAdminClient(c).Ranges(ctx, &rspb.RangesRequest{})
-				if err != nil {
-					return
-				}
-				infos = r.Ranges
-			}
-			for _, ri := range infos {
-				if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaseValid && ri.Lease.GetNodeId() == rep.NodeId {
-					mu.Lock()
-					holder, qps = rep.NodeId, ri.Qps
-					mu.Unlock()
-				}
-			}
-		}()
+		ids = append(ids, rep.NodeId)
 	}
-	wg.Wait()
+	for id, infos := range n.rangeInfosOf(ctx, ids) {
+		for _, ri := range infos {
+			if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaseValid && ri.Lease.GetNodeId() == id {
+				holder, qps = id, ri.Qps
+			}
+		}
+	}
 	return holder, qps
 }

@@ -7,9 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -142,12 +139,7 @@ func (n *Node) joinGossip(ctx context.Context, g *gossip.Gossip, missing []*rspb
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := grpc.NewClient(d.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			info, err := rspb.NewInternalClient(c).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+			info, err := n.peerNodeInfo(ctx, d.Address)
 			if err != nil || info.ClusterId != n.ClusterID() || info.GossipAddress == "" {
 				return
 			}

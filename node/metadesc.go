@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
@@ -72,12 +70,7 @@ func (n *Node) RefreshMetaRange(ctx context.Context) bool {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := grpc.NewClient(d.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			info, err := rspb.NewInternalClient(c).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+			info, err := n.peerNodeInfo(ctx, d.Address)
 			if err != nil || info.ClusterId != n.ClusterID() || info.MetaRange == nil {
 				return
 			}

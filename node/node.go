@@ -642,18 +642,9 @@ func (n *Node) RelocateRange(ctx context.Context, rangeID uint64, voters []uint6
 		ctx, cancel = context.WithTimeout(ctx, DefaultChangeReplicasTimeout)
 		defer cancel()
 	}
-	descs, err := n.MetaRanges(ctx)
+	desc, _, err := n.metaDescriptor(ctx, rangeID)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "looking up r%d in meta: %v", rangeID, err)
-	}
-	var desc *rspb.RangeDescriptor
-	for _, d := range descs {
-		if d.RangeId == rangeID {
-			desc = d
-		}
-	}
-	if desc == nil {
-		return nil, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
+		return nil, err
 	}
 	want := map[uint64]bool{}
 	for _, id := range voters {

@@ -92,13 +92,10 @@ var errNotInitialized = status.Error(codes.FailedPrecondition, "node not initial
 // missing, with stats_error saying why), and the store descriptor is the
 // one this node heard by gossip (none if not heard within the TTL).
 func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error) {
-	if n.store.ClusterRecord() == nil {
-		return nil, errNotInitialized
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
+	ctx, cancel, err := n.operatorCtx(ctx, 10*time.Second)
+	defer cancel()
+	if err != nil {
+		return nil, err
 	}
 	dir, err := n.readDirectory(ctx)
 	if err != nil {

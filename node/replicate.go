@@ -195,13 +195,10 @@ func (n *Node) SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetR
 	if err := rebalance.ValidateFactor(factor); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "replication_factor: %v", err)
 	}
-	if n.store.ClusterRecord() == nil {
-		return nil, errNotInitialized
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
+	ctx, cancel, err := n.operatorCtx(ctx, 10*time.Second)
+	defer cancel()
+	if err != nil {
+		return nil, err
 	}
 	prev, err := n.ReplicationFactor(ctx)
 	if err != nil {

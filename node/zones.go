@@ -120,13 +120,10 @@ func rangeZone(zones []zoneSpan, d *rspb.RangeDescriptor, factor int) (allocator
 // SetZone validates and stores the fields of a span's zone config (see
 // Admin.SetZone).
 func (n *Node) SetZone(ctx context.Context, req *rspb.SetZoneRequest) (*rspb.SetZoneResponse, error) {
-	if n.store.ClusterRecord() == nil {
-		return nil, errNotInitialized
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
+	ctx, cancel, err := n.operatorCtx(ctx, 30*time.Second)
+	defer cancel()
+	if err != nil {
+		return nil, err
 	}
 	rec := &rspb.ZoneConfigRecord{StartKey: req.StartKey, EndKey: req.EndKey, Fields: map[string]string{}}
 	switch {

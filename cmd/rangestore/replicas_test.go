@@ -17,30 +17,8 @@ import (
 // against a 4-node cluster (each range on 3 nodes), and their usage and
 // refusal messages.
 func TestCLIChangeReplicas(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
+	tc, d, missing := startFourNodes(t)
 	h := tc.Addr(0)
-	var d *rspb.RangeDescriptor
-	for _, r := range tc.Init.Ranges {
-		if keys.InSpan(keys.UserKey([]byte("k")), r.StartKey, r.EndKey) {
-			d = r
-		}
-	}
-	has := map[uint64]bool{}
-	for _, r := range d.Replicas {
-		has[r.NodeId] = true
-	}
-	var missing uint64
-	for i := 0; i < tc.NumNodes(); i++ {
-		if id := tc.Node(i).NodeID(); !has[id] {
-			missing = id
-		}
-	}
 	rng := fmt.Sprintf("r%d", d.RangeId)
 	run := func(args ...string) cliResult {
 		return runBin(t, nil, append([]string{"range", "--host", h}, args...)...)
@@ -75,27 +53,7 @@ func TestCLIChangeReplicas(t *testing.T) {
 func TestCLIRangeExplain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	var d *rspb.RangeDescriptor
-	for _, r := range tc.Init.Ranges {
-		if keys.InSpan(keys.UserKey([]byte("k")), r.StartKey, r.EndKey) {
-			d = r
-		}
-	}
-	has := map[uint64]bool{}
-	for _, r := range d.Replicas {
-		has[r.NodeId] = true
-	}
-	var missing uint64
-	for i := 0; i < tc.NumNodes(); i++ {
-		if id := tc.Node(i).NodeID(); !has[id] {
-			missing = id
-		}
-	}
+	tc, d, missing := startFourNodes(t)
 	if _, err := tc.Node(0).ChangeReplicas(ctx, d.RangeId, []uint64{missing}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -129,4 +87,35 @@ func TestCLIRangeExplain(t *testing.T) {
 	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "r999"); r.code == 0 || !strings.Contains(r.errOut, "r999 not found") {
 		t.Errorf("explain r999: %s", r)
 	}
+}
+
+// startFourNodes starts a 4-node in-process cluster (each range on 3
+// nodes, no replicate queue) and returns it, the range holding "k", and a
+// node without a replica of it.
+func startFourNodes(t *testing.T) (*node.TestCluster, *rspb.RangeDescriptor, uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
+	var d *rspb.RangeDescriptor
+	for _, r := range tc.Init.Ranges {
+		if keys.InSpan(keys.UserKey([]byte("k")), r.StartKey, r.EndKey) {
+			d = r
+		}
+	}
+	has := map[uint64]bool{}
+	for _, r := range d.Replicas {
+		has[r.NodeId] = true
+	}
+	var missing uint64
+	for i := 0; i < tc.NumNodes(); i++ {
+		if id := tc.Node(i).NodeID(); !has[id] {
+			missing = id
+		}
+	}
+	return tc, d, missing
 }
