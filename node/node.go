@@ -140,6 +140,9 @@ type Node struct {
 	replicateQueue *rebalance.Queue
 	// drainMu serializes drains (Stop, DrainNode, decommission).
 	drainMu sync.Mutex
+	// lastDecision: range ID -> the last step this node's replicate queue
+	// carried out for it (noteDecision), for `range list`.
+	lastDecision sync.Map
 	// gossip spreads the store descriptors (gossip.go); nil until the
 	// node has an ID, and after Stop.
 	gossip atomic.Pointer[gossip.Gossip]
@@ -352,7 +355,15 @@ func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 func (n *Node) MetaRange() *rspb.RangeDescriptor { return n.store.MetaDescriptor() }
 
 // Ranges lists local replicas.
-func (n *Node) Ranges() []*rspb.RangeInfo { return n.store.Ranges() }
+func (n *Node) Ranges() []*rspb.RangeInfo {
+	out := n.store.Ranges()
+	for _, ri := range out {
+		if v, ok := n.lastDecision.Load(ri.RangeDescriptor.GetRangeId()); ok {
+			ri.LastDecision = v.(string)
+		}
+	}
+	return out
+}
 
 // Bootstrap joins this node to a new cluster (called by init). The request
 // must lay out a valid cluster and name the membership of this node's join

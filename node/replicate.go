@@ -47,6 +47,7 @@ func (n *Node) startReplicateQueue() {
 			return err
 		},
 		Transfer:   n.TransferLease,
+		Done:       n.noteDecision,
 		Logger:     n.log.With("queue", "replicate"),
 		Metrics:    rebalance.NewMetrics(n.registry),
 		TimeSource: n.cfg.TimeSource,
@@ -226,4 +227,19 @@ func (n *Node) SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetR
 		n.replicateQueue.Kick()
 	}
 	return resp, nil
+}
+
+// noteDecision keeps the last step the replicate queue carried out for a
+// range, for `range list` (RangeInfo.last_decision).
+func (n *Node) noteDecision(s rebalance.Step, err error) {
+	what := fmt.Sprintf("n%d", s.Decision.Node)
+	if s.Decision.From != 0 {
+		what = fmt.Sprintf("n%d->n%d", s.Decision.From, s.Decision.Node)
+	}
+	outcome := "done"
+	if err != nil {
+		outcome = "failed: " + err.Error()
+	}
+	n.lastDecision.Store(s.RangeID, fmt.Sprintf("%s %s at %s, %s: %s", s.Decision.Action, what,
+		time.Now().UTC().Format("15:04:05"), outcome, s.Decision.Reason))
 }

@@ -39,6 +39,9 @@ type Config struct {
 	Current func(rangeID uint64) (*rspb.RangeDescriptor, bool)
 	// Change carries out one replica change (ranges.Store.ChangeReplicas).
 	Change func(ctx context.Context, rangeID uint64, add, remove []uint64) error
+	// Done, when set, is told the outcome of every step carried out (err
+	// nil: done), after it ran; it must not block.
+	Done func(s Step, err error)
 	// Transfer moves a range's lease to target (a zone's lease
 	// preferences; nil: such steps fail).
 	Transfer   func(ctx context.Context, rangeID, target uint64) error
@@ -168,6 +171,9 @@ func (q *Queue) step(ctx context.Context, in Input, s Step) {
 		err = q.cfg.Transfer(sctx, s.RangeID, s.Transfer)
 	default:
 		err = q.cfg.Change(sctx, s.RangeID, s.Add, s.Remove)
+	}
+	if q.cfg.Done != nil {
+		q.cfg.Done(s, err)
 	}
 	if err != nil {
 		q.cfg.Metrics.actions.WithLabelValues(action, "error").Inc()

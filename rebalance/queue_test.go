@@ -28,7 +28,7 @@ func TestPassSteps(t *testing.T) {
 		v.Desc.Generation = 7
 		in.Ranges = append(in.Ranges, v)
 	}
-	var called []string
+	var called, done []string
 	cur := map[uint64]struct {
 		gen  uint64
 		mine bool
@@ -48,6 +48,9 @@ func TestPassSteps(t *testing.T) {
 			}
 			return nil
 		},
+		Done: func(s Step, err error) {
+			done = append(done, fmt.Sprintf("r%d:%v", s.RangeID, err))
+		},
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics: m,
 	})
@@ -60,6 +63,9 @@ func TestPassSteps(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(called), "[r2+[3]-[] r5+[3]-[]]"; got != want {
 		t.Fatalf("changes %s, want %s (r3's lease moved, r4's descriptor changed)\n%s", got, want, p)
+	}
+	if got, want := fmt.Sprint(done), "[r2:snapshot failed r5:<nil>]"; got != want {
+		t.Errorf("outcomes told to Done: %s, want %s", got, want)
 	}
 	for _, c := range []struct {
 		result string

@@ -134,7 +134,7 @@ func tsString(ts *rspb.Timestamp) string {
 func runRange(args []string) error {
 	fs := newFlagSet("range")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of the node to ask")
-	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key and frozen_into")
+	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key, and the last allocator decision carried out here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -213,6 +213,11 @@ func runRange(args []string) error {
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	for _, ri := range r.Ranges {
+		if *verbose && ri.LastDecision != "" {
+			fmt.Fprintf(stdout, "r%d last allocator decision: %s\n", ri.RangeDescriptor.GetRangeId(), ri.LastDecision)
+		}
 	}
 	for _, ri := range r.Ranges {
 		if ri.FrozenInto != 0 {

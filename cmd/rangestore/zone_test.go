@@ -128,6 +128,17 @@ func TestZoneLeasePreferences(t *testing.T) {
 		t.Errorf("the dry run predicted lease transfers for %v; the leases outside ap were those of %v\n%s", moved, outside, dry.out)
 	}
 	t.Logf("every lease of [b, m) (%d ranges) in ap %.1f s after zone set; the dry run predicted transfers for %v, the ones outside ap", len(span), time.Since(start).Seconds(), moved)
+	// range list --verbose on a node whose queue moved a lease shows the
+	// decision it carried out.
+	if len(predicted) > 0 {
+		var rid uint64
+		fmt.Sscanf(moved[0], "r%d", &rid)
+		from := before[rid]
+		l := runBin(t, nil, "range", "--host", pc.addrs[pc.indexOfNodeID(from)], "list", "--verbose")
+		if l.code != 0 || !strings.Contains(l.out, fmt.Sprintf("r%d last allocator decision: transfer-lease", rid)) || !strings.Contains(l.out, "lease preference") {
+			t.Errorf("range list --verbose on n%d does not show r%d's lease transfer:\n%s", from, rid, l)
+		}
+	}
 	if g := zone("get", "c"); g.code != 0 || !strings.Contains(g.out, "zone b..m") || !strings.Contains(g.out, "lease_preferences=[[+region=ap]]") || !strings.Contains(g.out, "gc_ttl=7200") {
 		t.Errorf("zone get c: %s", g)
 	}

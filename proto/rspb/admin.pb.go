@@ -322,8 +322,12 @@ type RangeInfo struct {
 	Qps             float64                `protobuf:"fixed64,10,opt,name=qps,proto3" json:"qps,omitempty"`                                  // requests/s served here as leaseholder (last full second)
 	HotKey          []byte                 `protobuf:"bytes,11,opt,name=hot_key,json=hotKey,proto3" json:"hot_key,omitempty"`                // a single key dominating the load (cannot be split), if any
 	FrozenInto      uint64                 `protobuf:"varint,12,opt,name=frozen_into,json=frozenInto,proto3" json:"frozen_into,omitempty"`   // non-zero: frozen for a merge into this range
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// last_decision: the last allocator decision this node's replicate
+	// queue carried out for the range, with its reason and outcome (empty:
+	// none since the node started).
+	LastDecision  string `protobuf:"bytes,13,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeInfo) Reset() {
@@ -438,6 +442,13 @@ func (x *RangeInfo) GetFrozenInto() uint64 {
 		return x.FrozenInto
 	}
 	return 0
+}
+
+func (x *RangeInfo) GetLastDecision() string {
+	if x != nil {
+		return x.LastDecision
+	}
+	return ""
 }
 
 type RangesResponse struct {
@@ -2595,7 +2606,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\",\n" +
 	"\rRangesRequest\x12\x1b\n" +
-	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xbe\x03\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xe3\x03\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -2612,7 +2623,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	" \x01(\x01R\x03qps\x12\x17\n" +
 	"\ahot_key\x18\v \x01(\fR\x06hotKey\x12\x1f\n" +
 	"\vfrozen_into\x18\f \x01(\x04R\n" +
-	"frozenInto\"B\n" +
+	"frozenInto\x12#\n" +
+	"\rlast_decision\x18\r \x01(\tR\flastDecision\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
