@@ -132,7 +132,9 @@ func TestZoneLeasePreferences(t *testing.T) {
 	// decision it carried out.
 	if len(predicted) > 0 {
 		var rid uint64
-		fmt.Sscanf(moved[0], "r%d", &rid)
+		if _, err := fmt.Sscanf(moved[0], "r%d", &rid); err != nil {
+			t.Fatalf("range %q: %v", moved[0], err)
+		}
 		from := before[rid]
 		l := runBin(t, nil, "range", "--host", pc.addrs[pc.indexOfNodeID(from)], "list", "--verbose")
 		if l.code != 0 || !strings.Contains(l.out, fmt.Sprintf("r%d last allocator decision: transfer-lease", rid)) || !strings.Contains(l.out, "lease preference") {
