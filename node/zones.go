@@ -14,6 +14,7 @@ import (
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/rebalance"
 )
 
 // Zone configs (issue 12 item 2): records in the system range
@@ -254,11 +255,7 @@ func (n *Node) zoneChanges(ctx context.Context, zones []zoneSpan, rec *rspb.Zone
 			out = append(out, fmt.Sprintf("r%d: %v", d.RangeId, err))
 			continue
 		}
-		holder := holders[d.RangeId]
-		if !hasVoter(d, holder) {
-			holder = 0
-		}
-		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: holder, Nodes: nodes})
+		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: rebalance.LeaseholderVoter(d, holders[d.RangeId]), Nodes: nodes})
 		if err != nil {
 			out = append(out, fmt.Sprintf("r%d: %v", d.RangeId, err))
 			continue
@@ -273,15 +270,6 @@ func (n *Node) zoneChanges(ctx context.Context, zones []zoneSpan, rec *rspb.Zone
 		out = append(out, fmt.Sprintf("r%d %s: %s%s: %s", d.RangeId, spanString(d), r.Action, what, r.Reason))
 	}
 	return out, nil
-}
-
-func hasVoter(d *rspb.RangeDescriptor, node uint64) bool {
-	for _, r := range d.Replicas {
-		if r.NodeId == node && r.Type == rspb.ReplicaType_VOTER {
-			return true
-		}
-	}
-	return false
 }
 
 func spanString(d *rspb.RangeDescriptor) string {

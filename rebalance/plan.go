@@ -271,19 +271,20 @@ func decide(r RangeView, factor int, nodes []allocator.Node) (allocator.Decision
 	for i := range noLoad {
 		noLoad[i].QPS = 0
 	}
-	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: leaseholderVoter(r), Nodes: noLoad})
+	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: LeaseholderVoter(r.Desc, r.Leaseholder), Nodes: noLoad})
 	if err != nil {
 		return allocator.Decision{}, err
 	}
 	return rec.Decision, nil
 }
 
-// leaseholderVoter is the range's leaseholder if it holds a voter of the
-// descriptor (a lease known here may be older than the descriptor), else 0.
-func leaseholderVoter(r RangeView) uint64 {
-	for _, rep := range r.Desc.GetReplicas() {
-		if rep.NodeId == r.Leaseholder && rep.Type == rspb.ReplicaType_VOTER {
-			return r.Leaseholder
+// LeaseholderVoter is holder if it holds a voter of desc (a lease known
+// here may be older than the descriptor), else 0: the scorer's
+// Leaseholder input.
+func LeaseholderVoter(desc *rspb.RangeDescriptor, holder uint64) uint64 {
+	for _, rep := range desc.GetReplicas() {
+		if rep.NodeId == holder && rep.Type == rspb.ReplicaType_VOTER {
+			return holder
 		}
 	}
 	return 0
