@@ -255,10 +255,16 @@ func (n *Node) zoneChanges(ctx context.Context, zones []zoneSpan, rec *rspb.Zone
 			out = append(out, fmt.Sprintf("r%d: %v", d.RangeId, err))
 			continue
 		}
-		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: rebalance.LeaseholderVoter(d, holders[d.RangeId]), Nodes: nodes})
+		lh := rebalance.LeaseholderVoter(d, holders[d.RangeId])
+		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: lh, Nodes: nodes})
 		if err != nil {
 			out = append(out, fmt.Sprintf("r%d: %v", d.RangeId, err))
 			continue
+		}
+		if lh == 0 {
+			// The lease checks were skipped; say so rather than let
+			// "every check passed" stand for them.
+			r.Reason += " (no node holds a valid lease on a voter now: lease checks skipped)"
 		}
 		what := ""
 		if r.Node != 0 {

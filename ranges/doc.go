@@ -196,6 +196,16 @@
 //     stream can fail after SaveSnapshot returned), the bytes as they
 //     stream, rangestore_snapshot_seconds by direction, and
 //     rangestore_snapshots_in_flight.
+//     One snapshot per new replica: Dragonboat's leader counts a stream
+//     delivered once its last chunk is sent and probes the receiver; a
+//     receiver still restoring answers with an empty log, and the leader
+//     (or a new leader it handed leadership to) streams the whole range
+//     again. So a leader keeps leadership while it streams and until the
+//     receiver reports the snapshot restored (decideLeaderHandoff,
+//     testdata/leader_handoff.golden, at most 10 election timeouts), and a
+//     stream that follows a delivered one first asks the receiver
+//     (AdminReplicaProgress) and ends unsent once it has restored it
+//     (rangestore_snapshots_skipped_total).
 //   - Replica GC (replicagc.go), from the same meta scan, right before the
 //     missing-replica repair: a local replica of a range merged away while
 //     this node missed the merge (it caught up by a snapshot of another

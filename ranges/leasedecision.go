@@ -2,6 +2,7 @@ package ranges
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/leases"
@@ -147,4 +148,57 @@ func decideTakeover(prev *rspb.Lease, record *rspb.Liveness, now kv.Timestamp) l
 	}
 	return leaseDecision{Action: leaseIncrementEpoch, Hint: n,
 		Reason: fmt.Sprintf("n%d's liveness expired at %s: increment its epoch %d to end its leases, then acquire", n, TSFromProto(record.Expiration), record.Epoch)}
+}
+
+// leaderHandoffFacts is what decideLeaderHandoff looks at: whether a Raft
+// leader that does not hold the lease may hand leadership to the
+// leaseholder now.
+type leaderHandoffFacts struct {
+	// Sending: snapshot streams of the range running from this leader.
+	Sending int32
+	// Delivered: the replica this leader last streamed a snapshot to whose
+	// restore is not confirmed (0: none), and how long ago the stream last
+	// showed life (started, written out, delivered in full).
+	Delivered    uint64
+	DeliveredAgo time.Duration
+	// Progress: what the delivered-to replica's node answered (nil: not
+	// asked, or it did not answer).
+	Progress *rspb.ReplicaProgress
+	// Gone: the delivered-to replica is no longer in the descriptor.
+	Gone bool
+	// MaxWait bounds the wait for a delivered snapshot's restore.
+	MaxWait time.Duration
+}
+
+// leaderHandoff is decideLeaderHandoff's answer. Forget: the delivered
+// snapshot needs no more waiting (drop the record of it).
+type leaderHandoff struct {
+	Hold, Forget bool
+	Reason       string
+}
+
+// decideLeaderHandoff: leadership stays while this leader streams a
+// snapshot of the range, and after a stream until the receiving replica
+// reports it restored the snapshot (applied index > 0), at most MaxWait. A
+// new leader knows nothing of the stream: probing a receiver that has not
+// restored yet, it finds an empty log and sends the whole range again
+// (TestLeaderKeepsLeadershipWhileStreaming).
+func decideLeaderHandoff(f leaderHandoffFacts) leaderHandoff {
+	switch {
+	case f.Sending > 0:
+		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("streaming %d snapshot(s): the receiver would get the range again from a new leader", f.Sending)}
+	case f.Delivered == 0:
+		return leaderHandoff{Reason: "no snapshot awaiting its restore"}
+	case f.Gone:
+		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d is no longer in the range: nothing to wait for", f.Delivered)}
+	case f.DeliveredAgo >= f.MaxWait:
+		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d has not confirmed restoring its snapshot %v after the stream's last news: hand leadership over anyway", f.Delivered, f.MaxWait)}
+	case f.Progress == nil:
+		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("replica %d was streamed a snapshot (last news %v ago) and has not answered how far it applied", f.Delivered, f.DeliveredAgo)}
+	case f.Progress.ReplicaId != f.Delivered:
+		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("the node of replica %d now holds replica %d: nothing to wait for", f.Delivered, f.Progress.ReplicaId)}
+	case f.Progress.AppliedIndex == 0:
+		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("replica %d was streamed a snapshot (last news %v ago) and has not restored it yet", f.Delivered, f.DeliveredAgo)}
+	}
+	return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d restored its snapshot (applied %d)", f.Delivered, f.Progress.AppliedIndex)}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv"
@@ -90,4 +91,33 @@ func TestLeaseDecision(t *testing.T) {
 		fmt.Fprintf(&out, ": %s\n\n", d.Reason)
 	}
 	golden.Check(t, "lease_decision.golden", []byte(out.String()))
+}
+
+type leaderHandoffCase struct {
+	Name      string
+	Sending   int32
+	Delivered uint64
+	AgoMS     int64 `json:"ago_ms"`
+	Gone      bool
+	Progress  *struct {
+		Replica, Applied uint64
+	}
+}
+
+// TestLeaderHandoffDecision runs each case of testdata/leader_handoff.json
+// through decideLeaderHandoff (the bound: 10 s) and compares the outcome
+// with testdata/leader_handoff.golden. Regenerate with -rewrite.
+func TestLeaderHandoffDecision(t *testing.T) {
+	var cases []leaderHandoffCase
+	golden.LoadJSON(t, "leader_handoff.json", &cases)
+	var out strings.Builder
+	for _, c := range cases {
+		f := leaderHandoffFacts{Sending: c.Sending, Delivered: c.Delivered, DeliveredAgo: time.Duration(c.AgoMS) * time.Millisecond, MaxWait: 10 * time.Second, Gone: c.Gone}
+		if c.Progress != nil {
+			f.Progress = &rspb.ReplicaProgress{ReplicaId: c.Progress.Replica, AppliedIndex: c.Progress.Applied}
+		}
+		d := decideLeaderHandoff(f)
+		fmt.Fprintf(&out, "== %s\nhold=%t forget=%t: %s\n\n", c.Name, d.Hold, d.Forget, d.Reason)
+	}
+	golden.Check(t, "leader_handoff.golden", []byte(out.String()))
 }

@@ -43,6 +43,7 @@ type Metrics struct {
 	// Range snapshots (snapshot_limits.go): direction send or apply.
 	snapshotsSent     prometheus.Counter
 	snapshotsReceived prometheus.Counter
+	snapshotsSkipped  prometheus.Counter
 	snapshotBytesSent prometheus.Counter
 	snapshotBytesRecv prometheus.Counter
 	snapshotSeconds   *prometheus.HistogramVec // direction
@@ -114,6 +115,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_snapshots_sent_total", Help: "Range snapshots this node streamed to another replica that Dragonboat delivered in full (its SendSnapshotCompleted events).",
 		}),
+		snapshotsSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_snapshots_skipped_total", Help: "Range snapshot streams this node ended unsent because the receiver had meanwhile restored the snapshot delivered just before (Dragonboat had asked for the range again while the receiver was still restoring it).",
+		}),
 		snapshotsReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_snapshots_received_total", Help: "Range snapshots received and applied by this node's replicas.",
 		}),
@@ -128,7 +132,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 		}, []string{"direction"}),
 		snapshotFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rangestore_snapshot_failures_total", Help: "Range snapshots that failed, by direction: send (streams Dragonboat aborted: its SendSnapshotAborted events), apply (RecoverFromSnapshot errors, stops included); Raft sends them again.",
+			Name: "rangestore_snapshot_failures_total", Help: "Range snapshots that failed, by direction: send (streams Dragonboat aborted: its SendSnapshotAborted events, those skipped as not needed excepted), apply (RecoverFromSnapshot errors, stops included); Raft sends them again.",
 		}, []string{"direction"}),
 		snapshotsInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "rangestore_snapshots_in_flight", Help: "Range snapshots being sent or applied by this node now, by direction (bounded by --max-snapshots-in-flight each).",
@@ -144,7 +148,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
 	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals,
-		m.snapshotsSent, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight)
+		m.snapshotsSent, m.snapshotsSkipped, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight)
 	return m
 }
 

@@ -45,6 +45,10 @@ type Replica struct {
 	// lastLeaderTransfer is when Raft leadership was last asked to move
 	// to the leaseholder (unix nanos).
 	lastLeaderTransfer atomic.Int64
+	// lastSendEnd is when a snapshot stream of the local replica last
+	// finished writing (unix nanos; Dragonboat's transport may still be
+	// sending it).
+	lastSendEnd atomic.Int64
 	// lastWake is when the replica last woke its quiesced shard (unix nanos).
 	lastWake atomic.Int64
 	// lastLeaseFailureLog is when a failed background lease operation was
@@ -77,6 +81,8 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	m := newStateMachine(s.eng, rangeID, replicaID, func(_ uint64, l *rspb.Lease) { r.leaseApplied(l) })
 	m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
 	m.snaps = s.snaps
+	m.sendEnded = func() { r.lastSendEnd.Store(s.cfg.TimeSource.Now().UnixNano()) }
+	m.beforeSend = r.snapshotStillNeeded
 	m.beforeOpen = func() { s.crashPoint("replica-open") }
 	// A received snapshot staged in sstables, not yet ingested (fault
 	// tests: the replica must come back with its old state and apply the

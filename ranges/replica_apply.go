@@ -98,6 +98,13 @@ type stateMachine struct {
 	// sending counts the SaveSnapshot calls running (streams of this
 	// replica's state to another replica).
 	sending atomic.Int32
+	// recovering counts the RecoverFromSnapshot calls running.
+	recovering atomic.Int32
+	// sendEnded, when set, is called as each SaveSnapshot call returns.
+	sendEnded func()
+	// beforeSend, when set, is called before SaveSnapshot streams
+	// anything; an error ends the stream unsent (a snapshot not needed).
+	beforeSend func(stopc <-chan struct{}) error
 
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
@@ -554,7 +561,17 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 	sc := c.(*snapshotCtx)
 	defer sc.snap.Close()
 	s.sending.Add(1)
-	defer s.sending.Add(-1)
+	defer func() {
+		if s.sendEnded != nil {
+			s.sendEnded()
+		}
+		s.sending.Add(-1)
+	}()
+	if s.beforeSend != nil {
+		if err := s.beforeSend(stopc); err != nil {
+			return err
+		}
+	}
 	release, err := s.snaps.acquire(snapSend, stopc)
 	if err != nil {
 		return err
@@ -621,6 +638,8 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 //
 // It first takes one of the node's apply slots (snapshot_limits.go).
 func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (err error) {
+	s.recovering.Add(1)
+	defer s.recovering.Add(-1)
 	if s.beforeRecover != nil {
 		s.beforeRecover()
 	}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
@@ -403,14 +407,14 @@ func (r *Replica) tendLease() {
 		// Leadership follows the lease (the holder is a voter: leases only
 		// go to voters). A transfer drops proposals while it runs, so ask
 		// at most once per election timeout.
-		if r.sm.sending.Load() > 0 {
-			// Not while this leader streams a snapshot of the range: the
-			// new leader would know nothing of the stream, find the
-			// receiver still without state and send the whole range again
-			// (seen after a crash mid-stream, when the restarted
-			// leaseholder took leadership back from the replica streaming
-			// in its place; TestLeaderKeepsLeadershipWhileStreaming).
-			// Leadership follows once the stream is over.
+		if h := r.leaderHandoff(ctx); h.Hold {
+			// Not while this leader streams a snapshot of the range, nor
+			// before the receiver restored it: the new leader would know
+			// nothing of the stream, find the receiver still without
+			// state and send the whole range again (seen after a crash
+			// mid-stream, and under load when leadership moved between
+			// the end of the stream and the restore;
+			// TestLeaderKeepsLeadershipWhileStreaming).
 			break
 		}
 		if last := r.lastLeaderTransfer.Load(); r.store.cfg.TimeSource.Since(time.Unix(0, last)) > r.store.electionTimeout() {
@@ -475,3 +479,153 @@ func (r *Replica) replicaLive(replicaID uint64) bool {
 	}
 	return true
 }
+
+// noteSnapshotStream records a snapshot stream of a local leader, started
+// or delivered in full (Dragonboat's SendSnapshotStarted and
+// SendSnapshotCompleted events; must not block).
+func (s *Store) noteSnapshotStream(i raftio.SnapshotInfo, delivered bool) {
+	now := s.cfg.TimeSource.Now().UnixNano()
+	rec := streamedSnapshot{replica: i.ReplicaID, at: now}
+	if delivered {
+		rec.deliveredTo, rec.deliveredAt = i.ReplicaID, now
+	} else if v, ok := s.snapStreams.Load(i.ShardID); ok {
+		prev := v.(streamedSnapshot)
+		rec.deliveredTo, rec.deliveredAt = prev.deliveredTo, prev.deliveredAt
+	}
+	s.snapStreams.Store(i.ShardID, rec)
+}
+
+// leaderHandoff gathers the facts of decideLeaderHandoff for this replica
+// (the Raft leader, not holding the lease): snapshot streams running, and
+// for a stream delivered in full, how far its receiver applied (asked of
+// its node). A decision to forget the delivery drops its record.
+func (r *Replica) leaderHandoff(ctx context.Context) leaderHandoff {
+	f := leaderHandoffFacts{Sending: r.sm.sending.Load(), MaxWait: 10 * r.store.electionTimeout()}
+	v, ok := r.store.snapStreams.Load(r.rangeID)
+	if ok {
+		ds := v.(streamedSnapshot)
+		// Since the stream's last sign of life: started, written out
+		// (Dragonboat's transport may still be sending), delivered.
+		at := max(ds.at, r.lastSendEnd.Load())
+		f.Delivered, f.DeliveredAgo = ds.replica, r.store.cfg.TimeSource.Since(time.Unix(0, at))
+	}
+	if f.Sending == 0 && f.Delivered != 0 && f.DeliveredAgo < f.MaxWait {
+		node := uint64(0)
+		for _, rep := range r.desc().GetReplicas() {
+			if rep.ReplicaId == f.Delivered {
+				node = rep.NodeId
+			}
+		}
+		if snd := r.store.getSender(); node != 0 && snd != nil {
+			resp, err := snd.SendToNode(ctx, node, &rspb.RangeRequest{RangeId: r.rangeID, Admin: &rspb.RangeRequest_AdminReplicaProgress{AdminReplicaProgress: true}})
+			if err == nil && resp.Error == nil {
+				f.Progress = resp.GetReplicaProgress()
+			}
+		}
+		f.Gone = node == 0
+	}
+	h := decideLeaderHandoff(f)
+	if h.Forget {
+		r.store.snapStreams.CompareAndDelete(r.rangeID, v)
+	}
+	if h.Hold {
+		r.store.log.Debug("leadership stays with the snapshot sender", "range", r.rangeID, "reason", h.Reason)
+	}
+	return h
+}
+
+// snapshotStillNeeded runs before a snapshot stream of this replica
+// (SaveSnapshot). Dragonboat's leader counts a snapshot as delivered once
+// its transport sent the last chunk; if it then probes the receiver before
+// the receiver has restored it (under load, the restore can start hundreds
+// of milliseconds later), the receiver's empty log makes it stream the
+// whole range again. So a stream that follows, within
+// snapshotRecheckWindow, a stream delivered in full to a replica first
+// asks that replica how far it applied, for up to an election timeout: once
+// it has restored the delivered snapshot, this stream is not needed and
+// ends unsent (Dragonboat's leader moves on when the receiver's
+// acknowledgement arrives). Otherwise it streams.
+func (r *Replica) snapshotStillNeeded(stopc <-chan struct{}) error {
+	v, ok := r.store.snapStreams.Load(r.rangeID)
+	if !ok {
+		return nil
+	}
+	ds := v.(streamedSnapshot)
+	ts := r.store.cfg.TimeSource
+	if ds.deliveredTo == 0 || ds.replica != ds.deliveredTo || ts.Since(time.Unix(0, ds.deliveredAt)) > snapshotRecheckWindow {
+		return nil
+	}
+	node := uint64(0)
+	for _, rep := range r.desc().GetReplicas() {
+		if rep.ReplicaId == ds.replica {
+			node = rep.NodeId
+		}
+	}
+	snd := r.store.getSender()
+	if node == 0 || snd == nil {
+		return nil
+	}
+	// Up to an election timeout for the restore to start or end, and
+	// while the receiver is restoring (at most snapshotRestoreWait).
+	start := ts.Now()
+	deadline := start.Add(r.store.electionTimeout())
+	for {
+		actx, acancel := context.WithTimeout(r.store.tasks.ctx, 250*time.Millisecond)
+		resp, err := snd.SendToNode(actx, node, &rspb.RangeRequest{RangeId: r.rangeID, Admin: &rspb.RangeRequest_AdminReplicaProgress{AdminReplicaProgress: true}})
+		acancel()
+		p := resp.GetReplicaProgress()
+		ok := err == nil && resp.Error == nil && p.ReplicaId == ds.replica
+		if ok && p.Restoring {
+			deadline = ts.Now().Add(r.store.electionTimeout())
+		}
+		if ok && p.AppliedIndex > 0 {
+			r.store.log.Info("snapshot not sent: the replica restored the one delivered before", "range", r.rangeID, "replica", ds.replica, "applied", p.AppliedIndex)
+			v, _ := r.store.snapSkips.LoadOrStore(r.rangeID, new(atomic.Int32))
+			v.(*atomic.Int32).Add(1)
+			if m := r.store.cfg.Metrics; m != nil {
+				m.snapshotsSkipped.Inc()
+			}
+			// Aborted, not failed: Dragonboat ends the stream quietly
+			// (any other error from SaveSnapshot stops the process).
+			return fmt.Errorf("ranges: r%d: replica %d restored the snapshot delivered before (applied %d), this one is not needed: %w", r.rangeID, ds.replica, p.AppliedIndex, sm.ErrSnapshotAborted)
+		}
+		if now := ts.Now(); now.After(deadline) || now.Sub(start) > snapshotRestoreWait {
+			return nil
+		}
+		select {
+		case <-stopc:
+			return nil
+		case <-r.store.tasks.ctx.Done():
+			return nil
+		case <-ts.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// takeSnapshotSkip reports whether an aborted stream of i's range was one
+// snapshotStillNeeded ended as not needed, counting it off (Dragonboat's
+// SendSnapshotAborted event; must not block).
+func (s *Store) takeSnapshotSkip(i raftio.SnapshotInfo) bool {
+	v, ok := s.snapSkips.Load(i.ShardID)
+	if !ok {
+		return false
+	}
+	n := v.(*atomic.Int32)
+	for {
+		c := n.Load()
+		if c <= 0 {
+			return false
+		}
+		if n.CompareAndSwap(c, c-1) {
+			return true
+		}
+	}
+}
+
+// snapshotRestoreWait bounds how long a stream waits for the receiver to
+// finish restoring the snapshot delivered before it.
+const snapshotRestoreWait = 30 * time.Second
+
+// snapshotRecheckWindow: how soon after a stream delivered in full a new
+// stream of the range first checks whether it is still needed.
+const snapshotRecheckWindow = 5 * time.Second

@@ -29,6 +29,9 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 		}
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaDigest{ReplicaDigest: d}}
 	}
+	if req.GetAdminReplicaProgress() {
+		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaProgress{ReplicaProgress: &rspb.ReplicaProgress{ReplicaId: r.replicaID, AppliedIndex: r.sm.applied.Load(), Restoring: r.sm.recovering.Load() > 0}}}
+	}
 	if req.GetAdminCompactLog() {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_LogCompacted{LogCompacted: r.compactLogForJoin(ctx)}}
 	}

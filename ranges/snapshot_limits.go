@@ -177,17 +177,35 @@ func (r *countingReader) Read(p []byte) (int, error) {
 // which only these events report.
 type snapshotEvents struct {
 	m *Metrics // may be nil
+	// streamed, if set, learns of every stream started and every one
+	// delivered in full (it must not block either).
+	streamed func(i raftio.SnapshotInfo, delivered bool)
+	// skipped, if set, reports (once) whether an aborted stream was one
+	// ended unsent as not needed (not a failure).
+	skipped func(i raftio.SnapshotInfo) bool
 }
 
 var _ raftio.ISystemEventListener = snapshotEvents{}
 
-func (e snapshotEvents) SendSnapshotCompleted(raftio.SnapshotInfo) {
+func (e snapshotEvents) SendSnapshotCompleted(i raftio.SnapshotInfo) {
 	if e.m != nil {
 		e.m.snapshotsSent.Inc()
 	}
+	if e.streamed != nil {
+		e.streamed(i, true)
+	}
 }
 
-func (e snapshotEvents) SendSnapshotAborted(raftio.SnapshotInfo) {
+func (e snapshotEvents) SendSnapshotStarted(i raftio.SnapshotInfo) {
+	if e.streamed != nil {
+		e.streamed(i, false)
+	}
+}
+
+func (e snapshotEvents) SendSnapshotAborted(i raftio.SnapshotInfo) {
+	if e.skipped != nil && e.skipped(i) {
+		return
+	}
 	if e.m != nil {
 		e.m.snapshotFailures.WithLabelValues(snapSend).Inc()
 	}
@@ -200,7 +218,6 @@ func (snapshotEvents) NodeReady(raftio.NodeInfo)                   {}
 func (snapshotEvents) MembershipChanged(raftio.NodeInfo)           {}
 func (snapshotEvents) ConnectionEstablished(raftio.ConnectionInfo) {}
 func (snapshotEvents) ConnectionFailed(raftio.ConnectionInfo)      {}
-func (snapshotEvents) SendSnapshotStarted(raftio.SnapshotInfo)     {}
 func (snapshotEvents) SnapshotReceived(raftio.SnapshotInfo)        {}
 func (snapshotEvents) SnapshotRecovered(raftio.SnapshotInfo)       {}
 func (snapshotEvents) SnapshotCreated(raftio.SnapshotInfo)         {}

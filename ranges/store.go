@@ -245,6 +245,22 @@ type Store struct {
 	changing sync.Map
 	// snaps bounds the snapshots the node's replicas send and apply.
 	snaps *snapshotLimits
+	// snapStreams: range ID -> streamedSnapshot, the last snapshot a
+	// local leader streamed (or streams) whose restore is not confirmed
+	// yet (decideLeaderHandoff, snapshotStillNeeded).
+	snapStreams sync.Map
+	// snapSkips: range ID -> *atomic.Int32, streams ended unsent as not
+	// needed whose abort event has not come yet.
+	snapSkips sync.Map
+}
+
+// streamedSnapshot: a snapshot streamed to replica; at (unix nanos) is when
+// its stream started or was last reported delivered. deliveredTo and
+// deliveredAt: the last stream of the range delivered in full (kept when
+// the next one starts).
+type streamedSnapshot struct {
+	replica, deliveredTo uint64
+	at, deliveredAt      int64
 }
 
 // leaderListener receives Dragonboat's leader events; it must not block.
@@ -296,7 +312,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		RaftAddress:       cfg.RaftAddress,
 		RaftEventListener: (*leaderListener)(s),
 		// Counts the outcome of snapshot streams (snapshot_limits.go).
-		SystemEventListener: snapshotEvents{m: cfg.Metrics},
+		SystemEventListener: snapshotEvents{m: cfg.Metrics, streamed: s.noteSnapshotStream, skipped: s.takeSnapshotSkip},
 		Expert:              config.ExpertConfig{LogDB: logdb, Engine: engine, TransportFactory: cfg.TransportFactory},
 	}
 	if err := checkRaftAddress(cfg.Engine, cfg.RaftAddress); err != nil {

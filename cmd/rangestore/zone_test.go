@@ -36,8 +36,11 @@ func TestZoneLeasePreferences(t *testing.T) {
 		s, err := keys.ClientKey(d.StartKey)
 		return err == nil && keys.IsUserKey(d.StartKey) && string(s) >= "b" && string(s) < "m"
 	}
+	// leases: who holds each range's lease: the newest valid lease any node
+	// reports (a follower may still show one transferred away from it).
 	leases := func() map[uint64]uint64 {
 		out := map[uint64]uint64{}
+		seq := map[uint64]uint64{}
 		for i := 0; i < pc.NumNodes(); i++ {
 			actx, c := context.WithTimeout(ctx, 3*time.Second)
 			r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(actx, &rspb.RangesRequest{})
@@ -46,8 +49,9 @@ func TestZoneLeasePreferences(t *testing.T) {
 				continue
 			}
 			for _, ri := range r.Ranges {
-				if ri.LeaseValid && ri.Lease.GetNodeId() != 0 {
-					out[ri.RangeDescriptor.GetRangeId()] = ri.Lease.GetNodeId()
+				id := ri.RangeDescriptor.GetRangeId()
+				if ri.LeaseValid && ri.Lease.GetNodeId() != 0 && (out[id] == 0 || ri.Lease.GetSequence() > seq[id]) {
+					out[id], seq[id] = ri.Lease.GetNodeId(), ri.Lease.GetSequence()
 				}
 			}
 		}
@@ -61,10 +65,54 @@ func TestZoneLeasePreferences(t *testing.T) {
 	if r := zone("set", "b..m", "--gc-ttl", "2h"); r.code != 0 {
 		t.Fatalf("zone set --gc-ttl: %s", r)
 	}
-	before := leases()
-	dry := zone("set", "b..m", "--lease-preferences", "[+region=ap]", "--dry-run")
-	if dry.code != 0 || !strings.Contains(dry.out, "dry run, nothing changed") {
-		t.Fatalf("dry run: %s", dry)
+	// The ranges of [b, m) (split there by the first set).
+	descs, err := readMetaAll(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var span []*rspb.RangeDescriptor
+	for _, d := range descs {
+		if inSpan(d) {
+			span = append(span, d)
+		}
+	}
+	if len(span) == 0 {
+		t.Fatalf("no range starts in [b, m) after zone set: %v", descs)
+	}
+	// The dry run is compared with the leases it saw: taken when every
+	// range of the span has a holder, and again after the dry run; a lease
+	// that moved in between (a new range's first lease, say) means another
+	// try.
+	var before map[uint64]uint64
+	var dry cliResult
+	for attempt := 1; ; attempt++ {
+		before = leases()
+		held := true
+		for _, d := range span {
+			held = held && before[d.RangeId] != 0
+		}
+		if !held {
+			if ctx.Err() != nil || attempt > 200 {
+				t.Fatalf("not every range of [b, m) has a lease holder: %v", before)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		dry = zone("set", "b..m", "--lease-preferences", "[+region=ap]", "--dry-run")
+		if dry.code != 0 || !strings.Contains(dry.out, "dry run, nothing changed") {
+			t.Fatalf("dry run: %s", dry)
+		}
+		after := leases()
+		same := true
+		for _, d := range span {
+			same = same && after[d.RangeId] == before[d.RangeId]
+		}
+		if same {
+			break
+		}
+		if attempt > 200 {
+			t.Fatalf("leases of [b, m) kept moving around the dry run: before %v, after %v", before, after)
+		}
 	}
 	if l := zone("list"); l.code != 0 || strings.Contains(l.out, "lease_preferences") {
 		t.Fatalf("a dry run stored its field: %s", l)
@@ -80,21 +128,6 @@ func TestZoneLeasePreferences(t *testing.T) {
 		t.Fatalf("zone set: %s", set)
 	}
 	start := time.Now()
-	// The ranges of the span now (set split at b and m), and whose
-	// lease was outside us when it was set.
-	descs, err := readMetaAll(ctx, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var span []*rspb.RangeDescriptor
-	for _, d := range descs {
-		if inSpan(d) {
-			span = append(span, d)
-		}
-	}
-	if len(span) == 0 {
-		t.Fatalf("no range starts in [b, m) after zone set: %v", descs)
-	}
 	var moved []string
 	for {
 		l := leases()

@@ -403,6 +403,7 @@ type RangeRequest struct {
 	//	*RangeRequest_AdminCompactLog
 	//	*RangeRequest_AdminReplicaGc
 	//	*RangeRequest_AdminDigest
+	//	*RangeRequest_AdminReplicaProgress
 	Admin         isRangeRequest_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -561,6 +562,15 @@ func (x *RangeRequest) GetAdminDigest() bool {
 	return false
 }
 
+func (x *RangeRequest) GetAdminReplicaProgress() bool {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminReplicaProgress); ok {
+			return x.AdminReplicaProgress
+		}
+	}
+	return false
+}
+
 type isRangeRequest_Admin interface {
 	isRangeRequest_Admin()
 }
@@ -619,6 +629,14 @@ type RangeRequest_AdminDigest struct {
 	AdminDigest bool `protobuf:"varint,20,opt,name=admin_digest,json=adminDigest,proto3,oneof"`
 }
 
+type RangeRequest_AdminReplicaProgress struct {
+	// admin_replica_progress: which replica of the range this node holds
+	// and how far it applied (answered in replica_progress by any replica,
+	// without a lease; cheap). A leader asks it of a replica it streamed a
+	// snapshot to, before handing leadership away.
+	AdminReplicaProgress bool `protobuf:"varint,21,opt,name=admin_replica_progress,json=adminReplicaProgress,proto3,oneof"`
+}
+
 func (*RangeRequest_AdminSplit) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminFreeze) isRangeRequest_Admin() {}
@@ -636,6 +654,71 @@ func (*RangeRequest_AdminCompactLog) isRangeRequest_Admin() {}
 func (*RangeRequest_AdminReplicaGc) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminDigest) isRangeRequest_Admin() {}
+
+func (*RangeRequest_AdminReplicaProgress) isRangeRequest_Admin() {}
+
+// ReplicaProgress: a node's replica of a range and its applied index (0
+// until it has the range's state, e.g. before its first snapshot is
+// restored), and whether it is restoring a snapshot now.
+type ReplicaProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId     uint64                 `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Restoring     bool                   `protobuf:"varint,3,opt,name=restoring,proto3" json:"restoring,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaProgress) Reset() {
+	*x = ReplicaProgress{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaProgress) ProtoMessage() {}
+
+func (x *ReplicaProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaProgress.ProtoReflect.Descriptor instead.
+func (*ReplicaProgress) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReplicaProgress) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ReplicaProgress) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReplicaProgress) GetRestoring() bool {
+	if x != nil {
+		return x.Restoring
+	}
+	return false
+}
 
 // ReplicaDigest summarises one replica at one applied index: SHA-256 over
 // the MVCC data of its span (data_hash, data_keys engine keys) and over its
@@ -656,7 +739,7 @@ type ReplicaDigest struct {
 
 func (x *ReplicaDigest) Reset() {
 	*x = ReplicaDigest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +751,7 @@ func (x *ReplicaDigest) String() string {
 func (*ReplicaDigest) ProtoMessage() {}
 
 func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +764,7 @@ func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
 func (*ReplicaDigest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicaDigest) GetNodeId() uint64 {
@@ -748,7 +831,7 @@ type AdminChangeReplicasRequest struct {
 
 func (x *AdminChangeReplicasRequest) Reset() {
 	*x = AdminChangeReplicasRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +843,7 @@ func (x *AdminChangeReplicasRequest) String() string {
 func (*AdminChangeReplicasRequest) ProtoMessage() {}
 
 func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +856,7 @@ func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdminChangeReplicasRequest) GetNodeId() uint64 {
@@ -802,7 +885,7 @@ type AdminChangeReplicasResponse struct {
 
 func (x *AdminChangeReplicasResponse) Reset() {
 	*x = AdminChangeReplicasResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +897,7 @@ func (x *AdminChangeReplicasResponse) String() string {
 func (*AdminChangeReplicasResponse) ProtoMessage() {}
 
 func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +910,7 @@ func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AdminChangeReplicasResponse) GetDone() bool {
@@ -871,7 +954,7 @@ type AdminCreateReplicaRequest struct {
 
 func (x *AdminCreateReplicaRequest) Reset() {
 	*x = AdminCreateReplicaRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +966,7 @@ func (x *AdminCreateReplicaRequest) String() string {
 func (*AdminCreateReplicaRequest) ProtoMessage() {}
 
 func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +979,7 @@ func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdminCreateReplicaRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -922,7 +1005,7 @@ type AdminCreateReplicaResponse struct {
 
 func (x *AdminCreateReplicaResponse) Reset() {
 	*x = AdminCreateReplicaResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1017,7 @@ func (x *AdminCreateReplicaResponse) String() string {
 func (*AdminCreateReplicaResponse) ProtoMessage() {}
 
 func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1030,7 @@ func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdminCreateReplicaResponse) GetAppliedIndex() uint64 {
@@ -966,7 +1049,7 @@ type AdminReplicaGCRequest struct {
 
 func (x *AdminReplicaGCRequest) Reset() {
 	*x = AdminReplicaGCRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1061,7 @@ func (x *AdminReplicaGCRequest) String() string {
 func (*AdminReplicaGCRequest) ProtoMessage() {}
 
 func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1074,7 @@ func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReplicaGCRequest.ProtoReflect.Descriptor instead.
 func (*AdminReplicaGCRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AdminReplicaGCRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -1016,6 +1099,7 @@ type RangeResponse struct {
 	//	*RangeResponse_AdminCreateReplica
 	//	*RangeResponse_ReplicaGc
 	//	*RangeResponse_ReplicaDigest
+	//	*RangeResponse_ReplicaProgress
 	Admin         isRangeResponse_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1023,7 +1107,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1119,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1132,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -1151,6 +1235,15 @@ func (x *RangeResponse) GetReplicaDigest() *ReplicaDigest {
 	return nil
 }
 
+func (x *RangeResponse) GetReplicaProgress() *ReplicaProgress {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeResponse_ReplicaProgress); ok {
+			return x.ReplicaProgress
+		}
+	}
+	return nil
+}
+
 type isRangeResponse_Admin interface {
 	isRangeResponse_Admin()
 }
@@ -1187,6 +1280,10 @@ type RangeResponse_ReplicaDigest struct {
 	ReplicaDigest *ReplicaDigest `protobuf:"bytes,20,opt,name=replica_digest,json=replicaDigest,proto3,oneof"`
 }
 
+type RangeResponse_ReplicaProgress struct {
+	ReplicaProgress *ReplicaProgress `protobuf:"bytes,21,opt,name=replica_progress,json=replicaProgress,proto3,oneof"`
+}
+
 func (*RangeResponse_AdminSplit) isRangeResponse_Admin() {}
 
 func (*RangeResponse_AdminFreeze) isRangeResponse_Admin() {}
@@ -1203,6 +1300,8 @@ func (*RangeResponse_ReplicaGc) isRangeResponse_Admin() {}
 
 func (*RangeResponse_ReplicaDigest) isRangeResponse_Admin() {}
 
+func (*RangeResponse_ReplicaProgress) isRangeResponse_Admin() {}
+
 type NodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1211,7 +1310,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1322,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1335,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 type NodeInfoResponse struct {
@@ -1260,7 +1359,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1371,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1384,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1345,7 +1444,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1456,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1469,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 type DrainResponse struct {
@@ -1383,7 +1482,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1494,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1507,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DrainResponse) GetLeasesMoved() int64 {
@@ -1441,7 +1540,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1552,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1565,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1519,7 +1618,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1630,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1643,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -1562,7 +1661,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1673,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1686,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -1616,7 +1715,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1727,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1740,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1677,7 +1776,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xed\x06\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xa5\a\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -1696,8 +1795,14 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x14admin_create_replica\x18\v \x01(\v2(.rangestore.v1.AdminCreateReplicaRequestH\x00R\x12adminCreateReplica\x12,\n" +
 	"\x11admin_compact_log\x18\f \x01(\bH\x00R\x0fadminCompactLog\x12P\n" +
 	"\x10admin_replica_gc\x18\r \x01(\v2$.rangestore.v1.AdminReplicaGCRequestH\x00R\x0eadminReplicaGc\x12#\n" +
-	"\fadmin_digest\x18\x14 \x01(\bH\x00R\vadminDigestB\a\n" +
-	"\x05admin\"\xe5\x01\n" +
+	"\fadmin_digest\x18\x14 \x01(\bH\x00R\vadminDigest\x126\n" +
+	"\x16admin_replica_progress\x18\x15 \x01(\bH\x00R\x14adminReplicaProgressB\a\n" +
+	"\x05admin\"s\n" +
+	"\x0fReplicaProgress\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1c\n" +
+	"\trestoring\x18\x03 \x01(\bR\trestoring\"\xe5\x01\n" +
 	"\rReplicaDigest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -1725,7 +1830,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x1aAdminCreateReplicaResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"b\n" +
 	"\x15AdminReplicaGCRequest\x12I\n" +
-	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xe2\x05\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xaf\x06\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
@@ -1741,7 +1846,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"replica_gc\x18\n" +
 	" \x01(\tH\x00R\treplicaGc\x12E\n" +
-	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigestB\a\n" +
+	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigest\x12K\n" +
+	"\x10replica_progress\x18\x15 \x01(\v2\x1e.rangestore.v1.ReplicaProgressH\x00R\x0freplicaProgressB\a\n" +
 	"\x05admin\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xa6\x02\n" +
 	"\x10NodeInfoResponse\x121\n" +
@@ -1793,7 +1899,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
@@ -1802,79 +1908,81 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminMergeRequest)(nil),           // 4: rangestore.v1.AdminMergeRequest
 	(*AdminMergeResponse)(nil),          // 5: rangestore.v1.AdminMergeResponse
 	(*RangeRequest)(nil),                // 6: rangestore.v1.RangeRequest
-	(*ReplicaDigest)(nil),               // 7: rangestore.v1.ReplicaDigest
-	(*AdminChangeReplicasRequest)(nil),  // 8: rangestore.v1.AdminChangeReplicasRequest
-	(*AdminChangeReplicasResponse)(nil), // 9: rangestore.v1.AdminChangeReplicasResponse
-	(*AdminCreateReplicaRequest)(nil),   // 10: rangestore.v1.AdminCreateReplicaRequest
-	(*AdminCreateReplicaResponse)(nil),  // 11: rangestore.v1.AdminCreateReplicaResponse
-	(*AdminReplicaGCRequest)(nil),       // 12: rangestore.v1.AdminReplicaGCRequest
-	(*RangeResponse)(nil),               // 13: rangestore.v1.RangeResponse
-	(*NodeInfoRequest)(nil),             // 14: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),            // 15: rangestore.v1.NodeInfoResponse
-	(*DrainRequest)(nil),                // 16: rangestore.v1.DrainRequest
-	(*DrainResponse)(nil),               // 17: rangestore.v1.DrainResponse
-	(*BootstrapRequest)(nil),            // 18: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),           // 19: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),                 // 20: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),                // 21: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),             // 22: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),                   // 23: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),                // 24: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 25: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 26: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 27: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 28: rangestore.v1.ClusterRecord
+	(*ReplicaProgress)(nil),             // 7: rangestore.v1.ReplicaProgress
+	(*ReplicaDigest)(nil),               // 8: rangestore.v1.ReplicaDigest
+	(*AdminChangeReplicasRequest)(nil),  // 9: rangestore.v1.AdminChangeReplicasRequest
+	(*AdminChangeReplicasResponse)(nil), // 10: rangestore.v1.AdminChangeReplicasResponse
+	(*AdminCreateReplicaRequest)(nil),   // 11: rangestore.v1.AdminCreateReplicaRequest
+	(*AdminCreateReplicaResponse)(nil),  // 12: rangestore.v1.AdminCreateReplicaResponse
+	(*AdminReplicaGCRequest)(nil),       // 13: rangestore.v1.AdminReplicaGCRequest
+	(*RangeResponse)(nil),               // 14: rangestore.v1.RangeResponse
+	(*NodeInfoRequest)(nil),             // 15: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),            // 16: rangestore.v1.NodeInfoResponse
+	(*DrainRequest)(nil),                // 17: rangestore.v1.DrainRequest
+	(*DrainResponse)(nil),               // 18: rangestore.v1.DrainResponse
+	(*BootstrapRequest)(nil),            // 19: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 20: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 21: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 22: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 23: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 24: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 25: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 26: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 27: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 28: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 29: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	22, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	22, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	23, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	22, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	22, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	24, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	23, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	23, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	23, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	23, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	24, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	23, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	23, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	25, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	24, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	24, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
 	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
 	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	8,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
-	10, // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
-	12, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	22, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	22, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	26, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	23, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	9,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
+	11, // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
+	13, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
+	23, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	23, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	26, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	27, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	24, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
 	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
 	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	9,  // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
-	11, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
-	7,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
-	27, // 27: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	22, // 28: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	27, // 29: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	22, // 30: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	23, // 31: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 32: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	28, // 33: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 34: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	14, // 35: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	18, // 36: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	20, // 37: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	16, // 38: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
-	13, // 39: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	15, // 40: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	19, // 41: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	21, // 42: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	17, // 43: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
-	39, // [39:44] is the sub-list for method output_type
-	34, // [34:39] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	10, // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
+	12, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
+	8,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
+	7,  // 27: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
+	28, // 28: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	23, // 29: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
+	28, // 30: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	23, // 31: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	24, // 32: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	28, // 33: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	29, // 34: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 35: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	15, // 36: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	19, // 37: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	21, // 38: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	17, // 39: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	14, // 40: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	16, // 41: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	20, // 42: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	22, // 43: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	18, // 44: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -1894,8 +2002,9 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeRequest_AdminCompactLog)(nil),
 		(*RangeRequest_AdminReplicaGc)(nil),
 		(*RangeRequest_AdminDigest)(nil),
+		(*RangeRequest_AdminReplicaProgress)(nil),
 	}
-	file_rangestore_v1_internal_proto_msgTypes[13].OneofWrappers = []any{
+	file_rangestore_v1_internal_proto_msgTypes[14].OneofWrappers = []any{
 		(*RangeResponse_AdminSplit)(nil),
 		(*RangeResponse_AdminFreeze)(nil),
 		(*RangeResponse_AdminMerge)(nil),
@@ -1904,6 +2013,7 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeResponse_AdminCreateReplica)(nil),
 		(*RangeResponse_ReplicaGc)(nil),
 		(*RangeResponse_ReplicaDigest)(nil),
+		(*RangeResponse_ReplicaProgress)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1911,7 +2021,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
