@@ -31,6 +31,11 @@ const (
 	// more than the leaseholder's (0 to 1, see workloadScore): the
 	// hysteresis that keeps a lease from flapping between localities.
 	FollowWorkloadMargin = 0.25
+	// MinQPSAboveMean: a store is hot only if it also serves at least
+	// this many requests per second more than the mean (CockroachDB
+	// ignores stores within 100 QPS of the mean): a lightly loaded
+	// cluster's noise moves neither leases nor replicas.
+	MinQPSAboveMean = 100
 )
 
 // PriorityLeasePreference is the priority of a lease transfer to a
@@ -288,10 +293,16 @@ func (s *scorer) figures() {
 		return
 	}
 	s.qpsMean = qps / float64(n)
-	s.qpsHot = s.qpsMean * (1 + QPSThreshold)
+	s.qpsHot = math.Max(s.qpsMean*(1+QPSThreshold), s.qpsMean+MinQPSAboveMean)
 	s.leaseMean = float64(leases) / float64(n)
 	margin := math.Max(s.leaseMean*LeaseThreshold, MinLeaseRebalance)
 	s.leaseOver, s.leaseUnder = s.leaseMean+margin, s.leaseMean-margin
+}
+
+// hotRule explains the hot line: the mean ×(1+QPSThreshold), at least
+// MinQPSAboveMean above it.
+func (s *scorer) hotRule() string {
+	return fmt.Sprintf("mean %.0f ×%.2f, at least +%d", s.qpsMean, 1+QPSThreshold, MinQPSAboveMean)
 }
 
 func (s *scorer) check(format string, args ...any) {
@@ -1092,7 +1103,7 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 	lh, cands := s.leaseCandidates()
 	q := s.in.QPS
 	if lh.QPS <= s.qpsHot {
-		s.check("load: leaseholder n%d serves %.0f qps, not above %.0f (mean %.0f ×%.2f)", lh.ID, lh.QPS, s.qpsHot, s.qpsMean, 1+QPSThreshold)
+		s.check("load: leaseholder n%d serves %.0f qps, not above %.0f (%s)", lh.ID, lh.QPS, s.qpsHot, s.hotRule())
 		return Decision{}, false
 	}
 	// fits: the node, with the range's load, is below the hot line and
@@ -1104,11 +1115,17 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 			s.leaseVerd[n.ID] = fmt.Sprintf("refused: %.0f+%.0f qps too hot", n.QPS, q)
 			continue
 		}
+		if s.againstWorkload(n, lh) {
+			// Follow-the-workload would move it back: load never
+			// moves a lease against the workload.
+			s.leaseVerd[n.ID] = "refused: farther from the workload"
+			continue
+		}
 		if best == nil || n.QPS < best.QPS {
 			best = n
 		}
 	}
-	hot := fmt.Sprintf("leaseholder n%d serves %.0f qps, above %.0f (mean %.0f ×%.2f)", lh.ID, lh.QPS, s.qpsHot, s.qpsMean, 1+QPSThreshold)
+	hot := fmt.Sprintf("leaseholder n%d serves %.0f qps, above %.0f (%s)", lh.ID, lh.QPS, s.qpsHot, s.hotRule())
 	if best != nil {
 		for _, n := range cands {
 			if n != best && fits(n) {
@@ -1139,7 +1156,7 @@ func (s *scorer) loadLease(moves bool) (Decision, bool) {
 		var ok []target
 		for _, t := range s.replacements(v) {
 			n := t.node
-			if fits(n) && s.prefLevel(n) <= s.prefLevel(lh) && (!s.countsOK ||
+			if fits(n) && s.prefLevel(n) <= s.prefLevel(lh) && !s.againstWorkload(n, lh) && (!s.countsOK ||
 				n.Replicas+1 <= s.counts.overfullAbove && v.node.Replicas-1 >= s.counts.underfullBelow) {
 				ok = append(ok, t)
 			}
@@ -1197,6 +1214,13 @@ func (s *scorer) workloadScore(n *Node) float64 {
 	return score / total
 }
 
+// againstWorkload: n matches the range's requests worse than the
+// leaseholder lh by the margin (the lease moved to n would follow the
+// workload back).
+func (s *scorer) againstWorkload(n, lh *Node) bool {
+	return len(s.in.Requests) > 0 && s.workloadScore(n) < s.workloadScore(lh)-FollowWorkloadMargin
+}
+
 // followWorkload moves the lease to the voter whose locality matches the
 // range's requests best, by at least FollowWorkloadMargin more than the
 // leaseholder's, if that voter does not become hot.
@@ -1250,7 +1274,7 @@ func (s *scorer) leaseCount() (Decision, bool) {
 		if !(over && nl < s.leaseMean) && !(nl < s.leaseUnder) {
 			continue
 		}
-		if len(s.in.Requests) > 0 && s.workloadScore(n) < s.workloadScore(lh)-FollowWorkloadMargin {
+		if s.againstWorkload(n, lh) {
 			s.leaseVerd[n.ID] = "refused: farther from the workload"
 			continue
 		}

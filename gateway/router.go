@@ -167,6 +167,10 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 // notes attempts that may have applied, and the ranges that replicas name
 // as having subsumed desc's range (they hold its dedup records).
 func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *writeAttempt) (*rspb.RangeResponse, error) {
+	if r.local != nil && req.GatewayNodeId == 0 {
+		// The leaseholder counts requests per gateway (follow-the-workload).
+		req.GatewayNodeId = r.local.NodeID()
+	}
 	backoff := minBackoff
 	var lastErr error
 	size, timedOut := proto.Size(req), 0

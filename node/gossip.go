@@ -71,7 +71,7 @@ func (n *Node) describeStore() *rspb.StoreDescriptor {
 		d.ReplicaCount++
 		if ri.LeaseValid && ri.Lease.GetNodeId() == me {
 			d.LeaseCount++
-			d.QueriesPerSecond += ri.Qps
+			d.QueriesPerSecond += ri.RequestQps
 		}
 	}
 	return d

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/reqload"
 )
 
 // tsCacheEntries bounds each replica's timestamp cache.
@@ -63,6 +64,9 @@ type Replica struct {
 	thawing         atomic.Bool
 	// change: replica changes led by this replica (replica_change.go).
 	change changeState
+	// reqLoad: where the batches this replica served as leaseholder came
+	// from (per gateway node; follow-the-workload).
+	reqLoad *reqload.Tracker
 }
 
 // newReplica builds the replica of rangeID around a new state machine
@@ -72,7 +76,8 @@ type Replica struct {
 // the parent served on its span).
 func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Replica {
 	r := &Replica{rangeID: rangeID, replicaID: replicaID, store: s, ready: make(chan struct{}),
-		latches: newLatchManager(), tscache: newTSCache(tsCacheEntries), split: s.newSplitTracking(rangeID)}
+		latches: newLatchManager(), tscache: newTSCache(tsCacheEntries), split: s.newSplitTracking(rangeID),
+		reqLoad: reqload.New(reqload.DefaultTau)}
 	now := s.cfg.Clock.Now()
 	r.tscache.setLowWater(kv.Timestamp{WallTime: now.WallTime + int64(s.cfg.Clock.MaxOffset())})
 	if !lowWater.IsEmpty() {

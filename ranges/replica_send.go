@@ -110,7 +110,11 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	r.split.recordLoad(r.store.cfg.TimeSource.Now(), req.Requests)
+	now := r.store.cfg.TimeSource.Now()
+	r.split.recordLoad(now, req.Requests)
+	if r.reqLoad != nil {
+		r.reqLoad.Record(now, req.GatewayNodeId)
+	}
 	if IsReadOnly(req.Requests) {
 		return r.serveRead(ctx, req)
 	}

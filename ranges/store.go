@@ -638,6 +638,13 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 				info.HotKey = *hk
 			}
 		}
+		if r.reqLoad != nil && info.LeaseValid && l.GetNodeId() == s.NodeID() {
+			total, by := r.reqLoad.Load(s.cfg.TimeSource.Now())
+			info.RequestQps = total
+			for _, g := range by {
+				info.RequestSources = append(info.RequestSources, &rspb.GatewayLoad{GatewayNodeId: g.Gateway, Qps: g.QPS})
+			}
+		}
 		if lid, term, ok, err := s.nh.GetLeaderID(id); err == nil && ok {
 			info.LeaderReplicaId, info.Term = lid, term
 			info.LeaderNodeId = r.leaderNode()

@@ -325,9 +325,14 @@ type RangeInfo struct {
 	// last_decision: the last allocator decision this node's replicate
 	// queue carried out for the range, with its reason and outcome (empty:
 	// none since the node started).
-	LastDecision  string `protobuf:"bytes,13,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastDecision string `protobuf:"bytes,13,opt,name=last_decision,json=lastDecision,proto3" json:"last_decision,omitempty"`
+	// request_qps: requests/s served here as leaseholder, an exponentially
+	// weighted moving average (10 s time constant); request_sources splits
+	// it by gateway node (gateway 0: senders that did not say).
+	RequestQps     float64        `protobuf:"fixed64,14,opt,name=request_qps,json=requestQps,proto3" json:"request_qps,omitempty"`
+	RequestSources []*GatewayLoad `protobuf:"bytes,15,rep,name=request_sources,json=requestSources,proto3" json:"request_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RangeInfo) Reset() {
@@ -451,6 +456,73 @@ func (x *RangeInfo) GetLastDecision() string {
 	return ""
 }
 
+func (x *RangeInfo) GetRequestQps() float64 {
+	if x != nil {
+		return x.RequestQps
+	}
+	return 0
+}
+
+func (x *RangeInfo) GetRequestSources() []*GatewayLoad {
+	if x != nil {
+		return x.RequestSources
+	}
+	return nil
+}
+
+// GatewayLoad is the smoothed rate of a range's requests from one gateway.
+type GatewayLoad struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GatewayNodeId uint64                 `protobuf:"varint,1,opt,name=gateway_node_id,json=gatewayNodeId,proto3" json:"gateway_node_id,omitempty"`
+	Qps           float64                `protobuf:"fixed64,2,opt,name=qps,proto3" json:"qps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayLoad) Reset() {
+	*x = GatewayLoad{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayLoad) ProtoMessage() {}
+
+func (x *GatewayLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayLoad.ProtoReflect.Descriptor instead.
+func (*GatewayLoad) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GatewayLoad) GetGatewayNodeId() uint64 {
+	if x != nil {
+		return x.GatewayNodeId
+	}
+	return 0
+}
+
+func (x *GatewayLoad) GetQps() float64 {
+	if x != nil {
+		return x.Qps
+	}
+	return 0
+}
+
 type RangesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*RangeInfo           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
@@ -460,7 +532,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[4]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +544,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[4]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +557,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -505,7 +577,7 @@ type TransferLeaseRequest struct {
 
 func (x *TransferLeaseRequest) Reset() {
 	*x = TransferLeaseRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[5]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +589,7 @@ func (x *TransferLeaseRequest) String() string {
 func (*TransferLeaseRequest) ProtoMessage() {}
 
 func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[5]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +602,7 @@ func (x *TransferLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TransferLeaseRequest) GetRangeId() uint64 {
@@ -556,7 +628,7 @@ type TransferLeaseResponse struct {
 
 func (x *TransferLeaseResponse) Reset() {
 	*x = TransferLeaseResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[6]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +640,7 @@ func (x *TransferLeaseResponse) String() string {
 func (*TransferLeaseResponse) ProtoMessage() {}
 
 func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[6]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +653,7 @@ func (x *TransferLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaseResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TransferLeaseResponse) GetAlreadyHeld() bool {
@@ -617,7 +689,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +701,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[7]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +714,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeStatus) GetNode() *NodeDescriptor {
@@ -760,7 +832,7 @@ type StoreDescriptor struct {
 
 func (x *StoreDescriptor) Reset() {
 	*x = StoreDescriptor{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +844,7 @@ func (x *StoreDescriptor) String() string {
 func (*StoreDescriptor) ProtoMessage() {}
 
 func (x *StoreDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[8]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +857,7 @@ func (x *StoreDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDescriptor.ProtoReflect.Descriptor instead.
 func (*StoreDescriptor) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StoreDescriptor) GetNodeId() uint64 {
@@ -880,7 +952,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +964,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +977,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type NodesResponse struct {
@@ -917,7 +989,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1001,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1014,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeStatus {
@@ -961,7 +1033,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1045,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1058,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeStatusRequest) GetNodeId() uint64 {
@@ -1005,7 +1077,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1089,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1102,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeStatusResponse) GetStatus() *NodeStatus {
@@ -1049,7 +1121,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1133,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1146,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DrainNodeRequest) GetNodeId() uint64 {
@@ -1093,7 +1165,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1177,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1190,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainNodeResponse) GetLeasesMoved() int64 {
@@ -1139,7 +1211,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1223,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1236,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DecommissionRequest) GetNodeIds() []uint64 {
@@ -1196,7 +1268,7 @@ type DecommissionNodeStatus struct {
 
 func (x *DecommissionNodeStatus) Reset() {
 	*x = DecommissionNodeStatus{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1280,7 @@ func (x *DecommissionNodeStatus) String() string {
 func (*DecommissionNodeStatus) ProtoMessage() {}
 
 func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1293,7 @@ func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionNodeStatus.ProtoReflect.Descriptor instead.
 func (*DecommissionNodeStatus) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DecommissionNodeStatus) GetNodeId() uint64 {
@@ -1275,7 +1347,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1359,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1372,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DecommissionResponse) GetNodes() []*DecommissionNodeStatus {
@@ -1319,7 +1391,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1403,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1416,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecommissionRequest) GetNodeId() uint64 {
@@ -1364,7 +1436,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1448,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1461,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecommissionResponse) GetMembership() MembershipState {
@@ -1417,7 +1489,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1501,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1514,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -1475,7 +1547,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1559,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1572,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1519,7 +1591,7 @@ type ExplainRangeRequest struct {
 
 func (x *ExplainRangeRequest) Reset() {
 	*x = ExplainRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1603,7 @@ func (x *ExplainRangeRequest) String() string {
 func (*ExplainRangeRequest) ProtoMessage() {}
 
 func (x *ExplainRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1616,7 @@ func (x *ExplainRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRangeRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExplainRangeRequest) GetRangeId() uint64 {
@@ -1574,7 +1646,7 @@ type ExplainRangeResponse struct {
 
 func (x *ExplainRangeResponse) Reset() {
 	*x = ExplainRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1658,7 @@ func (x *ExplainRangeResponse) String() string {
 func (*ExplainRangeResponse) ProtoMessage() {}
 
 func (x *ExplainRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1671,7 @@ func (x *ExplainRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRangeResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExplainRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1678,7 +1750,7 @@ type SetZoneRequest struct {
 
 func (x *SetZoneRequest) Reset() {
 	*x = SetZoneRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1762,7 @@ func (x *SetZoneRequest) String() string {
 func (*SetZoneRequest) ProtoMessage() {}
 
 func (x *SetZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1775,7 @@ func (x *SetZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetZoneRequest.ProtoReflect.Descriptor instead.
 func (*SetZoneRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetZoneRequest) GetDefaultZone() bool {
@@ -1757,7 +1829,7 @@ type SetZoneResponse struct {
 
 func (x *SetZoneResponse) Reset() {
 	*x = SetZoneResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1841,7 @@ func (x *SetZoneResponse) String() string {
 func (*SetZoneResponse) ProtoMessage() {}
 
 func (x *SetZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1854,7 @@ func (x *SetZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetZoneResponse.ProtoReflect.Descriptor instead.
 func (*SetZoneResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetZoneResponse) GetRecord() *ZoneConfigRecord {
@@ -1822,7 +1894,7 @@ type GetZoneRequest struct {
 
 func (x *GetZoneRequest) Reset() {
 	*x = GetZoneRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1906,7 @@ func (x *GetZoneRequest) String() string {
 func (*GetZoneRequest) ProtoMessage() {}
 
 func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1919,7 @@ func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneRequest.ProtoReflect.Descriptor instead.
 func (*GetZoneRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetZoneRequest) GetKey() []byte {
@@ -1867,7 +1939,7 @@ type GetZoneResponse struct {
 
 func (x *GetZoneResponse) Reset() {
 	*x = GetZoneResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +1951,7 @@ func (x *GetZoneResponse) String() string {
 func (*GetZoneResponse) ProtoMessage() {}
 
 func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +1964,7 @@ func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneResponse.ProtoReflect.Descriptor instead.
 func (*GetZoneResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetZoneResponse) GetRecord() *ZoneConfigRecord {
@@ -1917,7 +1989,7 @@ type ListZonesRequest struct {
 
 func (x *ListZonesRequest) Reset() {
 	*x = ListZonesRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2001,7 @@ func (x *ListZonesRequest) String() string {
 func (*ListZonesRequest) ProtoMessage() {}
 
 func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2014,7 @@ func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesRequest.ProtoReflect.Descriptor instead.
 func (*ListZonesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type ListZonesResponse struct {
@@ -1954,7 +2026,7 @@ type ListZonesResponse struct {
 
 func (x *ListZonesResponse) Reset() {
 	*x = ListZonesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2038,7 @@ func (x *ListZonesResponse) String() string {
 func (*ListZonesResponse) ProtoMessage() {}
 
 func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2051,7 @@ func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesResponse.ProtoReflect.Descriptor instead.
 func (*ListZonesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListZonesResponse) GetRecords() []*ZoneConfigRecord {
@@ -1997,7 +2069,7 @@ type AllocatorPlanRequest struct {
 
 func (x *AllocatorPlanRequest) Reset() {
 	*x = AllocatorPlanRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2081,7 @@ func (x *AllocatorPlanRequest) String() string {
 func (*AllocatorPlanRequest) ProtoMessage() {}
 
 func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2094,7 @@ func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanRequest.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 type PlannedChange struct {
@@ -2040,7 +2112,7 @@ type PlannedChange struct {
 
 func (x *PlannedChange) Reset() {
 	*x = PlannedChange{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2124,7 @@ func (x *PlannedChange) String() string {
 func (*PlannedChange) ProtoMessage() {}
 
 func (x *PlannedChange) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2137,7 @@ func (x *PlannedChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedChange.ProtoReflect.Descriptor instead.
 func (*PlannedChange) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PlannedChange) GetNodeId() uint64 {
@@ -2132,7 +2204,7 @@ type AllocatorPlanResponse struct {
 
 func (x *AllocatorPlanResponse) Reset() {
 	*x = AllocatorPlanResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2216,7 @@ func (x *AllocatorPlanResponse) String() string {
 func (*AllocatorPlanResponse) ProtoMessage() {}
 
 func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2229,7 @@ func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanResponse.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AllocatorPlanResponse) GetChanges() []*PlannedChange {
@@ -2205,7 +2277,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2289,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2302,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -2256,7 +2328,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2340,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2353,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -2300,7 +2372,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2384,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2397,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -2345,7 +2417,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2429,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2442,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -2396,7 +2468,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2480,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2493,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -2441,7 +2513,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +2525,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +2538,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -2492,7 +2564,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2576,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2589,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -2541,7 +2613,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2625,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2638,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2606,7 +2678,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x05nodes\x18\x02 \x03(\v2\x1d.rangestore.v1.NodeDescriptorR\x05nodes\x126\n" +
 	"\x06ranges\x18\x03 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x06ranges\",\n" +
 	"\rRangesRequest\x12\x1b\n" +
-	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xe3\x03\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"\xc9\x04\n" +
 	"\tRangeInfo\x12I\n" +
 	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12$\n" +
@@ -2624,7 +2696,13 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\ahot_key\x18\v \x01(\fR\x06hotKey\x12\x1f\n" +
 	"\vfrozen_into\x18\f \x01(\x04R\n" +
 	"frozenInto\x12#\n" +
-	"\rlast_decision\x18\r \x01(\tR\flastDecision\"B\n" +
+	"\rlast_decision\x18\r \x01(\tR\flastDecision\x12\x1f\n" +
+	"\vrequest_qps\x18\x0e \x01(\x01R\n" +
+	"requestQps\x12C\n" +
+	"\x0frequest_sources\x18\x0f \x03(\v2\x1a.rangestore.v1.GatewayLoadR\x0erequestSources\"G\n" +
+	"\vGatewayLoad\x12&\n" +
+	"\x0fgateway_node_id\x18\x01 \x01(\x04R\rgatewayNodeId\x12\x10\n" +
+	"\x03qps\x18\x02 \x01(\x01R\x03qps\"B\n" +
 	"\x0eRangesResponse\x120\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x18.rangestore.v1.RangeInfoR\x06ranges\"W\n" +
 	"\x14TransferLeaseRequest\x12\x19\n" +
@@ -2825,7 +2903,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -2833,121 +2911,123 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*InitResponse)(nil),                 // 3: rangestore.v1.InitResponse
 	(*RangesRequest)(nil),                // 4: rangestore.v1.RangesRequest
 	(*RangeInfo)(nil),                    // 5: rangestore.v1.RangeInfo
-	(*RangesResponse)(nil),               // 6: rangestore.v1.RangesResponse
-	(*TransferLeaseRequest)(nil),         // 7: rangestore.v1.TransferLeaseRequest
-	(*TransferLeaseResponse)(nil),        // 8: rangestore.v1.TransferLeaseResponse
-	(*NodeStatus)(nil),                   // 9: rangestore.v1.NodeStatus
-	(*StoreDescriptor)(nil),              // 10: rangestore.v1.StoreDescriptor
-	(*NodesRequest)(nil),                 // 11: rangestore.v1.NodesRequest
-	(*NodesResponse)(nil),                // 12: rangestore.v1.NodesResponse
-	(*NodeStatusRequest)(nil),            // 13: rangestore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),           // 14: rangestore.v1.NodeStatusResponse
-	(*DrainNodeRequest)(nil),             // 15: rangestore.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),            // 16: rangestore.v1.DrainNodeResponse
-	(*DecommissionRequest)(nil),          // 17: rangestore.v1.DecommissionRequest
-	(*DecommissionNodeStatus)(nil),       // 18: rangestore.v1.DecommissionNodeStatus
-	(*DecommissionResponse)(nil),         // 19: rangestore.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),          // 20: rangestore.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),         // 21: rangestore.v1.RecommissionResponse
-	(*ChangeReplicasRequest)(nil),        // 22: rangestore.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 23: rangestore.v1.ChangeReplicasResponse
-	(*ExplainRangeRequest)(nil),          // 24: rangestore.v1.ExplainRangeRequest
-	(*ExplainRangeResponse)(nil),         // 25: rangestore.v1.ExplainRangeResponse
-	(*SetZoneRequest)(nil),               // 26: rangestore.v1.SetZoneRequest
-	(*SetZoneResponse)(nil),              // 27: rangestore.v1.SetZoneResponse
-	(*GetZoneRequest)(nil),               // 28: rangestore.v1.GetZoneRequest
-	(*GetZoneResponse)(nil),              // 29: rangestore.v1.GetZoneResponse
-	(*ListZonesRequest)(nil),             // 30: rangestore.v1.ListZonesRequest
-	(*ListZonesResponse)(nil),            // 31: rangestore.v1.ListZonesResponse
-	(*AllocatorPlanRequest)(nil),         // 32: rangestore.v1.AllocatorPlanRequest
-	(*PlannedChange)(nil),                // 33: rangestore.v1.PlannedChange
-	(*AllocatorPlanResponse)(nil),        // 34: rangestore.v1.AllocatorPlanResponse
-	(*RelocateRangeRequest)(nil),         // 35: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 36: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 37: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 38: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 39: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 40: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 41: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 42: rangestore.v1.SetReplicationFactorResponse
-	nil,                                  // 43: rangestore.v1.SetZoneRequest.FieldsEntry
-	(*NodeDescriptor)(nil),               // 44: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 45: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 46: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 47: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 48: rangestore.v1.LocalityTier
-	(*ZoneConfigRecord)(nil),             // 49: rangestore.v1.ZoneConfigRecord
+	(*GatewayLoad)(nil),                  // 6: rangestore.v1.GatewayLoad
+	(*RangesResponse)(nil),               // 7: rangestore.v1.RangesResponse
+	(*TransferLeaseRequest)(nil),         // 8: rangestore.v1.TransferLeaseRequest
+	(*TransferLeaseResponse)(nil),        // 9: rangestore.v1.TransferLeaseResponse
+	(*NodeStatus)(nil),                   // 10: rangestore.v1.NodeStatus
+	(*StoreDescriptor)(nil),              // 11: rangestore.v1.StoreDescriptor
+	(*NodesRequest)(nil),                 // 12: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),                // 13: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),            // 14: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),           // 15: rangestore.v1.NodeStatusResponse
+	(*DrainNodeRequest)(nil),             // 16: rangestore.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),            // 17: rangestore.v1.DrainNodeResponse
+	(*DecommissionRequest)(nil),          // 18: rangestore.v1.DecommissionRequest
+	(*DecommissionNodeStatus)(nil),       // 19: rangestore.v1.DecommissionNodeStatus
+	(*DecommissionResponse)(nil),         // 20: rangestore.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),          // 21: rangestore.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),         // 22: rangestore.v1.RecommissionResponse
+	(*ChangeReplicasRequest)(nil),        // 23: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 24: rangestore.v1.ChangeReplicasResponse
+	(*ExplainRangeRequest)(nil),          // 25: rangestore.v1.ExplainRangeRequest
+	(*ExplainRangeResponse)(nil),         // 26: rangestore.v1.ExplainRangeResponse
+	(*SetZoneRequest)(nil),               // 27: rangestore.v1.SetZoneRequest
+	(*SetZoneResponse)(nil),              // 28: rangestore.v1.SetZoneResponse
+	(*GetZoneRequest)(nil),               // 29: rangestore.v1.GetZoneRequest
+	(*GetZoneResponse)(nil),              // 30: rangestore.v1.GetZoneResponse
+	(*ListZonesRequest)(nil),             // 31: rangestore.v1.ListZonesRequest
+	(*ListZonesResponse)(nil),            // 32: rangestore.v1.ListZonesResponse
+	(*AllocatorPlanRequest)(nil),         // 33: rangestore.v1.AllocatorPlanRequest
+	(*PlannedChange)(nil),                // 34: rangestore.v1.PlannedChange
+	(*AllocatorPlanResponse)(nil),        // 35: rangestore.v1.AllocatorPlanResponse
+	(*RelocateRangeRequest)(nil),         // 36: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 37: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 38: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 39: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 40: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 41: rangestore.v1.SplitRangeResponse
+	(*SetReplicationFactorRequest)(nil),  // 42: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 43: rangestore.v1.SetReplicationFactorResponse
+	nil,                                  // 44: rangestore.v1.SetZoneRequest.FieldsEntry
+	(*NodeDescriptor)(nil),               // 45: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 46: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 47: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 48: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 49: rangestore.v1.LocalityTier
+	(*ZoneConfigRecord)(nil),             // 50: rangestore.v1.ZoneConfigRecord
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	44, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	45, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	45, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	46, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
-	5,  // 4: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	44, // 5: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
-	0,  // 6: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	47, // 7: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
-	1,  // 8: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	10, // 9: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	48, // 10: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
-	9,  // 11: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
-	9,  // 12: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	1,  // 13: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	18, // 14: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
-	1,  // 15: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	45, // 16: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	45, // 17: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	43, // 18: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
-	49, // 19: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	49, // 20: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	49, // 21: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
-	33, // 22: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
-	45, // 23: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	45, // 24: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	45, // 25: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	45, // 26: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	45, // 27: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 28: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 29: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	7,  // 30: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	39, // 31: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	37, // 32: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	22, // 33: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	35, // 34: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	24, // 35: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
-	32, // 36: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
-	26, // 37: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
-	28, // 38: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
-	30, // 39: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
-	11, // 40: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	13, // 41: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	41, // 42: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	15, // 43: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	17, // 44: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	20, // 45: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 46: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	6,  // 47: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	8,  // 48: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	40, // 49: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	38, // 50: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	23, // 51: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	36, // 52: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	25, // 53: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	34, // 54: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
-	27, // 55: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
-	29, // 56: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
-	31, // 57: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
-	12, // 58: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	14, // 59: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	42, // 60: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	16, // 61: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	19, // 62: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	21, // 63: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	46, // [46:64] is the sub-list for method output_type
-	28, // [28:46] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	45, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	46, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	46, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	47, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	6,  // 4: rangestore.v1.RangeInfo.request_sources:type_name -> rangestore.v1.GatewayLoad
+	5,  // 5: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
+	45, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	0,  // 7: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
+	48, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	1,  // 9: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	11, // 10: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
+	49, // 11: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	10, // 12: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
+	10, // 13: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
+	1,  // 14: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	19, // 15: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
+	1,  // 16: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
+	46, // 17: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	46, // 18: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	44, // 19: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
+	50, // 20: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	50, // 21: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	50, // 22: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
+	34, // 23: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
+	46, // 24: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	46, // 25: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	46, // 26: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	46, // 27: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	46, // 28: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 29: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 30: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	8,  // 31: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	40, // 32: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	38, // 33: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	23, // 34: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	36, // 35: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	25, // 36: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	33, // 37: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
+	27, // 38: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
+	29, // 39: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
+	31, // 40: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
+	12, // 41: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	14, // 42: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	42, // 43: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	16, // 44: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	18, // 45: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	21, // 46: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 47: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	7,  // 48: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	9,  // 49: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	41, // 50: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	39, // 51: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	24, // 52: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	37, // 53: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	26, // 54: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	35, // 55: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	28, // 56: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
+	30, // 57: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
+	32, // 58: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
+	13, // 59: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	15, // 60: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	43, // 61: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	17, // 62: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	20, // 63: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	22, // 64: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	47, // [47:65] is the sub-list for method output_type
+	29, // [29:47] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -2963,7 +3043,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -392,6 +392,10 @@ type RangeRequest struct {
 	ProposalId    []byte                 `protobuf:"bytes,3,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`          // unique per logical write; retries reuse it
 	Timestamp     *Timestamp             `protobuf:"bytes,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`                              // proposer's clock: lower bound of the commit timestamp
 	ReadTimestamp *Timestamp             `protobuf:"bytes,5,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"` // for read-only requests (empty = latest)
+	// gateway_node_id: the node whose router sent the batch (0: not said,
+	// an older sender); the leaseholder counts its requests per gateway for
+	// follow-the-workload.
+	GatewayNodeId uint64 `protobuf:"varint,22,opt,name=gateway_node_id,json=gatewayNodeId,proto3" json:"gateway_node_id,omitempty"`
 	// Types that are valid to be assigned to Admin:
 	//
 	//	*RangeRequest_AdminSplit
@@ -472,6 +476,13 @@ func (x *RangeRequest) GetReadTimestamp() *Timestamp {
 		return x.ReadTimestamp
 	}
 	return nil
+}
+
+func (x *RangeRequest) GetGatewayNodeId() uint64 {
+	if x != nil {
+		return x.GatewayNodeId
+	}
+	return 0
 }
 
 func (x *RangeRequest) GetAdmin() isRangeRequest_Admin {
@@ -1776,14 +1787,15 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xa5\a\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xcd\a\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
 	"\vproposal_id\x18\x03 \x01(\fR\n" +
 	"proposalId\x126\n" +
 	"\ttimestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12?\n" +
-	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12C\n" +
+	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12&\n" +
+	"\x0fgateway_node_id\x18\x16 \x01(\x04R\rgatewayNodeId\x12C\n" +
 	"\vadmin_split\x18\x06 \x01(\v2 .rangestore.v1.AdminSplitRequestH\x00R\n" +
 	"adminSplit\x12F\n" +
 	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestH\x00R\vadminFreeze\x12C\n" +

@@ -1,0 +1,120 @@
+package reqload
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"time"
+)
+
+const (
+	// DefaultTau is the averaging time constant: about 63 % of a change in
+	// the request rate shows after Tau, 95 % after 3·Tau.
+	DefaultTau = 10 * time.Second
+	// DropBelow is the rate (requests/s) under which a gateway is
+	// forgotten.
+	DropBelow = 0.01
+	// MaxGateways bounds the gateways kept per range.
+	MaxGateways = 64
+)
+
+// Tracker is one range's request sources. The zero value is not usable;
+// use New. It is safe for concurrent use.
+type Tracker struct {
+	tau float64 // seconds
+
+	mu sync.Mutex
+	gw map[uint64]*entry
+}
+
+type entry struct {
+	count float64 // decayed request count at last
+	last  time.Time
+}
+
+// GatewayLoad is one gateway's smoothed request rate.
+type GatewayLoad struct {
+	Gateway uint64 // node ID; 0: senders that did not say
+	QPS     float64
+}
+
+// New returns a tracker averaging over tau (<= 0: DefaultTau).
+func New(tau time.Duration) *Tracker {
+	if tau <= 0 {
+		tau = DefaultTau
+	}
+	return &Tracker{tau: tau.Seconds(), gw: map[uint64]*entry{}}
+}
+
+// decayed is e's count at now (a time before e.last counts as e.last: the
+// caller's clock never makes a count grow).
+func (t *Tracker) decayed(e *entry, now time.Time) float64 {
+	dt := now.Sub(e.last).Seconds()
+	if dt <= 0 {
+		return e.count
+	}
+	return e.count * math.Exp(-dt/t.tau)
+}
+
+// Record counts one request from gateway at now.
+func (t *Tracker) Record(now time.Time, gateway uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.gw[gateway]
+	if e == nil {
+		if len(t.gw) >= MaxGateways {
+			t.evictLocked(now)
+		}
+		e = &entry{last: now}
+		t.gw[gateway] = e
+	}
+	e.count = t.decayed(e, now) + 1
+	if now.After(e.last) {
+		e.last = now
+	}
+}
+
+// evictLocked drops the gateways that decayed below DropBelow, and if
+// none did, the slowest one.
+func (t *Tracker) evictLocked(now time.Time) {
+	var slowest uint64
+	low := math.Inf(1)
+	for id, e := range t.gw {
+		r := t.decayed(e, now) / t.tau
+		if r < DropBelow {
+			delete(t.gw, id)
+			continue
+		}
+		if r < low || (r == low && id < slowest) {
+			slowest, low = id, r
+		}
+	}
+	if len(t.gw) >= MaxGateways {
+		delete(t.gw, slowest)
+	}
+}
+
+// Load returns the rate of every gateway at now, by gateway ID, and their
+// sum; it forgets the gateways that decayed below DropBelow.
+func (t *Tracker) Load(now time.Time) (total float64, by []GatewayLoad) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, e := range t.gw {
+		r := t.decayed(e, now) / t.tau
+		if r < DropBelow {
+			delete(t.gw, id)
+			continue
+		}
+		total += r
+		by = append(by, GatewayLoad{Gateway: id, QPS: r})
+	}
+	sort.Slice(by, func(i, j int) bool { return by[i].Gateway < by[j].Gateway })
+	return total, by
+}
+
+// Len is the number of gateways kept (tests).
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.gw)
+}
