@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -29,6 +30,23 @@ type RangeView struct {
 	// ChangeReplicas, step by step): its non-voter is the change's own,
 	// about to be promoted, not a leftover, so it is not removed.
 	ChangeInFlight string
+	// QPS is the range's requests per second as its leaseholder here
+	// serves them (smoothed; 0 unless Mine), and Sources where they come
+	// from, per gateway node: MakePlan turns them into the scorer's
+	// request localities (follow-the-workload) from the nodes' localities.
+	QPS     float64
+	Sources []Source
+	// LastLeaseTransfer is when this node's queue last transferred the
+	// range's lease away (zero: not recently): at most one transfer per
+	// range per MinLeaseTransferInterval.
+	LastLeaseTransfer time.Time
+}
+
+// Source is a share of a range's requests: those sent by one gateway node
+// (0: senders that did not say, counted in the range's QPS only).
+type Source struct {
+	Gateway uint64
+	QPS     float64
 }
 
 // Input is everything one pass decides from.
@@ -37,7 +55,21 @@ type Input struct {
 	Nodes  []allocator.Node // every node of the directory; Replicas and Leases are filled by MakePlan
 	Ranges []RangeView      // every range of meta
 	Factor int              // the replication factor setting
+	// Now is the time of the pass (the lease transfer rate limit).
+	Now time.Time
 }
+
+// MinLeaseTransferInterval: at most one lease transfer per range per
+// interval (CockroachDB's kv.allocator.min_lease_transfer_interval), so
+// that a lease never bounces between nodes faster than load figures and
+// lease counts can follow.
+const MinLeaseTransferInterval = time.Second
+
+// LeaseTransfersPerPass caps the balancing lease transfers (lease counts,
+// load, follow-the-workload: allocator priority 1) of one pass of one
+// node, as RebalancesPerPass caps replica moves; transfers to a preferred
+// node (lease preferences) are not capped.
+const LeaseTransfersPerPass = 8
 
 // Step is one replica change the queue carries out: a ChangeReplicas
 // call adding Add or removing Remove (one node, one of them empty), or,
@@ -138,7 +170,7 @@ func MakePlan(in Input) (Plan, error) {
 	}
 	var todo []pending
 	for _, r := range in.Ranges {
-		d, err := decide(r, in.Factor, nodes)
+		d, err := decide(r, in.Factor, nodes, idx)
 		if err != nil {
 			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Why: "cannot decide: " + err.Error()})
 			continue
@@ -154,9 +186,12 @@ func MakePlan(in Input) (Plan, error) {
 		why := ""
 		switch {
 		case notCarriedOut(d):
-			why = "not carried out: this queue moves voters, and leases to preferred nodes, only (lease count and load balancing, and read replicas, come later)"
+			why = "not carried out: this queue moves voters and leases only (read replicas come later)"
 		case !acts(d.Action):
 			why = "nothing to do"
+		case d.Action == allocator.ActionTransferLease && !r.LastLeaseTransfer.IsZero() && in.Now.Sub(r.LastLeaseTransfer) < MinLeaseTransferInterval:
+			why = fmt.Sprintf("waiting: its lease was transferred %s ago, at most one transfer per range per %s",
+				in.Now.Sub(r.LastLeaseTransfer).Round(time.Millisecond), MinLeaseTransferInterval)
 		case r.Fixed != "":
 			why = r.Fixed
 		case r.ChangeInFlight != "" && midChange(d, nodes, idx):
@@ -178,9 +213,9 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		return todo[i].view.Desc.RangeId < todo[j].view.Desc.RangeId
 	})
-	rebalances := 0
+	rebalances, transfers := 0, 0
 	for _, t := range todo {
-		d, err := decide(t.view, in.Factor, nodes)
+		d, err := decide(t.view, in.Factor, nodes, idx)
 		if err != nil { // cannot happen: the same input decided above
 			return Plan{}, err
 		}
@@ -196,6 +231,14 @@ func MakePlan(in Input) (Plan, error) {
 			}
 			rebalances++
 		}
+		if d.Action == allocator.ActionTransferLease && d.Priority < allocator.PriorityLeasePreference {
+			if transfers == LeaseTransfersPerPass {
+				p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d,
+					Why: fmt.Sprintf("waiting: at most %d balancing lease transfers per pass", LeaseTransfersPerPass)})
+				continue
+			}
+			transfers++
+		}
 		s := Step{RangeID: t.view.Desc.RangeId, Decision: d}
 		i := idx[d.Node]
 		switch d.Action {
@@ -203,8 +246,12 @@ func MakePlan(in Input) (Plan, error) {
 			s.Add, s.Remove = []uint64{d.Node}, []uint64{d.From}
 			nodes[i].Replicas++
 			nodes[idx[d.From]].Replicas--
+			if d.From == t.view.Leaseholder {
+				moveLease(nodes, idx[d.From], i, t.view.QPS)
+			}
 		case allocator.ActionTransferLease:
 			s.Transfer = d.Node
+			moveLease(nodes, idx[d.From], i, t.view.QPS)
 		case allocator.ActionReplaceVoter:
 			// A replace adds the new voter; the lost or leaving one goes
 			// in a later pass (remove-voter), as for a repair.
@@ -246,14 +293,20 @@ func waitForQuorum(desc *rspb.RangeDescriptor, nodes []allocator.Node, idx map[u
 	return ""
 }
 
-// decide is the allocator's scorer on one range, with the default zone
-// config at the replication factor setting (zone configs per span are
-// not stored yet) and no load figures: the scorer's load rules have no
-// absolute floor yet, so a few requests per second would move leases
-// and replicas. Its lease actions (transfer-lease) and non-voter actions
-// are not carried out by this queue (acts): voters only, until lease
-// rebalancing and read replicas are built.
-func decide(r RangeView, factor int, nodes []allocator.Node) (allocator.Decision, error) {
+// moveLease counts a lease, and the range's load, on node to instead of
+// from (the later steps of a pass decide against the counts that include
+// the earlier ones).
+func moveLease(nodes []allocator.Node, from, to int, qps float64) {
+	nodes[from].Leases--
+	nodes[to].Leases++
+	nodes[from].QPS = max(nodes[from].QPS-qps, 0)
+	nodes[to].QPS += qps
+}
+
+// decide is the allocator's scorer on one range, with its zone config (nil:
+// the default one at the replication factor setting), the nodes' QPS, the
+// range's QPS and its request localities (Requests).
+func decide(r RangeView, factor int, nodes []allocator.Node, idx map[uint64]int) (allocator.Decision, error) {
 	var zone allocator.ZoneConfig
 	if r.Zone != nil {
 		zone = *r.Zone
@@ -266,16 +319,47 @@ func decide(r RangeView, factor int, nodes []allocator.Node) (allocator.Decision
 			return allocator.Decision{}, err
 		}
 	}
-	noLoad := make([]allocator.Node, len(nodes))
-	copy(noLoad, nodes)
-	for i := range noLoad {
-		noLoad[i].QPS = 0
-	}
-	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: LeaseholderVoter(r.Desc, r.Leaseholder), Nodes: noLoad})
+	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: LeaseholderVoter(r.Desc, r.Leaseholder),
+		QPS: r.QPS, Requests: Requests(r.Sources, nodes, idx), Nodes: nodes})
 	if err != nil {
 		return allocator.Decision{}, err
 	}
 	return rec.Decision, nil
+}
+
+// Requests turns a range's request sources into the scorer's request
+// localities: each gateway's share goes to the gateway node's locality
+// (shares of one locality summed, in the order of their first gateway by
+// ID); a gateway that is 0 or not a node of the view is left out (its
+// requests still count in the range's QPS).
+func Requests(sources []Source, nodes []allocator.Node, idx map[uint64]int) []allocator.LocalityLoad {
+	srcs := append([]Source(nil), sources...)
+	sort.Slice(srcs, func(i, j int) bool { return srcs[i].Gateway < srcs[j].Gateway })
+	var out []allocator.LocalityLoad
+	at := map[string]int{}
+	for _, src := range srcs {
+		i, ok := idx[src.Gateway]
+		if src.Gateway == 0 || !ok || src.QPS <= 0 {
+			continue
+		}
+		loc := nodes[i].Locality
+		key := formatTiers(loc)
+		if j, ok := at[key]; ok {
+			out[j].QPS += src.QPS
+			continue
+		}
+		at[key] = len(out)
+		out = append(out, allocator.LocalityLoad{Locality: loc, QPS: src.QPS})
+	}
+	return out
+}
+
+func formatTiers(tiers []*rspb.LocalityTier) string {
+	parts := make([]string, len(tiers))
+	for i, t := range tiers {
+		parts[i] = t.Key + "=" + t.Value
+	}
+	return strings.Join(parts, ",")
 }
 
 // LeaseholderVoter is holder if it holds a voter of desc (a lease known
@@ -290,20 +374,17 @@ func LeaseholderVoter(desc *rspb.RangeDescriptor, holder uint64) uint64 {
 	return 0
 }
 
-// notCarriedOut: the scorer's lease transfers other than to a preferred
-// node, and its non-voter actions, which this queue does not make yet.
+// notCarriedOut: the scorer's non-voter additions and moves, which this
+// queue does not make yet.
 func notCarriedOut(d allocator.Decision) bool {
 	switch d.Action {
-	case allocator.ActionTransferLease:
-		return d.Priority != allocator.PriorityLeasePreference
 	case allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter, allocator.ActionRebalanceNonVoter:
 		return true
 	}
 	return false
 }
 
-// acts reports whether an action is a change this queue makes (a lease
-// transfer only for lease preferences: see MakePlan).
+// acts reports whether an action is a change this queue makes.
 func acts(a allocator.Action) bool {
 	switch a {
 	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance,
@@ -368,6 +449,11 @@ func midChange(d allocator.Decision, nodes []allocator.Node, idx map[uint64]int)
 	switch d.Action {
 	case allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
 		return true
+	case allocator.ActionTransferLease:
+		// A balancing transfer waits for the change to end (it could
+		// land on a voter the change is about to remove); a preferred
+		// node's goes ahead.
+		return d.Priority < allocator.PriorityLeasePreference
 	case allocator.ActionRemoveVoter:
 		i, ok := idx[d.Node]
 		return ok && nodes[i].Liveness == allocator.Live && nodes[i].Membership == allocator.Active

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/internal/golden"
@@ -15,9 +16,12 @@ import (
 // the plans with testdata/plan.golden (regenerate with -rewrite).
 //
 // A node is "nID" followed by words: live, suspect, dead, draining,
-// decommissioning, decommissioned, and key=value locality tiers. A range
-// is "rID" followed by voters=n1,n2 [nonvoters=n4] [lh=nN] [mine] [fixed] [changing]
-// [fixed]; replica IDs are given in order from 1.
+// decommissioning, decommissioned, qps=N (the store's QPS), and key=value
+// locality tiers. A range is "rID" followed by voters=n1,n2
+// [nonvoters=n4] [lh=nN] [mine] [fixed] [changing] [qps=N] [from=n4:90,n1:10]
+// (requests/s per gateway node) [transferred=DURATION] (its lease was
+// transferred that long before the pass); replica IDs are given in order
+// from 1.
 func TestMakePlan(t *testing.T) {
 	var cases struct {
 		Cases []struct {
@@ -31,7 +35,7 @@ func TestMakePlan(t *testing.T) {
 	golden.LoadJSON(t, "plan.json", &cases)
 	var out strings.Builder
 	for _, c := range cases.Cases {
-		in := Input{Self: c.Self, Factor: c.Factor}
+		in := Input{Self: c.Self, Factor: c.Factor, Now: planNow}
 		for _, s := range c.Nodes {
 			in.Nodes = append(in.Nodes, parseNode(t, s))
 		}
@@ -87,6 +91,18 @@ func TestMakePlanDeterministic(t *testing.T) {
 	}
 }
 
+// planNow is the time of the golden passes.
+var planNow = time.Unix(1_800_000_000, 0)
+
+func parseFloat(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("%q: %v", s, err)
+	}
+	return f
+}
+
 func nodeID(t *testing.T, s string) uint64 {
 	t.Helper()
 	id, err := strconv.ParseUint(strings.TrimPrefix(s, "n"), 10, 64)
@@ -118,6 +134,10 @@ func parseNode(t *testing.T, s string) allocator.Node {
 			k, v, ok := strings.Cut(w, "=")
 			if !ok {
 				t.Fatalf("node %q: unknown word %q", s, w)
+			}
+			if k == "qps" {
+				n.QPS = parseFloat(t, v)
+				continue
 			}
 			n.Locality = append(n.Locality, &rspb.LocalityTier{Key: k, Value: v})
 		}
@@ -154,6 +174,19 @@ func parseRange(t *testing.T, s string) RangeView {
 			v.Fixed = "the range's replicas must not change now"
 		case "changing":
 			v.ChangeInFlight = "a replica change of this range is in flight here"
+		case "qps":
+			v.QPS = parseFloat(t, val)
+		case "from":
+			for _, g := range strings.Split(val, ",") {
+				n, q, _ := strings.Cut(g, ":")
+				v.Sources = append(v.Sources, Source{Gateway: nodeID(t, n), QPS: parseFloat(t, q)})
+			}
+		case "transferred":
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				t.Fatalf("range %q: %v", s, err)
+			}
+			v.LastLeaseTransfer = planNow.Add(-d)
 		case "zone":
 			// zone=name:value;name:value (allocator.ParseZoneConfig fields,
 			// ':' for '='), resolved at factor 3.

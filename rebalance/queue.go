@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -54,6 +55,12 @@ type Config struct {
 type Queue struct {
 	cfg  Config
 	kick chan struct{}
+
+	mu sync.Mutex
+	// transferred: when this queue last transferred each range's lease
+	// (the rate limit; entries older than MinLeaseTransferInterval are
+	// dropped at each pass).
+	transferred map[uint64]time.Time
 }
 
 // New returns a queue; Run runs it.
@@ -73,7 +80,7 @@ func New(cfg Config) *Queue {
 	if cfg.TimeSource == nil {
 		cfg.TimeSource = timeutil.DefaultTimeSource{}
 	}
-	return &Queue{cfg: cfg, kick: make(chan struct{}, 1)}
+	return &Queue{cfg: cfg, kick: make(chan struct{}, 1), transferred: map[uint64]time.Time{}}
 }
 
 // Kick asks for a pass now (e.g. after the setting changed); it never
@@ -121,6 +128,17 @@ func (q *Queue) Pass(ctx context.Context) (Plan, error) {
 		m.passes.WithLabelValues("error").Inc()
 		return Plan{}, err
 	}
+	in.Now = q.cfg.TimeSource.Now()
+	q.mu.Lock()
+	for id, at := range q.transferred {
+		if in.Now.Sub(at) >= MinLeaseTransferInterval {
+			delete(q.transferred, id)
+		}
+	}
+	for i := range in.Ranges {
+		in.Ranges[i].LastLeaseTransfer = q.transferred[in.Ranges[i].Desc.GetRangeId()]
+	}
+	q.mu.Unlock()
 	p, err := MakePlan(in)
 	if err != nil {
 		m.passes.WithLabelValues("error").Inc()
@@ -168,6 +186,9 @@ func (q *Queue) step(ctx context.Context, in Input, s Step) {
 	case s.Transfer != 0 && q.cfg.Transfer == nil:
 		err = errors.New("this queue cannot transfer leases (no Transfer)")
 	case s.Transfer != 0:
+		q.mu.Lock()
+		q.transferred[s.RangeID] = q.cfg.TimeSource.Now()
+		q.mu.Unlock()
 		err = q.cfg.Transfer(sctx, s.RangeID, s.Transfer)
 	default:
 		err = q.cfg.Change(sctx, s.RangeID, s.Add, s.Remove)

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestPassSteps: a pass carries out its plan's steps in order, skips a
@@ -158,5 +161,55 @@ func TestPassRebalance(t *testing.T) {
 	}
 	if got := value(t, m.actions.WithLabelValues("rebalance", "ok")); got != 4 {
 		t.Errorf("rebalance ok: %v, want 4", got)
+	}
+}
+
+// TestPassLeaseTransferRateLimit: the queue transfers a range's lease at
+// most once per MinLeaseTransferInterval, even if the lease is back here
+// and the scorer asks again at once (a transfer that failed, or a lease
+// that bounced back): the pass in between lists it as waiting.
+func TestPassLeaseTransferRateLimit(t *testing.T) {
+	in := Input{Self: 1, Factor: 3}
+	for _, s := range []string{"n1 region=us", "n2 region=ap", "n3 region=eu"} {
+		in.Nodes = append(in.Nodes, parseNode(t, s))
+	}
+	for _, s := range []string{"r2 voters=n1,n2,n3 lh=n1 mine qps=20 from=n3:20", "r3 voters=n1,n2,n3 lh=n1 mine qps=20 from=n3:20"} {
+		in.Ranges = append(in.Ranges, parseRange(t, s))
+	}
+	clock := timeutil.NewManualTimeSource(planNow)
+	var transfers []string
+	q := New(Config{
+		Gather: func(context.Context) (Input, error) { return in, nil },
+		Current: func(id uint64) (*rspb.RangeDescriptor, bool) {
+			return &rspb.RangeDescriptor{RangeId: id}, true
+		},
+		Transfer: func(_ context.Context, id, target uint64) error {
+			transfers = append(transfers, fmt.Sprintf("+%s r%d->n%d", clock.Since(planNow), id, target))
+			if id == 2 {
+				return errors.New("target not caught up")
+			}
+			return nil // r3's lease comes back (the views say n1 still holds it)
+		},
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TimeSource: clock,
+	})
+	var waits []string
+	for _, d := range []time.Duration{0, 400 * time.Millisecond, 599 * time.Millisecond, 1 * time.Millisecond, 1500 * time.Millisecond} {
+		clock.Advance(d)
+		p, err := q.Pass(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.Skips {
+			if strings.HasPrefix(s.Why, "waiting: its lease was transferred") {
+				waits = append(waits, fmt.Sprintf("+%s r%d", clock.Since(planNow), s.RangeID))
+			}
+		}
+	}
+	if got, want := fmt.Sprint(transfers), "[+0s r2->n3 +0s r3->n3 +1s r2->n3 +1s r3->n3 +2.5s r2->n3 +2.5s r3->n3]"; got != want {
+		t.Errorf("transfers %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(waits), "[+400ms r2 +400ms r3 +999ms r2 +999ms r3]"; got != want {
+		t.Errorf("waiting passes %s, want %s", got, want)
 	}
 }
