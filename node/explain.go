@@ -12,6 +12,7 @@ import (
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/rebalance"
 )
 
 // ExplainRange (Admin.ExplainRange, `range explain R`) runs the
@@ -42,7 +43,7 @@ func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainR
 	}
 	stores := n.Stores()
 	fillStoreViews(nodes, descs, stores)
-	holder, qps := n.leaseOf(ctx, desc)
+	holder, qps, sources := n.leaseOf(ctx, desc)
 	zone := allocator.DefaultZoneConfig()
 	nr := int32(factor)
 	zone.NumReplicas = &nr
@@ -50,7 +51,12 @@ func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainR
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "zone config: %v", err)
 	}
-	rec, err := allocator.Score(allocator.ScoreInput{Desc: desc, Zone: zone, Leaseholder: holder, QPS: qps, Nodes: nodes})
+	idx := map[uint64]int{}
+	for i := range nodes {
+		idx[nodes[i].ID] = i
+	}
+	rec, err := allocator.Score(allocator.ScoreInput{Desc: desc, Zone: zone, Leaseholder: holder, QPS: qps,
+		Requests: rebalance.Requests(sources, nodes, idx), Nodes: nodes})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "scoring r%d: %v", rangeID, err)
 	}
@@ -106,9 +112,10 @@ func fillDisks(nodes []allocator.Node, stores map[uint64]gossip.Entry) {
 	}
 }
 
-// leaseOf asks the nodes of d's replicas for the range's valid lease and
-// the leaseholder's QPS figure (0, 0 if no replica answers with one).
-func (n *Node) leaseOf(ctx context.Context, d *rspb.RangeDescriptor) (holder uint64, qps float64) {
+// leaseOf asks the nodes of d's replicas for the range's valid lease, the
+// leaseholder's smoothed QPS and where its requests come from (0, 0, nil
+// if no replica answers with one).
+func (n *Node) leaseOf(ctx context.Context, d *rspb.RangeDescriptor) (holder uint64, qps float64, sources []rebalance.Source) {
 	var ids []uint64
 	for _, rep := range d.Replicas {
 		ids = append(ids, rep.NodeId)
@@ -116,9 +123,12 @@ func (n *Node) leaseOf(ctx context.Context, d *rspb.RangeDescriptor) (holder uin
 	for id, infos := range n.rangeInfosOf(ctx, ids) {
 		for _, ri := range infos {
 			if ri.RangeDescriptor.GetRangeId() == d.RangeId && ri.LeaseValid && ri.Lease.GetNodeId() == id {
-				holder, qps = id, ri.Qps
+				holder, qps, sources = id, ri.RequestQps, nil
+				for _, g := range ri.RequestSources {
+					sources = append(sources, rebalance.Source{Gateway: g.GatewayNodeId, QPS: g.Qps})
+				}
 			}
 		}
 	}
-	return holder, qps
+	return holder, qps, sources
 }

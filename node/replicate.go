@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/allocator"
+	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/rebalance"
@@ -80,8 +81,11 @@ func (n *Node) leaseholderDescriptor(rangeID uint64) (*rspb.RangeDescriptor, boo
 //     when it is newer than meta's. Lease counts are approximate: a range
 //     with no local replica counts for no node's leases;
 //   - the replication factor setting;
-//   - each node's disk (capacity, and what is not available) from its
-//     store descriptor heard by gossip (unknown for a node not heard).
+//   - each node's disk (capacity, and what is not available) and QPS from
+//     its store descriptor heard by gossip (unknown for a node not heard);
+//   - for a range whose lease this node holds, its smoothed QPS and where
+//     its requests come from, per gateway node (RangeInfo.request_qps,
+//     request_sources), which MakePlan maps to the gateways' localities.
 func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	ctx, cancel := context.WithTimeout(ctx, gatherTimeout)
 	defer cancel()
@@ -95,7 +99,9 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	if err != nil {
 		return in, err
 	}
-	fillDisks(nodes, n.Stores()) // a store whose disk is more than 95 % full takes no new replica
+	stores := n.Stores()
+	fillDisks(nodes, stores) // a store whose disk is more than 95 % full takes no new replica
+	fillQPS(nodes, stores)
 	in.Nodes = nodes
 	zones, err := n.readZones(ctx)
 	if err != nil {
@@ -123,6 +129,10 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 			v.Leaseholder = ri.Lease.GetNodeId()
 			if v.Leaseholder == me {
 				v.Mine = true
+				v.QPS = ri.RequestQps
+				for _, g := range ri.RequestSources {
+					v.Sources = append(v.Sources, rebalance.Source{Gateway: g.GatewayNodeId, QPS: g.Qps})
+				}
 				if ld := ri.RangeDescriptor; ld.GetGeneration() > d.Generation {
 					v.Desc = ld
 				}
@@ -134,6 +144,16 @@ func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 		in.Ranges = append(in.Ranges, v)
 	}
 	return in, nil
+}
+
+// fillQPS sets each node's QPS from its store descriptor heard by gossip
+// (the requests/s its leaseholders serve; 0 for a node not heard).
+func fillQPS(nodes []allocator.Node, stores map[uint64]gossip.Entry) {
+	for i := range nodes {
+		if e, ok := stores[nodes[i].ID]; ok {
+			nodes[i].QPS = e.Desc.QueriesPerSecond
+		}
+	}
 }
 
 // allocatorNodes returns the allocator's view of every directory node.

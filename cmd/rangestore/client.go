@@ -134,7 +134,7 @@ func tsString(ts *rspb.Timestamp) string {
 func runRange(args []string) error {
 	fs := newFlagSet("range")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of the node to ask")
-	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key, and the last allocator decision carried out here")
+	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key, requests/s by gateway node (leaseholders), and the last allocator decision carried out here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -213,6 +213,18 @@ func runRange(args []string) error {
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	for _, ri := range r.Ranges {
+		if *verbose && len(ri.RequestSources) > 0 {
+			parts := make([]string, len(ri.RequestSources))
+			for i, g := range ri.RequestSources {
+				parts[i] = fmt.Sprintf("n%d %.1f/s", g.GatewayNodeId, g.Qps)
+				if g.GatewayNodeId == 0 {
+					parts[i] = fmt.Sprintf("unknown %.1f/s", g.Qps)
+				}
+			}
+			fmt.Fprintf(stdout, "r%d requests by gateway (10 s average, %.1f/s): %s\n", ri.RangeDescriptor.GetRangeId(), ri.RequestQps, strings.Join(parts, ", "))
+		}
 	}
 	for _, ri := range r.Ranges {
 		if *verbose && ri.LastDecision != "" {

@@ -1,0 +1,154 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
+)
+
+// TestFollowTheWorkload: three nodes, the first two in region a, the third
+// in region b. The leases of three user ranges are put on the first node
+// (region a); a client then reads those ranges' keys only through the
+// third (gateway in region b). The leaseholder sees where the requests
+// come from (RangeInfo.request_sources: gateway n3) and its replicate
+// queue transfers each lease to the voter in region b, within a bounded
+// time (logged). The leases then stay there while the reads go on (lease
+// counts and load do not move them back), and RangeInfo.request_sources
+// there names the gateway. (n1, n3 below: the first and third node.)
+func TestFollowTheWorkload(t *testing.T) {
+	tier := func(region string) []*rspb.LocalityTier {
+		return []*rspb.LocalityTier{{Key: "region", Value: region}}
+	}
+	tc := startCluster(t, TestClusterOptions{Nodes: 3, ReplicateQueueInterval: 500 * time.Millisecond, SplitCheckInterval: time.Hour,
+		Localities: [][]*rspb.LocalityTier{tier("a"), tier("a"), tier("b")}})
+	ctx := ctxQueue(t)
+	ks := []string{"D-fw", "P-fw", "c-fw"}
+	var ids []uint64
+	for _, k := range ks {
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v")}); err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		ids = append(ids, rangeOf(tc, k).RangeId)
+	}
+	n1, n3 := tc.Node(0).NodeID(), tc.Node(2).NodeID()
+	holders := func() map[uint64]uint64 {
+		out := map[uint64]uint64{}
+		for i := 0; i < tc.NumNodes(); i++ {
+			for _, ri := range tc.Node(i).Ranges() {
+				if ri.LeaseValid && ri.Lease.GetNodeId() == tc.Node(i).NodeID() {
+					out[ri.RangeDescriptor.GetRangeId()] = ri.Lease.GetNodeId()
+				}
+			}
+		}
+		return out
+	}
+	// No requests yet: the queue has nothing to follow, and these few
+	// leases are within the lease-count thresholds wherever they are.
+	timeutil.WaitFor(t, 30*time.Second, "leases of the three ranges on n1", func() error {
+		h := holders()
+		for _, id := range ids {
+			if h[id] == n1 {
+				continue
+			}
+			if err := tc.Node(0).TransferLease(ctx, id, n1); err != nil {
+				return fmt.Errorf("r%d to n%d: %w", id, n1, err)
+			}
+			return fmt.Errorf("r%d was on n%d", id, h[id])
+		}
+		return nil
+	})
+
+	// The client in region b reads through n3 only.
+	rctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	reads, failed := 0, 0
+	var lastErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		kv := tc.KV(2)
+		tick := time.NewTicker(10 * time.Millisecond) // load generation pace, not a correctness wait
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-rctx.Done():
+				return
+			case <-tick.C:
+			}
+			_, err := kv.Get(rctx, &rspb.GetRequest{Key: []byte(ks[i%len(ks)])})
+			mu.Lock()
+			if err != nil && rctx.Err() == nil {
+				failed++
+				lastErr = err
+			} else if err == nil {
+				reads++
+			}
+			mu.Unlock()
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	start := time.Now()
+	timeutil.WaitFor(t, 60*time.Second, "the leases follow the reads to n3 (region b)", func() error {
+		h := holders()
+		var off []string
+		for _, id := range ids {
+			if h[id] != n3 {
+				off = append(off, fmt.Sprintf("r%d on n%d", id, h[id]))
+			}
+		}
+		if len(off) > 0 {
+			return errors.New(strings.Join(off, ", "))
+		}
+		return nil
+	})
+	moved := time.Since(start)
+	// They stay there while the reads go on: three passes of every queue.
+	settle := time.Now()
+	timeutil.WaitFor(t, 30*time.Second, "three more queue passes with the leases on n3", func() error {
+		h := holders()
+		for _, id := range ids {
+			if h[id] != n3 {
+				t.Fatalf("r%d's lease left n3 for n%d while the reads still came through n3", id, h[id])
+			}
+		}
+		if time.Since(settle) < 1500*time.Millisecond {
+			return errors.New("waiting")
+		}
+		return nil
+	})
+	var sources []string
+	for _, ri := range tc.Node(2).Ranges() {
+		if ri.RangeDescriptor.GetRangeId() != ids[0] {
+			continue
+		}
+		for _, g := range ri.RequestSources {
+			sources = append(sources, fmt.Sprintf("n%d %.1f/s", g.GatewayNodeId, g.Qps))
+		}
+		if len(ri.RequestSources) != 1 || ri.RequestSources[0].GatewayNodeId != n3 || ri.RequestQps <= 0 {
+			t.Errorf("r%d at n3: request sources %v (%.1f/s), want gateway n3 only", ids[0], sources, ri.RequestQps)
+		}
+	}
+	stop()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("leases of %v moved from n%d (region a) to n%d (region b, the gateway) %.1fs after the reads through n%d began; %d reads (%d failed, last error %v); r%d's sources at n%d: %v",
+		ids, n1, n3, moved.Seconds(), n3, reads, failed, lastErr, ids[0], n3, sources)
+	for _, id := range ids {
+		if d, ok := tc.Node(2).lastDecision.Load(id); ok {
+			t.Logf("r%d last decision at n%d: %v", id, n3, d)
+		}
+		if d, ok := tc.Node(0).lastDecision.Load(id); ok {
+			t.Logf("r%d last decision at n%d: %v", id, n1, d)
+		}
+	}
+}
