@@ -135,11 +135,14 @@
 //  6. a voter moves to a node that makes the range strictly more diverse,
 //     even a fuller one (priority 1);
 //  7. range counts: balance.go's rule, 5 % and at least 2 replicas;
-//  8. load: a leaseholder above 1.25× the mean QPS transfers the lease to
-//     the coolest voter that stays at or below that line and below the
-//     leaseholder; else
-//  9. a voter moves to a cool node (the leaseholder's own first, its lease
-//     going along; neither store may leave the count thresholds);
+//  8. load: a leaseholder above the hot line, max(1.25× the mean QPS, the
+//     mean + 100 (MinQPSAboveMean)), transfers the lease to the coolest
+//     voter that stays at or below that line and below the leaseholder
+//     and is not farther from the workload by the margin (follow the
+//     workload would move it back); else
+//  9. a voter moves to a cool node no farther from the workload (the
+//     leaseholder's own first, its lease going along; neither store may
+//     leave the count thresholds);
 //  10. follow the workload: the lease goes to the voter whose locality
 //     matches the request localities best (share of tiers, request
 //     weighted, 0..1) by at least 0.25 more than the leaseholder's;

@@ -39,8 +39,9 @@ const (
 )
 
 // PriorityLeasePreference is the priority of a lease transfer to a
-// preferred voter (lease_preferences): the replicate queue carries out
-// these lease transfers, not yet those that balance lease counts or load.
+// preferred voter (lease_preferences); balancing transfers (load,
+// follow-the-workload, lease counts) have priority 1, and the replicate
+// queue paces those (rebalance.LeaseTransfersPerPass).
 const PriorityLeasePreference = 2
 
 // Priorities of the scorer's own actions (repairs keep Decide's, which

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,8 @@ type rtNode struct {
 	record   *rspb.RangeDescriptor // the meta record of the user range
 	metaHits atomic.Int64
 	addrs    map[uint64]string // other nodes the router can resolve
+	// gateways: the gateway_node_id of each batch served (r3's only).
+	gateways []uint64
 }
 
 func (n *rtNode) NodeAddress(nodeID uint64) (string, bool) {
@@ -38,6 +41,7 @@ func (n *rtNode) Send(_ context.Context, req *rspb.RangeRequest) *rspb.RangeResp
 		kv := &rspb.KeyValue{Key: keys.MetaKey(n.record.EndKey), Value: b}
 		return &rspb.RangeResponse{Responses: []*rspb.ResponseUnion{{Value: &rspb.ResponseUnion_Scan{Scan: &rspb.ScanResponse{Kvs: []*rspb.KeyValue{kv}}}}}}
 	case n.record.RangeId:
+		n.gateways = append(n.gateways, req.GatewayNodeId)
 		return &rspb.RangeResponse{Responses: []*rspb.ResponseUnion{{Value: &rspb.ResponseUnion_Get{Get: &rspb.GetResponse{}}}}}
 	}
 	return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_NOT_FOUND, Message: "not here"}}
@@ -140,5 +144,32 @@ func TestAttemptTimeoutFor(t *testing.T) {
 		if got := attemptTimeoutFor(c.timedOut, c.size); got != c.want {
 			t.Errorf("attemptTimeoutFor(%d timed out, %d bytes) = %v, want %v", c.timedOut, c.size, got, c.want)
 		}
+	}
+}
+
+// TestRouterStampsGateway: every batch the router sends carries its node's
+// ID as the gateway (the leaseholder counts requests per gateway for
+// follow-the-workload); a batch that already names one keeps it.
+func TestRouterStampsGateway(t *testing.T) {
+	n := &rtNode{
+		meta:   &rspb.RangeDescriptor{RangeId: 1, StartKey: keys.KeyMin, EndKey: keys.SystemStart, Generation: 1, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+		record: &rspb.RangeDescriptor{RangeId: 3, StartKey: keys.UserPrefix, EndKey: keys.KeyMax, Generation: 1, Replicas: []*rspb.ReplicaDescriptor{{NodeId: 1, ReplicaId: 1}}},
+	}
+	r := NewRouter(n, n, nil, nil)
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 2; i++ {
+		if _, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("A"))}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	desc := r.cache.lookup(keys.UserKey([]byte("A")), false)
+	if _, err := r.sendToRange(ctx, desc, &rspb.RangeRequest{RangeId: 3, GatewayNodeId: 7,
+		Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: keys.UserKey([]byte("A"))}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(n.gateways); got != "[1 1 7]" {
+		t.Fatalf("gateways seen by r3: %s, want [1 1 7]", got)
 	}
 }

@@ -6,11 +6,30 @@
 // nodes holding too few (allocator.ActionRebalance: count-based, so that
 // nodes that join take their share), and moving voters for locality
 // diversity and off full disks. The allocator's scorer (allocator.Score,
-// with the default zone config at the replication factor setting and no
-// load figures yet) decides; this package orders the decisions into a
-// plan and carries the plan out through the node's replica change path.
-// It carries out voter changes only: the scorer's lease transfers and
-// non-voter actions are listed as not carried out.
+// with the range's zone config, or the default one at the replication
+// factor setting, and the load figures below) decides; this package orders
+// the decisions into a plan and carries the plan out through the node's
+// replica change and lease transfer paths. It carries out voter changes
+// and every lease transfer the scorer recommends (lease preferences, load,
+// follow-the-workload, lease counts); the scorer's non-voter additions and
+// moves are listed as not carried out.
+//
+// Load and follow-the-workload: the gateway that routes a batch stamps its
+// node ID on it (RangeRequest.gateway_node_id); the leaseholder keeps per
+// gateway an exponentially weighted moving average of requests/s
+// (ranges/reqload, 10 s time constant, exposed as RangeInfo.request_qps
+// and request_sources). A pass gives the scorer the range's QPS, its
+// sources mapped to the gateways' localities (Requests: gateway 0 or not
+// in the directory is left out) and each node's QPS as gossiped (the sum
+// over its leases). The scorer's thresholds keep it from thrashing: a
+// store is hot above max(1.25× the mean QPS, the mean + 100); the lease
+// follows the workload only to a voter matching it 0.25 better; load and
+// lease counts never move a lease (or a leaseholder's voter) to a node
+// matching the workload 0.25 worse. Rate limits: one lease transfer per
+// range per MinLeaseTransferInterval (1 s, remembered by the queue, also
+// after a failed transfer), LeaseTransfersPerPass (8) balancing transfers
+// per pass of a node, and no balancing transfer while a replica change of
+// the range is in flight here.
 //
 // Who acts: every node runs one queue (owned by its store's task group,
 // stopped when the store closes), and it acts only on the ranges whose
@@ -44,7 +63,9 @@
 //     RebalancesPerPass (one) per pass of each node: the counts go stale
 //     as other nodes' queues move replicas too, so each node moves one
 //     and decides again from fresh views.
-//  3. Each step runs one ChangeReplicas call (add the voter, promoting a
+//  3. A lease transfer step is one TransferLease call to the target; its
+//     lease and QPS count on the target for the steps after it.
+//  4. Each other step runs one ChangeReplicas call (add the voter, promoting a
 //     leftover non-voter; or remove a voter or non-voter, the lease moved
 //     away first): one replica change per range per pass, one range at a
 //     time. A repair is thus an add in one pass and the removal of the
@@ -74,6 +95,9 @@
 // nothing stored reads as DefaultReplicationFactor (3).
 //
 // Tests: testdata/plan.json and plan.golden (go test ./rebalance/ -run
-// TestMakePlan -rewrite regenerates the golden file); the queue against
-// real clusters is tested in node/replicatequeue_test.go.
+// TestMakePlan -rewrite regenerates the golden file); thrash_test.go
+// (rounds of every node's plan with load inputs: no range returns to a
+// placement it left); the queue against real clusters is tested in
+// node/replicatequeue_test.go and node/workload_test.go
+// (TestFollowTheWorkload).
 package rebalance
