@@ -33,10 +33,17 @@ func (n *Node) AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, 
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	holders := n.leaseholders(ctx)
+	holders := n.leaseholderInfos(ctx)
 	for i := range in.Ranges {
-		if h, ok := holders[in.Ranges[i].Desc.RangeId]; ok {
-			in.Ranges[i].Leaseholder = h
+		if ri, ok := holders[in.Ranges[i].Desc.RangeId]; ok {
+			r := &in.Ranges[i]
+			r.Leaseholder = ri.Lease.GetNodeId()
+			// The range's load as its leaseholder reports it (this
+			// node's view has it only for the leases it holds).
+			r.QPS, r.Sources = ri.RequestQps, nil
+			for _, g := range ri.RequestSources {
+				r.Sources = append(r.Sources, rebalance.Source{Gateway: g.GatewayNodeId, QPS: g.Qps})
+			}
 		}
 	}
 	ids := make([]uint64, 0, len(in.Nodes))
@@ -95,15 +102,25 @@ func (n *Node) AllocatorPlan(ctx context.Context) (*rspb.AllocatorPlanResponse, 
 // leaseholders asks every node of the directory for the ranges whose
 // valid lease it holds (at most 2 s; an unreachable node holds none).
 func (n *Node) leaseholders(ctx context.Context) map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	for id, ri := range n.leaseholderInfos(ctx) {
+		out[id] = ri.Lease.GetNodeId()
+	}
+	return out
+}
+
+// leaseholderInfos is leaseholders with each range's RangeInfo as its
+// leaseholder reports it (its load and request sources).
+func (n *Node) leaseholderInfos(ctx context.Context) map[uint64]*rspb.RangeInfo {
 	var ids []uint64
 	for _, d := range n.Directory() {
 		ids = append(ids, d.NodeId)
 	}
-	out := map[uint64]uint64{}
+	out := map[uint64]*rspb.RangeInfo{}
 	for id, infos := range n.rangeInfosOf(ctx, ids) {
 		for _, ri := range infos {
 			if ri.LeaseValid && ri.Lease.GetNodeId() == id {
-				out[ri.RangeDescriptor.GetRangeId()] = id
+				out[ri.RangeDescriptor.GetRangeId()] = ri
 			}
 		}
 	}
