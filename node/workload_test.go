@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 // queue transfers each lease to the voter in region b, within a bounded
 // time (logged). The leases then stay there while the reads go on (lease
 // counts and load do not move them back), and RangeInfo.request_sources
-// there names the gateway. (n1, n3 below: the first and third node.)
+// there names the gateway. Then the client reads through the second node
+// (region a) and the leases follow it back, later (the averages shift).
+// (n1, n3 below: the first and third node.)
 func TestFollowTheWorkload(t *testing.T) {
 	tier := func(region string) []*rspb.LocalityTier {
 		return []*rspb.LocalityTier{{Key: "region", Value: region}}
@@ -71,10 +74,11 @@ func TestFollowTheWorkload(t *testing.T) {
 	var mu sync.Mutex
 	reads, failed := 0, 0
 	var lastErr error
+	var gateway atomic.Int32 // the node index the client reads through
+	gateway.Store(2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		kv := tc.KV(2)
 		tick := time.NewTicker(10 * time.Millisecond) // load generation pace, not a correctness wait
 		defer tick.Stop()
 		for i := 0; ; i++ {
@@ -83,7 +87,7 @@ func TestFollowTheWorkload(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			_, err := kv.Get(rctx, &rspb.GetRequest{Key: []byte(ks[i%len(ks)])})
+			_, err := tc.KV(int(gateway.Load())).Get(rctx, &rspb.GetRequest{Key: []byte(ks[i%len(ks)])})
 			mu.Lock()
 			if err != nil && rctx.Err() == nil {
 				failed++
@@ -133,14 +137,44 @@ func TestFollowTheWorkload(t *testing.T) {
 		for _, g := range ri.RequestSources {
 			sources = append(sources, fmt.Sprintf("n%d %.1f/s", g.GatewayNodeId, g.Qps))
 		}
-		if len(ri.RequestSources) != 1 || ri.RequestSources[0].GatewayNodeId != n3 || ri.RequestQps <= 0 {
-			t.Errorf("r%d at n3: request sources %v (%.1f/s), want gateway n3 only", ids[0], sources, ri.RequestQps)
+		// The gateway sends nearly all (a write made through another
+		// node before, while this node held the lease, may linger).
+		share := 0.0
+		for _, g := range ri.RequestSources {
+			if g.GatewayNodeId == n3 && ri.RequestQps > 0 {
+				share = g.Qps / ri.RequestQps
+			}
+		}
+		if share < 0.9 {
+			t.Errorf("r%d at n%d: request sources %v (%.1f/s), want gateway n%d sending more than 90 %%", ids[0], n3, sources, ri.RequestQps, n3)
 		}
 	}
+
+	// The client moves to region a (reads through the second node): the
+	// leases follow it once region a's share of the averaged requests
+	// passes region b's by the margin (a few seconds: the leaseholder's
+	// average began when it got the lease).
+	gateway.Store(1)
+	back := time.Now()
+	timeutil.WaitFor(t, 60*time.Second, "the leases follow the client back to region a", func() error {
+		h := holders()
+		var off []string
+		for _, id := range ids {
+			if i := tc.IndexOfNodeID(h[id]); i != 0 && i != 1 {
+				off = append(off, fmt.Sprintf("r%d on n%d", id, h[id]))
+			}
+		}
+		if len(off) > 0 {
+			return errors.New(strings.Join(off, ", "))
+		}
+		return nil
+	})
+	movedBack := time.Since(back)
 	stop()
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
+	t.Logf("the client moved to region a (gateway n%d): the leases followed it in %.1fs (once the averaged requests shifted past the margin)", tc.Node(1).NodeID(), movedBack.Seconds())
 	t.Logf("leases of %v moved from n%d (region a) to n%d (region b, the gateway) %.1fs after the reads through n%d began; %d reads (%d failed, last error %v); r%d's sources at n%d: %v",
 		ids, n1, n3, moved.Seconds(), n3, reads, failed, lastErr, ids[0], n3, sources)
 	for _, id := range ids {
