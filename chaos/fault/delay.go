@@ -225,64 +225,64 @@ func (d *delayQueue) close() {
 
 // delayedConn delays each batch by the one-way latency of its link.
 type delayedConn struct {
-	*conn
+	c *conn
 	q *delayQueue
 }
 
 // SendMessageBatch queues a copy of the batch (Dragonboat reuses its
 // buffers once the call returns) to be sent when its delay has passed.
 func (c *delayedConn) SendMessageBatch(b pb.MessageBatch) error {
-	t := c.conn.t
-	if t.net.Blocked(t.self, c.target) {
+	t, target := c.c.t, c.c.target
+	if t.net.Blocked(t.self, target) {
 		return ErrPartitioned
 	}
-	at := time.Now().Add(t.net.Delay(t.self, c.target))
+	at := time.Now().Add(t.net.Delay(t.self, target))
 	data := pb.MustMarshal(&b)
 	return c.q.push(at, func() error {
-		if t.net.Blocked(t.self, c.target) {
+		if t.net.Blocked(t.self, target) {
 			return ErrPartitioned // cut while in flight
 		}
 		var nb pb.MessageBatch
 		if err := nb.Unmarshal(data); err != nil {
 			return err
 		}
-		return c.conn.IConnection.SendMessageBatch(nb)
+		return c.c.IConnection.SendMessageBatch(nb)
 	})
 }
 
 func (c *delayedConn) Close() {
 	c.q.close()
-	c.conn.IConnection.Close()
+	c.c.Close()
 }
 
 // delayedSnapConn delays each snapshot chunk like delayedConn a batch.
 type delayedSnapConn struct {
-	*snapConn
+	c *snapConn
 	q *delayQueue
 }
 
 func (c *delayedSnapConn) SendChunk(ch pb.Chunk) error {
-	t := c.snapConn.t
-	if t.net.Blocked(t.self, c.target) {
+	t, target := c.c.t, c.c.target
+	if t.net.Blocked(t.self, target) {
 		return ErrPartitioned
 	}
-	at := time.Now().Add(t.net.Delay(t.self, c.target))
+	at := time.Now().Add(t.net.Delay(t.self, target))
 	data := pb.MustMarshal(&ch)
 	return c.q.push(at, func() error {
-		if t.net.Blocked(t.self, c.target) {
+		if t.net.Blocked(t.self, target) {
 			return ErrPartitioned
 		}
 		var nc pb.Chunk
 		if err := nc.Unmarshal(data); err != nil {
 			return err
 		}
-		return c.snapConn.ISnapshotConnection.SendChunk(nc)
+		return c.c.ISnapshotConnection.SendChunk(nc)
 	})
 }
 
 func (c *delayedSnapConn) Close() {
 	c.q.close()
-	c.snapConn.ISnapshotConnection.Close()
+	c.c.Close()
 }
 
 // delayConn wraps a connection whose link has a delay (at connect time).
@@ -290,14 +290,14 @@ func (t *transport) delayConn(c *conn) raftio.IConnection {
 	if t.net.Delay(t.self, c.target) <= 0 {
 		return c
 	}
-	return &delayedConn{conn: c, q: newDelayQueue(t.stop, &t.wg)}
+	return &delayedConn{c: c, q: newDelayQueue(t.stop, &t.wg)}
 }
 
 func (t *transport) delaySnapConn(c *snapConn) raftio.ISnapshotConnection {
 	if t.net.Delay(t.self, c.target) <= 0 {
 		return c
 	}
-	return &delayedSnapConn{snapConn: c, q: newDelayQueue(t.stop, &t.wg)}
+	return &delayedSnapConn{c: c, q: newDelayQueue(t.stop, &t.wg)}
 }
 
 // Close stops the delay queues (what they hold is dropped, as by a

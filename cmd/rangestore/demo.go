@@ -25,7 +25,8 @@ func runDemo(args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (0 = run until interrupted)")
 	logLevel := fs.String("log-level", "warn", "node log level")
 	global := fs.Bool("global", false, "9 nodes in 3 regions × 3 zones with simulated inter-region latency, and a workload")
-	clientRegion := fs.String("client-region", "us-east", "--global: the region of the workload's client (us-east, eu-west, ap-south)")
+	clientRegion := fs.String("client-region", "us-east", "--global: the region of the workload's client (us-east, eu-west, ap-south); a list R1,R2,... moves it on every --move-every")
+	moveEvery := fs.Duration("move-every", time.Minute, "--global: with several --client-region, time before the client moves to the next")
 	latencies := fs.String("latencies", fault.GlobalLatencies, "--global: round trips between regions, REGION/REGION=DURATION,...")
 	concurrency := fs.Int("concurrency", 4, "--global: workload workers")
 	readPercent := fs.Int("read-percent", 90, "--global: percentage of the workload's operations that are reads")
@@ -40,7 +41,7 @@ func runDemo(args []string) error {
 		return usagef("demo", "--nodes %d: demo --global runs %d nodes (%d regions × %d zones)", *nodes, len(globalRegions)*globalZones, len(globalRegions), globalZones)
 	}
 	if !*global {
-		for _, f := range []string{"client-region", "latencies", "concurrency", "read-percent", "summary-interval"} {
+		for _, f := range []string{"client-region", "latencies", "concurrency", "read-percent", "summary-interval", "move-every"} {
 			if fs.Changed(f) {
 				return usagef("demo", "--%s needs --global", f)
 			}
@@ -57,12 +58,12 @@ func runDemo(args []string) error {
 	}
 	var gopts globalOptions
 	if *global {
-		table, err := parseGlobalFlags(*clientRegion, *latencies, *concurrency, *readPercent, *every)
+		table, err := parseGlobalFlags(strings.Split(*clientRegion, ","), *latencies, *concurrency, *readPercent, *every, *moveEvery)
 		if err != nil {
 			return usagef("demo", "%w", err)
 		}
-		gopts = globalOptions{store: *store, splits: *splits, duration: *duration, clientRegion: *clientRegion, latencies: table,
-			concurrency: *concurrency, readPercent: *readPercent, every: *every}
+		gopts = globalOptions{store: *store, splits: *splits, duration: *duration, clientRegions: strings.Split(*clientRegion, ","),
+			moveEvery: *moveEvery, latencies: table, concurrency: *concurrency, readPercent: *readPercent, every: *every}
 	}
 	if *global && !fs.Changed("log-level") {
 		*logLevel = "error" // the summary is the output; startup lease and join retries are expected
@@ -169,9 +170,14 @@ func selfCommand() string {
 
 // parseGlobalFlags checks demo --global's flags and returns the latency
 // table, which must cover the three regions.
-func parseGlobalFlags(clientRegion, latencies string, concurrency, readPercent int, every time.Duration) (*fault.LatencyTable, error) {
-	if !slices.Contains(globalRegions, clientRegion) {
-		return nil, fmt.Errorf("--client-region %q: not one of %s", clientRegion, strings.Join(globalRegions, ", "))
+func parseGlobalFlags(clientRegions []string, latencies string, concurrency, readPercent int, every, moveEvery time.Duration) (*fault.LatencyTable, error) {
+	for _, r := range clientRegions {
+		if !slices.Contains(globalRegions, r) {
+			return nil, fmt.Errorf("--client-region %q: not one of %s", r, strings.Join(globalRegions, ", "))
+		}
+	}
+	if moveEvery < time.Second {
+		return nil, fmt.Errorf("--move-every %s: must be at least 1s", moveEvery)
 	}
 	table, err := fault.ParseLatencyTable(latencies)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,15 +34,16 @@ const globalZones = 3
 
 // globalOptions are demo --global's settings, validated.
 type globalOptions struct {
-	store        string
-	splits       int
-	duration     time.Duration
-	log          *slog.Logger
-	clientRegion string
-	latencies    *fault.LatencyTable
-	concurrency  int
-	readPercent  int
-	every        time.Duration
+	store         string
+	splits        int
+	duration      time.Duration
+	log           *slog.Logger
+	clientRegions []string      // the client starts in the first, moves on every moveEvery
+	moveEvery     time.Duration //
+	latencies     *fault.LatencyTable
+	concurrency   int
+	readPercent   int
+	every         time.Duration
 }
 
 // globalLocalities are the nine nodes' localities: region=R,zone=R-a..c.
@@ -80,13 +82,8 @@ func runDemoGlobal(o globalOptions) error {
 	fmt.Fprintf(stdout, "simulated round trips (Raft and gRPC, half each way): %s; none inside a region\n", o.latencies)
 	fmt.Fprintf(stdout, "data: %s\n", tc.BaseDir)
 	region := map[uint64]string{} // node ID -> region
-	var clientNodes []int         // indexes of the client region's nodes
 	for i := 0; i < tc.NumNodes(); i++ {
-		n := tc.Node(i)
-		region[n.NodeID()] = node.RegionOf(locs[i])
-		if region[n.NodeID()] == o.clientRegion {
-			clientNodes = append(clientNodes, i)
-		}
+		region[tc.Node(i).NodeID()] = node.RegionOf(locs[i])
 	}
 	// Listed by region (in globalRegions' order), then node ID: init
 	// numbers the nodes by address, not by locality.
@@ -113,29 +110,39 @@ func runDemoGlobal(o globalOptions) error {
 	fmt.Fprintln(stdout, "\nreplicas and leases:")
 	printPlacement(pl, region)
 
-	opts, err := net.ClientDialOptions(o.clientRegion)
-	if err != nil {
-		return err
-	}
-	var conns []*grpc.ClientConn
+	// The client's connections in each of its regions, to that region's
+	// nodes, with the latency of a client there.
+	clients := make([]demoClient, len(o.clientRegions))
 	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
+		for _, c := range clients {
+			for _, cc := range c.conns {
+				_ = cc.Close()
+			}
 		}
 	}()
-	var gateways []string
-	for _, i := range clientNodes {
-		c, err := grpc.NewClient(tc.Addr(i), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	for k, r := range o.clientRegions {
+		opts, err := net.ClientDialOptions(r)
 		if err != nil {
 			return err
 		}
-		conns = append(conns, c)
-		gateways = append(gateways, fmt.Sprintf("n%d", tc.Node(i).NodeID()))
+		clients[k].region = r
+		for i := 0; i < tc.NumNodes(); i++ {
+			if node.RegionOf(locs[i]) != r {
+				continue
+			}
+			c, err := grpc.NewClient(tc.Addr(i), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+			if err != nil {
+				return err
+			}
+			clients[k].conns = append(clients[k].conns, c)
+			clients[k].gateways = append(clients[k].gateways, fmt.Sprintf("n%d", tc.Node(i).NodeID()))
+			clients[k].addrs = append(clients[k].addrs, tc.Addr(i))
+		}
 	}
 	wkeys := demoKeys(tc.Init.Ranges)
 	self := selfCommand()
 	fmt.Fprintf(stdout, "\ntry:\n  %s range list --verbose --host %s\n  %s allocator plan --host %s\n",
-		self, tc.Addr(clientNodes[0]), self, tc.Addr(clientNodes[0]))
+		self, clients[0].addrs[0], self, clients[0].addrs[0])
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -145,20 +152,30 @@ func runDemoGlobal(o globalOptions) error {
 		timeout = time.After(o.duration)
 	}
 	fmt.Fprintf(stdout, "\nworkload: a client in %s (gateways %s), %d workers, %d%% reads of %d keys; summary every %s (%s)\n",
-		o.clientRegion, strings.Join(gateways, ", "), o.concurrency, o.readPercent, len(wkeys), o.every, stopHint(o.duration))
+		clients[0].region, strings.Join(clients[0].gateways, ", "), o.concurrency, o.readPercent, len(wkeys), o.every, stopHint(o.duration))
+	if len(clients) > 1 {
+		fmt.Fprintf(stdout, "the client moves every %s: %s\n", o.moveEvery, strings.Join(o.clientRegions, " -> "))
+	}
 	wctx, stopWorkload := context.WithCancel(context.Background())
 	st := &demoStats{}
+	var current atomic.Int32 // index in clients
 	var wg sync.WaitGroup
 	for w := 0; w < o.concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			demoWorker(wctx, w, conns, wkeys, o.readPercent, st)
+			demoWorker(wctx, w, func() []*grpc.ClientConn { return clients[current.Load()].conns }, wkeys, o.readPercent, st)
 		}()
 	}
 	defer func() { stopWorkload(); wg.Wait() }()
 	tick := time.NewTicker(o.every)
 	defer tick.Stop()
+	var move <-chan time.Time
+	if len(clients) > 1 {
+		mt := time.NewTicker(o.moveEvery)
+		defer mt.Stop()
+		move = mt.C
+	}
 	began, last := time.Now(), time.Now()
 	total, totalErrs := 0, 0
 	for done := false; !done; {
@@ -168,6 +185,13 @@ func runDemoGlobal(o globalOptions) error {
 		case <-timeout:
 			done = true
 		case <-tick.C:
+		case <-move:
+			if k := int(current.Load()) + 1; k < len(clients) {
+				current.Store(int32(k))
+				fmt.Fprintf(stdout, "  %6s  the client moves to %s (gateways %s)\n", time.Since(began).Round(time.Second),
+					clients[k].region, strings.Join(clients[k].gateways, ", "))
+			}
+			continue
 		}
 		s := st.take()
 		now := time.Now()
@@ -181,8 +205,9 @@ func runDemoGlobal(o globalOptions) error {
 			if perr == nil {
 				leases = "user-range leases: " + leasesPerRegion(pl, region)
 			}
-			fmt.Fprintf(stdout, "  %6s  %5d ops  %7.1f/s  p50 %-8s  p99 %-8s  errors %d  %s\n", now.Sub(began).Round(time.Second),
-				len(s.lat), float64(len(s.lat))/now.Sub(last).Seconds(), pct(s.lat, 50), pct(s.lat, 99), s.errs, leases)
+			fmt.Fprintf(stdout, "  %6s  %5d ops  %7.1f/s  p50 %-8s  p99 %-8s  errors %d  client %s  %s\n", now.Sub(began).Round(time.Second),
+				len(s.lat), float64(len(s.lat))/now.Sub(last).Seconds(), pct(s.lat, 50), pct(s.lat, 99), s.errs,
+				clients[current.Load()].region, leases)
 			if s.firstErr != nil {
 				fmt.Fprintf(stdout, "          first error: %v\n", s.firstErr)
 			}
@@ -377,11 +402,22 @@ func pct(lat []time.Duration, p int) string {
 	return s[i].Round(100 * time.Microsecond).String()
 }
 
+// demoClient is the workload's client in one region: connections to
+// that region's nodes (its gateways).
+type demoClient struct {
+	region   string
+	conns    []*grpc.ClientConn
+	gateways []string // node IDs, printed
+	addrs    []string
+}
+
 // demoWorker reads (readPercent %) and writes random keys through the
-// gateways in turn until ctx ends; its randomness is seeded by its number.
-func demoWorker(ctx context.Context, w int, conns []*grpc.ClientConn, wkeys [][]byte, readPercent int, st *demoStats) {
+// client's current gateways in turn until ctx ends; its randomness is
+// seeded by its number.
+func demoWorker(ctx context.Context, w int, gateways func() []*grpc.ClientConn, wkeys [][]byte, readPercent int, st *demoStats) {
 	rng := mrand.New(mrand.NewPCG(uint64(w)+1, 0x9e3779b97f4a7c15))
 	for op := 0; ctx.Err() == nil; op++ {
+		conns := gateways()
 		kvc := rspb.NewKVClient(conns[(w+op)%len(conns)])
 		key := wkeys[rng.IntN(len(wkeys))]
 		octx, cancel := context.WithTimeout(ctx, 10*time.Second)

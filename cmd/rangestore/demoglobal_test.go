@@ -10,9 +10,10 @@ import (
 
 // TestCLIDemoGlobal runs `demo --global` briefly: 9 nodes, 3 per region,
 // every range with one replica per region, and summary lines of a
-// workload that did operations (their p50s are logged).
+// workload that did operations (their p50s are logged), from a client
+// that starts in eu-west and moves to ap-south.
 func TestCLIDemoGlobal(t *testing.T) {
-	r := runBin(t, nil, "demo", "--global", "--client-region", "eu-west", "--duration", "9s", "--summary-interval", "3s")
+	r := runBin(t, nil, "demo", "--global", "--client-region", "eu-west,ap-south", "--move-every", "5s", "--duration", "9s", "--summary-interval", "3s")
 	if r.code != 0 || strings.Contains(r.errOut, "panic") {
 		t.Fatalf("demo --global: %s", r)
 	}
@@ -62,10 +63,13 @@ func TestCLIDemoGlobal(t *testing.T) {
 	if !strings.Contains(r.out, "a client in eu-west") {
 		t.Errorf("the workload's client region is not printed: %s", r.out)
 	}
-	summary := regexp.MustCompile(`(?m)^ +(\d+s) +(\d+) ops +\S+/s +p50 (\S+) +p99 (\S+) +errors (\d+) +user-range leases: (.*)$`)
+	if !strings.Contains(r.out, "the client moves to ap-south") {
+		t.Errorf("the client did not move: %s", r.out)
+	}
+	summary := regexp.MustCompile(`(?m)^ +(\d+s) +(\d+) ops +\S+/s +p50 (\S+) +p99 (\S+) +errors (\d+) +client (\S+) +user-range leases: (.*)$`)
 	busy := 0
 	for _, m := range summary.FindAllStringSubmatch(r.out, -1) {
-		t.Logf("at %s: %s ops, p50 %s, p99 %s, %s errors, leases %s", m[1], m[2], m[3], m[4], m[5], m[6])
+		t.Logf("at %s: %s ops, p50 %s, p99 %s, %s errors, client in %s, leases %s", m[1], m[2], m[3], m[4], m[5], m[6], m[7])
 		if n, _ := strconv.Atoi(m[2]); n > 0 {
 			busy++
 		}
@@ -92,6 +96,8 @@ func TestCLIDemoGlobalBadFlags(t *testing.T) {
 		{[]string{"--global", "--concurrency", "0"}, "--concurrency"},
 		{[]string{"--global", "--read-percent", "101"}, "--read-percent"},
 		{[]string{"--global", "--summary-interval", "1ms"}, "--summary-interval"},
+		{[]string{"--global", "--client-region", "eu-west,,ap-south"}, "--client-region"},
+		{[]string{"--global", "--move-every", "10ms"}, "--move-every"},
 		{[]string{"--client-region", "eu-west"}, "--client-region needs --global"},
 	} {
 		tmp := t.TempDir()
