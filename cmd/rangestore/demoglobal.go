@@ -339,7 +339,9 @@ func leasesPerRegion(pl []placed, region map[uint64]string) string {
 	return countPerRegion(user, region, true)
 }
 
-// demoKeys are ten keys in each user range.
+// demoKeys are ten keys in each user range: its start key followed by
+// "demo-NN", or by "!demo-NN" when that is past its end (the first range
+// starts at the empty key and ends at the first split key).
 func demoKeys(ranges []*rspb.RangeDescriptor) [][]byte {
 	var out [][]byte
 	for _, d := range ranges {
@@ -347,9 +349,12 @@ func demoKeys(ranges []*rspb.RangeDescriptor) [][]byte {
 			continue
 		}
 		for i := 0; i < 10; i++ {
-			k := fmt.Appendf(append([]byte(nil), d.StartKey[len(keys.UserPrefix):]...), "demo-%02d", i)
-			if uk := keys.UserKey(k); bytes.Compare(uk, d.StartKey) >= 0 && bytes.Compare(uk, d.EndKey) < 0 {
-				out = append(out, k)
+			for _, form := range []string{"demo-%02d", "!demo-%02d"} {
+				k := fmt.Appendf(append([]byte(nil), d.StartKey[len(keys.UserPrefix):]...), form, i)
+				if uk := keys.UserKey(k); bytes.Compare(uk, d.StartKey) >= 0 && bytes.Compare(uk, d.EndKey) < 0 {
+					out = append(out, k)
+					break
+				}
 			}
 		}
 	}

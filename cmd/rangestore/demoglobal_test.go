@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 // TestCLIDemoGlobal runs `demo --global` briefly: 9 nodes, 3 per region,
@@ -107,6 +113,45 @@ func TestCLIDemoGlobalBadFlags(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 			t.Errorf("demo %s left %v behind", strings.Join(c.args, " "), ents)
+		}
+	}
+}
+
+// TestDemoPercentileAndKeys: the summary's percentiles are nearest-rank
+// over the interval's latencies; the workload's keys fall in the user
+// ranges, ten per range.
+func TestDemoPercentileAndKeys(t *testing.T) {
+	var lat []time.Duration
+	for i := 100; i >= 1; i-- {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	if p := pct(lat, 50); p != "51ms" {
+		t.Errorf("p50 of 1..100 ms = %s", p)
+	}
+	if p := pct(lat, 99); p != "100ms" {
+		t.Errorf("p99 of 1..100 ms = %s", p)
+	}
+	if p := pct(nil, 50); p != "-" {
+		t.Errorf("p50 of nothing = %s", p)
+	}
+	plan, err := node.PlanRanges([]*rspb.NodeDescriptor{{NodeId: 1}}, keys.DefaultSplitKeys(4), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := demoKeys(plan)
+	if len(got) != 50 {
+		t.Fatalf("%d keys for 5 user ranges", len(got))
+	}
+	for _, k := range got {
+		uk := keys.UserKey(k)
+		n := 0
+		for _, d := range plan {
+			if bytes.Compare(uk, d.StartKey) >= 0 && bytes.Compare(uk, d.EndKey) < 0 && bytes.HasPrefix(d.StartKey, keys.UserPrefix) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("key %q is in %d user ranges", k, n)
 		}
 	}
 }
