@@ -286,24 +286,50 @@ func (c *delayedSnapConn) Close() {
 }
 
 // delayConn wraps a connection whose link has a delay (at connect time).
-func (t *transport) delayConn(c *conn) raftio.IConnection {
+func (t *transport) delayConn(c *conn) (raftio.IConnection, error) {
 	if t.net.Delay(t.self, c.target) <= 0 {
-		return c
+		return c, nil
 	}
-	return &delayedConn{c: c, q: newDelayQueue(t.stop, &t.wg)}
+	q, err := t.newQueue()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &delayedConn{c: c, q: q}, nil
 }
 
-func (t *transport) delaySnapConn(c *snapConn) raftio.ISnapshotConnection {
+func (t *transport) delaySnapConn(c *snapConn) (raftio.ISnapshotConnection, error) {
 	if t.net.Delay(t.self, c.target) <= 0 {
-		return c
+		return c, nil
 	}
-	return &delayedSnapConn{c: c, q: newDelayQueue(t.stop, &t.wg)}
+	q, err := t.newQueue()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &delayedSnapConn{c: c, q: q}, nil
+}
+
+// newQueue starts a delay queue owned by the transport (none once it is
+// closing: Close waits for the ones it has).
+func (t *transport) newQueue() (*delayQueue, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrTransportClosed
+	}
+	return newDelayQueue(t.stop, &t.wg), nil
 }
 
 // Close stops the delay queues (what they hold is dropped, as by a
 // closed socket), then the inner transport.
 func (t *transport) Close() error {
-	t.stopOnce.Do(func() { close(t.stop) })
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		close(t.stop)
+	}
+	t.mu.Unlock()
 	t.wg.Wait()
 	return t.ITransport.Close()
 }

@@ -229,7 +229,7 @@ func TestTransportWithoutLatencyUnwrapped(t *testing.T) {
 }
 
 // TestTransportCloseStopsQueues: closing the transport ends the queues'
-// goroutines and drops what they held; later sends fail.
+// goroutines and drops what they held; later sends and connections fail.
 func TestTransportCloseStopsQueues(t *testing.T) {
 	net := latencyPair(t)
 	var got arrivals
@@ -250,6 +250,10 @@ func TestTransportCloseStopsQueues(t *testing.T) {
 		t.Error("a send after the transport closed succeeded")
 	}
 	c.Close()
+	if c2, err := a.GetConnection(context.Background(), "rb"); err == nil {
+		c2.Close()
+		t.Error("a delayed connection was made after the transport closed")
+	}
 }
 
 // TestGRPCLatencyInterceptors: a unary call and a stream from a client in

@@ -127,10 +127,12 @@ type transport struct {
 	net  *Network
 	self string
 
-	// The delay queues of its connections (delay.go).
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// The delay queues of its connections (delay.go): stop is closed, and
+	// closed set, once by Close; wg counts the queues' goroutines.
+	mu     sync.Mutex
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func (t *transport) Name() string { return "fault-chan" }
@@ -143,7 +145,7 @@ func (t *transport) GetConnection(ctx context.Context, target string) (raftio.IC
 	if err != nil {
 		return nil, err
 	}
-	return t.delayConn(&conn{IConnection: c, t: t, target: target}), nil
+	return t.delayConn(&conn{IConnection: c, t: t, target: target})
 }
 
 func (t *transport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
@@ -154,7 +156,7 @@ func (t *transport) GetSnapshotConnection(ctx context.Context, target string) (r
 	if err != nil {
 		return nil, err
 	}
-	return t.delaySnapConn(&snapConn{ISnapshotConnection: c, t: t, target: target}), nil
+	return t.delaySnapConn(&snapConn{ISnapshotConnection: c, t: t, target: target})
 }
 
 type conn struct {
