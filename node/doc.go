@@ -83,4 +83,11 @@
 // takes no lease (ranges refuses new replicas on it); decommissioned, it
 // sits idle, not ready, and logs once that it must join again with an
 // empty store; recommissioned, it takes leases again.
+//
+// TestCluster with a fault.Network carries Raft over its in-process
+// transport and node-to-node gRPC through its interceptors; with
+// Localities, each node is placed in its region (RegionOf) so that the
+// Network's latency table, when one is set, delays traffic between
+// regions (`demo --global`, TestClusterInterRegionLatency). Init's
+// bootstrap RPCs and gossip are not delayed.
 package node

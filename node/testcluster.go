@@ -40,6 +40,11 @@ type TestClusterOptions struct {
 	Network *fault.Network
 	// Clocks, when set, are the nodes' physical clocks (one per node).
 	Clocks []*fault.Clock
+	// Localities, when set, are the nodes' localities (by index; nodes
+	// beyond it, and added ones, get node 0's). With a Network each node
+	// is placed in its region (the "region" tier, else the first), for the
+	// Network's latency table if it has one.
+	Localities [][]*rspb.LocalityTier
 	// LivenessTTL / HeartbeatInterval override the liveness defaults.
 	LivenessTTL, HeartbeatInterval time.Duration
 	// Split queue and meta repair settings (zero = node defaults).
@@ -186,10 +191,19 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 		if cp := opts.CrashPoint; cp != nil {
 			cfg.CrashPoint = func(name string) { cp(i, name) }
 		}
+		if len(opts.Localities) > 0 {
+			cfg.Locality = opts.Localities[0]
+			if i < len(opts.Localities) {
+				cfg.Locality = opts.Localities[i]
+			}
+		}
 		if opts.Network != nil {
 			opts.Network.Register(i, ga, ra)
+			if err := placeInNetwork(opts.Network, i, cfg.Locality); err != nil {
+				return nil, err
+			}
 			cfg.RaftTransport = &fault.TransportFactory{Net: opts.Network}
-			cfg.PeerDialOptions = []grpc.DialOption{grpc.WithUnaryInterceptor(opts.Network.UnaryInterceptor(ga))}
+			cfg.PeerDialOptions = opts.Network.PeerDialOptions(ga)
 		}
 		if i < len(opts.Clocks) {
 			cfg.Clock = leases.NewClock(opts.Clocks[i].Now, 0)
@@ -235,6 +249,33 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 		return nil, err
 	}
 	return tc, nil
+}
+
+// RegionOf is a locality's region: its "region" tier, else its first
+// tier's value ("" without tiers).
+func RegionOf(locality []*rspb.LocalityTier) string {
+	for _, t := range locality {
+		if t.Key == "region" {
+			return t.Value
+		}
+	}
+	if len(locality) > 0 {
+		return locality[0].Value
+	}
+	return ""
+}
+
+// placeInNetwork places member i in its locality's region (nothing for
+// a node without a locality).
+func placeInNetwork(net *fault.Network, i int, locality []*rspb.LocalityTier) error {
+	r := RegionOf(locality)
+	if r == "" {
+		return nil
+	}
+	if err := net.Place(i, r); err != nil {
+		return fmt.Errorf("test cluster: node %d: %w", i, err)
+	}
+	return nil
 }
 
 // bootstrapEdited bootstraps every node with PlanRanges' layout as
@@ -407,7 +448,10 @@ func (tc *TestCluster) addNode(join []int) (int, error) {
 	}
 	if tc.opts.Network != nil {
 		tc.opts.Network.Register(i, ga, ra)
-		cfg.PeerDialOptions = []grpc.DialOption{grpc.WithUnaryInterceptor(tc.opts.Network.UnaryInterceptor(ga))}
+		if err := placeInNetwork(tc.opts.Network, i, cfg.Locality); err != nil {
+			return 0, err
+		}
+		cfg.PeerDialOptions = tc.opts.Network.PeerDialOptions(ga)
 	}
 	if i < len(tc.opts.Clocks) {
 		cfg.Clock = leases.NewClock(tc.opts.Clocks[i].Now, 0)

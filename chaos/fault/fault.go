@@ -1,7 +1,17 @@
-// Package fault injects network partitions and clock offsets into
-// in-process clusters: a partition matrix shared by a Dragonboat transport
-// wrapper (Raft traffic) and a gRPC client interceptor (node-to-node RPCs),
-// and physical clocks whose offset can be changed at run time.
+// Package fault injects network partitions, inter-region latency and clock
+// offsets into in-process clusters: a partition matrix and a latency table
+// shared by a Dragonboat transport wrapper (Raft traffic) and gRPC client
+// interceptors (node-to-node RPCs, clients), and physical clocks whose
+// offset can be changed at run time.
+//
+// Latency (latency.go, delay.go) lives here, next to partitions, because
+// it is the same simulated network: one Network knows which member each
+// address belongs to, so the Raft transport and the gRPC interceptors
+// agree on who talks to whom, and partitions and delays compose (a cut
+// link drops, a slow one delays). The LatencyTable itself is a pure value
+// (round trips per region pair, parsed and checked) that the transports
+// only look up. A Network with no table set wraps nothing and delays
+// nothing: every path is the one it was before.
 package fault
 
 import (
@@ -27,11 +37,13 @@ type Network struct {
 	mu      sync.RWMutex
 	names   map[string]int  // address -> member
 	blocked map[[2]int]bool // (from, to) -> dropped
+	regions map[int]string  // member -> region (latency)
+	latency *LatencyTable   // nil: no delays
 }
 
 // NewNetwork returns a fully connected network.
 func NewNetwork() *Network {
-	return &Network{names: map[string]int{}, blocked: map[[2]int]bool{}}
+	return &Network{names: map[string]int{}, blocked: map[[2]int]bool{}, regions: map[int]string{}}
 }
 
 // Register maps an address to a member.
@@ -104,7 +116,7 @@ var _ config.TransportFactory = (*TransportFactory)(nil)
 // Create implements config.TransportFactory.
 func (f *TransportFactory) Create(nhc config.NodeHostConfig, h raftio.MessageHandler, ch raftio.ChunkHandler) raftio.ITransport {
 	inner := (&chantransport.ChanTransportFactory{}).Create(nhc, h, ch)
-	return &transport{ITransport: inner, net: f.Net, self: nhc.RaftAddress}
+	return &transport{ITransport: inner, net: f.Net, self: nhc.RaftAddress, stop: make(chan struct{})}
 }
 
 // Validate accepts any non-empty address.
@@ -114,6 +126,13 @@ type transport struct {
 	raftio.ITransport
 	net  *Network
 	self string
+
+	// The delay queues of its connections (delay.go): stop is closed, and
+	// closed set, once by Close; wg counts the queues' goroutines.
+	mu     sync.Mutex
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func (t *transport) Name() string { return "fault-chan" }
@@ -126,7 +145,7 @@ func (t *transport) GetConnection(ctx context.Context, target string) (raftio.IC
 	if err != nil {
 		return nil, err
 	}
-	return &conn{IConnection: c, t: t, target: target}, nil
+	return t.delayConn(&conn{IConnection: c, t: t, target: target})
 }
 
 func (t *transport) GetSnapshotConnection(ctx context.Context, target string) (raftio.ISnapshotConnection, error) {
@@ -137,7 +156,7 @@ func (t *transport) GetSnapshotConnection(ctx context.Context, target string) (r
 	if err != nil {
 		return nil, err
 	}
-	return &snapConn{ISnapshotConnection: c, t: t, target: target}, nil
+	return t.delaySnapConn(&snapConn{ISnapshotConnection: c, t: t, target: target})
 }
 
 type conn struct {

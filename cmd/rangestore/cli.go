@@ -74,7 +74,14 @@ var commands = []command{
 		details: "set-replicas sets the replication factor (odd, 1 to 9). Each range's leaseholder adds or removes\n" +
 			"voters until the range has N; with fewer nodes able to hold replicas, ranges stay under-replicated."},
 	{name: "demo", summary: "run an in-process cluster with sample data",
-		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]"}},
+		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]",
+			"demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]"},
+		details: "--global runs 9 nodes in 3 regions × 3 zones (us-east, eu-west, ap-south; region=R,zone=R-a..c) with\n" +
+			"simulated round trips between regions in their Raft and gRPC traffic (--latencies, default\n" +
+			"us-east/eu-west=70ms,us-east/ap-south=180ms,eu-west/ap-south=120ms), prints where replicas and leases\n" +
+			"are, and runs a workload from a client in --client-region through that region's nodes, printing\n" +
+			"ops/s, p50/p99 latency and user-range leases per region every --summary-interval. With several\n" +
+			"--client-region, the client moves to the next one every --move-every."},
 	{name: "kv", summary: "read and write keys through any node (--host)",
 		forms: []string{
 			"kv get KEY [--host HOST:PORT]",

@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -22,11 +24,28 @@ func runDemo(args []string) error {
 	splits := fs.Int("initial-splits", 4, "split points in the user keyspace")
 	duration := fs.Duration("duration", 0, "stop after this long (0 = run until interrupted)")
 	logLevel := fs.String("log-level", "warn", "node log level")
+	global := fs.Bool("global", false, "9 nodes in 3 regions × 3 zones with simulated inter-region latency, and a workload")
+	clientRegion := fs.String("client-region", "us-east", "--global: the region of the workload's client (us-east, eu-west, ap-south); a list R1,R2,... moves it on every --move-every")
+	moveEvery := fs.Duration("move-every", time.Minute, "--global: with several --client-region, time before the client moves to the next")
+	latencies := fs.String("latencies", fault.GlobalLatencies, "--global: round trips between regions, REGION/REGION=DURATION,...")
+	concurrency := fs.Int("concurrency", 4, "--global: workload workers")
+	readPercent := fs.Int("read-percent", 90, "--global: percentage of the workload's operations that are reads")
+	every := fs.Duration("summary-interval", 5*time.Second, "--global: time between summary lines")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("demo", "unexpected argument %q", fs.Arg(0))
+	}
+	if *global && fs.Changed("nodes") && *nodes != len(globalRegions)*globalZones {
+		return usagef("demo", "--nodes %d: demo --global runs %d nodes (%d regions × %d zones)", *nodes, len(globalRegions)*globalZones, len(globalRegions), globalZones)
+	}
+	if !*global {
+		for _, f := range []string{"client-region", "latencies", "concurrency", "read-percent", "summary-interval", "move-every"} {
+			if fs.Changed(f) {
+				return usagef("demo", "--%s needs --global", f)
+			}
+		}
 	}
 	if *nodes < 1 {
 		return usagef("demo", "--nodes %d: need at least 1 node", *nodes)
@@ -37,6 +56,18 @@ func runDemo(args []string) error {
 	if *duration < 0 {
 		return usagef("demo", "--duration %s: must not be negative", *duration)
 	}
+	var gopts globalOptions
+	if *global {
+		table, err := parseGlobalFlags(strings.Split(*clientRegion, ","), *latencies, *concurrency, *readPercent, *every, *moveEvery)
+		if err != nil {
+			return usagef("demo", "%w", err)
+		}
+		gopts = globalOptions{store: *store, splits: *splits, duration: *duration, clientRegions: strings.Split(*clientRegion, ","),
+			moveEvery: *moveEvery, latencies: table, concurrency: *concurrency, readPercent: *readPercent, every: *every}
+	}
+	if *global && !fs.Changed("log-level") {
+		*logLevel = "error" // the summary is the output; startup lease and join retries are expected
+	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
@@ -45,6 +76,10 @@ func runDemo(args []string) error {
 		if _, err := os.Stat(*store); err == nil {
 			return fmt.Errorf("--store %s already exists; demo needs a fresh directory", *store)
 		}
+	}
+	if *global {
+		gopts.log = log
+		return runDemoGlobal(gopts)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -131,4 +166,34 @@ func selfCommand() string {
 		return "go run ./cmd/rangestore"
 	}
 	return os.Args[0]
+}
+
+// parseGlobalFlags checks demo --global's flags and returns the latency
+// table, which must cover the three regions.
+func parseGlobalFlags(clientRegions []string, latencies string, concurrency, readPercent int, every, moveEvery time.Duration) (*fault.LatencyTable, error) {
+	for _, r := range clientRegions {
+		if !slices.Contains(globalRegions, r) {
+			return nil, fmt.Errorf("--client-region %q: not one of %s", r, strings.Join(globalRegions, ", "))
+		}
+	}
+	if moveEvery < time.Second {
+		return nil, fmt.Errorf("--move-every %s: must be at least 1s", moveEvery)
+	}
+	table, err := fault.ParseLatencyTable(latencies)
+	if err != nil {
+		return nil, fmt.Errorf("--latencies: %w", err)
+	}
+	if err := table.Check(globalRegions); err != nil {
+		return nil, fmt.Errorf("--latencies: %w", err)
+	}
+	if concurrency < 1 || concurrency > 256 {
+		return nil, fmt.Errorf("--concurrency %d: must be 1 to 256", concurrency)
+	}
+	if readPercent < 0 || readPercent > 100 {
+		return nil, fmt.Errorf("--read-percent %d: must be 0 to 100", readPercent)
+	}
+	if every < 100*time.Millisecond {
+		return nil, fmt.Errorf("--summary-interval %s: must be at least 100ms", every)
+	}
+	return table, nil
 }

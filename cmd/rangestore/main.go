@@ -4,6 +4,7 @@
 //	rangestore init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]
 //	rangestore cluster set-replicas N [--host HOST:PORT]
 //	rangestore demo [--nodes N] [--store DIR] [--duration D]
+//	rangestore demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]
 //	rangestore kv get KEY [--host HOST:PORT]
 //	rangestore kv put KEY VALUE
 //	rangestore kv del KEY
