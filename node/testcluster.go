@@ -70,9 +70,6 @@ type TestClusterOptions struct {
 	ReplicateQueueInterval time.Duration
 	// TimeUntilStoreDead: see Config (0 = the node default).
 	TimeUntilStoreDead time.Duration
-	// Localities, when set, are the nodes' localities (by index; a node
-	// past the end, or nil, has none).
-	Localities [][]*rspb.LocalityTier
 	// ReplicationFactor is Init's replication_factor (0 = its default).
 	ReplicationFactor int
 	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
@@ -184,9 +181,6 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {
 			cfg.ReplicateQueueInterval = -1
-		}
-		if i < len(opts.Localities) {
-			cfg.Locality = opts.Localities[i]
 		}
 		if cp := opts.CrashPoint; cp != nil {
 			cfg.CrashPoint = func(name string) { cp(i, name) }
