@@ -161,10 +161,14 @@ type leaderHandoffFacts struct {
 	// showed life (started, written out, delivered in full).
 	Delivered    uint64
 	DeliveredAgo time.Duration
+	// StreamIndex: the applied index of the state the last stream carried
+	// (0: unknown; then any applied index > 0 counts as restored).
+	StreamIndex uint64
 	// Progress: what the delivered-to replica's node answered (nil: not
 	// asked, or it did not answer).
 	Progress *rspb.ReplicaProgress
-	// Gone: the delivered-to replica is no longer in the descriptor.
+	// Gone: the delivered-to replica is no longer in the descriptor, or its
+	// node is dead.
 	Gone bool
 	// MaxWait bounds the wait for a delivered snapshot's restore.
 	MaxWait time.Duration
@@ -190,15 +194,17 @@ func decideLeaderHandoff(f leaderHandoffFacts) leaderHandoff {
 	case f.Delivered == 0:
 		return leaderHandoff{Reason: "no snapshot awaiting its restore"}
 	case f.Gone:
-		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d is no longer in the range: nothing to wait for", f.Delivered)}
+		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d is no longer in the range or its node is dead: nothing to wait for", f.Delivered)}
 	case f.DeliveredAgo >= f.MaxWait:
 		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d has not confirmed restoring its snapshot %v after the stream's last news: hand leadership over anyway", f.Delivered, f.MaxWait)}
 	case f.Progress == nil:
 		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("replica %d was streamed a snapshot (last news %v ago) and has not answered how far it applied", f.Delivered, f.DeliveredAgo)}
 	case f.Progress.ReplicaId != f.Delivered:
 		return leaderHandoff{Forget: true, Reason: fmt.Sprintf("the node of replica %d now holds replica %d: nothing to wait for", f.Delivered, f.Progress.ReplicaId)}
-	case f.Progress.AppliedIndex == 0:
-		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("replica %d was streamed a snapshot (last news %v ago) and has not restored it yet", f.Delivered, f.DeliveredAgo)}
+	case f.Progress.AppliedIndex == 0 || f.Progress.AppliedIndex < f.StreamIndex:
+		// A replica with older state (a lagging follower) shows its
+		// older index until it has restored the snapshot.
+		return leaderHandoff{Hold: true, Reason: fmt.Sprintf("replica %d was streamed a snapshot at index %d (last news %v ago) and has applied %d: not restored yet", f.Delivered, f.StreamIndex, f.DeliveredAgo, f.Progress.AppliedIndex)}
 	}
-	return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d restored its snapshot (applied %d)", f.Delivered, f.Progress.AppliedIndex)}
+	return leaderHandoff{Forget: true, Reason: fmt.Sprintf("replica %d restored its snapshot (applied %d, the stream carried %d)", f.Delivered, f.Progress.AppliedIndex, f.StreamIndex)}
 }

@@ -99,6 +99,7 @@ type leaderHandoffCase struct {
 	Delivered uint64
 	AgoMS     int64 `json:"ago_ms"`
 	Gone      bool
+	StreamIdx uint64 `json:"stream_index"`
 	Progress  *struct {
 		Replica, Applied uint64
 	}
@@ -112,7 +113,7 @@ func TestLeaderHandoffDecision(t *testing.T) {
 	golden.LoadJSON(t, "leader_handoff.json", &cases)
 	var out strings.Builder
 	for _, c := range cases {
-		f := leaderHandoffFacts{Sending: c.Sending, Delivered: c.Delivered, DeliveredAgo: time.Duration(c.AgoMS) * time.Millisecond, MaxWait: 10 * time.Second, Gone: c.Gone}
+		f := leaderHandoffFacts{Sending: c.Sending, Delivered: c.Delivered, DeliveredAgo: time.Duration(c.AgoMS) * time.Millisecond, MaxWait: 10 * time.Second, Gone: c.Gone, StreamIndex: c.StreamIdx}
 		if c.Progress != nil {
 			f.Progress = &rspb.ReplicaProgress{ReplicaId: c.Progress.Replica, AppliedIndex: c.Progress.Applied}
 		}

@@ -50,6 +50,9 @@ type Replica struct {
 	// finished writing (unix nanos; Dragonboat's transport may still be
 	// sending it).
 	lastSendEnd atomic.Int64
+	// lastStreamIndex is the applied index of the state that stream
+	// carried.
+	lastStreamIndex atomic.Uint64
 	// lastWake is when the replica last woke its quiesced shard (unix nanos).
 	lastWake atomic.Int64
 	// lastLeaseFailureLog is when a failed background lease operation was
@@ -86,7 +89,10 @@ func (s *Store) newReplica(rangeID, replicaID uint64, lowWater kv.Timestamp) *Re
 	m := newStateMachine(s.eng, rangeID, replicaID, func(_ uint64, l *rspb.Lease) { r.leaseApplied(l) })
 	m.onSplit, m.onMerge, m.onSnapshot, m.subsume = s.onSplit, s.onMerge, s.onSnapshot, s.subsume
 	m.snaps = s.snaps
-	m.sendEnded = func() { r.lastSendEnd.Store(s.cfg.TimeSource.Now().UnixNano()) }
+	m.sendEnded = func(index uint64) {
+		r.lastStreamIndex.Store(index)
+		r.lastSendEnd.Store(s.cfg.TimeSource.Now().UnixNano())
+	}
 	m.beforeSend = r.snapshotStillNeeded
 	m.beforeOpen = func() { s.crashPoint("replica-open") }
 	// A received snapshot staged in sstables, not yet ingested (fault

@@ -100,8 +100,9 @@ type stateMachine struct {
 	sending atomic.Int32
 	// recovering counts the RecoverFromSnapshot calls running.
 	recovering atomic.Int32
-	// sendEnded, when set, is called as each SaveSnapshot call returns.
-	sendEnded func()
+	// sendEnded, when set, is called as each SaveSnapshot call returns,
+	// with the applied index of the state it streamed.
+	sendEnded func(index uint64)
 	// beforeSend, when set, is called before SaveSnapshot streams
 	// anything; an error ends the stream unsent (a snapshot not needed).
 	beforeSend func(stopc <-chan struct{}) error
@@ -563,7 +564,7 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 	s.sending.Add(1)
 	defer func() {
 		if s.sendEnded != nil {
-			s.sendEnded()
+			s.sendEnded(sc.applied)
 		}
 		s.sending.Add(-1)
 	}()

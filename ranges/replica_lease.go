@@ -486,11 +486,17 @@ func (r *Replica) replicaLive(replicaID uint64) bool {
 func (s *Store) noteSnapshotStream(i raftio.SnapshotInfo, delivered bool) {
 	now := s.cfg.TimeSource.Now().UnixNano()
 	rec := streamedSnapshot{replica: i.ReplicaID, at: now}
-	if delivered {
-		rec.deliveredTo, rec.deliveredAt = i.ReplicaID, now
-	} else if v, ok := s.snapStreams.Load(i.ShardID); ok {
+	if v, ok := s.snapStreams.Load(i.ShardID); ok {
 		prev := v.(streamedSnapshot)
 		rec.deliveredTo, rec.deliveredAt = prev.deliveredTo, prev.deliveredAt
+		if !delivered && prev.replica == i.ReplicaID {
+			// Another attempt to the same replica does not extend the
+			// wait (attempts repeated against an unreachable node).
+			rec.at = prev.at
+		}
+	}
+	if delivered {
+		rec.deliveredTo, rec.deliveredAt = i.ReplicaID, now
 	}
 	s.snapStreams.Store(i.ShardID, rec)
 }
@@ -500,7 +506,7 @@ func (s *Store) noteSnapshotStream(i raftio.SnapshotInfo, delivered bool) {
 // for a stream delivered in full, how far its receiver applied (asked of
 // its node). A decision to forget the delivery drops its record.
 func (r *Replica) leaderHandoff(ctx context.Context) leaderHandoff {
-	f := leaderHandoffFacts{Sending: r.sm.sending.Load(), MaxWait: 10 * r.store.electionTimeout()}
+	f := leaderHandoffFacts{Sending: r.sm.sending.Load(), StreamIndex: r.lastStreamIndex.Load(), MaxWait: 10 * r.store.electionTimeout()}
 	v, ok := r.store.snapStreams.Load(r.rangeID)
 	if ok {
 		ds := v.(streamedSnapshot)
@@ -522,7 +528,9 @@ func (r *Replica) leaderHandoff(ctx context.Context) leaderHandoff {
 				f.Progress = resp.GetReplicaProgress()
 			}
 		}
-		f.Gone = node == 0
+		// Gone: no longer in the range, or on a dead node (repeated
+		// stream attempts to it must not hold leadership).
+		f.Gone = node == 0 || r.store.nodeDead(node)
 	}
 	h := decideLeaderHandoff(f)
 	if h.Forget {
@@ -552,7 +560,10 @@ func (r *Replica) snapshotStillNeeded(stopc <-chan struct{}) error {
 	}
 	ds := v.(streamedSnapshot)
 	ts := r.store.cfg.TimeSource
-	if ds.deliveredTo == 0 || ds.replica != ds.deliveredTo || ts.Since(time.Unix(0, ds.deliveredAt)) > snapshotRecheckWindow {
+	// The state the delivered stream carried: this stream has not ended,
+	// so the last one written out is that one.
+	deliveredIndex := r.lastStreamIndex.Load()
+	if ds.deliveredTo == 0 || deliveredIndex == 0 || ds.replica != ds.deliveredTo || ts.Since(time.Unix(0, ds.deliveredAt)) > snapshotRecheckWindow {
 		return nil
 	}
 	node := uint64(0)
@@ -578,7 +589,10 @@ func (r *Replica) snapshotStillNeeded(stopc <-chan struct{}) error {
 		if ok && p.Restoring {
 			deadline = ts.Now().Add(r.store.electionTimeout())
 		}
-		if ok && p.AppliedIndex > 0 {
+		// Applied at least the delivered stream's state: it restored it
+		// (or caught up past it); a replica that had state before (a
+		// lagging follower) shows its older index until it restored it.
+		if ok && p.AppliedIndex >= deliveredIndex {
 			r.store.log.Info("snapshot not sent: the replica restored the one delivered before", "range", r.rangeID, "replica", ds.replica, "applied", p.AppliedIndex)
 			v, _ := r.store.snapSkips.LoadOrStore(r.rangeID, new(atomic.Int32))
 			v.(*atomic.Int32).Add(1)

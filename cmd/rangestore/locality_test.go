@@ -89,14 +89,33 @@ func TestRegionDiversityAndRepair(t *testing.T) {
 	killed := time.Now()
 	t.Logf("SIGKILLed n%d (region %s), holding voters of %d ranges", victim, region[victim], len(lost))
 	notVictim := func(id uint64) bool { return id != victim }
+	lastBad := "" // the last ranges seen not repaired (bad may be a read error)
 	for {
 		var bad string
 		descs, bad = diverse(notVictim)
 		if bad == "" {
 			break
 		}
+		if descs != nil {
+			lastBad = bad
+		}
 		if ctx.Err() != nil {
-			t.Fatalf("not repaired one voter per region %v after the kill: %s", time.Since(killed).Round(time.Millisecond), bad)
+			// What the queues last decided, for the diagnosis.
+			var decisions []string
+			for i := 0; i < pc.NumNodes(); i++ {
+				if !pc.Running(i) {
+					continue
+				}
+				actx, c := context.WithTimeout(context.Background(), 3*time.Second)
+				r, err := rspb.NewAdminClient(pc.Conn(i)).Ranges(actx, &rspb.RangesRequest{})
+				c()
+				for _, ri := range r.GetRanges() {
+					if ri.LastDecision != "" && err == nil {
+						decisions = append(decisions, fmt.Sprintf("process %d r%d: %s", i, ri.RangeDescriptor.GetRangeId(), ri.LastDecision))
+					}
+				}
+			}
+			t.Fatalf("not repaired one voter per region %v after the kill: %s (last seen: %s)\nlast queue decisions:\n%s", time.Since(killed).Round(time.Millisecond), bad, lastBad, strings.Join(decisions, "\n"))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
