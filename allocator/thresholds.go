@@ -1,6 +1,9 @@
 package allocator
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // Thresholds are the scorer's balance settings: how far from the mean a
 // node may drift on replicas, leases and QPS before the scorer moves
@@ -85,3 +88,14 @@ func (t Thresholds) Validate() error {
 	}
 	return nil
 }
+
+// String renders the thresholds (the defaults for the zero value) as
+// `range explain` prints them.
+func (t Thresholds) String() string {
+	t = t.orDefault()
+	return fmt.Sprintf("range %g×mean min %d, lease %g×mean min %d, qps %g×mean min +%g, follow-the-workload margin %g",
+		t.RangeThreshold, t.MinRangeRebalance, t.LeaseThreshold, t.MinLeaseRebalance, t.QPSThreshold, t.MinQPSAboveMean, t.FollowWorkloadMargin)
+}
+
+// IsDefault reports whether t means the defaults.
+func (t Thresholds) IsDefault() bool { return t.orDefault() == DefaultThresholds() }
