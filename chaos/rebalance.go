@@ -134,7 +134,7 @@ func parseMoves(s *bufio.Scanner) ([2]int, error) {
 		if !strings.HasPrefix(line, queueMetric+"{") || !strings.Contains(line, `result="ok"`) {
 			continue
 		}
-		k := -1
+		var k int
 		switch {
 		case strings.Contains(line, `action="rebalance"`):
 			k = 0
