@@ -94,12 +94,15 @@ stress:
 # clock jumps, kill -9, lease transfers, merges, replica removals,
 # relocations, decommissions: chaos.AllFaults). Tune with CHAOS_HISTORIES /
 # CHAOS_DURATION / CHAOS_MODE (proc or inproc only) / CHAOS_FAULTS
-# (kind,kind) / CHAOS_SEED; failing histories are saved as HTML under
-# chaos/chaos-failures/.
+# (kind,kind) / CHAOS_SEED / CHAOS_REBALANCE (aggressive: the processes
+# rebalance replicas and leases down to a margin of one, and each history
+# logs the moves made; default: the default thresholds); failing histories
+# are saved as HTML under chaos/chaos-failures/.
 CHAOS_HISTORIES ?= 50
 CHAOS_DURATION  ?= 15s
+CHAOS_REBALANCE ?= aggressive
 chaos:
-	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_DURATION=$(CHAOS_DURATION) \
+	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REBALANCE=$(CHAOS_REBALANCE) \
 		$(GO) test -count=1 -timeout 120m -run 'TestChaos$$' -v ./chaos/
 
 # Unavailability after kill -9 of a leaseholder (3 processes, default settings).

@@ -13,8 +13,10 @@ import (
 // The mean is the replicas held by the live, active nodes divided by their
 // number (draining, suspect, dead and leaving nodes are left out: they
 // take nothing new). With the margin max(mean·BalanceThreshold,
-// MinRangeRebalance) — 5 % of the mean and at least 2 replicas, as
-// CockroachDB's kv.allocator.range_rebalance_threshold — a node is
+// MinRangeRebalance) — 5 % of the mean and at least 2 replicas by
+// default, as CockroachDB's kv.allocator.range_rebalance_threshold; both
+// are settings (Thresholds, rangestore start --range-rebalance-threshold
+// and --min-range-rebalance) — a node is
 //
 //   - overfull when it holds more than mean + margin replicas;
 //   - underfull when it holds fewer than mean − margin.
@@ -43,7 +45,8 @@ import (
 
 // BalanceThreshold is the fraction of the mean a node's replica count may
 // differ from it before replicas move, and MinRangeRebalance the least
-// number of replicas (see balance.go).
+// number of replicas (see balance.go): the defaults of
+// Thresholds.RangeThreshold and Thresholds.MinRangeRebalance.
 const (
 	BalanceThreshold  = 0.05
 	MinRangeRebalance = 2
@@ -69,8 +72,8 @@ type bounds struct {
 }
 
 // balanceBounds computes the mean and thresholds over the live active
-// nodes; ok is false when there are none.
-func balanceBounds(all []*Node) (bounds, bool) {
+// nodes with th's margin; ok is false when there are none.
+func balanceBounds(all []*Node, th Thresholds) (bounds, bool) {
 	var b bounds
 	total := 0
 	for _, n := range all {
@@ -83,7 +86,7 @@ func balanceBounds(all []*Node) (bounds, bool) {
 		return b, false
 	}
 	b.mean = float64(total) / float64(b.live)
-	margin := math.Max(b.mean*BalanceThreshold, MinRangeRebalance)
+	margin := math.Max(b.mean*th.RangeThreshold, float64(th.MinRangeRebalance))
 	// Overfull: count > mean + margin, that is count above ⌊mean+margin⌋.
 	b.overfullAbove = int(math.Floor(b.mean + margin))
 	// Underfull: count < mean − margin, that is count below
@@ -95,14 +98,14 @@ func balanceBounds(all []*Node) (bounds, bool) {
 // rebalance returns the move for a fully replicated range with these
 // voters, if one applies; every voter must be on a live active node.
 // allowed, if not nil, refuses more targets (the scorer's constraints
-// and full disks).
-func rebalance(voters []replica, all []*Node, leaseholder uint64, allowed func(from replica, to *Node) bool) (move, bool) {
+// and full disks); th are the thresholds (valid, not the zero value).
+func rebalance(voters []replica, all []*Node, leaseholder uint64, allowed func(from replica, to *Node) bool, th Thresholds) (move, bool) {
 	for _, v := range voters {
 		if v.health != healthy || !v.node.canTakeReplica() {
 			return move{}, false
 		}
 	}
-	b, ok := balanceBounds(all)
+	b, ok := balanceBounds(all, th)
 	if !ok {
 		return move{}, false
 	}

@@ -171,7 +171,7 @@ func TestRebalanceConvergesRandom(t *testing.T) {
 		for i := range c.nodes {
 			all[i] = &c.nodes[i]
 		}
-		b, _ := balanceBounds(all)
+		b, _ := balanceBounds(all, DefaultThresholds())
 		for _, n := range c.nodes {
 			if n.Replicas > b.overfullAbove || n.Replicas < b.underfullBelow {
 				t.Errorf("n%d holds %d replicas: outside %d..%d (mean %.2f)", n.ID, n.Replicas, b.underfullBelow, b.overfullAbove, b.mean)

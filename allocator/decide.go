@@ -254,7 +254,7 @@ func Decide(r Range, nodes []Node) (Decision, error) {
 		return d, nil
 	}
 	if len(byHealth[suspect]) == 0 {
-		if mv, ok := rebalance(voters, sortedNodes(m), r.Leaseholder, nil); ok {
+		if mv, ok := rebalance(voters, sortedNodes(m), r.Leaseholder, nil, DefaultThresholds()); ok {
 			d.Action, d.Node, d.ReplicaID, d.From = ActionRebalance, mv.to.node.ID, mv.from.desc.ReplicaId, mv.from.node.ID
 			d.Priority = priorityRebalance
 			d.Reason = fmt.Sprintf("fully replicated: %d of %d voters kept; %s", kept, r.Factor, mv.reason)

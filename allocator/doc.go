@@ -152,6 +152,14 @@
 //     would take above the mean QPS;
 //  12. none.
 //
+// The figures above are the defaults (DefaultThresholds); they are
+// settings: ScoreInput.Thresholds (the zero value means the defaults)
+// changes the replica, lease and QPS margins and the workload margin.
+// Thresholds.Validate refuses negative, NaN and infinite values, and
+// minimum margins below 1 replica or lease, which would let a move undo
+// the previous one (with a margin of at least one, a move narrows the
+// spread of the counts by two, so moves terminate).
+//
 // Moves (3-9) wait while a replica is on a node that is not live and
 // active; lease checks still run. Only voters move for diversity, counts
 // and load. Moving the leaseholder's voter takes the lease to the target,

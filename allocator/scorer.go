@@ -14,7 +14,8 @@ import (
 // criterion (doc.go describes the order of the checks).
 
 // Thresholds of the scorer (CockroachDB's defaults, research anchors
-// §1.3).
+// §1.3); all but DiskFullFraction are the defaults of Thresholds, which
+// ScoreInput.Thresholds may change.
 const (
 	// DiskFullFraction: a store using more than this share of its
 	// capacity takes no new replica and sheds the ones it has.
@@ -78,6 +79,9 @@ type ScoreInput struct {
 	Requests []LocalityLoad
 	// Nodes are the store views of every node (one store per node).
 	Nodes []Node
+	// Thresholds are the balance settings (zero value:
+	// DefaultThresholds()).
+	Thresholds Thresholds
 }
 
 // Recommendation is the scorer's one action for a range: a Decision (the
@@ -189,6 +193,7 @@ func (t Table) String() string {
 // scorer holds one Score call's checked input and derived figures.
 type scorer struct {
 	in         ScoreInput
+	th         Thresholds // in.Thresholds or the defaults
 	m          map[uint64]*Node
 	all        []*Node
 	voters     []replica
@@ -238,6 +243,9 @@ func Score(in ScoreInput) (Recommendation, error) {
 	if in.Zone.Replicas() == 0 {
 		return Recommendation{}, invalid("num_replicas: unset (resolve the zone config from the default first)")
 	}
+	if err := in.Thresholds.Validate(); err != nil {
+		return Recommendation{}, err
+	}
 	if in.QPS < 0 || math.IsNaN(in.QPS) {
 		return Recommendation{}, invalid("range QPS %v: must not be negative", in.QPS)
 	}
@@ -263,7 +271,7 @@ func Score(in ScoreInput) (Recommendation, error) {
 			return Recommendation{}, invalid("leaseholder n%d holds no voter of r%d", in.Leaseholder, in.Desc.RangeId)
 		}
 	}
-	s := &scorer{in: in, m: m, all: sortedNodes(m), voters: voters, nonVoters: nonVoters,
+	s := &scorer{in: in, th: in.Thresholds.orDefault(), m: m, all: sortedNodes(m), voters: voters, nonVoters: nonVoters,
 		holds: map[uint64]*replica{}, verdict: map[uint64]string{}, leaseVerd: map[uint64]string{}}
 	for i := range voters {
 		s.holds[voters[i].node.ID] = &voters[i]
@@ -281,7 +289,7 @@ func Score(in ScoreInput) (Recommendation, error) {
 
 // figures computes the means and thresholds over the live active nodes.
 func (s *scorer) figures() {
-	s.counts, s.countsOK = balanceBounds(s.all)
+	s.counts, s.countsOK = balanceBounds(s.all, s.th)
 	n, qps, leases := 0, 0.0, 0
 	for _, x := range s.all {
 		if x.canTakeReplica() {
@@ -294,16 +302,16 @@ func (s *scorer) figures() {
 		return
 	}
 	s.qpsMean = qps / float64(n)
-	s.qpsHot = math.Max(s.qpsMean*(1+QPSThreshold), s.qpsMean+MinQPSAboveMean)
+	s.qpsHot = math.Max(s.qpsMean*(1+s.th.QPSThreshold), s.qpsMean+s.th.MinQPSAboveMean)
 	s.leaseMean = float64(leases) / float64(n)
-	margin := math.Max(s.leaseMean*LeaseThreshold, MinLeaseRebalance)
+	margin := math.Max(s.leaseMean*s.th.LeaseThreshold, float64(s.th.MinLeaseRebalance))
 	s.leaseOver, s.leaseUnder = s.leaseMean+margin, s.leaseMean-margin
 }
 
 // hotRule explains the hot line: the mean ×(1+QPSThreshold), at least
 // MinQPSAboveMean above it.
 func (s *scorer) hotRule() string {
-	return fmt.Sprintf("mean %.0f ×%.2f, at least +%d", s.qpsMean, 1+QPSThreshold, MinQPSAboveMean)
+	return fmt.Sprintf("mean %.0f ×%.2f, at least +%.0f", s.qpsMean, 1+s.th.QPSThreshold, s.th.MinQPSAboveMean)
 }
 
 func (s *scorer) check(format string, args ...any) {
@@ -958,7 +966,7 @@ func (s *scorer) countMove() (Decision, bool) {
 		}
 		return s.violations(s.placement(&from, to, true)) <= before
 	}
-	mv, ok := rebalance(s.voters, s.all, s.in.Leaseholder, allowed)
+	mv, ok := rebalance(s.voters, s.all, s.in.Leaseholder, allowed, s.th)
 	if !ok {
 		s.check("ranges: balanced enough (mean %.2f, over above %d, under below %d)", s.counts.mean, s.counts.overfullAbove, s.counts.underfullBelow)
 		return Decision{}, false
@@ -1219,7 +1227,7 @@ func (s *scorer) workloadScore(n *Node) float64 {
 // leaseholder lh by the margin (the lease moved to n would follow the
 // workload back).
 func (s *scorer) againstWorkload(n, lh *Node) bool {
-	return len(s.in.Requests) > 0 && s.workloadScore(n) < s.workloadScore(lh)-FollowWorkloadMargin
+	return len(s.in.Requests) > 0 && s.workloadScore(n) < s.workloadScore(lh)-s.th.FollowWorkloadMargin
 }
 
 // followWorkload moves the lease to the voter whose locality matches the
@@ -1242,14 +1250,14 @@ func (s *scorer) followWorkload() (Decision, bool) {
 			best = n
 		}
 	}
-	if best == nil || s.workloadScore(best) < cur+FollowWorkloadMargin {
-		s.check("workload: leaseholder n%d matches the requests %.2f, no voter %.2f more", lh.ID, cur, FollowWorkloadMargin)
+	if best == nil || s.workloadScore(best) < cur+s.th.FollowWorkloadMargin {
+		s.check("workload: leaseholder n%d matches the requests %.2f, no voter %.2f more", lh.ID, cur, s.th.FollowWorkloadMargin)
 		return Decision{}, false
 	}
 	s.check("workload: leaseholder n%d matches the requests %.2f, n%d %.2f", lh.ID, cur, best.ID, s.workloadScore(best))
 	return s.transfer(lh, best, priorityBalance, fmt.Sprintf(
 		"follow the workload: n%d's locality %s matches the range's requests %.2f, the leaseholder n%d's %.2f (margin %.2f): transfer the lease",
-		best.ID, formatLocality(best.Locality), s.workloadScore(best), lh.ID, cur, FollowWorkloadMargin)), true
+		best.ID, formatLocality(best.Locality), s.workloadScore(best), lh.ID, cur, s.th.FollowWorkloadMargin)), true
 }
 
 // leaseCount moves the lease from a store with too many leases to one

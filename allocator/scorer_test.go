@@ -15,7 +15,11 @@ import (
 // Scorer and zone config directives of the golden scripts
 // (testdata/score*, testdata/zone):
 //
-//	score [leaseholder=nX] [qps=N]
+//	score [leaseholder=nX] [qps=N] [range-threshold=F] [min-range=N]
+//	      [lease-threshold=F] [min-lease=N] [qps-threshold=F] [min-qps=F]
+//	      [follow-margin=F]
+//	                             the threshold arguments change those of
+//	                             DefaultThresholds() (Thresholds)
 //	  zone NAME=VALUE ...        optional: the range's zone config, as the
 //	                             CLI flags (no spaces inside a value),
 //	                             resolved from the default
@@ -86,11 +90,48 @@ func runScore(t *testing.T, d *datadriven.TestData) string {
 	if d.HasArg("qps") {
 		in.QPS = float64(intArg(t, d, "qps"))
 	}
+	in.Thresholds = thresholdArgs(t, d)
 	rec, err := Score(in)
 	if err != nil {
 		return errString(err)
 	}
 	return rec.String()
+}
+
+// thresholdArgs reads the score directive's threshold arguments: the zero
+// value when there are none, else DefaultThresholds() with them applied.
+func thresholdArgs(t *testing.T, d *datadriven.TestData) Thresholds {
+	t.Helper()
+	var th Thresholds
+	floats := map[string]*float64{"range-threshold": &th.RangeThreshold, "lease-threshold": &th.LeaseThreshold,
+		"qps-threshold": &th.QPSThreshold, "min-qps": &th.MinQPSAboveMean, "follow-margin": &th.FollowWorkloadMargin}
+	ints := map[string]*int{"min-range": &th.MinRangeRebalance, "min-lease": &th.MinLeaseRebalance}
+	set := false
+	for k := range floats {
+		set = set || d.HasArg(k)
+	}
+	for k := range ints {
+		set = set || d.HasArg(k)
+	}
+	if !set {
+		return th
+	}
+	th = DefaultThresholds()
+	for k, p := range floats {
+		if d.HasArg(k) {
+			v, err := strconv.ParseFloat(argVal(t, d, k), 64)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", d.Pos, k, err)
+			}
+			*p = v
+		}
+	}
+	for k, p := range ints {
+		if d.HasArg(k) {
+			*p = intArg(t, d, k)
+		}
+	}
+	return th
 }
 
 func parseTiers(s string) []*rspb.LocalityTier {

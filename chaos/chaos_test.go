@@ -30,6 +30,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 // CHAOS_FAULTS narrow them), with at least one injected fault per
 // history, and fails on any non-linearizable history (saved as HTML
 // under CHAOS_OUT, default ./chaos-failures) or diverged replicas.
+// CHAOS_REBALANCE=aggressive (make chaos's default) starts the processes
+// with low rebalance thresholds; each process-mode history logs the
+// replica moves and lease transfers the replicate queues carried out.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos histories take a while")
@@ -41,7 +44,11 @@ func TestChaos(t *testing.T) {
 		out = "chaos-failures"
 	}
 	seed := int64(envInt("CHAOS_SEED", int(time.Now().UnixNano()%1_000_000)))
-	violations, faults, ops, ambiguous := 0, 0, 0, 0
+	rebalanceSetting := os.Getenv("CHAOS_REBALANCE")
+	if _, err := rebalanceArgs(rebalanceSetting); err != nil {
+		t.Fatal(err)
+	}
+	violations, faults, ops, ambiguous, moves, transfers := 0, 0, 0, 0, 0, 0
 	kinds := map[string]int{} // faults per kind (the text before the first colon)
 	for h := 0; h < histories; h++ {
 		s := seed + int64(h)
@@ -61,7 +68,7 @@ func TestChaos(t *testing.T) {
 				only = append(only, f)
 			}
 		}
-		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, Faults: only, OutDir: out, Logf: t.Logf})
+		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, Faults: only, OutDir: out, Logf: t.Logf, Rebalance: rebalanceSetting})
 		if err != nil {
 			t.Fatalf("history %d (seed %d): %v", h, s, err)
 		}
@@ -81,13 +88,28 @@ func TestChaos(t *testing.T) {
 			violations++
 			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)
 		}
+		if mode == ModeProcess {
+			moves += res.RebalanceMoves
+			transfers += res.LeaseTransfers
+			t.Logf("history %d: rebalancing (%s): %d replica moves and %d lease transfers carried out by the replicate queues (%d of %d metric scrapes failed: processes down)",
+				h, orDefault(rebalanceSetting), res.RebalanceMoves, res.LeaseTransfers, res.FailedScrapes, res.MetricScrapes)
+		}
 		t.Logf("history %d: replica consistency: %d ranges compared, %d skipped, %d diverged", h, res.ConsistencyCompared, len(res.ConsistencySkipped), len(res.Diverged))
 		if len(res.Diverged) > 0 {
 			violations++
 			t.Errorf("history %d (seed %d): replicas diverged: %v", h, s, res.Diverged)
 		}
 	}
-	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous), %d violations", histories, faults, kinds, ops, ambiguous, violations)
+	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous), rebalancing (%s): %d replica moves, %d lease transfers; %d violations",
+		histories, faults, kinds, ops, ambiguous, orDefault(rebalanceSetting), moves, transfers, violations)
+}
+
+// orDefault names an unset rebalance setting.
+func orDefault(setting string) string {
+	if setting == "" {
+		return RebalanceDefault
+	}
+	return setting
 }
 
 // TestSplitsUnderLoad (issue 4, acceptance 1): a loader fills ranges of at

@@ -73,6 +73,10 @@ type Options struct {
 	// far a loader gets in a fixed time depends on how loaded the machine is.
 	MinSplits   int
 	MaxDuration time.Duration
+	// Rebalance is the processes' rebalance setting in process mode
+	// (RebalanceDefault, the default, or RebalanceAggressive; see
+	// rebalance.go); the in-process mode keeps the default thresholds.
+	Rebalance string
 }
 
 // Result describes one checked history.
@@ -94,6 +98,11 @@ type Result struct {
 	ConsistencyCompared int
 	ConsistencySkipped  []string
 	Diverged            []string
+	// Process mode: the rebalancing the replicate queues carried out
+	// (moveCounter): replica moves and lease transfers, sampled every
+	// second from the processes' /metrics (a lower bound), and the
+	// scrapes that failed (processes down).
+	RebalanceMoves, LeaseTransfers, MetricScrapes, FailedScrapes int
 }
 
 // DefaultKeys fall into five user ranges of a default cluster.
@@ -118,11 +127,16 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	extra, err := rebalanceArgs(o.Rebalance)
+	if err != nil {
+		return nil, err
+	}
 	rng := rand.New(rand.NewSource(o.Seed))
 	var tgt target
-	var err error
+	var counter *moveCounter
 	if o.Mode == ModeProcess {
-		tgt, err = newProcTarget(ctx)
+		counter = newMoveCounter()
+		tgt, err = newProcTarget(ctx, extra)
 	} else {
 		tgt, err = newInProcTarget(ctx, o.RangeMaxBytes)
 	}
@@ -153,7 +167,12 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	// partition or stop outlasts the liveness TTL and leases move.
 	deadline := start.Add(o.Duration)
 	next := start.Add(o.Duration / 4)
+	var nextSample time.Time
 	for time.Now().Before(deadline) || loader.wantsMoreSplits(ctx, tgt, o, start, res.RangesBefore) {
+		if counter != nil && time.Now().After(nextSample) {
+			counter.sample(ctx, tgt.(*procTarget).httpAddrs())
+			nextSample = time.Now().Add(time.Second)
+		}
 		if time.Now().After(next) {
 			f := o.Faults[rng.Intn(len(o.Faults))]
 			desc := tgt.inject(ctx, rng, f, o.Keys)
@@ -167,6 +186,10 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	clients.stop()
+	if counter != nil {
+		counter.sample(ctx, tgt.(*procTarget).httpAddrs())
+		res.RebalanceMoves, res.LeaseTransfers, res.MetricScrapes, res.FailedScrapes = counter.Moves, counter.Leases, counter.Scrapes, counter.Fails
+	}
 	if loader != nil {
 		if err := loader.finish(ctx, tgt, res); err != nil {
 			return nil, err
@@ -458,14 +481,17 @@ type procTarget struct {
 // left short are repaired, counts are rebalanced within a history), and a
 // node whose liveness has expired for 10 s is dead (its replicas are
 // replaced).
-var procArgs = []string{"--replicate-queue-interval", "1s", "--time-until-store-dead", "10s"}
+// Every process serves /metrics on a loopback address of its own (the
+// rebalancing moves are counted from it); extra are more flags (a
+// rebalance setting).
+var procArgs = []string{"--replicate-queue-interval", "1s", "--time-until-store-dead", "10s", "--http-addr", FreeLoopback}
 
-func newProcTarget(ctx context.Context) (*procTarget, error) {
+func newProcTarget(ctx context.Context, extra []string) (*procTarget, error) {
 	dir, err := os.MkdirTemp("", "rangestore-chaos-")
 	if err != nil {
 		return nil, err
 	}
-	pc, err := StartProcClusterArgs(dir, procNodes, procArgs)
+	pc, err := StartProcClusterArgs(dir, procNodes, append(append([]string(nil), procArgs...), extra...))
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -499,6 +525,18 @@ func newProcTarget(ctx context.Context) (*procTarget, error) {
 		}
 	}
 	return t, nil
+}
+
+// httpAddrs are the processes' HTTP addresses (those of processes that
+// are down too: their scrapes fail).
+func (t *procTarget) httpAddrs() []string {
+	var out []string
+	for i := 0; i < t.NumNodes(); i++ {
+		if a := t.HTTPAddr(i); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (t *procTarget) admins() []rspb.AdminClient {

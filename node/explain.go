@@ -56,7 +56,7 @@ func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainR
 		idx[nodes[i].ID] = i
 	}
 	rec, err := allocator.Score(allocator.ScoreInput{Desc: desc, Zone: zone, Leaseholder: holder, QPS: qps,
-		Requests: rebalance.Requests(sources, nodes, idx), Nodes: nodes})
+		Requests: rebalance.Requests(sources, nodes, idx), Nodes: nodes, Thresholds: n.cfg.Thresholds})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "scoring r%d: %v", rangeID, err)
 	}
@@ -66,6 +66,9 @@ func (n *Node) ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainR
 		hs[i] = fmt.Sprintf("n%d", id)
 	}
 	inputs := fmt.Sprintf("replication factor %d (default zone config); store descriptors heard by gossip from %s", factor, orNone(strings.Join(hs, ",")))
+	if !n.cfg.Thresholds.IsDefault() {
+		inputs += "; balance thresholds " + n.cfg.Thresholds.String()
+	}
 	if holder == 0 {
 		inputs += "; no valid lease found (no lease decision)"
 	}

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/kv"
@@ -103,6 +104,11 @@ type Config struct {
 	GossipAddr     string
 	GossipInterval time.Duration
 	GossipTTL      time.Duration
+	// Thresholds are the allocator's balance settings, used by the
+	// replicate queue, range explain, allocator plan and zone checks
+	// (zero value = allocator.DefaultThresholds(); Start refuses an
+	// invalid value).
+	Thresholds allocator.Thresholds
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -164,6 +170,9 @@ func Start(cfg Config) (*Node, error) {
 	}
 	if cfg.StoreDir == "" || cfg.ListenAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("node: store dir, listen address and raft address are required")
+	}
+	if err := cfg.Thresholds.Validate(); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	for _, j := range cfg.Join {
 		if err := checkHostPort(j); err != nil {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
@@ -72,6 +73,8 @@ type TestClusterOptions struct {
 	TimeUntilStoreDead time.Duration
 	// ReplicationFactor is Init's replication_factor (0 = its default).
 	ReplicationFactor int
+	// Thresholds are the nodes' Config.Thresholds (zero = defaults).
+	Thresholds allocator.Thresholds
 	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
 	// are bootstrapped directly with PlanRanges' layout as EditPlan leaves
 	// it (e.g. a layout as older versions wrote it).
@@ -177,6 +180,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			TestingForgetMerges: opts.TestingForgetMerges,
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
 			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
+			Thresholds: opts.Thresholds,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {

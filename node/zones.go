@@ -256,7 +256,7 @@ func (n *Node) zoneChanges(ctx context.Context, zones []zoneSpan, rec *rspb.Zone
 			continue
 		}
 		lh := rebalance.LeaseholderVoter(d, holders[d.RangeId])
-		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: lh, Nodes: nodes})
+		r, err := allocator.Score(allocator.ScoreInput{Desc: d, Zone: cfg, Leaseholder: lh, Nodes: nodes, Thresholds: n.cfg.Thresholds})
 		if err != nil {
 			out = append(out, fmt.Sprintf("r%d: %v", d.RangeId, err))
 			continue

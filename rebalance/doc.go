@@ -21,8 +21,10 @@
 // and request_sources). A pass gives the scorer the range's QPS, its
 // sources mapped to the gateways' localities (Requests: gateway 0 or not
 // in the directory is left out) and each node's QPS as gossiped (the sum
-// over its leases). The scorer's thresholds keep it from thrashing: a
-// store is hot above max(1.25× the mean QPS, the mean + 100); the lease
+// over its leases), and the node's thresholds (Input.Thresholds, from
+// node.Config.Thresholds: rangestore start --range-rebalance-threshold
+// and the like). The scorer's thresholds keep it from thrashing: by
+// default a store is hot above max(1.25× the mean QPS, the mean + 100); the lease
 // follows the workload only to a voter matching it 0.25 better; load and
 // lease counts never move a lease (or a leaseholder's voter) to a node
 // matching the workload 0.25 worse. Rate limits: one lease transfer per

@@ -57,6 +57,9 @@ type Input struct {
 	Factor int              // the replication factor setting
 	// Now is the time of the pass (the lease transfer rate limit).
 	Now time.Time
+	// Thresholds are the scorer's balance settings (zero value: the
+	// defaults; node.Config.Thresholds).
+	Thresholds allocator.Thresholds
 }
 
 // MinLeaseTransferInterval: at most one lease transfer per range per
@@ -135,6 +138,9 @@ func MakePlan(in Input) (Plan, error) {
 	if err := allocator.ValidateFactor(in.Factor); err != nil {
 		return Plan{}, err
 	}
+	if err := in.Thresholds.Validate(); err != nil {
+		return Plan{}, err
+	}
 	nodes := make([]allocator.Node, len(in.Nodes))
 	copy(nodes, in.Nodes)
 	idx := map[uint64]int{}
@@ -170,7 +176,7 @@ func MakePlan(in Input) (Plan, error) {
 	}
 	var todo []pending
 	for _, r := range in.Ranges {
-		d, err := decide(r, in.Factor, nodes, idx)
+		d, err := decide(r, in.Factor, nodes, idx, in.Thresholds)
 		if err != nil {
 			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Why: "cannot decide: " + err.Error()})
 			continue
@@ -215,7 +221,7 @@ func MakePlan(in Input) (Plan, error) {
 	})
 	rebalances, transfers := 0, 0
 	for _, t := range todo {
-		d, err := decide(t.view, in.Factor, nodes, idx)
+		d, err := decide(t.view, in.Factor, nodes, idx, in.Thresholds)
 		if err != nil { // cannot happen: the same input decided above
 			return Plan{}, err
 		}
@@ -305,8 +311,9 @@ func moveLease(nodes []allocator.Node, from, to int, qps float64) {
 
 // decide is the allocator's scorer on one range, with its zone config (nil:
 // the default one at the replication factor setting), the nodes' QPS, the
-// range's QPS and its request localities (Requests).
-func decide(r RangeView, factor int, nodes []allocator.Node, idx map[uint64]int) (allocator.Decision, error) {
+// range's QPS and its request localities (Requests), with the thresholds
+// th.
+func decide(r RangeView, factor int, nodes []allocator.Node, idx map[uint64]int, th allocator.Thresholds) (allocator.Decision, error) {
 	var zone allocator.ZoneConfig
 	if r.Zone != nil {
 		zone = *r.Zone
@@ -320,7 +327,7 @@ func decide(r RangeView, factor int, nodes []allocator.Node, idx map[uint64]int)
 		}
 	}
 	rec, err := allocator.Score(allocator.ScoreInput{Desc: r.Desc, Zone: zone, Leaseholder: LeaseholderVoter(r.Desc, r.Leaseholder),
-		QPS: r.QPS, Requests: Requests(r.Sources, nodes, idx), Nodes: nodes})
+		QPS: r.QPS, Requests: Requests(r.Sources, nodes, idx), Nodes: nodes, Thresholds: th})
 	if err != nil {
 		return allocator.Decision{}, err
 	}

@@ -209,3 +209,43 @@ func parseRange(t *testing.T, s string) RangeView {
 	v.Desc.NextReplicaId = next
 	return v
 }
+
+// TestMakePlanThresholds: Input.Thresholds reach the scorer. n1 holds 6
+// replicas and 6 leases, n2-n4 4 replicas each and no lease: within the
+// default margins (2 replicas, 5 leases), outside margins of 1, where the
+// pass moves a replica off n1 and transfers leases; invalid thresholds
+// are refused naming the field.
+func TestMakePlanThresholds(t *testing.T) {
+	in := Input{Self: 1, Factor: 3, Now: planNow}
+	for _, s := range []string{"n1", "n2", "n3", "n4"} {
+		in.Nodes = append(in.Nodes, parseNode(t, s))
+	}
+	for i, pair := range []string{"n2,n3", "n2,n4", "n3,n4", "n2,n3", "n2,n4", "n3,n4"} {
+		in.Ranges = append(in.Ranges, parseRange(t, fmt.Sprintf("r%d voters=n1,%s lh=n1 mine", i+2, pair)))
+	}
+	p, err := MakePlan(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) != 0 {
+		t.Fatalf("default thresholds: want no step:\n%s", p)
+	}
+	in.Thresholds = allocator.DefaultThresholds()
+	in.Thresholds.RangeThreshold, in.Thresholds.MinRangeRebalance = 0, 1
+	in.Thresholds.LeaseThreshold, in.Thresholds.MinLeaseRebalance = 0, 1
+	if p, err = MakePlan(in); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[allocator.Action]int{}
+	for _, s := range p.Steps {
+		kinds[s.Decision.Action]++
+	}
+	if kinds[allocator.ActionRebalance] != RebalancesPerPass || kinds[allocator.ActionTransferLease] == 0 {
+		t.Fatalf("lowered thresholds: want %d rebalance and lease transfers, got %v:\n%s", RebalancesPerPass, kinds, p)
+	}
+	t.Logf("lowered thresholds:\n%s", p)
+	in.Thresholds.MinLeaseRebalance = 0
+	if _, err := MakePlan(in); err == nil || !strings.Contains(err.Error(), "MinLeaseRebalance") {
+		t.Fatalf("MinLeaseRebalance 0: %v, want an error naming it", err)
+	}
+}

@@ -62,9 +62,13 @@ any other argument that starts with "-" (kv put -- -key value).`
 
 var commands = []command{
 	{name: "start", summary: "run a node",
-		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]"},
+		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]",
+			"start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]"},
 		details: "--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
-			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts."},
+			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts.\n" +
+			"The rebalance thresholds are this node's allocator settings (its replicate queue, range explain,\n" +
+			"allocator plan): a node moves replicas (leases) once it holds more than mean + max(threshold × mean, min);\n" +
+			"a store is hot above max((1 + qps threshold) × mean QPS, mean + 100). Give every node the same values."},
 	{name: "init", summary: "initialize a new cluster from its started nodes (once)",
 		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"},
 		details: "--replicas is the replication factor setting (odd, 1 to 9; default 3). The initial ranges get as many\n" +

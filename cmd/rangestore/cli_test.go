@@ -233,6 +233,36 @@ func TestCLIStartValidatesFlagsFirst(t *testing.T) {
 	}
 }
 
+// TestCLIStartValidatesThresholds: a negative, NaN or infinite rebalance
+// threshold, or a minimum below 1, is refused with an error naming the
+// flag, before the store directory is created.
+func TestCLIStartValidatesThresholds(t *testing.T) {
+	cases := []struct{ flag, value, want string }{
+		{"--range-rebalance-threshold", "-0.1", "0 or more"},
+		{"--range-rebalance-threshold", "NaN", "finite"},
+		{"--lease-rebalance-threshold", "-1", "0 or more"},
+		{"--lease-rebalance-threshold", "+Inf", "finite"},
+		{"--qps-rebalance-threshold", "-0.25", "0 or more"},
+		{"--min-range-rebalance", "0", "at least 1"},
+		{"--min-lease-rebalance", "-3", "at least 1"},
+		{"--min-range-rebalance", "two", "invalid"},
+	}
+	listen, err := node.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		store := filepath.Join(t.TempDir(), "store")
+		r := runBin(t, nil, "start", "--store", store, "--listen-addr", listen, "--http-addr", "", c.flag+"="+c.value)
+		if r.code == 0 || !strings.Contains(r.errOut, c.flag) || !strings.Contains(r.errOut, c.want) {
+			t.Errorf("start %s=%s: want an error naming %s and %q: %s", c.flag, c.value, c.flag, c.want, r)
+		}
+		if _, err := os.Stat(store); err == nil {
+			t.Errorf("start %s=%s created %s before refusing", c.flag, c.value, store)
+		}
+	}
+}
+
 // TestCLIWorkloadValidatesFirst: workload refuses bad flags before it
 // dials or preloads anything.
 func TestCLIWorkloadValidatesFirst(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -106,6 +108,14 @@ func runStart(args []string) error {
 	snapRate := fs.String("snapshot-rate", "32MiB", "bytes/s of range snapshots this node sends, all together (units B, KiB, MiB, GiB, KB, MB, GB; 0: unlimited)")
 	snapInFlight := fs.Int("max-snapshots-in-flight", ranges.DefaultMaxSnapshotsInFlight, "range snapshots this node sends at once, and separately applies at once (1-64)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
+	def := allocator.DefaultThresholds()
+	th := thresholdFlags{
+		rangeThreshold: fs.Float64("range-rebalance-threshold", def.RangeThreshold, "move replicas off a node holding more than mean + max(this × mean, --min-range-rebalance) (0 or more)"),
+		minRange:       fs.Int("min-range-rebalance", def.MinRangeRebalance, "the least replica margin of --range-rebalance-threshold (1 or more)"),
+		leaseThreshold: fs.Float64("lease-rebalance-threshold", def.LeaseThreshold, "transfer leases off a node holding more than mean + max(this × mean, --min-lease-rebalance) (0 or more)"),
+		minLease:       fs.Int("min-lease-rebalance", def.MinLeaseRebalance, "the least lease margin of --lease-rebalance-threshold (1 or more)"),
+		qpsThreshold:   fs.Float64("qps-rebalance-threshold", def.QPSThreshold, "a store serving more than (1 + this) × the mean QPS (and 100 more) sheds leases, then replicas (0 or more)"),
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -121,6 +131,10 @@ func runStart(args []string) error {
 	}
 	if *queueInterval <= 0 {
 		return usagef("start", "--replicate-queue-interval %v: must be positive", *queueInterval)
+	}
+	thresholds, err := th.thresholds()
+	if err != nil {
+		return err
 	}
 	if *drainTimeout == 0 {
 		*drainTimeout = -1 // node.Config: negative = no handoff
@@ -165,7 +179,7 @@ func runStart(args []string) error {
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
 		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
-		GossipAddr: *gossipAddr})
+		GossipAddr: *gossipAddr, Thresholds: thresholds})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
@@ -180,6 +194,43 @@ func runStart(args []string) error {
 	log.Info("shutting down", "signal", s.String())
 	n.Stop()
 	return nil
+}
+
+// thresholdFlags are start's rebalance threshold flags.
+type thresholdFlags struct {
+	rangeThreshold, leaseThreshold, qpsThreshold *float64
+	minRange, minLease                           *int
+}
+
+// thresholds checks the flags (an error names the flag) and returns the
+// allocator's thresholds.
+func (f thresholdFlags) thresholds() (allocator.Thresholds, error) {
+	for _, c := range []struct {
+		flag string
+		v    float64
+	}{
+		{"--range-rebalance-threshold", *f.rangeThreshold},
+		{"--lease-rebalance-threshold", *f.leaseThreshold},
+		{"--qps-rebalance-threshold", *f.qpsThreshold},
+	} {
+		if c.v < 0 || math.IsNaN(c.v) || math.IsInf(c.v, 0) {
+			return allocator.Thresholds{}, usagef("start", "%s %v: must be a finite number, 0 or more", c.flag, c.v)
+		}
+	}
+	if *f.minRange < 1 {
+		return allocator.Thresholds{}, usagef("start", "--min-range-rebalance %d: must be at least 1 (a smaller margin lets a replica move back and forth)", *f.minRange)
+	}
+	if *f.minLease < 1 {
+		return allocator.Thresholds{}, usagef("start", "--min-lease-rebalance %d: must be at least 1 (a smaller margin lets a lease move back and forth)", *f.minLease)
+	}
+	th := allocator.DefaultThresholds()
+	th.RangeThreshold, th.MinRangeRebalance = *f.rangeThreshold, *f.minRange
+	th.LeaseThreshold, th.MinLeaseRebalance = *f.leaseThreshold, *f.minLease
+	th.QPSThreshold = *f.qpsThreshold
+	if err := th.Validate(); err != nil {
+		return allocator.Thresholds{}, usagef("start", "rebalance thresholds: %v", err)
+	}
+	return th, nil
 }
 
 func dial(host string) (*grpc.ClientConn, error) {
