@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -107,22 +109,31 @@ func (c *moveCounter) sample(ctx context.Context, addrs []string) {
 // scrapeMoves reads one process's rebalance and transfer-lease counters
 // (result ok) from its /metrics.
 func scrapeMoves(ctx context.Context, addr string) ([2]int, error) {
-	var v [2]int
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	page, err := MetricsPage(ctx, addr, time.Second)
+	if err != nil {
+		return [2]int{}, err
+	}
+	return parseMoves(bufio.NewScanner(bytes.NewReader(page)))
+}
+
+// MetricsPage fetches the /metrics page a process serves at addr (see
+// ProcCluster.ServeHTTP), within timeout.
+func MetricsPage(ctx context.Context, addr string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
-		return v, err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return v, err
+		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("GET /metrics of %s: %s", addr, resp.Status)
+		return nil, fmt.Errorf("GET /metrics of %s: %s", addr, resp.Status)
 	}
-	return parseMoves(bufio.NewScanner(resp.Body))
+	return io.ReadAll(resp.Body)
 }
 
 // parseMoves finds the counters in Prometheus text: lines such as

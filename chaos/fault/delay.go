@@ -232,21 +232,28 @@ type delayedConn struct {
 // SendMessageBatch queues a copy of the batch (Dragonboat reuses its
 // buffers once the call returns) to be sent when its delay has passed.
 func (c *delayedConn) SendMessageBatch(b pb.MessageBatch) error {
-	t, target := c.c.t, c.c.target
-	if t.net.Blocked(t.self, target) {
-		return ErrPartitioned
-	}
-	at := time.Now().Add(t.net.Delay(t.self, target))
-	data := pb.MustMarshal(&b)
-	return c.q.push(at, func() error {
-		if t.net.Blocked(t.self, target) {
-			return ErrPartitioned // cut while in flight
-		}
+	return delaySend(c.c.t, c.c.target, c.q, pb.MustMarshal(&b), func(data []byte) error {
 		var nb pb.MessageBatch
 		if err := nb.Unmarshal(data); err != nil {
 			return err
 		}
 		return c.c.IConnection.SendMessageBatch(nb)
+	})
+}
+
+// delaySend queues data (a marshalled copy of what is sent) on q, to be
+// sent to target by send once the link's one-way delay has passed; a link
+// cut now, or while the data is in flight, fails with ErrPartitioned.
+func delaySend(t *transport, target string, q *delayQueue, data []byte, send func([]byte) error) error {
+	if t.net.Blocked(t.self, target) {
+		return ErrPartitioned
+	}
+	at := time.Now().Add(t.net.Delay(t.self, target))
+	return q.push(at, func() error {
+		if t.net.Blocked(t.self, target) {
+			return ErrPartitioned // cut while in flight
+		}
+		return send(data)
 	})
 }
 
@@ -262,16 +269,7 @@ type delayedSnapConn struct {
 }
 
 func (c *delayedSnapConn) SendChunk(ch pb.Chunk) error {
-	t, target := c.c.t, c.c.target
-	if t.net.Blocked(t.self, target) {
-		return ErrPartitioned
-	}
-	at := time.Now().Add(t.net.Delay(t.self, target))
-	data := pb.MustMarshal(&ch)
-	return c.q.push(at, func() error {
-		if t.net.Blocked(t.self, target) {
-			return ErrPartitioned
-		}
+	return delaySend(c.c.t, c.c.target, c.q, pb.MustMarshal(&ch), func(data []byte) error {
 		var nc pb.Chunk
 		if err := nc.Unmarshal(data); err != nil {
 			return err

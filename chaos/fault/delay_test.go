@@ -45,8 +45,18 @@ func (a *arrivals) count() int {
 func latencyPair(t *testing.T) *Network {
 	t.Helper()
 	n := NewNetwork()
-	for i, r := range []string{"us-east", "eu-west", "us-east"} {
+	for i := range 3 {
 		n.Register(i, fmt.Sprintf("r%c", 'a'+i))
+	}
+	placeGlobal(t, n, "us-east", "eu-west", "us-east")
+	return n
+}
+
+// placeGlobal places members 0, 1, ... of n in regions and gives n the
+// GlobalLatencies table, which it returns.
+func placeGlobal(t *testing.T, n *Network, regions ...string) *LatencyTable {
+	t.Helper()
+	for i, r := range regions {
 		if err := n.Place(i, r); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +68,7 @@ func latencyPair(t *testing.T) *Network {
 	if err := n.SetLatency(tab); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return tab
 }
 
 func startTransport(t *testing.T, net *Network, addr string, msgs, chunks *arrivals) raftio.ITransport {
@@ -274,16 +284,7 @@ func TestGRPCLatencyInterceptors(t *testing.T) {
 
 	n := NewNetwork()
 	n.Register(0, addr)
-	if err := n.Place(0, "us-east"); err != nil {
-		t.Fatal(err)
-	}
-	tab, err := ParseLatencyTable(GlobalLatencies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.SetLatency(tab); err != nil {
-		t.Fatal(err)
-	}
+	tab := placeGlobal(t, n, "us-east")
 	rtt, _ := tab.RTT("eu-west", "us-east")
 	dial := func(region string) healthpb.HealthClient {
 		opts, err := n.ClientDialOptions(region)

@@ -92,18 +92,7 @@ func TestNetworkPlaceAndDelay(t *testing.T) {
 	if d := n.Delay("r0", "r1"); d != 0 {
 		t.Fatalf("delay without a table: %s", d)
 	}
-	for i, r := range []string{"us-east", "eu-west", "us-east"} {
-		if err := n.Place(i, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tab, err := ParseLatencyTable(GlobalLatencies)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.SetLatency(tab); err != nil {
-		t.Fatal(err)
-	}
+	tab := placeGlobal(t, n, "us-east", "eu-west", "us-east")
 	if d := n.Delay("r0", "r1"); d != 35*time.Millisecond {
 		t.Errorf("us-east -> eu-west: %s", d)
 	}
