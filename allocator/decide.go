@@ -109,6 +109,11 @@ type Decision struct {
 	Reason          string
 }
 
+// PriorityRepairMin: Decide's repairs (adding a missing voter, removing a
+// lost, leaving or extra one) have priorities of at least this; balance,
+// constraint and preference actions stay below it.
+const PriorityRepairMin = 1000
+
 // Action ranks, used by priority among ranges equally far from a quorum
 // loss and missing as many voters.
 const (

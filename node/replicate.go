@@ -89,7 +89,7 @@ func (n *Node) leaseholderDescriptor(rangeID uint64) (*rspb.RangeDescriptor, boo
 func (n *Node) gatherRebalance(ctx context.Context) (rebalance.Input, error) {
 	ctx, cancel := context.WithTimeout(ctx, gatherTimeout)
 	defer cancel()
-	in := rebalance.Input{Self: n.NodeID(), Thresholds: n.cfg.Thresholds}
+	in := rebalance.Input{Self: n.NodeID(), Thresholds: n.cfg.Thresholds, SnapshotSlotsFull: n.store.SnapshotSendSlotsFull()}
 	factor, err := n.ReplicationFactor(ctx)
 	if err != nil {
 		return in, err

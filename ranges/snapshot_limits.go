@@ -100,6 +100,11 @@ func (l *snapshotLimits) acquire(dir string, stopc <-chan struct{}) (func(), err
 	}, nil
 }
 
+// sendSlotsFull reports whether every send slot is taken.
+func (l *snapshotLimits) sendSlotsFull() bool {
+	return l != nil && len(l.send) == cap(l.send)
+}
+
 // wait charges n sent bytes to the node's rate and sleeps off any debt.
 func (l *snapshotLimits) wait(n int, stopc <-chan struct{}) error {
 	if l == nil || l.bucket == nil {
@@ -224,3 +229,9 @@ func (snapshotEvents) SnapshotCreated(raftio.SnapshotInfo)         {}
 func (snapshotEvents) SnapshotCompacted(raftio.SnapshotInfo)       {}
 func (snapshotEvents) LogCompacted(raftio.EntryInfo)               {}
 func (snapshotEvents) LogDBCompacted(raftio.EntryInfo)             {}
+
+// SnapshotSendSlotsFull reports whether every snapshot send slot of the
+// node is taken (MaxSnapshotsInFlight streams running or waiting to
+// write): the replicate queue then starts no rebalancing move, so that a
+// repair's snapshot does not queue behind one.
+func (s *Store) SnapshotSendSlotsFull() bool { return s.snaps.sendSlotsFull() }

@@ -31,7 +31,11 @@
 // range per MinLeaseTransferInterval (1 s, remembered by the queue, also
 // after a failed transfer), LeaseTransfersPerPass (8) balancing transfers
 // per pass of a node, and no balancing transfer while a replica change of
-// the range is in flight here.
+// the range is in flight here. Repairs go first in the snapshot budget
+// (snapshotBudget): a replica move that is not a repair (rebalance,
+// constraint or disk move; each sends a snapshot) waits while any range of
+// the cluster needs a repair, or while every snapshot send slot of the
+// node is taken (ranges.Store.SnapshotSendSlotsFull).
 //
 // Who acts: every node runs one queue (owned by its store's task group,
 // stopped when the store closes), and it acts only on the ranges whose

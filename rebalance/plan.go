@@ -60,6 +60,33 @@ type Input struct {
 	// Thresholds are the scorer's balance settings (zero value: the
 	// defaults; node.Config.Thresholds).
 	Thresholds allocator.Thresholds
+	// SnapshotSlotsFull: every snapshot send slot of this node is taken
+	// (ranges.Store.SnapshotSendSlotsFull).
+	SnapshotSlotsFull bool
+}
+
+// snapshotBudget: repairs go first in the snapshot budget. A replica move
+// that is not a repair (a rebalance, a move for constraints or a full
+// disk: each sends a snapshot) waits while any range of the cluster needs
+// a repair, or while every snapshot send slot of this node is taken (a
+// repair's snapshot would queue behind it). Repairs and lease transfers
+// never wait here. It returns why d waits, or "".
+func snapshotBudget(d allocator.Decision, repairs int, slotsFull bool) string {
+	switch d.Action {
+	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRebalance: // each adds a replica: a snapshot
+	default:
+		return ""
+	}
+	if d.Priority >= allocator.PriorityRepairMin {
+		return ""
+	}
+	switch {
+	case repairs > 0:
+		return fmt.Sprintf("waiting: %d range(s) need a repair, which goes first in the snapshot budget", repairs)
+	case slotsFull:
+		return "waiting: every snapshot send slot of this node is taken (a repair's snapshot must not queue behind this move)"
+	}
+	return ""
 }
 
 // MinLeaseTransferInterval: at most one lease transfer per range per
@@ -175,11 +202,15 @@ func MakePlan(in Input) (Plan, error) {
 		d    allocator.Decision
 	}
 	var todo []pending
+	repairs := 0 // ranges needing a repair, wherever their lease is
 	for _, r := range in.Ranges {
 		d, err := decide(r, in.Factor, nodes, idx, in.Thresholds)
 		if err != nil {
 			p.Skips = append(p.Skips, Skip{RangeID: r.Desc.GetRangeId(), Why: "cannot decide: " + err.Error()})
 			continue
+		}
+		if acts(d.Action) && d.Priority >= allocator.PriorityRepairMin {
+			repairs++
 		}
 		if p.Reporter {
 			if d.UnderReplicated {
@@ -227,6 +258,10 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		if !acts(d.Action) || notCarriedOut(d) {
 			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: "nothing to do once the earlier steps are counted"})
+			continue
+		}
+		if why := snapshotBudget(d, repairs, in.SnapshotSlotsFull); why != "" {
+			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: why})
 			continue
 		}
 		if d.Action == allocator.ActionRebalance {

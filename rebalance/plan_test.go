@@ -30,12 +30,14 @@ func TestMakePlan(t *testing.T) {
 			Factor int
 			Nodes  []string
 			Ranges []string
+			// SlotsFull: every snapshot send slot of Self is taken.
+			SlotsFull bool
 		}
 	}
 	golden.LoadJSON(t, "plan.json", &cases)
 	var out strings.Builder
 	for _, c := range cases.Cases {
-		in := Input{Self: c.Self, Factor: c.Factor, Now: planNow}
+		in := Input{Self: c.Self, Factor: c.Factor, Now: planNow, SnapshotSlotsFull: c.SlotsFull}
 		for _, s := range c.Nodes {
 			in.Nodes = append(in.Nodes, parseNode(t, s))
 		}
