@@ -102,17 +102,34 @@ func fillStoreViews(nodes []allocator.Node, descs []*rspb.RangeDescriptor, store
 	}
 }
 
-// fillDisks takes each node's disk from its gossiped descriptor: the
-// file system's capacity, and as used what is not available to the store
-// (other data on the disk fills it too). A node not heard keeps zeros:
-// capacity unknown, never counted as full.
+// fillDisks takes each node's disk from its gossiped descriptor, as
+// CockroachDB's StoreCapacity.FractionUsed does: what the store can hold is
+// its own data plus what the file system still makes available to it,
+// and it is full when its own data is more than 95 % of that. Other data
+// on the disk, and blocks the file system reserves, are a sunk cost: with
+// them counted as used, a shared disk at 89 % (a test machine's, whose
+// reserve alone is most of it) made every store of a cluster "full" once
+// other work took the last 6 % of it, and a dead node's replicas were
+// never replaced (TestRegionDiversityAndRepair). Only when the store's use
+// is unknown (0) is it capacity minus available. A node not heard keeps
+// zeros: capacity unknown, never counted as full.
 func fillDisks(nodes []allocator.Node, stores map[uint64]gossip.Entry) {
 	for i := range nodes {
-		if e, ok := stores[nodes[i].ID]; ok && e.Desc.CapacityBytes > 0 {
-			nodes[i].CapacityBytes = e.Desc.CapacityBytes
-			nodes[i].UsedBytes = max(e.Desc.CapacityBytes-e.Desc.AvailableBytes, 0)
+		e, ok := stores[nodes[i].ID]
+		if !ok || e.Desc.CapacityBytes <= 0 {
+			continue
 		}
+		nodes[i].CapacityBytes, nodes[i].UsedBytes = diskUse(e.Desc)
 	}
+}
+
+// diskUse is a store descriptor's (capacity, used) as fillDisks counts
+// them.
+func diskUse(d *rspb.StoreDescriptor) (capacity, used int64) {
+	if d.UsedBytes > 0 {
+		return d.UsedBytes + max(d.AvailableBytes, 0), d.UsedBytes
+	}
+	return d.CapacityBytes, max(d.CapacityBytes-d.AvailableBytes, 0)
 }
 
 // leaseOf asks the nodes of d's replicas for the range's valid lease, the
