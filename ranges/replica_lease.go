@@ -522,15 +522,15 @@ func (r *Replica) leaderHandoff(ctx context.Context) leaderHandoff {
 				node = rep.NodeId
 			}
 		}
-		if snd := r.store.getSender(); node != 0 && snd != nil {
+		// Gone: no longer in the range, or on a dead node (repeated
+		// stream attempts to it must not hold leadership); not asked.
+		f.Gone = node == 0 || r.store.nodeDead(node)
+		if snd := r.store.getSender(); !f.Gone && snd != nil {
 			resp, err := snd.SendToNode(ctx, node, &rspb.RangeRequest{RangeId: r.rangeID, Admin: &rspb.RangeRequest_AdminReplicaProgress{AdminReplicaProgress: true}})
 			if err == nil && resp.Error == nil {
 				f.Progress = resp.GetReplicaProgress()
 			}
 		}
-		// Gone: no longer in the range, or on a dead node (repeated
-		// stream attempts to it must not hold leadership).
-		f.Gone = node == 0 || r.store.nodeDead(node)
 	}
 	h := decideLeaderHandoff(f)
 	if h.Forget {
