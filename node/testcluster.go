@@ -97,15 +97,30 @@ type TestCluster struct {
 // port is picked at random below the kernel's ephemeral range (32768 and
 // up on Linux): a port from that range can be taken by any outgoing
 // connection between this check and the bind (a CI run lost a Raft port
-// that way), one below it only by another listener.
+// that way), one below it only by another listener. A port is handed out
+// at most once per process: the probe closes its listener, so without the
+// record two picks of one test (six for three nodes, and nothing is bound
+// until the nodes start) could return the same free port, and the second
+// node to start failed with "address already in use" (a CI run's
+// TestJoinWaitsForInitBootstrap).
 func FreeAddr() (string, error) {
+	freePorts.mu.Lock()
+	defer freePorts.mu.Unlock()
+	if freePorts.given == nil {
+		freePorts.given = make(map[int]bool)
+	}
 	for attempt := 0; attempt < 100; attempt++ {
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(12000+mrand.IntN(20000))))
+		port := 12000 + mrand.IntN(20000)
+		if freePorts.given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
 			continue
 		}
 		addr := l.Addr().String()
 		_ = l.Close()
+		freePorts.given[port] = true
 		return addr, nil
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -114,6 +129,12 @@ func FreeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// freePorts records the ports FreeAddr handed out in this process.
+var freePorts struct {
+	mu    sync.Mutex
+	given map[int]bool
 }
 
 // StartTestCluster starts the nodes, initializes the cluster and waits
