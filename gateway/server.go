@@ -94,6 +94,9 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.
 		if err != nil { // (checkBatch refused these)
 			return nil, ToStatus(err)
 		}
+		if c.Internal() {
+			return nil, invalidf("requests[%d]: %s is an internal request that the KV service does not serve (backups use the Backup service)", i, c.Name())
+		}
 		if err := s.checkAsOf(ctx, c.Name(), c.AsOf(q)); err != nil {
 			return nil, err
 		}

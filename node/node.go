@@ -104,6 +104,9 @@ type Config struct {
 	GossipAddr     string
 	GossipInterval time.Duration
 	GossipTTL      time.Duration
+	// GCTTL and GCInterval: the MVCC GC keeps overwritten versions this
+	// long, and runs this often (ranges.StoreConfig; zero = its defaults).
+	GCTTL, GCInterval time.Duration
 	// Thresholds are the allocator's balance settings, used by the
 	// replicate queue, range explain, allocator plan and zone checks
 	// (zero value = allocator.DefaultThresholds(); Start refuses an
@@ -211,6 +214,7 @@ func Start(cfg Config) (*Node, error) {
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
+		GCTTL: cfg.GCTTL, GCInterval: cfg.GCInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -240,6 +244,7 @@ func Start(cfg Config) (*Node, error) {
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
 	rspb.RegisterAdminServer(n.grpc, gateway.NewAdminServer(n))
+	rspb.RegisterBackupServer(n.grpc, gateway.NewBackupServer(n.kvServer))
 	// Health is readiness (ready.go): NOT_SERVING until the loop finds the
 	// node initialized, live and with quorum for its ranges.
 	n.health = health.NewServer()

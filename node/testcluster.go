@@ -75,6 +75,8 @@ type TestClusterOptions struct {
 	ReplicationFactor int
 	// Thresholds are the nodes' Config.Thresholds (zero = defaults).
 	Thresholds allocator.Thresholds
+	// GCTTL, GCInterval: see Config (zero = the node defaults).
+	GCTTL, GCInterval time.Duration
 	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
 	// are bootstrapped directly with PlanRanges' layout as EditPlan leaves
 	// it (e.g. a layout as older versions wrote it).
@@ -202,6 +204,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
 			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
 			Thresholds: opts.Thresholds,
+			GCTTL:      opts.GCTTL, GCInterval: opts.GCInterval,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {

@@ -90,6 +90,16 @@ func readTimestamp(r *rspb.RequestUnion, def kv.Timestamp) kv.Timestamp {
 	return batcheval.ReadTimestamp(r, def)
 }
 
+// sinceTimestamp is the oldest timestamp whose versions a read needs
+// (batcheval Command.Since: an incremental export's start_ts), or nil.
+func sinceTimestamp(r *rspb.RequestUnion) *rspb.Timestamp {
+	c, err := batcheval.Lookup(r)
+	if err != nil {
+		return nil
+	}
+	return c.Since(r)
+}
+
 // asRangeError extracts a replica's verdict (in evaluation: a
 // deterministic evaluation error) from err.
 func asRangeError(err error) (*rspb.RangeError, bool) {

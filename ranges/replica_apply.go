@@ -496,6 +496,10 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 			return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_BELOW_GC_THRESHOLD,
 				fmt.Sprintf("read at %s is at or below the GC threshold %s of r%d", ts, gc, s.rangeID))}, nil
 		}
+		if since := TSFromProto(sinceTimestamp(r)); !since.IsEmpty() && since.Less(gc) {
+			return &rspb.RaftResult{Error: rangeErr(rspb.RangeError_BELOW_GC_THRESHOLD,
+				fmt.Sprintf("versions since %s are needed but r%d's GC threshold is %s: they may have been garbage-collected (a protected timestamp keeps them; take a full backup)", since, s.rangeID, gc))}, nil
+		}
 	}
 	resps, err := evalRead(snap, rq.Requests, readTS, rq.MaxResponseBytes)
 	if err != nil {

@@ -51,6 +51,9 @@ var (
 	// ZonePrefix prefixes zone config records, keyed by the client key the
 	// record's span starts at (ZoneKey; the default zone at ZonePrefix).
 	ZonePrefix = []byte("\x00szone/")
+	// ProtectionPrefix prefixes protection records (protected timestamps
+	// of backups), keyed by their ID (ProtectionKey).
+	ProtectionPrefix = []byte("\x00sprotect/")
 	// UserPrefix prefixes every client key.
 	UserPrefix = []byte{'u'}
 	// UserSpanEnd is the exclusive end of all mapped client keys.
@@ -186,4 +189,17 @@ func DefaultSplitKeys(n int) [][]byte {
 // starting at start (empty: the default zone).
 func ZoneKey(start []byte) []byte {
 	return append(append([]byte(nil), ZonePrefix...), start...)
+}
+
+// ProtectionKey is the key of the protection record with the given ID.
+func ProtectionKey(id string) []byte {
+	return append(append([]byte(nil), ProtectionPrefix...), id...)
+}
+
+// PrefixEnd is the exclusive end of the keys starting with prefix (a
+// prefix whose last byte is not 0xff).
+func PrefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	end[len(end)-1]++
+	return end
 }

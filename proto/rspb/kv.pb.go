@@ -935,6 +935,204 @@ func (x *DeleteRangeResponse) GetCommitTimestamp() *Timestamp {
 	return nil
 }
 
+// ExportRequest (internal: the KV service refuses it; the Backup service
+// and `rangestore backup` send it) reads, for a span, the newest version of
+// each key with a timestamp in (start_ts, end_ts]: with start_ts empty,
+// each key live at end_ts (no tombstones: a full backup); with start_ts
+// set, each key changed since start_ts, a deletion as a tombstone (an
+// incremental backup). It is a plain read at end_ts (latches, timestamp
+// cache, GC threshold: end_ts and start_ts must be above it), paged by
+// size through resume_key.
+type ExportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StartKey      []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // inclusive
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // exclusive
+	StartTs       *Timestamp             `protobuf:"bytes,3,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`    // exclusive; empty = a full export
+	EndTs         *Timestamp             `protobuf:"bytes,4,opt,name=end_ts,json=endTs,proto3" json:"end_ts,omitempty"`          // inclusive; required
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRequest) Reset() {
+	*x = ExportRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRequest) ProtoMessage() {}
+
+func (x *ExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
+func (*ExportRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExportRequest) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *ExportRequest) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *ExportRequest) GetStartTs() *Timestamp {
+	if x != nil {
+		return x.StartTs
+	}
+	return nil
+}
+
+func (x *ExportRequest) GetEndTs() *Timestamp {
+	if x != nil {
+		return x.EndTs
+	}
+	return nil
+}
+
+// ExportedVersion is one key's newest version in the export's window.
+type ExportedVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Timestamp     *Timestamp             `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"` // a tombstone (incremental exports only)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedVersion) Reset() {
+	*x = ExportedVersion{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedVersion) ProtoMessage() {}
+
+func (x *ExportedVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedVersion.ProtoReflect.Descriptor instead.
+func (*ExportedVersion) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExportedVersion) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ExportedVersion) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ExportedVersion) GetTimestamp() *Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *ExportedVersion) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+type ExportResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Versions []*ExportedVersion     `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Internal paging between gateway and replicas: the next start key.
+	ResumeKey     []byte `protobuf:"bytes,2,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportResponse) Reset() {
+	*x = ExportResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportResponse) ProtoMessage() {}
+
+func (x *ExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportResponse.ProtoReflect.Descriptor instead.
+func (*ExportResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExportResponse) GetVersions() []*ExportedVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *ExportResponse) GetResumeKey() []byte {
+	if x != nil {
+		return x.ResumeKey
+	}
+	return nil
+}
+
 type RequestUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -946,6 +1144,7 @@ type RequestUnion struct {
 	//	*RequestUnion_ConditionalPut
 	//	*RequestUnion_Increment
 	//	*RequestUnion_DeleteRange
+	//	*RequestUnion_Export
 	Value         isRequestUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -953,7 +1152,7 @@ type RequestUnion struct {
 
 func (x *RequestUnion) Reset() {
 	*x = RequestUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[16]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1164,7 @@ func (x *RequestUnion) String() string {
 func (*RequestUnion) ProtoMessage() {}
 
 func (x *RequestUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[16]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1177,7 @@ func (x *RequestUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestUnion.ProtoReflect.Descriptor instead.
 func (*RequestUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RequestUnion) GetValue() isRequestUnion_Value {
@@ -1051,6 +1250,15 @@ func (x *RequestUnion) GetDeleteRange() *DeleteRangeRequest {
 	return nil
 }
 
+func (x *RequestUnion) GetExport() *ExportRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_Export); ok {
+			return x.Export
+		}
+	}
+	return nil
+}
+
 type isRequestUnion_Value interface {
 	isRequestUnion_Value()
 }
@@ -1083,6 +1291,10 @@ type RequestUnion_DeleteRange struct {
 	DeleteRange *DeleteRangeRequest `protobuf:"bytes,7,opt,name=delete_range,json=deleteRange,proto3,oneof"`
 }
 
+type RequestUnion_Export struct {
+	Export *ExportRequest `protobuf:"bytes,80,opt,name=export,proto3,oneof"`
+}
+
 func (*RequestUnion_Get) isRequestUnion_Value() {}
 
 func (*RequestUnion_Put) isRequestUnion_Value() {}
@@ -1097,6 +1309,8 @@ func (*RequestUnion_Increment) isRequestUnion_Value() {}
 
 func (*RequestUnion_DeleteRange) isRequestUnion_Value() {}
 
+func (*RequestUnion_Export) isRequestUnion_Value() {}
+
 type ResponseUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -1108,6 +1322,7 @@ type ResponseUnion struct {
 	//	*ResponseUnion_ConditionalPut
 	//	*ResponseUnion_Increment
 	//	*ResponseUnion_DeleteRange
+	//	*ResponseUnion_Export
 	Value         isResponseUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1115,7 +1330,7 @@ type ResponseUnion struct {
 
 func (x *ResponseUnion) Reset() {
 	*x = ResponseUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[17]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1342,7 @@ func (x *ResponseUnion) String() string {
 func (*ResponseUnion) ProtoMessage() {}
 
 func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[17]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1355,7 @@ func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseUnion.ProtoReflect.Descriptor instead.
 func (*ResponseUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResponseUnion) GetValue() isResponseUnion_Value {
@@ -1213,6 +1428,15 @@ func (x *ResponseUnion) GetDeleteRange() *DeleteRangeResponse {
 	return nil
 }
 
+func (x *ResponseUnion) GetExport() *ExportResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_Export); ok {
+			return x.Export
+		}
+	}
+	return nil
+}
+
 type isResponseUnion_Value interface {
 	isResponseUnion_Value()
 }
@@ -1245,6 +1469,10 @@ type ResponseUnion_DeleteRange struct {
 	DeleteRange *DeleteRangeResponse `protobuf:"bytes,7,opt,name=delete_range,json=deleteRange,proto3,oneof"`
 }
 
+type ResponseUnion_Export struct {
+	Export *ExportResponse `protobuf:"bytes,80,opt,name=export,proto3,oneof"`
+}
+
 func (*ResponseUnion_Get) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Put) isResponseUnion_Value() {}
@@ -1259,6 +1487,8 @@ func (*ResponseUnion_Increment) isResponseUnion_Value() {}
 
 func (*ResponseUnion_DeleteRange) isResponseUnion_Value() {}
 
+func (*ResponseUnion_Export) isResponseUnion_Value() {}
+
 // A Batch runs its requests in order. The requests that fall into one range
 // are applied atomically as one replicated command; a batch spanning several
 // ranges is atomic per range only (cross-range transactions come later).
@@ -1271,7 +1501,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[18]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1513,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[18]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1526,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchRequest) GetRequests() []*RequestUnion {
@@ -1315,7 +1545,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1557,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1570,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchResponse) GetResponses() []*ResponseUnion {
@@ -1413,7 +1643,21 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\"t\n" +
 	"\x13DeleteRangeResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\x03R\adeleted\x12C\n" +
-	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"\xb9\x03\n" +
+	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"\xab\x01\n" +
+	"\rExportRequest\x12\x1b\n" +
+	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\x123\n" +
+	"\bstart_ts\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\astartTs\x12/\n" +
+	"\x06end_ts\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x05endTs\"\x8b\x01\n" +
+	"\x0fExportedVersion\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x126\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12\x18\n" +
+	"\adeleted\x18\x04 \x01(\bR\adeleted\"k\n" +
+	"\x0eExportResponse\x12:\n" +
+	"\bversions\x18\x01 \x03(\v2\x1e.rangestore.v1.ExportedVersionR\bversions\x12\x1d\n" +
+	"\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xf1\x03\n" +
 	"\fRequestUnion\x12-\n" +
 	"\x03get\x18\x01 \x01(\v2\x19.rangestore.v1.GetRequestH\x00R\x03get\x12-\n" +
 	"\x03put\x18\x02 \x01(\v2\x19.rangestore.v1.PutRequestH\x00R\x03put\x126\n" +
@@ -1421,8 +1665,9 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x04scan\x18\x04 \x01(\v2\x1a.rangestore.v1.ScanRequestH\x00R\x04scan\x12O\n" +
 	"\x0fconditional_put\x18\x05 \x01(\v2$.rangestore.v1.ConditionalPutRequestH\x00R\x0econditionalPut\x12?\n" +
 	"\tincrement\x18\x06 \x01(\v2\x1f.rangestore.v1.IncrementRequestH\x00R\tincrement\x12F\n" +
-	"\fdelete_range\x18\a \x01(\v2!.rangestore.v1.DeleteRangeRequestH\x00R\vdeleteRangeB\a\n" +
-	"\x05value\"\xc1\x03\n" +
+	"\fdelete_range\x18\a \x01(\v2!.rangestore.v1.DeleteRangeRequestH\x00R\vdeleteRange\x126\n" +
+	"\x06export\x18P \x01(\v2\x1c.rangestore.v1.ExportRequestH\x00R\x06exportB\a\n" +
+	"\x05value\"\xfa\x03\n" +
 	"\rResponseUnion\x12.\n" +
 	"\x03get\x18\x01 \x01(\v2\x1a.rangestore.v1.GetResponseH\x00R\x03get\x12.\n" +
 	"\x03put\x18\x02 \x01(\v2\x1a.rangestore.v1.PutResponseH\x00R\x03put\x127\n" +
@@ -1430,7 +1675,8 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x04scan\x18\x04 \x01(\v2\x1b.rangestore.v1.ScanResponseH\x00R\x04scan\x12P\n" +
 	"\x0fconditional_put\x18\x05 \x01(\v2%.rangestore.v1.ConditionalPutResponseH\x00R\x0econditionalPut\x12@\n" +
 	"\tincrement\x18\x06 \x01(\v2 .rangestore.v1.IncrementResponseH\x00R\tincrement\x12G\n" +
-	"\fdelete_range\x18\a \x01(\v2\".rangestore.v1.DeleteRangeResponseH\x00R\vdeleteRangeB\a\n" +
+	"\fdelete_range\x18\a \x01(\v2\".rangestore.v1.DeleteRangeResponseH\x00R\vdeleteRange\x127\n" +
+	"\x06export\x18P \x01(\v2\x1d.rangestore.v1.ExportResponseH\x00R\x06exportB\a\n" +
 	"\x05value\"G\n" +
 	"\fBatchRequest\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\"K\n" +
@@ -1458,7 +1704,7 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_kv_proto_rawDescData
 }
 
-var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rangestore_v1_kv_proto_goTypes = []any{
 	(*Timestamp)(nil),              // 0: rangestore.v1.Timestamp
 	(*KeyValue)(nil),               // 1: rangestore.v1.KeyValue
@@ -1476,10 +1722,13 @@ var file_rangestore_v1_kv_proto_goTypes = []any{
 	(*IncrementResponse)(nil),      // 13: rangestore.v1.IncrementResponse
 	(*DeleteRangeRequest)(nil),     // 14: rangestore.v1.DeleteRangeRequest
 	(*DeleteRangeResponse)(nil),    // 15: rangestore.v1.DeleteRangeResponse
-	(*RequestUnion)(nil),           // 16: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),          // 17: rangestore.v1.ResponseUnion
-	(*BatchRequest)(nil),           // 18: rangestore.v1.BatchRequest
-	(*BatchResponse)(nil),          // 19: rangestore.v1.BatchResponse
+	(*ExportRequest)(nil),          // 16: rangestore.v1.ExportRequest
+	(*ExportedVersion)(nil),        // 17: rangestore.v1.ExportedVersion
+	(*ExportResponse)(nil),         // 18: rangestore.v1.ExportResponse
+	(*RequestUnion)(nil),           // 19: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),          // 20: rangestore.v1.ResponseUnion
+	(*BatchRequest)(nil),           // 21: rangestore.v1.BatchRequest
+	(*BatchResponse)(nil),          // 22: rangestore.v1.BatchResponse
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
@@ -1492,43 +1741,49 @@ var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	0,  // 7: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 8: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	2,  // 10: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	4,  // 11: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	6,  // 12: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	8,  // 13: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	10, // 14: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	12, // 15: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	14, // 16: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	3,  // 17: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	5,  // 18: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	7,  // 19: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	9,  // 20: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	11, // 21: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	13, // 22: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	15, // 23: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	16, // 24: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	17, // 25: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	2,  // 26: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	4,  // 27: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	6,  // 28: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	8,  // 29: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	10, // 30: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	12, // 31: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	14, // 32: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	18, // 33: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	3,  // 34: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	5,  // 35: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	7,  // 36: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	9,  // 37: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	11, // 38: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	13, // 39: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	15, // 40: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	19, // 41: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	0,  // 10: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
+	0,  // 11: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
+	0,  // 12: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
+	17, // 13: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
+	2,  // 14: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	4,  // 15: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	6,  // 16: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	8,  // 17: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	10, // 18: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	12, // 19: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	14, // 20: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	16, // 21: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	3,  // 22: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	5,  // 23: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	7,  // 24: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	9,  // 25: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	11, // 26: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	13, // 27: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	15, // 28: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	18, // 29: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	19, // 30: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	20, // 31: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	2,  // 32: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	4,  // 33: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	6,  // 34: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	8,  // 35: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	10, // 36: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	12, // 37: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	14, // 38: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	21, // 39: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	3,  // 40: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	5,  // 41: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	7,  // 42: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	9,  // 43: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	11, // 44: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	13, // 45: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	15, // 46: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	22, // 47: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	40, // [40:48] is the sub-list for method output_type
+	32, // [32:40] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -1536,7 +1791,7 @@ func file_rangestore_v1_kv_proto_init() {
 	if File_rangestore_v1_kv_proto != nil {
 		return
 	}
-	file_rangestore_v1_kv_proto_msgTypes[16].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[19].OneofWrappers = []any{
 		(*RequestUnion_Get)(nil),
 		(*RequestUnion_Put)(nil),
 		(*RequestUnion_Delete)(nil),
@@ -1544,8 +1799,9 @@ func file_rangestore_v1_kv_proto_init() {
 		(*RequestUnion_ConditionalPut)(nil),
 		(*RequestUnion_Increment)(nil),
 		(*RequestUnion_DeleteRange)(nil),
+		(*RequestUnion_Export)(nil),
 	}
-	file_rangestore_v1_kv_proto_msgTypes[17].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[20].OneofWrappers = []any{
 		(*ResponseUnion_Get)(nil),
 		(*ResponseUnion_Put)(nil),
 		(*ResponseUnion_Delete)(nil),
@@ -1553,6 +1809,7 @@ func file_rangestore_v1_kv_proto_init() {
 		(*ResponseUnion_ConditionalPut)(nil),
 		(*ResponseUnion_Increment)(nil),
 		(*ResponseUnion_DeleteRange)(nil),
+		(*ResponseUnion_Export)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1560,7 +1817,7 @@ func file_rangestore_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1750,6 +1750,95 @@ func (x *ZoneConfigRecord) GetFields() map[string]string {
 	return nil
 }
 
+// ProtectionRecord (a protected timestamp) is stored in the system range at
+// keys.ProtectionKey(id) by a backup: while it exists, the MVCC GC of every
+// range overlapping [start_key, end_key) keeps its GC threshold below
+// timestamp, so the versions an incremental backup from that timestamp
+// reads stay readable. Keys are internal keys.
+type ProtectionRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Timestamp     *Timestamp             `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	StartKey      []byte                 `protobuf:"bytes,3,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // inclusive
+	EndKey        []byte                 `protobuf:"bytes,4,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // exclusive
+	Description   string                 `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`           // who holds it (a backup directory)
+	CreatedAt     *Timestamp             `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProtectionRecord) Reset() {
+	*x = ProtectionRecord{}
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProtectionRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProtectionRecord) ProtoMessage() {}
+
+func (x *ProtectionRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_persisted_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProtectionRecord.ProtoReflect.Descriptor instead.
+func (*ProtectionRecord) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_persisted_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProtectionRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ProtectionRecord) GetTimestamp() *Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *ProtectionRecord) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *ProtectionRecord) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *ProtectionRecord) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ProtectionRecord) GetCreatedAt() *Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 var File_rangestore_v1_persisted_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_persisted_proto_rawDesc = "" +
@@ -1902,7 +1991,15 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x06fields\x18\x03 \x03(\v2+.rangestore.v1.ZoneConfigRecord.FieldsEntryR\x06fields\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*'\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
+	"\x10ProtectionRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\ttimestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12\x1b\n" +
+	"\tstart_key\x18\x03 \x01(\fR\bstartKey\x12\x17\n" +
+	"\aend_key\x18\x04 \x01(\fR\x06endKey\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x127\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x18.rangestore.v1.TimestampR\tcreatedAt*'\n" +
 	"\vReplicaType\x12\t\n" +
 	"\x05VOTER\x10\x00\x12\r\n" +
 	"\tNON_VOTER\x10\x01*d\n" +
@@ -1924,7 +2021,7 @@ func file_rangestore_v1_persisted_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_persisted_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rangestore_v1_persisted_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rangestore_v1_persisted_proto_goTypes = []any{
 	(ReplicaType)(0),              // 0: rangestore.v1.ReplicaType
 	(LivenessMembership)(0),       // 1: rangestore.v1.LivenessMembership
@@ -1949,13 +2046,14 @@ var file_rangestore_v1_persisted_proto_goTypes = []any{
 	(*RaftResult)(nil),            // 20: rangestore.v1.RaftResult
 	(*SnapshotHeader)(nil),        // 21: rangestore.v1.SnapshotHeader
 	(*ZoneConfigRecord)(nil),      // 22: rangestore.v1.ZoneConfigRecord
-	nil,                           // 23: rangestore.v1.ReplicaRecord.InitialMembersEntry
-	nil,                           // 24: rangestore.v1.SplitCommand.RightMembersEntry
-	nil,                           // 25: rangestore.v1.ZoneConfigRecord.FieldsEntry
-	(*Timestamp)(nil),             // 26: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),          // 27: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),         // 28: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 29: rangestore.v1.KeyValue
+	(*ProtectionRecord)(nil),      // 23: rangestore.v1.ProtectionRecord
+	nil,                           // 24: rangestore.v1.ReplicaRecord.InitialMembersEntry
+	nil,                           // 25: rangestore.v1.SplitCommand.RightMembersEntry
+	nil,                           // 26: rangestore.v1.ZoneConfigRecord.FieldsEntry
+	(*Timestamp)(nil),             // 27: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),          // 28: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 29: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 30: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	3,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -1963,17 +2061,17 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	5,  // 2: rangestore.v1.RangeDescriptor.replicas:type_name -> rangestore.v1.ReplicaDescriptor
 	4,  // 3: rangestore.v1.ClusterRecord.nodes:type_name -> rangestore.v1.NodeDescriptor
 	6,  // 4: rangestore.v1.ClusterRecord.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	23, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
+	24, // 5: rangestore.v1.ReplicaRecord.initial_members:type_name -> rangestore.v1.ReplicaRecord.InitialMembersEntry
 	2,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	6,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
-	26, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	26, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	26, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	27, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	27, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	27, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 12: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
 	10, // 13: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
 	10, // 14: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	26, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
 	14, // 16: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
 	12, // 17: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
 	19, // 18: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
@@ -1981,29 +2079,31 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	15, // 20: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
 	16, // 21: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
 	18, // 22: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
-	27, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	28, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
 	20, // 24: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	27, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	28, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
 	20, // 26: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
 	6,  // 27: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 28: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	26, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	27, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
 	6,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	24, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	25, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
 	6,  // 33: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
-	26, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	28, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	27, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	29, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
 	9,  // 36: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	26, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
 	6,  // 38: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	29, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	25, // 40: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	30, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	26, // 40: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
+	27, // 41: rangestore.v1.ProtectionRecord.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 42: rangestore.v1.ProtectionRecord.created_at:type_name -> rangestore.v1.Timestamp
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }
@@ -2027,7 +2127,7 @@ func file_rangestore_v1_persisted_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_persisted_proto_rawDesc), len(file_rangestore_v1_persisted_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

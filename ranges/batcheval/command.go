@@ -25,11 +25,13 @@ func keySpan(start, end []byte) Span { return Span{Key: start, EndKey: end} }
 type Command struct {
 	name     string
 	readOnly bool
+	internal bool
 
 	span       func(*rspb.RequestUnion) Span
 	payload    func(*rspb.RequestUnion) (keys, values [][]byte)
 	check      func(*rspb.RequestUnion, Limits) error
 	asOf       func(*rspb.RequestUnion) *rspb.Timestamp
+	since      func(*rspb.RequestUnion) *rspb.Timestamp
 	toInternal func(*rspb.RequestUnion) *rspb.RequestUnion
 	toClient   func(*rspb.ResponseUnion)
 	clip       func(r *rspb.RequestUnion, start, end []byte) *rspb.RequestUnion
@@ -44,6 +46,10 @@ func (c *Command) Name() string { return c.name }
 // ReadOnly reports whether the request only reads: it is served from a
 // snapshot by the leaseholder, without Raft, under read latches.
 func (c *Command) ReadOnly() bool { return c.readOnly }
+
+// Internal reports whether only nodes send the request (export): the KV
+// service refuses it from clients.
+func (c *Command) Internal() bool { return c.internal }
 
 // Span is the key span r touches: what it latches, what must lie inside
 // the range it is sent to, what the router splits it by.
@@ -77,6 +83,17 @@ func (c *Command) AsOf(r *rspb.RequestUnion) *rspb.Timestamp {
 		return nil
 	}
 	return c.asOf(r)
+}
+
+// Since is the oldest timestamp whose versions a read needs besides those
+// visible at its read timestamp (an incremental export's start_ts; nil for
+// every other request): a replica whose GC threshold is above it refuses
+// the read.
+func (c *Command) Since(r *rspb.RequestUnion) *rspb.Timestamp {
+	if c.since == nil {
+		return nil
+	}
+	return c.since(r)
 }
 
 // ToInternal returns a copy of a client request with its keys mapped into
@@ -151,11 +168,13 @@ func ToClient(p *rspb.ResponseUnion) {
 type spec[Q, P proto.Message] struct {
 	name     string // field name in RequestUnion and ResponseUnion
 	readOnly bool
+	internal bool // only nodes send it (the KV service refuses it)
 
 	span    func(q Q) Span                    // keys touched (latches, span checks, routing)
 	payload func(q Q) (keys, values [][]byte) // what Limits bound
 	check   func(q Q, l Limits) error         // a client request's validation
 	asOf    func(q Q) *rspb.Timestamp         // optional: reads
+	since   func(q Q) *rspb.Timestamp         // optional: reads of history (export)
 	toIn    func(q Q) Q                       // client → internal keys
 	toCli   func(p P)                         // optional: internal → client keys in the response
 	clip    func(q Q, start, end []byte) Q    // optional: span requests
@@ -211,7 +230,7 @@ func register[Q, P proto.Message](s spec[Q, P]) {
 		return u
 	}
 	c := &Command{
-		name: s.name, readOnly: s.readOnly,
+		name: s.name, readOnly: s.readOnly, internal: s.internal,
 		span:       func(r *rspb.RequestUnion) Span { return s.span(get(r)) },
 		payload:    func(r *rspb.RequestUnion) ([][]byte, [][]byte) { return s.payload(get(r)) },
 		check:      func(r *rspb.RequestUnion, l Limits) error { return s.check(get(r), l) },
@@ -226,6 +245,9 @@ func register[Q, P proto.Message](s spec[Q, P]) {
 	}
 	if s.asOf != nil {
 		c.asOf = func(r *rspb.RequestUnion) *rspb.Timestamp { return s.asOf(get(r)) }
+	}
+	if s.since != nil {
+		c.since = func(r *rspb.RequestUnion) *rspb.Timestamp { return s.since(get(r)) }
 	}
 	if s.toCli != nil {
 		c.toClient = func(p *rspb.ResponseUnion) {
