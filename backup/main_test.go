@@ -1,0 +1,13 @@
+package backup
+
+import (
+	"testing"
+
+	"github.com/rangestore/rangestore/internal/leakcheck"
+)
+
+// TestMain fails the package's tests if any goroutine is still running
+// once they have finished.
+func TestMain(m *testing.M) {
+	leakcheck.Main(m)
+}
