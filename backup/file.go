@@ -110,7 +110,9 @@ func (w *fileWriter) abort() { _ = w.f.Close() }
 // within the recorded keys and counts. Every failure is a *FileError.
 func checkFile(dir string, f File) error {
 	path := filepath.Join(dir, f.Name)
-	fail := func(format string, args ...any) error { return &FileError{Path: path, Err: fmt.Errorf(format, args...)} }
+	fail := func(format string, args ...any) error {
+		return &FileError{Path: path, Err: fmt.Errorf(format, args...)}
+	}
 	st, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return fail("missing (the manifest lists it)")
