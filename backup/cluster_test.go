@@ -200,6 +200,10 @@ func TestBackupRestore(t *testing.T) {
 	sameKeys(t, "incremental restore", got2, want2)
 
 	// Bad input.
+	_, err = kvc.Batch(ctx, &rspb.BatchRequest{Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Export{Export: &rspb.ExportRequest{EndTs: ts.Proto()}}}}})
+	wantCode(t, "export through the KV service", err, codes.InvalidArgument, "internal request")
+	_, err = rspb.NewBackupClient(src.Conn(0)).Protect(ctx, &rspb.ProtectRequest{Timestamp: &rspb.Timestamp{WallTime: time.Now().Add(time.Hour).UnixNano()}})
+	wantCode(t, "protect a timestamp an hour ahead", err, codes.InvalidArgument, "in the future")
 	_, err = Restore(ctx, dst.Conn(0), full)
 	wantCode(t, "restore into a cluster with data", err, codes.FailedPrecondition, "has user data")
 	_, err = Backup(ctx, src.Conn(0), Options{Dir: full})

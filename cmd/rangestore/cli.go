@@ -53,6 +53,10 @@ func runner(name string) func(args []string) error {
 		return runAllocator
 	case "zone":
 		return runZone
+	case "backup":
+		return runBackup
+	case "restore":
+		return runRestore
 	}
 	return nil
 }
@@ -148,6 +152,21 @@ var commands = []command{
 			"queue moves their replicas away while it prints the replicas left, and once none is left it marks them\n" +
 			"decommissioned (stopping them then leaves no range under-replicated). recommission undoes a\n" +
 			"decommission that has not finished."},
+	{name: "backup", summary: "back up the keyspace at one timestamp, verify and release backups (--host: any node)",
+		forms: []string{
+			"backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]",
+			"backup verify DIR",
+			"backup release DIR",
+		},
+		details: "A backup holds every key at one timestamp (--as-of: @SECONDS.NANOS[,LOGICAL] as `kv put` prints it, or\n" +
+			"wall nanoseconds; default now - 5s) in checksummed data files and a manifest; --incremental-from holds\n" +
+			"only the changes (deletions included) since a previous backup. The newest backup of a chain keeps its\n" +
+			"timestamp protected from GC (so the next incremental can read from it) until the next incremental\n" +
+			"replaces it or release drops it. verify checks every file's size and SHA-256 and the manifest."},
+	{name: "restore", summary: "load a backup (and the chain before it) into an empty cluster",
+		forms: []string{"restore --from DIR [--host HOST:PORT]"},
+		details: "Every file of the chain is checked and the cluster must hold no user key before anything is written;\n" +
+			"then the full backup and each incremental are applied in order through the KV write path."},
 	{name: "workload", summary: "drive load against a running cluster",
 		forms:   []string{"workload run kv|ycsb [--hosts A,B,C] [flags]"},
 		details: workloadUsage},

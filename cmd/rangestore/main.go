@@ -28,6 +28,10 @@
 //	rangestore node drain NODE [--timeout D]
 //	rangestore node decommission NODE [NODE...] [--wait=false] [--timeout D] [--poll D]
 //	rangestore node recommission NODE
+//	rangestore backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]
+//	rangestore backup verify DIR
+//	rangestore backup release DIR
+//	rangestore restore --from DIR [--host HOST:PORT]
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
 //
 // "rangestore COMMAND --help" prints a command's flags. The command table

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/rangestore/rangestore/backup"
+)
+
+// runBackup runs backup --to DIR [--as-of TS] [--incremental-from DIR] |
+// backup verify DIR | backup release DIR.
+func runBackup(args []string) error {
+	fs := newFlagSet("backup")
+	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	to := fs.String("to", "", "directory of the new backup (must not exist or be empty)")
+	asOf := fs.String("as-of", "", "backup timestamp: @SECONDS.NANOS[,LOGICAL] as `kv put` prints it, or wall nanoseconds (default: now - 5s)")
+	from := fs.String("incremental-from", "", "directory of the previous backup of the chain: back up only the changes since it")
+	timeout := fs.Duration("timeout", time.Hour, "how long the backup may take")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a := fs.Args()
+	switch {
+	case len(a) == 2 && a[0] == "verify":
+		m, err := backup.Verify(a[1])
+		if err != nil {
+			return err
+		}
+		keys, deleted := counts(m)
+		fmt.Fprintf(stdout, "OK %s: backup at %s, %s, %d versions (%d deletions)%s\n", a[1], m.Timestamp, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m))
+		return nil
+	case len(a) == 2 && a[0] == "release":
+		conn, err := dial(*host)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		existed, m, err := backup.Release(ctx, conn, a[1])
+		if err != nil {
+			return err
+		}
+		if !existed {
+			fmt.Fprintf(stdout, "no protection record %s (already released)\n", m.ProtectionID)
+			return nil
+		}
+		fmt.Fprintf(stdout, "released protection %s of the backup at %s\n", m.ProtectionID, m.Timestamp)
+		return nil
+	case len(a) > 0:
+		return usagef("backup", "unknown arguments %q (want --to DIR, verify DIR or release DIR)", a)
+	case *to == "":
+		return usagef("backup", "--to DIR is required")
+	}
+	opts := backup.Options{Dir: *to, IncrementalFrom: *from}
+	if *asOf != "" {
+		ts, err := backup.ParseTimestamp(*asOf)
+		if err != nil {
+			return usagef("backup", "--as-of: %v", err)
+		}
+		opts.AsOf = ts
+	}
+	conn, err := dial(*host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	m, err := backup.Backup(ctx, conn, opts)
+	if err != nil {
+		return err
+	}
+	keys, deleted := counts(m)
+	fmt.Fprintf(stdout, "backup at %s written to %s: %s, %d versions (%d deletions)%s; protection %s\n",
+		m.Timestamp, *to, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m), m.ProtectionID)
+	return nil
+}
+
+// runRestore runs restore --from DIR.
+func runRestore(args []string) error {
+	fs := newFlagSet("restore")
+	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node of the (empty) cluster")
+	from := fs.String("from", "", "backup directory (the last of a chain: its previous backups are applied first)")
+	timeout := fs.Duration("timeout", time.Hour, "how long the restore may take")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("restore", "unexpected arguments %q", fs.Args())
+	}
+	if *from == "" {
+		return usagef("restore", "--from DIR is required")
+	}
+	conn, err := dial(*host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	res, err := backup.Restore(ctx, conn, *from)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "restored the state at %s from %s: %d puts, %d deletes\n", res.Timestamp, plural(len(res.Chain), "backup", "backups"), res.Puts, res.Deletes)
+	return nil
+}
+
+func counts(m *backup.Manifest) (keys, deleted int64) {
+	for _, f := range m.Files {
+		keys += f.Keys
+		deleted += f.Deleted
+	}
+	return keys, deleted
+}
+
+func previousNote(m *backup.Manifest) string {
+	if m.Previous == nil {
+		return ", full"
+	}
+	return fmt.Sprintf(", incremental from %s (%s)", m.Previous.Dir, m.Previous.Timestamp)
+}
