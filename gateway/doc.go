@@ -26,6 +26,11 @@
 //     never absorbs a second neighbour.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
+//   - BackupServer (backup.go): Export streams an ExportRequest range by
+//     range like a scan (Router.ExportStream, export.go); Protect, Release
+//     and ListProtections write, delete and read protection records in the
+//     system range through the router. The KV service refuses requests
+//     whose command is Internal() (export).
 //   - ToStatus: the one table mapping errors to gRPC status codes. A
 //     replica's verdict travels as RangeError (ranges.Error, the one error
 //     type carrying a *rspb.RangeError) from the store, the node and the

@@ -233,6 +233,19 @@
 //     and why, is the pure decideSplit (splitdecision.go), tested against
 //     golden output (testdata/split_decision.*, regenerated with
 //     go test ./ranges/ -run TestSplitDecision -rewrite).
+//   - MVCC GC (gc.go): the leaseholder's GC loop raises a range's GC
+//     threshold to now - GCTTL, but keeps it strictly below the lowest
+//     protected timestamp of a protection record (a backup's, in the
+//     system range at keys.ProtectionKey) overlapping the range, and does
+//     not raise it at all while the records cannot be read; the pure
+//     decideGC (gcdecision.go, testdata/gc_decision.golden) decides. A read
+//     at ts needs ts > threshold; an export from start_ts (an incremental
+//     backup, batcheval Command.Since) needs start_ts >= threshold, else
+//     BELOW_GC_THRESHOLD, so no export ever misses collected versions.
+//   - Exports (batcheval cmd_export.go) are plain read-only requests at
+//     their end_ts: whatever serves reads serves them (the leaseholder
+//     today; a follower read at or below the closed timestamp once that
+//     exists), and the KV service refuses them from clients (Internal()).
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
 //   - The lease loop (replica_lease.go) extends expiration leases, acquires a
