@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,16 @@ func scanAt(t *testing.T, ctx context.Context, kvc rspb.KVClient, asOf *rspb.Tim
 		}
 	}
 	return out, fmt.Sprintf("%x", h.Sum(nil))[:16]
+}
+
+// pairs maps the "key=value" lines of a scan.
+func pairs(scan []string) map[string]string {
+	out := map[string]string{}
+	for _, p := range scan {
+		k, v, _ := strings.Cut(p, "=")
+		out[k] = v
+	}
+	return out
 }
 
 // sameKeys compares two scans key by key, naming the first difference.
@@ -139,7 +150,36 @@ func TestBackupRestore(t *testing.T) {
 	want, wantSum := scanAt(t, ctx, kvc, ts.Proto())
 	dir := t.TempDir()
 	full := filepath.Join(dir, "full")
+	// The backup runs under write load: a writer overwrites and adds keys
+	// until it is done (the test owns and stops it).
+	stop, stopped := make(chan struct{}), make(chan int)
+	var written atomic.Int64
+	go func() {
+		n := 0
+		defer func() { stopped <- n }()
+		for ; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := src.KV(2).Put(ctx, &rspb.PutRequest{Key: []byte(fmt.Sprintf("w%03d", n%100)), Value: []byte(fmt.Sprintf("load-%d", n))}); err != nil {
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	timeutil.WaitFor(t, 30*time.Second, "the write load to start", func() error {
+		if n := written.Load(); n < 50 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+	before := written.Load()
 	m, err := Backup(ctx, src.Conn(1), Options{Dir: full, AsOf: ts, FileBytes: 4 << 10})
+	during := written.Load() - before
+	close(stop)
+	t.Logf("%d writes ran during the full backup (%d in all)", during, <-stopped)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +218,23 @@ func TestBackupRestore(t *testing.T) {
 		incKeys, incDeleted = incKeys+f.Keys, incDeleted+f.Deleted
 	}
 	t.Logf("incremental at %s from %s: %d files, %d versions (%d deletions)", m2.Timestamp, m.Timestamp, len(m2.Files), incKeys, incDeleted)
-	if incDeleted < 3 || incKeys >= int64(len(want2)) {
-		t.Fatalf("incremental holds %d versions with %d deletions: want only the changes since %s (deletions of A, k002, k003 among them)", incKeys, incDeleted, ts)
+	// Exactly the keys whose value changed between ts and ts2, and those
+	// deleted (no key was deleted and recreated, or written twice with
+	// one value, in between).
+	at1, at2 := pairs(want), pairs(want2)
+	var changed, deleted int64
+	for k, v := range at2 {
+		if old, ok := at1[k]; !ok || old != v {
+			changed++
+		}
+	}
+	for k := range at1 {
+		if _, ok := at2[k]; !ok {
+			deleted++
+		}
+	}
+	if incDeleted != deleted || incKeys != changed+deleted || deleted < 3 {
+		t.Fatalf("incremental holds %d versions with %d deletions: want the %d changed and %d deleted keys since %s", incKeys, incDeleted, changed, deleted, ts)
 	}
 	// The base's protection was released, the incremental's is held.
 	prots, err := rspb.NewBackupClient(src.Conn(0)).ListProtections(ctx, &rspb.ListProtectionsRequest{})
@@ -266,6 +321,17 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if _, err := Verify(full); err != nil {
 		t.Fatalf("restored file: %v", err)
+	}
+	// A chain moved as a whole is still found (beside the last backup).
+	moved := t.TempDir()
+	for _, d := range []string{full, inc} {
+		if err := os.Rename(d, filepath.Join(moved, filepath.Base(d))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dirs, _, err := Chain(filepath.Join(moved, "inc1"))
+	if err != nil || len(dirs) != 2 || dirs[0] != filepath.Join(moved, "full") {
+		t.Fatalf("moved chain: %v, %v", dirs, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"google.golang.org/grpc"
@@ -51,17 +52,25 @@ func Chain(dir string) ([]string, []*Manifest, error) {
 			return nil, nil, fmt.Errorf("%s: the chain of previous backups is longer than %d (a cycle?)", abs, maxChain)
 		}
 		p := m.Previous
-		pm, sum, err := ReadManifest(p.Dir)
+		pdir := p.Dir
+		if _, err := os.Stat(pdir); errors.Is(err, os.ErrNotExist) {
+			// A chain moved as a whole: the previous backup beside this one
+			// (its manifest checksum still has to match).
+			if moved := filepath.Join(filepath.Dir(dirs[0]), filepath.Base(pdir)); moved != dirs[0] {
+				pdir = moved
+			}
+		}
+		pm, sum, err := ReadManifest(pdir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("the previous backup of %s: %w", dirs[0], err)
+			return nil, nil, fmt.Errorf("the previous backup of %s (recorded at %s): %w", dirs[0], p.Dir, err)
 		}
 		if sum != p.ManifestSHA256 {
-			return nil, nil, fmt.Errorf("the previous backup of %s: %s's manifest has SHA-256 %s, not the %s recorded (it was replaced or altered)", dirs[0], p.Dir, sum, p.ManifestSHA256)
+			return nil, nil, fmt.Errorf("the previous backup of %s: %s's manifest has SHA-256 %s, not the %s recorded (it was replaced or altered)", dirs[0], pdir, sum, p.ManifestSHA256)
 		}
 		if pm.Timestamp != p.Timestamp {
-			return nil, nil, fmt.Errorf("the previous backup of %s: %s is at %s, not the %s recorded", dirs[0], p.Dir, pm.Timestamp, p.Timestamp)
+			return nil, nil, fmt.Errorf("the previous backup of %s: %s is at %s, not the %s recorded", dirs[0], pdir, pm.Timestamp, p.Timestamp)
 		}
-		dirs, ms = append([]string{p.Dir}, dirs...), append([]*Manifest{pm}, ms...)
+		dirs, ms = append([]string{pdir}, dirs...), append([]*Manifest{pm}, ms...)
 		m = pm
 	}
 	return dirs, ms, nil
