@@ -360,7 +360,10 @@ func TestBackupProtectsFromGC(t *testing.T) {
 		if status.Code(err) == codes.FailedPrecondition {
 			return nil
 		}
-		return fmt.Errorf("read just below the protected timestamp: %v", err)
+		if err == nil {
+			return errors.New("a read just below the protected timestamp is still served")
+		}
+		return fmt.Errorf("read just below the protected timestamp: %w", err)
 	})
 	// GC passes keep running; the threshold stays below ts1.
 	time.Sleep(300 * time.Millisecond) // (several GC intervals: what must not happen would have)
@@ -385,7 +388,10 @@ func TestBackupProtectsFromGC(t *testing.T) {
 		if status.Code(err) == codes.FailedPrecondition {
 			return nil
 		}
-		return fmt.Errorf("read at the released timestamp: %v", err)
+		if err == nil {
+			return errors.New("a read at the released timestamp is still served")
+		}
+		return fmt.Errorf("read at the released timestamp: %w", err)
 	})
 	_, err = Backup(ctx, tc.Conn(0), Options{Dir: filepath.Join(dir, "inc2"), AsOf: ts2, IncrementalFrom: full})
 	wantCode(t, "incremental from a released backup after GC", err, codes.FailedPrecondition, "GC threshold")
