@@ -49,8 +49,8 @@ type Options struct {
 //     newest backup of a chain keeps its timestamp protected until the
 //     next incremental replaces it or `backup release` drops it.
 //
-// On failure the new protection record is released and the directory
-// keeps no manifest.
+// On failure the new protection record is released and the files written
+// are removed (the directory is left empty, or removed if Backup made it).
 func Backup(ctx context.Context, conn *grpc.ClientConn, opts Options) (*Manifest, error) {
 	if opts.Dir == "" {
 		return nil, status.Error(codes.InvalidArgument, "backup: --to DIR is required")
@@ -80,9 +80,26 @@ func Backup(ctx context.Context, conn *grpc.ClientConn, opts Options) (*Manifest
 			return nil, status.Error(codes.InvalidArgument, "backup: --incremental-from: "+err.Error())
 		}
 	}
+	_, statErr := os.Stat(dir)
+	createdDir := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	m := &Manifest{Version: FormatVersion, Files: []File{}}
+	done := false
+	defer func() {
+		if !done {
+			// The directory was empty: leave it so (or gone, if it was).
+			for _, f := range m.Files {
+				_ = os.Remove(filepath.Join(dir, f.Name))
+			}
+			_ = os.Remove(filepath.Join(dir, dataFileName(len(m.Files)+1)))
+			_ = os.Remove(filepath.Join(dir, ManifestName+".tmp"))
+			if createdDir {
+				_ = os.Remove(dir)
+			}
+		}
+	}()
 	bc := rspb.NewBackupClient(conn)
 	prot, err := bc.Protect(ctx, &rspb.ProtectRequest{Timestamp: opts.AsOf.Proto(), Description: "backup " + dir, LagNanos: opts.Lag})
 	if err != nil {
@@ -97,7 +114,7 @@ func Backup(ctx context.Context, conn *grpc.ClientConn, opts Options) (*Manifest
 			_, _ = bc.Release(context.WithoutCancel(ctx), &rspb.ReleaseRequest{Id: rec.Id})
 		}
 	}()
-	m := &Manifest{Version: FormatVersion, Timestamp: FromProto(rec.Timestamp), ProtectionID: rec.Id, CreatedAt: nowString(), Files: []File{}}
+	m.Timestamp, m.ProtectionID, m.CreatedAt = FromProto(rec.Timestamp), rec.Id, nowString()
 	req := &rspb.ExportRequest{EndTs: rec.Timestamp}
 	if base != nil {
 		if err := CheckIncrementalBase(base, m.Timestamp, nil, nil); err != nil {
@@ -115,7 +132,7 @@ func Backup(ctx context.Context, conn *grpc.ClientConn, opts Options) (*Manifest
 	if err := writeManifest(dir, m); err != nil {
 		return nil, err
 	}
-	ok = true
+	ok, done = true, true
 	if base != nil && base.ProtectionID != "" {
 		if _, err := bc.Release(ctx, &rspb.ReleaseRequest{Id: base.ProtectionID}); err != nil {
 			return m, fmt.Errorf("backup written, but releasing the previous backup's protection %s failed (run `rangestore backup release %s`): %w", base.ProtectionID, baseDir, err)

@@ -395,6 +395,9 @@ func TestBackupProtectsFromGC(t *testing.T) {
 	})
 	_, err = Backup(ctx, tc.Conn(0), Options{Dir: filepath.Join(dir, "inc2"), AsOf: ts2, IncrementalFrom: full})
 	wantCode(t, "incremental from a released backup after GC", err, codes.FailedPrecondition, "GC threshold")
+	if _, err := os.Stat(filepath.Join(dir, "inc2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed backup left its directory (%v)", err)
+	}
 	if existed, _, err := Release(ctx, tc.Conn(0), inc); err != nil || !existed {
 		t.Fatalf("release: existed=%v, %v", existed, err)
 	}
