@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"text/tabwriter"
 	"time"
 
 	"github.com/rangestore/rangestore/backup"
+	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 // runBackup runs backup --to DIR [--as-of TS] [--incremental-from DIR] |
@@ -16,6 +18,7 @@ func runBackup(args []string) error {
 	to := fs.String("to", "", "directory of the new backup (must not exist or be empty)")
 	asOf := fs.String("as-of", "", "backup timestamp: @SECONDS.NANOS[,LOGICAL] as `kv put` prints it, or wall nanoseconds (default: now - 5s)")
 	from := fs.String("incremental-from", "", "directory of the previous backup of the chain: back up only the changes since it")
+	id := fs.String("id", "", "release: the protection record's ID (for a backup that never wrote its manifest)")
 	timeout := fs.Duration("timeout", time.Hour, "how long the backup may take")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -29,6 +32,41 @@ func runBackup(args []string) error {
 		}
 		keys, deleted := counts(m)
 		fmt.Fprintf(stdout, "OK %s: backup at %s, %s, %d versions (%d deletions)%s\n", a[1], m.Timestamp, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m))
+		return nil
+	case len(a) == 1 && a[0] == "protections":
+		conn, err := dial(*host)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := rspb.NewBackupClient(conn).ListProtections(ctx, &rspb.ListProtectionsRequest{})
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tTIMESTAMP\tCREATED\tHOLDER")
+		for _, r := range resp.Records {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Id, tsString(r.Timestamp), tsString(r.CreatedAt), r.Description)
+		}
+		return w.Flush()
+	case len(a) == 1 && a[0] == "release" && *id != "":
+		conn, err := dial(*host)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := rspb.NewBackupClient(conn).Release(ctx, &rspb.ReleaseRequest{Id: *id})
+		if err != nil {
+			return err
+		}
+		if !resp.Existed {
+			return fmt.Errorf("no protection record %s", *id)
+		}
+		fmt.Fprintf(stdout, "released protection %s\n", *id)
 		return nil
 	case len(a) == 2 && a[0] == "release":
 		conn, err := dial(*host)
@@ -49,7 +87,7 @@ func runBackup(args []string) error {
 		fmt.Fprintf(stdout, "released protection %s of the backup at %s\n", m.ProtectionID, m.Timestamp)
 		return nil
 	case len(a) > 0:
-		return usagef("backup", "unknown arguments %q (want --to DIR, verify DIR or release DIR)", a)
+		return usagef("backup", "unknown arguments %q (want --to DIR, verify DIR, release DIR, release --id ID or protections)", a)
 	case *to == "":
 		return usagef("backup", "--to DIR is required")
 	}

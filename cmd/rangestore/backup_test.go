@@ -48,6 +48,18 @@ func TestBackupRestoreCLI(t *testing.T) {
 	if _, err := dst.cli("restore", "--from", dir, "--host", dst.addrs[0]); err == nil || !strings.Contains(err.Error(), "has user data") {
 		t.Fatalf("restore into a cluster with data: %v", err)
 	}
+	// The backup's timestamp stays protected until released.
+	prots := src.cliRetry(30*time.Second, "backup", "protections", "--host", src.addrs[0])
+	if !strings.Contains(prots, "backup "+dir) || !strings.Contains(prots, ts) {
+		t.Fatalf("protections: %s, want the backup's record at %s", prots, ts)
+	}
+	out = src.cliRetry(30*time.Second, "backup", "release", dir, "--host", src.addrs[0])
+	if !strings.Contains(out, "released protection") {
+		t.Fatalf("release: %s", out)
+	}
+	if prots = src.cliRetry(30*time.Second, "backup", "protections", "--host", src.addrs[0]); strings.Count(prots, "\n") != 1 {
+		t.Fatalf("protections after release: %s", prots)
+	}
 	file := filepath.Join(dir, "data-000001.rsb")
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -156,13 +156,15 @@ var commands = []command{
 		forms: []string{
 			"backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]",
 			"backup verify DIR",
-			"backup release DIR",
+			"backup release DIR | --id ID",
+			"backup protections",
 		},
 		details: "A backup holds every key at one timestamp (--as-of: @SECONDS.NANOS[,LOGICAL] as `kv put` prints it, or\n" +
 			"wall nanoseconds; default now - 5s) in checksummed data files and a manifest; --incremental-from holds\n" +
 			"only the changes (deletions included) since a previous backup. The newest backup of a chain keeps its\n" +
 			"timestamp protected from GC (so the next incremental can read from it) until the next incremental\n" +
-			"replaces it or release drops it. verify checks every file's size and SHA-256 and the manifest."},
+			"replaces it or release drops it (--id: a record whose backup never finished; protections lists them).\n" +
+			"verify checks every file's size and SHA-256 and the manifest."},
 	{name: "restore", summary: "load a backup (and the chain before it) into an empty cluster",
 		forms: []string{"restore --from DIR [--host HOST:PORT]"},
 		details: "Every file of the chain is checked and the cluster must hold no user key before anything is written;\n" +

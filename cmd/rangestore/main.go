@@ -30,7 +30,8 @@
 //	rangestore node recommission NODE
 //	rangestore backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]
 //	rangestore backup verify DIR
-//	rangestore backup release DIR
+//	rangestore backup release DIR | --id ID
+//	rangestore backup protections
 //	rangestore restore --from DIR [--host HOST:PORT]
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
 //
