@@ -16,7 +16,7 @@
 // replica_split.go, replica_merge.go and replica_change.go (the admin
 // commands and their replicated commands). The pure decisions are
 // leasedecision.go, splitdecision.go, metadecision.go,
-// replicagcdecision.go, changedecision.go and applycheck.go.
+// replicagcdecision.go, changedecision.go, gcdecision.go and applycheck.go.
 //
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
