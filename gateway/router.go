@@ -717,6 +717,11 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 				return nil, err
 			}
 		}
+		if ex := rr.GetExport(); ex != nil && len(ex.ResumeKey) > 0 {
+			if err := r.finishExport(ctx, p.req.GetExport(), ex); err != nil {
+				return nil, err
+			}
+		}
 		out[p.idx] = append(out[p.idx], rangedResp{start: desc.StartKey, resp: rr})
 	}
 	return out, nil
@@ -754,6 +759,23 @@ func (r *Router) finishScan(ctx context.Context, desc *rspb.RangeDescriptor, s *
 		acc.ResumeKey = more.ResumeKey
 	}
 	acc.ResumeKey = nil
+	return nil
+}
+
+// finishExport pages an export piece that stopped at the per-response
+// byte limit (ExportStream pages without accumulating; this is for an
+// export sent in a batch through Send).
+func (r *Router) finishExport(ctx context.Context, q *rspb.ExportRequest, acc *rspb.ExportResponse) error {
+	for len(acc.ResumeKey) > 0 {
+		next := &rspb.ExportRequest{StartKey: acc.ResumeKey, EndKey: q.EndKey, StartTs: q.StartTs, EndTs: q.EndTs}
+		resps, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Export{Export: next}}})
+		if err != nil {
+			return err
+		}
+		more := resps[0].GetExport()
+		acc.Versions = append(acc.Versions, more.GetVersions()...)
+		acc.ResumeKey = more.GetResumeKey()
+	}
 	return nil
 }
 
