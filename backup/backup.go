@@ -224,6 +224,24 @@ func Verify(dir string) (*Manifest, error) {
 	return m, nil
 }
 
+// VerifyChain checks the backup in dir and every backup of the chain
+// before it (what a restore of dir reads): the links between their
+// manifests and all their files. It returns the chain, full backup first.
+func VerifyChain(dir string) ([]string, []*Manifest, error) {
+	dirs, ms, err := Chain(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, m := range ms {
+		for _, f := range m.Files {
+			if err := checkFile(dirs[i], f); err != nil {
+				return dirs, ms, err
+			}
+		}
+	}
+	return dirs, ms, nil
+}
+
 // Release drops the protection record of the backup in dir.
 func Release(ctx context.Context, conn *grpc.ClientConn, dir string) (existed bool, m *Manifest, err error) {
 	m, _, err = ReadManifest(dir)

@@ -307,6 +307,9 @@ func TestBackupRestore(t *testing.T) {
 		if !errors.As(verr, &fe) || !strings.Contains(verr.Error(), name) || !strings.Contains(verr.Error(), c.want) {
 			t.Fatalf("%s: verify: %v, want an error naming %s as %s", c.what, verr, name, c.want)
 		}
+		if _, _, cerr := VerifyChain(inc); cerr == nil || cerr.Error() != verr.Error() {
+			t.Fatalf("%s: verifying the chain: %v, want %v", c.what, cerr, verr)
+		}
 		_, rerr := Restore(ctx, dst3.Conn(0), inc) // the chain includes the full backup
 		if rerr == nil || !strings.Contains(rerr.Error(), name) || !strings.Contains(rerr.Error(), c.want) {
 			t.Fatalf("%s: restore: %v, want an error naming %s", c.what, rerr, name)

@@ -84,16 +84,9 @@ func Chain(dir string) ([]string, []*Manifest, error) {
 // normal KV write path (Batch of Put and Delete; the restored versions get
 // new commit timestamps). A failure while writing leaves what was written.
 func Restore(ctx context.Context, conn *grpc.ClientConn, dir string) (*RestoreResult, error) {
-	dirs, ms, err := Chain(dir)
+	dirs, ms, err := VerifyChain(dir)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "restore: "+err.Error())
-	}
-	for i, m := range ms {
-		for _, f := range m.Files {
-			if err := checkFile(dirs[i], f); err != nil {
-				return nil, status.Error(codes.InvalidArgument, "restore: "+err.Error())
-			}
-		}
 	}
 	kvc := rspb.NewKVClient(conn)
 	if err := checkNoUserData(ctx, kvc); err != nil {

@@ -26,12 +26,14 @@ func runBackup(args []string) error {
 	a := fs.Args()
 	switch {
 	case len(a) == 2 && a[0] == "verify":
-		m, err := backup.Verify(a[1])
+		dirs, ms, err := backup.VerifyChain(a[1])
 		if err != nil {
 			return err
 		}
-		keys, deleted := counts(m)
-		fmt.Fprintf(stdout, "OK %s: backup at %s, %s, %d versions (%d deletions)%s\n", a[1], m.Timestamp, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m))
+		for i, m := range ms {
+			keys, deleted := counts(m)
+			fmt.Fprintf(stdout, "OK %s: backup at %s, %s, %d versions (%d deletions)%s\n", dirs[i], m.Timestamp, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m))
+		}
 		return nil
 	case len(a) == 1 && a[0] == "protections":
 		conn, err := dial(*host)

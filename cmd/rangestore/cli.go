@@ -164,7 +164,8 @@ var commands = []command{
 			"only the changes (deletions included) since a previous backup. The newest backup of a chain keeps its\n" +
 			"timestamp protected from GC (so the next incremental can read from it) until the next incremental\n" +
 			"replaces it or release drops it (--id: a record whose backup never finished; protections lists them).\n" +
-			"verify checks every file's size and SHA-256 and the manifest."},
+			"verify checks the manifests and every file's size, SHA-256 and records, of DIR and of the backups\n" +
+			"before it in its chain (what a restore reads)."},
 	{name: "restore", summary: "load a backup (and the chain before it) into an empty cluster",
 		forms: []string{"restore --from DIR [--host HOST:PORT]"},
 		details: "Every file of the chain is checked and the cluster must hold no user key before anything is written;\n" +
