@@ -97,6 +97,9 @@ type Config struct {
 	// once (0 = ranges.DefaultMaxSnapshotsInFlight).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
+	// timestamps, for follower reads (0 = ranges.DefaultClosedTimestampTarget).
+	ClosedTimestampTarget time.Duration
 	// GossipAddr is where the node gossips its store descriptor (host:port,
 	// port 0 picks one; "" = the gRPC listener's host, any port; "-" = no
 	// gossip). GossipInterval and GossipTTL: see package gossip (0 =
@@ -211,6 +214,7 @@ func Start(cfg Config) (*Node, error) {
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
+		ClosedTimestampTarget: cfg.ClosedTimestampTarget,
 	})
 	if err != nil {
 		return nil, err
@@ -230,6 +234,7 @@ func Start(cfg Config) (*Node, error) {
 	n.store.SetSender(n.router)
 	n.liveness.Start()
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
+	n.kvServer.SetClusterID(n.ClusterID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),

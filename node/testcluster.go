@@ -63,6 +63,8 @@ type TestClusterOptions struct {
 	// SnapshotRate, MaxSnapshotsInFlight: see Config (zero = defaults).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget: see Config (zero = the default, 3 s).
+	ClosedTimestampTarget time.Duration
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
@@ -201,7 +203,8 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			TestingForgetMerges: opts.TestingForgetMerges,
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
 			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
-			Thresholds: opts.Thresholds,
+			ClosedTimestampTarget: opts.ClosedTimestampTarget,
+			Thresholds:            opts.Thresholds,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {

@@ -122,6 +122,13 @@ type StoreConfig struct {
 	// separately those it applies at once (0 = DefaultMaxSnapshotsInFlight).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
+	// timestamps (0 = DefaultClosedTimestampTarget); reads at or below a
+	// replica's closed timestamp can be served by any replica.
+	// ClosedTimestampInterval: how often the side transport publishes the
+	// closed timestamps of idle ranges (0 = DefaultClosedTimestampInterval).
+	ClosedTimestampTarget   time.Duration
+	ClosedTimestampInterval time.Duration
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -184,6 +191,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.MaxSnapshotsInFlight <= 0 {
 		c.MaxSnapshotsInFlight = DefaultMaxSnapshotsInFlight
+	}
+	if c.ClosedTimestampTarget <= 0 {
+		c.ClosedTimestampTarget = DefaultClosedTimestampTarget
+	}
+	if c.ClosedTimestampInterval <= 0 {
+		c.ClosedTimestampInterval = DefaultClosedTimestampInterval
 	}
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits
@@ -339,6 +352,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	s.tasks.run(func(context.Context) { s.leaseLoop(cfg.LeaseInterval) })
 	s.tasks.run(func(ctx context.Context) { s.metaLoop(ctx, cfg.MetaCheckInterval) })
 	s.tasks.run(func(ctx context.Context) { s.splitLoop(ctx, cfg.SplitCheckInterval) })
+	s.tasks.run(func(ctx context.Context) { s.closedTSLoop(ctx, cfg.ClosedTimestampInterval) })
 	return s, nil
 }
 
@@ -552,6 +566,9 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	// more) here.
 	if c := req.GetAdminCreateReplica(); c != nil {
 		return s.createJoiningReplica(ctx, c)
+	}
+	if u := req.GetAdminClosedTimestamps(); u != nil {
+		return s.receiveClosed(u)
 	}
 	if g := req.GetAdminReplicaGc(); g != nil {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaGc{ReplicaGc: s.gcRemovedReplica(ctx, g.RangeDescriptor)}}

@@ -1,0 +1,290 @@
+package ranges
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+// Closed timestamps (doc.go, "Closed timestamps"): a leaseholder promises
+// that no later write of its range will be at or below a timestamp that
+// trails its clock by StoreConfig.ClosedTimestampTarget. Writes carry the
+// promise in the Raft log (WriteCommand.closed_timestamp); idle ranges get
+// it from the side transport (closedTSLoop). A replica whose closed
+// timestamp is T has applied every write at or below T, so it can serve
+// reads at T or below from local state, without the lease.
+
+const (
+	// DefaultClosedTimestampTarget is how far the closed timestamp trails
+	// the leaseholder's clock (StoreConfig.ClosedTimestampTarget).
+	DefaultClosedTimestampTarget = 3 * time.Second
+	// DefaultClosedTimestampInterval is how often the side transport
+	// publishes the leaseholders' closed timestamps.
+	DefaultClosedTimestampInterval = 200 * time.Millisecond
+)
+
+// closedTracker is the leaseholder's side: what it has promised (the
+// highest closed timestamp it handed out, in a write or through the side
+// transport) and the writes it has evaluated that have not applied yet
+// (their timestamps). A promise never covers a write in flight (it stays
+// below the lowest of them), and a write admitted after a promise gets a
+// timestamp above it. promised never goes down, across leases too.
+type closedTracker struct {
+	mu       sync.Mutex
+	promised kv.Timestamp
+	inflight map[uint64]kv.Timestamp
+	next     uint64
+}
+
+// admit registers a write that would commit at floor: its timestamp is
+// floor, moved above the promise if it is at or below it (bumped reports
+// that). It returns the closed timestamp the write carries: the highest of
+// the promise and closeAt that stays below every write in flight (this one
+// included), which becomes the new promise. The caller calls done(tok)
+// once the write applied or can no longer apply.
+func (t *closedTracker) admit(floor, closeAt kv.Timestamp) (tok uint64, ts, closed kv.Timestamp, bumped bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ts = floor
+	if ts.LessEq(t.promised) {
+		ts, bumped = t.promised.Next(), true
+	}
+	if t.inflight == nil {
+		t.inflight = map[uint64]kv.Timestamp{}
+	}
+	t.next++
+	tok = t.next
+	t.inflight[tok] = ts
+	return tok, ts, t.closeLocked(closeAt), bumped
+}
+
+// closeLocked raises the promise towards closeAt, staying below every
+// write in flight, and returns it.
+func (t *closedTracker) closeLocked(closeAt kv.Timestamp) kv.Timestamp {
+	c := closeAt
+	for _, w := range t.inflight {
+		if p := w.Prev(); p.Less(c) {
+			c = p
+		}
+	}
+	if t.promised.Less(c) {
+		t.promised = c
+	}
+	return t.promised
+}
+
+// done forgets an admitted write.
+func (t *closedTracker) done(tok uint64) {
+	t.mu.Lock()
+	delete(t.inflight, tok)
+	t.mu.Unlock()
+}
+
+// close is the side transport's promise: the closed timestamp and the
+// applied index after which it holds. applied is read after the promise
+// is made: every write at or below it has left the tracker, which happens
+// only after it applied here, so its log index is at or below the index
+// read; every write admitted later is above the promise.
+func (t *closedTracker) close(closeAt kv.Timestamp, applied *atomic.Uint64) (kv.Timestamp, uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := t.closeLocked(closeAt)
+	return c, applied.Load()
+}
+
+// promise returns the current promise.
+func (t *closedTracker) promise() kv.Timestamp {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.promised
+}
+
+// closedTarget is the timestamp a leaseholder may close now: its clock
+// minus the target.
+func (s *Store) closedTarget(now kv.Timestamp) kv.Timestamp {
+	return kv.Timestamp{WallTime: now.WallTime - int64(s.cfg.ClosedTimestampTarget)}
+}
+
+// ClosedTimestamp is the local replica's closed timestamp of a range (the
+// empty timestamp if it has none, or there is no replica here).
+func (s *Store) ClosedTimestamp(rangeID uint64) kv.Timestamp {
+	if r := s.replica(rangeID); r != nil {
+		return r.sm.closedTS()
+	}
+	return kv.Timestamp{}
+}
+
+// ReplicaReads reports how many reads the local replica of a range served
+// under its lease and as follower reads (below its closed timestamp).
+func (s *Store) ReplicaReads(rangeID uint64) (lease, follower int64) {
+	if r := s.replica(rangeID); r != nil {
+		return r.leaseReads.Load(), r.followerReads.Load()
+	}
+	return 0, 0
+}
+
+// closedTS is the replica's closed timestamp: the highest of what applied
+// writes carried (replicated) and what the side transport brought
+// (adopted, in memory only).
+func (s *stateMachine) closedTS() kv.Timestamp {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.logClosed.Less(s.sideClosed) {
+		return s.sideClosed
+	}
+	return s.logClosed
+}
+
+// closedWaiter returns a channel closed the next time the replica's
+// closed timestamp rises (or its descriptor or lease changes).
+func (s *stateMachine) closedWaiter() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closedCh == nil {
+		s.closedCh = make(chan struct{})
+	}
+	return s.closedCh
+}
+
+// notifyClosedLocked wakes the waiters (s.mu held).
+func (s *stateMachine) notifyClosedLocked() {
+	if s.closedCh != nil {
+		close(s.closedCh)
+		s.closedCh = nil
+	}
+}
+
+// sideClosedUpdate is a side-transport promise not adopted yet (the
+// replica has not applied its index, or not the lease it names).
+type sideClosedUpdate struct {
+	ts       kv.Timestamp
+	index    uint64
+	leaseSeq uint64
+}
+
+// offerClosed takes a side-transport promise: adopted at once if the
+// replica applied its index under the lease it names, else kept (the
+// newest one) and tried again after each applied batch.
+func (s *stateMachine) offerClosed(u sideClosedUpdate) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.adoptLocked(u) {
+		s.pendingClosed = u // the newest replaces an older one
+	}
+}
+
+// adoptLocked adopts u if it applies now (s.mu held); the side transport
+// rule: the replica has applied u.index and its lease is u's.
+func (s *stateMachine) adoptLocked(u sideClosedUpdate) bool {
+	if u.ts.IsEmpty() || s.applied.Load() < u.index || s.lease.Load().Sequence != u.leaseSeq {
+		return false
+	}
+	if s.sideClosed.Less(u.ts) {
+		s.sideClosed = u.ts
+		s.notifyClosedLocked()
+	}
+	return true
+}
+
+// retryPendingLocked adopts the kept promise once it applies; one for a
+// lease no longer current is dropped (s.mu held).
+func (s *stateMachine) retryPendingLocked() {
+	u := s.pendingClosed
+	if u.ts.IsEmpty() {
+		return
+	}
+	if s.adoptLocked(u) || s.lease.Load().Sequence > u.leaseSeq {
+		s.pendingClosed = sideClosedUpdate{}
+	}
+}
+
+// closedTSLoop is the side transport: every ClosedTimestampInterval each
+// range whose valid lease this node holds closes what it can (its clock
+// minus the target, below its writes in flight) and the promises go, one
+// message per node, to the nodes with other replicas of those ranges. The
+// local replica adopts its own promise at once. It also refreshes the lag
+// gauge.
+func (s *Store) closedTSLoop(ctx context.Context, interval time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.cfg.TimeSource.After(interval):
+		}
+		s.publishClosed(ctx, interval)
+	}
+}
+
+// publishClosed is one round of the side transport.
+func (s *Store) publishClosed(ctx context.Context, interval time.Duration) {
+	me := s.NodeID()
+	if me == 0 {
+		return
+	}
+	now := s.cfg.Clock.Now()
+	closeAt := s.closedTarget(now)
+	byNode := map[uint64][]*rspb.ClosedTimestampEntry{}
+	var maxLag time.Duration
+	for _, r := range s.replicaList() {
+		m := r.sm
+		d := m.desc.Load()
+		if d == nil || m.merged.Load() {
+			continue
+		}
+		if c := m.closedTS(); !c.IsEmpty() {
+			maxLag = max(maxLag, time.Duration(now.WallTime-c.WallTime))
+		} else {
+			maxLag = max(maxLag, time.Duration(now.WallTime-s.startTS.WallTime))
+		}
+		l := m.lease.Load()
+		if l.NodeId != me || l.ReplicaId != r.replicaID || m.frozen.Load() != 0 || r.transferring.Load() != 0 ||
+			s.leaseStatus(l, now) != leases.Valid {
+			continue
+		}
+		c, idx := r.closed.close(closeAt, &m.applied)
+		u := sideClosedUpdate{ts: c, index: idx, leaseSeq: l.Sequence}
+		m.offerClosed(u)
+		e := &rspb.ClosedTimestampEntry{RangeId: r.rangeID, LeaseSequence: l.Sequence, ClosedTimestamp: TSToProto(c), AppliedIndex: idx}
+		for _, rep := range d.Replicas {
+			if rep.NodeId != me {
+				byNode[rep.NodeId] = append(byNode[rep.NodeId], e)
+			}
+		}
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.closedLag.Set(maxLag.Seconds())
+	}
+	snd := s.getSender()
+	if snd == nil || len(byNode) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
+	defer cancel()
+	var wg sync.WaitGroup
+	for node, entries := range byNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := &rspb.RangeRequest{Admin: &rspb.RangeRequest_AdminClosedTimestamps{
+				AdminClosedTimestamps: &rspb.ClosedTimestampUpdate{NodeId: me, Entries: entries}}}
+			// A lost update is replaced by the next round's.
+			_, _ = snd.SendToNode(sctx, node, req)
+		}()
+	}
+	wg.Wait()
+}
+
+// receiveClosed hands a side-transport message to the local replicas.
+func (s *Store) receiveClosed(u *rspb.ClosedTimestampUpdate) *rspb.RangeResponse {
+	for _, e := range u.Entries {
+		if r := s.replica(e.RangeId); r != nil && !r.sm.merged.Load() {
+			r.sm.offerClosed(sideClosedUpdate{ts: TSFromProto(e.ClosedTimestamp), index: e.AppliedIndex, leaseSeq: e.LeaseSequence})
+		}
+	}
+	return &rspb.RangeResponse{}
+}
