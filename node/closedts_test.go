@@ -328,3 +328,63 @@ func TestReadModeBadInput(t *testing.T) {
 		t.Fatalf("causal scan with the batch's bookmark = %v", got)
 	}
 }
+
+// TestFollowerReadOnNonVoter: a non-voter (added through ChangeReplicas and
+// held before its promotion) adopts the closed timestamps of the side
+// transport and serves follower reads at or below them.
+func TestFollowerReadOnNonVoter(t *testing.T) {
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once, relOnce sync.Once
+	tc := startCluster(t, TestClusterOptions{Nodes: 4, InitialSplits: 1, SplitCheckInterval: time.Hour, ClosedTimestampTarget: 300 * time.Millisecond,
+		CrashPoint: func(_ int, name string) {
+			if name == "replica-change-raft-promote" {
+				once.Do(func() { close(reached) })
+				<-release
+			}
+		}})
+	unblock := func() { relOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before the cluster closes (cleanups run last-in first)
+	ctx := ctxT(t)
+	putKeys(t, tc, 0, "k", 5)
+	put, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("k-nv"), Value: []byte("nv")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := ranges.TSFromProto(put.CommitTimestamp)
+	d := rangeOf(tc, "k-nv")
+	add := missingNode(t, tc, d)
+	addID := tc.Node(add).NodeID()
+	done := make(chan error, 1)
+	go func() {
+		_, err := tc.Node(0).ChangeReplicas(ctx, d.RangeId, []uint64{addID}, nil)
+		done <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("the replica change ended before promoting: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the non-voter never caught up")
+	}
+	nd := tc.Node(add).Store().Descriptor(d.RangeId)
+	if got := nodesOf(nd, rspb.ReplicaType_NON_VOTER); len(got) != 1 || got[0] != addID {
+		t.Fatalf("n%d's descriptor of r%d: %v, want n%d a non-voter", addID, d.RangeId, nd, addID)
+	}
+	timeutil.WaitFor(t, 20*time.Second, "the non-voter's closed timestamp to pass the write", func() error {
+		if c := tc.Node(add).Store().ClosedTimestamp(d.RangeId); c.Less(commit) {
+			return fmt.Errorf("closed %s, write at %s", c, commit)
+		}
+		return nil
+	})
+	resp := tc.Node(add).Send(ctx, followerGet(d.RangeId, "k-nv", commit))
+	if resp.Error != nil || !resp.Responses[0].GetGet().Found || string(resp.Responses[0].GetGet().Kv.Value) != "nv" {
+		t.Fatalf("follower read on the non-voter n%d: %v, %v", addID, resp.Responses, resp.Error)
+	}
+	if _, f := tc.Node(add).Store().ReplicaReads(d.RangeId); f != 1 {
+		t.Fatalf("the non-voter counted %d follower reads, want 1", f)
+	}
+	unblock()
+	if err := <-done; err != nil {
+		t.Fatalf("the replica change after the reads: %v", err)
+	}
+}
