@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -75,11 +74,7 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	if !o.minTS.IsEmpty() {
 		strong.Timestamp = ranges.TSToProto(o.minTS)
 	}
-	resp, err := r.sendWrite(ctx, desc, strong, nil)
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && lastErr != nil {
-		return nil, fmt.Errorf("%w (follower read: %v)", err, lastErr)
-	}
-	return resp, err
+	return r.sendWrite(ctx, desc, strong, nil)
 }
 
 // followerOrder lists the nodes to try for a follower read: this node if

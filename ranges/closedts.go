@@ -97,13 +97,6 @@ func (t *closedTracker) close(closeAt kv.Timestamp, applied *atomic.Uint64) (kv.
 	return c, applied.Load()
 }
 
-// promise returns the current promise.
-func (t *closedTracker) promise() kv.Timestamp {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.promised
-}
-
 // closedTarget is the timestamp a leaseholder may close now: its clock
 // minus the target.
 func (s *Store) closedTarget(now kv.Timestamp) kv.Timestamp {
@@ -208,7 +201,7 @@ func (s *stateMachine) retryPendingLocked() {
 // minus the target, below its writes in flight) and the promises go, one
 // message per node, to the nodes with other replicas of those ranges. The
 // local replica adopts its own promise at once. It also refreshes the lag
-// gauge.
+// gauge. One goroutine per peer node sends (closedSendLoop).
 func (s *Store) closedTSLoop(ctx context.Context, interval time.Duration) {
 	for {
 		select {
@@ -216,12 +209,12 @@ func (s *Store) closedTSLoop(ctx context.Context, interval time.Duration) {
 			return
 		case <-s.cfg.TimeSource.After(interval):
 		}
-		s.publishClosed(ctx, interval)
+		s.publishClosed()
 	}
 }
 
 // publishClosed is one round of the side transport.
-func (s *Store) publishClosed(ctx context.Context, interval time.Duration) {
+func (s *Store) publishClosed() {
 	me := s.NodeID()
 	if me == 0 {
 		return
@@ -259,24 +252,66 @@ func (s *Store) publishClosed(ctx context.Context, interval time.Duration) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.closedLag.Set(maxLag.Seconds())
 	}
-	snd := s.getSender()
-	if snd == nil || len(byNode) == 0 {
+	if s.getSender() == nil {
 		return
 	}
-	sctx, cancel := context.WithTimeout(ctx, max(interval, time.Second))
-	defer cancel()
-	var wg sync.WaitGroup
 	for node, entries := range byNode {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req := &rspb.RangeRequest{Admin: &rspb.RangeRequest_AdminClosedTimestamps{
-				AdminClosedTimestamps: &rspb.ClosedTimestampUpdate{NodeId: me, Entries: entries}}}
-			// A lost update is replaced by the next round's.
-			_, _ = snd.SendToNode(sctx, node, req)
-		}()
+		s.closedPeer(node).offer(&rspb.ClosedTimestampUpdate{NodeId: me, Entries: entries})
 	}
-	wg.Wait()
+}
+
+// closedPeerQueue holds the newest side-transport message for one peer
+// node; its sender goroutine (closedSendLoop, owned by the store's
+// stopper) sends it, so a slow or unreachable peer delays only its own
+// messages, and a message it could not take in time is replaced by the
+// next round's (each carries every range's current promise).
+type closedPeerQueue struct {
+	ch chan *rspb.ClosedTimestampUpdate
+}
+
+// offer replaces a message not yet taken by the sender.
+func (q *closedPeerQueue) offer(u *rspb.ClosedTimestampUpdate) {
+	for {
+		select {
+		case q.ch <- u:
+			return
+		default:
+		}
+		select {
+		case <-q.ch:
+		default:
+		}
+	}
+}
+
+// closedPeer returns the queue of a peer node, starting its sender the
+// first time.
+func (s *Store) closedPeer(node uint64) *closedPeerQueue {
+	if v, ok := s.closedPeers.Load(node); ok {
+		return v.(*closedPeerQueue)
+	}
+	q := &closedPeerQueue{ch: make(chan *rspb.ClosedTimestampUpdate, 1)}
+	if v, loaded := s.closedPeers.LoadOrStore(node, q); loaded {
+		return v.(*closedPeerQueue)
+	}
+	s.tasks.run(func(ctx context.Context) { s.closedSendLoop(ctx, node, q) })
+	return q
+}
+
+// closedSendLoop sends a peer node's side-transport messages as they come.
+func (s *Store) closedSendLoop(ctx context.Context, node uint64, q *closedPeerQueue) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-q.ch:
+			if snd := s.getSender(); snd != nil {
+				req := &rspb.RangeRequest{Admin: &rspb.RangeRequest_AdminClosedTimestamps{AdminClosedTimestamps: u}}
+				// A lost message is replaced by the next round's.
+				_, _ = snd.SendToNode(ctx, node, req)
+			}
+		}
+	}
 }
 
 // receiveClosed hands a side-transport message to the local replicas.

@@ -265,6 +265,9 @@ type Store struct {
 	// snapSkips: range ID -> *atomic.Int32, streams ended unsent as not
 	// needed whose abort event has not come yet.
 	snapSkips sync.Map
+	// closedPeers: node ID -> *closedPeerQueue, the side transport's
+	// messages to that node (closedts.go).
+	closedPeers sync.Map
 }
 
 // streamedSnapshot: a snapshot streamed to replica; at (unix nanos) is when
