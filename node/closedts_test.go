@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rangestore/rangestore/gateway"
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -110,6 +111,28 @@ func TestFollowerReadsBelowClosedTimestamp(t *testing.T) {
 	}
 	if _, f := fs.ReplicaReads(desc.RangeId); f != followerBefore+2 {
 		t.Errorf("n%d served %d follower reads, want 2", follower+1, f-followerBefore)
+	}
+
+	// A new lease starts above everything the old holder closed: a write
+	// under it lands above every closed timestamp any replica saw.
+	var closed kv.Timestamp
+	for i := 0; i < tc.NumNodes(); i++ {
+		if c := tc.Node(i).Store().ClosedTimestamp(desc.RangeId); closed.Less(c) {
+			closed = c
+		}
+	}
+	if err := tc.Node(holder).TransferLease(ctx, desc.RangeId, tc.Node(follower).NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	put2, err := tc.KV(holder).Put(ctx, &rspb.PutRequest{Key: []byte("cts-a"), Value: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, l := rangeOfKey(t, tc, follower, "cts-a"); l.NodeId != tc.Node(follower).NodeID() {
+		t.Fatalf("lease of r%d after the transfer: %v", desc.RangeId, l)
+	}
+	if c2 := ranges.TSFromProto(put2.CommitTimestamp); !closed.Less(c2) {
+		t.Fatalf("write under the new lease at %s, at or below the old holder's closed timestamp %s", c2, closed)
 	}
 }
 
@@ -217,6 +240,15 @@ func TestBoundedStalenessReadsOnFollowers(t *testing.T) {
 	}
 	if l, _ := hs.ReplicaReads(desc.RangeId); l != leaseBefore {
 		t.Fatalf("the leaseholder n%d served %d lease reads for bounded staleness reads", holder+1, l-leaseBefore)
+	}
+	var served float64
+	for i := 0; i < tc.NumNodes(); i++ {
+		reg := tc.Node(i).Registry()
+		served += metricstest.Sum(t, reg, "rangestore_follower_reads_total", nil)
+		t.Logf("n%d: rangestore_replica_closed_timestamp_lag_seconds %.3f", i+1, metricstest.Sum(t, reg, "rangestore_replica_closed_timestamp_lag_seconds", nil))
+	}
+	if served < reads {
+		t.Fatalf("rangestore_follower_reads_total = %v over the nodes after %d follower reads", served, reads)
 	}
 	sort.Slice(staleness, func(i, j int) bool { return staleness[i] < staleness[j] })
 	t.Logf("bounded staleness: %d reads, none at the leaseholder's lease; closed timestamp lag at the serving node p50 %v max %v", reads, staleness[reads/2], staleness[reads-1])
