@@ -136,6 +136,39 @@ func TestFollowerReadsBelowClosedTimestamp(t *testing.T) {
 	}
 }
 
+// TestClosedTimestampCarriedByWrites: with the side transport off (an
+// hour between rounds), writes alone carry the leaseholder's promise to
+// every replica: a follower's closed timestamp passes the first of a
+// stream of writes once they have gone on longer than the target.
+func TestClosedTimestampCarriedByWrites(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{ClosedTimestampTarget: 300 * time.Millisecond, ClosedTimestampInterval: time.Hour})
+	ctx := ctxT(t)
+	first, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("w-0"), Value: []byte("0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := ranges.TSFromProto(first.CommitTimestamp)
+	desc, lease := rangeOfKey(t, tc, 0, "w-0")
+	follower := (tc.IndexOfNodeID(lease.NodeId) + 1) % tc.NumNodes()
+	fs := tc.Node(follower).Store()
+	writes := 1
+	timeutil.WaitFor(t, 30*time.Second, "the follower's closed timestamp to pass the first write, carried by later writes", func() error {
+		if c := fs.ClosedTimestamp(desc.RangeId); !c.Less(commit) {
+			return nil
+		}
+		writes++
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("w-0"), Value: []byte(fmt.Sprint(writes))}); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Errorf("closed %s, first write at %s", fs.ClosedTimestamp(desc.RangeId), commit)
+	})
+	resp := tc.Node(follower).Send(ctx, followerGet(desc.RangeId, "w-0", commit))
+	if resp.Error != nil || string(resp.Responses[0].GetGet().GetKv().GetValue()) != "0" {
+		t.Fatalf("follower read at the first write: %v, %v", resp.Responses, resp.Error)
+	}
+	t.Logf("r%d: n%d's closed timestamp passed the first write after %d writes, with no side transport", desc.RangeId, follower+1, writes)
+}
+
 // TestCausalReadsThroughEveryNode: a client writes through one node and
 // reads its key CAUSAL with the write's bookmark through the next one
 // (each node serves from its own replica, without the lease): 200 trials,

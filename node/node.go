@@ -100,6 +100,9 @@ type Config struct {
 	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
 	// timestamps, for follower reads (0 = ranges.DefaultClosedTimestampTarget).
 	ClosedTimestampTarget time.Duration
+	// ClosedTimestampInterval: how often the side transport publishes the
+	// closed timestamps of idle ranges (0 = ranges.DefaultClosedTimestampInterval).
+	ClosedTimestampInterval time.Duration
 	// GossipAddr is where the node gossips its store descriptor (host:port,
 	// port 0 picks one; "" = the gRPC listener's host, any port; "-" = no
 	// gossip). GossipInterval and GossipTTL: see package gossip (0 =
@@ -214,7 +217,7 @@ func Start(cfg Config) (*Node, error) {
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
-		ClosedTimestampTarget: cfg.ClosedTimestampTarget,
+		ClosedTimestampTarget: cfg.ClosedTimestampTarget, ClosedTimestampInterval: cfg.ClosedTimestampInterval,
 	})
 	if err != nil {
 		return nil, err

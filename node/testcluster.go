@@ -63,8 +63,9 @@ type TestClusterOptions struct {
 	// SnapshotRate, MaxSnapshotsInFlight: see Config (zero = defaults).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
-	// ClosedTimestampTarget: see Config (zero = the default, 3 s).
-	ClosedTimestampTarget time.Duration
+	// ClosedTimestampTarget, ClosedTimestampInterval: see Config (zero =
+	// the defaults, 3 s and 200 ms).
+	ClosedTimestampTarget, ClosedTimestampInterval time.Duration
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
@@ -203,8 +204,8 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			TestingForgetMerges: opts.TestingForgetMerges,
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
 			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
-			ClosedTimestampTarget: opts.ClosedTimestampTarget,
-			Thresholds:            opts.Thresholds,
+			ClosedTimestampTarget: opts.ClosedTimestampTarget, ClosedTimestampInterval: opts.ClosedTimestampInterval,
+			Thresholds: opts.Thresholds,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {
