@@ -69,6 +69,7 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 		}
 		break
 	}
+	r.log.Debug("follower read goes to the leaseholder", "range", desc.RangeId, "mode", o.mode.String(), "why", fmt.Sprint(lastErr))
 	// To the leaseholder, as a STRONG read whose clock has passed minTS.
 	strong := proto.Clone(req).(*rspb.RangeRequest)
 	if !o.minTS.IsEmpty() {

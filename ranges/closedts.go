@@ -158,6 +158,7 @@ type sideClosedUpdate struct {
 	ts       kv.Timestamp
 	index    uint64
 	leaseSeq uint64
+	from     uint64 // the sending node: the lease's holder
 }
 
 // offerClosed takes a side-transport promise: adopted at once if the
@@ -172,9 +173,10 @@ func (s *stateMachine) offerClosed(u sideClosedUpdate) {
 }
 
 // adoptLocked adopts u if it applies now (s.mu held); the side transport
-// rule: the replica has applied u.index and its lease is u's.
+// rule: the replica has applied u.index and its lease is u's, held by the
+// node that sent it.
 func (s *stateMachine) adoptLocked(u sideClosedUpdate) bool {
-	if u.ts.IsEmpty() || s.applied.Load() < u.index || s.lease.Load().Sequence != u.leaseSeq {
+	if l := s.lease.Load(); u.ts.IsEmpty() || s.applied.Load() < u.index || l.Sequence != u.leaseSeq || l.NodeId != u.from {
 		return false
 	}
 	if s.sideClosed.Less(u.ts) {
@@ -240,7 +242,7 @@ func (s *Store) publishClosed() {
 			continue
 		}
 		c, idx := r.closed.close(closeAt, &m.applied)
-		u := sideClosedUpdate{ts: c, index: idx, leaseSeq: l.Sequence}
+		u := sideClosedUpdate{ts: c, index: idx, leaseSeq: l.Sequence, from: me}
 		m.offerClosed(u)
 		e := &rspb.ClosedTimestampEntry{RangeId: r.rangeID, LeaseSequence: l.Sequence, ClosedTimestamp: TSToProto(c), AppliedIndex: idx}
 		for _, rep := range d.Replicas {
@@ -318,7 +320,7 @@ func (s *Store) closedSendLoop(ctx context.Context, node uint64, q *closedPeerQu
 func (s *Store) receiveClosed(u *rspb.ClosedTimestampUpdate) *rspb.RangeResponse {
 	for _, e := range u.Entries {
 		if r := s.replica(e.RangeId); r != nil && !r.sm.merged.Load() {
-			r.sm.offerClosed(sideClosedUpdate{ts: TSFromProto(e.ClosedTimestamp), index: e.AppliedIndex, leaseSeq: e.LeaseSequence})
+			r.sm.offerClosed(sideClosedUpdate{ts: TSFromProto(e.ClosedTimestamp), index: e.AppliedIndex, leaseSeq: e.LeaseSequence, from: u.NodeId})
 		}
 	}
 	return &rspb.RangeResponse{}

@@ -139,10 +139,11 @@ func TestStateMachineClosedTimestamp(t *testing.T) {
 		t.Fatal("a write at the closed timestamp applied")
 	}
 	// Side transport: not adopted before its index applied, nor under
-	// another lease.
+	// another lease, nor from a node not holding the lease.
 	c2 := smtTS(11*time.Second, 0)
-	h.sm.offerClosed(sideClosedUpdate{ts: smtTS(20*time.Second, 0), index: h.index, leaseSeq: 2})
-	h.sm.offerClosed(sideClosedUpdate{ts: c2, index: h.index + 1, leaseSeq: 1})
+	h.sm.offerClosed(sideClosedUpdate{ts: smtTS(20*time.Second, 0), index: h.index, leaseSeq: 2, from: 1})
+	h.sm.offerClosed(sideClosedUpdate{ts: smtTS(20*time.Second, 0), index: h.index, leaseSeq: 1, from: 2})
+	h.sm.offerClosed(sideClosedUpdate{ts: c2, index: h.index + 1, leaseSeq: 1, from: 1})
 	if c := h.sm.closedTS(); c != c1 {
 		t.Fatalf("closed = %s before the promise's index applied, want %s", c, c1)
 	}

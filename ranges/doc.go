@@ -100,7 +100,8 @@
 //     lease sequence, closed timestamp, the leaseholder's applied index
 //     read after the promise was made); a replica adopts it once it has
 //     applied that index and only while its applied lease has that
-//     sequence (kept until then, newest first; dropped for a newer lease).
+//     sequence and is held by the sending node (kept until then, the
+//     newest replacing older ones; dropped for a newer lease).
 //     Adopted values are memory only: after a restart a replica falls back
 //     to the log's value (lower, so safe) until the next message. The
 //     replica's closed timestamp is the larger of the two and never goes

@@ -536,6 +536,11 @@ func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
 // Send executes a batch addressed to one local replica. Failures are
 // reported as RangeError in the response, never as a Go error.
 func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	if u := req.GetAdminClosedTimestamps(); u != nil {
+		// The side transport: not a request of any range (not counted
+		// as a read).
+		return s.receiveClosed(u)
+	}
 	start := s.cfg.TimeSource.Now()
 	resp := s.send(ctx, req)
 	if s.cfg.Metrics != nil {
@@ -569,9 +574,6 @@ func (s *Store) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeRes
 	// more) here.
 	if c := req.GetAdminCreateReplica(); c != nil {
 		return s.createJoiningReplica(ctx, c)
-	}
-	if u := req.GetAdminClosedTimestamps(); u != nil {
-		return s.receiveClosed(u)
 	}
 	if g := req.GetAdminReplicaGc(); g != nil {
 		return &rspb.RangeResponse{Admin: &rspb.RangeResponse_ReplicaGc{ReplicaGc: s.gcRemovedReplica(ctx, g.RangeDescriptor)}}
