@@ -28,8 +28,9 @@
 //     read_mode. STRONG (default) goes to the leaseholder. BOUNDED_STALENESS
 //     (max_staleness > 0) and CAUSAL (bookmarks, bookmark_timeout up to
 //     DefaultBookmarkReadyTimeout, 30 s) are follower reads: the router
-//     tries this node's own replica first, then the others in descriptor
-//     order, the last known leaseholder last (no locality ordering yet),
+//     tries this node's own replica first, then the others by how many
+//     leading locality tiers they share with this node (a Resolver that is
+//     a LocalityResolver), the last known leaseholder last among equals,
 //     each serving at its closed timestamp, which must be at least now -
 //     max_staleness (no wait: CockroachDB's rule, reading at the closed
 //     timestamp rather than at now - max_staleness) or the highest

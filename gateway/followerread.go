@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"google.golang.org/protobuf/proto"
 
@@ -24,9 +25,8 @@ func (r *Router) sendRead(ctx context.Context, desc *rspb.RangeDescriptor, req *
 // closed timestamp, which must reach o.minTS (CAUSAL: the highest bookmark,
 // waited for up to o.wait; BOUNDED_STALENESS: now - max_staleness, no
 // wait). Nearest is this node's own replica if it has one, then the others
-// in descriptor order, the last known leaseholder last (locality is not
-// known to the router yet). A replica that is unreachable or has no data
-// passes the read to the next; one that answers NOT_CLOSED (its closed
+// by shared locality (followerOrder). A replica that is unreachable or has
+// no data passes the read to the next; one that answers NOT_CLOSED (its closed
 // timestamp is behind and it cannot expect to catch up in time) sends it
 // to the leaseholder, which serves it as a STRONG read (at its clock,
 // moved past o.minTS: the bookmarked writes are below it). A replica that
@@ -78,9 +78,17 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	return r.sendWrite(ctx, desc, strong, nil)
 }
 
-// followerOrder lists the nodes to try for a follower read: this node if
-// it has a replica, then the others in descriptor order, the last known
-// leaseholder last.
+// LocalityResolver is a Resolver that knows the nodes' localities (ok
+// false: unknown node): follower reads then go to the nearest replica.
+type LocalityResolver interface {
+	NodeLocality(nodeID uint64) (tiers []*rspb.LocalityTier, ok bool)
+}
+
+// followerOrder lists the nodes to try for a follower read, nearest first:
+// this node if it has a replica, then the others by how many leading
+// locality tiers they share with this node (more first; all equal when
+// the resolver knows no localities), among equals in descriptor order
+// with the last known leaseholder last.
 func (r *Router) followerOrder(desc *rspb.RangeDescriptor) []uint64 {
 	r.mu.Lock()
 	leader := r.leaders[desc.RangeId]
@@ -89,24 +97,51 @@ func (r *Router) followerOrder(desc *rspb.RangeDescriptor) []uint64 {
 	if r.local != nil {
 		local = r.local.NodeID()
 	}
-	out := make([]uint64, 0, len(desc.Replicas))
+	lr, _ := r.resolver.(LocalityResolver)
+	var mine []*rspb.LocalityTier
+	if lr != nil && local != 0 {
+		mine, _ = lr.NodeLocality(local)
+	}
+	type cand struct {
+		node   uint64
+		shared int
+	}
+	var out []uint64
+	var rest []cand
 	for _, rep := range desc.Replicas {
-		if rep.NodeId == local {
+		switch {
+		case contains(out, rep.NodeId):
+		case rep.NodeId == local:
 			out = append(out, local)
-		}
-	}
-	for _, rep := range desc.Replicas {
-		if rep.NodeId != local && rep.NodeId != leader && !contains(out, rep.NodeId) {
-			out = append(out, rep.NodeId)
-		}
-	}
-	if leader != 0 && leader != local && !contains(out, leader) {
-		for _, rep := range desc.Replicas {
-			if rep.NodeId == leader {
-				out = append(out, leader)
-				break
+		default:
+			c := cand{node: rep.NodeId}
+			if lr != nil {
+				theirs, _ := lr.NodeLocality(rep.NodeId)
+				c.shared = sharedTiers(mine, theirs)
 			}
+			rest = append(rest, c)
+		}
+	}
+	sort.SliceStable(rest, func(i, j int) bool {
+		if rest[i].shared != rest[j].shared {
+			return rest[i].shared > rest[j].shared
+		}
+		return rest[i].node != leader && rest[j].node == leader
+	})
+	for _, c := range rest {
+		if !contains(out, c.node) {
+			out = append(out, c.node)
 		}
 	}
 	return out
+}
+
+// sharedTiers counts the leading locality tiers a and b have in common
+// (same key and value).
+func sharedTiers(a, b []*rspb.LocalityTier) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n].GetKey() == b[n].GetKey() && a[n].GetValue() == b[n].GetValue() {
+		n++
+	}
+	return n
 }

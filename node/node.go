@@ -367,6 +367,22 @@ func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 	return "", false
 }
 
+// NodeLocality returns a node's locality tiers from the cached directory
+// (gateway.LocalityResolver: follower reads go to the nearest replica).
+func (n *Node) NodeLocality(nodeID uint64) ([]*rspb.LocalityTier, bool) {
+	if nodeID == n.NodeID() {
+		return n.cfg.Locality, true
+	}
+	if c := n.store.ClusterRecord(); c != nil {
+		for _, d := range c.Nodes {
+			if d.NodeId == nodeID {
+				return d.Locality, true
+			}
+		}
+	}
+	return nil, false
+}
+
 // MetaRange is the newest descriptor of the meta range this node knows
 // (gateway.Resolver; see ranges.Store.MetaDescriptor).
 func (n *Node) MetaRange() *rspb.RangeDescriptor { return n.store.MetaDescriptor() }
