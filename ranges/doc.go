@@ -102,6 +102,9 @@
 //     applied that index and only while its applied lease has that
 //     sequence and is held by the sending node (kept until then, the
 //     newest replacing older ones; dropped for a newer lease).
+//     The Raft index suffices (CockroachDB uses a lease applied index): a
+//     command proposed again as the same bytes applies at most once
+//     (dedup), and one refused at apply stays refused.
 //     Adopted values are memory only: after a restart a replica falls back
 //     to the log's value (lower, so safe) until the next message. The
 //     replica's closed timestamp is the larger of the two and never goes
