@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/rangestore/rangestore/internal/golden"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -95,7 +97,8 @@ func TestFollowerReadDecision(t *testing.T) {
 // replica's (never lowers it), is persisted and travels in snapshots; a
 // write at or below it does not apply; an entry without one closes
 // nothing; a side-transport promise is adopted only once its index applied
-// under its lease, and is not persisted.
+// under its lease, and is not persisted; a split's right side inherits
+// the closed timestamp.
 func TestStateMachineClosedTimestamp(t *testing.T) {
 	h := smtNew(t)
 	lease := &rspb.Lease{ReplicaId: 1, NodeId: 1, Epoch: 1, Sequence: 1, Start: TSToProto(smtTS(0, 0))}
@@ -164,5 +167,19 @@ func TestStateMachineClosedTimestamp(t *testing.T) {
 	}
 	if c := dst.sm.closedTS(); c != c1 {
 		t.Fatalf("closed after a snapshot = %s, want %s", c, c1)
+	}
+	// Split: the right side starts with the parent's (log) closed
+	// timestamp.
+	desc := h.sm.desc.Load()
+	left := proto.Clone(desc).(*rspb.RangeDescriptor)
+	left.EndKey, left.Generation = []byte("uf"), desc.Generation+1
+	right := proto.Clone(left).(*rspb.RangeDescriptor)
+	right.RangeId, right.StartKey, right.EndKey = smtRangeID+1, []byte("uf"), desc.EndKey
+	if res := h.apply(&rspb.RaftCommand{LeaseSequence: 1, Generation: desc.Generation,
+		Command: &rspb.RaftCommand_Split{Split: &rspb.SplitCommand{Left: left, Right: right}}}); res.Error != nil {
+		t.Fatalf("split: %v", res.Error)
+	}
+	if c := smtOpenRange(t, h.eng, smtRangeID+1, 1).sm.closedTS(); c != c1 {
+		t.Fatalf("the split's right side closed at %s, want %s", c, c1)
 	}
 }
