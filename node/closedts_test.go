@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
@@ -452,4 +454,44 @@ func TestFollowerReadOnNonVoter(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("the replica change after the reads: %v", err)
 	}
+}
+
+// TestCausalReadTimesOut: a follower cut off from the leaseholder cannot
+// see its closed timestamp pass a new write's bookmark: a causal read
+// through it waits bookmark_timeout and fails UNAVAILABLE with an
+// ErrorInfo reason BOOKMARK_TIMEOUT.
+func TestCausalReadTimesOut(t *testing.T) {
+	net := fault.NewNetwork()
+	tc := startCluster(t, TestClusterOptions{Network: net, ClosedTimestampTarget: time.Second})
+	ctx := ctxT(t)
+	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("to"), Value: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	_, lease := rangeOfKey(t, tc, 0, "to")
+	holder := tc.IndexOfNodeID(lease.NodeId)
+	f := (holder + 1) % tc.NumNodes()
+	// f's router knows the range before it is cut off.
+	if _, err := tc.KV(f).Get(ctx, &rspb.GetRequest{Key: []byte("to")}); err != nil {
+		t.Fatal(err)
+	}
+	net.Isolate(f, []int{0, 1, 2})
+	defer net.Heal()
+	put, err := tc.KV(holder).Put(ctx, &rspb.PutRequest{Key: []byte("to"), Value: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = tc.KV(f).Get(ctx, &rspb.GetRequest{Key: []byte("to"), ReadMode: rspb.ReadMode_CAUSAL, Bookmarks: [][]byte{put.Bookmark},
+		BookmarkTimeout: durationpb.New(3 * time.Second)})
+	st := status.Convert(err)
+	reason := ""
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.Reason
+		}
+	}
+	if st.Code() != codes.Unavailable || reason != "BOOKMARK_TIMEOUT" {
+		t.Fatalf("causal read on a cut-off follower: %v (reason %q), want Unavailable with reason BOOKMARK_TIMEOUT", err, reason)
+	}
+	t.Logf("after %v: %s", time.Since(start).Round(time.Millisecond), st.Message())
 }
