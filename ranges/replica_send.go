@@ -356,6 +356,7 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 	if dl, ok := ctx.Deadline(); ok {
 		budget = min(budget, dl.Sub(ts.Now()))
 	}
+	var budgetOver <-chan time.Time // the end of the wait, set at its start
 	for {
 		wake := r.sm.closedWaiter()
 		m := r.sm
@@ -375,9 +376,12 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 		case followerTimeout:
 			return notClosed(rspb.RangeError_BOOKMARK_TIMEOUT)
 		case followerWait:
+			if budgetOver == nil {
+				budgetOver = ts.After(budget - waited)
+			}
 			select {
 			case <-wake:
-			case <-ts.After(budget - waited):
+			case <-budgetOver:
 			case <-ctx.Done():
 				d.Reason = fmt.Sprintf("%s; the caller gave up after %v", d.Reason, ts.Since(start))
 				return notClosed(rspb.RangeError_BOOKMARK_TIMEOUT)
