@@ -24,6 +24,25 @@
 //     streamed range by range in bounded chunks. Admin merges are pinned
 //     to the range's generation at the call's start, so a retried merge
 //     never absorbs a second neighbour.
+//   - Read modes (readmode.go, followerread.go): Get, Scan and Batch take
+//     read_mode. STRONG (default) goes to the leaseholder. BOUNDED_STALENESS
+//     (max_staleness > 0) and CAUSAL (bookmarks, bookmark_timeout up to
+//     DefaultBookmarkReadyTimeout, 30 s) are follower reads: the router
+//     tries this node's own replica first, then the others by how many
+//     leading locality tiers they share with this node (a Resolver that is
+//     a LocalityResolver), the last known leaseholder last among equals,
+//     each serving at its closed timestamp, which must be at least now -
+//     max_staleness (no wait: CockroachDB's rule, reading at the closed
+//     timestamp rather than at now - max_staleness) or the highest
+//     bookmark (waited for). A replica answering NOT_CLOSED sends the read
+//     to the leaseholder as a STRONG read whose clock has passed the
+//     bookmark; BOOKMARK_TIMEOUT becomes UNAVAILABLE with an ErrorInfo of
+//     reason BOOKMARK_TIMEOUT. Every write response (and a Batch with
+//     writes) carries a bookmark: version byte, commit timestamp, CRC-32C
+//     over the cluster ID and those bytes (a foreign or corrupted one is
+//     INVALID_ARGUMENT naming bookmarks[i], as is one beyond the max clock
+//     offset in the future). Responses are read and filled by field name
+//     (commit_timestamp, bookmark), not by a switch on types.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - BackupServer (backup.go): Export streams an ExportRequest range by

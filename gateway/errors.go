@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -28,7 +29,18 @@ var errorCodes = map[rspb.RangeError_Code]codes.Code{
 	rspb.RangeError_UNAVAILABLE:         codes.Unavailable,
 	rspb.RangeError_AMBIGUOUS:           codes.Unknown,
 	rspb.RangeError_BELOW_GC_THRESHOLD:  codes.FailedPrecondition,
+	rspb.RangeError_NOT_CLOSED:          codes.Unavailable,
+	rspb.RangeError_BOOKMARK_TIMEOUT:    codes.Unavailable,
 }
+
+// errorReasons: codes whose status also carries an ErrorInfo with this
+// reason (domain rangestore), for clients to tell them apart.
+var errorReasons = map[rspb.RangeError_Code]string{
+	rspb.RangeError_BOOKMARK_TIMEOUT: "BOOKMARK_TIMEOUT",
+}
+
+// ErrorDomain is the domain of the ErrorInfo details of statuses.
+const ErrorDomain = "rangestore"
 
 // ToStatus converts any error of the gateway into a gRPC status error. It is
 // the only place where errors become status codes.
@@ -45,7 +57,13 @@ func ToStatus(err error) error {
 		if !ok {
 			c = codes.Internal
 		}
-		return status.Error(c, re.E.Message)
+		st := status.New(c, re.E.Message)
+		if reason, ok := errorReasons[re.E.Code]; ok {
+			if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+				st = d
+			}
+		}
+		return st.Err()
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

@@ -679,7 +679,7 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 	if !write {
 		track = nil // a read applies nothing: it is simply sent again
 	}
-	resp, err := r.sendWrite(ctx, desc, req, track)
+	resp, err := r.sendRead(ctx, desc, req, track)
 	for track != nil && track.ambiguous && errors.Is(err, errStaleDescriptor) && !r.subsumerKnown(track, desc) && track.hintTries < maxHintTries {
 		// Every replica denied the range (merged away) and none named the
 		// range that subsumed it yet: ask again before giving up on

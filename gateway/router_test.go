@@ -173,3 +173,45 @@ func TestRouterStampsGateway(t *testing.T) {
 		t.Fatalf("gateways seen by r3: %s, want [1 1 7]", got)
 	}
 }
+
+// locNode resolves every node and knows their localities (region, zone).
+type locNode struct {
+	rtNode
+	loc map[uint64][]*rspb.LocalityTier
+}
+
+func (n *locNode) NodeAddress(uint64) (string, bool) { return "127.0.0.1:1", true }
+func (n *locNode) NodeLocality(id uint64) ([]*rspb.LocalityTier, bool) {
+	l, ok := n.loc[id]
+	return l, ok
+}
+
+// TestFollowerOrder: follower reads try this node's replica, then the
+// replicas sharing most locality tiers with it, the last known leaseholder
+// last among equals; without localities, descriptor order with the
+// leaseholder last.
+func TestFollowerOrder(t *testing.T) {
+	tiers := func(region, zone string) []*rspb.LocalityTier {
+		return []*rspb.LocalityTier{{Key: "region", Value: region}, {Key: "zone", Value: zone}}
+	}
+	n := &locNode{loc: map[uint64][]*rspb.LocalityTier{
+		1: tiers("eu", "a"), 2: tiers("us", "a"), 3: tiers("eu", "b"), 4: tiers("eu", "a"), 5: tiers("eu", "b"),
+	}}
+	desc := &rspb.RangeDescriptor{RangeId: 9}
+	for _, id := range []uint64{2, 3, 1, 5, 4} {
+		desc.Replicas = append(desc.Replicas, &rspb.ReplicaDescriptor{NodeId: id})
+	}
+	r := NewRouter(n, n, nil, nil)
+	defer r.Close()
+	r.setLeader(9, 3)
+	if got := fmt.Sprint(r.followerOrder(desc)); got != "[1 4 5 3 2]" {
+		t.Errorf("with localities: %s, want [1 4 5 3 2] (self, same zone, same region with the leaseholder n3 last, other region)", got)
+	}
+	plain := &rtNode{}
+	r2 := NewRouter(plain, plain, nil, nil)
+	defer r2.Close()
+	r2.setLeader(9, 2)
+	if got := fmt.Sprint(r2.followerOrder(desc)); got != "[1 3 5 4 2]" {
+		t.Errorf("without localities: %s, want [1 3 5 4 2]", got)
+	}
+}

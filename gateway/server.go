@@ -28,6 +28,7 @@ type KVServer struct {
 	limits   Limits
 	clock    *leases.Clock
 	nodeID   func() uint64
+	cluster  func() string // the cluster ID (bookmarks; SetClusterID)
 	draining atomic.Bool
 }
 
@@ -78,8 +79,9 @@ func (s *KVServer) checkAsOf(ctx context.Context, what string, ts *rspb.Timestam
 	return nil
 }
 
-// run validates, maps and routes client requests.
-func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
+// run validates, maps and routes client requests. rm is the read mode of
+// the call (a Batch's; a Get's own, batch false).
+func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool) ([]*rspb.ResponseUnion, error) {
 	ctx, cancel, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -87,6 +89,33 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.
 	defer cancel()
 	if err := s.limits.checkBatch(reqs); err != nil {
 		return nil, err
+	}
+	write := !ranges.IsReadOnly(reqs)
+	if rm.set() {
+		if write {
+			return nil, invalidf("read_mode: %s is for reads only; a batch with writes is STRONG", rm.mode)
+		}
+		for i, q := range reqs {
+			prefix := ""
+			if batch {
+				prefix = fmt.Sprintf("requests[%d].", i)
+			}
+			if c, err := batcheval.Lookup(q); err == nil && c.AsOf(q) != nil && rm.mode != rspb.ReadMode_STRONG {
+				return nil, invalidf("%sas_of: not allowed with read_mode %s (a %s read picks its timestamp)", prefix, rm.mode, rm.mode)
+			}
+		}
+		opts, err := s.readOptions(ctx, "", rm, nil)
+		if err != nil {
+			return nil, err
+		}
+		ctx = withReadOpts(ctx, opts)
+	}
+	if batch {
+		for i, q := range reqs {
+			if inner, ok := innerRequest(q); ok && readModeOf(inner).set() {
+				return nil, invalidf("requests[%d].read_mode: a batch's requests take the batch's read mode (read_mode, max_staleness, bookmarks, bookmark_timeout of the BatchRequest)", i)
+			}
+		}
 	}
 	internal := make([]*rspb.RequestUnion, len(reqs))
 	for i, q := range reqs {
@@ -109,12 +138,22 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.
 	for _, r := range resps {
 		toClient(r)
 	}
+	if write {
+		bm := s.bookmarkFor(resps)
+		for _, r := range resps {
+			setBookmark(r, bm)
+		}
+	}
 	return resps, nil
 }
 
 func one[T any](s *KVServer, ctx context.Context, q *rspb.RequestUnion, get func(*rspb.ResponseUnion) T) (T, error) {
 	var zero T
-	resps, err := s.run(ctx, []*rspb.RequestUnion{q})
+	var rm readModeFields
+	if inner, ok := innerRequest(q); ok {
+		rm = readModeOf(inner)
+	}
+	resps, err := s.run(ctx, []*rspb.RequestUnion{q}, rm, false)
 	if err != nil {
 		return zero, err
 	}
@@ -153,11 +192,15 @@ func (s *KVServer) DeleteRange(ctx context.Context, r *rspb.DeleteRangeRequest) 
 
 // Batch runs several requests.
 func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.BatchResponse, error) {
-	resps, err := s.run(ctx, r.Requests)
+	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true)
 	if err != nil {
 		return nil, err
 	}
-	return &rspb.BatchResponse{Responses: resps}, nil
+	out := &rspb.BatchResponse{Responses: resps}
+	if !ranges.IsReadOnly(r.Requests) {
+		out.Bookmark = s.bookmarkFor(resps)
+	}
+	return out, nil
 }
 
 // Scan streams the keys of a span in chunks.
@@ -169,6 +212,13 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 	defer cancel()
 	if _, err := s.limits.checkRequest(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}); err != nil {
 		return err
+	}
+	if rm := readModeOf(r.ProtoReflect()); rm.set() {
+		opts, err := s.readOptions(ctx, "", rm, r.AsOf)
+		if err != nil {
+			return err
+		}
+		ctx = withReadOpts(ctx, opts)
 	}
 	if err := s.checkAsOf(ctx, "scan", r.AsOf); err != nil {
 		return err

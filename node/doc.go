@@ -34,7 +34,8 @@
 // cluster record (persisted, so a restart knows its peers before it can
 // read the system range); the node's loop refreshes it every second, and
 // at once when the router looks up a node ID it does not know. The router
-// resolves nodes through it (NodeAddress), the store finds peers' Raft
+// resolves nodes through it (NodeAddress; NodeLocality orders follower
+// reads nearest first), the store finds peers' Raft
 // addresses in it, and the Admin API lists it (Nodes, NodeStatus: liveness
 // judged by decideNodeState, counts asked of each node). A cluster from
 // before joins (no counter) gets the counter, at its highest node ID, and

@@ -97,6 +97,12 @@ type Config struct {
 	// once (0 = ranges.DefaultMaxSnapshotsInFlight).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
+	// timestamps, for follower reads (0 = ranges.DefaultClosedTimestampTarget).
+	ClosedTimestampTarget time.Duration
+	// ClosedTimestampInterval: how often the side transport publishes the
+	// closed timestamps of idle ranges (0 = ranges.DefaultClosedTimestampInterval).
+	ClosedTimestampInterval time.Duration
 	// GossipAddr is where the node gossips its store descriptor (host:port,
 	// port 0 picks one; "" = the gRPC listener's host, any port; "-" = no
 	// gossip). GossipInterval and GossipTTL: see package gossip (0 =
@@ -215,6 +221,7 @@ func Start(cfg Config) (*Node, error) {
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
 		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
 		GCTTL: cfg.GCTTL, GCInterval: cfg.GCInterval,
+		ClosedTimestampTarget: cfg.ClosedTimestampTarget, ClosedTimestampInterval: cfg.ClosedTimestampInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -234,6 +241,7 @@ func Start(cfg Config) (*Node, error) {
 	n.store.SetSender(n.router)
 	n.liveness.Start()
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
+	n.kvServer.SetClusterID(n.ClusterID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	n.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
@@ -362,6 +370,22 @@ func (n *Node) NodeAddress(nodeID uint64) (string, bool) {
 		n.kickRefresh()
 	}
 	return "", false
+}
+
+// NodeLocality returns a node's locality tiers from the cached directory
+// (gateway.LocalityResolver: follower reads go to the nearest replica).
+func (n *Node) NodeLocality(nodeID uint64) ([]*rspb.LocalityTier, bool) {
+	if nodeID == n.NodeID() {
+		return n.cfg.Locality, true
+	}
+	if c := n.store.ClusterRecord(); c != nil {
+		for _, d := range c.Nodes {
+			if d.NodeId == nodeID {
+				return d.Locality, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // MetaRange is the newest descriptor of the meta range this node knows

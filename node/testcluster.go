@@ -63,6 +63,9 @@ type TestClusterOptions struct {
 	// SnapshotRate, MaxSnapshotsInFlight: see Config (zero = defaults).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget, ClosedTimestampInterval: see Config (zero =
+	// the defaults, 3 s and 200 ms).
+	ClosedTimestampTarget, ClosedTimestampInterval time.Duration
 	// CrashPoint, when set, is each node's Config.CrashPoint (node is the
 	// node's index): tests use it to delay steps.
 	CrashPoint func(node int, name string)
@@ -203,6 +206,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			TestingForgetMerges: opts.TestingForgetMerges,
 			TimeUntilStoreDead:  opts.TimeUntilStoreDead,
 			SnapshotRate:        opts.SnapshotRate, MaxSnapshotsInFlight: opts.MaxSnapshotsInFlight,
+			ClosedTimestampTarget: opts.ClosedTimestampTarget, ClosedTimestampInterval: opts.ClosedTimestampInterval,
 			Thresholds: opts.Thresholds,
 			GCTTL:      opts.GCTTL, GCInterval: opts.GCInterval,
 		}

@@ -57,6 +57,7 @@ type applyFacts struct {
 	Lease       *rspb.Lease
 	FrozenInto  uint64       // frozen for a merge into this range (0: not frozen)
 	MaxWrite    kv.Timestamp // the range's highest applied write timestamp
+	Closed      kv.Timestamp // the closed timestamp applied writes carried
 	DedupWindow time.Duration
 	DedupHit    bool // a dedup record exists for the command's proposal ID
 }
@@ -99,6 +100,14 @@ func checkApply(cmd *rspb.RaftCommand, f applyFacts) applyCheck {
 	case *rspb.RaftCommand_Write:
 		if chk, ok := checkEvaluatedUnder(cmd, f); !ok {
 			return chk
+		}
+		// No write lands at or below a closed timestamp the log already
+		// carries (followers may have served reads there). The leaseholder
+		// never evaluates one (closedTracker); this keeps it true whatever
+		// the order commands reach the log in.
+		if res := c.Write.Result; res.GetError() == nil && !f.Closed.IsEmpty() && res.GetTimestamp() != nil && TSFromProto(res.Timestamp).LessEq(f.Closed) {
+			return refuse(rspb.RangeError_UNAVAILABLE, 0, nil, "r%d: write at %s is at or below the closed timestamp %s; it was not applied, retry",
+				f.RangeID, TSFromProto(res.Timestamp), f.Closed)
 		}
 	default:
 		return refuse(rspb.RangeError_INVALID_ARGUMENT, 0, nil, "r%d: command has no body (%T)", f.RangeID, c)

@@ -22,6 +22,7 @@ type applyCase struct {
 		Generation uint64
 		FrozenInto uint64
 		MaxWriteS  int64 // the range's highest write, wall seconds
+		ClosedS    int64 // the closed timestamp the log carried, wall seconds
 		DedupHit   bool
 	}
 	Cmd struct {
@@ -30,6 +31,7 @@ type applyCase struct {
 		Generation uint64
 		ProposalID bool
 		ProposedS  int64  // the proposal's timestamp, wall seconds
+		CommitS    int64  // a write's commit timestamp, wall seconds (0: none)
 		Prev, Next string // lease requests
 	}
 }
@@ -71,6 +73,9 @@ func TestApplyCheck(t *testing.T) {
 		f := applyFacts{RangeID: 7, Desc: &rspb.RangeDescriptor{RangeId: 7, Generation: c.State.Generation},
 			Lease: parseLease(t, c.State.Lease), FrozenInto: c.State.FrozenInto,
 			MaxWrite: kv.Timestamp{WallTime: c.State.MaxWriteS * int64(time.Second)}, DedupWindow: 5 * time.Minute, DedupHit: c.State.DedupHit}
+		if c.State.ClosedS != 0 {
+			f.Closed = kv.Timestamp{WallTime: c.State.ClosedS * int64(time.Second)}
+		}
 		cmd := &rspb.RaftCommand{LeaseSequence: c.Cmd.LeaseSeq, Generation: c.Cmd.Generation,
 			Timestamp: TSToProto(kv.Timestamp{WallTime: c.Cmd.ProposedS * int64(time.Second)})}
 		if c.Cmd.ProposalID {
@@ -78,7 +83,11 @@ func TestApplyCheck(t *testing.T) {
 		}
 		switch c.Cmd.Kind {
 		case "write":
-			cmd.Command = &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: []byte{1}}}
+			w := &rspb.WriteCommand{WriteBatch: []byte{1}}
+			if c.Cmd.CommitS != 0 {
+				w.Result = &rspb.RaftResult{Timestamp: TSToProto(kv.Timestamp{WallTime: c.Cmd.CommitS * int64(time.Second)})}
+			}
+			cmd.Command = &rspb.RaftCommand_Write{Write: w}
 		case "lease":
 			rl := &rspb.RequestLeaseCommand{Lease: parseLease(t, c.Cmd.Next)}
 			if c.Cmd.Prev != "" {

@@ -16,7 +16,9 @@
 // replica_split.go, replica_merge.go and replica_change.go (the admin
 // commands and their replicated commands). The pure decisions are
 // leasedecision.go, splitdecision.go, metadecision.go,
-// replicagcdecision.go, changedecision.go, gcdecision.go and applycheck.go.
+// replicagcdecision.go, changedecision.go, gcdecision.go,
+// followerreaddecision.go and applycheck.go; closedts.go holds closed
+// timestamps and their side transport.
 //
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
@@ -76,6 +78,63 @@
 //     ReadIndex calls wake quiesced ranges, and rangestore_read_index_total
 //     counts each), after recording the read in the timestamp cache. A
 //     holder stops serving max-offset before its lease expires (stasis).
+//     Follower reads below a closed timestamp are the exception (below).
+//   - Closed timestamps (closedts.go; issue 13). A leaseholder promises
+//     that no later write of its range will be at or below a closed
+//     timestamp trailing its clock by StoreConfig.ClosedTimestampTarget
+//     (default 3 s; --closed-timestamp-target; a cluster setting is a
+//     later step). Its closedTracker holds the promise and the timestamps
+//     of its writes in flight (evaluated, not yet applied or settled): a
+//     promise stays below every write in flight, a write evaluated at or
+//     below the promise (or the replica's known closed timestamp) is moved
+//     just above it, and the promise never goes down. Every write carries
+//     the promise in the Raft log (WriteCommand.closed_timestamp); applying
+//     it raises the replica's closed timestamp, and checkApply refuses
+//     (UNAVAILABLE, retried) any write at or below the closed timestamp the
+//     log already carried, whatever order commands reach the log in. That
+//     value is replicated range state (key "clts"): in the apply batch,
+//     in snapshots, reloaded at restart. Log entries written before it
+//     close nothing. For idle ranges the side transport (closedTSLoop,
+//     every ClosedTimestampInterval, 200 ms, one message per peer node:
+//     RangeRequest.admin_closed_timestamps, range ID 0) sends (range,
+//     lease sequence, closed timestamp, the leaseholder's applied index
+//     read after the promise was made); a replica adopts it once it has
+//     applied that index and only while its applied lease has that
+//     sequence and is held by the sending node (kept until then, the
+//     newest replacing older ones; dropped for a newer lease).
+//     The Raft index suffices (CockroachDB uses a lease applied index): a
+//     command proposed again as the same bytes applies at most once
+//     (dedup), and one refused at apply stays refused.
+//     Adopted values are memory only: after a restart a replica falls back
+//     to the log's value (lower, so safe) until the next message. The
+//     replica's closed timestamp is the larger of the two and never goes
+//     down. Leases: a holder closes only while its lease is valid, not
+//     transferring, and only timestamps below its clock; a transfer's
+//     lease starts at the old holder's clock after it stopped serving, an
+//     epoch takeover after the old liveness record expired, so every later
+//     lease starts above everything an earlier holder closed, and its
+//     writes (at or above its start) land above it. Splits: the right side
+//     inherits the parent's closed timestamp from the log (its writes are
+//     above the parent's and above its timestamp cache low water). Merges:
+//     the left side keeps its own closed timestamp: the right is frozen,
+//     every one of its writes applied on every replica before the merge,
+//     and later writes to its span go through the left's leaseholder, above
+//     the left's promise.
+//   - Follower reads (RangeRequest.follower_read): any replica (voter or
+//     non-voter, leaseholder or not) serves a read-only batch without the
+//     lease, from a Pebble snapshot, at read_timestamp if it is at or below
+//     its closed timestamp, else at its closed timestamp if that reaches
+//     min_closed_timestamp; the pure decideFollowerRead
+//     (testdata/follower_read.golden) serves, waits (up to
+//     closed_wait_millis, woken when the closed timestamp rises: an
+//     applied-state notification, no polling), redirects (NOT_CLOSED with
+//     its closed timestamp: no wait allowed, no lease known, a lag beyond
+//     target + budget, or a healthy closed timestamp would arrive too
+//     late) or times out (BOOKMARK_TIMEOUT). Counted in
+//     rangestore_follower_reads_total, not in rangestore_lease_reads_total
+//     (per replica: Store.ReplicaReads); rangestore_replica_closed_timestamp_lag_seconds
+//     is the largest lag of a local replica (a gauge, refreshed by the side
+//     transport loop).
 //   - Transfers: the holder stops serving (transferring flag + a write latch
 //     over the range), proposes the target's lease starting at its own clock,
 //     so the new lease starts after everything it served. A new holder's

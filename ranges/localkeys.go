@@ -22,6 +22,7 @@ var (
 	suffixDescriptor  = []byte("desc")
 	suffixMaxWriteTS  = []byte("mwts")
 	suffixGCThreshold = []byte("gcth")
+	suffixClosedTS    = []byte("clts")
 	suffixLease       = []byte("lease")
 	suffixSize        = []byte("size")
 	suffixFrozen      = []byte("frozen")

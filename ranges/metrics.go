@@ -17,8 +17,13 @@ type Metrics struct {
 	// readIndex counts every ReadIndex (Raft read) call the store makes:
 	// wake-ups of quiesced ranges, never reads.
 	leaseReads prometheus.Counter
-	readIndex  prometheus.Counter
-	leases     *prometheus.CounterVec // kind: acquired, transferred, extended
+	// followerReads counts reads served below a closed timestamp without
+	// the lease (any replica); closedLag is the largest closed timestamp
+	// lag of the local replicas.
+	followerReads prometheus.Counter
+	closedLag     prometheus.Gauge
+	readIndex     prometheus.Counter
+	leases        *prometheus.CounterVec // kind: acquired, transferred, extended
 	// leaseFailures counts failed background lease operations (op:
 	// extend, acquire, leader_transfer).
 	leaseFailures *prometheus.CounterVec
@@ -66,6 +71,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 		leaseReads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_lease_reads_total", Help: "Reads served by a leaseholder from local state, without consensus.",
+		}),
+		followerReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rangestore_follower_reads_total", Help: "Reads served by any replica (follower, non-voter or leaseholder) from local state at or below its closed timestamp, without the lease; not counted in rangestore_lease_reads_total.",
+		}),
+		closedLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rangestore_replica_closed_timestamp_lag_seconds", Help: "The largest lag of a local replica's closed timestamp behind this node's clock (now - closed timestamp), over all local replicas, refreshed every closed timestamp interval; a replica with none yet counts from the store's start.",
 		}),
 		readIndex: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_read_index_total", Help: "Raft ReadIndex calls made by the store: only to wake quiesced ranges (rangestore_raft_wakeups_total counts those that started); reads under a lease make none.",
@@ -147,7 +158,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, op := range []string{"extend", "acquire", "leader_transfer"} {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
-	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals,
+	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.followerReads, m.closedLag, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals,
 		m.snapshotsSent, m.snapshotsSkipped, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight)
 	return m
 }

@@ -38,6 +38,12 @@ type Replica struct {
 	latches *latchManager
 	tscache *tsCache
 	split   *splitTracking
+	// closed: what this replica promised as leaseholder, and its writes in
+	// flight (closedts.go).
+	closed closedTracker
+	// leaseReads and followerReads count the reads this replica served
+	// under the lease and below its closed timestamp (ReplicaReads).
+	leaseReads, followerReads atomic.Int64
 
 	acquireMu    sync.Mutex    // one acquisition at a time per range
 	transferring atomic.Uint64 // target node of a transfer in progress (0 = none)

@@ -110,6 +110,16 @@ type stateMachine struct {
 	mu          sync.RWMutex // guards the timestamps below (Update writes, Lookup reads)
 	maxWriteTS  kv.Timestamp
 	gcThreshold kv.Timestamp
+	// logClosed is the closed timestamp applied writes carried (replicated
+	// range state, persisted); sideClosed the highest one adopted from the
+	// side transport (in memory only; a restart falls back to logClosed).
+	// pendingClosed is a side-transport promise waiting for its index or
+	// lease; closedCh is closed when the closed timestamp rises
+	// (closedts.go).
+	logClosed     kv.Timestamp
+	sideClosed    kv.Timestamp
+	pendingClosed sideClosedUpdate
+	closedCh      chan struct{}
 	// size is the replicated estimate of the range's data bytes: writes add
 	// the size of their batch, a split sets both sides to measured values.
 	size atomic.Int64
@@ -143,8 +153,16 @@ func (s *stateMachine) loadState(r kv.Reader) error {
 	if err != nil {
 		return err
 	}
+	closed, err := readTS(r, rangeStateKey(s.rangeID, suffixClosedTS))
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.maxWriteTS, s.gcThreshold = mw, gc
+	if s.logClosed.Less(closed) {
+		s.logClosed = closed
+		s.notifyClosedLocked()
+	}
 	s.mu.Unlock()
 	size, err := readUint64(r, rangeStateKey(s.rangeID, suffixSize))
 	if err != nil {
@@ -225,6 +243,7 @@ type applyState struct {
 	lease    *rspb.Lease
 	maxWrite kv.Timestamp
 	gc       kv.Timestamp
+	closed   kv.Timestamp // the closed timestamp applied writes carried
 	size     int64
 	frozen   uint64
 	splits   []*splitApplied
@@ -250,7 +269,7 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	b := s.eng.NewBatch()
 	defer func() { _ = b.Close() }()
 	s.mu.RLock()
-	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold, size: s.size.Load(), frozen: s.frozen.Load()}
+	st := applyState{desc: s.desc.Load(), lease: s.lease.Load(), maxWrite: s.maxWriteTS, gc: s.gcThreshold, closed: s.logClosed, size: s.size.Load(), frozen: s.frozen.Load()}
 	prevSize := st.size
 	s.mu.RUnlock()
 	prevLease := st.lease
@@ -315,6 +334,14 @@ func (s *stateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			s.onLease(s.rangeID, st.lease)
 		}
 	}
+	// The closed timestamp rises once the writes below it are readable.
+	s.mu.Lock()
+	if s.logClosed.Less(st.closed) {
+		s.logClosed = st.closed
+		s.notifyClosedLocked()
+	}
+	s.retryPendingLocked()
+	s.mu.Unlock()
 	for _, sp := range st.splits {
 		if s.onSplit != nil {
 			s.onSplit(sp)
@@ -359,7 +386,7 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 		}
 	}
 	chk := checkApply(cmd, applyFacts{RangeID: s.rangeID, Desc: desc, Lease: st.lease, FrozenInto: st.frozen,
-		MaxWrite: st.maxWrite, DedupWindow: DedupWindow, DedupHit: prev != nil})
+		MaxWrite: st.maxWrite, Closed: st.closed, DedupWindow: DedupWindow, DedupHit: prev != nil})
 	switch chk.Verdict {
 	case applyAnswerDedup:
 		res := &rspb.RaftResult{}
@@ -418,6 +445,12 @@ func (s *stateMachine) applyEntry(b *kv.Batch, st *applyState, e *sm.Entry) (*rs
 			return nil, nil, err
 		}
 		st.maxWrite = commitTS
+	}
+	if c := TSFromProto(w.ClosedTimestamp); st.closed.Less(c) {
+		if err := b.PutRaw(rangeStateKey(s.rangeID, suffixClosedTS), encodeTS(c)); err != nil {
+			return nil, nil, err
+		}
+		st.closed = c
 	}
 	return res, dk, nil
 }

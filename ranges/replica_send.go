@@ -106,6 +106,10 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 		r.store.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
+	if req.FollowerRead {
+		// Any replica, without the lease (closedts.go).
+		return r.serveFollowerRead(ctx, req)
+	}
 	lease, rerr := r.ensureLease(ctx)
 	if rerr != nil {
 		return &rspb.RangeResponse{Error: rerr}
@@ -171,6 +175,9 @@ func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.R
 	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
 		return latest, re
 	}
+	if re := check("min_closed_timestamp", req.MinClosedTimestamp); re != nil {
+		return latest, re
+	}
 	for i, ru := range req.Requests {
 		var asOf *rspb.Timestamp
 		if c, err := batcheval.Lookup(ru); err == nil {
@@ -230,6 +237,7 @@ func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.R
 	if r.store.cfg.Metrics != nil {
 		r.store.cfg.Metrics.leaseReads.Inc()
 	}
+	r.leaseReads.Add(1)
 	res := out.(*rspb.RaftResult)
 	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(readTS)}
 }
@@ -274,6 +282,18 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 	if start := TSFromProto(lease.Start); ts.Less(start) {
 		ts = start
 	}
+	// Above every closed timestamp this replica knows (one inherited by a
+	// split, or adopted under an earlier lease), then above what it
+	// promised itself (closedTracker); the write carries the new promise.
+	if c := r.sm.closedTS(); !c.Less(ts) {
+		ts = c.Next()
+	}
+	tok, ts, closed, _ := r.closed.admit(ts, r.store.closedTarget(r.store.cfg.Clock.Now()))
+	defer func() {
+		if !settling {
+			r.closed.done(tok)
+		}
+	}()
 	b := r.store.eng.NewBatch()
 	resps, err := evalWrite(b, req.Requests, ts, r.store.cfg.Limits.responseBudget())
 	if err != nil {
@@ -290,7 +310,8 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 		reqTS = TSToProto(ts)
 	}
 	cmd := &rspb.RaftCommand{ProposalId: req.ProposalId, Timestamp: reqTS, LeaseSequence: lease.Sequence, Generation: desc.Generation,
-		Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: repr, Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)}}}}
+		Command: &rspb.RaftCommand_Write{Write: &rspb.WriteCommand{WriteBatch: repr, Result: &rspb.RaftResult{Responses: resps, Timestamp: TSToProto(ts)},
+			ClosedTimestamp: TSToProto(closed)}}}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
@@ -301,7 +322,7 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 			// The latches stay until the command's fate is known.
 			settling = true
 			r.settle(data, func() bool { return evaluatedUnderReplaced(r.sm, lease.Sequence, desc.Generation) },
-				func() { r.latches.release(l) })
+				func() { r.latches.release(l); r.closed.done(tok) })
 		}
 		return &rspb.RangeResponse{Error: rerr}
 	}
@@ -312,4 +333,74 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 // under has been replaced on m, so no copy of it can apply any more.
 func evaluatedUnderReplaced(m *stateMachine, leaseSeq, generation uint64) bool {
 	return m.lease.Load().Sequence != leaseSeq || m.desc.Load().GetGeneration() != generation || m.closed.Load()
+}
+
+// serveFollowerRead serves a read-only batch from local state at or below
+// the replica's closed timestamp, without the lease (any replica: voter,
+// non-voter, leaseholder or not). What to do is decideFollowerRead's
+// verdict; a wait ends when the closed timestamp rises (closedWaiter), the
+// budget runs out or ctx ends, and is decided again.
+func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	if !IsReadOnly(req.Requests) {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: follower_read: the batch writes; only reads can be served below a closed timestamp", req.RangeId))}
+	}
+	for i, ru := range req.Requests {
+		if c, err := batcheval.Lookup(ru); err == nil && c.AsOf(ru) != nil {
+			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT,
+				fmt.Sprintf("r%d: requests[%d].as_of: a follower read reads at read_timestamp or the closed timestamp, not at a request's as_of", req.RangeId, i))}
+		}
+	}
+	ts := r.store.cfg.TimeSource
+	start := ts.Now()
+	budget := time.Duration(max(req.ClosedWaitMillis, 0)) * time.Millisecond
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, dl.Sub(ts.Now()))
+	}
+	var budgetOver <-chan time.Time // the end of the wait, set at its start
+	for {
+		wake := r.sm.closedWaiter()
+		m := r.sm
+		waited := ts.Since(start)
+		d := decideFollowerRead(followerReadInput{Initialized: m.desc.Load() != nil, FrozenInto: m.frozen.Load(), LeaseKnown: m.lease.Load().Sequence != 0,
+			Closed: m.closedTS(), Now: r.store.cfg.Clock.Now(), ReadTS: TSFromProto(req.ReadTimestamp), Min: TSFromProto(req.MinClosedTimestamp),
+			Waited: waited, WaitBudget: budget, Target: r.store.cfg.ClosedTimestampTarget})
+		notClosed := func(code rspb.RangeError_Code) *rspb.RangeResponse {
+			return &rspb.RangeResponse{Error: &rspb.RangeError{Code: code, ClosedTimestamp: TSToProto(m.closedTS()),
+				Message: fmt.Sprintf("r%d on n%d: %s", r.rangeID, r.store.NodeID(), d.Reason)}}
+		}
+		switch d.Action {
+		case followerRefuse:
+			return &rspb.RangeResponse{Error: rangeErr(d.Code, fmt.Sprintf("r%d on n%d: %s", r.rangeID, r.store.NodeID(), d.Reason))}
+		case followerRedirect:
+			return notClosed(rspb.RangeError_NOT_CLOSED)
+		case followerTimeout:
+			return notClosed(rspb.RangeError_BOOKMARK_TIMEOUT)
+		case followerWait:
+			if budgetOver == nil {
+				budgetOver = ts.After(budget - waited)
+			}
+			select {
+			case <-wake:
+			case <-budgetOver:
+			case <-ctx.Done():
+				d.Reason = fmt.Sprintf("%s; the caller gave up after %v", d.Reason, ts.Since(start))
+				return notClosed(rspb.RangeError_BOOKMARK_TIMEOUT)
+			case <-r.store.stopc:
+				return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("node n%d is shutting down", r.store.NodeID()))}
+			}
+			continue
+		}
+		out, err := m.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: d.At, MaxResponseBytes: r.store.cfg.Limits.responseBudget()})
+		if err != nil {
+			return &rspb.RangeResponse{Error: r.mapRaftError(err)}
+		}
+		res := out.(*rspb.RaftResult)
+		if res.Error == nil {
+			if r.store.cfg.Metrics != nil {
+				r.store.cfg.Metrics.followerReads.Inc()
+			}
+			r.followerReads.Add(1)
+		}
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(d.At)}
+	}
 }

@@ -107,6 +107,13 @@ func (s *stateMachine) applySplit(b *kv.Batch, st *applyState, sp *rspb.SplitCom
 			return nil, err
 		}
 	}
+	// The right side inherits the parent's closed timestamp: every write
+	// of its span at or below it has applied, and later ones are above it.
+	if !st.closed.IsEmpty() {
+		if err := b.PutRaw(rangeStateKey(r.RangeId, suffixClosedTS), encodeTS(st.closed)); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.PutRaw(rangeStateKey(r.RangeId, suffixSize), encodeUint64(uint64(max(sp.RightBytes, 0)))); err != nil {
 		return nil, err
 	}

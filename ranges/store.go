@@ -122,6 +122,13 @@ type StoreConfig struct {
 	// separately those it applies at once (0 = DefaultMaxSnapshotsInFlight).
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
+	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
+	// timestamps (0 = DefaultClosedTimestampTarget); reads at or below a
+	// replica's closed timestamp can be served by any replica.
+	// ClosedTimestampInterval: how often the side transport publishes the
+	// closed timestamps of idle ranges (0 = DefaultClosedTimestampInterval).
+	ClosedTimestampTarget   time.Duration
+	ClosedTimestampInterval time.Duration
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -184,6 +191,12 @@ func (c *StoreConfig) setDefaults() {
 	}
 	if c.MaxSnapshotsInFlight <= 0 {
 		c.MaxSnapshotsInFlight = DefaultMaxSnapshotsInFlight
+	}
+	if c.ClosedTimestampTarget <= 0 {
+		c.ClosedTimestampTarget = DefaultClosedTimestampTarget
+	}
+	if c.ClosedTimestampInterval <= 0 {
+		c.ClosedTimestampInterval = DefaultClosedTimestampInterval
 	}
 	if c.Limits == (Limits{}) {
 		c.Limits = DefaultLimits
@@ -252,6 +265,9 @@ type Store struct {
 	// snapSkips: range ID -> *atomic.Int32, streams ended unsent as not
 	// needed whose abort event has not come yet.
 	snapSkips sync.Map
+	// closedPeers: node ID -> *closedPeerQueue, the side transport's
+	// messages to that node (closedts.go).
+	closedPeers sync.Map
 }
 
 // streamedSnapshot: a snapshot streamed to replica; at (unix nanos) is when
@@ -339,6 +355,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	s.tasks.run(func(context.Context) { s.leaseLoop(cfg.LeaseInterval) })
 	s.tasks.run(func(ctx context.Context) { s.metaLoop(ctx, cfg.MetaCheckInterval) })
 	s.tasks.run(func(ctx context.Context) { s.splitLoop(ctx, cfg.SplitCheckInterval) })
+	s.tasks.run(func(ctx context.Context) { s.closedTSLoop(ctx, cfg.ClosedTimestampInterval) })
 	return s, nil
 }
 
@@ -519,6 +536,11 @@ func (s *Store) Descriptor(rangeID uint64) *rspb.RangeDescriptor {
 // Send executes a batch addressed to one local replica. Failures are
 // reported as RangeError in the response, never as a Go error.
 func (s *Store) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
+	if u := req.GetAdminClosedTimestamps(); u != nil {
+		// The side transport: not a request of any range (not counted
+		// as a read).
+		return s.receiveClosed(u)
+	}
 	start := s.cfg.TimeSource.Now()
 	resp := s.send(ctx, req)
 	if s.cfg.Metrics != nil {

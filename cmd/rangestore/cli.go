@@ -92,10 +92,10 @@ var commands = []command{
 			"--client-region, the client moves to the next one every --move-every."},
 	{name: "kv", summary: "read and write keys through any node (--host)",
 		forms: []string{
-			"kv get KEY [--host HOST:PORT]",
+			"kv get KEY [--host HOST:PORT] [--read-mode strong|bounded-staleness|causal] [--max-staleness D] [--bookmark HEX[,HEX...]] [--bookmark-timeout D]",
 			"kv put KEY VALUE",
 			"kv del KEY",
-			"kv scan [START [END]] [--limit N] [--reverse] [--keys-only]",
+			"kv scan [START [END]] [--limit N] [--reverse] [--keys-only] [--read-mode strong|bounded-staleness|causal] [--max-staleness D] [--bookmark HEX[,HEX...]] [--bookmark-timeout D]",
 			"kv incr KEY [DELTA]",
 		},
 		details: "Keys and values that are not printable are shown Go-quoted (\"\\xff\\n\").\n" + dashNote},

@@ -342,6 +342,24 @@ func TestCLIAgainstCluster(t *testing.T) {
 	if r.code != 0 || r.out != "cnt  9\nneg  -5\n" || !strings.Contains(r.errOut, "(2 keys)") {
 		t.Errorf("scan [cnt,negz): %s", r)
 	}
+	// Read modes: put prints its bookmark on stderr; a causal get with it
+	// reads the write; bad flags and bookmarks name what is wrong.
+	r = runBin(t, nil, "kv", "put", "--host", h, "bm", "x")
+	var bm string
+	if _, err := fmt.Sscanf(r.errOut, "(bookmark %s", &bm); r.code != 0 || err != nil || !strings.HasSuffix(bm, ")") {
+		t.Errorf("put bm: no bookmark on stderr: %s", r)
+	}
+	bm = strings.TrimSuffix(bm, ")")
+	if out := ok("kv", "get", "bm", "--read-mode", "causal", "--bookmark", bm); out != "x\n" {
+		t.Errorf("causal get bm = %q", out)
+	}
+	if out := ok("kv", "get", "bm", "--read-mode", "bounded-staleness", "--max-staleness", "1m"); out != "x\n" {
+		t.Errorf("bounded-staleness get bm = %q", out)
+	}
+	fail("not hex", "kv", "get", "bm", "--read-mode", "causal", "--bookmark", "zz")
+	fail("bookmarks[0]", "kv", "get", "bm", "--read-mode", "causal", "--bookmark", "00")
+	fail("max_staleness", "kv", "scan", "--read-mode", "bounded-staleness")
+	fail("--read-mode", "kv", "get", "bm", "--read-mode", "eventual")
 
 	// Merges: an empty key is refused like split's; the last range says so;
 	// the output names the absorbed range.

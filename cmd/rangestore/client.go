@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -20,7 +23,15 @@ func runKV(args []string) error {
 	reverse := fs.Bool("reverse", false, "scan: descending order")
 	keysOnly := fs.Bool("keys-only", false, "scan: print keys only")
 	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
+	readMode := fs.String("read-mode", "strong", "get, scan: strong (the leaseholder), bounded-staleness (the nearest replica, at most --max-staleness old) or causal (the nearest replica, once it has the writes of --bookmark)")
+	maxStaleness := fs.Duration("max-staleness", 0, "get, scan with --read-mode bounded-staleness: how old the data may be (positive)")
+	bookmarks := fs.StringSlice("bookmark", nil, "get, scan with --read-mode causal: bookmarks (hex) printed by put, del and incr")
+	bookmarkTimeout := fs.Duration("bookmark-timeout", 0, "get, scan with --read-mode causal: how long to wait for the bookmarked writes (0: the server's 30 s)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rm, err := readModeFlags(*readMode, *maxStaleness, *bookmarks, *bookmarkTimeout)
+	if err != nil {
 		return err
 	}
 	a := fs.Args()
@@ -63,7 +74,7 @@ func runKV(args []string) error {
 	defer cancel()
 	switch a[0] {
 	case "get":
-		r, err := c.Get(ctx, &rspb.GetRequest{Key: []byte(a[1])})
+		r, err := c.Get(ctx, &rspb.GetRequest{Key: []byte(a[1]), ReadMode: rm.ReadMode, MaxStaleness: rm.MaxStaleness, Bookmarks: rm.Bookmarks, BookmarkTimeout: rm.BookmarkTimeout})
 		if err != nil {
 			return err
 		}
@@ -77,12 +88,14 @@ func runKV(args []string) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "OK %s\n", tsString(r.CommitTimestamp))
+		printBookmark(r.Bookmark)
 	case "del":
 		r, err := c.Delete(ctx, &rspb.DeleteRequest{Key: []byte(a[1])})
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "deleted=%v %s\n", r.Existed, tsString(r.CommitTimestamp))
+		printBookmark(r.Bookmark)
 	case "incr":
 		delta := int64(1)
 		if len(a) == 3 {
@@ -95,8 +108,10 @@ func runKV(args []string) error {
 			return err
 		}
 		fmt.Fprintln(stdout, r.NewValue)
+		printBookmark(r.Bookmark)
 	case "scan":
-		req := &rspb.ScanRequest{Limit: *limit, Reverse: *reverse, KeysOnly: *keysOnly}
+		req := &rspb.ScanRequest{Limit: *limit, Reverse: *reverse, KeysOnly: *keysOnly,
+			ReadMode: rm.ReadMode, MaxStaleness: rm.MaxStaleness, Bookmarks: rm.Bookmarks, BookmarkTimeout: rm.BookmarkTimeout}
 		if len(a) > 1 {
 			req.StartKey = []byte(a[1])
 		}
@@ -122,6 +137,43 @@ func runKV(args []string) error {
 		fmt.Fprintf(stderr, "(%s)\n", plural(n, "key", "keys"))
 	}
 	return nil
+}
+
+// readModeFlags turns the kv read mode flags into a request's fields (in
+// a GetRequest; the server checks them).
+func readModeFlags(mode string, maxStaleness time.Duration, bookmarks []string, timeout time.Duration) (*rspb.GetRequest, error) {
+	out := &rspb.GetRequest{}
+	switch mode {
+	case "strong":
+	case "bounded-staleness":
+		out.ReadMode = rspb.ReadMode_BOUNDED_STALENESS
+	case "causal":
+		out.ReadMode = rspb.ReadMode_CAUSAL
+	default:
+		return nil, usagef("kv", "--read-mode %q: want strong, bounded-staleness or causal", mode)
+	}
+	if maxStaleness != 0 {
+		out.MaxStaleness = durationpb.New(maxStaleness)
+	}
+	if timeout != 0 {
+		out.BookmarkTimeout = durationpb.New(timeout)
+	}
+	for _, b := range bookmarks {
+		raw, err := hex.DecodeString(b)
+		if err != nil {
+			return nil, usagef("kv", "--bookmark %q: not hex: %v", b, err)
+		}
+		out.Bookmarks = append(out.Bookmarks, raw)
+	}
+	return out, nil
+}
+
+// printBookmark prints a write's bookmark (for --read-mode causal) on
+// stderr, keeping stdout as it was.
+func printBookmark(b []byte) {
+	if len(b) > 0 {
+		fmt.Fprintf(stderr, "(bookmark %s)\n", hex.EncodeToString(b))
+	}
 }
 
 func tsString(ts *rspb.Timestamp) string {

@@ -6,10 +6,10 @@
 //	rangestore cluster set-replicas N [--host HOST:PORT]
 //	rangestore demo [--nodes N] [--store DIR] [--duration D]
 //	rangestore demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]
-//	rangestore kv get KEY [--host HOST:PORT]
+//	rangestore kv get KEY [--host HOST:PORT] [--read-mode strong|bounded-staleness|causal] [--max-staleness D] [--bookmark HEX[,HEX...]] [--bookmark-timeout D]
 //	rangestore kv put KEY VALUE
 //	rangestore kv del KEY
-//	rangestore kv scan [START [END]] [--limit N] [--reverse] [--keys-only]
+//	rangestore kv scan [START [END]] [--limit N] [--reverse] [--keys-only] [--read-mode strong|bounded-staleness|causal] [--max-staleness D] [--bookmark HEX[,HEX...]] [--bookmark-timeout D]
 //	rangestore kv incr KEY [DELTA]
 //	rangestore range list [--verbose] [--host HOST:PORT]
 //	rangestore range split KEY

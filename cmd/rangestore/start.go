@@ -107,6 +107,7 @@ func runStart(args []string) error {
 	queueInterval := fs.Duration("replicate-queue-interval", rebalance.DefaultInterval, "time between passes of the replicate queue (repair, up- and down-replication)")
 	snapRate := fs.String("snapshot-rate", "32MiB", "bytes/s of range snapshots this node sends, all together (units B, KiB, MiB, GiB, KB, MB, GB; 0: unlimited)")
 	snapInFlight := fs.Int("max-snapshots-in-flight", ranges.DefaultMaxSnapshotsInFlight, "range snapshots this node sends at once, and separately applies at once (1-64)")
+	closedTarget := fs.Duration("closed-timestamp-target", ranges.DefaultClosedTimestampTarget, "how far behind its clock a leaseholder closes timestamps: follower and read-replica reads (bounded staleness, causal) are this stale or more (positive)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	def := allocator.DefaultThresholds()
 	th := thresholdFlags{
@@ -128,6 +129,9 @@ func runStart(args []string) error {
 	}
 	if *deadAfter <= 0 {
 		return usagef("start", "--time-until-store-dead %v: must be positive", *deadAfter)
+	}
+	if *closedTarget <= 0 {
+		return usagef("start", "--closed-timestamp-target %v: must be positive", *closedTarget)
 	}
 	if *queueInterval <= 0 {
 		return usagef("start", "--replicate-queue-interval %v: must be positive", *queueInterval)
@@ -179,7 +183,7 @@ func runStart(args []string) error {
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
 		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
-		GossipAddr: *gossipAddr, Thresholds: thresholds})
+		GossipAddr: *gossipAddr, Thresholds: thresholds, ClosedTimestampTarget: *closedTarget})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}

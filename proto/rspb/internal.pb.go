@@ -396,6 +396,16 @@ type RangeRequest struct {
 	// an older sender); the leaseholder counts its requests per gateway for
 	// follow-the-workload.
 	GatewayNodeId uint64 `protobuf:"varint,22,opt,name=gateway_node_id,json=gatewayNodeId,proto3" json:"gateway_node_id,omitempty"`
+	// follower_read: a read-only batch that any replica (voter or
+	// non-voter, leaseholder or not) serves from local state without the
+	// lease, at read_timestamp if set (it must be at or below the replica's
+	// closed timestamp), else at the replica's closed timestamp, which must
+	// be at least min_closed_timestamp. The replica may wait up to
+	// closed_wait_millis for its closed timestamp to get there; it answers
+	// NOT_CLOSED when it cannot, and BOOKMARK_TIMEOUT when it waited in vain.
+	FollowerRead       bool       `protobuf:"varint,40,opt,name=follower_read,json=followerRead,proto3" json:"follower_read,omitempty"`
+	MinClosedTimestamp *Timestamp `protobuf:"bytes,41,opt,name=min_closed_timestamp,json=minClosedTimestamp,proto3" json:"min_closed_timestamp,omitempty"`
+	ClosedWaitMillis   int64      `protobuf:"varint,42,opt,name=closed_wait_millis,json=closedWaitMillis,proto3" json:"closed_wait_millis,omitempty"`
 	// Types that are valid to be assigned to Admin:
 	//
 	//	*RangeRequest_AdminSplit
@@ -408,6 +418,7 @@ type RangeRequest struct {
 	//	*RangeRequest_AdminReplicaGc
 	//	*RangeRequest_AdminDigest
 	//	*RangeRequest_AdminReplicaProgress
+	//	*RangeRequest_AdminClosedTimestamps
 	Admin         isRangeRequest_Admin `protobuf_oneof:"admin"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -481,6 +492,27 @@ func (x *RangeRequest) GetReadTimestamp() *Timestamp {
 func (x *RangeRequest) GetGatewayNodeId() uint64 {
 	if x != nil {
 		return x.GatewayNodeId
+	}
+	return 0
+}
+
+func (x *RangeRequest) GetFollowerRead() bool {
+	if x != nil {
+		return x.FollowerRead
+	}
+	return false
+}
+
+func (x *RangeRequest) GetMinClosedTimestamp() *Timestamp {
+	if x != nil {
+		return x.MinClosedTimestamp
+	}
+	return nil
+}
+
+func (x *RangeRequest) GetClosedWaitMillis() int64 {
+	if x != nil {
+		return x.ClosedWaitMillis
 	}
 	return 0
 }
@@ -582,6 +614,15 @@ func (x *RangeRequest) GetAdminReplicaProgress() bool {
 	return false
 }
 
+func (x *RangeRequest) GetAdminClosedTimestamps() *ClosedTimestampUpdate {
+	if x != nil {
+		if x, ok := x.Admin.(*RangeRequest_AdminClosedTimestamps); ok {
+			return x.AdminClosedTimestamps
+		}
+	}
+	return nil
+}
+
 type isRangeRequest_Admin interface {
 	isRangeRequest_Admin()
 }
@@ -648,6 +689,13 @@ type RangeRequest_AdminReplicaProgress struct {
 	AdminReplicaProgress bool `protobuf:"varint,21,opt,name=admin_replica_progress,json=adminReplicaProgress,proto3,oneof"`
 }
 
+type RangeRequest_AdminClosedTimestamps struct {
+	// admin_closed_timestamps: the closed timestamp side transport (range
+	// ID 0): a node's leaseholders' promises for its ranges that have a
+	// replica on the recipient (ranges.Store.closedTSLoop).
+	AdminClosedTimestamps *ClosedTimestampUpdate `protobuf:"bytes,43,opt,name=admin_closed_timestamps,json=adminClosedTimestamps,proto3,oneof"`
+}
+
 func (*RangeRequest_AdminSplit) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminFreeze) isRangeRequest_Admin() {}
@@ -668,6 +716,133 @@ func (*RangeRequest_AdminDigest) isRangeRequest_Admin() {}
 
 func (*RangeRequest_AdminReplicaProgress) isRangeRequest_Admin() {}
 
+func (*RangeRequest_AdminClosedTimestamps) isRangeRequest_Admin() {}
+
+// ClosedTimestampUpdate carries, for idle ranges, what a write would carry
+// in the Raft log: each entry promises that no write of range_id under the
+// lease lease_sequence after log index applied_index will be at or below
+// closed_timestamp. A replica adopts it once it has applied applied_index
+// and only while the lease it applied has that sequence.
+type ClosedTimestampUpdate struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	NodeId        uint64                  `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Entries       []*ClosedTimestampEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClosedTimestampUpdate) Reset() {
+	*x = ClosedTimestampUpdate{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClosedTimestampUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClosedTimestampUpdate) ProtoMessage() {}
+
+func (x *ClosedTimestampUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClosedTimestampUpdate.ProtoReflect.Descriptor instead.
+func (*ClosedTimestampUpdate) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClosedTimestampUpdate) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ClosedTimestampUpdate) GetEntries() []*ClosedTimestampEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type ClosedTimestampEntry struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	RangeId         uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	LeaseSequence   uint64                 `protobuf:"varint,2,opt,name=lease_sequence,json=leaseSequence,proto3" json:"lease_sequence,omitempty"`
+	ClosedTimestamp *Timestamp             `protobuf:"bytes,3,opt,name=closed_timestamp,json=closedTimestamp,proto3" json:"closed_timestamp,omitempty"`
+	AppliedIndex    uint64                 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ClosedTimestampEntry) Reset() {
+	*x = ClosedTimestampEntry{}
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClosedTimestampEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClosedTimestampEntry) ProtoMessage() {}
+
+func (x *ClosedTimestampEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClosedTimestampEntry.ProtoReflect.Descriptor instead.
+func (*ClosedTimestampEntry) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClosedTimestampEntry) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *ClosedTimestampEntry) GetLeaseSequence() uint64 {
+	if x != nil {
+		return x.LeaseSequence
+	}
+	return 0
+}
+
+func (x *ClosedTimestampEntry) GetClosedTimestamp() *Timestamp {
+	if x != nil {
+		return x.ClosedTimestamp
+	}
+	return nil
+}
+
+func (x *ClosedTimestampEntry) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 // ReplicaProgress: a node's replica of a range and its applied index (0
 // until it has the range's state, e.g. before its first snapshot is
 // restored), and whether it is restoring a snapshot now.
@@ -682,7 +857,7 @@ type ReplicaProgress struct {
 
 func (x *ReplicaProgress) Reset() {
 	*x = ReplicaProgress{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +869,7 @@ func (x *ReplicaProgress) String() string {
 func (*ReplicaProgress) ProtoMessage() {}
 
 func (x *ReplicaProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[7]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +882,7 @@ func (x *ReplicaProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaProgress.ProtoReflect.Descriptor instead.
 func (*ReplicaProgress) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplicaProgress) GetReplicaId() uint64 {
@@ -750,7 +925,7 @@ type ReplicaDigest struct {
 
 func (x *ReplicaDigest) Reset() {
 	*x = ReplicaDigest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +937,7 @@ func (x *ReplicaDigest) String() string {
 func (*ReplicaDigest) ProtoMessage() {}
 
 func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[8]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +950,7 @@ func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
 func (*ReplicaDigest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReplicaDigest) GetNodeId() uint64 {
@@ -842,7 +1017,7 @@ type AdminChangeReplicasRequest struct {
 
 func (x *AdminChangeReplicasRequest) Reset() {
 	*x = AdminChangeReplicasRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1029,7 @@ func (x *AdminChangeReplicasRequest) String() string {
 func (*AdminChangeReplicasRequest) ProtoMessage() {}
 
 func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[9]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1042,7 @@ func (x *AdminChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdminChangeReplicasRequest) GetNodeId() uint64 {
@@ -896,7 +1071,7 @@ type AdminChangeReplicasResponse struct {
 
 func (x *AdminChangeReplicasResponse) Reset() {
 	*x = AdminChangeReplicasResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1083,7 @@ func (x *AdminChangeReplicasResponse) String() string {
 func (*AdminChangeReplicasResponse) ProtoMessage() {}
 
 func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[10]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1096,7 @@ func (x *AdminChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*AdminChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdminChangeReplicasResponse) GetDone() bool {
@@ -965,7 +1140,7 @@ type AdminCreateReplicaRequest struct {
 
 func (x *AdminCreateReplicaRequest) Reset() {
 	*x = AdminCreateReplicaRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1152,7 @@ func (x *AdminCreateReplicaRequest) String() string {
 func (*AdminCreateReplicaRequest) ProtoMessage() {}
 
 func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[11]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1165,7 @@ func (x *AdminCreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AdminCreateReplicaRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -1016,7 +1191,7 @@ type AdminCreateReplicaResponse struct {
 
 func (x *AdminCreateReplicaResponse) Reset() {
 	*x = AdminCreateReplicaResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1203,7 @@ func (x *AdminCreateReplicaResponse) String() string {
 func (*AdminCreateReplicaResponse) ProtoMessage() {}
 
 func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[12]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1216,7 @@ func (x *AdminCreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminCreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*AdminCreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdminCreateReplicaResponse) GetAppliedIndex() uint64 {
@@ -1060,7 +1235,7 @@ type AdminReplicaGCRequest struct {
 
 func (x *AdminReplicaGCRequest) Reset() {
 	*x = AdminReplicaGCRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1247,7 @@ func (x *AdminReplicaGCRequest) String() string {
 func (*AdminReplicaGCRequest) ProtoMessage() {}
 
 func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[13]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1260,7 @@ func (x *AdminReplicaGCRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReplicaGCRequest.ProtoReflect.Descriptor instead.
 func (*AdminReplicaGCRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AdminReplicaGCRequest) GetRangeDescriptor() *RangeDescriptor {
@@ -1118,7 +1293,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1305,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[14]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1318,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RangeResponse) GetResponses() []*ResponseUnion {
@@ -1321,7 +1496,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1508,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[15]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1521,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 type NodeInfoResponse struct {
@@ -1370,7 +1545,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1557,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[16]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1570,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeInfoResponse) GetNode() *NodeDescriptor {
@@ -1455,7 +1630,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1642,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[17]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1655,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 type DrainResponse struct {
@@ -1493,7 +1668,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1680,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[18]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1693,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainResponse) GetLeasesMoved() int64 {
@@ -1551,7 +1726,7 @@ type BootstrapRequest struct {
 
 func (x *BootstrapRequest) Reset() {
 	*x = BootstrapRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1738,7 @@ func (x *BootstrapRequest) String() string {
 func (*BootstrapRequest) ProtoMessage() {}
 
 func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[19]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1751,7 @@ func (x *BootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapRequest.ProtoReflect.Descriptor instead.
 func (*BootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BootstrapRequest) GetClusterId() string {
@@ -1629,7 +1804,7 @@ type BootstrapResponse struct {
 
 func (x *BootstrapResponse) Reset() {
 	*x = BootstrapResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1816,7 @@ func (x *BootstrapResponse) String() string {
 func (*BootstrapResponse) ProtoMessage() {}
 
 func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[20]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1829,7 @@ func (x *BootstrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootstrapResponse.ProtoReflect.Descriptor instead.
 func (*BootstrapResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 // JoinRequest asks an initialized node to admit a node with an empty store
@@ -1672,7 +1847,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1859,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[21]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1872,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinRequest) GetStoreId() string {
@@ -1726,7 +1901,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1913,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_internal_proto_msgTypes[22]
+	mi := &file_rangestore_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1926,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinResponse) GetRecord() *ClusterRecord {
@@ -1787,7 +1962,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xcd\a\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xcc\t\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -1795,7 +1970,10 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"proposalId\x126\n" +
 	"\ttimestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12?\n" +
 	"\x0eread_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12&\n" +
-	"\x0fgateway_node_id\x18\x16 \x01(\x04R\rgatewayNodeId\x12C\n" +
+	"\x0fgateway_node_id\x18\x16 \x01(\x04R\rgatewayNodeId\x12#\n" +
+	"\rfollower_read\x18( \x01(\bR\ffollowerRead\x12J\n" +
+	"\x14min_closed_timestamp\x18) \x01(\v2\x18.rangestore.v1.TimestampR\x12minClosedTimestamp\x12,\n" +
+	"\x12closed_wait_millis\x18* \x01(\x03R\x10closedWaitMillis\x12C\n" +
 	"\vadmin_split\x18\x06 \x01(\v2 .rangestore.v1.AdminSplitRequestH\x00R\n" +
 	"adminSplit\x12F\n" +
 	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestH\x00R\vadminFreeze\x12C\n" +
@@ -1808,8 +1986,17 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x11admin_compact_log\x18\f \x01(\bH\x00R\x0fadminCompactLog\x12P\n" +
 	"\x10admin_replica_gc\x18\r \x01(\v2$.rangestore.v1.AdminReplicaGCRequestH\x00R\x0eadminReplicaGc\x12#\n" +
 	"\fadmin_digest\x18\x14 \x01(\bH\x00R\vadminDigest\x126\n" +
-	"\x16admin_replica_progress\x18\x15 \x01(\bH\x00R\x14adminReplicaProgressB\a\n" +
-	"\x05admin\"s\n" +
+	"\x16admin_replica_progress\x18\x15 \x01(\bH\x00R\x14adminReplicaProgress\x12^\n" +
+	"\x17admin_closed_timestamps\x18+ \x01(\v2$.rangestore.v1.ClosedTimestampUpdateH\x00R\x15adminClosedTimestampsB\a\n" +
+	"\x05admin\"o\n" +
+	"\x15ClosedTimestampUpdate\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12=\n" +
+	"\aentries\x18\x02 \x03(\v2#.rangestore.v1.ClosedTimestampEntryR\aentries\"\xc2\x01\n" +
+	"\x14ClosedTimestampEntry\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12%\n" +
+	"\x0elease_sequence\x18\x02 \x01(\x04R\rleaseSequence\x12C\n" +
+	"\x10closed_timestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x0fclosedTimestamp\x12#\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\"s\n" +
 	"\x0fReplicaProgress\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12#\n" +
@@ -1911,7 +2098,7 @@ func file_rangestore_v1_internal_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_internal_proto_rawDescData
 }
 
-var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rangestore_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminSplitRequest)(nil),           // 0: rangestore.v1.AdminSplitRequest
 	(*AdminSplitResponse)(nil),          // 1: rangestore.v1.AdminSplitResponse
@@ -1920,81 +2107,87 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*AdminMergeRequest)(nil),           // 4: rangestore.v1.AdminMergeRequest
 	(*AdminMergeResponse)(nil),          // 5: rangestore.v1.AdminMergeResponse
 	(*RangeRequest)(nil),                // 6: rangestore.v1.RangeRequest
-	(*ReplicaProgress)(nil),             // 7: rangestore.v1.ReplicaProgress
-	(*ReplicaDigest)(nil),               // 8: rangestore.v1.ReplicaDigest
-	(*AdminChangeReplicasRequest)(nil),  // 9: rangestore.v1.AdminChangeReplicasRequest
-	(*AdminChangeReplicasResponse)(nil), // 10: rangestore.v1.AdminChangeReplicasResponse
-	(*AdminCreateReplicaRequest)(nil),   // 11: rangestore.v1.AdminCreateReplicaRequest
-	(*AdminCreateReplicaResponse)(nil),  // 12: rangestore.v1.AdminCreateReplicaResponse
-	(*AdminReplicaGCRequest)(nil),       // 13: rangestore.v1.AdminReplicaGCRequest
-	(*RangeResponse)(nil),               // 14: rangestore.v1.RangeResponse
-	(*NodeInfoRequest)(nil),             // 15: rangestore.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),            // 16: rangestore.v1.NodeInfoResponse
-	(*DrainRequest)(nil),                // 17: rangestore.v1.DrainRequest
-	(*DrainResponse)(nil),               // 18: rangestore.v1.DrainResponse
-	(*BootstrapRequest)(nil),            // 19: rangestore.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),           // 20: rangestore.v1.BootstrapResponse
-	(*JoinRequest)(nil),                 // 21: rangestore.v1.JoinRequest
-	(*JoinResponse)(nil),                // 22: rangestore.v1.JoinResponse
-	(*RangeDescriptor)(nil),             // 23: rangestore.v1.RangeDescriptor
-	(*Timestamp)(nil),                   // 24: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),                // 25: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 26: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 27: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 28: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 29: rangestore.v1.ClusterRecord
+	(*ClosedTimestampUpdate)(nil),       // 7: rangestore.v1.ClosedTimestampUpdate
+	(*ClosedTimestampEntry)(nil),        // 8: rangestore.v1.ClosedTimestampEntry
+	(*ReplicaProgress)(nil),             // 9: rangestore.v1.ReplicaProgress
+	(*ReplicaDigest)(nil),               // 10: rangestore.v1.ReplicaDigest
+	(*AdminChangeReplicasRequest)(nil),  // 11: rangestore.v1.AdminChangeReplicasRequest
+	(*AdminChangeReplicasResponse)(nil), // 12: rangestore.v1.AdminChangeReplicasResponse
+	(*AdminCreateReplicaRequest)(nil),   // 13: rangestore.v1.AdminCreateReplicaRequest
+	(*AdminCreateReplicaResponse)(nil),  // 14: rangestore.v1.AdminCreateReplicaResponse
+	(*AdminReplicaGCRequest)(nil),       // 15: rangestore.v1.AdminReplicaGCRequest
+	(*RangeResponse)(nil),               // 16: rangestore.v1.RangeResponse
+	(*NodeInfoRequest)(nil),             // 17: rangestore.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),            // 18: rangestore.v1.NodeInfoResponse
+	(*DrainRequest)(nil),                // 19: rangestore.v1.DrainRequest
+	(*DrainResponse)(nil),               // 20: rangestore.v1.DrainResponse
+	(*BootstrapRequest)(nil),            // 21: rangestore.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),           // 22: rangestore.v1.BootstrapResponse
+	(*JoinRequest)(nil),                 // 23: rangestore.v1.JoinRequest
+	(*JoinResponse)(nil),                // 24: rangestore.v1.JoinResponse
+	(*RangeDescriptor)(nil),             // 25: rangestore.v1.RangeDescriptor
+	(*Timestamp)(nil),                   // 26: rangestore.v1.Timestamp
+	(*RequestUnion)(nil),                // 27: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),               // 28: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 29: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 30: rangestore.v1.NodeDescriptor
+	(*ClusterRecord)(nil),               // 31: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
-	23, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	23, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	24, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
-	23, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	23, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	25, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
-	24, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	24, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 9: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
-	2,  // 10: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
-	4,  // 11: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	9,  // 12: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
-	11, // 13: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
-	13, // 14: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	23, // 15: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 16: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	23, // 17: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	26, // 18: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	27, // 19: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	24, // 20: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 21: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
-	3,  // 22: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
-	5,  // 23: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	10, // 24: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
-	12, // 25: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
-	8,  // 26: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
-	7,  // 27: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
-	28, // 28: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	23, // 29: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	28, // 30: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	23, // 31: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	24, // 32: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	28, // 33: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	29, // 34: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 35: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	15, // 36: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	19, // 37: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	21, // 38: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	17, // 39: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
-	14, // 40: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	16, // 41: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	20, // 42: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	22, // 43: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	18, // 44: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
-	40, // [40:45] is the sub-list for method output_type
-	35, // [35:40] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	25, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	25, // 1: rangestore.v1.AdminSplitResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	26, // 2: rangestore.v1.AdminFreezeResponse.served_below:type_name -> rangestore.v1.Timestamp
+	25, // 3: rangestore.v1.AdminFreezeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 4: rangestore.v1.AdminMergeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	25, // 5: rangestore.v1.AdminMergeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	27, // 6: rangestore.v1.RangeRequest.requests:type_name -> rangestore.v1.RequestUnion
+	26, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	26, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
+	26, // 9: rangestore.v1.RangeRequest.min_closed_timestamp:type_name -> rangestore.v1.Timestamp
+	0,  // 10: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
+	2,  // 11: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
+	4,  // 12: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
+	11, // 13: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
+	13, // 14: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
+	15, // 15: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
+	7,  // 16: rangestore.v1.RangeRequest.admin_closed_timestamps:type_name -> rangestore.v1.ClosedTimestampUpdate
+	8,  // 17: rangestore.v1.ClosedTimestampUpdate.entries:type_name -> rangestore.v1.ClosedTimestampEntry
+	26, // 18: rangestore.v1.ClosedTimestampEntry.closed_timestamp:type_name -> rangestore.v1.Timestamp
+	25, // 19: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 20: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 21: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	28, // 22: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	29, // 23: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	26, // 24: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 25: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	3,  // 26: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
+	5,  // 27: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
+	12, // 28: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
+	14, // 29: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
+	10, // 30: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
+	9,  // 31: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
+	30, // 32: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	25, // 33: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
+	30, // 34: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	25, // 35: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	26, // 36: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	30, // 37: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	31, // 38: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 39: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	17, // 40: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	21, // 41: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	23, // 42: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	19, // 43: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	16, // 44: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	18, // 45: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	22, // 46: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	24, // 47: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	20, // 48: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	44, // [44:49] is the sub-list for method output_type
+	39, // [39:44] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -2015,8 +2208,9 @@ func file_rangestore_v1_internal_proto_init() {
 		(*RangeRequest_AdminReplicaGc)(nil),
 		(*RangeRequest_AdminDigest)(nil),
 		(*RangeRequest_AdminReplicaProgress)(nil),
+		(*RangeRequest_AdminClosedTimestamps)(nil),
 	}
-	file_rangestore_v1_internal_proto_msgTypes[14].OneofWrappers = []any{
+	file_rangestore_v1_internal_proto_msgTypes[16].OneofWrappers = []any{
 		(*RangeResponse_AdminSplit)(nil),
 		(*RangeResponse_AdminFreeze)(nil),
 		(*RangeResponse_AdminMerge)(nil),
@@ -2033,7 +2227,7 @@ func file_rangestore_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_internal_proto_rawDesc), len(file_rangestore_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,6 +16,7 @@ package rspb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -27,6 +28,62 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ReadMode says which replica may serve a read and at which timestamp.
+type ReadMode int32
+
+const (
+	// STRONG (default): the leaseholder serves the latest committed state.
+	ReadMode_STRONG ReadMode = 0
+	// BOUNDED_STALENESS: the nearest replica serves at its closed timestamp
+	// if that is at most max_staleness old; else the leaseholder serves.
+	ReadMode_BOUNDED_STALENESS ReadMode = 1
+	// CAUSAL: the nearest replica waits until its closed timestamp passes
+	// the highest of bookmarks, then serves at its closed timestamp (which
+	// includes every bookmarked write).
+	ReadMode_CAUSAL ReadMode = 2
+)
+
+// Enum value maps for ReadMode.
+var (
+	ReadMode_name = map[int32]string{
+		0: "STRONG",
+		1: "BOUNDED_STALENESS",
+		2: "CAUSAL",
+	}
+	ReadMode_value = map[string]int32{
+		"STRONG":            0,
+		"BOUNDED_STALENESS": 1,
+		"CAUSAL":            2,
+	}
+)
+
+func (x ReadMode) Enum() *ReadMode {
+	p := new(ReadMode)
+	*p = x
+	return p
+}
+
+func (x ReadMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReadMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_kv_proto_enumTypes[0].Descriptor()
+}
+
+func (ReadMode) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_kv_proto_enumTypes[0]
+}
+
+func (x ReadMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReadMode.Descriptor instead.
+func (ReadMode) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{0}
+}
 
 // Timestamp is a hybrid logical clock timestamp.
 type Timestamp struct {
@@ -142,11 +199,19 @@ func (x *KeyValue) GetTimestamp() *Timestamp {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	AsOf          *Timestamp             `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"` // optional: read the value as of this timestamp
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	AsOf  *Timestamp             `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"` // optional: read the value as of this timestamp
+	// Read modes (a Batch carries them for all its requests; its Get and
+	// Scan requests must leave them unset).
+	ReadMode     ReadMode             `protobuf:"varint,40,opt,name=read_mode,json=readMode,proto3,enum=rangestore.v1.ReadMode" json:"read_mode,omitempty"`
+	MaxStaleness *durationpb.Duration `protobuf:"bytes,41,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"` // BOUNDED_STALENESS: > 0
+	Bookmarks    [][]byte             `protobuf:"bytes,42,rep,name=bookmarks,proto3" json:"bookmarks,omitempty"`                           // CAUSAL: from write responses
+	// bookmark_timeout: how long a CAUSAL read may wait (0 = the server's
+	// bookmark_ready_timeout, 30 s; longer is capped to it).
+	BookmarkTimeout *durationpb.Duration `protobuf:"bytes,43,opt,name=bookmark_timeout,json=bookmarkTimeout,proto3" json:"bookmark_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetRequest) Reset() {
@@ -189,6 +254,34 @@ func (x *GetRequest) GetKey() []byte {
 func (x *GetRequest) GetAsOf() *Timestamp {
 	if x != nil {
 		return x.AsOf
+	}
+	return nil
+}
+
+func (x *GetRequest) GetReadMode() ReadMode {
+	if x != nil {
+		return x.ReadMode
+	}
+	return ReadMode_STRONG
+}
+
+func (x *GetRequest) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *GetRequest) GetBookmarks() [][]byte {
+	if x != nil {
+		return x.Bookmarks
+	}
+	return nil
+}
+
+func (x *GetRequest) GetBookmarkTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BookmarkTimeout
 	}
 	return nil
 }
@@ -300,8 +393,11 @@ func (x *PutRequest) GetValue() []byte {
 type PutResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	CommitTimestamp *Timestamp             `protobuf:"bytes,1,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: opaque token of this write (its commit timestamp); a CAUSAL
+	// read carrying it sees the write.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutResponse) Reset() {
@@ -337,6 +433,13 @@ func (*PutResponse) Descriptor() ([]byte, []int) {
 func (x *PutResponse) GetCommitTimestamp() *Timestamp {
 	if x != nil {
 		return x.CommitTimestamp
+	}
+	return nil
+}
+
+func (x *PutResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -389,8 +492,11 @@ type DeleteResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	CommitTimestamp *Timestamp             `protobuf:"bytes,1,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
 	Existed         bool                   `protobuf:"varint,2,opt,name=existed,proto3" json:"existed,omitempty"` // whether a live value was deleted
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: opaque token of this write (its commit timestamp); a CAUSAL
+	// read carrying it sees the write.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteResponse) Reset() {
@@ -437,16 +543,31 @@ func (x *DeleteResponse) GetExisted() bool {
 	return false
 }
 
+func (x *DeleteResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
+	}
+	return nil
+}
+
 type ScanRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StartKey      []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // inclusive; empty = start of the keyspace
-	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // exclusive; empty = end of the keyspace
-	Limit         int64                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                      // 0 = no limit
-	Reverse       bool                   `protobuf:"varint,4,opt,name=reverse,proto3" json:"reverse,omitempty"`
-	AsOf          *Timestamp             `protobuf:"bytes,5,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
-	KeysOnly      bool                   `protobuf:"varint,6,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StartKey []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // inclusive; empty = start of the keyspace
+	EndKey   []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // exclusive; empty = end of the keyspace
+	Limit    int64                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                      // 0 = no limit
+	Reverse  bool                   `protobuf:"varint,4,opt,name=reverse,proto3" json:"reverse,omitempty"`
+	AsOf     *Timestamp             `protobuf:"bytes,5,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	KeysOnly bool                   `protobuf:"varint,6,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	// Read modes (a Batch carries them for all its requests; its Get and
+	// Scan requests must leave them unset).
+	ReadMode     ReadMode             `protobuf:"varint,40,opt,name=read_mode,json=readMode,proto3,enum=rangestore.v1.ReadMode" json:"read_mode,omitempty"`
+	MaxStaleness *durationpb.Duration `protobuf:"bytes,41,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"` // BOUNDED_STALENESS: > 0
+	Bookmarks    [][]byte             `protobuf:"bytes,42,rep,name=bookmarks,proto3" json:"bookmarks,omitempty"`                           // CAUSAL: from write responses
+	// bookmark_timeout: how long a CAUSAL read may wait (0 = the server's
+	// bookmark_ready_timeout, 30 s; longer is capped to it).
+	BookmarkTimeout *durationpb.Duration `protobuf:"bytes,43,opt,name=bookmark_timeout,json=bookmarkTimeout,proto3" json:"bookmark_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ScanRequest) Reset() {
@@ -519,6 +640,34 @@ func (x *ScanRequest) GetKeysOnly() bool {
 		return x.KeysOnly
 	}
 	return false
+}
+
+func (x *ScanRequest) GetReadMode() ReadMode {
+	if x != nil {
+		return x.ReadMode
+	}
+	return ReadMode_STRONG
+}
+
+func (x *ScanRequest) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *ScanRequest) GetBookmarks() [][]byte {
+	if x != nil {
+		return x.Bookmarks
+	}
+	return nil
+}
+
+func (x *ScanRequest) GetBookmarkTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BookmarkTimeout
+	}
+	return nil
 }
 
 // Scan responses are streamed in chunks; the concatenation of all chunks is
@@ -663,8 +812,11 @@ type ConditionalPutResponse struct {
 	ActualExists    bool                   `protobuf:"varint,2,opt,name=actual_exists,json=actualExists,proto3" json:"actual_exists,omitempty"`         // on failure: whether the key had a live value
 	ActualValue     []byte                 `protobuf:"bytes,3,opt,name=actual_value,json=actualValue,proto3" json:"actual_value,omitempty"`             // on failure: that value
 	CommitTimestamp *Timestamp             `protobuf:"bytes,4,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"` // on success
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: opaque token of this write (its commit timestamp); a CAUSAL
+	// read carrying it sees the write.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConditionalPutResponse) Reset() {
@@ -721,6 +873,13 @@ func (x *ConditionalPutResponse) GetActualValue() []byte {
 func (x *ConditionalPutResponse) GetCommitTimestamp() *Timestamp {
 	if x != nil {
 		return x.CommitTimestamp
+	}
+	return nil
+}
+
+func (x *ConditionalPutResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -783,8 +942,11 @@ type IncrementResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	NewValue        int64                  `protobuf:"varint,1,opt,name=new_value,json=newValue,proto3" json:"new_value,omitempty"`
 	CommitTimestamp *Timestamp             `protobuf:"bytes,2,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: opaque token of this write (its commit timestamp); a CAUSAL
+	// read carrying it sees the write.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IncrementResponse) Reset() {
@@ -827,6 +989,13 @@ func (x *IncrementResponse) GetNewValue() int64 {
 func (x *IncrementResponse) GetCommitTimestamp() *Timestamp {
 	if x != nil {
 		return x.CommitTimestamp
+	}
+	return nil
+}
+
+func (x *IncrementResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -887,8 +1056,11 @@ type DeleteRangeResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Deleted         int64                  `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	CommitTimestamp *Timestamp             `protobuf:"bytes,2,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: opaque token of this write (its commit timestamp); a CAUSAL
+	// read carrying it sees the write.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRangeResponse) Reset() {
@@ -931,6 +1103,13 @@ func (x *DeleteRangeResponse) GetDeleted() int64 {
 func (x *DeleteRangeResponse) GetCommitTimestamp() *Timestamp {
 	if x != nil {
 		return x.CommitTimestamp
+	}
+	return nil
+}
+
+func (x *DeleteRangeResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -1493,10 +1672,17 @@ func (*ResponseUnion_Export) isResponseUnion_Value() {}
 // are applied atomically as one replicated command; a batch spanning several
 // ranges is atomic per range only (cross-range transactions come later).
 type BatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Requests      []*RequestUnion        `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Requests []*RequestUnion        `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	// Read modes for a read-only batch (a batch with writes is STRONG).
+	ReadMode     ReadMode             `protobuf:"varint,40,opt,name=read_mode,json=readMode,proto3,enum=rangestore.v1.ReadMode" json:"read_mode,omitempty"`
+	MaxStaleness *durationpb.Duration `protobuf:"bytes,41,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"` // BOUNDED_STALENESS: > 0
+	Bookmarks    [][]byte             `protobuf:"bytes,42,rep,name=bookmarks,proto3" json:"bookmarks,omitempty"`                           // CAUSAL: from write responses
+	// bookmark_timeout: how long a CAUSAL read may wait (0 = the server's
+	// bookmark_ready_timeout, 30 s; longer is capped to it).
+	BookmarkTimeout *durationpb.Duration `protobuf:"bytes,43,opt,name=bookmark_timeout,json=bookmarkTimeout,proto3" json:"bookmark_timeout,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BatchRequest) Reset() {
@@ -1536,9 +1722,38 @@ func (x *BatchRequest) GetRequests() []*RequestUnion {
 	return nil
 }
 
+func (x *BatchRequest) GetReadMode() ReadMode {
+	if x != nil {
+		return x.ReadMode
+	}
+	return ReadMode_STRONG
+}
+
+func (x *BatchRequest) GetMaxStaleness() *durationpb.Duration {
+	if x != nil {
+		return x.MaxStaleness
+	}
+	return nil
+}
+
+func (x *BatchRequest) GetBookmarks() [][]byte {
+	if x != nil {
+		return x.Bookmarks
+	}
+	return nil
+}
+
+func (x *BatchRequest) GetBookmarkTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.BookmarkTimeout
+	}
+	return nil
+}
+
 type BatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Responses     []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	Bookmark      []byte                 `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"` // if the batch wrote: see PutResponse.bookmark
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1580,43 +1795,60 @@ func (x *BatchResponse) GetResponses() []*ResponseUnion {
 	return nil
 }
 
+func (x *BatchResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
+	}
+	return nil
+}
+
 var File_rangestore_v1_kv_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x16rangestore/v1/kv.proto\x12\rrangestore.v1\"B\n" +
+	"\x16rangestore/v1/kv.proto\x12\rrangestore.v1\x1a\x1egoogle/protobuf/duration.proto\"B\n" +
 	"\tTimestamp\x12\x1b\n" +
 	"\twall_time\x18\x01 \x01(\x03R\bwallTime\x12\x18\n" +
 	"\alogical\x18\x02 \x01(\x05R\alogical\"j\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x126\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"M\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\"\xa7\x02\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12-\n" +
-	"\x05as_of\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x04asOf\"L\n" +
+	"\x05as_of\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x04asOf\x124\n" +
+	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
+	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
+	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"L\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12'\n" +
 	"\x02kv\x18\x02 \x01(\v2\x17.rangestore.v1.KeyValueR\x02kv\"4\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"R\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"n\n" +
 	"\vPutResponse\x12C\n" +
-	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"!\n" +
+	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"!\n" +
 	"\rDeleteRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"o\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"\x8b\x01\n" +
 	"\x0eDeleteResponse\x12C\n" +
 	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x18\n" +
-	"\aexisted\x18\x02 \x01(\bR\aexisted\"\xbf\x01\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"\x99\x03\n" +
 	"\vScanRequest\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x03R\x05limit\x12\x18\n" +
 	"\areverse\x18\x04 \x01(\bR\areverse\x12-\n" +
 	"\x05as_of\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\x04asOf\x12\x1b\n" +
-	"\tkeys_only\x18\x06 \x01(\bR\bkeysOnly\"X\n" +
+	"\tkeys_only\x18\x06 \x01(\bR\bkeysOnly\x124\n" +
+	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
+	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
+	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"X\n" +
 	"\fScanResponse\x12)\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x17.rangestore.v1.KeyValueR\x03kvs\x12\x1d\n" +
 	"\n" +
@@ -1626,24 +1858,27 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12%\n" +
 	"\x0eexpected_value\x18\x03 \x01(\fR\rexpectedValue\x12#\n" +
 	"\rexpect_absent\x18\x04 \x01(\bR\fexpectAbsent\x12\x16\n" +
-	"\x06delete\x18\x05 \x01(\bR\x06delete\"\xc3\x01\n" +
+	"\x06delete\x18\x05 \x01(\bR\x06delete\"\xdf\x01\n" +
 	"\x16ConditionalPutResponse\x12\x1c\n" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12#\n" +
 	"\ractual_exists\x18\x02 \x01(\bR\factualExists\x12!\n" +
 	"\factual_value\x18\x03 \x01(\fR\vactualValue\x12C\n" +
-	"\x10commit_timestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\":\n" +
+	"\x10commit_timestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\":\n" +
 	"\x10IncrementRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05delta\x18\x02 \x01(\x03R\x05delta\"u\n" +
+	"\x05delta\x18\x02 \x01(\x03R\x05delta\"\x91\x01\n" +
 	"\x11IncrementResponse\x12\x1b\n" +
 	"\tnew_value\x18\x01 \x01(\x03R\bnewValue\x12C\n" +
-	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"J\n" +
+	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"J\n" +
 	"\x12DeleteRangeRequest\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
-	"\aend_key\x18\x02 \x01(\fR\x06endKey\"t\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\x90\x01\n" +
 	"\x13DeleteRangeResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\x03R\adeleted\x12C\n" +
-	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"\xab\x01\n" +
+	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"\xab\x01\n" +
 	"\rExportRequest\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\x123\n" +
@@ -1677,11 +1912,22 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\tincrement\x18\x06 \x01(\v2 .rangestore.v1.IncrementResponseH\x00R\tincrement\x12G\n" +
 	"\fdelete_range\x18\a \x01(\v2\".rangestore.v1.DeleteRangeResponseH\x00R\vdeleteRange\x127\n" +
 	"\x06export\x18P \x01(\v2\x1d.rangestore.v1.ExportResponseH\x00R\x06exportB\a\n" +
-	"\x05value\"G\n" +
+	"\x05value\"\xa1\x02\n" +
 	"\fBatchRequest\x127\n" +
-	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\"K\n" +
+	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x124\n" +
+	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
+	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
+	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"g\n" +
 	"\rBatchResponse\x12:\n" +
-	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses2\xd3\x04\n" +
+	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark*9\n" +
+	"\bReadMode\x12\n" +
+	"\n" +
+	"\x06STRONG\x10\x00\x12\x15\n" +
+	"\x11BOUNDED_STALENESS\x10\x01\x12\n" +
+	"\n" +
+	"\x06CAUSAL\x10\x022\xd3\x04\n" +
 	"\x02KV\x12<\n" +
 	"\x03Get\x12\x19.rangestore.v1.GetRequest\x1a\x1a.rangestore.v1.GetResponse\x12<\n" +
 	"\x03Put\x12\x19.rangestore.v1.PutRequest\x1a\x1a.rangestore.v1.PutResponse\x12E\n" +
@@ -1704,86 +1950,98 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_kv_proto_rawDescData
 }
 
+var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_rangestore_v1_kv_proto_goTypes = []any{
-	(*Timestamp)(nil),              // 0: rangestore.v1.Timestamp
-	(*KeyValue)(nil),               // 1: rangestore.v1.KeyValue
-	(*GetRequest)(nil),             // 2: rangestore.v1.GetRequest
-	(*GetResponse)(nil),            // 3: rangestore.v1.GetResponse
-	(*PutRequest)(nil),             // 4: rangestore.v1.PutRequest
-	(*PutResponse)(nil),            // 5: rangestore.v1.PutResponse
-	(*DeleteRequest)(nil),          // 6: rangestore.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 7: rangestore.v1.DeleteResponse
-	(*ScanRequest)(nil),            // 8: rangestore.v1.ScanRequest
-	(*ScanResponse)(nil),           // 9: rangestore.v1.ScanResponse
-	(*ConditionalPutRequest)(nil),  // 10: rangestore.v1.ConditionalPutRequest
-	(*ConditionalPutResponse)(nil), // 11: rangestore.v1.ConditionalPutResponse
-	(*IncrementRequest)(nil),       // 12: rangestore.v1.IncrementRequest
-	(*IncrementResponse)(nil),      // 13: rangestore.v1.IncrementResponse
-	(*DeleteRangeRequest)(nil),     // 14: rangestore.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),    // 15: rangestore.v1.DeleteRangeResponse
-	(*ExportRequest)(nil),          // 16: rangestore.v1.ExportRequest
-	(*ExportedVersion)(nil),        // 17: rangestore.v1.ExportedVersion
-	(*ExportResponse)(nil),         // 18: rangestore.v1.ExportResponse
-	(*RequestUnion)(nil),           // 19: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),          // 20: rangestore.v1.ResponseUnion
-	(*BatchRequest)(nil),           // 21: rangestore.v1.BatchRequest
-	(*BatchResponse)(nil),          // 22: rangestore.v1.BatchResponse
+	(ReadMode)(0),                  // 0: rangestore.v1.ReadMode
+	(*Timestamp)(nil),              // 1: rangestore.v1.Timestamp
+	(*KeyValue)(nil),               // 2: rangestore.v1.KeyValue
+	(*GetRequest)(nil),             // 3: rangestore.v1.GetRequest
+	(*GetResponse)(nil),            // 4: rangestore.v1.GetResponse
+	(*PutRequest)(nil),             // 5: rangestore.v1.PutRequest
+	(*PutResponse)(nil),            // 6: rangestore.v1.PutResponse
+	(*DeleteRequest)(nil),          // 7: rangestore.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 8: rangestore.v1.DeleteResponse
+	(*ScanRequest)(nil),            // 9: rangestore.v1.ScanRequest
+	(*ScanResponse)(nil),           // 10: rangestore.v1.ScanResponse
+	(*ConditionalPutRequest)(nil),  // 11: rangestore.v1.ConditionalPutRequest
+	(*ConditionalPutResponse)(nil), // 12: rangestore.v1.ConditionalPutResponse
+	(*IncrementRequest)(nil),       // 13: rangestore.v1.IncrementRequest
+	(*IncrementResponse)(nil),      // 14: rangestore.v1.IncrementResponse
+	(*DeleteRangeRequest)(nil),     // 15: rangestore.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),    // 16: rangestore.v1.DeleteRangeResponse
+	(*ExportRequest)(nil),          // 17: rangestore.v1.ExportRequest
+	(*ExportedVersion)(nil),        // 18: rangestore.v1.ExportedVersion
+	(*ExportResponse)(nil),         // 19: rangestore.v1.ExportResponse
+	(*RequestUnion)(nil),           // 20: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),          // 21: rangestore.v1.ResponseUnion
+	(*BatchRequest)(nil),           // 22: rangestore.v1.BatchRequest
+	(*BatchResponse)(nil),          // 23: rangestore.v1.BatchResponse
+	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
-	0,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
-	1,  // 2: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
-	0,  // 3: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 4: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 5: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
-	1,  // 6: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
-	0,  // 7: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 8: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 9: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 10: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
-	0,  // 11: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
-	0,  // 12: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
-	17, // 13: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
-	2,  // 14: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	4,  // 15: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	6,  // 16: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	8,  // 17: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	10, // 18: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	12, // 19: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	14, // 20: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	16, // 21: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
-	3,  // 22: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	5,  // 23: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	7,  // 24: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	9,  // 25: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	11, // 26: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	13, // 27: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	15, // 28: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	18, // 29: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
-	19, // 30: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	20, // 31: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	2,  // 32: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	4,  // 33: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	6,  // 34: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	8,  // 35: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	10, // 36: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	12, // 37: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	14, // 38: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	21, // 39: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	3,  // 40: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	5,  // 41: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	7,  // 42: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	9,  // 43: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	11, // 44: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	13, // 45: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	15, // 46: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	22, // 47: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	40, // [40:48] is the sub-list for method output_type
-	32, // [32:40] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	1,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
+	0,  // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	24, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
+	24, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	2,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
+	1,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
+	0,  // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	24, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
+	24, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	2,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
+	1,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 15: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	1,  // 16: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
+	1,  // 17: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
+	1,  // 18: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
+	18, // 19: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
+	3,  // 20: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	5,  // 21: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	7,  // 22: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	9,  // 23: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	11, // 24: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	13, // 25: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	15, // 26: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	17, // 27: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	4,  // 28: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	6,  // 29: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	8,  // 30: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	10, // 31: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	12, // 32: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	14, // 33: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	16, // 34: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	19, // 35: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	20, // 36: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	0,  // 37: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	24, // 38: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	24, // 39: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	21, // 40: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	3,  // 41: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	5,  // 42: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	7,  // 43: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	9,  // 44: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	11, // 45: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	13, // 46: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	15, // 47: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	22, // 48: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	4,  // 49: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	6,  // 50: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	8,  // 51: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	10, // 52: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	12, // 53: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	14, // 54: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	16, // 55: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	23, // 56: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	49, // [49:57] is the sub-list for method output_type
+	41, // [41:49] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -1816,13 +2074,14 @@ func file_rangestore_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_rangestore_v1_kv_proto_goTypes,
 		DependencyIndexes: file_rangestore_v1_kv_proto_depIdxs,
+		EnumInfos:         file_rangestore_v1_kv_proto_enumTypes,
 		MessageInfos:      file_rangestore_v1_kv_proto_msgTypes,
 	}.Build()
 	File_rangestore_v1_kv_proto = out.File

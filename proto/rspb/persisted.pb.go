@@ -148,20 +148,30 @@ const (
 	RangeError_UNAVAILABLE         RangeError_Code = 6 // node shutting down or range not ready
 	RangeError_AMBIGUOUS           RangeError_Code = 7 // outcome unknown (e.g. proposal expired before applying)
 	RangeError_BELOW_GC_THRESHOLD  RangeError_Code = 8
+	// NOT_CLOSED: a follower read asked for a timestamp above this
+	// replica's closed timestamp (closed_timestamp), or for a closed
+	// timestamp it cannot expect to reach in the time given: read at the
+	// leaseholder instead.
+	RangeError_NOT_CLOSED RangeError_Code = 40
+	// BOOKMARK_TIMEOUT: a causal read waited its whole bookmark timeout for
+	// the replica's closed timestamp to pass the highest bookmark.
+	RangeError_BOOKMARK_TIMEOUT RangeError_Code = 41
 )
 
 // Enum value maps for RangeError_Code.
 var (
 	RangeError_Code_name = map[int32]string{
-		0: "UNKNOWN",
-		1: "NOT_LEASEHOLDER",
-		2: "RANGE_KEY_MISMATCH",
-		3: "RANGE_NOT_FOUND",
-		4: "INVALID_ARGUMENT",
-		5: "FAILED_PRECONDITION",
-		6: "UNAVAILABLE",
-		7: "AMBIGUOUS",
-		8: "BELOW_GC_THRESHOLD",
+		0:  "UNKNOWN",
+		1:  "NOT_LEASEHOLDER",
+		2:  "RANGE_KEY_MISMATCH",
+		3:  "RANGE_NOT_FOUND",
+		4:  "INVALID_ARGUMENT",
+		5:  "FAILED_PRECONDITION",
+		6:  "UNAVAILABLE",
+		7:  "AMBIGUOUS",
+		8:  "BELOW_GC_THRESHOLD",
+		40: "NOT_CLOSED",
+		41: "BOOKMARK_TIMEOUT",
 	}
 	RangeError_Code_value = map[string]int32{
 		"UNKNOWN":             0,
@@ -173,6 +183,8 @@ var (
 		"UNAVAILABLE":         6,
 		"AMBIGUOUS":           7,
 		"BELOW_GC_THRESHOLD":  8,
+		"NOT_CLOSED":          40,
+		"BOOKMARK_TIMEOUT":    41,
 	}
 )
 
@@ -673,8 +685,11 @@ type RangeError struct {
 	// descriptors of the ranges holding the request's keys (e.g. the right
 	// side of a split the meta records may not show yet).
 	LocalDescriptors []*RangeDescriptor `protobuf:"bytes,5,rep,name=local_descriptors,json=localDescriptors,proto3" json:"local_descriptors,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// closed_timestamp: on NOT_CLOSED and BOOKMARK_TIMEOUT, the answering
+	// replica's closed timestamp.
+	ClosedTimestamp *Timestamp `protobuf:"bytes,40,opt,name=closed_timestamp,json=closedTimestamp,proto3" json:"closed_timestamp,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RangeError) Reset() {
@@ -738,6 +753,13 @@ func (x *RangeError) GetRangeDescriptor() *RangeDescriptor {
 func (x *RangeError) GetLocalDescriptors() []*RangeDescriptor {
 	if x != nil {
 		return x.LocalDescriptors
+	}
+	return nil
+}
+
+func (x *RangeError) GetClosedTimestamp() *Timestamp {
+	if x != nil {
+		return x.ClosedTimestamp
 	}
 	return nil
 }
@@ -1214,12 +1236,17 @@ func (*RaftCommand_ChangeReplicas) isRaftCommand_Command() {}
 // the error the evaluation ended with, in which case nothing is written but
 // the dedup record). requests are the evaluated requests.
 type WriteCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Requests      []*RequestUnion        `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
-	WriteBatch    []byte                 `protobuf:"bytes,2,opt,name=write_batch,json=writeBatch,proto3" json:"write_batch,omitempty"`
-	Result        *RaftResult            `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Requests   []*RequestUnion        `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	WriteBatch []byte                 `protobuf:"bytes,2,opt,name=write_batch,json=writeBatch,proto3" json:"write_batch,omitempty"`
+	Result     *RaftResult            `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// closed_timestamp: the leaseholder's promise that no write of the range
+	// after this one will be at or below it (always below this write's own
+	// timestamp). Applying the write raises the replica's closed timestamp
+	// to it; entries written before it existed close nothing.
+	ClosedTimestamp *Timestamp `protobuf:"bytes,40,opt,name=closed_timestamp,json=closedTimestamp,proto3" json:"closed_timestamp,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WriteCommand) Reset() {
@@ -1269,6 +1296,13 @@ func (x *WriteCommand) GetWriteBatch() []byte {
 func (x *WriteCommand) GetResult() *RaftResult {
 	if x != nil {
 		return x.Result
+	}
+	return nil
+}
+
+func (x *WriteCommand) GetClosedTimestamp() *Timestamp {
+	if x != nil {
+		return x.ClosedTimestamp
 	}
 	return nil
 }
@@ -1886,14 +1920,15 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x16pending_log_compaction\x18\a \x01(\bR\x14pendingLogCompaction\x1aA\n" +
 	"\x13InitialMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x04\n" +
 	"\n" +
 	"RangeError\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.rangestore.v1.RangeError.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12$\n" +
 	"\x0eleader_node_id\x18\x03 \x01(\x04R\fleaderNodeId\x12I\n" +
 	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12K\n" +
-	"\x11local_descriptors\x18\x05 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x10localDescriptors\"\xbc\x01\n" +
+	"\x11local_descriptors\x18\x05 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x10localDescriptors\x12C\n" +
+	"\x10closed_timestamp\x18( \x01(\v2\x18.rangestore.v1.TimestampR\x0fclosedTimestamp\"\xe2\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fNOT_LEASEHOLDER\x10\x01\x12\x16\n" +
@@ -1903,7 +1938,10 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x13FAILED_PRECONDITION\x10\x05\x12\x0f\n" +
 	"\vUNAVAILABLE\x10\x06\x12\r\n" +
 	"\tAMBIGUOUS\x10\a\x12\x16\n" +
-	"\x12BELOW_GC_THRESHOLD\x10\b\"\xdb\x01\n" +
+	"\x12BELOW_GC_THRESHOLD\x10\b\x12\x0e\n" +
+	"\n" +
+	"NOT_CLOSED\x10(\x12\x14\n" +
+	"\x10BOOKMARK_TIMEOUT\x10)\"\xdb\x01\n" +
 	"\x05Lease\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
@@ -1946,12 +1984,13 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x0flegacy_requests\x18\x03 \x03(\v2\x1b.rangestore.v1.RequestUnionB\x02\x18\x01R\x0elegacyRequests\x120\n" +
 	"\x12legacy_write_batch\x18\x06 \x01(\fB\x02\x18\x01R\x10legacyWriteBatch\x12B\n" +
 	"\rlegacy_result\x18\a \x01(\v2\x19.rangestore.v1.RaftResultB\x02\x18\x01R\flegacyResultB\t\n" +
-	"\acommand\"\x9b\x01\n" +
+	"\acommand\"\xe0\x01\n" +
 	"\fWriteCommand\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
 	"\vwrite_batch\x18\x02 \x01(\fR\n" +
 	"writeBatch\x121\n" +
-	"\x06result\x18\x03 \x01(\v2\x19.rangestore.v1.RaftResultR\x06result\".\n" +
+	"\x06result\x18\x03 \x01(\v2\x19.rangestore.v1.RaftResultR\x06result\x12C\n" +
+	"\x10closed_timestamp\x18( \x01(\v2\x18.rangestore.v1.TimestampR\x0fclosedTimestamp\".\n" +
 	"\rFreezeCommand\x12\x1d\n" +
 	"\n" +
 	"merge_into\x18\x01 \x01(\x04R\tmergeInto\"\xe5\x01\n" +
@@ -2065,45 +2104,47 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	2,  // 6: rangestore.v1.RangeError.code:type_name -> rangestore.v1.RangeError.Code
 	6,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
-	27, // 9: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	27, // 10: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	27, // 11: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	1,  // 12: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
-	10, // 13: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	10, // 14: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	27, // 15: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	14, // 16: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
-	12, // 17: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	19, // 18: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	17, // 19: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
-	15, // 20: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
-	16, // 21: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
-	18, // 22: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
-	28, // 23: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
-	20, // 24: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	28, // 25: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
-	20, // 26: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
-	6,  // 27: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	6,  // 28: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	27, // 29: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
-	6,  // 30: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	6,  // 31: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	25, // 32: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	6,  // 33: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
-	27, // 34: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	29, // 35: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	9,  // 36: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	27, // 37: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	6,  // 38: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	30, // 39: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	26, // 40: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
-	27, // 41: rangestore.v1.ProtectionRecord.timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 42: rangestore.v1.ProtectionRecord.created_at:type_name -> rangestore.v1.Timestamp
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	27, // 9: rangestore.v1.RangeError.closed_timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 10: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	27, // 11: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	27, // 12: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	1,  // 13: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
+	10, // 14: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	10, // 15: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	27, // 16: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	14, // 17: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
+	12, // 18: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	19, // 19: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	17, // 20: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	15, // 21: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
+	16, // 22: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
+	18, // 23: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
+	28, // 24: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	20, // 25: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
+	28, // 26: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	20, // 27: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
+	27, // 28: rangestore.v1.WriteCommand.closed_timestamp:type_name -> rangestore.v1.Timestamp
+	6,  // 29: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 30: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	27, // 31: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	6,  // 32: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 33: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	25, // 34: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	6,  // 35: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
+	27, // 36: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	29, // 37: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	9,  // 38: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	27, // 39: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	6,  // 40: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	30, // 41: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	26, // 42: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
+	27, // 43: rangestore.v1.ProtectionRecord.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 44: rangestore.v1.ProtectionRecord.created_at:type_name -> rangestore.v1.Timestamp
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }
