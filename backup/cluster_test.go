@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -16,8 +17,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -403,5 +406,61 @@ func TestBackupProtectsFromGC(t *testing.T) {
 	}
 	if existed, _, err := Release(ctx, tc.Conn(0), inc); err != nil || !existed {
 		t.Fatalf("release: existed=%v, %v", existed, err)
+	}
+}
+
+// TestBackupReadsFromFollowers: a backup at a timestamp every replica has
+// closed is read from followers (the node's own replica first), not from
+// the leaseholders: the follower-read counters grow by at least one export
+// per range holding client keys (lease reads are the backup's reads of
+// protection records and descriptors).
+func TestBackupReadsFromFollowers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tc := startCluster(t, ctx, node.TestClusterOptions{Nodes: 3, ClosedTimestampTarget: 300 * time.Millisecond})
+	kvs := map[string]string{}
+	for _, k := range []string{"A", "Z", "a", "m", "z", "0"} {
+		kvs[k] = "v-" + k
+	}
+	ts := write(t, ctx, tc.KV(0), kvs)
+	rs, err := rspb.NewAdminClient(tc.Conn(0)).Ranges(ctx, &rspb.RangesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for _, r := range rs.Ranges { // the ranges holding client keys
+		d := r.RangeDescriptor
+		if len(d.EndKey) == 0 || bytes.Compare(d.EndKey, keys.UserPrefix) > 0 {
+			ids = append(ids, d.RangeId)
+		}
+	}
+	for i := 0; i < tc.NumNodes(); i++ {
+		timeutil.WaitFor(t, 30*time.Second, "every replica to close the backup timestamp", func() error {
+			for _, id := range ids {
+				if c := tc.Node(i).Store().ClosedTimestamp(id); c.Less(ranges.TSFromProto(ts.Proto())) {
+					return fmt.Errorf("n%d r%d closed %s, backup at %s", i+1, id, c, ts)
+				}
+			}
+			return nil
+		})
+	}
+	reads := func() (lease, follower int64) {
+		for i := 0; i < tc.NumNodes(); i++ {
+			for _, id := range ids {
+				l, f := tc.Node(i).Store().ReplicaReads(id)
+				lease, follower = lease+l, follower+f
+			}
+		}
+		return lease, follower
+	}
+	l0, f0 := reads()
+	m, err := Backup(ctx, tc.Conn(1), Options{Dir: filepath.Join(t.TempDir(), "b"), AsOf: ts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, f1 := reads()
+	t.Logf("backup at %s of %d ranges (%d files): %d follower reads, %d lease reads", m.Timestamp, len(ids), len(m.Files), f1-f0, l1-l0)
+	if f1-f0 < int64(len(ids)) {
+		t.Fatalf("the backup made %d follower reads over %d ranges (and %d lease reads): it should read every range from a follower", f1-f0, len(ids), l1-l0)
 	}
 }

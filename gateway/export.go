@@ -9,8 +9,11 @@ import (
 
 // ExportStream runs an export over internal keys range by range, in chunks
 // of at most one replica response each (like ScanStream), calling emit for
-// every non-empty chunk in key order. Each chunk is a plain read request
-// to the range, served where reads are served (today the leaseholder).
+// every non-empty chunk in key order. Each chunk is a follower read at
+// end_ts: the nearest replica (this node's own, then by locality; a read
+// replica or follower) serves it if its closed timestamp has reached
+// end_ts, without waiting, so a backup a few seconds in the past does not
+// load the leaseholders; otherwise the leaseholder serves it.
 func (r *Router) ExportStream(ctx context.Context, q *rspb.ExportRequest, emit func([]*rspb.ExportedVersion) error) error {
 	cur := q.StartKey
 	for len(q.EndKey) == 0 || bytes.Compare(cur, q.EndKey) < 0 {
@@ -23,7 +26,7 @@ func (r *Router) ExportStream(ctx context.Context, q *rspb.ExportRequest, emit f
 			chunk.EndKey = d.EndKey
 		}
 		req := &rspb.RangeRequest{RangeId: d.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Export{Export: chunk}}}}
-		resp, err := r.sendToRange(ctx, d, req)
+		resp, err := r.sendFollowerRead(ctx, d, req, &readOpts{mode: rspb.ReadMode_BOUNDED_STALENESS})
 		if r.staleRoute(d, err) {
 			if ctx.Err() != nil {
 				return err

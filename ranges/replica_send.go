@@ -344,10 +344,15 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 	if !IsReadOnly(req.Requests) {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: follower_read: the batch writes; only reads can be served below a closed timestamp", req.RangeId))}
 	}
-	for i, ru := range req.Requests {
-		if c, err := batcheval.Lookup(ru); err == nil && c.AsOf(ru) != nil {
-			return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT,
-				fmt.Sprintf("r%d: requests[%d].as_of: a follower read reads at read_timestamp or the closed timestamp, not at a request's as_of", req.RangeId, i))}
+	// A request's own as_of (an export's end_ts) is served like a read
+	// timestamp: the batch waits for, and reads at, the highest one (each
+	// request still reads at its own, all of them closed by then).
+	readTS := TSFromProto(req.ReadTimestamp)
+	for _, ru := range req.Requests {
+		if c, err := batcheval.Lookup(ru); err == nil {
+			if a := TSFromProto(c.AsOf(ru)); readTS.Less(a) {
+				readTS = a
+			}
 		}
 	}
 	ts := r.store.cfg.TimeSource
@@ -362,7 +367,7 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 		m := r.sm
 		waited := ts.Since(start)
 		d := decideFollowerRead(followerReadInput{Initialized: m.desc.Load() != nil, FrozenInto: m.frozen.Load(), LeaseKnown: m.lease.Load().Sequence != 0,
-			Closed: m.closedTS(), Now: r.store.cfg.Clock.Now(), ReadTS: TSFromProto(req.ReadTimestamp), Min: TSFromProto(req.MinClosedTimestamp),
+			Closed: m.closedTS(), Now: r.store.cfg.Clock.Now(), ReadTS: readTS, Min: TSFromProto(req.MinClosedTimestamp),
 			Waited: waited, WaitBudget: budget, Target: r.store.cfg.ClosedTimestampTarget})
 		notClosed := func(code rspb.RangeError_Code) *rspb.RangeResponse {
 			return &rspb.RangeResponse{Error: &rspb.RangeError{Code: code, ClosedTimestamp: TSToProto(m.closedTS()),
