@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,16 +116,30 @@ func TestFollowTheWorkload(t *testing.T) {
 		return nil
 	})
 	moved := time.Since(start)
-	// They stay there while the reads go on: three passes of every queue.
-	settle := time.Now()
-	timeutil.WaitFor(t, 30*time.Second, "three more queue passes with the leases on n3", func() error {
+	// They stay there while the reads go on: while the new holder's
+	// request sources are too young to use (reqload.MinStatsAge), and for
+	// three passes of every queue once every range's are known.
+	var settle time.Time
+	timeutil.WaitFor(t, 60*time.Second, "request sources known at n3, then three more queue passes with the leases there", func() error {
 		h := holders()
 		for _, id := range ids {
 			if h[id] != n3 {
-				t.Fatalf("r%d's lease left n3 for n%d while the reads still came through n3", id, h[id])
+				t.Fatalf("r%d's lease left n3 for n%d while the reads still came through n3; %s", id, h[id], whyMoved(tc, id))
 			}
 		}
-		if time.Since(settle) < 1500*time.Millisecond {
+		known := 0
+		for _, ri := range tc.Node(2).Ranges() {
+			if slices.Contains(ids, ri.RangeDescriptor.GetRangeId()) && len(ri.RequestSources) > 0 {
+				known++
+			}
+		}
+		switch {
+		case known < len(ids):
+			return fmt.Errorf("request sources known for %d of %d ranges", known, len(ids))
+		case settle.IsZero():
+			settle = time.Now()
+			return errors.New("sources known: three queue passes to go")
+		case time.Since(settle) < 1500*time.Millisecond:
 			return errors.New("waiting")
 		}
 		return nil
@@ -137,8 +152,8 @@ func TestFollowTheWorkload(t *testing.T) {
 		for _, g := range ri.RequestSources {
 			sources = append(sources, fmt.Sprintf("n%d %.1f/s", g.GatewayNodeId, g.Qps))
 		}
-		// The gateway sends nearly all (a write made through another
-		// node before, while this node held the lease, may linger).
+		// The gateway sends nearly all (the counts began with this
+		// lease).
 		share := 0.0
 		for _, g := range ri.RequestSources {
 			if g.GatewayNodeId == n3 && ri.RequestQps > 0 {
@@ -185,4 +200,23 @@ func TestFollowTheWorkload(t *testing.T) {
 			t.Logf("r%d last decision at n%d: %v", id, n1, d)
 		}
 	}
+}
+
+// whyMoved describes, for a failure message, each node's view of a
+// range's lease and the last step its replicate queue carried out for it
+// (a queue transfer names its reason there; a lease taken over after a
+// liveness lapse shows a new epoch and no step).
+func whyMoved(tc *TestCluster, rangeID uint64) string {
+	var out []string
+	for i := 0; i < tc.NumNodes(); i++ {
+		for _, ri := range tc.Node(i).Ranges() {
+			if ri.RangeDescriptor.GetRangeId() != rangeID {
+				continue
+			}
+			l := ri.Lease
+			out = append(out, fmt.Sprintf("n%d sees lease n%d epoch %d seq %d (%s), last queue step: %q",
+				tc.Node(i).NodeID(), l.GetNodeId(), l.GetEpoch(), l.GetSequence(), ri.LeaseState, ri.LastDecision))
+		}
+	}
+	return strings.Join(out, "; ")
 }

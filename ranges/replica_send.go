@@ -117,6 +117,7 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	now := r.store.cfg.TimeSource.Now()
 	r.split.recordLoad(now, req.Requests)
 	if r.reqLoad != nil {
+		r.reqLoad.ForLease(now, lease.Sequence)
 		r.reqLoad.Record(now, req.GatewayNodeId)
 	}
 	if IsReadOnly(req.Requests) {

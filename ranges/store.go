@@ -20,6 +20,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/reqload"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -661,8 +662,13 @@ func (s *Store) Ranges() []*rspb.RangeInfo {
 			}
 		}
 		if r.reqLoad != nil && info.LeaseValid && l.GetNodeId() == s.NodeID() {
-			total, by := r.reqLoad.Load(s.cfg.TimeSource.Now())
+			now := s.cfg.TimeSource.Now()
+			since := r.reqLoad.ForLease(now, l.GetSequence())
+			total, by := r.reqLoad.Load(now)
 			info.RequestQps = total
+			if now.Sub(since) < reqload.MinStatsAge {
+				by = nil // too few to say where this lease's requests come from
+			}
 			for _, g := range by {
 				info.RequestSources = append(info.RequestSources, &rspb.GatewayLoad{GatewayNodeId: g.Gateway, Qps: g.QPS})
 			}

@@ -18,6 +18,15 @@ const (
 	MaxGateways = 64
 )
 
+// MinStatsAge is how long a tracker must have counted under the current
+// lease before its request sources are used to move the lease
+// (follow-the-workload; CockroachDB waits 30 s, its
+// MinLeaseTransferStatsDuration). Right after a lease arrives, the few
+// requests counted are noise: one request from another region was enough
+// to make 66 % of a just-transferred range's "load", and the new holder
+// sent the lease straight back.
+const MinStatsAge = 5 * time.Second
+
 // Tracker is one range's request sources. The zero value is not usable;
 // use New. It is safe for concurrent use.
 type Tracker struct {
@@ -25,6 +34,10 @@ type Tracker struct {
 
 	mu sync.Mutex
 	gw map[uint64]*entry
+	// lease, since: the lease (sequence) the counts were made under and
+	// when counting under it began (ForLease).
+	lease uint64
+	since time.Time
 }
 
 type entry struct {
@@ -54,6 +67,21 @@ func (t *Tracker) decayed(e *entry, now time.Time) float64 {
 		return e.count
 	}
 	return e.count * math.Exp(-dt/t.tau)
+}
+
+// ForLease starts the counts afresh when lease (a lease sequence; every
+// new lease has a higher one) is not the one they were made under: the
+// requests another holder served, or this replica under an earlier lease
+// of its own, say nothing about where this lease's requests come from. It
+// returns since when the counts under lease began.
+func (t *Tracker) ForLease(now time.Time, lease uint64) (since time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if lease != t.lease || t.since.IsZero() {
+		clear(t.gw)
+		t.lease, t.since = lease, now
+	}
+	return t.since
 }
 
 // Record counts one request from gateway at now.

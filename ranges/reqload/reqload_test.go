@@ -126,3 +126,25 @@ func BenchmarkRecord(b *testing.B) {
 		tr.Record(now, uint64(i%3))
 	}
 }
+
+// ForLease: a new lease starts the counts afresh (and says since when);
+// the same lease keeps them.
+func TestForLease(t *testing.T) {
+	tr := New(0)
+	if s := tr.ForLease(t0, 7); !s.Equal(t0) {
+		t.Fatalf("first ForLease: since %v, want %v", s, t0)
+	}
+	end := feed(tr, t0, 1, 50, 10*time.Second)
+	if s := tr.ForLease(end, 7); !s.Equal(t0) {
+		t.Fatalf("same lease: since %v, want %v", s, t0)
+	}
+	if total, _ := tr.Load(end); total < 10 {
+		t.Fatalf("same lease kept %.2f req/s, want the counts kept", total)
+	}
+	if s := tr.ForLease(end, 8); !s.Equal(end) {
+		t.Fatalf("new lease: since %v, want %v", s, end)
+	}
+	if total, by := tr.Load(end); total != 0 || len(by) != 0 {
+		t.Fatalf("new lease: %.2f req/s from %v, want the old lease's counts gone", total, by)
+	}
+}
