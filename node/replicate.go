@@ -47,6 +47,10 @@ func (n *Node) startReplicateQueue() {
 			_, err := n.store.ChangeReplicas(ctx, rangeID, add, remove)
 			return err
 		},
+		AddNonVoter: func(ctx context.Context, rangeID, node uint64) error {
+			_, err := n.store.AddNonVoter(ctx, rangeID, node)
+			return err
+		},
 		Transfer:   n.TransferLease,
 		Done:       n.noteDecision,
 		Logger:     n.log.With("queue", "replicate"),
