@@ -3,9 +3,14 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
@@ -80,4 +85,161 @@ func TestReplicateQueueAddsNonVoters(t *testing.T) {
 		}
 	}
 	checkKeys(t, tc, 3, "nv", 20)
+}
+
+// TestReadReplicaNode: 3 voter nodes and a read-replica node (issue 13
+// items 1, 2, 5): the replicate queue gives the read replica a non-voter of
+// every range, never a voter, and it holds no lease; a lease transfer to
+// it and a voter addition on it are refused naming it; its whiteboard
+// entry (gossip) carries its address and lag; GetRoutingTable lists it as
+// a reader of every range; restarted, its replicas are still non-voters
+// (Dragonboat joins them as non-voting) and catch up; a clean stop removes
+// its whiteboard entry (the time is logged).
+func TestReadReplicaNode(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 3, SplitKeys: [][]byte{[]byte("m")}, ReplicateQueueInterval: queueInterval, SplitCheckInterval: time.Hour})
+	ctx := ctxQueue(t)
+	putKeys(t, tc, 0, "rr", 20)
+	rri, err := tc.AddReadReplica()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := tc.WaitJoined(ctx, rri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	everyRangeHasNonVoter := func() error {
+		descs, err := tc.Node(0).MetaRanges(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range descs {
+			voters, nonVoters := nodesOf(d, rspb.ReplicaType_VOTER), nodesOf(d, rspb.ReplicaType_NON_VOTER)
+			if len(voters) != 3 || len(nonVoters) != 1 || nonVoters[0] != rr {
+				return fmt.Errorf("r%d: voters %v, non-voters %v (read replica n%d)", d.RangeId, voters, nonVoters, rr)
+			}
+		}
+		return nil
+	}
+	timeutil.WaitFor(t, 40*time.Second, "a non-voter of every range on the read replica", everyRangeHasNonVoter)
+	t.Logf("read replica n%d holds a non-voter of every range %s after it joined", rr, time.Since(start).Round(100*time.Millisecond))
+	descs, err := tc.Node(0).MetaRanges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rrNode := tc.Node(rri)
+	if !rrNode.ReadReplica() || !rrNode.NodeDescriptor().ReadReplica {
+		t.Fatal("the read-replica node does not know its role")
+	}
+	// The descriptor names a non-voter before its replica starts there.
+	timeutil.WaitFor(t, 30*time.Second, "every replica of the read replica started, joined as non-voting", func() error {
+		for _, d := range descs {
+			if rec := rrNode.store.ReplicaRecordOf(d.RangeId); rec == nil || !rec.JoinedNonVoting {
+				return fmt.Errorf("r%d: the read replica's replica record %v does not join it as non-voting", d.RangeId, rec)
+			}
+		}
+		return nil
+	})
+	// No lease, and none can be given to it; no voter can be added on it.
+	for _, ri := range rrNode.store.Ranges() {
+		if ri.LeaseValid && ri.Lease.GetNodeId() == rr {
+			t.Fatalf("r%d: the read replica holds the lease", ri.RangeDescriptor.GetRangeId())
+		}
+	}
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	_, err = admin.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: descs[len(descs)-1].RangeId, TargetNodeId: rr})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "read-replica") {
+		t.Fatalf("a lease transfer to the read replica: %v, want FailedPrecondition naming it a read-replica node", err)
+	}
+	if _, err := tc.Node(1).store.ChangeReplicas(ctx, descs[len(descs)-1].RangeId, []uint64{rr}, nil); err == nil || !strings.Contains(err.Error(), "read-replica") {
+		t.Fatalf("a voter added on the read replica: %v, want a refusal naming it a read-replica node", err)
+	}
+	// The whiteboard lists it on the voters' nodes.
+	timeutil.WaitFor(t, 20*time.Second, "the read replica on n1's whiteboard", func() error {
+		e, ok := tc.Node(0).Whiteboard()[rr]
+		if !ok || e.Hidden || e.Desc.GetAddress() != tc.Addr(rri) {
+			return fmt.Errorf("entry %v (present %t)", e, ok)
+		}
+		return nil
+	})
+	t.Logf("whiteboard entry of n%d: %v", rr, tc.Node(0).Whiteboard()[rr].Desc)
+	// The routing table lists it as a reader of every range.
+	disc := rspb.NewDiscoveryClient(tc.Conn(1))
+	timeutil.WaitFor(t, 20*time.Second, "the read replica a reader of every range in the routing table", func() error {
+		rt, err := disc.GetRoutingTable(ctx, &rspb.GetRoutingTableRequest{})
+		if err != nil {
+			return err
+		}
+		if rt.TtlSeconds != 300 || len(rt.Ranges) == 0 {
+			return fmt.Errorf("ttl %d, %d ranges", rt.TtlSeconds, len(rt.Ranges))
+		}
+		for _, e := range rt.Ranges {
+			found := false
+			for _, r := range e.Readers {
+				found = found || (r.NodeId == rr && r.Role == gateway.RoleReadReplica && r.Address == tc.Addr(rri))
+			}
+			if !found || e.Writer.GetNodeId() == rr {
+				return fmt.Errorf("r%d: writer %v, readers %v", e.RangeId, e.Writer, e.Readers)
+			}
+		}
+		return nil
+	})
+	if _, err := disc.GetRoutingTable(ctx, &rspb.GetRoutingTableRequest{StartKey: []byte("m"), EndKey: []byte("c")}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "end_key") {
+		t.Fatalf("end before start: %v, want InvalidArgument naming end_key", err)
+	}
+	// A restart keeps its replicas non-voters; they catch up on the writes
+	// made while it was down.
+	tc.StopNode(rri)
+	putKeys(t, tc, 0, "rs", 20)
+	if err := tc.RestartNode(rri); err != nil {
+		t.Fatal(err)
+	}
+	rrNode = tc.Node(rri)
+	timeutil.WaitFor(t, 30*time.Second, "the restarted read replica caught up", func() error {
+		lag, rangeID := rrNode.store.AppliedLag()
+		want := map[uint64]uint64{}
+		for i := 0; i < 3; i++ {
+			for _, ri := range tc.Node(i).store.Ranges() {
+				if ri.LeaseValid && ri.Lease.GetNodeId() == tc.Node(i).NodeID() {
+					want[ri.RangeDescriptor.GetRangeId()] = ri.AppliedIndex
+				}
+			}
+		}
+		got := map[uint64]uint64{}
+		for _, ri := range rrNode.store.Ranges() {
+			got[ri.RangeDescriptor.GetRangeId()] = ri.AppliedIndex
+		}
+		for id, w := range want {
+			if got[id] < w {
+				return fmt.Errorf("r%d applied %d of the leaseholder's %d (lag %d on r%d)", id, got[id], w, lag, rangeID)
+			}
+		}
+		return nil
+	})
+	if err := everyRangeHasNonVoter(); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+	for _, ri := range rrNode.store.Ranges() {
+		if ri.LeaseValid && ri.Lease.GetNodeId() == rr {
+			t.Fatalf("r%d: the restarted read replica holds the lease", ri.RangeDescriptor.GetRangeId())
+		}
+	}
+	// A clean stop removes its whiteboard entry at once.
+	timeutil.WaitFor(t, 20*time.Second, "the restarted read replica back on n1's whiteboard", func() error {
+		if e, ok := tc.Node(0).Whiteboard()[rr]; !ok || e.Hidden {
+			return fmt.Errorf("entry %v (present %t)", e, ok)
+		}
+		return nil
+	})
+	stopped := time.Now()
+	tc.StopNode(rri)
+	timeutil.WaitFor(t, 10*time.Second, "the read replica gone from every whiteboard", func() error {
+		for i := 0; i < 3; i++ {
+			if e, ok := tc.Node(i).Whiteboard()[rr]; ok {
+				return fmt.Errorf("n%d still lists it: %v", i+1, e)
+			}
+		}
+		return nil
+	})
+	t.Logf("a clean stop removed the read replica's whiteboard entry in %v", time.Since(stopped).Round(time.Millisecond))
 }

@@ -184,7 +184,7 @@ func (n *Node) allocatorNodes(ctx context.Context) ([]allocator.Node, error) {
 	now := time.Unix(0, n.cfg.Clock.Now().WallTime)
 	out := make([]allocator.Node, 0, len(byID))
 	for id, d := range byID {
-		an := allocator.Node{ID: id, Locality: d.Locality, Liveness: allocator.Suspect}
+		an := allocator.Node{ID: id, Locality: d.Locality, Liveness: allocator.Suspect, ReadReplica: d.ReadReplica}
 		rec := recs[id]
 		if rec != nil {
 			an.Liveness = allocator.ClassifyLiveness(time.Unix(0, rec.GetExpiration().GetWallTime()), now, deadAfter)

@@ -677,3 +677,23 @@ func (s *Store) Close() {
 		s.nh.Close()
 	}
 }
+
+// AppliedLag is how far this node's most behind replica is: the highest
+// Raft index its log has learned to be committed (the hard state Dragonboat
+// keeps in its log DB, from the leader's appends and heartbeats) minus the
+// index it has applied, and that replica's range (0, 0: none behind). A
+// replica cut off from its leader shows the lag as of its last contact.
+func (s *Store) AppliedLag() (lag, rangeID uint64) {
+	for _, r := range s.replicaList() {
+		lr, err := s.nh.GetLogReader(r.rangeID)
+		if err != nil {
+			continue
+		}
+		st, _ := lr.NodeState()
+		applied := r.sm.applied.Load()
+		if st.Commit > applied && st.Commit-applied > lag {
+			lag, rangeID = st.Commit-applied, r.rangeID
+		}
+	}
+	return lag, rangeID
+}

@@ -839,8 +839,12 @@ type StoreDescriptor struct {
 	MaxAppliedIndexLag uint64 `protobuf:"varint,62,opt,name=max_applied_index_lag,json=maxAppliedIndexLag,proto3" json:"max_applied_index_lag,omitempty"`
 	// lagging_range_id: the range of that replica (0: no lag).
 	LaggingRangeId uint64 `protobuf:"varint,63,opt,name=lagging_range_id,json=laggingRangeId,proto3" json:"lagging_range_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// leaving: the node's last publication before a clean leave: its entry
+	// is removed at once (a read replica's is otherwise kept, hidden, after
+	// memberlist declares it dead, until the read replica TTL).
+	Leaving       bool `protobuf:"varint,64,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StoreDescriptor) Reset() {
@@ -983,6 +987,13 @@ func (x *StoreDescriptor) GetLaggingRangeId() uint64 {
 		return x.LaggingRangeId
 	}
 	return 0
+}
+
+func (x *StoreDescriptor) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
 }
 
 type NodesRequest struct {
@@ -2769,7 +2780,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\n" +
 	" \x01(\tR\x06detail\x124\n" +
 	"\x05store\x18\v \x01(\v2\x1e.rangestore.v1.StoreDescriptorR\x05store\x123\n" +
-	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\xf7\x04\n" +
+	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\x91\x05\n" +
 	"\x0fStoreDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x127\n" +
 	"\blocality\x18\x02 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
@@ -2789,7 +2800,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\fread_replica\x18< \x01(\bR\vreadReplica\x12\x18\n" +
 	"\aaddress\x18= \x01(\tR\aaddress\x121\n" +
 	"\x15max_applied_index_lag\x18> \x01(\x04R\x12maxAppliedIndexLag\x12(\n" +
-	"\x10lagging_range_id\x18? \x01(\x04R\x0elaggingRangeId\"\x0e\n" +
+	"\x10lagging_range_id\x18? \x01(\x04R\x0elaggingRangeId\x12\x18\n" +
+	"\aleaving\x18@ \x01(\bR\aleaving\"\x0e\n" +
 	"\fNodesRequest\"@\n" +
 	"\rNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.rangestore.v1.NodeStatusR\x05nodes\",\n" +
