@@ -47,7 +47,8 @@ type Config struct {
 	Interval time.Duration // 0 = DefaultInterval
 	TTL      time.Duration // 0 = DefaultTTL; must exceed Interval
 	// ReadReplicaTTL: how long after it was last heard a read replica's
-	// hidden entry is kept (0 = DefaultReadReplicaTTL; at least TTL).
+	// hidden entry is kept (0 = DefaultReadReplicaTTL, or TTL if longer;
+	// at least TTL).
 	ReadReplicaTTL time.Duration
 	Now            func() time.Time
 	Logger         *slog.Logger
@@ -105,7 +106,7 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: TTL %v must exceed the publishing interval %v", cfg.TTL, cfg.Interval)
 	}
 	if cfg.ReadReplicaTTL == 0 {
-		cfg.ReadReplicaTTL = DefaultReadReplicaTTL
+		cfg.ReadReplicaTTL = max(DefaultReadReplicaTTL, cfg.TTL)
 	}
 	if cfg.ReadReplicaTTL < cfg.TTL {
 		return nil, fmt.Errorf("gossip: read replica TTL %v must be at least the TTL %v", cfg.ReadReplicaTTL, cfg.TTL)

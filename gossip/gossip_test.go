@@ -157,6 +157,7 @@ func TestGossipBadConfig(t *testing.T) {
 		{Config{NodeID: 1, BindAddr: "127.0.0.1", Describe: desc}, "bind address"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:99999", Describe: desc}, "bad port"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: desc, Interval: time.Second, TTL: time.Second}, "TTL"},
+		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: desc, TTL: time.Minute, ReadReplicaTTL: time.Second}, "read replica TTL"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: func() *rspb.StoreDescriptor {
 			return &rspb.StoreDescriptor{Locality: []*rspb.LocalityTier{{Key: "region", Value: strings.Repeat("x", 600)}}}
 		}}, "exceeds memberlist"},
