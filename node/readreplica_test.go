@@ -243,3 +243,93 @@ func TestReadReplicaNode(t *testing.T) {
 	})
 	t.Logf("a clean stop removed the read replica's whiteboard entry in %v", time.Since(stopped).Round(time.Millisecond))
 }
+
+// TestReadReplicaDeadRemoved: a read replica that stays down past the
+// time-until-store-dead (2 s here) loses its non-voters: the replicate
+// queues remove them (remove-non-voter), the voters stay, and the
+// routing table stops listing it as soon as its liveness lapses.
+func TestReadReplicaDeadRemoved(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 3, SplitKeys: [][]byte{[]byte("m")}, ReplicateQueueInterval: queueInterval,
+		TimeUntilStoreDead: 2 * time.Second, SplitCheckInterval: time.Hour})
+	ctx := ctxQueue(t)
+	rri, err := tc.AddReadReplica()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, err := tc.WaitJoined(ctx, rri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonVotersOn := func(id uint64) (int, error) {
+		descs, err := tc.Node(0).MetaRanges(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for _, d := range descs {
+			if len(nodesOf(d, rspb.ReplicaType_VOTER)) != 3 {
+				return 0, fmt.Errorf("r%d: voters %v", d.RangeId, nodesOf(d, rspb.ReplicaType_VOTER))
+			}
+			for _, nv := range nodesOf(d, rspb.ReplicaType_NON_VOTER) {
+				if nv == id {
+					n++
+				}
+			}
+		}
+		return n, nil
+	}
+	var held int
+	timeutil.WaitFor(t, 40*time.Second, "a non-voter of every range on the read replica", func() error {
+		descs, err := tc.Node(0).MetaRanges(ctx)
+		if err != nil {
+			return err
+		}
+		if held, err = nonVotersOn(rr); err != nil || held != len(descs) {
+			return fmt.Errorf("%d of %d ranges (%v)", held, len(descs), err)
+		}
+		// Every addition done: the replica runs there (the descriptor
+		// names it before).
+		for _, d := range descs {
+			if rec := tc.Node(rri).store.ReplicaRecordOf(d.RangeId); rec == nil {
+				return fmt.Errorf("r%d: not started on the read replica yet", d.RangeId)
+			}
+		}
+		if got := metricSum(t, tc, "rangestore_replicate_queue_actions_total", map[string]string{"action": "add-non-voter", "result": "ok"}); got < float64(held) {
+			return fmt.Errorf("add-non-voter steps done: %v of %d", got, held)
+		}
+		return nil
+	})
+	stopped := time.Now()
+	tc.StopNode(rri)
+	disc := rspb.NewDiscoveryClient(tc.Conn(0))
+	timeutil.WaitFor(t, 30*time.Second, "the stopped read replica out of the routing table", func() error {
+		rt, err := disc.GetRoutingTable(ctx, &rspb.GetRoutingTableRequest{})
+		if err != nil {
+			return err
+		}
+		for _, e := range rt.Ranges {
+			for _, r := range e.Readers {
+				if r.NodeId == rr {
+					return fmt.Errorf("r%d still lists n%d", e.RangeId, rr)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("the routing table dropped the stopped read replica after %v", time.Since(stopped).Round(100*time.Millisecond))
+	timeutil.WaitFor(t, 60*time.Second, "the dead read replica's non-voters removed", func() error {
+		if n, err := nonVotersOn(rr); err != nil || n != 0 {
+			return fmt.Errorf("%d non-voters left (%v)", n, err)
+		}
+		return nil
+	})
+	t.Logf("%d non-voters of the dead read replica removed %v after it stopped (time-until-store-dead 2s)", held, time.Since(stopped).Round(100*time.Millisecond))
+	// (A step may fail after its change committed, e.g. at a lease
+	// move: the next pass finds it done.)
+	ok := metricSum(t, tc, "rangestore_replicate_queue_actions_total", map[string]string{"action": "remove-non-voter", "result": "ok"})
+	failed := metricSum(t, tc, "rangestore_replicate_queue_actions_total", map[string]string{"action": "remove-non-voter", "result": "error"})
+	if ok < 1 {
+		t.Fatalf("remove-non-voter actions: %v ok, %v failed; want some ok", ok, failed)
+	}
+	t.Logf("remove-non-voter steps: %v ok, %v failed", ok, failed)
+}
