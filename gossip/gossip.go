@@ -74,6 +74,10 @@ type Gossip struct {
 	local   []byte // the published descriptor (memberlist metadata)
 	seq     uint64
 	entries map[uint64]*entry // node ID -> newest descriptor heard
+	// gone: members that announced a clean leave (their last publication
+	// or a leave message), with when; their NotifyLeave removes, never
+	// hides (entries older than the read replica TTL are dropped).
+	gone map[string]time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -140,7 +144,7 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, err
 	}
 	g := &Gossip{cfg: cfg, name: fmt.Sprintf("n%d-%x", cfg.NodeID, binary.BigEndian.Uint64(inc[:])),
-		entries: map[uint64]*entry{}, stop: make(chan struct{}), done: make(chan struct{})}
+		entries: map[uint64]*entry{}, gone: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := g.describe(); err != nil {
 		return nil, err
 	}
@@ -213,6 +217,11 @@ func (g *Gossip) Whiteboard() map[uint64]Entry {
 // replica TTL (g.mu held).
 func (g *Gossip) gcLocked() {
 	now := g.cfg.Now()
+	for name, at := range g.gone {
+		if now.Sub(at) >= g.cfg.ReadReplicaTTL {
+			delete(g.gone, name)
+		}
+	}
 	for id, e := range g.entries {
 		if e.name != g.name && e.desc.GetReadReplica() && now.Sub(e.heard) >= g.cfg.ReadReplicaTTL {
 			delete(g.entries, id)
@@ -233,6 +242,7 @@ func (g *Gossip) Close() {
 		} else if err := g.ml.UpdateNode(500 * time.Millisecond); err != nil {
 			g.cfg.Logger.Debug("gossip: leaving update", "err", err)
 		}
+		g.announceLeave()
 		if err := g.ml.Leave(time.Second); err != nil {
 			g.cfg.Logger.Debug("gossip: leave", "err", err)
 		}
@@ -283,6 +293,44 @@ func (g *Gossip) describe() error {
 	return nil
 }
 
+// leaveMsgPrefix starts the message a member sends every other member over
+// TCP before a clean leave (the gossiped update may be overtaken by the
+// leave itself, which then hides the entry instead of removing it).
+const leaveMsgPrefix = "rangestore-gossip-leave:"
+
+// announceLeave tells every member, over TCP, that this member leaves
+// cleanly; each send is bounded by memberlist's TCP timeout, and it
+// returns once all are done.
+func (g *Gossip) announceLeave() {
+	msg := []byte(leaveMsgPrefix + g.name)
+	var wg sync.WaitGroup
+	for _, m := range g.ml.Members() {
+		if m.Name == g.name {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.ml.SendReliable(m, msg); err != nil {
+				g.cfg.Logger.Debug("gossip: leave announcement", "member", m.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// leaving records that member name left cleanly and removes its entries.
+func (g *Gossip) leaving(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gone[name] = g.cfg.Now()
+	for id, e := range g.entries {
+		if e.name == name && name != g.name {
+			delete(g.entries, id)
+		}
+	}
+}
+
 // publishLeaving makes the local descriptor the last one, marked leaving.
 func (g *Gossip) publishLeaving() error {
 	g.mu.Lock()
@@ -319,6 +367,7 @@ func (g *Gossip) heard(n *memberlist.Node) {
 		return // an older publication of the same process
 	}
 	if d.Leaving {
+		g.gone[n.Name] = g.cfg.Now()
 		if e != nil && e.name == n.Name {
 			delete(g.entries, d.NodeId) // a clean leave: gone at once
 		}
@@ -339,7 +388,7 @@ func (g *Gossip) left(n *memberlist.Node) {
 		if e.name != n.Name || n.Name == g.name {
 			continue
 		}
-		if e.desc.GetReadReplica() {
+		if _, clean := g.gone[n.Name]; e.desc.GetReadReplica() && !clean {
 			e.dead = true
 			continue
 		}
@@ -361,7 +410,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return bytes.Clone(d.local)
 }
-func (d *delegate) NotifyMsg([]byte)                  {}
+func (d *delegate) NotifyMsg(b []byte) {
+	if name, ok := strings.CutPrefix(string(b), leaveMsgPrefix); ok {
+		(*Gossip)(d).leaving(name)
+	}
+}
 func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
 func (d *delegate) LocalState(bool) []byte            { return nil }
 func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}

@@ -219,6 +219,23 @@ func TestReadReplicaNode(t *testing.T) {
 	if err := everyRangeHasNonVoter(); err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
+	// The lag per replica type is a metric.
+	mfs, err := rrNode.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := 0
+	for _, mf := range mfs {
+		if mf.GetName() == "rangestore_replica_applied_index_lag" {
+			for _, m := range mf.GetMetric() {
+				series++
+				t.Logf("rangestore_replica_applied_index_lag %v = %v", m.GetLabel(), m.GetGauge().GetValue())
+			}
+		}
+	}
+	if series != 2 {
+		t.Fatalf("rangestore_replica_applied_index_lag: %d series, want 2 (voter, non_voter)", series)
+	}
 	for _, ri := range rrNode.store.Ranges() {
 		if ri.LeaseValid && ri.Lease.GetNodeId() == rr {
 			t.Fatalf("r%d: the restarted read replica holds the lease", ri.RangeDescriptor.GetRangeId())
