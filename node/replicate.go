@@ -241,7 +241,7 @@ func (n *Node) SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetR
 	resp := &rspb.SetReplicationFactorResponse{Previous: int32(prev), ReplicationFactor: int32(factor)}
 	if nodes, err := n.allocatorNodes(ctx); err == nil {
 		for _, an := range nodes {
-			if an.Liveness == allocator.Live && an.Membership == allocator.Active {
+			if an.Liveness == allocator.Live && an.Membership == allocator.Active && !an.ReadReplica {
 				resp.LiveActiveNodes++
 			}
 		}
