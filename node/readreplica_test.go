@@ -187,6 +187,33 @@ func TestReadReplicaNode(t *testing.T) {
 	if _, err := disc.GetRoutingTable(ctx, &rspb.GetRoutingTableRequest{StartKey: []byte("m"), EndKey: []byte("c")}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "end_key") {
 		t.Fatalf("end before start: %v, want InvalidArgument naming end_key", err)
 	}
+	// A split of a range with a non-voter: the non-voter is removed first,
+	// and the queue gives the read replica a non-voter of both halves.
+	split := time.Now()
+	// (Refused while a replica change of the range runs: asked again.)
+	timeutil.WaitFor(t, 30*time.Second, "the split at t", func() error {
+		_, err := tc.Node(0).SplitRange(ctx, keys.UserKey([]byte("t")))
+		return err
+	})
+	timeutil.WaitFor(t, 40*time.Second, "a non-voter of both halves on the read replica", func() error {
+		descs, err := tc.Node(0).MetaRanges(ctx)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, d := range descs {
+			found = found || bytes.Equal(d.StartKey, keys.UserKey([]byte("t")))
+			if rec := rrNode.store.ReplicaRecordOf(d.RangeId); rec == nil {
+				return fmt.Errorf("r%d not started on the read replica", d.RangeId)
+			}
+		}
+		if !found {
+			return fmt.Errorf("no range starts at t")
+		}
+		return everyRangeHasNonVoter()
+	})
+	t.Logf("after the split at t, the read replica held a non-voter of both halves %v later", time.Since(split).Round(100*time.Millisecond))
+	checkKeys(t, tc, rri, "rr", 20)
 	// A restart keeps its replicas non-voters; they catch up on the writes
 	// made while it was down.
 	tc.StopNode(rri)

@@ -158,8 +158,11 @@
 //     changes up (only one in the descriptor alone, an addition between
 //     its steps, does). A read-replica node (NodeDescriptor.read_replica
 //     in the cluster record, ReadReplicaNode) is refused a voter, a
-//     promotion and a lease transfer. Ranges with non-voters do not split
-//     yet (refused: the right-hand range's Raft group would need them).
+//     promotion and a lease transfer. A split of a range with standing
+//     non-voters removes them first (removeNonVotersForSplit, through the
+//     replica change path: the right-hand Raft group starts with the
+//     voters alone); the replicate queue adds them to both halves again,
+//     a snapshot each.
 //     A non-voter never acquires a lease (acquireLease redirects to a
 //     voter). AppliedLag reports the most behind local replica (the commit
 //     index Dragonboat's log DB learned minus the applied index).
