@@ -162,7 +162,7 @@
 //     non-voters removes them first (removeNonVotersForSplit, through the
 //     replica change path: the right-hand Raft group starts with the
 //     voters alone); the replicate queue adds them to both halves again,
-//     a snapshot each.
+//     a snapshot each. Ranges with non-voters are not merged (sameNodes).
 //     A non-voter never acquires a lease (acquireLease redirects to a
 //     voter). AppliedLag reports the most behind local replica (the commit
 //     index Dragonboat's log DB learned minus the applied index).
