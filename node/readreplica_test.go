@@ -328,8 +328,11 @@ func TestReadReplicaDeadRemoved(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if held, err = nonVotersOn(rr); err != nil || held != len(descs) {
-			return fmt.Errorf("%d of %d ranges (%v)", held, len(descs), err)
+		if held, err = nonVotersOn(rr); err != nil {
+			return err
+		}
+		if held != len(descs) {
+			return fmt.Errorf("%d of %d ranges", held, len(descs))
 		}
 		// Every addition done: the replica runs there (the descriptor
 		// names it before).
@@ -362,8 +365,12 @@ func TestReadReplicaDeadRemoved(t *testing.T) {
 	})
 	t.Logf("the routing table dropped the stopped read replica after %v", time.Since(stopped).Round(100*time.Millisecond))
 	timeutil.WaitFor(t, 60*time.Second, "the dead read replica's non-voters removed", func() error {
-		if n, err := nonVotersOn(rr); err != nil || n != 0 {
-			return fmt.Errorf("%d non-voters left (%v)", n, err)
+		n, err := nonVotersOn(rr)
+		if err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("%d non-voters left", n)
 		}
 		return nil
 	})
