@@ -66,7 +66,8 @@ proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
 		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
 		--go_out=. --go_opt=module=github.com/rangestore/rangestore/proto \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/rangestore/rangestore/proto \
-		rangestore/v1/kv.proto rangestore/v1/admin.proto rangestore/v1/internal.proto rangestore/v1/persisted.proto rangestore/v1/backup.proto
+		rangestore/v1/kv.proto rangestore/v1/admin.proto rangestore/v1/internal.proto rangestore/v1/persisted.proto rangestore/v1/backup.proto \
+		rangestore/v1/discovery.proto
 
 # Fails if the committed generated code differs from what `make proto`
 # produces (a hand edit, or a .proto changed without regenerating).

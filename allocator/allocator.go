@@ -112,11 +112,23 @@ type Node struct {
 	CapacityBytes int64
 	UsedBytes     int64
 	QPS           float64
+	// ReadReplica: the node is a read replica (rangestore start
+	// --read-replica): it takes no voter, no lease and no zone replica,
+	// only the one non-voter of every range that each live read-replica
+	// node gets (readReplicaRepair).
+	ReadReplica bool
 }
 
-// canTakeReplica reports whether a new replica may be placed on n.
+// canTakeReplica reports whether a new voter (or a zone's non-voter) may
+// be placed on n: never on a read-replica node.
 func (n *Node) canTakeReplica() bool {
-	return n.Liveness == Live && n.Membership == Active
+	return n.Liveness == Live && n.Membership == Active && !n.ReadReplica
+}
+
+// canTakeReadReplica reports whether n is a read-replica node that may
+// get its non-voter of a range now.
+func (n *Node) canTakeReadReplica() bool {
+	return n.Liveness == Live && n.Membership == Active && n.ReadReplica && !diskFull(n)
 }
 
 // Range is the allocator's view of one range.
@@ -193,7 +205,10 @@ type replica struct {
 }
 
 // replicas checks r's descriptor against the node views and returns its
-// voters and non-voters in descriptor order.
+// voters and non-voters in descriptor order. The non-voters on
+// read-replica nodes are left out (readReplicas returns them: they are
+// not the zone's); a voter on a read-replica node is leaving (replaced,
+// then removed: such a node never votes).
 func replicas(desc *rspb.RangeDescriptor, nodes map[uint64]*Node) (voters, nonVoters []replica, err error) {
 	if desc == nil {
 		return nil, nil, invalid("no range descriptor")
@@ -209,9 +224,14 @@ func replicas(desc *rspb.RangeDescriptor, nodes map[uint64]*Node) (voters, nonVo
 			return nil, nil, invalid("r%d has a replica on n%d, which has no node view", desc.RangeId, rd.NodeId)
 		}
 		r := replica{desc: rd, node: n, health: healthOf(n)}
-		if rd.Type == rspb.ReplicaType_NON_VOTER {
+		switch {
+		case rd.Type == rspb.ReplicaType_NON_VOTER && n.ReadReplica:
+		case rd.Type == rspb.ReplicaType_NON_VOTER:
 			nonVoters = append(nonVoters, r)
-		} else {
+		default:
+			if n.ReadReplica && (r.health == healthy || r.health == suspect) {
+				r.health = leaving
+			}
 			voters = append(voters, r)
 		}
 	}
@@ -219,6 +239,18 @@ func replicas(desc *rspb.RangeDescriptor, nodes map[uint64]*Node) (voters, nonVo
 		return nil, nil, invalid("r%d has no voter", desc.RangeId)
 	}
 	return voters, nonVoters, nil
+}
+
+// readReplicas returns the non-voters of desc on read-replica nodes, in
+// descriptor order (desc already checked by replicas).
+func readReplicas(desc *rspb.RangeDescriptor, nodes map[uint64]*Node) []replica {
+	var out []replica
+	for _, rd := range desc.GetReplicas() {
+		if n, ok := nodes[rd.NodeId]; ok && n.ReadReplica && rd.Type == rspb.ReplicaType_NON_VOTER {
+			out = append(out, replica{desc: rd, node: n, health: healthOf(n)})
+		}
+	}
+	return out
 }
 
 // sortedNodes returns the node views ordered by ID, so that every walk over

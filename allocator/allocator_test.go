@@ -30,7 +30,7 @@ import (
 //
 // A node line is "nID [k=v,k=v] [live|suspect|dead]
 // [active|draining|decommissioning|decommissioned] [replicas=N]
-// [leases=N] [qps=N] [disk=USED/CAPACITY]" (live and active by default; the k=v list is the locality,
+// [leases=N] [qps=N] [disk=USED/CAPACITY] [read-replica]" (live and active by default; the k=v list is the locality,
 // widest tier first). A range line is "rID n1,n2,n3,n4~": the replicas in
 // order, replica ID = position + 1, a "~" suffix marks a non-voter.
 func TestAllocatorScripts(t *testing.T) {
@@ -193,6 +193,8 @@ func parseNode(t *testing.T, f []string) Node {
 			n.Membership = Decommissioning
 		case w == "decommissioned":
 			n.Membership = Decommissioned
+		case w == "read-replica":
+			n.ReadReplica = true
 		case strings.HasPrefix(w, "replicas="):
 			n.Replicas = atoi(t, strings.TrimPrefix(w, "replicas="))
 		case strings.HasPrefix(w, "leases="):

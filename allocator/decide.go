@@ -156,7 +156,7 @@ func priority(tolerated, missing, rank int) int {
 //     decommissioning node, else one beyond the factor (the worst: suspect
 //     first, then the least diverse, then not the leaseholder, then the
 //     most loaded);
-//   - else remove a non-voter (until read replicas exist, every non-voter
+//   - else remove a non-voter (besides a read replica's, every non-voter
 //     is a leftover of a half-done change);
 //   - else none.
 //
@@ -370,6 +370,9 @@ func healthWord(r replica) string {
 		}
 		return "decommissioned"
 	case leaving:
+		if r.node.Membership != Decommissioning && r.node.ReadReplica {
+			return "a voter on a read-replica node"
+		}
 		return "decommissioning"
 	case suspect:
 		return "suspect"

@@ -7,11 +7,11 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
-// canHoldReplicas reports whether n can keep or take replicas once the
+// canHoldReplicas reports whether n can keep or take voters once the
 // nodes in leaving are gone: live, active or draining (a drain is
-// temporary: the node stays a member), and not leaving.
+// temporary: the node stays a member), not leaving, not a read replica.
 func canHoldReplicas(n *Node, leaving map[uint64]bool) bool {
-	return !leaving[n.ID] && n.Liveness == Live && (n.Membership == Active || n.Membership == Draining)
+	return !leaving[n.ID] && !n.ReadReplica && n.Liveness == Live && (n.Membership == Active || n.Membership == Draining)
 }
 
 func leavingSet(m map[uint64]*Node, leaving []uint64) (map[uint64]bool, error) {

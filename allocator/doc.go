@@ -60,10 +60,10 @@
 //     diverse, then not the leaseholder, then the most replicas and
 //     leases. Up-replication always comes first, so the last voter is
 //     never removed and a removal never drops below the factor.
-//  4. remove-non-voter: until read replicas exist every non-voter is the
-//     leftover of a half-done change (the one on a dead node first). Read
-//     replicas will pass the non-voters a range keeps; this step then
-//     removes only the others.
+//  4. remove-non-voter: every non-voter off a read-replica node is the
+//     leftover of a half-done change (the one on a dead node first; Decide
+//     knows no zone non-voters); a read replica's non-voter is not
+//     Decide's (readReplicas).
 //  5. rebalance: the range is fully and healthily replicated (factor met,
 //     every voter on a live active node, no non-voter) and one of its
 //     voters is on a node holding too many replicas (balance.go): the
@@ -125,7 +125,8 @@
 //     diversity → fewer replicas → lower QPS → lower ID; a non-voter is
 //     promoted only if it meets the voter constraints;
 //  2. non-voter repair to num_replicas − num_voters (priorities 900/800/
-//     700, below every voter repair);
+//     700, below every voter repair); then the read replicas' non-voters
+//     (see "Read replicas");
 //  3. a replica breaking a constraint (or a per-replica count short) moves
 //     where fewer are unmet (priority 4); no move: the unsatisfiable
 //     lines are reported and the checks go on;
@@ -170,6 +171,21 @@
 // every balance move lowers a spread (count: source at least 2 above the
 // target; QPS: target + range below the source), so applying actions one
 // at a time terminates (sim_test.go: no replica or lease goes back).
+//
+// Read replicas (issue 13; Node.ReadReplica, from the node descriptor):
+// a read-replica node never takes a voter, a lease or a zone's replica
+// (canTakeReplica is false for it, so placement, promotion, balance means
+// and targets all leave it out; a voter found on one is "leaving":
+// replaced elsewhere, then removed). The rule for its non-voters: a range
+// wants one non-voter on each live active read-replica node (disk not
+// full) in addition to its zone's num_replicas. readReplicaRepair, after
+// the zone's non-voters, adds the missing one (the lowest node ID first,
+// priority 800) and removes the non-voter of a read replica that is dead
+// (past the time-until-store-dead), decommissioned or decommissioning
+// (priority 700); a suspect one keeps its non-voter. Nothing is replaced:
+// every other live read replica holds its own already. These non-voters
+// are not the zone's: replicas() leaves them out (no constraint, move or
+// Decide removal applies to them).
 //
 // Decommissioning (CanDecommission, Unplaceable): refused when fewer
 // nodes that can hold replicas (live, active or draining) would remain

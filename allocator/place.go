@@ -137,7 +137,7 @@ func Place(desc *rspb.RangeDescriptor, nodes []Node) (Placement, error) {
 }
 
 // ineligibility lists why nodes cannot take the replica, in this order.
-var ineligibility = []string{"has a replica", "dead", "decommissioned", "decommissioning", "suspect", "draining"}
+var ineligibility = []string{"has a replica", "dead", "decommissioned", "decommissioning", "suspect", "draining", "read replica"}
 
 func whyIneligible(n *Node, holds bool) string {
 	switch {
@@ -153,6 +153,8 @@ func whyIneligible(n *Node, holds bool) string {
 		return "suspect"
 	case n.Membership == Draining:
 		return "draining"
+	case n.ReadReplica:
+		return "read replica"
 	}
 	return ""
 }

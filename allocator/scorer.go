@@ -198,6 +198,7 @@ type scorer struct {
 	all        []*Node
 	voters     []replica
 	nonVoters  []replica
+	readReps   []replica // the non-voters on read-replica nodes
 	holds      map[uint64]*replica
 	counts     bounds
 	countsOK   bool
@@ -278,6 +279,10 @@ func Score(in ScoreInput) (Recommendation, error) {
 	}
 	for i := range nonVoters {
 		s.holds[nonVoters[i].node.ID] = &nonVoters[i]
+	}
+	s.readReps = readReplicas(in.Desc, m)
+	for i := range s.readReps {
+		s.holds[s.readReps[i].node.ID] = &s.readReps[i]
 	}
 	s.figures()
 	d, err := s.decide()
@@ -547,8 +552,11 @@ func (s *scorer) decide() (Decision, error) {
 		return s.removeVoter(dec)
 	}
 	s.check("repair: voters: fully replicated, %d of %d voters kept", len(staying(s.voters)), z.Voters())
-	// 2. Non-voters.
+	// 2. Non-voters: the zone's, then the read replicas'.
 	if d, ok := s.nonVoterRepair(); ok {
+		return d, nil
+	}
+	if d, ok := s.readReplicaRepair(); ok {
 		return d, nil
 	}
 	// Moves need every replica on a live active node.
@@ -732,6 +740,47 @@ func (s *scorer) nonVoterRepair() (Decision, bool) {
 			Reason: fmt.Sprintf("%s: remove n%d's non-voter (replica %d, %s)%s", status, g.node.ID, g.desc.ReplicaId, why, because)}, true
 	}
 	s.check("repair: %s", status)
+	return Decision{}, false
+}
+
+// readReplicaRepair gives every live active read-replica node (disk not
+// full) a non-voter of the range, in addition to the zone's num_replicas,
+// the lowest node ID first; it removes the non-voter of a read-replica
+// node that is dead, decommissioned or decommissioning (after the
+// time-until-store-dead, as for a voter). There is nothing to replace: the
+// other live read replicas hold theirs already.
+func (s *scorer) readReplicaRepair() (Decision, bool) {
+	nodes := 0
+	var missing []*Node
+	for _, n := range s.all {
+		if !n.ReadReplica {
+			continue
+		}
+		nodes++
+		if _, holds := s.holds[n.ID]; !holds && n.canTakeReadReplica() {
+			missing = append(missing, n)
+		}
+	}
+	if nodes == 0 && len(s.readReps) == 0 {
+		return Decision{}, false // no line: clusters without read replicas explain as before
+	}
+	status := fmt.Sprintf("read replicas: %d of %d hold a non-voter", len(s.readReps), nodes)
+	if len(missing) > 0 {
+		n := missing[0]
+		s.check("repair: %s", status)
+		s.verdict[n.ID] = "target"
+		return Decision{Action: ActionAddNonVoter, Node: n.ID, Priority: priorityAddNonVoter,
+			Reason: fmt.Sprintf("%s; add a non-voter on read replica n%d (every live read replica holds one of every range)", status, n.ID)}, true
+	}
+	for _, r := range s.readReps {
+		if r.health == lost || r.health == leaving {
+			s.check("repair: %s", status)
+			s.verdict[r.node.ID] = "removed"
+			return Decision{Action: ActionRemoveNonVoter, Node: r.node.ID, ReplicaID: r.desc.ReplicaId, Priority: priorityRemoveNonVoter,
+				Reason: fmt.Sprintf("%s: remove read replica n%d's non-voter (replica %d, %s)", status, r.node.ID, r.desc.ReplicaId, healthWord(r))}, true
+		}
+	}
+	s.check("%s", status)
 	return Decision{}, false
 }
 

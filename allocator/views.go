@@ -28,7 +28,7 @@ func MembershipOf(rec *rspb.Liveness) Membership {
 // record (joined, never started) is Suspect: it takes nothing, and
 // nothing of it is replaced. Replicas and Leases are left to the caller.
 func NodeView(d *rspb.NodeDescriptor, rec *rspb.Liveness, now time.Time, timeUntilDead time.Duration) Node {
-	n := Node{ID: d.GetNodeId(), Locality: d.GetLocality(), Liveness: Suspect, Membership: MembershipOf(rec)}
+	n := Node{ID: d.GetNodeId(), Locality: d.GetLocality(), Liveness: Suspect, Membership: MembershipOf(rec), ReadReplica: d.GetReadReplica()}
 	if rec != nil {
 		n.Liveness = ClassifyLiveness(time.Unix(0, rec.GetExpiration().GetWallTime()), now, timeUntilDead)
 	}

@@ -50,6 +50,18 @@
 //     and ListProtections write, delete and read protection records in the
 //     system range through the router. The KV service refuses requests
 //     whose command is Internal() (export).
+//   - DiscoveryServer (discovery.go, issue 13): GetRoutingTable returns,
+//     per range of a span of client keys, the write server (the
+//     leaseholder as the answering node knows it: its own replica's valid
+//     lease, else the node that last served the range through its router)
+//     and the read servers (the other voters and the non-voters, roles
+//     voter / read-replica / non-voter, nearest to the request's locality
+//     first), leaving out nodes that are not live and read replicas not on
+//     the whiteboard, with a TTL (--routing-ttl, 300 s). BuildRoutingTable
+//     is pure (golden-tested). The contract for clients: refresh the table
+//     when its TTL expires, when a write server answers NOT_LEASEHOLDER,
+//     and when every listed server of a range failed; the table is a hint
+//     and a server's answer is authoritative.
 //   - ToStatus: the one table mapping errors to gRPC status codes. A
 //     replica's verdict travels as RangeError (ranges.Error, the one error
 //     type carrying a *rspb.RangeError) from the store, the node and the

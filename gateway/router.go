@@ -87,6 +87,14 @@ func NewRouter(resolver Resolver, local LocalStore, clock *leases.Clock, log *sl
 		conns: map[string]*grpc.ClientConn{}, leaders: map[uint64]uint64{}}
 }
 
+// LastServed is the node that last served a request of the range through
+// this router (its leaseholder then; 0: none yet).
+func (r *Router) LastServed(rangeID uint64) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leaders[rangeID]
+}
+
 // Close releases connections.
 func (r *Router) Close() {
 	r.mu.Lock()

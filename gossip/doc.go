@@ -15,6 +15,19 @@
 //   - when it was not heard again within Config.TTL (a backstop: a node
 //     that stays a member but stopped publishing, e.g. a wedged process).
 //
+// Read replicas (issue 13): a read replica's descriptor (read_replica
+// set, with its gRPC address and applied-index lag) is its entry on the
+// discovery whiteboard (Whiteboard). memberlist does not tell its
+// callbacks whether a member left or died, so Close publishes a last
+// descriptor marked leaving and sends every member a leave message over
+// TCP (the update alone can be overtaken by the leave) before it leaves:
+// receivers drop the entry at once, and the member's NotifyLeave removes
+// rather than hides. A read replica's entry whose member memberlist declares dead (or
+// that was not heard within the TTL) is hidden instead (Stores leaves it
+// out, Whiteboard marks it Hidden) and garbage-collected
+// Config.ReadReplicaTTL (60 s) after it was last heard; a new publication
+// of the node brings it back.
+//
 // Names: memberlist names each member "n<ID>-<incarnation>", the
 // incarnation being random per Start, so a restarted node (a new port, as
 // the gossip port is picked at start by default) never conflicts with the

@@ -26,6 +26,10 @@ import (
 const (
 	DefaultInterval = 2 * time.Second
 	DefaultTTL      = 10 * time.Second
+	// DefaultReadReplicaTTL: a read replica's entry hidden after an
+	// unclean exit is garbage-collected this long after it was last heard
+	// (Neo4j's read replica TTL).
+	DefaultReadReplicaTTL = 60 * time.Second
 	// MaxDescriptorBytes is memberlist's bound on a member's metadata: a
 	// descriptor (its locality tiers, mostly) must fit.
 	MaxDescriptorBytes = memberlist.MetaMaxSize
@@ -42,14 +46,22 @@ type Config struct {
 	Describe func() *rspb.StoreDescriptor
 	Interval time.Duration // 0 = DefaultInterval
 	TTL      time.Duration // 0 = DefaultTTL; must exceed Interval
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// ReadReplicaTTL: how long after it was last heard a read replica's
+	// hidden entry is kept (0 = DefaultReadReplicaTTL, or TTL if longer;
+	// at least TTL).
+	ReadReplicaTTL time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
 }
 
 // Entry is one node's descriptor as this node knows it.
 type Entry struct {
 	Desc  *rspb.StoreDescriptor
 	Heard time.Time // when this node last heard it (its own clock)
+	// Hidden: a read replica's entry after an unclean exit (memberlist
+	// declared it dead, or it was not heard within the TTL): Stores
+	// leaves it out; Whiteboard lists it until the read replica TTL.
+	Hidden bool
 }
 
 // Gossip is one node's membership in the gossip network.
@@ -62,6 +74,10 @@ type Gossip struct {
 	local   []byte // the published descriptor (memberlist metadata)
 	seq     uint64
 	entries map[uint64]*entry // node ID -> newest descriptor heard
+	// gone: members that announced a clean leave (their last publication
+	// or a leave message), with when; their NotifyLeave removes, never
+	// hides (entries older than the read replica TTL are dropped).
+	gone map[string]time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -72,6 +88,7 @@ type entry struct {
 	name  string // the member that published it
 	desc  *rspb.StoreDescriptor
 	heard time.Time
+	dead  bool // memberlist declared its member dead (read replicas: kept, hidden)
 }
 
 // Start joins nothing yet: it starts memberlist on cfg.BindAddr and the
@@ -91,6 +108,12 @@ func Start(cfg Config) (*Gossip, error) {
 	}
 	if cfg.TTL <= cfg.Interval {
 		return nil, fmt.Errorf("gossip: TTL %v must exceed the publishing interval %v", cfg.TTL, cfg.Interval)
+	}
+	if cfg.ReadReplicaTTL == 0 {
+		cfg.ReadReplicaTTL = max(DefaultReadReplicaTTL, cfg.TTL)
+	}
+	if cfg.ReadReplicaTTL < cfg.TTL {
+		return nil, fmt.Errorf("gossip: read replica TTL %v must be at least the TTL %v", cfg.ReadReplicaTTL, cfg.TTL)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -121,7 +144,7 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, err
 	}
 	g := &Gossip{cfg: cfg, name: fmt.Sprintf("n%d-%x", cfg.NodeID, binary.BigEndian.Uint64(inc[:])),
-		entries: map[uint64]*entry{}, stop: make(chan struct{}), done: make(chan struct{})}
+		entries: map[uint64]*entry{}, gone: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := g.describe(); err != nil {
 		return nil, err
 	}
@@ -164,11 +187,46 @@ func (g *Gossip) Stores() map[uint64]Entry {
 	defer g.mu.Unlock()
 	out := map[uint64]Entry{}
 	for id, e := range g.entries {
-		if now.Sub(e.heard) < g.cfg.TTL {
+		if !e.dead && now.Sub(e.heard) < g.cfg.TTL {
 			out[id] = Entry{Desc: e.desc, Heard: e.heard}
 		}
 	}
 	return out
+}
+
+// Whiteboard returns the read replicas' entries (the discovery
+// whiteboard), by node ID: those Stores returns, and those hidden after
+// an unclean exit (Hidden set) until they are garbage-collected, the read
+// replica TTL after they were last heard. A clean exit removes an entry
+// at once.
+func (g *Gossip) Whiteboard() map[uint64]Entry {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gcLocked()
+	now := g.cfg.Now()
+	out := map[uint64]Entry{}
+	for id, e := range g.entries {
+		if e.desc.GetReadReplica() {
+			out[id] = Entry{Desc: e.desc, Heard: e.heard, Hidden: e.dead || now.Sub(e.heard) >= g.cfg.TTL}
+		}
+	}
+	return out
+}
+
+// gcLocked drops the read replicas' entries not heard within the read
+// replica TTL (g.mu held).
+func (g *Gossip) gcLocked() {
+	now := g.cfg.Now()
+	for name, at := range g.gone {
+		if now.Sub(at) >= g.cfg.ReadReplicaTTL {
+			delete(g.gone, name)
+		}
+	}
+	for id, e := range g.entries {
+		if e.name != g.name && e.desc.GetReadReplica() && now.Sub(e.heard) >= g.cfg.ReadReplicaTTL {
+			delete(g.entries, id)
+		}
+	}
 }
 
 // Close stops publishing, tells the others this node leaves (bounded), and
@@ -177,6 +235,14 @@ func (g *Gossip) Close() {
 	g.once.Do(func() {
 		close(g.stop)
 		<-g.done
+		// memberlist tells its callbacks nothing of why a member went (a
+		// leave or a death): the last publication says so.
+		if err := g.publishLeaving(); err != nil {
+			g.cfg.Logger.Debug("gossip: leaving publication", "err", err)
+		} else if err := g.ml.UpdateNode(500 * time.Millisecond); err != nil {
+			g.cfg.Logger.Debug("gossip: leaving update", "err", err)
+		}
+		g.announceLeave()
 		if err := g.ml.Leave(time.Second); err != nil {
 			g.cfg.Logger.Debug("gossip: leave", "err", err)
 		}
@@ -195,6 +261,9 @@ func (g *Gossip) publish() {
 			return
 		case <-t.C:
 		}
+		g.mu.Lock()
+		g.gcLocked()
+		g.mu.Unlock()
 		if err := g.describe(); err != nil {
 			g.cfg.Logger.Warn("gossip: store descriptor not published", "err", err)
 			continue
@@ -224,6 +293,63 @@ func (g *Gossip) describe() error {
 	return nil
 }
 
+// leaveMsgPrefix starts the message a member sends every other member over
+// TCP before a clean leave (the gossiped update may be overtaken by the
+// leave itself, which then hides the entry instead of removing it).
+const leaveMsgPrefix = "rangestore-gossip-leave:"
+
+// announceLeave tells every member, over TCP, that this member leaves
+// cleanly; each send is bounded by memberlist's TCP timeout, and it
+// returns once all are done.
+func (g *Gossip) announceLeave() {
+	msg := []byte(leaveMsgPrefix + g.name)
+	var wg sync.WaitGroup
+	for _, m := range g.ml.Members() {
+		if m.Name == g.name {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.ml.SendReliable(m, msg); err != nil {
+				g.cfg.Logger.Debug("gossip: leave announcement", "member", m.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// leaving records that member name left cleanly and removes its entries.
+func (g *Gossip) leaving(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gone[name] = g.cfg.Now()
+	for id, e := range g.entries {
+		if e.name == name && name != g.name {
+			delete(g.entries, id)
+		}
+	}
+}
+
+// publishLeaving makes the local descriptor the last one, marked leaving.
+func (g *Gossip) publishLeaving() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	e := g.entries[g.cfg.NodeID]
+	if e == nil {
+		return errors.New("no descriptor published")
+	}
+	d := proto.Clone(e.desc).(*rspb.StoreDescriptor)
+	g.seq++
+	d.Seq, d.Leaving = g.seq, true
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return err
+	}
+	g.local = b
+	return nil
+}
+
 // heard records a member's metadata (a join or an update).
 func (g *Gossip) heard(n *memberlist.Node) {
 	if n.Name == g.name || len(n.Meta) == 0 {
@@ -236,21 +362,37 @@ func (g *Gossip) heard(n *memberlist.Node) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if e := g.entries[d.NodeId]; e != nil && e.name == n.Name && e.desc.Seq > d.Seq {
+	e := g.entries[d.NodeId]
+	if e != nil && e.name == n.Name && e.desc.Seq > d.Seq {
 		return // an older publication of the same process
+	}
+	if d.Leaving {
+		g.gone[n.Name] = g.cfg.Now()
+		if e != nil && e.name == n.Name {
+			delete(g.entries, d.NodeId) // a clean leave: gone at once
+		}
+		return
 	}
 	g.entries[d.NodeId] = &entry{name: n.Name, desc: d, heard: g.cfg.Now()}
 }
 
 // left forgets a member that left or died, unless a newer process of the
-// same node published since.
+// same node published since. A read replica's entry is hidden instead,
+// and garbage-collected after the read replica TTL: it died (a clean
+// leave published its last descriptor marked leaving, which removed the
+// entry already; memberlist does not say which it was).
 func (g *Gossip) left(n *memberlist.Node) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for id, e := range g.entries {
-		if e.name == n.Name && n.Name != g.name {
-			delete(g.entries, id)
+		if e.name != n.Name || n.Name == g.name {
+			continue
 		}
+		if _, clean := g.gone[n.Name]; e.desc.GetReadReplica() && !clean {
+			e.dead = true
+			continue
+		}
+		delete(g.entries, id)
 	}
 }
 
@@ -268,7 +410,11 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return bytes.Clone(d.local)
 }
-func (d *delegate) NotifyMsg([]byte)                  {}
+func (d *delegate) NotifyMsg(b []byte) {
+	if name, ok := strings.CutPrefix(string(b), leaveMsgPrefix); ok {
+		(*Gossip)(d).leaving(name)
+	}
+}
 func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
 func (d *delegate) LocalState(bool) []byte            { return nil }
 func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}

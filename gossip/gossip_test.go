@@ -157,6 +157,7 @@ func TestGossipBadConfig(t *testing.T) {
 		{Config{NodeID: 1, BindAddr: "127.0.0.1", Describe: desc}, "bind address"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:99999", Describe: desc}, "bad port"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: desc, Interval: time.Second, TTL: time.Second}, "TTL"},
+		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: desc, TTL: time.Minute, ReadReplicaTTL: time.Second}, "read replica TTL"},
 		{Config{NodeID: 1, BindAddr: "127.0.0.1:0", Describe: func() *rspb.StoreDescriptor {
 			return &rspb.StoreDescriptor{Locality: []*rspb.LocalityTier{{Key: "region", Value: strings.Repeat("x", 600)}}}
 		}}, "exceeds memberlist"},
@@ -170,5 +171,76 @@ func TestGossipBadConfig(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want it to name %q", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// TestWhiteboardReadReplicaLifecycle: the read replicas' entries (the
+// discovery whiteboard) of a clean and an unclean exit. n1 is a voter
+// node, n2 and n3 read replicas; the readers' clock is a manual one, so
+// that the read replica TTL (60 s) passes at once. A clean leave (n2)
+// removes the entry at once; a crash (n3) hides it once memberlist
+// declares n3 dead (Stores leaves it out, Whiteboard marks it hidden) and
+// it is garbage-collected after the read replica TTL.
+func TestWhiteboardReadReplicaLifecycle(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	start := func(id uint64, readReplica bool) *Gossip {
+		g, err := Start(Config{NodeID: id, BindAddr: "127.0.0.1:0", Interval: 100 * time.Millisecond, TTL: 30 * time.Second,
+			ReadReplicaTTL: time.Minute, Now: clock, Logger: slog.New(slog.DiscardHandler),
+			Describe: func() *rspb.StoreDescriptor {
+				return &rspb.StoreDescriptor{ReadReplica: readReplica, Address: fmt.Sprintf("127.0.0.1:%d", 1000+id), MaxAppliedIndexLag: 3 * id}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		return g
+	}
+	n1, n2, n3 := start(1, false), start(2, true), start(3, true)
+	for _, g := range []*Gossip{n2, n3} {
+		if _, err := g.Join([]string{n1.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timeutil.WaitFor(t, 20*time.Second, "n1's whiteboard lists n2 and n3", func() error {
+		wb := n1.Whiteboard()
+		if len(wb) != 2 || wb[2].Desc.GetAddress() != "127.0.0.1:1002" || wb[3].Desc.GetMaxAppliedIndexLag() != 9 || wb[2].Hidden || wb[3].Hidden {
+			return fmt.Errorf("whiteboard %v", wb)
+		}
+		return nil
+	})
+	if _, ok := n1.Whiteboard()[1]; ok {
+		t.Fatal("a voter node is on the read replicas' whiteboard")
+	}
+	begin := time.Now()
+	n2.Close()
+	timeutil.WaitFor(t, 10*time.Second, "n2's entry gone after its clean leave", func() error {
+		if e, ok := n1.Whiteboard()[2]; ok {
+			return fmt.Errorf("still there: %v", e)
+		}
+		return nil
+	})
+	t.Logf("a read replica's clean leave removed its whiteboard entry in %v", time.Since(begin).Round(time.Millisecond))
+	begin = time.Now()
+	crash(n3)
+	timeutil.WaitFor(t, 30*time.Second, "n3's entry hidden once memberlist declares it dead", func() error {
+		e, ok := n1.Whiteboard()[3]
+		if !ok || !e.Hidden {
+			return fmt.Errorf("entry %v (present %t)", e, ok)
+		}
+		return nil
+	})
+	t.Logf("a crashed read replica's entry was hidden after %v", time.Since(begin).Round(time.Millisecond))
+	if _, ok := n1.Stores()[3]; ok {
+		t.Fatal("Stores lists a read replica that memberlist declared dead")
+	}
+	now.Add(int64(59 * time.Second))
+	if _, ok := n1.Whiteboard()[3]; !ok {
+		t.Fatal("the hidden entry was collected before the read replica TTL")
+	}
+	now.Add(int64(2 * time.Second))
+	if e, ok := n1.Whiteboard()[3]; ok {
+		t.Fatalf("the hidden entry outlived the read replica TTL: %v", e)
 	}
 }

@@ -161,6 +161,9 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 	if id := n.ClusterID(); id != "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s is already initialized", id)
 	}
+	if n.cfg.ReadReplica {
+		return nil, status.Error(codes.FailedPrecondition, "init: this is a read-replica node: it joins a running cluster and is never an initial voter; run init on a voter node")
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
@@ -190,6 +193,9 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 		}
 		if info.ClusterId != "" {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s already belongs to cluster %s", addr, info.ClusterId)
+		}
+		if info.Node.GetReadReplica() {
+			return nil, status.Errorf(codes.FailedPrecondition, "node %s is a read-replica node: it joins once the cluster runs and is never an initial voter (leave it out of the init nodes' --join)", addr)
 		}
 		if seen[info.Node.RaftAddress] {
 			continue

@@ -25,7 +25,7 @@
 // Liveness.membership then the draining flag, every meta descriptor with
 // the leases its own replicas know, the factor setting; and carries steps
 // out through ranges.Store.ChangeReplicas, the same path as the Admin
-// ChangeReplicas RPC. SetReplicationFactor (Admin RPC, CLI cluster
+// ChangeReplicas RPC (non-voter steps through ranges.Store.AddNonVoter). SetReplicationFactor (Admin RPC, CLI cluster
 // set-replicas) validates and writes the setting and kicks the local
 // queue; a factor above the live active nodes is accepted.
 //
@@ -84,6 +84,21 @@
 // takes no lease (ranges refuses new replicas on it); decommissioned, it
 // sits idle, not ready, and logs once that it must join again with an
 // empty store; recommissioned, it takes leases again.
+//
+// Read replicas (issue 13; Config.ReadReplica, rangestore start
+// --read-replica): the node joins with read_replica set in its descriptor,
+// which the directory record and every cluster record keep; the role is
+// for the node's lifetime (ReadReplica: the flag or the record). Init
+// refuses a read-replica node, as its initiator or in its join list. The
+// replicate queues give it a non-voter of every range (the allocator's
+// rule: allocator/doc.go), added through ranges.Store.AddNonVoter; a
+// lease transfer to it is refused (FailedPrecondition naming the target).
+// Its gossiped store descriptor is its whiteboard entry: role, gRPC
+// address, applied-index lag (ranges.Store.AppliedLag). Every node serves
+// the Discovery service (discovery.go gathers the views of
+// gateway.BuildRoutingTable: meta, the leases known here, the directory,
+// nodes not live or read replicas off the whiteboard left out).
+// TestCluster.AddReadReplica adds one.
 //
 // TestCluster with a fault.Network carries Raft over its in-process
 // transport and node-to-node gRPC through its interceptors; with

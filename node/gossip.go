@@ -46,6 +46,29 @@ func (n *Node) GossipAddr() string {
 	return ""
 }
 
+// Whiteboard returns the read replicas' gossip entries (the discovery
+// whiteboard; hidden ones included until the read replica TTL).
+func (n *Node) Whiteboard() map[uint64]gossip.Entry {
+	if g := n.gossip.Load(); g != nil {
+		return g.Whiteboard()
+	}
+	return nil
+}
+
+// readReplicaNode reports whether node id is a read replica, as the
+// directory cached here or its gossip says.
+func (n *Node) readReplicaNode(id uint64) bool {
+	if n.store.ReadReplicaNode(id) {
+		return true
+	}
+	for _, d := range n.Directory() {
+		if d.NodeId == id && d.ReadReplica {
+			return true
+		}
+	}
+	return n.Stores()[id].Desc.GetReadReplica()
+}
+
 // Stores returns the store descriptors this node heard by gossip within
 // the TTL, its own included (empty before it has an ID).
 func (n *Node) Stores() map[uint64]gossip.Entry {
@@ -57,9 +80,12 @@ func (n *Node) Stores() map[uint64]gossip.Entry {
 
 // describeStore is this node's store descriptor: locality, file system
 // capacity and availability, the store's disk use, and what it holds and
-// serves.
+// serves; its role (read replica), gRPC address and how far its most
+// behind replica is (ranges.Store.AppliedLag): the discovery whiteboard's
+// entry of a read replica.
 func (n *Node) describeStore() *rspb.StoreDescriptor {
-	d := &rspb.StoreDescriptor{Locality: n.cfg.Locality, GossipAddress: n.GossipAddr()}
+	d := &rspb.StoreDescriptor{Locality: n.cfg.Locality, GossipAddress: n.GossipAddr(), ReadReplica: n.ReadReplica(), Address: n.Addr()}
+	d.MaxAppliedIndexLag, d.LaggingRangeId = n.store.AppliedLag()
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(n.cfg.StoreDir, &fs); err == nil {
 		d.CapacityBytes = int64(fs.Blocks) * fs.Bsize
@@ -88,7 +114,7 @@ func (n *Node) maintainGossip(ctx context.Context, last *time.Time, wg *sync.Wai
 	if g == nil {
 		var err error
 		g, err = gossip.Start(gossip.Config{NodeID: id, BindAddr: n.gossipBindAddr(), Describe: n.describeStore,
-			Interval: n.cfg.GossipInterval, TTL: n.cfg.GossipTTL, Logger: n.log})
+			Interval: n.cfg.GossipInterval, TTL: n.cfg.GossipTTL, ReadReplicaTTL: n.cfg.ReadReplicaTTL, Logger: n.log})
 		if err != nil {
 			if time.Since(*last) >= gossipJoinInterval {
 				*last = time.Now()

@@ -118,6 +118,18 @@ type Config struct {
 	// (zero value = allocator.DefaultThresholds(); Start refuses an
 	// invalid value).
 	Thresholds allocator.Thresholds
+	// ReadReplica starts a read-replica node (rangestore start
+	// --read-replica, issue 13): it joins a running cluster, holds
+	// non-voters only and never a lease. The role is recorded in its node
+	// descriptor when it joins and kept for the node's lifetime.
+	ReadReplica bool
+	// ReadReplicaTTL: a read replica's whiteboard entry hidden after an
+	// unclean exit is dropped this long after it was last heard (0 =
+	// gossip.DefaultReadReplicaTTL, 60 s; --read-replica-ttl).
+	ReadReplicaTTL time.Duration
+	// RoutingTTL is the TTL of the routing tables Discovery hands out
+	// (0 = gateway.DefaultRoutingTTL, 300 s; --routing-ttl).
+	RoutingTTL time.Duration
 }
 
 // DefaultDrainTimeout bounds the lease handoff of a graceful stop.
@@ -253,6 +265,7 @@ func Start(cfg Config) (*Node, error) {
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
 	rspb.RegisterAdminServer(n.grpc, gateway.NewAdminServer(n))
 	rspb.RegisterBackupServer(n.grpc, gateway.NewBackupServer(n.kvServer))
+	rspb.RegisterDiscoveryServer(n.grpc, gateway.NewDiscoveryServer(n))
 	// Health is readiness (ready.go): NOT_SERVING until the loop finds the
 	// node initialized, live and with quorum for its ranges.
 	n.health = health.NewServer()
@@ -347,7 +360,14 @@ func (n *Node) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResp
 // NodeDescriptor describes this node.
 func (n *Node) NodeDescriptor() *rspb.NodeDescriptor {
 	return &rspb.NodeDescriptor{NodeId: n.store.NodeID(), Address: n.Addr(), RaftAddress: n.cfg.RaftAddr,
-		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr()}
+		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr(), ReadReplica: n.ReadReplica()}
+}
+
+// ReadReplica reports whether this is a read-replica node: started with
+// Config.ReadReplica, or recorded as one in its cluster record (the role
+// is for the node's lifetime, also across a restart without the flag).
+func (n *Node) ReadReplica() bool {
+	return n.cfg.ReadReplica || (n.store.NodeID() != 0 && n.store.ReadReplicaNode(n.store.NodeID()))
 }
 
 // ClusterID is the cluster's ID ("" before init).
@@ -577,6 +597,9 @@ func (n *Node) TransferLease(ctx context.Context, rangeID, target uint64) error 
 func (n *Node) TransferLeaseTo(ctx context.Context, rangeID, target uint64) (bool, error) {
 	if _, ok := n.NodeAddress(target); !ok {
 		return false, status.Errorf(codes.NotFound, "node n%d not found", target)
+	}
+	if n.readReplicaNode(target) {
+		return false, status.Errorf(codes.FailedPrecondition, "target_node_id: n%d is a read-replica node: it never holds a lease", target)
 	}
 	var holder uint64
 	local := false

@@ -47,6 +47,10 @@ func (n *Node) startReplicateQueue() {
 			_, err := n.store.ChangeReplicas(ctx, rangeID, add, remove)
 			return err
 		},
+		AddNonVoter: func(ctx context.Context, rangeID, node uint64) error {
+			_, err := n.store.AddNonVoter(ctx, rangeID, node)
+			return err
+		},
 		Transfer:   n.TransferLease,
 		Done:       n.noteDecision,
 		Logger:     n.log.With("queue", "replicate"),
@@ -180,7 +184,7 @@ func (n *Node) allocatorNodes(ctx context.Context) ([]allocator.Node, error) {
 	now := time.Unix(0, n.cfg.Clock.Now().WallTime)
 	out := make([]allocator.Node, 0, len(byID))
 	for id, d := range byID {
-		an := allocator.Node{ID: id, Locality: d.Locality, Liveness: allocator.Suspect}
+		an := allocator.Node{ID: id, Locality: d.Locality, Liveness: allocator.Suspect, ReadReplica: d.ReadReplica}
 		rec := recs[id]
 		if rec != nil {
 			an.Liveness = allocator.ClassifyLiveness(time.Unix(0, rec.GetExpiration().GetWallTime()), now, deadAfter)
@@ -237,7 +241,7 @@ func (n *Node) SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetR
 	resp := &rspb.SetReplicationFactorResponse{Previous: int32(prev), ReplicationFactor: int32(factor)}
 	if nodes, err := n.allocatorNodes(ctx); err == nil {
 		for _, an := range nodes {
-			if an.Liveness == allocator.Live && an.Membership == allocator.Active {
+			if an.Liveness == allocator.Live && an.Membership == allocator.Active && !an.ReadReplica {
 				resp.LiveActiveNodes++
 			}
 		}

@@ -432,15 +432,25 @@ func (tc *TestCluster) Close() {
 // when join is empty): it joins the running cluster (join.go). It returns
 // the new node's index at once; WaitJoined waits for its node ID.
 func (tc *TestCluster) AddNode(join ...int) (int, error) {
+	return tc.addNodeRetrying(false, join)
+}
+
+// AddReadReplica is AddNode for a read-replica node (Config.ReadReplica:
+// it holds non-voters only, never a lease).
+func (tc *TestCluster) AddReadReplica(join ...int) (int, error) {
+	return tc.addNodeRetrying(true, join)
+}
+
+func (tc *TestCluster) addNodeRetrying(readReplica bool, join []int) (int, error) {
 	for attempt := 0; ; attempt++ {
-		i, err := tc.addNode(join)
+		i, err := tc.addNode(readReplica, join)
 		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
 			return i, err
 		}
 	}
 }
 
-func (tc *TestCluster) addNode(join []int) (int, error) {
+func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
 	tc.mu.Lock()
 	i := len(tc.cfgs)
 	cfg := tc.cfgs[0] // the cluster's settings; then this node's own
@@ -466,6 +476,7 @@ func (tc *TestCluster) addNode(join []int) (int, error) {
 	cfg.Clock = nil
 	cfg.CrashPoint = nil
 	cfg.Join = nil
+	cfg.ReadReplica = readReplica
 	for _, j := range join {
 		cfg.Join = append(cfg.Join, tc.cfgs[j].ListenAddr)
 	}

@@ -69,6 +69,9 @@ type replicaChangeFacts struct {
 	Desc   *rspb.RangeDescriptor
 	Remove bool   // remove (true) or add the replica on NodeID
 	NodeID uint64 // the node whose replica is added or removed
+	// NonVoter: add the replica as a standing non-voter (a read
+	// replica's, or a zone's): done once it has caught up, never promoted.
+	NonVoter bool
 	// NodeAddr is NodeID's Raft address ("" if the node is unknown).
 	NodeAddr string
 	// Voters, NonVoters: Dragonboat's membership (replica ID -> Raft
@@ -135,6 +138,11 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 		_, v := f.Voters[rep.ReplicaId]
 		_, nv := f.NonVoters[rep.ReplicaId]
 		switch {
+		case rep.Type == rspb.ReplicaType_NON_VOTER && nv:
+			// A standing non-voter (a read replica's, a zone's), or an
+			// addition waiting for its snapshot: both are whole Raft
+			// members of their kind, and Raft orders membership changes
+			// one at a time, so neither holds this change up.
 		case rep.Type == rspb.ReplicaType_NON_VOTER:
 			return dec(changeRefuse, 0, "another change of r%d is in flight: replica %d on n%d is a non-voter (an addition not finished; finish it or remove n%d)", d.RangeId, rep.ReplicaId, rep.NodeId, rep.NodeId)
 		case !v:
@@ -164,6 +172,8 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 	_, nv := f.NonVoters[id]
 	if mine.Type == rspb.ReplicaType_VOTER {
 		switch {
+		case f.NonVoter:
+			return dec(changeRefuse, id, "replica %d on n%d is a voter of r%d: a voter is never demoted to a non-voter (remove it first)", id, f.NodeID, d.RangeId)
 		case v:
 			return dec(changeDone, id, "replica %d on n%d is a voter of r%d in the descriptor and in Raft", id, f.NodeID, d.RangeId)
 		case nv:
@@ -186,6 +196,8 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 		return dec(changeStartReplica, id, "replica %d on n%d is a Raft non-voter: start it there (if it is not running) and ask how far it applied", id, f.NodeID)
 	case *f.TargetApplied == 0 || *f.TargetApplied < f.WantApplied:
 		return dec(changeStartReplica, id, "replica %d on n%d has applied %d of %d: wait for it to catch up", id, f.NodeID, *f.TargetApplied, f.WantApplied)
+	case f.NonVoter:
+		return dec(changeDone, id, "replica %d on n%d is a caught-up non-voter of r%d (applied %d >= %d): it stays a non-voter", id, f.NodeID, d.RangeId, *f.TargetApplied, f.WantApplied)
 	}
 	return dec(changeRaftPromote, id, "replica %d on n%d has caught up (applied %d >= %d): promote it to voter", id, f.NodeID, *f.TargetApplied, f.WantApplied)
 }

@@ -16,13 +16,15 @@ import (
 // compares the results with testdata/replica_change.golden. Descriptors
 // are written as in meta_decision.json, with "n4:7" for replica 7 on n4,
 // "~" for a non-voter and "nextN" for next_replica_id; a node's Raft
-// address is "nN". Regenerate with -rewrite.
+// address is "nN"; NonVoter adds a standing non-voter. Regenerate with
+// -rewrite.
 func TestReplicaChangeDecision(t *testing.T) {
 	var cases struct {
 		Steps []struct {
 			Name              string
 			Desc              string
 			Remove            bool
+			NonVoter          bool
 			Node              uint64
 			UnknownNode       bool
 			Voters, NonVoters map[uint64]string
@@ -41,7 +43,7 @@ func TestReplicaChangeDecision(t *testing.T) {
 	var out strings.Builder
 	out.WriteString("# The next step of a replica change\n")
 	for _, c := range cases.Steps {
-		f := replicaChangeFacts{Desc: parseDesc(t, c.Desc), Remove: c.Remove, NodeID: c.Node, Voters: c.Voters, NonVoters: c.NonVoters,
+		f := replicaChangeFacts{Desc: parseDesc(t, c.Desc), Remove: c.Remove, NonVoter: c.NonVoter, NodeID: c.Node, Voters: c.Voters, NonVoters: c.NonVoters,
 			Removed: map[uint64]bool{}, LeaseNode: c.LeaseNode, LogsCompacted: c.LogsCompacted, TargetApplied: c.TargetApplied, WantApplied: c.WantApplied}
 		if !c.UnknownNode {
 			f.NodeAddr = fmt.Sprintf("n%d", c.Node)

@@ -210,6 +210,21 @@
 //     descriptor serves nothing (RANGE_NOT_FOUND). The meta range changes
 //     the same way; its descriptor is in its own meta record, and nodes
 //     follow it (MetaDescriptor, LearnMetaDescriptor; node/metadesc.go).
+//     Standing non-voters (issue 13: a read replica's, a zone's;
+//     Store.AddNonVoter, AdminChangeReplicasRequest.non_voter): the same
+//     steps up to the catch-up, then done, never promoted. A non-voter
+//     that is in the descriptor and a Raft non-voter does not hold other
+//     changes up (only one in the descriptor alone, an addition between
+//     its steps, does). A read-replica node (NodeDescriptor.read_replica
+//     in the cluster record, ReadReplicaNode) is refused a voter, a
+//     promotion and a lease transfer. A split of a range with standing
+//     non-voters removes them first (removeNonVotersForSplit, through the
+//     replica change path: the right-hand Raft group starts with the
+//     voters alone); the replicate queue adds them to both halves again,
+//     a snapshot each. Ranges with non-voters are not merged (sameNodes).
+//     A non-voter never acquires a lease (acquireLease redirects to a
+//     voter). AppliedLag reports the most behind local replica (the commit
+//     index Dragonboat's log DB learned minus the applied index).
 //   - Snapshots (replica_apply.go, snapshot_limits.go). SaveSnapshot
 //     streams a Pebble snapshot of the range (header with descriptor,
 //     applied index and range-local keys, then the data span's keys); it

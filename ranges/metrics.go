@@ -167,6 +167,12 @@ func (m *Metrics) bindStore(s *Store) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rangestore_replicas", Help: "Replicas on this node's store.",
 	}, func() float64 { return float64(s.NumReplicas()) }))
+	for kind, typ := range []string{"voter", "non_voter"} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rangestore_replica_applied_index_lag", ConstLabels: prometheus.Labels{"type": typ},
+			Help: "Raft log entries the most behind local replica of the type has to apply: the commit index it learned minus its applied index.",
+		}, func() float64 { return float64(s.appliedLags()[kind].lag) }))
+	}
 }
 
 func (m *Metrics) observe(req *rspb.RangeRequest, resp *rspb.RangeResponse, d time.Duration) {

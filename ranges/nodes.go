@@ -89,7 +89,8 @@ func recordRaftAddress(eng *kv.Engine, addr string) error {
 
 // UpdateNodeDescriptor records d in this node's cluster record (persisted,
 // synced), the node's cached directory: it replaces the descriptor of
-// d.NodeId when its gRPC or HTTP address or locality differs, and adds a
+// d.NodeId when its gRPC or HTTP address or locality differs (or d marks
+// it a read replica, a role never cleared), and adds a
 // node the record does not know yet (one that joined, d must then carry
 // its Raft address). It reports whether it changed the record. The router
 // resolves node addresses, and the store peers' Raft addresses, through it.
@@ -110,10 +111,14 @@ func (s *Store) UpdateNodeDescriptor(d *rspb.NodeDescriptor) (changed bool, err 
 			continue
 		}
 		found = true
-		if nd.Address == d.Address && nd.HttpAddress == d.HttpAddress && (d.Locality == nil || sameLocality(nd.Locality, d.Locality)) {
+		// The read-replica role is for the node's lifetime: set, never
+		// cleared.
+		if nd.Address == d.Address && nd.HttpAddress == d.HttpAddress && (d.Locality == nil || sameLocality(nd.Locality, d.Locality)) &&
+			(nd.ReadReplica || !d.ReadReplica) {
 			return false, nil
 		}
 		nd.Address, nd.HttpAddress = d.Address, d.HttpAddress
+		nd.ReadReplica = nd.ReadReplica || d.ReadReplica
 		if d.Locality != nil {
 			nd.Locality = d.Locality
 		}

@@ -115,7 +115,10 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
 	addr, _ := r.store.NodeRaftAddress(req.NodeId)
-	f := replicaChangeFacts{Desc: desc, Remove: req.Remove, NodeID: req.NodeId, NodeAddr: addr,
+	if !req.Remove && !req.NonVoter && r.store.ReadReplicaNode(req.NodeId) {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: n%d is a read-replica node: it never holds a voter", r.rangeID, req.NodeId)
+	}
+	f := replicaChangeFacts{Desc: desc, Remove: req.Remove, NonVoter: req.NonVoter, NodeID: req.NodeId, NodeAddr: addr,
 		Voters: m.Nodes, NonVoters: m.NonVotings, Removed: map[uint64]bool{}, LeaseNode: lease.NodeId}
 	for id := range m.Removed {
 		f.Removed[id] = true
@@ -441,6 +444,9 @@ func (s *Store) ChangeReplicas(ctx context.Context, rangeID uint64, add, remove 
 					mine = rep
 				}
 			}
+			if i == 0 && s.ReadReplicaNode(n) {
+				return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d is a read-replica node: it never holds a voter (add it as a non-voter)", n)
+			}
 			if i == 0 && mine == nil {
 				if why := s.takesNoReplicas(ctx, n); why != "" {
 					return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: %s", n, why)
@@ -466,28 +472,83 @@ func (s *Store) ChangeReplicas(ctx context.Context, rangeID uint64, add, remove 
 	}
 	defer s.changing.Delete(rangeID)
 	for _, n := range add {
-		if desc, err = s.runChange(ctx, snd, desc, n, false); err != nil {
+		if desc, err = s.runChange(ctx, snd, desc, n, false, false); err != nil {
 			return desc, err
 		}
 	}
 	for _, n := range remove {
-		if desc, err = s.runChange(ctx, snd, desc, n, true); err != nil {
+		if desc, err = s.runChange(ctx, snd, desc, n, true, false); err != nil {
 			return desc, err
 		}
 	}
 	return desc, nil
 }
 
+// AddNonVoter adds a standing non-voter of the range on node (a read
+// replica's, or one a zone's num_replicas above num_voters asks for): the
+// same steps as a voter's addition up to its catch-up, and no promotion.
+// A node that already holds a non-voter of the range gets nothing new
+// (the call waits until it has caught up); one holding a voter is refused.
+func (s *Store) AddNonVoter(ctx context.Context, rangeID, node uint64) (*rspb.RangeDescriptor, error) {
+	snd := s.getSender()
+	if snd == nil {
+		return nil, errorf(rspb.RangeError_UNAVAILABLE, "replica changes need the cluster sender, which is not connected")
+	}
+	if _, ok := s.NodeRaftAddress(node); !ok {
+		return nil, errorf(rspb.RangeError_INVALID_ARGUMENT, "n%d is not a node of the cluster", node)
+	}
+	desc, err := s.lookupRangeByID(ctx, snd, rangeID)
+	if err != nil {
+		return nil, err
+	}
+	held := false
+	for _, rep := range desc.Replicas {
+		if rep.NodeId != node {
+			continue
+		}
+		if rep.Type == rspb.ReplicaType_VOTER {
+			return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d holds voter %d of r%d: a voter is never demoted to a non-voter", node, rep.ReplicaId, rangeID)
+		}
+		held = true
+	}
+	if !held {
+		if why := s.takesNoReplicas(ctx, node); why != "" {
+			return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d takes no new replica: %s", node, why)
+		}
+	}
+	if _, busy := s.changing.LoadOrStore(rangeID, true); busy {
+		return nil, errorf(rspb.RangeError_FAILED_PRECONDITION, "a replica change of r%d is already running", rangeID)
+	}
+	defer s.changing.Delete(rangeID)
+	return s.runChange(ctx, snd, desc, node, false, true)
+}
+
+// ReadReplicaNode reports whether the cluster record here marks nodeID as
+// a read-replica node (NodeDescriptor.read_replica): it holds non-voters
+// only and never a lease.
+func (s *Store) ReadReplicaNode(nodeID uint64) bool {
+	cr := s.ClusterRecord()
+	for _, n := range cr.GetNodes() {
+		if n.NodeId == nodeID {
+			return n.ReadReplica
+		}
+	}
+	return false
+}
+
 // runChange asks the leaseholder of desc's range for the steps of adding
 // or removing node's replica until it is done.
-func (s *Store) runChange(ctx context.Context, snd Sender, desc *rspb.RangeDescriptor, node uint64, remove bool) (*rspb.RangeDescriptor, error) {
+func (s *Store) runChange(ctx context.Context, snd Sender, desc *rspb.RangeDescriptor, node uint64, remove, nonVoter bool) (*rspb.RangeDescriptor, error) {
 	op := "add"
-	if remove {
+	switch {
+	case remove:
 		op = "remove"
+	case nonVoter:
+		op = "add a non-voter on"
 	}
 	for {
 		req := &rspb.RangeRequest{RangeId: desc.RangeId, Admin: &rspb.RangeRequest_AdminChangeReplicas{
-			AdminChangeReplicas: &rspb.AdminChangeReplicasRequest{NodeId: node, Remove: remove}}}
+			AdminChangeReplicas: &rspb.AdminChangeReplicasRequest{NodeId: node, Remove: remove, NonVoter: nonVoter && !remove}}}
 		resp, err := snd.SendToRange(ctx, desc, req)
 		if err == nil && resp.Error != nil {
 			err = wrapRangeError(resp.Error)

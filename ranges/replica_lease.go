@@ -67,6 +67,16 @@ func (s *Store) leaseStatus(l *rspb.Lease, now kv.Timestamp) leases.State {
 	return leases.Status(l, now, holder, s.cfg.Clock.MaxOffset())
 }
 
+// voterIn reports whether desc names replica id as a voter.
+func voterIn(desc *rspb.RangeDescriptor, id uint64) bool {
+	for _, rep := range desc.GetReplicas() {
+		if rep.ReplicaId == id {
+			return rep.Type == rspb.ReplicaType_VOTER
+		}
+	}
+	return false
+}
+
 // drainHint names a node to send a draining replica's requests to: the
 // Raft leader if it is elsewhere, else another voter.
 func (r *Replica) drainHint() uint64 {
@@ -173,6 +183,11 @@ func (r *Replica) acquireLease(ctx context.Context, prev *rspb.Lease) *rspb.Rang
 	if desc == nil {
 		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d has no data on n%d yet", r.rangeID, r.store.NodeID()))
 	}
+	if !voterIn(desc, r.replicaID) {
+		// A non-voter (a read replica's, a zone's, an addition not yet
+		// promoted) never holds the lease: Raft could not elect it.
+		return notLeaseholder(r.rangeID, r.drainHint(), "replica %d on n%d is not a voter: it never holds the lease", r.replicaID, r.store.NodeID())
+	}
 	lv := r.store.live()
 	if lv == nil {
 		return rangeErr(rspb.RangeError_UNAVAILABLE, "node liveness is not running")
@@ -247,6 +262,9 @@ func (r *Replica) transferLease(ctx context.Context, target uint64, lead bool) e
 	}
 	if target == r.store.NodeID() {
 		return nil
+	}
+	if r.store.ReadReplicaNode(target) {
+		return errorf(rspb.RangeError_FAILED_PRECONDITION, "n%d is a read-replica node: it never holds a lease", target)
 	}
 	// A draining node takes no lease; for an epoch lease the target must be
 	// live (its current epoch goes into the lease).

@@ -236,6 +236,29 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 	s.log.Warn("could not compact the log of a new right-hand range", "range", rangeID)
 }
 
+// removeNonVotersForSplit removes the range's standing non-voters (in the
+// descriptor and Raft non-voters) before a split, through the replica
+// change path; a non-voter in Raft alone (an addition or removal half
+// done) refuses the split.
+func (r *Replica) removeNonVotersForSplit(ctx context.Context, desc *rspb.RangeDescriptor, nonVoting map[uint64]string) *rspb.RangeError {
+	var nodes []uint64
+	for _, rep := range desc.Replicas {
+		if _, ok := nonVoting[rep.ReplicaId]; ok && rep.Type == rspb.ReplicaType_NON_VOTER {
+			nodes = append(nodes, rep.NodeId)
+		}
+	}
+	if len(nodes) != len(nonVoting) {
+		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d: a replica change is half done (a Raft non-voter not in the descriptor); split later", r.rangeID))
+	}
+	r.store.log.Info("split: removing the range's non-voters first (the replicate queue adds them to both halves again)", "range", r.rangeID, "nodes", nodes)
+	if _, err := r.store.ChangeReplicas(ctx, r.rangeID, nil, nodes); err != nil {
+		// Transient (another change of the range running, a lease
+		// moving): the split may be asked again.
+		return rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d: removing its non-voters on %v before the split: %v; retry", r.rangeID, nodes, err))
+	}
+	return nil
+}
+
 // adminSplit splits the range at key: it allocates the right side's range
 // ID, stops the range's traffic with a write latch over all of it, proposes
 // the split under the current lease and descriptor generation, and then
@@ -276,8 +299,28 @@ func (r *Replica) adminSplit(ctx context.Context, lease *rspb.Lease, req *rspb.A
 	if err != nil {
 		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
-	if len(members.NonVotings) > 0 || len(members.Witnesses) > 0 {
-		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has non-voting replicas; splitting such ranges is not supported yet", r.rangeID)
+	if len(members.Witnesses) > 0 {
+		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d has witness replicas; splitting such ranges is not supported", r.rangeID)
+	}
+	if len(members.NonVotings) > 0 {
+		// Standing non-voters (a read replica's, a zone's) do not follow a
+		// split: the right-hand Raft group starts with the voters alone.
+		// They are removed first; the replicate queue adds them to both
+		// halves again (a snapshot each).
+		if rerr := r.removeNonVotersForSplit(ctx, desc, members.NonVotings); rerr != nil {
+			return &rspb.RangeResponse{Error: rerr}
+		}
+		desc = r.desc()
+		if !keys.InSpan(key, desc.StartKey, desc.EndKey) || bytes.Equal(key, desc.StartKey) {
+			return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_RANGE_KEY_MISMATCH, RangeDescriptor: desc,
+				Message: fmt.Sprintf("r%d changed while its non-voters were removed for the split at %s", r.rangeID, keys.Pretty(key))}}
+		}
+		if members, err = r.store.nh.SyncGetShardMembership(ctx, r.rangeID); err != nil {
+			return &rspb.RangeResponse{Error: r.mapRaftError(err)}
+		}
+		if len(members.NonVotings) > 0 {
+			return fail(rspb.RangeError_UNAVAILABLE, "r%d: a non-voter was added again before the split; retry", r.rangeID)
+		}
 	}
 	// Measure both sides (before stopping traffic: an estimate either way).
 	snap := r.store.eng.NewSnapshot()

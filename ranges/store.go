@@ -705,3 +705,42 @@ func (s *Store) Close() {
 		s.nh.Close()
 	}
 }
+
+// AppliedLag is how far this node's most behind replica is: the highest
+// Raft index its log has learned to be committed (the hard state Dragonboat
+// keeps in its log DB, from the leader's appends and heartbeats) minus the
+// index it has applied, and that replica's range (0, 0: none behind). A
+// replica cut off from its leader shows the lag as of its last contact.
+func (s *Store) AppliedLag() (lag, rangeID uint64) {
+	for _, l := range s.appliedLags() {
+		if l.lag > lag {
+			lag, rangeID = l.lag, l.rangeID
+		}
+	}
+	return lag, rangeID
+}
+
+// replicaLag is the most behind replica of a kind (appliedLags).
+type replicaLag struct{ lag, rangeID uint64 }
+
+// appliedLags is AppliedLag per replica type: [0] the voters, [1] the
+// non-voters (as the local descriptors say).
+func (s *Store) appliedLags() [2]replicaLag {
+	var out [2]replicaLag
+	for _, r := range s.replicaList() {
+		lr, err := s.nh.GetLogReader(r.rangeID)
+		if err != nil {
+			continue
+		}
+		st, _ := lr.NodeState()
+		applied := r.sm.applied.Load()
+		kind := 1
+		if voterIn(r.desc(), r.replicaID) {
+			kind = 0
+		}
+		if st.Commit > applied && st.Commit-applied > out[kind].lag {
+			out[kind] = replicaLag{lag: st.Commit - applied, rangeID: r.rangeID}
+		}
+	}
+	return out
+}

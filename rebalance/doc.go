@@ -9,10 +9,12 @@
 // with the range's zone config, or the default one at the replication
 // factor setting, and the load figures below) decides; this package orders
 // the decisions into a plan and carries the plan out through the node's
-// replica change and lease transfer paths. It carries out voter changes
-// and every lease transfer the scorer recommends (lease preferences, load,
-// follow-the-workload, lease counts); the scorer's non-voter additions and
-// moves are listed as not carried out.
+// replica change and lease transfer paths. It carries out voter changes,
+// non-voter changes (add, replace, rebalance and remove a non-voter: a
+// zone's num_replicas above num_voters, and a read-replica node's; added
+// through ranges.Store.AddNonVoter as standing non-voters, never
+// promoted) and every lease transfer the scorer recommends (lease
+// preferences, load, follow-the-workload, lease counts).
 //
 // Load and follow-the-workload: the gateway that routes a batch stamps its
 // node ID on it (RangeRequest.gateway_node_id); the leaseholder keeps per
@@ -73,8 +75,13 @@
 //     lease and QPS count on the target for the steps after it.
 //  4. Each other step runs one ChangeReplicas call (add the voter, promoting a
 //     leftover non-voter; or remove a voter or non-voter, the lease moved
-//     away first): one replica change per range per pass, one range at a
-//     time. A repair is thus an add in one pass and the removal of the
+//     away first), or for a non-voter step one AddNonVoter call (then, for
+//     a rebalance-non-voter, the removal of the moving one): one replica
+//     change per range per pass, one range at a time. Non-voter additions
+//     send a snapshot like voter additions: they wait in the snapshot
+//     budget while a voter repair is pending or the send slots are full
+//     (their priorities, 700-900, are below every voter repair's), and a
+//     rebalance-non-voter counts against RebalancesPerPass. A repair is thus an add in one pass and the removal of the
 //     dead voter in a later one. A rebalance is one call that adds the
 //     target's voter and then removes the moving one (the lease moved
 //     away first if it holds it); if it stops between the two, the range

@@ -73,7 +73,8 @@ type Input struct {
 // never wait here. It returns why d waits, or "".
 func snapshotBudget(d allocator.Decision, repairs int, slotsFull bool) string {
 	switch d.Action {
-	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRebalance: // each adds a replica: a snapshot
+	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRebalance, // each adds a replica: a snapshot
+		allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter, allocator.ActionRebalanceNonVoter:
 	default:
 		return ""
 	}
@@ -110,6 +111,9 @@ type Step struct {
 	Decision allocator.Decision
 	Add      []uint64
 	Remove   []uint64
+	// NonVoter: Add's replicas are standing non-voters (the allocator's
+	// add, replace and rebalance of non-voters), added and never promoted.
+	NonVoter bool
 	// Transfer, when set, is a lease transfer to that node instead (a
 	// zone's lease preferences).
 	Transfer uint64
@@ -222,8 +226,6 @@ func MakePlan(in Input) (Plan, error) {
 		}
 		why := ""
 		switch {
-		case notCarriedOut(d):
-			why = "not carried out: this queue moves voters and leases only (read replicas come later)"
 		case !acts(d.Action):
 			why = "nothing to do"
 		case d.Action == allocator.ActionTransferLease && !r.LastLeaseTransfer.IsZero() && in.Now.Sub(r.LastLeaseTransfer) < MinLeaseTransferInterval:
@@ -256,7 +258,7 @@ func MakePlan(in Input) (Plan, error) {
 		if err != nil { // cannot happen: the same input decided above
 			return Plan{}, err
 		}
-		if !acts(d.Action) || notCarriedOut(d) {
+		if !acts(d.Action) {
 			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: "nothing to do once the earlier steps are counted"})
 			continue
 		}
@@ -264,7 +266,7 @@ func MakePlan(in Input) (Plan, error) {
 			p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d, Why: why})
 			continue
 		}
-		if d.Action == allocator.ActionRebalance {
+		if d.Action == allocator.ActionRebalance || d.Action == allocator.ActionRebalanceNonVoter {
 			if rebalances == RebalancesPerPass {
 				p.Skips = append(p.Skips, Skip{RangeID: t.view.Desc.RangeId, Decision: d,
 					Why: fmt.Sprintf("waiting: at most %d rebalance per pass", RebalancesPerPass)})
@@ -293,6 +295,15 @@ func MakePlan(in Input) (Plan, error) {
 		case allocator.ActionTransferLease:
 			s.Transfer = d.Node
 			moveLease(nodes, idx[d.From], i, t.view.QPS)
+		case allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter:
+			// A replace adds the new non-voter; the lost one goes in a
+			// later pass (remove-non-voter).
+			s.Add, s.NonVoter = []uint64{d.Node}, true
+			nodes[i].Replicas++
+		case allocator.ActionRebalanceNonVoter:
+			s.Add, s.Remove, s.NonVoter = []uint64{d.Node}, []uint64{d.From}, true
+			nodes[i].Replicas++
+			nodes[idx[d.From]].Replicas--
 		case allocator.ActionReplaceVoter:
 			// A replace adds the new voter; the lost or leaving one goes
 			// in a later pass (remove-voter), as for a repair.
@@ -416,21 +427,11 @@ func LeaseholderVoter(desc *rspb.RangeDescriptor, holder uint64) uint64 {
 	return 0
 }
 
-// notCarriedOut: the scorer's non-voter additions and moves, which this
-// queue does not make yet.
-func notCarriedOut(d allocator.Decision) bool {
-	switch d.Action {
-	case allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter, allocator.ActionRebalanceNonVoter:
-		return true
-	}
-	return false
-}
-
 // acts reports whether an action is a change this queue makes.
 func acts(a allocator.Action) bool {
 	switch a {
 	case allocator.ActionAddVoter, allocator.ActionReplaceVoter, allocator.ActionRemoveVoter, allocator.ActionRemoveNonVoter, allocator.ActionRebalance,
-		allocator.ActionTransferLease:
+		allocator.ActionTransferLease, allocator.ActionAddNonVoter, allocator.ActionReplaceNonVoter, allocator.ActionRebalanceNonVoter:
 		return true
 	}
 	return false
@@ -464,7 +465,7 @@ func (p Plan) String() string {
 	}
 	for i, s := range p.Steps {
 		what := fmt.Sprintf("n%d", s.Decision.Node)
-		if s.Decision.Action == allocator.ActionRebalance {
+		if s.Decision.Action == allocator.ActionRebalance || s.Decision.Action == allocator.ActionRebalanceNonVoter {
 			what = fmt.Sprintf("n%d->n%d", s.Decision.From, s.Decision.Node)
 		}
 		fmt.Fprintf(&b, "step %d: r%d %s %s (priority %d): %s\n", i+1, s.RangeID, s.Decision.Action, what, s.Decision.Priority, s.Decision.Reason)
@@ -489,7 +490,7 @@ func (p Plan) String() string {
 // added, a lost one removed) go ahead.
 func midChange(d allocator.Decision, nodes []allocator.Node, idx map[uint64]int) bool {
 	switch d.Action {
-	case allocator.ActionRemoveNonVoter, allocator.ActionRebalance:
+	case allocator.ActionRemoveNonVoter, allocator.ActionRebalance, allocator.ActionRebalanceNonVoter:
 		return true
 	case allocator.ActionTransferLease:
 		// A balancing transfer waits for the change to end (it could

@@ -132,6 +132,8 @@ func parseNode(t *testing.T, s string) allocator.Node {
 			n.Membership = allocator.Decommissioning
 		case "decommissioned":
 			n.Membership = allocator.Decommissioned
+		case "read-replica":
+			n.ReadReplica = true
 		default:
 			k, v, ok := strings.Cut(w, "=")
 			if !ok {

@@ -40,6 +40,9 @@ type Config struct {
 	Current func(rangeID uint64) (*rspb.RangeDescriptor, bool)
 	// Change carries out one replica change (ranges.Store.ChangeReplicas).
 	Change func(ctx context.Context, rangeID uint64, add, remove []uint64) error
+	// AddNonVoter adds a standing non-voter on node
+	// (ranges.Store.AddNonVoter; nil: non-voter steps fail).
+	AddNonVoter func(ctx context.Context, rangeID, node uint64) error
 	// Done, when set, is told the outcome of every step carried out (err
 	// nil: done), after it ran; it must not block.
 	Done func(s Step, err error)
@@ -190,6 +193,17 @@ func (q *Queue) step(ctx context.Context, in Input, s Step) {
 		q.transferred[s.RangeID] = q.cfg.TimeSource.Now()
 		q.mu.Unlock()
 		err = q.cfg.Transfer(sctx, s.RangeID, s.Transfer)
+	case s.NonVoter && q.cfg.AddNonVoter == nil:
+		err = errors.New("this queue cannot add non-voters (no AddNonVoter)")
+	case s.NonVoter:
+		for _, n := range s.Add {
+			if err = q.cfg.AddNonVoter(sctx, s.RangeID, n); err != nil {
+				break
+			}
+		}
+		if err == nil && len(s.Remove) > 0 {
+			err = q.cfg.Change(sctx, s.RangeID, nil, s.Remove)
+		}
 	default:
 		err = q.cfg.Change(sctx, s.RangeID, s.Add, s.Remove)
 	}

@@ -67,12 +67,17 @@ any other argument that starts with "-" (kv put -- -key value).`
 var commands = []command{
 	{name: "start", summary: "run a node",
 		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]",
-			"start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]"},
+			"start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]",
+			"start ... [--read-replica] [--read-replica-ttl D] [--routing-ttl D]"},
 		details: "--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
 			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts.\n" +
 			"The rebalance thresholds are this node's allocator settings (its replicate queue, range explain,\n" +
 			"allocator plan): a node moves replicas (leases) once it holds more than mean + max(threshold × mean, min);\n" +
-			"a store is hot above max((1 + qps threshold) × mean QPS, mean + 100). Give every node the same values."},
+			"a store is hot above max((1 + qps threshold) × mean QPS, mean + 100). Give every node the same values.\n" +
+			"--read-replica starts a read replica (needs --join of a running cluster): it never votes and never\n" +
+			"holds a lease; the replicate queue gives it a non-voter of every range. --read-replica-ttl (60s) is how\n" +
+			"long a read replica that exited uncleanly stays, hidden, on the gossip whiteboard; --routing-ttl (300s)\n" +
+			"is the TTL of the routing tables this node hands out (Discovery.GetRoutingTable)."},
 	{name: "init", summary: "initialize a new cluster from its started nodes (once)",
 		forms: []string{"init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]"},
 		details: "--replicas is the replication factor setting (odd, 1 to 9; default 3). The initial ranges get as many\n" +
@@ -146,7 +151,8 @@ var commands = []command{
 		details: "list shows every node of the directory: addresses, locality, liveness (live; suspect: its liveness\n" +
 			"record expired less than --time-until-store-dead ago; dead; unknown: never started), epoch, membership\n" +
 			"(active, draining, decommissioning, decommissioned), and the replicas, valid leases and bytes the node\n" +
-			"reports. status shows NODE (n4). drain makes a running NODE hand its leases to other nodes and take no\n" +
+			"reports; read replicas are listed apart, with their applied-index lag and whiteboard entry. status\n" +
+			"shows NODE (n4), its role and lag. drain makes a running NODE hand its leases to other nodes and take no\n" +
 			"new one until it restarts; it returns once NODE holds no lease. decommission retires nodes (which may\n" +
 			"be down): refused if the nodes left cannot hold the replication factor; it drains them, the replicate\n" +
 			"queue moves their replicas away while it prints the replicas left, and once none is left it marks them\n" +

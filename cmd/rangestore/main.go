@@ -2,6 +2,7 @@
 //
 //	rangestore start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]
 //	rangestore start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]
+//	rangestore start ... [--read-replica] [--read-replica-ttl D] [--routing-ttl D]
 //	rangestore init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]
 //	rangestore cluster set-replicas N [--host HOST:PORT]
 //	rangestore demo [--nodes N] [--store DIR] [--duration D]

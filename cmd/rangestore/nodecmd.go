@@ -219,8 +219,13 @@ func orDash(s string) string {
 func printNodes(nodes []*rspb.NodeStatus) error {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tADDRESS\tRAFT\tHTTP\tLOCALITY\tLIVENESS\tEPOCH\tMEMBERSHIP\tREPLICAS\tLEASES\tBYTES")
+	var readReplicas []*rspb.NodeStatus
 	for _, ns := range nodes {
 		d := ns.Node
+		if d.GetReadReplica() {
+			readReplicas = append(readReplicas, ns)
+			continue
+		}
 		counts := fmt.Sprintf("%d\t%d\t%d", ns.ReplicaCount, ns.LeaseCount, ns.Bytes)
 		if ns.StatsError != "" {
 			counts = "?\t?\t?"
@@ -231,6 +236,9 @@ func printNodes(nodes []*rspb.NodeStatus) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if err := printReadReplicas(readReplicas); err != nil {
+		return err
+	}
 	for _, ns := range nodes {
 		if ns.StatsError != "" {
 			fmt.Fprintf(stderr, "n%d: counts unknown: %s\n", ns.Node.NodeId, ns.StatsError)
@@ -239,9 +247,48 @@ func printNodes(nodes []*rspb.NodeStatus) error {
 	return nil
 }
 
+// printReadReplicas lists the read-replica nodes apart from the voters:
+// their replicas (non-voters), applied-index lag and whiteboard entry.
+func printReadReplicas(rrs []*rspb.NodeStatus) error {
+	if len(rrs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout, "\nread replicas (non-voters of every range, never a lease):")
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tADDRESS\tLOCALITY\tLIVENESS\tMEMBERSHIP\tREPLICAS\tLAG\tWHITEBOARD")
+	for _, ns := range rrs {
+		d := ns.Node
+		replicas := fmt.Sprintf("%d", ns.ReplicaCount)
+		if ns.StatsError != "" {
+			replicas = "?"
+		}
+		lag, wb := "?", "not heard"
+		if s := ns.Store; s != nil {
+			lag = lagString(s)
+			wb = fmt.Sprintf("heard %.1fs ago", float64(ns.StoreHeardMillisAgo)/1000)
+		}
+		fmt.Fprintf(w, "n%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.NodeId, d.Address, localityString(d.Locality),
+			node.LivenessName(ns.Liveness), node.MembershipName(ns.Membership), replicas, lag, wb)
+	}
+	return w.Flush()
+}
+
+// lagString renders a store's applied-index lag.
+func lagString(s *rspb.StoreDescriptor) string {
+	if s.MaxAppliedIndexLag == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d entries (r%d)", s.MaxAppliedIndexLag, s.LaggingRangeId)
+}
+
 func printNodeStatus(ns *rspb.NodeStatus) {
 	d := ns.Node
 	fmt.Fprintf(stdout, "node:        n%d\n", d.NodeId)
+	if d.GetReadReplica() {
+		fmt.Fprintf(stdout, "role:        read replica (non-voters only, never a lease)\n")
+	} else {
+		fmt.Fprintf(stdout, "role:        voter\n")
+	}
 	fmt.Fprintf(stdout, "address:     %s\n", d.Address)
 	fmt.Fprintf(stdout, "raft:        %s\n", d.RaftAddress)
 	fmt.Fprintf(stdout, "http:        %s\n", orDash(d.HttpAddress))
@@ -260,6 +307,7 @@ func printNodeStatus(ns *rspb.NodeStatus) {
 	if s := ns.Store; s != nil {
 		fmt.Fprintf(stdout, "store:       %s used, %s available of %s; %.1f queries/s as leaseholder (gossip %s, heard %.1fs ago)\n",
 			mib(s.UsedBytes), mib(s.AvailableBytes), mib(s.CapacityBytes), s.QueriesPerSecond, orDash(s.GossipAddress), float64(ns.StoreHeardMillisAgo)/1000)
+		fmt.Fprintf(stdout, "lag:         %s (applied-index lag of its most behind replica)\n", lagString(s))
 	} else {
 		fmt.Fprintf(stdout, "store:       ? (no store descriptor heard by gossip within its TTL)\n")
 	}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rangestore/rangestore/allocator"
+	"github.com/rangestore/rangestore/gateway"
+	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -109,6 +111,9 @@ func runStart(args []string) error {
 	snapInFlight := fs.Int("max-snapshots-in-flight", ranges.DefaultMaxSnapshotsInFlight, "range snapshots this node sends at once, and separately applies at once (1-64)")
 	closedTarget := fs.Duration("closed-timestamp-target", ranges.DefaultClosedTimestampTarget, "how far behind its clock a leaseholder closes timestamps: follower and read-replica reads (bounded staleness, causal) are this stale or more (positive)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
+	readReplica := fs.Bool("read-replica", false, "start a read replica: it joins a running cluster (--join), holds non-voting replicas of every range, never votes and never holds a lease")
+	readReplicaTTL := fs.Duration("read-replica-ttl", gossip.DefaultReadReplicaTTL, "a read replica that exited uncleanly stays, hidden, on the gossip whiteboard this long after it was last heard")
+	routingTTL := fs.Duration("routing-ttl", gateway.DefaultRoutingTTL, "TTL of the routing tables this node hands out (Discovery.GetRoutingTable)")
 	def := allocator.DefaultThresholds()
 	th := thresholdFlags{
 		rangeThreshold: fs.Float64("range-rebalance-threshold", def.RangeThreshold, "move replicas off a node holding more than mean + max(this × mean, --min-range-rebalance) (0 or more)"),
@@ -135,6 +140,15 @@ func runStart(args []string) error {
 	}
 	if *queueInterval <= 0 {
 		return usagef("start", "--replicate-queue-interval %v: must be positive", *queueInterval)
+	}
+	if *readReplicaTTL < gossip.DefaultTTL {
+		return usagef("start", "--read-replica-ttl %v: must be at least %v (the gossip TTL)", *readReplicaTTL, gossip.DefaultTTL)
+	}
+	if *routingTTL < time.Second {
+		return usagef("start", "--routing-ttl %v: must be at least 1s", *routingTTL)
+	}
+	if *readReplica && len(*join) == 0 {
+		return usagef("start", "--read-replica: a read replica joins a running cluster: --join is required")
 	}
 	thresholds, err := th.thresholds()
 	if err != nil {
@@ -183,7 +197,8 @@ func runStart(args []string) error {
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
 		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
-		GossipAddr: *gossipAddr, Thresholds: thresholds, ClosedTimestampTarget: *closedTarget})
+		GossipAddr: *gossipAddr, Thresholds: thresholds, ClosedTimestampTarget: *closedTarget,
+		ReadReplica: *readReplica, ReadReplicaTTL: *readReplicaTTL, RoutingTTL: *routingTTL})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}

@@ -826,6 +826,23 @@ type StoreDescriptor struct {
 	PublishedUnixNanos int64  `protobuf:"varint,11,opt,name=published_unix_nanos,json=publishedUnixNanos,proto3" json:"published_unix_nanos,omitempty"`
 	// gossip_address: where the node gossips (host:port).
 	GossipAddress string `protobuf:"bytes,12,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// read_replica: the node is a read replica (rangestore start
+	// --read-replica): it holds non-voters only, never a lease. Its entry is
+	// the discovery whiteboard's (issue 13).
+	ReadReplica bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	// address: the node's gRPC address, where clients read from it.
+	Address string `protobuf:"bytes,61,opt,name=address,proto3" json:"address,omitempty"`
+	// max_applied_index_lag: how far the node's most behind replica is, in
+	// Raft log entries: the highest index it knows to be committed (or has
+	// received) minus the index it has applied. Closed-timestamp lag is not
+	// reported here.
+	MaxAppliedIndexLag uint64 `protobuf:"varint,62,opt,name=max_applied_index_lag,json=maxAppliedIndexLag,proto3" json:"max_applied_index_lag,omitempty"`
+	// lagging_range_id: the range of that replica (0: no lag).
+	LaggingRangeId uint64 `protobuf:"varint,63,opt,name=lagging_range_id,json=laggingRangeId,proto3" json:"lagging_range_id,omitempty"`
+	// leaving: the node's last publication before a clean leave: its entry
+	// is removed at once (a read replica's is otherwise kept, hidden, after
+	// memberlist declares it dead, until the read replica TTL).
+	Leaving       bool `protobuf:"varint,64,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -942,6 +959,41 @@ func (x *StoreDescriptor) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *StoreDescriptor) GetReadReplica() bool {
+	if x != nil {
+		return x.ReadReplica
+	}
+	return false
+}
+
+func (x *StoreDescriptor) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *StoreDescriptor) GetMaxAppliedIndexLag() uint64 {
+	if x != nil {
+		return x.MaxAppliedIndexLag
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetLaggingRangeId() uint64 {
+	if x != nil {
+		return x.LaggingRangeId
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
 }
 
 type NodesRequest struct {
@@ -2728,7 +2780,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\n" +
 	" \x01(\tR\x06detail\x124\n" +
 	"\x05store\x18\v \x01(\v2\x1e.rangestore.v1.StoreDescriptorR\x05store\x123\n" +
-	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\xdd\x03\n" +
+	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\x91\x05\n" +
 	"\x0fStoreDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x127\n" +
 	"\blocality\x18\x02 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
@@ -2744,7 +2796,12 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x03seq\x18\n" +
 	" \x01(\x04R\x03seq\x120\n" +
 	"\x14published_unix_nanos\x18\v \x01(\x03R\x12publishedUnixNanos\x12%\n" +
-	"\x0egossip_address\x18\f \x01(\tR\rgossipAddress\"\x0e\n" +
+	"\x0egossip_address\x18\f \x01(\tR\rgossipAddress\x12!\n" +
+	"\fread_replica\x18< \x01(\bR\vreadReplica\x12\x18\n" +
+	"\aaddress\x18= \x01(\tR\aaddress\x121\n" +
+	"\x15max_applied_index_lag\x18> \x01(\x04R\x12maxAppliedIndexLag\x12(\n" +
+	"\x10lagging_range_id\x18? \x01(\x04R\x0elaggingRangeId\x12\x18\n" +
+	"\aleaving\x18@ \x01(\bR\aleaving\"\x0e\n" +
 	"\fNodesRequest\"@\n" +
 	"\rNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.rangestore.v1.NodeStatusR\x05nodes\",\n" +

@@ -1008,9 +1008,13 @@ func (x *ReplicaDigest) GetStateHash() []byte {
 // Raft membership (ranges.decideReplicaChange), so a call repeated after a
 // crash or a lost answer rolls the change forward.
 type AdminChangeReplicasRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Remove        bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Remove bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	// non_voter: add the replica as a standing non-voter (a read replica's,
+	// or one a zone's num_replicas above num_voters asks for): the addition
+	// is done once the non-voter has caught up, and it is never promoted.
+	NonVoter      bool `protobuf:"varint,60,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1055,6 +1059,13 @@ func (x *AdminChangeReplicasRequest) GetNodeId() uint64 {
 func (x *AdminChangeReplicasRequest) GetRemove() bool {
 	if x != nil {
 		return x.Remove
+	}
+	return false
+}
+
+func (x *AdminChangeReplicasRequest) GetNonVoter() bool {
+	if x != nil {
+		return x.NonVoter
 	}
 	return false
 }
@@ -2013,10 +2024,11 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\tdata_hash\x18\x05 \x01(\fR\bdataHash\x12\x1b\n" +
 	"\tdata_keys\x18\x06 \x01(\x03R\bdataKeys\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\a \x01(\fR\tstateHash\"M\n" +
+	"state_hash\x18\a \x01(\fR\tstateHash\"j\n" +
 	"\x1aAdminChangeReplicasRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
-	"\x06remove\x18\x02 \x01(\bR\x06remove\"\xa8\x01\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\x12\x1b\n" +
+	"\tnon_voter\x18< \x01(\bR\bnonVoter\"\xa8\x01\n" +
 	"\x1bAdminChangeReplicasResponse\x12\x12\n" +
 	"\x04done\x18\x01 \x01(\bR\x04done\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x16\n" +

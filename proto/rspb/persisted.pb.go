@@ -268,12 +268,16 @@ func (x *LocalityTier) GetValue() string {
 }
 
 type NodeDescriptor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                            // gRPC address (clients and peers)
-	RaftAddress   string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"` // Dragonboat transport address
-	Locality      []*LocalityTier        `protobuf:"bytes,4,rep,name=locality,proto3" json:"locality,omitempty"`
-	HttpAddress   string                 `protobuf:"bytes,5,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Address     string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                            // gRPC address (clients and peers)
+	RaftAddress string                 `protobuf:"bytes,3,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"` // Dragonboat transport address
+	Locality    []*LocalityTier        `protobuf:"bytes,4,rep,name=locality,proto3" json:"locality,omitempty"`
+	HttpAddress string                 `protobuf:"bytes,5,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	// read_replica: the node was started with --read-replica: it holds
+	// non-voting replicas only and never a lease (issue 13). Recorded when
+	// the node joins; a node keeps its role for its lifetime.
+	ReadReplica   bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +345,13 @@ func (x *NodeDescriptor) GetHttpAddress() string {
 		return x.HttpAddress
 	}
 	return ""
+}
+
+func (x *NodeDescriptor) GetReadReplica() bool {
+	if x != nil {
+		return x.ReadReplica
+	}
+	return false
 }
 
 type ReplicaDescriptor struct {
@@ -1880,13 +1891,14 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x1drangestore/v1/persisted.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\"6\n" +
 	"\fLocalityTier\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xc2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xe5\x01\n" +
 	"\x0eNodeDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x127\n" +
 	"\blocality\x18\x04 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12!\n" +
-	"\fhttp_address\x18\x05 \x01(\tR\vhttpAddress\"{\n" +
+	"\fhttp_address\x18\x05 \x01(\tR\vhttpAddress\x12!\n" +
+	"\fread_replica\x18< \x01(\bR\vreadReplica\"{\n" +
 	"\x11ReplicaDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
