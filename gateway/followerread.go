@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -38,10 +39,21 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	fr := proto.Clone(req).(*rspb.RangeRequest)
 	fr.FollowerRead = true
 	fr.MinClosedTimestamp = ranges.TSToProto(o.minTS)
-	fr.ClosedWaitMillis = o.wait.Milliseconds()
+	causal := o.mode == rspb.ReadMode_CAUSAL
+	timedOut := func(why string) *rspb.RangeResponse {
+		return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_BOOKMARK_TIMEOUT,
+			Message: fmt.Sprintf("r%d: no replica reached the bookmark %s within the bookmark timeout %v: %s", desc.RangeId, o.minTS, o.wait, why)}}
+	}
 	var lastErr error
 	for _, nodeID := range r.followerOrder(desc) {
-		actx, cancel := context.WithTimeout(ctx, o.wait+attemptTimeout)
+		wait := o.wait
+		if causal {
+			if wait = time.Until(o.until); wait <= 0 {
+				return timedOut(fmt.Sprint(lastErr)), nil
+			}
+		}
+		fr.ClosedWaitMillis = wait.Milliseconds()
+		actx, cancel := context.WithTimeout(ctx, wait+attemptTimeout)
 		resp, err := r.sendToNode(actx, nodeID, fr)
 		cancel()
 		if err != nil {
@@ -75,7 +87,23 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	if !o.minTS.IsEmpty() {
 		strong.Timestamp = ranges.TSToProto(o.minTS)
 	}
-	return r.sendWrite(ctx, desc, strong, nil)
+	if !causal {
+		return r.sendWrite(ctx, desc, strong, nil)
+	}
+	// A causal read that the leaseholder cannot serve within what is left
+	// of the bookmark timeout (it is cut off from this node, or there is
+	// none yet) ends with BOOKMARK_TIMEOUT, not at the caller's deadline.
+	left := time.Until(o.until)
+	if left <= 0 {
+		return timedOut(fmt.Sprintf("the replicas redirected (%v) and no time was left for the leaseholder", lastErr)), nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, left)
+	defer cancel()
+	resp, err := r.sendWrite(sctx, desc, strong, nil)
+	if err != nil && sctx.Err() != nil && ctx.Err() == nil {
+		return timedOut(fmt.Sprintf("the replicas redirected (%v) and the leaseholder did not answer: %v", lastErr, err)), nil
+	}
+	return resp, err
 }
 
 // LocalityResolver is a Resolver that knows the nodes' localities (ok

@@ -75,6 +75,10 @@ type readOpts struct {
 	mode  rspb.ReadMode
 	minTS kv.Timestamp
 	wait  time.Duration
+	// until (CAUSAL) ends the whole read, every range and every replica
+	// tried, the leaseholder included: wait is the budget of one request,
+	// not of each attempt.
+	until time.Time
 }
 
 type readOptsKey struct{}
@@ -188,7 +192,8 @@ func (s *KVServer) readOptions(ctx context.Context, prefix string, f readModeFie
 			// Answer before the caller gives up, with the reason.
 			wait = min(wait, time.Until(dl)-attemptTimeout/3)
 		}
-		return &readOpts{mode: f.mode, minTS: hi, wait: max(wait, 0)}, nil
+		wait = max(wait, 0)
+		return &readOpts{mode: f.mode, minTS: hi, wait: wait, until: time.Now().Add(wait)}, nil
 	}
 	return nil, nil
 }

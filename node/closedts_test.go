@@ -467,7 +467,7 @@ func TestCausalReadTimesOut(t *testing.T) {
 	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("to"), Value: []byte("1")}); err != nil {
 		t.Fatal(err)
 	}
-	_, lease := rangeOfKey(t, tc, 0, "to")
+	desc, lease := rangeOfKey(t, tc, 0, "to")
 	holder := tc.IndexOfNodeID(lease.NodeId)
 	f := (holder + 1) % tc.NumNodes()
 	// f's router knows the range before it is cut off.
@@ -494,4 +494,31 @@ func TestCausalReadTimesOut(t *testing.T) {
 		t.Fatalf("causal read on a cut-off follower: %v (reason %q), want Unavailable with reason BOOKMARK_TIMEOUT", err, reason)
 	}
 	t.Logf("after %v: %s", time.Since(start).Round(time.Millisecond), st.Message())
+
+	// Once f's closed timestamp lags more than the target and the whole
+	// budget, f redirects at once (wait-or-redirect), and the leaseholder,
+	// cut off from f, cannot answer: the read still ends with
+	// BOOKMARK_TIMEOUT within the bookmark timeout, not at the caller's
+	// deadline.
+	timeutil.WaitFor(t, 30*time.Second, "f's closed timestamp to lag past target + budget", func() error {
+		c := tc.Node(f).Store().ClosedTimestamp(desc.RangeId)
+		if lag := time.Duration(time.Now().UnixNano() - c.WallTime); lag < 5*time.Second {
+			return fmt.Errorf("lag %v", lag)
+		}
+		return nil
+	})
+	start = time.Now()
+	_, err = tc.KV(f).Get(ctx, &rspb.GetRequest{Key: []byte("to"), ReadMode: rspb.ReadMode_CAUSAL, Bookmarks: [][]byte{put.Bookmark},
+		BookmarkTimeout: durationpb.New(3 * time.Second)})
+	st = status.Convert(err)
+	reason = ""
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			reason = info.Reason
+		}
+	}
+	if st.Code() != codes.Unavailable || reason != "BOOKMARK_TIMEOUT" {
+		t.Fatalf("causal read on a follower that redirects to an unreachable leaseholder: %v (reason %q), want Unavailable with reason BOOKMARK_TIMEOUT", err, reason)
+	}
+	t.Logf("redirected, after %v: %s", time.Since(start).Round(time.Millisecond), st.Message())
 }
