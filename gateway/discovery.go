@@ -53,6 +53,9 @@ type RoutingInput struct {
 	// hidden or gone).
 	Down map[uint64]string
 	TTL  time.Duration
+	// ClosedLags is each node's closed-timestamp lag as its gossiped store
+	// descriptor says (missing: unknown), copied into its servers.
+	ClosedLags map[uint64]time.Duration
 }
 
 // ValidateRoutingRequest checks a routing table request: an InvalidArgument
@@ -157,7 +160,8 @@ func (in RoutingInput) server(rep *rspb.ReplicaDescriptor) *rspb.RoutingServer {
 	case rep.Type == rspb.ReplicaType_NON_VOTER:
 		role = RoleNonVoter
 	}
-	return &rspb.RoutingServer{NodeId: n.NodeId, Address: n.Address, Locality: n.Locality, Role: role}
+	return &rspb.RoutingServer{NodeId: n.NodeId, Address: n.Address, Locality: n.Locality, Role: role,
+		ClosedTimestampLagNanos: int64(in.ClosedLags[rep.NodeId])}
 }
 
 // sortReaders orders readers nearest to loc first (leading tiers in

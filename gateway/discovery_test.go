@@ -16,7 +16,8 @@ import (
 // BuildRoutingTable and compares with testdata/routing.golden (regenerate
 // with -rewrite). Nodes are "nID k=v,k=v [read-replica]" (address
 // "hostID:1"); ranges "rID [start,end) voters=.. nonvoters=.. lh=nX" in
-// client keys ("sys": a system range), each case a request.
+// client keys ("sys": a system range), each case a request (Lags: the
+// nodes' gossiped closed-timestamp lags, shown as lag=).
 func TestBuildRoutingTable(t *testing.T) {
 	var data struct {
 		Nodes, Ranges []string
@@ -25,6 +26,7 @@ func TestBuildRoutingTable(t *testing.T) {
 			IncludeWriter                   bool
 			Limit                           int32
 			Down                            []string
+			Lags                            map[string]string // node -> closed-timestamp lag
 		}
 	}
 	golden.LoadJSON(t, "routing.json", &data)
@@ -74,6 +76,16 @@ func TestBuildRoutingTable(t *testing.T) {
 		for _, d := range c.Down {
 			in.Down[parseID(t, d)] = "down"
 		}
+		for n, l := range c.Lags {
+			d, err := time.ParseDuration(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.ClosedLags == nil {
+				in.ClosedLags = map[uint64]time.Duration{}
+			}
+			in.ClosedLags[parseID(t, n)] = d
+		}
 		if c.TTL != "" {
 			d, err := time.ParseDuration(c.TTL)
 			if err != nil {
@@ -108,7 +120,11 @@ func server(s *rspb.RoutingServer) string {
 	for _, t := range s.Locality {
 		tiers = append(tiers, t.Value)
 	}
-	return fmt.Sprintf("n%d(%s,%s,%s)", s.NodeId, s.Role, strings.Join(tiers, "/"), s.Address)
+	lag := ""
+	if s.ClosedTimestampLagNanos != 0 {
+		lag = fmt.Sprintf(",lag=%s", time.Duration(s.ClosedTimestampLagNanos))
+	}
+	return fmt.Sprintf("n%d(%s,%s,%s%s)", s.NodeId, s.Role, strings.Join(tiers, "/"), s.Address, lag)
 }
 
 func parseID(t *testing.T, s string) uint64 {

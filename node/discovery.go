@@ -21,7 +21,8 @@ const routingGatherTimeout = 10 * time.Second
 //   - the directory (system range and the cached one), and as down every
 //     node that is not live (suspect, dead: allocator.ClassifyLiveness),
 //     is decommissioned, or is a read replica missing from the whiteboard
-//     or hidden on it (an unclean exit), which clients must not be sent to.
+//     or hidden on it (an unclean exit), which clients must not be sent to;
+//   - each node's closed-timestamp lag from its gossiped store descriptor.
 func (n *Node) RoutingInput(ctx context.Context, req *rspb.GetRoutingTableRequest) (gateway.RoutingInput, error) {
 	ctx, cancel := context.WithTimeout(ctx, routingGatherTimeout)
 	defer cancel()
@@ -55,6 +56,12 @@ func (n *Node) RoutingInput(ctx context.Context, req *rspb.GetRoutingTableReques
 		return in, err
 	}
 	wb := n.Whiteboard()
+	in.ClosedLags = map[uint64]time.Duration{}
+	for id, e := range n.Stores() {
+		if l := e.Desc.GetMaxClosedTimestampLagNanos(); l > 0 {
+			in.ClosedLags[id] = time.Duration(l)
+		}
+	}
 	for _, v := range views {
 		switch {
 		case v.Liveness != allocator.Live:

@@ -94,10 +94,12 @@
 // rule: allocator/doc.go), added through ranges.Store.AddNonVoter; a
 // lease transfer to it is refused (FailedPrecondition naming the target).
 // Its gossiped store descriptor is its whiteboard entry: role, gRPC
-// address, applied-index lag (ranges.Store.AppliedLag). Every node serves
-// the Discovery service (discovery.go gathers the views of
+// address, applied-index lag (ranges.Store.AppliedLag) and closed-timestamp
+// lag (ranges.Store.ClosedLag), each with its most behind range. Every
+// node serves the Discovery service (discovery.go gathers the views of
 // gateway.BuildRoutingTable: meta, the leases known here, the directory,
-// nodes not live or read replicas off the whiteboard left out).
+// nodes not live or read replicas off the whiteboard left out, each
+// server's gossiped closed-timestamp lag).
 // TestCluster.AddReadReplica adds one.
 //
 // TestCluster with a fault.Network carries Raft over its in-process

@@ -81,11 +81,14 @@ func (n *Node) Stores() map[uint64]gossip.Entry {
 // describeStore is this node's store descriptor: locality, file system
 // capacity and availability, the store's disk use, and what it holds and
 // serves; its role (read replica), gRPC address and how far its most
-// behind replica is (ranges.Store.AppliedLag): the discovery whiteboard's
-// entry of a read replica.
+// behind replicas are (ranges.Store.AppliedLag in log entries,
+// ranges.Store.ClosedLag in closed-timestamp time): the discovery
+// whiteboard's entry of a read replica.
 func (n *Node) describeStore() *rspb.StoreDescriptor {
 	d := &rspb.StoreDescriptor{Locality: n.cfg.Locality, GossipAddress: n.GossipAddr(), ReadReplica: n.ReadReplica(), Address: n.Addr()}
 	d.MaxAppliedIndexLag, d.LaggingRangeId = n.store.AppliedLag()
+	closedLag, closedRange := n.store.ClosedLag()
+	d.MaxClosedTimestampLagNanos, d.ClosedLaggingRangeId = int64(closedLag), closedRange
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(n.cfg.StoreDir, &fs); err == nil {
 		d.CapacityBytes = int64(fs.Blocks) * fs.Bsize

@@ -215,6 +215,33 @@ func (s *Store) closedTSLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// closedLagOf is how far a replica's closed timestamp trails now (from
+// the store's start if it has none yet).
+func (s *Store) closedLagOf(r *Replica, now kv.Timestamp) time.Duration {
+	if c := r.sm.closedTS(); !c.IsEmpty() {
+		return time.Duration(now.WallTime - c.WallTime)
+	}
+	return time.Duration(now.WallTime - s.startTS.WallTime)
+}
+
+// ClosedLag is how far the closed timestamp of this node's most behind
+// replica trails the node's clock now (a replica with none yet counts from
+// the store's start), and that replica's range (0, 0: no replica). It is
+// what the lag gauge shows, computed afresh: a replica cut off from its
+// leaseholder, or whose leaseholder stopped closing, shows a growing lag.
+func (s *Store) ClosedLag() (lag time.Duration, rangeID uint64) {
+	now := s.cfg.Clock.Now()
+	for _, r := range s.replicaList() {
+		if r.sm.desc.Load() == nil || r.sm.merged.Load() {
+			continue
+		}
+		if l := s.closedLagOf(r, now); rangeID == 0 || l > lag {
+			lag, rangeID = l, r.rangeID
+		}
+	}
+	return lag, rangeID
+}
+
 // publishClosed is one round of the side transport.
 func (s *Store) publishClosed() {
 	me := s.NodeID()
@@ -231,11 +258,7 @@ func (s *Store) publishClosed() {
 		if d == nil || m.merged.Load() {
 			continue
 		}
-		if c := m.closedTS(); !c.IsEmpty() {
-			maxLag = max(maxLag, time.Duration(now.WallTime-c.WallTime))
-		} else {
-			maxLag = max(maxLag, time.Duration(now.WallTime-s.startTS.WallTime))
-		}
+		maxLag = max(maxLag, s.closedLagOf(r, now))
 		l := m.lease.Load()
 		if l.NodeId != me || l.ReplicaId != r.replicaID || m.frozen.Load() != 0 || r.transferring.Load() != 0 ||
 			s.leaseStatus(l, now) != leases.Valid {

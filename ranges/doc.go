@@ -134,7 +134,8 @@
 //     rangestore_follower_reads_total, not in rangestore_lease_reads_total
 //     (per replica: Store.ReplicaReads); rangestore_replica_closed_timestamp_lag_seconds
 //     is the largest lag of a local replica (a gauge, refreshed by the side
-//     transport loop).
+//     transport loop); Store.ClosedLag computes it afresh, with its range,
+//     for the gossiped store descriptor.
 //   - Transfers: the holder stops serving (transferring flag + a write latch
 //     over the range), proposes the target's lease starting at its own clock,
 //     so the new lease starts after everything it served. A new holder's

@@ -248,27 +248,28 @@ func printNodes(nodes []*rspb.NodeStatus) error {
 }
 
 // printReadReplicas lists the read-replica nodes apart from the voters:
-// their replicas (non-voters), applied-index lag and whiteboard entry.
+// their replicas (non-voters), applied-index and closed-timestamp lags and
+// whiteboard entry.
 func printReadReplicas(rrs []*rspb.NodeStatus) error {
 	if len(rrs) == 0 {
 		return nil
 	}
 	fmt.Fprintln(stdout, "\nread replicas (non-voters of every range, never a lease):")
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tADDRESS\tLOCALITY\tLIVENESS\tMEMBERSHIP\tREPLICAS\tLAG\tWHITEBOARD")
+	fmt.Fprintln(w, "NODE\tADDRESS\tLOCALITY\tLIVENESS\tMEMBERSHIP\tREPLICAS\tLAG\tCLOSED-TS LAG\tWHITEBOARD")
 	for _, ns := range rrs {
 		d := ns.Node
 		replicas := fmt.Sprintf("%d", ns.ReplicaCount)
 		if ns.StatsError != "" {
 			replicas = "?"
 		}
-		lag, wb := "?", "not heard"
+		lag, closed, wb := "?", "?", "not heard"
 		if s := ns.Store; s != nil {
-			lag = lagString(s)
+			lag, closed = lagString(s), closedLagString(s)
 			wb = fmt.Sprintf("heard %.1fs ago", float64(ns.StoreHeardMillisAgo)/1000)
 		}
-		fmt.Fprintf(w, "n%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.NodeId, d.Address, localityString(d.Locality),
-			node.LivenessName(ns.Liveness), node.MembershipName(ns.Membership), replicas, lag, wb)
+		fmt.Fprintf(w, "n%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.NodeId, d.Address, localityString(d.Locality),
+			node.LivenessName(ns.Liveness), node.MembershipName(ns.Membership), replicas, lag, closed, wb)
 	}
 	return w.Flush()
 }
@@ -279,6 +280,15 @@ func lagString(s *rspb.StoreDescriptor) string {
 		return "0"
 	}
 	return fmt.Sprintf("%d entries (r%d)", s.MaxAppliedIndexLag, s.LaggingRangeId)
+}
+
+// closedLagString renders a store's closed-timestamp lag ("?": not
+// reported, an older binary).
+func closedLagString(s *rspb.StoreDescriptor) string {
+	if s.MaxClosedTimestampLagNanos <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%s (r%d)", time.Duration(s.MaxClosedTimestampLagNanos).Round(time.Millisecond), s.ClosedLaggingRangeId)
 }
 
 func printNodeStatus(ns *rspb.NodeStatus) {
@@ -308,6 +318,7 @@ func printNodeStatus(ns *rspb.NodeStatus) {
 		fmt.Fprintf(stdout, "store:       %s used, %s available of %s; %.1f queries/s as leaseholder (gossip %s, heard %.1fs ago)\n",
 			mib(s.UsedBytes), mib(s.AvailableBytes), mib(s.CapacityBytes), s.QueriesPerSecond, orDash(s.GossipAddress), float64(ns.StoreHeardMillisAgo)/1000)
 		fmt.Fprintf(stdout, "lag:         %s (applied-index lag of its most behind replica)\n", lagString(s))
+		fmt.Fprintf(stdout, "closed lag:  %s (how far its most behind replica's closed timestamp trails now: the staleness of its follower reads)\n", closedLagString(s))
 	} else {
 		fmt.Fprintf(stdout, "store:       ? (no store descriptor heard by gossip within its TTL)\n")
 	}

@@ -834,17 +834,25 @@ type StoreDescriptor struct {
 	Address string `protobuf:"bytes,61,opt,name=address,proto3" json:"address,omitempty"`
 	// max_applied_index_lag: how far the node's most behind replica is, in
 	// Raft log entries: the highest index it knows to be committed (or has
-	// received) minus the index it has applied. Closed-timestamp lag is not
-	// reported here.
+	// received) minus the index it has applied (the closed-timestamp lag is
+	// max_closed_timestamp_lag_nanos).
 	MaxAppliedIndexLag uint64 `protobuf:"varint,62,opt,name=max_applied_index_lag,json=maxAppliedIndexLag,proto3" json:"max_applied_index_lag,omitempty"`
 	// lagging_range_id: the range of that replica (0: no lag).
 	LaggingRangeId uint64 `protobuf:"varint,63,opt,name=lagging_range_id,json=laggingRangeId,proto3" json:"lagging_range_id,omitempty"`
 	// leaving: the node's last publication before a clean leave: its entry
 	// is removed at once (a read replica's is otherwise kept, hidden, after
 	// memberlist declares it dead, until the read replica TTL).
-	Leaving       bool `protobuf:"varint,64,opt,name=leaving,proto3" json:"leaving,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Leaving bool `protobuf:"varint,64,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// max_closed_timestamp_lag_nanos: how far the closed timestamp of the
+	// node's most behind replica trails the node's clock when published
+	// (now - closed timestamp; a replica with none yet counts from the
+	// store's start): a reader there serves bounded-staleness and causal
+	// reads this stale. 0: unknown (an older binary) or no replica.
+	MaxClosedTimestampLagNanos int64 `protobuf:"varint,120,opt,name=max_closed_timestamp_lag_nanos,json=maxClosedTimestampLagNanos,proto3" json:"max_closed_timestamp_lag_nanos,omitempty"`
+	// closed_lagging_range_id: the range of that replica.
+	ClosedLaggingRangeId uint64 `protobuf:"varint,121,opt,name=closed_lagging_range_id,json=closedLaggingRangeId,proto3" json:"closed_lagging_range_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StoreDescriptor) Reset() {
@@ -994,6 +1002,20 @@ func (x *StoreDescriptor) GetLeaving() bool {
 		return x.Leaving
 	}
 	return false
+}
+
+func (x *StoreDescriptor) GetMaxClosedTimestampLagNanos() int64 {
+	if x != nil {
+		return x.MaxClosedTimestampLagNanos
+	}
+	return 0
+}
+
+func (x *StoreDescriptor) GetClosedLaggingRangeId() uint64 {
+	if x != nil {
+		return x.ClosedLaggingRangeId
+	}
+	return 0
 }
 
 type NodesRequest struct {
@@ -2780,7 +2802,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\n" +
 	" \x01(\tR\x06detail\x124\n" +
 	"\x05store\x18\v \x01(\v2\x1e.rangestore.v1.StoreDescriptorR\x05store\x123\n" +
-	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\x91\x05\n" +
+	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\x8c\x06\n" +
 	"\x0fStoreDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x127\n" +
 	"\blocality\x18\x02 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
@@ -2801,7 +2823,9 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\aaddress\x18= \x01(\tR\aaddress\x121\n" +
 	"\x15max_applied_index_lag\x18> \x01(\x04R\x12maxAppliedIndexLag\x12(\n" +
 	"\x10lagging_range_id\x18? \x01(\x04R\x0elaggingRangeId\x12\x18\n" +
-	"\aleaving\x18@ \x01(\bR\aleaving\"\x0e\n" +
+	"\aleaving\x18@ \x01(\bR\aleaving\x12B\n" +
+	"\x1emax_closed_timestamp_lag_nanos\x18x \x01(\x03R\x1amaxClosedTimestampLagNanos\x125\n" +
+	"\x17closed_lagging_range_id\x18y \x01(\x04R\x14closedLaggingRangeId\"\x0e\n" +
 	"\fNodesRequest\"@\n" +
 	"\rNodesResponse\x12/\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x19.rangestore.v1.NodeStatusR\x05nodes\",\n" +

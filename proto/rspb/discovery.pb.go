@@ -126,9 +126,14 @@ type RoutingServer struct {
 	Locality []*LocalityTier        `protobuf:"bytes,3,rep,name=locality,proto3" json:"locality,omitempty"`
 	// role: "voter" or "read-replica" (a non-voter on a read-replica node),
 	// or "non-voter" (a zone's non-voter on an ordinary node).
-	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// closed_timestamp_lag_nanos: how far the node's most behind replica's
+	// closed timestamp trailed its clock, as its gossiped store descriptor
+	// last said (node-wide, not this range's; 0: unknown). A client wanting
+	// a fresh reader picks one with a small lag.
+	ClosedTimestampLagNanos int64 `protobuf:"varint,122,opt,name=closed_timestamp_lag_nanos,json=closedTimestampLagNanos,proto3" json:"closed_timestamp_lag_nanos,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *RoutingServer) Reset() {
@@ -187,6 +192,13 @@ func (x *RoutingServer) GetRole() string {
 		return x.Role
 	}
 	return ""
+}
+
+func (x *RoutingServer) GetClosedTimestampLagNanos() int64 {
+	if x != nil {
+		return x.ClosedTimestampLagNanos
+	}
+	return 0
 }
 
 // RoutingEntry is one range of the span: its client-key bounds (clipped
@@ -339,12 +351,13 @@ const file_rangestore_v1_discovery_proto_rawDesc = "" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\x127\n" +
 	"\blocality\x18\x03 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
 	"\x0einclude_writer\x18\x04 \x01(\bR\rincludeWriter\x12\x14\n" +
-	"\x05limit\x18\x05 \x01(\x05R\x05limit\"\x8f\x01\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"\xcc\x01\n" +
 	"\rRoutingServer\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x127\n" +
 	"\blocality\x18\x03 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role\"\xcd\x01\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12;\n" +
+	"\x1aclosed_timestamp_lag_nanos\x18z \x01(\x03R\x17closedTimestampLagNanos\"\xcd\x01\n" +
 	"\fRoutingEntry\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
 	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
