@@ -42,6 +42,8 @@ type NodeBackend interface {
 	RelocateRange(ctx context.Context, rangeID uint64, voters []uint64) (*rspb.RangeDescriptor, error)
 	// SetReplicationFactor changes the replication factor setting.
 	SetReplicationFactor(ctx context.Context, factor int) (*rspb.SetReplicationFactorResponse, error)
+	// SetClusterSetting validates, writes and applies a cluster setting.
+	SetClusterSetting(ctx context.Context, name, value string) (*rspb.SetClusterSettingResponse, error)
 	// DrainSelf drains this node without stopping it: the leases moved and
 	// the ranges whose lease is left when ctx ends. DrainNode drains node
 	// id (this one or another) and fails naming the leases left.
@@ -304,6 +306,15 @@ func (s *AdminServer) RelocateRange(ctx context.Context, r *rspb.RelocateRangeRe
 // (validated by the node: odd, 1 to 9).
 func (s *AdminServer) SetReplicationFactor(ctx context.Context, r *rspb.SetReplicationFactorRequest) (*rspb.SetReplicationFactorResponse, error) {
 	resp, err := s.node.SetReplicationFactor(ctx, int(r.ReplicationFactor))
+	return resp, ToStatus(err)
+}
+
+// SetClusterSetting changes a cluster setting (validated by the node).
+func (s *AdminServer) SetClusterSetting(ctx context.Context, r *rspb.SetClusterSettingRequest) (*rspb.SetClusterSettingResponse, error) {
+	if r.Name == "" {
+		return nil, invalidf("name must be set (closed_timestamp_target or replication_factor)")
+	}
+	resp, err := s.node.SetClusterSetting(ctx, r.Name, r.Value)
 	return resp, ToStatus(err)
 }
 

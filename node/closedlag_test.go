@@ -2,12 +2,15 @@ package node
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestReadReplicaClosedLagOnWhiteboard: a read replica's gossiped store
@@ -103,4 +106,73 @@ func TestReadReplicaClosedLagOnWhiteboard(t *testing.T) {
 	timeutil.WaitFor(t, 60*time.Second, "the healed read replica's gossiped lag back near the target", healthy)
 	d, _ = heard()
 	t.Logf("healed: closed-timestamp lag %v (r%d) after %v", lagOf(d), d.ClosedLaggingRangeId, time.Since(healed).Round(100*time.Millisecond))
+}
+
+// TestClosedTimestampTargetSetting: the closed_timestamp_target cluster
+// setting, written through one node, reaches every node, and their
+// closed-timestamp lags follow it (up to the new target, then back down);
+// bad values are InvalidArgument naming the field and change nothing.
+func TestClosedTimestampTargetSetting(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Nodes: 3, ClosedTimestampTarget: 300 * time.Millisecond, ClosedTimestampInterval: 100 * time.Millisecond})
+	ctx := ctxT(t)
+	putKeys(t, tc, 0, "cts", 3)
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	lags := func() []time.Duration {
+		var out []time.Duration
+		for i := 0; i < tc.NumNodes(); i++ {
+			l, _ := tc.Node(i).Store().ClosedLag()
+			out = append(out, l.Round(10*time.Millisecond))
+		}
+		return out
+	}
+	follows := func(target time.Duration, lo, hi time.Duration) func() error {
+		return func() error {
+			for i := 0; i < tc.NumNodes(); i++ {
+				if got := tc.Node(i).Store().ClosedTimestampTarget(); got != target {
+					return fmt.Errorf("n%d: target %v", i+1, got)
+				}
+			}
+			for i, l := range lags() {
+				if l < lo || l > hi {
+					return fmt.Errorf("n%d: closed-timestamp lag %v, want in [%v, %v] (all: %v)", i+1, l, lo, hi, lags())
+				}
+			}
+			return nil
+		}
+	}
+	timeutil.WaitFor(t, 30*time.Second, "lags near the start flag's 300ms", follows(300*time.Millisecond, 0, time.Second))
+	t.Logf("start flag 300ms: closed-timestamp lags %v", lags())
+
+	for _, bad := range []struct{ name, value, want string }{
+		{"closed_timestamp_target", "10ms", "closed_timestamp_target"},
+		{"closed_timestamp_target", "2h", "closed_timestamp_target"},
+		{"closed_timestamp_target", "-1s", "closed_timestamp_target"},
+		{"closed_timestamp_target", "soon", "closed_timestamp_target"},
+		{"closed_timestamp_targ", "3s", "name"},
+		{"", "3s", "name"},
+	} {
+		_, err := admin.SetClusterSetting(ctx, &rspb.SetClusterSettingRequest{Name: bad.name, Value: bad.value})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), bad.want) {
+			t.Fatalf("%s=%s: %v, want InvalidArgument naming %s", bad.name, bad.value, err, bad.want)
+		}
+	}
+	if v, found, err := tc.Node(1).closedTargetSetting(ctx); err != nil || found {
+		t.Fatalf("setting after the refusals: %q %t %v, want none stored", v, found, err)
+	}
+
+	resp, err := admin.SetClusterSetting(ctx, &rspb.SetClusterSettingRequest{Name: "closed_timestamp_target", Value: "2000ms"})
+	if err != nil || resp.Value != "2s" || resp.Previous != "" {
+		t.Fatalf("set 2000ms: %v %v, want value 2s, no previous", resp, err)
+	}
+	set := time.Now()
+	timeutil.WaitFor(t, 30*time.Second, "every node's lag up to the 2s target", follows(2*time.Second, 1900*time.Millisecond, 3*time.Second))
+	t.Logf("setting 2s: closed-timestamp lags %v after %v", lags(), time.Since(set).Round(100*time.Millisecond))
+
+	resp, err = tc.Node(2).SetClusterSetting(ctx, "closed_timestamp_target", "300ms")
+	if err != nil || resp.Previous != "2s" {
+		t.Fatalf("set 300ms: %v %v, want previous 2s", resp, err)
+	}
+	set = time.Now()
+	timeutil.WaitFor(t, 30*time.Second, "every node's lag back near 300ms", follows(300*time.Millisecond, 0, time.Second))
+	t.Logf("setting 300ms: closed-timestamp lags %v after %v", lags(), time.Since(set).Round(100*time.Millisecond))
 }

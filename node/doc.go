@@ -15,7 +15,11 @@
 // replication factor setting (keys.ReplicationFactorKey; init's
 // replication_factor, 3 by default, odd, 1 to 9). The initial ranges get
 // min(factor, nodes) voters; a cluster with no setting stored (from before
-// it, or bootstrapped without one) reads as 3.
+// it, or bootstrapped without one) reads as 3. Cluster settings
+// (settings.go, Admin SetClusterSetting): closed_timestamp_target
+// (keys.ClosedTimestampTargetKey, a duration) is read by every node's loop
+// each nodeRefreshInterval and applied to its store; absent, the node's
+// Config.ClosedTimestampTarget holds.
 //
 // Replicate queue (replicate.go): every node runs one (package rebalance)
 // in its store's task group, every ReplicateQueueInterval (10 s; tests

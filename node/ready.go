@@ -195,6 +195,9 @@ func (n *Node) loop() {
 			if err := n.refreshMetaRange(ctx); err != nil {
 				n.log.Debug("reading the meta range's record failed", "err", err)
 			}
+			if err := n.refreshSettings(ctx); err != nil {
+				n.log.Debug("reading the cluster settings failed", "err", err)
+			}
 			cancel()
 		}
 		if n.store.NodeID() != 0 {

@@ -2,6 +2,7 @@ package ranges
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,10 +98,47 @@ func (t *closedTracker) close(closeAt kv.Timestamp, applied *atomic.Uint64) (kv.
 	return c, applied.Load()
 }
 
+// Bounds of the closed timestamp target (ValidateClosedTimestampTarget).
+const (
+	MinClosedTimestampTarget = 50 * time.Millisecond
+	MaxClosedTimestampTarget = time.Hour
+)
+
+// ValidateClosedTimestampTarget checks a closed timestamp target (the
+// cluster setting closed_timestamp_target, the start flag): between
+// MinClosedTimestampTarget and MaxClosedTimestampTarget. Below, every
+// write races the promise and is pushed; above, follower reads are
+// useless.
+func ValidateClosedTimestampTarget(d time.Duration) error {
+	if d < MinClosedTimestampTarget || d > MaxClosedTimestampTarget {
+		return fmt.Errorf("%v: must be between %v and %v", d, MinClosedTimestampTarget, MaxClosedTimestampTarget)
+	}
+	return nil
+}
+
+// ClosedTimestampTarget is the target in force: how far behind its clock
+// a leaseholder closes timestamps here.
+func (s *Store) ClosedTimestampTarget() time.Duration {
+	return time.Duration(s.closedTargetNanos.Load())
+}
+
+// SetClosedTimestampTarget changes the target in force (the node applies
+// the cluster setting): the next promises of this store's leases trail
+// its clock by d. Lowering it closes more at the next round; raising it
+// only stops the promises rising until the clock catches up (a promise
+// never goes down). It reports whether the target changed; d must pass
+// ValidateClosedTimestampTarget (else nothing changes).
+func (s *Store) SetClosedTimestampTarget(d time.Duration) (bool, error) {
+	if err := ValidateClosedTimestampTarget(d); err != nil {
+		return false, err
+	}
+	return s.closedTargetNanos.Swap(int64(d)) != int64(d), nil
+}
+
 // closedTarget is the timestamp a leaseholder may close now: its clock
 // minus the target.
 func (s *Store) closedTarget(now kv.Timestamp) kv.Timestamp {
-	return kv.Timestamp{WallTime: now.WallTime - int64(s.cfg.ClosedTimestampTarget)}
+	return kv.Timestamp{WallTime: now.WallTime - s.closedTargetNanos.Load()}
 }
 
 // ClosedTimestamp is the local replica's closed timestamp of a range (the

@@ -183,3 +183,21 @@ func TestStateMachineClosedTimestamp(t *testing.T) {
 		t.Fatalf("the split's right side closed at %s, want %s", c, c1)
 	}
 }
+
+// TestValidateClosedTimestampTarget: the bounds of the cluster setting
+// and start flag.
+func TestValidateClosedTimestampTarget(t *testing.T) {
+	for _, c := range []struct {
+		d  time.Duration
+		ok bool
+	}{{MinClosedTimestampTarget, true}, {3 * time.Second, true}, {MaxClosedTimestampTarget, true},
+		{0, false}, {-time.Second, false}, {MinClosedTimestampTarget - 1, false}, {MaxClosedTimestampTarget + 1, false}} {
+		err := ValidateClosedTimestampTarget(c.d)
+		if (err == nil) != c.ok {
+			t.Errorf("%v: %v, want ok %t", c.d, err, c.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "50ms") {
+			t.Errorf("%v: %v does not name the bounds", c.d, err)
+		}
+	}
+}

@@ -82,9 +82,12 @@
 //   - Closed timestamps (closedts.go; issue 13). A leaseholder promises
 //     that no later write of its range will be at or below a closed
 //     timestamp trailing its clock by StoreConfig.ClosedTimestampTarget
-//     (default 3 s; --closed-timestamp-target; a cluster setting is a
-//     later step). Its closedTracker holds the promise and the timestamps
-//     of its writes in flight (evaluated, not yet applied or settled): a
+//     (default 3 s; --closed-timestamp-target) until the node applies the
+//     cluster setting (Store.SetClosedTimestampTarget, 50ms..1h:
+//     ValidateClosedTimestampTarget; a raised target stops the promises
+//     until the clock catches up, since a promise never goes down). Its
+//     closedTracker holds the promise and the timestamps of its writes in
+//     flight (evaluated, not yet applied or settled): a
 //     promise stays below every write in flight, a write evaluated at or
 //     below the promise (or the replica's known closed timestamp) is moved
 //     just above it, and the promise never goes down. Every write carries

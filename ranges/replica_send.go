@@ -369,7 +369,7 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 		waited := ts.Since(start)
 		d := decideFollowerRead(followerReadInput{Initialized: m.desc.Load() != nil, FrozenInto: m.frozen.Load(), LeaseKnown: m.lease.Load().Sequence != 0,
 			Closed: m.closedTS(), Now: r.store.cfg.Clock.Now(), ReadTS: readTS, Min: TSFromProto(req.MinClosedTimestamp),
-			Waited: waited, WaitBudget: budget, Target: r.store.cfg.ClosedTimestampTarget})
+			Waited: waited, WaitBudget: budget, Target: r.store.ClosedTimestampTarget()})
 		notClosed := func(code rspb.RangeError_Code) *rspb.RangeResponse {
 			return &rspb.RangeResponse{Error: &rspb.RangeError{Code: code, ClosedTimestamp: TSToProto(m.closedTS()),
 				Message: fmt.Sprintf("r%d on n%d: %s", r.rangeID, r.store.NodeID(), d.Reason)}}

@@ -124,8 +124,9 @@ type StoreConfig struct {
 	SnapshotRate         int64
 	MaxSnapshotsInFlight int
 	// ClosedTimestampTarget: how far behind its clock a leaseholder closes
-	// timestamps (0 = DefaultClosedTimestampTarget); reads at or below a
-	// replica's closed timestamp can be served by any replica.
+	// timestamps (0 = DefaultClosedTimestampTarget) until
+	// SetClosedTimestampTarget changes it (the cluster setting); reads at
+	// or below a replica's closed timestamp can be served by any replica.
 	// ClosedTimestampInterval: how often the side transport publishes the
 	// closed timestamps of idle ranges (0 = DefaultClosedTimestampInterval).
 	ClosedTimestampTarget   time.Duration
@@ -233,6 +234,9 @@ type Store struct {
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp
+	// closedTargetNanos is the closed timestamp target in force
+	// (StoreConfig.ClosedTimestampTarget until SetClosedTimestampTarget).
+	closedTargetNanos atomic.Int64
 	// startMu orders replica starts with merges: subsumed holds the ranges
 	// merged away while this process runs.
 	startMu  sync.Mutex
@@ -323,6 +327,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	s := &Store{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, subsumed: map[uint64]bool{},
 		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper(),
 		snaps: newSnapshotLimits(cfg.SnapshotRate, cfg.MaxSnapshotsInFlight, cfg.TimeSource, cfg.Metrics)}
+	s.closedTargetNanos.Store(int64(cfg.ClosedTimestampTarget))
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.Dir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,

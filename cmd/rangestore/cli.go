@@ -83,9 +83,12 @@ var commands = []command{
 		details: "--replicas is the replication factor setting (odd, 1 to 9; default 3). The initial ranges get as many\n" +
 			"replicas as there are nodes, up to it; the replicate queue adds the rest as nodes join."},
 	{name: "cluster", summary: "change cluster settings (--host: any node)",
-		forms: []string{"cluster set-replicas N [--host HOST:PORT]"},
+		forms: []string{"cluster set-replicas N [--host HOST:PORT]", "cluster set NAME=VALUE [--host HOST:PORT]"},
 		details: "set-replicas sets the replication factor (odd, 1 to 9). Each range's leaseholder adds or removes\n" +
-			"voters until the range has N; with fewer nodes able to hold replicas, ranges stay under-replicated."},
+			"voters until the range has N; with fewer nodes able to hold replicas, ranges stay under-replicated.\n" +
+			"set writes a cluster setting: closed_timestamp_target=D (50ms to 1h; how far behind its clock a\n" +
+			"leaseholder closes timestamps; every node applies it within about a second; before it is set, each\n" +
+			"node uses its --closed-timestamp-target) or replication_factor=N (as set-replicas)."},
 	{name: "demo", summary: "run an in-process cluster with sample data",
 		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]",
 			"demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]"},

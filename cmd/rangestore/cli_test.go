@@ -71,7 +71,7 @@ func TestCLIHelp(t *testing.T) {
 	subs := map[string][]string{
 		"start":    {"rangestore start --store DIR"},
 		"init":     {"rangestore init", "--replicas"},
-		"cluster":  {"cluster set-replicas N", "--host"},
+		"cluster":  {"cluster set-replicas N", "cluster set NAME=VALUE", "--host"},
 		"demo":     {"rangestore demo", "--nodes"},
 		"kv":       {"kv get KEY", "kv put KEY VALUE", "kv del KEY", "kv scan", "kv incr KEY", "--host"},
 		"range":    {"range list", "range split KEY", "range merge KEY", "range transfer-lease RANGE NODE", "--host"},

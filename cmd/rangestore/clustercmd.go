@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/rebalance"
 )
 
-// runCluster is `rangestore cluster set-replicas N`.
+// runCluster is `rangestore cluster set-replicas N` and `rangestore
+// cluster set NAME=VALUE`.
 func runCluster(args []string) error {
 	fs := newFlagSet("cluster")
 	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
@@ -38,9 +40,30 @@ func runCluster(args []string) error {
 			}
 			return nil
 		})
+	case len(a) == 2 && a[0] == "set":
+		name, value, ok := strings.Cut(a[1], "=")
+		if !ok || name == "" {
+			return usagef("cluster", "set %q: want NAME=VALUE (closed_timestamp_target=3s, replication_factor=3)", a[1])
+		}
+		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+			r, err := c.SetClusterSetting(ctx, &rspb.SetClusterSettingRequest{Name: name, Value: value})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s set to %s (was %s); every node applies it within about a second\n", r.Name, r.Value, orDefault(r.Previous))
+			return nil
+		})
 	case len(a) == 0:
-		return usagef("cluster", "missing sub-command (set-replicas)")
+		return usagef("cluster", "missing sub-command (set-replicas, set)")
 	default:
-		return usagef("cluster", "usage: cluster set-replicas N")
+		return usagef("cluster", "usage: cluster set-replicas N | cluster set NAME=VALUE")
 	}
+}
+
+// orDefault renders a setting's previous value ("" : never written).
+func orDefault(v string) string {
+	if v == "" {
+		return "unset: each node's start flag"
+	}
+	return v
 }

@@ -11,7 +11,8 @@ import (
 
 // TestCLIClusterSetReplicas: cluster set-replicas refuses bad factors
 // (naming the argument, changing nothing), and sets a good one, noting
-// that 3 nodes cannot hold 5 replicas.
+// that 3 nodes cannot hold 5 replicas; cluster set NAME=VALUE likewise
+// (closed_timestamp_target).
 func TestCLIClusterSetReplicas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -39,5 +40,24 @@ func TestCLIClusterSetReplicas(t *testing.T) {
 	}
 	if r := runBin(t, nil, "cluster", "--host", h); r.code == 0 || !strings.Contains(r.errOut, "missing sub-command") {
 		t.Errorf("cluster without a sub-command: %s", r)
+	}
+	// cluster set NAME=VALUE: bad forms and values are refused naming
+	// them; a good one is written and applied.
+	for _, bad := range []struct{ arg, want string }{
+		{"closed_timestamp_target", "NAME=VALUE"},
+		{"closed_timestamp_target=10ms", "closed_timestamp_target"},
+		{"closed_timestamp_target=x", "closed_timestamp_target"},
+		{"nosuch=1", "nosuch"},
+	} {
+		if r := runBin(t, nil, "cluster", "set", bad.arg, "--host", h); r.code == 0 || !strings.Contains(r.errOut, bad.want) {
+			t.Errorf("cluster set %s: %s", bad.arg, r)
+		}
+	}
+	r = runBin(t, nil, "cluster", "set", "closed_timestamp_target=1500ms", "--host", h)
+	if r.code != 0 || !strings.Contains(r.out, "closed_timestamp_target set to 1.5s (was unset") {
+		t.Fatalf("cluster set closed_timestamp_target=1500ms: %s", r)
+	}
+	if got := tc.Node(0).Store().ClosedTimestampTarget(); got != 1500*time.Millisecond {
+		t.Fatalf("n1's closed timestamp target after the setting: %v", got)
 	}
 }

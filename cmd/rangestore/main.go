@@ -5,6 +5,7 @@
 //	rangestore start ... [--read-replica] [--read-replica-ttl D] [--routing-ttl D]
 //	rangestore init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]
 //	rangestore cluster set-replicas N [--host HOST:PORT]
+//	rangestore cluster set NAME=VALUE [--host HOST:PORT]
 //	rangestore demo [--nodes N] [--store DIR] [--duration D]
 //	rangestore demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]
 //	rangestore kv get KEY [--host HOST:PORT] [--read-mode strong|bounded-staleness|causal] [--max-staleness D] [--bookmark HEX[,HEX...]] [--bookmark-timeout D]

@@ -109,7 +109,7 @@ func runStart(args []string) error {
 	queueInterval := fs.Duration("replicate-queue-interval", rebalance.DefaultInterval, "time between passes of the replicate queue (repair, up- and down-replication)")
 	snapRate := fs.String("snapshot-rate", "32MiB", "bytes/s of range snapshots this node sends, all together (units B, KiB, MiB, GiB, KB, MB, GB; 0: unlimited)")
 	snapInFlight := fs.Int("max-snapshots-in-flight", ranges.DefaultMaxSnapshotsInFlight, "range snapshots this node sends at once, and separately applies at once (1-64)")
-	closedTarget := fs.Duration("closed-timestamp-target", ranges.DefaultClosedTimestampTarget, "how far behind its clock a leaseholder closes timestamps: follower and read-replica reads (bounded staleness, causal) are this stale or more (positive)")
+	closedTarget := fs.Duration("closed-timestamp-target", ranges.DefaultClosedTimestampTarget, "how far behind its clock a leaseholder closes timestamps: follower and read-replica reads (bounded staleness, causal) are this stale or more (50ms to 1h; the default until the cluster setting closed_timestamp_target is written)")
 	drainTimeout := fs.Duration("drain-timeout", node.DefaultDrainTimeout, "on SIGTERM/SIGINT, how long to spend handing leases to other nodes before stopping (0: no handoff)")
 	readReplica := fs.Bool("read-replica", false, "start a read replica: it joins a running cluster (--join), holds non-voting replicas of every range, never votes and never holds a lease")
 	readReplicaTTL := fs.Duration("read-replica-ttl", gossip.DefaultReadReplicaTTL, "a read replica that exited uncleanly stays, hidden, on the gossip whiteboard this long after it was last heard")
@@ -135,8 +135,8 @@ func runStart(args []string) error {
 	if *deadAfter <= 0 {
 		return usagef("start", "--time-until-store-dead %v: must be positive", *deadAfter)
 	}
-	if *closedTarget <= 0 {
-		return usagef("start", "--closed-timestamp-target %v: must be positive", *closedTarget)
+	if err := ranges.ValidateClosedTimestampTarget(*closedTarget); err != nil {
+		return usagef("start", "--closed-timestamp-target %v", err)
 	}
 	if *queueInterval <= 0 {
 		return usagef("start", "--replicate-queue-interval %v: must be positive", *queueInterval)

@@ -48,6 +48,10 @@ var (
 	// (a decimal number; written by init and by SetReplicationFactor,
 	// read by the replicate queue; absent in clusters from before it: 3).
 	ReplicationFactorKey = []byte("\x00ssetting/replication-factor")
+	// ClosedTimestampTargetKey holds the closed_timestamp_target cluster
+	// setting (a Go duration, "3s"; written by SetClusterSetting, read by
+	// every node; absent until written: each node's start flag).
+	ClosedTimestampTargetKey = []byte("\x00ssetting/closed-timestamp-target")
 	// ZonePrefix prefixes zone config records, keyed by the client key the
 	// record's span starts at (ZoneKey; the default zone at ZonePrefix).
 	ZonePrefix = []byte("\x00szone/")

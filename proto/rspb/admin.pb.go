@@ -2629,6 +2629,120 @@ func (x *SplitRangeResponse) GetRight() *RangeDescriptor {
 	return nil
 }
 
+type SetClusterSettingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`   // e.g. "closed_timestamp_target"
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // e.g. "3s"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterSettingRequest) Reset() {
+	*x = SetClusterSettingRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterSettingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterSettingRequest) ProtoMessage() {}
+
+func (x *SetClusterSettingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterSettingRequest.ProtoReflect.Descriptor instead.
+func (*SetClusterSettingRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SetClusterSettingRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetClusterSettingRequest) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type SetClusterSettingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // as stored (normalised: "3s")
+	// previous: the value before; "" when none was stored (the nodes used
+	// their start flag's default).
+	Previous      string `protobuf:"bytes,3,opt,name=previous,proto3" json:"previous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterSettingResponse) Reset() {
+	*x = SetClusterSettingResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterSettingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterSettingResponse) ProtoMessage() {}
+
+func (x *SetClusterSettingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterSettingResponse.ProtoReflect.Descriptor instead.
+func (*SetClusterSettingResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SetClusterSettingResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetClusterSettingResponse) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *SetClusterSettingResponse) GetPrevious() string {
+	if x != nil {
+		return x.Previous
+	}
+	return ""
+}
+
 type SetReplicationFactorRequest struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	ReplicationFactor int32                  `protobuf:"varint,1,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
@@ -2638,7 +2752,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2764,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2777,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -2687,7 +2801,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2813,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2826,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2931,7 +3045,14 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"~\n" +
 	"\x12SplitRangeResponse\x122\n" +
 	"\x04left\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x04left\x124\n" +
-	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"L\n" +
+	"\x05right\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x05right\"D\n" +
+	"\x18SetClusterSettingRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"a\n" +
+	"\x19SetClusterSettingResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x1a\n" +
+	"\bprevious\x18\x03 \x01(\tR\bprevious\"L\n" +
 	"\x1bSetReplicationFactorRequest\x12-\n" +
 	"\x12replication_factor\x18\x01 \x01(\x05R\x11replicationFactor\"\x95\x01\n" +
 	"\x1cSetReplicationFactorResponse\x12\x1a\n" +
@@ -2947,7 +3068,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xef\v\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd7\f\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -2966,7 +3087,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
-	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponse\x12N\n" +
+	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponse\x12f\n" +
+	"\x11SetClusterSetting\x12'.rangestore.v1.SetClusterSettingRequest\x1a(.rangestore.v1.SetClusterSettingResponse\x12N\n" +
 	"\tDrainNode\x12\x1f.rangestore.v1.DrainNodeRequest\x1a .rangestore.v1.DrainNodeResponse\x12W\n" +
 	"\fDecommission\x12\".rangestore.v1.DecommissionRequest\x1a#.rangestore.v1.DecommissionResponse\x12W\n" +
 	"\fRecommission\x12\".rangestore.v1.RecommissionRequest\x1a#.rangestore.v1.RecommissionResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
@@ -2984,7 +3106,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -3028,46 +3150,48 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*MergeRangeResponse)(nil),           // 39: rangestore.v1.MergeRangeResponse
 	(*SplitRangeRequest)(nil),            // 40: rangestore.v1.SplitRangeRequest
 	(*SplitRangeResponse)(nil),           // 41: rangestore.v1.SplitRangeResponse
-	(*SetReplicationFactorRequest)(nil),  // 42: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 43: rangestore.v1.SetReplicationFactorResponse
-	nil,                                  // 44: rangestore.v1.SetZoneRequest.FieldsEntry
-	(*NodeDescriptor)(nil),               // 45: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 46: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 47: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 48: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 49: rangestore.v1.LocalityTier
-	(*ZoneConfigRecord)(nil),             // 50: rangestore.v1.ZoneConfigRecord
+	(*SetClusterSettingRequest)(nil),     // 42: rangestore.v1.SetClusterSettingRequest
+	(*SetClusterSettingResponse)(nil),    // 43: rangestore.v1.SetClusterSettingResponse
+	(*SetReplicationFactorRequest)(nil),  // 44: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 45: rangestore.v1.SetReplicationFactorResponse
+	nil,                                  // 46: rangestore.v1.SetZoneRequest.FieldsEntry
+	(*NodeDescriptor)(nil),               // 47: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 48: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 49: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 50: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 51: rangestore.v1.LocalityTier
+	(*ZoneConfigRecord)(nil),             // 52: rangestore.v1.ZoneConfigRecord
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	45, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	46, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	46, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	47, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	47, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	48, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	48, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	49, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	6,  // 4: rangestore.v1.RangeInfo.request_sources:type_name -> rangestore.v1.GatewayLoad
 	5,  // 5: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	45, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	47, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 7: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	48, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	50, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 9: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	11, // 10: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	49, // 11: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	51, // 11: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	10, // 12: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	10, // 13: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
 	1,  // 14: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	19, // 15: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
 	1,  // 16: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	46, // 17: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	46, // 18: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	44, // 19: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
-	50, // 20: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	50, // 21: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	50, // 22: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
+	48, // 17: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	48, // 18: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	46, // 19: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
+	52, // 20: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	52, // 21: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	52, // 22: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
 	34, // 23: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
-	46, // 24: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	46, // 25: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	46, // 26: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	46, // 27: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	46, // 28: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	48, // 24: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	48, // 25: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	48, // 26: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	48, // 27: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	48, // 28: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
 	2,  // 29: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
 	4,  // 30: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
 	8,  // 31: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
@@ -3082,30 +3206,32 @@ var file_rangestore_v1_admin_proto_depIdxs = []int32{
 	31, // 40: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
 	12, // 41: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
 	14, // 42: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	42, // 43: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	16, // 44: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	18, // 45: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	21, // 46: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 47: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	7,  // 48: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	9,  // 49: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	41, // 50: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	39, // 51: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	24, // 52: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	37, // 53: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	26, // 54: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	35, // 55: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
-	28, // 56: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
-	30, // 57: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
-	32, // 58: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
-	13, // 59: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	15, // 60: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	43, // 61: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	17, // 62: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	20, // 63: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	22, // 64: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	47, // [47:65] is the sub-list for method output_type
-	29, // [29:47] is the sub-list for method input_type
+	44, // 43: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	42, // 44: rangestore.v1.Admin.SetClusterSetting:input_type -> rangestore.v1.SetClusterSettingRequest
+	16, // 45: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	18, // 46: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	21, // 47: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 48: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	7,  // 49: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	9,  // 50: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	41, // 51: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	39, // 52: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	24, // 53: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	37, // 54: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	26, // 55: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	35, // 56: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	28, // 57: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
+	30, // 58: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
+	32, // 59: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
+	13, // 60: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	15, // 61: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	45, // 62: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	43, // 63: rangestore.v1.Admin.SetClusterSetting:output_type -> rangestore.v1.SetClusterSettingResponse
+	17, // 64: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	20, // 65: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	22, // 66: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	48, // [48:67] is the sub-list for method output_type
+	29, // [29:48] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -3124,7 +3250,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

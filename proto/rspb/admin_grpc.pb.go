@@ -43,6 +43,7 @@ const (
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
+	Admin_SetClusterSetting_FullMethodName    = "/rangestore.v1.Admin/SetClusterSetting"
 	Admin_DrainNode_FullMethodName            = "/rangestore.v1.Admin/DrainNode"
 	Admin_Decommission_FullMethodName         = "/rangestore.v1.Admin/Decommission"
 	Admin_Recommission_FullMethodName         = "/rangestore.v1.Admin/Recommission"
@@ -105,6 +106,14 @@ type AdminClient interface {
 	// a factor above the nodes that can hold replicas is accepted, and the
 	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
 	SetReplicationFactor(ctx context.Context, in *SetReplicationFactorRequest, opts ...grpc.CallOption) (*SetReplicationFactorResponse, error)
+	// SetClusterSetting writes a cluster setting to the system range, where
+	// every node reads it (within about a second) and applies it; the
+	// answering node applies it at once. Settings: closed_timestamp_target
+	// (a duration, 50ms to 1h; before any is written each node uses its
+	// --closed-timestamp-target), replication_factor (as
+	// SetReplicationFactor). An unknown name or a bad value is
+	// InvalidArgument naming it, and changes nothing.
+	SetClusterSetting(ctx context.Context, in *SetClusterSettingRequest, opts ...grpc.CallOption) (*SetClusterSettingResponse, error)
 	// DrainNode makes a running node move every lease it holds (with its
 	// ranges' Raft leadership) to other live voters and take no new lease,
 	// without stopping it; it stays drained until it restarts. Any node
@@ -285,6 +294,16 @@ func (c *adminClient) SetReplicationFactor(ctx context.Context, in *SetReplicati
 	return out, nil
 }
 
+func (c *adminClient) SetClusterSetting(ctx context.Context, in *SetClusterSettingRequest, opts ...grpc.CallOption) (*SetClusterSettingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetClusterSettingResponse)
+	err := c.cc.Invoke(ctx, Admin_SetClusterSetting_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DrainNodeResponse)
@@ -372,6 +391,14 @@ type AdminServer interface {
 	// a factor above the nodes that can hold replicas is accepted, and the
 	// ranges stay under-replicated (gauge rangestore_ranges_underreplicated).
 	SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error)
+	// SetClusterSetting writes a cluster setting to the system range, where
+	// every node reads it (within about a second) and applies it; the
+	// answering node applies it at once. Settings: closed_timestamp_target
+	// (a duration, 50ms to 1h; before any is written each node uses its
+	// --closed-timestamp-target), replication_factor (as
+	// SetReplicationFactor). An unknown name or a bad value is
+	// InvalidArgument naming it, and changes nothing.
+	SetClusterSetting(context.Context, *SetClusterSettingRequest) (*SetClusterSettingResponse, error)
 	// DrainNode makes a running node move every lease it holds (with its
 	// ranges' Raft leadership) to other live voters and take no new lease,
 	// without stopping it; it stays drained until it restarts. Any node
@@ -446,6 +473,9 @@ func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) 
 }
 func (UnimplementedAdminServer) SetReplicationFactor(context.Context, *SetReplicationFactorRequest) (*SetReplicationFactorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetReplicationFactor not implemented")
+}
+func (UnimplementedAdminServer) SetClusterSetting(context.Context, *SetClusterSettingRequest) (*SetClusterSettingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetClusterSetting not implemented")
 }
 func (UnimplementedAdminServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainNode not implemented")
@@ -747,6 +777,24 @@ func _Admin_SetReplicationFactor_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetClusterSetting_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetClusterSettingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetClusterSetting(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetClusterSetting_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetClusterSetting(ctx, req.(*SetClusterSettingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DrainNodeRequest)
 	if err := dec(in); err != nil {
@@ -867,6 +915,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetReplicationFactor",
 			Handler:    _Admin_SetReplicationFactor_Handler,
+		},
+		{
+			MethodName: "SetClusterSetting",
+			Handler:    _Admin_SetClusterSetting_Handler,
 		},
 		{
 			MethodName: "DrainNode",
