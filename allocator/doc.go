@@ -90,17 +90,24 @@
 // ranges with nothing to do (none, no-target, unavailable) have 0.
 //
 // Zone configs (zone.go): ZoneConfig is a plain value mapping field for
-// field onto a proto message (num_replicas, num_voters, constraints,
-// voter_constraints, lease_preferences, range_min_bytes, range_max_bytes,
-// gc_ttl; pointers and ...Set flags mark what a span sets, the rest is
-// inherited: InheritFrom, Resolve from DefaultZoneConfig: 3 replicas,
-// 16-64 MiB, 4 h). ParseZoneConfig reads the `zone set` flags: constraints
+// field onto a proto message (num_replicas, num_voters, num_non_voters,
+// constraints, voter_constraints, non_voter_constraints,
+// lease_preferences, range_min_bytes, range_max_bytes, gc_ttl; pointers
+// and ...Set flags mark what a span sets, the rest is inherited:
+// InheritFrom, Resolve from DefaultZoneConfig: 3 replicas, 16-64 MiB,
+// 4 h). The counts obey num_replicas = num_voters + num_non_voters: a
+// span sets any two (the third follows: Replicas, Voters, NonVoters) or
+// all three consistently; num_non_voters alone adds to the inherited
+// voters; setting none inherits all three. non_voter_constraints bind the
+// zone's non-voters (on top of constraints) as voter_constraints bind the
+// voters; the read-replica nodes' non-voters are outside the zone. ParseZoneConfig reads the `zone set` flags: constraints
 // as "+region=eu,-zone=a", "[+region=eu]" or per replica count
 // `{"+region=eu": 2}` (required constraints only), lease preferences as
 // "[+region=us]" or "[[+region=us,+zone=a], [+region=us]]"; only
 // key=value locality tiers, no bare attributes. Validate refuses, naming
-// the field, num_replicas < 1, num_voters < 1 or above num_replicas, an
-// even voter count (as ValidateFactor), malformed or contradictory
+// the field, num_replicas < 1, num_voters < 1 or above num_replicas,
+// num_non_voters < 0 or disagreeing with the other two or leaving no
+// voter, an even voter count (as ValidateFactor), malformed or contradictory
 // constraints, per-replica counts above the replicas, an empty lease
 // preference, range_max_bytes under 64 KiB, min ≥ max, gc_ttl < 1 s.
 // Satisfiable lists "constraint not satisfiable: ..." for a valid config
@@ -125,7 +132,8 @@
 //     diversity → fewer replicas → lower QPS → lower ID; a non-voter is
 //     promoted only if it meets the voter constraints;
 //  2. non-voter repair to num_replicas − num_voters (priorities 900/800/
-//     700, below every voter repair); then the read replicas' non-voters
+//     700, below every voter repair; targets meet non_voter_constraints);
+//     then the read replicas' non-voters
 //     (see "Read replicas");
 //  3. a replica breaking a constraint (or a per-replica count short) moves
 //     where fewer are unmet (priority 4); no move: the unsatisfiable

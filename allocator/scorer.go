@@ -211,6 +211,9 @@ type scorer struct {
 	basis      []*Node // what the table's diversity of a non-holder is against (nil: the staying voters)
 	verdict    map[uint64]string
 	leaseVerd  map[uint64]string
+	// rankedNonVoter: the last targets ranked were for a non-voter (the
+	// table judges the nodes without a replica for that role).
+	rankedNonVoter bool
 }
 
 // Score returns the one next action for a range, with its explanation.
@@ -340,7 +343,8 @@ func diskCell(n *Node) string {
 }
 
 // allReplicaConj returns the conjunctions every replica in the role must
-// meet: the zone's constraints, plus its voter constraints for a voter.
+// meet: the zone's constraints, plus its voter constraints for a voter
+// or its non-voter constraints for a non-voter.
 func (s *scorer) allReplicaConj(voter bool) []Conjunction {
 	var out []Conjunction
 	for _, c := range s.in.Zone.Constraints {
@@ -348,11 +352,13 @@ func (s *scorer) allReplicaConj(voter bool) []Conjunction {
 			out = append(out, c)
 		}
 	}
+	role := s.in.Zone.NonVoterConstraints
 	if voter {
-		for _, c := range s.in.Zone.VoterConstraints {
-			if c.NumReplicas == 0 {
-				out = append(out, c)
-			}
+		role = s.in.Zone.VoterConstraints
+	}
+	for _, c := range role {
+		if c.NumReplicas == 0 {
+			out = append(out, c)
 		}
 	}
 	return out
@@ -373,7 +379,7 @@ func (s *scorer) meets(n *Node, voter bool) (bool, string) {
 }
 
 func (s *scorer) hasConstraints() bool {
-	return len(s.in.Zone.Constraints) > 0 || len(s.in.Zone.VoterConstraints) > 0
+	return len(s.in.Zone.Constraints) > 0 || len(s.in.Zone.VoterConstraints) > 0 || len(s.in.Zone.NonVoterConstraints) > 0
 }
 
 // violations counts the unmet constraints of a placement: one per replica
@@ -401,6 +407,7 @@ func (s *scorer) violations(voters, nonVoters []*Node) int {
 	}
 	count(s.in.Zone.Constraints, append(append([]*Node(nil), voters...), nonVoters...))
 	count(s.in.Zone.VoterConstraints, voters)
+	count(s.in.Zone.NonVoterConstraints, nonVoters)
 	return v
 }
 
@@ -481,6 +488,7 @@ func (s *scorer) refusal(n *Node, voter bool) string {
 // from (nil: a new replica), diversity against basis; the refused ones
 // get their verdict.
 func (s *scorer) targets(from *replica, voter bool, basis []*Node) []target {
+	s.rankedNonVoter = !voter
 	var out []target
 	for _, n := range s.all {
 		if why := s.refusal(n, voter); why != "" {
@@ -907,6 +915,7 @@ func (s *scorer) unmetCounts() string {
 	}
 	each("constraints", s.in.Zone.Constraints, append(append([]*Node(nil), vs...), nvs...))
 	each("voter_constraints", s.in.Zone.VoterConstraints, vs)
+	each("non_voter_constraints", s.in.Zone.NonVoterConstraints, nvs)
 	return strings.Join(parts, ", ")
 }
 
@@ -1371,9 +1380,12 @@ func (s *scorer) explain(d Decision) Explanation {
 	if s.basis != nil {
 		stay = s.basis
 	}
+	// A node without a replica is judged for the role last ranked
+	// (targets), a voter if none was.
+	newVoter := !s.rankedNonVoter
 	for _, n := range s.all {
 		row := Row{Node: n.ID, Role: "-", Verdict: s.verdict[n.ID]}
-		voter := true
+		voter := newVoter
 		basis := stay
 		valid := "ok"
 		if r, ok := s.holds[n.ID]; ok {
@@ -1470,6 +1482,9 @@ func (s *scorer) zoneSummary() string {
 	}
 	if len(z.VoterConstraints) > 0 {
 		out += " voter_constraints=" + formatConjunctions(z.VoterConstraints)
+	}
+	if len(z.NonVoterConstraints) > 0 {
+		out += " non_voter_constraints=" + formatConjunctions(z.NonVoterConstraints)
 	}
 	if len(z.LeasePreferences) > 0 {
 		ps := make([]string, len(z.LeasePreferences))

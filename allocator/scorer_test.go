@@ -196,6 +196,7 @@ func TestZoneConfigRoundTrip(t *testing.T) {
 		{"num_replicas": "5", "num_voters": "3", "constraints": `{"+region=eu": 2, "+region=us,+zone=a": 1}`},
 		{"constraints": "+region=eu,-zone=a", "voter_constraints": "-region=ap", "lease_preferences": "[[+region=us,+zone=a],[+region=us]]"},
 		{"gc_ttl": "90000", "range_min_bytes": "0", "range_max_bytes": "1048576", "lease_preferences": "[]"},
+		{"num_voters": "3", "num_non_voters": "2", "non_voter_constraints": `{"+region=eu": 1}`},
 		{},
 	} {
 		z, err := ParseZoneConfig(flags)
@@ -257,6 +258,7 @@ func TestScoreInvariants(t *testing.T) {
 		{"constraints": `{"+region=eu": 2}`},
 		{"voter_constraints": "+region=us", "num_replicas": "4", "num_voters": "3"},
 		{"num_replicas": "5"},
+		{"num_voters": "3", "num_non_voters": "2", "non_voter_constraints": "+region=eu"},
 	}
 	actions := map[Action]int{}
 	for seed := int64(1); seed <= 400; seed++ {

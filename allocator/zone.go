@@ -111,12 +111,22 @@ type ZoneConfig struct {
 	// NumVoters is the voter count (nil: NumReplicas); the rest are
 	// non-voters.
 	NumVoters *int32
+	// NumNonVoters is the non-voter count, the issue's num_non_voters:
+	// num_replicas = num_voters + num_non_voters. Of the three, a config
+	// sets any: two set give the third; all three must agree (Validate);
+	// num_non_voters alone keeps the parent's voters (InheritFrom).
+	NumNonVoters *int32
 	// Constraints apply to every replica, voter or not.
 	Constraints    []Conjunction
 	ConstraintsSet bool
 	// VoterConstraints apply to voters only, on top of Constraints.
 	VoterConstraints    []Conjunction
 	VoterConstraintsSet bool
+	// NonVoterConstraints apply to the zone's non-voters only, on top of
+	// Constraints (not to the read-replica nodes' non-voters, which every
+	// live read replica holds regardless of zones).
+	NonVoterConstraints    []Conjunction
+	NonVoterConstraintsSet bool
 	// LeasePreferences are tried in order for the leaseholder.
 	LeasePreferences    []LeasePreference
 	LeasePreferencesSet bool
@@ -143,33 +153,47 @@ func ptr[T any](v T) *T { return &v }
 // old versions kept 4 h.
 func DefaultZoneConfig() ZoneConfig {
 	return ZoneConfig{
-		NumReplicas:         ptr(int32(DefaultNumReplicas)),
-		ConstraintsSet:      true,
-		VoterConstraintsSet: true,
-		LeasePreferencesSet: true,
-		RangeMinBytes:       ptr(int64(DefaultRangeMinBytes)),
-		RangeMaxBytes:       ptr(int64(DefaultRangeMaxBytes)),
-		GCTTLSeconds:        ptr(DefaultGCTTLSeconds),
+		NumReplicas:            ptr(int32(DefaultNumReplicas)),
+		ConstraintsSet:         true,
+		VoterConstraintsSet:    true,
+		NonVoterConstraintsSet: true,
+		LeasePreferencesSet:    true,
+		RangeMinBytes:          ptr(int64(DefaultRangeMinBytes)),
+		RangeMaxBytes:          ptr(int64(DefaultRangeMaxBytes)),
+		GCTTLSeconds:           ptr(DefaultGCTTLSeconds),
 	}
 }
 
 // InheritFrom returns z with every field it leaves unset taken from
-// parent. NumVoters is inherited only when z sets neither it nor
-// NumReplicas (a span that sets num_replicas 5 alone gets 5 voters, not
-// its parent's voter count).
+// parent. The counts go together: a config setting none of num_replicas,
+// num_voters and num_non_voters takes the parent's three; num_voters
+// alone takes the parent's num_replicas; num_non_voters alone takes the
+// parent's voter count (num_replicas = it + num_non_voters); num_replicas
+// alone, or two of them, take nothing (a span that sets num_replicas 5
+// alone gets 5 voters, not its parent's voter count).
 func (z ZoneConfig) InheritFrom(parent ZoneConfig) ZoneConfig {
 	out := z
-	if out.NumVoters == nil && out.NumReplicas == nil {
-		out.NumVoters = parent.NumVoters
-	}
-	if out.NumReplicas == nil {
+	switch {
+	case out.NumReplicas == nil && out.NumVoters == nil && out.NumNonVoters == nil:
+		out.NumReplicas, out.NumVoters, out.NumNonVoters = parent.NumReplicas, parent.NumVoters, parent.NumNonVoters
+	case out.NumReplicas == nil && out.NumVoters == nil:
+		if v := parent.Voters(); v > 0 {
+			out.NumVoters = ptr(int32(v))
+		}
+	case out.NumReplicas == nil && out.NumNonVoters == nil:
 		out.NumReplicas = parent.NumReplicas
+	}
+	if out.NumReplicas == nil && out.NumVoters != nil && out.NumNonVoters != nil {
+		out.NumReplicas = ptr(*out.NumVoters + *out.NumNonVoters)
 	}
 	if !out.ConstraintsSet {
 		out.Constraints, out.ConstraintsSet = parent.Constraints, parent.ConstraintsSet
 	}
 	if !out.VoterConstraintsSet {
 		out.VoterConstraints, out.VoterConstraintsSet = parent.VoterConstraints, parent.VoterConstraintsSet
+	}
+	if !out.NonVoterConstraintsSet {
+		out.NonVoterConstraints, out.NonVoterConstraintsSet = parent.NonVoterConstraints, parent.NonVoterConstraintsSet
 	}
 	if !out.LeasePreferencesSet {
 		out.LeasePreferences, out.LeasePreferencesSet = parent.LeasePreferences, parent.LeasePreferencesSet
@@ -192,21 +216,32 @@ func (z ZoneConfig) Resolve() (ZoneConfig, error) {
 	return r, r.Validate()
 }
 
-// Replicas is the total replica count (0 if unset).
+// Replicas is the total replica count: NumReplicas, or NumVoters +
+// NumNonVoters (0 if unknown).
 func (z ZoneConfig) Replicas() int {
-	if z.NumReplicas == nil {
-		return 0
+	switch {
+	case z.NumReplicas != nil:
+		return int(*z.NumReplicas)
+	case z.NumVoters != nil && z.NumNonVoters != nil:
+		return int(*z.NumVoters + *z.NumNonVoters)
 	}
-	return int(*z.NumReplicas)
+	return 0
 }
 
-// Voters is the voter count: NumVoters, or NumReplicas when unset.
+// Voters is the voter count: NumVoters, or NumReplicas − NumNonVoters, or
+// NumReplicas when neither is set.
 func (z ZoneConfig) Voters() int {
-	if z.NumVoters != nil {
+	switch {
+	case z.NumVoters != nil:
 		return int(*z.NumVoters)
+	case z.NumReplicas != nil && z.NumNonVoters != nil:
+		return int(*z.NumReplicas - *z.NumNonVoters)
 	}
 	return z.Replicas()
 }
+
+// NonVoters is the zone's non-voter count: Replicas − Voters.
+func (z ZoneConfig) NonVoters() int { return max(0, z.Replicas()-z.Voters()) }
 
 // Validate checks a config as a whole, each field and between fields,
 // with an ErrInvalid error naming the field and the limit. A partial
@@ -224,10 +259,24 @@ func (z ZoneConfig) Validate() error {
 			return invalid("num_voters: %d is more than num_replicas %d", *z.NumVoters, *z.NumReplicas)
 		}
 	}
+	if n := z.NumNonVoters; n != nil {
+		switch {
+		case *n < 0:
+			return invalid("num_non_voters: must not be negative (got %d)", *n)
+		case z.NumReplicas != nil && z.NumVoters != nil && *z.NumVoters+*n != *z.NumReplicas:
+			return invalid("num_non_voters: num_voters %d + num_non_voters %d is %d, not num_replicas %d (set two of the three; the third follows)",
+				*z.NumVoters, *n, *z.NumVoters+*n, *z.NumReplicas)
+		case z.NumReplicas != nil && z.NumVoters == nil && *z.NumReplicas-*n < 1:
+			return invalid("num_non_voters: %d leaves no voter of num_replicas %d", *n, *z.NumReplicas)
+		}
+	}
 	if v := z.Voters(); v > 0 && v%2 == 0 {
 		field := "num_replicas"
-		if z.NumVoters != nil {
+		switch {
+		case z.NumVoters != nil:
 			field = "num_voters"
+		case z.NumNonVoters != nil:
+			field = "num_replicas - num_non_voters"
 		}
 		return invalid("%s: %d voters must be odd (%d voters tolerate no more failures than %d)", field, v, v, v-1)
 	}
@@ -235,6 +284,9 @@ func (z ZoneConfig) Validate() error {
 		return err
 	}
 	if err := validateConjunctions("voter_constraints", z.VoterConstraints, z.Voters()); err != nil {
+		return err
+	}
+	if err := validateConjunctions("non_voter_constraints", z.NonVoterConstraints, z.NonVoters()); err != nil {
 		return err
 	}
 	for i, p := range z.LeasePreferences {
@@ -358,8 +410,9 @@ func unbracket(s string, open, close byte) (inner string, had, ok bool) {
 	return s[1 : len(s)-1], true, true
 }
 
-// ParseConstraints parses the CLI syntax of --constraints and
-// --voter-constraints (field names the flag in errors):
+// ParseConstraints parses the CLI syntax of --constraints,
+// --voter-constraints and --non-voter-constraints (field names the flag
+// in errors):
 //
 //	+region=eu,-zone=a            every replica meets all of them
 //	[+region=eu, -zone=a]         the same
@@ -489,8 +542,9 @@ func ParseLeasePreferences(s string) ([]LeasePreference, error) {
 }
 
 // ParseZoneConfig parses the CLI flags of `zone set` given as name=value
-// (num_replicas, num_voters, constraints, voter_constraints,
-// lease_preferences, range_min_bytes, range_max_bytes, gc_ttl as seconds
+// (num_replicas, num_voters, num_non_voters, constraints,
+// voter_constraints, non_voter_constraints, lease_preferences,
+// range_min_bytes, range_max_bytes, gc_ttl as seconds
 // or a Go duration such as 4h); flags not given stay unset (inherited).
 // The result is validated as a partial config.
 func ParseZoneConfig(flags map[string]string) (ZoneConfig, error) {
@@ -504,16 +558,19 @@ func ParseZoneConfig(flags map[string]string) (ZoneConfig, error) {
 		v := strings.TrimSpace(flags[name])
 		var err error
 		switch name {
-		case "num_replicas", "num_voters":
+		case "num_replicas", "num_voters", "num_non_voters":
 			var n int64
 			n, err = strconv.ParseInt(v, 10, 32)
 			if err != nil {
 				return z, invalid("%s: %q is not an integer", name, v)
 			}
-			if name == "num_replicas" {
+			switch name {
+			case "num_replicas":
 				z.NumReplicas = ptr(int32(n))
-			} else {
+			case "num_voters":
 				z.NumVoters = ptr(int32(n))
+			default:
+				z.NumNonVoters = ptr(int32(n))
 			}
 		case "constraints":
 			z.Constraints, err = ParseConstraints(name, v)
@@ -521,6 +578,9 @@ func ParseZoneConfig(flags map[string]string) (ZoneConfig, error) {
 		case "voter_constraints":
 			z.VoterConstraints, err = ParseConstraints(name, v)
 			z.VoterConstraintsSet = true
+		case "non_voter_constraints":
+			z.NonVoterConstraints, err = ParseConstraints(name, v)
+			z.NonVoterConstraintsSet = true
 		case "lease_preferences":
 			z.LeasePreferences, err = ParseLeasePreferences(v)
 			z.LeasePreferencesSet = true
@@ -546,7 +606,7 @@ func ParseZoneConfig(flags map[string]string) (ZoneConfig, error) {
 			}
 			z.GCTTLSeconds = ptr(secs)
 		default:
-			return z, invalid("%s: unknown zone config field (want num_replicas, num_voters, constraints, voter_constraints, lease_preferences, range_min_bytes, range_max_bytes or gc_ttl)", name)
+			return z, invalid("%s: unknown zone config field (want num_replicas, num_voters, num_non_voters, constraints, voter_constraints, non_voter_constraints, lease_preferences, range_min_bytes, range_max_bytes or gc_ttl)", name)
 		}
 		if err != nil {
 			return z, err
@@ -565,11 +625,17 @@ func (z ZoneConfig) String() string {
 	if z.NumVoters != nil {
 		parts = append(parts, fmt.Sprintf("num_voters=%d", *z.NumVoters))
 	}
+	if z.NumNonVoters != nil {
+		parts = append(parts, fmt.Sprintf("num_non_voters=%d", *z.NumNonVoters))
+	}
 	if z.ConstraintsSet {
 		parts = append(parts, "constraints="+formatConjunctions(z.Constraints))
 	}
 	if z.VoterConstraintsSet {
 		parts = append(parts, "voter_constraints="+formatConjunctions(z.VoterConstraints))
+	}
+	if z.NonVoterConstraintsSet {
+		parts = append(parts, "non_voter_constraints="+formatConjunctions(z.NonVoterConstraints))
 	}
 	if z.LeasePreferencesSet {
 		ps := make([]string, len(z.LeasePreferences))
@@ -682,6 +748,16 @@ func Satisfiable(z ZoneConfig, nodes []Node) []string {
 			}
 		}
 		check("voter_constraints", append(vc, z.VoterConstraints...), z.Voters(), "voters")
+	}
+	if z.NonVoterConstraintsSet && len(z.NonVoterConstraints) > 0 && z.NonVoters() > 0 {
+		// Non-voters also meet every all-replica constraint.
+		var nc []Conjunction
+		for _, c := range z.Constraints {
+			if c.NumReplicas == 0 {
+				nc = append(nc, c)
+			}
+		}
+		check("non_voter_constraints", append(nc, z.NonVoterConstraints...), z.NonVoters(), "non-voters")
 	}
 	return out
 }

@@ -135,7 +135,7 @@ func (n *Node) SetZone(ctx context.Context, req *rspb.SetZoneRequest) (*rspb.Set
 	case len(req.EndKey) > 0 && bytes.Compare(req.StartKey, req.EndKey) >= 0:
 		return nil, status.Errorf(codes.InvalidArgument, "end_key %q: must be after start_key %q", req.EndKey, req.StartKey)
 	case len(req.Fields) == 0:
-		return nil, status.Error(codes.InvalidArgument, "fields: none given (num_replicas, num_voters, constraints, voter_constraints, lease_preferences, range_min_bytes, range_max_bytes, gc_ttl)")
+		return nil, status.Error(codes.InvalidArgument, "fields: none given (num_replicas, num_voters, num_non_voters, constraints, voter_constraints, non_voter_constraints, lease_preferences, range_min_bytes, range_max_bytes, gc_ttl)")
 	}
 	if req.DefaultZone {
 		for _, f := range []string{"num_replicas", "num_voters"} {

@@ -127,7 +127,7 @@ var commands = []command{
 			"criterion by criterion); it changes nothing."},
 	{name: "zone", summary: "zone configs: replicas, constraints, lease preferences per key span (--host: any node)",
 		forms: []string{
-			"zone set SPAN [--num-replicas N] [--num-voters N] [--constraints C] [--voter-constraints C] [--lease-preferences P] [--range-min-bytes B] [--range-max-bytes B] [--gc-ttl D] [--dry-run]",
+			"zone set SPAN [--num-replicas N] [--num-voters N] [--num-non-voters N] [--constraints C] [--voter-constraints C] [--non-voter-constraints C] [--lease-preferences P] [--range-min-bytes B] [--range-max-bytes B] [--gc-ttl D] [--dry-run]",
 			"zone get KEY",
 			"zone list",
 		},
@@ -135,7 +135,8 @@ var commands = []command{
 			"span's bounds and stores the fields given (the others are inherited from an enclosing span, then the\n" +
 			"default zone, whose replica count is the replication factor setting); the replicate queues move\n" +
 			"replicas and leases to match. Constraints: +key=value (required), -key=value (prohibited), or\n" +
-			"{\"+region=eu\":2} for a count; lease preferences: [+region=us] (first satisfiable wins). A valid\n" +
+			"{\"+region=eu\":2} for a count; lease preferences: [+region=us] (first satisfiable wins). Non-voters:\n" +
+			"num-replicas = num-voters + num-non-voters (set two of them), placed by --non-voter-constraints. A valid\n" +
 			"config no node layout satisfies is stored and reported. --dry-run shows the allocator's first step\n" +
 			"per range without changing anything. get shows the resolved config a KEY is under."},
 	{name: "allocator", summary: "what the replicate queues would do now (--host: any node)",

@@ -21,7 +21,7 @@
 //	rangestore range remove-replica RANGE NODE
 //	rangestore range relocate RANGE NODE,NODE,...
 //	rangestore range explain RANGE
-//	rangestore zone set SPAN [--num-replicas N] [--num-voters N] [--constraints C] [--voter-constraints C] [--lease-preferences P] [--range-min-bytes B] [--range-max-bytes B] [--gc-ttl D] [--dry-run]
+//	rangestore zone set SPAN [--num-replicas N] [--num-voters N] [--num-non-voters N] [--constraints C] [--voter-constraints C] [--non-voter-constraints C] [--lease-preferences P] [--range-min-bytes B] [--range-max-bytes B] [--gc-ttl D] [--dry-run]
 //	rangestore zone get KEY
 //	rangestore zone list
 //	rangestore allocator plan [--host HOST:PORT]

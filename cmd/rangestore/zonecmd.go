@@ -14,8 +14,10 @@ import (
 var zoneFlags = []struct{ flag, field, help string }{
 	{"num-replicas", "num_replicas", "replicas in all (voters and non-voters)"},
 	{"num-voters", "num_voters", "voters (default: num-replicas)"},
+	{"num-non-voters", "num_non_voters", "non-voters: num-replicas = num-voters + num-non-voters (set two; alone: the parent's voters plus these)"},
 	{"constraints", "constraints", "where every replica may go, e.g. '+region=eu' or '{\"+region=eu\":2}'"},
 	{"voter-constraints", "voter_constraints", "where voters may go, on top of --constraints"},
+	{"non-voter-constraints", "non_voter_constraints", "where the zone's non-voters may go, on top of --constraints"},
 	{"lease-preferences", "lease_preferences", "where the lease should be, in order, e.g. '[+region=us]'"},
 	{"range-min-bytes", "range_min_bytes", "bytes below which ranges merge"},
 	{"range-max-bytes", "range_max_bytes", "bytes above which ranges split"},
