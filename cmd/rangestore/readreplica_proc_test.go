@@ -1,0 +1,573 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/rangestore/rangestore/chaos"
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/timeutil"
+)
+
+// Issue 13's process-level acceptance: three voters and read-replica
+// processes (`start --read-replica --join`), SIGKILL and SIGTERM.
+//
+// The processes close timestamps rrClosedTarget behind their clocks (the
+// default is 3 s): a CAUSAL read waits about that long for a fresh
+// bookmark, so a short target keeps the trials fast. The replicate queue
+// runs every 500 ms so that the read replicas get their non-voters soon.
+
+const rrClosedTarget = 250 * time.Millisecond
+
+// rrCluster is three voters (processes 0-2) and read replicas.
+type rrCluster struct {
+	*procCluster
+	rrs   []int    // process indexes of the read replicas
+	rrIDs []uint64 // their node IDs
+}
+
+// startRRCluster starts three voters (with env), initializes them with two
+// splits, and adds readReplicas read-replica processes; it waits until
+// each holds a non-voter of every range.
+func startRRCluster(t *testing.T, ctx context.Context, readReplicas int, env ...string) *rrCluster {
+	t.Helper()
+	args := []string{"--closed-timestamp-target", rrClosedTarget.String(), "--replicate-queue-interval", "500ms",
+		"--read-replica-ttl", "10s", "--http-addr", chaos.FreeLoopback}
+	pc := newProcClusterArgs(t, 3, args, env...)
+	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", "2")
+	c := &rrCluster{procCluster: pc}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, i := range c.rrs {
+				t.Logf("--- read replica process %d log (tail)\n%s", i, pc.Log(i, 3000))
+			}
+		}
+	})
+	for k := 0; k < readReplicas; k++ {
+		i, err := pc.AddProcArgs([]int{0, 1, 2}, []string{"--read-replica"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.rrs = append(c.rrs, i)
+	}
+	timeutil.WaitFor(t, 60*time.Second, "the read replicas in the node directory", func() error {
+		nodes, err := c.nodes(ctx, 0)
+		if err != nil {
+			return err
+		}
+		c.rrIDs = c.rrIDs[:0]
+		for _, i := range c.rrs {
+			var id uint64
+			for _, ns := range nodes {
+				if ns.Node.GetAddress() == pc.Addrs[i] && ns.Node.GetReadReplica() {
+					id = ns.Node.NodeId
+				}
+			}
+			if id == 0 {
+				return fmt.Errorf("process %d (%s) not listed as a read replica", i, pc.Addrs[i])
+			}
+			c.rrIDs = append(c.rrIDs, id)
+		}
+		return nil
+	})
+	start := time.Now()
+	timeutil.WaitFor(t, 90*time.Second, "a non-voter of every range on every read replica", func() error {
+		return c.everyRangeOnReadReplicas(ctx)
+	})
+	t.Logf("read replicas %v (processes %v) hold a non-voter of every range %v after they were listed", c.rrIDs, c.rrs, time.Since(start).Round(100*time.Millisecond))
+	return c
+}
+
+func (c *rrCluster) nodes(ctx context.Context, i int) ([]*rspb.NodeStatus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := rspb.NewAdminClient(c.Conn(i)).Nodes(cctx, &rspb.NodesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Nodes, nil
+}
+
+func (c *rrCluster) ranges(ctx context.Context, i int) ([]*rspb.RangeInfo, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := rspb.NewAdminClient(c.Conn(i)).Ranges(cctx, &rspb.RangesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Ranges, nil
+}
+
+// everyRangeOnReadReplicas: every range voter 0 holds (every range: three
+// voters on three nodes) names each read replica as a non-voter, and the
+// read replica's replica runs.
+func (c *rrCluster) everyRangeOnReadReplicas(ctx context.Context) error {
+	infos, err := c.ranges(ctx, 0)
+	if err != nil {
+		return err
+	}
+	if len(infos) == 0 {
+		return errors.New("n1 lists no ranges")
+	}
+	for k, i := range c.rrs {
+		local, err := c.ranges(ctx, i)
+		if err != nil {
+			return fmt.Errorf("ranges of read replica n%d: %w", c.rrIDs[k], err)
+		}
+		has := map[uint64]bool{}
+		for _, ri := range local {
+			has[ri.RangeDescriptor.GetRangeId()] = true
+		}
+		for _, ri := range infos {
+			d := ri.RangeDescriptor
+			nonVoter := false
+			for _, r := range d.GetReplicas() {
+				nonVoter = nonVoter || (r.NodeId == c.rrIDs[k] && r.Type == rspb.ReplicaType_NON_VOTER)
+			}
+			if !nonVoter || !has[d.RangeId] {
+				return fmt.Errorf("r%d: non-voter on n%d %t, running there %t (replicas %v)", d.RangeId, c.rrIDs[k], nonVoter, has[d.RangeId], d.GetReplicas())
+			}
+		}
+	}
+	return nil
+}
+
+// caughtUp: read replica process i has applied, in every range, at least
+// the index the range's leaseholder had applied when asked.
+func (c *rrCluster) caughtUp(ctx context.Context, i int) error {
+	want := map[uint64]uint64{}
+	for v := 0; v < 3; v++ {
+		if !c.Running(v) {
+			continue
+		}
+		infos, err := c.ranges(ctx, v)
+		if err != nil {
+			return err
+		}
+		for _, ri := range infos {
+			if ri.LeaseValid && ri.Lease.GetNodeId() != 0 && c.indexOfNodeID(ri.Lease.GetNodeId()) == v {
+				want[ri.RangeDescriptor.GetRangeId()] = ri.AppliedIndex
+			}
+		}
+	}
+	infos, err := c.ranges(ctx, i)
+	if err != nil {
+		return err
+	}
+	got := map[uint64]uint64{}
+	for _, ri := range infos {
+		got[ri.RangeDescriptor.GetRangeId()] = ri.AppliedIndex
+	}
+	if len(want) == 0 {
+		return errors.New("no leaseholder answered")
+	}
+	for id, w := range want {
+		if got[id] < w {
+			return fmt.Errorf("r%d: applied %d of the leaseholder's %d", id, got[id], w)
+		}
+	}
+	return nil
+}
+
+// putRetry writes key through process i, retrying (another process if
+// one is down) until ctx ends.
+func (c *rrCluster) putRetry(ctx context.Context, i int, key, val string) (*rspb.PutResponse, error) {
+	for attempt := 0; ; attempt++ {
+		p := (i + attempt) % 3
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.KV(p).Put(pctx, &rspb.PutRequest{Key: []byte(key), Value: []byte(val)})
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("put %s: %w", key, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func causalGet(key string, bookmarks ...[]byte) *rspb.GetRequest {
+	return &rspb.GetRequest{Key: []byte(key), ReadMode: rspb.ReadMode_CAUSAL, Bookmarks: bookmarks,
+		BookmarkTimeout: durationpb.New(5 * time.Second)}
+}
+
+// sumMetric scrapes an unlabelled series from the processes at idx.
+func (c *rrCluster) sumMetric(ctx context.Context, name string, idx ...int) (float64, error) {
+	var sum float64
+	for _, i := range idx {
+		m, err := scrapeMetrics(ctx, c.HTTPAddr(i), name)
+		if err != nil {
+			return 0, fmt.Errorf("process %d: %w", i, err)
+		}
+		sum += m[name]
+	}
+	return sum, nil
+}
+
+func percentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
+}
+
+// causalTrials is RANGESTORE_CAUSAL_TRIALS, else 1,000.
+func causalTrials(t *testing.T) int {
+	v := os.Getenv("RANGESTORE_CAUSAL_TRIALS")
+	if v == "" {
+		return 1000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("RANGESTORE_CAUSAL_TRIALS=%q: want a positive count", v)
+	}
+	return n
+}
+
+// TestReadReplicaCausalReads (issue 13, item 1): a write through a voter
+// read back from a read replica with read_mode CAUSAL and the write's
+// bookmark returns the written value, in every trial (concurrent
+// workers); then eight sessions hop between the five processes at random
+// (seeded) while a read replica and later a voter are killed with SIGKILL
+// and restarted, and every session's acknowledged history keeps
+// read-your-writes and monotonic reads (checkSessions).
+func TestReadReplicaCausalReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := startRRCluster(t, ctx, 2)
+	trials, workers := causalTrials(t), 16
+	followerBefore, err := c.sumMetric(ctx, "rangestore_follower_reads_total", c.rrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var waits []time.Duration
+	var stale, readRetries int
+	began := time.Now()
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := w; j < trials; j += workers {
+				key, val := fmt.Sprintf("causal-%02d", w), fmt.Sprintf("v%d", j)
+				put, err := c.putRetry(ctx, j%3, key, val)
+				if err != nil {
+					errc <- err
+					return
+				}
+				rr := c.rrs[j%len(c.rrs)]
+				var g *rspb.GetResponse
+				start := time.Now()
+				for attempt := 0; ; attempt++ {
+					gctx, gcancel := context.WithTimeout(ctx, 10*time.Second)
+					g, err = c.KV(rr).Get(gctx, causalGet(key, put.Bookmark))
+					gcancel()
+					if err == nil {
+						break
+					}
+					if attempt == 2 {
+						errc <- fmt.Errorf("causal get of %s via read replica process %d: %w", key, rr, err)
+						return
+					}
+					mu.Lock()
+					readRetries++
+					mu.Unlock()
+				}
+				mu.Lock()
+				waits = append(waits, time.Since(start))
+				if !g.Found || string(g.Kv.Value) != val {
+					stale++
+					t.Errorf("stale causal read of %s via process %d: got %q (found %t), wrote %q", key, rr, g.Kv.GetValue(), g.Found, val)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	followerAfter, err := c.sumMetric(ctx, "rangestore_follower_reads_total", c.rrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p50, p99, mx := percentiles(waits)
+	t.Logf("causal reads on the read replicas: %d trials (%d workers) in %v, %d stale, %d read retries; wait p50 %v p99 %v max %v (closed timestamp target %v); follower reads served by the read replicas: %.0f",
+		len(waits), workers, time.Since(began).Round(100*time.Millisecond), stale, readRetries, p50.Round(time.Millisecond), p99.Round(time.Millisecond), mx.Round(time.Millisecond), rrClosedTarget, followerAfter-followerBefore)
+	if stale != 0 || len(waits) != trials {
+		t.Fatalf("%d of %d causal reads were stale", stale, len(waits))
+	}
+	if followerAfter-followerBefore < float64(trials) {
+		t.Fatalf("the read replicas served %.0f follower reads for %d causal reads", followerAfter-followerBefore, trials)
+	}
+
+	// Sessions under SIGKILL.
+	res := runSessions(t, ctx, c, 8, func(logf func(string, ...any)) {
+		step := func(what string, d time.Duration, f func()) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d): // the load's pace, not a correctness wait
+			}
+			f()
+			logf("%s", what)
+		}
+		rr, voter := c.rrs[0], 2
+		step(fmt.Sprintf("SIGKILL read replica process %d", rr), 3*time.Second, func() { c.kill(rr) })
+		step(fmt.Sprintf("restart read replica process %d", rr), 4*time.Second, func() { c.start(rr) })
+		step(fmt.Sprintf("SIGKILL voter process %d", voter), 4*time.Second, func() { c.kill(voter) })
+		step(fmt.Sprintf("restart voter process %d", voter), 4*time.Second, func() { c.start(voter) })
+		step("end of the session load", 5*time.Second, func() {})
+	})
+	t.Logf("sessions: %d acknowledged operations (%d writes, %d reads), %d failed writes, %d failed reads (%v)",
+		len(res.hist), res.writes, len(res.hist)-res.writes, res.failedWrites, res.failedReads, res.failures)
+	if v := checkSessions(res.hist); len(v) > 0 {
+		for _, x := range v[:min(len(v), 20)] {
+			t.Error(x)
+		}
+		t.Fatalf("%d session guarantee violations", len(v))
+	}
+	if len(res.hist)-res.writes < 100 {
+		t.Fatalf("only %d acknowledged reads", len(res.hist)-res.writes)
+	}
+}
+
+// sessionOp is one acknowledged operation of a session.
+type sessionOp struct {
+	Session int
+	Write   bool
+	Key     string
+	Value   string
+	// TS: a write's commit timestamp; a read's value's commit timestamp
+	// (empty: not found).
+	TS   kv.Timestamp
+	Proc int // the process it went through
+}
+
+// checkSessions checks read-your-writes and monotonic reads per session
+// and per key over a history of acknowledged operations, in which the
+// operations of one session are in that session's order (sessions are
+// sequential): a read must return a version (by commit timestamp) at
+// least as new as the session's last write of the key and as the last
+// version it read of the key; and the value read at a timestamp must be
+// the one an acknowledged write committed at that timestamp, if any. It
+// returns the violations (none: empty).
+func checkSessions(hist []sessionOp) []string {
+	written := map[string]map[kv.Timestamp]string{}
+	for _, op := range hist {
+		if op.Write {
+			if written[op.Key] == nil {
+				written[op.Key] = map[kv.Timestamp]string{}
+			}
+			written[op.Key][op.TS] = op.Value
+		}
+	}
+	type sk struct {
+		s int
+		k string
+	}
+	lastWrite, lastRead := map[sk]kv.Timestamp{}, map[sk]kv.Timestamp{}
+	var out []string
+	for i, op := range hist {
+		id := sk{op.Session, op.Key}
+		if op.Write {
+			if lastWrite[id].Less(op.TS) {
+				lastWrite[id] = op.TS
+			}
+			continue
+		}
+		if w := lastWrite[id]; op.TS.Less(w) {
+			out = append(out, fmt.Sprintf("op %d: session %d read %s at %s (%q via process %d), older than its own write at %s (read-your-writes)",
+				i, op.Session, op.Key, op.TS, op.Value, op.Proc, w))
+		}
+		if r := lastRead[id]; op.TS.Less(r) {
+			out = append(out, fmt.Sprintf("op %d: session %d read %s at %s (%q via process %d), older than its previous read at %s (monotonic reads)",
+				i, op.Session, op.Key, op.TS, op.Value, op.Proc, r))
+		}
+		if v, ok := written[op.Key][op.TS]; ok && !op.TS.IsEmpty() && v != op.Value {
+			out = append(out, fmt.Sprintf("op %d: session %d read %s = %q at %s via process %d, but the write committed then was %q",
+				i, op.Session, op.Key, op.Value, op.TS, op.Proc, v))
+		}
+		if lastRead[id].Less(op.TS) {
+			lastRead[id] = op.TS
+		}
+	}
+	return out
+}
+
+type sessionResult struct {
+	hist                      []sessionOp
+	writes                    int
+	failedWrites, failedReads int
+	failures                  map[string]int // failed operations by gRPC code / reason
+}
+
+// runSessions runs n sessions until faults returns. Each session (seeded)
+// picks a process at random for every operation, writes (Put) its own
+// and shared keys and reads them with CAUSAL and the bookmark of its
+// newest acknowledged write (reads return none).
+func runSessions(t *testing.T, ctx context.Context, c *rrCluster, n int, faults func(logf func(string, ...any))) sessionResult {
+	began := time.Now()
+	logf := func(f string, args ...any) {
+		t.Logf("%.1fs: %s", time.Since(began).Seconds(), fmt.Sprintf(f, args...))
+	}
+	var stop atomic.Bool
+	var mu sync.Mutex
+	res := sessionResult{failures: map[string]int{}}
+	hists := make([][]sessionOp, n)
+	procs := append([]int{0, 1, 2}, c.rrs...)
+	var wg sync.WaitGroup
+	for s := 0; s < n; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(1300 + s)))
+			var bm []byte
+			var bmTS kv.Timestamp
+			for seq := 0; !stop.Load() && ctx.Err() == nil; seq++ {
+				p := procs[rng.Intn(len(procs))]
+				key := fmt.Sprintf("sess-shared-%d", rng.Intn(3))
+				if rng.Intn(2) == 0 {
+					key = fmt.Sprintf("sess-%d-%d", s, rng.Intn(3))
+				}
+				octx, cancel := context.WithTimeout(ctx, 8*time.Second)
+				if rng.Intn(2) == 0 {
+					val := fmt.Sprintf("s%d-%d", s, seq)
+					resp, err := c.KV(p).Put(octx, &rspb.PutRequest{Key: []byte(key), Value: []byte(val)})
+					cancel()
+					if err != nil {
+						mu.Lock()
+						res.failedWrites++
+						res.failures["put "+failureReason(err)]++
+						mu.Unlock()
+						continue
+					}
+					ts := ranges.TSFromProto(resp.CommitTimestamp)
+					if bmTS.Less(ts) {
+						bm, bmTS = resp.Bookmark, ts
+					}
+					hists[s] = append(hists[s], sessionOp{Session: s, Write: true, Key: key, Value: val, TS: ts, Proc: p})
+					continue
+				}
+				var bms [][]byte
+				if bm != nil {
+					bms = [][]byte{bm}
+				}
+				g, err := c.KV(p).Get(octx, causalGet(key, bms...))
+				cancel()
+				if err != nil {
+					mu.Lock()
+					res.failedReads++
+					res.failures["get "+failureReason(err)]++
+					mu.Unlock()
+					continue
+				}
+				op := sessionOp{Session: s, Key: key, Proc: p}
+				if g.Found {
+					op.Value, op.TS = string(g.Kv.Value), ranges.TSFromProto(g.Kv.Timestamp)
+				}
+				hists[s] = append(hists[s], op)
+			}
+		}()
+	}
+	faults(logf)
+	stop.Store(true)
+	wg.Wait()
+	for _, h := range hists {
+		res.hist = append(res.hist, h...)
+		for _, op := range h {
+			if op.Write {
+				res.writes++
+			}
+		}
+	}
+	return res
+}
+
+// failureReason names a failed operation's error: its gRPC code, and the
+// ErrorInfo reason if there is one (BOOKMARK_TIMEOUT).
+func failureReason(err error) string {
+	st := status.Convert(err)
+	for _, d := range st.Details() {
+		if r, ok := d.(interface{ GetReason() string }); ok && r.GetReason() != "" {
+			return st.Code().String() + "/" + r.GetReason()
+		}
+	}
+	if st.Code() == codes.Unknown {
+		return "unknown"
+	}
+	return st.Code().String()
+}
+
+// TestCheckSessions: the session checker accepts a history that keeps
+// read-your-writes and monotonic reads, and names each violation in
+// crafted stale histories.
+func TestCheckSessions(t *testing.T) {
+	ts := func(w int64) kv.Timestamp { return kv.Timestamp{WallTime: w} }
+	good := []sessionOp{
+		{Session: 1, Write: true, Key: "a", Value: "s1-0", TS: ts(10)},
+		{Session: 2, Write: true, Key: "a", Value: "s2-0", TS: ts(20)},
+		{Session: 1, Key: "a", Value: "s1-0", TS: ts(10)}, // own write: may miss s2's
+		{Session: 1, Key: "a", Value: "s2-0", TS: ts(20)},
+		{Session: 2, Key: "a", Value: "s2-0", TS: ts(20)},
+		{Session: 2, Key: "b"}, // never written: not found
+	}
+	if v := checkSessions(good); len(v) != 0 {
+		t.Fatalf("a good history: %v", v)
+	}
+	for _, tc := range []struct {
+		name string
+		hist []sessionOp
+		want string
+	}{
+		{"read-your-writes", []sessionOp{
+			{Session: 1, Write: true, Key: "a", Value: "s1-0", TS: ts(10)},
+			{Session: 1, Write: true, Key: "a", Value: "s1-1", TS: ts(30)},
+			{Session: 1, Key: "a", Value: "s1-0", TS: ts(10)},
+		}, "read-your-writes"},
+		{"own write not found", []sessionOp{
+			{Session: 1, Write: true, Key: "a", Value: "s1-0", TS: ts(10)},
+			{Session: 1, Key: "a"},
+		}, "read-your-writes"},
+		{"monotonic reads", []sessionOp{
+			{Session: 1, Write: true, Key: "a", Value: "s1-0", TS: ts(10)},
+			{Session: 2, Write: true, Key: "a", Value: "s2-0", TS: ts(20)},
+			{Session: 3, Key: "a", Value: "s2-0", TS: ts(20)},
+			{Session: 3, Key: "a", Value: "s1-0", TS: ts(10)},
+		}, "monotonic reads"},
+		{"wrong value", []sessionOp{
+			{Session: 1, Write: true, Key: "a", Value: "s1-0", TS: ts(10)},
+			{Session: 2, Key: "a", Value: "s9-9", TS: ts(10)},
+		}, "the write committed then"},
+	} {
+		v := checkSessions(tc.hist)
+		if len(v) != 1 || !strings.Contains(v[0], tc.want) {
+			t.Fatalf("%s: violations %q, want one naming %q", tc.name, v, tc.want)
+		}
+	}
+}
