@@ -571,3 +571,120 @@ func TestCheckSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestReadReplicaBoundedStaleness (issue 13, item 2): BOUNDED_STALENESS
+// reads (max_staleness 5 s, no bookmark) on the read replicas of a key
+// overwritten every 20 ms: the staleness observed (the reader's clock
+// minus the commit timestamp of the value read) stays within the closed
+// timestamp target + 1 s at p99, and the reads are follower reads of the
+// read replicas: the voters' lease reads grow by far less than the reads
+// made (what they grow by is background traffic: meta and liveness reads;
+// a control window of the same length without the reads is logged).
+func TestReadReplicaBoundedStaleness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := startRRCluster(t, ctx, 2)
+	const key = "bs-hot"
+	var stopWriter atomic.Bool
+	var writes atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for j := 0; !stopWriter.Load() && ctx.Err() == nil; j++ {
+			wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := c.KV(j%3).Put(wctx, &rspb.PutRequest{Key: []byte(key), Value: []byte(strconv.Itoa(j))}); err == nil {
+				writes.Add(1)
+			}
+			wcancel()
+			time.Sleep(20 * time.Millisecond) // the write load's pace
+		}
+	}()
+	defer func() { stopWriter.Store(true); wg.Wait() }()
+	voters := []int{0, 1, 2}
+	leaseReads := func() float64 {
+		v, err := c.sumMetric(ctx, "rangestore_lease_reads_total", voters...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	followerReads := func() float64 {
+		v, err := c.sumMetric(ctx, "rangestore_follower_reads_total", c.rrs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	timeutil.WaitFor(t, 30*time.Second, "the writer's first writes", func() error {
+		if writes.Load() < 10 {
+			return fmt.Errorf("%d writes", writes.Load())
+		}
+		return nil
+	})
+	const window = 4 * time.Second
+	// Control: the writer alone.
+	l0 := leaseReads()
+	controlEnd := time.Now().Add(window)
+	timeutil.WaitFor(t, 2*window, "the control window", func() error {
+		if time.Now().Before(controlEnd) {
+			return errors.New("running")
+		}
+		return nil
+	})
+	l1, f1 := leaseReads(), followerReads()
+	// The reads: four readers on the read replicas.
+	var mu sync.Mutex
+	var staleness []time.Duration
+	var readErrs []error
+	readEnd := time.Now().Add(window)
+	var rwg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			p := c.rrs[r%len(c.rrs)]
+			for time.Now().Before(readEnd) && ctx.Err() == nil {
+				gctx, gcancel := context.WithTimeout(ctx, 5*time.Second)
+				g, err := c.KV(p).Get(gctx, &rspb.GetRequest{Key: []byte(key), ReadMode: rspb.ReadMode_BOUNDED_STALENESS, MaxStaleness: durationpb.New(5 * time.Second)})
+				gcancel()
+				now := time.Now()
+				mu.Lock()
+				switch {
+				case err != nil:
+					readErrs = append(readErrs, fmt.Errorf("process %d: %w", p, err))
+				case !g.Found:
+					readErrs = append(readErrs, fmt.Errorf("process %d: %s not found", p, key))
+				default:
+					staleness = append(staleness, now.Sub(time.Unix(0, g.Kv.Timestamp.GetWallTime())))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	rwg.Wait()
+	l2, f2 := leaseReads(), followerReads()
+	reads := len(staleness)
+	p50, p99, mx := percentiles(staleness)
+	t.Logf("bounded staleness (5s) reads on the read replicas: %d in %v (%d failed), %d writes so far; staleness p50 %v p99 %v max %v (closed timestamp target %v)",
+		reads, window, len(readErrs), writes.Load(), p50.Round(time.Millisecond), p99.Round(time.Millisecond), mx.Round(time.Millisecond), rrClosedTarget)
+	t.Logf("voters' lease reads: %.0f in the control window (writer alone), %.0f in the read window; read replicas' follower reads in the read window: %.0f", l1-l0, l2-l1, f2-f1)
+	if len(readErrs) > 0 {
+		t.Fatalf("%d bounded staleness reads failed, e.g. %v", len(readErrs), readErrs[0])
+	}
+	if reads < 50 {
+		t.Fatalf("only %d reads", reads)
+	}
+	if limit := rrClosedTarget + time.Second; p99 > limit {
+		t.Fatalf("staleness p99 %v above the closed timestamp target + 1s (%v)", p99, limit)
+	}
+	if f2-f1 < float64(reads) {
+		t.Fatalf("the read replicas served %.0f follower reads for %d reads", f2-f1, reads)
+	}
+	if grew := l2 - l1; grew >= float64(reads)/10 {
+		t.Fatalf("the voters' lease reads grew by %.0f during %d bounded staleness reads (control window: %.0f)", grew, reads, l1-l0)
+	}
+}
