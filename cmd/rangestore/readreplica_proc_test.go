@@ -577,9 +577,9 @@ func TestCheckSessions(t *testing.T) {
 // overwritten every 20 ms: the staleness observed (the reader's clock
 // minus the commit timestamp of the value read) stays within the closed
 // timestamp target + 1 s at p99, and the reads are follower reads of the
-// read replicas: the voters' lease reads grow by far less than the reads
-// made (what they grow by is background traffic: meta and liveness reads;
-// a control window of the same length without the reads is logged).
+// read replicas: the voters' lease reads grow by about what they grow by
+// in a control window of the same length without the reads (background
+// traffic: meta and liveness reads), far less than the reads made.
 func TestReadReplicaBoundedStaleness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
@@ -675,7 +675,7 @@ func TestReadReplicaBoundedStaleness(t *testing.T) {
 	if len(readErrs) > 0 {
 		t.Fatalf("%d bounded staleness reads failed, e.g. %v", len(readErrs), readErrs[0])
 	}
-	if reads < 50 {
+	if reads < 200 {
 		t.Fatalf("only %d reads", reads)
 	}
 	if limit := rrClosedTarget + time.Second; p99 > limit {
@@ -684,7 +684,242 @@ func TestReadReplicaBoundedStaleness(t *testing.T) {
 	if f2-f1 < float64(reads) {
 		t.Fatalf("the read replicas served %.0f follower reads for %d reads", f2-f1, reads)
 	}
-	if grew := l2 - l1; grew >= float64(reads)/10 {
+	// Served by the leaseholders, the reads would add about their number
+	// to the background the control window shows.
+	if grew := l2 - l1; grew >= l1-l0+float64(reads)/2 {
 		t.Fatalf("the voters' lease reads grew by %.0f during %d bounded staleness reads (control window: %.0f)", grew, reads, l1-l0)
 	}
+}
+
+// listedOn returns the voters (process indexes) whose Nodes answer
+// carries a store descriptor heard from node id by gossip: its whiteboard
+// entry, neither removed nor hidden. A voter that does not answer counts
+// as listing it.
+func (c *rrCluster) listedOn(ctx context.Context, id uint64) []int {
+	var out []int
+	for v := 0; v < 3; v++ {
+		nodes, err := c.nodes(ctx, v)
+		if err != nil {
+			out = append(out, v)
+			continue
+		}
+		for _, ns := range nodes {
+			if ns.Node.GetNodeId() == id && ns.Store != nil {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// inRoutingTable reports whether voter 0's routing table names node id as
+// a reader of any range.
+func (c *rrCluster) inRoutingTable(ctx context.Context, id uint64) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rt, err := rspb.NewDiscoveryClient(c.Conn(0)).GetRoutingTable(cctx, &rspb.GetRoutingTableRequest{})
+	if err != nil {
+		return false, err
+	}
+	for _, e := range rt.Ranges {
+		for _, r := range e.Readers {
+			if r.NodeId == id {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// TestReadReplicaLifecycle (issue 13, item 3): a read replica's SIGTERM
+// removes its whiteboard entry (every voter's Nodes answer stops carrying
+// it) within 1 s of its exit; a SIGKILL hides it once gossip declares the
+// process dead; restarted, it catches up from the log and serves causal
+// reads with a fresh bookmark; killed again while the voters write enough
+// to compact their logs past it (RANGESTORE_TESTING_SNAPSHOT_ENTRIES=200:
+// a snapshot every 200 entries, 50 kept), restarted, it is caught up by a
+// snapshot and serves causal reads of what was written while it was down.
+func TestReadReplicaLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// The voters log at info: the whiteboard's drop of an entry after the
+	// read replica TTL is an info line.
+	t.Setenv("CHAOS_LOG_LEVEL", "info")
+	c := startRRCluster(t, ctx, 1, "RANGESTORE_TESTING_SNAPSHOT_ENTRIES=200")
+	rr, rrID := c.rrs[0], c.rrIDs[0]
+	waitListed := func(what string, d time.Duration) {
+		t.Helper()
+		timeutil.WaitFor(t, d, what, func() error {
+			if l := c.listedOn(ctx, rrID); len(l) != 3 {
+				return fmt.Errorf("listed on voters %v", l)
+			}
+			in, err := c.inRoutingTable(ctx, rrID)
+			if err != nil || !in {
+				return fmt.Errorf("in the routing table: %t, %v", in, err)
+			}
+			return nil
+		})
+	}
+	waitUnlisted := func(what string, d time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		timeutil.WaitFor(t, d, what, func() error {
+			if l := c.listedOn(ctx, rrID); len(l) != 0 {
+				return fmt.Errorf("still listed on voters %v", l)
+			}
+			return nil
+		})
+		took := time.Since(start)
+		timeutil.WaitFor(t, d, what+" (routing table)", func() error {
+			in, err := c.inRoutingTable(ctx, rrID)
+			if err != nil || in {
+				return fmt.Errorf("in the routing table: %t, %v", in, err)
+			}
+			return nil
+		})
+		return took
+	}
+	causalCheck := func(what string, keys []string, vals []string, bm []byte) {
+		t.Helper()
+		for j, k := range keys {
+			gctx, gcancel := context.WithTimeout(ctx, 10*time.Second)
+			g, err := c.KV(rr).Get(gctx, causalGet(k, bm))
+			gcancel()
+			if err != nil || !g.Found || string(g.Kv.Value) != vals[j] {
+				t.Fatalf("%s: causal read of %s on the read replica: %q (found %t), %v; want %q", what, k, g.GetKv().GetValue(), g.GetFound(), err, vals[j])
+			}
+		}
+	}
+	writeKeys := func(prefix string, n int) ([]string, []string, []byte) {
+		t.Helper()
+		keys, vals := make([]string, n), make([]string, n)
+		var hi kv.Timestamp
+		var bm []byte
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		errc := make(chan error, 8)
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := w; j < n; j += 8 {
+					keys[j], vals[j] = fmt.Sprintf("%s-%04d", prefix, j), fmt.Sprintf("%s-v%d-%s", prefix, j, time.Now().Format(time.RFC3339Nano))
+					resp, err := c.putRetry(ctx, j%3, keys[j], vals[j])
+					if err != nil {
+						errc <- err
+						return
+					}
+					mu.Lock()
+					if ts := ranges.TSFromProto(resp.CommitTimestamp); hi.Less(ts) {
+						hi, bm = ts, resp.Bookmark
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Fatal(err)
+		}
+		return keys, vals, bm
+	}
+
+	waitListed("the read replica on every voter's whiteboard and in the routing table", 30*time.Second)
+	// SIGTERM: a clean leave removes the entry at once.
+	signalled := time.Now()
+	if !c.Terminate(rr, 30*time.Second) {
+		t.Fatalf("the read replica did not exit within 30s of SIGTERM")
+	}
+	exited := time.Now()
+	took := waitUnlisted("the terminated read replica off every whiteboard", 10*time.Second)
+	t.Logf("SIGTERM: the read replica exited %v after the signal; its whiteboard entry was gone from every voter %v after its exit", exited.Sub(signalled).Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Fatalf("the whiteboard entry outlived a clean exit by %v (want ≤ 1s)", took)
+	}
+	c.start(rr)
+	waitListed("the restarted read replica back on the whiteboards", 60*time.Second)
+	// SIGKILL: hidden once gossip finds the process dead.
+	c.kill(rr)
+	killed := time.Now()
+	took = waitUnlisted("the killed read replica hidden on every whiteboard", 60*time.Second)
+	t.Logf("SIGKILL: the read replica's whiteboard entry was hidden on every voter %v after the kill (gossip dead detection)", took.Round(time.Millisecond))
+	// Gone after the read replica TTL (10s after it was last heard): the
+	// routing table reads voter 0's whiteboard, which drops the entry then.
+	dropped := "gossip: read replica dropped from the whiteboard after the read replica TTL"
+	timeutil.WaitFor(t, 40*time.Second, "the hidden entry dropped after the read replica TTL", func() error {
+		if _, err := c.inRoutingTable(ctx, rrID); err != nil {
+			return err
+		}
+		if l := lastLine(c.Log(0, 1<<20), dropped); !strings.Contains(l, fmt.Sprintf(" node=%d ", rrID)) {
+			return errors.New("voter 0 has not logged the drop")
+		}
+		return nil
+	})
+	t.Logf("SIGKILL: voter 0 dropped the hidden entry %v after the kill (read replica TTL 10s since last heard): %s",
+		time.Since(killed).Round(100*time.Millisecond), lastLine(c.Log(0, 1<<20), dropped))
+	// Down: writes; restarted, it catches up from the log.
+	keys, vals, bm := writeKeys("life-log", 40)
+	c.start(rr)
+	restarted := time.Now()
+	timeutil.WaitFor(t, 60*time.Second, "the restarted read replica caught up", func() error { return c.caughtUp(ctx, rr) })
+	t.Logf("restarted: applied indexes reached the leaseholders' %v after the start", time.Since(restarted).Round(100*time.Millisecond))
+	causalCheck("after a restart", keys, vals, bm)
+	fk, fv, fbm := writeKeys("life-fresh", 1)
+	causalCheck("fresh bookmark after a restart", fk, fv, fbm)
+	waitListed("the restarted read replica back on the whiteboards", 60*time.Second)
+
+	// Down while the logs are compacted past it: a snapshot catches it up.
+	c.kill(rr)
+	sentBefore, err := c.sumMetric(ctx, metricSnapshotsSent, 0, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, vals, bm = writeKeys("life-snap", 600)
+	c.start(rr)
+	restarted = time.Now()
+	timeutil.WaitFor(t, 60*time.Second, "a snapshot received by the restarted read replica", func() error {
+		got, err := c.sumMetric(ctx, metricSnapshotsReceived, rr)
+		if err != nil {
+			return err
+		}
+		if got < 1 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	timeutil.WaitFor(t, 60*time.Second, "the read replica caught up after the snapshot", func() error { return c.caughtUp(ctx, rr) })
+	received, err := c.sumMetric(ctx, metricSnapshotsReceived, rr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentAfter, err := c.sumMetric(ctx, metricSnapshotsSent, 0, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after 600 writes while it was down: the read replica applied %.0f snapshots (voters sent %.0f) and caught up %v after its start",
+		received, sentAfter-sentBefore, time.Since(restarted).Round(100*time.Millisecond))
+	if sentAfter-sentBefore < 1 {
+		t.Fatalf("the voters sent no snapshot (%v before, %v after)", sentBefore, sentAfter)
+	}
+	causalCheck("after a snapshot", keys, vals, bm)
+	fk, fv, fbm = writeKeys("life-fresh2", 1)
+	causalCheck("fresh bookmark after a snapshot", fk, fv, fbm)
+}
+
+// lastLine returns the last line of log that contains sub.
+func lastLine(log, sub string) string {
+	i := strings.LastIndex(log, sub)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndexByte(log[:i], '\n') + 1
+	end := strings.IndexByte(log[i:], '\n')
+	if end < 0 {
+		return log[start:]
+	}
+	return log[start : i+end]
 }
