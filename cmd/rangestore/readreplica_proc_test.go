@@ -429,8 +429,9 @@ type sessionResult struct {
 
 // runSessions runs n sessions until faults returns. Each session (seeded)
 // picks a process at random for every operation, writes (Put) its own
-// and shared keys and reads them with CAUSAL and the bookmark of its
-// newest acknowledged write (reads return none).
+// and shared keys and reads them with CAUSAL and the newest bookmark it
+// has seen: of its acknowledged writes and of the versions it read
+// (GetResponse.bookmark).
 func runSessions(t *testing.T, ctx context.Context, c *rrCluster, n int, faults func(logf func(string, ...any))) sessionResult {
 	began := time.Now()
 	logf := func(f string, args ...any) {
@@ -442,6 +443,26 @@ func runSessions(t *testing.T, ctx context.Context, c *rrCluster, n int, faults 
 	hists := make([][]sessionOp, n)
 	procs := append([]int{0, 1, 2}, c.rrs...)
 	var wg sync.WaitGroup
+	// Two writers outside the sessions overwrite the shared keys all the
+	// time: a session reading them through replicas whose closed
+	// timestamps differ would go back in time without the bookmarks of
+	// what it read.
+	others := make([][]sessionOp, 2)
+	for w := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; !stop.Load() && ctx.Err() == nil; seq++ {
+				key, val := fmt.Sprintf("sess-shared-%d", seq%3), fmt.Sprintf("w%d-%d", w, seq)
+				octx, cancel := context.WithTimeout(ctx, 8*time.Second)
+				resp, err := c.KV(seq%3).Put(octx, &rspb.PutRequest{Key: []byte(key), Value: []byte(val)})
+				cancel()
+				if err == nil {
+					others[w] = append(others[w], sessionOp{Session: -1 - w, Write: true, Key: key, Value: val, TS: ranges.TSFromProto(resp.CommitTimestamp), Proc: seq % 3})
+				}
+			}
+		}()
+	}
 	for s := 0; s < n; s++ {
 		wg.Add(1)
 		go func() {
@@ -490,6 +511,9 @@ func runSessions(t *testing.T, ctx context.Context, c *rrCluster, n int, faults 
 				op := sessionOp{Session: s, Key: key, Proc: p}
 				if g.Found {
 					op.Value, op.TS = string(g.Kv.Value), ranges.TSFromProto(g.Kv.Timestamp)
+					if bmTS.Less(op.TS) {
+						bm, bmTS = g.Bookmark, op.TS
+					}
 				}
 				hists[s] = append(hists[s], op)
 			}
@@ -498,7 +522,7 @@ func runSessions(t *testing.T, ctx context.Context, c *rrCluster, n int, faults 
 	faults(logf)
 	stop.Store(true)
 	wg.Wait()
-	for _, h := range hists {
+	for _, h := range append(hists, others...) {
 		res.hist = append(res.hist, h...)
 		for _, op := range h {
 			if op.Write {
