@@ -254,10 +254,11 @@ func TestReadReplicaCausalReads(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	trials, workers := causalTrials(t), 16
+	// 1,000 trials take about 25 s here; 10,000 want `go test -timeout 20m`.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(trials)*60*time.Millisecond)
 	defer cancel()
 	c := startRRCluster(t, ctx, 2)
-	trials, workers := causalTrials(t), 16
 	followerBefore, err := c.sumMetric(ctx, "rangestore_follower_reads_total", c.rrs...)
 	if err != nil {
 		t.Fatal(err)
