@@ -185,6 +185,12 @@ func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcClus
 // addresses of the processes at the indexes in join as its --join list:
 // it joins the running cluster (`start --join`). It returns its index.
 func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
+	return pc.AddProcArgs(join, nil, env...)
+}
+
+// AddProcArgs is AddProc with extra `start` flags for this process only
+// (e.g. "--read-replica"), after those of StartProcClusterArgs.
+func (pc *ProcCluster) AddProcArgs(join []int, args []string, env ...string) (int, error) {
 	a, err := node.FreeAddr()
 	if err != nil {
 		return 0, err
@@ -201,7 +207,7 @@ func (pc *ProcCluster) AddProc(join []int, env ...string) (int, error) {
 	pc.Addrs = append(pc.Addrs, a)
 	pc.procs = append(pc.procs, &proc{
 		args: append([]string{"start", "--store", filepath.Join(pc.Dir, fmt.Sprintf("n%d", i)), "--listen-addr", a,
-			"--raft-addr", r, "--http-addr", "", "--join", strings.Join(joinAddrs, ","), "--log-level", "warn"}, pc.extraArgs...),
+			"--raft-addr", r, "--http-addr", "", "--join", strings.Join(joinAddrs, ","), "--log-level", "warn"}, append(append([]string(nil), pc.extraArgs...), args...)...),
 		log: filepath.Join(pc.Dir, fmt.Sprintf("n%d.log", i)),
 		env: env,
 	})

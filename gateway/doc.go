@@ -41,7 +41,12 @@
 //     writes) carries a bookmark: version byte, commit timestamp, CRC-32C
 //     over the cluster ID and those bytes (a foreign or corrupted one is
 //     INVALID_ARGUMENT naming bookmarks[i], as is one beyond the max clock
-//     offset in the future). Responses are read and filled by field name
+//     offset in the future). A Get that finds a value carries the bookmark
+//     of the version read, a read-only Batch that of the newest version it
+//     read (none if it read none): a session that carries it never reads
+//     an older version of that key afterwards, on any replica (monotonic
+//     reads; write bookmarks alone do not give it across replicas whose
+//     closed timestamps differ). Responses are read and filled by field name
 //     (commit_timestamp, bookmark), not by a switch on types.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.

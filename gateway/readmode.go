@@ -259,6 +259,30 @@ func innerResponse(r *rspb.ResponseUnion) (protoreflect.Message, bool) {
 	return m.Get(which).Message(), true
 }
 
+// readBookmarkFor returns the bookmark of the newest version a read-only
+// batch returned (its Gets' values and Scans' rows), or nil if it returned
+// none: a CAUSAL read carrying it sees those versions or newer ones.
+func (s *KVServer) readBookmarkFor(resps []*rspb.ResponseUnion) []byte {
+	var hi kv.Timestamp
+	see := func(p *rspb.Timestamp) {
+		if ts := ranges.TSFromProto(p); hi.Less(ts) {
+			hi = ts
+		}
+	}
+	for _, r := range resps {
+		if g := r.GetGet(); g.GetFound() {
+			see(g.GetKv().GetTimestamp())
+		}
+		for _, x := range r.GetScan().GetKvs() {
+			see(x.GetTimestamp())
+		}
+	}
+	if hi.IsEmpty() {
+		return nil
+	}
+	return EncodeBookmark(s.clusterID(), hi)
+}
+
 // bookmarkFor returns the bookmark of a batch's writes: the highest commit
 // timestamp among them; when none has one (a conditional put whose
 // condition failed wrote nothing), this node's clock, which the router

@@ -143,6 +143,15 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 		for _, r := range resps {
 			setBookmark(r, bm)
 		}
+	} else {
+		// Each value read carries the bookmark of its version, so that a
+		// session hopping between replicas never reads older (monotonic
+		// reads): its next CAUSAL read waits for that version.
+		for _, r := range resps {
+			if g := r.GetGet(); g.GetFound() {
+				g.Bookmark = EncodeBookmark(s.clusterID(), ranges.TSFromProto(g.GetKv().GetTimestamp()))
+			}
+		}
 	}
 	return resps, nil
 }
@@ -199,6 +208,8 @@ func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.Batch
 	out := &rspb.BatchResponse{Responses: resps}
 	if !ranges.IsReadOnly(r.Requests) {
 		out.Bookmark = s.bookmarkFor(resps)
+	} else {
+		out.Bookmark = s.readBookmarkFor(resps)
 	}
 	return out, nil
 }

@@ -225,6 +225,8 @@ func (g *Gossip) gcLocked() {
 	for id, e := range g.entries {
 		if e.name != g.name && e.desc.GetReadReplica() && now.Sub(e.heard) >= g.cfg.ReadReplicaTTL {
 			delete(g.entries, id)
+			g.cfg.Logger.Info("gossip: read replica dropped from the whiteboard after the read replica TTL", "node", id,
+				"last_heard_ago", now.Sub(e.heard).Round(time.Millisecond), "ttl", g.cfg.ReadReplicaTTL)
 		}
 	}
 }

@@ -522,3 +522,59 @@ func TestCausalReadTimesOut(t *testing.T) {
 	}
 	t.Logf("redirected, after %v: %s", time.Since(start).Round(time.Millisecond), st.Message())
 }
+
+// TestReadBookmarks: a Get that finds a value returns the bookmark of its
+// version, a read-only Batch the bookmark of the newest version it read,
+// a Get that finds nothing none; carried into a CAUSAL read through
+// another node, a read bookmark makes it see that version or a newer one
+// (monotonic reads for a session that only read what others wrote).
+func TestReadBookmarks(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{ClosedTimestampTarget: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	cid := tc.Node(0).ClusterID()
+	var puts []*rspb.PutResponse
+	for _, k := range []string{"rb-a", "rb-b"} {
+		p, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		puts = append(puts, p)
+	}
+	g, err := tc.KV(1).Get(ctx, &rspb.GetRequest{Key: []byte("rb-a")})
+	if err != nil || !g.Found {
+		t.Fatalf("get rb-a: %v, %v", g, err)
+	}
+	ts, err := gateway.DecodeBookmark(cid, g.Bookmark)
+	if err != nil || ts != ranges.TSFromProto(g.Kv.Timestamp) || ts != ranges.TSFromProto(puts[0].CommitTimestamp) {
+		t.Fatalf("get's bookmark %s (%v), want the version's timestamp %s", ts, err, ranges.TSFromProto(g.Kv.Timestamp))
+	}
+	if g, err := tc.KV(1).Get(ctx, &rspb.GetRequest{Key: []byte("rb-none")}); err != nil || g.Found || len(g.Bookmark) != 0 {
+		t.Fatalf("get of a missing key: %v, %v; want no bookmark", g, err)
+	}
+	b, err := tc.KV(2).Batch(ctx, &rspb.BatchRequest{Requests: []*rspb.RequestUnion{
+		{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: []byte("rb-b")}}},
+		{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: []byte("rb-a")}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := gateway.DecodeBookmark(cid, b.Bookmark); err != nil || ts != ranges.TSFromProto(puts[1].CommitTimestamp) {
+		t.Fatalf("read-only batch's bookmark %s (%v), want the newest version's %s", ts, err, ranges.TSFromProto(puts[1].CommitTimestamp))
+	}
+	// Another writer's newer version, read through n1 (STRONG): a CAUSAL
+	// read through every node with that read's bookmark sees it.
+	p, err := tc.KV(2).Put(ctx, &rspb.PutRequest{Key: []byte("rb-a"), Value: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err = tc.KV(0).Get(ctx, &rspb.GetRequest{Key: []byte("rb-a")})
+	if err != nil || string(g.GetKv().GetValue()) != "2" {
+		t.Fatalf("strong get after the second write: %v, %v", g, err)
+	}
+	for i := 0; i < tc.NumNodes(); i++ {
+		c, err := tc.KV(i).Get(ctx, &rspb.GetRequest{Key: []byte("rb-a"), ReadMode: rspb.ReadMode_CAUSAL, Bookmarks: [][]byte{g.Bookmark}})
+		if err != nil || string(c.GetKv().GetValue()) != "2" {
+			t.Fatalf("causal get via n%d with the read's bookmark: %v, %v; want the version written at %s", i+1, c, err, ranges.TSFromProto(p.CommitTimestamp))
+		}
+	}
+}

@@ -80,6 +80,11 @@ type Config struct {
 	// TestingAckDelay holds back the reply to an applied Increment (see
 	// ranges.StoreConfig.TestingAckDelay; fault tests only).
 	TestingAckDelay time.Duration
+	// TestingSnapshotEntries: take a Raft snapshot every this many applied
+	// entries and compact the log behind it, keeping a quarter of it
+	// (0: ranges.StoreConfig's defaults, 10000 and 5000). Tests that need
+	// a replica caught up by a snapshot rather than the log set it low.
+	TestingSnapshotEntries uint64
 	// TestingForgetMerges: see ranges.StoreConfig (fault tests only).
 	TestingForgetMerges bool
 	// DrainTimeout bounds the lease handoff of a graceful Stop (0 =
@@ -234,6 +239,7 @@ func Start(cfg Config) (*Node, error) {
 		SnapshotRate: cfg.SnapshotRate, MaxSnapshotsInFlight: cfg.MaxSnapshotsInFlight,
 		GCTTL: cfg.GCTTL, GCInterval: cfg.GCInterval,
 		ClosedTimestampTarget: cfg.ClosedTimestampTarget, ClosedTimestampInterval: cfg.ClosedTimestampInterval,
+		SnapshotEntries: cfg.TestingSnapshotEntries, CompactionOverhead: max(cfg.TestingSnapshotEntries/4, min(cfg.TestingSnapshotEntries, 1)),
 	})
 	if err != nil {
 		return nil, err

@@ -195,7 +195,7 @@ func runStart(args []string) error {
 	}
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
-		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log),
+		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log), TestingSnapshotEntries: snapshotEntriesFromEnv(log),
 		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
 		GossipAddr: *gossipAddr, Thresholds: thresholds, ClosedTimestampTarget: *closedTarget,
 		ReadReplica: *readReplica, ReadReplicaTTL: *readReplicaTTL, RoutingTTL: *routingTTL})
@@ -351,6 +351,24 @@ func ackDelayFromEnv(log *slog.Logger) time.Duration {
 	}
 	log.Warn("fault injection armed: replies to increments are held back", "delay", d)
 	return d
+}
+
+// snapshotEntriesFromEnv is a testing knob: RANGESTORE_TESTING_SNAPSHOT_ENTRIES
+// (a positive count) makes every replica take a Raft snapshot and compact
+// its log that often (see node.Config.TestingSnapshotEntries), so that a
+// replica that was down is caught up by a snapshot.
+func snapshotEntriesFromEnv(log *slog.Logger) uint64 {
+	v := os.Getenv("RANGESTORE_TESTING_SNAPSHOT_ENTRIES")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n == 0 {
+		log.Warn("ignoring RANGESTORE_TESTING_SNAPSHOT_ENTRIES: not a positive count", "value", v)
+		return 0
+	}
+	log.Warn("testing knob: Raft snapshots and log compaction every few entries", "entries", n)
+	return n
 }
 
 // crashPointFromEnv is a fault-testing knob: with RANGESTORE_CRASH_AT=name

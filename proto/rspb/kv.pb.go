@@ -287,9 +287,14 @@ func (x *GetRequest) GetBookmarkTimeout() *durationpb.Duration {
 }
 
 type GetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
-	Kv            *KeyValue              `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Found bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Kv    *KeyValue              `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
+	// bookmark: if found, a bookmark of the version read (its commit
+	// timestamp): a CAUSAL read carrying it sees that version or a newer one
+	// (monotonic reads when a session hops between replicas). Empty if not
+	// found: keep the bookmarks you had.
+	Bookmark      []byte `protobuf:"bytes,100,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,6 +339,13 @@ func (x *GetResponse) GetFound() bool {
 func (x *GetResponse) GetKv() *KeyValue {
 	if x != nil {
 		return x.Kv
+	}
+	return nil
+}
+
+func (x *GetResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -1751,9 +1763,12 @@ func (x *BatchRequest) GetBookmarkTimeout() *durationpb.Duration {
 }
 
 type BatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Responses     []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
-	Bookmark      []byte                 `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"` // if the batch wrote: see PutResponse.bookmark
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Responses []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	// bookmark: if the batch wrote, see PutResponse.bookmark; if it only
+	// read, the bookmark of the newest version its Gets and Scans returned
+	// (see GetResponse.bookmark; empty if they returned none).
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1821,10 +1836,11 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
 	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
 	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
-	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"L\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"h\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12'\n" +
-	"\x02kv\x18\x02 \x01(\v2\x17.rangestore.v1.KeyValueR\x02kv\"4\n" +
+	"\x02kv\x18\x02 \x01(\v2\x17.rangestore.v1.KeyValueR\x02kv\x12\x1a\n" +
+	"\bbookmark\x18d \x01(\fR\bbookmark\"4\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
