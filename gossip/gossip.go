@@ -10,6 +10,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,6 +70,10 @@ type Gossip struct {
 	cfg  Config
 	name string
 	ml   *memberlist.Memberlist
+	// addr is the gossip address, read once at start: memberlist's
+	// LocalNode is its live state, which UpdateNode (every publication)
+	// writes without a lock the reader could take (a race -race found).
+	addr string
 
 	mu      sync.Mutex
 	local   []byte // the published descriptor (memberlist metadata)
@@ -78,6 +83,11 @@ type Gossip struct {
 	// or a leave message), with when; their NotifyLeave removes, never
 	// hides (entries older than the read replica TTL are dropped).
 	gone map[string]time.Time
+	// peers: each other member's name and address as memberlist last
+	// announced them (copied in its callbacks, which run under its lock;
+	// the *Node of Members is its live state, written without a lock we
+	// could take), for the leave messages.
+	peers map[string]memberlist.Node
 
 	stop chan struct{}
 	done chan struct{}
@@ -144,7 +154,7 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, err
 	}
 	g := &Gossip{cfg: cfg, name: fmt.Sprintf("n%d-%x", cfg.NodeID, binary.BigEndian.Uint64(inc[:])),
-		entries: map[uint64]*entry{}, gone: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+		entries: map[uint64]*entry{}, gone: map[string]time.Time{}, peers: map[string]memberlist.Node{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := g.describe(); err != nil {
 		return nil, err
 	}
@@ -160,15 +170,14 @@ func Start(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: start on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml
+	n := ml.LocalNode()
+	g.addr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	go g.publish()
 	return g, nil
 }
 
 // Addr is the host:port this node gossips on (give it to others' Join).
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // Join contacts the members at addrs (host:port); it succeeds if one
 // answered.
@@ -305,15 +314,18 @@ const leaveMsgPrefix = "rangestore-gossip-leave:"
 // returns once all are done.
 func (g *Gossip) announceLeave() {
 	msg := []byte(leaveMsgPrefix + g.name)
+	g.mu.Lock()
+	peers := make([]memberlist.Node, 0, len(g.peers))
+	for _, p := range g.peers {
+		peers = append(peers, p)
+	}
+	g.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, m := range g.ml.Members() {
-		if m.Name == g.name {
-			continue
-		}
+	for _, m := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.ml.SendReliable(m, msg); err != nil {
+			if err := g.ml.SendReliable(&m, msg); err != nil {
 				g.cfg.Logger.Debug("gossip: leave announcement", "member", m.Name, "err", err)
 			}
 		}()
@@ -378,6 +390,20 @@ func (g *Gossip) heard(n *memberlist.Node) {
 	g.entries[d.NodeId] = &entry{name: n.Name, desc: d, heard: g.cfg.Now()}
 }
 
+// peer records (in) or forgets another member's address.
+func (g *Gossip) peer(n *memberlist.Node, in bool) {
+	if n.Name == g.name {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !in {
+		delete(g.peers, n.Name)
+		return
+	}
+	g.peers[n.Name] = memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port}
+}
+
 // left forgets a member that left or died, unless a newer process of the
 // same node published since. A read replica's entry is hidden instead,
 // and garbage-collected after the read replica TTL: it died (a clean
@@ -420,9 +446,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
 func (d *delegate) LocalState(bool) []byte            { return nil }
 func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}
-func (e *events) NotifyJoin(n *memberlist.Node)       { (*Gossip)(e).heard(n) }
-func (e *events) NotifyUpdate(n *memberlist.Node)     { (*Gossip)(e).heard(n) }
-func (e *events) NotifyLeave(n *memberlist.Node)      { (*Gossip)(e).left(n) }
+func (e *events) NotifyJoin(n *memberlist.Node)       { (*Gossip)(e).peer(n, true); (*Gossip)(e).heard(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node)     { (*Gossip)(e).peer(n, true); (*Gossip)(e).heard(n) }
+func (e *events) NotifyLeave(n *memberlist.Node)      { (*Gossip)(e).peer(n, false); (*Gossip)(e).left(n) }
 
 // logWriter sends memberlist's log lines ("[DEBUG] memberlist: ...") to
 // slog at their level.
