@@ -6,6 +6,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/rangestore/rangestore/backup"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -36,58 +38,43 @@ func runBackup(args []string) error {
 		}
 		return nil
 	case len(a) == 1 && a[0] == "protections":
-		conn, err := dial(*host)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		resp, err := rspb.NewBackupClient(conn).ListProtections(ctx, &rspb.ListProtectionsRequest{})
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tTIMESTAMP\tCREATED\tHOLDER")
-		for _, r := range resp.Records {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Id, tsString(r.Timestamp), tsString(r.CreatedAt), r.Description)
-		}
-		return w.Flush()
+		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+			resp, err := rspb.NewBackupClient(conn).ListProtections(ctx, &rspb.ListProtectionsRequest{})
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tTIMESTAMP\tCREATED\tHOLDER")
+			for _, r := range resp.Records {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Id, tsString(r.Timestamp), tsString(r.CreatedAt), r.Description)
+			}
+			return w.Flush()
+		})
 	case len(a) == 1 && a[0] == "release" && *id != "":
-		conn, err := dial(*host)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		resp, err := rspb.NewBackupClient(conn).Release(ctx, &rspb.ReleaseRequest{Id: *id})
-		if err != nil {
-			return err
-		}
-		if !resp.Existed {
-			return fmt.Errorf("no protection record %s", *id)
-		}
-		fmt.Fprintf(stdout, "released protection %s\n", *id)
-		return nil
-	case len(a) == 2 && a[0] == "release":
-		conn, err := dial(*host)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		existed, m, err := backup.Release(ctx, conn, a[1])
-		if err != nil {
-			return err
-		}
-		if !existed {
-			fmt.Fprintf(stdout, "no protection record %s (already released)\n", m.ProtectionID)
+		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+			resp, err := rspb.NewBackupClient(conn).Release(ctx, &rspb.ReleaseRequest{Id: *id})
+			if err != nil {
+				return err
+			}
+			if !resp.Existed {
+				return fmt.Errorf("no protection record %s", *id)
+			}
+			fmt.Fprintf(stdout, "released protection %s\n", *id)
 			return nil
-		}
-		fmt.Fprintf(stdout, "released protection %s of the backup at %s\n", m.ProtectionID, m.Timestamp)
-		return nil
+		})
+	case len(a) == 2 && a[0] == "release":
+		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+			existed, m, err := backup.Release(ctx, conn, a[1])
+			if err != nil {
+				return err
+			}
+			if !existed {
+				fmt.Fprintf(stdout, "no protection record %s (already released)\n", m.ProtectionID)
+				return nil
+			}
+			fmt.Fprintf(stdout, "released protection %s of the backup at %s\n", m.ProtectionID, m.Timestamp)
+			return nil
+		})
 	case len(a) > 0:
 		return usagef("backup", "unknown arguments %q (want --to DIR, verify DIR, release DIR, release --id ID or protections)", a)
 	case *to == "":
@@ -101,21 +88,16 @@ func runBackup(args []string) error {
 		}
 		opts.AsOf = ts
 	}
-	conn, err := dial(*host)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	m, err := backup.Backup(ctx, conn, opts)
-	if err != nil {
-		return err
-	}
-	keys, deleted := counts(m)
-	fmt.Fprintf(stdout, "backup at %s written to %s: %s, %d versions (%d deletions)%s; protection %s\n",
-		m.Timestamp, *to, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m), m.ProtectionID)
-	return nil
+	return withConn(*host, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		m, err := backup.Backup(ctx, conn, opts)
+		if err != nil {
+			return err
+		}
+		keys, deleted := counts(m)
+		fmt.Fprintf(stdout, "backup at %s written to %s: %s, %d versions (%d deletions)%s; protection %s\n",
+			m.Timestamp, *to, plural(len(m.Files), "file", "files"), keys, deleted, previousNote(m), m.ProtectionID)
+		return nil
+	})
 }
 
 // runRestore runs restore --from DIR.
@@ -133,19 +115,14 @@ func runRestore(args []string) error {
 	if *from == "" {
 		return usagef("restore", "--from DIR is required")
 	}
-	conn, err := dial(*host)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	res, err := backup.Restore(ctx, conn, *from)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "restored the state at %s from %s: %d puts, %d deletes\n", res.Timestamp, plural(len(res.Chain), "backup", "backups"), res.Puts, res.Deletes)
-	return nil
+	return withConn(*host, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		res, err := backup.Restore(ctx, conn, *from)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "restored the state at %s from %s: %d puts, %d deletes\n", res.Timestamp, plural(len(res.Chain), "backup", "backups"), res.Puts, res.Deletes)
+		return nil
+	})
 }
 
 func counts(m *backup.Manifest) (keys, deleted int64) {

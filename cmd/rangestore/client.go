@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -433,6 +434,14 @@ func withAdmin(host string, call func(context.Context, rspb.AdminClient) error) 
 
 // withAdminFor runs one admin call against host with deadline d.
 func withAdminFor(host string, d time.Duration, call func(context.Context, rspb.AdminClient) error) error {
+	return withConn(host, d, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return call(ctx, rspb.NewAdminClient(conn))
+	})
+}
+
+// withConn runs call on a connection to host under deadline d, and closes
+// the connection.
+func withConn(host string, d time.Duration, call func(context.Context, *grpc.ClientConn) error) error {
 	conn, err := dial(host)
 	if err != nil {
 		return err
@@ -440,7 +449,7 @@ func withAdminFor(host string, d time.Duration, call func(context.Context, rspb.
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return call(ctx, rspb.NewAdminClient(conn))
+	return call(ctx, conn)
 }
 
 // forEachScanned drains a Scan stream, calling fn for every pair, and
