@@ -72,6 +72,9 @@ type replicaChangeFacts struct {
 	// NonVoter: add the replica as a standing non-voter (a read
 	// replica's, or a zone's): done once it has caught up, never promoted.
 	NonVoter bool
+	// ReadReplicaNodes: the nodes marked read replicas in the cluster
+	// record (their non-voters are standing ones).
+	ReadReplicaNodes map[uint64]bool
 	// NodeAddr is NodeID's Raft address ("" if the node is unknown).
 	NodeAddr string
 	// Voters, NonVoters: Dragonboat's membership (replica ID -> Raft
@@ -138,11 +141,12 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 		_, v := f.Voters[rep.ReplicaId]
 		_, nv := f.NonVoters[rep.ReplicaId]
 		switch {
-		case rep.Type == rspb.ReplicaType_NON_VOTER && nv:
-			// A standing non-voter (a read replica's, a zone's), or an
-			// addition waiting for its snapshot: both are whole Raft
-			// members of their kind, and Raft orders membership changes
-			// one at a time, so neither holds this change up.
+		case rep.Type == rspb.ReplicaType_NON_VOTER && nv && f.ReadReplicaNodes[rep.NodeId]:
+			// A read replica's standing non-voter: a whole Raft member of
+			// its kind, and Raft orders membership changes one at a time,
+			// so it does not hold this change up. Any other non-voter is
+			// an addition not finished (or a zone's non-voter), which
+			// does, as before read replicas existed.
 		case rep.Type == rspb.ReplicaType_NON_VOTER:
 			return dec(changeRefuse, 0, "another change of r%d is in flight: replica %d on n%d is a non-voter (an addition not finished; finish it or remove n%d)", d.RangeId, rep.ReplicaId, rep.NodeId, rep.NodeId)
 		case !v:

@@ -29,6 +29,7 @@ func TestReplicaChangeDecision(t *testing.T) {
 			UnknownNode       bool
 			Voters, NonVoters map[uint64]string
 			Removed           []uint64
+			ReadReplicaNodes  []uint64
 			LeaseNode         uint64
 			LogsCompacted     *bool
 			TargetApplied     *uint64
@@ -47,6 +48,10 @@ func TestReplicaChangeDecision(t *testing.T) {
 			Removed: map[uint64]bool{}, LeaseNode: c.LeaseNode, LogsCompacted: c.LogsCompacted, TargetApplied: c.TargetApplied, WantApplied: c.WantApplied}
 		if !c.UnknownNode {
 			f.NodeAddr = fmt.Sprintf("n%d", c.Node)
+		}
+		f.ReadReplicaNodes = map[uint64]bool{}
+		for _, n := range c.ReadReplicaNodes {
+			f.ReadReplicaNodes[n] = true
 		}
 		for _, id := range c.Removed {
 			f.Removed[id] = true

@@ -119,7 +119,13 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 		return fail(rspb.RangeError_FAILED_PRECONDITION, "r%d: n%d is a read-replica node: it never holds a voter", r.rangeID, req.NodeId)
 	}
 	f := replicaChangeFacts{Desc: desc, Remove: req.Remove, NonVoter: req.NonVoter, NodeID: req.NodeId, NodeAddr: addr,
-		Voters: m.Nodes, NonVoters: m.NonVotings, Removed: map[uint64]bool{}, LeaseNode: lease.NodeId}
+		Voters: m.Nodes, NonVoters: m.NonVotings, Removed: map[uint64]bool{}, LeaseNode: lease.NodeId,
+		ReadReplicaNodes: map[uint64]bool{}}
+	for _, rep := range desc.Replicas {
+		if r.store.ReadReplicaNode(rep.NodeId) {
+			f.ReadReplicaNodes[rep.NodeId] = true
+		}
+	}
 	for id := range m.Removed {
 		f.Removed[id] = true
 	}
