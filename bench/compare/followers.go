@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -130,8 +131,11 @@ func (c *rsCluster) startReadReplicas(ctx context.Context) error {
 				return aerr
 			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("read replica %s holds %d of the %d ranges after %s (last error: %v)",
-					p.label, len(want)-missing, len(want), time.Since(t0).Round(time.Second), err)
+				msg := fmt.Sprintf("read replica %s holds %d of the %d ranges after %s", p.label, len(want)-missing, len(want), time.Since(t0).Round(time.Second))
+				if err != nil {
+					return fmt.Errorf("%s (last error: %w)", msg, err)
+				}
+				return errors.New(msg)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
