@@ -242,6 +242,30 @@ type readShare struct {
 	PerProcess map[string]readCounters
 	Lease      float64 // served by leaseholders under their lease (fallbacks)
 	Follower   float64 // served by some replica at its closed timestamp
+	// Idle: the same counters over IdleWindow with no load, just before
+	// the cell (the cluster's own reads: meta lookups, liveness); nil if
+	// not measured.
+	Idle       *readShare
+	IdleWindow time.Duration
+}
+
+// idleWindow is how long the counters are watched without load before a
+// follower-read cell.
+const idleWindow = 2 * time.Second
+
+// idleReads scrapes the counters, waits d without load, scrapes again and
+// returns the difference and the second scrape.
+func idleReads(ctx context.Context, ps []rsProc, d time.Duration) (readShare, map[string]readCounters, error) {
+	first, err := scrapeReads(ctx, ps)
+	if err != nil {
+		return readShare{}, nil, err
+	}
+	time.Sleep(d) // a measurement window, not a wait for a condition
+	second, err := scrapeReads(ctx, ps)
+	if err != nil {
+		return readShare{}, nil, err
+	}
+	return diffReads(first, second), second, nil
 }
 
 func diffReads(before, after map[string]readCounters) readShare {
@@ -274,8 +298,13 @@ func (s readShare) String() string {
 		d := s.PerProcess[l]
 		per = append(per, fmt.Sprintf("%s %s/%s", l, fmtRate(d.follower), fmtRate(d.lease)))
 	}
-	return fmt.Sprintf("leaseholders served %s of %s reads (%.1f %%) as lease reads (the gateways' own meta lookups included), replicas %s at their closed timestamp (per process, follower/lease reads: %s)",
+	out := fmt.Sprintf("leaseholders served %s of %s reads (%.1f %%) as lease reads (the cluster's own meta and liveness reads included), replicas %s at their closed timestamp (per process, follower/lease reads: %s)",
 		fmtRate(s.Lease), fmtRate(total), pct, fmtRate(s.Follower), strings.Join(per, ", "))
+	if s.Idle != nil {
+		out += fmt.Sprintf("; idle for %s just before: %s lease reads, %s follower reads",
+			s.IdleWindow, fmtRate(s.Idle.Lease), fmtRate(s.Idle.Follower))
+	}
+	return out
 }
 
 // etcdSerializable is etcdDriver with serializable Gets: the member the

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rangestore/rangestore/bench"
 )
@@ -39,7 +40,9 @@ func TestDiffReadsAndSummary(t *testing.T) {
 		t.Fatalf("got lease %v follower %v, want 50 and 950", s.Lease, s.Follower)
 	}
 	got := s.String()
-	for _, want := range []string{"leaseholders served 50 of 1,000 reads (5.0 %)", "n1 0/50", "rr1 950/0"} {
+	s.Idle, s.IdleWindow = &readShare{Lease: 7}, 2*time.Second
+	got = s.String()
+	for _, want := range []string{"leaseholders served 50 of 1,000 reads (5.0 %)", "n1 0/50", "rr1 950/0", "idle for 2s just before: 7 lease reads, 0 follower reads"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%q lacks %q", got, want)
 		}

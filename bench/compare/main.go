@@ -288,8 +288,11 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 			}
 		}
 		var before map[string]readCounters
+		var idle readShare
 		if rs != nil && c.Mode != strongReads {
-			if before, err = scrapeReads(context.Background(), rs.all()); err != nil {
+			// The counters also count the cluster's own reads (meta
+			// lookups, liveness): measure them over an idle window first.
+			if idle, before, err = idleReads(context.Background(), rs.all(), idleWindow); err != nil {
 				done()
 				return nil, err
 			}
@@ -298,8 +301,10 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 		if err == nil && before != nil {
 			var after map[string]readCounters
 			if after, err = scrapeReads(context.Background(), rs.all()); err == nil {
-				shares[c.Name] = diffReads(before, after)
-				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, shares[c.Name])
+				sh := diffReads(before, after)
+				sh.Idle, sh.IdleWindow = &idle, idleWindow
+				shares[c.Name] = sh
+				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, sh)
 			}
 		}
 		done()
