@@ -2,11 +2,13 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestRangestoreEndToEnd preloads an in-process cluster and runs a short
@@ -79,4 +81,85 @@ func startClusterDriver(ctx context.Context, t testing.TB, opts node.TestCluster
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return d
+}
+
+// TestRangestoreDriverBoundedStaleness: with SetBoundedStaleness the
+// driver's Gets and Scans are follower reads (counted by the replicas as
+// such, not as lease reads) that see the preloaded keys once the closed
+// timestamps pass the preload.
+func TestRangestoreDriverBoundedStaleness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{ClosedTimestampTarget: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tc.Close)
+	var hosts []string
+	for i := 0; i < tc.NumNodes(); i++ {
+		hosts = append(hosts, tc.Addr(i))
+	}
+	strong, err := NewRangestoreDriver(hosts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = strong.Close() })
+	d, err := NewRangestoreDriver(hosts, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	d.SetBoundedStaleness(10 * time.Second)
+
+	spec, _ := KVSpec(100, 0, 5)
+	spec.Keys = 50
+	if err := Preload(ctx, strong, spec, 4, 1); err != nil {
+		t.Fatal(err)
+	}
+	reads := func() (lease, follower int64) {
+		for i := 0; i < tc.NumNodes(); i++ {
+			st := tc.Node(i).Store()
+			for _, ri := range st.Ranges() {
+				l, f := st.ReplicaReads(ri.RangeDescriptor.GetRangeId())
+				lease, follower = lease+l, follower+f
+			}
+		}
+		return lease, follower
+	}
+	// Every preloaded key becomes visible once its range's closed
+	// timestamp passes the preload (target 200 ms) on the replica that
+	// serves it: read each key once through every node (the driver
+	// round-robins), as closed timestamps only rise.
+	timeutil.WaitFor(t, 30*time.Second, "bounded-staleness reads of every preloaded key through every node", func() error {
+		for i := uint64(0); i < spec.Keys; i++ {
+			for range hosts {
+				found, err := d.Get(ctx, KeyName(i, spec.KeySize))
+				if err != nil {
+					return err
+				}
+				if !found {
+					return fmt.Errorf("key %d not found yet", i)
+				}
+			}
+		}
+		return nil
+	})
+	leaseBefore, followerBefore := reads()
+	for i := uint64(0); i < spec.Keys; i++ {
+		found, err := d.Get(ctx, KeyName(i, spec.KeySize))
+		if err != nil || !found {
+			t.Fatalf("key %d: found=%v err=%v", i, found, err)
+		}
+	}
+	if n, err := d.Scan(ctx, []byte("0"), 1000); err != nil || n != int(spec.Keys) {
+		t.Fatalf("bounded-staleness scan: %d keys, err %v", n, err)
+	}
+	leaseAfter, followerAfter := reads()
+	t.Logf("%d Gets and 1 Scan: follower reads +%d, lease reads +%d", spec.Keys, followerAfter-followerBefore, leaseAfter-leaseBefore)
+	if got := followerAfter - followerBefore; got < int64(spec.Keys) {
+		t.Errorf("follower reads +%d, want at least %d (one per Get)", got, spec.Keys)
+	}
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -20,6 +22,24 @@ type RangestoreDriver struct {
 	conns   []*grpc.ClientConn
 	clients []rspb.KVClient
 	next    atomic.Uint64
+	// maxStaleness > 0: Gets and Scans are BOUNDED_STALENESS reads (any
+	// replica at its closed timestamp, if that is at most this old).
+	maxStaleness time.Duration
+}
+
+// SetBoundedStaleness makes every later Get and Scan a BOUNDED_STALENESS
+// read with this max_staleness (0: STRONG, the default). Set it before
+// the driver is shared between goroutines.
+func (d *RangestoreDriver) SetBoundedStaleness(maxStaleness time.Duration) {
+	d.maxStaleness = maxStaleness
+}
+
+// readMode returns the read mode and max_staleness of the driver's reads.
+func (d *RangestoreDriver) readMode() (rspb.ReadMode, *durationpb.Duration) {
+	if d.maxStaleness <= 0 {
+		return rspb.ReadMode_STRONG, nil
+	}
+	return rspb.ReadMode_BOUNDED_STALENESS, durationpb.New(d.maxStaleness)
 }
 
 // NewRangestoreDriver dials every host connsPerHost times (default 1).
@@ -51,7 +71,8 @@ func (d *RangestoreDriver) client() rspb.KVClient {
 }
 
 func (d *RangestoreDriver) Get(ctx context.Context, key []byte) (bool, error) {
-	r, err := d.client().Get(ctx, &rspb.GetRequest{Key: key})
+	mode, staleness := d.readMode()
+	r, err := d.client().Get(ctx, &rspb.GetRequest{Key: key, ReadMode: mode, MaxStaleness: staleness})
 	if err != nil {
 		return false, err
 	}
@@ -66,7 +87,8 @@ func (d *RangestoreDriver) Put(ctx context.Context, key, value []byte) error {
 func (d *RangestoreDriver) Scan(ctx context.Context, start []byte, limit int) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := d.client().Scan(ctx, &rspb.ScanRequest{StartKey: start, Limit: int64(limit)})
+	mode, staleness := d.readMode()
+	st, err := d.client().Scan(ctx, &rspb.ScanRequest{StartKey: start, Limit: int64(limit), ReadMode: mode, MaxStaleness: staleness})
 	if err != nil {
 		return 0, err
 	}

@@ -29,6 +29,11 @@ type cell struct {
 	ReadPct     float64
 	ScanPct     float64
 	Note        string
+	// Mode: which servers the reads go to (strongReads: the default).
+	Mode readMode
+	// EtcdOf: the cell whose etcd result this row compares with (etcd is
+	// not run for this cell).
+	EtcdOf string
 }
 
 var cells = []cell{
@@ -37,6 +42,14 @@ var cells = []cell{
 	{Name: "reads@64", Concurrency: 64, ReadPct: 100, Note: "rangestore lease reads; etcd linearizable Get; Dragonboat SyncRead"},
 	{Name: "kv95@64", Concurrency: 64, ReadPct: 95},
 	{Name: "scans@64", Concurrency: 64, ScanPct: 100, Note: "10-key scans"},
+	// Issue 13: follower and read-replica reads (bounded staleness) beside
+	// etcd's serializable reads. Last, so that the read replicas (started
+	// before the first reads@64-read-replicas cell) replicate no earlier
+	// cell's writes.
+	{Name: "reads@64-followers", Concurrency: 64, ReadPct: 100, Mode: followerReads,
+		Note: "rangestore bounded-staleness reads, max_staleness 10s, each voter from its own replica; etcd serializable Get; Dragonboat StaleRead"},
+	{Name: "reads@64-read-replicas", Concurrency: 64, ReadPct: 100, Mode: replicaReads, EtcdOf: "reads@64-followers",
+		Note: "rangestore bounded-staleness reads sent only to 2 read-replica processes; etcd: the serializable Gets above"},
 }
 
 // systemResults maps cell name to result for one system.
@@ -75,7 +88,7 @@ func main() {
 	fs.StringVar(&o.writeResults, "write-results", "", "write the table into this markdown file (e.g. ../RESULTS.md)")
 	fs.StringVar(&o.jsonOut, "json", "", "write every result as JSON to FILE")
 	fs.StringVar(&o.commit, "commit", "", "commit to report (default: git rev-parse in --rangestore-src)")
-	fs.StringSliceVar(&o.only, "cells", nil, "run only these cells (default all: writes@64,writes@256,reads@64,kv95@64,scans@64)")
+	fs.StringSliceVar(&o.only, "cells", nil, "run only these cells (default all: "+strings.Join(cellNames(), ",")+")")
 	keep := fs.Bool("keep", false, "keep --workdir (logs, data) after the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second progress lines")
 	_ = fs.Parse(os.Args[1:])
@@ -101,6 +114,15 @@ func run(o options, keep bool) error {
 	}
 	if len(o.only) > 0 {
 		var sel []cell
+		for _, n := range o.only {
+			found := false
+			for _, c := range cells {
+				found = found || c.Name == n
+			}
+			if !found {
+				return fmt.Errorf("--cells: unknown cell %q (cells: %s)", n, strings.Join(cellNames(), ","))
+			}
+		}
 		for _, c := range cells {
 			for _, n := range o.only {
 				if c.Name == n {
@@ -117,9 +139,10 @@ func run(o options, keep bool) error {
 	machine := machineInfo(src, o.commit)
 	fmt.Fprintln(os.Stderr, machine)
 	all := map[string]systemResults{}
+	shares := map[string]readShare{}
 	for _, sys := range o.systems {
 		t0 := time.Now()
-		res, err := runSystem(o, sys, src)
+		res, err := runSystem(o, sys, src, shares)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sys, err)
 		}
@@ -127,7 +150,7 @@ func run(o options, keep bool) error {
 		fmt.Fprintf(os.Stderr, "%s done in %s\n", sys, time.Since(t0).Round(time.Second))
 	}
 	table := renderTable(o, all)
-	report := fmt.Sprintf("%s\n\n%s\n%s", machine, table, goals(all))
+	report := fmt.Sprintf("%s\n\n%s\n%s%s", machine, table, goals(all), followerSummary(all, shares))
 	fmt.Println(report)
 	fmt.Fprintf(os.Stderr, "total time %s\n", time.Since(start).Round(time.Second))
 	if o.jsonOut != "" {
@@ -142,29 +165,62 @@ func run(o options, keep bool) error {
 	return nil
 }
 
-func runSystem(o options, sys, src string) (systemResults, error) {
+// cellNames lists every cell, in run order.
+func cellNames() []string {
+	var out []string
+	for _, c := range cells {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// runSystem runs every cell on one system; for rangestore's follower-read
+// cells it records in shares who served the reads.
+func runSystem(o options, sys, src string, shares map[string]readShare) (systemResults, error) {
 	dir := filepath.Join(o.workdir, sys)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var d bench.Driver
 	var cleanup func()
+	// driverFor returns the driver of a cell's read mode (nil: the system
+	// has no counterpart, the cell is not run) and a cleanup.
+	var driverFor func(c cell) (bench.Driver, func(), error)
+	var rs *rsCluster
 	switch sys {
 	case "rangestore":
 		bin, err := buildRangestore(src, dir)
 		if err != nil {
 			return nil, err
 		}
-		g, addrs, err := startRangestore(bin, dir, o.splits)
+		rs, err = startRangestore(bin, dir, o.splits)
 		if err != nil {
 			return nil, err
 		}
-		rd, err := bench.NewRangestoreDriver(addrs, 1)
+		rd, err := bench.NewRangestoreDriver(rs.addrs(rs.voters), 1)
 		if err != nil {
-			g.stop()
+			rs.g.stop()
 			return nil, err
 		}
-		d, cleanup = rd, func() { rd.Close(); g.stop() }
+		d, cleanup = rd, func() { rd.Close(); rs.g.stop() }
+		driverFor = func(c cell) (bench.Driver, func(), error) {
+			hosts := rs.addrs(rs.voters)
+			if c.Mode == replicaReads {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				err := rs.startReadReplicas(ctx)
+				cancel()
+				if err != nil {
+					return nil, nil, err
+				}
+				hosts = rs.addrs(rs.replicas)
+			}
+			fd, err := bench.NewRangestoreDriver(hosts, 1)
+			if err != nil {
+				return nil, nil, err
+			}
+			fd.SetBoundedStaleness(maxStaleness)
+			return fd, func() { _ = fd.Close() }, nil
+		}
 	case "etcd":
 		g, eps, err := startEtcd(dir)
 		if err != nil {
@@ -176,12 +232,24 @@ func runSystem(o options, sys, src string) (systemResults, error) {
 			return nil, err
 		}
 		d, cleanup = ed, func() { ed.Close(); g.stop() }
+		driverFor = func(c cell) (bench.Driver, func(), error) {
+			if c.Mode == replicaReads {
+				return nil, nil, nil
+			}
+			return etcdSerializable{ed}, func() {}, nil
+		}
 	case "dragonboat":
 		c, err := startDragonboat(dir)
 		if err != nil {
 			return nil, err
 		}
 		d, cleanup = c, c.close
+		driverFor = func(cl cell) (bench.Driver, func(), error) {
+			if cl.Mode == replicaReads {
+				return nil, nil, nil
+			}
+			return &dbStale{dbCluster: c}, func() {}, nil
+		}
 	default:
 		return nil, fmt.Errorf("unknown system %q", sys)
 	}
@@ -210,7 +278,36 @@ func runSystem(o options, sys, src string) (systemResults, error) {
 		if !o.quiet {
 			opts.Progress = os.Stderr
 		}
-		r, err := bench.Run(context.Background(), d, w, opts)
+		cd, done := d, func() {}
+		if c.Mode != strongReads {
+			if cd, done, err = driverFor(c); err != nil {
+				return nil, fmt.Errorf("%s: %w", c.Name, err)
+			}
+			if cd == nil {
+				continue
+			}
+		}
+		var before map[string]readCounters
+		var idle readShare
+		if rs != nil && c.Mode != strongReads {
+			// The counters also count the cluster's own reads (meta
+			// lookups, liveness): measure them over an idle window first.
+			if idle, before, err = idleReads(context.Background(), rs.all(), idleWindow); err != nil {
+				done()
+				return nil, err
+			}
+		}
+		r, err := bench.Run(context.Background(), cd, w, opts)
+		if err == nil && before != nil {
+			var after map[string]readCounters
+			if after, err = scrapeReads(context.Background(), rs.all()); err == nil {
+				sh := diffReads(before, after)
+				sh.Idle, sh.IdleWindow = &idle, idleWindow
+				shares[c.Name] = sh
+				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, sh)
+			}
+		}
+		done()
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +351,11 @@ func renderTable(o options, all map[string]systemResults) string {
 	b.WriteString("| workload | rangestore ops/s | p50 | p99 | etcd ops/s | p50 | p99 | ratio rs/etcd | p99 rs/etcd | dragonboat ops/s | p50 | p99 |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range cells {
-		rs, et, db := all["rangestore"][c.Name], all["etcd"][c.Name], all["dragonboat"][c.Name]
+		etcdCell := c.Name
+		if c.EtcdOf != "" {
+			etcdCell = c.EtcdOf
+		}
+		rs, et, db := all["rangestore"][c.Name], all["etcd"][etcdCell], all["dragonboat"][c.Name]
 		r1, r2, r3 := cellStats(rs)
 		e1, e2, e3 := cellStats(et)
 		d1, d2, d3 := cellStats(db)
@@ -308,6 +409,9 @@ func goals(all map[string]systemResults) string {
 	}
 	var worse []string
 	for _, c := range cells {
+		if c.Mode != strongReads {
+			continue // issue 5's goals compare strong reads; see followerSummary
+		}
 		a, e := rs[c.Name], et[c.Name]
 		if a != nil && e != nil && a.Total.P99Ms > e.Total.P99Ms {
 			worse = append(worse, fmt.Sprintf("%s (%.1f vs %.1f ms)", c.Name, a.Total.P99Ms, e.Total.P99Ms))
@@ -317,6 +421,42 @@ func goals(all map[string]systemResults) string {
 		b.WriteString("- p99 ≤ etcd's: met in every cell\n")
 	} else {
 		fmt.Fprintf(&b, "- p99 ≤ etcd's: short in %s\n", strings.Join(worse, ", "))
+	}
+	return b.String()
+}
+
+// followerSummary reports the issue 13 rows: follower and read-replica
+// reads against etcd's serializable reads and rangestore's own lease
+// reads, and who served them ("" if none of those cells ran).
+func followerSummary(all map[string]systemResults, shares map[string]readShare) string {
+	rs, et := all["rangestore"], all["etcd"]
+	var b strings.Builder
+	for _, c := range cells {
+		if c.Mode == strongReads {
+			continue
+		}
+		a := rs[c.Name]
+		if a == nil {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\nFollower and read-replica reads (issue 13; reported, not enforced):\n\n")
+		}
+		etcdCell := c.Name
+		if c.EtcdOf != "" {
+			etcdCell = c.EtcdOf
+		}
+		fmt.Fprintf(&b, "- %s: %s ops/s, p99 %.1f ms", c.Name, fmtRate(a.Total.OpsPerSec), a.Total.P99Ms)
+		if e := et[etcdCell]; e != nil && e.Total.OpsPerSec > 0 {
+			fmt.Fprintf(&b, "; %.2f× etcd serializable reads (p99 %.1f vs %.1f ms)", a.Total.OpsPerSec/e.Total.OpsPerSec, a.Total.P99Ms, e.Total.P99Ms)
+		}
+		if l := rs["reads@64"]; l != nil && l.Total.OpsPerSec > 0 {
+			fmt.Fprintf(&b, "; %.2f× rangestore lease reads", a.Total.OpsPerSec/l.Total.OpsPerSec)
+		}
+		b.WriteString("\n")
+		if sh, ok := shares[c.Name]; ok {
+			fmt.Fprintf(&b, "  - warm-up and measured: %s\n", sh)
+		}
 	}
 	return b.String()
 }

@@ -96,29 +96,36 @@ func buildRangestore(src, dir string) (string, error) {
 	return bin, nil
 }
 
-// startRangestore starts three `rangestore start` processes and initializes
-// them with splits user-range split points.
-func startRangestore(bin, dir string, splits int) (*procGroup, []string, error) {
-	var addrs, rafts []string
+// startRangestore starts three `rangestore start` processes (each with
+// /metrics on its own --http-addr) and initializes them with splits
+// user-range split points.
+func startRangestore(bin, dir string, splits int) (*rsCluster, error) {
+	c := &rsCluster{bin: bin, dir: dir, g: &procGroup{}}
+	var rafts []string
 	for i := 0; i < 3; i++ {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, nil, err
+		p := rsProc{label: fmt.Sprintf("n%d", i+1)}
+		var err error
+		if p.addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if p.httpAddr, err = freeAddr(); err != nil {
+			return nil, err
 		}
 		r, err := freeAddr()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		addrs, rafts = append(addrs, a), append(rafts, r)
+		c.voters, rafts = append(c.voters, p), append(rafts, r)
 	}
-	g := &procGroup{}
-	for i := 0; i < 3; i++ {
+	addrs := c.addrs(c.voters)
+	g := c.g
+	for i, p := range c.voters {
 		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, "start",
-			"--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", addrs[i],
-			"--raft-addr", rafts[i], "--http-addr", "", "--join", strings.Join(addrs, ","), "--log-level", "warn")
+			"--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
+			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--log-level", "warn")
 		if err != nil {
 			g.stop()
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -131,11 +138,11 @@ func startRangestore(bin, dir string, splits int) (*procGroup, []string, error) 
 		}
 		if aerr := g.alive(); aerr != nil || time.Now().After(deadline) {
 			g.stop()
-			return nil, nil, fmt.Errorf("rangestore init: %v\n%s%v", err, out, aerr)
+			return nil, fmt.Errorf("rangestore init: %v\n%s%v", err, out, aerr)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	return g, addrs, nil
+	return c, nil
 }
 
 // waitServing polls until a read of every 97th key succeeds through d.
