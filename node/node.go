@@ -755,11 +755,29 @@ func (n *Node) RelocateRange(ctx context.Context, rangeID uint64, voters []uint6
 	if slices.Sort(got); len(got) != len(want) || slices.ContainsFunc(got, func(id uint64) bool { return !want[id] }) {
 		return desc, status.Errorf(codes.Aborted, "r%d has voters on %v after the relocation to %v: another replica change ran meanwhile", rangeID, got, voters)
 	}
-	if err := n.TransferLease(ctx, rangeID, voters[0]); err != nil {
-		return desc, fmt.Errorf("r%d relocated to %v, but moving its lease to n%d failed: %w", rangeID, voters, voters[0], err)
+	// The lease may still be settling after the change (its holder's
+	// replica removed and a new holder acquiring, or an expiration lease
+	// extended while the transfer waited): a transfer refused as
+	// Unavailable is tried again, for up to relocateLeaseTries attempts.
+	var err2 error
+	for attempt := 0; attempt < relocateLeaseTries; attempt++ {
+		if err2 = n.TransferLease(ctx, rangeID, voters[0]); err2 == nil || status.Code(err2) != codes.Unavailable || ctx.Err() != nil {
+			break
+		}
+		n.log.Info("relocate: moving the lease again", "range", rangeID, "target", voters[0], "attempt", attempt+1, "err", err2)
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond): // pacing between attempts, not a correctness wait
+		}
+	}
+	if err2 != nil {
+		return desc, fmt.Errorf("r%d relocated to %v, but moving its lease to n%d failed: %w", rangeID, voters, voters[0], err2)
 	}
 	return desc, nil
 }
+
+// relocateLeaseTries bounds RelocateRange's lease transfer attempts.
+const relocateLeaseTries = 5
 
 // MaxMessageSize is the gRPC message limit of a node with limits l, for
 // its server and its peer clients: every request within the limits and
