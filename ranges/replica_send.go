@@ -117,8 +117,7 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	now := r.store.cfg.TimeSource.Now()
 	r.split.recordLoad(now, req.Requests)
 	if r.reqLoad != nil {
-		r.reqLoad.ForLease(now, lease.Sequence)
-		r.reqLoad.Record(now, req.GatewayNodeId)
+		r.reqLoad.RecordUnder(now, lease.Sequence, req.GatewayNodeId)
 	}
 	if IsReadOnly(req.Requests) {
 		return r.serveRead(ctx, req)
@@ -350,10 +349,8 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 	// request still reads at its own, all of them closed by then).
 	readTS := TSFromProto(req.ReadTimestamp)
 	for _, ru := range req.Requests {
-		if c, err := batcheval.Lookup(ru); err == nil {
-			if a := TSFromProto(c.AsOf(ru)); readTS.Less(a) {
-				readTS = a
-			}
+		if a := readTimestamp(ru, readTS); readTS.Less(a) {
+			readTS = a
 		}
 	}
 	ts := r.store.cfg.TimeSource

@@ -77,6 +77,10 @@ func (t *Tracker) decayed(e *entry, now time.Time) float64 {
 func (t *Tracker) ForLease(now time.Time, lease uint64) (since time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.forLeaseLocked(now, lease)
+}
+
+func (t *Tracker) forLeaseLocked(now time.Time, lease uint64) time.Time {
 	if lease != t.lease || t.since.IsZero() {
 		clear(t.gw)
 		t.lease, t.since = lease, now
@@ -88,6 +92,19 @@ func (t *Tracker) ForLease(now time.Time, lease uint64) (since time.Time) {
 func (t *Tracker) Record(now time.Time, gateway uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.recordLocked(now, gateway)
+}
+
+// RecordUnder is ForLease(now, lease) and Record(now, gateway) under one
+// lock: the leaseholder's request path.
+func (t *Tracker) RecordUnder(now time.Time, lease, gateway uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forLeaseLocked(now, lease)
+	t.recordLocked(now, gateway)
+}
+
+func (t *Tracker) recordLocked(now time.Time, gateway uint64) {
 	e := t.gw[gateway]
 	if e == nil {
 		if len(t.gw) >= MaxGateways {

@@ -148,3 +148,14 @@ func TestForLease(t *testing.T) {
 		t.Fatalf("new lease: %.2f req/s from %v, want the old lease's counts gone", total, by)
 	}
 }
+
+// RecordUnder under a new lease starts afresh, then counts the request.
+func TestRecordUnder(t *testing.T) {
+	tr := New(0)
+	end := feed(tr, t0, 1, 50, 10*time.Second)
+	tr.ForLease(t0, 3)
+	tr.RecordUnder(end, 4, 2)
+	if _, by := tr.Load(end); len(by) != 1 || by[0].Gateway != 2 {
+		t.Fatalf("after a request under a new lease: %v, want gateway 2 alone", by)
+	}
+}
