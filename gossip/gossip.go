@@ -39,9 +39,13 @@ const (
 // Config configures a node's gossip.
 type Config struct {
 	NodeID uint64
-	// BindAddr is the host:port memberlist listens on (TCP and UDP);
-	// port 0 picks a free one (Addr says which).
+	// BindAddr is the host:port memberlist listens on (TCP and UDP; TCP
+	// only with TLS); port 0 picks a free one (Addr says which).
 	BindAddr string
+	// TLS, if set, carries all gossip over mutual TLS (TLSTransport)
+	// instead of memberlist's plaintext UDP and TCP. Unset: plaintext
+	// (the insecure mode).
+	TLS *TLSConfig
 	// Describe returns this node's current descriptor; the publisher
 	// calls it every Interval (it sets node ID, sequence and time).
 	Describe func() *rspb.StoreDescriptor
@@ -165,8 +169,19 @@ func Start(cfg Config) (*Gossip, error) {
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*events)(g)
 	mc.Logger = log.New(&logWriter{log: cfg.Logger}, "", 0)
+	var tt *TLSTransport
+	if cfg.TLS != nil {
+		tt, err = NewTLSTransport(TLSTransportConfig{BindAddr: net.JoinHostPort(host, strconv.Itoa(port)), TLS: *cfg.TLS, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		mc.Transport, mc.BindPort = tt, tt.Port()
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if tt != nil {
+			_ = tt.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: start on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml
