@@ -185,6 +185,7 @@ func TestHandshake(t *testing.T) {
 	refused("client certificate as a server", nodeM.ClientTLS(), serve("carol", x509.ExtKeyUsageClientAuth), "incompatible key usage")
 	refused("server certificate that is not a node's", nodeM.ClientTLS(), serve("mallory", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth), `certificate for "mallory"`)
 }
+
 // TestReload: a Reload makes new handshakes use the new certificate (the
 // server's and the client's), not before; a Reload of bad material fails,
 // says which serial stays, and changes nothing.
