@@ -134,8 +134,9 @@ func TestGRPCAuthorization(t *testing.T) {
 	foreign := mustManager(t, other.dir, "alice").ClientTLS()
 	foreign.RootCAs = aliceM.ClientTLS().RootCAs // it trusts our node; our node must refuse it
 	got, _ = calls(t, dialGRPC(t, addr, credentials.NewTLS(foreign)))
-	expect(t, "second CA", got, map[string]codes.Code{"KV.Get": codes.Unavailable, "Health.Check": codes.Unavailable},
-		map[string]string{"KV.Get": "unknown certificate authority"})
+	// (The client sees the server's alert or, if it writes first, a
+	// broken pipe: TestHandshake checks the alert.)
+	expect(t, "second CA", got, map[string]codes.Code{"KV.Get": codes.Unavailable, "Health.Check": codes.Unavailable}, nil)
 
 	// Rotation: new node certificate, reload; new connections see it, the
 	// established one keeps working.
