@@ -191,7 +191,7 @@ func CreateNode(dir, caKeyPath string, hosts []string, opts CreateOptions) (*x50
 		case strings.ContainsAny(h, " /"):
 			return nil, fmt.Errorf("host %q: want an IP address or a DNS name", h)
 		}
-		if ip := net.ParseIP(h); ip != nil {
+		if ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); ip != nil {
 			ips = append(ips, ip)
 			continue
 		}

@@ -116,6 +116,10 @@ func TestCreateAndList(t *testing.T) {
 	if node2.SerialNumber.Cmp(node.SerialNumber) == 0 {
 		t.Fatal("overwrite kept the serial")
 	}
+	v6, err := CreateNode(ca.dir, ca.caKey, []string{"[::1]", "::2"}, CreateOptions{Overwrite: true})
+	if err != nil || len(v6.IPAddresses) != 2 || v6.IPAddresses[0].String() != "::1" || len(v6.DNSNames) != 0 {
+		t.Fatalf("IPv6 hosts: %v, %v", v6, err)
+	}
 	if node3 := ca.node(t, CreateOptions{Overwrite: true, Lifetime: 20 * year}); !node3.NotAfter.Equal(infos[0].NotAfter) {
 		t.Fatalf("a node certificate outliving its CA: not after %s, CA's %s", node3.NotAfter, infos[0].NotAfter)
 	}
@@ -139,6 +143,12 @@ func TestCreateRefusesBadInput(t *testing.T) {
 		{"user node", func() error { _, err := CreateClient(ca.dir, ca.caKey, "node", CreateOptions{}); return err }, "reserved for node certificates", nil},
 		{"user with a slash", func() error { _, err := CreateClient(ca.dir, ca.caKey, "a/b", CreateOptions{}); return err }, "only letters", nil},
 		{"empty user", func() error { _, err := CreateClient(ca.dir, ca.caKey, "", CreateOptions{}); return err }, "empty", nil},
+		{"CA key readable by others", func() error {
+			must(t, os.Chmod(ca.caKey, 0o644))
+			_, err := CreateClient(ca.dir, ca.caKey, "carol", CreateOptions{})
+			must(t, os.Chmod(ca.caKey, 0o600))
+			return err
+		}, "mode 0644", []string{"client.carol.crt"}},
 		{"no CA key", func() error { _, err := CreateClient(ca.dir, "", "carol", CreateOptions{}); return err }, "--ca-key", []string{"client.carol.crt"}},
 		{"wrong CA key", func() error {
 			other := filepath.Join(t.TempDir(), "other.key")

@@ -11,6 +11,13 @@ import (
 	"github.com/rangestore/rangestore/timeutil"
 )
 
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	data, err := os.ReadFile(from)
@@ -39,15 +46,15 @@ func TestLoadRefusesBadMaterial(t *testing.T) {
 		setup func(t *testing.T, ca testCA)
 		want  []string
 	}{
-		{"missing ca.crt", NodeUser, func(t *testing.T, ca testCA) { os.Remove(filepath.Join(ca.dir, CAFile)) },
+		{"missing ca.crt", NodeUser, func(t *testing.T, ca testCA) { must(t, os.Remove(filepath.Join(ca.dir, CAFile))) },
 			[]string{"missing ", CAFile, "the CA certificate"}},
-		{"missing node.key", NodeUser, func(t *testing.T, ca testCA) { os.Remove(filepath.Join(ca.dir, NodeKeyFile)) },
+		{"missing node.key", NodeUser, func(t *testing.T, ca testCA) { must(t, os.Remove(filepath.Join(ca.dir, NodeKeyFile))) },
 			[]string{"missing ", NodeKeyFile, "node certificate's key"}},
 		{"missing client cert", "carol", func(t *testing.T, ca testCA) {},
 			[]string{"missing ", "client.carol.crt", "create-client carol"}},
-		{"key readable by others", NodeUser, func(t *testing.T, ca testCA) { os.Chmod(filepath.Join(ca.dir, NodeKeyFile), 0o644) },
+		{"key readable by others", NodeUser, func(t *testing.T, ca testCA) { must(t, os.Chmod(filepath.Join(ca.dir, NodeKeyFile), 0o644)) },
 			[]string{NodeKeyFile, "mode 0644", "chmod 0600 "}},
-		{"key readable by the group", "alice", func(t *testing.T, ca testCA) { os.Chmod(filepath.Join(ca.dir, "client.alice.key"), 0o640) },
+		{"key readable by the group", "alice", func(t *testing.T, ca testCA) { must(t, os.Chmod(filepath.Join(ca.dir, "client.alice.key"), 0o640)) },
 			[]string{"client.alice.key", "mode 0640", "chmod 0600 "}},
 		{"expired node certificate", NodeUser, func(t *testing.T, ca testCA) {
 			ca.node(t, CreateOptions{Overwrite: true, Lifetime: time.Hour, now: time.Now().Add(-48 * time.Hour)})
@@ -73,7 +80,7 @@ func TestLoadRefusesBadMaterial(t *testing.T) {
 			copyFile(t, filepath.Join(ca.dir, NodeKeyFile), filepath.Join(ca.dir, "client.alice.key"))
 		}, []string{"client.alice.crt", `certificate for "node", not for user "alice"`}},
 		{"ca.crt without a certificate", NodeUser, func(t *testing.T, ca testCA) {
-			os.WriteFile(filepath.Join(ca.dir, CAFile), []byte("not PEM\n"), 0o644)
+			must(t, os.WriteFile(filepath.Join(ca.dir, CAFile), []byte("not PEM\n"), 0o644))
 		}, []string{CAFile, "holds no PEM certificate"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
