@@ -57,6 +57,8 @@ func runner(name string) func(args []string) error {
 		return runBackup
 	case "restore":
 		return runRestore
+	case "cert":
+		return runCert
 	}
 	return nil
 }
@@ -183,6 +185,14 @@ var commands = []command{
 	{name: "workload", summary: "drive load against a running cluster",
 		forms:   []string{"workload run kv|ycsb [--hosts A,B,C] [flags]"},
 		details: workloadUsage},
+	{name: "cert", summary: "create and list the CA, node and client certificates (mTLS)",
+		forms: []string{
+			"cert create-ca --ca-key FILE [--certs-dir DIR] [--lifetime D] [--overwrite]",
+			"cert create-node HOST... --ca-key FILE [--certs-dir DIR] [--lifetime D] [--overwrite]",
+			"cert create-client USER --ca-key FILE [--admin] [--certs-dir DIR] [--lifetime D] [--overwrite]",
+			"cert list [--certs-dir DIR]",
+		},
+		details: certDetails},
 }
 
 func findCommand(name string) *command {

@@ -36,6 +36,10 @@
 //	rangestore backup protections
 //	rangestore restore --from DIR [--host HOST:PORT]
 //	rangestore workload run kv|ycsb [--hosts A,B,C] [flags]
+//	rangestore cert create-ca --ca-key FILE [--certs-dir DIR] [--lifetime D] [--overwrite]
+//	rangestore cert create-node HOST... --ca-key FILE [--certs-dir DIR] [--lifetime D] [--overwrite]
+//	rangestore cert create-client USER --ca-key FILE [--admin] [--certs-dir DIR] [--lifetime D] [--overwrite]
+//	rangestore cert list [--certs-dir DIR]
 //
 // "rangestore COMMAND --help" prints a command's flags. The command table
 // is in cli.go; a test keeps this list equal to the printed usage.
