@@ -42,8 +42,11 @@ func (d *RangestoreDriver) readMode() (rspb.ReadMode, *durationpb.Duration) {
 	return rspb.ReadMode_BOUNDED_STALENESS, durationpb.New(d.maxStaleness)
 }
 
-// NewRangestoreDriver dials every host connsPerHost times (default 1).
-func NewRangestoreDriver(hosts []string, connsPerHost int) (*RangestoreDriver, error) {
+// NewRangestoreDriver dials every host connsPerHost times (default 1),
+// in plaintext unless opts (applied after the defaults) say otherwise:
+// grpc.WithTransportCredentials(m.ClientCredentials()) dials a secure
+// cluster with a security.Manager's client certificate.
+func NewRangestoreDriver(hosts []string, connsPerHost int, opts ...grpc.DialOption) (*RangestoreDriver, error) {
 	if len(hosts) == 0 {
 		return nil, errors.New("no hosts")
 	}
@@ -53,8 +56,8 @@ func NewRangestoreDriver(hosts []string, connsPerHost int) (*RangestoreDriver, e
 	d := &RangestoreDriver{}
 	for i := 0; i < connsPerHost; i++ {
 		for _, h := range hosts {
-			c, err := grpc.NewClient(h, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+			c, err := grpc.NewClient(h, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20))}, opts...)...)
 			if err != nil {
 				d.Close()
 				return nil, fmt.Errorf("dial %s: %w", h, err)

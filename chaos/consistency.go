@@ -34,6 +34,21 @@ type conner interface {
 	Conn(i int) *grpc.ClientConn
 }
 
+// nodeConner is a target whose client connections may not call Internal
+// (a secure ProcCluster's are root's): the check then uses the node
+// certificate's.
+type nodeConner interface {
+	NodeConn(i int) *grpc.ClientConn
+}
+
+// internalConn is the connection to node i the check calls Internal on.
+func internalConn(tgt conner, i int) *grpc.ClientConn {
+	if nc, ok := tgt.(nodeConner); ok {
+		return nc.NodeConn(i)
+	}
+	return tgt.Conn(i)
+}
+
 // checkConsistency compares every range's replicas. Replicas that keep
 // applying (the system ranges under heartbeats) are polled until they
 // agree on an applied index, for at most settle per range.
@@ -42,7 +57,7 @@ func checkConsistency(ctx context.Context, tgt conner, settle time.Duration) (co
 	conns := map[uint64]*grpc.ClientConn{} // node ID -> connection
 	descs := map[uint64]*rspb.RangeDescriptor{}
 	for i := 0; i < tgt.NumNodes(); i++ {
-		c := tgt.Conn(i)
+		c := internalConn(tgt, i)
 		if c == nil {
 			continue
 		}

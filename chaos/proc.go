@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/security"
 )
 
 var (
@@ -46,14 +49,107 @@ func BuildBinary() (string, error) {
 
 // ProcCluster runs `rangestore start` processes on loopback; Kill sends
 // SIGKILL, so no shutdown code runs.
+//
+// The processes are secure unless the extra `start` flags hold
+// "--insecure": the cluster creates, under its directory, a CA (key
+// CAKey, outside the certs directory), a node certificate for 127.0.0.1
+// and localhost and root's client certificate in CertsDir, and starts
+// every process with --certs-dir CertsDir. Conn and KV dial as root;
+// NodeConn with the node certificate (what may call Internal); ClientArgs
+// are the flags of a CLI call.
 type ProcCluster struct {
 	Bin   string
 	Dir   string
 	Addrs []string
-	procs []*proc
-	conns []*grpc.ClientConn
-	// extraArgs are `start` flags every process gets, AddProc's too.
+	// CertsDir holds ca.crt, node.crt/.key and client.root.crt/.key, and
+	// CAKey is the CA's key (to make more certificates); both are empty
+	// for an insecure cluster.
+	CertsDir, CAKey string
+	procs           []*proc
+	conns           []*grpc.ClientConn
+	nodeConns       []*grpc.ClientConn
+	// extraArgs are `start` flags every process gets, AddProc's too
+	// (--certs-dir included).
 	extraArgs []string
+	creds     procCreds
+}
+
+// procCreds are root's client credentials and the node certificate's
+// (both plaintext for an insecure cluster).
+type procCreds struct {
+	root, node credentials.TransportCredentials
+}
+
+// Hosts of the processes' node certificate.
+var certHosts = []string{"127.0.0.1", "localhost"}
+
+// CreateCerts makes a CA (its key at caKey), a node certificate for
+// 127.0.0.1 and localhost, and root's client certificate in certsDir.
+func CreateCerts(certsDir, caKey string) error {
+	if _, err := security.CreateCA(certsDir, caKey, security.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := security.CreateNode(certsDir, caKey, certHosts, security.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := security.CreateClient(certsDir, caKey, security.RootUser, security.CreateOptions{})
+	return err
+}
+
+// setupSecurity makes the certificates of a cluster under dir, unless
+// args asks for --insecure. It returns the certs directory and CA key
+// ("" when insecure), the credentials, and the `start` flags of every
+// process (args and --certs-dir).
+func setupSecurity(dir string, args []string) (certsDir, caKey string, creds procCreds, startArgs []string, err error) {
+	if slices.Contains(args, "--insecure") {
+		return "", "", procCreds{root: insecure.NewCredentials(), node: insecure.NewCredentials()}, args, nil
+	}
+	certsDir, caKey = filepath.Join(dir, "certs"), filepath.Join(dir, "ca.key")
+	if err := CreateCerts(certsDir, caKey); err != nil {
+		return "", "", procCreds{}, nil, fmt.Errorf("chaos: certificates: %w", err)
+	}
+	root, err := security.NewManager(security.Config{Dir: certsDir, User: security.RootUser})
+	if err != nil {
+		return "", "", procCreds{}, nil, err
+	}
+	nodeM, err := security.NewManager(security.Config{Dir: certsDir, User: security.NodeUser})
+	if err != nil {
+		return "", "", procCreds{}, nil, err
+	}
+	creds = procCreds{root: root.ClientCredentials(), node: nodeM.ClientCredentials()}
+	return certsDir, caKey, creds, append(append([]string(nil), args...), "--certs-dir", certsDir), nil
+}
+
+// Secure reports whether the processes run with certificates.
+func (pc *ProcCluster) Secure() bool { return pc.CertsDir != "" }
+
+// ClientArgs are the security flags of a CLI call to the cluster:
+// --certs-dir CertsDir (as root), or --insecure.
+func (pc *ProcCluster) ClientArgs() []string {
+	if pc.Secure() {
+		return []string{"--certs-dir", pc.CertsDir}
+	}
+	return []string{"--insecure"}
+}
+
+// Dial connects to addr as root (plaintext for an insecure cluster).
+func (pc *ProcCluster) Dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(pc.creds.root), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+}
+
+// dialBoth makes the root and node connections to addr.
+func (pc *ProcCluster) dialBoth(addr string) error {
+	c, err := pc.Dial(addr)
+	if err != nil {
+		return err
+	}
+	nc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(pc.creds.node))
+	if err != nil {
+		_ = c.Close()
+		return err
+	}
+	pc.conns, pc.nodeConns = append(pc.conns, c), append(pc.nodeConns, nc)
+	return nil
 }
 
 type proc struct {
@@ -95,8 +191,12 @@ func StartProcClusterArgs(dir string, n int, args []string, env ...string) (*Pro
 	if err != nil {
 		return nil, err
 	}
+	certsDir, caKey, creds, args, err := setupSecurity(dir, args)
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 1; ; attempt++ {
-		pc, err := startProcClusterOnce(bin, dir, n, args, env)
+		pc, err := startProcClusterOnce(&ProcCluster{Bin: bin, Dir: dir, extraArgs: args, CertsDir: certsDir, CAKey: caKey, creds: creds}, n, env)
 		if err != nil {
 			return nil, err
 		}
@@ -141,8 +241,10 @@ func (pc *ProcCluster) lostPort(d time.Duration) int {
 	return -1
 }
 
-func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcCluster, error) {
-	pc := &ProcCluster{Bin: bin, Dir: dir, extraArgs: args}
+// startProcClusterOnce starts n processes of pc (its binary, directory,
+// flags and credentials set).
+func startProcClusterOnce(pc *ProcCluster, n int, env []string) (*ProcCluster, error) {
+	dir, args := pc.Dir, pc.extraArgs
 	var raft []string
 	for i := 0; i < n; i++ {
 		a, err := node.FreeAddr()
@@ -171,12 +273,10 @@ func startProcClusterOnce(bin, dir string, n int, args, env []string) (*ProcClus
 			pc.Close()
 			return nil, err
 		}
-		c, err := grpc.NewClient(pc.Addrs[i], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+		if err := pc.dialBoth(pc.Addrs[i]); err != nil {
 			pc.Close()
 			return nil, err
 		}
-		pc.conns = append(pc.conns, c)
 	}
 	return pc, nil
 }
@@ -214,11 +314,9 @@ func (pc *ProcCluster) AddProcArgs(join []int, args []string, env ...string) (in
 	if err := pc.procs[i].freeHTTP(); err != nil {
 		return 0, err
 	}
-	c, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	if err := pc.dialBoth(a); err != nil {
 		return 0, err
 	}
-	pc.conns = append(pc.conns, c)
 	return i, pc.Start(i)
 }
 
@@ -370,15 +468,19 @@ func (pc *ProcCluster) IndexOfNodeID(id uint64) int {
 // NumNodes is the number of processes.
 func (pc *ProcCluster) NumNodes() int { return len(pc.procs) }
 
-// Conn is a client connection to process i.
+// Conn is a client connection to process i (as root).
 func (pc *ProcCluster) Conn(i int) *grpc.ClientConn { return pc.conns[i] }
+
+// NodeConn is a connection to process i with the node certificate: it may
+// call Internal (which refuses client certificates) but not KV.
+func (pc *ProcCluster) NodeConn(i int) *grpc.ClientConn { return pc.nodeConns[i] }
 
 // KV is a KV client of process i.
 func (pc *ProcCluster) KV(i int) rspb.KVClient { return rspb.NewKVClient(pc.conns[i]) }
 
 // Close kills every process and closes connections.
 func (pc *ProcCluster) Close() {
-	for _, c := range pc.conns {
+	for _, c := range append(append([]*grpc.ClientConn(nil), pc.conns...), pc.nodeConns...) {
 		_ = c.Close()
 	}
 	for i := range pc.procs {

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -66,6 +66,10 @@ type rsCluster struct {
 	g        *procGroup
 	voters   []rsProc
 	replicas []rsProc // read replicas, started on first use
+	// certsDir is the certificates' directory ("" for --insecure), creds
+	// the clients' transport credentials.
+	certsDir string
+	creds    credentials.TransportCredentials
 }
 
 func (c *rsCluster) addrs(ps []rsProc) []string {
@@ -102,22 +106,22 @@ func (c *rsCluster) startReadReplicas(ctx context.Context) error {
 		if p.httpAddr, err = freeAddr(); err != nil {
 			return err
 		}
-		err = c.g.start(filepath.Join(c.dir, fmt.Sprintf("rs-%s.log", p.label)), c.bin, "start", "--read-replica",
-			"--store", filepath.Join(c.dir, "rs-"+p.label), "--listen-addr", p.addr, "--raft-addr", raft,
-			"--http-addr", p.httpAddr, "--join", join, "--log-level", "warn")
+		args := append([]string{"start", "--read-replica", "--store", filepath.Join(c.dir, "rs-"+p.label), "--listen-addr", p.addr,
+			"--raft-addr", raft, "--http-addr", p.httpAddr, "--join", join, "--log-level", "warn"}, c.secArgs()...)
+		err = c.g.start(filepath.Join(c.dir, fmt.Sprintf("rs-%s.log", p.label)), c.bin, args...)
 		if err != nil {
 			return err
 		}
 		c.replicas = append(c.replicas, p)
 	}
-	want, err := rangeIDs(ctx, c.voters[0].addr)
+	want, err := c.rangeIDs(ctx, c.voters[0].addr)
 	if err != nil {
 		return fmt.Errorf("ranges of %s: %w", c.voters[0].label, err)
 	}
 	for _, p := range c.replicas {
 		var have map[uint64]bool
 		for {
-			have, err = rangeIDs(ctx, p.addr)
+			have, err = c.rangeIDs(ctx, p.addr)
 			missing := 0
 			for id := range want {
 				if !have[id] {
@@ -147,8 +151,8 @@ func (c *rsCluster) startReadReplicas(ctx context.Context) error {
 
 // rangeIDs returns the IDs of the ranges of which the node at addr holds
 // a replica that has applied at least one entry (Admin.Ranges, local).
-func rangeIDs(ctx context.Context, addr string) (map[uint64]bool, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (c *rsCluster) rangeIDs(ctx context.Context, addr string) (map[uint64]bool, error) {
+	conn, err := grpc.NewClient(addr, c.dialOption())
 	if err != nil {
 		return nil, err
 	}

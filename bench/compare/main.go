@@ -3,7 +3,12 @@
 // Dragonboat ceiling on this machine, and prints one markdown table.
 //
 //	go run . [--measure 8s] [--write-results ../RESULTS.md]
+//	go run . --systems rangestore,rangestore-insecure   # TLS overhead
 //
+// rangestore runs secure, as deployed (mutual TLS with certificates made
+// in the work directory); --insecure runs it in plaintext like etcd here.
+// The system rangestore-insecure runs the same cells in plaintext in the
+// same run, and the report then shows the TLS overhead per cell.
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
@@ -66,6 +71,8 @@ type options struct {
 	commit          string
 	only            []string
 	quiet           bool
+	// insecure: the rangestore system runs --insecure (plaintext).
+	insecure bool
 }
 
 func main() {
@@ -91,6 +98,7 @@ func main() {
 	fs.StringSliceVar(&o.only, "cells", nil, "run only these cells (default all: "+strings.Join(cellNames(), ",")+")")
 	keep := fs.Bool("keep", false, "keep --workdir (logs, data) after the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second progress lines")
+	fs.BoolVar(&o.insecure, "insecure", false, "run the rangestore system in plaintext (--insecure processes) instead of mutual TLS; the system rangestore-insecure does so beside it")
 	_ = fs.Parse(os.Args[1:])
 	if err := run(o, *keep); err != nil {
 		fmt.Fprintf(os.Stderr, "compare: %v\n", err)
@@ -150,7 +158,7 @@ func run(o options, keep bool) error {
 		fmt.Fprintf(os.Stderr, "%s done in %s\n", sys, time.Since(t0).Round(time.Second))
 	}
 	table := renderTable(o, all)
-	report := fmt.Sprintf("%s\n\n%s\n%s%s", machine, table, goals(all), followerSummary(all, shares))
+	report := fmt.Sprintf("%s\n\n%s\n%s%s%s", machine, table, goals(all), followerSummary(all, shares), tlsOverhead(o, all))
 	fmt.Println(report)
 	fmt.Fprintf(os.Stderr, "total time %s\n", time.Since(start).Round(time.Second))
 	if o.jsonOut != "" {
@@ -188,16 +196,16 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 	var driverFor func(c cell) (bench.Driver, func(), error)
 	var rs *rsCluster
 	switch sys {
-	case "rangestore":
+	case "rangestore", "rangestore-insecure":
 		bin, err := buildRangestore(src, dir)
 		if err != nil {
 			return nil, err
 		}
-		rs, err = startRangestore(bin, dir, o.splits)
+		rs, err = startRangestore(bin, dir, o.splits, sys == "rangestore" && !o.insecure)
 		if err != nil {
 			return nil, err
 		}
-		rd, err := bench.NewRangestoreDriver(rs.addrs(rs.voters), 1)
+		rd, err := bench.NewRangestoreDriver(rs.addrs(rs.voters), 1, rs.dialOption())
 		if err != nil {
 			rs.g.stop()
 			return nil, err
@@ -214,7 +222,7 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 				}
 				hosts = rs.addrs(rs.replicas)
 			}
-			fd, err := bench.NewRangestoreDriver(hosts, 1)
+			fd, err := bench.NewRangestoreDriver(hosts, 1, rs.dialOption())
 			if err != nil {
 				return nil, nil, err
 			}
@@ -521,4 +529,31 @@ func writeResults(path, report string) error {
 		s = strings.TrimRight(s, "\n") + "\n\n" + block + "\n"
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// tlsOverhead compares the rangestore cells run secure (mutual TLS) with
+// the same cells run --insecure in this run ("" unless both ran).
+func tlsOverhead(o options, all map[string]systemResults) string {
+	sec, plain := all["rangestore"], all["rangestore-insecure"]
+	if sec == nil || plain == nil || o.insecure {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nTLS overhead (issue 15): the same cells, rangestore with mutual TLS vs --insecure, in this run:\n\n")
+	b.WriteString("| workload | TLS ops/s | p50 | p99 | plaintext ops/s | p50 | p99 | TLS/plaintext ops/s |\n")
+	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, c := range cells {
+		a, p := sec[c.Name], plain[c.Name]
+		if a == nil && p == nil {
+			continue
+		}
+		a1, a2, a3 := cellStats(a)
+		p1, p2, p3 := cellStats(p)
+		ratio := "–"
+		if a != nil && p != nil && p.Total.OpsPerSec > 0 {
+			ratio = fmt.Sprintf("%.2f×", a.Total.OpsPerSec/p.Total.OpsPerSec)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", c.Name, a1, a2, a3, p1, p2, p3, ratio)
+	}
+	return b.String()
 }

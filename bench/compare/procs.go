@@ -11,7 +11,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/rangestore/rangestore/bench"
+	"github.com/rangestore/rangestore/security"
 )
 
 func freeAddr() (string, error) {
@@ -98,9 +102,14 @@ func buildRangestore(src, dir string) (string, error) {
 
 // startRangestore starts three `rangestore start` processes (each with
 // /metrics on its own --http-addr) and initializes them with splits
-// user-range split points.
-func startRangestore(bin, dir string, splits int) (*rsCluster, error) {
+// user-range split points. Secure, they use certificates made in
+// dir/certs (mutual TLS on gRPC, Raft and gossip, as a deployment runs);
+// otherwise they run --insecure (plaintext), for the TLS overhead.
+func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, error) {
 	c := &rsCluster{bin: bin, dir: dir, g: &procGroup{}}
+	if err := c.setupSecurity(secure); err != nil {
+		return nil, err
+	}
 	var rafts []string
 	for i := 0; i < 3; i++ {
 		p := rsProc{label: fmt.Sprintf("n%d", i+1)}
@@ -120,9 +129,9 @@ func startRangestore(bin, dir string, splits int) (*rsCluster, error) {
 	addrs := c.addrs(c.voters)
 	g := c.g
 	for i, p := range c.voters {
-		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, "start",
-			"--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
-			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--log-level", "warn")
+		args := append([]string{"start", "--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
+			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--log-level", "warn"}, c.secArgs()...)
+		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, args...)
 		if err != nil {
 			g.stop()
 			return nil, err
@@ -130,7 +139,7 @@ func startRangestore(bin, dir string, splits int) (*rsCluster, error) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err := exec.Command(bin, "init", "--host", addrs[0], "--initial-splits", fmt.Sprint(splits), "--timeout", "20s").CombinedOutput()
+		out, err := exec.Command(bin, append([]string{"init", "--host", addrs[0], "--initial-splits", fmt.Sprint(splits), "--timeout", "20s"}, c.secArgs()...)...).CombinedOutput()
 		if err == nil {
 			first := strings.SplitN(string(out), "\n", 2)[0]
 			fmt.Fprintf(os.Stderr, "rangestore: %s\n", first)
@@ -163,3 +172,43 @@ func waitServing(ctx context.Context, d bench.Driver, spec bench.Spec) error {
 	}
 	return nil
 }
+
+// setupSecurity makes the cluster's certificates (a CA, a node
+// certificate for 127.0.0.1 and localhost, root's client certificate) in
+// dir/certs and loads root's for the drivers, or, not secure, sets
+// plaintext.
+func (c *rsCluster) setupSecurity(secure bool) error {
+	if !secure {
+		c.creds = insecure.NewCredentials()
+		return nil
+	}
+	c.certsDir = filepath.Join(c.dir, "certs")
+	caKey := filepath.Join(c.dir, "ca.key")
+	if _, err := security.CreateCA(c.certsDir, caKey, security.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := security.CreateNode(c.certsDir, caKey, []string{"127.0.0.1", "localhost"}, security.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := security.CreateClient(c.certsDir, caKey, security.RootUser, security.CreateOptions{}); err != nil {
+		return err
+	}
+	m, err := security.NewManager(security.Config{Dir: c.certsDir, User: security.RootUser})
+	if err != nil {
+		return err
+	}
+	c.creds = m.ClientCredentials()
+	return nil
+}
+
+// secArgs are the security flags of the cluster's start and CLI commands.
+func (c *rsCluster) secArgs() []string {
+	if c.certsDir == "" {
+		return []string{"--insecure"}
+	}
+	return []string{"--certs-dir", c.certsDir}
+}
+
+// dialOption is the transport credentials of the cluster's clients (root's
+// client certificate, or plaintext).
+func (c *rsCluster) dialOption() grpc.DialOption { return grpc.WithTransportCredentials(c.creds) }

@@ -12,7 +12,7 @@ import (
 // queues would make now, each at the node holding the range's lease.
 func runAllocator(args []string) error {
 	fs := newFlagSet("allocator")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -20,7 +20,7 @@ func runAllocator(args []string) error {
 	if len(a) != 1 || a[0] != "plan" {
 		return usagef("allocator", "usage: allocator plan [--host HOST:PORT]")
 	}
-	return withAdminFor(*host, 20*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
+	return withAdminFor(tgt, 20*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
 		r, err := c.AllocatorPlan(ctx, &rspb.AllocatorPlanRequest{})
 		if err != nil {
 			return err

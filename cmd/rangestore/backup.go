@@ -16,7 +16,7 @@ import (
 // backup verify DIR | backup release DIR.
 func runBackup(args []string) error {
 	fs := newFlagSet("backup")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	to := fs.String("to", "", "directory of the new backup (must not exist or be empty)")
 	asOf := fs.String("as-of", "", "backup timestamp: @SECONDS.NANOS[,LOGICAL] as `kv put` prints it, or wall nanoseconds (default: now - 5s)")
 	from := fs.String("incremental-from", "", "directory of the previous backup of the chain: back up only the changes since it")
@@ -38,7 +38,7 @@ func runBackup(args []string) error {
 		}
 		return nil
 	case len(a) == 1 && a[0] == "protections":
-		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return withConn(tgt, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
 			resp, err := rspb.NewBackupClient(conn).ListProtections(ctx, &rspb.ListProtectionsRequest{})
 			if err != nil {
 				return err
@@ -51,7 +51,7 @@ func runBackup(args []string) error {
 			return w.Flush()
 		})
 	case len(a) == 1 && a[0] == "release" && *id != "":
-		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return withConn(tgt, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
 			resp, err := rspb.NewBackupClient(conn).Release(ctx, &rspb.ReleaseRequest{Id: *id})
 			if err != nil {
 				return err
@@ -63,7 +63,7 @@ func runBackup(args []string) error {
 			return nil
 		})
 	case len(a) == 2 && a[0] == "release":
-		return withConn(*host, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return withConn(tgt, 30*time.Second, func(ctx context.Context, conn *grpc.ClientConn) error {
 			existed, m, err := backup.Release(ctx, conn, a[1])
 			if err != nil {
 				return err
@@ -88,7 +88,7 @@ func runBackup(args []string) error {
 		}
 		opts.AsOf = ts
 	}
-	return withConn(*host, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withConn(tgt, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		m, err := backup.Backup(ctx, conn, opts)
 		if err != nil {
 			return err
@@ -103,7 +103,7 @@ func runBackup(args []string) error {
 // runRestore runs restore --from DIR.
 func runRestore(args []string) error {
 	fs := newFlagSet("restore")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node of the (empty) cluster")
+	tgt := addTargetFlags(fs, "gRPC address of any node of the (empty) cluster")
 	from := fs.String("from", "", "backup directory (the last of a chain: its previous backups are applied first)")
 	timeout := fs.Duration("timeout", time.Hour, "how long the restore may take")
 	if err := parseFlags(fs, args); err != nil {
@@ -115,7 +115,7 @@ func runRestore(args []string) error {
 	if *from == "" {
 		return usagef("restore", "--from DIR is required")
 	}
-	return withConn(*host, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return withConn(tgt, *timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		res, err := backup.Restore(ctx, conn, *from)
 		if err != nil {
 			return err

@@ -63,15 +63,22 @@ func runner(name string) func(args []string) error {
 	return nil
 }
 
+// securityNote is the top-level usage's word on the connection flags.
+const securityNote = `Client commands connect with user root's client certificate from --certs-dir (default
+~/.rangestore-certs; --user USER: client.USER.crt), or in plaintext with --insecure to nodes started so.`
+
 const dashNote = `Negative numbers are taken as arguments (kv incr cnt -1, kv put k -5); put -- before
 any other argument that starts with "-" (kv put -- -key value).`
 
 var commands = []command{
 	{name: "start", summary: "run a node",
-		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]",
+		forms: []string{"start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] (--certs-dir DIR | --insecure) [flags]",
 			"start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]",
 			"start ... [--read-replica] [--read-replica-ttl D] [--routing-ttl D]"},
-		details: "--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
+		details: "--certs-dir DIR (ca.crt, node.crt, node.key: rangestore cert) serves clients, peers, Raft and gossip with\n" +
+			"mutual TLS; SIGHUP reloads the certificates (new connections use them). --insecure runs plaintext, with no\n" +
+			"authentication: every node of a cluster runs in the same mode.\n" +
+			"--join lists the initial nodes (then run init once) or, for a new node with an empty store, any nodes\n" +
 			"of a running cluster: the node joins it under a new node ID. A store keeps its ID across restarts.\n" +
 			"The rebalance thresholds are this node's allocator settings (its replicate queue, range explain,\n" +
 			"allocator plan): a node moves replicas (leases) once it holds more than mean + max(threshold × mean, min);\n" +
@@ -217,7 +224,8 @@ func topUsage() string {
 	for _, c := range commands {
 		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
 	}
-	b.WriteString("\n" + dashNote + "\n")
+	b.WriteString("\n" + securityNote + "\n")
+	b.WriteString(dashNote + "\n")
 	b.WriteString("Run \"rangestore COMMAND --help\" (or \"rangestore help COMMAND\") for the flags of a command.\n")
 	return b.String()
 }

@@ -64,6 +64,26 @@ func runBin(t *testing.T, env []string, args ...string) cliResult {
 	return r
 }
 
+// withSecArgs inserts sec (a cluster's security flags: --certs-dir DIR
+// or --insecure) after the command's name in a CLI command line.
+func withSecArgs(sec, args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	return append(append([]string{args[0]}, sec...), args[1:]...)
+}
+
+// tcSecArgs are the security flags of a CLI call to an in-process test
+// cluster.
+func tcSecArgs(*node.TestCluster) []string { return []string{"--insecure"} }
+
+// runTC is runBin against an in-process test cluster, with its security
+// flags.
+func runTC(t *testing.T, tc *node.TestCluster, args ...string) cliResult {
+	t.Helper()
+	return runBin(t, nil, withSecArgs(tcSecArgs(tc), args)...)
+}
+
 // TestCLIHelp: --help and -h of every command exit 0 and print the
 // command's usage on stdout, without "pflag: help requested"; kv and range
 // list their sub-commands; no arguments prints the usage (exit 2).
@@ -223,7 +243,7 @@ func TestCLIStartValidatesFlagsFirst(t *testing.T) {
 	}
 	for flag, args := range cases {
 		store := filepath.Join(t.TempDir(), "store")
-		r := runBin(t, nil, append([]string{"start", "--store", store, "--listen-addr", listen, "--http-addr", ""}, args...)...)
+		r := runBin(t, nil, append([]string{"start", "--insecure", "--store", store, "--listen-addr", listen, "--http-addr", ""}, args...)...)
 		if r.code == 0 || !strings.Contains(r.errOut, flag) {
 			t.Errorf("start %v: %s", args, r)
 		}
@@ -253,7 +273,7 @@ func TestCLIStartValidatesThresholds(t *testing.T) {
 	}
 	for _, c := range cases {
 		store := filepath.Join(t.TempDir(), "store")
-		r := runBin(t, nil, "start", "--store", store, "--listen-addr", listen, "--http-addr", "", c.flag+"="+c.value)
+		r := runBin(t, nil, "start", "--insecure", "--store", store, "--listen-addr", listen, "--http-addr", "", c.flag+"="+c.value)
 		if r.code == 0 || !strings.Contains(r.errOut, c.flag) || !strings.Contains(r.errOut, c.want) {
 			t.Errorf("start %s=%s: want an error naming %s and %q: %s", c.flag, c.value, c.flag, c.want, r)
 		}
@@ -297,7 +317,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 	h := tc.Addr(0)
 	ok := func(args ...string) string {
 		t.Helper()
-		r := runBin(t, nil, append([]string{args[0], "--host", h}, args[1:]...)...)
+		r := runTC(t, tc, append([]string{args[0], "--host", h}, args[1:]...)...)
 		if r.code != 0 {
 			t.Fatalf("rangestore %v: %s", args, r)
 		}
@@ -305,7 +325,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 	}
 	fail := func(want string, args ...string) {
 		t.Helper()
-		r := runBin(t, nil, append([]string{args[0], "--host", h}, args[1:]...)...)
+		r := runTC(t, tc, append([]string{args[0], "--host", h}, args[1:]...)...)
 		if r.code == 0 || !strings.Contains(r.errOut, want) {
 			t.Errorf("rangestore %q: want an error with %q: %s", args, want, r)
 		}
@@ -319,7 +339,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 	if out := ok("kv", "incr", "cnt", "-1"); out != "9\n" {
 		t.Errorf("incr cnt -1 = %q", out)
 	}
-	if r := runBin(t, nil, "kv", "incr", "--host", h, "cnt", "-2.5"); r.code == 0 || !strings.Contains(r.errOut, "-2.5") {
+	if r := runTC(t, tc, "kv", "incr", "--host", h, "cnt", "-2.5"); r.code == 0 || !strings.Contains(r.errOut, "-2.5") {
 		t.Errorf("incr cnt -2.5: %s", r)
 	}
 	// -- still ends the flags.
@@ -330,21 +350,21 @@ func TestCLIAgainstCluster(t *testing.T) {
 	// Scan output: one line per pair, non-printable data quoted, plurals.
 	ok("kv", "put", "tab\tkey", "new\nline")
 	ok("kv", "put", "\xff\xfe", "bad\xc3")
-	r := runBin(t, nil, "kv", "scan", "--host", h, "t", "u")
+	r := runTC(t, tc, "kv", "scan", "--host", h, "t", "u")
 	if r.code != 0 || r.out != "\"tab\\tkey\"  \"new\\nline\"\n" || !strings.Contains(r.errOut, "(1 key)") {
 		t.Errorf("scan [t,u): %s", r)
 	}
-	r = runBin(t, nil, "kv", "scan", "--host", h, "\xff")
+	r = runTC(t, tc, "kv", "scan", "--host", h, "\xff")
 	if r.code != 0 || r.out != "\"\\xff\\xfe\"  \"bad\\xc3\"\n" {
 		t.Errorf("scan [\\xff,): %s", r)
 	}
-	r = runBin(t, nil, "kv", "scan", "--host", h, "cnt", "negz")
+	r = runTC(t, tc, "kv", "scan", "--host", h, "cnt", "negz")
 	if r.code != 0 || r.out != "cnt  9\nneg  -5\n" || !strings.Contains(r.errOut, "(2 keys)") {
 		t.Errorf("scan [cnt,negz): %s", r)
 	}
 	// Read modes: put prints its bookmark on stderr; a causal get with it
 	// reads the write; bad flags and bookmarks name what is wrong.
-	r = runBin(t, nil, "kv", "put", "--host", h, "bm", "x")
+	r = runTC(t, tc, "kv", "put", "--host", h, "bm", "x")
 	var bm string
 	if _, err := fmt.Sscanf(r.errOut, "(bookmark %s", &bm); r.code != 0 || err != nil || !strings.HasSuffix(bm, ")") {
 		t.Errorf("put bm: no bookmark on stderr: %s", r)
@@ -379,7 +399,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 	var out string
 	ambiguous := false
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		r := runBin(t, nil, "range", "merge", "--host", h, "ma")
+		r := runTC(t, tc, "range", "merge", "--host", h, "ma")
 		out = r.out
 		if r.code != 0 && strings.Contains(r.errOut, "DeadlineExceeded") {
 			ambiguous = true
@@ -451,7 +471,7 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 	// Wait until the node answers (processes are starting).
 	var r cliResult
 	for deadline := time.Now().Add(60 * time.Second); ; {
-		r = runBin(t, nil, "range", "list", "--host", pc.addrs[0])
+		r = pc.runCLI(t, "range", "list", "--host", pc.addrs[0])
 		if !strings.Contains(r.errOut, "Unavailable") || time.Now().After(deadline) {
 			break
 		}
@@ -465,13 +485,13 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 		"--split-at":       {"--split-at", ""},
 		"--initial-splits": {"--initial-splits", "-1"},
 	} {
-		r := runBin(t, nil, append([]string{"init", "--host", pc.addrs[0]}, args...)...)
+		r := pc.runCLI(t, append([]string{"init", "--host", pc.addrs[0]}, args...)...)
 		if r.code == 0 || !strings.Contains(r.errOut, flag) {
 			t.Errorf("init %v: %s", args, r)
 		}
 	}
 	for _, bad := range []string{"2", "0", "11"} {
-		r := runBin(t, nil, "init", "--host", pc.addrs[0], "--replicas", bad)
+		r := pc.runCLI(t, "init", "--host", pc.addrs[0], "--replicas", bad)
 		if r.code == 0 || !strings.Contains(r.errOut, "--replicas "+bad) {
 			t.Errorf("init --replicas %s: %s", bad, r)
 		}
@@ -520,7 +540,7 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 	if asked < 0 {
 		t.Fatalf("every node holds every user range: %v", onNode)
 	}
-	r = runBin(t, nil, "range", "transfer-lease", rangeID, holder, "--host", pc.addrs[asked])
+	r = pc.runCLI(t, "range", "transfer-lease", rangeID, holder, "--host", pc.addrs[asked])
 	if r.code != 0 || r.out != fmt.Sprintf("%s already holds %s\n", holder, rangeID) {
 		t.Errorf("transfer-lease %s %s asked of node %d: %s", rangeID, holder, asked, r)
 	}
@@ -536,7 +556,7 @@ func TestCLIRangeProcessCluster(t *testing.T) {
 	if other == "" {
 		t.Fatalf("no second replica of %s", rangeID)
 	}
-	r = runBin(t, nil, "range", "transfer-lease", rangeID, other, "--host", pc.addrs[asked])
+	r = pc.runCLI(t, "range", "transfer-lease", rangeID, other, "--host", pc.addrs[asked])
 	if r.code != 0 || r.out != fmt.Sprintf("lease of %s transferred to %s\n", rangeID, other) {
 		t.Errorf("transfer-lease %s %s asked of node %d: %s", rangeID, other, asked, r)
 	}
@@ -547,7 +567,7 @@ func nodeIDAt(t *testing.T, pc *procCluster, i int) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ni, err := rspb.NewInternalClient(pc.Conn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	ni, err := rspb.NewInternalClient(pc.NodeConn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

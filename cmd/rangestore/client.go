@@ -19,7 +19,7 @@ import (
 
 func runKV(args []string) error {
 	fs := newFlagSet("kv")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	limit := fs.Int64("limit", 0, "scan: maximum number of keys (0 = all)")
 	reverse := fs.Bool("reverse", false, "scan: descending order")
 	keysOnly := fs.Bool("keys-only", false, "scan: print keys only")
@@ -65,7 +65,7 @@ func runKV(args []string) error {
 	default:
 		return usagef("kv", "unknown kv command %q (want get, put, del, scan or incr)", a[0])
 	}
-	conn, err := dial(*host)
+	conn, err := tgt.dial()
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ func tsString(ts *rspb.Timestamp) string {
 
 func runRange(args []string) error {
 	fs := newFlagSet("range")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of the node to ask")
+	tgt := addTargetFlags(fs, "gRPC address of the node to ask")
 	verbose := fs.Bool("verbose", false, "list: also show approximate bytes, requests/s, hot key, requests/s by gateway node (leaseholders), and the last allocator decision carried out here")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -194,22 +194,22 @@ func runRange(args []string) error {
 	a := fs.Args()
 	switch {
 	case len(a) == 3 && a[0] == "transfer-lease":
-		return transferLease(*host, a[1], a[2])
+		return transferLease(tgt, a[1], a[2])
 	case len(a) == 2 && a[0] == "split":
-		return splitRange(*host, a[1])
+		return splitRange(tgt, a[1])
 	case len(a) == 2 && a[0] == "merge":
-		return mergeRange(*host, a[1])
+		return mergeRange(tgt, a[1])
 	case len(a) == 3 && (a[0] == "add-replica" || a[0] == "remove-replica" || a[0] == "relocate"):
-		return changeReplicas(*host, a[0], a[1], a[2])
+		return changeReplicas(tgt, a[0], a[1], a[2])
 	case len(a) == 2 && a[0] == "explain":
-		return explainRange(*host, a[1])
+		return explainRange(tgt, a[1])
 	case len(a) == 1 && a[0] == "list":
 	case len(a) == 0:
 		return usagef("range", "missing sub-command (list, split, merge, transfer-lease, add-replica, remove-replica, relocate or explain)")
 	default:
 		return usagef("range", "usage: range list | range split KEY | range merge KEY | range transfer-lease RANGE NODE | range add-replica RANGE NODE | range remove-replica RANGE NODE | range relocate RANGE NODE,NODE,... | range explain RANGE")
 	}
-	conn, err := dial(*host)
+	conn, err := tgt.dial()
 	if err != nil {
 		return err
 	}
@@ -294,7 +294,7 @@ func runRange(args []string) error {
 }
 
 // transferLease moves the lease of range r<ID> (or <ID>) to node n<ID>.
-func transferLease(host, rangeArg, nodeArg string) error {
+func transferLease(tgt *target, rangeArg, nodeArg string) error {
 	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
 	if err != nil {
 		return usagef("range", "range %q: want r<ID>", rangeArg)
@@ -303,7 +303,7 @@ func transferLease(host, rangeArg, nodeArg string) error {
 	if err != nil {
 		return usagef("range", "node %q: want n<ID>", nodeArg)
 	}
-	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+	return withAdmin(tgt, func(ctx context.Context, a rspb.AdminClient) error {
 		r, err := a.TransferLease(ctx, &rspb.TransferLeaseRequest{RangeId: rangeID, TargetNodeId: nodeID})
 		if err != nil {
 			return err
@@ -318,8 +318,8 @@ func transferLease(host, rangeArg, nodeArg string) error {
 }
 
 // splitRange splits the range holding a client key at that key.
-func splitRange(host, key string) error {
-	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+func splitRange(tgt *target, key string) error {
+	return withAdmin(tgt, func(ctx context.Context, a rspb.AdminClient) error {
 		r, err := a.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte(key)})
 		if err != nil {
 			return err
@@ -335,8 +335,8 @@ func splitRange(host, key string) error {
 
 // mergeRange merges the range holding a client key with its right
 // neighbour.
-func mergeRange(host, key string) error {
-	return withAdmin(host, func(ctx context.Context, a rspb.AdminClient) error {
+func mergeRange(tgt *target, key string) error {
+	return withAdmin(tgt, func(ctx context.Context, a rspb.AdminClient) error {
 		r, err := a.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte(key)})
 		if err != nil {
 			return err
@@ -352,12 +352,12 @@ func mergeRange(host, key string) error {
 
 // explainRange runs range explain RANGE: what the allocator would do with
 // the range now, and why.
-func explainRange(host, rangeArg string) error {
+func explainRange(tgt *target, rangeArg string) error {
 	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
 	if err != nil || rangeID == 0 {
 		return usagef("range", "range %q: want r<ID>", rangeArg)
 	}
-	return withAdminFor(host, 15*time.Second, func(ctx context.Context, a rspb.AdminClient) error {
+	return withAdminFor(tgt, 15*time.Second, func(ctx context.Context, a rspb.AdminClient) error {
 		r, err := a.ExplainRange(ctx, &rspb.ExplainRangeRequest{RangeId: rangeID})
 		if err != nil {
 			return err
@@ -378,7 +378,7 @@ func nodeOrNone(id uint64) string {
 
 // changeReplicas runs range add-replica / remove-replica RANGE NODE and
 // range relocate RANGE NODE,NODE,... (the lease goes to the first node).
-func changeReplicas(host, op, rangeArg, nodesArg string) error {
+func changeReplicas(tgt *target, op, rangeArg, nodesArg string) error {
 	rangeID, err := strconv.ParseUint(strings.TrimPrefix(rangeArg, "r"), 10, 64)
 	if err != nil || rangeID == 0 {
 		return usagef("range", "range %q: want r<ID>", rangeArg)
@@ -394,7 +394,7 @@ func changeReplicas(host, op, rangeArg, nodesArg string) error {
 	if op != "relocate" && len(nodes) != 1 {
 		return usagef("range", "%s takes one node, got %q", op, nodesArg)
 	}
-	return withAdminFor(host, 2*time.Minute, func(ctx context.Context, a rspb.AdminClient) error {
+	return withAdminFor(tgt, 2*time.Minute, func(ctx context.Context, a rspb.AdminClient) error {
 		var d *rspb.RangeDescriptor
 		switch op {
 		case "relocate":
@@ -427,22 +427,22 @@ func changeReplicas(host, op, rangeArg, nodesArg string) error {
 	})
 }
 
-// withAdmin runs one admin call against host with a 30 s deadline.
-func withAdmin(host string, call func(context.Context, rspb.AdminClient) error) error {
-	return withAdminFor(host, 30*time.Second, call)
+// withAdmin runs one admin call against the target node with a 30 s deadline.
+func withAdmin(tgt *target, call func(context.Context, rspb.AdminClient) error) error {
+	return withAdminFor(tgt, 30*time.Second, call)
 }
 
-// withAdminFor runs one admin call against host with deadline d.
-func withAdminFor(host string, d time.Duration, call func(context.Context, rspb.AdminClient) error) error {
-	return withConn(host, d, func(ctx context.Context, conn *grpc.ClientConn) error {
+// withAdminFor runs one admin call against the target node with deadline d.
+func withAdminFor(tgt *target, d time.Duration, call func(context.Context, rspb.AdminClient) error) error {
+	return withConn(tgt, d, func(ctx context.Context, conn *grpc.ClientConn) error {
 		return call(ctx, rspb.NewAdminClient(conn))
 	})
 }
 
-// withConn runs call on a connection to host under deadline d, and closes
+// withConn runs call on a connection to the target node under deadline d, and closes
 // the connection.
-func withConn(host string, d time.Duration, call func(context.Context, *grpc.ClientConn) error) error {
-	conn, err := dial(host)
+func withConn(tgt *target, d time.Duration, call func(context.Context, *grpc.ClientConn) error) error {
+	conn, err := tgt.dial()
 	if err != nil {
 		return err
 	}

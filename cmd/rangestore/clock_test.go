@@ -36,7 +36,7 @@ func TestProcessClockRatchetFailover(t *testing.T) {
 	internals := make([]rspb.InternalClient, 3)
 	admins := make([]rspb.AdminClient, 3)
 	for i := range pc.addrs {
-		kvs[i], internals[i], admins[i] = pc.KV(i), rspb.NewInternalClient(pc.Conn(i)), rspb.NewAdminClient(pc.Conn(i))
+		kvs[i], internals[i], admins[i] = pc.KV(i), rspb.NewInternalClient(pc.NodeConn(i)), rspb.NewAdminClient(pc.Conn(i))
 	}
 	call := func(d time.Duration) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), d)

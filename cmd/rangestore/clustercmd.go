@@ -14,7 +14,7 @@ import (
 // cluster set NAME=VALUE`.
 func runCluster(args []string) error {
 	fs := newFlagSet("cluster")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func runCluster(args []string) error {
 		if err := rebalance.ValidateFactor(f); err != nil {
 			return usagef("cluster", "set-replicas %d: %v", f, err)
 		}
-		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdmin(tgt, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.SetReplicationFactor(ctx, &rspb.SetReplicationFactorRequest{ReplicationFactor: int32(f)})
 			if err != nil {
 				return err
@@ -45,7 +45,7 @@ func runCluster(args []string) error {
 		if !ok || name == "" {
 			return usagef("cluster", "set %q: want NAME=VALUE (closed_timestamp_target=3s, replication_factor=3)", a[1])
 		}
-		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdmin(tgt, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.SetClusterSetting(ctx, &rspb.SetClusterSettingRequest{Name: name, Value: value})
 			if err != nil {
 				return err

@@ -23,7 +23,7 @@ func TestCLIClusterSetReplicas(t *testing.T) {
 	defer tc.Close()
 	h := tc.Addr(0)
 	for _, bad := range []string{"2", "0", "-1", "11", "x"} {
-		r := runBin(t, nil, "cluster", "set-replicas", bad, "--host", h)
+		r := runTC(t, tc, "cluster", "set-replicas", bad, "--host", h)
 		if r.code == 0 || !strings.Contains(r.errOut, "set-replicas") || !strings.Contains(r.errOut, bad) {
 			t.Errorf("cluster set-replicas %s: %s", bad, r)
 		}
@@ -31,14 +31,14 @@ func TestCLIClusterSetReplicas(t *testing.T) {
 	if f, err := tc.Node(1).ReplicationFactor(ctx); err != nil || f != 3 {
 		t.Fatalf("factor after the refusals: %d, %v", f, err)
 	}
-	r := runBin(t, nil, "cluster", "set-replicas", "5", "--host", h)
+	r := runTC(t, tc, "cluster", "set-replicas", "5", "--host", h)
 	if r.code != 0 || !strings.Contains(r.out, "replication factor set to 5 (was 3)") || !strings.Contains(r.out, "only 3 live active nodes") {
 		t.Fatalf("cluster set-replicas 5: %s", r)
 	}
 	if f, err := tc.Node(2).ReplicationFactor(ctx); err != nil || f != 5 {
 		t.Fatalf("factor after set-replicas 5: %d, %v", f, err)
 	}
-	if r := runBin(t, nil, "cluster", "--host", h); r.code == 0 || !strings.Contains(r.errOut, "missing sub-command") {
+	if r := runTC(t, tc, "cluster", "--host", h); r.code == 0 || !strings.Contains(r.errOut, "missing sub-command") {
 		t.Errorf("cluster without a sub-command: %s", r)
 	}
 	// cluster set NAME=VALUE: bad forms and values are refused naming
@@ -49,11 +49,11 @@ func TestCLIClusterSetReplicas(t *testing.T) {
 		{"closed_timestamp_target=x", "closed_timestamp_target"},
 		{"nosuch=1", "nosuch"},
 	} {
-		if r := runBin(t, nil, "cluster", "set", bad.arg, "--host", h); r.code == 0 || !strings.Contains(r.errOut, bad.want) {
+		if r := runTC(t, tc, "cluster", "set", bad.arg, "--host", h); r.code == 0 || !strings.Contains(r.errOut, bad.want) {
 			t.Errorf("cluster set %s: %s", bad.arg, r)
 		}
 	}
-	r = runBin(t, nil, "cluster", "set", "closed_timestamp_target=1500ms", "--host", h)
+	r = runTC(t, tc, "cluster", "set", "closed_timestamp_target=1500ms", "--host", h)
 	if r.code != 0 || !strings.Contains(r.out, "closed_timestamp_target set to 1.5s (was unset") {
 		t.Fatalf("cluster set closed_timestamp_target=1500ms: %s", r)
 	}

@@ -41,7 +41,7 @@ func TestCLIDrainDecommission(t *testing.T) {
 	vn, gn := fmt.Sprintf("n%d", vid), fmt.Sprintf("n%d", gid)
 	h := tc.Addr(gw)
 	run := func(args ...string) cliResult {
-		return runBin(t, nil, append([]string{"node", "--host", h}, args...)...)
+		return runTC(t, tc, append([]string{"node", "--host", h}, args...)...)
 	}
 	expect := func(r cliResult, ok bool, out string) {
 		t.Helper()

@@ -53,7 +53,7 @@ func TestGracefulStopHandsOffLeases(t *testing.T) {
 	clients := make([]rspb.KVClient, 3)
 	admins := make([]rspb.AdminClient, 3)
 	for i, a := range pc.addrs {
-		c, err := dial(a)
+		c, err := pc.Dial(a)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -71,9 +71,10 @@ func (pc *procCluster) start(i int) {
 
 func (pc *procCluster) indexOfNodeID(id uint64) int { return pc.IndexOfNodeID(id) }
 
-// cli runs the rangestore CLI and returns its stdout.
+// cli runs the rangestore CLI with the cluster's security flags
+// (ClientArgs, after the command's name) and returns its stdout.
 func (pc *procCluster) cli(args ...string) (string, error) {
-	cmd := exec.Command(pc.bin, args...)
+	cmd := exec.Command(pc.bin, pc.withSec(args)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -81,6 +82,18 @@ func (pc *procCluster) cli(args ...string) (string, error) {
 		return out.String(), fmt.Errorf("rangestore %s: %w: %s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String(), nil
+}
+
+// withSec inserts the cluster's security flags (--certs-dir DIR or
+// --insecure) after the command's name in a CLI command line.
+func (pc *procCluster) withSec(args []string) []string {
+	return withSecArgs(pc.ClientArgs(), args)
+}
+
+// runCLI is runBin with the cluster's security flags.
+func (pc *procCluster) runCLI(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	return runBin(t, nil, pc.withSec(args)...)
 }
 
 // cliRetry retries a CLI call until it succeeds or the deadline passes
@@ -126,11 +139,14 @@ func (pc *procCluster) rangeApplied(i int) (map[string]string, error) {
 // and scans across ≥ 4 ranges; kill -9 one node, operations continue;
 // restart it and it catches up (proven by then killing another node: the
 // remaining quorum includes the restarted node).
+//
+// This is the process test of the --insecure path (plaintext processes and
+// CLI calls); the others run secure (certificates made per test).
 func TestProcessClusterKillRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test")
 	}
-	pc := newProcCluster(t, 3)
+	pc := newProcClusterArgs(t, 3, []string{"--insecure"})
 	pc.initCluster()
 	// Keys in five different user ranges (splits at C, O, b, n).
 	keysA := []string{"Apple", "Dragon", "Pebble", "cherry", "raft"}
@@ -201,7 +217,7 @@ func TestProcessClusterCrashAllNoAckedWriteLost(t *testing.T) {
 	pc.initCluster()
 	clients := make([]rspb.KVClient, 3)
 	for i, a := range pc.addrs {
-		c, err := dial(a)
+		c, err := pc.Dial(a)
 		if err != nil {
 			t.Fatal(err)
 		}

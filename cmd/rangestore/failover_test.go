@@ -24,7 +24,7 @@ func BenchmarkLeaseholderKillFailover(b *testing.B) {
 	clients := make([]rspb.KVClient, 3)
 	admins := make([]rspb.AdminClient, 3)
 	for i, a := range pc.addrs {
-		c, err := dial(a)
+		c, err := pc.Dial(a)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,6 @@
 // Command rangestore runs and talks to rangestore nodes.
 //
-//	rangestore start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] [flags]
+//	rangestore start --store DIR --listen-addr HOST:PORT --join ADDR[,ADDR...] (--certs-dir DIR | --insecure) [flags]
 //	rangestore start ... [--range-rebalance-threshold F] [--min-range-rebalance N] [--lease-rebalance-threshold F] [--min-lease-rebalance N] [--qps-rebalance-threshold F]
 //	rangestore start ... [--read-replica] [--read-replica-ttl D] [--routing-ttl D]
 //	rangestore init [--host HOST:PORT] [--initial-splits N | --split-at K1,K2,...] [--replicas N]
@@ -41,7 +41,10 @@
 //	rangestore cert create-client USER --ca-key FILE [--admin] [--certs-dir DIR] [--lifetime D] [--overwrite]
 //	rangestore cert list [--certs-dir DIR]
 //
-// "rangestore COMMAND --help" prints a command's flags. The command table
+// Every client command (all but start, demo and cert) takes --certs-dir
+// DIR (default ~/.rangestore-certs), --user USER (default root) or
+// --insecure; conn.go builds its connection. "rangestore COMMAND --help"
+// prints a command's flags. The command table
 // is in cli.go; a test keeps this list equal to the printed usage.
 package main
 

@@ -15,7 +15,7 @@ import (
 // runNode is `rangestore node list|status|drain|decommission|recommission`.
 func runNode(args []string) error {
 	fs := newFlagSet("node")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	timeout := fs.Duration("timeout", 0, "drain: how long to wait for the node to hand off its leases (default 30s); decommission: how long to wait for its replicas to move (default: no limit)")
 	wait := fs.Bool("wait", true, "decommission: wait until the nodes hold no replica, then mark them decommissioned")
 	poll := fs.Duration("poll", time.Second, "decommission: how often to report the replicas left")
@@ -33,7 +33,7 @@ func runNode(args []string) error {
 			return err
 		}
 		if a[0] == "recommission" {
-			return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+			return withAdmin(tgt, func(ctx context.Context, c rspb.AdminClient) error {
 				r, err := c.Recommission(ctx, &rspb.RecommissionRequest{NodeId: id})
 				if err != nil {
 					return err
@@ -46,7 +46,7 @@ func runNode(args []string) error {
 		if d <= 0 {
 			d = node.DefaultDrainNodeTimeout
 		}
-		return withAdminFor(*host, d, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdminFor(tgt, d, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.DrainNode(ctx, &rspb.DrainNodeRequest{NodeId: id})
 			if err != nil {
 				return err
@@ -69,9 +69,9 @@ func runNode(args []string) error {
 		if *poll <= 0 {
 			return usagef("node", "--poll %s: must be positive", *poll)
 		}
-		return decommission(*host, ids, *wait, *timeout, *poll)
+		return decommission(tgt, ids, *wait, *timeout, *poll)
 	case len(a) == 1 && a[0] == "list":
-		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdmin(tgt, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.Nodes(ctx, &rspb.NodesRequest{})
 			if err != nil {
 				return err
@@ -83,7 +83,7 @@ func runNode(args []string) error {
 		if err != nil {
 			return err
 		}
-		return withAdmin(*host, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdmin(tgt, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.NodeStatus(ctx, &rspb.NodeStatusRequest{NodeId: id})
 			if err != nil {
 				return err
@@ -109,8 +109,8 @@ func parseNodeArg(x string) (uint64, error) {
 // decommission marks the nodes decommissioning and, with wait, reports
 // the replicas left on them every poll until none is, then marks them
 // decommissioned.
-func decommission(host string, ids []uint64, wait bool, timeout, poll time.Duration) error {
-	conn, err := dial(host)
+func decommission(tgt *target, ids []uint64, wait bool, timeout, poll time.Duration) error {
+	conn, err := tgt.dial()
 	if err != nil {
 		return err
 	}

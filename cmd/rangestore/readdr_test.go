@@ -56,7 +56,7 @@ func TestRestartWithNewListenAddr(t *testing.T) {
 	}
 	const v = 2
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	info, err := rspb.NewInternalClient(pc.Conn(v)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	info, err := rspb.NewInternalClient(pc.NodeConn(v)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
 	cancel()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestRestartWithNewListenAddr(t *testing.T) {
 	pc.SetArg(v, "--raft-addr", oldRaft, false)
 	restarted := time.Now()
 	pc.start(v)
-	conn, err := dial(newAddr)
+	conn, err := pc.Dial(newAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

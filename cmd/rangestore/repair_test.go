@@ -181,7 +181,7 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		for _, d := range stale {
 			k := probeKey(d)
 			actx, c := context.WithTimeout(ctx, 2*time.Second)
-			resp, err := rspb.NewInternalClient(pc.Conn(vi)).RangeBatch(actx, &rspb.RangeRequest{RangeId: d.RangeId,
+			resp, err := rspb.NewInternalClient(pc.NodeConn(vi)).RangeBatch(actx, &rspb.RangeRequest{RangeId: d.RangeId,
 				Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: k}}}}})
 			c()
 			if err == nil && resp.Error == nil {
@@ -220,7 +220,7 @@ func TestDeadNodeRepairAndStaleGC(t *testing.T) {
 		if !waitUntil(30*time.Second, func() bool {
 			for _, r := range m.Replicas {
 				actx, c := context.WithTimeout(ctx, 2*time.Second)
-				resp, err := rspb.NewInternalClient(pc.Conn(pc.indexOfNodeID(r.NodeId))).RangeBatch(actx, &rspb.RangeRequest{RangeId: id,
+				resp, err := rspb.NewInternalClient(pc.NodeConn(pc.indexOfNodeID(r.NodeId))).RangeBatch(actx, &rspb.RangeRequest{RangeId: id,
 					Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: k}}}}})
 				c()
 				if err == nil && resp.Error == nil {

@@ -36,7 +36,7 @@ func TestRepairTimeManyReplicas(t *testing.T) {
 		if !waitUntil(60*time.Second, func() bool {
 			actx, c := context.WithTimeout(ctx, 5*time.Second)
 			defer c()
-			_, err := rspb.NewInternalClient(pc.Conn(0)).RangeBatch(actx, &rspb.RangeRequest{RangeId: d.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: k}}}}})
+			_, err := rspb.NewInternalClient(pc.NodeConn(0)).RangeBatch(actx, &rspb.RangeRequest{RangeId: d.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: k}}}}})
 			return err == nil
 		}) {
 			t.Fatalf("r%d not serving", d.RangeId)

@@ -342,7 +342,7 @@ func readMetaAll(ctx context.Context, pc *procCluster) ([]*rspb.RangeDescriptor,
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := rspb.NewInternalClient(pc.Conn(i)).RangeBatch(actx, &rspb.RangeRequest{RangeId: 1, Requests: []*rspb.RequestUnion{{
+		resp, err := rspb.NewInternalClient(pc.NodeConn(i)).RangeBatch(actx, &rspb.RangeRequest{RangeId: 1, Requests: []*rspb.RequestUnion{{
 			Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: keys.MetaPrefix, EndKey: keys.MetaSpanEnd}}}}})
 		cancel()
 		if err != nil {

@@ -21,7 +21,7 @@ func TestCLIChangeReplicas(t *testing.T) {
 	h := tc.Addr(0)
 	rng := fmt.Sprintf("r%d", d.RangeId)
 	run := func(args ...string) cliResult {
-		return runBin(t, nil, append([]string{"range", "--host", h}, args...)...)
+		return runTC(t, tc, append([]string{"range", "--host", h}, args...)...)
 	}
 	if r := run("add-replica", rng, fmt.Sprintf("n%d", missing)); r.code != 0 || !strings.Contains(r.out, fmt.Sprintf("n%d", missing)) {
 		t.Fatalf("add-replica: %s", r)
@@ -60,7 +60,7 @@ func TestCLIRangeExplain(t *testing.T) {
 	rng := fmt.Sprintf("r%d", d.RangeId)
 	var r cliResult
 	timeutil.WaitFor(t, 60*time.Second, "explain with every store heard and a valid lease", func() error {
-		r = runBin(t, nil, "range", "--host", tc.Addr(1), "explain", rng)
+		r = runTC(t, tc, "range", "--host", tc.Addr(1), "explain", rng)
 		if r.code != 0 || !strings.Contains(r.out, "gossip from n1,n2,n3,n4") || strings.Contains(r.out, "no valid lease") {
 			return fmt.Errorf("%s", r)
 		}
@@ -78,7 +78,7 @@ func TestCLIRangeExplain(t *testing.T) {
 	// intermediate state.
 	var p cliResult
 	timeutil.WaitFor(t, 60*time.Second, "allocator plan lists the removal of the extra voter", func() error {
-		p = runBin(t, nil, "allocator", "--host", tc.Addr(2), "plan")
+		p = runTC(t, tc, "allocator", "--host", tc.Addr(2), "plan")
 		if p.code != 0 || !strings.Contains(p.out, fmt.Sprintf("%s remove-voter", rng)) || !strings.Contains(p.out, "over-replicated") {
 			if p.code == 0 && strings.Contains(p.out, "is being driven here") {
 				return fmt.Errorf("still in the change-in-flight window:\n%s", p)
@@ -88,13 +88,13 @@ func TestCLIRangeExplain(t *testing.T) {
 		return nil
 	})
 	t.Logf("allocator plan:\n%s", p.out)
-	if p := runBin(t, nil, "allocator", "--host", tc.Addr(2), "explain"); p.code == 0 || !strings.Contains(p.errOut, "allocator plan") {
+	if p := runTC(t, tc, "allocator", "--host", tc.Addr(2), "explain"); p.code == 0 || !strings.Contains(p.errOut, "allocator plan") {
 		t.Errorf("allocator explain: %s", p)
 	}
-	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "rx"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
+	if r := runTC(t, tc, "range", "--host", tc.Addr(0), "explain", "rx"); r.code == 0 || !strings.Contains(r.errOut, "want r<ID>") {
 		t.Errorf("explain rx: %s", r)
 	}
-	if r := runBin(t, nil, "range", "--host", tc.Addr(0), "explain", "r999"); r.code == 0 || !strings.Contains(r.errOut, "r999 not found") {
+	if r := runTC(t, tc, "range", "--host", tc.Addr(0), "explain", "r999"); r.code == 0 || !strings.Contains(r.errOut, "r999 not found") {
 		t.Errorf("explain r999: %s", r)
 	}
 }

@@ -142,7 +142,7 @@ func waitAllLeases(pc *procCluster, n int, nodes []int, d time.Duration, notHold
 func nodeIDOf(pc *procCluster, i int) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := rspb.NewInternalClient(pc.Conn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	info, err := rspb.NewInternalClient(pc.NodeConn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
 	if err != nil {
 		return 0
 	}
@@ -153,7 +153,7 @@ func nodeIDOf(pc *procCluster, i int) uint64 {
 func leasesHeld(pc *procCluster, i int) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := rspb.NewInternalClient(pc.Conn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
+	info, err := rspb.NewInternalClient(pc.NodeConn(i)).NodeInfo(ctx, &rspb.NodeInfoRequest{})
 	if err != nil {
 		return -1
 	}

@@ -135,7 +135,7 @@ func waitDigestsAgree(ctx context.Context, pc *procCluster, d *rspb.RangeDescrip
 		for _, r := range d.Replicas {
 			i := pc.indexOfNodeID(r.NodeId)
 			dctx, c := context.WithTimeout(ctx, 5*time.Second)
-			resp, err := rspb.NewInternalClient(pc.Conn(i)).RangeBatch(dctx, &rspb.RangeRequest{RangeId: d.RangeId,
+			resp, err := rspb.NewInternalClient(pc.NodeConn(i)).RangeBatch(dctx, &rspb.RangeRequest{RangeId: d.RangeId,
 				Admin: &rspb.RangeRequest_AdminDigest{AdminDigest: true}}, grpc.WaitForReady(true))
 			c()
 			if err != nil || resp.Error != nil {

@@ -9,13 +9,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/gateway"
@@ -25,6 +23,7 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/rebalance"
+	"github.com/rangestore/rangestore/security"
 )
 
 // raftPortOffset: without --raft-addr, the Raft transport listens on the
@@ -114,6 +113,8 @@ func runStart(args []string) error {
 	readReplica := fs.Bool("read-replica", false, "start a read replica: it joins a running cluster (--join), holds non-voting replicas of every range, never votes and never holds a lease")
 	readReplicaTTL := fs.Duration("read-replica-ttl", gossip.DefaultReadReplicaTTL, "a read replica that exited uncleanly stays, hidden, on the gossip whiteboard this long after it was last heard")
 	routingTTL := fs.Duration("routing-ttl", gateway.DefaultRoutingTTL, "TTL of the routing tables this node hands out (Discovery.GetRoutingTable)")
+	certsDir := fs.String("certs-dir", "", "directory of ca.crt and node.crt/node.key (rangestore cert create-ca, create-node): clients, peers and Raft use mutual TLS; SIGHUP reloads it")
+	insecureMode := fs.Bool("insecure", false, "plaintext gRPC, Raft and gossip without certificates: anyone who reaches the ports may read and change everything")
 	def := allocator.DefaultThresholds()
 	th := thresholdFlags{
 		rangeThreshold: fs.Float64("range-rebalance-threshold", def.RangeThreshold, "move replicas off a node holding more than mean + max(this × mean, --min-range-rebalance) (0 or more)"),
@@ -129,6 +130,9 @@ func runStart(args []string) error {
 		return usagef("start", "unexpected argument %q", fs.Arg(0))
 	}
 	// Validate every flag before the store directory is created.
+	if err := checkSecurityMode(*certsDir, *insecureMode); err != nil {
+		return err
+	}
 	if *drainTimeout < 0 {
 		return usagef("start", "--drain-timeout %v: must not be negative", *drainTimeout)
 	}
@@ -190,9 +194,23 @@ func runStart(args []string) error {
 		}
 	}
 	*store = fromOrigCwd(*store)
+	// The certificates are checked before the store directory is created
+	// (and again after the re-exec, which loads them for the node).
+	var certs *security.Manager
+	if !*insecureMode {
+		*certsDir = fromOrigCwd(*certsDir)
+		if certs, err = security.NewManager(security.Config{Dir: *certsDir, User: security.NodeUser}); err != nil {
+			return fmt.Errorf("--certs-dir %s: %w", *certsDir, err)
+		}
+	}
 	if err := reexecWithSoftSettings(*store); err != nil {
 		return fmt.Errorf("--store %s: %w", *store, err)
 	}
+	// SIGHUP reloads the certificates; it is caught from here on, so that
+	// one sent while the node starts does not kill it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	n, err := node.Start(node.Config{StoreDir: *store, ListenAddr: *listen, RaftAddr: *raft, HTTPAddr: *httpAddr,
 		Join: *join, Locality: loc, Logger: log, CrashPoint: crashPointFromEnv(log),
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log), TestingSnapshotEntries: snapshotEntriesFromEnv(log),
@@ -203,16 +221,76 @@ func runStart(args []string) error {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
 	if n.NodeID() == 0 {
-		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s`, or to join a running cluster listed in --join\n", n.Addr(), n.Addr())
+		fmt.Fprintf(os.Stderr, "node listening on %s; waiting for `rangestore init --host %s %s`, or to join a running cluster listed in --join\n", n.Addr(), n.Addr(), initSecurityHint(*certsDir))
 	} else {
 		fmt.Fprintf(os.Stderr, "node n%d listening on %s (cluster %s)\n", n.NodeID(), n.Addr(), n.ClusterID())
 	}
+	if certs != nil {
+		fmt.Fprintf(os.Stderr, "secure: mutual TLS on gRPC, Raft and gossip with %s\n", certSummary(certs.Certs()))
+	} else {
+		fmt.Fprintln(os.Stderr, "insecure (--insecure): plaintext gRPC, Raft and gossip; no client is authenticated")
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
-	n.Stop()
+	defer signal.Stop(sig)
+	for {
+		select {
+		case <-hup:
+			reloadCerts(certs, log)
+		case s := <-sig:
+			log.Info("shutting down", "signal", s.String())
+			n.Stop()
+			return nil
+		}
+	}
+}
+
+// checkSecurityMode checks that start has exactly one of --certs-dir and
+// --insecure.
+func checkSecurityMode(certsDir string, insecure bool) error {
+	switch {
+	case certsDir != "" && insecure:
+		return usagef("start", "--certs-dir %s and --insecure: give one of them", certsDir)
+	case certsDir == "" && !insecure:
+		return usagef("start", "give --certs-dir DIR (mutual TLS: the directory of ca.crt and node.crt/node.key; "+
+			"create them with rangestore cert create-ca --ca-key KEY, then rangestore cert create-node HOST... --ca-key KEY, "+
+			"and a client's with rangestore cert create-client root --ca-key KEY) or --insecure (plaintext, no authentication)")
+	}
 	return nil
+}
+
+// initSecurityHint is the security flag of the init command a node prints
+// while it waits.
+func initSecurityHint(certsDir string) string {
+	if certsDir == "" {
+		return "--insecure"
+	}
+	return "--certs-dir " + certsDir
+}
+
+// reloadCerts is SIGHUP: re-read the certificates (new connections use
+// them; established ones keep theirs) and say which are in use. A failed
+// reload keeps the old certificates and says why.
+func reloadCerts(m *security.Manager, log *slog.Logger) {
+	if m == nil {
+		log.Warn("SIGHUP: no certificates to reload (started with --insecure)")
+		return
+	}
+	before := certSummary(m.Certs())
+	if err := m.Reload(); err != nil {
+		log.Error("SIGHUP: certificates not reloaded; the old ones stay in use", "err", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "SIGHUP: certificates reloaded: now %s (before: %s)\n", certSummary(m.Certs()), before)
+}
+
+// certSummary describes certificates in use: file, serial and expiry.
+func certSummary(certs []security.CertInfo) string {
+	parts := make([]string, len(certs))
+	for i, c := range certs {
+		parts[i] = fmt.Sprintf("%s serial %s (expires %s)", filepath.Base(c.Path), c.Serial, certTime(c.NotAfter))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // thresholdFlags are start's rebalance threshold flags.
@@ -252,14 +330,9 @@ func (f thresholdFlags) thresholds() (allocator.Thresholds, error) {
 	return th, nil
 }
 
-func dial(host string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(host, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-}
-
 func runInit(args []string) error {
 	fs := newFlagSet("init")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any initial node")
+	tgt := addTargetFlags(fs, "gRPC address of any initial node")
 	splits := fs.Int("initial-splits", 4, "number of split points in the user keyspace (spread over 0-9A-Za-z)")
 	splitAt := fs.StringSlice("split-at", nil, "explicit split keys (override --initial-splits)")
 	replicas := fs.Int("replicas", rebalance.DefaultReplicationFactor, "replication factor setting: odd, 1 to 9 (the initial ranges get min(N, nodes) replicas)")
@@ -284,7 +357,7 @@ func runInit(args []string) error {
 	if fs.Changed("split-at") && len(*splitAt) == 0 {
 		return usagef("init", "--split-at: no split keys given")
 	}
-	conn, err := dial(*host)
+	conn, err := tgt.dial()
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/rangestore/rangestore/bench"
 )
 
@@ -23,7 +25,8 @@ Examples:
 // lives in package bench.
 func runWorkload(args []string) error {
 	fs := newFlagSet("workload")
-	hosts := fs.StringSlice("hosts", []string{"127.0.0.1:26257"}, "gRPC addresses of the nodes to spread requests over (comma-separated)")
+	hosts := fs.StringSlice("hosts", []string{defaultHost}, "gRPC addresses of the nodes to spread requests over (comma-separated)")
+	sec := addSecFlags(fs)
 	driver := fs.String("driver", "rangestore", "client driver (this binary drives rangestore; etcd is driven by bench/compare)")
 	duration := fs.Duration("duration", 10*time.Second, "measured time (after the warm-up)")
 	warmup := fs.Duration("warmup", time.Second, "warm-up time, not counted in the summary")
@@ -105,7 +108,11 @@ func runWorkload(args []string) error {
 	if len(hs) == 0 {
 		return usagef("workload", "--hosts: no address given")
 	}
-	d, err := bench.NewRangestoreDriver(hs, *connsPerHost)
+	creds, err := sec.credentials()
+	if err != nil {
+		return err
+	}
+	d, err := bench.NewRangestoreDriver(hs, *connsPerHost, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ func TestZoneLeasePreferences(t *testing.T) {
 	pc, region := newRegionCluster(t, ctx, 6)
 	host := pc.addrs[1]
 	zone := func(args ...string) cliResult {
-		return runBin(t, nil, append([]string{"zone", "--host", host}, args...)...)
+		return pc.runCLI(t, append([]string{"zone", "--host", host}, args...)...)
 	}
 	// The ranges of [b, m) once split there, and where their leases are.
 	inSpan := func(d *rspb.RangeDescriptor) bool {
@@ -169,7 +169,7 @@ func TestZoneLeasePreferences(t *testing.T) {
 			t.Fatalf("range %q: %v", moved[0], err)
 		}
 		from := before[rid]
-		l := runBin(t, nil, "range", "--host", pc.addrs[pc.indexOfNodeID(from)], "list", "--verbose")
+		l := pc.runCLI(t, "range", "--host", pc.addrs[pc.indexOfNodeID(from)], "list", "--verbose")
 		if l.code != 0 || !strings.Contains(l.out, fmt.Sprintf("r%d last allocator decision: transfer-lease", rid)) || !strings.Contains(l.out, "lease preference") {
 			t.Errorf("range list --verbose on n%d does not show r%d's lease transfer:\n%s", from, rid, l)
 		}

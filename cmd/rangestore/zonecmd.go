@@ -27,7 +27,7 @@ var zoneFlags = []struct{ flag, field, help string }{
 // runZone runs zone set SPAN [flags] | zone get KEY | zone list.
 func runZone(args []string) error {
 	fs := newFlagSet("zone")
-	host := fs.String("host", "127.0.0.1:26257", "gRPC address of any node")
+	tgt := addTargetFlags(fs, "gRPC address of any node")
 	dryRun := fs.Bool("dry-run", false, "set: change nothing, say what the allocator would do first")
 	vals := map[string]*string{}
 	for _, f := range zoneFlags {
@@ -57,7 +57,7 @@ func runZone(args []string) error {
 		if len(req.Fields) == 0 {
 			return usagef("zone", "set %s: no field given (--num-replicas, --constraints, --lease-preferences, ...)", a[1])
 		}
-		return withAdminFor(*host, 60*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdminFor(tgt, 60*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.SetZone(ctx, req)
 			if err != nil {
 				return err
@@ -82,7 +82,7 @@ func runZone(args []string) error {
 			return nil
 		})
 	case len(a) == 2 && a[0] == "get":
-		return withAdminFor(*host, 15*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdminFor(tgt, 15*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.GetZone(ctx, &rspb.GetZoneRequest{Key: []byte(a[1])})
 			if err != nil {
 				return err
@@ -95,7 +95,7 @@ func runZone(args []string) error {
 			return nil
 		})
 	case len(a) == 1 && a[0] == "list":
-		return withAdminFor(*host, 15*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
+		return withAdminFor(tgt, 15*time.Second, func(ctx context.Context, c rspb.AdminClient) error {
 			r, err := c.ListZones(ctx, &rspb.ListZonesRequest{})
 			if err != nil {
 				return err
