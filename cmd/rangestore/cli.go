@@ -101,7 +101,9 @@ var commands = []command{
 	{name: "demo", summary: "run an in-process cluster with sample data",
 		forms: []string{"demo [--nodes N] [--store DIR] [--duration D]",
 			"demo --global [--client-region R[,R...]] [--move-every D] [--latencies L] [--concurrency N] [--read-percent P] [--summary-interval D]"},
-		details: "--global runs 9 nodes in 3 regions × 3 zones (us-east, eu-west, ap-south; region=R,zone=R-a..c) with\n" +
+		details: "The demo runs secure: it makes a CA, a node certificate and root's client certificate under its data\n" +
+			"directory (certs/) and prints the CLI lines to connect with them (--certs-dir).\n" +
+			"--global runs 9 nodes in 3 regions × 3 zones (us-east, eu-west, ap-south; region=R,zone=R-a..c) with\n" +
 			"simulated round trips between regions in their Raft and gRPC traffic (--latencies, default\n" +
 			"us-east/eu-west=70ms,us-east/ap-south=180ms,eu-west/ap-south=120ms), prints where replicas and leases\n" +
 			"are, and runs a workload from a client in --client-region through that region's nodes, printing\n" +

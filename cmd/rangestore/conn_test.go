@@ -1,9 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/security"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // TestCLIStartSecurityMode: start needs exactly one of --certs-dir and
@@ -181,5 +185,73 @@ func TestCLISecurityMismatch(t *testing.T) {
 				t.Errorf("rangestore %s: stderr lacks %q:\n%s", strings.Join(c.args, " "), w, errOut)
 			}
 		}
+	}
+}
+
+// TestCLIDemoSecure: demo runs secure with certificates it makes, and the
+// CLI lines it prints connect as printed; the same line with --insecure
+// instead is refused, told that the node requires TLS.
+func TestCLIDemoSecure(t *testing.T) {
+	bin, err := chaos.BuildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "demo.out")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "demo", "--nodes", "1", "--duration", "3m", "--store", filepath.Join(dir, "store"))
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	var out string
+	timeutil.WaitFor(t, 90*time.Second, "the demo's hints", func() error {
+		b, err := os.ReadFile(logPath)
+		if err != nil {
+			return err
+		}
+		if out = string(b); !strings.Contains(out, "running for") {
+			return fmt.Errorf("output so far:\n%s", out)
+		}
+		return nil
+	})
+	certs := filepath.Join(dir, "store", "certs")
+	if !strings.Contains(out, "certs: "+certs+" (mutual TLS") {
+		t.Errorf("the demo does not say where its certificates are:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)^  (\S+ kv put --certs-dir (\S+) --host \S+ hello world)$`).FindStringSubmatch(out)
+	if m == nil || m[2] != certs {
+		t.Fatalf("no kv put hint with --certs-dir %s:\n%s", certs, out)
+	}
+	line := strings.Fields(m[1])
+	r := runBin(t, nil, line[1:]...)
+	if line[0] != bin || r.code != 0 || !strings.HasPrefix(r.out, "OK @") {
+		t.Errorf("the printed line %q: %s", m[1], r)
+	}
+	plain := strings.Replace(m[1], "--certs-dir "+certs, "--insecure", 1)
+	r = runBin(t, nil, strings.Fields(plain)[1:]...)
+	if r.code != 1 || !strings.Contains(r.errOut, "requires TLS") {
+		t.Errorf("%q: %s", plain, r)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the demo did not stop on SIGINT")
+	}
+	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "stopping") {
+		t.Errorf("the demo did not stop cleanly:\n%s", b)
 	}
 }

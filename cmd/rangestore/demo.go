@@ -85,7 +85,7 @@ func runDemo(args []string) error {
 	defer cancel()
 	start := time.Now()
 	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: *nodes, BaseDir: *store, InitialSplits: *splits,
-		Logger: log, RaftRTTMillisecond: 50, ElectionRTT: 20, HeartbeatRTT: 2, HTTP: true})
+		Logger: log, RaftRTTMillisecond: 50, ElectionRTT: 20, HeartbeatRTT: 2, HTTP: true, Secure: true})
 	if err != nil {
 		return err
 	}
@@ -93,6 +93,7 @@ func runDemo(args []string) error {
 	fmt.Fprintf(stdout, "rangestore demo: %s, %s, cluster %s (ready in %s)\n", plural(tc.NumNodes(), "node", "nodes"),
 		plural(len(tc.Init.Ranges), "range", "ranges"), tc.Init.ClusterId, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "data: %s\n", tc.BaseDir)
+	printDemoCerts(tc)
 	byID := make([]*node.Node, 0, tc.NumNodes())
 	for i := 0; i < tc.NumNodes(); i++ {
 		byID = append(byID, tc.Node(i))
@@ -108,9 +109,9 @@ func runDemo(args []string) error {
 		return fmt.Errorf("demo workload: %w", err)
 	}
 	// The hints use the nodes round-robin (there may be only one).
-	self := selfCommand()
-	fmt.Fprintf(stdout, "\ntry:\n  %s kv put --host %s hello world\n  %s kv scan --host %s\n  %s range list --host %s\n",
-		self, byID[0].Addr(), self, byID[1%len(byID)].Addr(), self, byID[2%len(byID)].Addr())
+	self, sec := selfCommand(), "--certs-dir "+tc.CertsDir()
+	fmt.Fprintf(stdout, "\ntry:\n  %s kv put %s --host %s hello world\n  %s kv scan %s --host %s\n  %s range list %s --host %s\n",
+		self, sec, byID[0].Addr(), self, sec, byID[1%len(byID)].Addr(), self, sec, byID[2%len(byID)].Addr())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -127,6 +128,14 @@ func runDemo(args []string) error {
 	}
 	fmt.Fprintln(stdout, "stopping")
 	return nil
+}
+
+// printDemoCerts says where a demo cluster's certificates are: the demo
+// runs secure, with a CA, a node certificate and root's client
+// certificate made for it.
+func printDemoCerts(tc *node.TestCluster) {
+	fmt.Fprintf(stdout, "certs: %s (mutual TLS: a CA made for this demo, its node certificate and root's client certificate; CA key %s)\n",
+		tc.CertsDir(), tc.CAKey())
 }
 
 // demoWorkload writes keys that land in different ranges through different

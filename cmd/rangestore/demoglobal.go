@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/rangestore/rangestore/chaos/fault"
 	"github.com/rangestore/rangestore/kv/keys"
@@ -71,7 +70,7 @@ func runDemoGlobal(o globalOptions) error {
 	start := time.Now()
 	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: len(locs), BaseDir: o.store, InitialSplits: o.splits,
 		Logger: o.log, RaftRTTMillisecond: 50, ElectionRTT: 20, HeartbeatRTT: 2, HTTP: true,
-		Network: net, Localities: locs, ReplicateQueueInterval: 5 * time.Second})
+		Network: net, Localities: locs, ReplicateQueueInterval: 5 * time.Second, Secure: true})
 	if err != nil {
 		return err
 	}
@@ -81,6 +80,7 @@ func runDemoGlobal(o globalOptions) error {
 		time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "simulated round trips (Raft and gRPC, half each way): %s; none inside a region\n", o.latencies)
 	fmt.Fprintf(stdout, "data: %s\n", tc.BaseDir)
+	printDemoCerts(tc)
 	region := map[uint64]string{} // node ID -> region
 	for i := 0; i < tc.NumNodes(); i++ {
 		region[tc.Node(i).NodeID()] = node.RegionOf(locs[i])
@@ -130,7 +130,7 @@ func runDemoGlobal(o globalOptions) error {
 			if node.RegionOf(locs[i]) != r {
 				continue
 			}
-			c, err := grpc.NewClient(tc.Addr(i), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+			c, err := grpc.NewClient(tc.Addr(i), append(tc.ClientDialOptions(), opts...)...)
 			if err != nil {
 				return err
 			}
@@ -140,9 +140,9 @@ func runDemoGlobal(o globalOptions) error {
 		}
 	}
 	wkeys := demoKeys(tc.Init.Ranges)
-	self := selfCommand()
-	fmt.Fprintf(stdout, "\ntry:\n  %s range list --verbose --host %s\n  %s allocator plan --host %s\n",
-		self, clients[0].addrs[0], self, clients[0].addrs[0])
+	self, sec := selfCommand(), "--certs-dir "+tc.CertsDir()
+	fmt.Fprintf(stdout, "\ntry:\n  %s range list --verbose %s --host %s\n  %s allocator plan %s --host %s\n",
+		self, sec, clients[0].addrs[0], self, sec, clients[0].addrs[0])
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
