@@ -38,8 +38,9 @@ func standingNonVoters(d *rspb.RangeDescriptor) ([]uint64, error) {
 // non_voter_constraints +region=eu on [m, end), the eu read replica holds
 // a non-voter of [m, end) and the us one does not, while both hold one of
 // every other range; switched to +region=us, the span's non-voter moves:
-// the us read replica gets one and the eu one loses its own. Every
-// non-voter is recorded standing in the descriptor.
+// the us read replica gets one and the eu one loses its own; with
+// num_non_voters 0 neither holds the span. Every non-voter is recorded
+// standing in the descriptor.
 func TestZoneSelectsReadReplicaSpans(t *testing.T) {
 	region := func(r string) []*rspb.LocalityTier { return []*rspb.LocalityTier{{Key: "region", Value: r}} }
 	tc := startCluster(t, TestClusterOptions{Nodes: 3, SplitKeys: [][]byte{[]byte("m")}, ReplicateQueueInterval: queueInterval, SplitCheckInterval: time.Hour,
@@ -106,6 +107,16 @@ func TestZoneSelectsReadReplicaSpans(t *testing.T) {
 	t.Logf("non_voter_constraints +region=us: read replica n%d (us) holds [m, end), n%d (eu) lost its non-voter; %v after the zone changed",
 		us, eu, time.Since(start).Round(100*time.Millisecond))
 	checkKeys(t, tc, usi, "zs", 10)
+
+	// num_non_voters 0 (the constraints dropped): no read replica holds
+	// the span.
+	start = time.Now()
+	if _, err := tc.Node(0).SetZone(ctx, &rspb.SetZoneRequest{StartKey: []byte("m"),
+		Fields: map[string]string{"non_voter_constraints": "[]", "num_voters": "3", "num_non_voters": "0"}}); err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 60*time.Second, "no non-voter of [m, end)", placed(nil))
+	t.Logf("num_non_voters 0: no read replica holds [m, end) %v after the zone changed", time.Since(start).Round(100*time.Millisecond))
 }
 
 // TestZoneNonVoterDoesNotBlockSplit (issue 13: a standing non-voter is
