@@ -55,6 +55,9 @@ func (t *transport) dial(ctx context.Context, target string, kind byte) (*conn, 
 		cfg.ServerName = host
 	}
 	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS13)
+	// Full-size records from the start: small first records help a
+	// browser's time to first byte, not a long-lived bulk stream.
+	cfg.DynamicRecordSizingDisabled = true
 
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()

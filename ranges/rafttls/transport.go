@@ -141,6 +141,26 @@ func checkConfig(c Config) error {
 	return nil
 }
 
+// serverConfig is base with TLS 1.3 required, also in the configuration
+// its GetConfigForClient chooses per handshake, so that a TLS 1.2 client
+// fails the handshake itself (checkPeer would refuse it after).
+func serverConfig(base *tls.Config) *tls.Config {
+	c := base.Clone()
+	c.MinVersion = max(c.MinVersion, tls.VersionTLS13)
+	if get := base.GetConfigForClient; get != nil {
+		c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			per, err := get(hello)
+			if err != nil || per == nil || per.MinVersion >= tls.VersionTLS13 {
+				return per, err
+			}
+			per = per.Clone()
+			per.MinVersion = tls.VersionTLS13
+			return per, nil
+		}
+	}
+	return c
+}
+
 // checkClientConfig refuses a dial configuration that would not present
 // a certificate or would not verify the server's.
 func checkClientConfig(c *tls.Config) error {
@@ -158,6 +178,7 @@ func checkClientConfig(c *tls.Config) error {
 // transport is the raftio.ITransport of one NodeHost.
 type transport struct {
 	cfg        Config
+	serverTLS  *tls.Config // cfg.ServerTLS requiring TLS 1.3 (Start)
 	maxFrame   int
 	listenAddr string
 	self       string
@@ -192,9 +213,7 @@ func (t *transport) Start() error {
 	if err := checkConfig(t.cfg); err != nil {
 		return err
 	}
-	if err := checkAddress(t.listenAddr); err != nil {
-		return err
-	}
+	t.serverTLS = serverConfig(t.cfg.ServerTLS)
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
 	ln, err := lc.Listen(context.Background(), "tcp", t.listenAddr)
 	if err != nil {
@@ -328,7 +347,7 @@ func (t *transport) serve(raw net.Conn) {
 	defer t.wg.Done()
 	defer t.release(raw)
 	remote := raw.RemoteAddr().String()
-	tc := tls.Server(raw, t.cfg.ServerTLS)
+	tc := tls.Server(raw, t.serverTLS)
 	if err := raw.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		return
 	}

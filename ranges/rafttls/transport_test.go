@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -132,6 +133,9 @@ func TestRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "certificate") {
 			t.Fatalf("dial with another CA's node certificate: err %v, want a certificate error", err)
 		}
+		// a logs o's verdict (each subtest waits for its refusal's line,
+		// so that none arrives during the next one).
+		waitLog(t, a.logs, "bad certificate")
 	})
 	t.Run("other CA, server verdict", func(t *testing.T) {
 		a.unlimitLogs()
@@ -186,6 +190,15 @@ func TestRefusals(t *testing.T) {
 		}
 		waitLog(t, a.logs, "TLS handshake")
 	})
+	t.Run("TLS 1.2", func(t *testing.T) {
+		a.unlimitLogs()
+		cfg := p.manager(t, security.NodeUser).ClientTLS()
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+		if _, err := rawTLS(t, a.addr, cfg, kindMessages); err == nil {
+			t.Fatal("a's server accepted TLS 1.2")
+		}
+		waitLog(t, a.logs, "unsupported versions")
+	})
 	t.Run("bad preamble", func(t *testing.T) {
 		a.unlimitLogs()
 		nm := p.manager(t, security.NodeUser)
@@ -203,15 +216,22 @@ func TestRefusals(t *testing.T) {
 // after the client already saw the refusal.
 func waitLog(t *testing.T, logs *logBuffer, s string) {
 	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
+	eventually(t, 10*time.Second, func() string { return fmt.Sprintf("the log to contain %q; it has:\n%s", s, logs.String()) },
+		func() bool { return strings.Contains(logs.String(), s) })
+}
+
+// eventually checks cond every 10 ms until it holds, for at most d.
+func eventually(t *testing.T, d time.Duration, what func() string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for !strings.Contains(logs.String(), s) {
+	for !cond() {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			t.Fatalf("log does not contain %q:\n%s", s, logs.String())
+			t.Fatalf("after %v: still waiting for %s", d, what())
 		}
 	}
 }
@@ -228,6 +248,11 @@ func TestRefusalLogLimited(t *testing.T) {
 		}
 	}
 	waitLog(t, a.logs, "refused a Raft connection")
+	eventually(t, 10*time.Second, func() string { return "4 refusals held back" }, func() bool {
+		a.tr.refusals.mu.Lock()
+		defer a.tr.refusals.mu.Unlock()
+		return a.tr.refusals.suppressed == 4
+	})
 	if n := strings.Count(a.logs.String(), "refused a Raft connection"); n != 1 {
 		t.Errorf("%d refusal lines for 5 refusals within %v, want 1:\n%s", n, logEvery, a.logs.String())
 	}
@@ -482,6 +507,25 @@ func TestConfigChecked(t *testing.T) {
 				t.Fatalf("err %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestServerConfigRequiresTLS13: the server configuration the transport
+// uses requires TLS 1.3, also in what GetConfigForClient returns, and
+// leaves the given configuration unchanged.
+func TestServerConfigRequiresTLS13(t *testing.T) {
+	per := &tls.Config{MinVersion: tls.VersionTLS12}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return per, nil }}
+	c := serverConfig(base)
+	if c.MinVersion != tls.VersionTLS13 {
+		t.Errorf("MinVersion 0x%04x, want TLS 1.3", c.MinVersion)
+	}
+	got, err := c.GetConfigForClient(&tls.ClientHelloInfo{})
+	if err != nil || got.MinVersion != tls.VersionTLS13 {
+		t.Errorf("per-handshake config: MinVersion 0x%04x (%v), want TLS 1.3", got.MinVersion, err)
+	}
+	if base.MinVersion != tls.VersionTLS12 || per.MinVersion != tls.VersionTLS12 {
+		t.Error("serverConfig changed the configurations it was given")
 	}
 }
 
