@@ -157,7 +157,7 @@ func (c *conn) write(buf []byte, n int) error {
 	out := buf[:frameHeaderLen+n]
 	for len(out) > 0 {
 		k := min(len(out), ioChunk)
-		if err := c.raw.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		if err := c.raw.SetWriteDeadline(time.Now().Add(c.t.writeTimeout)); err != nil {
 			return fmt.Errorf("rafttls: send to %s: %w", c.target, err)
 		}
 		if _, err := c.tc.Write(out[:k]); err != nil {

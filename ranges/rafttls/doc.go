@@ -9,7 +9,9 @@
 // (security.Manager.ServerTLS, through GetConfigForClient), the client
 // configuration is asked for at every dial (Config.ClientTLS), so a
 // certificate reload (SIGHUP) applies to new connections while
-// established ones keep theirs; TLS 1.3 is required on both sides; and
+// established ones keep theirs; TLS 1.3 is required on both sides (in
+// the configurations themselves, the server's per-handshake one
+// included, and checked again after each handshake); and
 // Config.VerifyPeer, given the verified connection state on both sides,
 // refuses a peer whose certificate is not a node's.
 //
@@ -40,7 +42,8 @@
 // announcing one (and an empty frame) without reading or allocating it,
 // and closes the connection. A sender marshals each batch into a buffer
 // it reuses (kept up to 4 MiB) and writes it in one write; a frame over
-// 4 MiB goes in 4 MiB writes. The receiver reuses its read buffer the
+// 4 MiB goes in 4 MiB writes. Dialled connections use full-size TLS
+// records from the start (DynamicRecordSizingDisabled). The receiver reuses its read buffer the
 // same way (the decoders copy what they keep). No goroutine per batch or
 // per message: a dialled connection has none, sends run on the caller's
 // goroutine (Dragonboat's one sender per target).

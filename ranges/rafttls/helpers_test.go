@@ -103,7 +103,10 @@ type recorder struct {
 	chunks  []pb.Chunk
 	// rejectChunks makes the chunk handler refuse every chunk.
 	rejectChunks bool
-	changed      chan struct{} // signalled (non-blocking) on every arrival
+	// hold, if set, blocks the message handler until it is closed (a
+	// receiver that stopped reading).
+	hold    chan struct{}
+	changed chan struct{} // signalled (non-blocking) on every arrival
 }
 
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
@@ -111,8 +114,12 @@ func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)}
 func (r *recorder) onMessages(b pb.MessageBatch) {
 	r.mu.Lock()
 	r.batches = append(r.batches, b)
+	hold := r.hold
 	r.mu.Unlock()
 	r.signal()
+	if hold != nil {
+		<-hold
+	}
 }
 
 func (r *recorder) onChunk(c pb.Chunk) bool {

@@ -91,8 +91,15 @@ type Config struct {
 // config.TransportFactory (NodeHostConfig.Expert.TransportFactory).
 type Factory struct {
 	cfg Config
-	// maxFrame is MaxFrameSize; tests lower it.
-	maxFrame int
+	lim limits
+}
+
+// limits are the frame limit and the timeouts tests lower; New sets
+// MaxFrameSize, writeTimeout and readIdleTimeout.
+type limits struct {
+	maxFrame     int
+	writeTimeout time.Duration
+	readIdle     time.Duration
 }
 
 var _ config.TransportFactory = (*Factory)(nil)
@@ -104,7 +111,7 @@ func New(cfg Config) *Factory {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Factory{cfg: cfg, maxFrame: MaxFrameSize}
+	return &Factory{cfg: cfg, lim: limits{maxFrame: MaxFrameSize, writeTimeout: writeTimeout, readIdle: readIdleTimeout}}
 }
 
 // Create implements config.TransportFactory: a transport that listens on
@@ -112,7 +119,7 @@ func New(cfg Config) *Factory {
 // hands received message batches to mh and snapshot chunks to ch.
 func (f *Factory) Create(nhc config.NodeHostConfig, mh raftio.MessageHandler, ch raftio.ChunkHandler) raftio.ITransport {
 	return &transport{
-		cfg: f.cfg, maxFrame: f.maxFrame, listenAddr: nhc.GetListenAddress(), self: nhc.RaftAddress,
+		cfg: f.cfg, limits: f.lim, listenAddr: nhc.GetListenAddress(), self: nhc.RaftAddress,
 		onMessages: mh, onChunk: ch, log: f.cfg.Logger.With("raft_addr", nhc.RaftAddress),
 		refusals: logLimiter{every: logEvery}, failures: logLimiter{every: logEvery},
 		conns: map[net.Conn]struct{}{}, stop: make(chan struct{}),
@@ -177,9 +184,9 @@ func checkClientConfig(c *tls.Config) error {
 
 // transport is the raftio.ITransport of one NodeHost.
 type transport struct {
-	cfg        Config
-	serverTLS  *tls.Config // cfg.ServerTLS requiring TLS 1.3 (Start)
-	maxFrame   int
+	cfg       Config
+	serverTLS *tls.Config // cfg.ServerTLS requiring TLS 1.3 (Start)
+	limits
 	listenAddr string
 	self       string
 	onMessages raftio.MessageHandler
@@ -387,7 +394,7 @@ func (t *transport) readFrames(tc *tls.Conn, raw net.Conn, kind byte) error {
 	var hdr [frameHeaderLen]byte
 	var buf []byte
 	for {
-		if err := raw.SetReadDeadline(time.Now().Add(readIdleTimeout)); err != nil {
+		if err := raw.SetReadDeadline(time.Now().Add(t.readIdle)); err != nil {
 			return err
 		}
 		if _, err := io.ReadFull(tc, hdr[:]); err != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -340,7 +341,7 @@ func TestFrameLimits(t *testing.T) {
 	p := newPKI(t)
 	logs := &logBuffer{}
 	small := New(nodeConfig(t, p.manager(t, security.NodeUser), logs))
-	small.maxFrame = 64 << 10
+	small.lim.maxFrame = 64 << 10
 	s := startNode(t, small, logs)
 	r := startSecureNode(t, p.manager(t, security.NodeUser))
 
@@ -394,6 +395,68 @@ func TestFrameLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.rec.waitFor(t, 10*time.Second, "a batch on a new connection", func(n, _ int) bool { return n == 2 })
+}
+
+// TestStalledPeer: a send to a peer that stopped reading fails at the
+// write deadline instead of blocking its sender.
+func TestStalledPeer(t *testing.T) {
+	p := newPKI(t)
+	logs := &logBuffer{}
+	f := New(nodeConfig(t, p.manager(t, security.NodeUser), logs))
+	f.lim.writeTimeout = 300 * time.Millisecond
+	s := startNode(t, f, logs)
+	r := startSecureNode(t, p.manager(t, security.NodeUser))
+	release := make(chan struct{})
+	defer close(release) // before the transports close (cleanups run after)
+	r.rec.mu.Lock()
+	r.rec.hold = release
+	r.rec.mu.Unlock()
+	conn, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	batch := testBatch(s.addr, 1, 1<<20)
+	start := time.Now()
+	sent := 0
+	for ; sent < 500; sent++ { // far more than the socket buffers hold
+		if err = conn.SendMessageBatch(batch); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after %d sends of 1 MiB to a receiver that stopped reading: err %v, want a write deadline error", sent, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the sender was blocked %v", d)
+	}
+	t.Logf("%d batches of 1 MiB sent before the deadline hit, after %v", sent, time.Since(start))
+}
+
+// TestIdleReaped: an accepted connection on which nothing arrives for
+// the idle timeout is closed, and logged.
+func TestIdleReaped(t *testing.T) {
+	p := newPKI(t)
+	logs := &logBuffer{}
+	f := New(nodeConfig(t, p.manager(t, security.NodeUser), logs))
+	f.lim.readIdle = 200 * time.Millisecond
+	r := startNode(t, f, logs)
+	s := startSecureNode(t, p.manager(t, security.NodeUser))
+	conn, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SendMessageBatch(testBatch(s.addr, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	r.rec.waitFor(t, 10*time.Second, "the batch", func(n, _ int) bool { return n == 1 })
+	waitLog(t, logs, "i/o timeout")
+	eventually(t, 10*time.Second, func() string { return "the receiver to drop the idle connection" }, func() bool {
+		r.tr.mu.Lock()
+		defer r.tr.mu.Unlock()
+		return len(r.tr.conns) == 0
+	})
 }
 
 // TestClose: Close with connections open both ways, a connection stuck
