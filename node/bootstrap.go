@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -182,7 +181,7 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 		if seen[addr] {
 			continue
 		}
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, basePeerDialOptions(n.cfg)...)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "join address %q: %v", addr, err)
 		}

@@ -7,9 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -161,7 +159,7 @@ func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeSta
 
 // askStats fills a node's counts from its NodeInfo.
 func (n *Node) askStats(ctx context.Context, ns *rspb.NodeStatus) {
-	c, err := grpc.NewClient(ns.Node.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+	c, err := n.dialPeer(ns.Node.Address)
 	if err != nil {
 		ns.StatsError = err.Error()
 		return
