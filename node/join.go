@@ -60,6 +60,9 @@ func (n *Node) Join(ctx context.Context, req *rspb.JoinRequest) (*rspb.JoinRespo
 			}
 		}
 	}
+	if err := checkPeerMode(n.NodeDescriptor(), desc, desc.Address); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, "join: "+err.Error())
+	}
 	if err := n.ensureNodeCounter(ctx); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
 	}

@@ -258,6 +258,11 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cr := n.store.ClusterRecord(); cr != nil {
+		if err := checkStoreMode(n.ownDescriptor(), cr.ClusterId, cfg.Security != nil); err != nil {
+			return nil, err
+		}
+	}
 	if cr := n.store.ClusterRecord(); cr != nil && len(cfg.Join) > 0 {
 		if err := checkJoinClusters(context.Background(), cr, cfg.Join, []string{lis.Addr().String(), cfg.ListenAddr}, peerDialOptions(cfg)); err != nil {
 			return nil, err
@@ -382,7 +387,7 @@ func (n *Node) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResp
 // NodeDescriptor describes this node.
 func (n *Node) NodeDescriptor() *rspb.NodeDescriptor {
 	return &rspb.NodeDescriptor{NodeId: n.store.NodeID(), Address: n.Addr(), RaftAddress: n.cfg.RaftAddr,
-		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr(), ReadReplica: n.ReadReplica()}
+		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr(), ReadReplica: n.ReadReplica(), Secure: n.Secure()}
 }
 
 // ReadReplica reports whether this is a read-replica node: started with

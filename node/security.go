@@ -15,6 +15,7 @@ import (
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/gossip"
+	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/security"
 )
 
@@ -178,4 +179,47 @@ func checkGossipBind(addr string, secure bool) error {
 		return fmt.Errorf("gossip address %q: with TLS, gossip binds one specific IP (peers check the node certificate against the address they dial); the gRPC listener's host %q is not one: set the gossip address (--gossip-addr IP:PORT)", addr, host)
 	}
 	return nil
+}
+
+// Certs describes the certificates the node uses (node status): the CAs
+// it trusts, then its node certificate; none in the insecure mode.
+func (n *Node) Certs() []*rspb.CertInfo {
+	m := n.cfg.Security
+	if m == nil {
+		return nil
+	}
+	var out []*rspb.CertInfo
+	for _, c := range m.Certs() {
+		out = append(out, &rspb.CertInfo{Kind: c.Kind, User: c.User, Serial: c.Serial,
+			NotBeforeUnixNanos: c.NotBefore.UnixNano(), NotAfterUnixNanos: c.NotAfter.UnixNano()})
+	}
+	return out
+}
+
+// modeName names a node's mode, for errors.
+func modeName(secure bool) string {
+	if secure {
+		return "secure (mutual TLS, --certs-dir)"
+	}
+	return "insecure (--insecure)"
+}
+
+// checkPeerMode refuses a peer (init's join list, a joining node) whose
+// descriptor says it runs in the other mode than this node.
+func checkPeerMode(self, peer *rspb.NodeDescriptor, peerAddr string) error {
+	if self.GetSecure() == peer.GetSecure() {
+		return nil
+	}
+	return fmt.Errorf("the node at %s is %s but this node is %s: a cluster cannot mix secure and insecure nodes",
+		peerAddr, modeName(peer.GetSecure()), modeName(self.GetSecure()))
+}
+
+// checkStoreMode refuses to restart a store in the other mode than the
+// one its cluster record gives it (own: this node's descriptor there).
+func checkStoreMode(own *rspb.NodeDescriptor, clusterID string, secure bool) error {
+	if own == nil || own.GetSecure() == secure {
+		return nil
+	}
+	return fmt.Errorf("node: this store belongs to cluster %s as n%d, which runs %s, but this node was started %s: a cluster cannot mix secure and insecure nodes",
+		clusterID, own.GetNodeId(), modeName(own.GetSecure()), modeName(secure))
 }
