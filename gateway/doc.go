@@ -71,6 +71,16 @@
 //     when its TTL expires, when a write server answers NOT_LEASEHOLDER,
 //     and when every listed server of a range failed; the table is a hint
 //     and a server's answer is authoritative.
+//   - PeerDialOptions (peerdial.go): the options of every node-to-node
+//     dial, made in one place: transport credentials (the node
+//     certificate's, or plaintext in the --insecure mode), message limits,
+//     and client interceptors that turn a failed call to a peer of the
+//     other mode into FailedPrecondition saying the peer at ADDR serves
+//     plaintext (or TLS) and a cluster cannot mix secure and insecure
+//     nodes (ExplainModeMismatch; the pure decideMismatch reads the
+//     handshake failure, a TLS probe confirms a plaintext caller's
+//     suspicion). A Router given no dial options uses
+//     PeerDialOptions(nil, DefaultPeerMaxMessage).
 //   - ToStatus: the one table mapping errors to gRPC status codes. A
 //     replica's verdict travels as RangeError (ranges.Error, the one error
 //     type carrying a *rspb.RangeError) from the store, the node and the

@@ -277,7 +277,12 @@ type NodeDescriptor struct {
 	// read_replica: the node was started with --read-replica: it holds
 	// non-voting replicas only and never a lease (issue 13). Recorded when
 	// the node joins; a node keeps its role for its lifetime.
-	ReadReplica   bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	ReadReplica bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	// secure: the node runs with mutual TLS (--certs-dir; false: --insecure,
+	// and every node from before issue 15). A cluster does not mix the two:
+	// init and join refuse a node of the other mode, naming both, and a
+	// store does not restart in the other mode.
+	Secure        bool `protobuf:"varint,61,opt,name=secure,proto3" json:"secure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -350,6 +355,13 @@ func (x *NodeDescriptor) GetHttpAddress() string {
 func (x *NodeDescriptor) GetReadReplica() bool {
 	if x != nil {
 		return x.ReadReplica
+	}
+	return false
+}
+
+func (x *NodeDescriptor) GetSecure() bool {
+	if x != nil {
+		return x.Secure
 	}
 	return false
 }
@@ -1906,14 +1918,15 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x1drangestore/v1/persisted.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\"6\n" +
 	"\fLocalityTier\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xe5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xfd\x01\n" +
 	"\x0eNodeDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x127\n" +
 	"\blocality\x18\x04 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12!\n" +
 	"\fhttp_address\x18\x05 \x01(\tR\vhttpAddress\x12!\n" +
-	"\fread_replica\x18< \x01(\bR\vreadReplica\"\x97\x01\n" +
+	"\fread_replica\x18< \x01(\bR\vreadReplica\x12\x16\n" +
+	"\x06secure\x18= \x01(\bR\x06secure\"\x97\x01\n" +
 	"\x11ReplicaDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
