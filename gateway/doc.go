@@ -43,7 +43,11 @@
 //     INVALID_ARGUMENT naming bookmarks[i], as is one beyond the max clock
 //     offset in the future). A Get that finds a value carries the bookmark
 //     of the version read, a read-only Batch that of the newest version it
-//     read (none if it read none): a session that carries it never reads
+//     read (none if it read none), a Scan that of the newest row it
+//     returned: every streamed chunk the newest of it and the chunks
+//     before (the last chunk's covers the scan), a Scan in a read-only
+//     Batch the newest of its own rows (readBookmarkFor, newestVersion,
+//     readBookmark serve all three): a session that carries it never reads
 //     an older version of that key afterwards, on any replica (monotonic
 //     reads; write bookmarks alone do not give it across replicas whose
 //     closed timestamps differ). Responses are read and filled by field name

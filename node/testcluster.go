@@ -43,7 +43,8 @@ type TestClusterOptions struct {
 	// Clocks, when set, are the nodes' physical clocks (one per node).
 	Clocks []*fault.Clock
 	// Localities, when set, are the nodes' localities (by index; nodes
-	// beyond it, and added ones, get node 0's). With a Network each node
+	// beyond it, and added ones, get node 0's, unless AddReadReplicaAt
+	// names one). With a Network each node
 	// is placed in its region (the "region" tier, else the first), for the
 	// Network's latency table if it has one.
 	Localities [][]*rspb.LocalityTier
@@ -462,25 +463,31 @@ func (tc *TestCluster) Close() {
 // when join is empty): it joins the running cluster (join.go). It returns
 // the new node's index at once; WaitJoined waits for its node ID.
 func (tc *TestCluster) AddNode(join ...int) (int, error) {
-	return tc.addNodeRetrying(false, join)
+	return tc.addNodeRetrying(false, nil, join)
 }
 
 // AddReadReplica is AddNode for a read-replica node (Config.ReadReplica:
 // it holds non-voters only, never a lease).
 func (tc *TestCluster) AddReadReplica(join ...int) (int, error) {
-	return tc.addNodeRetrying(true, join)
+	return tc.addNodeRetrying(true, nil, join)
 }
 
-func (tc *TestCluster) addNodeRetrying(readReplica bool, join []int) (int, error) {
+// AddReadReplicaAt is AddReadReplica with the new node's own locality
+// (added nodes otherwise get node 0's).
+func (tc *TestCluster) AddReadReplicaAt(locality []*rspb.LocalityTier, join ...int) (int, error) {
+	return tc.addNodeRetrying(true, locality, join)
+}
+
+func (tc *TestCluster) addNodeRetrying(readReplica bool, locality []*rspb.LocalityTier, join []int) (int, error) {
 	for attempt := 0; ; attempt++ {
-		i, err := tc.addNode(readReplica, join)
+		i, err := tc.addNode(readReplica, locality, join)
 		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
 			return i, err
 		}
 	}
 }
 
-func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
+func (tc *TestCluster) addNode(readReplica bool, locality []*rspb.LocalityTier, join []int) (int, error) {
 	tc.mu.Lock()
 	i := len(tc.cfgs)
 	cfg := tc.cfgs[0] // the cluster's settings; then this node's own
@@ -507,6 +514,9 @@ func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
 	cfg.CrashPoint = nil
 	cfg.Join = nil
 	cfg.ReadReplica = readReplica
+	if locality != nil {
+		cfg.Locality = locality
+	}
 	for _, j := range join {
 		cfg.Join = append(cfg.Join, tc.cfgs[j].ListenAddr)
 	}

@@ -1012,8 +1012,10 @@ type AdminChangeReplicasRequest struct {
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Remove bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
 	// non_voter: add the replica as a standing non-voter (a read replica's,
-	// or one a zone's num_replicas above num_voters asks for): the addition
-	// is done once the non-voter has caught up, and it is never promoted.
+	// or one a zone's num_replicas above num_voters asks for): the
+	// descriptor records it standing (ReplicaDescriptor.standing), the
+	// addition is done once the non-voter has caught up, and it is never
+	// promoted.
 	NonVoter      bool `protobuf:"varint,60,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
