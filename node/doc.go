@@ -121,7 +121,12 @@
 // node-to-node dial (router, init, join, node status, drain, lease
 // transfer, the join-cluster check) takes its options from one place,
 // gateway.PeerDialOptions: the node certificate's client credentials or
-// plaintext, the message limit, and the mixed-mode interceptors. Gossip
+// plaintext, the message limit, and the mixed-mode interceptors. Raft
+// runs over ranges/rafttls (mutual TLS 1.3 with the node certificate;
+// both sides require the peer's to be a node certificate) unless
+// Config.RaftTransport is set (fault injection: a TestCluster with a
+// Network keeps its in-process transport); insecure, over Dragonboat's
+// TCP transport. Gossip
 // runs over mutual TLS with the node certificate, accepting node
 // certificates only (gossip.Config.TLS); it binds one specific host, so a
 // secure node listening on 0.0.0.0 needs Config.GossipAddr (Start refuses

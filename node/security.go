@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/lni/dragonboat/v4/config"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -16,6 +17,7 @@ import (
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/gossip"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/rafttls"
 	"github.com/rangestore/rangestore/security"
 )
 
@@ -147,6 +149,22 @@ func verifyNodeConn(cs tls.ConnectionState) error {
 		return errors.New("the peer presented no verified certificate")
 	}
 	return verifyNodeCert(cs.VerifiedChains[0][0])
+}
+
+// raftTransport is the store's Raft transport: Config.RaftTransport
+// (fault injection) when set; else, with Config.Security, mutual TLS 1.3
+// with the node certificate (rafttls), whose peers must present node
+// certificates on both sides; else nil, Dragonboat's plaintext TCP.
+func raftTransport(cfg Config) (config.TransportFactory, error) {
+	if cfg.RaftTransport != nil || cfg.Security == nil {
+		return cfg.RaftTransport, nil
+	}
+	server, err := cfg.Security.ServerTLS()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return rafttls.New(rafttls.Config{ServerTLS: server, ClientTLS: cfg.Security.ClientTLS, VerifyPeer: verifyNodeConn,
+		Logger: cfg.Logger.With("raft", "tls")}), nil
 }
 
 // gossipTLS is the gossip's mutual TLS with the node certificate (nil in

@@ -21,6 +21,7 @@ import (
 
 	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/rafttls"
 	"github.com/rangestore/rangestore/security"
 )
 
@@ -65,6 +66,31 @@ func rawTLSRead(t *testing.T, addr string, cfg *tls.Config) error {
 	return err
 }
 
+// raftPreamble dials a rafttls port with cfg (nil: plaintext TCP), sends
+// a valid preamble (magic, version, message kind) and returns the byte
+// the server answers (0x06: accepted) or the error that ended it.
+func raftPreamble(addr string, cfg *tls.Config) (byte, error) {
+	nd := &net.Dialer{Timeout: 5 * time.Second}
+	var c net.Conn
+	var err error
+	if cfg == nil {
+		c, err = nd.Dial("tcp", addr)
+	} else {
+		c, err = (&tls.Dialer{NetDialer: nd, Config: cfg}).DialContext(context.Background(), "tcp", addr)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{'R', 'S', 'R', 'T', rafttls.Version, 'm'}); err != nil {
+		return 0, err
+	}
+	var b [1]byte
+	_, err = io.ReadFull(c, b[:])
+	return b[0], err
+}
+
 // caPool is the pool of the cluster's ca.crt.
 func caPool(t *testing.T, tc *TestCluster) *x509.CertPool {
 	t.Helper()
@@ -103,9 +129,10 @@ func nodeSerials(ctx context.Context, tc *TestCluster) ([]string, error) {
 	return out, nil
 }
 
-// TestSecureCluster: a secure 3-node cluster (mutual TLS on gRPC and
-// gossip) serves KV to root; plaintext clients, certificates of another
-// CA and expired certificates are refused; a client certificate may use
+// TestSecureCluster: a secure 3-node cluster (mutual TLS on gRPC, Raft
+// and gossip) serves KV to root; plaintext clients, certificates of
+// another CA (on the gRPC and the Raft port) and expired certificates are
+// refused; a client certificate may use
 // KV but not Internal or Admin, a node certificate not KV; node status
 // and the expiry metric show the certificates, and a reload of new
 // certificates shows in node status while traffic continues.
@@ -163,7 +190,7 @@ func TestSecureCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("SecondCARefused", func(t *testing.T) {
+	t.Run("SecondCARefusedOnGRPCAndRaft", func(t *testing.T) {
 		other := t.TempDir()
 		if _, err := security.CreateCA(filepath.Join(other, "certs"), filepath.Join(other, "ca.key"), security.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -185,6 +212,27 @@ func TestSecureCluster(t *testing.T) {
 		}
 		if err := rawTLSRead(t, tc.Addr(0), cfg); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 			t.Fatalf("second CA: the gRPC port's TLS refusal should name an unknown certificate authority: %v", err)
+		}
+		// The Raft port (rafttls), dialled directly with a valid preamble:
+		// the node certificate is accepted, the second CA's refused at the
+		// handshake, a client certificate of the cluster's CA refused as
+		// not a node's, plaintext refused.
+		raft := tc.cfgs[0].RaftAddr
+		nodeCfg := tc.Security(1).ClientTLS()
+		nodeCfg.ServerName = "127.0.0.1"
+		if b, err := raftPreamble(raft, nodeCfg); err != nil || b != 0x06 {
+			t.Fatalf("Raft port, node certificate: want the acceptance byte 0x06, got %#x, %v", b, err)
+		}
+		if _, err := raftPreamble(raft, cfg); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+			t.Fatalf("Raft port, second CA: want the handshake refused (unknown certificate authority), got %v", err)
+		}
+		aliceCfg := clientManager(t, tc, "raftclient").ClientTLS()
+		aliceCfg.ServerName = "127.0.0.1"
+		if b, err := raftPreamble(raft, aliceCfg); err == nil {
+			t.Fatalf("Raft port, client certificate: accepted (answered %#x)", b)
+		}
+		if b, err := raftPreamble(raft, nil); err == nil {
+			t.Fatalf("Raft port, plaintext: accepted (answered %#x)", b)
 		}
 	})
 
