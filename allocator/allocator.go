@@ -113,14 +113,16 @@ type Node struct {
 	UsedBytes     int64
 	QPS           float64
 	// ReadReplica: the node is a read replica (rangestore start
-	// --read-replica): it takes no voter, no lease and no zone replica,
-	// only the one non-voter of every range that each live read-replica
-	// node gets (readReplicaRepair).
+	// --read-replica): it takes no voter and no lease, only non-voters:
+	// one of every range, or of the ranges its zone selects by
+	// num_non_voters and non_voter_constraints (doc.go, "Read
+	// replicas"; readReplicaRepair, countedNonVoterRepair).
 	ReadReplica bool
 }
 
-// canTakeReplica reports whether a new voter (or a zone's non-voter) may
-// be placed on n: never on a read-replica node.
+// canTakeReplica reports whether a new voter (or a zone's non-voter on an
+// ordinary node) may be placed on n: never on a read-replica node (whose
+// non-voters canTakeReadReplica admits).
 func (n *Node) canTakeReplica() bool {
 	return n.Liveness == Live && n.Membership == Active && !n.ReadReplica
 }

@@ -100,7 +100,9 @@
 // all three consistently; num_non_voters alone adds to the inherited
 // voters; setting none inherits all three. non_voter_constraints bind the
 // zone's non-voters (on top of constraints) as voter_constraints bind the
-// voters; the read-replica nodes' non-voters are outside the zone. ParseZoneConfig reads the `zone set` flags: constraints
+// voters; the two non-voter fields also say which ranges the read-replica
+// nodes hold non-voters of (see "Read replicas"). ParseZoneConfig reads
+// the `zone set` flags: constraints
 // as "+region=eu,-zone=a", "[+region=eu]" or per replica count
 // `{"+region=eu": 2}` (required constraints only), lease preferences as
 // "[+region=us]" or "[[+region=us,+zone=a], [+region=us]]"; only
@@ -133,7 +135,8 @@
 //     promoted only if it meets the voter constraints;
 //  2. non-voter repair to num_replicas − num_voters (priorities 900/800/
 //     700, below every voter repair; targets meet non_voter_constraints);
-//     then the read replicas' non-voters
+//     then the read replicas' non-voters; with num_non_voters set and
+//     read replicas about, both at once, read replicas first
 //     (see "Read replicas");
 //  3. a replica breaking a constraint (or a per-replica count short) moves
 //     where fewer are unmet (priority 4); no move: the unsatisfiable
@@ -181,19 +184,59 @@
 // at a time terminates (sim_test.go: no replica or lease goes back).
 //
 // Read replicas (issue 13; Node.ReadReplica, from the node descriptor):
-// a read-replica node never takes a voter, a lease or a zone's replica
-// (canTakeReplica is false for it, so placement, promotion, balance means
-// and targets all leave it out; a voter found on one is "leaving":
-// replaced elsewhere, then removed). The rule for its non-voters: a range
-// wants one non-voter on each live active read-replica node (disk not
-// full) in addition to its zone's num_replicas. readReplicaRepair, after
-// the zone's non-voters, adds the missing one (the lowest node ID first,
-// priority 800) and removes the non-voter of a read replica that is dead
-// (past the time-until-store-dead), decommissioned or decommissioning
-// (priority 700); a suspect one keeps its non-voter. Nothing is replaced:
-// every other live read replica holds its own already. These non-voters
-// are not the zone's: replicas() leaves them out (no constraint, move or
-// Decide removal applies to them).
+// a read-replica node never takes a voter or a lease (canTakeReplica is
+// false for it, so placement, promotion, balance means and targets all
+// leave it out; a voter found on one is "leaving": replaced elsewhere,
+// then removed). Which ranges its non-voters hold is the range's zone's
+// to say, by what the resolved config sets (readReplicaRule):
+//   - neither num_non_voters nor non_voter_constraints (rrEvery, the
+//     default): a range wants one non-voter on each live active
+//     read-replica node (disk not full) in addition to its zone's
+//     num_replicas (whose non-voters, when num_replicas exceeds
+//     num_voters, stay on ordinary nodes). readReplicaRepair, after the
+//     zone's non-voters, adds the missing one (the lowest node ID first,
+//     priority 800) and removes the non-voter of a read replica that is
+//     dead (past the time-until-store-dead), decommissioned or
+//     decommissioning (priority 700); a suspect one keeps its non-voter.
+//     Nothing is replaced: every other live read replica holds its own
+//     already. A zone non-voter with no node to go to (no-target) does
+//     not hold up the read replicas' (they are not the zone's).
+//   - non_voter_constraints set (not empty), num_non_voters not: the same,
+//     but only for the read replicas they select: those meeting the
+//     constraints of a non-voter (constraints and non_voter_constraints
+//     that apply to every replica) and, when non_voter_constraints count
+//     replicas ({"+region=eu": 1}), one of the counted sets. A read
+//     replica in region=eu holds the spans constrained to region=eu; one
+//     that is not selected (any more) loses its non-voter (priority 700,
+//     after the dead ones). The zone's own non-voters (num_replicas above
+//     num_voters) still go on ordinary nodes, first.
+//   - num_non_voters N set (anywhere up the inheritance chain; rrCounted):
+//     the range has N non-voters in all (countedNonVoterRepair replaces
+//     nonVoterRepair), on read-replica nodes first: those that can take
+//     one and meet the non-voter constraints, ranked as any target
+//     (constraints, diversity against the replicas kept, replicas, QPS,
+//     node ID); on ordinary nodes (nonVoterRepair's ranking) only when no
+//     read replica can take one. While fewer than N are kept it adds one
+//     (priority 800, a replace at 900 when one is lost); then it removes a
+//     lost or leaving one, a read replica's that breaks the constraints,
+//     one beyond N (an ordinary node's first, else the least diverse), all
+//     at 700; then an ordinary node's moves to a read replica that can
+//     take it (rebalance-non-voter, priority 5). N = 0: read replicas
+//     hold none of the span. The read replicas' non-voters kept under it
+//     count with the zone's for the constraints (zoneReadReps). With no
+//     read-replica node in the views and none on the range, num_non_voters
+//     places and explains as it always did.
+//
+// The reason and the check lines name the rule ("every live read replica
+// holds one of every range", "non_voter_constraints [...] select k of
+// n", "num_non_voters N: read replicas first"). Outside rrCounted these
+// non-voters are not the zone's: replicas() leaves them out (no
+// constraint, move or Decide removal applies to them). Satisfiable counts
+// the read replicas for the non-voters and replicas of an rrCounted zone,
+// never for its voters (elsewhere they count as any node, as before).
+// testdata/read_replica and testdata/read_replica_zone are the goldens;
+// TestReadReplicaZoneRulesConverge plays the actions on random clusters
+// to each rule's end state.
 //
 // Decommissioning (CanDecommission, Unplaceable): refused when fewer
 // nodes that can hold replicas (live, active or draining) would remain

@@ -58,6 +58,11 @@ const (
 	priorityBalance         = 1
 )
 
+// priorityReadReplicaFirst: a zone's non-voter moves from an ordinary node
+// to a read replica that can hold it (num_non_voters set: read replicas
+// first), above the constraint and balance moves.
+const priorityReadReplicaFirst = 5
+
 // LocalityLoad is a share of a range's requests: those whose gateway is in
 // Locality (tiers from the widest, as a node's).
 type LocalityLoad struct {
@@ -214,6 +219,10 @@ type scorer struct {
 	// rankedNonVoter: the last targets ranked were for a non-voter (the
 	// table judges the nodes without a replica for that role).
 	rankedNonVoter bool
+	// zoneReadReps: the read replicas' non-voters that count as the
+	// zone's (num_non_voters set: kept and meeting the non-voter
+	// constraints), counted with the zone's non-voters for constraints.
+	zoneReadReps []*Node
 }
 
 // Score returns the one next action for a range, with its explanation.
@@ -440,7 +449,7 @@ func (s *scorer) placement(from *replica, to *Node, voter bool) (vs, nvs []*Node
 			nvs = append(nvs, to)
 		}
 	}
-	return vs, nvs
+	return vs, append(nvs, s.zoneReadReps...)
 }
 
 // target is a ranked candidate for a new replica.
@@ -560,12 +569,27 @@ func (s *scorer) decide() (Decision, error) {
 		return s.removeVoter(dec)
 	}
 	s.check("repair: voters: fully replicated, %d of %d voters kept", len(staying(s.voters)), z.Voters())
-	// 2. Non-voters: the zone's, then the read replicas'.
-	if d, ok := s.nonVoterRepair(); ok {
-		return d, nil
-	}
-	if d, ok := s.readReplicaRepair(); ok {
-		return d, nil
+	// 2. Non-voters: the zone's, then the read replicas' (or both at once
+	// when the zone counts the read replicas' among its own).
+	// (Without read-replica nodes, num_non_voters places and explains
+	// the zone's non-voters as it always did.)
+	if z.readReplicaRule() == rrCounted && s.anyReadReplica() {
+		if d, ok := s.countedNonVoterRepair(); ok {
+			return d, nil
+		}
+	} else {
+		zd, zok := s.nonVoterRepair()
+		if zok && zd.Action != ActionNoTarget {
+			return zd, nil
+		}
+		// No node for the zone's non-voter does not hold up the read
+		// replicas' (they are not the zone's).
+		if d, ok := s.readReplicaRepair(); ok {
+			return d, nil
+		}
+		if zok {
+			return zd, nil
+		}
 	}
 	// Moves need every replica on a live active node.
 	for _, r := range append(append([]replica(nil), s.voters...), s.nonVoters...) {
@@ -751,34 +775,99 @@ func (s *scorer) nonVoterRepair() (Decision, bool) {
 	return Decision{}, false
 }
 
-// readReplicaRepair gives every live active read-replica node (disk not
-// full) a non-voter of the range, in addition to the zone's num_replicas,
-// the lowest node ID first; it removes the non-voter of a read-replica
-// node that is dead, decommissioned or decommissioning (after the
-// time-until-store-dead, as for a voter). There is nothing to replace: the
-// other live read replicas hold theirs already.
+// selects reports whether the range's zone has read replica n hold a
+// non-voter under rule (why names what n lacks when it does not): every
+// read replica under rrEvery; under rrSelected and rrCounted one that
+// meets the constraints of a non-voter (the zone's constraints and
+// non_voter_constraints that apply to every replica), and under
+// rrSelected also, when non_voter_constraints count replicas
+// ({"+region=eu": 1}), one that meets one of those (under rrCounted the
+// counts rank the targets instead, as for any non-voter).
+func (s *scorer) selects(n *Node, rule readReplicaRule) (bool, string) {
+	if rule == rrEvery {
+		return true, ""
+	}
+	if ok, why := s.meets(n, false); !ok {
+		return false, why
+	}
+	if rule == rrCounted {
+		return true, ""
+	}
+	var counted []Conjunction
+	for _, c := range s.in.Zone.NonVoterConstraints {
+		if c.NumReplicas == 0 {
+			continue
+		}
+		if ok, _ := c.satisfiedBy(n.Locality); ok {
+			return true, ""
+		}
+		counted = append(counted, c)
+	}
+	if len(counted) == 0 {
+		return true, ""
+	}
+	return false, "meets none of " + formatConjunctions(counted)
+}
+
+// readReplicaRepair applies the read-replica rule of a zone that does not
+// set num_non_voters (rrEvery, rrSelected): each live active read-replica
+// node (disk not full) that the rule selects gets a non-voter of the
+// range, in addition to the zone's num_replicas, the lowest node ID first;
+// it removes the non-voter of a read-replica node that is dead (past the
+// time-until-store-dead), decommissioned or decommissioning (priority
+// 700), then that of one the rule no longer selects. There is nothing to
+// replace: the other selected read replicas hold theirs already.
 func (s *scorer) readReplicaRepair() (Decision, bool) {
-	nodes := 0
+	rule := s.in.Zone.readReplicaRule()
+	nodes, selected := 0, 0
 	var missing []*Node
 	for _, n := range s.all {
 		if !n.ReadReplica {
 			continue
 		}
 		nodes++
-		if _, holds := s.holds[n.ID]; !holds && n.canTakeReadReplica() {
+		ok, why := s.selects(n, rule)
+		_, holds := s.holds[n.ID]
+		switch {
+		case ok:
+			selected++
+		case !holds:
+			s.verdict[n.ID] = "refused: " + why
+		}
+		if ok && !holds && n.canTakeReadReplica() {
 			missing = append(missing, n)
 		}
 	}
 	if nodes == 0 && len(s.readReps) == 0 {
 		return Decision{}, false // no line: clusters without read replicas explain as before
 	}
+	held := 0
+	var unselected []replica
+	for _, r := range s.readReps {
+		if ok, _ := s.selects(r.node, rule); ok {
+			held++
+		} else {
+			unselected = append(unselected, r)
+		}
+	}
+	nvc := formatConjunctions(s.in.Zone.NonVoterConstraints)
 	status := fmt.Sprintf("read replicas: %d of %d hold a non-voter", len(s.readReps), nodes)
+	why := "every live read replica holds one of every range"
+	if rule == rrSelected {
+		status = fmt.Sprintf("read replicas: non_voter_constraints %s select %d of %d, %d of them hold a non-voter", nvc, selected, nodes, held)
+		if len(unselected) > 0 {
+			status += fmt.Sprintf(", and %d not selected hold one", len(unselected))
+		}
+	}
 	if len(missing) > 0 {
 		n := missing[0]
 		s.check("repair: %s", status)
 		s.verdict[n.ID] = "target"
+		if rule == rrSelected {
+			why = fmt.Sprintf("it meets non_voter_constraints %s: a read replica holds the spans whose constraints it meets", nvc)
+		}
 		return Decision{Action: ActionAddNonVoter, Node: n.ID, Priority: priorityAddNonVoter,
-			Reason: fmt.Sprintf("%s; add a non-voter on read replica n%d (every live read replica holds one of every range)", status, n.ID)}, true
+			Reason: fmt.Sprintf("%s; add a non-voter on read replica n%d (%s)", status, n.ID, why)}, true
 	}
 	for _, r := range s.readReps {
 		if r.health == lost || r.health == leaving {
@@ -788,7 +877,212 @@ func (s *scorer) readReplicaRepair() (Decision, bool) {
 				Reason: fmt.Sprintf("%s: remove read replica n%d's non-voter (replica %d, %s)", status, r.node.ID, r.desc.ReplicaId, healthWord(r))}, true
 		}
 	}
+	if len(unselected) > 0 {
+		r := unselected[0]
+		_, lacks := s.selects(r.node, rule)
+		s.check("repair: %s", status)
+		s.verdict[r.node.ID] = "removed"
+		return Decision{Action: ActionRemoveNonVoter, Node: r.node.ID, ReplicaID: r.desc.ReplicaId, Priority: priorityRemoveNonVoter,
+			Reason: fmt.Sprintf("%s: remove read replica n%d's non-voter (replica %d): it %s, so non_voter_constraints %s no longer select it for this span",
+				status, r.node.ID, r.desc.ReplicaId, lacks, nvc)}, true
+	}
 	s.check("%s", status)
+	return Decision{}, false
+}
+
+// removeReadReplicas removes read replica r's non-voter under
+// num_non_voters: r is lost or leaving, or breaks a constraint of the
+// zone's non-voters.
+func (s *scorer) removeReadReplicas(status string, r replica) Decision {
+	why := healthWord(r)
+	if r.health != lost && r.health != leaving {
+		_, lacks := s.selects(r.node, rrCounted)
+		why = "it " + lacks + ", a constraint of the zone's non-voters"
+	}
+	s.verdict[r.node.ID] = "removed"
+	return Decision{Action: ActionRemoveNonVoter, Node: r.node.ID, ReplicaID: r.desc.ReplicaId, Priority: priorityRemoveNonVoter,
+		Reason: fmt.Sprintf("%s: remove read replica n%d's non-voter (replica %d, %s)", status, r.node.ID, r.desc.ReplicaId, why)}
+}
+
+// anyReadReplica reports whether a node of the view is a read replica or
+// the range has a non-voter on one.
+func (s *scorer) anyReadReplica() bool {
+	for _, n := range s.all {
+		if n.ReadReplica {
+			return true
+		}
+	}
+	return len(s.readReps) > 0
+}
+
+// whyNoReadReplica says why read-replica node n cannot get a new
+// non-voter now ("" if it can).
+func whyNoReadReplica(n *Node) string {
+	switch {
+	case n.canTakeReadReplica():
+		return ""
+	case n.Liveness == Live && n.Membership == Active: // its disk is full
+		return "disk " + diskCell(n)
+	}
+	return whyIneligible(n, false)
+}
+
+// readReplicaTargets ranks the read-replica nodes that can take one of the
+// zone's non-voters (rrCounted): live, active, disk not full, no replica
+// of the range, meeting the non-voter constraints; ranked as any target
+// (fewer unmet constraints, diversity against basis, fewer replicas,
+// lower QPS, lower ID). The refused ones get their verdict.
+func (s *scorer) readReplicaTargets(basis []*Node) []target {
+	s.rankedNonVoter = true
+	var out []target
+	for _, n := range s.all {
+		if !n.ReadReplica {
+			continue
+		}
+		if _, holds := s.holds[n.ID]; holds {
+			continue
+		}
+		why := whyNoReadReplica(n)
+		if why == "" {
+			_, why = s.selects(n, rrCounted)
+		}
+		if why != "" {
+			s.verdict[n.ID] = "refused: " + why
+			continue
+		}
+		vs, nvs := s.placement(nil, n, false)
+		out = append(out, target{node: n, div: diversityOf(n, basis), violations: s.violations(vs, nvs)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return betterTarget(out[i], out[j]) })
+	return out
+}
+
+// countedNonVoterRepair applies num_non_voters N (rrCounted): the range
+// keeps N non-voters in all, on read-replica nodes first (those meeting
+// the non-voter constraints, ranked by readReplicaTargets), on ordinary
+// nodes (ranked as nonVoterRepair's) only when no read replica can take
+// one. In order: while fewer than N are kept (healthy or suspect, and on
+// a read replica still meeting the constraints), add one (a replace when
+// one is lost or leaving); then remove a lost or leaving one, then a read
+// replica's the constraints no longer select, then one beyond N (an
+// ordinary node's first, else the least diverse); then move an ordinary
+// node's to a read replica that can take it (priority 5).
+func (s *scorer) countedNonVoterRepair() (Decision, bool) {
+	want := s.in.Zone.NonVoters()
+	var ordKept, rrKept, gone, unselected []replica
+	for _, r := range s.nonVoters {
+		if r.health == healthy || r.health == suspect {
+			ordKept = append(ordKept, r)
+		} else {
+			gone = append(gone, r)
+		}
+	}
+	for _, r := range s.readReps {
+		switch ok, _ := s.selects(r.node, rrCounted); {
+		case r.health == lost || r.health == leaving:
+			gone = append(gone, r)
+		case !ok:
+			unselected = append(unselected, r)
+		default:
+			rrKept = append(rrKept, r)
+		}
+	}
+	s.zoneReadReps = staying(rrKept)
+	kept := len(ordKept) + len(rrKept)
+	lost := ""
+	if len(gone) > 0 {
+		lost = " (" + describe(gone) + ")"
+	}
+	rule := "read replicas first"
+	if want == 0 {
+		rule = "no read replica holds the span"
+	}
+	status := fmt.Sprintf("non-voters: %d of %d kept%s, %d on read replicas (num_non_voters %d: %s)", kept, want, lost, len(rrKept), want, rule)
+	s.check("repair: %s", status)
+	basis := append(stayingAll(s.voters, s.nonVoters), s.zoneReadReps...)
+	s.basis = basis
+	describeTarget := func(t target) string {
+		why := fmt.Sprintf("n%d (%s, %d replicas", t.node.ID, t.div, t.node.Replicas)
+		if s.hasConstraints() {
+			why += fmt.Sprintf(", %d constraints unmet after", t.violations)
+		}
+		return why + ")"
+	}
+	rrTs := s.readReplicaTargets(basis)
+	switch {
+	case kept < want:
+		where := "read replica "
+		ts := rrTs
+		if len(ts) == 0 {
+			where = ""
+			ts = s.targets(nil, false, basis)
+			s.readReplicaTargets(basis) // the read replicas' verdicts say why not them
+			if len(ts) > 0 {
+				s.check("no read replica can take a non-voter: an ordinary node takes it")
+			}
+		}
+		if len(ts) == 0 {
+			// A read replica's non-voter that is not wanted there goes
+			// all the same (as under the other rules); a lost one of an
+			// ordinary node stays until it can be replaced (as
+			// nonVoterRepair's).
+			for _, r := range append(append([]replica(nil), gone...), unselected...) {
+				if r.node.ReadReplica {
+					return s.removeReadReplicas(status, r), true
+				}
+			}
+			d := Decision{Action: ActionNoTarget, Reason: status + "; no read replica nor other node can take a non-voter"}
+			if ns := s.notSatisfiable(); ns != "" {
+				d.Reason += "; " + ns
+			}
+			return d, true
+		}
+		s.markTargets(ts)
+		t := ts[0]
+		if len(gone) > 0 {
+			g, _ := worst(gone, basis, 0)
+			s.verdict[g.node.ID] = "replaced"
+			return Decision{Action: ActionReplaceNonVoter, Node: t.node.ID, From: g.node.ID, ReplicaID: g.desc.ReplicaId,
+				Priority: priorityReplaceNonVoter,
+				Reason: fmt.Sprintf("%s; replace n%d's non-voter (replica %d, %s) with one on %s%s",
+					status, g.node.ID, g.desc.ReplicaId, healthWord(g), where, describeTarget(t))}, true
+		}
+		return Decision{Action: ActionAddNonVoter, Node: t.node.ID, Priority: priorityAddNonVoter,
+			Reason: fmt.Sprintf("%s; add a non-voter on %s%s", status, where, describeTarget(t))}, true
+	case len(gone) > 0:
+		g, because := worst(gone, basis, 0)
+		s.verdict[g.node.ID] = "removed"
+		return Decision{Action: ActionRemoveNonVoter, Node: g.node.ID, ReplicaID: g.desc.ReplicaId, Priority: priorityRemoveNonVoter,
+			Reason: fmt.Sprintf("%s: remove n%d's non-voter (replica %d, %s)%s", status, g.node.ID, g.desc.ReplicaId, healthWord(g), because)}, true
+	case len(unselected) > 0:
+		return s.removeReadReplicas(status, unselected[0]), true
+	case kept > want:
+		from, which := ordKept, "an ordinary node's first"
+		if len(from) == 0 {
+			from, which = rrKept, "a read replica's"
+		}
+		g, because := worst(from, basis, 0)
+		s.verdict[g.node.ID] = "removed"
+		return Decision{Action: ActionRemoveNonVoter, Node: g.node.ID, ReplicaID: g.desc.ReplicaId, Priority: priorityRemoveNonVoter,
+			Reason: fmt.Sprintf("%s: remove n%d's non-voter (replica %d), more than the %d wanted (%s)%s", status, g.node.ID, g.desc.ReplicaId, want, which, because)}, true
+	case len(ordKept) > 0 && len(rrTs) > 0:
+		g, _ := worst(ordKept, basis, 0)
+		// Diversity against the replicas that stay.
+		var stay []*Node
+		for _, n := range basis {
+			if n != g.node {
+				stay = append(stay, n)
+			}
+		}
+		s.basis = stay
+		ts := s.readReplicaTargets(stay)
+		s.markTargets(ts)
+		s.verdict[g.node.ID] = "leaves"
+		return Decision{Action: ActionRebalanceNonVoter, Node: ts[0].node.ID, From: g.node.ID, ReplicaID: g.desc.ReplicaId,
+			Priority: priorityReadReplicaFirst,
+			Reason: fmt.Sprintf("%s: move n%d's non-voter (replica %d) to read replica %s",
+				status, g.node.ID, g.desc.ReplicaId, describeTarget(ts[0]))}, true
+	}
 	return Decision{}, false
 }
 

@@ -123,8 +123,8 @@ type ZoneConfig struct {
 	VoterConstraints    []Conjunction
 	VoterConstraintsSet bool
 	// NonVoterConstraints apply to the zone's non-voters only, on top of
-	// Constraints (not to the read-replica nodes' non-voters, which every
-	// live read replica holds regardless of zones).
+	// Constraints. Set (non-empty), they also select the read-replica
+	// nodes that hold a non-voter of the span (readReplicaRule).
 	NonVoterConstraints    []Conjunction
 	NonVoterConstraintsSet bool
 	// LeasePreferences are tried in order for the leaseholder.
@@ -242,6 +242,41 @@ func (z ZoneConfig) Voters() int {
 
 // NonVoters is the zone's non-voter count: Replicas − Voters.
 func (z ZoneConfig) NonVoters() int { return max(0, z.Replicas()-z.Voters()) }
+
+// readReplicaRule is how a range's resolved zone governs the non-voters of
+// the read-replica nodes (Node.ReadReplica).
+type readReplicaRule int
+
+const (
+	// rrEvery: the zone sets neither num_non_voters nor
+	// non_voter_constraints: every live read replica holds a non-voter of
+	// the range, beyond the zone's num_replicas (whose non-voters, when
+	// num_replicas exceeds num_voters, go on ordinary nodes).
+	rrEvery readReplicaRule = iota
+	// rrSelected: the zone sets non_voter_constraints but not
+	// num_non_voters: only the read replicas they select hold one (still
+	// beyond num_replicas); the others lose theirs.
+	rrSelected
+	// rrCounted: the zone sets num_non_voters N: the range has N
+	// non-voters in all, on read replicas first (those meeting the
+	// non-voter constraints), on ordinary nodes when too few read
+	// replicas can hold one; N = 0: no read replica holds the span.
+	rrCounted
+)
+
+// readReplicaRule says which rule applies to z (resolved): num_non_voters
+// set anywhere up the inheritance chain counts (DefaultZoneConfig leaves
+// it nil); non_voter_constraints count when they are not empty (the
+// default sets them empty).
+func (z ZoneConfig) readReplicaRule() readReplicaRule {
+	switch {
+	case z.NumNonVoters != nil:
+		return rrCounted
+	case len(z.NonVoterConstraints) > 0:
+		return rrSelected
+	}
+	return rrEvery
+}
 
 // Validate checks a config as a whole, each field and between fields,
 // with an ErrInvalid error naming the field and the limit. A partial
@@ -683,19 +718,32 @@ func formatConjunctions(cs []Conjunction) string {
 // config can be met. A config that is valid but not satisfiable is
 // accepted; ranges under it report these lines and get no replica on a
 // node that breaks a constraint.
+//
+// For a zone that sets num_non_voters (rrCounted), whose non-voters go on
+// read-replica nodes first, the read replicas count for the non-voters and
+// the replicas but not for the voters (they hold none); otherwise every
+// such node counts, as it always did.
 func Satisfiable(z ZoneConfig, nodes []Node) []string {
-	var usable []*Node
+	var usable, nonVoterHolders []*Node
+	counted := z.readReplicaRule() == rrCounted
 	for i := range nodes {
 		n := &nodes[i]
 		if n.Liveness == Live && (n.Membership == Active || n.Membership == Draining) {
-			usable = append(usable, n)
+			if !n.ReadReplica || !counted {
+				usable = append(usable, n)
+			}
+			nonVoterHolders = append(nonVoterHolders, n)
 		}
 	}
 	var out []string
 	check := func(field string, cs []Conjunction, want int, what string) {
+		holders := usable
+		if what != "voters" {
+			holders = nonVoterHolders
+		}
 		// Nodes meeting every all-replica conjunction of cs.
 		var ok []*Node
-		for _, n := range usable {
+		for _, n := range holders {
 			good := true
 			for _, c := range cs {
 				if c.NumReplicas == 0 {
@@ -734,9 +782,13 @@ func Satisfiable(z ZoneConfig, nodes []Node) []string {
 			}
 		}
 	}
-	if len(usable) < z.Replicas() && z.Replicas() > 0 {
+	if len(nonVoterHolders) < z.Replicas() && z.Replicas() > 0 {
 		out = append(out, fmt.Sprintf("constraint not satisfiable: num_replicas %d: only %d live nodes can hold replicas%s",
-			z.Replicas(), len(usable), idsIn(usable)))
+			z.Replicas(), len(nonVoterHolders), idsIn(nonVoterHolders)))
+	} else if v := z.Voters(); len(usable) < v {
+		// (Only when read replicas count for the non-voters.)
+		out = append(out, fmt.Sprintf("constraint not satisfiable: num_voters %d: only %d live nodes can hold voters%s (read replicas hold none)",
+			v, len(usable), idsIn(usable)))
 	}
 	check("constraints", z.Constraints, z.Replicas(), "replicas")
 	if z.VoterConstraintsSet && len(z.VoterConstraints) > 0 {

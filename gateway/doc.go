@@ -43,7 +43,11 @@
 //     INVALID_ARGUMENT naming bookmarks[i], as is one beyond the max clock
 //     offset in the future). A Get that finds a value carries the bookmark
 //     of the version read, a read-only Batch that of the newest version it
-//     read (none if it read none): a session that carries it never reads
+//     read (none if it read none), a Scan that of the newest row it
+//     returned: every streamed chunk the newest of it and the chunks
+//     before (the last chunk's covers the scan), a Scan in a read-only
+//     Batch the newest of its own rows (readBookmarkFor, newestVersion,
+//     readBookmark serve all three): a session that carries it never reads
 //     an older version of that key afterwards, on any replica (monotonic
 //     reads; write bookmarks alone do not give it across replicas whose
 //     closed timestamps differ). Responses are read and filled by field name
@@ -67,6 +71,16 @@
 //     when its TTL expires, when a write server answers NOT_LEASEHOLDER,
 //     and when every listed server of a range failed; the table is a hint
 //     and a server's answer is authoritative.
+//   - PeerDialOptions (peerdial.go): the options of every node-to-node
+//     dial, made in one place: transport credentials (the node
+//     certificate's, or plaintext in the --insecure mode), message limits,
+//     and client interceptors that turn a failed call to a peer of the
+//     other mode into FailedPrecondition saying the peer at ADDR serves
+//     plaintext (or TLS) and a cluster cannot mix secure and insecure
+//     nodes (ExplainModeMismatch; the pure decideMismatch reads the
+//     handshake failure, a TLS probe confirms a plaintext caller's
+//     suspicion). A Router given no dial options uses
+//     PeerDialOptions(nil, DefaultPeerMaxMessage).
 //   - ToStatus: the one table mapping errors to gRPC status codes. A
 //     replica's verdict travels as RangeError (ranges.Error, the one error
 //     type carrying a *rspb.RangeError) from the store, the node and the

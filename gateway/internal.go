@@ -56,6 +56,8 @@ type NodeBackend interface {
 	// GossipAddr is where this node gossips its store descriptor ("" when
 	// it does not yet).
 	GossipAddr() string
+	// Certs describes the certificates the node uses (none when insecure).
+	Certs() []*rspb.CertInfo
 	// ExplainRange says what the allocator would do with a range, and why.
 	ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error)
 	// AllocatorPlan lists the replica changes the queues would make now.
@@ -82,7 +84,8 @@ func (s *InternalServer) RangeBatch(ctx context.Context, r *rspb.RangeRequest) (
 
 // NodeInfo describes this node.
 func (s *InternalServer) NodeInfo(context.Context, *rspb.NodeInfoRequest) (*rspb.NodeInfoResponse, error) {
-	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID(), GossipAddress: s.node.GossipAddr()}
+	r := &rspb.NodeInfoResponse{Node: s.node.NodeDescriptor(), ClusterId: s.node.ClusterID(), GossipAddress: s.node.GossipAddr(),
+		Certs: s.node.Certs()}
 	if r.ClusterId != "" {
 		r.ReplicaCount, r.LeaseCount, r.Bytes = s.node.NodeStats()
 		r.MetaRange = s.node.MetaRange()

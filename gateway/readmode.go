@@ -264,19 +264,28 @@ func innerResponse(r *rspb.ResponseUnion) (protoreflect.Message, bool) {
 // none: a CAUSAL read carrying it sees those versions or newer ones.
 func (s *KVServer) readBookmarkFor(resps []*rspb.ResponseUnion) []byte {
 	var hi kv.Timestamp
-	see := func(p *rspb.Timestamp) {
-		if ts := ranges.TSFromProto(p); hi.Less(ts) {
+	for _, r := range resps {
+		if g := r.GetGet(); g.GetFound() {
+			hi = newestVersion(hi, []*rspb.KeyValue{g.GetKv()})
+		}
+		hi = newestVersion(hi, r.GetScan().GetKvs())
+	}
+	return s.readBookmark(hi)
+}
+
+// newestVersion returns the newest of hi and the versions of kvs.
+func newestVersion(hi kv.Timestamp, kvs []*rspb.KeyValue) kv.Timestamp {
+	for _, x := range kvs {
+		if ts := ranges.TSFromProto(x.GetTimestamp()); hi.Less(ts) {
 			hi = ts
 		}
 	}
-	for _, r := range resps {
-		if g := r.GetGet(); g.GetFound() {
-			see(g.GetKv().GetTimestamp())
-		}
-		for _, x := range r.GetScan().GetKvs() {
-			see(x.GetTimestamp())
-		}
-	}
+	return hi
+}
+
+// readBookmark is the bookmark of a read whose newest version is hi (nil
+// if it read none).
+func (s *KVServer) readBookmark(hi kv.Timestamp) []byte {
 	if hi.IsEmpty() {
 		return nil
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv/keys"
@@ -78,7 +77,10 @@ type Router struct {
 	leaders map[uint64]uint64 // range ID -> node that last served it
 }
 
-// NewRouter returns a router.
+// NewRouter returns a router. dialOpts are all the options of its
+// connections to other nodes, transport credentials included: a node
+// passes PeerDialOptions (and its testing options); none at all means
+// PeerDialOptions(nil, DefaultPeerMaxMessage), plaintext (tests).
 func NewRouter(resolver Resolver, local LocalStore, clock *leases.Clock, log *slog.Logger, dialOpts ...grpc.DialOption) *Router {
 	if log == nil {
 		log = slog.Default()
@@ -111,8 +113,10 @@ func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := r.conns[addr]; ok {
 		return c, nil
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))}, r.dialOpts...)
+	opts := r.dialOpts
+	if len(opts) == 0 {
+		opts = PeerDialOptions(nil, DefaultPeerMaxMessage)
+	}
 	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err

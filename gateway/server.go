@@ -144,12 +144,16 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 			setBookmark(r, bm)
 		}
 	} else {
-		// Each value read carries the bookmark of its version, so that a
-		// session hopping between replicas never reads older (monotonic
-		// reads): its next CAUSAL read waits for that version.
+		// Each value read carries the bookmark of its version (a scan's
+		// rows that of the newest), so that a session hopping between
+		// replicas never reads older (monotonic reads): its next CAUSAL
+		// read waits for that version.
 		for _, r := range resps {
 			if g := r.GetGet(); g.GetFound() {
 				g.Bookmark = EncodeBookmark(s.clusterID(), ranges.TSFromProto(g.GetKv().GetTimestamp()))
+			}
+			if sc := r.GetScan(); sc != nil {
+				sc.Bookmark = s.readBookmark(newestVersion(kv.Timestamp{}, sc.Kvs))
 			}
 		}
 	}
@@ -235,10 +239,13 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 		return err
 	}
 	in := toInternal(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}).GetScan()
+	var newest kv.Timestamp // of the rows streamed so far: every chunk's bookmark
 	err = s.router.ScanStream(ctx, in, func(kvs []*rspb.KeyValue) error {
 		for len(kvs) > 0 {
 			n := min(len(kvs), scanChunkKVs)
 			chunk := &rspb.ScanResponse{Kvs: kvs[:n]}
+			newest = newestVersion(newest, chunk.Kvs)
+			chunk.Bookmark = s.readBookmark(newest)
 			toClient(&rspb.ResponseUnion{Value: &rspb.ResponseUnion_Scan{Scan: chunk}})
 			if err := stream.Send(chunk); err != nil {
 				return err

@@ -5,9 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -42,12 +40,6 @@ func (n *Node) metaDescriptor(ctx context.Context, rangeID uint64) (*rspb.RangeD
 		}
 	}
 	return nil, descs, status.Errorf(codes.NotFound, "range r%d not found", rangeID)
-}
-
-// dialPeer opens a connection to a peer's gRPC address (the node's peer
-// dial options included); close it when done.
-func (n *Node) dialPeer(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
 }
 
 // peerNodeInfo asks the node at addr for its NodeInfo.

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -182,17 +181,23 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 		if seen[addr] {
 			continue
 		}
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, basePeerDialOptions(n.cfg)...)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "join address %q: %v", addr, err)
 		}
 		conns[addr] = c
 		info, err := waitNodeInfo(ctx, rspb.NewInternalClient(c))
+		if status.Code(err) == codes.FailedPrecondition { // e.g. a node of the other mode (gateway.ExplainModeMismatch)
+			return nil, status.Errorf(codes.FailedPrecondition, "init: %s", status.Convert(err).Message())
+		}
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "node %s is not reachable: %v", addr, err)
 		}
 		if info.ClusterId != "" {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s already belongs to cluster %s", addr, info.ClusterId)
+		}
+		if err := checkPeerMode(self, info.Node, addr); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, "init: "+err.Error())
 		}
 		if info.Node.GetReadReplica() {
 			return nil, status.Errorf(codes.FailedPrecondition, "node %s is a read-replica node: it joins once the cluster runs and is never an initial voter (leave it out of the init nodes' --join)", addr)
@@ -246,6 +251,9 @@ func (n *Node) Init(ctx context.Context, req *rspb.InitRequest) (*rspb.InitRespo
 	return &rspb.InitResponse{ClusterId: clusterID, Nodes: descs, Ranges: plan}, nil
 }
 
+// waitNodeInfo asks for a node's NodeInfo until it answers (a node not
+// yet serving is Unavailable) or refuses (any other error: returned at
+// once), or ctx ends.
 func waitNodeInfo(ctx context.Context, c rspb.InternalClient) (*rspb.NodeInfoResponse, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -253,6 +261,9 @@ func waitNodeInfo(ctx context.Context, c rspb.InternalClient) (*rspb.NodeInfoRes
 		cancel()
 		if err == nil {
 			return info, nil
+		}
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():

@@ -9,9 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/rangestore/rangestore/allocator"
@@ -542,7 +540,7 @@ func (n *Node) DrainNode(ctx context.Context, id uint64) (int64, error) {
 			}
 			addr = v.dir[id].Address
 		}
-		c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+		c, err := n.dialPeer(addr)
 		if err != nil {
 			return 0, status.Errorf(codes.Unavailable, "n%d at %s: %v", id, addr, err)
 		}

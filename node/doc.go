@@ -106,6 +106,58 @@
 // server's gossiped closed-timestamp lag).
 // TestCluster.AddReadReplica adds one.
 //
+// TestClusterOptions.Secure makes a CA, a node certificate (127.0.0.1,
+// localhost) and root's client certificate in BaseDir/certs; each node
+// gets its own Manager and the cluster's client connections use root's
+// certificate.
+//
+// Security (issue 15; security.go): Config.Security is the node's
+// certificate Manager (user "node"); nil is the insecure mode
+// (--insecure). Secure, the gRPC server requires mutual TLS
+// (Manager.ServerCredentials: a reload applies to new connections) and
+// its first interceptor is security.Authorizer (roles by certificate:
+// Internal for nodes, KV for clients, Admin for root and admins; see
+// security/doc.go); insecure, the Authorizer allows all. Every
+// node-to-node dial (router, init, join, node status, drain, lease
+// transfer, the join-cluster check) takes its options from one place,
+// gateway.PeerDialOptions: the node certificate's client credentials or
+// plaintext, the message limit, and the mixed-mode interceptors. Raft
+// runs over ranges/rafttls (mutual TLS 1.3 with the node certificate;
+// both sides require the peer's to be a node certificate) unless
+// Config.RaftTransport is set (fault injection: a TestCluster with a
+// Network keeps its in-process transport); insecure, over Dragonboat's
+// TCP transport. Gossip
+// runs over mutual TLS with the node certificate, accepting node
+// certificates only (gossip.Config.TLS); it binds one specific host, so a
+// secure node listening on 0.0.0.0 needs Config.GossipAddr (Start refuses
+// without it). The node registers Manager.Collector
+// (rangestore_cert_expiry_seconds) and reports its certificates in
+// NodeInfo, which node status shows per node (kind, user, serial,
+// expiry); it never reloads them itself (its owner does, on SIGHUP).
+// A cluster does not mix modes: a call to a peer of the other mode fails
+// with FailedPrecondition naming the peer's address and mode
+// (gateway.ExplainModeMismatch: a TLS client reading plaintext, or a
+// plaintext client whose connection closed before the server preface
+// and whose TLS probe of the address succeeds); each node descriptor
+// records its mode (NodeDescriptor.secure), init and join refuse a
+// descriptor of the other mode naming both, and a store does not restart
+// in the other mode than its cluster record says.
+//
+// Resource limits of the gRPC server (serverOptions, the one place; the
+// README lists them): messages up to MaxMessageSize(Config.Limits) both
+// ways (about 10 MiB by default; a larger one is RESOURCE_EXHAUSTED
+// "received message larger than max (N vs. LIMIT)"); at most
+// MaxConcurrentStreams (1024) calls in flight per connection (more wait);
+// keepalive enforcement: a client may ping at most every
+// KeepaliveMinTime (10 s), with or without calls in flight, else GOAWAY
+// too_many_pings; the server pings a connection idle KeepaliveTime (30 s)
+// and closes it if no answer comes within KeepaliveTimeout (10 s); a
+// unary call without a deadline runs with DefaultRequestTimeout (60 s),
+// one with a longer deadline is capped at MaxRequestTimeout (10 min).
+// Streams (KV.Scan, Backup.Export) are exempt from the deadlines: they
+// last as long as their data and end with the client's cancel or its
+// connection (keepalive finds a dead one).
+//
 // TestCluster with a fault.Network carries Raft over its in-process
 // transport and node-to-node gRPC through its interceptors; with
 // Localities, each node is placed in its region (RegionOf) so that the

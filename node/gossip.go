@@ -19,14 +19,16 @@ import (
 // (NodeInfo) and joins through those that answer, in a goroutine of its
 // own that the loop waits for when it stops. Stop leaves the gossip right
 // after the loop, before the leases move: the others forget the node at
-// once.
+// once. With Config.Security, gossip runs over mutual TLS with the node
+// certificate (gossipTLS; peers must present node certificates).
 
 // gossipJoinInterval is how often a node missing from the gossip is
 // looked for.
 const gossipJoinInterval = 5 * time.Second
 
 // gossipBindAddr is where the node gossips: Config.GossipAddr, else the
-// gRPC listener's host with any port.
+// gRPC listener's host with any port. With TLS it must be one specific IP
+// (checkGossipBind, at Start).
 func (n *Node) gossipBindAddr() string {
 	if n.cfg.GossipAddr != "" {
 		return n.cfg.GossipAddr
@@ -115,9 +117,11 @@ func (n *Node) maintainGossip(ctx context.Context, last *time.Time, wg *sync.Wai
 	}
 	g := n.gossip.Load()
 	if g == nil {
-		var err error
-		g, err = gossip.Start(gossip.Config{NodeID: id, BindAddr: n.gossipBindAddr(), Describe: n.describeStore,
-			Interval: n.cfg.GossipInterval, TTL: n.cfg.GossipTTL, ReadReplicaTTL: n.cfg.ReadReplicaTTL, Logger: n.log})
+		tlsCfg, err := n.gossipTLS()
+		if err == nil {
+			g, err = gossip.Start(gossip.Config{NodeID: id, BindAddr: n.gossipBindAddr(), TLS: tlsCfg, Describe: n.describeStore,
+				Interval: n.cfg.GossipInterval, TTL: n.cfg.GossipTTL, ReadReplicaTTL: n.cfg.ReadReplicaTTL, Logger: n.log})
+		}
 		if err != nil {
 			if time.Since(*last) >= gossipJoinInterval {
 				*last = time.Now()

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -60,6 +59,9 @@ func (n *Node) Join(ctx context.Context, req *rspb.JoinRequest) (*rspb.JoinRespo
 				desc.HttpAddress = fillHost(desc.HttpAddress, host)
 			}
 		}
+	}
+	if err := checkPeerMode(n.NodeDescriptor(), desc, desc.Address); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, "join: "+err.Error())
 	}
 	if err := n.ensureNodeCounter(ctx); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "join: %v", err)
@@ -414,7 +416,7 @@ func (n *Node) tryJoin(ctx context.Context, st *joinState) error {
 // joinVia asks addr for its cluster and, if it has one, to admit this node;
 // (nil, nil) means addr is not initialized.
 func (n *Node) joinVia(ctx context.Context, addr, storeID string, self *rspb.NodeDescriptor) (*rspb.ClusterRecord, error) {
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+	c, err := n.dialPeer(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +461,7 @@ func checkJoinClusters(ctx context.Context, cr *rspb.ClusterRecord, join, own []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+			c, err := grpc.NewClient(addr, opts...)
 			if err != nil {
 				return
 			}

@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -35,6 +34,7 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/rebalance"
+	"github.com/rangestore/rangestore/security"
 	"github.com/rangestore/rangestore/timeutil"
 )
 
@@ -61,6 +61,14 @@ type Config struct {
 	LivenessTTL       time.Duration
 	HeartbeatInterval time.Duration
 
+	// Security is the node's certificates (security.NewManager for user
+	// security.NodeUser): the node serves gRPC with mutual TLS and checks
+	// every call's role (security.Authorizer), dials its peers with its
+	// node certificate, and runs Raft and gossip over mutual TLS with it.
+	// nil is the insecure mode (--insecure): plaintext everywhere and no
+	// role checks. A cluster cannot mix the two. The node does not reload
+	// the certificates: its owner calls Reload (SIGHUP).
+	Security *security.Manager
 	// Testing hooks: a Raft transport and extra dial options for
 	// node-to-node gRPC (fault injection).
 	RaftTransport   config.TransportFactory
@@ -197,6 +205,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.StoreDir == "" || cfg.ListenAddr == "" || cfg.RaftAddr == "" {
 		return nil, errors.New("node: store dir, listen address and raft address are required")
 	}
+	if err := checkSecurity(cfg.Security); err != nil {
+		return nil, err
+	}
 	if err := cfg.Thresholds.Validate(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -212,6 +223,9 @@ func Start(cfg Config) (*Node, error) {
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Clock.SetLogger(cfg.Logger)
 	registerClockMetrics(n.registry, cfg.Clock)
+	if cfg.Security != nil {
+		n.registry.MustRegister(cfg.Security.Collector()) // rangestore_cert_expiry_seconds
+	}
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node: listen on %s: %w", cfg.ListenAddr, err)
@@ -228,11 +242,15 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: open storage: %w", err)
 	}
+	transport, err := raftTransport(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n.store, err = ranges.NewStore(ranges.StoreConfig{
 		Dir: cfg.StoreDir, RaftAddress: cfg.RaftAddr, Engine: n.eng, Clock: cfg.Clock, Logger: cfg.Logger, TimeSource: cfg.TimeSource,
 		Metrics:        ranges.NewMetrics(n.registry),
 		RTTMillisecond: cfg.RaftRTTMillisecond, ElectionRTT: cfg.ElectionRTT, HeartbeatRTT: cfg.HeartbeatRTT,
-		TransportFactory: cfg.RaftTransport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay, TestingForgetMerges: cfg.TestingForgetMerges,
+		TransportFactory: transport, CrashPoint: cfg.CrashPoint, TestingAckDelay: cfg.TestingAckDelay, TestingForgetMerges: cfg.TestingForgetMerges,
 		RangeMaxBytes: cfg.RangeMaxBytes, RangeMinBytes: cfg.RangeMinBytes, LoadSplitQPS: cfg.LoadSplitQPS, LoadSplitDuration: cfg.LoadSplitDuration,
 		SplitCheckInterval: cfg.SplitCheckInterval, MetaCheckInterval: cfg.MetaCheckInterval,
 		Limits: ranges.Limits(cfg.Limits), FreezeTimeout: cfg.FreezeTimeout, TimeUntilStoreDead: cfg.TimeUntilStoreDead,
@@ -244,15 +262,23 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cr := n.store.ClusterRecord(); cr != nil {
+		if err := checkStoreMode(n.ownDescriptor(), cr.ClusterId, cfg.Security != nil); err != nil {
+			return nil, err
+		}
+	}
 	if cr := n.store.ClusterRecord(); cr != nil && len(cfg.Join) > 0 {
-		if err := checkJoinClusters(context.Background(), cr, cfg.Join, []string{lis.Addr().String(), cfg.ListenAddr}, cfg.PeerDialOptions); err != nil {
+		if err := checkJoinClusters(context.Background(), cr, cfg.Join, []string{lis.Addr().String(), cfg.ListenAddr}, peerDialOptions(cfg)); err != nil {
 			return nil, err
 		}
 	}
 	maxMsg := MaxMessageSize(cfg.Limits)
-	peerOpts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
-		cfg.PeerDialOptions...)
-	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, peerOpts...)
+	n.router = gateway.NewRouter(n, n.store, cfg.Clock, cfg.Logger, peerDialOptions(cfg)...)
+	if cfg.GossipAddr != "-" {
+		if err := checkGossipBind(n.gossipBindAddr(), cfg.Security != nil); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	n.liveness = leases.NewLiveness(leases.LivenessConfig{NodeID: n.store.NodeID, Clock: cfg.Clock, Logger: cfg.Logger,
 		TTL: cfg.LivenessTTL, HeartbeatInterval: cfg.HeartbeatInterval}, n.router)
 	n.store.SetLiveness(n.liveness)
@@ -261,12 +287,11 @@ func Start(cfg Config) (*Node, error) {
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	n.kvServer.SetClusterID(n.ClusterID)
 	rpcm := gateway.NewRPCMetrics(n.registry)
-	n.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(maxMsg), grpc.MaxSendMsgSize(maxMsg),
-		// Stop returns only once every handler did: none uses the store
-		// after it closes.
-		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(rpcm.Unary), grpc.ChainStreamInterceptor(rpcm.Stream))
+	sopts, err := serverOptions(cfg, maxMsg, rpcm)
+	if err != nil {
+		return nil, err
+	}
+	n.grpc = grpc.NewServer(sopts...)
 	rspb.RegisterKVServer(n.grpc, n.kvServer)
 	rspb.RegisterInternalServer(n.grpc, gateway.NewInternalServer(n))
 	rspb.RegisterAdminServer(n.grpc, gateway.NewAdminServer(n))
@@ -366,7 +391,7 @@ func (n *Node) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResp
 // NodeDescriptor describes this node.
 func (n *Node) NodeDescriptor() *rspb.NodeDescriptor {
 	return &rspb.NodeDescriptor{NodeId: n.store.NodeID(), Address: n.Addr(), RaftAddress: n.cfg.RaftAddr,
-		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr(), ReadReplica: n.ReadReplica()}
+		Locality: n.cfg.Locality, HttpAddress: n.HTTPAddr(), ReadReplica: n.ReadReplica(), Secure: n.Secure()}
 }
 
 // ReadReplica reports whether this is a read-replica node: started with
@@ -547,7 +572,7 @@ func (p *peerConns) applied(ctx context.Context, nodeID, rangeID uint64) (uint64
 			return 0, fmt.Errorf("no address for n%d", nodeID)
 		}
 		var err error
-		c, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, p.n.cfg.PeerDialOptions...)...)
+		c, err = p.n.dialPeer(addr)
 		if err != nil {
 			p.mu.Unlock()
 			return 0, err
@@ -660,7 +685,7 @@ func (n *Node) forwardTransferLease(ctx context.Context, id, rangeID, target uin
 	if !ok {
 		return false, fmt.Errorf("no address for n%d, a replica of r%d", id, rangeID)
 	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+	c, err := n.dialPeer(addr)
 	if err != nil {
 		return false, err
 	}

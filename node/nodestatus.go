@@ -7,9 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -89,7 +87,8 @@ var errNotInitialized = status.Error(codes.FailedPrecondition, "node not initial
 // 0) or of one node (NotFound if the directory does not list it): the
 // directory and liveness records are read from the system range, the
 // counts asked of each node (briefly; an unreachable node's counts are
-// missing, with stats_error saying why), and the store descriptor is the
+// missing, with stats_error saying why), as are its certificates (serial
+// and expiry of each, as it reports them), and the store descriptor is the
 // one this node heard by gossip (none if not heard within the TTL).
 func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeStatus, error) {
 	ctx, cancel, err := n.operatorCtx(ctx, 10*time.Second)
@@ -147,6 +146,7 @@ func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeSta
 		out[i] = ns
 		if id == n.NodeID() {
 			ns.ReplicaCount, ns.LeaseCount, ns.Bytes = n.NodeStats()
+			ns.Certs = n.Certs()
 			continue
 		}
 		wg.Add(1)
@@ -161,7 +161,7 @@ func (n *Node) NodeStatuses(ctx context.Context, nodeID uint64) ([]*rspb.NodeSta
 
 // askStats fills a node's counts from its NodeInfo.
 func (n *Node) askStats(ctx context.Context, ns *rspb.NodeStatus) {
-	c, err := grpc.NewClient(ns.Node.Address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, n.cfg.PeerDialOptions...)...)
+	c, err := n.dialPeer(ns.Node.Address)
 	if err != nil {
 		ns.StatsError = err.Error()
 		return
@@ -177,6 +177,7 @@ func (n *Node) askStats(ctx context.Context, ns *rspb.NodeStatus) {
 		ns.StatsError = fmt.Sprintf("%s answers as n%d, not n%d", ns.Node.Address, info.GetNode().GetNodeId(), ns.Node.NodeId)
 	default:
 		ns.ReplicaCount, ns.LeaseCount, ns.Bytes = info.ReplicaCount, info.LeaseCount, info.Bytes
+		ns.Certs = info.Certs
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/security"
 )
 
 // TestClusterOptions configures an in-process cluster.
@@ -42,7 +43,8 @@ type TestClusterOptions struct {
 	// Clocks, when set, are the nodes' physical clocks (one per node).
 	Clocks []*fault.Clock
 	// Localities, when set, are the nodes' localities (by index; nodes
-	// beyond it, and added ones, get node 0's). With a Network each node
+	// beyond it, and added ones, get node 0's, unless AddReadReplicaAt
+	// names one). With a Network each node
 	// is placed in its region (the "region" tier, else the first), for the
 	// Network's latency table if it has one.
 	Localities [][]*rspb.LocalityTier
@@ -80,6 +82,13 @@ type TestClusterOptions struct {
 	Thresholds allocator.Thresholds
 	// GCTTL, GCInterval: see Config (zero = the node defaults).
 	GCTTL, GCInterval time.Duration
+	// Secure runs the cluster with mutual TLS (Config.Security): a CA,
+	// a node certificate for 127.0.0.1 and localhost and a client
+	// certificate for root are created in BaseDir/certs (the CA key in
+	// BaseDir/ca.key; existing files are used as they are), every node
+	// gets its own Manager of the node certificate, and the cluster's
+	// client connections (Conn, KV) use root's certificate.
+	Secure bool
 	// EditPlan, when set, replaces Init: the nodes (n1.. in start order)
 	// are bootstrapped directly with PlanRanges' layout as EditPlan leaves
 	// it (e.g. a layout as older versions wrote it).
@@ -96,6 +105,8 @@ type TestCluster struct {
 	conns   []*grpc.ClientConn
 	Init    *rspb.InitResponse
 	BaseDir string
+	// rootSec is root's client certificate (Secure only).
+	rootSec *security.Manager
 }
 
 // FreeAddr returns a loopback address with a currently free port. The
@@ -184,6 +195,12 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 	} else {
 		tc.BaseDir = opts.BaseDir
 	}
+	if opts.Secure {
+		if err := tc.createCerts(); err != nil {
+			tc.Close()
+			return nil, err
+		}
+	}
 	var addrs []string
 	for i := 0; i < opts.Nodes; i++ {
 		ga, err := FreeAddr()
@@ -239,6 +256,12 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 				return nil, err
 			}
 		}
+		if opts.Secure {
+			if cfg.Security, err = tc.nodeSecurity(); err != nil {
+				tc.Close()
+				return nil, err
+			}
+		}
 		tc.cfgs = append(tc.cfgs, cfg)
 		addrs = append(addrs, ga)
 	}
@@ -250,7 +273,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			return nil, err
 		}
 		tc.nodes = append(tc.nodes, n)
-		c, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(n.Addr(), tc.ClientDialOptions()...)
 		if err != nil {
 			tc.Close()
 			return nil, err
@@ -322,9 +345,17 @@ func (tc *TestCluster) bootstrapEdited(ctx context.Context) (*rspb.InitResponse,
 	tc.opts.EditPlan(plan)
 	clusterID := fmt.Sprintf("test-%x", mrand.Uint64())
 	ts := &rspb.Timestamp{WallTime: time.Now().UnixNano()}
-	for i, c := range tc.conns {
+	for i, cfg := range tc.cfgs {
+		// Internal is for nodes: with TLS, dial as one (the node's own
+		// certificate).
+		c, err := grpc.NewClient(cfg.ListenAddr, basePeerDialOptions(tc.Node(i).cfg)...)
+		if err != nil {
+			return nil, err
+		}
 		req := &rspb.BootstrapRequest{ClusterId: clusterID, NodeId: uint64(i + 1), Nodes: nodes, Ranges: plan, Timestamp: ts}
-		if _, err := rspb.NewInternalClient(c).Bootstrap(ctx, req); err != nil {
+		_, err = rspb.NewInternalClient(c).Bootstrap(ctx, req)
+		_ = c.Close()
+		if err != nil {
 			return nil, fmt.Errorf("bootstrapping n%d: %w", i+1, err)
 		}
 	}
@@ -432,25 +463,31 @@ func (tc *TestCluster) Close() {
 // when join is empty): it joins the running cluster (join.go). It returns
 // the new node's index at once; WaitJoined waits for its node ID.
 func (tc *TestCluster) AddNode(join ...int) (int, error) {
-	return tc.addNodeRetrying(false, join)
+	return tc.addNodeRetrying(false, nil, join)
 }
 
 // AddReadReplica is AddNode for a read-replica node (Config.ReadReplica:
 // it holds non-voters only, never a lease).
 func (tc *TestCluster) AddReadReplica(join ...int) (int, error) {
-	return tc.addNodeRetrying(true, join)
+	return tc.addNodeRetrying(true, nil, join)
 }
 
-func (tc *TestCluster) addNodeRetrying(readReplica bool, join []int) (int, error) {
+// AddReadReplicaAt is AddReadReplica with the new node's own locality
+// (added nodes otherwise get node 0's).
+func (tc *TestCluster) AddReadReplicaAt(locality []*rspb.LocalityTier, join ...int) (int, error) {
+	return tc.addNodeRetrying(true, locality, join)
+}
+
+func (tc *TestCluster) addNodeRetrying(readReplica bool, locality []*rspb.LocalityTier, join []int) (int, error) {
 	for attempt := 0; ; attempt++ {
-		i, err := tc.addNode(readReplica, join)
+		i, err := tc.addNode(readReplica, locality, join)
 		if err == nil || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
 			return i, err
 		}
 	}
 }
 
-func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
+func (tc *TestCluster) addNode(readReplica bool, locality []*rspb.LocalityTier, join []int) (int, error) {
 	tc.mu.Lock()
 	i := len(tc.cfgs)
 	cfg := tc.cfgs[0] // the cluster's settings; then this node's own
@@ -477,6 +514,9 @@ func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
 	cfg.CrashPoint = nil
 	cfg.Join = nil
 	cfg.ReadReplica = readReplica
+	if locality != nil {
+		cfg.Locality = locality
+	}
 	for _, j := range join {
 		cfg.Join = append(cfg.Join, tc.cfgs[j].ListenAddr)
 	}
@@ -498,12 +538,17 @@ func (tc *TestCluster) addNode(readReplica bool, join []int) (int, error) {
 			return 0, err
 		}
 	}
+	if tc.opts.Secure {
+		if cfg.Security, err = tc.nodeSecurity(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := Start(cfg)
 	if err != nil {
 		_ = os.RemoveAll(cfg.StoreDir)
 		return 0, err
 	}
-	c, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(n.Addr(), tc.ClientDialOptions()...)
 	if err != nil {
 		n.Stop()
 		return 0, err
@@ -545,4 +590,58 @@ func (tc *TestCluster) IndexOfNodeID(id uint64) int {
 		}
 	}
 	return -1
+}
+
+// Test cluster certificates (TestClusterOptions.Secure).
+
+// CertsDir is the secure cluster's certs directory (BaseDir/certs), and
+// CAKey its CA key (BaseDir/ca.key), to create more certificates.
+func (tc *TestCluster) CertsDir() string { return filepath.Join(tc.BaseDir, "certs") }
+
+// CAKey: see CertsDir.
+func (tc *TestCluster) CAKey() string { return filepath.Join(tc.BaseDir, "ca.key") }
+
+// createCerts creates the CA, the node certificate (127.0.0.1, localhost)
+// and root's client certificate, unless the certs directory has a CA.
+func (tc *TestCluster) createCerts() error {
+	dir, key := tc.CertsDir(), tc.CAKey()
+	if _, err := os.Stat(filepath.Join(dir, security.CAFile)); err != nil {
+		if _, err := security.CreateCA(dir, key, security.CreateOptions{}); err != nil {
+			return fmt.Errorf("test cluster: %w", err)
+		}
+		if _, err := security.CreateNode(dir, key, []string{"127.0.0.1", "localhost"}, security.CreateOptions{}); err != nil {
+			return fmt.Errorf("test cluster: %w", err)
+		}
+		if _, err := security.CreateClient(dir, key, security.RootUser, security.CreateOptions{}); err != nil {
+			return fmt.Errorf("test cluster: %w", err)
+		}
+	}
+	m, err := security.NewManager(security.Config{Dir: dir, User: security.RootUser})
+	if err != nil {
+		return fmt.Errorf("test cluster: %w", err)
+	}
+	tc.rootSec = m
+	return nil
+}
+
+// nodeSecurity is a new Manager of the node certificate (one per node, as
+// each process has its own).
+func (tc *TestCluster) nodeSecurity() (*security.Manager, error) {
+	m, err := security.NewManager(security.Config{Dir: tc.CertsDir(), User: security.NodeUser})
+	if err != nil {
+		return nil, fmt.Errorf("test cluster: %w", err)
+	}
+	return m, nil
+}
+
+// Security is node i's certificate manager (nil unless Secure).
+func (tc *TestCluster) Security(i int) *security.Manager { return tc.cfgs[i].Security }
+
+// ClientDialOptions are the options of the cluster's client connections:
+// root's client certificate when Secure, plaintext otherwise.
+func (tc *TestCluster) ClientDialOptions() []grpc.DialOption {
+	if tc.rootSec != nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(tc.rootSec.ClientCredentials())}
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 }

@@ -73,7 +73,8 @@ type replicaChangeFacts struct {
 	// replica's, or a zone's): done once it has caught up, never promoted.
 	NonVoter bool
 	// ReadReplicaNodes: the nodes marked read replicas in the cluster
-	// record (their non-voters are standing ones).
+	// record (their non-voters are standing ones even in descriptors
+	// written before ReplicaDescriptor.standing; standingNonVoter).
 	ReadReplicaNodes map[uint64]bool
 	// NodeAddr is NodeID's Raft address ("" if the node is unknown).
 	NodeAddr string
@@ -91,6 +92,19 @@ type replicaChangeFacts struct {
 	// leaseholder's applied index when the replica joined the Raft group).
 	TargetApplied *uint64
 	WantApplied   uint64
+}
+
+// standingNonVoter reports whether rep is a standing non-voter, one meant
+// to stay a non-voter (a read replica's, a zone's), rather than the
+// learner of a replica change in flight, about to be promoted: the
+// descriptor records it (ReplicaDescriptor.standing, set when
+// AdminChangeReplicasRequest.non_voter added it), or, for descriptors
+// written before that field, it is on a read-replica node (which never
+// holds anything else). Such a non-voter, once a Raft non-voter, holds
+// no other replica change up, and a split removes it first (learners
+// refuse both).
+func standingNonVoter(rep *rspb.ReplicaDescriptor, readReplicaNodes map[uint64]bool) bool {
+	return rep.Type == rspb.ReplicaType_NON_VOTER && (rep.Standing || readReplicaNodes[rep.NodeId])
 }
 
 // replicaChangeDecision is the next step, the replica it concerns (and,
@@ -141,13 +155,15 @@ func decideReplicaChange(f replicaChangeFacts) replicaChangeDecision {
 		_, v := f.Voters[rep.ReplicaId]
 		_, nv := f.NonVoters[rep.ReplicaId]
 		switch {
-		case rep.Type == rspb.ReplicaType_NON_VOTER && nv && f.ReadReplicaNodes[rep.NodeId]:
-			// A read replica's standing non-voter: a whole Raft member of
-			// its kind, and Raft orders membership changes one at a time,
-			// so it does not hold this change up. Any other non-voter is
-			// an addition not finished (or a zone's non-voter), which
-			// does, as before read replicas existed.
+		case standingNonVoter(rep, f.ReadReplicaNodes) && nv:
+			// A standing non-voter (a read replica's, a zone's): a whole
+			// Raft member of its kind, and Raft orders membership changes
+			// one at a time, so it does not hold this change up.
+		case standingNonVoter(rep, f.ReadReplicaNodes):
+			return dec(changeRefuse, 0, "another change of r%d is in flight: standing non-voter %d on n%d is in the descriptor but not yet a Raft non-voter (its addition is not finished; finish it or remove n%d)", d.RangeId, rep.ReplicaId, rep.NodeId, rep.NodeId)
 		case rep.Type == rspb.ReplicaType_NON_VOTER:
+			// The learner of an addition not finished (about to be
+			// promoted): the change waits for it, as it always did.
 			return dec(changeRefuse, 0, "another change of r%d is in flight: replica %d on n%d is a non-voter (an addition not finished; finish it or remove n%d)", d.RangeId, rep.ReplicaId, rep.NodeId, rep.NodeId)
 		case !v:
 			return dec(changeRefuse, 0, "another change of r%d is in flight: voter %d on n%d is not a Raft voter (nv=%t)", d.RangeId, rep.ReplicaId, rep.NodeId, nv)
@@ -252,9 +268,11 @@ func sortedIDs(m map[uint64]string) []uint64 {
 // checkReplicaChange checks, at apply, that next may replace cur as the
 // range's descriptor (a ChangeReplicasCommand): same range and span,
 // generation cur+1, exactly one replica added (a non-voter under a fresh
-// ID), promoted (non-voter to voter) or removed (never the leaseholder's),
-// at least one voter left, IDs unique and below next_replica_id, which
-// never goes back. It returns why not ("" if it may).
+// ID, standing or not), promoted (non-voter to voter, no longer
+// standing) or removed (never the leaseholder's), at least one voter
+// left, no voter marked standing, a non-voter's standing flag unchanged,
+// IDs unique and below next_replica_id, which never goes back. It returns
+// why not ("" if it may).
 func checkReplicaChange(cur, next *rspb.RangeDescriptor, lease *rspb.Lease) string {
 	switch {
 	case next == nil:
@@ -282,6 +300,9 @@ func checkReplicaChange(cur, next *rspb.RangeDescriptor, lease *rspb.Lease) stri
 		}
 		if rep.Type == rspb.ReplicaType_VOTER {
 			voters++
+			if rep.Standing {
+				return fmt.Sprintf("voter %d on n%d is marked standing (only a non-voter stands)", rep.ReplicaId, rep.NodeId)
+			}
 		}
 		o := old[rep.ReplicaId]
 		switch {
@@ -297,6 +318,8 @@ func checkReplicaChange(cur, next *rspb.RangeDescriptor, lease *rspb.Lease) stri
 			return fmt.Sprintf("replica %d on n%d would be demoted (remove it instead)", rep.ReplicaId, rep.NodeId)
 		case o.Type != rep.Type:
 			changes++
+		case o.Standing != rep.Standing:
+			return fmt.Sprintf("non-voter %d on n%d would change from standing=%t to %t (a non-voter's role is fixed when it is added)", rep.ReplicaId, rep.NodeId, o.Standing, rep.Standing)
 		}
 	}
 	for id, o := range old {

@@ -15,9 +15,10 @@ import (
 // checkReplicaChange (whether a committed descriptor change applies), and
 // compares the results with testdata/replica_change.golden. Descriptors
 // are written as in meta_decision.json, with "n4:7" for replica 7 on n4,
-// "~" for a non-voter and "nextN" for next_replica_id; a node's Raft
-// address is "nN"; NonVoter adds a standing non-voter. Regenerate with
-// -rewrite.
+// "~" for a non-voter (a learner, or a standing one in a descriptor
+// written before ReplicaDescriptor.standing), "~~" for one recorded as
+// standing and "nextN" for next_replica_id; a node's Raft address is
+// "nN"; NonVoter adds a standing non-voter. Regenerate with -rewrite.
 func TestReplicaChangeDecision(t *testing.T) {
 	var cases struct {
 		Steps []struct {
@@ -38,6 +39,9 @@ func TestReplicaChangeDecision(t *testing.T) {
 		Applies []struct {
 			Name, Cur, Next string
 			LeaseReplica    uint64
+			// MarkStanding: mark this replica of Next standing (a voter
+			// too, which the descriptor syntax cannot say).
+			MarkStanding uint64
 		}
 	}
 	golden.LoadJSON(t, "replica_change.json", &cases)
@@ -68,6 +72,11 @@ func TestReplicaChangeDecision(t *testing.T) {
 		var next *rspb.RangeDescriptor
 		if c.Next != "" {
 			next = parseDesc(t, c.Next)
+			for _, rep := range next.Replicas {
+				if rep.ReplicaId == c.MarkStanding {
+					rep.Standing = true
+				}
+			}
 		}
 		why := checkReplicaChange(parseDesc(t, c.Cur), next, &rspb.Lease{ReplicaId: c.LeaseReplica})
 		if why == "" {

@@ -216,16 +216,28 @@
 //     follow it (MetaDescriptor, LearnMetaDescriptor; node/metadesc.go).
 //     Standing non-voters (issue 13: a read replica's, a zone's;
 //     Store.AddNonVoter, AdminChangeReplicasRequest.non_voter): the same
-//     steps up to the catch-up, then done, never promoted. A non-voter
-//     that is in the descriptor and a Raft non-voter does not hold other
-//     changes up (only one in the descriptor alone, an addition between
-//     its steps, does). A read-replica node (NodeDescriptor.read_replica
-//     in the cluster record, ReadReplicaNode) is refused a voter, a
-//     promotion and a lease transfer. A split of a range with standing
-//     non-voters removes them first (removeNonVotersForSplit, through the
-//     replica change path: the right-hand Raft group starts with the
-//     voters alone); the replicate queue adds them to both halves again,
-//     a snapshot each. Ranges with non-voters are not merged (sameNodes).
+//     steps up to the catch-up, then done, never promoted (unless a voter
+//     repair later asks for it: the promotion clears the flag). The
+//     descriptor tells them from the learner of a change in flight
+//     (CockroachDB's NON_VOTER vs LEARNER): the addition records
+//     ReplicaDescriptor.standing, which checkReplicaChange keeps fixed
+//     (never on a voter, never set or cleared on a non-voter afterwards);
+//     a descriptor written before the field reads as it did, its
+//     non-voters standing only on read-replica nodes (standingNonVoter).
+//     A standing non-voter that is in the descriptor and a Raft non-voter
+//     does not hold other changes up; a learner, or a standing one in the
+//     descriptor alone (an addition between its steps), does. A
+//     read-replica node (NodeDescriptor.read_replica in the cluster
+//     record, ReadReplicaNode) is refused a voter, a promotion and a lease
+//     transfer. A split of a range with standing non-voters still removes
+//     them first (removeNonVotersForSplit, through the replica change
+//     path): the right-hand Raft group starts with the split's voters as
+//     its initial members, and a non-voter can only join a running group
+//     by a membership change with a snapshot; the replicate queue adds
+//     them to both halves again, a snapshot each. A learner refuses the
+//     split (removing one under a change in flight let an empty replica be
+//     sent log entries). Ranges with non-voters are not merged
+//     (sameNodes).
 //     A non-voter never acquires a lease (acquireLease redirects to a
 //     voter). AppliedLag reports the most behind local replica (the commit
 //     index Dragonboat's log DB learned minus the applied index).

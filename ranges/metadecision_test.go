@@ -67,8 +67,11 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 	d := &rspb.RangeDescriptor{RangeId: id, StartKey: metaKeyArg(t, span[0]), EndKey: metaKeyArg(t, span[1]), Generation: gen}
 	if len(f) > 3 {
 		for i, n := range strings.Split(f[3], ",") {
-			typ := rspb.ReplicaType_VOTER
-			if strings.HasSuffix(n, "~") {
+			typ, standing := rspb.ReplicaType_VOTER, false
+			switch {
+			case strings.HasSuffix(n, "~~"): // a standing non-voter
+				typ, standing, n = rspb.ReplicaType_NON_VOTER, true, strings.TrimSuffix(n, "~~")
+			case strings.HasSuffix(n, "~"):
 				typ, n = rspb.ReplicaType_NON_VOTER, strings.TrimSuffix(n, "~")
 			}
 			// "n4:7" is node 4 with replica ID 7 (default: the position).
@@ -84,7 +87,7 @@ func parseDesc(t *testing.T, s string) *rspb.RangeDescriptor {
 			if err != nil {
 				t.Fatalf("descriptor %q: node %q", s, n)
 			}
-			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: node, ReplicaId: rid, Type: typ})
+			d.Replicas = append(d.Replicas, &rspb.ReplicaDescriptor{NodeId: node, ReplicaId: rid, Type: typ, Standing: standing})
 		}
 	}
 	if len(f) > 4 {

@@ -190,12 +190,15 @@ func (r *Replica) adminChangeReplicas(ctx context.Context, lease *rspb.Lease, re
 		next.NextReplicaId = NextReplicaID(desc)
 		switch d.Step {
 		case changeDescAddNonVoter:
-			next.Replicas = append(next.Replicas, &rspb.ReplicaDescriptor{NodeId: req.NodeId, ReplicaId: d.ReplicaID, Type: rspb.ReplicaType_NON_VOTER})
+			// A standing non-voter says so in the descriptor: it does not
+			// hold other changes or splits up as a learner does.
+			next.Replicas = append(next.Replicas, &rspb.ReplicaDescriptor{NodeId: req.NodeId, ReplicaId: d.ReplicaID, Type: rspb.ReplicaType_NON_VOTER,
+				Standing: req.NonVoter})
 			next.NextReplicaId = d.ReplicaID + 1
 		case changeDescPromote:
 			for _, rep := range next.Replicas {
 				if rep.ReplicaId == d.ReplicaID {
-					rep.Type = rspb.ReplicaType_VOTER
+					rep.Type, rep.Standing = rspb.ReplicaType_VOTER, false
 				}
 			}
 		case changeDescRemove:

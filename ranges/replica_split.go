@@ -236,25 +236,36 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 	s.log.Warn("could not compact the log of a new right-hand range", "range", rangeID)
 }
 
-// removeNonVotersForSplit removes the range's read replicas' non-voters
-// (in the descriptor and Raft non-voters, on read-replica nodes) before a
-// split, through the replica change path; any other non-voter (a learner
-// of a replica change in flight, a zone's non-voter, one in Raft alone)
-// refuses the split, as splits of ranges with non-voters always were
-// refused before read replicas: removing a move's learner under it let an
-// empty replica be sent log entries (a CI chaos run: "r37 replica 3
-// applied entry 5 without a descriptor").
+// removeNonVotersForSplit removes the range's standing non-voters (a
+// read replica's, a zone's: standingNonVoter; in the descriptor and Raft
+// non-voters) before a split, through the replica change path. They must
+// go: the right-hand Raft group starts with the split's voters as its
+// initial members, and a non-voter can only join a running group by a
+// membership change with a snapshot (it has no replica of the new range
+// to replay the group's first entries on); the replicate queue adds them
+// to both halves again. Any other non-voter (the learner of a replica
+// change in flight, one in Raft alone) refuses the split, as splits of
+// ranges with non-voters always were refused before read replicas:
+// removing a move's learner under it let an empty replica be sent log
+// entries (a CI chaos run: "r37 replica 3 applied entry 5 without a
+// descriptor").
 func (r *Replica) removeNonVotersForSplit(ctx context.Context, desc *rspb.RangeDescriptor, nonVoting map[uint64]string) *rspb.RangeError {
 	var nodes []uint64
+	readReplicas := map[uint64]bool{}
 	for _, rep := range desc.Replicas {
-		if _, ok := nonVoting[rep.ReplicaId]; ok && rep.Type == rspb.ReplicaType_NON_VOTER && r.store.ReadReplicaNode(rep.NodeId) {
+		if r.store.ReadReplicaNode(rep.NodeId) {
+			readReplicas[rep.NodeId] = true
+		}
+	}
+	for _, rep := range desc.Replicas {
+		if _, ok := nonVoting[rep.ReplicaId]; ok && standingNonVoter(rep, readReplicas) {
 			nodes = append(nodes, rep.NodeId)
 		}
 	}
 	if len(nodes) != len(nonVoting) {
-		// A learner of a replica change in flight (or a zone's
-		// non-voter): the split waits, as it always did.
-		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d has non-voting replicas that are not read replicas' (a replica change in flight, or a zone's non-voters); splitting such ranges is not supported yet", r.rangeID))
+		// A learner of a replica change in flight: the split waits, as
+		// it always did.
+		return rangeErr(rspb.RangeError_FAILED_PRECONDITION, fmt.Sprintf("r%d has non-voting replicas that are not standing ones (a replica change in flight); split it once the change is done", r.rangeID))
 	}
 	r.store.log.Info("split: removing the range's non-voters first (the replicate queue adds them to both halves again)", "range", r.rangeID, "nodes", nodes)
 	if _, err := r.store.ChangeReplicas(ctx, r.rangeID, nil, nodes); err != nil {

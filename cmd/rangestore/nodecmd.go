@@ -322,6 +322,26 @@ func printNodeStatus(ns *rspb.NodeStatus) {
 	} else {
 		fmt.Fprintf(stdout, "store:       ? (no store descriptor heard by gossip within its TTL)\n")
 	}
+	printCerts(ns)
+}
+
+// printCerts prints the certificates a node reported using: kind, user,
+// serial and expiry, one a line.
+func printCerts(ns *rspb.NodeStatus) {
+	switch {
+	case len(ns.Certs) > 0:
+		for _, c := range ns.Certs {
+			exp := time.Unix(0, c.NotAfterUnixNanos).UTC()
+			fmt.Fprintf(stdout, "cert:        %s %s serial %s expires %s (in %s)\n", c.Kind, c.User, c.Serial,
+				exp.Format(time.RFC3339), time.Until(exp).Round(time.Hour))
+		}
+	case ns.StatsError != "":
+		fmt.Fprintf(stdout, "certs:       ? (%s)\n", ns.StatsError)
+	case ns.Node.GetSecure():
+		fmt.Fprintf(stdout, "certs:       ? (none reported)\n")
+	default:
+		fmt.Fprintf(stdout, "certs:       none (insecure node)\n")
+	}
 }
 
 // mib formats bytes in MiB.

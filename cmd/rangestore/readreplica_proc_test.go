@@ -185,6 +185,48 @@ func (c *rrCluster) caughtUp(ctx context.Context, i int) error {
 	return nil
 }
 
+// warmFollowerReads waits until each read replica serves a causal read of
+// each key itself (its follower-read count rises by one for one read):
+// a non-voter that has just been given its snapshot has no closed
+// timestamp until the range's next write or side-transport publication,
+// and redirects causal reads to the leaseholder until then
+// (decideFollowerRead: "no closed timestamp yet"), which a count of the
+// reads the read replicas served would take for a failure. The read
+// replicas are warmed one after another, each key in turn.
+func (c *rrCluster) warmFollowerReads(t *testing.T, ctx context.Context, keys []string) {
+	t.Helper()
+	start := time.Now()
+	for _, rr := range c.rrs {
+		for _, key := range keys {
+			timeutil.WaitFor(t, 60*time.Second, fmt.Sprintf("read replica process %d serving a causal read of %s", rr, key), func() error {
+				put, err := c.putRetry(ctx, 0, key, "warm")
+				if err != nil {
+					return err
+				}
+				before, err := c.sumMetric(ctx, "rangestore_follower_reads_total", rr)
+				if err != nil {
+					return err
+				}
+				gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err = c.KV(rr).Get(gctx, causalGet(key, put.Bookmark))
+				cancel()
+				if err != nil {
+					return err
+				}
+				after, err := c.sumMetric(ctx, "rangestore_follower_reads_total", rr)
+				if err != nil {
+					return err
+				}
+				if after <= before {
+					return fmt.Errorf("the read went elsewhere (follower reads on process %d: %.0f before, %.0f after)", rr, before, after)
+				}
+				return nil
+			})
+		}
+	}
+	t.Logf("each read replica served a causal read of each of %d keys itself after %v", len(keys), time.Since(start).Round(100*time.Millisecond))
+}
+
 // putRetry writes key through process i, retrying (another process if
 // one is down) until ctx ends.
 func (c *rrCluster) putRetry(ctx context.Context, i int, key, val string) (*rspb.PutResponse, error) {
@@ -259,6 +301,11 @@ func TestReadReplicaCausalReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(trials)*60*time.Millisecond)
 	defer cancel()
 	c := startRRCluster(t, ctx, 2)
+	keys := make([]string, workers)
+	for w := range keys {
+		keys[w] = fmt.Sprintf("causal-%02d", w)
+	}
+	c.warmFollowerReads(t, ctx, keys)
 	followerBefore, err := c.sumMetric(ctx, "rangestore_follower_reads_total", c.rrs...)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +321,7 @@ func TestReadReplicaCausalReads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := w; j < trials; j += workers {
-				key, val := fmt.Sprintf("causal-%02d", w), fmt.Sprintf("v%d", j)
+				key, val := keys[w], fmt.Sprintf("v%d", j)
 				put, err := c.putRetry(ctx, j%3, key, val)
 				if err != nil {
 					errc <- err

@@ -683,8 +683,12 @@ type NodeStatus struct {
 	// gossip (absent: not heard within the gossip TTL), and how long ago.
 	Store               *StoreDescriptor `protobuf:"bytes,11,opt,name=store,proto3" json:"store,omitempty"`
 	StoreHeardMillisAgo int64            `protobuf:"varint,12,opt,name=store_heard_millis_ago,json=storeHeardMillisAgo,proto3" json:"store_heard_millis_ago,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// certs: the certificates the node uses (the CAs it trusts, then its
+	// node certificate), as it reports them; empty for an insecure node,
+	// or when it did not answer (stats_error).
+	Certs         []*CertInfo `protobuf:"bytes,13,rep,name=certs,proto3" json:"certs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -801,6 +805,90 @@ func (x *NodeStatus) GetStoreHeardMillisAgo() int64 {
 	return 0
 }
 
+func (x *NodeStatus) GetCerts() []*CertInfo {
+	if x != nil {
+		return x.Certs
+	}
+	return nil
+}
+
+// CertInfo describes one certificate a node uses (node status).
+type CertInfo struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Kind               string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`     // "ca" or "node"
+	User               string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`     // the subject's CN ("node" for a node certificate)
+	Serial             string                 `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"` // serial number, hex
+	NotBeforeUnixNanos int64                  `protobuf:"varint,4,opt,name=not_before_unix_nanos,json=notBeforeUnixNanos,proto3" json:"not_before_unix_nanos,omitempty"`
+	NotAfterUnixNanos  int64                  `protobuf:"varint,5,opt,name=not_after_unix_nanos,json=notAfterUnixNanos,proto3" json:"not_after_unix_nanos,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *CertInfo) Reset() {
+	*x = CertInfo{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertInfo) ProtoMessage() {}
+
+func (x *CertInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertInfo.ProtoReflect.Descriptor instead.
+func (*CertInfo) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CertInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CertInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *CertInfo) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *CertInfo) GetNotBeforeUnixNanos() int64 {
+	if x != nil {
+		return x.NotBeforeUnixNanos
+	}
+	return 0
+}
+
+func (x *CertInfo) GetNotAfterUnixNanos() int64 {
+	if x != nil {
+		return x.NotAfterUnixNanos
+	}
+	return 0
+}
+
 // StoreDescriptor is what a node gossips about its store (package gossip),
 // for the allocator and `node status`: it is republished every few
 // seconds, and forgotten when not heard within a TTL. It travels between
@@ -857,7 +945,7 @@ type StoreDescriptor struct {
 
 func (x *StoreDescriptor) Reset() {
 	*x = StoreDescriptor{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +957,7 @@ func (x *StoreDescriptor) String() string {
 func (*StoreDescriptor) ProtoMessage() {}
 
 func (x *StoreDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[9]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +970,7 @@ func (x *StoreDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreDescriptor.ProtoReflect.Descriptor instead.
 func (*StoreDescriptor) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StoreDescriptor) GetNodeId() uint64 {
@@ -1026,7 +1114,7 @@ type NodesRequest struct {
 
 func (x *NodesRequest) Reset() {
 	*x = NodesRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1126,7 @@ func (x *NodesRequest) String() string {
 func (*NodesRequest) ProtoMessage() {}
 
 func (x *NodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[10]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1139,7 @@ func (x *NodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesRequest.ProtoReflect.Descriptor instead.
 func (*NodesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type NodesResponse struct {
@@ -1063,7 +1151,7 @@ type NodesResponse struct {
 
 func (x *NodesResponse) Reset() {
 	*x = NodesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1163,7 @@ func (x *NodesResponse) String() string {
 func (*NodesResponse) ProtoMessage() {}
 
 func (x *NodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[11]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1176,7 @@ func (x *NodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodesResponse.ProtoReflect.Descriptor instead.
 func (*NodesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodesResponse) GetNodes() []*NodeStatus {
@@ -1107,7 +1195,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1207,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[12]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1220,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeStatusRequest) GetNodeId() uint64 {
@@ -1151,7 +1239,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1251,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[13]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1264,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeStatusResponse) GetStatus() *NodeStatus {
@@ -1195,7 +1283,7 @@ type DrainNodeRequest struct {
 
 func (x *DrainNodeRequest) Reset() {
 	*x = DrainNodeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1295,7 @@ func (x *DrainNodeRequest) String() string {
 func (*DrainNodeRequest) ProtoMessage() {}
 
 func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[14]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1308,7 @@ func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainNodeRequest) GetNodeId() uint64 {
@@ -1239,7 +1327,7 @@ type DrainNodeResponse struct {
 
 func (x *DrainNodeResponse) Reset() {
 	*x = DrainNodeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1339,7 @@ func (x *DrainNodeResponse) String() string {
 func (*DrainNodeResponse) ProtoMessage() {}
 
 func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[15]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1352,7 @@ func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
 func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainNodeResponse) GetLeasesMoved() int64 {
@@ -1285,7 +1373,7 @@ type DecommissionRequest struct {
 
 func (x *DecommissionRequest) Reset() {
 	*x = DecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1385,7 @@ func (x *DecommissionRequest) String() string {
 func (*DecommissionRequest) ProtoMessage() {}
 
 func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[16]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1398,7 @@ func (x *DecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionRequest.ProtoReflect.Descriptor instead.
 func (*DecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DecommissionRequest) GetNodeIds() []uint64 {
@@ -1342,7 +1430,7 @@ type DecommissionNodeStatus struct {
 
 func (x *DecommissionNodeStatus) Reset() {
 	*x = DecommissionNodeStatus{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1442,7 @@ func (x *DecommissionNodeStatus) String() string {
 func (*DecommissionNodeStatus) ProtoMessage() {}
 
 func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[17]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1455,7 @@ func (x *DecommissionNodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionNodeStatus.ProtoReflect.Descriptor instead.
 func (*DecommissionNodeStatus) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DecommissionNodeStatus) GetNodeId() uint64 {
@@ -1421,7 +1509,7 @@ type DecommissionResponse struct {
 
 func (x *DecommissionResponse) Reset() {
 	*x = DecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1521,7 @@ func (x *DecommissionResponse) String() string {
 func (*DecommissionResponse) ProtoMessage() {}
 
 func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[18]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1534,7 @@ func (x *DecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecommissionResponse.ProtoReflect.Descriptor instead.
 func (*DecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DecommissionResponse) GetNodes() []*DecommissionNodeStatus {
@@ -1465,7 +1553,7 @@ type RecommissionRequest struct {
 
 func (x *RecommissionRequest) Reset() {
 	*x = RecommissionRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1565,7 @@ func (x *RecommissionRequest) String() string {
 func (*RecommissionRequest) ProtoMessage() {}
 
 func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[19]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1578,7 @@ func (x *RecommissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionRequest.ProtoReflect.Descriptor instead.
 func (*RecommissionRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecommissionRequest) GetNodeId() uint64 {
@@ -1510,7 +1598,7 @@ type RecommissionResponse struct {
 
 func (x *RecommissionResponse) Reset() {
 	*x = RecommissionResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1610,7 @@ func (x *RecommissionResponse) String() string {
 func (*RecommissionResponse) ProtoMessage() {}
 
 func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[20]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1623,7 @@ func (x *RecommissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommissionResponse.ProtoReflect.Descriptor instead.
 func (*RecommissionResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecommissionResponse) GetMembership() MembershipState {
@@ -1563,7 +1651,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1663,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[21]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1676,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -1621,7 +1709,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1721,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[22]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1734,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChangeReplicasResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1665,7 +1753,7 @@ type ExplainRangeRequest struct {
 
 func (x *ExplainRangeRequest) Reset() {
 	*x = ExplainRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1765,7 @@ func (x *ExplainRangeRequest) String() string {
 func (*ExplainRangeRequest) ProtoMessage() {}
 
 func (x *ExplainRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[23]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1778,7 @@ func (x *ExplainRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRangeRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExplainRangeRequest) GetRangeId() uint64 {
@@ -1720,7 +1808,7 @@ type ExplainRangeResponse struct {
 
 func (x *ExplainRangeResponse) Reset() {
 	*x = ExplainRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1820,7 @@ func (x *ExplainRangeResponse) String() string {
 func (*ExplainRangeResponse) ProtoMessage() {}
 
 func (x *ExplainRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[24]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1833,7 @@ func (x *ExplainRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRangeResponse.ProtoReflect.Descriptor instead.
 func (*ExplainRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExplainRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -1824,7 +1912,7 @@ type SetZoneRequest struct {
 
 func (x *SetZoneRequest) Reset() {
 	*x = SetZoneRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1924,7 @@ func (x *SetZoneRequest) String() string {
 func (*SetZoneRequest) ProtoMessage() {}
 
 func (x *SetZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[25]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1937,7 @@ func (x *SetZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetZoneRequest.ProtoReflect.Descriptor instead.
 func (*SetZoneRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetZoneRequest) GetDefaultZone() bool {
@@ -1903,7 +1991,7 @@ type SetZoneResponse struct {
 
 func (x *SetZoneResponse) Reset() {
 	*x = SetZoneResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2003,7 @@ func (x *SetZoneResponse) String() string {
 func (*SetZoneResponse) ProtoMessage() {}
 
 func (x *SetZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[26]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2016,7 @@ func (x *SetZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetZoneResponse.ProtoReflect.Descriptor instead.
 func (*SetZoneResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetZoneResponse) GetRecord() *ZoneConfigRecord {
@@ -1968,7 +2056,7 @@ type GetZoneRequest struct {
 
 func (x *GetZoneRequest) Reset() {
 	*x = GetZoneRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2068,7 @@ func (x *GetZoneRequest) String() string {
 func (*GetZoneRequest) ProtoMessage() {}
 
 func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[27]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2081,7 @@ func (x *GetZoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneRequest.ProtoReflect.Descriptor instead.
 func (*GetZoneRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetZoneRequest) GetKey() []byte {
@@ -2013,7 +2101,7 @@ type GetZoneResponse struct {
 
 func (x *GetZoneResponse) Reset() {
 	*x = GetZoneResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2113,7 @@ func (x *GetZoneResponse) String() string {
 func (*GetZoneResponse) ProtoMessage() {}
 
 func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[28]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2126,7 @@ func (x *GetZoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetZoneResponse.ProtoReflect.Descriptor instead.
 func (*GetZoneResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetZoneResponse) GetRecord() *ZoneConfigRecord {
@@ -2063,7 +2151,7 @@ type ListZonesRequest struct {
 
 func (x *ListZonesRequest) Reset() {
 	*x = ListZonesRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2163,7 @@ func (x *ListZonesRequest) String() string {
 func (*ListZonesRequest) ProtoMessage() {}
 
 func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[29]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2176,7 @@ func (x *ListZonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesRequest.ProtoReflect.Descriptor instead.
 func (*ListZonesRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListZonesResponse struct {
@@ -2100,7 +2188,7 @@ type ListZonesResponse struct {
 
 func (x *ListZonesResponse) Reset() {
 	*x = ListZonesResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2200,7 @@ func (x *ListZonesResponse) String() string {
 func (*ListZonesResponse) ProtoMessage() {}
 
 func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[30]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2213,7 @@ func (x *ListZonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListZonesResponse.ProtoReflect.Descriptor instead.
 func (*ListZonesResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListZonesResponse) GetRecords() []*ZoneConfigRecord {
@@ -2143,7 +2231,7 @@ type AllocatorPlanRequest struct {
 
 func (x *AllocatorPlanRequest) Reset() {
 	*x = AllocatorPlanRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2243,7 @@ func (x *AllocatorPlanRequest) String() string {
 func (*AllocatorPlanRequest) ProtoMessage() {}
 
 func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[31]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2256,7 @@ func (x *AllocatorPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanRequest.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type PlannedChange struct {
@@ -2186,7 +2274,7 @@ type PlannedChange struct {
 
 func (x *PlannedChange) Reset() {
 	*x = PlannedChange{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2286,7 @@ func (x *PlannedChange) String() string {
 func (*PlannedChange) ProtoMessage() {}
 
 func (x *PlannedChange) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[32]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2299,7 @@ func (x *PlannedChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlannedChange.ProtoReflect.Descriptor instead.
 func (*PlannedChange) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PlannedChange) GetNodeId() uint64 {
@@ -2278,7 +2366,7 @@ type AllocatorPlanResponse struct {
 
 func (x *AllocatorPlanResponse) Reset() {
 	*x = AllocatorPlanResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2378,7 @@ func (x *AllocatorPlanResponse) String() string {
 func (*AllocatorPlanResponse) ProtoMessage() {}
 
 func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[33]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2391,7 @@ func (x *AllocatorPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocatorPlanResponse.ProtoReflect.Descriptor instead.
 func (*AllocatorPlanResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AllocatorPlanResponse) GetChanges() []*PlannedChange {
@@ -2351,7 +2439,7 @@ type RelocateRangeRequest struct {
 
 func (x *RelocateRangeRequest) Reset() {
 	*x = RelocateRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2363,7 +2451,7 @@ func (x *RelocateRangeRequest) String() string {
 func (*RelocateRangeRequest) ProtoMessage() {}
 
 func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[34]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2376,7 +2464,7 @@ func (x *RelocateRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeRequest.ProtoReflect.Descriptor instead.
 func (*RelocateRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RelocateRangeRequest) GetRangeId() uint64 {
@@ -2402,7 +2490,7 @@ type RelocateRangeResponse struct {
 
 func (x *RelocateRangeResponse) Reset() {
 	*x = RelocateRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2502,7 @@ func (x *RelocateRangeResponse) String() string {
 func (*RelocateRangeResponse) ProtoMessage() {}
 
 func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[35]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2515,7 @@ func (x *RelocateRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelocateRangeResponse.ProtoReflect.Descriptor instead.
 func (*RelocateRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RelocateRangeResponse) GetRangeDescriptor() *RangeDescriptor {
@@ -2446,7 +2534,7 @@ type MergeRangeRequest struct {
 
 func (x *MergeRangeRequest) Reset() {
 	*x = MergeRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2546,7 @@ func (x *MergeRangeRequest) String() string {
 func (*MergeRangeRequest) ProtoMessage() {}
 
 func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[36]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2559,7 @@ func (x *MergeRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MergeRangeRequest) GetKey() []byte {
@@ -2491,7 +2579,7 @@ type MergeRangeResponse struct {
 
 func (x *MergeRangeResponse) Reset() {
 	*x = MergeRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2591,7 @@ func (x *MergeRangeResponse) String() string {
 func (*MergeRangeResponse) ProtoMessage() {}
 
 func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[37]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2604,7 @@ func (x *MergeRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRangeResponse.ProtoReflect.Descriptor instead.
 func (*MergeRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MergeRangeResponse) GetMerged() *RangeDescriptor {
@@ -2542,7 +2630,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2642,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[38]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2655,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -2587,7 +2675,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2599,7 +2687,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[39]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2612,7 +2700,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -2639,7 +2727,7 @@ type SetClusterSettingRequest struct {
 
 func (x *SetClusterSettingRequest) Reset() {
 	*x = SetClusterSettingRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2739,7 @@ func (x *SetClusterSettingRequest) String() string {
 func (*SetClusterSettingRequest) ProtoMessage() {}
 
 func (x *SetClusterSettingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[40]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2752,7 @@ func (x *SetClusterSettingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterSettingRequest.ProtoReflect.Descriptor instead.
 func (*SetClusterSettingRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetClusterSettingRequest) GetName() string {
@@ -2694,7 +2782,7 @@ type SetClusterSettingResponse struct {
 
 func (x *SetClusterSettingResponse) Reset() {
 	*x = SetClusterSettingResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2794,7 @@ func (x *SetClusterSettingResponse) String() string {
 func (*SetClusterSettingResponse) ProtoMessage() {}
 
 func (x *SetClusterSettingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[41]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2807,7 @@ func (x *SetClusterSettingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetClusterSettingResponse.ProtoReflect.Descriptor instead.
 func (*SetClusterSettingResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SetClusterSettingResponse) GetName() string {
@@ -2752,7 +2840,7 @@ type SetReplicationFactorRequest struct {
 
 func (x *SetReplicationFactorRequest) Reset() {
 	*x = SetReplicationFactorRequest{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2852,7 @@ func (x *SetReplicationFactorRequest) String() string {
 func (*SetReplicationFactorRequest) ProtoMessage() {}
 
 func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[42]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2865,7 @@ func (x *SetReplicationFactorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorRequest.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetReplicationFactorRequest) GetReplicationFactor() int32 {
@@ -2801,7 +2889,7 @@ type SetReplicationFactorResponse struct {
 
 func (x *SetReplicationFactorResponse) Reset() {
 	*x = SetReplicationFactorResponse{}
-	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2813,7 +2901,7 @@ func (x *SetReplicationFactorResponse) String() string {
 func (*SetReplicationFactorResponse) ProtoMessage() {}
 
 func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_admin_proto_msgTypes[43]
+	mi := &file_rangestore_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2826,7 +2914,7 @@ func (x *SetReplicationFactorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicationFactorResponse.ProtoReflect.Descriptor instead.
 func (*SetReplicationFactorResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SetReplicationFactorResponse) GetPrevious() int32 {
@@ -2897,7 +2985,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12$\n" +
 	"\x0etarget_node_id\x18\x02 \x01(\x04R\ftargetNodeId\":\n" +
 	"\x15TransferLeaseResponse\x12!\n" +
-	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"\x99\x04\n" +
+	"\falready_held\x18\x01 \x01(\bR\valreadyHeld\"\xc8\x04\n" +
 	"\n" +
 	"NodeStatus\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x127\n" +
@@ -2916,7 +3004,14 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x06detail\x18\n" +
 	" \x01(\tR\x06detail\x124\n" +
 	"\x05store\x18\v \x01(\v2\x1e.rangestore.v1.StoreDescriptorR\x05store\x123\n" +
-	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\"\x8c\x06\n" +
+	"\x16store_heard_millis_ago\x18\f \x01(\x03R\x13storeHeardMillisAgo\x12-\n" +
+	"\x05certs\x18\r \x03(\v2\x17.rangestore.v1.CertInfoR\x05certs\"\xae\x01\n" +
+	"\bCertInfo\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x121\n" +
+	"\x15not_before_unix_nanos\x18\x04 \x01(\x03R\x12notBeforeUnixNanos\x12/\n" +
+	"\x14not_after_unix_nanos\x18\x05 \x01(\x03R\x11notAfterUnixNanos\"\x8c\x06\n" +
 	"\x0fStoreDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x127\n" +
 	"\blocality\x18\x02 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12%\n" +
@@ -3106,7 +3201,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -3119,122 +3214,124 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*TransferLeaseRequest)(nil),         // 8: rangestore.v1.TransferLeaseRequest
 	(*TransferLeaseResponse)(nil),        // 9: rangestore.v1.TransferLeaseResponse
 	(*NodeStatus)(nil),                   // 10: rangestore.v1.NodeStatus
-	(*StoreDescriptor)(nil),              // 11: rangestore.v1.StoreDescriptor
-	(*NodesRequest)(nil),                 // 12: rangestore.v1.NodesRequest
-	(*NodesResponse)(nil),                // 13: rangestore.v1.NodesResponse
-	(*NodeStatusRequest)(nil),            // 14: rangestore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),           // 15: rangestore.v1.NodeStatusResponse
-	(*DrainNodeRequest)(nil),             // 16: rangestore.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),            // 17: rangestore.v1.DrainNodeResponse
-	(*DecommissionRequest)(nil),          // 18: rangestore.v1.DecommissionRequest
-	(*DecommissionNodeStatus)(nil),       // 19: rangestore.v1.DecommissionNodeStatus
-	(*DecommissionResponse)(nil),         // 20: rangestore.v1.DecommissionResponse
-	(*RecommissionRequest)(nil),          // 21: rangestore.v1.RecommissionRequest
-	(*RecommissionResponse)(nil),         // 22: rangestore.v1.RecommissionResponse
-	(*ChangeReplicasRequest)(nil),        // 23: rangestore.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 24: rangestore.v1.ChangeReplicasResponse
-	(*ExplainRangeRequest)(nil),          // 25: rangestore.v1.ExplainRangeRequest
-	(*ExplainRangeResponse)(nil),         // 26: rangestore.v1.ExplainRangeResponse
-	(*SetZoneRequest)(nil),               // 27: rangestore.v1.SetZoneRequest
-	(*SetZoneResponse)(nil),              // 28: rangestore.v1.SetZoneResponse
-	(*GetZoneRequest)(nil),               // 29: rangestore.v1.GetZoneRequest
-	(*GetZoneResponse)(nil),              // 30: rangestore.v1.GetZoneResponse
-	(*ListZonesRequest)(nil),             // 31: rangestore.v1.ListZonesRequest
-	(*ListZonesResponse)(nil),            // 32: rangestore.v1.ListZonesResponse
-	(*AllocatorPlanRequest)(nil),         // 33: rangestore.v1.AllocatorPlanRequest
-	(*PlannedChange)(nil),                // 34: rangestore.v1.PlannedChange
-	(*AllocatorPlanResponse)(nil),        // 35: rangestore.v1.AllocatorPlanResponse
-	(*RelocateRangeRequest)(nil),         // 36: rangestore.v1.RelocateRangeRequest
-	(*RelocateRangeResponse)(nil),        // 37: rangestore.v1.RelocateRangeResponse
-	(*MergeRangeRequest)(nil),            // 38: rangestore.v1.MergeRangeRequest
-	(*MergeRangeResponse)(nil),           // 39: rangestore.v1.MergeRangeResponse
-	(*SplitRangeRequest)(nil),            // 40: rangestore.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 41: rangestore.v1.SplitRangeResponse
-	(*SetClusterSettingRequest)(nil),     // 42: rangestore.v1.SetClusterSettingRequest
-	(*SetClusterSettingResponse)(nil),    // 43: rangestore.v1.SetClusterSettingResponse
-	(*SetReplicationFactorRequest)(nil),  // 44: rangestore.v1.SetReplicationFactorRequest
-	(*SetReplicationFactorResponse)(nil), // 45: rangestore.v1.SetReplicationFactorResponse
-	nil,                                  // 46: rangestore.v1.SetZoneRequest.FieldsEntry
-	(*NodeDescriptor)(nil),               // 47: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 48: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 49: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 50: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 51: rangestore.v1.LocalityTier
-	(*ZoneConfigRecord)(nil),             // 52: rangestore.v1.ZoneConfigRecord
+	(*CertInfo)(nil),                     // 11: rangestore.v1.CertInfo
+	(*StoreDescriptor)(nil),              // 12: rangestore.v1.StoreDescriptor
+	(*NodesRequest)(nil),                 // 13: rangestore.v1.NodesRequest
+	(*NodesResponse)(nil),                // 14: rangestore.v1.NodesResponse
+	(*NodeStatusRequest)(nil),            // 15: rangestore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),           // 16: rangestore.v1.NodeStatusResponse
+	(*DrainNodeRequest)(nil),             // 17: rangestore.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),            // 18: rangestore.v1.DrainNodeResponse
+	(*DecommissionRequest)(nil),          // 19: rangestore.v1.DecommissionRequest
+	(*DecommissionNodeStatus)(nil),       // 20: rangestore.v1.DecommissionNodeStatus
+	(*DecommissionResponse)(nil),         // 21: rangestore.v1.DecommissionResponse
+	(*RecommissionRequest)(nil),          // 22: rangestore.v1.RecommissionRequest
+	(*RecommissionResponse)(nil),         // 23: rangestore.v1.RecommissionResponse
+	(*ChangeReplicasRequest)(nil),        // 24: rangestore.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 25: rangestore.v1.ChangeReplicasResponse
+	(*ExplainRangeRequest)(nil),          // 26: rangestore.v1.ExplainRangeRequest
+	(*ExplainRangeResponse)(nil),         // 27: rangestore.v1.ExplainRangeResponse
+	(*SetZoneRequest)(nil),               // 28: rangestore.v1.SetZoneRequest
+	(*SetZoneResponse)(nil),              // 29: rangestore.v1.SetZoneResponse
+	(*GetZoneRequest)(nil),               // 30: rangestore.v1.GetZoneRequest
+	(*GetZoneResponse)(nil),              // 31: rangestore.v1.GetZoneResponse
+	(*ListZonesRequest)(nil),             // 32: rangestore.v1.ListZonesRequest
+	(*ListZonesResponse)(nil),            // 33: rangestore.v1.ListZonesResponse
+	(*AllocatorPlanRequest)(nil),         // 34: rangestore.v1.AllocatorPlanRequest
+	(*PlannedChange)(nil),                // 35: rangestore.v1.PlannedChange
+	(*AllocatorPlanResponse)(nil),        // 36: rangestore.v1.AllocatorPlanResponse
+	(*RelocateRangeRequest)(nil),         // 37: rangestore.v1.RelocateRangeRequest
+	(*RelocateRangeResponse)(nil),        // 38: rangestore.v1.RelocateRangeResponse
+	(*MergeRangeRequest)(nil),            // 39: rangestore.v1.MergeRangeRequest
+	(*MergeRangeResponse)(nil),           // 40: rangestore.v1.MergeRangeResponse
+	(*SplitRangeRequest)(nil),            // 41: rangestore.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 42: rangestore.v1.SplitRangeResponse
+	(*SetClusterSettingRequest)(nil),     // 43: rangestore.v1.SetClusterSettingRequest
+	(*SetClusterSettingResponse)(nil),    // 44: rangestore.v1.SetClusterSettingResponse
+	(*SetReplicationFactorRequest)(nil),  // 45: rangestore.v1.SetReplicationFactorRequest
+	(*SetReplicationFactorResponse)(nil), // 46: rangestore.v1.SetReplicationFactorResponse
+	nil,                                  // 47: rangestore.v1.SetZoneRequest.FieldsEntry
+	(*NodeDescriptor)(nil),               // 48: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 49: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 50: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 51: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 52: rangestore.v1.LocalityTier
+	(*ZoneConfigRecord)(nil),             // 53: rangestore.v1.ZoneConfigRecord
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	47, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	48, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	48, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	49, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	48, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	49, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	49, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	50, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	6,  // 4: rangestore.v1.RangeInfo.request_sources:type_name -> rangestore.v1.GatewayLoad
 	5,  // 5: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	47, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	48, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 7: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	50, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	51, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 9: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	11, // 10: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
-	51, // 11: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
-	10, // 12: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
-	10, // 13: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
-	1,  // 14: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
-	19, // 15: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
-	1,  // 16: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	48, // 17: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	48, // 18: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	46, // 19: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
-	52, // 20: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	52, // 21: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	52, // 22: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
-	34, // 23: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
-	48, // 24: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	48, // 25: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	48, // 26: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	48, // 27: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	48, // 28: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 29: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 30: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	8,  // 31: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	40, // 32: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	38, // 33: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	23, // 34: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	36, // 35: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	25, // 36: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
-	33, // 37: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
-	27, // 38: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
-	29, // 39: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
-	31, // 40: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
-	12, // 41: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	14, // 42: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	44, // 43: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	42, // 44: rangestore.v1.Admin.SetClusterSetting:input_type -> rangestore.v1.SetClusterSettingRequest
-	16, // 45: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	18, // 46: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	21, // 47: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 48: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	7,  // 49: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	9,  // 50: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	41, // 51: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	39, // 52: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	24, // 53: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	37, // 54: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	26, // 55: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	35, // 56: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
-	28, // 57: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
-	30, // 58: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
-	32, // 59: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
-	13, // 60: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	15, // 61: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	45, // 62: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	43, // 63: rangestore.v1.Admin.SetClusterSetting:output_type -> rangestore.v1.SetClusterSettingResponse
-	17, // 64: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	20, // 65: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	22, // 66: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	48, // [48:67] is the sub-list for method output_type
-	29, // [29:48] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	12, // 10: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
+	11, // 11: rangestore.v1.NodeStatus.certs:type_name -> rangestore.v1.CertInfo
+	52, // 12: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	10, // 13: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
+	10, // 14: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
+	1,  // 15: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
+	20, // 16: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
+	1,  // 17: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
+	49, // 18: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	49, // 19: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	47, // 20: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
+	53, // 21: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	53, // 22: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	53, // 23: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
+	35, // 24: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
+	49, // 25: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	49, // 26: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	49, // 27: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	49, // 28: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	49, // 29: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	2,  // 30: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 31: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	8,  // 32: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	41, // 33: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	39, // 34: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	24, // 35: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	37, // 36: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	26, // 37: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	34, // 38: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
+	28, // 39: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
+	30, // 40: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
+	32, // 41: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
+	13, // 42: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	15, // 43: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	45, // 44: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	43, // 45: rangestore.v1.Admin.SetClusterSetting:input_type -> rangestore.v1.SetClusterSettingRequest
+	17, // 46: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	19, // 47: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	22, // 48: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 49: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	7,  // 50: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	9,  // 51: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	42, // 52: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	40, // 53: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	25, // 54: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	38, // 55: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	27, // 56: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	36, // 57: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	29, // 58: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
+	31, // 59: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
+	33, // 60: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
+	14, // 61: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	16, // 62: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	46, // 63: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	44, // 64: rangestore.v1.Admin.SetClusterSetting:output_type -> rangestore.v1.SetClusterSettingResponse
+	18, // 65: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	21, // 66: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	23, // 67: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	49, // [49:68] is the sub-list for method output_type
+	30, // [30:49] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -3250,7 +3347,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1012,8 +1012,10 @@ type AdminChangeReplicasRequest struct {
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	Remove bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
 	// non_voter: add the replica as a standing non-voter (a read replica's,
-	// or one a zone's num_replicas above num_voters asks for): the addition
-	// is done once the non-voter has caught up, and it is never promoted.
+	// or one a zone's num_replicas above num_voters asks for): the
+	// descriptor records it standing (ReplicaDescriptor.standing), the
+	// addition is done once the non-voter has caught up, and it is never
+	// promoted.
 	NonVoter      bool `protobuf:"varint,60,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1550,6 +1552,8 @@ type NodeInfoResponse struct {
 	// gossip_address: where the node gossips (host:port; empty: not yet,
 	// e.g. before init), for others to join through.
 	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// certs: the certificates the answering node uses (empty: insecure).
+	Certs         []*CertInfo `protobuf:"bytes,8,rep,name=certs,proto3" json:"certs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1635,13 @@ func (x *NodeInfoResponse) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *NodeInfoResponse) GetCerts() []*CertInfo {
+	if x != nil {
+		return x.Certs
+	}
+	return nil
 }
 
 type DrainRequest struct {
@@ -1951,7 +1962,7 @@ var File_rangestore_v1_internal_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1crangestore/v1/internal.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\x1a\x1drangestore/v1/persisted.proto\"y\n" +
+	"\x1crangestore/v1/internal.proto\x12\rrangestore.v1\x1a\x19rangestore/v1/admin.proto\x1a\x16rangestore/v1/kv.proto\x1a\x1drangestore/v1/persisted.proto\"y\n" +
 	"\x11AdminSplitRequest\x12\x1b\n" +
 	"\tsplit_key\x18\x01 \x01(\fR\bsplitKey\x12/\n" +
 	"\x13expected_generation\x18\x02 \x01(\x04R\x12expectedGeneration\x12\x16\n" +
@@ -2060,7 +2071,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x0ereplica_digest\x18\x14 \x01(\v2\x1c.rangestore.v1.ReplicaDigestH\x00R\rreplicaDigest\x12K\n" +
 	"\x10replica_progress\x18\x15 \x01(\v2\x1e.rangestore.v1.ReplicaProgressH\x00R\x0freplicaProgressB\a\n" +
 	"\x05admin\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xa6\x02\n" +
+	"\x0fNodeInfoRequest\"\xd5\x02\n" +
 	"\x10NodeInfoResponse\x121\n" +
 	"\x04node\x18\x01 \x01(\v2\x1d.rangestore.v1.NodeDescriptorR\x04node\x12\x1d\n" +
 	"\n" +
@@ -2071,7 +2082,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x12=\n" +
 	"\n" +
 	"meta_range\x18\x06 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\tmetaRange\x12%\n" +
-	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\"\x0e\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x12-\n" +
+	"\x05certs\x18\b \x03(\v2\x17.rangestore.v1.CertInfoR\x05certs\"\x0e\n" +
 	"\fDrainRequest\"X\n" +
 	"\rDrainResponse\x12!\n" +
 	"\fleases_moved\x18\x01 \x01(\x03R\vleasesMoved\x12$\n" +
@@ -2143,7 +2155,8 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*ResponseUnion)(nil),               // 28: rangestore.v1.ResponseUnion
 	(*RangeError)(nil),                  // 29: rangestore.v1.RangeError
 	(*NodeDescriptor)(nil),              // 30: rangestore.v1.NodeDescriptor
-	(*ClusterRecord)(nil),               // 31: rangestore.v1.ClusterRecord
+	(*CertInfo)(nil),                    // 31: rangestore.v1.CertInfo
+	(*ClusterRecord)(nil),               // 32: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	25, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
@@ -2180,26 +2193,27 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	9,  // 31: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
 	30, // 32: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
 	25, // 33: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	30, // 34: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	25, // 35: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	26, // 36: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	30, // 37: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	31, // 38: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 39: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	17, // 40: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	21, // 41: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	23, // 42: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	19, // 43: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
-	16, // 44: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	18, // 45: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	22, // 46: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	24, // 47: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	20, // 48: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
-	44, // [44:49] is the sub-list for method output_type
-	39, // [39:44] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	31, // 34: rangestore.v1.NodeInfoResponse.certs:type_name -> rangestore.v1.CertInfo
+	30, // 35: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	25, // 36: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	26, // 37: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	30, // 38: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	32, // 39: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 40: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	17, // 41: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	21, // 42: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	23, // 43: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	19, // 44: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	16, // 45: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	18, // 46: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	22, // 47: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	24, // 48: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	20, // 49: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	45, // [45:50] is the sub-list for method output_type
+	40, // [40:45] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }
@@ -2207,6 +2221,7 @@ func file_rangestore_v1_internal_proto_init() {
 	if File_rangestore_v1_internal_proto != nil {
 		return
 	}
+	file_rangestore_v1_admin_proto_init()
 	file_rangestore_v1_kv_proto_init()
 	file_rangestore_v1_persisted_proto_init()
 	file_rangestore_v1_internal_proto_msgTypes[6].OneofWrappers = []any{

@@ -689,7 +689,14 @@ type ScanResponse struct {
 	Kvs   []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
 	// Internal paging between gateway and replicas: where to resume (forward:
 	// next start key; reverse: next exclusive end key). Never set for clients.
-	ResumeKey     []byte `protobuf:"bytes,2,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	ResumeKey []byte `protobuf:"bytes,2,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"`
+	// bookmark: a bookmark of the newest version the scan returned (as
+	// GetResponse.bookmark for one key): a CAUSAL read carrying it sees those
+	// versions or newer ones. A streamed Scan sets it on every chunk to the
+	// newest version of that chunk and the ones before, so the last chunk's
+	// covers the whole scan; a Scan inside a Batch to the newest of its own
+	// rows. Empty if the scan returned no row: keep the bookmarks you had.
+	Bookmark      []byte `protobuf:"bytes,100,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -734,6 +741,13 @@ func (x *ScanResponse) GetKvs() []*KeyValue {
 func (x *ScanResponse) GetResumeKey() []byte {
 	if x != nil {
 		return x.ResumeKey
+	}
+	return nil
+}
+
+func (x *ScanResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -1864,11 +1878,12 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
 	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
 	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
-	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"X\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"t\n" +
 	"\fScanResponse\x12)\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x17.rangestore.v1.KeyValueR\x03kvs\x12\x1d\n" +
 	"\n" +
-	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xa3\x01\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\x12\x1a\n" +
+	"\bbookmark\x18d \x01(\fR\bbookmark\"\xa3\x01\n" +
 	"\x15ConditionalPutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12%\n" +

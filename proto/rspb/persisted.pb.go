@@ -277,7 +277,12 @@ type NodeDescriptor struct {
 	// read_replica: the node was started with --read-replica: it holds
 	// non-voting replicas only and never a lease (issue 13). Recorded when
 	// the node joins; a node keeps its role for its lifetime.
-	ReadReplica   bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	ReadReplica bool `protobuf:"varint,60,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
+	// secure: the node runs with mutual TLS (--certs-dir; false: --insecure,
+	// and every node from before issue 15). A cluster does not mix the two:
+	// init and join refuse a node of the other mode, naming both, and a
+	// store does not restart in the other mode.
+	Secure        bool `protobuf:"varint,61,opt,name=secure,proto3" json:"secure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,11 +359,26 @@ func (x *NodeDescriptor) GetReadReplica() bool {
 	return false
 }
 
+func (x *NodeDescriptor) GetSecure() bool {
+	if x != nil {
+		return x.Secure
+	}
+	return false
+}
+
 type ReplicaDescriptor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	ReplicaId     uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
-	Type          ReplicaType            `protobuf:"varint,3,opt,name=type,proto3,enum=rangestore.v1.ReplicaType" json:"type,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ReplicaId uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Type      ReplicaType            `protobuf:"varint,3,opt,name=type,proto3,enum=rangestore.v1.ReplicaType" json:"type,omitempty"`
+	// standing: a NON_VOTER meant to stay one (a read replica's, a zone's:
+	// added by AdminChangeReplicasRequest.non_voter), as opposed to the
+	// learner of a replica change in flight, which is about to be promoted
+	// (CockroachDB tells the two apart as NON_VOTER and LEARNER). Never set
+	// on a voter; cleared by a promotion. A descriptor written before this
+	// field existed has false here: its non-voters read as before, learners
+	// unless they are on read-replica nodes (ranges.standingNonVoter).
+	Standing      bool `protobuf:"varint,4,opt,name=standing,proto3" json:"standing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -412,6 +432,13 @@ func (x *ReplicaDescriptor) GetType() ReplicaType {
 		return x.Type
 	}
 	return ReplicaType_VOTER
+}
+
+func (x *ReplicaDescriptor) GetStanding() bool {
+	if x != nil {
+		return x.Standing
+	}
+	return false
 }
 
 // RangeDescriptor describes the key span [start_key, end_key) of a range and
@@ -1891,19 +1918,21 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x1drangestore/v1/persisted.proto\x12\rrangestore.v1\x1a\x16rangestore/v1/kv.proto\"6\n" +
 	"\fLocalityTier\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xe5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xfd\x01\n" +
 	"\x0eNodeDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
 	"\fraft_address\x18\x03 \x01(\tR\vraftAddress\x127\n" +
 	"\blocality\x18\x04 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12!\n" +
 	"\fhttp_address\x18\x05 \x01(\tR\vhttpAddress\x12!\n" +
-	"\fread_replica\x18< \x01(\bR\vreadReplica\"{\n" +
+	"\fread_replica\x18< \x01(\bR\vreadReplica\x12\x16\n" +
+	"\x06secure\x18= \x01(\bR\x06secure\"\x97\x01\n" +
 	"\x11ReplicaDescriptor\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12.\n" +
-	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\"\x80\x02\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1a.rangestore.v1.ReplicaTypeR\x04type\x12\x1a\n" +
+	"\bstanding\x18\x04 \x01(\bR\bstanding\"\x80\x02\n" +
 	"\x0fRangeDescriptor\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
 	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
