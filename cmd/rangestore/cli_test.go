@@ -74,8 +74,13 @@ func withSecArgs(sec, args []string) []string {
 }
 
 // tcSecArgs are the security flags of a CLI call to an in-process test
-// cluster.
-func tcSecArgs(*node.TestCluster) []string { return []string{"--insecure"} }
+// cluster: its certs directory as root when it is secure, else --insecure.
+func tcSecArgs(tc *node.TestCluster) []string {
+	if tc.Security(0) != nil {
+		return []string{"--certs-dir", tc.CertsDir()}
+	}
+	return []string{"--insecure"}
+}
 
 // runTC is runBin against an in-process test cluster, with its security
 // flags.
@@ -309,7 +314,7 @@ func TestCLIWorkloadValidatesFirst(t *testing.T) {
 func TestCLIAgainstCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, HTTP: true})
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, HTTP: true, Secure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

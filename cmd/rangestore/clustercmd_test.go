@@ -16,7 +16,7 @@ import (
 func TestCLIClusterSetReplicas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, InitialSplits: 1})
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 3, InitialSplits: 1, Secure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

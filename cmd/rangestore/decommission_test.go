@@ -23,7 +23,7 @@ import (
 func TestCLIDrainDecommission(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1, Secure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

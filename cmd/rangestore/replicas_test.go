@@ -106,7 +106,7 @@ func startFourNodes(t *testing.T) (*node.TestCluster, *rspb.RangeDescriptor, uin
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1})
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{Nodes: 4, InitialSplits: 1, Secure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,7 @@ func TestSecureProcessCluster(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, addr+" requires TLS") || !strings.Contains(r.errOut, "--certs-dir") {
 		t.Errorf("plaintext CLI against the secure cluster: %s", r)
 	}
+	t.Logf("plaintext CLI: %s", strings.TrimSpace(r.errOut))
 	plain, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -95,10 +96,12 @@ func TestSecureProcessCluster(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "/rangestore.v1.Internal/RangeBatch") {
 		t.Errorf("alice's Internal.RangeBatch: %v, want PermissionDenied naming alice and the method", err)
 	}
+	t.Logf("alice's Internal.RangeBatch: %v", err)
 	r = pc.runCLI(t, "range", "transfer-lease", "r1", "n1", "--host", addr, "--user", "alice")
 	if r.code != 1 || !strings.Contains(r.errOut, "PermissionDenied") || !strings.Contains(r.errOut, "alice") || !strings.Contains(r.errOut, "TransferLease") {
 		t.Errorf("alice's range transfer-lease: %s", r)
 	}
+	t.Logf("alice's range transfer-lease: %s", strings.TrimSpace(r.errOut))
 	out := pc.cliRetry(30*time.Second, "range", "transfer-lease", "r1", "n1", "--host", addr) // root may
 	if !strings.Contains(out, "n1") {
 		t.Errorf("root's range transfer-lease r1 n1: %q", out)
@@ -119,13 +122,17 @@ func TestSecureProcessCluster(t *testing.T) {
 	}
 	otherRoot := loadPair(t, otherCerts, security.RootUser)
 	otherNode := loadPair(t, otherCerts, security.NodeUser)
-	if err := tlsRefusal(addr, otherRoot, ca); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+	err = tlsRefusal(addr, otherRoot, ca)
+	if err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Errorf("gRPC port, second CA's client certificate: %v, want a refusal (unknown certificate authority)", err)
 	}
+	t.Logf("gRPC port %s, second CA's certificate: %v", addr, err)
 	raftAddr := raftAddrOf(t, pc, 0)
-	if err := tlsRefusal(raftAddr, otherNode, ca); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+	err = tlsRefusal(raftAddr, otherNode, ca)
+	if err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Errorf("Raft port %s, second CA's node certificate: %v, want a refusal (unknown certificate authority)", raftAddr, err)
 	}
+	t.Logf("Raft port %s, second CA's node certificate: %v", raftAddr, err)
 	if err := tlsRefusal(raftAddr, loadPair(t, certs, security.NodeUser), ca); err != nil {
 		t.Errorf("Raft port %s, the cluster's node certificate: refused: %v", raftAddr, err)
 	}
@@ -150,9 +157,12 @@ func TestSecureProcessCluster(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, "client.bob.crt") || !strings.Contains(r.errOut, "expired on") {
 		t.Errorf("CLI with bob's expired certificate: %s", r)
 	}
-	if err := tlsRefusal(addr, bob, ca); err == nil || !strings.Contains(err.Error(), "expired certificate") {
+	t.Logf("CLI with an expired certificate: %s", strings.TrimSpace(r.errOut))
+	err = tlsRefusal(addr, bob, ca)
+	if err == nil || !strings.Contains(err.Error(), "expired certificate") {
 		t.Errorf("gRPC port, bob's expired certificate: %v, want a refusal saying it expired", err)
 	}
+	t.Logf("gRPC port, expired certificate: %v", err)
 
 	// 5. Rotation: a write loop runs while the node certificate is
 	// re-created and every process reloads it (SIGHUP).

@@ -216,7 +216,7 @@ func runStart(args []string) error {
 		RangeMaxBytes: *rangeMax, LoadSplitQPS: *loadQPS, DrainTimeout: *drainTimeout, TestingAckDelay: ackDelayFromEnv(log), TestingSnapshotEntries: snapshotEntriesFromEnv(log),
 		TimeUntilStoreDead: *deadAfter, ReplicateQueueInterval: *queueInterval, SnapshotRate: rate, MaxSnapshotsInFlight: *snapInFlight,
 		GossipAddr: *gossipAddr, Thresholds: thresholds, ClosedTimestampTarget: *closedTarget,
-		ReadReplica: *readReplica, ReadReplicaTTL: *readReplicaTTL, RoutingTTL: *routingTTL})
+		ReadReplica: *readReplica, ReadReplicaTTL: *readReplicaTTL, RoutingTTL: *routingTTL, Security: certs})
 	if err != nil {
 		return raftAddrChangedHint(err, *listen, derived)
 	}
