@@ -62,10 +62,12 @@ func TestRangestoreEndToEnd(t *testing.T) {
 	}
 }
 
-// startClusterDriver starts an in-process cluster and a rangestore driver
-// over all its nodes; both are closed when the test ends.
+// startClusterDriver starts an in-process cluster, secure (mutual TLS, as
+// clusters run by default), and a rangestore driver over all its nodes
+// with root's client certificate; both are closed when the test ends.
 func startClusterDriver(ctx context.Context, t testing.TB, opts node.TestClusterOptions) *RangestoreDriver {
 	t.Helper()
+	opts.Secure = true
 	tc, err := node.StartTestCluster(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +77,7 @@ func startClusterDriver(ctx context.Context, t testing.TB, opts node.TestCluster
 	for i := 0; i < tc.NumNodes(); i++ {
 		hosts = append(hosts, tc.Addr(i))
 	}
-	d, err := NewRangestoreDriver(hosts, 1)
+	d, err := NewRangestoreDriver(hosts, 1, tc.ClientDialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func TestRangestoreDriverBoundedStaleness(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{ClosedTimestampTarget: 200 * time.Millisecond})
+	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{ClosedTimestampTarget: 200 * time.Millisecond, Secure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,12 +104,12 @@ func TestRangestoreDriverBoundedStaleness(t *testing.T) {
 	for i := 0; i < tc.NumNodes(); i++ {
 		hosts = append(hosts, tc.Addr(i))
 	}
-	strong, err := NewRangestoreDriver(hosts, 1)
+	strong, err := NewRangestoreDriver(hosts, 1, tc.ClientDialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = strong.Close() })
-	d, err := NewRangestoreDriver(hosts, 1)
+	d, err := NewRangestoreDriver(hosts, 1, tc.ClientDialOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,4 +18,13 @@
 //   - CHAOS_OUT: where failing histories are saved as HTML (default
 //     ./chaos-failures);
 //   - CHAOS_LOG_LEVEL: the processes' --log-level (default warn).
+//
+// ProcCluster (proc.go; process mode, and the process tests of
+// cmd/rangestore) runs secure unless its `start` flags hold --insecure: it
+// makes a CA, a node certificate for 127.0.0.1 and localhost and root's
+// client certificate under its directory (CreateCerts), starts every
+// process with --certs-dir, dials as root (Conn, KV, Dial) and, for
+// Internal calls (which refuse client certificates), with the node
+// certificate (NodeConn: the consistency check uses it). ClientArgs are
+// the security flags of a CLI call to the cluster.
 package chaos

@@ -71,7 +71,7 @@ func TestCLIDrainDecommission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, bin, "node", "--host", h, "decommission", vn, "--poll", "100ms")
+	cmd := exec.CommandContext(ctx, bin, withSecArgs(tcSecArgs(tc), []string{"node", "--host", h, "decommission", vn, "--poll", "100ms"})...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
