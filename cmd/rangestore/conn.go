@@ -70,23 +70,24 @@ func clientCredentials(certsDir, user string) (credentials.TransportCredentials,
 	return m.ClientCredentials(), nil
 }
 
-// dialOptions are the options of every connection the CLI makes to host
-// with creds: the credentials, a 64 MiB receive limit (scans, range lists)
-// and interceptors that explain a TLS/plaintext mismatch (explainMismatch).
-func dialOptions(host string, creds credentials.TransportCredentials) []grpc.DialOption {
+// dialOptions are the options of every connection the CLI makes with
+// creds: the credentials, a 64 MiB receive limit (scans, range lists) and
+// interceptors that explain a TLS/plaintext mismatch with the dialled
+// node (explainMismatch).
+func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	secure := creds.Info().SecurityProtocol == "tls"
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			return explainMismatch(invoker(ctx, method, req, reply, cc, opts...), host, secure)
+			return explainMismatch(invoker(ctx, method, req, reply, cc, opts...), cc.Target(), secure)
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			st, err := streamer(ctx, desc, cc, method, opts...)
 			if err != nil {
-				return nil, explainMismatch(err, host, secure)
+				return nil, explainMismatch(err, cc.Target(), secure)
 			}
-			return mismatchStream{ClientStream: st, host: host, secure: secure}, nil
+			return mismatchStream{ClientStream: st, host: cc.Target(), secure: secure}, nil
 		}),
 	}
 }
@@ -110,7 +111,7 @@ func (s mismatchStream) RecvMsg(m any) error {
 // dialHost connects to host with creds (grpc connects lazily: errors come
 // with the first call).
 func dialHost(host string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
-	return grpc.NewClient(host, dialOptions(host, creds)...)
+	return grpc.NewClient(host, dialOptions(creds)...)
 }
 
 // target is the node a client command talks to (--host) and how (secFlags).

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/rangestore/rangestore/bench"
 )
 
@@ -112,7 +110,7 @@ func runWorkload(args []string) error {
 	if err != nil {
 		return err
 	}
-	d, err := bench.NewRangestoreDriver(hs, *connsPerHost, grpc.WithTransportCredentials(creds))
+	d, err := bench.NewRangestoreDriver(hs, *connsPerHost, dialOptions(creds)...)
 	if err != nil {
 		return err
 	}
