@@ -4,7 +4,7 @@ PKGS    := ./...
 # Core packages also run under the race detector.
 RACE_PKGS := ./kv/... ./ranges/... ./gateway/... ./leases/... ./node/...
 
-.PHONY: all build test test-race test-fast vet fmt lint proto checkgenerate demo stress chaos bench bench-compare bench-failover bench-drain bench-scale clean
+.PHONY: all build test test-race test-fast vet fmt lint proto checkgenerate demo stress chaos fuzz bench bench-compare bench-failover bench-drain bench-scale clean
 
 # Pinned tools. Go tools are installed with `go install` into a directory
 # named after their version under bin/tools, so that a version bump here
@@ -90,6 +90,27 @@ STRESS_COUNT ?= 20
 STRESS_RUN   ?= .
 stress:
 	$(GO) test -count=$(STRESS_COUNT) -failfast -run '$(STRESS_RUN)' -timeout 300m ./node/ ./cmd/rangestore/
+
+# Go native fuzz targets (package:target), each run for FUZZTIME, one after
+# the other. Their seed corpora (testdata/fuzz/<target>/ in each package)
+# are replayed by plain `go test`; a crash found here is saved there too:
+# commit it with the fix. FUZZFLAGS adds flags, e.g. FUZZFLAGS=-parallel=1.
+FUZZTIME    ?= 5m
+FUZZFLAGS   ?=
+FUZZ_TARGETS := \
+	./gateway:FuzzRequestValidation \
+	./kv/keys:FuzzUserAndSystemKeys \
+	./kv:FuzzMVCCKey \
+	./kv:FuzzMVCCValue \
+	./ranges:FuzzRangeState \
+	./ranges:FuzzSnapshotHeader \
+	./ranges/batcheval:FuzzScanResume
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$pkg/; \
+	done
 
 # Porcupine-checked histories under injected faults (partitions, restarts,
 # clock jumps, kill -9, lease transfers, merges, replica removals,

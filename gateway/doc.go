@@ -3,7 +3,10 @@
 //
 //   - KVServer: the public KV API. Handlers are thin: validate against Limits
 //     (InvalidArgument naming the limit), map client keys into the user span
-//     (so clients can never address the system span), route, map back. What
+//     (so clients can never address the system span), route, map back.
+//     Validation and mapping (validate, validateScan) do no routing and
+//     change nothing; FuzzRequestValidation drives them with arbitrary
+//     bytes and evaluates what they accept on an in-memory engine. What
 //     each request type checks and how its keys map is its command in
 //     ranges/batcheval (no switch on request types here).
 //   - Router: finds the range of an internal key through a range cache filled

@@ -87,50 +87,12 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 		return nil, err
 	}
 	defer cancel()
-	if err := s.limits.checkBatch(reqs); err != nil {
+	internal, opts, err := s.validate(ctx, reqs, rm, batch)
+	if err != nil {
 		return nil, err
 	}
+	ctx = withReadOpts(ctx, opts)
 	write := !ranges.IsReadOnly(reqs)
-	if rm.set() {
-		if write {
-			return nil, invalidf("read_mode: %s is for reads only; a batch with writes is STRONG", rm.mode)
-		}
-		for i, q := range reqs {
-			prefix := ""
-			if batch {
-				prefix = fmt.Sprintf("requests[%d].", i)
-			}
-			if c, err := batcheval.Lookup(q); err == nil && c.AsOf(q) != nil && rm.mode != rspb.ReadMode_STRONG {
-				return nil, invalidf("%sas_of: not allowed with read_mode %s (a %s read picks its timestamp)", prefix, rm.mode, rm.mode)
-			}
-		}
-		opts, err := s.readOptions(ctx, "", rm, nil)
-		if err != nil {
-			return nil, err
-		}
-		ctx = withReadOpts(ctx, opts)
-	}
-	if batch {
-		for i, q := range reqs {
-			if inner, ok := innerRequest(q); ok && readModeOf(inner).set() {
-				return nil, invalidf("requests[%d].read_mode: a batch's requests take the batch's read mode (read_mode, max_staleness, bookmarks, bookmark_timeout of the BatchRequest)", i)
-			}
-		}
-	}
-	internal := make([]*rspb.RequestUnion, len(reqs))
-	for i, q := range reqs {
-		c, err := batcheval.Lookup(q)
-		if err != nil { // (checkBatch refused these)
-			return nil, ToStatus(err)
-		}
-		if c.Internal() {
-			return nil, invalidf("requests[%d]: %s is an internal request that the KV service does not serve (backups use the Backup service)", i, c.Name())
-		}
-		if err := s.checkAsOf(ctx, c.Name(), c.AsOf(q)); err != nil {
-			return nil, err
-		}
-		internal[i] = c.ToInternal(q)
-	}
 	resps, err := s.router.Send(ctx, internal)
 	if err != nil {
 		return nil, ToStatus(err)
@@ -158,6 +120,60 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 		}
 	}
 	return resps, nil
+}
+
+// validate checks client requests (limits and each command's checks, the
+// read mode, as_of) and maps their keys into the user span. rm is the read
+// mode of the call (a Batch's; a Get's own, batch false). It returns the
+// internal requests and how to route the reads (nil: STRONG). Its only
+// wait is for an as_of slightly ahead of this node's clock (checkAsOf);
+// it changes nothing, reqs included.
+func (s *KVServer) validate(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool) ([]*rspb.RequestUnion, *readOpts, error) {
+	if err := s.limits.checkBatch(reqs); err != nil {
+		return nil, nil, err
+	}
+	var opts *readOpts
+	if rm.set() {
+		if !ranges.IsReadOnly(reqs) {
+			return nil, nil, invalidf("read_mode: %s is for reads only; a batch with writes is STRONG", rm.mode)
+		}
+		for i, q := range reqs {
+			prefix := ""
+			if batch {
+				prefix = fmt.Sprintf("requests[%d].", i)
+			}
+			if c, err := batcheval.Lookup(q); err == nil && c.AsOf(q) != nil && rm.mode != rspb.ReadMode_STRONG {
+				return nil, nil, invalidf("%sas_of: not allowed with read_mode %s (a %s read picks its timestamp)", prefix, rm.mode, rm.mode)
+			}
+		}
+		o, err := s.readOptions(ctx, "", rm, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = o
+	}
+	if batch {
+		for i, q := range reqs {
+			if inner, ok := innerRequest(q); ok && readModeOf(inner).set() {
+				return nil, nil, invalidf("requests[%d].read_mode: a batch's requests take the batch's read mode (read_mode, max_staleness, bookmarks, bookmark_timeout of the BatchRequest)", i)
+			}
+		}
+	}
+	internal := make([]*rspb.RequestUnion, len(reqs))
+	for i, q := range reqs {
+		c, err := batcheval.Lookup(q)
+		if err != nil { // (checkBatch refused these)
+			return nil, nil, ToStatus(err)
+		}
+		if c.Internal() {
+			return nil, nil, invalidf("requests[%d]: %s is an internal request that the KV service does not serve (backups use the Backup service)", i, c.Name())
+		}
+		if err := s.checkAsOf(ctx, c.Name(), c.AsOf(q)); err != nil {
+			return nil, nil, err
+		}
+		internal[i] = c.ToInternal(q)
+	}
+	return internal, opts, nil
 }
 
 func one[T any](s *KVServer, ctx context.Context, q *rspb.RequestUnion, get func(*rspb.ResponseUnion) T) (T, error) {
@@ -225,20 +241,11 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 		return err
 	}
 	defer cancel()
-	if _, err := s.limits.checkRequest(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}); err != nil {
+	in, opts, err := s.validateScan(ctx, r)
+	if err != nil {
 		return err
 	}
-	if rm := readModeOf(r.ProtoReflect()); rm.set() {
-		opts, err := s.readOptions(ctx, "", rm, r.AsOf)
-		if err != nil {
-			return err
-		}
-		ctx = withReadOpts(ctx, opts)
-	}
-	if err := s.checkAsOf(ctx, "scan", r.AsOf); err != nil {
-		return err
-	}
-	in := toInternal(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}).GetScan()
+	ctx = withReadOpts(ctx, opts)
 	var newest kv.Timestamp // of the rows streamed so far: every chunk's bookmark
 	err = s.router.ScanStream(ctx, in, func(kvs []*rspb.KeyValue) error {
 		for len(kvs) > 0 {
@@ -255,6 +262,28 @@ func (s *KVServer) Scan(r *rspb.ScanRequest, stream rspb.KV_ScanServer) error {
 		return nil
 	})
 	return ToStatus(err)
+}
+
+// validateScan checks a streamed Scan (limits, the scan's checks, read
+// mode, as_of) and maps it into the user span, as validate does for other
+// requests. It returns the internal scan and how to route it (nil:
+// STRONG).
+func (s *KVServer) validateScan(ctx context.Context, r *rspb.ScanRequest) (*rspb.ScanRequest, *readOpts, error) {
+	if _, err := s.limits.checkRequest(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}); err != nil {
+		return nil, nil, err
+	}
+	var opts *readOpts
+	if rm := readModeOf(r.ProtoReflect()); rm.set() {
+		o, err := s.readOptions(ctx, "", rm, r.AsOf)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = o
+	}
+	if err := s.checkAsOf(ctx, "scan", r.AsOf); err != nil {
+		return nil, nil, err
+	}
+	return toInternal(&rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: r}}).GetScan(), opts, nil
 }
 
 // toInternal maps a client request's keys into the user span.

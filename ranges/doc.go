@@ -249,7 +249,13 @@
 //     with a range deletion of its span: the old and new data spans, the
 //     range-local keys, this replica's applied-index key) and ingests them
 //     in one step, so memory stays bounded (a few blocks per sstable, not
-//     the range) and the replacement is all-or-nothing. Crash argument:
+//     the range) and the replacement is all-or-nothing. Before writing
+//     anything it checks the stream (checkSnapshotHeader): the header's
+//     descriptor is this range's and has the span of the descriptor
+//     record among its range-local keys, every range-local value decodes
+//     as loadState (or a dedup answer) will decode it, and every data key
+//     lies in the header's span; a refused snapshot changes nothing
+//     (FuzzSnapshotHeader). Crash argument:
 //     Dragonboat records a received snapshot in its LogDB before it calls
 //     RecoverFromSnapshot and shrinks the snapshot file only after it
 //     returned and Sync ran. A crash before the ingestion is recorded in

@@ -2,6 +2,7 @@ package ranges
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -190,21 +191,32 @@ func (s *stateMachine) readState(r kv.Reader, suffix []byte, msg proto.Message) 
 	return true, nil
 }
 
-// readUint64 reads a uint64 raw key (0 if absent).
+// readUint64 reads a uint64 raw key (0 if absent); a malformed value is
+// an error naming the key.
 func readUint64(r kv.Reader, key []byte) (uint64, error) {
 	v, ok, err := r.GetRaw(key)
 	if err != nil || !ok {
 		return 0, err
 	}
-	return decodeUint64(v)
+	n, err := decodeUint64(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w (key %q)", err, key)
+	}
+	return n, nil
 }
 
+// readTS reads a timestamp raw key (empty if absent); a malformed value
+// is an error naming the key.
 func readTS(r kv.Reader, key []byte) (kv.Timestamp, error) {
 	v, ok, err := r.GetRaw(key)
 	if err != nil || !ok {
 		return kv.Timestamp{}, err
 	}
-	return decodeTS(v)
+	ts, err := decodeTS(v)
+	if err != nil {
+		return kv.Timestamp{}, fmt.Errorf("%w (key %q)", err, key)
+	}
+	return ts, nil
 }
 
 // Open returns the applied index that is durable in Pebble (0 for a new
@@ -700,10 +712,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 	}
 	hdr := &rspb.SnapshotHeader{}
 	if err := proto.Unmarshal(hb, hdr); err != nil {
-		return err
+		return fmt.Errorf("ranges: r%d snapshot header: %w", s.rangeID, err)
 	}
-	if hdr.RangeDescriptor == nil {
-		return fmt.Errorf("ranges: r%d snapshot without a descriptor", s.rangeID)
+	if err := checkSnapshotHeader(s.rangeID, hdr); err != nil {
+		return err
 	}
 	newLower, newUpper, err := kv.DataSpanBounds(hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey)
 	if err != nil {
@@ -746,6 +758,11 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 		if err != nil {
 			return err
 		}
+		if bytes.Compare(k, newLower) < 0 || bytes.Compare(k, newUpper) >= 0 {
+			// (Set takes any key of the replaced spans, the old data span
+			// included: such a key would stay behind outside the range.)
+			return fmt.Errorf("ranges: r%d snapshot: data key %x is outside the snapshot's span [%x, %x)", s.rangeID, k, newLower, newUpper)
+		}
 		if err := rep.Set(k, v); err != nil {
 			return err
 		}
@@ -785,6 +802,55 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 	}
 	if s.onSnapshot != nil {
 		s.onSnapshot(s)
+	}
+	return nil
+}
+
+// checkSnapshotHeader refuses, before anything is written, a snapshot
+// header that would leave the replica with state it cannot load or with
+// data outside its span: a descriptor of another range, a range-local key
+// of another range, no descriptor record or one of another span than the
+// header's descriptor (the data span is the header's, the descriptor
+// loadState loads is the record's), or a range-local value that loadState
+// (or a dedup answer) cannot decode. Keep it in step with loadState.
+func checkSnapshotHeader(rangeID uint64, hdr *rspb.SnapshotHeader) error {
+	d := hdr.RangeDescriptor
+	if d == nil {
+		return fmt.Errorf("ranges: r%d snapshot without a descriptor", rangeID)
+	}
+	if d.RangeId != rangeID {
+		return fmt.Errorf("ranges: r%d snapshot carries the descriptor of r%d", rangeID, d.RangeId)
+	}
+	prefix := rangeStatePrefix(rangeID)
+	sawDesc := false
+	for _, l := range hdr.Local {
+		if !bytes.HasPrefix(l.Key, prefix) {
+			return fmt.Errorf("ranges: r%d snapshot: range-local key %q is not this range's", rangeID, l.Key)
+		}
+		suffix := l.Key[len(prefix):]
+		var err error
+		switch {
+		case bytes.Equal(suffix, suffixDescriptor):
+			sawDesc = true
+			rec := &rspb.RangeDescriptor{}
+			if err = proto.Unmarshal(l.Value, rec); err == nil && (rec.RangeId != d.RangeId || !bytes.Equal(rec.StartKey, d.StartKey) || !bytes.Equal(rec.EndKey, d.EndKey)) {
+				err = fmt.Errorf("r%d [%q, %q) differs from the header's r%d [%q, %q)", rec.RangeId, rec.StartKey, rec.EndKey, d.RangeId, d.StartKey, d.EndKey)
+			}
+		case bytes.Equal(suffix, suffixLease):
+			err = proto.Unmarshal(l.Value, &rspb.Lease{})
+		case bytes.Equal(suffix, suffixMaxWriteTS), bytes.Equal(suffix, suffixGCThreshold), bytes.Equal(suffix, suffixClosedTS):
+			_, err = decodeTS(l.Value)
+		case bytes.Equal(suffix, suffixSize), bytes.Equal(suffix, suffixFrozen):
+			_, err = decodeUint64(l.Value)
+		case bytes.HasPrefix(suffix, suffixDedup):
+			err = proto.Unmarshal(l.Value, &rspb.RaftResult{})
+		}
+		if err != nil {
+			return fmt.Errorf("ranges: r%d snapshot: range-local key %q: %w", rangeID, l.Key, err)
+		}
+	}
+	if !sawDesc {
+		return fmt.Errorf("ranges: r%d snapshot has no descriptor record among its range-local keys", rangeID)
 	}
 	return nil
 }
