@@ -80,8 +80,9 @@ func (s *KVServer) checkAsOf(ctx context.Context, what string, ts *rspb.Timestam
 }
 
 // run validates, maps and routes client requests. rm is the read mode of
-// the call (a Batch's; a Get's own, batch false).
-func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool) ([]*rspb.ResponseUnion, error) {
+// the call (a Batch's; a Get's own, batch false); route, when set, addresses
+// the batch to one range on this node (direct.go).
+func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool, route *rspb.DirectRoute) ([]*rspb.ResponseUnion, error) {
 	ctx, cancel, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -91,6 +92,11 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 		return nil, err
 	}
 	write := !ranges.IsReadOnly(reqs)
+	if route != nil {
+		if err := s.checkRoute(route, rm, write); err != nil {
+			return nil, err
+		}
+	}
 	if rm.set() {
 		if write {
 			return nil, invalidf("read_mode: %s is for reads only; a batch with writes is STRONG", rm.mode)
@@ -131,7 +137,12 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 		}
 		internal[i] = c.ToInternal(q)
 	}
-	resps, err := s.router.Send(ctx, internal)
+	var resps []*rspb.ResponseUnion
+	if route != nil {
+		resps, err = s.sendDirect(ctx, route, internal, write)
+	} else {
+		resps, err = s.router.Send(ctx, internal)
+	}
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -166,7 +177,7 @@ func one[T any](s *KVServer, ctx context.Context, q *rspb.RequestUnion, get func
 	if inner, ok := innerRequest(q); ok {
 		rm = readModeOf(inner)
 	}
-	resps, err := s.run(ctx, []*rspb.RequestUnion{q}, rm, false)
+	resps, err := s.run(ctx, []*rspb.RequestUnion{q}, rm, false, nil)
 	if err != nil {
 		return zero, err
 	}
@@ -205,7 +216,7 @@ func (s *KVServer) DeleteRange(ctx context.Context, r *rspb.DeleteRangeRequest) 
 
 // Batch runs several requests.
 func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.BatchResponse, error) {
-	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true)
+	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true, r.Route)
 	if err != nil {
 		return nil, err
 	}
