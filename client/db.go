@@ -359,7 +359,10 @@ func validate(op string, reqs []*rspb.RequestUnion, batch bool) error {
 			return invalidf(op, "%sempty request", prefix)
 		}
 		if len(key) == 0 {
-			return invalidf(op, "%s%s: key: empty key is not allowed", prefix, name)
+			if batch {
+				return invalidf(op, "%s%s: key: empty key is not allowed", prefix, name)
+			}
+			return invalidf(op, "key: empty key is not allowed")
 		}
 	}
 	return nil

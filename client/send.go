@@ -387,11 +387,15 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 				}
 				db.cache.setWriter(e.rangeID, lh.NodeId)
 				db.cfg.log.Debug("redirected to the leaseholder", "op", c.op, "range", e.rangeID, "from", t.id, "to", lh.NodeId)
+				// Try it next (a node that failed lately keeps its place
+				// at the end of the round).
 				next := server{id: lh.NodeId, addr: lh.Address, voter: true}
-				if j := slices.IndexFunc(targets[i+1:], func(s server) bool { return s.id == next.id }); j >= 0 {
+				j := slices.IndexFunc(targets[i+1:], func(s server) bool { return s.id == next.id })
+				switch {
+				case j < 0:
+					targets = slices.Insert(targets, i+1, next)
+				case j > 0 && !db.pool.suspect(next.addr):
 					targets = slices.Delete(targets, i+1+j, i+2+j)
-				}
-				if !db.pool.suspect(next.addr) {
 					targets = slices.Insert(targets, i+1, next)
 				}
 			case rspb.RangeError_RANGE_KEY_MISMATCH:
