@@ -88,6 +88,9 @@ func Open(ctx context.Context, addrs []string, opts ...Option) (*DB, error) {
 		more, next, err := db.fetchRouting(ctx, start, openPageRanges)
 		if err != nil {
 			db.Close()
+			if e, ok := err.(*Error); ok {
+				e.Op = "open"
+			}
 			return nil, err
 		}
 		if !more || next == nil {
@@ -205,7 +208,27 @@ func (db *DB) fetchRouting(ctx context.Context, start []byte, limit int32) (more
 		db.cfg.log.Debug("routing table read", "from", addr, "start", fmt.Sprintf("%q", start), "ranges", len(resp.Ranges), "more", resp.More)
 		return resp.More, next, nil
 	}
-	return false, nil, &Error{Code: Unavailable, Op: "routing", Message: fmt.Sprintf("no node answered for the routing table: %s", strings.Join(errs, "; "))}
+	return false, nil, &Error{Code: Unavailable, Op: "routing", Message: fmt.Sprintf("no node answered for the routing table: %s%s", strings.Join(errs, "; "), modeHint(errs))}
+}
+
+// modeHint explains handshakes that fail the same way at every node: a
+// plaintext client of TLS nodes, or the other way round.
+func modeHint(errs []string) string {
+	all := func(s string) bool {
+		for _, e := range errs {
+			if !strings.Contains(e, s) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	}
+	switch {
+	case all("error reading server preface"):
+		return " (the nodes may require TLS: give the client certificate's credentials with WithTransportCredentials)"
+	case all("first record does not look like a TLS handshake"):
+		return " (the nodes serve plaintext, as started with --insecure: open without WithTransportCredentials)"
+	}
+	return ""
 }
 
 // refresh reads the routing table from key into the cache; concurrent

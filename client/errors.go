@@ -102,12 +102,13 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels for errors.Is.
 var (
-	ErrInvalidArgument = &Error{Code: InvalidArgument}
-	ErrNotFound        = &Error{Code: NotFound}
-	ErrConditionFailed = &Error{Code: ConditionFailed}
-	ErrAmbiguous       = &Error{Code: Ambiguous}
-	ErrUnavailable     = &Error{Code: Unavailable}
-	ErrClosed          = &Error{Code: Closed}
+	ErrInvalidArgument  = &Error{Code: InvalidArgument}
+	ErrNotFound         = &Error{Code: NotFound}
+	ErrConditionFailed  = &Error{Code: ConditionFailed}
+	ErrAmbiguous        = &Error{Code: Ambiguous}
+	ErrUnavailable      = &Error{Code: Unavailable}
+	ErrPermissionDenied = &Error{Code: PermissionDenied}
+	ErrClosed           = &Error{Code: Closed}
 )
 
 // ConditionFailedError is the error of a ConditionalPut or

@@ -74,7 +74,10 @@ func TestRoutesToLeaseholder(t *testing.T) {
 
 	kv := tc.KV(0)
 	f2 := forwards(t, tc)
-	ops(func(k string) error { _, err := kv.Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v")}); return err },
+	ops(func(k string) error {
+		_, err := kv.Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v")})
+		return err
+	},
 		func(k string) error { _, err := kv.Get(ctx, &rspb.GetRequest{Key: []byte(k)}); return err })
 	gatewayForwards := forwards(t, tc) - f2
 
@@ -204,5 +207,3 @@ func TestCacheFollowsSplitMergeAndLeaseTransfer(t *testing.T) {
 		}
 	}
 }
-
-
