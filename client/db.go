@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -88,10 +89,7 @@ func Open(ctx context.Context, addrs []string, opts ...Option) (*DB, error) {
 		more, next, err := db.fetchRouting(ctx, start, openPageRanges)
 		if err != nil {
 			db.Close()
-			if e, ok := err.(*Error); ok {
-				e.Op = "open"
-			}
-			return nil, err
+			return nil, withOp(err, "open")
 		}
 		if !more || next == nil {
 			break
@@ -169,7 +167,7 @@ func (db *DB) fetchRouting(ctx context.Context, start []byte, limit int32) (more
 	for _, addr := range db.discoveryOrder() {
 		dc, err := db.pool.discovery(addr)
 		if err != nil {
-			if e, ok := err.(*Error); ok && e.Code == Closed {
+			if errors.Is(err, ErrClosed) {
 				return false, nil, &Error{Code: Closed, Op: "routing", Message: "the DB is closed"}
 			}
 			errs = append(errs, fmt.Sprintf("%s: %v", addr, err))
@@ -266,9 +264,8 @@ func (db *DB) resolve(ctx context.Context, op string, key []byte) (*entry, error
 			return e, nil
 		}
 		if err := db.refresh(ctx, key); err != nil {
-			if ce, ok := err.(*Error); ok && (ce.Code == Closed || ce.Code == PermissionDenied || ce.Code == Unauthenticated) {
-				ce.Op = op
-				return nil, ce
+			if ce, ok := errors.AsType[*Error](err); ok && (ce.Code == Closed || ce.Code == PermissionDenied || ce.Code == Unauthenticated) {
+				return nil, withOp(ce, op)
 			}
 			last = err
 		}

@@ -131,6 +131,18 @@ func (e *ConditionFailedError) Error() string {
 // Is matches ErrConditionFailed.
 func (e *ConditionFailedError) Is(target error) bool { return target == ErrConditionFailed }
 
+// withOp returns err as an *Error of op: a copy, since an error may be
+// shared (a routing lookup's, by the calls waiting on it).
+func withOp(err error, op string) error {
+	e, ok := errors.AsType[*Error](err)
+	if !ok {
+		return err
+	}
+	c := *e
+	c.Op = op
+	return &c
+}
+
 // invalidf is an InvalidArgument error of op.
 func invalidf(op, format string, args ...any) *Error {
 	return &Error{Code: InvalidArgument, Op: op, Message: fmt.Sprintf(format, args...)}

@@ -27,6 +27,9 @@ type pool struct {
 	closed bool
 	conns  map[string]*nodeConns
 	failed map[string]time.Time
+	// nFailed is len(failed): the hot path skips the lock while no node
+	// failed.
+	nFailed atomic.Int32
 }
 
 type nodeConns struct {
@@ -100,23 +103,34 @@ func (p *pool) discovery(addr string) (rspb.DiscoveryClient, error) {
 func (p *pool) markFailed(addr string) {
 	p.mu.Lock()
 	p.failed[addr] = time.Now()
+	p.nFailed.Store(int32(len(p.failed)))
 	p.mu.Unlock()
 }
 
 func (p *pool) markOK(addr string) {
-	p.mu.Lock()
-	if _, ok := p.failed[addr]; ok {
-		delete(p.failed, addr)
+	if p.nFailed.Load() == 0 {
+		return
 	}
+	p.mu.Lock()
+	delete(p.failed, addr)
+	p.nFailed.Store(int32(len(p.failed)))
 	p.mu.Unlock()
 }
 
 // suspect reports whether addr failed within suspectFor.
 func (p *pool) suspect(addr string) bool {
+	if p.nFailed.Load() == 0 {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t, ok := p.failed[addr]
-	return ok && time.Since(t) < suspectFor
+	if ok && time.Since(t) >= suspectFor {
+		delete(p.failed, addr) // forgiven
+		p.nFailed.Store(int32(len(p.failed)))
+		return false
+	}
+	return ok
 }
 
 // close closes every connection; later calls get ErrClosed.

@@ -293,6 +293,9 @@ func (c *call) sendGroup(ctx context.Context, e *entry, pieces []piece, w *write
 	}
 	if errors.Is(err, errStale) {
 		c.db.cache.evict(e)
+		if budget.Add(-1) < 0 { // a re-resolution costs an attempt
+			return nil, c.exhausted(e, err, w)
+		}
 		if werr := c.wait(ctx, depth); werr != nil {
 			return nil, c.giveUp(e, werr, err, w)
 		}
