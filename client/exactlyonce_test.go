@@ -3,8 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,5 +205,82 @@ func TestFailover(t *testing.T) {
 	defer db2.Close()
 	if kv, err := db2.Get(ctx, []byte("g")); err != nil || string(kv.Value) != "v" {
 		t.Fatalf("get through the second client: %q %v", kv.Value, err)
+	}
+}
+
+// hookOnce runs hook at the first routed Increment (deciding whether it
+// reaches the node), and lets every later call through.
+type hookOnce struct {
+	done atomic.Bool
+	// hook gets the call; it returns the error the client sees, having
+	// sent it (invoke) or not.
+	hook func(invoke func() error) error
+}
+
+func (h *hookOnce) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	b, ok := req.(*rspb.BatchRequest)
+	if !ok || b.GetRoute() == nil || b.GetRequests()[0].GetIncrement() == nil || h.done.Swap(true) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return h.hook(func() error { return invoker(ctx, method, req, reply, cc, opts...) })
+}
+
+// TestRetryAcrossMergeAppliesOnce: an Increment applies on the right-hand
+// range, its reply is lost, and the range merges into its left neighbour
+// before the retry: the retry, refused by the merged-away range, which
+// names the one that subsumed it, goes there with the same identity and is
+// answered from the moved dedup record.
+func TestRetryAcrossMergeAppliesOnce(t *testing.T) {
+	tc := startCluster(t, node.TestClusterOptions{SplitCheckInterval: time.Hour})
+	ctx := ctxT(t)
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	h := &hookOnce{hook: func(invoke func() error) error {
+		if err := invoke(); err != nil {
+			return err
+		}
+		if _, err := admin.MergeRange(ctx, &rspb.MergeRangeRequest{Key: []byte("m")}); err != nil {
+			t.Errorf("merge: %v", err)
+		}
+		return status.Error(codes.Unavailable, "test: the reply was lost")
+	}}
+	db := openDB(t, tc, WithDialOptions(grpc.WithChainUnaryInterceptor(h.intercept)))
+	right := db.cache.lookup([]byte("t")) // [s, -), merged into [m, s)
+	v, err := db.Increment(ctx, []byte("t"), 1)
+	if err != nil || v != 1 {
+		t.Fatalf("increment across the merge: %d %v, want 1", v, err)
+	}
+	e := db.cache.lookup([]byte("t"))
+	if e.rangeID == right.rangeID || string(e.start) != "m" {
+		t.Fatalf("after the merge the cache has r%d [%q, %q) for t (r%d merged away)", e.rangeID, e.start, e.end, right.rangeID)
+	}
+	kv, err := db.Get(ctx, []byte("t"))
+	if err != nil || string(kv.Value) != "1" {
+		t.Fatalf("t = %q (%v), want 1: the increment applied twice", kv.Value, err)
+	}
+}
+
+// TestAmbiguousWriteNotRetriedElsewhere: an Increment whose attempt got no
+// answer (here it never reached the node) may have applied; when its key
+// has meanwhile moved to a new range by a split, which cannot hold its
+// dedup record, it fails as Ambiguous instead of being retried there.
+func TestAmbiguousWriteNotRetriedElsewhere(t *testing.T) {
+	tc := startCluster(t, node.TestClusterOptions{SplitCheckInterval: time.Hour})
+	ctx := ctxT(t)
+	admin := rspb.NewAdminClient(tc.Conn(0))
+	h := &hookOnce{hook: func(func() error) error {
+		if _, err := admin.SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("p")}); err != nil {
+			t.Errorf("split: %v", err)
+		}
+		return status.Error(codes.Unavailable, "test: the connection broke")
+	}}
+	db := openDB(t, tc, WithDialOptions(grpc.WithChainUnaryInterceptor(h.intercept)))
+	_, err := db.Increment(ctx, []byte("q"), 1)
+	if !errors.Is(err, ErrAmbiguous) || !strings.Contains(err.Error(), "which does not hold its record") {
+		t.Fatalf("increment whose key moved: %v, want Ambiguous", err)
+	}
+	t.Logf("%v", err)
+	// It had not applied; the next one does, once.
+	if v, err := db.Increment(ctx, []byte("q"), 1); err != nil || v != 1 {
+		t.Fatalf("next increment: %d %v", v, err)
 	}
 }
