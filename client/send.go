@@ -391,8 +391,14 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 				db.cache.setWriter(e.rangeID, lh.NodeId)
 				db.cfg.log.Debug("redirected to the leaseholder", "op", c.op, "range", e.rangeID, "from", t.id, "to", lh.NodeId)
 				// Try it next (a node that failed lately keeps its place
-				// at the end of the round).
+				// at the end of the round; one tried in this round is not
+				// tried again before the backoff: two replicas that each
+				// name the other, during a lease transfer, would burn the
+				// budget at once).
 				next := server{id: lh.NodeId, addr: lh.Address, voter: true}
+				if slices.ContainsFunc(targets[:i], func(s server) bool { return s.id == next.id }) {
+					continue
+				}
 				j := slices.IndexFunc(targets[i+1:], func(s server) bool { return s.id == next.id })
 				switch {
 				case j < 0:
