@@ -61,4 +61,17 @@ func TestOps(t *testing.T) {
 	if err != nil || n != 4 {
 		t.Fatalf("delete range [b, q): %d %v, want 4 (b, counter, g, p)", n, err)
 	}
+
+	// After Close every call fails with Closed (and the leak check of
+	// TestMain finds nothing of the client left running).
+	db.Close()
+	db.Close()
+	if _, err := db.Get(ctx, []byte("a")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("get after close: %v", err)
+	}
+	for _, err := range db.Scan(ctx, nil, nil) {
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("scan after close: %v", err)
+		}
+	}
 }

@@ -118,6 +118,10 @@ func (sc *scanner) scanRange(ctx context.Context, e *entry, lo, hi []byte) bool 
 				return true
 			}
 			last = err
+			if errors.Is(err, ErrClosed) || db.closed.Load() {
+				sc.fail(&Error{Code: Closed, Op: "scan", Message: "the DB is closed", Err: err})
+				return false
+			}
 			if ctx.Err() != nil {
 				sc.fail(ctxError("scan", ctx.Err(), err))
 				return false

@@ -358,8 +358,8 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 				}
 				return resp, nil
 			}
-			if errors.Is(err, ErrClosed) {
-				return nil, &Error{Code: Closed, Op: c.op, Message: "the DB is closed"}
+			if errors.Is(err, ErrClosed) || db.closed.Load() {
+				return nil, &Error{Code: Closed, Op: c.op, Message: "the DB is closed", Err: err}
 			}
 			last = fmt.Errorf("n%d (%s): %w", t.id, t.addr, err)
 			if ctx.Err() != nil {
