@@ -110,7 +110,7 @@ func BuildRoutingTable(in RoutingInput) (*rspb.GetRoutingTableResponse, error) {
 			out.More = true
 			break
 		}
-		e := &rspb.RoutingEntry{RangeId: d.RangeId}
+		e := &rspb.RoutingEntry{RangeId: d.RangeId, Generation: d.Generation}
 		s, en := d.StartKey, d.EndKey
 		if bytes.Compare(s, start) < 0 {
 			s = start

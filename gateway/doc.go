@@ -55,6 +55,21 @@
 //     reads; write bookmarks alone do not give it across replicas whose
 //     closed timestamps differ). Responses are read and filled by field name
 //     (commit_timestamp, bookmark), not by a switch on types.
+//   - Routed batches (direct.go): a Batch with a route (DirectRoute: a range
+//     ID, and for a write the client's proposal ID and timestamp) comes
+//     from a client that caches ranges and leaseholders (client/). It is
+//     validated like any batch (plus the route: a write's identity, its
+//     timestamp within twice the max clock offset ahead of this node's
+//     clock and half the dedup window behind; no read mode), then sent to
+//     this node's own replica of the range as one command carrying that
+//     identity (so the client's retries are deduplicated like the
+//     router's), never forwarded. A refusal keeps its status code and
+//     carries a RouteHint detail: the RangeError code, on NOT_LEASEHOLDER
+//     the leaseholder with its address, on RANGE_KEY_MISMATCH and
+//     RANGE_NOT_FOUND the descriptors the replica named as routing
+//     entries in client keys (with their generation), and the range that
+//     subsumed a merged one. Scans beyond the response budget are paged
+//     through the router as usual.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - BackupServer (backup.go): Export streams an ExportRequest range by

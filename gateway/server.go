@@ -80,8 +80,9 @@ func (s *KVServer) checkAsOf(ctx context.Context, what string, ts *rspb.Timestam
 }
 
 // run validates, maps and routes client requests. rm is the read mode of
-// the call (a Batch's; a Get's own, batch false).
-func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool) ([]*rspb.ResponseUnion, error) {
+// the call (a Batch's; a Get's own, batch false); route, when set, addresses
+// the batch to one range on this node (direct.go).
+func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readModeFields, batch bool, route *rspb.DirectRoute) ([]*rspb.ResponseUnion, error) {
 	ctx, cancel, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -93,7 +94,17 @@ func (s *KVServer) run(ctx context.Context, reqs []*rspb.RequestUnion, rm readMo
 	}
 	ctx = withReadOpts(ctx, opts)
 	write := !ranges.IsReadOnly(reqs)
-	resps, err := s.router.Send(ctx, internal)
+	if route != nil {
+		if err := s.checkRoute(route, rm, write); err != nil {
+			return nil, err
+		}
+	}
+	var resps []*rspb.ResponseUnion
+	if route != nil {
+		resps, err = s.sendDirect(ctx, route, internal, write)
+	} else {
+		resps, err = s.router.Send(ctx, internal)
+	}
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -182,7 +193,7 @@ func one[T any](s *KVServer, ctx context.Context, q *rspb.RequestUnion, get func
 	if inner, ok := innerRequest(q); ok {
 		rm = readModeOf(inner)
 	}
-	resps, err := s.run(ctx, []*rspb.RequestUnion{q}, rm, false)
+	resps, err := s.run(ctx, []*rspb.RequestUnion{q}, rm, false, nil)
 	if err != nil {
 		return zero, err
 	}
@@ -221,7 +232,7 @@ func (s *KVServer) DeleteRange(ctx context.Context, r *rspb.DeleteRangeRequest) 
 
 // Batch runs several requests.
 func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.BatchResponse, error) {
-	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true)
+	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true, r.Route)
 	if err != nil {
 		return nil, err
 	}

@@ -210,8 +210,12 @@ type RoutingEntry struct {
 	EndKey   []byte                 `protobuf:"bytes,3,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"` // empty: the end of the keyspace
 	// writer: the leaseholder as the answering node knows it (absent:
 	// unknown; send writes to any voter and follow NOT_LEASEHOLDER).
-	Writer        *RoutingServer   `protobuf:"bytes,4,opt,name=writer,proto3" json:"writer,omitempty"`
-	Readers       []*RoutingServer `protobuf:"bytes,5,rep,name=readers,proto3" json:"readers,omitempty"`
+	Writer  *RoutingServer   `protobuf:"bytes,4,opt,name=writer,proto3" json:"writer,omitempty"`
+	Readers []*RoutingServer `protobuf:"bytes,5,rep,name=readers,proto3" json:"readers,omitempty"`
+	// generation: the range descriptor's generation (every split, merge and
+	// replica change raises it): of two overlapping entries, the one with
+	// the higher generation is newer. 0: unknown.
+	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +285,98 @@ func (x *RoutingEntry) GetReaders() []*RoutingServer {
 	return nil
 }
 
+func (x *RoutingEntry) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// RouteHint is a detail of the status with which a node refuses a batch
+// addressed to one of its replicas (BatchRequest.route, kv.proto): what the
+// node knows of where the batch's keys are now. Keys are client keys, as
+// in the routing table; entries list voters and non-voters as readers
+// (include_writer), and their writer only when known.
+type RouteHint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code: the replica's refusal (NOT_LEASEHOLDER, RANGE_KEY_MISMATCH,
+	// RANGE_NOT_FOUND, UNAVAILABLE, ...).
+	Code RangeError_Code `protobuf:"varint,1,opt,name=code,proto3,enum=rangestore.v1.RangeError_Code" json:"code,omitempty"`
+	// leaseholder: on NOT_LEASEHOLDER, the node holding the range's lease
+	// as the replica knows it (absent: unknown; try the range's other
+	// voters).
+	Leaseholder *RoutingServer `protobuf:"bytes,2,opt,name=leaseholder,proto3" json:"leaseholder,omitempty"`
+	// ranges: on RANGE_KEY_MISMATCH, the replica's range as it is now and the
+	// node's ranges holding the batch's keys; on RANGE_NOT_FOUND, the range
+	// that subsumed the addressed one and those holding the keys.
+	Ranges []*RoutingEntry `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// subsumed_by: on RANGE_NOT_FOUND, the range that subsumed the addressed
+	// range by a merge (it holds the addressed range's dedup records: a
+	// retried write may go there with the same proposal identity); 0: none
+	// known.
+	SubsumedBy    uint64 `protobuf:"varint,4,opt,name=subsumed_by,json=subsumedBy,proto3" json:"subsumed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteHint) Reset() {
+	*x = RouteHint{}
+	mi := &file_rangestore_v1_discovery_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteHint) ProtoMessage() {}
+
+func (x *RouteHint) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_discovery_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteHint.ProtoReflect.Descriptor instead.
+func (*RouteHint) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_discovery_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RouteHint) GetCode() RangeError_Code {
+	if x != nil {
+		return x.Code
+	}
+	return RangeError_UNKNOWN
+}
+
+func (x *RouteHint) GetLeaseholder() *RoutingServer {
+	if x != nil {
+		return x.Leaseholder
+	}
+	return nil
+}
+
+func (x *RouteHint) GetRanges() []*RoutingEntry {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *RouteHint) GetSubsumedBy() uint64 {
+	if x != nil {
+		return x.SubsumedBy
+	}
+	return 0
+}
+
 type GetRoutingTableResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*RoutingEntry        `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`                            // in key order
@@ -292,7 +388,7 @@ type GetRoutingTableResponse struct {
 
 func (x *GetRoutingTableResponse) Reset() {
 	*x = GetRoutingTableResponse{}
-	mi := &file_rangestore_v1_discovery_proto_msgTypes[3]
+	mi := &file_rangestore_v1_discovery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +400,7 @@ func (x *GetRoutingTableResponse) String() string {
 func (*GetRoutingTableResponse) ProtoMessage() {}
 
 func (x *GetRoutingTableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_discovery_proto_msgTypes[3]
+	mi := &file_rangestore_v1_discovery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +413,7 @@ func (x *GetRoutingTableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRoutingTableResponse.ProtoReflect.Descriptor instead.
 func (*GetRoutingTableResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_discovery_proto_rawDescGZIP(), []int{3}
+	return file_rangestore_v1_discovery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRoutingTableResponse) GetRanges() []*RoutingEntry {
@@ -357,13 +453,22 @@ const file_rangestore_v1_discovery_proto_rawDesc = "" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x127\n" +
 	"\blocality\x18\x03 \x03(\v2\x1b.rangestore.v1.LocalityTierR\blocality\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12;\n" +
-	"\x1aclosed_timestamp_lag_nanos\x18z \x01(\x03R\x17closedTimestampLagNanos\"\xcd\x01\n" +
+	"\x1aclosed_timestamp_lag_nanos\x18z \x01(\x03R\x17closedTimestampLagNanos\"\xed\x01\n" +
 	"\fRoutingEntry\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
 	"\tstart_key\x18\x02 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x03 \x01(\fR\x06endKey\x124\n" +
 	"\x06writer\x18\x04 \x01(\v2\x1c.rangestore.v1.RoutingServerR\x06writer\x126\n" +
-	"\areaders\x18\x05 \x03(\v2\x1c.rangestore.v1.RoutingServerR\areaders\"\x83\x01\n" +
+	"\areaders\x18\x05 \x03(\v2\x1c.rangestore.v1.RoutingServerR\areaders\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\"\xd5\x01\n" +
+	"\tRouteHint\x122\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x1e.rangestore.v1.RangeError.CodeR\x04code\x12>\n" +
+	"\vleaseholder\x18\x02 \x01(\v2\x1c.rangestore.v1.RoutingServerR\vleaseholder\x123\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x1b.rangestore.v1.RoutingEntryR\x06ranges\x12\x1f\n" +
+	"\vsubsumed_by\x18\x04 \x01(\x04R\n" +
+	"subsumedBy\"\x83\x01\n" +
 	"\x17GetRoutingTableResponse\x123\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x1b.rangestore.v1.RoutingEntryR\x06ranges\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
@@ -384,27 +489,32 @@ func file_rangestore_v1_discovery_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_discovery_proto_rawDescData
 }
 
-var file_rangestore_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_rangestore_v1_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_rangestore_v1_discovery_proto_goTypes = []any{
 	(*GetRoutingTableRequest)(nil),  // 0: rangestore.v1.GetRoutingTableRequest
 	(*RoutingServer)(nil),           // 1: rangestore.v1.RoutingServer
 	(*RoutingEntry)(nil),            // 2: rangestore.v1.RoutingEntry
-	(*GetRoutingTableResponse)(nil), // 3: rangestore.v1.GetRoutingTableResponse
-	(*LocalityTier)(nil),            // 4: rangestore.v1.LocalityTier
+	(*RouteHint)(nil),               // 3: rangestore.v1.RouteHint
+	(*GetRoutingTableResponse)(nil), // 4: rangestore.v1.GetRoutingTableResponse
+	(*LocalityTier)(nil),            // 5: rangestore.v1.LocalityTier
+	(RangeError_Code)(0),            // 6: rangestore.v1.RangeError.Code
 }
 var file_rangestore_v1_discovery_proto_depIdxs = []int32{
-	4, // 0: rangestore.v1.GetRoutingTableRequest.locality:type_name -> rangestore.v1.LocalityTier
-	4, // 1: rangestore.v1.RoutingServer.locality:type_name -> rangestore.v1.LocalityTier
+	5, // 0: rangestore.v1.GetRoutingTableRequest.locality:type_name -> rangestore.v1.LocalityTier
+	5, // 1: rangestore.v1.RoutingServer.locality:type_name -> rangestore.v1.LocalityTier
 	1, // 2: rangestore.v1.RoutingEntry.writer:type_name -> rangestore.v1.RoutingServer
 	1, // 3: rangestore.v1.RoutingEntry.readers:type_name -> rangestore.v1.RoutingServer
-	2, // 4: rangestore.v1.GetRoutingTableResponse.ranges:type_name -> rangestore.v1.RoutingEntry
-	0, // 5: rangestore.v1.Discovery.GetRoutingTable:input_type -> rangestore.v1.GetRoutingTableRequest
-	3, // 6: rangestore.v1.Discovery.GetRoutingTable:output_type -> rangestore.v1.GetRoutingTableResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 4: rangestore.v1.RouteHint.code:type_name -> rangestore.v1.RangeError.Code
+	1, // 5: rangestore.v1.RouteHint.leaseholder:type_name -> rangestore.v1.RoutingServer
+	2, // 6: rangestore.v1.RouteHint.ranges:type_name -> rangestore.v1.RoutingEntry
+	2, // 7: rangestore.v1.GetRoutingTableResponse.ranges:type_name -> rangestore.v1.RoutingEntry
+	0, // 8: rangestore.v1.Discovery.GetRoutingTable:input_type -> rangestore.v1.GetRoutingTableRequest
+	4, // 9: rangestore.v1.Discovery.GetRoutingTable:output_type -> rangestore.v1.GetRoutingTableResponse
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_discovery_proto_init() }
@@ -419,7 +529,7 @@ func file_rangestore_v1_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_discovery_proto_rawDesc), len(file_rangestore_v1_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1707,8 +1707,12 @@ type BatchRequest struct {
 	// bookmark_timeout: how long a CAUSAL read may wait (0 = the server's
 	// bookmark_ready_timeout, 30 s; longer is capped to it).
 	BookmarkTimeout *durationpb.Duration `protobuf:"bytes,43,opt,name=bookmark_timeout,json=bookmarkTimeout,proto3" json:"bookmark_timeout,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// route: the batch is addressed to one range at a node the client
+	// believes holds its lease (a client that caches ranges and leaseholders:
+	// the Go client, client/). Unset: the node routes the batch itself.
+	Route         *DirectRoute `protobuf:"bytes,50,opt,name=route,proto3" json:"route,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchRequest) Reset() {
@@ -1776,6 +1780,92 @@ func (x *BatchRequest) GetBookmarkTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *BatchRequest) GetRoute() *DirectRoute {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+// DirectRoute addresses a batch to range range_id on the receiving node.
+// The node serves it from its own replica of the range as one command and
+// never forwards it: when it cannot, it answers the replica's refusal
+// (NOT_LEASEHOLDER: UNAVAILABLE; RANGE_KEY_MISMATCH: UNAVAILABLE;
+// RANGE_NOT_FOUND: NOT_FOUND) with a RouteHint (discovery.proto) among the
+// status details, saying where the keys are now. A routed batch is STRONG
+// (read modes are refused with it).
+type DirectRoute struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	// proposal_id and proposal_timestamp: the identity the range's replicas
+	// deduplicate a write on. A client gives every logical write (per range
+	// it goes to) a new proposal_id (8 to 64 bytes; 16 random bytes) and
+	// the timestamp of its first attempt (its own clock, which must be
+	// within the cluster's max clock offset ahead of the node's and less
+	// than half the 5 minute dedup window behind it), and reuses both for
+	// every retry: a retry of a write that applied is answered from its
+	// dedup record, so it applies once. A retry goes to the range the write
+	// was sent to, or to one that a RouteHint named as having subsumed it
+	// (it holds the records); after a split, the record stays with the
+	// range the write was sent to. Both are required for writes, ignored
+	// for a read-only batch.
+	ProposalId        []byte     `protobuf:"bytes,2,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
+	ProposalTimestamp *Timestamp `protobuf:"bytes,3,opt,name=proposal_timestamp,json=proposalTimestamp,proto3" json:"proposal_timestamp,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *DirectRoute) Reset() {
+	*x = DirectRoute{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectRoute) ProtoMessage() {}
+
+func (x *DirectRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectRoute.ProtoReflect.Descriptor instead.
+func (*DirectRoute) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DirectRoute) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *DirectRoute) GetProposalId() []byte {
+	if x != nil {
+		return x.ProposalId
+	}
+	return nil
+}
+
+func (x *DirectRoute) GetProposalTimestamp() *Timestamp {
+	if x != nil {
+		return x.ProposalTimestamp
+	}
+	return nil
+}
+
 type BatchResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Responses []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
@@ -1789,7 +1879,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1891,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1904,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchResponse) GetResponses() []*ResponseUnion {
@@ -1943,13 +2033,19 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\tincrement\x18\x06 \x01(\v2 .rangestore.v1.IncrementResponseH\x00R\tincrement\x12G\n" +
 	"\fdelete_range\x18\a \x01(\v2\".rangestore.v1.DeleteRangeResponseH\x00R\vdeleteRange\x127\n" +
 	"\x06export\x18P \x01(\v2\x1d.rangestore.v1.ExportResponseH\x00R\x06exportB\a\n" +
-	"\x05value\"\xa1\x02\n" +
+	"\x05value\"\xd3\x02\n" +
 	"\fBatchRequest\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x124\n" +
 	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
 	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
 	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
-	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\"g\n" +
+	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\x120\n" +
+	"\x05route\x182 \x01(\v2\x1a.rangestore.v1.DirectRouteR\x05route\"\x92\x01\n" +
+	"\vDirectRoute\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1f\n" +
+	"\vproposal_id\x18\x02 \x01(\fR\n" +
+	"proposalId\x12G\n" +
+	"\x12proposal_timestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x11proposalTimestamp\"g\n" +
 	"\rBatchResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12\x1a\n" +
 	"\bbookmark\x18( \x01(\fR\bbookmark*9\n" +
@@ -1982,7 +2078,7 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rangestore_v1_kv_proto_goTypes = []any{
 	(ReadMode)(0),                  // 0: rangestore.v1.ReadMode
 	(*Timestamp)(nil),              // 1: rangestore.v1.Timestamp
@@ -2007,22 +2103,23 @@ var file_rangestore_v1_kv_proto_goTypes = []any{
 	(*RequestUnion)(nil),           // 20: rangestore.v1.RequestUnion
 	(*ResponseUnion)(nil),          // 21: rangestore.v1.ResponseUnion
 	(*BatchRequest)(nil),           // 22: rangestore.v1.BatchRequest
-	(*BatchResponse)(nil),          // 23: rangestore.v1.BatchResponse
-	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
+	(*DirectRoute)(nil),            // 23: rangestore.v1.DirectRoute
+	(*BatchResponse)(nil),          // 24: rangestore.v1.BatchResponse
+	(*durationpb.Duration)(nil),    // 25: google.protobuf.Duration
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	1,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	24, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
-	24, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	25, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
+	25, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
 	2,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
 	1,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	24, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
-	24, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	25, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
+	25, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
 	2,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
 	1,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	1,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
@@ -2049,30 +2146,32 @@ var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	19, // 35: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
 	20, // 36: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
 	0,  // 37: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	24, // 38: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
-	24, // 39: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	21, // 40: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	3,  // 41: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	5,  // 42: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	7,  // 43: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	9,  // 44: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	11, // 45: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	13, // 46: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	15, // 47: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	22, // 48: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	4,  // 49: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	6,  // 50: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	8,  // 51: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	10, // 52: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	12, // 53: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	14, // 54: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	16, // 55: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	23, // 56: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	49, // [49:57] is the sub-list for method output_type
-	41, // [41:49] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	25, // 38: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	25, // 39: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	23, // 40: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
+	1,  // 41: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
+	21, // 42: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	3,  // 43: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	5,  // 44: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	7,  // 45: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	9,  // 46: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	11, // 47: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	13, // 48: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	15, // 49: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	22, // 50: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	4,  // 51: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	6,  // 52: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	8,  // 53: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	10, // 54: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	12, // 55: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	14, // 56: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	16, // 57: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	24, // 58: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	51, // [51:59] is the sub-list for method output_type
+	43, // [43:51] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -2106,7 +2205,7 @@ func file_rangestore_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
