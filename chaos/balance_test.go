@@ -18,13 +18,6 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
-// fixedKV is the porcupine clients' view of the first nodes of a process
-// cluster, fixed before nodes join (ProcCluster's lists grow as they do).
-type fixedKV []rspb.KVClient
-
-func (f fixedKV) NumNodes() int          { return len(f) }
-func (f fixedKV) KV(i int) rspb.KVClient { return f[i] }
-
 // TestJoinBalanceUnderLoad (issue 11, acceptance 1): three processes with
 // 24 user ranges and 10,000 loaded keys under a porcupine-checked
 // get/put/cas/cdel load; n4 and n5 join with `start --join`, and the
@@ -82,7 +75,12 @@ func TestJoinBalanceUnderLoad(t *testing.T) {
 	t.Logf("initialized: %d ranges", len(init.Ranges))
 
 	start := time.Now()
-	clients := startClients(ctx, fixedKV{pc.KV(0), pc.KV(1), pc.KV(2)}, DefaultKeys, 4, 11, start)
+	// The clients are seeded with the first three nodes; their client.DBs
+	// learn of the joining ones from the routing table.
+	clients, err := startClients(ctx, OpenDBs(append([]string(nil), pc.Addrs...), append(pc.ClientOptions(), clientRetry...)...), DefaultKeys, 4, 11, start)
+	if err != nil {
+		t.Fatal(err)
+	}
 	clientsStopped := false
 	defer func() {
 		if !clientsStopped {

@@ -48,7 +48,7 @@ func TestChaos(t *testing.T) {
 	if _, err := rebalanceArgs(rebalanceSetting); err != nil {
 		t.Fatal(err)
 	}
-	violations, faults, ops, ambiguous, moves, transfers := 0, 0, 0, 0, 0, 0
+	violations, faults, ops, ambiguous, failedWrites, moves, transfers := 0, 0, 0, 0, 0, 0, 0
 	kinds := map[string]int{} // faults per kind (the text before the first colon)
 	for h := 0; h < histories; h++ {
 		s := seed + int64(h)
@@ -82,8 +82,12 @@ func TestChaos(t *testing.T) {
 		}
 		ops += res.Ops
 		ambiguous += res.Ambiguous
-		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d of %d reads failed, %d conditional deletes, %d succeeded), faults %v, linearizable=%v",
-			h, mode, s, res.Ops, res.Ambiguous, res.FailedReads, res.Reads, res.CondDeletes, res.CondDeletesOK, res.Faults, res.Linearizable)
+		failedWrites += res.FailedWrites
+		t.Logf("history %d (%s) seed %d: %d ops (%d ambiguous writes, %d writes failed without applying, %d of %d reads failed, %d conditional deletes, %d succeeded), faults %v, linearizable=%v",
+			h, mode, s, res.Ops, res.Ambiguous, res.FailedWrites, res.FailedReads, res.Reads, res.CondDeletes, res.CondDeletesOK, res.Faults, res.Linearizable)
+		r := res.Routing
+		t.Logf("history %d: client routing: %d attempts, %d redirects, %d stale ranges, %d transport failures, %d routing lookups",
+			h, r.Attempts, r.Redirects, r.StaleRanges, r.TransportFailures, r.RoutingLookups)
 		if !res.Linearizable {
 			violations++
 			t.Errorf("history %d (seed %d) is NOT linearizable: %s", h, s, res.Visualization)
@@ -100,8 +104,8 @@ func TestChaos(t *testing.T) {
 			t.Errorf("history %d (seed %d): replicas diverged: %v", h, s, res.Diverged)
 		}
 	}
-	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous), rebalancing (%s): %d replica moves, %d lease transfers; %d violations",
-		histories, faults, kinds, ops, ambiguous, orDefault(rebalanceSetting), moves, transfers, violations)
+	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous, %d failed writes left out), rebalancing (%s): %d replica moves, %d lease transfers; %d violations",
+		histories, faults, kinds, ops, ambiguous, failedWrites, orDefault(rebalanceSetting), moves, transfers, violations)
 }
 
 // orDefault names an unset rebalance setting.

@@ -14,6 +14,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/rangestore/rangestore/chaos/fault"
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -82,9 +83,14 @@ type Options struct {
 // Result describes one checked history.
 type Result struct {
 	Ops, Ambiguous, Reads, FailedReads int
-	Faults                             []string
-	Linearizable                       bool
-	Visualization                      string // HTML file of a failing history
+	// FailedWrites: writes the client reported as not applied (left out
+	// of the history; doc.go).
+	FailedWrites int
+	// Routing: the clients' client.DB routing counters summed.
+	Routing       client.Stats
+	Faults        []string
+	Linearizable  bool
+	Visualization string // HTML file of a failing history
 	// With RangeMaxBytes: ranges in meta before and after, loaded keys
 	// (acknowledged) and how many of them read back wrong afterwards.
 	RangesBefore, RangesAfter, Loaded, LoadedWrong int
@@ -147,7 +153,11 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 
 	start := time.Now()
 	res := &Result{}
-	clients := startClients(ctx, tgt, o.Keys, o.Clients, o.Seed, start)
+	clients, err := startClients(ctx, OpenDBs(tgt.clientAddrs(), tgt.clientOptions()...), o.Keys, o.Clients, o.Seed, start)
+	if err != nil {
+		return nil, err
+	}
+	defer clients.stop()
 
 	var loader *loader
 	if o.RangeMaxBytes > 0 {
@@ -160,7 +170,10 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		res.RangesBefore = len(descs)
-		loader = startLoader(ctx, tgt, o.Seed)
+		if loader, err = startLoader(ctx, tgt, o.Seed); err != nil {
+			return nil, err
+		}
+		defer loader.halt()
 	}
 
 	// Faults: the first after a quarter of the run, then every 3.5-6 s, so a
@@ -237,6 +250,11 @@ type target interface {
 	NumNodes() int
 	KV(i int) rspb.KVClient
 	Conn(i int) *grpc.ClientConn
+	// clientAddrs and clientOptions are what client.Open needs to reach
+	// the cluster: the nodes' gRPC addresses, and its credentials or dial
+	// options.
+	clientAddrs() []string
+	clientOptions() []client.Option
 	// inject undoes the previous disruptive fault (so at most one node is
 	// out at a time), injects a fault of the given kind and describes it.
 	inject(ctx context.Context, rng *rand.Rand, kind string, keys []string) string
@@ -398,6 +416,24 @@ func newInProcTarget(ctx context.Context, rangeMaxBytes int64) (*inProcTarget, e
 	return t, nil
 }
 
+func (t *inProcTarget) clientAddrs() []string {
+	var out []string
+	for i := 0; i < t.NumNodes(); i++ {
+		out = append(out, t.Addr(i))
+	}
+	return out
+}
+
+func (t *inProcTarget) clientOptions() []client.Option {
+	return append([]client.Option{client.WithDialOptions(t.ClientDialOptions()...)}, clientRetry...)
+}
+
+// clientRetry is the retry policy of the harness's client.DBs: an attempt
+// at a node that does not answer (stopped, partitioned, killed) gives up
+// after a second, so that an operation (3 s) fails over to another
+// replica instead of spending its whole time there.
+var clientRetry = []client.Option{client.WithRetryPolicy(client.RetryPolicy{AttemptTimeout: time.Second})}
+
 func (t *inProcTarget) admins() []rspb.AdminClient {
 	var out []rspb.AdminClient
 	for i := 0; i < t.NumNodes(); i++ {
@@ -537,6 +573,12 @@ func (t *procTarget) httpAddrs() []string {
 		}
 	}
 	return out
+}
+
+func (t *procTarget) clientAddrs() []string { return append([]string(nil), t.Addrs...) }
+
+func (t *procTarget) clientOptions() []client.Option {
+	return append(t.ClientOptions(), clientRetry...)
 }
 
 func (t *procTarget) admins() []rspb.AdminClient {

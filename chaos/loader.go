@@ -8,14 +8,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 // loader writes 1 KiB values under keys spread over the whole user keyspace
-// (so every range grows and splits) and remembers what was acknowledged.
+// (so every range grows and splits) through a client.DB, and remembers
+// what was acknowledged.
 type loader struct {
+	db    *client.DB
 	stop  chan struct{}
 	wg    sync.WaitGroup
+	once  sync.Once
 	mu    sync.Mutex
 	acked map[string]string
 
@@ -25,8 +29,14 @@ type loader struct {
 
 const loaderAlphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-func startLoader(ctx context.Context, tgt target, seed int64) *loader {
-	l := &loader{stop: make(chan struct{}), acked: map[string]string{}}
+func startLoader(ctx context.Context, tgt target, seed int64) (*loader, error) {
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	db, err := client.Open(octx, tgt.clientAddrs(), tgt.clientOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: loader: %w", err)
+	}
+	l := &loader{db: db, stop: make(chan struct{}), acked: map[string]string{}}
 	for w := 0; w < 2; w++ {
 		rng := rand.New(rand.NewSource(seed*7 + int64(w)))
 		l.wg.Add(1)
@@ -42,7 +52,7 @@ func startLoader(ctx context.Context, tgt target, seed int64) *loader {
 				k := fmt.Sprintf("%cL%d-%06d", loaderAlphabet[rng.Intn(len(loaderAlphabet))], w, n)
 				v := fmt.Sprintf("%s=%s", k, strings.Repeat("x", 1000))
 				actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				_, err := tgt.KV(rng.Intn(tgt.NumNodes())).Put(actx, &rspb.PutRequest{Key: []byte(k), Value: []byte(v)})
+				_, err := l.db.Put(actx, []byte(k), []byte(v))
 				cancel()
 				if err == nil {
 					l.mu.Lock()
@@ -52,14 +62,13 @@ func startLoader(ctx context.Context, tgt target, seed int64) *loader {
 			}
 		}()
 	}
-	return l
+	return l, nil
 }
 
 // finish stops the loader, reads every acknowledged key back through every
-// node and counts the ranges in meta.
+// node (raw gRPC: each node's own routing) and counts the ranges in meta.
 func (l *loader) finish(ctx context.Context, tgt target, res *Result) error {
-	close(l.stop)
-	l.wg.Wait()
+	l.halt()
 	res.Loaded = len(l.acked)
 	for k, v := range l.acked {
 		for i := 0; i < tgt.NumNodes(); i++ {
@@ -96,6 +105,15 @@ func (l *loader) finish(ctx context.Context, tgt target, res *Result) error {
 	}
 	res.RangesAfter = len(descs)
 	return nil
+}
+
+// halt stops the writers and closes the DB (idempotent).
+func (l *loader) halt() {
+	l.once.Do(func() {
+		close(l.stop)
+		l.wg.Wait()
+		l.db.Close()
+	})
 }
 
 // wantsMoreSplits: the history has run its Duration, but the ranges have not

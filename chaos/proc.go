@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/security"
@@ -135,6 +136,13 @@ func (pc *ProcCluster) ClientArgs() []string {
 // Dial connects to addr as root (plaintext for an insecure cluster).
 func (pc *ProcCluster) Dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(pc.creds.root), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+}
+
+// ClientOptions are the options of a client.Open of the cluster as root
+// (the root client certificate's credentials; plaintext for an insecure
+// cluster).
+func (pc *ProcCluster) ClientOptions() []client.Option {
+	return []client.Option{client.WithTransportCredentials(pc.creds.root)}
 }
 
 // dialBoth makes the root and node connections to addr.
