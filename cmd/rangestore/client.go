@@ -11,9 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -29,10 +30,6 @@ func runKV(args []string) error {
 	bookmarks := fs.StringSlice("bookmark", nil, "get, scan with --read-mode causal: bookmarks (hex) printed by put, del and incr")
 	bookmarkTimeout := fs.Duration("bookmark-timeout", 0, "get, scan with --read-mode causal: how long to wait for the bookmarked writes (0: the server's 30 s)")
 	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	rm, err := readModeFlags(*readMode, *maxStaleness, *bookmarks, *bookmarkTimeout)
-	if err != nil {
 		return err
 	}
 	a := fs.Args()
@@ -65,74 +62,84 @@ func runKV(args []string) error {
 	default:
 		return usagef("kv", "unknown kv command %q (want get, put, del, scan or incr)", a[0])
 	}
-	conn, err := tgt.dial()
+	ro, err := readModeFlags(fs, *readMode, *maxStaleness, *bookmarks, *bookmarkTimeout)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	c := rspb.NewKVClient(conn)
+	delta := int64(1)
+	if a[0] == "incr" && len(a) == 3 {
+		if delta, err = strconv.ParseInt(a[2], 10, 64); err != nil {
+			return fmt.Errorf("delta %q is not an integer: %w", a[2], err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	db, err := tgt.sec.openDB(ctx, []string{*tgt.host})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	switch a[0] {
 	case "get":
-		r, err := c.Get(ctx, &rspb.GetRequest{Key: []byte(a[1]), ReadMode: rm.ReadMode, MaxStaleness: rm.MaxStaleness, Bookmarks: rm.Bookmarks, BookmarkTimeout: rm.BookmarkTimeout})
-		if err != nil {
-			return err
-		}
-		if !r.Found {
+		kv, err := db.Get(ctx, []byte(a[1]), ro...)
+		if errors.Is(err, client.ErrNotFound) {
 			return fmt.Errorf("key %q not found", a[1])
 		}
-		fmt.Fprintln(stdout, string(r.Kv.Value))
-	case "put":
-		r, err := c.Put(ctx, &rspb.PutRequest{Key: []byte(a[1]), Value: []byte(a[2])})
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "OK %s\n", tsString(r.CommitTimestamp))
+		fmt.Fprintln(stdout, string(kv.Value))
+	case "put":
+		r, err := db.Put(ctx, []byte(a[1]), []byte(a[2]))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "OK %s\n", clientTS(r.Timestamp))
 		printBookmark(r.Bookmark)
 	case "del":
-		r, err := c.Delete(ctx, &rspb.DeleteRequest{Key: []byte(a[1])})
+		// A one-request batch: its result has the commit timestamp and
+		// bookmark that Delete alone does not return.
+		rs, err := db.Batch(ctx, new(client.Batch).Delete([]byte(a[1])))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "deleted=%v %s\n", r.Existed, tsString(r.CommitTimestamp))
-		printBookmark(r.Bookmark)
+		fmt.Fprintf(stdout, "deleted=%v %s\n", rs[0].Existed, clientTS(rs[0].Timestamp))
+		printBookmark(rs[0].Bookmark)
 	case "incr":
-		delta := int64(1)
-		if len(a) == 3 {
-			if delta, err = strconv.ParseInt(a[2], 10, 64); err != nil {
-				return fmt.Errorf("delta %q is not an integer: %w", a[2], err)
-			}
-		}
-		r, err := c.Increment(ctx, &rspb.IncrementRequest{Key: []byte(a[1]), Delta: delta})
+		rs, err := db.Batch(ctx, new(client.Batch).Increment([]byte(a[1]), delta))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, r.NewValue)
-		printBookmark(r.Bookmark)
+		fmt.Fprintln(stdout, rs[0].Value)
+		printBookmark(rs[0].Bookmark)
 	case "scan":
-		req := &rspb.ScanRequest{Limit: *limit, Reverse: *reverse, KeysOnly: *keysOnly,
-			ReadMode: rm.ReadMode, MaxStaleness: rm.MaxStaleness, Bookmarks: rm.Bookmarks, BookmarkTimeout: rm.BookmarkTimeout}
+		opts := append([]client.ReadOption{client.Limit(*limit)}, ro...)
+		if *reverse {
+			opts = append(opts, client.Reverse())
+		}
+		if *keysOnly {
+			opts = append(opts, client.KeysOnly())
+		}
+		var start, end []byte
 		if len(a) > 1 {
-			req.StartKey = []byte(a[1])
+			start = []byte(a[1])
 		}
 		if len(a) > 2 {
-			req.EndKey = []byte(a[2])
-		}
-		st, err := c.Scan(ctx, req)
-		if err != nil {
-			return err
+			end = []byte(a[2])
 		}
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		n, err := forEachScanned(st, func(x *rspb.KeyValue) {
+		n := 0
+		for x, err := range db.Scan(ctx, start, end, opts...) {
+			if err != nil {
+				_ = w.Flush()
+				return err
+			}
+			n++
 			if *keysOnly {
 				fmt.Fprintf(w, "%s\n", quoted(x.Key))
 			} else {
 				fmt.Fprintf(w, "%s\t%s\n", quoted(x.Key), quoted(x.Value))
 			}
-		})
-		if err != nil {
-			return err
 		}
 		_ = w.Flush()
 		fmt.Fprintf(stderr, "(%s)\n", plural(n, "key", "keys"))
@@ -140,31 +147,46 @@ func runKV(args []string) error {
 	return nil
 }
 
-// readModeFlags turns the kv read mode flags into a request's fields (in
-// a GetRequest; the server checks them).
-func readModeFlags(mode string, maxStaleness time.Duration, bookmarks []string, timeout time.Duration) (*rspb.GetRequest, error) {
-	out := &rspb.GetRequest{}
+// readModeFlags turns the kv read mode flags into the client's read
+// options; an error names the flag (and the request field a node would
+// name).
+func readModeFlags(fs *pflag.FlagSet, mode string, maxStaleness time.Duration, bookmarks []string, timeout time.Duration) ([]client.ReadOption, error) {
+	var out []client.ReadOption
 	switch mode {
 	case "strong":
+		out = append(out, client.Strong())
 	case "bounded-staleness":
-		out.ReadMode = rspb.ReadMode_BOUNDED_STALENESS
+		if maxStaleness <= 0 {
+			return nil, usagef("kv", "--max-staleness %v: --read-mode bounded-staleness needs a positive max_staleness", maxStaleness)
+		}
+		out = append(out, client.BoundedStaleness(maxStaleness))
 	case "causal":
-		out.ReadMode = rspb.ReadMode_CAUSAL
+		out = append(out, client.Causal())
 	default:
 		return nil, usagef("kv", "--read-mode %q: want strong, bounded-staleness or causal", mode)
 	}
-	if maxStaleness != 0 {
-		out.MaxStaleness = durationpb.New(maxStaleness)
+	if fs.Changed("max-staleness") && mode != "bounded-staleness" {
+		return nil, usagef("kv", "--max-staleness: only with --read-mode bounded-staleness, not %s", mode)
 	}
-	if timeout != 0 {
-		out.BookmarkTimeout = durationpb.New(timeout)
+	if len(bookmarks) > 0 && mode != "causal" {
+		return nil, usagef("kv", "--bookmark: only with --read-mode causal, not %s", mode)
 	}
+	if fs.Changed("bookmark-timeout") {
+		if mode != "causal" {
+			return nil, usagef("kv", "--bookmark-timeout: only with --read-mode causal, not %s", mode)
+		}
+		out = append(out, client.BookmarkTimeout(timeout))
+	}
+	var raws [][]byte
 	for _, b := range bookmarks {
 		raw, err := hex.DecodeString(b)
 		if err != nil {
 			return nil, usagef("kv", "--bookmark %q: not hex: %v", b, err)
 		}
-		out.Bookmarks = append(out.Bookmarks, raw)
+		raws = append(raws, raw)
+	}
+	if len(raws) > 0 {
+		out = append(out, client.WithBookmarks(raws...))
 	}
 	return out, nil
 }
@@ -175,6 +197,14 @@ func printBookmark(b []byte) {
 	if len(b) > 0 {
 		fmt.Fprintf(stderr, "(bookmark %s)\n", hex.EncodeToString(b))
 	}
+}
+
+// clientTS is tsString of a client's timestamp ("" when unset).
+func clientTS(t client.Timestamp) string {
+	if t.IsZero() {
+		return ""
+	}
+	return tsString(&rspb.Timestamp{WallTime: t.WallTime, Logical: t.Logical})
 }
 
 func tsString(ts *rspb.Timestamp) string {

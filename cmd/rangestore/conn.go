@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/security"
 )
 
@@ -144,16 +145,49 @@ func explainMismatch(err error, host string, secure bool) error {
 	if status.Code(err) != codes.Unavailable {
 		return err
 	}
-	proto := probeProtocol(host, time.Second)
-	switch {
-	case secure && proto == protoPlaintext:
-		return status.Errorf(codes.Unavailable, "%s serves plaintext (a node started with --insecure) and this client uses TLS (--certs-dir): "+
-			"connect with --insecure, or restart the node with --certs-dir (%v)", host, err)
-	case !secure && proto == protoTLS:
-		return status.Errorf(codes.Unavailable, "%s requires TLS with a client certificate (a node started with --certs-dir) and this client is plaintext (--insecure): "+
-			"connect with --certs-dir DIR holding ca.crt and client.USER.crt/.key (rangestore cert create-client USER) (%v)", host, err)
+	if why := protocolMismatch(host, secure); why != "" {
+		return status.Errorf(codes.Unavailable, "%s (%v)", why, err)
 	}
 	return err
+}
+
+// protocolMismatch says what host speaks and which flag to use when it
+// speaks the other protocol than this client (secure: TLS), else "".
+func protocolMismatch(host string, secure bool) string {
+	switch proto := probeProtocol(host, time.Second); {
+	case secure && proto == protoPlaintext:
+		return fmt.Sprintf("%s serves plaintext (a node started with --insecure) and this client uses TLS (--certs-dir): "+
+			"connect with --insecure, or restart the node with --certs-dir", host)
+	case !secure && proto == protoTLS:
+		return fmt.Sprintf("%s requires TLS with a client certificate (a node started with --certs-dir) and this client is plaintext (--insecure): "+
+			"connect with --certs-dir DIR holding ca.crt and client.USER.crt/.key (rangestore cert create-client USER)", host)
+	}
+	return ""
+}
+
+// openDB opens a client.DB (package client: every request goes straight
+// to its range's leaseholder) of the cluster of the nodes at hosts, with
+// the credentials the flags ask for and opts. ctx bounds the opening (it
+// reads the routing table). When no node answered, a node that speaks the
+// other protocol is named as explainMismatch does.
+func (s *secFlags) openDB(ctx context.Context, hosts []string, opts ...client.Option) (*client.DB, error) {
+	creds, err := s.credentials()
+	if err != nil {
+		return nil, err
+	}
+	db, err := client.Open(ctx, hosts, append([]client.Option{client.WithTransportCredentials(creds)}, opts...)...)
+	if err == nil {
+		return db, nil
+	}
+	if errors.Is(err, client.ErrUnavailable) {
+		secure := creds.Info().SecurityProtocol == "tls"
+		for _, h := range hosts {
+			if why := protocolMismatch(h, secure); why != "" {
+				return nil, fmt.Errorf("%s (%w)", why, err)
+			}
+		}
+	}
+	return nil, err
 }
 
 // Protocols probeProtocol tells apart.

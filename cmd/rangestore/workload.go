@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rangestore/rangestore/bench"
+	"github.com/rangestore/rangestore/client"
 )
 
 const workloadUsage = `  kv    point reads (--read-percent), scans (--scan-percent, --scan-length), the rest overwrites
@@ -23,7 +25,7 @@ Examples:
 // lives in package bench.
 func runWorkload(args []string) error {
 	fs := newFlagSet("workload")
-	hosts := fs.StringSlice("hosts", []string{defaultHost}, "gRPC addresses of the nodes to spread requests over (comma-separated)")
+	hosts := fs.StringSlice("hosts", []string{defaultHost}, "gRPC addresses of nodes of the cluster (comma-separated; the client sends each request straight to its range's leaseholder, and more addresses give failover when opening)")
 	sec := addSecFlags(fs)
 	driver := fs.String("driver", "rangestore", "client driver (this binary drives rangestore; etcd is driven by bench/compare)")
 	duration := fs.Duration("duration", 10*time.Second, "measured time (after the warm-up)")
@@ -42,7 +44,7 @@ func runWorkload(args []string) error {
 	jsonOut := fs.String("json", "", "write the result as JSON to FILE (- = stdout)")
 	plot := fs.String("plot", "", "write a throughput/p99 plot over time to FILE.svg")
 	seed := fs.Int64("seed", 1, "random seed")
-	connsPerHost := fs.Int("conns-per-host", 1, "gRPC connections per host")
+	connsPerHost := fs.Int("conns-per-host", 1, "gRPC connections per node (1-64)")
 	quiet := fs.Bool("quiet", false, "no per-second progress lines")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -61,8 +63,8 @@ func runWorkload(args []string) error {
 		return usagef("workload", "--concurrency %d: need at least 1 worker", *concurrency)
 	case *preloadConc < 1:
 		return usagef("workload", "--preload-concurrency %d: need at least 1 worker", *preloadConc)
-	case *connsPerHost < 1:
-		return usagef("workload", "--conns-per-host %d: need at least 1", *connsPerHost)
+	case *connsPerHost < 1 || *connsPerHost > 64:
+		return usagef("workload", "--conns-per-host %d: need 1 to 64", *connsPerHost)
 	case *scanLen < 1:
 		return usagef("workload", "--scan-length %d: need at least 1", *scanLen)
 	case *keySize < 1:
@@ -106,18 +108,16 @@ func runWorkload(args []string) error {
 	if len(hs) == 0 {
 		return usagef("workload", "--hosts: no address given")
 	}
-	creds, err := sec.credentials()
-	if err != nil {
-		return err
-	}
-	d, err := bench.NewRangestoreDriver(hs, *connsPerHost, dialOptions(creds)...)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	db, err := sec.openDB(octx, hs, client.WithConnectionsPerNode(*connsPerHost))
+	ocancel()
+	if err != nil {
+		return err
+	}
+	d := clientDriver{db}
+	defer d.Close()
 	if *preload {
 		t0 := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -153,5 +153,50 @@ func runWorkload(args []string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// clientDriver is bench's Driver (and BatchPutter) over a client.DB:
+// every request goes straight to its range's leaseholder.
+type clientDriver struct{ db *client.DB }
+
+func (d clientDriver) Get(ctx context.Context, key []byte) (bool, error) {
+	_, err := d.db.Get(ctx, key)
+	if errors.Is(err, client.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (d clientDriver) Put(ctx context.Context, key, value []byte) error {
+	_, err := d.db.Put(ctx, key, value)
+	return err
+}
+
+// Scan reads up to limit keys from start (to the end of the keyspace).
+func (d clientDriver) Scan(ctx context.Context, start []byte, limit int) (int, error) {
+	n := 0
+	for _, err := range d.db.Scan(ctx, start, nil, client.Limit(int64(limit))) {
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// PutBatch writes the keys in one batch (one command per range, sent in
+// parallel).
+func (d clientDriver) PutBatch(ctx context.Context, keys, values [][]byte) error {
+	b := new(client.Batch)
+	for i := range keys {
+		b.Put(keys[i], values[i])
+	}
+	_, err := d.db.Batch(ctx, b)
+	return err
+}
+
+func (d clientDriver) Close() error {
+	d.db.Close()
 	return nil
 }
