@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/client"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -44,6 +46,36 @@ func TestNeverSent(t *testing.T) {
 	} {
 		if neverSent(err) {
 			t.Errorf("%v: taken as never sent, but the write may have applied", err)
+		}
+	}
+}
+
+// TestDBWriteNotApplied: of a client.DB's write errors, only those the
+// client documents as "did not apply" (Unavailable, InvalidArgument)
+// leave a write out of the history; every other error, an ended context
+// included, makes it maybe-applied. A failed condition is an answer, not
+// an error (dbDoer.cput).
+func TestDBWriteNotApplied(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&client.Error{Code: client.Unavailable, Op: "put", Message: "range r5 unavailable: the retry budget of 100 attempts ran out"}, true},
+		{&client.Error{Code: client.InvalidArgument, Op: "put", Message: "key: empty key is not allowed"}, true},
+		{fmt.Errorf("wrapped: %w", &client.Error{Code: client.Unavailable}), true},
+		{&client.Error{Code: client.Ambiguous, Op: "put"}, false},
+		{&client.Error{Code: client.DeadlineExceeded, Op: "put", Err: context.DeadlineExceeded}, false},
+		{&client.Error{Code: client.Canceled, Op: "put", Err: context.Canceled}, false},
+		{&client.Error{Code: client.Closed, Op: "put"}, false},
+		{&client.Error{Code: client.Unknown, Op: "put"}, false},
+		{&client.Error{Code: client.Internal, Op: "put"}, false},
+		{&client.Error{Code: client.FailedPrecondition, Op: "put"}, false},
+		{&client.ConditionFailedError{Key: []byte("k")}, false},
+		{status.Error(codes.Unavailable, "connection error"), false}, // not a client error
+		{context.DeadlineExceeded, false},
+	} {
+		if got := dbWriteNotApplied(c.err); got != c.want {
+			t.Errorf("%v: not applied = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
