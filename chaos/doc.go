@@ -64,6 +64,7 @@
 // client certificate under its directory (CreateCerts), starts every
 // process with --certs-dir, dials as root (Conn, KV, Dial) and, for
 // Internal calls (which refuse client certificates), with the node
-// certificate (NodeConn: the consistency check uses it). ClientArgs are
-// the security flags of a CLI call to the cluster.
+// certificate (NodeConn: the consistency check uses it). ClientOptions
+// are client.Open's options as root; ClientArgs are the security flags of
+// a CLI call to the cluster.
 package chaos
