@@ -284,3 +284,44 @@ func TestAmbiguousWriteNotRetriedElsewhere(t *testing.T) {
 		t.Fatalf("next increment: %d %v", v, err)
 	}
 }
+
+// TestDeadlineDuringWriteIsAmbiguous: when the caller's deadline ends a
+// write's attempt in flight (here: the node applied it, and the reply is
+// held back until the deadline), the write fails as Ambiguous, not with
+// a plain deadline error that says nothing of whether it applied.
+func TestDeadlineDuringWriteIsAmbiguous(t *testing.T) {
+	tc := startCluster(t, node.TestClusterOptions{})
+	var held atomic.Int64
+	hold := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		b, ok := req.(*rspb.BatchRequest)
+		if !ok || method != "/rangestore.v1.KV/Batch" || b.GetRoute() == nil || b.GetRequests()[0].GetIncrement() == nil {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		err := invoker(context.WithoutCancel(ctx), method, req, reply, cc, opts...)
+		if err != nil {
+			return err
+		}
+		held.Add(1)
+		<-ctx.Done() // the reply arrives after the caller gave up
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	db := openDB(t, tc, WithDialOptions(grpc.WithChainUnaryInterceptor(hold)))
+	ctx := ctxT(t)
+	// Warm the cache so the Increment goes straight to the leaseholder.
+	if _, err := db.Put(ctx, []byte("late"), []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := db.Increment(dctx, []byte("late"), 1)
+	cancel()
+	if held.Load() == 0 {
+		t.Fatalf("no Increment attempt was served and held (err %v)", err)
+	}
+	if !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("increment cut by its deadline after it applied: %v, want ErrAmbiguous", err)
+	}
+	kv, gerr := db.Get(ctx, []byte("late"))
+	if gerr != nil || string(kv.Value) != "1" {
+		t.Fatalf("late = %q (%v), want 1", kv.Value, gerr)
+	}
+}

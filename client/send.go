@@ -363,6 +363,11 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 			}
 			last = fmt.Errorf("n%d (%s): %w", t.id, t.addr, err)
 			if ctx.Err() != nil {
+				// The caller's context ended while this attempt was on its
+				// way: a write may have reached the leaseholder and applied.
+				if routeHint(err) == nil {
+					w.mayHaveApplied()
+				}
 				return nil, c.giveUp(e, ctx.Err(), last, w)
 			}
 			hint := routeHint(err)
