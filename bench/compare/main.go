@@ -354,12 +354,15 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 				sh := diffReads(before, after)
 				if c.Mode != strongReads {
 					sh.Idle, sh.IdleWindow = &idle, idleWindow
-					shares[c.Name] = sh
+					if sys == "rangestore" { // the system followerSummary reports
+						shares[c.Name] = sh
+					}
 					fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, sh)
 				}
 				h := hopStats{Ops: counted.ops.Load(), Batches: sh.Internal, Background: cellBackground * elapsed.Seconds()}
 				if stats1, ok := clientStats(cd); ok {
 					h.Client, h.Attempts, h.Redirects = true, stats1.Attempts-stats0.Attempts, stats1.Redirects-stats0.Redirects
+					h.Lookups = stats1.RoutingLookups - stats0.RoutingLookups
 				}
 				hops[hopKey(sys, c.Name)] = h
 				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, h)

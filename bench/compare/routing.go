@@ -78,8 +78,8 @@ type hopStats struct {
 	Batches, Background float64
 	// Client: the driver used client/; Attempts, Redirects: its counters
 	// over the cell.
-	Client              bool
-	Attempts, Redirects int64
+	Client                       bool
+	Attempts, Redirects, Lookups int64
 }
 
 func hopKey(sys, cell string) string { return sys + " " + cell }
@@ -106,7 +106,7 @@ func (h hopStats) String() string {
 	s := fmt.Sprintf("%s: %s ops, %s node-to-node batches (idle level over as long %s): %.3f forwarded per op",
 		h.path(), fmtRate(float64(h.Ops)), fmtRate(h.Batches), fmtRate(h.Background), h.ForwardedPerOp())
 	if h.Client && h.Ops > 0 {
-		s += fmt.Sprintf("; client %.3f attempts per op, %d redirects", float64(h.Attempts)/float64(h.Ops), h.Redirects)
+		s += fmt.Sprintf("; client %.3f attempts per op, %d redirects, %d routing lookups", float64(h.Attempts)/float64(h.Ops), h.Redirects, h.Lookups)
 	}
 	return s
 }
