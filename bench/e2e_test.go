@@ -239,3 +239,30 @@ func testBoundedStaleness(t *testing.T, raw bool) {
 		}
 	}
 }
+
+// TestOpenRangestoreBadOptions: options that cannot work are refused
+// before anything is dialled, naming what is wrong.
+func TestOpenRangestoreBadOptions(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		hosts []string
+		o     RangestoreOptions
+		want  string
+	}{
+		{"no hosts (client)", nil, RangestoreOptions{}, "no hosts"},
+		{"no hosts (raw)", nil, RangestoreOptions{RawGRPC: true}, "no hosts"},
+		{"localities on the raw path", []string{"127.0.0.1:1"}, RangestoreOptions{RawGRPC: true, Localities: [][]string{{"zone=a"}}}, "Localities need the client path"},
+		{"bad locality", []string{"127.0.0.1:1"}, RangestoreOptions{Localities: [][]string{{"zone"}}}, `locality [zone]`},
+	} {
+		d, err := OpenRangestore(ctx, tc.hosts, tc.o)
+		if err == nil {
+			_ = d.Close()
+			t.Errorf("%s: no error", tc.name)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %q lacks %q", tc.name, err, tc.want)
+		}
+	}
+}
