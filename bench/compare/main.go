@@ -98,7 +98,7 @@ func main() {
 	fs := pflag.NewFlagSet("compare", pflag.ExitOnError)
 	fs.DurationVar(&o.measure, "measure", 8*time.Second, "measured time per cell")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up per cell")
-	fs.StringSliceVar(&o.systems, "systems", []string{"rangestore", "etcd", "dragonboat"}, "systems to run")
+	fs.StringSliceVar(&o.systems, "systems", []string{"rangestore", "etcd", "dragonboat"}, "systems to run (rangestore, rangestore-insecure, rangestore-raw-grpc, etcd, dragonboat)")
 	fs.StringVar(&o.src, "rangestore-src", "../..", "rangestore source tree to build ./cmd/rangestore from")
 	fs.StringVar(&o.workdir, "workdir", "", "data and log directory (default: a temp dir, removed unless --keep)")
 	fs.IntVar(&o.splits, "initial-splits", 63, "rangestore user-range split points (ranges = splits + 1)")
