@@ -1,9 +1,19 @@
 // Package bench is rangestore's load generator: key generators, workload
 // mixes (kv and YCSB A–F), a closed-loop runner with per-operation HDR
 // histograms, and reports (text table, JSON, SVG plot). Drivers adapt a
-// store's client to the small Driver interface; the rangestore gRPC driver
+// store's client to the small Driver interface; the rangestore driver
 // lives here, the etcd and raw-Dragonboat drivers in bench/compare (a
 // separate module, so the main go.mod does not pull in etcd).
+//
+// The rangestore driver (OpenRangestore) sends every request through
+// client/, which routes it straight to the leaseholder of its key's range
+// (bounded-staleness reads to the nearest replica; with several
+// localities, one client.DB per locality, used in turn). With RawGRPC
+// (and NewRangestoreDriver) it sends raw KV RPCs to the nodes in turn
+// instead, each node's gateway forwarding to the leaseholder when the
+// lease is elsewhere: the second hop client/ removes. Both stay, so that
+// one run can measure the difference. Credentials are dial options on
+// both paths.
 package bench
 
 import "context"

@@ -21,7 +21,8 @@ import (
 //	go tool pprof -top -nodecount 40 /tmp/cpu.out
 //
 // Cells: writes@N, reads@N, kv95@N, scans@N (N = concurrency).
-// RANGESTORE_PROFILE_SECONDS sets the measured time (default 8).
+// RANGESTORE_PROFILE_SECONDS sets the measured time (default 8);
+// RANGESTORE_PROFILE_RAW=1 drives it over raw gRPC instead of client/.
 func TestProfileInProcess(t *testing.T) {
 	cell := os.Getenv("RANGESTORE_PROFILE")
 	if cell == "" {
@@ -57,7 +58,10 @@ func TestProfileInProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	// A real node's Raft timing (50 ms ticks), as `rangestore start` uses.
-	d := startClusterDriver(ctx, t, node.TestClusterOptions{InitialSplits: 63, RaftRTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 2})
+	// RANGESTORE_PROFILE_RAW=1: raw gRPC to the nodes in turn (each
+	// gateway routing) instead of client/ (straight to the leaseholder).
+	raw := os.Getenv("RANGESTORE_PROFILE_RAW") == "1"
+	d := startClusterDriver(ctx, t, node.TestClusterOptions{InitialSplits: 63, RaftRTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 2}, raw)
 	if err := Preload(ctx, d, spec, 32, 1); err != nil {
 		t.Fatal(err)
 	}

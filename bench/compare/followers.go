@@ -80,6 +80,19 @@ func (c *rsCluster) addrs(ps []rsProc) []string {
 	return out
 }
 
+// locality is the process's locality: its own zone, so that a client
+// with the same locality reads (bounded staleness) from its replicas.
+func (p rsProc) locality() string { return "zone=" + p.label }
+
+// localities are the client localities of ps, one per process.
+func localities(ps []rsProc) [][]string {
+	var out [][]string
+	for _, p := range ps {
+		out = append(out, []string{p.locality()})
+	}
+	return out
+}
+
 func (c *rsCluster) all() []rsProc {
 	return append(append([]rsProc{}, c.voters...), c.replicas...)
 }
@@ -107,7 +120,7 @@ func (c *rsCluster) startReadReplicas(ctx context.Context) error {
 			return err
 		}
 		args := append([]string{"start", "--read-replica", "--store", filepath.Join(c.dir, "rs-"+p.label), "--listen-addr", p.addr,
-			"--raft-addr", raft, "--http-addr", p.httpAddr, "--join", join, "--log-level", "warn"}, c.secArgs()...)
+			"--raft-addr", raft, "--http-addr", p.httpAddr, "--join", join, "--locality", p.locality(), "--log-level", "warn"}, c.secArgs()...)
 		err = c.g.start(filepath.Join(c.dir, fmt.Sprintf("rs-%s.log", p.label)), c.bin, args...)
 		if err != nil {
 			return err
@@ -172,13 +185,23 @@ func (c *rsCluster) rangeIDs(ctx context.Context, addr string) (map[uint64]bool,
 	return out, nil
 }
 
-// readCounters are one process's read counters.
+// readCounters are one process's read counters, and the node-to-node
+// batches it received.
 type readCounters struct {
 	lease, follower float64
+	// internal: Internal/RangeBatch requests received (all status codes):
+	// requests a gateway forwarded to this node's replica, and the
+	// cluster's own node-to-node traffic (liveness heartbeats, closed
+	// timestamps).
+	internal float64
 }
 
-// scrapeReads reads rangestore_lease_reads_total and
-// rangestore_follower_reads_total from every process's /metrics.
+// internalBatchMethod is the gRPC method of node-to-node range batches.
+const internalBatchMethod = `method="/rangestore.v1.Internal/RangeBatch"`
+
+// scrapeReads reads rangestore_lease_reads_total,
+// rangestore_follower_reads_total and the Internal/RangeBatch requests of
+// rangestore_grpc_requests_total from every process's /metrics.
 func scrapeReads(ctx context.Context, ps []rsProc) (map[string]readCounters, error) {
 	out := map[string]readCounters{}
 	for _, p := range ps {
@@ -205,7 +228,8 @@ func scrapeReads(ctx context.Context, ps []rsProc) (map[string]readCounters, err
 }
 
 // parseReadCounters reads the two read counters from a Prometheus text
-// exposition; both must be present.
+// exposition (both must be present) and sums the Internal/RangeBatch
+// series of rangestore_grpc_requests_total (absent: none yet).
 func parseReadCounters(r io.Reader) (readCounters, error) {
 	var rc readCounters
 	var seenLease, seenFollower bool
@@ -217,11 +241,14 @@ func parseReadCounters(r io.Reader) (readCounters, error) {
 			continue
 		}
 		var dst *float64
-		switch name {
-		case "rangestore_lease_reads_total":
+		add := false
+		switch {
+		case name == "rangestore_lease_reads_total":
 			dst, seenLease = &rc.lease, true
-		case "rangestore_follower_reads_total":
+		case name == "rangestore_follower_reads_total":
 			dst, seenFollower = &rc.follower, true
+		case strings.HasPrefix(name, "rangestore_grpc_requests_total{") && strings.Contains(name, internalBatchMethod):
+			dst, add = &rc.internal, true
 		default:
 			continue
 		}
@@ -229,7 +256,11 @@ func parseReadCounters(r io.Reader) (readCounters, error) {
 		if err != nil {
 			return rc, fmt.Errorf("%s: %w", name, err)
 		}
-		*dst = v
+		if add {
+			*dst += v
+		} else {
+			*dst = v
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return rc, err
@@ -246,6 +277,7 @@ type readShare struct {
 	PerProcess map[string]readCounters
 	Lease      float64 // served by leaseholders under their lease (fallbacks)
 	Follower   float64 // served by some replica at its closed timestamp
+	Internal   float64 // node-to-node batches received (see readCounters)
 	// Idle: the same counters over IdleWindow with no load, just before
 	// the cell (the cluster's own reads: meta lookups, liveness); nil if
 	// not measured.
@@ -276,10 +308,11 @@ func diffReads(before, after map[string]readCounters) readShare {
 	s := readShare{PerProcess: map[string]readCounters{}}
 	for label, a := range after {
 		b := before[label]
-		d := readCounters{lease: a.lease - b.lease, follower: a.follower - b.follower}
+		d := readCounters{lease: a.lease - b.lease, follower: a.follower - b.follower, internal: a.internal - b.internal}
 		s.PerProcess[label] = d
 		s.Lease += d.lease
 		s.Follower += d.follower
+		s.Internal += d.internal
 	}
 	return s
 }

@@ -9,6 +9,14 @@
 // in the work directory); --insecure runs it in plaintext like etcd here.
 // The system rangestore-insecure runs the same cells in plaintext in the
 // same run, and the report then shows the TLS overhead per cell.
+//
+// The rangestore driver sends its requests through client/ (straight to
+// each range's leaseholder); --raw-grpc sends raw KV RPCs to the nodes in
+// turn instead (each node's gateway forwards to the leaseholder: a second
+// hop), as before client/ existed, and the system rangestore-raw-grpc does
+// so beside rangestore in the same run, for the before/after per cell.
+// Every rangestore cell reports the node-to-node batches the nodes
+// received per operation (the forwarding counter), less their idle level.
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
@@ -73,6 +81,9 @@ type options struct {
 	quiet           bool
 	// insecure: the rangestore system runs --insecure (plaintext).
 	insecure bool
+	// rawGRPC: the rangestore systems send raw KV RPCs instead of using
+	// client/.
+	rawGRPC bool
 }
 
 func main() {
@@ -87,7 +98,7 @@ func main() {
 	fs := pflag.NewFlagSet("compare", pflag.ExitOnError)
 	fs.DurationVar(&o.measure, "measure", 8*time.Second, "measured time per cell")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up per cell")
-	fs.StringSliceVar(&o.systems, "systems", []string{"rangestore", "etcd", "dragonboat"}, "systems to run")
+	fs.StringSliceVar(&o.systems, "systems", []string{"rangestore", "etcd", "dragonboat"}, "systems to run (rangestore, rangestore-insecure, rangestore-raw-grpc, etcd, dragonboat)")
 	fs.StringVar(&o.src, "rangestore-src", "../..", "rangestore source tree to build ./cmd/rangestore from")
 	fs.StringVar(&o.workdir, "workdir", "", "data and log directory (default: a temp dir, removed unless --keep)")
 	fs.IntVar(&o.splits, "initial-splits", 63, "rangestore user-range split points (ranges = splits + 1)")
@@ -99,6 +110,7 @@ func main() {
 	keep := fs.Bool("keep", false, "keep --workdir (logs, data) after the run")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second progress lines")
 	fs.BoolVar(&o.insecure, "insecure", false, "run the rangestore system in plaintext (--insecure processes) instead of mutual TLS; the system rangestore-insecure does so beside it")
+	fs.BoolVar(&o.rawGRPC, "raw-grpc", false, "drive rangestore with raw KV RPCs to the nodes in turn (each gateway forwarding to the leaseholder) instead of client/; the system rangestore-raw-grpc does so beside it")
 	_ = fs.Parse(os.Args[1:])
 	if err := run(o, *keep); err != nil {
 		fmt.Fprintf(os.Stderr, "compare: %v\n", err)
@@ -148,9 +160,10 @@ func run(o options, keep bool) error {
 	fmt.Fprintln(os.Stderr, machine)
 	all := map[string]systemResults{}
 	shares := map[string]readShare{}
+	hops := map[string]hopStats{}
 	for _, sys := range o.systems {
 		t0 := time.Now()
-		res, err := runSystem(o, sys, src, shares)
+		res, err := runSystem(o, sys, src, shares, hops)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sys, err)
 		}
@@ -158,7 +171,7 @@ func run(o options, keep bool) error {
 		fmt.Fprintf(os.Stderr, "%s done in %s\n", sys, time.Since(t0).Round(time.Second))
 	}
 	table := renderTable(o, all)
-	report := fmt.Sprintf("%s\n\n%s\n%s%s%s", machine, table, goals(all), followerSummary(all, shares), tlsOverhead(o, all))
+	report := fmt.Sprintf("%s\n\n%s\n%s%s%s%s", machine, table, goals(all), followerSummary(all, shares), tlsOverhead(o, all), routingSummary(o, all, hops))
 	fmt.Println(report)
 	fmt.Fprintf(os.Stderr, "total time %s\n", time.Since(start).Round(time.Second))
 	if o.jsonOut != "" {
@@ -183,8 +196,9 @@ func cellNames() []string {
 }
 
 // runSystem runs every cell on one system; for rangestore's follower-read
-// cells it records in shares who served the reads.
-func runSystem(o options, sys, src string, shares map[string]readShare) (systemResults, error) {
+// cells it records in shares who served the reads, and for every
+// rangestore cell in hops (by hopKey) the node-to-node batches.
+func runSystem(o options, sys, src string, shares map[string]readShare, hops map[string]hopStats) (systemResults, error) {
 	dir := filepath.Join(o.workdir, sys)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -195,24 +209,26 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 	// has no counterpart, the cell is not run) and a cleanup.
 	var driverFor func(c cell) (bench.Driver, func(), error)
 	var rs *rsCluster
+	var rd *bench.RangestoreDriver
 	switch sys {
-	case "rangestore", "rangestore-insecure":
+	case "rangestore", "rangestore-insecure", "rangestore-raw-grpc":
 		bin, err := buildRangestore(src, dir)
 		if err != nil {
 			return nil, err
 		}
-		rs, err = startRangestore(bin, dir, o.splits, sys == "rangestore" && !o.insecure)
+		rs, err = startRangestore(bin, dir, o.splits, sys != "rangestore-insecure" && !o.insecure)
 		if err != nil {
 			return nil, err
 		}
-		rd, err := bench.NewRangestoreDriver(rs.addrs(rs.voters), 1, rs.dialOption())
+		raw := o.rawGRPC || sys == "rangestore-raw-grpc"
+		rd, err = rs.driver(rs.voters, raw, false)
 		if err != nil {
 			rs.g.stop()
 			return nil, err
 		}
-		d, cleanup = rd, func() { rd.Close(); rs.g.stop() }
+		d, cleanup = rd, func() { _ = rd.Close(); rs.g.stop() }
 		driverFor = func(c cell) (bench.Driver, func(), error) {
-			hosts := rs.addrs(rs.voters)
+			procs := rs.voters
 			if c.Mode == replicaReads {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 				err := rs.startReadReplicas(ctx)
@@ -220,9 +236,13 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 				if err != nil {
 					return nil, nil, err
 				}
-				hosts = rs.addrs(rs.replicas)
+				procs = rs.replicas
 			}
-			fd, err := bench.NewRangestoreDriver(hosts, 1, rs.dialOption())
+			// Each voter (or read replica) serves its share of the
+			// reads from its own replica: raw, the reads go to the
+			// processes in turn; through client/, to one client per
+			// process, each in that process's locality.
+			fd, err := rs.driver(procs, raw, true)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -271,6 +291,16 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 	if err != nil {
 		return nil, err
 	}
+	// The cluster's own node-to-node batches per second (liveness,
+	// closed timestamps), subtracted from the cells' counts.
+	var background float64
+	if rs != nil {
+		idle, _, err := idleReads(context.Background(), rs.all(), idleWindow)
+		if err != nil {
+			return nil, err
+		}
+		background = idle.Internal / idleWindow.Seconds()
+	}
 	out := systemResults{}
 	for _, c := range cells {
 		spec, err := bench.KVSpec(c.ReadPct, c.ScanPct, bench.DefaultScanLength)
@@ -297,22 +327,45 @@ func runSystem(o options, sys, src string, shares map[string]readShare) (systemR
 		}
 		var before map[string]readCounters
 		var idle readShare
-		if rs != nil && c.Mode != strongReads {
-			// The counters also count the cluster's own reads (meta
-			// lookups, liveness): measure them over an idle window first.
-			if idle, before, err = idleReads(context.Background(), rs.all(), idleWindow); err != nil {
+		cellBackground := background
+		if rs != nil {
+			if c.Mode != strongReads {
+				// The counters also count the cluster's own reads (meta
+				// lookups, liveness): measure them over an idle window
+				// first (read replicas may have joined since).
+				if idle, before, err = idleReads(context.Background(), rs.all(), idleWindow); err != nil {
+					done()
+					return nil, err
+				}
+				cellBackground = idle.Internal / idleWindow.Seconds()
+			} else if before, err = scrapeReads(context.Background(), rs.all()); err != nil {
 				done()
 				return nil, err
 			}
 		}
-		r, err := bench.Run(context.Background(), cd, w, opts)
+		counted := &countingDriver{Driver: cd}
+		stats0, _ := clientStats(cd)
+		t0 := time.Now()
+		r, err := bench.Run(context.Background(), counted, w, opts)
+		elapsed := time.Since(t0)
 		if err == nil && before != nil {
 			var after map[string]readCounters
 			if after, err = scrapeReads(context.Background(), rs.all()); err == nil {
 				sh := diffReads(before, after)
-				sh.Idle, sh.IdleWindow = &idle, idleWindow
-				shares[c.Name] = sh
-				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, sh)
+				if c.Mode != strongReads {
+					sh.Idle, sh.IdleWindow = &idle, idleWindow
+					if sys == "rangestore" { // the system followerSummary reports
+						shares[c.Name] = sh
+					}
+					fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, sh)
+				}
+				h := hopStats{Ops: counted.ops.Load(), Batches: sh.Internal, Background: cellBackground * elapsed.Seconds()}
+				if stats1, ok := clientStats(cd); ok {
+					h.Client, h.Attempts, h.Redirects = true, stats1.Attempts-stats0.Attempts, stats1.Redirects-stats0.Redirects
+					h.Lookups = stats1.RoutingLookups - stats0.RoutingLookups
+				}
+				hops[hopKey(sys, c.Name)] = h
+				fmt.Fprintf(os.Stderr, "%s: %s\n", c.Name, h)
 			}
 		}
 		done()

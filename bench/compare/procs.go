@@ -101,7 +101,8 @@ func buildRangestore(src, dir string) (string, error) {
 }
 
 // startRangestore starts three `rangestore start` processes (each with
-// /metrics on its own --http-addr) and initializes them with splits
+// /metrics on its own --http-addr, and its own zone as its locality) and
+// initializes them with splits
 // user-range split points. Secure, they use certificates made in
 // dir/certs (mutual TLS on gRPC, Raft and gossip, as a deployment runs);
 // otherwise they run --insecure (plaintext), for the TLS overhead.
@@ -130,7 +131,7 @@ func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, erro
 	g := c.g
 	for i, p := range c.voters {
 		args := append([]string{"start", "--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
-			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--log-level", "warn"}, c.secArgs()...)
+			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--locality", p.locality(), "--log-level", "warn"}, c.secArgs()...)
 		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, args...)
 		if err != nil {
 			g.stop()
