@@ -174,6 +174,20 @@
 //     timestamps, size and this node's replica record in the same batch;
 //     the right replica then starts from another goroutine and compacts its
 //     log, so a replica without the split's data is caught up by snapshot.
+//     The compaction waits for the range's first command (an entry passed
+//     to Update; compactNewShard proposes one that changes nothing, a GC
+//     command without a threshold, if none applied yet): Dragonboat loads
+//     a snapshot into an on-disk state machine only if its sender applied
+//     a command beyond the receiver's on-disk index (0 for an empty
+//     replica), and otherwise only moves the receiver's index, taking the
+//     state at that on-disk index to be the same everywhere. A right side's
+//     state before its first command is the split's, which an empty
+//     replica lacks: a snapshot sent before that command would leave it
+//     empty, and the first command would apply over nothing ("applied
+//     entry 5 without a descriptor"). Invariant: a replica says its
+//     initial log is compacted (logCompacted) only with the log compacted
+//     behind a command it applied, so whichever of them leads, the snapshot
+//     it sends an empty replica created from meta is loaded.
 //     Writes carry the generation they were evaluated at: nothing evaluated
 //     before a split applies after it. Both sides get generation+1; a
 //     descriptor always has a higher generation than every descriptor it
@@ -199,7 +213,9 @@
 //     generation+1, checked at apply by checkReplicaChange under the lease
 //     and generation it was proposed with), every voter's log is compacted
 //     past the range's first entries (a joiner has no state to replay them
-//     on: it must get a snapshot; a voter on a node dead for
+//     on: it must get a snapshot, and Dragonboat loads it since its sender
+//     applied that descriptor change, a command, before the joiner's
+//     membership change; a voter on a node dead for
 //     StoreConfig.TimeUntilStoreDead is not waited for, else a dead voter
 //     could never be replaced), Dragonboat adds the non-voter, the
 //     target node starts it (AdminCreateReplicaRequest: its ReplicaRecord,

@@ -196,10 +196,12 @@ func (s *Store) checkMeta(ctx context.Context) int {
 // parent skipped by installing a later snapshot of the parent. Such a
 // replica starts empty, with the range's members, and is caught up by a
 // snapshot: the right side's log was compacted when it started (every one
-// of its replicas compacts its log right after the split), so it is never
-// replayed from index 1 over an empty span. A range is skipped while any
-// local replica overlaps it (the parent has yet to apply the split, or the
-// range was merged into a local one).
+// of its replicas compacts its log right after the split, behind the
+// range's first command), so it is never replayed from index 1 over an
+// empty span, and the snapshot it gets carries an on-disk index above its
+// own 0, which Dragonboat loads (compactPastFirstCommand). A range is
+// skipped while any local replica overlaps it (the parent has yet to apply
+// the split, or the range was merged into a local one).
 func (s *Store) repairMissingReplicas(ctx context.Context, snd Sender, recs []metaRecord) int {
 	cr := s.ClusterRecord()
 	if cr == nil {
@@ -282,8 +284,15 @@ func (s *Store) othersCompacted(ctx context.Context, snd Sender, d *rspb.RangeDe
 }
 
 // logCompacted reports whether this replica was created by a split and has
-// since compacted its initial log.
+// since compacted its initial log behind the range's first command
+// (compactPastFirstCommand): every snapshot it sends now carries an
+// on-disk index above 0, which Dragonboat loads into an empty replica. The
+// applied index is asked as well, not only the record: a record written
+// by an older binary says compacted without that guarantee.
 func (r *Replica) logCompacted() bool {
+	if r.sm.applied.Load() == 0 {
+		return false
+	}
 	v, ok, err := r.store.eng.GetRaw(replicaStateKey(r.rangeID, r.replicaID, suffixRecord))
 	if err != nil || !ok {
 		return false

@@ -99,7 +99,7 @@ type missingReplicaFacts struct {
 	OverlapsLocal   bool  // some local replica's span overlaps Desc's
 	RecordOnDisk    bool  // a replica record for it is on disk (a split just created it)
 	RemovedHere     bool  // this replica ID was removed from this node by a replica change
-	OthersCompacted *bool // every other replica's initial log was compacted (nil: not asked yet)
+	OthersCompacted *bool // every other replica's initial log was compacted behind a command it applied (nil: not asked yet)
 }
 
 // missingReplicaAction is the next step for a range meta says this node
@@ -128,7 +128,9 @@ func (a missingReplicaAction) String() string {
 // says this node has but it does not (the right side of a split that this
 // node's replica of the parent skipped by installing a later snapshot). An
 // empty replica is safe only if nobody can replay the range's log from
-// index 1 to it: every other replica must have compacted its initial log.
+// index 1 to it, or send it a snapshot that Dragonboat would not load (one
+// taken before the range's first command): every other replica must have
+// compacted its initial log behind a command it applied.
 func decideMissingReplica(f missingReplicaFacts) (missingReplicaAction, string) {
 	d := f.Desc
 	if !keys.IsUserKey(d.StartKey) {

@@ -154,10 +154,11 @@ func (s *Store) onSplit(sp *splitApplied) {
 }
 
 // startSplitRHS starts a right-hand replica created by a split, then
-// compacts its Raft log: every entry of the new shard up to now is dropped,
-// so any replica of it that did not get the data from the split (a parent
-// replica that skipped the split through a snapshot, a replica added later)
-// is caught up by a snapshot, never by replaying the log from index 1 over
+// compacts its Raft log (compactNewShard): every entry of the new shard up
+// to its first command is dropped, so any replica of it that did not get
+// the data from the split (a parent replica that skipped the split through
+// a snapshot, a replica added later) is caught up by a snapshot that
+// carries the range's state, never by replaying the log from index 1 over
 // an empty span.
 func (s *Store) startSplitRHS(ctx context.Context, rec *rspb.ReplicaRecord, lowWater kv.Timestamp) {
 	if s.stopping.Load() {
@@ -199,21 +200,20 @@ func (s *Store) waitLogCompacted(ctx context.Context, rangeID, idx uint64) bool 
 	}
 }
 
-// compactNewShard requests a snapshot of a new shard with no log kept behind
-// it, retrying until the shard has applied its first entries, then clears
-// the record's pending flag (a restart before that compacts again).
+// compactNewShard compacts the log of a new right-hand replica behind its
+// first command (compactPastFirstCommand), retrying until that is done,
+// then clears the record's pending flag (a restart before that compacts
+// again). Only then does the replica answer that its initial log is
+// compacted (logCompacted), which is what lets the missing-replica repair
+// create an empty replica of the range elsewhere.
 func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord) {
 	rangeID := rec.RangeId
 	deadline := s.cfg.TimeSource.Now().Add(time.Minute)
 	for s.cfg.TimeSource.Now().Before(deadline) && stopCtx.Err() == nil {
 		ctx, cancel := context.WithTimeout(stopCtx, 5*time.Second)
-		idx, err := s.CompactRaftLog(ctx, rangeID)
+		idx, err := s.compactPastFirstCommand(ctx, rangeID)
 		cancel()
-		// The first entries are the bootstrap membership, which an empty
-		// replica of the range creates for itself too: the compaction must
-		// reach past them, or such a replica is sent the entries after them
-		// (a replay over an empty span) instead of a snapshot.
-		if err == nil && idx > uint64(len(rec.InitialMembers)) && s.waitLogCompacted(stopCtx, rangeID, idx) {
+		if err == nil && s.waitLogCompacted(stopCtx, rangeID, idx) {
 			if s.cfg.Metrics != nil {
 				s.cfg.Metrics.splitCompactions.Inc()
 			}
@@ -224,7 +224,7 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 			}
 			return
 		}
-		if errors.Is(err, dragonboat.ErrShardNotFound) || errors.Is(err, dragonboat.ErrClosed) {
+		if errors.Is(err, dragonboat.ErrShardNotFound) || errors.Is(err, dragonboat.ErrClosed) || errors.Is(err, errNotStarted) {
 			return
 		}
 		select {
@@ -234,6 +234,59 @@ func (s *Store) compactNewShard(stopCtx context.Context, rec *rspb.ReplicaRecord
 		}
 	}
 	s.log.Warn("could not compact the log of a new right-hand range", "range", rangeID)
+}
+
+// compactPastFirstCommand compacts the local replica's Raft log behind a
+// snapshot taken once the replica has applied the range's first command
+// (an entry passed to Update), proposing a command that changes nothing if
+// it has applied none yet, and returns the snapshot's index.
+//
+// Why the first command: Dragonboat loads a snapshot into an on-disk state
+// machine (RecoverFromSnapshot) only if the snapshot's on-disk index (the
+// last entry its sender applied through Update) is above the receiver's
+// own; otherwise it only moves the receiver's applied index to the
+// snapshot's, taking the state at that on-disk index to be the same on
+// every replica. A right-hand range's state before its first command is
+// the split's, which an empty replica (created from meta by the
+// missing-replica repair) does not have, and its own on-disk index is 0:
+// a snapshot sent by a replica that has applied no command yet (on-disk
+// index 0, the bootstrap membership and a leader's no-op being no commands)
+// would leave it empty, and the range's first command would then apply
+// over an empty span ("applied entry 5 without a descriptor"). So no
+// replica says its initial log is compacted before its own on-disk index is
+// above 0: whichever of them leads, the snapshot it sends an empty replica
+// is loaded. The snapshot is past the bootstrap membership entries too (a
+// command comes after them), so no such replica is sent the entries after
+// them instead.
+func (s *Store) compactPastFirstCommand(ctx context.Context, rangeID uint64) (uint64, error) {
+	if err := s.waitReady(ctx, rangeID); err != nil {
+		return 0, err
+	}
+	r := s.replica(rangeID)
+	if r == nil || r.sm.merged.Load() {
+		return 0, errNotStarted
+	}
+	if r.sm.applied.Load() == 0 {
+		// A GC command without a threshold: any replica may propose it
+		// (no lease), and applying it changes nothing (a lower threshold
+		// is a no-op), but it goes through Update on every replica.
+		cmd := &rspb.RaftCommand{Timestamp: TSToProto(s.cfg.Clock.Now()), Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{}}}
+		if _, rerr := r.propose(ctx, cmd); rerr != nil {
+			return 0, wrapRangeError(rerr)
+		}
+	}
+	first := r.sm.applied.Load()
+	if first == 0 {
+		return 0, fmt.Errorf("ranges: r%d: the replica has applied no command yet", rangeID)
+	}
+	idx, err := s.CompactRaftLog(ctx, rangeID)
+	if err != nil {
+		return 0, err
+	}
+	if idx < first {
+		return 0, fmt.Errorf("ranges: r%d: snapshot at %d is before the applied command %d", rangeID, idx, first)
+	}
+	return idx, nil
 }
 
 // removeNonVotersForSplit removes the range's standing non-voters (a
