@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -31,6 +32,23 @@ func TestCausalReadsAtNearestReplica(t *testing.T) {
 		return metricstest.Sum(t, tc.Node(2).Registry(), "rangestore_follower_reads_total", nil)
 	}
 
+	// Right after the lease moved, n3's replica may have no closed
+	// timestamp under the new lease yet and sends causal reads to the
+	// leaseholder (wait-or-redirect); wait until it serves one itself.
+	timeutil.WaitFor(t, 30*time.Second, "n3's replica serving a causal read itself", func() error {
+		w, err := db.Put(ctx, []byte("k"), []byte("warm"))
+		if err != nil {
+			return err
+		}
+		before := followerReads()
+		if _, err := db.Get(ctx, []byte("k"), WithBookmarks(w.Bookmark)); err != nil {
+			return err
+		}
+		if followerReads() == before {
+			return errors.New("the read was served elsewhere")
+		}
+		return nil
+	})
 	s := db.NewSession()
 	for i := range 5 {
 		v := fmt.Sprint(i)
