@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,6 +19,9 @@ import (
 // DefaultPeerMaxMessage is the message size limit of a router made
 // without dial options (tests); a node passes its own (PeerDialOptions).
 const DefaultPeerMaxMessage = 64 << 20
+
+// peerMaxBackoff bounds the wait between dials of an unreachable peer.
+const peerMaxBackoff = time.Second
 
 // PeerDialOptions are the dial options of node-to-node gRPC, made here
 // only: every dial of one node to another (its router, init, join, node
@@ -36,6 +40,12 @@ func PeerDialOptions(creds credentials.TransportCredentials, maxMsg int) []grpc.
 	mm := modeMismatchInterceptor{secure: secure}
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		// A peer that restarts is dialled again within peerMaxBackoff
+		// (gRPC's default backoff grows to 2 min: a node back after 15 s
+		// down could wait ~10 s for its peers' side-transport closed
+		// timestamps, lease transfers and forwarded requests).
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: peerMaxBackoff},
+			MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
 		grpc.WithChainUnaryInterceptor(mm.unary),
 		grpc.WithChainStreamInterceptor(mm.stream),
