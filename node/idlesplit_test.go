@@ -29,34 +29,11 @@ import (
 func TestSkippedSplitOfIdleRange(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, MetaCheckInterval: 300 * time.Millisecond})
 	ctx := ctxT(t)
-	for i := 0; i < 60; i++ {
-		k := fmt.Sprintf("k%03d", i)
-		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	lagging := 2
 	laggingID := tc.Node(lagging).NodeID()
-	tc.StopNode(lagging)
-	sp, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// A write on the left side only: the right side applies no client
 	// command until the lagging node has its replica.
-	if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte("k010"), Value: []byte("after-split")}); err != nil {
-		t.Fatal(err)
-	}
-	// The lagging replica of the parent can only catch up by snapshot, so
-	// it skips the split and the lagging node has no right-hand replica.
-	for i := 0; i < 2; i++ {
-		if _, err := tc.Node(i).Store().CompactRaftLog(ctx, sp.Left.RangeId); err != nil {
-			t.Fatalf("compacting r%d on node %d: %v", sp.Left.RangeId, i, err)
-		}
-	}
-	if err := tc.RestartNode(lagging); err != nil {
-		t.Fatal(err)
-	}
+	sp := skipSplitOnLaggingNode(ctx, t, tc, lagging, "k010")
 	st := tc.Node(lagging).Store()
 	timeutil.WaitFor(t, 30*time.Second, "the lagging node loads both sides", func() error {
 		l := st.Descriptor(sp.Left.RangeId)

@@ -269,35 +269,10 @@ func TestFrozenRangeIsMerged(t *testing.T) {
 func TestSkippedSplitGetsSnapshot(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{InitialSplits: 1, MetaCheckInterval: 300 * time.Millisecond})
 	ctx := ctxT(t)
-	for i := 0; i < 60; i++ {
-		k := fmt.Sprintf("k%03d", i)
-		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	lagging := 2
 	laggingID := tc.Node(lagging).NodeID()
-	tc.StopNode(lagging)
-	sp, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Writes on both sides after the split.
-	for _, k := range []string{"k010", "k040"} {
-		if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("after-split")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Drop the parent's log past the split on the live replicas, so the
-	// lagging replica of the parent can only catch up by snapshot.
-	for i := 0; i < 2; i++ {
-		if _, err := tc.Node(i).Store().CompactRaftLog(ctx, sp.Left.RangeId); err != nil {
-			t.Fatalf("compacting r%d on node %d: %v", sp.Left.RangeId, i, err)
-		}
-	}
-	if err := tc.RestartNode(lagging); err != nil {
-		t.Fatal(err)
-	}
+	sp := skipSplitOnLaggingNode(ctx, t, tc, lagging, "k010", "k040")
 	st := tc.Node(lagging).Store()
 	timeutil.WaitFor(t, 30*time.Second, "lagging node has both sides", func() error {
 		l := st.Descriptor(sp.Left.RangeId)
@@ -330,4 +305,41 @@ func TestSkippedSplitGetsSnapshot(t *testing.T) {
 	if l := st.Ranges(); len(l) == 0 {
 		t.Fatal("no ranges")
 	}
+}
+
+// skipSplitOnLaggingNode writes k000..k059, stops node lagging, splits at
+// k030, writes "after-split" at each of afterSplit, drops the parent's
+// log past the split on the other two nodes (so the lagging replica of the
+// parent can only catch up by snapshot, skipping the split) and restarts
+// the lagging node. It returns the split.
+func skipSplitOnLaggingNode(ctx context.Context, t *testing.T, tc *TestCluster, lagging int, afterSplit ...string) *rspb.SplitRangeResponse {
+	t.Helper()
+	for i := 0; i < 60; i++ {
+		k := fmt.Sprintf("k%03d", i)
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("v" + k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.StopNode(lagging)
+	sp, err := rspb.NewAdminClient(tc.Conn(0)).SplitRange(ctx, &rspb.SplitRangeRequest{Key: []byte("k030")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range afterSplit {
+		if _, err := tc.KV(1).Put(ctx, &rspb.PutRequest{Key: []byte(k), Value: []byte("after-split")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if i == lagging {
+			continue
+		}
+		if _, err := tc.Node(i).Store().CompactRaftLog(ctx, sp.Left.RangeId); err != nil {
+			t.Fatalf("compacting r%d on node %d: %v", sp.Left.RangeId, i, err)
+		}
+	}
+	if err := tc.RestartNode(lagging); err != nil {
+		t.Fatal(err)
+	}
+	return sp
 }
