@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/rangestore/rangestore/internal/batchsplit"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -53,7 +54,7 @@ func (db *DB) scan(ctx context.Context, s *Session, start, end []byte, opts []Re
 		defer cancel()
 		c := &call{db: db, op: "scan", ro: ro}
 		q := &rspb.RequestUnion{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{StartKey: start, EndKey: end}}}
-		pieces, err := c.split(ctx, piece{req: q})
+		pieces, err := c.split(ctx, batchsplit.Piece{Req: q})
 		if err != nil {
 			yield(KeyValue{}, err)
 			return
@@ -63,8 +64,8 @@ func (db *DB) scan(ctx context.Context, s *Session, start, end []byte, opts []Re
 		}
 		sc := &scanner{c: c, s: s, yield: yield, remaining: ro.limit}
 		for _, p := range pieces {
-			sp := p.p.req.GetScan()
-			if !sc.scanRange(ctx, p.e, sp.GetStartKey(), sp.GetEndKey()) || ro.limit > 0 && sc.remaining == 0 {
+			sp := p.Piece.Req.GetScan()
+			if !sc.scanRange(ctx, p.Range, sp.GetStartKey(), sp.GetEndKey()) || ro.limit > 0 && sc.remaining == 0 {
 				return
 			}
 		}

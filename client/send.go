@@ -3,12 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,12 +14,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rangestore/rangestore/internal/batchsplit"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 const (
-	// proposalIDLen is the length of a write's random proposal ID.
-	proposalIDLen = 16
 	// proposalClockMargin: a write's proposal timestamp is the client's
 	// clock this far back, so that a client clock slightly ahead of the
 	// nodes' neither makes them wait nor is refused (the timestamp is only
@@ -67,62 +64,18 @@ type stats struct {
 	attempts, redirects, stale, transport, lookups atomic.Int64
 }
 
-// writeAttempt follows one range command of a write across its retries:
-// its proposal identity (ID and timestamp, which the replicas deduplicate
-// on), whether some attempt may have applied, and the ranges holding its
-// dedup record (the one it was sent to, and any that subsumed it by a
-// merge). A writeAttempt is used by one goroutine at a time.
-type writeAttempt struct {
-	id        []byte
-	ts        *rspb.Timestamp
-	created   time.Time
-	ambiguous bool
-	holders   []uint64
-	hintTries int
-}
-
-func newWriteAttempt() *writeAttempt {
-	w := &writeAttempt{}
-	w.renew()
+// newWriteAttempt returns a write's identity for its first attempt.
+func newWriteAttempt() *batchsplit.Write {
+	w := &batchsplit.Write{}
+	renew(w)
 	return w
 }
 
 // renew gives the write a new identity (only while nothing may have
-// applied).
-func (w *writeAttempt) renew() {
-	w.id = make([]byte, proposalIDLen)
-	_, _ = rand.Read(w.id)
+// applied): the client's clock, less proposalClockMargin.
+func renew(w *batchsplit.Write) {
 	now := time.Now()
-	w.created = now
-	w.ts = &rspb.Timestamp{WallTime: now.Add(-proposalClockMargin).UnixNano()}
-}
-
-func (w *writeAttempt) mayHaveApplied() {
-	if w != nil {
-		w.ambiguous = true
-	}
-}
-
-func (w *writeAttempt) heldBy(rangeID uint64) {
-	if w != nil && rangeID != 0 && !slices.Contains(w.holders, rangeID) {
-		w.holders = append(w.holders, rangeID)
-	}
-}
-
-// subsumerKnown: a range other than rangeID is known to hold the record.
-func (w *writeAttempt) subsumerKnown(rangeID uint64) bool {
-	for _, id := range w.holders {
-		if id != rangeID {
-			return true
-		}
-	}
-	return false
-}
-
-// piece is one request of a call (or its part within one range).
-type piece struct {
-	idx int
-	req *rspb.RequestUnion
+	w.Renew(&rspb.Timestamp{WallTime: now.Add(-proposalClockMargin).UnixNano()}, now)
 }
 
 // rangedResp is one range's answer to a piece.
@@ -144,11 +97,7 @@ type call struct {
 // send runs reqs (client keys): one range command per range, sent in
 // parallel; the answers per request index, in range order.
 func (c *call) send(ctx context.Context, reqs []*rspb.RequestUnion) (map[int][]rangedResp, error) {
-	pieces := make([]piece, len(reqs))
-	for i, q := range reqs {
-		pieces[i] = piece{idx: i, req: q}
-	}
-	return c.sendPieces(ctx, pieces, nil, nil, 0)
+	return c.sendPieces(ctx, batchsplit.Pieces(reqs), nil, nil, 0)
 }
 
 // sendPieces resolves pieces to ranges (splitting spans), sends one command
@@ -157,136 +106,92 @@ func (c *call) send(ctx context.Context, reqs []*rspb.RequestUnion) (map[int][]r
 // one command to one range; if they do not and it may have applied, the
 // write is Ambiguous. budget is the attempts left to them (nil: a new
 // budget per range).
-func (c *call) sendPieces(ctx context.Context, pieces []piece, prev *writeAttempt, budget *atomic.Int64, depth int) (map[int][]rangedResp, error) {
-	type group struct {
-		e      *entry
-		pieces []piece
+func (c *call) sendPieces(ctx context.Context, pieces []batchsplit.Piece, prev *batchsplit.Write, budget *atomic.Int64, depth int) (map[int][]rangedResp, error) {
+	groups, err := batchsplit.GroupByRange(ctx, keyspace{c}, pieces)
+	if err != nil {
+		return nil, c.splitError(err)
 	}
-	var groups []*group
-	byRange := map[uint64]*group{}
-	for _, p := range pieces {
-		split, err := c.split(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		for _, sp := range split {
-			g := byRange[sp.e.rangeID]
-			if g == nil {
-				g = &group{e: sp.e}
-				byRange[sp.e.rangeID] = g
-				groups = append(groups, g)
-			}
-			g.pieces = append(g.pieces, sp.p)
-		}
+	reuse, why := batchsplit.Reuse(prev, groups)
+	if why != "" {
+		return nil, c.ambiguous(prev, why)
 	}
-	var reuse *writeAttempt
-	if prev != nil {
-		switch {
-		case len(groups) == 1 && (!prev.ambiguous || slices.Contains(prev.holders, groups[0].e.rangeID)):
-			reuse = prev
-		case prev.ambiguous && len(groups) > 1:
-			return nil, c.ambiguous(prev, fmt.Sprintf("its keys are now in %d ranges", len(groups)))
-		case prev.ambiguous:
-			return nil, c.ambiguous(prev, fmt.Sprintf("its keys are now in r%d, which does not hold its record", groups[0].e.rangeID))
-		}
-	}
-	results := make([]map[int][]rangedResp, len(groups))
-	errs := make([]error, len(groups))
-	run := func(gi int) {
+	return batchsplit.Send(groups, func(g *batchsplit.Group[*entry]) (map[int][]rangedResp, error) {
 		b := budget
 		if b == nil {
 			b = new(atomic.Int64)
 			b.Store(int64(c.db.cfg.retry.MaxAttempts))
 		}
-		results[gi], errs[gi] = c.sendGroup(ctx, groups[gi].e, groups[gi].pieces, reuse, b, depth)
-	}
-	if len(groups) == 1 {
-		run(0)
-	} else {
-		var wg sync.WaitGroup
-		for gi := range groups {
-			wg.Go(func() { run(gi) })
-		}
-		wg.Wait()
-	}
-	merged := map[int][]rangedResp{}
-	for gi := range groups {
-		if errs[gi] != nil {
-			return nil, errs[gi]
-		}
-		for idx, rs := range results[gi] {
-			merged[idx] = append(merged[idx], rs...)
-		}
-	}
-	return merged, nil
-}
-
-type rangedPiece struct {
-	e *entry
-	p piece
+		return c.sendGroup(ctx, g.Range, g.Pieces, reuse, b, depth)
+	})
 }
 
 // split resolves a piece to the range(s) holding it, clipping span
 // requests at range bounds.
-func (c *call) split(ctx context.Context, p piece) ([]rangedPiece, error) {
-	start, end, point := requestSpan(p.req)
-	if point {
-		e, err := c.db.resolve(ctx, c.op, start)
-		if err != nil {
-			return nil, err
-		}
-		return []rangedPiece{{e: e, p: p}}, nil
-	}
-	var out []rangedPiece
-	for cur := start; end == nil || bytes.Compare(cur, end) < 0; {
-		e, err := c.db.resolve(ctx, c.op, cur)
-		if err != nil {
-			return nil, err
-		}
-		pe := end
-		if e.end != nil && (pe == nil || bytes.Compare(e.end, pe) < 0) {
-			pe = e.end
-		}
-		out = append(out, rangedPiece{e: e, p: piece{idx: p.idx, req: clipSpan(p.req, cur, pe)}})
-		if e.end == nil {
-			break
-		}
-		cur = e.end
-	}
-	if len(out) == 0 {
-		// An empty span (start == end): ask its range anyway, for a
-		// well-formed empty answer.
-		e, err := c.db.resolve(ctx, c.op, start)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, rangedPiece{e: e, p: p})
+func (c *call) split(ctx context.Context, p batchsplit.Piece) ([]batchsplit.Ranged[*entry], error) {
+	out, err := batchsplit.Split(ctx, keyspace{c}, p)
+	if err != nil {
+		return nil, c.splitError(err)
 	}
 	return out, nil
+}
+
+// splitError is an error of splitting: a lookup's *Error as it is, any
+// other (a range entry that does not hold the key it was found for) as
+// Internal.
+func (c *call) splitError(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return &Error{Code: Internal, Op: c.op, Message: err.Error(), Err: err}
+}
+
+// keyspace is the client's range cache and client keys as seen by
+// batchsplit.
+type keyspace struct{ c *call }
+
+func (k keyspace) Locate(ctx context.Context, key []byte) (*entry, error) {
+	return k.c.db.resolve(ctx, k.c.op, key)
+}
+
+func (keyspace) RangeID(e *entry) uint64 { return e.rangeID }
+
+func (keyspace) RangeEnd(e *entry) []byte { return e.end }
+
+// Span is requestSpan, except that an empty span (start at or after end)
+// is asked of the range of its start key as a point, for a well-formed
+// empty answer.
+func (keyspace) Span(q *rspb.RequestUnion) (start, end []byte, point bool) {
+	start, end, point = requestSpan(q)
+	if !point && end != nil && bytes.Compare(start, end) >= 0 {
+		return start, nil, true
+	}
+	return start, end, point
+}
+
+func (keyspace) Clip(q *rspb.RequestUnion, start, end []byte) *rspb.RequestUnion {
+	return clipSpan(q, start, end)
 }
 
 // sendGroup sends the pieces for one range as one command (w: the write
 // they were sent as before, or nil) and re-resolves them when the range
 // entry was stale.
-func (c *call) sendGroup(ctx context.Context, e *entry, pieces []piece, w *writeAttempt, budget *atomic.Int64, depth int) (map[int][]rangedResp, error) {
-	reqs := make([]*rspb.RequestUnion, len(pieces))
-	for i, p := range pieces {
-		reqs[i] = p.req
-	}
+func (c *call) sendGroup(ctx context.Context, e *entry, pieces []batchsplit.Piece, w *batchsplit.Write, budget *atomic.Int64, depth int) (map[int][]rangedResp, error) {
+	reqs := batchsplit.Requests(pieces)
 	write := !readOnly(reqs)
 	if !write {
 		w = nil // a read applies nothing: it is simply sent again
 	} else if w == nil {
 		w = newWriteAttempt()
 	}
-	w.heldBy(e.rangeID)
+	w.HeldBy(e.rangeID)
 	resp, err := c.sendToRange(ctx, e, reqs, w, budget)
-	for w != nil && w.ambiguous && errors.Is(err, errStale) && !w.subsumerKnown(e.rangeID) && w.hintTries < maxHintTries {
+	for w != nil && w.Ambiguous && errors.Is(err, errStale) && !w.SubsumerKnown(e.rangeID) && w.HintTries < maxHintTries {
 		// Every replica denied the range (merged away?) and none named
 		// the range that subsumed it yet: ask again before giving up on
 		// exactly-once.
-		w.hintTries++
-		if werr := c.wait(ctx, depth+w.hintTries); werr != nil {
+		w.HintTries++
+		if werr := c.wait(ctx, depth+w.HintTries); werr != nil {
 			return nil, c.giveUp(e, werr, err, w)
 		}
 		resp, err = c.sendToRange(ctx, e, reqs, w, budget)
@@ -310,8 +215,8 @@ func (c *call) sendGroup(ctx context.Context, e *entry, pieces []piece, w *write
 	bmTS := newestOf(resp.Responses)
 	out := map[int][]rangedResp{}
 	for i, p := range pieces {
-		start, _, _ := requestSpan(p.req)
-		out[p.idx] = append(out[p.idx], rangedResp{start: start, resp: resp.Responses[i], bookmark: resp.Bookmark, bmTS: bmTS})
+		start, _, _ := requestSpan(p.Req)
+		out[p.Index] = append(out[p.Index], rangedResp{start: start, resp: resp.Responses[i], bookmark: resp.Bookmark, bmTS: bmTS})
 	}
 	return out, nil
 }
@@ -321,7 +226,7 @@ func (c *call) sendGroup(ctx context.Context, e *entry, pieces []piece, w *write
 // the nearest replica (the node routes it). It retries attempts that got
 // no answer, with backoff, within the budget; errStale means the entry is
 // out of date.
-func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUnion, w *writeAttempt, budget *atomic.Int64) (*rspb.BatchResponse, error) {
+func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUnion, w *batchsplit.Write, budget *atomic.Int64) (*rspb.BatchResponse, error) {
 	db := c.db
 	strong := c.ro.strong() || w != nil
 	backoff := db.cfg.retry.MinBackoff
@@ -335,17 +240,17 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 			if budget.Add(-1) < 0 {
 				return nil, c.exhausted(e, last, w)
 			}
-			if w != nil && time.Since(w.created) > maxIdentityAge {
-				if w.ambiguous {
+			if w != nil && time.Since(w.Created) > maxIdentityAge {
+				if w.Ambiguous {
 					return nil, c.ambiguous(w, fmt.Sprintf("it was first sent %v ago, beyond what the nodes deduplicate", maxIdentityAge))
 				}
-				w.renew()
+				renew(w)
 			}
 			req := &rspb.BatchRequest{Requests: reqs}
 			if strong {
 				req.Route = &rspb.DirectRoute{RangeId: e.rangeID}
 				if w != nil {
-					req.Route.ProposalId, req.Route.ProposalTimestamp = w.id, w.ts
+					req.Route.ProposalId, req.Route.ProposalTimestamp = w.ID, w.Timestamp
 				}
 			} else {
 				c.ro.fill(req)
@@ -366,7 +271,7 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 				// The caller's context ended while this attempt was on its
 				// way: a write may have reached the leaseholder and applied.
 				if routeHint(err) == nil {
-					w.mayHaveApplied()
+					w.MayHaveApplied()
 				}
 				return nil, c.giveUp(e, ctx.Err(), last, w)
 			}
@@ -379,7 +284,7 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 				// attempt timed out. A write may have applied.
 				db.stats.transport.Add(1)
 				db.cfg.log.Debug("attempt got no answer", "op", c.op, "range", e.rangeID, "node", t.id, "addr", t.addr, "err", err)
-				w.mayHaveApplied()
+				w.MayHaveApplied()
 				db.pool.markFailed(t.addr)
 				db.cache.clearWriter(e.rangeID, t.id)
 				unreachable++
@@ -419,12 +324,12 @@ func (c *call) sendToRange(ctx context.Context, e *entry, reqs []*rspb.RequestUn
 			case rspb.RangeError_RANGE_NOT_FOUND:
 				db.stats.stale.Add(1)
 				c.learn(hint, e, t.id)
-				w.heldBy(hint.SubsumedBy)
+				w.HeldBy(hint.SubsumedBy)
 				notFound++
 			case rspb.RangeError_UNAVAILABLE:
 				// The replica could not serve now (e.g. a proposal that
 				// did not complete in time: it may still apply).
-				w.mayHaveApplied()
+				w.MayHaveApplied()
 			default:
 				return nil, c.refusal(hint.Code, err)
 			}
@@ -569,14 +474,14 @@ func (c *call) refusal(code rspb.RangeError_Code, err error) *Error {
 
 // ambiguous is the error of a write that may have applied and cannot be
 // retried with exactly-once semantics any more.
-func (c *call) ambiguous(w *writeAttempt, why string) *Error {
-	return &Error{Code: Ambiguous, Op: c.op, Message: fmt.Sprintf("the write may or may not have applied: an attempt got no answer, and %s, so retrying it could apply it twice (ranges holding its dedup record: %v)", why, w.holders)}
+func (c *call) ambiguous(w *batchsplit.Write, why string) *Error {
+	return &Error{Code: Ambiguous, Op: c.op, Message: fmt.Sprintf("the write may or may not have applied: an attempt got no answer, and %s, so retrying it could apply it twice (ranges holding its dedup record: %v)", why, w.Holders)}
 }
 
 // giveUp is the error of a part whose context ended (ctxErr): Ambiguous for
 // a write that may have applied.
-func (c *call) giveUp(e *entry, ctxErr, last error, w *writeAttempt) *Error {
-	if w != nil && w.ambiguous {
+func (c *call) giveUp(e *entry, ctxErr, last error, w *batchsplit.Write) *Error {
+	if w != nil && w.Ambiguous {
 		return &Error{Code: Ambiguous, Op: c.op, Err: ctxErr,
 			Message: fmt.Sprintf("the write to range r%d may or may not have applied: %v before an attempt completed (last error: %v)", e.rangeID, ctxErr, last)}
 	}
@@ -584,8 +489,8 @@ func (c *call) giveUp(e *entry, ctxErr, last error, w *writeAttempt) *Error {
 }
 
 // exhausted is the error of a part that ran out of attempts.
-func (c *call) exhausted(e *entry, last error, w *writeAttempt) *Error {
-	if w != nil && w.ambiguous {
+func (c *call) exhausted(e *entry, last error, w *batchsplit.Write) *Error {
+	if w != nil && w.Ambiguous {
 		return &Error{Code: Ambiguous, Op: c.op,
 			Message: fmt.Sprintf("the write to range r%d may or may not have applied: the retry budget of %d attempts ran out before an attempt completed (last error: %v)", e.rangeID, c.db.cfg.retry.MaxAttempts, last)}
 	}
@@ -688,7 +593,7 @@ func clipSpan(q *rspb.RequestUnion, start, end []byte) *rspb.RequestUnion {
 // key order; descending for a reverse scan) and the newest bookmark among
 // them.
 func merge(q *rspb.RequestUnion, parts []rangedResp) (*rspb.ResponseUnion, []byte, Timestamp) {
-	slices.SortStableFunc(parts, func(a, b rangedResp) int { return bytes.Compare(a.start, b.start) })
+	batchsplit.SortByStart(parts, func(p rangedResp) []byte { return p.start })
 	var bm []byte
 	var bmTS Timestamp
 	for _, p := range parts {

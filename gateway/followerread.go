@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rangestore/rangestore/internal/batchsplit"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 )
@@ -15,7 +16,7 @@ import (
 // sendRead sends a range command: a read-only one under a read mode other
 // than STRONG (readOptsFrom(ctx)) as a follower read, anything else to the
 // leaseholder (sendWrite; w follows a write's attempts, nil for reads).
-func (r *Router) sendRead(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *writeAttempt) (*rspb.RangeResponse, error) {
+func (r *Router) sendRead(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *batchsplit.Write) (*rspb.RangeResponse, error) {
 	if o := readOptsFrom(ctx); o != nil && w == nil && ranges.IsReadOnly(req.Requests) {
 		return r.sendFollowerRead(ctx, desc, req, o)
 	}

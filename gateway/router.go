@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/rangestore/rangestore/internal/batchsplit"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -178,7 +178,7 @@ func (r *Router) sendToRange(ctx context.Context, desc *rspb.RangeDescriptor, re
 // sendWrite is sendToRange for a write followed by w (nil for none): it
 // notes attempts that may have applied, and the ranges that replicas name
 // as having subsumed desc's range (they hold its dedup records).
-func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *writeAttempt) (*rspb.RangeResponse, error) {
+func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *batchsplit.Write) (*rspb.RangeResponse, error) {
 	if r.local != nil && req.GatewayNodeId == 0 {
 		// The leaseholder counts requests per gateway (follow-the-workload).
 		req.GatewayNodeId = r.local.NodeID()
@@ -205,7 +205,7 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 					notFound++ // as stale as a replica denying the range
 				} else {
 					unreachable++
-					w.mayHaveApplied()
+					w.MayHaveApplied()
 				}
 				if ctx.Err() != nil {
 					return nil, r.giveUp(ctx, desc, lastErr, w)
@@ -236,12 +236,12 @@ func (r *Router) sendWrite(ctx context.Context, desc *rspb.RangeDescriptor, req 
 				}
 				if d := resp.Error.RangeDescriptor; d != nil {
 					r.cache.insert(d)
-					w.heldBy(d.RangeId)
+					w.HeldBy(d.RangeId)
 				}
 			case rspb.RangeError_UNAVAILABLE:
 				// e.g. a proposal that did not complete in time: it may
 				// still apply.
-				w.mayHaveApplied()
+				w.MayHaveApplied()
 			case rspb.RangeError_RANGE_KEY_MISMATCH:
 				return nil, lastErr
 			default:
@@ -290,8 +290,8 @@ func attemptTimeoutFor(timedOut, size int) time.Duration {
 // alone (say, a node that could not be dialled) would read as if nothing
 // had been sent, while an earlier attempt may have been proposed by a
 // leaseholder that then died, and apply once its successor commits it.
-func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error, w *writeAttempt) error {
-	if w != nil && w.ambiguous {
+func (r *Router) giveUp(ctx context.Context, desc *rspb.RangeDescriptor, last error, w *batchsplit.Write) error {
+	if w != nil && w.Ambiguous {
 		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS,
 			Message: fmt.Sprintf("the write to range r%d may or may not have applied: %v before an attempt completed (last error: %v)", desc.RangeId, ctx.Err(), last)}}
 	}
@@ -529,22 +529,12 @@ func (r *Router) adminAt(ctx context.Context, key []byte, fill func(req *rspb.Ra
 	}
 }
 
-// piece is one request (or the part of a span request) for one range.
-type piece struct {
-	idx int // index of the original request
-	req *rspb.RequestUnion
-}
-
 // Send runs requests on internal keys: requests are grouped by range, each
 // group is one atomic range command, groups run in parallel. Responses come
 // back in request order; span requests are merged across ranges.
 func (r *Router) Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
 	out := make([]*rspb.ResponseUnion, len(reqs))
-	pieces := make([]piece, len(reqs))
-	for i, q := range reqs {
-		pieces[i] = piece{idx: i, req: q}
-	}
-	parts, err := r.sendPieces(ctx, pieces)
+	parts, err := r.sendPieces(ctx, batchsplit.Pieces(reqs))
 	if err != nil {
 		return nil, err
 	}
@@ -557,39 +547,8 @@ func (r *Router) Send(ctx context.Context, reqs []*rspb.RequestUnion) ([]*rspb.R
 // sendPieces resolves each piece to ranges (splitting spans), sends one
 // command per range and collects the partial responses per original index,
 // in range order.
-func (r *Router) sendPieces(ctx context.Context, pieces []piece) (map[int][]rangedResp, error) {
+func (r *Router) sendPieces(ctx context.Context, pieces []batchsplit.Piece) (map[int][]rangedResp, error) {
 	return r.sendPiecesDepth(ctx, pieces, 0, nil)
-}
-
-// writeAttempt follows one range command across its retries. Its proposal
-// ID and timestamp key its dedup record, so a retry that keeps them is
-// answered from the record if the command applied. The record lives under
-// the range the command was sent to, and moves with merges into the range
-// that subsumes it, but not with splits.
-type writeAttempt struct {
-	id []byte
-	ts *rspb.Timestamp
-	// ambiguous: some attempt may have applied (a timeout, a transport
-	// error, an unfinished proposal).
-	ambiguous bool
-	// holders are the ranges whose replicas find the record: the ranges
-	// the command was sent to and those that subsumed them.
-	holders []uint64
-	// hintTries counts re-sends to a merged-away range, asking its
-	// replicas which range subsumed it.
-	hintTries int
-}
-
-func (w *writeAttempt) mayHaveApplied() {
-	if w != nil {
-		w.ambiguous = true
-	}
-}
-
-func (w *writeAttempt) heldBy(rangeID uint64) {
-	if w != nil && !contains(w.holders, rangeID) {
-		w.holders = append(w.holders, rangeID)
-	}
 }
 
 // maxHintTries bounds the re-sends to a merged-away range in search of the
@@ -599,9 +558,9 @@ const maxHintTries = 3
 
 // ambiguousError: a command that may have applied cannot be retried with
 // exactly-once semantics any more.
-func ambiguousError(w *writeAttempt, why string) error {
+func ambiguousError(w *batchsplit.Write, why string) error {
 	return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS,
-		Message: fmt.Sprintf("the write may or may not have applied: an attempt did not complete, and %s, so it cannot be retried without risking applying it twice (ranges that could answer from its record: %v)", why, w.holders)}}
+		Message: fmt.Sprintf("the write may or may not have applied: an attempt did not complete, and %s, so it cannot be retried without risking applying it twice (ranges that could answer from its record: %v)", why, w.Holders)}}
 }
 
 // sendPiecesDepth is sendPieces after depth re-resolutions (stale routes).
@@ -609,60 +568,18 @@ func ambiguousError(w *writeAttempt, why string) error {
 // pieces keep its proposal ID and timestamp if they still form one command
 // for one range; if they do not and it may have applied, the result is
 // AMBIGUOUS.
-func (r *Router) sendPiecesDepth(ctx context.Context, pieces []piece, depth int, prev *writeAttempt) (map[int][]rangedResp, error) {
-	type group struct {
-		desc   *rspb.RangeDescriptor
-		pieces []piece
+func (r *Router) sendPiecesDepth(ctx context.Context, pieces []batchsplit.Piece, depth int, prev *batchsplit.Write) (map[int][]rangedResp, error) {
+	groups, err := batchsplit.GroupByRange(ctx, routerKeyspace{r}, pieces)
+	if err != nil {
+		return nil, err
 	}
-	var groups []*group
-	byRange := map[uint64]*group{}
-	for _, p := range pieces {
-		split, err := r.splitByRange(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		for _, sp := range split {
-			g := byRange[sp.desc.RangeId]
-			if g == nil {
-				g = &group{desc: sp.desc}
-				byRange[sp.desc.RangeId] = g
-				groups = append(groups, g)
-			}
-			g.pieces = append(g.pieces, sp.piece)
-		}
+	reuse, why := batchsplit.Reuse(prev, groups)
+	if why != "" {
+		return nil, ambiguousError(prev, why)
 	}
-	var reuse *writeAttempt
-	if prev != nil {
-		switch {
-		case len(groups) == 1 && (!prev.ambiguous || contains(prev.holders, groups[0].desc.RangeId)):
-			reuse = prev
-		case prev.ambiguous && len(groups) > 1:
-			return nil, ambiguousError(prev, fmt.Sprintf("its keys are now in %d ranges", len(groups)))
-		case prev.ambiguous:
-			return nil, ambiguousError(prev, fmt.Sprintf("its keys are now in r%d, which does not hold its record", groups[0].desc.RangeId))
-		}
-	}
-	results := make([]map[int][]rangedResp, len(groups))
-	errs := make([]error, len(groups))
-	var wg sync.WaitGroup
-	for gi, g := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[gi], errs[gi] = r.sendGroup(ctx, g.desc, g.pieces, depth, reuse)
-		}()
-	}
-	wg.Wait()
-	merged := map[int][]rangedResp{}
-	for gi := range groups {
-		if errs[gi] != nil {
-			return nil, errs[gi]
-		}
-		for idx, rs := range results[gi] {
-			merged[idx] = append(merged[idx], rs...)
-		}
-	}
-	return merged, nil
+	return batchsplit.Send(groups, func(g *batchsplit.Group[*rspb.RangeDescriptor]) (map[int][]rangedResp, error) {
+		return r.sendGroup(ctx, g.Range, g.Pieces, depth, reuse)
+	})
 }
 
 type rangedResp struct {
@@ -673,31 +590,29 @@ type rangedResp struct {
 // sendGroup sends the pieces for one range as one command (w: the command
 // they were sent as before, or nil); on a stale descriptor it re-resolves
 // them (they may now span several ranges).
-func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []piece, depth int, w *writeAttempt) (map[int][]rangedResp, error) {
-	var reqs []*rspb.RequestUnion
-	for _, p := range pieces {
-		reqs = append(reqs, p.req)
-	}
+func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, pieces []batchsplit.Piece, depth int, w *batchsplit.Write) (map[int][]rangedResp, error) {
+	reqs := batchsplit.Requests(pieces)
 	write := !ranges.IsReadOnly(reqs)
 	if w == nil {
-		w = &writeAttempt{id: newProposalID()}
+		var ts *rspb.Timestamp
 		if write && r.clock != nil {
-			w.ts = ranges.TSToProto(r.clock.Now())
+			ts = ranges.TSToProto(r.clock.Now())
 		}
+		w = batchsplit.NewWrite(ts, time.Now())
 	}
-	w.heldBy(desc.RangeId)
-	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: w.id, Timestamp: w.ts, Requests: reqs}
+	w.HeldBy(desc.RangeId)
+	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: w.ID, Timestamp: w.Timestamp, Requests: reqs}
 	track := w
 	if !write {
 		track = nil // a read applies nothing: it is simply sent again
 	}
 	resp, err := r.sendRead(ctx, desc, req, track)
-	for track != nil && track.ambiguous && errors.Is(err, errStaleDescriptor) && !r.subsumerKnown(track, desc) && track.hintTries < maxHintTries {
+	for track != nil && track.Ambiguous && errors.Is(err, errStaleDescriptor) && !track.SubsumerKnown(desc.RangeId) && track.HintTries < maxHintTries {
 		// Every replica denied the range (merged away) and none named the
 		// range that subsumed it yet: ask again before giving up on
 		// exactly-once.
-		track.hintTries++
-		if werr := r.waitRetry(ctx, depth+track.hintTries); werr != nil {
+		track.HintTries++
+		if werr := r.waitRetry(ctx, depth+track.HintTries); werr != nil {
 			return nil, err
 		}
 		resp, err = r.sendWrite(ctx, desc, req, track)
@@ -725,29 +640,18 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 	for i, p := range pieces {
 		rr := resp.Responses[i]
 		if sc := rr.GetScan(); sc != nil && len(sc.ResumeKey) > 0 {
-			if err := r.finishScan(ctx, desc, p.req.GetScan(), sc); err != nil {
+			if err := r.finishScan(ctx, desc, p.Req.GetScan(), sc); err != nil {
 				return nil, err
 			}
 		}
 		if ex := rr.GetExport(); ex != nil && len(ex.ResumeKey) > 0 {
-			if err := r.finishExport(ctx, p.req.GetExport(), ex); err != nil {
+			if err := r.finishExport(ctx, p.Req.GetExport(), ex); err != nil {
 				return nil, err
 			}
 		}
-		out[p.idx] = append(out[p.idx], rangedResp{start: desc.StartKey, resp: rr})
+		out[p.Index] = append(out[p.Index], rangedResp{start: desc.StartKey, resp: rr})
 	}
 	return out, nil
-}
-
-// subsumerKnown: a replica named a range other than desc's that holds w's
-// dedup record.
-func (r *Router) subsumerKnown(w *writeAttempt, desc *rspb.RangeDescriptor) bool {
-	for _, id := range w.holders {
-		if id != desc.RangeId {
-			return true
-		}
-	}
-	return false
 }
 
 // finishScan pages a scan piece that stopped at the per-response byte limit.
@@ -791,50 +695,45 @@ func (r *Router) finishExport(ctx context.Context, q *rspb.ExportRequest, acc *r
 	return nil
 }
 
-type rangedPiece struct {
-	desc  *rspb.RangeDescriptor
-	piece piece
+// routerKeyspace is the router's ranges (descriptors, found through
+// LookupRange) and internal keys as seen by batchsplit.
+type routerKeyspace struct{ r *Router }
+
+func (k routerKeyspace) Locate(ctx context.Context, key []byte) (*rspb.RangeDescriptor, error) {
+	return k.r.LookupRange(ctx, key, false)
 }
 
-// splitByRange resolves a request to the range(s) holding it, clipping span
-// requests at range boundaries.
-func (r *Router) splitByRange(ctx context.Context, p piece) ([]rangedPiece, error) {
-	start, end, point := ranges.RequestSpan(p.req)
-	if point {
-		d, err := r.LookupRange(ctx, start, false)
-		if err != nil {
-			return nil, err
-		}
-		return []rangedPiece{{desc: d, piece: p}}, nil
+func (routerKeyspace) RangeID(d *rspb.RangeDescriptor) uint64 { return d.RangeId }
+
+// RangeEnd: a descriptor always has an end key (the last range's is
+// keys.KeyMax).
+func (routerKeyspace) RangeEnd(d *rspb.RangeDescriptor) []byte { return d.EndKey }
+
+// Span is the request's batcheval span; a span without an end key runs to
+// the end of the internal keyspace, keys.KeyMax (batcheval: an empty bound
+// is open).
+func (routerKeyspace) Span(q *rspb.RequestUnion) (start, end []byte, point bool) {
+	start, end, point = ranges.RequestSpan(q)
+	if !point && len(end) == 0 {
+		end = keys.KeyMax
 	}
-	var out []rangedPiece
-	for cur := start; bytes.Compare(cur, end) < 0; {
-		d, err := r.LookupRange(ctx, cur, false)
-		if err != nil {
-			return nil, err
-		}
-		s, e := cur, end
-		if bytes.Compare(d.EndKey, e) < 0 {
-			e = d.EndKey
-		}
-		out = append(out, rangedPiece{desc: d, piece: piece{idx: p.idx, req: clipSpan(p.req, s, e)}})
-		cur = d.EndKey
-	}
-	return out, nil
+	return start, end, point
 }
 
-func clipSpan(q *rspb.RequestUnion, s, e []byte) *rspb.RequestUnion {
+// Clip is the request's batcheval command's Clip (q itself for a request
+// no command knows).
+func (routerKeyspace) Clip(q *rspb.RequestUnion, start, end []byte) *rspb.RequestUnion {
 	c, err := batcheval.Lookup(q)
 	if err != nil {
 		return q
 	}
-	return c.Clip(q, s, e)
+	return c.Clip(q, start, end)
 }
 
 // mergeResponses folds the per-range parts of one request into one
 // response (the request type's batcheval.Command.Merge).
 func mergeResponses(q *rspb.RequestUnion, parts []rangedResp) *rspb.ResponseUnion {
-	sortParts(parts)
+	batchsplit.SortByStart(parts, func(p rangedResp) []byte { return p.start })
 	resps := make([]*rspb.ResponseUnion, len(parts))
 	for i, p := range parts {
 		resps[i] = p.resp
@@ -847,21 +746,6 @@ func mergeResponses(q *rspb.RequestUnion, parts []rangedResp) *rspb.ResponseUnio
 		return resps[0]
 	}
 	return c.Merge(q, resps)
-}
-
-// sortParts orders parts by the start key of the range that answered.
-func sortParts(parts []rangedResp) {
-	for i := 1; i < len(parts); i++ {
-		for j := i; j > 0 && bytes.Compare(parts[j-1].start, parts[j].start) > 0; j-- {
-			parts[j-1], parts[j] = parts[j], parts[j-1]
-		}
-	}
-}
-
-func newProposalID() []byte {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return b
 }
 
 // SendToRange sends one request to a range, trying its replicas and
