@@ -34,7 +34,8 @@
 // it above every descriptor it replaces).
 //
 // Routing. A Strong request (the default for reads, always for writes) is
-// split per range (span requests clipped at range bounds) and each range's
+// split per range (span requests clipped at range bounds, by
+// internal/batchsplit, the core the gateway's Router shares) and each range's
 // part is sent as one KV.Batch to the believed leaseholder with a
 // DirectRoute naming the range (kv.proto): the node serves it from its own
 // replica and never forwards it. When it cannot, it refuses with a

@@ -11,7 +11,8 @@
 //     ranges/batcheval (no switch on request types here).
 //   - Router: finds the range of an internal key through a range cache filled
 //     from meta records (the meta range's descriptor comes from the node),
-//     sends one command per range (requests of one range are atomic
+//     sends one command per range (split by internal/batchsplit, shared with
+//     the Go client; requests of one range are atomic
 //     together; span requests are clipped and their parts merged by their
 //     batcheval commands), tries replicas starting with the last one that
 //     served, and retries on NOT_LEASEHOLDER, unreachable nodes and stale
