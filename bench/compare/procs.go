@@ -105,8 +105,9 @@ func buildRangestore(src, dir string) (string, error) {
 // initializes them with splits
 // user-range split points. Secure, they use certificates made in
 // dir/certs (mutual TLS on gRPC, Raft and gossip, as a deployment runs);
-// otherwise they run --insecure (plaintext), for the TLS overhead.
-func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, error) {
+// otherwise they run --insecure (plaintext), for the TLS overhead. extra
+// flags are added to every start command.
+func startRangestore(bin, dir string, splits int, secure bool, extra ...string) (*rsCluster, error) {
 	c := &rsCluster{bin: bin, dir: dir, g: &procGroup{}}
 	if err := c.setupSecurity(secure); err != nil {
 		return nil, err
@@ -132,6 +133,7 @@ func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, erro
 	for i, p := range c.voters {
 		args := append([]string{"start", "--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
 			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--locality", p.locality(), "--log-level", "warn"}, c.secArgs()...)
+		args = append(args, extra...)
 		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, args...)
 		if err != nil {
 			g.stop()
