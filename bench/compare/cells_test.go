@@ -204,3 +204,23 @@ func TestTableRowsFromCells(t *testing.T) {
 		t.Errorf("ycsb-b@64 row wrong in\n%s", table)
 	}
 }
+
+// freeAddr never hands out an address twice, even when offered one again.
+func TestAddrSetPick(t *testing.T) {
+	var s addrSet
+	offers := []string{"a:1", "a:1", "a:1", "b:2"}
+	probe := func() (string, error) {
+		a := offers[0]
+		offers = offers[1:]
+		return a, nil
+	}
+	if a, err := s.pick(probe); err != nil || a != "a:1" {
+		t.Fatalf("first pick: %q, %v", a, err)
+	}
+	if a, err := s.pick(probe); err != nil || a != "b:2" {
+		t.Fatalf("second pick: %q, %v, want b:2 (a:1 was handed out)", a, err)
+	}
+	if _, err := s.pick(func() (string, error) { return "a:1", nil }); err == nil || !strings.Contains(err.Error(), "handed out before") {
+		t.Fatalf("only a used address offered: %v", err)
+	}
+}

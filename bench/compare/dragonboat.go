@@ -222,6 +222,9 @@ func (c *dbCluster) close() {
 		close(c.stopc)
 	}
 	c.wg.Wait()
+	// Hosts closing one by one reset their peers' connections: expected
+	// here, not worth an ERROR line each (startDragonboat sets ERROR again).
+	dblogger.GetLogger("transport").SetLevel(dblogger.CRITICAL)
 	for _, nh := range c.hosts {
 		nh.Close()
 	}

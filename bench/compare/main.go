@@ -77,12 +77,12 @@ var cells = []cell{
 	{Name: "kv95@64", Concurrency: 64, ReadPct: 95},
 	{Name: "scans@64", Concurrency: 64, ScanPct: 100, Note: "10-key scans"},
 	// Issue 14: a skewed read-mostly mix, and writes of larger values.
-	{Name: "ycsb-b@64", Concurrency: 64, YCSB: "B", Note: "YCSB-B: 95 % reads, 5 % updates, zipfian keys (θ 0.99)"},
+	{Name: "ycsb-b@64", Concurrency: 64, YCSB: "B", Note: "YCSB-B: 95 % reads, 5 % updates, zipfian keys, θ 0.99"},
 	{Name: "writes@64-1kib", Concurrency: 64, ValueSize: 1024, KeyBase: kibKeyBase, Note: "1,024-byte values, own key space preloaded with them"},
 	// Issue 14: one range vs one shard vs etcd (one group). Each system
 	// runs them on a fresh cluster of that shape, after all the cells
 	// above and below (see phases).
-	{Name: "writes@64-1range", Concurrency: 64, Shape: oneRange, Note: "rangestore 1 user range (no initial splits, load splits off), Dragonboat 1 shard"},
+	{Name: "writes@64-1range", Concurrency: 64, Shape: oneRange, Note: "rangestore 1 user range, no initial splits, load splits off; Dragonboat 1 shard; etcd as always"},
 	{Name: "reads@64-1range", Concurrency: 64, ReadPct: 100, Shape: oneRange, Note: "as writes@64-1range; lease reads, linearizable Get, SyncRead"},
 	// Issue 13: follower and read-replica reads (bounded staleness) beside
 	// etcd's serializable reads. Last, so that the read replicas (started
