@@ -327,3 +327,37 @@ func TestRunnerAndReports(t *testing.T) {
 		t.Errorf("svg: %d polylines", strings.Count(svg.String(), "<polyline"))
 	}
 }
+
+// A spec with a KeyBase draws only keys of its own space (KeyBase+i),
+// none of the base-0 space, and rejects a base whose keys do not fit.
+func TestKeyBase(t *testing.T) {
+	spec, _ := KVSpec(50, 0, DefaultScanLength)
+	spec.Keys, spec.KeyBase = 1000, 1<<40
+	own, base0 := map[string]bool{}, map[string]bool{}
+	for i := uint64(0); i < spec.Keys; i++ {
+		own[string(spec.Key(i))] = true
+		base0[string(KeyName(i, spec.KeySize))] = true
+	}
+	if len(own) != int(spec.Keys) {
+		t.Fatalf("%d distinct keys of %d", len(own), spec.Keys)
+	}
+	for k := range own {
+		if base0[k] {
+			t.Fatalf("key %q is in both the base-0 space and the space at %d", k, spec.KeyBase)
+		}
+	}
+	w, err := NewWorkload(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewSource(3))
+	for i := 0; i < 5000; i++ {
+		if op := w.Next(r); !own[string(op.Key)] {
+			t.Fatalf("drew %q, not a key of the space at %d", op.Key, spec.KeyBase)
+		}
+	}
+	spec.KeyBase = 1e13 // 13 decimal digits in 16-byte keys
+	if _, err := NewWorkload(spec); err == nil || !strings.Contains(err.Error(), "do not fit") {
+		t.Fatalf("base 1e13 in 16-byte keys: err %v, want a key-space error", err)
+	}
+}

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Preload writes keys [0, spec.Keys) with random values using concurrency
+// Preload writes the keys of indexes [0, spec.Keys) (spec.Key) with random
+// values of spec.ValueSize bytes using concurrency
 // workers, in batches when the driver supports them. Failed writes are
 // retried until ctx ends (a freshly started cluster may still be electing
 // leaders).
@@ -39,7 +40,7 @@ func Preload(ctx context.Context, d Driver, spec Spec, concurrency int, seed int
 				for i := first; i < end; i++ {
 					v := make([]byte, spec.ValueSize)
 					fillValue(r, v)
-					keys = append(keys, KeyName(i, spec.KeySize))
+					keys = append(keys, spec.Key(i))
 					vals = append(vals, v)
 				}
 				for attempt := 0; ; attempt++ {

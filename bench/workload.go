@@ -39,9 +39,15 @@ func (m Mix) fractions() [numOps]float64 {
 
 // Spec fully describes a workload.
 type Spec struct {
-	Name         string  `json:"name"`
-	Mix          Mix     `json:"mix"`
-	Keys         uint64  `json:"keys"`         // preloaded key space [0, Keys)
+	Name string `json:"name"`
+	Mix  Mix    `json:"mix"`
+	Keys uint64 `json:"keys"` // preloaded key space: indexes [0, Keys)
+	// KeyBase is added to every key index: the key of index i is
+	// KeyName(KeyBase+i, KeySize) (Key). Two specs whose bases lie at
+	// least 100×Keys apart (the room left for inserts) have disjoint key
+	// spaces with the same spread over ranges, e.g. for values of another
+	// size preloaded beside the default ones.
+	KeyBase      uint64  `json:"key_base,omitempty"`
 	KeySize      int     `json:"key_size"`     // bytes
 	ValueSize    int     `json:"value_size"`   // bytes
 	Distribution string  `json:"distribution"` // uniform, zipfian, sequential
@@ -106,6 +112,9 @@ func YCSBSpec(letter string) (Spec, error) {
 	return s, nil
 }
 
+// Key returns the key of index i: KeyName(KeyBase+i, KeySize).
+func (s Spec) Key(i uint64) []byte { return KeyName(s.KeyBase+i, s.KeySize) }
+
 // Op is one drawn operation.
 type Op struct {
 	Kind    OpKind
@@ -132,7 +141,7 @@ func NewWorkload(spec Spec) (*Workload, error) {
 		return nil, fmt.Errorf("value size must be positive")
 	}
 	// Leave room for inserts past the preloaded space.
-	if err := CheckKeySpace(spec.Keys*100, spec.KeySize); err != nil {
+	if err := CheckKeySpace(spec.KeyBase+spec.Keys*100, spec.KeySize); err != nil {
 		return nil, err
 	}
 	w := &Workload{Spec: spec}
@@ -188,7 +197,7 @@ func (w *Workload) Next(r *rand.Rand) Op {
 	op := Op{Kind: k}
 	switch k {
 	case OpInsert:
-		op.Key = KeyName(w.Spec.Keys+w.inserted.Add(1)-1, w.Spec.KeySize)
+		op.Key = w.Spec.Key(w.Spec.Keys + w.inserted.Add(1) - 1)
 		return op
 	case OpScan:
 		op.ScanLen = w.Spec.ScanLength
@@ -198,9 +207,9 @@ func (w *Workload) Next(r *rand.Rand) Op {
 	}
 	if w.latest != nil && k == OpRead {
 		newest := w.Spec.Keys + w.inserted.Load() - 1
-		op.Key = KeyName(newest-w.latest.Next(r), w.Spec.KeySize)
+		op.Key = w.Spec.Key(newest - w.latest.Next(r))
 		return op
 	}
-	op.Key = KeyName(w.gen.Next(r), w.Spec.KeySize)
+	op.Key = w.Spec.Key(w.gen.Next(r))
 	return op
 }

@@ -17,18 +17,22 @@ import (
 	"github.com/lni/dragonboat/v4/config"
 	dblogger "github.com/lni/dragonboat/v4/logger"
 	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/rangestore/rangestore/bench"
 )
 
 // The raw Dragonboat ceiling: three NodeHosts in this process, dbShards
-// shards replicated on all three, each replica an on-disk state machine in
-// its host's pebble/v2 DB (keys prefixed by the shard ID). Requests go
+// shards (1 for the one-range cells) replicated on all three, each replica
+// an on-disk state machine in its host's pebble/v2 DB (keys prefixed by
+// the shard ID). Keys are hash-partitioned over the shards. Requests go
 // straight to each shard's leader host: no client RPC, no MVCC, no leases.
 const dbShards = 64
 
 type dbCluster struct {
+	shards  uint64
 	hosts   []*dragonboat.NodeHost
 	dbs     []*pebble.DB
-	leaders [dbShards + 1]atomic.Int32 // host index of each shard's leader
+	leaders []atomic.Int32 // host index of each shard's leader, by shard ID (1..shards)
 	stopc   chan struct{}
 	wg      sync.WaitGroup
 }
@@ -117,11 +121,16 @@ func (s *kvSM) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error { ret
 func (s *kvSM) RecoverFromSnapshot(io.Reader, <-chan struct{}) error       { return nil }
 func (s *kvSM) Close() error                                               { return nil }
 
-func startDragonboat(dir string) (*dbCluster, error) {
+// startDragonboat starts the three NodeHosts with shards shards (IDs 1 to
+// shards) in dir.
+func startDragonboat(dir string, shards int) (*dbCluster, error) {
+	if shards < 1 {
+		return nil, fmt.Errorf("dragonboat: shards %d: need at least 1", shards)
+	}
 	for _, n := range []string{"dragonboat", "raft", "rsm", "transport", "logdb", "raftpb", "config", "settings", "grpc", "registry"} {
 		dblogger.GetLogger(n).SetLevel(dblogger.ERROR)
 	}
-	c := &dbCluster{stopc: make(chan struct{})}
+	c := &dbCluster{shards: uint64(shards), leaders: make([]atomic.Int32, shards+1), stopc: make(chan struct{})}
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		a, err := freeAddr()
@@ -153,7 +162,7 @@ func startDragonboat(dir string) (*dbCluster, error) {
 			return nil, err
 		}
 		c.hosts = append(c.hosts, nh)
-		for shard := uint64(1); shard <= dbShards; shard++ {
+		for shard := uint64(1); shard <= c.shards; shard++ {
 			cfg := config.Config{ShardID: shard, ReplicaID: uint64(i + 1), ElectionRTT: 200, HeartbeatRTT: 20, CheckQuorum: true}
 			create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine { return &kvSM{db: db, shard: shardID} }
 			if err := nh.StartOnDiskReplica(members, false, create, cfg); err != nil {
@@ -191,7 +200,7 @@ func startDragonboat(dir string) (*dbCluster, error) {
 // has a leader.
 func (c *dbCluster) refreshLeaders() bool {
 	all := true
-	for shard := uint64(1); shard <= dbShards; shard++ {
+	for shard := uint64(1); shard <= c.shards; shard++ {
 		found := false
 		for _, nh := range c.hosts {
 			id, _, ok, err := nh.GetLeaderID(shard)
@@ -213,6 +222,9 @@ func (c *dbCluster) close() {
 		close(c.stopc)
 	}
 	c.wg.Wait()
+	// Hosts closing one by one reset their peers' connections: expected
+	// here, not worth an ERROR line each (startDragonboat sets ERROR again).
+	dblogger.GetLogger("transport").SetLevel(dblogger.CRITICAL)
 	for _, nh := range c.hosts {
 		nh.Close()
 	}
@@ -221,10 +233,21 @@ func (c *dbCluster) close() {
 	}
 }
 
-func shardOf(key []byte) uint64 {
+// shardOf returns the shard (1..shards) of key: a hash partition.
+func shardOf(key []byte, shards uint64) uint64 {
 	h := fnv.New64a()
 	_, _ = h.Write(key)
-	return h.Sum64()%dbShards + 1
+	return h.Sum64()%shards + 1
+}
+
+// shardsOver returns how many distinct shards of a cluster with shards
+// shards hold the keys of spec's preloaded space.
+func shardsOver(spec bench.Spec, shards uint64) int {
+	seen := map[uint64]bool{}
+	for i := uint64(0); i < spec.Keys; i++ {
+		seen[shardOf(spec.Key(i), shards)] = true
+	}
+	return len(seen)
 }
 
 func (c *dbCluster) leaderHost(shard uint64) *dragonboat.NodeHost {
@@ -237,7 +260,7 @@ func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // Get is a linearizable read (ReadIndex via SyncRead on the leader).
 func (c *dbCluster) Get(ctx context.Context, key []byte) (bool, error) {
-	shard := shardOf(key)
+	shard := shardOf(key, c.shards)
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	v, err := c.leaderHost(shard).SyncRead(ctx, shard, getQuery{key: key})
@@ -248,7 +271,7 @@ func (c *dbCluster) Get(ctx context.Context, key []byte) (bool, error) {
 }
 
 func (c *dbCluster) Put(ctx context.Context, key, value []byte) error {
-	shard := shardOf(key)
+	shard := shardOf(key, c.shards)
 	cmd := make([]byte, 2+len(key)+len(value))
 	binary.BigEndian.PutUint16(cmd, uint16(len(key)))
 	copy(cmd[2:], key)
@@ -263,7 +286,7 @@ func (c *dbCluster) Put(ctx context.Context, key, value []byte) error {
 // Scan reads up to limit keys from start within start's shard (shards are
 // hash partitions here), linearizably.
 func (c *dbCluster) Scan(ctx context.Context, start []byte, limit int) (int, error) {
-	shard := shardOf(start)
+	shard := shardOf(start, c.shards)
 	ctx, cancel := opCtx(ctx)
 	defer cancel()
 	v, err := c.leaderHost(shard).SyncRead(ctx, shard, scanQuery{start: start, limit: limit})

@@ -367,7 +367,7 @@ type dbStale struct {
 }
 
 func (d *dbStale) Get(_ context.Context, key []byte) (bool, error) {
-	shard := shardOf(key)
+	shard := shardOf(key, d.shards)
 	nh := d.hosts[(d.next.Add(1)-1)%uint64(len(d.hosts))]
 	v, err := nh.StaleRead(shard, getQuery{key: key})
 	if err != nil {

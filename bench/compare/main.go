@@ -17,6 +17,16 @@
 // so beside rangestore in the same run, for the before/after per cell.
 // Every rangestore cell reports the node-to-node batches the nodes
 // received per operation (the forwarding counter), less their idle level.
+//
+// Cells run on a cluster shape each (cells.go): most on 64 ranges / 64
+// shards; the one-range cells on a fresh cluster per system with one user
+// range (rangestore: no initial splits, load splits off), one Dragonboat
+// shard, etcd as always, after the others. Each cell checks where its
+// keys lie (the routing table, the shard hash) and prints it; a one-range
+// cell whose keys span more than one range or shard, before or after its
+// run, fails the run. A cell with values of another size uses its own key
+// space, preloaded with values of that size.
+//
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
@@ -39,9 +49,20 @@ import (
 type cell struct {
 	Name        string
 	Concurrency int
-	ReadPct     float64
-	ScanPct     float64
-	Note        string
+	// ReadPct, ScanPct: the kv mix (the rest overwrites), uniform keys.
+	ReadPct float64
+	ScanPct float64
+	// YCSB: a core YCSB workload letter instead (its mix, zipfian keys).
+	YCSB string
+	// ValueSize: bytes per written and preloaded value (0:
+	// bench.DefaultValueSize). KeyBase: the cell's key space
+	// (bench.Spec.KeyBase); a cell with other values needs its own, so
+	// that the other cells keep reading values of their size.
+	ValueSize int
+	KeyBase   uint64
+	// Shape: the cluster the cell runs on (see cells.go).
+	Shape shape
+	Note  string
 	// Mode: which servers the reads go to (strongReads: the default).
 	Mode readMode
 	// EtcdOf: the cell whose etcd result this row compares with (etcd is
@@ -55,6 +76,14 @@ var cells = []cell{
 	{Name: "reads@64", Concurrency: 64, ReadPct: 100, Note: "rangestore lease reads; etcd linearizable Get; Dragonboat SyncRead"},
 	{Name: "kv95@64", Concurrency: 64, ReadPct: 95},
 	{Name: "scans@64", Concurrency: 64, ScanPct: 100, Note: "10-key scans"},
+	// Issue 14: a skewed read-mostly mix, and writes of larger values.
+	{Name: "ycsb-b@64", Concurrency: 64, YCSB: "B", Note: "YCSB-B: 95 % reads, 5 % updates, zipfian keys, θ 0.99"},
+	{Name: "writes@64-1kib", Concurrency: 64, ValueSize: 1024, KeyBase: kibKeyBase, Note: "1,024-byte values, own key space preloaded with them"},
+	// Issue 14: one range vs one shard vs etcd (one group). Each system
+	// runs them on a fresh cluster of that shape, after all the cells
+	// above and below (see phases).
+	{Name: "writes@64-1range", Concurrency: 64, Shape: oneRange, Note: "rangestore 1 user range, no initial splits, load splits off; Dragonboat 1 shard; etcd as always"},
+	{Name: "reads@64-1range", Concurrency: 64, ReadPct: 100, Shape: oneRange, Note: "as writes@64-1range; lease reads, linearizable Get, SyncRead"},
 	// Issue 13: follower and read-replica reads (bounded staleness) beside
 	// etcd's serializable reads. Last, so that the read replicas (started
 	// before the first reads@64-read-replicas cell) replicate no earlier
@@ -64,6 +93,11 @@ var cells = []cell{
 	{Name: "reads@64-read-replicas", Concurrency: 64, ReadPct: 100, Mode: replicaReads, EtcdOf: "reads@64-followers",
 		Note: "rangestore bounded-staleness reads sent only to 2 read-replica processes; etcd: the serializable Gets above"},
 }
+
+// kibKeyBase is the key space of writes@64-1kib: far above the default
+// space and its inserts (bench.CheckKeySpace: 16-byte keys hold 10^13
+// indexes).
+const kibKeyBase = 1 << 40
 
 // systemResults maps cell name to result for one system.
 type systemResults map[string]*bench.Result
@@ -132,6 +166,9 @@ func run(o options, keep bool) error {
 	} else if err := os.MkdirAll(o.workdir, 0o755); err != nil {
 		return err
 	}
+	if err := checkCells(cells, o.keys); err != nil {
+		return err
+	}
 	if len(o.only) > 0 {
 		var sel []cell
 		for _, n := range o.only {
@@ -186,7 +223,8 @@ func run(o options, keep bool) error {
 	return nil
 }
 
-// cellNames lists every cell, in run order.
+// cellNames lists every cell, in table order (each system runs them
+// grouped by cluster shape: see phases).
 func cellNames() []string {
 	var out []string
 	for _, c := range cells {
@@ -195,36 +233,76 @@ func cellNames() []string {
 	return out
 }
 
-// runSystem runs every cell on one system; for rangestore's follower-read
-// cells it records in shares who served the reads, and for every
-// rangestore cell in hops (by hopKey) the node-to-node batches.
+// runSystem runs every cell on one system, one phase (a fresh cluster)
+// per cluster shape; for rangestore's follower-read cells it records in
+// shares who served the reads, and for every rangestore cell in hops (by
+// hopKey) the node-to-node batches.
 func runSystem(o options, sys, src string, shares map[string]readShare, hops map[string]hopStats) (systemResults, error) {
 	dir := filepath.Join(o.workdir, sys)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	var bin string
+	if isRangestore(sys) {
+		var err error
+		if bin, err = buildRangestore(src, dir); err != nil {
+			return nil, err
+		}
+	} else if sys != "etcd" && sys != "dragonboat" {
+		return nil, fmt.Errorf("unknown system %q", sys)
+	}
+	out := systemResults{}
+	for _, ph := range phases(cells) {
+		pdir := dir
+		if ph.Shape != manyRanges {
+			pdir = filepath.Join(dir, ph.Shape.String())
+			if err := os.MkdirAll(pdir, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		if err := runPhase(o, sys, bin, pdir, ph, out, shares, hops); err != nil {
+			return nil, fmt.Errorf("%s cluster: %w", ph.Shape, err)
+		}
+	}
+	return out, nil
+}
+
+func isRangestore(sys string) bool {
+	switch sys {
+	case "rangestore", "rangestore-insecure", "rangestore-raw-grpc":
+		return true
+	}
+	return false
+}
+
+// runPhase starts a fresh cluster of sys in the phase's shape (bin: the
+// rangestore binary), preloads the phase's key spaces, runs its cells into
+// out and stops the cluster.
+func runPhase(o options, sys, bin, dir string, ph phase, out systemResults, shares map[string]readShare, hops map[string]hopStats) error {
 	var d bench.Driver
 	var cleanup func()
 	// driverFor returns the driver of a cell's read mode (nil: the system
 	// has no counterpart, the cell is not run) and a cleanup.
 	var driverFor func(c cell) (bench.Driver, func(), error)
+	// placement reports (and checks) where a cell's keys lie.
+	var placement func(c cell, spec bench.Spec) (string, error)
 	var rs *rsCluster
-	var rd *bench.RangestoreDriver
-	switch sys {
-	case "rangestore", "rangestore-insecure", "rangestore-raw-grpc":
-		bin, err := buildRangestore(src, dir)
-		if err != nil {
-			return nil, err
+	switch {
+	case isRangestore(sys):
+		splits, extra := o.splits, []string(nil)
+		if ph.Shape == oneRange {
+			splits, extra = 0, oneRangeStartArgs
 		}
-		rs, err = startRangestore(bin, dir, o.splits, sys != "rangestore-insecure" && !o.insecure)
+		var err error
+		rs, err = startRangestore(bin, dir, splits, sys != "rangestore-insecure" && !o.insecure, extra...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		raw := o.rawGRPC || sys == "rangestore-raw-grpc"
-		rd, err = rs.driver(rs.voters, raw, false)
+		rd, err := rs.driver(rs.voters, raw, false)
 		if err != nil {
 			rs.g.stop()
-			return nil, err
+			return err
 		}
 		d, cleanup = rd, func() { _ = rd.Close(); rs.g.stop() }
 		driverFor = func(c cell) (bench.Driver, func(), error) {
@@ -249,15 +327,27 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 			fd.SetBoundedStaleness(maxStaleness)
 			return fd, func() { _ = fd.Close() }, nil
 		}
-	case "etcd":
+		placement = func(c cell, spec bench.Spec) (string, error) {
+			lo, hi := keySpan(spec)
+			ids, err := rs.rangesOver(context.Background(), lo, hi)
+			if err != nil {
+				return "", err
+			}
+			what := fmt.Sprintf("its keys [%s, %s] lie in %d ranges", lo, hi, len(ids))
+			if len(ids) == 1 {
+				what = fmt.Sprintf("its keys [%s, %s] lie in 1 range (r%d)", lo, hi, ids[0])
+			}
+			return what, checkPlacement(c, "range", len(ids))
+		}
+	case sys == "etcd":
 		g, eps, err := startEtcd(dir)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ed, err := newEtcdDriver(eps)
 		if err != nil {
 			g.stop()
-			return nil, err
+			return err
 		}
 		d, cleanup = ed, func() { ed.Close(); g.stop() }
 		driverFor = func(c cell) (bench.Driver, func(), error) {
@@ -266,10 +356,15 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 			}
 			return etcdSerializable{ed}, func() {}, nil
 		}
-	case "dragonboat":
-		c, err := startDragonboat(dir)
+		placement = func(cell, bench.Spec) (string, error) { return "one Raft group (etcd)", nil }
+	case sys == "dragonboat":
+		shards := dbShards
+		if ph.Shape == oneRange {
+			shards = 1
+		}
+		c, err := startDragonboat(dir, shards)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d, cleanup = c, c.close
 		driverFor = func(cl cell) (bench.Driver, func(), error) {
@@ -278,18 +373,22 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 			}
 			return &dbStale{dbCluster: c}, func() {}, nil
 		}
+		placement = func(cl cell, spec bench.Spec) (string, error) {
+			n := shardsOver(spec, c.shards)
+			return fmt.Sprintf("its keys lie in %d of %d shards", n, c.shards), checkPlacement(cl, "shard", n)
+		}
 	default:
-		return nil, fmt.Errorf("unknown system %q", sys)
+		return fmt.Errorf("unknown system %q", sys)
 	}
 	defer cleanup()
 
-	base, _ := bench.KVSpec(0, 0, bench.DefaultScanLength)
-	base.Keys = o.keys
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	err := bench.Preload(ctx, d, base, 32, 1)
-	cancel()
-	if err != nil {
-		return nil, err
+	for _, k := range ph.spaces() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		err := bench.Preload(ctx, d, k.preloadSpec(o.keys), 32, 1)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("preload %d keys from index %d with %d-byte values: %w", o.keys, k.Base, k.ValueSize, err)
+		}
 	}
 	// The cluster's own node-to-node batches per second (liveness,
 	// closed timestamps), subtracted from the cells' counts.
@@ -297,21 +396,24 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 	if rs != nil {
 		idle, _, err := idleReads(context.Background(), rs.all(), idleWindow)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		background = idle.Internal / idleWindow.Seconds()
 	}
-	out := systemResults{}
-	for _, c := range cells {
-		spec, err := bench.KVSpec(c.ReadPct, c.ScanPct, bench.DefaultScanLength)
+	for _, c := range ph.Cells {
+		spec, err := c.spec(o.keys)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		spec.Keys, spec.Name = o.keys, c.Name
 		w, err := bench.NewWorkload(spec)
 		if err != nil {
-			return nil, err
+			return err
 		}
+		where, err := placement(c, spec)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "%s %s (%s cluster): %s\n", sys, c.Name, ph.Shape, where)
 		opts := bench.Options{Concurrency: c.Concurrency, Warmup: o.warmup, Duration: o.measure, Seed: 1, Label: sys + " " + c.Name}
 		if !o.quiet {
 			opts.Progress = os.Stderr
@@ -319,7 +421,7 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 		cd, done := d, func() {}
 		if c.Mode != strongReads {
 			if cd, done, err = driverFor(c); err != nil {
-				return nil, fmt.Errorf("%s: %w", c.Name, err)
+				return fmt.Errorf("%s: %w", c.Name, err)
 			}
 			if cd == nil {
 				continue
@@ -335,12 +437,12 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 				// first (read replicas may have joined since).
 				if idle, before, err = idleReads(context.Background(), rs.all(), idleWindow); err != nil {
 					done()
-					return nil, err
+					return err
 				}
 				cellBackground = idle.Internal / idleWindow.Seconds()
 			} else if before, err = scrapeReads(context.Background(), rs.all()); err != nil {
 				done()
-				return nil, err
+				return err
 			}
 		}
 		counted := &countingDriver{Driver: cd}
@@ -370,13 +472,21 @@ func runSystem(o options, sys, src string, shares map[string]readShare, hops map
 		}
 		done()
 		if err != nil {
-			return nil, err
+			return err
+		}
+		if c.Shape == oneRange {
+			// Still one range (or shard) after the load?
+			after, err := placement(c, spec)
+			if err != nil {
+				return fmt.Errorf("after the run: %w", err)
+			}
+			fmt.Fprintf(os.Stderr, "%s %s after the run: %s\n", sys, c.Name, after)
 		}
 		r.Driver = sys
 		_ = bench.WriteSummary(os.Stderr, r)
 		out[c.Name] = r
 	}
-	return out, nil
+	return nil
 }
 
 func fmtRate(v float64) string {
@@ -407,8 +517,8 @@ func cellStats(r *bench.Result) (string, string, string) {
 
 func renderTable(o options, all map[string]systemResults) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Closed loop, %d preloaded keys, %d-byte keys (uniform), %d-byte values, %s warm-up + %s measured per cell; rangestore %d ranges (3 processes), etcd 3 member processes, both driven from a separate client process; Dragonboat in-process (ceiling). ops/s, p50/p99 in ms.\n\n",
-		o.keys, bench.DefaultKeySize, bench.DefaultValueSize, o.warmup, o.measure, o.splits+1)
+	fmt.Fprintf(&b, "Closed loop, %d preloaded keys, %d-byte keys (uniform), %d-byte values, %s warm-up + %s measured per cell; rangestore %d ranges (3 processes), etcd 3 member processes, both driven from a separate client process; Dragonboat in-process (ceiling), %d shards; unless the row says otherwise. ops/s, p50/p99 in ms.\n\n",
+		o.keys, bench.DefaultKeySize, bench.DefaultValueSize, o.warmup, o.measure, o.splits+1, dbShards)
 	b.WriteString("| workload | rangestore ops/s | p50 | p99 | etcd ops/s | p50 | p99 | ratio rs/etcd | p99 rs/etcd | dragonboat ops/s | p50 | p99 |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range cells {

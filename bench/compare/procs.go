@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,13 +19,51 @@ import (
 	"github.com/rangestore/rangestore/security"
 )
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// addrSet is the addresses handed out so far.
+type addrSet struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// pick returns the first address probe offers that s has not handed out
+// (at most 100 probes).
+func (s *addrSet) pick(probe func() (string, error)) (string, error) {
+	const tries = 100
+	for range tries {
+		addr, err := probe()
+		if err != nil {
+			return "", err
+		}
+		s.mu.Lock()
+		fresh := !s.m[addr]
+		if s.m == nil {
+			s.m = map[string]bool{}
+		}
+		s.m[addr] = true
+		s.mu.Unlock()
+		if fresh {
+			return addr, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("free address: offered only addresses handed out before, in %d tries", tries)
+}
+
+// handedOut is every address freeAddr returned in this process: the
+// kernel may offer a just-closed port again (a second cluster's three
+// Dragonboat hosts got the same one twice), so none is returned twice.
+var handedOut addrSet
+
+// freeAddr returns a 127.0.0.1 address with a port free now and not
+// returned before by this process.
+func freeAddr() (string, error) {
+	return handedOut.pick(func() (string, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer l.Close()
+		return l.Addr().String(), nil
+	})
 }
 
 // procGroup is a set of child processes stopped together.
@@ -105,8 +144,9 @@ func buildRangestore(src, dir string) (string, error) {
 // initializes them with splits
 // user-range split points. Secure, they use certificates made in
 // dir/certs (mutual TLS on gRPC, Raft and gossip, as a deployment runs);
-// otherwise they run --insecure (plaintext), for the TLS overhead.
-func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, error) {
+// otherwise they run --insecure (plaintext), for the TLS overhead. extra
+// flags are added to every start command.
+func startRangestore(bin, dir string, splits int, secure bool, extra ...string) (*rsCluster, error) {
 	c := &rsCluster{bin: bin, dir: dir, g: &procGroup{}}
 	if err := c.setupSecurity(secure); err != nil {
 		return nil, err
@@ -132,6 +172,7 @@ func startRangestore(bin, dir string, splits int, secure bool) (*rsCluster, erro
 	for i, p := range c.voters {
 		args := append([]string{"start", "--store", filepath.Join(dir, fmt.Sprintf("rs-n%d", i+1)), "--listen-addr", p.addr,
 			"--raft-addr", rafts[i], "--http-addr", p.httpAddr, "--join", strings.Join(addrs, ","), "--locality", p.locality(), "--log-level", "warn"}, c.secArgs()...)
+		args = append(args, extra...)
 		err := g.start(filepath.Join(dir, fmt.Sprintf("rs-n%d.log", i+1)), bin, args...)
 		if err != nil {
 			g.stop()
