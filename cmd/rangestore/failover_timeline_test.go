@@ -78,13 +78,15 @@ func failoverTimeline(kill time.Time, attempts []failoverAttempt, rangeID uint64
 	var st failoverSteps
 	end := kill.Add(time.Minute)
 	for _, a := range attempts {
-		what := "write ok"
+		// A failed write at its start, the successful one at its end.
+		at, what := a.start, "write failed after "+a.end.Sub(a.start).Round(time.Millisecond).String()
 		if a.err != nil {
-			what = "write failed after " + a.end.Sub(a.start).Round(time.Millisecond).String() + ": " + shorten(a.err.Error(), 160)
+			what += ": " + shorten(a.err.Error(), 160)
 		} else {
+			at, what = a.end, fmt.Sprintf("write ok (sent at %+d)", a.start.Sub(kill).Milliseconds())
 			st.firstWrite, end = a.end, a.end
 		}
-		evs = append(evs, failoverEvent{at: a.start, proc: -1, what: what})
+		evs = append(evs, failoverEvent{at: at, proc: -1, what: what})
 	}
 	first := func(t *time.Time, at time.Time) {
 		if t.IsZero() {
