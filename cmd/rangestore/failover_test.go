@@ -15,8 +15,12 @@ import (
 // a leaseholder on a 3-process cluster with default settings: writers go
 // through the surviving nodes; the figure is the time from the kill to the
 // first write to that range that succeeds. Each iteration kills the current
-// leaseholder of the range, measures, restarts it and waits until the
-// cluster is healthy again. Run: make bench-failover (or
+// leaseholder of the range, measures, restarts it and waits until a write
+// succeeds and the range has a valid lease: the previous victim may still be
+// rejoining (its Raft log behind) when the next one is killed, so a trial
+// can need the restarted node's vote (the tail before issue 14's rafttls
+// fix: its peers' connections to its old process failed late and tripped
+// Dragonboat's circuit breaker). Run: make bench-failover (or
 // go test -run '^$' -bench LeaseholderKillFailover -benchtime 20x ./cmd/rangestore).
 //
 // With FAILOVER_TIMELINE=1 the processes log at debug level and each trial
