@@ -237,7 +237,7 @@ func (c *msgConn) SendMessageBatch(b pb.MessageBatch) error {
 			c.t.release(nc.raw)
 			return err
 		}
-		c.conn.closeConn()
+		c.closeConn()
 		c.conn = nc
 	default:
 	}
@@ -257,7 +257,7 @@ func (c *msgConn) SendMessageBatch(b pb.MessageBatch) error {
 }
 
 // Close closes the connection (close_notify, then the socket).
-func (c *msgConn) Close() { c.conn.closeConn() }
+func (c *msgConn) Close() { c.closeConn() }
 
 // closeConn closes a message connection (close_notify, then the socket).
 func (c *conn) closeConn() {
