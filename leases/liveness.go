@@ -101,11 +101,22 @@ func (l *Liveness) loop() {
 	defer close(l.done)
 	t := l.cfg.Clock.TimeSource().NewTicker(l.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var failingSince time.Time // first failed heartbeat of the current run of failures
 	for {
 		if l.cfg.NodeID() != 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.TTL)
+			prev := l.Self()
 			if err := l.Heartbeat(ctx); err != nil {
+				if failingSince.IsZero() {
+					failingSince = l.cfg.Clock.TimeSource().Now()
+				}
 				l.cfg.Logger.Debug("liveness heartbeat failed", "err", err)
+			} else if !failingSince.IsZero() {
+				// For failover timelines (--log-level debug): how long the
+				// record went without extension, and whether it lapsed.
+				l.cfg.Logger.Debug("liveness heartbeat recovered", "failing_for", l.cfg.Clock.TimeSource().Since(failingSince),
+					"self_lapsed", prev != nil && prev.GetExpiration().GetWallTime() < l.cfg.Clock.Now().WallTime)
+				failingSince = time.Time{}
 			}
 			// Keep every node's record fresh in the cache: leases of other
 			// holders are judged (and idle ranges kept quiet) from it.
@@ -275,7 +286,7 @@ func (l *Liveness) IncrementEpoch(ctx context.Context, nodeID uint64) (*rspb.Liv
 		}
 		return nil, fmt.Errorf("node n%d heartbeated meanwhile", nodeID)
 	}
-	l.cfg.Logger.Info("incremented liveness epoch", "node", nodeID, "epoch", next.Epoch)
+	l.cfg.Logger.Info("incremented liveness epoch", "node", nodeID, "epoch", next.Epoch, "expired_wall", rec.GetExpiration().GetWallTime())
 	return next, nil
 }
 

@@ -202,6 +202,7 @@ func (r *Replica) acquireLease(ctx context.Context, prev *rspb.Lease) *rspb.Rang
 		case leaseRedirect:
 			return notLeaseholder(r.rangeID, d.Hint, "%s", d.Reason)
 		case leaseIncrementEpoch:
+			r.store.log.Debug("lease takeover: incrementing the holder's epoch", "range", r.rangeID, "holder", prev.NodeId, "epoch", prev.Epoch)
 			if _, err := lv.IncrementEpoch(ctx, prev.NodeId); err != nil {
 				return notLeaseholder(r.rangeID, prev.NodeId, "cannot take over from n%d: %v", prev.NodeId, err)
 			}
@@ -221,7 +222,14 @@ func (r *Replica) acquireLease(ctx context.Context, prev *rspb.Lease) *rspb.Rang
 		}
 		next.Epoch = self.Epoch
 	}
-	return r.proposeLease(ctx, next, prev)
+	// For failover timelines (--log-level debug): proposed and applied.
+	r.store.log.Debug("lease proposed", "range", r.rangeID, "sequence", next.Sequence, "prev_holder", prev.NodeId, "epoch", next.Epoch)
+	if rerr := r.proposeLease(ctx, next, prev); rerr != nil {
+		r.store.log.Debug("lease proposal failed", "range", r.rangeID, "sequence", next.Sequence, "code", rerr.Code.String(), "reason", rerr.Message)
+		return rerr
+	}
+	r.store.log.Debug("lease acquired", "range", r.rangeID, "sequence", next.Sequence, "prev_holder", prev.NodeId)
+	return nil
 }
 
 func (r *Replica) proposeLease(ctx context.Context, next, prev *rspb.Lease) *rspb.RangeError {

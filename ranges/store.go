@@ -288,8 +288,12 @@ type streamedSnapshot struct {
 type leaderListener Store
 
 func (l *leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
-	(*Store)(l).leaders.Store(info.ShardID, info)
-	(*Store)(l).noteLeader(info.ShardID, info.LeaderID)
+	s := (*Store)(l)
+	s.leaders.Store(info.ShardID, info)
+	s.noteLeader(info.ShardID, info.LeaderID)
+	// For failover timelines (--log-level debug; the failover benchmark
+	// reads it): when each range's Raft leadership moved, as seen here.
+	s.log.Debug("raft leader changed", "range", info.ShardID, "leader", info.LeaderID, "term", info.Term)
 }
 
 // leaderOf returns the local view of a range's Raft leader (ok=false when

@@ -19,7 +19,39 @@ func (t *transport) GetConnection(ctx context.Context, target string) (raftio.IC
 	if err != nil {
 		return nil, err
 	}
-	return &msgConn{conn: c}, nil
+	if err := c.watchPeer(); err != nil {
+		c.t.release(c.raw)
+		return nil, err
+	}
+	return &msgConn{conn: c, ctx: ctx}, nil
+}
+
+// watchPeer starts the goroutine that notices the receiver closing a
+// message connection (closing peerGone). After its acceptance byte the
+// receiver sends nothing on such a connection, so a read returns only
+// when the connection ends: the receiver closed it, or its process died
+// and its kernel answered FIN or RST. Without it a sender learns that
+// only from a write: the first write after the peer died still succeeds
+// into the socket (the batch is lost) and only a later one fails, possibly
+// long after the peer restarted. The goroutine ends when the connection
+// closes (Close, or the transport's Close), and is counted in the
+// transport's WaitGroup.
+func (c *conn) watchPeer() error {
+	c.peerGone = make(chan struct{})
+	c.t.mu.Lock()
+	if c.t.closed {
+		c.t.mu.Unlock()
+		return errClosed
+	}
+	c.t.wg.Add(1)
+	c.t.mu.Unlock()
+	go func() {
+		defer c.t.wg.Done()
+		defer close(c.peerGone)
+		var b [1]byte
+		_, _ = c.tc.Read(b[:]) // data here would break the protocol: the connection is done either way
+	}()
+	return nil
 }
 
 // GetSnapshotConnection dials target for snapshot chunks.
@@ -128,6 +160,9 @@ type conn struct {
 	// buf holds the frame being sent (header and body); kept between
 	// sends up to keepBuf. The owner sends from one goroutine at a time.
 	buf []byte
+	// peerGone (message connections) is closed once the receiver closed
+	// the connection (watchPeer).
+	peerGone chan struct{}
 
 	closeOnce sync.Once
 }
@@ -168,15 +203,44 @@ func (c *conn) write(buf []byte, n int) error {
 	return nil
 }
 
-// msgConn sends message batches.
-type msgConn struct{ *conn }
+// msgConn sends message batches. ctx is the one its dial got (the
+// transport user's lifetime): a redial uses it too.
+type msgConn struct {
+	*conn
+	ctx context.Context
+}
 
 var _ raftio.IConnection = (*msgConn)(nil)
 
 // SendMessageBatch marshals b into the connection's buffer and writes
 // it as one frame. A batch over MaxFrameSize is refused with a
 // *FrameTooLargeError before anything is written.
+//
+// If the receiver closed the connection before this batch (a peer that
+// died, and may since have restarted on the same address), the batch
+// goes on a new connection, dialled once here: nothing of it was written
+// to the old one. Only if that dial fails does the send fail: Dragonboat
+// then counts the peer unreachable and backs off (its circuit breaker,
+// per address, drops every message to that peer for up to about 1.5 s).
+// Failing instead on the dead connection lost the batch, tripped the
+// breaker after the peer was already back, and a connection per Raft
+// send queue did that once each: elections needing the restarted peer's
+// vote stalled for seconds (the failover benchmark's tail, issue 14).
 func (c *msgConn) SendMessageBatch(b pb.MessageBatch) error {
+	select {
+	case <-c.peerGone:
+		nc, err := c.t.dial(c.ctx, c.target, kindMessages)
+		if err != nil {
+			return err
+		}
+		if err := nc.watchPeer(); err != nil {
+			c.t.release(nc.raw)
+			return err
+		}
+		c.closeConn()
+		c.conn = nc
+	default:
+	}
 	upper := b.SizeUpperLimit()
 	if upper > c.t.maxFrame {
 		// The upper bound overestimates; only the exact size decides.
@@ -193,7 +257,10 @@ func (c *msgConn) SendMessageBatch(b pb.MessageBatch) error {
 }
 
 // Close closes the connection (close_notify, then the socket).
-func (c *msgConn) Close() {
+func (c *msgConn) Close() { c.closeConn() }
+
+// closeConn closes a message connection (close_notify, then the socket).
+func (c *conn) closeConn() {
 	c.closeOnce.Do(func() {
 		_ = c.tc.Close() // (bounds its close_notify write itself)
 		c.t.release(c.raw)

@@ -45,8 +45,21 @@
 // 4 MiB goes in 4 MiB writes. Dialled connections use full-size TLS
 // records from the start (DynamicRecordSizingDisabled). The receiver reuses its read buffer the
 // same way (the decoders copy what they keep). No goroutine per batch or
-// per message: a dialled connection has none, sends run on the caller's
-// goroutine (Dragonboat's one sender per target).
+// per message: sends run on the caller's goroutine (Dragonboat's one
+// sender per target).
+//
+// A peer that went away. A dialled message connection has one goroutine,
+// blocked reading it: the receiver sends nothing after the acceptance
+// byte, so the read returns only when the receiver closed the connection
+// or its process died (its kernel answers FIN or RST). The next send then
+// dials again once and goes on the new connection; only if that dial
+// fails does the send fail. Written into the dead connection instead, the
+// first batch after the peer's death was lost without an error, the next
+// failed, and each failure trips Dragonboat's circuit breaker for the
+// peer's address, which drops every message to that peer for up to
+// about 1.5 s: connections of rarely used send queues failed that way
+// seconds after the peer had restarted, so elections needing its vote
+// stalled (issue 14, the failover benchmark's tail).
 //
 // Time limits. Each write of up to 4 MiB has a 10 s deadline, so a send
 // to a dead or stalled peer fails within it instead of blocking its
@@ -65,8 +78,9 @@
 // the receiver, which has then read and handled every chunk, to close
 // its side; closing the socket at once could lose the last chunks.
 //
-// Ownership. The transport owns the accept loop and one goroutine per
-// accepted connection (handshake, then frames), counted in a WaitGroup,
+// Ownership. The transport owns the accept loop, one goroutine per
+// accepted connection (handshake, then frames) and one per dialled
+// message connection (watching for the peer's close), counted in a WaitGroup,
 // and every open TCP connection, accepted or dialled, in a set. Close
 // stops the listener, closes every connection (which ends blocked
 // handshakes, reads and writes), and waits for the goroutines. A dial
@@ -75,6 +89,8 @@
 // Invariants: nothing reaches a handler from a connection that did not
 // complete a verified TLS 1.3 handshake, pass VerifyPeer and present a
 // known preamble; a connection carries frames of one kind only; no frame
-// over MaxFrameSize is sent or read; no send blocks longer than 10 s per
-// 4 MiB; after Close returns no goroutine of the transport runs.
+// over MaxFrameSize is sent or read; no send blocks longer than one dial
+// (5 s, after the peer closed the connection) plus 10 s per 4 MiB; no
+// batch is written to a message connection the peer is known to have
+// closed; after Close returns no goroutine of the transport runs.
 package rafttls

@@ -655,3 +655,52 @@ func TestLogLimiter(t *testing.T) {
 		}
 	}
 }
+
+// TestSendAfterPeerRestart: a message connection whose receiver went away
+// (its transport closed, as when its process is killed) fails the next
+// send only if the peer cannot be dialled again; once the peer listens on
+// the same address again, the next send goes on a new connection and
+// arrives, with no failed send in between (a batch written into the dead
+// connection was lost, and the failure that followed tripped Dragonboat's
+// per-peer circuit breaker after the peer was back).
+func TestSendAfterPeerRestart(t *testing.T) {
+	p := newPKI(t)
+	a := startSecureNode(t, p.manager(t, security.NodeUser))
+	b := startSecureNode(t, p.manager(t, security.NodeUser))
+	conn, err := a.tr.GetConnection(ctxTimeout(t, 10*time.Second), b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SendMessageBatch(testBatch(a.addr, 1, 10)); err != nil {
+		t.Fatal(err)
+	}
+	b.rec.waitFor(t, 10*time.Second, "the first batch", func(n, _ int) bool { return n == 1 })
+	if err := b.tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mc := conn.(*msgConn)
+	select {
+	case <-mc.peerGone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender did not notice within 10 s that the receiver closed the connection")
+	}
+	if err := conn.SendMessageBatch(testBatch(a.addr, 1, 10)); err == nil {
+		t.Fatal("a send to a peer that is gone (nothing listens) succeeded")
+	}
+
+	// The peer comes back on the same address.
+	logs := &logBuffer{}
+	b2 := &node{addr: b.addr, rec: newRecorder(), logs: logs}
+	b2.tr = New(nodeConfig(t, p.manager(t, security.NodeUser), logs)).Create(configFor(b.addr), b2.rec.onMessages, b2.rec.onChunk).(*transport)
+	if err := b2.tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b2.tr.Close()
+	for i := range 3 {
+		if err := conn.SendMessageBatch(testBatch(a.addr, 1, 10)); err != nil {
+			t.Fatalf("send %d after the peer restarted: %v", i, err)
+		}
+	}
+	b2.rec.waitFor(t, 10*time.Second, "3 batches at the restarted peer", func(n, _ int) bool { return n == 3 })
+}
