@@ -1,7 +1,7 @@
 // Package kv is the MVCC storage layer of a node: one shared Pebble v2
 // database holding the data of many Raft ranges, each owning a span of user
 // keys. kv knows nothing about Raft or ranges; it provides the Engine,
-// indexed write Batches, point-in-time Snapshots, raw (non-versioned) keys and
+// indexed write Batches, point-in-time Snapshots and Views, raw (non-versioned) keys and
 // MVCC operations over a key span at an HLC Timestamp.
 //
 // # Key layout
@@ -49,7 +49,12 @@
 // A read at readTS sees, for each key, the newest version with timestamp <=
 // readTS; if that version is a tombstone the key is absent. Reads through a
 // Batch see its uncommitted writes over the engine; a Snapshot is a
-// consistent point-in-time view. Returned keys and values are always copies
+// consistent point-in-time view, and so is a View (view.go): its iterators
+// are clones of one Pebble iterator, which reads the sequence number and
+// sstables current at its creation. A View is cheaper to open and close
+// than a Snapshot (no DB mutex, no compaction check on Close) and is what
+// short reads use; a Snapshot is for long-lived ones (replica snapshots).
+// Returned keys and values are always copies
 // and never alias Pebble memory.
 //
 // # Garbage collection

@@ -156,7 +156,10 @@
 // one with a longer deadline is capped at MaxRequestTimeout (10 min).
 // Streams (KV.Scan, Backup.Export) are exempt from the deadlines: they
 // last as long as their data and end with the client's cancel or its
-// connection (keepalive finds a dead one).
+// connection (keepalive finds a dead one). Calls are served by
+// StreamWorkers (64) reused goroutines, and by a new goroutine each when
+// all are busy (their grown stacks are kept: a new goroutine per call grew
+// and copied its stack on every request); Stop ends them.
 //
 // TestCluster with a fault.Network carries Raft over its in-process
 // transport and node-to-node gRPC through its interceptors; with

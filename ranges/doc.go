@@ -73,8 +73,9 @@
 //     (testdata/raft_command_52bb8a9.txt).
 //     A write whose caller gave up while it was still in the Raft log keeps
 //     its latches until it applies or can no longer apply (settle).
-//   - Reads are served by the leaseholder from a Pebble snapshot under read
-//     latches, without any Raft round trip (no ReadIndex: the store's only
+//   - Reads are served by the leaseholder from a point-in-time kv.View
+//     (one Pebble iterator's state, taken before the GC threshold is
+//     checked; cheaper than a Pebble snapshot) under read latches, without any Raft round trip (no ReadIndex: the store's only
 //     ReadIndex calls wake quiesced ranges, and rangestore_read_index_total
 //     counts each), after recording the read in the timestamp cache. A
 //     holder stops serving max-offset before its lease expires (stasis).
@@ -125,7 +126,7 @@
 //     the left's promise.
 //   - Follower reads (RangeRequest.follower_read): any replica (voter or
 //     non-voter, leaseholder or not) serves a read-only batch without the
-//     lease, from a Pebble snapshot, at read_timestamp if it is at or below
+//     lease, from a kv.View, at read_timestamp if it is at or below
 //     its closed timestamp, else at its closed timestamp if that reaches
 //     min_closed_timestamp; the pure decideFollowerRead
 //     (testdata/follower_read.golden) serves, waits (up to

@@ -11,15 +11,21 @@ import (
 // span is a key span [start, end); end == nil means the single key start.
 type span struct{ start, end []byte }
 
-func (s span) endKey() []byte {
-	if s.end == nil {
-		return append(append([]byte(nil), s.start...), 0)
-	}
-	return s.end
+// overlaps reports whether two spans share a key. A point span {k} is
+// [k, k+0x00), k+0x00 being the smallest key above k, so a key is below
+// its end exactly when it is at or below k: no end key is built (checked
+// for every pair of spans whenever a latch is taken or the timestamp
+// cache consulted, this allocated twice per pair).
+func (s span) overlaps(o span) bool {
+	return s.startsBeforeEnd(o.start) && o.startsBeforeEnd(s.start)
 }
 
-func (s span) overlaps(o span) bool {
-	return bytes.Compare(s.start, o.endKey()) < 0 && bytes.Compare(o.start, s.endKey()) < 0
+// startsBeforeEnd reports whether key is below s's end.
+func (s span) startsBeforeEnd(key []byte) bool {
+	if s.end == nil {
+		return bytes.Compare(key, s.start) <= 0
+	}
+	return bytes.Compare(key, s.end) < 0
 }
 
 // latch is a set of spans held for reading or writing by one request.

@@ -37,25 +37,39 @@ var (
 	clusterRecordKey = []byte{kv.LocalPrefix, nodeStateTag, 'c', 'l', 'u', 's', 't', 'e', 'r'}
 )
 
+// The key builders below allocate each key once, at its final size: on
+// the write path every applied command builds several of them per
+// replica (applied index, max write timestamp, closed timestamp, size,
+// dedup record), and growing them by appends cost up to five allocations
+// per key.
+
+// rangeStatePrefixLen is the length of rangeStatePrefix's keys.
+const rangeStatePrefixLen = 2 + 8
+
 func rangeStatePrefix(rangeID uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{kv.LocalPrefix, rangeStateTag}, rangeID)
+	return appendRangeStatePrefix(make([]byte, 0, rangeStatePrefixLen), rangeID)
+}
+
+func appendRangeStatePrefix(b []byte, rangeID uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, kv.LocalPrefix, rangeStateTag), rangeID)
 }
 
 func rangeStateKey(rangeID uint64, suffix []byte) []byte {
-	return append(rangeStatePrefix(rangeID), suffix...)
+	return append(appendRangeStatePrefix(make([]byte, 0, rangeStatePrefixLen+len(suffix)), rangeID), suffix...)
 }
 
 // dedupKey orders dedup records by the proposal's wall time so that expired
 // ones can be dropped with one range deletion.
 func dedupKey(rangeID uint64, wall int64, proposalID []byte) []byte {
-	k := rangeStateKey(rangeID, suffixDedup)
+	k := make([]byte, 0, rangeStatePrefixLen+len(suffixDedup)+8+len(proposalID))
+	k = append(appendRangeStatePrefix(k, rangeID), suffixDedup...)
 	k = binary.BigEndian.AppendUint64(k, uint64(wall))
 	return append(k, proposalID...)
 }
 
 func dedupSpanBefore(rangeID uint64, wall int64) (start, end []byte) {
 	start = rangeStateKey(rangeID, suffixDedup)
-	end = binary.BigEndian.AppendUint64(rangeStateKey(rangeID, suffixDedup), uint64(wall))
+	end = binary.BigEndian.AppendUint64(append(make([]byte, 0, len(start)+8), start...), uint64(wall))
 	return start, end
 }
 
@@ -64,11 +78,12 @@ func replicaStatePrefix() []byte { return []byte{kv.LocalPrefix, replicaStateTag
 // replicaStateRangePrefix prefixes the replica state of every local replica
 // of one range.
 func replicaStateRangePrefix(rangeID uint64) []byte {
-	return binary.BigEndian.AppendUint64(replicaStatePrefix(), rangeID)
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 2+8), kv.LocalPrefix, replicaStateTag), rangeID)
 }
 
 func replicaStateKey(rangeID, replicaID uint64, suffix []byte) []byte {
-	k := binary.BigEndian.AppendUint64(replicaStatePrefix(), rangeID)
+	k := append(make([]byte, 0, 2+8+8+len(suffix)), kv.LocalPrefix, replicaStateTag)
+	k = binary.BigEndian.AppendUint64(k, rangeID)
 	k = binary.BigEndian.AppendUint64(k, replicaID)
 	return append(k, suffix...)
 }
@@ -93,7 +108,7 @@ func prefixEnd(p []byte) []byte {
 }
 
 func encodeTS(ts kv.Timestamp) []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(ts.WallTime))
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(ts.WallTime))
 	return binary.BigEndian.AppendUint32(b, uint32(ts.Logical))
 }
 
@@ -104,7 +119,7 @@ func decodeTS(b []byte) (kv.Timestamp, error) {
 	return kv.Timestamp{WallTime: int64(binary.BigEndian.Uint64(b)), Logical: int32(binary.BigEndian.Uint32(b[8:]))}, nil
 }
 
-func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v) }
 
 func decodeUint64(b []byte) (uint64, error) {
 	if len(b) != 8 {

@@ -505,7 +505,10 @@ func (s *stateMachine) applyGC(b *kv.Batch, st *applyState, desc *rspb.RangeDesc
 }
 
 // Lookup serves read-only requests from local state. It runs concurrently
-// with Update; a Pebble snapshot gives the requests one consistent view.
+// with Update; a kv.View gives the requests one consistent view (a Pebble
+// iterator's point-in-time state, shared by every iterator of the batch:
+// what a snapshot gave them, without the snapshot list and the compaction
+// check each snapshot's Close made).
 func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 	if s.closed.Load() {
 		return nil, errReplicaClosed
@@ -524,11 +527,14 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 		}
 		return nil, err
 	}
-	// Snapshot first, then the GC threshold: a GC that commits in between
+	// View first, then the GC threshold: a GC that commits in between
 	// raises the threshold we check (refusing more than needed), never the
 	// other way round (serving versions it already removed).
-	snap := s.eng.NewSnapshot()
-	defer snap.Close()
+	view, err := s.eng.NewView()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = view.Close() }()
 	s.mu.RLock()
 	gc, maxWrite := s.gcThreshold, s.maxWriteTS
 	s.mu.RUnlock()
@@ -546,7 +552,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 				fmt.Sprintf("versions since %s are needed but r%d's GC threshold is %s: they may have been garbage-collected (a protected timestamp keeps them; take a full backup)", since, s.rangeID, gc))}, nil
 		}
 	}
-	resps, err := evalRead(snap, rq.Requests, readTS, rq.MaxResponseBytes)
+	resps, err := evalRead(view, rq.Requests, readTS, rq.MaxResponseBytes)
 	if err != nil {
 		if re, ok := asRangeError(err); ok {
 			return &rspb.RaftResult{Error: re}, nil

@@ -156,26 +156,29 @@ func hasIncrement(reqs []*rspb.RequestUnion) bool {
 // otherwise, for UpdateWait.
 func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.RangeError) {
 	var latest kv.Timestamp
-	check := func(field string, p *rspb.Timestamp) *rspb.RangeError {
+	// field names the timestamp (built only for an error: this runs for
+	// every request).
+	check := func(field func() string, p *rspb.Timestamp) *rspb.RangeError {
 		if p == nil {
 			return nil
 		}
 		ts := TSFromProto(p)
 		if err := r.store.cfg.Clock.CheckPeer(ts, r.store.cfg.Clock.MaxOffset()); err != nil {
-			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, r.store.NodeID(), field, err))
+			return rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d on n%d: %s: %v", req.RangeId, r.store.NodeID(), field(), err))
 		}
 		if latest.Less(ts) {
 			latest = ts
 		}
 		return nil
 	}
-	if re := check("timestamp", req.Timestamp); re != nil {
+	named := func(s string) func() string { return func() string { return s } }
+	if re := check(named("timestamp"), req.Timestamp); re != nil {
 		return latest, re
 	}
-	if re := check("read_timestamp", req.ReadTimestamp); re != nil {
+	if re := check(named("read_timestamp"), req.ReadTimestamp); re != nil {
 		return latest, re
 	}
-	if re := check("min_closed_timestamp", req.MinClosedTimestamp); re != nil {
+	if re := check(named("min_closed_timestamp"), req.MinClosedTimestamp); re != nil {
 		return latest, re
 	}
 	for i, ru := range req.Requests {
@@ -183,7 +186,7 @@ func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.R
 		if c, err := batcheval.Lookup(ru); err == nil {
 			asOf = c.AsOf(ru)
 		}
-		if re := check(fmt.Sprintf("requests[%d].as_of", i), asOf); re != nil {
+		if re := check(func() string { return fmt.Sprintf("requests[%d].as_of", i) }, asOf); re != nil {
 			return latest, re
 		}
 	}
