@@ -213,6 +213,8 @@ func procMemory(t *testing.T, pc *procCluster, i int, dir, phase string) string 
 			}
 		}
 	}
+	goArena, otherAnon := smapsSplitMiB(t, pc.Pid(i))
+	parts = append(parts, fmt.Sprintf("anon in Go heap arenas %d, other anon (cgo/Pebble, runtime metadata, thread stacks) %d", goArena, otherAnon))
 	addr := pc.HTTPAddr(i)
 	get := func(path string) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -237,9 +239,10 @@ func procMemory(t *testing.T, pc *procCluster, i int, dir, phase string) string 
 		return strings.Join(parts, ", ") + " MiB"
 	}
 	for _, line := range strings.Split(string(text), "\n") {
-		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "StackInuse", "Sys", "NextGC"} {
+		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "Stack", "Sys", "NextGC"} {
 			if strings.HasPrefix(line, "# "+k+" = ") {
-				b, _ := strconv.ParseUint(strings.TrimPrefix(line, "# "+k+" = "), 10, 64)
+				v, _, _ := strings.Cut(strings.TrimPrefix(line, "# "+k+" = "), " ") // "Stack = inuse / sys"
+				b, _ := strconv.ParseUint(v, 10, 64)
 				parts = append(parts, fmt.Sprintf("%s %d", k, b>>20))
 			}
 		}
@@ -253,6 +256,42 @@ func procMemory(t *testing.T, pc *procCluster, i int, dir, phase string) string 
 		}
 	}
 	return strings.Join(parts, ", ") + " MiB"
+}
+
+// smapsSplitMiB splits a process's anonymous resident memory (/proc
+// smaps) into the part in the Go heap arenas (linux/amd64 places them from
+// 0xc000000000 up) and the rest: memory malloc'd through cgo (Pebble's
+// block caches and memtables), the Go runtime's own metadata, and thread
+// stacks.
+func smapsSplitMiB(t *testing.T, pid int) (goArena, other int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inArena, anon bool
+	var arenaKB, otherKB int
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			lo, _, _ := strings.Cut(f[0], "-")
+			start, err := strconv.ParseUint(lo, 16, 64)
+			if err != nil {
+				continue
+			}
+			anon = f[4] == "0" // no inode: not file-backed
+			inArena = start >= 0xc000000000 && start < 0x100000000000
+			continue
+		}
+		if len(f) >= 2 && f[0] == "Rss:" && anon {
+			kb, _ := strconv.Atoi(f[1])
+			if inArena {
+				arenaKB += kb
+			} else {
+				otherKB += kb
+			}
+		}
+	}
+	return arenaKB / 1024, otherKB / 1024
 }
 
 func procRSSMiB(t *testing.T, pid int) int {
