@@ -259,10 +259,14 @@ func procMemory(t *testing.T, pc *procCluster, i int, dir, phase string) string 
 }
 
 // smapsSplitMiB splits a process's anonymous resident memory (/proc
-// smaps) into the part in the Go heap arenas (linux/amd64 places them from
-// 0xc000000000 up) and the rest: memory malloc'd through cgo (Pebble's
-// block caches and memtables), the Go runtime's own metadata, and thread
-// stacks.
+// smaps) into the part in the Go heap arenas and the rest: memory malloc'd
+// through cgo (Pebble's block caches and memtables), the Go runtime's own
+// metadata, and thread stacks. The runtime places its arenas at addresses
+// of its own choosing (0xc000000000 up, or a random base below the mmap
+// area), while glibc's malloc and the runtime's unhinted mappings come
+// from the kernel's mmap area at the top of the address space (from about
+// 0x7f0000000000 down, by up to 1 TiB of randomisation) or the brk heap
+// ("[heap]"): unnamed anonymous mappings in between count as Go heap.
 func smapsSplitMiB(t *testing.T, pid int) (goArena, other int) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
@@ -279,7 +283,7 @@ func smapsSplitMiB(t *testing.T, pid int) (goArena, other int) {
 				continue
 			}
 			anon = f[4] == "0" // no inode: not file-backed
-			inArena = start >= 0xc000000000 && start < 0x100000000000
+			inArena = len(f) == 5 && start >= 0xc000000000 && start < 0x7e0000000000
 			continue
 		}
 		if len(f) >= 2 && f[0] == "Rss:" && anon {

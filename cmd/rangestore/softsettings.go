@@ -37,13 +37,19 @@ import (
 //     acknowledgements, heartbeats, forwarded proposals); a message beyond
 //     the length is dropped (Raft recovers: the next append or heartbeat
 //     finds the gap and the leader sends again);
-//   - read-index and entry-slice lengths as small (their elements are).
+//   - IncomingReadIndexQueueLength 16: the store's only ReadIndex calls
+//     wake a quiesced range, at most one per replica per election timeout
+//     (Replica.wake); reads are served under the lease. 256 gave 4 KiB of
+//     pointers a replica;
+//   - InMemEntrySliceSize 64, MinEntrySliceFreeSize 16: Raft's in-memory
+//     log is kept in slices of 64 entries (default 512), a new one started
+//     when fewer than 16 are free.
 const softSettingsJSON = `{
   "NodeReloadMillisecond": 1000,
   "PendingProposalShards": 1,
   "ReceiveQueueLength": 128,
   "IncomingProposalQueueLength": 256,
-  "IncomingReadIndexQueueLength": 256,
+  "IncomingReadIndexQueueLength": 16,
   "InMemEntrySliceSize": 64,
   "MinEntrySliceFreeSize": 16
 }
