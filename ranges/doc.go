@@ -361,6 +361,15 @@
 //     exists), and the KV service refuses them from clients (Internal()).
 //   - Idle ranges quiesce; a quiesced range is woken by a ReadIndex when a
 //     proposal times out or when its lease or Raft leader has no live node.
+//   - Memory per replica is what a store of thousands of ranges multiplies:
+//     Dragonboat's per-replica queues are allocated in full and twice at
+//     start (their lengths are the soft settings `rangestore start` writes,
+//     cmd/rangestore/softsettings.go), and the Go GC lets the heap grow to
+//     twice what is live, so a slot never used still costs about twice its
+//     size in RSS. Per-replica state here is built small and grows with use
+//     (the load-split sampler's random source is a 16-byte PCG,
+//     loadsplit.NewRand). `make bench-scale` logs RSS and its split per
+//     process at 1,000 ranges.
 //   - The lease loop (replica_lease.go) extends expiration leases, acquires a
 //     missing lease at the Raft leader and moves leadership to the
 //     leaseholder; each failure is counted (rangestore_lease_failures_total

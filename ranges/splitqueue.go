@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +27,7 @@ func (s *Store) newSplitTracking(rangeID uint64) *splitTracking {
 	t := &splitTracking{}
 	if s.cfg.LoadSplitQPS > 0 {
 		t.load = loadsplit.NewDecider(loadsplit.Config{QPSThreshold: s.cfg.LoadSplitQPS, Duration: s.cfg.LoadSplitDuration},
-			rand.New(rand.NewSource(int64(rangeID))))
+			loadsplit.NewRand(int64(rangeID)))
 	}
 	return t
 }

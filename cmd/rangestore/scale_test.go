@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rangestore/rangestore/chaos"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
 
@@ -19,8 +23,12 @@ import (
 // RANGESTORE_SCALE_WINDOW after ranges quiesced) and RSS, the time to
 // restart all three processes until every lease is valid again, and how
 // long the ranges led by a SIGKILLed node take to get valid leases elsewhere
-// (quiesced ranges must be woken for that). Skipped unless the variable is
-// set: it takes minutes.
+// (quiesced ranges must be woken for that). After each idle window it also
+// logs each process's memory split (RSS anonymous / file-backed; Go heap in
+// use, heap idle not yet returned, stacks, runtime overhead, next GC goal),
+// and with RANGESTORE_SCALE_PROFILE_DIR set it writes each process's heap
+// profile there (n<i>-<phase>.heap, for `go tool pprof -top
+// -inuse_space`). Skipped unless the variable is set: it takes minutes.
 func TestScaleRanges(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("RANGESTORE_SCALE_RANGES"))
 	if n < 4 {
@@ -30,7 +38,8 @@ func TestScaleRanges(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("RANGESTORE_SCALE_WINDOW")); err == nil {
 		window = d
 	}
-	pc := newProcClusterB(t, 3)
+	pc := newProcClusterArgs(t, 3, []string{"--http-addr", chaos.FreeLoopback})
+	profDir := os.Getenv("RANGESTORE_SCALE_PROFILE_DIR")
 	start := time.Now()
 	// init makes meta + system + (splits+1) user ranges.
 	pc.cliRetry(120*time.Second, "init", "--host", pc.addrs[0], "--initial-splits", strconv.Itoa(n-3), "--timeout", "5m")
@@ -58,6 +67,9 @@ func TestScaleRanges(t *testing.T) {
 			parts = append(parts, fmt.Sprintf("n%d %.1f%% / %d MiB RSS", i+1, 100*c, procRSSMiB(t, pc.Pid(i))))
 		}
 		t.Logf("scale: %s idle CPU over %s: %s; total %.1f%% of one core", label, window, strings.Join(parts, ", "), 100*total)
+		for i := 0; i < 3; i++ {
+			t.Logf("scale: %s n%d memory: %s", label, i+1, procMemory(t, pc, i, profDir, strings.ReplaceAll(label, " ", "-")))
+		}
 		return cpus
 	}
 	cpus := idle("after init")
@@ -181,6 +193,109 @@ func procCPUSeconds(t *testing.T, pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// procMemory describes process i's memory: the anonymous and file-backed
+// parts of its RSS (/proc), and the Go runtime's own accounting from the
+// heap profile's MemStats trailer (/debug/pprof/heap?debug=1). With dir
+// set it also saves the binary heap profile as dir/n<i>-<phase>.heap.
+func procMemory(t *testing.T, pc *procCluster, i int, dir, phase string) string {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pc.Pid(i)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for _, line := range strings.Split(string(status), "\n") {
+		for _, k := range []string{"VmRSS:", "RssAnon:", "RssFile:"} {
+			if strings.HasPrefix(line, k) {
+				kb, _ := strconv.Atoi(strings.Fields(line)[1])
+				parts = append(parts, fmt.Sprintf("%s %d", strings.TrimSuffix(k, ":"), kb/1024))
+			}
+		}
+	}
+	goArena, otherAnon := smapsSplitMiB(t, pc.Pid(i))
+	parts = append(parts, fmt.Sprintf("anon in Go heap arenas %d, other anon (cgo/Pebble, runtime metadata, thread stacks) %d", goArena, otherAnon))
+	addr := pc.HTTPAddr(i)
+	get := func(path string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	text, err := get("/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Errorf("n%d heap profile: %v", i+1, err)
+		return strings.Join(parts, ", ") + " MiB"
+	}
+	for _, line := range strings.Split(string(text), "\n") {
+		for _, k := range []string{"HeapInuse", "HeapIdle", "HeapReleased", "Stack", "Sys", "NextGC"} {
+			if strings.HasPrefix(line, "# "+k+" = ") {
+				v, _, _ := strings.Cut(strings.TrimPrefix(line, "# "+k+" = "), " ") // "Stack = inuse / sys"
+				b, _ := strconv.ParseUint(v, 10, 64)
+				parts = append(parts, fmt.Sprintf("%s %d", k, b>>20))
+			}
+		}
+	}
+	if dir != "" {
+		bin, err := get("/debug/pprof/heap")
+		if err != nil {
+			t.Errorf("n%d heap profile: %v", i+1, err)
+		} else if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("n%d-%s.heap", i+1, phase)), bin, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	return strings.Join(parts, ", ") + " MiB"
+}
+
+// smapsSplitMiB splits a process's anonymous resident memory (/proc
+// smaps) into the part in the Go heap arenas and the rest: memory malloc'd
+// through cgo (Pebble's block caches and memtables), the Go runtime's own
+// metadata, and thread stacks. The runtime places its arenas at addresses
+// of its own choosing (0xc000000000 up, or a random base below the mmap
+// area), while glibc's malloc and the runtime's unhinted mappings come
+// from the kernel's mmap area at the top of the address space (from about
+// 0x7f0000000000 down, by up to 1 TiB of randomisation) or the brk heap
+// ("[heap]"): unnamed anonymous mappings in between count as Go heap.
+func smapsSplitMiB(t *testing.T, pid int) (goArena, other int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inArena, anon bool
+	var arenaKB, otherKB int
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			lo, _, _ := strings.Cut(f[0], "-")
+			start, err := strconv.ParseUint(lo, 16, 64)
+			if err != nil {
+				continue
+			}
+			anon = f[4] == "0" // no inode: not file-backed
+			inArena = len(f) == 5 && start >= 0xc000000000 && start < 0x7e0000000000
+			continue
+		}
+		if len(f) >= 2 && f[0] == "Rss:" && anon {
+			kb, _ := strconv.Atoi(f[1])
+			if inArena {
+				arenaKB += kb
+			} else {
+				otherKB += kb
+			}
+		}
+	}
+	return arenaKB / 1024, otherKB / 1024
 }
 
 func procRSSMiB(t *testing.T, pid int) int {

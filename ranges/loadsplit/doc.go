@@ -7,7 +7,9 @@
 // source: every call takes the current time from the caller, and the
 // randomness used for sampling comes from the *rand.Rand given to
 // NewDecider. The same sequence of calls with the same seed therefore
-// produces the same answers, which is what the tests rely on.
+// produces the same answers, which is what the tests rely on. NewRand
+// makes such a source with 16 bytes of state (a store holds one Decider
+// per replica, thousands of them).
 //
 // # Design
 //

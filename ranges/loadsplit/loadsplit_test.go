@@ -3,6 +3,7 @@ package loadsplit
 import (
 	"bytes"
 	"math/rand"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -455,5 +456,49 @@ func TestConcurrent(t *testing.T) {
 	}
 	if string(key) < "e" || string(key) > "v" {
 		t.Errorf("key %q not near the middle", key)
+	}
+}
+
+// TestNewRand: the same seed gives the same sequence, another seed another
+// one; Int63n stays in range; a Decider built with it finds a split key
+// inside a..z; and a thousand of them (one per
+// replica of a large store) take well under the 4.9 MiB that a thousand
+// math/rand sources did.
+func TestNewRand(t *testing.T) {
+	a, b, c := NewRand(7), NewRand(7), NewRand(8)
+	same, differ := true, false
+	for i := 0; i < 100; i++ {
+		x, y, z := a.Int63(), b.Int63(), c.Int63()
+		same = same && x == y
+		differ = differ || x != z
+		if x < 0 {
+			t.Fatalf("Int63 = %d < 0", x)
+		}
+		if n := a.Int63n(5); n < 0 || n >= 5 {
+			t.Fatalf("Int63n(5) = %d", n)
+		}
+		b.Int63n(5)
+	}
+	if !same || !differ {
+		t.Errorf("seed 7 twice gave the same sequence: %v; seeds 7 and 8 differ: %v", same, differ)
+	}
+
+	d := NewDecider(Config{QPSThreshold: 250, Duration: 5 * time.Second, Samples: 20}, NewRand(3))
+	drive(d, rand.New(rand.NewSource(4)), letters('a', 'z'), 500, 0, 10)
+	if k, ok := d.MaybeSplitKey(at(10)); !ok || len(k) != 1 || k[0] <= 'a' || k[0] > 'z' {
+		t.Errorf("MaybeSplitKey after 10 s at 500 qps over a..z with NewRand = %q, %v", k, ok)
+	}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	keep := make([]*rand.Rand, 1000)
+	for i := range keep {
+		keep[i] = NewRand(int64(i))
+	}
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 512<<10 {
+		t.Errorf("1,000 NewRand allocated %d bytes, want < 512 KiB", grew)
 	}
 }
