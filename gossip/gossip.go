@@ -476,6 +476,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.log.Debug(strings.TrimSpace(strings.TrimPrefix(line, "[DEBUG]")))
 	case strings.HasPrefix(line, "[INFO]"):
 		w.log.Debug(strings.TrimSpace(strings.TrimPrefix(line, "[INFO]")))
+	case strings.Contains(line, errTransportShutdown.Error()):
+		// A probe in flight while this node shuts down: expected.
+		w.log.Debug(strings.TrimSpace(strings.TrimPrefix(line, "[ERR]")))
 	case strings.HasPrefix(line, "[WARN]"):
 		w.log.Warn(strings.TrimSpace(strings.TrimPrefix(line, "[WARN]")))
 	default:

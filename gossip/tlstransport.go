@@ -18,6 +18,11 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
+// errTransportShutdown is what sends after Shutdown get. memberlist's
+// probes still in flight when it shuts down meet it; the log writer
+// (gossip.go) keeps those at debug level.
+var errTransportShutdown = errors.New("gossip: TLS: the transport is shut down")
+
 // TLSConfig makes gossip use mutual TLS (TLSTransport) instead of
 // memberlist's plaintext UDP and TCP. The functions are called for every
 // new connection, so that a certificate reload takes effect without a
@@ -265,7 +270,7 @@ func (t *TLSTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return time.Time{}, errors.New("gossip: TLS: the transport is shut down")
+		return time.Time{}, errTransportShutdown
 	}
 	p := t.peers[a.Addr]
 	if p == nil {
@@ -567,7 +572,7 @@ func (t *TLSTransport) sendPacket(conn *tls.Conn, addr string, b []byte) (*tls.C
 			}
 			if !t.track(c.NetConn()) {
 				_ = c.NetConn().Close()
-				return nil, errors.New("gossip: TLS: the transport is shut down")
+				return nil, errTransportShutdown
 			}
 			conn = c
 		}
