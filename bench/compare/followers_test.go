@@ -39,9 +39,11 @@ func TestDiffReadsAndSummary(t *testing.T) {
 	if s.Lease != 50 || s.Follower != 950 {
 		t.Fatalf("got lease %v follower %v, want 50 and 950", s.Lease, s.Follower)
 	}
-	got := s.String()
+	if got := s.String(); strings.Contains(got, "idle for") {
+		t.Errorf("%q reports an idle window it was not given", got)
+	}
 	s.Idle, s.IdleWindow = &readShare{Lease: 7}, 2*time.Second
-	got = s.String()
+	got := s.String()
 	for _, want := range []string{"leaseholders served 50 of 1,000 reads (5.0 %)", "n1 0/50", "rr1 950/0", "idle for 2s just before: 7 lease reads, 0 follower reads"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("%q lacks %q", got, want)

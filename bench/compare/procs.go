@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/rangestore/rangestore/bench"
 	"github.com/rangestore/rangestore/security"
 )
 
@@ -134,7 +132,7 @@ func buildRangestore(src, dir string) (string, error) {
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/rangestore")
 	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/rangestore in %s: %v\n%s", src, err, out)
+		return "", fmt.Errorf("go build ./cmd/rangestore in %s: %w\n%s", src, err, out)
 	}
 	return bin, nil
 }
@@ -189,30 +187,11 @@ func startRangestore(bin, dir string, splits int, secure bool, extra ...string) 
 		}
 		if aerr := g.alive(); aerr != nil || time.Now().After(deadline) {
 			g.stop()
-			return nil, fmt.Errorf("rangestore init: %v\n%s%v", err, out, aerr)
+			return nil, fmt.Errorf("rangestore init: %w\n%s%w", err, out, aerr)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	return c, nil
-}
-
-// waitServing polls until a read of every 97th key succeeds through d.
-func waitServing(ctx context.Context, d bench.Driver, spec bench.Spec) error {
-	for i := uint64(0); i < spec.Keys; i += 97 {
-		for {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := d.Get(cctx, bench.KeyName(i, spec.KeySize))
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("cluster not serving: %v", err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
 }
 
 // setupSecurity makes the cluster's certificates (a CA, a node
