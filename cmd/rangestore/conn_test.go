@@ -198,22 +198,7 @@ func TestCLIDemoSecure(t *testing.T) {
 	}
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "demo.out")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "demo", "--nodes", "1", "--duration", "3m", "--store", filepath.Join(dir, "store"))
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		_ = f.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
+	cmd, done := startLogged(t, logPath, bin, "demo", "--nodes", "1", "--duration", "3m", "--store", filepath.Join(dir, "store"))
 	var out string
 	timeutil.WaitFor(t, 90*time.Second, "the demo's hints", func() error {
 		b, err := os.ReadFile(logPath)
@@ -254,4 +239,28 @@ func TestCLIDemoSecure(t *testing.T) {
 	if b, _ := os.ReadFile(logPath); !strings.Contains(string(b), "stopping") {
 		t.Errorf("the demo did not stop cleanly:\n%s", b)
 	}
+}
+
+// startLogged starts bin with args, its output going to logPath, and
+// returns it with a channel closed once it has exited; the test's cleanup
+// kills it and waits for it.
+func startLogged(t *testing.T, logPath, bin string, args ...string) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	return cmd, done
 }

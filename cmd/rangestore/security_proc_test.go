@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -411,22 +410,7 @@ func startStray(t *testing.T, bin, join string, flags ...string) (string, func()
 	}
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "stray.log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, append([]string{"start", "--store", filepath.Join(dir, "store"), "--listen-addr", listen, "--raft-addr", raft,
+	startLogged(t, logPath, bin, append([]string{"start", "--store", filepath.Join(dir, "store"), "--listen-addr", listen, "--raft-addr", raft,
 		"--http-addr", "", "--join", join, "--log-level", "info"}, flags...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		_ = f.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); _ = f.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
 	return listen, func() string { return string(mustRead(t, logPath)) }
 }
