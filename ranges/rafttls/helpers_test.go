@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
 	pb "github.com/lni/dragonboat/v4/raftpb"
 
 	"github.com/rangestore/rangestore/security"
@@ -196,6 +197,17 @@ func startNode(tb testing.TB, f *Factory, logs *logBuffer) *node {
 	}
 	tb.Cleanup(func() { _ = n.tr.Close() })
 	return n
+}
+
+// dial opens n's connection to peer, failing the test if it cannot; the
+// caller closes it.
+func (n *node) dial(tb testing.TB, peer *node) raftio.IConnection {
+	tb.Helper()
+	conn, err := n.tr.GetConnection(ctxTimeout(tb, 10*time.Second), peer.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn
 }
 
 // startSecureNode starts a transport with m's identity.

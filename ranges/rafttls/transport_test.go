@@ -28,10 +28,7 @@ func TestExchange(t *testing.T) {
 	a := startSecureNode(t, p.manager(t, security.NodeUser))
 	b := startSecureNode(t, p.manager(t, security.NodeUser))
 
-	conn, err := a.tr.GetConnection(ctxTimeout(t, 10*time.Second), b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := a.dial(t, b)
 	defer conn.Close()
 	if v := conn.(*msgConn).tc.ConnectionState().Version; v != tls.VersionTLS13 {
 		t.Fatalf("negotiated TLS version 0x%04x, want 1.3", v)
@@ -287,10 +284,7 @@ func TestReload(t *testing.T) {
 	if !ok {
 		t.Fatalf("serial %q is not hex", mb.Certs()[len(mb.Certs())-1].Serial)
 	}
-	c1, err := b.tr.GetConnection(ctxTimeout(t, 10*time.Second), a.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c1 := b.dial(t, a)
 	defer c1.Close()
 	if got := serverSerial(c1); got.Cmp(old) != 0 {
 		t.Fatalf("a presented serial %x, want %x", got, old)
@@ -308,10 +302,7 @@ func TestReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c2, err := b.tr.GetConnection(ctxTimeout(t, 10*time.Second), a.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := b.dial(t, a)
 	defer c2.Close()
 	if got := serverSerial(c2); got.Cmp(fresh.SerialNumber) != 0 {
 		t.Errorf("after the reload a presented serial %x, want the new %x", got, fresh.SerialNumber)
@@ -345,12 +336,9 @@ func TestFrameLimits(t *testing.T) {
 	s := startNode(t, small, logs)
 	r := startSecureNode(t, p.manager(t, security.NodeUser))
 
-	conn, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.dial(t, r)
 	defer conn.Close()
-	err = conn.SendMessageBatch(testBatch(s.addr, 2, 40<<10))
+	err := conn.SendMessageBatch(testBatch(s.addr, 2, 40<<10))
 	var tooLarge *FrameTooLargeError
 	if !errors.As(err, &tooLarge) || tooLarge.Limit != 64<<10 || !strings.Contains(err.Error(), "max frame size") {
 		t.Fatalf("a batch of 80 KiB over a 64 KiB limit: err %v", err)
@@ -386,10 +374,7 @@ func TestFrameLimits(t *testing.T) {
 		r.unlimitLogs()
 	}
 	// The receiver still serves.
-	c2, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := s.dial(t, r)
 	defer c2.Close()
 	if err := c2.SendMessageBatch(testBatch(s.addr, 1, 10)); err != nil {
 		t.Fatal(err)
@@ -411,14 +396,12 @@ func TestStalledPeer(t *testing.T) {
 	r.rec.mu.Lock()
 	r.rec.hold = release
 	r.rec.mu.Unlock()
-	conn, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.dial(t, r)
 	defer conn.Close()
 	batch := testBatch(s.addr, 1, 1<<20)
 	start := time.Now()
 	sent := 0
+	var err error
 	for ; sent < 500; sent++ { // far more than the socket buffers hold
 		if err = conn.SendMessageBatch(batch); err != nil {
 			break
@@ -442,10 +425,7 @@ func TestIdleReaped(t *testing.T) {
 	f.lim.readIdle = 200 * time.Millisecond
 	r := startNode(t, f, logs)
 	s := startSecureNode(t, p.manager(t, security.NodeUser))
-	conn, err := s.tr.GetConnection(ctxTimeout(t, 10*time.Second), r.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := s.dial(t, r)
 	defer conn.Close()
 	if err := conn.SendMessageBatch(testBatch(s.addr, 1, 10)); err != nil {
 		t.Fatal(err)
@@ -466,10 +446,7 @@ func TestClose(t *testing.T) {
 	p := newPKI(t)
 	a := startSecureNode(t, p.manager(t, security.NodeUser))
 	b := startSecureNode(t, p.manager(t, security.NodeUser))
-	ab, err := a.tr.GetConnection(ctxTimeout(t, 10*time.Second), b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ab := a.dial(t, b)
 	ba, err := b.tr.GetSnapshotConnection(ctxTimeout(t, 10*time.Second), a.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -667,10 +644,7 @@ func TestSendAfterPeerRestart(t *testing.T) {
 	p := newPKI(t)
 	a := startSecureNode(t, p.manager(t, security.NodeUser))
 	b := startSecureNode(t, p.manager(t, security.NodeUser))
-	conn, err := a.tr.GetConnection(ctxTimeout(t, 10*time.Second), b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := a.dial(t, b)
 	defer conn.Close()
 	if err := conn.SendMessageBatch(testBatch(a.addr, 1, 10)); err != nil {
 		t.Fatal(err)
