@@ -44,6 +44,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rangestore/rangestore/bench"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 type cell struct {
@@ -519,6 +520,7 @@ func renderTable(o options, all map[string]systemResults) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Closed loop, %d preloaded keys, %d-byte keys (uniform), %d-byte values, %s warm-up + %s measured per cell; rangestore %d ranges (3 processes), etcd 3 member processes, both driven from a separate client process; Dragonboat in-process (ceiling), %d shards; unless the row says otherwise. ops/s, p50/p99 in ms.\n\n",
 		o.keys, bench.DefaultKeySize, bench.DefaultValueSize, o.warmup, o.measure, o.splits+1, dbShards)
+	fmt.Fprintf(&b, "Dragonboat engine of rangestore and of the ceiling (one definition, ranges/engine_tuning.go): %s.\n\n", ranges.RaftTuningSummary())
 	b.WriteString("| workload | rangestore ops/s | p50 | p99 | etcd ops/s | p50 | p99 | ratio rs/etcd | p99 rs/etcd | dragonboat ops/s | p50 | p99 |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range cells {

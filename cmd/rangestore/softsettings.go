@@ -5,31 +5,16 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/rangestore/rangestore/ranges"
 )
 
 // Dragonboat reads its soft settings (per-replica queue sizes, worker poll
 // periods) from dragonboat-soft-settings.json in the process's working
 // directory, once, when the process starts; code cannot set them. `start`
-// therefore writes that file under the store directory and re-executes
-// itself from there. The values keep per-replica memory and the idle cost
-// of thousands of ranges low (measured for issue 4: 1,000 ranges idle at a
-// few percent of a core instead of saturating it):
-//
-//   - NodeReloadMillisecond 1000: the engine's fallback poll over every
-//     replica (default 200 ms; all real work is signalled explicitly);
-//   - PendingProposalShards 1: one proposal table per replica (default 16);
-//   - queue lengths sized for about a thousand requests in flight per range
-//     instead of 2,048-4,096 slots allocated per replica.
-const softSettingsJSON = `{
-  "NodeReloadMillisecond": 1000,
-  "PendingProposalShards": 1,
-  "ReceiveQueueLength": 256,
-  "IncomingProposalQueueLength": 1024,
-  "IncomingReadIndexQueueLength": 256,
-  "InMemEntrySliceSize": 64,
-  "MinEntrySliceFreeSize": 16
-}
-`
+// therefore writes that file (ranges.SoftSettingsJSON, whose comment gives
+// the reasons for each value) under the store directory and re-executes
+// itself from there.
 
 const (
 	softSettingsEnv = "RANGESTORE_SOFT_SETTINGS"
@@ -51,7 +36,7 @@ func reexecWithSoftSettings(store string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("store directory: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "dragonboat-soft-settings.json"), []byte(softSettingsJSON), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ranges.SoftSettingsFile), []byte(ranges.SoftSettingsJSON), 0o644); err != nil {
 		return err
 	}
 	cwd, err := os.Getwd()
