@@ -27,6 +27,13 @@
 // run, fails the run. A cell with values of another size uses its own key
 // space, preloaded with values of that size.
 //
+// The ceiling runs Dragonboat exactly as a rangestore node does: the
+// engine, LogDB, Raft timing and per-shard config of ranges/engine_tuning.go,
+// and rangestore's soft settings, which Dragonboat reads from
+// dragonboat-soft-settings.json in the working directory (this directory;
+// the ceiling refuses to start without an identical copy). The report
+// header prints that tuning.
+//
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
