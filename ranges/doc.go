@@ -20,6 +20,15 @@
 // followerreaddecision.go and applycheck.go; closedts.go holds closed
 // timestamps and their side transport.
 //
+// engine_tuning.go is the one definition of the Dragonboat engine a Store
+// runs: LogDB and engine workers (RaftEngineConfig), Raft timing defaults,
+// the per-range Raft config (RaftReplicaConfig) and the soft settings
+// `rangestore start` writes (SoftSettingsJSON). bench/compare's raw
+// Dragonboat ceiling builds its NodeHosts and shards from the same
+// functions, and bench/ and bench/compare hold the soft-settings file (their
+// tests check it is identical), so that the ceiling and the in-process
+// profiles run the engine a real node runs.
+//
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
 //     range is one Dragonboat shard (shard ID = range ID) whose state machine

@@ -132,19 +132,9 @@ func (r *Replica) desc() *rspb.RangeDescriptor { return r.sm.desc.Load() }
 func (r *Replica) lease() *rspb.Lease { return r.sm.lease.Load() }
 
 func (s *Store) replicaConfig(rec *rspb.ReplicaRecord) config.Config {
-	return config.Config{
-		ShardID:             rec.RangeId,
-		ReplicaID:           rec.ReplicaId,
-		ElectionRTT:         s.cfg.ElectionRTT,
-		HeartbeatRTT:        s.cfg.HeartbeatRTT,
-		CheckQuorum:         true,
-		PreVote:             true,
-		SnapshotEntries:     s.cfg.SnapshotEntries,
-		CompactionOverhead:  s.cfg.CompactionOverhead,
-		OrderedConfigChange: true,
-		IsNonVoting:         rec.JoinedNonVoting,
-		Quiesce:             !s.cfg.DisableQuiesce,
-	}
+	c := RaftReplicaConfig(rec.RangeId, rec.ReplicaId, s.cfg.ElectionRTT, s.cfg.HeartbeatRTT, s.cfg.SnapshotEntries, s.cfg.CompactionOverhead, !s.cfg.DisableQuiesce)
+	c.IsNonVoting = rec.JoinedNonVoting
+	return c
 }
 
 func (s *Store) startReplica(rec *rspb.ReplicaRecord) error {

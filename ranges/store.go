@@ -135,19 +135,19 @@ type StoreConfig struct {
 
 func (c *StoreConfig) setDefaults() {
 	if c.RTTMillisecond == 0 {
-		c.RTTMillisecond = 200
+		c.RTTMillisecond = DefaultRTTMillisecond
 	}
 	if c.ElectionRTT == 0 {
-		c.ElectionRTT = 5
+		c.ElectionRTT = DefaultElectionRTT
 	}
 	if c.HeartbeatRTT == 0 {
-		c.HeartbeatRTT = 1
+		c.HeartbeatRTT = DefaultHeartbeatRTT
 	}
 	if c.SnapshotEntries == 0 {
-		c.SnapshotEntries = 10000
+		c.SnapshotEntries = DefaultSnapshotEntries
 	}
 	if c.CompactionOverhead == 0 {
-		c.CompactionOverhead = 5000
+		c.CompactionOverhead = DefaultCompactionOverhead
 	}
 	if c.ExpirationLeaseDuration == 0 {
 		c.ExpirationLeaseDuration = DefaultExpirationLeaseDuration
@@ -325,9 +325,7 @@ func quietDragonboat() {
 func NewStore(cfg StoreConfig) (*Store, error) {
 	cfg.setDefaults()
 	quietDragonboat()
-	logdb := config.GetTinyMemLogDBConfig()
-	logdb.Shards = 1 // one WAL: proposals of all ranges share fsyncs
-	engine := config.EngineConfig{ExecShards: 1, CommitShards: 1, ApplyShards: 4, SnapshotShards: 4, CloseShards: 2}
+	logdb, engine := RaftEngineConfig() // engine_tuning.go; shared with bench/compare's ceiling
 	s := &Store{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, subsumed: map[uint64]bool{},
 		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper(),
 		snaps: newSnapshotLimits(cfg.SnapshotRate, cfg.MaxSnapshotsInFlight, cfg.TimeSource, cfg.Metrics)}

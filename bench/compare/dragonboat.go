@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/rangestore/rangestore/bench"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 // The raw Dragonboat ceiling: three NodeHosts in this process, dbShards
@@ -115,17 +117,54 @@ func (s *kvSM) Lookup(q interface{}) (interface{}, error) {
 	return nil, fmt.Errorf("unknown query %T", q)
 }
 
-func (s *kvSM) Sync() error                                                { return nil }
+// Sync really fsyncs (Dragonboat records a metadata snapshot's index right
+// after it and compacts the log behind it, every SnapshotEntries entries
+// since the ceiling runs rangestore's replica config), as rangestore's does.
+func (s *kvSM) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+
 func (s *kvSM) PrepareSnapshot() (interface{}, error)                      { return nil, nil }
 func (s *kvSM) SaveSnapshot(interface{}, io.Writer, <-chan struct{}) error { return nil }
 func (s *kvSM) RecoverFromSnapshot(io.Reader, <-chan struct{}) error       { return nil }
 func (s *kvSM) Close() error                                               { return nil }
+
+// ceilingHostConfig is a ceiling NodeHost's configuration: the engine
+// tuning and Raft tick of a default rangestore Store (ranges.RaftEngineConfig,
+// ranges.DefaultRTTMillisecond), so that the ceiling bounds the same engine.
+// Each shard's replica config is ranges.DefaultRaftReplicaConfig.
+func ceilingHostConfig(dir, raftAddr string) config.NodeHostConfig {
+	logdb, engine := ranges.RaftEngineConfig()
+	return config.NodeHostConfig{
+		NodeHostDir:    dir,
+		RTTMillisecond: ranges.DefaultRTTMillisecond,
+		RaftAddress:    raftAddr,
+		Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine},
+	}
+}
+
+// checkSoftSettings reports an error unless the working directory holds
+// Dragonboat's soft-settings file with rangestore's content: Dragonboat
+// reads it from there when the process starts, as `rangestore start` makes
+// its processes do. bench-compare runs in bench/compare, which keeps a copy
+// (TestCeilingSoftSettingsFile checks it is identical).
+func checkSoftSettings() error {
+	b, err := os.ReadFile(ranges.SoftSettingsFile)
+	if err != nil {
+		return fmt.Errorf("dragonboat ceiling: %w (run from bench/compare, which holds rangestore's Dragonboat soft settings)", err)
+	}
+	if string(b) != ranges.SoftSettingsJSON {
+		return fmt.Errorf("dragonboat ceiling: %s differs from ranges.SoftSettingsJSON, the soft settings rangestore start uses", ranges.SoftSettingsFile)
+	}
+	return nil
+}
 
 // startDragonboat starts the three NodeHosts with shards shards (IDs 1 to
 // shards) in dir.
 func startDragonboat(dir string, shards int) (*dbCluster, error) {
 	if shards < 1 {
 		return nil, fmt.Errorf("dragonboat: shards %d: need at least 1", shards)
+	}
+	if err := checkSoftSettings(); err != nil {
+		return nil, err
 	}
 	for _, n := range []string{"dragonboat", "raft", "rsm", "transport", "logdb", "raftpb", "config", "settings", "grpc", "registry"} {
 		dblogger.GetLogger(n).SetLevel(dblogger.ERROR)
@@ -147,23 +186,14 @@ func startDragonboat(dir string, shards int) (*dbCluster, error) {
 			return nil, err
 		}
 		c.dbs = append(c.dbs, db)
-		logdb := config.GetTinyMemLogDBConfig()
-		logdb.Shards = 1
-		engine := config.GetDefaultEngineConfig()
-		engine.ExecShards = 1
-		nh, err := dragonboat.NewNodeHost(config.NodeHostConfig{
-			NodeHostDir:    filepath.Join(dir, fmt.Sprintf("db-h%d", i+1)),
-			RTTMillisecond: 5,
-			RaftAddress:    addrs[i],
-			Expert:         config.ExpertConfig{LogDB: logdb, Engine: engine},
-		})
+		nh, err := dragonboat.NewNodeHost(ceilingHostConfig(filepath.Join(dir, fmt.Sprintf("db-h%d", i+1)), addrs[i]))
 		if err != nil {
 			c.close()
 			return nil, err
 		}
 		c.hosts = append(c.hosts, nh)
 		for shard := uint64(1); shard <= c.shards; shard++ {
-			cfg := config.Config{ShardID: shard, ReplicaID: uint64(i + 1), ElectionRTT: 200, HeartbeatRTT: 20, CheckQuorum: true}
+			cfg := ranges.DefaultRaftReplicaConfig(shard, uint64(i+1))
 			create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine { return &kvSM{db: db, shard: shardID} }
 			if err := nh.StartOnDiskReplica(members, false, create, cfg); err != nil {
 				c.close()

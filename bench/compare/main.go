@@ -27,6 +27,13 @@
 // run, fails the run. A cell with values of another size uses its own key
 // space, preloaded with values of that size.
 //
+// The ceiling runs Dragonboat exactly as a rangestore node does: the
+// engine, LogDB, Raft timing and per-shard config of ranges/engine_tuning.go,
+// and rangestore's soft settings, which Dragonboat reads from
+// dragonboat-soft-settings.json in the working directory (this directory;
+// the ceiling refuses to start without an identical copy). The report
+// header prints that tuning.
+//
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
@@ -44,6 +51,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rangestore/rangestore/bench"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 type cell struct {
@@ -519,6 +527,7 @@ func renderTable(o options, all map[string]systemResults) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Closed loop, %d preloaded keys, %d-byte keys (uniform), %d-byte values, %s warm-up + %s measured per cell; rangestore %d ranges (3 processes), etcd 3 member processes, both driven from a separate client process; Dragonboat in-process (ceiling), %d shards; unless the row says otherwise. ops/s, p50/p99 in ms.\n\n",
 		o.keys, bench.DefaultKeySize, bench.DefaultValueSize, o.warmup, o.measure, o.splits+1, dbShards)
+	fmt.Fprintf(&b, "Dragonboat engine of rangestore and of the ceiling (one definition, ranges/engine_tuning.go): %s.\n\n", ranges.RaftTuningSummary())
 	b.WriteString("| workload | rangestore ops/s | p50 | p99 | etcd ops/s | p50 | p99 | ratio rs/etcd | p99 rs/etcd | dragonboat ops/s | p50 | p99 |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range cells {
