@@ -3,12 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
-	"os"
-	"runtime"
-	"runtime/pprof"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,64 +43,10 @@ func BenchmarkWriteParallel(b *testing.B) {
 	}
 	b.Cleanup(db.Close)
 	value := bytes.Repeat([]byte("w"), DefaultValueSize)
-	// Warm-up: a write to every 10th key (every range), filling the range
-	// cache and acquiring the leases.
-	for i := uint64(0); i < DefaultKeys; i += 10 {
-		if _, err := db.Put(ctx, KeyName(i, DefaultKeySize), value); err != nil {
-			b.Fatalf("warm-up put: %v", err)
-		}
-	}
-	before := db.Stats()
-	var seed atomic.Uint64
-	b.SetParallelism(max(1, 128/runtime.GOMAXPROCS(0))) // 128 writers
-	b.ReportAllocs()
-	stopProfile := loopCPUProfile(b)
-	cpu0 := processCPU(b)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		rng := rand.New(rand.NewPCG(seed.Add(1), 7))
-		for pb.Next() {
-			k := KeyName(rng.Uint64N(DefaultKeys), DefaultKeySize)
-			if _, err := db.Put(ctx, k, value); err != nil {
-				b.Errorf("put %q: %v", k, err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
-	stopProfile()
-	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/float64(max(b.N, 1)), "cpu-µs/op")
+	var before client.Stats
+	BenchParallelPuts(b, value, func(ctx context.Context, k, v []byte) error {
+		_, err := db.Put(ctx, k, v)
+		return err
+	}, func() { before = db.Stats() })
 	reportClientStats(b, db, before)
-}
-
-// loopCPUProfile starts a CPU profile of the measured loop alone (not the
-// cluster's start and warm-up) into the file $WRITE_LOOP_CPUPROFILE, if set;
-// the returned function stops it.
-func loopCPUProfile(b *testing.B) func() {
-	path := os.Getenv("WRITE_LOOP_CPUPROFILE")
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
-	}
-}
-
-// processCPU is the process's user+system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
