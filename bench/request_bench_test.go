@@ -75,16 +75,7 @@ func startRequestBench(b *testing.B) (*client.DB, [][]byte) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{RaftRTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 2})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(tc.Close)
-	db, err := client.Open(ctx, clusterHosts(tc), client.WithDialOptions(tc.ClientDialOptions()...))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Close)
+	db := benchClient(ctx, b, node.TestClusterOptions{RaftRTTMillisecond: 50, ElectionRTT: 10, HeartbeatRTT: 2})
 	keys := make([][]byte, 64)
 	value := bytes.Repeat([]byte("v"), DefaultValueSize)
 	for i := range keys {
@@ -111,4 +102,21 @@ func startRequestBench(b *testing.B) (*client.DB, [][]byte) {
 // operation: a measure of the direct path is only one if it stays near 0.
 func reportClientStats(b *testing.B, db *client.DB, before client.Stats) {
 	b.ReportMetric(float64(db.Stats().Redirects-before.Redirects)/float64(max(b.N, 1)), "redirects/op")
+}
+
+// benchClient starts an in-process test cluster with opts and opens a
+// client on every node; both are closed when the benchmark ends.
+func benchClient(ctx context.Context, b *testing.B, opts node.TestClusterOptions) *client.DB {
+	b.Helper()
+	tc, err := node.StartTestCluster(ctx, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(tc.Close)
+	db, err := client.Open(ctx, clusterHosts(tc), client.WithDialOptions(tc.ClientDialOptions()...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(db.Close)
+	return db
 }

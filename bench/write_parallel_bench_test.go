@@ -31,17 +31,8 @@ func BenchmarkWriteParallel(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tc, err := node.StartTestCluster(ctx, node.TestClusterOptions{InitialSplits: 63,
+	db := benchClient(ctx, b, node.TestClusterOptions{InitialSplits: 63,
 		RaftRTTMillisecond: ranges.DefaultRTTMillisecond, ElectionRTT: ranges.DefaultElectionRTT, HeartbeatRTT: ranges.DefaultHeartbeatRTT})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(tc.Close)
-	db, err := client.Open(ctx, clusterHosts(tc), client.WithDialOptions(tc.ClientDialOptions()...))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Close)
 	value := bytes.Repeat([]byte("w"), DefaultValueSize)
 	var before client.Stats
 	BenchParallelPuts(b, value, func(ctx context.Context, k, v []byte) error {
