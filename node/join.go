@@ -169,7 +169,7 @@ func checkHostPort(a string) error {
 // The address of a node that was live once and is no longer may be reused
 // (a new store on the same host gets a new ID).
 func (n *Node) checkJoinAddresses(ctx context.Context, desc *rspb.NodeDescriptor) error {
-	dir, err := n.readDirectory(ctx)
+	dir, err := n.scanDirectory(ctx)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "join: reading the node directory: %v", err)
 	}
@@ -244,7 +244,7 @@ func (n *Node) ensureNodeCounter(ctx context.Context) error {
 	if resps[0].GetGet().GetFound() {
 		return nil
 	}
-	dir, err := n.readDirectory(ctx)
+	dir, err := n.scanDirectory(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the node directory: %w", err)
 	}
@@ -289,7 +289,7 @@ func (n *Node) allocateNodeID(ctx context.Context) (uint64, error) {
 		return 0, status.Errorf(codes.Internal, "join: the node-ID counter %s returned %d", keys.Pretty(keys.NodeIDGeneratorKey), v)
 	}
 	id := uint64(v)
-	dir, err := n.readDirectory(ctx)
+	dir, err := n.scanDirectory(ctx)
 	if err != nil {
 		return 0, status.Errorf(codes.Unavailable, "join: reading the node directory: %v", err)
 	}
@@ -304,12 +304,23 @@ func (n *Node) allocateNodeID(ctx context.Context) (uint64, error) {
 
 // readDirectory reads the node records of the system range: from the local
 // replica when there is one (no routing, possibly lagging), else through
-// the router.
+// the router. Decisions that write the directory or the node-ID counter
+// use scanDirectory instead.
 func (n *Node) readDirectory(ctx context.Context) ([]*rspb.NodeDescriptor, error) {
 	descs, ok, err := n.store.LocalNodeDescriptors()
 	if err != nil || ok {
 		return descs, err
 	}
+	return n.scanDirectory(ctx)
+}
+
+// scanDirectory reads the node records through the router: a consistent
+// read at the system range's leaseholder, which sees every write
+// acknowledged before it. A local replica may not have applied them yet:
+// ensureNodeCounter deciding from one that had not applied the deletion
+// of two records left them missing for good (CI, TestJoinUpgradedCluster).
+func (n *Node) scanDirectory(ctx context.Context) ([]*rspb.NodeDescriptor, error) {
+	var descs []*rspb.NodeDescriptor
 	end := append([]byte(nil), keys.NodePrefix...)
 	end[len(end)-1]++
 	resps, err := n.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: &rspb.ScanRequest{
