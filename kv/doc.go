@@ -44,6 +44,41 @@
 // monotonicity: callers that need it check MVCCGetNewestVersion first and
 // write strictly above it.
 //
+// # Intents
+//
+// An intent is a provisional version written by a transaction (IntentTxn:
+// its ID, epoch and the caller's opaque description of it) that is not
+// yet committed or aborted. It is stored in place, as the key's version at
+// the transaction's write timestamp, with value tag 2 (a deletion) or 3 (a
+// value) followed by a header naming the transaction (intent.go), so
+// whatever copies data keys (replica snapshots, splits and merges, which
+// move key spans between ranges) carries intents along, and a lock on a
+// key is found where its data is. Invariants:
+//
+//   - an intent is always the newest version of its key: MVCCPut refuses
+//     (IntentError) any write to a key holding another transaction's
+//     intent, transactional or not, at any timestamp; and a transactional
+//     write at or below a committed version is a WriteTooOldError, so no
+//     committed version is ever written above an intent;
+//   - one transaction has at most one intent per key: its later write
+//     replaces its earlier one (of any epoch);
+//   - reads see a transaction's intent only if they are that transaction
+//     (in its current epoch); any other read at or above the intent's
+//     timestamp fails with an IntentError listing the intents it met, and
+//     a read below it reads the committed versions beneath;
+//   - resolution (MVCCResolveIntent, MVCCResolveIntentRange) rewrites an
+//     intent of the committing epoch as a committed version at the commit
+//     timestamp (never below the intent's), or removes it (an abort, or an
+//     intent of an earlier epoch); resolving twice changes nothing;
+//   - GC never removes an intent, nor the committed version below it that
+//     reads see if it aborts; an export at or above an intent fails with an
+//     IntentError, so a backup never holds an uncommitted write.
+//
+// CockroachDB keeps locks in a separate lock-table keyspace; rangestore
+// keeps them in the value of the provisional version (as CockroachDB did
+// before 21.1), trading a scan of the data for "the locks in a span"
+// (MVCCFindIntents) against every data-copying path staying unchanged.
+//
 // # Reads
 //
 // A read at readTS sees, for each key, the newest version with timestamp <=

@@ -28,7 +28,11 @@ type ExportOptions struct {
 // incremental export) a tombstone is returned as Deleted, so that applying
 // the result on top of a restore of the state at startTS gives the state at
 // endTS. If the export stopped at MaxBytes and more keys may follow, resume
-// is the start key of the next call.
+// is the start key of the next call. An intent at or below endTS (its
+// transaction may yet commit there) fails the export with an *IntentError
+// listing the intents met: the caller resolves them and exports again.
+// Intents above endTS are left out; an export never contains an
+// uncommitted write.
 func MVCCExport(r Reader, start, end []byte, startTS, endTS Timestamp, opts ExportOptions) (out []ExportedKV, resume []byte, err error) {
 	if err := checkReadTimestamp(endTS); err != nil {
 		return nil, nil, fmt.Errorf("kv: export: end timestamp: %w", err)
@@ -50,55 +54,60 @@ func MVCCExport(r Reader, start, end []byte, startTS, endTS Timestamp, opts Expo
 	defer closeIter(it, &err)
 	full := startTS.IsEmpty()
 	var nbytes int64
+	var conflicts []Intent
 	valid := it.First()
 	for valid {
-		prefixLen, ts, err := splitMVCCKey(it.Key())
+		prefixLen, _, err := splitMVCCKey(it.Key())
 		if err != nil {
 			return nil, nil, err
 		}
 		prefix := cloneBytes(it.Key()[:prefixLen])
 		if opts.MaxBytes > 0 && nbytes >= opts.MaxBytes {
+			if len(conflicts) > 0 {
+				break
+			}
 			key, err := userKeyFromPrefix(prefix)
 			if err != nil {
 				return nil, nil, err
 			}
 			return out, key, nil
 		}
-		if endTS.Less(ts) {
-			// Skip the versions newer than endTS.
-			if valid = it.SeekGE(appendVersion(cloneBytes(prefix), endTS)); !valid {
-				break
-			}
-			if !samePrefix(it.Key(), prefix) {
-				continue // no version at or below endTS: now at the next key
-			}
-			if _, ts, err = splitMVCCKey(it.Key()); err != nil {
-				return nil, nil, err
-			}
+		// The newest version at or below endTS, tombstones included; an
+		// intent there conflicts.
+		kr, err := readKey(it, prefix, endTS, nil, false)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kv: export: %w", err)
 		}
-		if full || startTS.Less(ts) {
-			raw, err := it.ValueAndErr()
-			if err != nil {
-				return nil, nil, fmt.Errorf("kv: export: %w", err)
-			}
-			payload, tombstone, err := decodeValue(raw)
+		switch {
+		case kr.conflict != nil:
+			conflicts = append(conflicts, *kr.conflict)
+		case kr.moved:
+			// No version at or below endTS.
+		case full && !kr.found:
+			// A tombstone: a full export leaves deleted keys out.
+		case full || startTS.Less(kr.ts):
+			key, err := userKeyFromPrefix(prefix)
 			if err != nil {
 				return nil, nil, err
 			}
-			if !tombstone || !full {
-				key, err := userKeyFromPrefix(prefix)
-				if err != nil {
-					return nil, nil, err
-				}
-				x := ExportedKV{Key: key, Timestamp: ts, Deleted: tombstone}
-				if !tombstone {
-					x.Value = cloneBytes(payload)
-				}
-				out = append(out, x)
-				nbytes += int64(len(x.Key)+len(x.Value)) + opts.KeyOverhead
+			x := ExportedKV{Key: key, Timestamp: kr.ts, Deleted: !kr.found}
+			if kr.found {
+				x.Value = cloneBytes(kr.payload)
 			}
+			out = append(out, x)
+			nbytes += int64(len(x.Key)+len(x.Value)) + opts.KeyOverhead
 		}
-		valid = nextUserKey(it, prefix)
+		if len(conflicts) >= maxIntentsPerError {
+			break
+		}
+		if kr.moved {
+			valid = kr.valid
+		} else {
+			valid = nextUserKey(it, prefix)
+		}
+	}
+	if len(conflicts) > 0 {
+		return nil, nil, &IntentError{Intents: conflicts}
 	}
 	if err := it.Error(); err != nil {
 		return nil, nil, fmt.Errorf("kv: export: %w", err)

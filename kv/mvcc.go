@@ -27,6 +27,10 @@ type ScanOptions struct {
 	KeyOverhead int64
 	// Reverse iterates from end-1 down to start.
 	Reverse bool
+	// Txn is the reading transaction, if any: it sees its own intents.
+	// Other transactions' intents at or below the read timestamp make the
+	// scan fail with an *IntentError listing them.
+	Txn *IntentTxn
 }
 
 // GCStats reports the work done by MVCCGarbageCollect.
@@ -43,8 +47,12 @@ type MVCCStats struct {
 	LiveKeys int64
 	// LiveBytes is len(userKey)+len(value) summed over those newest versions.
 	LiveBytes int64
-	// Versions is the total number of versions, tombstones included.
+	// Versions is the total number of versions, tombstones and intents
+	// included.
 	Versions int64
+	// Intents is the number of keys whose newest version is an intent (also
+	// counted in LiveKeys and LiveBytes if it writes a value).
+	Intents int64
 }
 
 func checkReadTimestamp(ts Timestamp) error {
@@ -89,40 +97,10 @@ func userKeyLenFromPrefix(prefix []byte) int {
 }
 
 // MVCCGet returns the newest version of key with timestamp <= readTS. If that
-// version is a tombstone, or there is none, found is false.
+// version is a tombstone, or there is none, found is false. An intent at or
+// below readTS is an *IntentError (see MVCCGetTxn).
 func MVCCGet(r Reader, key []byte, readTS Timestamp) (kv KeyValue, found bool, err error) {
-	if len(key) == 0 {
-		return KeyValue{}, false, fmt.Errorf("kv: get: %w", ErrEmptyKey)
-	}
-	if err := checkReadTimestamp(readTS); err != nil {
-		return KeyValue{}, false, fmt.Errorf("kv: get %q: %w", key, err)
-	}
-	prefix := EncodeDataSpanStart(key)
-	lower := appendVersion(cloneBytes(prefix), readTS)
-	it, err := r.NewIter(lower, versionsEnd(prefix))
-	if err != nil {
-		return KeyValue{}, false, err
-	}
-	defer closeIter(it, &err)
-	if !it.First() {
-		if err := it.Error(); err != nil {
-			return KeyValue{}, false, fmt.Errorf("kv: get %q: %w", key, err)
-		}
-		return KeyValue{}, false, nil
-	}
-	_, ts, err := splitMVCCKey(it.Key())
-	if err != nil {
-		return KeyValue{}, false, err
-	}
-	raw, err := it.ValueAndErr()
-	if err != nil {
-		return KeyValue{}, false, fmt.Errorf("kv: get %q: %w", key, err)
-	}
-	payload, tombstone, err := decodeValue(raw)
-	if err != nil || tombstone {
-		return KeyValue{}, false, err
-	}
-	return KeyValue{Key: cloneBytes(key), Value: cloneBytes(payload), Timestamp: ts}, true, nil
+	return MVCCGetTxn(r, key, readTS, nil)
 }
 
 // MVCCGetNewestVersion returns the timestamp of the newest version (value or
@@ -180,10 +158,15 @@ func nextUserKey(it *pebble.Iterator, prefix []byte) bool {
 // with each one's newest visible version. If fn stops the scan and further
 // user keys exist in the span, resume is returned: for forward scans the next
 // user key (inclusive start of the next call), for reverse scans the last
-// visited key (exclusive end of the next call).
-func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, fn visibleFunc) (resume []byte, err error) {
+// visited key (exclusive end of the next call). Intents are read as readKey
+// does (txn, anyIntent); conflicting ones are collected (up to
+// maxIntentsPerError) and returned as an *IntentError once the scan ends.
+func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, txn *IntentTxn, anyIntent bool, fn visibleFunc) (resume []byte, err error) {
 	if err := checkReadTimestamp(readTS); err != nil {
 		return nil, fmt.Errorf("kv: scan: %w", err)
+	}
+	if err := checkTxn(txn); err != nil {
+		return nil, err
 	}
 	lower, upper, err := DataSpanBounds(start, end)
 	if err != nil {
@@ -198,51 +181,51 @@ func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, fn
 	}
 	defer closeIter(it, &err)
 
-	// visit handles the version at the iterator's position, which must be
-	// the newest visible version of prefix's user key.
-	visit := func(prefix []byte, ts Timestamp) (bool, []byte, error) {
-		raw, err := it.ValueAndErr()
-		if err != nil {
-			return false, nil, fmt.Errorf("kv: scan: %w", err)
+	var conflicts []Intent
+	// visit reads the user key of prefix, the iterator being at its newest
+	// version. It reports whether fn stopped the scan, and leaves the
+	// iterator within the key's versions unless kr.moved.
+	visit := func(prefix []byte) (stop bool, key []byte, kr keyRead, err error) {
+		if kr, err = readKey(it, prefix, readTS, txn, anyIntent); err != nil {
+			return false, nil, kr, err
 		}
-		payload, tombstone, err := decodeValue(raw)
-		if err != nil || tombstone {
-			return false, nil, err
+		if kr.conflict != nil {
+			conflicts = append(conflicts, *kr.conflict)
+			return len(conflicts) >= maxIntentsPerError, kr.conflict.Key, kr, nil
 		}
-		key, err := userKeyFromPrefix(prefix)
-		if err != nil {
-			return false, nil, err
+		if !kr.found {
+			return false, nil, kr, nil
 		}
-		stop, err := fn(KeyValue{Key: key, Value: payload, Timestamp: ts})
-		return stop, key, err
+		if key, err = userKeyFromPrefix(prefix); err != nil {
+			return false, nil, kr, err
+		}
+		stop, err = fn(KeyValue{Key: key, Value: kr.payload, Timestamp: kr.ts})
+		return stop, key, kr, err
+	}
+	finish := func(resume []byte) ([]byte, error) {
+		if len(conflicts) > 0 {
+			return nil, &IntentError{Intents: conflicts}
+		}
+		return resume, nil
 	}
 
 	if !reverse {
 		valid := it.First()
 		for valid {
-			prefixLen, ts, err := splitMVCCKey(it.Key())
+			prefixLen, _, err := splitMVCCKey(it.Key())
 			if err != nil {
 				return nil, err
 			}
 			prefix := cloneBytes(it.Key()[:prefixLen])
-			if readTS.Less(ts) {
-				// Skip versions newer than readTS.
-				valid = it.SeekGE(appendVersion(cloneBytes(prefix), readTS))
-				if !valid {
-					break
-				}
-				if !samePrefix(it.Key(), prefix) {
-					continue // no visible version; now at the next user key
-				}
-				if _, ts, err = splitMVCCKey(it.Key()); err != nil {
-					return nil, err
-				}
-			}
-			stop, _, err := visit(prefix, ts)
+			stop, _, kr, err := visit(prefix)
 			if err != nil {
 				return nil, err
 			}
-			valid = nextUserKey(it, prefix)
+			if kr.moved {
+				valid = kr.valid
+			} else {
+				valid = nextUserKey(it, prefix)
+			}
 			if stop {
 				if !valid {
 					break
@@ -251,39 +234,37 @@ func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, fn
 				if err != nil {
 					return nil, err
 				}
-				return userKeyFromPrefix(it.Key()[:pl])
+				k, err := userKeyFromPrefix(it.Key()[:pl])
+				if err != nil {
+					return nil, err
+				}
+				return finish(k)
 			}
 		}
 	} else {
 		valid := it.Last()
 		for valid {
-			// Positioned at the oldest version of some user key.
-			prefixLen, oldest, err := splitMVCCKey(it.Key())
+			// Positioned at the oldest version of some user key: go to its
+			// newest.
+			prefixLen, _, err := splitMVCCKey(it.Key())
 			if err != nil {
 				return nil, err
 			}
 			prefix := cloneBytes(it.Key()[:prefixLen])
-			stop := false
-			var key []byte
-			if oldest.LessEq(readTS) {
-				if !it.SeekGE(appendVersion(cloneBytes(prefix), readTS)) || !samePrefix(it.Key(), prefix) {
-					if err := it.Error(); err != nil {
-						return nil, fmt.Errorf("kv: scan: %w", err)
-					}
-					return nil, fmt.Errorf("kv: scan: lost position at key prefix %x", prefix)
+			if !it.SeekGE(prefix) || !samePrefix(it.Key(), prefix) {
+				if err := it.Error(); err != nil {
+					return nil, fmt.Errorf("kv: scan: %w", err)
 				}
-				_, ts, err := splitMVCCKey(it.Key())
-				if err != nil {
-					return nil, err
-				}
-				if stop, key, err = visit(prefix, ts); err != nil {
-					return nil, err
-				}
+				return nil, fmt.Errorf("kv: scan: lost position at key prefix %x", prefix)
+			}
+			stop, key, _, err := visit(prefix)
+			if err != nil {
+				return nil, err
 			}
 			valid = it.SeekLT(prefix)
 			if stop {
 				if valid {
-					return key, nil
+					return finish(key)
 				}
 				break
 			}
@@ -292,7 +273,7 @@ func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, fn
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("kv: scan: %w", err)
 	}
-	return nil, nil
+	return finish(nil)
 }
 
 // MVCCScan returns the live keys in [start, end) as of readTS (each key's
@@ -307,7 +288,7 @@ func MVCCScan(r Reader, start, end []byte, readTS Timestamp, opts ScanOptions) (
 		return nil, nil, fmt.Errorf("kv: scan: negative limit")
 	}
 	var nbytes int64
-	resume, err = scanVisible(r, start, end, readTS, opts.Reverse, func(kv KeyValue) (bool, error) {
+	resume, err = scanVisible(r, start, end, readTS, opts.Reverse, opts.Txn, false, func(kv KeyValue) (bool, error) {
 		kv.Value = cloneBytes(kv.Value)
 		kvs = append(kvs, kv)
 		nbytes += int64(len(kv.Key)+len(kv.Value)) + opts.KeyOverhead
@@ -323,7 +304,8 @@ func MVCCScan(r Reader, start, end []byte, readTS Timestamp, opts ScanOptions) (
 // MVCCDeleteRange writes tombstones at ts for every key live as of ts in
 // [start, end) and returns those keys, up to max (0 = no limit). resume is as
 // for a forward MVCCScan. Reads go through b, so its earlier writes are
-// respected.
+// respected. An intent in the span, at any timestamp, is an *IntentError
+// and nothing is written.
 func MVCCDeleteRange(b *Batch, start, end []byte, ts Timestamp, max int) (deleted [][]byte, resume []byte, err error) {
 	if ts.IsEmpty() {
 		return nil, nil, fmt.Errorf("kv: delete range: %w", ErrEmptyTimestamp)
@@ -333,7 +315,7 @@ func MVCCDeleteRange(b *Batch, start, end []byte, ts Timestamp, max int) (delete
 	}
 	// Collect first, then write: the batch must not change under its own
 	// iterator.
-	resume, err = scanVisible(b, start, end, ts, false, func(kv KeyValue) (bool, error) {
+	resume, err = scanVisible(b, start, end, ts, false, nil, true, func(kv KeyValue) (bool, error) {
 		deleted = append(deleted, kv.Key)
 		return max > 0 && len(deleted) >= max, nil
 	})
@@ -349,9 +331,12 @@ func MVCCDeleteRange(b *Batch, start, end []byte, ts Timestamp, max int) (delete
 }
 
 // MVCCGarbageCollect deletes (into b) the versions in [start, end) that can
-// never be read at or above threshold: per key, among the versions with
-// timestamp <= threshold only the newest is kept, and it too is removed if it
-// is a tombstone. Versions above threshold are never touched. r may be b.
+// never be read at or above threshold: per key, among the committed versions
+// with timestamp <= threshold only the newest is kept, and it too is removed
+// if it is a tombstone. Versions above threshold are never touched, and
+// neither is an intent (a key's newest version, not yet committed or
+// aborted) nor, below an intent, the newest committed version a read would
+// see if the intent were aborted. r may be b.
 func MVCCGarbageCollect(b *Batch, r Reader, start, end []byte, threshold Timestamp) (stats GCStats, err error) {
 	lower, upper, err := DataSpanBounds(start, end)
 	if err != nil {
@@ -367,32 +352,38 @@ func MVCCGarbageCollect(b *Batch, r Reader, start, end []byte, threshold Timesta
 	defer closeIter(it, &err)
 
 	var prefix []byte
-	sawVisible := false // a version <= threshold was already seen for prefix
+	newest := false     // the iterator is at prefix's newest version
+	sawVisible := false // a committed version <= threshold was already seen for prefix
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
 		prefixLen, ts, err := splitMVCCKey(k)
 		if err != nil {
 			return stats, err
 		}
+		newest = false
 		if !bytes.Equal(k[:prefixLen], prefix) {
 			prefix = cloneBytes(k[:prefixLen])
 			stats.KeysScanned++
 			sawVisible = false
+			newest = true
 		}
-		if threshold.Less(ts) {
+		if threshold.Less(ts) && !newest {
 			continue
 		}
-		if !sawVisible {
-			sawVisible = true
+		if newest || !sawVisible {
 			raw, err := it.ValueAndErr()
 			if err != nil {
 				return stats, fmt.Errorf("kv: gc: %w", err)
 			}
-			_, tombstone, err := decodeValue(raw)
+			d, err := decodeVersionValue(raw)
 			if err != nil {
 				return stats, err
 			}
-			if !tombstone {
+			if d.intent || threshold.Less(ts) {
+				continue // an intent, or a version above threshold
+			}
+			sawVisible = true
+			if !d.tombstone {
 				continue
 			}
 		}
@@ -434,13 +425,16 @@ func ComputeStats(r Reader, start, end []byte) (stats MVCCStats, err error) {
 		if err != nil {
 			return MVCCStats{}, fmt.Errorf("kv: stats: %w", err)
 		}
-		payload, tombstone, err := decodeValue(raw)
+		d, err := decodeVersionValue(raw)
 		if err != nil {
 			return MVCCStats{}, err
 		}
-		if !tombstone {
+		if d.intent {
+			stats.Intents++
+		}
+		if !d.tombstone {
 			stats.LiveKeys++
-			stats.LiveBytes += int64(userKeyLenFromPrefix(prefix) + len(payload))
+			stats.LiveBytes += int64(userKeyLenFromPrefix(prefix) + len(d.payload))
 		}
 	}
 	if err := it.Error(); err != nil {
