@@ -11,6 +11,8 @@
 //	0x01 LocalPrefix  raw keys owned by callers (range-local state such as
 //	                  Raft logs or applied indexes). kv never interprets them;
 //	                  use Batch.PutRaw/DeleteRaw/DeleteRawRange and GetRaw.
+//	                  0x01 'k' is kv's own: keys addressed by a user key
+//	                  (rangedata.go), such as transaction records.
 //	0x02 DataPrefix   MVCC data keys.
 //
 // An MVCC engine key is

@@ -444,32 +444,16 @@ func ComputeStats(r Reader, start, end []byte) (stats MVCCStats, err error) {
 }
 
 // IterateDataSpan calls fn for every raw engine key/value (all versions,
-// tombstones included) whose user key is in [start, end), in engine order.
-// The slices passed to fn are only valid during the call. A non-nil error
-// from fn stops the iteration and is returned unchanged.
+// tombstones and intents included) whose user key is in [start, end), in
+// engine order; addressed keys are not included (IterateRangeData). The
+// slices passed to fn are only valid during the call. A non-nil error from
+// fn stops the iteration and is returned unchanged.
 func IterateDataSpan(r Reader, start, end []byte, fn func(engineKey, value []byte) error) (err error) {
 	lower, upper, err := DataSpanBounds(start, end)
 	if err != nil {
 		return err
 	}
-	it, err := r.NewIter(lower, upper)
-	if err != nil {
-		return err
-	}
-	defer closeIter(it, &err)
-	for valid := it.First(); valid; valid = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return fmt.Errorf("kv: iterate: %w", err)
-		}
-		if err := fn(it.Key(), v); err != nil {
-			return err
-		}
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("kv: iterate: %w", err)
-	}
-	return nil
+	return iterateRaw(r, Span{Start: lower, End: upper}, fn)
 }
 
 // ClearDataSpan deletes all versions of all keys in [start, end) with one

@@ -32,12 +32,15 @@
 // Design (DESIGN.md §3–4):
 //   - One Dragonboat NodeHost and one shared Pebble engine per node. Every
 //     range is one Dragonboat shard (shard ID = range ID) whose state machine
-//     is an IOnDiskStateMachine over the shared engine, owning the MVCC data
-//     of its span [start, end) plus range-local keys.
+//     is an IOnDiskStateMachine over the shared engine, owning the range data
+//     of its span [start, end) (kv.RangeDataSpans: the MVCC versions, intents
+//     included, and the keys addressed by those user keys, such as
+//     transaction records) plus range-local keys.
 //   - Raw local keys (kv.LocalPrefix): 'r'+rangeID+… is replicated range state
 //     (descriptor, max write timestamp, GC threshold, dedup records) and travels
 //     in snapshots; 'p'+rangeID+replicaID+… is this replica's applied index and
-//     its restart record; 'n'… is node state (cluster record, store ID).
+//     its restart record; 'n'… is node state (cluster record, store ID);
+//     'k'… is kv's addressed keys (range data, see above).
 //   - The entries of one Update call commit their writes, dedup records and
 //     the applied index in one Pebble batch, so state and index never
 //     diverge; lease, max write timestamp and GC threshold become visible in
@@ -269,10 +272,10 @@
 //     index Dragonboat's log DB learned minus the applied index).
 //   - Snapshots (replica_apply.go, snapshot_limits.go). SaveSnapshot
 //     streams a Pebble snapshot of the range (header with descriptor,
-//     applied index and range-local keys, then the data span's keys); it
+//     applied index and range-local keys, then the range data's keys); it
 //     never materialises the range. RecoverFromSnapshot writes what it
 //     reads into sstables (kv.Replacement: one per span to replace, each
-//     with a range deletion of its span: the old and new data spans, the
+//     with a range deletion of its span: the old and new range data spans, the
 //     range-local keys, this replica's applied-index key) and ingests them
 //     in one step, so memory stays bounded (a few blocks per sstable, not
 //     the range) and the replacement is all-or-nothing. Before writing

@@ -12,6 +12,7 @@ import (
 //	0x01 'r' rangeID suffix            replicated range state (travels in snapshots)
 //	0x01 'p' rangeID replicaID suffix  this replica's own state (applied index, record)
 //	0x01 'n' name                      node-level state (cluster record, store ID)
+//	0x01 'k' …                         reserved: kv's keys addressed by user key (kv.AddressedKey)
 const (
 	rangeStateTag   byte = 'r'
 	replicaStateTag byte = 'p'

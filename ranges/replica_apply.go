@@ -661,7 +661,7 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 		return err
 	}
 	n := 0
-	err = kv.IterateDataSpan(sc.snap, sc.desc.StartKey, sc.desc.EndKey, func(k, v []byte) error {
+	err = kv.IterateRangeData(sc.snap, sc.desc.StartKey, sc.desc.EndKey, func(k, v []byte) error {
 		n++
 		if n%1024 == 0 {
 			select {
@@ -682,6 +682,16 @@ func (s *stateMachine) SaveSnapshot(c interface{}, w io.Writer, stopc <-chan str
 		return err
 	}
 	return bw.Flush()
+}
+
+// inSpans reports whether engine key k lies in one of spans.
+func inSpans(k []byte, spans []kv.Span) bool {
+	for _, sp := range spans {
+		if bytes.Compare(k, sp.Start) >= 0 && bytes.Compare(k, sp.End) < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // RecoverFromSnapshot atomically replaces the replica's state with the
@@ -723,20 +733,20 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 	if err := checkSnapshotHeader(s.rangeID, hdr); err != nil {
 		return err
 	}
-	newLower, newUpper, err := kv.DataSpanBounds(hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey)
+	newSpans, err := kv.RangeDataSpans(hdr.RangeDescriptor.StartKey, hdr.RangeDescriptor.EndKey)
 	if err != nil {
 		return err
 	}
 	prefix := rangeStatePrefix(s.rangeID)
 	appliedKey := replicaStateKey(s.rangeID, s.replicaID, suffixApplied)
-	spans := []kv.Span{{Start: newLower, End: newUpper}, {Start: prefix, End: prefixEnd(prefix)},
-		{Start: appliedKey, End: append(append([]byte(nil), appliedKey...), 0)}}
+	spans := append([]kv.Span{{Start: prefix, End: prefixEnd(prefix)},
+		{Start: appliedKey, End: append(append([]byte(nil), appliedKey...), 0)}}, newSpans...)
 	if old := s.desc.Load(); old != nil {
-		oldLower, oldUpper, err := kv.DataSpanBounds(old.StartKey, old.EndKey)
+		oldSpans, err := kv.RangeDataSpans(old.StartKey, old.EndKey)
 		if err != nil {
 			return err
 		}
-		spans = append(spans, kv.Span{Start: oldLower, End: oldUpper})
+		spans = append(spans, oldSpans...)
 	}
 	rep, err := s.eng.NewReplacement(spans...)
 	if err != nil {
@@ -764,10 +774,10 @@ func (s *stateMachine) RecoverFromSnapshot(r io.Reader, stopc <-chan struct{}) (
 		if err != nil {
 			return err
 		}
-		if bytes.Compare(k, newLower) < 0 || bytes.Compare(k, newUpper) >= 0 {
+		if !inSpans(k, newSpans) {
 			// (Set takes any key of the replaced spans, the old data span
 			// included: such a key would stay behind outside the range.)
-			return fmt.Errorf("ranges: r%d snapshot: data key %x is outside the snapshot's span [%x, %x)", s.rangeID, k, newLower, newUpper)
+			return fmt.Errorf("ranges: r%d snapshot: data key %x is outside the snapshot's spans %x", s.rangeID, k, newSpans)
 		}
 		if err := rep.Set(k, v); err != nil {
 			return err

@@ -34,7 +34,7 @@ func (r *Replica) digest() (*rspb.ReplicaDigest, *rspb.RangeError) {
 	}
 	d := &rspb.ReplicaDigest{NodeId: r.store.NodeID(), ReplicaId: r.replicaID, AppliedIndex: applied, Generation: desc.Generation}
 	data := sha256.New()
-	err := kv.IterateDataSpan(snap, desc.StartKey, desc.EndKey, func(k, v []byte) error {
+	err := kv.IterateRangeData(snap, desc.StartKey, desc.EndKey, func(k, v []byte) error {
 		d.DataKeys++
 		hashKV(data, k, v)
 		return nil

@@ -535,7 +535,7 @@ func (s *Store) deleteReplicaState(o *stateMachine, data *rspb.RangeDescriptor, 
 		return err
 	}
 	if data != nil {
-		if err := kv.ClearDataSpan(b, data.StartKey, data.EndKey); err != nil {
+		if err := kv.ClearRangeData(b, data.StartKey, data.EndKey); err != nil {
 			return err
 		}
 	}

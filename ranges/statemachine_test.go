@@ -315,7 +315,7 @@ func smtVersions(t *testing.T, r kv.Reader, start, end []byte) []string {
 func smtRawData(t *testing.T, r kv.Reader, start, end []byte) []string {
 	t.Helper()
 	var out []string
-	err := kv.IterateDataSpan(r, start, end, func(ek, v []byte) error {
+	err := kv.IterateRangeData(r, start, end, func(ek, v []byte) error {
 		out = append(out, fmt.Sprintf("%x=%x", ek, v))
 		return nil
 	})
@@ -1111,6 +1111,21 @@ func TestStateMachineGC(t *testing.T) {
 	}
 }
 
+// smtPutRaw writes raw keys (with a fixed value) into eng.
+func smtPutRaw(t *testing.T, eng *kv.Engine, keys ...[]byte) {
+	t.Helper()
+	b := eng.NewBatch()
+	defer b.Close()
+	for _, k := range keys {
+		if err := b.PutRaw(k, []byte("record")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	// Source: replica 1 of r5 with data, a dedup record and a GC threshold.
 	src := smtNew(t)
@@ -1124,6 +1139,12 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	src.apply(&rspb.RaftCommand{Command: &rspb.RaftCommand_Gc{Gc: &rspb.GCCommand{Threshold: TSToProto(smtTS(1500*time.Millisecond, 0))}}})
 	src.write(smtTS(4*time.Second, 0), smtPut("ul", "l4"))
 	srcIndex := src.index
+	// Keys addressed by user keys of the span (transaction records) are
+	// range data: the source's travel, the destination's stale one goes,
+	// its neighbours' stay.
+	srcRecord, staleRecord := kv.AddressedKey([]byte("ub"), []byte("txn-1")), kv.AddressedKey([]byte("uk"), []byte("txn-0"))
+	outsideRecords := [][]byte{kv.AddressedKey([]byte("u0"), []byte("txn-2")), kv.AddressedKey(smtEnd, []byte("txn-3"))}
+	smtPutRaw(t, src.eng, srcRecord)
 
 	// Destination: replica 2 of r5 on another engine, with stale state in
 	// the span and a neighbour's data around it.
@@ -1163,6 +1184,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 		}
 		_ = b.Close()
 	}
+	smtPutRaw(t, dstEng, append([][]byte{staleRecord}, outsideRecords...)...)
 	outsideBefore := append(smtRawData(t, dstEng, nil, smtStart), smtRawData(t, dstEng, smtEnd, nil)...)
 	neighbourDescBefore, _, _ := dstEng.GetRaw(rangeStateKey(smtRangeID+1, suffixDescriptor))
 	prevDescBefore, _, _ := dstEng.GetRaw(rangeStateKey(smtRangeID-1, suffixDescriptor))
@@ -1187,6 +1209,11 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 	if got := smtRawData(t, dstEng, smtStart, smtEnd); !smtEqual(got, srcDataAtSnap) {
 		t.Fatalf("data after recovery:\n%v\nwant\n%v", got, srcDataAtSnap)
 	}
+	for k, want := range map[string]bool{string(srcRecord): true, string(staleRecord): false, string(outsideRecords[0]): true, string(outsideRecords[1]): true} {
+		if _, ok, err := dstEng.GetRaw([]byte(k)); err != nil || ok != want {
+			t.Fatalf("addressed key %x after recovery: present %v (%v), want %v", k, ok, err, want)
+		}
+	}
 	if !proto.Equal(dst.sm.desc.Load(), smtDesc()) {
 		t.Fatalf("descriptor after recovery %v", dst.sm.desc.Load())
 	}
@@ -1200,7 +1227,7 @@ func TestStateMachineSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("onLease calls during recovery %v, want one with %v", calls, srcLease)
 	}
 	outsideAfter := append(smtRawData(t, dstEng, nil, smtStart), smtRawData(t, dstEng, smtEnd, nil)...)
-	if !smtEqual(outsideAfter, outsideBefore) || len(outsideAfter) != 6 {
+	if !smtEqual(outsideAfter, outsideBefore) || len(outsideAfter) != 8 {
 		t.Fatalf("data outside the span changed:\n%v\nwas\n%v", outsideAfter, outsideBefore)
 	}
 	if v, _, _ := dstEng.GetRaw(rangeStateKey(smtRangeID+1, suffixDescriptor)); !bytes.Equal(v, neighbourDescBefore) {
