@@ -1,69 +1,52 @@
 // Package txnwait holds the pure decisions of cross-range transactions
-// (issue 16): what a push does to a transaction, what an EndTxn or a
-// heartbeat does to its record, how a STAGING record is recovered, and
-// which transaction a deadlock aborts. Nothing here does I/O or reads a
-// clock: records, tscache facts and "now" are inputs, and every decision
-// returns an action plus a reason a person can read. The record commands,
-// the coordinator and the wait queue gather the facts and act.
+// (issue 16): what a push does to a transaction (DecidePush), what an
+// EndTxn or a heartbeat does to its record (DecideEndTxn,
+// DecideHeartbeat), how a STAGING record is recovered (DecideRecovery),
+// and which transaction a deadlock aborts (Graph.FindCycle). Nothing here
+// does I/O or reads a clock: records, tscache facts and "now" are inputs,
+// and every decision returns an action and a reason a person can read. The
+// record commands, the coordinator and the wait queue gather the facts and
+// act. Each function's comment lists its rules in the order applied.
 //
-// Types: Timestamp (kv.Timestamp's fields, convertible to it), TxnID,
-// TxnStatus (PENDING, STAGING, COMMITTED, ABORTED), TxnState (a record, or
-// what an intent says of a txn), RecordCheck (what the tscache says about
-// creating a missing record).
+// Sources (facts only) in CockroachDB: kvserver/batcheval
+// cmd_push_txn.go, cmd_end_transaction.go, cmd_heartbeat_txn.go,
+// cmd_recover_txn.go and transaction.go (CanCreateTxnRecord,
+// CanPushWithPriority); kvserver/txnwait/queue.go (IsExpired, the liveness
+// threshold, deadlock breaking); kvserver/txnrecovery/manager.go;
+// base/constants.go (1 s heartbeat). See also
+// shared/research/anchors-txn.md §1.2, §1.5, §1.6, §1.10.
 //
-// Rules (facts from CockroachDB: kvserver/batcheval cmd_push_txn.go,
-// cmd_end_transaction.go, cmd_heartbeat_txn.go, cmd_recover_txn.go,
-// transaction.go; kvserver/txnwait/queue.go; kvserver/txnrecovery/
-// manager.go; base/constants.go):
-//   - Liveness: a txn heartbeats every 1 s; it is expired once its last
-//     activity (the later of its last heartbeat and its start ts; never its
-//     write ts, which pushes move) is more than the threshold (default 5 s)
-//     before now. Expiry only lets pushers abort it: its coordinator may
-//     still heartbeat and commit until one does.
-//   - Records: only the coordinator creates one (EndTxn, first heartbeat).
-//     A missing record is PENDING while it may still be created, else
-//     aborted without writing a record. Pushes of record-less txns and
-//     timestamp pushes are kept as tscache markers (PushMarker: commit no
-//     lower; TombstoneMarker: never create), aborts of existing records are
-//     written to them.
-//   - DecidePush: finalized → success; PUSH_TIMESTAMP already at or above
-//     PushTo → no-op; expired → abort; otherwise a strictly higher
-//     priority class (min < normal < max; two normal priorities tie and
-//     the pusher loses) or Force wins; PUSH_TOUCH never wins against a
-//     live pushee and never waits; other losers WAIT. A win against STAGING
-//     is RECOVER_STAGING, unless the pusher saw the pushee at a higher
-//     epoch or ts (that parallel commit failed: PENDING, and a timestamp
-//     push becomes an abort). A winner raises the pushee's priority to its
-//     own - 1; an abort forwards the pushee's ts to its last activity.
-//   - DecideEndTxn: COMMITTED → ALREADY_COMMITTED, even for a rollback;
-//     ABORTED → a rollback rewrites it, a commit is refused; a rollback that
-//     meets STAGING of its epoch goes through recovery; a commit whose ts
-//     was pushed (record ts or tscache push marker above CommitTS) must
-//     refresh (RETRY_SERIALIZABLE); the deadline must be after the commit
-//     ts; STAGING of an older epoch counts as PENDING.
-//   - DecideHeartbeat: creates the record PENDING or forwards its last
-//     heartbeat; COMMITTED/ABORTED stop it. A heartbeat that finds no
-//     record and a tombstone cannot tell aborted from committed-and-removed,
-//     so the coordinator never reports "aborted" on its word.
-//   - DecideRecovery: a STAGING txn is committed iff every in-flight write
-//     is found at or below the staging ts in the staging epoch. A query
-//     that misses a write prevents it (tscache), so one miss, or a write
-//     found above, aborts. A record that changed (finalized, removed, a
-//     higher epoch or ts) stops recovery.
-//   - Graph.FindCycle: the waits-for graph of the wait queue; it returns
-//     one cycle, chosen by ID order, and its victim: the lowest priority,
-//     the lower ID on a tie.
+// Liveness: a coordinator heartbeats every 1 s. A txn is expired once its
+// last activity (the later of its last heartbeat and its start ts; never
+// its write ts, which pushes move) plus the threshold (default 5 s) is
+// before now. Expiry only lets pushers abort it: until one does, its
+// coordinator may still heartbeat and commit.
+//
+// Records: only the coordinator creates one (its EndTxn or first
+// heartbeat). A missing record is PENDING while it may still be created
+// (RecordCheck), else aborted without one being written. Outcomes of
+// pushes that must outlive a missing record go to the tscache as markers
+// (PushMarker: commit no lower; TombstoneMarker: never create).
+//
+// Priorities compare by class (min < normal < max) in pushes, so two
+// normal priorities tie and the pusher waits; deadlock victims are chosen
+// by raw priority, the lower ID on a tie, as CockroachDB's wait queue does.
 //
 // Invariants:
-//   - A push never creates a record and never changes a STAGING one.
-//   - An implicitly committed txn (STAGING, all writes found) is never
-//     aborted: recovery commits it, rollbacks and pushes recover first;
-//     DecideRecovery returns an error if its record moved anyway.
-//   - A finalized record never changes status; epochs and timestamps of a
-//     record never go back (DecideEndTxn and DecideRecovery return errors).
-//   - FindCycle finds a cycle iff the graph has one, and removing the victim
-//     breaks the cycle returned (TestFindCycleProperty).
+//   - A push never creates a record and never changes a STAGING one: a
+//     winning push against STAGING starts recovery, as does a rollback that
+//     meets STAGING of its own epoch.
+//   - An implicitly committed txn (STAGING, every in-flight write found at
+//     or below its ts in its epoch) is never aborted; DecideRecovery
+//     returns an error if such a record moved anyway.
+//   - A finalized record never changes status; a record's epoch and ts
+//     never go back (DecideEndTxn and DecideRecovery return errors).
+//   - A commit never lands below a push: the record's ts and the tscache
+//     push marker both force a refresh (RETRY_SERIALIZABLE).
+//   - FindCycle finds a cycle iff the graph has one, independent of the
+//     order edges were added, and removing its victim breaks the cycle it
+//     returned (TestFindCycleProperty).
 //
-// Tests: golden cases in testdata/*.json, outputs in testdata/*.golden,
-// regenerated with -rewrite.
+// Tests: golden cases in testdata/*.json, printed as input → action:
+// reason into testdata/*.golden (regenerate with -rewrite).
 package txnwait

@@ -97,12 +97,9 @@ type EndTxnDecision struct {
 // only lets pushers abort it.
 func DecideEndTxn(in EndTxnInput) (EndTxnDecision, error) {
 	req := in.Req
-	if err := checkEndTxn(in); err != nil {
+	threshold, err := threshold(in.Threshold)
+	if err = firstErr(err, checkEndTxn(in)); err != nil {
 		return EndTxnDecision{}, err
-	}
-	threshold := in.Threshold
-	if threshold == 0 {
-		threshold = DefaultLivenessThreshold
 	}
 	d := EndTxnDecision{Txn: req.Txn}
 	t := &d.Txn
@@ -195,25 +192,14 @@ func orNone(ts Timestamp) string {
 
 func checkEndTxn(in EndTxnInput) error {
 	req := in.Req
-	if err := req.Txn.validate("Req.Txn"); err != nil {
+	if err := firstErr(req.Txn.validate("Req.Txn", TxnID{}), in.Record.validate("Record", req.Txn.ID)); err != nil {
 		return err
 	}
-	if req.Kind < EndCommit || req.Kind > EndAbort {
+	switch {
+	case req.Kind < EndCommit || req.Kind > EndAbort:
 		return fmt.Errorf("txnwait: Req.Kind %d is not an EndTxn kind", int(req.Kind))
-	}
-	if req.Kind == EndStage && req.InFlightWrites <= 0 {
+	case req.Kind == EndStage && req.InFlightWrites <= 0:
 		return fmt.Errorf("txnwait: Req.InFlightWrites is %d: staging needs in-flight writes (send a commit instead)", req.InFlightWrites)
-	}
-	if r := in.Record; r != nil {
-		if err := r.validate("Record"); err != nil {
-			return err
-		}
-		if r.ID != req.Txn.ID {
-			return fmt.Errorf("txnwait: Record is of txn %s, Req.Txn is %s", r.ID, req.Txn.ID)
-		}
-	}
-	if in.Threshold < 0 {
-		return fmt.Errorf("txnwait: Threshold %v is negative", in.Threshold)
 	}
 	return nil
 }

@@ -120,12 +120,9 @@ type PushDecision struct {
 //     (write ts forwarded to its last activity) or moves its write ts to
 //     PushTo.
 func DecidePush(req PushRequest) (PushDecision, error) {
-	if err := checkPush(req); err != nil {
+	threshold, err := threshold(req.Threshold)
+	if err = firstErr(err, checkPush(req)); err != nil {
 		return PushDecision{}, err
-	}
-	threshold := req.Threshold
-	if threshold == 0 {
-		threshold = DefaultLivenessThreshold
 	}
 	d := PushDecision{}
 	hadRecord := req.Record != nil
@@ -221,33 +218,17 @@ func DecidePush(req PushRequest) (PushDecision, error) {
 }
 
 func checkPush(req PushRequest) error {
-	if err := req.Pushee.validate("Pushee"); err != nil {
+	if err := firstErr(req.Pushee.validate("Pushee", TxnID{}), req.Pusher.validate("Pusher", TxnID{}),
+		req.Record.validate("Record", req.Pushee.ID)); err != nil {
 		return err
 	}
-	if req.Pusher != nil {
-		if err := req.Pusher.validate("Pusher"); err != nil {
-			return err
-		}
-		if req.Pusher.ID == req.Pushee.ID {
-			return fmt.Errorf("txnwait: Pusher and Pushee are the same transaction %s", req.Pusher.ID)
-		}
-	}
-	if r := req.Record; r != nil {
-		if err := r.validate("Record"); err != nil {
-			return err
-		}
-		if r.ID != req.Pushee.ID {
-			return fmt.Errorf("txnwait: Record is of txn %s, Pushee is %s", r.ID, req.Pushee.ID)
-		}
-	}
-	if req.Type < PushTimestamp || req.Type > PushTouch {
+	switch {
+	case req.Pusher != nil && req.Pusher.ID == req.Pushee.ID:
+		return fmt.Errorf("txnwait: Pusher and Pushee are the same transaction %s", req.Pusher.ID)
+	case req.Type < PushTimestamp || req.Type > PushTouch:
 		return fmt.Errorf("txnwait: Type %d is not a push type", int(req.Type))
-	}
-	if req.RecordCheck < RecordCreatable || req.RecordCheck > RecordBelowLowWater {
+	case req.RecordCheck < RecordCreatable || req.RecordCheck > RecordBelowLowWater:
 		return fmt.Errorf("txnwait: RecordCheck %d is not a record check", int(req.RecordCheck))
-	}
-	if req.Threshold < 0 {
-		return fmt.Errorf("txnwait: Threshold %v is negative", req.Threshold)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (a RecoveryAction) String() string {
 // An error means an invariant broke: an implicitly committed txn whose
 // record moved, or a record that went backwards.
 func DecideRecovery(staging TxnState, current *TxnState, writes []WriteResult) (RecoveryAction, TxnState, string, error) {
-	if err := staging.validate("staging"); err != nil {
+	if err := firstErr(staging.validate("staging", TxnID{}), current.validate("current", staging.ID)); err != nil {
 		return 0, TxnState{}, "", err
 	}
 	if staging.Status != Staging {
@@ -70,12 +70,6 @@ func DecideRecovery(staging TxnState, current *TxnState, writes []WriteResult) (
 		return RecoverStop, staging, "record is gone: the txn was finalized and its record removed", nil
 	}
 	cur := *current
-	if err := cur.validate("current"); err != nil {
-		return 0, TxnState{}, "", err
-	}
-	if cur.ID != staging.ID {
-		return 0, TxnState{}, "", fmt.Errorf("txnwait: current record is of txn %s, staging is %s", cur.ID, staging.ID)
-	}
 	if cur.Status.IsFinalized() {
 		return RecoverStop, cur, fmt.Sprintf("record is already %s", cur.Status), nil
 	}

@@ -160,18 +160,43 @@ func (t TxnState) String() string {
 	return s
 }
 
-func (t TxnState) validate(field string) error {
+// validate checks t (nil: nothing to check) and, if id is not zero, that
+// t is of txn id.
+func (t *TxnState) validate(field string, id TxnID) error {
 	switch {
+	case t == nil:
+		return nil
 	case !t.Status.valid():
 		return fmt.Errorf("txnwait: %s.Status %d is not a transaction status", field, int(t.Status))
 	case t.Priority < MinPriority:
 		return fmt.Errorf("txnwait: %s.Priority %d is below MinPriority (%d)", field, t.Priority, MinPriority)
-	case t.Epoch < 0:
-		return fmt.Errorf("txnwait: %s.Epoch %d is negative", field, t.Epoch)
-	case t.InFlightWrites < 0:
-		return fmt.Errorf("txnwait: %s.InFlightWrites %d is negative", field, t.InFlightWrites)
+	case t.Epoch < 0 || t.InFlightWrites < 0:
+		return fmt.Errorf("txnwait: %s.Epoch %d or %s.InFlightWrites %d is negative", field, t.Epoch, field, t.InFlightWrites)
+	case id != TxnID{} && t.ID != id:
+		return fmt.Errorf("txnwait: %s is of txn %s, not %s", field, t.ID, id)
 	}
 	return nil
+}
+
+// firstErr is the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// threshold is t, or DefaultLivenessThreshold for 0.
+func threshold(t time.Duration) (time.Duration, error) {
+	if t < 0 {
+		return 0, fmt.Errorf("txnwait: Threshold %v is negative", t)
+	}
+	if t == 0 {
+		return DefaultLivenessThreshold, nil
+	}
+	return t, nil
 }
 
 // RecordCheck is what the timestamp cache says about creating a missing
