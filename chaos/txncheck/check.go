@@ -49,6 +49,7 @@ type checker struct {
 	holders  map[string][]*ver // value -> the versions holding it
 	reads    map[string][]access
 	rep      Report
+	quiet    bool // a dry run: add reports nothing
 }
 
 // access is a committed unit's write or (checked) read of a key, for the
@@ -109,6 +110,9 @@ func Check(h History, d Dump) (*Report, error) {
 
 // add records a violation naming units' ops (nil entries are skipped).
 func (c *checker) add(class Class, us []*unit, keys []string, ts []Timestamp, format string, args ...any) {
+	if c.quiet {
+		return
+	}
 	v := Violation{Class: class, Keys: keys, Timestamps: ts, Reason: fmt.Sprintf(format, args...)}
 	seen := map[int]bool{}
 	for _, u := range us {
@@ -254,7 +258,7 @@ func (c *checker) checkWrites() {
 	// left over).
 	writers(func(u *unit) bool { return !u.ts.IsZero() })
 	writers(func(u *unit) bool { return u.ts.IsZero() && c.inferFromValues(u) })
-	writers(func(u *unit) bool { return u.ts.IsZero() && c.inferFromTombstones(u) })
+	c.inferDeletes()
 	for _, u := range c.units {
 		if len(u.writes) > 0 {
 			c.checkUnitWrites(u)
@@ -314,26 +318,87 @@ func (c *checker) inferFromValues(u *unit) bool {
 	return true
 }
 
-// inferFromTombstones finds the one timestamp at which a delete-only
-// AMBIGUOUS unit's every key has an unexplained tombstone.
-func (c *checker) inferFromTombstones(u *unit) bool {
-	for _, cand := range c.versions[u.writes[0].key] {
-		all := cand.writer == nil && cand.Deleted && !cand.Intent
-		for _, w := range u.writes {
-			v := c.versionAt(w.key, cand.Timestamp)
-			all = all && w.del && v != nil && v.writer == nil && v.Deleted && !v.Intent
-		}
-		if all {
-			u.ts, u.inferred = cand.Timestamp, true
-			return true
+// inferDeletes gives AMBIGUOUS units that only delete (and whose
+// timestamp is unknown) the timestamps of the tombstones left unexplained:
+// at each such timestamp, ascending, the unit explaining the most of them
+// for which every key it deletes has one there or had no live value
+// (deleting it wrote nothing), and which would break neither real-time
+// order nor its own reads. Tombstones carry no value, so when several such
+// units delete one key this is a plausible explanation, not necessarily
+// the true one.
+func (c *checker) inferDeletes() {
+	free := func(v *ver) bool { return v != nil && v.writer == nil && v.Deleted && !v.Intent }
+	var pending []*unit
+	for _, u := range c.units {
+		if u.op.Outcome == Ambiguous && u.ts.IsZero() && len(u.writes) > 0 &&
+			!slices.ContainsFunc(u.writes, func(w write) bool { return !w.del }) {
+			pending = append(pending, u)
 		}
 	}
-	return false
+	var times []Timestamp
+	for _, k := range c.keys {
+		for _, v := range c.versions[k] {
+			if free(v) {
+				times = append(times, v.Timestamp)
+			}
+		}
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].Less(times[j]) })
+	for _, t := range slices.Compact(times) {
+		for {
+			var best *unit
+			most := 0
+			for _, u := range pending {
+				n, ok := 0, u.ts.IsZero() && !t.Less(u.op.ReadTS)
+				for _, w := range u.writes {
+					v := c.versionAt(w.key, t)
+					if free(v) {
+						n++
+					} else if v != nil || c.liveBelow(w.key, t) {
+						ok = false
+					}
+				}
+				if ok && n > most && c.plausible(u, t) {
+					best, most = u, n
+				}
+			}
+			if best == nil {
+				break
+			}
+			best.ts, best.inferred = t, true
+			c.attributeTombstones(best)
+		}
+	}
+}
+
+// plausible reports whether u, committed at t, follows every OK write of
+// its keys that completed before it began, and its reads agree at t.
+func (c *checker) plausible(u *unit, t Timestamp) bool {
+	for _, o := range c.units {
+		if o.op.Outcome == OK && o.op.Complete < u.op.Invoke && !o.ts.Less(t) && slices.ContainsFunc(o.writes, func(ow write) bool {
+			return slices.ContainsFunc(u.writes, func(uw write) bool { return uw.key == ow.key })
+		}) {
+			return false
+		}
+	}
+	var mine []*ver
+	for _, w := range u.writes {
+		if v := c.versionAt(w.key, t); v != nil && v.writer == nil {
+			v.writer = u
+			mine = append(mine, v)
+		}
+	}
+	c.quiet = true
+	all := c.readObs(u)
+	c.quiet = false
+	for _, v := range mine {
+		v.writer = nil
+	}
+	return len(all) == 0 || common(all).contains(t)
 }
 
 func (c *checker) checkUnitWrites(u *unit) {
 	var present, missing []string
-	var pts []Timestamp
 	for _, w := range u.writes {
 		found := false
 		if w.del {
@@ -361,7 +426,7 @@ func (c *checker) checkUnitWrites(u *unit) {
 				"%s wrote %s=%s at %s, not at its commit timestamp %s", u.name(), w.key, w.value, at[0], u.ts)
 		}
 		if found {
-			present, pts = append(present, w.key), append(pts, u.ts)
+			present = append(present, w.key)
 		} else {
 			missing = append(missing, w.key)
 		}
@@ -377,7 +442,7 @@ func (c *checker) checkUnitWrites(u *unit) {
 	}
 	switch {
 	case len(missing) > 0 && len(present) > 0:
-		c.add(PartialCommit, []*unit{u}, append(present, missing...), pts,
+		c.add(PartialCommit, []*unit{u}, append(present, missing...), []Timestamp{u.ts},
 			"%s (%s) committed %s at %s but not %s", u.name(), u.op.Outcome, strings.Join(present, ","), u.ts, strings.Join(missing, ","))
 	case len(missing) > 0 && u.op.Outcome == OK:
 		c.add(LostWrite, []*unit{u}, missing, []Timestamp{u.ts},

@@ -414,3 +414,48 @@ func TestWindows(t *testing.T) {
 		t.Fatalf("[0,10) and [10,20) intersect")
 	}
 }
+
+// TestAmbiguousDeletes: AMBIGUOUS ops that only delete are matched to the
+// tombstones no other op explains: the op explaining the most of them at a
+// timestamp wins, and an op whose reads or real-time order rule the
+// timestamp out is passed over, even when it comes first in the history.
+func TestAmbiguousDeletes(t *testing.T) {
+	h := History{
+		op(1, 1, 0, 1, 0, 10, OK, KindPut, put("p", "p1")),
+		op(2, 1, 2, 3, 0, 11, OK, KindPut, put("q", "q1")),
+		// Op 4 deletes p and q at 40; op 3 alone could explain p@40.
+		op(3, 2, 20, 30, 0, 0, Ambiguous, KindDelete, del("p")),
+		op(4, 3, 21, 31, 0, 0, Ambiguous, KindTxn, del("p"), del("q")),
+		op(5, 1, 50, 51, 0, 50, OK, KindPut, put("r", "r1")),
+		op(6, 1, 52, 53, 0, 60, OK, KindPut, put("r", "r2")),
+		// Op 7 read r1, which is not current at 70; op 8 deleted r at 70.
+		op(7, 2, 40, 80, 0, 0, Ambiguous, KindTxn, get("r", "r1"), del("r")),
+		op(8, 3, 55, 80, 0, 0, Ambiguous, KindDelete, del("r")),
+		op(9, 1, 60, 65, 0, 75, OK, KindPut, put("s", "s1")),
+		op(10, 1, 71, 90, 0, 85, OK, KindPut, put("s", "s2")),
+		// Op 11 began after s2@85 was written: it cannot have deleted s at
+		// 80; op 12 (begun before) did.
+		op(11, 2, 95, 99, 0, 0, Ambiguous, KindDelete, del("s")),
+		op(12, 3, 70, 100, 0, 0, Ambiguous, KindDelete, del("s")),
+	}
+	d := Dump{
+		version("p", 10, "p1"), version("q", 11, "q1"), version("p", 40, ""), version("q", 40, ""),
+		version("r", 50, "r1"), version("r", 60, "r2"), version("r", 70, ""),
+		version("s", 75, "s1"), version("s", 80, ""), version("s", 85, "s2"),
+	}
+	r, err := Check(h, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() {
+		t.Fatalf("violations:\n%s", r)
+	}
+	want := []Inference{
+		{Op: 3, Step: -1}, {Op: 4, Step: -1, Committed: true, TS: ts(40)},
+		{Op: 7, Step: -1}, {Op: 8, Step: -1, Committed: true, TS: ts(70)},
+		{Op: 11, Step: -1}, {Op: 12, Step: -1, Committed: true, TS: ts(80)},
+	}
+	if !slices.Equal(r.Inferred, want) {
+		t.Fatalf("inferred:\n%s\nwant %v", r, want)
+	}
+}

@@ -29,11 +29,15 @@
 // OK (an OK op's leftover intent is reported once, by check 7, and
 // otherwise counts as its write). An AMBIGUOUS op's outcome is inferred:
 // committed if the dump holds (non-intent) versions of its values, at the
-// timestamp they share; for an op that only deletes, if tombstones no
-// other op explains lie at one timestamp on all its keys; otherwise not
-// applied. The inferences are in Report.Inferred. A delete of a key with
-// no live value writes nothing (as ranges applies it), so a missing
-// tombstone is a lost write only if the key was live just below.
+// timestamp they share; otherwise not applied. An op that only deletes is
+// matched by timestamp alone (tombstones carry no value): to tombstones no
+// other op explains, at one timestamp on its keys, where it breaks neither
+// real-time order nor its own reads, the op explaining the most of them
+// first. Two such ops deleting one key cannot be told apart, so a
+// generator that wants exact inference gives every transaction a put. The
+// inferences are in Report.Inferred. A delete of a key with no live value
+// writes nothing (as ranges applies it), so a missing tombstone is a lost
+// write only if the key was live just below.
 //
 // # What is checked
 //

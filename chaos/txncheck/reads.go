@@ -28,6 +28,42 @@ func describe(key string, found bool, value string) string {
 // committed versions (its own versions left out), overlaid with the
 // unit's earlier writes; all of them at one timestamp, the unit's if known.
 func (c *checker) checkReads(u *unit) {
+	all := c.readObs(u)
+	if len(all) == 0 {
+		return
+	}
+	inter := common(all)
+	if len(inter) == 0 {
+		c.readSkew(u, all)
+		return
+	}
+	if !u.ts.IsZero() && !inter.contains(u.ts) {
+		for _, o := range all {
+			if !o.w.contains(u.ts) {
+				latest, lw := c.latestAt(u, o.key, u.ts)
+				c.add(ReadTimestamp, []*unit{u, c.putBy[o.value], lw}, []string{o.key}, []Timestamp{u.ts},
+					"%s at %s read %s (current at %s), but at %s %s", u.name(), u.ts, o, o.w, u.ts, latest)
+			}
+		}
+		return
+	}
+	for _, o := range all {
+		c.reads[o.key] = append(c.reads[o.key], access{u: u, ts: u.ts, read: true, w: o.w})
+	}
+}
+
+// common is the timestamps at which all the reads held.
+func common(all []obs) window {
+	inter := window{{Timestamp{}, maxTS}}
+	for _, o := range all {
+		inter = intersect(inter, o.w)
+	}
+	return inter
+}
+
+// readObs returns the unit's reads the dump explains, reporting those
+// that are wrong in themselves (unless c.quiet).
+func (c *checker) readObs(u *unit) []obs {
 	own := map[string]write{}
 	var all []obs
 	for i, s := range u.steps {
@@ -42,7 +78,7 @@ func (c *checker) checkReads(u *unit) {
 			keys := map[string]bool{}
 			for _, r := range s.Rows {
 				if r.Key < s.Key || r.Key >= s.EndKey || (prev != "" && r.Key <= prev) {
-					c.add(UnexplainedRead, []*unit{u}, []string{r.Key}, nil,
+					c.add(UnexplainedRead, []*unit{u}, []string{r.Key}, nonZero(u.ts),
 						"%s step %d: scan [%s, %s) returned %s out of its span or order", u.name(), idx, s.Key, s.EndKey, r.Key)
 					continue
 				}
@@ -67,30 +103,7 @@ func (c *checker) checkReads(u *unit) {
 			}
 		}
 	}
-	if len(all) == 0 {
-		return
-	}
-	inter := window{{Timestamp{}, maxTS}}
-	for _, o := range all {
-		inter = intersect(inter, o.w)
-	}
-	if len(inter) == 0 {
-		c.readSkew(u, all)
-		return
-	}
-	if !u.ts.IsZero() && !inter.contains(u.ts) {
-		for _, o := range all {
-			if !o.w.contains(u.ts) {
-				latest, lw := c.latestAt(u, o.key, u.ts)
-				c.add(ReadTimestamp, []*unit{u, c.putBy[o.value], lw}, []string{o.key}, []Timestamp{u.ts},
-					"%s at %s read %s (current at %s), but at %s %s", u.name(), u.ts, o, o.w, u.ts, latest)
-			}
-		}
-		return
-	}
-	for _, o := range all {
-		c.reads[o.key] = append(c.reads[o.key], access{u: u, ts: u.ts, read: true, w: o.w})
-	}
+	return all
 }
 
 // observe checks one read of key against the unit's own earlier writes or
@@ -99,7 +112,7 @@ func (c *checker) observe(u *unit, step int, key string, found bool, value strin
 	got := describe(key, found, value)
 	if w, ok := own[key]; ok {
 		if found == w.del || (found && value != w.value) {
-			c.add(ReadYourWrites, []*unit{u}, []string{key}, nil, "%s step %d read %s after writing %s",
+			c.add(ReadYourWrites, []*unit{u}, []string{key}, nonZero(u.ts), "%s step %d read %s after writing %s",
 				u.name(), step, got, describe(key, !w.del, w.value))
 		}
 		return all
@@ -130,7 +143,7 @@ func (c *checker) observe(u *unit, step int, key string, found bool, value strin
 	default:
 		why = fmt.Sprintf("written by %s, but no committed version holds it", writer.name())
 	}
-	c.add(class, []*unit{u, writer}, []string{key}, nil, "%s step %d read %s, %s", u.name(), step, got, why)
+	c.add(class, []*unit{u, writer}, []string{key}, nonZero(u.ts), "%s step %d read %s, %s", u.name(), step, got, why)
 	return all
 }
 
@@ -204,7 +217,7 @@ func (c *checker) readSkew(u *unit, all []obs) {
 		keys = append(keys, o.key)
 		parts = append(parts, fmt.Sprintf("%s (current at %s)", o, o.w))
 	}
-	c.add(ReadSkew, us, keys, nil, "%s read %s: no one timestamp explains them", u.name(), strings.Join(parts, " and "))
+	c.add(ReadSkew, us, keys, nonZero(u.ts), "%s read %s: no one timestamp explains them", u.name(), strings.Join(parts, " and "))
 }
 
 // checkRealTime: (6) per key, an OK op that completed before another op
@@ -268,7 +281,7 @@ func (c *checker) checkRealTime() {
 				bad, what = !s.w.reachesTo(best.ts), fmt.Sprintf("read a state of %s current only at %s", k, s.w)
 			}
 			if bad {
-				c.add(RealTime, []*unit{best.u, s.u}, []string{k}, []Timestamp{best.ts},
+				c.add(RealTime, []*unit{best.u, s.u}, []string{k}, append([]Timestamp{best.ts}, nonZero(s.ts)...),
 					"%s wrote %s at %s and completed before %s began, but %s %s", best.u.name(), k, best.ts, s.u.name(), s.u.name(), what)
 			}
 		}
