@@ -62,9 +62,11 @@
 //     (G1a). Windows with nothing in common are read-skew; a common
 //     window without the op's timestamp is read-timestamp.
 //  5. Read timestamp <= commit timestamp (read-after-commit).
-//  6. Per key, an OK op that completed before another began has the lower
-//     timestamp: that op's write lies above it, and its read saw it or a
-//     later version (real-time); no two ops write a key at one timestamp.
+//  6. Per key, real-time order implies timestamp order: when an OK op
+//     completed before another began, the later op's write lies above
+//     what the earlier one wrote or saw of the key, and its read sees
+//     that version or a later one (real-time). No two ops write a key at
+//     one timestamp (write-timestamp).
 //  7. No unresolved intents remain (leftover-intent).
 //  8. CheckBank: every OK transaction that reads all the accounts sees
 //     them sum to the total, none negative (bank-sum, bank-negative).

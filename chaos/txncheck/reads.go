@@ -8,7 +8,6 @@ import (
 
 // obs is one read of a key explained by the dump.
 type obs struct {
-	step  int
 	key   string
 	found bool
 	value string
@@ -84,8 +83,8 @@ func (c *checker) readObs(u *unit) []obs {
 				}
 				rows[r.Key], prev, keys[r.Key] = r.Value, r.Key, true
 			}
-			for _, k := range c.keys {
-				keys[k] = keys[k] || (k >= s.Key && k < s.EndKey)
+			for i := sort.SearchStrings(c.keys, s.Key); i < len(c.keys) && c.keys[i] < s.EndKey; i++ {
+				keys[c.keys[i]] = true
 			}
 			for k := range own {
 				keys[k] = keys[k] || (k >= s.Key && k < s.EndKey)
@@ -119,7 +118,7 @@ func (c *checker) observe(u *unit, step int, key string, found bool, value strin
 	}
 	w := c.window(u, key, found, value)
 	if len(w) > 0 {
-		return append(all, obs{step: step, key: key, found: found, value: value, w: w})
+		return append(all, obs{key: key, found: found, value: value, w: w})
 	}
 	// Only a value can have an empty window: absence holds below the first version.
 	writer := c.putBy[value]
@@ -202,11 +201,12 @@ func (c *checker) latestAt(u *unit, key string, ts Timestamp) (string, *unit) {
 // explains (or all of them if every pair agrees).
 func (c *checker) readSkew(u *unit, all []obs) {
 	pick := all
-	for i := 0; i < len(all) && len(pick) == len(all); i++ {
+pair:
+	for i := range all {
 		for j := i + 1; j < len(all); j++ {
 			if len(intersect(all[i].w, all[j].w)) == 0 {
 				pick = []obs{all[i], all[j]}
-				break
+				break pair
 			}
 		}
 	}
@@ -220,9 +220,24 @@ func (c *checker) readSkew(u *unit, all []obs) {
 	c.add(ReadSkew, us, keys, nonZero(u.ts), "%s read %s: no one timestamp explains them", u.name(), strings.Join(parts, " and "))
 }
 
-// checkRealTime: (6) per key, an OK op that completed before another op
-// began wrote below that op's write or read timestamp; also no two ops
-// write one key at one timestamp.
+// floor is the lowest timestamp an op that begins after a's op completed
+// may observe the key at: a write's timestamp, or the timestamp of the
+// version a read saw (zero if it saw the key's initial absence).
+func (a access) floor() Timestamp {
+	if !a.read {
+		return a.ts
+	}
+	for _, s := range a.w {
+		if a.ts.IsZero() || s.contains(a.ts) {
+			return s.lo
+		}
+	}
+	return Timestamp{}
+}
+
+// checkRealTime: (6) per key, what an OK op that completed before another
+// op began wrote or saw is below that op's write and at or below the
+// version it read; also no two ops write one key at one timestamp.
 func (c *checker) checkRealTime() {
 	byKey := map[string][]access{}
 	set := map[string]bool{}
@@ -256,6 +271,11 @@ func (c *checker) checkRealTime() {
 				preds = append(preds, a)
 			}
 		}
+		for _, a := range c.reads[k] {
+			if a.u.op.Outcome == OK && !a.floor().IsZero() {
+				preds = append(preds, a)
+			}
+		}
 		succ := append(append([]access(nil), ws...), c.reads[k]...)
 		sort.SliceStable(preds, func(i, j int) bool { return preds[i].u.op.Complete < preds[j].u.op.Complete })
 		sort.SliceStable(succ, func(i, j int) bool { return succ[i].u.op.Invoke < succ[j].u.op.Invoke })
@@ -263,26 +283,31 @@ func (c *checker) checkRealTime() {
 		p := 0
 		for _, s := range succ {
 			for ; p < len(preds) && preds[p].u.op.Complete < s.u.op.Invoke; p++ {
-				if best == nil || best.ts.Less(preds[p].ts) {
+				if best == nil || best.floor().Less(preds[p].floor()) {
 					best = &preds[p]
 				}
 			}
 			if best == nil {
 				continue
 			}
+			f := best.floor()
 			var bad bool
 			var what string
 			switch {
 			case !s.read:
-				bad, what = !best.ts.Less(s.ts), fmt.Sprintf("wrote %s at %s", k, s.ts)
+				bad, what = !f.Less(s.ts), fmt.Sprintf("wrote %s at %s", k, s.ts)
 			case !s.ts.IsZero():
-				bad, what = s.ts.Less(best.ts), fmt.Sprintf("read %s at %s", k, s.ts)
+				bad, what = s.ts.Less(f), fmt.Sprintf("read %s at %s", k, s.ts)
 			default:
-				bad, what = !s.w.reachesTo(best.ts), fmt.Sprintf("read a state of %s current only at %s", k, s.w)
+				bad, what = !s.w.reachesTo(f), fmt.Sprintf("read a state of %s current only at %s", k, s.w)
+			}
+			did := fmt.Sprintf("wrote %s at %s", k, f)
+			if best.read {
+				did = fmt.Sprintf("saw the version of %s at %s", k, f)
 			}
 			if bad {
-				c.add(RealTime, []*unit{best.u, s.u}, []string{k}, append([]Timestamp{best.ts}, nonZero(s.ts)...),
-					"%s wrote %s at %s and completed before %s began, but %s %s", best.u.name(), k, best.ts, s.u.name(), s.u.name(), what)
+				c.add(RealTime, []*unit{best.u, s.u}, []string{k}, append([]Timestamp{f}, nonZero(s.ts)...),
+					"%s %s and completed before %s began, but %s %s", best.u.name(), did, s.u.name(), s.u.name(), what)
 			}
 		}
 	}

@@ -9,9 +9,11 @@ type span struct{ lo, hi Timestamp }
 // its key: ascending, disjoint spans. An empty window means no timestamp.
 type window []span
 
+func (s span) contains(t Timestamp) bool { return !t.Less(s.lo) && t.Less(s.hi) }
+
 func (w window) contains(t Timestamp) bool {
 	for _, s := range w {
-		if !t.Less(s.lo) && t.Less(s.hi) {
+		if s.contains(t) {
 			return true
 		}
 	}
