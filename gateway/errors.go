@@ -31,12 +31,21 @@ var errorCodes = map[rspb.RangeError_Code]codes.Code{
 	rspb.RangeError_BELOW_GC_THRESHOLD:  codes.FailedPrecondition,
 	rspb.RangeError_NOT_CLOSED:          codes.Unavailable,
 	rspb.RangeError_BOOKMARK_TIMEOUT:    codes.Unavailable,
+	// Transaction conflicts: retry the transaction (the ErrorInfo reason
+	// says which). WRITE_INTENT reaches a client only when the gateway
+	// gave up waiting on a conflicting transaction.
+	rspb.RangeError_WRITE_INTENT: codes.Aborted,
+	rspb.RangeError_TXN_RETRY:    codes.Aborted,
+	rspb.RangeError_TXN_ABORTED:  codes.Aborted,
 }
 
 // errorReasons: codes whose status also carries an ErrorInfo with this
 // reason (domain rangestore), for clients to tell them apart.
 var errorReasons = map[rspb.RangeError_Code]string{
 	rspb.RangeError_BOOKMARK_TIMEOUT: "BOOKMARK_TIMEOUT",
+	rspb.RangeError_WRITE_INTENT:     "WRITE_INTENT",
+	rspb.RangeError_TXN_RETRY:        "TXN_RETRY",
+	rspb.RangeError_TXN_ABORTED:      "TXN_ABORTED",
 }
 
 // ErrorDomain is the domain of the ErrorInfo details of statuses.

@@ -550,3 +550,53 @@ func scanNewest(r Reader, start, end []byte, fn func(prefix []byte, ts Timestamp
 	}
 	return nil, nil
 }
+
+// MVCCPushIntent moves the intent of the transaction txnID on key up to ts
+// (a pusher moved the transaction's timestamp there), if it is below ts;
+// found reports whether there was an intent of txnID. Reads below ts then
+// read beneath it instead of meeting it.
+func MVCCPushIntent(b *Batch, key []byte, txnID []byte, ts Timestamp) (found bool, err error) {
+	if err := checkVersion(key, ts); err != nil {
+		return false, fmt.Errorf("kv: push intent %q@%s: %w", key, ts, err)
+	}
+	prefix := EncodeDataSpanStart(key)
+	it, err := b.NewIter(prefix, versionsEnd(prefix))
+	if err != nil {
+		return false, err
+	}
+	var engineKey, raw []byte
+	var cur Timestamp
+	func() {
+		defer closeIter(it, &err)
+		if !it.First() {
+			return
+		}
+		if _, cur, err = splitMVCCKey(it.Key()); err != nil {
+			return
+		}
+		var v []byte
+		if v, err = it.ValueAndErr(); err != nil {
+			return
+		}
+		var d decoded
+		if d, err = decodeVersionValue(v); err != nil {
+			return
+		}
+		if d.intent && bytes.Equal(d.txnID, txnID) {
+			engineKey, raw = cloneBytes(it.Key()), cloneBytes(v)
+		}
+	}()
+	if err != nil || engineKey == nil {
+		return false, err
+	}
+	if !cur.Less(ts) {
+		return true, nil
+	}
+	if err := b.DeleteRaw(engineKey); err != nil {
+		return true, err
+	}
+	if err := b.b.Set(EncodeMVCCKey(key, ts), raw, nil); err != nil {
+		return true, fmt.Errorf("kv: push intent %q@%s: %w", key, ts, err)
+	}
+	return true, nil
+}

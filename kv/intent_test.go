@@ -293,7 +293,7 @@ func TestResolveIntentRangeResumes(t *testing.T) {
 		}
 		return MVCCPut(b, []byte("bb"), ts(20), []byte("bb"), false, txnB(0))
 	})
-	var start []byte = []byte("a")
+	start := []byte("a")
 	var calls []string
 	for start != nil {
 		mustWrite(t, e, func(b *Batch) error {

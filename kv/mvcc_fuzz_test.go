@@ -67,7 +67,6 @@ func FuzzMVCCValue(f *testing.F) {
 		// the version it returns, or the error it fails with.
 		type outcome struct {
 			v        version // the version read (if found or a tombstone)
-			none     bool    // no version at or below readTS
 			err      error   // a malformed version's decoding error
 			conflict bool
 			broken   bool // ErrIntentInvariant

@@ -76,14 +76,6 @@ func evalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp, budget i
 	return batcheval.EvalWrite(b, reqs, ts, budget)
 }
 
-// evalRead serves read-only requests from r at readTS
-// (batcheval.EvalRead). The response stays within budget bytes (0 = the
-// default limits): scans stop early with a resume key, point reads beyond
-// it are an error.
-func evalRead(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
-	return batcheval.EvalRead(r, reqs, readTS, budget)
-}
-
 // readTimestamp is the timestamp a read request reads at: its own as_of, or
 // the batch's read timestamp def. Non-read requests get def.
 func readTimestamp(r *rspb.RequestUnion, def kv.Timestamp) kv.Timestamp {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/batcheval"
 )
 
 const (
@@ -41,6 +42,9 @@ type ReadQuery struct {
 	// MaxResponseBytes bounds the response's keys and values (0 = the
 	// default limits' max_batch_bytes).
 	MaxResponseBytes int64
+	// Txn is the reading transaction (nil: none), which sees its own
+	// intents.
+	Txn *rspb.Transaction
 }
 
 // stateMachine is one replica's IOnDiskStateMachine over the node's shared
@@ -552,7 +556,7 @@ func (s *stateMachine) Lookup(q interface{}) (interface{}, error) {
 				fmt.Sprintf("versions since %s are needed but r%d's GC threshold is %s: they may have been garbage-collected (a protected timestamp keeps them; take a full backup)", since, s.rangeID, gc))}, nil
 		}
 	}
-	resps, err := evalRead(view, rq.Requests, readTS, rq.MaxResponseBytes)
+	resps, err := batcheval.EvalReadTxn(view, rq.Requests, readTS, rq.MaxResponseBytes, rq.Txn)
 	if err != nil {
 		if re, ok := asRangeError(err); ok {
 			return &rspb.RaftResult{Error: re}, nil

@@ -205,8 +205,10 @@ func (r *Replica) freezeInfo() *rspb.AdminFreezeResponse {
 	d := r.desc()
 	served := r.store.cfg.Clock.Now()
 	served.WallTime += int64(r.store.cfg.Clock.MaxOffset())
-	if hi := r.tscache.max(span{start: d.StartKey, end: d.EndKey}); served.Less(hi) {
-		served = hi
+	for _, sp := range rangeTSSpans(d.StartKey, d.EndKey) {
+		if hi := r.tscache.max(sp); served.Less(hi) {
+			served = hi
+		}
 	}
 	r.sm.mu.RLock()
 	if served.Less(r.sm.maxWriteTS) {
@@ -384,7 +386,10 @@ func (r *Replica) adminMerge(ctx context.Context, lease *rspb.Lease, req *rspb.A
 		return &rspb.RangeResponse{Error: res.Error}
 	}
 	// Reads on the right's span here start above everything it served.
-	r.tscache.add(span{start: right.StartKey, end: right.EndKey}, TSFromProto(frozen.ServedBelow))
+	// So do pushes of transactions anchored there (record markers).
+	for _, sp := range rangeTSSpans(right.StartKey, right.EndKey) {
+		r.tscache.add(sp, TSFromProto(frozen.ServedBelow), "")
+	}
 	if r.store.cfg.Metrics != nil {
 		r.store.cfg.Metrics.merges.Inc()
 	}

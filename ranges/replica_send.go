@@ -106,6 +106,13 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 		r.store.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
+	if err := batcheval.CheckTxn(req.Txn); err != nil {
+		re, _ := asRangeError(err)
+		return &rspb.RangeResponse{Error: re}
+	}
+	if req.FollowerRead && req.Txn != nil {
+		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_INVALID_ARGUMENT, fmt.Sprintf("r%d: follower_read: a transaction reads at its leaseholders", req.RangeId))}
+	}
 	if req.FollowerRead {
 		// Any replica, without the lease (closedts.go).
 		return r.serveFollowerRead(ctx, req)
@@ -181,6 +188,9 @@ func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.R
 	if re := check(named("min_closed_timestamp"), req.MinClosedTimestamp); re != nil {
 		return latest, re
 	}
+	if re := check(named("txn.meta.write_timestamp"), req.GetTxn().GetMeta().GetWriteTimestamp()); re != nil {
+		return latest, re
+	}
 	for i, ru := range req.Requests {
 		var asOf *rspb.Timestamp
 		if c, err := batcheval.Lookup(ru); err == nil {
@@ -217,6 +227,9 @@ func (r *Replica) dedupResult(req *rspb.RangeRequest) *rspb.RaftResult {
 func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	now := r.store.cfg.Clock.Now()
 	readTS := TSFromProto(req.ReadTimestamp)
+	if req.Txn != nil {
+		readTS = TSFromProto(req.Txn.ReadTimestamp)
+	}
 	if readTS.IsEmpty() {
 		readTS = now
 	}
@@ -227,13 +240,13 @@ func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.R
 	}
 	defer r.latches.release(l)
 	for i, ru := range req.Requests {
-		r.tscache.add(spans[i], readTimestamp(ru, readTS))
+		r.tscache.add(spans[i], readTimestamp(ru, readTS), txnID(req.Txn))
 	}
 	// The lease must still be valid now that we hold the latches.
 	if lease := r.lease(); lease.NodeId != r.store.NodeID() || lease.ReplicaId != r.replicaID || r.store.leaseStatus(lease, r.store.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, lease.NodeId, "lease changed while reading")}
 	}
-	out, err := r.sm.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: r.store.cfg.Limits.responseBudget()})
+	out, err := r.sm.Lookup(&ReadQuery{Requests: req.Requests, ReadTS: readTS, MaxResponseBytes: r.store.cfg.Limits.responseBudget(), Txn: req.Txn})
 	if err != nil {
 		return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 	}
@@ -242,7 +255,7 @@ func (r *Replica) serveRead(ctx context.Context, req *rspb.RangeRequest) *rspb.R
 	}
 	r.leaseReads.Add(1)
 	res := out.(*rspb.RaftResult)
-	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(readTS)}
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: TSToProto(readTS), Txn: req.Txn}
 }
 
 // serveWrite evaluates a write at the leaseholder under write latches, at a
@@ -271,17 +284,34 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 		r.store.addLocalDescriptors(re, req.Requests)
 		return &rspb.RangeResponse{Error: re}
 	}
+	// A non-transactional write goes above every read of its spans and
+	// every earlier write of the range; a transaction's at its write
+	// timestamp, above other readers of its spans (replica_txn.go).
+	// Either goes at or above what its requests need (a resolution: the
+	// commit timestamp).
 	ts := r.store.cfg.Clock.Now()
+	if req.Txn != nil {
+		ts = TSFromProto(req.Txn.Meta.WriteTimestamp)
+	}
 	for _, sp := range spans {
-		if hi := r.tscache.max(sp); !hi.Less(ts) {
+		if hi := r.tscache.pushFor(sp, txnID(req.Txn)); !hi.Less(ts) {
 			ts = hi.Next()
 		}
 	}
-	r.sm.mu.RLock()
-	if mw := r.sm.maxWriteTS; !mw.Less(ts) {
-		ts = mw.Next()
+	if req.Txn == nil {
+		r.sm.mu.RLock()
+		if mw := r.sm.maxWriteTS; !mw.Less(ts) {
+			ts = mw.Next()
+		}
+		r.sm.mu.RUnlock()
 	}
-	r.sm.mu.RUnlock()
+	for _, ru := range req.Requests {
+		if c, err := batcheval.Lookup(ru); err == nil {
+			if m := TSFromProto(c.MinWriteTimestamp(ru)); ts.Less(m) {
+				ts = m
+			}
+		}
+	}
 	if start := TSFromProto(lease.Start); ts.Less(start) {
 		ts = start
 	}
@@ -297,10 +327,8 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 			r.closed.done(tok)
 		}
 	}()
-	b := r.store.eng.NewBatch()
-	resps, err := evalWrite(b, req.Requests, ts, r.store.cfg.Limits.responseBudget())
+	b, resps, ts, err := r.evalTxnWrite(req, ts, txnEnv{r: r, desc: desc})
 	if err != nil {
-		_ = b.Close()
 		if re, ok := asRangeError(err); ok {
 			return &rspb.RangeResponse{Error: re}
 		}
@@ -329,7 +357,7 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 		}
 		return &rspb.RangeResponse{Error: rerr}
 	}
-	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+	return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp, Txn: withWriteTS(req.Txn, TSFromProto(res.Timestamp))}
 }
 
 // evaluatedUnderReplaced: the lease or descriptor a command was evaluated

@@ -145,8 +145,10 @@ func (s *Store) onSplit(sp *splitApplied) {
 	low := s.cfg.Clock.Now()
 	low.WallTime += int64(s.cfg.Clock.MaxOffset())
 	if parent := s.replica(sp.left.RangeId); parent != nil {
-		if hi := parent.tscache.max(span{start: sp.right.StartKey, end: sp.right.EndKey}); low.Less(hi) {
-			low = hi
+		for _, ts := range rangeTSSpans(sp.right.StartKey, sp.right.EndKey) {
+			if hi := parent.tscache.max(ts); low.Less(hi) {
+				low = hi
+			}
 		}
 	}
 	s.crashPoint("split-applied")

@@ -406,6 +406,12 @@ type RangeRequest struct {
 	FollowerRead       bool       `protobuf:"varint,40,opt,name=follower_read,json=followerRead,proto3" json:"follower_read,omitempty"`
 	MinClosedTimestamp *Timestamp `protobuf:"bytes,41,opt,name=min_closed_timestamp,json=minClosedTimestamp,proto3" json:"min_closed_timestamp,omitempty"`
 	ClosedWaitMillis   int64      `protobuf:"varint,42,opt,name=closed_wait_millis,json=closedWaitMillis,proto3" json:"closed_wait_millis,omitempty"`
+	// txn: the transaction the requests run in (its gateway is the
+	// coordinator). Reads run at its read_timestamp and see its own intents;
+	// writes leave intents at its write_timestamp, which the replica may push
+	// (above the timestamp cache or a newer committed value): the response's
+	// txn says where it went. Unset: non-transactional requests.
+	Txn *Transaction `protobuf:"bytes,60,opt,name=txn,proto3" json:"txn,omitempty"`
 	// Types that are valid to be assigned to Admin:
 	//
 	//	*RangeRequest_AdminSplit
@@ -515,6 +521,13 @@ func (x *RangeRequest) GetClosedWaitMillis() int64 {
 		return x.ClosedWaitMillis
 	}
 	return 0
+}
+
+func (x *RangeRequest) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
 }
 
 func (x *RangeRequest) GetAdmin() isRangeRequest_Admin {
@@ -1288,6 +1301,9 @@ type RangeResponse struct {
 	Responses []*ResponseUnion       `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
 	Error     *RangeError            `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	Timestamp *Timestamp             `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // commit timestamp of writes, or read timestamp
+	// txn: for a transactional request, the transaction after it (a pushed
+	// write timestamp).
+	Txn *Transaction `protobuf:"bytes,60,opt,name=txn,proto3" json:"txn,omitempty"`
 	// Types that are valid to be assigned to Admin:
 	//
 	//	*RangeResponse_AdminSplit
@@ -1351,6 +1367,13 @@ func (x *RangeResponse) GetError() *RangeError {
 func (x *RangeResponse) GetTimestamp() *Timestamp {
 	if x != nil {
 		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *RangeResponse) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
 	}
 	return nil
 }
@@ -1984,7 +2007,7 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x13expected_generation\x18\x01 \x01(\x04R\x12expectedGeneration\"\x88\x01\n" +
 	"\x12AdminMergeResponse\x126\n" +
 	"\x06merged\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x06merged\x12:\n" +
-	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xcc\t\n" +
+	"\babsorbed\x18\x02 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\babsorbed\"\xfa\t\n" +
 	"\fRangeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x127\n" +
 	"\brequests\x18\x02 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x12\x1f\n" +
@@ -1995,7 +2018,8 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x0fgateway_node_id\x18\x16 \x01(\x04R\rgatewayNodeId\x12#\n" +
 	"\rfollower_read\x18( \x01(\bR\ffollowerRead\x12J\n" +
 	"\x14min_closed_timestamp\x18) \x01(\v2\x18.rangestore.v1.TimestampR\x12minClosedTimestamp\x12,\n" +
-	"\x12closed_wait_millis\x18* \x01(\x03R\x10closedWaitMillis\x12C\n" +
+	"\x12closed_wait_millis\x18* \x01(\x03R\x10closedWaitMillis\x12,\n" +
+	"\x03txn\x18< \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12C\n" +
 	"\vadmin_split\x18\x06 \x01(\v2 .rangestore.v1.AdminSplitRequestH\x00R\n" +
 	"adminSplit\x12F\n" +
 	"\fadmin_freeze\x18\a \x01(\v2!.rangestore.v1.AdminFreezeRequestH\x00R\vadminFreeze\x12C\n" +
@@ -2052,11 +2076,12 @@ const file_rangestore_v1_internal_proto_rawDesc = "" +
 	"\x1aAdminCreateReplicaResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"b\n" +
 	"\x15AdminReplicaGCRequest\x12I\n" +
-	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xaf\x06\n" +
+	"\x10range_descriptor\x18\x01 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\"\xdd\x06\n" +
 	"\rRangeResponse\x12:\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1c.rangestore.v1.ResponseUnionR\tresponses\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.rangestore.v1.RangeErrorR\x05error\x126\n" +
-	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12D\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\ttimestamp\x12,\n" +
+	"\x03txn\x18< \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12D\n" +
 	"\vadmin_split\x18\x04 \x01(\v2!.rangestore.v1.AdminSplitResponseH\x00R\n" +
 	"adminSplit\x12G\n" +
 	"\fadmin_freeze\x18\x05 \x01(\v2\".rangestore.v1.AdminFreezeResponseH\x00R\vadminFreeze\x12D\n" +
@@ -2152,11 +2177,12 @@ var file_rangestore_v1_internal_proto_goTypes = []any{
 	(*RangeDescriptor)(nil),             // 25: rangestore.v1.RangeDescriptor
 	(*Timestamp)(nil),                   // 26: rangestore.v1.Timestamp
 	(*RequestUnion)(nil),                // 27: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),               // 28: rangestore.v1.ResponseUnion
-	(*RangeError)(nil),                  // 29: rangestore.v1.RangeError
-	(*NodeDescriptor)(nil),              // 30: rangestore.v1.NodeDescriptor
-	(*CertInfo)(nil),                    // 31: rangestore.v1.CertInfo
-	(*ClusterRecord)(nil),               // 32: rangestore.v1.ClusterRecord
+	(*Transaction)(nil),                 // 28: rangestore.v1.Transaction
+	(*ResponseUnion)(nil),               // 29: rangestore.v1.ResponseUnion
+	(*RangeError)(nil),                  // 30: rangestore.v1.RangeError
+	(*NodeDescriptor)(nil),              // 31: rangestore.v1.NodeDescriptor
+	(*CertInfo)(nil),                    // 32: rangestore.v1.CertInfo
+	(*ClusterRecord)(nil),               // 33: rangestore.v1.ClusterRecord
 }
 var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	25, // 0: rangestore.v1.AdminSplitResponse.left:type_name -> rangestore.v1.RangeDescriptor
@@ -2169,51 +2195,53 @@ var file_rangestore_v1_internal_proto_depIdxs = []int32{
 	26, // 7: rangestore.v1.RangeRequest.timestamp:type_name -> rangestore.v1.Timestamp
 	26, // 8: rangestore.v1.RangeRequest.read_timestamp:type_name -> rangestore.v1.Timestamp
 	26, // 9: rangestore.v1.RangeRequest.min_closed_timestamp:type_name -> rangestore.v1.Timestamp
-	0,  // 10: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
-	2,  // 11: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
-	4,  // 12: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
-	11, // 13: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
-	13, // 14: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
-	15, // 15: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
-	7,  // 16: rangestore.v1.RangeRequest.admin_closed_timestamps:type_name -> rangestore.v1.ClosedTimestampUpdate
-	8,  // 17: rangestore.v1.ClosedTimestampUpdate.entries:type_name -> rangestore.v1.ClosedTimestampEntry
-	26, // 18: rangestore.v1.ClosedTimestampEntry.closed_timestamp:type_name -> rangestore.v1.Timestamp
-	25, // 19: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 20: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	25, // 21: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	28, // 22: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	29, // 23: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
-	26, // 24: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 25: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
-	3,  // 26: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
-	5,  // 27: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
-	12, // 28: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
-	14, // 29: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
-	10, // 30: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
-	9,  // 31: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
-	30, // 32: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
-	25, // 33: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
-	31, // 34: rangestore.v1.NodeInfoResponse.certs:type_name -> rangestore.v1.CertInfo
-	30, // 35: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
-	25, // 36: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
-	26, // 37: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
-	30, // 38: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
-	32, // 39: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
-	6,  // 40: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
-	17, // 41: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
-	21, // 42: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
-	23, // 43: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
-	19, // 44: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
-	16, // 45: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
-	18, // 46: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
-	22, // 47: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
-	24, // 48: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
-	20, // 49: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
-	45, // [45:50] is the sub-list for method output_type
-	40, // [40:45] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	28, // 10: rangestore.v1.RangeRequest.txn:type_name -> rangestore.v1.Transaction
+	0,  // 11: rangestore.v1.RangeRequest.admin_split:type_name -> rangestore.v1.AdminSplitRequest
+	2,  // 12: rangestore.v1.RangeRequest.admin_freeze:type_name -> rangestore.v1.AdminFreezeRequest
+	4,  // 13: rangestore.v1.RangeRequest.admin_merge:type_name -> rangestore.v1.AdminMergeRequest
+	11, // 14: rangestore.v1.RangeRequest.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasRequest
+	13, // 15: rangestore.v1.RangeRequest.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaRequest
+	15, // 16: rangestore.v1.RangeRequest.admin_replica_gc:type_name -> rangestore.v1.AdminReplicaGCRequest
+	7,  // 17: rangestore.v1.RangeRequest.admin_closed_timestamps:type_name -> rangestore.v1.ClosedTimestampUpdate
+	8,  // 18: rangestore.v1.ClosedTimestampUpdate.entries:type_name -> rangestore.v1.ClosedTimestampEntry
+	26, // 19: rangestore.v1.ClosedTimestampEntry.closed_timestamp:type_name -> rangestore.v1.Timestamp
+	25, // 20: rangestore.v1.AdminChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 21: rangestore.v1.AdminCreateReplicaRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	25, // 22: rangestore.v1.AdminReplicaGCRequest.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	29, // 23: rangestore.v1.RangeResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	30, // 24: rangestore.v1.RangeResponse.error:type_name -> rangestore.v1.RangeError
+	26, // 25: rangestore.v1.RangeResponse.timestamp:type_name -> rangestore.v1.Timestamp
+	28, // 26: rangestore.v1.RangeResponse.txn:type_name -> rangestore.v1.Transaction
+	1,  // 27: rangestore.v1.RangeResponse.admin_split:type_name -> rangestore.v1.AdminSplitResponse
+	3,  // 28: rangestore.v1.RangeResponse.admin_freeze:type_name -> rangestore.v1.AdminFreezeResponse
+	5,  // 29: rangestore.v1.RangeResponse.admin_merge:type_name -> rangestore.v1.AdminMergeResponse
+	12, // 30: rangestore.v1.RangeResponse.admin_change_replicas:type_name -> rangestore.v1.AdminChangeReplicasResponse
+	14, // 31: rangestore.v1.RangeResponse.admin_create_replica:type_name -> rangestore.v1.AdminCreateReplicaResponse
+	10, // 32: rangestore.v1.RangeResponse.replica_digest:type_name -> rangestore.v1.ReplicaDigest
+	9,  // 33: rangestore.v1.RangeResponse.replica_progress:type_name -> rangestore.v1.ReplicaProgress
+	31, // 34: rangestore.v1.NodeInfoResponse.node:type_name -> rangestore.v1.NodeDescriptor
+	25, // 35: rangestore.v1.NodeInfoResponse.meta_range:type_name -> rangestore.v1.RangeDescriptor
+	32, // 36: rangestore.v1.NodeInfoResponse.certs:type_name -> rangestore.v1.CertInfo
+	31, // 37: rangestore.v1.BootstrapRequest.nodes:type_name -> rangestore.v1.NodeDescriptor
+	25, // 38: rangestore.v1.BootstrapRequest.ranges:type_name -> rangestore.v1.RangeDescriptor
+	26, // 39: rangestore.v1.BootstrapRequest.timestamp:type_name -> rangestore.v1.Timestamp
+	31, // 40: rangestore.v1.JoinRequest.node:type_name -> rangestore.v1.NodeDescriptor
+	33, // 41: rangestore.v1.JoinResponse.record:type_name -> rangestore.v1.ClusterRecord
+	6,  // 42: rangestore.v1.Internal.RangeBatch:input_type -> rangestore.v1.RangeRequest
+	17, // 43: rangestore.v1.Internal.NodeInfo:input_type -> rangestore.v1.NodeInfoRequest
+	21, // 44: rangestore.v1.Internal.Bootstrap:input_type -> rangestore.v1.BootstrapRequest
+	23, // 45: rangestore.v1.Internal.Join:input_type -> rangestore.v1.JoinRequest
+	19, // 46: rangestore.v1.Internal.Drain:input_type -> rangestore.v1.DrainRequest
+	16, // 47: rangestore.v1.Internal.RangeBatch:output_type -> rangestore.v1.RangeResponse
+	18, // 48: rangestore.v1.Internal.NodeInfo:output_type -> rangestore.v1.NodeInfoResponse
+	22, // 49: rangestore.v1.Internal.Bootstrap:output_type -> rangestore.v1.BootstrapResponse
+	24, // 50: rangestore.v1.Internal.Join:output_type -> rangestore.v1.JoinResponse
+	20, // 51: rangestore.v1.Internal.Drain:output_type -> rangestore.v1.DrainResponse
+	47, // [47:52] is the sub-list for method output_type
+	42, // [42:47] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_internal_proto_init() }

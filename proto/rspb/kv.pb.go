@@ -85,6 +85,112 @@ func (ReadMode) EnumDescriptor() ([]byte, []int) {
 	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{0}
 }
 
+// TransactionStatus is the state of a transaction record. PENDING may
+// still write; STAGING is committed if and only if every write in its
+// in_flight_writes succeeded at or below its write timestamp (parallel
+// commits); COMMITTED and ABORTED are final.
+type TransactionStatus int32
+
+const (
+	TransactionStatus_TXN_PENDING   TransactionStatus = 0
+	TransactionStatus_TXN_STAGING   TransactionStatus = 1
+	TransactionStatus_TXN_COMMITTED TransactionStatus = 2
+	TransactionStatus_TXN_ABORTED   TransactionStatus = 3
+)
+
+// Enum value maps for TransactionStatus.
+var (
+	TransactionStatus_name = map[int32]string{
+		0: "TXN_PENDING",
+		1: "TXN_STAGING",
+		2: "TXN_COMMITTED",
+		3: "TXN_ABORTED",
+	}
+	TransactionStatus_value = map[string]int32{
+		"TXN_PENDING":   0,
+		"TXN_STAGING":   1,
+		"TXN_COMMITTED": 2,
+		"TXN_ABORTED":   3,
+	}
+)
+
+func (x TransactionStatus) Enum() *TransactionStatus {
+	p := new(TransactionStatus)
+	*p = x
+	return p
+}
+
+func (x TransactionStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TransactionStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_kv_proto_enumTypes[1].Descriptor()
+}
+
+func (TransactionStatus) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_kv_proto_enumTypes[1]
+}
+
+func (x TransactionStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TransactionStatus.Descriptor instead.
+func (TransactionStatus) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{1}
+}
+
+// PushType is what a pusher wants of a conflicting transaction.
+type PushType int32
+
+const (
+	PushType_PUSH_TIMESTAMP PushType = 0 // move its write timestamp above push_to (a reader)
+	PushType_PUSH_ABORT     PushType = 1 // abort it (a writer)
+	PushType_PUSH_TOUCH     PushType = 2 // only abort it if it is expired (cleanup)
+)
+
+// Enum value maps for PushType.
+var (
+	PushType_name = map[int32]string{
+		0: "PUSH_TIMESTAMP",
+		1: "PUSH_ABORT",
+		2: "PUSH_TOUCH",
+	}
+	PushType_value = map[string]int32{
+		"PUSH_TIMESTAMP": 0,
+		"PUSH_ABORT":     1,
+		"PUSH_TOUCH":     2,
+	}
+)
+
+func (x PushType) Enum() *PushType {
+	p := new(PushType)
+	*p = x
+	return p
+}
+
+func (x PushType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PushType) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_kv_proto_enumTypes[2].Descriptor()
+}
+
+func (PushType) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_kv_proto_enumTypes[2]
+}
+
+func (x PushType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PushType.Descriptor instead.
+func (PushType) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{2}
+}
+
 // Timestamp is a hybrid logical clock timestamp.
 type Timestamp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1338,6 +1444,932 @@ func (x *ExportResponse) GetResumeKey() []byte {
 	return nil
 }
 
+// TxnMeta identifies a transaction and says where its record lives: what
+// every intent carries and what a pusher needs.
+type TxnMeta struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Id                []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`        // 16 random bytes
+	Key               []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`      // anchor (internal key): its range holds the record
+	Epoch             int32                  `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"` // incremented by each restart; intents of older epochs do not count
+	WriteTimestamp    *Timestamp             `protobuf:"bytes,4,opt,name=write_timestamp,json=writeTimestamp,proto3" json:"write_timestamp,omitempty"`
+	MinTimestamp      *Timestamp             `protobuf:"bytes,5,opt,name=min_timestamp,json=minTimestamp,proto3" json:"min_timestamp,omitempty"` // the first timestamp it ran at
+	Priority          int32                  `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	CoordinatorNodeId uint64                 `protobuf:"varint,7,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TxnMeta) Reset() {
+	*x = TxnMeta{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnMeta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnMeta) ProtoMessage() {}
+
+func (x *TxnMeta) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnMeta.ProtoReflect.Descriptor instead.
+func (*TxnMeta) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TxnMeta) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *TxnMeta) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnMeta) GetEpoch() int32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TxnMeta) GetWriteTimestamp() *Timestamp {
+	if x != nil {
+		return x.WriteTimestamp
+	}
+	return nil
+}
+
+func (x *TxnMeta) GetMinTimestamp() *Timestamp {
+	if x != nil {
+		return x.MinTimestamp
+	}
+	return nil
+}
+
+func (x *TxnMeta) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *TxnMeta) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
+// Span is a span of internal keys [key, end_key); an empty end_key means
+// the single key.
+type Span struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Span) Reset() {
+	*x = Span{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Span) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Span) ProtoMessage() {}
+
+func (x *Span) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Span.ProtoReflect.Descriptor instead.
+func (*Span) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Span) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Span) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+// Transaction is a transaction's record (stored at its anchor key's range,
+// kv.AddressedKey(meta.key, "txn"+meta.id)) and the header its requests
+// carry.
+type Transaction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Meta          *TxnMeta               `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	Status        TransactionStatus      `protobuf:"varint,2,opt,name=status,proto3,enum=rangestore.v1.TransactionStatus" json:"status,omitempty"`
+	ReadTimestamp *Timestamp             `protobuf:"bytes,3,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"`
+	// global_uncertainty_limit: min_timestamp plus the cluster's maximum
+	// clock offset; a committed value in (read_timestamp, limit] is
+	// uncertain.
+	GlobalUncertaintyLimit *Timestamp `protobuf:"bytes,4,opt,name=global_uncertainty_limit,json=globalUncertaintyLimit,proto3" json:"global_uncertainty_limit,omitempty"`
+	LastHeartbeat          *Timestamp `protobuf:"bytes,5,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// lock_spans: the keys the transaction may hold intents on; resolved
+	// once it is final.
+	LockSpans []*Span `protobuf:"bytes,6,rep,name=lock_spans,json=lockSpans,proto3" json:"lock_spans,omitempty"`
+	// in_flight_writes: the point writes a STAGING record waits on.
+	InFlightWrites []*Span `protobuf:"bytes,7,rep,name=in_flight_writes,json=inFlightWrites,proto3" json:"in_flight_writes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Transaction) Reset() {
+	*x = Transaction{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transaction) ProtoMessage() {}
+
+func (x *Transaction) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
+func (*Transaction) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Transaction) GetMeta() *TxnMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *Transaction) GetStatus() TransactionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return TransactionStatus_TXN_PENDING
+}
+
+func (x *Transaction) GetReadTimestamp() *Timestamp {
+	if x != nil {
+		return x.ReadTimestamp
+	}
+	return nil
+}
+
+func (x *Transaction) GetGlobalUncertaintyLimit() *Timestamp {
+	if x != nil {
+		return x.GlobalUncertaintyLimit
+	}
+	return nil
+}
+
+func (x *Transaction) GetLastHeartbeat() *Timestamp {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *Transaction) GetLockSpans() []*Span {
+	if x != nil {
+		return x.LockSpans
+	}
+	return nil
+}
+
+func (x *Transaction) GetInFlightWrites() []*Span {
+	if x != nil {
+		return x.InFlightWrites
+	}
+	return nil
+}
+
+// Intent is a provisional write met by a request: the key and its
+// transaction.
+type Intent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn           *TxnMeta               `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Intent) Reset() {
+	*x = Intent{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Intent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Intent) ProtoMessage() {}
+
+func (x *Intent) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Intent.ProtoReflect.Descriptor instead.
+func (*Intent) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Intent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Intent) GetTxn() *TxnMeta {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+// HeartbeatTxnRequest keeps a PENDING record alive (creating it on the
+// first heartbeat, at the coordinator's node only). key is the anchor.
+type HeartbeatTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn           *Transaction           `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	Now           *Timestamp             `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatTxnRequest) Reset() {
+	*x = HeartbeatTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatTxnRequest) ProtoMessage() {}
+
+func (x *HeartbeatTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatTxnRequest.ProtoReflect.Descriptor instead.
+func (*HeartbeatTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HeartbeatTxnRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *HeartbeatTxnRequest) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *HeartbeatTxnRequest) GetNow() *Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+type HeartbeatTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record after the heartbeat
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatTxnResponse) Reset() {
+	*x = HeartbeatTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatTxnResponse) ProtoMessage() {}
+
+func (x *HeartbeatTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatTxnResponse.ProtoReflect.Descriptor instead.
+func (*HeartbeatTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HeartbeatTxnResponse) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+// EndTxnRequest commits, stages or aborts a transaction at its record.
+// commit false aborts; commit true with in_flight_writes stages (parallel
+// commit), without them commits. The record's ts and epoch must match
+// the request's (a pushed record is RETRY_SERIALIZABLE for a commit).
+// Intents in lock_spans that lie in this range are resolved in the same
+// command; the rest asynchronously.
+type EndTxnRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Key            []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn            *Transaction           `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	Commit         bool                   `protobuf:"varint,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	Deadline       *Timestamp             `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"` // optional: no commit at or above it
+	LockSpans      []*Span                `protobuf:"bytes,5,rep,name=lock_spans,json=lockSpans,proto3" json:"lock_spans,omitempty"`
+	InFlightWrites []*Span                `protobuf:"bytes,6,rep,name=in_flight_writes,json=inFlightWrites,proto3" json:"in_flight_writes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EndTxnRequest) Reset() {
+	*x = EndTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndTxnRequest) ProtoMessage() {}
+
+func (x *EndTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndTxnRequest.ProtoReflect.Descriptor instead.
+func (*EndTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *EndTxnRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *EndTxnRequest) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *EndTxnRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+func (x *EndTxnRequest) GetDeadline() *Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *EndTxnRequest) GetLockSpans() []*Span {
+	if x != nil {
+		return x.LockSpans
+	}
+	return nil
+}
+
+func (x *EndTxnRequest) GetInFlightWrites() []*Span {
+	if x != nil {
+		return x.InFlightWrites
+	}
+	return nil
+}
+
+type EndTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record as written (status final or STAGING)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndTxnResponse) Reset() {
+	*x = EndTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndTxnResponse) ProtoMessage() {}
+
+func (x *EndTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndTxnResponse.ProtoReflect.Descriptor instead.
+func (*EndTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EndTxnResponse) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+// PushTxnRequest pushes the transaction pushee at its record (key =
+// pushee.key). pusher is empty for a non-transactional request.
+type PushTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Pusher        *Transaction           `protobuf:"bytes,2,opt,name=pusher,proto3" json:"pusher,omitempty"`
+	Pushee        *TxnMeta               `protobuf:"bytes,3,opt,name=pushee,proto3" json:"pushee,omitempty"`
+	PushTo        *Timestamp             `protobuf:"bytes,4,opt,name=push_to,json=pushTo,proto3" json:"push_to,omitempty"`
+	PushType      PushType               `protobuf:"varint,5,opt,name=push_type,json=pushType,proto3,enum=rangestore.v1.PushType" json:"push_type,omitempty"`
+	Force         bool                   `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	Now           *Timestamp             `protobuf:"bytes,7,opt,name=now,proto3" json:"now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushTxnRequest) Reset() {
+	*x = PushTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushTxnRequest) ProtoMessage() {}
+
+func (x *PushTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushTxnRequest.ProtoReflect.Descriptor instead.
+func (*PushTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PushTxnRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PushTxnRequest) GetPusher() *Transaction {
+	if x != nil {
+		return x.Pusher
+	}
+	return nil
+}
+
+func (x *PushTxnRequest) GetPushee() *TxnMeta {
+	if x != nil {
+		return x.Pushee
+	}
+	return nil
+}
+
+func (x *PushTxnRequest) GetPushTo() *Timestamp {
+	if x != nil {
+		return x.PushTo
+	}
+	return nil
+}
+
+func (x *PushTxnRequest) GetPushType() PushType {
+	if x != nil {
+		return x.PushType
+	}
+	return PushType_PUSH_TIMESTAMP
+}
+
+func (x *PushTxnRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *PushTxnRequest) GetNow() *Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+type PushTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pushee        *Transaction           `protobuf:"bytes,1,opt,name=pushee,proto3" json:"pushee,omitempty"`  // the pushee's record after the push
+	Pushed        bool                   `protobuf:"varint,2,opt,name=pushed,proto3" json:"pushed,omitempty"` // the push succeeded (final, aborted, or ts moved)
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`  // why (the decision's reason)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushTxnResponse) Reset() {
+	*x = PushTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushTxnResponse) ProtoMessage() {}
+
+func (x *PushTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushTxnResponse.ProtoReflect.Descriptor instead.
+func (*PushTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PushTxnResponse) GetPushee() *Transaction {
+	if x != nil {
+		return x.Pushee
+	}
+	return nil
+}
+
+func (x *PushTxnResponse) GetPushed() bool {
+	if x != nil {
+		return x.Pushed
+	}
+	return false
+}
+
+func (x *PushTxnResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// QueryTxnRequest reads a transaction's record (or its absence).
+type QueryTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn           *TxnMeta               `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryTxnRequest) Reset() {
+	*x = QueryTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryTxnRequest) ProtoMessage() {}
+
+func (x *QueryTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryTxnRequest.ProtoReflect.Descriptor instead.
+func (*QueryTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *QueryTxnRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *QueryTxnRequest) GetTxn() *TxnMeta {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type QueryTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // status and timestamps; empty meta if no record
+	Found         bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryTxnResponse) Reset() {
+	*x = QueryTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryTxnResponse) ProtoMessage() {}
+
+func (x *QueryTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryTxnResponse.ProtoReflect.Descriptor instead.
+func (*QueryTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *QueryTxnResponse) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *QueryTxnResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+// ResolveIntentRequest resolves the intents of txn in [key, end_key) (a
+// point if end_key is empty): COMMITTED rewrites those of txn's epoch at
+// its write timestamp, ABORTED (or an older epoch) removes them. PENDING
+// with a higher write timestamp moves a pushed intent up.
+type ResolveIntentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	Txn           *TxnMeta               `protobuf:"bytes,3,opt,name=txn,proto3" json:"txn,omitempty"`
+	Status        TransactionStatus      `protobuf:"varint,4,opt,name=status,proto3,enum=rangestore.v1.TransactionStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveIntentRequest) Reset() {
+	*x = ResolveIntentRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveIntentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveIntentRequest) ProtoMessage() {}
+
+func (x *ResolveIntentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveIntentRequest.ProtoReflect.Descriptor instead.
+func (*ResolveIntentRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ResolveIntentRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ResolveIntentRequest) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *ResolveIntentRequest) GetTxn() *TxnMeta {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *ResolveIntentRequest) GetStatus() TransactionStatus {
+	if x != nil {
+		return x.Status
+	}
+	return TransactionStatus_TXN_PENDING
+}
+
+type ResolveIntentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resolved      int64                  `protobuf:"varint,1,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	ResumeKey     []byte                 `protobuf:"bytes,2,opt,name=resume_key,json=resumeKey,proto3" json:"resume_key,omitempty"` // ranged: more intents may follow from here
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveIntentResponse) Reset() {
+	*x = ResolveIntentResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveIntentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveIntentResponse) ProtoMessage() {}
+
+func (x *ResolveIntentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveIntentResponse.ProtoReflect.Descriptor instead.
+func (*ResolveIntentResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ResolveIntentResponse) GetResolved() int64 {
+	if x != nil {
+		return x.Resolved
+	}
+	return 0
+}
+
+func (x *ResolveIntentResponse) GetResumeKey() []byte {
+	if x != nil {
+		return x.ResumeKey
+	}
+	return nil
+}
+
 type RequestUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -1350,6 +2382,11 @@ type RequestUnion struct {
 	//	*RequestUnion_Increment
 	//	*RequestUnion_DeleteRange
 	//	*RequestUnion_Export
+	//	*RequestUnion_HeartbeatTxn
+	//	*RequestUnion_EndTxn
+	//	*RequestUnion_PushTxn
+	//	*RequestUnion_QueryTxn
+	//	*RequestUnion_ResolveIntent
 	Value         isRequestUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1357,7 +2394,7 @@ type RequestUnion struct {
 
 func (x *RequestUnion) Reset() {
 	*x = RequestUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +2406,7 @@ func (x *RequestUnion) String() string {
 func (*RequestUnion) ProtoMessage() {}
 
 func (x *RequestUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[19]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +2419,7 @@ func (x *RequestUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestUnion.ProtoReflect.Descriptor instead.
 func (*RequestUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RequestUnion) GetValue() isRequestUnion_Value {
@@ -1464,6 +2501,51 @@ func (x *RequestUnion) GetExport() *ExportRequest {
 	return nil
 }
 
+func (x *RequestUnion) GetHeartbeatTxn() *HeartbeatTxnRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_HeartbeatTxn); ok {
+			return x.HeartbeatTxn
+		}
+	}
+	return nil
+}
+
+func (x *RequestUnion) GetEndTxn() *EndTxnRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_EndTxn); ok {
+			return x.EndTxn
+		}
+	}
+	return nil
+}
+
+func (x *RequestUnion) GetPushTxn() *PushTxnRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_PushTxn); ok {
+			return x.PushTxn
+		}
+	}
+	return nil
+}
+
+func (x *RequestUnion) GetQueryTxn() *QueryTxnRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_QueryTxn); ok {
+			return x.QueryTxn
+		}
+	}
+	return nil
+}
+
+func (x *RequestUnion) GetResolveIntent() *ResolveIntentRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_ResolveIntent); ok {
+			return x.ResolveIntent
+		}
+	}
+	return nil
+}
+
 type isRequestUnion_Value interface {
 	isRequestUnion_Value()
 }
@@ -1500,6 +2582,26 @@ type RequestUnion_Export struct {
 	Export *ExportRequest `protobuf:"bytes,80,opt,name=export,proto3,oneof"`
 }
 
+type RequestUnion_HeartbeatTxn struct {
+	HeartbeatTxn *HeartbeatTxnRequest `protobuf:"bytes,90,opt,name=heartbeat_txn,json=heartbeatTxn,proto3,oneof"`
+}
+
+type RequestUnion_EndTxn struct {
+	EndTxn *EndTxnRequest `protobuf:"bytes,91,opt,name=end_txn,json=endTxn,proto3,oneof"`
+}
+
+type RequestUnion_PushTxn struct {
+	PushTxn *PushTxnRequest `protobuf:"bytes,92,opt,name=push_txn,json=pushTxn,proto3,oneof"`
+}
+
+type RequestUnion_QueryTxn struct {
+	QueryTxn *QueryTxnRequest `protobuf:"bytes,93,opt,name=query_txn,json=queryTxn,proto3,oneof"`
+}
+
+type RequestUnion_ResolveIntent struct {
+	ResolveIntent *ResolveIntentRequest `protobuf:"bytes,94,opt,name=resolve_intent,json=resolveIntent,proto3,oneof"`
+}
+
 func (*RequestUnion_Get) isRequestUnion_Value() {}
 
 func (*RequestUnion_Put) isRequestUnion_Value() {}
@@ -1516,6 +2618,16 @@ func (*RequestUnion_DeleteRange) isRequestUnion_Value() {}
 
 func (*RequestUnion_Export) isRequestUnion_Value() {}
 
+func (*RequestUnion_HeartbeatTxn) isRequestUnion_Value() {}
+
+func (*RequestUnion_EndTxn) isRequestUnion_Value() {}
+
+func (*RequestUnion_PushTxn) isRequestUnion_Value() {}
+
+func (*RequestUnion_QueryTxn) isRequestUnion_Value() {}
+
+func (*RequestUnion_ResolveIntent) isRequestUnion_Value() {}
+
 type ResponseUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -1528,6 +2640,11 @@ type ResponseUnion struct {
 	//	*ResponseUnion_Increment
 	//	*ResponseUnion_DeleteRange
 	//	*ResponseUnion_Export
+	//	*ResponseUnion_HeartbeatTxn
+	//	*ResponseUnion_EndTxn
+	//	*ResponseUnion_PushTxn
+	//	*ResponseUnion_QueryTxn
+	//	*ResponseUnion_ResolveIntent
 	Value         isResponseUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1535,7 +2652,7 @@ type ResponseUnion struct {
 
 func (x *ResponseUnion) Reset() {
 	*x = ResponseUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +2664,7 @@ func (x *ResponseUnion) String() string {
 func (*ResponseUnion) ProtoMessage() {}
 
 func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[20]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +2677,7 @@ func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseUnion.ProtoReflect.Descriptor instead.
 func (*ResponseUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ResponseUnion) GetValue() isResponseUnion_Value {
@@ -1642,6 +2759,51 @@ func (x *ResponseUnion) GetExport() *ExportResponse {
 	return nil
 }
 
+func (x *ResponseUnion) GetHeartbeatTxn() *HeartbeatTxnResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_HeartbeatTxn); ok {
+			return x.HeartbeatTxn
+		}
+	}
+	return nil
+}
+
+func (x *ResponseUnion) GetEndTxn() *EndTxnResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_EndTxn); ok {
+			return x.EndTxn
+		}
+	}
+	return nil
+}
+
+func (x *ResponseUnion) GetPushTxn() *PushTxnResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_PushTxn); ok {
+			return x.PushTxn
+		}
+	}
+	return nil
+}
+
+func (x *ResponseUnion) GetQueryTxn() *QueryTxnResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_QueryTxn); ok {
+			return x.QueryTxn
+		}
+	}
+	return nil
+}
+
+func (x *ResponseUnion) GetResolveIntent() *ResolveIntentResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_ResolveIntent); ok {
+			return x.ResolveIntent
+		}
+	}
+	return nil
+}
+
 type isResponseUnion_Value interface {
 	isResponseUnion_Value()
 }
@@ -1678,6 +2840,26 @@ type ResponseUnion_Export struct {
 	Export *ExportResponse `protobuf:"bytes,80,opt,name=export,proto3,oneof"`
 }
 
+type ResponseUnion_HeartbeatTxn struct {
+	HeartbeatTxn *HeartbeatTxnResponse `protobuf:"bytes,90,opt,name=heartbeat_txn,json=heartbeatTxn,proto3,oneof"`
+}
+
+type ResponseUnion_EndTxn struct {
+	EndTxn *EndTxnResponse `protobuf:"bytes,91,opt,name=end_txn,json=endTxn,proto3,oneof"`
+}
+
+type ResponseUnion_PushTxn struct {
+	PushTxn *PushTxnResponse `protobuf:"bytes,92,opt,name=push_txn,json=pushTxn,proto3,oneof"`
+}
+
+type ResponseUnion_QueryTxn struct {
+	QueryTxn *QueryTxnResponse `protobuf:"bytes,93,opt,name=query_txn,json=queryTxn,proto3,oneof"`
+}
+
+type ResponseUnion_ResolveIntent struct {
+	ResolveIntent *ResolveIntentResponse `protobuf:"bytes,94,opt,name=resolve_intent,json=resolveIntent,proto3,oneof"`
+}
+
 func (*ResponseUnion_Get) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Put) isResponseUnion_Value() {}
@@ -1693,6 +2875,16 @@ func (*ResponseUnion_Increment) isResponseUnion_Value() {}
 func (*ResponseUnion_DeleteRange) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Export) isResponseUnion_Value() {}
+
+func (*ResponseUnion_HeartbeatTxn) isResponseUnion_Value() {}
+
+func (*ResponseUnion_EndTxn) isResponseUnion_Value() {}
+
+func (*ResponseUnion_PushTxn) isResponseUnion_Value() {}
+
+func (*ResponseUnion_QueryTxn) isResponseUnion_Value() {}
+
+func (*ResponseUnion_ResolveIntent) isResponseUnion_Value() {}
 
 // A Batch runs its requests in order. The requests that fall into one range
 // are applied atomically as one replicated command; a batch spanning several
@@ -1717,7 +2909,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +2921,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[21]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +2934,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BatchRequest) GetRequests() []*RequestUnion {
@@ -1817,7 +3009,7 @@ type DirectRoute struct {
 
 func (x *DirectRoute) Reset() {
 	*x = DirectRoute{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +3021,7 @@ func (x *DirectRoute) String() string {
 func (*DirectRoute) ProtoMessage() {}
 
 func (x *DirectRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[22]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +3034,7 @@ func (x *DirectRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectRoute.ProtoReflect.Descriptor instead.
 func (*DirectRoute) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DirectRoute) GetRangeId() uint64 {
@@ -1879,7 +3071,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +3083,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[23]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +3096,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BatchResponse) GetResponses() []*ResponseUnion {
@@ -2013,7 +3205,73 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x0eExportResponse\x12:\n" +
 	"\bversions\x18\x01 \x03(\v2\x1e.rangestore.v1.ExportedVersionR\bversions\x12\x1d\n" +
 	"\n" +
-	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xf1\x03\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\x8f\x02\n" +
+	"\aTxnMeta\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x05R\x05epoch\x12A\n" +
+	"\x0fwrite_timestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x0ewriteTimestamp\x12=\n" +
+	"\rmin_timestamp\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\fminTimestamp\x12\x1a\n" +
+	"\bpriority\x18\x06 \x01(\x05R\bpriority\x12.\n" +
+	"\x13coordinator_node_id\x18\a \x01(\x04R\x11coordinatorNodeId\"1\n" +
+	"\x04Span\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\xbc\x03\n" +
+	"\vTransaction\x12*\n" +
+	"\x04meta\x18\x01 \x01(\v2\x16.rangestore.v1.TxnMetaR\x04meta\x128\n" +
+	"\x06status\x18\x02 \x01(\x0e2 .rangestore.v1.TransactionStatusR\x06status\x12?\n" +
+	"\x0eread_timestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12R\n" +
+	"\x18global_uncertainty_limit\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x16globalUncertaintyLimit\x12?\n" +
+	"\x0elast_heartbeat\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rlastHeartbeat\x122\n" +
+	"\n" +
+	"lock_spans\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
+	"\x10in_flight_writes\x18\a \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\"D\n" +
+	"\x06Intent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
+	"\x03txn\x18\x02 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\"\x81\x01\n" +
+	"\x13HeartbeatTxnRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12,\n" +
+	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12*\n" +
+	"\x03now\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"D\n" +
+	"\x14HeartbeatTxnResponse\x12,\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\x90\x02\n" +
+	"\rEndTxnRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12,\n" +
+	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\bR\x06commit\x124\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\bdeadline\x122\n" +
+	"\n" +
+	"lock_spans\x18\x05 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
+	"\x10in_flight_writes\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\">\n" +
+	"\x0eEndTxnResponse\x12,\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xb1\x02\n" +
+	"\x0ePushTxnRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x122\n" +
+	"\x06pusher\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x06pusher\x12.\n" +
+	"\x06pushee\x18\x03 \x01(\v2\x16.rangestore.v1.TxnMetaR\x06pushee\x121\n" +
+	"\apush_to\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x06pushTo\x124\n" +
+	"\tpush_type\x18\x05 \x01(\x0e2\x17.rangestore.v1.PushTypeR\bpushType\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\x12*\n" +
+	"\x03now\x18\a \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"u\n" +
+	"\x0fPushTxnResponse\x122\n" +
+	"\x06pushee\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x06pushee\x12\x16\n" +
+	"\x06pushed\x18\x02 \x01(\bR\x06pushed\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"M\n" +
+	"\x0fQueryTxnRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
+	"\x03txn\x18\x02 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\"V\n" +
+	"\x10QueryTxnResponse\x12,\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12\x14\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\"\xa5\x01\n" +
+	"\x14ResolveIntentRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\x12(\n" +
+	"\x03txn\x18\x03 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\x128\n" +
+	"\x06status\x18\x04 \x01(\x0e2 .rangestore.v1.TransactionStatusR\x06status\"R\n" +
+	"\x15ResolveIntentResponse\x12\x1a\n" +
+	"\bresolved\x18\x01 \x01(\x03R\bresolved\x12\x1d\n" +
+	"\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xbe\x06\n" +
 	"\fRequestUnion\x12-\n" +
 	"\x03get\x18\x01 \x01(\v2\x19.rangestore.v1.GetRequestH\x00R\x03get\x12-\n" +
 	"\x03put\x18\x02 \x01(\v2\x19.rangestore.v1.PutRequestH\x00R\x03put\x126\n" +
@@ -2022,8 +3280,13 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x0fconditional_put\x18\x05 \x01(\v2$.rangestore.v1.ConditionalPutRequestH\x00R\x0econditionalPut\x12?\n" +
 	"\tincrement\x18\x06 \x01(\v2\x1f.rangestore.v1.IncrementRequestH\x00R\tincrement\x12F\n" +
 	"\fdelete_range\x18\a \x01(\v2!.rangestore.v1.DeleteRangeRequestH\x00R\vdeleteRange\x126\n" +
-	"\x06export\x18P \x01(\v2\x1c.rangestore.v1.ExportRequestH\x00R\x06exportB\a\n" +
-	"\x05value\"\xfa\x03\n" +
+	"\x06export\x18P \x01(\v2\x1c.rangestore.v1.ExportRequestH\x00R\x06export\x12I\n" +
+	"\rheartbeat_txn\x18Z \x01(\v2\".rangestore.v1.HeartbeatTxnRequestH\x00R\fheartbeatTxn\x127\n" +
+	"\aend_txn\x18[ \x01(\v2\x1c.rangestore.v1.EndTxnRequestH\x00R\x06endTxn\x12:\n" +
+	"\bpush_txn\x18\\ \x01(\v2\x1d.rangestore.v1.PushTxnRequestH\x00R\apushTxn\x12=\n" +
+	"\tquery_txn\x18] \x01(\v2\x1e.rangestore.v1.QueryTxnRequestH\x00R\bqueryTxn\x12L\n" +
+	"\x0eresolve_intent\x18^ \x01(\v2#.rangestore.v1.ResolveIntentRequestH\x00R\rresolveIntentB\a\n" +
+	"\x05value\"\xcc\x06\n" +
 	"\rResponseUnion\x12.\n" +
 	"\x03get\x18\x01 \x01(\v2\x1a.rangestore.v1.GetResponseH\x00R\x03get\x12.\n" +
 	"\x03put\x18\x02 \x01(\v2\x1a.rangestore.v1.PutResponseH\x00R\x03put\x127\n" +
@@ -2032,7 +3295,12 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x0fconditional_put\x18\x05 \x01(\v2%.rangestore.v1.ConditionalPutResponseH\x00R\x0econditionalPut\x12@\n" +
 	"\tincrement\x18\x06 \x01(\v2 .rangestore.v1.IncrementResponseH\x00R\tincrement\x12G\n" +
 	"\fdelete_range\x18\a \x01(\v2\".rangestore.v1.DeleteRangeResponseH\x00R\vdeleteRange\x127\n" +
-	"\x06export\x18P \x01(\v2\x1d.rangestore.v1.ExportResponseH\x00R\x06exportB\a\n" +
+	"\x06export\x18P \x01(\v2\x1d.rangestore.v1.ExportResponseH\x00R\x06export\x12J\n" +
+	"\rheartbeat_txn\x18Z \x01(\v2#.rangestore.v1.HeartbeatTxnResponseH\x00R\fheartbeatTxn\x128\n" +
+	"\aend_txn\x18[ \x01(\v2\x1d.rangestore.v1.EndTxnResponseH\x00R\x06endTxn\x12;\n" +
+	"\bpush_txn\x18\\ \x01(\v2\x1e.rangestore.v1.PushTxnResponseH\x00R\apushTxn\x12>\n" +
+	"\tquery_txn\x18] \x01(\v2\x1f.rangestore.v1.QueryTxnResponseH\x00R\bqueryTxn\x12M\n" +
+	"\x0eresolve_intent\x18^ \x01(\v2$.rangestore.v1.ResolveIntentResponseH\x00R\rresolveIntentB\a\n" +
 	"\x05value\"\xd3\x02\n" +
 	"\fBatchRequest\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x124\n" +
@@ -2054,7 +3322,18 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x06STRONG\x10\x00\x12\x15\n" +
 	"\x11BOUNDED_STALENESS\x10\x01\x12\n" +
 	"\n" +
-	"\x06CAUSAL\x10\x022\xd3\x04\n" +
+	"\x06CAUSAL\x10\x02*Y\n" +
+	"\x11TransactionStatus\x12\x0f\n" +
+	"\vTXN_PENDING\x10\x00\x12\x0f\n" +
+	"\vTXN_STAGING\x10\x01\x12\x11\n" +
+	"\rTXN_COMMITTED\x10\x02\x12\x0f\n" +
+	"\vTXN_ABORTED\x10\x03*>\n" +
+	"\bPushType\x12\x12\n" +
+	"\x0ePUSH_TIMESTAMP\x10\x00\x12\x0e\n" +
+	"\n" +
+	"PUSH_ABORT\x10\x01\x12\x0e\n" +
+	"\n" +
+	"PUSH_TOUCH\x10\x022\xd3\x04\n" +
 	"\x02KV\x12<\n" +
 	"\x03Get\x12\x19.rangestore.v1.GetRequest\x1a\x1a.rangestore.v1.GetResponse\x12<\n" +
 	"\x03Put\x12\x19.rangestore.v1.PutRequest\x1a\x1a.rangestore.v1.PutResponse\x12E\n" +
@@ -2077,101 +3356,155 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_kv_proto_rawDescData
 }
 
-var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_rangestore_v1_kv_proto_goTypes = []any{
 	(ReadMode)(0),                  // 0: rangestore.v1.ReadMode
-	(*Timestamp)(nil),              // 1: rangestore.v1.Timestamp
-	(*KeyValue)(nil),               // 2: rangestore.v1.KeyValue
-	(*GetRequest)(nil),             // 3: rangestore.v1.GetRequest
-	(*GetResponse)(nil),            // 4: rangestore.v1.GetResponse
-	(*PutRequest)(nil),             // 5: rangestore.v1.PutRequest
-	(*PutResponse)(nil),            // 6: rangestore.v1.PutResponse
-	(*DeleteRequest)(nil),          // 7: rangestore.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 8: rangestore.v1.DeleteResponse
-	(*ScanRequest)(nil),            // 9: rangestore.v1.ScanRequest
-	(*ScanResponse)(nil),           // 10: rangestore.v1.ScanResponse
-	(*ConditionalPutRequest)(nil),  // 11: rangestore.v1.ConditionalPutRequest
-	(*ConditionalPutResponse)(nil), // 12: rangestore.v1.ConditionalPutResponse
-	(*IncrementRequest)(nil),       // 13: rangestore.v1.IncrementRequest
-	(*IncrementResponse)(nil),      // 14: rangestore.v1.IncrementResponse
-	(*DeleteRangeRequest)(nil),     // 15: rangestore.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),    // 16: rangestore.v1.DeleteRangeResponse
-	(*ExportRequest)(nil),          // 17: rangestore.v1.ExportRequest
-	(*ExportedVersion)(nil),        // 18: rangestore.v1.ExportedVersion
-	(*ExportResponse)(nil),         // 19: rangestore.v1.ExportResponse
-	(*RequestUnion)(nil),           // 20: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),          // 21: rangestore.v1.ResponseUnion
-	(*BatchRequest)(nil),           // 22: rangestore.v1.BatchRequest
-	(*DirectRoute)(nil),            // 23: rangestore.v1.DirectRoute
-	(*BatchResponse)(nil),          // 24: rangestore.v1.BatchResponse
-	(*durationpb.Duration)(nil),    // 25: google.protobuf.Duration
+	(TransactionStatus)(0),         // 1: rangestore.v1.TransactionStatus
+	(PushType)(0),                  // 2: rangestore.v1.PushType
+	(*Timestamp)(nil),              // 3: rangestore.v1.Timestamp
+	(*KeyValue)(nil),               // 4: rangestore.v1.KeyValue
+	(*GetRequest)(nil),             // 5: rangestore.v1.GetRequest
+	(*GetResponse)(nil),            // 6: rangestore.v1.GetResponse
+	(*PutRequest)(nil),             // 7: rangestore.v1.PutRequest
+	(*PutResponse)(nil),            // 8: rangestore.v1.PutResponse
+	(*DeleteRequest)(nil),          // 9: rangestore.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 10: rangestore.v1.DeleteResponse
+	(*ScanRequest)(nil),            // 11: rangestore.v1.ScanRequest
+	(*ScanResponse)(nil),           // 12: rangestore.v1.ScanResponse
+	(*ConditionalPutRequest)(nil),  // 13: rangestore.v1.ConditionalPutRequest
+	(*ConditionalPutResponse)(nil), // 14: rangestore.v1.ConditionalPutResponse
+	(*IncrementRequest)(nil),       // 15: rangestore.v1.IncrementRequest
+	(*IncrementResponse)(nil),      // 16: rangestore.v1.IncrementResponse
+	(*DeleteRangeRequest)(nil),     // 17: rangestore.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),    // 18: rangestore.v1.DeleteRangeResponse
+	(*ExportRequest)(nil),          // 19: rangestore.v1.ExportRequest
+	(*ExportedVersion)(nil),        // 20: rangestore.v1.ExportedVersion
+	(*ExportResponse)(nil),         // 21: rangestore.v1.ExportResponse
+	(*TxnMeta)(nil),                // 22: rangestore.v1.TxnMeta
+	(*Span)(nil),                   // 23: rangestore.v1.Span
+	(*Transaction)(nil),            // 24: rangestore.v1.Transaction
+	(*Intent)(nil),                 // 25: rangestore.v1.Intent
+	(*HeartbeatTxnRequest)(nil),    // 26: rangestore.v1.HeartbeatTxnRequest
+	(*HeartbeatTxnResponse)(nil),   // 27: rangestore.v1.HeartbeatTxnResponse
+	(*EndTxnRequest)(nil),          // 28: rangestore.v1.EndTxnRequest
+	(*EndTxnResponse)(nil),         // 29: rangestore.v1.EndTxnResponse
+	(*PushTxnRequest)(nil),         // 30: rangestore.v1.PushTxnRequest
+	(*PushTxnResponse)(nil),        // 31: rangestore.v1.PushTxnResponse
+	(*QueryTxnRequest)(nil),        // 32: rangestore.v1.QueryTxnRequest
+	(*QueryTxnResponse)(nil),       // 33: rangestore.v1.QueryTxnResponse
+	(*ResolveIntentRequest)(nil),   // 34: rangestore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),  // 35: rangestore.v1.ResolveIntentResponse
+	(*RequestUnion)(nil),           // 36: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),          // 37: rangestore.v1.ResponseUnion
+	(*BatchRequest)(nil),           // 38: rangestore.v1.BatchRequest
+	(*DirectRoute)(nil),            // 39: rangestore.v1.DirectRoute
+	(*BatchResponse)(nil),          // 40: rangestore.v1.BatchResponse
+	(*durationpb.Duration)(nil),    // 41: google.protobuf.Duration
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
-	1,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
+	3,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	25, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
-	25, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	2,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
-	1,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
+	41, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
+	41, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	4,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
+	3,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	25, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
-	25, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	2,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
-	1,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 15: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	1,  // 16: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
-	1,  // 17: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
-	1,  // 18: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
-	18, // 19: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
-	3,  // 20: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	5,  // 21: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	7,  // 22: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	9,  // 23: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	11, // 24: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	13, // 25: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	15, // 26: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	17, // 27: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
-	4,  // 28: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	6,  // 29: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	8,  // 30: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	10, // 31: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	12, // 32: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	14, // 33: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	16, // 34: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	19, // 35: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
-	20, // 36: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	0,  // 37: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	25, // 38: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
-	25, // 39: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	23, // 40: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
-	1,  // 41: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
-	21, // 42: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	3,  // 43: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	5,  // 44: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	7,  // 45: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	9,  // 46: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	11, // 47: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	13, // 48: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	15, // 49: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	22, // 50: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	4,  // 51: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	6,  // 52: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	8,  // 53: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	10, // 54: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	12, // 55: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	14, // 56: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	16, // 57: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	24, // 58: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	51, // [51:59] is the sub-list for method output_type
-	43, // [43:51] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	41, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
+	41, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	4,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
+	3,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 15: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 16: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
+	3,  // 17: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
+	3,  // 18: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
+	20, // 19: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
+	3,  // 20: rangestore.v1.TxnMeta.write_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 21: rangestore.v1.TxnMeta.min_timestamp:type_name -> rangestore.v1.Timestamp
+	22, // 22: rangestore.v1.Transaction.meta:type_name -> rangestore.v1.TxnMeta
+	1,  // 23: rangestore.v1.Transaction.status:type_name -> rangestore.v1.TransactionStatus
+	3,  // 24: rangestore.v1.Transaction.read_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 25: rangestore.v1.Transaction.global_uncertainty_limit:type_name -> rangestore.v1.Timestamp
+	3,  // 26: rangestore.v1.Transaction.last_heartbeat:type_name -> rangestore.v1.Timestamp
+	23, // 27: rangestore.v1.Transaction.lock_spans:type_name -> rangestore.v1.Span
+	23, // 28: rangestore.v1.Transaction.in_flight_writes:type_name -> rangestore.v1.Span
+	22, // 29: rangestore.v1.Intent.txn:type_name -> rangestore.v1.TxnMeta
+	24, // 30: rangestore.v1.HeartbeatTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	3,  // 31: rangestore.v1.HeartbeatTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	24, // 32: rangestore.v1.HeartbeatTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	24, // 33: rangestore.v1.EndTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	3,  // 34: rangestore.v1.EndTxnRequest.deadline:type_name -> rangestore.v1.Timestamp
+	23, // 35: rangestore.v1.EndTxnRequest.lock_spans:type_name -> rangestore.v1.Span
+	23, // 36: rangestore.v1.EndTxnRequest.in_flight_writes:type_name -> rangestore.v1.Span
+	24, // 37: rangestore.v1.EndTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	24, // 38: rangestore.v1.PushTxnRequest.pusher:type_name -> rangestore.v1.Transaction
+	22, // 39: rangestore.v1.PushTxnRequest.pushee:type_name -> rangestore.v1.TxnMeta
+	3,  // 40: rangestore.v1.PushTxnRequest.push_to:type_name -> rangestore.v1.Timestamp
+	2,  // 41: rangestore.v1.PushTxnRequest.push_type:type_name -> rangestore.v1.PushType
+	3,  // 42: rangestore.v1.PushTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	24, // 43: rangestore.v1.PushTxnResponse.pushee:type_name -> rangestore.v1.Transaction
+	22, // 44: rangestore.v1.QueryTxnRequest.txn:type_name -> rangestore.v1.TxnMeta
+	24, // 45: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	22, // 46: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
+	1,  // 47: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
+	5,  // 48: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	7,  // 49: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	9,  // 50: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	11, // 51: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	13, // 52: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	15, // 53: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	17, // 54: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	19, // 55: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	26, // 56: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
+	28, // 57: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
+	30, // 58: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
+	32, // 59: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
+	34, // 60: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
+	6,  // 61: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	8,  // 62: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	10, // 63: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	12, // 64: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	14, // 65: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	16, // 66: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	18, // 67: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	21, // 68: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	27, // 69: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
+	29, // 70: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
+	31, // 71: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
+	33, // 72: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
+	35, // 73: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
+	36, // 74: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	0,  // 75: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	41, // 76: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	41, // 77: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	39, // 78: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
+	3,  // 79: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
+	37, // 80: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	5,  // 81: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	7,  // 82: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	9,  // 83: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	11, // 84: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	13, // 85: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	15, // 86: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	17, // 87: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	38, // 88: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	6,  // 89: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	8,  // 90: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	10, // 91: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	12, // 92: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	14, // 93: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	16, // 94: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	18, // 95: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	40, // 96: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	89, // [89:97] is the sub-list for method output_type
+	81, // [81:89] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -2179,7 +3512,7 @@ func file_rangestore_v1_kv_proto_init() {
 	if File_rangestore_v1_kv_proto != nil {
 		return
 	}
-	file_rangestore_v1_kv_proto_msgTypes[19].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[33].OneofWrappers = []any{
 		(*RequestUnion_Get)(nil),
 		(*RequestUnion_Put)(nil),
 		(*RequestUnion_Delete)(nil),
@@ -2188,8 +3521,13 @@ func file_rangestore_v1_kv_proto_init() {
 		(*RequestUnion_Increment)(nil),
 		(*RequestUnion_DeleteRange)(nil),
 		(*RequestUnion_Export)(nil),
+		(*RequestUnion_HeartbeatTxn)(nil),
+		(*RequestUnion_EndTxn)(nil),
+		(*RequestUnion_PushTxn)(nil),
+		(*RequestUnion_QueryTxn)(nil),
+		(*RequestUnion_ResolveIntent)(nil),
 	}
-	file_rangestore_v1_kv_proto_msgTypes[20].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[34].OneofWrappers = []any{
 		(*ResponseUnion_Get)(nil),
 		(*ResponseUnion_Put)(nil),
 		(*ResponseUnion_Delete)(nil),
@@ -2198,14 +3536,19 @@ func file_rangestore_v1_kv_proto_init() {
 		(*ResponseUnion_Increment)(nil),
 		(*ResponseUnion_DeleteRange)(nil),
 		(*ResponseUnion_Export)(nil),
+		(*ResponseUnion_HeartbeatTxn)(nil),
+		(*ResponseUnion_EndTxn)(nil),
+		(*ResponseUnion_PushTxn)(nil),
+		(*ResponseUnion_QueryTxn)(nil),
+		(*ResponseUnion_ResolveIntent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   24,
+			NumEnums:      3,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

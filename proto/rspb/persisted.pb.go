@@ -156,6 +156,16 @@ const (
 	// BOOKMARK_TIMEOUT: a causal read waited its whole bookmark timeout for
 	// the replica's closed timestamp to pass the highest bookmark.
 	RangeError_BOOKMARK_TIMEOUT RangeError_Code = 41
+	// WRITE_INTENT: the request met intents of other transactions (listed
+	// in intents): its sender pushes their transactions, resolves the
+	// intents and retries. Nothing was applied.
+	RangeError_WRITE_INTENT RangeError_Code = 42
+	// TXN_RETRY: the transaction must retry at a higher timestamp (its
+	// refreshed or restarted form is in txn; message says why).
+	RangeError_TXN_RETRY RangeError_Code = 43
+	// TXN_ABORTED: the transaction was aborted (by a pusher, a deadline or
+	// its coordinator); it must start again with a new ID.
+	RangeError_TXN_ABORTED RangeError_Code = 44
 )
 
 // Enum value maps for RangeError_Code.
@@ -172,6 +182,9 @@ var (
 		8:  "BELOW_GC_THRESHOLD",
 		40: "NOT_CLOSED",
 		41: "BOOKMARK_TIMEOUT",
+		42: "WRITE_INTENT",
+		43: "TXN_RETRY",
+		44: "TXN_ABORTED",
 	}
 	RangeError_Code_value = map[string]int32{
 		"UNKNOWN":             0,
@@ -185,6 +198,9 @@ var (
 		"BELOW_GC_THRESHOLD":  8,
 		"NOT_CLOSED":          40,
 		"BOOKMARK_TIMEOUT":    41,
+		"WRITE_INTENT":        42,
+		"TXN_RETRY":           43,
+		"TXN_ABORTED":         44,
 	}
 )
 
@@ -726,8 +742,13 @@ type RangeError struct {
 	// closed_timestamp: on NOT_CLOSED and BOOKMARK_TIMEOUT, the answering
 	// replica's closed timestamp.
 	ClosedTimestamp *Timestamp `protobuf:"bytes,40,opt,name=closed_timestamp,json=closedTimestamp,proto3" json:"closed_timestamp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// intents: on WRITE_INTENT, the conflicting intents (at most 1000).
+	Intents []*Intent `protobuf:"bytes,42,rep,name=intents,proto3" json:"intents,omitempty"`
+	// txn: on TXN_RETRY and TXN_ABORTED, the transaction as the replica saw
+	// it (its record, or the header with a pushed timestamp).
+	Txn           *Transaction `protobuf:"bytes,43,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeError) Reset() {
@@ -798,6 +819,20 @@ func (x *RangeError) GetLocalDescriptors() []*RangeDescriptor {
 func (x *RangeError) GetClosedTimestamp() *Timestamp {
 	if x != nil {
 		return x.ClosedTimestamp
+	}
+	return nil
+}
+
+func (x *RangeError) GetIntents() []*Intent {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
+func (x *RangeError) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
 	}
 	return nil
 }
@@ -1961,7 +1996,7 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x16pending_log_compaction\x18\a \x01(\bR\x14pendingLogCompaction\x1aA\n" +
 	"\x13InitialMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x05\n" +
 	"\n" +
 	"RangeError\x122\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1e.rangestore.v1.RangeError.CodeR\x04code\x12\x18\n" +
@@ -1969,7 +2004,9 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x0eleader_node_id\x18\x03 \x01(\x04R\fleaderNodeId\x12I\n" +
 	"\x10range_descriptor\x18\x04 \x01(\v2\x1e.rangestore.v1.RangeDescriptorR\x0frangeDescriptor\x12K\n" +
 	"\x11local_descriptors\x18\x05 \x03(\v2\x1e.rangestore.v1.RangeDescriptorR\x10localDescriptors\x12C\n" +
-	"\x10closed_timestamp\x18( \x01(\v2\x18.rangestore.v1.TimestampR\x0fclosedTimestamp\"\xe2\x01\n" +
+	"\x10closed_timestamp\x18( \x01(\v2\x18.rangestore.v1.TimestampR\x0fclosedTimestamp\x12/\n" +
+	"\aintents\x18* \x03(\v2\x15.rangestore.v1.IntentR\aintents\x12,\n" +
+	"\x03txn\x18+ \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\x94\x02\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fNOT_LEASEHOLDER\x10\x01\x12\x16\n" +
@@ -1982,7 +2019,10 @@ const file_rangestore_v1_persisted_proto_rawDesc = "" +
 	"\x12BELOW_GC_THRESHOLD\x10\b\x12\x0e\n" +
 	"\n" +
 	"NOT_CLOSED\x10(\x12\x14\n" +
-	"\x10BOOKMARK_TIMEOUT\x10)\"\xdb\x01\n" +
+	"\x10BOOKMARK_TIMEOUT\x10)\x12\x10\n" +
+	"\fWRITE_INTENT\x10*\x12\r\n" +
+	"\tTXN_RETRY\x10+\x12\x0f\n" +
+	"\vTXN_ABORTED\x10,\"\xdb\x01\n" +
 	"\x05Lease\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x17\n" +
@@ -2131,9 +2171,11 @@ var file_rangestore_v1_persisted_proto_goTypes = []any{
 	nil,                           // 25: rangestore.v1.SplitCommand.RightMembersEntry
 	nil,                           // 26: rangestore.v1.ZoneConfigRecord.FieldsEntry
 	(*Timestamp)(nil),             // 27: rangestore.v1.Timestamp
-	(*RequestUnion)(nil),          // 28: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),         // 29: rangestore.v1.ResponseUnion
-	(*KeyValue)(nil),              // 30: rangestore.v1.KeyValue
+	(*Intent)(nil),                // 28: rangestore.v1.Intent
+	(*Transaction)(nil),           // 29: rangestore.v1.Transaction
+	(*RequestUnion)(nil),          // 30: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),         // 31: rangestore.v1.ResponseUnion
+	(*KeyValue)(nil),              // 32: rangestore.v1.KeyValue
 }
 var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	3,  // 0: rangestore.v1.NodeDescriptor.locality:type_name -> rangestore.v1.LocalityTier
@@ -2146,46 +2188,48 @@ var file_rangestore_v1_persisted_proto_depIdxs = []int32{
 	6,  // 7: rangestore.v1.RangeError.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
 	6,  // 8: rangestore.v1.RangeError.local_descriptors:type_name -> rangestore.v1.RangeDescriptor
 	27, // 9: rangestore.v1.RangeError.closed_timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 10: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
-	27, // 11: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
-	27, // 12: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
-	1,  // 13: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
-	10, // 14: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
-	10, // 15: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
-	27, // 16: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
-	14, // 17: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
-	12, // 18: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
-	19, // 19: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
-	17, // 20: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
-	15, // 21: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
-	16, // 22: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
-	18, // 23: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
-	28, // 24: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
-	20, // 25: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
-	28, // 26: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
-	20, // 27: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
-	27, // 28: rangestore.v1.WriteCommand.closed_timestamp:type_name -> rangestore.v1.Timestamp
-	6,  // 29: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	6,  // 30: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
-	27, // 31: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
-	6,  // 32: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
-	6,  // 33: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
-	25, // 34: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
-	6,  // 35: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
-	27, // 36: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
-	29, // 37: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
-	9,  // 38: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
-	27, // 39: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
-	6,  // 40: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	30, // 41: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
-	26, // 42: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
-	27, // 43: rangestore.v1.ProtectionRecord.timestamp:type_name -> rangestore.v1.Timestamp
-	27, // 44: rangestore.v1.ProtectionRecord.created_at:type_name -> rangestore.v1.Timestamp
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	28, // 10: rangestore.v1.RangeError.intents:type_name -> rangestore.v1.Intent
+	29, // 11: rangestore.v1.RangeError.txn:type_name -> rangestore.v1.Transaction
+	27, // 12: rangestore.v1.Lease.start:type_name -> rangestore.v1.Timestamp
+	27, // 13: rangestore.v1.Lease.expiration:type_name -> rangestore.v1.Timestamp
+	27, // 14: rangestore.v1.Liveness.expiration:type_name -> rangestore.v1.Timestamp
+	1,  // 15: rangestore.v1.Liveness.membership:type_name -> rangestore.v1.LivenessMembership
+	10, // 16: rangestore.v1.RequestLeaseCommand.lease:type_name -> rangestore.v1.Lease
+	10, // 17: rangestore.v1.RequestLeaseCommand.prev:type_name -> rangestore.v1.Lease
+	27, // 18: rangestore.v1.RaftCommand.timestamp:type_name -> rangestore.v1.Timestamp
+	14, // 19: rangestore.v1.RaftCommand.write:type_name -> rangestore.v1.WriteCommand
+	12, // 20: rangestore.v1.RaftCommand.request_lease:type_name -> rangestore.v1.RequestLeaseCommand
+	19, // 21: rangestore.v1.RaftCommand.gc:type_name -> rangestore.v1.GCCommand
+	17, // 22: rangestore.v1.RaftCommand.split:type_name -> rangestore.v1.SplitCommand
+	15, // 23: rangestore.v1.RaftCommand.freeze:type_name -> rangestore.v1.FreezeCommand
+	16, // 24: rangestore.v1.RaftCommand.merge:type_name -> rangestore.v1.MergeCommand
+	18, // 25: rangestore.v1.RaftCommand.change_replicas:type_name -> rangestore.v1.ChangeReplicasCommand
+	30, // 26: rangestore.v1.RaftCommand.legacy_requests:type_name -> rangestore.v1.RequestUnion
+	20, // 27: rangestore.v1.RaftCommand.legacy_result:type_name -> rangestore.v1.RaftResult
+	30, // 28: rangestore.v1.WriteCommand.requests:type_name -> rangestore.v1.RequestUnion
+	20, // 29: rangestore.v1.WriteCommand.result:type_name -> rangestore.v1.RaftResult
+	27, // 30: rangestore.v1.WriteCommand.closed_timestamp:type_name -> rangestore.v1.Timestamp
+	6,  // 31: rangestore.v1.MergeCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 32: rangestore.v1.MergeCommand.merged:type_name -> rangestore.v1.RangeDescriptor
+	27, // 33: rangestore.v1.MergeCommand.right_served_below:type_name -> rangestore.v1.Timestamp
+	6,  // 34: rangestore.v1.SplitCommand.left:type_name -> rangestore.v1.RangeDescriptor
+	6,  // 35: rangestore.v1.SplitCommand.right:type_name -> rangestore.v1.RangeDescriptor
+	25, // 36: rangestore.v1.SplitCommand.right_members:type_name -> rangestore.v1.SplitCommand.RightMembersEntry
+	6,  // 37: rangestore.v1.ChangeReplicasCommand.next:type_name -> rangestore.v1.RangeDescriptor
+	27, // 38: rangestore.v1.GCCommand.threshold:type_name -> rangestore.v1.Timestamp
+	31, // 39: rangestore.v1.RaftResult.responses:type_name -> rangestore.v1.ResponseUnion
+	9,  // 40: rangestore.v1.RaftResult.error:type_name -> rangestore.v1.RangeError
+	27, // 41: rangestore.v1.RaftResult.timestamp:type_name -> rangestore.v1.Timestamp
+	6,  // 42: rangestore.v1.SnapshotHeader.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	32, // 43: rangestore.v1.SnapshotHeader.local:type_name -> rangestore.v1.KeyValue
+	26, // 44: rangestore.v1.ZoneConfigRecord.fields:type_name -> rangestore.v1.ZoneConfigRecord.FieldsEntry
+	27, // 45: rangestore.v1.ProtectionRecord.timestamp:type_name -> rangestore.v1.Timestamp
+	27, // 46: rangestore.v1.ProtectionRecord.created_at:type_name -> rangestore.v1.Timestamp
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_persisted_proto_init() }

@@ -3,7 +3,6 @@ package batcheval
 import (
 	"bytes"
 
-	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -43,7 +42,7 @@ func checkConditionalPut(q *rspb.ConditionalPutRequest, l Limits) error {
 }
 
 func evalConditionalPut(a *Args, q *rspb.ConditionalPutRequest) (*rspb.ConditionalPutResponse, error) {
-	cur, found, err := kv.MVCCGet(a.Batch, q.Key, kv.MaxTimestamp)
+	cur, found, err := a.getForWrite(q.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -56,11 +55,11 @@ func evalConditionalPut(a *Args, q *rspb.ConditionalPutRequest) (*rspb.Condition
 	}
 	if q.Delete {
 		if found {
-			if err := a.Batch.DeleteMVCC(q.Key, a.Timestamp); err != nil {
+			if err := a.put(q.Key, nil, true); err != nil {
 				return nil, err
 			}
 		}
-	} else if err := a.Batch.PutMVCC(q.Key, a.Timestamp, q.Value); err != nil {
+	} else if err := a.put(q.Key, q.Value, false); err != nil {
 		return nil, err
 	}
 	res.CommitTimestamp = TSToProto(a.Timestamp)

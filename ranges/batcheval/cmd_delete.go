@@ -1,7 +1,6 @@
 package batcheval
 
 import (
-	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -18,12 +17,12 @@ func init() {
 			return &rspb.DeleteRequest{Key: keys.UserKey(q.Key)}
 		},
 		eval: func(a *Args, q *rspb.DeleteRequest) (*rspb.DeleteResponse, error) {
-			_, found, err := kv.MVCCGet(a.Batch, q.Key, kv.MaxTimestamp)
+			_, found, err := a.getForWrite(q.Key)
 			if err != nil {
 				return nil, err
 			}
 			if found {
-				if err := a.Batch.DeleteMVCC(q.Key, a.Timestamp); err != nil {
+				if err := a.put(q.Key, nil, true); err != nil {
 					return nil, err
 				}
 			}

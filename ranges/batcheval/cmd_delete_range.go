@@ -41,9 +41,26 @@ func init() {
 			return out
 		},
 		eval: func(a *Args, q *rspb.DeleteRangeRequest) (*rspb.DeleteRangeResponse, error) {
-			deleted, _, err := kv.MVCCDeleteRange(a.Batch, q.StartKey, q.EndKey, a.Timestamp, 0)
-			if err != nil {
-				return nil, err
+			var deleted [][]byte
+			if a.Txn == nil {
+				var err error
+				if deleted, _, err = kv.MVCCDeleteRange(a.Batch, q.StartKey, q.EndKey, a.Timestamp, 0); err != nil {
+					return nil, err
+				}
+			} else {
+				// A transaction deletes the keys it sees (its own writes
+				// included) with intents; any other transaction's intent in
+				// the span conflicts.
+				kvs, _, err := kv.MVCCScan(a.Batch, q.StartKey, q.EndKey, kv.MaxTimestamp, kv.ScanOptions{Txn: a.intentTxn()})
+				if err != nil {
+					return nil, err
+				}
+				for _, x := range kvs {
+					if err := a.put(x.Key, nil, true); err != nil {
+						return nil, err
+					}
+					deleted = append(deleted, x.Key)
+				}
 			}
 			return &rspb.DeleteRangeResponse{Deleted: int64(len(deleted)), CommitTimestamp: TSToProto(a.Timestamp)}, nil
 		},

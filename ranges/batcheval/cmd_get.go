@@ -1,7 +1,6 @@
 package batcheval
 
 import (
-	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -27,7 +26,7 @@ func init() {
 // evalGet reads the key; its key and value count against the response
 // budget, and a point read beyond it is an error (it cannot be paged).
 func evalGet(a *Args, q *rspb.GetRequest) (*rspb.GetResponse, error) {
-	x, found, err := kv.MVCCGet(a.Reader, q.Key, a.readTS(q.AsOf))
+	x, found, err := a.get(a.Reader, q.Key, a.readTS(q.AsOf))
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 )
@@ -26,7 +25,7 @@ func init() {
 }
 
 func evalIncrement(a *Args, q *rspb.IncrementRequest) (*rspb.IncrementResponse, error) {
-	cur, found, err := kv.MVCCGet(a.Batch, q.Key, kv.MaxTimestamp)
+	cur, found, err := a.getForWrite(q.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +40,7 @@ func evalIncrement(a *Args, q *rspb.IncrementRequest) (*rspb.IncrementResponse, 
 		return nil, Errorf(rspb.RangeError_FAILED_PRECONDITION, "cannot increment key %s: %d + %d overflows int64", keys.Pretty(q.Key), n, q.Delta)
 	}
 	n += q.Delta
-	if err := a.Batch.PutMVCC(q.Key, a.Timestamp, []byte(strconv.FormatInt(n, 10))); err != nil {
+	if err := a.put(q.Key, []byte(strconv.FormatInt(n, 10)), false); err != nil {
 		return nil, err
 	}
 	return &rspb.IncrementResponse{NewValue: n, CommitTimestamp: TSToProto(a.Timestamp)}, nil

@@ -21,7 +21,7 @@ func init() {
 			return &rspb.PutRequest{Key: keys.UserKey(q.Key), Value: q.Value}
 		},
 		eval: func(a *Args, q *rspb.PutRequest) (*rspb.PutResponse, error) {
-			if err := a.Batch.PutMVCC(q.Key, a.Timestamp, q.Value); err != nil {
+			if err := a.put(q.Key, q.Value, false); err != nil {
 				return nil, err
 			}
 			return &rspb.PutResponse{CommitTimestamp: TSToProto(a.Timestamp)}, nil

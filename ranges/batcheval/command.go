@@ -32,6 +32,7 @@ type Command struct {
 	check      func(*rspb.RequestUnion, Limits) error
 	asOf       func(*rspb.RequestUnion) *rspb.Timestamp
 	since      func(*rspb.RequestUnion) *rspb.Timestamp
+	minTS      func(*rspb.RequestUnion) *rspb.Timestamp
 	toInternal func(*rspb.RequestUnion) *rspb.RequestUnion
 	toClient   func(*rspb.ResponseUnion)
 	clip       func(r *rspb.RequestUnion, start, end []byte) *rspb.RequestUnion
@@ -94,6 +95,17 @@ func (c *Command) Since(r *rspb.RequestUnion) *rspb.Timestamp {
 		return nil
 	}
 	return c.since(r)
+}
+
+// MinWriteTimestamp is the lowest timestamp a write request's command may
+// be proposed at (nil for most): a resolution writes committed versions at
+// its transaction's commit timestamp, and the range's max write timestamp,
+// which later non-transactional writes go above, must cover them.
+func (c *Command) MinWriteTimestamp(r *rspb.RequestUnion) *rspb.Timestamp {
+	if c.minTS == nil {
+		return nil
+	}
+	return c.minTS(r)
 }
 
 // ToInternal returns a copy of a client request with its keys mapped into
@@ -175,6 +187,7 @@ type spec[Q, P proto.Message] struct {
 	check   func(q Q, l Limits) error         // a client request's validation
 	asOf    func(q Q) *rspb.Timestamp         // optional: reads
 	since   func(q Q) *rspb.Timestamp         // optional: reads of history (export)
+	minTS   func(q Q) *rspb.Timestamp         // optional: writes of versions at a given timestamp (resolution)
 	toIn    func(q Q) Q                       // client → internal keys
 	toCli   func(p P)                         // optional: internal → client keys in the response
 	clip    func(q Q, start, end []byte) Q    // optional: span requests
@@ -248,6 +261,9 @@ func register[Q, P proto.Message](s spec[Q, P]) {
 	}
 	if s.since != nil {
 		c.since = func(r *rspb.RequestUnion) *rspb.Timestamp { return s.since(get(r)) }
+	}
+	if s.minTS != nil {
+		c.minTS = func(r *rspb.RequestUnion) *rspb.Timestamp { return s.minTS(get(r)) }
 	}
 	if s.toCli != nil {
 		c.toClient = func(p *rspb.ResponseUnion) {

@@ -26,6 +26,14 @@ type Args struct {
 	Timestamp kv.Timestamp
 	// Budget bounds the key/value bytes of the whole batch's response.
 	Budget *ReadBudget
+	// Txn is the transaction the requests run in (nil: none): reads see
+	// its intents, writes leave intents (txn.go).
+	Txn *rspb.Transaction
+	// Env is the leaseholder's clock and timestamp cache, which the
+	// transaction record commands need (nil elsewhere: they refuse).
+	Env TxnEnv
+
+	itxn *kv.IntentTxn // Txn as kv stores it with intents (intentTxn)
 }
 
 // readTS is the timestamp a read with as_of asOf reads at.
@@ -42,6 +50,18 @@ func (a *Args) readTS(asOf *rspb.Timestamp) kv.Timestamp {
 // the caller discards b.
 func EvalWrite(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp, budget int64) ([]*rspb.ResponseUnion, error) {
 	return evalBatch(&Args{Reader: b, Batch: b, Timestamp: ts, Budget: NewReadBudget(budget)}, reqs)
+}
+
+// EvalWriteTxn is EvalWrite for the requests of transaction txn (nil:
+// none), with the leaseholder's env for the transaction record commands.
+func EvalWriteTxn(b *kv.Batch, reqs []*rspb.RequestUnion, ts kv.Timestamp, budget int64, txn *rspb.Transaction, env TxnEnv) ([]*rspb.ResponseUnion, error) {
+	return evalBatch(&Args{Reader: b, Batch: b, Timestamp: ts, Budget: NewReadBudget(budget), Txn: txn, Env: env}, reqs)
+}
+
+// EvalReadTxn is EvalRead for the reads of transaction txn (nil: none),
+// which see its own intents.
+func EvalReadTxn(r kv.Reader, reqs []*rspb.RequestUnion, readTS kv.Timestamp, budget int64, txn *rspb.Transaction) ([]*rspb.ResponseUnion, error) {
+	return evalBatch(&Args{Reader: r, Timestamp: readTS, Budget: NewReadBudget(budget), Txn: txn}, reqs)
 }
 
 // EvalRead serves read-only requests from r at readTS. The response stays
@@ -65,7 +85,7 @@ func evalBatch(a *Args, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error
 		}
 		res, err := c.Eval(a, r)
 		if err != nil {
-			return nil, err
+			return nil, conflictError(err)
 		}
 		out = append(out, res)
 	}

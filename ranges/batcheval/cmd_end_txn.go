@@ -1,0 +1,159 @@
+package batcheval
+
+import (
+	"bytes"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges/txnwait"
+)
+
+// EndTxn commits or aborts a transaction at its record (key = the anchor),
+// as txnwait.DecideEndTxn decides: the record is written COMMITTED or
+// ABORTED (created if it has none and may still be), and the transaction's
+// intents in lock_spans that lie in this range are resolved in the same
+// command; the coordinator resolves the others. A commit whose timestamp
+// was pushed (the record's, or the timestamp cache's push marker) is
+// TXN_RETRY with the pushed transaction: the coordinator refreshes its
+// reads to the new timestamp and commits again, or restarts. A commit of
+// an aborted transaction is TXN_ABORTED. Parallel commits (a STAGING
+// record with in-flight writes) are not built yet: in_flight_writes is
+// refused. Internal.
+func init() {
+	register(spec[*rspb.EndTxnRequest, *rspb.EndTxnResponse]{
+		name:     "end_txn",
+		internal: true,
+		span:     func(q *rspb.EndTxnRequest) Span { return pointSpan(q.Key) },
+		payload:  func(q *rspb.EndTxnRequest) ([][]byte, [][]byte) { return [][]byte{q.Key}, nil },
+		check:    checkEndTxn,
+		toIn:     identityIn[*rspb.EndTxnRequest],
+		minTS:    func(q *rspb.EndTxnRequest) *rspb.Timestamp { return q.GetTxn().GetMeta().GetWriteTimestamp() },
+		eval:     evalEndTxn,
+	})
+}
+
+func checkEndTxn(q *rspb.EndTxnRequest, l Limits) error {
+	if err := l.checkInternalKey("end_txn", q.Key); err != nil {
+		return err
+	}
+	if err := checkTxnMeta("end_txn", q.GetTxn().GetMeta()); err != nil {
+		return err
+	}
+	if !bytes.Equal(q.Key, q.Txn.Meta.Key) {
+		return invalidf("end_txn: key %q is not the transaction's anchor %q", q.Key, q.Txn.Meta.Key)
+	}
+	if len(q.InFlightWrites) > 0 {
+		return invalidf("end_txn: in_flight_writes (parallel commits) are not supported yet; commit after the writes")
+	}
+	for i, sp := range q.LockSpans {
+		if len(sp.Key) == 0 || (len(sp.EndKey) > 0 && bytes.Compare(sp.EndKey, sp.Key) <= 0) {
+			return invalidf("end_txn: lock_spans[%d] [%q, %q) is empty or inverted", i, sp.Key, sp.EndKey)
+		}
+	}
+	return nil
+}
+
+func evalEndTxn(a *Args, q *rspb.EndTxnRequest) (*rspb.EndTxnResponse, error) {
+	env, err := envOf(a, "end_txn")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEndTxn(q, Limits{MaxKeySize: 1 << 30}); err != nil {
+		return nil, err
+	}
+	meta := q.Txn.Meta
+	rec, err := readRecord(a.Batch, meta)
+	if err != nil {
+		return nil, err
+	}
+	kind := txnwait.EndAbort
+	if q.Commit {
+		kind = txnwait.EndCommit
+	}
+	d, err := txnwait.DecideEndTxn(txnwait.EndTxnInput{
+		Req: txnwait.EndTxnRequest{Txn: *txnState(q.Txn), Kind: kind, CommitTS: toWaitTS(meta.WriteTimestamp),
+			Deadline: toWaitTS(q.Deadline)},
+		Record: txnState(rec), RecordCheck: env.RecordCheck(meta), PushedTo: toWaitTS(TSToProto(env.PushedTo(meta))),
+		Now: toWaitTS(TSToProto(env.Now())),
+	})
+	if err != nil {
+		return nil, invalidf("end_txn: %v", err)
+	}
+	base := rec
+	if base == nil {
+		base = q.Txn
+	}
+	out := applyState(base, d.Txn)
+	switch d.Action {
+	case txnwait.EndWriteRecord:
+	case txnwait.EndAlreadyCommitted:
+		return &rspb.EndTxnResponse{Txn: out}, nil
+	case txnwait.EndRefuse:
+		return nil, &Error{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: out,
+			Message: "txn " + txnwait.TxnID(waitID(meta.Id)).String() + ": " + d.Reason}}
+	case txnwait.EndRetrySerializable, txnwait.EndDeadlineExceeded:
+		return nil, &Error{E: &rspb.RangeError{Code: rspb.RangeError_TXN_RETRY, Txn: out,
+			Message: "txn " + txnwait.TxnID(waitID(meta.Id)).String() + ": " + d.Action.String() + ": " + d.Reason}}
+	default:
+		return nil, Errorf(rspb.RangeError_FAILED_PRECONDITION, "end_txn of txn %x: %s: %s", meta.Id, d.Action, d.Reason)
+	}
+	out.LockSpans = mergeLockSpans(base.LockSpans, q.LockSpans)
+	if err := writeRecord(a.Batch, out); err != nil {
+		return nil, err
+	}
+	if out.Status == rspb.TransactionStatus_TXN_COMMITTED || out.Status == rspb.TransactionStatus_TXN_ABORTED {
+		start, end := env.RangeSpan()
+		if err := resolveLocal(a.Batch, out, start, end); err != nil {
+			return nil, err
+		}
+	}
+	return &rspb.EndTxnResponse{Txn: out}, nil
+}
+
+// mergeLockSpans returns a's spans followed by those of b not in a.
+func mergeLockSpans(a, b []*rspb.Span) []*rspb.Span {
+	out := append([]*rspb.Span(nil), a...)
+	seen := map[string]bool{}
+	for _, sp := range a {
+		seen[string(sp.Key)+"\x00"+string(sp.EndKey)] = true
+	}
+	for _, sp := range b {
+		if k := string(sp.Key) + "\x00" + string(sp.EndKey); !seen[k] {
+			seen[k] = true
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// resolveLocal resolves the intents of the final transaction t in its lock
+// spans, clipped to the range's span [start, end).
+func resolveLocal(b *kv.Batch, t *rspb.Transaction, start, end []byte) error {
+	commit := t.Status == rspb.TransactionStatus_TXN_COMMITTED
+	ts := TSFromProto(t.Meta.WriteTimestamp)
+	for _, sp := range t.LockSpans {
+		if len(sp.EndKey) == 0 {
+			if bytes.Compare(sp.Key, start) < 0 || (len(end) > 0 && bytes.Compare(sp.Key, end) >= 0) {
+				continue
+			}
+			if _, err := kv.MVCCResolveIntent(b, sp.Key, t.Meta.Id, t.Meta.Epoch, commit, ts); err != nil {
+				return err
+			}
+			continue
+		}
+		lo, hi := sp.Key, sp.EndKey
+		if bytes.Compare(lo, start) < 0 {
+			lo = start
+		}
+		if len(end) > 0 && bytes.Compare(hi, end) > 0 {
+			hi = end
+		}
+		if bytes.Compare(lo, hi) >= 0 {
+			continue
+		}
+		if _, _, err := kv.MVCCResolveIntentRange(b, lo, hi, t.Meta.Id, t.Meta.Epoch, commit, ts, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
