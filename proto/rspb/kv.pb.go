@@ -2370,6 +2370,108 @@ func (x *ResolveIntentResponse) GetResumeKey() []byte {
 	return nil
 }
 
+// RefreshRequest checks that a transaction's reads of [key, end_key) (a
+// point if end_key is empty) still hold at a later timestamp: no committed
+// version in (refresh_from, txn.write_timestamp] and no intent of another
+// transaction at or below txn.write_timestamp. It also records the span in
+// the timestamp cache at the new timestamp, as a read there would. A
+// failure is TXN_RETRY (the transaction restarts). Internal.
+type RefreshRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	RefreshFrom   *Timestamp             `protobuf:"bytes,3,opt,name=refresh_from,json=refreshFrom,proto3" json:"refresh_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshRequest) Reset() {
+	*x = RefreshRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRequest) ProtoMessage() {}
+
+func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RefreshRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RefreshRequest) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *RefreshRequest) GetRefreshFrom() *Timestamp {
+	if x != nil {
+		return x.RefreshFrom
+	}
+	return nil
+}
+
+type RefreshResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshResponse) Reset() {
+	*x = RefreshResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshResponse) ProtoMessage() {}
+
+func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
+func (*RefreshResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{34}
+}
+
 type RequestUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -2387,6 +2489,7 @@ type RequestUnion struct {
 	//	*RequestUnion_PushTxn
 	//	*RequestUnion_QueryTxn
 	//	*RequestUnion_ResolveIntent
+	//	*RequestUnion_Refresh
 	Value         isRequestUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2394,7 +2497,7 @@ type RequestUnion struct {
 
 func (x *RequestUnion) Reset() {
 	*x = RequestUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2509,7 @@ func (x *RequestUnion) String() string {
 func (*RequestUnion) ProtoMessage() {}
 
 func (x *RequestUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[33]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2522,7 @@ func (x *RequestUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestUnion.ProtoReflect.Descriptor instead.
 func (*RequestUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestUnion) GetValue() isRequestUnion_Value {
@@ -2546,6 +2649,15 @@ func (x *RequestUnion) GetResolveIntent() *ResolveIntentRequest {
 	return nil
 }
 
+func (x *RequestUnion) GetRefresh() *RefreshRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_Refresh); ok {
+			return x.Refresh
+		}
+	}
+	return nil
+}
+
 type isRequestUnion_Value interface {
 	isRequestUnion_Value()
 }
@@ -2602,6 +2714,10 @@ type RequestUnion_ResolveIntent struct {
 	ResolveIntent *ResolveIntentRequest `protobuf:"bytes,94,opt,name=resolve_intent,json=resolveIntent,proto3,oneof"`
 }
 
+type RequestUnion_Refresh struct {
+	Refresh *RefreshRequest `protobuf:"bytes,95,opt,name=refresh,proto3,oneof"`
+}
+
 func (*RequestUnion_Get) isRequestUnion_Value() {}
 
 func (*RequestUnion_Put) isRequestUnion_Value() {}
@@ -2628,6 +2744,8 @@ func (*RequestUnion_QueryTxn) isRequestUnion_Value() {}
 
 func (*RequestUnion_ResolveIntent) isRequestUnion_Value() {}
 
+func (*RequestUnion_Refresh) isRequestUnion_Value() {}
+
 type ResponseUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -2645,6 +2763,7 @@ type ResponseUnion struct {
 	//	*ResponseUnion_PushTxn
 	//	*ResponseUnion_QueryTxn
 	//	*ResponseUnion_ResolveIntent
+	//	*ResponseUnion_Refresh
 	Value         isResponseUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2652,7 +2771,7 @@ type ResponseUnion struct {
 
 func (x *ResponseUnion) Reset() {
 	*x = ResponseUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2664,7 +2783,7 @@ func (x *ResponseUnion) String() string {
 func (*ResponseUnion) ProtoMessage() {}
 
 func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[34]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2677,7 +2796,7 @@ func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseUnion.ProtoReflect.Descriptor instead.
 func (*ResponseUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ResponseUnion) GetValue() isResponseUnion_Value {
@@ -2804,6 +2923,15 @@ func (x *ResponseUnion) GetResolveIntent() *ResolveIntentResponse {
 	return nil
 }
 
+func (x *ResponseUnion) GetRefresh() *RefreshResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_Refresh); ok {
+			return x.Refresh
+		}
+	}
+	return nil
+}
+
 type isResponseUnion_Value interface {
 	isResponseUnion_Value()
 }
@@ -2860,6 +2988,10 @@ type ResponseUnion_ResolveIntent struct {
 	ResolveIntent *ResolveIntentResponse `protobuf:"bytes,94,opt,name=resolve_intent,json=resolveIntent,proto3,oneof"`
 }
 
+type ResponseUnion_Refresh struct {
+	Refresh *RefreshResponse `protobuf:"bytes,95,opt,name=refresh,proto3,oneof"`
+}
+
 func (*ResponseUnion_Get) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Put) isResponseUnion_Value() {}
@@ -2886,6 +3018,8 @@ func (*ResponseUnion_QueryTxn) isResponseUnion_Value() {}
 
 func (*ResponseUnion_ResolveIntent) isResponseUnion_Value() {}
 
+func (*ResponseUnion_Refresh) isResponseUnion_Value() {}
+
 // A Batch runs its requests in order. The requests that fall into one range
 // are applied atomically as one replicated command; a batch spanning several
 // ranges is atomic per range only (cross-range transactions come later).
@@ -2902,14 +3036,20 @@ type BatchRequest struct {
 	// route: the batch is addressed to one range at a node the client
 	// believes holds its lease (a client that caches ranges and leaseholders:
 	// the Go client, client/). Unset: the node routes the batch itself.
-	Route         *DirectRoute `protobuf:"bytes,50,opt,name=route,proto3" json:"route,omitempty"`
+	Route *DirectRoute `protobuf:"bytes,50,opt,name=route,proto3" json:"route,omitempty"`
+	// txn: run the batch in the transaction this handle names (from
+	// BeginTxn, at this node). atomic: run the batch as one transaction of
+	// its own (committed before the reply; one range: a plain batch, which
+	// is atomic already). At most one of them.
+	Txn           []byte `protobuf:"bytes,60,opt,name=txn,proto3" json:"txn,omitempty"`
+	Atomic        bool   `protobuf:"varint,61,opt,name=atomic,proto3" json:"atomic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3061,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3074,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BatchRequest) GetRequests() []*RequestUnion {
@@ -2979,6 +3119,297 @@ func (x *BatchRequest) GetRoute() *DirectRoute {
 	return nil
 }
 
+func (x *BatchRequest) GetTxn() []byte {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *BatchRequest) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+// BeginTxnRequest starts a transaction coordinated by the receiving node.
+type BeginTxnRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// priority: 0 is normal; a higher value wins more conflicts (within the
+	// normal class: ties and lower values wait).
+	Priority int32 `protobuf:"varint,1,opt,name=priority,proto3" json:"priority,omitempty"`
+	// timeout: the transaction is aborted if it is still open after it
+	// (0: the node's max_txn_duration; longer is capped to it).
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginTxnRequest) Reset() {
+	*x = BeginTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginTxnRequest) ProtoMessage() {}
+
+func (x *BeginTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginTxnRequest.ProtoReflect.Descriptor instead.
+func (*BeginTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BeginTxnRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *BeginTxnRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type BeginTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           []byte                 `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the handle: pass it in BatchRequest.txn, CommitTxn, RollbackTxn
+	ReadTimestamp *Timestamp             `protobuf:"bytes,2,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginTxnResponse) Reset() {
+	*x = BeginTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginTxnResponse) ProtoMessage() {}
+
+func (x *BeginTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginTxnResponse.ProtoReflect.Descriptor instead.
+func (*BeginTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BeginTxnResponse) GetTxn() []byte {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *BeginTxnResponse) GetReadTimestamp() *Timestamp {
+	if x != nil {
+		return x.ReadTimestamp
+	}
+	return nil
+}
+
+type CommitTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           []byte                 `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitTxnRequest) Reset() {
+	*x = CommitTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitTxnRequest) ProtoMessage() {}
+
+func (x *CommitTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitTxnRequest.ProtoReflect.Descriptor instead.
+func (*CommitTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CommitTxnRequest) GetTxn() []byte {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type CommitTxnResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	CommitTimestamp *Timestamp             `protobuf:"bytes,1,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CommitTxnResponse) Reset() {
+	*x = CommitTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitTxnResponse) ProtoMessage() {}
+
+func (x *CommitTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitTxnResponse.ProtoReflect.Descriptor instead.
+func (*CommitTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CommitTxnResponse) GetCommitTimestamp() *Timestamp {
+	if x != nil {
+		return x.CommitTimestamp
+	}
+	return nil
+}
+
+type RollbackTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           []byte                 `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackTxnRequest) Reset() {
+	*x = RollbackTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackTxnRequest) ProtoMessage() {}
+
+func (x *RollbackTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackTxnRequest.ProtoReflect.Descriptor instead.
+func (*RollbackTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RollbackTxnRequest) GetTxn() []byte {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type RollbackTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackTxnResponse) Reset() {
+	*x = RollbackTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackTxnResponse) ProtoMessage() {}
+
+func (x *RollbackTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackTxnResponse.ProtoReflect.Descriptor instead.
+func (*RollbackTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{43}
+}
+
 // DirectRoute addresses a batch to range range_id on the receiving node.
 // The node serves it from its own replica of the range as one command and
 // never forwards it: when it cannot, it answers the replica's refusal
@@ -3009,7 +3440,7 @@ type DirectRoute struct {
 
 func (x *DirectRoute) Reset() {
 	*x = DirectRoute{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3021,7 +3452,7 @@ func (x *DirectRoute) String() string {
 func (*DirectRoute) ProtoMessage() {}
 
 func (x *DirectRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3034,7 +3465,7 @@ func (x *DirectRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectRoute.ProtoReflect.Descriptor instead.
 func (*DirectRoute) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DirectRoute) GetRangeId() uint64 {
@@ -3071,7 +3502,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3514,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3527,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BatchResponse) GetResponses() []*ResponseUnion {
@@ -3271,7 +3702,12 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x15ResolveIntentResponse\x12\x1a\n" +
 	"\bresolved\x18\x01 \x01(\x03R\bresolved\x12\x1d\n" +
 	"\n" +
-	"resume_key\x18\x02 \x01(\fR\tresumeKey\"\xbe\x06\n" +
+	"resume_key\x18\x02 \x01(\fR\tresumeKey\"x\n" +
+	"\x0eRefreshRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\x12;\n" +
+	"\frefresh_from\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\vrefreshFrom\"\x11\n" +
+	"\x0fRefreshResponse\"\xf9\x06\n" +
 	"\fRequestUnion\x12-\n" +
 	"\x03get\x18\x01 \x01(\v2\x19.rangestore.v1.GetRequestH\x00R\x03get\x12-\n" +
 	"\x03put\x18\x02 \x01(\v2\x19.rangestore.v1.PutRequestH\x00R\x03put\x126\n" +
@@ -3285,8 +3721,9 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\aend_txn\x18[ \x01(\v2\x1c.rangestore.v1.EndTxnRequestH\x00R\x06endTxn\x12:\n" +
 	"\bpush_txn\x18\\ \x01(\v2\x1d.rangestore.v1.PushTxnRequestH\x00R\apushTxn\x12=\n" +
 	"\tquery_txn\x18] \x01(\v2\x1e.rangestore.v1.QueryTxnRequestH\x00R\bqueryTxn\x12L\n" +
-	"\x0eresolve_intent\x18^ \x01(\v2#.rangestore.v1.ResolveIntentRequestH\x00R\rresolveIntentB\a\n" +
-	"\x05value\"\xcc\x06\n" +
+	"\x0eresolve_intent\x18^ \x01(\v2#.rangestore.v1.ResolveIntentRequestH\x00R\rresolveIntent\x129\n" +
+	"\arefresh\x18_ \x01(\v2\x1d.rangestore.v1.RefreshRequestH\x00R\arefreshB\a\n" +
+	"\x05value\"\x88\a\n" +
 	"\rResponseUnion\x12.\n" +
 	"\x03get\x18\x01 \x01(\v2\x1a.rangestore.v1.GetResponseH\x00R\x03get\x12.\n" +
 	"\x03put\x18\x02 \x01(\v2\x1a.rangestore.v1.PutResponseH\x00R\x03put\x127\n" +
@@ -3300,15 +3737,31 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\aend_txn\x18[ \x01(\v2\x1d.rangestore.v1.EndTxnResponseH\x00R\x06endTxn\x12;\n" +
 	"\bpush_txn\x18\\ \x01(\v2\x1e.rangestore.v1.PushTxnResponseH\x00R\apushTxn\x12>\n" +
 	"\tquery_txn\x18] \x01(\v2\x1f.rangestore.v1.QueryTxnResponseH\x00R\bqueryTxn\x12M\n" +
-	"\x0eresolve_intent\x18^ \x01(\v2$.rangestore.v1.ResolveIntentResponseH\x00R\rresolveIntentB\a\n" +
-	"\x05value\"\xd3\x02\n" +
+	"\x0eresolve_intent\x18^ \x01(\v2$.rangestore.v1.ResolveIntentResponseH\x00R\rresolveIntent\x12:\n" +
+	"\arefresh\x18_ \x01(\v2\x1e.rangestore.v1.RefreshResponseH\x00R\arefreshB\a\n" +
+	"\x05value\"\xfd\x02\n" +
 	"\fBatchRequest\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x124\n" +
 	"\tread_mode\x18( \x01(\x0e2\x17.rangestore.v1.ReadModeR\breadMode\x12>\n" +
 	"\rmax_staleness\x18) \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12\x1c\n" +
 	"\tbookmarks\x18* \x03(\fR\tbookmarks\x12D\n" +
 	"\x10bookmark_timeout\x18+ \x01(\v2\x19.google.protobuf.DurationR\x0fbookmarkTimeout\x120\n" +
-	"\x05route\x182 \x01(\v2\x1a.rangestore.v1.DirectRouteR\x05route\"\x92\x01\n" +
+	"\x05route\x182 \x01(\v2\x1a.rangestore.v1.DirectRouteR\x05route\x12\x10\n" +
+	"\x03txn\x18< \x01(\fR\x03txn\x12\x16\n" +
+	"\x06atomic\x18= \x01(\bR\x06atomic\"b\n" +
+	"\x0fBeginTxnRequest\x12\x1a\n" +
+	"\bpriority\x18\x01 \x01(\x05R\bpriority\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"e\n" +
+	"\x10BeginTxnResponse\x12\x10\n" +
+	"\x03txn\x18\x01 \x01(\fR\x03txn\x12?\n" +
+	"\x0eread_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\"$\n" +
+	"\x10CommitTxnRequest\x12\x10\n" +
+	"\x03txn\x18\x01 \x01(\fR\x03txn\"X\n" +
+	"\x11CommitTxnResponse\x12C\n" +
+	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"&\n" +
+	"\x12RollbackTxnRequest\x12\x10\n" +
+	"\x03txn\x18\x01 \x01(\fR\x03txn\"\x15\n" +
+	"\x13RollbackTxnResponse\"\x92\x01\n" +
 	"\vDirectRoute\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1f\n" +
 	"\vproposal_id\x18\x02 \x01(\fR\n" +
@@ -3333,7 +3786,7 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"PUSH_ABORT\x10\x01\x12\x0e\n" +
 	"\n" +
-	"PUSH_TOUCH\x10\x022\xd3\x04\n" +
+	"PUSH_TOUCH\x10\x022\xc6\x06\n" +
 	"\x02KV\x12<\n" +
 	"\x03Get\x12\x19.rangestore.v1.GetRequest\x1a\x1a.rangestore.v1.GetResponse\x12<\n" +
 	"\x03Put\x12\x19.rangestore.v1.PutRequest\x1a\x1a.rangestore.v1.PutResponse\x12E\n" +
@@ -3342,7 +3795,10 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x0eConditionalPut\x12$.rangestore.v1.ConditionalPutRequest\x1a%.rangestore.v1.ConditionalPutResponse\x12N\n" +
 	"\tIncrement\x12\x1f.rangestore.v1.IncrementRequest\x1a .rangestore.v1.IncrementResponse\x12T\n" +
 	"\vDeleteRange\x12!.rangestore.v1.DeleteRangeRequest\x1a\".rangestore.v1.DeleteRangeResponse\x12B\n" +
-	"\x05Batch\x12\x1b.rangestore.v1.BatchRequest\x1a\x1c.rangestore.v1.BatchResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
+	"\x05Batch\x12\x1b.rangestore.v1.BatchRequest\x1a\x1c.rangestore.v1.BatchResponse\x12K\n" +
+	"\bBeginTxn\x12\x1e.rangestore.v1.BeginTxnRequest\x1a\x1f.rangestore.v1.BeginTxnResponse\x12N\n" +
+	"\tCommitTxn\x12\x1f.rangestore.v1.CommitTxnRequest\x1a .rangestore.v1.CommitTxnResponse\x12T\n" +
+	"\vRollbackTxn\x12!.rangestore.v1.RollbackTxnRequest\x1a\".rangestore.v1.RollbackTxnResponseB-Z+github.com/rangestore/rangestore/proto/rspbb\x06proto3"
 
 var (
 	file_rangestore_v1_kv_proto_rawDescOnce sync.Once
@@ -3357,7 +3813,7 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_rangestore_v1_kv_proto_goTypes = []any{
 	(ReadMode)(0),                  // 0: rangestore.v1.ReadMode
 	(TransactionStatus)(0),         // 1: rangestore.v1.TransactionStatus
@@ -3395,26 +3851,34 @@ var file_rangestore_v1_kv_proto_goTypes = []any{
 	(*QueryTxnResponse)(nil),       // 33: rangestore.v1.QueryTxnResponse
 	(*ResolveIntentRequest)(nil),   // 34: rangestore.v1.ResolveIntentRequest
 	(*ResolveIntentResponse)(nil),  // 35: rangestore.v1.ResolveIntentResponse
-	(*RequestUnion)(nil),           // 36: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),          // 37: rangestore.v1.ResponseUnion
-	(*BatchRequest)(nil),           // 38: rangestore.v1.BatchRequest
-	(*DirectRoute)(nil),            // 39: rangestore.v1.DirectRoute
-	(*BatchResponse)(nil),          // 40: rangestore.v1.BatchResponse
-	(*durationpb.Duration)(nil),    // 41: google.protobuf.Duration
+	(*RefreshRequest)(nil),         // 36: rangestore.v1.RefreshRequest
+	(*RefreshResponse)(nil),        // 37: rangestore.v1.RefreshResponse
+	(*RequestUnion)(nil),           // 38: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),          // 39: rangestore.v1.ResponseUnion
+	(*BatchRequest)(nil),           // 40: rangestore.v1.BatchRequest
+	(*BeginTxnRequest)(nil),        // 41: rangestore.v1.BeginTxnRequest
+	(*BeginTxnResponse)(nil),       // 42: rangestore.v1.BeginTxnResponse
+	(*CommitTxnRequest)(nil),       // 43: rangestore.v1.CommitTxnRequest
+	(*CommitTxnResponse)(nil),      // 44: rangestore.v1.CommitTxnResponse
+	(*RollbackTxnRequest)(nil),     // 45: rangestore.v1.RollbackTxnRequest
+	(*RollbackTxnResponse)(nil),    // 46: rangestore.v1.RollbackTxnResponse
+	(*DirectRoute)(nil),            // 47: rangestore.v1.DirectRoute
+	(*BatchResponse)(nil),          // 48: rangestore.v1.BatchResponse
+	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	3,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
 	3,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	41, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
-	41, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	49, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
+	49, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
 	4,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
 	3,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	3,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	3,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
 	0,  // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	41, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
-	41, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	49, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
+	49, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
 	4,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
 	3,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
 	3,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
@@ -3451,60 +3915,72 @@ var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	24, // 45: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
 	22, // 46: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
 	1,  // 47: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
-	5,  // 48: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	7,  // 49: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	9,  // 50: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	11, // 51: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	13, // 52: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	15, // 53: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	17, // 54: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	19, // 55: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
-	26, // 56: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
-	28, // 57: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
-	30, // 58: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
-	32, // 59: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
-	34, // 60: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
-	6,  // 61: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	8,  // 62: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	10, // 63: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	12, // 64: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	14, // 65: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	16, // 66: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	18, // 67: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	21, // 68: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
-	27, // 69: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
-	29, // 70: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
-	31, // 71: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
-	33, // 72: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
-	35, // 73: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
-	36, // 74: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	0,  // 75: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	41, // 76: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
-	41, // 77: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	39, // 78: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
-	3,  // 79: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
-	37, // 80: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	5,  // 81: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	7,  // 82: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	9,  // 83: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	11, // 84: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	13, // 85: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	15, // 86: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	17, // 87: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	38, // 88: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	6,  // 89: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	8,  // 90: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	10, // 91: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	12, // 92: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	14, // 93: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	16, // 94: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	18, // 95: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	40, // 96: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	89, // [89:97] is the sub-list for method output_type
-	81, // [81:89] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	3,  // 48: rangestore.v1.RefreshRequest.refresh_from:type_name -> rangestore.v1.Timestamp
+	5,  // 49: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	7,  // 50: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	9,  // 51: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	11, // 52: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	13, // 53: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	15, // 54: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	17, // 55: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	19, // 56: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	26, // 57: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
+	28, // 58: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
+	30, // 59: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
+	32, // 60: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
+	34, // 61: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
+	36, // 62: rangestore.v1.RequestUnion.refresh:type_name -> rangestore.v1.RefreshRequest
+	6,  // 63: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	8,  // 64: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	10, // 65: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	12, // 66: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	14, // 67: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	16, // 68: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	18, // 69: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	21, // 70: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	27, // 71: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
+	29, // 72: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
+	31, // 73: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
+	33, // 74: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
+	35, // 75: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
+	37, // 76: rangestore.v1.ResponseUnion.refresh:type_name -> rangestore.v1.RefreshResponse
+	38, // 77: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	0,  // 78: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	49, // 79: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	49, // 80: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	47, // 81: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
+	49, // 82: rangestore.v1.BeginTxnRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 83: rangestore.v1.BeginTxnResponse.read_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 84: rangestore.v1.CommitTxnResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 85: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
+	39, // 86: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	5,  // 87: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	7,  // 88: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	9,  // 89: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	11, // 90: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	13, // 91: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	15, // 92: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	17, // 93: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	40, // 94: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	41, // 95: rangestore.v1.KV.BeginTxn:input_type -> rangestore.v1.BeginTxnRequest
+	43, // 96: rangestore.v1.KV.CommitTxn:input_type -> rangestore.v1.CommitTxnRequest
+	45, // 97: rangestore.v1.KV.RollbackTxn:input_type -> rangestore.v1.RollbackTxnRequest
+	6,  // 98: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	8,  // 99: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	10, // 100: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	12, // 101: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	14, // 102: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	16, // 103: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	18, // 104: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	48, // 105: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	42, // 106: rangestore.v1.KV.BeginTxn:output_type -> rangestore.v1.BeginTxnResponse
+	44, // 107: rangestore.v1.KV.CommitTxn:output_type -> rangestore.v1.CommitTxnResponse
+	46, // 108: rangestore.v1.KV.RollbackTxn:output_type -> rangestore.v1.RollbackTxnResponse
+	98, // [98:109] is the sub-list for method output_type
+	87, // [87:98] is the sub-list for method input_type
+	87, // [87:87] is the sub-list for extension type_name
+	87, // [87:87] is the sub-list for extension extendee
+	0,  // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -3512,7 +3988,7 @@ func file_rangestore_v1_kv_proto_init() {
 	if File_rangestore_v1_kv_proto != nil {
 		return
 	}
-	file_rangestore_v1_kv_proto_msgTypes[33].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[35].OneofWrappers = []any{
 		(*RequestUnion_Get)(nil),
 		(*RequestUnion_Put)(nil),
 		(*RequestUnion_Delete)(nil),
@@ -3526,8 +4002,9 @@ func file_rangestore_v1_kv_proto_init() {
 		(*RequestUnion_PushTxn)(nil),
 		(*RequestUnion_QueryTxn)(nil),
 		(*RequestUnion_ResolveIntent)(nil),
+		(*RequestUnion_Refresh)(nil),
 	}
-	file_rangestore_v1_kv_proto_msgTypes[34].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[36].OneofWrappers = []any{
 		(*ResponseUnion_Get)(nil),
 		(*ResponseUnion_Put)(nil),
 		(*ResponseUnion_Delete)(nil),
@@ -3541,6 +4018,7 @@ func file_rangestore_v1_kv_proto_init() {
 		(*ResponseUnion_PushTxn)(nil),
 		(*ResponseUnion_QueryTxn)(nil),
 		(*ResponseUnion_ResolveIntent)(nil),
+		(*ResponseUnion_Refresh)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3548,7 +4026,7 @@ func file_rangestore_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   38,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
