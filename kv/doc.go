@@ -76,6 +76,18 @@
 //     reads see if it aborts; an export at or above an intent fails with an
 //     IntentError, so a backup never holds an uncommitted write.
 //
+// A transaction whose write timestamp moved above its read timestamp
+// proves, before it commits, that its reads still hold at the new one
+// (MVCCCheckRefresh, refresh.go): for a key or span read at from and
+// refreshed to to, no committed version (a deletion included) lies in
+// (from, to] and no other transaction's intent at or below to, since a
+// read at to would see or meet it; its own intents, of any epoch, never
+// conflict, and do not hide a committed version beneath them. Per key it
+// reads the newest version and seeks to the newest one at or below to,
+// never the history at or below from, and it stops at the first key that
+// breaks the read (RefreshConflictError). The versions in (from, to] are
+// intact only if GC's threshold is not above from, which the caller checks.
+//
 // CockroachDB keeps locks in a separate lock-table keyspace; rangestore
 // keeps them in the value of the provisional version (as CockroachDB did
 // before 21.1), trading a scan of the data for "the locks in a span"

@@ -1,7 +1,12 @@
 // Package batcheval is the command registry: what each KV request type
 // (a case of rspb.RequestUnion) is, declared in one file per type
 // (cmd_get.go, cmd_put.go, cmd_delete.go, cmd_conditional_put.go,
-// cmd_increment.go, cmd_scan.go, cmd_delete_range.go).
+// cmd_increment.go, cmd_scan.go, cmd_delete_range.go), and the internal
+// ones only nodes send: export (backups), the transaction record commands
+// (heartbeat_txn, end_txn, push_txn, query_txn; txn.go), resolve_intent,
+// and refresh, a transaction's read that proves its earlier reads of a
+// key or span still hold at its new read timestamp (no committed write
+// since, no other transaction's intent at or below it; else TXN_RETRY).
 //
 // A file registers, at init, a spec typed by its request and response
 // messages:
