@@ -112,7 +112,7 @@ func (db *DB) Close() {
 // Stats returns the routing counters.
 func (db *DB) Stats() Stats {
 	return Stats{Attempts: db.stats.attempts.Load(), Redirects: db.stats.redirects.Load(), StaleRanges: db.stats.stale.Load(),
-		TransportFailures: db.stats.transport.Load(), RoutingLookups: db.stats.lookups.Load()}
+		TransportFailures: db.stats.transport.Load(), RoutingLookups: db.stats.lookups.Load(), TxnRetries: db.stats.txnRetries.Load()}
 }
 
 func (db *DB) routingTTL() time.Duration { return time.Duration(db.ttl.Load()) }

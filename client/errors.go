@@ -50,13 +50,16 @@ const (
 	Internal
 	// Closed: the DB was closed.
 	Closed
+	// Retry: a transaction met a conflict (or an aborted record) and must
+	// run again; DB.Txn does that. Nothing of that run committed.
+	Retry
 )
 
 var codeNames = map[Code]string{
 	Unknown: "unknown", InvalidArgument: "invalid argument", NotFound: "not found", ConditionFailed: "condition failed",
 	Ambiguous: "ambiguous", Unavailable: "unavailable", FailedPrecondition: "failed precondition",
 	PermissionDenied: "permission denied", Unauthenticated: "unauthenticated", ResourceExhausted: "resource exhausted",
-	DeadlineExceeded: "deadline exceeded", Canceled: "canceled", Internal: "internal", Closed: "closed",
+	DeadlineExceeded: "deadline exceeded", Canceled: "canceled", Internal: "internal", Closed: "closed", Retry: "retry",
 }
 
 func (c Code) String() string {
@@ -109,6 +112,7 @@ var (
 	ErrUnavailable      = &Error{Code: Unavailable}
 	ErrPermissionDenied = &Error{Code: PermissionDenied}
 	ErrClosed           = &Error{Code: Closed}
+	ErrRetry            = &Error{Code: Retry}
 )
 
 // ConditionFailedError is the error of a ConditionalPut or

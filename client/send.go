@@ -58,10 +58,12 @@ type Stats struct {
 	TransportFailures int64
 	// RoutingLookups: routing tables fetched (Discovery).
 	RoutingLookups int64
+	// TxnRetries: runs of DB.Txn functions after the first (conflicts).
+	TxnRetries int64
 }
 
 type stats struct {
-	attempts, redirects, stale, transport, lookups atomic.Int64
+	attempts, redirects, stale, transport, lookups, txnRetries atomic.Int64
 }
 
 // newWriteAttempt returns a write's identity for its first attempt.

@@ -76,7 +76,16 @@ func (s *KVServer) sendDirect(ctx context.Context, route *rspb.DirectRoute, reqs
 	if write {
 		req.ProposalId, req.Timestamp = route.ProposalId, route.ProposalTimestamp
 	}
+	// Intents of other transactions in the way are pushed and resolved
+	// here, as the router does (conflicts.go), and the batch served again.
+	var cw conflictWait
 	resp := local.Send(ctx, req)
+	for resp.Error != nil && resp.Error.Code == rspb.RangeError_WRITE_INTENT {
+		if err := s.router.handleIntents(ctx, req, resp, &cw); err != nil {
+			return nil, ToStatus(err)
+		}
+		resp = local.Send(ctx, req)
+	}
 	if resp.Error != nil {
 		return nil, s.routeRefusal(resp.Error)
 	}

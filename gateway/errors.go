@@ -46,6 +46,7 @@ var errorReasons = map[rspb.RangeError_Code]string{
 	rspb.RangeError_WRITE_INTENT:     "WRITE_INTENT",
 	rspb.RangeError_TXN_RETRY:        "TXN_RETRY",
 	rspb.RangeError_TXN_ABORTED:      "TXN_ABORTED",
+	rspb.RangeError_AMBIGUOUS:        "AMBIGUOUS",
 }
 
 // ErrorDomain is the domain of the ErrorInfo details of statuses.

@@ -75,7 +75,12 @@ type Router struct {
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	leaders map[uint64]uint64 // range ID -> node that last served it
+
+	metrics *TxnMetrics // nil: not counted
 }
+
+// SetTxnMetrics makes the router count its pushes and contention waits.
+func (r *Router) SetTxnMetrics(m *TxnMetrics) { r.metrics = m }
 
 // NewRouter returns a router. dialOpts are all the options of its
 // connections to other nodes, transport credentials included: a node
@@ -602,11 +607,15 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 	}
 	w.HeldBy(desc.RangeId)
 	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: w.ID, Timestamp: w.Timestamp, Requests: reqs}
+	ts := txnSendFrom(ctx)
+	if ts != nil {
+		req.Txn = ts.txn
+	}
 	track := w
 	if !write {
 		track = nil // a read applies nothing: it is simply sent again
 	}
-	resp, err := r.sendRead(ctx, desc, req, track)
+	resp, err := r.sendResolving(ctx, desc, req, track)
 	for track != nil && track.Ambiguous && errors.Is(err, errStaleDescriptor) && !track.SubsumerKnown(desc.RangeId) && track.HintTries < maxHintTries {
 		// Every replica denied the range (merged away) and none named the
 		// range that subsumed it yet: ask again before giving up on
@@ -633,6 +642,7 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 	if resp.Error != nil {
 		return nil, &RangeError{E: resp.Error}
 	}
+	ts.observe(resp.Txn)
 	if len(resp.Responses) != len(pieces) {
 		return nil, fmt.Errorf("r%d answered %d of %d requests", desc.RangeId, len(resp.Responses), len(pieces))
 	}
@@ -652,6 +662,27 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 		out[p.Index] = append(out[p.Index], rangedResp{start: desc.StartKey, resp: rr})
 	}
 	return out, nil
+}
+
+// sendResolving is sendRead, after which intents of other transactions
+// the request meets are pushed and resolved (conflicts.go) and the request
+// sent again, as the same command (a WRITE_INTENT answer applied nothing).
+func (r *Router) sendResolving(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *batchsplit.Write) (*rspb.RangeResponse, error) {
+	var cw conflictWait
+	defer func() {
+		if !cw.start.IsZero() && r.metrics != nil {
+			r.metrics.contention.Observe(time.Since(cw.start).Seconds())
+		}
+	}()
+	for {
+		resp, err := r.sendRead(ctx, desc, req, w)
+		if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_WRITE_INTENT {
+			return resp, err
+		}
+		if err := r.handleIntents(ctx, req, resp, &cw); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // finishScan pages a scan piece that stopped at the per-response byte limit.

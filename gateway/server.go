@@ -30,6 +30,7 @@ type KVServer struct {
 	nodeID   func() uint64
 	cluster  func() string // the cluster ID (bookmarks; SetClusterID)
 	draining atomic.Bool
+	txns     *TxnCoordinator // nil: transactions are not enabled
 }
 
 // NewKVServer returns the KV service.
@@ -232,6 +233,9 @@ func (s *KVServer) DeleteRange(ctx context.Context, r *rspb.DeleteRangeRequest) 
 
 // Batch runs several requests.
 func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.BatchResponse, error) {
+	if len(r.Txn) > 0 || r.Atomic {
+		return s.batchInTxn(ctx, r)
+	}
 	resps, err := s.run(ctx, r.Requests, readModeOf(r.ProtoReflect()), true, r.Route)
 	if err != nil {
 		return nil, err

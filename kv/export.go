@@ -74,7 +74,7 @@ func MVCCExport(r Reader, start, end []byte, startTS, endTS Timestamp, opts Expo
 		}
 		// The newest version at or below endTS, tombstones included; an
 		// intent there conflicts.
-		kr, err := readKey(it, prefix, endTS, nil, false)
+		kr, err := readKey(it, prefix, endTS, Timestamp{}, nil, false)
 		if err != nil {
 			return nil, nil, fmt.Errorf("kv: export: %w", err)
 		}

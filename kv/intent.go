@@ -171,13 +171,31 @@ func checkTxn(txn *IntentTxn) error {
 	return nil
 }
 
+// UncertaintyError is returned when a transaction's read at ReadTimestamp
+// meets a committed version of Key at Existing, above the read timestamp
+// but within its uncertainty limit: the version may have been written
+// before the transaction began (on a node whose clock ran ahead), so the
+// transaction must read again above it. Nothing was read.
+type UncertaintyError struct {
+	Key           []byte
+	ReadTimestamp Timestamp
+	Existing      Timestamp
+	Limit         Timestamp
+}
+
+func (e *UncertaintyError) Error() string {
+	return fmt.Sprintf("kv: read of %q at %s is uncertain: a version at %s is within the uncertainty limit %s",
+		e.Key, e.ReadTimestamp, e.Existing, e.Limit)
+}
+
 // keyRead is the outcome of reading one user key: a visible version
-// (found: a live value), or a conflicting intent.
+// (found: a live value), a conflicting intent, or an uncertain version.
 type keyRead struct {
-	found    bool
-	payload  []byte // aliases iterator memory
-	ts       Timestamp
-	conflict *Intent
+	found     bool
+	payload   []byte // aliases iterator memory
+	ts        Timestamp
+	conflict  *Intent
+	uncertain bool // a committed version at ts in (readTS, limit]
 	// moved: the iterator left the key's versions; it is at the next
 	// user key if valid, else exhausted.
 	moved, valid bool
@@ -187,9 +205,13 @@ type keyRead struct {
 // for txn (nil: a non-transactional reader). The iterator must be at the
 // key's newest version. txn's own intent of its current epoch is visible
 // whatever its timestamp; another transaction's intent conflicts if it is
-// at or below readTS, or always if anyIntent (a write); otherwise it is
-// read beneath.
-func readKey(it *pebble.Iterator, prefix []byte, readTS Timestamp, txn *IntentTxn, anyIntent bool) (keyRead, error) {
+// at or below limit (the reader's uncertainty limit, at least readTS), or
+// always if anyIntent (a write); otherwise it is read beneath. A committed
+// version in (readTS, limit] makes the read uncertain.
+func readKey(it *pebble.Iterator, prefix []byte, readTS, limit Timestamp, txn *IntentTxn, anyIntent bool) (keyRead, error) {
+	if limit.Less(readTS) {
+		limit = readTS
+	}
 	_, ts, err := splitMVCCKey(it.Key())
 	if err != nil {
 		return keyRead{}, err
@@ -210,7 +232,7 @@ func readKey(it *pebble.Iterator, prefix []byte, readTS Timestamp, txn *IntentTx
 		case own && d.epoch > txn.Epoch:
 			return keyRead{}, fmt.Errorf("%w: key %q has an intent of epoch %d of a transaction reading at epoch %d",
 				ErrIntentInvariant, prefixKey(prefix), d.epoch, txn.Epoch)
-		case !own && (anyIntent || ts.LessEq(readTS)):
+		case !own && (anyIntent || ts.LessEq(limit)):
 			in := d.toIntent(prefixKey(prefix), ts)
 			return keyRead{conflict: &in}, nil
 		}
@@ -223,13 +245,17 @@ func readKey(it *pebble.Iterator, prefix []byte, readTS Timestamp, txn *IntentTx
 			return keyRead{}, err
 		}
 	}
-	if readTS.Less(ts) {
-		if !it.SeekGE(appendVersion(cloneBytes(prefix), readTS)) || !samePrefix(it.Key(), prefix) {
+	if limit.Less(ts) {
+		if !it.SeekGE(appendVersion(cloneBytes(prefix), limit)) || !samePrefix(it.Key(), prefix) {
 			return keyRead{moved: true, valid: it.Valid()}, it.Error()
 		}
 		if _, ts, err = splitMVCCKey(it.Key()); err != nil {
 			return keyRead{}, err
 		}
+	}
+	if readTS.Less(ts) {
+		// Committed in (readTS, limit]: uncertain.
+		return keyRead{uncertain: true, ts: ts}, nil
 	}
 	if raw, err = it.ValueAndErr(); err != nil {
 		return keyRead{}, fmt.Errorf("kv: read: %w", err)
@@ -259,6 +285,13 @@ func prefixKey(prefix []byte) []byte {
 // none). The transaction sees its own intents (of its current epoch); an
 // intent of another transaction at or below readTS is an *IntentError.
 func MVCCGetTxn(r Reader, key []byte, readTS Timestamp, txn *IntentTxn) (kv KeyValue, found bool, err error) {
+	return MVCCGetUncertain(r, key, readTS, Timestamp{}, txn)
+}
+
+// MVCCGetUncertain is MVCCGetTxn with an uncertainty limit (empty: none):
+// a committed version in (readTS, limit] is an *UncertaintyError, and an
+// intent of another transaction at or below limit an *IntentError.
+func MVCCGetUncertain(r Reader, key []byte, readTS, limit Timestamp, txn *IntentTxn) (kv KeyValue, found bool, err error) {
 	if len(key) == 0 {
 		return KeyValue{}, false, fmt.Errorf("kv: get: %w", ErrEmptyKey)
 	}
@@ -280,12 +313,14 @@ func MVCCGetTxn(r Reader, key []byte, readTS Timestamp, txn *IntentTxn) (kv KeyV
 		}
 		return KeyValue{}, false, nil
 	}
-	kr, err := readKey(it, prefix, readTS, txn, false)
+	kr, err := readKey(it, prefix, readTS, limit, txn, false)
 	switch {
 	case err != nil:
 		return KeyValue{}, false, fmt.Errorf("kv: get %q: %w", key, err)
 	case kr.conflict != nil:
 		return KeyValue{}, false, &IntentError{Intents: []Intent{*kr.conflict}}
+	case kr.uncertain:
+		return KeyValue{}, false, &UncertaintyError{Key: cloneBytes(key), ReadTimestamp: readTS, Existing: kr.ts, Limit: limit}
 	case !kr.found:
 		return KeyValue{}, false, nil
 	}

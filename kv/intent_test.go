@@ -343,3 +343,44 @@ func TestGCAndExportAroundIntents(t *testing.T) {
 		t.Fatalf("export at 15 = %+v, %v", out, err)
 	}
 }
+
+func TestUncertainty(t *testing.T) {
+	e := newTestEngine(t)
+	applyOps(t, e, []op{put("a", 10, "a10"), put("a", 20, "a20"), put("b", 10, "b10")})
+	mustWrite(t, e, func(b *Batch) error { return MVCCPut(b, []byte("b"), ts(20), []byte("B"), false, txnB(0)) })
+	for _, c := range []struct {
+		key         string
+		read, limit int64
+		want        string
+	}{
+		{"a", 15, 25, "uncertain 20"},
+		{"a", 15, 20, "uncertain 20"},
+		{"a", 15, 19, "a10"},
+		{"a", 15, 0, "a10"},
+		{"a", 25, 30, "a20"},
+		{"b", 15, 25, "conflict"},
+		{"b", 15, 19, "b10"},
+	} {
+		var got string
+		x, _, err := MVCCGetUncertain(e, []byte(c.key), ts(c.read), ts(c.limit), txnA(0))
+		var ue *UncertaintyError
+		var ie *IntentError
+		switch {
+		case errors.As(err, &ue):
+			got = fmt.Sprintf("uncertain %d", ue.Existing.WallTime)
+		case errors.As(err, &ie):
+			got = "conflict"
+		case err != nil:
+			t.Fatal(err)
+		default:
+			got = string(x.Value)
+		}
+		if got != c.want {
+			t.Errorf("get %s at %d with limit %d = %s, want %s", c.key, c.read, c.limit, got, c.want)
+		}
+		_, _, err = MVCCScan(e, []byte(c.key), []byte(c.key+"\x00"), ts(c.read), ScanOptions{Txn: txnA(0), Uncertainty: ts(c.limit)})
+		if (err != nil) != (c.want == "conflict" || strings.HasPrefix(c.want, "uncertain")) {
+			t.Errorf("scan of %s at %d with limit %d: %v, want %s", c.key, c.read, c.limit, err, c.want)
+		}
+	}
+}

@@ -31,6 +31,10 @@ type ScanOptions struct {
 	// Other transactions' intents at or below the read timestamp make the
 	// scan fail with an *IntentError listing them.
 	Txn *IntentTxn
+	// Uncertainty is the reader's uncertainty limit (empty: none): a
+	// committed version in (read timestamp, Uncertainty] fails the scan
+	// with an *UncertaintyError, and intents up to it conflict.
+	Uncertainty Timestamp
 }
 
 // GCStats reports the work done by MVCCGarbageCollect.
@@ -161,7 +165,7 @@ func nextUserKey(it *pebble.Iterator, prefix []byte) bool {
 // visited key (exclusive end of the next call). Intents are read as readKey
 // does (txn, anyIntent); conflicting ones are collected (up to
 // maxIntentsPerError) and returned as an *IntentError once the scan ends.
-func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, txn *IntentTxn, anyIntent bool, fn visibleFunc) (resume []byte, err error) {
+func scanVisible(r Reader, start, end []byte, readTS, limit Timestamp, reverse bool, txn *IntentTxn, anyIntent bool, fn visibleFunc) (resume []byte, err error) {
 	if err := checkReadTimestamp(readTS); err != nil {
 		return nil, fmt.Errorf("kv: scan: %w", err)
 	}
@@ -186,8 +190,11 @@ func scanVisible(r Reader, start, end []byte, readTS Timestamp, reverse bool, tx
 	// version. It reports whether fn stopped the scan, and leaves the
 	// iterator within the key's versions unless kr.moved.
 	visit := func(prefix []byte) (stop bool, key []byte, kr keyRead, err error) {
-		if kr, err = readKey(it, prefix, readTS, txn, anyIntent); err != nil {
+		if kr, err = readKey(it, prefix, readTS, limit, txn, anyIntent); err != nil {
 			return false, nil, kr, err
+		}
+		if kr.uncertain {
+			return false, nil, kr, &UncertaintyError{Key: prefixKey(prefix), ReadTimestamp: readTS, Existing: kr.ts, Limit: limit}
 		}
 		if kr.conflict != nil {
 			conflicts = append(conflicts, *kr.conflict)
@@ -288,7 +295,7 @@ func MVCCScan(r Reader, start, end []byte, readTS Timestamp, opts ScanOptions) (
 		return nil, nil, fmt.Errorf("kv: scan: negative limit")
 	}
 	var nbytes int64
-	resume, err = scanVisible(r, start, end, readTS, opts.Reverse, opts.Txn, false, func(kv KeyValue) (bool, error) {
+	resume, err = scanVisible(r, start, end, readTS, opts.Uncertainty, opts.Reverse, opts.Txn, false, func(kv KeyValue) (bool, error) {
 		kv.Value = cloneBytes(kv.Value)
 		kvs = append(kvs, kv)
 		nbytes += int64(len(kv.Key)+len(kv.Value)) + opts.KeyOverhead
@@ -315,7 +322,7 @@ func MVCCDeleteRange(b *Batch, start, end []byte, ts Timestamp, max int) (delete
 	}
 	// Collect first, then write: the batch must not change under its own
 	// iterator.
-	resume, err = scanVisible(b, start, end, ts, false, nil, true, func(kv KeyValue) (bool, error) {
+	resume, err = scanVisible(b, start, end, ts, Timestamp{}, false, nil, true, func(kv KeyValue) (bool, error) {
 		deleted = append(deleted, kv.Key)
 		return max > 0 && len(deleted) >= max, nil
 	})

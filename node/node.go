@@ -49,6 +49,9 @@ type Config struct {
 	Logger     *slog.Logger
 	Clock      *leases.Clock
 	Limits     gateway.Limits
+	// Txn configures the transaction coordinator (zero values: defaults,
+	// gateway.DefaultTxnConfig).
+	Txn gateway.TxnConfig
 	// TimeSource drives the store's loops, waits, rate limits and load
 	// recording, and the HLC made when Clock is nil (default: the real clock).
 	TimeSource timeutil.TimeSource
@@ -156,6 +159,7 @@ type Node struct {
 	store    *ranges.Store
 	router   *gateway.Router
 	kvServer *gateway.KVServer
+	txns     *gateway.TxnCoordinator
 	grpc     *grpc.Server
 	health   *health.Server
 	lis      net.Listener
@@ -286,6 +290,10 @@ func Start(cfg Config) (*Node, error) {
 	n.liveness.Start()
 	n.kvServer = gateway.NewKVServer(n.router, cfg.Limits, cfg.Clock, n.store.NodeID)
 	n.kvServer.SetClusterID(n.ClusterID)
+	txnMetrics := gateway.NewTxnMetrics(n.registry)
+	n.router.SetTxnMetrics(txnMetrics)
+	n.txns = gateway.NewTxnCoordinator(n.router, cfg.Clock, n.store.NodeID, cfg.Txn, txnMetrics, cfg.Logger)
+	n.kvServer.SetTxnCoordinator(n.txns)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	sopts, err := serverOptions(cfg, maxMsg, rpcm)
 	if err != nil {
@@ -507,6 +515,7 @@ func (n *Node) stop(handoff bool) {
 			_ = n.http.Shutdown(ctx)
 			cancel()
 		}
+		n.txns.Close()   // aborts what is still open; its tasks use the router
 		n.closeStorage() // liveness first: its heartbeats use the router
 		n.router.Close()
 		n.log.Info("node stopped", "node", n.NodeID())

@@ -36,7 +36,7 @@ func checkPushTxn(q *rspb.PushTxnRequest, l Limits) error {
 		return invalidf("push_txn: key %q is not the pushee's anchor %q", q.Key, q.Pushee.Key)
 	}
 	if q.Pusher != nil {
-		if err := checkTxnMeta("push_txn pusher", q.Pusher.Meta); err != nil {
+		if err := checkTxnMetaNoAnchor("push_txn pusher", q.Pusher.Meta); err != nil {
 			return err
 		}
 	}

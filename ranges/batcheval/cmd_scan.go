@@ -66,9 +66,9 @@ func mergeScan(q *rspb.ScanRequest, parts []*rspb.ScanResponse) *rspb.ScanRespon
 func evalScan(a *Args, q *rspb.ScanRequest) (*rspb.ScanResponse, error) {
 	ts := a.readTS(q.AsOf)
 	if a.Batch == nil {
-		return a.Budget.scan(a.Reader, q, ts, DefaultScanChunkBytes, a.intentTxn())
+		return a.Budget.scan(a.Reader, q, ts, DefaultScanChunkBytes, a.intentTxn(), a.uncertaintyLimit(ts))
 	}
-	res, err := a.Budget.scan(a.Reader, q, ts, 0, a.intentTxn())
+	res, err := a.Budget.scan(a.Reader, q, ts, 0, a.intentTxn(), a.uncertaintyLimit(ts))
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +81,9 @@ func evalScan(a *Args, q *rspb.ScanRequest) (*rspb.ScanResponse, error) {
 // scan runs a scan within what is left of the budget (and at most chunk
 // bytes if chunk > 0): once the budget is spent, a scan returns nothing and
 // resumes where it starts, so the caller pages through the rest. txn (nil:
-// none) is the reading transaction, which sees its own intents.
-func (b *ReadBudget) scan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, chunk int64, txn *kv.IntentTxn) (*rspb.ScanResponse, error) {
+// none) is the reading transaction, which sees its own intents, and limit
+// its uncertainty limit.
+func (b *ReadBudget) scan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, chunk int64, txn *kv.IntentTxn, limit kv.Timestamp) (*rspb.ScanResponse, error) {
 	maxBytes := b.left()
 	if chunk > 0 {
 		maxBytes = min(maxBytes, chunk)
@@ -97,7 +98,7 @@ func (b *ReadBudget) scan(r kv.Reader, s *rspb.ScanRequest, ts kv.Timestamp, chu
 		}
 		maxBytes = 1 // (an open end cannot be a resume key: one key)
 	}
-	kvs, resume, err := kv.MVCCScan(r, s.StartKey, s.EndKey, ts, kv.ScanOptions{Limit: int(s.Limit), Reverse: s.Reverse, MaxBytes: maxBytes, KeyOverhead: kvResponseOverhead, Txn: txn})
+	kvs, resume, err := kv.MVCCScan(r, s.StartKey, s.EndKey, ts, kv.ScanOptions{Limit: int(s.Limit), Reverse: s.Reverse, MaxBytes: maxBytes, KeyOverhead: kvResponseOverhead, Txn: txn, Uncertainty: limit})
 	if err != nil {
 		return nil, err
 	}

@@ -85,7 +85,7 @@ func evalBatch(a *Args, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error
 		}
 		res, err := c.Eval(a, r)
 		if err != nil {
-			return nil, conflictError(err)
+			return nil, a.conflictError(err)
 		}
 		out = append(out, res)
 	}

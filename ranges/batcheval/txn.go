@@ -87,12 +87,23 @@ func checkTxnMeta(what string, m *rspb.TxnMeta) error {
 	return nil
 }
 
+// checkTxnMetaNoAnchor is checkTxnMeta for a transaction that may not
+// have written yet (no anchor key: a request header, a pusher).
+func checkTxnMetaNoAnchor(what string, m *rspb.TxnMeta) error {
+	if m != nil && len(m.Key) == 0 {
+		c := proto.Clone(m).(*rspb.TxnMeta)
+		c.Key = []byte{0}
+		return checkTxnMeta(what, c)
+	}
+	return checkTxnMeta(what, m)
+}
+
 // CheckTxn validates a request header's transaction.
 func CheckTxn(t *rspb.Transaction) error {
 	if t == nil {
 		return nil
 	}
-	if err := checkTxnMeta("txn", t.Meta); err != nil {
+	if err := checkTxnMetaNoAnchor("txn", t.Meta); err != nil {
 		return err
 	}
 	if TSFromProto(t.ReadTimestamp).IsEmpty() || TSFromProto(t.Meta.WriteTimestamp).Less(TSFromProto(t.ReadTimestamp)) {
@@ -129,22 +140,50 @@ func (a *Args) getForWrite(key []byte) (kv.KeyValue, bool, error) {
 	return kv.MVCCGetTxn(a.Batch, key, kv.MaxTimestamp, a.intentTxn())
 }
 
-// get reads key at ts (its own intents visible to a transaction).
+// get reads key at ts (its own intents visible to a transaction, within
+// its uncertainty limit).
 func (a *Args) get(r kv.Reader, key []byte, ts kv.Timestamp) (kv.KeyValue, bool, error) {
-	return kv.MVCCGetTxn(r, key, ts, a.intentTxn())
+	return kv.MVCCGetUncertain(r, key, ts, a.uncertaintyLimit(ts), a.intentTxn())
+}
+
+// uncertaintyLimit is the uncertainty limit of a transaction's read at ts
+// (empty: none, as for a non-transactional read, which the leaseholder
+// serves at its own clock, or a read of the transaction's writes in a
+// write batch at the latest timestamp).
+func (a *Args) uncertaintyLimit(ts kv.Timestamp) kv.Timestamp {
+	if a.Txn == nil || ts == kv.MaxTimestamp {
+		return kv.Timestamp{}
+	}
+	return TSFromProto(a.Txn.GlobalUncertaintyLimit)
 }
 
 // put writes value (a deletion if tombstone) at the batch timestamp: an
 // intent in a transaction.
 func (a *Args) put(key, value []byte, tombstone bool) error {
+	if a.Txn != nil && len(a.Txn.Meta.Key) == 0 {
+		return invalidf("txn %x: a write needs the transaction's anchor key (txn.meta.key), where its record lives", a.Txn.Meta.Id)
+	}
 	return kv.MVCCPut(a.Batch, key, a.Timestamp, value, tombstone, a.intentTxn())
 }
 
 // conflictError turns kv's conflicts into the replica's verdicts: intents
-// of other transactions into WRITE_INTENT (listing them); other errors are
-// returned as they are (a *kv.WriteTooOldError is the replica's to handle:
-// it retries the batch at a higher timestamp).
-func conflictError(err error) error {
+// of other transactions into WRITE_INTENT (listing them), an uncertain
+// read into TXN_RETRY with the transaction moved above the uncertain
+// version (its coordinator refreshes its reads there and reads again);
+// other errors are returned as they are (a *kv.WriteTooOldError is the
+// replica's to handle: it retries the batch at a higher timestamp).
+func (a *Args) conflictError(err error) error {
+	var ue *kv.UncertaintyError
+	if errors.As(err, &ue) && a.Txn != nil {
+		t := proto.Clone(a.Txn).(*rspb.Transaction)
+		next := ue.Existing.Next()
+		if TSFromProto(t.Meta.WriteTimestamp).Less(next) {
+			t.Meta.WriteTimestamp = TSToProto(next)
+		}
+		return &Error{E: &rspb.RangeError{Code: rspb.RangeError_TXN_RETRY, Txn: t,
+			Message: fmt.Sprintf("ReadWithinUncertaintyInterval: txn %x read %s at %s and met a value written at %s, within its uncertainty limit %s: read again above it",
+				a.Txn.Meta.Id, keys.Pretty(ue.Key), ue.ReadTimestamp, ue.Existing, ue.Limit)}}
+	}
 	var ie *kv.IntentError
 	if !errors.As(err, &ie) {
 		return err

@@ -1,0 +1,200 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+)
+
+// Conflicts with transactions, as the router meets them.
+//
+// A replica that finds intents of other transactions in a request's way
+// answers WRITE_INTENT listing them, and applies nothing. The router then
+// pushes each conflicting transaction at its record (PushTxn to the
+// intent's anchor key): a read pushes the writer's timestamp above its own
+// read timestamp, a write aborts the writer. A push that wins is followed
+// by the resolution of the intents met (ResolveIntent: committed, removed,
+// or moved above the reader), and the request is sent again, as the same
+// command. A push that loses (the pushee is live and does not rank below
+// the pusher) is retried with backoff: the request waits for the pushee to
+// finish or expire (a coordinator that stopped heartbeating is aborted by
+// the next push after the liveness threshold, 5 s).
+//
+// There is no wait queue yet. Instead, a transaction that has waited
+// deadlockTimeout on one pushee forces the push if its ID is above the
+// pushee's: around any cycle of transactions waiting on each other some
+// edge goes from a higher ID to a lower one, so every waits-for cycle is
+// broken by aborting one member, deterministically, after about
+// deadlockTimeout. A non-transactional request holds nothing while it
+// waits, so it is never in a cycle and never forces.
+
+// deadlockTimeout is how long a transaction waits on a live pushee before
+// a push with a higher ID forces it (breaking waits-for cycles).
+const deadlockTimeout = time.Second
+
+// pushBackoff bounds the wait between lost pushes.
+const (
+	minPushBackoff = 10 * time.Millisecond
+	maxPushBackoff = 200 * time.Millisecond
+)
+
+// txnSend is the transaction a routed batch runs in (set in its context by
+// the coordinator): its header, and the highest write timestamp the ranges
+// answered with.
+type txnSend struct {
+	txn *rspb.Transaction
+
+	mu      sync.Mutex
+	writeTS kv.Timestamp
+}
+
+type txnSendKey struct{}
+
+func withTxnSend(ctx context.Context, t *txnSend) context.Context {
+	return context.WithValue(ctx, txnSendKey{}, t)
+}
+
+func txnSendFrom(ctx context.Context) *txnSend {
+	t, _ := ctx.Value(txnSendKey{}).(*txnSend)
+	return t
+}
+
+// observe notes the transaction as a range answered with it.
+func (t *txnSend) observe(resp *rspb.Transaction) {
+	if t == nil || resp == nil || resp.Meta == nil {
+		return
+	}
+	ts := ranges.TSFromProto(resp.Meta.WriteTimestamp)
+	t.mu.Lock()
+	if t.writeTS.Less(ts) {
+		t.writeTS = ts
+	}
+	t.mu.Unlock()
+}
+
+// conflictWait is the state of one request's waiting on intents.
+type conflictWait struct {
+	start   time.Time
+	backoff time.Duration
+}
+
+// handleIntents pushes the transactions of the intents a request met
+// (resp is the replica's WRITE_INTENT answer) and resolves the intents of
+// those it pushed. It returns nil when the request should be sent again
+// (at once if something was resolved, after a backoff if every push
+// lost), or the error that ends the request.
+func (r *Router) handleIntents(ctx context.Context, req *rspb.RangeRequest, resp *rspb.RangeResponse, cw *conflictWait) error {
+	write := !ranges.IsReadOnly(req.Requests)
+	readTS := ranges.TSFromProto(resp.Timestamp)
+	if req.Txn != nil {
+		readTS = ranges.TSFromProto(req.Txn.ReadTimestamp)
+	}
+	if readTS.IsEmpty() && r.clock != nil {
+		readTS = r.clock.Now()
+	}
+	if cw.start.IsZero() {
+		cw.start, cw.backoff = time.Now(), minPushBackoff
+	}
+	var pusher *rspb.Transaction
+	if req.Txn != nil {
+		pusher = req.Txn
+	}
+	byTxn := map[string][]*rspb.Intent{}
+	var order []string
+	for _, in := range resp.Error.Intents {
+		if in.GetTxn() == nil || len(in.Txn.Key) == 0 {
+			return &RangeError{E: resp.Error}
+		}
+		id := string(in.Txn.Id)
+		if byTxn[id] == nil {
+			order = append(order, id)
+		}
+		byTxn[id] = append(byTxn[id], in)
+	}
+	resolvedAny := false
+	for _, id := range order {
+		intents := byTxn[id]
+		pushee := intents[0].Txn
+		typ := rspb.PushType_PUSH_TIMESTAMP
+		if write {
+			typ = rspb.PushType_PUSH_ABORT
+		}
+		force := pusher != nil && time.Since(cw.start) >= deadlockTimeout && bytes.Compare(pusher.Meta.Id, pushee.Id) > 0
+		push := &rspb.PushTxnRequest{Key: pushee.Key, Pusher: pusher, Pushee: pushee, PushTo: ranges.TSToProto(readTS.Next()),
+			PushType: typ, Force: force}
+		if r.clock != nil {
+			push.Now = ranges.TSToProto(r.clock.Now())
+		}
+		out, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_PushTxn{PushTxn: push}}})
+		if err != nil {
+			return fmt.Errorf("pushing txn %x for intents on %s: %w", pushee.Id, prettyIntents(intents), err)
+		}
+		p := out[0].GetPushTxn()
+		if !p.GetPushed() {
+			continue
+		}
+		if r.metrics != nil {
+			r.metrics.txnPushes.Inc()
+		}
+		if err := r.resolveIntents(ctx, p.Pushee, intents); err != nil {
+			return err
+		}
+		resolvedAny = true
+	}
+	if resolvedAny {
+		return nil
+	}
+	// Every push lost: wait, then try the request again (the pushee may
+	// have finished meanwhile).
+	select {
+	case <-ctx.Done():
+		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_WRITE_INTENT, Intents: resp.Error.Intents,
+			Message: fmt.Sprintf("gave up after %v waiting on conflicting transactions (%s): %v", time.Since(cw.start).Round(time.Millisecond), resp.Error.Message, ctx.Err())}}
+	case <-time.After(cw.backoff):
+	}
+	if cw.backoff *= 2; cw.backoff > maxPushBackoff {
+		cw.backoff = maxPushBackoff
+	}
+	return nil
+}
+
+// resolveIntents resolves intents of the pushed transaction pushee (its
+// record after the push): committed, aborted, or pushed above a reader.
+func (r *Router) resolveIntents(ctx context.Context, pushee *rspb.Transaction, intents []*rspb.Intent) error {
+	reqs := make([]*rspb.RequestUnion, 0, len(intents))
+	for _, in := range intents {
+		meta := pushee.Meta
+		if pushee.Status == rspb.TransactionStatus_TXN_ABORTED {
+			// Whatever epoch the intent was written in, it goes.
+			meta = in.Txn
+		}
+		reqs = append(reqs, &rspb.RequestUnion{Value: &rspb.RequestUnion_ResolveIntent{ResolveIntent: &rspb.ResolveIntentRequest{
+			Key: in.Key, Txn: meta, Status: pushee.Status}}})
+	}
+	if _, err := r.Send(ctx, reqs); err != nil {
+		return fmt.Errorf("resolving intents of txn %x on %s: %w", pushee.Meta.GetId(), prettyIntents(intents), err)
+	}
+	return nil
+}
+
+func prettyIntents(intents []*rspb.Intent) string {
+	var b bytes.Buffer
+	for i, in := range intents {
+		if i == 3 {
+			fmt.Fprintf(&b, ", … (%d)", len(intents))
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(keys.Pretty(in.Key))
+	}
+	return b.String()
+}

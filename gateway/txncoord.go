@@ -1,0 +1,709 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
+	"github.com/rangestore/rangestore/leases"
+	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
+	"github.com/rangestore/rangestore/ranges/batcheval"
+)
+
+// The transaction coordinator: the gateway node holds the state of the
+// transactions its clients begin (CockroachDB's TxnCoordSender, without
+// write pipelining and parallel commits yet).
+//
+//   - Begin picks an ID (16 random bytes), a read timestamp (the node's
+//     clock) and a priority. The handle a client gets is the node ID plus
+//     the ID: another node refuses it by name.
+//   - The anchor, where the record lives, is the first key the transaction
+//     writes; from then on a heartbeat loop keeps the record alive (every
+//     HeartbeatInterval; the first creates it). Reads and writes run
+//     through the router with the transaction in their context
+//     (txnSend): reads at the read timestamp seeing the transaction's
+//     intents, writes leaving intents at the write timestamp, which ranges
+//     may push (the coordinator keeps the highest). The spans read are
+//     kept for refreshing, the spans written for resolution, within
+//     MaxIntents/MaxIntentBytes.
+//   - Commit: if the write timestamp moved above the read timestamp, the
+//     reads are refreshed to it (RefreshRequest: nothing committed or
+//     locked in between) or the transaction restarts (TXN_RETRY); then
+//     EndTxn(commit) at the anchor writes the record COMMITTED and
+//     resolves the intents in the anchor's range; a TXN_RETRY there (a
+//     pusher moved the timestamp) refreshes again. The other intents are
+//     resolved asynchronously. A read-only transaction commits at its read
+//     timestamp without any request.
+//   - Rollback, an expired deadline (MaxDuration or the client's timeout)
+//     or a client gone quiet (IdleTimeout without a request) abort it:
+//     EndTxn(abort) and asynchronous resolution. A heartbeat that finds the
+//     record ABORTED (a pusher won) ends it too; its next request or commit
+//     answers TXN_ABORTED.
+//   - A commit whose outcome is unknown (the EndTxn may have applied) is
+//     AMBIGUOUS and is never retried.
+//
+// Every goroutine (one watcher per open transaction, resolution tasks) is
+// tracked by wg and stopped by Close, which aborts what is still open.
+
+// TxnConfig configures the coordinator.
+type TxnConfig struct {
+	HeartbeatInterval time.Duration // 1 s
+	MaxDuration       time.Duration // max_txn_duration: 5 min
+	IdleTimeout       time.Duration // no request for this long: the client is gone (30 s)
+	MaxIntents        int           // spans written (10,000)
+	MaxIntentBytes    int           // bytes of their keys (4 MiB)
+}
+
+// DefaultTxnConfig is the default coordinator configuration.
+var DefaultTxnConfig = TxnConfig{HeartbeatInterval: time.Second, MaxDuration: 5 * time.Minute, IdleTimeout: 30 * time.Second,
+	MaxIntents: 10000, MaxIntentBytes: 4 << 20}
+
+// maxCommitAttempts bounds the refresh-and-commit rounds of one commit.
+const maxCommitAttempts = 4
+
+// handleLen is the length of a transaction handle: node ID and txn ID.
+const handleLen = 8 + batcheval.TxnIDLen
+
+// TxnCoordinator coordinates the transactions begun at this node.
+type TxnCoordinator struct {
+	router  *Router
+	clock   *leases.Clock
+	nodeID  func() uint64
+	cfg     TxnConfig
+	metrics *TxnMetrics
+	log     *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	txns   map[string]*coordTxn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+type txnStatus int
+
+const (
+	txnOpen txnStatus = iota
+	txnCommitted
+	txnAborted
+)
+
+// coordTxn is one transaction's coordinator state; mu serializes its
+// operations.
+type coordTxn struct {
+	mu        sync.Mutex
+	handleID  string // the ID in its handle (the first incarnation's)
+	txn       *rspb.Transaction
+	readSpans []*rspb.Span
+	lockSpans []*rspb.Span
+	lockSet   map[string]bool // of lockSpans
+	lockBytes int
+	status    txnStatus
+	why       string // why it was aborted
+	// restartable: the batch being sent is its first write and it read
+	// nothing before (sendLocked).
+	restartable bool
+	deadline    time.Time
+	begun       time.Time
+	lastUsed    time.Time
+	done        chan struct{} // closed when it is finished
+}
+
+// NewTxnCoordinator returns a coordinator sending through router.
+func NewTxnCoordinator(router *Router, clock *leases.Clock, nodeID func() uint64, cfg TxnConfig, metrics *TxnMetrics, log *slog.Logger) *TxnCoordinator {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultTxnConfig.HeartbeatInterval
+	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = DefaultTxnConfig.MaxDuration
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultTxnConfig.IdleTimeout
+	}
+	if cfg.MaxIntents <= 0 {
+		cfg.MaxIntents = DefaultTxnConfig.MaxIntents
+	}
+	if cfg.MaxIntentBytes <= 0 {
+		cfg.MaxIntentBytes = DefaultTxnConfig.MaxIntentBytes
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &TxnCoordinator{router: router, clock: clock, nodeID: nodeID, cfg: cfg, metrics: metrics, log: log,
+		txns: map[string]*coordTxn{}, ctx: ctx, cancel: cancel}
+}
+
+// TxnInfo describes an open transaction (`rangestore txn list`).
+type TxnInfo struct {
+	ID             []byte
+	Anchor         []byte
+	ReadTimestamp  kv.Timestamp
+	WriteTimestamp kv.Timestamp
+	Age            time.Duration
+	Intents        int
+}
+
+// List returns the transactions this node coordinates now, oldest first.
+func (c *TxnCoordinator) List() []TxnInfo {
+	c.mu.Lock()
+	txns := make([]*coordTxn, 0, len(c.txns))
+	for _, t := range c.txns {
+		txns = append(txns, t)
+	}
+	c.mu.Unlock()
+	out := make([]TxnInfo, 0, len(txns))
+	for _, t := range txns {
+		t.mu.Lock()
+		out = append(out, TxnInfo{ID: t.txn.Meta.Id, Anchor: t.txn.Meta.Key, ReadTimestamp: ranges.TSFromProto(t.txn.ReadTimestamp),
+			WriteTimestamp: ranges.TSFromProto(t.txn.Meta.WriteTimestamp), Age: time.Since(t.begun), Intents: len(t.lockSpans)})
+		t.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Age > out[j].Age })
+	return out
+}
+
+func txnErr(code rspb.RangeError_Code, format string, args ...any) error {
+	return &RangeError{E: &rspb.RangeError{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+// Begin starts a transaction and returns its handle.
+func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *rspb.Transaction, error) {
+	if priority < 0 {
+		return nil, nil, invalidf("begin_txn: priority must not be negative (got %d)", priority)
+	}
+	if timeout < 0 {
+		return nil, nil, invalidf("begin_txn: timeout must not be negative (got %v)", timeout)
+	}
+	if timeout == 0 || timeout > c.cfg.MaxDuration {
+		timeout = c.cfg.MaxDuration
+	}
+	id := make([]byte, batcheval.TxnIDLen)
+	if _, err := rand.Read(id); err != nil {
+		return nil, nil, err
+	}
+	now := ranges.TSToProto(c.clock.Now())
+	// Normal priorities are 1..MaxInt32-1: the client's, shifted above min.
+	pri := int32(1)
+	if priority < 1<<31-2 {
+		pri += priority
+	} else {
+		pri = 1<<31 - 2
+	}
+	t := &coordTxn{
+		txn: &rspb.Transaction{Meta: &rspb.TxnMeta{Id: id, WriteTimestamp: now, MinTimestamp: now, Priority: pri,
+			CoordinatorNodeId: c.nodeID()}, ReadTimestamp: now, GlobalUncertaintyLimit: ranges.TSToProto(kv.Timestamp{
+			WallTime: now.WallTime + int64(c.clock.MaxOffset())})},
+		begun: time.Now(), lastUsed: time.Now(), deadline: time.Now().Add(timeout), done: make(chan struct{}),
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, nil, txnErr(rspb.RangeError_UNAVAILABLE, "node n%d is shutting down", c.nodeID())
+	}
+	t.handleID = string(id)
+	c.txns[string(id)] = t
+	c.wg.Add(1)
+	c.mu.Unlock()
+	if c.metrics != nil {
+		c.metrics.open.Inc()
+	}
+	go c.watch(t)
+	handle := binary.BigEndian.AppendUint64(make([]byte, 0, handleLen), c.nodeID())
+	return append(handle, id...), proto.Clone(t.txn).(*rspb.Transaction), nil
+}
+
+// get returns the transaction of a handle, or an error naming what is wrong.
+func (c *TxnCoordinator) get(handle []byte) (*coordTxn, error) {
+	if len(handle) != handleLen {
+		return nil, invalidf("txn: handle must be %d bytes, as BeginTxn returned it (got %d)", handleLen, len(handle))
+	}
+	if n := binary.BigEndian.Uint64(handle); n != c.nodeID() {
+		return nil, txnErr(rspb.RangeError_FAILED_PRECONDITION, "txn: the handle belongs to a transaction of n%d; send its requests to n%d (this is n%d)", n, n, c.nodeID())
+	}
+	c.mu.Lock()
+	t := c.txns[string(handle[8:])]
+	c.mu.Unlock()
+	if t == nil {
+		return nil, txnErr(rspb.RangeError_TXN_ABORTED, "txn %x: no such open transaction on n%d (finished, expired or aborted)", handle[8:], c.nodeID())
+	}
+	return t, nil
+}
+
+// usable checks that t can run requests (t.mu held).
+func (t *coordTxn) usable() error {
+	switch t.status {
+	case txnCommitted:
+		return txnErr(rspb.RangeError_FAILED_PRECONDITION, "txn %x is already committed", t.txn.Meta.Id)
+	case txnAborted:
+		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: t.txn,
+			Message: fmt.Sprintf("txn %x was aborted: %s", t.txn.Meta.Id, t.why)}}
+	}
+	return nil
+}
+
+// Execute runs internal requests in the transaction of handle.
+func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
+	t, err := c.get(handle)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	t.lastUsed = time.Now()
+	var reads, writes []*rspb.Span
+	for _, q := range reqs {
+		cmd, err := batcheval.Lookup(q)
+		if err != nil {
+			return nil, err
+		}
+		sp := cmd.Span(q)
+		s := &rspb.Span{Key: sp.Key}
+		if !sp.Point {
+			s.EndKey = sp.EndKey
+		}
+		if cmd.ReadOnly() {
+			reads = append(reads, s)
+		} else {
+			writes = append(writes, s)
+		}
+	}
+	if len(writes) > 0 {
+		n, bytes := len(t.lockSpans), t.lockBytes
+		for _, s := range writes {
+			n, bytes = n+1, bytes+len(s.Key)+len(s.EndKey)
+		}
+		if n > c.cfg.MaxIntents || bytes > c.cfg.MaxIntentBytes {
+			return nil, invalidf("txn %x: %d write spans of %d key bytes would exceed max_txn_intents of %d or max_txn_intent_bytes of %d; split the work into smaller transactions",
+				t.txn.Meta.Id, n, bytes, c.cfg.MaxIntents, c.cfg.MaxIntentBytes)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		resps, err := c.sendLocked(ctx, t, reqs, reads, writes)
+		if err == nil {
+			return resps, nil
+		}
+		var re *RangeError
+		errors.As(err, &re)
+		switch {
+		case re != nil && re.E.Code == rspb.RangeError_TXN_ABORTED && t.restartable && attempt < maxExecuteRetries:
+			// Its first writes found its record uncreatable (its anchor's
+			// range got a new lease or split since it began) and it has
+			// read nothing: nothing was returned that depends on it, so it
+			// restarts as a new incarnation under the same handle; the old
+			// one's intents go.
+			c.abortAsync(proto.Clone(t.txn).(*rspb.Transaction), t.lockSpans)
+			if err := sleepCtx(ctx, time.Duration(attempt+1)*20*time.Millisecond); err != nil {
+				return nil, err
+			}
+			if err := c.reincarnateLocked(t); err != nil {
+				return nil, err
+			}
+			continue
+		case re != nil && re.E.Code == rspb.RangeError_TXN_RETRY && re.E.Txn != nil && attempt < maxExecuteRetries:
+			// A read met a value within its uncertainty interval: move the
+			// transaction above it, prove its earlier reads still hold
+			// there, and send the batch again.
+			if w := ranges.TSFromProto(re.E.Txn.Meta.GetWriteTimestamp()); ranges.TSFromProto(t.txn.Meta.WriteTimestamp).Less(w) {
+				t.txn.Meta.WriteTimestamp = ranges.TSToProto(w)
+			}
+			if rerr := c.refreshLocked(ctx, t); rerr != nil {
+				c.abortLocked(t, "refresh failed: "+rerr.Error())
+				c.countRestart(rerr)
+				return nil, rerr
+			}
+			continue
+		}
+		if re != nil && re.E.Code == rspb.RangeError_TXN_ABORTED {
+			c.abortLocked(t, "a request found it aborted: "+re.E.Message)
+		}
+		c.countRestart(err)
+		return nil, err
+	}
+}
+
+// maxExecuteRetries bounds the transparent retries of one batch of a
+// transaction (restarts of a first write, uncertainty refreshes).
+const maxExecuteRetries = 10
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// reincarnateLocked gives t a new ID and timestamps (t.mu held; nothing
+// read or written by it yet counts).
+func (c *TxnCoordinator) reincarnateLocked(t *coordTxn) error {
+	id := make([]byte, batcheval.TxnIDLen)
+	if _, err := rand.Read(id); err != nil {
+		return err
+	}
+	now := ranges.TSToProto(c.clock.Now())
+	m := t.txn.Meta
+	t.txn = &rspb.Transaction{Meta: &rspb.TxnMeta{Id: id, WriteTimestamp: now, MinTimestamp: now, Priority: m.Priority,
+		CoordinatorNodeId: m.CoordinatorNodeId}, ReadTimestamp: now,
+		GlobalUncertaintyLimit: ranges.TSToProto(kv.Timestamp{WallTime: now.WallTime + int64(c.clock.MaxOffset())})}
+	t.lockSpans, t.lockSet, t.lockBytes, t.readSpans = nil, nil, 0, nil
+	return nil
+}
+
+// sendLocked sends one batch of t (t.mu held) and records its spans.
+func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rspb.RequestUnion, reads, writes []*rspb.Span) ([]*rspb.ResponseUnion, error) {
+	first := len(writes) > 0 && len(t.txn.Meta.Key) == 0
+	t.restartable = first && len(t.readSpans) == 0
+	if first {
+		// The anchor: the first key written. The record is created with
+		// the first writes (a heartbeat in the same batch, which goes to
+		// the anchor's range with them), so the transaction is known to
+		// pushers from its first intent on: a transaction without a record
+		// is aborted by a pusher once a new lease or a split moved the
+		// anchor range's low water above its start.
+		t.txn.Meta.Key = append([]byte(nil), writes[0].Key...)
+		if t.restartable {
+			// Nothing read yet: the transaction may start now (nothing
+			// depends on its earlier timestamp), after any lease change
+			// or split of its anchor's range since Begin.
+			now := ranges.TSToProto(c.clock.Now())
+			t.txn.ReadTimestamp, t.txn.Meta.WriteTimestamp, t.txn.Meta.MinTimestamp = now, now, now
+		}
+		hb := &rspb.HeartbeatTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Now: ranges.TSToProto(c.clock.Now())}
+		reqs = append([]*rspb.RequestUnion{{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: hb}}}, reqs...)
+	}
+	ts := &txnSend{txn: proto.Clone(t.txn).(*rspb.Transaction)}
+	resps, err := c.router.Send(withTxnSend(ctx, ts), reqs)
+	if first && err == nil {
+		rec := resps[0].GetHeartbeatTxn().GetTxn()
+		resps = resps[1:]
+		if rec.GetStatus() == rspb.TransactionStatus_TXN_ABORTED {
+			err = &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: rec,
+				Message: fmt.Sprintf("txn %x: its record cannot be created at its anchor (a new lease or split there since it began): restart", t.txn.Meta.Id)}}
+		}
+	}
+	// Writes may have left intents on some ranges even if others failed.
+	for _, s := range writes {
+		k := string(s.Key) + "\x00" + string(s.EndKey)
+		if t.lockSet[k] {
+			continue
+		}
+		if t.lockSet == nil {
+			t.lockSet = map[string]bool{}
+		}
+		t.lockSet[k] = true
+		t.lockSpans = append(t.lockSpans, s)
+		t.lockBytes += len(s.Key) + len(s.EndKey)
+	}
+	if w := ts.writeTS; ranges.TSFromProto(t.txn.Meta.WriteTimestamp).Less(w) {
+		t.txn.Meta.WriteTimestamp = ranges.TSToProto(w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.readSpans = append(t.readSpans, reads...)
+	return resps, nil
+}
+
+// Commit commits the transaction of handle and returns its commit
+// timestamp.
+func (c *TxnCoordinator) Commit(ctx context.Context, handle []byte) (kv.Timestamp, error) {
+	t, err := c.get(handle)
+	if err != nil {
+		return kv.Timestamp{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.usable(); err != nil {
+		return kv.Timestamp{}, err
+	}
+	if len(t.txn.Meta.Key) == 0 {
+		// Read-only: its reads hold at its read timestamp.
+		c.finishLocked(t, txnCommitted, "")
+		return ranges.TSFromProto(t.txn.ReadTimestamp), nil
+	}
+	for attempt := 0; ; attempt++ {
+		if err := c.refreshLocked(ctx, t); err != nil {
+			c.abortLocked(t, "refresh failed: "+err.Error())
+			c.countRestart(err)
+			return kv.Timestamp{}, err
+		}
+		end := &rspb.EndTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Commit: true, LockSpans: t.lockSpans}
+		out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}})
+		if err == nil {
+			rec := out[0].GetEndTxn().GetTxn()
+			if rec.GetStatus() != rspb.TransactionStatus_TXN_COMMITTED {
+				return kv.Timestamp{}, txnErr(rspb.RangeError_UNKNOWN, "txn %x: commit answered status %s", t.txn.Meta.Id, rec.GetStatus())
+			}
+			t.txn = rec
+			c.finishLocked(t, txnCommitted, "")
+			return ranges.TSFromProto(rec.Meta.WriteTimestamp), nil
+		}
+		var re *RangeError
+		switch {
+		case errors.As(err, &re) && re.E.Code == rspb.RangeError_TXN_RETRY && re.E.Txn != nil && attempt+1 < maxCommitAttempts:
+			// Pushed: refresh to the new timestamp and commit again.
+			if w := ranges.TSFromProto(re.E.Txn.Meta.GetWriteTimestamp()); ranges.TSFromProto(t.txn.Meta.WriteTimestamp).Less(w) {
+				t.txn.Meta.WriteTimestamp = ranges.TSToProto(w)
+			}
+			continue
+		case errors.As(err, &re) && (re.E.Code == rspb.RangeError_TXN_ABORTED || re.E.Code == rspb.RangeError_TXN_RETRY):
+			c.abortLocked(t, re.E.Message)
+			c.countRestart(err)
+			return kv.Timestamp{}, err
+		case errors.As(err, &re) && re.E.Code == rspb.RangeError_AMBIGUOUS:
+			// It may have committed: never retried, never rolled back.
+			c.finishLocked(t, txnCommitted, "")
+			return kv.Timestamp{}, err
+		default:
+			// Nothing applied that we know of: roll back.
+			c.abortLocked(t, "commit failed: "+err.Error())
+			return kv.Timestamp{}, err
+		}
+	}
+}
+
+// refreshLocked moves the read timestamp up to the write timestamp,
+// proving the reads still hold there; a failure is TXN_RETRY.
+func (c *TxnCoordinator) refreshLocked(ctx context.Context, t *coordTxn) error {
+	from, to := ranges.TSFromProto(t.txn.ReadTimestamp), ranges.TSFromProto(t.txn.Meta.WriteTimestamp)
+	if !from.Less(to) {
+		return nil
+	}
+	if len(t.readSpans) > 0 {
+		hdr := proto.Clone(t.txn).(*rspb.Transaction)
+		hdr.ReadTimestamp = hdr.Meta.WriteTimestamp
+		reqs := make([]*rspb.RequestUnion, 0, len(t.readSpans))
+		for _, s := range t.readSpans {
+			reqs = append(reqs, &rspb.RequestUnion{Value: &rspb.RequestUnion_Refresh{Refresh: &rspb.RefreshRequest{
+				Key: s.Key, EndKey: s.EndKey, RefreshFrom: t.txn.ReadTimestamp}}})
+		}
+		if _, err := c.router.Send(withTxnSend(ctx, &txnSend{txn: hdr}), reqs); err != nil {
+			return err
+		}
+	}
+	t.txn.ReadTimestamp = t.txn.Meta.WriteTimestamp
+	return nil
+}
+
+// Rollback aborts the transaction of handle.
+func (c *TxnCoordinator) Rollback(ctx context.Context, handle []byte) error {
+	t, err := c.get(handle)
+	if err != nil {
+		var re *RangeError
+		if errors.As(err, &re) && re.E.Code == rspb.RangeError_TXN_ABORTED {
+			return nil // already gone: rolling back again is fine
+		}
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.status == txnCommitted {
+		return txnErr(rspb.RangeError_FAILED_PRECONDITION, "txn %x is already committed: it cannot be rolled back", t.txn.Meta.Id)
+	}
+	c.abortLocked(t, "rolled back by the client")
+	return nil
+}
+
+// abortLocked ends t as aborted (t.mu held): EndTxn(abort) and resolution
+// run asynchronously.
+func (c *TxnCoordinator) abortLocked(t *coordTxn, why string) {
+	if t.status != txnOpen {
+		return
+	}
+	c.finishLocked(t, txnAborted, why)
+	if c.metrics != nil {
+		c.metrics.aborts.WithLabelValues(abortReason(why)).Inc()
+	}
+	if len(t.txn.Meta.Key) == 0 {
+		return
+	}
+	c.abortAsync(proto.Clone(t.txn).(*rspb.Transaction), t.lockSpans)
+}
+
+// abortAsync writes txn's record ABORTED and resolves its intents in
+// spans, as a task.
+func (c *TxnCoordinator) abortAsync(txn *rspb.Transaction, spans []*rspb.Span) {
+	c.async(func(ctx context.Context) {
+		end := &rspb.EndTxnRequest{Key: txn.Meta.Key, Txn: txn, Commit: false, LockSpans: spans}
+		if _, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}}); err != nil {
+			c.log.Warn("txn rollback: writing the aborted record failed; pushers will abort it once it expires", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+			return
+		}
+		txn.Status = rspb.TransactionStatus_TXN_ABORTED
+		c.resolve(ctx, txn, spans)
+	})
+}
+
+func abortReason(why string) string {
+	switch {
+	case len(why) >= 7 && why[:7] == "refresh":
+		return "refresh"
+	case why == "rolled back by the client":
+		return "client"
+	case len(why) >= 8 && why[:8] == "deadline":
+		return "deadline"
+	case len(why) >= 4 && why[:4] == "idle":
+		return "idle"
+	case len(why) >= 9 && why[:9] == "heartbeat":
+		return "pushed"
+	}
+	return "conflict"
+}
+
+// finishLocked ends t (t.mu held) and, once committed, resolves its
+// intents asynchronously.
+func (c *TxnCoordinator) finishLocked(t *coordTxn, st txnStatus, why string) {
+	if t.status != txnOpen {
+		return
+	}
+	t.status, t.why = st, why
+	close(t.done)
+	c.mu.Lock()
+	delete(c.txns, t.handleID)
+	c.mu.Unlock()
+	if c.metrics != nil {
+		c.metrics.open.Dec()
+		if st == txnCommitted {
+			c.metrics.commits.Inc()
+		}
+	}
+	if st == txnCommitted && len(t.txn.Meta.Key) > 0 && len(t.lockSpans) > 0 {
+		txn := proto.Clone(t.txn).(*rspb.Transaction)
+		txn.Status = rspb.TransactionStatus_TXN_COMMITTED
+		spans := t.lockSpans
+		c.async(func(ctx context.Context) { c.resolve(ctx, txn, spans) })
+	}
+}
+
+// resolve resolves the intents of the final txn in spans (those in the
+// anchor's range are resolved already; resolving them again finds none).
+func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spans []*rspb.Span) {
+	for _, s := range spans {
+		key := s.Key
+		for {
+			q := &rspb.ResolveIntentRequest{Key: key, EndKey: s.EndKey, Txn: txn.Meta, Status: txn.Status}
+			out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ResolveIntent{ResolveIntent: q}}})
+			if err != nil {
+				c.log.Warn("txn intent resolution failed; readers that meet the intents resolve them", "txn", fmt.Sprintf("%x", txn.Meta.Id),
+					"span", keys.Pretty(s.Key), "err", err)
+				return
+			}
+			resume := out[0].GetResolveIntent().GetResumeKey()
+			if len(s.EndKey) == 0 || len(resume) == 0 {
+				break
+			}
+			key = resume
+		}
+	}
+}
+
+// async runs f as a task of the coordinator, bounded by 30 s and by
+// Close.
+func (c *TxnCoordinator) async(f func(ctx context.Context)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		defer cancel()
+		f(ctx)
+	}()
+}
+
+// watch heartbeats t once it has an anchor, and aborts it past its
+// deadline or after the client went quiet.
+func (c *TxnCoordinator) watch(t *coordTxn) {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-c.ctx.Done():
+			t.mu.Lock()
+			c.abortLocked(t, "node shutting down")
+			t.mu.Unlock()
+			return
+		case <-tick.C:
+		}
+		if !t.mu.TryLock() {
+			// A request or commit is running: it keeps the txn busy, and
+			// the next tick heartbeats.
+			continue
+		}
+		now := time.Now()
+		switch {
+		case t.status != txnOpen:
+		case now.After(t.deadline):
+			c.abortLocked(t, fmt.Sprintf("deadline: open for %v, past its timeout or max_txn_duration", now.Sub(t.begun).Round(time.Millisecond)))
+		case now.Sub(t.lastUsed) > c.cfg.IdleTimeout:
+			c.abortLocked(t, fmt.Sprintf("idle for %v: the client is gone", now.Sub(t.lastUsed).Round(time.Millisecond)))
+		case len(t.txn.Meta.Key) > 0:
+			c.heartbeatLocked(t)
+		}
+		t.mu.Unlock()
+	}
+}
+
+func (c *TxnCoordinator) heartbeatLocked(t *coordTxn) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.HeartbeatInterval)
+	defer cancel()
+	hb := &rspb.HeartbeatTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Now: ranges.TSToProto(c.clock.Now())}
+	out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: hb}}})
+	if err != nil {
+		return // the next tick tries again
+	}
+	if rec := out[0].GetHeartbeatTxn().GetTxn(); rec.GetStatus() == rspb.TransactionStatus_TXN_ABORTED {
+		c.abortLocked(t, "heartbeat found the record aborted by a pusher")
+	}
+}
+
+// countRestart counts a retryable error returned to a client.
+func (c *TxnCoordinator) countRestart(err error) {
+	var re *RangeError
+	if c.metrics == nil || !errors.As(err, &re) {
+		return
+	}
+	switch re.E.Code {
+	case rspb.RangeError_TXN_RETRY, rspb.RangeError_TXN_ABORTED, rspb.RangeError_WRITE_INTENT:
+		c.metrics.restarts.WithLabelValues(re.E.Code.String()).Inc()
+	}
+}
+
+// Close aborts the open transactions and waits for every goroutine of the
+// coordinator.
+func (c *TxnCoordinator) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+}

@@ -1,0 +1,280 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/rangestore/rangestore/proto/rspb"
+)
+
+func txnPut(k, v string) *rspb.RequestUnion {
+	return &rspb.RequestUnion{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: []byte(k), Value: []byte(v)}}}
+}
+
+func txnGet(k string) *rspb.RequestUnion {
+	return &rspb.RequestUnion{Value: &rspb.RequestUnion_Get{Get: &rspb.GetRequest{Key: []byte(k)}}}
+}
+
+// errReason is the ErrorInfo reason of a status error ("" if none).
+func errReason(err error) string {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.Reason
+		}
+	}
+	return ""
+}
+
+// TestTxnAcrossRanges: a transaction writes two ranges and commits them
+// together; others wait on its intents meanwhile and see both writes at
+// its commit timestamp after; a rolled-back transaction leaves nothing; an
+// atomic batch is one transaction; misused handles get clear errors.
+func TestTxnAcrossRanges(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{SplitKeys: [][]byte{[]byte("m")}})
+	ctx := ctxT(t)
+	kv1, kv2 := tc.KV(0), tc.KV(1)
+
+	b, err := kv1.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv1.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("a", "a1"), txnPut("z", "z1")}}); err != nil {
+		t.Fatalf("txn writes: %v", err)
+	}
+	// Another client waits on the intent; with a short deadline it gives up
+	// with a retryable error naming the conflict.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = kv2.Get(short, &rspb.GetRequest{Key: []byte("z")})
+	cancel()
+	if status.Code(err) != codes.Aborted && status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("read of a key with an intent: %v, want ABORTED (WRITE_INTENT) or a deadline", err)
+	}
+	// The transaction reads its own writes.
+	r, err := kv1.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnGet("a"), txnGet("z")}})
+	if err != nil || string(r.Responses[0].GetGet().GetKv().GetValue()) != "a1" || string(r.Responses[1].GetGet().GetKv().GetValue()) != "z1" {
+		t.Fatalf("txn reads its writes: %v %v", r, err)
+	}
+	c, err := kv1.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn})
+	if err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	for i, k := range []string{"a", "z"} {
+		g, err := tc.KV(2).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+		if err != nil || string(g.GetKv().GetValue()) != k+"1" || g.Kv.Timestamp.WallTime != c.CommitTimestamp.WallTime || g.Kv.Timestamp.Logical != c.CommitTimestamp.Logical {
+			t.Fatalf("read %d of %s after the commit: %v %v; want %s1 at %v", i, k, g, err, k, c.CommitTimestamp)
+		}
+	}
+	// The same handle again: the transaction is finished.
+	if _, err := kv1.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn}); status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "no such open transaction") {
+		t.Fatalf("commit after commit: %v", err)
+	}
+
+	// Rolled back: nothing stays, and its intents are gone.
+	b2, err := kv1.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv1.Batch(ctx, &rspb.BatchRequest{Txn: b2.Txn, Requests: []*rspb.RequestUnion{txnPut("a", "a2"), txnPut("z", "z2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv1.RollbackTxn(ctx, &rspb.RollbackTxnRequest{Txn: b2.Txn}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "z"} {
+		g, err := kv2.Get(ctx, &rspb.GetRequest{Key: []byte(k)})
+		if err != nil || string(g.GetKv().GetValue()) != k+"1" {
+			t.Fatalf("after the rollback %s = %v, %v; want %s1", k, g, err, k)
+		}
+	}
+	if _, err := kv1.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b2.Txn}); status.Code(err) != codes.Aborted || errReason(err) != "TXN_ABORTED" {
+		t.Fatalf("commit after rollback: %v (reason %q), want ABORTED/TXN_ABORTED", err, errReason(err))
+	}
+
+	// Handles: another node's, a malformed one.
+	b3, err := kv1.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv2.Batch(ctx, &rspb.BatchRequest{Txn: b3.Txn, Requests: []*rspb.RequestUnion{txnGet("a")}}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "send its requests to n") {
+		t.Fatalf("handle of n1 at n2: %v", err)
+	}
+	if _, err := kv1.Batch(ctx, &rspb.BatchRequest{Txn: []byte("short"), Requests: []*rspb.RequestUnion{txnGet("a")}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed handle: %v", err)
+	}
+	if _, err := kv1.Batch(ctx, &rspb.BatchRequest{Txn: b3.Txn, Atomic: true, Requests: []*rspb.RequestUnion{txnGet("a")}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("txn and atomic: %v", err)
+	}
+	if _, err := kv1.RollbackTxn(ctx, &rspb.RollbackTxnRequest{Txn: b3.Txn}); err != nil {
+		t.Fatal(err)
+	}
+
+	// An atomic batch across both ranges: one commit timestamp.
+	ab, err := kv2.Batch(ctx, &rspb.BatchRequest{Atomic: true, Requests: []*rspb.RequestUnion{txnPut("a", "a3"), txnPut("z", "z3")}})
+	if err != nil {
+		t.Fatalf("atomic batch: %v", err)
+	}
+	t1, t2 := ab.Responses[0].GetPut().GetCommitTimestamp(), ab.Responses[1].GetPut().GetCommitTimestamp()
+	if t1 == nil || t1.WallTime != t2.WallTime || t1.Logical != t2.Logical {
+		t.Fatalf("atomic batch commit timestamps %v and %v differ", t1, t2)
+	}
+	for _, k := range []string{"a", "z"} {
+		if g, err := kv1.Get(ctx, &rspb.GetRequest{Key: []byte(k)}); err != nil || string(g.GetKv().GetValue()) != k+"3" {
+			t.Fatalf("after the atomic batch %s = %v, %v", k, g, err)
+		}
+	}
+}
+
+// TestTxnBankTransfers: concurrent transfers between accounts in three
+// ranges, each a transaction reading two balances and writing both, with
+// snapshot reads of every account (read-only transactions) checking that
+// the total never changes and no balance goes negative.
+func TestTxnBankTransfers(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{SplitKeys: [][]byte{[]byte("acct-03"), []byte("acct-06")}})
+	ctx := ctxT(t)
+	const accounts, initial = 10, 100
+	acct := func(i int) string { return fmt.Sprintf("acct-%02d", i) }
+	for i := 0; i < accounts; i++ {
+		if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte(acct(i)), Value: []byte(strconv.Itoa(initial))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var committed, retried atomic.Int64
+	// runTxn runs fn in a transaction at node i until it commits.
+	runTxn := func(i int, fn func(h []byte) error) error {
+		kv := tc.KV(i)
+		for attempt := 0; attempt < 100; attempt++ {
+			b, err := kv.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+			if err != nil {
+				return err
+			}
+			err = fn(b.Txn)
+			if err == nil {
+				_, err = kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn})
+			}
+			if err == nil {
+				return nil
+			}
+			_, _ = kv.RollbackTxn(ctx, &rspb.RollbackTxnRequest{Txn: b.Txn})
+			if status.Code(err) != codes.Aborted {
+				return err
+			}
+			retried.Add(1)
+			time.Sleep(time.Duration(rand.Intn(20)) * time.Millisecond)
+		}
+		return errors.New("100 attempts")
+	}
+	balances := func(i int, h []byte, keys ...string) ([]int, error) {
+		reqs := make([]*rspb.RequestUnion, len(keys))
+		for j, k := range keys {
+			reqs[j] = txnGet(k)
+		}
+		r, err := tc.KV(i).Batch(ctx, &rspb.BatchRequest{Txn: h, Requests: reqs})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]int, len(keys))
+		for j, x := range r.Responses {
+			if out[j], err = strconv.Atoi(string(x.GetGet().GetKv().GetValue())); err != nil {
+				return nil, fmt.Errorf("%s: %w", keys[j], err)
+			}
+		}
+		return out, nil
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			for n := 0; n < 15; n++ {
+				from, to := rng.Intn(accounts), rng.Intn(accounts-1)
+				if to >= from {
+					to++
+				}
+				amount := 1 + rng.Intn(30)
+				err := runTxn(w%3, func(h []byte) error {
+					bal, err := balances(w%3, h, acct(from), acct(to))
+					if err != nil {
+						return err
+					}
+					if bal[0] < amount {
+						return nil // not enough: a read-only transaction
+					}
+					_, err = tc.KV(w%3).Batch(ctx, &rspb.BatchRequest{Txn: h, Requests: []*rspb.RequestUnion{
+						txnPut(acct(from), strconv.Itoa(bal[0]-amount)), txnPut(acct(to), strconv.Itoa(bal[1]+amount))}})
+					return err
+				})
+				if err != nil {
+					errc <- fmt.Errorf("transfer %d of worker %d: %w", n, w, err)
+					return
+				}
+				committed.Add(1)
+			}
+		}(w)
+	}
+	var checks atomic.Int64
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		all := make([]string, accounts)
+		for i := range all {
+			all[i] = acct(i)
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			err := runTxn(2, func(h []byte) error {
+				bal, err := balances(2, h, all...)
+				if err != nil {
+					return err
+				}
+				sum := 0
+				for i, b := range bal {
+					if b < 0 {
+						return fmt.Errorf("INVARIANT: %s is negative (%d)", all[i], b)
+					}
+					sum += b
+				}
+				if sum != accounts*initial {
+					return fmt.Errorf("INVARIANT: balances sum to %d, want %d: %v", sum, accounts*initial, bal)
+				}
+				return nil
+			})
+			if err != nil {
+				errc <- fmt.Errorf("snapshot read: %w", err)
+				return
+			}
+			checks.Add(1)
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-checkDone
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	t.Logf("transfers committed %d, retries %d, snapshot checks %d", committed.Load(), retried.Load(), checks.Load())
+	if checks.Load() == 0 {
+		t.Error("no snapshot check ran")
+	}
+}
