@@ -129,7 +129,20 @@ func (db *DB) beginTxn(ctx context.Context, cfg txnConfig) (*Txn, error) {
 		req.Timeout = durationpb.New(cfg.timeout)
 	}
 	var last error
-	for _, addr := range db.discoveryOrder() {
+	// Coordinators are spread over the nodes: start at a random one of
+	// those that did not fail lately (discoveryOrder puts those last).
+	order := db.discoveryOrder()
+	fresh := 0
+	for _, a := range order {
+		if !db.pool.suspect(a) {
+			fresh++
+		}
+	}
+	if fresh > 1 {
+		k := rand.IntN(fresh)
+		order = append(append(append([]string(nil), order[k:fresh]...), order[:k]...), order[fresh:]...)
+	}
+	for _, addr := range order {
 		kv, err := db.pool.kv(addr)
 		if err != nil {
 			last = err
