@@ -19,6 +19,7 @@ import (
 
 	"github.com/rangestore/rangestore/allocator"
 	"github.com/rangestore/rangestore/chaos/fault"
+	"github.com/rangestore/rangestore/gateway"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -48,6 +49,8 @@ type TestClusterOptions struct {
 	// is placed in its region (the "region" tier, else the first), for the
 	// Network's latency table if it has one.
 	Localities [][]*rspb.LocalityTier
+	// Txn configures the nodes' transaction coordinators.
+	Txn gateway.TxnConfig
 	// LivenessTTL / HeartbeatInterval override the liveness defaults.
 	LivenessTTL, HeartbeatInterval time.Duration
 	// Split queue and meta repair settings (zero = node defaults).
@@ -226,6 +229,7 @@ func startTestCluster(ctx context.Context, opts TestClusterOptions) (*TestCluste
 			ClosedTimestampTarget: opts.ClosedTimestampTarget, ClosedTimestampInterval: opts.ClosedTimestampInterval,
 			Thresholds: opts.Thresholds,
 			GCTTL:      opts.GCTTL, GCInterval: opts.GCInterval,
+			Txn: opts.Txn,
 		}
 		cfg.ReplicateQueueInterval = opts.ReplicateQueueInterval
 		if cfg.ReplicateQueueInterval == 0 {
