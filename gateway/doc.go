@@ -71,6 +71,25 @@
 //     entries in client keys (with their generation), and the range that
 //     subsumed a merged one. Scans beyond the response budget are paged
 //     through the router as usual.
+//   - Transactions (txncoord.go, txnserver.go, conflicts.go; issue 16):
+//     the node a client calls BeginTxn on coordinates the transaction
+//     (TxnCoordinator): it holds its header (ID, read and write
+//     timestamps, priority, anchor = the first key written), the spans it
+//     read (refreshed before a commit at a pushed timestamp) and wrote
+//     (resolved after), heartbeats its record, and commits or aborts it at
+//     the anchor's range (EndTxn). Batches carry the handle (node ID + txn
+//     ID: another node refuses it by name) and run through the router with
+//     the transaction in their context; Batch{atomic} is one transaction
+//     run (and retried) by the server. The router (and the direct route)
+//     handles WRITE_INTENT answers for every request, transactional or
+//     not: it pushes the conflicting transactions at their records and
+//     resolves the intents of those it pushed, waiting (with backoff) on
+//     those it cannot push; a transaction waiting over 1 s forces its push
+//     if its ID is higher, which breaks every waits-for cycle. Conflicts
+//     reach clients as ABORTED with an ErrorInfo reason (TXN_RETRY,
+//     TXN_ABORTED, WRITE_INTENT): run the transaction again. Not built
+//     yet: write pipelining, parallel commits (STAGING) and recovery, a
+//     wait queue, one-phase commit.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - BackupServer (backup.go): Export streams an ExportRequest range by

@@ -392,6 +392,23 @@
 //     evaluates is its command in the batcheval registry (one file per type);
 //     eval.go and limits.go apply the registry to a batch and switch on no
 //     request type.
+//   - Transactions (replica_txn.go; the commands in batcheval/txn.go and
+//     cmd_*txn*.go, the decisions in txnwait): a batch may carry a
+//     transaction header. Its reads run at the transaction's read timestamp
+//     (own intents visible, within its uncertainty limit) and enter the
+//     timestamp cache as the transaction's, so its own writes are not
+//     pushed by them; its writes leave intents at its write timestamp,
+//     pushed above other readers, the closed timestamp, the lease start and
+//     newer committed values (WriteTooOld: evaluated again higher), but not
+//     above the range's max write timestamp: resolution is proposed at or
+//     above the commit timestamp (Command.MinWriteTimestamp) instead, which
+//     keeps the max write timestamp above every committed version, the
+//     invariant non-transactional writes rely on. Intents of others in the
+//     way are a WRITE_INTENT answer (nothing applied). Record markers (push,
+//     tombstone) live in the timestamp cache on keys addressed by the
+//     anchor; splits and merges carry them with the range's spans
+//     (rangeTSSpans), a new lease or an overflow raises the low water,
+//     below which a record can no longer be created.
 //   - Errors: a replica's verdict is a *rspb.RangeError inside responses;
 //     where the store returns a Go error (TransferLease, GC) it is an *Error
 //     carrying that RangeError, so its code survives up to the gRPC status
