@@ -27,17 +27,24 @@ import (
 // finish or expire (a coordinator that stopped heartbeating is aborted by
 // the next push after the liveness threshold, 5 s).
 //
-// There is no wait queue yet. Instead, a transaction that has waited
-// deadlockTimeout on one pushee forces the push if its ID is above the
-// pushee's: around any cycle of transactions waiting on each other some
-// edge goes from a higher ID to a lower one, so every waits-for cycle is
-// broken by aborting one member, deterministically, after about
-// deadlockTimeout. A non-transactional request holds nothing while it
+// Deadlocks. There is no wait queue yet; waiters poll. Each
+// coordinator's heartbeat records in its transaction's record what it
+// waits on (Transaction.waiting_on): the edges of the waits-for graph. A
+// transaction that has waited deadlockDelay on a pushee with a lower ID
+// follows those edges from the pushee (QueryTxn, at most maxCycleHops);
+// if they lead back to itself it forces the push, aborting the pushee.
+// Around any cycle some edge goes from a higher ID to a lower one, so
+// every cycle is broken, deterministically, about a heartbeat interval
+// after it closes; a transaction merely waiting on a slow one (no cycle)
+// is never forced. A non-transactional request holds nothing while it
 // waits, so it is never in a cycle and never forces.
 
-// deadlockTimeout is how long a transaction waits on a live pushee before
-// a push with a higher ID forces it (breaking waits-for cycles).
-const deadlockTimeout = time.Second
+// deadlockDelay is how long a transaction waits on a live pushee before
+// it looks for a waits-for cycle through it.
+const deadlockDelay = time.Second
+
+// maxCycleHops bounds the records a cycle search reads.
+const maxCycleHops = 8
 
 // pushBackoff bounds the wait between lost pushes.
 const (
@@ -50,9 +57,23 @@ const (
 // answered with.
 type txnSend struct {
 	txn *rspb.Transaction
+	// onWait, if set, is told what the batch waits on (nil: nothing now).
+	onWait func(w *waitInfo)
+	// aborted, if set, reports whether the transaction was found aborted
+	// meanwhile (a deadlock victim, or expired): a waiting request then
+	// stops waiting.
+	aborted func() bool
 
 	mu      sync.Mutex
 	writeTS kv.Timestamp
+}
+
+// waitInfo is what a request waits on: a transaction it could not push,
+// at some keys (internal), since a time.
+type waitInfo struct {
+	pushee *rspb.TxnMeta
+	keys   [][]byte
+	since  time.Time
 }
 
 type txnSendKey struct{}
@@ -126,7 +147,10 @@ func (r *Router) handleIntents(ctx context.Context, req *rspb.RangeRequest, resp
 		if write {
 			typ = rspb.PushType_PUSH_ABORT
 		}
-		force := pusher != nil && time.Since(cw.start) >= deadlockTimeout && bytes.Compare(pusher.Meta.Id, pushee.Id) > 0
+		force := false
+		if pusher != nil && time.Since(cw.start) >= deadlockDelay && bytes.Compare(pusher.Meta.Id, pushee.Id) > 0 {
+			force = r.waitsOn(ctx, pushee, pusher.Meta.Id)
+		}
 		push := &rspb.PushTxnRequest{Key: pushee.Key, Pusher: pusher, Pushee: pushee, PushTo: ranges.TSToProto(readTS.Next()),
 			PushType: typ, Force: force}
 		if r.clock != nil {
@@ -148,11 +172,28 @@ func (r *Router) handleIntents(ctx context.Context, req *rspb.RangeRequest, resp
 		}
 		resolvedAny = true
 	}
+	ts := txnSendFrom(ctx)
 	if resolvedAny {
+		if ts != nil && ts.onWait != nil {
+			ts.onWait(nil)
+		}
 		return nil
 	}
+	if ts != nil && ts.onWait != nil {
+		first := byTxn[order[0]]
+		w := &waitInfo{pushee: first[0].Txn, since: cw.start}
+		for _, in := range first {
+			w.keys = append(w.keys, in.Key)
+		}
+		ts.onWait(w)
+	}
 	// Every push lost: wait, then try the request again (the pushee may
-	// have finished meanwhile).
+	// have finished meanwhile), unless this transaction was aborted while
+	// it waited (say, as the victim of a deadlock).
+	if ts != nil && ts.aborted != nil && ts.aborted() {
+		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: ts.txn,
+			Message: fmt.Sprintf("txn %x was aborted while it waited on conflicting transactions (%s): a deadlock victim, or it expired", ts.txn.Meta.Id, resp.Error.Message)}}
+	}
 	select {
 	case <-ctx.Done():
 		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_WRITE_INTENT, Intents: resp.Error.Intents,
@@ -197,4 +238,31 @@ func prettyIntents(intents []*rspb.Intent) string {
 		b.WriteString(keys.Pretty(in.Key))
 	}
 	return b.String()
+}
+
+// waitsOn reports whether the transaction from waits (through the
+// waiting_on edges of the records, at most maxCycleHops of them) on the
+// transaction id.
+func (r *Router) waitsOn(ctx context.Context, from *rspb.TxnMeta, id []byte) bool {
+	cur := from
+	for hop := 0; hop < maxCycleHops && cur != nil && len(cur.Key) > 0; hop++ {
+		q := &rspb.QueryTxnRequest{Key: cur.Key, Txn: cur}
+		out, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_QueryTxn{QueryTxn: q}}})
+		if err != nil {
+			return false
+		}
+		rec := out[0].GetQueryTxn()
+		if !rec.GetFound() || rec.Txn.GetStatus() != rspb.TransactionStatus_TXN_PENDING {
+			return false
+		}
+		next := rec.Txn.GetWaitingOn()
+		if next == nil {
+			return false
+		}
+		if bytes.Equal(next.Id, id) {
+			return true
+		}
+		cur = next
+	}
+	return false
 }

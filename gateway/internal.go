@@ -8,6 +8,7 @@ import (
 
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/ranges"
 )
 
 // NodeBackend is what the node offers to the internal and admin services.
@@ -58,6 +59,8 @@ type NodeBackend interface {
 	GossipAddr() string
 	// Certs describes the certificates the node uses (none when insecure).
 	Certs() []*rspb.CertInfo
+	// Transactions lists the transactions this node coordinates.
+	Transactions() []TxnInfo
 	// ExplainRange says what the allocator would do with a range, and why.
 	ExplainRange(ctx context.Context, rangeID uint64) (*rspb.ExplainRangeResponse, error)
 	// AllocatorPlan lists the replica changes the queues would make now.
@@ -188,6 +191,33 @@ func (s *AdminServer) Nodes(ctx context.Context, _ *rspb.NodesRequest) (*rspb.No
 		return nil, ToStatus(err)
 	}
 	return &rspb.NodesResponse{Nodes: st}, nil
+}
+
+// ListTransactions lists the transactions this node coordinates.
+func (s *AdminServer) ListTransactions(_ context.Context, _ *rspb.ListTransactionsRequest) (*rspb.ListTransactionsResponse, error) {
+	out := &rspb.ListTransactionsResponse{NodeId: s.node.NodeID()}
+	for _, t := range s.node.Transactions() {
+		ti := &rspb.TransactionInfo{Id: t.ID, Anchor: clientKey(t.Anchor), ReadTimestamp: ranges.TSToProto(t.ReadTimestamp),
+			WriteTimestamp: ranges.TSToProto(t.WriteTimestamp), AgeMillis: t.Age.Milliseconds(), WriteSpans: int32(t.WriteSpans),
+			WaitingOn: t.WaitingOn, WaitingMillis: t.WaitingFor.Milliseconds()}
+		for _, k := range t.WaitingKeys {
+			ti.WaitingKeys = append(ti.WaitingKeys, clientKey(k))
+		}
+		out.Transactions = append(out.Transactions, ti)
+	}
+	return out, nil
+}
+
+// clientKey is an internal key as a client wrote it (the internal key if
+// it is not a user key).
+func clientKey(k []byte) []byte {
+	if len(k) == 0 {
+		return nil
+	}
+	if c, err := keys.ClientKey(k); err == nil {
+		return c
+	}
+	return k
 }
 
 // NodeStatus reports one node's status.

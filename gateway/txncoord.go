@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -124,6 +125,11 @@ type coordTxn struct {
 	begun       time.Time
 	lastUsed    time.Time
 	done        chan struct{} // closed when it is finished
+
+	info      atomic.Pointer[TxnInfo]          // published state (List)
+	header    atomic.Pointer[rspb.Transaction] // published header (heartbeats; a copy)
+	waiting   atomic.Pointer[waitInfo]         // what its request in flight waits on
+	pushedOut atomic.Bool                      // a heartbeat found the record ABORTED
 }
 
 // NewTxnCoordinator returns a coordinator sending through router.
@@ -154,14 +160,21 @@ func NewTxnCoordinator(router *Router, clock *leases.Clock, nodeID func() uint64
 // TxnInfo describes an open transaction (`rangestore txn list`).
 type TxnInfo struct {
 	ID             []byte
-	Anchor         []byte
+	Anchor         []byte // internal key (empty: it has not written)
 	ReadTimestamp  kv.Timestamp
 	WriteTimestamp kv.Timestamp
 	Age            time.Duration
-	Intents        int
+	WriteSpans     int
+	// WaitingOn: the transaction whose intents its request in flight waits
+	// on (nil: none), at WaitingKeys (internal keys), for WaitingFor.
+	WaitingOn   []byte
+	WaitingKeys [][]byte
+	WaitingFor  time.Duration
 }
 
 // List returns the transactions this node coordinates now, oldest first.
+// It takes no transaction's lock: a request in flight (perhaps waiting on
+// a conflict) does not hold it up.
 func (c *TxnCoordinator) List() []TxnInfo {
 	c.mu.Lock()
 	txns := make([]*coordTxn, 0, len(c.txns))
@@ -171,13 +184,22 @@ func (c *TxnCoordinator) List() []TxnInfo {
 	c.mu.Unlock()
 	out := make([]TxnInfo, 0, len(txns))
 	for _, t := range txns {
-		t.mu.Lock()
-		out = append(out, TxnInfo{ID: t.txn.Meta.Id, Anchor: t.txn.Meta.Key, ReadTimestamp: ranges.TSFromProto(t.txn.ReadTimestamp),
-			WriteTimestamp: ranges.TSFromProto(t.txn.Meta.WriteTimestamp), Age: time.Since(t.begun), Intents: len(t.lockSpans)})
-		t.mu.Unlock()
+		info := *t.info.Load()
+		info.Age = time.Since(t.begun)
+		if w := t.waiting.Load(); w != nil {
+			info.WaitingOn, info.WaitingKeys, info.WaitingFor = w.pushee.GetId(), w.keys, time.Since(w.since)
+		}
+		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Age > out[j].Age })
 	return out
+}
+
+// snapshotLocked publishes t's state for List and heartbeats (t.mu held).
+func (t *coordTxn) snapshotLocked() {
+	t.header.Store(proto.Clone(t.txn).(*rspb.Transaction))
+	t.info.Store(&TxnInfo{ID: t.txn.Meta.Id, Anchor: t.txn.Meta.Key, ReadTimestamp: ranges.TSFromProto(t.txn.ReadTimestamp),
+		WriteTimestamp: ranges.TSFromProto(t.txn.Meta.WriteTimestamp), WriteSpans: len(t.lockSpans)})
 }
 
 func txnErr(code rspb.RangeError_Code, format string, args ...any) error {
@@ -219,6 +241,7 @@ func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *
 		return nil, nil, txnErr(rspb.RangeError_UNAVAILABLE, "node n%d is shutting down", c.nodeID())
 	}
 	t.handleID = string(id)
+	t.snapshotLocked()
 	c.txns[string(id)] = t
 	c.wg.Add(1)
 	c.mu.Unlock()
@@ -255,6 +278,10 @@ func (t *coordTxn) usable() error {
 	case txnAborted:
 		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: t.txn,
 			Message: fmt.Sprintf("txn %x was aborted: %s", t.txn.Meta.Id, t.why)}}
+	}
+	if t.pushedOut.Load() {
+		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: t.txn,
+			Message: fmt.Sprintf("txn %x was aborted by a conflicting transaction (its record is ABORTED)", t.txn.Meta.Id)}}
 	}
 	return nil
 }
@@ -393,8 +420,11 @@ func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rs
 		hb := &rspb.HeartbeatTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Now: ranges.TSToProto(c.clock.Now())}
 		reqs = append([]*rspb.RequestUnion{{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: hb}}}, reqs...)
 	}
-	ts := &txnSend{txn: proto.Clone(t.txn).(*rspb.Transaction)}
+	ts := &txnSend{txn: proto.Clone(t.txn).(*rspb.Transaction), onWait: func(w *waitInfo) { t.waiting.Store(w) },
+		aborted: t.pushedOut.Load}
 	resps, err := c.router.Send(withTxnSend(ctx, ts), reqs)
+	t.waiting.Store(nil)
+	defer t.snapshotLocked()
 	if first && err == nil {
 		rec := resps[0].GetHeartbeatTxn().GetTxn()
 		resps = resps[1:]
@@ -657,35 +687,46 @@ func (c *TxnCoordinator) watch(t *coordTxn) {
 			return
 		case <-tick.C:
 		}
+		// The heartbeat needs no lock: a request in flight (perhaps waiting
+		// on a conflict for long) must not let the record expire.
+		if hdr := t.header.Load(); hdr != nil && len(hdr.Meta.Key) > 0 {
+			c.heartbeat(t, hdr)
+		}
 		if !t.mu.TryLock() {
-			// A request or commit is running: it keeps the txn busy, and
-			// the next tick heartbeats.
-			continue
+			continue // a request or commit is running: not idle
 		}
 		now := time.Now()
 		switch {
 		case t.status != txnOpen:
+		case t.pushedOut.Load():
+			c.abortLocked(t, "heartbeat found the record aborted by a pusher")
 		case now.After(t.deadline):
 			c.abortLocked(t, fmt.Sprintf("deadline: open for %v, past its timeout or max_txn_duration", now.Sub(t.begun).Round(time.Millisecond)))
 		case now.Sub(t.lastUsed) > c.cfg.IdleTimeout:
 			c.abortLocked(t, fmt.Sprintf("idle for %v: the client is gone", now.Sub(t.lastUsed).Round(time.Millisecond)))
-		case len(t.txn.Meta.Key) > 0:
-			c.heartbeatLocked(t)
 		}
 		t.mu.Unlock()
 	}
 }
 
-func (c *TxnCoordinator) heartbeatLocked(t *coordTxn) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.HeartbeatInterval)
+// heartbeat heartbeats t's record with its published header and what it
+// waits on now (the edge pushers follow to find deadlocks). A record found
+// aborted marks t (pushedOut): its next request, commit or watch tick ends
+// it.
+func (c *TxnCoordinator) heartbeat(t *coordTxn, hdr *rspb.Transaction) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.HeartbeatInterval)
 	defer cancel()
-	hb := &rspb.HeartbeatTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Now: ranges.TSToProto(c.clock.Now())}
+	txn := proto.Clone(hdr).(*rspb.Transaction)
+	if w := t.waiting.Load(); w != nil {
+		txn.WaitingOn = w.pushee
+	}
+	hb := &rspb.HeartbeatTxnRequest{Key: txn.Meta.Key, Txn: txn, Now: ranges.TSToProto(c.clock.Now())}
 	out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: hb}}})
 	if err != nil {
 		return // the next tick tries again
 	}
 	if rec := out[0].GetHeartbeatTxn().GetTxn(); rec.GetStatus() == rspb.TransactionStatus_TXN_ABORTED {
-		c.abortLocked(t, "heartbeat found the record aborted by a pusher")
+		t.pushedOut.Store(true)
 	}
 }
 

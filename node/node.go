@@ -391,6 +391,9 @@ func (n *Node) Registry() *prometheus.Registry { return n.registry }
 // NodeID returns the node's ID (0 before init).
 func (n *Node) NodeID() uint64 { return n.store.NodeID() }
 
+// Transactions lists the transactions this node coordinates.
+func (n *Node) Transactions() []gateway.TxnInfo { return n.txns.List() }
+
 // Send runs a range request on the local store.
 func (n *Node) Send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeResponse {
 	return n.store.Send(ctx, req)

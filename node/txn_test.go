@@ -278,3 +278,75 @@ func TestTxnBankTransfers(t *testing.T) {
 		t.Error("no snapshot check ran")
 	}
 }
+
+// TestTxnDeadlock: two transactions each wait on the other's intent; the
+// waits-for cycle is found through their records and broken by aborting
+// one (the one with the lower ID), and the other commits. A transaction
+// that merely waits for a slow one (no cycle) is never aborted for it.
+func TestTxnDeadlock(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{SplitKeys: [][]byte{[]byte("m")}})
+	ctx := ctxT(t)
+	kv := tc.KV(0)
+	begin := func() []byte {
+		b, err := kv.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Txn
+	}
+	put := func(h []byte, k string) error {
+		_, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: h, Requests: []*rspb.RequestUnion{txnPut(k, string(h[8:10]))}})
+		return err
+	}
+	t1, t2 := begin(), begin()
+	if err := put(t1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(t2, "z"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	errs := make(chan error, 2)
+	go func() { errs <- put(t1, "z") }()
+	go func() { errs <- put(t2, "a") }()
+	e1, e2 := <-errs, <-errs
+	took := time.Since(start)
+	if (e1 == nil) == (e2 == nil) {
+		t.Fatalf("deadlock: errors %v and %v; want exactly one transaction aborted", e1, e2)
+	}
+	failed := e1
+	if failed == nil {
+		failed = e2
+	}
+	if status.Code(failed) != codes.Aborted {
+		t.Fatalf("the deadlock victim failed with %v, want ABORTED", failed)
+	}
+	committed := 0
+	for _, h := range [][]byte{t1, t2} {
+		if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: h}); err == nil {
+			committed++
+		}
+	}
+	if committed != 1 {
+		t.Fatalf("%d transactions committed after the deadlock, want 1", committed)
+	}
+	t.Logf("deadlock broken after %v", took.Round(time.Millisecond))
+
+	// No cycle: t4 waits about 3 s on t3, which then commits; both commit.
+	t3, t4 := begin(), begin()
+	if err := put(t3, "b"); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- put(t4, "b") }()
+	time.Sleep(3 * time.Second) // the waiter must outlast deadlockDelay and a few heartbeats
+	if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: t3}); err != nil {
+		t.Fatalf("the slow transaction was aborted while another merely waited on it: %v", err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("the waiter: %v", err)
+	}
+	if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: t4}); err != nil {
+		t.Fatalf("the waiter's commit: %v", err)
+	}
+}

@@ -59,6 +59,8 @@ func runner(name string) func(args []string) error {
 		return runRestore
 	case "cert":
 		return runCert
+	case "txn":
+		return runTxn
 	}
 	return nil
 }
@@ -173,6 +175,11 @@ var commands = []command{
 			"queue moves their replicas away while it prints the replicas left, and once none is left it marks them\n" +
 			"decommissioned (stopping them then leaves no range under-replicated). recommission undoes a\n" +
 			"decommission that has not finished."},
+	{name: "txn", summary: "list the transactions a node coordinates (--host: that node)",
+		forms: []string{"txn list [--host HOST:PORT]"},
+		details: "list shows the open transactions the asked node coordinates (oldest first): ID, age, anchor key (where\n" +
+			"its record lives; - until it writes), read and write timestamps, spans written, and the transaction whose\n" +
+			"intents its request in flight waits on, at which keys, for how long."},
 	{name: "backup", summary: "back up the keyspace at one timestamp, verify and release backups (--host: any node)",
 		forms: []string{
 			"backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]",

@@ -20,6 +20,7 @@ import (
 	"github.com/rangestore/rangestore/chaos"
 	"github.com/rangestore/rangestore/node"
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // These tests run the built rangestore binary (one build per test process)
@@ -334,6 +335,50 @@ func TestCLIAgainstCluster(t *testing.T) {
 		if r.code == 0 || !strings.Contains(r.errOut, want) {
 			t.Errorf("rangestore %q: want an error with %q: %s", args, want, r)
 		}
+	}
+	// txn list: none open, then one that has written and one blocked on it.
+	if out := ok("txn", "list"); !strings.Contains(out, "coordinates no open transaction") {
+		t.Errorf("txn list with none open: %q", out)
+	}
+	kv0 := rspb.NewKVClient(tc.Conn(0))
+	b1, err := kv0.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv0.Batch(ctx, &rspb.BatchRequest{Txn: b1.Txn, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: []byte("x-held"), Value: []byte("1")}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := kv0.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := kv0.Batch(ctx, &rspb.BatchRequest{Txn: b2.Txn, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: []byte("x-held"), Value: []byte("2")}}}}})
+		blocked <- err
+	}()
+	timeutil.WaitFor(t, 20*time.Second, "txn list showing the wait", func() error {
+		// The holder's row (anchor "x-held"), and the other one waiting on it.
+		out := ok("txn", "list")
+		holder := ""
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 2 && f[2] == `"x-held"` {
+				holder = f[0]
+			}
+		}
+		if holder == "" || !strings.Contains(out, "txn "+holder+` on "x-held" for`) {
+			return fmt.Errorf("txn list: %q", out)
+		}
+		return nil
+	})
+	if _, err := kv0.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b1.Txn}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; err != nil {
+		t.Fatalf("the blocked write after the commit: %v", err)
+	}
+	if _, err := kv0.RollbackTxn(ctx, &rspb.RollbackTxnRequest{Txn: b2.Txn}); err != nil {
+		t.Fatal(err)
 	}
 	// Negative numbers are arguments, not flags.
 	ok("kv", "put", "neg", "-5")

@@ -30,6 +30,7 @@
 //	rangestore node drain NODE [--timeout D]
 //	rangestore node decommission NODE [NODE...] [--wait=false] [--timeout D] [--poll D]
 //	rangestore node recommission NODE
+//	rangestore txn list [--host HOST:PORT]
 //	rangestore backup --to DIR [--as-of TS] [--incremental-from DIR] [--host HOST:PORT]
 //	rangestore backup verify DIR
 //	rangestore backup release DIR | --id ID

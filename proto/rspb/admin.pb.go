@@ -2938,6 +2938,206 @@ func (x *SetReplicationFactorResponse) GetLiveActiveNodes() int32 {
 	return 0
 }
 
+type ListTransactionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsRequest) Reset() {
+	*x = ListTransactionsRequest{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsRequest) ProtoMessage() {}
+
+func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+// TransactionInfo is one open transaction at its coordinator.
+type TransactionInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Anchor         []byte                 `protobuf:"bytes,2,opt,name=anchor,proto3" json:"anchor,omitempty"` // client key of its record (empty: it has not written)
+	ReadTimestamp  *Timestamp             `protobuf:"bytes,3,opt,name=read_timestamp,json=readTimestamp,proto3" json:"read_timestamp,omitempty"`
+	WriteTimestamp *Timestamp             `protobuf:"bytes,4,opt,name=write_timestamp,json=writeTimestamp,proto3" json:"write_timestamp,omitempty"`
+	AgeMillis      int64                  `protobuf:"varint,5,opt,name=age_millis,json=ageMillis,proto3" json:"age_millis,omitempty"`
+	WriteSpans     int32                  `protobuf:"varint,6,opt,name=write_spans,json=writeSpans,proto3" json:"write_spans,omitempty"` // spans it wrote (intents to resolve)
+	// waiting_on: the transaction whose intents the one in flight waits on
+	// (a push it lost), on waiting_keys (client keys), since
+	// waiting_millis ago; empty when it waits on none.
+	WaitingOn     []byte   `protobuf:"bytes,7,opt,name=waiting_on,json=waitingOn,proto3" json:"waiting_on,omitempty"`
+	WaitingKeys   [][]byte `protobuf:"bytes,8,rep,name=waiting_keys,json=waitingKeys,proto3" json:"waiting_keys,omitempty"`
+	WaitingMillis int64    `protobuf:"varint,9,opt,name=waiting_millis,json=waitingMillis,proto3" json:"waiting_millis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionInfo) Reset() {
+	*x = TransactionInfo{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionInfo) ProtoMessage() {}
+
+func (x *TransactionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionInfo.ProtoReflect.Descriptor instead.
+func (*TransactionInfo) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *TransactionInfo) GetId() []byte {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetAnchor() []byte {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetReadTimestamp() *Timestamp {
+	if x != nil {
+		return x.ReadTimestamp
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetWriteTimestamp() *Timestamp {
+	if x != nil {
+		return x.WriteTimestamp
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetAgeMillis() int64 {
+	if x != nil {
+		return x.AgeMillis
+	}
+	return 0
+}
+
+func (x *TransactionInfo) GetWriteSpans() int32 {
+	if x != nil {
+		return x.WriteSpans
+	}
+	return 0
+}
+
+func (x *TransactionInfo) GetWaitingOn() []byte {
+	if x != nil {
+		return x.WaitingOn
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetWaitingKeys() [][]byte {
+	if x != nil {
+		return x.WaitingKeys
+	}
+	return nil
+}
+
+func (x *TransactionInfo) GetWaitingMillis() int64 {
+	if x != nil {
+		return x.WaitingMillis
+	}
+	return 0
+}
+
+type ListTransactionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Transactions  []*TransactionInfo     `protobuf:"bytes,2,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsResponse) Reset() {
+	*x = ListTransactionsResponse{}
+	mi := &file_rangestore_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsResponse) ProtoMessage() {}
+
+func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListTransactionsResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ListTransactionsResponse) GetTransactions() []*TransactionInfo {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
 var File_rangestore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_rangestore_v1_admin_proto_rawDesc = "" +
@@ -3153,7 +3353,24 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x1cSetReplicationFactorResponse\x12\x1a\n" +
 	"\bprevious\x18\x01 \x01(\x05R\bprevious\x12-\n" +
 	"\x12replication_factor\x18\x02 \x01(\x05R\x11replicationFactor\x12*\n" +
-	"\x11live_active_nodes\x18\x03 \x01(\x05R\x0fliveActiveNodes*Y\n" +
+	"\x11live_active_nodes\x18\x03 \x01(\x05R\x0fliveActiveNodes\"\x19\n" +
+	"\x17ListTransactionsRequest\"\xe6\x02\n" +
+	"\x0fTransactionInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
+	"\x06anchor\x18\x02 \x01(\fR\x06anchor\x12?\n" +
+	"\x0eread_timestamp\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\x12A\n" +
+	"\x0fwrite_timestamp\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x0ewriteTimestamp\x12\x1d\n" +
+	"\n" +
+	"age_millis\x18\x05 \x01(\x03R\tageMillis\x12\x1f\n" +
+	"\vwrite_spans\x18\x06 \x01(\x05R\n" +
+	"writeSpans\x12\x1d\n" +
+	"\n" +
+	"waiting_on\x18\a \x01(\fR\twaitingOn\x12!\n" +
+	"\fwaiting_keys\x18\b \x03(\fR\vwaitingKeys\x12%\n" +
+	"\x0ewaiting_millis\x18\t \x01(\x03R\rwaitingMillis\"w\n" +
+	"\x18ListTransactionsResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12B\n" +
+	"\ftransactions\x18\x02 \x03(\v2\x1e.rangestore.v1.TransactionInfoR\ftransactions*Y\n" +
 	"\fNodeLiveness\x12\x19\n" +
 	"\x15NODE_LIVENESS_UNKNOWN\x10\x00\x12\r\n" +
 	"\tNODE_LIVE\x10\x01\x12\x10\n" +
@@ -3163,7 +3380,7 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\x11MEMBERSHIP_ACTIVE\x10\x00\x12\x17\n" +
 	"\x13MEMBERSHIP_DRAINING\x10\x01\x12\x1e\n" +
 	"\x1aMEMBERSHIP_DECOMMISSIONING\x10\x02\x12\x1d\n" +
-	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xd7\f\n" +
+	"\x19MEMBERSHIP_DECOMMISSIONED\x10\x032\xbc\r\n" +
 	"\x05Admin\x12?\n" +
 	"\x04Init\x12\x1a.rangestore.v1.InitRequest\x1a\x1b.rangestore.v1.InitResponse\x12E\n" +
 	"\x06Ranges\x12\x1c.rangestore.v1.RangesRequest\x1a\x1d.rangestore.v1.RangesResponse\x12Z\n" +
@@ -3179,7 +3396,8 @@ const file_rangestore_v1_admin_proto_rawDesc = "" +
 	"\aSetZone\x12\x1d.rangestore.v1.SetZoneRequest\x1a\x1e.rangestore.v1.SetZoneResponse\x12H\n" +
 	"\aGetZone\x12\x1d.rangestore.v1.GetZoneRequest\x1a\x1e.rangestore.v1.GetZoneResponse\x12N\n" +
 	"\tListZones\x12\x1f.rangestore.v1.ListZonesRequest\x1a .rangestore.v1.ListZonesResponse\x12B\n" +
-	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12Q\n" +
+	"\x05Nodes\x12\x1b.rangestore.v1.NodesRequest\x1a\x1c.rangestore.v1.NodesResponse\x12c\n" +
+	"\x10ListTransactions\x12&.rangestore.v1.ListTransactionsRequest\x1a'.rangestore.v1.ListTransactionsResponse\x12Q\n" +
 	"\n" +
 	"NodeStatus\x12 .rangestore.v1.NodeStatusRequest\x1a!.rangestore.v1.NodeStatusResponse\x12o\n" +
 	"\x14SetReplicationFactor\x12*.rangestore.v1.SetReplicationFactorRequest\x1a+.rangestore.v1.SetReplicationFactorResponse\x12f\n" +
@@ -3201,7 +3419,7 @@ func file_rangestore_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_rangestore_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_rangestore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_rangestore_v1_admin_proto_goTypes = []any{
 	(NodeLiveness)(0),                    // 0: rangestore.v1.NodeLiveness
 	(MembershipState)(0),                 // 1: rangestore.v1.MembershipState
@@ -3250,88 +3468,96 @@ var file_rangestore_v1_admin_proto_goTypes = []any{
 	(*SetClusterSettingResponse)(nil),    // 44: rangestore.v1.SetClusterSettingResponse
 	(*SetReplicationFactorRequest)(nil),  // 45: rangestore.v1.SetReplicationFactorRequest
 	(*SetReplicationFactorResponse)(nil), // 46: rangestore.v1.SetReplicationFactorResponse
-	nil,                                  // 47: rangestore.v1.SetZoneRequest.FieldsEntry
-	(*NodeDescriptor)(nil),               // 48: rangestore.v1.NodeDescriptor
-	(*RangeDescriptor)(nil),              // 49: rangestore.v1.RangeDescriptor
-	(*Lease)(nil),                        // 50: rangestore.v1.Lease
-	(*Timestamp)(nil),                    // 51: rangestore.v1.Timestamp
-	(*LocalityTier)(nil),                 // 52: rangestore.v1.LocalityTier
-	(*ZoneConfigRecord)(nil),             // 53: rangestore.v1.ZoneConfigRecord
+	(*ListTransactionsRequest)(nil),      // 47: rangestore.v1.ListTransactionsRequest
+	(*TransactionInfo)(nil),              // 48: rangestore.v1.TransactionInfo
+	(*ListTransactionsResponse)(nil),     // 49: rangestore.v1.ListTransactionsResponse
+	nil,                                  // 50: rangestore.v1.SetZoneRequest.FieldsEntry
+	(*NodeDescriptor)(nil),               // 51: rangestore.v1.NodeDescriptor
+	(*RangeDescriptor)(nil),              // 52: rangestore.v1.RangeDescriptor
+	(*Lease)(nil),                        // 53: rangestore.v1.Lease
+	(*Timestamp)(nil),                    // 54: rangestore.v1.Timestamp
+	(*LocalityTier)(nil),                 // 55: rangestore.v1.LocalityTier
+	(*ZoneConfigRecord)(nil),             // 56: rangestore.v1.ZoneConfigRecord
 }
 var file_rangestore_v1_admin_proto_depIdxs = []int32{
-	48, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
-	49, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
-	49, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	50, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
+	51, // 0: rangestore.v1.InitResponse.nodes:type_name -> rangestore.v1.NodeDescriptor
+	52, // 1: rangestore.v1.InitResponse.ranges:type_name -> rangestore.v1.RangeDescriptor
+	52, // 2: rangestore.v1.RangeInfo.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	53, // 3: rangestore.v1.RangeInfo.lease:type_name -> rangestore.v1.Lease
 	6,  // 4: rangestore.v1.RangeInfo.request_sources:type_name -> rangestore.v1.GatewayLoad
 	5,  // 5: rangestore.v1.RangesResponse.ranges:type_name -> rangestore.v1.RangeInfo
-	48, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
+	51, // 6: rangestore.v1.NodeStatus.node:type_name -> rangestore.v1.NodeDescriptor
 	0,  // 7: rangestore.v1.NodeStatus.liveness:type_name -> rangestore.v1.NodeLiveness
-	51, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
+	54, // 8: rangestore.v1.NodeStatus.liveness_expiration:type_name -> rangestore.v1.Timestamp
 	1,  // 9: rangestore.v1.NodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	12, // 10: rangestore.v1.NodeStatus.store:type_name -> rangestore.v1.StoreDescriptor
 	11, // 11: rangestore.v1.NodeStatus.certs:type_name -> rangestore.v1.CertInfo
-	52, // 12: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
+	55, // 12: rangestore.v1.StoreDescriptor.locality:type_name -> rangestore.v1.LocalityTier
 	10, // 13: rangestore.v1.NodesResponse.nodes:type_name -> rangestore.v1.NodeStatus
 	10, // 14: rangestore.v1.NodeStatusResponse.status:type_name -> rangestore.v1.NodeStatus
 	1,  // 15: rangestore.v1.DecommissionNodeStatus.membership:type_name -> rangestore.v1.MembershipState
 	20, // 16: rangestore.v1.DecommissionResponse.nodes:type_name -> rangestore.v1.DecommissionNodeStatus
 	1,  // 17: rangestore.v1.RecommissionResponse.membership:type_name -> rangestore.v1.MembershipState
-	49, // 18: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	49, // 19: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	47, // 20: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
-	53, // 21: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	53, // 22: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
-	53, // 23: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
+	52, // 18: rangestore.v1.ChangeReplicasResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	52, // 19: rangestore.v1.ExplainRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	50, // 20: rangestore.v1.SetZoneRequest.fields:type_name -> rangestore.v1.SetZoneRequest.FieldsEntry
+	56, // 21: rangestore.v1.SetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	56, // 22: rangestore.v1.GetZoneResponse.record:type_name -> rangestore.v1.ZoneConfigRecord
+	56, // 23: rangestore.v1.ListZonesResponse.records:type_name -> rangestore.v1.ZoneConfigRecord
 	35, // 24: rangestore.v1.AllocatorPlanResponse.changes:type_name -> rangestore.v1.PlannedChange
-	49, // 25: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
-	49, // 26: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
-	49, // 27: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
-	49, // 28: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
-	49, // 29: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
-	2,  // 30: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
-	4,  // 31: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
-	8,  // 32: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
-	41, // 33: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
-	39, // 34: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
-	24, // 35: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
-	37, // 36: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
-	26, // 37: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
-	34, // 38: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
-	28, // 39: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
-	30, // 40: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
-	32, // 41: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
-	13, // 42: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
-	15, // 43: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
-	45, // 44: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
-	43, // 45: rangestore.v1.Admin.SetClusterSetting:input_type -> rangestore.v1.SetClusterSettingRequest
-	17, // 46: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
-	19, // 47: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
-	22, // 48: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
-	3,  // 49: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
-	7,  // 50: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
-	9,  // 51: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
-	42, // 52: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
-	40, // 53: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
-	25, // 54: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
-	38, // 55: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
-	27, // 56: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
-	36, // 57: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
-	29, // 58: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
-	31, // 59: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
-	33, // 60: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
-	14, // 61: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
-	16, // 62: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
-	46, // 63: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
-	44, // 64: rangestore.v1.Admin.SetClusterSetting:output_type -> rangestore.v1.SetClusterSettingResponse
-	18, // 65: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
-	21, // 66: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
-	23, // 67: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
-	49, // [49:68] is the sub-list for method output_type
-	30, // [30:49] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	52, // 25: rangestore.v1.RelocateRangeResponse.range_descriptor:type_name -> rangestore.v1.RangeDescriptor
+	52, // 26: rangestore.v1.MergeRangeResponse.merged:type_name -> rangestore.v1.RangeDescriptor
+	52, // 27: rangestore.v1.MergeRangeResponse.absorbed:type_name -> rangestore.v1.RangeDescriptor
+	52, // 28: rangestore.v1.SplitRangeResponse.left:type_name -> rangestore.v1.RangeDescriptor
+	52, // 29: rangestore.v1.SplitRangeResponse.right:type_name -> rangestore.v1.RangeDescriptor
+	54, // 30: rangestore.v1.TransactionInfo.read_timestamp:type_name -> rangestore.v1.Timestamp
+	54, // 31: rangestore.v1.TransactionInfo.write_timestamp:type_name -> rangestore.v1.Timestamp
+	48, // 32: rangestore.v1.ListTransactionsResponse.transactions:type_name -> rangestore.v1.TransactionInfo
+	2,  // 33: rangestore.v1.Admin.Init:input_type -> rangestore.v1.InitRequest
+	4,  // 34: rangestore.v1.Admin.Ranges:input_type -> rangestore.v1.RangesRequest
+	8,  // 35: rangestore.v1.Admin.TransferLease:input_type -> rangestore.v1.TransferLeaseRequest
+	41, // 36: rangestore.v1.Admin.SplitRange:input_type -> rangestore.v1.SplitRangeRequest
+	39, // 37: rangestore.v1.Admin.MergeRange:input_type -> rangestore.v1.MergeRangeRequest
+	24, // 38: rangestore.v1.Admin.ChangeReplicas:input_type -> rangestore.v1.ChangeReplicasRequest
+	37, // 39: rangestore.v1.Admin.RelocateRange:input_type -> rangestore.v1.RelocateRangeRequest
+	26, // 40: rangestore.v1.Admin.ExplainRange:input_type -> rangestore.v1.ExplainRangeRequest
+	34, // 41: rangestore.v1.Admin.AllocatorPlan:input_type -> rangestore.v1.AllocatorPlanRequest
+	28, // 42: rangestore.v1.Admin.SetZone:input_type -> rangestore.v1.SetZoneRequest
+	30, // 43: rangestore.v1.Admin.GetZone:input_type -> rangestore.v1.GetZoneRequest
+	32, // 44: rangestore.v1.Admin.ListZones:input_type -> rangestore.v1.ListZonesRequest
+	13, // 45: rangestore.v1.Admin.Nodes:input_type -> rangestore.v1.NodesRequest
+	47, // 46: rangestore.v1.Admin.ListTransactions:input_type -> rangestore.v1.ListTransactionsRequest
+	15, // 47: rangestore.v1.Admin.NodeStatus:input_type -> rangestore.v1.NodeStatusRequest
+	45, // 48: rangestore.v1.Admin.SetReplicationFactor:input_type -> rangestore.v1.SetReplicationFactorRequest
+	43, // 49: rangestore.v1.Admin.SetClusterSetting:input_type -> rangestore.v1.SetClusterSettingRequest
+	17, // 50: rangestore.v1.Admin.DrainNode:input_type -> rangestore.v1.DrainNodeRequest
+	19, // 51: rangestore.v1.Admin.Decommission:input_type -> rangestore.v1.DecommissionRequest
+	22, // 52: rangestore.v1.Admin.Recommission:input_type -> rangestore.v1.RecommissionRequest
+	3,  // 53: rangestore.v1.Admin.Init:output_type -> rangestore.v1.InitResponse
+	7,  // 54: rangestore.v1.Admin.Ranges:output_type -> rangestore.v1.RangesResponse
+	9,  // 55: rangestore.v1.Admin.TransferLease:output_type -> rangestore.v1.TransferLeaseResponse
+	42, // 56: rangestore.v1.Admin.SplitRange:output_type -> rangestore.v1.SplitRangeResponse
+	40, // 57: rangestore.v1.Admin.MergeRange:output_type -> rangestore.v1.MergeRangeResponse
+	25, // 58: rangestore.v1.Admin.ChangeReplicas:output_type -> rangestore.v1.ChangeReplicasResponse
+	38, // 59: rangestore.v1.Admin.RelocateRange:output_type -> rangestore.v1.RelocateRangeResponse
+	27, // 60: rangestore.v1.Admin.ExplainRange:output_type -> rangestore.v1.ExplainRangeResponse
+	36, // 61: rangestore.v1.Admin.AllocatorPlan:output_type -> rangestore.v1.AllocatorPlanResponse
+	29, // 62: rangestore.v1.Admin.SetZone:output_type -> rangestore.v1.SetZoneResponse
+	31, // 63: rangestore.v1.Admin.GetZone:output_type -> rangestore.v1.GetZoneResponse
+	33, // 64: rangestore.v1.Admin.ListZones:output_type -> rangestore.v1.ListZonesResponse
+	14, // 65: rangestore.v1.Admin.Nodes:output_type -> rangestore.v1.NodesResponse
+	49, // 66: rangestore.v1.Admin.ListTransactions:output_type -> rangestore.v1.ListTransactionsResponse
+	16, // 67: rangestore.v1.Admin.NodeStatus:output_type -> rangestore.v1.NodeStatusResponse
+	46, // 68: rangestore.v1.Admin.SetReplicationFactor:output_type -> rangestore.v1.SetReplicationFactorResponse
+	44, // 69: rangestore.v1.Admin.SetClusterSetting:output_type -> rangestore.v1.SetClusterSettingResponse
+	18, // 70: rangestore.v1.Admin.DrainNode:output_type -> rangestore.v1.DrainNodeResponse
+	21, // 71: rangestore.v1.Admin.Decommission:output_type -> rangestore.v1.DecommissionResponse
+	23, // 72: rangestore.v1.Admin.Recommission:output_type -> rangestore.v1.RecommissionResponse
+	53, // [53:73] is the sub-list for method output_type
+	33, // [33:53] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_admin_proto_init() }
@@ -3347,7 +3573,7 @@ func file_rangestore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_admin_proto_rawDesc), len(file_rangestore_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

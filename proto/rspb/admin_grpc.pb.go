@@ -41,6 +41,7 @@ const (
 	Admin_GetZone_FullMethodName              = "/rangestore.v1.Admin/GetZone"
 	Admin_ListZones_FullMethodName            = "/rangestore.v1.Admin/ListZones"
 	Admin_Nodes_FullMethodName                = "/rangestore.v1.Admin/Nodes"
+	Admin_ListTransactions_FullMethodName     = "/rangestore.v1.Admin/ListTransactions"
 	Admin_NodeStatus_FullMethodName           = "/rangestore.v1.Admin/NodeStatus"
 	Admin_SetReplicationFactor_FullMethodName = "/rangestore.v1.Admin/SetReplicationFactor"
 	Admin_SetClusterSetting_FullMethodName    = "/rangestore.v1.Admin/SetClusterSetting"
@@ -98,6 +99,9 @@ type AdminClient interface {
 	ListZones(ctx context.Context, in *ListZonesRequest, opts ...grpc.CallOption) (*ListZonesResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.CallOption) (*NodesResponse, error)
+	// ListTransactions: the transactions the receiving node coordinates now,
+	// and what each one waits on (`rangestore txn list`).
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
 	NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error)
 	// SetReplicationFactor changes the cluster's replication factor setting
@@ -274,6 +278,16 @@ func (c *adminClient) Nodes(ctx context.Context, in *NodesRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NodeStatusResponse)
@@ -383,6 +397,9 @@ type AdminServer interface {
 	ListZones(context.Context, *ListZonesRequest) (*ListZonesResponse, error)
 	// Nodes lists every node of the directory with its status.
 	Nodes(context.Context, *NodesRequest) (*NodesResponse, error)
+	// ListTransactions: the transactions the receiving node coordinates now,
+	// and what each one waits on (`rangestore txn list`).
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
 	// NodeStatus is one node's status (NotFound for an unknown node).
 	NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error)
 	// SetReplicationFactor changes the cluster's replication factor setting
@@ -467,6 +484,9 @@ func (UnimplementedAdminServer) ListZones(context.Context, *ListZonesRequest) (*
 }
 func (UnimplementedAdminServer) Nodes(context.Context, *NodesRequest) (*NodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nodes not implemented")
+}
+func (UnimplementedAdminServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTransactions not implemented")
 }
 func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeStatus not implemented")
@@ -741,6 +761,24 @@ func _Admin_Nodes_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_NodeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NodeStatusRequest)
 	if err := dec(in); err != nil {
@@ -907,6 +945,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Nodes",
 			Handler:    _Admin_Nodes_Handler,
+		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _Admin_ListTransactions_Handler,
 		},
 		{
 			MethodName: "NodeStatus",

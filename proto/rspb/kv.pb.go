@@ -1610,8 +1610,12 @@ type Transaction struct {
 	LockSpans []*Span `protobuf:"bytes,6,rep,name=lock_spans,json=lockSpans,proto3" json:"lock_spans,omitempty"`
 	// in_flight_writes: the point writes a STAGING record waits on.
 	InFlightWrites []*Span `protobuf:"bytes,7,rep,name=in_flight_writes,json=inFlightWrites,proto3" json:"in_flight_writes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// waiting_on: the transaction whose intents this one waits on, as its
+	// coordinator last heartbeated (empty: none). Pushers follow these
+	// edges to find waits-for cycles (deadlocks).
+	WaitingOn     *TxnMeta `protobuf:"bytes,8,opt,name=waiting_on,json=waitingOn,proto3" json:"waiting_on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Transaction) Reset() {
@@ -1689,6 +1693,13 @@ func (x *Transaction) GetLockSpans() []*Span {
 func (x *Transaction) GetInFlightWrites() []*Span {
 	if x != nil {
 		return x.InFlightWrites
+	}
+	return nil
+}
+
+func (x *Transaction) GetWaitingOn() *TxnMeta {
+	if x != nil {
+		return x.WaitingOn
 	}
 	return nil
 }
@@ -3647,7 +3658,7 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x13coordinator_node_id\x18\a \x01(\x04R\x11coordinatorNodeId\"1\n" +
 	"\x04Span\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
-	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\xbc\x03\n" +
+	"\aend_key\x18\x02 \x01(\fR\x06endKey\"\xf3\x03\n" +
 	"\vTransaction\x12*\n" +
 	"\x04meta\x18\x01 \x01(\v2\x16.rangestore.v1.TxnMetaR\x04meta\x128\n" +
 	"\x06status\x18\x02 \x01(\x0e2 .rangestore.v1.TransactionStatusR\x06status\x12?\n" +
@@ -3656,7 +3667,9 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\x05 \x01(\v2\x18.rangestore.v1.TimestampR\rlastHeartbeat\x122\n" +
 	"\n" +
 	"lock_spans\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
-	"\x10in_flight_writes\x18\a \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\"D\n" +
+	"\x10in_flight_writes\x18\a \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\x125\n" +
+	"\n" +
+	"waiting_on\x18\b \x01(\v2\x16.rangestore.v1.TxnMetaR\twaitingOn\"D\n" +
 	"\x06Intent\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
 	"\x03txn\x18\x02 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\"\x81\x01\n" +
@@ -3896,91 +3909,92 @@ var file_rangestore_v1_kv_proto_depIdxs = []int32{
 	3,  // 26: rangestore.v1.Transaction.last_heartbeat:type_name -> rangestore.v1.Timestamp
 	23, // 27: rangestore.v1.Transaction.lock_spans:type_name -> rangestore.v1.Span
 	23, // 28: rangestore.v1.Transaction.in_flight_writes:type_name -> rangestore.v1.Span
-	22, // 29: rangestore.v1.Intent.txn:type_name -> rangestore.v1.TxnMeta
-	24, // 30: rangestore.v1.HeartbeatTxnRequest.txn:type_name -> rangestore.v1.Transaction
-	3,  // 31: rangestore.v1.HeartbeatTxnRequest.now:type_name -> rangestore.v1.Timestamp
-	24, // 32: rangestore.v1.HeartbeatTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	24, // 33: rangestore.v1.EndTxnRequest.txn:type_name -> rangestore.v1.Transaction
-	3,  // 34: rangestore.v1.EndTxnRequest.deadline:type_name -> rangestore.v1.Timestamp
-	23, // 35: rangestore.v1.EndTxnRequest.lock_spans:type_name -> rangestore.v1.Span
-	23, // 36: rangestore.v1.EndTxnRequest.in_flight_writes:type_name -> rangestore.v1.Span
-	24, // 37: rangestore.v1.EndTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	24, // 38: rangestore.v1.PushTxnRequest.pusher:type_name -> rangestore.v1.Transaction
-	22, // 39: rangestore.v1.PushTxnRequest.pushee:type_name -> rangestore.v1.TxnMeta
-	3,  // 40: rangestore.v1.PushTxnRequest.push_to:type_name -> rangestore.v1.Timestamp
-	2,  // 41: rangestore.v1.PushTxnRequest.push_type:type_name -> rangestore.v1.PushType
-	3,  // 42: rangestore.v1.PushTxnRequest.now:type_name -> rangestore.v1.Timestamp
-	24, // 43: rangestore.v1.PushTxnResponse.pushee:type_name -> rangestore.v1.Transaction
-	22, // 44: rangestore.v1.QueryTxnRequest.txn:type_name -> rangestore.v1.TxnMeta
-	24, // 45: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	22, // 46: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
-	1,  // 47: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
-	3,  // 48: rangestore.v1.RefreshRequest.refresh_from:type_name -> rangestore.v1.Timestamp
-	5,  // 49: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	7,  // 50: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	9,  // 51: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	11, // 52: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	13, // 53: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	15, // 54: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	17, // 55: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	19, // 56: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
-	26, // 57: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
-	28, // 58: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
-	30, // 59: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
-	32, // 60: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
-	34, // 61: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
-	36, // 62: rangestore.v1.RequestUnion.refresh:type_name -> rangestore.v1.RefreshRequest
-	6,  // 63: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	8,  // 64: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	10, // 65: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	12, // 66: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	14, // 67: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	16, // 68: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	18, // 69: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	21, // 70: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
-	27, // 71: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
-	29, // 72: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
-	31, // 73: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
-	33, // 74: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
-	35, // 75: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
-	37, // 76: rangestore.v1.ResponseUnion.refresh:type_name -> rangestore.v1.RefreshResponse
-	38, // 77: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	0,  // 78: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	49, // 79: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
-	49, // 80: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	47, // 81: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
-	49, // 82: rangestore.v1.BeginTxnRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 83: rangestore.v1.BeginTxnResponse.read_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 84: rangestore.v1.CommitTxnResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 85: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
-	39, // 86: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	5,  // 87: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	7,  // 88: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	9,  // 89: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	11, // 90: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	13, // 91: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	15, // 92: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	17, // 93: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	40, // 94: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	41, // 95: rangestore.v1.KV.BeginTxn:input_type -> rangestore.v1.BeginTxnRequest
-	43, // 96: rangestore.v1.KV.CommitTxn:input_type -> rangestore.v1.CommitTxnRequest
-	45, // 97: rangestore.v1.KV.RollbackTxn:input_type -> rangestore.v1.RollbackTxnRequest
-	6,  // 98: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	8,  // 99: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	10, // 100: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	12, // 101: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	14, // 102: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	16, // 103: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	18, // 104: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	48, // 105: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	42, // 106: rangestore.v1.KV.BeginTxn:output_type -> rangestore.v1.BeginTxnResponse
-	44, // 107: rangestore.v1.KV.CommitTxn:output_type -> rangestore.v1.CommitTxnResponse
-	46, // 108: rangestore.v1.KV.RollbackTxn:output_type -> rangestore.v1.RollbackTxnResponse
-	98, // [98:109] is the sub-list for method output_type
-	87, // [87:98] is the sub-list for method input_type
-	87, // [87:87] is the sub-list for extension type_name
-	87, // [87:87] is the sub-list for extension extendee
-	0,  // [0:87] is the sub-list for field type_name
+	22, // 29: rangestore.v1.Transaction.waiting_on:type_name -> rangestore.v1.TxnMeta
+	22, // 30: rangestore.v1.Intent.txn:type_name -> rangestore.v1.TxnMeta
+	24, // 31: rangestore.v1.HeartbeatTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	3,  // 32: rangestore.v1.HeartbeatTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	24, // 33: rangestore.v1.HeartbeatTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	24, // 34: rangestore.v1.EndTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	3,  // 35: rangestore.v1.EndTxnRequest.deadline:type_name -> rangestore.v1.Timestamp
+	23, // 36: rangestore.v1.EndTxnRequest.lock_spans:type_name -> rangestore.v1.Span
+	23, // 37: rangestore.v1.EndTxnRequest.in_flight_writes:type_name -> rangestore.v1.Span
+	24, // 38: rangestore.v1.EndTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	24, // 39: rangestore.v1.PushTxnRequest.pusher:type_name -> rangestore.v1.Transaction
+	22, // 40: rangestore.v1.PushTxnRequest.pushee:type_name -> rangestore.v1.TxnMeta
+	3,  // 41: rangestore.v1.PushTxnRequest.push_to:type_name -> rangestore.v1.Timestamp
+	2,  // 42: rangestore.v1.PushTxnRequest.push_type:type_name -> rangestore.v1.PushType
+	3,  // 43: rangestore.v1.PushTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	24, // 44: rangestore.v1.PushTxnResponse.pushee:type_name -> rangestore.v1.Transaction
+	22, // 45: rangestore.v1.QueryTxnRequest.txn:type_name -> rangestore.v1.TxnMeta
+	24, // 46: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	22, // 47: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
+	1,  // 48: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
+	3,  // 49: rangestore.v1.RefreshRequest.refresh_from:type_name -> rangestore.v1.Timestamp
+	5,  // 50: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	7,  // 51: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	9,  // 52: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	11, // 53: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	13, // 54: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	15, // 55: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	17, // 56: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	19, // 57: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	26, // 58: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
+	28, // 59: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
+	30, // 60: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
+	32, // 61: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
+	34, // 62: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
+	36, // 63: rangestore.v1.RequestUnion.refresh:type_name -> rangestore.v1.RefreshRequest
+	6,  // 64: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	8,  // 65: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	10, // 66: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	12, // 67: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	14, // 68: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	16, // 69: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	18, // 70: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	21, // 71: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	27, // 72: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
+	29, // 73: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
+	31, // 74: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
+	33, // 75: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
+	35, // 76: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
+	37, // 77: rangestore.v1.ResponseUnion.refresh:type_name -> rangestore.v1.RefreshResponse
+	38, // 78: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	0,  // 79: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	49, // 80: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	49, // 81: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	47, // 82: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
+	49, // 83: rangestore.v1.BeginTxnRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 84: rangestore.v1.BeginTxnResponse.read_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 85: rangestore.v1.CommitTxnResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	3,  // 86: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
+	39, // 87: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	5,  // 88: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	7,  // 89: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	9,  // 90: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	11, // 91: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	13, // 92: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	15, // 93: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	17, // 94: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	40, // 95: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	41, // 96: rangestore.v1.KV.BeginTxn:input_type -> rangestore.v1.BeginTxnRequest
+	43, // 97: rangestore.v1.KV.CommitTxn:input_type -> rangestore.v1.CommitTxnRequest
+	45, // 98: rangestore.v1.KV.RollbackTxn:input_type -> rangestore.v1.RollbackTxnRequest
+	6,  // 99: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	8,  // 100: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	10, // 101: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	12, // 102: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	14, // 103: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	16, // 104: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	18, // 105: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	48, // 106: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	42, // 107: rangestore.v1.KV.BeginTxn:output_type -> rangestore.v1.BeginTxnResponse
+	44, // 108: rangestore.v1.KV.CommitTxn:output_type -> rangestore.v1.CommitTxnResponse
+	46, // 109: rangestore.v1.KV.RollbackTxn:output_type -> rangestore.v1.RollbackTxnResponse
+	99, // [99:110] is the sub-list for method output_type
+	88, // [88:99] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }

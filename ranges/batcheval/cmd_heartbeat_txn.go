@@ -9,7 +9,9 @@ import (
 // (key = the anchor): the first creates the record (PENDING), if it can
 // still be created; later ones move its last heartbeat. A final record is
 // returned as it is (COMMITTED: stop heartbeating; ABORTED, or no record
-// and none can be created: the transaction is aborted). Internal.
+// and none can be created: the transaction is aborted). Each heartbeat
+// records what the transaction waits on (waiting_on), the edge of the
+// waits-for graph pushers follow to find deadlocks. Internal.
 func init() {
 	register(spec[*rspb.HeartbeatTxnRequest, *rspb.HeartbeatTxnResponse]{
 		name:     "heartbeat_txn",
@@ -55,6 +57,8 @@ func evalHeartbeatTxn(a *Args, q *rspb.HeartbeatTxnRequest) (*rspb.HeartbeatTxnR
 			// A new record: the coordinator's view, with no lock spans yet.
 			out.LockSpans, out.InFlightWrites = nil, nil
 		}
+		// What it waits on now (pushers look for cycles through it).
+		out.WaitingOn = q.Txn.WaitingOn
 		if err := writeRecord(a.Batch, out); err != nil {
 			return nil, err
 		}
