@@ -84,8 +84,9 @@
 //     handles WRITE_INTENT answers for every request, transactional or
 //     not: it pushes the conflicting transactions at their records and
 //     resolves the intents of those it pushed, waiting (with backoff) on
-//     those it cannot push; a transaction waiting over 1 s forces its push
-//     if its ID is higher, which breaks every waits-for cycle. Conflicts
+//     those it cannot push; heartbeats record what each transaction waits
+//     on in its record, and a waiter that finds a waits-for cycle through
+//     them forces its push if its ID is higher, which breaks every cycle. Conflicts
 //     reach clients as ABORTED with an ErrorInfo reason (TXN_RETRY,
 //     TXN_ABORTED, WRITE_INTENT): run the transaction again. Not built
 //     yet: write pipelining, parallel commits (STAGING) and recovery, a
