@@ -166,11 +166,21 @@ func TestAmbiguousTransferStopsServing(t *testing.T) {
 		})
 		// The holder's router must know it: a liveness read it sends first
 		// to the system range's previous holder would be cut off below.
-		timeutil.WaitFor(t, 10*time.Second, "a liveness read on the holder served by itself", func() error {
+		// And the target must be live in it for longer than the attempt
+		// takes: under load a heartbeat of the target may be late, and a
+		// transfer to a node whose record expired is refused before it is
+		// proposed ("not live"), which this test cannot use.
+		timeutil.WaitFor(t, 10*time.Second, "a liveness read on the holder served by itself, the target live for 1 s more", func() error {
 			c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			_, err := lh.liveness.Get(c, target, true)
-			return err
+			rec, err := lh.liveness.Get(c, target, true)
+			if err != nil {
+				return err
+			}
+			if left := time.Duration(ranges.TSFromProto(rec.Expiration).WallTime - lh.cfg.Clock.Now().WallTime); left < time.Second {
+				return fmt.Errorf("n%d's liveness record expires in %v", target, left)
+			}
+			return nil
 		})
 		if r := read(5 * time.Second); r.Error != nil {
 			t.Fatalf("read on the holder before the transfer: %v", r.Error)
