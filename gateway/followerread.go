@@ -88,8 +88,10 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	if !o.minTS.IsEmpty() {
 		strong.Timestamp = ranges.TSToProto(o.minTS)
 	}
+	// A replica that met an intent redirected too: the leaseholder pushes
+	// and resolves (resolvingIntents).
 	if !causal {
-		return r.sendWrite(ctx, desc, strong, nil)
+		return r.resolvingIntents(ctx, strong, func() (*rspb.RangeResponse, error) { return r.sendWrite(ctx, desc, strong, nil) })
 	}
 	// A causal read that the leaseholder cannot serve within what is left
 	// of the bookmark timeout (it is cut off from this node, or there is
@@ -100,7 +102,7 @@ func (r *Router) sendFollowerRead(ctx context.Context, desc *rspb.RangeDescripto
 	}
 	sctx, cancel := context.WithTimeout(ctx, left)
 	defer cancel()
-	resp, err := r.sendWrite(sctx, desc, strong, nil)
+	resp, err := r.resolvingIntents(sctx, strong, func() (*rspb.RangeResponse, error) { return r.sendWrite(sctx, desc, strong, nil) })
 	if err != nil && sctx.Err() != nil && ctx.Err() == nil {
 		return timedOut(fmt.Sprintf("the replicas redirected (%v) and the leaseholder did not answer: %v", lastErr, err)), nil
 	}

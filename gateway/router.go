@@ -668,6 +668,12 @@ func (r *Router) sendGroup(ctx context.Context, desc *rspb.RangeDescriptor, piec
 // the request meets are pushed and resolved (conflicts.go) and the request
 // sent again, as the same command (a WRITE_INTENT answer applied nothing).
 func (r *Router) sendResolving(ctx context.Context, desc *rspb.RangeDescriptor, req *rspb.RangeRequest, w *batchsplit.Write) (*rspb.RangeResponse, error) {
+	return r.resolvingIntents(ctx, req, func() (*rspb.RangeResponse, error) { return r.sendRead(ctx, desc, req, w) })
+}
+
+// resolvingIntents calls send (which sends req) until its answer is not
+// WRITE_INTENT, pushing and resolving the intents met in between.
+func (r *Router) resolvingIntents(ctx context.Context, req *rspb.RangeRequest, send func() (*rspb.RangeResponse, error)) (*rspb.RangeResponse, error) {
 	var cw conflictWait
 	defer func() {
 		if !cw.start.IsZero() && r.metrics != nil {
@@ -675,7 +681,7 @@ func (r *Router) sendResolving(ctx context.Context, desc *rspb.RangeDescriptor, 
 		}
 	}()
 	for {
-		resp, err := r.sendRead(ctx, desc, req, w)
+		resp, err := send()
 		if err != nil || resp.Error == nil || resp.Error.Code != rspb.RangeError_WRITE_INTENT {
 			return resp, err
 		}

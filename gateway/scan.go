@@ -44,7 +44,7 @@ func (r *Router) ScanStream(ctx context.Context, s *rspb.ScanRequest, emit func(
 			next = chunk.EndKey
 		}
 		req := &rspb.RangeRequest{RangeId: d.RangeId, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Scan{Scan: chunk}}}}
-		resp, err := r.sendRead(ctx, d, req, nil)
+		resp, err := r.sendResolving(ctx, d, req, nil)
 		if r.staleRoute(d, err) {
 			if ctx.Err() != nil {
 				return err

@@ -15,8 +15,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rangestore/rangestore/proto/rspb"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 func txnPut(k, v string) *rspb.RequestUnion {
@@ -339,7 +341,15 @@ func TestTxnDeadlock(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- put(t4, "b") }()
-	time.Sleep(3 * time.Second) // the waiter must outlast deadlockDelay and a few heartbeats
+	// The waiter outlasts the deadlock delay and a few heartbeats.
+	timeutil.WaitFor(t, 20*time.Second, "the waiter to have waited 3 s", func() error {
+		for _, ti := range tc.Node(0).Transactions() {
+			if ti.WaitingFor >= 3*time.Second {
+				return nil
+			}
+		}
+		return fmt.Errorf("no transaction has waited 3 s: %+v", tc.Node(0).Transactions())
+	})
 	if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: t3}); err != nil {
 		t.Fatalf("the slow transaction was aborted while another merely waited on it: %v", err)
 	}
@@ -348,5 +358,65 @@ func TestTxnDeadlock(t *testing.T) {
 	}
 	if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: t4}); err != nil {
 		t.Fatalf("the waiter's commit: %v", err)
+	}
+}
+
+// TestTxnFollowerReadMeetsIntent: a bounded-staleness read whose closed
+// timestamp is above an unresolved intent is not served by the follower
+// (which never resolves intents): it goes to the leaseholder, which waits
+// on the transaction, and returns the committed value once it commits.
+func TestTxnFollowerReadMeetsIntent(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{SplitKeys: [][]byte{[]byte("m")}, ClosedTimestampTarget: 200 * time.Millisecond,
+		ClosedTimestampInterval: 50 * time.Millisecond})
+	ctx := ctxT(t)
+	if _, err := tc.KV(0).Put(ctx, &rspb.PutRequest{Key: []byte("fr"), Value: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := tc.KV(0).BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.KV(0).Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("fr", "new")}}); err != nil {
+		t.Fatal(err)
+	}
+	// Every replica's closed timestamp passes the intent (target 200 ms):
+	// a follower read there answers that it meets an unresolved intent
+	// (and redirects), rather than serving it.
+	after := tc.Node(0).cfg.Clock.Now()
+	d, _ := rangeOfKey(t, tc, 0, "fr")
+	timeutil.WaitFor(t, 10*time.Second, "every replica to redirect a read at the intent", func() error {
+		for i := 0; i < 3; i++ {
+			resp := tc.Node(i).Store().Send(ctx, followerGet(d.RangeId, "fr", after))
+			if resp.Error == nil || resp.Error.Code != rspb.RangeError_NOT_CLOSED || !strings.Contains(resp.Error.Message, "unresolved intent") {
+				return fmt.Errorf("n%d: follower read at %s: %v %v", tc.Node(i).NodeID(), after, resp.Error, resp.Responses)
+			}
+		}
+		return nil
+	})
+	type result struct {
+		g   *rspb.GetResponse
+		err error
+	}
+	done := make(chan result, 3)
+	for i := 0; i < 3; i++ {
+		go func(i int) {
+			g, err := tc.KV(i).Get(ctx, &rspb.GetRequest{Key: []byte("fr"), ReadMode: rspb.ReadMode_BOUNDED_STALENESS, MaxStaleness: durationpb.New(10 * time.Second)})
+			done <- result{g, err}
+		}(i)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("a bounded-staleness read returned %v, %v while the transaction was open (its closed timestamp is above the intent: it must wait at the leaseholder)", r.g, r.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	c, err := tc.KV(0).CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		r := <-done
+		if r.err != nil || string(r.g.GetKv().GetValue()) != "new" || r.g.Kv.Timestamp.WallTime != c.CommitTimestamp.WallTime {
+			t.Fatalf("bounded-staleness read after the commit: %v, %v; want new at %v", r.g, r.err, c.CommitTimestamp)
+		}
 	}
 }

@@ -429,6 +429,14 @@ func (r *Replica) serveFollowerRead(ctx context.Context, req *rspb.RangeRequest)
 			return &rspb.RangeResponse{Error: r.mapRaftError(err)}
 		}
 		res := out.(*rspb.RaftResult)
+		if res.Error != nil && res.Error.Code == rspb.RangeError_WRITE_INTENT {
+			// A follower never resolves intents (its lock state is not
+			// the leaseholder's, and its closed timestamp does not wait
+			// for them): the read goes to the leaseholder, which pushes,
+			// waits and resolves (CockroachDB #70382).
+			return &rspb.RangeResponse{Error: &rspb.RangeError{Code: rspb.RangeError_NOT_CLOSED, ClosedTimestamp: TSToProto(m.closedTS()),
+				Message: fmt.Sprintf("r%d on n%d: the read at %s meets an unresolved intent: read at the leaseholder (%s)", r.rangeID, r.store.NodeID(), d.At, res.Error.Message)}}
+		}
 		if res.Error == nil {
 			if r.store.cfg.Metrics != nil {
 				r.store.cfg.Metrics.followerReads.Inc()
