@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -361,8 +362,20 @@ func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rsp
 			}
 			continue
 		}
-		if re != nil && re.E.Code == rspb.RangeError_TXN_ABORTED {
+		switch {
+		case re != nil && re.E.Code == rspb.RangeError_TXN_ABORTED:
 			c.abortLocked(t, "a request found it aborted: "+re.E.Message)
+		case len(writes) > 0:
+			// A write that failed may still have left intents, or may
+			// apply later (an ambiguous one): the transaction cannot
+			// commit without knowing, so it ends here, and never commits
+			// (an intent that lands later is resolved as aborted): the
+			// client may run it again.
+			c.abortLocked(t, "a write failed: "+err.Error())
+			if re == nil || re.E.Code != rspb.RangeError_INVALID_ARGUMENT {
+				err = &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: t.txn,
+					Message: fmt.Sprintf("txn %x: a write failed, so the transaction was aborted: %v", t.txn.Meta.Id, err)}}
+			}
 		}
 		c.countRestart(err)
 		return nil, err
@@ -628,12 +641,31 @@ func (c *TxnCoordinator) finishLocked(t *coordTxn, st txnStatus, why string) {
 }
 
 // resolve resolves the intents of the final txn in spans (those in the
-// anchor's range are resolved already; resolving them again finds none).
+// anchor's range are resolved already; resolving them again finds none),
+// then removes its record if the EndTxn kept it (some intents were
+// elsewhere). A failure leaves both to readers and pushers: the record
+// stays, so they learn the transaction's outcome from it.
 func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spans []*rspb.Span) {
 	if c.cfg.TestingSkipResolve {
 		return
 	}
+	anchor, err := c.router.LookupRange(ctx, txn.Meta.Key, false)
+	if err != nil {
+		return
+	}
+	local := true
 	for _, s := range spans {
+		if !spanWithin(s, anchor.StartKey, anchor.EndKey) {
+			local = false
+		}
+	}
+	if local {
+		return // the EndTxn resolved everything and kept no record
+	}
+	for _, s := range spans {
+		if spanWithin(s, anchor.StartKey, anchor.EndKey) {
+			continue
+		}
 		key := s.Key
 		for {
 			q := &rspb.ResolveIntentRequest{Key: key, EndKey: s.EndKey, Txn: txn.Meta, Status: txn.Status}
@@ -650,6 +682,18 @@ func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spa
 			key = resume
 		}
 	}
+	gc := &rspb.EndTxnRequest{Key: txn.Meta.Key, Txn: txn, Commit: txn.Status == rspb.TransactionStatus_TXN_COMMITTED, GcRecord: true}
+	if _, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: gc}}}); err != nil {
+		c.log.Debug("txn record removal failed; the record stays", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+	}
+}
+
+// spanWithin reports whether the span s lies in [start, end).
+func spanWithin(s *rspb.Span, start, end []byte) bool {
+	if bytes.Compare(s.Key, start) < 0 || (len(end) > 0 && bytes.Compare(s.Key, end) >= 0) {
+		return false
+	}
+	return len(s.EndKey) == 0 || len(end) == 0 || bytes.Compare(s.EndKey, end) <= 0
 }
 
 // async runs f as a task of the coordinator, bounded by 30 s and by

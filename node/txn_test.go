@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
 )
@@ -279,6 +281,37 @@ func TestTxnBankTransfers(t *testing.T) {
 	if checks.Load() == 0 {
 		t.Error("no snapshot check ran")
 	}
+	// Every record goes once the transactions are resolved: none stays on
+	// any node's engine.
+	timeutil.WaitFor(t, 30*time.Second, "no transaction record left", func() error {
+		for i := 0; i < tc.NumNodes(); i++ {
+			if n := txnRecords(t, tc.Node(i).Engine()); n > 0 {
+				return fmt.Errorf("n%d holds %d transaction records", tc.Node(i).NodeID(), n)
+			}
+		}
+		return nil
+	})
+}
+
+// txnRecords counts the transaction records in eng.
+func txnRecords(t *testing.T, eng *kv.Engine) int {
+	t.Helper()
+	lower, upper, err := kv.AddressedSpanBounds(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := eng.NewIter(lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if _, suffix, err := kv.DecodeAddressedKey(it.Key()); err == nil && bytes.HasPrefix(suffix, []byte("txn-record/")) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestTxnDeadlock: two transactions each wait on the other's intent; the

@@ -167,8 +167,16 @@ func TestTxnOnOneStore(t *testing.T) {
 			t.Fatalf("after the commit %s = %v, want %s at %s", k, got, want, pushed)
 		}
 	}
-	if r := x.ok(nil, hb); r.Responses[0].GetHeartbeatTxn().GetTxn().GetStatus() != rspb.TransactionStatus_TXN_COMMITTED {
-		t.Fatalf("heartbeat after the commit: %v", r.Responses[0])
+	// Every intent was in this range: the commit kept no record, and left
+	// a tombstone, so a late heartbeat cannot create one.
+	if r := x.ok(nil, q); r.Responses[0].GetQueryTxn().GetFound() {
+		t.Fatalf("the record of a transaction resolved in full is kept: %v", r.Responses[0])
+	}
+	if r := x.ok(nil, hb); r.Responses[0].GetHeartbeatTxn().GetTxn().GetStatus() != rspb.TransactionStatus_TXN_ABORTED {
+		t.Fatalf("a late heartbeat after the commit: %v, want ABORTED (no record can be created)", r.Responses[0])
+	}
+	if r := x.ok(nil, q); r.Responses[0].GetQueryTxn().GetFound() {
+		t.Fatalf("a late heartbeat created a record: %v", r.Responses[0])
 	}
 
 	// B writes c and has no record yet; a max-priority writer aborts it

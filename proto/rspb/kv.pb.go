@@ -1878,8 +1878,13 @@ type EndTxnRequest struct {
 	Deadline       *Timestamp             `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"` // optional: no commit at or above it
 	LockSpans      []*Span                `protobuf:"bytes,5,rep,name=lock_spans,json=lockSpans,proto3" json:"lock_spans,omitempty"`
 	InFlightWrites []*Span                `protobuf:"bytes,6,rep,name=in_flight_writes,json=inFlightWrites,proto3" json:"in_flight_writes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// gc_record: the record is final and every intent of the transaction is
+	// resolved: delete the record (a tombstone in the timestamp cache keeps
+	// it from being created again). Sent by the coordinator after its
+	// asynchronous resolution; refused for a record that is not final.
+	GcRecord      bool `protobuf:"varint,7,opt,name=gc_record,json=gcRecord,proto3" json:"gc_record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndTxnRequest) Reset() {
@@ -1952,6 +1957,13 @@ func (x *EndTxnRequest) GetInFlightWrites() []*Span {
 		return x.InFlightWrites
 	}
 	return nil
+}
+
+func (x *EndTxnRequest) GetGcRecord() bool {
+	if x != nil {
+		return x.GcRecord
+	}
+	return false
 }
 
 type EndTxnResponse struct {
@@ -3678,7 +3690,7 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12*\n" +
 	"\x03now\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"D\n" +
 	"\x14HeartbeatTxnResponse\x12,\n" +
-	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\x90\x02\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xad\x02\n" +
 	"\rEndTxnRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12,\n" +
 	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12\x16\n" +
@@ -3686,7 +3698,8 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\bdeadline\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\bdeadline\x122\n" +
 	"\n" +
 	"lock_spans\x18\x05 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
-	"\x10in_flight_writes\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\">\n" +
+	"\x10in_flight_writes\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\x12\x1b\n" +
+	"\tgc_record\x18\a \x01(\bR\bgcRecord\">\n" +
 	"\x0eEndTxnResponse\x12,\n" +
 	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xb1\x02\n" +
 	"\x0ePushTxnRequest\x12\x10\n" +

@@ -18,7 +18,9 @@ import (
 // reads to the new timestamp and commits again, or restarts. A commit of
 // an aborted transaction is TXN_ABORTED. Parallel commits (a STAGING
 // record with in-flight writes) are not built yet: in_flight_writes is
-// refused. Internal.
+// refused. A final record whose intents all lay in this range (resolved by
+// the same command) is not kept; one whose intents are resolved elsewhere
+// is removed by a later EndTxn with gc_record from its coordinator. Internal.
 func init() {
 	register(spec[*rspb.EndTxnRequest, *rspb.EndTxnResponse]{
 		name:     "end_txn",
@@ -66,6 +68,9 @@ func evalEndTxn(a *Args, q *rspb.EndTxnRequest) (*rspb.EndTxnResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	if q.GcRecord {
+		return gcRecord(a, env, q, rec)
+	}
 	kind := txnwait.EndAbort
 	if q.Commit {
 		kind = txnwait.EndCommit
@@ -98,16 +103,56 @@ func evalEndTxn(a *Args, q *rspb.EndTxnRequest) (*rspb.EndTxnResponse, error) {
 		return nil, Errorf(rspb.RangeError_FAILED_PRECONDITION, "end_txn of txn %x: %s: %s", meta.Id, d.Action, d.Reason)
 	}
 	out.LockSpans = mergeLockSpans(base.LockSpans, q.LockSpans)
-	if err := writeRecord(a.Batch, out); err != nil {
-		return nil, err
-	}
-	if out.Status == rspb.TransactionStatus_TXN_COMMITTED || out.Status == rspb.TransactionStatus_TXN_ABORTED {
-		start, end := env.RangeSpan()
+	final := out.Status == rspb.TransactionStatus_TXN_COMMITTED || out.Status == rspb.TransactionStatus_TXN_ABORTED
+	start, end := env.RangeSpan()
+	if final {
 		if err := resolveLocal(a.Batch, out, start, end); err != nil {
 			return nil, err
 		}
 	}
+	if final && allWithin(out.LockSpans, start, end) {
+		// Every intent was resolved by this command: no record is needed
+		// (a tombstone marker keeps a late heartbeat from creating one;
+		// pushers of a resolved transaction find nothing to push).
+		if err := a.Batch.DeleteRaw(RecordKey(meta.Key, meta.Id)); err != nil {
+			return nil, err
+		}
+		env.Mark(TombstoneKey(meta.Key, meta.Id), env.Now())
+		return &rspb.EndTxnResponse{Txn: out}, nil
+	}
+	if err := writeRecord(a.Batch, out); err != nil {
+		return nil, err
+	}
 	return &rspb.EndTxnResponse{Txn: out}, nil
+}
+
+// gcRecord removes a final record once its coordinator resolved every
+// intent (EndTxnRequest.gc_record).
+func gcRecord(a *Args, env TxnEnv, q *rspb.EndTxnRequest, rec *rspb.Transaction) (*rspb.EndTxnResponse, error) {
+	if rec == nil {
+		return &rspb.EndTxnResponse{Txn: q.Txn}, nil // removed before
+	}
+	if rec.Status != rspb.TransactionStatus_TXN_COMMITTED && rec.Status != rspb.TransactionStatus_TXN_ABORTED {
+		return nil, Errorf(rspb.RangeError_FAILED_PRECONDITION, "end_txn: gc_record of txn %x whose record is %s: only a final record can be removed", rec.Meta.Id, rec.Status)
+	}
+	if err := a.Batch.DeleteRaw(RecordKey(rec.Meta.Key, rec.Meta.Id)); err != nil {
+		return nil, err
+	}
+	env.Mark(TombstoneKey(rec.Meta.Key, rec.Meta.Id), env.Now())
+	return &rspb.EndTxnResponse{Txn: rec}, nil
+}
+
+// allWithin reports whether every span lies in [start, end).
+func allWithin(spans []*rspb.Span, start, end []byte) bool {
+	for _, sp := range spans {
+		if bytes.Compare(sp.Key, start) < 0 || (len(end) > 0 && bytes.Compare(sp.Key, end) >= 0) {
+			return false
+		}
+		if len(sp.EndKey) > 0 && len(end) > 0 && bytes.Compare(sp.EndKey, end) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // mergeLockSpans returns a's spans followed by those of b not in a.
