@@ -691,6 +691,37 @@ func (r *Router) resolvingIntents(ctx context.Context, req *rspb.RangeRequest, s
 	}
 }
 
+// errNotOneRange: a one-phase batch's keys are no longer in one range.
+var errNotOneRange = errors.New("the batch's keys are not in one range")
+
+// sendOnePhase sends reqs (no scans: a scan's later pages would read at
+// another timestamp) to desc's range as one command (never split: an
+// atomic batch), resolving intents in its way. If the range no longer
+// holds all the keys (a split or merge the cache had not seen), nothing
+// was applied and it returns errNotOneRange.
+func (r *Router) sendOnePhase(ctx context.Context, desc *rspb.RangeDescriptor, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
+	var ts *rspb.Timestamp
+	if r.clock != nil {
+		ts = ranges.TSToProto(r.clock.Now())
+	}
+	w := batchsplit.NewWrite(ts, time.Now())
+	req := &rspb.RangeRequest{RangeId: desc.RangeId, ProposalId: w.ID, Timestamp: w.Timestamp, Requests: reqs}
+	resp, err := r.resolvingIntents(ctx, req, func() (*rspb.RangeResponse, error) { return r.sendWrite(ctx, desc, req, w) })
+	if err != nil {
+		if r.staleRoute(desc, err) {
+			if w.Ambiguous {
+				return nil, ambiguousError(w, "its range changed (a split or merge), so it cannot be sent again as one command")
+			}
+			return nil, errNotOneRange
+		}
+		return nil, err
+	}
+	if resp.Error != nil {
+		return nil, &RangeError{E: resp.Error}
+	}
+	return resp.Responses, nil
+}
+
 // finishScan pages a scan piece that stopped at the per-response byte limit.
 func (r *Router) finishScan(ctx context.Context, desc *rspb.RangeDescriptor, s *rspb.ScanRequest, acc *rspb.ScanResponse) error {
 	for len(acc.ResumeKey) > 0 && (s.Limit == 0 || int64(len(acc.Kvs)) < s.Limit) {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 )
@@ -126,6 +127,30 @@ func (s *KVServer) batchInTxn(ctx context.Context, r *rspb.BatchRequest) (*rspb.
 		}
 		return &rspb.BatchResponse{Responses: resps}, nil
 	}
+	if d := s.oneRange(ctx, internal); d != nil {
+		// One-phase commit: every request is in one range, where one
+		// command is atomic already: no record, no intents. It goes to
+		// that range as one command; if its keys left the range meanwhile
+		// (a split), it runs as a transaction instead.
+		resps, err := s.router.sendOnePhase(ctx, d, internal)
+		if errors.Is(err, errNotOneRange) {
+			goto txn
+		}
+		if err != nil {
+			return nil, ToStatus(err)
+		}
+		for _, q := range resps {
+			toClient(q)
+		}
+		out := &rspb.BatchResponse{Responses: resps}
+		if !ranges.IsReadOnly(r.Requests) {
+			out.Bookmark = s.bookmarkFor(resps)
+		} else {
+			out.Bookmark = s.readBookmarkFor(resps)
+		}
+		return out, nil
+	}
+txn:
 	backoff := 5 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		resps, ts, err := s.runAtomic(ctx, c, internal)
@@ -150,6 +175,32 @@ func (s *KVServer) batchInTxn(ctx context.Context, r *rspb.BatchRequest) (*rspb.
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
 	}
+}
+
+// oneRange returns the range holding every key of internal requests, as
+// the router's cache knows it now, or nil if they span several (or a
+// lookup fails), or if they hold a scan.
+func (s *KVServer) oneRange(ctx context.Context, internal []*rspb.RequestUnion) *rspb.RangeDescriptor {
+	var d *rspb.RangeDescriptor
+	for _, q := range internal {
+		if q.GetScan() != nil {
+			return nil // paged scans: see sendOnePhase
+		}
+		start, end, point := ranges.RequestSpan(q)
+		rd, err := s.router.LookupRange(ctx, start, false)
+		if err != nil {
+			return nil
+		}
+		inside := keys.InSpan(start, rd.StartKey, rd.EndKey)
+		if !point {
+			inside = keys.ContainsSpan(start, end, rd.StartKey, rd.EndKey)
+		}
+		if !inside || (d != nil && d.RangeId != rd.RangeId) {
+			return nil
+		}
+		d = rd
+	}
+	return d
 }
 
 // runAtomic runs internal requests as one transaction: begin, run, commit

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/rangestore/rangestore/gateway"
+	"github.com/rangestore/rangestore/internal/metricstest"
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/timeutil"
@@ -138,6 +140,20 @@ func TestTxnAcrossRanges(t *testing.T) {
 		if g, err := kv1.Get(ctx, &rspb.GetRequest{Key: []byte(k)}); err != nil || string(g.GetKv().GetValue()) != k+"3" {
 			t.Fatalf("after the atomic batch %s = %v, %v", k, g, err)
 		}
+	}
+	// An atomic batch within one range is one command: no transaction
+	// (one-phase commit).
+	commits := func() float64 { return metricstest.Sum(t, tc.Node(1).Registry(), "rangestore_txn_commits_total", nil) }
+	before := commits()
+	ab, err = kv2.Batch(ctx, &rspb.BatchRequest{Atomic: true, Requests: []*rspb.RequestUnion{txnPut("b", "b1"), txnPut("c", "c1")}})
+	if err != nil {
+		t.Fatalf("one-range atomic batch: %v", err)
+	}
+	if t1, t2 := ab.Responses[0].GetPut().GetCommitTimestamp(), ab.Responses[1].GetPut().GetCommitTimestamp(); t1 == nil || t1.WallTime != t2.WallTime || t1.Logical != t2.Logical {
+		t.Fatalf("one-range atomic batch commit timestamps %v and %v differ", t1, t2)
+	}
+	if after := commits(); after != before {
+		t.Fatalf("a one-range atomic batch ran as a transaction (commits %v -> %v)", before, after)
 	}
 }
 
@@ -451,5 +467,64 @@ func TestTxnFollowerReadMeetsIntent(t *testing.T) {
 		if r.err != nil || string(r.g.GetKv().GetValue()) != "new" || r.g.Kv.Timestamp.WallTime != c.CommitTimestamp.WallTime {
 			t.Fatalf("bounded-staleness read after the commit: %v, %v; want new at %v", r.g, r.err, c.CommitTimestamp)
 		}
+	}
+}
+
+// TestTxnLimits: a transaction writing more than max_txn_intents spans is
+// refused naming the limit; one that outlives its timeout, or whose client
+// goes quiet, is aborted by its coordinator.
+func TestTxnLimits(t *testing.T) {
+	tc := startCluster(t, TestClusterOptions{Txn: gateway.TxnConfig{MaxIntents: 3, IdleTimeout: 1500 * time.Millisecond}})
+	ctx := ctxT(t)
+	kv := tc.KV(0)
+	b, err := kv.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("l1", "x"), txnPut("l2", "x"), txnPut("l3", "x")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("l4", "x")}}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "max_txn_intents of 3") {
+		t.Fatalf("a 4th write span: %v, want InvalidArgument naming max_txn_intents", err)
+	}
+	if _, err := kv.RollbackTxn(ctx, &rspb.RollbackTxnRequest{Txn: b.Txn}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A timeout of 1 s: kept busy, it is still aborted once past it.
+	b, err = kv.BeginTxn(ctx, &rspb.BeginTxnRequest{Timeout: durationpb.New(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 10*time.Second, "the transaction aborted past its timeout", func() error {
+		_, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnGet("l1")}})
+		if status.Code(err) == codes.Aborted && errReason(err) == "TXN_ABORTED" {
+			return nil
+		}
+		return fmt.Errorf("read in the transaction: %v", err)
+	})
+
+	// A client that goes quiet: aborted after the idle timeout (1.5 s), its
+	// intents gone.
+	b, err = kv.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("idle", "x")}}); err != nil {
+		t.Fatal(err)
+	}
+	timeutil.WaitFor(t, 10*time.Second, "the idle transaction gone from its coordinator", func() error {
+		if n := len(tc.Node(0).Transactions()); n > 0 {
+			return fmt.Errorf("%d open", n)
+		}
+		return nil
+	})
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second) // its record is ABORTED: no wait
+	defer cancel()
+	if g, err := tc.KV(1).Get(rctx, &rspb.GetRequest{Key: []byte("idle")}); err != nil || g.Found {
+		t.Fatalf("the idle transaction's write: %v, %v; want none", g, err)
+	}
+	if _, err := kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn}); status.Code(err) != codes.Aborted {
+		t.Fatalf("commit after the idle abort: %v", err)
 	}
 }
