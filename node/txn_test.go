@@ -501,7 +501,7 @@ func TestTxnLimits(t *testing.T) {
 		if status.Code(err) == codes.Aborted && errReason(err) == "TXN_ABORTED" {
 			return nil
 		}
-		return fmt.Errorf("read in the transaction: %v", err)
+		return fmt.Errorf("read in the transaction: %w", err)
 	})
 
 	// A client that goes quiet: aborted after the idle timeout (1.5 s), its
