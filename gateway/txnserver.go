@@ -69,7 +69,7 @@ func (s *KVServer) CommitTxn(ctx context.Context, r *rspb.CommitTxnRequest) (*rs
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	return &rspb.CommitTxnResponse{CommitTimestamp: ranges.TSToProto(ts)}, nil
+	return &rspb.CommitTxnResponse{CommitTimestamp: ranges.TSToProto(ts), Bookmark: EncodeBookmark(s.clusterID(), ts)}, nil
 }
 
 // RollbackTxn aborts a transaction (rolling back one that is gone already

@@ -77,6 +77,13 @@ func TestTxnAcrossRanges(t *testing.T) {
 	if err != nil {
 		t.Fatalf("commit: %v", err)
 	}
+	// Its bookmark makes a causal read on any replica see both writes.
+	for _, k := range []string{"a", "z"} {
+		g, err := tc.KV(1).Get(ctx, &rspb.GetRequest{Key: []byte(k), ReadMode: rspb.ReadMode_CAUSAL, Bookmarks: [][]byte{c.Bookmark}})
+		if err != nil || string(g.GetKv().GetValue()) != k+"1" {
+			t.Fatalf("causal read of %s with the commit's bookmark: %v, %v", k, g, err)
+		}
+	}
 	for i, k := range []string{"a", "z"} {
 		g, err := tc.KV(2).Get(ctx, &rspb.GetRequest{Key: []byte(k)})
 		if err != nil || string(g.GetKv().GetValue()) != k+"1" || g.Kv.Timestamp.WallTime != c.CommitTimestamp.WallTime || g.Kv.Timestamp.Logical != c.CommitTimestamp.Logical {

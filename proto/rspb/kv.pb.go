@@ -3312,8 +3312,11 @@ func (x *CommitTxnRequest) GetTxn() []byte {
 type CommitTxnResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	CommitTimestamp *Timestamp             `protobuf:"bytes,1,opt,name=commit_timestamp,json=commitTimestamp,proto3" json:"commit_timestamp,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// bookmark: stands for the transaction's writes (see PutResponse.bookmark):
+	// a CAUSAL read carrying it, on any replica, sees them.
+	Bookmark      []byte `protobuf:"bytes,40,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitTxnResponse) Reset() {
@@ -3349,6 +3352,13 @@ func (*CommitTxnResponse) Descriptor() ([]byte, []int) {
 func (x *CommitTxnResponse) GetCommitTimestamp() *Timestamp {
 	if x != nil {
 		return x.CommitTimestamp
+	}
+	return nil
+}
+
+func (x *CommitTxnResponse) GetBookmark() []byte {
+	if x != nil {
+		return x.Bookmark
 	}
 	return nil
 }
@@ -3782,9 +3792,10 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x03txn\x18\x01 \x01(\fR\x03txn\x12?\n" +
 	"\x0eread_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\rreadTimestamp\"$\n" +
 	"\x10CommitTxnRequest\x12\x10\n" +
-	"\x03txn\x18\x01 \x01(\fR\x03txn\"X\n" +
+	"\x03txn\x18\x01 \x01(\fR\x03txn\"t\n" +
 	"\x11CommitTxnResponse\x12C\n" +
-	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\"&\n" +
+	"\x10commit_timestamp\x18\x01 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"&\n" +
 	"\x12RollbackTxnRequest\x12\x10\n" +
 	"\x03txn\x18\x01 \x01(\fR\x03txn\"\x15\n" +
 	"\x13RollbackTxnResponse\"\x92\x01\n" +
