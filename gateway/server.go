@@ -240,13 +240,19 @@ func (s *KVServer) Batch(ctx context.Context, r *rspb.BatchRequest) (*rspb.Batch
 	if err != nil {
 		return nil, err
 	}
+	return s.batchResponse(r.Requests, resps), nil
+}
+
+// batchResponse is a Batch's answer: the responses and the bookmark of
+// its writes, or of the versions it read.
+func (s *KVServer) batchResponse(reqs []*rspb.RequestUnion, resps []*rspb.ResponseUnion) *rspb.BatchResponse {
 	out := &rspb.BatchResponse{Responses: resps}
-	if !ranges.IsReadOnly(r.Requests) {
+	if !ranges.IsReadOnly(reqs) {
 		out.Bookmark = s.bookmarkFor(resps)
 	} else {
 		out.Bookmark = s.readBookmarkFor(resps)
 	}
-	return out, nil
+	return out
 }
 
 // Scan streams the keys of a span in chunks.

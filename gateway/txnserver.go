@@ -54,17 +54,28 @@ func (s *KVServer) BeginTxn(ctx context.Context, r *rspb.BeginTxnRequest) (*rspb
 	return &rspb.BeginTxnResponse{Txn: h, ReadTimestamp: txn.ReadTimestamp}, nil
 }
 
+// beginTxnCall starts a call on the coordinator: the call's deadline
+// (begin) and the coordinator.
+func (s *KVServer) beginTxnCall(ctx context.Context) (context.Context, context.CancelFunc, *TxnCoordinator, error) {
+	ctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := s.coordinator()
+	if err != nil {
+		cancel()
+		return nil, nil, nil, ToStatus(err)
+	}
+	return ctx, cancel, c, nil
+}
+
 // CommitTxn commits a transaction and returns its commit timestamp.
 func (s *KVServer) CommitTxn(ctx context.Context, r *rspb.CommitTxnRequest) (*rspb.CommitTxnResponse, error) {
-	ctx, cancel, err := s.begin(ctx)
+	ctx, cancel, c, err := s.beginTxnCall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	c, err := s.coordinator()
-	if err != nil {
-		return nil, ToStatus(err)
-	}
 	ts, err := c.Commit(ctx, r.Txn)
 	if err != nil {
 		return nil, ToStatus(err)
@@ -75,15 +86,11 @@ func (s *KVServer) CommitTxn(ctx context.Context, r *rspb.CommitTxnRequest) (*rs
 // RollbackTxn aborts a transaction (rolling back one that is gone already
 // succeeds).
 func (s *KVServer) RollbackTxn(ctx context.Context, r *rspb.RollbackTxnRequest) (*rspb.RollbackTxnResponse, error) {
-	ctx, cancel, err := s.begin(ctx)
+	ctx, cancel, c, err := s.beginTxnCall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	c, err := s.coordinator()
-	if err != nil {
-		return nil, ToStatus(err)
-	}
 	if err := c.Rollback(ctx, r.Txn); err != nil {
 		return nil, ToStatus(err)
 	}
@@ -103,15 +110,11 @@ func (s *KVServer) batchInTxn(ctx context.Context, r *rspb.BatchRequest) (*rspb.
 	if rm := readModeOf(r.ProtoReflect()); rm.set() && rm.mode != rspb.ReadMode_STRONG {
 		return nil, invalidf("read_mode: a transaction reads at its own timestamp (STRONG); %s is not allowed", rm.mode)
 	}
-	ctx, cancel, err := s.begin(ctx)
+	ctx, cancel, c, err := s.beginTxnCall(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	c, err := s.coordinator()
-	if err != nil {
-		return nil, ToStatus(err)
-	}
 	internal, _, err := s.validate(ctx, r.Requests, readModeFields{}, true)
 	if err != nil {
 		return nil, err
@@ -142,13 +145,7 @@ func (s *KVServer) batchInTxn(ctx context.Context, r *rspb.BatchRequest) (*rspb.
 		for _, q := range resps {
 			toClient(q)
 		}
-		out := &rspb.BatchResponse{Responses: resps}
-		if !ranges.IsReadOnly(r.Requests) {
-			out.Bookmark = s.bookmarkFor(resps)
-		} else {
-			out.Bookmark = s.readBookmarkFor(resps)
-		}
-		return out, nil
+		return s.batchResponse(r.Requests, resps), nil
 	}
 txn:
 	backoff := 5 * time.Millisecond

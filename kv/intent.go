@@ -545,15 +545,8 @@ func MVCCFindIntents(r Reader, start, end []byte, max int) (intents []Intent, re
 // [start, end), in key order (d aliases iterator memory). If fn returns
 // stop, the scan ends and resume is the key it stopped at.
 func scanNewest(r Reader, start, end []byte, fn func(prefix []byte, ts Timestamp, d *decoded, engineKey []byte) (stop bool, err error)) (resume []byte, err error) {
-	lower, upper, err := DataSpanBounds(start, end)
-	if err != nil {
-		return nil, err
-	}
-	if end != nil && bytes.Equal(start, end) {
-		return nil, nil
-	}
-	it, err := r.NewIter(lower, upper)
-	if err != nil {
+	it, err := spanIter(r, start, end)
+	if err != nil || it == nil {
 		return nil, err
 	}
 	defer closeIter(it, &err)
@@ -634,4 +627,18 @@ func MVCCPushIntent(b *Batch, key []byte, txnID []byte, ts Timestamp) (found boo
 		return true, fmt.Errorf("kv: push intent %q@%s: %w", key, ts, err)
 	}
 	return true, nil
+}
+
+// spanIter opens an iterator over the MVCC versions of the user keys in
+// [start, end) (end nil: to the end of the data); nil, without an error,
+// for an empty span.
+func spanIter(r Reader, start, end []byte) (*pebble.Iterator, error) {
+	lower, upper, err := DataSpanBounds(start, end)
+	if err != nil {
+		return nil, err
+	}
+	if end != nil && bytes.Equal(start, end) {
+		return nil, nil
+	}
+	return r.NewIter(lower, upper)
 }

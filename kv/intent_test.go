@@ -12,30 +12,7 @@ import (
 // "key@wall=value(txn/epoch)".
 func dumpAll(t *testing.T, r Reader) string {
 	t.Helper()
-	var out []string
-	err := IterateDataSpan(r, nil, nil, func(ek, v []byte) error {
-		k, vts, err := DecodeMVCCKey(ek)
-		if err != nil {
-			return err
-		}
-		d, err := decodeVersionValue(v)
-		if err != nil {
-			return err
-		}
-		s := string(d.payload)
-		if d.tombstone {
-			s = "<del>"
-		}
-		if d.intent {
-			s += fmt.Sprintf("(%s/%d)", d.txnID, d.epoch)
-		}
-		out = append(out, fmt.Sprintf("%s@%d=%s", k, vts.WallTime, s))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(out, " ")
+	return strings.Join(dump(t, r), " ")
 }
 
 func txnA(epoch int32) *IntentTxn {

@@ -172,15 +172,8 @@ func scanVisible(r Reader, start, end []byte, readTS, limit Timestamp, reverse b
 	if err := checkTxn(txn); err != nil {
 		return nil, err
 	}
-	lower, upper, err := DataSpanBounds(start, end)
-	if err != nil {
-		return nil, err
-	}
-	if end != nil && bytes.Equal(start, end) {
-		return nil, nil
-	}
-	it, err := r.NewIter(lower, upper)
-	if err != nil {
+	it, err := spanIter(r, start, end)
+	if err != nil || it == nil {
 		return nil, err
 	}
 	defer closeIter(it, &err)

@@ -60,7 +60,7 @@ func applyOps(t *testing.T, e *Engine, ops []op) {
 }
 
 // dump renders every MVCC version in the engine as "key@wall=value" or
-// "key@wall=<del>", in engine order.
+// "key@wall=<del>", an intent followed by "(txn/epoch)", in engine order.
 func dump(t *testing.T, r Reader) []string {
 	t.Helper()
 	var out []string
@@ -69,13 +69,16 @@ func dump(t *testing.T, r Reader) []string {
 		if err != nil {
 			return err
 		}
-		payload, tomb, err := decodeValue(v)
+		d, err := decodeVersionValue(v)
 		if err != nil {
 			return err
 		}
-		s := string(payload)
-		if tomb {
+		s := string(d.payload)
+		if d.tombstone {
 			s = "<del>"
+		}
+		if d.intent {
+			s += fmt.Sprintf("(%s/%d)", d.txnID, d.epoch)
 		}
 		out = append(out, fmt.Sprintf("%s@%d=%s", k, vts.WallTime, s))
 		return nil

@@ -21,13 +21,7 @@ func TestTxnAbandonedCoordinator(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv0 := tc.KV(0)
-	b, err := kv0.BeginTxn(ctx, &rspb.BeginTxnRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv0.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("a", "a1"), txnPut("z", "z1")}}); err != nil {
-		t.Fatal(err)
-	}
+	beginWriting(ctx, t, kv0, txnPut("a", "a1"), txnPut("z", "z1"))
 	tc.stopNode(0, false)
 	start := time.Now()
 	g, err := tc.KV(1).Get(ctx, &rspb.GetRequest{Key: []byte("z")})
@@ -53,13 +47,7 @@ func TestTxnCommittedUnresolved(t *testing.T) {
 	tc := startCluster(t, TestClusterOptions{SplitKeys: [][]byte{[]byte("m")}, Txn: gateway.TxnConfig{TestingSkipResolve: true}})
 	ctx := ctxT(t)
 	kv0 := tc.KV(0)
-	b, err := kv0.BeginTxn(ctx, &rspb.BeginTxnRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv0.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{txnPut("a", "a1"), txnPut("z", "z1")}}); err != nil {
-		t.Fatal(err)
-	}
+	b := beginWriting(ctx, t, kv0, txnPut("a", "a1"), txnPut("z", "z1"))
 	c, err := kv0.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn})
 	if err != nil {
 		t.Fatal(err)
@@ -70,4 +58,17 @@ func TestTxnCommittedUnresolved(t *testing.T) {
 	if err != nil || string(g.GetKv().GetValue()) != "z1" || g.Kv.Timestamp.WallTime != c.CommitTimestamp.WallTime || g.Kv.Timestamp.Logical != c.CommitTimestamp.Logical {
 		t.Fatalf("read of z: %v, %v; want z1 at the commit timestamp %v", g, err, c.CommitTimestamp)
 	}
+}
+
+// beginWriting begins a transaction at kv and runs reqs in it.
+func beginWriting(ctx context.Context, t *testing.T, kv rspb.KVClient, reqs ...*rspb.RequestUnion) *rspb.BeginTxnResponse {
+	t.Helper()
+	b, err := kv.BeginTxn(ctx, &rspb.BeginTxnRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Batch(ctx, &rspb.BatchRequest{Txn: b.Txn, Requests: reqs}); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
