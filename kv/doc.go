@@ -72,6 +72,11 @@
 //     intent of the committing epoch as a committed version at the commit
 //     timestamp (never below the intent's), or removes it (an abort, or an
 //     intent of an earlier epoch); resolving twice changes nothing;
+//   - a transaction's read may carry an uncertainty limit (its start plus
+//     the max clock offset): a committed version in (read timestamp,
+//     limit] is an UncertaintyError (it may have been written before the
+//     transaction began, on a node whose clock ran ahead), and another
+//     transaction's intent up to the limit conflicts;
 //   - GC never removes an intent, nor the committed version below it that
 //     reads see if it aborts; an export at or above an intent fails with an
 //     IntentError, so a backup never holds an uncommitted write.
