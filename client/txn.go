@@ -111,9 +111,23 @@ func (db *DB) runTxn(ctx context.Context, fn func(ctx context.Context, txn *Txn)
 		txn.rollback(ctx)
 		return Timestamp{}, err
 	}
+	return txn.commit(ctx)
+}
+
+// commit commits the transaction (rolled back on a failure the
+// coordinator answered, except a retry or an ambiguous one).
+func (txn *Txn) commit(ctx context.Context) (Timestamp, error) {
 	resp, err := txn.kv.CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: txn.handle})
 	if err != nil {
 		e := txnError("commit", err)
+		answered := errorReason(err) != "" // a conflict (TXN_RETRY, ...), AMBIGUOUS: the coordinator's answer
+		if !answered && (transportFailure(err) || contextError(err) != nil || status.Code(err) == codes.Unavailable) {
+			// No answer from the coordinator (it died, the connection broke,
+			// the call ran out of time): the commit may have been sent and
+			// applied. Never reported as not applied, never retried.
+			return Timestamp{}, &Error{Code: Ambiguous, Op: "commit", Err: err,
+				Message: "the commit's outcome is unknown: the coordinator did not answer (" + e.Message + ")"}
+		}
 		if e.Code != Ambiguous && e.Code != Retry {
 			txn.rollback(ctx)
 		}

@@ -8,7 +8,13 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/rangestore/rangestore/node"
+	"github.com/rangestore/rangestore/proto/rspb"
 )
 
 // TestTxnRetriesConflicts: concurrent read-modify-write transactions on
@@ -105,5 +111,55 @@ func TestTxnErrors(t *testing.T) {
 	})
 	if err != nil || ts.IsZero() {
 		t.Fatalf("read-only transaction: %v, %v", ts, err)
+	}
+}
+
+// commitOnly is a KV client whose CommitTxn fails with err; it records
+// rollbacks.
+type commitOnly struct {
+	rspb.KVClient
+	err       error
+	rollbacks int
+}
+
+func (c *commitOnly) CommitTxn(context.Context, *rspb.CommitTxnRequest, ...grpc.CallOption) (*rspb.CommitTxnResponse, error) {
+	return nil, c.err
+}
+
+func (c *commitOnly) RollbackTxn(context.Context, *rspb.RollbackTxnRequest, ...grpc.CallOption) (*rspb.RollbackTxnResponse, error) {
+	c.rollbacks++
+	return &rspb.RollbackTxnResponse{}, nil
+}
+
+// TestTxnCommitOutcome: a commit the coordinator did not answer (it died
+// with the call in flight: the commit may have applied) is Ambiguous and
+// not rolled back; a conflict it answered is Retry; a refusal is rolled
+// back and keeps its code. (Found by the chaos workload: kill -9 of the
+// coordinator mid-commit was reported as a commit that did not apply.)
+func TestTxnCommitOutcome(t *testing.T) {
+	retry, _ := status.New(codes.Aborted, "pushed").WithDetails(&errdetails.ErrorInfo{Reason: "TXN_RETRY", Domain: "rangestore"})
+	for _, c := range []struct {
+		name     string
+		err      error
+		want     Code
+		rollback bool
+	}{
+		{"connection lost", status.Error(codes.Unavailable, "error reading from server: EOF"), Ambiguous, false},
+		{"deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), Ambiguous, false},
+		{"aborted transport", status.Error(codes.Aborted, "stream aborted"), Ambiguous, false},
+		{"retry", retry.Err(), Retry, false},
+		{"refused", status.Error(codes.FailedPrecondition, "already committed"), FailedPrecondition, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			kv := &commitOnly{err: c.err}
+			_, err := (&Txn{kv: kv, handle: []byte("h")}).commit(context.Background())
+			var e *Error
+			if !errors.As(err, &e) || e.Code != c.want {
+				t.Fatalf("commit failing with %v: %v, want code %s", c.err, err, c.want)
+			}
+			if (kv.rollbacks > 0) != c.rollback {
+				t.Fatalf("rollbacks %d, want rollback %v", kv.rollbacks, c.rollback)
+			}
+		})
 	}
 }
