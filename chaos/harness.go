@@ -239,9 +239,6 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		if err := txns.finish(ctx, tgt, res, o.OutDir); err != nil {
 			return nil, err
 		}
-		o.Logf("seed %d: txns: %d transfers committed, %d skipped, %d aborted, %d ambiguous, %d retried; %d bank checks (%d failed); validator: %d ops (%d txns, %d retried); %d versions; %d violations",
-			o.Seed, res.TxnCommitted, res.TxnSkipped, res.TxnAborted, res.TxnAmbiguous, res.TxnRetried, res.BankChecks, res.BankChecksFailed,
-			res.ValidatorOps, res.ValidatorTxns, res.ValidatorRetried, res.TxnVersions, len(res.TxnViolations))
 		if pt, ok := tgt.(*procTarget); ok && len(res.TxnViolations) > 0 && !pt.keep {
 			pt.keep = true
 			o.Logf("seed %d: the processes' stores and logs (n*.log) are kept in %s", o.Seed, pt.dir)

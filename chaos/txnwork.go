@@ -159,6 +159,21 @@ type recorder struct {
 	mu     sync.Mutex
 	h      txncheck.History
 	errs   map[int]string // op ID -> the client error it ended with
+	// seen is the newest version timestamp a read returned (a version of
+	// an AMBIGUOUS write, whose timestamp the history does not hold, may
+	// be above the local clock): the dump reads above it.
+	seen txncheck.Timestamp
+}
+
+// saw notes the timestamps of the versions a read returned.
+func (r *recorder) saw(kvs ...client.KeyValue) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, kv := range kvs {
+		if t := tsOf(kv.Timestamp); r.seen.Less(t) {
+			r.seen = t
+		}
+	}
 }
 
 func (r *recorder) now() int64 { return time.Since(r.origin).Nanoseconds() }
@@ -335,8 +350,9 @@ type runRec struct {
 
 func (r *runRec) begin() { r.steps, r.committing = nil, false; r.attempt++ }
 
-func (r *runRec) gets(keys []string, res []client.Result) {
+func (r *runRec) gets(rec *recorder, keys []string, res []client.Result) {
 	for i, k := range keys {
+		rec.saw(res[i].KV)
 		s := txncheck.Step{Kind: txncheck.StepGet, Key: k, Found: res[i].Found}
 		if res[i].Found {
 			s.Value = string(res[i].KV.Value)
@@ -392,7 +408,7 @@ func (w *txnWork) bankWorker(ctx context.Context, i int) {
 			if err != nil {
 				return err
 			}
-			run.gets([]string{kf, kt}, res)
+			run.gets(&w.rec, []string{kf, kt}, res)
 			bal := [2]int64{}
 			for j := range res {
 				if res[j].Found {
@@ -479,6 +495,7 @@ func (w *txnWork) bankCheck(ctx context.Context, scan bool) {
 			if err != nil {
 				return err
 			}
+			w.rec.saw(rows...)
 			s := txncheck.Step{Kind: txncheck.StepScan, Key: bankPrefix, EndKey: bankEnd}
 			for _, r := range rows {
 				s.Rows = append(s.Rows, txncheck.KeyValue{Key: string(r.Key), Value: string(r.Value)})
@@ -489,7 +506,7 @@ func (w *txnWork) bankCheck(ctx context.Context, scan bool) {
 			if err != nil {
 				return err
 			}
-			run.gets(all, res)
+			run.gets(&w.rec, all, res)
 		}
 		run.committing = true
 		return nil
@@ -570,6 +587,7 @@ func (w *txnWork) valGet(ctx context.Context, db *client.DB, c int, k string) er
 	switch {
 	case err == nil:
 		s.Found, s.Value = true, string(kv.Value)
+		w.rec.saw(kv)
 	case errors.Is(err, client.ErrNotFound):
 	default:
 		w.mu.Lock()
@@ -625,6 +643,7 @@ func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys 
 			s.Found = res[i].Found
 			if s.Found {
 				s.Value = string(res[i].KV.Value)
+				w.rec.saw(res[i].KV)
 			}
 		case s.Kind != txncheck.StepPut:
 			continue
@@ -664,6 +683,7 @@ func (w *txnWork) valTxn(ctx context.Context, db *client.DB, c, seq int, p txnPl
 			if err != nil {
 				return err
 			}
+			w.rec.saw(rows...)
 			s := txncheck.Step{Kind: txncheck.StepScan, Key: p.scan[0], EndKey: p.scan[1]}
 			for _, r := range rows {
 				s.Rows = append(s.Rows, txncheck.KeyValue{Key: string(r.Key), Value: string(r.Value)})
@@ -678,7 +698,7 @@ func (w *txnWork) valTxn(ctx context.Context, db *client.DB, c, seq int, p txnPl
 		if err != nil {
 			return err
 		}
-		run.gets(p.keys, res)
+		run.gets(&w.rec, p.keys, res)
 		if p.readOnly {
 			run.committing = true
 			return nil
@@ -703,6 +723,7 @@ func (w *txnWork) valTxn(ctx context.Context, db *client.DB, c, seq int, p txnPl
 			switch {
 			case err == nil:
 				s.Found, s.Value = true, string(kv.Value)
+				w.rec.saw(kv)
 			case !errors.Is(err, client.ErrNotFound):
 				return err
 			}
@@ -739,9 +760,9 @@ func (w *txnWork) finish(ctx context.Context, tgt target, res *Result, outDir st
 		w.logf("txns: %d transactions still open after %v (%v): their intents are pushed before the dump", open, openTxnWait, err)
 	}
 	w.rec.mu.Lock()
-	h := append(txncheck.History(nil), w.rec.h...)
+	h, seen := append(txncheck.History(nil), w.rec.h...), w.rec.seen
 	w.rec.mu.Unlock()
-	at := dumpTimestamp(h)
+	at := dumpTimestamp(h, seen)
 	d, err := w.dump(ctx, tgt, at)
 	var report *txncheck.Report
 	if err != nil {
@@ -761,9 +782,13 @@ func (w *txnWork) finish(ctx context.Context, tgt target, res *Result, outDir st
 
 // dumpTimestamp is the timestamp the dump reads at: above every timestamp
 // the history holds (a commit on a node whose clock runs ahead may be
-// above the local clock) and the local clock.
-func dumpTimestamp(h txncheck.History) txncheck.Timestamp {
+// above the local clock), every version a read returned (seen) and the
+// local clock.
+func dumpTimestamp(h txncheck.History, seen txncheck.Timestamp) txncheck.Timestamp {
 	at := txncheck.Timestamp{WallTime: time.Now().UnixNano()}
+	if at.Less(seen) {
+		at = seen
+	}
 	bump := func(t txncheck.Timestamp) {
 		if at.Less(t) {
 			at = t
