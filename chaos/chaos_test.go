@@ -104,9 +104,9 @@ func TestChaos(t *testing.T) {
 				h, orDefault(rebalanceSetting), res.RebalanceMoves, res.LeaseTransfers, res.FailedScrapes, res.MetricScrapes)
 		}
 		t.Logf("history %d: replica consistency: %d ranges compared, %d skipped, %d diverged", h, res.ConsistencyCompared, len(res.ConsistencySkipped), len(res.Diverged))
-		t.Logf("history %d: txns: bank transfers %d committed, %d skipped, %d aborted, %d ambiguous, %d retried; %d bank checks (%d failed); validator %d ops (%d txns, %d retried, %d failed reads left out); %d versions dumped, %d ambiguous outcomes inferred; %d txn violations",
+		t.Logf("history %d: txns: bank transfers %d committed, %d skipped, %d aborted, %d ambiguous, %d retried; %d bank checks (%d failed); validator %d ops (%d txns, %d retried, %d failed reads left out); %d commits failed Unavailable; %d versions dumped, %d ambiguous outcomes inferred; %d txn violations",
 			h, res.TxnCommitted, res.TxnSkipped, res.TxnAborted, res.TxnAmbiguous, res.TxnRetried, res.BankChecks, res.BankChecksFailed,
-			res.ValidatorOps, res.ValidatorTxns, res.ValidatorRetried, res.TxnFailedReads, res.TxnVersions, res.TxnInferred, len(res.TxnViolations))
+			res.ValidatorOps, res.ValidatorTxns, res.ValidatorRetried, res.TxnFailedReads, res.TxnUnavailableCommits, res.TxnVersions, res.TxnInferred, len(res.TxnViolations))
 		addTxnTotals(&txnTotals, res)
 		if msg := txnFailure(res, s); msg != "" {
 			violations++

@@ -88,7 +88,8 @@
 // (aborted, or the retries ran out), InvalidArgument or Unavailable (the
 // client's word that nothing applied); any other commit error
 // (Ambiguous, DeadlineExceeded, Canceled, Closed, Unknown, ...) is
-// AMBIGUOUS. A single-key put follows dbWriteNotApplied. A
+// AMBIGUOUS (Result.TxnUnavailableCommits counts the commits that failed
+// Unavailable). A single-key put follows dbWriteNotApplied. A
 // non-transactional batch error is AMBIGUOUS for every put in it unless
 // it is InvalidArgument: the batch is one command per range and its error
 // one range part's, so other parts may have applied. Failed reads are

@@ -124,8 +124,9 @@ type Result struct {
 	// its DB.Txn reruns, and its reads that failed (left out).
 	ValidatorOps, ValidatorTxns, ValidatorRetried, TxnFailedReads int
 	// TxnVersions: versions in the dump; TxnInferred: AMBIGUOUS outcomes
-	// inferred from it.
-	TxnVersions, TxnInferred int
+	// inferred from it. TxnUnavailableCommits: transactions (of both
+	// workloads) whose commit failed Unavailable, recorded FAILED.
+	TxnVersions, TxnInferred, TxnUnavailableCommits int
 	// TxnViolations are txncheck's violations (one line each; at most
 	// maxViolationLines): a history with any fails like a non-linearizable
 	// one. TxnReport is the report saved under OutDir with the ops named.

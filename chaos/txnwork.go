@@ -209,6 +209,7 @@ type txnWork struct {
 	mu                                             sync.Mutex
 	committed, skipped, aborted, ambiguous, checks int
 	valOps, valTxns, failedReads, failedBankChecks int
+	unavailableCommits                             int
 }
 
 // newTxnWork opens the workload's client.DBs, splits its key spaces into
@@ -365,6 +366,11 @@ func (r *runRec) gets(rec *recorder, keys []string, res []client.Result) {
 // failed before its function did anything).
 func (w *txnWork) txnOp(clientID int, invoke int64, run *runRec, ts client.Timestamp, err error) txncheck.Outcome {
 	out := txnOutcome(err, run.committing)
+	if e, ok := errors.AsType[*client.Error](err); ok && run.committing && e.Code == client.Unavailable {
+		w.mu.Lock()
+		w.unavailableCommits++
+		w.mu.Unlock()
+	}
 	if len(run.steps) == 0 {
 		return out
 	}
@@ -749,6 +755,7 @@ func (w *txnWork) finish(ctx context.Context, tgt target, res *Result, outDir st
 	res.TxnCommitted, res.TxnSkipped, res.TxnAborted, res.TxnAmbiguous = w.committed, w.skipped, w.aborted, w.ambiguous
 	res.BankChecks, res.BankChecksFailed = w.checks, w.failedBankChecks
 	res.ValidatorOps, res.ValidatorTxns, res.TxnFailedReads = w.valOps, w.valTxns, w.failedReads
+	res.TxnUnavailableCommits = w.unavailableCommits
 	w.mu.Unlock()
 	for _, db := range w.bankDBs {
 		res.TxnRetried += int(db.Stats().TxnRetries)
