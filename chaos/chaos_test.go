@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -29,7 +30,10 @@ func envDuration(name string, def time.Duration) time.Duration {
 // and 5 processes (AllFaults lists each mode's faults; CHAOS_MODE and
 // CHAOS_FAULTS narrow them), with at least one injected fault per
 // history, and fails on any non-linearizable history (saved as HTML
-// under CHAOS_OUT, default ./chaos-failures) or diverged replicas.
+// under CHAOS_OUT, default ./chaos-failures) or diverged replicas. The
+// transactional workload runs alongside (Options.Txns): a history whose
+// transactions violate txncheck fails too (its violations are printed and
+// the report saved under CHAOS_OUT as txn-seed<seed>.txt).
 // CHAOS_REBALANCE=aggressive (make chaos's default) starts the processes
 // with low rebalance thresholds; each process-mode history logs the
 // replica moves and lease transfers the replicate queues carried out.
@@ -49,6 +53,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	violations, faults, ops, ambiguous, failedWrites, moves, transfers := 0, 0, 0, 0, 0, 0, 0
+	var txnTotals Result
 	kinds := map[string]int{} // faults per kind (the text before the first colon)
 	for h := 0; h < histories; h++ {
 		s := seed + int64(h)
@@ -68,7 +73,7 @@ func TestChaos(t *testing.T) {
 				only = append(only, f)
 			}
 		}
-		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, Faults: only, OutDir: out, Logf: t.Logf, Rebalance: rebalanceSetting})
+		res, err := RunHistory(context.Background(), Options{Duration: dur, Seed: s, Mode: mode, Faults: only, OutDir: out, Logf: t.Logf, Rebalance: rebalanceSetting, Txns: true})
 		if err != nil {
 			t.Fatalf("history %d (seed %d): %v", h, s, err)
 		}
@@ -99,6 +104,14 @@ func TestChaos(t *testing.T) {
 				h, orDefault(rebalanceSetting), res.RebalanceMoves, res.LeaseTransfers, res.FailedScrapes, res.MetricScrapes)
 		}
 		t.Logf("history %d: replica consistency: %d ranges compared, %d skipped, %d diverged", h, res.ConsistencyCompared, len(res.ConsistencySkipped), len(res.Diverged))
+		t.Logf("history %d: txns: bank transfers %d committed, %d skipped, %d aborted, %d ambiguous, %d retried; %d bank checks (%d failed); validator %d ops (%d txns, %d retried, %d failed reads left out); %d commits failed Unavailable; %d versions dumped, %d ambiguous outcomes inferred; %d txn violations",
+			h, res.TxnCommitted, res.TxnSkipped, res.TxnAborted, res.TxnAmbiguous, res.TxnRetried, res.BankChecks, res.BankChecksFailed,
+			res.ValidatorOps, res.ValidatorTxns, res.ValidatorRetried, res.TxnFailedReads, res.TxnUnavailableCommits, res.TxnVersions, res.TxnInferred, len(res.TxnViolations))
+		addTxnTotals(&txnTotals, res)
+		if msg := txnFailure(res, s); msg != "" {
+			violations++
+			t.Error(msg)
+		}
 		if len(res.Diverged) > 0 {
 			violations++
 			t.Errorf("history %d (seed %d): replicas diverged: %v", h, s, res.Diverged)
@@ -106,6 +119,39 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos: %d histories, %d faults %v, %d operations (%d ambiguous, %d failed writes left out), rebalancing (%s): %d replica moves, %d lease transfers; %d violations",
 		histories, faults, kinds, ops, ambiguous, failedWrites, orDefault(rebalanceSetting), moves, transfers, violations)
+	r := txnTotals
+	t.Logf("chaos: txns: bank transfers %d committed, %d aborted, %d retried, %d ambiguous; %d bank checks; validator %d ops (%d txns); %d txn violations",
+		r.TxnCommitted, r.TxnAborted, r.TxnRetried, r.TxnAmbiguous, r.BankChecks, r.ValidatorOps, r.ValidatorTxns, len(r.TxnViolations))
+}
+
+// addTxnTotals adds a history's transaction counts to sum.
+func addTxnTotals(sum *Result, r *Result) {
+	sum.TxnCommitted += r.TxnCommitted
+	sum.TxnAborted += r.TxnAborted
+	sum.TxnRetried += r.TxnRetried
+	sum.TxnAmbiguous += r.TxnAmbiguous
+	sum.BankChecks += r.BankChecks
+	sum.ValidatorOps += r.ValidatorOps
+	sum.ValidatorTxns += r.ValidatorTxns
+	sum.TxnViolations = append(sum.TxnViolations, r.TxnViolations...)
+}
+
+// txnFailure is the error of a history whose transactions violate
+// txncheck (its violations, one a line, and where the report is), or ""
+// if there are none.
+func txnFailure(res *Result, seed int64) string {
+	if len(res.TxnViolations) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("seed %d: the transactional history has violations (report: %s):\n  %s",
+		seed, orNone(res.TxnReport), strings.Join(res.TxnViolations, "\n  "))
+}
+
+func orNone(path string) string {
+	if path == "" {
+		return "not saved"
+	}
+	return path
 }
 
 // orDefault names an unset rebalance setting.

@@ -78,6 +78,11 @@ type Options struct {
 	// (RebalanceDefault, the default, or RebalanceAggressive; see
 	// rebalance.go); the in-process mode keeps the default thresholds.
 	Rebalance string
+	// Txns runs the transactional workload alongside the porcupine
+	// clients (txnwork.go; doc.go, "Transactions"): a bank and validator
+	// clients on keys of their own, split into ranges the faults pick too,
+	// checked with txncheck after the faults are undone.
+	Txns bool
 }
 
 // Result describes one checked history.
@@ -109,6 +114,24 @@ type Result struct {
 	// second from the processes' /metrics (a lower bound), and the
 	// scrapes that failed (processes down).
 	RebalanceMoves, LeaseTransfers, MetricScrapes, FailedScrapes int
+	// With Txns: the bank's transfers committed (they wrote), skipped
+	// (the source was short: read-only), aborted (definitely not applied)
+	// and ambiguous, and DB.Txn's reruns of them (client Stats.TxnRetries);
+	// snapshots of all accounts committed (BankChecks) and not.
+	TxnCommitted, TxnSkipped, TxnAborted, TxnAmbiguous, TxnRetried int
+	BankChecks, BankChecksFailed                                   int
+	// The validator's ops recorded (ValidatorTxns of them transactions),
+	// its DB.Txn reruns, and its reads that failed (left out).
+	ValidatorOps, ValidatorTxns, ValidatorRetried, TxnFailedReads int
+	// TxnVersions: versions in the dump; TxnInferred: AMBIGUOUS outcomes
+	// inferred from it. TxnUnavailableCommits: transactions (of both
+	// workloads) whose commit failed Unavailable, recorded FAILED.
+	TxnVersions, TxnInferred, TxnUnavailableCommits int
+	// TxnViolations are txncheck's violations (one line each; at most
+	// maxViolationLines): a history with any fails like a non-linearizable
+	// one. TxnReport is the report saved under OutDir with the ops named.
+	TxnViolations []string
+	TxnReport     string
 }
 
 // DefaultKeys fall into five user ranges of a default cluster.
@@ -116,7 +139,8 @@ var DefaultKeys = []string{"A1", "D1", "P1", "c1", "o1", "A2", "P2", "o2"}
 
 // RunHistory starts a cluster (3 nodes in process, or 5 processes),
 // runs clients doing get/put/cas/conditional delete while injecting
-// faults, and checks the history with porcupine.
+// faults, and checks the history with porcupine; with Txns, the
+// transactional workload runs alongside and is checked with txncheck.
 func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	if o.Clients == 0 {
 		o.Clients = 6
@@ -151,6 +175,16 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer tgt.close()
 
+	var txns *txnWork
+	faultKeys := o.Keys
+	if o.Txns {
+		if txns, err = newTxnWork(ctx, tgt, tgt.tracker(), o.Seed, o.Logf); err != nil {
+			return nil, err
+		}
+		defer txns.close()
+		faultKeys = append(append([]string(nil), o.Keys...), txnFaultKeys...)
+	}
+
 	start := time.Now()
 	res := &Result{}
 	clients, err := startClients(ctx, OpenDBs(tgt.clientAddrs(), tgt.clientOptions()...), o.Keys, o.Clients, o.Seed, start)
@@ -158,6 +192,9 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer clients.stop()
+	if txns != nil {
+		txns.run(ctx)
+	}
 
 	var loader *loader
 	if o.RangeMaxBytes > 0 {
@@ -188,7 +225,7 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		}
 		if time.Now().After(next) {
 			f := o.Faults[rng.Intn(len(o.Faults))]
-			desc := tgt.inject(ctx, rng, f, o.Keys)
+			desc := tgt.inject(ctx, rng, f, faultKeys)
 			res.Faults = append(res.Faults, desc)
 			o.Logf("t=%.1fs fault: %s", time.Since(start).Seconds(), desc)
 			next = time.Now().Add(time.Duration(3500+rng.Intn(2500)) * time.Millisecond)
@@ -199,6 +236,15 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	clients.stop()
+	if txns != nil {
+		if err := txns.finish(ctx, tgt, res, o.OutDir); err != nil {
+			return nil, err
+		}
+		if pt, ok := tgt.(*procTarget); ok && len(res.TxnViolations) > 0 && !pt.keep {
+			pt.keep = true
+			o.Logf("seed %d: the processes' stores and logs (n*.log) are kept in %s", o.Seed, pt.dir)
+		}
+	}
 	if counter != nil {
 		counter.sample(ctx, tgt.(*procTarget).httpAddrs())
 		res.RebalanceMoves, res.LeaseTransfers, res.MetricScrapes, res.FailedScrapes = counter.Moves, counter.Leases, counter.Scrapes, counter.Fails
@@ -261,6 +307,8 @@ type target interface {
 	// recover undoes every fault.
 	recover() error
 	close()
+	// tracker is the range descriptors the faults pick ranges from.
+	tracker() *merger
 }
 
 func rangeIDOf(ranges []*rspb.RangeDescriptor, k string) uint64 {
@@ -497,6 +545,8 @@ func (t *inProcTarget) inject(ctx context.Context, rng *rand.Rand, kind string, 
 
 func (t *inProcTarget) close() { t.Close() }
 
+func (t *inProcTarget) tracker() *merger { return &t.merger }
+
 // procTarget is one `rangestore start` process per node.
 type procTarget struct {
 	*ProcCluster
@@ -674,6 +724,8 @@ func (t *procTarget) otherThan(skip int, rng *rand.Rand) int {
 		}
 	}
 }
+
+func (t *procTarget) tracker() *merger { return &t.merger }
 
 func (t *procTarget) close() {
 	t.Close()

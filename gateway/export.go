@@ -21,7 +21,7 @@ func (r *Router) ExportStream(ctx context.Context, q *rspb.ExportRequest, emit f
 		if err != nil {
 			return err
 		}
-		chunk := &rspb.ExportRequest{StartKey: cur, EndKey: q.EndKey, StartTs: q.StartTs, EndTs: q.EndTs}
+		chunk := &rspb.ExportRequest{StartKey: cur, EndKey: q.EndKey, StartTs: q.StartTs, EndTs: q.EndTs, AllVersions: q.AllVersions}
 		if len(q.EndKey) == 0 || bytes.Compare(d.EndKey, q.EndKey) < 0 {
 			chunk.EndKey = d.EndKey
 		}

@@ -751,7 +751,7 @@ func (r *Router) finishScan(ctx context.Context, desc *rspb.RangeDescriptor, s *
 // export sent in a batch through Send).
 func (r *Router) finishExport(ctx context.Context, q *rspb.ExportRequest, acc *rspb.ExportResponse) error {
 	for len(acc.ResumeKey) > 0 {
-		next := &rspb.ExportRequest{StartKey: acc.ResumeKey, EndKey: q.EndKey, StartTs: q.StartTs, EndTs: q.EndTs}
+		next := &rspb.ExportRequest{StartKey: acc.ResumeKey, EndKey: q.EndKey, StartTs: q.StartTs, EndTs: q.EndTs, AllVersions: q.AllVersions}
 		resps, err := r.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Export{Export: next}}})
 		if err != nil {
 			return err

@@ -1254,12 +1254,23 @@ func (x *DeleteRangeResponse) GetBookmark() []byte {
 // incremental backup). It is a plain read at end_ts (latches, timestamp
 // cache, GC threshold: end_ts and start_ts must be above it), paged by
 // size through resume_key.
+//
+// With all_versions, every version of each key with a timestamp in
+// (start_ts, end_ts] is returned, values and tombstones alike, the key's
+// versions newest first (a full history: the chaos validator's dump). A
+// page never splits one key's versions. Since GC may have removed versions
+// at or below its threshold, such an export is refused when the threshold
+// is above start_ts, or at all when start_ts is empty and the range has
+// collected garbage. As for every export, an intent at or below end_ts
+// fails it (WRITE_INTENT, listing the intents): it never holds an
+// uncommitted write.
 type ExportRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	StartKey      []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"` // inclusive
-	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`       // exclusive
-	StartTs       *Timestamp             `protobuf:"bytes,3,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`    // exclusive; empty = a full export
-	EndTs         *Timestamp             `protobuf:"bytes,4,opt,name=end_ts,json=endTs,proto3" json:"end_ts,omitempty"`          // inclusive; required
+	StartKey      []byte                 `protobuf:"bytes,1,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`           // inclusive
+	EndKey        []byte                 `protobuf:"bytes,2,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`                 // exclusive
+	StartTs       *Timestamp             `protobuf:"bytes,3,opt,name=start_ts,json=startTs,proto3" json:"start_ts,omitempty"`              // exclusive; empty = a full export
+	EndTs         *Timestamp             `protobuf:"bytes,4,opt,name=end_ts,json=endTs,proto3" json:"end_ts,omitempty"`                    // inclusive; required
+	AllVersions   bool                   `protobuf:"varint,5,opt,name=all_versions,json=allVersions,proto3" json:"all_versions,omitempty"` // every version in the window, not only the newest per key
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1322,13 +1333,21 @@ func (x *ExportRequest) GetEndTs() *Timestamp {
 	return nil
 }
 
-// ExportedVersion is one key's newest version in the export's window.
+func (x *ExportRequest) GetAllVersions() bool {
+	if x != nil {
+		return x.AllVersions
+	}
+	return false
+}
+
+// ExportedVersion is one key's newest version in the export's window (with
+// all_versions: one of its versions there).
 type ExportedVersion struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Timestamp     *Timestamp             `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"` // a tombstone (incremental exports only)
+	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"` // a tombstone (incremental exports and all_versions only)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3655,12 +3674,13 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x13DeleteRangeResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\x03R\adeleted\x12C\n" +
 	"\x10commit_timestamp\x18\x02 \x01(\v2\x18.rangestore.v1.TimestampR\x0fcommitTimestamp\x12\x1a\n" +
-	"\bbookmark\x18( \x01(\fR\bbookmark\"\xab\x01\n" +
+	"\bbookmark\x18( \x01(\fR\bbookmark\"\xce\x01\n" +
 	"\rExportRequest\x12\x1b\n" +
 	"\tstart_key\x18\x01 \x01(\fR\bstartKey\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\x123\n" +
 	"\bstart_ts\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\astartTs\x12/\n" +
-	"\x06end_ts\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x05endTs\"\x8b\x01\n" +
+	"\x06end_ts\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x05endTs\x12!\n" +
+	"\fall_versions\x18\x05 \x01(\bR\vallVersions\"\x8b\x01\n" +
 	"\x0fExportedVersion\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x126\n" +
