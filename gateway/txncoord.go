@@ -21,6 +21,7 @@ import (
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/ranges/batcheval"
+	"github.com/rangestore/rangestore/security"
 )
 
 // The transaction coordinator: the gateway node holds the state of the
@@ -112,6 +113,7 @@ const (
 type coordTxn struct {
 	mu        sync.Mutex
 	handleID  string // the ID in its handle (the first incarnation's)
+	user      string // who began it: only that user's calls may use it
 	txn       *rspb.Transaction
 	readSpans []*rspb.Span
 	lockSpans []*rspb.Span
@@ -209,6 +211,12 @@ func txnErr(code rspb.RangeError_Code, format string, args ...any) error {
 
 // Begin starts a transaction and returns its handle.
 func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *rspb.Transaction, error) {
+	return c.BeginAs("", priority, timeout)
+}
+
+// BeginAs is Begin for a caller authenticated as user ("" in the insecure
+// mode): only that user's calls may use the handle.
+func (c *TxnCoordinator) BeginAs(user string, priority int32, timeout time.Duration) ([]byte, *rspb.Transaction, error) {
 	if priority < 0 {
 		return nil, nil, invalidf("begin_txn: priority must not be negative (got %d)", priority)
 	}
@@ -241,7 +249,7 @@ func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *
 		c.mu.Unlock()
 		return nil, nil, txnErr(rspb.RangeError_UNAVAILABLE, "node n%d is shutting down", c.nodeID())
 	}
-	t.handleID = string(id)
+	t.handleID, t.user = string(id), user
 	t.snapshotLocked()
 	c.txns[string(id)] = t
 	c.wg.Add(1)
@@ -254,8 +262,9 @@ func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *
 	return append(handle, id...), proto.Clone(t.txn).(*rspb.Transaction), nil
 }
 
-// get returns the transaction of a handle, or an error naming what is wrong.
-func (c *TxnCoordinator) get(handle []byte) (*coordTxn, error) {
+// get returns the transaction of a handle, or an error naming what is
+// wrong; a transaction begun by another user is not found for this one.
+func (c *TxnCoordinator) get(ctx context.Context, handle []byte) (*coordTxn, error) {
 	if len(handle) != handleLen {
 		return nil, invalidf("txn: handle must be %d bytes, as BeginTxn returned it (got %d)", handleLen, len(handle))
 	}
@@ -265,10 +274,17 @@ func (c *TxnCoordinator) get(handle []byte) (*coordTxn, error) {
 	c.mu.Lock()
 	t := c.txns[string(handle[8:])]
 	c.mu.Unlock()
-	if t == nil {
-		return nil, txnErr(rspb.RangeError_TXN_ABORTED, "txn %x: no such open transaction on n%d (finished, expired or aborted)", handle[8:], c.nodeID())
+	if t == nil || t.user != callerUser(ctx) {
+		return nil, txnErr(rspb.RangeError_TXN_ABORTED, "txn %x: no such open transaction of this user on n%d (finished, expired or aborted)", handle[8:], c.nodeID())
 	}
 	return t, nil
+}
+
+// callerUser is the certificate user of the call in ctx ("" without one:
+// the insecure mode, or a call from inside the node).
+func callerUser(ctx context.Context) string {
+	id, _ := security.PeerIdentity(ctx)
+	return id.User
 }
 
 // usable checks that t can run requests (t.mu held).
@@ -289,7 +305,7 @@ func (t *coordTxn) usable() error {
 
 // Execute runs internal requests in the transaction of handle.
 func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rspb.RequestUnion) ([]*rspb.ResponseUnion, error) {
-	t, err := c.get(handle)
+	t, err := c.get(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +488,7 @@ func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rs
 // Commit commits the transaction of handle and returns its commit
 // timestamp.
 func (c *TxnCoordinator) Commit(ctx context.Context, handle []byte) (kv.Timestamp, error) {
-	t, err := c.get(handle)
+	t, err := c.get(ctx, handle)
 	if err != nil {
 		return kv.Timestamp{}, err
 	}
@@ -552,7 +568,7 @@ func (c *TxnCoordinator) refreshLocked(ctx context.Context, t *coordTxn) error {
 
 // Rollback aborts the transaction of handle.
 func (c *TxnCoordinator) Rollback(ctx context.Context, handle []byte) error {
-	t, err := c.get(handle)
+	t, err := c.get(ctx, handle)
 	if err != nil {
 		var re *RangeError
 		if errors.As(err, &re) && re.E.Code == rspb.RangeError_TXN_ABORTED {

@@ -47,7 +47,7 @@ func (s *KVServer) BeginTxn(ctx context.Context, r *rspb.BeginTxnRequest) (*rspb
 		}
 		timeout = r.Timeout.AsDuration()
 	}
-	h, txn, err := c.Begin(r.Priority, timeout)
+	h, txn, err := c.BeginAs(callerUser(ctx), r.Priority, timeout)
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -204,7 +204,7 @@ func (s *KVServer) oneRange(ctx context.Context, internal []*rspb.RequestUnion) 
 // (rolled back on failure). Nothing was returned to the client yet, so a
 // retryable failure can run it again.
 func (s *KVServer) runAtomic(ctx context.Context, c *TxnCoordinator, internal []*rspb.RequestUnion) ([]*rspb.ResponseUnion, kv.Timestamp, error) {
-	h, _, err := c.Begin(0, 0)
+	h, _, err := c.BeginAs(callerUser(ctx), 0, 0)
 	if err != nil {
 		return nil, kv.Timestamp{}, err
 	}

@@ -188,6 +188,21 @@ func TestSecureCluster(t *testing.T) {
 		if _, err := rspb.NewAdminClient(tc.Conn(1)).Nodes(ctx, &rspb.NodesRequest{}); err != nil {
 			t.Fatalf("root: Admin.Nodes: %v", err)
 		}
+		// A transaction's handle is its user's: root cannot use alice's.
+		b, err := rspb.NewKVClient(alice).BeginTxn(ctx, &rspb.BeginTxnRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put := &rspb.BatchRequest{Txn: b.Txn, Requests: []*rspb.RequestUnion{{Value: &rspb.RequestUnion_Put{Put: &rspb.PutRequest{Key: []byte("alice-txn"), Value: []byte("a")}}}}}
+		if _, err := rspb.NewKVClient(tc.Conn(1)).Batch(ctx, put); status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "no such open transaction of this user") {
+			t.Fatalf("root using alice's transaction: %v", err)
+		}
+		if _, err := rspb.NewKVClient(alice).Batch(ctx, put); err != nil {
+			t.Fatalf("alice using her transaction: %v", err)
+		}
+		if _, err := rspb.NewKVClient(alice).CommitTxn(ctx, &rspb.CommitTxnRequest{Txn: b.Txn}); err != nil {
+			t.Fatalf("alice committing: %v", err)
+		}
 	})
 
 	t.Run("SecondCARefusedOnGRPCAndRaft", func(t *testing.T) {
