@@ -123,8 +123,9 @@ fuzz:
 CHAOS_HISTORIES ?= 50
 CHAOS_DURATION  ?= 15s
 CHAOS_REBALANCE ?= aggressive
+CHAOS_TXNS ?= on
 chaos:
-	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REBALANCE=$(CHAOS_REBALANCE) \
+	CHAOS_HISTORIES=$(CHAOS_HISTORIES) CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_REBALANCE=$(CHAOS_REBALANCE) CHAOS_TXNS=$(CHAOS_TXNS) \
 		$(GO) test -count=1 -timeout 120m -run 'TestChaos$$' -v ./chaos/
 
 # Unavailability after kill -9 of a leaseholder (3 processes, default settings).

@@ -43,7 +43,8 @@
 //
 // # Transactions
 //
-// With Options.Txns (TestChaos sets it) a transactional workload
+// With Options.Txns (TestChaos sets it with CHAOS_TXNS=on, make chaos's
+// default) a transactional workload
 // (txnwork.go) runs alongside the porcupine clients, through client.DBs of
 // its own, on keys they never touch: the validator's T/00..T/39 and the
 // accounts bank/000..bank/099. Before the history starts, Admin splits
@@ -129,6 +130,8 @@
 //     queues move replicas and transfer leases for balance alongside the
 //     faults; each such history logs the moves carried out, counted from
 //     the processes' /metrics;
+//   - CHAOS_TXNS: on (make chaos's default) runs the transactional
+//     workload in every history; off (a plain go test) leaves it out;
 //   - CHAOS_OUT: where failing histories are saved as HTML (default
 //     ./chaos-failures);
 //   - CHAOS_LOG_LEVEL: the processes' --log-level (default warn).
