@@ -210,6 +210,7 @@ type txnWork struct {
 	committed, skipped, aborted, ambiguous, checks int
 	valOps, valTxns, failedReads, failedBankChecks int
 	unavailableCommits                             int
+	earlierRuns                                    []string // what runs DB.Txn ran again wrote (runRec.earlier)
 }
 
 // newTxnWork opens the workload's client.DBs, splits its key spaces into
@@ -347,9 +348,27 @@ type runRec struct {
 	steps      []txncheck.Step
 	committing bool // the function returned nil: an error is the commit's
 	attempt    int
+	// earlier: what each earlier run wrote and how it ended, for a report
+	// that finds one of its values (a run DB.Txn ran again must have left
+	// nothing).
+	earlier []string
 }
 
-func (r *runRec) begin() { r.steps, r.committing = nil, false; r.attempt++ }
+func (r *runRec) begin() {
+	if r.attempt > 0 {
+		how := "its function failed with a retryable error"
+		if r.committing {
+			how = "it reached the commit, which answered Retry"
+		}
+		for _, s := range r.steps {
+			if s.Kind == txncheck.StepPut {
+				r.earlier = append(r.earlier, fmt.Sprintf("%s=%s: run %d, %s", s.Key, s.Value, r.attempt, how))
+			}
+		}
+	}
+	r.steps, r.committing = nil, false
+	r.attempt++
+}
 
 func (r *runRec) gets(rec *recorder, keys []string, res []client.Result) {
 	for i, k := range keys {
@@ -373,6 +392,11 @@ func (w *txnWork) txnOp(clientID int, invoke int64, run *runRec, ts client.Times
 	}
 	if len(run.steps) == 0 {
 		return out
+	}
+	if len(run.earlier) > 0 {
+		w.mu.Lock()
+		w.earlierRuns = append(w.earlierRuns, run.earlier...)
+		w.mu.Unlock()
 	}
 	op := txncheck.Op{Client: clientID, Kind: txncheck.KindTxn, Invoke: invoke, Complete: w.rec.now(), Steps: run.steps, Outcome: out}
 	writes := false
@@ -783,6 +807,19 @@ func (w *txnWork) finish(ctx context.Context, tgt target, res *Result, outDir st
 	w.history, w.dumped = h, d
 	res.TxnVersions = len(d)
 	res.TxnInferred = len(report.Inferred)
+	if !report.OK() {
+		// Name the earlier runs whose values the dump holds: a run that
+		// DB.Txn ran again must have left nothing.
+		w.mu.Lock()
+		for _, e := range w.earlierRuns {
+			for _, v := range d {
+				if kv := v.Key + "=" + v.Value; len(e) > len(kv) && e[:len(kv)] == kv && e[len(kv)] == ':' {
+					report.Add(txncheck.Violation{Class: txncheck.OrphanVersion, Reason: "written by an earlier run of a transaction: " + e})
+				}
+			}
+		}
+		w.mu.Unlock()
+	}
 	applyTxnReport(res, report, h, w.rec.errs, outDir, w.seed)
 	return nil
 }

@@ -278,6 +278,15 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 	if cur := r.lease(); cur.Sequence != lease.Sequence || r.store.leaseStatus(cur, r.store.cfg.Clock.Now()) != leases.Valid {
 		return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, cur.NodeId, "lease changed while waiting for latches")}
 	}
+	// A retry that waited for its own earlier attempt (still in flight when
+	// it arrived: it holds the latches until its fate is known) answers
+	// from that attempt's dedup record if it applied, rather than being
+	// evaluated again: evaluated again it could fail where the first
+	// succeeded (an EndTxn that removed its record, found missing, reads
+	// as aborted) and report the applied write as not applied.
+	if res := r.dedupResult(req); res != nil {
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+	}
 	desc := r.desc()
 	if err := checkSpans(desc, req.Requests); err != nil {
 		re, _ := asRangeError(err)

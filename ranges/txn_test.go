@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/proto/rspb"
@@ -212,5 +214,42 @@ func TestTxnOnOneStore(t *testing.T) {
 	if got := x.ok(nil, getReq("a")).Responses[0].GetGet().GetKv(); string(got.GetValue()) != "a2" ||
 		TSFromProto(got.GetTimestamp()) != TSFromProto(c.Meta.WriteTimestamp) {
 		t.Fatalf("after C's commit a = %v, want a2 at %s", got, TSFromProto(c.Meta.WriteTimestamp))
+	}
+}
+
+// TestTxnRetriedEndTxnAnswersFromDedup: an EndTxn sent twice with one
+// proposal ID (a router's retry of an attempt whose answer was lost) gets
+// the first attempt's answer both times, even when the retry arrives while
+// the first is in flight: it waits for the first's latches, and then must
+// answer from the dedup record, not evaluate again (the commit removed the
+// record: evaluated again it reads as aborted).
+func TestTxnRetriedEndTxnAnswersFromDedup(t *testing.T) {
+	s, _ := newSingleNodeStore(t, fakeLiveness{})
+	x := &txnTester{t: t, s: s}
+	timeutil.WaitFor(t, 20*time.Second, "the lease", func() error {
+		if resp := x.send(nil, putReq("z", "0")); resp.Error != nil {
+			return fmt.Errorf("%v", resp.Error)
+		}
+		return nil
+	})
+	for i := 0; i < 20; i++ {
+		txn := newTestTxn(s, byte('a'+i), fmt.Sprintf("d%02d", i), 5)
+		x.ok(txn, putReq(fmt.Sprintf("d%02d", i), "v"))
+		req := &rspb.RangeRequest{RangeId: userRangeID, Requests: []*rspb.RequestUnion{endTxn(txn, true, fmt.Sprintf("d%02d", i))},
+			ProposalId: []byte(fmt.Sprintf("end-txn-retry-%04d", i)), Timestamp: TSToProto(s.cfg.Clock.Now())}
+		resps := make(chan *rspb.RangeResponse, 2)
+		for j := 0; j < 2; j++ {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				resps <- s.Send(ctx, proto.Clone(req).(*rspb.RangeRequest))
+			}()
+		}
+		for j := 0; j < 2; j++ {
+			r := <-resps
+			if r.Error != nil || r.Responses[0].GetEndTxn().GetTxn().GetStatus() != rspb.TransactionStatus_TXN_COMMITTED {
+				t.Fatalf("txn %d, attempt %d of one EndTxn: %v %v; want COMMITTED both times", i, j, r.Error, r.Responses)
+			}
+		}
 	}
 }
