@@ -188,7 +188,13 @@ func (r *Replica) checkTimestamps(req *rspb.RangeRequest) (kv.Timestamp, *rspb.R
 	if re := check(named("min_closed_timestamp"), req.MinClosedTimestamp); re != nil {
 		return latest, re
 	}
+	// A transaction's timestamps come from its coordinator's clock: this
+	// clock observes them before serving, so a lease this node gives away
+	// later starts above every read it served for them.
 	if re := check(named("txn.meta.write_timestamp"), req.GetTxn().GetMeta().GetWriteTimestamp()); re != nil {
+		return latest, re
+	}
+	if re := check(named("txn.read_timestamp"), req.GetTxn().GetReadTimestamp()); re != nil {
 		return latest, re
 	}
 	for i, ru := range req.Requests {

@@ -66,7 +66,7 @@ func evalRefresh(a *Args, q *rspb.RefreshRequest) (*rspb.RefreshResponse, error)
 	if a.Txn == nil {
 		return nil, invalidf("refresh must run in a transaction: the batch has none")
 	}
-	if err := checkTxnMeta("refresh", a.Txn.Meta); err != nil {
+	if err := checkTxnMetaNoAnchor("refresh", a.Txn.Meta); err != nil {
 		return nil, err
 	}
 	if err := checkRefresh(q, Limits{MaxKeySize: 1 << 30}); err != nil {

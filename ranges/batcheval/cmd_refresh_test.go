@@ -108,6 +108,8 @@ func TestEvalRefresh(t *testing.T) {
 	write(30, nil, "b")
 	write(10, nil, "c")
 	mine, other := testTxn(1, 20, 40), testTxn(2, 35, 35)
+	reader := testTxn(3, 20, 40) // it has not written: no anchor yet
+	reader.Meta.Key = nil
 	write(35, mine, "c")  // its own intent: no conflict
 	write(35, other, "d") // another's intent below 40
 	write(50, other, "e") // another's intent above 40
@@ -120,6 +122,7 @@ func TestEvalRefresh(t *testing.T) {
 		want string               // in the error
 	}{
 		{"unchanged key", refreshReq("a", "", 20), mine, 0, ""},
+		{"a transaction that has not written yet", refreshReq("a", "", 20), reader, 0, ""},
 		{"own intent", refreshReq("c", "", 20), mine, 0, ""},
 		{"span without conflicts", refreshReq("c", "d", 20), mine, 0, ""},
 		{"span over another intent above", refreshReq("e", "z", 20), mine, 0, ""},
