@@ -202,8 +202,8 @@ type BankStats struct {
 	CommittedPerSec  float64 `json:"committed_per_sec"`
 	Retries          int64   `json:"retries"` // of the measured transfers
 	RetriesPerCommit float64 `json:"retries_per_commit"`
-	CheckerRuns      int64   `json:"checker_runs"`   // snapshots that held (warm-up included, plus the final one)
-	CheckerErrors    int64   `json:"checker_errors"` // snapshots that could not be read
+	CheckerRuns      int64   `json:"checker_runs"`            // snapshots that held (warm-up included, plus the final one)
+	CheckerErrors    int64   `json:"checker_errors"`          // snapshots that could not be read
 	CheckerError     string  `json:"checker_error,omitempty"` // the first of those errors
 	Violation        string  `json:"violation,omitempty"`
 }
