@@ -14,6 +14,11 @@ import (
 // retries and latency rather than as errors.
 const BankMaxRetries = 1000
 
+// BankCheckerPriority is the checker's transaction priority: above the
+// transfers' (0), so that its snapshot read pushes their intents rather
+// than waiting behind 64 writers for the whole run.
+const BankCheckerPriority = 1000
+
 var errRawBank = errors.New("rangestore driver: transactions need the client/ path (RawGRPC is set)")
 
 // Transfer runs one transfer in a client.DB.Txn: Txn.Get of both
@@ -78,7 +83,7 @@ func (d *RangestoreDriver) Balances(ctx context.Context, accounts [][]byte) ([]i
 			}
 		}
 		return nil
-	})
+	}, client.WithTxnPriority(BankCheckerPriority), client.WithTxnMaxRetries(BankMaxRetries))
 	if err != nil {
 		return nil, err
 	}

@@ -108,7 +108,7 @@ var cells = []cell{
 	// and the 1-range batch from one client on rangestore only.
 	{Name: "bank@64", Concurrency: 64, Kind: bankCell, KeyBase: bankKeyBase,
 		Note: "100 accounts, transfers read two and write two: rangestore DB.Txn over >= 10 ranges, etcd Txn compare-and-swap on mod revisions with retries; committed/s"},
-	{Name: "bank-zipf@64", Concurrency: 64, Kind: bankCell, KeyBase: bankKeyBase, Zipfian: true,
+	{Name: "bank-zipf@64", Concurrency: 64, Kind: bankCell, KeyBase: bankZipfKeyBase, Zipfian: true,
 		Note: "as bank@64, accounts drawn zipfian (θ 0.99): a hot set, contention"},
 	{Name: "txn2@1", Concurrency: 1, Kind: txn2Cell, Note: "rangestore only: one client, a transaction writing one key in each of two ranges"},
 	{Name: "batch1@1", Concurrency: 1, Kind: batch1Cell, Note: "rangestore only: one client, a one-range Batch of two puts"},

@@ -43,9 +43,14 @@ const (
 	batch1Cell                 // bench.RunPairWrites in one batch, the keys in one range
 )
 
-// bankKeyBase is the bank cells' account key space: apart from the
-// default space (and its inserts) and writes@64-1kib's.
-const bankKeyBase = 2 << 40
+// bankKeyBase and bankZipfKeyBase are the bank cells' account key
+// spaces: apart from the default space (and its inserts),
+// writes@64-1kib's and each other's (a transfer of one cell abandoned at
+// its end must not land on the next cell's freshly loaded accounts).
+const (
+	bankKeyBase     = 2 << 40
+	bankZipfKeyBase = 3 << 40
+)
 
 // minBankRanges: a bank cell's accounts must lie in at least this many
 // ranges (issue 16, acceptance 5).
@@ -232,10 +237,19 @@ func runTxnCell(o options, sys string, ts txnSystem, c cell) (*bench.Result, err
 
 func bankLine(r *bench.Result) string {
 	b := r.Bank
-	s := fmt.Sprintf("%s committed/s, %.2f retries per commit, p50 %.1f ms, p99 %.1f ms, %d errors, checker %d snapshots held",
+	s := fmt.Sprintf("%s committed/s, %.2f retries per commit, p50 %.1f ms, p99 %.1f ms, %d errors, checker: %d snapshots held during the run",
 		fmtRate(b.CommittedPerSec), b.RetriesPerCommit, r.Total.P50Ms, r.Total.P99Ms, r.Total.Errors, b.CheckerRuns)
 	if b.CheckerErrors > 0 {
-		s += fmt.Sprintf(" (%d unreadable: %s)", b.CheckerErrors, b.CheckerError)
+		s += fmt.Sprintf(", %d unreadable (%s)", b.CheckerErrors, b.CheckerError)
+	}
+	if b.CheckerCutOff > 0 {
+		s += fmt.Sprintf(", %d still being read when it ended", b.CheckerCutOff)
+	}
+	if b.CheckerRuns == 0 {
+		s += " (STARVED: none completed while the clients ran)"
+	}
+	if b.FinalSnapshot {
+		s += ", the final one held"
 	}
 	if r.FirstError != "" {
 		s += "; first error: " + r.FirstError
