@@ -343,7 +343,7 @@ func RunBank(ctx context.Context, d BankDriver, s BankSpec, opts Options) (*Resu
 		}
 		if err := CheckBalances(bals, s.Total()); err != nil {
 			violation.CompareAndSwap(nil, err.Error())
-			return fmt.Errorf("%w: %v", ErrBankViolation, err)
+			return fmt.Errorf("%w: %w", ErrBankViolation, err)
 		}
 		checks.Add(1)
 		return nil
@@ -394,7 +394,7 @@ func RunBank(ctx context.Context, d BankDriver, s BankSpec, opts Options) (*Resu
 		return nil, fmt.Errorf("bank %s: final snapshot: %w", s.Name, err)
 	}
 	if err := CheckBalances(bals, s.Total()); err != nil {
-		return nil, fmt.Errorf("bank %s: final snapshot (after %d held during the run): %w: %v (%s)", s.Name, stats.CheckerRuns, ErrBankViolation, err,
+		return nil, fmt.Errorf("bank %s: final snapshot (after %d held during the run): %w: %w (%s)", s.Name, stats.CheckerRuns, ErrBankViolation, err,
 			recheck(ctx, d, accounts, s.Total()))
 	}
 	stats.FinalSnapshot = true

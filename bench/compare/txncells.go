@@ -204,7 +204,11 @@ func runTxnCell(o options, sys string, ts txnSystem, c cell) (*bench.Result, err
 		if err := checkTxnPlacement(c, n); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(os.Stderr, "%s %s: its %d keys lie in %d ranges\n", sys, c.Name, len(c.txnKeys()), n)
+		unit := "ranges"
+		if n == 1 {
+			unit = "range"
+		}
+		fmt.Fprintf(os.Stderr, "%s %s: its %d keys lie in %d %s\n", sys, c.Name, len(c.txnKeys()), n, unit)
 	}
 	opts := bench.Options{Concurrency: c.Concurrency, Warmup: o.warmup, Duration: o.measure, Seed: 1}
 	var r *bench.Result
