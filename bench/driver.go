@@ -14,6 +14,22 @@
 // lease is elsewhere: the second hop client/ removes. Both stay, so that
 // one run can measure the difference. Credentials are dial options on
 // both paths.
+//
+// Transactions (bank.go, issue 16): the bank workload moves money between
+// accounts, each transfer one serializable transaction that reads two
+// accounts and writes both (BankDriver: the rangestore driver uses
+// client.DB.Txn on the client/ path; bench/compare adapts etcd). RunBank's
+// checker reads every account in one snapshot every CheckEvery while the
+// clients run, and once after they stopped; the invariant is that the
+// balances sum to the preloaded total and none is negative, and a
+// snapshot that breaks it fails the run (ErrBankViolation), and so does
+// a final snapshot that cannot be read; the snapshots read during the run
+// (and those still being read when it ended: a starved checker) are
+// reported, not judged.
+// RunPairWrites writes a pair of keys in one transaction or in one batch,
+// for the 2-range commit's cost against a 1-range batch. Both use one
+// closed loop (runLoop) whose workers stop with the run's context; the
+// checker goroutine is owned by RunBank and stopped before it returns.
 package bench
 
 import "context"

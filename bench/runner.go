@@ -54,6 +54,8 @@ type Result struct {
 	Total       OpSummary   `json:"total"`
 	Timeline    []Sample    `json:"timeline"`
 	FirstError  string      `json:"first_error,omitempty"`
+	// Bank: the bank workload's figures (RunBank only).
+	Bank *BankStats `json:"bank,omitempty"`
 }
 
 // Op returns the summary of one operation kind (zero if absent).

@@ -62,6 +62,9 @@ type keySpace struct {
 // space returns the key space the cell's operations use.
 func (c cell) space() keySpace {
 	vs := c.ValueSize
+	if c.Kind == bankCell {
+		vs = len(bench.EncodeBalance(0))
+	}
 	if vs == 0 {
 		vs = bench.DefaultValueSize
 	}
@@ -120,12 +123,15 @@ func phases(cs []cell) []phase {
 	return out
 }
 
-// spaces returns the distinct key spaces of the phase's cells, in cell
-// order: what the phase preloads.
+// spaces returns the distinct key spaces of the phase's kv cells, in
+// cell order: what the phase preloads.
 func (p phase) spaces() []keySpace {
 	var out []keySpace
 	seen := map[keySpace]bool{}
 	for _, c := range p.Cells {
+		if c.Kind != kvCell {
+			continue // transaction cells load their own keys
+		}
 		if k := c.space(); !seen[k] {
 			seen[k] = true
 			out = append(out, k)
@@ -153,12 +159,20 @@ func checkCells(cs []cell, keys uint64) error {
 		if c.Concurrency <= 0 {
 			return fmt.Errorf("cell %s: concurrency %d: must be positive", c.Name, c.Concurrency)
 		}
-		spec, err := c.spec(keys)
-		if err != nil {
+		if c.Kind != kvCell {
+			// No kv key space: a bank cell's accounts are its own
+			// (checked against the others below), the pair cells'
+			// keys are no bench.KeyName keys.
+			if err := checkTxnCell(c); err != nil {
+				return err
+			}
+			if c.Kind != bankCell {
+				continue
+			}
+		} else if c.Zipfian {
+			return fmt.Errorf("cell %s: Zipfian is for bank cells (a kv cell's keys are uniform; YCSB cells are zipfian)", c.Name)
+		} else if err := checkKVCell(c, keys); err != nil {
 			return err
-		}
-		if _, err := bench.NewWorkload(spec); err != nil {
-			return fmt.Errorf("cell %s: %w", c.Name, err)
 		}
 		k := c.space()
 		if o, ok := owner[slot{c.Shape, k.Base}]; ok {
@@ -175,6 +189,18 @@ func checkCells(cs []cell, keys uint64) error {
 			}
 		}
 		owner[slot{c.Shape, k.Base}] = c
+	}
+	return nil
+}
+
+// checkKVCell validates a kv cell's workload.
+func checkKVCell(c cell, keys uint64) error {
+	spec, err := c.spec(keys)
+	if err != nil {
+		return err
+	}
+	if _, err := bench.NewWorkload(spec); err != nil {
+		return fmt.Errorf("cell %s: %w", c.Name, err)
 	}
 	return nil
 }
@@ -208,6 +234,20 @@ func checkPlacement(c cell, what string, n int) error {
 // a node's routing table (Discovery.GetRoutingTable, what client/ fills
 // its range cache from).
 func (c *rsCluster) rangesOver(ctx context.Context, lo, hi []byte) ([]uint64, error) {
+	entries, err := c.routingEntries(ctx, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, r := range entries {
+		ids = append(ids, r.RangeId)
+	}
+	return ids, nil
+}
+
+// routingEntries returns the routing table's entries of the ranges
+// holding the keys [lo, hi], in key order.
+func (c *rsCluster) routingEntries(ctx context.Context, lo, hi []byte) ([]*rspb.RoutingEntry, error) {
 	conn, err := grpc.NewClient(c.voters[0].addr, c.dialOption())
 	if err != nil {
 		return nil, err
@@ -223,9 +263,5 @@ func (c *rsCluster) rangesOver(ctx context.Context, lo, hi []byte) ([]uint64, er
 	if resp.More {
 		return nil, fmt.Errorf("routing table of [%q, %q]: more than %d ranges", lo, hi, len(resp.Ranges))
 	}
-	var ids []uint64
-	for _, r := range resp.Ranges {
-		ids = append(ids, r.RangeId)
-	}
-	return ids, nil
+	return resp.Ranges, nil
 }

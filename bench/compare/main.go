@@ -34,6 +34,12 @@
 // the ceiling refuses to start without an identical copy). The report
 // header prints that tuning.
 //
+// The transaction cells (issue 16, txncells.go) run the bank workload on
+// rangestore and etcd (a snapshot checker fails the run if the balances
+// do not hold) and a 2-range transaction beside a 1-range batch on
+// rangestore; the report adds their committed/s, retries per commit and
+// latency ratio.
+//
 // It lives in its own module so that the main go.mod does not depend on etcd.
 package main
 
@@ -76,6 +82,11 @@ type cell struct {
 	// EtcdOf: the cell whose etcd result this row compares with (etcd is
 	// not run for this cell).
 	EtcdOf string
+	// Kind: a kv cell (the default) or a transaction cell (txncells.go).
+	Kind cellKind
+	// Zipfian (bank cells): accounts drawn from bench's zipfian
+	// generator (a hot set) instead of uniformly.
+	Zipfian bool
 }
 
 var cells = []cell{
@@ -92,6 +103,15 @@ var cells = []cell{
 	// above and below (see phases).
 	{Name: "writes@64-1range", Concurrency: 64, Shape: oneRange, Note: "rangestore 1 user range, no initial splits, load splits off; Dragonboat 1 shard; etcd as always"},
 	{Name: "reads@64-1range", Concurrency: 64, ReadPct: 100, Shape: oneRange, Note: "as writes@64-1range; lease reads, linearizable Get, SyncRead"},
+	// Issue 16: serializable transactions (txncells.go). Bank on both
+	// systems (Dragonboat has no transactions); the 2-range transaction
+	// and the 1-range batch from one client on rangestore only.
+	{Name: "bank@64", Concurrency: 64, Kind: bankCell, KeyBase: bankKeyBase,
+		Note: "100 accounts, transfers read two and write two: rangestore DB.Txn over >= 10 ranges, etcd Txn compare-and-swap on mod revisions with retries; committed/s"},
+	{Name: "bank-zipf@64", Concurrency: 64, Kind: bankCell, KeyBase: bankZipfKeyBase, Zipfian: true,
+		Note: "as bank@64, accounts drawn zipfian (θ 0.99): a hot set, contention"},
+	{Name: "txn2@1", Concurrency: 1, Kind: txn2Cell, Note: "rangestore only: one client, a transaction writing one key in each of two ranges"},
+	{Name: "batch1@1", Concurrency: 1, Kind: batch1Cell, Note: "rangestore only: one client, a one-range Batch of two puts"},
 	// Issue 13: follower and read-replica reads (bounded staleness) beside
 	// etcd's serializable reads. Last, so that the read replicas (started
 	// before the first reads@64-read-replicas cell) replicate no earlier
@@ -216,7 +236,7 @@ func run(o options, keep bool) error {
 		fmt.Fprintf(os.Stderr, "%s done in %s\n", sys, time.Since(t0).Round(time.Second))
 	}
 	table := renderTable(o, all)
-	report := fmt.Sprintf("%s\n\n%s\n%s%s%s%s", machine, table, goals(all), followerSummary(all, shares), tlsOverhead(o, all), routingSummary(o, all, hops))
+	report := fmt.Sprintf("%s\n\n%s\n%s%s%s%s%s", machine, table, goals(all), followerSummary(all, shares), txnSummary(o, all), tlsOverhead(o, all), routingSummary(o, all, hops))
 	fmt.Println(report)
 	fmt.Fprintf(os.Stderr, "total time %s\n", time.Since(start).Round(time.Second))
 	if o.jsonOut != "" {
@@ -295,6 +315,8 @@ func runPhase(o options, sys, bin, dir string, ph phase, out systemResults, shar
 	// placement reports (and checks) where a cell's keys lie.
 	var placement func(c cell, spec bench.Spec) (string, error)
 	var rs *rsCluster
+	// ts: how the system runs the transaction cells.
+	var ts txnSystem
 	switch {
 	case isRangestore(sys):
 		splits, extra := o.splits, []string(nil)
@@ -313,6 +335,9 @@ func runPhase(o options, sys, bin, dir string, ph phase, out systemResults, shar
 			return err
 		}
 		d, cleanup = rd, func() { _ = rd.Close(); rs.g.stop() }
+		if !raw { // transactions go through client/
+			ts = txnSystem{bank: rd, load: rd, pairs: rd, ranges: rs.rangesOfKeys}
+		}
 		driverFor = func(c cell) (bench.Driver, func(), error) {
 			procs := rs.voters
 			if c.Mode == replicaReads {
@@ -358,6 +383,7 @@ func runPhase(o options, sys, bin, dir string, ph phase, out systemResults, shar
 			return err
 		}
 		d, cleanup = ed, func() { ed.Close(); g.stop() }
+		ts = txnSystem{bank: etcdBank{ed.cli}, load: ed}
 		driverFor = func(c cell) (bench.Driver, func(), error) {
 			if c.Mode == replicaReads {
 				return nil, nil, nil
@@ -409,6 +435,16 @@ func runPhase(o options, sys, bin, dir string, ph phase, out systemResults, shar
 		background = idle.Internal / idleWindow.Seconds()
 	}
 	for _, c := range ph.Cells {
+		if c.Kind != kvCell {
+			r, err := runTxnCell(o, sys, ts, c)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				out[c.Name] = r
+			}
+			continue
+		}
 		spec, err := c.spec(o.keys)
 		if err != nil {
 			return err
@@ -589,8 +625,8 @@ func goals(all map[string]systemResults) string {
 	}
 	var worse []string
 	for _, c := range cells {
-		if c.Mode != strongReads {
-			continue // issue 5's goals compare strong reads; see followerSummary
+		if c.Mode != strongReads || c.Kind != kvCell {
+			continue // issue 5's goals compare strong kv reads and writes; see followerSummary, txnSummary
 		}
 		a, e := rs[c.Name], et[c.Name]
 		if a != nil && e != nil && a.Total.P99Ms > e.Total.P99Ms {
