@@ -49,7 +49,7 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	// even if the range has split or frozen for a merge since (the keys are
 	// now elsewhere, or nothing is served here any more).
 	if res := r.dedupResult(req); res != nil {
-		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp, Txn: dedupTxn(req, res)}
 	}
 	if f := r.sm.frozen.Load(); f != 0 {
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNAVAILABLE, fmt.Sprintf("r%d is being merged into r%d", req.RangeId, f))}
@@ -291,7 +291,7 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 	// succeeded (an EndTxn that removed its record, found missing, reads
 	// as aborted) and report the applied write as not applied.
 	if res := r.dedupResult(req); res != nil {
-		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp}
+		return &rspb.RangeResponse{Responses: res.Responses, Error: res.Error, Timestamp: res.Timestamp, Txn: dedupTxn(req, res)}
 	}
 	desc := r.desc()
 	if err := checkSpans(desc, req.Requests); err != nil {

@@ -112,3 +112,13 @@ func withWriteTS(txn *rspb.Transaction, ts kv.Timestamp) *rspb.Transaction {
 }
 
 func cloneTxn(t *rspb.Transaction) *rspb.Transaction { return proto.Clone(t).(*rspb.Transaction) }
+
+// dedupTxn is the transaction of a write answered from its dedup record:
+// the header, writing at the timestamp the recorded attempt applied at
+// (its coordinator must learn a push even from a retry's answer).
+func dedupTxn(req *rspb.RangeRequest, res *rspb.RaftResult) *rspb.Transaction {
+	if req.Txn == nil || res.Error != nil {
+		return nil
+	}
+	return withWriteTS(req.Txn, TSFromProto(res.Timestamp))
+}
