@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -516,6 +515,9 @@ func (c *TxnCoordinator) Commit(ctx context.Context, handle []byte) (kv.Timestam
 				return kv.Timestamp{}, txnErr(rspb.RangeError_UNKNOWN, "txn %x: commit answered status %s", t.txn.Meta.Id, rec.GetStatus())
 			}
 			t.txn = rec
+			if out[0].GetEndTxn().GetResolvedAll() {
+				t.lockSpans = nil // nothing left to resolve
+			}
 			c.finishLocked(t, txnCommitted, "")
 			return ranges.TSFromProto(rec.Meta.WriteTimestamp), nil
 		}
@@ -606,8 +608,12 @@ func (c *TxnCoordinator) abortLocked(t *coordTxn, why string) {
 func (c *TxnCoordinator) abortAsync(txn *rspb.Transaction, spans []*rspb.Span) {
 	c.async(func(ctx context.Context) {
 		end := &rspb.EndTxnRequest{Key: txn.Meta.Key, Txn: txn, Commit: false, LockSpans: spans}
-		if _, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}}); err != nil {
+		out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}})
+		if err != nil {
 			c.log.Warn("txn rollback: writing the aborted record failed; pushers will abort it once it expires", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+			return
+		}
+		if out[0].GetEndTxn().GetResolvedAll() {
 			return
 		}
 		txn.Status = rspb.TransactionStatus_TXN_ABORTED
@@ -656,32 +662,18 @@ func (c *TxnCoordinator) finishLocked(t *coordTxn, st txnStatus, why string) {
 	}
 }
 
-// resolve resolves the intents of the final txn in spans (those in the
-// anchor's range are resolved already; resolving them again finds none),
-// then removes its record if the EndTxn kept it (some intents were
-// elsewhere). A failure leaves both to readers and pushers: the record
-// stays, so they learn the transaction's outcome from it.
+// resolve resolves the intents of the final txn in spans (resolving again
+// those the EndTxn resolved in the anchor's range finds none), then removes
+// its record. A failure leaves both to readers and pushers: the record
+// stays, so they learn the transaction's outcome from it. Callers skip it
+// when the EndTxn resolved everything (EndTxnResponse.resolved_all): the
+// ranges' bounds as this node's cache knows them may be stale, so they are
+// not used to decide what the EndTxn resolved.
 func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spans []*rspb.Span) {
 	if c.cfg.TestingSkipResolve {
 		return
 	}
-	anchor, err := c.router.LookupRange(ctx, txn.Meta.Key, false)
-	if err != nil {
-		return
-	}
-	local := true
 	for _, s := range spans {
-		if !spanWithin(s, anchor.StartKey, anchor.EndKey) {
-			local = false
-		}
-	}
-	if local {
-		return // the EndTxn resolved everything and kept no record
-	}
-	for _, s := range spans {
-		if spanWithin(s, anchor.StartKey, anchor.EndKey) {
-			continue
-		}
 		key := s.Key
 		for {
 			q := &rspb.ResolveIntentRequest{Key: key, EndKey: s.EndKey, Txn: txn.Meta, Status: txn.Status}
@@ -702,14 +694,6 @@ func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spa
 	if _, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: gc}}}); err != nil {
 		c.log.Debug("txn record removal failed; the record stays", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
 	}
-}
-
-// spanWithin reports whether the span s lies in [start, end).
-func spanWithin(s *rspb.Span, start, end []byte) bool {
-	if bytes.Compare(s.Key, start) < 0 || (len(end) > 0 && bytes.Compare(s.Key, end) >= 0) {
-		return false
-	}
-	return len(s.EndKey) == 0 || len(end) == 0 || bytes.Compare(s.EndKey, end) <= 0
 }
 
 // async runs f as a task of the coordinator, bounded by 30 s and by

@@ -301,7 +301,7 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 	}
 	// A non-transactional write goes above every read of its spans and
 	// every earlier write of the range; a transaction's at its write
-	// timestamp, above other readers of its spans (replica_txn.go).
+	// timestamp, above every read of its spans (replica_txn.go).
 	// Either goes at or above what its requests need (a resolution: the
 	// commit timestamp).
 	ts := r.store.cfg.Clock.Now()
@@ -309,7 +309,7 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 		ts = TSFromProto(req.Txn.Meta.WriteTimestamp)
 	}
 	for _, sp := range spans {
-		if hi := r.tscache.pushFor(sp, txnID(req.Txn)); !hi.Less(ts) {
+		if hi := r.tscache.max(sp); !hi.Less(ts) {
 			ts = hi.Next()
 		}
 	}

@@ -94,12 +94,15 @@ func TestTxnOnOneStore(t *testing.T) {
 		return nil
 	})
 
-	// D reads z, then writes it: its own read does not push its write.
+	// D reads z, then writes it: the write goes above the read (its own
+	// included), and D commits there.
 	d := newTestTxn(s, 'D', "z", 5)
 	x.ok(d, getReq("z"))
-	if r := x.ok(d, putReq("z", "z1")); TSFromProto(r.Txn.Meta.WriteTimestamp) != TSFromProto(d.Meta.WriteTimestamp) {
-		t.Fatalf("D's write after its own read moved to %s from %s", TSFromProto(r.Txn.Meta.WriteTimestamp), TSFromProto(d.Meta.WriteTimestamp))
+	r0 := x.ok(d, putReq("z", "z1"))
+	if !TSFromProto(d.Meta.WriteTimestamp).Less(TSFromProto(r0.Txn.Meta.WriteTimestamp)) {
+		t.Fatalf("D's write after its own read stayed at %s", TSFromProto(r0.Txn.Meta.WriteTimestamp))
 	}
+	d.Meta.WriteTimestamp, d.ReadTimestamp = r0.Txn.Meta.WriteTimestamp, r0.Txn.Meta.WriteTimestamp // (refreshed)
 	x.ok(nil, endTxn(d, true, "z"))
 	// Another reader's read does push a later writer.
 	e := newTestTxn(s, 'E', "z", 5)
@@ -160,8 +163,8 @@ func TestTxnOnOneStore(t *testing.T) {
 	pushed := TSFromProto(r.Error.Txn.Meta.WriteTimestamp)
 	a.Meta.WriteTimestamp, a.ReadTimestamp = TSToProto(pushed), TSToProto(pushed)
 	r = x.ok(nil, endTxn(a, true, "a", "b"))
-	if st := r.Responses[0].GetEndTxn().GetTxn().GetStatus(); st != rspb.TransactionStatus_TXN_COMMITTED {
-		t.Fatalf("commit: %v", r.Responses[0])
+	if e := r.Responses[0].GetEndTxn(); e.GetTxn().GetStatus() != rspb.TransactionStatus_TXN_COMMITTED || !e.GetResolvedAll() {
+		t.Fatalf("commit: %v; want COMMITTED, every intent resolved here", r.Responses[0])
 	}
 	for k, want := range map[string]string{"a": "a1", "b": "b1"} {
 		got := x.ok(nil, getReq(k)).Responses[0].GetGet().GetKv()

@@ -1986,8 +1986,11 @@ func (x *EndTxnRequest) GetGcRecord() bool {
 }
 
 type EndTxnResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Txn           *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record as written (status final or STAGING)
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Txn   *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record as written (status final or STAGING)
+	// resolved_all: every span of lock_spans lay in this range and its
+	// intents are resolved; no record is kept.
+	ResolvedAll   bool `protobuf:"varint,2,opt,name=resolved_all,json=resolvedAll,proto3" json:"resolved_all,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2027,6 +2030,13 @@ func (x *EndTxnResponse) GetTxn() *Transaction {
 		return x.Txn
 	}
 	return nil
+}
+
+func (x *EndTxnResponse) GetResolvedAll() bool {
+	if x != nil {
+		return x.ResolvedAll
+	}
+	return false
 }
 
 // PushTxnRequest pushes the transaction pushee at its record (key =
@@ -3729,9 +3739,10 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"lock_spans\x18\x05 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
 	"\x10in_flight_writes\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\x12\x1b\n" +
-	"\tgc_record\x18\a \x01(\bR\bgcRecord\">\n" +
+	"\tgc_record\x18\a \x01(\bR\bgcRecord\"a\n" +
 	"\x0eEndTxnResponse\x12,\n" +
-	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xb1\x02\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12!\n" +
+	"\fresolved_all\x18\x02 \x01(\bR\vresolvedAll\"\xb1\x02\n" +
 	"\x0ePushTxnRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x122\n" +
 	"\x06pusher\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x06pusher\x12.\n" +

@@ -118,7 +118,7 @@ func evalEndTxn(a *Args, q *rspb.EndTxnRequest) (*rspb.EndTxnResponse, error) {
 			return nil, err
 		}
 		env.Mark(TombstoneKey(meta.Key, meta.Id), env.Now())
-		return &rspb.EndTxnResponse{Txn: out}, nil
+		return &rspb.EndTxnResponse{Txn: out, ResolvedAll: true}, nil
 	}
 	if err := writeRecord(a.Batch, out); err != nil {
 		return nil, err
