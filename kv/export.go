@@ -37,20 +37,7 @@ type ExportOptions struct {
 // Intents above endTS are left out; an export never contains an
 // uncommitted write.
 func MVCCExport(r Reader, start, end []byte, startTS, endTS Timestamp, opts ExportOptions) (out []ExportedKV, resume []byte, err error) {
-	if err := checkReadTimestamp(endTS); err != nil {
-		return nil, nil, fmt.Errorf("kv: export: end timestamp: %w", err)
-	}
-	if !startTS.Less(endTS) {
-		return nil, nil, fmt.Errorf("kv: export: start timestamp %s is not below end timestamp %s", startTS, endTS)
-	}
-	if opts.MaxBytes < 0 {
-		return nil, nil, fmt.Errorf("kv: export: negative max bytes")
-	}
-	lower, upper, err := DataSpanBounds(start, end)
-	if err != nil {
-		return nil, nil, err
-	}
-	it, err := r.NewIter(lower, upper)
+	it, err := exportIter("export", r, start, end, startTS, endTS, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -130,20 +117,7 @@ func MVCCExport(r Reader, start, end []byte, startTS, endTS Timestamp, opts Expo
 // above endTS is left out and the committed versions beneath it are
 // returned.
 func MVCCExportAllVersions(r Reader, start, end []byte, startTS, endTS Timestamp, opts ExportOptions) (out []ExportedKV, resume []byte, err error) {
-	if err := checkReadTimestamp(endTS); err != nil {
-		return nil, nil, fmt.Errorf("kv: export all versions: end timestamp: %w", err)
-	}
-	if !startTS.Less(endTS) {
-		return nil, nil, fmt.Errorf("kv: export all versions: start timestamp %s is not below end timestamp %s", startTS, endTS)
-	}
-	if opts.MaxBytes < 0 {
-		return nil, nil, fmt.Errorf("kv: export all versions: negative max bytes")
-	}
-	lower, upper, err := DataSpanBounds(start, end)
-	if err != nil {
-		return nil, nil, err
-	}
-	it, err := r.NewIter(lower, upper)
+	it, err := exportIter("export all versions", r, start, end, startTS, endTS, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,4 +202,23 @@ func exportKeyVersions(it *pebble.Iterator, prefix, key []byte, startTS, endTS T
 			return true, nil
 		}
 	}
+}
+
+// exportIter checks the arguments of an export (what names it in errors)
+// and opens its iterator over the versions of [start, end).
+func exportIter(what string, r Reader, start, end []byte, startTS, endTS Timestamp, opts ExportOptions) (*pebble.Iterator, error) {
+	if err := checkReadTimestamp(endTS); err != nil {
+		return nil, fmt.Errorf("kv: %s: end timestamp: %w", what, err)
+	}
+	if !startTS.Less(endTS) {
+		return nil, fmt.Errorf("kv: %s: start timestamp %s is not below end timestamp %s", what, startTS, endTS)
+	}
+	if opts.MaxBytes < 0 {
+		return nil, fmt.Errorf("kv: %s: negative max bytes", what)
+	}
+	lower, upper, err := DataSpanBounds(start, end)
+	if err != nil {
+		return nil, err
+	}
+	return r.NewIter(lower, upper)
 }

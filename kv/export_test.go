@@ -20,10 +20,9 @@ func renderExport(xs []ExportedKV) string {
 	return strings.Join(parts, " ")
 }
 
-// TestMVCCExport: a full export is the scan at endTS; an incremental one
-// holds each key's newest version in (startTS, endTS], deletions as
-// tombstones, and nothing for keys unchanged in the window.
-func TestMVCCExport(t *testing.T) {
+// exportFixture is an engine with five keys' histories: values,
+// deletions, a key written again after its deletion.
+func exportFixture(t *testing.T) *Engine {
 	e := newTestEngine(t)
 	applyOps(t, e, []op{
 		put("a", 10, "a10"), put("a", 30, "a30"),
@@ -32,6 +31,14 @@ func TestMVCCExport(t *testing.T) {
 		put("d", 40, "d40"),
 		put("e", 10, "e10"), del("e", 15), put("e", 35, "e35"),
 	})
+	return e
+}
+
+// TestMVCCExport: a full export is the scan at endTS; an incremental one
+// holds each key's newest version in (startTS, endTS], deletions as
+// tombstones, and nothing for keys unchanged in the window.
+func TestMVCCExport(t *testing.T) {
+	e := exportFixture(t)
 	for _, c := range []struct {
 		start, end int64
 		want       string
@@ -96,14 +103,7 @@ func TestMVCCExport(t *testing.T) {
 // first per key, tombstones included; paging never splits a key; intents
 // at or below endTS fail it, above it they are skipped.
 func TestMVCCExportAllVersions(t *testing.T) {
-	e := newTestEngine(t)
-	applyOps(t, e, []op{
-		put("a", 10, "a10"), put("a", 30, "a30"),
-		put("b", 10, "b10"), del("b", 25),
-		put("c", 20, "c20"),
-		put("d", 40, "d40"),
-		put("e", 10, "e10"), del("e", 15), put("e", 35, "e35"),
-	})
+	e := exportFixture(t)
 	for _, c := range []struct {
 		start, end int64
 		want       string

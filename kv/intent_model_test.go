@@ -72,6 +72,19 @@ func runIntentModel(t *testing.T, seed int64) {
 	now := int64(10)
 	tick := func() Timestamp { now += int64(1 + rng.Intn(3)); return ts(now) }
 	txnOf := func(id string) *IntentTxn { return &IntentTxn{ID: []byte(id)} }
+	// pickReader is a random reader (a transaction, or none: "") and a
+	// timestamp to read at.
+	pickReader := func() (string, Timestamp, *IntentTxn) {
+		reader := ""
+		if rng.Intn(2) == 0 {
+			reader = txns[rng.Intn(len(txns))]
+		}
+		at := ts(max(1, now-int64(rng.Intn(20))+1))
+		if reader == "" {
+			return "", at, nil
+		}
+		return reader, at, txnOf(reader)
+	}
 	for step := 0; step < 300; step++ {
 		k := keys[rng.Intn(len(keys))]
 		what := fmt.Sprintf("seed %d step %d", seed, step)
@@ -142,15 +155,7 @@ func runIntentModel(t *testing.T, seed int64) {
 				}
 			}
 		case 4: // get by a reader at a random timestamp
-			reader := ""
-			if rng.Intn(2) == 0 {
-				reader = txns[rng.Intn(len(txns))]
-			}
-			at := ts(max(1, now-int64(rng.Intn(20))+1))
-			var rt *IntentTxn
-			if reader != "" {
-				rt = txnOf(reader)
-			}
+			reader, at, rt := pickReader()
 			x, found, err := MVCCGetTxn(e, []byte(k), at, rt)
 			want, conflict := m.get(k, at, reader)
 			var ie *IntentError
@@ -165,15 +170,7 @@ func runIntentModel(t *testing.T, seed int64) {
 				t.Fatalf("%s: get %s at %s by %q = %q (found %v), want %v", what, k, at, reader, x.Value, found, deref(want))
 			}
 		case 5: // scan of everything by a reader
-			reader := ""
-			if rng.Intn(2) == 0 {
-				reader = txns[rng.Intn(len(txns))]
-			}
-			at := ts(max(1, now-int64(rng.Intn(20))+1))
-			var rt *IntentTxn
-			if reader != "" {
-				rt = txnOf(reader)
-			}
+			reader, at, rt := pickReader()
 			kvs, _, err := MVCCScan(e, nil, nil, at, ScanOptions{Txn: rt, Reverse: rng.Intn(2) == 0})
 			var wantKeys, conflicts []string
 			for _, kk := range keys {

@@ -47,6 +47,21 @@ func (x *txnTester) ok(txn *rspb.Transaction, reqs ...*rspb.RequestUnion) *rspb.
 	return resp
 }
 
+// newTxnTester starts a single-node store and waits until it serves
+// writes (its lease).
+func newTxnTester(t *testing.T) (*Store, *txnTester) {
+	t.Helper()
+	s, _ := newSingleNodeStore(t, fakeLiveness{})
+	x := &txnTester{t: t, s: s}
+	timeutil.WaitFor(t, 20*time.Second, "the lease", func() error {
+		if resp := x.send(nil, putReq("z", "0")); resp.Error != nil {
+			return fmt.Errorf("%v", resp.Error)
+		}
+		return nil
+	})
+	return s, x
+}
+
 func uk(s string) []byte { return keys.UserKey([]byte(s)) }
 
 func putReq(k, v string) *rspb.RequestUnion {
@@ -85,14 +100,7 @@ func pushReq(pusher *rspb.Transaction, pushee *rspb.TxnMeta, typ rspb.PushType, 
 // resolution, explicit resolution of an aborted intent, and a write that
 // lands above a newer committed value.
 func TestTxnOnOneStore(t *testing.T) {
-	s, _ := newSingleNodeStore(t, fakeLiveness{})
-	x := &txnTester{t: t, s: s}
-	timeutil.WaitFor(t, 20*time.Second, "the lease", func() error {
-		if resp := x.send(nil, putReq("z", "0")); resp.Error != nil {
-			return fmt.Errorf("%v", resp.Error)
-		}
-		return nil
-	})
+	s, x := newTxnTester(t)
 
 	// D reads z, then writes it: the write goes above the read (its own
 	// included), and D commits there.
@@ -227,14 +235,7 @@ func TestTxnOnOneStore(t *testing.T) {
 // answer from the dedup record, not evaluate again (the commit removed the
 // record: evaluated again it reads as aborted).
 func TestTxnRetriedEndTxnAnswersFromDedup(t *testing.T) {
-	s, _ := newSingleNodeStore(t, fakeLiveness{})
-	x := &txnTester{t: t, s: s}
-	timeutil.WaitFor(t, 20*time.Second, "the lease", func() error {
-		if resp := x.send(nil, putReq("z", "0")); resp.Error != nil {
-			return fmt.Errorf("%v", resp.Error)
-		}
-		return nil
-	})
+	s, x := newTxnTester(t)
 	for i := 0; i < 20; i++ {
 		txn := newTestTxn(s, byte('a'+i), fmt.Sprintf("d%02d", i), 5)
 		x.ok(txn, putReq(fmt.Sprintf("d%02d", i), "v"))
