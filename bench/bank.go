@@ -20,6 +20,8 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // BankDriver is the transactional side of a store under test. Safe for
@@ -175,23 +177,12 @@ func PreloadBank(ctx context.Context, d BatchPutter, s BankSpec) error {
 			if ctx.Err() != nil {
 				return fmt.Errorf("preload accounts %d..%d: %w (last error: %w)", lo, hi-1, ctx.Err(), err)
 			}
-			if serr := sleepCtx(ctx, time.Duration(min(attempt+1, 20))*50*time.Millisecond); serr != nil {
+			if serr := timeutil.Sleep(ctx, timeutil.DefaultTimeSource{}, time.Duration(min(attempt+1, 20))*50*time.Millisecond); serr != nil {
 				return fmt.Errorf("preload accounts %d..%d: %w (last error: %w)", lo, hi-1, serr, err)
 			}
 		}
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // BankStats is the bank part of a Result.
@@ -282,7 +273,7 @@ func runLoop(ctx context.Context, opts Options, op func(ctx context.Context, r *
 				w.mu.Unlock()
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err.Error())
-					if sleepCtx(wctx, time.Millisecond) != nil { // don't spin on a dead server
+					if timeutil.Sleep(wctx, timeutil.DefaultTimeSource{}, time.Millisecond) != nil { // don't spin on a dead server
 						return
 					}
 				}
@@ -419,7 +410,7 @@ func recheck(ctx context.Context, d BankDriver, accounts [][]byte, total int64) 
 	defer cancel()
 	var last string
 	for {
-		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+		if err := timeutil.Sleep(ctx, timeutil.DefaultTimeSource{}, 500*time.Millisecond); err != nil {
 			return "still so after 3 s: " + last
 		}
 		bals, err := d.Balances(ctx, accounts)

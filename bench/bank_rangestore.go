@@ -90,17 +90,21 @@ func (d *RangestoreDriver) Balances(ctx context.Context, accounts [][]byte) ([]i
 	return out, nil
 }
 
-// TxnPut2 writes both keys in one client.DB.Txn (no reads).
+// TxnPut2 writes both keys in one transaction: client.DB.AtomicBatch,
+// which commits two ranges' writes by parallel commit (one round of
+// consensus), retried on Retry as DB.Txn would.
 func (d *RangestoreDriver) TxnPut2(ctx context.Context, k1, v1, k2, v2 []byte) error {
 	db := d.db()
 	if db == nil {
 		return errRawBank
 	}
-	_, err := db.Txn(ctx, func(ctx context.Context, txn *client.Txn) error {
-		_, err := txn.Batch(ctx, new(client.Batch).Put(k1, v1).Put(k2, v2))
-		return err
-	})
-	return err
+	for attempt := 1; ; attempt++ {
+		_, err := db.AtomicBatch(ctx, new(client.Batch).Put(k1, v1).Put(k2, v2))
+		var e *client.Error
+		if err == nil || !errors.As(err, &e) || e.Code != client.Retry || attempt >= BankMaxRetries {
+			return err
+		}
+	}
 }
 
 // BatchPut2 writes both keys in one non-transactional client.DB.Batch

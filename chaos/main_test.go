@@ -7,7 +7,7 @@ import (
 )
 
 // TestMain fails the package's tests if any goroutine is still running
-// once they have finished.
+// once they have finished, and removes the rangestore binary they built.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m)
+	leakcheck.Main(m, RemoveBinary)
 }

@@ -48,6 +48,17 @@ func BuildBinary() (string, error) {
 	return bin, nil
 }
 
+// RemoveBinary removes what BuildBinary built (a test package's TestMain
+// calls it once its tests are done; the next BuildBinary builds again).
+func RemoveBinary() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if builtBin != "" {
+		_ = os.RemoveAll(filepath.Dir(builtBin))
+		builtBin = ""
+	}
+}
+
 // ProcCluster runs `rangestore start` processes on loopback; Kill sends
 // SIGKILL, so no shutdown code runs.
 //

@@ -579,6 +579,14 @@ func (w *txnWork) validatorClient(ctx context.Context, c int) {
 				puts[i] = rng.Intn(2) == 0
 			}
 			err = w.valBatch(ctx, db, c, seq, keys, puts)
+		case p < 13:
+			keys := distinct(2 + rng.Intn(3))
+			puts := make([]bool, len(keys))
+			for i := range puts {
+				puts[i] = i == 0 || rng.Intn(4) != 0
+			}
+			rng.Shuffle(len(puts), func(i, j int) { puts[i], puts[j] = puts[j], puts[i] })
+			err = w.valAtomic(ctx, db, c, seq, keys, puts)
 		default:
 			plan := txnPlan{keys: distinct(2 + rng.Intn(3)), readOnly: rng.Intn(6) == 0, ryw: rng.Intn(5) == 0}
 			if rng.Intn(4) == 0 {
@@ -688,6 +696,47 @@ func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys 
 	}
 	w.rec.add(op, err)
 	w.countVal(false)
+	return err
+}
+
+// valAtomic runs an atomic batch (one transaction; puts only: a parallel
+// commit) over distinct keys: puts where puts says so, gets elsewhere,
+// recorded as a transaction whose reads hold at its commit timestamp.
+func (w *txnWork) valAtomic(ctx context.Context, db *client.DB, c, seq int, keys []string, puts []bool) error {
+	b := new(client.Batch)
+	steps := make([]txncheck.Step, len(keys))
+	for i, k := range keys {
+		if puts[i] {
+			steps[i] = txncheck.Step{Kind: txncheck.StepPut, Key: k, Value: fmt.Sprintf("w%d-%d-a%d", c, seq, i)}
+			b.Put([]byte(k), []byte(steps[i].Value))
+		} else {
+			steps[i] = txncheck.Step{Kind: txncheck.StepGet, Key: k}
+			b.Get([]byte(k))
+		}
+	}
+	invoke := w.rec.now()
+	octx, cancel := context.WithTimeout(ctx, txnOpTimeout)
+	res, err := db.AtomicBatch(octx, b)
+	cancel()
+	op := txncheck.Op{Client: c, Kind: txncheck.KindTxn, Invoke: invoke, Complete: w.rec.now(), Outcome: txnOutcome(err, true)}
+	for i, s := range steps {
+		if err == nil && s.Kind == txncheck.StepPut {
+			op.CommitTS = tsOf(res[i].Timestamp)
+		}
+		if err == nil && s.Kind == txncheck.StepGet {
+			s.Found = res[i].Found
+			if s.Found {
+				s.Value = string(res[i].KV.Value)
+				w.rec.saw(res[i].KV)
+			}
+		}
+		if err != nil && s.Kind == txncheck.StepGet {
+			continue // it returned nothing
+		}
+		op.Steps = append(op.Steps, s)
+	}
+	w.rec.add(op, err)
+	w.countVal(true)
 	return err
 }
 

@@ -136,15 +136,11 @@ func (txn *Txn) commit(ctx context.Context) (Timestamp, error) {
 	return tsFromProto(resp.CommitTimestamp), nil
 }
 
-// beginTxn starts a transaction at the first node that answers.
-func (db *DB) beginTxn(ctx context.Context, cfg txnConfig) (*Txn, error) {
-	req := &rspb.BeginTxnRequest{Priority: cfg.priority}
-	if cfg.timeout > 0 {
-		req.Timeout = durationpb.New(cfg.timeout)
-	}
-	var last error
-	// Coordinators are spread over the nodes: start at a random one of
-	// those that did not fail lately (discoveryOrder puts those last).
+// coordinatorOrder is the order in which to ask nodes to coordinate a
+// transaction: coordinators are spread over the nodes, so it starts at a
+// random one of those that did not fail lately (discoveryOrder puts those
+// last).
+func (db *DB) coordinatorOrder() []string {
 	order := db.discoveryOrder()
 	fresh := 0
 	for _, a := range order {
@@ -156,7 +152,81 @@ func (db *DB) beginTxn(ctx context.Context, cfg txnConfig) (*Txn, error) {
 		k := rand.IntN(fresh)
 		order = append(append(append([]string(nil), order[k:fresh]...), order[:k]...), order[fresh:]...)
 	}
-	for _, addr := range order {
+	return order
+}
+
+// AtomicBatch runs b as one transaction (BatchRequest.atomic): every
+// request or none takes effect, across ranges, and the writes commit at
+// one timestamp (each write's Result.Timestamp, with its Bookmark). A
+// batch of point writes (puts, deletes) in several ranges commits in one
+// round of consensus (parallel commit); one in a single range costs what
+// Batch does. The node running it retries conflicts a few times, then
+// returns Retry. A node that does not answer a batch with writes makes
+// its outcome Ambiguous: it may have committed.
+func (db *DB) AtomicBatch(ctx context.Context, b *Batch) ([]Result, error) {
+	const op = "atomic batch"
+	if b == nil {
+		return nil, invalidf(op, "b: nil batch")
+	}
+	if len(b.errs) > 0 {
+		return nil, b.errs[0]
+	}
+	if err := validate(op, b.reqs, true); err != nil {
+		return nil, err
+	}
+	writes := false
+	for _, q := range b.reqs {
+		switch q.GetValue().(type) {
+		case *rspb.RequestUnion_Get, *rspb.RequestUnion_Scan:
+		default:
+			writes = true
+		}
+	}
+	var last error
+	for _, addr := range db.coordinatorOrder() {
+		kv, err := db.pool.kv(addr)
+		if err != nil {
+			last = err
+			continue
+		}
+		resp, err := kv.Batch(ctx, &rspb.BatchRequest{Atomic: true, Requests: b.reqs})
+		if err != nil {
+			last = err
+			answered := errorReason(err) != ""
+			noAnswer := !answered && (transportFailure(err) || contextError(err) != nil || status.Code(err) == codes.Unavailable)
+			switch {
+			case noAnswer && writes:
+				return nil, &Error{Code: Ambiguous, Op: op, Err: err,
+					Message: "the atomic batch's outcome is unknown: the node running it did not answer (" + txnError(op, err).Message + ")"}
+			case noAnswer && transportFailure(err):
+				db.pool.markFailed(addr)
+				continue // reads only: another node may run it
+			}
+			return nil, txnError(op, err)
+		}
+		out := make([]Result, len(resp.Responses))
+		for i, r := range resp.Responses {
+			out[i] = resultFromProto(r)
+			if !out[i].Timestamp.IsZero() {
+				out[i].Bookmark = resp.Bookmark
+			}
+		}
+		return out, nil
+	}
+	if last == nil {
+		last = errors.New("no node to ask")
+	}
+	return nil, &Error{Code: Unavailable, Op: op, Message: "no node ran the atomic batch: " + last.Error(), Err: last}
+}
+
+// beginTxn starts a transaction at the first node that answers.
+func (db *DB) beginTxn(ctx context.Context, cfg txnConfig) (*Txn, error) {
+	req := &rspb.BeginTxnRequest{Priority: cfg.priority}
+	if cfg.timeout > 0 {
+		req.Timeout = durationpb.New(cfg.timeout)
+	}
+	var last error
+	for _, addr := range db.coordinatorOrder() {
 		kv, err := db.pool.kv(addr)
 		if err != nil {
 			last = err

@@ -163,3 +163,59 @@ func TestTxnCommitOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestAtomicBatch: writes in two ranges commit together at one timestamp
+// (parallel commit), concurrent atomic batches over the same two keys
+// never interleave (each key ends with the same batch's value), a
+// read-only atomic batch reads at one timestamp, and bad input is refused.
+func TestAtomicBatch(t *testing.T) {
+	tc := startCluster(t, node.TestClusterOptions{})
+	db := openDB(t, tc)
+	ctx := ctxT(t)
+	a, z := []byte("b-key"), []byte("t-key") // ranges [-c) and [s-)
+	res, err := db.AtomicBatch(ctx, new(Batch).Put(a, []byte("1")).Put(z, []byte("1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Timestamp.IsZero() || res[0].Timestamp != res[1].Timestamp || len(res[0].Bookmark) == 0 {
+		t.Fatalf("atomic batch results %+v: want one commit timestamp on both writes, and a bookmark", res)
+	}
+	const workers, each = 3, 8
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				v := []byte(fmt.Sprintf("w%d-%d", w, i))
+				if _, err := db.AtomicBatch(ctx, new(Batch).Put(a, v).Put(z, v)); err != nil {
+					var e *Error
+					if errors.As(err, &e) && e.Code == Retry {
+						continue // a conflict it gave up on: nothing applied
+					}
+					errc <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	rs, err := db.AtomicBatch(ctx, new(Batch).Get(a).Get(z))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rs[0].Found || !rs[1].Found || string(rs[0].KV.Value) != string(rs[1].KV.Value) || rs[0].KV.Timestamp != rs[1].KV.Timestamp {
+		t.Fatalf("after concurrent atomic batches: %s=%+v, %s=%+v; want one batch's value on both, at one timestamp", a, rs[0].KV, z, rs[1].KV)
+	}
+	if _, err := db.AtomicBatch(ctx, nil); err == nil {
+		t.Fatal("a nil atomic batch was accepted")
+	}
+	if _, err := db.AtomicBatch(ctx, new(Batch).Put(nil, []byte("x"))); err == nil {
+		t.Fatal("an atomic batch writing an empty key was accepted")
+	}
+}

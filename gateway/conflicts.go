@@ -161,6 +161,14 @@ func (r *Router) handleIntents(ctx context.Context, req *rspb.RangeRequest, resp
 			return fmt.Errorf("pushing txn %x for intents on %s: %w", pushee.Id, prettyIntents(intents), err)
 		}
 		p := out[0].GetPushTxn()
+		if p.GetNeedsRecovery() {
+			// A STAGING pushee: only recovery may finish it.
+			if err := r.recoverAndResolve(ctx, p.Pushee, intents); err != nil {
+				return err
+			}
+			resolvedAny = true
+			continue
+		}
 		if !p.GetPushed() {
 			continue
 		}
@@ -202,6 +210,30 @@ func (r *Router) handleIntents(ctx context.Context, req *rspb.RangeRequest, resp
 	}
 	if cw.backoff *= 2; cw.backoff > maxPushBackoff {
 		cw.backoff = maxPushBackoff
+	}
+	return nil
+}
+
+// recoverAndResolve recovers the STAGING transaction staging whose
+// intents a request met (recovery.go), then resolves them and the rest of
+// its intents. A record that moved on (STOP) is left to the request's next
+// attempt, which meets it again.
+func (r *Router) recoverAndResolve(ctx context.Context, staging *rspb.Transaction, intents []*rspb.Intent) error {
+	res, err := r.recoverTxn(ctx, staging)
+	if err != nil {
+		return err
+	}
+	rec := res.GetTxn()
+	if !isFinal(rec) || len(rec.GetMeta().GetId()) == 0 {
+		return nil
+	}
+	if err := r.resolveIntents(ctx, rec, intents); err != nil {
+		return err
+	}
+	if !res.ResolvedAll {
+		if err := r.resolveTxn(ctx, rec, rec.LockSpans); err != nil {
+			r.log.Warn("txn recovery: resolving the rest of its intents failed; readers that meet them resolve them", "txn", fmt.Sprintf("%x", rec.Meta.Id), "err", err)
+		}
 	}
 	return nil
 }

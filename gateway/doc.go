@@ -80,7 +80,14 @@
 //     the anchor's range (EndTxn). Batches carry the handle (node ID + txn
 //     ID: another node refuses it by name) and run through the router with
 //     the transaction in their context; Batch{atomic} is one transaction
-//     run (and retried) by the server. The router (and the direct route)
+//     run (and retried) by the server: in one range a one-phase commit
+//     (one command, no record), across ranges a parallel commit when it
+//     is all puts and deletes (parallelcommit.go: the writes and a
+//     STAGING EndTxn in one round; the client is answered once they all
+//     landed, the record is made COMMITTED after). A reader that wins a
+//     push against a STAGING record recovers it (recovery.go:
+//     QueryIntent on its in-flight writes prevents the missing ones, then
+//     RecoverTxn commits if all were found, aborts otherwise). The router (and the direct route)
 //     handles WRITE_INTENT answers for every request, transactional or
 //     not: it pushes the conflicting transactions at their records and
 //     resolves the intents of those it pushed, waiting (with backoff) on
@@ -89,8 +96,9 @@
 //     them forces its push if its ID is higher, which breaks every cycle. Conflicts
 //     reach clients as ABORTED with an ErrorInfo reason (TXN_RETRY,
 //     TXN_ABORTED, WRITE_INTENT): run the transaction again. Not built
-//     yet: write pipelining, parallel commits (STAGING) and recovery, a
-//     wait queue, one-phase commit.
+//     yet: write pipelining (an interactive transaction's writes are
+//     replicated before the next request, so its commit is an explicit
+//     EndTxn), a wait queue.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - BackupServer (backup.go): Export streams an ExportRequest range by

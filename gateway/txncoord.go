@@ -15,17 +15,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/rangestore/rangestore/kv"
-	"github.com/rangestore/rangestore/kv/keys"
 	"github.com/rangestore/rangestore/leases"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges"
 	"github.com/rangestore/rangestore/ranges/batcheval"
 	"github.com/rangestore/rangestore/security"
+	"github.com/rangestore/rangestore/timeutil"
 )
 
 // The transaction coordinator: the gateway node holds the state of the
-// transactions its clients begin (CockroachDB's TxnCoordSender, without
-// write pipelining and parallel commits yet).
+// transactions its clients begin (CockroachDB's TxnCoordSender, with
+// parallel commits for a last batch of point writes; without write
+// pipelining yet).
 //
 //   - Begin picks an ID (16 random bytes), a read timestamp (the node's
 //     clock) and a priority. The handle a client gets is the node ID plus
@@ -52,8 +53,20 @@ import (
 //     EndTxn(abort) and asynchronous resolution. A heartbeat that finds the
 //     record ABORTED (a pusher won) ends it too; its next request or commit
 //     answers TXN_ABORTED.
+//   - Parallel commit (CommitWith): when the transaction's last requests
+//     are point writes, they go out in one round together with an EndTxn
+//     that writes the record STAGING, listing them as in-flight writes.
+//     Once every one succeeded at or below the staging timestamp, the
+//     transaction is committed (implicitly): the client gets its answer
+//     after one round of consensus, and the record is made COMMITTED and
+//     the intents resolved asynchronously. A write pushed above the
+//     staging timestamp falls back to an explicit commit at the higher
+//     one. If the round fails, the coordinator settles the outcome before
+//     it answers: a rollback that meets the STAGING record runs recovery
+//     (recovery.go), which commits if every write landed.
 //   - A commit whose outcome is unknown (the EndTxn may have applied) is
-//     AMBIGUOUS and is never retried.
+//     AMBIGUOUS and is never retried; its intents are left to readers,
+//     which learn the outcome from the record.
 //
 // Every goroutine (one watcher per open transaction, resolution tasks) is
 // tracked by wg and stopped by Close, which aborts what is still open.
@@ -69,6 +82,11 @@ type TxnConfig struct {
 	// outside its anchor's range are left for readers to resolve (as if
 	// the coordinator died right after its EndTxn).
 	TestingSkipResolve bool
+	// CrashPoint, when set, is called at named steps of a commit (fault
+	// tests: "txn-after-stage", once a parallel commit's round succeeded,
+	// before the client is answered and before the record is made
+	// COMMITTED).
+	CrashPoint func(name string)
 }
 
 // DefaultTxnConfig is the default coordinator configuration.
@@ -105,6 +123,8 @@ const (
 	txnOpen txnStatus = iota
 	txnCommitted
 	txnAborted
+	// txnUnknown: its commit was AMBIGUOUS; the record decides.
+	txnUnknown
 )
 
 // coordTxn is one transaction's coordinator state; mu serializes its
@@ -208,13 +228,9 @@ func txnErr(code rspb.RangeError_Code, format string, args ...any) error {
 	return &RangeError{E: &rspb.RangeError{Code: code, Message: fmt.Sprintf(format, args...)}}
 }
 
-// Begin starts a transaction and returns its handle.
-func (c *TxnCoordinator) Begin(priority int32, timeout time.Duration) ([]byte, *rspb.Transaction, error) {
-	return c.BeginAs("", priority, timeout)
-}
-
-// BeginAs is Begin for a caller authenticated as user ("" in the insecure
-// mode): only that user's calls may use the handle.
+// BeginAs starts a transaction for a caller authenticated as user ("" in
+// the insecure mode, or a caller inside the node) and returns its handle:
+// only that user's calls may use it.
 func (c *TxnCoordinator) BeginAs(user string, priority int32, timeout time.Duration) ([]byte, *rspb.Transaction, error) {
 	if priority < 0 {
 		return nil, nil, invalidf("begin_txn: priority must not be negative (got %d)", priority)
@@ -291,6 +307,8 @@ func (t *coordTxn) usable() error {
 	switch t.status {
 	case txnCommitted:
 		return txnErr(rspb.RangeError_FAILED_PRECONDITION, "txn %x is already committed", t.txn.Meta.Id)
+	case txnUnknown:
+		return txnErr(rspb.RangeError_FAILED_PRECONDITION, "txn %x: its commit had an unknown outcome (AMBIGUOUS): it is finished either way", t.txn.Meta.Id)
 	case txnAborted:
 		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_TXN_ABORTED, Txn: t.txn,
 			Message: fmt.Sprintf("txn %x was aborted: %s", t.txn.Meta.Id, t.why)}}
@@ -314,32 +332,9 @@ func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rsp
 		return nil, err
 	}
 	t.lastUsed = time.Now()
-	var reads, writes []*rspb.Span
-	for _, q := range reqs {
-		cmd, err := batcheval.Lookup(q)
-		if err != nil {
-			return nil, err
-		}
-		sp := cmd.Span(q)
-		s := &rspb.Span{Key: sp.Key}
-		if !sp.Point {
-			s.EndKey = sp.EndKey
-		}
-		if cmd.ReadOnly() {
-			reads = append(reads, s)
-		} else {
-			writes = append(writes, s)
-		}
-	}
-	if len(writes) > 0 {
-		n, bytes := len(t.lockSpans), t.lockBytes
-		for _, s := range writes {
-			n, bytes = n+1, bytes+len(s.Key)+len(s.EndKey)
-		}
-		if n > c.cfg.MaxIntents || bytes > c.cfg.MaxIntentBytes {
-			return nil, invalidf("txn %x: %d write spans of %d key bytes would exceed max_txn_intents of %d or max_txn_intent_bytes of %d; split the work into smaller transactions",
-				t.txn.Meta.Id, n, bytes, c.cfg.MaxIntents, c.cfg.MaxIntentBytes)
-		}
+	reads, writes, err := c.spansLocked(t, reqs)
+	if err != nil {
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		resps, err := c.sendLocked(ctx, t, reqs, reads, writes)
@@ -356,7 +351,7 @@ func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rsp
 			// restarts as a new incarnation under the same handle; the old
 			// one's intents go.
 			c.abortAsync(proto.Clone(t.txn).(*rspb.Transaction), t.lockSpans)
-			if err := sleepCtx(ctx, time.Duration(attempt+1)*20*time.Millisecond); err != nil {
+			if err := timeutil.Sleep(ctx, timeutil.DefaultTimeSource{}, time.Duration(attempt+1)*20*time.Millisecond); err != nil {
 				return nil, err
 			}
 			if err := c.reincarnateLocked(t); err != nil {
@@ -401,13 +396,36 @@ func (c *TxnCoordinator) Execute(ctx context.Context, handle []byte, reqs []*rsp
 // transaction (restarts of a first write, uncertainty refreshes).
 const maxExecuteRetries = 10
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
+// spansLocked returns the spans reqs read and write (t.mu held), or an
+// error if the writes would take t past MaxIntents or MaxIntentBytes.
+func (c *TxnCoordinator) spansLocked(t *coordTxn, reqs []*rspb.RequestUnion) (reads, writes []*rspb.Span, err error) {
+	for _, q := range reqs {
+		cmd, err := batcheval.Lookup(q)
+		if err != nil {
+			return nil, nil, err
+		}
+		sp := cmd.Span(q)
+		s := &rspb.Span{Key: sp.Key}
+		if !sp.Point {
+			s.EndKey = sp.EndKey
+		}
+		if cmd.ReadOnly() {
+			reads = append(reads, s)
+		} else {
+			writes = append(writes, s)
+		}
 	}
+	if len(writes) > 0 {
+		n, bytes := len(t.lockSpans), t.lockBytes
+		for _, s := range writes {
+			n, bytes = n+1, bytes+len(s.Key)+len(s.EndKey)
+		}
+		if n > c.cfg.MaxIntents || bytes > c.cfg.MaxIntentBytes {
+			return nil, nil, invalidf("txn %x: %d write spans of %d key bytes would exceed max_txn_intents of %d or max_txn_intent_bytes of %d; split the work into smaller transactions",
+				t.txn.Meta.Id, n, bytes, c.cfg.MaxIntents, c.cfg.MaxIntentBytes)
+		}
+	}
+	return reads, writes, nil
 }
 
 // reincarnateLocked gives t a new ID and timestamps (t.mu held; nothing
@@ -428,23 +446,14 @@ func (c *TxnCoordinator) reincarnateLocked(t *coordTxn) error {
 
 // sendLocked sends one batch of t (t.mu held) and records its spans.
 func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rspb.RequestUnion, reads, writes []*rspb.Span) ([]*rspb.ResponseUnion, error) {
-	first := len(writes) > 0 && len(t.txn.Meta.Key) == 0
-	t.restartable = first && len(t.readSpans) == 0
+	first := c.anchorLocked(t, writes)
 	if first {
-		// The anchor: the first key written. The record is created with
-		// the first writes (a heartbeat in the same batch, which goes to
-		// the anchor's range with them), so the transaction is known to
-		// pushers from its first intent on: a transaction without a record
-		// is aborted by a pusher once a new lease or a split moved the
-		// anchor range's low water above its start.
-		t.txn.Meta.Key = append([]byte(nil), writes[0].Key...)
-		if t.restartable {
-			// Nothing read yet: the transaction may start now (nothing
-			// depends on its earlier timestamp), after any lease change
-			// or split of its anchor's range since Begin.
-			now := ranges.TSToProto(c.clock.Now())
-			t.txn.ReadTimestamp, t.txn.Meta.WriteTimestamp, t.txn.Meta.MinTimestamp = now, now, now
-		}
+		// The record is created with the first writes (a heartbeat in the
+		// same batch, which goes to the anchor's range with them), so the
+		// transaction is known to pushers from its first intent on: a
+		// transaction without a record is aborted by a pusher once a new
+		// lease or a split moved the anchor range's low water above its
+		// start.
 		hb := &rspb.HeartbeatTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Now: ranges.TSToProto(c.clock.Now())}
 		reqs = append([]*rspb.RequestUnion{{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: hb}}}, reqs...)
 	}
@@ -462,6 +471,38 @@ func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rs
 		}
 	}
 	// Writes may have left intents on some ranges even if others failed.
+	t.addLockSpansLocked(writes)
+	if w := ts.writeTS; ranges.TSFromProto(t.txn.Meta.WriteTimestamp).Less(w) {
+		t.txn.Meta.WriteTimestamp = ranges.TSToProto(w)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.readSpans = append(t.readSpans, reads...)
+	return resps, nil
+}
+
+// anchorLocked picks t's anchor, the first key it writes, if writes are
+// its first (t.mu held), and reports whether they are. A first write that
+// follows no read is restartable (sendLocked), and starts the transaction
+// now: nothing depends on its earlier timestamp, and a lease change or
+// split of its anchor's range since Begin must not make its record
+// uncreatable.
+func (c *TxnCoordinator) anchorLocked(t *coordTxn, writes []*rspb.Span) bool {
+	first := len(writes) > 0 && len(t.txn.Meta.Key) == 0
+	t.restartable = first && len(t.readSpans) == 0
+	if first {
+		t.txn.Meta.Key = append([]byte(nil), writes[0].Key...)
+		if t.restartable {
+			now := ranges.TSToProto(c.clock.Now())
+			t.txn.ReadTimestamp, t.txn.Meta.WriteTimestamp, t.txn.Meta.MinTimestamp = now, now, now
+		}
+	}
+	return first
+}
+
+// addLockSpansLocked records writes as spans t may hold intents on.
+func (t *coordTxn) addLockSpansLocked(writes []*rspb.Span) {
 	for _, s := range writes {
 		k := string(s.Key) + "\x00" + string(s.EndKey)
 		if t.lockSet[k] {
@@ -474,14 +515,6 @@ func (c *TxnCoordinator) sendLocked(ctx context.Context, t *coordTxn, reqs []*rs
 		t.lockSpans = append(t.lockSpans, s)
 		t.lockBytes += len(s.Key) + len(s.EndKey)
 	}
-	if w := ts.writeTS; ranges.TSFromProto(t.txn.Meta.WriteTimestamp).Less(w) {
-		t.txn.Meta.WriteTimestamp = ranges.TSToProto(w)
-	}
-	if err != nil {
-		return nil, err
-	}
-	t.readSpans = append(t.readSpans, reads...)
-	return resps, nil
 }
 
 // Commit commits the transaction of handle and returns its commit
@@ -501,13 +534,20 @@ func (c *TxnCoordinator) Commit(ctx context.Context, handle []byte) (kv.Timestam
 		c.finishLocked(t, txnCommitted, "")
 		return ranges.TSFromProto(t.txn.ReadTimestamp), nil
 	}
+	return c.commitLocked(ctx, t)
+}
+
+// commitLocked commits t explicitly (t.mu held): refresh if pushed, then
+// EndTxn(commit), again after a push it learns of, up to maxCommitAttempts.
+func (c *TxnCoordinator) commitLocked(ctx context.Context, t *coordTxn) (kv.Timestamp, error) {
 	for attempt := 0; ; attempt++ {
 		if err := c.refreshLocked(ctx, t); err != nil {
 			c.abortLocked(t, "refresh failed: "+err.Error())
 			c.countRestart(err)
 			return kv.Timestamp{}, err
 		}
-		end := &rspb.EndTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Commit: true, LockSpans: t.lockSpans}
+		end := &rspb.EndTxnRequest{Key: t.txn.Meta.Key, Txn: proto.Clone(t.txn).(*rspb.Transaction), Commit: true, LockSpans: t.lockSpans,
+			CanForward: len(t.readSpans) == 0}
 		out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}})
 		if err == nil {
 			rec := out[0].GetEndTxn().GetTxn()
@@ -534,8 +574,11 @@ func (c *TxnCoordinator) Commit(ctx context.Context, handle []byte) (kv.Timestam
 			c.countRestart(err)
 			return kv.Timestamp{}, err
 		case errors.As(err, &re) && re.E.Code == rspb.RangeError_AMBIGUOUS:
-			// It may have committed: never retried, never rolled back.
-			c.finishLocked(t, txnCommitted, "")
+			// It may have committed: never retried, never rolled back, and
+			// its intents are not resolved on a guess: its record (COMMITTED,
+			// or PENDING and expiring now that heartbeats stop) tells the
+			// readers that meet them.
+			c.finishLocked(t, txnUnknown, "")
 			return kv.Timestamp{}, err
 		default:
 			// Nothing applied that we know of: roll back.
@@ -613,6 +656,18 @@ func (c *TxnCoordinator) abortAsync(txn *rspb.Transaction, spans []*rspb.Span) {
 			c.log.Warn("txn rollback: writing the aborted record failed; pushers will abort it once it expires", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
 			return
 		}
+		if e := out[0].GetEndTxn(); e.GetNeedsRecovery() {
+			// A parallel commit's STAGING record: recovery decides.
+			res, err := c.router.recoverTxn(ctx, e.Txn)
+			if err != nil {
+				c.log.Warn("txn rollback: recovering its STAGING record failed; pushers recover it once it expires", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+				return
+			}
+			if rec := res.GetTxn(); isFinal(rec) && !res.ResolvedAll {
+				c.resolve(ctx, rec, rec.LockSpans)
+			}
+			return
+		}
 		if out[0].GetEndTxn().GetResolvedAll() {
 			return
 		}
@@ -654,11 +709,43 @@ func (c *TxnCoordinator) finishLocked(t *coordTxn, st txnStatus, why string) {
 			c.metrics.commits.Inc()
 		}
 	}
-	if st == txnCommitted && len(t.txn.Meta.Key) > 0 && len(t.lockSpans) > 0 {
+	switch {
+	case st == txnCommitted && t.txn.Status == rspb.TransactionStatus_TXN_STAGING:
+		// Implicitly committed: make the record COMMITTED first (intents
+		// resolved while it is STAGING would read as missing writes to a
+		// recovery), then resolve the rest.
+		txn, spans := proto.Clone(t.txn).(*rspb.Transaction), t.lockSpans
+		c.async(func(ctx context.Context) { c.commitStaged(ctx, txn, spans) })
+	case st == txnCommitted && len(t.txn.Meta.Key) > 0 && len(t.lockSpans) > 0:
 		txn := proto.Clone(t.txn).(*rspb.Transaction)
 		txn.Status = rspb.TransactionStatus_TXN_COMMITTED
 		spans := t.lockSpans
 		c.async(func(ctx context.Context) { c.resolve(ctx, txn, spans) })
+	}
+}
+
+// commitStaged makes the STAGING record of the implicitly committed txn
+// COMMITTED (an EndTxn, which resolves the intents in the anchor's range),
+// then resolves its other intents in spans. A failure leaves the record
+// STAGING: once it expires, the readers that meet its intents recover it,
+// and find it committed.
+func (c *TxnCoordinator) commitStaged(ctx context.Context, txn *rspb.Transaction, spans []*rspb.Span) {
+	hdr := proto.Clone(txn).(*rspb.Transaction)
+	hdr.Status, hdr.InFlightWrites = rspb.TransactionStatus_TXN_PENDING, nil
+	end := &rspb.EndTxnRequest{Key: txn.Meta.Key, Txn: hdr, Commit: true, LockSpans: spans}
+	out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: end}}})
+	if err != nil {
+		c.log.Warn("txn commit: making the STAGING record COMMITTED failed; readers will recover it", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+		return
+	}
+	e := out[0].GetEndTxn()
+	if rec := e.GetTxn(); rec.GetStatus() != rspb.TransactionStatus_TXN_COMMITTED {
+		// Never: every in-flight write landed, so nothing can abort it.
+		c.log.Error("txn commit: an implicitly committed transaction's record is not COMMITTED", "txn", fmt.Sprintf("%x", txn.Meta.Id), "status", rec.GetStatus())
+		return
+	}
+	if !e.GetResolvedAll() {
+		c.resolve(ctx, e.Txn, spans)
 	}
 }
 
@@ -673,26 +760,8 @@ func (c *TxnCoordinator) resolve(ctx context.Context, txn *rspb.Transaction, spa
 	if c.cfg.TestingSkipResolve {
 		return
 	}
-	for _, s := range spans {
-		key := s.Key
-		for {
-			q := &rspb.ResolveIntentRequest{Key: key, EndKey: s.EndKey, Txn: txn.Meta, Status: txn.Status}
-			out, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_ResolveIntent{ResolveIntent: q}}})
-			if err != nil {
-				c.log.Warn("txn intent resolution failed; readers that meet the intents resolve them", "txn", fmt.Sprintf("%x", txn.Meta.Id),
-					"span", keys.Pretty(s.Key), "err", err)
-				return
-			}
-			resume := out[0].GetResolveIntent().GetResumeKey()
-			if len(s.EndKey) == 0 || len(resume) == 0 {
-				break
-			}
-			key = resume
-		}
-	}
-	gc := &rspb.EndTxnRequest{Key: txn.Meta.Key, Txn: txn, Commit: txn.Status == rspb.TransactionStatus_TXN_COMMITTED, GcRecord: true}
-	if _, err := c.router.Send(ctx, []*rspb.RequestUnion{{Value: &rspb.RequestUnion_EndTxn{EndTxn: gc}}}); err != nil {
-		c.log.Debug("txn record removal failed; the record stays", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
+	if err := c.router.resolveTxn(ctx, txn, spans); err != nil {
+		c.log.Warn("txn intent resolution failed; readers that meet the intents resolve them, and the record stays", "txn", fmt.Sprintf("%x", txn.Meta.Id), "err", err)
 	}
 }
 

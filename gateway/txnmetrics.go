@@ -10,6 +10,7 @@ type TxnMetrics struct {
 	aborts     *prometheus.CounterVec
 	restarts   *prometheus.CounterVec
 	txnPushes  prometheus.Counter
+	recoveries *prometheus.CounterVec
 	contention prometheus.Histogram
 	open       prometheus.Gauge
 }
@@ -25,12 +26,14 @@ func NewTxnMetrics(reg prometheus.Registerer) *TxnMetrics {
 			Name: "rangestore_txn_restarts_total", Help: "Retryable transaction errors returned to clients, by reason."}, []string{"reason"}),
 		txnPushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rangestore_txn_pushes_total", Help: "Pushes of conflicting transactions that succeeded."}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rangestore_txn_recoveries_total", Help: "Parallel-commit recoveries of STAGING transactions run from this node, by outcome (commit, abort, stop: the record had moved on)."}, []string{"outcome"}),
 		contention: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "rangestore_txn_contention_seconds", Help: "Time requests waited on conflicting transactions.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rangestore_txn_open", Help: "Transactions this node coordinates now."}),
 	}
-	reg.MustRegister(m.commits, m.aborts, m.restarts, m.txnPushes, m.contention, m.open)
+	reg.MustRegister(m.commits, m.aborts, m.restarts, m.txnPushes, m.recoveries, m.contention, m.open)
 	return m
 }

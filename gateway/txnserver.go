@@ -208,13 +208,12 @@ func (s *KVServer) runAtomic(ctx context.Context, c *TxnCoordinator, internal []
 	if err != nil {
 		return nil, kv.Timestamp{}, err
 	}
-	resps, err := c.Execute(ctx, h, internal)
+	resps, ts, err := c.CommitWith(ctx, h, internal)
 	if err != nil {
 		_ = c.Rollback(ctx, h)
 		return nil, kv.Timestamp{}, err
 	}
-	ts, err := c.Commit(ctx, h)
-	return resps, ts, err
+	return resps, ts, nil
 }
 
 // retryableTxnErr: a conflict after which the whole transaction may run

@@ -292,7 +292,11 @@ func Start(cfg Config) (*Node, error) {
 	n.kvServer.SetClusterID(n.ClusterID)
 	txnMetrics := gateway.NewTxnMetrics(n.registry)
 	n.router.SetTxnMetrics(txnMetrics)
-	n.txns = gateway.NewTxnCoordinator(n.router, cfg.Clock, n.store.NodeID, cfg.Txn, txnMetrics, cfg.Logger)
+	txnCfg := cfg.Txn
+	if txnCfg.CrashPoint == nil {
+		txnCfg.CrashPoint = cfg.CrashPoint
+	}
+	n.txns = gateway.NewTxnCoordinator(n.router, cfg.Clock, n.store.NodeID, txnCfg, txnMetrics, cfg.Logger)
 	n.kvServer.SetTxnCoordinator(n.txns)
 	rpcm := gateway.NewRPCMetrics(n.registry)
 	sopts, err := serverOptions(cfg, maxMsg, rpcm)

@@ -349,6 +349,15 @@ func (r *Replica) serveWrite(ctx context.Context, lease *rspb.Lease, req *rspb.R
 		}
 		return &rspb.RangeResponse{Error: rangeErr(rspb.RangeError_UNKNOWN, err.Error())}
 	}
+	// The batch's reads were evaluated at ts: they enter the timestamp
+	// cache as a lease read would, or a later transactional write (which
+	// is not placed above the range's max write timestamp) could land
+	// under a value this batch read and reported.
+	for i, ru := range req.Requests {
+		if c, err := batcheval.Lookup(ru); err == nil && c.ReadOnly() {
+			r.tscache.add(spans[i], readTimestamp(ru, ts), txnID(req.Txn))
+		}
+	}
 	repr := b.Repr()
 	_ = b.Close()
 	reqTS := req.Timestamp

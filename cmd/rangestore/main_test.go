@@ -3,11 +3,12 @@ package main
 import (
 	"testing"
 
+	"github.com/rangestore/rangestore/chaos"
 	"github.com/rangestore/rangestore/internal/leakcheck"
 )
 
 // TestMain fails the package's tests if any goroutine is still running
-// once they have finished.
+// once they have finished, and removes the rangestore binary they built.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m)
+	leakcheck.Main(m, chaos.RemoveBinary)
 }

@@ -18,10 +18,13 @@ import (
 // Wait bounds how long the check waits for goroutines to end.
 const Wait = 10 * time.Second
 
-// Main runs the tests, then fails the binary if any goroutine is still
-// running Wait after they finished.
-func Main(m *testing.M) {
+// Main runs the tests and then cleanups, and fails the binary if any
+// goroutine is still running Wait after they finished.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
 	if code == 0 {
 		if err := Find(Wait); err != nil {
 			fmt.Fprintf(os.Stderr, "leakcheck: goroutines still running %v after the tests: %v\n", Wait, err)

@@ -191,6 +191,63 @@ func (PushType) EnumDescriptor() ([]byte, []int) {
 	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{2}
 }
 
+// InFlightWriteStatus: what QueryIntent found of one in-flight write of a
+// STAGING transaction.
+type InFlightWriteStatus int32
+
+const (
+	// WRITE_FOUND: its intent, in the staging epoch, at or below the staging
+	// timestamp.
+	InFlightWriteStatus_WRITE_FOUND InFlightWriteStatus = 0
+	// WRITE_PREVENTED: no such intent; the query entered the key into the
+	// timestamp cache at the staging timestamp, so the write can only land
+	// above it from now on.
+	InFlightWriteStatus_WRITE_PREVENTED InFlightWriteStatus = 1
+	// WRITE_FOUND_ABOVE: its intent, above the staging timestamp (pushed).
+	InFlightWriteStatus_WRITE_FOUND_ABOVE InFlightWriteStatus = 2
+)
+
+// Enum value maps for InFlightWriteStatus.
+var (
+	InFlightWriteStatus_name = map[int32]string{
+		0: "WRITE_FOUND",
+		1: "WRITE_PREVENTED",
+		2: "WRITE_FOUND_ABOVE",
+	}
+	InFlightWriteStatus_value = map[string]int32{
+		"WRITE_FOUND":       0,
+		"WRITE_PREVENTED":   1,
+		"WRITE_FOUND_ABOVE": 2,
+	}
+)
+
+func (x InFlightWriteStatus) Enum() *InFlightWriteStatus {
+	p := new(InFlightWriteStatus)
+	*p = x
+	return p
+}
+
+func (x InFlightWriteStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InFlightWriteStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_rangestore_v1_kv_proto_enumTypes[3].Descriptor()
+}
+
+func (InFlightWriteStatus) Type() protoreflect.EnumType {
+	return &file_rangestore_v1_kv_proto_enumTypes[3]
+}
+
+func (x InFlightWriteStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InFlightWriteStatus.Descriptor instead.
+func (InFlightWriteStatus) EnumDescriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{3}
+}
+
 // Timestamp is a hybrid logical clock timestamp.
 type Timestamp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1901,7 +1958,12 @@ type EndTxnRequest struct {
 	// resolved: delete the record (a tombstone in the timestamp cache keeps
 	// it from being created again). Sent by the coordinator after its
 	// asynchronous resolution; refused for a record that is not final.
-	GcRecord      bool `protobuf:"varint,7,opt,name=gc_record,json=gcRecord,proto3" json:"gc_record,omitempty"`
+	GcRecord bool `protobuf:"varint,7,opt,name=gc_record,json=gcRecord,proto3" json:"gc_record,omitempty"`
+	// can_forward: the transaction read nothing, so nothing needs refreshing:
+	// a commit (or stage) whose timestamp was pushed (a push marker, its
+	// record, or this command's batch pushed above the timestamp cache)
+	// commits at the pushed timestamp instead of answering TXN_RETRY.
+	CanForward    bool `protobuf:"varint,8,opt,name=can_forward,json=canForward,proto3" json:"can_forward,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1985,12 +2047,24 @@ func (x *EndTxnRequest) GetGcRecord() bool {
 	return false
 }
 
+func (x *EndTxnRequest) GetCanForward() bool {
+	if x != nil {
+		return x.CanForward
+	}
+	return false
+}
+
 type EndTxnResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Txn   *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record as written (status final or STAGING)
 	// resolved_all: every span of lock_spans lay in this range and its
 	// intents are resolved; no record is kept.
-	ResolvedAll   bool `protobuf:"varint,2,opt,name=resolved_all,json=resolvedAll,proto3" json:"resolved_all,omitempty"`
+	ResolvedAll bool `protobuf:"varint,2,opt,name=resolved_all,json=resolvedAll,proto3" json:"resolved_all,omitempty"`
+	// needs_recovery: a rollback met the transaction's STAGING record of its
+	// epoch (a parallel commit that may have succeeded): nothing was
+	// written; txn is the record, and only recovery (QueryIntent on its
+	// in-flight writes, then RecoverTxn) decides its outcome.
+	NeedsRecovery bool `protobuf:"varint,3,opt,name=needs_recovery,json=needsRecovery,proto3" json:"needs_recovery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2035,6 +2109,13 @@ func (x *EndTxnResponse) GetTxn() *Transaction {
 func (x *EndTxnResponse) GetResolvedAll() bool {
 	if x != nil {
 		return x.ResolvedAll
+	}
+	return false
+}
+
+func (x *EndTxnResponse) GetNeedsRecovery() bool {
+	if x != nil {
+		return x.NeedsRecovery
 	}
 	return false
 }
@@ -2134,10 +2215,14 @@ func (x *PushTxnRequest) GetNow() *Timestamp {
 }
 
 type PushTxnResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pushee        *Transaction           `protobuf:"bytes,1,opt,name=pushee,proto3" json:"pushee,omitempty"`  // the pushee's record after the push
-	Pushed        bool                   `protobuf:"varint,2,opt,name=pushed,proto3" json:"pushed,omitempty"` // the push succeeded (final, aborted, or ts moved)
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`  // why (the decision's reason)
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Pushee *Transaction           `protobuf:"bytes,1,opt,name=pushee,proto3" json:"pushee,omitempty"`  // the pushee's record after the push
+	Pushed bool                   `protobuf:"varint,2,opt,name=pushed,proto3" json:"pushed,omitempty"` // the push succeeded (final, aborted, or ts moved)
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`  // why (the decision's reason)
+	// needs_recovery: the pusher won against a STAGING record (pushed is
+	// false): the transaction may be implicitly committed, so the pusher
+	// runs recovery on pushee (QueryIntent, then RecoverTxn) instead.
+	NeedsRecovery bool `protobuf:"varint,4,opt,name=needs_recovery,json=needsRecovery,proto3" json:"needs_recovery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2191,6 +2276,13 @@ func (x *PushTxnResponse) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *PushTxnResponse) GetNeedsRecovery() bool {
+	if x != nil {
+		return x.NeedsRecovery
+	}
+	return false
 }
 
 // QueryTxnRequest reads a transaction's record (or its absence).
@@ -2524,6 +2616,231 @@ func (*RefreshResponse) Descriptor() ([]byte, []int) {
 	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
+// QueryIntentRequest looks for the intent of txn (its epoch) on key, as a
+// read at txn.write_timestamp: a missing intent can no longer be written
+// at or below that timestamp (parallel-commit recovery). Internal.
+type QueryIntentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn           *TxnMeta               `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryIntentRequest) Reset() {
+	*x = QueryIntentRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryIntentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryIntentRequest) ProtoMessage() {}
+
+func (x *QueryIntentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryIntentRequest.ProtoReflect.Descriptor instead.
+func (*QueryIntentRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *QueryIntentRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *QueryIntentRequest) GetTxn() *TxnMeta {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+type QueryIntentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        InFlightWriteStatus    `protobuf:"varint,1,opt,name=status,proto3,enum=rangestore.v1.InFlightWriteStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryIntentResponse) Reset() {
+	*x = QueryIntentResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryIntentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryIntentResponse) ProtoMessage() {}
+
+func (x *QueryIntentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryIntentResponse.ProtoReflect.Descriptor instead.
+func (*QueryIntentResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *QueryIntentResponse) GetStatus() InFlightWriteStatus {
+	if x != nil {
+		return x.Status
+	}
+	return InFlightWriteStatus_WRITE_FOUND
+}
+
+// RecoverTxnRequest finishes the recovery of a STAGING transaction at its
+// record (key = the anchor): txn is the STAGING record the recovery
+// started from, writes what QueryIntent found of each of its
+// in_flight_writes, in order. Every write found: the record becomes
+// COMMITTED (the transaction was implicitly committed); any other: ABORTED;
+// a record that moved on meanwhile is left alone. Internal.
+type RecoverTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Txn           *Transaction           `protobuf:"bytes,2,opt,name=txn,proto3" json:"txn,omitempty"`
+	Writes        []InFlightWriteStatus  `protobuf:"varint,3,rep,packed,name=writes,proto3,enum=rangestore.v1.InFlightWriteStatus" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverTxnRequest) Reset() {
+	*x = RecoverTxnRequest{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverTxnRequest) ProtoMessage() {}
+
+func (x *RecoverTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverTxnRequest.ProtoReflect.Descriptor instead.
+func (*RecoverTxnRequest) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RecoverTxnRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RecoverTxnRequest) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *RecoverTxnRequest) GetWrites() []InFlightWriteStatus {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type RecoverTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txn           *Transaction           `protobuf:"bytes,1,opt,name=txn,proto3" json:"txn,omitempty"` // the record after recovery (final, or as it moved on)
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	ResolvedAll   bool                   `protobuf:"varint,3,opt,name=resolved_all,json=resolvedAll,proto3" json:"resolved_all,omitempty"` // as EndTxnResponse.resolved_all
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverTxnResponse) Reset() {
+	*x = RecoverTxnResponse{}
+	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverTxnResponse) ProtoMessage() {}
+
+func (x *RecoverTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverTxnResponse.ProtoReflect.Descriptor instead.
+func (*RecoverTxnResponse) Descriptor() ([]byte, []int) {
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RecoverTxnResponse) GetTxn() *Transaction {
+	if x != nil {
+		return x.Txn
+	}
+	return nil
+}
+
+func (x *RecoverTxnResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RecoverTxnResponse) GetResolvedAll() bool {
+	if x != nil {
+		return x.ResolvedAll
+	}
+	return false
+}
+
 type RequestUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -2542,6 +2859,8 @@ type RequestUnion struct {
 	//	*RequestUnion_QueryTxn
 	//	*RequestUnion_ResolveIntent
 	//	*RequestUnion_Refresh
+	//	*RequestUnion_QueryIntent
+	//	*RequestUnion_RecoverTxn
 	Value         isRequestUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2549,7 +2868,7 @@ type RequestUnion struct {
 
 func (x *RequestUnion) Reset() {
 	*x = RequestUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2880,7 @@ func (x *RequestUnion) String() string {
 func (*RequestUnion) ProtoMessage() {}
 
 func (x *RequestUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[35]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2893,7 @@ func (x *RequestUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestUnion.ProtoReflect.Descriptor instead.
 func (*RequestUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RequestUnion) GetValue() isRequestUnion_Value {
@@ -2710,6 +3029,24 @@ func (x *RequestUnion) GetRefresh() *RefreshRequest {
 	return nil
 }
 
+func (x *RequestUnion) GetQueryIntent() *QueryIntentRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_QueryIntent); ok {
+			return x.QueryIntent
+		}
+	}
+	return nil
+}
+
+func (x *RequestUnion) GetRecoverTxn() *RecoverTxnRequest {
+	if x != nil {
+		if x, ok := x.Value.(*RequestUnion_RecoverTxn); ok {
+			return x.RecoverTxn
+		}
+	}
+	return nil
+}
+
 type isRequestUnion_Value interface {
 	isRequestUnion_Value()
 }
@@ -2770,6 +3107,14 @@ type RequestUnion_Refresh struct {
 	Refresh *RefreshRequest `protobuf:"bytes,95,opt,name=refresh,proto3,oneof"`
 }
 
+type RequestUnion_QueryIntent struct {
+	QueryIntent *QueryIntentRequest `protobuf:"bytes,96,opt,name=query_intent,json=queryIntent,proto3,oneof"`
+}
+
+type RequestUnion_RecoverTxn struct {
+	RecoverTxn *RecoverTxnRequest `protobuf:"bytes,97,opt,name=recover_txn,json=recoverTxn,proto3,oneof"`
+}
+
 func (*RequestUnion_Get) isRequestUnion_Value() {}
 
 func (*RequestUnion_Put) isRequestUnion_Value() {}
@@ -2798,6 +3143,10 @@ func (*RequestUnion_ResolveIntent) isRequestUnion_Value() {}
 
 func (*RequestUnion_Refresh) isRequestUnion_Value() {}
 
+func (*RequestUnion_QueryIntent) isRequestUnion_Value() {}
+
+func (*RequestUnion_RecoverTxn) isRequestUnion_Value() {}
+
 type ResponseUnion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Value:
@@ -2816,6 +3165,8 @@ type ResponseUnion struct {
 	//	*ResponseUnion_QueryTxn
 	//	*ResponseUnion_ResolveIntent
 	//	*ResponseUnion_Refresh
+	//	*ResponseUnion_QueryIntent
+	//	*ResponseUnion_RecoverTxn
 	Value         isResponseUnion_Value `protobuf_oneof:"value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2823,7 +3174,7 @@ type ResponseUnion struct {
 
 func (x *ResponseUnion) Reset() {
 	*x = ResponseUnion{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +3186,7 @@ func (x *ResponseUnion) String() string {
 func (*ResponseUnion) ProtoMessage() {}
 
 func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[36]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +3199,7 @@ func (x *ResponseUnion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseUnion.ProtoReflect.Descriptor instead.
 func (*ResponseUnion) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResponseUnion) GetValue() isResponseUnion_Value {
@@ -2984,6 +3335,24 @@ func (x *ResponseUnion) GetRefresh() *RefreshResponse {
 	return nil
 }
 
+func (x *ResponseUnion) GetQueryIntent() *QueryIntentResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_QueryIntent); ok {
+			return x.QueryIntent
+		}
+	}
+	return nil
+}
+
+func (x *ResponseUnion) GetRecoverTxn() *RecoverTxnResponse {
+	if x != nil {
+		if x, ok := x.Value.(*ResponseUnion_RecoverTxn); ok {
+			return x.RecoverTxn
+		}
+	}
+	return nil
+}
+
 type isResponseUnion_Value interface {
 	isResponseUnion_Value()
 }
@@ -3044,6 +3413,14 @@ type ResponseUnion_Refresh struct {
 	Refresh *RefreshResponse `protobuf:"bytes,95,opt,name=refresh,proto3,oneof"`
 }
 
+type ResponseUnion_QueryIntent struct {
+	QueryIntent *QueryIntentResponse `protobuf:"bytes,96,opt,name=query_intent,json=queryIntent,proto3,oneof"`
+}
+
+type ResponseUnion_RecoverTxn struct {
+	RecoverTxn *RecoverTxnResponse `protobuf:"bytes,97,opt,name=recover_txn,json=recoverTxn,proto3,oneof"`
+}
+
 func (*ResponseUnion_Get) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Put) isResponseUnion_Value() {}
@@ -3071,6 +3448,10 @@ func (*ResponseUnion_QueryTxn) isResponseUnion_Value() {}
 func (*ResponseUnion_ResolveIntent) isResponseUnion_Value() {}
 
 func (*ResponseUnion_Refresh) isResponseUnion_Value() {}
+
+func (*ResponseUnion_QueryIntent) isResponseUnion_Value() {}
+
+func (*ResponseUnion_RecoverTxn) isResponseUnion_Value() {}
 
 // A Batch runs its requests in order. The requests that fall into one range
 // are applied atomically as one replicated command; a batch spanning several
@@ -3101,7 +3482,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3113,7 +3494,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[37]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3126,7 +3507,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *BatchRequest) GetRequests() []*RequestUnion {
@@ -3200,7 +3581,7 @@ type BeginTxnRequest struct {
 
 func (x *BeginTxnRequest) Reset() {
 	*x = BeginTxnRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +3593,7 @@ func (x *BeginTxnRequest) String() string {
 func (*BeginTxnRequest) ProtoMessage() {}
 
 func (x *BeginTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[38]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +3606,7 @@ func (x *BeginTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTxnRequest.ProtoReflect.Descriptor instead.
 func (*BeginTxnRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{38}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BeginTxnRequest) GetPriority() int32 {
@@ -3252,7 +3633,7 @@ type BeginTxnResponse struct {
 
 func (x *BeginTxnResponse) Reset() {
 	*x = BeginTxnResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3264,7 +3645,7 @@ func (x *BeginTxnResponse) String() string {
 func (*BeginTxnResponse) ProtoMessage() {}
 
 func (x *BeginTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[39]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3277,7 +3658,7 @@ func (x *BeginTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginTxnResponse.ProtoReflect.Descriptor instead.
 func (*BeginTxnResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{39}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BeginTxnResponse) GetTxn() []byte {
@@ -3303,7 +3684,7 @@ type CommitTxnRequest struct {
 
 func (x *CommitTxnRequest) Reset() {
 	*x = CommitTxnRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3696,7 @@ func (x *CommitTxnRequest) String() string {
 func (*CommitTxnRequest) ProtoMessage() {}
 
 func (x *CommitTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[40]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3709,7 @@ func (x *CommitTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitTxnRequest.ProtoReflect.Descriptor instead.
 func (*CommitTxnRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{40}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CommitTxnRequest) GetTxn() []byte {
@@ -3350,7 +3731,7 @@ type CommitTxnResponse struct {
 
 func (x *CommitTxnResponse) Reset() {
 	*x = CommitTxnResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3743,7 @@ func (x *CommitTxnResponse) String() string {
 func (*CommitTxnResponse) ProtoMessage() {}
 
 func (x *CommitTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[41]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3756,7 @@ func (x *CommitTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitTxnResponse.ProtoReflect.Descriptor instead.
 func (*CommitTxnResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{41}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CommitTxnResponse) GetCommitTimestamp() *Timestamp {
@@ -3401,7 +3782,7 @@ type RollbackTxnRequest struct {
 
 func (x *RollbackTxnRequest) Reset() {
 	*x = RollbackTxnRequest{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3794,7 @@ func (x *RollbackTxnRequest) String() string {
 func (*RollbackTxnRequest) ProtoMessage() {}
 
 func (x *RollbackTxnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[42]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3807,7 @@ func (x *RollbackTxnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackTxnRequest.ProtoReflect.Descriptor instead.
 func (*RollbackTxnRequest) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{42}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RollbackTxnRequest) GetTxn() []byte {
@@ -3444,7 +3825,7 @@ type RollbackTxnResponse struct {
 
 func (x *RollbackTxnResponse) Reset() {
 	*x = RollbackTxnResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3837,7 @@ func (x *RollbackTxnResponse) String() string {
 func (*RollbackTxnResponse) ProtoMessage() {}
 
 func (x *RollbackTxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[43]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3850,7 @@ func (x *RollbackTxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackTxnResponse.ProtoReflect.Descriptor instead.
 func (*RollbackTxnResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{43}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{47}
 }
 
 // DirectRoute addresses a batch to range range_id on the receiving node.
@@ -3502,7 +3883,7 @@ type DirectRoute struct {
 
 func (x *DirectRoute) Reset() {
 	*x = DirectRoute{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3895,7 @@ func (x *DirectRoute) String() string {
 func (*DirectRoute) ProtoMessage() {}
 
 func (x *DirectRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[44]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3908,7 @@ func (x *DirectRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectRoute.ProtoReflect.Descriptor instead.
 func (*DirectRoute) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{44}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DirectRoute) GetRangeId() uint64 {
@@ -3564,7 +3945,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3957,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rangestore_v1_kv_proto_msgTypes[45]
+	mi := &file_rangestore_v1_kv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3970,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{45}
+	return file_rangestore_v1_kv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *BatchResponse) GetResponses() []*ResponseUnion {
@@ -3730,7 +4111,7 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12*\n" +
 	"\x03now\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"D\n" +
 	"\x14HeartbeatTxnResponse\x12,\n" +
-	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xad\x02\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\"\xce\x02\n" +
 	"\rEndTxnRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12,\n" +
 	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12\x16\n" +
@@ -3739,10 +4120,13 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"lock_spans\x18\x05 \x03(\v2\x13.rangestore.v1.SpanR\tlockSpans\x12=\n" +
 	"\x10in_flight_writes\x18\x06 \x03(\v2\x13.rangestore.v1.SpanR\x0einFlightWrites\x12\x1b\n" +
-	"\tgc_record\x18\a \x01(\bR\bgcRecord\"a\n" +
+	"\tgc_record\x18\a \x01(\bR\bgcRecord\x12\x1f\n" +
+	"\vcan_forward\x18\b \x01(\bR\n" +
+	"canForward\"\x88\x01\n" +
 	"\x0eEndTxnResponse\x12,\n" +
 	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12!\n" +
-	"\fresolved_all\x18\x02 \x01(\bR\vresolvedAll\"\xb1\x02\n" +
+	"\fresolved_all\x18\x02 \x01(\bR\vresolvedAll\x12%\n" +
+	"\x0eneeds_recovery\x18\x03 \x01(\bR\rneedsRecovery\"\xb1\x02\n" +
 	"\x0ePushTxnRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x122\n" +
 	"\x06pusher\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x06pusher\x12.\n" +
@@ -3750,11 +4134,12 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\apush_to\x18\x04 \x01(\v2\x18.rangestore.v1.TimestampR\x06pushTo\x124\n" +
 	"\tpush_type\x18\x05 \x01(\x0e2\x17.rangestore.v1.PushTypeR\bpushType\x12\x14\n" +
 	"\x05force\x18\x06 \x01(\bR\x05force\x12*\n" +
-	"\x03now\x18\a \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"u\n" +
+	"\x03now\x18\a \x01(\v2\x18.rangestore.v1.TimestampR\x03now\"\x9c\x01\n" +
 	"\x0fPushTxnResponse\x122\n" +
 	"\x06pushee\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x06pushee\x12\x16\n" +
 	"\x06pushed\x18\x02 \x01(\bR\x06pushed\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"M\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12%\n" +
+	"\x0eneeds_recovery\x18\x04 \x01(\bR\rneedsRecovery\"M\n" +
 	"\x0fQueryTxnRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
 	"\x03txn\x18\x02 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\"V\n" +
@@ -3774,7 +4159,20 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
 	"\aend_key\x18\x02 \x01(\fR\x06endKey\x12;\n" +
 	"\frefresh_from\x18\x03 \x01(\v2\x18.rangestore.v1.TimestampR\vrefreshFrom\"\x11\n" +
-	"\x0fRefreshResponse\"\xf9\x06\n" +
+	"\x0fRefreshResponse\"P\n" +
+	"\x12QueryIntentRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12(\n" +
+	"\x03txn\x18\x02 \x01(\v2\x16.rangestore.v1.TxnMetaR\x03txn\"Q\n" +
+	"\x13QueryIntentResponse\x12:\n" +
+	"\x06status\x18\x01 \x01(\x0e2\".rangestore.v1.InFlightWriteStatusR\x06status\"\x8f\x01\n" +
+	"\x11RecoverTxnRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12,\n" +
+	"\x03txn\x18\x02 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12:\n" +
+	"\x06writes\x18\x03 \x03(\x0e2\".rangestore.v1.InFlightWriteStatusR\x06writes\"}\n" +
+	"\x12RecoverTxnResponse\x12,\n" +
+	"\x03txn\x18\x01 \x01(\v2\x1a.rangestore.v1.TransactionR\x03txn\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12!\n" +
+	"\fresolved_all\x18\x03 \x01(\bR\vresolvedAll\"\x86\b\n" +
 	"\fRequestUnion\x12-\n" +
 	"\x03get\x18\x01 \x01(\v2\x19.rangestore.v1.GetRequestH\x00R\x03get\x12-\n" +
 	"\x03put\x18\x02 \x01(\v2\x19.rangestore.v1.PutRequestH\x00R\x03put\x126\n" +
@@ -3789,8 +4187,11 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\bpush_txn\x18\\ \x01(\v2\x1d.rangestore.v1.PushTxnRequestH\x00R\apushTxn\x12=\n" +
 	"\tquery_txn\x18] \x01(\v2\x1e.rangestore.v1.QueryTxnRequestH\x00R\bqueryTxn\x12L\n" +
 	"\x0eresolve_intent\x18^ \x01(\v2#.rangestore.v1.ResolveIntentRequestH\x00R\rresolveIntent\x129\n" +
-	"\arefresh\x18_ \x01(\v2\x1d.rangestore.v1.RefreshRequestH\x00R\arefreshB\a\n" +
-	"\x05value\"\x88\a\n" +
+	"\arefresh\x18_ \x01(\v2\x1d.rangestore.v1.RefreshRequestH\x00R\arefresh\x12F\n" +
+	"\fquery_intent\x18` \x01(\v2!.rangestore.v1.QueryIntentRequestH\x00R\vqueryIntent\x12C\n" +
+	"\vrecover_txn\x18a \x01(\v2 .rangestore.v1.RecoverTxnRequestH\x00R\n" +
+	"recoverTxnB\a\n" +
+	"\x05value\"\x97\b\n" +
 	"\rResponseUnion\x12.\n" +
 	"\x03get\x18\x01 \x01(\v2\x1a.rangestore.v1.GetResponseH\x00R\x03get\x12.\n" +
 	"\x03put\x18\x02 \x01(\v2\x1a.rangestore.v1.PutResponseH\x00R\x03put\x127\n" +
@@ -3805,7 +4206,10 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\bpush_txn\x18\\ \x01(\v2\x1e.rangestore.v1.PushTxnResponseH\x00R\apushTxn\x12>\n" +
 	"\tquery_txn\x18] \x01(\v2\x1f.rangestore.v1.QueryTxnResponseH\x00R\bqueryTxn\x12M\n" +
 	"\x0eresolve_intent\x18^ \x01(\v2$.rangestore.v1.ResolveIntentResponseH\x00R\rresolveIntent\x12:\n" +
-	"\arefresh\x18_ \x01(\v2\x1e.rangestore.v1.RefreshResponseH\x00R\arefreshB\a\n" +
+	"\arefresh\x18_ \x01(\v2\x1e.rangestore.v1.RefreshResponseH\x00R\arefresh\x12G\n" +
+	"\fquery_intent\x18` \x01(\v2\".rangestore.v1.QueryIntentResponseH\x00R\vqueryIntent\x12D\n" +
+	"\vrecover_txn\x18a \x01(\v2!.rangestore.v1.RecoverTxnResponseH\x00R\n" +
+	"recoverTxnB\a\n" +
 	"\x05value\"\xfd\x02\n" +
 	"\fBatchRequest\x127\n" +
 	"\brequests\x18\x01 \x03(\v2\x1b.rangestore.v1.RequestUnionR\brequests\x124\n" +
@@ -3854,7 +4258,11 @@ const file_rangestore_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"PUSH_ABORT\x10\x01\x12\x0e\n" +
 	"\n" +
-	"PUSH_TOUCH\x10\x022\xc6\x06\n" +
+	"PUSH_TOUCH\x10\x02*R\n" +
+	"\x13InFlightWriteStatus\x12\x0f\n" +
+	"\vWRITE_FOUND\x10\x00\x12\x13\n" +
+	"\x0fWRITE_PREVENTED\x10\x01\x12\x15\n" +
+	"\x11WRITE_FOUND_ABOVE\x10\x022\xc6\x06\n" +
 	"\x02KV\x12<\n" +
 	"\x03Get\x12\x19.rangestore.v1.GetRequest\x1a\x1a.rangestore.v1.GetResponse\x12<\n" +
 	"\x03Put\x12\x19.rangestore.v1.PutRequest\x1a\x1a.rangestore.v1.PutResponse\x12E\n" +
@@ -3880,176 +4288,190 @@ func file_rangestore_v1_kv_proto_rawDescGZIP() []byte {
 	return file_rangestore_v1_kv_proto_rawDescData
 }
 
-var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_rangestore_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_rangestore_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_rangestore_v1_kv_proto_goTypes = []any{
 	(ReadMode)(0),                  // 0: rangestore.v1.ReadMode
 	(TransactionStatus)(0),         // 1: rangestore.v1.TransactionStatus
 	(PushType)(0),                  // 2: rangestore.v1.PushType
-	(*Timestamp)(nil),              // 3: rangestore.v1.Timestamp
-	(*KeyValue)(nil),               // 4: rangestore.v1.KeyValue
-	(*GetRequest)(nil),             // 5: rangestore.v1.GetRequest
-	(*GetResponse)(nil),            // 6: rangestore.v1.GetResponse
-	(*PutRequest)(nil),             // 7: rangestore.v1.PutRequest
-	(*PutResponse)(nil),            // 8: rangestore.v1.PutResponse
-	(*DeleteRequest)(nil),          // 9: rangestore.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 10: rangestore.v1.DeleteResponse
-	(*ScanRequest)(nil),            // 11: rangestore.v1.ScanRequest
-	(*ScanResponse)(nil),           // 12: rangestore.v1.ScanResponse
-	(*ConditionalPutRequest)(nil),  // 13: rangestore.v1.ConditionalPutRequest
-	(*ConditionalPutResponse)(nil), // 14: rangestore.v1.ConditionalPutResponse
-	(*IncrementRequest)(nil),       // 15: rangestore.v1.IncrementRequest
-	(*IncrementResponse)(nil),      // 16: rangestore.v1.IncrementResponse
-	(*DeleteRangeRequest)(nil),     // 17: rangestore.v1.DeleteRangeRequest
-	(*DeleteRangeResponse)(nil),    // 18: rangestore.v1.DeleteRangeResponse
-	(*ExportRequest)(nil),          // 19: rangestore.v1.ExportRequest
-	(*ExportedVersion)(nil),        // 20: rangestore.v1.ExportedVersion
-	(*ExportResponse)(nil),         // 21: rangestore.v1.ExportResponse
-	(*TxnMeta)(nil),                // 22: rangestore.v1.TxnMeta
-	(*Span)(nil),                   // 23: rangestore.v1.Span
-	(*Transaction)(nil),            // 24: rangestore.v1.Transaction
-	(*Intent)(nil),                 // 25: rangestore.v1.Intent
-	(*HeartbeatTxnRequest)(nil),    // 26: rangestore.v1.HeartbeatTxnRequest
-	(*HeartbeatTxnResponse)(nil),   // 27: rangestore.v1.HeartbeatTxnResponse
-	(*EndTxnRequest)(nil),          // 28: rangestore.v1.EndTxnRequest
-	(*EndTxnResponse)(nil),         // 29: rangestore.v1.EndTxnResponse
-	(*PushTxnRequest)(nil),         // 30: rangestore.v1.PushTxnRequest
-	(*PushTxnResponse)(nil),        // 31: rangestore.v1.PushTxnResponse
-	(*QueryTxnRequest)(nil),        // 32: rangestore.v1.QueryTxnRequest
-	(*QueryTxnResponse)(nil),       // 33: rangestore.v1.QueryTxnResponse
-	(*ResolveIntentRequest)(nil),   // 34: rangestore.v1.ResolveIntentRequest
-	(*ResolveIntentResponse)(nil),  // 35: rangestore.v1.ResolveIntentResponse
-	(*RefreshRequest)(nil),         // 36: rangestore.v1.RefreshRequest
-	(*RefreshResponse)(nil),        // 37: rangestore.v1.RefreshResponse
-	(*RequestUnion)(nil),           // 38: rangestore.v1.RequestUnion
-	(*ResponseUnion)(nil),          // 39: rangestore.v1.ResponseUnion
-	(*BatchRequest)(nil),           // 40: rangestore.v1.BatchRequest
-	(*BeginTxnRequest)(nil),        // 41: rangestore.v1.BeginTxnRequest
-	(*BeginTxnResponse)(nil),       // 42: rangestore.v1.BeginTxnResponse
-	(*CommitTxnRequest)(nil),       // 43: rangestore.v1.CommitTxnRequest
-	(*CommitTxnResponse)(nil),      // 44: rangestore.v1.CommitTxnResponse
-	(*RollbackTxnRequest)(nil),     // 45: rangestore.v1.RollbackTxnRequest
-	(*RollbackTxnResponse)(nil),    // 46: rangestore.v1.RollbackTxnResponse
-	(*DirectRoute)(nil),            // 47: rangestore.v1.DirectRoute
-	(*BatchResponse)(nil),          // 48: rangestore.v1.BatchResponse
-	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
+	(InFlightWriteStatus)(0),       // 3: rangestore.v1.InFlightWriteStatus
+	(*Timestamp)(nil),              // 4: rangestore.v1.Timestamp
+	(*KeyValue)(nil),               // 5: rangestore.v1.KeyValue
+	(*GetRequest)(nil),             // 6: rangestore.v1.GetRequest
+	(*GetResponse)(nil),            // 7: rangestore.v1.GetResponse
+	(*PutRequest)(nil),             // 8: rangestore.v1.PutRequest
+	(*PutResponse)(nil),            // 9: rangestore.v1.PutResponse
+	(*DeleteRequest)(nil),          // 10: rangestore.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 11: rangestore.v1.DeleteResponse
+	(*ScanRequest)(nil),            // 12: rangestore.v1.ScanRequest
+	(*ScanResponse)(nil),           // 13: rangestore.v1.ScanResponse
+	(*ConditionalPutRequest)(nil),  // 14: rangestore.v1.ConditionalPutRequest
+	(*ConditionalPutResponse)(nil), // 15: rangestore.v1.ConditionalPutResponse
+	(*IncrementRequest)(nil),       // 16: rangestore.v1.IncrementRequest
+	(*IncrementResponse)(nil),      // 17: rangestore.v1.IncrementResponse
+	(*DeleteRangeRequest)(nil),     // 18: rangestore.v1.DeleteRangeRequest
+	(*DeleteRangeResponse)(nil),    // 19: rangestore.v1.DeleteRangeResponse
+	(*ExportRequest)(nil),          // 20: rangestore.v1.ExportRequest
+	(*ExportedVersion)(nil),        // 21: rangestore.v1.ExportedVersion
+	(*ExportResponse)(nil),         // 22: rangestore.v1.ExportResponse
+	(*TxnMeta)(nil),                // 23: rangestore.v1.TxnMeta
+	(*Span)(nil),                   // 24: rangestore.v1.Span
+	(*Transaction)(nil),            // 25: rangestore.v1.Transaction
+	(*Intent)(nil),                 // 26: rangestore.v1.Intent
+	(*HeartbeatTxnRequest)(nil),    // 27: rangestore.v1.HeartbeatTxnRequest
+	(*HeartbeatTxnResponse)(nil),   // 28: rangestore.v1.HeartbeatTxnResponse
+	(*EndTxnRequest)(nil),          // 29: rangestore.v1.EndTxnRequest
+	(*EndTxnResponse)(nil),         // 30: rangestore.v1.EndTxnResponse
+	(*PushTxnRequest)(nil),         // 31: rangestore.v1.PushTxnRequest
+	(*PushTxnResponse)(nil),        // 32: rangestore.v1.PushTxnResponse
+	(*QueryTxnRequest)(nil),        // 33: rangestore.v1.QueryTxnRequest
+	(*QueryTxnResponse)(nil),       // 34: rangestore.v1.QueryTxnResponse
+	(*ResolveIntentRequest)(nil),   // 35: rangestore.v1.ResolveIntentRequest
+	(*ResolveIntentResponse)(nil),  // 36: rangestore.v1.ResolveIntentResponse
+	(*RefreshRequest)(nil),         // 37: rangestore.v1.RefreshRequest
+	(*RefreshResponse)(nil),        // 38: rangestore.v1.RefreshResponse
+	(*QueryIntentRequest)(nil),     // 39: rangestore.v1.QueryIntentRequest
+	(*QueryIntentResponse)(nil),    // 40: rangestore.v1.QueryIntentResponse
+	(*RecoverTxnRequest)(nil),      // 41: rangestore.v1.RecoverTxnRequest
+	(*RecoverTxnResponse)(nil),     // 42: rangestore.v1.RecoverTxnResponse
+	(*RequestUnion)(nil),           // 43: rangestore.v1.RequestUnion
+	(*ResponseUnion)(nil),          // 44: rangestore.v1.ResponseUnion
+	(*BatchRequest)(nil),           // 45: rangestore.v1.BatchRequest
+	(*BeginTxnRequest)(nil),        // 46: rangestore.v1.BeginTxnRequest
+	(*BeginTxnResponse)(nil),       // 47: rangestore.v1.BeginTxnResponse
+	(*CommitTxnRequest)(nil),       // 48: rangestore.v1.CommitTxnRequest
+	(*CommitTxnResponse)(nil),      // 49: rangestore.v1.CommitTxnResponse
+	(*RollbackTxnRequest)(nil),     // 50: rangestore.v1.RollbackTxnRequest
+	(*RollbackTxnResponse)(nil),    // 51: rangestore.v1.RollbackTxnResponse
+	(*DirectRoute)(nil),            // 52: rangestore.v1.DirectRoute
+	(*BatchResponse)(nil),          // 53: rangestore.v1.BatchResponse
+	(*durationpb.Duration)(nil),    // 54: google.protobuf.Duration
 }
 var file_rangestore_v1_kv_proto_depIdxs = []int32{
-	3,  // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
-	0,  // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	49, // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
-	49, // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	4,  // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
-	3,  // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
-	0,  // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	49, // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
-	49, // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	4,  // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
-	3,  // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 15: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 16: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
-	3,  // 17: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
-	3,  // 18: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
-	20, // 19: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
-	3,  // 20: rangestore.v1.TxnMeta.write_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 21: rangestore.v1.TxnMeta.min_timestamp:type_name -> rangestore.v1.Timestamp
-	22, // 22: rangestore.v1.Transaction.meta:type_name -> rangestore.v1.TxnMeta
-	1,  // 23: rangestore.v1.Transaction.status:type_name -> rangestore.v1.TransactionStatus
-	3,  // 24: rangestore.v1.Transaction.read_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 25: rangestore.v1.Transaction.global_uncertainty_limit:type_name -> rangestore.v1.Timestamp
-	3,  // 26: rangestore.v1.Transaction.last_heartbeat:type_name -> rangestore.v1.Timestamp
-	23, // 27: rangestore.v1.Transaction.lock_spans:type_name -> rangestore.v1.Span
-	23, // 28: rangestore.v1.Transaction.in_flight_writes:type_name -> rangestore.v1.Span
-	22, // 29: rangestore.v1.Transaction.waiting_on:type_name -> rangestore.v1.TxnMeta
-	22, // 30: rangestore.v1.Intent.txn:type_name -> rangestore.v1.TxnMeta
-	24, // 31: rangestore.v1.HeartbeatTxnRequest.txn:type_name -> rangestore.v1.Transaction
-	3,  // 32: rangestore.v1.HeartbeatTxnRequest.now:type_name -> rangestore.v1.Timestamp
-	24, // 33: rangestore.v1.HeartbeatTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	24, // 34: rangestore.v1.EndTxnRequest.txn:type_name -> rangestore.v1.Transaction
-	3,  // 35: rangestore.v1.EndTxnRequest.deadline:type_name -> rangestore.v1.Timestamp
-	23, // 36: rangestore.v1.EndTxnRequest.lock_spans:type_name -> rangestore.v1.Span
-	23, // 37: rangestore.v1.EndTxnRequest.in_flight_writes:type_name -> rangestore.v1.Span
-	24, // 38: rangestore.v1.EndTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	24, // 39: rangestore.v1.PushTxnRequest.pusher:type_name -> rangestore.v1.Transaction
-	22, // 40: rangestore.v1.PushTxnRequest.pushee:type_name -> rangestore.v1.TxnMeta
-	3,  // 41: rangestore.v1.PushTxnRequest.push_to:type_name -> rangestore.v1.Timestamp
-	2,  // 42: rangestore.v1.PushTxnRequest.push_type:type_name -> rangestore.v1.PushType
-	3,  // 43: rangestore.v1.PushTxnRequest.now:type_name -> rangestore.v1.Timestamp
-	24, // 44: rangestore.v1.PushTxnResponse.pushee:type_name -> rangestore.v1.Transaction
-	22, // 45: rangestore.v1.QueryTxnRequest.txn:type_name -> rangestore.v1.TxnMeta
-	24, // 46: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
-	22, // 47: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
-	1,  // 48: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
-	3,  // 49: rangestore.v1.RefreshRequest.refresh_from:type_name -> rangestore.v1.Timestamp
-	5,  // 50: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
-	7,  // 51: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
-	9,  // 52: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
-	11, // 53: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
-	13, // 54: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
-	15, // 55: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
-	17, // 56: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
-	19, // 57: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
-	26, // 58: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
-	28, // 59: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
-	30, // 60: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
-	32, // 61: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
-	34, // 62: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
-	36, // 63: rangestore.v1.RequestUnion.refresh:type_name -> rangestore.v1.RefreshRequest
-	6,  // 64: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
-	8,  // 65: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
-	10, // 66: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
-	12, // 67: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
-	14, // 68: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
-	16, // 69: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
-	18, // 70: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
-	21, // 71: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
-	27, // 72: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
-	29, // 73: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
-	31, // 74: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
-	33, // 75: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
-	35, // 76: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
-	37, // 77: rangestore.v1.ResponseUnion.refresh:type_name -> rangestore.v1.RefreshResponse
-	38, // 78: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
-	0,  // 79: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
-	49, // 80: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
-	49, // 81: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
-	47, // 82: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
-	49, // 83: rangestore.v1.BeginTxnRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 84: rangestore.v1.BeginTxnResponse.read_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 85: rangestore.v1.CommitTxnResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
-	3,  // 86: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
-	39, // 87: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
-	5,  // 88: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
-	7,  // 89: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
-	9,  // 90: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
-	11, // 91: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
-	13, // 92: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
-	15, // 93: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
-	17, // 94: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
-	40, // 95: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
-	41, // 96: rangestore.v1.KV.BeginTxn:input_type -> rangestore.v1.BeginTxnRequest
-	43, // 97: rangestore.v1.KV.CommitTxn:input_type -> rangestore.v1.CommitTxnRequest
-	45, // 98: rangestore.v1.KV.RollbackTxn:input_type -> rangestore.v1.RollbackTxnRequest
-	6,  // 99: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
-	8,  // 100: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
-	10, // 101: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
-	12, // 102: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
-	14, // 103: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
-	16, // 104: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
-	18, // 105: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
-	48, // 106: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
-	42, // 107: rangestore.v1.KV.BeginTxn:output_type -> rangestore.v1.BeginTxnResponse
-	44, // 108: rangestore.v1.KV.CommitTxn:output_type -> rangestore.v1.CommitTxnResponse
-	46, // 109: rangestore.v1.KV.RollbackTxn:output_type -> rangestore.v1.RollbackTxnResponse
-	99, // [99:110] is the sub-list for method output_type
-	88, // [88:99] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	4,   // 0: rangestore.v1.KeyValue.timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 1: rangestore.v1.GetRequest.as_of:type_name -> rangestore.v1.Timestamp
+	0,   // 2: rangestore.v1.GetRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	54,  // 3: rangestore.v1.GetRequest.max_staleness:type_name -> google.protobuf.Duration
+	54,  // 4: rangestore.v1.GetRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	5,   // 5: rangestore.v1.GetResponse.kv:type_name -> rangestore.v1.KeyValue
+	4,   // 6: rangestore.v1.PutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 7: rangestore.v1.DeleteResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 8: rangestore.v1.ScanRequest.as_of:type_name -> rangestore.v1.Timestamp
+	0,   // 9: rangestore.v1.ScanRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	54,  // 10: rangestore.v1.ScanRequest.max_staleness:type_name -> google.protobuf.Duration
+	54,  // 11: rangestore.v1.ScanRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	5,   // 12: rangestore.v1.ScanResponse.kvs:type_name -> rangestore.v1.KeyValue
+	4,   // 13: rangestore.v1.ConditionalPutResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 14: rangestore.v1.IncrementResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 15: rangestore.v1.DeleteRangeResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 16: rangestore.v1.ExportRequest.start_ts:type_name -> rangestore.v1.Timestamp
+	4,   // 17: rangestore.v1.ExportRequest.end_ts:type_name -> rangestore.v1.Timestamp
+	4,   // 18: rangestore.v1.ExportedVersion.timestamp:type_name -> rangestore.v1.Timestamp
+	21,  // 19: rangestore.v1.ExportResponse.versions:type_name -> rangestore.v1.ExportedVersion
+	4,   // 20: rangestore.v1.TxnMeta.write_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 21: rangestore.v1.TxnMeta.min_timestamp:type_name -> rangestore.v1.Timestamp
+	23,  // 22: rangestore.v1.Transaction.meta:type_name -> rangestore.v1.TxnMeta
+	1,   // 23: rangestore.v1.Transaction.status:type_name -> rangestore.v1.TransactionStatus
+	4,   // 24: rangestore.v1.Transaction.read_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 25: rangestore.v1.Transaction.global_uncertainty_limit:type_name -> rangestore.v1.Timestamp
+	4,   // 26: rangestore.v1.Transaction.last_heartbeat:type_name -> rangestore.v1.Timestamp
+	24,  // 27: rangestore.v1.Transaction.lock_spans:type_name -> rangestore.v1.Span
+	24,  // 28: rangestore.v1.Transaction.in_flight_writes:type_name -> rangestore.v1.Span
+	23,  // 29: rangestore.v1.Transaction.waiting_on:type_name -> rangestore.v1.TxnMeta
+	23,  // 30: rangestore.v1.Intent.txn:type_name -> rangestore.v1.TxnMeta
+	25,  // 31: rangestore.v1.HeartbeatTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	4,   // 32: rangestore.v1.HeartbeatTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	25,  // 33: rangestore.v1.HeartbeatTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	25,  // 34: rangestore.v1.EndTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	4,   // 35: rangestore.v1.EndTxnRequest.deadline:type_name -> rangestore.v1.Timestamp
+	24,  // 36: rangestore.v1.EndTxnRequest.lock_spans:type_name -> rangestore.v1.Span
+	24,  // 37: rangestore.v1.EndTxnRequest.in_flight_writes:type_name -> rangestore.v1.Span
+	25,  // 38: rangestore.v1.EndTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	25,  // 39: rangestore.v1.PushTxnRequest.pusher:type_name -> rangestore.v1.Transaction
+	23,  // 40: rangestore.v1.PushTxnRequest.pushee:type_name -> rangestore.v1.TxnMeta
+	4,   // 41: rangestore.v1.PushTxnRequest.push_to:type_name -> rangestore.v1.Timestamp
+	2,   // 42: rangestore.v1.PushTxnRequest.push_type:type_name -> rangestore.v1.PushType
+	4,   // 43: rangestore.v1.PushTxnRequest.now:type_name -> rangestore.v1.Timestamp
+	25,  // 44: rangestore.v1.PushTxnResponse.pushee:type_name -> rangestore.v1.Transaction
+	23,  // 45: rangestore.v1.QueryTxnRequest.txn:type_name -> rangestore.v1.TxnMeta
+	25,  // 46: rangestore.v1.QueryTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	23,  // 47: rangestore.v1.ResolveIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
+	1,   // 48: rangestore.v1.ResolveIntentRequest.status:type_name -> rangestore.v1.TransactionStatus
+	4,   // 49: rangestore.v1.RefreshRequest.refresh_from:type_name -> rangestore.v1.Timestamp
+	23,  // 50: rangestore.v1.QueryIntentRequest.txn:type_name -> rangestore.v1.TxnMeta
+	3,   // 51: rangestore.v1.QueryIntentResponse.status:type_name -> rangestore.v1.InFlightWriteStatus
+	25,  // 52: rangestore.v1.RecoverTxnRequest.txn:type_name -> rangestore.v1.Transaction
+	3,   // 53: rangestore.v1.RecoverTxnRequest.writes:type_name -> rangestore.v1.InFlightWriteStatus
+	25,  // 54: rangestore.v1.RecoverTxnResponse.txn:type_name -> rangestore.v1.Transaction
+	6,   // 55: rangestore.v1.RequestUnion.get:type_name -> rangestore.v1.GetRequest
+	8,   // 56: rangestore.v1.RequestUnion.put:type_name -> rangestore.v1.PutRequest
+	10,  // 57: rangestore.v1.RequestUnion.delete:type_name -> rangestore.v1.DeleteRequest
+	12,  // 58: rangestore.v1.RequestUnion.scan:type_name -> rangestore.v1.ScanRequest
+	14,  // 59: rangestore.v1.RequestUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutRequest
+	16,  // 60: rangestore.v1.RequestUnion.increment:type_name -> rangestore.v1.IncrementRequest
+	18,  // 61: rangestore.v1.RequestUnion.delete_range:type_name -> rangestore.v1.DeleteRangeRequest
+	20,  // 62: rangestore.v1.RequestUnion.export:type_name -> rangestore.v1.ExportRequest
+	27,  // 63: rangestore.v1.RequestUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnRequest
+	29,  // 64: rangestore.v1.RequestUnion.end_txn:type_name -> rangestore.v1.EndTxnRequest
+	31,  // 65: rangestore.v1.RequestUnion.push_txn:type_name -> rangestore.v1.PushTxnRequest
+	33,  // 66: rangestore.v1.RequestUnion.query_txn:type_name -> rangestore.v1.QueryTxnRequest
+	35,  // 67: rangestore.v1.RequestUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentRequest
+	37,  // 68: rangestore.v1.RequestUnion.refresh:type_name -> rangestore.v1.RefreshRequest
+	39,  // 69: rangestore.v1.RequestUnion.query_intent:type_name -> rangestore.v1.QueryIntentRequest
+	41,  // 70: rangestore.v1.RequestUnion.recover_txn:type_name -> rangestore.v1.RecoverTxnRequest
+	7,   // 71: rangestore.v1.ResponseUnion.get:type_name -> rangestore.v1.GetResponse
+	9,   // 72: rangestore.v1.ResponseUnion.put:type_name -> rangestore.v1.PutResponse
+	11,  // 73: rangestore.v1.ResponseUnion.delete:type_name -> rangestore.v1.DeleteResponse
+	13,  // 74: rangestore.v1.ResponseUnion.scan:type_name -> rangestore.v1.ScanResponse
+	15,  // 75: rangestore.v1.ResponseUnion.conditional_put:type_name -> rangestore.v1.ConditionalPutResponse
+	17,  // 76: rangestore.v1.ResponseUnion.increment:type_name -> rangestore.v1.IncrementResponse
+	19,  // 77: rangestore.v1.ResponseUnion.delete_range:type_name -> rangestore.v1.DeleteRangeResponse
+	22,  // 78: rangestore.v1.ResponseUnion.export:type_name -> rangestore.v1.ExportResponse
+	28,  // 79: rangestore.v1.ResponseUnion.heartbeat_txn:type_name -> rangestore.v1.HeartbeatTxnResponse
+	30,  // 80: rangestore.v1.ResponseUnion.end_txn:type_name -> rangestore.v1.EndTxnResponse
+	32,  // 81: rangestore.v1.ResponseUnion.push_txn:type_name -> rangestore.v1.PushTxnResponse
+	34,  // 82: rangestore.v1.ResponseUnion.query_txn:type_name -> rangestore.v1.QueryTxnResponse
+	36,  // 83: rangestore.v1.ResponseUnion.resolve_intent:type_name -> rangestore.v1.ResolveIntentResponse
+	38,  // 84: rangestore.v1.ResponseUnion.refresh:type_name -> rangestore.v1.RefreshResponse
+	40,  // 85: rangestore.v1.ResponseUnion.query_intent:type_name -> rangestore.v1.QueryIntentResponse
+	42,  // 86: rangestore.v1.ResponseUnion.recover_txn:type_name -> rangestore.v1.RecoverTxnResponse
+	43,  // 87: rangestore.v1.BatchRequest.requests:type_name -> rangestore.v1.RequestUnion
+	0,   // 88: rangestore.v1.BatchRequest.read_mode:type_name -> rangestore.v1.ReadMode
+	54,  // 89: rangestore.v1.BatchRequest.max_staleness:type_name -> google.protobuf.Duration
+	54,  // 90: rangestore.v1.BatchRequest.bookmark_timeout:type_name -> google.protobuf.Duration
+	52,  // 91: rangestore.v1.BatchRequest.route:type_name -> rangestore.v1.DirectRoute
+	54,  // 92: rangestore.v1.BeginTxnRequest.timeout:type_name -> google.protobuf.Duration
+	4,   // 93: rangestore.v1.BeginTxnResponse.read_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 94: rangestore.v1.CommitTxnResponse.commit_timestamp:type_name -> rangestore.v1.Timestamp
+	4,   // 95: rangestore.v1.DirectRoute.proposal_timestamp:type_name -> rangestore.v1.Timestamp
+	44,  // 96: rangestore.v1.BatchResponse.responses:type_name -> rangestore.v1.ResponseUnion
+	6,   // 97: rangestore.v1.KV.Get:input_type -> rangestore.v1.GetRequest
+	8,   // 98: rangestore.v1.KV.Put:input_type -> rangestore.v1.PutRequest
+	10,  // 99: rangestore.v1.KV.Delete:input_type -> rangestore.v1.DeleteRequest
+	12,  // 100: rangestore.v1.KV.Scan:input_type -> rangestore.v1.ScanRequest
+	14,  // 101: rangestore.v1.KV.ConditionalPut:input_type -> rangestore.v1.ConditionalPutRequest
+	16,  // 102: rangestore.v1.KV.Increment:input_type -> rangestore.v1.IncrementRequest
+	18,  // 103: rangestore.v1.KV.DeleteRange:input_type -> rangestore.v1.DeleteRangeRequest
+	45,  // 104: rangestore.v1.KV.Batch:input_type -> rangestore.v1.BatchRequest
+	46,  // 105: rangestore.v1.KV.BeginTxn:input_type -> rangestore.v1.BeginTxnRequest
+	48,  // 106: rangestore.v1.KV.CommitTxn:input_type -> rangestore.v1.CommitTxnRequest
+	50,  // 107: rangestore.v1.KV.RollbackTxn:input_type -> rangestore.v1.RollbackTxnRequest
+	7,   // 108: rangestore.v1.KV.Get:output_type -> rangestore.v1.GetResponse
+	9,   // 109: rangestore.v1.KV.Put:output_type -> rangestore.v1.PutResponse
+	11,  // 110: rangestore.v1.KV.Delete:output_type -> rangestore.v1.DeleteResponse
+	13,  // 111: rangestore.v1.KV.Scan:output_type -> rangestore.v1.ScanResponse
+	15,  // 112: rangestore.v1.KV.ConditionalPut:output_type -> rangestore.v1.ConditionalPutResponse
+	17,  // 113: rangestore.v1.KV.Increment:output_type -> rangestore.v1.IncrementResponse
+	19,  // 114: rangestore.v1.KV.DeleteRange:output_type -> rangestore.v1.DeleteRangeResponse
+	53,  // 115: rangestore.v1.KV.Batch:output_type -> rangestore.v1.BatchResponse
+	47,  // 116: rangestore.v1.KV.BeginTxn:output_type -> rangestore.v1.BeginTxnResponse
+	49,  // 117: rangestore.v1.KV.CommitTxn:output_type -> rangestore.v1.CommitTxnResponse
+	51,  // 118: rangestore.v1.KV.RollbackTxn:output_type -> rangestore.v1.RollbackTxnResponse
+	108, // [108:119] is the sub-list for method output_type
+	97,  // [97:108] is the sub-list for method input_type
+	97,  // [97:97] is the sub-list for extension type_name
+	97,  // [97:97] is the sub-list for extension extendee
+	0,   // [0:97] is the sub-list for field type_name
 }
 
 func init() { file_rangestore_v1_kv_proto_init() }
@@ -4057,7 +4479,7 @@ func file_rangestore_v1_kv_proto_init() {
 	if File_rangestore_v1_kv_proto != nil {
 		return
 	}
-	file_rangestore_v1_kv_proto_msgTypes[35].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[39].OneofWrappers = []any{
 		(*RequestUnion_Get)(nil),
 		(*RequestUnion_Put)(nil),
 		(*RequestUnion_Delete)(nil),
@@ -4072,8 +4494,10 @@ func file_rangestore_v1_kv_proto_init() {
 		(*RequestUnion_QueryTxn)(nil),
 		(*RequestUnion_ResolveIntent)(nil),
 		(*RequestUnion_Refresh)(nil),
+		(*RequestUnion_QueryIntent)(nil),
+		(*RequestUnion_RecoverTxn)(nil),
 	}
-	file_rangestore_v1_kv_proto_msgTypes[36].OneofWrappers = []any{
+	file_rangestore_v1_kv_proto_msgTypes[40].OneofWrappers = []any{
 		(*ResponseUnion_Get)(nil),
 		(*ResponseUnion_Put)(nil),
 		(*ResponseUnion_Delete)(nil),
@@ -4088,14 +4512,16 @@ func file_rangestore_v1_kv_proto_init() {
 		(*ResponseUnion_QueryTxn)(nil),
 		(*ResponseUnion_ResolveIntent)(nil),
 		(*ResponseUnion_Refresh)(nil),
+		(*ResponseUnion_QueryIntent)(nil),
+		(*ResponseUnion_RecoverTxn)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rangestore_v1_kv_proto_rawDesc), len(file_rangestore_v1_kv_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   46,
+			NumEnums:      4,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

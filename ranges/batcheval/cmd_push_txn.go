@@ -94,5 +94,6 @@ func evalPushTxn(a *Args, q *rspb.PushTxnRequest) (*rspb.PushTxnResponse, error)
 	case txnwait.PushAlreadyFinalized, txnwait.PushNoopAlreadyAbove, txnwait.PushPushedTimestamp, txnwait.PushAborted:
 		pushed = true
 	}
-	return &rspb.PushTxnResponse{Pushee: out, Pushed: pushed, Reason: d.Action.String() + ": " + d.Reason}, nil
+	return &rspb.PushTxnResponse{Pushee: out, Pushed: pushed, Reason: d.Action.String() + ": " + d.Reason,
+		NeedsRecovery: d.Action == txnwait.PushRecoverStaging}, nil
 }
