@@ -68,7 +68,16 @@
 //     distinct keys, and transactions over 2-4 distinct keys (of several
 //     ranges as a rule): an optional scan, a batch of gets, then a batch
 //     of writes (the first a put, the others sometimes deletes), then
-//     sometimes a read of a key it wrote.
+//     sometimes a read of a key it wrote; and atomic batches
+//     (DB.AtomicBatch) over 2-4 distinct keys, mostly puts (all puts: a
+//     parallel commit), recorded as transactions whose reads hold at
+//     their commit timestamp (outcome as a DB.Txn commit's).
+//
+// In process mode with the workload, the fault txnkill arms the crash
+// point txn-after-stage (RANGESTORE_CRASH_AT with a once-file): the next
+// process to finish a parallel commit's STAGING round as its coordinator
+// dies there by SIGKILL, before it answers or makes the record
+// COMMITTED, so readers of its intents must recover the transaction.
 //
 // Every value written is unique ("w<client>-<seq>-..." for the validator;
 // "<balance>:<tag>" for accounts), and each op becomes a txncheck.Op with

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,7 +37,13 @@ const (
 	// until the replicate queue has moved its replicas away; the next
 	// fault recommissions it.
 	FaultDecommission = "decommission"
-	FaultNone         = "none" // no fault (histories that exercise something else, e.g. splits)
+	// FaultTxnKill arms the crash point txn-after-stage (process mode,
+	// with the transactional workload): the next process to finish a
+	// parallel commit's STAGING round as its coordinator dies by SIGKILL
+	// before it answers or makes the record COMMITTED, leaving readers to
+	// recover the transaction; it is restarted by the next fault.
+	FaultTxnKill = "txnkill"
+	FaultNone    = "none" // no fault (histories that exercise something else, e.g. splits)
 )
 
 // Modes: an in-process cluster of 3 nodes (partitions, restarts, clock
@@ -51,7 +58,7 @@ const (
 // AllFaults lists the fault kinds of each mode.
 var AllFaults = map[string][]string{
 	ModeInProcess: {FaultPartition, FaultRestart, FaultClock, FaultTransfer, FaultMerge, FaultReplicas},
-	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge, FaultReplicas, FaultRelocate, FaultDecommission},
+	ModeProcess:   {FaultKill, FaultKill, FaultTransfer, FaultMerge, FaultReplicas, FaultRelocate, FaultDecommission, FaultTxnKill},
 }
 
 // Options configure one history.
@@ -153,6 +160,14 @@ func RunHistory(ctx context.Context, o Options) (*Result, error) {
 	}
 	if len(o.Faults) == 0 {
 		o.Faults = AllFaults[o.Mode]
+	}
+	if !o.Txns {
+		// No transactional workload: no parallel commit reaches the
+		// crash point.
+		o.Faults = slices.DeleteFunc(slices.Clone(o.Faults), func(f string) bool { return f == FaultTxnKill })
+		if len(o.Faults) == 0 {
+			o.Faults = []string{FaultNone}
+		}
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -560,6 +575,9 @@ type procTarget struct {
 	// not listen yet, so faults go through another one.
 	restarted int
 	keep      bool // a failing history: its stores and logs stay for inspection
+	// txnCrash is the once-file that arms txn-after-stage (FaultTxnKill):
+	// the process that removes it dies.
+	txnCrash string
 }
 
 // procArgs are the `start` flags of a process-mode history: the replicate
@@ -577,7 +595,9 @@ func newProcTarget(ctx context.Context, extra []string) (*procTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := StartProcClusterArgs(dir, procNodes, append(append([]string(nil), procArgs...), extra...))
+	txnCrash := filepath.Join(dir, "txn-crash-once")
+	pc, err := StartProcClusterArgs(dir, procNodes, append(append([]string(nil), procArgs...), extra...),
+		"RANGESTORE_CRASH_AT=txn-after-stage", "RANGESTORE_CRASH_ONCE_FILE="+txnCrash)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -590,7 +610,7 @@ func newProcTarget(ctx context.Context, extra []string) (*procTarget, error) {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	t := &procTarget{ProcCluster: pc, dir: dir, merger: merger{ranges: init.Ranges}, killed: -1, restarted: -1}
+	t := &procTarget{ProcCluster: pc, dir: dir, merger: merger{ranges: init.Ranges}, killed: -1, restarted: -1, txnCrash: txnCrash}
 	// Wait until every user range serves.
 	for _, d := range init.Ranges {
 		if !keys.IsUserKey(d.StartKey) {
@@ -643,6 +663,7 @@ func (t *procTarget) admins() []rspb.AdminClient {
 
 func (t *procTarget) recover() error {
 	t.restarted = -1
+	_ = os.Remove(t.txnCrash) // disarm txn-after-stage
 	if t.killed >= 0 {
 		if err := t.Start(t.killed); err != nil {
 			return err
@@ -661,6 +682,12 @@ func (t *procTarget) recover() error {
 func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks []string) string {
 	if err := t.recover(); err != nil {
 		return "restart failed: " + err.Error()
+	}
+	switch kind {
+	case FaultNone:
+		return "none"
+	case FaultTxnKill:
+		return t.txnKill(ctx)
 	}
 	admin := rspb.NewAdminClient(t.Conn(t.otherThan(-1, rng)))
 	if kind == FaultMerge {
@@ -713,6 +740,29 @@ func (t *procTarget) inject(ctx context.Context, rng *rand.Rand, kind string, ks
 		}
 	}
 	return transfer(ctx, rspb.NewAdminClient(t.Conn(victim)), rid, holder, to)
+}
+
+// txnKillWait bounds how long an armed txn-after-stage waits for a
+// parallel commit.
+const txnKillWait = 8 * time.Second
+
+// txnKill arms txn-after-stage and waits until a process died there.
+func (t *procTarget) txnKill(ctx context.Context) string {
+	if err := os.WriteFile(t.txnCrash, nil, 0o644); err != nil {
+		return "txnkill: arming failed: " + err.Error()
+	}
+	deadline := time.Now().Add(txnKillWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for i := 0; i < t.NumNodes(); i++ {
+			if !t.Running(i) {
+				t.killed = i
+				return fmt.Sprintf("txnkill: process %d died at txn-after-stage (a parallel commit's coordinator, after its STAGING round, before its answer)", i)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = os.Remove(t.txnCrash)
+	return fmt.Sprintf("txnkill: armed for %v, no parallel commit reached txn-after-stage", txnKillWait)
 }
 
 // otherThan is the index of a random process other than skip and than

@@ -27,7 +27,12 @@ import (
 // finish or expire (a coordinator that stopped heartbeating is aborted by
 // the next push after the liveness threshold, 5 s).
 //
-// Deadlocks. There is no wait queue yet; waiters poll. Each
+// The wait: a push that would lose waits first at the leaseholder of the
+// pushee's record (ranges/pushqueue.go) until the record changes, the
+// pushee could have expired, or 1 s; a push that still loses is retried
+// here after a short backoff.
+//
+// Deadlocks. Each
 // coordinator's heartbeat records in its transaction's record what it
 // waits on (Transaction.waiting_on): the edges of the waits-for graph. A
 // transaction that has waited deadlockDelay on a pushee with a lower ID

@@ -98,7 +98,9 @@
 //     TXN_ABORTED, WRITE_INTENT): run the transaction again. Not built
 //     yet: write pipelining (an interactive transaction's writes are
 //     replicated before the next request, so its commit is an explicit
-//     EndTxn), a wait queue.
+//     EndTxn). A push that loses waits at the pushee's record's
+//     leaseholder (ranges/pushqueue.go) before it answers, so the
+//     router's backoff between pushes matters only after a timeout.
 //   - InternalServer / AdminServer: peer and operator RPCs; Admin errors go
 //     through ToStatus.
 //   - BackupServer (backup.go): Export streams an ExportRequest range by

@@ -396,9 +396,10 @@
 //     cmd_*txn*.go, the decisions in txnwait): a batch may carry a
 //     transaction header. Its reads run at the transaction's read timestamp
 //     (own intents visible, within its uncertainty limit) and enter the
-//     timestamp cache as the transaction's, so its own writes are not
-//     pushed by them; its writes leave intents at its write timestamp,
-//     pushed above other readers, the closed timestamp, the lease start and
+//     timestamp cache (a read in a write batch too, at the batch's
+//     timestamp); its writes leave intents at its write timestamp,
+//     pushed above every reader (its own reads included: replica_txn.go),
+//     the closed timestamp, the lease start and
 //     newer committed values (WriteTooOld: evaluated again higher), but not
 //     above the range's max write timestamp: resolution is proposed at or
 //     above the commit timestamp (Command.MinWriteTimestamp) instead, which
@@ -408,7 +409,10 @@
 //     tombstone) live in the timestamp cache on keys addressed by the
 //     anchor; splits and merges carry them with the range's spans
 //     (rangeTSSpans), a new lease or an overflow raises the low water,
-//     below which a record can no longer be created.
+//     below which a record can no longer be created. A push that would
+//     lose waits before latches in the store's push wait queue
+//     (pushqueue.go) until the pushee's record changes here, the pushee
+//     could have expired, or 1 s.
 //   - Errors: a replica's verdict is a *rspb.RangeError inside responses;
 //     where the store returns a Go error (TransferLease, GC) it is an *Error
 //     carrying that RangeError, so its code survives up to the gRPC status

@@ -54,6 +54,9 @@ type Metrics struct {
 	snapshotSeconds   *prometheus.HistogramVec // direction
 	snapshotFailures  *prometheus.CounterVec   // direction
 	snapshotsInFlight *prometheus.GaugeVec     // direction
+
+	// pushWaits: pushes that waited in the push wait queue (pushqueue.go).
+	pushWaits prometheus.Histogram
 }
 
 // NewMetrics registers the store's series on reg.
@@ -148,6 +151,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotsInFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "rangestore_snapshots_in_flight", Help: "Range snapshots being sent or applied by this node now, by direction (bounded by --max-snapshots-in-flight each).",
 		}, []string{"direction"}),
+		pushWaits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rangestore_txn_push_wait_seconds", Help: "Time pushes of live transactions waited in this node's push wait queue (until the pushee's record changed, it could expire, or 1 s) before they were evaluated.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12),
+		}),
 		reg: reg,
 	}
 	for _, d := range []string{snapSend, snapApply} {
@@ -159,7 +166,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.leaseFailures.WithLabelValues(op) // exported (as 0) before the first failure
 	}
 	reg.MustRegister(m.proposals, m.reads, m.latency, m.leaseReads, m.followerReads, m.closedLag, m.readIndex, m.leases, m.leaseFailures, m.splits, m.merges, m.wakeups, m.splitsBy, m.hotKeys, m.splitCompactions, m.metaUpdates, m.replicasRepaired, m.replicasGC, m.replicaChanges, m.settling, m.reproposals,
-		m.snapshotsSent, m.snapshotsSkipped, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight)
+		m.snapshotsSent, m.snapshotsSkipped, m.snapshotsReceived, m.snapshotBytesSent, m.snapshotBytesRecv, m.snapshotSeconds, m.snapshotFailures, m.snapshotsInFlight, m.pushWaits)
 	return m
 }
 
@@ -201,6 +208,13 @@ func (s *Store) metricsLease(next, prev *rspb.Lease) {
 		kind = "transferred"
 	}
 	s.cfg.Metrics.leases.WithLabelValues(kind).Inc()
+}
+
+// pushWaited records a push's wait in the push wait queue.
+func (m *Metrics) pushWaited(d time.Duration) {
+	if m != nil {
+		m.pushWaits.Observe(d.Seconds())
+	}
 }
 
 // reproposal counts one command proposed again after a try timed out.

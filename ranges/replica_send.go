@@ -129,7 +129,19 @@ func (r *Replica) send(ctx context.Context, req *rspb.RangeRequest) *rspb.RangeR
 	if IsReadOnly(req.Requests) {
 		return r.serveRead(ctx, req)
 	}
+	if p := singlePush(req); p != nil {
+		if waited, _ := r.waitForPush(ctx, p); waited > 0 && r.store.cfg.Metrics != nil {
+			r.store.cfg.Metrics.pushWaited(waited)
+		}
+		// The lease may have moved while it waited: serveWrite checks.
+		if lease = r.lease(); lease.NodeId != nodeID {
+			return &rspb.RangeResponse{Error: notLeaseholder(r.rangeID, lease.NodeId, "lease moved while a push waited")}
+		}
+	}
 	resp := r.serveWrite(ctx, lease, req)
+	if resp.Error == nil {
+		r.notePushees(req)
+	}
 	if d := r.store.cfg.TestingAckDelay; d > 0 && resp.Error == nil && hasIncrement(req.Requests) {
 		// Applied now (a retry answered from its dedup record returned
 		// above): the reply is held back, with the latches released, and

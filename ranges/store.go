@@ -231,6 +231,8 @@ type Store struct {
 	stopc       chan struct{}
 	// tasks owns every goroutine the store starts (see stopper).
 	tasks *stopper
+	// pushes is the push wait queue (pushqueue.go).
+	pushes *pushQueue
 	// startTS is when this store (process incarnation) started: leases it
 	// holds from before are re-acquired, never served under.
 	startTS kv.Timestamp
@@ -327,7 +329,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	quietDragonboat()
 	logdb, engine := RaftEngineConfig() // engine_tuning.go; shared with bench/compare's ceiling
 	s := &Store{cfg: cfg, log: cfg.Logger, replicas: map[uint64]*Replica{}, subsumed: map[uint64]bool{},
-		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper(),
+		stopc: make(chan struct{}), startTS: cfg.Clock.Now(), tasks: newStopper(), pushes: newPushQueue(),
 		snaps: newSnapshotLimits(cfg.SnapshotRate, cfg.MaxSnapshotsInFlight, cfg.TimeSource, cfg.Metrics)}
 	s.closedTargetNanos.Store(int64(cfg.ClosedTimestampTarget))
 	nhc := config.NodeHostConfig{

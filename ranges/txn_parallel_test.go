@@ -1,7 +1,14 @@
 package ranges
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/rangestore/rangestore/kv"
+	"github.com/rangestore/rangestore/timeutil"
 
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges/txnwait"
@@ -140,5 +147,56 @@ func TestTxnReadInWriteBatchEntersTSCache(t *testing.T) {
 	w := x.ok(older, putReq("k", "k1"))
 	if got := TSFromProto(w.Txn.Meta.WriteTimestamp); !readAt.Less(got) {
 		t.Fatalf("the older transaction's write of k landed at %s, not above the read of k at %s in a write batch", got, readAt)
+	}
+}
+
+// TestPushWaitsForPusheeToFinish: a push that would lose against a live
+// transaction waits in the push wait queue of the record's leaseholder,
+// and the pushee's commit wakes it: evaluated then, it finds the
+// transaction committed (pushed), rather than answering WAIT at once and
+// leaving the pusher to poll.
+func TestPushWaitsForPusheeToFinish(t *testing.T) {
+	old := maxPushWait
+	maxPushWait = 30 * time.Second // woken by the commit, not by the timer
+	t.Cleanup(func() { maxPushWait = old })
+	s, x := newTxnTester(t)
+	a := newTestTxn(s, 'A', "wa", 5)
+	x.ok(a, putReq("wa", "1"))
+	x.ok(nil, &rspb.RequestUnion{Value: &rspb.RequestUnion_HeartbeatTxn{HeartbeatTxn: &rspb.HeartbeatTxnRequest{Key: a.Meta.Key, Txn: a,
+		Now: TSToProto(s.cfg.Clock.Now())}}})
+	done := make(chan *rspb.RangeResponse, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- s.Send(ctx, &rspb.RangeRequest{RangeId: userRangeID, ProposalId: []byte("push-waiter"), Timestamp: TSToProto(s.cfg.Clock.Now()),
+			Requests: []*rspb.RequestUnion{pushReq(nil, a.Meta, rspb.PushType_PUSH_ABORT, kv.Timestamp{})}})
+	}()
+	timeutil.WaitFor(t, 10*time.Second, "the push waiting in the queue", func() error {
+		s.pushes.mu.Lock()
+		defer s.pushes.mu.Unlock()
+		select {
+		case r := <-done:
+			t.Fatalf("the push answered without waiting: %v", r)
+		default:
+		}
+		if s.pushes.waiting[string(a.Meta.Id)] == nil {
+			return fmt.Errorf("no waiter on A")
+		}
+		return nil
+	})
+	x.ok(nil, endTxn(a, true, "wa"))
+	select {
+	case r := <-done:
+		// A's EndTxn resolved its one intent and removed its record (a
+		// tombstone is left): the push finds A finalized.
+		p := r.GetResponses()[0].GetPushTxn()
+		if r.Error != nil || !p.GetPushed() || !strings.HasPrefix(p.GetReason(), "ALREADY_FINALIZED") {
+			t.Fatalf("the woken push: %v; want pushed, A finalized", r)
+		}
+		if g := x.ok(nil, getReq("wa")).Responses[0].GetGet(); string(g.GetKv().GetValue()) != "1" {
+			t.Fatalf("wa after A committed: %v; want 1", g)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting push was not woken by A's commit")
 	}
 }

@@ -1,6 +1,7 @@
 package batcheval
 
 import (
+	"github.com/rangestore/rangestore/kv"
 	"github.com/rangestore/rangestore/proto/rspb"
 	"github.com/rangestore/rangestore/ranges/txnwait"
 )
@@ -46,6 +47,30 @@ func checkPushTxn(q *rspb.PushTxnRequest, l Limits) error {
 	return nil
 }
 
+// DecidePushAt decides the push q against the record r holds and env (the
+// leaseholder's clock and timestamp cache), as evalPushTxn does; the
+// leaseholder also asks it before a push, without latches, to find out
+// whether the pusher would wait (Replica.waitForPush). It returns the
+// record read (nil: none) and the time the decision was made at.
+func DecidePushAt(r kv.Reader, env TxnEnv, q *rspb.PushTxnRequest) (txnwait.PushDecision, *rspb.Transaction, kv.Timestamp, error) {
+	rec, err := readRecord(r, q.Pushee)
+	if err != nil {
+		return txnwait.PushDecision{}, nil, kv.Timestamp{}, err
+	}
+	now := env.Now()
+	if t := TSFromProto(q.Now); now.Less(t) {
+		now = t
+	}
+	d, err := txnwait.DecidePush(txnwait.PushRequest{
+		Pusher: txnState(q.Pusher), Pushee: metaState(q.Pushee), Record: txnState(rec), RecordCheck: env.RecordCheck(q.Pushee),
+		Type: toWaitPush[q.PushType], PushTo: toWaitTS(q.PushTo), Now: toWaitTS(TSToProto(now)), Force: q.Force,
+	})
+	if err != nil {
+		return txnwait.PushDecision{}, nil, kv.Timestamp{}, invalidf("push_txn: %v", err)
+	}
+	return d, rec, now, nil
+}
+
 var toWaitPush = map[rspb.PushType]txnwait.PushType{
 	rspb.PushType_PUSH_TIMESTAMP: txnwait.PushTimestamp, rspb.PushType_PUSH_ABORT: txnwait.PushAbort, rspb.PushType_PUSH_TOUCH: txnwait.PushTouch,
 }
@@ -58,20 +83,9 @@ func evalPushTxn(a *Args, q *rspb.PushTxnRequest) (*rspb.PushTxnResponse, error)
 	if err := checkPushTxn(q, Limits{MaxKeySize: 1 << 30}); err != nil {
 		return nil, err
 	}
-	rec, err := readRecord(a.Batch, q.Pushee)
+	d, rec, now, err := DecidePushAt(a.Batch, env, q)
 	if err != nil {
 		return nil, err
-	}
-	now := env.Now()
-	if t := TSFromProto(q.Now); now.Less(t) {
-		now = t
-	}
-	d, err := txnwait.DecidePush(txnwait.PushRequest{
-		Pusher: txnState(q.Pusher), Pushee: metaState(q.Pushee), Record: txnState(rec), RecordCheck: env.RecordCheck(q.Pushee),
-		Type: toWaitPush[q.PushType], PushTo: toWaitTS(q.PushTo), Now: toWaitTS(TSToProto(now)), Force: q.Force,
-	})
-	if err != nil {
-		return nil, invalidf("push_txn: %v", err)
 	}
 	base := rec
 	if base == nil {
