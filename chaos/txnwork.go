@@ -578,7 +578,7 @@ func (w *txnWork) validatorClient(ctx context.Context, c int) {
 			for i := range puts {
 				puts[i] = rng.Intn(2) == 0
 			}
-			err = w.valBatch(ctx, db, c, seq, keys, puts)
+			err = w.valBatch(ctx, db, c, seq, keys, puts, false)
 		case p < 13:
 			keys := distinct(2 + rng.Intn(3))
 			puts := make([]bool, len(keys))
@@ -586,7 +586,7 @@ func (w *txnWork) validatorClient(ctx context.Context, c int) {
 				puts[i] = i == 0 || rng.Intn(4) != 0
 			}
 			rng.Shuffle(len(puts), func(i, j int) { puts[i], puts[j] = puts[j], puts[i] })
-			err = w.valAtomic(ctx, db, c, seq, keys, puts)
+			err = w.valBatch(ctx, db, c, seq, keys, puts, true)
 		default:
 			plan := txnPlan{keys: distinct(2 + rng.Intn(3)), readOnly: rng.Intn(6) == 0, ryw: rng.Intn(5) == 0}
 			if rng.Intn(4) == 0 {
@@ -653,28 +653,37 @@ func (w *txnWork) valPut(ctx context.Context, db *client.DB, c int, k, v string)
 	return err
 }
 
-// valBatch runs a non-transactional batch over distinct keys: puts where
-// puts says so, gets elsewhere. A failed batch keeps only its puts (its
-// reads returned nothing).
-func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys []string, puts []bool) error {
-	b := new(client.Batch)
-	steps := make([]txncheck.Step, len(keys))
-	for i, k := range keys {
-		if puts[i] {
-			steps[i] = txncheck.Step{Kind: txncheck.StepPut, Key: k, Value: fmt.Sprintf("w%d-%d-b%d", c, seq, i)}
-			b.Put([]byte(k), []byte(steps[i].Value))
-		} else {
-			steps[i] = txncheck.Step{Kind: txncheck.StepGet, Key: k}
-			b.Get([]byte(k))
-		}
+// valBatch runs a batch over distinct keys: puts where puts says so,
+// gets elsewhere. A non-transactional batch (Batch) records each put at
+// its own timestamp; a failed one keeps only its puts (its reads returned
+// nothing), and one left with no step is left out. An atomic one
+// (AtomicBatch: one transaction; all puts: a parallel commit) is recorded
+// as a transaction whose reads hold at its commit timestamp, with the
+// outcome of a DB.Txn commit.
+func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys []string, puts []bool, atomic bool) error {
+	tag, timeout, kind := "b", plainOpTimeout, txncheck.KindBatch
+	if atomic {
+		tag, timeout, kind = "a", txnOpTimeout, txncheck.KindTxn
 	}
+	b, steps := batchOf(c, seq, tag, keys, puts)
 	invoke := w.rec.now()
-	octx, cancel := context.WithTimeout(ctx, plainOpTimeout)
-	res, err := db.Batch(octx, b)
+	octx, cancel := context.WithTimeout(ctx, timeout)
+	var res []client.Result
+	var err error
+	if atomic {
+		res, err = db.AtomicBatch(octx, b)
+	} else {
+		res, err = db.Batch(octx, b)
+	}
 	cancel()
-	op := txncheck.Op{Client: c, Kind: txncheck.KindBatch, Invoke: invoke, Complete: w.rec.now(), Outcome: batchOutcome(err)}
+	op := txncheck.Op{Client: c, Kind: kind, Invoke: invoke, Complete: w.rec.now(), Outcome: batchOutcome(err)}
+	if atomic {
+		op.Outcome = txnOutcome(err, true)
+	}
 	for i, s := range steps {
 		switch {
+		case err == nil && s.Kind == txncheck.StepPut && atomic:
+			op.CommitTS = tsOf(res[i].Timestamp)
 		case err == nil && s.Kind == txncheck.StepPut:
 			s.Timestamp = tsOf(res[i].Timestamp)
 		case err == nil:
@@ -684,7 +693,7 @@ func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys 
 				w.rec.saw(res[i].KV)
 			}
 		case s.Kind != txncheck.StepPut:
-			continue
+			continue // a failed read returned nothing
 		}
 		op.Steps = append(op.Steps, s)
 	}
@@ -695,49 +704,26 @@ func (w *txnWork) valBatch(ctx context.Context, db *client.DB, c, seq int, keys 
 		return err
 	}
 	w.rec.add(op, err)
-	w.countVal(false)
+	w.countVal(atomic)
 	return err
 }
 
-// valAtomic runs an atomic batch (one transaction; puts only: a parallel
-// commit) over distinct keys: puts where puts says so, gets elsewhere,
-// recorded as a transaction whose reads hold at its commit timestamp.
-func (w *txnWork) valAtomic(ctx context.Context, db *client.DB, c, seq int, keys []string, puts []bool) error {
+// batchOf is a batch over distinct keys, puts (of the unique values
+// "w<client>-<seq>-<tag><i>") where puts says so, gets elsewhere, and its
+// steps.
+func batchOf(c, seq int, tag string, keys []string, puts []bool) (*client.Batch, []txncheck.Step) {
 	b := new(client.Batch)
 	steps := make([]txncheck.Step, len(keys))
 	for i, k := range keys {
 		if puts[i] {
-			steps[i] = txncheck.Step{Kind: txncheck.StepPut, Key: k, Value: fmt.Sprintf("w%d-%d-a%d", c, seq, i)}
+			steps[i] = txncheck.Step{Kind: txncheck.StepPut, Key: k, Value: fmt.Sprintf("w%d-%d-%s%d", c, seq, tag, i)}
 			b.Put([]byte(k), []byte(steps[i].Value))
 		} else {
 			steps[i] = txncheck.Step{Kind: txncheck.StepGet, Key: k}
 			b.Get([]byte(k))
 		}
 	}
-	invoke := w.rec.now()
-	octx, cancel := context.WithTimeout(ctx, txnOpTimeout)
-	res, err := db.AtomicBatch(octx, b)
-	cancel()
-	op := txncheck.Op{Client: c, Kind: txncheck.KindTxn, Invoke: invoke, Complete: w.rec.now(), Outcome: txnOutcome(err, true)}
-	for i, s := range steps {
-		if err == nil && s.Kind == txncheck.StepPut {
-			op.CommitTS = tsOf(res[i].Timestamp)
-		}
-		if err == nil && s.Kind == txncheck.StepGet {
-			s.Found = res[i].Found
-			if s.Found {
-				s.Value = string(res[i].KV.Value)
-				w.rec.saw(res[i].KV)
-			}
-		}
-		if err != nil && s.Kind == txncheck.StepGet {
-			continue // it returned nothing
-		}
-		op.Steps = append(op.Steps, s)
-	}
-	w.rec.add(op, err)
-	w.countVal(true)
-	return err
+	return b, steps
 }
 
 // txnPlan is one validator transaction, drawn before it runs (its runs

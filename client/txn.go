@@ -182,6 +182,45 @@ func (db *DB) AtomicBatch(ctx context.Context, b *Batch) ([]Result, error) {
 			writes = true
 		}
 	}
+	var out []Result
+	done, err := db.tryCoordinators(func(addr string, kv rspb.KVClient) (bool, error) {
+		resp, err := kv.Batch(ctx, &rspb.BatchRequest{Atomic: true, Requests: b.reqs})
+		if err != nil {
+			answered := errorReason(err) != ""
+			noAnswer := !answered && (transportFailure(err) || contextError(err) != nil || status.Code(err) == codes.Unavailable)
+			switch {
+			case noAnswer && writes:
+				return true, &Error{Code: Ambiguous, Op: op, Err: err,
+					Message: "the atomic batch's outcome is unknown: the node running it did not answer (" + txnError(op, err).Message + ")"}
+			case noAnswer && transportFailure(err):
+				db.pool.markFailed(addr)
+				return false, err // reads only: another node may run it
+			}
+			return true, txnError(op, err)
+		}
+		out = make([]Result, len(resp.Responses))
+		for i, r := range resp.Responses {
+			out[i] = resultFromProto(r)
+			if !out[i].Timestamp.IsZero() {
+				out[i].Bookmark = resp.Bookmark
+			}
+		}
+		return true, nil
+	})
+	if !done {
+		return nil, &Error{Code: Unavailable, Op: op, Message: "no node ran the atomic batch: " + err.Error(), Err: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// tryCoordinators calls try with each node's KV client, in
+// coordinatorOrder, until it reports done, and returns its error then;
+// if no call was done, the last error met (getting a client, or from
+// try; never nil).
+func (db *DB) tryCoordinators(try func(addr string, kv rspb.KVClient) (done bool, err error)) (bool, error) {
 	var last error
 	for _, addr := range db.coordinatorOrder() {
 		kv, err := db.pool.kv(addr)
@@ -189,34 +228,16 @@ func (db *DB) AtomicBatch(ctx context.Context, b *Batch) ([]Result, error) {
 			last = err
 			continue
 		}
-		resp, err := kv.Batch(ctx, &rspb.BatchRequest{Atomic: true, Requests: b.reqs})
-		if err != nil {
-			last = err
-			answered := errorReason(err) != ""
-			noAnswer := !answered && (transportFailure(err) || contextError(err) != nil || status.Code(err) == codes.Unavailable)
-			switch {
-			case noAnswer && writes:
-				return nil, &Error{Code: Ambiguous, Op: op, Err: err,
-					Message: "the atomic batch's outcome is unknown: the node running it did not answer (" + txnError(op, err).Message + ")"}
-			case noAnswer && transportFailure(err):
-				db.pool.markFailed(addr)
-				continue // reads only: another node may run it
-			}
-			return nil, txnError(op, err)
+		done, err := try(addr, kv)
+		if done {
+			return true, err
 		}
-		out := make([]Result, len(resp.Responses))
-		for i, r := range resp.Responses {
-			out[i] = resultFromProto(r)
-			if !out[i].Timestamp.IsZero() {
-				out[i].Bookmark = resp.Bookmark
-			}
-		}
-		return out, nil
+		last = err
 	}
 	if last == nil {
 		last = errors.New("no node to ask")
 	}
-	return nil, &Error{Code: Unavailable, Op: op, Message: "no node ran the atomic batch: " + last.Error(), Err: last}
+	return false, last
 }
 
 // beginTxn starts a transaction at the first node that answers.
@@ -225,28 +246,26 @@ func (db *DB) beginTxn(ctx context.Context, cfg txnConfig) (*Txn, error) {
 	if cfg.timeout > 0 {
 		req.Timeout = durationpb.New(cfg.timeout)
 	}
-	var last error
-	for _, addr := range db.coordinatorOrder() {
-		kv, err := db.pool.kv(addr)
-		if err != nil {
-			last = err
-			continue
-		}
+	var txn *Txn
+	done, err := db.tryCoordinators(func(addr string, kv rspb.KVClient) (bool, error) {
 		resp, err := kv.BeginTxn(ctx, req)
 		if err != nil {
-			last = err
 			if transportFailure(err) || status.Code(err) == codes.Unavailable {
 				db.pool.markFailed(addr)
-				continue
+				return false, err
 			}
-			return nil, txnError("begin", err)
+			return true, txnError("begin", err)
 		}
-		return &Txn{db: db, kv: kv, addr: addr, handle: resp.Txn, ReadTimestamp: tsFromProto(resp.ReadTimestamp)}, nil
+		txn = &Txn{db: db, kv: kv, addr: addr, handle: resp.Txn, ReadTimestamp: tsFromProto(resp.ReadTimestamp)}
+		return true, nil
+	})
+	if !done {
+		return nil, &Error{Code: Unavailable, Op: "begin", Message: "no node began the transaction: " + err.Error(), Err: err}
 	}
-	if last == nil {
-		last = errors.New("no node to ask")
+	if err != nil {
+		return nil, err
 	}
-	return nil, &Error{Code: Unavailable, Op: "begin", Message: "no node began the transaction: " + last.Error(), Err: last}
+	return txn, nil
 }
 
 func (t *Txn) rollback(ctx context.Context) {

@@ -27,46 +27,35 @@ func TestTxnRetriesConflicts(t *testing.T) {
 	ctx := ctxT(t)
 	keys := [][]byte{[]byte("b-counter"), []byte("t-counter")} // ranges [-c) and [s-)
 	const workers, each = 4, 10
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
 	runs := make([]int, workers)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				_, err := db.Txn(ctx, func(ctx context.Context, txn *Txn) error {
-					runs[w]++
-					for _, k := range keys {
-						n := 0
-						kv, err := txn.Get(ctx, k)
-						switch {
-						case errors.Is(err, ErrNotFound):
-						case err != nil:
-							return err
-						default:
-							if n, err = strconv.Atoi(string(kv.Value)); err != nil {
-								return err
-							}
-						}
-						if err := txn.Put(ctx, k, []byte(strconv.Itoa(n+1))); err != nil {
+	runWorkers(t, workers, func(w int) error {
+		for i := 0; i < each; i++ {
+			_, err := db.Txn(ctx, func(ctx context.Context, txn *Txn) error {
+				runs[w]++
+				for _, k := range keys {
+					n := 0
+					kv, err := txn.Get(ctx, k)
+					switch {
+					case errors.Is(err, ErrNotFound):
+					case err != nil:
+						return err
+					default:
+						if n, err = strconv.Atoi(string(kv.Value)); err != nil {
 							return err
 						}
 					}
-					return nil
-				})
-				if err != nil {
-					errc <- fmt.Errorf("worker %d, increment %d: %w", w, i, err)
-					return
+					if err := txn.Put(ctx, k, []byte(strconv.Itoa(n+1))); err != nil {
+						return err
+					}
 				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("worker %d, increment %d: %w", w, i, err)
 			}
-		}(w)
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	for _, k := range keys {
 		kv, err := db.Get(ctx, k)
 		if err != nil || string(kv.Value) != strconv.Itoa(workers*each) {
@@ -181,30 +170,19 @@ func TestAtomicBatch(t *testing.T) {
 		t.Fatalf("atomic batch results %+v: want one commit timestamp on both writes, and a bookmark", res)
 	}
 	const workers, each = 3, 8
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				v := []byte(fmt.Sprintf("w%d-%d", w, i))
-				if _, err := db.AtomicBatch(ctx, new(Batch).Put(a, v).Put(z, v)); err != nil {
-					var e *Error
-					if errors.As(err, &e) && e.Code == Retry {
-						continue // a conflict it gave up on: nothing applied
-					}
-					errc <- err
-					return
+	runWorkers(t, workers, func(w int) error {
+		for i := 0; i < each; i++ {
+			v := []byte(fmt.Sprintf("w%d-%d", w, i))
+			if _, err := db.AtomicBatch(ctx, new(Batch).Put(a, v).Put(z, v)); err != nil {
+				var e *Error
+				if errors.As(err, &e) && e.Code == Retry {
+					continue // a conflict it gave up on: nothing applied
 				}
+				return err
 			}
-		}(w)
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	rs, err := db.AtomicBatch(ctx, new(Batch).Get(a).Get(z))
 	if err != nil {
 		t.Fatal(err)
@@ -217,5 +195,27 @@ func TestAtomicBatch(t *testing.T) {
 	}
 	if _, err := db.AtomicBatch(ctx, new(Batch).Put(nil, []byte("x"))); err == nil {
 		t.Fatal("an atomic batch writing an empty key was accepted")
+	}
+}
+
+// runWorkers runs f for workers 0..n-1 at once and fails t with the
+// errors they return.
+func runWorkers(t *testing.T, n int, f func(w int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			if err := f(w); err != nil {
+				errc <- err
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/rangestore/rangestore/chaos"
@@ -89,4 +90,29 @@ func snapshotsSentBy(ctx context.Context, pc *procCluster, idx []int) (snapshotT
 		t.received += m[metricSnapshotsReceived]
 	}
 	return t, nil
+}
+
+// metricSum sums the samples of a series (every label set) on the
+// /metrics page of the process serving HTTP at addr; none is 0.
+func metricSum(ctx context.Context, t *testing.T, addr, name string) float64 {
+	t.Helper()
+	page, err := chaos.MetricsPage(ctx, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	sc := bufio.NewScanner(bytes.NewReader(page))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 || (f[0] != name && !strings.HasPrefix(f[0], name+"{")) {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
 }
