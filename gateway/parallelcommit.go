@@ -179,11 +179,10 @@ func (c *TxnCoordinator) settleLocked(ctx context.Context, t *coordTxn, cause er
 		return cause
 	case err == nil && rec.GetStatus() == rspb.TransactionStatus_TXN_COMMITTED:
 		t.txn = rec
-		c.finishLocked(t, txnCommitted, "")
-		if !resolvedAll {
-			spans := t.lockSpans
-			c.async(func(ctx context.Context) { c.resolve(ctx, rec, spans) })
+		if resolvedAll {
+			t.lockSpans = nil // nothing left to resolve
 		}
+		c.finishLocked(t, txnCommitted, "") // resolves the rest
 		return &RangeError{E: &rspb.RangeError{Code: rspb.RangeError_AMBIGUOUS, Txn: rec,
 			Message: fmt.Sprintf("txn %x committed at %s (recovery found every write of its parallel commit), but the round failed (%v): the writes' responses are lost",
 				txn.Meta.Id, ranges.TSFromProto(rec.Meta.WriteTimestamp), cause)}}
